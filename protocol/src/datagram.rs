@@ -1,0 +1,225 @@
+//! QUIC datagram codecs: media between a client and its edge, and relayed
+//! media between edges. All integers are big-endian.
+//!
+//! Media datagram (client -> edge, edge -> client, and embedded in relay
+//! datagrams), [`MEDIA_HEADER_LEN`] = 29 bytes of header:
+//!
+//! ```text
+//! offset size field
+//! 0      1    type          0x01 (MEDIA)
+//! 1      8    channel_id    ChannelId (see ids.rs)
+//! 9      8    track_key     TrackKey from TrackPublished / TrackAvailable
+//! 17     4    sequence      per track, wraps at 2^32
+//! 21     8    timestamp_us  sender's wall clock, microseconds since the epoch
+//! 29     n    payload       0..=MAX_MEDIA_PAYLOAD bytes (opaque, may be
+//!                           end-to-end encrypted by the SDK)
+//! ```
+//!
+//! An edge forwards a subscriber the very bytes the publisher sent (after
+//! checking the header): there is no per-subscriber rewrite.
+//!
+//! Relay datagram (edge -> edge), header of 7 + 6N bytes:
+//!
+//! ```text
+//! offset  size field
+//! 0       1    type         0x81 (RELAY_MEDIA)
+//! 1       4    origin_edge  ingress edge of the packet
+//! 5       1    hop_limit    decremented by each relay; 0 on arrival = drop
+//! 6       1    node_count   N, 1..=MAX_TREE_NODES
+//! 7       6N   route tree   subtree rooted at the receiving edge (route_tree.rs)
+//! 7+6N    ...  media        a whole media datagram, starting with 0x01
+//! ```
+//!
+//! Unknown type bytes are refused: a future version changes the ALPN.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::ids::{ChannelId, EdgeId, TrackKey};
+use crate::limits::{MAX_MEDIA_PAYLOAD, MAX_TREE_NODES};
+use crate::route_tree::{RouteTree, TreeError, NODE_LEN};
+
+pub const TYPE_MEDIA: u8 = 0x01;
+pub const TYPE_RELAY_MEDIA: u8 = 0x81;
+pub const MEDIA_HEADER_LEN: usize = 29;
+pub const RELAY_FIXED_LEN: usize = 7;
+/// Largest media datagram.
+pub const MAX_MEDIA_DATAGRAM: usize = MEDIA_HEADER_LEN + MAX_MEDIA_PAYLOAD;
+/// Largest relay datagram.
+pub const MAX_RELAY_DATAGRAM: usize = RELAY_FIXED_LEN + MAX_TREE_NODES * NODE_LEN + MAX_MEDIA_DATAGRAM;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DatagramError {
+    #[error("datagram of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown datagram type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("media payload of {0} bytes exceeds the limit of {MAX_MEDIA_PAYLOAD}")]
+    PayloadTooLarge(usize),
+    #[error("bad route tree: {0}")]
+    Tree(#[from] TreeError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaHeader {
+    pub channel: ChannelId,
+    pub track: TrackKey,
+    pub sequence: u32,
+    pub timestamp_us: u64,
+}
+
+impl MediaHeader {
+    /// Parse and check a media datagram; the payload is `&d[MEDIA_HEADER_LEN..]`.
+    pub fn decode(d: &[u8]) -> Result<Self, DatagramError> {
+        if d.len() < MEDIA_HEADER_LEN {
+            return Err(DatagramError::Short(d.len()));
+        }
+        if d[0] != TYPE_MEDIA {
+            return Err(DatagramError::UnknownType(d[0]));
+        }
+        let payload = d.len() - MEDIA_HEADER_LEN;
+        if payload > MAX_MEDIA_PAYLOAD {
+            return Err(DatagramError::PayloadTooLarge(payload));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(d[i..i + 8].try_into().unwrap_or([0; 8]));
+        Ok(MediaHeader {
+            channel: ChannelId(u64_at(1)),
+            track: TrackKey(u64_at(9)),
+            sequence: u32::from_be_bytes(d[17..21].try_into().unwrap_or([0; 4])),
+            timestamp_us: u64_at(21),
+        })
+    }
+
+    pub fn encode(&self, payload: &[u8]) -> Result<Bytes, DatagramError> {
+        if payload.len() > MAX_MEDIA_PAYLOAD {
+            return Err(DatagramError::PayloadTooLarge(payload.len()));
+        }
+        let mut out = BytesMut::with_capacity(MEDIA_HEADER_LEN + payload.len());
+        self.write(&mut out);
+        out.put_slice(payload);
+        Ok(out.freeze())
+    }
+
+    fn write(&self, out: &mut BytesMut) {
+        out.put_u8(TYPE_MEDIA);
+        out.put_u64(self.channel.0);
+        out.put_u64(self.track.0);
+        out.put_u32(self.sequence);
+        out.put_u64(self.timestamp_us);
+    }
+}
+
+/// A decoded relay datagram. `media` is a zero-copy slice of the received
+/// datagram holding the embedded media datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayDatagram {
+    pub origin: EdgeId,
+    pub hop_limit: u8,
+    pub tree: RouteTree,
+    pub header: MediaHeader,
+    pub media: Bytes,
+}
+
+impl RelayDatagram {
+    pub fn decode(d: Bytes) -> Result<Self, DatagramError> {
+        if d.len() < RELAY_FIXED_LEN {
+            return Err(DatagramError::Short(d.len()));
+        }
+        if d[0] != TYPE_RELAY_MEDIA {
+            return Err(DatagramError::UnknownType(d[0]));
+        }
+        let origin = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
+        let hop_limit = d[5];
+        let count = d[6] as usize;
+        let tree = RouteTree::decode(&d[RELAY_FIXED_LEN..], count)?;
+        let media_at = RELAY_FIXED_LEN + count * NODE_LEN;
+        let header = MediaHeader::decode(&d[media_at..])?;
+        Ok(RelayDatagram {
+            origin,
+            hop_limit,
+            tree,
+            header,
+            media: d.slice(media_at..),
+        })
+    }
+}
+
+/// Build the relay datagram that carries `media` along `tree` (the subtree
+/// rooted at the next hop).
+pub fn encode_relay(origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &[u8]) -> Bytes {
+    let mut head = Vec::with_capacity(RELAY_FIXED_LEN + tree.len() * NODE_LEN + media.len());
+    head.push(TYPE_RELAY_MEDIA);
+    head.extend_from_slice(&origin.to_be_bytes());
+    head.push(hop_limit);
+    head.push(tree.len() as u8);
+    tree.encode_into(&mut head);
+    head.extend_from_slice(media);
+    Bytes::from(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> MediaHeader {
+        MediaHeader {
+            channel: ChannelId(0x0102030405060708),
+            track: TrackKey::new(3, 9),
+            sequence: 77,
+            timestamp_us: 1_700_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn media_layout_matches_the_spec() {
+        let d = header().encode(b"hi").unwrap();
+        assert_eq!(d.len(), MEDIA_HEADER_LEN + 2);
+        assert_eq!(d[0], 0x01);
+        assert_eq!(&d[1..9], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&d[9..17], &[0, 0, 0, 3, 0, 0, 0, 9]);
+        assert_eq!(&d[17..21], &[0, 0, 0, 77]);
+        assert_eq!(&d[29..], b"hi");
+        assert_eq!(MediaHeader::decode(&d).unwrap(), header());
+    }
+
+    #[test]
+    fn bad_media_is_refused() {
+        assert_eq!(MediaHeader::decode(&[1; 10]), Err(DatagramError::Short(10)));
+        let mut d = header().encode(b"").unwrap().to_vec();
+        d[0] = 0x7f;
+        assert_eq!(MediaHeader::decode(&d), Err(DatagramError::UnknownType(0x7f)));
+        let big = vec![0; MAX_MEDIA_PAYLOAD + 1];
+        assert!(matches!(header().encode(&big), Err(DatagramError::PayloadTooLarge(_))));
+    }
+
+    #[test]
+    fn relay_round_trip_is_zero_copy() {
+        let media = header().encode(b"payload").unwrap();
+        let tree = RouteTree::build(5, &[&[5, 6], &[5, 7]]).remove(0);
+        let wire = encode_relay(2, 4, &tree, &media);
+        let r = RelayDatagram::decode(wire.clone()).unwrap();
+        assert_eq!((r.origin, r.hop_limit), (2, 4));
+        assert_eq!(r.tree, tree);
+        assert_eq!(r.media, media);
+        assert_eq!(r.header, header());
+        // The media slice points into the received buffer.
+        assert_eq!(r.media.as_ptr(), wire[wire.len() - media.len()..].as_ptr());
+    }
+
+    proptest! {
+        #[test]
+        fn media_round_trip(ch: u64, tk: u64, seq: u32, ts: u64,
+                            payload in proptest::collection::vec(any::<u8>(), 0..=MAX_MEDIA_PAYLOAD)) {
+            let h = MediaHeader { channel: ChannelId(ch), track: TrackKey(tk), sequence: seq, timestamp_us: ts };
+            let d = h.encode(&payload).unwrap();
+            prop_assert_eq!(MediaHeader::decode(&d).unwrap(), h);
+            prop_assert_eq!(&d[MEDIA_HEADER_LEN..], payload.as_slice());
+        }
+
+        #[test]
+        fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let _ = MediaHeader::decode(&data);
+            let _ = RelayDatagram::decode(Bytes::from(data));
+        }
+    }
+}

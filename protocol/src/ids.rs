@@ -1,0 +1,72 @@
+//! Identifiers that appear in datagram headers.
+
+use ring::digest;
+
+/// An edge's numeric id, unique in a mesh (assigned by the operator).
+pub type EdgeId = u32;
+
+/// 64-bit channel id: the first 8 bytes (big-endian) of
+/// `SHA-256("rtn/v1/channel" 0x00 app_id 0x00 channel)`.
+///
+/// Derived rather than assigned so that every edge and client computes the
+/// same id for a channel with no coordination; 64 bits make a collision
+/// between two live channels of one app negligible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u64);
+
+impl ChannelId {
+    pub fn derive(app_id: &str, channel: &str) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"rtn/v1/channel\0");
+        ctx.update(app_id.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(channel.as_bytes());
+        let d = ctx.finish();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d.as_ref()[..8]);
+        ChannelId(u64::from_be_bytes(first))
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// 64-bit track key: `origin_edge << 32 | per-edge counter`. Assigned by the
+/// publisher's edge, so it is unique across the mesh without coordination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u64);
+
+impl TrackKey {
+    pub fn new(origin: EdgeId, counter: u32) -> Self {
+        TrackKey(((origin as u64) << 32) | counter as u64)
+    }
+
+    /// The edge that assigned this key (where the publisher was connected).
+    pub fn origin(self) -> EdgeId {
+        (self.0 >> 32) as EdgeId
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_id_is_stable_and_separates_apps() {
+        let a = ChannelId::derive("app", "room");
+        assert_eq!(a, ChannelId::derive("app", "room"));
+        assert_ne!(a, ChannelId::derive("app2", "room"));
+        // The separator keeps ("ap", "proom") apart from ("app", "room").
+        assert_ne!(ChannelId::derive("ap", "proom"), a);
+    }
+
+    #[test]
+    fn track_key_carries_origin() {
+        let k = TrackKey::new(7, 42);
+        assert_eq!(k.origin(), 7);
+        assert_eq!(k.0 & 0xffff_ffff, 42);
+    }
+}

@@ -1,0 +1,1 @@
+//! Mesh topology (being written).
