@@ -70,3 +70,46 @@ mod tests {
         assert_eq!(k.0 & 0xffff_ffff, 42);
     }
 }
+
+/// The `replicas` edges that home a channel's directory, best first, chosen
+/// by rendezvous (highest-random-weight) hashing over the live edges: every
+/// edge that knows the same live set picks the same homes, and losing one edge
+/// only moves the channels it homed.
+pub fn directory_homes(channel: ChannelId, live: impl IntoIterator<Item = EdgeId>, replicas: usize) -> Vec<EdgeId> {
+    let mut scored: Vec<(u64, EdgeId)> = live
+        .into_iter()
+        .map(|e| (mix64(channel.0 ^ mix64(e as u64 ^ 0x9e37_79b9_7f4a_7c15)), e))
+        .collect();
+    scored.sort_unstable_by(|a, b| b.cmp(a));
+    scored.dedup_by_key(|s| s.1);
+    scored.into_iter().take(replicas).map(|(_, e)| e).collect()
+}
+
+/// splitmix64's finaliser: a fixed, portable 64-bit mix (part of the protocol,
+/// so every implementation computes the same homes).
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn homes_are_stable_and_move_little() {
+        let ch = ChannelId(42);
+        let all: Vec<EdgeId> = (1..=10).collect();
+        let homes = directory_homes(ch, all.clone(), 2);
+        assert_eq!(homes.len(), 2);
+        assert_eq!(homes, directory_homes(ch, all.iter().rev().copied(), 2));
+        // Removing an edge that is not a home changes nothing.
+        let other = all.iter().copied().find(|e| !homes.contains(e)).unwrap();
+        let fewer: Vec<EdgeId> = all.iter().copied().filter(|e| *e != other).collect();
+        assert_eq!(directory_homes(ch, fewer, 2), homes);
+        // Removing the first home promotes the second.
+        let without_first: Vec<EdgeId> = all.iter().copied().filter(|e| *e != homes[0]).collect();
+        assert_eq!(directory_homes(ch, without_first, 2)[0], homes[1]);
+    }
+}

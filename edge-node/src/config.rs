@@ -1,0 +1,355 @@
+//! Edge configuration: a TOML file whose every scalar field can be overridden
+//! by a flag or an `RTN_*` environment variable (see `main.rs`), validated at
+//! start with errors that name the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use protocol::EdgeId;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    pub edge: EdgeSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub apps: Vec<AppSection>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Other edges this edge may forward to (until the control plane feeds
+    /// them, or in addition to it).
+    #[serde(default)]
+    pub peers: Vec<PeerSection>,
+    /// Static overlay paths; a peer without one is reached directly.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    pub id: EdgeId,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub city: String,
+    /// UDP address of the QUIC endpoint (clients and relay links share it).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address clients and peers should use, when `listen` is a wildcard.
+    #[serde(default)]
+    pub public_addr: Option<SocketAddr>,
+    /// TCP address of the admin HTTP server (/metrics, /healthz, /readyz).
+    #[serde(default = "default_admin")]
+    pub admin_listen: SocketAddr,
+    /// TLS server name this edge's certificate is valid for.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// Requested UDP socket buffer size, bytes (the kernel may grant less;
+    /// the granted size is logged).
+    #[serde(default = "default_udp_buffer")]
+    pub udp_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain of this edge (server and relay-client auth).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of this edge.
+    pub key: Option<PathBuf>,
+    /// PEM certificate of the mesh CA that signs every edge's certificate.
+    pub mesh_ca: Option<PathBuf>,
+    /// Development only: generate a throwaway CA and certificate at start.
+    /// Relay links then only work between edges of one process.
+    #[serde(default)]
+    pub dev_self_signed: bool,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub id: String,
+    /// Current secrets (several during a rotation). Prefer `secrets_env`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Name of an environment variable holding comma-separated secrets.
+    #[serde(default)]
+    pub secrets_env: Option<String>,
+}
+
+impl std::fmt::Debug for AppSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSection")
+            .field("id", &self.id)
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("secrets_env", &self.secrets_env)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_sessions: usize,
+    /// A connection that has not joined a channel by then is closed.
+    pub join_timeout_ms: u64,
+    /// Media packets queued per subscriber before the oldest are dropped.
+    pub subscriber_queue: usize,
+    /// Control frames queued per client before it is disconnected as too slow.
+    pub client_frame_queue: usize,
+    /// Idle timeout of client connections (clients send keepalives).
+    pub client_idle_timeout_ms: u64,
+    /// How long SIGTERM waits for clients to move after the goaway.
+    pub drain_timeout_ms: u64,
+    /// Clients are told to reconnect after this, plus a random spread of the same.
+    pub goaway_reconnect_ms: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_sessions: 10_000,
+            join_timeout_ms: 10_000,
+            subscriber_queue: 256,
+            client_frame_queue: 4_096,
+            client_idle_timeout_ms: 10_000,
+            drain_timeout_ms: 5_000,
+            goaway_reconnect_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub id: EdgeId,
+    /// UDP address of the peer's QUIC endpoint.
+    pub addr: SocketAddr,
+    pub server_name: String,
+    #[serde(default)]
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub dest: EdgeId,
+    /// Intermediate edges, in order (empty = direct).
+    #[serde(default)]
+    pub via: Vec<EdgeId>,
+}
+
+fn default_region() -> String {
+    "local".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4433))
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9433))
+}
+fn default_server_name() -> String {
+    "localhost".into()
+}
+fn default_udp_buffer() -> usize {
+    // moq-relay and quinn users ask for several MiB: a relay receives bursts
+    // from many senders at once.
+    8 * 1024 * 1024
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl EdgeConfig {
+    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// A config for tests and the lab: loopback, dev TLS, one app.
+    pub fn dev(id: EdgeId, app_id: &str, secret: &str) -> Self {
+        EdgeConfig {
+            edge: EdgeSection {
+                id,
+                region: default_region(),
+                city: String::new(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                public_addr: None,
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                server_name: default_server_name(),
+                udp_buffer_bytes: default_udp_buffer(),
+            },
+            tls: TlsSection {
+                dev_self_signed: true,
+                ..TlsSection::default()
+            },
+            apps: vec![AppSection {
+                id: app_id.into(),
+                secrets: vec![secret.into()],
+                secrets_env: None,
+            }],
+            limits: LimitsSection::default(),
+            peers: vec![],
+            routes: vec![],
+        }
+    }
+
+    /// Check everything that can be checked without binding sockets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.edge.id == 0 {
+            return bad("edge.id must be a positive integer (0 is reserved)".into());
+        }
+        if self.edge.server_name.is_empty() {
+            return bad("edge.server_name must not be empty".into());
+        }
+        if self.edge.listen == self.edge.admin_listen && self.edge.listen.port() != 0 {
+            return bad("edge.listen and edge.admin_listen must differ".into());
+        }
+        let tls = &self.tls;
+        if !tls.dev_self_signed {
+            for (name, v) in [("tls.cert", &tls.cert), ("tls.key", &tls.key), ("tls.mesh_ca", &tls.mesh_ca)] {
+                match v {
+                    None => return bad(format!("{name} is required unless tls.dev_self_signed = true")),
+                    Some(p) if !p.exists() => return bad(format!("{name}: file {} does not exist", p.display())),
+                    _ => {}
+                }
+            }
+        }
+        if self.apps.is_empty() {
+            return bad("at least one [[apps]] entry with a secret is required".into());
+        }
+        for app in &self.apps {
+            if app.id.is_empty() {
+                return bad("apps.id must not be empty".into());
+            }
+            let secrets = app.resolved_secrets()?;
+            if secrets.is_empty() {
+                return bad(format!("app {:?} has no secret (set secrets or secrets_env)", app.id));
+            }
+            if secrets.iter().any(|s| s.len() < 16) {
+                return bad(format!("app {:?}: secrets must be at least 16 bytes", app.id));
+            }
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max_sessions", l.max_sessions as u64),
+            ("limits.join_timeout_ms", l.join_timeout_ms),
+            ("limits.subscriber_queue", l.subscriber_queue as u64),
+            ("limits.client_frame_queue", l.client_frame_queue as u64),
+            ("limits.client_idle_timeout_ms", l.client_idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for p in &self.peers {
+            if p.id == self.edge.id || p.id == 0 || !ids.insert(p.id) {
+                return bad(format!("peers: id {} is zero, this edge's own, or repeated", p.id));
+            }
+        }
+        for r in &self.routes {
+            for hop in r.via.iter().chain(std::iter::once(&r.dest)) {
+                if !ids.contains(hop) {
+                    return bad(format!("routes: edge {hop} is not among [[peers]]"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.join_timeout_ms)
+    }
+}
+
+impl AppSection {
+    pub fn resolved_secrets(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out = self.secrets.clone();
+        if let Some(var) = &self.secrets_env {
+            let v = std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!("app {:?}: environment variable {var} is not set", self.id))
+            })?;
+            out.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<EdgeConfig, ConfigError> {
+        EdgeConfig::from_toml(s, std::path::Path::new("test.toml"))
+    }
+
+    const GOOD: &str = r#"
+        [edge]
+        id = 3
+        region = "eu-west"
+        listen = "127.0.0.1:4500"
+        admin_listen = "127.0.0.1:9500"
+        [tls]
+        dev_self_signed = true
+        [[apps]]
+        id = "demo"
+        secrets = ["0123456789abcdef"]
+        [[peers]]
+        id = 4
+        addr = "127.0.0.1:4501"
+        server_name = "localhost"
+        [[routes]]
+        dest = 4
+    "#;
+
+    #[test]
+    fn good_config_validates() {
+        parse(GOOD).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let err = parse(&GOOD.replace("region =", "regoin =")).unwrap_err().to_string();
+        assert!(err.contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            (GOOD.replace("id = 3", "id = 0"), "edge.id"),
+            (GOOD.replace("dev_self_signed = true", "dev_self_signed = false"), "tls.cert"),
+            (GOOD.replace("\"0123456789abcdef\"", "\"short\""), "16 bytes"),
+            (GOOD.replace("dest = 4", "dest = 9"), "routes"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+}

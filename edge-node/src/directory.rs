@@ -1,0 +1,292 @@
+//! Channel directories: which edges host a channel's members.
+//!
+//! Membership never goes to etcd (it is O(users)); edges exchange it over the
+//! overlay as soft state. A channel's directory is homed on the edges chosen
+//! by rendezvous hashing over the live edges ([`REPLICAS`] of them, so losing
+//! one home loses nothing). Every edge with members reports them to the homes
+//! on every change and every [`REFRESH`]; a home pushes the whole directory to
+//! every edge that hosts members on change and every [`REFRESH`]. Entries not
+//! refreshed within [`ENTRY_TTL`] expire, on the home and on the edges, so a
+//! dead edge's members vanish and a lost home is rebuilt by the next refresh.
+//! An edge merges updates from several homes (union, each entry with its own
+//! expiry), so a home that has just started and knows little cannot erase
+//! what another home said.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::ids::directory_homes;
+use protocol::limits::INITIAL_HOP_LIMIT;
+use protocol::pb::{self, relay_frame::Kind as RK, DirectoryMember};
+use protocol::{ChannelId, EdgeId};
+
+use crate::channel::{Channel, RemoteEdge};
+use crate::edge::EdgeCore;
+
+/// How often reports and updates are refreshed. Short, because a member that
+/// joins through an edge that lost its home is seen within this time.
+pub const REFRESH: Duration = Duration::from_secs(1);
+/// How long an unrefreshed entry lives: three refreshes and a half, so one or
+/// two lost frames do not make members flicker.
+pub const ENTRY_TTL: Duration = Duration::from_millis(3_500);
+/// Homes per channel.
+pub const REPLICAS: usize = 2;
+
+pub struct Directory {
+    homed: Mutex<HashMap<ChannelId, Home>>,
+    /// Generations start from the wall clock so a restarted edge's reports
+    /// supersede its previous life's.
+    generation_base: u64,
+}
+
+#[derive(Default)]
+struct Home {
+    edges: HashMap<EdgeId, HomeEntry>,
+    version: u64,
+}
+
+struct HomeEntry {
+    members: Vec<DirectoryMember>,
+    generation: u64,
+    seen: Instant,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Directory {
+    pub fn new() -> Self {
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        Directory {
+            homed: Mutex::default(),
+            generation_base: micros.saturating_mul(1_000),
+        }
+    }
+
+    pub fn homed_channels(&self) -> usize {
+        self.homed.lock().map(|h| h.len()).unwrap_or(0)
+    }
+}
+
+impl EdgeCore {
+    fn homes(&self, ch: ChannelId) -> Vec<EdgeId> {
+        let table = self.route_table();
+        directory_homes(ch, table.live_edges().chain(std::iter::once(self.id)), REPLICAS)
+    }
+
+    /// Local membership of `ch` changed: report it now.
+    pub fn local_membership_changed(&self, ch: &Channel) {
+        self.report(ch);
+        if ch.read().local.is_empty() {
+            self.prune_channels();
+        }
+    }
+
+    fn report(&self, ch: &Channel) {
+        let (members, generation) = {
+            let st = ch.read();
+            (st.local_report(), self.directory.generation_base + st.local_generation)
+        };
+        let report = pb::DirectoryReport {
+            reporter_edge: self.id,
+            channel_id: ch.id.0,
+            members,
+            generation,
+            hop_limit: INITIAL_HOP_LIMIT as u32,
+            tree: vec![],
+        };
+        for home in self.homes(ch.id) {
+            if home == self.id {
+                self.apply_report(report.clone());
+                continue;
+            }
+            for t in self.trees_to(&[home]) {
+                self.send_along(&t, |nodes| RK::DirectoryReport(pb::DirectoryReport { tree: nodes, ..report.clone() }));
+            }
+        }
+    }
+
+    /// A report reached this edge: apply it if this edge is a destination,
+    /// pass it on otherwise.
+    pub fn relay_report(&self, r: pb::DirectoryReport) {
+        let Some(tree) = self.accept_tree(&r.tree, r.hop_limit) else {
+            return;
+        };
+        if tree.root().deliver {
+            self.apply_report(r.clone());
+        }
+        self.send_along(&tree, |nodes| {
+            RK::DirectoryReport(pb::DirectoryReport {
+                tree: nodes,
+                hop_limit: r.hop_limit - 1,
+                ..r.clone()
+            })
+        });
+    }
+
+    pub fn relay_update(&self, u: pb::DirectoryUpdate) {
+        let Some(tree) = self.accept_tree(&u.tree, u.hop_limit) else {
+            return;
+        };
+        if tree.root().deliver {
+            self.apply_update(&u);
+        }
+        self.send_along(&tree, |nodes| {
+            RK::DirectoryUpdate(pb::DirectoryUpdate {
+                tree: nodes,
+                hop_limit: u.hop_limit - 1,
+                ..u.clone()
+            })
+        });
+    }
+
+    fn apply_report(&self, r: pb::DirectoryReport) {
+        let changed = {
+            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            let home = homed.entry(ChannelId(r.channel_id)).or_default();
+            match home.edges.get_mut(&r.reporter_edge) {
+                Some(e) if e.generation > r.generation => false,
+                Some(e) => {
+                    e.seen = Instant::now();
+                    e.generation = r.generation;
+                    let changed = e.members != r.members;
+                    e.members = r.members;
+                    changed
+                }
+                None => {
+                    home.edges.insert(
+                        r.reporter_edge,
+                        HomeEntry {
+                            members: r.members,
+                            generation: r.generation,
+                            seen: Instant::now(),
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if changed {
+            self.push_update(ChannelId(r.channel_id));
+        }
+    }
+
+    /// Send the home's view of `ch` to every edge hosting members.
+    fn push_update(&self, ch: ChannelId) {
+        let update = {
+            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(home) = homed.get_mut(&ch) else {
+                return;
+            };
+            home.version += 1;
+            pb::DirectoryUpdate {
+                home_edge: self.id,
+                channel_id: ch.0,
+                edges: home
+                    .edges
+                    .iter()
+                    .map(|(id, e)| pb::EdgeMembers {
+                        edge_id: *id,
+                        members: e.members.clone(),
+                    })
+                    .collect(),
+                version: home.version,
+                hop_limit: INITIAL_HOP_LIMIT as u32,
+                tree: vec![],
+            }
+        };
+        let mut dests: Vec<EdgeId> = update
+            .edges
+            .iter()
+            .filter(|e| !e.members.is_empty())
+            .map(|e| e.edge_id)
+            .collect();
+        if dests.contains(&self.id) {
+            self.apply_update(&update);
+            dests.retain(|d| *d != self.id);
+        }
+        for t in self.trees_to(&dests) {
+            self.send_along(&t, |nodes| RK::DirectoryUpdate(pb::DirectoryUpdate { tree: nodes, ..update.clone() }));
+        }
+    }
+
+    fn apply_update(&self, u: &pb::DirectoryUpdate) {
+        let Some(ch) = self.existing_channel(ChannelId(u.channel_id)) else {
+            return;
+        };
+        let expires = Instant::now() + ENTRY_TTL;
+        ch.update(|st| {
+            let mut changed = false;
+            for e in &u.edges {
+                if e.edge_id == self.id {
+                    continue;
+                }
+                if e.members.is_empty() {
+                    changed |= st.remote.remove(&e.edge_id).is_some();
+                    continue;
+                }
+                match st.remote.get_mut(&e.edge_id) {
+                    Some(r) => {
+                        r.expires = r.expires.max(expires);
+                        if r.members != e.members {
+                            r.members = e.members.clone();
+                            changed = true;
+                        }
+                    }
+                    None => {
+                        st.remote.insert(
+                            e.edge_id,
+                            RemoteEdge {
+                                members: e.members.clone(),
+                                expires,
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                st.remote_version += 1;
+            }
+        });
+    }
+
+    /// One refresh round: re-report, expire, re-push.
+    fn refresh(&self) {
+        let now = Instant::now();
+        for ch in self.channels() {
+            self.report(&ch);
+            ch.update(|st| {
+                let before = st.remote.len();
+                st.remote.retain(|_, r| r.expires > now);
+                if st.remote.len() != before {
+                    st.remote_version += 1;
+                }
+            });
+        }
+        let homed: Vec<ChannelId> = {
+            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            for home in homed.values_mut() {
+                home.edges.retain(|_, e| now.duration_since(e.seen) < ENTRY_TTL);
+            }
+            homed.retain(|_, h| !h.edges.is_empty());
+            homed.keys().copied().collect()
+        };
+        for ch in homed {
+            self.push_update(ch);
+        }
+    }
+}
+
+pub async fn run_refresh(core: Arc<EdgeCore>) {
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.refresh();
+    }
+}

@@ -1,0 +1,319 @@
+//! The edge: its QUIC endpoint, the accept loop that tells client links from
+//! relay links, the shared state every connection works on, and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use protocol::alpn::{self, LinkKind};
+use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
+use protocol::token::TokenVerifier;
+use protocol::{ChannelId, EdgeId, TrackKey};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::channel::Channel;
+use crate::config::EdgeConfig;
+use crate::directory::Directory;
+use crate::metrics::EdgeMetrics;
+use crate::relay::RelayLinks;
+use crate::routes::{RouteFeed, RouteTable};
+use crate::session::{self, ClientHandle};
+use crate::tls::{DevPki, TlsMaterial};
+
+/// State shared by every connection of one edge.
+pub struct EdgeCore {
+    pub id: EdgeId,
+    pub cfg: EdgeConfig,
+    pub verifier: TokenVerifier,
+    pub metrics: EdgeMetrics,
+    pub routes: watch::Receiver<Arc<RouteTable>>,
+    pub relay: RelayLinks,
+    pub directory: Directory,
+    pub endpoint: quinn::Endpoint,
+    pub(crate) relay_client: quinn::ClientConfig,
+    channels: Mutex<HashMap<ChannelId, Arc<Channel>>>,
+    clients: Mutex<HashMap<usize, Arc<ClientHandle>>>,
+    track_counter: AtomicU32,
+    draining: AtomicBool,
+    pub(crate) stopping: Notify,
+}
+
+impl EdgeCore {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// The channel, created on first use.
+    pub fn channel(&self, id: ChannelId, app: &str, name: &str) -> Arc<Channel> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = map.entry(id).or_insert_with(|| Channel::new(id, app, name)).clone();
+        self.metrics.channels.set(map.len() as f64);
+        ch
+    }
+
+    pub fn existing_channel(&self, id: ChannelId) -> Option<Arc<Channel>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Forget channels with no local member and no remote member left.
+    pub fn prune_channels(&self) {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, c| {
+            let st = c.read();
+            !st.local.is_empty()
+        });
+        self.metrics.channels.set(map.len() as f64);
+    }
+
+    pub fn next_track_key(&self) -> TrackKey {
+        TrackKey::new(self.id, self.track_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn route_table(&self) -> Arc<RouteTable> {
+        self.routes.borrow().clone()
+    }
+
+    pub(crate) fn register_client(&self, c: &Arc<ClientHandle>) {
+        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(Arc::as_ptr(c) as usize, c.clone());
+        self.metrics.sessions.set(map.len() as f64);
+    }
+
+    pub(crate) fn unregister_client(&self, c: &Arc<ClientHandle>) {
+        let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(Arc::as_ptr(c) as usize));
+        self.metrics.sessions.set(map.len() as f64);
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Where clients should go when this edge leaves: a few peers, nearest
+    /// (fewest hops) first.
+    fn redirects(&self) -> Vec<pb::EdgeAddress> {
+        let table = self.route_table();
+        let mut peers: Vec<_> = table
+            .peers
+            .values()
+            .map(|p| (table.path(self.id, p.id).map(|x| x.len()).unwrap_or(usize::MAX), p))
+            .collect();
+        peers.sort_by_key(|(hops, p)| (*hops, p.id));
+        peers
+            .into_iter()
+            .take(3)
+            .map(|(_, p)| pb::EdgeAddress {
+                edge_id: p.id,
+                addr: p.addr.to_string(),
+                server_name: p.server_name.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Things an edge may be started with besides its config.
+#[derive(Default)]
+pub struct EdgeOptions {
+    /// TLS material; overrides the config's files (tests, the lab).
+    pub tls: Option<TlsMaterial>,
+    /// Route feed shared with whoever computes routes; default: static
+    /// routes from the config.
+    pub routes: Option<RouteFeed>,
+}
+
+/// A running edge.
+pub struct Edge {
+    pub core: Arc<EdgeCore>,
+    pub routes: RouteFeed,
+    admin_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Edge {
+    pub async fn start(cfg: EdgeConfig, opts: EdgeOptions) -> anyhow::Result<Edge> {
+        cfg.validate()?;
+        let tls = match opts.tls {
+            Some(t) => t,
+            None if cfg.tls.dev_self_signed => DevPki::new()?.material(&[cfg.edge.server_name.clone()])?,
+            None => {
+                let (c, k, ca) = (&cfg.tls.cert, &cfg.tls.key, &cfg.tls.mesh_ca);
+                match (c, k, ca) {
+                    (Some(c), Some(k), Some(ca)) => TlsMaterial::from_files(c, k, ca)?,
+                    _ => anyhow::bail!("tls.cert, tls.key and tls.mesh_ca are required"),
+                }
+            }
+        };
+        let mut verifier = TokenVerifier::new();
+        for app in &cfg.apps {
+            for s in app.resolved_secrets()? {
+                verifier.add_secret(&app.id, s.as_bytes());
+            }
+        }
+        let mut server = tls.server_config()?;
+        server.transport_config(Arc::new(transport(&cfg)));
+        let socket = crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("creating the QUIC endpoint")?;
+        let mut relay_client = tls.relay_client_config()?;
+        relay_client.transport_config(Arc::new(transport(&cfg)));
+        let routes = opts.routes.unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
+        let metrics = EdgeMetrics::new(cfg.edge.id);
+        let core = Arc::new(EdgeCore {
+            id: cfg.edge.id,
+            verifier,
+            metrics,
+            routes: routes.subscribe(),
+            relay: RelayLinks::default(),
+            directory: Directory::new(),
+            endpoint: endpoint.clone(),
+            relay_client,
+            channels: Mutex::default(),
+            clients: Mutex::default(),
+            // Random start: a restarted edge must not reuse the keys of its
+            // previous run that other edges may still hold.
+            track_counter: AtomicU32::new(rand::random()),
+            draining: AtomicBool::new(false),
+            stopping: Notify::new(),
+            cfg,
+        });
+        let admin_listener = tokio::net::TcpListener::bind(core.cfg.edge.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin port {}", core.cfg.edge.admin_listen))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let tasks = vec![
+            tokio::spawn(accept_loop(core.clone())),
+            tokio::spawn(admin::serve(core.clone(), admin_listener)),
+            tokio::spawn(crate::directory::run_refresh(core.clone())),
+            tokio::spawn(crate::relay::watch_routes(core.clone())),
+        ];
+        info!(
+            edge = core.id,
+            quic = %core.endpoint.local_addr()?,
+            admin = %admin_addr,
+            region = %core.cfg.edge.region,
+            "edge started"
+        );
+        Ok(Edge {
+            core,
+            routes,
+            admin_addr,
+            tasks,
+        })
+    }
+
+    pub fn id(&self) -> EdgeId {
+        self.core.id
+    }
+
+    /// The QUIC address clients and peers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.core.endpoint.local_addr().unwrap_or(self.core.cfg.edge.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Graceful shutdown: refuse new clients, send every client a goaway with
+    /// where to go, wait for them to leave (bounded), then close.
+    pub async fn shutdown(self) {
+        let core = &self.core;
+        core.draining.store(true, Ordering::Release);
+        let goaway = pb::Goaway {
+            reason: pb::GoawayReason::Shutdown as i32,
+            redirect: core.redirects(),
+            reconnect_after_ms: core.cfg.limits.goaway_reconnect_ms,
+        };
+        let clients: Vec<_> = core.clients.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        info!(edge = core.id, clients = clients.len(), "draining: goaway sent");
+        for c in &clients {
+            c.send_frame(SK::Goaway(goaway.clone()));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(core.cfg.limits.drain_timeout_ms);
+        while core.client_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill().await;
+    }
+
+    /// Stop at once, as a crash would, but releasing the port (tests).
+    pub async fn kill(self) {
+        let core = &self.core;
+        core.draining.store(true, Ordering::Release);
+        core.stopping.notify_waiters();
+        core.endpoint.close(quinn::VarInt::from_u32(ErrorCode::GoingAway as u32), b"edge stopping");
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), core.endpoint.wait_idle()).await;
+        core.relay.clear();
+        info!(edge = core.id, "edge stopped");
+    }
+}
+
+fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // One control stream per link; anything more is refused (flow control
+    // stops a client from opening thousands).
+    t.max_concurrent_bidi_streams(2u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.max_idle_timeout(Some(
+        Duration::from_millis(cfg.limits.client_idle_timeout_ms)
+            .try_into()
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))),
+    ));
+    // Relay links cross long fat paths: larger windows than quinn's default.
+    t.stream_receive_window((4u32 * 1024 * 1024).into());
+    t.receive_window((16u32 * 1024 * 1024).into());
+    t.send_window(16 * 1024 * 1024);
+    t.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
+    t.datagram_send_buffer_size(1024 * 1024);
+    t
+}
+
+async fn accept_loop(core: Arc<EdgeCore>) {
+    while let Some(incoming) = core.endpoint.accept().await {
+        if core.is_draining() {
+            incoming.refuse();
+            continue;
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    core.metrics.protocol_error("handshake_failed");
+                    tracing::debug!(edge = core.id, error = %e, "handshake failed");
+                    return;
+                }
+            };
+            let alpn = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|h| h.protocol);
+            match alpn::parse(alpn.as_deref()) {
+                Ok((LinkKind::Client, _)) => session::run(core, conn).await,
+                Ok((LinkKind::Relay, _)) => crate::relay::run_inbound(core, conn).await,
+                Err(e) => {
+                    core.metrics.protocol_error("bad_alpn");
+                    warn!(edge = core.id, error = %e, "refusing connection");
+                    session::close(&conn, ErrorCode::WrongAlpn, &e.to_string());
+                }
+            }
+        });
+    }
+}

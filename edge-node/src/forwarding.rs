@@ -1,0 +1,218 @@
+//! Forwarding: local fan-out and relaying along source-routed trees.
+//!
+//! The ingress edge builds, from its own route table, one tree covering every
+//! remote edge that needs a packet; each relay follows the subtree it was
+//! handed (root must be itself, hop limit must be left). So each overlay link
+//! carries a packet once per tree, and no loop can form while tables change.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::datagram::{encode_relay, RelayDatagram};
+use protocol::limits::INITIAL_HOP_LIMIT;
+use protocol::pb::{self, relay_frame::Kind as RK, server_frame::Kind as SK};
+use protocol::route_tree::{RouteNode, RouteTree};
+use protocol::EdgeId;
+
+use crate::channel::{Channel, ChannelState, TreeCache};
+use crate::edge::EdgeCore;
+
+impl EdgeCore {
+    /// Trees from this edge to `dests`, from the current route table.
+    pub fn trees_to(&self, dests: &[EdgeId]) -> Vec<RouteTree> {
+        if dests.is_empty() {
+            return vec![];
+        }
+        let table = self.route_table();
+        let paths: Vec<_> = dests
+            .iter()
+            .filter_map(|d| {
+                let p = table.path(self.id, *d);
+                if p.is_none() {
+                    self.metrics.media_dropped("no_route");
+                }
+                p
+            })
+            .collect();
+        let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_ref()).collect();
+        RouteTree::build(self.id, &refs)
+    }
+
+    fn media_trees(&self, ch: &Channel, st: &ChannelState) -> Arc<Vec<RouteTree>> {
+        let route_version = self.routes.borrow().version;
+        let mut cache = ch.tree_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.route_version == route_version && c.remote_version == st.remote_version {
+                return c.trees.clone();
+            }
+        }
+        let trees = Arc::new(self.trees_to(&st.receiving_edges(None)));
+        *cache = Some(TreeCache {
+            route_version,
+            remote_version: st.remote_version,
+            trees: trees.clone(),
+        });
+        trees
+    }
+
+    /// A local publisher's media datagram.
+    pub fn media_from_client(&self, ch: &Channel, session: u64, user: &str, pkt: Bytes) {
+        let trees = {
+            let st = ch.read();
+            for m in st.local.values() {
+                if m.session != session && m.can_subscribe && m.media.wants(user) {
+                    m.client.send_media(pkt.clone());
+                }
+            }
+            if st.remote.is_empty() {
+                return;
+            }
+            self.media_trees(ch, &st)
+        };
+        for t in trees.iter() {
+            self.relay_media_children(self.id, INITIAL_HOP_LIMIT.max(t.depth() as u8), t, &pkt);
+        }
+    }
+
+    /// A relayed media datagram from another edge.
+    pub fn media_from_relay(&self, dg: RelayDatagram) {
+        let root = dg.tree.root();
+        if root.edge != self.id {
+            self.metrics.media_dropped("misrouted");
+            return;
+        }
+        if root.deliver {
+            if let Some(ch) = self.existing_channel(dg.header.channel) {
+                let st = ch.read();
+                if let Some(owner) = st.tracks.get(&dg.header.track) {
+                    for m in st.local.values() {
+                        if m.can_subscribe && m.media.wants(&owner.user) {
+                            m.client.send_media(dg.media.clone());
+                        }
+                    }
+                } else {
+                    self.metrics.media_dropped("unknown_track");
+                }
+            }
+        }
+        if root.children > 0 {
+            if dg.hop_limit <= 1 {
+                self.metrics.media_dropped("hop_limit");
+                return;
+            }
+            self.relay_media_children(dg.origin, dg.hop_limit - 1, &dg.tree, &dg.media);
+        }
+    }
+
+    fn relay_media_children(&self, origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &Bytes) {
+        for child in tree.children() {
+            let next = child.root().edge;
+            self.relay.send_media(self, next, encode_relay(origin, hop_limit, &child, media));
+        }
+    }
+
+    /// A chat message a local client sent (already checked and acked-to-be).
+    pub fn message_from_client(&self, ch: &Channel, session: u64, msg: pb::ChatMessage) {
+        let dests = {
+            let st = ch.read();
+            deliver_message(self, &st, Some(session), &msg);
+            let only = (!msg.to_user.is_empty()).then_some(msg.to_user.as_str());
+            st.receiving_edges(only)
+        };
+        for t in self.trees_to(&dests) {
+            let hop = INITIAL_HOP_LIMIT.max(t.depth() as u8) as u32;
+            self.send_along(&t, |nodes| {
+                RK::Message(pb::RelayMessage {
+                    origin_edge: self.id,
+                    hop_limit: hop,
+                    tree: nodes,
+                    message: Some(msg.clone()),
+                })
+            });
+        }
+    }
+
+    pub fn message_from_relay(&self, rm: pb::RelayMessage) {
+        let Some(tree) = self.accept_tree(&rm.tree, rm.hop_limit) else {
+            return;
+        };
+        let Some(msg) = rm.message else {
+            self.metrics.protocol_error("relay_message_empty");
+            return;
+        };
+        self.metrics.messages_in_relay.increment(1);
+        if tree.root().deliver {
+            if let Some(ch) = self.existing_channel(protocol::ChannelId(msg.channel_id)) {
+                deliver_message(self, &ch.read(), None, &msg);
+            }
+        }
+        self.send_along(&tree, |nodes| {
+            RK::Message(pb::RelayMessage {
+                origin_edge: rm.origin_edge,
+                hop_limit: rm.hop_limit - 1,
+                tree: nodes,
+                message: Some(msg.clone()),
+            })
+        });
+    }
+
+    /// Check a tree received in a relay frame: valid, rooted here, hops left.
+    pub fn accept_tree(&self, nodes: &[pb::RouteNode], hop_limit: u32) -> Option<RouteTree> {
+        let converted: Option<Vec<RouteNode>> = nodes
+            .iter()
+            .map(|n| {
+                Some(RouteNode {
+                    edge: n.edge_id,
+                    deliver: n.deliver,
+                    children: u8::try_from(n.child_count).ok()?,
+                })
+            })
+            .collect();
+        let tree = match converted.map(RouteTree::from_nodes) {
+            Some(Ok(t)) => t,
+            _ => {
+                self.metrics.protocol_error("bad_route_tree");
+                return None;
+            }
+        };
+        if tree.root().edge != self.id {
+            self.metrics.protocol_error("misrouted_frame");
+            return None;
+        }
+        if hop_limit == 0 || (tree.root().children > 0 && hop_limit <= 1) {
+            self.metrics.protocol_error("hop_limit");
+            return None;
+        }
+        Some(tree)
+    }
+
+    /// Send a relay frame to each child of `tree` (rooted at this edge),
+    /// each carrying its own subtree.
+    pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
+        for child in tree.children() {
+            let nodes = child
+                .nodes()
+                .iter()
+                .map(|n| pb::RouteNode {
+                    edge_id: n.edge,
+                    deliver: n.deliver,
+                    child_count: n.children as u32,
+                })
+                .collect();
+            self.relay.send_frame(self, child.root().edge, pb::RelayFrame { kind: Some(make(nodes)) });
+        }
+    }
+}
+
+fn deliver_message(core: &EdgeCore, st: &ChannelState, exclude: Option<u64>, msg: &pb::ChatMessage) {
+    for m in st.local.values() {
+        if Some(m.session) == exclude || !m.can_subscribe {
+            continue;
+        }
+        if !msg.to_user.is_empty() && m.user != msg.to_user {
+            continue;
+        }
+        core.metrics.messages_out_client.increment(1);
+        m.client.send_frame(SK::Message(msg.clone()));
+    }
+}

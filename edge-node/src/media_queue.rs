@@ -1,0 +1,94 @@
+//! A bounded media queue in front of one QUIC connection.
+//!
+//! Media is latency-first: when a receiver falls behind, the *oldest* packets
+//! are dropped (and counted), never the newest. quinn itself would also drop
+//! the oldest datagrams when its send buffer is full, but silently; so a
+//! packet goes straight to quinn only while quinn has room and nothing is
+//! queued, and otherwise waits here for `send_datagram_wait`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::metrics::EdgeMetrics;
+
+pub struct MediaQueue {
+    inner: Mutex<VecDeque<Bytes>>,
+    notify: Notify,
+    capacity: usize,
+    /// Set while the writer task holds a packet quinn has not taken yet.
+    writer_busy: AtomicBool,
+    drop_reason: &'static str,
+}
+
+impl MediaQueue {
+    pub fn new(capacity: usize, drop_reason: &'static str) -> Arc<Self> {
+        Arc::new(MediaQueue {
+            inner: Mutex::new(VecDeque::with_capacity(capacity.min(64))),
+            notify: Notify::new(),
+            capacity,
+            writer_busy: AtomicBool::new(false),
+            drop_reason,
+        })
+    }
+
+    /// Hand `pkt` to `conn`, directly if quinn has room, else via the queue.
+    pub fn send(&self, conn: &quinn::Connection, pkt: Bytes, metrics: &EdgeMetrics) {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() && !self.writer_busy.load(Ordering::Acquire) && conn.datagram_send_buffer_space() >= pkt.len() {
+            drop(q);
+            if conn.send_datagram(pkt).is_err() {
+                metrics.media_dropped("connection_closed");
+            }
+            return;
+        }
+        if q.len() >= self.capacity {
+            q.pop_front();
+            metrics.media_dropped(self.drop_reason);
+        }
+        q.push_back(pkt);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drain the queue into `conn` with quinn's backpressure until the
+    /// connection closes.
+    pub async fn run_writer(self: Arc<Self>, conn: quinn::Connection) {
+        loop {
+            let next = {
+                let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let p = q.pop_front();
+                if p.is_some() {
+                    self.writer_busy.store(true, Ordering::Release);
+                }
+                p
+            };
+            match next {
+                Some(pkt) => {
+                    let sent = conn.send_datagram_wait(pkt).await;
+                    self.writer_busy.store(false, Ordering::Release);
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.notify.notified() => {}
+                        _ = conn.closed() => return,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Relay links between edges.
+//!
+//! Each edge dials the next hops its route table names, over the relay ALPN
+//! with mutual TLS, and keeps those links up (redialling with backoff). A link
+//! carries relay frames on one control stream (opened by the dialer) and
+//! media as datagrams; an edge sends only on the links it dialed and reads
+//! from every link. Frames queued while a link is down wait (bounded) for it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use protocol::datagram::RelayDatagram;
+use protocol::framing::{self, FrameBuffer};
+use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
+use protocol::EdgeId;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::edge::EdgeCore;
+use crate::media_queue::MediaQueue;
+use crate::routes::RouteTable;
+use crate::session::close;
+
+/// Media datagrams queued per relay link before the oldest are dropped.
+const LINK_MEDIA_QUEUE: usize = 4_096;
+/// Relay frames queued per link (messages, directory) while it is slow or down.
+const LINK_FRAME_QUEUE: usize = 65_536;
+const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub struct RelayLinks {
+    links: Mutex<HashMap<EdgeId, Arc<RelayLink>>>,
+}
+
+pub struct RelayLink {
+    peer: EdgeId,
+    frames: mpsc::Sender<pb::RelayFrame>,
+    conn: RwLock<Option<quinn::Connection>>,
+    media: Arc<MediaQueue>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl RelayLinks {
+    fn get(&self, peer: EdgeId) -> Option<Arc<RelayLink>> {
+        self.links.lock().ok()?.get(&peer).cloned()
+    }
+
+    pub fn send_media(&self, core: &EdgeCore, peer: EdgeId, pkt: Bytes) {
+        let conn = self.get(peer).and_then(|l| {
+            let c = l.conn.read().ok()?.clone()?;
+            Some((l, c))
+        });
+        match conn {
+            Some((link, conn)) => {
+                core.metrics.media_out_relay.increment(1);
+                core.metrics.media_out_relay_bytes.increment(pkt.len() as u64);
+                link.media.send(&conn, pkt, &core.metrics);
+            }
+            None => core.metrics.media_dropped("relay_link_down"),
+        }
+    }
+
+    pub fn send_frame(&self, core: &EdgeCore, peer: EdgeId, frame: pb::RelayFrame) {
+        let Some(link) = self.get(peer) else {
+            core.metrics.protocol_error("no_relay_link");
+            return;
+        };
+        if matches!(frame.kind, Some(RK::Message(_))) {
+            core.metrics.messages_out_relay.increment(1);
+        }
+        if link.frames.try_send(frame).is_err() {
+            core.metrics.protocol_error("relay_frame_queue_full");
+        }
+    }
+
+    /// Peers with a link that is up.
+    pub fn up(&self) -> Vec<EdgeId> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<EdgeId> = links
+            .values()
+            .filter(|l| l.conn.read().map(|c| c.is_some()).unwrap_or(false))
+            .map(|l| l.peer)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn clear(&self) {
+        let links = std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner()));
+        for l in links.values() {
+            l.shut();
+        }
+    }
+}
+
+impl RelayLink {
+    fn shut(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+        if let Some(c) = self.conn.write().unwrap_or_else(|e| e.into_inner()).take() {
+            c.close(quinn::VarInt::from_u32(0), b"link no longer needed");
+        }
+    }
+}
+
+/// The next hops a table needs links to.
+fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
+    let mut hops: HashSet<EdgeId> = table.paths.values().filter_map(|p| p.get(1).copied()).collect();
+    hops.extend(table.peers.keys().filter(|p| !table.paths.contains_key(p)));
+    hops.remove(&me);
+    hops
+}
+
+/// Keep links to exactly the next hops of the current route table.
+pub async fn watch_routes(core: Arc<EdgeCore>) {
+    let mut rx = core.routes.clone();
+    loop {
+        let table = rx.borrow_and_update().clone();
+        core.metrics.route_version.set(table.version as f64);
+        let wanted = next_hops(core.id, &table);
+        {
+            let mut links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
+            links.retain(|peer, l| {
+                let keep = wanted.contains(peer);
+                if !keep {
+                    l.shut();
+                }
+                keep
+            });
+            for peer in wanted {
+                links.entry(peer).or_insert_with(|| spawn_link(core.clone(), peer));
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
+    let (tx, rx) = mpsc::channel(LINK_FRAME_QUEUE);
+    let link = Arc::new(RelayLink {
+        peer,
+        frames: tx,
+        conn: RwLock::new(None),
+        media: MediaQueue::new(LINK_MEDIA_QUEUE, "relay_queue_full"),
+        task: Mutex::new(None),
+    });
+    let task = tokio::spawn(run_link(core, link.clone(), rx));
+    *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    link
+}
+
+async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>, mut rx: mpsc::Receiver<pb::RelayFrame>) {
+    let mut backoff = DIAL_BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        match dial(&core, link.peer).await {
+            Ok((conn, send)) => {
+                backoff = DIAL_BACKOFF_MIN;
+                failing = false;
+                info!(edge = core.id, peer = link.peer, "relay link up");
+                *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                core.metrics.relay_links.increment(1.0);
+                tokio::spawn(link.media.clone().run_writer(conn.clone()));
+                tokio::spawn(read_datagrams(core.clone(), conn.clone()));
+                pump_frames(&mut rx, send, &conn).await;
+                *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+                core.metrics.relay_links.decrement(1.0);
+                warn!(edge = core.id, peer = link.peer, "relay link down");
+            }
+            Err(e) => {
+                if !failing {
+                    // Logged once per outage, not once per retry.
+                    warn!(edge = core.id, peer = link.peer, error = %e, "relay link dial failed; retrying");
+                    failing = true;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
+    }
+}
+
+async fn dial(core: &EdgeCore, peer: EdgeId) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
+    let info = core
+        .route_table()
+        .peers
+        .get(&peer)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no address for edge {peer}"))?;
+    let connecting = core
+        .endpoint
+        .connect_with(core.relay_client.clone(), info.addr, &info.server_name)?;
+    let conn = tokio::time::timeout(Duration::from_secs(3), connecting).await??;
+    let (mut send, _recv) = conn.open_bi().await?;
+    let hello = pb::RelayFrame {
+        kind: Some(RK::Hello(pb::RelayHello {
+            edge_id: core.id,
+            region: core.cfg.edge.region.clone(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    };
+    send.write_all(&framing::encode_to_bytes(&hello)?).await?;
+    Ok((conn, send))
+}
+
+async fn pump_frames(rx: &mut mpsc::Receiver<pb::RelayFrame>, mut send: quinn::SendStream, conn: &quinn::Connection) {
+    let mut buf = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => match f { Some(f) => f, None => return },
+            _ = conn.closed() => return,
+        };
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(f) = next {
+            let _ = framing::encode(&f, &mut buf);
+            if buf.len() > 64 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection) {
+    let mut warned = false;
+    while let Ok(d) = conn.read_datagram().await {
+        core.metrics.media_in_relay.increment(1);
+        core.metrics.media_in_relay_bytes.increment(d.len() as u64);
+        match RelayDatagram::decode(d) {
+            Ok(dg) => core.media_from_relay(dg),
+            Err(e) => {
+                core.metrics.media_dropped("malformed_relay_datagram");
+                if !warned {
+                    warn!(edge = core.id, remote = %conn.remote_address(), error = %e, "malformed relay datagram");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+/// Serve a relay link another edge dialed to this one.
+pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
+    // rustls checked any certificate against the mesh CA; a relay link must
+    // have presented one.
+    if conn.peer_identity().is_none() {
+        core.metrics.protocol_error("relay_without_certificate");
+        warn!(edge = core.id, remote = %conn.remote_address(), "relay connection without a mesh certificate refused");
+        close(&conn, ErrorCode::UnauthenticatedPeer, "relay links need a mesh certificate");
+        return;
+    }
+    tokio::spawn(read_datagrams(core.clone(), conn.clone()));
+    let Ok((_send, mut recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let mut frames = FrameBuffer::new();
+    let mut peer: Option<EdgeId> = None;
+    while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
+        frames.extend(&chunk.bytes);
+        loop {
+            match frames.next_frame::<pb::RelayFrame>() {
+                Ok(Some(f)) => match f.kind {
+                    Some(RK::Hello(h)) => {
+                        debug!(edge = core.id, peer = h.edge_id, "relay hello");
+                        peer = Some(h.edge_id);
+                    }
+                    _ if peer.is_none() => {
+                        core.metrics.protocol_error("relay_no_hello");
+                        close(&conn, ErrorCode::MalformedFrame, "relay link must start with hello");
+                        return;
+                    }
+                    Some(RK::Message(m)) => core.message_from_relay(m),
+                    Some(RK::DirectoryReport(r)) => core.relay_report(r),
+                    Some(RK::DirectoryUpdate(u)) => core.relay_update(u),
+                    Some(RK::Probe(_)) | Some(RK::ProbeReply(_)) => {}
+                    None => core.metrics.protocol_error("unknown_relay_frame"),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    core.metrics.protocol_error("malformed_relay_frame");
+                    close(&conn, ErrorCode::MalformedFrame, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}

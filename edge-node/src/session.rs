@@ -1,0 +1,492 @@
+//! One client connection: its control stream, its media datagrams, and the
+//! channels it joined.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use protocol::datagram::MediaHeader;
+use protocol::framing::{self, FrameBuffer, FrameError};
+use protocol::limits::{MAX_CHANNELS_PER_SESSION, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN, MAX_TRACKS_PER_CHANNEL};
+use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
+use protocol::token::Claims;
+use protocol::{ChannelId, TrackKey};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::channel::{Channel, LocalMember, MediaSubscription};
+use crate::edge::EdgeCore;
+use crate::media_queue::MediaQueue;
+use crate::metrics::EdgeMetrics;
+
+/// The handle other parts of the edge use to reach a client.
+pub struct ClientHandle {
+    pub conn: quinn::Connection,
+    frames: mpsc::Sender<pb::ServerFrame>,
+    media: Arc<MediaQueue>,
+    metrics: EdgeMetrics,
+}
+
+impl ClientHandle {
+    /// Queue a control frame. A client that does not read its control stream
+    /// is disconnected rather than allowed to grow the edge's memory; its SDK
+    /// reconnects and is replayed what it missed.
+    pub fn send_frame(&self, kind: SK) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(pb::ServerFrame { kind: Some(kind) }) {
+            self.metrics.protocol_error("client_too_slow");
+            close(&self.conn, ErrorCode::Overloaded, "control stream not read fast enough");
+        }
+    }
+
+    pub fn send_media(&self, pkt: Bytes) {
+        self.metrics.media_out_client.increment(1);
+        self.metrics.media_out_client_bytes.increment(pkt.len() as u64);
+        self.media.send(&self.conn, pkt, &self.metrics);
+    }
+}
+
+pub fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+}
+
+struct Joined {
+    channel: Arc<Channel>,
+    session: u64,
+    claims: Claims,
+}
+
+struct Published {
+    channel: Arc<Channel>,
+    session: u64,
+    user: Arc<str>,
+}
+
+type PublishedTracks = Arc<RwLock<HashMap<TrackKey, Published>>>;
+
+/// Serve one client connection until it closes.
+pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
+    let limits = core.cfg.limits.clone();
+    let join_timeout = Duration::from_millis(limits.join_timeout_ms);
+    let (send, recv) = match tokio::time::timeout(join_timeout, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            core.metrics.protocol_error("join_timeout");
+            close(&conn, ErrorCode::JoinTimeout, "no control stream opened in time");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(limits.client_frame_queue);
+    let media = MediaQueue::new(limits.subscriber_queue, "subscriber_queue_full");
+    let handle = Arc::new(ClientHandle {
+        conn: conn.clone(),
+        frames: tx,
+        media: media.clone(),
+        metrics: core.metrics.clone(),
+    });
+    core.register_client(&handle);
+    tokio::spawn(write_frames(rx, send, conn.clone()));
+    tokio::spawn(media.run_writer(conn.clone()));
+    let published: PublishedTracks = Arc::default();
+    tokio::spawn(read_media(core.clone(), conn.clone(), published.clone()));
+
+    let mut session = Session {
+        core: core.clone(),
+        handle: handle.clone(),
+        joined: HashMap::new(),
+        published,
+    };
+    session.control_loop(recv, join_timeout).await;
+    session.leave_all();
+    core.unregister_client(&handle);
+}
+
+struct Session {
+    core: Arc<EdgeCore>,
+    handle: Arc<ClientHandle>,
+    joined: HashMap<ChannelId, Joined>,
+    published: PublishedTracks,
+}
+
+/// Why a request was refused: sent to the client as an `Error` frame.
+struct Refusal(ErrorCode, String);
+
+impl Session {
+    async fn control_loop(&mut self, mut recv: quinn::RecvStream, join_timeout: Duration) {
+        let conn = self.handle.conn.clone();
+        let mut frames = FrameBuffer::new();
+        let join_deadline = tokio::time::sleep(join_timeout);
+        tokio::pin!(join_deadline);
+        loop {
+            tokio::select! {
+                chunk = recv.read_chunk(64 * 1024, true) => {
+                    let chunk = match chunk {
+                        Ok(Some(c)) => c,
+                        Ok(None) => {
+                            if let Err(e) = frames.finish() {
+                                self.protocol_error(&e);
+                            }
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    frames.extend(&chunk.bytes);
+                    loop {
+                        match frames.next_frame::<pb::ClientFrame>() {
+                            Ok(Some(f)) => self.handle_frame(f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                self.protocol_error(&e);
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = &mut join_deadline, if self.joined.is_empty() => {
+                    self.core.metrics.protocol_error("join_timeout");
+                    close(&conn, ErrorCode::JoinTimeout, "no join in time");
+                    return;
+                }
+                extra = conn.accept_bi() => match extra {
+                    Ok((mut s, mut r)) => {
+                        // Only one control stream per connection.
+                        self.core.metrics.protocol_error("extra_stream");
+                        let code = quinn::VarInt::from_u32(ErrorCode::TooManyStreams as u32);
+                        let _ = s.reset(code);
+                        let _ = r.stop(code);
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    fn protocol_error(&self, e: &FrameError) {
+        let (code, reason) = match e {
+            FrameError::TooLarge(_) => (ErrorCode::FrameTooLarge, "frame_too_large"),
+            _ => (ErrorCode::MalformedFrame, "malformed_frame"),
+        };
+        self.core.metrics.protocol_error(reason);
+        debug!(edge = self.core.id, remote = %self.handle.conn.remote_address(), error = %e, "closing client: bad frame");
+        close(&self.handle.conn, code, &e.to_string());
+    }
+
+    fn handle_frame(&mut self, f: pb::ClientFrame) {
+        let result = match f.kind {
+            Some(CK::Join(j)) => self.join(j),
+            Some(CK::Leave(l)) => self.leave(l),
+            Some(CK::PublishTrack(p)) => self.publish(p),
+            Some(CK::UnpublishTrack(u)) => self.unpublish(u),
+            Some(CK::Subscribe(s)) => self.subscribe(s),
+            Some(CK::Unsubscribe(u)) => self.unsubscribe(u),
+            Some(CK::Message(m)) => self.message(m),
+            Some(CK::Keepalive(k)) => {
+                self.handle.send_frame(SK::KeepaliveAck(pb::KeepaliveAck { nonce: k.nonce }));
+                Ok(())
+            }
+            None => {
+                self.core.metrics.protocol_error("unknown_message");
+                Err((0, Refusal(ErrorCode::UnknownMessage, "unknown frame kind".into())))
+            }
+        };
+        if let Err((request_id, Refusal(code, message))) = result {
+            self.handle.send_frame(SK::Error(pb::Error {
+                request_id,
+                code: code as i32,
+                message,
+            }));
+        }
+    }
+
+    fn joined(&self, request_id: u32, channel_id: u64) -> Result<&Joined, (u32, Refusal)> {
+        self.joined
+            .get(&ChannelId(channel_id))
+            .ok_or((request_id, Refusal(ErrorCode::NotJoined, "not joined to that channel".into())))
+    }
+
+    fn join(&mut self, j: pb::Join) -> Result<(), (u32, Refusal)> {
+        let rid = j.request_id;
+        let refuse = |code, msg: String| Err((rid, Refusal(code, msg)));
+        if self.core.is_draining() {
+            return refuse(ErrorCode::GoingAway, "edge is draining".into());
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = match self.core.verifier.verify(&j.token, &j.channel, now) {
+            Ok(c) => c,
+            Err(e) => {
+                self.core.metrics.join(reason_label(e.code()));
+                // Logged without the token: it is a credential.
+                info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), error = %e, "join refused");
+                return refuse(e.code(), e.to_string());
+            }
+        };
+        if j.subscribe_all && !claims.can_subscribe {
+            self.core.metrics.join("no_subscribe_right");
+            return refuse(ErrorCode::NoSubscribeRight, "token does not grant subscribe".into());
+        }
+        let id = ChannelId::derive(&claims.app_id, &claims.channel);
+        if self.joined.contains_key(&id) {
+            return refuse(ErrorCode::AlreadyJoined, "already joined".into());
+        }
+        if self.joined.len() >= MAX_CHANNELS_PER_SESSION {
+            return refuse(ErrorCode::TooManyChannels, format!("at most {MAX_CHANNELS_PER_SESSION} channels"));
+        }
+        let session: u64 = rand::random();
+        let channel = self.core.channel(id, &claims.app_id, &claims.channel);
+        channel.update(|st| {
+            st.local.insert(
+                session,
+                LocalMember {
+                    user: claims.user_id.clone(),
+                    session,
+                    client: self.handle.clone(),
+                    can_publish: claims.can_publish,
+                    can_subscribe: claims.can_subscribe,
+                    media: if j.subscribe_all { MediaSubscription::All } else { MediaSubscription::None },
+                    tracks: vec![],
+                },
+            );
+            st.local_generation += 1;
+        });
+        self.handle.send_frame(SK::Joined(pb::Joined {
+            request_id: rid,
+            channel: claims.channel.clone(),
+            channel_id: id.0,
+            user_id: claims.user_id.clone(),
+            members: channel.members_except(session),
+            edge_id: self.core.id,
+        }));
+        self.core.metrics.join("ok");
+        info!(edge = self.core.id, channel = %id, user = %claims.user_id, "joined");
+        self.core.local_membership_changed(&channel);
+        self.joined.insert(id, Joined { channel, session, claims });
+        Ok(())
+    }
+
+    fn leave(&mut self, l: pb::Leave) -> Result<(), (u32, Refusal)> {
+        self.joined(l.request_id, l.channel_id)?;
+        if let Some(j) = self.joined.remove(&ChannelId(l.channel_id)) {
+            self.remove_member(&j);
+        }
+        self.handle.send_frame(SK::Left(pb::Left {
+            request_id: l.request_id,
+            channel_id: l.channel_id,
+        }));
+        Ok(())
+    }
+
+    fn leave_all(&mut self) {
+        for (_, j) in std::mem::take(&mut self.joined) {
+            self.remove_member(&j);
+        }
+    }
+
+    fn remove_member(&self, j: &Joined) {
+        self.published.write().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.session != j.session);
+        j.channel.update(|st| {
+            st.local.remove(&j.session);
+            st.local_generation += 1;
+        });
+        self.core.local_membership_changed(&j.channel);
+    }
+
+    fn publish(&mut self, p: pb::PublishTrack) -> Result<(), (u32, Refusal)> {
+        let rid = p.request_id;
+        let j = self.joined(rid, p.channel_id)?;
+        if !j.claims.can_publish {
+            return Err((rid, Refusal(ErrorCode::NoPublishRight, "token does not grant publish".into())));
+        }
+        if p.name.is_empty() || p.name.len() > MAX_NAME_LEN {
+            return Err((rid, Refusal(ErrorCode::MalformedFrame, "track name empty or too long".into())));
+        }
+        let key = self.core.next_track_key();
+        let session = j.session;
+        let channel = j.channel.clone();
+        let user = j.claims.user_id.clone();
+        let added = channel.update(|st| {
+            let m = st.local.get_mut(&session)?;
+            if m.tracks.len() >= MAX_TRACKS_PER_CHANNEL {
+                return None;
+            }
+            m.tracks.push(pb::TrackInfo {
+                name: p.name.clone(),
+                track_key: key.0,
+                kind: p.kind,
+            });
+            st.local_generation += 1;
+            Some(())
+        });
+        if added.is_none() {
+            return Err((rid, Refusal(ErrorCode::TooManyTracks, format!("at most {MAX_TRACKS_PER_CHANNEL} tracks"))));
+        }
+        self.published.write().unwrap_or_else(|e| e.into_inner()).insert(
+            key,
+            Published {
+                channel: channel.clone(),
+                session,
+                user: Arc::from(user.as_str()),
+            },
+        );
+        self.handle.send_frame(SK::TrackPublished(pb::TrackPublished {
+            request_id: rid,
+            channel_id: p.channel_id,
+            name: p.name,
+            track_key: key.0,
+        }));
+        self.core.local_membership_changed(&channel);
+        Ok(())
+    }
+
+    fn unpublish(&mut self, u: pb::UnpublishTrack) -> Result<(), (u32, Refusal)> {
+        let j = self.joined(u.request_id, u.channel_id)?;
+        let (session, channel) = (j.session, j.channel.clone());
+        let owned = self
+            .published
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&TrackKey(u.track_key))
+            .is_some();
+        if !owned {
+            return Err((u.request_id, Refusal(ErrorCode::UnknownTrack, "no such track".into())));
+        }
+        channel.update(|st| {
+            if let Some(m) = st.local.get_mut(&session) {
+                m.tracks.retain(|t| t.track_key != u.track_key);
+            }
+            st.local_generation += 1;
+        });
+        self.core.local_membership_changed(&channel);
+        Ok(())
+    }
+
+    fn subscribe(&mut self, s: pb::Subscribe) -> Result<(), (u32, Refusal)> {
+        let j = self.joined(s.request_id, s.channel_id)?;
+        if !j.claims.can_subscribe {
+            return Err((s.request_id, Refusal(ErrorCode::NoSubscribeRight, "token does not grant subscribe".into())));
+        }
+        let session = j.session;
+        j.channel.update(|st| {
+            if let Some(m) = st.local.get_mut(&session) {
+                m.media = match (std::mem::take(&mut m.media), s.user_id.is_empty()) {
+                    (_, true) | (MediaSubscription::All, _) => MediaSubscription::All,
+                    (MediaSubscription::Users(mut u), false) => {
+                        u.insert(s.user_id.clone());
+                        MediaSubscription::Users(u)
+                    }
+                    (MediaSubscription::None, false) => MediaSubscription::Users([s.user_id.clone()].into()),
+                };
+            }
+        });
+        self.handle.send_frame(SK::Subscribed(pb::Subscribed {
+            request_id: s.request_id,
+            channel_id: s.channel_id,
+            user_id: s.user_id,
+        }));
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, u: pb::Unsubscribe) -> Result<(), (u32, Refusal)> {
+        let j = self.joined(u.request_id, u.channel_id)?;
+        let session = j.session;
+        j.channel.update(|st| {
+            if let Some(m) = st.local.get_mut(&session) {
+                m.media = match std::mem::take(&mut m.media) {
+                    _ if u.user_id.is_empty() => MediaSubscription::None,
+                    MediaSubscription::Users(mut users) => {
+                        users.remove(&u.user_id);
+                        MediaSubscription::Users(users)
+                    }
+                    // Unsubscribing one user from "all" is not expressible
+                    // without the member list; keep "all".
+                    other => other,
+                };
+            }
+        });
+        Ok(())
+    }
+
+    fn message(&mut self, mut m: pb::ChatMessage) -> Result<(), (u32, Refusal)> {
+        let j = self.joined(0, m.channel_id)?;
+        if !j.claims.can_publish {
+            return Err((0, Refusal(ErrorCode::NoPublishRight, "token does not grant publish".into())));
+        }
+        if m.payload.len() > MAX_MESSAGE_PAYLOAD || m.to_user.len() > MAX_NAME_LEN || m.seq == 0 {
+            return Err((0, Refusal(ErrorCode::MalformedFrame, "message too large or without sequence".into())));
+        }
+        m.from_user = j.claims.user_id.clone();
+        let (channel, session, seq) = (j.channel.clone(), j.session, m.seq);
+        self.core.metrics.messages_in_client.increment(1);
+        self.core.message_from_client(&channel, session, m);
+        self.handle.send_frame(SK::MessageAck(pb::MessageAck {
+            channel_id: channel.id.0,
+            seq,
+        }));
+        Ok(())
+    }
+}
+
+fn reason_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::TokenMalformed => "token_malformed",
+        ErrorCode::TokenBadSignature => "token_bad_signature",
+        ErrorCode::TokenExpired => "token_expired",
+        ErrorCode::TokenUnknownApp => "token_unknown_app",
+        ErrorCode::TokenWrongChannel => "token_wrong_channel",
+        _ => "other",
+    }
+}
+
+/// Write queued control frames, batching whatever is ready into one write.
+async fn write_frames(mut rx: mpsc::Receiver<pb::ServerFrame>, mut send: quinn::SendStream, conn: quinn::Connection) {
+    let mut buf = BytesMut::new();
+    while let Some(f) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(f);
+        while let Some(f) = next {
+            if framing::encode(&f, &mut buf).is_err() {
+                warn!("dropping an oversized server frame");
+            }
+            if buf.len() > 64 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+    drop(conn);
+}
+
+/// Read the client's media datagrams and fan them out.
+async fn read_media(core: Arc<EdgeCore>, conn: quinn::Connection, published: PublishedTracks) {
+    let mut warned = false;
+    while let Ok(d) = conn.read_datagram().await {
+        core.metrics.media_in_client.increment(1);
+        core.metrics.media_in_client_bytes.increment(d.len() as u64);
+        let header = match MediaHeader::decode(&d) {
+            Ok(h) => h,
+            Err(e) => {
+                core.metrics.media_dropped("malformed_datagram");
+                if !warned {
+                    // Once per connection, not once per packet.
+                    warn!(edge = core.id, remote = %conn.remote_address(), error = %e, "malformed media datagram");
+                    warned = true;
+                }
+                continue;
+            }
+        };
+        let target = {
+            let map = published.read().unwrap_or_else(|e| e.into_inner());
+            map.get(&header.track)
+                .filter(|p| p.channel.id == header.channel)
+                .map(|p| (p.channel.clone(), p.session, p.user.clone()))
+        };
+        match target {
+            Some((channel, session, user)) => core.media_from_client(&channel, session, &user, d),
+            None => core.metrics.media_dropped("unknown_track"),
+        }
+    }
+}

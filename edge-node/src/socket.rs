@@ -1,0 +1,36 @@
+//! The edge's UDP socket, with large buffers.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+/// Bind a UDP socket asking for `buffer` bytes of kernel buffer each way and
+/// log what the kernel granted (Linux caps it at net.core.rmem_max/wmem_max
+/// unless raised; the terraform module raises them).
+pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        warn!(edge, error = %e, "could not set the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer) {
+        warn!(edge, error = %e, "could not set the UDP send buffer");
+    }
+    socket.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    socket.set_nonblocking(true)?;
+    let recv = socket.recv_buffer_size().unwrap_or(0);
+    let send = socket.send_buffer_size().unwrap_or(0);
+    let edge_label = edge.to_string();
+    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label.clone(), "dir" => "recv").set(recv as f64);
+    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label, "dir" => "send").set(send as f64);
+    if recv < buffer || send < buffer {
+        warn!(edge, requested = buffer, recv, send, "kernel granted smaller UDP buffers than requested (raise net.core.rmem_max / wmem_max)");
+    } else {
+        info!(edge, recv, send, "UDP buffers granted");
+    }
+    Ok(socket.into())
+}

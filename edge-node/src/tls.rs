@@ -1,0 +1,152 @@
+//! TLS for both link kinds on one QUIC endpoint.
+//!
+//! The server side offers both ALPNs and asks for a client certificate
+//! without requiring one: client links present none, relay links must present
+//! one signed by the mesh CA (checked by rustls against `mesh_ca`; a relay
+//! connection that arrived without one is closed by the edge). When this edge
+//! dials a peer it presents its own certificate and checks the peer's against
+//! the mesh CA.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+/// An edge's TLS identity and the mesh CA it trusts.
+#[derive(Clone, Debug)]
+pub struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub mesh_ca: Vec<CertificateDer<'static>>,
+}
+
+impl TlsMaterial {
+    pub fn from_files(cert: &Path, key: &Path, mesh_ca: &Path) -> anyhow::Result<Self> {
+        let chain = read_certs(cert)?;
+        let key_pem = std::fs::read(key).with_context(|| format!("reading tls.key {}", key.display()))?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .with_context(|| format!("tls.key {} is not PEM", key.display()))?
+            .ok_or_else(|| anyhow!("tls.key {} holds no private key", key.display()))?;
+        Ok(TlsMaterial {
+            chain,
+            key: Arc::new(key),
+            mesh_ca: read_certs(mesh_ca)?,
+        })
+    }
+
+    pub fn server_config(&self) -> anyhow::Result<quinn::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .context("building the mesh client-certificate verifier")?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .context("edge certificate and key do not match")?;
+        tls.alpn_protocols = protocol::alpn::CLIENT_SUPPORTED
+            .iter()
+            .chain(protocol::alpn::RELAY_SUPPORTED)
+            .map(|a| a.to_vec())
+            .collect();
+        let quic = QuicServerConfig::try_from(tls)?;
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    }
+
+    /// Client config for relay links this edge dials.
+    pub fn relay_client_config(&self) -> anyhow::Result<quinn::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .context("edge certificate unusable as a client certificate")?;
+        tls.alpn_protocols = vec![protocol::alpn::RELAY_V1.to_vec()];
+        Ok(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?)))
+    }
+
+    fn roots(&self) -> anyhow::Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for c in &self.mesh_ca {
+            roots.add(c.clone()).context("mesh CA certificate is invalid")?;
+        }
+        Ok(roots)
+    }
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A development PKI: a mesh CA that issues edge certificates. The lab, the
+/// tests and `edge-node dev-certs` use it; production brings its own CA.
+pub struct DevPki {
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+    ca_cert: rcgen::Certificate,
+}
+
+impl DevPki {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "RTN development mesh CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = params.self_signed(&ca_key)?;
+        Ok(DevPki {
+            ca_params: params,
+            ca_key,
+            ca_cert,
+        })
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca_cert.pem()
+    }
+
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        self.ca_cert.der().clone()
+    }
+
+    /// Issue a certificate for `names`, usable both as a server certificate
+    /// and as a relay client certificate. Returns (cert PEM, key PEM).
+    pub fn issue_pem(&self, names: &[String]) -> anyhow::Result<(String, String)> {
+        let (cert, key) = self.issue(names)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    pub fn material(&self, names: &[String]) -> anyhow::Result<TlsMaterial> {
+        let (cert, key) = self.issue(names)?;
+        Ok(TlsMaterial {
+            chain: vec![cert.der().clone()],
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))),
+            mesh_ca: vec![self.ca_der()],
+        })
+    }
+
+    fn issue(&self, names: &[String]) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert, key))
+    }
+}
