@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
-    let protos = ["proto/rtn/v1/client.proto", "proto/rtn/v1/relay.proto", "proto/rtn/v1/common.proto"];
+    let protos = [
+        "proto/rtn/v1/client.proto",
+        "proto/rtn/v1/relay.proto",
+        "proto/rtn/v1/common.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -37,9 +37,17 @@ fn route(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<
             crate::metrics::prometheus().render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if core.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".to_string()),
+        "/readyz" if core.is_draining() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".to_string(),
+        ),
         "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)

@@ -204,17 +204,24 @@ fn reindex_tracks(st: &mut ChannelState) {
     for r in st.remote.values() {
         for m in &r.members {
             for t in &m.tracks {
-                tracks.entry(TrackKey(t.track_key)).or_insert_with(|| TrackOwner {
-                    user: m.user_id.clone(),
-                    session: m.session,
-                });
+                tracks
+                    .entry(TrackKey(t.track_key))
+                    .or_insert_with(|| TrackOwner {
+                        user: m.user_id.clone(),
+                        session: m.session,
+                    });
             }
         }
     }
     st.tracks = tracks;
 }
 
-fn announce(channel: ChannelId, st: &ChannelState, before: &HashMap<u64, MemberView>, after: &HashMap<u64, MemberView>) {
+fn announce(
+    channel: ChannelId,
+    st: &ChannelState,
+    before: &HashMap<u64, MemberView>,
+    after: &HashMap<u64, MemberView>,
+) {
     let mut events: Vec<(u64, SK)> = vec![];
     let cid = channel.0;
     for (s, v) in after {

@@ -85,7 +85,10 @@ impl std::fmt::Debug for AppSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppSection")
             .field("id", &self.id)
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
             .field("secrets_env", &self.secrets_env)
             .finish()
     }
@@ -232,10 +235,20 @@ impl EdgeConfig {
         }
         let tls = &self.tls;
         if !tls.dev_self_signed {
-            for (name, v) in [("tls.cert", &tls.cert), ("tls.key", &tls.key), ("tls.mesh_ca", &tls.mesh_ca)] {
+            for (name, v) in [
+                ("tls.cert", &tls.cert),
+                ("tls.key", &tls.key),
+                ("tls.mesh_ca", &tls.mesh_ca),
+            ] {
                 match v {
-                    None => return bad(format!("{name} is required unless tls.dev_self_signed = true")),
-                    Some(p) if !p.exists() => return bad(format!("{name}: file {} does not exist", p.display())),
+                    None => {
+                        return bad(format!(
+                            "{name} is required unless tls.dev_self_signed = true"
+                        ))
+                    }
+                    Some(p) if !p.exists() => {
+                        return bad(format!("{name}: file {} does not exist", p.display()))
+                    }
                     _ => {}
                 }
             }
@@ -249,10 +262,16 @@ impl EdgeConfig {
             }
             let secrets = app.resolved_secrets()?;
             if secrets.is_empty() {
-                return bad(format!("app {:?} has no secret (set secrets or secrets_env)", app.id));
+                return bad(format!(
+                    "app {:?} has no secret (set secrets or secrets_env)",
+                    app.id
+                ));
             }
             if secrets.iter().any(|s| s.len() < 16) {
-                return bad(format!("app {:?}: secrets must be at least 16 bytes", app.id));
+                return bad(format!(
+                    "app {:?}: secrets must be at least 16 bytes",
+                    app.id
+                ));
             }
         }
         let l = &self.limits;
@@ -270,7 +289,10 @@ impl EdgeConfig {
         let mut ids = std::collections::HashSet::new();
         for p in &self.peers {
             if p.id == self.edge.id || p.id == 0 || !ids.insert(p.id) {
-                return bad(format!("peers: id {} is zero, this edge's own, or repeated", p.id));
+                return bad(format!(
+                    "peers: id {} is zero, this edge's own, or repeated",
+                    p.id
+                ));
             }
         }
         for r in &self.routes {
@@ -293,9 +315,17 @@ impl AppSection {
         let mut out = self.secrets.clone();
         if let Some(var) = &self.secrets_env {
             let v = std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!("app {:?}: environment variable {var} is not set", self.id))
+                ConfigError::Invalid(format!(
+                    "app {:?}: environment variable {var} is not set",
+                    self.id
+                ))
             })?;
-            out.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            out.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
         }
         Ok(out)
     }
@@ -335,7 +365,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        let err = parse(&GOOD.replace("region =", "regoin =")).unwrap_err().to_string();
+        let err = parse(&GOOD.replace("region =", "regoin ="))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("regoin"), "{err}");
     }
 
@@ -343,8 +375,14 @@ mod tests {
     fn invalid_values_name_the_field() {
         let cases = [
             (GOOD.replace("id = 3", "id = 0"), "edge.id"),
-            (GOOD.replace("dev_self_signed = true", "dev_self_signed = false"), "tls.cert"),
-            (GOOD.replace("\"0123456789abcdef\"", "\"short\""), "16 bytes"),
+            (
+                GOOD.replace("dev_self_signed = true", "dev_self_signed = false"),
+                "tls.cert",
+            ),
+            (
+                GOOD.replace("\"0123456789abcdef\"", "\"short\""),
+                "16 bytes",
+            ),
             (GOOD.replace("dest = 4", "dest = 9"), "routes"),
         ];
         for (text, want) in cases {

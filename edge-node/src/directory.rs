@@ -60,7 +60,10 @@ impl Default for Directory {
 
 impl Directory {
     pub fn new() -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         Directory {
             homed: Mutex::default(),
             generation_base: micros.saturating_mul(1_000),
@@ -75,7 +78,11 @@ impl Directory {
 impl EdgeCore {
     fn homes(&self, ch: ChannelId) -> Vec<EdgeId> {
         let table = self.route_table();
-        directory_homes(ch, table.live_edges().chain(std::iter::once(self.id)), REPLICAS)
+        directory_homes(
+            ch,
+            table.live_edges().chain(std::iter::once(self.id)),
+            REPLICAS,
+        )
     }
 
     /// Local membership of `ch` changed: report it now.
@@ -89,7 +96,10 @@ impl EdgeCore {
     fn report(&self, ch: &Channel) {
         let (members, generation) = {
             let st = ch.read();
-            (st.local_report(), self.directory.generation_base + st.local_generation)
+            (
+                st.local_report(),
+                self.directory.generation_base + st.local_generation,
+            )
         };
         let report = pb::DirectoryReport {
             reporter_edge: self.id,
@@ -105,7 +115,12 @@ impl EdgeCore {
                 continue;
             }
             for t in self.trees_to(&[home]) {
-                self.send_along(&t, |nodes| RK::DirectoryReport(pb::DirectoryReport { tree: nodes, ..report.clone() }));
+                self.send_along(&t, |nodes| {
+                    RK::DirectoryReport(pb::DirectoryReport {
+                        tree: nodes,
+                        ..report.clone()
+                    })
+                });
             }
         }
     }
@@ -146,7 +161,11 @@ impl EdgeCore {
 
     fn apply_report(&self, r: pb::DirectoryReport) {
         let changed = {
-            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut homed = self
+                .directory
+                .homed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let home = homed.entry(ChannelId(r.channel_id)).or_default();
             match home.edges.get_mut(&r.reporter_edge) {
                 Some(e) if e.generation > r.generation => false,
@@ -178,7 +197,11 @@ impl EdgeCore {
     /// Send the home's view of `ch` to every edge hosting members.
     fn push_update(&self, ch: ChannelId) {
         let update = {
-            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut homed = self
+                .directory
+                .homed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let Some(home) = homed.get_mut(&ch) else {
                 return;
             };
@@ -210,7 +233,12 @@ impl EdgeCore {
             dests.retain(|d| *d != self.id);
         }
         for t in self.trees_to(&dests) {
-            self.send_along(&t, |nodes| RK::DirectoryUpdate(pb::DirectoryUpdate { tree: nodes, ..update.clone() }));
+            self.send_along(&t, |nodes| {
+                RK::DirectoryUpdate(pb::DirectoryUpdate {
+                    tree: nodes,
+                    ..update.clone()
+                })
+            });
         }
     }
 
@@ -269,9 +297,14 @@ impl EdgeCore {
             });
         }
         let homed: Vec<ChannelId> = {
-            let mut homed = self.directory.homed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut homed = self
+                .directory
+                .homed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for home in homed.values_mut() {
-                home.edges.retain(|_, e| now.duration_since(e.seen) < ENTRY_TTL);
+                home.edges
+                    .retain(|_, e| now.duration_since(e.seen) < ENTRY_TTL);
             }
             homed.retain(|_, h| !h.edges.is_empty());
             homed.keys().copied().collect()

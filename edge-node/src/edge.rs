@@ -51,17 +51,29 @@ impl EdgeCore {
     /// The channel, created on first use.
     pub fn channel(&self, id: ChannelId, app: &str, name: &str) -> Arc<Channel> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = map.entry(id).or_insert_with(|| Channel::new(id, app, name)).clone();
+        let ch = map
+            .entry(id)
+            .or_insert_with(|| Channel::new(id, app, name))
+            .clone();
         self.metrics.channels.set(map.len() as f64);
         ch
     }
 
     pub fn existing_channel(&self, id: ChannelId) -> Option<Arc<Channel>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn channels(&self) -> Vec<Arc<Channel>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Forget channels with no local member and no remote member left.
@@ -105,7 +117,15 @@ impl EdgeCore {
         let mut peers: Vec<_> = table
             .peers
             .values()
-            .map(|p| (table.path(self.id, p.id).map(|x| x.len()).unwrap_or(usize::MAX), p))
+            .map(|p| {
+                (
+                    table
+                        .path(self.id, p.id)
+                        .map(|x| x.len())
+                        .unwrap_or(usize::MAX),
+                    p,
+                )
+            })
             .collect();
         peers.sort_by_key(|(hops, p)| (*hops, p.id));
         peers
@@ -143,7 +163,9 @@ impl Edge {
         cfg.validate()?;
         let tls = match opts.tls {
             Some(t) => t,
-            None if cfg.tls.dev_self_signed => DevPki::new()?.material(&[cfg.edge.server_name.clone()])?,
+            None if cfg.tls.dev_self_signed => {
+                DevPki::new()?.material(&[cfg.edge.server_name.clone()])?
+            }
             None => {
                 let (c, k, ca) = (&cfg.tls.cert, &cfg.tls.key, &cfg.tls.mesh_ca);
                 match (c, k, ca) {
@@ -160,7 +182,8 @@ impl Edge {
         }
         let mut server = tls.server_config()?;
         server.transport_config(Arc::new(transport(&cfg)));
-        let socket = crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
+        let socket =
+            crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -170,7 +193,9 @@ impl Edge {
         .context("creating the QUIC endpoint")?;
         let mut relay_client = tls.relay_client_config()?;
         relay_client.transport_config(Arc::new(transport(&cfg)));
-        let routes = opts.routes.unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
+        let routes = opts
+            .routes
+            .unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
         let metrics = EdgeMetrics::new(cfg.edge.id);
         let core = Arc::new(EdgeCore {
             id: cfg.edge.id,
@@ -221,7 +246,10 @@ impl Edge {
 
     /// The QUIC address clients and peers connect to.
     pub fn addr(&self) -> SocketAddr {
-        self.core.endpoint.local_addr().unwrap_or(self.core.cfg.edge.listen)
+        self.core
+            .endpoint
+            .local_addr()
+            .unwrap_or(self.core.cfg.edge.listen)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -238,12 +266,21 @@ impl Edge {
             redirect: core.redirects(),
             reconnect_after_ms: core.cfg.limits.goaway_reconnect_ms,
         };
-        let clients: Vec<_> = core.clients.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
-        info!(edge = core.id, clients = clients.len(), "draining: goaway sent");
+        let clients: Vec<_> = core
+            .clients
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        info!(
+            edge = core.id,
+            clients = clients.len(),
+            "draining: goaway sent"
+        );
         for c in &clients {
             c.send_frame(SK::Goaway(goaway.clone()));
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(core.cfg.limits.drain_timeout_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(core.cfg.limits.drain_timeout_ms);
         while core.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -255,7 +292,10 @@ impl Edge {
         let core = &self.core;
         core.draining.store(true, Ordering::Release);
         core.stopping.notify_waiters();
-        core.endpoint.close(quinn::VarInt::from_u32(ErrorCode::GoingAway as u32), b"edge stopping");
+        core.endpoint.close(
+            quinn::VarInt::from_u32(ErrorCode::GoingAway as u32),
+            b"edge stopping",
+        );
         for t in &self.tasks {
             t.abort();
         }

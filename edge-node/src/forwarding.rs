@@ -107,7 +107,8 @@ impl EdgeCore {
     fn relay_media_children(&self, origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &Bytes) {
         for child in tree.children() {
             let next = child.root().edge;
-            self.relay.send_media(self, next, encode_relay(origin, hop_limit, &child, media));
+            self.relay
+                .send_media(self, next, encode_relay(origin, hop_limit, &child, media));
         }
     }
 
@@ -199,12 +200,23 @@ impl EdgeCore {
                     child_count: n.children as u32,
                 })
                 .collect();
-            self.relay.send_frame(self, child.root().edge, pb::RelayFrame { kind: Some(make(nodes)) });
+            self.relay.send_frame(
+                self,
+                child.root().edge,
+                pb::RelayFrame {
+                    kind: Some(make(nodes)),
+                },
+            );
         }
     }
 }
 
-fn deliver_message(core: &EdgeCore, st: &ChannelState, exclude: Option<u64>, msg: &pb::ChatMessage) {
+fn deliver_message(
+    core: &EdgeCore,
+    st: &ChannelState,
+    exclude: Option<u64>,
+    msg: &pb::ChatMessage,
+) {
     for m in st.local.values() {
         if Some(m.session) == exclude || !m.can_subscribe {
             continue;

@@ -150,8 +150,11 @@ impl RunArgs {
 }
 
 fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -205,7 +208,8 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::DevCerts(d) => {
-            std::fs::create_dir_all(&d.out).with_context(|| format!("creating {}", d.out.display()))?;
+            std::fs::create_dir_all(&d.out)
+                .with_context(|| format!("creating {}", d.out.display()))?;
             let pki = DevPki::new()?;
             std::fs::write(d.out.join("mesh-ca.pem"), pki.ca_pem())?;
             for name in &d.names {
@@ -213,7 +217,11 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 std::fs::write(d.out.join(format!("{name}.pem")), cert)?;
                 std::fs::write(d.out.join(format!("{name}.key")), key)?;
             }
-            println!("wrote mesh-ca.pem and {} certificates to {}", d.names.len(), d.out.display());
+            println!(
+                "wrote mesh-ca.pem and {} certificates to {}",
+                d.names.len(),
+                d.out.display()
+            );
             Ok(())
         }
         Command::Run(args) => {

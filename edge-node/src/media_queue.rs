@@ -38,7 +38,10 @@ impl MediaQueue {
     /// Hand `pkt` to `conn`, directly if quinn has room, else via the queue.
     pub fn send(&self, conn: &quinn::Connection, pkt: Bytes, metrics: &EdgeMetrics) {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if q.is_empty() && !self.writer_busy.load(Ordering::Acquire) && conn.datagram_send_buffer_space() >= pkt.len() {
+        if q.is_empty()
+            && !self.writer_busy.load(Ordering::Acquire)
+            && conn.datagram_send_buffer_space() >= pkt.len()
+        {
             drop(q);
             if conn.send_datagram(pkt).is_err() {
                 metrics.media_dropped("connection_closed");

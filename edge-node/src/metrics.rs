@@ -26,16 +26,46 @@ pub fn prometheus() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!("rtn_edge_sessions", "Client connections currently open.");
-    describe_gauge!("rtn_edge_channels", "Channels with at least one local member.");
-    describe_counter!("rtn_edge_joins_total", "Join attempts by result (ok or refusal reason).");
-    describe_counter!("rtn_edge_media_packets_total", "Media datagrams by direction (in/out) and link kind (client/relay).");
-    describe_counter!("rtn_edge_media_bytes_total", "Media datagram bytes by direction and link kind.");
-    describe_counter!("rtn_edge_media_dropped_total", "Media datagrams dropped, by reason.");
-    describe_counter!("rtn_edge_messages_total", "Chat messages by direction and link kind.");
-    describe_counter!("rtn_edge_protocol_errors_total", "Connections or frames refused, by reason.");
-    describe_gauge!("rtn_edge_relay_links", "Relay links to other edges currently up.");
-    describe_gauge!("rtn_edge_route_table_version", "Version of the route table in use.");
-    describe_gauge!("rtn_edge_udp_buffer_bytes", "UDP socket buffer granted by the kernel, by direction.");
+    describe_gauge!(
+        "rtn_edge_channels",
+        "Channels with at least one local member."
+    );
+    describe_counter!(
+        "rtn_edge_joins_total",
+        "Join attempts by result (ok or refusal reason)."
+    );
+    describe_counter!(
+        "rtn_edge_media_packets_total",
+        "Media datagrams by direction (in/out) and link kind (client/relay)."
+    );
+    describe_counter!(
+        "rtn_edge_media_bytes_total",
+        "Media datagram bytes by direction and link kind."
+    );
+    describe_counter!(
+        "rtn_edge_media_dropped_total",
+        "Media datagrams dropped, by reason."
+    );
+    describe_counter!(
+        "rtn_edge_messages_total",
+        "Chat messages by direction and link kind."
+    );
+    describe_counter!(
+        "rtn_edge_protocol_errors_total",
+        "Connections or frames refused, by reason."
+    );
+    describe_gauge!(
+        "rtn_edge_relay_links",
+        "Relay links to other edges currently up."
+    );
+    describe_gauge!(
+        "rtn_edge_route_table_version",
+        "Version of the route table in use."
+    );
+    describe_gauge!(
+        "rtn_edge_udp_buffer_bytes",
+        "UDP socket buffer granted by the kernel, by direction."
+    );
 }
 
 #[derive(Clone)]
@@ -63,15 +93,9 @@ impl EdgeMetrics {
     pub fn new(edge_id: u32) -> Self {
         prometheus();
         let edge = edge_id.to_string();
-        let packets = |dir: &'static str, link: &'static str| {
-            counter!("rtn_edge_media_packets_total", "edge" => edge.clone(), "dir" => dir, "link" => link)
-        };
-        let bytes = |dir: &'static str, link: &'static str| {
-            counter!("rtn_edge_media_bytes_total", "edge" => edge.clone(), "dir" => dir, "link" => link)
-        };
-        let messages = |dir: &'static str, link: &'static str| {
-            counter!("rtn_edge_messages_total", "edge" => edge.clone(), "dir" => dir, "link" => link)
-        };
+        let packets = |dir: &'static str, link: &'static str| counter!("rtn_edge_media_packets_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
+        let bytes = |dir: &'static str, link: &'static str| counter!("rtn_edge_media_bytes_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
+        let messages = |dir: &'static str, link: &'static str| counter!("rtn_edge_messages_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
         EdgeMetrics {
             sessions: gauge!("rtn_edge_sessions", "edge" => edge.clone()),
             channels: gauge!("rtn_edge_channels", "edge" => edge.clone()),
@@ -94,14 +118,17 @@ impl EdgeMetrics {
     }
 
     pub fn media_dropped(&self, reason: &'static str) {
-        counter!("rtn_edge_media_dropped_total", "edge" => self.edge.clone(), "reason" => reason).increment(1);
+        counter!("rtn_edge_media_dropped_total", "edge" => self.edge.clone(), "reason" => reason)
+            .increment(1);
     }
 
     pub fn protocol_error(&self, reason: &'static str) {
-        counter!("rtn_edge_protocol_errors_total", "edge" => self.edge.clone(), "reason" => reason).increment(1);
+        counter!("rtn_edge_protocol_errors_total", "edge" => self.edge.clone(), "reason" => reason)
+            .increment(1);
     }
 
     pub fn join(&self, result: &'static str) {
-        counter!("rtn_edge_joins_total", "edge" => self.edge.clone(), "result" => result).increment(1);
+        counter!("rtn_edge_joins_total", "edge" => self.edge.clone(), "result" => result)
+            .increment(1);
     }
 }

@@ -56,7 +56,9 @@ impl RelayLinks {
         match conn {
             Some((link, conn)) => {
                 core.metrics.media_out_relay.increment(1);
-                core.metrics.media_out_relay_bytes.increment(pkt.len() as u64);
+                core.metrics
+                    .media_out_relay_bytes
+                    .increment(pkt.len() as u64);
                 link.media.send(&conn, pkt, &core.metrics);
             }
             None => core.metrics.media_dropped("relay_link_down"),
@@ -109,7 +111,11 @@ impl RelayLink {
 
 /// The next hops a table needs links to.
 fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
-    let mut hops: HashSet<EdgeId> = table.paths.values().filter_map(|p| p.get(1).copied()).collect();
+    let mut hops: HashSet<EdgeId> = table
+        .paths
+        .values()
+        .filter_map(|p| p.get(1).copied())
+        .collect();
     hops.extend(table.peers.keys().filter(|p| !table.paths.contains_key(p)));
     hops.remove(&me);
     hops
@@ -132,7 +138,9 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
                 keep
             });
             for peer in wanted {
-                links.entry(peer).or_insert_with(|| spawn_link(core.clone(), peer));
+                links
+                    .entry(peer)
+                    .or_insert_with(|| spawn_link(core.clone(), peer));
             }
         }
         if rx.changed().await.is_err() {
@@ -155,7 +163,11 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
     link
 }
 
-async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>, mut rx: mpsc::Receiver<pb::RelayFrame>) {
+async fn run_link(
+    core: Arc<EdgeCore>,
+    link: Arc<RelayLink>,
+    mut rx: mpsc::Receiver<pb::RelayFrame>,
+) {
     let mut backoff = DIAL_BACKOFF_MIN;
     let mut failing = false;
     loop {
@@ -186,16 +198,19 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>, mut rx: mpsc::Recei
     }
 }
 
-async fn dial(core: &EdgeCore, peer: EdgeId) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
+async fn dial(
+    core: &EdgeCore,
+    peer: EdgeId,
+) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
     let info = core
         .route_table()
         .peers
         .get(&peer)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no address for edge {peer}"))?;
-    let connecting = core
-        .endpoint
-        .connect_with(core.relay_client.clone(), info.addr, &info.server_name)?;
+    let connecting =
+        core.endpoint
+            .connect_with(core.relay_client.clone(), info.addr, &info.server_name)?;
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting).await??;
     let (mut send, _recv) = conn.open_bi().await?;
     let hello = pb::RelayFrame {
@@ -209,7 +224,11 @@ async fn dial(core: &EdgeCore, peer: EdgeId) -> anyhow::Result<(quinn::Connectio
     Ok((conn, send))
 }
 
-async fn pump_frames(rx: &mut mpsc::Receiver<pb::RelayFrame>, mut send: quinn::SendStream, conn: &quinn::Connection) {
+async fn pump_frames(
+    rx: &mut mpsc::Receiver<pb::RelayFrame>,
+    mut send: quinn::SendStream,
+    conn: &quinn::Connection,
+) {
     let mut buf = BytesMut::new();
     loop {
         let first = tokio::select! {
@@ -256,7 +275,11 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
     if conn.peer_identity().is_none() {
         core.metrics.protocol_error("relay_without_certificate");
         warn!(edge = core.id, remote = %conn.remote_address(), "relay connection without a mesh certificate refused");
-        close(&conn, ErrorCode::UnauthenticatedPeer, "relay links need a mesh certificate");
+        close(
+            &conn,
+            ErrorCode::UnauthenticatedPeer,
+            "relay links need a mesh certificate",
+        );
         return;
     }
     tokio::spawn(read_datagrams(core.clone(), conn.clone()));
@@ -276,7 +299,11 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     }
                     _ if peer.is_none() => {
                         core.metrics.protocol_error("relay_no_hello");
-                        close(&conn, ErrorCode::MalformedFrame, "relay link must start with hello");
+                        close(
+                            &conn,
+                            ErrorCode::MalformedFrame,
+                            "relay link must start with hello",
+                        );
                         return;
                     }
                     Some(RK::Message(m)) => core.message_from_relay(m),

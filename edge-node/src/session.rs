@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use protocol::datagram::MediaHeader;
 use protocol::framing::{self, FrameBuffer, FrameError};
-use protocol::limits::{MAX_CHANNELS_PER_SESSION, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN, MAX_TRACKS_PER_CHANNEL};
+use protocol::limits::{
+    MAX_CHANNELS_PER_SESSION, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN, MAX_TRACKS_PER_CHANNEL,
+};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
 use protocol::token::Claims;
 use protocol::{ChannelId, TrackKey};
@@ -33,15 +35,23 @@ impl ClientHandle {
     /// is disconnected rather than allowed to grow the edge's memory; its SDK
     /// reconnects and is replayed what it missed.
     pub fn send_frame(&self, kind: SK) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(pb::ServerFrame { kind: Some(kind) }) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.frames.try_send(pb::ServerFrame { kind: Some(kind) })
+        {
             self.metrics.protocol_error("client_too_slow");
-            close(&self.conn, ErrorCode::Overloaded, "control stream not read fast enough");
+            close(
+                &self.conn,
+                ErrorCode::Overloaded,
+                "control stream not read fast enough",
+            );
         }
     }
 
     pub fn send_media(&self, pkt: Bytes) {
         self.metrics.media_out_client.increment(1);
-        self.metrics.media_out_client_bytes.increment(pkt.len() as u64);
+        self.metrics
+            .media_out_client_bytes
+            .increment(pkt.len() as u64);
         self.media.send(&self.conn, pkt, &self.metrics);
     }
 }
@@ -73,7 +83,11 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         Ok(Err(_)) => return,
         Err(_) => {
             core.metrics.protocol_error("join_timeout");
-            close(&conn, ErrorCode::JoinTimeout, "no control stream opened in time");
+            close(
+                &conn,
+                ErrorCode::JoinTimeout,
+                "no control stream opened in time",
+            );
             return;
         }
     };
@@ -182,12 +196,16 @@ impl Session {
             Some(CK::Unsubscribe(u)) => self.unsubscribe(u),
             Some(CK::Message(m)) => self.message(m),
             Some(CK::Keepalive(k)) => {
-                self.handle.send_frame(SK::KeepaliveAck(pb::KeepaliveAck { nonce: k.nonce }));
+                self.handle
+                    .send_frame(SK::KeepaliveAck(pb::KeepaliveAck { nonce: k.nonce }));
                 Ok(())
             }
             None => {
                 self.core.metrics.protocol_error("unknown_message");
-                Err((0, Refusal(ErrorCode::UnknownMessage, "unknown frame kind".into())))
+                Err((
+                    0,
+                    Refusal(ErrorCode::UnknownMessage, "unknown frame kind".into()),
+                ))
             }
         };
         if let Err((request_id, Refusal(code, message))) = result {
@@ -200,9 +218,10 @@ impl Session {
     }
 
     fn joined(&self, request_id: u32, channel_id: u64) -> Result<&Joined, (u32, Refusal)> {
-        self.joined
-            .get(&ChannelId(channel_id))
-            .ok_or((request_id, Refusal(ErrorCode::NotJoined, "not joined to that channel".into())))
+        self.joined.get(&ChannelId(channel_id)).ok_or((
+            request_id,
+            Refusal(ErrorCode::NotJoined, "not joined to that channel".into()),
+        ))
     }
 
     fn join(&mut self, j: pb::Join) -> Result<(), (u32, Refusal)> {
@@ -211,7 +230,10 @@ impl Session {
         if self.core.is_draining() {
             return refuse(ErrorCode::GoingAway, "edge is draining".into());
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let claims = match self.core.verifier.verify(&j.token, &j.channel, now) {
             Ok(c) => c,
             Err(e) => {
@@ -223,14 +245,20 @@ impl Session {
         };
         if j.subscribe_all && !claims.can_subscribe {
             self.core.metrics.join("no_subscribe_right");
-            return refuse(ErrorCode::NoSubscribeRight, "token does not grant subscribe".into());
+            return refuse(
+                ErrorCode::NoSubscribeRight,
+                "token does not grant subscribe".into(),
+            );
         }
         let id = ChannelId::derive(&claims.app_id, &claims.channel);
         if self.joined.contains_key(&id) {
             return refuse(ErrorCode::AlreadyJoined, "already joined".into());
         }
         if self.joined.len() >= MAX_CHANNELS_PER_SESSION {
-            return refuse(ErrorCode::TooManyChannels, format!("at most {MAX_CHANNELS_PER_SESSION} channels"));
+            return refuse(
+                ErrorCode::TooManyChannels,
+                format!("at most {MAX_CHANNELS_PER_SESSION} channels"),
+            );
         }
         let session: u64 = rand::random();
         let channel = self.core.channel(id, &claims.app_id, &claims.channel);
@@ -243,7 +271,11 @@ impl Session {
                     client: self.handle.clone(),
                     can_publish: claims.can_publish,
                     can_subscribe: claims.can_subscribe,
-                    media: if j.subscribe_all { MediaSubscription::All } else { MediaSubscription::None },
+                    media: if j.subscribe_all {
+                        MediaSubscription::All
+                    } else {
+                        MediaSubscription::None
+                    },
                     tracks: vec![],
                 },
             );
@@ -260,7 +292,14 @@ impl Session {
         self.core.metrics.join("ok");
         info!(edge = self.core.id, channel = %id, user = %claims.user_id, "joined");
         self.core.local_membership_changed(&channel);
-        self.joined.insert(id, Joined { channel, session, claims });
+        self.joined.insert(
+            id,
+            Joined {
+                channel,
+                session,
+                claims,
+            },
+        );
         Ok(())
     }
 
@@ -283,7 +322,10 @@ impl Session {
     }
 
     fn remove_member(&self, j: &Joined) {
-        self.published.write().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.session != j.session);
+        self.published
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, p| p.session != j.session);
         j.channel.update(|st| {
             st.local.remove(&j.session);
             st.local_generation += 1;
@@ -295,10 +337,22 @@ impl Session {
         let rid = p.request_id;
         let j = self.joined(rid, p.channel_id)?;
         if !j.claims.can_publish {
-            return Err((rid, Refusal(ErrorCode::NoPublishRight, "token does not grant publish".into())));
+            return Err((
+                rid,
+                Refusal(
+                    ErrorCode::NoPublishRight,
+                    "token does not grant publish".into(),
+                ),
+            ));
         }
         if p.name.is_empty() || p.name.len() > MAX_NAME_LEN {
-            return Err((rid, Refusal(ErrorCode::MalformedFrame, "track name empty or too long".into())));
+            return Err((
+                rid,
+                Refusal(
+                    ErrorCode::MalformedFrame,
+                    "track name empty or too long".into(),
+                ),
+            ));
         }
         let key = self.core.next_track_key();
         let session = j.session;
@@ -318,22 +372,32 @@ impl Session {
             Some(())
         });
         if added.is_none() {
-            return Err((rid, Refusal(ErrorCode::TooManyTracks, format!("at most {MAX_TRACKS_PER_CHANNEL} tracks"))));
+            return Err((
+                rid,
+                Refusal(
+                    ErrorCode::TooManyTracks,
+                    format!("at most {MAX_TRACKS_PER_CHANNEL} tracks"),
+                ),
+            ));
         }
-        self.published.write().unwrap_or_else(|e| e.into_inner()).insert(
-            key,
-            Published {
-                channel: channel.clone(),
-                session,
-                user: Arc::from(user.as_str()),
-            },
-        );
-        self.handle.send_frame(SK::TrackPublished(pb::TrackPublished {
-            request_id: rid,
-            channel_id: p.channel_id,
-            name: p.name,
-            track_key: key.0,
-        }));
+        self.published
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                Published {
+                    channel: channel.clone(),
+                    session,
+                    user: Arc::from(user.as_str()),
+                },
+            );
+        self.handle
+            .send_frame(SK::TrackPublished(pb::TrackPublished {
+                request_id: rid,
+                channel_id: p.channel_id,
+                name: p.name,
+                track_key: key.0,
+            }));
         self.core.local_membership_changed(&channel);
         Ok(())
     }
@@ -348,7 +412,10 @@ impl Session {
             .remove(&TrackKey(u.track_key))
             .is_some();
         if !owned {
-            return Err((u.request_id, Refusal(ErrorCode::UnknownTrack, "no such track".into())));
+            return Err((
+                u.request_id,
+                Refusal(ErrorCode::UnknownTrack, "no such track".into()),
+            ));
         }
         channel.update(|st| {
             if let Some(m) = st.local.get_mut(&session) {
@@ -363,7 +430,13 @@ impl Session {
     fn subscribe(&mut self, s: pb::Subscribe) -> Result<(), (u32, Refusal)> {
         let j = self.joined(s.request_id, s.channel_id)?;
         if !j.claims.can_subscribe {
-            return Err((s.request_id, Refusal(ErrorCode::NoSubscribeRight, "token does not grant subscribe".into())));
+            return Err((
+                s.request_id,
+                Refusal(
+                    ErrorCode::NoSubscribeRight,
+                    "token does not grant subscribe".into(),
+                ),
+            ));
         }
         let session = j.session;
         j.channel.update(|st| {
@@ -374,7 +447,9 @@ impl Session {
                         u.insert(s.user_id.clone());
                         MediaSubscription::Users(u)
                     }
-                    (MediaSubscription::None, false) => MediaSubscription::Users([s.user_id.clone()].into()),
+                    (MediaSubscription::None, false) => {
+                        MediaSubscription::Users([s.user_id.clone()].into())
+                    }
                 };
             }
         });
@@ -409,10 +484,22 @@ impl Session {
     fn message(&mut self, mut m: pb::ChatMessage) -> Result<(), (u32, Refusal)> {
         let j = self.joined(0, m.channel_id)?;
         if !j.claims.can_publish {
-            return Err((0, Refusal(ErrorCode::NoPublishRight, "token does not grant publish".into())));
+            return Err((
+                0,
+                Refusal(
+                    ErrorCode::NoPublishRight,
+                    "token does not grant publish".into(),
+                ),
+            ));
         }
         if m.payload.len() > MAX_MESSAGE_PAYLOAD || m.to_user.len() > MAX_NAME_LEN || m.seq == 0 {
-            return Err((0, Refusal(ErrorCode::MalformedFrame, "message too large or without sequence".into())));
+            return Err((
+                0,
+                Refusal(
+                    ErrorCode::MalformedFrame,
+                    "message too large or without sequence".into(),
+                ),
+            ));
         }
         m.from_user = j.claims.user_id.clone();
         let (channel, session, seq) = (j.channel.clone(), j.session, m.seq);
@@ -438,7 +525,11 @@ fn reason_label(code: ErrorCode) -> &'static str {
 }
 
 /// Write queued control frames, batching whatever is ready into one write.
-async fn write_frames(mut rx: mpsc::Receiver<pb::ServerFrame>, mut send: quinn::SendStream, conn: quinn::Connection) {
+async fn write_frames(
+    mut rx: mpsc::Receiver<pb::ServerFrame>,
+    mut send: quinn::SendStream,
+    conn: quinn::Connection,
+) {
     let mut buf = BytesMut::new();
     while let Some(f) = rx.recv().await {
         buf.clear();

@@ -20,13 +20,17 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<st
     if let Err(e) = socket.set_send_buffer_size(buffer) {
         warn!(edge, error = %e, "could not set the UDP send buffer");
     }
-    socket.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
     socket.set_nonblocking(true)?;
     let recv = socket.recv_buffer_size().unwrap_or(0);
     let send = socket.send_buffer_size().unwrap_or(0);
     let edge_label = edge.to_string();
-    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label.clone(), "dir" => "recv").set(recv as f64);
-    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label, "dir" => "send").set(send as f64);
+    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label.clone(), "dir" => "recv")
+        .set(recv as f64);
+    metrics::gauge!("rtn_edge_udp_buffer_bytes", "edge" => edge_label, "dir" => "send")
+        .set(send as f64);
     if recv < buffer || send < buffer {
         warn!(edge, requested = buffer, recv, send, "kernel granted smaller UDP buffers than requested (raise net.core.rmem_max / wmem_max)");
     } else {

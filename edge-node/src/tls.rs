@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -28,7 +31,8 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     pub fn from_files(cert: &Path, key: &Path, mesh_ca: &Path) -> anyhow::Result<Self> {
         let chain = read_certs(cert)?;
-        let key_pem = std::fs::read(key).with_context(|| format!("reading tls.key {}", key.display()))?;
+        let key_pem =
+            std::fs::read(key).with_context(|| format!("reading tls.key {}", key.display()))?;
         let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
             .with_context(|| format!("tls.key {} is not PEM", key.display()))?
             .ok_or_else(|| anyhow!("tls.key {} holds no private key", key.display()))?;
@@ -41,10 +45,11 @@ impl TlsMaterial {
 
     pub fn server_config(&self) -> anyhow::Result<quinn::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .context("building the mesh client-certificate verifier")?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .context("building the mesh client-certificate verifier")?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -68,20 +73,25 @@ impl TlsMaterial {
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .context("edge certificate unusable as a client certificate")?;
         tls.alpn_protocols = vec![protocol::alpn::RELAY_V1.to_vec()];
-        Ok(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?)))
+        Ok(quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(tls)?,
+        )))
     }
 
     fn roots(&self) -> anyhow::Result<RootCertStore> {
         let mut roots = RootCertStore::empty();
         for c in &self.mesh_ca {
-            roots.add(c.clone()).context("mesh CA certificate is invalid")?;
+            roots
+                .add(c.clone())
+                .context("mesh CA certificate is invalid")?;
         }
         Ok(roots)
     }
 }
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
@@ -102,9 +112,15 @@ pub struct DevPki {
 impl DevPki {
     pub fn new() -> anyhow::Result<Self> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "RTN development mesh CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "RTN development mesh CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_key = KeyPair::generate()?;
         let ca_cert = params.self_signed(&ca_key)?;
         Ok(DevPki {
@@ -133,17 +149,23 @@ impl DevPki {
         let (cert, key) = self.issue(names)?;
         Ok(TlsMaterial {
             chain: vec![cert.der().clone()],
-            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))),
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            ))),
             mesh_ca: vec![self.ca_der()],
         })
     }
 
     fn issue(&self, names: &[String]) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
         let mut params = CertificateParams::new(names.to_vec())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer)?;

@@ -18,11 +18,17 @@ fn bench(c: &mut Criterion) {
     let relay = encode_relay(1, 8, &tree.children()[0], &media);
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("media_header_decode", |b| b.iter(|| MediaHeader::decode(std::hint::black_box(&media))));
+    g.bench_function("media_header_decode", |b| {
+        b.iter(|| MediaHeader::decode(std::hint::black_box(&media)))
+    });
     g.bench_function("relay_decode_and_forward", |b| {
         b.iter(|| {
             let r = RelayDatagram::decode(Bytes::clone(std::hint::black_box(&relay))).unwrap();
-            r.tree.children().iter().map(|t| encode_relay(r.origin, r.hop_limit - 1, t, &r.media).len()).sum::<usize>()
+            r.tree
+                .children()
+                .iter()
+                .map(|t| encode_relay(r.origin, r.hop_limit - 1, t, &r.media).len())
+                .sum::<usize>()
         })
     });
     g.finish();

@@ -45,7 +45,8 @@ pub const RELAY_FIXED_LEN: usize = 7;
 /// Largest media datagram.
 pub const MAX_MEDIA_DATAGRAM: usize = MEDIA_HEADER_LEN + MAX_MEDIA_PAYLOAD;
 /// Largest relay datagram.
-pub const MAX_RELAY_DATAGRAM: usize = RELAY_FIXED_LEN + MAX_TREE_NODES * NODE_LEN + MAX_MEDIA_DATAGRAM;
+pub const MAX_RELAY_DATAGRAM: usize =
+    RELAY_FIXED_LEN + MAX_TREE_NODES * NODE_LEN + MAX_MEDIA_DATAGRAM;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DatagramError {
@@ -187,9 +188,15 @@ mod tests {
         assert_eq!(MediaHeader::decode(&[1; 10]), Err(DatagramError::Short(10)));
         let mut d = header().encode(b"").unwrap().to_vec();
         d[0] = 0x7f;
-        assert_eq!(MediaHeader::decode(&d), Err(DatagramError::UnknownType(0x7f)));
+        assert_eq!(
+            MediaHeader::decode(&d),
+            Err(DatagramError::UnknownType(0x7f))
+        );
         let big = vec![0; MAX_MEDIA_PAYLOAD + 1];
-        assert!(matches!(header().encode(&big), Err(DatagramError::PayloadTooLarge(_))));
+        assert!(matches!(
+            header().encode(&big),
+            Err(DatagramError::PayloadTooLarge(_))
+        ));
     }
 
     #[test]

@@ -75,10 +75,19 @@ mod tests {
 /// by rendezvous (highest-random-weight) hashing over the live edges: every
 /// edge that knows the same live set picks the same homes, and losing one edge
 /// only moves the channels it homed.
-pub fn directory_homes(channel: ChannelId, live: impl IntoIterator<Item = EdgeId>, replicas: usize) -> Vec<EdgeId> {
+pub fn directory_homes(
+    channel: ChannelId,
+    live: impl IntoIterator<Item = EdgeId>,
+    replicas: usize,
+) -> Vec<EdgeId> {
     let mut scored: Vec<(u64, EdgeId)> = live
         .into_iter()
-        .map(|e| (mix64(channel.0 ^ mix64(e as u64 ^ 0x9e37_79b9_7f4a_7c15)), e))
+        .map(|e| {
+            (
+                mix64(channel.0 ^ mix64(e as u64 ^ 0x9e37_79b9_7f4a_7c15)),
+                e,
+            )
+        })
         .collect();
     scored.sort_unstable_by(|a, b| b.cmp(a));
     scored.dedup_by_key(|s| s.1);

@@ -289,7 +289,11 @@ impl Builder {
             if sub.len() + 1 > MAX_TREE_NODES {
                 // A single branch too big for one frame: one tree per leaf path.
                 for path in leaf_paths(&sub) {
-                    let mut nodes = vec![RouteNode { children: 1, deliver: false, ..root }];
+                    let mut nodes = vec![RouteNode {
+                        children: 1,
+                        deliver: false,
+                        ..root
+                    }];
                     let last = path.len() - 1;
                     for (i, n) in path.into_iter().enumerate() {
                         nodes.push(RouteNode {
@@ -303,7 +307,10 @@ impl Builder {
             }
             if current.len() + sub.len() > MAX_TREE_NODES {
                 trees.push(RouteTree { nodes: current });
-                current = vec![RouteNode { deliver: false, ..root }];
+                current = vec![RouteNode {
+                    deliver: false,
+                    ..root
+                }];
             }
             current[0].children += 1;
             current.extend(sub);
@@ -377,9 +384,16 @@ mod tests {
 
     #[test]
     fn malformed_trees_are_refused() {
-        let n = |edge, children| RouteNode { edge, deliver: true, children };
+        let n = |edge, children| RouteNode {
+            edge,
+            deliver: true,
+            children,
+        };
         assert_eq!(RouteTree::from_nodes(vec![]), Err(TreeError::Empty));
-        assert_eq!(RouteTree::from_nodes(vec![n(1, 1)]), Err(TreeError::Inconsistent));
+        assert_eq!(
+            RouteTree::from_nodes(vec![n(1, 1)]),
+            Err(TreeError::Inconsistent)
+        );
         assert_eq!(
             RouteTree::from_nodes(vec![n(1, 0), n(2, 0)]),
             Err(TreeError::Inconsistent)
@@ -388,8 +402,14 @@ mod tests {
             RouteTree::from_nodes(vec![n(1, 1), n(1, 0)]),
             Err(TreeError::Repeated(1))
         );
-        assert_eq!(RouteTree::decode(&[0, 0, 0, 1, 2, 0], 1), Err(TreeError::ReservedFlags));
-        assert_eq!(RouteTree::decode(&[0, 0, 0, 1], 1), Err(TreeError::Truncated));
+        assert_eq!(
+            RouteTree::decode(&[0, 0, 0, 1, 2, 0], 1),
+            Err(TreeError::ReservedFlags)
+        );
+        assert_eq!(
+            RouteTree::decode(&[0, 0, 0, 1], 1),
+            Err(TreeError::Truncated)
+        );
     }
 
     #[test]

@@ -88,7 +88,10 @@ pub fn mint(grant: &Grant<'_>, secret: &[u8]) -> String {
         issued_at: grant.issued_at,
     };
     let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(claims.encode_to_vec()));
-    let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), signed.as_bytes());
+    let mac = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, secret),
+        signed.as_bytes(),
+    );
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
 }
 
@@ -152,7 +155,9 @@ impl TokenVerifier {
         }
         for name in [&claims.channel, &claims.user_id] {
             if name.is_empty() || name.len() > MAX_NAME_LEN {
-                return Err(TokenError::Malformed("empty or overlong channel or user id"));
+                return Err(TokenError::Malformed(
+                    "empty or overlong channel or user id",
+                ));
             }
         }
         if now > claims.expires_at.saturating_add(EXPIRY_LEEWAY_SECS) {
@@ -206,36 +211,69 @@ mod tests {
 
     #[test]
     fn valid_token_verifies_with_any_current_secret() {
-        let c = verifier().verify(&mint(&grant(), b"secret"), "room", NOW).unwrap();
-        assert_eq!((c.user_id.as_str(), c.can_publish, c.can_subscribe), ("alice", true, false));
-        assert!(verifier().verify(&mint(&grant(), b"old secret"), "room", NOW).is_ok());
+        let c = verifier()
+            .verify(&mint(&grant(), b"secret"), "room", NOW)
+            .unwrap();
+        assert_eq!(
+            (c.user_id.as_str(), c.can_publish, c.can_subscribe),
+            ("alice", true, false)
+        );
+        assert!(verifier()
+            .verify(&mint(&grant(), b"old secret"), "room", NOW)
+            .is_ok());
     }
 
     #[test]
     fn each_refusal_has_its_own_code() {
         let v = verifier();
         let t = mint(&grant(), b"secret");
-        let expired = v.verify(&t, "room", NOW + 61 + EXPIRY_LEEWAY_SECS).unwrap_err();
+        let expired = v
+            .verify(&t, "room", NOW + 61 + EXPIRY_LEEWAY_SECS)
+            .unwrap_err();
         assert_eq!(expired.code(), ErrorCode::TokenExpired);
-        assert_eq!(v.verify(&t, "other", NOW).unwrap_err().code(), ErrorCode::TokenWrongChannel);
         assert_eq!(
-            v.verify(&mint(&grant(), b"wrong"), "room", NOW).unwrap_err(),
+            v.verify(&t, "other", NOW).unwrap_err().code(),
+            ErrorCode::TokenWrongChannel
+        );
+        assert_eq!(
+            v.verify(&mint(&grant(), b"wrong"), "room", NOW)
+                .unwrap_err(),
             TokenError::BadSignature
         );
-        let g = Grant { app_id: "nope", ..grant() };
-        assert_eq!(v.verify(&mint(&g, b"secret"), "room", NOW).unwrap_err().code(), ErrorCode::TokenUnknownApp);
-        assert_eq!(v.verify("garbage", "room", NOW).unwrap_err().code(), ErrorCode::TokenMalformed);
+        let g = Grant {
+            app_id: "nope",
+            ..grant()
+        };
+        assert_eq!(
+            v.verify(&mint(&g, b"secret"), "room", NOW)
+                .unwrap_err()
+                .code(),
+            ErrorCode::TokenUnknownApp
+        );
+        assert_eq!(
+            v.verify("garbage", "room", NOW).unwrap_err().code(),
+            ErrorCode::TokenMalformed
+        );
     }
 
     #[test]
     fn tampered_claims_fail_the_signature() {
         // Re-sign nothing: swap in claims granting subscribe, keep the old mac.
         let t = mint(&grant(), b"secret");
-        let other = mint(&Grant { subscribe: true, ..grant() }, b"attacker");
+        let other = mint(
+            &Grant {
+                subscribe: true,
+                ..grant()
+            },
+            b"attacker",
+        );
         let (_, mac) = t.rsplit_once('.').unwrap();
         let (forged_claims, _) = other.rsplit_once('.').unwrap();
         let forged = format!("{forged_claims}.{mac}");
-        assert_eq!(verifier().verify(&forged, "room", NOW), Err(TokenError::BadSignature));
+        assert_eq!(
+            verifier().verify(&forged, "room", NOW),
+            Err(TokenError::BadSignature)
+        );
     }
 
     proptest! {

@@ -1,0 +1,252 @@
+//! Bad input gets a clear error or a closed connection with a reason code,
+//! is counted, and affects no other client.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
+use protocol::token::{mint, Grant};
+
+#[tokio::test]
+async fn bad_tokens_get_distinct_codes() {
+    let mesh = Mesh::start(1).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let grant = |secret: &str, app: &'static str, exp: u64| {
+        mint(
+            &Grant {
+                app_id: app,
+                channel: "room",
+                user_id: "u",
+                publish: true,
+                subscribe: true,
+                issued_at: now(),
+                expires_at: exp,
+            },
+            secret.as_bytes(),
+        )
+    };
+    let cases = [
+        (
+            grant(SECRET, APP, now() - 60),
+            "room",
+            ErrorCode::TokenExpired,
+        ),
+        (
+            grant("wrong-secret-0123456789", APP, now() + 60),
+            "room",
+            ErrorCode::TokenBadSignature,
+        ),
+        (
+            grant(SECRET, "other-app", now() + 60),
+            "room",
+            ErrorCode::TokenUnknownApp,
+        ),
+        (
+            grant(SECRET, APP, now() + 60),
+            "another-room",
+            ErrorCode::TokenWrongChannel,
+        ),
+        ("not a token".to_string(), "room", ErrorCode::TokenMalformed),
+    ];
+    for (tok, channel, code) in cases {
+        let e = c.join_with(tok, channel, true).await.unwrap_err();
+        assert_eq!(e.code, code as i32, "{}", e.message);
+    }
+    // Subscribe-all without the subscribe right.
+    let e = c
+        .join_with(token("room", "u", true, false), "room", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoSubscribeRight as i32);
+    // The connection is still usable after refusals.
+    c.join("room", "u").await;
+    assert!(metric("rtn_edge_joins_total", &[("result", "token_expired")]) >= 1.0);
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_close_with_a_code() {
+    let mesh = Mesh::start(1).await;
+    let addr = mesh.edges[0].addr();
+    let ca = mesh.ca_der();
+    let mut bystander = RawClient::connect(addr, &ca).await;
+    let jb = bystander.join("room", "bystander").await;
+
+    let mut garbage = RawClient::connect(addr, &ca).await;
+    garbage.send_raw(&[5, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    assert_eq!(
+        garbage.closed_code().await,
+        Some(ErrorCode::MalformedFrame as u64)
+    );
+
+    let mut huge = RawClient::connect(addr, &ca).await;
+    huge.send_raw(&[0xff, 0xff, 0xff, 0x0f]).await;
+    assert_eq!(
+        huge.closed_code().await,
+        Some(ErrorCode::FrameTooLarge as u64)
+    );
+
+    // An unknown frame kind (a field this version does not know) is answered
+    // with an error, and the connection stays.
+    let mut unknown = RawClient::connect(addr, &ca).await;
+    unknown.send_raw(&[3, 0xf8, 0x01, 0x01]).await; // field 31, varint 1
+    let e = unknown
+        .expect(|f| match f {
+            SK::Error(e) => Some(e),
+            _ => None,
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::UnknownMessage as i32);
+
+    // Malformed datagrams are dropped and counted; the bystander still works.
+    let before = metric(
+        "rtn_edge_media_dropped_total",
+        &[("reason", "malformed_datagram")],
+    );
+    let ju = unknown.join("room", "noisy").await;
+    for _ in 0..50 {
+        let _ = unknown
+            .conn
+            .send_datagram(bytes::Bytes::from_static(&[0x01, 2, 3]));
+        let _ = unknown
+            .conn
+            .send_datagram(bytes::Bytes::from_static(&[0x42; 40]));
+    }
+    // A datagram for a track this client does not own.
+    unknown.media(ju.channel_id, 12345, 1, b"spoof");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        metric(
+            "rtn_edge_media_dropped_total",
+            &[("reason", "malformed_datagram")]
+        ) >= before + 100.0
+    );
+    assert!(
+        metric(
+            "rtn_edge_media_dropped_total",
+            &[("reason", "unknown_track")]
+        ) >= 1.0
+    );
+    let track = bystander.publish(jb.channel_id, "mic").await.unwrap();
+    bystander.media(jb.channel_id, track, 1, b"ok");
+    assert!(
+        unknown.recv_media().await.is_some(),
+        "other clients unaffected"
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_joins_is_closed() {
+    let mesh = Mesh::start_with(1, |c| c.limits.join_timeout_ms = 300).await;
+    let c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    assert_eq!(c.closed_code().await, Some(ErrorCode::JoinTimeout as u64));
+    // Nor does a connection that opens no stream at all linger.
+    let ep = client_endpoint();
+    let conn = ep
+        .connect_with(
+            client_config(&mesh.ca_der(), protocol::alpn::CLIENT_V1),
+            mesh.edges[0].addr(),
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(STEP, conn.closed()).await.unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == ErrorCode::JoinTimeout as u64)
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn extra_streams_are_refused() {
+    let mesh = Mesh::start(1).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    c.join("room", "u").await;
+    let (mut s, mut r) = c.conn.open_bi().await.unwrap();
+    let _ = s.write_all(b"x").await;
+    let read = tokio::time::timeout(STEP, r.read_to_end(10)).await.unwrap();
+    assert!(read.is_err(), "the extra stream is reset");
+    // Flow control caps how many a client can even open.
+    let mut opened = 0;
+    for _ in 0..1000 {
+        match tokio::time::timeout(Duration::from_millis(50), c.conn.open_bi()).await {
+            Ok(Ok(_)) => opened += 1,
+            _ => break,
+        }
+    }
+    assert!(opened < 1000, "stream limit enforced");
+    // The control stream still works.
+    c.send(CK::Keepalive(pb::Keepalive { nonce: 5 })).await;
+    let n = c
+        .expect(|f| match f {
+            SK::KeepaliveAck(k) => Some(k.nonce),
+            _ => None,
+        })
+        .await;
+    assert_eq!(n, 5);
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_alpn_and_relay_without_certificate_are_refused() {
+    let mesh = Mesh::start(1).await;
+    let addr = mesh.edges[0].addr();
+    let ep = client_endpoint();
+    // Unknown protocol version: the handshake itself fails.
+    let r = ep
+        .connect_with(
+            client_config(&mesh.ca_der(), b"rtn-client/9"),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await;
+    assert!(r.is_err(), "unknown ALPN version refused");
+    // The relay ALPN without a mesh certificate: closed with a reason code.
+    let conn = ep
+        .connect_with(
+            client_config(&mesh.ca_der(), protocol::alpn::RELAY_V1),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(STEP, conn.closed()).await.unwrap();
+    assert!(
+        matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == ErrorCode::UnauthenticatedPeer as u64),
+        "{reason:?}"
+    );
+    assert!(
+        metric(
+            "rtn_edge_protocol_errors_total",
+            &[("reason", "relay_without_certificate")]
+        ) >= 1.0
+    );
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    let mesh = Mesh::start(1).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let j = c.join("room", "u").await;
+    c.send(CK::Message(pb::ChatMessage {
+        channel_id: j.channel_id,
+        seq: 1,
+        payload: vec![0; protocol::limits::MAX_MESSAGE_PAYLOAD + 1],
+        ..Default::default()
+    }))
+    .await;
+    let e = c
+        .expect(|f| match f {
+            SK::Error(e) => Some(e),
+            _ => None,
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::MalformedFrame as i32);
+    mesh.stop().await;
+}
