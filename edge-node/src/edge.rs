@@ -301,7 +301,17 @@ impl Edge {
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), core.endpoint.wait_idle()).await;
         core.relay.clear();
-        info!(edge = core.id, "edge stopped");
+        // Connection tasks end once their connections are closed; wait for
+        // them to let go of the edge so its UDP port is free again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.core) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!(
+            edge = self.core.id,
+            refs = Arc::strong_count(&self.core),
+            "edge stopped"
+        );
     }
 }
 

@@ -14,6 +14,9 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<st
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
+    // A restarted edge binds its port again at once, even while the previous
+    // instance's socket is still being torn down.
+    let _ = socket.set_reuse_address(true);
     if let Err(e) = socket.set_recv_buffer_size(buffer) {
         warn!(edge, error = %e, "could not set the UDP receive buffer");
     }

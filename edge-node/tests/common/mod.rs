@@ -136,15 +136,23 @@ pub async fn start_edge(
         cfg.edge.listen = l;
     }
     tweak(&mut cfg);
-    Edge::start(
-        cfg,
-        EdgeOptions {
+    // A restarted edge reuses its port; the old socket may take a moment to go.
+    let mut tries = 0;
+    loop {
+        let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             routes: Some(RouteFeed::new(RouteTable::default())),
-        },
-    )
-    .await
-    .unwrap()
+        };
+        match Edge::start(cfg.clone(), opts).await {
+            Ok(e) => return e,
+            Err(e) if tries < 40 => {
+                tries += 1;
+                tracing::debug!("edge start retry: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("edge {id} did not start: {e:#}"),
+        }
+    }
 }
 
 /// Sum of a Prometheus counter over the series matching all `labels`.

@@ -1,0 +1,103 @@
+//! `loadtest`: benchmarks and load against RTN.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "RTN load generator and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks that print figures against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Media through one edge vs a direct quinn flow: packet-rate ratio and added latency.
+    Forwarding {
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Bench {
+            which:
+                Bench::Forwarding {
+                    payload,
+                    seconds,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_forwarding::Params {
+                payload,
+                saturate_for: Duration::from_secs(seconds),
+                latency_for: Duration::from_secs(seconds),
+            };
+            let r = rt.block_on(loadtest::bench_forwarding::run(p))?;
+            println!(
+                "forwarding benchmark ({} B payload, loopback, same run)",
+                r.payload_bytes
+            );
+            println!(
+                "  direct quinn client->client : {:>10.0} packets/s",
+                r.direct_pps
+            );
+            println!(
+                "  client->edge->client        : {:>10.0} packets/s",
+                r.edge_pps
+            );
+            println!(
+                "  ratio edge/direct           : {:>10.2}   (target >= 0.50)",
+                r.ratio
+            );
+            println!(
+                "  paced at half edge rate     : {:>10.0} packets/s",
+                r.paced_pps
+            );
+            println!(
+                "  one-way latency direct      : p50 {:.3} ms  p99 {:.3} ms",
+                r.direct_latency_ms[0], r.direct_latency_ms[1]
+            );
+            println!(
+                "  one-way latency via edge    : p50 {:.3} ms  p99 {:.3} ms  (loss {:.4})",
+                r.edge_latency_ms[0], r.edge_latency_ms[1], r.edge_paced_loss
+            );
+            println!(
+                "  added by the edge           : p50 {:.3} ms  p99 {:.3} ms   (target p99 < 1 ms)",
+                r.added_p50_ms, r.added_p99_ms
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+    }
+    Ok(())
+}
