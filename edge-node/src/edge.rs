@@ -164,7 +164,7 @@ impl Edge {
         let tls = match opts.tls {
             Some(t) => t,
             None if cfg.tls.dev_self_signed => {
-                DevPki::new()?.material(&[cfg.edge.server_name.clone()])?
+                DevPki::new()?.material(std::slice::from_ref(&cfg.edge.server_name))?
             }
             None => {
                 let (c, k, ca) = (&cfg.tls.cert, &cfg.tls.key, &cfg.tls.mesh_ca);

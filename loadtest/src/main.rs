@@ -17,6 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A small local mesh on loopback (3 edges, relayed path) with SDK
+    /// clients exchanging audio and chat, until Ctrl-C or --duration.
+    Demo {
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
     /// Benchmarks that print figures against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -48,6 +55,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
+        Command::Demo { duration } => {
+            rt.block_on(loadtest::demo::run(duration.map(Duration::from_secs)))?
+        }
         Command::Bench {
             which:
                 Bench::Forwarding {

@@ -1,1 +1,0 @@
-//! Mesh topology (being written).
