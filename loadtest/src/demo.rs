@@ -103,7 +103,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
                 tick.tick().await;
                 let _ = mic.send(&[0u8; 160]).await;
                 n += 1;
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     let _ = room
                         .send_message(Bytes::from(format!("hello from {name} #{}", n / 50)))
                         .await;

@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             ev = client.next_event() => match ev {
                 Some(Event::Media(_)) => {
                     media += 1;
-                    if media % 250 == 0 { println!("{media} media packets received"); }
+                    if media.is_multiple_of(250) { println!("{media} media packets received"); }
                 }
                 Some(Event::Message(m)) => println!("{}: {}", m.from, String::from_utf8_lossy(&m.payload)),
                 Some(other) => println!("{other:?}"),
