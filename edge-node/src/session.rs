@@ -109,6 +109,7 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         core: core.clone(),
         handle: handle.clone(),
         joined: HashMap::new(),
+        ever_joined: false,
         published,
     };
     session.control_loop(recv, join_timeout).await;
@@ -120,6 +121,9 @@ struct Session {
     core: Arc<EdgeCore>,
     handle: Arc<ClientHandle>,
     joined: HashMap<ChannelId, Joined>,
+    /// The join timeout only applies until the first successful join; a
+    /// client may later leave every channel and stay connected.
+    ever_joined: bool,
     published: PublishedTracks,
 }
 
@@ -157,7 +161,7 @@ impl Session {
                         }
                     }
                 }
-                _ = &mut join_deadline, if self.joined.is_empty() => {
+                _ = &mut join_deadline, if !self.ever_joined => {
                     self.core.metrics.protocol_error("join_timeout");
                     close(&conn, ErrorCode::JoinTimeout, "no join in time");
                     return;
@@ -300,6 +304,7 @@ impl Session {
                 claims,
             },
         );
+        self.ever_joined = true;
         Ok(())
     }
 
@@ -405,12 +410,13 @@ impl Session {
     fn unpublish(&mut self, u: pb::UnpublishTrack) -> Result<(), (u32, Refusal)> {
         let j = self.joined(u.request_id, u.channel_id)?;
         let (session, channel) = (j.session, j.channel.clone());
-        let owned = self
-            .published
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&TrackKey(u.track_key))
-            .is_some();
+        let owned = {
+            let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+            let key = TrackKey(u.track_key);
+            // Only a track of this session in this channel.
+            let mine = published.get(&key).is_some_and(|p| p.session == session);
+            mine && published.remove(&key).is_some()
+        };
         if !owned {
             return Err((
                 u.request_id,

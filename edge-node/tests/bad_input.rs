@@ -250,3 +250,57 @@ async fn oversized_messages_are_refused() {
     assert_eq!(e.code, ErrorCode::MalformedFrame as i32);
     mesh.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_may_leave_every_channel_and_stay_connected() {
+    let mesh = Mesh::start_with(1, |c| c.limits.join_timeout_ms = 300).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let j = c.join("room", "u").await;
+    c.send(CK::Leave(pb::Leave {
+        request_id: 5,
+        channel_id: j.channel_id,
+    }))
+    .await;
+    c.expect(|f| matches!(f, SK::Left(_)).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send(CK::Keepalive(pb::Keepalive { nonce: 1 })).await;
+    let n = c
+        .expect(|f| match f {
+            SK::KeepaliveAck(k) => Some(k.nonce),
+            _ => None,
+        })
+        .await;
+    assert_eq!(n, 1, "still connected after the join timeout");
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_track_cannot_be_unpublished_through_another_channel() {
+    let mesh = Mesh::start(1).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let mut watcher = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let a = c.join("a", "u").await;
+    let b = c.join("b", "u").await;
+    watcher.join("a", "w").await;
+    let track = c.publish(a.channel_id, "mic").await.unwrap();
+    watcher
+        .expect(|f| matches!(f, SK::TrackAvailable(_)).then_some(()))
+        .await;
+    c.send(CK::UnpublishTrack(pb::UnpublishTrack {
+        request_id: 8,
+        channel_id: b.channel_id,
+        track_key: track,
+    }))
+    .await;
+    let e = c
+        .expect(|f| match f {
+            SK::Error(e) if e.request_id == 8 => Some(e),
+            _ => None,
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::UnknownTrack as i32);
+    // The track still flows in channel a.
+    c.media(a.channel_id, track, 1, b"still here");
+    assert!(watcher.recv_media().await.is_some());
+    mesh.stop().await;
+}

@@ -38,6 +38,11 @@ pub enum FrameError {
 /// Append one frame holding `msg` to `out`.
 pub fn encode<M: Message>(msg: &M, out: &mut BytesMut) -> Result<(), FrameError> {
     let len = msg.encoded_len();
+    // A message with no field set encodes to nothing, which the receiver
+    // refuses (a frame always has a kind): fail here, at the sender.
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge(len as u64));
     }
@@ -186,6 +191,14 @@ mod tests {
             fb.next_frame::<ClientFrame>(),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn empty_messages_are_refused_at_the_sender() {
+        assert_eq!(
+            encode_to_bytes(&ClientFrame::default()),
+            Err(FrameError::Empty)
+        );
     }
 
     #[test]

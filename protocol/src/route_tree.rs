@@ -247,10 +247,6 @@ impl Builder {
             .find_map(|(i, e)| self.index.get(e).map(|&n| (i, n)))
             .unwrap_or((0, 0));
         for &hop in &path[start + 1..] {
-            // u8 child counts: a node with 255 children takes no more.
-            if self.children[at].len() >= u8::MAX as usize {
-                return;
-            }
             let i = self.push(hop);
             self.children[at].push(i);
             at = i;
@@ -258,91 +254,47 @@ impl Builder {
         self.deliver[at] = true;
     }
 
-    fn preorder(&self, at: usize, out: &mut Vec<RouteNode>) {
-        out.push(RouteNode {
-            edge: self.edges[at],
-            deliver: self.deliver[at],
-            children: self.children[at].len() as u8,
-        });
-        for &c in &self.children[at] {
-            self.preorder(c, out);
-        }
+    /// The merged tree as one or more trees rooted at the source, each within
+    /// [`MAX_TREE_NODES`] and 255 children per node, delivering to every
+    /// destination exactly once.
+    fn into_trees(self) -> Vec<RouteTree> {
+        self.pieces(0, MAX_TREE_NODES)
+            .into_iter()
+            .map(|nodes| RouteTree { nodes })
+            .collect()
     }
 
-    fn into_trees(self) -> Vec<RouteTree> {
-        let mut all = vec![];
-        self.preorder(0, &mut all);
-        if all.len() <= MAX_TREE_NODES {
-            return vec![RouteTree { nodes: all }];
+    /// Preorder pieces of the subtree at `at`, each at most `budget` nodes.
+    /// Children's pieces are packed under copies of this node; only the first
+    /// copy delivers here, so splitting never delivers twice. Only where a
+    /// subtree is split does a link carry a packet more than once.
+    fn pieces(&self, at: usize, budget: usize) -> Vec<Vec<RouteNode>> {
+        if budget == 0 {
+            // Deeper than a frame can describe (> MAX_TREE_NODES hops): no
+            // route is that long; drop rather than overflow.
+            return vec![];
         }
-        // Split: pack whole child subtrees of the root into trees.
-        let root = RouteNode {
-            edge: self.edges[0],
-            deliver: self.deliver[0],
+        let node = |deliver| RouteNode {
+            edge: self.edges[at],
+            deliver,
             children: 0,
         };
-        let mut trees = vec![];
-        let mut current = vec![root];
-        for &c in &self.children[0] {
-            let mut sub = vec![];
-            self.preorder(c, &mut sub);
-            if sub.len() + 1 > MAX_TREE_NODES {
-                // A single branch too big for one frame: one tree per leaf path.
-                for path in leaf_paths(&sub) {
-                    let mut nodes = vec![RouteNode {
-                        children: 1,
-                        deliver: false,
-                        ..root
-                    }];
-                    let last = path.len() - 1;
-                    for (i, n) in path.into_iter().enumerate() {
-                        nodes.push(RouteNode {
-                            children: (i < last) as u8,
-                            ..n
-                        });
-                    }
-                    trees.push(RouteTree { nodes });
+        let mut out = vec![];
+        let mut current = vec![node(self.deliver[at])];
+        for &c in &self.children[at] {
+            for piece in self.pieces(c, budget - 1) {
+                if current.len() + piece.len() > budget || current[0].children == u8::MAX {
+                    out.push(std::mem::replace(&mut current, vec![node(false)]));
                 }
-                continue;
+                current[0].children += 1;
+                current.extend(piece);
             }
-            if current.len() + sub.len() > MAX_TREE_NODES {
-                trees.push(RouteTree { nodes: current });
-                current = vec![RouteNode {
-                    deliver: false,
-                    ..root
-                }];
-            }
-            current[0].children += 1;
-            current.extend(sub);
         }
-        if current.len() > 1 || root.deliver && trees.is_empty() {
-            trees.push(RouteTree { nodes: current });
+        if current.len() > 1 || current[0].deliver {
+            out.push(current);
         }
-        trees
+        out
     }
-}
-
-/// Root-to-node paths ending at each delivering node of a preorder subtree.
-fn leaf_paths(nodes: &[RouteNode]) -> Vec<Vec<RouteNode>> {
-    let mut out = vec![];
-    let mut stack: Vec<(RouteNode, u8)> = vec![];
-    for n in nodes {
-        while let Some((_, left)) = stack.last() {
-            if *left == 0 {
-                stack.pop();
-            } else {
-                break;
-            }
-        }
-        if let Some((_, left)) = stack.last_mut() {
-            *left -= 1;
-        }
-        stack.push((*n, n.children));
-        if n.deliver {
-            out.push(stack.iter().map(|(n, _)| *n).collect());
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -427,16 +379,40 @@ mod tests {
         }
     }
 
+    /// Every destination delivered exactly once across the trees, each tree valid.
+    fn deliveries(trees: &[RouteTree]) -> Vec<EdgeId> {
+        for t in trees {
+            assert!(t.len() <= MAX_TREE_NODES);
+            assert!(RouteTree::from_nodes(t.nodes().to_vec()).is_ok());
+        }
+        let mut d: Vec<EdgeId> = trees.iter().flat_map(|t| t.destinations()).collect();
+        d.sort();
+        d
+    }
+
     #[test]
-    fn deep_branch_splits_into_paths() {
-        // One next hop with 100 destinations behind it.
-        let paths: Vec<Vec<EdgeId>> = (3..103).map(|d| vec![1, 2, d]).collect();
+    fn deep_branch_splits_and_delivers_once() {
+        // One next hop (2), itself a destination, with 100 destinations behind it.
+        let mut paths: Vec<Vec<EdgeId>> = (3..103).map(|d| vec![1, 2, d]).collect();
+        paths.push(vec![1, 2]);
+        paths.push(vec![1]);
         let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_slice()).collect();
         let trees = RouteTree::build(1, &refs);
-        let mut dests: Vec<_> = trees.iter().flat_map(|t| t.destinations()).collect();
-        dests.sort();
-        assert_eq!(dests, (3..103).collect::<Vec<_>>());
-        assert!(trees.iter().all(|t| t.len() <= MAX_TREE_NODES));
+        let mut want: Vec<EdgeId> = (1..103).collect();
+        want.sort();
+        assert_eq!(deliveries(&trees), want);
+        // Split along the branch: a handful of trees, not one per leaf.
+        assert!(trees.len() <= 3, "{} trees", trees.len());
+    }
+
+    #[test]
+    fn more_than_255_children_are_all_reached() {
+        let paths: Vec<Vec<EdgeId>> = (2..302).map(|d| vec![1, d]).collect();
+        let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_slice()).collect();
+        assert_eq!(
+            deliveries(&RouteTree::build(1, &refs)),
+            (2..302).collect::<Vec<_>>()
+        );
     }
 
     proptest! {
@@ -464,6 +440,17 @@ mod tests {
                 prop_assert_eq!(&back, t);
                 prop_assert!(t.depth() < t.len());
             }
+        }
+
+        #[test]
+        fn large_trees_deliver_each_destination_once(
+            raw in proptest::collection::vec((2u32..60, 60u32..400), 1..300)
+        ) {
+            let paths: Vec<Vec<EdgeId>> = raw.iter().map(|(hop, d)| if hop % 3 == 0 { vec![1, *d] } else { vec![1, *hop, *d] }).collect();
+            let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_slice()).collect();
+            let mut want: Vec<EdgeId> = paths.iter().map(|p| *p.last().unwrap()).collect();
+            want.sort(); want.dedup();
+            prop_assert_eq!(deliveries(&RouteTree::build(1, &refs)), want);
         }
 
         #[test]

@@ -160,6 +160,14 @@ impl TokenVerifier {
                 ));
             }
         }
+        // NUL separates the parts of the channel id hash: a name holding one
+        // could alias another app's or channel's id.
+        if [&claims.app_id, &claims.channel, &claims.user_id]
+            .iter()
+            .any(|n| n.contains('\0'))
+        {
+            return Err(TokenError::Malformed("names must not contain NUL"));
+        }
         if now > claims.expires_at.saturating_add(EXPIRY_LEEWAY_SECS) {
             return Err(TokenError::Expired {
                 expired_at: claims.expires_at,
@@ -252,6 +260,21 @@ mod tests {
         );
         assert_eq!(
             v.verify("garbage", "room", NOW).unwrap_err().code(),
+            ErrorCode::TokenMalformed
+        );
+    }
+
+    #[test]
+    fn names_with_nul_are_refused() {
+        let t = mint(
+            &Grant {
+                channel: "a\0b",
+                ..grant()
+            },
+            b"secret",
+        );
+        assert_eq!(
+            verifier().verify(&t, "a\0b", NOW).unwrap_err().code(),
             ErrorCode::TokenMalformed
         );
     }

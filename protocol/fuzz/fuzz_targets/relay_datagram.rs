@@ -1,21 +1,31 @@
-//! Relay datagrams and route trees: whatever decodes, forwards to children
-//! that decode again.
+//! Relay datagrams (RelayDatagram::decode). Whatever decodes re-encodes to the
+//! same bytes, and forwarding it, i.e. encode_relay of each child subtree with
+//! the hop limit decremented, yields datagrams that decode to that child, the
+//! same origin and the same media.
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use protocol::datagram::{encode_relay, RelayDatagram};
-use protocol::route_tree::RouteTree;
+use protocol::datagram::{encode_relay, MediaHeader, RelayDatagram};
+use protocol_fuzz::check_tree;
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() > 1 {
-        let _ = RouteTree::decode(&data[1..], data[0] as usize);
-    }
-    if let Ok(dg) = RelayDatagram::decode(Bytes::copy_from_slice(data)) {
-        for child in dg.tree.children() {
-            let fwd = encode_relay(dg.origin, dg.hop_limit.saturating_sub(1), &child, &dg.media);
-            let back = RelayDatagram::decode(fwd).expect("forwarded frame decodes");
-            assert_eq!(back.tree, child);
-            assert_eq!(back.media, dg.media);
-        }
+    let Ok(dg) = RelayDatagram::decode(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    assert_eq!(
+        &encode_relay(dg.origin, dg.hop_limit, &dg.tree, &dg.media)[..],
+        data
+    );
+    assert_eq!(MediaHeader::decode(&dg.media), Ok(dg.header));
+    check_tree(&dg.tree);
+    let hop_limit = dg.hop_limit.saturating_sub(1);
+    for child in dg.tree.children() {
+        let fwd = encode_relay(dg.origin, hop_limit, &child, &dg.media);
+        let back = RelayDatagram::decode(fwd).expect("a forwarded datagram decodes");
+        assert_eq!(back.origin, dg.origin);
+        assert_eq!(back.hop_limit, hop_limit);
+        assert_eq!(back.tree, child);
+        assert_eq!(back.header, dg.header);
+        assert_eq!(back.media, dg.media);
     }
 });
