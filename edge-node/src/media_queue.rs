@@ -79,7 +79,13 @@ impl MediaQueue {
             };
             match next {
                 Some(pkt) => {
-                    let sent = conn.send_datagram_wait(pkt).await;
+                    // Hand quinn everything it has room for without awaiting;
+                    // wait (backpressure) only when it is full.
+                    let sent = if conn.datagram_send_buffer_space() >= pkt.len() {
+                        conn.send_datagram(pkt).map_err(|_| ())
+                    } else {
+                        conn.send_datagram_wait(pkt).await.map_err(|_| ())
+                    };
                     self.writer_busy.store(false, Ordering::Release);
                     if sent.is_err() {
                         return;

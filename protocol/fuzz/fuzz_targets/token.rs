@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     );
     let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
     let result = v.verify(&token, "room", NOW);
-    let name_ok = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_LEN;
+    // Spec §7: names are 1..=MAX_NAME_LEN bytes and contain no NUL.
+    let name_ok = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.contains('\0');
     let expected_ok = token.len() <= MAX_TOKEN_LEN
         && TokenClaims::decode(rest).is_ok_and(|c| {
             c.app_id == "demo"
