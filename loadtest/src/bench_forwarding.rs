@@ -2,7 +2,10 @@
 //! quinn client -> client flow, measured in the same run on loopback.
 //!
 //! 1. Saturation: each flow sends as fast as quinn's congestion control lets
-//!    it (`send_datagram_wait`) for a fixed time; the receiver counts.
+//!    it (`send_datagram_wait`) for a fixed time; the receiver counts. The
+//!    two flows alternate over several short rounds and the ratio reported is
+//!    the median of the per-round ratios, so that the shared machine's noise
+//!    hits both sides alike.
 //! 2. Latency: each flow is paced at half the edge's saturating rate; the
 //!    payload carries the send instant, the receiver records one-way delay.
 //!    The edge's added latency is its percentile minus the direct one.
@@ -28,7 +31,10 @@ const BENCH_ALPN: &[u8] = b"rtn-bench";
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
     pub payload: usize,
+    /// Length of each saturation round.
     pub saturate_for: Duration,
+    /// Alternating rounds (direct then edge) measured.
+    pub rounds: usize,
     pub latency_for: Duration,
 }
 
@@ -36,7 +42,8 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             payload: 200,
-            saturate_for: Duration::from_secs(3),
+            saturate_for: Duration::from_secs(1),
+            rounds: 7,
             latency_for: Duration::from_secs(3),
         }
     }
@@ -45,9 +52,12 @@ impl Default for Params {
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub payload_bytes: usize,
+    /// Medians over the rounds.
     pub direct_pps: f64,
     pub edge_pps: f64,
+    /// Median of the per-round ratios.
     pub ratio: f64,
+    pub round_ratios: Vec<f64>,
     pub paced_pps: f64,
     pub direct_latency_ms: [f64; 2],
     pub edge_latency_ms: [f64; 2],
@@ -241,8 +251,18 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     let direct = direct_flow(&pki).await?;
     let via_edge = edge_flow(&pki, &edge).await?;
 
-    let direct_pps = direct.saturate(p).await;
-    let edge_pps = via_edge.saturate(p).await;
+    let (mut directs, mut edges, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..p.rounds.max(1) {
+        let d = direct.saturate(p).await;
+        let e = via_edge.saturate(p).await;
+        directs.push(d);
+        edges.push(e);
+        ratios.push(e / d);
+    }
+    let round_ratios = ratios.clone();
+    let direct_pps = percentile(&mut directs, 50.0).unwrap_or(0.0);
+    let edge_pps = percentile(&mut edges, 50.0).unwrap_or(0.0);
+    let ratio = percentile(&mut ratios, 50.0).unwrap_or(0.0);
     let paced = edge_pps / 2.0;
     let (mut d_lat, _) = direct.paced(paced, p).await;
     let (mut e_lat, e_loss) = via_edge.paced(paced, p).await;
@@ -258,7 +278,8 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         payload_bytes: p.payload,
         direct_pps,
         edge_pps,
-        ratio: edge_pps / direct_pps,
+        ratio,
+        round_ratios,
         paced_pps: paced,
         direct_latency_ms: [d50, d99],
         edge_latency_ms: [e50, e99],

@@ -37,8 +37,12 @@ enum Bench {
     Forwarding {
         #[arg(long, default_value_t = 200)]
         payload: usize,
-        #[arg(long, default_value_t = 3)]
+        /// Seconds of each saturation round, and of each latency run.
+        #[arg(long, default_value_t = 1)]
         seconds: u64,
+        /// Alternating direct/edge saturation rounds.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
         /// Print the report as JSON too.
         #[arg(long)]
         json: bool,
@@ -63,13 +67,15 @@ fn main() -> anyhow::Result<()> {
                 Bench::Forwarding {
                     payload,
                     seconds,
+                    rounds,
                     json,
                 },
         } => {
             let p = loadtest::bench_forwarding::Params {
                 payload,
                 saturate_for: Duration::from_secs(seconds),
-                latency_for: Duration::from_secs(seconds),
+                rounds,
+                latency_for: Duration::from_secs(seconds.max(3)),
             };
             let r = rt.block_on(loadtest::bench_forwarding::run(p))?;
             println!(
@@ -77,16 +83,16 @@ fn main() -> anyhow::Result<()> {
                 r.payload_bytes
             );
             println!(
-                "  direct quinn client->client : {:>10.0} packets/s",
+                "  direct quinn client->client : {:>10.0} packets/s (median of rounds)",
                 r.direct_pps
             );
             println!(
-                "  client->edge->client        : {:>10.0} packets/s",
+                "  client->edge->client        : {:>10.0} packets/s (median of rounds)",
                 r.edge_pps
             );
             println!(
-                "  ratio edge/direct           : {:>10.2}   (target >= 0.50)",
-                r.ratio
+                "  ratio edge/direct           : {:>10.2}   (target >= 0.50; median of rounds {:.2?})",
+                r.ratio, r.round_ratios
             );
             println!(
                 "  paced at half edge rate     : {:>10.0} packets/s",
