@@ -7,18 +7,33 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# The data plane needs nothing beyond the Rust toolchain: protoc comes from
-# the protoc-bin-vendored crate. (The control-plane tests will add etcd here.)
+install_debian_packages() {
+    # etcd for the control-store tests; protoc for etcd-client's build script
+    # (the protocol crate brings its own protoc).
+    local want=(etcd-server protobuf-compiler) missing=()
+    for p in "${want[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+install_debian_packages
 mkdir -p target
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/test-output.txt
 
 if [ -x protocol/fuzz/run.sh ]; then
     log "fuzzing every decoder for ${RTN_FUZZ_SECONDS:-20}s"

@@ -13,9 +13,13 @@ use tokio::sync::mpsc;
 
 pub mod conformance;
 pub mod election;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 
 pub use election::{Election, Leadership};
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 
 /// Store-wide revision of a change (etcd's `mod_revision`).
