@@ -1,87 +1,136 @@
-//! The whole SDK flow: connect, join, publish audio, subscribe, chat, print
-//! events. `cargo run -p sdk --example chat -- --help`.
+//! The whole SDK flow: connect to the first answering edge, join a channel,
+//! publish an audio track, subscribe to everyone, send a chat line every
+//! second and print what happens (members, tracks, media, messages,
+//! failovers). Ctrl-C leaves cleanly.
+//!
+//! ```text
+//! cargo run -p sdk --example chat -- --edge 127.0.0.1:4433 --edge 127.0.0.1:4434 \
+//!     --server-name localhost --ca mesh-ca.pem --token "$TOKEN" --channel room
+//! ```
+//! (`edge-node token ...` mints a development token.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
+use sdk::{Client, ClientConfig, EdgeCandidate, Event, JoinOptions, TrackKind};
 
 #[derive(Parser)]
+#[command(about = "RTN SDK example: audio + chat in one channel")]
 struct Args {
-    /// Candidate edges (host:port), best first; repeat the flag.
+    /// Candidate edge (host:port), best first; repeat the flag for fallbacks.
     #[arg(long = "edge", required = true)]
-    edges: Vec<SocketAddr>,
+    edges: Vec<String>,
+    /// TLS server name of the edges' certificates.
     #[arg(long, default_value = "localhost")]
     server_name: String,
     /// PEM file of the CA the edges' certificates chain to.
     #[arg(long)]
     ca: std::path::PathBuf,
-    /// Join token from the app server (`edge-node token` for development).
-    #[arg(long)]
+    /// Join token from the app server.
+    #[arg(long, env = "RTN_TOKEN")]
     token: String,
     #[arg(long)]
     channel: String,
-    /// Audio packets per second to publish (0 = none).
+    /// Audio packets per second to publish (0 = publish nothing).
     #[arg(long, default_value_t = 50)]
     publish_media: u32,
 }
 
+async fn resolve(edge: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(edge)
+        .await
+        .with_context(|| format!("resolving --edge {edge}"))?
+        .next()
+        .with_context(|| format!("--edge {edge} has no address"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let args = Args::parse();
-    let edges = args
-        .edges
-        .iter()
-        .map(|a| EdgeCandidate {
-            addr: *a,
+    let mut edges = vec![];
+    for e in &args.edges {
+        edges.push(EdgeCandidate {
+            addr: resolve(e).await?,
             server_name: args.server_name.clone(),
-        })
-        .collect();
-    let client = Client::connect(ClientConfig::new(edges, std::fs::read(&args.ca)?)).await?;
-    let room = client.join(&args.token, &args.channel, true).await?;
-    println!(
-        "joined {} as {} via {:?}",
-        room.name,
-        room.user,
-        client.edge()
-    );
+        });
+    }
+    let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+
+    let client = Client::connect(ClientConfig::new(edges, ca)).await?;
+    println!("connected to {:?}", client.edge());
+    let room = client
+        .join(
+            &args.token,
+            &args.channel,
+            JoinOptions {
+                subscribe_all: false,
+            },
+        )
+        .await?;
+    println!("joined {} as {}", room.name, room.user);
+    room.subscribe(None).await?;
+
     if args.publish_media > 0 {
         let mic = room.publish_track("mic", TrackKind::Audio).await?;
         let period = Duration::from_secs(1) / args.publish_media;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            let frame = [0u8; 160]; // 20 ms of 64 kbit/s audio
             loop {
                 tick.tick().await;
-                let _ = mic.send(&[0u8; 160]).await;
+                // While reconnecting, media is dropped (it is real-time).
+                let _ = mic.send(&frame).await;
             }
         });
     }
+
     let chat = room.clone();
     tokio::spawn(async move {
-        let mut n = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut n = 0u64;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tick.tick().await;
             n += 1;
-            let _ = chat.send_message(Bytes::from(format!("line {n}"))).await;
+            // Waits only if 1,024 messages are unacknowledged; kept across
+            // reconnects.
+            if let Err(e) = chat.send_message(Bytes::from(format!("line {n}"))).await {
+                eprintln!("message not sent: {e}");
+                break;
+            }
         }
     });
+
     let mut media = 0u64;
     loop {
         tokio::select! {
             ev = client.next_event() => match ev {
-                Some(Event::Media(_)) => {
+                Some(Event::Media(m)) => {
                     media += 1;
-                    if media.is_multiple_of(250) { println!("{media} media packets received"); }
+                    if media % 250 == 1 {
+                        println!("media from {}/{}: seq {} ({media} packets so far)", m.user, m.track, m.sequence);
+                    }
                 }
-                Some(Event::Message(m)) => println!("{}: {}", m.from, String::from_utf8_lossy(&m.payload)),
+                Some(Event::Message(m)) => {
+                    println!("[{}] {} #{}: {}", m.channel, m.from, m.seq, String::from_utf8_lossy(&m.payload));
+                }
+                Some(Event::Reconnecting { reason }) => println!("reconnecting: {reason}"),
+                Some(Event::Reconnected { edge }) => println!("reconnected via {edge}"),
                 Some(other) => println!("{other:?}"),
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    println!("{:#?}", client.stats().snapshot());
     client.close().await;
     Ok(())
 }

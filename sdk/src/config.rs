@@ -1,7 +1,9 @@
-//! Client configuration.
+//! Client configuration: candidate edges, trust roots, timers and limits.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::error::SdkError;
 
 /// An edge the client may connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,6 +13,29 @@ pub struct EdgeCandidate {
     pub server_name: String,
 }
 
+/// Exponential backoff between failed reconnect rounds: `initial`, doubling
+/// up to `max`, each delay plus a uniformly random extra of up to
+/// `jitter` times itself (so clients that lost the same edge spread out).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// 0.0 = no jitter, 1.0 = up to +100%.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            jitter: 1.0,
+        }
+    }
+}
+
+/// Everything the client needs. Build with [`ClientConfig::new`] and adjust
+/// fields; [`crate::Client::connect`] validates it.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Candidate edges, best first (e.g. from the controller's nearest-edge
@@ -19,39 +44,150 @@ pub struct ClientConfig {
     pub edges: Vec<EdgeCandidate>,
     /// PEM CA certificate(s) the edges' certificates chain to.
     pub ca_pem: Vec<u8>,
-    /// Keepalive period; also how often liveness is checked.
+    /// A keepalive is sent this often; the edge answers each one.
     pub keepalive_interval: Duration,
-    /// Nothing at all received from the edge for this long = the edge is
-    /// gone; reconnect. Short so that media resumes within about a second of
-    /// an edge dying (Tailscale: "media received recently proves the edge").
+    /// Nothing at all received from the edge (no frame, no datagram) for this
+    /// long = the edge is gone: reconnect. Short, so that media resumes within
+    /// about a second of an edge dying.
     pub liveness_timeout: Duration,
+    /// Limit of one connection attempt (QUIC + TLS handshake).
     pub connect_timeout: Duration,
-    /// How long a request (join, publish...) may wait for its answer.
+    /// Attempts within a round are staggered by this much ("happy
+    /// eyeballs"): a candidate that has not answered yet does not hold up the
+    /// next one for the whole `connect_timeout`; the first handshake to
+    /// complete wins.
+    pub connect_stagger: Duration,
+    /// Rounds over every candidate that [`crate::Client::connect`] makes before
+    /// it gives up. (Once connected, the client retries forever.)
+    pub connect_rounds: u32,
+    /// How long a request (join, publish, subscribe, leave) may wait for its
+    /// answer, including time spent reconnecting.
     pub request_timeout: Duration,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Messages kept for replay after they were acknowledged.
+    /// Delays between failed reconnect rounds. The first attempt after a
+    /// connection is lost is immediate.
+    pub backoff: Backoff,
+    /// Messages kept per channel for replay after they were acknowledged.
     pub replay_window: usize,
-    /// Unacknowledged messages allowed before `send_message` refuses.
+    /// Unacknowledged messages per channel before `send_message` waits.
     pub max_unacked: usize,
-    /// How long a gap in a sender's messages is waited for.
+    /// How long a gap in a sender's messages is waited for before it is
+    /// skipped.
     pub reorder_timeout: Duration,
+    /// Out-of-order messages held per sender at most; past that the oldest
+    /// gap is skipped at once.
+    pub max_held_per_sender: usize,
+    /// Media packets that may wait in the event queue; newer ones are dropped
+    /// (and counted) while the app is not reading events fast enough.
+    /// Other events are never dropped.
+    pub media_queue: usize,
+    /// QUIC idle timeout (a backstop; liveness detection is much faster).
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
+    /// Defaults: keepalive 200 ms, liveness 600 ms, connect 1 s (staggered
+    /// by 200 ms, 3 rounds), requests 5 s, backoff 50 ms to 2 s with full
+    /// jitter, replay window 256, 1,024 unacked, reorder timeout 2 s.
     pub fn new(edges: Vec<EdgeCandidate>, ca_pem: Vec<u8>) -> Self {
         ClientConfig {
             edges,
             ca_pem,
             keepalive_interval: Duration::from_millis(200),
             liveness_timeout: Duration::from_millis(600),
-            connect_timeout: Duration::from_millis(1_000),
+            connect_timeout: Duration::from_secs(1),
+            connect_stagger: Duration::from_millis(200),
+            connect_rounds: 3,
             request_timeout: Duration::from_secs(5),
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
+            backoff: Backoff::default(),
             replay_window: 256,
             max_unacked: 1_024,
             reorder_timeout: Duration::from_secs(2),
+            max_held_per_sender: 1_024,
+            media_queue: 4_096,
+            idle_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Check the values; the error says which field is wrong.
+    pub fn validate(&self) -> Result<(), SdkError> {
+        let bad = |m: &str| Err(SdkError::Invalid(m.to_string()));
+        if self.edges.is_empty() {
+            return bad("edges: at least one candidate edge is needed");
+        }
+        if let Some(e) = self.edges.iter().find(|e| e.server_name.is_empty()) {
+            return bad(&format!("edges: {} has an empty server_name", e.addr));
+        }
+        if self.ca_pem.is_empty() {
+            return bad("ca_pem: no CA certificate given");
+        }
+        if self.keepalive_interval.is_zero() {
+            return bad("keepalive_interval must be above zero");
+        }
+        if self.liveness_timeout <= self.keepalive_interval {
+            return bad("liveness_timeout must exceed keepalive_interval");
+        }
+        if self.idle_timeout <= self.liveness_timeout {
+            return bad("idle_timeout must exceed liveness_timeout");
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return bad("connect_timeout and request_timeout must be above zero");
+        }
+        if self.connect_rounds == 0 {
+            return bad("connect_rounds must be at least 1");
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return bad("backoff: need 0 < initial <= max");
+        }
+        if !(self.backoff.jitter.is_finite() && (0.0..=10.0).contains(&self.backoff.jitter)) {
+            return bad("backoff.jitter must be within 0.0..=10.0");
+        }
+        if !(1..=1 << 20).contains(&self.max_unacked) {
+            return bad("max_unacked must be within 1..=1048576");
+        }
+        if self.max_held_per_sender == 0 || self.media_queue == 0 {
+            return bad("max_held_per_sender and media_queue must be at least 1");
+        }
+        if self.reorder_timeout.is_zero() {
+            return bad("reorder_timeout must be above zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClientConfig {
+        ClientConfig::new(
+            vec![EdgeCandidate {
+                addr: "127.0.0.1:4433".parse().unwrap(),
+                server_name: "localhost".into(),
+            }],
+            b"pem".to_vec(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(cfg().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = cfg();
+        c.liveness_timeout = c.keepalive_interval;
+        assert!(
+            matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("liveness_timeout"))
+        );
+        let mut c = cfg();
+        c.edges.clear();
+        assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("edges")));
+        let mut c = cfg();
+        c.backoff.jitter = f64::NAN;
+        assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("jitter")));
+        let mut c = cfg();
+        c.max_unacked = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -1,31 +1,74 @@
 //! The RTN client SDK: what an app embeds to carry live media and chat
 //! through the RTN edge network.
 //!
+//! A [`Client`] keeps one QUIC connection (ALPN `rtn-client/1`, TLS 1.3,
+//! the edge verified against the configured CA) to the nearest healthy edge
+//! of its candidate list. Over it the app joins [`Channel`]s with signed
+//! tokens from its own server, publishes media tracks (QUIC datagrams,
+//! loss-tolerant), sends reliable ordered messages (the control stream), and
+//! receives everything as [`Event`]s.
+//!
 //! ```no_run
 //! # async fn demo(edges: Vec<sdk::EdgeCandidate>, ca_pem: Vec<u8>, token: String) -> Result<(), sdk::SdkError> {
-//! let client = sdk::Client::connect(sdk::ClientConfig::new(edges, ca_pem)).await?;
-//! let room = client.join(&token, "room", true).await?;          // token from the app's server
-//! let mic = room.publish_track("mic", sdk::TrackKind::Audio).await?;
-//! mic.send(b"opus frame").await?;                                // media: QUIC datagram
-//! room.send_message(bytes::Bytes::from_static(b"hi")).await?;   // message: reliable, ordered
+//! use sdk::{Client, ClientConfig, Event, JoinOptions, TrackKind};
+//!
+//! let client = Client::connect(ClientConfig::new(edges, ca_pem)).await?;
+//! let room = client
+//!     .join(&token, "room", JoinOptions { subscribe_all: true })  // token from the app's server
+//!     .await?;
+//! let mic = room.publish_track("mic", TrackKind::Audio).await?;
+//! mic.send(b"opus frame").await?;                                 // media: one QUIC datagram
+//! room.send_message(bytes::Bytes::from_static(b"hi")).await?;    // message: reliable, ordered
 //! while let Some(event) = client.next_event().await {
-//!     println!("{event:?}");                                     // members, tracks, media, messages
+//!     match event {
+//!         Event::Media(m) => println!("{}/{}: {} bytes", m.user, m.track, m.payload.len()),
+//!         Event::Message(m) => println!("{}: {:?}", m.from, m.payload),
+//!         Event::Reconnecting { reason } => println!("reconnecting: {reason}"),
+//!         other => println!("{other:?}"),                          // members, tracks, ...
+//!     }
 //! }
+//! client.close().await;                                            // leaves, closes with code 0
 //! # Ok(()) }
 //! ```
 //!
-//! The client fails over by itself: when its edge dies (nothing heard for
-//! `liveness_timeout`) or says goaway, it connects to the next candidate,
-//! rejoins its channels, republishes its tracks and replays its recent
-//! messages; receivers drop duplicates and restore order by sequence.
+//! **Failover.** The client sends a keepalive every `keepalive_interval`
+//! (200 ms) and treats `liveness_timeout` (600 ms) without a single byte from
+//! the edge as a dead edge; a QUIC close, a broken stream, a bad frame or a
+//! goaway end the connection too. It then reconnects by itself (goaway
+//! redirects first, then the candidates after the failed one, then the rest;
+//! the first round at once, then jittered exponential backoff), rejoins every
+//! channel with its stored token, republishes its tracks (publishers switch
+//! to the new track keys by themselves), restores subscriptions, and resends
+//! its recent messages. [`Event::Reconnecting`] and [`Event::Reconnected`]
+//! bracket the outage.
+//!
+//! **Messages** are delivered in order, once, per sender and channel, across
+//! edge failures: senders keep a replay window ([`replay`]) resent after a
+//! reconnect and to members that (re)join; receivers drop duplicates and
+//! restore order ([`reorder`]), skipping a gap only after `reorder_timeout`.
+//!
+//! Modules: [`config`] (settings), [`client`] (the handle), [`channel`]
+//! (channels and track publishers), [`events`], [`error`], [`stats`],
+//! [`replay`] and [`reorder`] (message guarantees), [`backoff`]; the
+//! connection and the state machine are internal.
 
+pub mod backoff;
+pub mod channel;
 pub mod client;
 pub mod config;
+mod connection;
 pub mod error;
+pub mod events;
 pub mod reorder;
 pub mod replay;
+mod roster;
+pub mod stats;
+mod supervisor;
 mod tls;
 
-pub use client::{Channel, Client, Event, Media, Message, Stats, TrackKind, TrackPublisher};
-pub use config::{ClientConfig, EdgeCandidate};
+pub use channel::{Channel, TrackPublisher};
+pub use client::{Client, JoinOptions};
+pub use config::{Backoff, ClientConfig, EdgeCandidate};
 pub use error::{SdkError, TokenRefusal};
+pub use events::{Event, Media, Message, TrackKind};
+pub use stats::{Stats, StatsSnapshot};

@@ -1,11 +1,14 @@
 //! The sender's replay window: what a sender resends after a reconnect, or to
-//! a member that reconnected, so that no message its edge accepted is lost.
+//! a member that (re)appeared, so that no message its edge accepted is lost.
 //!
-//! It keeps the last `window` messages whether acknowledged or not, and every
-//! unacknowledged one on top (those are never evicted; the sender is refused
-//! new ones past `max_unacked` instead).
+//! Per channel, sequence numbers start at 1 and grow by 1. The window keeps
+//! the last `window` messages whether acknowledged or not, plus every
+//! unacknowledged one: those are never evicted (the caller limits how many
+//! may be outstanding; see `Channel::send_message`). Acks are cumulative
+//! ("every message up to `seq` was accepted"): the edge handles a
+//! connection's frames in order and answers them in order.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -14,69 +17,101 @@ pub struct Sent {
     pub seq: u64,
     pub payload: Bytes,
     pub sent_at_us: u64,
-    pub acked: bool,
 }
 
 #[derive(Debug)]
 pub struct ReplayWindow {
-    entries: VecDeque<Sent>,
+    entries: BTreeMap<u64, Sent>,
     window: usize,
-    max_unacked: usize,
-    next_seq: u64,
+    /// Every seq up to this one is acknowledged (or was refused).
+    acked_upto: u64,
+    unacked: usize,
+    last_seq: u64,
 }
 
 impl ReplayWindow {
-    pub fn new(window: usize, max_unacked: usize) -> Self {
+    pub fn new(window: usize) -> Self {
         ReplayWindow {
-            entries: VecDeque::new(),
+            entries: BTreeMap::new(),
             window,
-            max_unacked,
-            next_seq: 1,
+            acked_upto: 0,
+            unacked: 0,
+            last_seq: 0,
         }
     }
 
+    /// Messages not yet acknowledged.
     pub fn unacked(&self) -> usize {
-        self.entries.iter().filter(|e| !e.acked).count()
+        self.unacked
     }
 
-    /// Record a new message; None when too many are unacknowledged.
-    pub fn push(&mut self, payload: Bytes, sent_at_us: u64) -> Option<Sent> {
-        if self.unacked() >= self.max_unacked {
-            return None;
-        }
+    /// The sequence number of the last message pushed (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Record a new message and give it the next sequence number.
+    pub fn push(&mut self, payload: Bytes, sent_at_us: u64) -> Sent {
+        self.last_seq += 1;
         let s = Sent {
-            seq: self.next_seq,
+            seq: self.last_seq,
             payload,
             sent_at_us,
-            acked: false,
         };
-        self.next_seq += 1;
-        self.entries.push_back(s.clone());
-        self.trim();
-        Some(s)
+        self.entries.insert(s.seq, s.clone());
+        self.unacked += 1;
+        self.evict();
+        s
     }
 
-    /// The edge accepted `seq` (acks may arrive for any seq, in any order).
-    pub fn ack(&mut self, seq: u64) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
-            e.acked = true;
+    /// The edge accepted every message up to `seq`. Returns how many were
+    /// newly acknowledged. Acks for messages never sent are ignored.
+    pub fn ack(&mut self, seq: u64) -> usize {
+        let seq = seq.min(self.last_seq);
+        if seq <= self.acked_upto {
+            return 0;
         }
-        self.trim();
+        let newly = self.entries.range(self.acked_upto + 1..=seq).count();
+        self.unacked -= newly;
+        self.acked_upto = seq;
+        self.evict();
+        newly
+    }
+
+    /// The edge refused `seq` for good: forget it (it is never replayed).
+    /// Returns whether it was an unacknowledged message of the window.
+    /// (A refusal of an already acknowledged message, e.g. of a replay to
+    /// one member, changes nothing.)
+    pub fn refuse(&mut self, seq: u64) -> bool {
+        if seq <= self.acked_upto || self.entries.remove(&seq).is_none() {
+            return false;
+        }
+        self.unacked -= 1;
+        true
     }
 
     /// Everything to resend, in sequence order.
     pub fn replay(&self) -> impl Iterator<Item = &Sent> {
-        self.entries.iter()
+        self.entries.values()
     }
 
-    fn trim(&mut self) {
-        while self.entries.len() > self.window {
-            match self.entries.front() {
-                Some(e) if e.acked => {
-                    self.entries.pop_front();
-                }
-                _ => break,
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drop acknowledged messages older than the last `window`.
+    fn evict(&mut self) {
+        let keep_from = self.last_seq.saturating_sub(self.window as u64) + 1;
+        let limit = keep_from.min(self.acked_upto + 1);
+        while let Some(entry) = self.entries.first_entry() {
+            if *entry.key() >= limit {
+                break;
             }
+            entry.remove();
         }
     }
 }
@@ -85,28 +120,88 @@ impl ReplayWindow {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keeps_last_n_and_all_unacked() {
-        let mut w = ReplayWindow::new(3, 100);
-        for i in 0..10 {
-            w.push(Bytes::from(vec![i]), 0).unwrap();
+    fn seqs(w: &ReplayWindow) -> Vec<u64> {
+        w.replay().map(|s| s.seq).collect()
+    }
+
+    fn push(w: &mut ReplayWindow, n: usize) {
+        for i in 0..n {
+            w.push(Bytes::from(vec![i as u8]), i as u64);
         }
-        // Nothing acked: all ten kept.
-        assert_eq!(w.replay().count(), 10);
-        for s in 1..=10 {
-            w.ack(s);
-        }
-        let seqs: Vec<u64> = w.replay().map(|s| s.seq).collect();
-        assert_eq!(seqs, vec![8, 9, 10]);
     }
 
     #[test]
-    fn refuses_past_max_unacked() {
-        let mut w = ReplayWindow::new(2, 2);
-        assert!(w.push(Bytes::new(), 0).is_some());
-        assert!(w.push(Bytes::new(), 0).is_some());
-        assert!(w.push(Bytes::new(), 0).is_none());
-        w.ack(1);
-        assert_eq!(w.push(Bytes::new(), 0).map(|s| s.seq), Some(3));
+    fn sequence_starts_at_one_and_grows_by_one() {
+        let mut w = ReplayWindow::new(4);
+        let got: Vec<u64> = (0..5).map(|_| w.push(Bytes::new(), 0).seq).collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        assert_eq!(w.last_seq(), 5);
+    }
+
+    #[test]
+    fn keeps_last_n_and_every_unacked() {
+        let mut w = ReplayWindow::new(3);
+        push(&mut w, 10);
+        // Nothing acked: all ten kept.
+        assert_eq!(seqs(&w), (1..=10).collect::<Vec<_>>());
+        assert_eq!(w.unacked(), 10);
+        assert_eq!(w.ack(6), 6);
+        // 1..=6 acked, but 7..=10 are unacked: the window holds 7..=10.
+        assert_eq!(seqs(&w), vec![7, 8, 9, 10]);
+        assert_eq!(w.ack(10), 4);
+        assert_eq!(seqs(&w), vec![8, 9, 10]);
+        assert_eq!(w.unacked(), 0);
+        push(&mut w, 2);
+        assert_eq!(seqs(&w), vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn acked_messages_stay_for_the_window() {
+        let mut w = ReplayWindow::new(5);
+        push(&mut w, 3);
+        w.ack(3);
+        assert_eq!(seqs(&w), vec![1, 2, 3]);
+        assert_eq!(w.unacked(), 0);
+    }
+
+    #[test]
+    fn acks_are_cumulative_idempotent_and_bounded() {
+        let mut w = ReplayWindow::new(100);
+        push(&mut w, 5);
+        assert_eq!(w.ack(2), 2);
+        assert_eq!(w.ack(2), 0);
+        assert_eq!(w.ack(1), 0);
+        // An ack past the last message (a confused edge) acks only what exists.
+        assert_eq!(w.ack(1_000), 3);
+        assert_eq!(w.unacked(), 0);
+        let s = w.push(Bytes::new(), 0);
+        assert_eq!(s.seq, 6);
+        assert_eq!(w.unacked(), 1);
+    }
+
+    #[test]
+    fn refused_messages_are_forgotten() {
+        let mut w = ReplayWindow::new(100);
+        push(&mut w, 4);
+        assert!(w.refuse(3));
+        assert!(!w.refuse(3));
+        assert_eq!(w.unacked(), 3);
+        assert_eq!(seqs(&w), vec![1, 2, 4]);
+        // A later cumulative ack covers the hole without counting it.
+        assert_eq!(w.ack(4), 3);
+        assert_eq!(w.unacked(), 0);
+        assert!(!w.refuse(1), "already acknowledged");
+        assert_eq!(seqs(&w), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn replay_is_in_sequence_order() {
+        let mut w = ReplayWindow::new(2);
+        push(&mut w, 300);
+        w.ack(150);
+        let s = seqs(&w);
+        assert_eq!(s.first(), Some(&151));
+        assert!(s.windows(2).all(|p| p[1] == p[0] + 1));
+        assert_eq!(s.len(), 150);
     }
 }

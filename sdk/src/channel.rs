@@ -1,0 +1,339 @@
+//! Handles the app holds: a joined [`Channel`] and a [`TrackPublisher`].
+//! Both are thin: they send commands to the client's state machine, except
+//! media, which a publisher sends straight on the current connection.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use protocol::datagram::MediaHeader;
+use protocol::limits::{MAX_MEDIA_PAYLOAD, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN};
+use protocol::{ChannelId, TrackKey};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::client::{call, Cmd};
+use crate::connection::Shared;
+use crate::error::SdkError;
+use crate::events::TrackKind;
+use crate::stats::bump;
+
+/// A joined channel. Cheap to clone; every clone names the same membership.
+/// It stays joined across reconnects until [`Channel::leave`], the client is
+/// closed, or an [`crate::Event::ChannelLost`] names it.
+#[derive(Clone)]
+pub struct Channel {
+    /// The channel's name, as given to `join`.
+    pub name: String,
+    /// The 64-bit channel id the edge derived (used in media headers).
+    pub id: u64,
+    /// This client's user id in the channel, from the token.
+    pub user: String,
+    pub(crate) cmds: mpsc::WeakUnboundedSender<Cmd>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) max_unacked: usize,
+    pub(crate) request_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .field("id", &format_args!("{:016x}", self.id))
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl Channel {
+    fn cmds(&self) -> Result<mpsc::UnboundedSender<Cmd>, SdkError> {
+        self.cmds.upgrade().ok_or(SdkError::Closed)
+    }
+
+    /// Publish a media track. The returned publisher keeps working across
+    /// reconnects (the edge assigns a new track key each time; the publisher
+    /// follows it). Dropping the publisher unpublishes the track.
+    pub async fn publish_track(
+        &self,
+        name: &str,
+        kind: TrackKind,
+    ) -> Result<TrackPublisher, SdkError> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(SdkError::Invalid(format!(
+                "track name must be 1..={MAX_NAME_LEN} bytes"
+            )));
+        }
+        let slot = Arc::new(TrackSlot {
+            channel_id: self.id,
+            name: name.to_string(),
+            kind,
+            seq: AtomicU32::new(0),
+            binding: RwLock::new(Binding::Unbound),
+        });
+        let cmds = self.cmds()?;
+        call(&cmds, self.request_timeout, |reply| Cmd::Publish {
+            channel_id: self.id,
+            slot: slot.clone(),
+            reply,
+        })
+        .await?;
+        Ok(TrackPublisher {
+            slot,
+            shared: self.shared.clone(),
+            cmds: self.cmds.clone(),
+        })
+    }
+
+    /// Receive the media of `user`, or of every member with `None`. Kept
+    /// across reconnects.
+    pub async fn subscribe(&self, user: Option<&str>) -> Result<(), SdkError> {
+        let cmds = self.cmds()?;
+        call(&cmds, self.request_timeout, |reply| Cmd::Subscribe {
+            channel_id: self.id,
+            user: user.unwrap_or_default().to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Stop receiving the media of `user`, or of everyone with `None`.
+    /// (Unsubscribing one user after subscribing to everyone keeps
+    /// everyone: the edge cannot express "all but one".)
+    pub async fn unsubscribe(&self, user: Option<&str>) -> Result<(), SdkError> {
+        let cmds = self.cmds()?;
+        call(&cmds, self.request_timeout, |reply| Cmd::Unsubscribe {
+            channel_id: self.id,
+            user: user.unwrap_or_default().to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Send a reliable message to the channel and return its sequence
+    /// number. Messages from one sender reach every member in order, once,
+    /// across reconnects and edge failures (replay window on this side,
+    /// reorder buffer on theirs). Waits while `max_unacked` messages of this
+    /// channel are unacknowledged; while the client is reconnecting, the
+    /// message is kept and sent once the channel is restored.
+    pub async fn send_message(&self, payload: Bytes) -> Result<u64, SdkError> {
+        check_message(&payload)?;
+        let permit = self.permits.acquire().await.map_err(|_| SdkError::Closed)?;
+        permit.forget();
+        self.queue_message(payload).await
+    }
+
+    /// Like [`Channel::send_message`], but fails with
+    /// [`SdkError::Backpressure`] instead of waiting.
+    pub async fn try_send_message(&self, payload: Bytes) -> Result<u64, SdkError> {
+        check_message(&payload)?;
+        match self.permits.try_acquire() {
+            Ok(p) => p.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SdkError::Backpressure),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SdkError::Closed),
+        }
+        self.queue_message(payload).await
+    }
+
+    async fn queue_message(&self, payload: Bytes) -> Result<u64, SdkError> {
+        let cmds = match self.cmds() {
+            Ok(c) => c,
+            Err(e) => {
+                self.permits.add_permits(1);
+                return Err(e);
+            }
+        };
+        call(&cmds, self.request_timeout, |reply| Cmd::Message {
+            channel_id: self.id,
+            payload,
+            reply,
+        })
+        .await
+    }
+
+    /// Messages of this channel sent but not yet acknowledged by the edge.
+    pub fn unacked(&self) -> usize {
+        self.max_unacked
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Replace the token used to rejoin after a reconnect (tokens expire;
+    /// hand the SDK a fresh one before the old one does).
+    pub fn set_token(&self, token: &str) -> Result<(), SdkError> {
+        self.cmds()?
+            .send(Cmd::SetToken {
+                channel_id: self.id,
+                token: token.to_string(),
+            })
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Leave the channel. Its publishers stop, its pending messages are
+    /// dropped.
+    pub async fn leave(self) -> Result<(), SdkError> {
+        let cmds = self.cmds()?;
+        call(&cmds, self.request_timeout, |reply| Cmd::Leave {
+            channel_id: self.id,
+            reply,
+        })
+        .await
+    }
+}
+
+fn check_message(payload: &Bytes) -> Result<(), SdkError> {
+    if payload.len() > MAX_MESSAGE_PAYLOAD {
+        return Err(SdkError::Invalid(format!(
+            "message payload of {} bytes exceeds {MAX_MESSAGE_PAYLOAD}",
+            payload.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Where a track's media goes right now.
+pub(crate) enum Binding {
+    /// Between connections (or not yet published): media is refused with
+    /// `NotConnected`.
+    Unbound,
+    Bound {
+        conn: quinn::Connection,
+        key: u64,
+    },
+    /// The track could not be republished after a reconnect.
+    Failed(SdkError),
+    /// Unpublished, channel left or client closed.
+    Closed,
+}
+
+/// A published track, shared by its publisher and the state machine.
+pub(crate) struct TrackSlot {
+    pub channel_id: u64,
+    pub name: String,
+    pub kind: TrackKind,
+    seq: AtomicU32,
+    binding: RwLock<Binding>,
+}
+
+impl TrackSlot {
+    pub fn set(&self, b: Binding) {
+        *self.binding.write().unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    /// Unbind unless closed or failed.
+    pub fn unbind(&self) {
+        let mut b = self.binding.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(*b, Binding::Bound { .. }) {
+            *b = Binding::Unbound;
+        }
+    }
+
+    pub fn key(&self) -> Option<u64> {
+        match &*self.binding.read().unwrap_or_else(|e| e.into_inner()) {
+            Binding::Bound { key, .. } => Some(*key),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            &*self.binding.read().unwrap_or_else(|e| e.into_inner()),
+            Binding::Closed | Binding::Failed(_)
+        )
+    }
+
+    fn route(&self) -> Result<(quinn::Connection, u64), SdkError> {
+        match &*self.binding.read().unwrap_or_else(|e| e.into_inner()) {
+            Binding::Bound { conn, key } => Ok((conn.clone(), *key)),
+            Binding::Unbound => Err(SdkError::NotConnected),
+            Binding::Failed(e) => Err(e.clone()),
+            Binding::Closed => Err(SdkError::Closed),
+        }
+    }
+}
+
+/// Sends media on one track. Survives reconnects: the track is republished
+/// on the new edge and the publisher switches to the new track key by itself.
+/// Dropping it unpublishes the track.
+pub struct TrackPublisher {
+    slot: Arc<TrackSlot>,
+    shared: Arc<Shared>,
+    cmds: mpsc::WeakUnboundedSender<Cmd>,
+}
+
+impl std::fmt::Debug for TrackPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackPublisher")
+            .field("name", &self.slot.name)
+            .field("kind", &self.slot.kind)
+            .field("key", &self.slot.key())
+            .finish()
+    }
+}
+
+impl TrackPublisher {
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// The track key the current edge assigned (None while reconnecting).
+    pub fn track_key(&self) -> Option<u64> {
+        self.slot.key()
+    }
+
+    /// Send one media packet (at most `MAX_MEDIA_PAYLOAD` bytes) as a QUIC
+    /// datagram; the sequence number and timestamp are set here. Waits while
+    /// QUIC's congestion control has no room rather than letting the packet
+    /// be dropped silently. Fails with [`SdkError::NotConnected`] while the
+    /// client is reconnecting (media is real-time: drop it and go on).
+    pub async fn send(&self, payload: &[u8]) -> Result<(), SdkError> {
+        if payload.len() > MAX_MEDIA_PAYLOAD {
+            return Err(SdkError::Invalid(format!(
+                "media payload of {} bytes exceeds {MAX_MEDIA_PAYLOAD}",
+                payload.len()
+            )));
+        }
+        let (conn, key) = self.slot.route()?;
+        let header = MediaHeader {
+            channel: ChannelId(self.slot.channel_id),
+            track: TrackKey(key),
+            sequence: self.slot.seq.fetch_add(1, Ordering::Relaxed),
+            timestamp_us: now_us(),
+        };
+        let datagram = header
+            .encode(payload)
+            .map_err(|e| SdkError::Invalid(e.to_string()))?;
+        match conn.send_datagram_wait(datagram).await {
+            Ok(()) => {
+                bump(&self.shared.stats.media_sent, 1);
+                Ok(())
+            }
+            Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(SdkError::NotConnected),
+            Err(quinn::SendDatagramError::TooLarge) => Err(SdkError::Invalid(format!(
+                "a {}-byte media datagram does not fit this path (max {:?})",
+                payload.len() + protocol::datagram::MEDIA_HEADER_LEN,
+                conn.max_datagram_size()
+            ))),
+            Err(e) => Err(SdkError::Protocol(format!("edge refuses datagrams: {e}"))),
+        }
+    }
+
+    /// Stop publishing (same as dropping the publisher).
+    pub fn unpublish(self) {}
+}
+
+impl Drop for TrackPublisher {
+    fn drop(&mut self) {
+        if let Some(cmds) = self.cmds.upgrade() {
+            let _ = cmds.send(Cmd::Unpublish {
+                slot: self.slot.clone(),
+            });
+        }
+    }
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,474 @@
+//! One QUIC connection to an edge (a "link") and how links are made.
+//!
+//! A link runs three small tasks: a reader that turns control-stream chunks
+//! into `ServerFrame`s, a writer that owns the send half of the control
+//! stream (so a slow edge never blocks the client's state machine), and a
+//! media reader that turns datagrams into [`Media`] events. Every byte
+//! received on either path refreshes the link's [`Liveness`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
+use protocol::framing::{FrameBuffer, FrameError};
+use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::error::{close_code, describe_close};
+use crate::events::{EventQueue, Media};
+use crate::stats::{bump, Stats};
+
+/// A remote member's track, as media datagrams name it by key.
+#[derive(Debug)]
+pub(crate) struct RemoteTrack {
+    pub channel_id: u64,
+    pub channel: String,
+    pub user: String,
+    pub name: String,
+}
+
+/// State shared by the client's state machine, its links and the handles.
+pub(crate) struct Shared {
+    pub stats: Stats,
+    pub events: EventQueue,
+    /// Every remote track of every joined channel, by track key.
+    pub tracks: RwLock<HashMap<u64, Arc<RemoteTrack>>>,
+    /// The edge of the current link.
+    pub edge: Mutex<Option<SocketAddr>>,
+}
+
+impl Shared {
+    pub fn new(media_queue: usize) -> Self {
+        Shared {
+            stats: Stats::default(),
+            events: EventQueue::new(media_queue),
+            tracks: RwLock::default(),
+            edge: Mutex::default(),
+        }
+    }
+
+    pub fn tracks_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<RemoteTrack>>> {
+        self.tracks.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_edge(&self, addr: Option<SocketAddr>) {
+        *self.edge.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+
+    pub fn edge(&self) -> Option<SocketAddr> {
+        *self.edge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// When the edge was last heard from (any frame chunk or datagram).
+pub(crate) struct Liveness {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn new() -> Self {
+        Liveness {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Where to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub addr: SocketAddr,
+    pub server_name: String,
+    /// Index in the configured candidates; None for a goaway redirect.
+    pub index: Option<usize>,
+}
+
+/// What a link's tasks report to the state machine.
+pub(crate) enum Inbound {
+    Frame(SK),
+    /// The link is unusable (stream ended or failed, bad frame).
+    Lost {
+        reason: String,
+        code: Option<ErrorCode>,
+    },
+}
+
+pub(crate) struct Link {
+    pub conn: quinn::Connection,
+    pub target: Target,
+    pub liveness: Arc<Liveness>,
+    out: Option<mpsc::UnboundedSender<Bytes>>,
+    writer: Option<JoinHandle<()>>,
+    reader: JoinHandle<()>,
+    media: JoinHandle<()>,
+}
+
+impl Link {
+    /// Open the control stream on a fresh connection and start the tasks.
+    pub async fn open(
+        conn: quinn::Connection,
+        target: Target,
+        shared: Arc<Shared>,
+    ) -> Result<(Link, mpsc::UnboundedReceiver<Inbound>), String> {
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("opening the control stream: {}", describe_close(&e)))?;
+        let liveness = Arc::new(Liveness::new());
+        liveness.touch();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_frames(send, out_rx, in_tx.clone()));
+        let reader = tokio::spawn(read_frames(
+            recv,
+            conn.clone(),
+            in_tx,
+            liveness.clone(),
+            shared.clone(),
+        ));
+        let media = tokio::spawn(read_media(conn.clone(), liveness.clone(), shared));
+        Ok((
+            Link {
+                conn,
+                target,
+                liveness,
+                out: Some(out_tx),
+                writer: Some(writer),
+                reader,
+                media,
+            },
+            in_rx,
+        ))
+    }
+
+    /// Queue bytes (whole frames) for the control stream.
+    pub fn send(&self, bytes: Bytes) {
+        if let Some(out) = &self.out {
+            let _ = out.send(bytes);
+        }
+    }
+
+    /// Flush what is queued, finish the control stream, and close the
+    /// connection with `code` (waits at most `wait` for the flush).
+    pub async fn shutdown(&mut self, code: u32, reason: &str, wait: Duration) {
+        self.out = None;
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::time::timeout(wait, w).await;
+        }
+        self.close(code, reason);
+    }
+
+    pub fn close(&self, code: u32, reason: &str) {
+        self.conn
+            .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.media.abort();
+        if let Some(w) = &self.writer {
+            w.abort();
+        }
+    }
+}
+
+async fn write_frames(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    lost: mpsc::UnboundedSender<Inbound>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 64 {
+                break;
+            }
+        }
+        if let Err(e) = send.write_all_chunks(&mut batch).await {
+            let _ = lost.send(Inbound::Lost {
+                reason: format!("writing the control stream: {e}"),
+                code: None,
+            });
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
+    tx: mpsc::UnboundedSender<Inbound>,
+    liveness: Arc<Liveness>,
+    shared: Arc<Shared>,
+) {
+    let mut frames = FrameBuffer::new();
+    let lost = loop {
+        let chunk = match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                break Inbound::Lost {
+                    reason: "the edge ended the control stream".into(),
+                    code: None,
+                }
+            }
+            Err(quinn::ReadError::ConnectionLost(e)) => {
+                break Inbound::Lost {
+                    reason: describe_close(&e),
+                    code: close_code(&e),
+                }
+            }
+            Err(e) => {
+                break Inbound::Lost {
+                    reason: format!("reading the control stream: {e}"),
+                    code: None,
+                }
+            }
+        };
+        liveness.touch();
+        frames.extend(&chunk.bytes);
+        let mut failed = None;
+        loop {
+            match frames.next_frame::<pb::ServerFrame>() {
+                Ok(Some(pb::ServerFrame { kind: Some(k) })) => {
+                    if tx.send(Inbound::Frame(k)).is_err() {
+                        return;
+                    }
+                }
+                // A frame kind from a newer protocol revision: ignore it.
+                Ok(Some(pb::ServerFrame { kind: None })) => {
+                    bump(&shared.stats.frames_unknown, 1);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            let code = match e {
+                FrameError::TooLarge(_) => ErrorCode::FrameTooLarge,
+                _ => ErrorCode::MalformedFrame,
+            };
+            debug!(error = %e, "bad frame from the edge; closing the connection");
+            conn.close(
+                quinn::VarInt::from_u32(code as u32),
+                e.to_string().as_bytes(),
+            );
+            break Inbound::Lost {
+                reason: format!("bad frame from the edge: {e}"),
+                code: None,
+            };
+        }
+    };
+    let _ = tx.send(lost);
+}
+
+async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Arc<Shared>) {
+    let stats = &shared.stats;
+    while let Ok(d) = conn.read_datagram().await {
+        liveness.touch();
+        let Ok(h) = MediaHeader::decode(&d) else {
+            bump(&stats.media_malformed, 1);
+            continue;
+        };
+        let track = shared
+            .tracks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h.track.0)
+            .cloned();
+        let Some(track) = track.filter(|t| t.channel_id == h.channel.0) else {
+            bump(&stats.media_unknown_track, 1);
+            continue;
+        };
+        bump(&stats.media_received, 1);
+        let queued = shared.events.push_media(Media {
+            channel: track.channel.clone(),
+            user: track.user.clone(),
+            track: track.name.clone(),
+            sequence: h.sequence,
+            timestamp_us: h.timestamp_us,
+            payload: d.slice(MEDIA_HEADER_LEN..),
+            received_at: SystemTime::now(),
+        });
+        if !queued {
+            bump(&stats.media_dropped, 1);
+        }
+    }
+}
+
+/// Client endpoints, one per address family, made when first needed.
+#[derive(Default)]
+pub(crate) struct Endpoints {
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+}
+
+impl Endpoints {
+    pub fn for_addr(&mut self, addr: &SocketAddr) -> Result<quinn::Endpoint, String> {
+        let (slot, bind) = if addr.is_ipv4() {
+            (&mut self.v4, SocketAddr::from(([0, 0, 0, 0], 0)))
+        } else {
+            (&mut self.v6, SocketAddr::from(([0u16; 8], 0)))
+        };
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let e = quinn::Endpoint::client(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Let close frames go out before the endpoints are dropped.
+    pub async fn wait_idle(&self, limit: Duration) {
+        let wait = async {
+            for e in [&self.v4, &self.v6].into_iter().flatten() {
+                e.wait_idle().await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+/// Timing of one connection round.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundTiming {
+    pub connect_timeout: Duration,
+    pub stagger: Duration,
+}
+
+/// Try `targets` in order, starting the next one when the previous failed or
+/// after `stagger` (whichever comes first), each for at most
+/// `connect_timeout`. The first completed handshake wins; the others are
+/// abandoned.
+pub(crate) async fn connect_round(
+    attempts: Vec<(quinn::Endpoint, Target)>,
+    quic: quinn::ClientConfig,
+    timing: RoundTiming,
+) -> Result<(quinn::Connection, Target), String> {
+    if attempts.is_empty() {
+        return Err("no candidate edges".into());
+    }
+    let total = attempts.len();
+    let mut queue = attempts.into_iter();
+    let mut running = JoinSet::new();
+    let mut errors = Vec::new();
+    let start = |running: &mut JoinSet<_>, (endpoint, target): (quinn::Endpoint, Target)| {
+        let quic = quic.clone();
+        running.spawn(async move {
+            let attempt = async {
+                endpoint
+                    .connect_with(quic, target.addr, &target.server_name)
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| describe_close(&e))
+            };
+            let r = match tokio::time::timeout(timing.connect_timeout, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err("timed out".into()),
+            };
+            (target, r)
+        });
+    };
+    if let Some(a) = queue.next() {
+        start(&mut running, a);
+    }
+    let mut started = 1;
+    loop {
+        let stagger = tokio::time::sleep(timing.stagger);
+        tokio::select! {
+            done = running.join_next() => match done {
+                Some(Ok((target, Ok(conn)))) => {
+                    running.abort_all();
+                    return Ok((conn, target));
+                }
+                Some(failed) => {
+                    match failed {
+                        Ok((target, Err(e))) => {
+                            debug!(edge = %target.addr, error = %e, "connection attempt failed");
+                            errors.push(format!("{} ({}): {e}", target.addr, target.server_name));
+                        }
+                        Err(e) => errors.push(format!("connection attempt task failed: {e}")),
+                        Ok((_, Ok(_))) => {}
+                    }
+                    if let Some(a) = queue.next() {
+                        start(&mut running, a);
+                        started += 1;
+                    } else if running.is_empty() {
+                        return Err(errors.join("; "));
+                    }
+                }
+                None => return Err(errors.join("; ")),
+            },
+            _ = stagger, if started < total => {
+                if let Some(a) = queue.next() {
+                    start(&mut running, a);
+                    started += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_tracks_the_last_byte() {
+        let l = Liveness::new();
+        let t0 = Instant::now();
+        l.touch();
+        assert_eq!(l.last(), t0);
+        tokio::time::advance(Duration::from_millis(450)).await;
+        assert_eq!(l.last(), t0, "silence does not move it");
+        l.touch();
+        assert_eq!(l.last(), t0 + Duration::from_millis(450));
+        // A late touch from another task never moves it back.
+        l.last_ms.store(100, Ordering::Relaxed);
+        l.touch();
+        assert_eq!(l.last(), t0 + Duration::from_millis(450));
+    }
+
+    #[tokio::test]
+    async fn a_round_without_candidates_fails_at_once() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let quic = crate::tls::quic_config(ca.pem().as_bytes(), Duration::from_secs(10)).unwrap();
+        let timing = RoundTiming {
+            connect_timeout: Duration::from_secs(1),
+            stagger: Duration::from_millis(10),
+        };
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            connect_round(vec![], quic, timing),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.err().as_deref(), Some("no candidate edges"));
+    }
+}

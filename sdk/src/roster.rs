@@ -1,0 +1,379 @@
+//! What the client knows of a channel's other members: their sessions and
+//! their tracks, and the events that report changes to the app.
+//!
+//! Events are per user and per (user, track name), not per session or track
+//! key: a member that reconnects shows up with a new session (and its tracks
+//! with new keys) before or after the old ones go, and the app should see
+//! neither a leave nor a track that vanishes and comes back. Media datagrams
+//! name tracks by key, so every key stays mapped (in `Shared::tracks`) for
+//! the media reader. Our own user id is never a member to us (our previous
+//! session may linger on a remote edge for a moment).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use protocol::pb;
+
+use crate::connection::{RemoteTrack, Shared};
+use crate::events::{Event, TrackKind};
+
+pub(crate) struct Roster {
+    channel_id: u64,
+    channel: String,
+    /// Our own user id in the channel.
+    pub me: String,
+    /// Other members: user id -> sessions.
+    members: HashMap<String, HashSet<u64>>,
+    /// Remote tracks: key -> (user, track name).
+    remote: HashMap<u64, (String, String)>,
+    /// How many keys name each (user, track name).
+    names: HashMap<(String, String), usize>,
+}
+
+impl Roster {
+    pub fn new(channel_id: u64, channel: &str, me: &str) -> Self {
+        Roster {
+            channel_id,
+            channel: channel.to_string(),
+            me: me.to_string(),
+            members: HashMap::new(),
+            remote: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+    fn emit(&self, shared: &Shared, e: Event) {
+        shared.events.push(e);
+    }
+
+    pub fn add_track(&mut self, shared: &Shared, user: &str, t: &pb::TrackInfo) {
+        if user == self.me || self.remote.contains_key(&t.track_key) {
+            return;
+        }
+        self.remote
+            .insert(t.track_key, (user.to_string(), t.name.clone()));
+        shared.tracks_mut().insert(
+            t.track_key,
+            Arc::new(RemoteTrack {
+                channel_id: self.channel_id,
+                channel: self.channel.clone(),
+                user: user.to_string(),
+                name: t.name.clone(),
+            }),
+        );
+        let n = self
+            .names
+            .entry((user.to_string(), t.name.clone()))
+            .or_default();
+        *n += 1;
+        if *n == 1 {
+            self.emit(
+                shared,
+                Event::TrackAvailable {
+                    channel: self.channel.clone(),
+                    user: user.to_string(),
+                    track: t.name.clone(),
+                    kind: TrackKind::try_from(t.kind).unwrap_or(TrackKind::Unspecified),
+                },
+            );
+        }
+    }
+
+    pub fn remove_track(&mut self, shared: &Shared, key: u64) {
+        let Some((user, name)) = self.remote.remove(&key) else {
+            return;
+        };
+        shared.tracks_mut().remove(&key);
+        let id = (user, name);
+        let left = match self.names.get_mut(&id) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.names.remove(&id);
+            let (user, track) = id;
+            self.emit(
+                shared,
+                Event::TrackUnavailable {
+                    channel: self.channel.clone(),
+                    user,
+                    track,
+                },
+            );
+        }
+    }
+
+    /// A member session appeared; true if it was not known.
+    pub fn member_joined(&mut self, shared: &Shared, user: &str, session: u64) -> bool {
+        if user == self.me {
+            return false;
+        }
+        let sessions = self.members.entry(user.to_string()).or_default();
+        let first = sessions.is_empty();
+        if !sessions.insert(session) {
+            return false;
+        }
+        if first {
+            self.emit(
+                shared,
+                Event::MemberJoined {
+                    channel: self.channel.clone(),
+                    user: user.to_string(),
+                },
+            );
+        }
+        true
+    }
+
+    pub fn member_left(&mut self, shared: &Shared, user: &str, session: u64) {
+        let Some(sessions) = self.members.get_mut(user) else {
+            return;
+        };
+        sessions.remove(&session);
+        if !sessions.is_empty() {
+            return;
+        }
+        self.members.remove(user);
+        // Its tracks are gone with it (the edge says so too; be sure).
+        let stale: Vec<u64> = self
+            .remote
+            .iter()
+            .filter(|(_, (u, _))| u == user)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.remove_track(shared, k);
+        }
+        self.emit(
+            shared,
+            Event::MemberLeft {
+                channel: self.channel.clone(),
+                user: user.to_string(),
+            },
+        );
+    }
+
+    /// Adopt the member list of a `Joined`, reporting only what changed.
+    /// Sessions of our own user id (e.g. our previous session, still known
+    /// to a remote edge for a moment) are not members to us.
+    pub fn reconcile(&mut self, shared: &Shared, members: &[pb::Member]) {
+        let mut now: HashMap<String, HashSet<u64>> = HashMap::new();
+        let mut keys: HashSet<u64> = HashSet::new();
+        let members: Vec<&pb::Member> = members.iter().filter(|m| m.user_id != self.me).collect();
+        for m in &members {
+            now.entry(m.user_id.clone()).or_default().insert(m.session);
+        }
+        for user in now.keys() {
+            if !self.members.contains_key(user) {
+                self.emit(
+                    shared,
+                    Event::MemberJoined {
+                        channel: self.channel.clone(),
+                        user: user.clone(),
+                    },
+                );
+            }
+        }
+        for m in &members {
+            for t in &m.tracks {
+                keys.insert(t.track_key);
+                self.add_track(shared, &m.user_id, t);
+            }
+        }
+        let stale: Vec<u64> = self
+            .remote
+            .keys()
+            .filter(|k| !keys.contains(k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.remove_track(shared, k);
+        }
+        let gone: Vec<String> = self
+            .members
+            .keys()
+            .filter(|u| !now.contains_key(*u))
+            .cloned()
+            .collect();
+        for user in gone {
+            self.emit(
+                shared,
+                Event::MemberLeft {
+                    channel: self.channel.clone(),
+                    user,
+                },
+            );
+        }
+        self.members = now;
+    }
+
+    /// Forget every remote track (no events: the channel is going away).
+    pub fn clear(&mut self, shared: &Shared) {
+        let mut map = shared.tracks_mut();
+        for k in self.remote.keys() {
+            map.remove(k);
+        }
+        self.remote.clear();
+        self.names.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(user: &str, session: u64, tracks: &[(&str, u64)]) -> pb::Member {
+        pb::Member {
+            user_id: user.into(),
+            session,
+            tracks: tracks.iter().map(|(n, k)| track(n, *k)).collect(),
+        }
+    }
+
+    fn track(name: &str, key: u64) -> pb::TrackInfo {
+        pb::TrackInfo {
+            name: name.into(),
+            track_key: key,
+            kind: pb::TrackKind::Video as i32,
+        }
+    }
+
+    fn events(shared: &Shared) -> Vec<Event> {
+        std::iter::from_fn(|| shared.events.try_next()).collect()
+    }
+
+    fn joined(user: &str) -> Event {
+        Event::MemberJoined {
+            channel: "room".into(),
+            user: user.into(),
+        }
+    }
+
+    fn left(user: &str) -> Event {
+        Event::MemberLeft {
+            channel: "room".into(),
+            user: user.into(),
+        }
+    }
+
+    fn available(user: &str, name: &str) -> Event {
+        Event::TrackAvailable {
+            channel: "room".into(),
+            user: user.into(),
+            track: name.into(),
+            kind: TrackKind::Video,
+        }
+    }
+
+    fn unavailable(user: &str, name: &str) -> Event {
+        Event::TrackUnavailable {
+            channel: "room".into(),
+            user: user.into(),
+            track: name.into(),
+        }
+    }
+
+    fn mapped(shared: &Shared, key: u64) -> Option<(String, String)> {
+        shared
+            .tracks
+            .read()
+            .unwrap()
+            .get(&key)
+            .map(|t| (t.user.clone(), t.name.clone()))
+    }
+
+    #[test]
+    fn first_join_reports_members_and_tracks_but_not_ourselves() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        r.reconcile(
+            &shared,
+            &[
+                member("bob", 1, &[("cam", 10)]),
+                member("me", 2, &[("mic", 11)]),
+            ],
+        );
+        assert_eq!(
+            events(&shared),
+            vec![joined("bob"), available("bob", "cam")]
+        );
+        assert_eq!(mapped(&shared, 10), Some(("bob".into(), "cam".into())));
+        assert_eq!(mapped(&shared, 11), None);
+        assert!(!r.member_joined(&shared, "me", 3));
+        assert!(events(&shared).is_empty());
+    }
+
+    #[test]
+    fn a_reconnecting_member_is_neither_gone_nor_new() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        r.reconcile(&shared, &[member("bob", 1, &[("cam", 10)])]);
+        events(&shared);
+        // New session and key first, old ones go after.
+        assert!(r.member_joined(&shared, "bob", 2));
+        assert!(!r.member_joined(&shared, "bob", 2), "known session");
+        r.add_track(&shared, "bob", &track("cam", 20));
+        r.remove_track(&shared, 10);
+        r.member_left(&shared, "bob", 1);
+        assert!(events(&shared).is_empty());
+        assert_eq!(mapped(&shared, 10), None);
+        assert_eq!(mapped(&shared, 20), Some(("bob".into(), "cam".into())));
+        // The last session leaving takes its tracks with it.
+        r.member_left(&shared, "bob", 2);
+        assert_eq!(
+            events(&shared),
+            vec![unavailable("bob", "cam"), left("bob")]
+        );
+        assert_eq!(mapped(&shared, 20), None);
+    }
+
+    #[test]
+    fn reconcile_after_a_rejoin_reports_only_the_differences() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        r.reconcile(
+            &shared,
+            &[
+                member("bob", 1, &[("cam", 10), ("mic", 11)]),
+                member("carol", 2, &[]),
+            ],
+        );
+        events(&shared);
+        // While we were away: carol left, dave came, bob moved edge (new
+        // keys) and dropped his mic.
+        r.reconcile(
+            &shared,
+            &[
+                member("bob", 3, &[("cam", 30)]),
+                member("dave", 4, &[("cam", 40)]),
+            ],
+        );
+        assert_eq!(
+            events(&shared),
+            vec![
+                joined("dave"),
+                available("dave", "cam"),
+                unavailable("bob", "mic"),
+                left("carol"),
+            ]
+        );
+        assert_eq!(mapped(&shared, 30), Some(("bob".into(), "cam".into())));
+        assert_eq!(mapped(&shared, 10), None);
+        r.clear(&shared);
+        assert!(shared.tracks.read().unwrap().is_empty());
+        assert!(events(&shared).is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_sessions_are_harmless() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        r.remove_track(&shared, 99);
+        r.member_left(&shared, "nobody", 5);
+        r.add_track(&shared, "bob", &track("cam", 10));
+        r.add_track(&shared, "bob", &track("cam", 10));
+        assert_eq!(events(&shared), vec![available("bob", "cam")]);
+    }
+}

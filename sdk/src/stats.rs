@@ -1,0 +1,83 @@
+//! Counters of what the client did, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters (relaxed atomics). [`Stats::snapshot`] copies them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// New messages accepted from the app (replays not counted).
+    pub messages_sent: AtomicU64,
+    /// Own messages the edge acknowledged (each seq once).
+    pub messages_acked: AtomicU64,
+    /// Own messages the edge refused (e.g. no publish right).
+    pub messages_refused: AtomicU64,
+    /// Own messages resent from the replay window (reconnects, rejoiners).
+    pub messages_replayed: AtomicU64,
+    /// Messages from others handed to the app, in order.
+    pub messages_delivered: AtomicU64,
+    /// Messages from others dropped as already delivered or already held.
+    pub messages_duplicate: AtomicU64,
+    /// Messages from others given up on (gap not filled in time).
+    pub messages_skipped: AtomicU64,
+    pub media_sent: AtomicU64,
+    pub media_received: AtomicU64,
+    /// Media datagrams of a track key the client does not know.
+    pub media_unknown_track: AtomicU64,
+    /// Media datagrams that did not decode.
+    pub media_malformed: AtomicU64,
+    /// Media dropped because the app did not read events fast enough.
+    pub media_dropped: AtomicU64,
+    /// Frames of a kind this SDK does not know (from a newer edge), ignored.
+    pub frames_unknown: AtomicU64,
+    /// Successful reconnections (after a loss or a goaway).
+    pub reconnects: AtomicU64,
+    /// Goaways received.
+    pub goaways: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub messages_sent: u64,
+    pub messages_acked: u64,
+    pub messages_refused: u64,
+    pub messages_replayed: u64,
+    pub messages_delivered: u64,
+    pub messages_duplicate: u64,
+    pub messages_skipped: u64,
+    pub media_sent: u64,
+    pub media_received: u64,
+    pub media_unknown_track: u64,
+    pub media_malformed: u64,
+    pub media_dropped: u64,
+    pub frames_unknown: u64,
+    pub reconnects: u64,
+    pub goaways: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            messages_sent: r(&self.messages_sent),
+            messages_acked: r(&self.messages_acked),
+            messages_refused: r(&self.messages_refused),
+            messages_replayed: r(&self.messages_replayed),
+            messages_delivered: r(&self.messages_delivered),
+            messages_duplicate: r(&self.messages_duplicate),
+            messages_skipped: r(&self.messages_skipped),
+            media_sent: r(&self.media_sent),
+            media_received: r(&self.media_received),
+            media_unknown_track: r(&self.media_unknown_track),
+            media_malformed: r(&self.media_malformed),
+            media_dropped: r(&self.media_dropped),
+            frames_unknown: r(&self.frames_unknown),
+            reconnects: r(&self.reconnects),
+            goaways: r(&self.goaways),
+        }
+    }
+}
+
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,736 @@
+//! The supervisor: one task that owns the connection to the current edge and
+//! every piece of channel state, and re-creates that state on each new
+//! connection.
+//!
+//! Life of a connection ("link"): connect (staggered attempts over the
+//! candidates), open the control stream, rejoin every channel, then serve:
+//! commands from the handles, frames from the edge, a keepalive every
+//! `keepalive_interval`, and a liveness deadline `liveness_timeout` after the
+//! last byte heard. Whatever ends the link (QUIC close, stream error, bad
+//! frame, silence, goaway) leads back to connecting, with the channels kept.
+//!
+//! Restoring a channel on a new link: `Join` with the stored token; on
+//! `Joined`, reconcile members and tracks (events for what changed), publish
+//! every track again (new track keys; each publisher follows its own), restore
+//! subscriptions, then resend the replay window in sequence order.
+//!
+//! Messages: the edge answers every `ChatMessage` with either a `MessageAck`
+//! or an `Error` with request id 0, in order, so a FIFO of the messages sent
+//! on the current link tells which message an error refuses.
+//!
+//! This file holds the state and the connection loops; `commands.rs` handles
+//! the app's commands and `frames.rs` the edge's frames.
+
+mod commands;
+mod frames;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use protocol::framing;
+use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::backoff::BackoffState;
+use crate::channel::{now_us, Binding, TrackSlot};
+use crate::client::{Cmd, JoinInfo, Reply};
+use crate::config::ClientConfig;
+use crate::connection::{connect_round, Endpoints, Inbound, Link, RoundTiming, Shared, Target};
+use crate::error::{close_code, describe_close, SdkError};
+use crate::events::{Event, Message};
+use crate::reorder::{Incoming, Outcome, ReorderBuffer};
+use crate::replay::{ReplayWindow, Sent};
+use crate::roster::Roster;
+use crate::stats::bump;
+
+/// A goaway may not park the client for longer than this.
+const MAX_GOAWAY_WAIT: Duration = Duration::from_secs(10);
+/// How long a clean close waits for queued frames and the close to go out.
+const CLOSE_FLUSH: Duration = Duration::from_millis(200);
+const CLOSE_DRAIN: Duration = Duration::from_millis(300);
+
+type Opened = (Link, mpsc::UnboundedReceiver<Inbound>);
+
+/// A joined channel, as the supervisor keeps it across links.
+struct ChannelState {
+    name: String,
+    token: String,
+    sub_all: bool,
+    sub_users: BTreeSet<String>,
+    /// Own published tracks, republished on every new link.
+    tracks: Vec<Arc<TrackSlot>>,
+    window: ReplayWindow,
+    permits: Arc<Semaphore>,
+    /// Joined on the current link (false while rejoining or disconnected).
+    live: bool,
+    /// The edge refused a message for lack of the publish right.
+    publish_refused: bool,
+    /// Other members and their tracks.
+    roster: Roster,
+}
+
+/// A request awaiting the edge's answer on the current link.
+enum Pending {
+    Join {
+        token: String,
+        channel: String,
+        subscribe_all: bool,
+        reply: Reply<JoinInfo>,
+    },
+    Rejoin {
+        channel_id: u64,
+    },
+    Publish {
+        channel_id: u64,
+        slot: Arc<TrackSlot>,
+        reply: Reply<()>,
+    },
+    Republish {
+        channel_id: u64,
+        slot: Arc<TrackSlot>,
+    },
+    Subscribe {
+        channel_id: u64,
+        user: String,
+        reply: Reply<()>,
+    },
+    Resubscribe {
+        channel_id: u64,
+        user: String,
+    },
+    Leave {
+        reply: Reply<()>,
+    },
+    /// Fire-and-forget requests (unpublish, unsubscribe, stray leaves):
+    /// their errors are not interesting.
+    Ignore,
+}
+
+/// Why a link ended.
+enum End {
+    /// The app closed the client.
+    Closed,
+    /// Lost: reconnect.
+    Lost(String),
+    /// Nothing left to do on it (no channel): disconnect until needed.
+    Idle,
+    /// The edge said goaway and the wait is over: move, keeping the old link
+    /// until the channels are restored elsewhere.
+    Goaway(Link),
+}
+
+enum Step {
+    Continue,
+    End(End),
+    Goaway,
+}
+
+/// What the reconnect loop produced.
+enum Reconnect {
+    Linked(Opened),
+    Idle,
+    Closed,
+}
+
+pub(crate) struct Supervisor {
+    cfg: ClientConfig,
+    quic: quinn::ClientConfig,
+    endpoints: Endpoints,
+    shared: Arc<Shared>,
+    channels: HashMap<u64, ChannelState>,
+    receivers: HashMap<(u64, String), ReorderBuffer>,
+    pending: HashMap<u32, Pending>,
+    /// Request ids of recent requests that have no success reply
+    /// (unpublish, unsubscribe): an error naming one is not news.
+    fired: VecDeque<u32>,
+    /// Commands waiting for a link.
+    deferred: VecDeque<Cmd>,
+    /// Messages sent on the current link and not yet answered, in order.
+    outstanding: VecDeque<(u64, u64)>,
+    /// Frames queued for the current link.
+    out: BytesMut,
+    next_rid: u32,
+    redirects: Vec<pb::EdgeAddress>,
+    /// Index of the configured candidate connected to last.
+    current: Option<usize>,
+    backoff: BackoffState,
+    /// Set from a lost link until every channel is restored on a new one.
+    outage: Option<String>,
+    /// Rejoins sent on this link and not yet answered.
+    restoring: usize,
+    restore_deadline: Option<Instant>,
+    goaway_at: Option<Instant>,
+    /// The old link after a goaway, kept until the channels are restored.
+    draining: Option<Link>,
+    /// The app left its last channel: disconnect once that is done.
+    left_last: bool,
+}
+
+impl Supervisor {
+    pub fn new(cfg: ClientConfig, shared: Arc<Shared>) -> Result<Self, SdkError> {
+        let quic = crate::tls::quic_config(&cfg.ca_pem, cfg.idle_timeout)?;
+        Ok(Supervisor {
+            backoff: BackoffState::new(cfg.backoff),
+            cfg,
+            quic,
+            endpoints: Endpoints::default(),
+            shared,
+            channels: HashMap::new(),
+            receivers: HashMap::new(),
+            pending: HashMap::new(),
+            fired: VecDeque::new(),
+            deferred: VecDeque::new(),
+            outstanding: VecDeque::new(),
+            out: BytesMut::new(),
+            next_rid: 0,
+            redirects: vec![],
+            current: None,
+            outage: None,
+            restoring: 0,
+            restore_deadline: None,
+            goaway_at: None,
+            draining: None,
+            left_last: false,
+        })
+    }
+
+    fn emit(&self, e: Event) {
+        self.shared.events.push(e);
+    }
+
+    fn rid(&mut self) -> u32 {
+        self.next_rid = self.next_rid.wrapping_add(1).max(1);
+        self.next_rid
+    }
+
+    fn queue(&mut self, kind: CK) {
+        // Sizes are checked at the API, so our frames are within the limits.
+        if let Err(e) = framing::encode(&pb::ClientFrame { kind: Some(kind) }, &mut self.out) {
+            warn!(error = %e, "could not encode a frame; dropped");
+        }
+    }
+
+    fn request(&mut self, kind: impl FnOnce(u32) -> CK, pending: Pending) {
+        let rid = self.rid();
+        self.queue(kind(rid));
+        self.pending.insert(rid, pending);
+    }
+
+    /// A request without a success reply.
+    fn fire(&mut self, kind: impl FnOnce(u32) -> CK) {
+        let rid = self.rid();
+        self.queue(kind(rid));
+        if self.fired.len() >= 256 {
+            self.fired.pop_front();
+        }
+        self.fired.push_back(rid);
+    }
+
+    fn flush(&mut self, link: &Link) {
+        if !self.out.is_empty() {
+            link.send(self.out.split().freeze());
+        }
+    }
+
+    fn timing(&self) -> RoundTiming {
+        RoundTiming {
+            connect_timeout: self.cfg.connect_timeout,
+            stagger: self.cfg.connect_stagger,
+        }
+    }
+
+    // ----- connecting -------------------------------------------------
+
+    /// This round's targets: goaway redirects first, then the candidates
+    /// after the current one, then the rest.
+    async fn attempts(&mut self) -> Vec<(quinn::Endpoint, Target)> {
+        let mut targets: Vec<Target> = vec![];
+        for r in std::mem::take(&mut self.redirects) {
+            if r.server_name.is_empty() {
+                debug!(addr = %r.addr, "goaway redirect without a server name; skipped");
+                continue;
+            }
+            match resolve(&r.addr, self.cfg.connect_timeout).await {
+                Some(addr) => targets.push(Target {
+                    addr,
+                    index: self
+                        .cfg
+                        .edges
+                        .iter()
+                        .position(|e| e.addr == addr && e.server_name == r.server_name),
+                    server_name: r.server_name,
+                }),
+                None => debug!(addr = %r.addr, "goaway redirect does not resolve; skipped"),
+            }
+        }
+        let n = self.cfg.edges.len();
+        let order: Vec<usize> = match self.current {
+            Some(i) if i < n => (i + 1..n).chain(0..=i).collect(),
+            _ => (0..n).collect(),
+        };
+        for i in order {
+            let e = &self.cfg.edges[i];
+            if targets.iter().any(|t| t.addr == e.addr) {
+                continue;
+            }
+            targets.push(Target {
+                addr: e.addr,
+                server_name: e.server_name.clone(),
+                index: Some(i),
+            });
+        }
+        let mut out = vec![];
+        for t in targets {
+            match self.endpoints.for_addr(&t.addr) {
+                Ok(ep) => out.push((ep, t)),
+                Err(e) => warn!(edge = %t.addr, error = %e, "no endpoint for this address"),
+            }
+        }
+        out
+    }
+
+    /// The first connection, for `Client::connect`.
+    pub async fn connect_first(&mut self) -> Result<Opened, SdkError> {
+        let mut last = String::new();
+        for round in 0..self.cfg.connect_rounds {
+            if round > 0 {
+                tokio::time::sleep(self.backoff.next_delay()).await;
+            }
+            let attempts = self.attempts().await;
+            match open(
+                attempts,
+                self.quic.clone(),
+                self.timing(),
+                self.shared.clone(),
+            )
+            .await
+            {
+                Ok(opened) => {
+                    self.backoff.reset();
+                    self.current = opened.0.target.index;
+                    self.shared.set_edge(Some(opened.0.target.addr));
+                    return Ok(opened);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(SdkError::Connect(last))
+    }
+
+    /// Connect again, serving commands meanwhile; jittered backoff between
+    /// failed rounds, the first round at once.
+    async fn reconnect(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Reconnect {
+        loop {
+            let attempts = self.attempts().await;
+            let round = open(
+                attempts,
+                self.quic.clone(),
+                self.timing(),
+                self.shared.clone(),
+            );
+            tokio::pin!(round);
+            let result = loop {
+                tokio::select! {
+                    r = &mut round => break r,
+                    cmd = cmds.recv() => if !self.offline(cmd) {
+                        return Reconnect::Closed;
+                    },
+                }
+            };
+            match result {
+                Ok(opened) => {
+                    self.backoff.reset();
+                    self.current = opened.0.target.index;
+                    return Reconnect::Linked(opened);
+                }
+                Err(e) => debug!(error = %e, "reconnect round failed"),
+            }
+            let pause = tokio::time::sleep(self.backoff.next_delay());
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    cmd = cmds.recv() => if !self.offline(cmd) {
+                        return Reconnect::Closed;
+                    },
+                }
+            }
+            if !self.has_work() {
+                self.outage = None;
+                return Reconnect::Idle;
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.channels.is_empty() || !self.deferred.is_empty()
+    }
+
+    // ----- the main loop ----------------------------------------------
+
+    pub async fn run(mut self, first: Opened, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut next = Some(first);
+        loop {
+            let (link, inbound) = match next.take() {
+                Some(l) => l,
+                None => {
+                    if !self.has_work() {
+                        // Idle: no connection until the app needs one.
+                        let cmd = cmds.recv().await;
+                        if !self.offline(cmd) {
+                            break;
+                        }
+                        if !self.has_work() {
+                            continue;
+                        }
+                    }
+                    match self.reconnect(&mut cmds).await {
+                        Reconnect::Linked(l) => l,
+                        Reconnect::Idle => continue,
+                        Reconnect::Closed => break,
+                    }
+                }
+            };
+            match self.serve(link, inbound, &mut cmds).await {
+                End::Closed => break,
+                End::Idle => self.link_down(false),
+                End::Lost(reason) => {
+                    info!(%reason, "connection to the edge lost");
+                    self.link_down(false);
+                    self.begin_outage(reason);
+                }
+                End::Goaway(old) => {
+                    info!(edge = %old.target.addr, "edge going away; moving");
+                    self.link_down(true);
+                    self.draining = Some(old);
+                    self.begin_outage("the edge is going away".into());
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn begin_outage(&mut self, reason: String) {
+        if !self.has_work() {
+            // Nothing to restore: stay disconnected until needed.
+            self.draining = None;
+            return;
+        }
+        if self.outage.is_none() {
+            self.emit(Event::Reconnecting {
+                reason: reason.clone(),
+            });
+            self.outage = Some(reason);
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut link: Link,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    ) -> End {
+        self.shared.set_edge(Some(link.target.addr));
+        if self.outage.is_some() {
+            bump(&self.shared.stats.reconnects, 1);
+        }
+        debug!(edge = %link.target.addr, "connected");
+        self.out.clear();
+        self.left_last = false;
+        // Restore every channel first, then run what waited for a link.
+        let ids: Vec<u64> = self.channels.keys().copied().collect();
+        for id in ids {
+            let Some(ch) = self.channels.get_mut(&id) else {
+                continue;
+            };
+            ch.live = false;
+            let join = pb::Join {
+                request_id: 0,
+                token: ch.token.clone(),
+                subscribe_all: ch.sub_all,
+                channel: ch.name.clone(),
+            };
+            self.request(
+                |rid| {
+                    CK::Join(pb::Join {
+                        request_id: rid,
+                        ..join
+                    })
+                },
+                Pending::Rejoin { channel_id: id },
+            );
+            self.restoring += 1;
+        }
+        if self.restoring > 0 {
+            self.restore_deadline = Some(Instant::now() + self.cfg.request_timeout);
+        } else {
+            self.restored();
+        }
+        while let Some(cmd) = self.deferred.pop_front() {
+            self.command(cmd, Some(&link));
+        }
+        self.flush(&link);
+
+        let conn = link.conn.clone();
+        let liveness = link.liveness.clone();
+        let mut keepalive = tokio::time::interval(self.cfg.keepalive_interval);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let silent_until = liveness.last() + self.cfg.liveness_timeout;
+            let goaway_at = self.goaway_at;
+            let step = tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    None => {
+                        self.close_link(&mut link).await;
+                        Step::End(End::Closed)
+                    }
+                    Some(Cmd::Close { reply }) => {
+                        self.close_link(&mut link).await;
+                        let _ = reply.send(());
+                        Step::End(End::Closed)
+                    }
+                    Some(cmd) => {
+                        self.command(cmd, Some(&link));
+                        Step::Continue
+                    }
+                },
+                got = inbound.recv() => match got {
+                    Some(Inbound::Frame(f)) => match self.frame(f, &link) {
+                        Some(end) => Step::End(end),
+                        None => Step::Continue,
+                    },
+                    Some(Inbound::Lost { reason, code }) => Step::End(self.lost(reason, code)),
+                    None => Step::End(End::Lost("connection tasks ended".into())),
+                },
+                e = conn.closed() => {
+                    // Frames that arrived before the close still count.
+                    while let Ok(Inbound::Frame(f)) = inbound.try_recv() {
+                        let _ = self.frame(f, &link);
+                    }
+                    Step::End(self.lost(describe_close(&e), close_code(&e)))
+                }
+                _ = keepalive.tick() => {
+                    self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
+                    self.poll_reorder();
+                    match self.restore_deadline {
+                        Some(d) if self.restoring > 0 && Instant::now() >= d => {
+                            link.close(0, "rejoin not answered");
+                            Step::End(End::Lost("the edge did not answer the rejoin in time".into()))
+                        }
+                        _ => Step::Continue,
+                    }
+                }
+                _ = tokio::time::sleep_until(silent_until) => {
+                    if Instant::now() >= liveness.last() + self.cfg.liveness_timeout {
+                        link.close(0, "edge unresponsive");
+                        Step::End(End::Lost(format!(
+                            "nothing heard from the edge for {} ms",
+                            self.cfg.liveness_timeout.as_millis()
+                        )))
+                    } else {
+                        Step::Continue
+                    }
+                }
+                _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
+                    Step::Goaway
+                }
+            };
+            self.flush(&link);
+            match step {
+                Step::Continue => {}
+                Step::End(end) => {
+                    // No-op if already closed; otherwise say we are leaving.
+                    link.close(0, "reconnecting");
+                    return end;
+                }
+                Step::Goaway => return End::Goaway(link),
+            }
+            if self.left_last
+                && self.channels.is_empty()
+                && self.pending.is_empty()
+                && self.deferred.is_empty()
+            {
+                debug!("no channel left; disconnecting");
+                link.shutdown(0, "no channel left", CLOSE_FLUSH).await;
+                return End::Idle;
+            }
+        }
+    }
+
+    fn lost(&mut self, reason: String, code: Option<ErrorCode>) -> End {
+        if code == Some(ErrorCode::JoinTimeout) && self.channels.is_empty() {
+            // The edge drops connections without a channel: fine, we have
+            // none; reconnect when the app joins one.
+            return End::Idle;
+        }
+        End::Lost(reason)
+    }
+
+    /// Leave every channel and close the connection (code 0).
+    async fn close_link(&mut self, link: &mut Link) {
+        let ids: Vec<u64> = self.channels.keys().copied().collect();
+        for channel_id in ids {
+            self.request(
+                |rid| {
+                    CK::Leave(pb::Leave {
+                        request_id: rid,
+                        channel_id,
+                    })
+                },
+                Pending::Ignore,
+            );
+        }
+        self.flush(link);
+        link.shutdown(0, "client closed", CLOSE_FLUSH).await;
+        if let Some(old) = self.draining.take() {
+            old.close(0, "client closed");
+        }
+        self.endpoints.wait_idle(CLOSE_DRAIN).await;
+    }
+
+    /// The link is gone: keep the channels, send again what was in flight.
+    fn link_down(&mut self, keep_bindings: bool) {
+        self.shared.set_edge(None);
+        for ch in self.channels.values_mut() {
+            ch.live = false;
+            if !keep_bindings {
+                for slot in &ch.tracks {
+                    slot.unbind();
+                }
+            }
+        }
+        self.out.clear();
+        self.outstanding.clear();
+        self.fired.clear();
+        self.goaway_at = None;
+        self.restoring = 0;
+        self.restore_deadline = None;
+        // Requests in flight are made again on the next link, in order.
+        let mut pending: Vec<(u32, Pending)> = self.pending.drain().collect();
+        // Oldest first, also across a wrap of the request ids.
+        let base = self.next_rid.wrapping_add(1);
+        pending.sort_by_key(|(rid, _)| rid.wrapping_sub(base));
+        let mut again = VecDeque::new();
+        for (_, p) in pending {
+            match p {
+                Pending::Join {
+                    token,
+                    channel,
+                    subscribe_all,
+                    reply,
+                } => again.push_back(Cmd::Join {
+                    token,
+                    channel,
+                    subscribe_all,
+                    reply,
+                }),
+                Pending::Publish {
+                    channel_id,
+                    slot,
+                    reply,
+                } => again.push_back(Cmd::Publish {
+                    channel_id,
+                    slot,
+                    reply,
+                }),
+                Pending::Subscribe {
+                    channel_id,
+                    user,
+                    reply,
+                } => again.push_back(Cmd::Subscribe {
+                    channel_id,
+                    user,
+                    reply,
+                }),
+                // The connection is gone, and the membership with it.
+                Pending::Leave { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Pending::Rejoin { .. }
+                | Pending::Republish { .. }
+                | Pending::Resubscribe { .. }
+                | Pending::Ignore => {}
+            }
+        }
+        again.extend(self.deferred.drain(..));
+        self.deferred = again;
+    }
+
+    /// Every channel is restored on the current link.
+    fn restored(&mut self) {
+        self.restore_deadline = None;
+        if let Some(old) = self.draining.take() {
+            old.close(0, "moved to another edge");
+        }
+        if self.outage.take().is_some() {
+            if let Some(edge) = self.shared.edge() {
+                info!(%edge, "reconnected; channels restored");
+                self.emit(Event::Reconnected { edge });
+            }
+        }
+    }
+
+    fn restored_one(&mut self) {
+        self.restoring = self.restoring.saturating_sub(1);
+        if self.restoring == 0 {
+            self.restored();
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.shared.set_edge(None);
+        if let Some(old) = self.draining.take() {
+            old.close(0, "client closed");
+        }
+        let ids: Vec<u64> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.remove_channel(id, || Binding::Closed);
+        }
+        self.pending.clear();
+        self.deferred.clear();
+        self.shared.events.close();
+    }
+}
+
+fn chat(channel_id: u64, s: &Sent, to_user: &str) -> pb::ChatMessage {
+    pb::ChatMessage {
+        channel_id,
+        from_user: String::new(),
+        seq: s.seq,
+        payload: s.payload.to_vec(),
+        sent_at_us: s.sent_at_us,
+        to_user: to_user.to_string(),
+    }
+}
+
+/// Connect (one round) and open the control stream.
+async fn open(
+    attempts: Vec<(quinn::Endpoint, Target)>,
+    quic: quinn::ClientConfig,
+    timing: RoundTiming,
+    shared: Arc<Shared>,
+) -> Result<Opened, String> {
+    let (conn, target) = connect_round(attempts, quic, timing).await?;
+    let addr = target.addr;
+    Link::open(conn, target, shared)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Resolve "host:port" (a goaway redirect) to one address.
+async fn resolve(addr: &str, limit: Duration) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Some(a);
+    }
+    let found = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let all: Vec<SocketAddr> = found.collect();
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
