@@ -19,7 +19,11 @@ struct Etcd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Etcd {
@@ -28,15 +32,30 @@ impl Etcd {
         let client_url = format!("http://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
         let child = Self::spawn(dir.path(), &client_url, &peer_url);
-        Etcd { child, dir, client_url, peer_url }
+        Etcd {
+            child,
+            dir,
+            client_url,
+            peer_url,
+        }
     }
 
     fn spawn(dir: &std::path::Path, client: &str, peer: &str) -> Child {
         Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(dir)
-            .args(["--listen-client-urls", client, "--advertise-client-urls", client])
-            .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
+            .args([
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+            ])
             .arg(format!("--initial-cluster=test={peer}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -84,13 +103,20 @@ async fn etcd_store_conforms() {
 async fn etcd_restart_is_survived_by_calls_and_watches() {
     let mut etcd = Etcd::start();
     let store = etcd.store().await;
-    let rev = store.put("/rtn/w/a", Bytes::from_static(b"1"), None).await.unwrap();
+    let rev = store
+        .put("/rtn/w/a", Bytes::from_static(b"1"), None)
+        .await
+        .unwrap();
     let mut watch = store.watch_prefix("/rtn/w/", rev + 1).await.unwrap();
     etcd.restart();
     // Calls fail while it is down and work again once it is back.
     let mut ok = false;
     for _ in 0..100 {
-        if store.put("/rtn/w/b", Bytes::from_static(b"2"), None).await.is_ok() {
+        if store
+            .put("/rtn/w/b", Bytes::from_static(b"2"), None)
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }
@@ -98,10 +124,21 @@ async fn etcd_restart_is_survived_by_calls_and_watches() {
     }
     assert!(ok, "store usable again after etcd restarted");
     // The watch resumed from where it was and delivers the write exactly once.
-    let events = tokio::time::timeout(Duration::from_secs(20), watch.recv()).await.unwrap().unwrap().unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(20), watch.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(matches!(&events[0], WatchEvent::Put(kv) if kv.key == "/rtn/w/b"));
-    store.put("/rtn/w/c", Bytes::from_static(b"3"), None).await.unwrap();
-    let events = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.unwrap().unwrap().unwrap();
+    store
+        .put("/rtn/w/c", Bytes::from_static(b"3"), None)
+        .await
+        .unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), watch.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].key(), "/rtn/w/c");
 }

@@ -15,12 +15,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use tokio::sync::{mpsc, Mutex};
 use tracing::{debug, warn};
 
-use super::{ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchEvent, WatchStream};
+use super::{
+    ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchEvent, WatchStream,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,7 +129,9 @@ fn lease_gone(e: &StoreError) -> bool {
 impl ControlStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_string();
-        let resp = self.call(|mut c| async move { c.get(key, None).await }).await?;
+        let resp = self
+            .call(|mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(to_kv))
     }
 
@@ -154,7 +159,9 @@ impl ControlStore for EtcdStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = key.to_string();
-        let resp = self.call(|mut c| async move { c.delete(key, None).await }).await?;
+        let resp = self
+            .call(|mut c| async move { c.delete(key, None).await })
+            .await?;
         Ok(resp.deleted() > 0)
     }
 
@@ -172,7 +179,11 @@ impl ControlStore for EtcdStore {
         };
         let txn = Txn::new()
             .when([cmp])
-            .and_then([TxnOp::put(key, value.to_vec(), lease.map(|l| PutOptions::new().with_lease(l)))])
+            .and_then([TxnOp::put(
+                key,
+                value.to_vec(),
+                lease.map(|l| PutOptions::new().with_lease(l)),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.call(|mut c| async move { c.txn(txn).await }).await?;
         if resp.succeeded() {
@@ -190,7 +201,9 @@ impl ControlStore for EtcdStore {
         if secs <= 0 {
             return Err(StoreError::Invalid("lease TTL must be positive".into()));
         }
-        let resp = self.call(|mut c| async move { c.lease_grant(secs, None).await }).await?;
+        let resp = self
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
         Ok(resp.id())
     }
 
@@ -215,7 +228,13 @@ impl ControlStore for EtcdStore {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         self.call(|mut c| async move { c.lease_revoke(lease).await })
             .await
-            .map_err(|e| if lease_gone(&e) { StoreError::LeaseNotFound(lease) } else { e })?;
+            .map_err(|e| {
+                if lease_gone(&e) {
+                    StoreError::LeaseNotFound(lease)
+                } else {
+                    e
+                }
+            })?;
         Ok(())
     }
 
@@ -229,14 +248,24 @@ impl ControlStore for EtcdStore {
         };
         // Fail fast if etcd is unreachable now; later breaks are healed.
         self.client().await?;
-        tokio::spawn(run_watch(self.endpoints.clone(), prefix.to_string(), start, tx));
+        tokio::spawn(run_watch(
+            self.endpoints.clone(),
+            prefix.to_string(),
+            start,
+            tx,
+        ));
         Ok(rx)
     }
 }
 
 /// Keep one prefix watch alive across etcd restarts, resuming from the next
 /// revision each time, until the receiver is dropped.
-async fn run_watch(endpoints: Vec<String>, prefix: String, mut next: Revision, tx: mpsc::Sender<Result<Vec<WatchEvent>>>) {
+async fn run_watch(
+    endpoints: Vec<String>,
+    prefix: String,
+    mut next: Revision,
+    tx: mpsc::Sender<Result<Vec<WatchEvent>>>,
+) {
     let mut backoff = RETRY_MIN;
     loop {
         if tx.is_closed() {
@@ -244,8 +273,14 @@ async fn run_watch(endpoints: Vec<String>, prefix: String, mut next: Revision, t
         }
         let opened = async {
             let mut client = connect(&endpoints).await?;
-            let opts = WatchOptions::new().with_prefix().with_start_revision(next).with_progress_notify();
-            client.watch(prefix.clone(), Some(opts)).await.map_err(unavailable)
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(next)
+                .with_progress_notify();
+            client
+                .watch(prefix.clone(), Some(opts))
+                .await
+                .map_err(unavailable)
         };
         let mut stream = match opened.await {
             Ok(s) => s,
