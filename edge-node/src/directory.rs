@@ -288,13 +288,15 @@ impl EdgeCore {
         let now = Instant::now();
         for ch in self.channels() {
             self.report(&ch);
-            ch.update(|st| {
-                let before = st.remote.len();
-                st.remote.retain(|_, r| r.expires > now);
-                if st.remote.len() != before {
+            // Most rounds expire nothing: only then pay for `update`, which
+            // diffs the member views to announce leaves.
+            let stale = ch.read().remote.values().any(|r| r.expires <= now);
+            if stale {
+                ch.update(|st| {
+                    st.remote.retain(|_, r| r.expires > now);
                     st.remote_version += 1;
-                }
-            });
+                });
+            }
         }
         let homed: Vec<ChannelId> = {
             let mut homed = self

@@ -76,7 +76,8 @@ impl EdgeCore {
             .collect()
     }
 
-    /// Forget channels with no local member and no remote member left.
+    /// Forget channels with no local member left (remote members only matter
+    /// to an edge that has local ones).
     pub fn prune_channels(&self) {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, c| {
@@ -307,11 +308,7 @@ impl Edge {
         while Arc::strong_count(&self.core) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        info!(
-            edge = self.core.id,
-            refs = Arc::strong_count(&self.core),
-            "edge stopped"
-        );
+        info!(edge = self.core.id, "edge stopped");
     }
 }
 

@@ -29,7 +29,7 @@ impl EdgeCore {
             .filter_map(|d| {
                 let p = table.path(self.id, *d);
                 if p.is_none() {
-                    self.metrics.media_dropped("no_route");
+                    self.metrics.unroutable.increment(1);
                 }
                 p
             })

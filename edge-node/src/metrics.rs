@@ -58,6 +58,10 @@ fn describe() {
         "rtn_edge_relay_links",
         "Relay links to other edges currently up."
     );
+    describe_counter!(
+        "rtn_edge_unroutable_destinations_total",
+        "Destination edges a packet or frame could not be sent to: no route in the table."
+    );
     describe_gauge!(
         "rtn_edge_route_table_version",
         "Version of the route table in use."
@@ -75,6 +79,7 @@ pub struct EdgeMetrics {
     pub channels: Gauge,
     pub relay_links: Gauge,
     pub route_version: Gauge,
+    pub unroutable: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
     pub media_in_relay: Counter,
@@ -101,6 +106,7 @@ impl EdgeMetrics {
             channels: gauge!("rtn_edge_channels", "edge" => edge.clone()),
             relay_links: gauge!("rtn_edge_relay_links", "edge" => edge.clone()),
             route_version: gauge!("rtn_edge_route_table_version", "edge" => edge.clone()),
+            unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
             media_in_relay: packets("in", "relay"),

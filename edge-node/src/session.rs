@@ -575,14 +575,14 @@ async fn read_media(core: Arc<EdgeCore>, conn: quinn::Connection, published: Pub
                 continue;
             }
         };
-        let target = {
-            let map = published.read().unwrap_or_else(|e| e.into_inner());
-            map.get(&header.track)
-                .filter(|p| p.channel.id == header.channel)
-                .map(|p| (p.channel.clone(), p.session, p.user.clone()))
-        };
-        match target {
-            Some((channel, session, user)) => core.media_from_client(&channel, session, &user, d),
+        // Fan out under the read lock: publishing a track (the only writer)
+        // is rare, and this saves two reference-count round trips per packet.
+        let map = published.read().unwrap_or_else(|e| e.into_inner());
+        match map
+            .get(&header.track)
+            .filter(|p| p.channel.id == header.channel)
+        {
+            Some(p) => core.media_from_client(&p.channel, p.session, &p.user, d),
             None => core.metrics.media_dropped("unknown_track"),
         }
     }
