@@ -101,22 +101,12 @@ impl Supervisor {
                     });
                     return;
                 }
-                let (name, kind) = (slot.name.clone(), slot.kind as i32);
-                self.request(
-                    |rid| {
-                        CK::PublishTrack(pb::PublishTrack {
-                            request_id: rid,
-                            channel_id,
-                            name,
-                            kind,
-                        })
-                    },
-                    Pending::Publish {
-                        channel_id,
-                        slot,
-                        reply,
-                    },
-                );
+                let pending = Pending::Publish {
+                    channel_id,
+                    slot: slot.clone(),
+                    reply,
+                };
+                self.request_publish(channel_id, &slot, pending);
             }
             Cmd::Unpublish { slot } => {
                 let key = slot.key();

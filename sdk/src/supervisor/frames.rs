@@ -192,18 +192,11 @@ impl Supervisor {
             .map(|s| chat(channel_id, s, ""))
             .collect();
         for slot in tracks {
-            let (name, kind) = (slot.name.clone(), slot.kind as i32);
-            self.request(
-                |rid| {
-                    CK::PublishTrack(pb::PublishTrack {
-                        request_id: rid,
-                        channel_id,
-                        name,
-                        kind,
-                    })
-                },
-                Pending::Republish { channel_id, slot },
-            );
+            let pending = Pending::Republish {
+                channel_id,
+                slot: slot.clone(),
+            };
+            self.request_publish(channel_id, &slot, pending);
         }
         for user in users {
             let user_id = user.clone();

@@ -221,6 +221,22 @@ impl Supervisor {
         self.pending.insert(rid, pending);
     }
 
+    /// Ask the edge to publish `slot` (first time or after a reconnect).
+    fn request_publish(&mut self, channel_id: u64, slot: &TrackSlot, pending: Pending) {
+        let (name, kind) = (slot.name.clone(), slot.kind as i32);
+        self.request(
+            |rid| {
+                CK::PublishTrack(pb::PublishTrack {
+                    request_id: rid,
+                    channel_id,
+                    name,
+                    kind,
+                })
+            },
+            pending,
+        );
+    }
+
     /// A request without a success reply.
     fn fire(&mut self, kind: impl FnOnce(u32) -> CK) {
         let rid = self.rid();
