@@ -26,6 +26,51 @@ pub struct EdgeConfig {
     /// Static overlay paths; a peer without one is reached directly.
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// The control plane: registration, probes and routes through etcd.
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// etcd client URLs. Empty: no control plane (static peers and routes).
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of the mesh in the store.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// TTL of the edge's lease: a killed edge leaves the registry after
+    /// this. 3 s: etcd's floor is about 2 s, and directory homes and
+    /// nearest-edge answers move on within a few seconds (traffic itself
+    /// reroutes sooner, on the edges' own probes).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// Edges of each other region this edge probes (all of its own region
+    /// are probed): keeps the probe degree independent of the mesh size.
+    #[serde(default = "default_probes_per_region")]
+    pub probes_per_other_region: usize,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            etcd_endpoints: Vec::new(),
+            prefix: default_prefix(),
+            lease_ttl_ms: default_lease_ttl_ms(),
+            probes_per_other_region: default_probes_per_region(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    region_controller::keys::DEFAULT_PREFIX.into()
+}
+fn default_lease_ttl_ms() -> u64 {
+    3_000
+}
+fn default_probes_per_region() -> usize {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,8 +79,14 @@ pub struct EdgeSection {
     pub id: EdgeId,
     #[serde(default = "default_region")]
     pub region: String,
+    /// City code or name from the lab's table (e.g. "FRA"); gives the
+    /// edge's location unless `lat`/`lon` are set.
     #[serde(default)]
     pub city: String,
+    #[serde(default)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    pub lon: Option<f64>,
     /// UDP address of the QUIC endpoint (clients and relay links share it).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -200,6 +251,8 @@ impl EdgeConfig {
                 id,
                 region: default_region(),
                 city: String::new(),
+                lat: None,
+                lon: None,
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 public_addr: None,
                 admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -218,6 +271,27 @@ impl EdgeConfig {
             limits: LimitsSection::default(),
             peers: vec![],
             routes: vec![],
+            control: ControlSection::default(),
+        }
+    }
+
+    /// Where the edge is: `lat`/`lon`, else its city's coordinates.
+    pub fn location(&self) -> Result<(f64, f64), ConfigError> {
+        match (self.edge.lat, self.edge.lon) {
+            (Some(lat), Some(lon)) => topology::GeoPoint::new(lat, lon)
+                .map(|p| (p.lat(), p.lon()))
+                .map_err(|e| ConfigError::Invalid(format!("edge.lat/edge.lon: {e}"))),
+            (None, None) => topology::geo::find_city(&self.edge.city)
+                .map(|c| (c.point().lat(), c.point().lon()))
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "edge.city {:?} is not a known city; set edge.lat and edge.lon",
+                        self.edge.city
+                    ))
+                }),
+            _ => Err(ConfigError::Invalid(
+                "edge.lat and edge.lon must be set together".into(),
+            )),
         }
     }
 
@@ -302,6 +376,25 @@ impl EdgeConfig {
                 }
             }
         }
+        let c = &self.control;
+        region_controller::keys::KeyLayout::new(&c.prefix)
+            .map_err(|e| ConfigError::Invalid(format!("control.prefix: {e}")))?;
+        if !(2_000..=60_000).contains(&c.lease_ttl_ms) {
+            return bad(
+                "control.lease_ttl_ms must be within 2000..=60000 (etcd's floor is about 2 s)"
+                    .into(),
+            );
+        }
+        for e in &c.etcd_endpoints {
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return bad(format!(
+                    "control.etcd_endpoints: {e:?} must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if !c.etcd_endpoints.is_empty() {
+            self.location()?;
+        }
         Ok(())
     }
 
@@ -384,6 +477,18 @@ mod tests {
                 "16 bytes",
             ),
             (GOOD.replace("dest = 4", "dest = 9"), "routes"),
+            (
+                format!("{GOOD}\n[control]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n"),
+                "edge.city",
+            ),
+            (
+                format!("{GOOD}\n[control]\nlease_ttl_ms = 100\n"),
+                "control.lease_ttl_ms",
+            ),
+            (
+                format!("{GOOD}\n[control]\nprefix = \"rtn\"\n"),
+                "control.prefix",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap().validate().unwrap_err().to_string();

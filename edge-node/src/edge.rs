@@ -12,14 +12,18 @@ use protocol::alpn::{self, LinkKind};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
 use protocol::token::TokenVerifier;
 use protocol::{ChannelId, EdgeId, TrackKey};
+use region_controller::keys::KeyLayout;
+use region_controller::store::ControlStore;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::admin;
 use crate::channel::Channel;
 use crate::config::EdgeConfig;
+use crate::control::ControlAgent;
 use crate::directory::Directory;
 use crate::metrics::EdgeMetrics;
+use crate::probe::Prober;
 use crate::relay::RelayLinks;
 use crate::routes::{RouteFeed, RouteTable};
 use crate::session::{self, ClientHandle};
@@ -31,8 +35,12 @@ pub struct EdgeCore {
     pub cfg: EdgeConfig,
     pub verifier: TokenVerifier,
     pub metrics: EdgeMetrics,
+    /// The table forwarding uses: the route feed's, with local reroutes.
     pub routes: watch::Receiver<Arc<RouteTable>>,
     pub relay: RelayLinks,
+    pub prober: Prober,
+    pub(crate) admin_addr: std::sync::OnceLock<SocketAddr>,
+    pub(crate) started_at_ms: u64,
     pub directory: Directory,
     pub endpoint: quinn::Endpoint,
     pub(crate) relay_client: quinn::ClientConfig,
@@ -149,14 +157,19 @@ pub struct EdgeOptions {
     /// Route feed shared with whoever computes routes; default: static
     /// routes from the config.
     pub routes: Option<RouteFeed>,
+    /// The control store (the lab's embedded one); default: etcd when the
+    /// config names endpoints, else none.
+    pub store: Option<Arc<dyn ControlStore>>,
 }
 
 /// A running edge.
 pub struct Edge {
     pub core: Arc<EdgeCore>,
+    /// The routes the control plane (or a test) gives this edge.
     pub routes: RouteFeed,
     admin_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: Option<ControlAgent>,
 }
 
 impl Edge {
@@ -198,12 +211,21 @@ impl Edge {
             .routes
             .unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
         let metrics = EdgeMetrics::new(cfg.edge.id);
+        let (effective, effective_rx) = watch::channel(routes.current());
+        let store = match opts.store {
+            Some(s) => Some(s),
+            None => crate::control::etcd_store(&cfg.control.etcd_endpoints)?,
+        };
+        let keys = KeyLayout::new(&cfg.control.prefix).map_err(anyhow::Error::msg)?;
         let core = Arc::new(EdgeCore {
             id: cfg.edge.id,
             verifier,
             metrics,
-            routes: routes.subscribe(),
+            routes: effective_rx,
             relay: RelayLinks::default(),
+            prober: Prober::default(),
+            admin_addr: std::sync::OnceLock::new(),
+            started_at_ms: region_controller::records::now_ms(),
             directory: Directory::new(),
             endpoint: endpoint.clone(),
             relay_client,
@@ -220,7 +242,16 @@ impl Edge {
             .await
             .with_context(|| format!("binding the admin port {}", core.cfg.edge.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
+        let _ = core.admin_addr.set(admin_addr);
         let tasks = vec![
+            tokio::spawn(crate::routes::compose(
+                core.id,
+                routes.subscribe(),
+                core.prober.dead(),
+                effective,
+                core.metrics.local_reroutes.clone(),
+            )),
+            tokio::spawn(crate::probe::run(core.clone())),
             tokio::spawn(accept_loop(core.clone())),
             tokio::spawn(admin::serve(core.clone(), admin_listener)),
             tokio::spawn(crate::directory::run_refresh(core.clone())),
@@ -233,11 +264,13 @@ impl Edge {
             region = %core.cfg.edge.region,
             "edge started"
         );
+        let control = store.map(|s| ControlAgent::start(core.clone(), s, keys, routes.clone()));
         Ok(Edge {
             core,
             routes,
             admin_addr,
             tasks,
+            control,
         })
     }
 
@@ -259,9 +292,12 @@ impl Edge {
 
     /// Graceful shutdown: refuse new clients, send every client a goaway with
     /// where to go, wait for them to leave (bounded), then close.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let core = &self.core;
         core.draining.store(true, Ordering::Release);
+        if let Some(c) = &self.control {
+            c.drain();
+        }
         let goaway = pb::Goaway {
             reason: pb::GoawayReason::Shutdown as i32,
             redirect: core.redirects(),
@@ -285,11 +321,16 @@ impl Edge {
         while core.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(c) = self.control.take() {
+            c.stop().await;
+        }
         self.kill().await;
     }
 
     /// Stop at once, as a crash would, but releasing the port (tests).
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
+        // A crash leaves the registry only when the lease expires.
+        drop(self.control.take());
         let core = &self.core;
         core.draining.store(true, Ordering::Release);
         core.stopping.notify_waiters();

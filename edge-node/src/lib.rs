@@ -15,11 +15,13 @@
 pub mod admin;
 pub mod channel;
 pub mod config;
+pub mod control;
 pub mod directory;
 pub mod edge;
 pub mod forwarding;
 pub mod media_queue;
 pub mod metrics;
+pub mod probe;
 pub mod relay;
 pub mod routes;
 pub mod session;

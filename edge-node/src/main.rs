@@ -76,6 +76,19 @@ struct RunArgs {
     drain_timeout_ms: Option<u64>,
     #[arg(long, env = "RTN_LIMITS_GOAWAY_RECONNECT_MS")]
     goaway_reconnect_ms: Option<u32>,
+    #[arg(long, env = "RTN_EDGE_LAT")]
+    lat: Option<f64>,
+    #[arg(long, env = "RTN_EDGE_LON")]
+    lon: Option<f64>,
+    /// Comma-separated etcd URLs of the control plane.
+    #[arg(long, env = "RTN_CONTROL_ETCD", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    #[arg(long, env = "RTN_CONTROL_PREFIX")]
+    control_prefix: Option<String>,
+    #[arg(long, env = "RTN_CONTROL_LEASE_TTL_MS")]
+    lease_ttl_ms: Option<u64>,
+    #[arg(long, env = "RTN_CONTROL_PROBES_PER_OTHER_REGION")]
+    probes_per_other_region: Option<usize>,
 }
 
 #[derive(Args)]
@@ -131,7 +144,17 @@ impl RunArgs {
             client_idle_timeout_ms => c.limits.client_idle_timeout_ms,
             drain_timeout_ms => c.limits.drain_timeout_ms,
             goaway_reconnect_ms => c.limits.goaway_reconnect_ms,
+            etcd => c.control.etcd_endpoints,
+            control_prefix => c.control.prefix,
+            lease_ttl_ms => c.control.lease_ttl_ms,
+            probes_per_other_region => c.control.probes_per_other_region,
         );
+        if let Some(v) = self.lat {
+            c.edge.lat = Some(v);
+        }
+        if let Some(v) = self.lon {
+            c.edge.lon = Some(v);
+        }
         if let Some(v) = self.public_addr {
             c.edge.public_addr = Some(v);
         }

@@ -3,24 +3,17 @@
 //! edge's id: bounded), never user or channel ids.
 
 use metrics::{counter, gauge, Counter, Gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
 
 /// The process-wide Prometheus recorder (one per process; several in-process
 /// edges share it, told apart by their `edge` label).
+/// Shared with the controller (the lab runs both in one process).
 pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (an embedding app):
-            // then this handle renders nothing, which the admin page says.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
+    static DESCRIBED: OnceLock<()> = OnceLock::new();
+    let handle = region_controller::metrics::prometheus();
+    DESCRIBED.get_or_init(describe);
+    handle
 }
 
 fn describe() {
@@ -67,6 +60,34 @@ fn describe() {
         "Version of the route table in use."
     );
     describe_gauge!(
+        "rtn_edge_dead_peers",
+        "Probe targets this edge currently sees dead."
+    );
+    describe_counter!(
+        "rtn_edge_local_reroutes_total",
+        "Route tables rewritten because the edge's own probes saw a next hop die."
+    );
+    describe_gauge!(
+        "rtn_edge_link_rtt_ms",
+        "Smoothed probe RTT to a peer edge, ms."
+    );
+    describe_gauge!(
+        "rtn_edge_link_jitter_ms",
+        "Probe jitter to a peer edge, ms."
+    );
+    describe_gauge!(
+        "rtn_edge_link_loss_ratio",
+        "Probe loss to a peer edge over the window, 0..1."
+    );
+    describe_counter!(
+        "rtn_edge_store_writes_total",
+        "Writes to the control store, by kind (edge, load, probes)."
+    );
+    describe_gauge!(
+        "rtn_edge_store_connected",
+        "1 while the edge's lease and watches on the control store are healthy."
+    );
+    describe_gauge!(
         "rtn_edge_udp_buffer_bytes",
         "UDP socket buffer granted by the kernel, by direction."
     );
@@ -79,6 +100,9 @@ pub struct EdgeMetrics {
     pub channels: Gauge,
     pub relay_links: Gauge,
     pub route_version: Gauge,
+    pub dead_peers: Gauge,
+    pub local_reroutes: Counter,
+    pub store_connected: Gauge,
     pub unroutable: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
@@ -106,6 +130,9 @@ impl EdgeMetrics {
             channels: gauge!("rtn_edge_channels", "edge" => edge.clone()),
             relay_links: gauge!("rtn_edge_relay_links", "edge" => edge.clone()),
             route_version: gauge!("rtn_edge_route_table_version", "edge" => edge.clone()),
+            dead_peers: gauge!("rtn_edge_dead_peers", "edge" => edge.clone()),
+            local_reroutes: counter!("rtn_edge_local_reroutes_total", "edge" => edge.clone()),
+            store_connected: gauge!("rtn_edge_store_connected", "edge" => edge.clone()),
             unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
@@ -121,6 +148,20 @@ impl EdgeMetrics {
             messages_out_relay: messages("out", "relay"),
             edge,
         }
+    }
+
+    pub fn link(&self, peer: u32, rtt_ms: f64, jitter_ms: f64, loss: f64) {
+        let peer = peer.to_string();
+        gauge!("rtn_edge_link_rtt_ms", "edge" => self.edge.clone(), "peer" => peer.clone())
+            .set(rtt_ms);
+        gauge!("rtn_edge_link_jitter_ms", "edge" => self.edge.clone(), "peer" => peer.clone())
+            .set(jitter_ms);
+        gauge!("rtn_edge_link_loss_ratio", "edge" => self.edge.clone(), "peer" => peer).set(loss);
+    }
+
+    pub fn store_write(&self, kind: &'static str) {
+        counter!("rtn_edge_store_writes_total", "edge" => self.edge.clone(), "kind" => kind)
+            .increment(1);
     }
 
     pub fn media_dropped(&self, reason: &'static str) {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use protocol::datagram::RelayDatagram;
+use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
@@ -65,6 +65,15 @@ impl RelayLinks {
         }
     }
 
+    /// Send a probe on the link to `peer`, if it is up (a probe on a down
+    /// link is simply lost, which is what the prober should see).
+    pub fn send_probe(&self, peer: EdgeId, probe: Bytes) {
+        let conn = self.get(peer).and_then(|l| l.conn.read().ok()?.clone());
+        if let Some(conn) = conn {
+            let _ = conn.send_datagram(probe);
+        }
+    }
+
     pub fn send_frame(&self, core: &EdgeCore, peer: EdgeId, frame: pb::RelayFrame) {
         let Some(link) = self.get(peer) else {
             core.metrics.protocol_error("no_relay_link");
@@ -109,14 +118,16 @@ impl RelayLink {
     }
 }
 
-/// The next hops a table needs links to.
+/// The next hops and probe targets a table needs links to.
 fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
     let mut hops: HashSet<EdgeId> = table
         .paths
         .values()
+        .chain(table.backups.values())
         .filter_map(|p| p.get(1).copied())
         .collect();
     hops.extend(table.peers.keys().filter(|p| !table.paths.contains_key(p)));
+    hops.extend(table.probe.iter().filter(|p| table.peers.contains_key(p)));
     hops.remove(&me);
     hops
 }
@@ -179,7 +190,7 @@ async fn run_link(
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 core.metrics.relay_links.increment(1.0);
                 tokio::spawn(link.media.clone().run_writer(conn.clone()));
-                tokio::spawn(read_datagrams(core.clone(), conn.clone()));
+                tokio::spawn(read_datagrams(core.clone(), conn.clone(), Some(link.peer)));
                 pump_frames(&mut rx, send, &conn).await;
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
@@ -250,9 +261,25 @@ async fn pump_frames(
     }
 }
 
-async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection) {
+/// Read a relay connection's datagrams: media, and probes (answered on the
+/// same connection) or probe replies (on links this edge dialed to `peer`).
+async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection, peer: Option<EdgeId>) {
     let mut warned = false;
     while let Ok(d) = conn.read_datagram().await {
+        if matches!(d.first(), Some(&TYPE_PROBE | &TYPE_PROBE_REPLY)) {
+            match Probe::decode(&d) {
+                Ok(p) if !p.reply => {
+                    let _ = conn.send_datagram(p.to_reply().encode());
+                }
+                Ok(p) => {
+                    if let Some(peer) = peer {
+                        core.prober.on_reply(peer, p);
+                    }
+                }
+                Err(_) => core.metrics.protocol_error("malformed_probe"),
+            }
+            continue;
+        }
         core.metrics.media_in_relay.increment(1);
         core.metrics.media_in_relay_bytes.increment(d.len() as u64);
         match RelayDatagram::decode(d) {
@@ -282,7 +309,7 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
         );
         return;
     }
-    tokio::spawn(read_datagrams(core.clone(), conn.clone()));
+    tokio::spawn(read_datagrams(core.clone(), conn.clone(), None));
     let Ok((_send, mut recv)) = conn.accept_bi().await else {
         return;
     };
@@ -309,7 +336,6 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     Some(RK::Message(m)) => core.message_from_relay(m),
                     Some(RK::DirectoryReport(r)) => core.relay_report(r),
                     Some(RK::DirectoryUpdate(u)) => core.relay_update(u),
-                    Some(RK::Probe(_)) | Some(RK::ProbeReply(_)) => {}
                     None => core.metrics.protocol_error("unknown_relay_frame"),
                 },
                 Ok(None) => break,

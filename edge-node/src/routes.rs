@@ -1,13 +1,17 @@
 //! The routes an edge forwards by, and the interface that feeds them.
 //!
-//! Whoever computes routes (static config today, the region controller via
-//! the control store later) publishes a whole [`RouteTable`] through a
-//! [`RouteFeed`]; the edge swaps it in atomically. Forwarding reads the
-//! current table without locks held across awaits. Because every relayed
-//! packet carries the source-routed tree built from the *ingress* edge's
-//! table, edges applying tables at different moments cannot form a loop.
+//! Whoever computes routes (static config, or the region controller through
+//! the control store, see `control.rs`) publishes a whole [`RouteTable`]
+//! through a [`RouteFeed`]. The edge does not forward on that table as is:
+//! [`effective_table`] overlays its own probes' view, switching a path whose
+//! first hop this edge sees dead to the controller's backup (or the direct
+//! link) before the controller has noticed. The result is swapped in
+//! atomically; forwarding reads it without locks held across awaits.
+//! Because every relayed packet carries the source-routed tree built from
+//! the *ingress* edge's table, edges applying tables at different moments
+//! cannot form a loop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -34,6 +38,10 @@ pub struct RouteTable {
     pub peers: HashMap<EdgeId, PeerInfo>,
     /// Full overlay path to each destination: `[self, hop, ..., dest]`.
     pub paths: HashMap<EdgeId, Vec<EdgeId>>,
+    /// Paths avoiding the first hop of `paths[dest]`, for when that hop dies.
+    pub backups: HashMap<EdgeId, Vec<EdgeId>>,
+    /// Peers this edge measures with probes (links are kept up to them).
+    pub probe: HashSet<EdgeId>,
 }
 
 impl RouteTable {
@@ -80,12 +88,48 @@ impl RouteTable {
                 (r.dest, p)
             })
             .collect();
+        let probe = cfg.peers.iter().map(|p| p.id).collect();
         RouteTable {
             version: 1,
             peers,
             paths,
+            backups: HashMap::new(),
+            probe,
         }
     }
+}
+
+/// `base` as this edge forwards on it, given the peers its probes see dead:
+/// a path whose first hop is dead switches to its backup if the backup's
+/// first hop is alive, else to the direct link if the destination is alive.
+/// Destinations themselves dead keep their path (nothing better exists).
+pub fn effective_table(
+    me: EdgeId,
+    base: &RouteTable,
+    dead: &BTreeSet<EdgeId>,
+    version: u64,
+) -> RouteTable {
+    let mut t = base.clone();
+    t.version = version;
+    if dead.is_empty() {
+        return t;
+    }
+    for (dest, path) in t.paths.iter_mut() {
+        let first = path.get(1).copied().unwrap_or(*dest);
+        if !dead.contains(&first) {
+            continue;
+        }
+        let backup = base
+            .backups
+            .get(dest)
+            .filter(|b| b.get(1).is_some_and(|h| !dead.contains(h)));
+        if let Some(b) = backup {
+            *path = b.clone();
+        } else if !dead.contains(dest) && first != *dest {
+            *path = vec![me, *dest];
+        }
+    }
+    t
 }
 
 /// The sending side of an edge's route table: cheap to clone, and
@@ -113,5 +157,55 @@ impl RouteFeed {
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<RouteTable>> {
         self.tx.subscribe()
+    }
+}
+
+/// Keep `out` equal to the effective table of the latest base table and
+/// dead set; count the tables where local probes rerouted something.
+pub async fn compose(
+    me: EdgeId,
+    mut base: watch::Receiver<Arc<RouteTable>>,
+    mut dead: watch::Receiver<BTreeSet<EdgeId>>,
+    out: watch::Sender<Arc<RouteTable>>,
+    reroutes: metrics::Counter,
+) {
+    let mut version = out.borrow().version;
+    loop {
+        let b = base.borrow_and_update().clone();
+        let d = dead.borrow_and_update().clone();
+        version += 1;
+        let t = effective_table(me, &b, &d, version);
+        if t.paths != b.paths {
+            reroutes.increment(1);
+        }
+        out.send_replace(Arc::new(t));
+        tokio::select! {
+            r = base.changed() => if r.is_err() { return },
+            r = dead.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_first_hops_switch_to_backup_or_direct() {
+        let mut base = RouteTable::default();
+        base.paths.insert(3, vec![1, 2, 3]);
+        base.backups.insert(3, vec![1, 4, 3]);
+        base.paths.insert(5, vec![1, 2, 5]);
+        base.paths.insert(2, vec![1, 2]);
+        let none = effective_table(1, &base, &BTreeSet::new(), 7);
+        assert_eq!(none.paths, base.paths);
+        assert_eq!(none.version, 7);
+        let t = effective_table(1, &base, &BTreeSet::from([2]), 8);
+        assert_eq!(t.paths[&3], vec![1, 4, 3], "backup");
+        assert_eq!(t.paths[&5], vec![1, 5], "no backup: direct");
+        assert_eq!(t.paths[&2], vec![1, 2], "dead destination keeps its path");
+        // The backup's hop dead too: direct.
+        let t = effective_table(1, &base, &BTreeSet::from([2, 4]), 9);
+        assert_eq!(t.paths[&3], vec![1, 3]);
     }
 }

@@ -245,6 +245,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
             routes: None,
+            ..Default::default()
         },
     )
     .await?;

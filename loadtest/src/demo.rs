@@ -44,6 +44,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
             routes: None,
+            ..Default::default()
         };
         edges.push(Edge::start(cfg, opts).await?);
     }
@@ -62,6 +63,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
                 .map(|p| (p.id(), peer(p)))
                 .collect(),
             paths: Default::default(),
+            ..Default::default()
         };
         match e.id() {
             1 => table.paths.insert(3, vec![1, 2, 3]),

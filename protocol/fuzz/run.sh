@@ -23,7 +23,7 @@ case "$seconds" in
 esac
 sanitizer="${RTN_FUZZ_SANITIZER:-address}"
 jobs="${RTN_FUZZ_JOBS:-1}"
-all_targets="client_frame server_frame relay_frame media_datagram relay_datagram route_tree token"
+all_targets="client_frame server_frame relay_frame media_datagram relay_datagram probe_datagram route_tree token"
 targets="${RTN_FUZZ_TARGETS:-$all_targets}"
 
 export RUSTC_BOOTSTRAP=1

@@ -30,6 +30,20 @@
 //! 7+6N    ...  media        a whole media datagram, starting with 0x01
 //! ```
 //!
+//! Probe and probe reply (edge -> edge, on relay links), 17 bytes:
+//!
+//! ```text
+//! offset size field
+//! 0      1    type        0x82 (PROBE) or 0x83 (PROBE_REPLY)
+//! 1      8    seq         prober's sequence number
+//! 9      8    sent_at_us  prober's monotonic clock, microseconds
+//! ```
+//!
+//! The receiver of a PROBE answers at once with a PROBE_REPLY carrying the
+//! same two fields, on the connection the probe came in on. Probes ride
+//! datagrams, not the relay stream, so that a lost probe is lost (as media
+//! would be) instead of being retransmitted into an inflated RTT sample.
+//!
 //! Unknown type bytes are refused: a future version changes the ALPN.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -40,6 +54,9 @@ use crate::route_tree::{RouteTree, TreeError, NODE_LEN};
 
 pub const TYPE_MEDIA: u8 = 0x01;
 pub const TYPE_RELAY_MEDIA: u8 = 0x81;
+pub const TYPE_PROBE: u8 = 0x82;
+pub const TYPE_PROBE_REPLY: u8 = 0x83;
+pub const PROBE_LEN: usize = 17;
 pub const MEDIA_HEADER_LEN: usize = 29;
 pub const RELAY_FIXED_LEN: usize = 7;
 /// Largest media datagram.
@@ -228,5 +245,88 @@ mod tests {
             let _ = MediaHeader::decode(&data);
             let _ = RelayDatagram::decode(Bytes::from(data));
         }
+    }
+}
+
+/// A link probe or its reply (see the module docs for the layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub reply: bool,
+    pub seq: u64,
+    pub sent_at_us: u64,
+}
+
+impl Probe {
+    pub fn decode(d: &[u8]) -> Result<Self, DatagramError> {
+        let reply = match d.first() {
+            Some(&TYPE_PROBE) => false,
+            Some(&TYPE_PROBE_REPLY) => true,
+            Some(&t) => return Err(DatagramError::UnknownType(t)),
+            None => return Err(DatagramError::Short(0)),
+        };
+        if d.len() != PROBE_LEN {
+            return Err(DatagramError::Short(d.len()));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(d[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Probe {
+            reply,
+            seq: u64_at(1),
+            sent_at_us: u64_at(9),
+        })
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(PROBE_LEN);
+        b.put_u8(if self.reply {
+            TYPE_PROBE_REPLY
+        } else {
+            TYPE_PROBE
+        });
+        b.put_u64(self.seq);
+        b.put_u64(self.sent_at_us);
+        b.freeze()
+    }
+
+    /// The answer to this probe.
+    pub fn to_reply(self) -> Probe {
+        Probe {
+            reply: true,
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn probes_round_trip(reply: bool, seq: u64, sent_at_us: u64) {
+            let p = Probe { reply, seq, sent_at_us };
+            prop_assert_eq!(Probe::decode(&p.encode()), Ok(p));
+        }
+
+        #[test]
+        fn probe_decode_never_panics(d in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = Probe::decode(&d);
+        }
+    }
+
+    #[test]
+    fn wrong_length_and_type_are_refused() {
+        let p = Probe {
+            reply: false,
+            seq: 1,
+            sent_at_us: 2,
+        }
+        .encode();
+        assert_eq!(Probe::decode(&p[..16]), Err(DatagramError::Short(16)));
+        assert_eq!(
+            Probe::decode(&[0x01; 17]),
+            Err(DatagramError::UnknownType(0x01))
+        );
+        assert_eq!(Probe::decode(&[]), Err(DatagramError::Short(0)));
     }
 }

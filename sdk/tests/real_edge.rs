@@ -37,6 +37,7 @@ async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             routes: Some(RouteFeed::new(RouteTable::default())),
+            ..Default::default()
         };
         edges.push(
             Edge::start(EdgeConfig::dev(id, APP, SECRET), opts)
@@ -59,6 +60,7 @@ async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
                 .map(|p| (p.id(), peer(p)))
                 .collect(),
             paths: Default::default(),
+            ..Default::default()
         });
     }
     edges

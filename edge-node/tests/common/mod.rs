@@ -96,6 +96,7 @@ impl Mesh {
                 version: 0,
                 peers,
                 paths: Default::default(),
+                ..Default::default()
             });
         }
     }
@@ -142,6 +143,7 @@ pub async fn start_edge(
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             routes: Some(RouteFeed::new(RouteTable::default())),
+            ..Default::default()
         };
         match Edge::start(cfg.clone(), opts).await {
             Ok(e) => return e,

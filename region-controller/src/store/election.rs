@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::{ControlStore, Expect, LeaseId, Result, Revision, WatchEvent};
 
-pub struct Election<S: ControlStore> {
+pub struct Election<S: ControlStore + ?Sized> {
     store: Arc<S>,
     key: String,
     candidate: String,
@@ -51,7 +51,7 @@ impl Drop for Leadership {
     }
 }
 
-impl<S: ControlStore> Election<S> {
+impl<S: ControlStore + ?Sized> Election<S> {
     pub fn new(
         store: Arc<S>,
         key: impl Into<String>,
@@ -129,7 +129,7 @@ impl<S: ControlStore> Election<S> {
     }
 }
 
-async fn keep_alive<S: ControlStore>(
+async fn keep_alive<S: ControlStore + ?Sized>(
     store: Arc<S>,
     lease: LeaseId,
     ttl: Duration,

@@ -73,6 +73,18 @@ impl EtcdStore {
         })
     }
 
+    /// A store that dials on first use, so a process can start (and serve on
+    /// its last known state) while etcd is down.
+    pub fn lazy(endpoints: Vec<String>) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(StoreError::Invalid("no etcd endpoints".into()));
+        }
+        Ok(EtcdStore {
+            endpoints,
+            client: Mutex::new(None),
+        })
+    }
+
     async fn client(&self) -> Result<Client> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {

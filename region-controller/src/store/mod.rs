@@ -16,6 +16,7 @@ pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+pub mod watcher;
 
 pub use election::{Election, Leadership};
 #[cfg(feature = "etcd")]

@@ -1,0 +1,570 @@
+//! The edge's side of the control plane: registration under one lease, a
+//! small load record, probe summaries, and the routes its region's
+//! controller publishes, turned into the edge's route table.
+//!
+//! Static stability: every store call may fail. While the store is down the
+//! edge keeps its last registry view and routes (the watches freeze, they do
+//! not empty), keeps probing and rerouting on its own probes, and keeps
+//! accepting clients. When the store returns, a lease that expired in the
+//! meantime is replaced and the edge registers again; watches resume.
+//!
+//! Write budget (design: about one write per second per edge or less):
+//! registration once per lease (and on state changes), load at most every
+//! [`LOAD_INTERVAL`], probe summaries at most every
+//! [`PROBE_PUBLISH_INTERVAL`] and only on a material change. Lease
+//! keepalives are not raft writes in etcd (the leader answers them).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::EdgeId;
+use region_controller::keys::KeyLayout;
+use region_controller::records::{
+    now_ms, EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
+};
+use region_controller::store::watcher::{PrefixWatcher, Update};
+use region_controller::store::{ControlStore, LeaseId, StoreError, WatchEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::edge::EdgeCore;
+use crate::probe::PeerLink;
+use crate::routes::{PeerInfo, RouteFeed, RouteTable};
+
+/// Load is refreshed at most this often. 5 s: load only ranks edges for new
+/// clients and penalises busy transit relays, neither of which needs more
+/// (LiveKit reports every 2 s for its far more load-driven placement).
+pub const LOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Probe summaries are published at most this often, and only when they
+/// changed materially. 2 s: the controller then sees a degraded link within
+/// about one probe-loss window plus 2 s, while the edges' own probes handle
+/// dead hops within a second regardless.
+pub const PROBE_PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
+/// A summary is republished even without change this often, so that a
+/// controller that lost a write (or a restored etcd backup) converges.
+pub const PROBE_REFRESH: Duration = Duration::from_secs(30);
+/// Delay between attempts while the store is unreachable.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// The etcd store for `endpoints` (none when empty). Lazy: the edge starts
+/// and serves while etcd is down.
+pub fn etcd_store(endpoints: &[String]) -> anyhow::Result<Option<Arc<dyn ControlStore>>> {
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let store = region_controller::store::EtcdStore::lazy(endpoints.to_vec())?;
+        Ok(Some(Arc::new(store)))
+    }
+    #[cfg(not(feature = "etcd"))]
+    anyhow::bail!("control.etcd_endpoints is set but this edge-node was built without etcd support; rebuild with `--features etcd`")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    Stopped,
+}
+
+/// The running agent. `drain()` marks the edge DRAINING in the registry;
+/// `stop()` revokes its lease so it leaves the registry at once.
+pub struct ControlAgent {
+    phase: watch::Sender<Phase>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlAgent {
+    pub fn start(
+        core: Arc<EdgeCore>,
+        store: Arc<dyn ControlStore>,
+        keys: KeyLayout,
+        base: RouteFeed,
+    ) -> Self {
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let tasks = vec![
+            tokio::spawn(register(
+                core.clone(),
+                store.clone(),
+                keys.clone(),
+                phase_rx,
+            )),
+            tokio::spawn(follow(core, store, keys, base)),
+        ];
+        ControlAgent { phase, tasks }
+    }
+
+    pub fn drain(&self) {
+        self.phase.send_replace(Phase::Draining);
+    }
+
+    /// Revoke the lease (bounded wait) and stop.
+    pub async fn stop(mut self) {
+        self.phase.send_replace(Phase::Stopped);
+        if let Some(reg) = self.tasks.first_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reg).await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ControlAgent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn edge_record(core: &EdgeCore, state: EdgeState) -> EdgeRecord {
+    let cfg = &core.cfg;
+    let (lat, lon) = cfg.location().unwrap_or((0.0, 0.0));
+    EdgeRecord {
+        id: core.id,
+        region: cfg.edge.region.clone(),
+        city: cfg.edge.city.clone(),
+        lat,
+        lon,
+        addr: cfg
+            .edge
+            .public_addr
+            .or_else(|| core.endpoint.local_addr().ok())
+            .unwrap_or(cfg.edge.listen),
+        server_name: cfg.edge.server_name.clone(),
+        admin_addr: core.admin_addr.get().copied(),
+        capacity: cfg.limits.max_sessions.min(u32::MAX as usize) as u32,
+        state,
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at_ms: core.started_at_ms,
+    }
+}
+
+fn load_record(core: &EdgeCore) -> LoadRecord {
+    let sessions = core.client_count();
+    LoadRecord {
+        sessions: sessions as u32,
+        channels: core.channels().len() as u32,
+        load: sessions as f64 / core.cfg.limits.max_sessions.max(1) as f64,
+        at_ms: now_ms(),
+    }
+}
+
+fn probe_record(me: EdgeId, links: &[PeerLink]) -> ProbeRecord {
+    ProbeRecord {
+        from: me,
+        at_ms: now_ms(),
+        links: links
+            .iter()
+            .map(|l| ProbeLink {
+                to: l.peer,
+                rtt_ms: l.summary.rtt_ms,
+                jitter_ms: l.summary.jitter_ms,
+                loss: l.summary.loss,
+                samples: l.summary.samples,
+                alive: l.alive,
+            })
+            .collect(),
+    }
+}
+
+/// Whether `new` differs from `old` enough to be worth a write: a link came
+/// or went or changed liveness, RTT moved by 1 ms and 5%, jitter by 1 ms and
+/// 20%, loss by a point. Smaller moves are noise to the controller, whose
+/// hysteresis wants 5 ms and 10% before it changes a route anyway.
+pub fn materially_changed(old: &ProbeRecord, new: &ProbeRecord) -> bool {
+    if old.links.len() != new.links.len() {
+        return true;
+    }
+    let moved = |a: f64, b: f64, abs: f64, rel: f64| (a - b).abs() > abs.max(rel * a.max(b));
+    old.links.iter().zip(&new.links).any(|(a, b)| {
+        a.to != b.to
+            || a.alive != b.alive
+            || moved(a.rtt_ms, b.rtt_ms, 1.0, 0.05)
+            || moved(a.jitter_ms, b.jitter_ms, 1.0, 0.2)
+            || (a.loss - b.loss).abs() >= 0.01
+    })
+}
+
+/// Keep the edge registered and its load and probe records current.
+async fn register(
+    core: Arc<EdgeCore>,
+    store: Arc<dyn ControlStore>,
+    keys: KeyLayout,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let ttl = Duration::from_millis(core.cfg.control.lease_ttl_ms);
+    let mut failing = false;
+    loop {
+        if *phase.borrow() == Phase::Stopped {
+            return;
+        }
+        let current = *phase.borrow();
+        let lease = match registered_lease(&core, &*store, &keys, ttl, current).await {
+            Ok(l) => {
+                if failing {
+                    info!(edge = core.id, "store reachable again; registered");
+                }
+                failing = false;
+                core.metrics.store_connected.set(1.0);
+                l
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(edge = core.id, error = %e, "cannot register in the store; serving on the last known state and retrying");
+                }
+                failing = true;
+                core.metrics.store_connected.set(0.0);
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_RETRY) => continue,
+                    _ = phase.changed() => continue,
+                }
+            }
+        };
+        match keep_registered(&core, &*store, &keys, lease, ttl, &mut phase).await {
+            Ok(()) => {
+                // Stopped: leave the registry now rather than after a TTL.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), store.revoke_lease(lease)).await;
+                info!(edge = core.id, "left the registry");
+                return;
+            }
+            Err(e) => {
+                warn!(edge = core.id, error = %e, "lease lost; registering again");
+                core.metrics.store_connected.set(0.0);
+            }
+        }
+    }
+}
+
+async fn registered_lease(
+    core: &EdgeCore,
+    store: &dyn ControlStore,
+    keys: &KeyLayout,
+    ttl: Duration,
+    phase: Phase,
+) -> Result<LeaseId, StoreError> {
+    let lease = store.grant_lease(ttl).await?;
+    let state = match phase {
+        Phase::Serving => EdgeState::Serving,
+        _ => EdgeState::Draining,
+    };
+    store
+        .put(
+            &keys.edge(core.id),
+            edge_record(core, state).to_bytes(),
+            Some(lease),
+        )
+        .await?;
+    core.metrics.store_write("edge");
+    store
+        .put(
+            &keys.load(core.id),
+            load_record(core).to_bytes(),
+            Some(lease),
+        )
+        .await?;
+    core.metrics.store_write("load");
+    info!(edge = core.id, lease, "registered");
+    Ok(lease)
+}
+
+/// Refresh the lease and records until stopped (Ok) or the lease is gone.
+async fn keep_registered(
+    core: &EdgeCore,
+    store: &dyn ControlStore,
+    keys: &KeyLayout,
+    lease: LeaseId,
+    ttl: Duration,
+    phase: &mut watch::Receiver<Phase>,
+) -> Result<(), StoreError> {
+    let mut keepalive = tokio::time::interval(ttl / 3);
+    let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
+    let mut probe_tick = tokio::time::interval(PROBE_PUBLISH_INTERVAL);
+    let mut last_load = load_record(core);
+    let mut last_probes: Option<(ProbeRecord, Instant)> = None;
+    let mut last_phase = *phase.borrow();
+    loop {
+        tokio::select! {
+            _ = keepalive.tick() => match store.keep_alive(lease).await {
+                Ok(()) => core.metrics.store_connected.set(1.0),
+                Err(e @ StoreError::LeaseNotFound(_)) => return Err(e),
+                // Still within the TTL perhaps: keep trying; if the lease
+                // expires meanwhile, the next keepalive says so.
+                Err(_) => core.metrics.store_connected.set(0.0),
+            },
+            _ = load_tick.tick() => {
+                let load = load_record(core);
+                if (load.sessions, load.channels) != (last_load.sessions, last_load.channels)
+                    && put(store, &keys.load(core.id), load.to_bytes(), lease).await?
+                {
+                    core.metrics.store_write("load");
+                    last_load = load;
+                }
+            }
+            _ = probe_tick.tick() => {
+                let rec = probe_record(core.id, &core.prober.links());
+                let due = match &last_probes {
+                    None => !rec.links.is_empty(),
+                    Some((old, at)) => materially_changed(old, &rec) || at.elapsed() >= PROBE_REFRESH,
+                };
+                if due && put(store, &keys.probe(core.id), rec.to_bytes(), lease).await? {
+                    core.metrics.store_write("probes");
+                    last_probes = Some((rec, Instant::now()));
+                }
+            }
+            r = phase.changed() => {
+                let now = if r.is_err() { Phase::Stopped } else { *phase.borrow() };
+                if now == Phase::Stopped {
+                    return Ok(());
+                }
+                if now != last_phase {
+                    let rec = edge_record(core, EdgeState::Draining);
+                    if put(store, &keys.edge(core.id), rec.to_bytes(), lease).await? {
+                        core.metrics.store_write("edge");
+                        last_phase = now;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A write under the lease: Ok(true) written, Ok(false) store unreachable
+/// (try again later), Err when the lease is gone.
+async fn put(
+    store: &dyn ControlStore,
+    key: &str,
+    value: bytes::Bytes,
+    lease: LeaseId,
+) -> Result<bool, StoreError> {
+    match store.put(key, value, Some(lease)).await {
+        Ok(_) => Ok(true),
+        Err(e @ StoreError::LeaseNotFound(_)) => Err(e),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Follow the registry and this edge's routes; publish the resulting table.
+async fn follow(
+    core: Arc<EdgeCore>,
+    store: Arc<dyn ControlStore>,
+    keys: KeyLayout,
+    base: RouteFeed,
+) {
+    let mut edges_w = PrefixWatcher::new(store.clone(), keys.edges());
+    let my_routes = keys.route(core.id);
+    let mut routes_w = PrefixWatcher::new(store, my_routes.clone());
+    let mut registry: BTreeMap<EdgeId, EdgeRecord> = BTreeMap::new();
+    let mut routes: Option<RoutesRecord> = None;
+    let edges_dir = keys.edges();
+    loop {
+        tokio::select! {
+            u = edges_w.next() => apply_registry(&keys, &edges_dir, &mut registry, u),
+            u = routes_w.next() => apply_routes(&my_routes, &mut routes, u),
+        }
+        let table = build_table(&core, &registry, routes.as_ref());
+        let current = base.current();
+        let same = current.peers == table.peers
+            && current.paths == table.paths
+            && current.backups == table.backups
+            && current.probe == table.probe;
+        if !same {
+            base.publish(table);
+        }
+    }
+}
+
+fn apply_registry(
+    keys: &KeyLayout,
+    dir: &str,
+    registry: &mut BTreeMap<EdgeId, EdgeRecord>,
+    update: Update,
+) {
+    let decode = |key: &str, v: &[u8]| {
+        let id = keys.id_in(dir, key)?;
+        match EdgeRecord::from_bytes(v) {
+            Ok(r) if r.id == id => Some(r),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(key, error = %e, "skipping a bad edge record");
+                None
+            }
+        }
+    };
+    match update {
+        Update::Snapshot(kvs) => {
+            registry.clear();
+            registry.extend(
+                kvs.iter()
+                    .filter_map(|kv| decode(&kv.key, &kv.value))
+                    .map(|r| (r.id, r)),
+            );
+        }
+        Update::Events(evs) => {
+            for ev in evs {
+                let id = keys.id_in(dir, ev.key());
+                match (ev, id) {
+                    (WatchEvent::Put(kv), Some(id)) => match decode(&kv.key, &kv.value) {
+                        Some(r) => {
+                            registry.insert(id, r);
+                        }
+                        None => {
+                            registry.remove(&id);
+                        }
+                    },
+                    (WatchEvent::Delete { .. }, Some(id)) => {
+                        registry.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Keep the last routes through deletes and bad values: an edge forwards on
+/// its last good routes until the controller publishes new ones.
+fn apply_routes(key: &str, routes: &mut Option<RoutesRecord>, update: Update) {
+    let kvs: Vec<_> = match update {
+        Update::Snapshot(kvs) => kvs,
+        Update::Events(evs) => evs
+            .into_iter()
+            .filter_map(|e| match e {
+                WatchEvent::Put(kv) => Some(kv),
+                WatchEvent::Delete { .. } => None,
+            })
+            .collect(),
+    };
+    for kv in kvs.iter().filter(|kv| kv.key == key) {
+        match RoutesRecord::from_bytes(&kv.value) {
+            Ok(r) => *routes = Some(r),
+            Err(e) => warn!(key, error = %e, "ignoring bad routes; keeping the last good ones"),
+        }
+    }
+}
+
+/// The route table for the registry and the controller's routes.
+fn build_table(
+    core: &EdgeCore,
+    registry: &BTreeMap<EdgeId, EdgeRecord>,
+    routes: Option<&RoutesRecord>,
+) -> RouteTable {
+    let me = core.id;
+    let mut peers: HashMap<EdgeId, PeerInfo> = RouteTable::from_config(&core.cfg).peers;
+    peers.extend(registry.values().filter(|e| e.id != me).map(|e| {
+        (
+            e.id,
+            PeerInfo {
+                id: e.id,
+                addr: e.addr,
+                server_name: e.server_name.clone(),
+                region: e.region.clone(),
+            },
+        )
+    }));
+    let known =
+        |p: &Vec<EdgeId>| p.first() == Some(&me) && p[1..].iter().all(|e| peers.contains_key(e));
+    let mut paths = HashMap::new();
+    let mut backups = HashMap::new();
+    for r in routes.map(|r| r.routes.as_slice()).unwrap_or_default() {
+        if known(&r.best) {
+            paths.insert(r.dest, r.best.clone());
+        }
+        if let Some(b) = r.backup.as_ref().filter(|b| known(b)) {
+            backups.insert(r.dest, b.clone());
+        }
+    }
+    let mut probe = probe_targets(core, registry);
+    probe.extend(
+        paths
+            .values()
+            .chain(backups.values())
+            .filter_map(|p| p.get(1).copied()),
+    );
+    probe.extend(core.cfg.peers.iter().map(|p| p.id));
+    RouteTable {
+        version: 0,
+        peers,
+        paths,
+        backups,
+        probe,
+    }
+}
+
+/// Every other edge of this edge's region, and the nearest few of each other
+/// region (ties broken by id, so the choice is stable): the probe degree
+/// grows with the region's size and the number of regions, never with the
+/// whole mesh.
+fn probe_targets(core: &EdgeCore, registry: &BTreeMap<EdgeId, EdgeRecord>) -> HashSet<EdgeId> {
+    let me = core.id;
+    let region = &core.cfg.edge.region;
+    let k = core.cfg.control.probes_per_other_region;
+    let here = core
+        .cfg
+        .location()
+        .ok()
+        .and_then(|(lat, lon)| topology::GeoPoint::new(lat, lon).ok());
+    let mut by_region: BTreeMap<&str, Vec<(f64, EdgeId)>> = BTreeMap::new();
+    let mut out = HashSet::new();
+    for e in registry.values().filter(|e| e.id != me) {
+        if &e.region == region {
+            out.insert(e.id);
+            continue;
+        }
+        let d = match (here, topology::GeoPoint::new(e.lat, e.lon)) {
+            (Some(a), Ok(b)) => a.distance_km(&b),
+            _ => 0.0,
+        };
+        by_region.entry(&e.region).or_default().push((d, e.id));
+    }
+    for list in by_region.values_mut() {
+        list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.extend(list.iter().take(k).map(|(_, id)| *id));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
+        ProbeLink {
+            to,
+            rtt_ms,
+            jitter_ms: 0.5,
+            loss: 0.0,
+            samples: 5,
+            alive: true,
+        }
+    }
+
+    #[test]
+    fn only_material_probe_changes_are_written() {
+        let rec = |links| ProbeRecord {
+            from: 1,
+            at_ms: 0,
+            links,
+        };
+        let a = rec(vec![link(2, 40.0), link(3, 10.0)]);
+        assert!(!materially_changed(
+            &a,
+            &rec(vec![link(2, 41.5), link(3, 10.4)])
+        ));
+        assert!(materially_changed(
+            &a,
+            &rec(vec![link(2, 43.0), link(3, 10.0)])
+        ));
+        assert!(materially_changed(&a, &rec(vec![link(2, 40.0)])));
+        let mut dead = a.clone();
+        dead.links[1].alive = false;
+        assert!(materially_changed(&a, &dead));
+        let mut lossy = a.clone();
+        lossy.links[0].loss = 0.02;
+        assert!(materially_changed(&a, &lossy));
+    }
+}

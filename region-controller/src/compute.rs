@@ -1,0 +1,226 @@
+//! From the mirrored mesh to the routes of one region's edges: build the
+//! graph from registrations and probe summaries, compute best and backup
+//! paths with `topology`, and keep previous paths unless the new ones are
+//! clearly better (hysteresis).
+
+use std::collections::BTreeMap;
+
+use protocol::EdgeId;
+use topology::{
+    apply_hysteresis, compute_routes, CostModel, GeoPoint, HysteresisPolicy, LinkSummary,
+    MeshGraph, NodeInfo, Path, Route, RouteSet,
+};
+use tracing::warn;
+
+use crate::mesh::MeshView;
+use crate::records::{EdgeState, RouteRecord, RoutesRecord};
+
+/// The graph of every registered edge and every live probed link.
+pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
+    let mut b = MeshGraph::builder(cost);
+    for e in view.edges.values() {
+        let Ok(location) = GeoPoint::new(e.lat, e.lon) else {
+            continue;
+        };
+        let node = NodeInfo {
+            id: e.id,
+            region: e.region.clone(),
+            location,
+            load: view.load_of(e.id),
+            draining: e.state == EdgeState::Draining,
+        };
+        if let Err(err) = b.add_node(node) {
+            warn!(edge = e.id, error = %err, "edge left out of the graph");
+        }
+    }
+    for p in view.probes.values() {
+        if !view.edges.contains_key(&p.from) {
+            continue;
+        }
+        for l in p.links.iter().filter(|l| l.alive && l.samples > 0) {
+            if !view.edges.contains_key(&l.to) {
+                continue;
+            }
+            let summary = LinkSummary {
+                rtt_ms: l.rtt_ms,
+                jitter_ms: l.jitter_ms,
+                loss: l.loss,
+                samples: l.samples,
+            };
+            if let Err(err) = b.add_link(p.from, l.to, summary) {
+                warn!(from = p.from, to = l.to, error = %err, "link left out of the graph");
+            }
+        }
+    }
+    b.build().unwrap_or_else(|err| {
+        warn!(error = %err, "mesh graph could not be built; using an empty one");
+        MeshGraph::builder(cost)
+            .build()
+            .expect("empty graph builds")
+    })
+}
+
+/// Routes for every edge of `region`, merged with `previous` by hysteresis.
+pub fn region_routes(
+    graph: &MeshGraph,
+    view: &MeshView,
+    region: &str,
+    previous: &BTreeMap<EdgeId, RouteSet>,
+    policy: &HysteresisPolicy,
+) -> BTreeMap<EdgeId, RouteSet> {
+    view.edges
+        .values()
+        .filter(|e| e.region == region && graph.contains(e.id))
+        .filter_map(|e| {
+            let fresh = compute_routes(graph, e.id).ok()?;
+            let merged = match previous.get(&e.id) {
+                Some(prev) => apply_hysteresis(prev, fresh, graph, policy),
+                None => fresh,
+            };
+            Some((e.id, merged))
+        })
+        .collect()
+}
+
+/// The stored form of a route set.
+pub fn to_record(set: &RouteSet, controller: &str, at_ms: u64) -> RoutesRecord {
+    RoutesRecord {
+        edge: set.source(),
+        controller: controller.into(),
+        computed_at_ms: at_ms,
+        routes: set
+            .iter()
+            .map(|r| RouteRecord {
+                dest: r.destination,
+                best: r.best.edges.clone(),
+                backup: r.backup.as_ref().map(|b| b.edges.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// A published record back as a route set (costs are recomputed from the
+/// graph by hysteresis, so they are left at zero here).
+pub fn from_record(rec: &RoutesRecord) -> RouteSet {
+    let path = |edges: &Vec<EdgeId>| Path {
+        edges: edges.clone(),
+        cost_ms: 0.0,
+        rtt_ms: 0.0,
+    };
+    RouteSet::new(
+        rec.edge,
+        rec.routes
+            .iter()
+            .map(|r| Route {
+                destination: r.dest,
+                best: path(&r.best),
+                backup: r.backup.as_ref().map(path),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{EdgeRecord, ProbeLink, ProbeRecord};
+
+    fn edge(id: EdgeId, region: &str) -> EdgeRecord {
+        EdgeRecord {
+            id,
+            region: region.into(),
+            city: String::new(),
+            lat: 10.0,
+            lon: id as f64,
+            addr: format!("127.0.0.1:{}", 4000 + id).parse().unwrap(),
+            server_name: "e".into(),
+            admin_addr: None,
+            capacity: 10,
+            state: EdgeState::Serving,
+            version: "t".into(),
+            started_at_ms: 0,
+        }
+    }
+
+    fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
+        ProbeLink {
+            to,
+            rtt_ms,
+            jitter_ms: 0.0,
+            loss: 0.0,
+            samples: 10,
+            alive: true,
+        }
+    }
+
+    /// 1-3 direct is 100 ms; via 2 it is 20 ms.
+    fn triangle() -> MeshView {
+        let mut v = MeshView::default();
+        for id in 1..=3 {
+            v.edges
+                .insert(id, edge(id, if id == 3 { "b" } else { "a" }));
+        }
+        let probes = [
+            (1, vec![link(2, 10.0), link(3, 100.0)]),
+            (2, vec![link(1, 10.0), link(3, 10.0)]),
+            (3, vec![link(1, 100.0), link(2, 10.0)]),
+        ];
+        for (from, links) in probes {
+            v.probes.insert(
+                from,
+                ProbeRecord {
+                    from,
+                    at_ms: 0,
+                    links,
+                },
+            );
+        }
+        v
+    }
+
+    #[test]
+    fn relayed_path_wins_and_backup_avoids_its_first_hop() {
+        let v = triangle();
+        let g = build_graph(&v, CostModel::default());
+        let routes = region_routes(&g, &v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
+        assert_eq!(routes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        let r = routes[&1].get(3).unwrap();
+        assert_eq!(r.best.edges, vec![1, 2, 3]);
+        assert_eq!(r.backup.as_ref().unwrap().edges, vec![1, 3]);
+        let rec = to_record(&routes[&1], "c", 1);
+        assert_eq!(from_record(&rec).get(3).unwrap().best.edges, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn dead_links_and_unregistered_edges_are_left_out() {
+        let mut v = triangle();
+        v.probes.get_mut(&1).unwrap().links[0].alive = false;
+        v.edges.remove(&2);
+        let g = build_graph(&v, CostModel::default());
+        assert!(!g.contains(2));
+        assert_eq!(g.link_count(), 2);
+        let routes = region_routes(&g, &v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
+        assert_eq!(routes[&1].get(3).unwrap().best.edges, vec![1, 3]);
+    }
+
+    #[test]
+    fn previous_routes_survive_small_improvements() {
+        let mut v = triangle();
+        let g = build_graph(&v, CostModel::default());
+        let policy = HysteresisPolicy::default();
+        let first = region_routes(&g, &v, "a", &BTreeMap::new(), &policy);
+        // The direct link gets slightly better than the detour (19 vs 21 ms
+        // with the relay penalty): not worth a switch.
+        v.probes.get_mut(&1).unwrap().links[1].rtt_ms = 19.0;
+        v.probes.get_mut(&3).unwrap().links[0].rtt_ms = 19.0;
+        let g = build_graph(&v, CostModel::default());
+        let prev = first.clone();
+        let next = region_routes(&g, &v, "a", &prev, &policy);
+        assert_eq!(next[&1].get(3).unwrap().best.edges, vec![1, 2, 3]);
+        // Much better: switch.
+        v.probes.get_mut(&1).unwrap().links[1].rtt_ms = 5.0;
+        let g = build_graph(&v, CostModel::default());
+        let next = region_routes(&g, &v, "a", &prev, &policy);
+        assert_eq!(next[&1].get(3).unwrap().best.edges, vec![1, 3]);
+    }
+}

@@ -1,0 +1,201 @@
+//! Controller configuration: TOML, every scalar overridable by a flag or an
+//! `RTN_CTL_*` environment variable (see `main.rs`), validated at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub controller: ControllerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// The region whose edges this controller computes routes for.
+    pub region: String,
+    /// Unique name among the candidates (default: host name and pid).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A burst of store changes is collected for this long before routes
+    /// are recomputed: probe summaries of a whole region arrive within a few
+    /// hundred ms of each other, and one computation serves them all.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// Routes are recomputed at least this often even without changes.
+    #[serde(default = "default_recompute_ms")]
+    pub recompute_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// etcd client URLs, e.g. `["http://10.0.0.5:2379"]`.
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Lease of the leader key: a dead leader is replaced within this.
+    #[serde(default = "default_election_ttl_ms")]
+    pub election_ttl_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            etcd_endpoints: Vec::new(),
+            prefix: default_prefix(),
+            election_ttl_ms: default_election_ttl_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Public HTTP API (nearest edge) plus /metrics, /healthz, /readyz.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// MaxMind City database for client locations. Without one, shortlists
+    /// spread over regions instead of ranking by distance.
+    #[serde(default)]
+    pub geoip_db: Option<PathBuf>,
+    /// Header carrying the client address when the request comes from a
+    /// trusted proxy (e.g. `x-forwarded-for`).
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
+    /// Peers allowed to set `client_ip_header`, as addresses or CIDRs.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Environment variable holding the bearer token of operator endpoints
+    /// (`/v1/mesh`). Unset: those endpoints are refused (403).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Public lookups allowed per client address per second (burst: twice).
+    #[serde(default = "default_rate")]
+    pub lookups_per_ip_per_s: u32,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_api_listen(),
+            geoip_db: None,
+            client_ip_header: None,
+            trusted_proxies: Vec::new(),
+            admin_token_env: None,
+            lookups_per_ip_per_s: default_rate(),
+        }
+    }
+}
+
+fn default_debounce_ms() -> u64 {
+    200
+}
+fn default_recompute_ms() -> u64 {
+    5_000
+}
+fn default_prefix() -> String {
+    crate::keys::DEFAULT_PREFIX.into()
+}
+fn default_election_ttl_ms() -> u64 {
+    3_000
+}
+fn default_api_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("literal address")
+}
+fn default_rate() -> u32 {
+    20
+}
+
+impl ControllerConfig {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        let c = &self.controller;
+        if c.region.is_empty() || c.region.contains('/') {
+            bail!("controller.region must be a non-empty name without '/'");
+        }
+        if !(10..=10_000).contains(&c.debounce_ms) {
+            bail!("controller.debounce_ms must be within 10..=10000");
+        }
+        if !(100..=600_000).contains(&c.recompute_ms) {
+            bail!("controller.recompute_ms must be within 100..=600000");
+        }
+        crate::keys::KeyLayout::new(&self.store.prefix)
+            .map_err(|e| anyhow::anyhow!("store.prefix: {e}"))?;
+        // etcd's minimum lease TTL is about 2 s (its election timeout).
+        if !(2_000..=60_000).contains(&self.store.election_ttl_ms) {
+            bail!("store.election_ttl_ms must be within 2000..=60000");
+        }
+        for e in &self.store.etcd_endpoints {
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                bail!("store.etcd_endpoints: {e:?} must be an http:// or https:// URL");
+            }
+        }
+        crate::api::parse_proxies(&self.api.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("api.trusted_proxies: {e}"))?;
+        if self.api.lookups_per_ip_per_s == 0 {
+            bail!("api.lookups_per_ip_per_s must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> String {
+        self.controller.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "controller".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn election_ttl(&self) -> Duration {
+        Duration::from_millis(self.store.election_ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_and_bad_fields() {
+        let c = ControllerConfig::from_toml("[controller]\nregion = \"eu\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.store.prefix, "/rtn/v1/");
+        assert!(ControllerConfig::from_toml("[controller]\nregion = \"eu\"\nbogus = 1\n").is_err());
+        let mut bad = c.clone();
+        bad.store.election_ttl_ms = 500;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("election_ttl_ms"));
+        let mut bad = c.clone();
+        bad.api.trusted_proxies = vec!["10.0.0.0/99".into()];
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("trusted_proxies"));
+        let mut bad = c;
+        bad.store.etcd_endpoints = vec!["127.0.0.1:2379".into()];
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("etcd_endpoints"));
+    }
+}

@@ -1,0 +1,239 @@
+//! One region controller: mirrors the mesh, campaigns for its region's
+//! leadership, and while it leads recomputes and publishes the routes of the
+//! region's edges. One supervised loop per concern, as in moq-relay's
+//! cluster: the mirror, the leader loop, the API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::EdgeId;
+use tokio::sync::watch;
+use topology::{CostModel, HysteresisPolicy, RouteSet};
+use tracing::{info, warn};
+
+use crate::compute::{build_graph, from_record, region_routes, to_record};
+use crate::keys::KeyLayout;
+use crate::mesh::{self, SharedMesh};
+use crate::records::{now_ms, Record, RoutesRecord};
+use crate::store::{ControlStore, Election, Leadership};
+
+/// Delay between failed campaigns (store down): the store's own retry
+/// covers short blips; this only bounds log noise and load.
+const CAMPAIGN_RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+pub struct RoutingOptions {
+    pub region: String,
+    pub name: String,
+    pub debounce: Duration,
+    pub recompute: Duration,
+    pub election_ttl: Duration,
+    pub cost: CostModel,
+    pub hysteresis: HysteresisPolicy,
+}
+
+/// Whether this controller leads its region (for metrics, API, tests).
+#[derive(Clone)]
+pub struct LeaderState(watch::Sender<bool>);
+
+impl Default for LeaderState {
+    fn default() -> Self {
+        LeaderState(watch::channel(false).0)
+    }
+}
+
+impl LeaderState {
+    pub fn is_leader(&self) -> bool {
+        *self.0.borrow()
+    }
+    fn set(&self, v: bool) {
+        self.0.send_replace(v);
+        metrics::gauge!("rtn_controller_leader").set(if v { 1.0 } else { 0.0 });
+    }
+}
+
+/// The running parts of a controller (without its HTTP API).
+pub struct Controller {
+    pub mesh: SharedMesh,
+    pub leader: LeaderState,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Controller {
+    pub fn start(store: Arc<dyn ControlStore>, keys: KeyLayout, opts: RoutingOptions) -> Self {
+        let mesh = SharedMesh::default();
+        let leader = LeaderState::default();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(mesh::mirror(store.clone(), keys.clone(), mesh.clone())),
+            tokio::spawn(lead(
+                store.clone(),
+                keys.clone(),
+                opts.clone(),
+                mesh.clone(),
+                leader.clone(),
+                stop_rx,
+            )),
+        ];
+        Controller {
+            mesh,
+            leader,
+            tasks,
+            stop,
+        }
+    }
+
+    /// Stop; a leader resigns so that a standby takes over at once.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        // The leader loop resigns and returns on its own.
+        if let Some(lead) = self.tasks.pop() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), lead).await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn lead(
+    store: Arc<dyn ControlStore>,
+    keys: KeyLayout,
+    opts: RoutingOptions,
+    mesh: SharedMesh,
+    leader: LeaderState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let election = Election::new(
+        store.clone(),
+        keys.leader(&opts.region),
+        opts.name.clone(),
+        opts.election_ttl,
+    );
+    loop {
+        let leadership = tokio::select! {
+            l = election.campaign() => l,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut leadership = match leadership {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(region = %opts.region, error = %e, "campaign failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(CAMPAIGN_RETRY) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        };
+        leader.set(true);
+        info!(region = %opts.region, name = %opts.name, "leading the region");
+        let stopped =
+            publish_while_leading(&store, &keys, &opts, &mesh, &mut leadership, &mut stop).await;
+        leader.set(false);
+        if stopped {
+            if let Err(e) = election.resign(leadership).await {
+                warn!(error = %e, "resigning failed; the lease will expire");
+            }
+            return;
+        }
+        warn!(region = %opts.region, "leadership lost");
+    }
+}
+
+/// Recompute and publish routes until leadership is lost (false) or the
+/// controller stops (true).
+async fn publish_while_leading(
+    store: &Arc<dyn ControlStore>,
+    keys: &KeyLayout,
+    opts: &RoutingOptions,
+    mesh: &SharedMesh,
+    leadership: &mut Leadership,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut changes = mesh.subscribe();
+    // Start from what the previous leader published, so a takeover does not
+    // flap routes that hysteresis was holding.
+    let mut published: BTreeMap<EdgeId, RoutesRecord> = {
+        let view = mesh.read();
+        view.routes
+            .iter()
+            .filter(|(id, _)| view.edges.get(id).is_some_and(|e| e.region == opts.region))
+            .map(|(id, r)| (*id, r.clone()))
+            .collect()
+    };
+    let mut previous: BTreeMap<EdgeId, RouteSet> = published
+        .values()
+        .map(|r| (r.edge, from_record(r)))
+        .collect();
+    let mut tick = tokio::time::interval(opts.recompute);
+    loop {
+        if leadership.is_lost() {
+            return false;
+        }
+        let started = Instant::now();
+        let view = mesh.snapshot();
+        let graph = build_graph(&view, opts.cost);
+        let routes = region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
+        metrics::histogram!("rtn_controller_compute_seconds").record(started.elapsed());
+        metrics::gauge!("rtn_controller_graph_edges").set(graph.node_count() as f64);
+        metrics::gauge!("rtn_controller_graph_links").set(graph.link_count() as f64);
+        for (id, set) in &routes {
+            let unchanged = published
+                .get(id)
+                .is_some_and(|old| old.routes == to_record(set, "", 0).routes);
+            if unchanged || leadership.is_lost() {
+                continue;
+            }
+            let rec = to_record(set, &opts.name, now_ms());
+            match store.put(&keys.route(*id), rec.to_bytes(), None).await {
+                Ok(_) => {
+                    metrics::counter!("rtn_controller_route_publications").increment(1);
+                    published.insert(*id, rec);
+                }
+                Err(e) => warn!(edge = id, error = %e, "publishing routes failed; will retry"),
+            }
+        }
+        // Routes of the region's edges that left the registry go too (an
+        // edge keeps its last routes locally, so this cannot hurt a live one).
+        let gone: Vec<EdgeId> = published
+            .keys()
+            .filter(|id| !view.edges.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if store.delete(&keys.route(id)).await.is_ok() {
+                published.remove(&id);
+            }
+        }
+        previous = routes;
+        // Wait for a change (then let the burst settle) or the periodic tick.
+        let changed = tokio::select! {
+            _ = leadership.lost() => return false,
+            _ = stop.wait_for(|s| *s) => return true,
+            _ = tick.tick() => false,
+            r = changes.changed() => {
+                if r.is_err() {
+                    return false;
+                }
+                true
+            }
+        };
+        if changed {
+            tokio::select! {
+                _ = tokio::time::sleep(opts.debounce) => {}
+                _ = stop.wait_for(|s| *s) => return true,
+            }
+            changes.borrow_and_update();
+        }
+    }
+}

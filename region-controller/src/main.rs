@@ -1,0 +1,193 @@
+//! `region-controller`: one region's controller process.
+//!
+//! A standalone controller always talks to etcd (the embedded store only
+//! makes sense inside one process: the lab runs controllers in-process).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use region_controller::api::{parse_proxies, Api};
+use region_controller::config::ControllerConfig;
+use region_controller::controller::{Controller, RoutingOptions};
+use region_controller::keys::KeyLayout;
+use region_controller::store::ControlStore;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "region-controller", version, about = "RTN region controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Validate a config file (and open its GeoIP database) and exit.
+    CheckConfig(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML config file.
+    #[arg(long, short, env = "RTN_CTL_CONFIG")]
+    config: PathBuf,
+    #[arg(long, env = "RTN_CTL_REGION")]
+    region: Option<String>,
+    #[arg(long, env = "RTN_CTL_NAME")]
+    name: Option<String>,
+    /// Comma-separated etcd URLs.
+    #[arg(long, env = "RTN_CTL_ETCD", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    #[arg(long, env = "RTN_CTL_PREFIX")]
+    prefix: Option<String>,
+    #[arg(long, env = "RTN_CTL_ELECTION_TTL_MS")]
+    election_ttl_ms: Option<u64>,
+    #[arg(long, env = "RTN_CTL_DEBOUNCE_MS")]
+    debounce_ms: Option<u64>,
+    #[arg(long, env = "RTN_CTL_API_LISTEN")]
+    api_listen: Option<std::net::SocketAddr>,
+    #[arg(long, env = "RTN_CTL_GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn load(&self) -> anyhow::Result<ControllerConfig> {
+        let text = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("reading {}", self.config.display()))?;
+        let mut cfg = ControllerConfig::from_toml(&text)
+            .with_context(|| format!("parsing {}", self.config.display()))?;
+        if let Some(v) = &self.region {
+            cfg.controller.region = v.clone();
+        }
+        if let Some(v) = &self.name {
+            cfg.controller.name = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd {
+            cfg.store.etcd_endpoints = v.clone();
+        }
+        if let Some(v) = &self.prefix {
+            cfg.store.prefix = v.clone();
+        }
+        if let Some(v) = self.election_ttl_ms {
+            cfg.store.election_ttl_ms = v;
+        }
+        if let Some(v) = self.debounce_ms {
+            cfg.controller.debounce_ms = v;
+        }
+        if let Some(v) = self.api_listen {
+            cfg.api.listen = v;
+        }
+        if let Some(v) = &self.geoip_db {
+            cfg.api.geoip_db = Some(v.clone());
+        }
+        cfg.validate()?;
+        if cfg.store.etcd_endpoints.is_empty() {
+            anyhow::bail!("store.etcd_endpoints is required (a standalone controller needs etcd)");
+        }
+        Ok(cfg)
+    }
+}
+
+fn open_geoip(cfg: &ControllerConfig) -> anyhow::Result<Option<topology::GeoIpDb>> {
+    cfg.api
+        .geoip_db
+        .as_ref()
+        .map(|p| {
+            let db = topology::GeoIpDb::open(p).with_context(|| "api.geoip_db".to_string())?;
+            db.verify().context("api.geoip_db")?;
+            Ok(db)
+        })
+        .transpose()
+}
+
+#[cfg(feature = "etcd")]
+fn etcd(endpoints: Vec<String>) -> anyhow::Result<Arc<dyn ControlStore>> {
+    // Lazy: the controller starts (and serves its API) while etcd is down.
+    Ok(Arc::new(region_controller::store::EtcdStore::lazy(
+        endpoints,
+    )?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd(_endpoints: Vec<String>) -> anyhow::Result<Arc<dyn ControlStore>> {
+    anyhow::bail!("this binary was built without etcd support; rebuild with `--features etcd`")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig(args) => {
+            let cfg = args.load()?;
+            open_geoip(&cfg)?;
+            println!("config ok: region {}", cfg.controller.region);
+            Ok(())
+        }
+        Command::Run(args) => run(args.load()?).await,
+    }
+}
+
+async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
+    let geoip = open_geoip(&cfg)?;
+    let keys = KeyLayout::new(&cfg.store.prefix).map_err(anyhow::Error::msg)?;
+    let store = etcd(cfg.store.etcd_endpoints.clone())?;
+    let name = cfg.name();
+    let opts = RoutingOptions {
+        region: cfg.controller.region.clone(),
+        name: name.clone(),
+        debounce: std::time::Duration::from_millis(cfg.controller.debounce_ms),
+        recompute: std::time::Duration::from_millis(cfg.controller.recompute_ms),
+        election_ttl: cfg.election_ttl(),
+        cost: Default::default(),
+        hysteresis: Default::default(),
+    };
+    region_controller::metrics::prometheus();
+    let controller = Controller::start(store, keys, opts);
+    let mut api = Api::new(
+        controller.mesh.clone(),
+        controller.leader.clone(),
+        cfg.controller.region.clone(),
+        geoip,
+        cfg.api.lookups_per_ip_per_s,
+    );
+    api.trusted_proxies = parse_proxies(&cfg.api.trusted_proxies).map_err(anyhow::Error::msg)?;
+    api.client_ip_header = cfg
+        .api
+        .client_ip_header
+        .as_deref()
+        .map(hyper::header::HeaderName::try_from)
+        .transpose()
+        .context("api.client_ip_header")?;
+    if let Some(var) = &cfg.api.admin_token_env {
+        let token = std::env::var(var)
+            .with_context(|| format!("api.admin_token_env: ${var} is not set"))?;
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the admin token in ${var} must be at least 16 characters"
+        );
+        api.admin_token = Some(token);
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
+    info!(region = %cfg.controller.region, %name, api = %listener.local_addr()?, "controller started");
+    let api_task = tokio::spawn(Arc::new(api).serve(listener));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: resigning and stopping"),
+        _ = tokio::signal::ctrl_c() => info!("interrupted: resigning and stopping"),
+    }
+    api_task.abort();
+    controller.shutdown().await;
+    info!("controller stopped");
+    Ok(())
+}
