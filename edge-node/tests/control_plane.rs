@@ -1,0 +1,196 @@
+//! Edges and a region controller over the embedded control store, in one
+//! process: registration, probes, routes computed and used, a killed edge
+//! leaving the registry, a draining edge marked as such. (The same flows
+//! across processes with real etcd are in `control_plane_etcd.rs`.)
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use edge_node::{Edge, EdgeConfig, EdgeOptions};
+use protocol::pb::server_frame::Kind as SK;
+use region_controller::controller::{Controller, RoutingOptions};
+use region_controller::keys::KeyLayout;
+use region_controller::records::{EdgeRecord, EdgeState, Record, RoutesRecord};
+use region_controller::store::{ControlStore, MemoryStore};
+
+const CITIES: [&str; 3] = ["fra", "ams", "lhr"];
+
+async fn edge(pki: &edge_node::tls::DevPki, id: u32, store: Arc<dyn ControlStore>) -> Edge {
+    let mut cfg = EdgeConfig::dev(id, APP, SECRET);
+    cfg.edge.region = "eu".into();
+    cfg.edge.city = CITIES[(id as usize - 1) % 3].into();
+    let opts = EdgeOptions {
+        tls: Some(pki.material(&["localhost".into()]).unwrap()),
+        store: Some(store),
+        ..Default::default()
+    };
+    Edge::start(cfg, opts).await.unwrap()
+}
+
+fn controller(store: Arc<dyn ControlStore>, name: &str) -> Controller {
+    Controller::start(
+        store,
+        KeyLayout::default(),
+        RoutingOptions {
+            region: "eu".into(),
+            name: name.into(),
+            debounce: Duration::from_millis(50),
+            recompute: Duration::from_secs(1),
+            election_ttl: Duration::from_secs(2),
+            cost: Default::default(),
+            hysteresis: Default::default(),
+        },
+    )
+}
+
+/// Poll `check` every 50 ms until it holds, or fail after `secs`.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn records<R: Record>(store: &dyn ControlStore, prefix: &str) -> Vec<R> {
+    let (kvs, _) = store.get_prefix(prefix).await.unwrap();
+    kvs.iter()
+        .filter_map(|kv| R::from_bytes(&kv.value).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn edges_register_probe_and_forward_on_computed_routes() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let ctl = controller(store.clone(), "ctl-a");
+    let mut edges = Vec::new();
+    for id in 1..=3 {
+        edges.push(edge(&pki, id, store.clone()).await);
+    }
+    // Registered with their city's coordinates.
+    eventually(5, "three edges registered", || async {
+        records::<EdgeRecord>(&*store, &keys.edges()).await.len() == 3
+    })
+    .await;
+    let e1: Vec<EdgeRecord> = records(&*store, &keys.edges()).await;
+    assert_eq!(e1[0].city, "fra");
+    assert!((e1[0].lat - 50.0).abs() < 1.0, "{:?}", e1[0]);
+    assert_eq!(e1[0].state, EdgeState::Serving);
+    // Probes measured and published; the leader publishes a full route set
+    // for every edge; every edge forwards on it.
+    eventually(10, "routes to every other edge", || async {
+        let routes: Vec<RoutesRecord> = records(&*store, &keys.routes()).await;
+        routes.len() == 3 && routes.iter().all(|r| r.routes.len() == 2)
+    })
+    .await;
+    assert!(ctl.leader.is_leader());
+    eventually(5, "edges apply their routes", || async {
+        edges.iter().all(|e| {
+            let t = e.core.route_table();
+            t.paths.len() == 2 && t.probe.len() == 2
+        })
+    })
+    .await;
+    let links = edges[0].core.prober.links();
+    assert_eq!(links.len(), 2, "edge 1 measures both peers");
+    assert!(links.iter().all(|l| l.alive && l.summary.rtt_ms < 50.0));
+
+    // A client on edge 1 reaches a client on edge 3.
+    let ca = pki.ca_der().to_vec();
+    let mut a = RawClient::connect(edges[0].addr(), &ca).await;
+    let mut c = RawClient::connect(edges[2].addr(), &ca).await;
+    c.join("room", "carol").await;
+    let ja = a.join("room", "alice").await;
+    c.expect(|f| match f {
+        SK::MemberJoined(m) if m.user_id == "alice" => Some(()),
+        _ => None,
+    })
+    .await;
+    a.message(ja.channel_id, 1, b"over the computed routes")
+        .await;
+    let m = c
+        .expect(|f| match f {
+            SK::Message(m) => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.payload, b"over the computed routes");
+
+    // Killed (no goodbye): edge 2 leaves the registry when its lease expires
+    // (3 s), and edge 1 sees it dead on its own probes well before that.
+    let killed_at = std::time::Instant::now();
+    let e2 = edges.remove(1);
+    e2.kill().await;
+    eventually(3, "edge 1 sees edge 2 dead", || async {
+        edges[0].core.prober.dead().borrow().contains(&2)
+    })
+    .await;
+    let dead_after = killed_at.elapsed();
+    eventually(8, "edge 2 leaves the registry", || async {
+        records::<EdgeRecord>(&*store, &keys.edges()).await.len() == 2
+    })
+    .await;
+    let gone_after = killed_at.elapsed();
+    eprintln!("edge 2 killed: seen dead by its peer after {dead_after:?}, out of the registry after {gone_after:?}");
+    eventually(5, "routes drop edge 2", || async {
+        edges[0].core.route_table().paths.len() == 1
+    })
+    .await;
+
+    // Draining: marked DRAINING while clients move, then gone at once.
+    let e3 = edges.pop().unwrap();
+    let drain = tokio::spawn(e3.shutdown());
+    eventually(3, "edge 3 marked draining or gone", || async {
+        let recs: Vec<EdgeRecord> = records(&*store, &keys.edges()).await;
+        recs.iter()
+            .all(|r| r.id != 3 || r.state == EdgeState::Draining)
+    })
+    .await;
+    drain.await.unwrap();
+    let recs: Vec<EdgeRecord> = records(&*store, &keys.edges()).await;
+    assert!(
+        recs.iter().all(|r| r.id != 3),
+        "a drained edge revokes its lease"
+    );
+    for e in edges {
+        e.kill().await;
+    }
+    ctl.shutdown().await;
+}
+
+#[tokio::test]
+async fn standby_controller_takes_over_within_a_lease_ttl() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let a = controller(store.clone(), "ctl-a");
+    eventually(3, "a leads", || async { a.leader.is_leader() }).await;
+    let b = controller(store.clone(), "ctl-b");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.leader.is_leader(), "one leader per region");
+    // A crash: tasks dropped, no resignation; the lease (2 s) must expire.
+    let crashed = std::time::Instant::now();
+    drop(a);
+    eventually(5, "b takes over", || async { b.leader.is_leader() }).await;
+    let took = crashed.elapsed();
+    eprintln!("controller failover after a crash: {took:?} (lease TTL 2 s)");
+    assert!(took < Duration::from_millis(2_600), "took {took:?}");
+    // A clean stop resigns: the next standby takes over at once.
+    let c = controller(store.clone(), "ctl-c");
+    let stopped = std::time::Instant::now();
+    b.shutdown().await;
+    eventually(2, "c takes over", || async { c.leader.is_leader() }).await;
+    eprintln!(
+        "controller failover after a resignation: {:?}",
+        stopped.elapsed()
+    );
+    c.shutdown().await;
+}
