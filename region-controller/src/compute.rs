@@ -83,9 +83,10 @@ pub fn region_routes(
 }
 
 /// The stored form of a route set.
-pub fn to_record(set: &RouteSet, controller: &str, at_ms: u64) -> RoutesRecord {
+pub fn to_record(set: &RouteSet, region: &str, controller: &str, at_ms: u64) -> RoutesRecord {
     RoutesRecord {
         edge: set.source(),
+        region: region.into(),
         controller: controller.into(),
         computed_at_ms: at_ms,
         routes: set
@@ -187,7 +188,7 @@ mod tests {
         let r = routes[&1].get(3).unwrap();
         assert_eq!(r.best.edges, vec![1, 2, 3]);
         assert_eq!(r.backup.as_ref().unwrap().edges, vec![1, 3]);
-        let rec = to_record(&routes[&1], "c", 1);
+        let rec = to_record(&routes[&1], "a", "c", 1);
         assert_eq!(from_record(&rec).get(3).unwrap().best.edges, vec![1, 2, 3]);
     }
 

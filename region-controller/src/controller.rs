@@ -190,11 +190,11 @@ async fn publish_while_leading(
         for (id, set) in &routes {
             let unchanged = published
                 .get(id)
-                .is_some_and(|old| old.routes == to_record(set, "", 0).routes);
+                .is_some_and(|old| old.routes == to_record(set, "", "", 0).routes);
             if unchanged || leadership.is_lost() {
                 continue;
             }
-            let rec = to_record(set, &opts.name, now_ms());
+            let rec = to_record(set, &opts.region, &opts.name, now_ms());
             match store.put(&keys.route(*id), rec.to_bytes(), None).await {
                 Ok(_) => {
                     metrics::counter!("rtn_controller_route_publications").increment(1);
@@ -203,16 +203,23 @@ async fn publish_while_leading(
                 Err(e) => warn!(edge = id, error = %e, "publishing routes failed; will retry"),
             }
         }
-        // Routes of the region's edges that left the registry go too (an
-        // edge keeps its last routes locally, so this cannot hurt a live one).
-        let gone: Vec<EdgeId> = published
-            .keys()
-            .filter(|id| !view.edges.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            if store.delete(&keys.route(id)).await.is_ok() {
-                published.remove(&id);
+        // Routes of the region's edges that left the registry go too, once
+        // the view is fully synced (a half-loaded view would delete live
+        // edges' routes; harmless, as edges keep their last routes, but
+        // churn). Records from before regions were recorded count as ours
+        // when this controller published them.
+        if mesh.store_connected() {
+            let gone: Vec<EdgeId> = view
+                .routes
+                .values()
+                .filter(|r| !view.edges.contains_key(&r.edge))
+                .filter(|r| r.region == opts.region || published.contains_key(&r.edge))
+                .map(|r| r.edge)
+                .collect();
+            for id in gone {
+                if store.delete(&keys.route(id)).await.is_ok() {
+                    published.remove(&id);
+                }
             }
         }
         previous = routes;

@@ -151,6 +151,9 @@ impl Record for ProbeRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoutesRecord {
     pub edge: EdgeId,
+    /// The edge's region: whose leader owns (and eventually deletes) it.
+    #[serde(default)]
+    pub region: String,
     /// Name of the controller that computed them.
     pub controller: String,
     pub computed_at_ms: u64,
@@ -222,6 +225,7 @@ mod tests {
         assert_eq!(EdgeRecord::from_bytes(&e.to_bytes()).unwrap(), e);
         let r = RoutesRecord {
             edge: 1,
+            region: "eu".into(),
             controller: "c".into(),
             computed_at_ms: 5,
             routes: vec![RouteRecord {
@@ -247,6 +251,7 @@ mod tests {
         ));
         let looped = RoutesRecord {
             edge: 1,
+            region: "eu".into(),
             controller: "c".into(),
             computed_at_ms: 5,
             routes: vec![RouteRecord {

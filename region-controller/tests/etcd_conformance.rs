@@ -3,112 +3,29 @@
 //! reconnection and watch resumption across an etcd restart.
 #![cfg(feature = "etcd")]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use region_controller::store::{conformance, ControlStore, EtcdStore, WatchEvent};
-
-struct Etcd {
-    child: Child,
-    dir: tempfile::TempDir,
-    client_url: String,
-    peer_url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let child = Self::spawn(dir.path(), &client_url, &peer_url);
-        Etcd {
-            child,
-            dir,
-            client_url,
-            peer_url,
-        }
-    }
-
-    fn spawn(dir: &std::path::Path, client: &str, peer: &str) -> Child {
-        Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir)
-            .args([
-                "--listen-client-urls",
-                client,
-                "--advertise-client-urls",
-                client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-            ])
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd must be installed (apt-get install etcd-server)")
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Self::spawn(self.dir.path(), &self.client_url, &self.peer_url);
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn store(&self) -> EtcdStore {
-        for _ in 0..100 {
-            if let Ok(s) = EtcdStore::connect(vec![self.client_url.clone()]).await {
-                if s.get("/probe").await.is_ok() {
-                    return s;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("etcd did not come up");
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use region_controller::store::{conformance, ControlStore, EtcdServer, WatchEvent};
 
 #[tokio::test]
 async fn etcd_store_conforms() {
-    let etcd = Etcd::start();
-    let store = Arc::new(etcd.store().await);
+    let etcd = EtcdServer::start().unwrap();
+    let store = Arc::new(etcd.store().await.unwrap());
     conformance::run_all(store, "/rtn/test/").await;
 }
 
 #[tokio::test]
 async fn etcd_restart_is_survived_by_calls_and_watches() {
-    let mut etcd = Etcd::start();
-    let store = etcd.store().await;
+    let mut etcd = EtcdServer::start().unwrap();
+    let store = etcd.store().await.unwrap();
     let rev = store
         .put("/rtn/w/a", Bytes::from_static(b"1"), None)
         .await
         .unwrap();
     let mut watch = store.watch_prefix("/rtn/w/", rev + 1).await.unwrap();
-    etcd.restart();
+    etcd.restart().unwrap();
     // Calls fail while it is down and work again once it is back.
     let mut ok = false;
     for _ in 0..100 {

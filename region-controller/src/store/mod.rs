@@ -15,12 +15,16 @@ pub mod conformance;
 pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
 pub mod memory;
 pub mod watcher;
 
 pub use election::{Election, Leadership};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
+#[cfg(feature = "etcd")]
+pub use etcd_server::EtcdServer;
 pub use memory::MemoryStore;
 
 /// Store-wide revision of a change (etcd's `mod_revision`).
