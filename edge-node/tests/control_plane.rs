@@ -194,3 +194,47 @@ async fn standby_controller_takes_over_within_a_lease_ttl() {
     );
     c.shutdown().await;
 }
+
+/// The design's write budget: about one store write per edge per second or
+/// less, so that a few thousand edges fit one etcd cluster. Every write
+/// (edges' registrations, loads, probe summaries, the leader's routes) bumps
+/// the store revision; count them over a window once the mesh has settled.
+#[tokio::test]
+async fn steady_state_store_writes_per_edge_stay_under_one_per_second() {
+    init_logs();
+    const EDGES: u32 = 4;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn ControlStore> = store.clone();
+    let keys = KeyLayout::default();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let ctl = controller(dyn_store.clone(), "ctl-a");
+    let mut edges = Vec::new();
+    for id in 1..=EDGES {
+        edges.push(edge(&pki, id, dyn_store.clone()).await);
+    }
+    eventually(15, "routes to every other edge", || async {
+        let routes: Vec<RoutesRecord> = records(&*store, &keys.routes()).await;
+        routes.len() == EDGES as usize
+            && routes.iter().all(|r| r.routes.len() == EDGES as usize - 1)
+    })
+    .await;
+    // Let first summaries and the routes they cause settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revision = |s: &MemoryStore| {
+        let s = s.clone();
+        async move { s.get_prefix("/").await.unwrap().1 }
+    };
+    let before = revision(&store).await;
+    tokio::time::sleep(WINDOW).await;
+    let writes = revision(&store).await - before;
+    let per_edge_per_s = writes as f64 / EDGES as f64 / WINDOW.as_secs_f64();
+    eprintln!(
+        "steady state: {writes} store writes in {WINDOW:?} from {EDGES} edges and a leader = {per_edge_per_s:.3} writes/edge/s"
+    );
+    assert!(per_edge_per_s < 1.0, "{per_edge_per_s} writes/edge/s");
+    for e in edges {
+        e.kill().await;
+    }
+    ctl.shutdown().await;
+}
