@@ -196,6 +196,14 @@ async fn run_link(
                 core.metrics.relay_links.decrement(1.0);
                 warn!(edge = core.id, peer = link.peer, "relay link down");
             }
+            Err(e)
+                if matches!(
+                    e.downcast_ref(),
+                    Some(quinn::ConnectError::EndpointStopping)
+                ) =>
+            {
+                return;
+            }
             Err(e) => {
                 if !failing {
                     // Logged once per outage, not once per retry.

@@ -1,8 +1,10 @@
 //! `loadtest demo`: a small local mesh on loopback with SDK clients talking
-//! through it. Three edges with static routes (edge 1 reaches edge 3 through
-//! edge 2, as if their direct path were poor), a caller on each edge, audio
-//! at 50 packets/s and a chat line every second, a status line every second.
-//! The full lab (WAN emulation, control plane, many cities) supersedes it.
+//! through it. Three edges (Amsterdam, Frankfurt, London) and their region's
+//! controller on the embedded control store: the edges register, probe each
+//! other and forward on the routes the controller computes; the controller
+//! serves the nearest-edge API and the mesh view. A caller on each edge,
+//! audio at 50 packets/s and a chat line every second, a status line every
+//! second. The full lab (WAN emulation, many cities) supersedes it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,8 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteTable};
+use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::token::{mint, Grant};
+use region_controller::api::Api;
+use region_controller::controller::{Controller, RoutingOptions};
+use region_controller::keys::KeyLayout;
+use region_controller::store::{ControlStore, MemoryStore};
 use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
 
 const APP: &str = "demo";
@@ -36,51 +42,85 @@ fn token(channel: &str, user: &str) -> String {
     )
 }
 
+const REGION: &str = "eu";
+
+/// The region's controller with its HTTP API on a free loopback port.
+async fn start_controller(
+    store: Arc<dyn ControlStore>,
+) -> anyhow::Result<(Controller, std::net::SocketAddr, String)> {
+    let controller = Controller::start(
+        store,
+        KeyLayout::default(),
+        RoutingOptions {
+            region: REGION.into(),
+            name: "demo-controller".into(),
+            debounce: Duration::from_millis(100),
+            recompute: Duration::from_secs(2),
+            election_ttl: Duration::from_secs(3),
+            cost: Default::default(),
+            hysteresis: Default::default(),
+        },
+    );
+    let mut api = Api::new(
+        controller.mesh.clone(),
+        controller.leader.clone(),
+        REGION.into(),
+        None,
+        50,
+    );
+    let admin_token = format!("{:032x}", rand::random::<u128>());
+    api.admin_token = Some(admin_token.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(Arc::new(api).serve(listener));
+    Ok((controller, addr, admin_token))
+}
+
 pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let pki = DevPki::new()?;
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let (controller, api_addr, admin_token) = start_controller(store.clone()).await?;
     let mut edges = vec![];
-    for id in 1..=3 {
-        let cfg = EdgeConfig::dev(id, APP, SECRET);
+    for (id, city) in [(1, "ams"), (2, "fra"), (3, "lhr")] {
+        let mut cfg = EdgeConfig::dev(id, APP, SECRET);
+        cfg.edge.region = REGION.into();
+        cfg.edge.city = city.into();
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
-            routes: None,
+            store: Some(store.clone()),
             ..Default::default()
         };
         edges.push(Edge::start(cfg, opts).await?);
     }
-    let peer = |e: &Edge| PeerInfo {
-        id: e.id(),
-        addr: e.addr(),
-        server_name: "localhost".into(),
-        region: "local".into(),
-    };
-    for e in &edges {
-        let mut table = RouteTable {
-            version: 0,
-            peers: edges
-                .iter()
-                .filter(|p| p.id() != e.id())
-                .map(|p| (p.id(), peer(p)))
-                .collect(),
-            paths: Default::default(),
-            ..Default::default()
-        };
-        match e.id() {
-            1 => table.paths.insert(3, vec![1, 2, 3]),
-            3 => table.paths.insert(1, vec![3, 2, 1]),
-            _ => None,
-        };
-        e.routes.publish(table);
+    // Registration, first probe summaries, computed routes: a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while edges
+        .iter()
+        .any(|e| e.core.route_table().paths.len() < edges.len() - 1)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the controller computed no routes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("RTN local mesh: 3 edges on loopback (edge 1 <-> edge 3 relayed through edge 2)");
+    println!("RTN local mesh: 3 edges on loopback, routes computed by the region controller");
     for e in &edges {
+        let t = e.core.route_table();
+        let mut paths: Vec<String> = t.paths.values().map(|p| format!("{p:?}")).collect();
+        paths.sort();
         println!(
-            "  edge {}  quic {}  metrics http://{}/metrics",
+            "  edge {}  quic {}  metrics http://{}/metrics  paths {}",
             e.id(),
             e.addr(),
-            e.admin_addr()
+            e.admin_addr(),
+            paths.join(" ")
         );
     }
+    println!("  nearest edges: http://{api_addr}/v1/edges/nearest?ip=127.0.0.1");
+    println!(
+        "  mesh view:     curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/mesh"
+    );
     let ca = pki.ca_pem().into_bytes();
     let mut clients = vec![];
     for (i, user) in ["amsterdam", "berlin", "chicago"].iter().enumerate() {
@@ -161,5 +201,6 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     for e in edges {
         e.kill().await;
     }
+    controller.shutdown().await;
     Ok(())
 }
