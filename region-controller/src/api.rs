@@ -17,7 +17,7 @@ use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::json;
@@ -33,6 +33,11 @@ use crate::records::EdgeState;
 pub const DEFAULT_LIMIT: usize = 4;
 /// Longest shortlist served: probing more costs clients more than it gains.
 pub const MAX_LIMIT: usize = 16;
+/// How long a connection may take to send a request's headers, and how long
+/// an idle keep-alive connection is kept: without a bound, a public endpoint
+/// keeps every silent or trickling connection (and its task and socket)
+/// forever. 10 s is ample for one request line and a few headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
@@ -44,6 +49,8 @@ pub struct Api {
     pub client_ip_header: Option<hyper::header::HeaderName>,
     pub trusted_proxies: Vec<IpNet>,
     pub admin_token: Option<String>,
+    /// See [`HEADER_READ_TIMEOUT`] (the default).
+    pub header_read_timeout: std::time::Duration,
     limiter: Limiter,
 }
 
@@ -76,6 +83,7 @@ impl Api {
             client_ip_header: None,
             trusted_proxies: Vec::new(),
             admin_token: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
             limiter: Limiter::keyed(quota),
         }
     }
@@ -100,12 +108,16 @@ impl Api {
                 }
             };
             let api = self.clone();
+            let header_read_timeout = self.header_read_timeout;
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let api = api.clone();
                     async move { Ok::<_, std::convert::Infallible>(api.handle(peer, &req)) }
                 });
+                // hyper enforces the header read timeout only with a timer.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -166,7 +178,14 @@ impl Api {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110 section 11.1):
+                // "bearer <token>" is as valid as "Bearer <token>".
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim_start_matches(' '))
+            });
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(ApiError::new(
@@ -414,4 +433,778 @@ fn text(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> 
         .header("cache-control", "no-store")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Requests go straight to `handle` (no sockets). The mesh view is filled
+    //! the way a running controller fills it: records written to a store and
+    //! mirrored, so a change in the record format or the mirror shows here.
+
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use http_body_util::BodyExt;
+    use protocol::EdgeId;
+    use serde_json::Value;
+
+    use crate::keys::KeyLayout;
+    use crate::records::{
+        EdgeRecord, LoadRecord, ProbeLink, ProbeRecord, Record, RouteRecord, RoutesRecord,
+    };
+    use crate::store::{ControlStore, MemoryStore};
+
+    const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/geoip/");
+    const CITY_DB: &str = "GeoLite2-City-Test.mmdb";
+
+    // Networks of GeoLite2-City-Test.json.
+    /// 81.2.69.142/31: London, GB, 51.5142,-0.0931.
+    const LONDON_IP: &str = "81.2.69.142";
+    /// 216.160.83.56/29: Milton (WA), US, 47.2513,-122.3149.
+    const US_IP: &str = "216.160.83.57";
+    /// 175.16.199.0/24: Changchun, CN, 43.88,125.3228.
+    const ASIA_IP: &str = "175.16.199.10";
+    /// 2001:218::/32: JP, 35.68536,139.75309 (no city).
+    const JAPAN_IP6: &str = "2001:218::1";
+
+    const LONDON: EdgeId = 1;
+    const FRANKFURT: EdgeId = 2;
+    const NEW_YORK: EdgeId = 3;
+    const SINGAPORE: EdgeId = 4;
+    /// Registered but never reported load: not healthy. In Paris, so that
+    /// listing it would push Frankfurt out of a London client's top two.
+    const PARIS_UNHEALTHY: EdgeId = 5;
+    /// Draining, in London and idle: listing it would put it first.
+    const LONDON_DRAINING: EdgeId = 6;
+    const ELIGIBLE: [EdgeId; 4] = [LONDON, FRANKFURT, NEW_YORK, SINGAPORE];
+
+    const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+    fn edge(id: EdgeId, region: &str, city: &str, lat: f64, lon: f64) -> EdgeRecord {
+        EdgeRecord {
+            id,
+            region: region.into(),
+            city: city.into(),
+            lat,
+            lon,
+            addr: SocketAddr::from(([198, 51, 100, id as u8], 4433)),
+            server_name: format!("edge{id}.rtn.test"),
+            admin_addr: None,
+            capacity: 1000,
+            state: EdgeState::Serving,
+            version: "test".into(),
+            started_at_ms: 1,
+        }
+    }
+
+    fn edges() -> Vec<EdgeRecord> {
+        let mut draining = edge(LONDON_DRAINING, "eu", "LON", 51.5074, -0.1278);
+        draining.state = EdgeState::Draining;
+        vec![
+            edge(LONDON, "eu", "LON", 51.5074, -0.1278),
+            edge(FRANKFURT, "eu", "FRA", 50.1109, 8.6821),
+            edge(NEW_YORK, "us", "NYC", 40.7128, -74.0060),
+            edge(SINGAPORE, "ap", "SIN", 1.3521, 103.8198),
+            edge(PARIS_UNHEALTHY, "eu", "PAR", 48.8566, 2.3522),
+            draining,
+        ]
+    }
+
+    /// Loads of the edges that report one (all but the unhealthy one).
+    fn loads() -> Vec<(EdgeId, f64)> {
+        vec![
+            (LONDON, 0.2),
+            (FRANKFURT, 0.3),
+            (NEW_YORK, 0.1),
+            (SINGAPORE, 0.4),
+            (LONDON_DRAINING, 0.0),
+        ]
+    }
+
+    fn probe() -> ProbeRecord {
+        ProbeRecord {
+            from: LONDON,
+            at_ms: 10,
+            links: vec![
+                ProbeLink {
+                    to: FRANKFURT,
+                    rtt_ms: 9.5,
+                    jitter_ms: 0.4,
+                    loss: 0.01,
+                    samples: 40,
+                    alive: true,
+                },
+                ProbeLink {
+                    to: NEW_YORK,
+                    rtt_ms: 72.0,
+                    jitter_ms: 1.5,
+                    loss: 0.0,
+                    samples: 40,
+                    alive: false,
+                },
+            ],
+        }
+    }
+
+    fn routes() -> RoutesRecord {
+        RoutesRecord {
+            edge: LONDON,
+            region: "eu".into(),
+            controller: "ctl-a".into(),
+            computed_at_ms: 20,
+            routes: vec![RouteRecord {
+                dest: NEW_YORK,
+                best: vec![LONDON, FRANKFURT, NEW_YORK],
+                backup: Some(vec![LONDON, NEW_YORK]),
+            }],
+        }
+    }
+
+    /// A store holding the records above and a mirror of it.
+    struct Mesh {
+        mesh: SharedMesh,
+        mirror: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Mesh {
+        fn drop(&mut self) {
+            self.mirror.abort();
+        }
+    }
+
+    async fn mesh() -> Mesh {
+        let store = Arc::new(MemoryStore::new());
+        let keys = KeyLayout::default();
+        for e in edges() {
+            store
+                .put(&keys.edge(e.id), e.to_bytes(), None)
+                .await
+                .unwrap();
+        }
+        for (id, load) in loads() {
+            let r = LoadRecord {
+                sessions: (load * 1000.0) as u32,
+                channels: 3,
+                load,
+                at_ms: 5,
+            };
+            store.put(&keys.load(id), r.to_bytes(), None).await.unwrap();
+        }
+        store
+            .put(&keys.probe(LONDON), probe().to_bytes(), None)
+            .await
+            .unwrap();
+        store
+            .put(&keys.route(LONDON), routes().to_bytes(), None)
+            .await
+            .unwrap();
+        let mesh = SharedMesh::default();
+        let mirror = tokio::spawn(crate::mesh::mirror(store, keys, mesh.clone()));
+        wait_until("the mirror has every record", || {
+            let v = mesh.read();
+            mesh.store_connected()
+                && v.edges.len() == 6
+                && v.loads.len() == 5
+                && v.probes.len() == 1
+                && v.routes.len() == 1
+        })
+        .await;
+        Mesh { mesh, mirror }
+    }
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn db(name: &str) -> GeoIpDb {
+        GeoIpDb::open(format!("{GEOIP_DIR}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// An API over `m` with the City test database and a rate limit high
+    /// enough that only the rate-limit test meets it.
+    fn api(m: &Mesh) -> Api {
+        api_with_rate(m, 10_000)
+    }
+
+    fn api_with_rate(m: &Mesh, lookups_per_s: u32) -> Api {
+        Api::new(
+            m.mesh.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            Some(db(CITY_DB)),
+            lookups_per_s,
+        )
+    }
+
+    fn peer(s: &str) -> SocketAddr {
+        s.parse().expect("test socket address")
+    }
+
+    struct Reply {
+        status: StatusCode,
+        content_type: String,
+        body: Bytes,
+    }
+
+    impl Reply {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!(
+                    "{} body is not JSON ({e}): {:?}",
+                    self.status,
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+        }
+
+        /// A 200 with a JSON body.
+        fn ok_json(&self) -> Value {
+            let v = self.json();
+            assert_eq!(self.status, StatusCode::OK, "{v}");
+            assert_eq!(self.content_type, "application/json");
+            v
+        }
+
+        /// The documented error shape, exactly: `{"error":{"code","message"}}`.
+        fn assert_error(&self, status: StatusCode, code: &str) {
+            let v = self.json();
+            assert_eq!(self.status, status, "{v}");
+            assert_eq!(self.content_type, "application/json", "{v}");
+            let top = v.as_object().expect("object");
+            assert_eq!(top.len(), 1, "{v}");
+            let err = v["error"].as_object().expect("error object");
+            assert_eq!(err.len(), 2, "{v}");
+            assert_eq!(err["code"], code, "{v}");
+            assert!(
+                err["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{v}"
+            );
+        }
+    }
+
+    async fn send(api: &Api, from: &str, req: Request<()>) -> Reply {
+        let resp = api.handle(peer(from), &req);
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("a full body never fails")
+            .to_bytes();
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn get(api: &Api, from: &str, uri: &str) -> Reply {
+        send(api, from, Request::builder().uri(uri).body(()).unwrap()).await
+    }
+
+    /// A peer whose address is in no database (documentation range).
+    const PEER: &str = "192.0.2.10:40000";
+
+    fn ids(v: &Value) -> Vec<EdgeId> {
+        v["edges"]
+            .as_array()
+            .expect("edges array")
+            .iter()
+            .map(|e| e["id"].as_u64().expect("id") as EdgeId)
+            .collect()
+    }
+
+    fn f(v: &Value) -> f64 {
+        v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+    }
+
+    #[tokio::test]
+    async fn nearest_ranks_by_distance_without_unhealthy_or_draining_edges() {
+        let m = mesh().await;
+        let api = api(&m);
+
+        let v = get(
+            &api,
+            PEER,
+            &format!("/v1/edges/nearest?ip={LONDON_IP}&limit=2"),
+        )
+        .await
+        .ok_json();
+        assert_eq!(v["client"]["ip"], LONDON_IP, "{v}");
+        assert_eq!(v["client"]["source"], "query", "{v}");
+        let loc = &v["client"]["location"];
+        assert_eq!((f(&loc["lat"]), f(&loc["lon"])), (51.5142, -0.0931), "{v}");
+        assert_eq!(loc["city"], "London");
+        assert_eq!(loc["country"], "GB");
+        // Paris (unhealthy) and the idle London edge (draining) would both
+        // be in the top two if they were listed.
+        assert_eq!(ids(&v), [LONDON, FRANKFURT], "{v}");
+        let (london, frankfurt) = (&v["edges"][0], &v["edges"][1]);
+        assert_eq!(london["addr"], "198.51.100.1:4433");
+        assert_eq!(london["server_name"], "edge1.rtn.test");
+        assert_eq!(london["region"], "eu");
+        assert_eq!(london["city"], "LON");
+        assert_eq!(frankfurt["addr"], "198.51.100.2:4433");
+        assert_eq!(frankfurt["server_name"], "edge2.rtn.test");
+        assert!(f(&london["distance_km"]) < 20.0, "{london}");
+        assert!(
+            (600.0..700.0).contains(&f(&frankfurt["distance_km"])),
+            "{frankfurt}"
+        );
+        assert!(f(&london["est_rtt_ms"]) >= 0.0);
+        assert!(f(&frankfurt["est_rtt_ms"]) > f(&london["est_rtt_ms"]));
+        assert_eq!(f(&london["load"]), 0.2);
+        assert_eq!(f(&frankfurt["load"]), 0.3);
+        assert!(f(&london["score"]) < f(&frankfurt["score"]));
+
+        // The longest list still holds only the four eligible edges, nearest
+        // first; the default length is DEFAULT_LIMIT.
+        let all = get(
+            &api,
+            PEER,
+            &format!("/v1/edges/nearest?ip={LONDON_IP}&limit=16"),
+        )
+        .await
+        .ok_json();
+        assert_eq!(ids(&all), [LONDON, FRANKFURT, NEW_YORK, SINGAPORE], "{all}");
+        let default = get(&api, PEER, &format!("/v1/edges/nearest?ip={LONDON_IP}"))
+            .await
+            .ok_json();
+        assert_eq!(ids(&default).len(), DEFAULT_LIMIT.min(ELIGIBLE.len()));
+
+        for (ip, nearest) in [
+            (US_IP, NEW_YORK),
+            (ASIA_IP, SINGAPORE),
+            (JAPAN_IP6, SINGAPORE),
+        ] {
+            let v = get(&api, PEER, &format!("/v1/edges/nearest?ip={ip}&limit=1"))
+                .await
+                .ok_json();
+            assert!(!v["client"]["location"].is_null(), "{ip}: {v}");
+            assert_eq!(ids(&v), [nearest], "{ip}: {v}");
+        }
+
+        // An IPv4-mapped IPv6 address is the IPv4 client it maps.
+        let v = get(
+            &api,
+            PEER,
+            "/v1/edges/nearest?ip=::ffff:81.2.69.142&limit=1",
+        )
+        .await
+        .ok_json();
+        assert_eq!(v["client"]["ip"], LONDON_IP, "{v}");
+        assert_eq!(ids(&v), [LONDON], "{v}");
+    }
+
+    /// Without a location, the list is one edge per region before a second
+    /// from any region, least loaded first within a region.
+    fn assert_region_spread(v: &Value) {
+        assert!(v["client"]["location"].is_null(), "{v}");
+        let list = v["edges"].as_array().expect("edges");
+        assert_eq!(
+            ids(v).into_iter().collect::<BTreeSet<_>>(),
+            BTreeSet::from(ELIGIBLE),
+            "{v}"
+        );
+        let first_three: BTreeSet<&str> = list[..3]
+            .iter()
+            .map(|e| e["region"].as_str().expect("region"))
+            .collect();
+        assert_eq!(first_three, BTreeSet::from(["ap", "eu", "us"]), "{v}");
+        assert_eq!(
+            list[3]["id"], FRANKFURT,
+            "the busier eu edge comes last: {v}"
+        );
+        for e in list {
+            assert!(e["distance_km"].is_null(), "{e}");
+            assert!(e["est_rtt_ms"].is_null(), "{e}");
+            assert!(e["addr"].is_string() && e["server_name"].is_string(), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unlocated_clients_get_a_region_spread() {
+        let m = mesh().await;
+        let api = api(&m);
+        for ip in ["10.1.2.3", "127.0.0.1", "::1"] {
+            let v = get(&api, PEER, &format!("/v1/edges/nearest?ip={ip}"))
+                .await
+                .ok_json();
+            assert_eq!(v["client"]["ip"], ip, "{v}");
+            assert_region_spread(&v);
+        }
+        // No database at all: even a London address has no location.
+        let no_db = Api::new(
+            m.mesh.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            None,
+            100,
+        );
+        let v = get(&no_db, PEER, &format!("/v1/edges/nearest?ip={LONDON_IP}"))
+            .await
+            .ok_json();
+        assert_region_spread(&v);
+    }
+
+    #[tokio::test]
+    async fn corrupt_geoip_records_fall_back_to_a_region_spread() {
+        let m = mesh().await;
+        // Its type is City, so it opens (only `verify`, which the binary runs,
+        // refuses it); every double in its records (latitude, longitude) is
+        // malformed, so every located address fails to decode.
+        let broken = db("GeoIP2-City-Test-Broken-Double-Format.mmdb");
+        let api = Api::new(
+            m.mesh.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            Some(broken),
+            100,
+        );
+        for ip in ["2001:220::1", "214.0.0.7", LONDON_IP, US_IP] {
+            let lookup = api.geoip.as_ref().expect("db").lookup(ip.parse().unwrap());
+            assert!(lookup.is_err(), "{ip}: the record should be corrupt");
+            let v = get(&api, PEER, &format!("/v1/edges/nearest?ip={ip}"))
+                .await
+                .ok_json();
+            assert_eq!(v["client"]["ip"], ip, "{v}");
+            assert_region_spread(&v);
+        }
+    }
+
+    fn with_header(uri: &str, name: &str, value: &str) -> Request<()> {
+        Request::builder()
+            .uri(uri)
+            .header(name, value)
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_client_is_the_peer_or_a_trusted_proxys_header() {
+        let m = mesh().await;
+        let mut api = api(&m);
+
+        // No `ip`: the caller's own address, also when it arrives as an
+        // IPv4-mapped IPv6 peer (a dual-stack listener).
+        for from in ["81.2.69.142:5000", "[::ffff:81.2.69.142]:5000"] {
+            let v = get(&api, from, "/v1/edges/nearest?limit=1").await.ok_json();
+            assert_eq!(v["client"]["source"], "peer", "{v}");
+            assert_eq!(v["client"]["ip"], LONDON_IP, "{v}");
+            assert_eq!(ids(&v), [LONDON], "{v}");
+        }
+        // A header is ignored while none is configured.
+        let r = send(
+            &api,
+            "81.2.69.142:5000",
+            with_header("/v1/edges/nearest", "x-forwarded-for", US_IP),
+        )
+        .await;
+        assert_eq!(r.ok_json()["client"]["source"], "peer");
+
+        api.client_ip_header = Some(hyper::header::HeaderName::from_static("x-forwarded-for"));
+        api.trusted_proxies = parse_proxies(&["10.0.0.0/8".into(), "192.0.2.99".into()]).unwrap();
+        let uri = "/v1/edges/nearest?limit=1";
+
+        // From a trusted proxy: the first address of the list is the client.
+        for (proxy, value) in [
+            ("10.9.8.7:3000", format!("{US_IP}, 10.0.0.1")),
+            ("192.0.2.99:3000", format!(" {US_IP}")),
+            ("[::ffff:10.1.1.1]:3000", US_IP.to_string()),
+        ] {
+            let v = send(&api, proxy, with_header(uri, "x-forwarded-for", &value))
+                .await
+                .ok_json();
+            assert_eq!(v["client"]["source"], "header", "{proxy} {value:?}: {v}");
+            assert_eq!(v["client"]["ip"], US_IP, "{v}");
+            assert_eq!(ids(&v), [NEW_YORK], "{v}");
+        }
+        // A trusted proxy that sends no header is the client itself.
+        let v = get(&api, "10.9.8.7:3000", uri).await.ok_json();
+        assert_eq!(v["client"]["source"], "peer", "{v}");
+        assert_eq!(v["client"]["ip"], "10.9.8.7", "{v}");
+        // `ip` still wins over both.
+        let v = send(
+            &api,
+            "10.9.8.7:3000",
+            with_header(
+                &format!("/v1/edges/nearest?ip={LONDON_IP}&limit=1"),
+                "x-forwarded-for",
+                US_IP,
+            ),
+        )
+        .await
+        .ok_json();
+        assert_eq!(v["client"]["source"], "query", "{v}");
+        assert_eq!(ids(&v), [LONDON], "{v}");
+
+        // Anyone else can put anything in the header: it is ignored.
+        for untrusted in ["81.2.69.142:5000", "192.0.2.98:5000", "11.0.0.1:5000"] {
+            let v = send(&api, untrusted, with_header(uri, "x-forwarded-for", US_IP))
+                .await
+                .ok_json();
+            assert_eq!(v["client"]["source"], "peer", "{untrusted}: {v}");
+            let peer_ip = peer(untrusted).ip().to_string();
+            assert_eq!(v["client"]["ip"], peer_ip, "{v}");
+        }
+        // Garbage from a trusted proxy is its bug, reported rather than
+        // silently ranking for the proxy's location.
+        for garbage in [
+            "not-an-ip",
+            "",
+            "unknown, 1.2.3.4",
+            "81.2.69.142:443",
+            "999.1.1.1",
+        ] {
+            send(
+                &api,
+                "10.9.8.7:3000",
+                with_header(uri, "x-forwarded-for", garbage),
+            )
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_client_header");
+        }
+        // The same garbage from an untrusted peer is never looked at.
+        let r = send(
+            &api,
+            "192.0.2.98:5000",
+            with_header(uri, "x-forwarded-for", "not-an-ip"),
+        )
+        .await;
+        assert_eq!(r.ok_json()["client"]["source"], "peer");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_json_errors() {
+        let m = mesh().await;
+        let api = api(&m);
+        let nearest = "/v1/edges/nearest";
+        for ip in ["999.1.1.1", "", "london", "81.2.69", "1.2.3.4/32", "[::1]"] {
+            get(&api, PEER, &format!("{nearest}?ip={ip}"))
+                .await
+                .assert_error(StatusCode::BAD_REQUEST, "invalid_ip");
+        }
+        for limit in ["0", "17", "abc", "-1", "", "1.5", "99999999999999999999999"] {
+            get(&api, PEER, &format!("{nearest}?limit={limit}"))
+                .await
+                .assert_error(StatusCode::BAD_REQUEST, "invalid_limit");
+        }
+        // The bounds themselves are fine.
+        for limit in [1, MAX_LIMIT] {
+            get(&api, PEER, &format!("{nearest}?limit={limit}"))
+                .await
+                .ok_json();
+        }
+        // A bare `limit` is `limit=` (an empty value), not an unknown name.
+        get(&api, PEER, &format!("{nearest}?limit"))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_limit");
+        for query in [
+            "city=London",
+            &format!("ip={LONDON_IP}&foo=1"),
+            "IP=1.2.3.4",
+            "x",
+        ] {
+            get(&api, PEER, &format!("{nearest}?{query}"))
+                .await
+                .assert_error(StatusCode::BAD_REQUEST, "unknown_parameter");
+        }
+        for path in [nearest, "/v1/mesh", "/healthz", "/readyz", "/metrics"] {
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                let req = Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(())
+                    .unwrap();
+                send(&api, PEER, req)
+                    .await
+                    .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+            }
+        }
+        for path in [
+            "/",
+            "/v1/edges",
+            "/v1/edges/nearest/",
+            "/v2/edges/nearest",
+            "/V1/MESH",
+        ] {
+            get(&api, PEER, path)
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "not_found");
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_are_rate_limited_per_client() {
+        let m = mesh().await;
+        let uri = format!("/v1/edges/nearest?ip={LONDON_IP}");
+        // 2 lookups/s with a burst of 4: the fifth in a row is refused, unless
+        // the machine stalled long enough (half a second) to earn another;
+        // then the round is repeated on a fresh limiter.
+        let mut refused = false;
+        for _ in 0..5 {
+            let mut api = api_with_rate(&m, 2);
+            let start = Instant::now();
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                statuses.push(get(&api, PEER, &uri).await);
+            }
+            if start.elapsed() >= Duration::from_millis(450) {
+                continue;
+            }
+            for r in &statuses[..4] {
+                r.ok_json();
+            }
+            statuses[4].assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            // Every other client has its own budget.
+            get(&api, "192.0.2.11:40000", &uri).await.ok_json();
+            get(&api, "[2001:db8::1]:40000", &uri).await.ok_json();
+            // Behind a trusted proxy, the budget is the forwarded client's,
+            // not the proxy's (one proxy serves many clients).
+            api.client_ip_header = Some(hyper::header::HeaderName::from_static("x-forwarded-for"));
+            api.trusted_proxies = parse_proxies(&["10.0.0.1".into()]).unwrap();
+            let via_proxy = |client: &str| with_header(&uri, "x-forwarded-for", client);
+            let mut proxied = Vec::new();
+            for _ in 0..5 {
+                proxied.push(send(&api, "10.0.0.1:3000", via_proxy("203.0.113.5")).await);
+            }
+            // The limited client's address sent directly is the same client.
+            let direct = get(&api, "203.0.113.5:1", &uri).await;
+            if start.elapsed() >= Duration::from_millis(450) {
+                continue;
+            }
+            for r in &proxied[..4] {
+                r.ok_json();
+            }
+            proxied[4].assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            direct.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            send(&api, "10.0.0.1:3000", via_proxy("203.0.113.6"))
+                .await
+                .ok_json();
+            // The proxy's own lookups have a budget of their own.
+            get(&api, "10.0.0.1:3000", &uri).await.ok_json();
+            refused = true;
+            break;
+        }
+        assert!(refused, "five rounds of five lookups each took over 450 ms");
+    }
+
+    fn bearer(value: &str) -> Request<()> {
+        with_header("/v1/mesh", "authorization", value)
+    }
+
+    #[tokio::test]
+    async fn mesh_view_needs_the_admin_token() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        // No token configured: refused whatever the caller sends.
+        get(&api, PEER, "/v1/mesh")
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "admin_disabled");
+        send(&api, PEER, bearer(&format!("Bearer {ADMIN_TOKEN}")))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "admin_disabled");
+
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        get(&api, PEER, "/v1/mesh")
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        let prefix = &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1];
+        for wrong in [
+            "Bearer wrong-token".to_string(),
+            format!("Bearer {prefix}"),
+            format!("Bearer {ADMIN_TOKEN}x"),
+            format!("Basic {ADMIN_TOKEN}"),
+            format!("Bearer{ADMIN_TOKEN}"),
+            ADMIN_TOKEN.to_string(),
+            "Bearer ".to_string(),
+        ] {
+            send(&api, PEER, bearer(&wrong))
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+
+        // The scheme is case-insensitive.
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            send(&api, PEER, bearer(&format!("{scheme} {ADMIN_TOKEN}")))
+                .await
+                .ok_json();
+        }
+        let v = send(&api, PEER, bearer(&format!("Bearer {ADMIN_TOKEN}")))
+            .await
+            .ok_json();
+        assert_eq!(v["region"], "eu");
+        assert_eq!(v["leader"], false);
+        assert_eq!(v["store_connected"], true);
+
+        let listed: Vec<&Value> = v["edges"].as_array().expect("edges").iter().collect();
+        let listed_ids: Vec<u64> = listed
+            .iter()
+            .map(|e| e["edge"]["id"].as_u64().expect("id"))
+            .collect();
+        // The operator sees every registered edge, eligible or not.
+        assert_eq!(listed_ids, [1, 2, 3, 4, 5, 6], "{v}");
+        let by_id = |id: EdgeId| listed[id as usize - 1];
+        assert!(by_id(PARIS_UNHEALTHY)["load"].is_null(), "{v}");
+        assert_eq!(by_id(LONDON_DRAINING)["edge"]["state"], "DRAINING", "{v}");
+        assert_eq!(f(&by_id(FRANKFURT)["load"]["load"]), 0.3, "{v}");
+        assert_eq!(by_id(SINGAPORE)["edge"]["server_name"], "edge4.rtn.test");
+
+        let links = v["links"].as_array().expect("links");
+        assert_eq!(links.len(), 2, "{v}");
+        assert_eq!(
+            links[0],
+            json!({"from": 1, "to": 2, "rtt_ms": 9.5, "jitter_ms": 0.4, "loss": 0.01, "alive": true})
+        );
+        assert_eq!(links[1]["to"], NEW_YORK);
+        assert_eq!(links[1]["alive"], false);
+
+        let published = v["routes"].as_array().expect("routes");
+        assert_eq!(published.len(), 1, "{v}");
+        assert_eq!(published[0]["edge"], LONDON);
+        assert_eq!(published[0]["controller"], "ctl-a");
+        assert_eq!(published[0]["routes"][0]["best"], json!([1, 2, 3]));
+        assert_eq!(published[0]["routes"][0]["backup"], json!([1, 3]));
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_store_mirror() {
+        let store = Arc::new(MemoryStore::new());
+        let shared = SharedMesh::default();
+        let api = Api::new(
+            shared.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            None,
+            10,
+        );
+        let health = get(&api, PEER, "/healthz").await;
+        assert_eq!(health.status, StatusCode::OK);
+        assert_eq!(&health.body[..], b"ok\n");
+        // Nothing mirrored yet: alive, but not ready to answer from the store.
+        let r = get(&api, PEER, "/readyz").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        let task = tokio::spawn(crate::mesh::mirror(
+            store,
+            KeyLayout::default(),
+            shared.clone(),
+        ));
+        wait_until("the mirror is connected", || shared.store_connected()).await;
+        let r = get(&api, PEER, "/readyz").await;
+        task.abort();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], b"ready\n");
+        assert_eq!(get(&api, PEER, "/healthz").await.status, StatusCode::OK);
+    }
 }

@@ -1,0 +1,360 @@
+//! The controller's HTTP API over a real socket (hyper's client against
+//! `Api::serve` on loopback), and the binary's `check-config` on good, bad
+//! and missing GeoIP databases.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use region_controller::api::{parse_proxies, Api};
+use region_controller::controller::LeaderState;
+use region_controller::keys::KeyLayout;
+use region_controller::mesh::{mirror, SharedMesh};
+use region_controller::records::{EdgeRecord, EdgeState, LoadRecord, Record};
+use region_controller::store::{ControlStore, MemoryStore};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use topology::GeoIpDb;
+
+const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/geoip/");
+
+fn geoip(name: &str) -> PathBuf {
+    PathBuf::from(GEOIP_DIR).join(name)
+}
+
+/// GeoLite2-City-Test.json: 81.2.69.142/31 is London.
+const LONDON_IP: &str = "81.2.69.142";
+/// GeoLite2-City-Test.json: 216.160.83.56/29 is Milton (WA), US.
+const US_IP: &str = "216.160.83.57";
+
+fn edge(id: u32, region: &str, city: &str, lat: f64, lon: f64) -> EdgeRecord {
+    EdgeRecord {
+        id,
+        region: region.into(),
+        city: city.into(),
+        lat,
+        lon,
+        addr: format!("127.0.0.1:{}", 4430 + id).parse().unwrap(),
+        server_name: format!("edge{id}.rtn.test"),
+        admin_addr: None,
+        capacity: 100,
+        state: EdgeState::Serving,
+        version: "test".into(),
+        started_at_ms: 1,
+    }
+}
+
+/// A controller's API as the binary runs it, minus etcd: records in a
+/// memory store, mirrored, served on a loopback port.
+async fn serve(configure: impl FnOnce(&mut Api)) -> (std::net::SocketAddr, SharedMesh) {
+    let store = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    for e in [
+        edge(1, "eu", "LON", 51.5074, -0.1278),
+        edge(2, "eu", "FRA", 50.1109, 8.6821),
+        edge(3, "us", "NYC", 40.7128, -74.0060),
+    ] {
+        let load = LoadRecord {
+            sessions: 1,
+            channels: 1,
+            load: 0.01 * e.id as f64,
+            at_ms: 1,
+        };
+        store
+            .put(&keys.load(e.id), load.to_bytes(), None)
+            .await
+            .unwrap();
+        store
+            .put(&keys.edge(e.id), e.to_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let mesh = SharedMesh::default();
+    tokio::spawn(mirror(store, keys, mesh.clone()));
+    let db = GeoIpDb::open(geoip("GeoLite2-City-Test.mmdb")).expect("test City database");
+    let mut api = Api::new(
+        mesh.clone(),
+        LeaderState::default(),
+        "eu".into(),
+        Some(db),
+        50,
+    );
+    configure(&mut api);
+    // As main does: requests are counted from the start.
+    region_controller::metrics::prometheus();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::new(api).serve(listener));
+    (addr, mesh)
+}
+
+async fn connect(addr: std::net::SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, Bytes) {
+    let mut req = Request::builder()
+        .uri(path)
+        .header("host", "controller.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    sender.ready().await.expect("connection usable");
+    let resp = sender
+        .send_request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("response");
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, ctype, body)
+}
+
+async fn get_json(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let (status, ctype, body) = get(sender, path, headers).await;
+    assert_eq!(ctype, "application/json", "{path}");
+    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{path}: not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, v)
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["id"].as_u64().expect("id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn nearest_edges_over_http() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (addr, mesh) = serve(|api| {
+            api.client_ip_header = Some(hyper::header::HeaderName::from_static("x-forwarded-for"));
+            api.trusted_proxies = parse_proxies(&["127.0.0.1".into()]).unwrap();
+        })
+        .await;
+        // One keep-alive connection carries every request below.
+        let mut http = connect(addr).await;
+
+        // Ready once the store view is mirrored (it may already be).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _, _) = get(&mut http, "/readyz", &[]).await;
+            if status == StatusCode::OK && mesh.read().loads.len() == 3 {
+                break;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let path = format!("/v1/edges/nearest?ip={LONDON_IP}&limit=2");
+        let (status, v) = get_json(&mut http, &path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["client"]["source"], "query");
+        assert_eq!(v["client"]["location"]["city"], "London", "{v}");
+        assert_eq!(ids(&v), [1, 2], "{v}");
+        assert_eq!(v["edges"][0]["addr"], "127.0.0.1:4431");
+        assert_eq!(v["edges"][0]["server_name"], "edge1.rtn.test");
+        assert!(
+            v["edges"][1]["distance_km"].as_f64().unwrap() > 600.0,
+            "{v}"
+        );
+
+        // The caller is 127.0.0.1: in no database, so a region spread.
+        let (status, v) = get_json(&mut http, "/v1/edges/nearest", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["client"]["source"], "peer", "{v}");
+        assert_eq!(v["client"]["ip"], "127.0.0.1", "{v}");
+        assert!(v["client"]["location"].is_null(), "{v}");
+        let regions: Vec<&str> = v["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["region"].as_str().unwrap())
+            .collect();
+        assert_eq!(regions.len(), 3, "{v}");
+        assert_ne!(regions[0], regions[1], "one edge per region first: {v}");
+
+        // The peer address serve() passes is the socket's: loopback is the
+        // trusted proxy here, so its header names the client.
+        let (status, v) = get_json(
+            &mut http,
+            "/v1/edges/nearest?limit=1",
+            &[("x-forwarded-for", &format!("{US_IP}, 127.0.0.1"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["client"]["source"], "header", "{v}");
+        assert_eq!(ids(&v), [3], "{v}");
+
+        let (status, v) = get_json(&mut http, "/v1/edges/nearest?limit=0", &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["code"], "invalid_limit", "{v}");
+        let (status, v) = get_json(&mut http, "/nowhere", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "not_found", "{v}");
+
+        let (status, _, body) = get(&mut http, "/healthz", &[]).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok\n"[..]));
+        let (status, ctype, body) = get(&mut http, "/metrics", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ctype.starts_with("text/plain"), "{ctype}");
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("rtn_controller_api_requests{")
+                    && l.contains(r#"endpoint="/v1/edges/nearest""#)
+                    && l.contains(r#"status="200""#)),
+            "{text}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A connection that never finishes its request headers is closed, so idle
+/// or trickling clients cannot pile up on the public port.
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (addr, _mesh) = serve(|api| api.header_read_timeout = Duration::from_millis(300)).await;
+        for partial in [&b""[..], b"GET /healthz HTTP/1.1\r\nhost: x\r\n"] {
+            // Before connecting: the server's clock starts after its accept.
+            let started = Instant::now();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(partial).await.unwrap();
+            let mut buf = Vec::new();
+            // EOF (or a reset) ends the read: the server hung up.
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+                .await
+                .expect("the server kept a silent connection open");
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            // A request cut short gets no response at all.
+            assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{buf:?}");
+        }
+        // A prompt request on a fresh connection is still answered.
+        let mut http = connect(addr).await;
+        let (status, _, _) = get(&mut http, "/healthz", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Runs the controller binary with `args`, killing it if it hangs.
+fn run_binary(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_region-controller"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Flags fall back to RTN_CTL_* variables: the caller's must not leak in.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("RTN_CTL_") {
+            cmd.env_remove(k);
+        }
+    }
+    // anyhow appends a backtrace when RUST_BACKTRACE is set; the error text
+    // alone is what an operator reads and what the tests check.
+    cmd.env("RUST_LIB_BACKTRACE", "0");
+    let mut child = cmd.spawn().expect("run region-controller");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("region-controller {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn check_config(dir: &Path, geoip_db: &Path) -> (bool, String, String) {
+    let db = toml::Value::String(geoip_db.to_string_lossy().into_owned());
+    let config = format!(
+        "[controller]\nregion = \"eu\"\n\n[store]\netcd_endpoints = [\"http://127.0.0.1:1\"]\n\n[api]\ngeoip_db = {db}\n"
+    );
+    let path = dir.join("controller.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = run_binary(&["check-config", "--config", path.to_str().unwrap()]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_city_databases_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    for good in ["GeoLite2-City-Test.mmdb", "GeoIP2-City-Test.mmdb"] {
+        let (ok, stdout, stderr) = check_config(dir.path(), &geoip(good));
+        assert!(ok, "{good}: refused: {stderr}");
+        assert!(stdout.contains("config ok: region eu"), "{good}: {stdout}");
+    }
+    // Each bad file must be refused at start, naming the config field and
+    // saying what is wrong with it (a controller that started with it would
+    // fail every lookup and rank every client without a location).
+    let corrupt_or_wrong_type: &[&str] = &["corrupt", "not a City database"];
+    for (bad, reasons) in [
+        (
+            "GeoIP2-City-Test-Broken-Double-Format.mmdb",
+            &["corrupt"][..],
+        ),
+        // Their type ("Test") is refused before their corrupt parts are read.
+        (
+            "MaxMind-DB-test-broken-pointers-24.mmdb",
+            corrupt_or_wrong_type,
+        ),
+        (
+            "MaxMind-DB-test-broken-search-tree-24.mmdb",
+            corrupt_or_wrong_type,
+        ),
+        ("GeoLite2-Country-Test.mmdb", &["not a City database"]),
+        ("GeoLite2-ASN-Test.mmdb", &["not a City database"]),
+        ("no-such-database.mmdb", &["not found"]),
+        // The directory itself: not a database either.
+        ("", &["cannot read"]),
+    ] {
+        let (ok, stdout, stderr) = check_config(dir.path(), &geoip(bad));
+        assert!(!ok, "{bad}: accepted: {stdout}");
+        assert!(stderr.contains("api.geoip_db"), "{bad}: {stderr}");
+        assert!(
+            reasons.iter().any(|r| stderr.contains(r)),
+            "{bad}: expected one of {reasons:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
+}
