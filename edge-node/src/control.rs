@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use protocol::EdgeId;
 use region_controller::keys::KeyLayout;
+use region_controller::mesh;
 use region_controller::records::{
     now_ms, EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
 };
@@ -363,65 +364,15 @@ async fn follow(
     let edges_dir = keys.edges();
     loop {
         tokio::select! {
-            u = edges_w.next() => apply_registry(&keys, &edges_dir, &mut registry, u),
+            u = edges_w.next() => mesh::apply(&keys, &edges_dir, &mut registry, u),
             u = routes_w.next() => apply_routes(&my_routes, &mut routes, u),
         }
-        let table = build_table(&core, &registry, routes.as_ref());
+        let mut table = build_table(&core, &registry, routes.as_ref());
         let current = base.current();
-        let same = current.peers == table.peers
-            && current.paths == table.paths
-            && current.backups == table.backups
-            && current.probe == table.probe;
-        if !same {
+        // Same content: no new version (forwarding caches key on it).
+        table.version = current.version;
+        if table != *current {
             base.publish(table);
-        }
-    }
-}
-
-fn apply_registry(
-    keys: &KeyLayout,
-    dir: &str,
-    registry: &mut BTreeMap<EdgeId, EdgeRecord>,
-    update: Update,
-) {
-    let decode = |key: &str, v: &[u8]| {
-        let id = keys.id_in(dir, key)?;
-        match EdgeRecord::from_bytes(v) {
-            Ok(r) if r.id == id => Some(r),
-            Ok(_) => None,
-            Err(e) => {
-                warn!(key, error = %e, "skipping a bad edge record");
-                None
-            }
-        }
-    };
-    match update {
-        Update::Snapshot(kvs) => {
-            registry.clear();
-            registry.extend(
-                kvs.iter()
-                    .filter_map(|kv| decode(&kv.key, &kv.value))
-                    .map(|r| (r.id, r)),
-            );
-        }
-        Update::Events(evs) => {
-            for ev in evs {
-                let id = keys.id_in(dir, ev.key());
-                match (ev, id) {
-                    (WatchEvent::Put(kv), Some(id)) => match decode(&kv.key, &kv.value) {
-                        Some(r) => {
-                            registry.insert(id, r);
-                        }
-                        None => {
-                            registry.remove(&id);
-                        }
-                    },
-                    (WatchEvent::Delete { .. }, Some(id)) => {
-                        registry.remove(&id);
-                    }
-                    _ => {}
-                }
-            }
         }
     }
 }

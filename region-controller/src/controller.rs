@@ -188,13 +188,13 @@ async fn publish_while_leading(
         metrics::gauge!("rtn_controller_graph_edges").set(graph.node_count() as f64);
         metrics::gauge!("rtn_controller_graph_links").set(graph.link_count() as f64);
         for (id, set) in &routes {
+            let rec = to_record(set, &opts.region, &opts.name, now_ms());
             let unchanged = published
                 .get(id)
-                .is_some_and(|old| old.routes == to_record(set, "", "", 0).routes);
+                .is_some_and(|old| old.routes == rec.routes);
             if unchanged || leadership.is_lost() {
                 continue;
             }
-            let rec = to_record(set, &opts.region, &opts.name, now_ms());
             match store.put(&keys.route(*id), rec.to_bytes(), None).await {
                 Ok(_) => {
                     metrics::counter!("rtn_controller_route_publications").increment(1);

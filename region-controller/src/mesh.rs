@@ -81,57 +81,44 @@ impl SharedMesh {
 
 /// Mirror the four per-edge directories into `mesh` until cancelled.
 pub async fn mirror(store: Arc<dyn ControlStore>, keys: KeyLayout, mesh: SharedMesh) {
-    let dirs = [keys.edges(), keys.loads(), keys.probes(), keys.routes()];
-    let mut watchers: Vec<PrefixWatcher> = dirs
-        .iter()
-        .map(|d| PrefixWatcher::new(store.clone(), d.clone()))
-        .collect();
+    let (edges, loads, probes, routes) = (keys.edges(), keys.loads(), keys.probes(), keys.routes());
+    let watch = |dir: &String| PrefixWatcher::new(store.clone(), dir.clone());
+    let mut w = [watch(&edges), watch(&loads), watch(&probes), watch(&routes)];
     loop {
-        let (i, update) = {
-            let futs = watchers.iter_mut().enumerate().map(|(i, w)| {
-                Box::pin(async move {
-                    let u = w.next().await;
-                    (i, u)
-                })
-            });
-            futures_select_all(futs).await
-        };
-        let all = watchers.iter().all(|w| w.is_connected());
+        let [we, wl, wp, wr] = &mut w;
+        // `PrefixWatcher::next` is cancel-safe: the branches not taken lose
+        // nothing.
+        tokio::select! {
+            u = we.next() => mesh.write(|v| apply(&keys, &edges, &mut v.edges, u)),
+            u = wl.next() => mesh.write(|v| apply(&keys, &loads, &mut v.loads, u)),
+            u = wp.next() => mesh.write(|v| apply(&keys, &probes, &mut v.probes, u)),
+            u = wr.next() => mesh.write(|v| apply(&keys, &routes, &mut v.routes, u)),
+        }
+        // Ready only once the update that completed the sync is in the view.
+        let all = w.iter().all(|w| w.is_connected());
         mesh.connected
             .send_if_modified(|c| std::mem::replace(c, all) != all);
-        let dir = &dirs[i];
-        mesh.write(|v| match i {
-            0 => apply(&keys, dir, &mut v.edges, update),
-            1 => apply(&keys, dir, &mut v.loads, update),
-            2 => apply(&keys, dir, &mut v.probes, update),
-            _ => apply(&keys, dir, &mut v.routes, update),
-        });
     }
 }
 
-/// The first of several futures to finish (a tiny `select_all`, to avoid a
-/// dependency on `futures` for one function).
-async fn futures_select_all<F, T>(futs: impl Iterator<Item = F>) -> T
-where
-    F: std::future::Future<Output = T> + Unpin,
-{
-    let mut futs: Vec<F> = futs.collect();
-    std::future::poll_fn(move |cx| {
-        for f in futs.iter_mut() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-fn apply<R: Record>(keys: &KeyLayout, dir: &str, map: &mut BTreeMap<EdgeId, R>, update: Update) {
+/// Apply a watch update of the per-edge directory `dir` to `map`. Values
+/// that do not decode, or whose id disagrees with their key, are dropped
+/// (and replace an earlier good value: it is no longer what the writer
+/// means).
+pub fn apply<R: Record>(
+    keys: &KeyLayout,
+    dir: &str,
+    map: &mut BTreeMap<EdgeId, R>,
+    update: Update,
+) {
     let decode = |key: &str, value: &[u8]| -> Option<(EdgeId, R)> {
         let id = keys.id_in(dir, key)?;
         match R::from_bytes(value) {
-            Ok(r) => Some((id, r)),
+            Ok(r) if r.edge_id().is_none_or(|own| own == id) => Some((id, r)),
+            Ok(_) => {
+                warn!(key, "skipping a record filed under another edge's key");
+                None
+            }
             Err(e) => {
                 warn!(key, error = %e, "skipping a bad record");
                 None
@@ -145,23 +132,20 @@ fn apply<R: Record>(keys: &KeyLayout, dir: &str, map: &mut BTreeMap<EdgeId, R>, 
         }
         Update::Events(events) => {
             for ev in events {
+                let Some(id) = keys.id_in(dir, ev.key()) else {
+                    continue;
+                };
                 match ev {
                     WatchEvent::Put(kv) => match decode(&kv.key, &kv.value) {
-                        Some((id, r)) => {
+                        Some((_, r)) => {
                             map.insert(id, r);
                         }
                         None => {
-                            // A bad value replaces a good one: the old one is
-                            // no longer what the writer means.
-                            if let Some(id) = keys.id_in(dir, &kv.key) {
-                                map.remove(&id);
-                            }
-                        }
-                    },
-                    WatchEvent::Delete { key, .. } => {
-                        if let Some(id) = keys.id_in(dir, &key) {
                             map.remove(&id);
                         }
+                    },
+                    WatchEvent::Delete { .. } => {
+                        map.remove(&id);
                     }
                 }
             }

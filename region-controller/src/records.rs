@@ -29,6 +29,12 @@ pub trait Record: Serialize + for<'de> Deserialize<'de> {
         Ok(())
     }
 
+    /// The edge the record says it is about, when it carries one (it must
+    /// match the edge id of its key).
+    fn edge_id(&self) -> Option<EdgeId> {
+        None
+    }
+
     fn to_bytes(&self) -> bytes::Bytes {
         serde_json::to_vec(self)
             .expect("records serialise: no maps with non-string keys")
@@ -77,6 +83,10 @@ pub struct EdgeRecord {
 }
 
 impl Record for EdgeRecord {
+    fn edge_id(&self) -> Option<EdgeId> {
+        Some(self.id)
+    }
+
     fn validate(&self) -> Result<(), String> {
         if !(-90.0..=90.0).contains(&self.lat) || !(-180.0..=180.0).contains(&self.lon) {
             return Err(format!(
@@ -132,6 +142,10 @@ pub struct ProbeRecord {
 }
 
 impl Record for ProbeRecord {
+    fn edge_id(&self) -> Option<EdgeId> {
+        Some(self.from)
+    }
+
     fn validate(&self) -> Result<(), String> {
         for l in &self.links {
             let ok = l.rtt_ms.is_finite()
@@ -172,6 +186,10 @@ pub struct RouteRecord {
 }
 
 impl Record for RoutesRecord {
+    fn edge_id(&self) -> Option<EdgeId> {
+        Some(self.edge)
+    }
+
     fn validate(&self) -> Result<(), String> {
         for r in &self.routes {
             for p in std::iter::once(&r.best).chain(r.backup.as_ref()) {
