@@ -1,10 +1,12 @@
 //! The admin HTTP server, on its own port so it can stay internal:
 //! `/metrics` (Prometheus text), `/healthz` (the process runs), `/readyz`
-//! (the edge accepts clients; 503 while draining).
+//! (the edge accepts clients; 503 while draining), and on an edge running
+//! with WAN emulation `GET`/`PUT /netem` (its link rules as JSON; the lab's
+//! failure injection changes them).
 
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -20,7 +22,14 @@ pub async fn serve(core: Arc<EdgeCore>, listener: tokio::net::TcpListener) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let core = core.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&core, req)) }
+                async move {
+                    let resp = if req.uri().path() == "/netem" {
+                        netem(&core, req).await
+                    } else {
+                        route(&core, req)
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -49,6 +58,71 @@ fn route(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<
             "not found\n".to_string(),
         ),
     };
+    reply(status, ctype, body)
+}
+
+/// Largest `PUT /netem` body: thousands of rules.
+const MAX_NETEM_BODY: usize = 1 << 20;
+
+async fn netem(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let Some(wan) = &core.wan else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "this edge runs without WAN emulation\n".into(),
+        );
+    };
+    match *req.method() {
+        hyper::Method::GET => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&wan.rules()).unwrap_or_default(),
+        ),
+        hyper::Method::PUT => {
+            let body = match Limited::new(req.into_body(), MAX_NETEM_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("reading the body: {e}\n"),
+                    )
+                }
+            };
+            let rules: Vec<crate::netem::LinkRule> = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("not a JSON list of link rules: {e}\n"),
+                    )
+                }
+            };
+            match wan.replace(rules) {
+                Ok(()) => {
+                    tracing::info!(
+                        edge = core.id,
+                        rules = wan.rules().len(),
+                        "WAN emulation rules replaced"
+                    );
+                    reply(StatusCode::OK, "text/plain", "ok\n".into())
+                }
+                Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+            }
+        }
+        _ => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET or PUT\n".into(),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", ctype)

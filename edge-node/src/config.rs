@@ -29,6 +29,19 @@ pub struct EdgeConfig {
     /// The control plane: registration, probes and routes through etcd.
     #[serde(default)]
     pub control: ControlSection,
+    /// WAN emulation on this edge's socket (the lab and tests only; see
+    /// [`crate::netem`]). Absent: the socket is used as it is.
+    #[serde(default)]
+    pub netem: Option<NetemSection>,
+}
+
+/// `[netem]`: one-way link rules applied to what this edge sends; replaced
+/// at run time through `PUT /netem` on the admin port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetemSection {
+    #[serde(default)]
+    pub links: Vec<crate::netem::LinkRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +285,7 @@ impl EdgeConfig {
             peers: vec![],
             routes: vec![],
             control: ControlSection::default(),
+            netem: None,
         }
     }
 
@@ -377,6 +391,13 @@ impl EdgeConfig {
             }
         }
         let c = &self.control;
+        if let Some(n) = &self.netem {
+            for r in &n.links {
+                r.profile.validate().map_err(|e| {
+                    ConfigError::Invalid(format!("netem link {} -> {}: {e}", r.from, r.to))
+                })?;
+            }
+        }
         region_controller::keys::KeyLayout::new(&c.prefix)
             .map_err(|e| ConfigError::Invalid(format!("control.prefix: {e}")))?;
         if !(2_000..=60_000).contains(&c.lease_ttl_ms) {

@@ -49,6 +49,8 @@ pub struct EdgeCore {
     track_counter: AtomicU32,
     draining: AtomicBool,
     pub(crate) stopping: Notify,
+    /// The emulated WAN under this edge's socket, if any.
+    pub wan: Option<Arc<crate::netem::Wan>>,
 }
 
 impl EdgeCore {
@@ -160,6 +162,9 @@ pub struct EdgeOptions {
     /// The control store (the lab's embedded one); default: etcd when the
     /// config names endpoints, else none.
     pub store: Option<Arc<dyn ControlStore>>,
+    /// The emulated WAN this edge's socket sends through (the in-process
+    /// lab); default: one made from the config's `[netem]`, if any.
+    pub wan: Option<Arc<crate::netem::Wan>>,
 }
 
 /// A running edge.
@@ -198,7 +203,18 @@ impl Edge {
         server.transport_config(Arc::new(transport(&cfg)));
         let socket =
             crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
-        let endpoint = quinn::Endpoint::new(
+        let wan = match (opts.wan, &cfg.netem) {
+            (Some(w), _) => Some(w),
+            (None, Some(n)) => {
+                Some(crate::netem::Wan::new(n.links.clone()).map_err(anyhow::Error::msg)?)
+            }
+            (None, None) => None,
+        };
+        let socket = match &wan {
+            Some(w) => w.wrap(socket)?,
+            None => quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?,
+        };
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server),
             socket,
@@ -236,6 +252,7 @@ impl Edge {
             track_counter: AtomicU32::new(rand::random()),
             draining: AtomicBool::new(false),
             stopping: Notify::new(),
+            wan,
             cfg,
         });
         let admin_listener = tokio::net::TcpListener::bind(core.cfg.edge.admin_listen)

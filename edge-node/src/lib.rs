@@ -21,6 +21,7 @@ pub mod edge;
 pub mod forwarding;
 pub mod media_queue;
 pub mod metrics;
+pub mod netem;
 pub mod probe;
 pub mod relay;
 pub mod routes;

@@ -1,6 +1,8 @@
 //! Client configuration: candidate edges, trust roots, timers and limits.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::SdkError;
@@ -11,6 +13,22 @@ pub struct EdgeCandidate {
     pub addr: SocketAddr,
     /// TLS server name the edge's certificate is valid for.
     pub server_name: String,
+}
+
+/// Makes the UDP socket a client endpoint sends through, given the wildcard
+/// address of the edge's family. The default binds that address. The lab
+/// uses its own to place clients at emulated addresses behind its WAN
+/// emulation; an app could use one to pin a local interface.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct SocketFactory(
+    pub Arc<dyn Fn(SocketAddr) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> + Send + Sync>,
+);
+
+impl fmt::Debug for SocketFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SocketFactory")
+    }
 }
 
 /// Exponential backoff between failed reconnect rounds: `initial`, doubling
@@ -82,6 +100,8 @@ pub struct ClientConfig {
     pub media_queue: usize,
     /// QUIC idle timeout (a backstop; liveness detection is much faster).
     pub idle_timeout: Duration,
+    /// Where client sockets come from; `None`: bind the wildcard address.
+    pub socket: Option<SocketFactory>,
 }
 
 impl ClientConfig {
@@ -105,6 +125,7 @@ impl ClientConfig {
             max_held_per_sender: 1_024,
             media_queue: 4_096,
             idle_timeout: Duration::from_secs(10),
+            socket: None,
         }
     }
 

@@ -327,7 +327,11 @@ pub(crate) struct Endpoints {
 }
 
 impl Endpoints {
-    pub fn for_addr(&mut self, addr: &SocketAddr) -> Result<quinn::Endpoint, String> {
+    pub fn for_addr(
+        &mut self,
+        addr: &SocketAddr,
+        factory: Option<&crate::config::SocketFactory>,
+    ) -> Result<quinn::Endpoint, String> {
         let (slot, bind) = if addr.is_ipv4() {
             (&mut self.v4, SocketAddr::from(([0, 0, 0, 0], 0)))
         } else {
@@ -336,7 +340,18 @@ impl Endpoints {
         if let Some(e) = slot {
             return Ok(e.clone());
         }
-        let e = quinn::Endpoint::client(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+        let e = match factory {
+            None => quinn::Endpoint::client(bind),
+            Some(f) => (f.0)(bind).and_then(|socket| {
+                quinn::Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            }),
+        }
+        .map_err(|e| format!("binding {bind}: {e}"))?;
         *slot = Some(e.clone());
         Ok(e)
     }

@@ -68,7 +68,7 @@ mod tls;
 
 pub use channel::{Channel, TrackPublisher};
 pub use client::{Client, JoinOptions};
-pub use config::{Backoff, ClientConfig, EdgeCandidate};
+pub use config::{Backoff, ClientConfig, EdgeCandidate, SocketFactory};
 pub use error::{SdkError, TokenRefusal};
 pub use events::{Event, Media, Message, TrackKind};
 pub use stats::{Stats, StatsSnapshot};

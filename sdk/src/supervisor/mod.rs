@@ -302,7 +302,7 @@ impl Supervisor {
         }
         let mut out = vec![];
         for t in targets {
-            match self.endpoints.for_addr(&t.addr) {
+            match self.endpoints.for_addr(&t.addr, self.cfg.socket.as_ref()) {
                 Ok(ep) => out.push((ep, t)),
                 Err(e) => warn!(edge = %t.addr, error = %e, "no endpoint for this address"),
             }

@@ -1,0 +1,719 @@
+//! WAN emulation in user space: a quinn socket that delays, jitters and drops
+//! what it sends, as if the host sat in a city far from the others.
+//!
+//! Kernel netem is not available where the lab and the tests run, so the
+//! emulation wraps the socket quinn writes to ([`quinn::AsyncUdpSocket`]).
+//! Hosts are told apart by IP address: in the lab every loopback address
+//! `127.x.y.z` stands for one host in one city. A shared [`Wan`] holds the
+//! one-way [`LinkProfile`] of every (sender, receiver) pair; each wrapped
+//! socket applies the profile of its own address to the destination of each
+//! datagram on the way **out**, so a link's delay is paid once per crossing
+//! whichever process sits at either end. Receiving is untouched.
+//!
+//! Behaviour, chosen to look like a WAN path and not like a broken one:
+//! - delay: `delay + uniform(-jitter, +jitter)`, never below zero;
+//! - no reordering: a datagram never leaves before the one sent before it to
+//!   the same destination (real paths reorder rarely; reordering would make
+//!   jitter look like loss to QUIC);
+//! - loss: independent per datagram with probability `loss`;
+//! - `down`: every datagram dropped (a partition, or a host that died);
+//! - bounded: at most [`MAX_QUEUED_BYTES`] wait per socket; past that new
+//!   datagrams are dropped, as a router's full queue would;
+//! - a pair with a zero profile and nothing queued goes straight to the
+//!   socket (no copy, no timer).
+//!
+//! Timers are tokio's, which fire on millisecond ticks: a delayed datagram
+//! leaves up to 1 ms late. That is noise next to WAN delays of 5-150 ms.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Datagrams waiting in one socket's delay line, in bytes, at most. A
+/// 100 Mbit/s sender with 150 ms of delay keeps about 1.9 MB in flight; 16 MiB
+/// leaves room for bursts without letting a runaway sender eat memory.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// One direction of one emulated link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkProfile {
+    /// One-way delay, milliseconds.
+    #[serde(default)]
+    pub delay_ms: f64,
+    /// Each datagram's delay varies uniformly by up to this much either way.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Probability that a datagram is dropped, 0.0-1.0.
+    #[serde(default)]
+    pub loss: f64,
+    /// Drop everything (partition, dead host).
+    #[serde(default)]
+    pub down: bool,
+}
+
+impl LinkProfile {
+    pub fn delay(ms: f64) -> LinkProfile {
+        LinkProfile {
+            delay_ms: ms,
+            ..LinkProfile::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite(self.delay_ms) || self.delay_ms > 10_000.0 {
+            return Err(format!("delay_ms {} is not within 0-10000", self.delay_ms));
+        }
+        if !finite(self.jitter_ms) || self.jitter_ms > 10_000.0 {
+            return Err(format!(
+                "jitter_ms {} is not within 0-10000",
+                self.jitter_ms
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(format!("loss {} is not within 0.0-1.0", self.loss));
+        }
+        Ok(())
+    }
+
+    fn is_transparent(&self) -> bool {
+        self.delay_ms == 0.0 && self.jitter_ms == 0.0 && self.loss == 0.0 && !self.down
+    }
+
+    /// The delay of one datagram.
+    fn sample_delay(&self, rng: &mut impl Rng) -> Duration {
+        let jitter = if self.jitter_ms > 0.0 {
+            rng.random_range(-self.jitter_ms..=self.jitter_ms)
+        } else {
+            0.0
+        };
+        Duration::from_secs_f64((self.delay_ms + jitter).max(0.0) / 1000.0)
+    }
+}
+
+/// A rule: datagrams from an address in `from` to an address in `to` get
+/// `profile`. The most specific rule wins (longest `from` + `to` prefixes,
+/// then the later rule).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRule {
+    pub from: IpNet,
+    pub to: IpNet,
+    #[serde(flatten)]
+    pub profile: LinkProfile,
+}
+
+impl LinkRule {
+    /// The rule for one host pair, one direction.
+    pub fn between(from: IpAddr, to: IpAddr, profile: LinkProfile) -> LinkRule {
+        LinkRule {
+            from: IpNet::from(from),
+            to: IpNet::from(to),
+            profile,
+        }
+    }
+
+    fn specificity(&self) -> u16 {
+        self.from.prefix_len() as u16 + self.to.prefix_len() as u16
+    }
+}
+
+/// The emulated network: link rules, shared by every socket of a process.
+/// Changing a rule takes effect for the next datagram sent.
+#[derive(Default)]
+pub struct Wan {
+    rules: RwLock<Rules>,
+    dropped: AtomicU64,
+    delayed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Rules {
+    list: Vec<LinkRule>,
+    /// Lookups made since the rules last changed.
+    cache: HashMap<(IpAddr, IpAddr), LinkProfile>,
+}
+
+impl fmt::Debug for Wan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wan")
+            .field("rules", &self.rules().len())
+            .finish()
+    }
+}
+
+impl Wan {
+    pub fn new(rules: Vec<LinkRule>) -> Result<Arc<Wan>, String> {
+        let wan = Arc::new(Wan::default());
+        wan.replace(rules)?;
+        Ok(wan)
+    }
+
+    /// Replace every rule.
+    pub fn replace(&self, rules: Vec<LinkRule>) -> Result<(), String> {
+        for r in &rules {
+            r.profile
+                .validate()
+                .map_err(|e| format!("link {} -> {}: {e}", r.from, r.to))?;
+        }
+        let mut w = self.rules.write().unwrap();
+        w.list = rules;
+        w.cache.clear();
+        Ok(())
+    }
+
+    /// Add a rule, or replace the one with the same `from` and `to`.
+    pub fn set(&self, rule: LinkRule) -> Result<(), String> {
+        rule.profile.validate()?;
+        let mut w = self.rules.write().unwrap();
+        w.list.retain(|r| !(r.from == rule.from && r.to == rule.to));
+        w.list.push(rule);
+        w.cache.clear();
+        Ok(())
+    }
+
+    /// Set both directions between two hosts.
+    pub fn set_link(&self, a: IpAddr, b: IpAddr, profile: LinkProfile) -> Result<(), String> {
+        self.set(LinkRule::between(a, b, profile))?;
+        self.set(LinkRule::between(b, a, profile))
+    }
+
+    /// Cut a host off (or bring it back): everything it sends and everything
+    /// sent to it is dropped. Other rules are kept for when it comes back.
+    pub fn set_host_down(&self, host: IpAddr, down: bool) {
+        let mut w = self.rules.write().unwrap();
+        let all = IpNet::new(host, 0).expect("/0 is valid").trunc();
+        let host = IpNet::from(host);
+        let rules = [(all, host), (host, all)].map(|(from, to)| LinkRule {
+            from,
+            to,
+            profile: LinkProfile::default(),
+        });
+        w.list
+            .retain(|r| !(rules.iter().any(|d| d.from == r.from && d.to == r.to)));
+        if down {
+            // A matching down rule wins over any delay rule (see `profile`).
+            for mut r in rules {
+                r.profile.down = true;
+                w.list.push(r);
+            }
+        }
+        w.cache.clear();
+    }
+
+    pub fn rules(&self) -> Vec<LinkRule> {
+        self.rules.read().unwrap().list.clone()
+    }
+
+    /// The profile of datagrams from `from` to `to`.
+    pub fn profile(&self, from: IpAddr, to: IpAddr) -> LinkProfile {
+        if let Some(p) = self.rules.read().unwrap().cache.get(&(from, to)) {
+            return *p;
+        }
+        let mut w = self.rules.write().unwrap();
+        let matching = w
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.from.contains(&from) && r.to.contains(&to));
+        // A down rule for either host wins whatever else matches.
+        let down = matching.clone().any(|(_, r)| r.profile.down);
+        let best = matching
+            .max_by_key(|(i, r)| (r.specificity(), *i))
+            .map(|(_, r)| r.profile)
+            .unwrap_or_default();
+        let p = LinkProfile {
+            down: best.down || down,
+            ..best
+        };
+        w.cache.insert((from, to), p);
+        p
+    }
+
+    /// Datagrams dropped (loss, down, full queue) since the start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams that went through a delay line since the start.
+    pub fn delayed(&self) -> u64 {
+        self.delayed.load(Ordering::Relaxed)
+    }
+
+    /// Wrap a bound UDP socket: what it sends follows this network's rules
+    /// for its own address. Call inside a tokio runtime (the delay line is a
+    /// task).
+    pub fn wrap(
+        self: &Arc<Self>,
+        socket: std::net::UdpSocket,
+    ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let local = socket.local_addr()?;
+        let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
+        Ok(self.wrap_async(inner, local.ip()))
+    }
+
+    /// Wrap a quinn socket whose datagrams leave from `local_ip`.
+    pub fn wrap_async(
+        self: &Arc<Self>,
+        inner: Arc<dyn AsyncUdpSocket>,
+        local_ip: IpAddr,
+    ) -> Arc<dyn AsyncUdpSocket> {
+        let line = Arc::new(DelayLine::default());
+        tokio::spawn(drain(line.clone(), inner.clone()));
+        Arc::new(EmulatedSocket {
+            inner,
+            local_ip,
+            wan: self.clone(),
+            line,
+        })
+    }
+}
+
+/// A socket whose sends go through the emulated network.
+pub struct EmulatedSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    local_ip: IpAddr,
+    wan: Arc<Wan>,
+    line: Arc<DelayLine>,
+}
+
+impl fmt::Debug for EmulatedSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatedSocket")
+            .field("local_ip", &self.local_ip)
+            .finish()
+    }
+}
+
+impl Drop for EmulatedSocket {
+    fn drop(&mut self) {
+        self.line.state.lock().unwrap().closed = true;
+        self.line.wake.notify_one();
+    }
+}
+
+/// Datagrams waiting for their departure time.
+#[derive(Default)]
+struct DelayLine {
+    state: Mutex<LineState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct LineState {
+    queue: BinaryHeap<Delayed>,
+    /// Departure of the last datagram queued per destination (no overtaking).
+    last_departure: HashMap<SocketAddr, Instant>,
+    /// Datagrams queued per destination, to know when the fast path is safe.
+    queued_to: HashMap<SocketAddr, usize>,
+    bytes: usize,
+    next_seq: u64,
+    closed: bool,
+}
+
+struct Delayed {
+    departure: Instant,
+    seq: u64,
+    destination: SocketAddr,
+    ecn: Option<quinn::udp::EcnCodepoint>,
+    src_ip: Option<IpAddr>,
+    contents: Vec<u8>,
+}
+
+// Min-heap by (departure, seq).
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.departure, other.seq).cmp(&(self.departure, self.seq))
+    }
+}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+impl Eq for Delayed {}
+
+impl AsyncUdpSocket for EmulatedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let profile = self.wan.profile(self.local_ip, transmit.destination.ip());
+        if profile.down {
+            self.wan.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut rng = rand::rng();
+        if profile.loss > 0.0 && rng.random_bool(profile.loss) {
+            self.wan.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut line = self.line.state.lock().unwrap();
+        let queued = line
+            .queued_to
+            .get(&transmit.destination)
+            .copied()
+            .unwrap_or(0);
+        if profile.is_transparent() && queued == 0 {
+            drop(line);
+            return self.inner.try_send(transmit);
+        }
+        if line.bytes + transmit.contents.len() > MAX_QUEUED_BYTES {
+            self.wan.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut departure = Instant::now() + profile.sample_delay(&mut rng);
+        if let Some(last) = line.last_departure.get(&transmit.destination) {
+            departure = departure.max(*last);
+        }
+        line.last_departure.insert(transmit.destination, departure);
+        *line.queued_to.entry(transmit.destination).or_default() += 1;
+        line.bytes += transmit.contents.len();
+        let seq = line.next_seq;
+        line.next_seq += 1;
+        let first = line.queue.peek().is_none_or(|d| departure < d.departure);
+        line.queue.push(Delayed {
+            departure,
+            seq,
+            destination: transmit.destination,
+            ecn: transmit.ecn,
+            src_ip: transmit.src_ip,
+            contents: transmit.contents.to_vec(),
+        });
+        drop(line);
+        self.wan.delayed.fetch_add(1, Ordering::Relaxed);
+        if first {
+            self.line.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    // One datagram per transmit: each may have its own fate (loss, delay).
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// The delay line's task: send each datagram at its departure time. Ends
+/// when the socket is dropped.
+async fn drain(line: Arc<DelayLine>, inner: Arc<dyn AsyncUdpSocket>) {
+    let mut poller = inner.clone().create_io_poller();
+    loop {
+        let next = {
+            let mut state = line.state.lock().unwrap();
+            if state.closed {
+                return;
+            }
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while state.queue.peek().is_some_and(|d| d.departure <= now) {
+                let d = state.queue.pop().expect("peeked");
+                state.bytes -= d.contents.len();
+                if let Some(n) = state.queued_to.get_mut(&d.destination) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.queued_to.remove(&d.destination);
+                        state.last_departure.remove(&d.destination);
+                    }
+                }
+                due.push(d);
+            }
+            (due, state.queue.peek().map(|d| d.departure))
+        };
+        let (due, next_departure) = next;
+        for d in due {
+            send_now(&*inner, &mut poller, &d).await;
+        }
+        if !line.state.lock().unwrap().queue.is_empty() && next_departure.is_none() {
+            continue; // queued while we were sending: look again
+        }
+        match next_departure {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = line.wake.notified() => {}
+                }
+            }
+            None => line.wake.notified().await,
+        }
+    }
+}
+
+/// Send one delayed datagram, waiting for the socket to take it.
+async fn send_now(inner: &dyn AsyncUdpSocket, poller: &mut Pin<Box<dyn UdpPoller>>, d: &Delayed) {
+    let transmit = Transmit {
+        destination: d.destination,
+        ecn: d.ecn,
+        contents: &d.contents,
+        segment_size: None,
+        src_ip: d.src_ip,
+    };
+    loop {
+        match inner.try_send(&transmit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Like a real socket's send errors: the datagram is lost.
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn most_specific_rule_wins_and_down_overrides() {
+        let wan = Wan::new(vec![
+            LinkRule {
+                from: "127.0.0.0/8".parse().unwrap(),
+                to: "127.0.0.0/8".parse().unwrap(),
+                profile: LinkProfile::delay(5.0),
+            },
+            LinkRule::between(ip("127.0.1.1"), ip("127.0.2.1"), LinkProfile::delay(40.0)),
+        ])
+        .unwrap();
+        assert_eq!(wan.profile(ip("127.0.1.1"), ip("127.0.2.1")).delay_ms, 40.0);
+        assert_eq!(wan.profile(ip("127.0.2.1"), ip("127.0.1.1")).delay_ms, 5.0);
+        assert_eq!(
+            wan.profile(ip("10.0.0.1"), ip("127.0.1.1")),
+            LinkProfile::default()
+        );
+        wan.set_host_down(ip("127.0.2.1"), true);
+        assert!(wan.profile(ip("127.0.1.1"), ip("127.0.2.1")).down);
+        assert!(wan.profile(ip("127.0.2.1"), ip("127.0.3.1")).down);
+        assert!(!wan.profile(ip("127.0.1.1"), ip("127.0.3.1")).down);
+        wan.set_host_down(ip("127.0.2.1"), false);
+        assert_eq!(wan.profile(ip("127.0.1.1"), ip("127.0.2.1")).delay_ms, 40.0);
+    }
+
+    #[test]
+    fn bad_profiles_are_refused() {
+        for p in [
+            LinkProfile {
+                loss: 1.5,
+                ..LinkProfile::default()
+            },
+            LinkProfile {
+                delay_ms: -1.0,
+                ..LinkProfile::default()
+            },
+            LinkProfile {
+                jitter_ms: f64::NAN,
+                ..LinkProfile::default()
+            },
+        ] {
+            assert!(
+                Wan::new(vec![LinkRule::between(ip("127.0.0.1"), ip("127.0.0.2"), p)]).is_err()
+            );
+        }
+    }
+
+    /// Two sockets on 127.0.0.1 and 127.0.0.2 with the given profile one way.
+    async fn pair(
+        profile: LinkProfile,
+    ) -> (Arc<Wan>, Arc<dyn AsyncUdpSocket>, tokio::net::UdpSocket) {
+        let wan = Wan::new(vec![LinkRule::between(
+            ip("127.0.0.1"),
+            ip("127.0.0.2"),
+            profile,
+        )])
+        .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let rx = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        (wan.clone(), wan.wrap(tx).unwrap(), rx)
+    }
+
+    fn send(s: &dyn AsyncUdpSocket, to: SocketAddr, payload: &[u8]) {
+        s.try_send(&Transmit {
+            destination: to,
+            ecn: None,
+            contents: payload,
+            segment_size: None,
+            src_ip: None,
+        })
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn datagrams_are_delayed_in_order() {
+        let profile = LinkProfile {
+            delay_ms: 30.0,
+            jitter_ms: 10.0,
+            ..LinkProfile::default()
+        };
+        let (wan, tx, rx) = pair(profile).await;
+        let to = rx.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..200u32 {
+            send(&*tx, to, &i.to_be_bytes());
+        }
+        let mut buf = [0u8; 16];
+        for i in 0..200u32 {
+            let n = tokio::time::timeout(Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], &i.to_be_bytes(), "datagram {i} out of order");
+            if i == 0 {
+                assert!(
+                    started.elapsed() >= Duration::from_millis(20),
+                    "first arrived after {:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        assert_eq!(wan.delayed(), 200);
+        assert_eq!(wan.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn loss_drops_about_the_given_fraction_and_down_drops_all() {
+        let (wan, tx, rx) = pair(LinkProfile {
+            loss: 0.3,
+            ..LinkProfile::default()
+        })
+        .await;
+        let to = rx.local_addr().unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = 0;
+        // In batches, so that the receiver's kernel buffer never overflows.
+        for batch in 0..20u32 {
+            for i in 0..100u32 {
+                send(&*tx, to, &(batch * 100 + i).to_be_bytes());
+            }
+            while tokio::time::timeout(Duration::from_millis(50), rx.recv(&mut buf))
+                .await
+                .is_ok()
+            {
+                got += 1;
+            }
+        }
+        let dropped = wan.dropped();
+        assert!(
+            (450..=750).contains(&dropped),
+            "dropped {dropped} of 2000 at 30%"
+        );
+        assert_eq!(got, 2000 - dropped);
+        wan.set_host_down(ip("127.0.0.2"), true);
+        send(&*tx, to, b"lost");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv(&mut buf))
+                .await
+                .is_err()
+        );
+        wan.set_host_down(ip("127.0.0.2"), false);
+        wan.set(LinkRule::between(
+            ip("127.0.0.1"),
+            ip("127.0.0.2"),
+            LinkProfile::default(),
+        ))
+        .unwrap();
+        send(&*tx, to, b"back");
+        let n = tokio::time::timeout(Duration::from_secs(1), rx.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"back");
+    }
+
+    #[tokio::test]
+    async fn quic_handshake_pays_the_emulated_round_trip() {
+        // A real quinn connection between two emulated sockets 25 ms apart
+        // each way: the handshake takes at least one 50 ms round trip and
+        // quinn's RTT estimate lands near 50 ms.
+        let wan = Wan::new(vec![]).unwrap();
+        wan.set_link(ip("127.0.0.1"), ip("127.0.0.2"), LinkProfile::delay(25.0))
+            .unwrap();
+        let pki = crate::tls::DevPki::new().unwrap();
+        let tls = pki.material(&["edge.test".to_string()]).unwrap();
+        let server_sock = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        server_sock.set_nonblocking(true).unwrap();
+        let server_addr = server_sock.local_addr().unwrap();
+        let server = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(tls.server_config().unwrap()),
+            wan.wrap(server_sock).unwrap(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        let client_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client_sock.set_nonblocking(true).unwrap();
+        let mut client = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            wan.wrap(client_sock).unwrap(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        client.set_default_client_config(tls.relay_client_config().unwrap());
+        let accept = tokio::spawn(async move { server.accept().await.unwrap().await.unwrap() });
+        let started = std::time::Instant::now();
+        let conn = client
+            .connect(server_addr, "edge.test")
+            .unwrap()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let _server_conn = accept.await.unwrap();
+        assert!(took >= Duration::from_millis(50), "handshake took {took:?}");
+        let rtt = conn.rtt();
+        assert!(
+            (Duration::from_millis(45)..Duration::from_millis(80)).contains(&rtt),
+            "rtt {rtt:?}"
+        );
+    }
+}
