@@ -238,3 +238,106 @@ async fn steady_state_store_writes_per_edge_stay_under_one_per_second() {
     }
     ctl.shutdown().await;
 }
+
+/// One-way latency of media from `a` to `c`: the median of a few packets
+/// sent one at a time.
+async fn media_latency(a: &RawClient, c: &RawClient, channel: u64, track: u64) -> Duration {
+    let mut took = Vec::new();
+    for seq in 0..9u32 {
+        let sent = std::time::Instant::now();
+        a.media(channel, track, seq, &[7u8; 100]);
+        c.recv_media().await.expect("media arrives");
+        took.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took.sort();
+    took[took.len() / 2]
+}
+
+/// Three edges 10 ms apart (emulated WAN, one way). The direct link from
+/// edge 1 to edge 3 degrades to 60 ms: probes see it, the controller routes
+/// 1 -> 3 through edge 2 (20 ms), and media takes that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_link_is_routed_around() {
+    use edge_node::netem::{LinkProfile, Wan};
+    init_logs();
+    let ip = |id: u8| std::net::IpAddr::from([127, 0, 0, id]);
+    let wan = Wan::new(vec![]).unwrap();
+    for (a, b) in [(1, 2), (2, 3), (1, 3)] {
+        wan.set_link(ip(a), ip(b), LinkProfile::delay(10.0))
+            .unwrap();
+    }
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let ctl = controller(store.clone(), "ctl-a");
+    let mut edges = Vec::new();
+    for id in 1..=3u8 {
+        let mut cfg = EdgeConfig::dev(id.into(), APP, SECRET);
+        cfg.edge.region = "eu".into();
+        cfg.edge.city = CITIES[id as usize - 1].into();
+        cfg.edge.listen = std::net::SocketAddr::new(ip(id), 0);
+        let opts = EdgeOptions {
+            tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            store: Some(store.clone()),
+            wan: Some(wan.clone()),
+            ..Default::default()
+        };
+        edges.push(Edge::start(cfg, opts).await.unwrap());
+    }
+    let path_1_to_3 = |edges: &[Edge]| edges[0].core.route_table().paths.get(&3).cloned();
+    eventually(15, "direct route 1 -> 3", || async {
+        path_1_to_3(&edges) == Some(vec![1, 3])
+    })
+    .await;
+
+    let ca = pki.ca_der().to_vec();
+    // Clients on addresses of their own, next to their edges (no delay).
+    let client_at = |id: u8| quinn::Endpoint::client((ip(id + 100), 0).into()).unwrap();
+    let mut a = RawClient::connect_from(client_at(1), edges[0].addr(), &ca).await;
+    let mut c = RawClient::connect_from(client_at(3), edges[2].addr(), &ca).await;
+    c.join("room", "carol").await;
+    let ja = a.join("room", "alice").await;
+    let track = a.publish(ja.channel_id, "mic").await.unwrap();
+    c.expect(|f| match f {
+        SK::TrackAvailable(_) => Some(()),
+        _ => None,
+    })
+    .await;
+    let direct = media_latency(&a, &c, ja.channel_id, track).await;
+
+    let degraded_at = std::time::Instant::now();
+    wan.set_link(ip(1), ip(3), LinkProfile::delay(60.0))
+        .unwrap();
+    eventually(15, "route 1 -> 3 through edge 2", || async {
+        path_1_to_3(&edges) == Some(vec![1, 2, 3])
+    })
+    .await;
+    let rerouted_after = degraded_at.elapsed();
+    let relayed = media_latency(&a, &c, ja.channel_id, track).await;
+    eprintln!(
+        "direct link 1-3 degraded from 10 to 60 ms: routed through edge 2 after {rerouted_after:?}; \
+         media latency {direct:?} direct before, {relayed:?} relayed after"
+    );
+    assert!(
+        direct >= Duration::from_millis(9) && direct < Duration::from_millis(25),
+        "direct {direct:?}"
+    );
+    assert!(
+        relayed >= Duration::from_millis(19) && relayed < Duration::from_millis(45),
+        "relayed {relayed:?}"
+    );
+    let links = edges[0].core.prober.links();
+    let l13 = links
+        .iter()
+        .find(|l| l.peer == 3)
+        .expect("edge 1 probes edge 3");
+    assert!(
+        l13.summary.rtt_ms > 100.0,
+        "probed RTT of the degraded link: {:?}",
+        l13.summary
+    );
+    for e in edges {
+        e.kill().await;
+    }
+    ctl.shutdown().await;
+}

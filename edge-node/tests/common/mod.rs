@@ -202,7 +202,16 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr, ca_der: &[u8]) -> RawClient {
-        let endpoint = client_endpoint();
+        Self::connect_from(client_endpoint(), addr, ca_der).await
+    }
+
+    /// Connect through a given endpoint (e.g. bound to an address of its own
+    /// in an emulated WAN).
+    pub async fn connect_from(
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        ca_der: &[u8],
+    ) -> RawClient {
         let conn = endpoint
             .connect_with(
                 client_config(ca_der, protocol::alpn::CLIENT_V1),
