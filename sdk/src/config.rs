@@ -56,10 +56,25 @@ impl Default for Backoff {
 /// fields; [`crate::Client::connect`] validates it.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Candidate edges, best first (e.g. from the controller's nearest-edge
-    /// lookup). The client connects to the first that answers and fails over
-    /// to the others.
+    /// Candidate edges, best first. The client connects to the first that
+    /// answers and fails over to the others. Empty: ask `controller`.
     pub edges: Vec<EdgeCandidate>,
+    /// A region controller (`http://host:port`) to ask for a shortlist of
+    /// nearby edges when `edges` is empty.
+    pub controller: Option<String>,
+    /// Edges asked of the controller.
+    pub shortlist_len: usize,
+    /// With more than one candidate, measure each (a few keepalive round
+    /// trips, within `probe_timeout`) before connecting, and connect to the
+    /// fastest, keeping the runner-up next in line for failover. Always done
+    /// for a controller's shortlist; for an explicit `edges` list only when
+    /// set (default: the app's order is kept).
+    pub probe_candidates: bool,
+    pub probe_timeout: Duration,
+    /// Measure the candidates again this often while connected, and move to
+    /// one that is clearly faster (see [`crate::nearest::should_switch`]).
+    /// `None`: never.
+    pub reprobe_interval: Option<Duration>,
     /// PEM CA certificate(s) the edges' certificates chain to.
     pub ca_pem: Vec<u8>,
     /// A keepalive is sent this often; the edge answers each one.
@@ -107,10 +122,16 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults: keepalive 200 ms, liveness 600 ms, connect 1 s (staggered
     /// by 200 ms, 3 rounds), requests 5 s, backoff 50 ms to 2 s with full
-    /// jitter, replay window 256, 1,024 unacked, reorder timeout 2 s.
+    /// jitter, replay window 256, 1,024 unacked, reorder timeout 2 s;
+    /// a controller's shortlist of 4, probed within 1 s, again every 30 s.
     pub fn new(edges: Vec<EdgeCandidate>, ca_pem: Vec<u8>) -> Self {
         ClientConfig {
             edges,
+            controller: None,
+            shortlist_len: 4,
+            probe_candidates: false,
+            probe_timeout: Duration::from_secs(1),
+            reprobe_interval: Some(Duration::from_secs(30)),
             ca_pem,
             keepalive_interval: Duration::from_millis(200),
             liveness_timeout: Duration::from_millis(600),
@@ -132,8 +153,20 @@ impl ClientConfig {
     /// Check the values; the error says which field is wrong.
     pub fn validate(&self) -> Result<(), SdkError> {
         let bad = |m: &str| Err(SdkError::Invalid(m.to_string()));
-        if self.edges.is_empty() {
-            return bad("edges: at least one candidate edge is needed");
+        if self.edges.is_empty() && self.controller.is_none() {
+            return bad("edges: at least one candidate edge (or a controller to ask) is needed");
+        }
+        if self.controller.is_some() && !(1..=32).contains(&self.shortlist_len) {
+            return bad("shortlist_len must be within 1..=32");
+        }
+        if self.probe_timeout.is_zero() {
+            return bad("probe_timeout must be above zero");
+        }
+        if self
+            .reprobe_interval
+            .is_some_and(|i| i < Duration::from_secs(1))
+        {
+            return bad("reprobe_interval must be at least 1 s");
         }
         if let Some(e) = self.edges.iter().find(|e| e.server_name.is_empty()) {
             return bad(&format!("edges: {} has an empty server_name", e.addr));

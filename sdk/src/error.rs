@@ -43,6 +43,9 @@ pub enum SdkError {
     /// The edge broke the protocol (bad frame, impossible reply).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The region controller's nearest-edge lookup failed.
+    #[error("nearest-edge lookup: {0}")]
+    Controller(String),
     /// A bad argument or configuration value.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -59,6 +59,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod events;
+pub mod nearest;
 pub mod reorder;
 pub mod replay;
 mod roster;

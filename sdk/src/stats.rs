@@ -33,6 +33,8 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// Goaways received.
     pub goaways: AtomicU64,
+    /// Moves to a clearly faster edge found by re-probing.
+    pub edge_switches: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -53,6 +55,7 @@ pub struct StatsSnapshot {
     pub frames_unknown: u64,
     pub reconnects: u64,
     pub goaways: u64,
+    pub edge_switches: u64,
 }
 
 impl Stats {
@@ -74,6 +77,7 @@ impl Stats {
             frames_unknown: r(&self.frames_unknown),
             reconnects: r(&self.reconnects),
             goaways: r(&self.goaways),
+            edge_switches: r(&self.edge_switches),
         }
     }
 }

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::BackoffState;
 use crate::channel::{now_us, Binding, TrackSlot};
 use crate::client::{Cmd, JoinInfo, Reply};
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
 use crate::connection::{connect_round, Endpoints, Inbound, Link, RoundTiming, Shared, Target};
 use crate::error::{close_code, describe_close, SdkError};
 use crate::events::{Event, Message};
@@ -119,16 +119,20 @@ enum End {
     Lost(String),
     /// Nothing left to do on it (no channel): disconnect until needed.
     Idle,
-    /// The edge said goaway and the wait is over: move, keeping the old link
-    /// until the channels are restored elsewhere.
-    Goaway(Link),
+    /// Move (the edge said goaway and the wait is over, or a clearly faster
+    /// edge was found), keeping the old link until the channels are restored
+    /// elsewhere. The text says why.
+    Move(Link, &'static str),
 }
 
 enum Step {
     Continue,
     End(End),
-    Goaway,
+    Move(&'static str),
 }
+
+/// Candidates with their measured RTT (`None`: did not answer).
+type Measured = Vec<(EdgeCandidate, Option<Duration>)>;
 
 /// What the reconnect loop produced.
 enum Reconnect {
@@ -310,8 +314,107 @@ impl Supervisor {
         out
     }
 
+    // ----- choosing the edge -----------------------------------------
+
+    /// Ask the controller for candidates if none were given, then measure
+    /// them and put the fastest first.
+    async fn choose_edges(&mut self) -> Result<(), SdkError> {
+        if self.cfg.edges.is_empty() {
+            let controller = self.cfg.controller.clone().unwrap_or_default();
+            self.cfg.edges = crate::nearest::fetch_shortlist(
+                &controller,
+                self.cfg.shortlist_len,
+                self.cfg.request_timeout,
+            )
+            .await?;
+            debug!(
+                edges = self.cfg.edges.len(),
+                "shortlist from the controller"
+            );
+            // GeoIP ranks roughly; measure before trusting it.
+            self.cfg.probe_candidates = true;
+        }
+        if !self.cfg.probe_candidates || self.cfg.edges.len() < 2 {
+            return Ok(());
+        }
+        let measured = probe_all(
+            &mut self.endpoints,
+            self.cfg.socket.as_ref(),
+            &self.quic,
+            &self.cfg.edges,
+            self.cfg.probe_timeout,
+        )
+        .await;
+        let ranked = crate::nearest::rank(measured);
+        info!(
+            edges = ?ranked.iter().map(|(e, rtt)| (e.addr, rtt.map(|r| r.as_secs_f64() * 1e3))).collect::<Vec<_>>(),
+            "candidate edges measured (RTT ms)"
+        );
+        self.cfg.edges = ranked.into_iter().map(|(e, _)| e).collect();
+        Ok(())
+    }
+
+    /// Measure the candidates every `reprobe_interval` in a task of their
+    /// own; the results arrive on the returned channel.
+    fn start_reprobing(&self) -> Option<mpsc::UnboundedReceiver<Measured>> {
+        let every = self.cfg.reprobe_interval?;
+        if !self.cfg.probe_candidates || self.cfg.edges.len() < 2 {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let edges = self.cfg.edges.clone();
+        let (quic, socket, limit) = (
+            self.quic.clone(),
+            self.cfg.socket.clone(),
+            self.cfg.probe_timeout,
+        );
+        tokio::spawn(async move {
+            // Sockets of its own: probe connections stay off the media path.
+            let mut endpoints = Endpoints::default();
+            loop {
+                tokio::time::sleep(every).await;
+                let measured =
+                    probe_all(&mut endpoints, socket.as_ref(), &quic, &edges, limit).await;
+                if tx.send(measured).is_err() {
+                    break; // the client is gone
+                }
+            }
+            endpoints.wait_idle(Duration::from_millis(100)).await;
+        });
+        Some(rx)
+    }
+
+    /// Re-rank the candidates on fresh measurements; the edge to move to, if
+    /// one is clearly faster than the current one.
+    fn reranked(&mut self, measured: Measured, link: &Link) -> Option<pb::EdgeAddress> {
+        let current = link.target.addr;
+        let current_rtt = measured
+            .iter()
+            .find(|(e, _)| e.addr == current)
+            .map(|(_, rtt)| *rtt);
+        let ranked = crate::nearest::rank(measured);
+        // The failover order follows the measurements too.
+        self.cfg.edges = ranked.iter().map(|(e, _)| e.clone()).collect();
+        self.current = self.cfg.edges.iter().position(|e| e.addr == current);
+        let (best, best_rtt) = ranked.first()?;
+        let best_rtt = (*best_rtt)?;
+        // An edge we were redirected to (not a candidate) is kept: its
+        // operator chose it.
+        let current_rtt = current_rtt?;
+        if best.addr == current || !crate::nearest::should_switch(current_rtt, best_rtt) {
+            return None;
+        }
+        info!(from = %current, to = %best.addr, ?current_rtt, ?best_rtt, "a clearly faster edge; moving");
+        Some(pb::EdgeAddress {
+            addr: best.addr.to_string(),
+            server_name: best.server_name.clone(),
+            ..Default::default()
+        })
+    }
+
     /// The first connection, for `Client::connect`.
     pub async fn connect_first(&mut self) -> Result<Opened, SdkError> {
+        self.choose_edges().await?;
         let mut last = String::new();
         for round in 0..self.cfg.connect_rounds {
             if round > 0 {
@@ -390,6 +493,7 @@ impl Supervisor {
     // ----- the main loop ----------------------------------------------
 
     pub async fn run(mut self, first: Opened, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut probes = self.start_reprobing();
         let mut next = Some(first);
         loop {
             let (link, inbound) = match next.take() {
@@ -412,7 +516,7 @@ impl Supervisor {
                     }
                 }
             };
-            match self.serve(link, inbound, &mut cmds).await {
+            match self.serve(link, inbound, &mut cmds, &mut probes).await {
                 End::Closed => break,
                 End::Idle => self.link_down(false),
                 End::Lost(reason) => {
@@ -420,11 +524,11 @@ impl Supervisor {
                     self.link_down(false);
                     self.begin_outage(reason);
                 }
-                End::Goaway(old) => {
-                    info!(edge = %old.target.addr, "edge going away; moving");
+                End::Move(old, why) => {
+                    info!(edge = %old.target.addr, why, "moving to another edge");
                     self.link_down(true);
                     self.draining = Some(old);
-                    self.begin_outage("the edge is going away".into());
+                    self.begin_outage(why.into());
                 }
             }
         }
@@ -450,6 +554,7 @@ impl Supervisor {
         mut link: Link,
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
         cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+        probes: &mut Option<mpsc::UnboundedReceiver<Measured>>,
     ) -> End {
         self.shared.set_edge(Some(link.target.addr));
         if self.outage.is_some() {
@@ -553,8 +658,16 @@ impl Supervisor {
                     }
                 }
                 _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
-                    Step::Goaway
+                    Step::Move("the edge is going away")
                 }
+                measured = next_measurement(probes) => match self.reranked(measured, &link) {
+                    Some(faster) => {
+                        bump(&self.shared.stats.edge_switches, 1);
+                        self.redirects = vec![faster];
+                        Step::Move("a clearly faster edge was measured")
+                    }
+                    None => Step::Continue,
+                },
             };
             self.flush(&link);
             match step {
@@ -564,7 +677,7 @@ impl Supervisor {
                     link.close(0, "reconnecting");
                     return end;
                 }
-                Step::Goaway => return End::Goaway(link),
+                Step::Move(why) => return End::Move(link, why),
             }
             if self.left_last
                 && self.channels.is_empty()
@@ -721,6 +834,47 @@ fn chat(channel_id: u64, s: &Sent, to_user: &str) -> pb::ChatMessage {
         payload: s.payload.to_vec(),
         sent_at_us: s.sent_at_us,
         to_user: to_user.to_string(),
+    }
+}
+
+/// Measure every candidate at once; results in the candidates' order.
+async fn probe_all(
+    endpoints: &mut Endpoints,
+    socket: Option<&SocketFactory>,
+    quic: &quinn::ClientConfig,
+    edges: &[EdgeCandidate],
+    limit: Duration,
+) -> Measured {
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, e) in edges.iter().enumerate() {
+        let Ok(ep) = endpoints.for_addr(&e.addr, socket) else {
+            continue;
+        };
+        let (quic, e) = (quic.clone(), e.clone());
+        probes.spawn(async move {
+            let rtt =
+                crate::nearest::probe(&ep, &quic, &e, crate::nearest::PROBES_PER_CANDIDATE, limit)
+                    .await;
+            (i, rtt)
+        });
+    }
+    let mut rtts = vec![None; edges.len()];
+    while let Some(done) = probes.join_next().await {
+        if let Ok((i, rtt)) = done {
+            rtts[i] = rtt;
+        }
+    }
+    edges.iter().cloned().zip(rtts).collect()
+}
+
+/// The next measurement, or never if there is no re-probing.
+async fn next_measurement(probes: &mut Option<mpsc::UnboundedReceiver<Measured>>) -> Measured {
+    match probes {
+        Some(rx) => match rx.recv().await {
+            Some(m) => m,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,218 @@
+//! Finding the nearest edge end to end: three real edges and a region
+//! controller (embedded store) on loopback, the client behind the WAN
+//! emulation at its own address. The client asks the controller's
+//! `/v1/edges/nearest` for a shortlist, probes it and connects to the
+//! fastest edge; when that edge's path degrades it moves to the one that is
+//! now clearly faster (no message lost), and it does not move for a gain
+//! below the switching threshold.
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use edge_node::netem::{LinkProfile, Wan};
+use edge_node::tls::DevPki;
+use edge_node::{Edge, EdgeConfig, EdgeOptions};
+use protocol::token::{mint, Grant};
+use region_controller::api::Api;
+use region_controller::controller::{Controller, RoutingOptions};
+use region_controller::keys::KeyLayout;
+use region_controller::store::{ControlStore, MemoryStore};
+use sdk::{Client, ClientConfig, Event, SocketFactory};
+
+const APP: &str = "demo";
+const SECRET: &str = "test-secret-0123456789";
+
+fn token(channel: &str, user: &str) -> String {
+    mint(
+        &Grant {
+            app_id: APP,
+            channel,
+            user_id: user,
+            publish: true,
+            subscribe: true,
+            issued_at: now(),
+            expires_at: now() + 600,
+        },
+        SECRET.as_bytes(),
+    )
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// Client sockets bound at `at`, behind the emulated WAN.
+fn socket_at(wan: &Arc<Wan>, at: IpAddr) -> SocketFactory {
+    let wan = wan.clone();
+    SocketFactory(Arc::new(move |_wildcard| {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(at, 0))?;
+        s.set_nonblocking(true)?;
+        wan.wrap(s)
+    }))
+}
+
+async fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_clear_gain() {
+    init_logs();
+    let (client_ip, edge_ips) = (ip(50), [ip(11), ip(12), ip(13)]);
+    let wan = Wan::new(vec![]).unwrap();
+    // One-way delays from the client: edge 12 is nearest, then 13, then 11.
+    let set = |edge: usize, ms: f64| {
+        wan.set_link(client_ip, edge_ips[edge], LinkProfile::delay(ms))
+            .unwrap()
+    };
+    set(0, 40.0);
+    set(1, 5.0);
+    set(2, 20.0);
+
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let controller = Controller::start(
+        store.clone(),
+        KeyLayout::default(),
+        RoutingOptions {
+            region: "eu".into(),
+            name: "ctl".into(),
+            debounce: Duration::from_millis(50),
+            recompute: Duration::from_secs(1),
+            election_ttl: Duration::from_secs(2),
+            cost: Default::default(),
+            hysteresis: Default::default(),
+        },
+    );
+    let api = Api::new(
+        controller.mesh.clone(),
+        controller.leader.clone(),
+        "eu".into(),
+        None,
+        50,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::new(api).serve(listener));
+
+    let pki = DevPki::new().unwrap();
+    let mut edges = vec![];
+    for (i, city) in ["ams", "fra", "lhr"].iter().enumerate() {
+        let mut cfg = EdgeConfig::dev(i as u32 + 1, APP, SECRET);
+        cfg.edge.region = "eu".into();
+        cfg.edge.city = city.to_string();
+        cfg.edge.listen = SocketAddr::new(edge_ips[i], 0);
+        let opts = EdgeOptions {
+            tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            store: Some(store.clone()),
+            wan: Some(wan.clone()),
+            ..Default::default()
+        };
+        edges.push(Edge::start(cfg, opts).await.unwrap());
+    }
+    wait_for(15, "routes between the edges", || {
+        edges.iter().all(|e| e.core.route_table().paths.len() == 2)
+    })
+    .await;
+
+    // The listener: on edge 11 by an explicit list.
+    let mut listen_cfg = config(&pki, &[edges[0].addr()]);
+    listen_cfg.socket = Some(socket_at(&wan, ip(60)));
+    let listener = Client::connect(listen_cfg).await.unwrap();
+    let _listen_room = listener
+        .join(&token("room", "lena"), "room", true)
+        .await
+        .unwrap();
+
+    // The talker: from the controller's shortlist.
+    let mut cfg = ClientConfig::new(vec![], pki.ca_pem().into_bytes());
+    cfg.controller = Some(format!("http://{api_addr}"));
+    cfg.reprobe_interval = Some(Duration::from_secs(1));
+    cfg.socket = Some(socket_at(&wan, client_ip));
+    let started = Instant::now();
+    let talker = loop {
+        // The controller lists edges once their first load records are in.
+        match Client::connect(cfg.clone()).await {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        talker.edge(),
+        Some(edges[1].addr()),
+        "the 5 ms edge, whatever the controller's order"
+    );
+    let room = talker
+        .join(&token("room", "tom"), "room", true)
+        .await
+        .unwrap();
+
+    // Messages flow while the nearest edge's path degrades to 60 ms: the
+    // talker moves to edge 13 (20 ms), a clear gain.
+    const N: u64 = 150;
+    let sender = tokio::spawn(async move {
+        for i in 1..=N {
+            room.send_message(Bytes::from(format!("m{i}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        room
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let degraded = Instant::now();
+    set(1, 60.0);
+    wait_for(6, "the talker moves to edge 13", || {
+        talker.edge() == Some(edges[2].addr())
+    })
+    .await;
+    eprintln!(
+        "nearest edge degraded: moved to the next fastest after {:?}",
+        degraded.elapsed()
+    );
+
+    let mut seqs = vec![];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (seqs.len() as u64) < N && Instant::now() < deadline {
+        if let Ok(Some(Event::Message(m))) =
+            tokio::time::timeout(Duration::from_secs(1), listener.next_event()).await
+        {
+            seqs.push(m.seq);
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "every message once, in order, across the move"
+    );
+    let _room = sender.await.unwrap();
+
+    // Edge 11 becomes 30 ms away against 40 ms now: 10 ms better but not a
+    // third faster, so the talker stays.
+    set(0, 15.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        talker.edge(),
+        Some(edges[2].addr()),
+        "no move for a small gain"
+    );
+    assert_eq!(talker.stats().snapshot().edge_switches, 1);
+
+    talker.close().await;
+    listener.close().await;
+    for e in edges {
+        e.kill().await;
+    }
+    controller.shutdown().await;
+}
