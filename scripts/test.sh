@@ -34,6 +34,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/test-output.txt
+terraform/test.sh  # terraform modules: fmt, validate, terraform test, rendered configs checked and run by the binaries
 
 if [ -x protocol/fuzz/run.sh ]; then
     log "fuzzing every decoder for ${RTN_FUZZ_SECONDS:-20}s"

@@ -1,0 +1,146 @@
+# Renders everything a host needs to run one RTN edge: its config, TLS
+# material, app secrets, kernel UDP tuning, a host firewall, a hardened
+# systemd unit, and the cloud-init user data that installs all of it.
+# No resources and no providers: a cloud module puts user_data on an instance.
+
+locals {
+  binary_path = "/usr/local/bin/edge-node"
+  config_path = "${var.config_dir}/edge.toml"
+  env_path    = "${var.config_dir}/edge.env"
+  tls_dir     = "${var.config_dir}/tls"
+  tls_cert    = "${local.tls_dir}/edge.pem"
+  tls_key     = "${local.tls_dir}/edge.key"
+  tls_mesh_ca = "${local.tls_dir}/mesh-ca.pem"
+  nft_path    = "${var.config_dir}/firewall.nft"
+  unit_name   = "rtn-edge.service"
+  nft_table   = "rtn_edge"
+
+  ipv6_public  = can(regex(":", var.public_ip))
+  public_addr  = local.ipv6_public ? "[${var.public_ip}]:${var.quic_port}" : "${var.public_ip}:${var.quic_port}"
+  listen       = can(regex(":", var.listen_address)) ? "[${var.listen_address}]:${var.quic_port}" : "${var.listen_address}:${var.quic_port}"
+  admin_listen = can(regex(":", var.admin_listen_address)) ? "[${var.admin_listen_address}]:${var.admin_port}" : "${var.admin_listen_address}:${var.admin_port}"
+
+  limits = merge(var.limits, { max_sessions = var.capacity })
+
+  # One environment variable per app: RTN_APP_SECRETS_<ID>.
+  apps = [for a in var.apps : {
+    id  = a.id
+    env = "RTN_APP_SECRETS_${upper(replace(a.id, "/[^A-Za-z0-9]/", "_"))}"
+  }]
+
+  config_toml = templatefile("${path.module}/templates/edge.toml.tftpl", {
+    edge_id                 = var.edge_id
+    region                  = var.region
+    city                    = var.city
+    coordinates             = var.coordinates
+    listen                  = local.listen
+    public_addr             = local.public_addr
+    admin_listen            = local.admin_listen
+    server_name             = var.server_name
+    udp_buffer_bytes        = var.udp_buffer_bytes
+    tls_cert                = local.tls_cert
+    tls_key                 = local.tls_key
+    tls_mesh_ca             = local.tls_mesh_ca
+    limits                  = local.limits
+    etcd_endpoints          = var.etcd_endpoints
+    prefix                  = var.etcd_prefix
+    lease_ttl_ms            = var.lease_ttl_ms
+    probes_per_other_region = var.probes_per_other_region
+    apps                    = local.apps
+    config_path             = local.config_path
+    env_path                = local.env_path
+  })
+
+  env_file = join("", [
+    "# App secrets of RTN edge ${var.edge_id} (rendered by terraform). Root-only; systemd reads it.\n",
+    join("", [for a in local.apps : "${a.env}=${join(",", var.app_secrets[a.id])}\n"]),
+  ])
+
+  # Leave room for the drain, then a margin for closing connections.
+  stop_timeout_s = ceil(local.limits.drain_timeout_ms / 1000) + 15
+
+  systemd_unit = templatefile("${path.module}/templates/rtn-edge.service.tftpl", {
+    edge_id         = var.edge_id
+    region          = var.region
+    binary          = local.binary_path
+    config_path     = local.config_path
+    env_path        = local.env_path
+    tls_key         = local.tls_key
+    log_format      = var.log_format
+    log_level       = var.log_level
+    stop_timeout_s  = local.stop_timeout_s
+    limit_nofile    = var.limit_nofile
+    tasks_max       = 4096
+    memory_max      = var.memory_max
+    privileged_port = var.quic_port < 1024 || var.admin_port < 1024
+  })
+
+  sysctl_conf = templatefile("${path.module}/templates/sysctl.conf.tftpl", {
+    udp_buffer_bytes   = var.udp_buffer_bytes
+    netdev_max_backlog = 16384
+  })
+
+  firewall_rules = [for r in [
+    { proto = "udp", port = var.quic_port, cidrs = var.quic_cidrs, comment = "QUIC: clients and relay links" },
+    { proto = "tcp", port = var.admin_port, cidrs = var.admin_cidrs, comment = "admin: metrics and health" },
+    { proto = "tcp", port = 22, cidrs = var.ssh_cidrs, comment = "ssh" },
+    ] : {
+    proto   = r.proto
+    port    = r.port
+    comment = r.comment
+    v4      = [for c in r.cidrs : c if can(cidrnetmask(c))]
+    v6      = [for c in r.cidrs : c if !can(cidrnetmask(c))]
+  }]
+
+  firewall_nft = templatefile("${path.module}/templates/firewall.nft.tftpl", {
+    role  = "edge"
+    table = local.nft_table
+    rules = local.firewall_rules
+  })
+
+  firewall_unit = templatefile("${path.module}/templates/rtn-firewall.service.tftpl", {
+    table = local.nft_table
+    path  = local.nft_path
+  })
+
+  install_script = file("${path.module}/templates/rtn-install.sh")
+
+  # Every file the host gets, by path. The key and the secrets are root-only.
+  files = merge(
+    {
+      (local.config_path)                      = { content = local.config_toml, permissions = "0644" }
+      (local.env_path)                         = { content = local.env_file, permissions = "0600" }
+      (local.tls_cert)                         = { content = var.tls.cert_pem, permissions = "0644" }
+      (local.tls_key)                          = { content = var.tls.key_pem, permissions = "0600" }
+      (local.tls_mesh_ca)                      = { content = var.tls.mesh_ca_pem, permissions = "0644" }
+      "/etc/sysctl.d/60-rtn-edge.conf"         = { content = local.sysctl_conf, permissions = "0644" }
+      "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit, permissions = "0644" }
+      "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }
+    },
+    var.host_firewall ? {
+      (local.nft_path)                           = { content = local.firewall_nft, permissions = "0644" }
+      "/etc/systemd/system/rtn-firewall.service" = { content = local.firewall_unit, permissions = "0644" }
+    } : {},
+  )
+
+  services = concat(var.host_firewall ? ["rtn-firewall.service"] : [], [local.unit_name])
+
+  cloud_config = {
+    package_update = true
+    packages       = concat(["ca-certificates", "curl"], var.host_firewall ? ["nftables"] : [])
+    write_files = [for p in sort(keys(local.files)) : {
+      path        = p
+      content     = local.files[p].content
+      owner       = "root:root"
+      permissions = local.files[p].permissions
+    }]
+    runcmd = [
+      ["sysctl", "--system"],
+      ["/usr/local/sbin/rtn-install", var.binary.url, var.binary.sha256, local.binary_path],
+      ["systemctl", "daemon-reload"],
+      concat(["systemctl", "enable", "--now"], local.services),
+    ]
+  }
+
+  user_data = "#cloud-config\n${yamlencode(local.cloud_config)}"
+}

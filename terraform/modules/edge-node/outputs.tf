@@ -1,0 +1,63 @@
+output "user_data" {
+  description = "cloud-init user data (#cloud-config) that installs and starts the edge. Contains the private key and app secrets."
+  value       = local.user_data
+  sensitive   = true
+}
+
+output "user_data_base64gzip" {
+  description = "user_data gzipped and base64-encoded, for providers with a small user data limit (AWS: 16 KiB; cloud-init detects gzip)."
+  value       = base64gzip(local.user_data)
+  sensitive   = true
+}
+
+output "files" {
+  description = "Every rendered file by absolute path on the host: {content, permissions}. Contains the private key and app secrets."
+  value       = local.files
+  sensitive   = true
+}
+
+output "config_toml" {
+  description = "The edge's config file (no secrets in it)."
+  value       = local.config_toml
+}
+
+output "systemd_unit" {
+  description = "The rtn-edge.service unit."
+  value       = local.systemd_unit
+}
+
+output "sysctl_conf" {
+  description = "Kernel settings for UDP (/etc/sysctl.d/60-rtn-edge.conf)."
+  value       = local.sysctl_conf
+}
+
+output "firewall_nft" {
+  description = "The nftables host firewall (null when host_firewall is false)."
+  value       = var.host_firewall ? local.firewall_nft : null
+}
+
+output "paths" {
+  description = "Where things live on the host."
+  value = {
+    binary      = local.binary_path
+    config      = local.config_path
+    env         = local.env_path
+    tls_cert    = local.tls_cert
+    tls_key     = local.tls_key
+    tls_mesh_ca = local.tls_mesh_ca
+    unit        = local.unit_name
+  }
+}
+
+output "edge" {
+  description = "What the rest of the fleet needs to know about this edge: id, region, addresses, ports and server name (for DNS records, security groups and Prometheus targets)."
+  value = {
+    id          = var.edge_id
+    region      = var.region
+    server_name = var.server_name
+    public_addr = local.public_addr
+    quic_port   = var.quic_port
+    admin_port  = var.admin_port
+    capacity    = var.capacity
+  }
+}

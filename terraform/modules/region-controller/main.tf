@@ -1,0 +1,113 @@
+# Renders everything the hosts of one region's controllers need: a leader
+# and standbys that differ only in their names. No resources and no
+# providers: a cloud module puts each user_data on an instance.
+
+locals {
+  binary_path = "/usr/local/bin/region-controller"
+  config_path = "${var.config_dir}/controller.toml"
+  env_path    = "${var.config_dir}/controller.env"
+  geoip_path  = "${var.config_dir}/geoip/city.mmdb"
+  nft_path    = "${var.config_dir}/firewall.nft"
+  unit_name   = "rtn-controller.service"
+  nft_table   = "rtn_controller"
+
+  name_prefix     = coalesce(var.name_prefix, "${var.region}-ctl")
+  names           = [for i in range(var.replicas) : "${local.name_prefix}-${i + 1}"]
+  api_listen      = can(regex(":", var.api_listen_address)) ? "[${var.api_listen_address}]:${var.api_port}" : "${var.api_listen_address}:${var.api_port}"
+  admin_token_env = nonsensitive(var.admin_token == null) ? null : "RTN_CTL_ADMIN_TOKEN"
+
+  config_toml = [for name in local.names : templatefile("${path.module}/templates/controller.toml.tftpl", {
+    region               = var.region
+    name                 = name
+    debounce_ms          = var.debounce_ms
+    recompute_ms         = var.recompute_ms
+    etcd_endpoints       = var.etcd_endpoints
+    prefix               = var.etcd_prefix
+    election_ttl_ms      = var.election_ttl_ms
+    api_listen           = local.api_listen
+    geoip_db             = var.geoip_db == null ? null : local.geoip_path
+    client_ip_header     = var.client_ip_header
+    trusted_proxies      = var.trusted_proxies
+    admin_token_env      = local.admin_token_env
+    lookups_per_ip_per_s = var.lookups_per_ip_per_s
+    config_path          = local.config_path
+    env_path             = local.env_path
+  })]
+
+  env_file = join("", [
+    "# Secrets of the RTN region controller (rendered by terraform). Root-only; systemd reads it.\n",
+    local.admin_token_env == null ? "" : "${local.admin_token_env}=${var.admin_token}\n",
+  ])
+
+  systemd_unit = [for name in local.names : templatefile("${path.module}/templates/rtn-controller.service.tftpl", {
+    name            = name
+    region          = var.region
+    binary          = local.binary_path
+    config_path     = local.config_path
+    env_path        = local.env_path
+    log_level       = var.log_level
+    limit_nofile    = var.limit_nofile
+    memory_max      = var.memory_max
+    privileged_port = var.api_port < 1024
+  })]
+
+  firewall_rules = [for r in [
+    { proto = "tcp", port = var.api_port, cidrs = var.api_cidrs, comment = "API: nearest edge, mesh, metrics, health" },
+    { proto = "tcp", port = 22, cidrs = var.ssh_cidrs, comment = "ssh" },
+    ] : {
+    proto   = r.proto
+    port    = r.port
+    comment = r.comment
+    v4      = [for c in r.cidrs : c if can(cidrnetmask(c))]
+    v6      = [for c in r.cidrs : c if !can(cidrnetmask(c))]
+  }]
+
+  firewall_nft = templatefile("${path.module}/templates/firewall.nft.tftpl", {
+    role  = "region controller"
+    table = local.nft_table
+    rules = local.firewall_rules
+  })
+
+  firewall_unit = templatefile("${path.module}/templates/rtn-firewall.service.tftpl", {
+    table = local.nft_table
+    path  = local.nft_path
+  })
+
+  install_script = file("${path.module}/templates/rtn-install.sh")
+
+  files = [for i, name in local.names : merge(
+    {
+      (local.config_path)                      = { content = local.config_toml[i], permissions = "0644" }
+      (local.env_path)                         = { content = local.env_file, permissions = "0600" }
+      "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit[i], permissions = "0644" }
+      "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }
+    },
+    var.host_firewall ? {
+      (local.nft_path)                           = { content = local.firewall_nft, permissions = "0644" }
+      "/etc/systemd/system/rtn-firewall.service" = { content = local.firewall_unit, permissions = "0644" }
+    } : {},
+  )]
+
+  services = concat(var.host_firewall ? ["rtn-firewall.service"] : [], [local.unit_name])
+
+  cloud_config = [for i, name in local.names : {
+    package_update = true
+    packages       = concat(["ca-certificates", "curl"], var.host_firewall ? ["nftables"] : [])
+    write_files = [for p in sort(keys(local.files[i])) : {
+      path        = p
+      content     = local.files[i][p].content
+      owner       = "root:root"
+      permissions = local.files[i][p].permissions
+    }]
+    runcmd = concat(
+      [["/usr/local/sbin/rtn-install", var.binary.url, var.binary.sha256, local.binary_path]],
+      var.geoip_db == null ? [] : [["/usr/local/sbin/rtn-install", var.geoip_db.url, var.geoip_db.sha256, local.geoip_path, "0644"]],
+      [
+        ["systemctl", "daemon-reload"],
+        concat(["systemctl", "enable", "--now"], local.services),
+      ],
+    )
+  }]
+
+  user_data = [for c in local.cloud_config : "#cloud-config\n${yamlencode(c)}"]
+}

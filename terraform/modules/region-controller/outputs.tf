@@ -1,0 +1,53 @@
+output "names" {
+  description = "Controller names, one per replica (controller.name)."
+  value       = local.names
+}
+
+output "user_data" {
+  description = "cloud-init user data (#cloud-config) per replica, in the order of names. Contains the admin token."
+  value       = local.user_data
+  sensitive   = true
+}
+
+output "user_data_base64gzip" {
+  description = "user_data per replica, gzipped and base64-encoded (AWS limits user data to 16 KiB)."
+  value       = [for u in local.user_data : base64gzip(u)]
+  sensitive   = true
+}
+
+output "files" {
+  description = "Every rendered file per replica, by absolute path: {content, permissions}. Contains the admin token."
+  value       = local.files
+  sensitive   = true
+}
+
+output "config_toml" {
+  description = "The config file per replica (no secrets in it)."
+  value       = local.config_toml
+}
+
+output "systemd_unit" {
+  description = "The rtn-controller.service unit per replica."
+  value       = local.systemd_unit
+}
+
+output "firewall_nft" {
+  description = "The nftables host firewall (null when host_firewall is false)."
+  value       = var.host_firewall ? local.firewall_nft : null
+}
+
+output "paths" {
+  description = "Where things live on the host."
+  value = {
+    binary   = local.binary_path
+    config   = local.config_path
+    env      = local.env_path
+    geoip_db = var.geoip_db == null ? null : local.geoip_path
+    unit     = local.unit_name
+  }
+}
+
+output "api_port" {
+  description = "TCP port of the API (for security groups, DNS health checks and Prometheus targets)."
+  value       = var.api_port
+}

@@ -1,0 +1,202 @@
+# terraform test for the region-controller module. (terraform/tests/run_tests.py
+# also feeds the rendered configs to the real region-controller check-config
+# and runs them against an etcd cluster rendered by etcd-cluster.)
+
+variables {
+  region         = "us-east"
+  etcd_endpoints = ["http://10.0.0.10:2378", "http://10.0.0.11:2378", "http://10.0.0.12:2378"]
+  binary = {
+    url    = "https://releases.example.net/rtn/v0.1.0/region-controller"
+    sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
+  }
+  geoip_db = {
+    url    = "https://releases.example.net/geoip/GeoIP2-City.mmdb"
+    sha256 = "0a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f50"
+  }
+  admin_token = "an-admin-token-0123456789abcdef"
+}
+
+run "leader_and_standby" {
+  command = plan
+
+  assert {
+    condition     = output.names == ["us-east-ctl-1", "us-east-ctl-2"] && length(output.config_toml) == 2 && length(nonsensitive(output.user_data)) == 2
+    error_message = "two replicas by default, named <region>-ctl-<n>"
+  }
+  assert {
+    condition     = strcontains(output.config_toml[0], "name = \"us-east-ctl-1\"\n") && strcontains(output.config_toml[1], "name = \"us-east-ctl-2\"\n")
+    error_message = "each replica needs its own name"
+  }
+  assert {
+    condition     = alltrue([for c in output.config_toml : strcontains(c, "region = \"us-east\"\n") && strcontains(c, "etcd_endpoints = [\"http://10.0.0.10:2378\",\"http://10.0.0.11:2378\",\"http://10.0.0.12:2378\"]\n")])
+    error_message = "region and etcd endpoints are wrong"
+  }
+}
+
+run "renders_the_api_section" {
+  command = plan
+
+  variables {
+    client_ip_header = "x-forwarded-for"
+    trusted_proxies  = ["10.0.0.0/8", "192.0.2.1"]
+  }
+
+  assert {
+    condition     = strcontains(output.config_toml[0], "listen = \"0.0.0.0:8080\"\n") && strcontains(output.config_toml[0], "geoip_db = \"/etc/rtn/geoip/city.mmdb\"\n")
+    error_message = "API listen address or GeoIP path is wrong"
+  }
+  assert {
+    condition     = strcontains(output.config_toml[0], "client_ip_header = \"x-forwarded-for\"\n") && strcontains(output.config_toml[0], "trusted_proxies = [\"10.0.0.0/8\",\"192.0.2.1\"]\n")
+    error_message = "proxy settings are wrong"
+  }
+  assert {
+    condition     = strcontains(output.config_toml[0], "admin_token_env = \"RTN_CTL_ADMIN_TOKEN\"\n") && !strcontains(output.config_toml[0], "an-admin-token")
+    error_message = "the admin token must come from the environment file, not the config"
+  }
+  assert {
+    condition     = nonsensitive(output.files[0]["/etc/rtn/controller.env"].content) == "# Secrets of the RTN region controller (rendered by terraform). Root-only; systemd reads it.\nRTN_CTL_ADMIN_TOKEN=an-admin-token-0123456789abcdef\n" && nonsensitive(output.files[0]["/etc/rtn/controller.env"].permissions) == "0600"
+    error_message = "the environment file is wrong"
+  }
+  assert {
+    condition     = strcontains(nonsensitive(output.user_data[0]), "/etc/rtn/geoip/city.mmdb") && strcontains(nonsensitive(output.user_data[0]), "GeoIP2-City.mmdb")
+    error_message = "user data must install the GeoIP database"
+  }
+}
+
+run "no_geoip_no_admin_token" {
+  command = plan
+
+  variables {
+    geoip_db    = null
+    admin_token = null
+    replicas    = 3
+    name_prefix = "use1"
+  }
+
+  assert {
+    condition     = !strcontains(output.config_toml[0], "geoip_db") && !strcontains(output.config_toml[0], "admin_token_env") && output.paths.geoip_db == null
+    error_message = "optional settings must be left out"
+  }
+  assert {
+    condition     = output.names == ["use1-1", "use1-2", "use1-3"]
+    error_message = "name_prefix and replicas are not used"
+  }
+}
+
+run "hardened_unit" {
+  command = plan
+
+  assert {
+    condition = alltrue([for d in [
+      "ExecStart=/usr/local/bin/region-controller run --config /etc/rtn/controller.toml\n",
+      "EnvironmentFile=/etc/rtn/controller.env", "DynamicUser=yes", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes",
+      "ProtectSystem=strict", "PrivateUsers=yes", "SystemCallFilter=@system-service", "Restart=always",
+      "KillSignal=SIGTERM", "LimitNOFILE=65536", "MemoryMax=2G",
+    ] : strcontains(output.systemd_unit[0], d)])
+    error_message = "a directive is missing from the unit"
+  }
+  assert {
+    condition     = strcontains(output.firewall_nft, "ip saddr { 0.0.0.0/0 } tcp dport 8080 accept") && !strcontains(output.firewall_nft, "dport 22")
+    error_message = "the API must be open and SSH closed by default"
+  }
+}
+
+run "api_on_port_80" {
+  command = plan
+  variables {
+    api_port = 80
+  }
+  assert {
+    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n") && strcontains(output.config_toml[0], "listen = \"0.0.0.0:80\"\n")
+    error_message = "port 80 needs CAP_NET_BIND_SERVICE"
+  }
+}
+
+run "rejects_zero_replicas" {
+  command = plan
+  variables {
+    replicas = 0
+  }
+  expect_failures = [var.replicas]
+}
+
+run "rejects_a_region_with_a_slash" {
+  command = plan
+  variables {
+    region = "us/east"
+  }
+  expect_failures = [var.region]
+}
+
+run "rejects_etcd_endpoints_without_scheme" {
+  command = plan
+  variables {
+    etcd_endpoints = ["10.0.0.10:2379"]
+  }
+  expect_failures = [var.etcd_endpoints]
+}
+
+run "rejects_a_short_election_ttl" {
+  command = plan
+  variables {
+    election_ttl_ms = 1000
+  }
+  expect_failures = [var.election_ttl_ms]
+}
+
+run "rejects_a_tiny_debounce" {
+  command = plan
+  variables {
+    debounce_ms = 1
+  }
+  expect_failures = [var.debounce_ms]
+}
+
+run "rejects_a_bad_proxy" {
+  command = plan
+  variables {
+    client_ip_header = "x-forwarded-for"
+    trusted_proxies  = ["10.0.0.0/99"]
+  }
+  expect_failures = [var.trusted_proxies]
+}
+
+run "rejects_proxies_without_a_header" {
+  command = plan
+  variables {
+    trusted_proxies = ["10.0.0.0/8"]
+  }
+  expect_failures = [var.trusted_proxies]
+}
+
+run "rejects_a_short_admin_token" {
+  command = plan
+  variables {
+    admin_token = "short"
+  }
+  expect_failures = [var.admin_token]
+}
+
+run "rejects_zero_lookups" {
+  command = plan
+  variables {
+    lookups_per_ip_per_s = 0
+  }
+  expect_failures = [var.lookups_per_ip_per_s]
+}
+
+run "rejects_a_geoip_db_over_http" {
+  command = plan
+  variables {
+    geoip_db = { url = "http://example.net/city.mmdb", sha256 = "0a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f50" }
+  }
+  expect_failures = [var.geoip_db]
+}
+
+run "rejects_a_bad_binary_checksum" {
+  command = plan
+  variables {
+    binary = { url = "https://releases.example.net/region-controller", sha256 = "XYZ" }
+  }
+  expect_failures = [var.binary]
+}

@@ -1,0 +1,256 @@
+variable "region" {
+  description = "RTN region the controllers compute routes for (controller.region); edges of that region follow them."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.region))
+    error_message = "region must be 1-63 characters of lowercase letters, digits and '-', starting with a letter or digit."
+  }
+}
+
+variable "replicas" {
+  description = "Controllers in the region: one leader and replicas - 1 standbys, all equal (every one serves the nearest-edge API). A standby takes over within election_ttl_ms of a crash."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.replicas >= 1 && var.replicas <= 7 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number within 1..7."
+  }
+}
+
+variable "name_prefix" {
+  description = "Controller names are <name_prefix>-<n> (controller.name, unique among a region's candidates); null means <region>-ctl."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.name_prefix == null || can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,55}$", var.name_prefix))
+    error_message = "name_prefix must be 1-56 characters of letters, digits, '.', '_' and '-'."
+  }
+}
+
+variable "etcd_endpoints" {
+  description = "etcd client URLs (store.etcd_endpoints)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.etcd_endpoints) > 0 && alltrue([for e in var.etcd_endpoints : can(regex("^https?://[^/\\s]+$", e))])
+    error_message = "etcd_endpoints must hold at least one http:// or https:// URL without a path."
+  }
+}
+
+variable "etcd_prefix" {
+  description = "Key prefix of the mesh in etcd (store.prefix): the same as the edges'."
+  type        = string
+  default     = "/rtn/v1/"
+
+  validation {
+    condition     = can(regex("^/[^\\s\\x00-\\x1f]*/$", var.etcd_prefix)) && length(var.etcd_prefix) >= 2
+    error_message = "etcd_prefix must start and end with '/' and contain no spaces or control characters."
+  }
+}
+
+variable "election_ttl_ms" {
+  description = "Lease of the region's leader key (store.election_ttl_ms): a crashed leader is replaced within this."
+  type        = number
+  default     = 3000
+
+  validation {
+    condition     = var.election_ttl_ms >= 2000 && var.election_ttl_ms <= 60000
+    error_message = "election_ttl_ms must be within 2000..60000 (etcd's floor is about 2 s)."
+  }
+}
+
+variable "debounce_ms" {
+  description = "Store changes are collected this long before routes are recomputed (controller.debounce_ms)."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.debounce_ms >= 10 && var.debounce_ms <= 10000
+    error_message = "debounce_ms must be within 10..10000."
+  }
+}
+
+variable "recompute_ms" {
+  description = "Routes are recomputed at least this often (controller.recompute_ms)."
+  type        = number
+  default     = 5000
+
+  validation {
+    condition     = var.recompute_ms >= 100 && var.recompute_ms <= 600000
+    error_message = "recompute_ms must be within 100..600000."
+  }
+}
+
+variable "api_port" {
+  description = "TCP port of the controller's HTTP API: the public nearest-edge lookup (the SDK's first contact), /v1/mesh (bearer token), /metrics, /healthz, /readyz."
+  type        = number
+  default     = 8080
+
+  validation {
+    condition     = var.api_port >= 1 && var.api_port <= 65535 && floor(var.api_port) == var.api_port
+    error_message = "api_port must be a port number within 1..65535."
+  }
+}
+
+variable "api_listen_address" {
+  description = "Local address the API binds."
+  type        = string
+  default     = "0.0.0.0"
+
+  validation {
+    condition     = can(cidrhost("${var.api_listen_address}/32", 0)) || (can(regex(":", var.api_listen_address)) && can(cidrhost("${var.api_listen_address}/128", 0)))
+    error_message = "api_listen_address must be a literal IPv4 or IPv6 address."
+  }
+}
+
+variable "api_cidrs" {
+  description = "Networks allowed to reach the API port in the host firewall: every client, unless a proxy or load balancer fronts the controllers."
+  type        = list(string)
+  default     = ["0.0.0.0/0", "::/0"]
+
+  validation {
+    condition     = length(var.api_cidrs) > 0 && alltrue([for c in var.api_cidrs : can(cidrhost(c, 0))])
+    error_message = "api_cidrs must hold at least one CIDR block."
+  }
+}
+
+variable "ssh_cidrs" {
+  description = "Networks allowed to reach SSH in the host firewall. Empty: SSH is closed."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ssh_cidrs : can(cidrhost(c, 0))])
+    error_message = "ssh_cidrs must be CIDR blocks."
+  }
+}
+
+variable "host_firewall" {
+  description = "Install the nftables host firewall."
+  type        = bool
+  default     = true
+}
+
+variable "geoip_db" {
+  description = "MaxMind City database (.mmdb) the controllers rank clients with, downloaded at first boot: an https URL and its SHA-256. null: no GeoIP, nearest-edge answers spread over regions instead."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+  default = null
+
+  validation {
+    condition     = var.geoip_db == null || try(can(regex("^https://[^\\s'\"]+$", var.geoip_db.url)) && can(regex("^[0-9a-f]{64}$", var.geoip_db.sha256)), false)
+    error_message = "geoip_db.url must be an https:// URL and geoip_db.sha256 64 lowercase hex digits."
+  }
+}
+
+variable "client_ip_header" {
+  description = "Header carrying the client address when a trusted proxy forwards the lookup (api.client_ip_header), e.g. x-forwarded-for."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.client_ip_header == null || can(regex("^[A-Za-z0-9-]{1,64}$", var.client_ip_header))
+    error_message = "client_ip_header must be an HTTP header name."
+  }
+}
+
+variable "trusted_proxies" {
+  description = "Addresses or CIDRs of proxies allowed to set client_ip_header (api.trusted_proxies)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.trusted_proxies : can(cidrhost(strcontains(p, "/") ? p : (strcontains(p, ":") ? "${p}/128" : "${p}/32"), 0))])
+    error_message = "trusted_proxies must be IP addresses or CIDR blocks."
+  }
+
+  validation {
+    condition     = length(var.trusted_proxies) == 0 || var.client_ip_header != null
+    error_message = "trusted_proxies needs client_ip_header."
+  }
+}
+
+variable "admin_token" {
+  description = "Bearer token of the operator endpoint /v1/mesh (reaches the process through a root-only environment file). null: /v1/mesh is refused."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.admin_token == null || nonsensitive(can(regex("^[A-Za-z0-9+/=_.:@%~-]{24,512}$", var.admin_token)))
+    error_message = "admin_token must be 24-512 characters of letters, digits and + / = _ . : @ % ~ -."
+  }
+}
+
+variable "lookups_per_ip_per_s" {
+  description = "Public lookups allowed per client address per second (api.lookups_per_ip_per_s; bursts of twice that)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.lookups_per_ip_per_s >= 1 && floor(var.lookups_per_ip_per_s) == var.lookups_per_ip_per_s
+    error_message = "lookups_per_ip_per_s must be a whole number of at least 1."
+  }
+}
+
+variable "binary" {
+  description = "Where hosts download the region-controller binary at first boot: an https URL and its SHA-256 (hex)."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+
+  validation {
+    condition     = can(regex("^https://[^\\s'\"]+$", var.binary.url)) && can(regex("^[0-9a-f]{64}$", var.binary.sha256))
+    error_message = "binary.url must be an https:// URL and binary.sha256 64 lowercase hex digits."
+  }
+}
+
+variable "config_dir" {
+  description = "Directory of the config, environment file and GeoIP database on the host."
+  type        = string
+  default     = "/etc/rtn"
+
+  validation {
+    condition     = can(regex("^(/[A-Za-z0-9._-]+)+$", var.config_dir))
+    error_message = "config_dir must be an absolute path without a trailing '/'."
+  }
+}
+
+variable "memory_max" {
+  description = "systemd MemoryMax of a controller (its mirror of the mesh grows with edges: see docs/operations.md); null for no limit."
+  type        = string
+  default     = "2G"
+
+  validation {
+    condition     = var.memory_max == null || can(regex("^[0-9]+[KMGT]?$", var.memory_max))
+    error_message = "memory_max must be a byte count with an optional K, M, G or T suffix, or null."
+  }
+}
+
+variable "limit_nofile" {
+  description = "Open file limit of a controller (LimitNOFILE): API connections plus etcd."
+  type        = number
+  default     = 65536
+
+  validation {
+    condition     = var.limit_nofile >= 1024 && var.limit_nofile <= 1048576
+    error_message = "limit_nofile must be within 1024..1048576."
+  }
+}
+
+variable "log_level" {
+  description = "RUST_LOG filter of the controllers."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_=,:.-]+$", var.log_level))
+    error_message = "log_level must be a RUST_LOG filter such as info or info,region_controller=debug."
+  }
+}

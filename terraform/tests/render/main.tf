@@ -1,0 +1,149 @@
+# Test root for terraform/tests/run_tests.py: renders an etcd cluster, a
+# region's controllers and an edge with the provider-free modules, on
+# loopback addresses and under a scratch directory (root_dir) instead of /,
+# so that the real binaries can check (and run) what the modules render.
+# Not an example: see terraform/examples/ for those.
+
+terraform {
+  required_version = ">= 1.9"
+}
+
+variable "root_dir" {
+  description = "Scratch directory standing in for the host's /."
+  type        = string
+}
+
+variable "ports" {
+  description = "Free loopback ports chosen by the test runner."
+  type = object({
+    etcd_client    = number
+    etcd_peer      = number
+    etcd_metrics   = number
+    etcd_plaintext = number
+    quic           = number
+    admin          = number
+    api            = number
+  })
+}
+
+variable "etcd_ips" {
+  description = "Loopback addresses of the three etcd members."
+  type        = list(string)
+}
+
+variable "edge_tls" {
+  type      = object({ cert_pem = string, key_pem = string, mesh_ca_pem = string })
+  sensitive = true
+}
+
+variable "etcd_tls" {
+  type = object({
+    ca_pem  = string
+    members = map(object({ cert_pem = string, key_pem = string }))
+  })
+  sensitive = true
+}
+
+variable "coordinates" {
+  type    = object({ lat = number, lon = number })
+  default = { lat = 50, lon = 8.6821 }
+}
+
+locals {
+  config_dir = "${var.root_dir}/etc/rtn"
+  binary     = { url = "https://releases.example.net/rtn/v0.1.0/bin", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+}
+
+module "etcd" {
+  source = "../../modules/etcd-cluster"
+
+  cluster_token         = "rtn-test"
+  members               = [for i, ip in var.etcd_ips : { name = "etcd-${i + 1}", ip = ip }]
+  client_port           = var.ports.etcd_client
+  peer_port             = var.ports.etcd_peer
+  metrics_port          = var.ports.etcd_metrics
+  plaintext_client_port = var.ports.etcd_plaintext
+  tls                   = var.etcd_tls
+  client_cidrs          = ["127.0.0.0/8"]
+  admin_cidrs           = ["127.0.0.0/8"]
+  config_dir            = local.config_dir
+}
+
+module "controller" {
+  source = "../../modules/region-controller"
+
+  region             = "eu-central"
+  replicas           = 2
+  etcd_endpoints     = module.etcd.plaintext_client_endpoints
+  api_port           = var.ports.api
+  api_listen_address = "127.0.0.1"
+  geoip_db           = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.binary.sha256 }
+  client_ip_header   = "x-forwarded-for"
+  trusted_proxies    = ["127.0.0.1", "10.0.0.0/8"]
+  admin_token        = "test-admin-token-0123456789abcdef"
+  binary             = local.binary
+  config_dir         = local.config_dir
+}
+
+module "edge" {
+  source = "../../modules/edge-node"
+
+  edge_id              = 17
+  region               = "eu-central"
+  city                 = "Frankfurt"
+  coordinates          = var.coordinates
+  etcd_endpoints       = module.etcd.plaintext_client_endpoints
+  public_ip            = "127.0.0.1"
+  listen_address       = "127.0.0.1"
+  admin_listen_address = "127.0.0.1"
+  quic_port            = var.ports.quic
+  admin_port           = var.ports.admin
+  server_name          = "edge-17.rtn.test"
+  capacity             = 500
+  apps                 = [{ id = "demo" }]
+  app_secrets          = { demo = ["0123456789abcdef0123"] }
+  tls                  = var.edge_tls
+  binary               = local.binary
+  admin_cidrs          = ["127.0.0.0/8"]
+  config_dir           = local.config_dir
+}
+
+output "etcd_user_data" {
+  value     = module.etcd.user_data
+  sensitive = true
+}
+
+output "etcd_paths" {
+  value = module.etcd.paths
+}
+
+output "etcd_client_endpoints" {
+  value = module.etcd.client_endpoints
+}
+
+output "etcd_plaintext_endpoints" {
+  value = module.etcd.plaintext_client_endpoints
+}
+
+output "controller_user_data" {
+  value     = module.controller.user_data
+  sensitive = true
+}
+
+output "controller_paths" {
+  value = module.controller.paths
+}
+
+output "edge_user_data" {
+  value     = module.edge.user_data
+  sensitive = true
+}
+
+output "edge_user_data_base64gzip" {
+  value     = module.edge.user_data_base64gzip
+  sensitive = true
+}
+
+output "edge_paths" {
+  value = module.edge.paths
+}

@@ -1,0 +1,847 @@
+"""Tests of terraform/: formatting, validation, terraform test, static checks
+of the provider modules, and the rendered hosts checked by the real tools
+(edge-node and region-controller check-config, cloud-init's schema,
+systemd-analyze, nft) and run for real on loopback (a three-member etcd
+cluster with TLS from the rendered configs, an edge and two controllers from
+their rendered units).
+
+Run by terraform/test.sh, which prepares the venv and the tools. Settings
+(environment): RTN_BIN_DIR (edge-node, region-controller), RTN_GEOIP_DIR,
+RTN_CLOUDINIT_PATH (extracted cloud-init package), RTN_TF_WORK (scratch).
+"""
+
+import base64
+import glob
+import gzip
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TF_ROOT = os.path.dirname(HERE)
+REPO = os.path.dirname(TF_ROOT)
+sys.path.insert(0, HERE)
+
+from tf import load_hcl_dir, terraform  # noqa: E402
+
+WORK = os.environ.get("RTN_TF_WORK") or os.path.join(REPO, "target", "tf-work")
+BIN_DIR = os.environ.get("RTN_BIN_DIR") or os.path.join(REPO, "target", "debug")
+GEOIP_DIR = os.environ.get("RTN_GEOIP_DIR") or os.path.join(REPO, "..", "shared", "geoip")
+CLOUDINIT_PATH = os.environ.get("RTN_CLOUDINIT_PATH")
+
+# Modules that use no provider: init, validate and terraform test run here.
+PROVIDER_FREE = ["modules/edge-node", "modules/region-controller", "modules/etcd-cluster"]
+# Files every module dir has (the registry's conventions).
+MODULE_FILES = ["main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"]
+# Templates shared by the provider-free modules: copies, kept identical.
+SHARED_TEMPLATES = ["rtn-install.sh", "firewall.nft.tftpl", "rtn-firewall.service.tftpl"]
+# Worst systemd-analyze security exposure allowed for the services (0 = best, 10 = worst).
+MAX_EXPOSURE = 2.0
+
+results = []
+
+
+def check(name):
+    """Decorator: run a check, record pass/fail, never stop the run."""
+
+    def wrap(fn):
+        def run(*a, **kw):
+            t0 = time.monotonic()
+            try:
+                fn(*a, **kw)
+            except Exception as e:  # noqa: BLE001
+                results.append((name, False))
+                detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+                print(f"FAIL {name} ({time.monotonic() - t0:.1f}s)\n     {detail}", flush=True)
+                if os.environ.get("RTN_TF_DEBUG"):
+                    traceback.print_exc()
+                return False
+            results.append((name, True))
+            print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+            return True
+
+        return run
+
+    return wrap
+
+
+def tf(args, cwd=None, data_dir=None, ok=(0,)):
+    rc, out, err = terraform(args, cwd=cwd, data_dir=data_dir)
+    if rc not in ok:
+        raise AssertionError(f"terraform {' '.join(args)} (in {cwd}) exited {rc}\n{out}\n{err}")
+    return out
+
+
+def data_dir_for(rel):
+    return os.path.join(WORK, "tf-data", rel.replace("/", "_"))
+
+
+def module_dirs():
+    return sorted(os.path.relpath(os.path.dirname(p), TF_ROOT) for p in glob.glob(f"{TF_ROOT}/*/*/versions.tf"))
+
+
+# --------------------------------------------------------------------------
+# Terraform itself
+
+
+@check("terraform fmt -check -recursive")
+def fmt_check():
+    out = tf(["fmt", "-check", "-recursive", "-diff", "-no-color", TF_ROOT], ok=(0, 3))
+    if out.strip():
+        raise AssertionError(f"not formatted (run: python terraform/tests/tf.py fmt -recursive terraform):\n{out}")
+
+
+def init_validate(rel):
+    @check(f"init + validate {rel}")
+    def run():
+        d = os.path.join(TF_ROOT, rel)
+        tf(["init", "-input=false", "-no-color", "-backend=false"], cwd=d, data_dir=data_dir_for(rel))
+        out = tf(["validate", "-no-color"], cwd=d, data_dir=data_dir_for(rel))
+        assert "Success! The configuration is valid." in out, out
+
+    return run()
+
+
+def tf_test(rel):
+    @check(f"terraform test {rel}")
+    def run():
+        d = os.path.join(TF_ROOT, rel)
+        rc, out, err = terraform(["test", "-no-color"], cwd=d, data_dir=data_dir_for(rel))
+        m = re.search(r"(\d+) passed, (\d+) failed", out)
+        if rc != 0 or not m or int(m.group(2)) != 0:
+            raise AssertionError(f"exit {rc}\n{out}\n{err}")
+        if int(m.group(1)) < 5:
+            raise AssertionError(f"only {m.group(1)} runs in {rel}'s tests")
+        print(f"     {m.group(0)}")
+
+    return run()
+
+
+# --------------------------------------------------------------------------
+# Modules that need providers: parsed, never initialised (no downloads here)
+
+
+def provider_dirs():
+    out = []
+    for rel in module_dirs():
+        if rel in PROVIDER_FREE:
+            continue
+        out.append(rel)
+    return out
+
+
+def strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"(?m)(^|\s)(#|//).*$", r"\1", text)
+
+
+def unquote(k):
+    return k[1:-1] if len(k) >= 2 and k[0] == '"' and k[-1] == '"' else k
+
+
+def parse_module(rel):
+    """Declared variables (name -> has default), outputs, locals, module
+    calls, resources and required providers of a module dir, with python-hcl2;
+    plus the references found in its expressions."""
+    d = os.path.join(TF_ROOT, rel)
+    docs = load_hcl_dir(d)
+    info = {"vars": {}, "outputs": set(), "locals": set(), "modules": {}, "resources": [], "data": [], "providers": set(), "refs": set()}
+    for doc in docs.values():
+        for v in doc.get("variable", []):
+            for name, body in v.items():
+                info["vars"][unquote(name)] = "default" in body
+        for o in doc.get("output", []):
+            info["outputs"].update(unquote(k) for k in o)
+        for lc in doc.get("locals", []):
+            info["locals"].update(k for k in lc if not k.startswith("__"))
+        for m in doc.get("module", []):
+            for name, body in m.items():
+                info["modules"][unquote(name)] = body
+        for r in doc.get("resource", []):
+            for rtype, inst in r.items():
+                for rname in inst:
+                    info["resources"].append((unquote(rtype), unquote(rname)))
+        for r in doc.get("data", []):
+            for rtype, inst in r.items():
+                for rname in inst:
+                    info["data"].append((unquote(rtype), unquote(rname)))
+        for t in doc.get("terraform", []):
+            for rp in t.get("required_providers", []):
+                info["providers"].update(k for k in rp if not k.startswith("__"))
+    for path in glob.glob(f"{d}/*.tf"):
+        text = strip_comments(open(path).read())
+        for kind, pat in [("var", r"\bvar\.([A-Za-z_][\w-]*)"), ("local", r"\blocal\.([A-Za-z_][\w-]*)"),
+                          ("module", r"\bmodule\.([A-Za-z_][\w-]*)(?:\[[^\]]*\])?\.([A-Za-z_][\w-]*)")]:
+            for m in re.finditer(pat, text):
+                info["refs"].add((kind,) + m.groups())
+        for m in re.finditer(r"\b(?:(data)\.)?([a-z][a-z0-9]*_[a-z0-9_]+)\.([A-Za-z_][\w-]*)\b", text):
+            info["refs"].add(("data" if m.group(1) else "resource", m.group(2), m.group(3)))
+    return info
+
+
+META_ARGS = {"source", "version", "count", "for_each", "providers", "depends_on", "__is_block__"}
+
+
+def static_check(rel):
+    @check(f"parse + references {rel}")
+    def run():
+        d = os.path.join(TF_ROOT, rel)
+        # Terraform's own loader: every file, every child module (terraform
+        # get installs local modules only, `providers` loads the whole tree).
+        tf(["get", "-no-color"], cwd=d, data_dir=data_dir_for(rel))
+        out = tf(["providers", "-no-color"], cwd=d, data_dir=data_dir_for(rel))
+        info = parse_module(rel)
+        problems = []
+        for kind, *rest in sorted(info["refs"]):
+            if kind == "var" and rest[0] not in info["vars"]:
+                problems.append(f"var.{rest[0]} is not declared")
+            if kind == "local" and rest[0] not in info["locals"]:
+                problems.append(f"local.{rest[0]} is not declared")
+            if kind == "module":
+                call = info["modules"].get(rest[0])
+                if call is None:
+                    problems.append(f"module.{rest[0]} is not declared")
+                    continue
+                src = unquote(call["source"])
+                if src.startswith("."):
+                    child = parse_module(os.path.normpath(os.path.join(rel, src)))
+                    if rest[1] not in child["outputs"]:
+                        problems.append(f"module.{rest[0]}.{rest[1]}: {src} has no such output")
+        declared_res = set(info["resources"])
+        declared_data = set(info["data"])
+        for kind, *rest in info["refs"]:
+            if kind == "resource" and rest[0].split("_")[0] in info["providers"] and tuple(rest) not in declared_res:
+                # Attribute paths of data sources appear as data.X.Y and are handled below.
+                problems.append(f"{rest[0]}.{rest[1]} is not declared")
+            if kind == "data" and tuple(rest) not in declared_data:
+                problems.append(f"data.{rest[0]}.{rest[1]} is not declared")
+        for rtype, _ in info["resources"] + info["data"]:
+            if rtype.split("_")[0] not in info["providers"]:
+                problems.append(f"{rtype}: provider {rtype.split('_')[0]} is not in required_providers")
+        for name, call in info["modules"].items():
+            src = unquote(call["source"])
+            if not src.startswith("."):
+                continue
+            child = parse_module(os.path.normpath(os.path.join(rel, src)))
+            args = {k for k in call if k not in META_ARGS}
+            for a in sorted(args - set(child["vars"])):
+                problems.append(f"module {name}: {src} has no variable {a}")
+            for v, has_default in sorted(child["vars"].items()):
+                if not has_default and v not in args:
+                    problems.append(f"module {name}: required variable {v} of {src} is not set")
+        if problems:
+            raise AssertionError("\n     ".join(problems))
+        if info["providers"]:
+            print(f"     providers: {', '.join(sorted(info['providers']))} (not initialised here: no provider downloads)")
+        assert "Providers required by configuration" in out, out
+
+    return run()
+
+
+@check("module layout: files, typed and described variables, described outputs")
+def layout_check():
+    problems = []
+    for rel in module_dirs():
+        d = os.path.join(TF_ROOT, rel)
+        for f in MODULE_FILES if rel.startswith("modules/") else ["main.tf", "README.md"]:
+            if not os.path.exists(os.path.join(d, f)):
+                problems.append(f"{rel}: {f} is missing")
+        readme = open(os.path.join(d, "README.md")).read() if os.path.exists(os.path.join(d, "README.md")) else ""
+        for doc in load_hcl_dir(d).values():
+            for v in doc.get("variable", []):
+                for name, body in v.items():
+                    name = unquote(name)
+                    if "type" not in body or "description" not in body:
+                        problems.append(f"{rel}: variable {name} needs a type and a description")
+                    if rel.startswith("modules/") and f"`{name}`" not in readme:
+                        problems.append(f"{rel}: README does not document input {name}")
+            for o in doc.get("output", []):
+                for name, body in o.items():
+                    name = unquote(name)
+                    if "description" not in body and rel.startswith("modules/"):
+                        problems.append(f"{rel}: output {name} needs a description")
+                    if rel.startswith("modules/") and f"`{name}`" not in readme:
+                        problems.append(f"{rel}: README does not document output {name}")
+        if rel not in PROVIDER_FREE and rel.startswith("modules/") and "cannot be initialised" not in readme:
+            problems.append(f"{rel}: README must say how it is tested without providers")
+    import docs
+
+    for readme in sorted(glob.glob(f"{TF_ROOT}/modules/*/README.md")):
+        if docs.update(readme, os.path.dirname(readme)) != open(readme).read():
+            problems.append(f"{os.path.relpath(readme, TF_ROOT)}: inputs/outputs tables are stale (run: python terraform/tests/docs.py)")
+    for t in SHARED_TEMPLATES:
+        copies = {open(os.path.join(TF_ROOT, m, "templates", t)).read() for m in PROVIDER_FREE}
+        if len(copies) != 1:
+            problems.append(f"templates/{t} differs between {', '.join(PROVIDER_FREE)}")
+    if problems:
+        raise AssertionError("\n     ".join(problems))
+
+
+# --------------------------------------------------------------------------
+# Rendered hosts
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"{path} is missing: build it (cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd)")
+    return path
+
+
+class Render:
+    """Applies tests/render (outputs only, no resources) and holds what it rendered."""
+
+    def __init__(self):
+        self.dir = os.path.join(WORK, "render")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.root = os.path.join(self.dir, "root")
+        self.certs = os.path.join(self.dir, "certs")
+        os.makedirs(self.root)
+        edge = binary("edge-node")
+        self.etcd_ips = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+        subprocess.run([edge, "dev-certs", "--out", f"{self.certs}/mesh", "--name", "edge-17.rtn.test"], check=True, capture_output=True)
+        etcd_pki(f"{self.certs}/etcd", self.etcd_ips)
+        rd = lambda p: open(os.path.join(self.certs, p)).read()  # noqa: E731
+        names = ["etcd_client", "etcd_peer", "etcd_metrics", "etcd_plaintext", "quic", "admin", "api", "api2"]
+        self.ports = dict(zip(names, free_ports(len(names))))
+        tfvars = {
+            "root_dir": self.root,
+            "ports": {k: v for k, v in self.ports.items() if k != "api2"},
+            "etcd_ips": self.etcd_ips,
+            "edge_tls": {"cert_pem": rd("mesh/edge-17.rtn.test.pem"), "key_pem": rd("mesh/edge-17.rtn.test.key"), "mesh_ca_pem": rd("mesh/mesh-ca.pem")},
+            "etcd_tls": {"ca_pem": rd("etcd/ca.pem"), "members": {f"etcd-{i + 1}": {"cert_pem": rd(f"etcd/{ip}.pem"), "key_pem": rd(f"etcd/{ip}.key")} for i, ip in enumerate(self.etcd_ips)}},
+        }
+        varfile = os.path.join(self.dir, "test.tfvars.json")
+        with open(varfile, "w") as f:
+            json.dump(tfvars, f)
+        src = os.path.join(HERE, "render")
+        dd = data_dir_for("tests/render")
+        state = os.path.join(self.dir, "terraform.tfstate")
+        tf(["init", "-input=false", "-no-color", "-backend=false"], cwd=src, data_dir=dd)
+        tf(["apply", "-auto-approve", "-input=false", "-no-color", f"-state={state}", f"-var-file={varfile}"], cwd=src, data_dir=dd)
+        out = tf(["output", "-json", f"-state={state}"], cwd=src, data_dir=dd)
+        self.out = {k: v["value"] for k, v in json.loads(out).items()}
+        self.hosts = {"edge": self.out["edge_user_data"]}
+        for i, u in enumerate(self.out["controller_user_data"]):
+            self.hosts[f"controller-{i + 1}"] = u
+        for name, u in self.out["etcd_user_data"].items():
+            self.hosts[name] = u
+        self.configs = {}
+        self.host_roots = {}
+        for host, text in self.hosts.items():
+            self.configs[host] = load_cloud_config(text)
+            self.host_roots[host] = self.materialize(host, self.configs[host])
+
+    def materialize(self, host, cfg):
+        """Write a host's write_files under a scratch root of its own, as if
+        it were that host's /. Paths inside the files that point under the
+        rendered root_dir are pointed at this host's copies (controller
+        replicas, for one, render the same paths with different contents)."""
+        host_root = os.path.join(self.dir, "hosts", host)
+        for wf in cfg["write_files"]:
+            dest = os.path.join(host_root, wf["path"].lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "w") as f:
+                f.write(wf.get("content", "").replace(self.root + "/", host_root + self.root + "/"))
+            os.chmod(dest, int(wf.get("permissions", "0644"), 8))
+        return host_root
+
+    def host_path(self, host, path):
+        """Where a path on the host was materialized."""
+        return os.path.join(self.host_roots[host], path.lstrip("/"))
+
+    def file(self, host, path):
+        for wf in self.configs[host]["write_files"]:
+            if wf["path"] == path:
+                return wf
+        raise AssertionError(f"{host}: no write_files entry for {path}")
+
+
+def etcd_pki(out, ips):
+    """An etcd CA, a certificate per member and one for clients. Members get
+    127.0.0.1 as well as their own address: on loopback a peer dials from
+    127.0.0.1, and etcd checks a peer's certificate against where it comes
+    from (on a real network a member dials from its own address)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    os.makedirs(out, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def write(name, cert, key):
+        with open(f"{out}/{name}.pem", "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(f"{out}/{name}.key", "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    def builder(cn, key, issuer):
+        return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rtn test etcd CA")])
+    ca = (builder("rtn test etcd CA", ca_key, ca_name)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    write("ca", ca, ca_key)
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    for name, sans in [(ip, [ip, "127.0.0.1"]) for ip in ips] + [("client", [])]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = builder(name, key, ca.subject).add_extension(eku, critical=False)
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in sans]), critical=False)
+        write(name, b.sign(ca_key, hashes.SHA256()), key)
+
+
+def load_cloud_config(text):
+    import yaml
+
+    assert text.startswith("#cloud-config\n"), "user data must start with #cloud-config"
+    cfg = yaml.safe_load(text)
+    assert isinstance(cfg, dict), "cloud-config must be a mapping"
+    return cfg
+
+
+def parse_unit(text):
+    unit, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        k, _, v = line.partition("=")
+        unit.setdefault((section, k), []).append(v)
+    return unit
+
+
+def parse_env_file(text):
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        k, _, v = line.partition("=")
+        assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", k), f"bad variable name {k!r}"
+        assert not re.search(r"[\s\"'\\$]", v), f"{k}: value needs quoting in an EnvironmentFile"
+        env[k] = v
+    return env
+
+
+class Service:
+    """A rendered systemd service, turned into the process systemd would start."""
+
+    def __init__(self, render, host, unit_path, binary_path):
+        self.render, self.host = render, host
+        self.text = render.file(host, unit_path)["content"]
+        self.unit = parse_unit(self.text)
+        self.binary_path = binary_path
+        # LoadCredential=name:path -> a credentials directory, like systemd's.
+        self.creds = os.path.join(render.dir, "credentials", host)
+        os.makedirs(self.creds, exist_ok=True)
+        for spec in self.unit.get(("Service", "LoadCredential"), []):
+            name, _, src = spec.partition(":")
+            shutil.copyfile(render.host_path(host, src), os.path.join(self.creds, name))
+
+    def argv(self):
+        (start,) = self.unit[("Service", "ExecStart")]
+        argv = [a.replace("%d", self.creds) for a in shlex.split(start)]
+        argv[0] = self.binary_path
+        return [self.render.host_path(self.host, a) if a.startswith(self.render.root) else a for a in argv]
+
+    def env(self):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        for spec in self.unit.get(("Service", "EnvironmentFile"), []):
+            env.update(parse_env_file(open(self.render.host_path(self.host, spec.lstrip("-"))).read()))
+        for spec in self.unit.get(("Service", "Environment"), []):
+            for kv in shlex.split(spec):
+                k, _, v = kv.partition("=")
+                env[k] = v.replace("%d", self.creds)
+        return env
+
+
+@check("rendered user data: cloud-config valid for cloud-init's schema, gzip output decodes")
+def cloud_init_schema(r):
+    if not CLOUDINIT_PATH:
+        raise AssertionError("RTN_CLOUDINIT_PATH is not set (terraform/test.sh extracts Debian's cloud-init package)")
+    sys.path.insert(0, CLOUDINIT_PATH)
+    from cloudinit.config.schema import get_schema, validate_cloudconfig_schema
+
+    schema = get_schema()
+    known = set()
+    for d in schema["$defs"].values():
+        known.update(d.get("properties", {}))
+    for host, cfg in r.configs.items():
+        validate_cloudconfig_schema(cfg, schema, strict=True)
+        unknown = set(cfg) - known
+        assert not unknown, f"{host}: keys cloud-init does not know: {unknown}"
+        for key in ["write_files", "runcmd", "packages"]:
+            assert cfg.get(key), f"{host}: no {key}"
+    decoded = gzip.decompress(base64.b64decode(r.out["edge_user_data_base64gzip"])).decode()
+    assert decoded == r.hosts["edge"], "user_data_base64gzip does not decode to user_data"
+    print(f"     {len(r.configs)} hosts; edge user data {len(r.hosts['edge'])} bytes, gzipped {len(r.out['edge_user_data_base64gzip'])} base64 bytes")
+
+
+@check("rendered hosts: runcmd installs the binary with a checksum and enables the units")
+def runcmd_check(r):
+    for host, cfg in r.configs.items():
+        cmds = [" ".join(c) if isinstance(c, list) else c for c in cfg["runcmd"]]
+        unit = "rtn-edge.service" if host == "edge" else "rtn-controller.service" if host.startswith("controller") else "rtn-etcd.service"
+        assert any(c.startswith("systemctl enable --now rtn-firewall.service " + unit) for c in cmds), f"{host}: {cmds}"
+        if host == "edge":
+            assert any(re.match(r"/usr/local/sbin/rtn-install https://\S+ [0-9a-f]{64} /usr/local/bin/edge-node$", c) for c in cmds), cmds
+            assert cmds[0] == "sysctl --system", "sysctl settings must be applied"
+        if host.startswith("controller"):
+            assert any(c.endswith("/usr/local/bin/region-controller") for c in cmds), cmds
+        if host.startswith("etcd"):
+            assert cfg["bootcmd"] == [["systemctl", "mask", "etcd.service"]], "the package's own etcd must be masked"
+            assert "etcd-server" in cfg["packages"]
+        install = r.file(host, "/usr/local/sbin/rtn-install")
+        assert install["permissions"] == "0755"
+        subprocess.run(["sh", "-n", r.host_path(host, "/usr/local/sbin/rtn-install")], check=True)
+
+
+@check("rendered hosts: secrets and keys are root-only, the rest is not secret")
+def permissions_check(r):
+    for host, cfg in r.configs.items():
+        for wf in cfg["write_files"]:
+            secret = wf["path"].endswith((".key", ".env")) and not wf["path"].endswith("etcdctl.env")
+            assert wf.get("owner") == "root:root", f"{host}: {wf['path']} owner"
+            if secret:
+                assert wf["permissions"] == "0600", f"{host}: {wf['path']} must be 0600"
+            assert "PRIVATE KEY" not in wf["content"] or secret, f"{host}: {wf['path']} holds a key but is not root-only"
+            if wf["path"].endswith((".toml", ".yaml")):
+                for s in ["0123456789abcdef0123", "test-admin-token"]:
+                    assert s not in wf["content"], f"{host}: {wf['path']} contains a secret"
+
+
+@check("edge: the real edge-node check-config accepts the rendered config, run as its unit runs it")
+def edge_check_config(r):
+    svc = Service(r, "edge", "/etc/systemd/system/rtn-edge.service", binary("edge-node"))
+    argv = svc.argv()
+    assert argv[1] == "run", argv
+    p = subprocess.run([argv[0], "check-config"] + argv[2:], env=svc.env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"check-config failed:\n{p.stdout}{p.stderr}"
+    want = f"config ok: edge 17 region eu-central listen 127.0.0.1:{r.ports['quic']} admin 127.0.0.1:{r.ports['admin']} apps 1"
+    assert want in p.stdout, p.stdout
+    print(f"     {p.stdout.strip()}")
+    # Without the environment file the app has no secret: proves the secret comes from there.
+    env = {k: v for k, v in svc.env().items() if not k.startswith("RTN_APP_SECRETS_")}
+    p = subprocess.run([argv[0], "check-config"] + argv[2:], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "RTN_APP_SECRETS_DEMO" in p.stderr, p.stderr
+
+
+@check("controllers: the real region-controller check-config accepts both rendered configs (GeoIP test DB)")
+def controller_check_config(r):
+    db = os.path.join(GEOIP_DIR, "GeoIP2-City-Test.mmdb")
+    assert os.path.exists(db), f"{db} is missing (RTN_GEOIP_DIR)"
+    for i in (1, 2):
+        host = f"controller-{i}"
+        geo = r.host_path(host, r.out["controller_paths"]["geoip_db"])
+        os.makedirs(os.path.dirname(geo), exist_ok=True)
+        shutil.copyfile(db, geo)  # what rtn-install downloads at first boot
+        svc = Service(r, host, "/etc/systemd/system/rtn-controller.service", binary("region-controller"))
+        argv = svc.argv()
+        text = open(argv[argv.index("--config") + 1]).read()
+        p = subprocess.run([argv[0], "check-config"] + argv[2:], env=svc.env(), capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{host}: check-config failed:\n{p.stdout}{p.stderr}"
+        assert "config ok: region eu-central" in p.stdout, p.stdout
+        assert f'name = "eu-central-ctl-{i}"' in text, text
+        assert svc.env().get("RTN_CTL_ADMIN_TOKEN") == "test-admin-token-0123456789abcdef"
+
+
+def unit_copies(r):
+    """Every rendered unit, with ExecStart's binary pointed at one that exists
+    here (systemd-analyze verify insists)."""
+    etcd = shutil.which("etcd") or "/usr/bin/etcd"
+    bins = {"/usr/local/bin/edge-node": binary("edge-node"), "/usr/local/bin/region-controller": binary("region-controller"), "/usr/bin/etcd": etcd}
+    out = []
+    for host, cfg in r.configs.items():
+        for wf in cfg["write_files"]:
+            if wf["path"].startswith("/etc/systemd/system/"):
+                text = wf["content"]
+                for a, b in bins.items():
+                    text = text.replace(f"ExecStart={a} ", f"ExecStart={b} ")
+                d = os.path.join(r.dir, "units", host)
+                os.makedirs(d, exist_ok=True)
+                p = os.path.join(d, os.path.basename(wf["path"]))
+                with open(p, "w") as f:
+                    f.write(text)
+                out.append((host, p))
+    return out
+
+
+@check("units: systemd-analyze verify")
+def units_verify(r):
+    for host, p in unit_copies(r):
+        proc = subprocess.run(["systemd-analyze", "verify", p], capture_output=True, text=True, timeout=60)
+        noise = [line for line in proc.stderr.splitlines() if line.strip() and "Failed to load" not in line and "/etc/systemd/system" not in line]
+        assert proc.returncode == 0 and not noise, f"{host}: {os.path.basename(p)}: {proc.stdout}{proc.stderr}"
+
+
+@check(f"units: systemd-analyze security exposure at most {MAX_EXPOSURE} (0 = locked down, 10 = unprotected)")
+def units_security(r):
+    scores = []
+    for host, p in unit_copies(r):
+        if os.path.basename(p) == "rtn-firewall.service":
+            continue  # a oneshot that loads nftables as root by design
+        proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", p], capture_output=True, text=True, timeout=60)
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", proc.stdout)
+        assert m, f"{host}: {proc.stdout}{proc.stderr}"
+        scores.append(f"{host} {m.group(1)} {m.group(2)}")
+        assert float(m.group(1)) <= MAX_EXPOSURE, f"{host}: exposure {m.group(1)}:\n{proc.stdout}"
+    print(f"     {', '.join(sorted(set(scores)))}")
+
+
+@check("units: edge unit runs as a dynamic user, hardened, restarts, drains on SIGTERM, has limits")
+def edge_unit_directives(r):
+    u = parse_unit(r.file("edge", "/etc/systemd/system/rtn-edge.service")["content"])
+    want = {
+        "DynamicUser": "yes", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
+        "Restart": "always", "KillSignal": "SIGTERM", "LimitNOFILE": "65536", "MemoryMax": "2G",
+    }
+    for k, v in want.items():
+        assert u.get(("Service", k)) == [v], f"{k}={u.get(('Service', k))}, want {v}"
+    assert "User" not in {k for _, k in u}, "the edge must not name a (root) user"
+    assert int(u[("Service", "TimeoutStopSec")][0]) > 5, "stop timeout must exceed the drain timeout (5 s)"
+    assert u[("Install", "WantedBy")] == ["multi-user.target"]
+
+
+@check("firewall: nft -c accepts every rendered ruleset")
+def nft_check(r):
+    nft = shutil.which("nft")
+    assert nft, "nft is missing (apt-get install nftables)"
+    for host in r.configs:
+        p = r.host_path(host, os.path.join(r.root, "etc/rtn/firewall.nft"))
+        # -c: parse and check against the kernel, change nothing.
+        proc = subprocess.run([nft, "-c", "-f", p], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"{host}: {proc.stderr}"
+    text = open(r.host_path("edge", os.path.join(r.root, "etc/rtn/firewall.nft"))).read()
+    assert f"udp dport {r.ports['quic']} accept" in text and "policy drop" in text, text
+
+
+@check("sysctl: UDP buffer limits match what the edge asks for")
+def sysctl_check(r):
+    text = r.file("edge", "/etc/sysctl.d/60-rtn-edge.conf")["content"]
+    conf = dict(re.findall(r"(?m)^([a-z0-9_.]+) = (\d+)$", text))
+    edge = open(r.host_path("edge", os.path.join(r.root, "etc/rtn/edge.toml"))).read()
+    want = re.search(r"(?m)^udp_buffer_bytes = (\d+)$", edge).group(1)
+    assert conf["net.core.rmem_max"] == want and conf["net.core.wmem_max"] == want, (conf, want)
+
+
+# --------------------------------------------------------------------------
+# Live: the rendered etcd cluster, controllers and edge, on loopback
+
+
+def https_ctx(r):
+    ctx = ssl.create_default_context(cafile=os.path.join(r.certs, "etcd/ca.pem"))
+    ctx.load_cert_chain(os.path.join(r.certs, "etcd/client.pem"), os.path.join(r.certs, "etcd/client.key"))
+    return ctx
+
+
+def http(url, ctx=None, data=None, headers=None, timeout=2):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+        return resp.status, resp.read().decode()
+
+
+def wait_for(what, fn, timeout=30):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+class Procs:
+    def __init__(self, r):
+        self.r, self.procs = r, {}
+
+    def start(self, name, argv, env):
+        log = open(os.path.join(self.r.dir, f"{name}.log"), "w")
+        self.procs[name] = (subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
+
+    def stop(self, name, timeout=30):
+        p, log = self.procs.pop(name)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise AssertionError(f"{name} did not stop within {timeout}s of SIGTERM")
+        finally:
+            log.close()
+
+    def log(self, name):
+        return open(os.path.join(self.r.dir, f"{name}.log")).read()[-3000:]
+
+    def stop_all(self):
+        for name in list(self.procs):
+            p, log = self.procs.pop(name)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+
+
+@check("live: rendered etcd members form a TLS cluster; rendered controllers elect a leader; the rendered edge registers and is served as nearest")
+def live(r):
+    etcd = shutil.which("etcd")
+    assert etcd, "etcd is missing (apt-get install etcd-server)"
+    procs = Procs(r)
+    try:
+        for host in ["etcd-1", "etcd-2", "etcd-3"]:
+            svc = Service(r, host, "/etc/systemd/system/rtn-etcd.service", etcd)
+            argv = svc.argv()
+            cfg = argv[argv.index("--config-file") + 1]
+            paths = r.out["etcd_paths"]
+            text = open(cfg).read()
+            # What systemd provides on a host: the credentials directory and the state directory.
+            text = text.replace(paths["credentials"], svc.creds)
+            text = text.replace(json.dumps(paths["data_dir"]), json.dumps(os.path.join(r.dir, f"{host}.data")))
+            live_cfg = os.path.join(r.dir, f"{host}.yaml")
+            open(live_cfg, "w").write(text)
+            argv[argv.index("--config-file") + 1] = live_cfg
+            procs.start(host, argv, svc.env())
+        ctx = https_ctx(r)
+        for url in r.out["etcd_client_endpoints"]:
+            wait_for(f"{url}/health", lambda: '"health":"true"' in http(f"{url}/health", ctx)[1], timeout=40)
+        _, members = http(f"{r.out['etcd_client_endpoints'][0]}/v3/cluster/member/list", ctx, data=b"{}")
+        assert len(json.loads(members)["members"]) == 3, members
+        # TLS is enforced: no client certificate, no answer.
+        plain_ctx = ssl.create_default_context(cafile=os.path.join(r.certs, "etcd/ca.pem"))
+        try:
+            http(f"{r.out['etcd_client_endpoints'][0]}/health", plain_ctx)
+            raise AssertionError("etcd answered a client without a certificate")
+        except (ssl.SSLError, urllib.error.URLError, ConnectionError):
+            pass
+        for url in r.out["etcd_plaintext_endpoints"]:
+            assert '"health":"true"' in http(f"{url}/health")[1]
+        print("     etcd: 3 members healthy over mutual TLS; plaintext listener healthy")
+
+        for i in (1, 2):
+            host = f"controller-{i}"
+            svc = Service(r, host, "/etc/systemd/system/rtn-controller.service", binary("region-controller"))
+            env = svc.env()
+            if i == 2:  # both replicas share this machine: the second one moves its API
+                env["RTN_CTL_API_LISTEN"] = f"127.0.0.1:{r.ports['api2']}"
+            argv = svc.argv()  # its GeoIP DB was put in place by the check-config test
+            procs.start(host, argv, env)
+        edge = Service(r, "edge", "/etc/systemd/system/rtn-edge.service", binary("edge-node"))
+        procs.start("edge", edge.argv(), edge.env())
+
+        api = f"http://127.0.0.1:{r.ports['api']}"
+
+        def nearest():
+            status, body = http(f"{api}/v1/edges/nearest?ip=81.2.69.142&limit=3")
+            ids = [e["id"] for e in json.loads(body)["edges"]]
+            return body if 17 in ids else None
+
+        try:
+            body = wait_for("edge 17 in the nearest-edge answer", nearest, timeout=40)
+        except AssertionError:
+            raise AssertionError("\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
+        e = json.loads(body)["edges"][0]
+        assert e["addr"] == f"127.0.0.1:{r.ports['quic']}" and e["server_name"] == "edge-17.rtn.test" and e["region"] == "eu-central", e
+        status, mesh = http(f"{api}/v1/mesh", headers={"authorization": "Bearer test-admin-token-0123456789abcdef"})
+        assert status == 200 and '"id":17' in mesh.replace(" ", ""), mesh[:500]
+        try:
+            http(f"{api}/v1/mesh", headers={"authorization": "Bearer wrong-token-0123456789abcdef"})
+            raise AssertionError("/v1/mesh accepted a wrong token")
+        except urllib.error.HTTPError as err:
+            assert err.code in (401, 403), err.code
+        key = base64.b64encode(b"/rtn/v1/controllers/eu-central/leader").decode()
+        _, rng = http(f"{r.out['etcd_client_endpoints'][0]}/v3/kv/range", ctx, data=json.dumps({"key": key}).encode())
+        kvs = json.loads(rng).get("kvs", [])
+        assert kvs, f"no leader key: {rng}"
+        leader = base64.b64decode(kvs[0]["value"]).decode()
+        assert "eu-central-ctl-" in leader, leader
+        status, _ = http(f"http://127.0.0.1:{r.ports['admin']}/readyz")
+        assert status == 200
+        print(f"     edge 17 registered and ranked nearest; leader {leader!r}")
+
+        # SIGTERM: the edge drains and exits 0; controllers resign and exit.
+        rc = procs.stop("edge")
+        assert rc == 0, f"edge exited {rc} after SIGTERM:\n{procs.log('edge')}"
+        for i in (1, 2):
+            rc = procs.stop(f"controller-{i}")
+            assert rc == 0, f"controller-{i} exited {rc} after SIGTERM:\n{procs.log(f'controller-{i}')}"
+        for host in ["etcd-1", "etcd-2", "etcd-3"]:
+            procs.stop(host)
+    finally:
+        procs.stop_all()
+
+
+def main():
+    t0 = time.monotonic()
+    os.makedirs(WORK, exist_ok=True)
+    fmt_check()
+    layout_check()
+    for rel in PROVIDER_FREE:
+        init_validate(rel)
+        tf_test(rel)
+    init_validate("tests/render")
+    for rel in provider_dirs():
+        static_check(rel)
+
+    render = None
+
+    @check("render: terraform apply of tests/render (outputs only) and terraform output -json")
+    def do_render():
+        nonlocal render
+        render = Render()
+
+    do_render()
+    if render is not None:
+        for fn in [cloud_init_schema, runcmd_check, permissions_check, edge_check_config, controller_check_config,
+                   units_verify, units_security, edge_unit_directives, nft_check, sysctl_check, live]:
+            fn(render)
+
+    failed = [n for n, ok in results if not ok]
+    print(f"\nterraform tests took {time.monotonic() - t0:.0f}s")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
