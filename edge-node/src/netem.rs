@@ -108,14 +108,61 @@ impl LinkProfile {
 
 /// A rule: datagrams from an address in `from` to an address in `to` get
 /// `profile`. The most specific rule wins (longest `from` + `to` prefixes,
-/// then the later rule).
+/// then the later rule). In TOML and JSON the profile's fields sit beside
+/// `from` and `to`: `{from = "127.0.1.0/24", to = "127.0.2.1/32", delay_ms = 40}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "FlatRule", into = "FlatRule")]
 pub struct LinkRule {
     pub from: IpNet,
     pub to: IpNet,
-    #[serde(flatten)]
     pub profile: LinkProfile,
+}
+
+/// The wire form of [`LinkRule`]. (`#[serde(flatten)]` would do, but serde
+/// cannot refuse unknown fields through it, and a misspelt `dealy_ms` must
+/// be an error, not a silently perfect link.)
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatRule {
+    from: IpNet,
+    to: IpNet,
+    #[serde(default)]
+    delay_ms: f64,
+    #[serde(default)]
+    jitter_ms: f64,
+    #[serde(default)]
+    loss: f64,
+    #[serde(default)]
+    down: bool,
+}
+
+impl From<FlatRule> for LinkRule {
+    fn from(f: FlatRule) -> Self {
+        LinkRule {
+            from: f.from,
+            to: f.to,
+            profile: LinkProfile {
+                delay_ms: f.delay_ms,
+                jitter_ms: f.jitter_ms,
+                loss: f.loss,
+                down: f.down,
+            },
+        }
+    }
+}
+
+impl From<LinkRule> for FlatRule {
+    fn from(r: LinkRule) -> Self {
+        let p = r.profile;
+        FlatRule {
+            from: r.from,
+            to: r.to,
+            delay_ms: p.delay_ms,
+            jitter_ms: p.jitter_ms,
+            loss: p.loss,
+            down: p.down,
+        }
+    }
 }
 
 impl LinkRule {
@@ -537,6 +584,30 @@ mod tests {
         assert!(!wan.profile(ip("127.0.1.1"), ip("127.0.3.1")).down);
         wan.set_host_down(ip("127.0.2.1"), false);
         assert_eq!(wan.profile(ip("127.0.1.1"), ip("127.0.2.1")).delay_ms, 40.0);
+    }
+
+    #[test]
+    fn rules_read_from_toml_and_refuse_unknown_fields() {
+        #[derive(Debug, Deserialize)]
+        struct Doc {
+            links: Vec<LinkRule>,
+        }
+        let doc: Doc = toml::from_str(
+            r#"links = [{from = "127.0.1.0/24", to = "127.0.2.1/32", delay_ms = 40, jitter_ms = 2.5}]"#,
+        )
+        .unwrap();
+        assert_eq!(doc.links[0].profile.delay_ms, 40.0);
+        assert_eq!(doc.links[0].profile.jitter_ms, 2.5);
+        assert_eq!(doc.links[0].to, "127.0.2.1/32".parse::<IpNet>().unwrap());
+        let typo = toml::from_str::<Doc>(
+            r#"links = [{from = "127.0.0.1/32", to = "127.0.0.2/32", dealy_ms = 4}]"#,
+        );
+        assert!(typo.unwrap_err().to_string().contains("dealy_ms"));
+        let json = serde_json::to_string(&doc.links).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<LinkRule>>(&json).unwrap(),
+            doc.links
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The control plane across real processes: a real etcd, `region-controller`
 //! and `edge-node` binaries, clients on real QUIC. Registration, computed
 //! routes carrying traffic, controller leader failover, an etcd outage that
-//! traffic does not notice and resynchronisation after it, and an edge
-//! killed with SIGKILL leaving the registry and the routes.
+//! traffic does not notice and resynchronisation after it, an edge killed
+//! with SIGKILL leaving the registry and the routes; and, over the emulated
+//! WAN, a degraded link routed around and a relay on a computed path killed.
 #![cfg(feature = "etcd")]
 mod common;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,10 +26,11 @@ fn free_tcp() -> SocketAddr {
 }
 
 fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_udp_on([127, 0, 0, 1].into())
+}
+
+fn free_udp_on(ip: IpAddr) -> SocketAddr {
+    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 /// A child process killed (SIGKILL) on drop.
@@ -100,6 +102,7 @@ struct Lab {
     dir: tempfile::TempDir,
     etcd: EtcdServer,
     edges: Vec<(u32, SocketAddr, Proc)>,
+    admin: Vec<(u32, SocketAddr)>,
     controllers: Vec<(String, Proc)>,
     ca_der: Vec<u8>,
 }
@@ -116,13 +119,19 @@ impl Lab {
             etcd: EtcdServer::start().expect("etcd"),
             dir,
             edges: Vec::new(),
+            admin: Vec::new(),
             controllers: Vec::new(),
             ca_der: pki.ca_der().to_vec(),
         }
     }
 
     fn start_edge(&mut self, id: u32, city: &str) {
-        let quic = free_udp();
+        self.start_edge_at(id, city, free_udp(), "");
+    }
+
+    /// An edge listening on `quic`, with `extra` TOML appended to its config.
+    fn start_edge_at(&mut self, id: u32, city: &str, quic: SocketAddr, extra: &str) {
+        let admin = free_tcp();
         let d = self.dir.path();
         let toml = format!(
             r#"
@@ -143,8 +152,8 @@ secrets = ["{SECRET}"]
 [control]
 etcd_endpoints = ["{etcd}"]
 lease_ttl_ms = 3000
+{extra}
 "#,
-            admin = free_tcp(),
             d = d.display(),
             etcd = self.etcd.client_url(),
         );
@@ -156,6 +165,18 @@ lease_ttl_ms = 3000
             &["run", "--config", path.to_str().unwrap()],
         );
         self.edges.push((id, quic, p));
+        self.admin.push((id, admin));
+    }
+
+    /// Replace every edge's WAN emulation rules (`PUT /netem`).
+    async fn set_netem(&self, rules_json: &str) {
+        for (id, admin) in &self.admin {
+            if !self.edges.iter().any(|(e, _, _)| e == id) {
+                continue;
+            }
+            let answer = http(*admin, "PUT", "/netem", rules_json).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "edge {id}: {answer}");
+        }
     }
 
     fn start_controller(&mut self, name: &str) {
@@ -192,6 +213,23 @@ listen = "{api}"
     fn edge_proc(&mut self, id: u32) -> &mut Proc {
         &mut self.edges.iter_mut().find(|e| e.0 == id).unwrap().2
     }
+}
+
+/// One HTTP/1.1 request; the whole answer as text.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
 }
 
 async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F) -> Duration
@@ -375,4 +413,135 @@ async fn processes_over_real_etcd_survive_leader_loss_etcd_outage_and_sigkill() 
     let got = media_through(&a, &c, cid, track, 3000, 100).await;
     assert!(got >= 90, "media after edge 2 died: {got} of 100");
     assert!(lab.controllers.iter_mut().any(|(_, p)| p.alive()));
+}
+
+/// Rules for a triangle of edges: 1-2 and 2-3 10 ms one way, 1-3 as given;
+/// clients sit next to their edges (no delay).
+fn triangle(ip: impl Fn(u32) -> IpAddr, direct_1_3_ms: f64) -> String {
+    let mut rules = vec![];
+    for (a, b, ms) in [(1, 2, 10.0), (2, 3, 10.0), (1, 3, direct_1_3_ms)] {
+        for (x, y) in [(a, b), (b, a)] {
+            rules.push(format!(
+                r#"{{"from": "{}/32", "to": "{}/32", "delay_ms": {ms}}}"#,
+                ip(x),
+                ip(y)
+            ));
+        }
+    }
+    format!("[{}]", rules.join(", "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_route_around_a_degraded_link_and_a_killed_relay() {
+    init_logs();
+    let ip = |id: u32| IpAddr::from([127, 0, 0, 20 + id as u8]);
+    let mut lab = Lab::new();
+    let store = lab.etcd.store().await.unwrap();
+    let keys = KeyLayout::default();
+    lab.start_controller("ctl-a");
+    let rules = triangle(ip, 10.0);
+    for (id, city) in [(1, "fra"), (2, "ams"), (3, "lhr")] {
+        let extra = format!("[netem]\nlinks = {}", json_to_toml_rules(&rules));
+        lab.start_edge_at(id, city, free_udp_on(ip(id)), &extra);
+    }
+    let best_1_to_3 = |r: &[RoutesRecord]| {
+        r.iter()
+            .find(|r| r.edge == 1)
+            .and_then(|r| r.routes.iter().find(|x| x.dest == 3))
+            .map(|x| x.best.clone())
+    };
+    eventually(30, "direct route 1 -> 3", || async {
+        best_1_to_3(&records(&store, &keys.routes()).await) == Some(vec![1, 3])
+    })
+    .await;
+
+    let client_at = |id: u32| quinn::Endpoint::client((ip(id + 100), 0).into()).unwrap();
+    let mut a = RawClient::connect_from(client_at(1), lab.edge_addr(1), &lab.ca_der).await;
+    let mut c = RawClient::connect_from(client_at(3), lab.edge_addr(3), &lab.ca_der).await;
+    c.join("room", "carol").await;
+    let ja = a.join("room", "alice").await;
+    let cid = ja.channel_id;
+    let track = a.publish(cid, "cam").await.unwrap();
+    c.expect(|f| match f {
+        SK::TrackAvailable(_) => Some(()),
+        _ => None,
+    })
+    .await;
+    let direct = media_latency(&a, &c, cid, track, 0).await;
+
+    // The direct link degrades to 60 ms: routed through edge 2 (20 ms).
+    lab.set_netem(&triangle(ip, 60.0)).await;
+    let rerouted = eventually(20, "route 1 -> 3 through edge 2", || async {
+        best_1_to_3(&records(&store, &keys.routes()).await) == Some(vec![1, 2, 3])
+    })
+    .await;
+    // The edges apply the published routes within moments.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relayed = media_latency(&a, &c, cid, track, 100).await;
+    eprintln!(
+        "processes: direct link degraded 10 -> 60 ms, route through edge 2 published after {rerouted:?}; \
+         media {direct:?} direct before, {relayed:?} relayed after"
+    );
+    assert!(direct < Duration::from_millis(25), "direct {direct:?}");
+    assert!(
+        relayed >= Duration::from_millis(19) && relayed < Duration::from_millis(45),
+        "relayed {relayed:?}"
+    );
+
+    // The relay dies (SIGKILL): edge 1 sees it dead on its own probes and
+    // media goes the backup way (the degraded direct link) within about a
+    // second, before the controller has even noticed.
+    let flow = {
+        let a = a;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for seq in 1_000..2_000u32 {
+                tick.tick().await;
+                a.media(cid, track, seq, &[4u8; 100]);
+            }
+            a
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while tokio::time::timeout(Duration::from_millis(1), c.recv_media())
+        .await
+        .is_ok()
+    {}
+    let killed = Instant::now();
+    lab.edge_proc(2).sigkill();
+    // Packets already past edge 2 still arrive for ~10 ms; after that only
+    // the backup path delivers.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while tokio::time::timeout(Duration::from_millis(1), c.recv_media())
+        .await
+        .is_ok()
+    {}
+    let resumed = tokio::time::timeout(Duration::from_secs(3), c.recv_media())
+        .await
+        .ok()
+        .flatten()
+        .map(|_| killed.elapsed());
+    let resumed = resumed.expect("media resumed after the relay died");
+    eprintln!(
+        "processes: relay on the computed path SIGKILLed, media flowing again after {resumed:?}"
+    );
+    assert!(resumed < Duration::from_millis(1_500), "{resumed:?}");
+    let _ = flow.await;
+}
+
+/// The JSON rule list as a TOML inline array.
+fn json_to_toml_rules(json: &str) -> String {
+    let rules: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    let items: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{from = "{}", to = "{}", delay_ms = {}}}"#,
+                r["from"].as_str().unwrap(),
+                r["to"].as_str().unwrap(),
+                r["delay_ms"]
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }

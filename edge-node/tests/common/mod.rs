@@ -360,3 +360,30 @@ impl RawClient {
 pub fn bytes_of(b: &[u8]) -> BytesMut {
     BytesMut::from(b)
 }
+
+/// One-way media latency from `a` to `c`: the median over packets sent one
+/// at a time (sequence numbers from `seq0`). A packet lost in a route change
+/// is skipped; most must arrive.
+pub async fn media_latency(
+    a: &RawClient,
+    c: &RawClient,
+    channel: u64,
+    track: u64,
+    seq0: u32,
+) -> std::time::Duration {
+    use std::time::{Duration, Instant};
+    let mut took = vec![];
+    for i in 0..9 {
+        let sent = Instant::now();
+        a.media(channel, track, seq0 + i, &[7u8; 100]);
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), c.conn.read_datagram()).await
+        {
+            took.push(sent.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(took.len() >= 6, "only {} of 9 packets arrived", took.len());
+    took.sort();
+    took[took.len() / 2]
+}
