@@ -115,8 +115,13 @@ pub struct ClientConfig {
     pub media_queue: usize,
     /// QUIC idle timeout (a backstop; liveness detection is much faster).
     pub idle_timeout: Duration,
-    /// Where client sockets come from; `None`: bind the wildcard address.
+    /// Where client sockets come from; `None`: bind the wildcard address
+    /// (or `local_ip`).
     pub socket: Option<SocketFactory>,
+    /// Send from this local address (QUIC, and the controller lookup, whose
+    /// answer depends on the address the controller sees): for hosts with
+    /// several addresses. `None`: the system chooses.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -147,6 +152,7 @@ impl ClientConfig {
             media_queue: 4_096,
             idle_timeout: Duration::from_secs(10),
             socket: None,
+            local_ip: None,
         }
     }
 

@@ -331,12 +331,16 @@ impl Endpoints {
         &mut self,
         addr: &SocketAddr,
         factory: Option<&crate::config::SocketFactory>,
+        local_ip: Option<std::net::IpAddr>,
     ) -> Result<quinn::Endpoint, String> {
-        let (slot, bind) = if addr.is_ipv4() {
+        let (slot, mut bind) = if addr.is_ipv4() {
             (&mut self.v4, SocketAddr::from(([0, 0, 0, 0], 0)))
         } else {
             (&mut self.v6, SocketAddr::from(([0u16; 8], 0)))
         };
+        if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            bind.set_ip(ip);
+        }
         if let Some(e) = slot {
             return Ok(e.clone());
         }

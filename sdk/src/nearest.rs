@@ -88,6 +88,7 @@ pub async fn fetch_shortlist(
     controller: &str,
     limit: usize,
     timeout: Duration,
+    local_ip: Option<std::net::IpAddr>,
 ) -> Result<Vec<EdgeCandidate>, SdkError> {
     let fail = |m: String| SdkError::Controller(m);
     let uri: hyper::Uri = controller
@@ -111,7 +112,19 @@ pub async fn fetch_shortlist(
             .map_err(|e| fail(format!("resolving {authority}: {e}")))?
             .next()
             .ok_or_else(|| fail(format!("{authority} has no address")))?;
-        let stream = tokio::net::TcpStream::connect(addr)
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| fail(format!("socket: {e}")))?;
+        if let Some(ip) = local_ip {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| fail(format!("binding {ip}: {e}")))?;
+        }
+        let stream = socket
+            .connect(addr)
             .await
             .map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
         let (mut sender, conn) =

@@ -306,7 +306,10 @@ impl Supervisor {
         }
         let mut out = vec![];
         for t in targets {
-            match self.endpoints.for_addr(&t.addr, self.cfg.socket.as_ref()) {
+            match self
+                .endpoints
+                .for_addr(&t.addr, self.cfg.socket.as_ref(), self.cfg.local_ip)
+            {
                 Ok(ep) => out.push((ep, t)),
                 Err(e) => warn!(edge = %t.addr, error = %e, "no endpoint for this address"),
             }
@@ -325,6 +328,7 @@ impl Supervisor {
                 &controller,
                 self.cfg.shortlist_len,
                 self.cfg.request_timeout,
+                self.cfg.local_ip,
             )
             .await?;
             debug!(
@@ -340,6 +344,7 @@ impl Supervisor {
         let measured = probe_all(
             &mut self.endpoints,
             self.cfg.socket.as_ref(),
+            self.cfg.local_ip,
             &self.quic,
             &self.cfg.edges,
             self.cfg.probe_timeout,
@@ -363,9 +368,10 @@ impl Supervisor {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let edges = self.cfg.edges.clone();
-        let (quic, socket, limit) = (
+        let (quic, socket, local_ip, limit) = (
             self.quic.clone(),
             self.cfg.socket.clone(),
+            self.cfg.local_ip,
             self.cfg.probe_timeout,
         );
         tokio::spawn(async move {
@@ -373,8 +379,15 @@ impl Supervisor {
             let mut endpoints = Endpoints::default();
             loop {
                 tokio::time::sleep(every).await;
-                let measured =
-                    probe_all(&mut endpoints, socket.as_ref(), &quic, &edges, limit).await;
+                let measured = probe_all(
+                    &mut endpoints,
+                    socket.as_ref(),
+                    local_ip,
+                    &quic,
+                    &edges,
+                    limit,
+                )
+                .await;
                 if tx.send(measured).is_err() {
                     break; // the client is gone
                 }
@@ -841,13 +854,14 @@ fn chat(channel_id: u64, s: &Sent, to_user: &str) -> pb::ChatMessage {
 async fn probe_all(
     endpoints: &mut Endpoints,
     socket: Option<&SocketFactory>,
+    local_ip: Option<std::net::IpAddr>,
     quic: &quinn::ClientConfig,
     edges: &[EdgeCandidate],
     limit: Duration,
 ) -> Measured {
     let mut probes = tokio::task::JoinSet::new();
     for (i, e) in edges.iter().enumerate() {
-        let Ok(ep) = endpoints.for_addr(&e.addr, socket) else {
+        let Ok(ep) = endpoints.for_addr(&e.addr, socket, local_ip) else {
             continue;
         };
         let (quic, e) = (quic.clone(), e.clone());
