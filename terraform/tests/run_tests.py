@@ -185,7 +185,7 @@ def parse_module(rel):
                           ("module", r"\bmodule\.([A-Za-z_][\w-]*)(?:\[[^\]]*\])?\.([A-Za-z_][\w-]*)")]:
             for m in re.finditer(pat, text):
                 info["refs"].add((kind,) + m.groups())
-        for m in re.finditer(r"\b(?:(data)\.)?([a-z][a-z0-9]*_[a-z0-9_]+)\.([A-Za-z_][\w-]*)\b", text):
+        for m in re.finditer(r"(?<![\w.])(?:(data)\.)?([a-z][a-z0-9]*_[a-z0-9_]+)\.([A-Za-z_][\w-]*)\b", text):
             info["refs"].add(("data" if m.group(1) else "resource", m.group(2), m.group(3)))
     return info
 
@@ -227,7 +227,8 @@ def static_check(rel):
             if kind == "data" and tuple(rest) not in declared_data:
                 problems.append(f"data.{rest[0]}.{rest[1]} is not declared")
         for rtype, _ in info["resources"] + info["data"]:
-            if rtype.split("_")[0] not in info["providers"]:
+            # terraform_data and terraform_remote_state come with Terraform itself.
+            if rtype.split("_")[0] not in info["providers"] | {"terraform"}:
                 problems.append(f"{rtype}: provider {rtype.split('_')[0]} is not in required_providers")
         for name, call in info["modules"].items():
             src = unquote(call["source"])
@@ -273,7 +274,7 @@ def layout_check():
                         problems.append(f"{rel}: output {name} needs a description")
                     if rel.startswith("modules/") and f"`{name}`" not in readme:
                         problems.append(f"{rel}: README does not document output {name}")
-        if rel not in PROVIDER_FREE and rel.startswith("modules/") and "cannot be initialised" not in readme:
+        if rel not in PROVIDER_FREE and rel.startswith("modules/") and "cannot be initialised" not in " ".join(readme.split()):
             problems.append(f"{rel}: README must say how it is tested without providers")
     import docs
 
@@ -777,8 +778,16 @@ def live(r):
             ids = [e["id"] for e in json.loads(body)["edges"]]
             return body if 17 in ids else None
 
+        def nearest_or_dead():
+            for name, (p, _) in procs.procs.items():
+                if p.poll() is not None:
+                    raise SystemExit(f"{name} exited {p.returncode}")
+            return nearest()
+
         try:
-            body = wait_for("edge 17 in the nearest-edge answer", nearest, timeout=40)
+            body = wait_for("edge 17 in the nearest-edge answer", nearest_or_dead, timeout=40)
+        except SystemExit as e:
+            raise AssertionError(f"{e}:\n" + "\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
         except AssertionError:
             raise AssertionError("\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
         e = json.loads(body)["edges"][0]

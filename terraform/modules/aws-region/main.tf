@@ -1,0 +1,414 @@
+# One AWS region of an RTN fleet: a VPC with a public subnet per zone,
+# security groups, edges and controllers on elastic IPs, optionally the
+# fleet's etcd cluster, certificates from the mesh and etcd CAs, and DNS.
+# What runs on each instance is rendered by the provider-free modules.
+
+data "aws_region" "current" {}
+
+data "aws_availability_zones" "available" {
+  state = "available"
+}
+
+data "aws_ami" "ubuntu" {
+  count       = var.ami_id == null ? 1 : 0
+  most_recent = true
+  owners      = ["099720109477"] # Canonical
+
+  filter {
+    name   = "name"
+    values = ["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"]
+  }
+
+  filter {
+    name   = "virtualization-type"
+    values = ["hvm"]
+  }
+}
+
+locals {
+  prefix = "${var.name}-${var.region}"
+  ami    = var.ami_id != null ? var.ami_id : data.aws_ami.ubuntu[0].id
+  azs    = slice(data.aws_availability_zones.available.names, 0, var.availability_zones)
+  tags   = merge(var.tags, { "rtn:fleet" = var.name, "rtn:region" = var.region })
+
+  edges        = { for i, e in var.edges : tostring(e.id) => merge(e, { index = i }) }
+  server_names = { for k, e in local.edges : k => "edge-${e.id}.${var.domain}" }
+
+  etcd_members = var.etcd == null ? [] : [for i in range(3) : {
+    name = "etcd-${i + 1}"
+    ip   = cidrhost(aws_subnet.public[i].cidr_block, 10)
+    az   = i
+  }]
+  etcd_endpoints = var.etcd == null ? var.etcd_endpoints : module.etcd[0].plaintext_client_endpoints
+}
+
+# --- network
+
+resource "aws_vpc" "this" {
+  cidr_block           = var.vpc_cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true
+  tags                 = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_internet_gateway" "this" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_subnet" "public" {
+  count             = var.availability_zones
+  vpc_id            = aws_vpc.this.id
+  availability_zone = local.azs[count.index]
+  cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index)
+  tags              = merge(local.tags, { Name = "${local.prefix}-${local.azs[count.index]}" })
+}
+
+resource "aws_route_table" "public" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_route" "internet" {
+  route_table_id         = aws_route_table.public.id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.this.id
+}
+
+resource "aws_route_table_association" "public" {
+  count          = var.availability_zones
+  subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+# --- security groups: QUIC open to the world, admin and etcd private
+
+resource "aws_security_group" "edge" {
+  name        = "${local.prefix}-edge"
+  description = "RTN edges: QUIC from anywhere, admin from admin_cidrs"
+  vpc_id      = aws_vpc.this.id
+  tags        = merge(local.tags, { Name = "${local.prefix}-edge" })
+}
+
+resource "aws_security_group" "controller" {
+  name        = "${local.prefix}-controller"
+  description = "RTN region controllers: the API from anywhere"
+  vpc_id      = aws_vpc.this.id
+  tags        = merge(local.tags, { Name = "${local.prefix}-controller" })
+}
+
+resource "aws_security_group" "etcd" {
+  count       = var.etcd == null ? 0 : 1
+  name        = "${local.prefix}-etcd"
+  description = "RTN etcd: clients from the fleet, peers from each other"
+  vpc_id      = aws_vpc.this.id
+  tags        = merge(local.tags, { Name = "${local.prefix}-etcd" })
+}
+
+locals {
+  ingress = merge(
+    {
+      "edge-quic-v4"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "QUIC: clients and relay links" }
+      "edge-quic-v6"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = null, cidr6 = "::/0", from_sg = null, what = "QUIC: clients and relay links" }
+      "controller-api" = { sg = aws_security_group.controller.id, proto = "tcp", port = var.api_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "nearest-edge API" }
+    },
+    { for c in var.admin_cidrs : "edge-admin-${c}" => { sg = aws_security_group.edge.id, proto = "tcp", port = var.admin_port, cidr4 = c, cidr6 = null, from_sg = null, what = "edge metrics and health" } },
+    { for c in var.ssh_cidrs : "edge-ssh-${c}" => { sg = aws_security_group.edge.id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
+    { for c in var.ssh_cidrs : "controller-ssh-${c}" => { sg = aws_security_group.controller.id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
+    var.etcd == null ? {} : merge(
+      { for c in var.fleet_cidrs : "etcd-client-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2379, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd clients (TLS)" } },
+      { for c in var.fleet_cidrs : "etcd-plain-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = var.etcd.plaintext_client_port, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd clients (plaintext, private)" } },
+      { for c in var.admin_cidrs : "etcd-metrics-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2381, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd metrics" } },
+      { for c in var.ssh_cidrs : "etcd-ssh-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
+      { "etcd-peer" = { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2380, cidr4 = null, cidr6 = null, from_sg = aws_security_group.etcd[0].id, what = "etcd peers" } },
+    ),
+  )
+  egress = merge(
+    { edge = aws_security_group.edge.id, controller = aws_security_group.controller.id },
+    var.etcd == null ? {} : { etcd = aws_security_group.etcd[0].id },
+  )
+}
+
+resource "aws_vpc_security_group_ingress_rule" "this" {
+  for_each                     = local.ingress
+  security_group_id            = each.value.sg
+  description                  = each.value.what
+  ip_protocol                  = each.value.proto
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  cidr_ipv4                    = each.value.cidr4
+  cidr_ipv6                    = each.value.cidr6
+  referenced_security_group_id = each.value.from_sg
+  tags                         = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "all" {
+  for_each          = local.egress
+  security_group_id = each.value
+  description       = "outbound: peers, etcd, packages, releases"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+  tags              = local.tags
+}
+
+# --- certificates: edges from the mesh CA, etcd members from the etcd CA
+
+resource "tls_private_key" "edge" {
+  for_each    = local.edges
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "edge" {
+  for_each        = local.edges
+  private_key_pem = tls_private_key.edge[each.key].private_key_pem
+  dns_names       = [local.server_names[each.key]]
+  ip_addresses    = [aws_eip.edge[each.key].public_ip]
+
+  subject {
+    common_name  = local.server_names[each.key]
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "edge" {
+  for_each              = local.edges
+  cert_request_pem      = tls_cert_request.edge[each.key].cert_request_pem
+  ca_private_key_pem    = var.mesh_ca.key_pem
+  ca_cert_pem           = var.mesh_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
+}
+
+resource "tls_private_key" "etcd" {
+  count       = length(local.etcd_members)
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "etcd" {
+  count           = length(local.etcd_members)
+  private_key_pem = tls_private_key.etcd[count.index].private_key_pem
+  ip_addresses    = [local.etcd_members[count.index].ip, "127.0.0.1"]
+
+  subject {
+    common_name  = local.etcd_members[count.index].name
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "etcd" {
+  count                 = length(local.etcd_members)
+  cert_request_pem      = tls_cert_request.etcd[count.index].cert_request_pem
+  ca_private_key_pem    = var.etcd_ca.key_pem
+  ca_cert_pem           = var.etcd_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
+}
+
+# --- etcd (when this region hosts it)
+
+module "etcd" {
+  count  = var.etcd == null ? 0 : 1
+  source = "../etcd-cluster"
+
+  cluster_token         = "${var.name}-etcd"
+  members               = [for m in local.etcd_members : { name = m.name, ip = m.ip }]
+  plaintext_client_port = var.etcd.plaintext_client_port
+  client_cidrs          = var.fleet_cidrs
+  admin_cidrs           = var.admin_cidrs
+  ssh_cidrs             = var.ssh_cidrs
+  etcd_release          = var.etcd_release
+  tls = {
+    ca_pem = var.etcd_ca.cert_pem
+    members = { for i, m in local.etcd_members : m.name => {
+      cert_pem = tls_locally_signed_cert.etcd[i].cert_pem
+      key_pem  = tls_private_key.etcd[i].private_key_pem_pkcs8
+    } }
+  }
+}
+
+resource "aws_instance" "etcd" {
+  count                       = length(local.etcd_members)
+  ami                         = local.ami
+  instance_type               = var.etcd.instance_type
+  subnet_id                   = aws_subnet.public[local.etcd_members[count.index].az].id
+  private_ip                  = local.etcd_members[count.index].ip
+  associate_public_ip_address = true # outbound only (packages); the security group admits no one from outside
+  vpc_security_group_ids      = [aws_security_group.etcd[0].id]
+  key_name                    = var.key_name
+  user_data_base64            = module.etcd[0].user_data_base64gzip[local.etcd_members[count.index].name]
+  user_data_replace_on_change = false # a member keeps its data: replace members by hand (docs/operations.md)
+
+  metadata_options {
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = 40
+    iops        = 6000
+    encrypted   = true
+  }
+
+  tags = merge(local.tags, { Name = "${local.prefix}-${local.etcd_members[count.index].name}", "rtn:role" = "etcd" })
+
+  lifecycle {
+    ignore_changes = [ami, user_data_base64]
+  }
+}
+
+# --- edges
+
+resource "aws_eip" "edge" {
+  for_each = local.edges
+  domain   = "vpc"
+  tags     = merge(local.tags, { Name = "${local.prefix}-edge-${each.key}" })
+}
+
+module "edge" {
+  for_each = local.edges
+  source   = "../edge-node"
+
+  edge_id        = each.value.id
+  region         = var.region
+  city           = var.city
+  coordinates    = var.coordinates
+  etcd_endpoints = local.etcd_endpoints
+  public_ip      = aws_eip.edge[each.key].public_ip
+  quic_port      = var.quic_port
+  admin_port     = var.admin_port
+  server_name    = local.server_names[each.key]
+  capacity       = var.edge_capacity
+  apps           = var.apps
+  app_secrets    = var.app_secrets
+  binary         = var.edge_binary
+  admin_cidrs    = concat(var.admin_cidrs, [var.vpc_cidr])
+  ssh_cidrs      = var.ssh_cidrs
+  tls = {
+    cert_pem    = tls_locally_signed_cert.edge[each.key].cert_pem
+    key_pem     = tls_private_key.edge[each.key].private_key_pem_pkcs8
+    mesh_ca_pem = var.mesh_ca.cert_pem
+  }
+}
+
+resource "aws_instance" "edge" {
+  for_each               = local.edges
+  ami                    = local.ami
+  instance_type          = coalesce(each.value.instance_type, var.edge_instance_type)
+  subnet_id              = aws_subnet.public[each.value.index % var.availability_zones].id
+  vpc_security_group_ids = [aws_security_group.edge.id]
+  key_name               = var.key_name
+  source_dest_check      = true
+  # New config or certificates mean a new instance: terminating the old one
+  # stops rtn-edge, which drains its clients to other edges first.
+  user_data_base64            = module.edge[each.key].user_data_base64gzip
+  user_data_replace_on_change = true
+
+  metadata_options {
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = 16
+    encrypted   = true
+  }
+
+  tags = merge(local.tags, { Name = "${local.prefix}-edge-${each.key}", "rtn:role" = "edge", "rtn:edge-id" = each.key })
+
+  lifecycle {
+    ignore_changes = [ami]
+  }
+}
+
+resource "aws_eip_association" "edge" {
+  for_each      = local.edges
+  instance_id   = aws_instance.edge[each.key].id
+  allocation_id = aws_eip.edge[each.key].id
+}
+
+# --- region controllers
+
+module "controllers" {
+  source = "../region-controller"
+
+  region         = var.region
+  replicas       = var.controllers
+  etcd_endpoints = local.etcd_endpoints
+  api_port       = var.api_port
+  geoip_db       = var.geoip_db
+  admin_token    = var.admin_token
+  binary         = var.controller_binary
+  ssh_cidrs      = var.ssh_cidrs
+}
+
+resource "aws_eip" "controller" {
+  count  = var.controllers
+  domain = "vpc"
+  tags   = merge(local.tags, { Name = "${local.prefix}-ctl-${count.index + 1}" })
+}
+
+resource "aws_instance" "controller" {
+  count                       = var.controllers
+  ami                         = local.ami
+  instance_type               = var.controller_instance_type
+  subnet_id                   = aws_subnet.public[count.index % var.availability_zones].id
+  vpc_security_group_ids      = [aws_security_group.controller.id]
+  key_name                    = var.key_name
+  user_data_base64            = module.controllers.user_data_base64gzip[count.index]
+  user_data_replace_on_change = true
+
+  metadata_options {
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = 16
+    encrypted   = true
+  }
+
+  tags = merge(local.tags, { Name = "${local.prefix}-ctl-${count.index + 1}", "rtn:role" = "controller" })
+
+  lifecycle {
+    ignore_changes = [ami]
+  }
+}
+
+resource "aws_eip_association" "controller" {
+  count         = var.controllers
+  instance_id   = aws_instance.controller[count.index].id
+  allocation_id = aws_eip.controller[count.index].id
+}
+
+# --- DNS: every edge by name (its certificate's), and the controllers' API
+# latency-routed: an SDK's first contact resolves to the nearest region.
+
+resource "aws_route53_record" "edge" {
+  for_each = var.route53_zone_id == null ? {} : local.edges
+  zone_id  = var.route53_zone_id
+  name     = local.server_names[each.key]
+  type     = "A"
+  ttl      = 60
+  records  = [aws_eip.edge[each.key].public_ip]
+}
+
+resource "aws_route53_record" "api" {
+  count          = var.route53_zone_id == null ? 0 : 1
+  zone_id        = var.route53_zone_id
+  name           = "api.${var.domain}"
+  type           = "A"
+  ttl            = 30
+  records        = aws_eip.controller[*].public_ip
+  set_identifier = "${var.name}-${var.region}"
+
+  latency_routing_policy {
+    region = data.aws_region.current.name
+  }
+}

@@ -1,0 +1,296 @@
+variable "name" {
+  description = "Name of the fleet: prefixes resource names and tags."
+  type        = string
+  default     = "rtn"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name))
+    error_message = "name must be 1-20 characters of lowercase letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "RTN region served from this AWS region (edge.region, controller.region), e.g. eu-central."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.region))
+    error_message = "region must be 1-63 characters of lowercase letters, digits and '-'."
+  }
+}
+
+variable "city" {
+  description = "City of the edges (edge.city), e.g. fra."
+  type        = string
+  default     = ""
+}
+
+variable "coordinates" {
+  description = "Latitude and longitude of the AWS region's data centres (edge.lat, edge.lon); null to locate edges by city."
+  type = object({
+    lat = number
+    lon = number
+  })
+  default = null
+}
+
+variable "domain" {
+  description = "DNS domain of the fleet: edges are edge-<id>.<domain>, the controllers' API is api.<domain>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.domain))
+    error_message = "domain must be a lowercase DNS name such as rtn.example.net."
+  }
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of domain: edge A records and a latency-routed api.<domain> record for the SDK's first contact. null: manage DNS elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of this region's VPC; must not overlap the other regions' (they are peered)."
+  type        = string
+
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr)) && tonumber(split("/", var.vpc_cidr)[1]) <= 20
+    error_message = "vpc_cidr must be an IPv4 CIDR of /20 or larger."
+  }
+}
+
+variable "availability_zones" {
+  description = "Availability zones used (one public subnet each); edges, controllers and etcd members are spread over them."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.availability_zones >= 1 && var.availability_zones <= 6
+    error_message = "availability_zones must be within 1..6."
+  }
+}
+
+variable "fleet_cidrs" {
+  description = "Private CIDRs of every region of the fleet (including this one): allowed to reach etcd's client ports."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.fleet_cidrs) > 0 && alltrue([for c in var.fleet_cidrs : can(cidrnetmask(c))])
+    error_message = "fleet_cidrs must hold IPv4 CIDR blocks."
+  }
+}
+
+variable "admin_cidrs" {
+  description = "Networks allowed to reach the admin ports (edge /metrics, etcd metrics): Prometheus and health checks."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for c in var.admin_cidrs : can(cidrnetmask(c))])
+    error_message = "admin_cidrs must be IPv4 CIDR blocks."
+  }
+}
+
+variable "ssh_cidrs" {
+  description = "Networks allowed to reach SSH. Empty (default): no SSH; use SSM Session Manager."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ssh_cidrs : can(cidrnetmask(c))])
+    error_message = "ssh_cidrs must be IPv4 CIDR blocks."
+  }
+}
+
+variable "edges" {
+  description = "Edges of this region: ids unique in the whole mesh, optionally their own instance type."
+  type = list(object({
+    id            = number
+    instance_type = optional(string)
+  }))
+
+  validation {
+    condition     = length(distinct(var.edges[*].id)) == length(var.edges)
+    error_message = "edge ids must be distinct."
+  }
+}
+
+variable "edge_instance_type" {
+  description = "Default instance type of edges: network-optimised (see docs/operations.md, sizing)."
+  type        = string
+  default     = "c6in.large"
+}
+
+variable "edge_capacity" {
+  description = "Client sessions per edge (limits.max_sessions)."
+  type        = number
+  default     = 5000
+}
+
+variable "controllers" {
+  description = "Region controllers: a leader and standbys."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.controllers >= 1 && var.controllers <= 7
+    error_message = "controllers must be within 1..7."
+  }
+}
+
+variable "controller_instance_type" {
+  description = "Instance type of the controllers."
+  type        = string
+  default     = "c6i.large"
+}
+
+variable "etcd" {
+  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca. null: use etcd_endpoints."
+  type = object({
+    instance_type         = optional(string, "m6i.large")
+    plaintext_client_port = optional(number, 2378)
+  })
+  default = null
+
+  validation {
+    condition     = var.etcd == null || var.availability_zones >= 3
+    error_message = "etcd needs availability_zones >= 3 (one member per zone)."
+  }
+}
+
+variable "etcd_ca" {
+  description = "The etcd CA (PEM certificate and key) that member and client certificates are issued from; required with etcd. Separate from the mesh CA."
+  type = object({
+    cert_pem = string
+    key_pem  = string
+  })
+  default   = null
+  sensitive = true
+}
+
+variable "etcd_endpoints" {
+  description = "etcd client URLs of the fleet when etcd lives in another region (that region's etcd_plaintext_endpoints output)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = (var.etcd == null) != (length(var.etcd_endpoints) == 0)
+    error_message = "Give either etcd (this region hosts the cluster) or etcd_endpoints (another region does), not both."
+  }
+}
+
+variable "mesh_ca" {
+  description = "The mesh CA (PEM certificate and key): edge certificates are issued from it here. Its key ends up in the Terraform state: keep the state encrypted and access-controlled."
+  type = object({
+    cert_pem = string
+    key_pem  = string
+  })
+  sensitive = true
+}
+
+variable "cert_validity_hours" {
+  description = "Lifetime of the edge and etcd member certificates issued here."
+  type        = number
+  default     = 2160
+}
+
+variable "cert_early_renewal_hours" {
+  description = "An apply this long before expiry issues new certificates (and so replaces the instances, one drain each)."
+  type        = number
+  default     = 720
+
+  validation {
+    condition     = var.cert_early_renewal_hours < var.cert_validity_hours
+    error_message = "cert_early_renewal_hours must be shorter than cert_validity_hours."
+  }
+}
+
+variable "apps" {
+  description = "Apps whose join tokens the edges accept."
+  type = list(object({
+    id = string
+  }))
+}
+
+variable "app_secrets" {
+  description = "Secrets per app id (several during a rotation)."
+  type        = map(list(string))
+  sensitive   = true
+}
+
+variable "admin_token" {
+  description = "Bearer token of the controllers' /v1/mesh; null to refuse it."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "edge_binary" {
+  description = "edge-node release binary (linux amd64): https URL and SHA-256."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+}
+
+variable "controller_binary" {
+  description = "region-controller release binary (linux amd64): https URL and SHA-256."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+}
+
+variable "geoip_db" {
+  description = "MaxMind City database for the controllers: https URL and SHA-256; null for none."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+  default = null
+}
+
+variable "etcd_release" {
+  description = "etcd release tarball (URL and SHA-256); null for Ubuntu's etcd-server package."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+  default = null
+}
+
+variable "quic_port" {
+  description = "UDP port of the edges."
+  type        = number
+  default     = 4433
+}
+
+variable "admin_port" {
+  description = "TCP admin port of the edges."
+  type        = number
+  default     = 9433
+}
+
+variable "api_port" {
+  description = "TCP port of the controllers' API."
+  type        = number
+  default     = 8080
+}
+
+variable "ami_id" {
+  description = "AMI of every instance (cloud-init and systemd 250+); null for the latest Ubuntu 24.04 LTS amd64 from Canonical."
+  type        = string
+  default     = null
+}
+
+variable "key_name" {
+  description = "EC2 key pair for SSH; null for none."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}

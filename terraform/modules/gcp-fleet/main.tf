@@ -1,0 +1,473 @@
+# A whole RTN fleet on Google Cloud. A VPC network is global, so one module
+# holds every region: a subnet per region (private addresses route between
+# regions without peering), firewall rules by network tag, edges and
+# controllers on static external addresses, the etcd cluster in one region,
+# certificates from the mesh and etcd CAs, and Cloud DNS with a geo-routed
+# record for the SDK's first contact.
+
+locals {
+  tags = {
+    edge       = "${var.name}-edge"
+    controller = "${var.name}-controller"
+    etcd       = "${var.name}-etcd"
+  }
+  labels = merge(var.labels, { rtn-fleet = var.name })
+
+  edges = merge([for rk, r in var.regions : {
+    for i, e in r.edges : tostring(e.id) => {
+      id           = e.id
+      region       = rk
+      gcp_region   = r.gcp_region
+      zone         = coalesce(e.zone, r.zones[i % length(r.zones)])
+      machine_type = coalesce(e.machine_type, var.edge_machine_type)
+    }
+  }]...)
+  server_names = { for k, e in local.edges : k => "edge-${e.id}.${var.domain}" }
+
+  controllers = merge([for rk, r in var.regions : {
+    for i in range(r.controllers) : "${rk}-${i + 1}" => {
+      region     = rk
+      index      = i
+      gcp_region = r.gcp_region
+      zone       = r.zones[i % length(r.zones)]
+    }
+  }]...)
+
+  etcd_host = var.regions[var.etcd_region]
+  etcd_members = [for i in range(3) : {
+    name = "etcd-${i + 1}"
+    ip   = cidrhost(local.etcd_host.cidr, 10 + i)
+    zone = local.etcd_host.zones[i % length(local.etcd_host.zones)]
+  }]
+  etcd_endpoints = module.etcd.plaintext_client_endpoints
+  subnet_cidrs   = [for r in values(var.regions) : r.cidr]
+}
+
+# --- network
+
+resource "google_compute_network" "this" {
+  name                    = var.name
+  auto_create_subnetworks = false
+  routing_mode            = "GLOBAL"
+}
+
+resource "google_compute_subnetwork" "region" {
+  for_each                 = var.regions
+  name                     = "${var.name}-${each.key}"
+  region                   = each.value.gcp_region
+  network                  = google_compute_network.this.id
+  ip_cidr_range            = each.value.cidr
+  private_ip_google_access = true
+}
+
+# --- firewall: QUIC and the API open to the world, the rest private
+
+resource "google_compute_firewall" "edge_quic" {
+  name          = "${var.name}-edge-quic"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = [local.tags.edge]
+
+  allow {
+    protocol = "udp"
+    ports    = [tostring(var.quic_port)]
+  }
+}
+
+resource "google_compute_firewall" "edge_admin" {
+  name          = "${var.name}-edge-admin"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = concat(local.subnet_cidrs, var.admin_cidrs)
+  target_tags   = [local.tags.edge]
+
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.admin_port)]
+  }
+}
+
+resource "google_compute_firewall" "controller_api" {
+  name          = "${var.name}-controller-api"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = [local.tags.controller]
+
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.api_port)]
+  }
+}
+
+resource "google_compute_firewall" "etcd_client" {
+  name          = "${var.name}-etcd-client"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = local.subnet_cidrs
+  target_tags   = [local.tags.etcd]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["2379", tostring(var.etcd.plaintext_client_port)]
+  }
+}
+
+resource "google_compute_firewall" "etcd_peer" {
+  name        = "${var.name}-etcd-peer"
+  network     = google_compute_network.this.id
+  direction   = "INGRESS"
+  source_tags = [local.tags.etcd]
+  target_tags = [local.tags.etcd]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["2380"]
+  }
+}
+
+resource "google_compute_firewall" "etcd_metrics" {
+  name          = "${var.name}-etcd-metrics"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = concat(local.subnet_cidrs, var.admin_cidrs)
+  target_tags   = [local.tags.etcd]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["2381"]
+  }
+}
+
+resource "google_compute_firewall" "ssh" {
+  count         = length(var.ssh_cidrs) > 0 ? 1 : 0
+  name          = "${var.name}-ssh"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = var.ssh_cidrs
+  target_tags   = values(local.tags)
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+}
+
+# --- certificates
+
+resource "tls_private_key" "edge" {
+  for_each    = local.edges
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "edge" {
+  for_each        = local.edges
+  private_key_pem = tls_private_key.edge[each.key].private_key_pem
+  dns_names       = [local.server_names[each.key]]
+  ip_addresses    = [google_compute_address.edge[each.key].address]
+
+  subject {
+    common_name  = local.server_names[each.key]
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "edge" {
+  for_each              = local.edges
+  cert_request_pem      = tls_cert_request.edge[each.key].cert_request_pem
+  ca_private_key_pem    = var.mesh_ca.key_pem
+  ca_cert_pem           = var.mesh_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
+}
+
+resource "tls_private_key" "etcd" {
+  count       = 3
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "etcd" {
+  count           = 3
+  private_key_pem = tls_private_key.etcd[count.index].private_key_pem
+  ip_addresses    = [local.etcd_members[count.index].ip, "127.0.0.1"]
+
+  subject {
+    common_name  = local.etcd_members[count.index].name
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "etcd" {
+  count                 = 3
+  cert_request_pem      = tls_cert_request.etcd[count.index].cert_request_pem
+  ca_private_key_pem    = var.etcd_ca.key_pem
+  ca_cert_pem           = var.etcd_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
+}
+
+# --- etcd
+
+module "etcd" {
+  source = "../etcd-cluster"
+
+  cluster_token         = "${var.name}-etcd"
+  members               = [for m in local.etcd_members : { name = m.name, ip = m.ip }]
+  plaintext_client_port = var.etcd.plaintext_client_port
+  client_cidrs          = local.subnet_cidrs
+  admin_cidrs           = concat(local.subnet_cidrs, var.admin_cidrs)
+  ssh_cidrs             = var.ssh_cidrs
+  etcd_release          = var.etcd_release
+  tls = {
+    ca_pem = var.etcd_ca.cert_pem
+    members = { for i, m in local.etcd_members : m.name => {
+      cert_pem = tls_locally_signed_cert.etcd[i].cert_pem
+      key_pem  = tls_private_key.etcd[i].private_key_pem_pkcs8
+    } }
+  }
+}
+
+resource "google_compute_instance" "etcd" {
+  count        = 3
+  name         = "${var.name}-${local.etcd_members[count.index].name}"
+  machine_type = var.etcd.machine_type
+  zone         = local.etcd_members[count.index].zone
+  tags         = [local.tags.etcd]
+  labels       = merge(local.labels, { rtn-role = "etcd" })
+
+  boot_disk {
+    initialize_params {
+      image = var.image
+      size  = 40
+      type  = "pd-ssd"
+    }
+  }
+
+  network_interface {
+    subnetwork = google_compute_subnetwork.region[var.etcd_region].id
+    network_ip = local.etcd_members[count.index].ip
+    access_config {} # outbound only (packages); no firewall rule admits the world
+  }
+
+  metadata = {
+    user-data              = module.etcd.user_data[local.etcd_members[count.index].name]
+    block-project-ssh-keys = "true"
+  }
+
+  shielded_instance_config {
+    enable_secure_boot          = true
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  service_account {
+    email  = var.service_account_email
+    scopes = ["logging-write", "monitoring-write"]
+  }
+
+  lifecycle {
+    # A member keeps its data: replace members by hand (docs/operations.md).
+    ignore_changes = [metadata, boot_disk[0].initialize_params[0].image]
+  }
+}
+
+# --- edges
+
+resource "google_compute_address" "edge" {
+  for_each     = local.edges
+  name         = "${var.name}-edge-${each.key}"
+  region       = each.value.gcp_region
+  address_type = "EXTERNAL"
+  network_tier = "PREMIUM"
+  labels       = local.labels
+}
+
+module "edge" {
+  for_each = local.edges
+  source   = "../edge-node"
+
+  edge_id        = each.value.id
+  region         = each.value.region
+  city           = var.regions[each.value.region].city
+  coordinates    = var.regions[each.value.region].coordinates
+  etcd_endpoints = local.etcd_endpoints
+  public_ip      = google_compute_address.edge[each.key].address
+  quic_port      = var.quic_port
+  admin_port     = var.admin_port
+  server_name    = local.server_names[each.key]
+  capacity       = var.edge_capacity
+  apps           = var.apps
+  app_secrets    = var.app_secrets
+  binary         = var.edge_binary
+  admin_cidrs    = concat(local.subnet_cidrs, var.admin_cidrs)
+  ssh_cidrs      = var.ssh_cidrs
+  tls = {
+    cert_pem    = tls_locally_signed_cert.edge[each.key].cert_pem
+    key_pem     = tls_private_key.edge[each.key].private_key_pem_pkcs8
+    mesh_ca_pem = var.mesh_ca.cert_pem
+  }
+}
+
+# GCE updates metadata in place and cloud-init does not run again: a changed
+# config or certificate replaces the instance instead (its edge drains first).
+resource "terraform_data" "edge_user_data" {
+  for_each = local.edges
+  input    = sha256(module.edge[each.key].user_data)
+}
+
+resource "google_compute_instance" "edge" {
+  for_each     = local.edges
+  name         = "${var.name}-edge-${each.key}"
+  machine_type = each.value.machine_type
+  zone         = each.value.zone
+  tags         = [local.tags.edge]
+  labels       = merge(local.labels, { rtn-role = "edge", rtn-edge-id = each.key })
+
+  boot_disk {
+    initialize_params {
+      image = var.image
+      size  = 20
+      type  = "pd-balanced"
+    }
+  }
+
+  network_interface {
+    subnetwork = google_compute_subnetwork.region[each.value.region].id
+    access_config {
+      nat_ip       = google_compute_address.edge[each.key].address
+      network_tier = "PREMIUM"
+    }
+  }
+
+  metadata = {
+    user-data              = module.edge[each.key].user_data
+    block-project-ssh-keys = "true"
+  }
+
+  shielded_instance_config {
+    enable_secure_boot          = true
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  service_account {
+    email  = var.service_account_email
+    scopes = ["logging-write", "monitoring-write"]
+  }
+
+  lifecycle {
+    ignore_changes       = [boot_disk[0].initialize_params[0].image]
+    replace_triggered_by = [terraform_data.edge_user_data[each.key]]
+  }
+}
+
+# --- region controllers
+
+module "controllers" {
+  for_each = var.regions
+  source   = "../region-controller"
+
+  region         = each.key
+  replicas       = each.value.controllers
+  etcd_endpoints = local.etcd_endpoints
+  api_port       = var.api_port
+  geoip_db       = var.geoip_db
+  admin_token    = var.admin_token
+  binary         = var.controller_binary
+  ssh_cidrs      = var.ssh_cidrs
+}
+
+resource "google_compute_address" "controller" {
+  for_each     = local.controllers
+  name         = "${var.name}-ctl-${each.key}"
+  region       = each.value.gcp_region
+  address_type = "EXTERNAL"
+  network_tier = "PREMIUM"
+  labels       = local.labels
+}
+
+resource "terraform_data" "controller_user_data" {
+  for_each = local.controllers
+  input    = sha256(module.controllers[each.value.region].user_data[each.value.index])
+}
+
+resource "google_compute_instance" "controller" {
+  for_each     = local.controllers
+  name         = "${var.name}-ctl-${each.key}"
+  machine_type = var.controller_machine_type
+  zone         = each.value.zone
+  tags         = [local.tags.controller]
+  labels       = merge(local.labels, { rtn-role = "controller" })
+
+  boot_disk {
+    initialize_params {
+      image = var.image
+      size  = 20
+      type  = "pd-balanced"
+    }
+  }
+
+  network_interface {
+    subnetwork = google_compute_subnetwork.region[each.value.region].id
+    access_config {
+      nat_ip       = google_compute_address.controller[each.key].address
+      network_tier = "PREMIUM"
+    }
+  }
+
+  metadata = {
+    user-data              = module.controllers[each.value.region].user_data[each.value.index]
+    block-project-ssh-keys = "true"
+  }
+
+  shielded_instance_config {
+    enable_secure_boot          = true
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  service_account {
+    email  = var.service_account_email
+    scopes = ["logging-write", "monitoring-write"]
+  }
+
+  lifecycle {
+    ignore_changes       = [boot_disk[0].initialize_params[0].image]
+    replace_triggered_by = [terraform_data.controller_user_data[each.key]]
+  }
+}
+
+# --- DNS: edges by name, and api.<domain> answered with the controllers of
+# the GCP region nearest the resolver (geo routing policy).
+
+resource "google_dns_record_set" "edge" {
+  for_each     = var.dns_managed_zone == null ? {} : local.edges
+  managed_zone = var.dns_managed_zone
+  name         = "${local.server_names[each.key]}."
+  type         = "A"
+  ttl          = 60
+  rrdatas      = [google_compute_address.edge[each.key].address]
+}
+
+resource "google_dns_record_set" "api" {
+  count        = var.dns_managed_zone == null ? 0 : 1
+  managed_zone = var.dns_managed_zone
+  name         = "api.${var.domain}."
+  type         = "A"
+  ttl          = 30
+
+  routing_policy {
+    dynamic "geo" {
+      for_each = var.regions
+      content {
+        location = geo.value.gcp_region
+        rrdatas  = [for k, c in local.controllers : google_compute_address.controller[k].address if c.region == geo.key]
+      }
+    }
+  }
+}

@@ -1,0 +1,226 @@
+variable "name" {
+  description = "Name of the fleet: prefixes resource names, network tags and labels."
+  type        = string
+  default     = "rtn"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name))
+    error_message = "name must be 1-20 characters of lowercase letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "regions" {
+  description = "RTN regions by name (edge.region), each in one GCP region: its zones, subnet CIDR, edges (ids unique in the mesh) and controller count."
+  type = map(object({
+    gcp_region = string
+    zones      = list(string)
+    cidr       = string
+    city       = optional(string, "")
+    coordinates = optional(object({
+      lat = number
+      lon = number
+    }))
+    edges = list(object({
+      id           = number
+      zone         = optional(string)
+      machine_type = optional(string)
+    }))
+    controllers = optional(number, 2)
+  }))
+
+  validation {
+    condition     = length(var.regions) > 0 && alltrue([for k, r in var.regions : can(regex("^[a-z0-9][a-z0-9-]{0,62}$", k)) && length(r.zones) > 0 && can(cidrnetmask(r.cidr))])
+    error_message = "every region needs a lowercase name, at least one zone and an IPv4 cidr."
+  }
+
+  validation {
+    condition     = length(distinct(flatten([for r in values(var.regions) : r.edges[*].id]))) == length(flatten([for r in values(var.regions) : r.edges[*].id]))
+    error_message = "edge ids must be unique across regions."
+  }
+}
+
+variable "etcd_region" {
+  description = "The region (a key of regions) whose subnet hosts the etcd cluster: three members at .10, .11, .12, spread over its zones."
+  type        = string
+
+  validation {
+    condition     = contains(keys(var.regions), var.etcd_region)
+    error_message = "etcd_region must be one of the regions."
+  }
+}
+
+variable "etcd" {
+  description = "etcd members' machine type and the plaintext client port that today's binaries use (private network only)."
+  type = object({
+    machine_type          = optional(string, "n2-standard-2")
+    plaintext_client_port = optional(number, 2378)
+  })
+  default  = {}
+  nullable = false
+}
+
+variable "etcd_ca" {
+  description = "The etcd CA (PEM certificate and key) that member certificates are issued from. Separate from the mesh CA."
+  type = object({
+    cert_pem = string
+    key_pem  = string
+  })
+  sensitive = true
+}
+
+variable "mesh_ca" {
+  description = "The mesh CA (PEM certificate and key) that edge certificates are issued from. Its key ends up in the Terraform state: keep the state encrypted and access-controlled."
+  type = object({
+    cert_pem = string
+    key_pem  = string
+  })
+  sensitive = true
+}
+
+variable "cert_validity_hours" {
+  description = "Lifetime of the edge and etcd member certificates."
+  type        = number
+  default     = 2160
+}
+
+variable "cert_early_renewal_hours" {
+  description = "An apply this long before expiry issues new certificates (and so replaces the instances, one drain each)."
+  type        = number
+  default     = 720
+}
+
+variable "domain" {
+  description = "DNS domain of the fleet: edges are edge-<id>.<domain>, the controllers' API is api.<domain>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.domain))
+    error_message = "domain must be a lowercase DNS name such as rtn.example.net."
+  }
+}
+
+variable "dns_managed_zone" {
+  description = "Cloud DNS managed zone of domain (its name): edge A records and a geo-routed api.<domain> record. null: manage DNS elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "admin_cidrs" {
+  description = "Networks allowed to reach admin ports (edge /metrics, etcd metrics) besides the fleet's own subnets."
+  type        = list(string)
+  default     = []
+}
+
+variable "ssh_cidrs" {
+  description = "Networks allowed to reach SSH, e.g. [\"35.235.240.0/20\"] for IAP TCP forwarding. Empty: no SSH."
+  type        = list(string)
+  default     = []
+}
+
+variable "apps" {
+  description = "Apps whose join tokens the edges accept."
+  type = list(object({
+    id = string
+  }))
+}
+
+variable "app_secrets" {
+  description = "Secrets per app id (several during a rotation)."
+  type        = map(list(string))
+  sensitive   = true
+}
+
+variable "admin_token" {
+  description = "Bearer token of the controllers' /v1/mesh; null to refuse it."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "edge_binary" {
+  description = "edge-node release binary (linux amd64): https URL and SHA-256."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+}
+
+variable "controller_binary" {
+  description = "region-controller release binary (linux amd64): https URL and SHA-256."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+}
+
+variable "geoip_db" {
+  description = "MaxMind City database for the controllers: https URL and SHA-256; null for none."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+  default = null
+}
+
+variable "etcd_release" {
+  description = "etcd release tarball (URL and SHA-256); null for Ubuntu's etcd-server package."
+  type = object({
+    url    = string
+    sha256 = string
+  })
+  default = null
+}
+
+variable "edge_machine_type" {
+  description = "Default machine type of edges."
+  type        = string
+  default     = "n2-standard-4"
+}
+
+variable "edge_capacity" {
+  description = "Client sessions per edge (limits.max_sessions)."
+  type        = number
+  default     = 5000
+}
+
+variable "controller_machine_type" {
+  description = "Machine type of controllers."
+  type        = string
+  default     = "e2-standard-2"
+}
+
+variable "quic_port" {
+  description = "UDP port of the edges."
+  type        = number
+  default     = 4433
+}
+
+variable "admin_port" {
+  description = "TCP admin port of the edges."
+  type        = number
+  default     = 9433
+}
+
+variable "api_port" {
+  description = "TCP port of the controllers' API."
+  type        = number
+  default     = 8080
+}
+
+variable "image" {
+  description = "Boot image (cloud-init and systemd 250+: Ubuntu's GCE images run cloud-init from the user-data metadata key; Debian's do not)."
+  type        = string
+  default     = "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+}
+
+variable "service_account_email" {
+  description = "Service account of the instances (logging and monitoring scopes only); null for the project's default compute account."
+  type        = string
+  default     = null
+}
+
+variable "labels" {
+  description = "Labels added to every instance and address."
+  type        = map(string)
+  default     = {}
+}
