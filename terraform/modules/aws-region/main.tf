@@ -217,6 +217,7 @@ module "etcd" {
   cluster_token         = "${var.name}-etcd"
   members               = [for m in local.etcd_members : { name = m.name, ip = m.ip }]
   plaintext_client_port = var.etcd.plaintext_client_port
+  initial_cluster_state = var.etcd.initial_cluster_state
   client_cidrs          = var.fleet_cidrs
   admin_cidrs           = var.admin_cidrs
   ssh_cidrs             = var.ssh_cidrs
@@ -303,8 +304,12 @@ resource "aws_instance" "edge" {
   vpc_security_group_ids = [aws_security_group.edge.id]
   key_name               = var.key_name
   source_dest_check      = true
-  # New config or certificates mean a new instance: terminating the old one
-  # stops rtn-edge, which drains its clients to other edges first.
+  # A new config, binary or certificate needs a new instance (cloud-init runs
+  # once), and terminating the old one drains its clients to other edges. So
+  # that one apply never drains a whole region at once, changed user data is
+  # ignored here: roll edges one at a time with
+  #   terraform apply -replace='module.<region>.aws_instance.edge["<id>"]'
+  # (docs/operations.md, upgrading).
   user_data_base64            = module.edge[each.key].user_data_base64gzip
   user_data_replace_on_change = true
 
@@ -322,7 +327,7 @@ resource "aws_instance" "edge" {
   tags = merge(local.tags, { Name = "${local.prefix}-edge-${each.key}", "rtn:role" = "edge", "rtn:edge-id" = each.key })
 
   lifecycle {
-    ignore_changes = [ami]
+    ignore_changes = [ami, user_data_base64]
   }
 }
 
@@ -377,7 +382,8 @@ resource "aws_instance" "controller" {
   tags = merge(local.tags, { Name = "${local.prefix}-ctl-${count.index + 1}", "rtn:role" = "controller" })
 
   lifecycle {
-    ignore_changes = [ami]
+    # Roll controllers one at a time with -replace, like edges.
+    ignore_changes = [ami, user_data_base64]
   }
 }
 

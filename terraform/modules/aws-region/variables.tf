@@ -145,10 +145,11 @@ variable "controller_instance_type" {
 }
 
 variable "etcd" {
-  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca. null: use etcd_endpoints."
+  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca; initial_cluster_state = \"existing\" to replace a lost member (docs/operations.md). null: use etcd_endpoints."
   type = object({
     instance_type         = optional(string, "m6i.large")
     plaintext_client_port = optional(number, 2378)
+    initial_cluster_state = optional(string, "new")
   })
   default = null
 

@@ -313,13 +313,6 @@ module "edge" {
   }
 }
 
-# GCE updates metadata in place and cloud-init does not run again: a changed
-# config or certificate replaces the instance instead (its edge drains first).
-resource "terraform_data" "edge_user_data" {
-  for_each = local.edges
-  input    = sha256(module.edge[each.key].user_data)
-}
-
 resource "google_compute_instance" "edge" {
   for_each     = local.edges
   name         = "${var.name}-edge-${each.key}"
@@ -361,8 +354,11 @@ resource "google_compute_instance" "edge" {
   }
 
   lifecycle {
-    ignore_changes       = [boot_disk[0].initialize_params[0].image]
-    replace_triggered_by = [terraform_data.edge_user_data[each.key]]
+    # cloud-init runs once, so a new config, binary or certificate needs a
+    # new instance, and replacing one drains its clients. So that one apply
+    # never drains a whole fleet, changed user data is ignored here: roll
+    # edges one at a time with terraform apply -replace (docs/operations.md).
+    ignore_changes = [boot_disk[0].initialize_params[0].image, metadata["user-data"]]
   }
 }
 
@@ -389,11 +385,6 @@ resource "google_compute_address" "controller" {
   address_type = "EXTERNAL"
   network_tier = "PREMIUM"
   labels       = local.labels
-}
-
-resource "terraform_data" "controller_user_data" {
-  for_each = local.controllers
-  input    = sha256(module.controllers[each.value.region].user_data[each.value.index])
 }
 
 resource "google_compute_instance" "controller" {
@@ -437,8 +428,8 @@ resource "google_compute_instance" "controller" {
   }
 
   lifecycle {
-    ignore_changes       = [boot_disk[0].initialize_params[0].image]
-    replace_triggered_by = [terraform_data.controller_user_data[each.key]]
+    # Roll controllers one at a time with -replace, like edges.
+    ignore_changes = [boot_disk[0].initialize_params[0].image, metadata["user-data"]]
   }
 }
 
