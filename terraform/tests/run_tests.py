@@ -787,7 +787,10 @@ def live(r):
         try:
             body = wait_for("edge 17 in the nearest-edge answer", nearest_or_dead, timeout=40)
         except SystemExit as e:
-            raise AssertionError(f"{e}:\n" + "\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
+            logs = "\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"])
+            if "without etcd support" in logs:
+                raise AssertionError(f"the binaries in {BIN_DIR} lack the etcd feature: cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd\n{logs}")
+            raise AssertionError(f"{e}:\n{logs}")
         except AssertionError:
             raise AssertionError("\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
         e = json.loads(body)["edges"][0]
