@@ -4,8 +4,14 @@
 //!   client address. Edges ranked for the client by GeoIP distance, health
 //!   and load. Without `ip`, the caller's address is used, or the
 //!   configured client-address header when the caller is a trusted proxy.
-//! - `GET /v1/mesh`: operator endpoint (bearer token): edges, probed links
-//!   and the routes currently published.
+//! - `GET /v1/mesh`: operator endpoint (bearer token): edges with their
+//!   status, probed links, the routes currently published, and edges that
+//!   recently left the registry (`gone`, shown as down).
+//! - `GET /v1/links/history?from=<id>&to=<id>`: operator endpoint (bearer
+//!   token): the last minutes of one probed link's RTT, jitter and loss.
+//! - `GET /`: the path-quality dashboard (static page compiled into the
+//!   binary; it reads the two operator endpoints with the token the
+//!   operator enters, see [`crate::dashboard`]).
 //! - `/metrics`, `/healthz`, `/readyz` (ready once the store view is synced).
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx.
@@ -25,8 +31,9 @@ use topology::{rank_nearest, EdgeCandidate, GeoIpDb, GeoPoint};
 use tracing::{info, warn};
 
 use crate::controller::LeaderState;
-use crate::mesh::SharedMesh;
-use crate::records::EdgeState;
+use crate::dashboard::{self, Observer, ObserverLimits};
+use crate::mesh::{MeshView, SharedMesh};
+use crate::records::{now_ms, EdgeState};
 
 /// Shortlist length when the request names none: the SDK probes these, and
 /// four covers the nearest city plus fallbacks in neighbouring regions.
@@ -38,6 +45,10 @@ pub const MAX_LIMIT: usize = 16;
 /// keeps every silent or trickling connection (and its task and socket)
 /// forever. 10 s is ample for one request line and a few headers.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A link whose prober's summary is older than this is stale: edges refresh
+/// an unchanged summary every 30 s (`PROBE_REFRESH` in edge-node), so 45 s
+/// means at least one refresh was missed.
+pub const PROBE_STALE_MS: u64 = 45_000;
 
 type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
@@ -51,6 +62,9 @@ pub struct Api {
     pub admin_token: Option<String>,
     /// See [`HEADER_READ_TIMEOUT`] (the default).
     pub header_read_timeout: std::time::Duration,
+    /// Gone edges and link history, sampled from `mesh` while [`Api::serve`]
+    /// runs.
+    pub observer: Arc<Observer>,
     limiter: Limiter,
 }
 
@@ -84,11 +98,21 @@ impl Api {
             trusted_proxies: Vec::new(),
             admin_token: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            observer: Arc::new(Observer::new(ObserverLimits::default())),
             limiter: Limiter::keyed(quota),
         }
     }
 
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        // The dashboard's memory is sampled while the API is served, and
+        // stops with it.
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _sampler = AbortOnDrop(tokio::spawn(self.observer.clone().run(self.mesh.clone())));
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let (stream, peer) = tokio::select! {
@@ -130,6 +154,10 @@ impl Api {
         let resp = match (req.method(), path) {
             (&Method::GET, "/v1/edges/nearest") => self.nearest(peer, req),
             (&Method::GET, "/v1/mesh") => self.authorized(req).and_then(|()| self.mesh_json()),
+            (&Method::GET, "/v1/links/history") => self
+                .authorized(req)
+                .and_then(|()| self.link_history(req.uri().query())),
+            (&Method::GET, p) if dashboard::asset(p).is_some() => Ok(static_asset(p)),
             (&Method::GET, "/metrics") => Ok(text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -144,13 +172,11 @@ impl Api {
                 "text/plain",
                 "store not synced\n".into(),
             )),
-            (_, "/v1/edges/nearest" | "/v1/mesh" | "/metrics" | "/healthz" | "/readyz") => {
-                Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET",
-                ))
-            }
+            (_, p) if is_endpoint(p) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            )),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -159,7 +185,8 @@ impl Api {
         };
         let resp = resp.unwrap_or_else(|e| e.response());
         let endpoint = match path {
-            "/v1/edges/nearest" | "/v1/mesh" => path.to_string(),
+            "/v1/edges/nearest" | "/v1/mesh" | "/v1/links/history" => path.to_string(),
+            p if dashboard::asset(p).is_some() => "dashboard".into(),
             _ => "other".into(),
         };
         metrics::counter!("rtn_controller_api_requests", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
@@ -356,10 +383,54 @@ impl Api {
             alive: bool,
         }
         let view = self.mesh.read();
+        let now = now_ms();
+        // An edge is down on the first request after it left the registry,
+        // not only at the next sample.
+        self.observer.observe_edges(&view, now);
+        let reachable = reachability(&view);
         let edges: Vec<_> = view
             .edges
             .values()
-            .map(|e| json!({"edge": e, "load": view.loads.get(&e.id)}))
+            .map(|e| {
+                json!({
+                    "edge": e,
+                    "load": view.loads.get(&e.id),
+                    "status": match e.state {
+                        EdgeState::Serving => "serving",
+                        EdgeState::Draining => "draining",
+                    },
+                    "reachable": reachable.get(&e.id),
+                    "city_name": topology::geo::find_city(&e.city).map(|c| c.name),
+                })
+            })
+            .collect();
+        let gone: Vec<_> = self
+            .observer
+            .gone()
+            .into_iter()
+            .filter(|g| !view.edges.contains_key(&g.edge.id))
+            .map(|g| {
+                json!({
+                    "edge": g.edge,
+                    "status": "down",
+                    "last_seen_ms": g.last_seen_ms,
+                    "gone_at_ms": g.gone_at_ms,
+                    "city_name": topology::geo::find_city(&g.edge.city).map(|c| c.name),
+                })
+            })
+            .collect();
+        let probe_reports: Vec<_> = view
+            .probes
+            .values()
+            .map(|p| {
+                let age_ms = now.saturating_sub(p.at_ms);
+                json!({
+                    "from": p.from,
+                    "at_ms": p.at_ms,
+                    "age_ms": age_ms,
+                    "stale": age_ms > PROBE_STALE_MS,
+                })
+            })
             .collect();
         let links: Vec<Link> = view
             .probes
@@ -376,18 +447,114 @@ impl Api {
             })
             .collect();
         let routes: Vec<_> = view.routes.values().collect();
+        let limits = self.observer.limits();
         Ok(json_response(
             StatusCode::OK,
             &json!({
                 "region": self.region,
                 "leader": self.leader.is_leader(),
                 "store_connected": self.mesh.store_connected(),
+                "now_ms": now,
                 "edges": edges,
+                "gone": gone,
                 "links": links,
+                "probe_reports": probe_reports,
+                "probe_stale_ms": PROBE_STALE_MS,
                 "routes": routes,
+                "history": {
+                    "interval_ms": limits.interval.as_millis() as u64,
+                    "window_ms": limits.window.as_millis() as u64,
+                },
             }),
         ))
     }
+
+    fn link_history(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let (mut from, mut to) = (None, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*k {
+                "from" => &mut from,
+                "to" => &mut to,
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_parameter",
+                        format!("unknown parameter {other:?} (known: from, to)"),
+                    ))
+                }
+            };
+            *slot = Some(v.parse::<protocol::EdgeId>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_edge",
+                    format!("{k}={v:?} is not an edge id"),
+                )
+            })?);
+        }
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_parameter",
+                "from and to (edge ids) are required",
+            ));
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::to_value(self.observer.history(from, to)).unwrap_or_default(),
+        ))
+    }
+}
+
+/// Per registered edge that some other edge probes: whether any prober hears
+/// it (false: every prober reports it dead, the lease has not expired yet).
+fn reachability(view: &MeshView) -> std::collections::BTreeMap<protocol::EdgeId, bool> {
+    let mut heard = std::collections::BTreeMap::new();
+    for p in view.probes.values() {
+        if !view.edges.contains_key(&p.from) {
+            continue;
+        }
+        for l in &p.links {
+            if view.edges.contains_key(&l.to) {
+                *heard.entry(l.to).or_insert(false) |= l.alive;
+            }
+        }
+    }
+    heard
+}
+
+/// Whether `path` is served (by GET).
+fn is_endpoint(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/edges/nearest"
+            | "/v1/mesh"
+            | "/v1/links/history"
+            | "/metrics"
+            | "/healthz"
+            | "/readyz"
+    ) || dashboard::asset(path).is_some()
+}
+
+/// A file of the dashboard, with headers that keep the page to its own
+/// origin (see [`dashboard::CONTENT_SECURITY_POLICY`]). `no-cache`: a browser
+/// may keep it but asks again, so an upgraded controller serves its own page.
+fn static_asset(path: &str) -> Response<Full<Bytes>> {
+    let Some(a) = dashboard::asset(path) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response();
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", a.content_type)
+        .header("cache-control", "no-cache")
+        .header(
+            "content-security-policy",
+            dashboard::CONTENT_SECURITY_POLICY,
+        )
+        .header("x-content-type-options", "nosniff")
+        .header("referrer-policy", "no-referrer")
+        .header("x-frame-options", "DENY")
+        .body(Full::new(Bytes::from_static(a.body)))
+        .unwrap_or_default()
 }
 
 /// Comparing a secret byte by byte would leak its prefix through timing.
@@ -564,6 +731,7 @@ mod tests {
     /// A store holding the records above and a mirror of it.
     struct Mesh {
         mesh: SharedMesh,
+        store: Arc<MemoryStore>,
         mirror: tokio::task::JoinHandle<()>,
     }
 
@@ -600,7 +768,7 @@ mod tests {
             .await
             .unwrap();
         let mesh = SharedMesh::default();
-        let mirror = tokio::spawn(crate::mesh::mirror(store, keys, mesh.clone()));
+        let mirror = tokio::spawn(crate::mesh::mirror(store.clone(), keys, mesh.clone()));
         wait_until("the mirror has every record", || {
             let v = mesh.read();
             mesh.store_connected()
@@ -610,7 +778,11 @@ mod tests {
                 && v.routes.len() == 1
         })
         .await;
-        Mesh { mesh, mirror }
+        Mesh {
+            mesh,
+            store,
+            mirror,
+        }
     }
 
     async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -1020,7 +1192,16 @@ mod tests {
                 .await
                 .assert_error(StatusCode::BAD_REQUEST, "unknown_parameter");
         }
-        for path in [nearest, "/v1/mesh", "/healthz", "/readyz", "/metrics"] {
+        for path in [
+            nearest,
+            "/v1/mesh",
+            "/v1/links/history",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/",
+            "/dashboard/app.js",
+        ] {
             for method in [Method::POST, Method::PUT, Method::DELETE] {
                 let req = Request::builder()
                     .method(method.clone())
@@ -1033,7 +1214,6 @@ mod tests {
             }
         }
         for path in [
-            "/",
             "/v1/edges",
             "/v1/edges/nearest/",
             "/v2/edges/nearest",
@@ -1206,5 +1386,228 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"ready\n");
         assert_eq!(get(&api, PEER, "/healthz").await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_served_at_the_root_without_a_token() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        for (path, ctype) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
+            ("/dashboard/app.js", "text/javascript; charset=utf-8"),
+            ("/dashboard/world.js", "text/javascript; charset=utf-8"),
+            ("/dashboard/app.css", "text/css; charset=utf-8"),
+        ] {
+            let req = Request::builder().uri(path).body(()).unwrap();
+            let resp = api.handle(peer(PEER), &req);
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let h = resp.headers();
+            assert_eq!(h["content-type"], ctype, "{path}");
+            assert_eq!(
+                h["content-security-policy"],
+                crate::dashboard::CONTENT_SECURITY_POLICY
+            );
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert_eq!(h["x-frame-options"], "DENY");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], crate::dashboard::asset(path).unwrap().body);
+        }
+        // The page carries no data: nothing of the mesh is in it.
+        let page = get(&api, PEER, "/").await;
+        let text = String::from_utf8_lossy(&page.body);
+        assert!(text.contains("<title>RTN path quality</title>"));
+        assert!(!text.contains("edge1.rtn.test") && !text.contains(ADMIN_TOKEN));
+        for path in ["/dashboard/", "/dashboard/missing.js", "/index.htm"] {
+            get(&api, PEER, path)
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "not_found");
+        }
+    }
+
+    #[tokio::test]
+    async fn mesh_view_lists_status_reachability_probe_ages_and_gone_edges() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        let mesh_json = || async {
+            send(&api, PEER, bearer(&format!("Bearer {ADMIN_TOKEN}")))
+                .await
+                .ok_json()
+        };
+        let v = mesh_json().await;
+        let entry = |v: &Value, id: EdgeId| -> Value {
+            v["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["edge"]["id"] == id)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(entry(&v, LONDON)["status"], "serving");
+        assert_eq!(entry(&v, LONDON_DRAINING)["status"], "draining");
+        assert_eq!(entry(&v, FRANKFURT)["city_name"], "Frankfurt");
+        // London hears Frankfurt, not New York; nobody probes Singapore.
+        assert_eq!(entry(&v, FRANKFURT)["reachable"], true);
+        assert_eq!(entry(&v, NEW_YORK)["reachable"], false);
+        assert!(entry(&v, SINGAPORE)["reachable"].is_null());
+        assert_eq!(v["gone"], json!([]));
+        assert_eq!(v["probe_stale_ms"], PROBE_STALE_MS);
+        assert_eq!(v["history"]["interval_ms"], 2_000);
+        assert_eq!(v["history"]["window_ms"], 600_000);
+        let now = v["now_ms"].as_u64().expect("now_ms");
+        let reports = v["probe_reports"].as_array().unwrap();
+        assert_eq!(reports.len(), 1);
+        // The test record is from 1970: stale.
+        assert_eq!(reports[0]["from"], LONDON);
+        assert_eq!(reports[0]["at_ms"], 10);
+        assert_eq!(reports[0]["age_ms"], now - 10);
+        assert_eq!(reports[0]["stale"], true);
+
+        // Singapore leaves the registry (its lease expired): down, with its
+        // last registration, until it comes back.
+        let keys = KeyLayout::default();
+        m.store.delete(&keys.edge(SINGAPORE)).await.unwrap();
+        wait_until("the mirror dropped Singapore", || {
+            !m.mesh.read().edges.contains_key(&SINGAPORE)
+        })
+        .await;
+        let v = mesh_json().await;
+        assert!(entry(&v, SINGAPORE).is_null(), "{v}");
+        let gone = v["gone"].as_array().unwrap();
+        assert_eq!(gone.len(), 1, "{v}");
+        assert_eq!(gone[0]["status"], "down");
+        assert_eq!(gone[0]["edge"]["id"], SINGAPORE);
+        assert_eq!(gone[0]["edge"]["city"], "SIN");
+        assert_eq!(gone[0]["edge"]["server_name"], "edge4.rtn.test");
+        let gone_at = gone[0]["gone_at_ms"].as_u64().unwrap();
+        assert!(gone[0]["last_seen_ms"].as_u64().unwrap() <= gone_at);
+        // Still down on later requests (the controller remembers).
+        assert_eq!(mesh_json().await["gone"][0]["gone_at_ms"], gone_at);
+
+        let sin = edges().into_iter().find(|e| e.id == SINGAPORE).unwrap();
+        m.store
+            .put(&keys.edge(SINGAPORE), sin.to_bytes(), None)
+            .await
+            .unwrap();
+        wait_until("the mirror has Singapore again", || {
+            m.mesh.read().edges.contains_key(&SINGAPORE)
+        })
+        .await;
+        let v = mesh_json().await;
+        assert_eq!(v["gone"], json!([]), "{v}");
+        assert_eq!(entry(&v, SINGAPORE)["status"], "serving");
+    }
+
+    fn history_req(query: &str, auth: Option<&str>) -> Request<()> {
+        let b = Request::builder().uri(format!("/v1/links/history{query}"));
+        match auth {
+            Some(a) => b.header("authorization", a),
+            None => b,
+        }
+        .body(())
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn link_history_needs_the_admin_token_and_valid_edges() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        let q = "?from=1&to=2";
+        send(&api, PEER, history_req(q, None))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "admin_disabled");
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        let ok = format!("Bearer {ADMIN_TOKEN}");
+        for auth in [None, Some("Bearer nope"), Some(ADMIN_TOKEN)] {
+            send(&api, PEER, history_req(q, auth))
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+        for (query, code) in [
+            ("", "missing_parameter"),
+            ("?from=1", "missing_parameter"),
+            ("?to=2", "missing_parameter"),
+            ("?from=1&to=x", "invalid_edge"),
+            ("?from=-1&to=2", "invalid_edge"),
+            ("?from=1&to=99999999999", "invalid_edge"),
+            ("?from=1&to=2&limit=5", "unknown_parameter"),
+        ] {
+            send(&api, PEER, history_req(query, Some(&ok)))
+                .await
+                .assert_error(StatusCode::BAD_REQUEST, code);
+        }
+
+        // Nothing sampled yet: an untracked, empty history.
+        let v = send(&api, PEER, history_req(q, Some(&ok))).await.ok_json();
+        assert_eq!(v["tracked"], false);
+        assert_eq!(v["samples"], json!([]));
+
+        // Three samples of the mirrored view, 2 s apart.
+        let t = now_ms();
+        for i in 0..3 {
+            api.observer.observe(&m.mesh.read(), t + i * 2_000);
+        }
+        let v = send(&api, PEER, history_req(q, Some(&ok))).await.ok_json();
+        assert_eq!(v["from"], LONDON);
+        assert_eq!(v["to"], FRANKFURT);
+        assert_eq!(v["tracked"], true);
+        assert_eq!(v["interval_ms"], 2_000);
+        let samples = v["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 3, "{v}");
+        assert_eq!(
+            samples[0],
+            json!({"t_ms": samples[0]["t_ms"], "rtt_ms": 9.5, "jitter_ms": 0.4, "loss": 0.01, "alive": true})
+        );
+        let times: Vec<u64> = samples
+            .iter()
+            .map(|s| s["t_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(times[1] - times[0], 2_000);
+        assert_eq!(times[2] - times[1], 2_000);
+        // The dead link's samples say so; the other direction was never
+        // probed.
+        let v = send(&api, PEER, history_req("?from=1&to=3", Some(&ok)))
+            .await
+            .ok_json();
+        assert_eq!(v["samples"][0]["alive"], false);
+        let v = send(&api, PEER, history_req("?from=2&to=1", Some(&ok)))
+            .await
+            .ok_json();
+        assert_eq!(v["tracked"], false);
+    }
+
+    #[tokio::test]
+    async fn serving_samples_the_mesh_for_the_history() {
+        let m = mesh().await;
+        let mut api = Api::new(
+            m.mesh.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            None,
+            100,
+        );
+        api.observer = Arc::new(crate::dashboard::Observer::new(
+            crate::dashboard::ObserverLimits {
+                interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        ));
+        let api = Arc::new(api);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = tokio::spawn(api.clone().serve(listener));
+        wait_until("a few samples", || {
+            api.observer.history(1, 2).samples.len() >= 3
+        })
+        .await;
+        // Stopping the server stops the sampler.
+        server.abort();
+        let _ = server.await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = api.observer.history(1, 2).samples.len();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(api.observer.history(1, 2).samples.len(), n);
     }
 }
