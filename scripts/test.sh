@@ -34,6 +34,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/test-output.txt
+region-controller/tests/dashboard/run.sh  # the dashboard in headless Chromium against a lab; screenshots in target/dashboard-screenshots/
 terraform/test.sh  # terraform modules: fmt, validate, terraform test, rendered configs checked and run by the binaries
 
 if [ -x protocol/fuzz/run.sh ]; then
