@@ -152,12 +152,15 @@ try {
     }
   });
   const shot = async (name) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
-  const rendered = async () => {
-    const at = await page.evaluate(() => document.body.dataset.meshAt);
-    const mesh = meshSeen.get(at);
-    assert(mesh, `the page rendered a /v1/mesh answer it was never sent (${at})`);
-    return mesh;
-  };
+  // Read the page with `fn` (which returns `at`, the now_ms of the answer it
+  // rendered) together with that /v1/mesh answer. The answer's body may
+  // reach this script a moment after the page rendered it: read again.
+  const rendered = (fn) =>
+    eventually("the /v1/mesh answer the page rendered", 5000, async () => {
+      const got = await page.evaluate(fn);
+      const mesh = meshSeen.get(got.at);
+      return mesh ? { ...got, mesh } : null;
+    });
 
   await check("the page asks for the operator token and refuses a wrong one", async () => {
     const resp = await page.goto(`${api}/`);
@@ -198,15 +201,13 @@ try {
     await check(`the ${metric} matrix matches /v1/mesh`, async () => {
       await page.click(`#metric button[data-metric="${metric}"]`);
       // Read the cells and what the page rendered them from at once.
-      const { at, cells } = await page.evaluate(() => ({
+      const { cells, mesh } = await rendered(() => ({
         at: document.body.dataset.meshAt,
         cells: [...document.querySelectorAll("#matrix td[data-from]")].map((td) => ({
           from: Number(td.dataset.from), to: Number(td.dataset.to), probed: td.dataset.probed === "true",
           rtt: td.dataset.rtt, jitter: td.dataset.jitter, loss: td.dataset.loss, alive: td.dataset.alive, text: td.textContent,
         })),
       }));
-      const mesh = meshSeen.get(at);
-      assert(mesh, `rendered mesh ${at} unknown`);
       const ids = mesh.edges.map((e) => e.edge.id);
       assert(ids.length === edges.length, `${ids.length} edges in /v1/mesh`);
       const links = mesh.links.filter((l) => ids.includes(l.from) && ids.includes(l.to));
@@ -240,7 +241,7 @@ try {
         if (a.id === b.id) continue;
         await page.selectOption("#from", String(a.id));
         await page.selectOption("#to", String(b.id));
-        const shown = await page.evaluate(() => ({
+        const shown = await rendered(() => ({
           at: document.body.dataset.meshAt,
           best: document.querySelector("#path-best")?.dataset.path,
           backup: document.querySelector("#path-backup")?.dataset.path,
@@ -248,8 +249,7 @@ try {
           hops: document.querySelectorAll("#path-best tr.hop").length,
           onMap: document.querySelectorAll("#map .route.best").length,
         }));
-        const mesh = meshSeen.get(shown.at);
-        const rec = mesh.routes.find((r) => r.edge === a.id);
+        const rec = shown.mesh.routes.find((r) => r.edge === a.id);
         const route = rec && rec.routes.find((r) => r.dest === b.id);
         assert(route, `no route ${a.id} -> ${b.id} in /v1/mesh`);
         assert(shown.best === route.best.join(","), `${a.id}->${b.id}: page shows ${shown.best}, API ${route.best}`);
