@@ -22,8 +22,10 @@
 //! - a pair with a zero profile and nothing queued goes straight to the
 //!   socket (no copy, no timer).
 //!
-//! Timers are tokio's, which fire on millisecond ticks: a delayed datagram
-//! leaves up to 1 ms late. That is noise next to WAN delays of 5-150 ms.
+//! Delayed datagrams leave from one thread per [`Wan`] that sleeps on a
+//! condition variable until the next departure: they leave within tens of
+//! microseconds of their time (tokio's millisecond timer ticks would add up
+//! to 1 ms per crossing, which probes would read as jitter).
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -31,7 +33,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,8 +42,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Datagrams waiting in one socket's delay line, in bytes, at most. A
 /// 100 Mbit/s sender with 150 ms of delay keeps about 1.9 MB in flight; 16 MiB
@@ -187,6 +188,13 @@ pub struct Wan {
     rules: RwLock<Rules>,
     dropped: AtomicU64,
     delayed: AtomicU64,
+    scheduler: Scheduler,
+}
+
+impl Drop for Wan {
+    fn drop(&mut self) {
+        self.scheduler.stop();
+    }
 }
 
 #[derive(Default)]
@@ -302,32 +310,28 @@ impl Wan {
         self.delayed.load(Ordering::Relaxed)
     }
 
-    /// Wrap a bound UDP socket: what it sends follows this network's rules
-    /// for its own address. Call inside a tokio runtime (the delay line is a
-    /// task).
+    /// Wrap a bound, non-blocking UDP socket: what it sends follows this
+    /// network's rules for its own address. Call inside a tokio runtime
+    /// (quinn's receive side needs one).
     pub fn wrap(
         self: &Arc<Self>,
         socket: std::net::UdpSocket,
     ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let local = socket.local_addr()?;
+        // Delayed datagrams leave through a clone of the socket, from the
+        // scheduler's thread.
+        let sender = socket.try_clone()?;
         let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
-        Ok(self.wrap_async(inner, local.ip()))
-    }
-
-    /// Wrap a quinn socket whose datagrams leave from `local_ip`.
-    pub fn wrap_async(
-        self: &Arc<Self>,
-        inner: Arc<dyn AsyncUdpSocket>,
-        local_ip: IpAddr,
-    ) -> Arc<dyn AsyncUdpSocket> {
-        let line = Arc::new(DelayLine::default());
-        tokio::spawn(drain(line.clone(), inner.clone()));
-        Arc::new(EmulatedSocket {
+        self.scheduler.ensure_running();
+        Ok(Arc::new(EmulatedSocket {
             inner,
-            local_ip,
+            local_ip: local.ip(),
             wan: self.clone(),
-            line,
-        })
+            line: Arc::new(DelayLine {
+                sender,
+                state: Mutex::default(),
+            }),
+        }))
     }
 }
 
@@ -347,38 +351,27 @@ impl fmt::Debug for EmulatedSocket {
     }
 }
 
-impl Drop for EmulatedSocket {
-    fn drop(&mut self) {
-        self.line.state.lock().unwrap().closed = true;
-        self.line.wake.notify_one();
-    }
-}
-
-/// Datagrams waiting for their departure time.
-#[derive(Default)]
+/// One socket's datagrams on their way out.
 struct DelayLine {
+    /// Shares the socket's file descriptor.
+    sender: std::net::UdpSocket,
     state: Mutex<LineState>,
-    wake: Notify,
 }
 
 #[derive(Default)]
 struct LineState {
-    queue: BinaryHeap<Delayed>,
     /// Departure of the last datagram queued per destination (no overtaking).
     last_departure: HashMap<SocketAddr, Instant>,
     /// Datagrams queued per destination, to know when the fast path is safe.
     queued_to: HashMap<SocketAddr, usize>,
     bytes: usize,
-    next_seq: u64,
-    closed: bool,
 }
 
 struct Delayed {
     departure: Instant,
     seq: u64,
+    line: Arc<DelayLine>,
     destination: SocketAddr,
-    ecn: Option<quinn::udp::EcnCodepoint>,
-    src_ip: Option<IpAddr>,
     contents: Vec<u8>,
 }
 
@@ -399,6 +392,120 @@ impl PartialEq for Delayed {
     }
 }
 impl Eq for Delayed {}
+
+/// Sends every delayed datagram of a [`Wan`] at its departure time, from a
+/// thread of its own: tokio's timers tick in whole milliseconds, which would
+/// add up to 1 ms per crossing and make probes see jitter that is not in
+/// the emulated link. A condition variable wakes within tens of
+/// microseconds.
+#[derive(Default)]
+struct Scheduler {
+    shared: Arc<SchedulerShared>,
+    started: std::sync::OnceLock<()>,
+}
+
+#[derive(Default)]
+struct SchedulerShared {
+    queue: Mutex<SchedulerQueue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SchedulerQueue {
+    heap: BinaryHeap<Delayed>,
+    next_seq: u64,
+    stopped: bool,
+}
+
+impl Scheduler {
+    fn ensure_running(&self) {
+        self.started.get_or_init(|| {
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name("rtn-netem".into())
+                .spawn(move || shared.run())
+                .expect("spawning the WAN emulation thread");
+        });
+    }
+
+    fn stop(&self) {
+        self.shared.queue.lock().unwrap().stopped = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Queue a datagram; wakes the thread if it now leaves first.
+    fn push(
+        &self,
+        departure: Instant,
+        line: Arc<DelayLine>,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    ) {
+        let mut q = self.shared.queue.lock().unwrap();
+        let first = q.heap.peek().is_none_or(|d| departure < d.departure);
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.heap.push(Delayed {
+            departure,
+            seq,
+            line,
+            destination,
+            contents,
+        });
+        drop(q);
+        if first {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl SchedulerShared {
+    fn run(&self) {
+        let mut q = self.queue.lock().unwrap();
+        loop {
+            if q.stopped {
+                return;
+            }
+            let now = Instant::now();
+            match q.heap.peek().map(|d| d.departure) {
+                Some(at) if at <= now => {
+                    let d = q.heap.pop().expect("peeked");
+                    drop(q);
+                    d.send();
+                    q = self.queue.lock().unwrap();
+                }
+                Some(at) => q = self.wake.wait_timeout(q, at - now).unwrap().0,
+                None => q = self.wake.wait(q).unwrap(),
+            }
+        }
+    }
+}
+
+impl Delayed {
+    fn send(self) {
+        {
+            let mut state = self.line.state.lock().unwrap();
+            state.bytes -= self.contents.len();
+            if let Some(n) = state.queued_to.get_mut(&self.destination) {
+                *n -= 1;
+                if *n == 0 {
+                    state.queued_to.remove(&self.destination);
+                    state.last_departure.remove(&self.destination);
+                }
+            }
+        }
+        // The socket is non-blocking: a full send buffer is retried for up to
+        // a millisecond, then the datagram is lost, as on a congested host.
+        for _ in 0..20 {
+            match self.line.sender.send_to(&self.contents, self.destination) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(50))
+                }
+                _ => return,
+            }
+        }
+    }
+}
 
 impl AsyncUdpSocket for EmulatedSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
@@ -437,22 +544,14 @@ impl AsyncUdpSocket for EmulatedSocket {
         line.last_departure.insert(transmit.destination, departure);
         *line.queued_to.entry(transmit.destination).or_default() += 1;
         line.bytes += transmit.contents.len();
-        let seq = line.next_seq;
-        line.next_seq += 1;
-        let first = line.queue.peek().is_none_or(|d| departure < d.departure);
-        line.queue.push(Delayed {
-            departure,
-            seq,
-            destination: transmit.destination,
-            ecn: transmit.ecn,
-            src_ip: transmit.src_ip,
-            contents: transmit.contents.to_vec(),
-        });
         drop(line);
         self.wan.delayed.fetch_add(1, Ordering::Relaxed);
-        if first {
-            self.line.wake.notify_one();
-        }
+        self.wan.scheduler.push(
+            departure,
+            self.line.clone(),
+            transmit.destination,
+            transmit.contents.to_vec(),
+        );
         Ok(())
     }
 
@@ -480,76 +579,6 @@ impl AsyncUdpSocket for EmulatedSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
-    }
-}
-
-/// The delay line's task: send each datagram at its departure time. Ends
-/// when the socket is dropped.
-async fn drain(line: Arc<DelayLine>, inner: Arc<dyn AsyncUdpSocket>) {
-    let mut poller = inner.clone().create_io_poller();
-    loop {
-        let next = {
-            let mut state = line.state.lock().unwrap();
-            if state.closed {
-                return;
-            }
-            let now = Instant::now();
-            let mut due = Vec::new();
-            while state.queue.peek().is_some_and(|d| d.departure <= now) {
-                let d = state.queue.pop().expect("peeked");
-                state.bytes -= d.contents.len();
-                if let Some(n) = state.queued_to.get_mut(&d.destination) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.queued_to.remove(&d.destination);
-                        state.last_departure.remove(&d.destination);
-                    }
-                }
-                due.push(d);
-            }
-            (due, state.queue.peek().map(|d| d.departure))
-        };
-        let (due, next_departure) = next;
-        for d in due {
-            send_now(&*inner, &mut poller, &d).await;
-        }
-        if !line.state.lock().unwrap().queue.is_empty() && next_departure.is_none() {
-            continue; // queued while we were sending: look again
-        }
-        match next_departure {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = line.wake.notified() => {}
-                }
-            }
-            None => line.wake.notified().await,
-        }
-    }
-}
-
-/// Send one delayed datagram, waiting for the socket to take it.
-async fn send_now(inner: &dyn AsyncUdpSocket, poller: &mut Pin<Box<dyn UdpPoller>>, d: &Delayed) {
-    let transmit = Transmit {
-        destination: d.destination,
-        ecn: d.ecn,
-        contents: &d.contents,
-        segment_size: None,
-        src_ip: d.src_ip,
-    };
-    loop {
-        match inner.try_send(&transmit) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            // Like a real socket's send errors: the datagram is lost.
-            _ => return,
-        }
     }
 }
 
