@@ -317,11 +317,24 @@ impl EdgeCore {
     }
 }
 
+/// Refresh every [`REFRESH`], and at once when the routes change: a change
+/// often means a relay died, and reports or updates sent through it in the
+/// last moments were lost; waiting for the next round would add up to a
+/// second to a failover.
 pub async fn run_refresh(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut routes = core.routes.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = routes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tick.reset();
+            }
+        }
         core.refresh();
     }
 }
