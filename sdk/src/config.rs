@@ -125,7 +125,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: keepalive 200 ms, liveness 600 ms, connect 1 s (staggered
+    /// Defaults: keepalive 150 ms, liveness 500 ms, connect 1 s (staggered
     /// by 200 ms, 3 rounds), requests 5 s, backoff 50 ms to 2 s with full
     /// jitter, replay window 256, 1,024 unacked, reorder timeout 2 s;
     /// a controller's shortlist of 4, probed within 1 s, again every 30 s.
@@ -138,8 +138,8 @@ impl ClientConfig {
             probe_timeout: Duration::from_secs(1),
             reprobe_interval: Some(Duration::from_secs(30)),
             ca_pem,
-            keepalive_interval: Duration::from_millis(200),
-            liveness_timeout: Duration::from_millis(600),
+            keepalive_interval: Duration::from_millis(150),
+            liveness_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             connect_stagger: Duration::from_millis(200),
             connect_rounds: 3,

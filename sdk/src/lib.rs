@@ -32,7 +32,7 @@
 //! ```
 //!
 //! **Failover.** The client sends a keepalive every `keepalive_interval`
-//! (200 ms) and treats `liveness_timeout` (600 ms) without a single byte from
+//! (150 ms) and treats `liveness_timeout` (500 ms) without a single byte from
 //! the edge as a dead edge; a QUIC close, a broken stream, a bad frame or a
 //! goaway end the connection too. It then reconnects by itself (goaway
 //! redirects first, then the candidates after the failed one, then the rest;
