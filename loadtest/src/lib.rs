@@ -3,10 +3,14 @@
 //!
 //! - [`bench_forwarding`]: media through one edge versus a direct quinn flow
 //!   in the same run (packet-rate ratio, added latency).
-//! - [`demo`]: a small local mesh with SDK clients (the README's first command).
+//! - [`lab`]: a global mesh on one machine with emulated WAN, a traffic mix
+//!   and failure injection, and the report of what users felt (the README's
+//!   first command).
+//! - [`demo`]: a small local mesh with SDK clients.
 //! - [`quic`]: minimal raw-protocol client plumbing used by the benchmarks.
 
 pub mod bench_forwarding;
 pub mod demo;
+pub mod lab;
 pub mod quic;
 pub mod stats;

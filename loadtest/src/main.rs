@@ -1,5 +1,6 @@
 //! `loadtest`: benchmarks and load against RTN.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A global RTN on loopback: edges in cities across regions, a region
+    /// controller and a standby per region, WAN emulation on every socket,
+    /// SDK clients running a traffic mix; prints the dashboard URL, a status
+    /// line and a summary. Until Ctrl-C or --duration.
+    Lab(LabArgs),
     /// A small local mesh on loopback (3 edges, relayed path) with SDK
     /// clients exchanging audio and chat, until Ctrl-C or --duration.
     Demo {
@@ -29,6 +35,26 @@ enum Command {
         #[command(subcommand)]
         which: Bench,
     },
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    /// Topology file (cities, edges and clients per city, link overrides);
+    /// default: the built-in world (loadtest/topologies/world.toml).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// etcd client URL(s), comma-separated; default: the embedded store.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Seconds of traffic; default: until Ctrl-C.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Failure-injection plan (TOML, see docs/lab.md).
+    #[arg(long)]
+    chaos: Option<PathBuf>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -50,15 +76,40 @@ enum Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The lab injects failures on purpose: their warnings (links down,
+    // dials refused) would bury the status line. RUST_LOG=warn shows them.
+    let default_filter = match cli.command {
+        Command::Lab(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
+        Command::Lab(args) => {
+            let topology = match &args.topology {
+                Some(p) => loadtest::lab::world::TopologyFile::load(p)?,
+                None => loadtest::lab::world::TopologyFile::builtin(),
+            };
+            let chaos = match &args.chaos {
+                Some(p) => loadtest::lab::chaos::Plan::load(p)?,
+                None => Default::default(),
+            };
+            rt.block_on(loadtest::lab::run(loadtest::lab::LabOptions {
+                topology,
+                etcd: args.etcd,
+                duration: args.duration.map(Duration::from_secs),
+                chaos,
+                report: args.report,
+                verbose: true,
+            }))?;
+        }
         Command::Demo { duration } => {
             rt.block_on(loadtest::demo::run(duration.map(Duration::from_secs)))?
         }

@@ -1,0 +1,272 @@
+//! Failure injection: a plan of timed actions (TOML), and the control-store
+//! wrapper that makes the store unreachable on demand.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use region_controller::store::{
+    ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchStream,
+};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+/// A chaos plan: `[[event]]` entries, each at a time from the start of the
+/// traffic. Format in docs/lab.md; an example in `loadtest/chaos/`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(default, rename = "event")]
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Seconds after the traffic started.
+    pub at_s: f64,
+    pub action: Action,
+}
+
+// By hand: `#[serde(flatten)]` cannot refuse unknown fields, and a
+// misspelt field must not silently become a default.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let at_s = match table.remove("at_s") {
+            Some(toml::Value::Float(f)) => f,
+            Some(toml::Value::Integer(i)) => i as f64,
+            Some(_) => return Err(D::Error::custom("at_s must be a number of seconds")),
+            None => return Err(D::Error::missing_field("at_s")),
+        };
+        let action = Action::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        Ok(Event { at_s, action })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Kill an edge abruptly: its host drops off the network first, so not
+    /// even a close frame gets out (as under SIGKILL or a power cut).
+    KillEdge { edge: u32 },
+    /// Start a killed edge again, same id and address.
+    RestartEdge { edge: u32 },
+    /// Change the links between two cities (both ways): extra delay, jitter,
+    /// loss.
+    DegradeLink {
+        a: String,
+        b: String,
+        #[serde(default)]
+        extra_delay_ms: f64,
+        jitter_ms: Option<f64>,
+        loss: Option<f64>,
+    },
+    /// Cut the links between two cities.
+    Partition { a: String, b: String },
+    /// Undo `degrade_link` / `partition` (and the topology file's override)
+    /// between two cities.
+    HealLink { a: String, b: String },
+    /// Crash the leading controller of a region (no resignation).
+    KillController { region: String },
+    /// Make the control store unreachable for everyone.
+    StopStore,
+    /// Make it reachable again.
+    StartStore,
+}
+
+impl Action {
+    /// Whether users may feel it (media gaps are then failovers).
+    pub fn disrupts_media(&self) -> bool {
+        matches!(self, Action::KillEdge { .. } | Action::Partition { .. })
+    }
+}
+
+impl Plan {
+    pub fn load(path: &Path) -> anyhow::Result<Plan> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the chaos plan {}", path.display()))?;
+        let mut plan: Plan = toml::from_str(&text)
+            .with_context(|| format!("parsing the chaos plan {}", path.display()))?;
+        for e in &plan.events {
+            anyhow::ensure!(
+                e.at_s.is_finite() && e.at_s >= 0.0,
+                "chaos event at {} s: time must be >= 0",
+                e.at_s
+            );
+        }
+        plan.events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        Ok(plan)
+    }
+}
+
+/// A control store that can be made unreachable: every call fails with
+/// `Unavailable` and every open watch breaks, as when etcd is stopped or
+/// partitioned away. Leases in the store behind run out meanwhile, as they
+/// would in etcd.
+pub struct OutageStore {
+    inner: Arc<dyn ControlStore>,
+    down: AtomicBool,
+    outages: watch::Sender<u64>,
+}
+
+impl OutageStore {
+    pub fn new(inner: Arc<dyn ControlStore>) -> Arc<OutageStore> {
+        Arc::new(OutageStore {
+            inner,
+            down: AtomicBool::new(false),
+            outages: watch::channel(0).0,
+        })
+    }
+
+    pub fn set_down(&self, down: bool) {
+        let was = self.down.swap(down, Ordering::AcqRel);
+        if down && !was {
+            self.outages.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::Acquire) {
+            Err(StoreError::Unavailable("the lab stopped the store".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl ControlStore for OutageStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        self.check()?;
+        self.inner.get_prefix(prefix).await
+    }
+    async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> Result<Revision> {
+        self.check()?;
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expect: Expect,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    ) -> Result<std::result::Result<Revision, Option<KeyValue>>> {
+        self.check()?;
+        self.inner.compare_and_swap(key, expect, value, lease).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        self.check()?;
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        self.check()?;
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.check()?;
+        self.inner.revoke_lease(lease).await
+    }
+    async fn watch_prefix(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        self.check()?;
+        let mut inner = self.inner.watch_prefix(prefix, from).await?;
+        let mut outages = self.outages.subscribe();
+        outages.mark_unchanged();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    batch = inner.recv() => match batch {
+                        Some(b) => if tx.send(b).await.is_err() { return },
+                        None => return,
+                    },
+                    _ = outages.changed() => {
+                        let _ = tx
+                            .send(Err(StoreError::Unavailable("the lab stopped the store".into())))
+                            .await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use region_controller::store::MemoryStore;
+
+    #[test]
+    fn plans_parse_sorted_and_refuse_unknown_actions() {
+        let plan: Plan = toml::from_str(
+            r#"
+[[event]]
+at_s = 20
+action = "restart_edge"
+edge = 3
+[[event]]
+at_s = 10
+action = "kill_edge"
+edge = 3
+[[event]]
+at_s = 12
+action = "degrade_link"
+a = "fra"
+b = "sin"
+extra_delay_ms = 50
+loss = 0.02
+"#,
+        )
+        .unwrap();
+        assert_eq!(plan.events.len(), 3);
+        assert_eq!(plan.events[1].action, Action::KillEdge { edge: 3 });
+        assert!(toml::from_str::<Plan>("[[event]]\nat_s = 1\naction = \"nuke\"").is_err());
+        let typo = toml::from_str::<Plan>("[[event]]\nat_s = 1\naction = \"kill_edge\"\nedgee = 2");
+        assert!(typo.unwrap_err().to_string().contains("edgee"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plan.toml");
+        std::fs::write(&p, "[[event]]\nat_s = 5\naction = \"stop_store\"\n[[event]]\nat_s = 1\naction = \"start_store\"").unwrap();
+        let loaded = Plan::load(&p).unwrap();
+        assert_eq!(
+            loaded.events[0].action,
+            Action::StartStore,
+            "sorted by time"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outage_fails_calls_and_breaks_watches() {
+        let store = OutageStore::new(Arc::new(MemoryStore::new()));
+        store
+            .put("/k", Bytes::from_static(b"v"), None)
+            .await
+            .unwrap();
+        let mut w = store.watch_prefix("/", 0).await.unwrap();
+        store.set_down(true);
+        assert!(matches!(
+            store.get("/k").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let broken = tokio::time::timeout(Duration::from_secs(1), w.recv())
+            .await
+            .unwrap();
+        assert!(matches!(broken, Some(Err(StoreError::Unavailable(_)))));
+        store.set_down(false);
+        assert!(store.get("/k").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,791 @@
+//! `loadtest lab`: a complete RTN on loopback — edges in real cities across
+//! regions, a region controller and a standby per region, the embedded
+//! control store (or etcd), WAN emulation on every edge and client socket,
+//! SDK clients in cities running a traffic mix, failure injection on a
+//! schedule — and a report of what users felt. How it works: docs/lab.md.
+//!
+//! - [`world`]: the topology file, true link delays, optimal paths, the lab
+//!   GeoIP database;
+//! - [`traffic`]: clients and the traffic mix (also used by `loadtest run`);
+//! - [`record`]: join times, latency, loss, messages, failovers;
+//! - [`chaos`]: the failure plan and the store that can go away.
+
+pub mod chaos;
+pub mod record;
+pub mod traffic;
+pub mod world;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edge_node::netem::Wan;
+use edge_node::tls::DevPki;
+use edge_node::{Edge, EdgeConfig, EdgeOptions};
+use region_controller::api::Api;
+use region_controller::controller::{Controller, RoutingOptions};
+use region_controller::keys::KeyLayout;
+use region_controller::store::{ControlStore, MemoryStore};
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tracing::info;
+
+use crate::stats::percentile;
+use chaos::{Action, OutageStore};
+use record::{Felt, Recorder};
+use traffic::{App, ClientSpec, Traffic};
+use world::{TopologyFile, World};
+
+const APP_ID: &str = "lab";
+
+/// Routes from the control plane are not judged for this long after the
+/// first routes, a failure or a link change: probes, summaries (every 2 s),
+/// recomputation and hysteresis take a few seconds to settle by design.
+const ROUTE_SETTLE: Duration = Duration::from_secs(8);
+/// The first routes come from the first probe summaries, some links not yet
+/// measured; they are not judged for this long.
+const FIRST_ROUTES_SETTLE: Duration = Duration::from_secs(12);
+/// How often the chosen paths are compared with the optimal ones.
+const STRETCH_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+pub struct LabOptions {
+    pub topology: TopologyFile,
+    /// etcd client URL; `None`: the embedded store.
+    pub etcd: Option<String>,
+    /// Traffic time; `None`: until Ctrl-C.
+    pub duration: Option<Duration>,
+    pub chaos: chaos::Plan,
+    pub report: Option<PathBuf>,
+    /// Print the status line and the summary table.
+    pub verbose: bool,
+}
+
+/// Path stretch over edge pairs with traffic.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stretch {
+    pub p50: f64,
+    pub p99: f64,
+    pub within_5pct: f64,
+    /// (pair, sample) observations behind the figures.
+    pub samples: usize,
+    pub pairs: usize,
+    /// The most stretched paths of the last sample, for a look at why.
+    pub worst: Vec<StretchedPath>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StretchedPath {
+    /// Seconds after the traffic started.
+    pub at_s: f64,
+    pub stretch: f64,
+    pub chosen: Vec<u32>,
+    pub chosen_rtt_ms: f64,
+    pub optimal: Vec<u32>,
+    pub optimal_rtt_ms: f64,
+}
+
+/// The report (`--report` writes it as JSON).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub edges: usize,
+    pub regions: usize,
+    pub clients: usize,
+    /// Clients that connected and joined all their channels.
+    pub clients_joined: usize,
+    pub duration_s: f64,
+    #[serde(flatten)]
+    pub felt: Felt,
+    pub path_stretch: Stretch,
+    /// Edge pairs with traffic that the network sends over a relayed path
+    /// because it beats the direct link (or the direct link is down).
+    pub relayed_better_than_direct: usize,
+    /// What the chaos plan did, and when (seconds after the traffic began).
+    pub chaos: Vec<String>,
+}
+
+struct ControllerSlot {
+    region: String,
+    name: String,
+    controller: Option<Controller>,
+    api: tokio::task::JoinHandle<()>,
+    api_addr: SocketAddr,
+    admin_token: String,
+}
+
+/// Everything running.
+struct Lab {
+    world: World,
+    wan: Arc<Wan>,
+    store: Arc<OutageStore>,
+    pki: DevPki,
+    edges: BTreeMap<u32, Option<Edge>>,
+    edge_configs: HashMap<u32, EdgeConfig>,
+    controllers: Vec<ControllerSlot>,
+    down_hosts: HashSet<IpAddr>,
+    app: App,
+}
+
+pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
+    let world = World::new(opts.topology.clone())?;
+    let wan = Wan::new(world.rules()).map_err(anyhow::Error::msg)?;
+    let inner: Arc<dyn ControlStore> = match &opts.etcd {
+        None => Arc::new(MemoryStore::new()),
+        Some(url) => etcd_store(url)?,
+    };
+    let store = OutageStore::new(inner);
+    let app = App {
+        id: APP_ID.into(),
+        secret: format!("{:032x}", rand::random::<u128>()),
+    };
+    let mut lab = Lab {
+        world,
+        wan,
+        store,
+        pki: DevPki::new()?,
+        edges: BTreeMap::new(),
+        edge_configs: HashMap::new(),
+        controllers: Vec::new(),
+        down_hosts: HashSet::new(),
+        app,
+    };
+    lab.start_controllers().await?;
+    let edge_ids: Vec<u32> = lab.world.edges.iter().map(|e| e.id).collect();
+    for id in &edge_ids {
+        lab.start_edge(*id).await?;
+    }
+    let started = Instant::now();
+    lab.wait_for_routes(Duration::from_secs(60)).await?;
+    let routes_ready = Instant::now();
+    if opts.verbose {
+        println!(
+            "RTN lab: {} edges in {} regions, {} controllers, routes computed after {:.1} s",
+            edge_ids.len(),
+            lab.regions().len(),
+            lab.controllers.len(),
+            started.elapsed().as_secs_f64()
+        );
+        lab.print_urls();
+    }
+
+    let rec = Arc::new(Recorder::default());
+    let specs = lab.client_specs();
+    let n_clients = specs.len();
+    let traffic = Traffic::start(specs, &lab.app, rec.clone(), Duration::from_secs(30)).await?;
+    let expected_joins: usize = traffic
+        .clients
+        .iter()
+        .map(|(spec, _)| traffic.channels_of(&spec.name))
+        .sum();
+    let clients_joined = traffic
+        .clients
+        .iter()
+        .filter(|(spec, _)| traffic.joined_all(&spec.name))
+        .count();
+    let traffic_started = Instant::now();
+    if opts.verbose {
+        println!(
+            "{} of {} clients connected to their nearest edge and joined ({expected_joins} channel joins):",
+            clients_joined, n_clients
+        );
+        let mut line = String::new();
+        for (spec, c) in &traffic.clients {
+            let edge = c.edge().and_then(|a| lab.edge_by_addr(a));
+            line += &format!(
+                "  {} -> edge {}",
+                spec.name,
+                edge.map_or("?".into(), |e| e.to_string())
+            );
+        }
+        println!("{line}");
+    }
+
+    let lab = Arc::new(Mutex::new(lab));
+    let mut chaos_log = Vec::new();
+    let mut events = opts.chaos.events.clone().into_iter().peekable();
+    let mut last_change: Option<Instant> = None;
+    let mut stretch_samples: Vec<f64> = Vec::new();
+    let mut worst: Vec<StretchedPath> = Vec::new();
+    let mut stretch_pairs = HashSet::new();
+    let mut relayed_pairs = HashSet::new();
+    let mut status = tokio::time::interval(Duration::from_secs(1));
+    let mut sample = tokio::time::interval(STRETCH_SAMPLE_EVERY);
+    let end = opts.duration.map(|d| traffic_started + d);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let next_event = events
+            .peek()
+            .map(|e| traffic_started + Duration::from_secs_f64(e.at_s));
+        let until_end = end.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tokio::time::sleep_until(until_end.unwrap_or_else(far_future)), if until_end.is_some() => break,
+            _ = tokio::time::sleep_until(next_event.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if next_event.is_some() => {
+                let e = events.next().expect("peeked");
+                let at = Instant::now();
+                if e.action.disrupts_media() {
+                    rec.failure(at);
+                }
+                let outcome = lab.lock().await.apply(&e.action).await;
+                let line = format!(
+                    "t={:.1}s {:?}: {}",
+                    traffic_started.elapsed().as_secs_f64(),
+                    e.action,
+                    match &outcome { Ok(s) => s.clone(), Err(err) => format!("failed: {err:#}") }
+                );
+                if opts.verbose {
+                    println!("{}chaos {line}", if terminal { "\n" } else { "" });
+                }
+                chaos_log.push(line);
+                last_change = Some(at);
+            }
+            _ = sample.tick() => {
+                if last_change.is_some_and(|t| t.elapsed() < ROUTE_SETTLE)
+                    || routes_ready.elapsed() < FIRST_ROUTES_SETTLE
+                {
+                    continue;
+                }
+                let lab = lab.lock().await;
+                let before = stretch_samples.len();
+                let mut this_tick = Vec::new();
+                for (a, b) in lab.pairs_with_traffic(&traffic) {
+                    if let Some((mut observed, relayed_better)) = lab.stretch(a, b) {
+                        observed.at_s = traffic_started.elapsed().as_secs_f64();
+                        stretch_samples.push(observed.stretch);
+                        this_tick.push(observed);
+                        stretch_pairs.insert((a, b));
+                        if relayed_better {
+                            relayed_pairs.insert((a, b));
+                        }
+                    }
+                }
+                this_tick.sort_by(|x, y| y.stretch.total_cmp(&x.stretch));
+                this_tick.truncate(5);
+                worst = this_tick;
+                let tick = &stretch_samples[before..];
+                tracing::debug!(
+                    at_s = traffic_started.elapsed().as_secs_f64(),
+                    within_5pct = tick.iter().filter(|s| **s <= 1.05).count(),
+                    of = tick.len(),
+                    "path stretch sample"
+                );
+            }
+            _ = status.tick() => {
+                if opts.verbose {
+                    let lab = lab.lock().await;
+                    let line = status_line(&lab, &rec, traffic_started.elapsed(), n_clients);
+                    drop(lab);
+                    if terminal {
+                        print!("\r{line}   ");
+                        let _ = std::io::stdout().flush();
+                    } else if traffic_started.elapsed().as_secs().is_multiple_of(5) {
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+    }
+    if opts.verbose && terminal {
+        println!();
+    }
+    let duration_s = traffic_started.elapsed().as_secs_f64();
+    traffic.stop(Duration::from_secs(3)).await;
+    let felt = rec.felt();
+    let mut lab = Arc::try_unwrap(lab)
+        .map_err(|_| anyhow::anyhow!("lab still shared"))?
+        .into_inner();
+    let report = Report {
+        edges: lab.edges.len(),
+        regions: lab.regions().len(),
+        clients: n_clients,
+        clients_joined,
+        duration_s,
+        felt,
+        path_stretch: Stretch {
+            p50: percentile(&mut stretch_samples.clone(), 50.0).unwrap_or(0.0),
+            p99: percentile(&mut stretch_samples.clone(), 99.0).unwrap_or(0.0),
+            within_5pct: if stretch_samples.is_empty() {
+                0.0
+            } else {
+                stretch_samples.iter().filter(|s| **s <= 1.05).count() as f64
+                    / stretch_samples.len() as f64
+            },
+            samples: stretch_samples.len(),
+            pairs: stretch_pairs.len(),
+            worst,
+        },
+        relayed_better_than_direct: relayed_pairs.len(),
+        chaos: chaos_log,
+    };
+    lab.stop().await;
+    if opts.verbose {
+        print_summary(&report);
+    }
+    if let Some(path) = &opts.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing the report {}", path.display()))?;
+        if opts.verbose {
+            println!("report written to {}", path.display());
+        }
+    }
+    Ok(report)
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_store(url: &str) -> anyhow::Result<Arc<dyn ControlStore>> {
+    let endpoints = url.split(',').map(str::to_string).collect();
+    Ok(Arc::new(region_controller::store::EtcdStore::lazy(
+        endpoints,
+    )?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_store(_url: &str) -> anyhow::Result<Arc<dyn ControlStore>> {
+    anyhow::bail!("this loadtest was built without etcd support: rebuild with `--features etcd`")
+}
+
+impl Lab {
+    fn regions(&self) -> Vec<&'static str> {
+        let mut r: Vec<&'static str> = self
+            .world
+            .edges
+            .iter()
+            .map(|e| e.host.city.region)
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
+    /// A controller and a standby per region, each with its public API
+    /// (GeoIP from the lab database, so clients are placed in their cities).
+    async fn start_controllers(&mut self) -> anyhow::Result<()> {
+        let db = topology::write_lab_db(&self.world.geoip_entries())?;
+        for region in self.regions() {
+            for suffix in ["a", "b"] {
+                let name = format!("{region}-{suffix}");
+                let store: Arc<dyn ControlStore> = self.store.clone();
+                let controller = Controller::start(
+                    store,
+                    KeyLayout::default(),
+                    RoutingOptions {
+                        region: region.into(),
+                        name: name.clone(),
+                        debounce: Duration::from_millis(200),
+                        recompute: Duration::from_secs(5),
+                        election_ttl: Duration::from_secs(3),
+                        cost: Default::default(),
+                        hysteresis: Default::default(),
+                    },
+                );
+                let mut api = Api::new(
+                    controller.mesh.clone(),
+                    controller.leader.clone(),
+                    region.into(),
+                    Some(topology::GeoIpDb::from_bytes(db.clone())?),
+                    10_000,
+                );
+                let admin_token = format!("{:032x}", rand::random::<u128>());
+                api.admin_token = Some(admin_token.clone());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let api_addr = listener.local_addr()?;
+                let api = tokio::spawn(Arc::new(api).serve(listener));
+                self.controllers.push(ControllerSlot {
+                    region: region.into(),
+                    name,
+                    controller: Some(controller),
+                    api,
+                    api_addr,
+                    admin_token,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_edge(&mut self, id: u32) -> anyhow::Result<()> {
+        let spec = self.world.edge(id).context("no such edge")?.clone();
+        let cfg = match self.edge_configs.get(&id) {
+            Some(c) => c.clone(),
+            None => {
+                let mut cfg = EdgeConfig::dev(id, APP_ID, &self.app.secret);
+                cfg.edge.region = spec.host.city.region.into();
+                cfg.edge.city = spec.host.city.code.into();
+                cfg.edge.listen = SocketAddr::new(spec.host.ip, 0);
+                cfg
+            }
+        };
+        let opts = EdgeOptions {
+            tls: Some(self.pki.material(&["localhost".into()])?),
+            store: Some(self.store.clone()),
+            wan: Some(self.wan.clone()),
+            ..Default::default()
+        };
+        let edge = Edge::start(cfg.clone(), opts)
+            .await
+            .with_context(|| format!("starting edge {id}"))?;
+        // A restart must come back on the same address.
+        let mut cfg = cfg;
+        cfg.edge.listen = edge.addr();
+        self.edge_configs.insert(id, cfg);
+        self.edges.insert(id, Some(edge));
+        Ok(())
+    }
+
+    fn alive(&self) -> Vec<u32> {
+        self.edges
+            .iter()
+            .filter(|(_, e)| e.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    async fn wait_for_routes(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let n = self.edges.len();
+        loop {
+            let done = self
+                .edges
+                .values()
+                .flatten()
+                .all(|e| e.core.route_table().paths.len() == n - 1);
+            if done {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the controllers computed no complete routes within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn api_for(&self, region: &str) -> &ControllerSlot {
+        self.controllers
+            .iter()
+            .find(|c| c.region == region)
+            .unwrap_or(&self.controllers[0])
+    }
+
+    fn print_urls(&self) {
+        for c in self.controllers.iter().filter(|c| c.name.ends_with("-a")) {
+            println!(
+                "  region {:<13} dashboard http://{}/  mesh: curl -H 'Authorization: Bearer {}' http://{}/v1/mesh",
+                c.region, c.api_addr, c.admin_token, c.api_addr
+            );
+        }
+        for (id, e) in &self.edges {
+            if let Some(e) = e {
+                let spec = self.world.edge(*id).expect("known edge");
+                println!(
+                    "  edge {id:>2} {:<13} {:<4} quic {}  metrics http://{}/metrics",
+                    spec.host.city.region,
+                    spec.host.city.code,
+                    e.addr(),
+                    e.admin_addr()
+                );
+            }
+        }
+    }
+
+    fn client_specs(&self) -> Vec<ClientSpec> {
+        let ca = self.pki.ca_pem().into_bytes();
+        let mut per_city: HashMap<&str, u32> = HashMap::new();
+        self.world
+            .clients
+            .iter()
+            .map(|host| {
+                let n = per_city.entry(host.city.code).or_default();
+                *n += 1;
+                let api = self.api_for(host.city.region);
+                let (wan, ip) = (self.wan.clone(), host.ip);
+                let socket = sdk::SocketFactory(Arc::new(move |_| {
+                    let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+                    s.set_nonblocking(true)?;
+                    wan.wrap(s)
+                }));
+                ClientSpec {
+                    name: format!("{}-{}", host.city.code, n),
+                    place: host.city.region.into(),
+                    config: traffic::client_config(
+                        &ca,
+                        &format!("http://{}", api.api_addr),
+                        Some(ip),
+                        Some(socket),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    fn edge_by_addr(&self, addr: SocketAddr) -> Option<u32> {
+        self.edge_configs
+            .iter()
+            .find(|(_, c)| c.edge.listen == addr)
+            .map(|(id, _)| *id)
+    }
+
+    /// (publisher's edge, receiver's edge) for every stream, edges apart.
+    fn pairs_with_traffic(&self, traffic: &Traffic) -> HashSet<(u32, u32)> {
+        let edge_of: HashMap<&str, Option<u32>> = traffic
+            .clients
+            .iter()
+            .map(|(spec, c)| {
+                (
+                    spec.name.as_str(),
+                    c.edge().and_then(|a| self.edge_by_addr(a)),
+                )
+            })
+            .collect();
+        let mut pairs = HashSet::new();
+        for (publisher, receiver) in traffic.streams() {
+            if let (Some(Some(a)), Some(Some(b))) = (
+                edge_of.get(publisher.as_str()),
+                edge_of.get(receiver.as_str()),
+            ) {
+                if a != b {
+                    pairs.insert((*a, *b));
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The chosen path against the optimal one, and whether the chosen path
+    /// is a relay that beats the direct link.
+    fn stretch(&self, a: u32, b: u32) -> Option<(StretchedPath, bool)> {
+        let edge = self.edges.get(&a)?.as_ref()?;
+        let table = edge.core.route_table();
+        let path = table.path(a, b)?;
+        let chosen_rtt_ms = self.world.path_rtt(&path)?;
+        let (optimal_rtt_ms, optimal) = self.world.optimal_paths(a, &self.alive()).remove(&b)?;
+        let direct = self.world.edge_rtt(a, b);
+        let relayed_better = path.len() > 2 && direct.is_none_or(|d| chosen_rtt_ms < d);
+        Some((
+            StretchedPath {
+                at_s: 0.0,
+                stretch: chosen_rtt_ms / optimal_rtt_ms.max(f64::MIN_POSITIVE),
+                chosen: path.into_owned(),
+                chosen_rtt_ms,
+                optimal,
+                optimal_rtt_ms,
+            },
+            relayed_better,
+        ))
+    }
+
+    /// Re-apply the world's link rules, keeping dead hosts cut off.
+    fn reapply_links(&self) -> anyhow::Result<()> {
+        self.wan
+            .replace(self.world.rules())
+            .map_err(anyhow::Error::msg)?;
+        for ip in &self.down_hosts {
+            self.wan.set_host_down(*ip, true);
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, action: &Action) -> anyhow::Result<String> {
+        match action {
+            Action::KillEdge { edge } => {
+                let e = self
+                    .edges
+                    .get_mut(edge)
+                    .and_then(Option::take)
+                    .with_context(|| format!("edge {edge} is not running"))?;
+                let ip = self.world.edge(*edge).expect("known").host.ip;
+                // Off the network first: not even a close frame gets out.
+                self.wan.set_host_down(ip, true);
+                self.down_hosts.insert(ip);
+                e.kill().await;
+                Ok(format!("edge {edge} killed"))
+            }
+            Action::RestartEdge { edge } => {
+                anyhow::ensure!(
+                    matches!(self.edges.get(edge), Some(None)),
+                    "edge {edge} is not a killed edge"
+                );
+                let ip = self.world.edge(*edge).expect("known").host.ip;
+                self.down_hosts.remove(&ip);
+                self.wan.set_host_down(ip, false);
+                self.start_edge(*edge).await?;
+                Ok(format!("edge {edge} restarted"))
+            }
+            Action::DegradeLink {
+                a,
+                b,
+                extra_delay_ms,
+                jitter_ms,
+                loss,
+            } => {
+                self.world.set_override(world::LinkOverride {
+                    a: a.clone(),
+                    b: b.clone(),
+                    extra_delay_ms: *extra_delay_ms,
+                    jitter_ms: *jitter_ms,
+                    loss: *loss,
+                    down: false,
+                })?;
+                self.reapply_links()?;
+                Ok(format!("{a}-{b} degraded"))
+            }
+            Action::Partition { a, b } => {
+                self.world.set_override(world::LinkOverride {
+                    a: a.clone(),
+                    b: b.clone(),
+                    extra_delay_ms: 0.0,
+                    jitter_ms: None,
+                    loss: None,
+                    down: true,
+                })?;
+                self.reapply_links()?;
+                Ok(format!("{a}-{b} cut"))
+            }
+            Action::HealLink { a, b } => {
+                self.world.clear_override(a, b)?;
+                self.reapply_links()?;
+                Ok(format!("{a}-{b} healed"))
+            }
+            Action::KillController { region } => {
+                let slot = self
+                    .controllers
+                    .iter_mut()
+                    .find(|c| {
+                        c.region == *region
+                            && c.controller.as_ref().is_some_and(|c| c.leader.is_leader())
+                    })
+                    .with_context(|| format!("no leading controller in {region}"))?;
+                // A crash: tasks gone, no resignation; the standby waits out
+                // the election lease.
+                drop(slot.controller.take());
+                slot.api.abort();
+                Ok(format!("controller {} crashed", slot.name))
+            }
+            Action::StopStore => {
+                self.store.set_down(true);
+                Ok("control store unreachable".into())
+            }
+            Action::StartStore => {
+                self.store.set_down(false);
+                Ok("control store back".into())
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        for (_, e) in std::mem::take(&mut self.edges) {
+            if let Some(e) = e {
+                e.kill().await;
+            }
+        }
+        for c in self.controllers.drain(..) {
+            c.api.abort();
+            if let Some(ctl) = c.controller {
+                ctl.shutdown().await;
+            }
+        }
+        info!("lab stopped");
+    }
+}
+
+fn status_line(lab: &Lab, rec: &Recorder, t: Duration, clients: usize) -> String {
+    let (sent, delivered) = rec.message_counts();
+    let leaders = lab
+        .controllers
+        .iter()
+        .filter(|c| c.controller.as_ref().is_some_and(|c| c.leader.is_leader()))
+        .count();
+    format!(
+        "[{:>4}s] edges {}/{}  leaders {}/{}  clients {}  media rx {}  messages sent {} delivered {}",
+        t.as_secs(),
+        lab.alive().len(),
+        lab.edges.len(),
+        leaders,
+        lab.regions().len(),
+        clients,
+        rec.media_received(),
+        sent,
+        delivered
+    )
+}
+
+fn failover(f: &Option<record::Failover>, what: &str) -> String {
+    match f {
+        Some(x) => format!(
+            "p50 {:.0}  max {:.0}  ({} {what} interrupted, {} unrecovered)",
+            x.p50, x.max, x.interrupted, x.unrecovered
+        ),
+        None => "no failure injected".into(),
+    }
+}
+
+fn print_summary(r: &Report) {
+    let pct = |p: &Option<record::Pct>| match p {
+        Some(p) => format!("p50 {:.1}  p95 {:.1}  p99 {:.1}", p.p50, p.p95, p.p99),
+        None => "-".into(),
+    };
+    let f = &r.felt;
+    println!("\n{:-<72}", "");
+    println!(
+        "RTN lab summary: {} edges, {} regions, {} clients, {:.0} s",
+        r.edges, r.regions, r.clients, r.duration_s
+    );
+    println!("{:-<72}", "");
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "clients joined",
+            format!("{} of {}", r.clients_joined, r.clients),
+        ),
+        ("join (token to first media), ms", pct(&f.join_ms)),
+        ("media latency one way, ms", pct(&f.media_latency_ms)),
+        ("media loss", format!("{:.4}%", f.media_loss * 100.0)),
+        (
+            "messages",
+            format!(
+                "sent {}  delivered {}  lost {}  duplicates {}  reordered {}",
+                f.messages.sent,
+                f.messages.delivered,
+                f.messages.lost,
+                f.messages.duplicates,
+                f.messages.reordered
+            ),
+        ),
+        (
+            "path stretch (chosen / optimal RTT)",
+            format!(
+                "p50 {:.3}  p99 {:.3}  within 5% {:.1}% ({} pairs)",
+                r.path_stretch.p50,
+                r.path_stretch.p99,
+                r.path_stretch.within_5pct * 100.0,
+                r.path_stretch.pairs
+            ),
+        ),
+        (
+            "relayed paths beating direct",
+            r.relayed_better_than_direct.to_string(),
+        ),
+        (
+            "failover per receiver, ms",
+            failover(&f.failover_ms, "receivers"),
+        ),
+        (
+            "failover per stream, ms",
+            failover(&f.stream_failover_ms, "streams"),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<36} {v}");
+    }
+    for line in &r.chaos {
+        println!("  chaos {line}");
+    }
+}

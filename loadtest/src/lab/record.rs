@@ -1,0 +1,432 @@
+//! What the clients felt, recorded as events arrive: join times, one-way
+//! media latency and loss per stream, message delivery per sender, and media
+//! gaps around injected failures.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::stats::percentile;
+
+/// A stream is "interrupted" by a failure if nothing arrived for longer than
+/// this across the failure time. Audio sends every 40 ms; 200 ms is five
+/// packets, well past jitter and scheduling noise.
+pub const GAP: Duration = Duration::from_millis(200);
+
+/// Media samples kept for the latency percentiles (a uniform reservoir past
+/// that): bounded memory however long the run.
+const MAX_LATENCY_SAMPLES: usize = 200_000;
+
+#[derive(Default)]
+pub struct Recorder {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    join_ms: Vec<f64>,
+    joins: u64,
+    join_failures: Vec<String>,
+    latency_ms: Vec<f64>,
+    latency_seen: u64,
+    streams: HashMap<StreamKey, Stream>,
+    /// Per (receiver, channel, sender).
+    inbox: HashMap<(String, String, String), Inbox>,
+    /// Per (channel, sender): messages the sender's edge accepted.
+    sent: HashMap<(String, String), u64>,
+    /// Members of each channel (receivers of its messages).
+    members: HashMap<String, Vec<String>>,
+    /// When failures were injected.
+    failures: Vec<Instant>,
+    /// Last media arrival per receiver, any stream.
+    receivers: HashMap<String, Instant>,
+    /// (ms, receiver) of each receiver's failover.
+    receiver_failovers: Vec<(f64, String)>,
+    /// (ms, "receiver <- user/track in channel") of each stream's failover.
+    stream_failovers: Vec<(f64, String)>,
+    media_rx: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct StreamKey {
+    receiver: String,
+    channel: String,
+    user: String,
+    track: String,
+}
+
+struct Stream {
+    first_seq: u32,
+    max_seq: u32,
+    received: u64,
+    last_arrival: Instant,
+}
+
+#[derive(Default)]
+struct Inbox {
+    last_seq: u64,
+    delivered: u64,
+    duplicates: u64,
+    reordered: u64,
+}
+
+/// Percentiles of a distribution.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Pct {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+impl Pct {
+    fn of(samples: &mut [f64]) -> Option<Pct> {
+        Some(Pct {
+            p50: percentile(samples, 50.0)?,
+            p95: percentile(samples, 95.0)?,
+            p99: percentile(samples, 99.0)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Messages {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Failover {
+    pub p50: f64,
+    pub max: f64,
+    /// Receivers (or streams) interrupted by a failure.
+    pub interrupted: u64,
+    /// Interrupted ones that never got media again.
+    pub unrecovered: u64,
+    /// The slowest recoveries.
+    pub slowest: Vec<String>,
+}
+
+impl Failover {
+    fn of(samples: &[(f64, String)], unrecovered: u64) -> Failover {
+        let mut ms: Vec<f64> = samples.iter().map(|(m, _)| *m).collect();
+        let mut slow = samples.to_vec();
+        slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Failover {
+            p50: percentile(&mut ms, 50.0).unwrap_or(0.0),
+            max: percentile(&mut ms, 100.0).unwrap_or(0.0),
+            interrupted: samples.len() as u64 + unrecovered,
+            unrecovered,
+            slowest: slow
+                .iter()
+                .take(5)
+                .map(|(ms, what)| format!("{ms:.0} ms: {what}"))
+                .collect(),
+        }
+    }
+}
+
+/// The failure a silence from `last` to `now` straddles, if the silence is
+/// a gap (over [`GAP`]) and a failure fell in it: the time from the failure
+/// to `now`, in ms.
+fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<f64> {
+    if now - last <= GAP {
+        return None;
+    }
+    let f = failures.iter().rev().find(|f| **f > last && **f <= now)?;
+    Some((now - *f).as_secs_f64() * 1e3)
+}
+
+/// The recorder's part of the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Felt {
+    pub joins: u64,
+    pub join_failures: Vec<String>,
+    pub join_ms: Option<Pct>,
+    pub media_latency_ms: Option<Pct>,
+    pub media_loss: f64,
+    pub media_received: u64,
+    pub messages: Messages,
+    /// Per affected receiver: from the failure to its first media packet
+    /// after the gap (on whichever stream).
+    pub failover_ms: Option<Failover>,
+    /// Per affected (receiver, stream): from the failure to that stream's
+    /// first packet after the gap.
+    pub stream_failover_ms: Option<Failover>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+impl Recorder {
+    pub fn joined(&self, took: Option<Duration>) {
+        let mut r = self.inner.lock().unwrap();
+        r.joins += 1;
+        if let Some(t) = took {
+            r.join_ms.push(t.as_secs_f64() * 1e3);
+        }
+    }
+
+    pub fn join_failed(&self, who: &str, why: String) {
+        self.inner
+            .lock()
+            .unwrap()
+            .join_failures
+            .push(format!("{who}: {why}"));
+    }
+
+    pub fn member(&self, channel: &str, user: &str) {
+        let mut r = self.inner.lock().unwrap();
+        let m = r.members.entry(channel.into()).or_default();
+        if !m.iter().any(|u| u == user) {
+            m.push(user.into());
+        }
+    }
+
+    pub fn message_sent(&self, channel: &str, user: &str) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .sent
+            .entry((channel.into(), user.into()))
+            .or_default() += 1;
+    }
+
+    pub fn failure(&self, at: Instant) {
+        self.inner.lock().unwrap().failures.push(at);
+    }
+
+    pub fn media(&self, receiver: &str, m: &sdk::Media) {
+        let arrived = Instant::now();
+        let latency_ms = now_us().saturating_sub(m.timestamp_us) as f64 / 1e3;
+        let mut guard = self.inner.lock().unwrap();
+        let r = &mut *guard;
+        r.media_rx += 1;
+        r.latency_seen += 1;
+        if r.latency_ms.len() < MAX_LATENCY_SAMPLES {
+            r.latency_ms.push(latency_ms);
+        } else {
+            let slot = rand::random_range(0..r.latency_seen) as usize;
+            if slot < MAX_LATENCY_SAMPLES {
+                r.latency_ms[slot] = latency_ms;
+            }
+        }
+        let key = StreamKey {
+            receiver: receiver.into(),
+            channel: m.channel.clone(),
+            user: m.user.clone(),
+            track: m.track.clone(),
+        };
+        if let Some(last) = r.receivers.insert(receiver.into(), arrived) {
+            if let Some(ms) = failover_ms(&r.failures, last, arrived) {
+                r.receiver_failovers.push((ms, receiver.into()));
+            }
+        }
+        match r.streams.get_mut(&key) {
+            None => {
+                r.streams.insert(
+                    key,
+                    Stream {
+                        first_seq: m.sequence,
+                        max_seq: m.sequence,
+                        received: 1,
+                        last_arrival: arrived,
+                    },
+                );
+            }
+            Some(s) => {
+                if let Some(ms) = failover_ms(&r.failures, s.last_arrival, arrived) {
+                    r.stream_failovers.push((
+                        ms,
+                        format!(
+                            "{} <- {}/{} in {}",
+                            key.receiver, key.user, key.track, key.channel
+                        ),
+                    ));
+                }
+                s.received += 1;
+                s.max_seq = s.max_seq.max(m.sequence);
+                s.last_arrival = arrived;
+            }
+        }
+    }
+
+    pub fn message(&self, receiver: &str, m: &sdk::Message) {
+        let mut r = self.inner.lock().unwrap();
+        let inbox = r
+            .inbox
+            .entry((receiver.into(), m.channel.clone(), m.from.clone()))
+            .or_default();
+        if m.seq <= inbox.last_seq {
+            inbox.duplicates += 1;
+            return;
+        }
+        if m.seq != inbox.last_seq + 1 {
+            inbox.reordered += 1;
+        }
+        inbox.last_seq = m.seq;
+        inbox.delivered += 1;
+    }
+
+    /// Media packets received so far (for the status line).
+    pub fn media_received(&self) -> u64 {
+        self.inner.lock().unwrap().media_rx
+    }
+
+    /// Messages sent and delivered so far (for the status line).
+    pub fn message_counts(&self) -> (u64, u64) {
+        let r = self.inner.lock().unwrap();
+        (
+            r.sent.values().sum(),
+            r.inbox.values().map(|i| i.delivered).sum(),
+        )
+    }
+
+    pub fn joins(&self) -> u64 {
+        self.inner.lock().unwrap().joins
+    }
+
+    /// Summarise. Call once the senders stopped and in-flight traffic landed.
+    pub fn felt(&self) -> Felt {
+        let mut r = self.inner.lock().unwrap();
+        let (mut expected, mut received) = (0u64, 0u64);
+        for s in r.streams.values() {
+            expected += (s.max_seq.wrapping_sub(s.first_seq) as u64) + 1;
+            received += s
+                .received
+                .min((s.max_seq.wrapping_sub(s.first_seq) as u64) + 1);
+        }
+        let mut messages = Messages::default();
+        for ((channel, sender), n) in &r.sent {
+            messages.sent += n;
+            for member in r.members.get(channel).into_iter().flatten() {
+                if member == sender {
+                    continue;
+                }
+                let key = (member.clone(), channel.clone(), sender.clone());
+                let got = r.inbox.get(&key).map_or(0, |i| i.delivered);
+                messages.delivered += got.min(*n);
+                messages.lost += n.saturating_sub(got);
+            }
+        }
+        for i in r.inbox.values() {
+            messages.duplicates += i.duplicates;
+            messages.reordered += i.reordered;
+        }
+        let (failover, stream_failover) = match r.failures.iter().max() {
+            None => (None, None),
+            Some(last) => {
+                let silent_receivers = r.receivers.values().filter(|t| *t < last).count() as u64;
+                let silent_streams = r
+                    .streams
+                    .values()
+                    .filter(|s| s.last_arrival < *last)
+                    .count() as u64;
+                (
+                    Some(Failover::of(&r.receiver_failovers, silent_receivers)),
+                    Some(Failover::of(&r.stream_failovers, silent_streams)),
+                )
+            }
+        };
+        let join_failures = r.join_failures.clone();
+        let joins = r.joins;
+        let media_received = r.media_rx;
+        Felt {
+            joins,
+            join_failures,
+            join_ms: Pct::of(&mut r.join_ms),
+            media_latency_ms: Pct::of(&mut r.latency_ms),
+            media_loss: if expected == 0 {
+                0.0
+            } else {
+                1.0 - received as f64 / expected as f64
+            },
+            media_received,
+            messages,
+            failover_ms: failover,
+            stream_failover_ms: stream_failover,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn media(seq: u32) -> sdk::Media {
+        sdk::Media {
+            channel: "c".into(),
+            user: "u".into(),
+            track: "mic".into(),
+            sequence: seq,
+            timestamp_us: now_us(),
+            payload: Bytes::new(),
+            received_at: SystemTime::now(),
+        }
+    }
+
+    fn message(seq: u64) -> sdk::Message {
+        sdk::Message {
+            channel: "c".into(),
+            from: "u".into(),
+            seq,
+            payload: Bytes::new(),
+            sent_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn loss_duplicates_and_gaps_are_counted() {
+        let r = Recorder::default();
+        for seq in [1, 2, 3, 5, 6] {
+            r.media("rx", &media(seq));
+        }
+        r.member("c", "u");
+        r.member("c", "rx");
+        for _ in 0..4 {
+            r.message_sent("c", "u");
+        }
+        for seq in [1, 2, 2, 4] {
+            r.message("rx", &message(seq));
+        }
+        let f = r.felt();
+        assert!((f.media_loss - 1.0 / 6.0).abs() < 1e-9, "{}", f.media_loss);
+        assert_eq!(
+            f.messages,
+            Messages {
+                sent: 4,
+                delivered: 3,
+                lost: 1,
+                duplicates: 1,
+                reordered: 1
+            }
+        );
+        assert!(f.failover_ms.is_none());
+    }
+
+    #[test]
+    fn a_gap_across_a_failure_is_a_failover() {
+        let r = Recorder::default();
+        r.media("rx", &media(1));
+        std::thread::sleep(Duration::from_millis(20));
+        r.failure(Instant::now());
+        std::thread::sleep(GAP + Duration::from_millis(30));
+        r.media("rx", &media(2));
+        let felt = r.felt();
+        assert_eq!(felt.stream_failover_ms.unwrap().interrupted, 1);
+        let f = felt.failover_ms.unwrap();
+        assert_eq!(f.interrupted, 1);
+        assert_eq!(f.unrecovered, 0);
+        assert!(f.max >= GAP.as_secs_f64() * 1e3, "{f:?}");
+    }
+}

@@ -1,0 +1,420 @@
+//! The traffic mix: SDK clients that find their nearest edge, join their
+//! channels and talk — 1:1 calls across continents, group rooms, one
+//! broadcast everybody watches, and chat in every channel.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use protocol::token::{mint, Grant};
+use sdk::{Client, ClientConfig, Event, SocketFactory, TrackKind};
+use tokio::task::JoinSet;
+
+use super::record::Recorder;
+
+/// Audio: 40 ms packets (25/s) of 120 bytes, like Opus at 24 kbit/s.
+pub const AUDIO_INTERVAL: Duration = Duration::from_millis(40);
+const AUDIO_BYTES: usize = 120;
+/// The broadcast: 30 packets/s of 800 bytes (~190 kbit/s of low-rate video).
+const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
+const VIDEO_BYTES: usize = 800;
+/// Chat in calls and rooms every 500 ms, in the broadcast every second.
+const CHAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Group rooms hold this many members at most.
+const ROOM_SIZE: usize = 4;
+
+/// How one client reaches the network.
+#[derive(Clone)]
+pub struct ClientSpec {
+    pub name: String,
+    /// Where it is (region or city), to pair calls across continents.
+    pub place: String,
+    pub config: ClientConfig,
+}
+
+/// App credentials for tokens.
+#[derive(Clone)]
+pub struct App {
+    pub id: String,
+    pub secret: String,
+}
+
+impl App {
+    pub fn token(&self, channel: &str, user: &str, publish: bool) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        mint(
+            &Grant {
+                app_id: &self.id,
+                channel,
+                user_id: user,
+                publish,
+                subscribe: true,
+                issued_at: now,
+                expires_at: now + 24 * 3600,
+            },
+            self.secret.as_bytes(),
+        )
+    }
+}
+
+/// Who is in which channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The broadcaster publishes video in `live`; everyone else watches.
+    pub broadcaster: usize,
+    /// Each channel and its members (indices into the client list). Every
+    /// member publishes audio and chats.
+    pub rooms: Vec<(String, Vec<usize>)>,
+}
+
+/// Calls pair clients of different places (cross-continent first); the
+/// rest share rooms of up to [`ROOM_SIZE`].
+pub fn plan(places: &[String]) -> Plan {
+    let n = places.len();
+    let mut free: Vec<usize> = (0..n).collect();
+    let mut rooms = Vec::new();
+    // Half the clients (rounded down to pairs) are in 1:1 calls.
+    let calls = n / 4;
+    for c in 0..calls {
+        if free.len() < 2 {
+            break;
+        }
+        let a = free.remove(0);
+        let far = free
+            .iter()
+            .position(|&b| places[b] != places[a])
+            .unwrap_or(0);
+        let b = free.remove(far);
+        rooms.push((format!("call-{c}"), vec![a, b]));
+    }
+    // The rest round-robin into as few rooms as hold them.
+    let n_rooms = free.len().div_ceil(ROOM_SIZE);
+    for r in 0..n_rooms {
+        let members: Vec<usize> = free.iter().skip(r).step_by(n_rooms).copied().collect();
+        rooms.push((format!("room-{r}"), members));
+    }
+    Plan {
+        broadcaster: 0,
+        rooms,
+    }
+}
+
+/// The running clients.
+pub struct Traffic {
+    pub clients: Vec<(ClientSpec, Arc<Client>)>,
+    pub plan: Plan,
+    /// Every client's name, by plan index.
+    names: Vec<String>,
+    /// Channels each client joined.
+    joined: std::collections::HashMap<String, usize>,
+    stop: Arc<AtomicBool>,
+    tasks: JoinSet<()>,
+}
+
+pub const LIVE: &str = "live";
+
+impl Traffic {
+    /// Connect every client, join everybody to its channels, then start
+    /// sending once all are in (so that every message has its full audience).
+    pub async fn start(
+        specs: Vec<ClientSpec>,
+        app: &App,
+        rec: Arc<Recorder>,
+        connect_limit: Duration,
+    ) -> anyhow::Result<Traffic> {
+        let places: Vec<String> = specs.iter().map(|s| s.place.clone()).collect();
+        let plan = plan(&places);
+        let mut room_of = vec![None; specs.len()];
+        let mut room_size = std::collections::HashMap::new();
+        for (name, members) in &plan.rooms {
+            room_size.insert(name.clone(), members.len());
+            for &m in members {
+                room_of[m] = Some(name.clone());
+            }
+        }
+        // Connect and join in parallel: a client's join time runs from its
+        // first attempt to its first media packet.
+        let mut joining = JoinSet::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let (spec, app, rec) = (spec.clone(), app.clone(), rec.clone());
+            let room = room_of[i].clone();
+            let broadcaster = i == plan.broadcaster;
+            joining.spawn(async move {
+                let started = Instant::now();
+                let mut last = String::new();
+                let client = loop {
+                    match Client::connect(spec.config.clone()).await {
+                        Ok(c) => break Some(c),
+                        Err(e) => last = e.to_string(),
+                    }
+                    if started.elapsed() > connect_limit {
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                };
+                let Some(client) = client else {
+                    rec.join_failed(&spec.name, last);
+                    return (i, None);
+                };
+                let mut channels = vec![];
+                for ch in [Some(LIVE.to_string()), room].into_iter().flatten() {
+                    let publish = ch != LIVE || broadcaster;
+                    match client
+                        .join(&app.token(&ch, &spec.name, publish), &ch, true)
+                        .await
+                    {
+                        Ok(c) => {
+                            rec.member(&ch, &spec.name);
+                            channels.push((c, Instant::now()));
+                        }
+                        Err(e) => rec.join_failed(&spec.name, format!("{ch}: {e}")),
+                    }
+                }
+                (i, Some((client, channels, started)))
+            });
+        }
+        let mut joined = vec![];
+        while let Some(r) = joining.join_next().await {
+            if let Ok((i, Some(c))) = r {
+                joined.push((i, c));
+            }
+        }
+        joined.sort_by_key(|(i, _)| *i);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        let mut clients = vec![];
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let joined_count = joined
+            .iter()
+            .map(|(i, (_, channels, _))| (names[*i].clone(), channels.len()))
+            .collect();
+        for (i, (client, channels, started)) in joined {
+            let client = Arc::new(client);
+            let spec = specs[i].clone();
+            // The listener: every event recorded; the first media packet of
+            // each channel ends that channel's join.
+            let mut waiting: Vec<(String, bool)> = channels
+                .iter()
+                .map(|(c, _)| {
+                    // Nothing to receive: the broadcaster in `live`, a
+                    // member alone in its room.
+                    let expects = match c.name.as_str() {
+                        LIVE => i != plan.broadcaster,
+                        room => room_size.get(room).is_some_and(|n| *n > 1),
+                    };
+                    (c.name.as_str().to_string(), expects)
+                })
+                .collect();
+            for _ in waiting.iter().filter(|(_, expects)| !expects) {
+                rec.joined(None);
+            }
+            waiting.retain(|(_, e)| *e);
+            tasks.spawn(listen(
+                client.clone(),
+                spec.name.clone(),
+                rec.clone(),
+                waiting,
+                started,
+            ));
+            for (channel, _) in channels {
+                let name = channel.name.as_str().to_string();
+                let video = name == LIVE;
+                let publishes = !video || i == plan.broadcaster;
+                tasks.spawn(talk(
+                    channel,
+                    spec.name.clone(),
+                    publishes,
+                    video,
+                    rec.clone(),
+                    stop.clone(),
+                ));
+            }
+            clients.push((spec, client));
+        }
+        Ok(Traffic {
+            clients,
+            plan,
+            names,
+            joined: joined_count,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Channels `name` should be in: the broadcast, and its call or room.
+    pub fn channels_of(&self, name: &str) -> usize {
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return 0;
+        };
+        1 + self
+            .plan
+            .rooms
+            .iter()
+            .filter(|(_, m)| m.contains(&i))
+            .count()
+    }
+
+    pub fn joined_all(&self, name: &str) -> bool {
+        self.joined.get(name).copied().unwrap_or(0) == self.channels_of(name)
+    }
+
+    /// (publisher, receiver) of every media stream, by client name.
+    pub fn streams(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        let b = self.plan.broadcaster;
+        for (i, n) in self.names.iter().enumerate() {
+            if i != b {
+                out.push((self.names[b].clone(), n.clone()));
+            }
+        }
+        for (_, members) in &self.plan.rooms {
+            for &a in members {
+                for &r in members {
+                    if a != r {
+                        out.push((self.names[a].clone(), self.names[r].clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Stop sending, give in-flight traffic `grace` to land, and close.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stop.store(true, Ordering::Release);
+        tokio::time::sleep(grace).await;
+        self.tasks.abort_all();
+        for (_, c) in self.clients {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                tokio::time::timeout(Duration::from_secs(2), c.close())
+                    .await
+                    .ok();
+            }
+        }
+    }
+}
+
+async fn listen(
+    client: Arc<Client>,
+    me: String,
+    rec: Arc<Recorder>,
+    mut waiting: Vec<(String, bool)>,
+    started: Instant,
+) {
+    while let Some(e) = client.next_event().await {
+        match e {
+            Event::Media(m) => {
+                if let Some(at) = waiting.iter().position(|(c, _)| *c == m.channel) {
+                    waiting.remove(at);
+                    rec.joined(Some(started.elapsed()));
+                }
+                rec.media(&me, &m);
+            }
+            Event::Message(m) => rec.message(&me, &m),
+            _ => {}
+        }
+    }
+}
+
+async fn talk(
+    channel: sdk::Channel,
+    me: String,
+    publishes: bool,
+    video: bool,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) {
+    let track = if publishes {
+        let (name, kind) = if video {
+            ("cam", TrackKind::Video)
+        } else {
+            ("mic", TrackKind::Audio)
+        };
+        channel.publish_track(name, kind).await.ok()
+    } else {
+        None
+    };
+    let (every, bytes) = if video {
+        (VIDEO_INTERVAL, VIDEO_BYTES)
+    } else {
+        (AUDIO_INTERVAL, AUDIO_BYTES)
+    };
+    let payload = vec![0x5au8; bytes];
+    let chat_every = if video {
+        CHAT_INTERVAL * 2
+    } else {
+        CHAT_INTERVAL
+    };
+    let mut media = tokio::time::interval(every);
+    media.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut chat = tokio::time::interval(chat_every);
+    chat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = media.tick() => {
+                if let Some(t) = &track {
+                    // Between connections media is dropped, as a live
+                    // call would.
+                    let _ = t.send(&payload).await;
+                }
+            }
+            _ = chat.tick(), if publishes => {
+                n += 1;
+                if channel
+                    .send_message(Bytes::from(format!("{me} #{n}")))
+                    .await
+                    .is_ok()
+                {
+                    rec.message_sent(channel.name.as_str(), &me);
+                }
+            }
+        }
+    }
+}
+
+/// A client config that asks `controller` for its shortlist, from
+/// `local_ip`, through `socket` (the lab's WAN emulation).
+pub fn client_config(
+    ca_pem: &[u8],
+    controller: &str,
+    local_ip: Option<IpAddr>,
+    socket: Option<SocketFactory>,
+) -> ClientConfig {
+    let mut cfg = ClientConfig::new(vec![], ca_pem.to_vec());
+    cfg.controller = Some(controller.to_string());
+    cfg.local_ip = local_ip;
+    cfg.socket = socket;
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_pair_distant_clients_and_everyone_has_a_room() {
+        let places: Vec<String> = ["eu", "eu", "us", "us", "ap", "ap", "eu", "us", "ap"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = plan(&places);
+        let mut seen = vec![0; places.len()];
+        for (name, members) in &p.rooms {
+            if name.starts_with("call") {
+                assert_eq!(members.len(), 2);
+                assert_ne!(places[members[0]], places[members[1]], "{name}");
+            }
+            assert!(members.len() <= ROOM_SIZE);
+            for &m in members {
+                seen[m] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1), "{seen:?}");
+    }
+}

@@ -1,0 +1,462 @@
+//! The lab's emulated world: which hosts sit in which city, the true one-way
+//! delay of every link, and what that makes the best overlay paths.
+//!
+//! Loopback addresses stand for hosts: edge `j` of the `i`-th city of the
+//! topology file is `127.10.i.j`, client `k` there is `127.20.i.k` (both
+//! 1-based). The delay between two hosts is the fiber bound along the great
+//! circle times a per-city-pair inflation drawn from `inflation` (published
+//! inter-region RTTs are 1.4-2.1 times the bound), plus `access_ms` for each
+//! client end (the last mile), plus any `[[link]]` override.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use edge_node::netem::{LinkProfile, LinkRule};
+use serde::Deserialize;
+use topology::geo::{fiber_one_way_ms, find_city, City};
+use topology::synth::XorShift64;
+
+/// The topology file (TOML). See `docs/lab.md` and `loadtest/topologies/`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyFile {
+    /// Seed of the per-pair inflation draws (same seed, same world).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Range of RTT inflation over the fiber bound, drawn per city pair.
+    #[serde(default = "default_inflation")]
+    pub inflation: [f64; 2],
+    /// One-way delay between a client and the network (last mile), added to
+    /// every client link.
+    #[serde(default = "default_access_ms")]
+    pub access_ms: f64,
+    /// One-way delay between two hosts of the same city.
+    #[serde(default = "default_metro_ms")]
+    pub metro_ms: f64,
+    /// Jitter of every link (each way), ms.
+    #[serde(default = "default_jitter_ms")]
+    pub jitter_ms: f64,
+    /// Loss of every link (each way).
+    #[serde(default)]
+    pub loss: f64,
+    #[serde(rename = "city")]
+    pub cities: Vec<CitySpec>,
+    /// Per-city-pair changes on top of the geography.
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkOverride>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_inflation() -> [f64; 2] {
+    [1.4, 2.1]
+}
+fn default_access_ms() -> f64 {
+    3.0
+}
+fn default_metro_ms() -> f64 {
+    1.0
+}
+fn default_jitter_ms() -> f64 {
+    0.3
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitySpec {
+    /// A city of `topology::geo::CITIES`, by code ("fra") or name.
+    pub city: String,
+    #[serde(default)]
+    pub edges: u8,
+    #[serde(default)]
+    pub clients: u8,
+}
+
+/// Changes to the links between the hosts of two cities (both directions).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    pub a: String,
+    pub b: String,
+    /// Added to the geographic one-way delay (a congested or detoured path).
+    #[serde(default)]
+    pub extra_delay_ms: f64,
+    /// Replaces the default jitter.
+    pub jitter_ms: Option<f64>,
+    /// Replaces the default loss.
+    pub loss: Option<f64>,
+    #[serde(default)]
+    pub down: bool,
+}
+
+impl TopologyFile {
+    pub fn load(path: &Path) -> anyhow::Result<TopologyFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the topology {}", path.display()))?;
+        let t: TopologyFile = toml::from_str(&text)
+            .with_context(|| format!("parsing the topology {}", path.display()))?;
+        Ok(t)
+    }
+
+    /// The built-in world: two edges in each of five regions on four
+    /// continents, clients in every edge city, and a detour on the direct
+    /// Europe-Singapore link that makes relaying through Mumbai faster.
+    pub fn builtin() -> TopologyFile {
+        toml::from_str(include_str!("../../topologies/world.toml")).expect("built-in topology")
+    }
+}
+
+/// One host of the world.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ip: IpAddr,
+    pub city: &'static City,
+    /// Clients pay the last mile on every link.
+    pub is_client: bool,
+}
+
+/// An edge of the world.
+#[derive(Clone, Debug)]
+pub struct EdgeSpec {
+    pub id: u32,
+    pub host: Host,
+}
+
+/// The world a topology file describes.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub file: TopologyFile,
+    pub edges: Vec<EdgeSpec>,
+    pub clients: Vec<Host>,
+    /// Inflation per unordered city pair (by city code).
+    inflation: HashMap<(&'static str, &'static str), f64>,
+    /// Overrides in force (the file's, then the chaos plan's).
+    overrides: Vec<LinkOverride>,
+}
+
+impl World {
+    pub fn new(file: TopologyFile) -> anyhow::Result<World> {
+        let [lo, hi] = file.inflation;
+        if !(1.0..=5.0).contains(&lo) || hi < lo || hi > 5.0 {
+            bail!("inflation [{lo}, {hi}] must satisfy 1 <= low <= high <= 5");
+        }
+        for (name, v) in [
+            ("access_ms", file.access_ms),
+            ("metro_ms", file.metro_ms),
+            ("jitter_ms", file.jitter_ms),
+        ] {
+            if !(0.0..=1_000.0).contains(&v) {
+                bail!("{name} = {v} is not within 0-1000");
+            }
+        }
+        if !(0.0..=1.0).contains(&file.loss) {
+            bail!("loss = {} is not within 0-1", file.loss);
+        }
+        if file.cities.is_empty() || file.cities.len() > 250 {
+            bail!("a topology needs 1 to 250 [[city]] entries");
+        }
+        let mut edges = Vec::new();
+        let mut clients = Vec::new();
+        let mut next_id = 1;
+        let mut seen = Vec::new();
+        for (i, spec) in file.cities.iter().enumerate() {
+            let city = find_city(&spec.city).with_context(|| {
+                format!("unknown city {:?} (see topology::geo::CITIES)", spec.city)
+            })?;
+            if seen.contains(&city.code) {
+                bail!("city {} is listed twice", city.code);
+            }
+            seen.push(city.code);
+            let i = i as u8 + 1;
+            for j in 1..=spec.edges {
+                edges.push(EdgeSpec {
+                    id: next_id,
+                    host: Host {
+                        ip: Ipv4Addr::new(127, 10, i, j).into(),
+                        city,
+                        is_client: false,
+                    },
+                });
+                next_id += 1;
+            }
+            for k in 1..=spec.clients {
+                clients.push(Host {
+                    ip: Ipv4Addr::new(127, 20, i, k).into(),
+                    city,
+                    is_client: true,
+                });
+            }
+        }
+        if edges.is_empty() {
+            bail!("the topology has no edges");
+        }
+        for o in &file.links {
+            for c in [&o.a, &o.b] {
+                if find_city(c).is_none_or(|c| !seen.contains(&c.code)) {
+                    bail!("[[link]] names {c:?}, which is not a city of this topology");
+                }
+            }
+            validate_override(o)?;
+        }
+        let mut rng = XorShift64::new(file.seed);
+        let mut inflation = HashMap::new();
+        for (i, a) in seen.iter().enumerate() {
+            for b in &seen[i + 1..] {
+                inflation.insert(pair(a, b), rng.range(lo, hi));
+            }
+        }
+        let overrides = file.links.clone();
+        Ok(World {
+            file,
+            edges,
+            clients,
+            inflation,
+            overrides,
+        })
+    }
+
+    pub fn edge(&self, id: u32) -> Option<&EdgeSpec> {
+        self.edges.iter().find(|e| e.id == id)
+    }
+
+    /// Apply a change to the links between two cities (chaos), replacing an
+    /// earlier change of the same pair.
+    pub fn set_override(&mut self, o: LinkOverride) -> anyhow::Result<()> {
+        validate_override(&o)?;
+        let (a, b) = (city_code(&o.a)?, city_code(&o.b)?);
+        self.overrides.retain(|x| !links(x, a, b));
+        self.overrides.push(o);
+        Ok(())
+    }
+
+    /// Remove any change between two cities, file's included.
+    pub fn clear_override(&mut self, a: &str, b: &str) -> anyhow::Result<()> {
+        let (a, b) = (city_code(a)?, city_code(b)?);
+        self.overrides.retain(|x| !links(x, a, b));
+        Ok(())
+    }
+
+    fn override_for(&self, a: &City, b: &City) -> Option<&LinkOverride> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|o| links(o, a.code, b.code))
+    }
+
+    /// The one-way profile from host `a` to host `b`.
+    pub fn profile(&self, a: &Host, b: &Host) -> LinkProfile {
+        let geo = if a.city.code == b.city.code {
+            self.file.metro_ms
+        } else {
+            let inflation = self.inflation[&pair(a.city.code, b.city.code)];
+            fiber_one_way_ms(a.city.point(), b.city.point()) * inflation
+        };
+        let access = self.file.access_ms * (a.is_client as u8 + b.is_client as u8) as f64;
+        let mut p = LinkProfile {
+            delay_ms: geo + access,
+            jitter_ms: self.file.jitter_ms,
+            loss: self.file.loss,
+            down: false,
+        };
+        if let Some(o) = self.override_for(a.city, b.city) {
+            p.delay_ms += o.extra_delay_ms;
+            p.jitter_ms = o.jitter_ms.unwrap_or(p.jitter_ms);
+            p.loss = o.loss.unwrap_or(p.loss);
+            p.down = o.down;
+        }
+        p
+    }
+
+    /// Every host pair's rule, for the WAN emulation.
+    pub fn rules(&self) -> Vec<LinkRule> {
+        let hosts: Vec<&Host> = self
+            .edges
+            .iter()
+            .map(|e| &e.host)
+            .chain(self.clients.iter())
+            .collect();
+        let mut rules = Vec::with_capacity(hosts.len() * hosts.len());
+        for a in &hosts {
+            for b in &hosts {
+                if a.ip != b.ip && !(a.is_client && b.is_client) {
+                    rules.push(LinkRule::between(a.ip, b.ip, self.profile(a, b)));
+                }
+            }
+        }
+        rules
+    }
+
+    /// True RTT of the direct link between two edges (`None` if down).
+    pub fn edge_rtt(&self, a: u32, b: u32) -> Option<f64> {
+        let (a, b) = (self.edge(a)?, self.edge(b)?);
+        let (ab, ba) = (
+            self.profile(&a.host, &b.host),
+            self.profile(&b.host, &a.host),
+        );
+        (!ab.down && !ba.down).then_some(ab.delay_ms + ba.delay_ms)
+    }
+
+    /// True RTT along an overlay path of edge ids.
+    pub fn path_rtt(&self, path: &[u32]) -> Option<f64> {
+        path.windows(2).map(|w| self.edge_rtt(w[0], w[1])).sum()
+    }
+
+    /// The lowest true RTT from `from` to every edge in `alive`, over any
+    /// overlay path among them (Dijkstra on the full mesh), with the path.
+    pub fn optimal_paths(&self, from: u32, alive: &[u32]) -> HashMap<u32, (f64, Vec<u32>)> {
+        let mut dist: HashMap<u32, f64> = HashMap::from([(from, 0.0)]);
+        let mut prev: HashMap<u32, u32> = HashMap::new();
+        let mut done = Vec::new();
+        loop {
+            let next = dist
+                .iter()
+                .filter(|(id, _)| !done.contains(*id))
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(id, d)| (*id, *d));
+            let Some((u, du)) = next else { break };
+            done.push(u);
+            for &v in alive {
+                if v == u || done.contains(&v) {
+                    continue;
+                }
+                if let Some(w) = self.edge_rtt(u, v) {
+                    let cand = du + w;
+                    if dist.get(&v).is_none_or(|d| cand < *d) {
+                        dist.insert(v, cand);
+                        prev.insert(v, u);
+                    }
+                }
+            }
+        }
+        dist.into_iter()
+            .map(|(to, d)| {
+                let mut path = vec![to];
+                while let Some(p) = prev.get(path.last().expect("non-empty")) {
+                    path.push(*p);
+                }
+                path.reverse();
+                (to, (d, path))
+            })
+            .collect()
+    }
+
+    /// The lab GeoIP entries: each city's edge and client networks.
+    pub fn geoip_entries(&self) -> Vec<(Ipv4Addr, u8, topology::geoip::GeoLocation)> {
+        let mut out = Vec::new();
+        for (i, spec) in self.file.cities.iter().enumerate() {
+            let city = find_city(&spec.city).expect("checked in World::new");
+            let loc = topology::geoip::GeoLocation {
+                point: city.point(),
+                city: Some(city.name.to_string()),
+                country: Some(city.country.to_string()),
+            };
+            let i = i as u8 + 1;
+            out.push((Ipv4Addr::new(127, 10, i, 0), 24, loc.clone()));
+            out.push((Ipv4Addr::new(127, 20, i, 0), 24, loc));
+        }
+        out
+    }
+}
+
+fn validate_override(o: &LinkOverride) -> anyhow::Result<()> {
+    if !(0.0..=5_000.0).contains(&o.extra_delay_ms) {
+        bail!(
+            "link {}-{}: extra_delay_ms {} is not within 0-5000",
+            o.a,
+            o.b,
+            o.extra_delay_ms
+        );
+    }
+    if o.jitter_ms.is_some_and(|j| !(0.0..=1_000.0).contains(&j)) {
+        bail!("link {}-{}: jitter_ms is not within 0-1000", o.a, o.b);
+    }
+    if o.loss.is_some_and(|l| !(0.0..=1.0).contains(&l)) {
+        bail!("link {}-{}: loss is not within 0-1", o.a, o.b);
+    }
+    Ok(())
+}
+
+fn city_code(name: &str) -> anyhow::Result<&'static str> {
+    find_city(name)
+        .map(|c| c.code)
+        .with_context(|| format!("unknown city {name:?}"))
+}
+
+/// Whether `o` is about the link between the cities coded `a` and `b`.
+fn links(o: &LinkOverride, a: &str, b: &str) -> bool {
+    match (city_code(&o.a), city_code(&o.b)) {
+        (Ok(x), Ok(y)) => pair(x, y) == pair(a, b),
+        _ => false,
+    }
+}
+
+fn pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_world_has_five_regions_and_a_relay_that_beats_the_direct_link() {
+        let w = World::new(TopologyFile::builtin()).unwrap();
+        let mut regions: Vec<&str> = w.edges.iter().map(|e| e.host.city.region).collect();
+        regions.sort();
+        regions.dedup();
+        assert!(regions.len() >= 5, "{regions:?}");
+        let ids: Vec<u32> = w.edges.iter().map(|e| e.id).collect();
+        let mut relayed_better = 0;
+        for &a in &ids {
+            let best = w.optimal_paths(a, &ids);
+            for &b in &ids {
+                if a != b && best[&b].0 < w.edge_rtt(a, b).unwrap() - 1.0 {
+                    relayed_better += 1;
+                }
+            }
+        }
+        assert!(relayed_better > 0, "the detour must make some relay win");
+    }
+
+    #[test]
+    fn delays_follow_geography_and_overrides() {
+        let w = World::new(TopologyFile::builtin()).unwrap();
+        let by_city = |code: &str| w.edges.iter().find(|e| e.host.city.code == code).unwrap();
+        let (lhr, ams) = (by_city("lhr"), by_city("ams"));
+        let near = w.profile(&lhr.host, &ams.host).delay_ms;
+        // ~360 km: 1.8 ms of fiber, inflated 1.4-2.1.
+        assert!((2.0..5.0).contains(&near), "{near}");
+        let client = w.clients.iter().find(|c| c.city.code == "lhr").unwrap();
+        let access = w.profile(client, &lhr.host).delay_ms;
+        assert_eq!(access, w.file.metro_ms + w.file.access_ms);
+        // Same seed, same world.
+        let again = World::new(TopologyFile::builtin()).unwrap();
+        assert_eq!(again.profile(&lhr.host, &ams.host).delay_ms, near);
+    }
+
+    #[test]
+    fn bad_topologies_are_refused_with_the_reason() {
+        let bad = |text: &str| {
+            let f: TopologyFile = toml::from_str(text).unwrap();
+            World::new(f).unwrap_err().to_string()
+        };
+        assert!(bad("[[city]]\ncity = \"atlantis\"\nedges = 1").contains("unknown city"));
+        assert!(bad("[[city]]\ncity = \"fra\"\nclients = 1").contains("no edges"));
+        assert!(
+            bad("inflation = [0.5, 1.0]\n[[city]]\ncity = \"fra\"\nedges = 1")
+                .contains("inflation")
+        );
+        assert!(
+            bad("[[city]]\ncity = \"fra\"\nedges = 1\n[[link]]\na = \"fra\"\nb = \"sin\"")
+                .contains("not a city of this topology")
+        );
+        assert!(toml::from_str::<TopologyFile>("[[city]]\ncity = \"fra\"\nedgez = 1").is_err());
+    }
+}
