@@ -6,6 +6,8 @@
 //! - [`lab`]: a global mesh on one machine with emulated WAN, a traffic mix
 //!   and failure injection, and the report of what users felt (the README's
 //!   first command).
+//! - [`run`]: the same traffic against any running RTN, through its public
+//!   API and the SDK.
 //! - [`demo`]: a small local mesh with SDK clients.
 //! - [`quic`]: minimal raw-protocol client plumbing used by the benchmarks.
 
@@ -13,4 +15,5 @@ pub mod bench_forwarding;
 pub mod demo;
 pub mod lab;
 pub mod quic;
+pub mod run;
 pub mod stats;

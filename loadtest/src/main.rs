@@ -23,6 +23,9 @@ enum Command {
     /// SDK clients running a traffic mix; prints the dashboard URL, a status
     /// line and a summary. Until Ctrl-C or --duration.
     Lab(LabArgs),
+    /// The lab's traffic mix against a running RTN (any deployment), through
+    /// its public API and the SDK only; prints and writes the report.
+    Run(RunArgs),
     /// A small local mesh on loopback (3 edges, relayed path) with SDK
     /// clients exchanging audio and chat, until Ctrl-C or --duration.
     Demo {
@@ -57,6 +60,32 @@ struct LabArgs {
     report: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A region controller's API URL (http://host:port); repeat for several
+    /// regions, clients are spread over them.
+    #[arg(long = "controller", required = true)]
+    controllers: Vec<String>,
+    /// App id the tokens are minted for.
+    #[arg(long, env = "RTN_APP_ID", default_value = "demo")]
+    app: String,
+    /// The app's token secret (from the environment, so it stays out of
+    /// process listings).
+    #[arg(long, env = "RTN_APP_SECRET", hide_env_values = true)]
+    app_secret: String,
+    /// PEM CA certificate the edges' certificates chain to.
+    #[arg(long)]
+    ca: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Media through one edge vs a direct quinn flow: packet-rate ratio and added latency.
@@ -80,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     // The lab injects failures on purpose: their warnings (links down,
     // dials refused) would bury the status line. RUST_LOG=warn shows them.
     let default_filter = match cli.command {
-        Command::Lab(_) => "error",
+        Command::Lab(_) | Command::Run(_) => "error",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -106,6 +135,22 @@ fn main() -> anyhow::Result<()> {
                 etcd: args.etcd,
                 duration: args.duration.map(Duration::from_secs),
                 chaos,
+                report: args.report,
+                verbose: true,
+            }))?;
+        }
+        Command::Run(args) => {
+            let ca_pem = std::fs::read(&args.ca)
+                .map_err(|e| anyhow::anyhow!("reading --ca {}: {e}", args.ca.display()))?;
+            rt.block_on(loadtest::run::run(loadtest::run::RunOptions {
+                controllers: args.controllers,
+                app: loadtest::lab::traffic::App {
+                    id: args.app,
+                    secret: args.app_secret,
+                },
+                ca_pem,
+                clients: args.clients,
+                duration: Duration::from_secs(args.duration),
                 report: args.report,
                 verbose: true,
             }))?;
