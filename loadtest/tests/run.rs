@@ -58,7 +58,7 @@ async fn run_drives_a_deployment_through_its_public_api() {
     }
     // Routes between the two edges, so members on both meet.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while edges.iter().any(|e| e.core.route_table().paths.len() < 1) {
+    while edges.iter().any(|e| e.core.route_table().paths.is_empty()) {
         assert!(std::time::Instant::now() < deadline, "no routes");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
