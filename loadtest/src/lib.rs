@@ -3,6 +3,8 @@
 //!
 //! - [`bench_forwarding`]: media through one edge versus a direct quinn flow
 //!   in the same run (packet-rate ratio, added latency).
+//! - [`bench_fanout`]: one publisher to many subscribers over several edges
+//!   (delivery, CPU per delivered Mbit/s, packets per overlay link).
 //! - [`lab`]: a global mesh on one machine with emulated WAN, a traffic mix
 //!   and failure injection, and the report of what users felt (the README's
 //!   first command).
@@ -11,7 +13,9 @@
 //! - [`demo`]: a small local mesh with SDK clients.
 //! - [`quic`]: minimal raw-protocol client plumbing used by the benchmarks.
 
+pub mod bench_fanout;
 pub mod bench_forwarding;
+pub mod bench_util;
 pub mod demo;
 pub mod lab;
 pub mod quic;

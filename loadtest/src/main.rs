@@ -102,6 +102,29 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// One publisher to many subscribers over several edges: delivery, CPU per
+    /// delivered Mbit/s, and packets per overlay link (each packet once).
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 4)]
+        edges: usize,
+        /// Edges (the last ones) the publisher's edge reaches through the
+        /// second edge rather than directly.
+        #[arg(long, default_value_t = 1)]
+        relayed: usize,
+        /// Media packets per second from the publisher.
+        #[arg(long, default_value_t = 50)]
+        pps: u32,
+        #[arg(long, default_value_t = 1000)]
+        payload: usize,
+        /// Seconds of measured publishing.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -206,6 +229,33 @@ fn main() -> anyhow::Result<()> {
                 "  added by the edge           : p50 {:.3} ms  p99 {:.3} ms   (target p99 < 1 ms)",
                 r.added_p50_ms, r.added_p99_ms
             );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Fanout {
+                    subscribers,
+                    edges,
+                    relayed,
+                    pps,
+                    payload,
+                    seconds,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_fanout::Params {
+                subscribers,
+                edges,
+                relayed,
+                pps,
+                payload,
+                duration: Duration::from_secs(seconds),
+                ..Default::default()
+            };
+            let r = rt.block_on(loadtest::bench_fanout::run(p))?;
+            loadtest::bench_fanout::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }

@@ -54,8 +54,14 @@ pub enum Action {
     /// Kill an edge abruptly: its host drops off the network first, so not
     /// even a close frame gets out (as under SIGKILL or a power cut).
     KillEdge { edge: u32 },
-    /// Start a killed edge again, same id and address.
+    /// Start a killed or drained edge again, same id and address.
     RestartEdge { edge: u32 },
+    /// Stop an edge gracefully: goaway to its clients (they move), then
+    /// close.
+    DrainEdge { edge: u32 },
+    /// Drain and restart every running edge in turn, one every `every_s`
+    /// seconds (each back half a period after its drain).
+    RollingRestart { every_s: f64 },
     /// Change the links between two cities (both ways): extra delay, jitter,
     /// loss.
     DegradeLink {
@@ -71,8 +77,17 @@ pub enum Action {
     /// Undo `degrade_link` / `partition` (and the topology file's override)
     /// between two cities.
     HealLink { a: String, b: String },
+    /// Cut every link between a region's cities and the rest of the world.
+    PartitionRegion { region: String },
+    /// Undo `partition_region` (and any link change between the region and
+    /// the rest).
+    HealRegion { region: String },
     /// Crash the leading controller of a region (no resignation).
     KillController { region: String },
+    /// Crash every controller (no resignation), APIs included.
+    StopControllers,
+    /// Start every stopped controller again (same API addresses).
+    StartControllers,
     /// Make the control store unreachable for everyone.
     StopStore,
     /// Make it reachable again.
@@ -82,7 +97,13 @@ pub enum Action {
 impl Action {
     /// Whether users may feel it (media gaps are then failovers).
     pub fn disrupts_media(&self) -> bool {
-        matches!(self, Action::KillEdge { .. } | Action::Partition { .. })
+        matches!(
+            self,
+            Action::KillEdge { .. }
+                | Action::Partition { .. }
+                | Action::PartitionRegion { .. }
+                | Action::DrainEdge { .. }
+        )
     }
 }
 

@@ -105,6 +105,34 @@ pub struct Report {
     pub relayed_better_than_direct: usize,
     /// What the chaos plan did, and when (seconds after the traffic began).
     pub chaos: Vec<String>,
+    /// The lab process (edges, controllers, clients) when the traffic began
+    /// and when it ended: flat figures over a long run mean nothing leaks.
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Resources {
+    pub rss_mb_start: f64,
+    pub rss_mb_end: f64,
+    pub fds_start: usize,
+    pub fds_end: usize,
+}
+
+/// (resident memory in MiB, open file descriptors) of this process.
+fn process_resources() -> (f64, usize) {
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss_kb / 1024.0, fds)
 }
 
 struct ControllerSlot {
@@ -127,6 +155,8 @@ struct Lab {
     controllers: Vec<ControllerSlot>,
     down_hosts: HashSet<IpAddr>,
     app: App,
+    /// The lab GeoIP database (MaxMind format).
+    geoip: Vec<u8>,
 }
 
 pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
@@ -151,6 +181,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         controllers: Vec::new(),
         down_hosts: HashSet::new(),
         app,
+        geoip: Vec::new(),
     };
     lab.start_controllers().await?;
     let edge_ids: Vec<u32> = lab.world.edges.iter().map(|e| e.id).collect();
@@ -186,6 +217,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         .filter(|(spec, _)| traffic.joined_all(&spec.name))
         .count();
     let traffic_started = Instant::now();
+    let (rss_mb_start, fds_start) = process_resources();
     if opts.verbose {
         println!(
             "{} of {} clients connected to their nearest edge and joined ({expected_joins} channel joins):",
@@ -205,7 +237,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
 
     let lab = Arc::new(Mutex::new(lab));
     let mut chaos_log = Vec::new();
-    let mut events = opts.chaos.events.clone().into_iter().peekable();
+    let mut events: std::collections::VecDeque<chaos::Event> = opts.chaos.events.clone().into();
     let mut last_change: Option<Instant> = None;
     let mut stretch_samples: Vec<f64> = Vec::new();
     let mut worst: Vec<StretchedPath> = Vec::new();
@@ -219,15 +251,26 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
     let terminal = std::io::stdout().is_terminal();
     loop {
         let next_event = events
-            .peek()
+            .front()
             .map(|e| traffic_started + Duration::from_secs_f64(e.at_s));
         let until_end = end.map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = &mut ctrl_c => break,
             _ = tokio::time::sleep_until(until_end.unwrap_or_else(far_future)), if until_end.is_some() => break,
             _ = tokio::time::sleep_until(next_event.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if next_event.is_some() => {
-                let e = events.next().expect("peeked");
+                let e = events.pop_front().expect("peeked");
                 let at = Instant::now();
+                if let Action::RollingRestart { every_s } = e.action {
+                    // Each running edge in turn: drained, then started again
+                    // half a period later.
+                    let alive = lab.lock().await.alive();
+                    for (k, edge) in alive.into_iter().enumerate() {
+                        let t = e.at_s + k as f64 * every_s;
+                        events.push_back(chaos::Event { at_s: t, action: Action::DrainEdge { edge } });
+                        events.push_back(chaos::Event { at_s: t + every_s / 2.0, action: Action::RestartEdge { edge } });
+                    }
+                    events.make_contiguous().sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+                }
                 if e.action.disrupts_media() {
                     rec.failure(at);
                 }
@@ -294,6 +337,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         println!();
     }
     let duration_s = traffic_started.elapsed().as_secs_f64();
+    let (rss_mb_end, fds_end) = process_resources();
     traffic.stop(Duration::from_secs(3)).await;
     let felt = rec.felt();
     let mut lab = Arc::try_unwrap(lab)
@@ -321,6 +365,12 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         },
         relayed_better_than_direct: relayed_pairs.len(),
         chaos: chaos_log,
+        resources: Resources {
+            rss_mb_start,
+            rss_mb_end,
+            fds_start,
+            fds_end,
+        },
     };
     lab.stop().await;
     if opts.verbose {
@@ -369,47 +419,67 @@ impl Lab {
     /// A controller and a standby per region, each with its public API
     /// (GeoIP from the lab database, so clients are placed in their cities).
     async fn start_controllers(&mut self) -> anyhow::Result<()> {
-        let db = topology::write_lab_db(&self.world.geoip_entries())?;
+        self.geoip = topology::write_lab_db(&self.world.geoip_entries())?;
         for region in self.regions() {
             for suffix in ["a", "b"] {
-                let name = format!("{region}-{suffix}");
-                let store: Arc<dyn ControlStore> = self.store.clone();
-                let controller = Controller::start(
-                    store,
-                    KeyLayout::default(),
-                    RoutingOptions {
-                        region: region.into(),
-                        name: name.clone(),
-                        debounce: Duration::from_millis(200),
-                        recompute: Duration::from_secs(5),
-                        election_ttl: Duration::from_secs(3),
-                        cost: Default::default(),
-                        hysteresis: Default::default(),
-                    },
-                );
-                let mut api = Api::new(
-                    controller.mesh.clone(),
-                    controller.leader.clone(),
-                    region.into(),
-                    Some(topology::GeoIpDb::from_bytes(db.clone())?),
-                    10_000,
-                );
-                let admin_token = format!("{:032x}", rand::random::<u128>());
-                api.admin_token = Some(admin_token.clone());
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let api_addr = listener.local_addr()?;
-                let api = tokio::spawn(Arc::new(api).serve(listener));
-                self.controllers.push(ControllerSlot {
-                    region: region.into(),
-                    name,
-                    controller: Some(controller),
-                    api,
-                    api_addr,
-                    admin_token,
-                });
+                let slot = self
+                    .start_controller(region, &format!("{region}-{suffix}"), None)
+                    .await?;
+                self.controllers.push(slot);
             }
         }
         Ok(())
+    }
+
+    /// A controller with its API, on `api_addr` again after a restart.
+    async fn start_controller(
+        &self,
+        region: &str,
+        name: &str,
+        restart: Option<(SocketAddr, String)>,
+    ) -> anyhow::Result<ControllerSlot> {
+        let store: Arc<dyn ControlStore> = self.store.clone();
+        let controller = Controller::start(
+            store,
+            KeyLayout::default(),
+            RoutingOptions {
+                region: region.into(),
+                name: name.into(),
+                debounce: Duration::from_millis(200),
+                recompute: Duration::from_secs(5),
+                election_ttl: Duration::from_secs(3),
+                cost: Default::default(),
+                hysteresis: Default::default(),
+            },
+        );
+        let mut api = Api::new(
+            controller.mesh.clone(),
+            controller.leader.clone(),
+            region.into(),
+            Some(topology::GeoIpDb::from_bytes(self.geoip.clone())?),
+            10_000,
+        );
+        let (bind, admin_token) = match restart {
+            Some((addr, token)) => (addr, token),
+            None => (
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                format!("{:032x}", rand::random::<u128>()),
+            ),
+        };
+        api.admin_token = Some(admin_token.clone());
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding the API of {name} on {bind}"))?;
+        let api_addr = listener.local_addr()?;
+        let api = tokio::spawn(Arc::new(api).serve(listener));
+        Ok(ControllerSlot {
+            region: region.into(),
+            name: name.into(),
+            controller: Some(controller),
+            api,
+            api_addr,
+            admin_token,
+        })
     }
 
     async fn start_edge(&mut self, id: u32) -> anyhow::Result<()> {
@@ -583,6 +653,36 @@ impl Lab {
         ))
     }
 
+    /// The codes of a region's cities and of every other city.
+    fn region_cities(
+        &self,
+        region: &str,
+    ) -> anyhow::Result<(Vec<&'static str>, Vec<&'static str>)> {
+        let mut inside = vec![];
+        let mut outside = vec![];
+        for h in self
+            .world
+            .edges
+            .iter()
+            .map(|e| &e.host)
+            .chain(&self.world.clients)
+        {
+            let list = if h.city.region == region {
+                &mut inside
+            } else {
+                &mut outside
+            };
+            if !list.contains(&h.city.code) {
+                list.push(h.city.code);
+            }
+        }
+        anyhow::ensure!(
+            !inside.is_empty(),
+            "no city of the lab is in region {region}"
+        );
+        Ok((inside, outside))
+    }
+
     /// Re-apply the world's link rules, keeping dead hosts cut off.
     fn reapply_links(&self) -> anyhow::Result<()> {
         self.wan
@@ -669,6 +769,73 @@ impl Lab {
                 drop(slot.controller.take());
                 slot.api.abort();
                 Ok(format!("controller {} crashed", slot.name))
+            }
+            Action::DrainEdge { edge } => {
+                let e = self
+                    .edges
+                    .get_mut(edge)
+                    .and_then(Option::take)
+                    .with_context(|| format!("edge {edge} is not running"))?;
+                let started = Instant::now();
+                e.shutdown().await;
+                Ok(format!(
+                    "edge {edge} drained in {:.2} s (goaway, clients moved)",
+                    started.elapsed().as_secs_f64()
+                ))
+            }
+            Action::RollingRestart { .. } => {
+                // Expanded into drain/restart events by the run loop.
+                Ok("rolling restart scheduled".into())
+            }
+            Action::PartitionRegion { region } => {
+                let (inside, outside) = self.region_cities(region)?;
+                for a in &inside {
+                    for b in &outside {
+                        self.world.set_override(world::LinkOverride {
+                            a: a.to_string(),
+                            b: b.to_string(),
+                            extra_delay_ms: 0.0,
+                            jitter_ms: None,
+                            loss: None,
+                            down: true,
+                        })?;
+                    }
+                }
+                self.reapply_links()?;
+                Ok(format!("{region} cut from the rest"))
+            }
+            Action::HealRegion { region } => {
+                let (inside, outside) = self.region_cities(region)?;
+                for a in &inside {
+                    for b in &outside {
+                        self.world.clear_override(a, b)?;
+                    }
+                }
+                self.reapply_links()?;
+                Ok(format!("{region} reconnected"))
+            }
+            Action::StopControllers => {
+                let mut n = 0;
+                for slot in &mut self.controllers {
+                    if slot.controller.take().is_some() {
+                        slot.api.abort();
+                        n += 1;
+                    }
+                }
+                Ok(format!("{n} controllers crashed"))
+            }
+            Action::StartControllers => {
+                let mut n = 0;
+                for i in 0..self.controllers.len() {
+                    if self.controllers[i].controller.is_none() {
+                        let old = &self.controllers[i];
+                        let (region, name) = (old.region.clone(), old.name.clone());
+                        let again = Some((old.api_addr, old.admin_token.clone()));
+                        self.controllers[i] = self.start_controller(&region, &name, again).await?;
+                        n += 1;
+                    }
+                }
+                Ok(format!("{n} controllers started"))
             }
             Action::StopStore => {
                 self.store.set_down(true);
@@ -785,6 +952,11 @@ fn print_summary(r: &Report) {
     for (k, v) in rows {
         println!("  {k:<36} {v}");
     }
+    let res = &r.resources;
+    println!(
+        "  {:<36} RSS {:.0} -> {:.0} MiB, file descriptors {} -> {}",
+        "lab process", res.rss_mb_start, res.rss_mb_end, res.fds_start, res.fds_end
+    );
     for line in &r.chaos {
         println!("  chaos {line}");
     }

@@ -130,14 +130,22 @@ impl Failover {
     }
 }
 
-/// The failure a silence from `last` to `now` straddles, if the silence is
-/// a gap (over [`GAP`]) and a failure fell in it: the time from the failure
-/// to `now`, in ms.
+/// A silence that starts this soon after a failure is the failure's doing:
+/// packets already on the wire (up to ~150 ms one way) still land after it,
+/// and relays and clients take most of a second to notice a dead hop.
+const FAILURE_REACH: Duration = Duration::from_secs(1);
+
+/// If the silence from `last` to `now` is a gap (over [`GAP`]) that began
+/// with a failure (at most [`FAILURE_REACH`] after it): the time from the
+/// failure to `now`, in ms.
 fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<f64> {
     if now - last <= GAP {
         return None;
     }
-    let f = failures.iter().rev().find(|f| **f > last && **f <= now)?;
+    let f = failures
+        .iter()
+        .rev()
+        .find(|f| **f <= now && last < **f + FAILURE_REACH)?;
     Some((now - *f).as_secs_f64() * 1e3)
 }
 
@@ -157,13 +165,6 @@ pub struct Felt {
     /// Per affected (receiver, stream): from the failure to that stream's
     /// first packet after the gap.
     pub stream_failover_ms: Option<Failover>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
 
 impl Recorder {
@@ -206,8 +207,18 @@ impl Recorder {
     }
 
     pub fn media(&self, receiver: &str, m: &sdk::Media) {
-        let arrived = Instant::now();
-        let latency_ms = now_us().saturating_sub(m.timestamp_us) as f64 / 1e3;
+        // When the SDK received it, not when this task got to it: a busy
+        // machine must not read as network latency.
+        let waited = SystemTime::now()
+            .duration_since(m.received_at)
+            .unwrap_or_default();
+        let arrived = Instant::now() - waited;
+        let received_us = m
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        let latency_ms = received_us.saturating_sub(m.timestamp_us) as f64 / 1e3;
         let mut guard = self.inner.lock().unwrap();
         let r = &mut *guard;
         r.media_rx += 1;
@@ -362,6 +373,13 @@ impl Recorder {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn now_us() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64
+    }
 
     fn media(seq: u32) -> sdk::Media {
         sdk::Media {

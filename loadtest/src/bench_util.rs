@@ -1,0 +1,289 @@
+//! Shared plumbing of the benchmarks: join tokens, a set of in-process edges
+//! on static routes, raw subscriber sessions kept alive, and what the
+//! process costs (CPU time from `/proc/self/stat` and its threads, RSS from
+//! `/proc/<pid>/status`, counters from the Prometheus exposition).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_node::tls::DevPki;
+use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
+use protocol::pb::{self, client_frame::Kind as CK};
+use protocol::token::{mint, Grant};
+use protocol::EdgeId;
+
+use crate::quic::RawClient;
+
+pub const APP: &str = "bench";
+pub const SECRET: &str = "bench-secret-0123456789";
+
+/// A join token for the benchmark app.
+pub fn token(channel: &str, user: &str, publish: bool, subscribe: bool) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    mint(
+        &Grant {
+            app_id: APP,
+            channel,
+            user_id: user,
+            publish,
+            subscribe,
+            issued_at: now,
+            expires_at: now + 3600,
+        },
+        SECRET.as_bytes(),
+    )
+}
+
+/// In-process edges sharing one dev mesh CA, every edge knowing every other
+/// (reached directly unless [`Mesh::set_paths`] says otherwise).
+pub struct Mesh {
+    pub pki: DevPki,
+    pub edges: Vec<Edge>,
+}
+
+impl Mesh {
+    pub async fn start(ids: &[EdgeId], tweak: impl Fn(&mut EdgeConfig)) -> anyhow::Result<Mesh> {
+        let pki = DevPki::new()?;
+        let mut edges = vec![];
+        for &id in ids {
+            let mut cfg = EdgeConfig::dev(id, APP, SECRET);
+            tweak(&mut cfg);
+            let opts = EdgeOptions {
+                tls: Some(pki.material(&["localhost".into()])?),
+                routes: Some(RouteFeed::new(RouteTable::default())),
+                ..Default::default()
+            };
+            edges.push(Edge::start(cfg, opts).await?);
+        }
+        let mesh = Mesh { pki, edges };
+        for e in &mesh.edges {
+            let peers = mesh
+                .edges
+                .iter()
+                .filter(|p| p.id() != e.id())
+                .map(|p| {
+                    let info = PeerInfo {
+                        id: p.id(),
+                        addr: p.addr(),
+                        server_name: "localhost".into(),
+                        region: "local".into(),
+                    };
+                    (p.id(), info)
+                })
+                .collect();
+            e.routes.publish(RouteTable {
+                peers,
+                ..Default::default()
+            });
+        }
+        Ok(mesh)
+    }
+
+    pub fn edge(&self, id: EdgeId) -> Option<&Edge> {
+        self.edges.iter().find(|e| e.id() == id)
+    }
+
+    /// Give edge `at` explicit paths (`[at, ..., dest]`).
+    pub fn set_paths(&self, at: EdgeId, paths: &[Vec<EdgeId>]) {
+        if let Some(e) = self.edge(at) {
+            let mut table = (*e.routes.current()).clone();
+            for p in paths {
+                if let Some(d) = p.last() {
+                    table.paths.insert(*d, p.clone());
+                }
+            }
+            e.routes.publish(table);
+        }
+    }
+
+    pub async fn stop(self) {
+        for e in self.edges {
+            e.kill().await;
+        }
+    }
+}
+
+/// A client endpoint on loopback with 2 MiB socket buffers (enough for a
+/// client, and within the default `net.core.rmem_max`, so no warning).
+pub fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
+    let socket = edge_node::socket::bind_udp("127.0.0.1:0".parse()?, 2 << 20, 0)?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
+/// Connect and join `n` raw sessions, `parallel` at a time, spread over
+/// `endpoints` client endpoints; `plan(i)` gives session i's edge address,
+/// channel and user. Returns the joined clients in order of `i`.
+pub async fn join_many(
+    n: usize,
+    endpoints: usize,
+    parallel: usize,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    plan: impl Fn(usize) -> (SocketAddr, String, String),
+) -> anyhow::Result<(Vec<RawClient>, Vec<quinn::Endpoint>)> {
+    let eps = (0..endpoints.max(1))
+        .map(|_| client_endpoint())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (addr, channel, user) = plan(i);
+        let ep = eps[i % eps.len()].clone();
+        let ca = ca.clone();
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let mut c = RawClient::connect(&ep, addr, &ca).await?;
+            c.join(token(&channel, &user, false, true), &channel, true)
+                .await?;
+            anyhow::Ok((i, c))
+        });
+    }
+    let mut out: Vec<Option<RawClient>> = (0..n).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, c) = r??;
+        out[i] = Some(c);
+    }
+    Ok((out.into_iter().flatten().collect(), eps))
+}
+
+/// Keep a session as an idle app would: read (and drop) what the edge sends
+/// on the control stream, and send a keepalive every `every`. Ends when the
+/// connection does.
+pub fn hold_session(mut c: RawClient, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut nonce = 0u64;
+        loop {
+            match tokio::time::timeout(every, c.recv_until(|_| None::<()>)).await {
+                Ok(_) => return, // the stream ended or failed
+                Err(_) => {
+                    nonce += 1;
+                    if c.send(CK::Keepalive(pb::Keepalive { nonce })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Linux reports CPU times in USER_HZ ticks, 100 per second on every
+/// architecture's user ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime (seconds) from a `/proc/.../stat` line. The command name
+/// sits in parentheses and may contain spaces, so fields are counted after
+/// the last ')'.
+fn stat_cpu_seconds(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = rest.get(11)?.parse().ok()?;
+    let stime: f64 = rest.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / TICKS_PER_SECOND))
+}
+
+/// CPU time (user + system, seconds) this process has used so far.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu_seconds(&s).map(|(_, t)| t)
+}
+
+/// CPU time (seconds) used so far by this process's live threads whose name
+/// starts with `prefix` (e.g. the worker threads of one tokio runtime).
+pub fn threads_cpu_seconds(prefix: &str) -> Option<f64> {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(entry) = entry else { continue };
+        let Ok(s) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((comm, t)) = stat_cpu_seconds(&s) {
+            if comm.starts_with(prefix) {
+                total += t;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// A `kB` field (e.g. `VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in bytes;
+/// `None` for the pid means this process.
+pub fn proc_status_bytes(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".into(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_status_kb(&text, field)
+}
+
+fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.split(':').next() == Some(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Sum of the samples of `name` in a Prometheus text exposition whose
+/// labels include all of `labels` (exact name: `name{...} value`).
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether the exposition has any sample of `name`.
+pub fn has_metric(text: &str, name: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+}
+
+/// The in-process edges' metrics, as Prometheus text.
+pub fn edge_metrics_text() -> String {
+    edge_node::metrics::prometheus().render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_line_with_spaces_in_the_name() {
+        let line = "1234 (rtn bench) x) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 0 0";
+        let (comm, cpu) = stat_cpu_seconds(line).unwrap();
+        assert_eq!(comm, "rtn bench) x");
+        assert!((cpu - 3.0).abs() < 1e-9);
+        assert!(process_cpu_seconds().is_some());
+        assert!(threads_cpu_seconds("").unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn status_and_metrics_parsing() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(parse_status_kb(status, "VmRSS"), Some(1024 * 1024));
+        assert_eq!(parse_status_kb(status, "VmSwap"), None);
+        assert!(proc_status_bytes(None, "VmRSS").unwrap() > 0);
+        let text = "a_total{edge=\"1\",dir=\"in\"} 5\na_total{edge=\"11\",dir=\"in\"} 7\nab_total{edge=\"1\"} 9\n";
+        assert_eq!(metric_in(text, "a_total", &[("edge", "1")]), 5.0);
+        assert_eq!(metric_in(text, "a_total", &[("dir", "in")]), 12.0);
+        assert!(has_metric(text, "ab_total") && !has_metric(text, "b_total"));
+    }
+}
