@@ -1,4 +1,4 @@
-"""Inputs and outputs tables of the module READMEs, generated from
+"""Inputs and outputs tables of the module READMEs (and of examples/local's), generated from
 variables.tf and outputs.tf (in the spirit of terraform-docs), between the
 markers <!-- BEGIN_TF_DOCS --> and <!-- END_TF_DOCS -->.
 
@@ -89,10 +89,15 @@ def update(readme, module_dir):
     return f"{head}{BEGIN}\n{tables(module_dir)}{END}{tail}"
 
 
+def readmes():
+    """READMEs with generated tables: every module's, and examples/local's."""
+    return sorted(glob.glob(f"{TF_ROOT}/modules/*/README.md")) + [f"{TF_ROOT}/examples/local/README.md"]
+
+
 def main():
     check = "--check" in sys.argv
     stale = []
-    for readme in sorted(glob.glob(f"{TF_ROOT}/modules/*/README.md")):
+    for readme in readmes():
         module_dir = os.path.dirname(readme)
         new = update(readme, module_dir)
         if new != open(readme).read():
