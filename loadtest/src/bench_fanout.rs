@@ -27,8 +27,8 @@ use protocol::datagram::MediaHeader;
 use protocol::{ChannelId, EdgeId, TrackKey};
 
 use crate::bench_util::{
-    client_endpoint, edge_metrics_text, has_metric, hold_session, join_many, metric_in, process_cpu_seconds,
-    threads_cpu_seconds, token, Mesh,
+    client_endpoint, edge_metrics_text, has_metric, hold_session, join_many, metric_in,
+    process_cpu_seconds, threads_cpu_seconds, token, Mesh,
 };
 use crate::quic::RawClient;
 
@@ -244,7 +244,10 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
         .filter(|e| *e != home)
         .collect();
     let needed = |e: EdgeId| {
-        receiving.contains(&e) || parent.iter().any(|(c, par)| *par == e && receiving.contains(c))
+        receiving.contains(&e)
+            || parent
+                .iter()
+                .any(|(c, par)| *par == e && receiving.contains(c))
     };
 
     let stats: Vec<Arc<SubStats>> = (0..subs.len()).map(|_| Arc::default()).collect();
@@ -335,7 +338,10 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
         h.abort();
     }
 
-    let per_sub: Vec<u64> = stats.iter().map(|s| s.got.load(Ordering::Relaxed)).collect();
+    let per_sub: Vec<u64> = stats
+        .iter()
+        .map(|s| s.got.load(Ordering::Relaxed))
+        .collect();
     let delivered: u64 = per_sub.iter().sum();
     let duplicates: u64 = stats.iter().map(|s| s.dups.load(Ordering::Relaxed)).sum();
     let expected = published * per_sub.len() as u64;
@@ -443,7 +449,11 @@ pub fn print(r: &Report) {
             l.sent,
             l.received,
             l.sent.max(l.received) as f64 / r.published.max(1) as f64,
-            if l.needed { "" } else { "  (no subscribers beyond)" }
+            if l.needed {
+                ""
+            } else {
+                "  (no subscribers beyond)"
+            }
         );
     }
     println!(
@@ -456,6 +466,16 @@ pub fn print(r: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_counts_from_either_counter() {
+        let text = "rtn_edge_peer_media_packets_total{edge=\"1\",peer=\"2\",dir=\"out\"} 7\n\
+                    rtn_edge_peer_media_packets_total{edge=\"2\",peer=\"1\",dir=\"in\"} 6\n\
+                    rtn_edge_media_packets_total{edge=\"2\",dir=\"in\",link=\"relay\"} 9\n";
+        assert!(has_metric(text, PEER_COUNTER));
+        assert_eq!(link_counts(text, &[(1, 2)], true), vec![(7, 6)]);
+        assert_eq!(link_counts(text, &[(1, 2)], false), vec![(9, 9)]);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tiny_fanout_reaches_everyone_once_per_link() {
@@ -475,7 +495,10 @@ mod tests {
         assert_eq!(r.subscribers, 5);
         assert!(r.published > 0);
         assert_eq!(r.expected, r.published * 5);
-        assert_eq!(r.delivered, r.expected, "loopback at tiny scale loses nothing");
+        assert_eq!(
+            r.delivered, r.expected,
+            "loopback at tiny scale loses nothing"
+        );
         assert_eq!(r.delivery_ratio, 1.0);
         assert_eq!(r.duplicates, 0);
         assert_eq!(r.subscribers_complete, 5);

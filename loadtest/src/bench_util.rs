@@ -100,7 +100,13 @@ impl Mesh {
         }
     }
 
+    /// Stop every edge. Routes are withdrawn first so the relay links close
+    /// as no longer needed rather than being logged as failures.
     pub async fn stop(self) {
+        for e in &self.edges {
+            e.routes.publish(RouteTable::default());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         for e in self.edges {
             e.kill().await;
         }
@@ -166,7 +172,10 @@ pub fn hold_session(mut c: RawClient, every: Duration) -> tokio::task::JoinHandl
                 Ok(_) => return, // the stream ended or failed
                 Err(_) => {
                     nonce += 1;
-                    if c.send(CK::Keepalive(pb::Keepalive { nonce })).await.is_err() {
+                    if c.send(CK::Keepalive(pb::Keepalive { nonce }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -229,9 +238,7 @@ pub fn proc_status_bytes(pid: Option<u32>, field: &str) -> Option<u64> {
 }
 
 fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
-    let line = text
-        .lines()
-        .find(|l| l.split(':').next() == Some(field))?;
+    let line = text.lines().find(|l| l.split(':').next() == Some(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
