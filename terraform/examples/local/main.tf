@@ -214,7 +214,7 @@ resource "terraform_data" "etcd" {
 resource "terraform_data" "controller" {
   for_each = local.controllers
 
-  triggers_replace = { config = local.controller_config[each.key], binary = local.bin.controller, etcd = terraform_data.etcd.id }
+  triggers_replace = { config = local.controller_config[each.key], binary = local.bin.controller, log_level = var.log_level, etcd = terraform_data.etcd.id }
   input            = { name = each.value.name, state_dir = local.state_dir, script = local.script }
 
   provisioner "local-exec" {
@@ -240,7 +240,7 @@ resource "terraform_data" "controller" {
 resource "terraform_data" "edge" {
   for_each = local.edges
 
-  triggers_replace = { config = local.edge_config[each.key], binary = local.bin.edge, pki = terraform_data.pki.id, etcd = terraform_data.etcd.id }
+  triggers_replace = { config = local.edge_config[each.key], binary = local.bin.edge, log_level = var.log_level, pki = terraform_data.pki.id, etcd = terraform_data.etcd.id }
   input            = { name = each.value.name, state_dir = local.state_dir, script = local.script }
 
   provisioner "local-exec" {
