@@ -361,6 +361,13 @@ async fn processes_over_real_etcd_survive_leader_loss_etcd_outage_and_sigkill() 
     assert!(got >= 90, "media during the etcd outage: {got} of 100");
     let mut b = RawClient::connect(lab.edge_addr(2), &lab.ca_der).await;
     b.join("room", "bob").await;
+    // Membership travels between edges (channel directories), not through
+    // etcd: once alice's edge knows bob, her messages reach him.
+    a.expect(|f| match f {
+        SK::MemberJoined(m) if m.user_id == "bob" => Some(()),
+        _ => None,
+    })
+    .await;
     a.message(cid, 1, b"while etcd is down").await;
     for x in [&mut b, &mut c] {
         let m = x
