@@ -183,13 +183,16 @@ impl Api {
                 "no such endpoint",
             )),
         };
+        if let (Err(e), "/v1/edges/nearest") = (&resp, path) {
+            nearest_outcome(e.code);
+        }
         let resp = resp.unwrap_or_else(|e| e.response());
         let endpoint = match path {
             "/v1/edges/nearest" | "/v1/mesh" | "/v1/links/history" => path.to_string(),
             p if dashboard::asset(p).is_some() => "dashboard".into(),
             _ => "other".into(),
         };
-        metrics::counter!("rtn_controller_api_requests", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
+        metrics::counter!("rtn_controller_api_requests_total", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
         resp
     }
 
@@ -346,6 +349,11 @@ impl Api {
                 }))
             })
             .collect();
+        nearest_outcome(match (edges.is_empty(), &location) {
+            (true, _) => "no_edges",
+            (false, None) => "unlocated",
+            (false, Some(_)) => "ok",
+        });
         let location_json = location.map(|(p, city, country)| {
             json!({"lat": p.lat(), "lon": p.lon(), "city": city, "country": country})
         });
@@ -503,6 +511,12 @@ impl Api {
             &serde_json::to_value(self.observer.history(from, to)).unwrap_or_default(),
         ))
     }
+}
+
+/// Count a nearest-edge lookup by outcome (a bounded set: ok, unlocated,
+/// no_edges, or an error code).
+fn nearest_outcome(outcome: &'static str) {
+    metrics::counter!("rtn_controller_nearest_requests_total", "outcome" => outcome).increment(1);
 }
 
 /// Per registered edge that some other edge probes: whether any prober hears

@@ -47,9 +47,10 @@ impl LeaderState {
     pub fn is_leader(&self) -> bool {
         *self.0.borrow()
     }
-    fn set(&self, v: bool) {
+    fn set(&self, v: bool, opts: &RoutingOptions) {
         self.0.send_replace(v);
-        metrics::gauge!("rtn_controller_leader").set(if v { 1.0 } else { 0.0 });
+        metrics::gauge!("rtn_controller_leader", "region" => opts.region.clone(), "controller" => opts.name.clone())
+            .set(if v { 1.0 } else { 0.0 });
     }
 }
 
@@ -63,8 +64,10 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(store: Arc<dyn ControlStore>, keys: KeyLayout, opts: RoutingOptions) -> Self {
+        let store = crate::metrics::MeteredStore::wrap(store, &opts.region, &opts.name);
         let mesh = SharedMesh::default();
         let leader = LeaderState::default();
+        leader.set(false, &opts);
         let (stop, stop_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(mesh::mirror(store.clone(), keys.clone(), mesh.clone())),
@@ -135,19 +138,32 @@ async fn lead(
                 }
             }
         };
-        leader.set(true);
+        leader.set(true, &opts);
+        leadership_change(&opts, "acquired");
         info!(region = %opts.region, name = %opts.name, "leading the region");
         let stopped =
             publish_while_leading(&store, &keys, &opts, &mesh, &mut leadership, &mut stop).await;
-        leader.set(false);
+        leader.set(false, &opts);
         if stopped {
-            if let Err(e) = election.resign(leadership).await {
-                warn!(error = %e, "resigning failed; the lease will expire");
+            leadership_change(&opts, "resigned");
+            match election.resign(leadership).await {
+                Ok(()) => {
+                    info!(region = %opts.region, name = %opts.name, "resigned the region's leadership")
+                }
+                Err(e) => {
+                    warn!(region = %opts.region, name = %opts.name, error = %e, "resigning failed; the lease will expire")
+                }
             }
             return;
         }
-        warn!(region = %opts.region, "leadership lost");
+        leadership_change(&opts, "lost");
+        warn!(region = %opts.region, name = %opts.name, "leadership lost");
     }
+}
+
+fn leadership_change(opts: &RoutingOptions, event: &'static str) {
+    metrics::counter!("rtn_controller_leadership_changes_total", "region" => opts.region.clone(), "controller" => opts.name.clone(), "event" => event)
+        .increment(1);
 }
 
 /// Recompute and publish routes until leadership is lost (false) or the
@@ -184,9 +200,13 @@ async fn publish_while_leading(
         let view = mesh.snapshot();
         let graph = build_graph(&view, opts.cost);
         let routes = region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
-        metrics::histogram!("rtn_controller_compute_seconds").record(started.elapsed());
-        metrics::gauge!("rtn_controller_graph_edges").set(graph.node_count() as f64);
-        metrics::gauge!("rtn_controller_graph_links").set(graph.link_count() as f64);
+        let took = started.elapsed();
+        crate::metrics::compute_duration(&opts.region, took);
+        metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())
+            .set(graph.node_count() as f64);
+        metrics::gauge!("rtn_controller_graph_links", "region" => opts.region.clone())
+            .set(graph.link_count() as f64);
+        let mut changed = 0usize;
         for (id, set) in &routes {
             let rec = to_record(set, &opts.region, &opts.name, now_ms());
             let unchanged = published
@@ -197,11 +217,18 @@ async fn publish_while_leading(
             }
             match store.put(&keys.route(*id), rec.to_bytes(), None).await {
                 Ok(_) => {
-                    metrics::counter!("rtn_controller_route_publications").increment(1);
+                    metrics::counter!("rtn_controller_route_publications_total", "region" => opts.region.clone())
+                        .increment(1);
+                    changed += 1;
                     published.insert(*id, rec);
                 }
-                Err(e) => warn!(edge = id, error = %e, "publishing routes failed; will retry"),
+                Err(e) => {
+                    warn!(region = %opts.region, edge = id, error = %e, "publishing routes failed; will retry")
+                }
             }
+        }
+        if changed > 0 {
+            info!(region = %opts.region, name = %opts.name, changed, edges = routes.len(), compute_ms = took.as_secs_f64() * 1e3, "routes published");
         }
         // Routes of the region's edges that left the registry go too, once
         // the view is fully synced (a half-loaded view would delete live

@@ -90,14 +90,40 @@ pub async fn mirror(store: Arc<dyn ControlStore>, keys: KeyLayout, mesh: SharedM
         // nothing.
         tokio::select! {
             u = we.next() => mesh.write(|v| apply(&keys, &edges, &mut v.edges, u)),
-            u = wl.next() => mesh.write(|v| apply(&keys, &loads, &mut v.loads, u)),
-            u = wp.next() => mesh.write(|v| apply(&keys, &probes, &mut v.probes, u)),
+            u = wl.next() => {
+                let put = put_ids(&keys, &loads, &u);
+                mesh.write(|v| {
+                    apply(&keys, &loads, &mut v.loads, u);
+                    crate::metrics::watch_lag("loads", put.iter().filter_map(|id| Some(v.loads.get(id)?.at_ms)));
+                })
+            }
+            u = wp.next() => {
+                let put = put_ids(&keys, &probes, &u);
+                mesh.write(|v| {
+                    apply(&keys, &probes, &mut v.probes, u);
+                    crate::metrics::watch_lag("probes", put.iter().filter_map(|id| Some(v.probes.get(id)?.at_ms)));
+                })
+            }
             u = wr.next() => mesh.write(|v| apply(&keys, &routes, &mut v.routes, u)),
         }
         // Ready only once the update that completed the sync is in the view.
         let all = w.iter().all(|w| w.is_connected());
         mesh.connected
             .send_if_modified(|c| std::mem::replace(c, all) != all);
+        metrics::gauge!("rtn_controller_store_connected").set(if all { 1.0 } else { 0.0 });
+    }
+}
+
+/// The edges whose records a watch update writes (for the watch lag; a
+/// snapshot is not a change and is left out).
+fn put_ids(keys: &KeyLayout, dir: &str, update: &Update) -> Vec<EdgeId> {
+    match update {
+        Update::Snapshot(_) => vec![],
+        Update::Events(evs) => evs
+            .iter()
+            .filter(|e| matches!(e, WatchEvent::Put(_)))
+            .filter_map(|e| keys.id_in(dir, e.key()))
+            .collect(),
     }
 }
 

@@ -1,16 +1,64 @@
 //! The process-wide Prometheus recorder. One per process: the lab runs edges
 //! and controllers in one process, and they all render through this handle
-//! (edges' series carry an `edge` label, the controller's a `region`).
+//! (edges' series carry an `edge` label, the controller's a `region` and,
+//! where two controllers of a region could share a process, a `controller`).
+//!
+//! Naming follows Prometheus' conventions: `rtn_` prefix, base units in the
+//! name (`_seconds`, `_bytes`, `_ratio`), `_total` on counters, and labels
+//! with bounded values only (edge and peer ids, regions, controller names,
+//! reasons); never user, session or channel ids. Every metric is described
+//! here or in `edge_node::metrics`, and listed in `docs/observability.md`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use async_trait::async_trait;
+use bytes::Bytes;
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::{self, ControlStore, Expect, KeyValue, LeaseId, Revision, WatchStream};
+
+/// Buckets for link round-trip times: loopback to the far side of the
+/// planet through a congested path (1 ms .. 1 s; ITU-T G.114 puts
+/// unacceptable one-way delay at 400 ms).
+pub const WAN_RTT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.150, 0.200, 0.300, 0.500, 1.0,
+];
+/// Buckets for route computations: sub-millisecond for a small region up to
+/// the design's 1 s budget for 1,000 edges and beyond.
+pub const COMPUTE_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Buckets for the controller's watch lag (a record's write to its arrival
+/// in the controller's view): milliseconds normally, seconds in trouble.
+pub const WATCH_LAG_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("rtn_edge_link_rtt_seconds".into()),
+                    WAN_RTT_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("rtn_controller_compute_seconds".into()),
+                        COMPUTE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("rtn_controller_watch_lag_seconds".into()),
+                        WATCH_LAG_BUCKETS,
+                    )
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding app):
             // then this handle renders nothing.
@@ -25,27 +73,178 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         "rtn_controller_leader",
-        "1 while this controller leads its region."
+        "1 while this controller (label controller) leads its region, else 0."
+    );
+    describe_counter!(
+        "rtn_controller_leadership_changes_total",
+        "Leadership transitions of this controller: acquired, lost (lease gone) or resigned (stopping)."
     );
     describe_histogram!(
         "rtn_controller_compute_seconds",
-        "Time to compute the routes of the region's edges."
+        Unit::Seconds,
+        "Time to compute the routes of the region's edges (one observation per computation; _count is the number of computations)."
     );
-    describe_gauge!("rtn_controller_graph_edges", "Edges in the mesh graph.");
+    describe_gauge!(
+        "rtn_controller_graph_edges",
+        "Edges in the mesh graph of the last computation."
+    );
     describe_gauge!(
         "rtn_controller_graph_links",
-        "Usable probed links in the mesh graph."
+        "Usable probed links in the mesh graph of the last computation."
     );
     describe_counter!(
-        "rtn_controller_route_publications",
+        "rtn_controller_route_publications_total",
         "Route records written to the store (only changed ones are written)."
     );
     describe_counter!(
-        "rtn_controller_api_requests",
-        "Public API requests by endpoint and status."
+        "rtn_controller_api_requests_total",
+        "API requests by endpoint and HTTP status."
+    );
+    describe_counter!(
+        "rtn_controller_nearest_requests_total",
+        "Nearest-edge lookups by outcome: ok, unlocated (no GeoIP location: a spread over regions), no_edges, or the error code (rate_limited, invalid_ip, ...)."
     );
     describe_gauge!(
         "rtn_controller_store_connected",
-        "1 while every watch on the store is established."
+        "1 while every watch of the controller's mirror on the store is established."
     );
+    describe_counter!(
+        "rtn_controller_store_operations_total",
+        "Control store operations by the controller, by operation and result (ok or error)."
+    );
+    describe_gauge!(
+        "rtn_controller_history_links",
+        "Links whose history the dashboard's observer keeps."
+    );
+    describe_gauge!(
+        "rtn_controller_gone_edges",
+        "Edges that left the registry in the last 10 minutes, kept for the dashboard."
+    );
+    describe_histogram!(
+        "rtn_controller_watch_lag_seconds",
+        Unit::Seconds,
+        "Age of a load or probe record when the controller's mirror applies it (writer's clock to the controller's)."
+    );
+}
+
+/// Record the route computation's duration.
+pub fn compute_duration(region: &str, took: Duration) {
+    metrics::histogram!("rtn_controller_compute_seconds", "region" => region.to_string())
+        .record(took);
+}
+
+/// Record the age of records the mirror just applied (`at_ms`: the writer's
+/// wall clock). Clock skew between machines shows up here; negative ages
+/// count as 0.
+pub fn watch_lag(dir: &'static str, at_ms: impl Iterator<Item = u64>) {
+    let now = crate::records::now_ms();
+    let h = metrics::histogram!("rtn_controller_watch_lag_seconds", "dir" => dir);
+    for at in at_ms {
+        h.record(now.saturating_sub(at) as f64 / 1000.0);
+    }
+}
+
+/// A control store that counts the controller's operations on the store it
+/// wraps, by operation and result (`rtn_controller_store_operations_total`).
+/// Watches count when they are established: each re-establishment after a
+/// break counts again.
+pub struct MeteredStore {
+    inner: Arc<dyn ControlStore>,
+    region: String,
+    controller: String,
+}
+
+impl MeteredStore {
+    pub fn wrap(
+        inner: Arc<dyn ControlStore>,
+        region: &str,
+        controller: &str,
+    ) -> Arc<dyn ControlStore> {
+        prometheus();
+        Arc::new(MeteredStore {
+            inner,
+            region: region.to_string(),
+            controller: controller.to_string(),
+        })
+    }
+
+    fn count<T>(&self, op: &'static str, r: &store::Result<T>) {
+        let result = if r.is_ok() { "ok" } else { "error" };
+        metrics::counter!(
+            "rtn_controller_store_operations_total",
+            "region" => self.region.clone(),
+            "controller" => self.controller.clone(),
+            "op" => op,
+            "result" => result
+        )
+        .increment(1);
+    }
+}
+
+#[async_trait]
+impl ControlStore for MeteredStore {
+    async fn get(&self, key: &str) -> store::Result<Option<KeyValue>> {
+        let r = self.inner.get(key).await;
+        self.count("get", &r);
+        r
+    }
+
+    async fn get_prefix(&self, prefix: &str) -> store::Result<(Vec<KeyValue>, Revision)> {
+        let r = self.inner.get_prefix(prefix).await;
+        self.count("get_prefix", &r);
+        r
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    ) -> store::Result<Revision> {
+        let r = self.inner.put(key, value, lease).await;
+        self.count("put", &r);
+        r
+    }
+
+    async fn delete(&self, key: &str) -> store::Result<bool> {
+        let r = self.inner.delete(key).await;
+        self.count("delete", &r);
+        r
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expect: Expect,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    ) -> store::Result<std::result::Result<Revision, Option<KeyValue>>> {
+        let r = self.inner.compare_and_swap(key, expect, value, lease).await;
+        self.count("compare_and_swap", &r);
+        r
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> store::Result<LeaseId> {
+        let r = self.inner.grant_lease(ttl).await;
+        self.count("grant_lease", &r);
+        r
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> store::Result<()> {
+        let r = self.inner.keep_alive(lease).await;
+        self.count("keep_alive", &r);
+        r
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> store::Result<()> {
+        let r = self.inner.revoke_lease(lease).await;
+        self.count("revoke_lease", &r);
+        r
+    }
+
+    async fn watch_prefix(&self, prefix: &str, from: Revision) -> store::Result<WatchStream> {
+        let r = self.inner.watch_prefix(prefix, from).await;
+        self.count("watch", &r);
+        r
+    }
 }

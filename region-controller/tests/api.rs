@@ -234,7 +234,7 @@ async fn nearest_edges_over_http() {
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(
             text.lines()
-                .any(|l| l.starts_with("rtn_controller_api_requests{")
+                .any(|l| l.starts_with("rtn_controller_api_requests_total{")
                     && l.contains(r#"endpoint="/v1/edges/nearest""#)
                     && l.contains(r#"status="200""#)),
             "{text}"
