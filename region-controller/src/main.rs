@@ -18,6 +18,9 @@ use tracing::info;
 #[derive(Parser)]
 #[command(name = "region-controller", version, about = "RTN region controller")]
 struct Cli {
+    /// Log format: text, or json (one object per line, for log pipelines).
+    #[arg(long, global = true, env = "RTN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,12 +122,15 @@ fn etcd(_endpoints: Vec<String>) -> anyhow::Result<Arc<dyn ControlStore>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    );
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match cli.command {
         Command::CheckConfig(args) => {
             let cfg = args.load()?;
