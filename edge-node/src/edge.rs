@@ -227,6 +227,7 @@ impl Edge {
             .routes
             .unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
         let metrics = EdgeMetrics::new(cfg.edge.id);
+        metrics.info(&cfg.edge.region, &cfg.edge.city);
         let (effective, effective_rx) = watch::channel(routes.current());
         let store = match opts.store {
             Some(s) => Some(s),

@@ -22,16 +22,19 @@ pub struct MediaQueue {
     /// Set while the writer task holds a packet quinn has not taken yet.
     writer_busy: AtomicBool,
     drop_reason: &'static str,
+    /// Packets queued (shared by every client queue of an edge).
+    depth: metrics::Gauge,
 }
 
 impl MediaQueue {
-    pub fn new(capacity: usize, drop_reason: &'static str) -> Arc<Self> {
+    pub fn new(capacity: usize, drop_reason: &'static str, depth: metrics::Gauge) -> Arc<Self> {
         Arc::new(MediaQueue {
             inner: Mutex::new(VecDeque::with_capacity(capacity.min(64))),
             notify: Notify::new(),
             capacity,
             writer_busy: AtomicBool::new(false),
             drop_reason,
+            depth,
         })
     }
 
@@ -51,6 +54,8 @@ impl MediaQueue {
         if q.len() >= self.capacity {
             q.pop_front();
             metrics.media_dropped(self.drop_reason);
+        } else {
+            self.depth.increment(1.0);
         }
         q.push_back(pkt);
         drop(q);
@@ -74,6 +79,7 @@ impl MediaQueue {
                 let p = q.pop_front();
                 if p.is_some() {
                     self.writer_busy.store(true, Ordering::Release);
+                    self.depth.decrement(1.0);
                 }
                 p
             };
@@ -99,5 +105,12 @@ impl MediaQueue {
                 }
             }
         }
+    }
+}
+
+impl Drop for MediaQueue {
+    fn drop(&mut self) {
+        let left = self.inner.get_mut().map(|q| q.len()).unwrap_or(0);
+        self.depth.decrement(left as f64);
     }
 }

@@ -1,10 +1,17 @@
-//! Edge metrics. Handles are registered once per edge and kept, so the
-//! forwarding path does no label lookups. Every series carries `edge` (an
-//! edge's id: bounded), never user or channel ids.
+//! Edge metrics. Handles are registered once per edge (per peer for link and
+//! relay series) and kept, so the forwarding path does no label lookups.
+//! Every series carries `edge` (an edge's id: bounded); per-link and
+//! per-peer series carry `peer` (another edge's id); drops, errors and joins
+//! a `reason`/`result` from a fixed list; never user, session or channel ids.
+//! The metrics are listed in `docs/observability.md`.
 
-use metrics::{counter, gauge, Counter, Gauge};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::OnceLock;
+use protocol::EdgeId;
 
 /// The process-wide Prometheus recorder (one per process; several in-process
 /// edges share it, told apart by their `edge` label).
@@ -17,7 +24,11 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "rtn_edge_info",
+        "Always 1; labels give the edge's region, city and software version."
+    );
     describe_gauge!("rtn_edge_sessions", "Client connections currently open.");
     describe_gauge!(
         "rtn_edge_channels",
@@ -25,7 +36,7 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_joins_total",
-        "Join attempts by result (ok or refusal reason)."
+        "Join attempts by result: ok, or the refusal reason (token_expired, token_bad_signature, draining, ...)."
     );
     describe_counter!(
         "rtn_edge_media_packets_total",
@@ -33,11 +44,29 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_media_bytes_total",
-        "Media datagram bytes by direction and link kind."
+        Unit::Bytes,
+        "Media datagram bytes by direction (in/out) and link kind (client/relay)."
+    );
+    describe_counter!(
+        "rtn_edge_peer_media_packets_total",
+        "Media datagrams relayed to (out) or from (in) each peer edge."
+    );
+    describe_counter!(
+        "rtn_edge_peer_media_bytes_total",
+        Unit::Bytes,
+        "Media datagram bytes relayed to (out) or from (in) each peer edge."
     );
     describe_counter!(
         "rtn_edge_media_dropped_total",
         "Media datagrams dropped, by reason."
+    );
+    describe_gauge!(
+        "rtn_edge_client_queue_packets",
+        "Media datagrams waiting in the edge's client send queues (all sessions together)."
+    );
+    describe_gauge!(
+        "rtn_edge_relay_queue_packets",
+        "Media datagrams waiting in the send queue of the relay link to each peer."
     );
     describe_counter!(
         "rtn_edge_messages_total",
@@ -59,6 +88,14 @@ fn describe() {
         "rtn_edge_route_table_version",
         "Version of the route table in use."
     );
+    describe_counter!(
+        "rtn_edge_route_table_updates_total",
+        "Route tables applied (from the controller, static config, or a local reroute)."
+    );
+    describe_counter!(
+        "rtn_edge_route_changes_total",
+        "Destinations whose path changed in an applied route table."
+    );
     describe_gauge!(
         "rtn_edge_dead_peers",
         "Probe targets this edge currently sees dead."
@@ -67,17 +104,32 @@ fn describe() {
         "rtn_edge_local_reroutes_total",
         "Route tables rewritten because the edge's own probes saw a next hop die."
     );
-    describe_gauge!(
-        "rtn_edge_link_rtt_ms",
-        "Smoothed probe RTT to a peer edge, ms."
+    describe_counter!(
+        "rtn_edge_probes_sent_total",
+        "Probes sent to each peer (replies are rtn_edge_link_rtt_seconds_count)."
+    );
+    describe_histogram!(
+        "rtn_edge_link_rtt_seconds",
+        Unit::Seconds,
+        "Round-trip time of each answered probe to a peer edge."
     );
     describe_gauge!(
-        "rtn_edge_link_jitter_ms",
-        "Probe jitter to a peer edge, ms."
+        "rtn_edge_link_rtt_smoothed_seconds",
+        Unit::Seconds,
+        "Smoothed probe RTT to a peer edge (EWMA, gain 1/8): what routing uses."
+    );
+    describe_gauge!(
+        "rtn_edge_link_jitter_seconds",
+        Unit::Seconds,
+        "Probe RTT jitter to a peer edge (mean deviation, gain 1/16)."
     );
     describe_gauge!(
         "rtn_edge_link_loss_ratio",
-        "Probe loss to a peer edge over the window, 0..1."
+        "Probe loss to a peer edge over the last 50 probes, 0..1."
+    );
+    describe_gauge!(
+        "rtn_edge_link_up",
+        "1 while the peer answers probes, 0 once the edge sees it dead."
     );
     describe_counter!(
         "rtn_edge_store_writes_total",
@@ -89,8 +141,37 @@ fn describe() {
     );
     describe_gauge!(
         "rtn_edge_udp_buffer_bytes",
+        Unit::Bytes,
         "UDP socket buffer granted by the kernel, by direction."
     );
+}
+
+/// Per-peer link metrics, registered once per probed peer.
+struct LinkHandles {
+    rtt: Histogram,
+    sent: Counter,
+    gauges: OnceLock<LinkGauges>,
+}
+
+struct LinkGauges {
+    srtt: Gauge,
+    jitter: Gauge,
+    loss: Gauge,
+    up: Gauge,
+}
+
+/// Per-peer relay traffic counters, registered once per relay link.
+#[derive(Clone)]
+pub struct PeerCounters {
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+impl PeerCounters {
+    pub fn add(&self, len: usize) {
+        self.packets.increment(1);
+        self.bytes.increment(len as u64);
+    }
 }
 
 #[derive(Clone)]
@@ -116,6 +197,9 @@ pub struct EdgeMetrics {
     pub messages_in_relay: Counter,
     pub messages_out_client: Counter,
     pub messages_out_relay: Counter,
+    /// Depth of all client media queues together.
+    pub client_queue: Gauge,
+    links: Arc<Mutex<HashMap<EdgeId, Arc<LinkHandles>>>>,
 }
 
 impl EdgeMetrics {
@@ -125,6 +209,10 @@ impl EdgeMetrics {
         let packets = |dir: &'static str, link: &'static str| counter!("rtn_edge_media_packets_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
         let bytes = |dir: &'static str, link: &'static str| counter!("rtn_edge_media_bytes_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
         let messages = |dir: &'static str, link: &'static str| counter!("rtn_edge_messages_total", "edge" => edge.clone(), "dir" => dir, "link" => link);
+        // Present (at 0) from the start, so rates work from the first scrape.
+        let _ = counter!("rtn_edge_route_table_updates_total", "edge" => edge.clone());
+        let _ = counter!("rtn_edge_route_changes_total", "edge" => edge.clone());
+        let _ = counter!("rtn_edge_joins_total", "edge" => edge.clone(), "result" => "ok");
         EdgeMetrics {
             sessions: gauge!("rtn_edge_sessions", "edge" => edge.clone()),
             channels: gauge!("rtn_edge_channels", "edge" => edge.clone()),
@@ -146,17 +234,96 @@ impl EdgeMetrics {
             messages_in_relay: messages("in", "relay"),
             messages_out_client: messages("out", "client"),
             messages_out_relay: messages("out", "relay"),
+            client_queue: gauge!("rtn_edge_client_queue_packets", "edge" => edge.clone()),
+            links: Arc::default(),
             edge,
         }
     }
 
-    pub fn link(&self, peer: u32, rtt_ms: f64, jitter_ms: f64, loss: f64) {
+    /// The edge's static facts, as `rtn_edge_info`'s labels.
+    pub fn info(&self, region: &str, city: &str) {
+        gauge!("rtn_edge_info", "edge" => self.edge.clone(), "region" => region.to_string(),
+            "city" => city.to_string(), "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+    }
+
+    /// The link metrics of `peer`, registered on first use.
+    fn link_handles(&self, peer: EdgeId) -> Arc<LinkHandles> {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .entry(peer)
+            .or_insert_with(|| {
+                let (e, p) = (self.edge.clone(), peer.to_string());
+                Arc::new(LinkHandles {
+                    rtt: histogram!("rtn_edge_link_rtt_seconds", "edge" => e.clone(), "peer" => p.clone()),
+                    sent: counter!("rtn_edge_probes_sent_total", "edge" => e, "peer" => p),
+                    gauges: OnceLock::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// The prober's current view of the link to `peer`.
+    pub fn link(&self, peer: EdgeId, srtt: Duration, jitter: Duration, loss: f64, alive: bool) {
+        let handles = self.link_handles(peer);
+        let h = self.link_gauges(peer, &handles);
+        h.srtt.set(srtt.as_secs_f64());
+        h.jitter.set(jitter.as_secs_f64());
+        h.loss.set(loss);
+        h.up.set(if alive { 1.0 } else { 0.0 });
+    }
+
+    /// A peer seen dead before it ever answered, or no longer probed: its
+    /// link is reported down (the last figures stay until the process
+    /// restarts).
+    pub fn link_down(&self, peer: EdgeId) {
+        let handles = self.link_handles(peer);
+        self.link_gauges(peer, &handles).up.set(0.0);
+    }
+
+    /// The gauges of a link, registered once the prober has something to
+    /// say about it (not at the first probe: a link is not "down" before
+    /// its first answer is due).
+    fn link_gauges<'a>(&self, peer: EdgeId, h: &'a LinkHandles) -> &'a LinkGauges {
+        h.gauges.get_or_init(|| {
+            let (e, p) = (self.edge.clone(), peer.to_string());
+            LinkGauges {
+                srtt: gauge!("rtn_edge_link_rtt_smoothed_seconds", "edge" => e.clone(), "peer" => p.clone()),
+                jitter: gauge!("rtn_edge_link_jitter_seconds", "edge" => e.clone(), "peer" => p.clone()),
+                loss: gauge!("rtn_edge_link_loss_ratio", "edge" => e.clone(), "peer" => p.clone()),
+                up: gauge!("rtn_edge_link_up", "edge" => e, "peer" => p),
+            }
+        })
+    }
+
+    /// One answered probe.
+    pub fn probe_rtt(&self, peer: EdgeId, rtt: Duration) {
+        self.link_handles(peer).rtt.record(rtt.as_secs_f64());
+    }
+
+    pub fn probe_sent(&self, peer: EdgeId) {
+        self.link_handles(peer).sent.increment(1);
+    }
+
+    /// Relay traffic counters for one peer and direction ("in" or "out").
+    pub fn peer_media(&self, peer: EdgeId, dir: &'static str) -> PeerCounters {
         let peer = peer.to_string();
-        gauge!("rtn_edge_link_rtt_ms", "edge" => self.edge.clone(), "peer" => peer.clone())
-            .set(rtt_ms);
-        gauge!("rtn_edge_link_jitter_ms", "edge" => self.edge.clone(), "peer" => peer.clone())
-            .set(jitter_ms);
-        gauge!("rtn_edge_link_loss_ratio", "edge" => self.edge.clone(), "peer" => peer).set(loss);
+        PeerCounters {
+            packets: counter!("rtn_edge_peer_media_packets_total", "edge" => self.edge.clone(), "peer" => peer.clone(), "dir" => dir),
+            bytes: counter!("rtn_edge_peer_media_bytes_total", "edge" => self.edge.clone(), "peer" => peer, "dir" => dir),
+        }
+    }
+
+    /// The depth gauge of the relay link queue to `peer`.
+    pub fn relay_queue(&self, peer: EdgeId) -> Gauge {
+        gauge!("rtn_edge_relay_queue_packets", "edge" => self.edge.clone(), "peer" => peer.to_string())
+    }
+
+    /// A route table applied: `changed` destinations got a new path.
+    pub fn route_table_applied(&self, changed: usize) {
+        counter!("rtn_edge_route_table_updates_total", "edge" => self.edge.clone()).increment(1);
+        counter!("rtn_edge_route_changes_total", "edge" => self.edge.clone())
+            .increment(changed as u64);
     }
 
     pub fn store_write(&self, kind: &'static str) {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use protocol::datagram::Probe;
 use protocol::EdgeId;
 use tokio::sync::watch;
+use topology::probe::ReplyOutcome;
 use topology::{LinkStats, LinkSummary};
+use tracing::{info, warn};
 
 use crate::edge::EdgeCore;
 
@@ -78,12 +80,13 @@ impl Prober {
         self.dead.subscribe()
     }
 
-    pub fn on_reply(&self, peer: EdgeId, p: Probe) {
+    /// Record a reply; the RTT it measured if the statistics used it (for
+    /// the RTT histogram).
+    pub fn on_reply(&self, peer: EdgeId, p: Probe) -> Option<Duration> {
         let rtt = Duration::from_micros(self.now_us().saturating_sub(p.sent_at_us));
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = targets.get_mut(&peer) {
-            t.stats.on_reply(p.seq, rtt);
-        }
+        let outcome = targets.get_mut(&peer)?.stats.on_reply(p.seq, rtt);
+        matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late).then_some(rtt)
     }
 
     /// Links to every current target that has been measured.
@@ -155,6 +158,8 @@ fn dead_after(stats: &LinkStats) -> Duration {
 pub async fn run(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_dead = BTreeSet::new();
+    let mut was_probed = BTreeSet::new();
     loop {
         tick.tick().await;
         let mut targets: Vec<EdgeId> = core.route_table().probe.iter().copied().collect();
@@ -162,9 +167,37 @@ pub async fn run(core: Arc<EdgeCore>) {
         let probes = core.prober.round(&targets);
         for (peer, probe) in probes {
             core.relay.send_probe(peer, probe.encode());
+            core.metrics.probe_sent(peer);
         }
-        let dead = core.prober.dead.borrow().len();
-        core.metrics.dead_peers.set(dead as f64);
+        let dead = core.prober.dead.borrow().clone();
+        core.metrics.dead_peers.set(dead.len() as f64);
+        // Link metrics and up/down events, as the prober sees them.
+        let probed: BTreeSet<EdgeId> = targets.iter().copied().collect();
+        let links = core.prober.links();
+        for l in &links {
+            let s = &l.summary;
+            core.metrics.link(
+                l.peer,
+                Duration::from_secs_f64(s.rtt_ms / 1e3),
+                Duration::from_secs_f64(s.jitter_ms / 1e3),
+                s.loss,
+                !dead.contains(&l.peer),
+            );
+        }
+        let unmeasured = dead.iter().filter(|p| !links.iter().any(|l| l.peer == **p));
+        for peer in was_probed.difference(&probed).chain(unmeasured) {
+            core.metrics.link_down(*peer);
+        }
+        for peer in dead.difference(&was_dead) {
+            warn!(edge = core.id, peer, "link down: probes unanswered");
+        }
+        for peer in was_dead.difference(&dead) {
+            if probed.contains(peer) {
+                info!(edge = core.id, peer, "link up: probes answered again");
+            }
+        }
+        was_dead = dead;
+        was_probed = probed;
     }
 }
 

@@ -7,7 +7,7 @@
 //! from every link. Frames queued while a link is down wait (bounded) for it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::edge::EdgeCore;
 use crate::media_queue::MediaQueue;
+use crate::metrics::PeerCounters;
 use crate::routes::RouteTable;
 use crate::session::close;
 
@@ -41,6 +42,8 @@ pub struct RelayLink {
     conn: RwLock<Option<quinn::Connection>>,
     media: Arc<MediaQueue>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Media sent to `peer` (rtn_edge_peer_media_*_total{dir="out"}).
+    out: PeerCounters,
 }
 
 impl RelayLinks {
@@ -59,6 +62,7 @@ impl RelayLinks {
                 core.metrics
                     .media_out_relay_bytes
                     .increment(pkt.len() as u64);
+                link.out.add(pkt.len());
                 link.media.send(&conn, pkt, &core.metrics);
             }
             None => core.metrics.media_dropped("relay_link_down"),
@@ -135,9 +139,12 @@ fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
 /// Keep links to exactly the next hops of the current route table.
 pub async fn watch_routes(core: Arc<EdgeCore>) {
     let mut rx = core.routes.clone();
+    let mut previous: Option<Arc<RouteTable>> = None;
     loop {
         let table = rx.borrow_and_update().clone();
         core.metrics.route_version.set(table.version as f64);
+        log_route_changes(core.id, previous.as_deref(), &table, &core.metrics);
+        previous = Some(table.clone());
         let wanted = next_hops(core.id, &table);
         {
             let mut links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
@@ -160,14 +167,73 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
     }
 }
 
+/// Count and log the destinations whose path changed from `old` to `new`.
+fn log_route_changes(
+    me: EdgeId,
+    old: Option<&RouteTable>,
+    new: &RouteTable,
+    metrics: &crate::metrics::EdgeMetrics,
+) {
+    let Some(old) = old else {
+        metrics.route_table_applied(0);
+        return;
+    };
+    let mut changed: Vec<(EdgeId, Option<&Vec<EdgeId>>)> = new
+        .paths
+        .iter()
+        .filter(|(d, p)| old.paths.get(d) != Some(p))
+        .map(|(d, p)| (*d, Some(p)))
+        .chain(
+            old.paths
+                .keys()
+                .filter(|d| !new.paths.contains_key(d))
+                .map(|d| (*d, None)),
+        )
+        .collect();
+    metrics.route_table_applied(changed.len());
+    if changed.is_empty() {
+        return;
+    }
+    changed.sort_by_key(|(d, _)| *d);
+    // The first few changes, "dest:hop>hop>dest" ("dest:-" when removed):
+    // enough to see what moved without a line per destination.
+    let sample: Vec<String> = changed
+        .iter()
+        .take(8)
+        .map(|(d, p)| match p {
+            Some(p) => format!(
+                "{d}:{}",
+                p.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(">")
+            ),
+            None => format!("{d}:-"),
+        })
+        .collect();
+    info!(
+        edge = me,
+        version = new.version,
+        changed = changed.len(),
+        destinations = new.paths.len(),
+        paths = %sample.join(" "),
+        "route change"
+    );
+}
+
 fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
     let (tx, rx) = mpsc::channel(LINK_FRAME_QUEUE);
     let link = Arc::new(RelayLink {
         peer,
         frames: tx,
         conn: RwLock::new(None),
-        media: MediaQueue::new(LINK_MEDIA_QUEUE, "relay_queue_full"),
+        media: MediaQueue::new(
+            LINK_MEDIA_QUEUE,
+            "relay_queue_full",
+            core.metrics.relay_queue(peer),
+        ),
         task: Mutex::new(None),
+        out: core.metrics.peer_media(peer, "out"),
     });
     let task = tokio::spawn(run_link(core, link.clone(), rx));
     *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -190,7 +256,12 @@ async fn run_link(
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 core.metrics.relay_links.increment(1.0);
                 tokio::spawn(link.media.clone().run_writer(conn.clone()));
-                tokio::spawn(read_datagrams(core.clone(), conn.clone(), Some(link.peer)));
+                tokio::spawn(read_datagrams(
+                    core.clone(),
+                    conn.clone(),
+                    Some(link.peer),
+                    None,
+                ));
                 pump_frames(&mut rx, send, &conn).await;
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
@@ -271,8 +342,16 @@ async fn pump_frames(
 
 /// Read a relay connection's datagrams: media, and probes (answered on the
 /// same connection) or probe replies (on links this edge dialed to `peer`).
-async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection, peer: Option<EdgeId>) {
+/// `hello` learns the peer of an inbound link from its hello (for the
+/// per-peer traffic counters).
+async fn read_datagrams(
+    core: Arc<EdgeCore>,
+    conn: quinn::Connection,
+    peer: Option<EdgeId>,
+    hello: Option<Arc<OnceLock<EdgeId>>>,
+) {
     let mut warned = false;
+    let mut from: Option<PeerCounters> = peer.map(|p| core.metrics.peer_media(p, "in"));
     while let Ok(d) = conn.read_datagram().await {
         if matches!(d.first(), Some(&TYPE_PROBE | &TYPE_PROBE_REPLY)) {
             match Probe::decode(&d) {
@@ -281,7 +360,9 @@ async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection, peer: Opti
                 }
                 Ok(p) => {
                     if let Some(peer) = peer {
-                        core.prober.on_reply(peer, p);
+                        if let Some(rtt) = core.prober.on_reply(peer, p) {
+                            core.metrics.probe_rtt(peer, rtt);
+                        }
                     }
                 }
                 Err(_) => core.metrics.protocol_error("malformed_probe"),
@@ -290,6 +371,13 @@ async fn read_datagrams(core: Arc<EdgeCore>, conn: quinn::Connection, peer: Opti
         }
         core.metrics.media_in_relay.increment(1);
         core.metrics.media_in_relay_bytes.increment(d.len() as u64);
+        if from.is_none() {
+            from =
+                (hello.as_ref().and_then(|h| h.get())).map(|p| core.metrics.peer_media(*p, "in"));
+        }
+        if let Some(c) = &from {
+            c.add(d.len());
+        }
         match RelayDatagram::decode(d) {
             Ok(dg) => core.media_from_relay(dg),
             Err(e) => {
@@ -317,7 +405,13 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
         );
         return;
     }
-    tokio::spawn(read_datagrams(core.clone(), conn.clone(), None));
+    let hello = Arc::new(OnceLock::new());
+    tokio::spawn(read_datagrams(
+        core.clone(),
+        conn.clone(),
+        None,
+        Some(hello.clone()),
+    ));
     let Ok((_send, mut recv)) = conn.accept_bi().await else {
         return;
     };
@@ -331,6 +425,7 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     Some(RK::Hello(h)) => {
                         debug!(edge = core.id, peer = h.edge_id, "relay hello");
                         peer = Some(h.edge_id);
+                        let _ = hello.set(h.edge_id);
                     }
                     _ if peer.is_none() => {
                         core.metrics.protocol_error("relay_no_hello");

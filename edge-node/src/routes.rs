@@ -177,6 +177,7 @@ pub async fn compose(
         let t = effective_table(me, &b, &d, version);
         if t.paths != b.paths {
             reroutes.increment(1);
+            tracing::info!(edge = me, dead = ?d, version, "local reroute: paths through dead next hops moved to backups");
         }
         out.send_replace(Arc::new(t));
         tokio::select! {

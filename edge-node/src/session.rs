@@ -92,7 +92,11 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         }
     };
     let (tx, rx) = mpsc::channel(limits.client_frame_queue);
-    let media = MediaQueue::new(limits.subscriber_queue, "subscriber_queue_full");
+    let media = MediaQueue::new(
+        limits.subscriber_queue,
+        "subscriber_queue_full",
+        core.metrics.client_queue.clone(),
+    );
     let handle = Arc::new(ClientHandle {
         conn: conn.clone(),
         frames: tx,
@@ -232,6 +236,8 @@ impl Session {
         let rid = j.request_id;
         let refuse = |code, msg: String| Err((rid, Refusal(code, msg)));
         if self.core.is_draining() {
+            self.core.metrics.join("draining");
+            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "draining", "join refused");
             return refuse(ErrorCode::GoingAway, "edge is draining".into());
         }
         let now = SystemTime::now()
@@ -243,12 +249,13 @@ impl Session {
             Err(e) => {
                 self.core.metrics.join(reason_label(e.code()));
                 // Logged without the token: it is a credential.
-                info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), error = %e, "join refused");
+                info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = reason_label(e.code()), error = %e, "join refused");
                 return refuse(e.code(), e.to_string());
             }
         };
         if j.subscribe_all && !claims.can_subscribe {
             self.core.metrics.join("no_subscribe_right");
+            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "no_subscribe_right", user = %claims.user_id, "join refused");
             return refuse(
                 ErrorCode::NoSubscribeRight,
                 "token does not grant subscribe".into(),
@@ -256,9 +263,13 @@ impl Session {
         }
         let id = ChannelId::derive(&claims.app_id, &claims.channel);
         if self.joined.contains_key(&id) {
+            self.core.metrics.join("already_joined");
+            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "already_joined", channel = %id, user = %claims.user_id, "join refused");
             return refuse(ErrorCode::AlreadyJoined, "already joined".into());
         }
         if self.joined.len() >= MAX_CHANNELS_PER_SESSION {
+            self.core.metrics.join("too_many_channels");
+            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "too_many_channels", channel = %id, user = %claims.user_id, "join refused");
             return refuse(
                 ErrorCode::TooManyChannels,
                 format!("at most {MAX_CHANNELS_PER_SESSION} channels"),
