@@ -10,7 +10,7 @@ log() { printf '\n==> %s\n' "$*"; }
 install_debian_packages() {
     # etcd for the control-store tests; protoc for etcd-client's build script
     # (the protocol crate brings its own protoc).
-    local want=(etcd-server protobuf-compiler) missing=()
+    local want=(etcd-server protobuf-compiler prometheus) missing=()
     for p in "${want[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
