@@ -78,6 +78,11 @@ struct RunArgs {
     ca: PathBuf,
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// A local address clients send from; repeat for several (round robin),
+    /// e.g. loopback addresses placed in different cities by a WAN
+    /// emulation. Default: the system's choice.
+    #[arg(long = "client-ip")]
+    client_ips: Vec<std::net::IpAddr>,
     /// Seconds of traffic.
     #[arg(long, default_value_t = 30)]
     duration: u64,
@@ -121,6 +126,27 @@ enum Bench {
         /// Seconds of measured publishing.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One-way media latency through chains of 1..N edges vs a direct quinn
+    /// flow in the same run: added latency per relay hop (p50/p99).
+    Multihop {
+        /// Longest chain, in edges.
+        #[arg(long, default_value_t = 4)]
+        max_hops: usize,
+        /// Packets per second of every flow.
+        #[arg(long, default_value_t = 1000)]
+        pps: u32,
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+        /// Rounds; in each, every flow gets one turn.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// Seconds of each turn.
+        #[arg(long, default_value_t = 1.0)]
+        turn: f64,
         /// Print the report as JSON too.
         #[arg(long)]
         json: bool,
@@ -173,6 +199,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 ca_pem,
                 clients: args.clients,
+                local_ips: args.client_ips,
                 duration: Duration::from_secs(args.duration),
                 report: args.report,
                 verbose: true,
@@ -256,6 +283,31 @@ fn main() -> anyhow::Result<()> {
             };
             let r = rt.block_on(loadtest::bench_fanout::run(p))?;
             loadtest::bench_fanout::print(&r);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Multihop {
+                    max_hops,
+                    pps,
+                    payload,
+                    rounds,
+                    turn,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_multihop::Params {
+                max_hops,
+                pps,
+                payload,
+                rounds,
+                turn: Duration::from_secs_f64(turn),
+                ..Default::default()
+            };
+            let r = rt.block_on(loadtest::bench_multihop::run(p))?;
+            loadtest::bench_multihop::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }

@@ -20,6 +20,10 @@ pub struct RunOptions {
     /// PEM CA the edges' certificates chain to.
     pub ca_pem: Vec<u8>,
     pub clients: usize,
+    /// Local addresses the clients send from, round robin (e.g. loopback
+    /// addresses a WAN emulation places in different cities); empty: the
+    /// system's choice.
+    pub local_ips: Vec<std::net::IpAddr>,
     pub duration: Duration,
     pub report: Option<PathBuf>,
     pub verbose: bool,
@@ -47,12 +51,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
     let specs: Vec<ClientSpec> = (0..opts.clients)
         .map(|i| {
             let controller = &opts.controllers[i % opts.controllers.len()];
+            let local_ip =
+                (!opts.local_ips.is_empty()).then(|| opts.local_ips[i % opts.local_ips.len()]);
             ClientSpec {
                 name: format!("run-{i}"),
-                // Calls pair clients of different controllers where there
-                // are several (different regions), any two otherwise.
-                place: controller.clone(),
-                config: client_config(&opts.ca_pem, controller, None, None),
+                // Calls pair clients of different controllers or addresses
+                // where there are several (different regions), any two
+                // otherwise.
+                place: format!("{controller} {local_ip:?}"),
+                config: client_config(&opts.ca_pem, controller, local_ip, None),
             }
         })
         .collect();

@@ -72,6 +72,7 @@ async fn run_drives_a_deployment_through_its_public_api() {
             },
             ca_pem: pki.ca_pem().into_bytes(),
             clients: 6,
+            local_ips: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],
             duration: Duration::from_secs(5),
             report: None,
             verbose: false,
