@@ -39,7 +39,8 @@ pub fn token(channel: &str, user: &str, publish: bool, subscribe: bool) -> Strin
 }
 
 /// In-process edges sharing one dev mesh CA, every edge knowing every other
-/// (reached directly unless [`Mesh::set_paths`] says otherwise).
+/// (reached directly unless [`Mesh::set_paths`] says otherwise). No probe
+/// targets: the routes stay as given, whatever the machine's load.
 pub struct Mesh {
     pub pki: DevPki,
     pub edges: Vec<Edge>,
@@ -51,6 +52,10 @@ impl Mesh {
         let mut edges = vec![];
         for &id in ids {
             let mut cfg = EdgeConfig::dev(id, APP, SECRET);
+            // No probes run on these static routes, and an idle relay link
+            // (one that carries no media, e.g. back up a chain) would time
+            // out after the default 10 s and be redialled mid-run.
+            cfg.limits.client_idle_timeout_ms = 120_000;
             tweak(&mut cfg);
             let opts = EdgeOptions {
                 tls: Some(pki.material(&["localhost".into()])?),
@@ -106,7 +111,12 @@ impl Mesh {
         for e in &self.edges {
             e.routes.publish(RouteTable::default());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.edges.iter().any(|e| !e.core.relay.up().is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for e in self.edges {
             e.kill().await;
         }

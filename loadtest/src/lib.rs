@@ -5,6 +5,8 @@
 //!   in the same run (packet-rate ratio, added latency).
 //! - [`bench_fanout`]: one publisher to many subscribers over several edges
 //!   (delivery, CPU per delivered Mbit/s, packets per overlay link).
+//! - [`bench_multihop`]: media latency through chains of 1..4 edges versus
+//!   a direct quinn flow in the same run (added latency per hop).
 //! - [`lab`]: a global mesh on one machine with emulated WAN, a traffic mix
 //!   and failure injection, and the report of what users felt (the README's
 //!   first command).
@@ -15,6 +17,7 @@
 
 pub mod bench_fanout;
 pub mod bench_forwarding;
+pub mod bench_multihop;
 pub mod bench_util;
 pub mod demo;
 pub mod lab;
