@@ -75,23 +75,26 @@ struct Flow {
     _keep: Vec<quinn::Endpoint>,
 }
 
+/// A datagram carrying its send time (ns since `base`) in its first 8
+/// payload bytes, behind `header` if the flow has one.
+fn make_packet(header: Option<MediaHeader>, seq: u32, sent_ns: u64, payload: usize) -> Bytes {
+    let mut body = vec![0u8; payload.max(8)];
+    body[..8].copy_from_slice(&sent_ns.to_be_bytes());
+    match header {
+        Some(h) => MediaHeader { sequence: seq, ..h }
+            .encode(&body)
+            .unwrap_or_default(),
+        None => Bytes::from(body),
+    }
+}
+
 fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
 impl Flow {
     fn packet(&self, seq: u32, sent_ns: u64, payload: usize) -> Bytes {
-        let mut body = vec![0u8; payload.max(8)];
-        body[..8].copy_from_slice(&sent_ns.to_be_bytes());
-        match &self.header {
-            Some(h) => MediaHeader {
-                sequence: seq,
-                ..*h
-            }
-            .encode(&body)
-            .unwrap_or_default(),
-            None => Bytes::from(body),
-        }
+        make_packet(self.header, seq, sent_ns, payload)
     }
 
     fn offset(&self) -> usize {
@@ -144,23 +147,33 @@ impl Flow {
                 }
             }
         });
-        // Send in 1 ms ticks, the packets due in each.
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        let mut sent = 0u64;
-        let mut seq = 0u32;
-        let start = Instant::now();
-        while start.elapsed() < p.latency_for {
-            tick.tick().await;
-            let due = (start.elapsed().as_secs_f64() * pps) as u64;
-            while sent < due {
-                let pkt = self.packet(seq, now_ns(base), p.payload);
-                if self.tx.send_datagram_wait(pkt).await.is_err() {
-                    break;
+        // Paced from a thread of its own in 100 µs steps, the packets due in
+        // each: evenly spread like the sum of many independent media flows.
+        // (Tokio's 1 ms ticks sent ~300-packet bursts whose own queueing
+        // dominated the p99 of both flows.)
+        let (tx, header, payload, latency_for) =
+            (self.tx.clone(), self.header, p.payload, p.latency_for);
+        let pacer = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut seq = 0u32;
+            let start = Instant::now();
+            while start.elapsed() < latency_for {
+                let due = (start.elapsed().as_secs_f64() * pps) as u64;
+                while sent < due {
+                    let pkt = make_packet(header, seq, now_ns(base), payload);
+                    if tx.send_datagram(pkt).is_err() {
+                        return sent;
+                    }
+                    sent += 1;
+                    seq = seq.wrapping_add(1);
                 }
-                sent += 1;
-                seq = seq.wrapping_add(1);
+                std::thread::sleep(Duration::from_micros(100));
             }
-        }
+            sent
+        });
+        let sent = tokio::task::spawn_blocking(move || pacer.join().unwrap_or(0))
+            .await
+            .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(300)).await;
         reader.abort();
         let v = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
