@@ -7,6 +7,8 @@
 //!   (delivery, CPU per delivered Mbit/s, packets per overlay link).
 //! - [`bench_multihop`]: media latency through chains of 1..4 edges versus
 //!   a direct quinn flow in the same run (added latency per hop).
+//! - [`bench_memory`]: an idle `edge-node` process's RSS and the bytes each
+//!   idle session adds.
 //! - [`lab`]: a global mesh on one machine with emulated WAN, a traffic mix
 //!   and failure injection, and the report of what users felt (the README's
 //!   first command).
@@ -17,6 +19,7 @@
 
 pub mod bench_fanout;
 pub mod bench_forwarding;
+pub mod bench_memory;
 pub mod bench_multihop;
 pub mod bench_util;
 pub mod demo;

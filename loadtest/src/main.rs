@@ -151,6 +151,28 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// An idle edge-node process's RSS, then with N idle sessions joined:
+    /// bytes per session.
+    Memory {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Sessions per channel; 0: all in one channel.
+        #[arg(long, default_value_t = 0)]
+        channel_size: usize,
+        /// Seconds to wait before each RSS reading.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+        /// The edge-node binary; default: next to this one.
+        #[arg(long)]
+        edge_bin: Option<PathBuf>,
+        /// Run the edge in this process instead (the RSS then includes the
+        /// clients' side of every connection).
+        #[arg(long)]
+        in_process: bool,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -308,6 +330,35 @@ fn main() -> anyhow::Result<()> {
             };
             let r = rt.block_on(loadtest::bench_multihop::run(p))?;
             loadtest::bench_multihop::print(&r);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Memory {
+                    sessions,
+                    channel_size,
+                    settle,
+                    edge_bin,
+                    in_process,
+                    json,
+                },
+        } => {
+            use loadtest::bench_memory::{Mode, Params};
+            let p = Params {
+                sessions,
+                channel_size,
+                settle: Duration::from_secs_f64(settle),
+                mode: if in_process {
+                    Mode::InProcess
+                } else {
+                    Mode::Process(edge_bin)
+                },
+                ..Default::default()
+            };
+            let r = rt.block_on(loadtest::bench_memory::run(p))?;
+            loadtest::bench_memory::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
