@@ -8,16 +8,25 @@
 //!   revision + 1, so no event is missed or repeated; silence is detected by
 //!   asking for progress notifications and timing out when none come;
 //! - leases: callers refresh at TTL/3 (see `election.rs`); a refresh that
-//!   finds the lease gone reports `LeaseNotFound`.
+//!   finds the lease gone reports `LeaseNotFound`;
+//! - TLS ([`EtcdTls`]): the members' certificates are verified against the
+//!   etcd CA and a client certificate is presented (the cluster requires
+//!   one). The material is parsed and checked when the store is built, so a
+//!   bad file fails at start, not at every redial; TLS failures while dialing
+//!   are reported with their cause (unknown issuer, certificate required...).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::{mpsc, Mutex};
 use tracing::{debug, warn};
 
@@ -34,12 +43,219 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub struct EtcdStore {
-    endpoints: Vec<String>,
+    target: Target,
     client: Mutex<Option<Client>>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// TLS settings of the etcd client: the CA that signed the members'
+/// certificates, the client certificate and key presented to them (etcd
+/// with `client-cert-auth` refuses clients without one), and optionally the
+/// name the members' certificates are verified against (default: each
+/// endpoint's host, an IP address SAN for IP endpoints).
+#[derive(Clone)]
+pub struct EtcdTls {
+    ca_pem: Vec<u8>,
+    /// (certificate chain PEM, private key PEM)
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("client_cert", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid(format!("{what}: {e}"))
+}
+
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl EtcdTls {
+    /// Verify the members against the CA certificate(s) in `ca_pem`.
+    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Result<Self> {
+        let ca_pem = ca_pem.into();
+        roots(&ca_pem)?;
+        Ok(EtcdTls {
+            ca_pem,
+            identity: None,
+            server_name: None,
+        })
+    }
+
+    /// Present this certificate (chain) and key to the members. Checked:
+    /// both parse and the key is the certificate's.
+    pub fn with_client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Result<Self> {
+        let (cert_pem, key_pem) = (cert_pem.into(), key_pem.into());
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| invalid("etcd client certificate", e))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                "etcd client certificate",
+                "no PEM CERTIFICATE block",
+            ));
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| invalid("etcd client key", e))?;
+        rustls::ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("etcd client TLS", e))?
+            .with_root_certificates(roots(&self.ca_pem)?)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| invalid("etcd client certificate and key", e))?;
+        self.identity = Some((cert_pem, key_pem));
+        Ok(self)
+    }
+
+    /// Verify the members' certificates against `name` instead of each
+    /// endpoint's host (for certificates that name the cluster, e.g.
+    /// `etcd.internal`, reached at IP addresses).
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        ServerName::try_from(name.as_str()).map_err(|e| invalid("etcd server name", e))?;
+        self.server_name = Some(name);
+        Ok(self)
+    }
+
+    /// Read the CA and, when given, the client certificate and key.
+    pub fn from_files(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Self> {
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| invalid(&format!("{what} {}", p.display()), e))
+        };
+        // Name the files in the errors about their contents.
+        let within = |files: String, e: StoreError| match e {
+            StoreError::Invalid(m) => StoreError::Invalid(format!("{m} ({files})")),
+            other => other,
+        };
+        let tls =
+            EtcdTls::new(read("etcd CA", ca)?).map_err(|e| within(ca.display().to_string(), e))?;
+        match client {
+            Some((cert, key)) => tls
+                .with_client_cert(
+                    read("etcd client certificate", cert)?,
+                    read("etcd client key", key)?,
+                )
+                .map_err(|e| within(format!("{}, {}", cert.display(), key.display()), e)),
+            None => Ok(tls),
+        }
+    }
+
+    /// The TLS settings of a config's `etcd_ca`, `etcd_cert`, `etcd_key` and
+    /// `etcd_server_name`: None without a CA (plain http). The config's
+    /// validation already checked that the files exist and that certificate
+    /// and key come together; this reads and checks their contents.
+    pub fn from_paths(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        server_name: Option<&str>,
+    ) -> Result<Option<Self>> {
+        let Some(ca) = ca else {
+            if cert.is_some() || key.is_some() || server_name.is_some() {
+                return Err(StoreError::Invalid(
+                    "an etcd client certificate, key or server name needs the etcd CA".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Invalid(
+                    "the etcd client certificate and key go together".into(),
+                ))
+            }
+        };
+        let tls = Self::from_files(ca, client)?;
+        match server_name {
+            Some(n) => tls.with_server_name(n).map(Some),
+            None => Ok(Some(tls)),
+        }
+    }
+
+    pub fn has_client_cert(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    fn options(&self) -> TlsOptions {
+        let mut o = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            o = o.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            o = o.domain_name(name.clone());
+        }
+        o
+    }
+}
+
+fn roots(ca_pem: &[u8]) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| invalid("etcd CA", e))?;
+        roots.add(cert).map_err(|e| invalid("etcd CA", e))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("etcd CA", "no PEM CERTIFICATE block"));
+    }
+    Ok(roots)
+}
+
+/// Where and how to dial: endpoints and TLS, checked against each other.
+#[derive(Clone)]
+struct Target {
+    endpoints: Vec<String>,
+    tls: Option<TlsOptions>,
+    /// None without TLS, else whether a client certificate is presented.
+    client_cert: Option<bool>,
+}
+
+impl Target {
+    fn new(endpoints: Vec<String>, tls: Option<&EtcdTls>) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(StoreError::Invalid("no etcd endpoints".into()));
+        }
+        for e in &endpoints {
+            let https = e.starts_with("https://");
+            if https && tls.is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "etcd endpoint {e} is https:// but no TLS settings were given (the etcd CA, and a client certificate and key)"
+                )));
+            }
+            if !https && tls.is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "etcd endpoint {e} is not https:// but TLS settings were given: use https:// endpoints, or no TLS settings for plain http"
+                )));
+            }
+        }
+        Ok(Target {
+            endpoints,
+            tls: tls.map(EtcdTls::options),
+            client_cert: tls.map(EtcdTls::has_client_cert),
+        })
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let opts = self.tls.clone().map(|t| ConnectOptions::new().with_tls(t));
+        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&self.endpoints, opts)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(unavailable(self, e)),
+            Err(_) => Err(StoreError::Unavailable("connect timed out".into())),
+        }
+    }
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -52,35 +268,95 @@ fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {
     }
 }
 
-async fn connect(endpoints: &[String]) -> Result<Client> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(endpoints, None)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(unavailable(e)),
-        Err(_) => Err(StoreError::Unavailable("connect timed out".into())),
+/// An etcd-client error as an operator can act on it: the innermost causes
+/// (a refused connection, an alert from etcd, a certificate that does not
+/// verify) rather than the gRPC wrapping, with a hint for TLS failures.
+fn unavailable(target: &Target, e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    use std::error::Error as _;
+    let (mut msg, mut source) = match &e {
+        E::GRpcStatus(s) => (s.message().to_string(), s.source()),
+        E::TransportError(t) => (t.to_string(), t.source()),
+        other => (other.to_string(), None),
+    };
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    if let Some(hint) = tls_hint(&msg, target.client_cert) {
+        msg.push_str(" (");
+        msg.push_str(hint);
+        msg.push(')');
+    }
+    StoreError::Unavailable(msg)
+}
+
+/// `client_cert`: None without TLS, else whether a certificate is presented.
+fn tls_hint(msg: &str, client_cert: Option<bool>) -> Option<&'static str> {
+    // With TLS 1.3 etcd checks the client's certificate after the client
+    // finished its handshake: the refusal shows as an alert or, as often,
+    // as a connection closed under the first request.
+    let closed = [
+        "received fatal alert",
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|m| msg.to_lowercase().contains(m));
+    if msg.contains("invalid peer certificate") {
+        Some("etcd's certificate does not verify against the configured etcd CA, or is not valid for the endpoint's name")
+    } else if msg.contains("tls handshake eof") || msg.contains("InvalidContentType") {
+        Some("the endpoint does not speak TLS: is it etcd's TLS client port?")
+    } else if closed && client_cert == Some(false) {
+        Some("no client certificate is configured: etcd with client-cert-auth ends such sessions; set the etcd client certificate and key")
+    } else if closed && client_cert == Some(true) {
+        Some("if this persists: etcd ends the sessions of client certificates that its CA did not sign or that expired, and a port without TLS does too")
+    } else if closed && client_cert.is_none() {
+        Some("if the endpoint serves TLS, use https:// with the etcd CA and a client certificate")
+    } else {
+        None
     }
 }
 
 impl EtcdStore {
-    /// Connect to `endpoints` (e.g. `http://127.0.0.1:2379`).
+    /// Connect to `endpoints` over plain http (e.g. `http://127.0.0.1:2379`).
     pub async fn connect(endpoints: Vec<String>) -> Result<Self> {
-        if endpoints.is_empty() {
-            return Err(StoreError::Invalid("no etcd endpoints".into()));
-        }
-        let client = connect(&endpoints).await?;
-        Ok(EtcdStore {
-            endpoints,
-            client: Mutex::new(Some(client)),
-        })
+        Self::connect_with(endpoints, None).await
     }
 
-    /// A store that dials on first use, so a process can start (and serve on
-    /// its last known state) while etcd is down.
+    /// Connect to `endpoints`: `https://` ones with `tls` (required for
+    /// them, refused for `http://` ones). The first call is made here, so
+    /// a refused certificate fails now.
+    pub async fn connect_with(endpoints: Vec<String>, tls: Option<&EtcdTls>) -> Result<Self> {
+        let target = Target::new(endpoints, tls)?;
+        let client = target.connect().await?;
+        let store = EtcdStore {
+            target,
+            client: Mutex::new(Some(client)),
+        };
+        // Dialing is lazy inside etcd-client: a status call proves the
+        // connection (and the TLS handshake both ways).
+        store.call(|mut c| async move { c.status().await }).await?;
+        Ok(store)
+    }
+
+    /// A plain http store that dials on first use, so a process can start
+    /// (and serve on its last known state) while etcd is down.
     pub fn lazy(endpoints: Vec<String>) -> Result<Self> {
-        if endpoints.is_empty() {
-            return Err(StoreError::Invalid("no etcd endpoints".into()));
-        }
+        Self::lazy_with(endpoints, None)
+    }
+
+    /// [`EtcdStore::lazy`] with TLS for `https://` endpoints (see
+    /// [`EtcdStore::connect_with`]). Endpoints and TLS material are checked
+    /// here; nothing is dialed.
+    pub fn lazy_with(endpoints: Vec<String>, tls: Option<&EtcdTls>) -> Result<Self> {
         Ok(EtcdStore {
-            endpoints,
+            target: Target::new(endpoints, tls)?,
             client: Mutex::new(None),
         })
     }
@@ -90,7 +366,7 @@ impl EtcdStore {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let c = connect(&self.endpoints).await?;
+        let c = self.target.connect().await?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -108,7 +384,7 @@ impl EtcdStore {
                 if is_connection_error(&e) {
                     *self.client.lock().await = None;
                 }
-                Err(unavailable(e))
+                Err(unavailable(&self.target, e))
             }
             Err(_) => {
                 *self.client.lock().await = None;
@@ -261,7 +537,7 @@ impl ControlStore for EtcdStore {
         // Fail fast if etcd is unreachable now; later breaks are healed.
         self.client().await?;
         tokio::spawn(run_watch(
-            self.endpoints.clone(),
+            self.target.clone(),
             prefix.to_string(),
             start,
             tx,
@@ -273,7 +549,7 @@ impl ControlStore for EtcdStore {
 /// Keep one prefix watch alive across etcd restarts, resuming from the next
 /// revision each time, until the receiver is dropped.
 async fn run_watch(
-    endpoints: Vec<String>,
+    target: Target,
     prefix: String,
     mut next: Revision,
     tx: mpsc::Sender<Result<Vec<WatchEvent>>>,
@@ -284,7 +560,7 @@ async fn run_watch(
             return;
         }
         let opened = async {
-            let mut client = connect(&endpoints).await?;
+            let mut client = target.connect().await?;
             let opts = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(next)
@@ -292,7 +568,7 @@ async fn run_watch(
             client
                 .watch(prefix.clone(), Some(opts))
                 .await
-                .map_err(unavailable)
+                .map_err(|e| unavailable(&target, e))
         };
         let mut stream = match opened.await {
             Ok(s) => s,

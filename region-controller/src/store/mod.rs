@@ -22,9 +22,9 @@ pub mod watcher;
 
 pub use election::{Election, Leadership};
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls};
 #[cfg(feature = "etcd")]
-pub use etcd_server::EtcdServer;
+pub use etcd_server::{EtcdServer, EtcdTestPki};
 pub use memory::MemoryStore;
 
 /// Store-wide revision of a change (etcd's `mod_revision`).
