@@ -50,6 +50,21 @@ pub struct ControlSection {
     /// etcd client URLs. Empty: no control plane (static peers and routes).
     #[serde(default)]
     pub etcd_endpoints: Vec<String>,
+    /// PEM CA certificate(s) that signed the etcd members' certificates.
+    /// Required for (and only allowed with) `https://` endpoints.
+    #[serde(default)]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate presented to etcd (etcd with
+    /// `client-cert-auth` requires one), with `etcd_key`.
+    #[serde(default)]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of `etcd_cert`.
+    #[serde(default)]
+    pub etcd_key: Option<PathBuf>,
+    /// Name the members' certificates are verified against instead of each
+    /// endpoint's host.
+    #[serde(default)]
+    pub etcd_server_name: Option<String>,
     /// Key prefix of the mesh in the store.
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -69,6 +84,10 @@ impl Default for ControlSection {
     fn default() -> Self {
         ControlSection {
             etcd_endpoints: Vec::new(),
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_server_name: None,
             prefix: default_prefix(),
             lease_ttl_ms: default_lease_ttl_ms(),
             probes_per_other_region: default_probes_per_region(),
@@ -406,13 +425,15 @@ impl EdgeConfig {
                     .into(),
             );
         }
-        for e in &c.etcd_endpoints {
-            if !e.starts_with("http://") && !e.starts_with("https://") {
-                return bad(format!(
-                    "control.etcd_endpoints: {e:?} must be an http:// or https:// URL"
-                ));
-            }
-        }
+        region_controller::config::validate_etcd(
+            "control",
+            &c.etcd_endpoints,
+            c.etcd_ca.as_deref(),
+            c.etcd_cert.as_deref(),
+            c.etcd_key.as_deref(),
+            c.etcd_server_name.as_deref(),
+        )
+        .map_err(ConfigError::Invalid)?;
         if !c.etcd_endpoints.is_empty() {
             self.location()?;
         }
@@ -509,6 +530,49 @@ mod tests {
             (
                 format!("{GOOD}\n[control]\nprefix = \"rtn\"\n"),
                 "control.prefix",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn etcd_tls_settings_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "client.pem", "client.key"] {
+            std::fs::write(dir.path().join(f), "pem").unwrap();
+        }
+        let d = dir.path().display();
+        let control = |extra: &str| {
+            format!("{GOOD}\n[control]\netcd_endpoints = [\"https://10.0.0.5:2379\"]\n{extra}")
+                .replace(
+                    "region = \"eu-west\"",
+                    "region = \"eu-west\"\ncity = \"FRA\"",
+                )
+        };
+        let full = format!(
+            "etcd_ca = \"{d}/ca.pem\"\netcd_cert = \"{d}/client.pem\"\netcd_key = \"{d}/client.key\"\n"
+        );
+        let c = parse(&control(&full)).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.control.etcd_ca, Some(dir.path().join("ca.pem")));
+        let cases = [
+            (control(""), "needs control.etcd_ca"),
+            (
+                control(&format!(
+                    "etcd_ca = \"{d}/ca.pem\"\netcd_cert = \"{d}/client.pem\"\n"
+                )),
+                "control.etcd_cert and control.etcd_key go together",
+            ),
+            (
+                control(&full.replace("client.key", "missing.key")),
+                "control.etcd_key: file",
+            ),
+            (
+                control(&full).replace("https://", "http://"),
+                "is not https:// but control.etcd_ca is set",
             ),
         ];
         for (text, want) in cases {

@@ -48,15 +48,25 @@ pub const PROBE_REFRESH: Duration = Duration::from_secs(30);
 /// Delay between attempts while the store is unreachable.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
-/// The etcd store for `endpoints` (none when empty). Lazy: the edge starts
-/// and serves while etcd is down.
-pub fn etcd_store(endpoints: &[String]) -> anyhow::Result<Option<Arc<dyn ControlStore>>> {
-    if endpoints.is_empty() {
+/// The etcd store of the `[control]` section (none without endpoints), over
+/// TLS when it names the etcd CA. Lazy: the edge starts and serves while
+/// etcd is down; the TLS files are read and checked here.
+pub fn etcd_store(
+    c: &crate::config::ControlSection,
+) -> anyhow::Result<Option<Arc<dyn ControlStore>>> {
+    if c.etcd_endpoints.is_empty() {
         return Ok(None);
     }
     #[cfg(feature = "etcd")]
     {
-        let store = region_controller::store::EtcdStore::lazy(endpoints.to_vec())?;
+        use region_controller::store::{EtcdStore, EtcdTls};
+        let tls = EtcdTls::from_paths(
+            c.etcd_ca.as_deref(),
+            c.etcd_cert.as_deref(),
+            c.etcd_key.as_deref(),
+            c.etcd_server_name.as_deref(),
+        )?;
+        let store = EtcdStore::lazy_with(c.etcd_endpoints.clone(), tls.as_ref())?;
         Ok(Some(Arc::new(store)))
     }
     #[cfg(not(feature = "etcd"))]

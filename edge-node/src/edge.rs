@@ -231,7 +231,7 @@ impl Edge {
         let (effective, effective_rx) = watch::channel(routes.current());
         let store = match opts.store {
             Some(s) => Some(s),
-            None => crate::control::etcd_store(&cfg.control.etcd_endpoints)?,
+            None => crate::control::etcd_store(&cfg.control)?,
         };
         let keys = KeyLayout::new(&cfg.control.prefix).map_err(anyhow::Error::msg)?;
         let core = Arc::new(EdgeCore {

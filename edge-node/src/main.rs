@@ -83,6 +83,18 @@ struct RunArgs {
     /// Comma-separated etcd URLs of the control plane.
     #[arg(long, env = "RTN_CONTROL_ETCD", value_delimiter = ',')]
     etcd: Option<Vec<String>>,
+    /// PEM CA of the etcd members (https:// endpoints).
+    #[arg(long, env = "RTN_CONTROL_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// PEM client certificate presented to etcd.
+    #[arg(long, env = "RTN_CONTROL_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// PEM key of the etcd client certificate.
+    #[arg(long, env = "RTN_CONTROL_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+    /// Name the etcd members' certificates are verified against.
+    #[arg(long, env = "RTN_CONTROL_ETCD_SERVER_NAME")]
+    etcd_server_name: Option<String>,
     #[arg(long, env = "RTN_CONTROL_PREFIX")]
     control_prefix: Option<String>,
     #[arg(long, env = "RTN_CONTROL_LEASE_TTL_MS")]
@@ -167,6 +179,18 @@ impl RunArgs {
         if let Some(v) = &self.tls_mesh_ca {
             c.tls.mesh_ca = Some(v.clone());
         }
+        if let Some(v) = &self.etcd_ca {
+            c.control.etcd_ca = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_cert {
+            c.control.etcd_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_key {
+            c.control.etcd_key = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_server_name {
+            c.control.etcd_server_name = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -201,6 +225,9 @@ fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::CheckConfig(args) => {
             let c = args.load()?;
+            // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
+            #[cfg(feature = "etcd")]
+            edge_node::control::etcd_store(&c.control)?;
             println!(
                 "config ok: edge {} region {} listen {} admin {} apps {} peers {} routes {}",
                 c.edge.id,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use region_controller::api::{parse_proxies, Api};
-use region_controller::config::ControllerConfig;
+use region_controller::config::{ControllerConfig, StoreSection};
 use region_controller::controller::{Controller, RoutingOptions};
 use region_controller::keys::KeyLayout;
 use region_controller::store::ControlStore;
@@ -45,6 +45,18 @@ struct RunArgs {
     /// Comma-separated etcd URLs.
     #[arg(long, env = "RTN_CTL_ETCD", value_delimiter = ',')]
     etcd: Option<Vec<String>>,
+    /// PEM CA of the etcd members (https:// endpoints).
+    #[arg(long, env = "RTN_CTL_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// PEM client certificate presented to etcd.
+    #[arg(long, env = "RTN_CTL_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// PEM key of the etcd client certificate.
+    #[arg(long, env = "RTN_CTL_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+    /// Name the etcd members' certificates are verified against.
+    #[arg(long, env = "RTN_CTL_ETCD_SERVER_NAME")]
+    etcd_server_name: Option<String>,
     #[arg(long, env = "RTN_CTL_PREFIX")]
     prefix: Option<String>,
     #[arg(long, env = "RTN_CTL_ELECTION_TTL_MS")]
@@ -71,6 +83,18 @@ impl RunArgs {
         }
         if let Some(v) = &self.etcd {
             cfg.store.etcd_endpoints = v.clone();
+        }
+        if let Some(v) = &self.etcd_ca {
+            cfg.store.etcd_ca = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_cert {
+            cfg.store.etcd_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_key {
+            cfg.store.etcd_key = Some(v.clone());
+        }
+        if let Some(v) = &self.etcd_server_name {
+            cfg.store.etcd_server_name = Some(v.clone());
         }
         if let Some(v) = &self.prefix {
             cfg.store.prefix = v.clone();
@@ -108,15 +132,24 @@ fn open_geoip(cfg: &ControllerConfig) -> anyhow::Result<Option<topology::GeoIpDb
 }
 
 #[cfg(feature = "etcd")]
-fn etcd(endpoints: Vec<String>) -> anyhow::Result<Arc<dyn ControlStore>> {
+fn etcd(store: &StoreSection) -> anyhow::Result<Arc<dyn ControlStore>> {
+    use region_controller::store::{EtcdStore, EtcdTls};
+    // The TLS files are read and checked here (check-config too).
+    let tls = EtcdTls::from_paths(
+        store.etcd_ca.as_deref(),
+        store.etcd_cert.as_deref(),
+        store.etcd_key.as_deref(),
+        store.etcd_server_name.as_deref(),
+    )?;
     // Lazy: the controller starts (and serves its API) while etcd is down.
-    Ok(Arc::new(region_controller::store::EtcdStore::lazy(
-        endpoints,
+    Ok(Arc::new(EtcdStore::lazy_with(
+        store.etcd_endpoints.clone(),
+        tls.as_ref(),
     )?))
 }
 
 #[cfg(not(feature = "etcd"))]
-fn etcd(_endpoints: Vec<String>) -> anyhow::Result<Arc<dyn ControlStore>> {
+fn etcd(_store: &StoreSection) -> anyhow::Result<Arc<dyn ControlStore>> {
     anyhow::bail!("this binary was built without etcd support; rebuild with `--features etcd`")
 }
 
@@ -135,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let cfg = args.load()?;
             open_geoip(&cfg)?;
+            // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
+            #[cfg(feature = "etcd")]
+            etcd(&cfg.store)?;
             println!("config ok: region {}", cfg.controller.region);
             Ok(())
         }
@@ -145,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
     let geoip = open_geoip(&cfg)?;
     let keys = KeyLayout::new(&cfg.store.prefix).map_err(anyhow::Error::msg)?;
-    let store = etcd(cfg.store.etcd_endpoints.clone())?;
+    let store = etcd(&cfg.store)?;
     let name = cfg.name();
     let opts = RoutingOptions {
         region: cfg.controller.region.clone(),

@@ -6,7 +6,9 @@
 //!   resumes after an etcd restart;
 //! - without a client certificate, with a wrong CA, with a certificate from
 //!   another CA or a wrong server name: refused, with an error that says so;
-//! - TLS settings and endpoint schemes must agree.
+//! - TLS settings and endpoint schemes must agree;
+//! - the region-controller binary, configured with the files, becomes the
+//!   region's leader over TLS, and `check-config` checks the files' contents.
 #![cfg(feature = "etcd")]
 
 use std::sync::Arc;
@@ -256,4 +258,98 @@ async fn tls_settings_and_schemes_must_agree_and_material_is_checked() {
         .unwrap()
         .is_none());
     assert!(EtcdTls::from_paths(None, Some(&cert), Some(&key), None).is_err());
+}
+
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn controller_binary_leads_its_region_over_tls() {
+    let etcd = tls_server();
+    let store = etcd.store().await.expect("etcd answers");
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = etcd.pki().unwrap().write_client_files(dir.path()).unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("ctl.toml");
+    let write_config = |key: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[controller]\nregion = \"eu\"\nname = \"ctl-tls\"\n[store]\netcd_endpoints = [{:?}]\netcd_ca = {ca:?}\netcd_cert = {cert:?}\netcd_key = {key:?}\nelection_ttl_ms = 2000\n[api]\nlisten = \"{api}\"\n",
+                etcd.client_url()
+            ),
+        )
+        .unwrap()
+    };
+    let bin = env!("CARGO_BIN_EXE_region-controller");
+    let check = |extra: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // check-config reads the files: a key that is not the certificate's fails.
+    let other = EtcdTestPki::generate().unwrap();
+    let wrong_key = dir.path().join("other.key");
+    std::fs::write(&wrong_key, &other.client_key_pem).unwrap();
+    write_config(&wrong_key);
+    let out = check(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("etcd client certificate and key"),
+        "{stderr}"
+    );
+    // ... and the flag overrides the file's key, as the systemd unit does.
+    let out = check(&["--etcd-key", key.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write_config(&key);
+    let out = check(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config ok: region eu"));
+
+    let _child = Reap(
+        std::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(kv)) = store.get("/rtn/v1/controllers/eu/leader").await {
+            if kv.value.as_ref() == b"ctl-tls" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller became leader over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
