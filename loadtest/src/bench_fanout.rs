@@ -27,8 +27,8 @@ use protocol::datagram::MediaHeader;
 use protocol::{ChannelId, EdgeId, TrackKey};
 
 use crate::bench_util::{
-    client_endpoint, edge_metrics_text, has_metric, hold_session, join_many, metric_in,
-    process_cpu_seconds, threads_cpu_seconds, token, Mesh,
+    client_endpoint, edge_metrics_text, has_metric, hold_session, join_many, metric_by, metric_in,
+    process_cpu_seconds, threads_cpu_seconds, token, udp_rcvbuf_errors, Mesh,
 };
 use crate::quic::RawClient;
 
@@ -112,6 +112,14 @@ pub struct Report {
     pub edge_core_pct_per_mbps: f64,
     /// Edge CPU per delivered packet.
     pub edge_cpu_us_per_delivery: f64,
+    /// Media the edges handed to subscriber connections while measuring
+    /// (quinn may still drop some before they leave).
+    pub edge_sent_to_subscribers: u64,
+    /// Media the edges dropped while measuring, by reason.
+    pub edge_drops: BTreeMap<String, u64>,
+    /// UDP datagrams the kernel dropped for full receive buffers while
+    /// measuring, on the whole host.
+    pub host_udp_rcvbuf_drops: Option<u64>,
     /// Where link counts come from: "per-peer counters" or "relay ingress".
     pub link_counter: String,
     pub links: Vec<LinkCount>,
@@ -163,6 +171,29 @@ fn link_counts(text: &str, links: &[(EdgeId, EdgeId)], per_peer: bool) -> Vec<(u
             }
         })
         .collect()
+}
+
+/// Media the edges sent to their clients, and what they dropped by reason.
+fn edge_side(text: &str, ids: &[EdgeId]) -> (u64, BTreeMap<String, u64>) {
+    let mut out = 0.0;
+    let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+    for id in ids {
+        let e = id.to_string();
+        out += metric_in(
+            text,
+            "rtn_edge_media_packets_total",
+            &[("edge", &e), ("dir", "out"), ("link", "client")],
+        );
+        for (reason, n) in metric_by(
+            text,
+            "rtn_edge_media_dropped_total",
+            &[("edge", &e)],
+            "reason",
+        ) {
+            *drops.entry(reason).or_insert(0) += n as u64;
+        }
+    }
+    (out as u64, drops)
 }
 
 pub async fn run(p: Params) -> anyhow::Result<Report> {
@@ -314,6 +345,8 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
     let before_text = edge_metrics_text();
     let per_peer = has_metric(&before_text, PEER_COUNTER);
     let before = link_counts(&before_text, &links, per_peer);
+    let (out0, drops0) = edge_side(&before_text, ids);
+    let udp0 = udp_rcvbuf_errors();
 
     // Measured publishing.
     let start = Instant::now();
@@ -330,7 +363,20 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
     let (c3, e3) = cpu_now();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let after = link_counts(&edge_metrics_text(), &links, per_peer);
+    let after_text = edge_metrics_text();
+    let after = link_counts(&after_text, &links, per_peer);
+    let (out1, drops1) = edge_side(&after_text, ids);
+    let udp_drops = udp_rcvbuf_errors()
+        .zip(udp0)
+        .map(|(a, b)| a.saturating_sub(b));
+    let edge_drops: BTreeMap<String, u64> = drops1
+        .into_iter()
+        .map(|(r, n)| {
+            let d = n - drops0.get(&r).copied().unwrap_or(0);
+            (r, d)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
     for r in readers {
         r.abort();
     }
@@ -390,6 +436,9 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
         process_core_pct_per_mbps: 100.0 * pc / delivered_mbps.max(1e-9),
         edge_core_pct_per_mbps: 100.0 * ec / delivered_mbps.max(1e-9),
         edge_cpu_us_per_delivery: (e3 - e2) * 1e6 / delivered.max(1) as f64,
+        edge_sent_to_subscribers: out1 - out0,
+        edge_drops,
+        host_udp_rcvbuf_drops: udp_drops,
         link_counter: if per_peer {
             "per-peer counters".into()
         } else {
@@ -428,6 +477,14 @@ pub fn print(r: &Report) {
     println!(
         "  delivered                         : {:.1} Mbit/s",
         r.delivered_mbps
+    );
+    println!(
+        "  edges handed to subscribers       : {}  (edge drops {:?}; host UDP receive-buffer drops {})",
+        r.edge_sent_to_subscribers,
+        r.edge_drops,
+        r.host_udp_rcvbuf_drops
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "n/a".into())
     );
     println!(
         "  CPU, whole process (edges+clients): {:.3} cores ({:.3} idle) = {:.3} % of a core per delivered Mbit/s",
@@ -502,6 +559,8 @@ mod tests {
         assert_eq!(r.delivery_ratio, 1.0);
         assert_eq!(r.duplicates, 0);
         assert_eq!(r.subscribers_complete, 5);
+        assert_eq!(r.edge_sent_to_subscribers, r.expected);
+        assert!(r.edge_drops.is_empty(), "{:?}", r.edge_drops);
         // Edge 9101 (publisher's) -> 9102 directly, -> 9103 through 9102.
         let pairs: Vec<_> = r.links.iter().map(|l| (l.from, l.to)).collect();
         assert_eq!(pairs, vec![(9_101, 9_102), (9_102, 9_103)]);

@@ -267,6 +267,47 @@ pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Samples of `name` matching all of `labels`, summed per value of the
+/// label `by` (e.g. drops per `reason`).
+pub fn metric_by(
+    text: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    by: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let key = format!("{by}=\"");
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+    {
+        let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let Some(at) = l.find(&key) else { continue };
+        let rest = &l[at + key.len()..];
+        let Some(end) = rest.find('"') else { continue };
+        *out.entry(rest[..end].to_string()).or_insert(0.0) += v;
+    }
+    out
+}
+
+/// The kernel's count of UDP datagrams dropped for a full socket receive
+/// buffer (`RcvbufErrors` in `/proc/net/snmp`): the whole host (network
+/// namespace), not just this process.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Whether the exposition has any sample of `name`.
 pub fn has_metric(text: &str, name: &str) -> bool {
     text.lines()
@@ -302,5 +343,11 @@ mod tests {
         assert_eq!(metric_in(text, "a_total", &[("edge", "1")]), 5.0);
         assert_eq!(metric_in(text, "a_total", &[("dir", "in")]), 12.0);
         assert!(has_metric(text, "ab_total") && !has_metric(text, "b_total"));
+        let drops = "d_total{edge=\"1\",reason=\"x\"} 2\nd_total{edge=\"1\",reason=\"y\"} 3\nd_total{edge=\"2\",reason=\"x\"} 4\n";
+        let by = metric_by(drops, "d_total", &[("edge", "1")], "reason");
+        assert_eq!(by.get("x"), Some(&2.0));
+        assert_eq!(by.get("y"), Some(&3.0));
+        assert_eq!(metric_by(drops, "d_total", &[], "reason")["x"], 6.0);
+        assert!(udp_rcvbuf_errors().is_some());
     }
 }
