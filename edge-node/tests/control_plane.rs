@@ -33,15 +33,7 @@ fn controller(store: Arc<dyn ControlStore>, name: &str) -> Controller {
     Controller::start(
         store,
         KeyLayout::default(),
-        RoutingOptions {
-            region: "eu".into(),
-            name: name.into(),
-            debounce: Duration::from_millis(50),
-            recompute: Duration::from_secs(1),
-            election_ttl: Duration::from_secs(2),
-            cost: Default::default(),
-            hysteresis: Default::default(),
-        },
+        RoutingOptions::quick("eu", name),
     )
 }
 

@@ -118,15 +118,7 @@ impl Lab {
         let ctl = Controller::start(
             store.clone(),
             KeyLayout::default(),
-            RoutingOptions {
-                region: region.into(),
-                name: format!("ctl-{region}"),
-                debounce: Duration::from_millis(50),
-                recompute: Duration::from_secs(1),
-                election_ttl: Duration::from_secs(2),
-                cost: Default::default(),
-                hysteresis: Default::default(),
-            },
+            RoutingOptions::quick(region, &format!("ctl-{region}")),
         );
         let api = Arc::new(Api::new(
             ctl.mesh.clone(),

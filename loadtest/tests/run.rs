@@ -23,15 +23,7 @@ async fn run_drives_a_deployment_through_its_public_api() {
     let controller = Controller::start(
         store.clone(),
         KeyLayout::default(),
-        RoutingOptions {
-            region: "eu".into(),
-            name: "ctl".into(),
-            debounce: Duration::from_millis(50),
-            recompute: Duration::from_secs(1),
-            election_ttl: Duration::from_secs(2),
-            cost: Default::default(),
-            hysteresis: Default::default(),
-        },
+        RoutingOptions::quick("eu", "ctl"),
     );
     let api = Api::new(
         controller.mesh.clone(),

@@ -116,16 +116,16 @@ impl Default for ApiSection {
     }
 }
 
-fn default_debounce_ms() -> u64 {
+pub(crate) fn default_debounce_ms() -> u64 {
     200
 }
-fn default_recompute_ms() -> u64 {
+pub(crate) fn default_recompute_ms() -> u64 {
     5_000
 }
 fn default_prefix() -> String {
     crate::keys::DEFAULT_PREFIX.into()
 }
-fn default_election_ttl_ms() -> u64 {
+pub(crate) fn default_election_ttl_ms() -> u64 {
     3_000
 }
 fn default_api_listen() -> SocketAddr {

@@ -33,6 +33,33 @@ pub struct RoutingOptions {
     pub hysteresis: HysteresisPolicy,
 }
 
+impl RoutingOptions {
+    /// The controller binary's defaults (`config.rs`): debounce 200 ms,
+    /// recompute every 5 s, election TTL 3 s, default cost and hysteresis.
+    pub fn new(region: &str, name: &str) -> Self {
+        RoutingOptions {
+            region: region.into(),
+            name: name.into(),
+            debounce: Duration::from_millis(crate::config::default_debounce_ms()),
+            recompute: Duration::from_millis(crate::config::default_recompute_ms()),
+            election_ttl: Duration::from_millis(crate::config::default_election_ttl_ms()),
+            cost: CostModel::default(),
+            hysteresis: HysteresisPolicy::default(),
+        }
+    }
+
+    /// Quicker timers for tests and small demos: debounce 50 ms, recompute
+    /// every second, election TTL 2 s (etcd's floor).
+    pub fn quick(region: &str, name: &str) -> Self {
+        RoutingOptions {
+            debounce: Duration::from_millis(50),
+            recompute: Duration::from_secs(1),
+            election_ttl: Duration::from_secs(2),
+            ..Self::new(region, name)
+        }
+    }
+}
+
 /// Whether this controller leads its region (for metrics, API, tests).
 #[derive(Clone)]
 pub struct LeaderState(watch::Sender<bool>);

@@ -81,15 +81,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     let controller = Controller::start(
         store.clone(),
         KeyLayout::default(),
-        RoutingOptions {
-            region: "eu".into(),
-            name: "ctl".into(),
-            debounce: Duration::from_millis(50),
-            recompute: Duration::from_secs(1),
-            election_ttl: Duration::from_secs(2),
-            cost: Default::default(),
-            hysteresis: Default::default(),
-        },
+        RoutingOptions::quick("eu", "ctl"),
     );
     let api = Api::new(
         controller.mesh.clone(),

@@ -442,15 +442,7 @@ impl Lab {
         let controller = Controller::start(
             store,
             KeyLayout::default(),
-            RoutingOptions {
-                region: region.into(),
-                name: name.into(),
-                debounce: Duration::from_millis(200),
-                recompute: Duration::from_secs(5),
-                election_ttl: Duration::from_secs(3),
-                cost: Default::default(),
-                hysteresis: Default::default(),
-            },
+            RoutingOptions::new(region, name),
         );
         let mut api = Api::new(
             controller.mesh.clone(),
