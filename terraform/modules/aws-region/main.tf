@@ -1,6 +1,8 @@
 # One AWS region of an RTN fleet: a VPC with a public subnet per zone,
 # security groups, edges and controllers on elastic IPs, optionally the
-# fleet's etcd cluster, certificates from the mesh and etcd CAs, and DNS.
+# fleet's etcd cluster, certificates from the mesh and etcd CAs (etcd
+# members, and an etcd client certificate per edge and for the region's
+# controllers), and DNS.
 # What runs on each instance is rendered by the provider-free modules.
 
 data "aws_region" "current" {}
@@ -39,7 +41,8 @@ locals {
     ip   = cidrhost(aws_subnet.public[i].cidr_block, 10)
     az   = i
   }]
-  etcd_endpoints = var.etcd == null ? var.etcd_endpoints : module.etcd[0].plaintext_client_endpoints
+  etcd_endpoints = var.etcd == null ? var.etcd_endpoints : module.etcd[0].client_endpoints
+  etcd_plaintext = var.etcd == null ? null : var.etcd.plaintext_client_port
 }
 
 # --- network
@@ -117,7 +120,7 @@ locals {
     { for c in var.ssh_cidrs : "controller-ssh-${c}" => { sg = aws_security_group.controller.id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
     var.etcd == null ? {} : merge(
       { for c in var.fleet_cidrs : "etcd-client-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2379, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd clients (TLS)" } },
-      { for c in var.fleet_cidrs : "etcd-plain-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = var.etcd.plaintext_client_port, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd clients (plaintext, private)" } },
+      { for c in(local.etcd_plaintext == null ? [] : var.fleet_cidrs) : "etcd-plain-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = local.etcd_plaintext, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd clients (plaintext, migration only)" } },
       { for c in var.admin_cidrs : "etcd-metrics-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2381, cidr4 = c, cidr6 = null, from_sg = null, what = "etcd metrics" } },
       { for c in var.ssh_cidrs : "etcd-ssh-${c}" => { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
       { "etcd-peer" = { sg = aws_security_group.etcd[0].id, proto = "tcp", port = 2380, cidr4 = null, cidr6 = null, from_sg = aws_security_group.etcd[0].id, what = "etcd peers" } },
@@ -151,7 +154,8 @@ resource "aws_vpc_security_group_egress_rule" "all" {
   tags              = local.tags
 }
 
-# --- certificates: edges from the mesh CA, etcd members from the etcd CA
+# --- certificates: edges from the mesh CA; etcd members and etcd clients
+# (one per edge, one for the region's controllers) from the etcd CA
 
 resource "tls_private_key" "edge" {
   for_each    = local.edges
@@ -208,6 +212,32 @@ resource "tls_locally_signed_cert" "etcd" {
   allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
 }
 
+resource "tls_private_key" "etcd_client" {
+  for_each    = merge({ for k in keys(local.edges) : "edge-${k}" => k }, { controllers = "controllers" })
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "etcd_client" {
+  for_each        = tls_private_key.etcd_client
+  private_key_pem = each.value.private_key_pem
+
+  subject {
+    common_name  = "${local.prefix}-${each.key}"
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "etcd_client" {
+  for_each              = tls_cert_request.etcd_client
+  cert_request_pem      = each.value.cert_request_pem
+  ca_private_key_pem    = var.etcd_ca.key_pem
+  ca_cert_pem           = var.etcd_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "client_auth"]
+}
+
 # --- etcd (when this region hosts it)
 
 module "etcd" {
@@ -216,7 +246,7 @@ module "etcd" {
 
   cluster_token         = "${var.name}-etcd"
   members               = [for m in local.etcd_members : { name = m.name, ip = m.ip }]
-  plaintext_client_port = var.etcd.plaintext_client_port
+  plaintext_client_port = local.etcd_plaintext
   initial_cluster_state = var.etcd.initial_cluster_state
   client_cidrs          = var.fleet_cidrs
   admin_cidrs           = var.admin_cidrs
@@ -294,6 +324,11 @@ module "edge" {
     key_pem     = tls_private_key.edge[each.key].private_key_pem_pkcs8
     mesh_ca_pem = var.mesh_ca.cert_pem
   }
+  etcd_tls = {
+    ca_pem   = var.etcd_ca.cert_pem
+    cert_pem = tls_locally_signed_cert.etcd_client["edge-${each.key}"].cert_pem
+    key_pem  = tls_private_key.etcd_client["edge-${each.key}"].private_key_pem_pkcs8
+  }
 }
 
 resource "aws_instance" "edge" {
@@ -345,11 +380,16 @@ module "controllers" {
   region         = var.region
   replicas       = var.controllers
   etcd_endpoints = local.etcd_endpoints
-  api_port       = var.api_port
-  geoip_db       = var.geoip_db
-  admin_token    = var.admin_token
-  binary         = var.controller_binary
-  ssh_cidrs      = var.ssh_cidrs
+  etcd_tls = {
+    ca_pem   = var.etcd_ca.cert_pem
+    cert_pem = tls_locally_signed_cert.etcd_client["controllers"].cert_pem
+    key_pem  = tls_private_key.etcd_client["controllers"].private_key_pem_pkcs8
+  }
+  api_port    = var.api_port
+  geoip_db    = var.geoip_db
+  admin_token = var.admin_token
+  binary      = var.controller_binary
+  ssh_cidrs   = var.ssh_cidrs
 }
 
 resource "aws_eip" "controller" {

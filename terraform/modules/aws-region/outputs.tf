@@ -43,12 +43,12 @@ output "api_fqdn" {
 }
 
 output "etcd_client_endpoints" {
-  description = "TLS client URLs of the etcd members hosted here (empty unless etcd is set)."
+  description = "TLS client URLs of the etcd members hosted here, for the other regions' etcd_endpoints (empty unless etcd is set)."
   value       = var.etcd == null ? [] : module.etcd[0].client_endpoints
 }
 
 output "etcd_plaintext_endpoints" {
-  description = "Plaintext client URLs of the etcd members hosted here, for the other regions' etcd_endpoints (empty unless etcd is set)."
+  description = "Plaintext client URLs of the etcd members hosted here, only while etcd.plaintext_client_port is set for a migration (else empty)."
   value       = var.etcd == null ? [] : module.etcd[0].plaintext_client_endpoints
 }
 

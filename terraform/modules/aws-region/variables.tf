@@ -145,10 +145,10 @@ variable "controller_instance_type" {
 }
 
 variable "etcd" {
-  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca; initial_cluster_state = \"existing\" to replace a lost member (docs/operations.md). null: use etcd_endpoints."
+  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca; initial_cluster_state = \"existing\" to replace a lost member (docs/operations.md); plaintext_client_port (default null) only while a fleet moves its clients to TLS. null: use etcd_endpoints."
   type = object({
     instance_type         = optional(string, "m6i.large")
-    plaintext_client_port = optional(number, 2378)
+    plaintext_client_port = optional(number)
     initial_cluster_state = optional(string, "new")
   })
   default = null
@@ -160,17 +160,16 @@ variable "etcd" {
 }
 
 variable "etcd_ca" {
-  description = "The etcd CA (PEM certificate and key) that member and client certificates are issued from; required with etcd. Separate from the mesh CA."
+  description = "The etcd CA (PEM certificate and key) that member certificates (with etcd) and the edges' and controllers' etcd client certificates are issued from, in every region. Separate from the mesh CA."
   type = object({
     cert_pem = string
     key_pem  = string
   })
-  default   = null
   sensitive = true
 }
 
 variable "etcd_endpoints" {
-  description = "etcd client URLs of the fleet when etcd lives in another region (that region's etcd_plaintext_endpoints output)."
+  description = "etcd TLS client URLs of the fleet when etcd lives in another region (that region's etcd_client_endpoints output)."
   type        = list(string)
   default     = []
 
@@ -190,7 +189,7 @@ variable "mesh_ca" {
 }
 
 variable "cert_validity_hours" {
-  description = "Lifetime of the edge and etcd member certificates issued here."
+  description = "Lifetime of the edge, etcd member and etcd client certificates issued here."
   type        = number
   default     = 2160
 }

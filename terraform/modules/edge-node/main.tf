@@ -1,5 +1,5 @@
 # Renders everything a host needs to run one RTN edge: its config, TLS
-# material, app secrets, kernel UDP tuning, a host firewall, a hardened
+# material (mesh and etcd client), app secrets, kernel UDP tuning, a host firewall, a hardened
 # systemd unit, and the cloud-init user data that installs all of it.
 # No resources and no providers: a cloud module puts user_data on an instance.
 
@@ -11,6 +11,9 @@ locals {
   tls_cert    = "${local.tls_dir}/edge.pem"
   tls_key     = "${local.tls_dir}/edge.key"
   tls_mesh_ca = "${local.tls_dir}/mesh-ca.pem"
+  etcd_ca     = "${local.tls_dir}/etcd-ca.pem"
+  etcd_cert   = "${local.tls_dir}/etcd-client.pem"
+  etcd_key    = "${local.tls_dir}/etcd-client.key"
   nft_path    = "${var.config_dir}/firewall.nft"
   unit_name   = "rtn-edge.service"
   nft_table   = "rtn_edge"
@@ -43,6 +46,9 @@ locals {
     tls_mesh_ca             = local.tls_mesh_ca
     limits                  = local.limits
     etcd_endpoints          = var.etcd_endpoints
+    etcd_ca                 = local.etcd_ca
+    etcd_cert               = local.etcd_cert
+    etcd_key                = local.etcd_key
     prefix                  = var.etcd_prefix
     lease_ttl_ms            = var.lease_ttl_ms
     probes_per_other_region = var.probes_per_other_region
@@ -66,6 +72,7 @@ locals {
     config_path     = local.config_path
     env_path        = local.env_path
     tls_key         = local.tls_key
+    etcd_key        = local.etcd_key
     log_format      = var.log_format
     log_level       = var.log_level
     stop_timeout_s  = local.stop_timeout_s
@@ -113,6 +120,9 @@ locals {
       (local.tls_cert)                         = { content = var.tls.cert_pem, permissions = "0644" }
       (local.tls_key)                          = { content = var.tls.key_pem, permissions = "0600" }
       (local.tls_mesh_ca)                      = { content = var.tls.mesh_ca_pem, permissions = "0644" }
+      (local.etcd_ca)                          = { content = var.etcd_tls.ca_pem, permissions = "0644" }
+      (local.etcd_cert)                        = { content = var.etcd_tls.cert_pem, permissions = "0644" }
+      (local.etcd_key)                         = { content = var.etcd_tls.key_pem, permissions = "0600" }
       "/etc/sysctl.d/60-rtn-edge.conf"         = { content = local.sysctl_conf, permissions = "0644" }
       "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit, permissions = "0644" }
       "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }

@@ -1,5 +1,5 @@
 output "user_data" {
-  description = "cloud-init user data (#cloud-config) that installs and starts the edge. Contains the private key and app secrets."
+  description = "cloud-init user data (#cloud-config) that installs and starts the edge. Contains the private keys and app secrets."
   value       = local.user_data
   sensitive   = true
 }
@@ -11,7 +11,7 @@ output "user_data_base64gzip" {
 }
 
 output "files" {
-  description = "Every rendered file by absolute path on the host: {content, permissions}. Contains the private key and app secrets."
+  description = "Every rendered file by absolute path on the host: {content, permissions}. Contains the private keys and app secrets."
   value       = local.files
   sensitive   = true
 }
@@ -45,6 +45,9 @@ output "paths" {
     tls_cert    = local.tls_cert
     tls_key     = local.tls_key
     tls_mesh_ca = local.tls_mesh_ca
+    etcd_ca     = local.etcd_ca
+    etcd_cert   = local.etcd_cert
+    etcd_key    = local.etcd_key
     unit        = local.unit_name
   }
 }

@@ -1,6 +1,7 @@
 # Renders the hosts of a three- (or five-) member etcd cluster: TLS between
-# members and for clients, an optional plaintext client port on the private
-# network for clients without TLS, and a hardened systemd unit. No resources
+# members and for clients (client certificates required), a hardened systemd
+# unit, and, for a migration only, a plaintext client port on the private
+# network. No resources
 # and no providers: a cloud module puts each user_data on an instance whose
 # private address is the member's ip.
 

@@ -32,12 +32,12 @@ output "firewall_nft" {
 }
 
 output "client_endpoints" {
-  description = "TLS client URLs of the members (https, client certificate from the etcd CA required)."
+  description = "TLS client URLs of the members (https, client certificate from the etcd CA required): what edges and controllers take as etcd_endpoints."
   value       = tolist(local.client_endpoints)
 }
 
 output "plaintext_client_endpoints" {
-  description = "Plain http client URLs on the private network (empty unless plaintext_client_port is set): what today's edge-node and region-controller take as etcd_endpoints."
+  description = "Plain http client URLs on the private network, for a migration only (empty unless plaintext_client_port is set)."
   value       = tolist(local.plaintext_endpoints)
 }
 

@@ -71,7 +71,7 @@ variable "metrics_port" {
 }
 
 variable "plaintext_client_port" {
-  description = "Also serve clients over plain http on this port of the member's private address, for clients without TLS: today's edge-node and region-controller binaries (their etcd client has no TLS yet). Keep it on a private network: the host and cloud firewalls open it to client_cidrs only. null: TLS only."
+  description = "Migration only (default null: TLS only). Also serve clients over plain http on this port of the member's private address, for clients that still connect without TLS (edge-node and region-controller before their etcd client had TLS): keep it while a fleet moves to https endpoints and client certificates, then drop it (docs/operations.md). The host and cloud firewalls open it to client_cidrs only."
   type        = number
   default     = null
 

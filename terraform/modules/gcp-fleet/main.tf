@@ -2,7 +2,8 @@
 # holds every region: a subnet per region (private addresses route between
 # regions without peering), firewall rules by network tag, edges and
 # controllers on static external addresses, the etcd cluster in one region,
-# certificates from the mesh and etcd CAs, and Cloud DNS with a geo-routed
+# certificates from the mesh and etcd CAs (etcd members, and an etcd client
+# certificate per edge and per region's controllers), and Cloud DNS with a geo-routed
 # record for the SDK's first contact.
 
 locals {
@@ -39,7 +40,7 @@ locals {
     ip   = cidrhost(local.etcd_host.cidr, 10 + i)
     zone = local.etcd_host.zones[i % length(local.etcd_host.zones)]
   }]
-  etcd_endpoints = module.etcd.plaintext_client_endpoints
+  etcd_endpoints = module.etcd.client_endpoints
   subnet_cidrs   = [for r in values(var.regions) : r.cidr]
 }
 
@@ -110,7 +111,7 @@ resource "google_compute_firewall" "etcd_client" {
 
   allow {
     protocol = "tcp"
-    ports    = ["2379", tostring(var.etcd.plaintext_client_port)]
+    ports    = compact(["2379", var.etcd.plaintext_client_port == null ? "" : tostring(var.etcd.plaintext_client_port)])
   }
 }
 
@@ -209,6 +210,40 @@ resource "tls_locally_signed_cert" "etcd" {
   validity_period_hours = var.cert_validity_hours
   early_renewal_hours   = var.cert_early_renewal_hours
   allowed_uses          = ["digital_signature", "server_auth", "client_auth"]
+}
+
+locals {
+  # etcd clients: every edge, and each region's controllers.
+  etcd_clients = merge(
+    { for k in keys(local.edges) : "edge-${k}" => k },
+    { for rk in keys(var.regions) : "controllers-${rk}" => rk },
+  )
+}
+
+resource "tls_private_key" "etcd_client" {
+  for_each    = local.etcd_clients
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "etcd_client" {
+  for_each        = tls_private_key.etcd_client
+  private_key_pem = each.value.private_key_pem
+
+  subject {
+    common_name  = "${var.name}-${each.key}"
+    organization = var.name
+  }
+}
+
+resource "tls_locally_signed_cert" "etcd_client" {
+  for_each              = tls_cert_request.etcd_client
+  cert_request_pem      = each.value.cert_request_pem
+  ca_private_key_pem    = var.etcd_ca.key_pem
+  ca_cert_pem           = var.etcd_ca.cert_pem
+  validity_period_hours = var.cert_validity_hours
+  early_renewal_hours   = var.cert_early_renewal_hours
+  allowed_uses          = ["digital_signature", "client_auth"]
 }
 
 # --- etcd
@@ -311,6 +346,11 @@ module "edge" {
     key_pem     = tls_private_key.edge[each.key].private_key_pem_pkcs8
     mesh_ca_pem = var.mesh_ca.cert_pem
   }
+  etcd_tls = {
+    ca_pem   = var.etcd_ca.cert_pem
+    cert_pem = tls_locally_signed_cert.etcd_client["edge-${each.key}"].cert_pem
+    key_pem  = tls_private_key.etcd_client["edge-${each.key}"].private_key_pem_pkcs8
+  }
 }
 
 resource "google_compute_instance" "edge" {
@@ -371,11 +411,16 @@ module "controllers" {
   region         = each.key
   replicas       = each.value.controllers
   etcd_endpoints = local.etcd_endpoints
-  api_port       = var.api_port
-  geoip_db       = var.geoip_db
-  admin_token    = var.admin_token
-  binary         = var.controller_binary
-  ssh_cidrs      = var.ssh_cidrs
+  etcd_tls = {
+    ca_pem   = var.etcd_ca.cert_pem
+    cert_pem = tls_locally_signed_cert.etcd_client["controllers-${each.key}"].cert_pem
+    key_pem  = tls_private_key.etcd_client["controllers-${each.key}"].private_key_pem_pkcs8
+  }
+  api_port    = var.api_port
+  geoip_db    = var.geoip_db
+  admin_token = var.admin_token
+  binary      = var.controller_binary
+  ssh_cidrs   = var.ssh_cidrs
 }
 
 resource "google_compute_address" "controller" {

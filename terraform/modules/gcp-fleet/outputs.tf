@@ -29,12 +29,12 @@ output "api_fqdn" {
 }
 
 output "etcd_client_endpoints" {
-  description = "TLS client URLs of the etcd members."
+  description = "TLS client URLs of the etcd members: what the edges and controllers use."
   value       = module.etcd.client_endpoints
 }
 
 output "etcd_plaintext_endpoints" {
-  description = "Plaintext client URLs of the etcd members (private network), what the edges and controllers use."
+  description = "Plaintext client URLs of the etcd members (private network), only while etcd.plaintext_client_port is set for a migration (else empty)."
   value       = module.etcd.plaintext_client_endpoints
 }
 

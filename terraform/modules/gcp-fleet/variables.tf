@@ -50,17 +50,17 @@ variable "etcd_region" {
 }
 
 variable "etcd" {
-  description = "etcd members' machine type and the plaintext client port that today's binaries use (private network only)."
+  description = "etcd members' machine type, and a plaintext client port (private network only) to keep only while a fleet moves its clients to TLS (default null: TLS only)."
   type = object({
     machine_type          = optional(string, "n2-standard-2")
-    plaintext_client_port = optional(number, 2378)
+    plaintext_client_port = optional(number)
   })
   default  = {}
   nullable = false
 }
 
 variable "etcd_ca" {
-  description = "The etcd CA (PEM certificate and key) that member certificates are issued from. Separate from the mesh CA."
+  description = "The etcd CA (PEM certificate and key) that member certificates and the edges' and controllers' etcd client certificates are issued from. Separate from the mesh CA."
   type = object({
     cert_pem = string
     key_pem  = string
@@ -78,7 +78,7 @@ variable "mesh_ca" {
 }
 
 variable "cert_validity_hours" {
-  description = "Lifetime of the edge and etcd member certificates."
+  description = "Lifetime of the edge, etcd member and etcd client certificates."
   type        = number
   default     = 2160
 }

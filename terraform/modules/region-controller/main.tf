@@ -7,6 +7,10 @@ locals {
   config_path = "${var.config_dir}/controller.toml"
   env_path    = "${var.config_dir}/controller.env"
   geoip_path  = "${var.config_dir}/geoip/city.mmdb"
+  tls_dir     = "${var.config_dir}/tls"
+  etcd_ca     = "${local.tls_dir}/etcd-ca.pem"
+  etcd_cert   = "${local.tls_dir}/etcd-client.pem"
+  etcd_key    = "${local.tls_dir}/etcd-client.key"
   nft_path    = "${var.config_dir}/firewall.nft"
   unit_name   = "rtn-controller.service"
   nft_table   = "rtn_controller"
@@ -22,6 +26,9 @@ locals {
     debounce_ms          = var.debounce_ms
     recompute_ms         = var.recompute_ms
     etcd_endpoints       = var.etcd_endpoints
+    etcd_ca              = local.etcd_ca
+    etcd_cert            = local.etcd_cert
+    etcd_key             = local.etcd_key
     prefix               = var.etcd_prefix
     election_ttl_ms      = var.election_ttl_ms
     api_listen           = local.api_listen
@@ -45,6 +52,7 @@ locals {
     binary          = local.binary_path
     config_path     = local.config_path
     env_path        = local.env_path
+    etcd_key        = local.etcd_key
     log_level       = var.log_level
     limit_nofile    = var.limit_nofile
     memory_max      = var.memory_max
@@ -79,6 +87,9 @@ locals {
     {
       (local.config_path)                      = { content = local.config_toml[i], permissions = "0644" }
       (local.env_path)                         = { content = local.env_file, permissions = "0600" }
+      (local.etcd_ca)                          = { content = var.etcd_tls.ca_pem, permissions = "0644" }
+      (local.etcd_cert)                        = { content = var.etcd_tls.cert_pem, permissions = "0644" }
+      (local.etcd_key)                         = { content = var.etcd_tls.key_pem, permissions = "0600" }
       "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit[i], permissions = "0644" }
       "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }
     },

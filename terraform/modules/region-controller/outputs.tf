@@ -4,7 +4,7 @@ output "names" {
 }
 
 output "user_data" {
-  description = "cloud-init user data (#cloud-config) per replica, in the order of names. Contains the admin token."
+  description = "cloud-init user data (#cloud-config) per replica, in the order of names. Contains the admin token and the etcd client key."
   value       = local.user_data
   sensitive   = true
 }
@@ -16,7 +16,7 @@ output "user_data_base64gzip" {
 }
 
 output "files" {
-  description = "Every rendered file per replica, by absolute path: {content, permissions}. Contains the admin token."
+  description = "Every rendered file per replica, by absolute path: {content, permissions}. Contains the admin token and the etcd client key."
   value       = local.files
   sensitive   = true
 }
@@ -39,11 +39,14 @@ output "firewall_nft" {
 output "paths" {
   description = "Where things live on the host."
   value = {
-    binary   = local.binary_path
-    config   = local.config_path
-    env      = local.env_path
-    geoip_db = var.geoip_db == null ? null : local.geoip_path
-    unit     = local.unit_name
+    binary    = local.binary_path
+    config    = local.config_path
+    env       = local.env_path
+    geoip_db  = var.geoip_db == null ? null : local.geoip_path
+    etcd_ca   = local.etcd_ca
+    etcd_cert = local.etcd_cert
+    etcd_key  = local.etcd_key
+    unit      = local.unit_name
   }
 }
 

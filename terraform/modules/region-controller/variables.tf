@@ -31,12 +31,31 @@ variable "name_prefix" {
 }
 
 variable "etcd_endpoints" {
-  description = "etcd client URLs (store.etcd_endpoints)."
+  description = "etcd TLS client URLs (store.etcd_endpoints), e.g. the etcd-cluster module's client_endpoints."
   type        = list(string)
 
   validation {
-    condition     = length(var.etcd_endpoints) > 0 && alltrue([for e in var.etcd_endpoints : can(regex("^https?://[^/\\s]+$", e))])
-    error_message = "etcd_endpoints must hold at least one http:// or https:// URL without a path."
+    condition     = length(var.etcd_endpoints) > 0 && alltrue([for e in var.etcd_endpoints : can(regex("^https://[^/\\s]+$", e))])
+    error_message = "etcd_endpoints must hold at least one https:// URL without a path (etcd is reached over TLS with a client certificate)."
+  }
+}
+
+variable "etcd_tls" {
+  description = "PEM material of the controllers' etcd client: the etcd CA certificate (verifies the members), and a client certificate from that CA (clientAuth usage) with its key, shared by the region's replicas."
+  type = object({
+    ca_pem   = string
+    cert_pem = string
+    key_pem  = string
+  })
+  sensitive = true
+
+  validation {
+    condition = nonsensitive(
+      can(regex("-----BEGIN CERTIFICATE-----", var.etcd_tls.ca_pem)) &&
+      can(regex("-----BEGIN CERTIFICATE-----", var.etcd_tls.cert_pem)) &&
+      can(regex("-----BEGIN ([A-Z]+ )?PRIVATE KEY-----", var.etcd_tls.key_pem))
+    )
+    error_message = "etcd_tls.ca_pem and etcd_tls.cert_pem must be PEM certificates and etcd_tls.key_pem a PEM private key."
   }
 }
 

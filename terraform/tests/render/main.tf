@@ -16,13 +16,12 @@ variable "root_dir" {
 variable "ports" {
   description = "Free loopback ports chosen by the test runner."
   type = object({
-    etcd_client    = number
-    etcd_peer      = number
-    etcd_metrics   = number
-    etcd_plaintext = number
-    quic           = number
-    admin          = number
-    api            = number
+    etcd_client  = number
+    etcd_peer    = number
+    etcd_metrics = number
+    quic         = number
+    admin        = number
+    api          = number
   })
 }
 
@@ -44,6 +43,15 @@ variable "etcd_tls" {
   sensitive = true
 }
 
+variable "etcd_clients" {
+  description = "etcd client certificates (from the etcd CA) of the edge and of the controllers."
+  type = object({
+    edge       = object({ cert_pem = string, key_pem = string })
+    controller = object({ cert_pem = string, key_pem = string })
+  })
+  sensitive = true
+}
+
 variable "coordinates" {
   type    = object({ lat = number, lon = number })
   default = { lat = 50, lon = 8.6821 }
@@ -57,16 +65,15 @@ locals {
 module "etcd" {
   source = "../../modules/etcd-cluster"
 
-  cluster_token         = "rtn-test"
-  members               = [for i, ip in var.etcd_ips : { name = "etcd-${i + 1}", ip = ip }]
-  client_port           = var.ports.etcd_client
-  peer_port             = var.ports.etcd_peer
-  metrics_port          = var.ports.etcd_metrics
-  plaintext_client_port = var.ports.etcd_plaintext
-  tls                   = var.etcd_tls
-  client_cidrs          = ["127.0.0.0/8"]
-  admin_cidrs           = ["127.0.0.0/8"]
-  config_dir            = local.config_dir
+  cluster_token = "rtn-test"
+  members       = [for i, ip in var.etcd_ips : { name = "etcd-${i + 1}", ip = ip }]
+  client_port   = var.ports.etcd_client
+  peer_port     = var.ports.etcd_peer
+  metrics_port  = var.ports.etcd_metrics
+  tls           = var.etcd_tls
+  client_cidrs  = ["127.0.0.0/8"]
+  admin_cidrs   = ["127.0.0.0/8"]
+  config_dir    = local.config_dir
 }
 
 module "controller" {
@@ -74,7 +81,8 @@ module "controller" {
 
   region             = "eu-central"
   replicas           = 2
-  etcd_endpoints     = module.etcd.plaintext_client_endpoints
+  etcd_endpoints     = module.etcd.client_endpoints
+  etcd_tls           = merge(var.etcd_clients.controller, { ca_pem = var.etcd_tls.ca_pem })
   api_port           = var.ports.api
   api_listen_address = "127.0.0.1"
   geoip_db           = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.binary.sha256 }
@@ -92,7 +100,8 @@ module "edge" {
   region               = "eu-central"
   city                 = "Frankfurt"
   coordinates          = var.coordinates
-  etcd_endpoints       = module.etcd.plaintext_client_endpoints
+  etcd_endpoints       = module.etcd.client_endpoints
+  etcd_tls             = merge(var.etcd_clients.edge, { ca_pem = var.etcd_tls.ca_pem })
   public_ip            = "127.0.0.1"
   listen_address       = "127.0.0.1"
   admin_listen_address = "127.0.0.1"
@@ -119,10 +128,6 @@ output "etcd_paths" {
 
 output "etcd_client_endpoints" {
   value = module.etcd.client_endpoints
-}
-
-output "etcd_plaintext_endpoints" {
-  value = module.etcd.plaintext_client_endpoints
 }
 
 output "controller_user_data" {

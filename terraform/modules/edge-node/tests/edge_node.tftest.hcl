@@ -8,8 +8,8 @@ variables {
   city        = "fra"
   coordinates = { lat = 50.1109, lon = 8.6821 }
   etcd_endpoints = [
-    "http://10.0.0.10:2378",
-    "http://10.0.0.11:2378",
+    "https://10.0.0.10:2379",
+    "https://10.0.0.11:2379",
   ]
   public_ip   = "203.0.113.17"
   server_name = "edge-17.rtn.example.net"
@@ -23,6 +23,11 @@ variables {
     cert_pem    = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     key_pem     = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
     mesh_ca_pem = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+  }
+  etcd_tls = {
+    ca_pem   = "-----BEGIN CERTIFICATE-----\nETCDCA\n-----END CERTIFICATE-----\n"
+    cert_pem = "-----BEGIN CERTIFICATE-----\nETCDCLIENT\n-----END CERTIFICATE-----\n"
+    key_pem  = "-----BEGIN EC PRIVATE KEY-----\nETCDKEY\n-----END EC PRIVATE KEY-----\n"
   }
   binary = {
     url    = "https://releases.example.net/rtn/v0.1.0/edge-node"
@@ -48,8 +53,12 @@ run "renders_the_config" {
     error_message = "coordinates are missing"
   }
   assert {
-    condition     = strcontains(output.config_toml, "etcd_endpoints = [\"http://10.0.0.10:2378\",\"http://10.0.0.11:2378\"]\n")
+    condition     = strcontains(output.config_toml, "etcd_endpoints = [\"https://10.0.0.10:2379\",\"https://10.0.0.11:2379\"]\n")
     error_message = "etcd endpoints are wrong"
+  }
+  assert {
+    condition     = strcontains(output.config_toml, "etcd_ca = \"/etc/rtn/tls/etcd-ca.pem\"\netcd_cert = \"/etc/rtn/tls/etcd-client.pem\"\netcd_key = \"/etc/rtn/tls/etcd-client.key\"\n")
+    error_message = "the etcd TLS paths are missing from [control]"
   }
   assert {
     condition     = strcontains(output.config_toml, "max_sessions = 5000\n") && strcontains(output.config_toml, "drain_timeout_ms = 5000\n")
@@ -73,7 +82,7 @@ run "renders_a_hardened_unit" {
   command = plan
 
   assert {
-    condition     = strcontains(output.systemd_unit, "ExecStart=/usr/local/bin/edge-node run --config /etc/rtn/edge.toml --tls-key %d/edge.key\n")
+    condition     = strcontains(output.systemd_unit, "ExecStart=/usr/local/bin/edge-node run --config /etc/rtn/edge.toml --tls-key %d/edge.key --etcd-key %d/etcd-client.key\n")
     error_message = "ExecStart is wrong"
   }
   assert {
@@ -83,7 +92,8 @@ run "renders_a_hardened_unit" {
       "ProtectKernelTunables=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
       "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
       "Restart=always", "RestartSec=1", "LimitNOFILE=65536", "MemoryMax=2G", "TasksMax=4096",
-      "LoadCredential=edge.key:/etc/rtn/tls/edge.key", "EnvironmentFile=/etc/rtn/edge.env",
+      "LoadCredential=edge.key:/etc/rtn/tls/edge.key", "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key",
+      "EnvironmentFile=/etc/rtn/edge.env",
       "KillSignal=SIGTERM", "TimeoutStopSec=20",
     ] : strcontains(output.systemd_unit, d)])
     error_message = "a hardening, restart or limit directive is missing"
@@ -138,7 +148,8 @@ run "user_data_installs_everything" {
   assert {
     condition = alltrue([for p in [
       "/etc/rtn/edge.toml", "/etc/rtn/edge.env", "/etc/rtn/tls/edge.pem", "/etc/rtn/tls/edge.key",
-      "/etc/rtn/tls/mesh-ca.pem", "/etc/sysctl.d/60-rtn-edge.conf", "/etc/systemd/system/rtn-edge.service",
+      "/etc/rtn/tls/mesh-ca.pem", "/etc/rtn/tls/etcd-ca.pem", "/etc/rtn/tls/etcd-client.pem", "/etc/rtn/tls/etcd-client.key",
+      "/etc/sysctl.d/60-rtn-edge.conf", "/etc/systemd/system/rtn-edge.service",
       "/etc/systemd/system/rtn-firewall.service", "/etc/rtn/firewall.nft", "/usr/local/sbin/rtn-install",
     ] : contains(keys(nonsensitive(output.files)), p)])
     error_message = "a file is missing from the user data"
@@ -146,6 +157,10 @@ run "user_data_installs_everything" {
   assert {
     condition     = nonsensitive(output.files["/etc/rtn/tls/edge.key"].permissions) == "0600" && nonsensitive(output.files["/etc/rtn/edge.env"].permissions) == "0600"
     error_message = "the key and the secrets must be root-only"
+  }
+  assert {
+    condition     = nonsensitive(output.files["/etc/rtn/tls/etcd-client.key"].permissions) == "0600" && nonsensitive(output.files["/etc/rtn/tls/etcd-client.key"].content) == "-----BEGIN EC PRIVATE KEY-----\nETCDKEY\n-----END EC PRIVATE KEY-----\n" && nonsensitive(output.files["/etc/rtn/tls/etcd-ca.pem"].content) == "-----BEGIN CERTIFICATE-----\nETCDCA\n-----END CERTIFICATE-----\n"
+    error_message = "the etcd client key must be root-only, the CA and certificate as given"
   }
   assert {
     condition     = nonsensitive(output.files["/etc/rtn/edge.env"].content) == "# App secrets of RTN edge 17 (rendered by terraform). Root-only; systemd reads it.\nRTN_APP_SECRETS_DEMO=0123456789abcdef0123\nRTN_APP_SECRETS_ACME_VIDEO_PROD=new-secret-0123456789,old-secret-0123456789\n"
@@ -224,6 +239,22 @@ run "rejects_etcd_endpoints_without_scheme" {
     etcd_endpoints = ["10.0.0.10:2379"]
   }
   expect_failures = [var.etcd_endpoints]
+}
+
+run "rejects_plaintext_etcd_endpoints" {
+  command = plan
+  variables {
+    etcd_endpoints = ["http://10.0.0.10:2378"]
+  }
+  expect_failures = [var.etcd_endpoints]
+}
+
+run "rejects_etcd_tls_that_is_not_pem" {
+  command = plan
+  variables {
+    etcd_tls = { ca_pem = "ca", cert_pem = "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n", key_pem = "key" }
+  }
+  expect_failures = [var.etcd_tls]
 }
 
 run "rejects_no_etcd_endpoints" {

@@ -16,9 +16,8 @@ variables {
       "etcd-3" = { cert_pem = "-----BEGIN CERTIFICATE-----\n3\n-----END CERTIFICATE-----\n", key_pem = "-----BEGIN PRIVATE KEY-----\n3\n-----END PRIVATE KEY-----\n" }
     }
   }
-  client_cidrs          = ["10.0.0.0/8"]
-  admin_cidrs           = ["10.0.0.0/16"]
-  plaintext_client_port = 2378
+  client_cidrs = ["10.0.0.0/8"]
+  admin_cidrs  = ["10.0.0.0/16"]
 }
 
 run "three_members_with_tls" {
@@ -29,14 +28,15 @@ run "three_members_with_tls" {
     error_message = "initial-cluster is wrong"
   }
   assert {
-    condition     = output.client_endpoints == tolist(["https://10.0.1.10:2379", "https://10.0.2.10:2379", "https://10.0.3.10:2379"]) && output.plaintext_client_endpoints == tolist(["http://10.0.1.10:2378", "http://10.0.2.10:2378", "http://10.0.3.10:2378"])
-    error_message = "client endpoints are wrong"
+    condition     = output.client_endpoints == tolist(["https://10.0.1.10:2379", "https://10.0.2.10:2379", "https://10.0.3.10:2379"]) && length(output.plaintext_client_endpoints) == 0 && output.ports.plaintext_client == null
+    error_message = "client endpoints are wrong: TLS only by default"
   }
   assert {
     condition = alltrue([for l in [
       "name: \"etcd-2\"\n", "initial-cluster-state: \"new\"\n", "initial-cluster-token: \"rtn-etcd\"\n",
       "listen-peer-urls: \"https://10.0.2.10:2380\"\n",
-      "listen-client-urls: \"https://10.0.2.10:2379,http://10.0.2.10:2378\"\n",
+      "listen-client-urls: \"https://10.0.2.10:2379\"\n",
+      "advertise-client-urls: \"https://10.0.2.10:2379\"\n",
       "listen-metrics-urls: \"http://10.0.2.10:2381\"\n",
       "data-dir: \"/var/lib/rtn-etcd\"\n",
       "key-file: \"/run/credentials/rtn-etcd.service/member.key\"\n",
@@ -72,8 +72,33 @@ run "hardened_unit_and_firewall" {
     error_message = "peers must only be open to the other members"
   }
   assert {
-    condition     = strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/8 } tcp dport 2379 accept") && strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/8 } tcp dport 2378 accept") && strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/16 } tcp dport 2381 accept")
+    condition     = strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/8 } tcp dport 2379 accept") && strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/16 } tcp dport 2381 accept")
     error_message = "client and metrics ports must be open to their networks"
+  }
+  assert {
+    condition     = !strcontains(output.firewall_nft["etcd-1"], "plaintext") && length(regexall("dport", output.firewall_nft["etcd-1"])) == 3
+    error_message = "by default only the TLS client, peer and metrics ports are open (SSH closed, no plaintext port)"
+  }
+}
+
+run "plaintext_port_for_a_migration" {
+  command = plan
+
+  variables {
+    plaintext_client_port = 2378
+  }
+
+  assert {
+    condition     = output.plaintext_client_endpoints == tolist(["http://10.0.1.10:2378", "http://10.0.2.10:2378", "http://10.0.3.10:2378"]) && output.ports.plaintext_client == 2378
+    error_message = "plaintext endpoints are wrong"
+  }
+  assert {
+    condition     = strcontains(output.config_yaml["etcd-2"], "listen-client-urls: \"https://10.0.2.10:2379,http://10.0.2.10:2378\"\n") && length(regexall("client-cert-auth: true", output.config_yaml["etcd-2"])) == 2
+    error_message = "the plaintext listener comes in addition to the TLS one, which still requires client certificates"
+  }
+  assert {
+    condition     = strcontains(output.firewall_nft["etcd-1"], "ip saddr { 10.0.0.0/8 } tcp dport 2378 accept comment \"etcd clients (plaintext, private network)\"")
+    error_message = "the plaintext port must be open to client_cidrs only"
   }
 }
 
@@ -85,16 +110,11 @@ run "release_tarball_instead_of_the_package" {
       url    = "https://releases.example.net/etcd/etcd-v3.5.17-linux-amd64.tar.gz"
       sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
     }
-    plaintext_client_port = null
   }
 
   assert {
     condition     = strcontains(output.systemd_unit["etcd-1"], "ExecStart=/usr/local/bin/etcd ") && !strcontains(nonsensitive(output.user_data["etcd-1"]), "etcd-server")
     error_message = "a release tarball replaces the distribution's package"
-  }
-  assert {
-    condition     = length(output.plaintext_client_endpoints) == 0 && strcontains(output.config_yaml["etcd-1"], "listen-client-urls: \"https://10.0.1.10:2379\"\n")
-    error_message = "without plaintext_client_port, TLS only"
   }
 }
 

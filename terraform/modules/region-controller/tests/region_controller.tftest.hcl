@@ -4,7 +4,12 @@
 
 variables {
   region         = "us-east"
-  etcd_endpoints = ["http://10.0.0.10:2378", "http://10.0.0.11:2378", "http://10.0.0.12:2378"]
+  etcd_endpoints = ["https://10.0.0.10:2379", "https://10.0.0.11:2379", "https://10.0.0.12:2379"]
+  etcd_tls = {
+    ca_pem   = "-----BEGIN CERTIFICATE-----\nETCDCA\n-----END CERTIFICATE-----\n"
+    cert_pem = "-----BEGIN CERTIFICATE-----\nETCDCLIENT\n-----END CERTIFICATE-----\n"
+    key_pem  = "-----BEGIN PRIVATE KEY-----\nETCDKEY\n-----END PRIVATE KEY-----\n"
+  }
   binary = {
     url    = "https://releases.example.net/rtn/v0.1.0/region-controller"
     sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
@@ -28,8 +33,19 @@ run "leader_and_standby" {
     error_message = "each replica needs its own name"
   }
   assert {
-    condition     = alltrue([for c in output.config_toml : strcontains(c, "region = \"us-east\"\n") && strcontains(c, "etcd_endpoints = [\"http://10.0.0.10:2378\",\"http://10.0.0.11:2378\",\"http://10.0.0.12:2378\"]\n")])
+    condition     = alltrue([for c in output.config_toml : strcontains(c, "region = \"us-east\"\n") && strcontains(c, "etcd_endpoints = [\"https://10.0.0.10:2379\",\"https://10.0.0.11:2379\",\"https://10.0.0.12:2379\"]\n")])
     error_message = "region and etcd endpoints are wrong"
+  }
+  assert {
+    condition     = alltrue([for c in output.config_toml : strcontains(c, "etcd_ca = \"/etc/rtn/tls/etcd-ca.pem\"\netcd_cert = \"/etc/rtn/tls/etcd-client.pem\"\netcd_key = \"/etc/rtn/tls/etcd-client.key\"\n")])
+    error_message = "the etcd TLS paths are missing from [store]"
+  }
+  assert {
+    condition = alltrue([for f in nonsensitive(output.files) :
+      f["/etc/rtn/tls/etcd-client.key"].permissions == "0600" && f["/etc/rtn/tls/etcd-client.key"].content == "-----BEGIN PRIVATE KEY-----\nETCDKEY\n-----END PRIVATE KEY-----\n" &&
+      f["/etc/rtn/tls/etcd-ca.pem"].permissions == "0644" && f["/etc/rtn/tls/etcd-client.pem"].content == "-----BEGIN CERTIFICATE-----\nETCDCLIENT\n-----END CERTIFICATE-----\n"
+    ])
+    error_message = "every replica gets the etcd CA, the client certificate and the root-only key"
   }
 }
 
@@ -88,7 +104,8 @@ run "hardened_unit" {
 
   assert {
     condition = alltrue([for d in [
-      "ExecStart=/usr/local/bin/region-controller run --config /etc/rtn/controller.toml\n",
+      "ExecStart=/usr/local/bin/region-controller run --config /etc/rtn/controller.toml --etcd-key %d/etcd-client.key\n",
+      "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key",
       "EnvironmentFile=/etc/rtn/controller.env", "DynamicUser=yes", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes",
       "ProtectSystem=strict", "PrivateUsers=yes", "SystemCallFilter=@system-service", "Restart=always",
       "KillSignal=SIGTERM", "LimitNOFILE=65536", "MemoryMax=2G",
@@ -134,6 +151,22 @@ run "rejects_etcd_endpoints_without_scheme" {
     etcd_endpoints = ["10.0.0.10:2379"]
   }
   expect_failures = [var.etcd_endpoints]
+}
+
+run "rejects_plaintext_etcd_endpoints" {
+  command = plan
+  variables {
+    etcd_endpoints = ["http://10.0.0.10:2378"]
+  }
+  expect_failures = [var.etcd_endpoints]
+}
+
+run "rejects_etcd_tls_that_is_not_pem" {
+  command = plan
+  variables {
+    etcd_tls = { ca_pem = "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n", cert_pem = "cert", key_pem = "-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n" }
+  }
+  expect_failures = [var.etcd_tls]
 }
 
 run "rejects_a_short_election_ttl" {
