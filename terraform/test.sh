@@ -62,7 +62,7 @@ fi
 # one built before etcd TLS does not know the etcd_ca setting.
 lacks_etcd() { [ ! -x "$1" ] || grep -q "built without etcd support" "$1" || ! grep -q "etcd_ca" "$1"; }
 if [ -z "$bin_dir" ]; then
-    debug="$repo/target/debug"
+    debug="${CARGO_TARGET_DIR:-$repo/target}/debug"
     if lacks_etcd "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then
         log "building edge-node, region-controller and loadtest (with etcd)"
         cargo build -p edge-node -p region-controller -p loadtest --features edge-node/etcd,region-controller/etcd
