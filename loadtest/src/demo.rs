@@ -193,7 +193,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
                 println!("t={:>4}s  media received {media:>7}  messages delivered {msgs:>5}  one-way latency p50 {p50:.2} ms p99 {p99:.2} ms", started.elapsed().as_secs());
                 if duration.is_some_and(|d| started.elapsed() >= d) { break; }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = crate::stop_signal() => break,
         }
     }
     println!("stopping");

@@ -27,3 +27,20 @@ pub mod lab;
 pub mod quic;
 pub mod run;
 pub mod stats;
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: long runs stop cleanly either
+/// way, printing and writing their report.
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -81,7 +81,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
     let mut status = tokio::time::interval(Duration::from_secs(5));
     let end = tokio::time::sleep(opts.duration);
     tokio::pin!(end);
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = crate::stop_signal();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {

@@ -246,7 +246,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
     let mut status = tokio::time::interval(Duration::from_secs(1));
     let mut sample = tokio::time::interval(STRETCH_SAMPLE_EVERY);
     let end = opts.duration.map(|d| traffic_started + d);
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = crate::stop_signal();
     tokio::pin!(ctrl_c);
     let terminal = std::io::stdout().is_terminal();
     loop {
