@@ -881,11 +881,18 @@ async fn probe_all(
     edges.iter().cloned().zip(rtts).collect()
 }
 
-/// The next measurement, or never if there is no re-probing.
+/// The latest measurement, or never if there is no re-probing. Older ones
+/// that queued up while the client was between connections are skipped: a
+/// move must rest on fresh figures.
 async fn next_measurement(probes: &mut Option<mpsc::UnboundedReceiver<Measured>>) -> Measured {
     match probes {
         Some(rx) => match rx.recv().await {
-            Some(m) => m,
+            Some(mut m) => {
+                while let Ok(newer) = rx.try_recv() {
+                    m = newer;
+                }
+                m
+            }
             None => std::future::pending().await,
         },
         None => std::future::pending().await,
