@@ -310,6 +310,14 @@ impl Wan {
         self.delayed.load(Ordering::Relaxed)
     }
 
+    /// Bind a UDP socket at `addr` behind this network (a host of it), ready
+    /// for quinn.
+    pub fn bind(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        self.wrap(socket)
+    }
+
     /// Wrap a bound, non-blocking UDP socket: what it sends follows this
     /// network's rules for its own address. Call inside a tokio runtime
     /// (quinn's receive side needs one).

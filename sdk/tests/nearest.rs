@@ -48,11 +48,7 @@ fn ip(last: u8) -> IpAddr {
 /// Client sockets bound at `at`, behind the emulated WAN.
 fn socket_at(wan: &Arc<Wan>, at: IpAddr) -> SocketFactory {
     let wan = wan.clone();
-    SocketFactory(Arc::new(move |_wildcard| {
-        let s = std::net::UdpSocket::bind(SocketAddr::new(at, 0))?;
-        s.set_nonblocking(true)?;
-        wan.wrap(s)
-    }))
+    SocketFactory(Arc::new(move |_wildcard| wan.bind(SocketAddr::new(at, 0))))
 }
 
 async fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {

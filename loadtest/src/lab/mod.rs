@@ -296,8 +296,14 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
                 let lab = lab.lock().await;
                 let before = stretch_samples.len();
                 let mut this_tick = Vec::new();
+                // One shortest-path search per source, not per pair.
+                let alive = lab.alive();
+                let mut optimal: HashMap<u32, HashMap<u32, (f64, Vec<u32>)>> = HashMap::new();
                 for (a, b) in lab.pairs_with_traffic(&traffic) {
-                    if let Some((mut observed, relayed_better)) = lab.stretch(a, b) {
+                    let from_a = optimal
+                        .entry(a)
+                        .or_insert_with(|| lab.world.optimal_paths(a, &alive));
+                    if let Some((mut observed, relayed_better)) = lab.stretch(a, b, from_a) {
                         observed.at_s = traffic_started.elapsed().as_secs_f64();
                         stretch_samples.push(observed.stretch);
                         this_tick.push(observed);
@@ -570,11 +576,8 @@ impl Lab {
                 *n += 1;
                 let api = self.api_for(host.city.region);
                 let (wan, ip) = (self.wan.clone(), host.ip);
-                let socket = sdk::SocketFactory(Arc::new(move |_| {
-                    let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
-                    s.set_nonblocking(true)?;
-                    wan.wrap(s)
-                }));
+                let socket =
+                    sdk::SocketFactory(Arc::new(move |_| wan.bind(SocketAddr::new(ip, 0))));
                 ClientSpec {
                     name: format!("{}-{}", host.city.code, n),
                     place: host.city.region.into(),
@@ -624,12 +627,18 @@ impl Lab {
 
     /// The chosen path against the optimal one, and whether the chosen path
     /// is a relay that beats the direct link.
-    fn stretch(&self, a: u32, b: u32) -> Option<(StretchedPath, bool)> {
+    /// `optimal` holds the optimal paths from `a` (`World::optimal_paths`).
+    fn stretch(
+        &self,
+        a: u32,
+        b: u32,
+        optimal: &HashMap<u32, (f64, Vec<u32>)>,
+    ) -> Option<(StretchedPath, bool)> {
         let edge = self.edges.get(&a)?.as_ref()?;
         let table = edge.core.route_table();
         let path = table.path(a, b)?;
         let chosen_rtt_ms = self.world.path_rtt(&path)?;
-        let (optimal_rtt_ms, optimal) = self.world.optimal_paths(a, &self.alive()).remove(&b)?;
+        let (optimal_rtt_ms, optimal) = optimal.get(&b)?.clone();
         let direct = self.world.edge_rtt(a, b);
         let relayed_better = path.len() > 2 && direct.is_none_or(|d| chosen_rtt_ms < d);
         Some((
