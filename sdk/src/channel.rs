@@ -2,7 +2,7 @@
 //! Both are thin: they send commands to the client's state machine, except
 //! media, which a publisher sends straight on the current connection.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::{call, Cmd};
 use crate::connection::Shared;
+use crate::e2ee::{ChannelKey, KeyRing, MAX_MEDIA_PLAINTEXT, MAX_MESSAGE_PLAINTEXT};
 use crate::error::SdkError;
 use crate::events::TrackKind;
 use crate::stats::bump;
@@ -34,6 +35,7 @@ pub struct Channel {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) max_unacked: usize,
     pub(crate) request_timeout: std::time::Duration,
+    pub(crate) e2ee: Option<Arc<KeyRing>>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Channel {
             .field("name", &self.name)
             .field("id", &format_args!("{:016x}", self.id))
             .field("user", &self.user)
+            .field("e2ee", &self.e2ee)
             .finish()
     }
 }
@@ -68,8 +71,10 @@ impl Channel {
             channel_id: self.id,
             name: name.to_string(),
             kind,
-            seq: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             binding: RwLock::new(Binding::Unbound),
+            e2ee: self.e2ee.clone(),
+            salt_base: crate::e2ee::random_base(),
         });
         let cmds = self.cmds()?;
         call(&cmds, self.request_timeout, |reply| Cmd::Publish {
@@ -117,7 +122,7 @@ impl Channel {
     /// channel are unacknowledged; while the client is reconnecting, the
     /// message is kept and sent once the channel is restored.
     pub async fn send_message(&self, payload: Bytes) -> Result<u64, SdkError> {
-        check_message(&payload)?;
+        self.check_message(&payload)?;
         let permit = self.permits.acquire().await.map_err(|_| SdkError::Closed)?;
         permit.forget();
         self.queue_message(payload).await
@@ -126,7 +131,7 @@ impl Channel {
     /// Like [`Channel::send_message`], but fails with
     /// [`SdkError::Backpressure`] instead of waiting.
     pub async fn try_send_message(&self, payload: Bytes) -> Result<u64, SdkError> {
-        check_message(&payload)?;
+        self.check_message(&payload)?;
         match self.permits.try_acquire() {
             Ok(p) => p.forget(),
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SdkError::Backpressure),
@@ -168,6 +173,86 @@ impl Channel {
             .map_err(|_| SdkError::Closed)
     }
 
+    /// Whether this channel was joined with end-to-end encryption
+    /// ([`crate::JoinOptions::e2ee`]).
+    pub fn is_e2ee(&self) -> bool {
+        self.e2ee.is_some()
+    }
+
+    fn ring(&self) -> Result<&KeyRing, SdkError> {
+        self.e2ee.as_deref().ok_or_else(|| {
+            SdkError::Invalid("the channel was joined without end-to-end encryption".into())
+        })
+    }
+
+    /// End-to-end encryption: install `key` and seal everything sent from
+    /// now on with it. The key sent with until now stays installed for
+    /// opening what others still seal with it (the previous key of a
+    /// rotation; see `docs/e2ee.md`).
+    pub fn set_key(&self, key: &ChannelKey) -> Result<(), SdkError> {
+        self.ring()?.set_key(key);
+        Ok(())
+    }
+
+    /// End-to-end encryption: install `key` for opening only, e.g. the next
+    /// key ahead of a rotation so that members who switch to it first are
+    /// understood. At most [`crate::e2ee::MAX_KEYS`] keys are held; the
+    /// oldest not sent with makes room.
+    pub fn add_key(&self, key: &ChannelKey) -> Result<(), SdkError> {
+        self.ring()?.add_key(key);
+        Ok(())
+    }
+
+    /// End-to-end encryption: forget key `id` (true if it was installed).
+    /// Forgetting the key sent with stops sending until the next
+    /// [`Channel::set_key`].
+    pub fn remove_key(&self, id: u8) -> Result<bool, SdkError> {
+        Ok(self.ring()?.remove_key(id))
+    }
+
+    /// End-to-end encryption: the installed key ids (oldest first) and the
+    /// one sent with; `None` without end-to-end encryption.
+    pub fn keys(&self) -> Option<(Vec<u8>, Option<u8>)> {
+        let r = self.e2ee.as_deref()?;
+        Some((r.key_ids(), r.send_key_id()))
+    }
+
+    /// The largest media payload a track of this channel takes
+    /// (`MAX_MEDIA_PAYLOAD`, less the sealing overhead with end-to-end
+    /// encryption).
+    pub fn max_media_payload(&self) -> usize {
+        if self.e2ee.is_some() {
+            MAX_MEDIA_PLAINTEXT
+        } else {
+            MAX_MEDIA_PAYLOAD
+        }
+    }
+
+    /// The largest message this channel takes.
+    pub fn max_message_payload(&self) -> usize {
+        if self.e2ee.is_some() {
+            MAX_MESSAGE_PLAINTEXT
+        } else {
+            MAX_MESSAGE_PAYLOAD
+        }
+    }
+
+    fn check_message(&self, payload: &Bytes) -> Result<(), SdkError> {
+        let max = self.max_message_payload();
+        if payload.len() > max {
+            return Err(SdkError::Invalid(format!(
+                "message payload of {} bytes exceeds {max}",
+                payload.len()
+            )));
+        }
+        if let Some(r) = &self.e2ee {
+            if r.send_key_id().is_none() {
+                return Err(crate::e2ee::E2eeError::NoSendKey.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Leave the channel. Its publishers stop, its pending messages are
     /// dropped.
     pub async fn leave(self) -> Result<(), SdkError> {
@@ -178,16 +263,6 @@ impl Channel {
         })
         .await
     }
-}
-
-fn check_message(payload: &Bytes) -> Result<(), SdkError> {
-    if payload.len() > MAX_MESSAGE_PAYLOAD {
-        return Err(SdkError::Invalid(format!(
-            "message payload of {} bytes exceeds {MAX_MESSAGE_PAYLOAD}",
-            payload.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Where a track's media goes right now.
@@ -210,8 +285,13 @@ pub(crate) struct TrackSlot {
     pub channel_id: u64,
     pub name: String,
     pub kind: TrackKind,
-    seq: AtomicU32,
+    /// Packets sent: the header sequence is its low 32 bits.
+    seq: AtomicU64,
     binding: RwLock<Binding>,
+    /// End-to-end encryption keys of the channel, if any.
+    e2ee: Option<Arc<KeyRing>>,
+    /// Random base of this track's nonces (see `e2ee`).
+    salt_base: u64,
 }
 
 impl TrackSlot {
@@ -286,22 +366,35 @@ impl TrackPublisher {
     /// be dropped silently. Fails with [`SdkError::NotConnected`] while the
     /// client is reconnecting (media is real-time: drop it and go on).
     pub async fn send(&self, payload: &[u8]) -> Result<(), SdkError> {
-        if payload.len() > MAX_MEDIA_PAYLOAD {
+        let max = match self.slot.e2ee {
+            Some(_) => MAX_MEDIA_PLAINTEXT,
+            None => MAX_MEDIA_PAYLOAD,
+        };
+        if payload.len() > max {
             return Err(SdkError::Invalid(format!(
-                "media payload of {} bytes exceeds {MAX_MEDIA_PAYLOAD}",
+                "media payload of {} bytes exceeds {max}",
                 payload.len()
             )));
         }
         let (conn, key) = self.slot.route()?;
+        let counter = self.slot.seq.fetch_add(1, Ordering::Relaxed);
         let header = MediaHeader {
             channel: ChannelId(self.slot.channel_id),
             track: TrackKey(key),
-            sequence: self.slot.seq.fetch_add(1, Ordering::Relaxed),
+            sequence: counter as u32,
             timestamp_us: now_us(),
         };
-        let datagram = header
-            .encode(payload)
-            .map_err(|e| SdkError::Invalid(e.to_string()))?;
+        let datagram = match &self.slot.e2ee {
+            None => header
+                .encode(payload)
+                .map_err(|e| SdkError::Invalid(e.to_string()))?,
+            Some(ring) => ring.seal_media(
+                &header,
+                &self.slot.name,
+                crate::e2ee::stream_salt(self.slot.salt_base, counter),
+                payload,
+            )?,
+        };
         match conn.send_datagram_wait(datagram).await {
             Ok(()) => {
                 bump(&self.shared.stats.media_sent, 1);

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::channel::{Channel, TrackSlot};
 use crate::config::ClientConfig;
 use crate::connection::Shared;
+use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::SdkError;
 use crate::events::Event;
 use crate::stats::Stats;
@@ -20,15 +21,24 @@ use crate::supervisor::Supervisor;
 
 /// Options of [`Client::join`]. A plain `bool` converts into it (it is
 /// `subscribe_all`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct JoinOptions {
     /// Receive every member's media right away (needs the subscribe right).
     pub subscribe_all: bool,
+    /// End-to-end encrypt this channel's media payloads and message bodies
+    /// with these keys (from the app's own server, never from RTN): the
+    /// edges see only the headers they forward by. Every member must use it
+    /// with the same keys; see [`crate::e2ee`] and `docs/e2ee.md`. `None`:
+    /// payloads travel as the app gives them.
+    pub e2ee: Option<E2eeKeys>,
 }
 
 impl From<bool> for JoinOptions {
     fn from(subscribe_all: bool) -> Self {
-        JoinOptions { subscribe_all }
+        JoinOptions {
+            subscribe_all,
+            e2ee: None,
+        }
     }
 }
 
@@ -38,6 +48,7 @@ pub(crate) struct JoinInfo {
     pub channel_id: u64,
     pub user: String,
     pub permits: Arc<Semaphore>,
+    pub e2ee: Option<Arc<KeyRing>>,
 }
 
 /// Commands from the handles to the supervisor.
@@ -46,6 +57,7 @@ pub(crate) enum Cmd {
         token: String,
         channel: String,
         subscribe_all: bool,
+        e2ee: Option<E2eeKeys>,
         reply: Reply<JoinInfo>,
     },
     Leave {
@@ -163,6 +175,7 @@ impl Client {
             token: token.into(),
             channel: channel.into(),
             subscribe_all: options.subscribe_all,
+            e2ee: options.e2ee,
             reply,
         })
         .await?;
@@ -175,6 +188,7 @@ impl Client {
             permits: info.permits,
             max_unacked: self.max_unacked,
             request_timeout: self.request_timeout,
+            e2ee: info.e2ee,
         })
     }
 

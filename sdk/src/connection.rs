@@ -21,8 +21,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::e2ee::KeyRing;
 use crate::error::{close_code, describe_close};
-use crate::events::{EventQueue, Media};
+use crate::events::{Event, EventQueue, Media};
 use crate::stats::{bump, Stats};
 
 /// A remote member's track, as media datagrams name it by key.
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     pub tracks: RwLock<HashMap<u64, Arc<RemoteTrack>>>,
     /// The edge of the current link.
     pub edge: Mutex<Option<SocketAddr>>,
+    /// End-to-end encryption keys of the channels joined with them.
+    pub e2ee: RwLock<HashMap<u64, Arc<KeyRing>>>,
 }
 
 impl Shared {
@@ -51,7 +54,24 @@ impl Shared {
             events: EventQueue::new(media_queue),
             tracks: RwLock::default(),
             edge: Mutex::default(),
+            e2ee: RwLock::default(),
         }
+    }
+
+    pub fn set_e2ee(&self, channel_id: u64, ring: Option<Arc<KeyRing>>) {
+        let mut map = self.e2ee.write().unwrap_or_else(|e| e.into_inner());
+        match ring {
+            Some(r) => map.insert(channel_id, r),
+            None => map.remove(&channel_id),
+        };
+    }
+
+    fn e2ee(&self, channel_id: u64) -> Option<Arc<KeyRing>> {
+        let map = self.e2ee.read().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&channel_id).cloned()
     }
 
     pub fn tracks_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<RemoteTrack>>> {
@@ -303,6 +323,27 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             bump(&stats.media_unknown_track, 1);
             continue;
         };
+        let payload = match shared.e2ee(h.channel.0) {
+            None => d.slice(MEDIA_HEADER_LEN..),
+            Some(ring) => match ring.open_media(&d, &track.user, &track.name) {
+                Ok(p) => {
+                    ring.note_success(&track.user);
+                    p
+                }
+                Err(error) => {
+                    bump(&stats.media_undecryptable, 1);
+                    if ring.note_failure(&track.user, error) {
+                        debug!(channel = %track.channel, user = %track.user, %error, "media did not open");
+                        shared.events.push(Event::Undecryptable {
+                            channel: track.channel.clone(),
+                            user: track.user.clone(),
+                            error,
+                        });
+                    }
+                    continue;
+                }
+            },
+        };
         bump(&stats.media_received, 1);
         let queued = shared.events.push_media(Media {
             channel: track.channel.clone(),
@@ -310,7 +351,7 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             track: track.name.clone(),
             sequence: h.sequence,
             timestamp_us: h.timestamp_us,
-            payload: d.slice(MEDIA_HEADER_LEN..),
+            payload,
             received_at: SystemTime::now(),
         });
         if !queued {

@@ -49,6 +49,11 @@ pub enum SdkError {
     /// A bad argument or configuration value.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// End-to-end encryption: a payload could not be sealed (no key to send
+    /// with, too large once sealed), or, in
+    /// [`crate::Event::Undecryptable`], opened.
+    #[error("end-to-end encryption: {0}")]
+    E2ee(crate::e2ee::E2eeError),
 }
 
 impl SdkError {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::e2ee::E2eeError;
 use crate::error::SdkError;
 pub use protocol::pb::TrackKind;
 
@@ -71,6 +72,18 @@ pub enum Event {
     },
     /// An error not tied to a call (e.g. a track could not be republished).
     Error(SdkError),
+    /// In an end-to-end encrypted channel, media or a message from `user`
+    /// could not be opened (wrong key, a key id this client was not given,
+    /// tampered with, or sent without encryption). Such payloads are dropped
+    /// and counted (`Stats::media_undecryptable`,
+    /// `Stats::messages_undecryptable`); this event comes once per sender
+    /// and kind of failure, and again only after something from that sender
+    /// opened in between.
+    Undecryptable {
+        channel: String,
+        user: String,
+        error: E2eeError,
+    },
 }
 
 /// One media packet from another member's track.

@@ -14,7 +14,7 @@
 //!
 //! let client = Client::connect(ClientConfig::new(edges, ca_pem)).await?;
 //! let room = client
-//!     .join(&token, "room", JoinOptions { subscribe_all: true })  // token from the app's server
+//!     .join(&token, "room", JoinOptions { subscribe_all: true, ..Default::default() }) // token from the app's server
 //!     .await?;
 //! let mic = room.publish_track("mic", TrackKind::Audio).await?;
 //! mic.send(b"opus frame").await?;                                 // media: one QUIC datagram
@@ -47,8 +47,14 @@
 //! reconnect and to members that (re)join; receivers drop duplicates and
 //! restore order ([`reorder`]), skipping a gap only after `reorder_timeout`.
 //!
+//! **End-to-end encryption** ([`e2ee`]): join with
+//! `JoinOptions { e2ee: Some(ChannelKey::parse(..)?.into()), .. }` (a key from the
+//! app's own server) and every media payload and message body is sealed
+//! (AES-256-GCM, per-sender keys) before it leaves and opened on receipt;
+//! the edges see only the headers they forward by. `docs/e2ee.md`.
+//!
 //! Modules: [`config`] (settings), [`client`] (the handle), [`channel`]
-//! (channels and track publishers), [`events`], [`error`], [`stats`],
+//! (channels and track publishers), [`events`], [`error`], [`stats`], [`e2ee`],
 //! [`replay`] and [`reorder`] (message guarantees), [`backoff`]; the
 //! connection and the state machine are internal.
 
@@ -57,6 +63,7 @@ pub mod channel;
 pub mod client;
 pub mod config;
 mod connection;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod nearest;
@@ -70,6 +77,7 @@ mod tls;
 pub use channel::{Channel, TrackPublisher};
 pub use client::{Client, JoinOptions};
 pub use config::{Backoff, ClientConfig, EdgeCandidate, SocketFactory};
+pub use e2ee::{ChannelKey, E2eeError, E2eeKeys};
 pub use error::{SdkError, TokenRefusal};
 pub use events::{Event, Media, Message, TrackKind};
 pub use stats::{Stats, StatsSnapshot};

@@ -27,6 +27,11 @@ pub struct Stats {
     pub media_malformed: AtomicU64,
     /// Media dropped because the app did not read events fast enough.
     pub media_dropped: AtomicU64,
+    /// End-to-end encrypted channels: media datagrams that did not open
+    /// (wrong or unknown key, tampered with, not sealed), dropped.
+    pub media_undecryptable: AtomicU64,
+    /// End-to-end encrypted channels: messages that did not open, dropped.
+    pub messages_undecryptable: AtomicU64,
     /// Frames of a kind this SDK does not know (from a newer edge), ignored.
     pub frames_unknown: AtomicU64,
     /// Successful reconnections (after a loss or a goaway).
@@ -52,6 +57,8 @@ pub struct StatsSnapshot {
     pub media_unknown_track: u64,
     pub media_malformed: u64,
     pub media_dropped: u64,
+    pub media_undecryptable: u64,
+    pub messages_undecryptable: u64,
     pub frames_unknown: u64,
     pub reconnects: u64,
     pub goaways: u64,
@@ -74,6 +81,8 @@ impl Stats {
             media_unknown_track: r(&self.media_unknown_track),
             media_malformed: r(&self.media_malformed),
             media_dropped: r(&self.media_dropped),
+            media_undecryptable: r(&self.media_undecryptable),
+            messages_undecryptable: r(&self.messages_undecryptable),
             frames_unknown: r(&self.frames_unknown),
             reconnects: r(&self.reconnects),
             goaways: r(&self.goaways),

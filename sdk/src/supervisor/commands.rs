@@ -25,6 +25,7 @@ impl Supervisor {
                 token,
                 channel,
                 subscribe_all,
+                e2ee,
                 reply,
             } => {
                 if reply.is_closed() {
@@ -35,6 +36,7 @@ impl Supervisor {
                         token,
                         channel,
                         subscribe_all,
+                        e2ee,
                         reply,
                     });
                     return;
@@ -56,6 +58,7 @@ impl Supervisor {
                         token,
                         channel,
                         subscribe_all,
+                        e2ee,
                         reply,
                     },
                 );
@@ -205,7 +208,23 @@ impl Supervisor {
                     let _ = reply.send(Err(SdkError::NoPublishRight));
                     return;
                 }
-                let sent = ch.window.push(payload, now_us());
+                let at = now_us();
+                let payload = match &ch.e2ee {
+                    None => payload,
+                    // Sealed once: replays resend these same bytes.
+                    Some(ring) => {
+                        match ring.seal_message(ch.window.last_seq() + 1, at, ch.msg_base, &payload)
+                        {
+                            Ok(sealed) => sealed,
+                            Err(e) => {
+                                ch.permits.add_permits(1);
+                                let _ = reply.send(Err(e.into()));
+                                return;
+                            }
+                        }
+                    }
+                };
+                let sent = ch.window.push(payload, at);
                 let live = ch.live;
                 bump(&self.shared.stats.messages_sent, 1);
                 if online && live {
@@ -235,6 +254,7 @@ impl Supervisor {
     ) -> Option<ChannelState> {
         let mut ch = self.channels.remove(&id)?;
         ch.roster.clear(&self.shared);
+        self.shared.set_e2ee(id, None);
         ch.permits.close();
         for slot in &ch.tracks {
             slot.set(binding());

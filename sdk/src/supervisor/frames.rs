@@ -86,6 +86,7 @@ impl Supervisor {
                 token,
                 channel,
                 subscribe_all,
+                e2ee,
                 reply,
             }) => {
                 if reply.is_closed() || self.channels.contains_key(&j.channel_id) {
@@ -122,7 +123,12 @@ impl Supervisor {
                     live: true,
                     publish_refused: false,
                     roster,
+                    e2ee: e2ee.map(|k| Arc::new(KeyRing::new(j.channel_id, &j.user_id, k))),
+                    msg_base: crate::e2ee::random_base(),
                 };
+                if let Some(ring) = &ch.e2ee {
+                    self.shared.set_e2ee(j.channel_id, Some(ring.clone()));
+                }
                 ch.roster.reconcile(&self.shared, &j.members);
                 self.channels.insert(j.channel_id, ch);
                 self.left_last = false;
@@ -130,6 +136,10 @@ impl Supervisor {
                     channel_id: j.channel_id,
                     user: j.user_id,
                     permits,
+                    e2ee: self
+                        .channels
+                        .get(&j.channel_id)
+                        .and_then(|c| c.e2ee.clone()),
                 };
                 if reply.send(Ok(info)).is_err() {
                     self.remove_channel(j.channel_id, || Binding::Closed);
@@ -177,6 +187,9 @@ impl Supervisor {
             self.restored_one();
             return;
         };
+        if let Some(ring) = &ch.e2ee {
+            ring.set_me(&j.user_id);
+        }
         ch.roster.me = j.user_id;
         ch.roster.reconcile(&self.shared, &j.members);
         ch.live = true;
@@ -395,6 +408,29 @@ impl Supervisor {
             return;
         };
         let channel = ch.name.clone();
+        let payload = match &ch.e2ee {
+            None => Bytes::from(m.payload),
+            Some(ring) => match ring.open_message(&m.from_user, m.seq, m.sent_at_us, &m.payload) {
+                Ok(p) => {
+                    ring.note_success(&m.from_user);
+                    p
+                }
+                Err(error) => {
+                    // Dropped before the reorder buffer: garbage never takes
+                    // a sequence number (a replay may still fill it).
+                    bump(&self.shared.stats.messages_undecryptable, 1);
+                    if ring.note_failure(&m.from_user, error) {
+                        warn!(%channel, from = %m.from_user, %error, "a message did not open");
+                        self.emit(Event::Undecryptable {
+                            channel,
+                            user: m.from_user,
+                            error,
+                        });
+                    }
+                    return;
+                }
+            },
+        };
         let (max_held, timeout) = (self.cfg.max_held_per_sender, self.cfg.reorder_timeout);
         let buf = self
             .receivers
@@ -403,7 +439,7 @@ impl Supervisor {
         let outcome = buf.offer(
             Incoming {
                 seq: m.seq,
-                payload: Bytes::from(m.payload),
+                payload,
                 sent_at_us: m.sent_at_us,
             },
             Instant::now(),

@@ -41,6 +41,7 @@ use crate::channel::{now_us, Binding, TrackSlot};
 use crate::client::{Cmd, JoinInfo, Reply};
 use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
 use crate::connection::{connect_round, Endpoints, Inbound, Link, RoundTiming, Shared, Target};
+use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::{close_code, describe_close, SdkError};
 use crate::events::{Event, Message};
 use crate::reorder::{Incoming, Outcome, ReorderBuffer};
@@ -72,6 +73,10 @@ struct ChannelState {
     publish_refused: bool,
     /// Other members and their tracks.
     roster: Roster,
+    /// End-to-end encryption keys, if the channel was joined with them.
+    e2ee: Option<Arc<KeyRing>>,
+    /// Random base of this join's message stream (nonces, see `e2ee`).
+    msg_base: u64,
 }
 
 /// A request awaiting the edge's answer on the current link.
@@ -80,6 +85,7 @@ enum Pending {
         token: String,
         channel: String,
         subscribe_all: bool,
+        e2ee: Option<E2eeKeys>,
         reply: Reply<JoinInfo>,
     },
     Rejoin {
@@ -764,11 +770,13 @@ impl Supervisor {
                     token,
                     channel,
                     subscribe_all,
+                    e2ee,
                     reply,
                 } => again.push_back(Cmd::Join {
                     token,
                     channel,
                     subscribe_all,
+                    e2ee,
                     reply,
                 }),
                 Pending::Publish {
