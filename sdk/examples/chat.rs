@@ -8,6 +8,17 @@
 //!     --server-name localhost --ca mesh-ca.pem --token "$TOKEN" --channel room
 //! ```
 //! (`edge-node token ...` mints a development token.)
+//!
+//! End-to-end encryption: give every participant the same channel key (in a
+//! real app it comes from the app's server with the token), e.g.
+//!
+//! ```text
+//! KEY="1:$(openssl rand -hex 32)"
+//! cargo run -p sdk --example chat -- ... --e2ee-key "$KEY"
+//! ```
+//!
+//! and the edges carry only ciphertext (docs/e2ee.md). A participant without
+//! the key sees `Undecryptable` events instead of the other's lines.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use sdk::{Client, ClientConfig, EdgeCandidate, Event, JoinOptions, TrackKind};
+use sdk::{ChannelKey, Client, ClientConfig, EdgeCandidate, Event, JoinOptions, TrackKind};
 
 #[derive(Parser)]
 #[command(about = "RTN SDK example: audio + chat in one channel")]
@@ -37,6 +48,10 @@ struct Args {
     /// Audio packets per second to publish (0 = publish nothing).
     #[arg(long, default_value_t = 50)]
     publish_media: u32,
+    /// End-to-end encrypt media and messages with this channel key,
+    /// `<id>:<64 hex digits>` (every participant needs the same one).
+    #[arg(long, env = "RTN_E2EE_KEY", hide_env_values = true)]
+    e2ee_key: Option<String>,
 }
 
 async fn resolve(edge: &str) -> anyhow::Result<SocketAddr> {
@@ -63,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+    let e2ee = match &args.e2ee_key {
+        Some(k) => Some(ChannelKey::parse(k).context("--e2ee-key")?.into()),
+        None => None,
+    };
 
     let client = Client::connect(ClientConfig::new(edges, ca)).await?;
     println!("connected to {:?}", client.edge());
@@ -72,10 +91,19 @@ async fn main() -> anyhow::Result<()> {
             &args.channel,
             JoinOptions {
                 subscribe_all: false,
+                e2ee,
             },
         )
         .await?;
-    println!("joined {} as {}", room.name, room.user);
+    println!(
+        "joined {} as {}{}",
+        room.name,
+        room.user,
+        match room.keys() {
+            Some((_, Some(id))) => format!(", end-to-end encrypted with key {id}"),
+            _ => String::new(),
+        }
+    );
     room.subscribe(None).await?;
 
     if args.publish_media > 0 {
@@ -124,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Some(Event::Reconnecting { reason }) => println!("reconnecting: {reason}"),
                 Some(Event::Reconnected { edge }) => println!("reconnected via {edge}"),
+                Some(Event::Undecryptable { channel, user, error }) => {
+                    println!("[{channel}] cannot read what {user} sends: {error}")
+                }
                 Some(other) => println!("{other:?}"),
                 None => break,
             },
