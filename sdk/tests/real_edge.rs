@@ -9,62 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
-use protocol::token::{mint, Grant};
 use sdk::{Channel, Client, Event, TrackKind, TrackPublisher};
-
-const APP: &str = "demo";
-const SECRET: &str = "test-secret-0123456789";
-
-fn token(channel: &str, user: &str) -> String {
-    mint(
-        &Grant {
-            app_id: APP,
-            channel,
-            user_id: user,
-            publish: true,
-            subscribe: true,
-            issued_at: now(),
-            expires_at: now() + 600,
-        },
-        SECRET.as_bytes(),
-    )
-}
-
-async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
-    let mut edges = vec![];
-    for id in 1..=n {
-        let opts = EdgeOptions {
-            tls: Some(pki.material(&["localhost".into()]).unwrap()),
-            routes: Some(RouteFeed::new(RouteTable::default())),
-            ..Default::default()
-        };
-        edges.push(
-            Edge::start(EdgeConfig::dev(id, APP, SECRET), opts)
-                .await
-                .unwrap(),
-        );
-    }
-    let peer = |e: &Edge| PeerInfo {
-        id: e.id(),
-        addr: e.addr(),
-        server_name: "localhost".into(),
-        region: "local".into(),
-    };
-    for e in &edges {
-        e.routes.publish(RouteTable {
-            version: 0,
-            peers: edges
-                .iter()
-                .filter(|p| p.id() != e.id())
-                .map(|p| (p.id(), peer(p)))
-                .collect(),
-            paths: Default::default(),
-            ..Default::default()
-        });
-    }
-    edges
-}
 
 /// Publish audio at 50 packets/s and a message every 10 ms until `n` sent.
 fn talk(mic: TrackPublisher, room: Channel, n: u64) -> tokio::task::JoinHandle<()> {

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use edge_node::tls::DevPki;
+use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
+use protocol::token::{mint, Grant};
 use sdk::{ClientConfig, EdgeCandidate};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
@@ -32,6 +34,62 @@ pub fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The app of the real in-process edges (`start_edges`) and its secret.
+pub const APP: &str = "demo";
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// A token for the real edges: publish and subscribe, ten minutes.
+pub fn token(channel: &str, user: &str) -> String {
+    mint(
+        &Grant {
+            app_id: APP,
+            channel,
+            user_id: user,
+            publish: true,
+            subscribe: true,
+            issued_at: now(),
+            expires_at: now() + 600,
+        },
+        SECRET.as_bytes(),
+    )
+}
+
+/// `n` real in-process edges (ids 1..=n) that know each other as peers.
+pub async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
+    let mut edges = vec![];
+    for id in 1..=n {
+        let opts = EdgeOptions {
+            tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            routes: Some(RouteFeed::new(RouteTable::default())),
+            ..Default::default()
+        };
+        edges.push(
+            Edge::start(EdgeConfig::dev(id, APP, SECRET), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    let peer = |e: &Edge| PeerInfo {
+        id: e.id(),
+        addr: e.addr(),
+        server_name: "localhost".into(),
+        region: "local".into(),
+    };
+    for e in &edges {
+        e.routes.publish(RouteTable {
+            version: 0,
+            peers: edges
+                .iter()
+                .filter(|p| p.id() != e.id())
+                .map(|p| (p.id(), peer(p)))
+                .collect(),
+            paths: Default::default(),
+            ..Default::default()
+        });
+    }
+    edges
 }
 
 /// A client config for these candidates, with test-friendly timers.
