@@ -19,6 +19,10 @@ pub struct EdgeConfig {
     pub apps: Vec<AppSection>,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Who may connect and how fast: rate limits and QUIC address
+    /// validation against floods (see [`crate::admission`]).
+    #[serde(default)]
+    pub admission: AdmissionSection,
     /// Other edges this edge may forward to (until the control plane feeds
     /// them, or in addition to it).
     #[serde(default)]
@@ -209,6 +213,94 @@ impl Default for LimitsSection {
     }
 }
 
+/// When the edge answers a new connection with a QUIC Retry, which makes
+/// the client prove it receives at its source address before the edge
+/// keeps any state for it (one extra round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    /// Only under a handshake flood (`retry_above_handshakes`), or for an
+    /// address over its rate limit: normal joins keep their round trip.
+    Auto,
+    /// Every unvalidated connection: for edges under sustained attack.
+    Always,
+    /// Never (spoofed floods then cost handshake state up to the cap).
+    Never,
+}
+
+/// `[admission]`: the limits the edge applies before and around a session.
+/// Zero disables a rate limit. The defaults leave a legitimate user far
+/// below every limit (an SDK opens one connection per edge and reconnects
+/// with backoff) while making a flood from one address cheap to refuse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSection {
+    pub retry: RetryMode,
+    /// Handshakes in progress above which unvalidated addresses get a Retry
+    /// (auto mode). A normal edge has a handful at a time.
+    pub retry_above_handshakes: usize,
+    /// Handshakes in progress above which new connections are ignored
+    /// outright: bounds the memory a flood can pin.
+    pub max_handshakes: usize,
+    /// A handshake not finished by then is dropped.
+    pub handshake_timeout_ms: u64,
+    /// New connections per second from one IP address (burst: twice this).
+    /// 20: a whole office behind one NAT reconnecting at once fits.
+    pub connections_per_ip_per_s: u32,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Joins per second with one token (burst: twice this). A token is a
+    /// bearer credential; a replayed one cannot join faster than this.
+    pub joins_per_token_per_s: u32,
+    /// Messages per second one session may send (burst: twice this);
+    /// faster ones are refused with `RATE_LIMITED`.
+    pub messages_per_session_per_s: u32,
+    /// Media bytes per second one session may publish (burst: one second's
+    /// worth more); the excess is dropped and counted. 6.25 MB/s is
+    /// 50 Mbit/s: several 4K video tracks.
+    pub media_bytes_per_session_per_s: u64,
+    /// Datagrams per second of one session the edge may drop (malformed,
+    /// foreign track, over the media rate) before closing it, with ten
+    /// seconds' worth of burst: a few are normal, a steady stream is a
+    /// flood that costs decryption even when dropped.
+    pub dropped_datagrams_per_session_per_s: u32,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        AdmissionSection {
+            retry: RetryMode::Auto,
+            retry_above_handshakes: 64,
+            max_handshakes: 4_096,
+            handshake_timeout_ms: 5_000,
+            connections_per_ip_per_s: 20,
+            max_connections_per_ip: 256,
+            joins_per_token_per_s: 5,
+            messages_per_session_per_s: 500,
+            media_bytes_per_session_per_s: 6_250_000,
+            dropped_datagrams_per_session_per_s: 50,
+        }
+    }
+}
+
+impl AdmissionSection {
+    /// No rate limit at all (benchmarks that saturate an edge on purpose).
+    pub fn unlimited() -> Self {
+        AdmissionSection {
+            retry: RetryMode::Never,
+            retry_above_handshakes: usize::MAX,
+            max_handshakes: usize::MAX,
+            connections_per_ip_per_s: 0,
+            max_connections_per_ip: usize::MAX,
+            joins_per_token_per_s: 0,
+            messages_per_session_per_s: 0,
+            media_bytes_per_session_per_s: 0,
+            dropped_datagrams_per_session_per_s: 0,
+            ..AdmissionSection::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
@@ -301,6 +393,7 @@ impl EdgeConfig {
                 secrets_env: None,
             }],
             limits: LimitsSection::default(),
+            admission: AdmissionSection::default(),
             peers: vec![],
             routes: vec![],
             control: ControlSection::default(),
@@ -392,6 +485,10 @@ impl EdgeConfig {
             if v == 0 {
                 return bad(format!("{name} must be greater than 0"));
             }
+        }
+        let a = &self.admission;
+        if a.max_handshakes == 0 || a.max_connections_per_ip == 0 || a.handshake_timeout_ms == 0 {
+            return bad("admission.max_handshakes, max_connections_per_ip and handshake_timeout_ms must be greater than 0".into());
         }
         let mut ids = std::collections::HashSet::new();
         for p in &self.peers {

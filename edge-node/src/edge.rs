@@ -15,19 +15,22 @@ use protocol::{ChannelId, EdgeId, TrackKey};
 use region_controller::keys::KeyLayout;
 use region_controller::store::ControlStore;
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::admin;
+use crate::admission::{Admission, Decision};
 use crate::channel::Channel;
 use crate::config::EdgeConfig;
 use crate::control::ControlAgent;
 use crate::directory::Directory;
+use crate::log_throttle::LogThrottle;
 use crate::metrics::EdgeMetrics;
 use crate::probe::Prober;
 use crate::relay::RelayLinks;
 use crate::routes::{RouteFeed, RouteTable};
 use crate::session::{self, ClientHandle};
 use crate::tls::{DevPki, TlsMaterial};
+use crate::warn_throttled;
 
 /// State shared by every connection of one edge.
 pub struct EdgeCore {
@@ -51,6 +54,11 @@ pub struct EdgeCore {
     pub(crate) stopping: Notify,
     /// The emulated WAN under this edge's socket, if any.
     pub wan: Option<Arc<crate::netem::Wan>>,
+    /// Connection admission and rate limits.
+    pub admission: Arc<Admission>,
+    /// Abuse events are logged through this (first one, then one line per
+    /// interval), never once per packet.
+    pub log: LogThrottle,
 }
 
 impl EdgeCore {
@@ -254,6 +262,8 @@ impl Edge {
             draining: AtomicBool::new(false),
             stopping: Notify::new(),
             wan,
+            admission: Admission::new(cfg.admission.clone()),
+            log: LogThrottle::default(),
             cfg,
         });
         let admin_listener = tokio::net::TcpListener::bind(core.cfg.edge.admin_listen)
@@ -274,6 +284,7 @@ impl Edge {
             tokio::spawn(admin::serve(core.clone(), admin_listener)),
             tokio::spawn(crate::directory::run_refresh(core.clone())),
             tokio::spawn(crate::relay::watch_routes(core.clone())),
+            tokio::spawn(prune_admission(core.clone())),
         ];
         info!(
             edge = core.id,
@@ -391,19 +402,78 @@ fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
     t
 }
 
+/// How often rate-limit state of addresses and tokens not seen lately is
+/// dropped: a flood from many addresses leaves no lasting memory.
+const ADMISSION_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn prune_admission(core: Arc<EdgeCore>) {
+    let mut tick = tokio::time::interval(ADMISSION_PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        core.admission.prune();
+    }
+}
+
 async fn accept_loop(core: Arc<EdgeCore>) {
     while let Some(incoming) = core.endpoint.accept().await {
         if core.is_draining() {
             incoming.refuse();
             continue;
         }
+        let remote = incoming.remote_address();
+        let mut admitted = match core
+            .admission
+            .decide(remote, incoming.remote_address_validated())
+        {
+            Decision::Accept(a) => a,
+            Decision::Retry if incoming.may_retry() => {
+                core.metrics.quic_retry();
+                // Fails only if the client already answered a Retry.
+                let _ = incoming.retry();
+                continue;
+            }
+            Decision::Retry => {
+                core.metrics.connection_refused("retry_impossible");
+                incoming.refuse();
+                continue;
+            }
+            Decision::Refuse(reason) => {
+                core.metrics.connection_refused(reason);
+                warn_throttled!(core.log, reason, edge = core.id, remote = %remote, "connection refused");
+                incoming.refuse();
+                continue;
+            }
+            Decision::Ignore(reason) => {
+                core.metrics.connection_refused(reason);
+                warn_throttled!(core.log, reason, edge = core.id, remote = %remote, "connection attempt ignored");
+                incoming.ignore();
+                continue;
+            }
+        };
+        core.metrics
+            .handshakes_in_progress
+            .set(core.admission.handshakes_in_progress() as f64);
         let core = core.clone();
         tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+            let handshake = tokio::time::timeout(core.admission.handshake_timeout(), async {
+                incoming.accept()?.await
+            });
+            let result = handshake.await;
+            admitted.handshake_done();
+            core.metrics
+                .handshakes_in_progress
+                .set(core.admission.handshakes_in_progress() as f64);
+            let conn = match result {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     core.metrics.protocol_error("handshake_failed");
                     tracing::debug!(edge = core.id, error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    // Dropping the handshake closes the connection.
+                    core.metrics.protocol_error("handshake_timeout");
+                    warn_throttled!(core.log, "handshake_timeout", edge = core.id, remote = %remote, "handshake not finished in time");
                     return;
                 }
             };
@@ -416,10 +486,12 @@ async fn accept_loop(core: Arc<EdgeCore>) {
                 Ok((LinkKind::Relay, _)) => crate::relay::run_inbound(core, conn).await,
                 Err(e) => {
                     core.metrics.protocol_error("bad_alpn");
-                    warn!(edge = core.id, error = %e, "refusing connection");
+                    warn_throttled!(core.log, "bad_alpn", edge = core.id, remote = %remote, error = %e, "refusing connection");
                     session::close(&conn, ErrorCode::WrongAlpn, &e.to_string());
                 }
             }
+            // The connection's per-address slot is held until here.
+            drop(admitted);
         });
     }
 }

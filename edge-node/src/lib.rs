@@ -13,12 +13,14 @@
 //! with a TOML config, flags, SIGTERM draining and dev tooling.
 
 pub mod admin;
+pub mod admission;
 pub mod channel;
 pub mod config;
 pub mod control;
 pub mod directory;
 pub mod edge;
 pub mod forwarding;
+pub mod log_throttle;
 pub mod media_queue;
 pub mod metrics;
 pub mod netem;

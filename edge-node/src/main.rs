@@ -76,6 +76,26 @@ struct RunArgs {
     drain_timeout_ms: Option<u64>,
     #[arg(long, env = "RTN_LIMITS_GOAWAY_RECONNECT_MS")]
     goaway_reconnect_ms: Option<u32>,
+    #[arg(long, env = "RTN_ADMISSION_RETRY", value_enum)]
+    retry: Option<edge_node::config::RetryMode>,
+    #[arg(long, env = "RTN_ADMISSION_RETRY_ABOVE_HANDSHAKES")]
+    retry_above_handshakes: Option<usize>,
+    #[arg(long, env = "RTN_ADMISSION_MAX_HANDSHAKES")]
+    max_handshakes: Option<usize>,
+    #[arg(long, env = "RTN_ADMISSION_HANDSHAKE_TIMEOUT_MS")]
+    handshake_timeout_ms: Option<u64>,
+    #[arg(long, env = "RTN_ADMISSION_CONNECTIONS_PER_IP_PER_S")]
+    connections_per_ip_per_s: Option<u32>,
+    #[arg(long, env = "RTN_ADMISSION_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    #[arg(long, env = "RTN_ADMISSION_JOINS_PER_TOKEN_PER_S")]
+    joins_per_token_per_s: Option<u32>,
+    #[arg(long, env = "RTN_ADMISSION_MESSAGES_PER_SESSION_PER_S")]
+    messages_per_session_per_s: Option<u32>,
+    #[arg(long, env = "RTN_ADMISSION_MEDIA_BYTES_PER_SESSION_PER_S")]
+    media_bytes_per_session_per_s: Option<u64>,
+    #[arg(long, env = "RTN_ADMISSION_DROPPED_DATAGRAMS_PER_SESSION_PER_S")]
+    dropped_datagrams_per_session_per_s: Option<u32>,
     #[arg(long, env = "RTN_EDGE_LAT")]
     lat: Option<f64>,
     #[arg(long, env = "RTN_EDGE_LON")]
@@ -156,6 +176,16 @@ impl RunArgs {
             client_idle_timeout_ms => c.limits.client_idle_timeout_ms,
             drain_timeout_ms => c.limits.drain_timeout_ms,
             goaway_reconnect_ms => c.limits.goaway_reconnect_ms,
+            retry => c.admission.retry,
+            retry_above_handshakes => c.admission.retry_above_handshakes,
+            max_handshakes => c.admission.max_handshakes,
+            handshake_timeout_ms => c.admission.handshake_timeout_ms,
+            connections_per_ip_per_s => c.admission.connections_per_ip_per_s,
+            max_connections_per_ip => c.admission.max_connections_per_ip,
+            joins_per_token_per_s => c.admission.joins_per_token_per_s,
+            messages_per_session_per_s => c.admission.messages_per_session_per_s,
+            media_bytes_per_session_per_s => c.admission.media_bytes_per_session_per_s,
+            dropped_datagrams_per_session_per_s => c.admission.dropped_datagrams_per_session_per_s,
             etcd => c.control.etcd_endpoints,
             control_prefix => c.control.prefix,
             lease_ttl_ms => c.control.lease_ttl_ms,

@@ -144,6 +144,22 @@ fn describe() {
         Unit::Bytes,
         "UDP socket buffer granted by the kernel, by direction."
     );
+    describe_counter!(
+        "rtn_edge_connections_refused_total",
+        "New connections refused (CONNECTION_REFUSED) or ignored, by reason: ip_rate, ip_connections, handshake_backlog, retry_impossible."
+    );
+    describe_counter!(
+        "rtn_edge_quic_retries_total",
+        "QUIC Retry packets sent to validate a source address before keeping state."
+    );
+    describe_gauge!(
+        "rtn_edge_handshakes_in_progress",
+        "QUIC handshakes started and not finished."
+    );
+    describe_counter!(
+        "rtn_edge_rate_limited_total",
+        "Requests refused by a per-token or per-session rate limit, by limit (joins_per_token, messages_per_session)."
+    );
 }
 
 /// Per-peer link metrics, registered once per probed peer.
@@ -199,6 +215,7 @@ pub struct EdgeMetrics {
     pub messages_out_relay: Counter,
     /// Depth of all client media queues together.
     pub client_queue: Gauge,
+    pub handshakes_in_progress: Gauge,
     links: Arc<Mutex<HashMap<EdgeId, Arc<LinkHandles>>>>,
 }
 
@@ -235,6 +252,7 @@ impl EdgeMetrics {
             messages_out_client: messages("out", "client"),
             messages_out_relay: messages("out", "relay"),
             client_queue: gauge!("rtn_edge_client_queue_packets", "edge" => edge.clone()),
+            handshakes_in_progress: gauge!("rtn_edge_handshakes_in_progress", "edge" => edge.clone()),
             links: Arc::default(),
             edge,
         }
@@ -333,6 +351,20 @@ impl EdgeMetrics {
 
     pub fn media_dropped(&self, reason: &'static str) {
         counter!("rtn_edge_media_dropped_total", "edge" => self.edge.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn connection_refused(&self, reason: &'static str) {
+        counter!("rtn_edge_connections_refused_total", "edge" => self.edge.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn quic_retry(&self) {
+        counter!("rtn_edge_quic_retries_total", "edge" => self.edge.clone()).increment(1);
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        counter!("rtn_edge_rate_limited_total", "edge" => self.edge.clone(), "limit" => limit)
             .increment(1);
     }
 

@@ -115,6 +115,7 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         joined: HashMap::new(),
         ever_joined: false,
         published,
+        message_rate: core.admission.message_limiter(),
     };
     session.control_loop(recv, join_timeout).await;
     session.leave_all();
@@ -129,6 +130,7 @@ struct Session {
     /// client may later leave every channel and stay connected.
     ever_joined: bool,
     published: PublishedTracks,
+    message_rate: Option<governor::DefaultDirectRateLimiter>,
 }
 
 /// Why a request was refused: sent to the client as an `Error` frame.
@@ -156,7 +158,12 @@ impl Session {
                     frames.extend(&chunk.bytes);
                     loop {
                         match frames.next_frame::<pb::ClientFrame>() {
-                            Ok(Some(f)) => self.handle_frame(f),
+                            Ok(Some(f)) => {
+                                if matches!(f.kind, Some(CK::Message(_))) {
+                                    self.pace_message().await;
+                                }
+                                self.handle_frame(f)
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 self.protocol_error(&e);
@@ -181,6 +188,21 @@ impl Session {
                     Err(_) => return,
                 },
             }
+        }
+    }
+
+    /// Hold a message back until the session's message rate allows it.
+    /// Stalling the control stream (rather than refusing) keeps the
+    /// sender's messages ordered and lossless: QUIC flow control pushes
+    /// back on a client that sends faster than the limit.
+    async fn pace_message(&self) {
+        let Some(limiter) = &self.message_rate else {
+            return;
+        };
+        if limiter.check().is_err() {
+            self.core.metrics.rate_limited("messages_per_session");
+            crate::warn_throttled!(self.core.log, "messages_per_session", edge = self.core.id, remote = %self.handle.conn.remote_address(), "client over its message rate: stream paced");
+            limiter.until_ready().await;
         }
     }
 
@@ -245,6 +267,17 @@ impl Session {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let claims = match self.core.verifier.verify(&j.token, &j.channel, now) {
+            // Charged only for valid tokens: forged ones cost a signature
+            // check and are refused anyway.
+            Ok(_) if !self.core.admission.allow_join(&j.token) => {
+                self.core.metrics.join("rate_limited");
+                self.core.metrics.rate_limited("joins_per_token");
+                crate::warn_throttled!(self.core.log, "joins_per_token", edge = self.core.id, remote = %self.handle.conn.remote_address(), "join refused: token used too often (replayed?)");
+                return refuse(
+                    ErrorCode::RateLimited,
+                    "too many joins with this token; retry later".into(),
+                );
+            }
             Ok(c) => c,
             Err(e) => {
                 self.core.metrics.join(reason_label(e.code()));
@@ -570,31 +603,53 @@ async fn write_frames(
 
 /// Read the client's media datagrams and fan them out.
 async fn read_media(core: Arc<EdgeCore>, conn: quinn::Connection, published: PublishedTracks) {
-    let mut warned = false;
+    let rate = core.admission.media_limiter();
+    let mut drops = core.admission.drop_budget();
     while let Ok(d) = conn.read_datagram().await {
         core.metrics.media_in_client.increment(1);
         core.metrics.media_in_client_bytes.increment(d.len() as u64);
-        let header = match MediaHeader::decode(&d) {
-            Ok(h) => h,
-            Err(e) => {
-                core.metrics.media_dropped("malformed_datagram");
-                if !warned {
-                    // Once per connection, not once per packet.
-                    warn!(edge = core.id, remote = %conn.remote_address(), error = %e, "malformed media datagram");
-                    warned = true;
+        let dropped = if !crate::admission::media_allowed(&rate, d.len()) {
+            "publisher_rate_limit"
+        } else {
+            match MediaHeader::decode(&d) {
+                Err(e) => {
+                    crate::warn_throttled!(core.log, "malformed_datagram", edge = core.id, remote = %conn.remote_address(), error = %e, "malformed media datagram");
+                    "malformed_datagram"
                 }
-                continue;
+                Ok(header) => {
+                    // Fan out under the read lock: publishing a track (the
+                    // only writer) is rare, and this saves two
+                    // reference-count round trips per packet.
+                    let map = published.read().unwrap_or_else(|e| e.into_inner());
+                    match map
+                        .get(&header.track)
+                        .filter(|p| p.channel.id == header.channel)
+                    {
+                        Some(p) => {
+                            core.media_from_client(&p.channel, p.session, &p.user, d);
+                            continue;
+                        }
+                        None => "unknown_track",
+                    }
+                }
             }
         };
-        // Fan out under the read lock: publishing a track (the only writer)
-        // is rare, and this saves two reference-count round trips per packet.
-        let map = published.read().unwrap_or_else(|e| e.into_inner());
-        match map
-            .get(&header.track)
-            .filter(|p| p.channel.id == header.channel)
-        {
-            Some(p) => core.media_from_client(&p.channel, p.session, &p.user, d),
-            None => core.metrics.media_dropped("unknown_track"),
+        core.metrics.media_dropped(dropped);
+        if dropped == "publisher_rate_limit" {
+            crate::warn_throttled!(core.log, "publisher_rate_limit", edge = core.id, remote = %conn.remote_address(), "client over its media rate: excess dropped");
+        }
+        if !drops.spend() {
+            // Dropping a datagram costs little, but its decryption and the
+            // drop still cost a flood's worth of CPU: a client that keeps
+            // sending what the edge throws away is disconnected.
+            core.metrics.protocol_error("datagram_flood");
+            crate::warn_throttled!(core.log, "datagram_flood", edge = core.id, remote = %conn.remote_address(), "closing client: too many datagrams dropped");
+            close(
+                &conn,
+                ErrorCode::RateLimited,
+                "too many invalid or over-rate datagrams",
+            );
+            return;
         }
     }
 }

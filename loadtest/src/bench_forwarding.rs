@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_node::config::AdmissionSection;
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
@@ -253,6 +254,8 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     let pki = DevPki::new()?;
     let mut cfg = EdgeConfig::dev(1, APP, SECRET);
     cfg.limits.subscriber_queue = 1024;
+    // The sender saturates one session on purpose.
+    cfg.admission = AdmissionSection::unlimited();
     let edge = Edge::start(
         cfg,
         EdgeOptions {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_node::config::AdmissionSection;
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
 use protocol::pb::{self, client_frame::Kind as CK};
@@ -56,6 +57,10 @@ impl Mesh {
             // (one that carries no media, e.g. back up a chain) would time
             // out after the default 10 s and be redialled mid-run.
             cfg.limits.client_idle_timeout_ms = 120_000;
+            // Benches open hundreds of connections from 127.0.0.1 and push
+            // single sessions to saturation: the per-address and
+            // per-session limits would measure themselves, not the relay.
+            cfg.admission = AdmissionSection::unlimited();
             tweak(&mut cfg);
             let opts = EdgeOptions {
                 tls: Some(pki.material(&["localhost".into()])?),

@@ -17,6 +17,7 @@
 //! - [`demo`]: a small local mesh with SDK clients.
 //! - [`quic`]: minimal raw-protocol client plumbing used by the benchmarks.
 
+pub mod bench_abuse;
 pub mod bench_fanout;
 pub mod bench_forwarding;
 pub mod bench_memory;

@@ -93,6 +93,22 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Floods and hostile clients against one edge, with a legitimate
+    /// call's latency during each against a no-attack baseline.
+    Abuse {
+        /// Seconds of the baseline and of each attack.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Spoofed source addresses in the handshake flood.
+        #[arg(long, default_value_t = 500)]
+        spoofed_sources: usize,
+        /// Only these attacks (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Media through one edge vs a direct quinn flow: packet-rate ratio and added latency.
     Forwarding {
         #[arg(long, default_value_t = 200)]
@@ -278,6 +294,25 @@ fn main() -> anyhow::Result<()> {
                 "  added by the edge           : p50 {:.3} ms  p99 {:.3} ms   (target p99 < 1 ms)",
                 r.added_p50_ms, r.added_p99_ms
             );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Abuse {
+                    seconds,
+                    spoofed_sources,
+                    only,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_abuse::Params {
+                phase: Duration::from_secs(seconds),
+                spoofed_sources,
+            };
+            let r = rt.block_on(loadtest::bench_abuse::run(p, &only))?;
+            loadtest::bench_abuse::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
