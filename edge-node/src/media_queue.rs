@@ -5,18 +5,28 @@
 //! the oldest datagrams when its send buffer is full, but silently; so a
 //! packet goes straight to quinn only while quinn has room and nothing is
 //! queued, and otherwise waits here for `send_datagram_wait`.
+//!
+//! Queued media also has an age limit: a packet that waited longer than
+//! [`MAX_QUEUED_AGE`] (a link that stalled through an outage) is dropped
+//! rather than sent late after it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::metrics::EdgeMetrics;
 
+/// Media waiting longer than this is too late to play: interactive calls
+/// want under 150 ms one way (ITU-T G.114), and a receiver's jitter buffer
+/// gives up well before half a second.
+pub const MAX_QUEUED_AGE: Duration = Duration::from_millis(500);
+
 pub struct MediaQueue {
-    inner: Mutex<VecDeque<Bytes>>,
+    inner: Mutex<VecDeque<(Instant, Bytes)>>,
     notify: Notify,
     capacity: usize,
     /// Set while the writer task holds a packet quinn has not taken yet.
@@ -57,7 +67,7 @@ impl MediaQueue {
         } else {
             self.depth.increment(1.0);
         }
-        q.push_back(pkt);
+        q.push_back((Instant::now(), pkt));
         drop(q);
         self.notify.notify_one();
     }
@@ -72,16 +82,21 @@ impl MediaQueue {
 
     /// Drain the queue into `conn` with quinn's backpressure until the
     /// connection closes.
-    pub async fn run_writer(self: Arc<Self>, conn: quinn::Connection) {
+    pub async fn run_writer(self: Arc<Self>, conn: quinn::Connection, metrics: EdgeMetrics) {
         loop {
             let next = {
                 let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                let p = q.pop_front();
-                if p.is_some() {
-                    self.writer_busy.store(true, Ordering::Release);
+                let mut next = None;
+                while let Some((at, p)) = q.pop_front() {
                     self.depth.decrement(1.0);
+                    if at.elapsed() <= MAX_QUEUED_AGE {
+                        self.writer_busy.store(true, Ordering::Release);
+                        next = Some(p);
+                        break;
+                    }
+                    metrics.media_dropped("stale");
                 }
-                p
+                next
             };
             match next {
                 Some(pkt) => {

@@ -255,7 +255,11 @@ async fn run_link(
                 info!(edge = core.id, peer = link.peer, "relay link up");
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 core.metrics.relay_links.increment(1.0);
-                tokio::spawn(link.media.clone().run_writer(conn.clone()));
+                tokio::spawn(
+                    link.media
+                        .clone()
+                        .run_writer(conn.clone(), core.metrics.clone()),
+                );
                 tokio::spawn(read_datagrams(
                     core.clone(),
                     conn.clone(),

@@ -105,7 +105,7 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
     });
     core.register_client(&handle);
     tokio::spawn(write_frames(rx, send, conn.clone()));
-    tokio::spawn(media.run_writer(conn.clone()));
+    tokio::spawn(media.run_writer(conn.clone(), core.metrics.clone()));
     let published: PublishedTracks = Arc::default();
     tokio::spawn(read_media(core.clone(), conn.clone(), published.clone()));
 

@@ -137,7 +137,11 @@ impl Client {
     /// `connect_rounds` rounds with jittered backoff between them).
     pub async fn connect(config: ClientConfig) -> Result<Client, SdkError> {
         config.validate()?;
-        let shared = Arc::new(Shared::new(config.media_queue));
+        let mut shared = Shared::new(config.media_queue);
+        shared.max_media_lateness_us = config.max_media_lateness.map_or(i64::MAX, |d| {
+            i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+        });
+        let shared = Arc::new(shared);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let request_timeout = config.request_timeout;
         let max_unacked = config.max_unacked;

@@ -113,6 +113,10 @@ pub struct ClientConfig {
     /// (and counted) while the app is not reading events fast enough.
     /// Other events are never dropped.
     pub media_queue: usize,
+    /// Media arriving more than this behind the fastest packet of its track
+    /// is dropped (counted in `media_late`): after an outage, what was
+    /// queued on the way arrives seconds late. `None` delivers everything.
+    pub max_media_lateness: Option<Duration>,
     /// QUIC idle timeout (a backstop; liveness detection is much faster).
     pub idle_timeout: Duration,
     /// Where client sockets come from; `None`: bind the wildcard address
@@ -150,6 +154,7 @@ impl ClientConfig {
             reorder_timeout: Duration::from_secs(2),
             max_held_per_sender: 1_024,
             media_queue: 4_096,
+            max_media_lateness: Some(Duration::from_secs(1)),
             idle_timeout: Duration::from_secs(10),
             socket: None,
             local_ip: None,

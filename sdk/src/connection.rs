@@ -33,6 +33,8 @@ pub(crate) struct RemoteTrack {
     pub channel: String,
     pub user: String,
     pub name: String,
+    /// This track's lateness baseline (see [`crate::lateness`]).
+    pub lateness: crate::lateness::LatenessGate,
 }
 
 /// State shared by the client's state machine, its links and the handles.
@@ -45,6 +47,9 @@ pub(crate) struct Shared {
     pub edge: Mutex<Option<SocketAddr>>,
     /// End-to-end encryption keys of the channels joined with them.
     pub e2ee: RwLock<HashMap<u64, Arc<KeyRing>>>,
+    /// Media later than this behind its track's fastest is dropped
+    /// (microseconds; `i64::MAX`: never).
+    pub max_media_lateness_us: i64,
 }
 
 impl Shared {
@@ -55,6 +60,7 @@ impl Shared {
             tracks: RwLock::default(),
             edge: Mutex::default(),
             e2ee: RwLock::default(),
+            max_media_lateness_us: i64::MAX,
         }
     }
 
@@ -305,6 +311,8 @@ async fn read_frames(
     let _ = tx.send(lost);
 }
 
+use crate::channel::now_us;
+
 async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Arc<Shared>) {
     let stats = &shared.stats;
     while let Ok(d) = conn.read_datagram().await {
@@ -323,6 +331,13 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             bump(&stats.media_unknown_track, 1);
             continue;
         };
+        if !track
+            .lateness
+            .on_time(h.timestamp_us, now_us(), shared.max_media_lateness_us)
+        {
+            bump(&stats.media_late, 1);
+            continue;
+        }
         let payload = match shared.e2ee(h.channel.0) {
             None => d.slice(MEDIA_HEADER_LEN..),
             Some(ring) => match ring.open_media(&d, &track.user, &track.name) {

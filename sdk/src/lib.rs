@@ -66,6 +66,7 @@ mod connection;
 pub mod e2ee;
 pub mod error;
 pub mod events;
+mod lateness;
 pub mod nearest;
 pub mod reorder;
 pub mod replay;

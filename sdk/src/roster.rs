@@ -58,6 +58,7 @@ impl Roster {
                 channel: self.channel.clone(),
                 user: user.to_string(),
                 name: t.name.clone(),
+                lateness: Default::default(),
             }),
         );
         let n = self

@@ -27,6 +27,9 @@ pub struct Stats {
     pub media_malformed: AtomicU64,
     /// Media dropped because the app did not read events fast enough.
     pub media_dropped: AtomicU64,
+    /// Media dropped for arriving more than `max_media_lateness` behind
+    /// its track's fastest (queued on the way through an outage).
+    pub media_late: AtomicU64,
     /// End-to-end encrypted channels: media datagrams that did not open
     /// (wrong or unknown key, tampered with, not sealed), dropped.
     pub media_undecryptable: AtomicU64,
@@ -57,6 +60,7 @@ pub struct StatsSnapshot {
     pub media_unknown_track: u64,
     pub media_malformed: u64,
     pub media_dropped: u64,
+    pub media_late: u64,
     pub media_undecryptable: u64,
     pub messages_undecryptable: u64,
     pub frames_unknown: u64,
@@ -81,6 +85,7 @@ impl Stats {
             media_unknown_track: r(&self.media_unknown_track),
             media_malformed: r(&self.media_malformed),
             media_dropped: r(&self.media_dropped),
+            media_late: r(&self.media_late),
             media_undecryptable: r(&self.media_undecryptable),
             messages_undecryptable: r(&self.messages_undecryptable),
             frames_unknown: r(&self.frames_unknown),
