@@ -2,8 +2,11 @@
 //!
 //! What the crate leaves to us, handled here:
 //! - reconnecting: every failed call drops the connection and the next call
-//!   dials the endpoints again (after an etcd restart, calls fail until it is
-//!   back, then work without a restart of ours);
+//!   dials again (after an etcd restart, calls fail until it is back, then
+//!   work without a restart of ours);
+//! - several members: calls and watches go to one member at a time and move
+//!   on to the next endpoint after a failure (see [`Target::connect`]), so a
+//!   dead member costs a call, not a share of every call;
 //! - watches: a broken or silent watch is re-created from the last seen
 //!   revision + 1, so no event is missed or repeated; silence is detected by
 //!   asking for progress notifications and timing out when none come;
@@ -16,6 +19,7 @@
 //!   are reported with their cause (unknown issuer, certificate required...).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +48,8 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub struct EtcdStore {
     target: Target,
-    client: Mutex<Option<Client>>,
+    /// The connection and the index of the member it goes to.
+    client: Mutex<Option<(Client, usize)>>,
 }
 
 /// TLS settings of the etcd client: the CA that signed the members'
@@ -221,6 +226,9 @@ struct Target {
     tls: Option<TlsOptions>,
     /// None without TLS, else whether a client certificate is presented.
     client_cert: Option<bool>,
+    /// The member dialed next (index into `endpoints`), shared by a store's
+    /// calls and its watches so that what one learns the others use.
+    current: Arc<AtomicUsize>,
 }
 
 impl Target {
@@ -245,16 +253,45 @@ impl Target {
             endpoints,
             tls: tls.map(EtcdTls::options),
             client_cert: tls.map(EtcdTls::has_client_cert),
+            current: Arc::default(),
         })
     }
 
-    async fn connect(&self) -> Result<Client> {
+    /// Dial one member: the current one; returns its index for
+    /// [`Target::failed`].
+    ///
+    /// Not etcd-client's balanced channel over every endpoint: tonic's
+    /// balancer counts an endpoint that refuses connections as ready and
+    /// fails the calls it sends there, so with one member of three dead
+    /// about half of all calls failed, and edges, whose lease keepalives run
+    /// at TTL/3, lost their leases within seconds (found by
+    /// edge-node/tests/etcd_cluster.rs). One member at a time, moving on
+    /// after a failure, is what etcd's own Go client did up to v3.3 (a
+    /// pinned endpoint with failover).
+    async fn connect(&self) -> Result<(Client, usize)> {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
         let opts = self.tls.clone().map(|t| ConnectOptions::new().with_tls(t));
-        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&self.endpoints, opts)).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(unavailable(self, e)),
-            Err(_) => Err(StoreError::Unavailable("connect timed out".into())),
+        let endpoint = [self.endpoints[i].as_str()];
+        match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(endpoint, opts)).await {
+            Ok(Ok(c)) => Ok((c, i)),
+            Ok(Err(e)) => {
+                self.failed(i);
+                Err(unavailable(self, e))
+            }
+            Err(_) => {
+                self.failed(i);
+                Err(StoreError::Unavailable("connect timed out".into()))
+            }
         }
+    }
+
+    /// Member `i` failed a call: the next dial goes to the next endpoint
+    /// (unless another caller has moved on already).
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.endpoints.len();
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -333,12 +370,7 @@ impl EtcdStore {
     /// them, refused for `http://` ones). The first call is made here, so
     /// a refused certificate fails now.
     pub async fn connect_with(endpoints: Vec<String>, tls: Option<&EtcdTls>) -> Result<Self> {
-        let target = Target::new(endpoints, tls)?;
-        let client = target.connect().await?;
-        let store = EtcdStore {
-            target,
-            client: Mutex::new(Some(client)),
-        };
+        let store = Self::lazy_with(endpoints, tls)?;
         // Dialing is lazy inside etcd-client: a status call proves the
         // connection (and the TLS handshake both ways).
         store.call(|mut c| async move { c.status().await }).await?;
@@ -361,7 +393,7 @@ impl EtcdStore {
         })
     }
 
-    async fn client(&self) -> Result<Client> {
+    async fn client(&self) -> Result<(Client, usize)> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -371,24 +403,47 @@ impl EtcdStore {
         Ok(c)
     }
 
-    /// Run one call; on failure forget the connection so the next call redials.
+    /// Forget the connection to member `i` (if it is still the current one)
+    /// and move on to the next member.
+    async fn drop_client(&self, i: usize) {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_some_and(|(_, at)| *at == i) {
+            *guard = None;
+        }
+        self.target.failed(i);
+    }
+
+    /// Run one call; on failure forget the connection so the next call
+    /// redials, on the next member. A member that refused the connection
+    /// never saw the request, so the call goes to the next member at once
+    /// (safe even for a compare-and-swap), each member tried once: a dead
+    /// member costs callers nothing.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let client = self.client().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) => {
-                if is_connection_error(&e) {
-                    *self.client.lock().await = None;
+        let mut tries = self.target.endpoints.len();
+        loop {
+            tries -= 1;
+            let (client, i) = self.client().await?;
+            match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
+                Ok(Ok(t)) => return Ok(t),
+                Ok(Err(e)) => {
+                    if is_connection_error(&e) {
+                        self.drop_client(i).await;
+                    }
+                    let e = unavailable(&self.target, e);
+                    if tries > 0 && never_sent(&e) {
+                        debug!(endpoint = %self.target.endpoints[i], error = %e, "etcd member unreachable; trying the next");
+                        continue;
+                    }
+                    return Err(e);
                 }
-                Err(unavailable(&self.target, e))
-            }
-            Err(_) => {
-                *self.client.lock().await = None;
-                Err(StoreError::Unavailable("etcd call timed out".into()))
+                Err(_) => {
+                    self.drop_client(i).await;
+                    return Err(StoreError::Unavailable("etcd call timed out".into()));
+                }
             }
         }
     }
@@ -409,6 +464,11 @@ fn is_connection_error(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// The connection was refused: the request was never sent.
+fn never_sent(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.contains("tcp connect error"))
+}
+
 fn lease_gone(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(m) if m.contains("lease not found"))
 }
@@ -418,7 +478,10 @@ impl ControlStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_string();
         let resp = self
-            .call(|mut c| async move { c.get(key, None).await })
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
             .await?;
         Ok(resp.kvs().first().map(to_kv))
     }
@@ -426,7 +489,10 @@ impl ControlStore for EtcdStore {
     async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
         let prefix = prefix.to_string();
         let resp = self
-            .call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.kvs().iter().map(to_kv).collect(), rev))
@@ -436,7 +502,10 @@ impl ControlStore for EtcdStore {
         let key = key.to_string();
         let opts = lease.map(|l| PutOptions::new().with_lease(l));
         let resp = self
-            .call(|mut c| async move { c.put(key, value.to_vec(), opts).await })
+            .call(|mut c| {
+                let (key, value, opts) = (key.clone(), value.to_vec(), opts.clone());
+                async move { c.put(key, value, opts).await }
+            })
             .await
             .map_err(|e| match lease {
                 Some(l) if lease_gone(&e) => StoreError::LeaseNotFound(l),
@@ -448,7 +517,10 @@ impl ControlStore for EtcdStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = key.to_string();
         let resp = self
-            .call(|mut c| async move { c.delete(key, None).await })
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
             .await?;
         Ok(resp.deleted() > 0)
     }
@@ -473,7 +545,12 @@ impl ControlStore for EtcdStore {
                 lease.map(|l| PutOptions::new().with_lease(l)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.call(|mut c| async move { c.txn(txn).await }).await?;
+        let resp = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             return Ok(Ok(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
@@ -559,8 +636,10 @@ async fn run_watch(
         if tx.is_closed() {
             return;
         }
+        let mut member = None;
         let opened = async {
-            let mut client = target.connect().await?;
+            let (mut client, i) = target.connect().await?;
+            member = Some(i);
             let opts = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(next)
@@ -570,9 +649,17 @@ async fn run_watch(
                 .await
                 .map_err(|e| unavailable(&target, e))
         };
-        let mut stream = match opened.await {
+        let opened = opened.await;
+        // The member this watch is on; it moves on after any failure.
+        let failed = |member: Option<usize>| {
+            if let Some(i) = member {
+                target.failed(i);
+            }
+        };
+        let mut stream = match opened {
             Ok(s) => s,
             Err(e) => {
+                failed(member);
                 debug!(%prefix, error = %e, "watch: etcd unreachable, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
@@ -637,6 +724,7 @@ async fn run_watch(
                 Ok(Ok(None)) | Ok(Err(_)) => break,
             }
         }
+        failed(member);
         tokio::time::sleep(RETRY_MIN).await;
     }
 }
