@@ -382,6 +382,10 @@ impl Edge {
     }
 }
 
+/// quinn's datagram send buffer per connection: 64 packets of the largest
+/// media datagram, a few ms of a busy relay link.
+const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
+
 fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // One control stream per link; anything more is refused (flow control
@@ -398,7 +402,13 @@ fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
     t.receive_window((16u32 * 1024 * 1024).into());
     t.send_window(16 * 1024 * 1024);
     t.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
-    t.datagram_send_buffer_size(1024 * 1024);
+    // Small on purpose: quinn's buffer is bounded in bytes, not age, and
+    // drains at whatever the congestion controller allows. On a slow link
+    // 1 MiB is seconds of media sent late (or after an outage, all at
+    // once). Kept small, the excess waits in the edge's own media queue,
+    // which drops the oldest and anything older than half a second, and
+    // counts it.
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     t
 }
 

@@ -1,0 +1,165 @@
+//! A slow subscriber (a lossy, long link that QUIC's congestion control
+//! throttles) and a subscriber that stops reading its control stream, in a
+//! channel with a healthy subscriber: the edge bounds what it holds for the
+//! slow ones (oldest media dropped and counted; a client that does not read
+//! is disconnected), and the healthy one gets everything on time.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use edge_node::config::{AdmissionSection, NetemSection};
+use edge_node::netem::{LinkProfile, LinkRule};
+use protocol::pb::{server_frame::Kind as SK, ErrorCode};
+
+const MESSAGES: u64 = 2_000;
+const MEDIA: u32 = 2_000;
+const SUBSCRIBER_QUEUE: usize = 64;
+const FRAME_QUEUE: usize = 256;
+
+fn endpoint_at(ip: &str) -> quinn::Endpoint {
+    quinn::Endpoint::client(format!("{ip}:0").parse::<SocketAddr>().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mesh = Mesh::start_with(1, |cfg| {
+            cfg.limits.subscriber_queue = SUBSCRIBER_QUEUE;
+            cfg.limits.client_frame_queue = FRAME_QUEUE;
+            // This test is about queues, not rate limits.
+            cfg.admission = AdmissionSection::unlimited();
+            // What the edge sends to 127.0.0.5 crosses a bad mobile link.
+            cfg.netem = Some(NetemSection {
+                links: vec![LinkRule {
+                    from: "127.0.0.0/8".parse().unwrap(),
+                    to: "127.0.0.5/32".parse().unwrap(),
+                    profile: LinkProfile {
+                        delay_ms: 40.0,
+                        loss: 0.3,
+                        ..LinkProfile::default()
+                    },
+                }],
+            });
+        })
+        .await;
+        let addr = mesh.edges[0].addr();
+        let ca = mesh.ca_der();
+        let mut publisher = RawClient::connect_from(endpoint_at("127.0.0.2"), addr, &ca).await;
+        let joined = publisher.join("room", "pub").await;
+        let channel = joined.channel_id;
+        let track = publisher.publish(channel, "cam").await.unwrap();
+        let mut healthy = RawClient::connect_from(endpoint_at("127.0.0.3"), addr, &ca).await;
+        healthy.join("room", "healthy").await;
+        let mut stopped = RawClient::connect_from(endpoint_at("127.0.0.4"), addr, &ca).await;
+        stopped.join("room", "stopped").await;
+        let mut slow = RawClient::connect_from(endpoint_at("127.0.0.5"), addr, &ca).await;
+        slow.join("room", "slow").await;
+        // Let the member events settle; from here `stopped` reads nothing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let healthy_media = {
+            let conn = healthy.conn.clone();
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(2), conn.read_datagram()).await
+                {
+                    n += 1;
+                }
+                n
+            })
+        };
+        let slow_media = {
+            let conn = slow.conn.clone();
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(3), conn.read_datagram()).await
+                {
+                    n += 1;
+                }
+                n
+            })
+        };
+        let healthy_messages = tokio::spawn(async move {
+            let mut seqs = vec![];
+            while (seqs.len() as u64) < MESSAGES {
+                match healthy.recv().await {
+                    Some(SK::Message(m)) => seqs.push(m.seq),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            seqs
+        });
+
+        // 2,000 media packets of 600 B over about 2 s, and 2,000 messages of
+        // 1 KiB interleaved.
+        let payload = vec![0u8; 600];
+        let mut seq = 0;
+        for i in 0..MEDIA {
+            publisher.media(channel, track, i, &payload);
+            if seq < MESSAGES {
+                seq += 1;
+                publisher.message(channel, seq, &[b'm'; 1024]).await;
+            }
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        // The healthy subscriber: every message in order, nearly all media.
+        let seqs = healthy_messages.await.unwrap();
+        assert_eq!(
+            seqs,
+            (1..=MESSAGES).collect::<Vec<_>>(),
+            "healthy: messages"
+        );
+        let got = healthy_media.await.unwrap();
+        assert!(
+            got >= MEDIA * 95 / 100,
+            "healthy: {got} of {MEDIA} media packets"
+        );
+
+        // The one that stopped reading is disconnected as too slow, once its
+        // queue is full, not allowed to grow the edge's memory.
+        assert_eq!(
+            stopped.closed_code().await,
+            Some(ErrorCode::Overloaded as u64),
+            "the stopped reader is closed with OVERLOADED"
+        );
+        assert!(
+            metric(
+                "rtn_edge_protocol_errors_total",
+                &[("reason", "client_too_slow")]
+            ) >= 1.0
+        );
+
+        // The slow one keeps its session and gets what its link carries; the
+        // edge dropped the oldest of the rest, counted.
+        let slow_got = slow_media.await.unwrap();
+        let dropped = metric(
+            "rtn_edge_media_dropped_total",
+            &[("reason", "subscriber_queue_full")],
+        );
+        println!(
+            "healthy {got}/{MEDIA} media, {} messages; slow {slow_got}/{MEDIA} media, \
+             {dropped} dropped at the edge",
+            seqs.len()
+        );
+        assert!(dropped > 0.0, "the slow subscriber's queue overflowed");
+        assert!(slow_got > 0 && slow_got < MEDIA, "slow: {slow_got}");
+        assert!(
+            slow.conn.close_reason().is_none(),
+            "the slow one stays connected"
+        );
+        // What the edge holds for subscribers stays bounded by their queues.
+        assert!(metric("rtn_edge_client_queue_packets", &[]) <= (4 * SUBSCRIBER_QUEUE) as f64);
+        assert!(publisher.conn.close_reason().is_none());
+        mesh.stop().await;
+    })
+    .await
+    .expect("bounded");
+}
