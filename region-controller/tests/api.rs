@@ -358,3 +358,128 @@ fn check_config_accepts_city_databases_and_refuses_others() {
         assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
     }
 }
+
+/// A connection from a given loopback address, so tests can be several
+/// clients as the per-address rate limit sees them.
+async fn connect_from(
+    local: std::net::IpAddr,
+    addr: std::net::SocketAddr,
+) -> SendRequest<Empty<Bytes>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(local, 0)).unwrap();
+    let stream = socket.connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Median and worst time of `n` lookups by a well-behaved client.
+async fn lookup_latency(addr: std::net::SocketAddr, n: usize) -> (Duration, Duration) {
+    let mut http = connect_from("127.0.0.2".parse().unwrap(), addr).await;
+    let mut took = vec![];
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, _, _) =
+            get(&mut http, &format!("/v1/edges/nearest?ip={LONDON_IP}"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        took.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    took.sort();
+    (took[n / 2], took[n - 1])
+}
+
+/// HTTP abuse of the public API: huge query strings and headers, invalid
+/// addresses, and a request flood from one address are refused cheaply,
+/// counted, and leave another client's lookups answered (its latency
+/// during the flood is printed against a baseline of the same run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_abuse_is_refused_and_other_clients_keep_their_lookups() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (addr, _mesh) = serve(|_| {}).await;
+        let (base_p50, base_max) = lookup_latency(addr, 15).await;
+
+        // A 1 MiB query string: hyper refuses it before routing (431), or
+        // hangs up; the server itself stays up.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let huge = format!(
+            "GET /v1/edges/nearest?ip={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "1".repeat(1 << 20)
+        );
+        let _ = s.write_all(huge.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let head = String::from_utf8_lossy(&buf);
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 431"),
+            "huge request: {head:?}"
+        );
+        // Many or huge headers likewise.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\n");
+        for i in 0..2_000 {
+            req.push_str(&format!("x-junk-{i}: {}\r\n", "v".repeat(100)));
+        }
+        req.push_str("\r\n");
+        let _ = s.write_all(req.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+        // Invalid addresses and parameters: 400 with a JSON reason each.
+        let mut http = connect_from("127.0.0.3".parse().unwrap(), addr).await;
+        for q in [
+            "ip=999.1.1.1",
+            "ip=::g",
+            "ip=",
+            "ip=1.2.3.4%00",
+            "limit=-1",
+            "limit=99999999999999999999",
+            "ip=1.2.3.4&ip=5.6.7.8&bogus=1",
+        ] {
+            let (status, v) = get_json(&mut http, &format!("/v1/edges/nearest?{q}"), &[]).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {v}");
+            assert!(v["error"]["code"].is_string(), "{q}: {v}");
+        }
+
+        // A flood from 127.0.0.1 on 8 connections while the well-behaved
+        // client at 127.0.0.2 measures its lookups.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let limited = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut flood = vec![];
+        for _ in 0..8 {
+            let (stop, limited) = (stop.clone(), limited.clone());
+            flood.push(tokio::spawn(async move {
+                let mut http = connect(addr).await;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, _, _) = get(&mut http, "/v1/edges/nearest", &[]).await;
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (flood_p50, flood_max) = lookup_latency(addr, 15).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for f in flood {
+            let _ = f.await;
+        }
+        let limited = limited.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "lookup latency of another client: baseline p50 {base_p50:?} max {base_max:?}; \
+             during a flood ({limited} requests refused with 429) p50 {flood_p50:?} max {flood_max:?}"
+        );
+        assert!(limited > 100, "the flood was rate limited: {limited}");
+        let text = region_controller::metrics::prometheus().render();
+        assert!(
+            text.lines().any(|l| l.starts_with("rtn_controller_api_requests_total")
+                && l.contains("status=\"429\"")),
+            "refusals are counted"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
