@@ -107,21 +107,97 @@ impl Action {
     }
 }
 
+/// Latest time an event may have, seconds (a week): later ones would never
+/// run, and times this large no longer fit a timer.
+pub const MAX_AT_S: f64 = 7.0 * 86_400.0;
+
 impl Plan {
     pub fn load(path: &Path) -> anyhow::Result<Plan> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the chaos plan {}", path.display()))?;
-        let mut plan: Plan = toml::from_str(&text)
-            .with_context(|| format!("parsing the chaos plan {}", path.display()))?;
+        Plan::from_toml(&text).with_context(|| format!("in the chaos plan {}", path.display()))
+    }
+
+    /// Parse and check a plan's text; the events come out sorted by time
+    /// (events at the same time keep their order in the file).
+    pub fn from_toml(text: &str) -> anyhow::Result<Plan> {
+        let mut plan: Plan = toml::from_str(text).context("parsing")?;
         for e in &plan.events {
-            anyhow::ensure!(
-                e.at_s.is_finite() && e.at_s >= 0.0,
-                "chaos event at {} s: time must be >= 0",
-                e.at_s
-            );
+            e.validate()?;
         }
         plan.events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         Ok(plan)
+    }
+}
+
+impl Event {
+    /// What can be checked without the lab: times, numbers, and that the
+    /// cities and regions exist (whether this topology has them, and which
+    /// edges run, is only known when the event happens).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let at = self.at_s;
+        anyhow::ensure!(
+            at.is_finite() && (0.0..=MAX_AT_S).contains(&at),
+            "chaos event at {at} s: time must be within 0-{MAX_AT_S} s"
+        );
+        let city = |c: &str| {
+            topology::geo::find_city(c)
+                .map(|_| ())
+                .with_context(|| format!("chaos event at {at} s: unknown city {c:?}"))
+        };
+        let region = |r: &str| {
+            anyhow::ensure!(
+                topology::geo::regions().contains(&r),
+                "chaos event at {at} s: unknown region {r:?} (one of {})",
+                topology::geo::regions().join(", ")
+            );
+            Ok(())
+        };
+        match &self.action {
+            Action::KillEdge { edge }
+            | Action::RestartEdge { edge }
+            | Action::DrainEdge { edge } => {
+                anyhow::ensure!(*edge > 0, "chaos event at {at} s: edge ids start at 1");
+            }
+            Action::RollingRestart { every_s } => {
+                // The restarts are spread over edges × every_s after `at_s`.
+                anyhow::ensure!(
+                    every_s.is_finite() && *every_s > 0.0 && *every_s <= 3_600.0,
+                    "chaos event at {at} s: rolling_restart every_s {every_s} must be within 0-3600 s (not 0)"
+                );
+            }
+            Action::DegradeLink {
+                a,
+                b,
+                extra_delay_ms,
+                jitter_ms,
+                loss,
+            } => {
+                city(a)?;
+                city(b)?;
+                super::world::validate_override(&super::world::LinkOverride {
+                    a: a.clone(),
+                    b: b.clone(),
+                    extra_delay_ms: *extra_delay_ms,
+                    jitter_ms: *jitter_ms,
+                    loss: *loss,
+                    down: false,
+                })
+                .with_context(|| format!("chaos event at {at} s"))?;
+            }
+            Action::Partition { a, b } | Action::HealLink { a, b } => {
+                city(a)?;
+                city(b)?;
+            }
+            Action::PartitionRegion { region: r }
+            | Action::HealRegion { region: r }
+            | Action::KillController { region: r } => region(r)?,
+            Action::StopControllers
+            | Action::StartControllers
+            | Action::StopStore
+            | Action::StartStore => {}
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +344,43 @@ loss = 0.02
             Action::StartStore,
             "sorted by time"
         );
+    }
+
+    #[test]
+    fn plans_are_checked_when_loaded() {
+        let err = |text: &str| format!("{:#}", Plan::from_toml(text).unwrap_err());
+        let ev = |rest: &str| format!("[[event]]\nat_s = 1\n{rest}");
+        // A time too large for a timer (or a NaN one from a rolling restart)
+        // panicked in the lab's run loop (`Duration::from_secs_f64`).
+        assert!(
+            err("[[event]]\nat_s = 1e300\naction = \"stop_store\"").contains("time must be within")
+        );
+        assert!(
+            err("[[event]]\nat_s = -1\naction = \"stop_store\"").contains("time must be within")
+        );
+        for every in ["nan", "-2", "0", "inf", "1e300"] {
+            let e = err(&ev(&format!(
+                "action = \"rolling_restart\"\nevery_s = {every}"
+            )));
+            assert!(e.contains("every_s"), "{every}: {e}");
+        }
+        assert!(err(&ev("action = \"kill_edge\"\nedge = 0")).contains("edge ids start at 1"));
+        assert!(
+            err(&ev("action = \"partition\"\na = \"fra\"\nb = \"atlantis\""))
+                .contains("unknown city \"atlantis\"")
+        );
+        assert!(err(&ev("action = \"heal_region\"\nregion = \"mars\""))
+            .contains("unknown region \"mars\""));
+        let e = err(&ev(
+            "action = \"degrade_link\"\na = \"fra\"\nb = \"sin\"\nloss = 2",
+        ));
+        assert!(e.contains("loss is not within 0-1"), "{e}");
+        let e = err(&ev(
+            "action = \"degrade_link\"\na = \"fra\"\nb = \"sin\"\nextra_delay_ms = nan",
+        ));
+        assert!(e.contains("extra_delay_ms"), "{e}");
+        let ok = Plan::from_toml(&ev("action = \"rolling_restart\"\nevery_s = 2.5")).unwrap();
+        assert_eq!(ok.events[0].action, Action::RollingRestart { every_s: 2.5 });
     }
 
     #[tokio::test]

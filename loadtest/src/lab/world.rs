@@ -96,9 +96,13 @@ impl TopologyFile {
     pub fn load(path: &Path) -> anyhow::Result<TopologyFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the topology {}", path.display()))?;
-        let t: TopologyFile = toml::from_str(&text)
-            .with_context(|| format!("parsing the topology {}", path.display()))?;
-        Ok(t)
+        TopologyFile::from_toml(&text)
+            .with_context(|| format!("parsing the topology {}", path.display()))
+    }
+
+    /// Parse a topology file's text (checked when [`World::new`] builds it).
+    pub fn from_toml(text: &str) -> anyhow::Result<TopologyFile> {
+        Ok(toml::from_str(text)?)
     }
 
     /// The built-in world: two edges in each of five regions on four
@@ -125,6 +129,13 @@ pub struct EdgeSpec {
     pub host: Host,
 }
 
+/// Most edges a topology may have in all: every edge runs in the lab's
+/// process and probes the others, and the WAN emulation holds a rule per
+/// host pair.
+pub const MAX_EDGES: usize = 256;
+/// Most clients a topology may have in all.
+pub const MAX_CLIENTS: usize = 1_024;
+
 /// The world a topology file describes.
 #[derive(Clone, Debug)]
 pub struct World {
@@ -140,7 +151,9 @@ pub struct World {
 impl World {
     pub fn new(file: TopologyFile) -> anyhow::Result<World> {
         let [lo, hi] = file.inflation;
-        if !(1.0..=5.0).contains(&lo) || hi < lo || hi > 5.0 {
+        // Written so that NaN fails: `hi < lo || hi > 5.0` let a NaN high
+        // end through, and every delay came out NaN.
+        if !(1.0..=5.0).contains(&lo) || !(lo..=5.0).contains(&hi) {
             bail!("inflation [{lo}, {hi}] must satisfy 1 <= low <= high <= 5");
         }
         for (name, v) in [
@@ -192,6 +205,13 @@ impl World {
         }
         if edges.is_empty() {
             bail!("the topology has no edges");
+        }
+        if edges.len() > MAX_EDGES || clients.len() > MAX_CLIENTS {
+            bail!(
+                "the topology has {} edges and {} clients: at most {MAX_EDGES} edges and {MAX_CLIENTS} clients in all",
+                edges.len(),
+                clients.len()
+            );
         }
         for o in &file.links {
             for c in [&o.a, &o.b] {
@@ -361,7 +381,7 @@ impl World {
     }
 }
 
-fn validate_override(o: &LinkOverride) -> anyhow::Result<()> {
+pub(crate) fn validate_override(o: &LinkOverride) -> anyhow::Result<()> {
     if !(0.0..=5_000.0).contains(&o.extra_delay_ms) {
         bail!(
             "link {}-{}: extra_delay_ms {} is not within 0-5000",
@@ -458,5 +478,36 @@ mod tests {
                 .contains("not a city of this topology")
         );
         assert!(toml::from_str::<TopologyFile>("[[city]]\ncity = \"fra\"\nedgez = 1").is_err());
+    }
+
+    #[test]
+    fn a_nan_inflation_or_an_oversized_world_is_refused() {
+        let bad = |text: &str| {
+            World::new(TopologyFile::from_toml(text).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        // A NaN high end got past `hi < lo || hi > 5.0` and made every
+        // inter-city delay NaN, which the WAN emulation then refused.
+        assert!(
+            bad("inflation = [1.4, nan]\n[[city]]\ncity = \"fra\"\nedges = 1")
+                .contains("inflation")
+        );
+        assert!(
+            bad("inflation = [nan, 2.0]\n[[city]]\ncity = \"fra\"\nedges = 1")
+                .contains("inflation")
+        );
+        // 2 x 255 edges: a rule per host pair and an edge each in one process.
+        let err =
+            bad("[[city]]\ncity = \"fra\"\nedges = 255\n[[city]]\ncity = \"sin\"\nedges = 255");
+        assert!(err.contains("at most 256 edges"), "{err}");
+        let err = bad("[[city]]\ncity = \"fra\"\nedges = 1\nclients = 255\n[[city]]\ncity = \"sin\"\nclients = 255\n[[city]]\ncity = \"lhr\"\nclients = 255\n[[city]]\ncity = \"iad\"\nclients = 255\n[[city]]\ncity = \"nrt\"\nclients = 255");
+        assert!(err.contains("1024 clients"), "{err}");
+        let ok = World::new(
+            TopologyFile::from_toml("[[city]]\ncity = \"fra\"\nedges = 255\nclients = 255")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(ok.rules().iter().all(|r| r.profile.validate().is_ok()));
     }
 }
