@@ -235,6 +235,13 @@ impl ControllerConfig {
         .map_err(anyhow::Error::msg)?;
         crate::api::parse_proxies(&self.api.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("api.trusted_proxies: {e}"))?;
+        if let Some(h) = &self.api.client_ip_header {
+            // Checked at start too (`run`), but only after check-config had
+            // said the config is fine.
+            hyper::header::HeaderName::try_from(h.as_str()).map_err(|_| {
+                anyhow::anyhow!("api.client_ip_header {h:?} is not a valid HTTP header name")
+            })?;
+        }
         if self.api.lookups_per_ip_per_s == 0 {
             bail!("api.lookups_per_ip_per_s must be at least 1");
         }
@@ -279,6 +286,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("trusted_proxies"));
+        // Found by fuzz/ (controller_config): a header name hyper refuses
+        // passed check-config and only failed at start.
+        for h in ["x forwarded", "", "x-real-ip}", "é"] {
+            let mut bad = c.clone();
+            bad.api.client_ip_header = Some(h.into());
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("api.client_ip_header"), "{h:?}: {err}");
+        }
+        let mut ok = c.clone();
+        ok.api.client_ip_header = Some("X-Forwarded-For".into());
+        ok.validate().unwrap();
         let mut bad = c;
         bad.store.etcd_endpoints = vec!["127.0.0.1:2379".into()];
         assert!(bad
