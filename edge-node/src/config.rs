@@ -339,6 +339,9 @@ fn default_udp_buffer() -> usize {
     8 * 1024 * 1024
 }
 
+/// Largest `limits.subscriber_queue` and `limits.client_frame_queue`.
+pub const MAX_QUEUE: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -475,6 +478,16 @@ impl EdgeConfig {
             }
         }
         let l = &self.limits;
+        // tokio refuses (panics on) a channel of more than 2^61 slots, in
+        // every session; 2^20 queued frames or packets is already absurd.
+        for (name, v) in [
+            ("limits.subscriber_queue", l.subscriber_queue),
+            ("limits.client_frame_queue", l.client_frame_queue),
+        ] {
+            if v > MAX_QUEUE {
+                return bad(format!("{name} must be at most {MAX_QUEUE}"));
+            }
+        }
         for (name, v) in [
             ("limits.max_sessions", l.max_sessions as u64),
             ("limits.join_timeout_ms", l.join_timeout_ms),
@@ -499,11 +512,22 @@ impl EdgeConfig {
                 ));
             }
         }
+        let mut dests = std::collections::HashSet::new();
         for r in &self.routes {
+            let mut hops = std::collections::HashSet::new();
             for hop in r.via.iter().chain(std::iter::once(&r.dest)) {
                 if !ids.contains(hop) {
                     return bad(format!("routes: edge {hop} is not among [[peers]]"));
                 }
+                if !hops.insert(hop) {
+                    return bad(format!(
+                        "routes: the route to edge {} passes edge {hop} twice",
+                        r.dest
+                    ));
+                }
+            }
+            if !dests.insert(r.dest) {
+                return bad(format!("routes: two routes to edge {}", r.dest));
             }
         }
         let c = &self.control;
@@ -670,6 +694,54 @@ mod tests {
             (
                 control(&full).replace("https://", "http://"),
                 "is not https:// but control.etcd_ca is set",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn static_routes_are_one_per_edge_and_loop_free() {
+        // Found by fuzz/ (edge_config): a second route to an edge silently
+        // replaced the first, and a route through an edge twice was
+        // silently skipped when media trees were built.
+        let cases = [
+            (
+                format!("{GOOD}\n[[routes]]\ndest = 4\n"),
+                "two routes to edge 4",
+            ),
+            (
+                GOOD.replace("dest = 4", "dest = 4\nvia = [4]"),
+                "passes edge 4 twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn queue_limits_are_bounded() {
+        // Found by fuzz/ (edge_config): a client_frame_queue above 2^61
+        // validated, then panicked in tokio in every session task.
+        let limits = |q: &str| {
+            format!("{GOOD}\n[limits]\nmax_sessions = 1\njoin_timeout_ms = 1\nsubscriber_queue = 1\nclient_frame_queue = {q}\nclient_idle_timeout_ms = 1\ndrain_timeout_ms = 1\ngoaway_reconnect_ms = 1\n")
+        };
+        parse(&limits("1048576")).unwrap().validate().unwrap();
+        let cases = [
+            (
+                limits("2305843009213693952"),
+                "limits.client_frame_queue must be at most 1048576",
+            ),
+            (
+                limits("1").replace(
+                    "subscriber_queue = 1",
+                    "subscriber_queue = 18446744073709551615",
+                ),
+                "limits.subscriber_queue must be at most",
             ),
         ];
         for (text, want) in cases {
