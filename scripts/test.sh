@@ -41,5 +41,9 @@ if [ -x protocol/fuzz/run.sh ]; then
     log "fuzzing every decoder for ${RTN_FUZZ_SECONDS:-20}s"
     protocol/fuzz/run.sh "${RTN_FUZZ_SECONDS:-20}"
 fi
+if [ -x fuzz/run.sh ]; then
+    log "fuzzing every config, topology, chaos plan and WAN rule parser for ${RTN_FUZZ_SECONDS:-20}s"
+    fuzz/run.sh "${RTN_FUZZ_SECONDS:-20}"
+fi
 
 log "all tests passed"
