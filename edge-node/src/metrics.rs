@@ -152,6 +152,10 @@ fn describe() {
         "rtn_edge_quic_retries_total",
         "QUIC Retry packets sent to validate a source address before keeping state."
     );
+    describe_counter!(
+        "rtn_edge_relay_messages_resent_total",
+        "Message frames written again on a relay link's new connection (the old one died with them possibly in flight)."
+    );
     describe_gauge!(
         "rtn_edge_handshakes_in_progress",
         "QUIC handshakes started and not finished."
@@ -357,6 +361,11 @@ impl EdgeMetrics {
     pub fn connection_refused(&self, reason: &'static str) {
         counter!("rtn_edge_connections_refused_total", "edge" => self.edge.clone(), "reason" => reason)
             .increment(1);
+    }
+
+    pub fn relay_messages_resent(&self, n: usize) {
+        counter!("rtn_edge_relay_messages_resent_total", "edge" => self.edge.clone())
+            .increment(n as u64);
     }
 
     pub fn quic_retry(&self) {

@@ -5,10 +5,18 @@
 //! carries relay frames on one control stream (opened by the dialer) and
 //! media as datagrams; an edge sends only on the links it dialed and reads
 //! from every link. Frames queued while a link is down wait (bounded) for it.
+//!
+//! Messages written to a link whose connection then dies (a partition that
+//! outlasts QUIC's idle timeout, a peer killed and restarted) are lost with
+//! that connection. So each link keeps the message frames it sent in the
+//! last [`RETAIN_FOR`] and writes them again, first, on the next
+//! connection. Receivers' SDKs drop what they already had by sequence, and
+//! the order per sender is kept (retained frames are older than anything
+//! still queued).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
@@ -28,6 +36,14 @@ use crate::session::close;
 const LINK_MEDIA_QUEUE: usize = 4_096;
 /// Relay frames queued per link (messages, directory) while it is slow or down.
 const LINK_FRAME_QUEUE: usize = 65_536;
+/// Message frames sent on a link are kept this long for a resend on the
+/// next connection: longer than the relay idle timeout (10 s) plus a
+/// redial, so a partition that kills the connection loses nothing sent
+/// just before or during it.
+const RETAIN_FOR: Duration = Duration::from_secs(30);
+/// At most this many retained frames, and bytes, per link.
+const RETAIN_MAX: usize = 8_192;
+const RETAIN_MAX_BYTES: usize = 8 << 20;
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -44,6 +60,47 @@ pub struct RelayLink {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Media sent to `peer` (rtn_edge_peer_media_*_total{dir="out"}).
     out: PeerCounters,
+    /// Encoded message frames sent lately, for a resend after a reconnect.
+    retained: Mutex<Retained>,
+}
+
+#[derive(Default)]
+struct Retained {
+    frames: VecDeque<(Instant, Bytes)>,
+    bytes: usize,
+}
+
+impl RelayLink {
+    /// Keep an encoded message frame; forget what is too old or too many.
+    fn retain(&self, frame: Bytes) {
+        let now = Instant::now();
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        while r
+            .frames
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RETAIN_FOR)
+            || r.frames.len() >= RETAIN_MAX
+            || r.bytes + frame.len() > RETAIN_MAX_BYTES
+        {
+            match r.frames.pop_front() {
+                Some((_, f)) => r.bytes -= f.len(),
+                None => break,
+            }
+        }
+        r.bytes += frame.len();
+        r.frames.push_back((now, frame));
+    }
+
+    /// The retained frames still young enough to matter, oldest first.
+    fn retained_frames(&self) -> Vec<Bytes> {
+        let now = Instant::now();
+        let r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        r.frames
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= RETAIN_FOR)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
 }
 
 impl RelayLinks {
@@ -234,6 +291,7 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         ),
         task: Mutex::new(None),
         out: core.metrics.peer_media(peer, "out"),
+        retained: Mutex::default(),
     });
     let task = tokio::spawn(run_link(core, link.clone(), rx));
     *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -249,9 +307,26 @@ async fn run_link(
     let mut failing = false;
     loop {
         match dial(&core, link.peer).await {
-            Ok((conn, send)) => {
+            Ok((conn, mut send)) => {
                 backoff = DIAL_BACKOFF_MIN;
                 failing = false;
+                let resend = link.retained_frames();
+                if !resend.is_empty() {
+                    core.metrics.relay_messages_resent(resend.len());
+                    info!(
+                        edge = core.id,
+                        peer = link.peer,
+                        frames = resend.len(),
+                        "relay link up again: resending recent messages"
+                    );
+                    // A failed write means the new connection is gone too;
+                    // the pump below then returns at once and we redial.
+                    for f in resend {
+                        if send.write_all(&f).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 info!(edge = core.id, peer = link.peer, "relay link up");
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 core.metrics.relay_links.increment(1.0);
@@ -266,7 +341,7 @@ async fn run_link(
                     Some(link.peer),
                     None,
                 ));
-                pump_frames(&mut rx, send, &conn).await;
+                pump_frames(&link, &mut rx, send, &conn).await;
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
                 warn!(edge = core.id, peer = link.peer, "relay link down");
@@ -319,6 +394,7 @@ async fn dial(
 }
 
 async fn pump_frames(
+    link: &RelayLink,
     rx: &mut mpsc::Receiver<pb::RelayFrame>,
     mut send: quinn::SendStream,
     conn: &quinn::Connection,
@@ -332,7 +408,11 @@ async fn pump_frames(
         buf.clear();
         let mut next = Some(first);
         while let Some(f) = next {
+            let start = buf.len();
             let _ = framing::encode(&f, &mut buf);
+            if matches!(f.kind, Some(RK::Message(_))) {
+                link.retain(Bytes::copy_from_slice(&buf[start..]));
+            }
             if buf.len() > 64 * 1024 {
                 break;
             }

@@ -1,0 +1,124 @@
+//! A partition between two edges that outlasts the relay connection: the
+//! messages the sender's edge accepted during it (and just before it, in
+//! flight on the connection that died) reach the receiver after the heal,
+//! all of them, in order, once each.
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use edge_node::config::NetemSection;
+use edge_node::netem::LinkProfile;
+use edge_node::tls::DevPki;
+use sdk::{Client, ClientConfig, EdgeCandidate, Event};
+
+const BEFORE: u64 = 20;
+const DURING: u64 = 60;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+fn sdk_config(mesh: &Mesh, id: u32) -> ClientConfig {
+    ClientConfig::new(
+        vec![EdgeCandidate {
+            addr: mesh.edge(id).addr(),
+            server_name: "localhost".into(),
+        }],
+        mesh.pki.ca_pem().into_bytes(),
+    )
+}
+
+fn cut(mesh: &Mesh, down: bool) {
+    let profile = LinkProfile {
+        down,
+        ..LinkProfile::default()
+    };
+    for e in &mesh.edges {
+        let wan = e.core.wan.as_ref().expect("edges run with WAN emulation");
+        wan.set_link(ip(31), ip(32), profile).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let pki = DevPki::new().unwrap();
+        let tweak = |cfg: &mut edge_node::EdgeConfig| {
+            cfg.netem = Some(NetemSection::default());
+            // The relay connection dies 1 s into the cut (clients keep
+            // theirs alive with keepalives every 150 ms).
+            cfg.limits.client_idle_timeout_ms = 1_000;
+        };
+        let mut edges = vec![];
+        for (id, last) in [(1, 31), (2, 32)] {
+            let listen = SocketAddr::new(ip(last), 0);
+            edges.push(start_edge(&pki, id, Some(listen), &tweak).await);
+        }
+        let mesh = Mesh { pki, edges };
+        mesh.full_mesh_routes();
+
+        let sender = Client::connect(sdk_config(&mesh, 1)).await.unwrap();
+        let receiver = Client::connect(sdk_config(&mesh, 2)).await.unwrap();
+        let _rx_room = receiver
+            .join(&token("chat", "rita", false, true), "chat", true)
+            .await
+            .unwrap();
+        let room = sender
+            .join(&token("chat", "sam", true, true), "chat", true)
+            .await
+            .unwrap();
+        let received = tokio::spawn(async move {
+            let mut seqs = vec![];
+            while (seqs.len() as u64) < BEFORE + DURING {
+                match receiver.next_event().await {
+                    Some(Event::Message(m)) if m.from == "sam" => seqs.push(m.seq),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            (seqs, receiver.stats().snapshot())
+        });
+
+        let send = |n: u64| {
+            let room = room.clone();
+            async move {
+                for _ in 0..n {
+                    room.send_message(Bytes::from_static(b"hello"))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        send(BEFORE).await;
+        cut(&mesh, true);
+        // Accepted by edge 1 (the sender's link is not cut) while edge 2 is
+        // unreachable; the relay connection times out meanwhile.
+        send(DURING).await;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let resent_before = metric("rtn_edge_relay_messages_resent_total", &[]);
+        cut(&mesh, false);
+
+        let (seqs, stats) = tokio::time::timeout(Duration::from_secs(20), received)
+            .await
+            .expect("every message arrives after the heal")
+            .unwrap();
+        assert_eq!(
+            seqs,
+            (1..=BEFORE + DURING).collect::<Vec<_>>(),
+            "all, in order, once"
+        );
+        assert_eq!(stats.messages_skipped, 0);
+        assert!(
+            metric("rtn_edge_relay_messages_resent_total", &[]) > resent_before,
+            "the new relay connection carried the retained messages"
+        );
+        sender.close().await;
+        mesh.stop().await;
+    })
+    .await
+    .expect("bounded");
+}
