@@ -3,6 +3,9 @@
 //! no SDK would).
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd_cluster;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,1001 @@
+//! Fault tests with real processes around a real three-member etcd cluster:
+//! the cluster itself (members on free loopback ports, a data dir each,
+//! killed, paused and restarted one by one or all together), the
+//! `region-controller` and `edge-node` binaries given every member's
+//! endpoint, and SDK clients in one call that measure what users feel
+//! (media gaps and latency, messages lost, duplicated or reordered).
+//!
+//! Everything is killed on drop and lives in temporary directories.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use region_controller::keys::KeyLayout;
+use region_controller::records::{EdgeRecord, Record, RoutesRecord};
+use region_controller::store::{ControlStore, EtcdStore, KeyValue};
+use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
+
+use super::{token, APP, SECRET};
+
+pub const REGION: &str = "eu";
+/// Bearer token of the controllers' `/v1/mesh` (through this variable).
+pub const ADMIN_TOKEN_ENV: &str = "RTN_TEST_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: &str = "etcd-cluster-test-admin";
+
+pub fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn free_udp_on(ip: IpAddr) -> SocketAddr {
+    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// A child process, SIGKILLed on drop.
+pub struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let child = Command::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("RTN_CHILD_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.alive() {
+            eprintln!("{} had exited: {:?}", self.name, self.child.try_wait());
+        }
+        self.sigkill();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// One HTTP/1.1 request with `connection: close`: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timed out"))??;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// The first JSON object in a body (tolerates chunked framing around it).
+fn json_of(body: &str) -> Option<serde_json::Value> {
+    let (a, b) = (body.find('{')?, body.rfind('}')?);
+    serde_json::from_str(&body[a..=b]).ok()
+}
+
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------- etcd ----
+
+struct Member {
+    name: String,
+    client: SocketAddr,
+    peer: SocketAddr,
+    child: Option<Child>,
+}
+
+/// A static three-member (or n-member) etcd cluster on loopback.
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+}
+
+/// What `/v3/maintenance/status` says about a member.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub member_id: String,
+    pub leader: String,
+    pub revision: i64,
+    pub raft_term: u64,
+    pub applied: u64,
+}
+
+impl EtcdCluster {
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_tcp(),
+                peer: free_tcp(),
+                child: None,
+            })
+            .collect();
+        let mut c = EtcdCluster { dir, members };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let cluster = self.initial_cluster();
+        let data = self.dir.path().join(format!("data-{i}"));
+        let m = &mut self.members[i];
+        // Default raft timers (heartbeat 100 ms, election 1 s): as deployed.
+        // The --initial-* flags only matter on the first start; a restart
+        // finds its data dir and rejoins with it.
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&data)
+            .arg(format!("--listen-client-urls=http://{}", m.client))
+            .arg(format!("--advertise-client-urls=http://{}", m.client))
+            .arg(format!("--listen-peer-urls=http://{}", m.peer))
+            .arg(format!("--initial-advertise-peer-urls=http://{}", m.peer))
+            .arg(format!("--initial-cluster={cluster}"))
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "rtn-test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is installed (apt-get install etcd-server)");
+        m.child = Some(child);
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", m.client))
+            .collect()
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://{}", self.members[i].client)
+    }
+
+    /// SIGKILL member `i` (its data dir is kept).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start member `i` again on its ports and data.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// SIGSTOP every member: the cluster hangs (connections open, no
+    /// answers), as a cluster behind a partition or frozen VMs would.
+    pub fn pause_all(&self) {
+        for pid in self.pids() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    pub fn resume_all(&self) {
+        for pid in self.pids() {
+            signal(pid, "-CONT");
+        }
+    }
+
+    /// The member's status from its HTTP gateway; None if it does not answer.
+    pub async fn status(&self, i: usize) -> Option<MemberStatus> {
+        let (code, body) = http(
+            self.members[i].client,
+            "POST",
+            "/v3/maintenance/status",
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await
+        .ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v = json_of(&body)?;
+        let num = |v: &serde_json::Value| -> Option<i64> {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| v.as_i64())
+        };
+        Some(MemberStatus {
+            member_id: v["header"]["member_id"].as_str()?.to_string(),
+            leader: v["leader"].as_str().unwrap_or("").to_string(),
+            revision: num(&v["header"]["revision"]).unwrap_or(0),
+            raft_term: num(&v["raftTerm"]).unwrap_or(0) as u64,
+            applied: num(&v["raftAppliedIndex"]).unwrap_or(0) as u64,
+        })
+    }
+
+    /// The index of the member that leads, as the answering members agree.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        for i in 0..self.len() {
+            ids.push(self.status(i).await);
+        }
+        let leader = ids.iter().flatten().map(|s| s.leader.clone()).next()?;
+        ids.iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.member_id == leader))
+    }
+
+    /// Wait until every running member answers and one leads.
+    pub async fn wait_healthy(&self, secs: u64) -> Duration {
+        eventually(secs, "etcd cluster healthy", || async {
+            for i in 0..self.len() {
+                if self.members[i].child.is_some() && self.status(i).await.is_none() {
+                    return false;
+                }
+            }
+            self.leader().await.is_some()
+        })
+        .await
+    }
+
+    /// A store over every member's endpoint, once one answers.
+    pub async fn store(&self) -> EtcdStore {
+        store_on(self.endpoints()).await
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A connected store on `endpoints` (bounded wait).
+pub async fn store_on(endpoints: Vec<String>) -> EtcdStore {
+    for _ in 0..100 {
+        if let Ok(s) = EtcdStore::connect(endpoints.clone()).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no etcd store on {endpoints:?}");
+}
+
+pub async fn kvs(store: &EtcdStore, prefix: &str) -> Option<Vec<KeyValue>> {
+    store.get_prefix(prefix).await.ok().map(|(kvs, _)| kvs)
+}
+
+pub async fn records<R: Record>(store: &EtcdStore, prefix: &str) -> Vec<R> {
+    kvs(store, prefix)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| R::from_bytes(&kv.value).ok())
+        .collect()
+}
+
+/// The registered edges: id -> (create revision, lease).
+pub async fn registrations(store: &EtcdStore) -> Option<BTreeMap<u32, (i64, Option<i64>)>> {
+    let kvs = kvs(store, &KeyLayout::default().edges()).await?;
+    Some(
+        kvs.iter()
+            .filter_map(|kv| {
+                let e = EdgeRecord::from_bytes(&kv.value).ok()?;
+                Some((e.id, (kv.create_revision, kv.lease)))
+            })
+            .collect(),
+    )
+}
+
+pub async fn routes(store: &EtcdStore) -> BTreeMap<u32, RoutesRecord> {
+    records::<RoutesRecord>(store, &KeyLayout::default().routes())
+        .await
+        .into_iter()
+        .map(|r| (r.edge, r))
+        .collect()
+}
+
+/// Every edge in `ids` has a routes record with a route to every other.
+pub fn routes_complete(r: &BTreeMap<u32, RoutesRecord>, ids: &[u32]) -> bool {
+    ids.iter().all(|id| {
+        r.get(id).is_some_and(|rec| {
+            ids.iter()
+                .filter(|d| *d != id)
+                .all(|d| rec.routes.iter().any(|x| x.dest == *d))
+        })
+    })
+}
+
+pub fn best(r: &BTreeMap<u32, RoutesRecord>, from: u32, to: u32) -> Option<Vec<u32>> {
+    r.get(&from)?
+        .routes
+        .iter()
+        .find(|x| x.dest == to)
+        .map(|x| x.best.clone())
+}
+
+pub async fn leader_key(store: &EtcdStore) -> Result<Option<String>, ()> {
+    store
+        .get(&KeyLayout::default().leader(REGION))
+        .await
+        .map(|kv| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+        .map_err(|_| ())
+}
+
+// ------------------------------------------------------------- the RTN ----
+
+/// The edge and controller binaries with etcd support, built (a no-op when
+/// fresh) and hard-linked into `dir` at once: the shared target dir's copies
+/// are replaced by any build of the workspace, with other features too,
+/// while a test runs.
+fn binaries(dir: &Path) -> (PathBuf, PathBuf) {
+    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-node"));
+    let controller = edge.with_file_name("region-controller");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "edge-node",
+            "-p",
+            "region-controller",
+            "--features",
+            "edge-node/etcd,region-controller/etcd",
+            "--bins",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cannot build edge-node and region-controller with etcd");
+    let keep = |bin: &Path| {
+        let to = dir.join(bin.file_name().unwrap());
+        if std::fs::hard_link(bin, &to).is_err() {
+            std::fs::copy(bin, &to).unwrap();
+        }
+        to
+    };
+    (keep(&edge), keep(&controller))
+}
+
+pub struct EdgeProc {
+    pub id: u32,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub proc: Proc,
+}
+
+pub struct ControllerProc {
+    pub name: String,
+    pub api: SocketAddr,
+    pub proc: Proc,
+}
+
+/// Edges (on their own loopback addresses, WAN-emulated between them) and
+/// controllers of one region, all pointed at every etcd member.
+pub struct Rtn {
+    dir: tempfile::TempDir,
+    endpoints: Vec<String>,
+    /// The loopback address of edge `id`.
+    pub ip: fn(u32) -> IpAddr,
+    /// One-way delay between two edges (ms), for the netem rules.
+    pub delay: fn(u32, u32) -> f64,
+    /// Edge ids the rules cover.
+    pub max_edges: u32,
+    pub edges: Vec<EdgeProc>,
+    pub controllers: Vec<ControllerProc>,
+    pub ca_pem: String,
+    edge_bin: PathBuf,
+    controller_bin: PathBuf,
+}
+
+/// WAN rules between every pair of edges `1..=n`: one way `delay(a, b)` ms.
+pub fn wan_rules(ip: fn(u32) -> IpAddr, n: u32, delay: impl Fn(u32, u32) -> f64) -> String {
+    let mut rules = vec![];
+    for a in 1..=n {
+        for b in 1..=n {
+            if a != b {
+                rules.push(format!(
+                    r#"{{"from": "{}/32", "to": "{}/32", "delay_ms": {}}}"#,
+                    ip(a),
+                    ip(b),
+                    delay(a, b)
+                ));
+            }
+        }
+    }
+    format!("[{}]", rules.join(", "))
+}
+
+fn json_to_toml_rules(json: &str) -> String {
+    let rules: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    let items: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{from = "{}", to = "{}", delay_ms = {}}}"#,
+                r["from"].as_str().unwrap(),
+                r["to"].as_str().unwrap(),
+                r["delay_ms"]
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+impl Rtn {
+    pub fn new(
+        endpoints: Vec<String>,
+        ip: fn(u32) -> IpAddr,
+        delay: fn(u32, u32) -> f64,
+        max_edges: u32,
+    ) -> Rtn {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = edge_node::tls::DevPki::new().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), pki.ca_pem()).unwrap();
+        let (cert, key) = pki.issue_pem(&["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("edge.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("edge.key"), key).unwrap();
+        let (edge_bin, controller_bin) = binaries(dir.path());
+        Rtn {
+            dir,
+            endpoints,
+            ip,
+            delay,
+            max_edges,
+            edges: Vec::new(),
+            controllers: Vec::new(),
+            ca_pem: pki.ca_pem(),
+            edge_bin,
+            controller_bin,
+        }
+    }
+
+    fn etcd_toml(&self) -> String {
+        let list: Vec<String> = self.endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        format!("[{}]", list.join(", "))
+    }
+
+    pub fn start_edge(&mut self, id: u32, city: &str) {
+        let quic = free_udp_on((self.ip)(id));
+        let admin = free_tcp();
+        let d = self.dir.path();
+        let rules = wan_rules(self.ip, self.max_edges, self.delay);
+        let toml = format!(
+            r#"
+[edge]
+id = {id}
+region = "{REGION}"
+city = "{city}"
+listen = "{quic}"
+admin_listen = "{admin}"
+server_name = "localhost"
+[tls]
+cert = "{d}/edge.pem"
+key = "{d}/edge.key"
+mesh_ca = "{d}/ca.pem"
+[[apps]]
+id = "{APP}"
+secrets = ["{SECRET}"]
+[control]
+etcd_endpoints = {etcd}
+lease_ttl_ms = 3000
+[netem]
+links = {links}
+"#,
+            d = d.display(),
+            etcd = self.etcd_toml(),
+            links = json_to_toml_rules(&rules),
+        );
+        let path = d.join(format!("edge{id}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let proc = Proc::spawn(
+            &format!("edge {id}"),
+            &self.edge_bin,
+            &["run", "--config", path.to_str().unwrap()],
+            &[],
+        );
+        self.edges.push(EdgeProc {
+            id,
+            quic,
+            admin,
+            proc,
+        });
+    }
+
+    pub fn start_controller(&mut self, name: &str) {
+        let api = free_tcp();
+        let toml = format!(
+            r#"
+[controller]
+region = "{REGION}"
+name = "{name}"
+debounce_ms = 50
+recompute_ms = 1000
+[store]
+etcd_endpoints = {etcd}
+election_ttl_ms = 2000
+[api]
+listen = "{api}"
+admin_token_env = "{ADMIN_TOKEN_ENV}"
+"#,
+            etcd = self.etcd_toml(),
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let proc = Proc::spawn(
+            name,
+            &self.controller_bin,
+            &["run", "--config", path.to_str().unwrap()],
+            &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)],
+        );
+        self.controllers.push(ControllerProc {
+            name: name.into(),
+            api,
+            proc,
+        });
+    }
+
+    pub fn edge(&self, id: u32) -> &EdgeProc {
+        self.edges.iter().find(|e| e.id == id).unwrap()
+    }
+
+    /// Replace every edge's WAN rules with a new delay function.
+    pub async fn set_wan(&self, delay: impl Fn(u32, u32) -> f64) {
+        let rules = wan_rules(self.ip, self.max_edges, delay);
+        for e in &self.edges {
+            let (code, body) = http(e.admin, "PUT", "/netem", &[], &rules).await.unwrap();
+            assert_eq!(code, 200, "edge {}: {body}", e.id);
+        }
+    }
+
+    /// A controller's `/v1/mesh`: (leads, store connected, edge ids).
+    pub async fn mesh(&self, c: &ControllerProc) -> Option<(bool, bool, BTreeSet<u32>)> {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let (code, body) = http(c.api, "GET", "/v1/mesh", &[("authorization", &auth)], "")
+            .await
+            .ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v = json_of(&body)?;
+        let ids = v["edges"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["edge"]["id"].as_u64().map(|x| x as u32))
+            .collect();
+        Some((v["leader"].as_bool()?, v["store_connected"].as_bool()?, ids))
+    }
+
+    /// Every process is still running.
+    pub fn all_alive(&mut self) -> bool {
+        let mut ok = true;
+        for e in &mut self.edges {
+            if !e.proc.alive() {
+                eprintln!("edge {} died", e.id);
+                ok = false;
+            }
+        }
+        for c in &mut self.controllers {
+            if !c.proc.alive() {
+                eprintln!("controller {} died", c.name);
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+// ------------------------------------------------------------ the call ----
+
+/// Media every 20 ms (50 packets/s) and a message every 100 ms per member.
+pub const MEDIA_EVERY: Duration = Duration::from_millis(20);
+pub const MESSAGE_EVERY: Duration = Duration::from_millis(100);
+
+/// What one member received from another.
+#[derive(Default, Debug, Clone)]
+pub struct Pair {
+    pub media: u64,
+    pub first_seq: Option<u32>,
+    pub last_seq: u32,
+    last_at: Option<Instant>,
+    /// Longest time between two media packets while both were in the call.
+    pub max_gap: Duration,
+    /// When the longest gap ended.
+    pub max_gap_end: Option<Instant>,
+    /// (arrival, one-way latency in ms) of every packet.
+    pub latency: Vec<(Instant, f64)>,
+    /// Message sequence numbers in arrival order.
+    pub messages: Vec<u64>,
+}
+
+/// What the members of one call felt.
+#[derive(Default)]
+pub struct Felt {
+    /// (receiver, sender) -> what arrived.
+    pub pairs: BTreeMap<(String, String), Pair>,
+    /// Messages each member sent (its last sequence number).
+    pub sent: BTreeMap<String, u64>,
+    /// Events other than media and messages, per member (reconnects...).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MessageFigures {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+/// SDK clients in one channel, each publishing media and sending messages,
+/// each recording what it receives from the others.
+pub struct Call {
+    pub channel: String,
+    ca_pem: String,
+    stop: Arc<AtomicBool>,
+    pub felt: Arc<Mutex<Felt>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub stopped_at: Arc<Mutex<Option<Instant>>>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+impl Call {
+    pub fn new(channel: &str, ca_pem: &str) -> Call {
+        Call {
+            channel: channel.into(),
+            ca_pem: ca_pem.into(),
+            stop: Arc::new(AtomicBool::new(false)),
+            felt: Arc::default(),
+            tasks: Vec::new(),
+            stopped_at: Arc::default(),
+        }
+    }
+
+    /// `user` joins through the edge at `edge`; returns the time from
+    /// connecting to joined and publishing.
+    pub async fn join(&mut self, user: &str, edge: SocketAddr) -> Duration {
+        let started = Instant::now();
+        let mut cfg = ClientConfig::new(
+            vec![EdgeCandidate {
+                addr: edge,
+                server_name: "localhost".into(),
+            }],
+            self.ca_pem.clone().into_bytes(),
+        );
+        cfg.reprobe_interval = None;
+        let client = Client::connect(cfg).await.expect("client connects");
+        let room = client
+            .join(&token(&self.channel, user, true, true), &self.channel, true)
+            .await
+            .expect("joins");
+        let mic = room
+            .publish_track("mic", TrackKind::Audio)
+            .await
+            .expect("publishes");
+        let joined = started.elapsed();
+        let stop = self.stop.clone();
+        let felt = self.felt.clone();
+        let me = user.to_string();
+        // Media and messages out.
+        self.tasks.push(tokio::spawn({
+            let stop = stop.clone();
+            let felt = felt.clone();
+            let me = me.clone();
+            async move {
+                let mut tick = tokio::time::interval(MEDIA_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let per_message = (MESSAGE_EVERY.as_millis() / MEDIA_EVERY.as_millis()) as u64;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let _ = mic.send(&[0u8; 160]).await;
+                    n += 1;
+                    if n.is_multiple_of(per_message) {
+                        // Waits (bounded by the SDK's window) rather than drop.
+                        if let Ok(seq) = room.send_message(Bytes::from(format!("{me} {n}"))).await {
+                            felt.lock().unwrap().sent.insert(me.clone(), seq);
+                        }
+                    }
+                }
+                drop(mic);
+                // Keep the membership (and the SDK's replay) until the end.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(room);
+            }
+        }));
+        // Everything in.
+        let stopped_at = self.stopped_at.clone();
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok(ev) =
+                    tokio::time::timeout(Duration::from_millis(200), client.next_event()).await
+                else {
+                    if stop.load(Ordering::Relaxed)
+                        && stopped_at
+                            .lock()
+                            .unwrap()
+                            .is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+                    {
+                        break;
+                    }
+                    continue;
+                };
+                let Some(ev) = ev else { break };
+                let now = Instant::now();
+                let media_on = !stop.load(Ordering::Relaxed);
+                let mut f = felt.lock().unwrap();
+                match ev {
+                    Event::Media(m) if m.user != me => {
+                        let p = f.pairs.entry((me.clone(), m.user.clone())).or_default();
+                        p.media += 1;
+                        p.first_seq.get_or_insert(m.sequence);
+                        p.last_seq = p.last_seq.max(m.sequence);
+                        let lat = now_us().saturating_sub(m.timestamp_us) as f64 / 1e3;
+                        p.latency.push((now, lat));
+                        if media_on {
+                            if let Some(last) = p.last_at {
+                                let gap = now - last;
+                                if gap > p.max_gap {
+                                    p.max_gap = gap;
+                                    p.max_gap_end = Some(now);
+                                }
+                            }
+                            p.last_at = Some(now);
+                        }
+                    }
+                    Event::Message(m) if m.from != me => {
+                        f.pairs
+                            .entry((me.clone(), m.from.clone()))
+                            .or_default()
+                            .messages
+                            .push(m.seq);
+                    }
+                    Event::Reconnecting { reason } => {
+                        f.notes.push(format!("{me}: reconnecting ({reason})"))
+                    }
+                    Event::ChannelLost { channel, error } => {
+                        f.notes.push(format!("{me}: lost {channel}: {error}"))
+                    }
+                    Event::Error(e) => f.notes.push(format!("{me}: error {e}")),
+                    _ => {}
+                }
+            }
+            client.close().await;
+        }));
+        joined
+    }
+
+    /// Wait until every member receives media from every other.
+    pub async fn wait_flowing(&self, members: &[&str], secs: u64) -> Duration {
+        eventually(secs, "media between every pair", || async {
+            let f = self.felt.lock().unwrap();
+            members.iter().all(|r| {
+                members.iter().filter(|s| *s != r).all(|s| {
+                    f.pairs
+                        .get(&(r.to_string(), s.to_string()))
+                        .is_some_and(|p| p.media > 0)
+                })
+            })
+        })
+        .await
+    }
+
+    /// Median one-way latency of media `to` received from `from` since `since`.
+    pub fn latency_since(&self, to: &str, from: &str, since: Instant) -> Option<f64> {
+        let f = self.felt.lock().unwrap();
+        let p = f.pairs.get(&(to.to_string(), from.to_string()))?;
+        let mut l: Vec<f64> = p
+            .latency
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|x| x.1)
+            .collect();
+        if l.len() < 5 {
+            return None;
+        }
+        l.sort_by(f64::total_cmp);
+        Some(l[l.len() / 2])
+    }
+
+    /// Stop sending; wait until every message sent was delivered to every
+    /// member (or `secs` passed).
+    pub async fn stop(&mut self, secs: u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        *self.stopped_at.lock().unwrap() = Some(Instant::now());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            let done = {
+                let f = self.felt.lock().unwrap();
+                f.pairs.iter().all(|((_, from), p)| {
+                    p.messages.is_empty() || p.messages.last() == f.sent.get(from)
+                })
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Messages over every (receiver, sender) pair. A member that joined
+    /// late counts from the first message it received of each sender.
+    pub fn messages(&self, from_start: &[&str]) -> MessageFigures {
+        let f = self.felt.lock().unwrap();
+        let mut m = MessageFigures::default();
+        for ((to, from), p) in &f.pairs {
+            let sent = f.sent.get(from).copied().unwrap_or(0);
+            let first = if from_start.contains(&to.as_str()) && from_start.contains(&from.as_str())
+            {
+                1
+            } else {
+                p.messages.first().copied().unwrap_or(sent + 1)
+            };
+            let expected = (sent + 1).saturating_sub(first);
+            m.sent += expected;
+            let mut seen = BTreeSet::new();
+            let mut max = 0;
+            for s in &p.messages {
+                if !seen.insert(*s) {
+                    m.duplicated += 1;
+                } else if *s < max {
+                    m.reordered += 1;
+                }
+                max = max.max(*s);
+            }
+            let delivered = seen.iter().filter(|s| **s >= first && **s <= sent).count() as u64;
+            m.delivered += delivered;
+            m.lost += expected - delivered;
+        }
+        m
+    }
+
+    /// The longest media gap over every pair, with its pair.
+    pub fn max_gap(&self) -> (Duration, String) {
+        let f = self.felt.lock().unwrap();
+        f.pairs
+            .iter()
+            .map(|((to, from), p)| (p.max_gap, format!("{from} -> {to}")))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Media packets received over every pair, and the share lost
+    /// (by sequence numbers between the first and last received).
+    pub fn media(&self) -> (u64, f64) {
+        let f = self.felt.lock().unwrap();
+        let (mut got, mut span) = (0u64, 0u64);
+        for p in f.pairs.values() {
+            if let Some(first) = p.first_seq {
+                got += p.media;
+                span += (p.last_seq - first) as u64 + 1;
+            }
+        }
+        (got, 1.0 - got as f64 / span.max(1) as f64)
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.felt.lock().unwrap().notes.clone()
+    }
+
+    pub async fn end(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
