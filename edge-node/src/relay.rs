@@ -45,7 +45,8 @@ const RETAIN_FOR: Duration = Duration::from_secs(30);
 const RETAIN_MAX: usize = 8_192;
 const RETAIN_MAX_BYTES: usize = 8 << 20;
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Redial at least this often: a partition's heal is noticed within it.
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct RelayLinks {
@@ -66,29 +67,70 @@ pub struct RelayLink {
 
 #[derive(Default)]
 struct Retained {
-    frames: VecDeque<(Instant, Bytes)>,
+    frames: VecDeque<RetainedFrame>,
     bytes: usize,
+}
+
+struct RetainedFrame {
+    at: Instant,
+    encoded: Bytes,
+    message: pb::RelayMessage,
 }
 
 impl RelayLink {
     /// Keep an encoded message frame; forget what is too old or too many.
-    fn retain(&self, frame: Bytes) {
+    fn retain(&self, encoded: Bytes, message: pb::RelayMessage) {
         let now = Instant::now();
         let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
         while r
             .frames
             .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > RETAIN_FOR)
+            .is_some_and(|f| now.duration_since(f.at) > RETAIN_FOR)
             || r.frames.len() >= RETAIN_MAX
-            || r.bytes + frame.len() > RETAIN_MAX_BYTES
+            || r.bytes + encoded.len() > RETAIN_MAX_BYTES
         {
             match r.frames.pop_front() {
-                Some((_, f)) => r.bytes -= f.len(),
+                Some(f) => r.bytes -= f.encoded.len(),
                 None => break,
             }
         }
-        r.bytes += frame.len();
-        r.frames.push_back((now, frame));
+        r.bytes += encoded.len();
+        r.frames.push_back(RetainedFrame {
+            at: now,
+            encoded,
+            message,
+        });
+    }
+
+    /// Take the messages sent in the last `window` whose destinations the
+    /// current routes no longer reach through this link: they may be stuck
+    /// on it (its peer dead or cut off) while later ones take the new path.
+    fn take_rerouted(
+        &self,
+        window: Duration,
+        first_hop: impl Fn(EdgeId) -> Option<EdgeId>,
+    ) -> Vec<pb::RelayMessage> {
+        let now = Instant::now();
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = vec![];
+        let mut kept = VecDeque::with_capacity(r.frames.len());
+        let mut bytes = 0;
+        for f in std::mem::take(&mut r.frames) {
+            let moved = now.duration_since(f.at) <= window
+                && f.message
+                    .tree
+                    .iter()
+                    .any(|n| n.deliver && first_hop(n.edge_id) != Some(self.peer));
+            if moved {
+                out.push(f.message);
+            } else {
+                bytes += f.encoded.len();
+                kept.push_back(f);
+            }
+        }
+        r.frames = kept;
+        r.bytes = bytes;
+        out
     }
 
     /// The retained frames still young enough to matter, oldest first.
@@ -97,8 +139,8 @@ impl RelayLink {
         let r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
         r.frames
             .iter()
-            .filter(|(at, _)| now.duration_since(*at) <= RETAIN_FOR)
-            .map(|(_, f)| f.clone())
+            .filter(|f| now.duration_since(f.at) <= RETAIN_FOR)
+            .map(|f| f.encoded.clone())
             .collect()
     }
 }
@@ -193,6 +235,62 @@ fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
     hops
 }
 
+/// Messages sent this long before a route change may still be in flight on
+/// the link the change moved away from: a few probe intervals, the time it
+/// takes to notice a dead link.
+const REROUTE_WINDOW: Duration = Duration::from_secs(3);
+
+/// After a route change, send again, along the new routes, the recent
+/// messages of each link whose destinations no longer go through it.
+/// Without this a message sent just before a link died stays stuck on it
+/// (or is lost with its connection) while the next ones take the new path,
+/// and receivers see a gap. Duplicates are dropped by the receiving SDKs.
+fn reroute_stuck_messages(core: &EdgeCore, table: &RouteTable) {
+    let links: Vec<Arc<RelayLink>> = core
+        .relay
+        .links
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for link in links {
+        let moved = link.take_rerouted(REROUTE_WINDOW, |dest| {
+            table.path(core.id, dest).and_then(|p| p.get(1).copied())
+        });
+        if moved.is_empty() {
+            continue;
+        }
+        core.metrics.relay_messages_resent(moved.len());
+        debug!(
+            edge = core.id,
+            peer = link.peer,
+            messages = moved.len(),
+            "routes moved off a link: resending its recent messages along the new paths"
+        );
+        for rm in moved {
+            let dests: Vec<EdgeId> = rm
+                .tree
+                .iter()
+                .filter(|n| n.deliver)
+                .map(|n| n.edge_id)
+                .collect();
+            let Some(msg) = rm.message else { continue };
+            for t in core.trees_to(&dests) {
+                let hop = protocol::limits::INITIAL_HOP_LIMIT.max(t.depth() as u8) as u32;
+                core.send_along(&t, |nodes| {
+                    RK::Message(pb::RelayMessage {
+                        origin_edge: rm.origin_edge,
+                        hop_limit: hop,
+                        tree: nodes,
+                        message: Some(msg.clone()),
+                    })
+                });
+            }
+        }
+    }
+}
+
 /// Keep links to exactly the next hops of the current route table.
 pub async fn watch_routes(core: Arc<EdgeCore>) {
     let mut rx = core.routes.clone();
@@ -203,6 +301,7 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
         log_route_changes(core.id, previous.as_deref(), &table, &core.metrics);
         previous = Some(table.clone());
         let wanted = next_hops(core.id, &table);
+        reroute_stuck_messages(&core, &table);
         {
             let mut links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
             links.retain(|peer, l| {
@@ -410,8 +509,8 @@ async fn pump_frames(
         while let Some(f) = next {
             let start = buf.len();
             let _ = framing::encode(&f, &mut buf);
-            if matches!(f.kind, Some(RK::Message(_))) {
-                link.retain(Bytes::copy_from_slice(&buf[start..]));
+            if let Some(RK::Message(m)) = &f.kind {
+                link.retain(Bytes::copy_from_slice(&buf[start..]), m.clone());
             }
             if buf.len() > 64 * 1024 {
                 break;

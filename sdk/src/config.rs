@@ -151,7 +151,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             replay_window: 256,
             max_unacked: 1_024,
-            reorder_timeout: Duration::from_secs(2),
+            reorder_timeout: Duration::from_secs(5),
             max_held_per_sender: 1_024,
             media_queue: 4_096,
             max_media_lateness: Some(Duration::from_secs(1)),

@@ -47,6 +47,9 @@ struct Inner {
     /// (ms, "receiver <- user/track in channel") of each stream's failover.
     stream_failovers: Vec<(f64, String)>,
     media_rx: u64,
+    /// When the first thing was recorded (gaps are timed from it).
+    started: Option<Instant>,
+    gaps: Vec<Gap>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -97,7 +100,26 @@ pub struct Messages {
     pub lost: u64,
     pub duplicates: u64,
     pub reordered: u64,
+    /// The first few gaps seen: where a receiver's next message from a
+    /// sender was not the one after the last (the SDK skipped a gap).
+    pub gaps: Vec<Gap>,
 }
+
+/// A jump in one sender's messages at one receiver.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Gap {
+    pub receiver: String,
+    pub channel: String,
+    pub sender: String,
+    /// The last seq delivered before the gap, and the one after it.
+    pub after: u64,
+    pub next: u64,
+    /// Seconds since the lab's traffic started.
+    pub at_s: f64,
+}
+
+/// Gaps listed in a report at most.
+const MAX_GAPS: usize = 20;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Failover {
@@ -170,6 +192,7 @@ pub struct Felt {
 impl Recorder {
     pub fn joined(&self, took: Option<Duration>) {
         let mut r = self.inner.lock().unwrap();
+        r.started.get_or_insert_with(Instant::now);
         r.joins += 1;
         if let Some(t) = took {
             r.join_ms.push(t.as_secs_f64() * 1e3);
@@ -273,6 +296,8 @@ impl Recorder {
 
     pub fn message(&self, receiver: &str, m: &sdk::Message) {
         let mut r = self.inner.lock().unwrap();
+        let started = *r.started.get_or_insert_with(Instant::now);
+        let r = &mut *r;
         let inbox = r
             .inbox
             .entry((receiver.into(), m.channel.clone(), m.from.clone()))
@@ -283,6 +308,19 @@ impl Recorder {
         }
         if m.seq != inbox.last_seq + 1 {
             inbox.reordered += 1;
+            // The first message from a sender may start anywhere (a
+            // receiver that joined after it started).
+            if inbox.last_seq > 0 && r.gaps.len() < MAX_GAPS {
+                let gap = Gap {
+                    receiver: receiver.into(),
+                    channel: m.channel.clone(),
+                    sender: m.from.clone(),
+                    after: inbox.last_seq,
+                    next: m.seq,
+                    at_s: started.elapsed().as_secs_f64(),
+                };
+                r.gaps.push(gap);
+            }
         }
         inbox.last_seq = m.seq;
         inbox.delivered += 1;
@@ -333,6 +371,7 @@ impl Recorder {
             messages.duplicates += i.duplicates;
             messages.reordered += i.reordered;
         }
+        messages.gaps = r.gaps.clone();
         let (failover, stream_failover) = match r.failures.iter().max() {
             None => (None, None),
             Some(last) => {
@@ -426,7 +465,15 @@ mod tests {
                 delivered: 3,
                 lost: 1,
                 duplicates: 1,
-                reordered: 1
+                reordered: 1,
+                gaps: vec![Gap {
+                    receiver: "rx".into(),
+                    channel: f.messages.gaps[0].channel.clone(),
+                    sender: "u".into(),
+                    after: 2,
+                    next: 4,
+                    at_s: f.messages.gaps[0].at_s,
+                }],
             }
         );
         assert!(f.failover_ms.is_none());
