@@ -16,7 +16,11 @@
 //! - `message_flood`: a member of the call's channel sending messages as
 //!   fast as its stream allows (the subscriber reads them all);
 //! - `datagram_flood`: malformed datagrams, datagrams for tracks the
-//!   sender does not own, and valid media over its publishing rate.
+//!   sender does not own, and valid media over its publishing rate;
+//!
+//! and one burst of legitimate load, to show the limits do not refuse it:
+//! - `join_burst`: [`JOIN_BURST`] clients from as many addresses connect and
+//!   join at once (ten times the lab's 24 clients), each its own token.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +47,8 @@ const SPOOFED_NET: &str = "127.66.0.0/16";
 /// One legitimate media packet per this: 200 packets per second.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 const CHANNEL: &str = "call";
+/// Clients in the join burst.
+pub const JOIN_BURST: usize = 240;
 
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -72,6 +78,10 @@ pub struct Phase {
     /// accepted, sessions opened by the datagram flooder (0 for the message
     /// flood, which the edge paces rather than refuses: see its counters).
     pub admitted: u64,
+    /// Time of the admitted actions where timed (the join burst's connect
+    /// and join), p50 and p99 in ms; NaN otherwise.
+    pub action_p50_ms: f64,
+    pub action_p99_ms: f64,
     /// Edge counters that moved during the phase, `name{label} delta`.
     pub counted: Vec<(String, f64)>,
     pub legit_p50_ms: f64,
@@ -234,6 +244,8 @@ impl Call {
 struct Tally {
     attempts: AtomicU64,
     admitted: AtomicU64,
+    /// How long admitted actions took (ms), where the attack times them.
+    took_ms: std::sync::Mutex<Vec<f64>>,
 }
 
 type Attack = fn(Arc<Ctx>, Arc<Tally>) -> tokio::task::JoinHandle<()>;
@@ -456,6 +468,45 @@ async fn flood_one_session(ctx: &Ctx, tally: &Tally, ep: &quinn::Endpoint) -> an
     Ok(())
 }
 
+/// Ten times the lab's clients join at once, each from its own address
+/// (127.77.0.0/16) with its own token, in a channel of their own; they
+/// stay until the phase ends.
+fn join_burst(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..JOIN_BURST {
+            let (ctx, tally) = (ctx.clone(), tally.clone());
+            tasks.spawn(async move {
+                let ip = Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250 + 1) as u8);
+                let Ok(ep) = endpoint_at(ip) else { return };
+                tally.attempts.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let joined = async {
+                    let mut c = RawClient::connect(&ep, ctx.addr, &ctx.ca).await?;
+                    let user = format!("burst{i}");
+                    c.join(token("burst", &user, false, true), "burst", true)
+                        .await?;
+                    anyhow::Ok(c)
+                };
+                if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(10), joined).await {
+                    tally.admitted.fetch_add(1, Ordering::Relaxed);
+                    tally
+                        .took_ms
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(started.elapsed().as_secs_f64() * 1000.0);
+                    while !ctx.stopped() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    c.conn.close(0u32.into(), b"");
+                }
+                ep.close(0u32.into(), b"");
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
 const ATTACKS: &[(&str, Attack)] = &[
     ("handshake_flood", handshake_flood),
     ("connection_flood", connection_flood),
@@ -463,6 +514,7 @@ const ATTACKS: &[(&str, Attack)] = &[
     ("token_replay", token_replay),
     ("message_flood", message_flood),
     ("datagram_flood", datagram_flood),
+    ("join_burst", join_burst),
 ];
 
 /// The attacks' names, in the order they run.
@@ -503,6 +555,8 @@ pub async fn run(p: Params, only: &[String]) -> anyhow::Result<Report> {
         name: "baseline".into(),
         attempts: 0,
         admitted: 0,
+        action_p50_ms: f64::NAN,
+        action_p99_ms: f64::NAN,
         counted: vec![],
         legit_p50_ms: b50,
         legit_p99_ms: b99,
@@ -528,10 +582,17 @@ pub async fn run(p: Params, only: &[String]) -> anyhow::Result<Report> {
         let (p50, p99, loss) = call.measure(p.phase, &mut seq).await;
         ctx.stop.store(true, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        let mut took = tally
+            .took_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         attacks.push(Phase {
             name: (*name).into(),
             attempts: tally.attempts.load(Ordering::Relaxed),
             admitted: tally.admitted.load(Ordering::Relaxed),
+            action_p50_ms: percentile(&mut took, 50.0).unwrap_or(f64::NAN),
+            action_p99_ms: percentile(&mut took, 99.0).unwrap_or(f64::NAN),
             counted: delta(&before, &counters()),
             legit_p50_ms: p50,
             legit_p99_ms: p99,
@@ -562,6 +623,12 @@ pub fn print(r: &Report) {
             ph.legit_loss * 100.0,
             ph.p99_ratio
         );
+        if !ph.action_p50_ms.is_nan() {
+            println!(
+                "    each admitted action took p50 {:.1} ms, p99 {:.1} ms",
+                ph.action_p50_ms, ph.action_p99_ms
+            );
+        }
         for (k, v) in &ph.counted {
             println!("    {k} +{v}");
         }
