@@ -120,11 +120,17 @@ impl EdgeCore {
             let only = (!msg.to_user.is_empty()).then_some(msg.to_user.as_str());
             st.receiving_edges(only)
         };
-        for t in self.trees_to(&dests) {
+        self.relay_message(self.id, &dests, &msg);
+    }
+
+    /// Send `msg` (from `origin`'s client) to the edges `dests`, along trees
+    /// from this edge's current routes.
+    pub fn relay_message(&self, origin: EdgeId, dests: &[EdgeId], msg: &pb::ChatMessage) {
+        for t in self.trees_to(dests) {
             let hop = INITIAL_HOP_LIMIT.max(t.depth() as u8) as u32;
             self.send_along(&t, |nodes| {
                 RK::Message(pb::RelayMessage {
-                    origin_edge: self.id,
+                    origin_edge: origin,
                     hop_limit: hop,
                     tree: nodes,
                     message: Some(msg.clone()),

@@ -275,17 +275,8 @@ fn reroute_stuck_messages(core: &EdgeCore, table: &RouteTable) {
                 .filter(|n| n.deliver)
                 .map(|n| n.edge_id)
                 .collect();
-            let Some(msg) = rm.message else { continue };
-            for t in core.trees_to(&dests) {
-                let hop = protocol::limits::INITIAL_HOP_LIMIT.max(t.depth() as u8) as u32;
-                core.send_along(&t, |nodes| {
-                    RK::Message(pb::RelayMessage {
-                        origin_edge: rm.origin_edge,
-                        hop_limit: hop,
-                        tree: nodes,
-                        message: Some(msg.clone()),
-                    })
-                });
+            if let Some(msg) = rm.message {
+                core.relay_message(rm.origin_edge, &dests, &msg);
             }
         }
     }

@@ -39,7 +39,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 
 use crate::bench_util::{edge_metrics_text, metric_by, token, APP, SECRET};
-use crate::quic::{client_config, RawClient};
+use crate::quic::{client_config, client_endpoint_at, RawClient};
 use crate::stats::percentile;
 
 /// Where spoofed sources live; the edge's answers there are dropped.
@@ -129,13 +129,7 @@ fn delta(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<(String, f64)
 }
 
 fn endpoint_at(ip: Ipv4Addr) -> anyhow::Result<quinn::Endpoint> {
-    let socket = edge_node::socket::bind_udp(SocketAddr::new(IpAddr::V4(ip), 0), 1 << 20, 0)?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?)
+    client_endpoint_at(SocketAddr::new(IpAddr::V4(ip), 0), 1 << 20)
 }
 
 fn now_us() -> u64 {

@@ -131,13 +131,7 @@ impl Mesh {
 /// A client endpoint on loopback with 2 MiB socket buffers (enough for a
 /// client, and within the default `net.core.rmem_max`, so no warning).
 pub fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    let socket = edge_node::socket::bind_udp("127.0.0.1:0".parse()?, 2 << 20, 0)?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?)
+    crate::quic::client_endpoint_at("127.0.0.1:0".parse()?, 2 << 20)
 }
 
 /// Connect and join `n` raw sessions, `parallel` at a time, spread over

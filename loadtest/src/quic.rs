@@ -51,7 +51,12 @@ pub fn server_endpoint(
 }
 
 pub fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    let socket = edge_node::socket::bind_udp("127.0.0.1:0".parse()?, 8 << 20, 0)?;
+    client_endpoint_at("127.0.0.1:0".parse()?, 8 << 20)
+}
+
+/// A client endpoint bound to `addr` with `buffer` bytes of socket buffers.
+pub fn client_endpoint_at(addr: SocketAddr, buffer: usize) -> anyhow::Result<quinn::Endpoint> {
+    let socket = edge_node::socket::bind_udp(addr, buffer, 0)?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
