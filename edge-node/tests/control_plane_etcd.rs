@@ -7,70 +7,22 @@
 #![cfg(feature = "etcd")]
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::etcd_cluster::{
+    eventually, free_tcp, free_udp_on, http, json_to_toml_rules, records, Proc,
+};
 use common::*;
 use protocol::pb::server_frame::Kind as SK;
 use region_controller::keys::KeyLayout;
-use region_controller::records::{EdgeRecord, Record, RoutesRecord};
-use region_controller::store::{ControlStore, EtcdServer, EtcdStore};
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use region_controller::records::{EdgeRecord, RoutesRecord};
+use region_controller::store::{ControlStore, EtcdServer};
 
 fn free_udp() -> SocketAddr {
     free_udp_on([127, 0, 0, 1].into())
-}
-
-fn free_udp_on(ip: IpAddr) -> SocketAddr {
-    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
-}
-
-/// A child process killed (SIGKILL) on drop.
-struct Proc {
-    child: Child,
-    name: String,
-}
-
-impl Proc {
-    fn spawn(name: &str, bin: &Path, args: &[&str]) -> Proc {
-        let child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            child,
-            name: name.into(),
-        }
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.alive() {
-            eprintln!("stopping {}", self.name);
-        }
-        self.sigkill();
-    }
 }
 
 /// The controller binary: built next to this package's binaries by a
@@ -163,6 +115,7 @@ lease_ttl_ms = 3000
             &format!("edge {id}"),
             Path::new(env!("CARGO_BIN_EXE_edge-node")),
             &["run", "--config", path.to_str().unwrap()],
+            &[],
         );
         self.edges.push((id, quic, p));
         self.admin.push((id, admin));
@@ -174,8 +127,10 @@ lease_ttl_ms = 3000
             if !self.edges.iter().any(|(e, _, _)| e == id) {
                 continue;
             }
-            let answer = http(*admin, "PUT", "/netem", rules_json).await;
-            assert!(answer.starts_with("HTTP/1.1 200"), "edge {id}: {answer}");
+            let (status, answer) = http(*admin, "PUT", "/netem", &[], rules_json)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "edge {id}: {answer}");
         }
     }
 
@@ -202,6 +157,7 @@ listen = "{api}"
             name,
             &controller_bin(),
             &["run", "--config", path.to_str().unwrap()],
+            &[],
         );
         self.controllers.push((name.into(), p));
     }
@@ -212,49 +168,6 @@ listen = "{api}"
 
     fn edge_proc(&mut self, id: u32) -> &mut Proc {
         &mut self.edges.iter_mut().find(|e| e.0 == id).unwrap().2
-    }
-}
-
-/// One HTTP/1.1 request; the whole answer as text.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
-}
-
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    start.elapsed()
-}
-
-async fn records<R: Record>(store: &EtcdStore, prefix: &str) -> Vec<R> {
-    match store.get_prefix(prefix).await {
-        Ok((kvs, _)) => kvs
-            .iter()
-            .filter_map(|kv| R::from_bytes(&kv.value).ok())
-            .collect(),
-        Err(_) => Vec::new(),
     }
 }
 
@@ -534,21 +447,4 @@ async fn processes_route_around_a_degraded_link_and_a_killed_relay() {
     );
     assert!(resumed < Duration::from_millis(1_500), "{resumed:?}");
     let _ = flow.await;
-}
-
-/// The JSON rule list as a TOML inline array.
-fn json_to_toml_rules(json: &str) -> String {
-    let rules: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
-    let items: Vec<String> = rules
-        .iter()
-        .map(|r| {
-            format!(
-                r#"{{from = "{}", to = "{}", delay_ms = {}}}"#,
-                r["from"].as_str().unwrap(),
-                r["to"].as_str().unwrap(),
-                r["delay_ms"]
-            )
-        })
-        .collect();
-    format!("[{}]", items.join(", "))
 }

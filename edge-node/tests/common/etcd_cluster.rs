@@ -150,7 +150,7 @@ where
             start.elapsed() < Duration::from_secs(secs),
             "timed out after {secs} s: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.elapsed()
 }
@@ -505,7 +505,8 @@ pub fn wan_rules(ip: fn(u32) -> IpAddr, n: u32, delay: impl Fn(u32, u32) -> f64)
     format!("[{}]", rules.join(", "))
 }
 
-fn json_to_toml_rules(json: &str) -> String {
+/// The JSON rule list (as `GET /netem` gives it) as a TOML inline array.
+pub fn json_to_toml_rules(json: &str) -> String {
     let rules: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
     let items: Vec<String> = rules
         .iter()
