@@ -61,7 +61,8 @@ pub struct RelayLink {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Media sent to `peer` (rtn_edge_peer_media_*_total{dir="out"}).
     out: PeerCounters,
-    /// Encoded message frames sent lately, for a resend after a reconnect.
+    /// Message frames sent lately, for a resend after a reconnect (encoded
+    /// again then: reconnects are rare, messages are not).
     retained: Mutex<Retained>,
 }
 
@@ -73,13 +74,15 @@ struct Retained {
 
 struct RetainedFrame {
     at: Instant,
-    encoded: Bytes,
+    /// Its size on the wire, for the byte bound.
+    len: usize,
     message: pb::RelayMessage,
 }
 
 impl RelayLink {
-    /// Keep an encoded message frame; forget what is too old or too many.
-    fn retain(&self, encoded: Bytes, message: pb::RelayMessage) {
+    /// Keep a message frame of `len` bytes on the wire; forget what is too
+    /// old or too many.
+    fn retain(&self, len: usize, message: pb::RelayMessage) {
         let now = Instant::now();
         let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
         while r
@@ -87,17 +90,17 @@ impl RelayLink {
             .front()
             .is_some_and(|f| now.duration_since(f.at) > RETAIN_FOR)
             || r.frames.len() >= RETAIN_MAX
-            || r.bytes + encoded.len() > RETAIN_MAX_BYTES
+            || r.bytes + len > RETAIN_MAX_BYTES
         {
             match r.frames.pop_front() {
-                Some(f) => r.bytes -= f.encoded.len(),
+                Some(f) => r.bytes -= f.len,
                 None => break,
             }
         }
-        r.bytes += encoded.len();
+        r.bytes += len;
         r.frames.push_back(RetainedFrame {
             at: now,
-            encoded,
+            len,
             message,
         });
     }
@@ -124,7 +127,7 @@ impl RelayLink {
             if moved {
                 out.push(f.message);
             } else {
-                bytes += f.encoded.len();
+                bytes += f.len;
                 kept.push_back(f);
             }
         }
@@ -140,7 +143,12 @@ impl RelayLink {
         r.frames
             .iter()
             .filter(|f| now.duration_since(f.at) <= RETAIN_FOR)
-            .map(|f| f.encoded.clone())
+            .filter_map(|f| {
+                let frame = pb::RelayFrame {
+                    kind: Some(RK::Message(f.message.clone())),
+                };
+                framing::encode_to_bytes(&frame).ok()
+            })
             .collect()
     }
 }
@@ -501,7 +509,7 @@ async fn pump_frames(
             let start = buf.len();
             let _ = framing::encode(&f, &mut buf);
             if let Some(RK::Message(m)) = &f.kind {
-                link.retain(Bytes::copy_from_slice(&buf[start..]), m.clone());
+                link.retain(buf.len() - start, m.clone());
             }
             if buf.len() > 64 * 1024 {
                 break;
