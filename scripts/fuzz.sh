@@ -9,6 +9,8 @@
 #                       the crate's, from `cargo fuzz list`)
 #   RTN_FUZZ_SANITIZER  address (default) or none
 #   RTN_FUZZ_JOBS       libFuzzer processes per target (default 1)
+#   RTN_FUZZ_CLEAN      1: delete the crate's build (target/, about 1 GB of
+#                       sanitized binaries) when done; .ci/run sets it
 #
 # Works on a stable toolchain: cargo-fuzz needs nightly-only flags, which
 # RUSTC_BOOTSTRAP=1 unlocks. cargo-fuzz is installed if missing. The
@@ -39,7 +41,11 @@ echo "==> building fuzz targets (sanitizer: $sanitizer)"
 cargo fuzz build -s "$sanitizer"
 
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
+cleanup() {
+    rm -rf "$scratch"
+    if [ "${RTN_FUZZ_CLEAN:-0}" = 1 ]; then rm -rf target; fi
+}
+trap cleanup EXIT
 summary=()
 crashed=()
 for t in $targets; do

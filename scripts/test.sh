@@ -23,8 +23,20 @@ install_debian_packages() {
     fi
 }
 
+# Builds take several GB (about 6 GB from scratch); a full disk shows up as
+# a linker's "Bus error" far from its cause, so say up front.
+report_disk() {
+    local free_kb
+    free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
+    log "disk: $((free_kb / 1024 / 1024)) GiB free here; target/ holds $(du -sh target 2>/dev/null | cut -f1)"
+    if [ "$free_kb" -lt $((8 * 1024 * 1024)) ]; then
+        echo "warning: less than 8 GiB free; the build may run out of disk" >&2
+    fi
+}
+
 install_debian_packages
 mkdir -p target
+report_disk
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -46,4 +58,5 @@ if [ -x fuzz/run.sh ]; then
     fuzz/run.sh "${RTN_FUZZ_SECONDS:-20}"
 fi
 
+report_disk
 log "all tests passed"
