@@ -392,12 +392,20 @@ async fn whole_etcd_cluster_down_for_a_minute_then_back() {
     assert!(rtn.all_alive(), "a process died during the outage");
     for c in &rtn.controllers {
         let (_, connected, edges) = rtn.mesh(c).await.expect("controller API answers");
-        // Found, not fixed here (region-controller/src/mesh.rs): the mirror
-        // recomputes store_connected only when a watch delivers, and the etcd
-        // watches retry inside the store, so a controller goes on saying
-        // "connected" (and /readyz "ready") through an outage.
         eprintln!(
             "during the outage: {} serves its last view of edges {edges:?}, store_connected = {connected}",
+            c.name
+        );
+        // The mirror reads the store every second: the etcd watches wait
+        // out an outage in silence, and this one hangs rather than refuses.
+        assert!(!connected, "{}: store_connected through the outage", c.name);
+        let ready = http(c.api, "GET", "/readyz", &[], "").await;
+        assert!(
+            ready
+                .as_ref()
+                .is_ok_and(|(code, body)| *code == 200
+                    && body.contains("ready: the store does not answer")),
+            "{}: /readyz during the outage: {ready:?}",
             c.name
         );
         assert_eq!(

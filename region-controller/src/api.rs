@@ -167,6 +167,13 @@ impl Api {
             (&Method::GET, "/readyz") if self.mesh.store_connected() => {
                 Ok(text(StatusCode::OK, "text/plain", "ready\n".into()))
             }
+            // Static stability: through a store outage the controller goes
+            // on answering from its last view, so it stays in rotation.
+            (&Method::GET, "/readyz") if self.mesh.synced() => Ok(text(
+                StatusCode::OK,
+                "text/plain",
+                "ready: the store does not answer; serving the last view\n".into(),
+            )),
             (&Method::GET, "/readyz") => Ok(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -1374,7 +1381,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_the_store_mirror() {
-        let store = Arc::new(MemoryStore::new());
+        let store = crate::store::OutageStore::new(Arc::new(MemoryStore::new()));
         let shared = SharedMesh::default();
         let api = Api::new(
             shared.clone(),
@@ -1390,15 +1397,28 @@ mod tests {
         let r = get(&api, PEER, "/readyz").await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         let task = tokio::spawn(crate::mesh::mirror(
-            store,
+            store.clone(),
             KeyLayout::default(),
             shared.clone(),
         ));
         wait_until("the mirror is connected", || shared.store_connected()).await;
         let r = get(&api, PEER, "/readyz").await;
-        task.abort();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"ready\n");
+        // Store outage: still ready (answers from the last view), but says
+        // so, and the status and metric say the store is away.
+        store.set_down(true);
+        wait_until("the mirror sees the outage", || !shared.store_connected()).await;
+        let r = get(&api, PEER, "/readyz").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            &r.body[..],
+            &b"ready: the store does not answer; serving the last view\n"[..]
+        );
+        store.set_down(false);
+        wait_until("the mirror is connected again", || shared.store_connected()).await;
+        assert_eq!(&get(&api, PEER, "/readyz").await.body[..], b"ready\n");
+        task.abort();
         assert_eq!(get(&api, PEER, "/healthz").await.status, StatusCode::OK);
     }
 

@@ -11,6 +11,7 @@
 //! | `probes/<id>`                | [`ProbeRecord`]  | the edge          | the edge's      |
 //! | `routes/<id>`                | [`RoutesRecord`] | region's leader   | none (kept)     |
 //! | `controllers/<region>/leader`| candidate name   | election          | the leader's    |
+//! | `health`                     | (never written)  | none: controllers read it to check the store answers | |
 //!
 //! Ids are written in decimal with zero padding to 10 digits so that a
 //! prefix watch on one key (`routes/0000000001`) can never match another
@@ -84,6 +85,10 @@ impl KeyLayout {
     }
     pub fn route(&self, id: EdgeId) -> String {
         format!("{}routes/{id:010}", self.prefix)
+    }
+    /// Read (never written) by controllers to check that the store answers.
+    pub fn health(&self) -> String {
+        format!("{}health", self.prefix)
     }
     pub fn leader(&self, region: &str) -> String {
         format!("{}controllers/{region}/leader", self.prefix)

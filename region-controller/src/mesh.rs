@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use protocol::EdgeId;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::keys::KeyLayout;
 use crate::records::{EdgeRecord, EdgeState, LoadRecord, ProbeRecord, Record, RoutesRecord};
@@ -37,12 +38,23 @@ impl MeshView {
     }
 }
 
+/// How often the mirror checks that the store still answers. Silence on
+/// the watches says nothing: etcd watches reconnect inside the store without
+/// a word, and a hung etcd answers nothing at all. A read does tell.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A check slower than this counts as failed: etcd answers a read in
+/// milliseconds, and a leader election takes about a second.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The shared view plus a change counter that wakes whoever recomputes.
 #[derive(Clone)]
 pub struct SharedMesh {
     view: Arc<RwLock<MeshView>>,
     changed: watch::Sender<u64>,
     connected: watch::Sender<bool>,
+    /// Set once every directory has been loaded; stays set through store
+    /// outages, when the last view is served (static stability).
+    synced: watch::Sender<bool>,
 }
 
 impl Default for SharedMesh {
@@ -51,6 +63,7 @@ impl Default for SharedMesh {
             view: Arc::default(),
             changed: watch::channel(0).0,
             connected: watch::channel(false).0,
+            synced: watch::channel(false).0,
         }
     }
 }
@@ -68,9 +81,17 @@ impl SharedMesh {
         self.changed.subscribe()
     }
 
-    /// Whether all watches are established (for `/readyz` and metrics).
+    /// Whether the store answers now and every watch is established (the
+    /// `store_connected` status and metric).
     pub fn store_connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// Whether the view was loaded whole at least once (`/readyz`): from
+    /// then on the controller can answer, from its last view if the store
+    /// is away.
+    pub fn synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     fn write(&self, f: impl FnOnce(&mut MeshView)) {
@@ -79,8 +100,50 @@ impl SharedMesh {
     }
 }
 
-/// Mirror the four per-edge directories into `mesh` until cancelled.
+/// Mirror the four per-edge directories into `mesh` until cancelled, and
+/// keep `mesh.store_connected()` true to whether the store answers.
 pub async fn mirror(store: Arc<dyn ControlStore>, keys: KeyLayout, mesh: SharedMesh) {
+    let (answers_tx, answers) = watch::channel(true);
+    tokio::join!(
+        check_store(store.clone(), keys.health(), answers_tx),
+        mirror_watches(store, keys, mesh, answers),
+    );
+}
+
+/// Read `key` every [`STORE_CHECK_EVERY`]; tell whether the store answered.
+async fn check_store(store: Arc<dyn ControlStore>, key: String, answers: watch::Sender<bool>) {
+    let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ok = match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.get(&key)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                if *answers.borrow() {
+                    warn!(error = %e, "the store does not answer; serving the last view");
+                }
+                false
+            }
+            Err(_) => {
+                if *answers.borrow() {
+                    warn!(timeout = ?STORE_CHECK_TIMEOUT, "the store does not answer in time; serving the last view");
+                }
+                false
+            }
+        };
+        if ok && !*answers.borrow() {
+            info!("the store answers again");
+        }
+        answers.send_if_modified(|a| std::mem::replace(a, ok) != ok);
+    }
+}
+
+async fn mirror_watches(
+    store: Arc<dyn ControlStore>,
+    keys: KeyLayout,
+    mesh: SharedMesh,
+    mut answers: watch::Receiver<bool>,
+) {
     let (edges, loads, probes, routes) = (keys.edges(), keys.loads(), keys.probes(), keys.routes());
     let watch = |dir: &String| PrefixWatcher::new(store.clone(), dir.clone());
     let mut w = [watch(&edges), watch(&loads), watch(&probes), watch(&routes)];
@@ -105,12 +168,18 @@ pub async fn mirror(store: Arc<dyn ControlStore>, keys: KeyLayout, mesh: SharedM
                 })
             }
             u = wr.next() => mesh.write(|v| apply(&keys, &routes, &mut v.routes, u)),
+            r = answers.changed() => if r.is_err() { return },
         }
-        // Ready only once the update that completed the sync is in the view.
-        let all = w.iter().all(|w| w.is_connected());
+        // Synced only once the update that completed the sync is in the view.
+        let watching = w.iter().all(|w| w.is_connected());
+        if watching {
+            mesh.synced
+                .send_if_modified(|s| !std::mem::replace(s, true));
+        }
+        let connected = watching && *answers.borrow();
         mesh.connected
-            .send_if_modified(|c| std::mem::replace(c, all) != all);
-        metrics::gauge!("rtn_controller_store_connected").set(if all { 1.0 } else { 0.0 });
+            .send_if_modified(|c| std::mem::replace(c, connected) != connected);
+        metrics::gauge!("rtn_controller_store_connected").set(if connected { 1.0 } else { 0.0 });
     }
 }
 

@@ -1,19 +1,10 @@
-//! Failure injection: a plan of timed actions (TOML), and the control-store
-//! wrapper that makes the store unreachable on demand.
+//! Failure injection: a plan of timed actions (TOML). The store outage
+//! itself is `region_controller::store::OutageStore`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use bytes::Bytes;
-use region_controller::store::{
-    ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchStream,
-};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
 
 /// A chaos plan: `[[event]]` entries, each at a time from the start of the
 /// traffic. Format in docs/lab.md; an example in `loadtest/chaos/`.
@@ -201,112 +192,9 @@ impl Event {
     }
 }
 
-/// A control store that can be made unreachable: every call fails with
-/// `Unavailable` and every open watch breaks, as when etcd is stopped or
-/// partitioned away. Leases in the store behind run out meanwhile, as they
-/// would in etcd.
-pub struct OutageStore {
-    inner: Arc<dyn ControlStore>,
-    down: AtomicBool,
-    outages: watch::Sender<u64>,
-}
-
-impl OutageStore {
-    pub fn new(inner: Arc<dyn ControlStore>) -> Arc<OutageStore> {
-        Arc::new(OutageStore {
-            inner,
-            down: AtomicBool::new(false),
-            outages: watch::channel(0).0,
-        })
-    }
-
-    pub fn set_down(&self, down: bool) {
-        let was = self.down.swap(down, Ordering::AcqRel);
-        if down && !was {
-            self.outages.send_modify(|n| *n += 1);
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.down.load(Ordering::Acquire) {
-            Err(StoreError::Unavailable("the lab stopped the store".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl ControlStore for OutageStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
-        self.check()?;
-        self.inner.get_prefix(prefix).await
-    }
-    async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> Result<Revision> {
-        self.check()?;
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expect: Expect,
-        value: Bytes,
-        lease: Option<LeaseId>,
-    ) -> Result<std::result::Result<Revision, Option<KeyValue>>> {
-        self.check()?;
-        self.inner.compare_and_swap(key, expect, value, lease).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
-        self.check()?;
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
-        self.check()?;
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.check()?;
-        self.inner.revoke_lease(lease).await
-    }
-    async fn watch_prefix(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        self.check()?;
-        let mut inner = self.inner.watch_prefix(prefix, from).await?;
-        let mut outages = self.outages.subscribe();
-        outages.mark_unchanged();
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    batch = inner.recv() => match batch {
-                        Some(b) => if tx.send(b).await.is_err() { return },
-                        None => return,
-                    },
-                    _ = outages.changed() => {
-                        let _ = tx
-                            .send(Err(StoreError::Unavailable("the lab stopped the store".into())))
-                            .await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(rx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use region_controller::store::MemoryStore;
 
     #[test]
     fn plans_parse_sorted_and_refuse_unknown_actions() {
@@ -381,26 +269,5 @@ loss = 0.02
         assert!(e.contains("extra_delay_ms"), "{e}");
         let ok = Plan::from_toml(&ev("action = \"rolling_restart\"\nevery_s = 2.5")).unwrap();
         assert_eq!(ok.events[0].action, Action::RollingRestart { every_s: 2.5 });
-    }
-
-    #[tokio::test]
-    async fn an_outage_fails_calls_and_breaks_watches() {
-        let store = OutageStore::new(Arc::new(MemoryStore::new()));
-        store
-            .put("/k", Bytes::from_static(b"v"), None)
-            .await
-            .unwrap();
-        let mut w = store.watch_prefix("/", 0).await.unwrap();
-        store.set_down(true);
-        assert!(matches!(
-            store.get("/k").await,
-            Err(StoreError::Unavailable(_))
-        ));
-        let broken = tokio::time::timeout(Duration::from_secs(1), w.recv())
-            .await
-            .unwrap();
-        assert!(matches!(broken, Some(Err(StoreError::Unavailable(_)))));
-        store.set_down(false);
-        assert!(store.get("/k").await.unwrap().is_some());
     }
 }

@@ -35,8 +35,9 @@ use tokio::sync::Mutex;
 use tracing::info;
 
 use crate::stats::percentile;
-use chaos::{Action, OutageStore};
+use chaos::Action;
 use record::{Felt, Recorder};
+use region_controller::store::OutageStore;
 use traffic::{App, ClientSpec, Traffic};
 use world::{TopologyFile, World};
 

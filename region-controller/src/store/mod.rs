@@ -18,6 +18,7 @@ pub mod etcd;
 #[cfg(feature = "etcd")]
 pub mod etcd_server;
 pub mod memory;
+pub mod outage;
 pub mod watcher;
 
 pub use election::{Election, Leadership};
@@ -26,6 +27,7 @@ pub use etcd::{EtcdStore, EtcdTls};
 #[cfg(feature = "etcd")]
 pub use etcd_server::{EtcdServer, EtcdTestPki};
 pub use memory::MemoryStore;
+pub use outage::OutageStore;
 
 /// Store-wide revision of a change (etcd's `mod_revision`).
 pub type Revision = i64;
