@@ -2,8 +2,9 @@
 //!
 //! A candidate grants a lease and tries to create the election key under it
 //! (compare-and-swap on absence). The holder keeps its lease alive at TTL/3;
-//! the others watch the key and try again when it is deleted, which happens
-//! at once when the leader resigns and within one lease TTL when it dies.
+//! the others watch the key (holding no lease) and try again when it is
+//! deleted, which happens at once when the leader resigns and within one
+//! lease TTL when it dies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,19 +77,34 @@ impl<S: ControlStore + ?Sized> Election<S> {
     }
 
     /// Wait until this candidate leads.
+    ///
+    /// A standby holds no lease while it waits: it watches the key, and only
+    /// once the key is gone grants a lease and tries to take it. So nothing
+    /// is left running when a campaign fails or is cancelled; at worst a
+    /// lease granted just before lapses by itself within one TTL.
     pub async fn campaign(&self) -> Result<Leadership> {
-        let lease = self.store.grant_lease(self.ttl).await?;
-        let (lost_tx, lost) = watch::channel(false);
-        let keepalive = tokio::spawn(keep_alive(self.store.clone(), lease, self.ttl, lost_tx));
+        // Watch from here for the holder's departure (None: it is vacant).
+        let mut occupied = self
+            .store
+            .get(&self.key)
+            .await?
+            .map(|kv| kv.mod_revision + 1);
         loop {
+            if let Some(from) = occupied {
+                self.wait_for_vacancy(from).await?;
+            }
+            let lease = self.store.grant_lease(self.ttl).await?;
             let value = Bytes::from(self.candidate.clone());
-            match self
+            let swapped = self
                 .store
                 .compare_and_swap(&self.key, Expect::Absent, value, Some(lease))
-                .await?
-            {
-                Ok(revision) => {
+                .await;
+            match swapped {
+                Ok(Ok(revision)) => {
                     info!(key = %self.key, candidate = %self.candidate, "became leader");
+                    let (lost_tx, lost) = watch::channel(false);
+                    let keepalive =
+                        tokio::spawn(keep_alive(self.store.clone(), lease, self.ttl, lost_tx));
                     return Ok(Leadership {
                         lease,
                         revision,
@@ -96,9 +112,14 @@ impl<S: ControlStore + ?Sized> Election<S> {
                         keepalive,
                     });
                 }
-                Err(current) => {
-                    let from = current.map(|kv| kv.mod_revision + 1).unwrap_or(0);
-                    self.wait_for_vacancy(from).await?;
+                Ok(Err(current)) => {
+                    // Another candidate was quicker: wait for it to go.
+                    let _ = self.store.revoke_lease(lease).await;
+                    occupied = Some(current.map(|kv| kv.mod_revision + 1).unwrap_or(0));
+                }
+                Err(e) => {
+                    let _ = self.store.revoke_lease(lease).await;
+                    return Err(e);
                 }
             }
         }
@@ -157,5 +178,48 @@ async fn keep_alive<S: ControlStore + ?Sized>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, OutageStore};
+
+    const TTL: Duration = Duration::from_millis(600);
+
+    #[tokio::test]
+    async fn a_campaign_cut_short_by_an_outage_fails_and_a_later_one_leads() {
+        let store = OutageStore::new(Arc::new(MemoryStore::new()));
+        let a = Election::new(store.clone(), "/leader", "a", TTL);
+        let b = Arc::new(Election::new(store.clone(), "/leader", "b", TTL));
+        let lead_a = a.campaign().await.unwrap();
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.campaign().await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "b waits while a leads");
+        store.set_down(true);
+        let failed = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("the outage ends the campaign")
+            .unwrap();
+        assert!(failed.is_err());
+        store.set_down(false);
+        // A campaign cancelled while it waits leaves nothing behind either.
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), b.campaign()).await;
+        assert!(cancelled.is_err(), "a still leads");
+        assert!(
+            !lead_a.is_lost(),
+            "a short outage does not cost a its lease"
+        );
+        a.resign(lead_a).await.unwrap();
+        let lead_b = tokio::time::timeout(Duration::from_secs(2), b.campaign())
+            .await
+            .expect("b takes over once a resigns")
+            .unwrap();
+        assert_eq!(b.leader().await.unwrap().as_deref(), Some("b"));
+        assert!(!lead_b.is_lost());
     }
 }
