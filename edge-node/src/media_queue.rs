@@ -9,16 +9,10 @@
 //! Queued media also has an age limit: a packet that waited longer than
 //! [`MAX_QUEUED_AGE`] (a link that stalled through an outage) is dropped
 //! rather than sent late after it.
-//!
-//! Under load most packets take the queue (quinn's buffer is kept small on
-//! purpose, see `edge.rs`), so the writer takes them out in batches, one
-//! lock for many, and hands each to quinn with a single call.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,27 +24,6 @@ use crate::metrics::EdgeMetrics;
 /// want under 150 ms one way (ITU-T G.114), and a receiver's jitter buffer
 /// gives up well before half a second.
 pub const MAX_QUEUED_AGE: Duration = Duration::from_millis(500);
-
-/// Packets the writer takes out of the queue at once: one lock and one
-/// clock read for many packets, while a stalled link holds back at most
-/// this many from the queue's drop-oldest (their age is checked again
-/// after any wait).
-const WRITER_BATCH: usize = 64;
-
-/// Hand `pkt` to quinn if its send buffer has room, in one call (one lock
-/// of the connection): `Ok(Err(pkt))` gives the packet back when it has
-/// not, `Err(())` when the connection is closed.
-fn try_send(conn: &quinn::Connection, pkt: Bytes) -> Result<Result<(), Bytes>, ()> {
-    // The first poll of `send_datagram_wait` either takes the packet or
-    // finds the buffer full; it is never polled again, so the waker is
-    // never used.
-    let mut send = std::pin::pin!(conn.send_datagram_wait(pkt.clone()));
-    match send.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => Ok(Ok(())),
-        Poll::Ready(Err(_)) => Err(()),
-        Poll::Pending => Ok(Err(pkt)),
-    }
-}
 
 pub struct MediaQueue {
     inner: Mutex<VecDeque<(Instant, Bytes)>>,
@@ -78,22 +51,16 @@ impl MediaQueue {
     /// Hand `pkt` to `conn`, directly if quinn has room, else via the queue.
     pub fn send(&self, conn: &quinn::Connection, pkt: Bytes, metrics: &EdgeMetrics) {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let pkt = if q.is_empty() && !self.writer_busy.load(Ordering::Acquire) {
+        if q.is_empty()
+            && !self.writer_busy.load(Ordering::Acquire)
+            && conn.datagram_send_buffer_space() >= pkt.len()
+        {
             drop(q);
-            match try_send(conn, pkt) {
-                Ok(Ok(())) => return,
-                Err(()) => {
-                    metrics.media_dropped("connection_closed");
-                    return;
-                }
-                Ok(Err(pkt)) => {
-                    q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                    pkt
-                }
+            if conn.send_datagram(pkt).is_err() {
+                metrics.media_dropped("connection_closed");
             }
-        } else {
-            pkt
-        };
+            return;
+        }
         if q.len() >= self.capacity {
             q.pop_front();
             metrics.media_dropped(self.drop_reason);
@@ -116,47 +83,42 @@ impl MediaQueue {
     /// Drain the queue into `conn` with quinn's backpressure until the
     /// connection closes.
     pub async fn run_writer(self: Arc<Self>, conn: quinn::Connection, metrics: EdgeMetrics) {
-        let mut batch = Vec::with_capacity(WRITER_BATCH);
         loop {
-            {
+            let next = {
                 let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                let n = q.len().min(WRITER_BATCH);
-                if n > 0 {
-                    self.writer_busy.store(true, Ordering::Release);
-                    batch.extend(q.drain(..n));
-                }
-            }
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = self.notify.notified() => {}
-                    _ = conn.closed() => return,
-                }
-                continue;
-            }
-            self.depth.decrement(batch.len() as f64);
-            let mut now = Instant::now();
-            for (at, pkt) in batch.drain(..) {
-                if now.saturating_duration_since(at) > MAX_QUEUED_AGE {
-                    metrics.media_dropped("stale");
-                    continue;
-                }
-                // Everything quinn has room for goes without awaiting; wait
-                // (backpressure) only when it is full, then re-read the
-                // clock for the age of the rest.
-                let sent = match try_send(&conn, pkt) {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(pkt)) => {
-                        let sent = conn.send_datagram_wait(pkt).await.map_err(|_| ());
-                        now = Instant::now();
-                        sent
+                let mut next = None;
+                while let Some((at, p)) = q.pop_front() {
+                    self.depth.decrement(1.0);
+                    if at.elapsed() <= MAX_QUEUED_AGE {
+                        self.writer_busy.store(true, Ordering::Release);
+                        next = Some(p);
+                        break;
                     }
-                    Err(()) => Err(()),
-                };
-                if sent.is_err() {
-                    return;
+                    metrics.media_dropped("stale");
+                }
+                next
+            };
+            match next {
+                Some(pkt) => {
+                    // Hand quinn everything it has room for without awaiting;
+                    // wait (backpressure) only when it is full.
+                    let sent = if conn.datagram_send_buffer_space() >= pkt.len() {
+                        conn.send_datagram(pkt).map_err(|_| ())
+                    } else {
+                        conn.send_datagram_wait(pkt).await.map_err(|_| ())
+                    };
+                    self.writer_busy.store(false, Ordering::Release);
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.notify.notified() => {}
+                        _ = conn.closed() => return,
+                    }
                 }
             }
-            self.writer_busy.store(false, Ordering::Release);
         }
     }
 }
