@@ -60,7 +60,7 @@ impl Default for Params {
             payload: 200,
             saturate_for: Duration::from_secs(1),
             rounds: 3,
-            latency_for: Duration::from_secs(3),
+            latency_for: Duration::from_secs(6),
         }
     }
 }
@@ -83,8 +83,10 @@ pub struct Report {
     pub paced_pps: f64,
     pub direct_latency_ms: [f64; 2],
     pub edge_latency_ms: [f64; 2],
+    /// Medians over the latency rounds of the per-round differences.
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
+    pub round_added_p99_ms: Vec<f64>,
     pub edge_paced_loss: f64,
 }
 
@@ -157,13 +159,28 @@ impl Flow {
         )
     }
 
+    /// An error naming why the flow's connections closed, if they did (a
+    /// figure from a dead flow would read as a rate of 0).
+    fn check_open(&self, name: &str) -> anyhow::Result<()> {
+        match self.tx.close_reason().or_else(|| self.rx.close_reason()) {
+            Some(reason) => anyhow::bail!("the {name} flow's connection closed: {reason}"),
+            None => Ok(()),
+        }
+    }
+
     /// RFC 2544 throughput: the highest paced rate whose loss stays within
-    /// [`LOSS_TOLERANCE`], bisecting [0, 2 x `estimate`]; 0 if none passed.
+    /// [`LOSS_TOLERANCE`] (in one of two tries), bisecting [0, 2 x
+    /// `estimate`]; 0 if none passed.
     async fn throughput(&self, estimate: f64, p: Params) -> f64 {
         let (mut passed, mut failed) = (0.0, 2.0 * estimate);
         for _ in 0..SEARCH_STEPS {
             let rate = (passed + failed) / 2.0;
-            let (_, loss) = self.paced(rate, p.saturate_for, p.payload, false).await;
+            let mut loss = self.paced(rate, p.saturate_for, p.payload, false).await.1;
+            if loss > LOSS_TOLERANCE {
+                // Once more: a stall of the shared machine fails a trial
+                // that the flow itself would pass.
+                loss = self.paced(rate, p.saturate_for, p.payload, false).await.1;
+            }
             tracing::debug!(rate, loss, "throughput trial");
             if loss <= LOSS_TOLERANCE {
                 passed = rate;
@@ -340,22 +357,39 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         directs.push(d);
         edges.push(e);
         ratios.push(if d > 0.0 { e / d } else { 0.0 });
+        for (name, flow) in [("direct", &direct), ("edge", &via_edge)] {
+            flow.check_open(name)?;
+        }
     }
     let round_ratios = ratios.clone();
     let median = |v: &mut Vec<f64>| percentile(v, 50.0).unwrap_or(0.0);
     let direct_pps = median(&mut directs);
     let edge_pps = median(&mut edges);
     let ratio = median(&mut ratios);
+    // Latency in alternating rounds too, so that one stall of the shared
+    // machine lands in one round of one flow, not in the figure.
     let paced = edge_pps / 2.0;
-    let (mut d_lat, _) = direct.paced(paced, p.latency_for, p.payload, true).await;
-    let (mut e_lat, e_loss) = via_edge.paced(paced, p.latency_for, p.payload, true).await;
     let pct = |v: &mut Vec<f64>, q| percentile(v, q).unwrap_or(f64::NAN);
-    let (d50, d99, e50, e99) = (
-        pct(&mut d_lat, 50.0),
-        pct(&mut d_lat, 99.0),
-        pct(&mut e_lat, 50.0),
-        pct(&mut e_lat, 99.0),
-    );
+    let mut lat: [Vec<f64>; 4] = Default::default(); // direct p50, p99, edge p50, p99
+    let (mut added50, mut added99, mut losses) = (vec![], vec![], vec![]);
+    let latency_round = p.latency_for / p.rounds.max(1) as u32;
+    for _ in 0..p.rounds.max(1) {
+        let (mut d, _) = direct.paced(paced, latency_round, p.payload, true).await;
+        let (mut e, loss) = via_edge.paced(paced, latency_round, p.payload, true).await;
+        let r = [
+            pct(&mut d, 50.0),
+            pct(&mut d, 99.0),
+            pct(&mut e, 50.0),
+            pct(&mut e, 99.0),
+        ];
+        for (all, x) in lat.iter_mut().zip(r) {
+            all.push(x);
+        }
+        added50.push(r[2] - r[0]);
+        added99.push(r[3] - r[1]);
+        losses.push(loss);
+    }
+    let [mut d50, mut d99, mut e50, mut e99] = lat;
     edge.kill().await;
     Ok(Report {
         payload_bytes: p.payload,
@@ -367,10 +401,11 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         edge_flat_out_pps: median(&mut e_flat),
         edge_flat_out_delivered: median(&mut e_delivered),
         paced_pps: paced,
-        direct_latency_ms: [d50, d99],
-        edge_latency_ms: [e50, e99],
-        added_p50_ms: e50 - d50,
-        added_p99_ms: e99 - d99,
-        edge_paced_loss: e_loss,
+        direct_latency_ms: [median(&mut d50), median(&mut d99)],
+        edge_latency_ms: [median(&mut e50), median(&mut e99)],
+        added_p50_ms: median(&mut added50),
+        added_p99_ms: median(&mut added99),
+        round_added_p99_ms: added99.clone(),
+        edge_paced_loss: median(&mut losses),
     })
 }

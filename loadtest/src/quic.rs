@@ -69,6 +69,9 @@ fn bench_transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(1 << 20);
+    // Benchmarks leave a flow idle while they measure another, longer than
+    // an edge's client idle timeout: keep it open.
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t
 }
 
