@@ -1,5 +1,6 @@
 //! Forwarding cost: media datagrams client -> edge -> client against a direct
-//! quinn client -> client flow, measured in the same run on loopback.
+//! quinn client -> client flow, measured in the same run on loopback. Both
+//! flows send the same datagrams (media header and payload).
 //!
 //! 1. Throughput, as RFC 2544 defines it for a forwarding device: the
 //!    highest offered rate at which (almost) nothing is lost. Each flow is
@@ -94,22 +95,23 @@ pub struct Report {
 struct Flow {
     tx: quinn::Connection,
     rx: quinn::Connection,
-    /// Prefix every datagram carries (a media header for the edge flow).
-    header: Option<MediaHeader>,
+    /// The media header every datagram carries (the edge reads it; the
+    /// direct flow carries one too, so that both send the same bytes).
+    header: MediaHeader,
     _keep: Vec<quinn::Endpoint>,
 }
 
-/// A datagram carrying its send time (ns since `base`) in its first 8
-/// payload bytes, behind `header` if the flow has one.
-fn make_packet(header: Option<MediaHeader>, seq: u32, sent_ns: u64, payload: usize) -> Bytes {
+/// A media datagram carrying its send time (ns since `base`) in its first
+/// 8 payload bytes.
+fn make_packet(header: MediaHeader, seq: u32, sent_ns: u64, payload: usize) -> Bytes {
     let mut body = vec![0u8; payload.max(8)];
     body[..8].copy_from_slice(&sent_ns.to_be_bytes());
-    match header {
-        Some(h) => MediaHeader { sequence: seq, ..h }
-            .encode(&body)
-            .unwrap_or_default(),
-        None => Bytes::from(body),
+    MediaHeader {
+        sequence: seq,
+        ..header
     }
+    .encode(&body)
+    .unwrap_or_default()
 }
 
 fn now_ns(base: Instant) -> u64 {
@@ -119,14 +121,6 @@ fn now_ns(base: Instant) -> u64 {
 impl Flow {
     fn packet(&self, seq: u32, sent_ns: u64, payload: usize) -> Bytes {
         make_packet(self.header, seq, sent_ns, payload)
-    }
-
-    fn offset(&self) -> usize {
-        if self.header.is_some() {
-            MEDIA_HEADER_LEN
-        } else {
-            0
-        }
     }
 
     /// Packets per second received while the sender saturates, and the
@@ -202,11 +196,15 @@ impl Flow {
         record: bool,
     ) -> (Vec<f64>, f64) {
         let base = Instant::now();
+        let (rx_udp0, tx_udp0) = (
+            self.rx.stats().udp_rx.datagrams,
+            self.tx.stats().udp_tx.datagrams,
+        );
         let samples = Arc::new(Mutex::new(Vec::new()));
         let received = Arc::new(AtomicU64::new(0));
         let rx = self.rx.clone();
         let (s2, counter) = (samples.clone(), received.clone());
-        let off = self.offset();
+        let off = MEDIA_HEADER_LEN;
         let reader = tokio::spawn(async move {
             while let Ok(d) = rx.read_datagram().await {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +244,15 @@ impl Flow {
         tokio::time::sleep(Duration::from_millis(300)).await;
         reader.abort();
         let v = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
-        let loss = 1.0 - (received.load(Ordering::Relaxed) as f64 / sent.max(1) as f64);
+        let got = received.load(Ordering::Relaxed);
+        tracing::debug!(
+            pps,
+            sent_per_udp = sent as f64 / (self.tx.stats().udp_tx.datagrams - tx_udp0).max(1) as f64,
+            received_per_udp =
+                got as f64 / (self.rx.stats().udp_rx.datagrams - rx_udp0).max(1) as f64,
+            "datagrams per UDP packet"
+        );
+        let loss = 1.0 - (got as f64 / sent.max(1) as f64);
         (v, loss.max(0.0))
     }
 }
@@ -268,7 +274,14 @@ async fn direct_flow(pki: &DevPki) -> anyhow::Result<Flow> {
     Ok(Flow {
         tx,
         rx,
-        header: None,
+        // The same media header as the relayed flow's, so that both carry
+        // datagrams of the same size (quinn packs as many per UDP packet).
+        header: MediaHeader {
+            channel: ChannelId(1),
+            track: TrackKey(1),
+            sequence: 0,
+            timestamp_us: 0,
+        },
         _keep: vec![server, client],
     })
 }
@@ -308,12 +321,12 @@ async fn edge_flow(pki: &DevPki, edge: &Edge) -> anyhow::Result<Flow> {
     Ok(Flow {
         tx,
         rx,
-        header: Some(MediaHeader {
+        header: MediaHeader {
             channel: ChannelId(channel),
             track: TrackKey(track),
             sequence: 0,
             timestamp_us: 0,
-        }),
+        },
         _keep: vec![ep_a, ep_b],
     })
 }
