@@ -28,8 +28,14 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         let mesh = Mesh::start_with(1, |cfg| {
             cfg.limits.subscriber_queue = SUBSCRIBER_QUEUE;
             cfg.limits.client_frame_queue = FRAME_QUEUE;
-            // This test is about queues, not rate limits.
-            cfg.admission = AdmissionSection::unlimited();
+            // This test is about queues, not rate limits. The slow
+            // subscriber's handshake crosses the 30%-loss link and can need
+            // several retransmissions (PTO backoff of 1, 2, 4 s): more than
+            // the default 5 s handshake limit (CI saw it refused once).
+            cfg.admission = AdmissionSection {
+                handshake_timeout_ms: 30_000,
+                ..AdmissionSection::unlimited()
+            };
             // What the edge sends to 127.0.0.5 crosses a bad mobile link.
             cfg.netem = Some(NetemSection {
                 links: vec![LinkRule {
