@@ -281,6 +281,41 @@ impl EtcdCluster {
         }
     }
 
+    /// SIGSTOP member `i` alone: it hangs with its connections open, as a
+    /// member on a stalled disk or a frozen VM does (the others go on).
+    pub fn pause(&self, i: usize) {
+        if let Some(c) = &self.members[i].child {
+            signal(c.id(), "-STOP");
+        }
+    }
+
+    pub fn resume(&self, i: usize) {
+        if let Some(c) = &self.members[i].child {
+            signal(c.id(), "-CONT");
+        }
+    }
+
+    /// Established TCP connections to member `i`'s client port: how many
+    /// clients (and the member's own HTTP gateway) talk to it now.
+    pub fn connections_to(&self, i: usize) -> usize {
+        let port = self.members[i].client.port();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        tcp.lines()
+            .skip(1)
+            .filter(|row| {
+                let cols: Vec<&str> = row.split_whitespace().collect();
+                // local_address is IP:PORT in hex; state 01 is ESTABLISHED.
+                cols.len() > 3
+                    && cols[3] == "01"
+                    && cols[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+            .count()
+    }
+
     /// The member's status from its HTTP gateway; None if it does not answer.
     pub async fn status(&self, i: usize) -> Option<MemberStatus> {
         let (code, body) = http(

@@ -6,7 +6,10 @@
 //!   work without a restart of ours);
 //! - several members: calls and watches go to one member at a time and move
 //!   on to the next endpoint after a failure (see [`Target::connect`]), so a
-//!   dead member costs a call, not a share of every call;
+//!   dead member costs a call, not a share of every call; a hung member
+//!   (connections open, no answer) costs one short timeout: calls that may
+//!   be repeated go on to the next member at once, and watches follow the
+//!   calls away from a failing member (see [`EtcdStore::call`]);
 //! - watches: a broken or silent watch is re-created from the last seen
 //!   revision + 1, so no event is missed or repeated; silence is detected by
 //!   asking for progress notifications and timing out when none come;
@@ -39,10 +42,26 @@ use super::{
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A call on one key or one lease: a healthy member answers in milliseconds
+/// (a write waits for a raft round, one WAN round trip at most). A member
+/// that hangs (stalled disk, frozen VM: connections open, no answer) must
+/// cost a lease holder less than its refresh period plus one retry: leases
+/// are refreshed at TTL/3 and the shortest TTL is the controllers' 2 s, so
+/// 1 s here keeps an edge's 3 s lease and a leader's 2 s lease alive through
+/// it (found by edge-node/tests/etcd_cluster.rs: with 5 s every lease kept
+/// through a hung follower expired).
+const POINT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// A prefix read can carry thousands of records (a mirror's first load):
+/// it may take this long, as long as its member keeps answering pings (see
+/// [`unresponsive`]).
+const LIST_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A watch that has said nothing for this long is asked for progress; one
-/// that stays silent for twice as long is re-created.
+/// that stays silent for twice as long is re-created. A watch on a member
+/// that failed a call moves sooner (see [`run_watch`]).
 const WATCH_SILENCE: Duration = Duration::from_secs(5);
+/// How often a watch checks whether its member failed one of the store's
+/// calls meanwhile.
+const WATCH_MEMBER_CHECK: Duration = Duration::from_millis(250);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -285,6 +304,14 @@ impl Target {
         }
     }
 
+    /// Returns once the target has moved on from member `i` (a call or a
+    /// watch found it failing).
+    async fn moved_from(&self, i: usize) {
+        while self.current.load(Ordering::Relaxed) % self.endpoints.len() == i {
+            tokio::time::sleep(WATCH_MEMBER_CHECK).await;
+        }
+    }
+
     /// Member `i` failed a call: the next dial goes to the next endpoint
     /// (unless another caller has moved on already).
     fn failed(&self, i: usize) {
@@ -373,7 +400,9 @@ impl EtcdStore {
         let store = Self::lazy_with(endpoints, tls)?;
         // Dialing is lazy inside etcd-client: a status call proves the
         // connection (and the TLS handshake both ways).
-        store.call(|mut c| async move { c.status().await }).await?;
+        store
+            .call(CallKind::Point, |mut c| async move { c.status().await })
+            .await?;
         Ok(store)
     }
 
@@ -414,11 +443,13 @@ impl EtcdStore {
     }
 
     /// Run one call; on failure forget the connection so the next call
-    /// redials, on the next member. A member that refused the connection
-    /// never saw the request, so the call goes to the next member at once
-    /// (safe even for a compare-and-swap), each member tried once: a dead
-    /// member costs callers nothing.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    /// redials, on the next member. A call that may go to the next member
+    /// does so at once, each member tried once: one the connection to which
+    /// was refused (it never saw the request, so even a compare-and-swap may
+    /// go on), and a [`CallKind::repeatable`] one after any failure of the
+    /// member (a timeout, a broken connection). So a dead or hung member
+    /// costs a caller one timeout at most, not the call.
+    async fn call<T, F, Fut>(&self, kind: CallKind, f: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -426,26 +457,93 @@ impl EtcdStore {
         let mut tries = self.target.endpoints.len();
         loop {
             tries -= 1;
-            let (client, i) = self.client().await?;
-            match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
-                Ok(Ok(t)) => return Ok(t),
-                Ok(Err(e)) => {
-                    if is_connection_error(&e) {
-                        self.drop_client(i).await;
-                    }
-                    let e = unavailable(&self.target, e);
-                    if tries > 0 && never_sent(&e) {
-                        debug!(endpoint = %self.target.endpoints[i], error = %e, "etcd member unreachable; trying the next");
-                        continue;
-                    }
-                    return Err(e);
+            let (client, i) = match self.client().await {
+                Ok(c) => c,
+                // Not dialed: nothing was sent (the target moved on).
+                Err(e) if tries > 0 => {
+                    debug!(error = %e, "etcd member unreachable; trying the next");
+                    continue;
                 }
-                Err(_) => {
+                Err(e) => return Err(e),
+            };
+            let timeout = kind.timeout();
+            let attempt = tokio::time::timeout(timeout, f(client.clone()));
+            let answer = match kind {
+                // A long read is given up early only if the member stops
+                // answering altogether.
+                CallKind::List => tokio::select! {
+                    r = attempt => r.ok(),
+                    _ = unresponsive(client) => None,
+                },
+                CallKind::Point | CallKind::Once => attempt.await.ok(),
+            };
+            let e = match answer {
+                Some(Ok(t)) => return Ok(t),
+                // An answer ("lease not found", a failed precondition): the
+                // member is fine and another would say the same.
+                Some(Err(e)) if !is_connection_error(&e) => {
+                    return Err(unavailable(&self.target, e))
+                }
+                Some(Err(e)) => {
                     self.drop_client(i).await;
-                    return Err(StoreError::Unavailable("etcd call timed out".into()));
+                    unavailable(&self.target, e)
                 }
+                None => {
+                    self.drop_client(i).await;
+                    StoreError::Unavailable(format!(
+                        "etcd member {} did not answer in time",
+                        self.target.endpoints[i]
+                    ))
+                }
+            };
+            if tries > 0 && (kind.repeatable() || never_sent(&e)) {
+                debug!(endpoint = %self.target.endpoints[i], error = %e, "etcd member failed a call; trying the next");
+                continue;
             }
+            return Err(e);
         }
+    }
+}
+
+/// Returns once the member behind `client` leaves a status request (served
+/// by the member itself, even while raft elects a leader) unanswered for
+/// [`POINT_CALL_TIMEOUT`]: asked after each second of a long call.
+async fn unresponsive(mut client: Client) {
+    loop {
+        tokio::time::sleep(POINT_CALL_TIMEOUT).await;
+        match tokio::time::timeout(POINT_CALL_TIMEOUT, client.status()).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+    }
+}
+
+/// What a call is, for its timeout and whether it may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CallKind {
+    /// One key or one lease, the same effect if applied twice: a get, put,
+    /// delete, lease keepalive or revoke (a second revoke or delete finds
+    /// nothing), or a lease grant (a second lease granted goes unused and
+    /// expires after its TTL).
+    Point,
+    /// A read of a whole prefix.
+    List,
+    /// A compare-and-swap: a reply lost after it was sent does not tell
+    /// whether it was applied, and sending it again would fail the compare
+    /// against its own write.
+    Once,
+}
+
+impl CallKind {
+    fn timeout(self) -> Duration {
+        match self {
+            CallKind::List => LIST_CALL_TIMEOUT,
+            CallKind::Point | CallKind::Once => POINT_CALL_TIMEOUT,
+        }
+    }
+
+    fn repeatable(self) -> bool {
+        self != CallKind::Once
     }
 }
 
@@ -478,7 +576,7 @@ impl ControlStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_string();
         let resp = self
-            .call(|mut c| {
+            .call(CallKind::Point, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, None).await }
             })
@@ -489,7 +587,7 @@ impl ControlStore for EtcdStore {
     async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
         let prefix = prefix.to_string();
         let resp = self
-            .call(|mut c| {
+            .call(CallKind::List, |mut c| {
                 let prefix = prefix.clone();
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
@@ -502,7 +600,7 @@ impl ControlStore for EtcdStore {
         let key = key.to_string();
         let opts = lease.map(|l| PutOptions::new().with_lease(l));
         let resp = self
-            .call(|mut c| {
+            .call(CallKind::Point, |mut c| {
                 let (key, value, opts) = (key.clone(), value.to_vec(), opts.clone());
                 async move { c.put(key, value, opts).await }
             })
@@ -517,7 +615,7 @@ impl ControlStore for EtcdStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = key.to_string();
         let resp = self
-            .call(|mut c| {
+            .call(CallKind::Point, |mut c| {
                 let key = key.clone();
                 async move { c.delete(key, None).await }
             })
@@ -546,7 +644,7 @@ impl ControlStore for EtcdStore {
             )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self
-            .call(|mut c| {
+            .call(CallKind::Once, |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
@@ -567,14 +665,16 @@ impl ControlStore for EtcdStore {
             return Err(StoreError::Invalid("lease TTL must be positive".into()));
         }
         let resp = self
-            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .call(CallKind::Point, |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
             .await?;
         Ok(resp.id())
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
         let ttl = match self
-            .call(|mut c| async move {
+            .call(CallKind::Point, |mut c| async move {
                 let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 Ok(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
@@ -591,15 +691,17 @@ impl ControlStore for EtcdStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.call(|mut c| async move { c.lease_revoke(lease).await })
-            .await
-            .map_err(|e| {
-                if lease_gone(&e) {
-                    StoreError::LeaseNotFound(lease)
-                } else {
-                    e
-                }
-            })?;
+        self.call(CallKind::Point, |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await
+        .map_err(|e| {
+            if lease_gone(&e) {
+                StoreError::LeaseNotFound(lease)
+            } else {
+                e
+            }
+        })?;
         Ok(())
     }
 
@@ -644,10 +746,16 @@ async fn run_watch(
                 .with_prefix()
                 .with_start_revision(next)
                 .with_progress_notify();
-            client
-                .watch(prefix.clone(), Some(opts))
+            // Opening is one round trip; a hung member never answers it.
+            match tokio::time::timeout(POINT_CALL_TIMEOUT, client.watch(prefix.clone(), Some(opts)))
                 .await
-                .map_err(|e| unavailable(&target, e))
+            {
+                Ok(r) => r.map_err(|e| unavailable(&target, e)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "etcd member {} did not open the watch within {POINT_CALL_TIMEOUT:?}",
+                    target.endpoints[i]
+                ))),
+            }
         };
         let opened = opened.await;
         // The member this watch is on; it moves on after any failure.
@@ -668,10 +776,18 @@ async fn run_watch(
         };
         backoff = RETRY_MIN;
         let mut asked_progress = false;
+        let on = member.expect("an open watch has its member");
         loop {
             let msg = tokio::select! {
                 m = tokio::time::timeout(WATCH_SILENCE, stream.message()) => m,
                 _ = tx.closed() => return,
+                // The store's calls found this member failing (a hung one
+                // says nothing, so the watch alone would wait out its
+                // silence): follow them to the next.
+                _ = target.moved_from(on) => {
+                    debug!(%prefix, endpoint = %target.endpoints[on], "watch: its member failed a call; moving");
+                    break;
+                }
             };
             match msg {
                 Err(_) if !asked_progress => {
