@@ -9,8 +9,9 @@
 //! Messages written to a link whose connection then dies (a partition that
 //! outlasts QUIC's idle timeout, a peer killed and restarted) are lost with
 //! that connection. So each link keeps the message frames it sent in the
-//! last [`RETAIN_FOR`] and writes them again, first, on the next
-//! connection. Receivers' SDKs drop what they already had by sequence, and
+//! last [`RETAIN_FOR`] of its connection and writes them again, first, on
+//! the next connection, however long the link was down (what is sent
+//! meanwhile waits in the link's queue). Receivers' SDKs drop what they already had by sequence, and
 //! the order per sender is kept (retained frames are older than anything
 //! still queued).
 
@@ -39,7 +40,9 @@ const LINK_FRAME_QUEUE: usize = 65_536;
 /// Message frames sent on a link are kept this long for a resend on the
 /// next connection: longer than the relay idle timeout (10 s) plus a
 /// redial, so a partition that kills the connection loses nothing sent
-/// just before or during it.
+/// just before or during it. The time counts while the link is up: what
+/// the dying connection took in its last 10 s is resent after a partition
+/// of any length.
 const RETAIN_FOR: Duration = Duration::from_secs(30);
 /// At most this many retained frames, and bytes, per link.
 const RETAIN_MAX: usize = 8_192;
@@ -70,39 +73,79 @@ pub struct RelayLink {
 struct Retained {
     frames: VecDeque<RetainedFrame>,
     bytes: usize,
+    /// When the last connection ended: frames do not age while the link is
+    /// down (nothing is written to it then), so a partition of any length
+    /// resends what the dead connection may have lost.
+    ended: Option<Instant>,
 }
 
 struct RetainedFrame {
+    /// When it was last written to a connection.
     at: Instant,
     /// Its size on the wire, for the byte bound.
     len: usize,
     message: pb::RelayMessage,
 }
 
-impl RelayLink {
-    /// Keep a message frame of `len` bytes on the wire; forget what is too
-    /// old or too many.
-    fn retain(&self, len: usize, message: pb::RelayMessage) {
-        let now = Instant::now();
-        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-        while r
+impl Retained {
+    /// Keep a frame written at `now`; forget what is too old or too many.
+    fn push(&mut self, now: Instant, len: usize, message: pb::RelayMessage) {
+        while self
             .frames
             .front()
             .is_some_and(|f| now.duration_since(f.at) > RETAIN_FOR)
-            || r.frames.len() >= RETAIN_MAX
-            || r.bytes + len > RETAIN_MAX_BYTES
+            || self.frames.len() >= RETAIN_MAX
+            || self.bytes + len > RETAIN_MAX_BYTES
         {
-            match r.frames.pop_front() {
-                Some(f) => r.bytes -= f.len,
+            match self.frames.pop_front() {
+                Some(f) => self.bytes -= f.len,
                 None => break,
             }
         }
-        r.bytes += len;
-        r.frames.push_back(RetainedFrame {
+        self.bytes += len;
+        self.frames.push_back(RetainedFrame {
             at: now,
             len,
             message,
         });
+    }
+
+    /// The frames to write again on a connection made at `now`, oldest
+    /// first: those written within [`RETAIN_FOR`] before the last connection
+    /// ended. They count as written `now` from then on, so a link that
+    /// fails again soon resends them again.
+    fn resend(&mut self, now: Instant) -> Vec<pb::RelayMessage> {
+        let ended = self.ended.take().unwrap_or(now);
+        while self
+            .frames
+            .front()
+            .is_some_and(|f| ended.saturating_duration_since(f.at) > RETAIN_FOR)
+        {
+            if let Some(f) = self.frames.pop_front() {
+                self.bytes -= f.len;
+            }
+        }
+        self.frames
+            .iter_mut()
+            .map(|f| {
+                f.at = now;
+                f.message.clone()
+            })
+            .collect()
+    }
+}
+
+impl RelayLink {
+    /// Keep a message frame of `len` bytes on the wire, just written.
+    fn retain(&self, len: usize, message: pb::RelayMessage) {
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        r.push(Instant::now(), len, message);
+    }
+
+    /// The link's connection ended (the retained frames stop ageing).
+    fn connection_ended(&self) {
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        r.ended = Some(Instant::now());
     }
 
     /// Take the messages sent in the last `window` whose destinations the
@@ -136,16 +179,17 @@ impl RelayLink {
         out
     }
 
-    /// The retained frames still young enough to matter, oldest first.
+    /// The retained frames to write first on a new connection, encoded.
     fn retained_frames(&self) -> Vec<Bytes> {
-        let now = Instant::now();
-        let r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-        r.frames
-            .iter()
-            .filter(|f| now.duration_since(f.at) <= RETAIN_FOR)
-            .filter_map(|f| {
+        let messages = {
+            let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+            r.resend(Instant::now())
+        };
+        messages
+            .into_iter()
+            .filter_map(|message| {
                 let frame = pb::RelayFrame {
-                    kind: Some(RK::Message(f.message.clone())),
+                    kind: Some(RK::Message(message)),
                 };
                 framing::encode_to_bytes(&frame).ok()
             })
@@ -440,6 +484,7 @@ async fn run_link(
                     None,
                 ));
                 pump_frames(&link, &mut rx, send, &conn).await;
+                link.connection_ended();
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
                 warn!(edge = core.id, peer = link.peer, "relay link down");
@@ -631,5 +676,73 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message told apart by its (otherwise unused here) origin field.
+    fn message(tag: u32) -> pb::RelayMessage {
+        pb::RelayMessage {
+            origin_edge: tag,
+            ..Default::default()
+        }
+    }
+
+    fn seqs(messages: &[pb::RelayMessage]) -> Vec<u32> {
+        messages.iter().map(|m| m.origin_edge).collect()
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_partition_of_any_length_resends_what_the_dead_connection_took_last() {
+        let t0 = Instant::now();
+        let mut r = Retained::default();
+        // Written over a connection's last 40 s; it dies 10 s after the last
+        // write (QUIC's idle timeout), and the link is down for 10 minutes.
+        for (i, at) in [0, 5, 25, 30, 40].into_iter().enumerate() {
+            r.push(t0 + at * S, 100, message(i as u32));
+        }
+        r.ended = Some(t0 + 50 * S);
+        let again = r.resend(t0 + 650 * S);
+        // Those written within 30 s of the connection's end, in order.
+        assert_eq!(seqs(&again), [2, 3, 4]);
+        assert_eq!(r.bytes, 300);
+    }
+
+    #[test]
+    fn resent_frames_count_as_written_again() {
+        let t0 = Instant::now();
+        let mut r = Retained::default();
+        r.push(t0, 10, message(1));
+        r.ended = Some(t0 + 20 * S);
+        assert_eq!(seqs(&r.resend(t0 + 100 * S)), [1]);
+        // The new connection fails 25 s after it was made: still resent.
+        r.ended = Some(t0 + 125 * S);
+        assert_eq!(seqs(&r.resend(t0 + 130 * S)), [1]);
+        // A frame is forgotten once the link was up for RETAIN_FOR after
+        // its last write.
+        r.push(t0 + 161 * S, 10, message(2));
+        assert_eq!(seqs(&r.resend(t0 + 161 * S)), [2]);
+    }
+
+    #[test]
+    fn retained_frames_are_bounded_by_count_and_bytes() {
+        let t0 = Instant::now();
+        let mut r = Retained::default();
+        for i in 0..(RETAIN_MAX as u32 + 10) {
+            r.push(t0, 1, message(i));
+        }
+        assert_eq!(r.frames.len(), RETAIN_MAX);
+        assert_eq!(r.frames.front().map(|f| f.message.origin_edge), Some(10));
+        let big = RETAIN_MAX_BYTES / 4 + 1;
+        for i in 0..4 {
+            r.push(t0, big, message(100_000 + i));
+        }
+        assert!(r.bytes <= RETAIN_MAX_BYTES, "{}", r.bytes);
+        assert_eq!(seqs(&r.resend(t0)), [100_001, 100_002, 100_003]);
     }
 }
