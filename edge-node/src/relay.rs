@@ -9,7 +9,7 @@
 //! Messages written to a link whose connection then dies (a partition that
 //! outlasts QUIC's idle timeout, a peer killed and restarted) are lost with
 //! that connection. So each link keeps the message frames it sent in the
-//! last [`RETAIN_FOR`] of its connection and writes them again, first, on
+//! last [`RETAIN_IDLE_TIMEOUTS`] idle timeouts of its connection and writes them again, first, on
 //! the next connection, however long the link was down (what is sent
 //! meanwhile waits in the link's queue). Receivers' SDKs drop what they already had by sequence, and
 //! the order per sender is kept (retained frames are older than anything
@@ -37,13 +37,14 @@ use crate::session::close;
 const LINK_MEDIA_QUEUE: usize = 4_096;
 /// Relay frames queued per link (messages, directory) while it is slow or down.
 const LINK_FRAME_QUEUE: usize = 65_536;
-/// Message frames sent on a link are kept this long for a resend on the
-/// next connection: longer than the relay idle timeout (10 s) plus a
-/// redial, so a partition that kills the connection loses nothing sent
-/// just before or during it. The time counts while the link is up: what
-/// the dying connection took in its last 10 s is resent after a partition
+/// Message frames sent on a link are kept for this many relay idle
+/// timeouts (`limits.client_idle_timeout_ms`, 10 s by default: 30 s) for a
+/// resend on the next connection: longer than a dying connection's last
+/// idle timeout plus a redial, so a partition that kills the connection
+/// loses nothing sent just before or during it. The time counts while the
+/// link is up: what the dying connection took is resent after a partition
 /// of any length.
-const RETAIN_FOR: Duration = Duration::from_secs(30);
+const RETAIN_IDLE_TIMEOUTS: u32 = 3;
 /// At most this many retained frames, and bytes, per link.
 const RETAIN_MAX: usize = 8_192;
 const RETAIN_MAX_BYTES: usize = 8 << 20;
@@ -69,8 +70,9 @@ pub struct RelayLink {
     retained: Mutex<Retained>,
 }
 
-#[derive(Default)]
 struct Retained {
+    /// How long a frame is kept while the link is up.
+    keep: Duration,
     frames: VecDeque<RetainedFrame>,
     bytes: usize,
     /// When the last connection ended: frames do not age while the link is
@@ -88,12 +90,21 @@ struct RetainedFrame {
 }
 
 impl Retained {
+    fn new(keep: Duration) -> Self {
+        Retained {
+            keep,
+            frames: VecDeque::new(),
+            bytes: 0,
+            ended: None,
+        }
+    }
+
     /// Keep a frame written at `now`; forget what is too old or too many.
     fn push(&mut self, now: Instant, len: usize, message: pb::RelayMessage) {
         while self
             .frames
             .front()
-            .is_some_and(|f| now.duration_since(f.at) > RETAIN_FOR)
+            .is_some_and(|f| now.duration_since(f.at) > self.keep)
             || self.frames.len() >= RETAIN_MAX
             || self.bytes + len > RETAIN_MAX_BYTES
         {
@@ -111,7 +122,7 @@ impl Retained {
     }
 
     /// The frames to write again on a connection made at `now`, oldest
-    /// first: those written within [`RETAIN_FOR`] before the last connection
+    /// first: those written within `keep` before the last connection
     /// ended. They count as written `now` from then on, so a link that
     /// fails again soon resends them again.
     fn resend(&mut self, now: Instant) -> Vec<pb::RelayMessage> {
@@ -119,7 +130,7 @@ impl Retained {
         while self
             .frames
             .front()
-            .is_some_and(|f| ended.saturating_duration_since(f.at) > RETAIN_FOR)
+            .is_some_and(|f| ended.saturating_duration_since(f.at) > self.keep)
         {
             if let Some(f) = self.frames.pop_front() {
                 self.bytes -= f.len;
@@ -433,7 +444,9 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         ),
         task: Mutex::new(None),
         out: core.metrics.peer_media(peer, "out"),
-        retained: Mutex::default(),
+        retained: Mutex::new(Retained::new(
+            RETAIN_IDLE_TIMEOUTS * Duration::from_millis(core.cfg.limits.client_idle_timeout_ms),
+        )),
     });
     let task = tokio::spawn(run_link(core, link.clone(), rx));
     *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -696,11 +709,13 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+    /// The default: three 10 s idle timeouts.
+    const KEEP: Duration = Duration::from_secs(30);
 
     #[test]
     fn a_partition_of_any_length_resends_what_the_dead_connection_took_last() {
         let t0 = Instant::now();
-        let mut r = Retained::default();
+        let mut r = Retained::new(KEEP);
         // Written over a connection's last 40 s; it dies 10 s after the last
         // write (QUIC's idle timeout), and the link is down for 10 minutes.
         for (i, at) in [0, 5, 25, 30, 40].into_iter().enumerate() {
@@ -716,14 +731,14 @@ mod tests {
     #[test]
     fn resent_frames_count_as_written_again() {
         let t0 = Instant::now();
-        let mut r = Retained::default();
+        let mut r = Retained::new(KEEP);
         r.push(t0, 10, message(1));
         r.ended = Some(t0 + 20 * S);
         assert_eq!(seqs(&r.resend(t0 + 100 * S)), [1]);
         // The new connection fails 25 s after it was made: still resent.
         r.ended = Some(t0 + 125 * S);
         assert_eq!(seqs(&r.resend(t0 + 130 * S)), [1]);
-        // A frame is forgotten once the link was up for RETAIN_FOR after
+        // A frame is forgotten once the link was up for `keep` after
         // its last write.
         r.push(t0 + 161 * S, 10, message(2));
         assert_eq!(seqs(&r.resend(t0 + 161 * S)), [2]);
@@ -732,7 +747,7 @@ mod tests {
     #[test]
     fn retained_frames_are_bounded_by_count_and_bytes() {
         let t0 = Instant::now();
-        let mut r = Retained::default();
+        let mut r = Retained::new(KEEP);
         for i in 0..(RETAIN_MAX as u32 + 10) {
             r.push(t0, 1, message(i));
         }
