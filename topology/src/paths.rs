@@ -259,7 +259,9 @@ fn nonneg(v: f64) -> f64 {
 /// cost)`. A kept path carries its current cost and RTT. Its backup is the
 /// cheapest valid candidate among the fresh best, the fresh backup and the
 /// previous backup that avoids the kept path's first hop (as
-/// [`Route::backup`] defines it).
+/// [`Route::backup`] defines it); backups get the same hysteresis: the
+/// previous one stays, also beside an unchanged best path, unless another
+/// beats it by the threshold.
 ///
 /// Destinations missing from `fresh` are unreachable now and stay missing. If
 /// the two sets belong to different sources, `fresh` is returned as is.
@@ -281,7 +283,18 @@ pub fn apply_hysteresis(
                 return new;
             };
             if old.best.edges == new.best.edges {
-                return new;
+                // The same best path: only its backup may move, and only for
+                // a real gain (near-equal detours would otherwise trade
+                // places at every recomputation, and each swap is a write).
+                let backup = sticky_backup(
+                    source,
+                    &new.best.edges,
+                    [new.backup.as_ref()],
+                    old.backup.as_ref(),
+                    graph,
+                    policy,
+                );
+                return Route { backup, ..new };
             }
             let valid_endpoints = old.best.edges.first() == Some(&source)
                 && old.best.edges.last() == Some(&new.destination);
@@ -300,26 +313,14 @@ pub fn apply_hysteresis(
                 cost_ms: us_to_ms(old_cost),
                 rtt_ms: us_to_ms(old_rtt),
             };
-            let candidates = [Some(&new.best), new.backup.as_ref(), old.backup.as_ref()];
-            let backup = candidates
-                .into_iter()
-                .flatten()
-                .filter(|p| {
-                    p.edges.first() == Some(&source)
-                        && p.edges.last() == Some(&new.destination)
-                        && avoids_first_hop(&kept.edges, &p.edges)
-                })
-                .filter_map(|p| graph.path_us(&p.edges).map(|m| (m, p)))
-                .min_by(|((ca, _), a), ((cb, _), b)| {
-                    ca.cmp(cb)
-                        .then(a.edges.len().cmp(&b.edges.len()))
-                        .then_with(|| a.edges.cmp(&b.edges))
-                })
-                .map(|((cost, rtt), p)| Path {
-                    edges: p.edges.clone(),
-                    cost_ms: us_to_ms(cost),
-                    rtt_ms: us_to_ms(rtt),
-                });
+            let backup = sticky_backup(
+                source,
+                &kept.edges,
+                [Some(&new.best), new.backup.as_ref()],
+                old.backup.as_ref(),
+                graph,
+                policy,
+            );
             Route {
                 destination: new.destination,
                 best: kept,
@@ -328,6 +329,53 @@ pub fn apply_hysteresis(
         })
         .collect();
     RouteSet { source, routes }
+}
+
+/// The backup to publish beside `best`: the cheapest valid one (it ends
+/// where `best` does, avoids `best`'s first hop, and every link is usable
+/// now) among `fresh` and `previous`, except that a valid `previous` is kept
+/// unless that cheapest one beats it by the hysteresis threshold.
+fn sticky_backup<'a, const N: usize>(
+    source: EdgeId,
+    best: &[EdgeId],
+    fresh: [Option<&'a Path>; N],
+    previous: Option<&'a Path>,
+    graph: &MeshGraph,
+    policy: &HysteresisPolicy,
+) -> Option<Path> {
+    let destination = *best.last()?;
+    let priced = |p: &'a Path| {
+        (p.edges.first() == Some(&source)
+            && p.edges.last() == Some(&destination)
+            && avoids_first_hop(best, &p.edges))
+        .then(|| graph.path_us(&p.edges))
+        .flatten()
+        .map(|(cost, rtt)| (cost, rtt, p))
+    };
+    let path = |(cost, rtt, p): (u64, u64, &Path)| Path {
+        edges: p.edges.clone(),
+        cost_ms: us_to_ms(cost),
+        rtt_ms: us_to_ms(rtt),
+    };
+    let previous = previous.and_then(priced);
+    let cheapest = fresh
+        .into_iter()
+        .flatten()
+        .filter_map(priced)
+        .chain(previous)
+        .min_by(|(ca, _, a), (cb, _, b)| {
+            ca.cmp(cb)
+                .then(a.edges.len().cmp(&b.edges.len()))
+                .then_with(|| a.edges.cmp(&b.edges))
+        });
+    match (previous, cheapest) {
+        (Some(prev @ (old_cost, _, _)), Some((cost, _, _)))
+            if (old_cost.saturating_sub(cost) as f64) < policy.threshold_us(old_cost) =>
+        {
+            Some(path(prev))
+        }
+        (_, cheapest) => cheapest.map(path),
+    }
 }
 
 /// Whether `candidate` avoids `best`'s first hop: for a direct `best`, the
@@ -1119,6 +1167,52 @@ mod tests {
         assert_eq!(apply_hysteresis(&prev, fresh.clone(), &now, &zero), fresh);
         let other = compute_routes(&now, 2).expect("known");
         assert_eq!(apply_hysteresis(&prev, other.clone(), &now, &policy), other);
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_backup_beside_an_unchanged_best_path() {
+        let policy = HysteresisPolicy::default();
+        let nodes = nodes(&[1, 2, 3, 4]);
+        let links = |via3: f64| {
+            [
+                (1, 2, 10.0),
+                (1, 3, via3),
+                (3, 2, 20.0),
+                (1, 4, 20.5),
+                (4, 2, 20.0),
+            ]
+        };
+        let backup = |set: &RouteSet| {
+            set.get(2)
+                .and_then(|r| r.backup.as_ref())
+                .map(|p| p.edges.clone())
+        };
+        let before = graph(&nodes, &links(20.0));
+        let prev = compute_routes(&before, 1).expect("known");
+        assert_eq!(backup(&prev), Some(vec![1, 3, 2]));
+
+        // Via 3 now 41.6 ms against 41.5 via 4: the fresh backup moves, the
+        // published one does not (and carries its current cost).
+        let now = graph(&nodes, &links(20.6));
+        let fresh = compute_routes(&now, 1).expect("known");
+        assert_eq!(backup(&fresh), Some(vec![1, 4, 2]));
+        let merged = apply_hysteresis(&prev, fresh, &now, &policy);
+        assert_eq!(backup(&merged), Some(vec![1, 3, 2]));
+        let kept = merged.get(2).and_then(|r| r.backup.clone()).unwrap();
+        assert!((kept.cost_ms - 41.6).abs() < 1e-9, "{kept:?}");
+        assert_eq!(merged.get(2).unwrap().best.edges, vec![1, 2]);
+
+        // Via 3 now 51 ms: a real gain, the backup moves.
+        let now = graph(&nodes, &links(30.0));
+        let merged = apply_hysteresis(&prev, compute_routes(&now, 1).unwrap(), &now, &policy);
+        assert_eq!(backup(&merged), Some(vec![1, 4, 2]));
+
+        // The old backup's link is gone: it is not kept.
+        let mut gone = links(20.6).to_vec();
+        gone.retain(|l| (l.0, l.1) != (3, 2));
+        let now = graph(&nodes, &gone);
+        let merged = apply_hysteresis(&prev, compute_routes(&now, 1).unwrap(), &now, &policy);
+        assert_eq!(backup(&merged), Some(vec![1, 4, 2]));
     }
 
     #[test]
