@@ -221,8 +221,19 @@ async fn steady_state_store_writes_per_edge_stay_under_one_per_second() {
     tokio::time::sleep(WINDOW).await;
     let writes = revision(&store).await - before;
     let per_edge_per_s = writes as f64 / EDGES as f64 / WINDOW.as_secs_f64();
+    // Which records they were, from the store's history.
+    let mut kinds = std::collections::BTreeMap::<String, u32>::new();
+    let mut history = store.watch_prefix("/", before + 1).await.unwrap();
+    while let Ok(Some(Ok(events))) =
+        tokio::time::timeout(Duration::from_millis(100), history.recv()).await
+    {
+        for e in events.iter().filter(|e| e.revision() <= before + writes) {
+            let kind = e.key().trim_start_matches(keys.prefix()).split('/').next();
+            *kinds.entry(kind.unwrap_or("?").to_string()).or_default() += 1;
+        }
+    }
     eprintln!(
-        "steady state: {writes} store writes in {WINDOW:?} from {EDGES} edges and a leader = {per_edge_per_s:.3} writes/edge/s"
+        "steady state: {writes} store writes in {WINDOW:?} from {EDGES} edges and a leader = {per_edge_per_s:.3} writes/edge/s: {kinds:?}"
     );
     assert!(per_edge_per_s < 1.0, "{per_edge_per_s} writes/edge/s");
     for e in edges {
