@@ -9,11 +9,11 @@
 //! Messages written to a link whose connection then dies (a partition that
 //! outlasts QUIC's idle timeout, a peer killed and restarted) are lost with
 //! that connection. So each link keeps the message frames it sent in the
-//! last [`RETAIN_IDLE_TIMEOUTS`] idle timeouts of its connection and writes them again, first, on
-//! the next connection, however long the link was down (what is sent
-//! meanwhile waits in the link's queue). Receivers' SDKs drop what they already had by sequence, and
-//! the order per sender is kept (retained frames are older than anything
-//! still queued).
+//! last [`RETAIN_IDLE_TIMEOUTS`] idle timeouts of its connection and writes
+//! them again, first, on the next connection, however long the link was
+//! down (what is sent meanwhile waits in the link's queue). Receivers' SDKs
+//! drop what they already had by sequence, and the order per sender is kept
+//! (retained frames are older than anything still queued).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
