@@ -99,20 +99,31 @@ impl Retained {
         }
     }
 
+    /// Forget the oldest frame; false if there was none.
+    fn forget_oldest(&mut self) -> bool {
+        match self.frames.pop_front() {
+            Some(f) => {
+                self.bytes -= f.len;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the oldest frame was last written more than `keep` before `t`.
+    fn oldest_written_before(&self, t: Instant) -> bool {
+        self.frames
+            .front()
+            .is_some_and(|f| t.saturating_duration_since(f.at) > self.keep)
+    }
+
     /// Keep a frame written at `now`; forget what is too old or too many.
     fn push(&mut self, now: Instant, len: usize, message: pb::RelayMessage) {
-        while self
-            .frames
-            .front()
-            .is_some_and(|f| now.duration_since(f.at) > self.keep)
+        while (self.oldest_written_before(now)
             || self.frames.len() >= RETAIN_MAX
-            || self.bytes + len > RETAIN_MAX_BYTES
-        {
-            match self.frames.pop_front() {
-                Some(f) => self.bytes -= f.len,
-                None => break,
-            }
-        }
+            || self.bytes + len > RETAIN_MAX_BYTES)
+            && self.forget_oldest()
+        {}
         self.bytes += len;
         self.frames.push_back(RetainedFrame {
             at: now,
@@ -127,15 +138,7 @@ impl Retained {
     /// fails again soon resends them again.
     fn resend(&mut self, now: Instant) -> Vec<pb::RelayMessage> {
         let ended = self.ended.take().unwrap_or(now);
-        while self
-            .frames
-            .front()
-            .is_some_and(|f| ended.saturating_duration_since(f.at) > self.keep)
-        {
-            if let Some(f) = self.frames.pop_front() {
-                self.bytes -= f.len;
-            }
-        }
+        while self.oldest_written_before(ended) && self.forget_oldest() {}
         self.frames
             .iter_mut()
             .map(|f| {

@@ -232,7 +232,6 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
         .await;
 
         // A new edge registers and gets routes on the remaining quorum.
-        let started = Instant::now();
         rtn.start_edge(new_edge, city);
         ids.push(new_edge);
         let t_new = eventually(30, "the new edge registered with routes", || async {
@@ -243,7 +242,6 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
                     .is_some_and(|m| m.contains_key(&new_edge))
         })
         .await;
-        let _ = started;
 
         // Past every lease TTL (edges 3 s, election 2 s) since the kill;
         // a hung member for twice the store's longest call timeout.
@@ -284,7 +282,6 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
             .await
             .expect("survivor answers")
             .revision;
-        let back = Instant::now();
         match fault {
             Fault::Kill => etcd.restart(victim),
             Fault::Hang => etcd.resume(victim),
@@ -313,7 +310,6 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
             .filter(|(id, reg)| regs_after.get(id) != Some(reg))
             .map(|(id, _)| *id)
             .collect();
-        let _ = back;
         eprintln!(
             "round {round}: survivors led (raft) {t_raft:?} after the fault; new edge {new_edge} registered with routes {t_new:?} after its start; \
              no registration expired during the fault; member back in the cluster {t_rejoin:?} after it returned; \
