@@ -78,10 +78,17 @@ pub struct ControlSection {
     /// reroutes sooner, on the edges' own probes).
     #[serde(default = "default_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
-    /// Edges of each other region this edge probes (all of its own region
-    /// are probed): keeps the probe degree independent of the mesh size.
+    /// Best-measured edges of each other region this edge keeps probing
+    /// once the mesh is larger than `probe_full_mesh_max_edges` (plus one
+    /// explored at random; see `topology::targets` for the budget): keeps
+    /// the probe degree independent of the mesh size.
     #[serde(default = "default_probes_per_region")]
     pub probes_per_other_region: usize,
+    /// Meshes of at most this many edges are probed in full (every edge
+    /// probes every other). 64: 63 targets at the slow probe rate cost
+    /// about 4.4 KB/s each way.
+    #[serde(default = "default_probe_full_mesh_max_edges")]
+    pub probe_full_mesh_max_edges: usize,
 }
 
 impl Default for ControlSection {
@@ -95,6 +102,7 @@ impl Default for ControlSection {
             prefix: default_prefix(),
             lease_ttl_ms: default_lease_ttl_ms(),
             probes_per_other_region: default_probes_per_region(),
+            probe_full_mesh_max_edges: default_probe_full_mesh_max_edges(),
         }
     }
 }
@@ -107,6 +115,9 @@ fn default_lease_ttl_ms() -> u64 {
 }
 fn default_probes_per_region() -> usize {
     3
+}
+fn default_probe_full_mesh_max_edges() -> usize {
+    topology::ProbePolicy::default().full_mesh_max_edges
 }
 
 #[derive(Debug, Clone, Deserialize)]

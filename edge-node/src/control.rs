@@ -14,7 +14,7 @@
 //! [`PROBE_PUBLISH_INTERVAL`] and only on a material change. Lease
 //! keepalives are not raft writes in etcd (the leader answers them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use region_controller::records::{
 use region_controller::store::watcher::{PrefixWatcher, Update};
 use region_controller::store::{ControlStore, LeaseId, StoreError, WatchEvent};
 use tokio::sync::watch;
+use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
 
 use crate::edge::EdgeCore;
@@ -50,6 +51,9 @@ const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How often edges that left the registry but still answer probes are
 /// checked again (see [`follow`]).
 const DEPARTED_RECHECK: Duration = Duration::from_millis(250);
+/// How often the probe targets are chosen again from what was measured:
+/// exploration (`topology::ProbePolicy::explore_ticks`) counts in these.
+const PROBE_TARGETS_EVERY: Duration = Duration::from_secs(1);
 
 /// The etcd store of the `[control]` section (none without endpoints), over
 /// TLS when it names the etcd CA. Lazy: the edge starts and serves while
@@ -395,15 +399,20 @@ async fn follow(
     let mut recheck = tokio::time::interval(DEPARTED_RECHECK);
     let mut routes: Option<RoutesRecord> = None;
     let edges_dir = keys.edges();
+    let mut selector = TargetSelector::new(probe_policy(&core.cfg.control), core.id as u64);
+    let mut reselect = tokio::time::interval(PROBE_TARGETS_EVERY);
+    let mut targets = BTreeSet::new();
     loop {
         tokio::select! {
             u = edges_w.next() => {
                 let before = registry.clone();
                 mesh::apply(&keys, &edges_dir, &mut registry, u);
                 departed.extend(before.into_iter().filter(|(id, _)| !registry.contains_key(id)));
+                targets = probe_targets(&core, &registry, &mut selector);
             }
             u = routes_w.next() => apply_routes(&my_routes, &mut routes, u),
             _ = recheck.tick(), if !departed.is_empty() => {}
+            _ = reselect.tick() => targets = probe_targets(&core, &registry, &mut selector),
         }
         if !departed.is_empty() {
             let alive: HashSet<EdgeId> = core
@@ -416,11 +425,11 @@ async fn follow(
             departed.retain(|id, _| !registry.contains_key(id) && alive.contains(id));
         }
         let mut table = if departed.is_empty() {
-            build_table(&core, &registry, routes.as_ref())
+            build_table(&core, &registry, routes.as_ref(), &targets)
         } else {
             let mut view = registry.clone();
             view.extend(departed.iter().map(|(id, e)| (*id, e.clone())));
-            build_table(&core, &view, routes.as_ref())
+            build_table(&core, &view, routes.as_ref(), &targets)
         };
         let current = base.current();
         // Same content: no new version (forwarding caches key on it).
@@ -452,11 +461,13 @@ fn apply_routes(key: &str, routes: &mut Option<RoutesRecord>, update: Update) {
     }
 }
 
-/// The route table for the registry and the controller's routes.
+/// The route table for the registry, the controller's routes and this
+/// edge's measurement targets.
 fn build_table(
     core: &EdgeCore,
     registry: &BTreeMap<EdgeId, EdgeRecord>,
     routes: Option<&RoutesRecord>,
+    targets: &BTreeSet<EdgeId>,
 ) -> RouteTable {
     let me = core.id;
     let mut peers: HashMap<EdgeId, PeerInfo> = RouteTable::from_config(&core.cfg).peers;
@@ -483,7 +494,11 @@ fn build_table(
             backups.insert(r.dest, b.clone());
         }
     }
-    let mut probe = probe_targets(core, registry);
+    let mut probe: HashSet<EdgeId> = targets
+        .iter()
+        .copied()
+        .filter(|id| peers.contains_key(id))
+        .collect();
     probe.extend(
         paths
             .values()
@@ -500,37 +515,47 @@ fn build_table(
     }
 }
 
-/// Every other edge of this edge's region, and the nearest few of each other
-/// region (ties broken by id, so the choice is stable): the probe degree
-/// grows with the region's size and the number of regions, never with the
-/// whole mesh.
-fn probe_targets(core: &EdgeCore, registry: &BTreeMap<EdgeId, EdgeRecord>) -> HashSet<EdgeId> {
-    let me = core.id;
-    let region = &core.cfg.edge.region;
-    let k = core.cfg.control.probes_per_other_region;
-    let here = core
-        .cfg
-        .location()
-        .ok()
-        .and_then(|(lat, lon)| topology::GeoPoint::new(lat, lon).ok());
-    let mut by_region: BTreeMap<&str, Vec<(f64, EdgeId)>> = BTreeMap::new();
-    let mut out = HashSet::new();
-    for e in registry.values().filter(|e| e.id != me) {
-        if &e.region == region {
-            out.insert(e.id);
-            continue;
-        }
-        let d = match (here, topology::GeoPoint::new(e.lat, e.lon)) {
-            (Some(a), Ok(b)) => a.distance_km(&b),
-            _ => 0.0,
-        };
-        by_region.entry(&e.region).or_default().push((d, e.id));
+/// The probe budget of the `[control]` section (`topology::targets`).
+fn probe_policy(c: &crate::config::ControlSection) -> ProbePolicy {
+    ProbePolicy {
+        full_mesh_max_edges: c.probe_full_mesh_max_edges,
+        best_per_region: c.probes_per_other_region,
+        ..ProbePolicy::default()
     }
-    for list in by_region.values_mut() {
-        list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        out.extend(list.iter().take(k).map(|(_, id)| *id));
+}
+
+/// The peers this edge measures, chosen from the registry by
+/// `topology::TargetSelector`: everyone in a small mesh; else its region
+/// and, in every other region, the best measured edges plus one explored
+/// at random. What the probes measured so far ranks the candidates.
+fn probe_targets(
+    core: &EdgeCore,
+    registry: &BTreeMap<EdgeId, EdgeRecord>,
+    selector: &mut TargetSelector,
+) -> BTreeSet<EdgeId> {
+    let cost = topology::CostModel::default();
+    for l in core.prober.links().iter().filter(|l| l.alive) {
+        selector.learn(l.peer, cost.link_cost_ms(&l.summary));
     }
-    out
+    let location = |lat, lon| topology::GeoPoint::new(lat, lon).ok();
+    let me = PeerSpot {
+        id: core.id,
+        region: &core.cfg.edge.region,
+        location: core
+            .cfg
+            .location()
+            .ok()
+            .and_then(|(lat, lon)| location(lat, lon)),
+    };
+    let peers: Vec<PeerSpot<'_>> = registry
+        .values()
+        .map(|e| PeerSpot {
+            id: e.id,
+            region: &e.region,
+            location: location(e.lat, e.lon),
+        })
+        .collect();
+    selector.choose(&me, &peers)
 }
 
 #[cfg(test)]

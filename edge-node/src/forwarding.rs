@@ -24,17 +24,22 @@ impl EdgeCore {
             return vec![];
         }
         let table = self.route_table();
-        let paths: Vec<_> = dests
+        // The table already goes around the dead peers it was made with;
+        // this catches the ones seen dead since (it is remade a moment
+        // later).
+        let is_dead = |e| self.prober.is_dead(e);
+        let paths: Vec<Vec<EdgeId>> = dests
             .iter()
             .filter_map(|d| {
-                let p = table.path(self.id, *d);
-                if p.is_none() {
+                let Some(p) = table.path(self.id, *d) else {
                     self.metrics.unroutable.increment(1);
-                }
-                p
+                    return None;
+                };
+                let backup = table.backups.get(d).map(Vec::as_slice);
+                Some(crate::routes::around_dead(self.id, *d, &p, backup, is_dead).into_owned())
             })
             .collect();
-        let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_ref()).collect();
+        let refs: Vec<&[EdgeId]> = paths.iter().map(Vec::as_slice).collect();
         RouteTree::build(self.id, &refs)
     }
 
@@ -105,11 +110,54 @@ impl EdgeCore {
     }
 
     fn relay_media_children(&self, origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &Bytes) {
-        for child in tree.children() {
+        for child in self.live_children(tree, Forwarded::Media) {
             let next = child.root().edge;
             self.relay
                 .send_media(self, next, encode_relay(origin, hop_limit, &child, media));
         }
+    }
+
+    /// The subtrees to send for `tree` (rooted at this edge): its children,
+    /// except that a child this edge's probes see dead is replaced by trees
+    /// from this edge's own routes to the destinations beyond it.
+    ///
+    /// This is how a path survives any dead hop, not only the first: the
+    /// edge before the dead one repairs the part of the tree it holds, at
+    /// once (its probes see its next hops die within a second, see
+    /// `probe::RECENT_TRAFFIC`), where the ingress would wait for the
+    /// controller. Its own routes avoid dead first hops (the effective
+    /// table); a dead hop further on is repaired by the edge before it in
+    /// turn. Loop-free as before: each repair sends strictly new subtrees
+    /// down from a live edge, with the packet's hop limit still counting
+    /// down, and only destinations of the dead child's subtree, which no
+    /// other subtree covers.
+    ///
+    /// Media for a destination seen dead is dropped (latency first). A
+    /// frame for one is still queued on its link: if it was only cut off,
+    /// it gets the frame when the link comes back, in order.
+    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Vec<RouteTree> {
+        let mut out = Vec::new();
+        for child in tree.children() {
+            let next = child.root();
+            if !self.prober.is_dead(next.edge) {
+                out.push(child);
+                continue;
+            }
+            self.metrics.local_repair(kind.label());
+            if kind == Forwarded::Frame && next.deliver {
+                out.push(RouteTree::leaf(next.edge));
+            }
+            let dests: Vec<EdgeId> = child.nodes()[1..]
+                .iter()
+                .filter(|n| n.deliver)
+                .filter(|n| kind == Forwarded::Frame || !self.prober.is_dead(n.edge))
+                .map(|n| n.edge)
+                .collect();
+            for repaired in self.trees_to(&dests) {
+                out.extend(repaired.children());
+            }
+        }
+        out
     }
 
     /// A chat message a local client sent (already checked and acked-to-be).
@@ -196,7 +244,7 @@ impl EdgeCore {
     /// Send a relay frame to each child of `tree` (rooted at this edge),
     /// each carrying its own subtree.
     pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
-        for child in tree.children() {
+        for child in self.live_children(tree, Forwarded::Frame) {
             let nodes = child
                 .nodes()
                 .iter()
@@ -213,6 +261,23 @@ impl EdgeCore {
                     kind: Some(make(nodes)),
                 },
             );
+        }
+    }
+}
+
+/// What is forwarded: media datagrams or relay frames (messages, directory
+/// traffic), which [`EdgeCore::live_children`] treat differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    Media,
+    Frame,
+}
+
+impl Forwarded {
+    fn label(self) -> &'static str {
+        match self {
+            Forwarded::Media => "media",
+            Forwarded::Frame => "frame",
         }
     }
 }

@@ -121,6 +121,8 @@ struct RunArgs {
     lease_ttl_ms: Option<u64>,
     #[arg(long, env = "RTN_CONTROL_PROBES_PER_OTHER_REGION")]
     probes_per_other_region: Option<usize>,
+    #[arg(long, env = "RTN_CONTROL_PROBE_FULL_MESH_MAX_EDGES")]
+    probe_full_mesh_max_edges: Option<usize>,
 }
 
 #[derive(Args)]
@@ -190,6 +192,7 @@ impl RunArgs {
             control_prefix => c.control.prefix,
             lease_ttl_ms => c.control.lease_ttl_ms,
             probes_per_other_region => c.control.probes_per_other_region,
+            probe_full_mesh_max_edges => c.control.probe_full_mesh_max_edges,
         );
         if let Some(v) = self.lat {
             c.edge.lat = Some(v);

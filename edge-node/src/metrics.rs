@@ -392,6 +392,13 @@ impl EdgeMetrics {
             .increment(1);
     }
 
+    /// A relayed packet or frame whose next hop this edge sees dead was
+    /// sent around it on this edge's own routes (`forwarding::live_children`).
+    pub fn local_repair(&self, kind: &'static str) {
+        counter!("rtn_edge_local_repairs_total", "edge" => self.edge.clone(), "kind" => kind)
+            .increment(1);
+    }
+
     pub fn relay_messages_resent(&self, n: usize) {
         counter!("rtn_edge_relay_messages_resent_total", "edge" => self.edge.clone())
             .increment(n as u64);

@@ -19,12 +19,26 @@ use topology::{LinkStats, LinkSummary};
 use tracing::{info, warn};
 
 use crate::edge::EdgeCore;
+use crate::routes::RouteTable;
 
-/// One probe per target every 200 ms: a dead next hop is noticed within
-/// about 0.6 s plus its RTT (three missed probes), which leaves time inside
-/// the design's one-second failover budget; at 17-byte probes (~70 bytes on
-/// the wire) it costs 350 B/s per target, nothing next to media.
+/// Peers this edge forwards through (next hops of its paths and backups,
+/// and peers it relayed to lately) are probed every 200 ms: a dead next hop
+/// is noticed within about 0.6 s plus its RTT (three missed probes), which
+/// leaves time inside the design's one-second failover budget; at 17-byte
+/// probes (~70 bytes on the wire) it costs 350 B/s per target, nothing next
+/// to media.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// Other targets are only measured, for route computation: one probe every
+/// this many rounds (1 s). Their liveness matters to nobody until they
+/// become a next hop, and their RTT window (`topology::probe::RTT_WINDOW`
+/// samples) then spans 20 s, ample for links whose figures move on the
+/// scale of minutes. It keeps a full mesh of a few dozen edges cheap.
+pub const SLOW_PROBE_ROUNDS: u64 = 5;
+/// A peer this edge relayed traffic to within this long is probed as a
+/// next hop: a relay on somebody else's path must see its next hop die as
+/// fast as the path's ingress would (it repairs around it, see
+/// `forwarding`).
+pub const RECENT_TRAFFIC: Duration = Duration::from_secs(5);
 /// A probe unanswered this long is lost. 1 s: longer than any RTT on Earth
 /// (about 400 ms at worst through a congested path), so only real losses
 /// count.
@@ -41,12 +55,18 @@ pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
 struct Target {
     stats: LinkStats,
     probing_since: Instant,
+    /// How often it is probed now, and since when: silence is counted from
+    /// then at the earliest, so a target promoted to the fast rate is not
+    /// dead for having been probed slowly before.
+    interval: Duration,
+    interval_since: Instant,
 }
 
 /// Per-peer link statistics and the dead set.
 pub struct Prober {
     epoch: Instant,
     seq: AtomicU64,
+    rounds: AtomicU64,
     targets: Mutex<HashMap<EdgeId, Target>>,
     dead: watch::Sender<BTreeSet<EdgeId>>,
 }
@@ -56,6 +76,7 @@ impl Default for Prober {
         Prober {
             epoch: Instant::now(),
             seq: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
             targets: Mutex::default(),
             dead: watch::channel(BTreeSet::new()).0,
         }
@@ -80,6 +101,11 @@ impl Prober {
         self.dead.subscribe()
     }
 
+    /// Whether this edge's probes see `peer` dead now.
+    pub fn is_dead(&self, peer: EdgeId) -> bool {
+        self.dead.borrow().contains(&peer)
+    }
+
     /// Record a reply; the RTT it measured if the statistics used it (for
     /// the RTT histogram).
     pub fn on_reply(&self, peer: EdgeId, p: Probe) -> Option<Duration> {
@@ -99,7 +125,7 @@ impl Prober {
                 Some(PeerLink {
                     peer,
                     summary: t.stats.summary()?,
-                    alive: t.stats.is_alive(now, dead_after(&t.stats)),
+                    alive: is_alive(t, now),
                 })
             })
             .collect();
@@ -107,34 +133,50 @@ impl Prober {
         out
     }
 
-    /// One probing round: probe every target, expire old probes, update the
-    /// dead set. Returns the probes to send.
-    fn round(&self, targets: &[EdgeId]) -> Vec<(EdgeId, Probe)> {
+    /// One probing round: probe every `fast` target and, every
+    /// [`SLOW_PROBE_ROUNDS`] rounds (staggered by peer), every `slow` one;
+    /// expire old probes; update the dead set. Returns the probes to send.
+    fn round(&self, fast: &BTreeSet<EdgeId>, slow: &BTreeSet<EdgeId>) -> Vec<(EdgeId, Probe)> {
         let now = Instant::now();
         let sent_at_us = self.now_us();
+        let round = self.rounds.fetch_add(1, Ordering::Relaxed);
         let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|peer, _| targets.contains(peer));
-        let mut out = Vec::with_capacity(targets.len());
+        map.retain(|peer, _| fast.contains(peer) || slow.contains(peer));
+        let mut out = Vec::with_capacity(fast.len());
         let mut dead = BTreeSet::new();
-        for &peer in targets {
+        let tiers = fast.iter().map(|p| (*p, 1)).chain(
+            slow.iter()
+                .filter(|p| !fast.contains(p))
+                .map(|p| (*p, SLOW_PROBE_ROUNDS)),
+        );
+        for (peer, every) in tiers {
+            let interval = PROBE_INTERVAL * every as u32;
             let t = map.entry(peer).or_insert_with(|| Target {
                 stats: LinkStats::default(),
                 probing_since: now,
+                interval,
+                interval_since: now,
             });
+            if t.interval != interval {
+                t.interval = interval;
+                t.interval_since = now;
+            }
             t.stats.expire_pending(now, PROBE_TIMEOUT);
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            t.stats.on_probe_sent(seq, now);
-            out.push((
-                peer,
-                Probe {
-                    reply: false,
-                    seq,
-                    sent_at_us,
-                },
-            ));
+            if (round + peer as u64).is_multiple_of(every) {
+                let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                t.stats.on_probe_sent(seq, now);
+                out.push((
+                    peer,
+                    Probe {
+                        reply: false,
+                        seq,
+                        sent_at_us,
+                    },
+                ));
+            }
             let silent = match t.stats.last_heard() {
-                Some(_) => !t.stats.is_alive(now, dead_after(&t.stats)),
-                None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE,
+                Some(_) => !is_alive(t, now),
+                None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval,
             };
             if silent {
                 dead.insert(peer);
@@ -150,8 +192,29 @@ impl Prober {
     }
 }
 
-fn dead_after(stats: &LinkStats) -> Duration {
-    PROBE_INTERVAL * DEAD_AFTER_INTERVALS + stats.srtt().unwrap_or_default()
+fn dead_after(t: &Target) -> Duration {
+    t.interval * DEAD_AFTER_INTERVALS + t.stats.rtt().unwrap_or_default()
+}
+
+/// Heard from within [`dead_after`], counting from the last change of its
+/// probe rate at the earliest.
+fn is_alive(t: &Target, now: Instant) -> bool {
+    t.stats.is_alive(now, dead_after(t))
+        || now.saturating_duration_since(t.interval_since) <= dead_after(t)
+}
+
+/// The peers probed as next hops: the first hops of the table's paths and
+/// backups, and the peers this edge relayed to lately.
+fn fast_targets(me: EdgeId, table: &RouteTable, relayed_to: Vec<EdgeId>) -> BTreeSet<EdgeId> {
+    let mut fast: BTreeSet<EdgeId> = table
+        .paths
+        .values()
+        .chain(table.backups.values())
+        .filter_map(|p| p.get(1).copied())
+        .chain(relayed_to)
+        .collect();
+    fast.remove(&me);
+    fast
 }
 
 /// Probe the current table's targets until the edge stops.
@@ -162,9 +225,15 @@ pub async fn run(core: Arc<EdgeCore>) {
     let mut was_probed = BTreeSet::new();
     loop {
         tick.tick().await;
-        let mut targets: Vec<EdgeId> = core.route_table().probe.iter().copied().collect();
-        targets.retain(|p| *p != core.id);
-        let probes = core.prober.round(&targets);
+        let table = core.route_table();
+        let fast = fast_targets(
+            core.id,
+            &table,
+            core.relay.relayed_to_within(RECENT_TRAFFIC),
+        );
+        let mut slow: BTreeSet<EdgeId> = table.probe.iter().copied().collect();
+        slow.remove(&core.id);
+        let probes = core.prober.round(&fast, &slow);
         for (peer, probe) in probes {
             core.relay.send_probe(peer, probe.encode());
             core.metrics.probe_sent(peer);
@@ -172,7 +241,7 @@ pub async fn run(core: Arc<EdgeCore>) {
         let dead = core.prober.dead.borrow().clone();
         core.metrics.dead_peers.set(dead.len() as f64);
         // Link metrics and up/down events, as the prober sees them.
-        let probed: BTreeSet<EdgeId> = targets.iter().copied().collect();
+        let probed: BTreeSet<EdgeId> = fast.union(&slow).copied().collect();
         let links = core.prober.links();
         for l in &links {
             let s = &l.summary;
@@ -190,6 +259,7 @@ pub async fn run(core: Arc<EdgeCore>) {
         }
         for peer in dead.difference(&was_dead) {
             warn!(edge = core.id, peer, "link down: probes unanswered");
+            crate::relay::resend_around(&core, *peer);
         }
         for peer in was_dead.difference(&dead) {
             if probed.contains(peer) {
@@ -205,10 +275,15 @@ pub async fn run(core: Arc<EdgeCore>) {
 mod tests {
     use super::*;
 
+    fn set(ids: &[EdgeId]) -> BTreeSet<EdgeId> {
+        ids.iter().copied().collect()
+    }
+
     #[test]
     fn silent_targets_become_dead_and_answers_revive_them() {
         let p = Prober::default();
-        let probes = p.round(&[2, 3]);
+        let none = BTreeSet::new();
+        let probes = p.round(&set(&[2, 3]), &none);
         assert_eq!(probes.len(), 2);
         // 2 answers; 3 never does.
         p.on_reply(2, probes[0].1);
@@ -216,16 +291,56 @@ mod tests {
         {
             let mut m = p.targets.lock().unwrap();
             let t = m.get_mut(&3).unwrap();
-            t.probing_since -= FIRST_ANSWER_GRACE + Duration::from_millis(1);
+            t.probing_since -= FIRST_ANSWER_GRACE + PROBE_INTERVAL + Duration::from_millis(1);
         }
-        p.round(&[2, 3]);
+        p.round(&set(&[2, 3]), &none);
         assert_eq!(*p.dead.borrow(), BTreeSet::from([3]));
+        assert!(p.is_dead(3) && !p.is_dead(2));
         let links = p.links();
         assert_eq!(links.len(), 1);
         assert_eq!(links[0].peer, 2);
         assert!(links[0].alive);
         // Targets no longer wanted are forgotten.
-        p.round(&[2]);
+        p.round(&set(&[2]), &none);
         assert!(p.dead.borrow().is_empty());
+    }
+
+    #[test]
+    fn slow_targets_are_probed_once_in_five_rounds_and_die_slower() {
+        let p = Prober::default();
+        let (fast, slow) = (set(&[2]), set(&[2, 3, 4, 5, 6, 7]));
+        let mut sent: HashMap<EdgeId, usize> = HashMap::new();
+        for _ in 0..SLOW_PROBE_ROUNDS * 4 {
+            for (peer, _) in p.round(&fast, &slow) {
+                *sent.entry(peer).or_default() += 1;
+            }
+        }
+        assert_eq!(sent[&2], 20, "fast: every round");
+        for peer in 3..=7 {
+            assert_eq!(sent[&peer], 4, "slow: once in five rounds ({peer})");
+        }
+        // A slow target is given its interval before it is dead.
+        let mut targets = p.targets.lock().unwrap();
+        let t = targets.get_mut(&3).unwrap();
+        assert_eq!(dead_after(t), PROBE_INTERVAL * 5 * DEAD_AFTER_INTERVALS);
+        // Heard from 0.8 s ago at the slow rate, then promoted: alive until
+        // the fast rate's own deadline has passed since the promotion.
+        let now = Instant::now();
+        t.stats.on_probe_sent(999, now - Duration::from_millis(900));
+        t.stats.on_reply(999, Duration::from_millis(100));
+        t.interval = PROBE_INTERVAL;
+        t.interval_since = now;
+        assert!(is_alive(t, now + Duration::from_millis(500)));
+        assert!(!is_alive(t, now + dead_after(t) + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn next_hops_and_recent_relay_peers_are_fast() {
+        let mut t = RouteTable::default();
+        t.paths.insert(5, vec![1, 2, 5]);
+        t.paths.insert(2, vec![1, 2]);
+        t.backups.insert(5, vec![1, 3, 5]);
+        t.probe.extend([2, 3, 4, 5, 6]);
+        assert_eq!(fast_targets(1, &t, vec![6, 1]), set(&[2, 3, 6]));
     }
 }

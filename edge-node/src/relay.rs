@@ -16,6 +16,7 @@
 //! (retained frames are older than anything still queued).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,6 @@ use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::edge::EdgeCore;
@@ -52,14 +52,35 @@ const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Redial at least this often: a partition's heal is noticed within it.
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// A link this edge relayed on lately is kept this long after its last use
+/// even when its peer is no next hop of this edge's own routes: it serves
+/// other edges' trees through this one.
+const LINK_IDLE_KEEP: Duration = Duration::from_secs(30);
+/// How often idle on-demand links are looked for.
+const LINK_PRUNE_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 pub struct RelayLinks {
     links: Mutex<HashMap<EdgeId, Arc<RelayLink>>>,
+    /// Peers a relayed tree named as the next hop while this edge had no
+    /// link to them (the ingress's routes are not this edge's): dialled by
+    /// `watch_routes`, and kept while used.
+    wanted: Mutex<HashSet<EdgeId>>,
+    wanted_changed: tokio::sync::Notify,
+}
+
+/// Milliseconds since the first call, from 1 (0 is "never"): a cheap
+/// clock for link use times.
+fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 pub struct RelayLink {
     peer: EdgeId,
-    frames: mpsc::Sender<pb::RelayFrame>,
+    /// When this edge last sent media or a frame on the link ([`clock_ms`]).
+    last_used_ms: std::sync::atomic::AtomicU64,
+    frames: FrameQueue,
     conn: RwLock<Option<quinn::Connection>>,
     media: Arc<MediaQueue>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -149,6 +170,59 @@ impl Retained {
     }
 }
 
+/// A link's relay frames waiting to be written (while it is slow or down),
+/// at most [`LINK_FRAME_QUEUE`]. A queue both the link's writer and a
+/// repair around its dead peer can read (`resend_around` sends copies of
+/// the messages still queued when the peer died).
+#[derive(Default)]
+struct FrameQueue {
+    frames: Mutex<VecDeque<pb::RelayFrame>>,
+    ready: tokio::sync::Notify,
+}
+
+impl FrameQueue {
+    /// Queue a frame; false when the queue is full.
+    fn push(&self, frame: pb::RelayFrame) -> bool {
+        let mut q = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= LINK_FRAME_QUEUE {
+            return false;
+        }
+        q.push_back(frame);
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    fn try_pop(&self) -> Option<pb::RelayFrame> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    /// The next frame, waiting for one.
+    async fn pop(&self) -> pb::RelayFrame {
+        loop {
+            let ready = self.ready.notified();
+            if let Some(f) = self.try_pop() {
+                return f;
+            }
+            ready.await;
+        }
+    }
+
+    /// Copies of the messages queued.
+    fn messages(&self) -> Vec<pb::RelayMessage> {
+        let q = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter()
+            .filter_map(|f| match &f.kind {
+                Some(RK::Message(m)) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl RelayLink {
     /// Keep a message frame of `len` bytes on the wire, just written.
     fn retain(&self, len: usize, message: pb::RelayMessage) {
@@ -162,35 +236,24 @@ impl RelayLink {
         r.ended = Some(Instant::now());
     }
 
-    /// Take the messages sent in the last `window` whose destinations the
-    /// current routes no longer reach through this link: they may be stuck
-    /// on it (its peer dead or cut off) while later ones take the new path.
-    fn take_rerouted(
-        &self,
-        window: Duration,
-        first_hop: impl Fn(EdgeId) -> Option<EdgeId>,
-    ) -> Vec<pb::RelayMessage> {
+    /// Copies of the messages written to this link in the last `window`
+    /// (its peer died: they are sent around it). They stay retained: if the
+    /// peer was only cut off, the next connection to it still resends
+    /// them (for its own members).
+    fn recent(&self, window: Duration) -> Vec<pb::RelayMessage> {
         let now = Instant::now();
-        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = vec![];
-        let mut kept = VecDeque::with_capacity(r.frames.len());
-        let mut bytes = 0;
-        for f in std::mem::take(&mut r.frames) {
-            let moved = now.duration_since(f.at) <= window
-                && f.message
-                    .tree
-                    .iter()
-                    .any(|n| n.deliver && first_hop(n.edge_id) != Some(self.peer));
-            if moved {
-                out.push(f.message);
-            } else {
-                bytes += f.len;
-                kept.push_back(f);
-            }
-        }
-        r.frames = kept;
-        r.bytes = bytes;
-        out
+        let r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = r
+            .frames
+            .iter()
+            .rev()
+            .take_while(|f| now.duration_since(f.at) <= window)
+            .count();
+        r.frames
+            .iter()
+            .skip(r.frames.len() - fresh)
+            .map(|f| f.message.clone())
+            .collect()
     }
 
     /// The retained frames to write first on a new connection, encoded.
@@ -216,8 +279,45 @@ impl RelayLinks {
         self.links.lock().ok()?.get(&peer).cloned()
     }
 
+    /// The link to `peer` for sending, marked used; when there is none,
+    /// `peer` is asked for (a tree from another edge names it) and `None`
+    /// is returned.
+    fn for_sending(&self, peer: EdgeId) -> Option<Arc<RelayLink>> {
+        match self.get(peer) {
+            Some(l) => {
+                l.last_used_ms.store(clock_ms(), Ordering::Relaxed);
+                Some(l)
+            }
+            None => {
+                let new = self
+                    .wanted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(peer);
+                if new {
+                    self.wanted_changed.notify_one();
+                }
+                None
+            }
+        }
+    }
+
+    /// Peers this edge sent media or frames to within `window`.
+    pub fn relayed_to_within(&self, window: Duration) -> Vec<EdgeId> {
+        let since = clock_ms().saturating_sub(window.as_millis() as u64);
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .values()
+            .filter(|l| {
+                let used = l.last_used_ms.load(Ordering::Relaxed);
+                used != 0 && used >= since
+            })
+            .map(|l| l.peer)
+            .collect()
+    }
+
     pub fn send_media(&self, core: &EdgeCore, peer: EdgeId, pkt: Bytes) {
-        let conn = self.get(peer).and_then(|l| {
+        let conn = self.for_sending(peer).and_then(|l| {
             let c = l.conn.read().ok()?.clone()?;
             Some((l, c))
         });
@@ -244,14 +344,15 @@ impl RelayLinks {
     }
 
     pub fn send_frame(&self, core: &EdgeCore, peer: EdgeId, frame: pb::RelayFrame) {
-        let Some(link) = self.get(peer) else {
+        let Some(link) = self.for_sending(peer) else {
+            // Dialled now; messages are resent end to end (`messages`).
             core.metrics.protocol_error("no_relay_link");
             return;
         };
         if matches!(frame.kind, Some(RK::Message(_))) {
             core.metrics.messages_out_relay.increment(1);
         }
-        if link.frames.try_send(frame).is_err() {
+        if !link.frames.push(frame) {
             core.metrics.protocol_error("relay_frame_queue_full");
         }
     }
@@ -301,64 +402,73 @@ fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
     hops
 }
 
-/// Messages sent this long before a route change may still be in flight on
-/// the link the change moved away from: a few probe intervals, the time it
-/// takes to notice a dead link.
-const REROUTE_WINDOW: Duration = Duration::from_secs(3);
+/// Messages written to a link this long before its peer was seen dead may
+/// have died with it (in its queues, or in its connection's stream). 10 s:
+/// death is seen within about a second, and a relay that holds messages
+/// longer than a few seconds is already failing its users.
+pub const RESEND_WINDOW: Duration = Duration::from_secs(10);
 
-/// After a route change, send again, along the new routes, the recent
-/// messages of each link whose destinations no longer go through it.
-/// Without this a message sent just before a link died stays stuck on it
-/// (or is lost with its connection) while the next ones take the new path,
-/// and receivers see a gap. Duplicates are dropped by the receiving SDKs.
-fn reroute_stuck_messages(core: &EdgeCore, table: &RouteTable) {
-    let links: Vec<Arc<RelayLink>> = core
-        .relay
-        .links
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    for link in links {
-        let moved = link.take_rerouted(REROUTE_WINDOW, |dest| {
-            table.path(core.id, dest).and_then(|p| p.get(1).copied())
-        });
-        if moved.is_empty() {
-            continue;
+/// `dead` stopped answering probes: send the messages this edge wrote to it
+/// lately around it, each to the destinations of the subtree it carried
+/// (along trees from this edge's routes, which now avoid `dead`). The edge
+/// before a dead one is the only one that knows what it handed over, so
+/// whichever edge of a path dies (first hop, mid-path relay), nothing that
+/// reached the edge before it is lost; destinations that already had a
+/// message drop the copy (receivers' SDKs deliver each seq once).
+pub fn resend_around(core: &EdgeCore, dead: EdgeId) {
+    let Some(link) = core.relay.get(dead) else {
+        return;
+    };
+    let mut resent = 0;
+    let handed = link.recent(RESEND_WINDOW);
+    // Still queued (its connection stopped taking data when the peer did).
+    let queued = link.frames.messages();
+    for rm in handed.into_iter().chain(queued) {
+        // Destinations beyond the dead peer; its own members get the
+        // retained copy if it comes back.
+        let dests: Vec<EdgeId> = rm
+            .tree
+            .iter()
+            .filter(|n| n.deliver && n.edge_id != dead)
+            .map(|n| n.edge_id)
+            .collect();
+        if let (false, Some(msg)) = (dests.is_empty(), rm.message) {
+            core.relay_message(rm.origin_edge, &dests, &msg);
+            resent += 1;
         }
-        core.metrics.relay_messages_resent(moved.len());
-        debug!(
+    }
+    if resent > 0 {
+        core.metrics.relay_messages_resent(resent);
+        info!(
             edge = core.id,
-            peer = link.peer,
-            messages = moved.len(),
-            "routes moved off a link: resending its recent messages along the new paths"
+            peer = dead,
+            messages = resent,
+            "peer dead: resent the messages it was handed lately around it"
         );
-        for rm in moved {
-            let dests: Vec<EdgeId> = rm
-                .tree
-                .iter()
-                .filter(|n| n.deliver)
-                .map(|n| n.edge_id)
-                .collect();
-            if let Some(msg) = rm.message {
-                core.relay_message(rm.origin_edge, &dests, &msg);
-            }
-        }
     }
 }
 
-/// Keep links to exactly the next hops of the current route table.
+/// Keep links to the next hops and probe targets of the current route
+/// table, to the peers other edges' trees ask this edge to relay to, and
+/// to peers it relayed to within [`LINK_IDLE_KEEP`].
 pub async fn watch_routes(core: Arc<EdgeCore>) {
     let mut rx = core.routes.clone();
     let mut previous: Option<Arc<RouteTable>> = None;
+    let mut prune = tokio::time::interval(LINK_PRUNE_EVERY);
     loop {
         let table = rx.borrow_and_update().clone();
-        core.metrics.route_version.set(table.version as f64);
-        log_route_changes(core.id, previous.as_deref(), &table, &core.metrics);
-        previous = Some(table.clone());
-        let wanted = next_hops(core.id, &table);
-        reroute_stuck_messages(&core, &table);
+        if previous.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &table)) {
+            core.metrics.route_version.set(table.version as f64);
+            log_route_changes(core.id, previous.as_deref(), &table, &core.metrics);
+            previous = Some(table.clone());
+        }
+        let mut wanted = next_hops(core.id, &table);
+        {
+            let mut asked = core.relay.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            asked.retain(|p| table.peers.contains_key(p) && *p != core.id);
+            wanted.extend(asked.drain());
+        }
+        wanted.extend(core.relay.relayed_to_within(LINK_IDLE_KEEP));
         {
             let mut links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
             links.retain(|peer, l| {
@@ -374,8 +484,10 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
                     .or_insert_with(|| spawn_link(core.clone(), peer));
             }
         }
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = core.relay.wanted_changed.notified() => {}
+            _ = prune.tick() => {}
         }
     }
 }
@@ -435,10 +547,10 @@ fn log_route_changes(
 }
 
 fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
-    let (tx, rx) = mpsc::channel(LINK_FRAME_QUEUE);
     let link = Arc::new(RelayLink {
         peer,
-        frames: tx,
+        last_used_ms: std::sync::atomic::AtomicU64::new(0),
+        frames: FrameQueue::default(),
         conn: RwLock::new(None),
         media: MediaQueue::new(
             LINK_MEDIA_QUEUE,
@@ -451,16 +563,12 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
             RETAIN_IDLE_TIMEOUTS * Duration::from_millis(core.cfg.limits.client_idle_timeout_ms),
         )),
     });
-    let task = tokio::spawn(run_link(core, link.clone(), rx));
+    let task = tokio::spawn(run_link(core, link.clone()));
     *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     link
 }
 
-async fn run_link(
-    core: Arc<EdgeCore>,
-    link: Arc<RelayLink>,
-    mut rx: mpsc::Receiver<pb::RelayFrame>,
-) {
+async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
     let mut backoff = DIAL_BACKOFF_MIN;
     let mut failing = false;
     loop {
@@ -499,7 +607,7 @@ async fn run_link(
                     Some(link.peer),
                     None,
                 ));
-                pump_frames(&link, &mut rx, send, &conn).await;
+                pump_frames(&link, send, &conn).await;
                 link.connection_ended();
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
@@ -552,16 +660,11 @@ async fn dial(
     Ok((conn, send))
 }
 
-async fn pump_frames(
-    link: &RelayLink,
-    rx: &mut mpsc::Receiver<pb::RelayFrame>,
-    mut send: quinn::SendStream,
-    conn: &quinn::Connection,
-) {
+async fn pump_frames(link: &RelayLink, mut send: quinn::SendStream, conn: &quinn::Connection) {
     let mut buf = BytesMut::new();
     loop {
         let first = tokio::select! {
-            f = rx.recv() => match f { Some(f) => f, None => return },
+            f = link.frames.pop() => f,
             _ = conn.closed() => return,
         };
         buf.clear();
@@ -575,7 +678,7 @@ async fn pump_frames(
             if buf.len() > 64 * 1024 {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = link.frames.try_pop();
         }
         if send.write_all(&buf).await.is_err() {
             return;

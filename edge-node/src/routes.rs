@@ -99,10 +99,31 @@ impl RouteTable {
     }
 }
 
+/// The path to `dest` this edge forwards on, given the peers its probes see
+/// dead: `path` unless its first hop is dead; then its `backup` if the
+/// backup's first hop is alive, else the direct link if the destination is
+/// alive. A destination itself dead keeps its path (nothing better exists).
+pub fn around_dead<'a>(
+    me: EdgeId,
+    dest: EdgeId,
+    path: &'a [EdgeId],
+    backup: Option<&'a [EdgeId]>,
+    is_dead: impl Fn(EdgeId) -> bool,
+) -> std::borrow::Cow<'a, [EdgeId]> {
+    use std::borrow::Cow;
+    let first = path.get(1).copied().unwrap_or(dest);
+    if !is_dead(first) {
+        return Cow::Borrowed(path);
+    }
+    match backup.filter(|b| b.get(1).is_some_and(|h| !is_dead(*h))) {
+        Some(b) => Cow::Borrowed(b),
+        None if !is_dead(dest) && first != dest => Cow::Owned(vec![me, dest]),
+        None => Cow::Borrowed(path),
+    }
+}
+
 /// `base` as this edge forwards on it, given the peers its probes see dead:
-/// a path whose first hop is dead switches to its backup if the backup's
-/// first hop is alive, else to the direct link if the destination is alive.
-/// Destinations themselves dead keep their path (nothing better exists).
+/// every path goes [`around_dead`].
 pub fn effective_table(
     me: EdgeId,
     base: &RouteTable,
@@ -115,19 +136,9 @@ pub fn effective_table(
         return t;
     }
     for (dest, path) in t.paths.iter_mut() {
-        let first = path.get(1).copied().unwrap_or(*dest);
-        if !dead.contains(&first) {
-            continue;
-        }
-        let backup = base
-            .backups
-            .get(dest)
-            .filter(|b| b.get(1).is_some_and(|h| !dead.contains(h)));
-        if let Some(b) = backup {
-            *path = b.clone();
-        } else if !dead.contains(dest) && first != *dest {
-            *path = vec![me, *dest];
-        }
+        let backup = base.backups.get(dest).map(Vec::as_slice);
+        let effective = around_dead(me, *dest, path, backup, |e| dead.contains(&e)).into_owned();
+        *path = effective;
     }
     t
 }

@@ -123,6 +123,17 @@ impl RouteTree {
         false
     }
 
+    /// The one-node tree that delivers at `edge`.
+    pub fn leaf(edge: EdgeId) -> RouteTree {
+        RouteTree {
+            nodes: vec![RouteNode {
+                edge,
+                deliver: true,
+                children: 0,
+            }],
+        }
+    }
+
     /// The subtrees below the root, one per next hop, in order.
     pub fn children(&self) -> Vec<RouteTree> {
         let mut out = Vec::with_capacity(self.nodes[0].children as usize);

@@ -15,7 +15,12 @@ use tracing::warn;
 use crate::mesh::MeshView;
 use crate::records::{EdgeState, RouteRecord, RoutesRecord};
 
-/// The graph of every registered edge and every live probed link.
+/// The graph of every registered edge and every live probed link. A link
+/// that only one of its ends probes is used both ways: RTT is the same both
+/// ways and loss is measured both ways by construction (a probe or its
+/// reply lost), so the reverse figures stand in until the other end
+/// measures it itself (each edge probes a budget of peers, see
+/// `topology::targets`, and the two budgets need not agree).
 pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
     let mut b = MeshGraph::builder(cost);
     for e in view.edges.values() {
@@ -33,12 +38,15 @@ pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
             warn!(edge = e.id, error = %err, "edge left out of the graph");
         }
     }
+    // Every link some end reported, by (from, to): its own measurement if
+    // `from` probes `to`, else the reverse one.
+    let mut links: BTreeMap<(EdgeId, EdgeId), (bool, LinkSummary)> = BTreeMap::new();
     for p in view.probes.values() {
         if !view.edges.contains_key(&p.from) {
             continue;
         }
-        for l in p.links.iter().filter(|l| l.alive && l.samples > 0) {
-            if !view.edges.contains_key(&l.to) {
+        for l in p.links.iter().filter(|l| l.samples > 0) {
+            if !view.edges.contains_key(&l.to) || l.to == p.from {
                 continue;
             }
             let summary = LinkSummary {
@@ -47,9 +55,22 @@ pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
                 loss: l.loss,
                 samples: l.samples,
             };
-            if let Err(err) = b.add_link(p.from, l.to, summary) {
-                warn!(from = p.from, to = l.to, error = %err, "link left out of the graph");
+            // A dead link measured by its own end is no link; one measured
+            // only from the other end is dead that way too.
+            let own = l.alive.then_some(summary);
+            links.insert((p.from, l.to), (true, own.unwrap_or(DEAD)));
+            let reverse = links.entry((l.to, p.from)).or_insert((false, DEAD));
+            if !reverse.0 {
+                reverse.1 = own.unwrap_or(DEAD);
             }
+        }
+    }
+    for ((from, to), (_, summary)) in links {
+        if summary == DEAD {
+            continue;
+        }
+        if let Err(err) = b.add_link(from, to, summary) {
+            warn!(from, to, error = %err, "link left out of the graph");
         }
     }
     b.build().unwrap_or_else(|err| {
@@ -59,6 +80,14 @@ pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
             .expect("empty graph builds")
     })
 }
+
+/// Marks a link that is known and dead in [`build_graph`].
+const DEAD: LinkSummary = LinkSummary {
+    rtt_ms: f64::INFINITY,
+    jitter_ms: 0.0,
+    loss: 1.0,
+    samples: 0,
+};
 
 /// Routes for every edge of `region`, merged with `previous` by hysteresis.
 pub fn region_routes(
@@ -202,6 +231,30 @@ mod tests {
         assert_eq!(g.link_count(), 2);
         let routes = region_routes(&g, &v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
         assert_eq!(routes[&1].get(3).unwrap().best.edges, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_link_probed_from_one_end_is_used_both_ways() {
+        let mut v = triangle();
+        // 3 does not probe 2, and 2's measurement of 1 is dead.
+        v.probes.get_mut(&3).unwrap().links.retain(|l| l.to != 2);
+        v.probes.get_mut(&2).unwrap().links[0].alive = false;
+        let g = build_graph(&v, CostModel::default());
+        assert_eq!(
+            g.link(3, 2).map(|l| l.rtt_ms),
+            Some(10.0),
+            "2's measurement, reversed"
+        );
+        assert!(g.link(2, 1).is_none(), "measured dead by its own end");
+        assert_eq!(
+            g.link(1, 2).map(|l| l.rtt_ms),
+            Some(10.0),
+            "1 measures it alive"
+        );
+        let routes = region_routes(&g, &v, "b", &BTreeMap::new(), &HysteresisPolicy::default());
+        // 3 -> 2 -> 1 would need 2 -> 1: direct it is.
+        assert_eq!(routes[&3].get(1).unwrap().best.edges, vec![3, 1]);
+        assert_eq!(routes[&3].get(2).unwrap().best.edges, vec![3, 2]);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! - [`geo`]: points, great-circle distance, fiber delay and RTT estimates, a
 //!   table of real cities.
-//! - [`probe`]: per-link RTT (EWMA), jitter, loss window, liveness, and the
+//! - [`probe`]: per-link RTT and jitter (windowed percentiles), loss
+//!   (adaptive window), liveness, and the
 //!   [`LinkSummary`] that probes publish.
 //! - [`graph`]: the mesh as a compact graph with a documented [`CostModel`].
 //! - [`paths`]: best and backup paths per source, hysteresis, path stretch.
@@ -17,6 +18,7 @@
 //! - [`geoip`]: City database lookups, and a writer for the lab's database.
 //! - [`load`]: the load penalty shared by paths and ranking.
 //! - [`synth`]: deterministic synthetic meshes for benchmarks and tests.
+//! - [`targets`]: which peers an edge probes (the probe budget).
 
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod nearest;
 pub mod paths;
 pub mod probe;
 pub mod synth;
+pub mod targets;
 
 pub use geo::{City, GeoError, GeoPoint};
 pub use geoip::{write_lab_db, GeoIpDb, GeoIpError, GeoLocation};
@@ -41,3 +44,4 @@ pub use paths::{
     HysteresisPolicy, Path, Route, RouteSet,
 };
 pub use probe::{LinkStats, LinkSummary};
+pub use targets::{PeerSpot, ProbePolicy, TargetSelector};

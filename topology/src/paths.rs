@@ -1036,13 +1036,13 @@ mod tests {
         for n in nodes(&[1, 2, 3]) {
             b.add_node(n).expect("node");
         }
-        // Direct: 20 ms with 5% loss (cost 70); detour: 25 + 25 clean + 1 for
-        // the relay (51).
+        // Direct: 20 ms with 30% loss (cost 20 + 2 x 0.3/0.7 x (20 + 30) =
+        // 62.857); detour: 25 + 25 clean + 1 for the relay (51).
         b.add_link(
             1,
             2,
             LinkSummary {
-                loss: 0.05,
+                loss: 0.3,
                 ..link(20.0)
             },
         )
@@ -1053,7 +1053,7 @@ mod tests {
         let r = compute_routes(&g, 1).expect("known");
         let r2 = r.get(2).expect("reachable");
         assert_eq!(r2.best.edges, vec![1, 3, 2]);
-        assert_eq!(r2.backup.as_ref().map(|p| p.cost_ms), Some(70.0));
+        assert_eq!(r2.backup.as_ref().map(|p| p.cost_ms), Some(62.857));
         assert_eq!(r2.backup.as_ref().map(|p| p.rtt_ms), Some(20.0));
         // The chosen path is not the lowest-RTT one: stretch 50 / 20.
         assert_eq!(optimal_rtt(&g, 1, 2), Some(20.0));

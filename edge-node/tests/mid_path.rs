@@ -1,0 +1,213 @@
+//! Any relay of a path may die, not only the ingress's next hop: a message
+//! the sender's edge accepted still reaches the receiver once, in order, and
+//! media comes back within a second.
+//!
+//! Five edges on loopback, each its own emulated host; the sender on edge 1,
+//! the receiver on edge 4, and edge 1's path to 4 is 1 -> 2 -> 3 -> 4 (a
+//! three-hop path) with 1 -> 5 -> 4 as its backup. Each relay in turn is
+//! killed as a SIGKILL would (cut off the network first, so not even a
+//! close frame gets out) while messages and media flow:
+//!
+//! - edge 2: the ingress is the edge before it (its backup path);
+//! - edge 3: a mid-path relay, repaired by edge 2, whose own route to 4 is
+//!   direct;
+//! - edge 3 again, this time holding messages in flight: its link to 4
+//!   delays and loses packets, so QUIC keeps unacknowledged messages in
+//!   edge 3's send buffers when it dies.
+//!
+//! The sender's SDK keeps no replay window, so only the edges can deliver
+//! what was lost inside the dead relay.
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use edge_node::config::NetemSection;
+use edge_node::netem::LinkProfile;
+use edge_node::tls::DevPki;
+use protocol::EdgeId;
+use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
+
+/// Messages sent, one every [`EVERY`]; the relay dies after a third of them.
+const MESSAGES: u64 = 300;
+const EVERY: Duration = Duration::from_millis(10);
+
+fn ip(edge: EdgeId) -> IpAddr {
+    IpAddr::from([127, 0, 0, 40 + edge as u8])
+}
+
+fn sdk_config(mesh: &Mesh, id: EdgeId) -> ClientConfig {
+    ClientConfig::new(
+        vec![EdgeCandidate {
+            addr: mesh.edge(id).addr(),
+            server_name: "localhost".into(),
+        }],
+        mesh.pki.ca_pem().into_bytes(),
+    )
+}
+
+/// Apply `f` to the emulated network of every edge (each holds its own).
+fn wan_all(mesh: &Mesh, f: impl Fn(&edge_node::netem::Wan)) {
+    for e in &mesh.edges {
+        f(e.core.wan.as_ref().expect("edges run with WAN emulation"));
+    }
+}
+
+async fn start() -> Mesh {
+    init_logs();
+    let pki = DevPki::new().unwrap();
+    let tweak = |cfg: &mut edge_node::EdgeConfig| cfg.netem = Some(NetemSection::default());
+    let mut edges = vec![];
+    for id in 1..=5 {
+        let listen = SocketAddr::new(ip(id), 0);
+        edges.push(start_edge(&pki, id, Some(listen), &tweak).await);
+    }
+    let mesh = Mesh { pki, edges };
+    mesh.full_mesh_routes();
+    // 1 -> 4 through 2 and 3, 1 -> 5 -> 4 as the backup; the way back
+    // mirrors it. Everyone else reaches everyone directly, and everyone
+    // probes everyone.
+    for e in &mesh.edges {
+        let mut t = (*e.routes.current()).clone();
+        t.probe = t.peers.keys().copied().collect();
+        e.routes.publish(t);
+    }
+    for (at, path, backup) in [(1, [1, 2, 3, 4], [1, 5, 4]), (4, [4, 3, 2, 1], [4, 5, 1])] {
+        let e = mesh.edge(at);
+        let mut t = (*e.routes.current()).clone();
+        t.paths.insert(path[3], path.to_vec());
+        t.backups.insert(path[3], backup.to_vec());
+        e.routes.publish(t);
+    }
+    mesh
+}
+
+/// Kill `victim` while 300 messages and a media stream go from edge 1 to
+/// edge 4; `in_flight`: the victim's link to edge 4 is slow and lossy.
+async fn kill_a_relay_of_the_path(victim: EdgeId, in_flight: bool) {
+    let mut mesh = start().await;
+    if in_flight {
+        let slow = LinkProfile {
+            delay_ms: 100.0,
+            loss: 0.2,
+            ..LinkProfile::default()
+        };
+        wan_all(&mesh, |w| w.set_link(ip(victim), ip(4), slow).unwrap());
+    }
+    let mut sender_config = sdk_config(&mesh, 1);
+    sender_config.replay_window = 0;
+    let sender = Client::connect(sender_config).await.unwrap();
+    let receiver = Client::connect(sdk_config(&mesh, 4)).await.unwrap();
+    let _rx_room = receiver
+        .join(&token("chat", "rita", false, true), "chat", true)
+        .await
+        .unwrap();
+    let room = sender
+        .join(&token("chat", "sam", true, true), "chat", true)
+        .await
+        .unwrap();
+    let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
+
+    // Media flows (through the path) before anything is measured.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let _ = mic.send(b"frame").await;
+            tokio::select! {
+                e = receiver.next_event() => if let Some(Event::Media(_)) = e { return },
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await
+    .expect("media crosses the path");
+    let path = mesh.edge(1).core.route_table().paths[&4].clone();
+    assert_eq!(path, vec![1, 2, 3, 4]);
+
+    let received = tokio::spawn(async move {
+        let (mut seqs, mut media_at) = (vec![], vec![]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (seqs.len() as u64) < MESSAGES && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), receiver.next_event()).await {
+                Ok(Some(Event::Message(m))) if m.from == "sam" => seqs.push(m.seq),
+                Ok(Some(Event::Media(_))) => media_at.push(Instant::now()),
+                _ => {}
+            }
+        }
+        (seqs, media_at, receiver)
+    });
+    let media = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVERY);
+        for _ in 0..(MESSAGES + 100) {
+            tick.tick().await;
+            let _ = mic.send(b"frame").await;
+        }
+        Instant::now()
+    });
+    for i in 0..MESSAGES {
+        if i == MESSAGES / 3 {
+            // SIGKILL: off the network first, then gone.
+            wan_all(&mesh, |w| w.set_host_down(ip(victim), true));
+            let at = mesh.edges.iter().position(|e| e.id() == victim).unwrap();
+            tokio::spawn(mesh.edges.remove(at).kill());
+        }
+        room.send_message(Bytes::from_static(b"hello"))
+            .await
+            .expect("the sender's edge accepts every message");
+        tokio::time::sleep(EVERY).await;
+    }
+    let media_end = media.await.unwrap();
+    let (seqs, mut media_at, receiver) = received.await.unwrap();
+    // The longest silence while media was sent (media that never came back
+    // is silent until the sender stopped).
+    media_at.retain(|t| *t <= media_end);
+    media_at.push(media_end);
+    let gap = media_at
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let stats = receiver.stats().snapshot();
+    let missing: Vec<u64> = (1..=MESSAGES).filter(|s| !seqs.contains(s)).collect();
+    eprintln!(
+        "edge {victim} killed{}: {} of {MESSAGES} messages, {} skipped, missing {missing:?}; longest media gap {gap:?}",
+        if in_flight { " holding messages in flight" } else { "" },
+        seqs.len(),
+        stats.messages_skipped,
+    );
+    assert_eq!(
+        seqs,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    assert_eq!(stats.messages_skipped, 0);
+    assert!(
+        gap < Duration::from_secs(1),
+        "media back within 1 s: {gap:?}"
+    );
+    sender.close().await;
+    receiver.close().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_next_hop_dies() {
+    tokio::time::timeout(Duration::from_secs(90), kill_a_relay_of_the_path(2, false))
+        .await
+        .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mid_path_relay_dies() {
+    tokio::time::timeout(Duration::from_secs(90), kill_a_relay_of_the_path(3, false))
+        .await
+        .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mid_path_relay_dies_holding_messages_in_flight() {
+    tokio::time::timeout(Duration::from_secs(90), kill_a_relay_of_the_path(3, true))
+        .await
+        .expect("bounded");
+}
