@@ -33,6 +33,10 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// The lab's latency model against published inter-region RTTs: every
+    /// pair, the fitted figures, each model's per-pair error, and the
+    /// published triangle-inequality violations (docs/lab.md, "Calibration").
+    Calibration,
     /// Benchmarks that print figures against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -247,6 +251,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo { duration } => {
             rt.block_on(loadtest::demo::run(duration.map(Duration::from_secs)))?
+        }
+        Command::Calibration => {
+            use loadtest::lab::calibration::{print, report, Published};
+            print(&report(Published::builtin()?));
         }
         Command::Bench {
             which:

@@ -6,10 +6,13 @@
 //!
 //! - [`world`]: the topology file, true link delays, optimal paths, the lab
 //!   GeoIP database;
+//! - [`calibration`]: the latency model against published inter-region
+//!   RTTs (`loadtest calibration`);
 //! - [`traffic`]: clients and the traffic mix (also used by `loadtest run`);
 //! - [`record`]: join times, latency, loss, messages, failovers;
 //! - [`chaos`]: the failure plan and the store that can go away.
 
+pub mod calibration;
 pub mod chaos;
 pub mod record;
 pub mod traffic;

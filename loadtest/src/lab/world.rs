@@ -3,10 +3,14 @@
 //!
 //! Loopback addresses stand for hosts: edge `j` of the `i`-th city of the
 //! topology file is `127.10.i.j`, client `k` there is `127.20.i.k` (both
-//! 1-based). The delay between two hosts is the fiber bound along the great
-//! circle times a per-city-pair inflation drawn from `inflation` (published
-//! inter-region RTTs are 1.4-2.1 times the bound), plus `access_ms` for each
-//! client end (the last mile), plus any `[[link]]` override.
+//! 1-based). The RTT between two cities is [`link_rtt_ms`]: a fixed
+//! overhead plus the great-circle fiber bound times an inflation, both
+//! calibrated against published inter-region RTTs ([`super::calibration`]).
+//! Every link of a city pair gets half of it each way, plus `access_ms` for
+//! each client end (the last mile), plus any `[[link]]` override. One
+//! deterministic formula for every pair keeps the triangle inequality, as
+//! real networks mostly do; their real violations are specific bad links,
+//! which `[[link]]` overrides express.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,20 +18,26 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use edge_node::netem::{LinkProfile, LinkRule};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use topology::geo::{fiber_one_way_ms, find_city, City};
+use topology::geo::{fiber_rtt_ms, find_city, City};
 use topology::synth::XorShift64;
 
 /// The topology file (TOML). See `docs/lab.md` and `loadtest/topologies/`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyFile {
-    /// Seed of the per-pair inflation draws (same seed, same world).
+    /// Seed of the per-pair inflation draws when `inflation` is a range
+    /// (same seed, same world).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Range of RTT inflation over the fiber bound, drawn per city pair.
+    /// RTT inflation over the fiber bound: one number for every city pair,
+    /// or a range `[low, high]` to draw each pair's from.
     #[serde(default = "default_inflation")]
-    pub inflation: [f64; 2],
+    pub inflation: Inflation,
+    /// RTT added to every link between two cities, whatever its length.
+    #[serde(default = "default_rtt_overhead_ms")]
+    pub rtt_overhead_ms: f64,
     /// One-way delay between a client and the network (last mile), added to
     /// every client link.
     #[serde(default = "default_access_ms")]
@@ -51,8 +61,11 @@ pub struct TopologyFile {
 fn default_seed() -> u64 {
     1
 }
-fn default_inflation() -> [f64; 2] {
-    [1.4, 2.1]
+fn default_inflation() -> Inflation {
+    Inflation::Fixed(DEFAULT_INFLATION)
+}
+fn default_rtt_overhead_ms() -> f64 {
+    DEFAULT_RTT_OVERHEAD_MS
 }
 fn default_access_ms() -> f64 {
     3.0
@@ -62,6 +75,99 @@ fn default_metro_ms() -> f64 {
 }
 fn default_jitter_ms() -> f64 {
     0.3
+}
+
+/// RTT over the fiber bound of the calibrated model, fitted with
+/// [`DEFAULT_RTT_OVERHEAD_MS`] to published inter-region RTTs by least
+/// absolute log error (`loadtest calibration`, docs/lab.md "Calibration").
+pub const DEFAULT_INFLATION: f64 = 1.65;
+
+/// RTT every link between two cities pays whatever its length, fitted with
+/// [`DEFAULT_INFLATION`]: routers, metro and backhaul fiber, and data
+/// centres away from the city centres the distance is measured from. It is
+/// why short pairs are inflated most (London-Paris is published at 3.6
+/// times its fiber bound, London-Singapore at 1.7).
+pub const DEFAULT_RTT_OVERHEAD_MS: f64 = 9.0;
+
+/// Lowest and highest inflation a topology may ask for: nothing beats the
+/// fiber bound, and 5 is well past the worst published detour.
+const INFLATION_BOUNDS: (f64, f64) = (1.0, 5.0);
+
+/// Most `rtt_overhead_ms` a topology may ask for.
+const MAX_RTT_OVERHEAD_MS: f64 = 1_000.0;
+
+/// The model's RTT between two cities whose great-circle fiber RTT is
+/// `fiber_rtt_ms`. Affine with a non-negative overhead, so a relay through a
+/// third city never beats the direct link: the fiber bound keeps the
+/// triangle inequality, and each extra link pays the overhead again.
+pub fn link_rtt_ms(fiber_rtt_ms: f64, inflation: f64, rtt_overhead_ms: f64) -> f64 {
+    rtt_overhead_ms + inflation * fiber_rtt_ms
+}
+
+/// RTT inflation over the fiber bound (`inflation` in the topology file).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Inflation {
+    /// The same for every city pair (`inflation = 1.65`): the calibrated
+    /// default.
+    Fixed(f64),
+    /// Drawn uniformly per city pair from `[low, high]` with `seed`
+    /// (`inflation = [1.4, 2.1]`, the lab's model before calibration). The
+    /// draws make up triangle-inequality violations that real networks
+    /// mostly do not have.
+    Range(f64, f64),
+}
+
+impl Inflation {
+    fn check(self) -> anyhow::Result<()> {
+        let (min, max) = INFLATION_BOUNDS;
+        // Written so that NaN fails: `hi < lo || hi > 5.0` let a NaN high
+        // end through, and every delay came out NaN.
+        match self {
+            Inflation::Fixed(x) if !(min..=max).contains(&x) => {
+                bail!("inflation = {x} is not within {min}-{max}")
+            }
+            Inflation::Range(lo, hi) if !(min..=max).contains(&lo) || !(lo..=max).contains(&hi) => {
+                bail!("inflation = [{lo}, {hi}] must satisfy {min} <= low <= high <= {max}")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A number or a two-number array; hand-written so a wrong value says
+/// what `inflation` takes.
+impl<'de> Deserialize<'de> for Inflation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct InflationVisitor;
+        impl<'de> Visitor<'de> for InflationVisitor {
+            type Value = Inflation;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number (1.65) or a range [low, high]")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Inflation, E> {
+                Ok(Inflation::Fixed(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Inflation, E> {
+                Ok(Inflation::Fixed(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Inflation, E> {
+                Ok(Inflation::Fixed(v as f64))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Inflation, A::Error> {
+                let lo: f64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let hi: f64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(3, &self));
+                }
+                Ok(Inflation::Range(lo, hi))
+            }
+        }
+        d.deserialize_any(InflationVisitor)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -150,11 +256,12 @@ pub struct World {
 
 impl World {
     pub fn new(file: TopologyFile) -> anyhow::Result<World> {
-        let [lo, hi] = file.inflation;
-        // Written so that NaN fails: `hi < lo || hi > 5.0` let a NaN high
-        // end through, and every delay came out NaN.
-        if !(1.0..=5.0).contains(&lo) || !(lo..=5.0).contains(&hi) {
-            bail!("inflation [{lo}, {hi}] must satisfy 1 <= low <= high <= 5");
+        file.inflation.check()?;
+        if !(0.0..=MAX_RTT_OVERHEAD_MS).contains(&file.rtt_overhead_ms) {
+            bail!(
+                "rtt_overhead_ms = {} is not within 0-{MAX_RTT_OVERHEAD_MS}",
+                file.rtt_overhead_ms
+            );
         }
         for (name, v) in [
             ("access_ms", file.access_ms),
@@ -221,11 +328,18 @@ impl World {
             }
             validate_override(o)?;
         }
+        // A range draws in the same order from the same seed as before
+        // calibration, so an old file with `rtt_overhead_ms = 0` gives the
+        // same world it always did.
         let mut rng = XorShift64::new(file.seed);
         let mut inflation = HashMap::new();
         for (i, a) in seen.iter().enumerate() {
             for b in &seen[i + 1..] {
-                inflation.insert(pair(a, b), rng.range(lo, hi));
+                let x = match file.inflation {
+                    Inflation::Fixed(x) => x,
+                    Inflation::Range(lo, hi) => rng.range(lo, hi),
+                };
+                inflation.insert(pair(a, b), x);
             }
         }
         let overrides = file.links.clone();
@@ -272,7 +386,8 @@ impl World {
             self.file.metro_ms
         } else {
             let inflation = self.inflation[&pair(a.city.code, b.city.code)];
-            fiber_one_way_ms(a.city.point(), b.city.point()) * inflation
+            let fiber = fiber_rtt_ms(a.city.point(), b.city.point());
+            link_rtt_ms(fiber, inflation, self.file.rtt_overhead_ms) / 2.0
         };
         let access = self.file.access_ms * (a.is_client as u8 + b.is_client as u8) as f64;
         let mut p = LinkProfile {
@@ -448,17 +563,85 @@ mod tests {
     #[test]
     fn delays_follow_geography_and_overrides() {
         let w = World::new(TopologyFile::builtin()).unwrap();
+        // world.toml spells out the calibrated defaults: they must agree.
+        assert_eq!(w.file.inflation, Inflation::Fixed(DEFAULT_INFLATION));
+        assert_eq!(w.file.rtt_overhead_ms, DEFAULT_RTT_OVERHEAD_MS);
         let by_city = |code: &str| w.edges.iter().find(|e| e.host.city.code == code).unwrap();
         let (lhr, ams) = (by_city("lhr"), by_city("ams"));
         let near = w.profile(&lhr.host, &ams.host).delay_ms;
-        // ~360 km: 1.8 ms of fiber, inflated 1.4-2.1.
-        assert!((2.0..5.0).contains(&near), "{near}");
+        // ~360 km: 3.6 ms of fiber RTT, 9 + 1.65 x 3.6 = 14.9 ms RTT (12.5
+        // published), half of it each way.
+        let fiber = fiber_rtt_ms(lhr.host.city.point(), ams.host.city.point());
+        assert_eq!(near, (9.0 + 1.65 * fiber) / 2.0);
+        assert!((7.3..7.6).contains(&near), "{near}");
+        // The file's detour on top of the model.
+        let sin = by_city("sin");
+        let fiber = fiber_rtt_ms(lhr.host.city.point(), sin.host.city.point());
+        let detoured = w.profile(&lhr.host, &sin.host).delay_ms;
+        assert!((detoured - ((9.0 + 1.65 * fiber) / 2.0 + 60.0)).abs() < 1e-9);
         let client = w.clients.iter().find(|c| c.city.code == "lhr").unwrap();
         let access = w.profile(client, &lhr.host).delay_ms;
         assert_eq!(access, w.file.metro_ms + w.file.access_ms);
-        // Same seed, same world.
+        // Same file, same world.
         let again = World::new(TopologyFile::builtin()).unwrap();
         assert_eq!(again.profile(&lhr.host, &ams.host).delay_ms, near);
+    }
+
+    #[test]
+    fn without_overrides_no_relay_beats_a_direct_link() {
+        // Real networks mostly keep the triangle inequality; the old
+        // per-pair draws broke it at random. Only `[[link]]` overrides
+        // should make relays win.
+        let mut file = TopologyFile::builtin();
+        file.links.clear();
+        let w = World::new(file).unwrap();
+        let ids: Vec<u32> = w.edges.iter().map(|e| e.id).collect();
+        for &a in &ids {
+            let best = w.optimal_paths(a, &ids);
+            for &b in ids.iter().filter(|&&b| b != a) {
+                let (rtt, path) = &best[&b];
+                assert_eq!(*rtt, w.edge_rtt(a, b).unwrap(), "{a}-{b} via {path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn inflation_is_a_number_or_an_old_style_range() {
+        let world = |text: &str| World::new(TopologyFile::from_toml(text).unwrap()).unwrap();
+        let cities = "[[city]]\ncity = \"lhr\"\nedges = 1\n[[city]]\ncity = \"sin\"\nedges = 1\n[[city]]\ncity = \"nrt\"\nedges = 1";
+        let fiber = fiber_rtt_ms(
+            find_city("lhr").unwrap().point(),
+            find_city("sin").unwrap().point(),
+        );
+        // A number, an integer too, with or without the overhead.
+        let w = world(&format!("inflation = 2\nrtt_overhead_ms = 0\n{cities}"));
+        assert!((w.edge_rtt(1, 2).unwrap() - 2.0 * fiber).abs() < 1e-9);
+        let w = world(&format!("inflation = 1.5\nrtt_overhead_ms = 10\n{cities}"));
+        assert!((w.edge_rtt(1, 2).unwrap() - (10.0 + 1.5 * fiber)).abs() < 1e-9);
+        // A range draws per pair from the seed, as before calibration.
+        let old = world(&format!(
+            "seed = 3\ninflation = [1.4, 2.1]\nrtt_overhead_ms = 0\n{cities}"
+        ));
+        let mut rng = XorShift64::new(3);
+        // Pairs are drawn in file order: lhr-sin, lhr-nrt, sin-nrt.
+        let drawn = rng.range(1.4, 2.1);
+        assert!((old.edge_rtt(1, 2).unwrap() - drawn * fiber).abs() < 1e-9);
+        let ratio = |w: &World, a, b| {
+            let (x, y) = (&w.edge(a).unwrap().host, &w.edge(b).unwrap().host);
+            w.edge_rtt(a, b).unwrap() / fiber_rtt_ms(x.city.point(), y.city.point())
+        };
+        assert_ne!(ratio(&old, 1, 3), ratio(&old, 2, 3));
+        // The default: the calibrated constants.
+        let w = world(cities);
+        assert_eq!(w.file.inflation, Inflation::Fixed(DEFAULT_INFLATION));
+        assert_eq!(w.file.rtt_overhead_ms, DEFAULT_RTT_OVERHEAD_MS);
+        // Anything else says what it takes.
+        for bad in ["\"high\"", "[1.4]", "[1.4, 2.0, 3.0]", "{ low = 1.4 }"] {
+            let err = TopologyFile::from_toml(&format!("inflation = {bad}\n{cities}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a number (1.65) or a range"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -472,6 +655,11 @@ mod tests {
         assert!(
             bad("inflation = [0.5, 1.0]\n[[city]]\ncity = \"fra\"\nedges = 1")
                 .contains("inflation")
+        );
+        assert!(bad("inflation = 0.9\n[[city]]\ncity = \"fra\"\nedges = 1").contains("inflation"));
+        assert!(
+            bad("rtt_overhead_ms = -1\n[[city]]\ncity = \"fra\"\nedges = 1")
+                .contains("rtt_overhead_ms")
         );
         assert!(
             bad("[[city]]\ncity = \"fra\"\nedges = 1\n[[link]]\na = \"fra\"\nb = \"sin\"")
@@ -496,6 +684,11 @@ mod tests {
         assert!(
             bad("inflation = [nan, 2.0]\n[[city]]\ncity = \"fra\"\nedges = 1")
                 .contains("inflation")
+        );
+        assert!(bad("inflation = nan\n[[city]]\ncity = \"fra\"\nedges = 1").contains("inflation"));
+        assert!(
+            bad("rtt_overhead_ms = nan\n[[city]]\ncity = \"fra\"\nedges = 1")
+                .contains("rtt_overhead_ms")
         );
         // 2 x 255 edges: a rule per host pair and an edge each in one process.
         let err =
