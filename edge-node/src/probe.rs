@@ -134,15 +134,21 @@ impl Prober {
     }
 
     /// One probing round: probe every `fast` target and, every
-    /// [`SLOW_PROBE_ROUNDS`] rounds (staggered by peer), every `slow` one;
-    /// expire old probes; update the dead set. Returns the probes to send.
-    fn round(&self, fast: &BTreeSet<EdgeId>, slow: &BTreeSet<EdgeId>) -> Vec<(EdgeId, Probe)> {
+    /// [`SLOW_PROBE_ROUNDS`] rounds (staggered by peer), every `slow` one,
+    /// through `send` (false: there is no connection to send it on yet, and
+    /// the probe is not counted, so a link being dialled does not read as
+    /// lossy); expire old probes; update the dead set.
+    fn round(
+        &self,
+        fast: &BTreeSet<EdgeId>,
+        slow: &BTreeSet<EdgeId>,
+        mut send: impl FnMut(EdgeId, Probe) -> bool,
+    ) {
         let now = Instant::now();
         let sent_at_us = self.now_us();
         let round = self.rounds.fetch_add(1, Ordering::Relaxed);
         let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|peer, _| fast.contains(peer) || slow.contains(peer));
-        let mut out = Vec::with_capacity(fast.len());
         let mut dead = BTreeSet::new();
         let tiers = fast.iter().map(|p| (*p, 1)).chain(
             slow.iter()
@@ -164,15 +170,14 @@ impl Prober {
             t.stats.expire_pending(now, PROBE_TIMEOUT);
             if (round + peer as u64).is_multiple_of(every) {
                 let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                t.stats.on_probe_sent(seq, now);
-                out.push((
-                    peer,
-                    Probe {
-                        reply: false,
-                        seq,
-                        sent_at_us,
-                    },
-                ));
+                let probe = Probe {
+                    reply: false,
+                    seq,
+                    sent_at_us,
+                };
+                if send(peer, probe) {
+                    t.stats.on_probe_sent(seq, now);
+                }
             }
             let silent = match t.stats.last_heard() {
                 Some(_) => !is_alive(t, now),
@@ -188,7 +193,6 @@ impl Prober {
             *d = dead;
             changed
         });
-        out
     }
 }
 
@@ -233,11 +237,13 @@ pub async fn run(core: Arc<EdgeCore>) {
         );
         let mut slow: BTreeSet<EdgeId> = table.probe.iter().copied().collect();
         slow.remove(&core.id);
-        let probes = core.prober.round(&fast, &slow);
-        for (peer, probe) in probes {
-            core.relay.send_probe(peer, probe.encode());
-            core.metrics.probe_sent(peer);
-        }
+        core.prober.round(&fast, &slow, |peer, probe| {
+            let sent = core.relay.send_probe(peer, probe.encode());
+            if sent {
+                core.metrics.probe_sent(peer);
+            }
+            sent
+        });
         let dead = core.prober.dead.borrow().clone();
         core.metrics.dead_peers.set(dead.len() as f64);
         // Link metrics and up/down events, as the prober sees them.
@@ -283,7 +289,11 @@ mod tests {
     fn silent_targets_become_dead_and_answers_revive_them() {
         let p = Prober::default();
         let none = BTreeSet::new();
-        let probes = p.round(&set(&[2, 3]), &none);
+        let mut probes = vec![];
+        p.round(&set(&[2, 3]), &none, |peer, probe| {
+            probes.push((peer, probe));
+            true
+        });
         assert_eq!(probes.len(), 2);
         // 2 answers; 3 never does.
         p.on_reply(2, probes[0].1);
@@ -293,7 +303,7 @@ mod tests {
             let t = m.get_mut(&3).unwrap();
             t.probing_since -= FIRST_ANSWER_GRACE + PROBE_INTERVAL + Duration::from_millis(1);
         }
-        p.round(&set(&[2, 3]), &none);
+        p.round(&set(&[2, 3]), &none, |_, _| true);
         assert_eq!(*p.dead.borrow(), BTreeSet::from([3]));
         assert!(p.is_dead(3) && !p.is_dead(2));
         let links = p.links();
@@ -301,7 +311,7 @@ mod tests {
         assert_eq!(links[0].peer, 2);
         assert!(links[0].alive);
         // Targets no longer wanted are forgotten.
-        p.round(&set(&[2]), &none);
+        p.round(&set(&[2]), &none, |_, _| true);
         assert!(p.dead.borrow().is_empty());
     }
 
@@ -311,10 +321,13 @@ mod tests {
         let (fast, slow) = (set(&[2]), set(&[2, 3, 4, 5, 6, 7]));
         let mut sent: HashMap<EdgeId, usize> = HashMap::new();
         for _ in 0..SLOW_PROBE_ROUNDS * 4 {
-            for (peer, _) in p.round(&fast, &slow) {
+            p.round(&fast, &slow, |peer, _| {
                 *sent.entry(peer).or_default() += 1;
-            }
+                // Edge 7's link is not up yet: its probes do not count.
+                peer != 7
+            });
         }
+        assert_eq!(p.targets.lock().unwrap()[&7].stats.loss(), 0.0);
         assert_eq!(sent[&2], 20, "fast: every round");
         for peer in 3..=7 {
             assert_eq!(sent[&peer], 4, "slow: once in five rounds ({peer})");

@@ -334,13 +334,12 @@ impl RelayLinks {
         }
     }
 
-    /// Send a probe on the link to `peer`, if it is up (a probe on a down
-    /// link is simply lost, which is what the prober should see).
-    pub fn send_probe(&self, peer: EdgeId, probe: Bytes) {
+    /// Send a probe on the link to `peer`; false if the link has no
+    /// connection (being dialled, or down: the prober then counts the
+    /// silence, not a lost probe).
+    pub fn send_probe(&self, peer: EdgeId, probe: Bytes) -> bool {
         let conn = self.get(peer).and_then(|l| l.conn.read().ok()?.clone());
-        if let Some(conn) = conn {
-            let _ = conn.send_datagram(probe);
-        }
+        conn.is_some_and(|c| c.send_datagram(probe).is_ok())
     }
 
     pub fn send_frame(&self, core: &EdgeCore, peer: EdgeId, frame: pb::RelayFrame) {
