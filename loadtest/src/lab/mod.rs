@@ -903,6 +903,7 @@ fn print_summary(r: &Report) {
         None => "-".into(),
     };
     let f = &r.felt;
+    let media = &f.media_streams;
     println!("\n{:-<72}", "");
     println!(
         "RTN lab summary: {} edges, {} regions, {} clients, {:.0} s",
@@ -916,7 +917,17 @@ fn print_summary(r: &Report) {
         ),
         ("join (token to first media), ms", pct(&f.join_ms)),
         ("media latency one way, ms", pct(&f.media_latency_ms)),
-        ("media loss", format!("{:.4}%", f.media_loss * 100.0)),
+        (
+            "media loss (every expected stream)",
+            format!(
+                "{:.4}%  ({} streams, {} silent; {} duplicates, {} unsent)",
+                f.media_loss * 100.0,
+                media.expected,
+                media.silent,
+                media.duplicates,
+                media.unsent
+            ),
+        ),
         (
             "messages",
             format!(
