@@ -10,10 +10,12 @@
 //! - [`record`]: join times, latency, loss, messages, failovers;
 //! - [`stretch`]: chosen paths against the optimal ones, by RTT and by cost;
 //! - [`churn`]: route changes, and whether the network explains them;
+//! - [`machine`]: whether the machine kept up;
 //! - [`chaos`]: the failure plan and the store that can go away.
 
 pub mod chaos;
 pub mod churn;
+pub mod machine;
 pub mod record;
 pub mod stretch;
 pub mod traffic;
@@ -40,6 +42,7 @@ use tracing::info;
 
 use chaos::Action;
 use churn::{ChurnWatch, RouteChanges, Settling};
+use machine::Machine;
 use record::{Felt, Recorder};
 use region_controller::store::OutageStore;
 use stretch::{CostStretch, PathStretch, StretchFigures, StretchSampler};
@@ -85,6 +88,8 @@ pub struct Report {
     /// Edge pairs with traffic that the network sends over a relayed path
     /// because it beats the direct link (or the direct link is down).
     pub relayed_better_than_direct: usize,
+    /// Whether the machine kept up (if not, the figures measure the CPU).
+    pub machine: Machine,
     /// What the chaos plan did, and when (seconds after the traffic began).
     pub chaos: Vec<String>,
     /// The lab process (edges, controllers, clients) when the traffic began
@@ -217,6 +222,8 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         println!("{line}");
     }
 
+    let wan = lab.wan.clone();
+    let watch = machine::Watch::start(&wan);
     let lab = Arc::new(Mutex::new(lab));
     let mut chaos_log = Vec::new();
     let mut events: std::collections::VecDeque<chaos::Event> = opts.chaos.events.clone().into();
@@ -297,6 +304,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         println!();
     }
     let duration_s = traffic_started.elapsed().as_secs_f64();
+    let machine = watch.finish(&wan);
     let (rss_mb_end, fds_end) = process_resources();
     traffic.stop(Duration::from_secs(3)).await;
     let felt = rec.felt();
@@ -315,6 +323,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         cost_stretch,
         route_changes: churn.report(),
         relayed_better_than_direct,
+        machine,
         chaos: chaos_log,
         resources: Resources {
             rss_mb_start,
@@ -832,12 +841,25 @@ fn stretch_row(s: &StretchFigures) -> String {
     )
 }
 
+/// The loud line that says the figures measure the CPU.
+fn print_overload(m: &Machine) {
+    if m.overloaded {
+        println!("  !!! OVERLOADED: the machine could not keep up; figures below measure the CPU, not the network:");
+        for why in &m.why {
+            println!("  !!!   {why}");
+        }
+    }
+}
+
 fn print_summary(r: &Report) {
     let pct = |p: &Option<record::Pct>| match p {
         Some(p) => format!("p50 {:.1}  p95 {:.1}  p99 {:.1}", p.p50, p.p95, p.p99),
         None => "-".into(),
     };
+    let delays =
+        |d: &machine::Delays| format!("p50 {:.2}  p99 {:.2}  max {:.1}", d.p50, d.p99, d.max);
     let f = &r.felt;
+    let m = &r.machine;
     let media = &f.media_streams;
     println!("\n{:-<72}", "");
     println!(
@@ -845,6 +867,7 @@ fn print_summary(r: &Report) {
         r.edges, r.regions, r.clients, r.duration_s
     );
     println!("{:-<72}", "");
+    print_overload(m);
     let rows: Vec<(&str, String)> = vec![
         (
             "clients joined",
@@ -917,7 +940,18 @@ fn print_summary(r: &Report) {
         "  {:<36} RSS {:.0} -> {:.0} MiB, file descriptors {} -> {}",
         "lab process", res.rss_mb_start, res.rss_mb_end, res.fds_start, res.fds_end
     );
+    println!(
+        "  {:<36} {:.2} of {} cores busy",
+        "lab CPU", m.cpu_cores_busy, m.cores
+    );
+    println!(
+        "  {:<36} {}",
+        "WAN emulation late, ms",
+        delays(&m.netem_late_ms)
+    );
+    println!("  {:<36} {}", "runtime lag, ms", delays(&m.runtime_lag_ms));
     for line in &r.chaos {
         println!("  chaos {line}");
     }
+    print_overload(m);
 }
