@@ -868,7 +868,7 @@ fn print_summary(r: &Report) {
     );
     println!("{:-<72}", "");
     print_overload(m);
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         (
             "clients joined",
             format!("{} of {}", r.clients_joined, r.clients),
@@ -916,6 +916,10 @@ fn print_summary(r: &Report) {
                 r.route_changes.total, r.route_changes.unexplained
             ),
         ),
+    ];
+    // The unexplained changes under their row.
+    rows.extend(r.route_changes.examples.iter().map(|e| ("", e.clone())));
+    rows.extend([
         (
             "relayed paths beating direct",
             r.relayed_better_than_direct.to_string(),
@@ -928,12 +932,9 @@ fn print_summary(r: &Report) {
             "failover per stream, ms",
             failover(&f.stream_failover_ms, "streams"),
         ),
-    ];
+    ]);
     for (k, v) in rows {
         println!("  {k:<36} {v}");
-    }
-    for e in &r.route_changes.examples {
-        println!("  {:<36} {e}", "");
     }
     let res = &r.resources;
     println!(
