@@ -206,17 +206,18 @@ impl StretchSampler {
                 tick_all.push(observed);
             }
         }
-        self.worst_all = worst(tick_all);
-        self.worst_traffic = worst(tick_traffic);
         tracing::debug!(
             at_s,
-            all_pairs_broken = self
-                .worst_all
+            within_5pct = tick_all
                 .iter()
-                .filter(|w| w.stretch.is_none())
+                .filter(|p| p.stretch.is_some_and(|s| s <= WITHIN))
                 .count(),
-            "path stretch sample"
+            broken = tick_all.iter().filter(|p| p.stretch.is_none()).count(),
+            of = tick_all.len(),
+            "path stretch sample, all pairs"
         );
+        self.worst_all = worst(tick_all);
+        self.worst_traffic = worst(tick_traffic);
     }
 
     /// (path stretch, cost stretch, traffic pairs relayed better than direct).
