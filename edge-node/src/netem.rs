@@ -25,7 +25,10 @@
 //! Delayed datagrams leave from one thread per [`Wan`] that sleeps on a
 //! condition variable until the next departure: they leave within tens of
 //! microseconds of their time (tokio's millisecond timer ticks would add up
-//! to 1 ms per crossing, which probes would read as jitter).
+//! to 1 ms per crossing, which probes would read as jitter). How late they
+//! actually leave is counted ([`Wan::lateness`]): on a machine that cannot
+//! keep up the thread runs late, and every delay the emulation promises
+//! grows by that much.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -181,6 +184,116 @@ impl LinkRule {
     }
 }
 
+/// How late things happen, in microseconds: a histogram of log-spaced
+/// buckets (four per power of two, so a quantile is known within 25%) and
+/// the exact maximum. Recording is two relaxed atomic operations and a
+/// `fetch_max`: cheap enough for the emulation's send path, and readable
+/// from any thread without a lock.
+#[derive(Debug)]
+pub struct LateHistogram {
+    buckets: [AtomicU64; LATE_BUCKETS],
+    max_us: AtomicU64,
+}
+
+/// Buckets of [`LateHistogram`]: 4 exact ones (0-3 µs), then 4 per power of
+/// two up to 2^35 µs (about 9.5 hours); anything later lands in the last.
+const LATE_BUCKETS: usize = 136;
+
+/// The bucket of a lateness of `us` microseconds.
+fn late_bucket(us: u64) -> usize {
+    if us < 4 {
+        return us as usize;
+    }
+    let octave = 63 - us.leading_zeros() as usize; // >= 2
+    let quarter = ((us >> (octave - 2)) & 3) as usize;
+    (4 * (octave - 1) + quarter).min(LATE_BUCKETS - 1)
+}
+
+/// The first lateness, in microseconds, past bucket `i` (its exclusive
+/// upper bound).
+fn late_bucket_end(i: usize) -> u64 {
+    if i < 4 {
+        return i as u64 + 1;
+    }
+    let (octave, quarter) = (i / 4 + 1, (i % 4) as u64);
+    (5 + quarter) << (octave - 2)
+}
+
+impl Default for LateHistogram {
+    fn default() -> Self {
+        LateHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LateHistogram {
+    pub fn record(&self, late: Duration) {
+        let us = late.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[late_bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Lateness {
+        Lateness {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            max_us: self.max_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A [`LateHistogram`] at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lateness {
+    buckets: [u64; LATE_BUCKETS],
+    max_us: u64,
+}
+
+impl Lateness {
+    /// Events counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The latest event.
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.max_us)
+    }
+
+    /// The `p`-th percentile (0-100, nearest rank) as an upper bound: the end
+    /// of the bucket that holds it, at most 25% above the true value and
+    /// never above [`Lateness::max`]. Zero if nothing was counted.
+    pub fn percentile(&self, p: f64) -> Duration {
+        let n = self.count();
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0 * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (i, c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_micros(late_bucket_end(i).min(self.max_us));
+            }
+        }
+        self.max()
+    }
+
+    /// What was counted after `earlier` (a snapshot of the same histogram).
+    /// The maximum of that span is not kept, so it is bounded: the end of
+    /// the latest bucket counted since, or the whole maximum if lower.
+    pub fn since(&self, earlier: &Lateness) -> Lateness {
+        let buckets: [u64; LATE_BUCKETS] =
+            std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i]));
+        let last = buckets.iter().rposition(|c| *c > 0);
+        Lateness {
+            buckets,
+            max_us: last.map_or(0, |i| late_bucket_end(i).min(self.max_us)),
+        }
+    }
+}
+
 /// The emulated network: link rules, shared by every socket of a process.
 /// Changing a rule takes effect for the next datagram sent.
 #[derive(Default)]
@@ -310,6 +423,13 @@ impl Wan {
         self.delayed.load(Ordering::Relaxed)
     }
 
+    /// How late delayed datagrams left, past their departure time, since the
+    /// start. Tens of microseconds on a machine that keeps up; more, and
+    /// every emulated delay is that much longer than the world says.
+    pub fn lateness(&self) -> Lateness {
+        self.scheduler.shared.late.snapshot()
+    }
+
     /// Bind a UDP socket at `addr` behind this network (a host of it), ready
     /// for quinn.
     pub fn bind(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Arc<dyn AsyncUdpSocket>> {
@@ -416,6 +536,8 @@ struct Scheduler {
 struct SchedulerShared {
     queue: Mutex<SchedulerQueue>,
     wake: Condvar,
+    /// How late each datagram left.
+    late: LateHistogram,
 }
 
 #[derive(Default)]
@@ -479,6 +601,7 @@ impl SchedulerShared {
                 Some(at) if at <= now => {
                     let d = q.heap.pop().expect("peeked");
                     drop(q);
+                    self.late.record(now - at);
                     d.send();
                     q = self.queue.lock().unwrap();
                 }
@@ -667,6 +790,63 @@ mod tests {
                 Wan::new(vec![LinkRule::between(ip("127.0.0.1"), ip("127.0.0.2"), p)]).is_err()
             );
         }
+    }
+
+    #[test]
+    fn lateness_buckets_bound_every_value_within_a_quarter() {
+        for us in (0..5_000).chain([65_535, 1 << 20, (1 << 35) - 1]) {
+            let i = late_bucket(us);
+            assert!(late_bucket_end(i) > us, "{us} past bucket {i}");
+            if i > 0 {
+                assert!(late_bucket_end(i - 1) <= us, "{us} before bucket {i}");
+            }
+            assert!(late_bucket_end(i) as f64 <= (us as f64 * 1.25).max(us as f64 + 1.0));
+        }
+        assert_eq!(late_bucket(u64::MAX), LATE_BUCKETS - 1);
+        let h = LateHistogram::default();
+        for us in 1..=1_000 {
+            h.record(Duration::from_micros(us));
+        }
+        let before = h.snapshot();
+        let p50 = before.percentile(50.0).as_micros();
+        assert!((500..=625).contains(&p50), "p50 {p50}");
+        assert_eq!(before.percentile(100.0), Duration::from_micros(1_000));
+        assert_eq!(before.max(), Duration::from_micros(1_000));
+        h.record(Duration::from_millis(7));
+        let after = h.snapshot().since(&before);
+        assert_eq!(after.count(), 1);
+        assert_eq!(after.percentile(99.0), Duration::from_millis(7));
+        assert_eq!(
+            LateHistogram::default().snapshot().percentile(99.0),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn datagrams_leaving_after_their_departure_are_counted_late() {
+        let wan = Wan::new(vec![]).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let to = rx.local_addr().unwrap();
+        let line = Arc::new(DelayLine {
+            sender: tx,
+            state: Mutex::new(LineState {
+                queued_to: HashMap::from([(to, 1)]),
+                bytes: 4,
+                ..LineState::default()
+            }),
+        });
+        wan.scheduler.ensure_running();
+        // Due 30 ms ago, as if the thread had not run for that long.
+        let due = Instant::now() - Duration::from_millis(30);
+        wan.scheduler.push(due, line, to, b"late".to_vec());
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 4);
+        let late = wan.lateness();
+        assert_eq!(late.count(), 1);
+        assert!(late.max() >= Duration::from_millis(30), "{:?}", late.max());
+        assert!(late.percentile(50.0) >= Duration::from_millis(30));
     }
 
     /// Two sockets on 127.0.0.1 and 127.0.0.2 with the given profile one way.

@@ -4,17 +4,23 @@
 //! SDK clients in cities running a traffic mix, failure injection on a
 //! schedule — and a report of what users felt. How it works: docs/lab.md.
 //!
-//! - [`world`]: the topology file, true link delays, optimal paths, the lab
+//! - [`world`]: the topology file, true link figures, optimal paths, the lab
 //!   GeoIP database;
 //! - [`calibration`]: the latency model against published inter-region
 //!   RTTs (`loadtest calibration`);
 //! - [`traffic`]: clients and the traffic mix (also used by `loadtest run`);
 //! - [`record`]: join times, latency, loss, messages, failovers;
+//! - [`stretch`]: chosen paths against the optimal ones, by RTT and by cost;
+//! - [`churn`]: route changes, and whether the network explains them;
+//! - [`machine`]: whether the machine kept up;
 //! - [`chaos`]: the failure plan and the store that can go away.
 
 pub mod calibration;
 pub mod chaos;
+pub mod churn;
+pub mod machine;
 pub mod record;
+pub mod stretch;
 pub mod traffic;
 pub mod world;
 
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use edge_node::netem::Wan;
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions};
+use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteTable};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
 use region_controller::keys::KeyLayout;
@@ -37,23 +43,19 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tracing::info;
 
-use crate::stats::percentile;
 use chaos::Action;
+use churn::{ChurnWatch, RouteChanges, Settling};
+use machine::Machine;
 use record::{Felt, Recorder};
 use region_controller::store::OutageStore;
+use stretch::{CostStretch, PathStretch, StretchFigures, StretchSampler};
 use traffic::{App, ClientSpec, Traffic};
 use world::{TopologyFile, World};
 
 const APP_ID: &str = "lab";
 
-/// Routes from the control plane are not judged for this long after the
-/// first routes, a failure or a link change: probes, summaries (every 2 s),
-/// recomputation and hysteresis take a few seconds to settle by design.
-const ROUTE_SETTLE: Duration = Duration::from_secs(8);
-/// The first routes come from the first probe summaries, some links not yet
-/// measured; they are not judged for this long.
-const FIRST_ROUTES_SETTLE: Duration = Duration::from_secs(12);
-/// How often the chosen paths are compared with the optimal ones.
+/// How often the chosen paths are compared with the optimal ones, and the
+/// edges' paths with their previous snapshot.
 const STRETCH_SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
 pub struct LabOptions {
@@ -68,30 +70,6 @@ pub struct LabOptions {
     pub verbose: bool,
 }
 
-/// Path stretch over edge pairs with traffic.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Stretch {
-    pub p50: f64,
-    pub p99: f64,
-    pub within_5pct: f64,
-    /// (pair, sample) observations behind the figures.
-    pub samples: usize,
-    pub pairs: usize,
-    /// The most stretched paths of the last sample, for a look at why.
-    pub worst: Vec<StretchedPath>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct StretchedPath {
-    /// Seconds after the traffic started.
-    pub at_s: f64,
-    pub stretch: f64,
-    pub chosen: Vec<u32>,
-    pub chosen_rtt_ms: f64,
-    pub optimal: Vec<u32>,
-    pub optimal_rtt_ms: f64,
-}
-
 /// The report (`--report` writes it as JSON).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
@@ -103,10 +81,18 @@ pub struct Report {
     pub duration_s: f64,
     #[serde(flatten)]
     pub felt: Felt,
-    pub path_stretch: Stretch,
+    /// True RTT of the chosen paths over the lowest through live edges.
+    pub path_stretch: PathStretch,
+    /// True cost (the controller's cost model) of the chosen paths over the
+    /// lowest.
+    pub cost_stretch: CostStretch,
+    /// Edges' paths that changed, with or without a change in the network.
+    pub route_changes: RouteChanges,
     /// Edge pairs with traffic that the network sends over a relayed path
     /// because it beats the direct link (or the direct link is down).
     pub relayed_better_than_direct: usize,
+    /// Whether the machine kept up (if not, the figures measure the CPU).
+    pub machine: Machine,
     /// What the chaos plan did, and when (seconds after the traffic began).
     pub chaos: Vec<String>,
     /// The lab process (edges, controllers, clients) when the traffic began
@@ -239,14 +225,14 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         println!("{line}");
     }
 
+    let wan = lab.wan.clone();
+    let watch = machine::Watch::start(&wan);
     let lab = Arc::new(Mutex::new(lab));
     let mut chaos_log = Vec::new();
     let mut events: std::collections::VecDeque<chaos::Event> = opts.chaos.events.clone().into();
-    let mut last_change: Option<Instant> = None;
-    let mut stretch_samples: Vec<f64> = Vec::new();
-    let mut worst: Vec<StretchedPath> = Vec::new();
-    let mut stretch_pairs = HashSet::new();
-    let mut relayed_pairs = HashSet::new();
+    let mut settling = Settling::new(routes_ready);
+    let mut stretch = StretchSampler::default();
+    let mut churn = ChurnWatch::default();
     let mut status = tokio::time::interval(Duration::from_secs(1));
     let mut sample = tokio::time::interval(STRETCH_SAMPLE_EVERY);
     let end = opts.duration.map(|d| traffic_started + d);
@@ -289,44 +275,18 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
                     println!("{}chaos {line}", if terminal { "\n" } else { "" });
                 }
                 chaos_log.push(line);
-                last_change = Some(at);
+                settling.network_changed(at);
             }
             _ = sample.tick() => {
-                if last_change.is_some_and(|t| t.elapsed() < ROUTE_SETTLE)
-                    || routes_ready.elapsed() < FIRST_ROUTES_SETTLE
-                {
-                    continue;
-                }
                 let lab = lab.lock().await;
-                let before = stretch_samples.len();
-                let mut this_tick = Vec::new();
-                // One shortest-path search per source, not per pair.
-                let alive = lab.alive();
-                let mut optimal: HashMap<u32, HashMap<u32, (f64, Vec<u32>)>> = HashMap::new();
-                for (a, b) in lab.pairs_with_traffic(&traffic) {
-                    let from_a = optimal
-                        .entry(a)
-                        .or_insert_with(|| lab.world.optimal_paths(a, &alive));
-                    if let Some((mut observed, relayed_better)) = lab.stretch(a, b, from_a) {
-                        observed.at_s = traffic_started.elapsed().as_secs_f64();
-                        stretch_samples.push(observed.stretch);
-                        this_tick.push(observed);
-                        stretch_pairs.insert((a, b));
-                        if relayed_better {
-                            relayed_pairs.insert((a, b));
-                        }
-                    }
+                let now = Instant::now();
+                let at_s = traffic_started.elapsed().as_secs_f64();
+                let tables = lab.route_tables();
+                churn.observe(now, at_s, &tables, &settling);
+                if settling.settled(now) {
+                    let mesh = lab.world.true_mesh(&lab.alive());
+                    stretch.sample(at_s, &mesh, &tables, &lab.pairs_with_traffic(&traffic));
                 }
-                this_tick.sort_by(|x, y| y.stretch.total_cmp(&x.stretch));
-                this_tick.truncate(5);
-                worst = this_tick;
-                let tick = &stretch_samples[before..];
-                tracing::debug!(
-                    at_s = traffic_started.elapsed().as_secs_f64(),
-                    within_5pct = tick.iter().filter(|s| **s <= 1.05).count(),
-                    of = tick.len(),
-                    "path stretch sample"
-                );
             }
             _ = status.tick() => {
                 if opts.verbose {
@@ -347,9 +307,11 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         println!();
     }
     let duration_s = traffic_started.elapsed().as_secs_f64();
+    let machine = watch.finish(&wan);
     let (rss_mb_end, fds_end) = process_resources();
     traffic.stop(Duration::from_secs(3)).await;
     let felt = rec.felt();
+    let (path_stretch, cost_stretch, relayed_better_than_direct) = stretch.report();
     let mut lab = Arc::try_unwrap(lab)
         .map_err(|_| anyhow::anyhow!("lab still shared"))?
         .into_inner();
@@ -360,20 +322,11 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         clients_joined,
         duration_s,
         felt,
-        path_stretch: Stretch {
-            p50: percentile(&mut stretch_samples.clone(), 50.0).unwrap_or(0.0),
-            p99: percentile(&mut stretch_samples.clone(), 99.0).unwrap_or(0.0),
-            within_5pct: if stretch_samples.is_empty() {
-                0.0
-            } else {
-                stretch_samples.iter().filter(|s| **s <= 1.05).count() as f64
-                    / stretch_samples.len() as f64
-            },
-            samples: stretch_samples.len(),
-            pairs: stretch_pairs.len(),
-            worst,
-        },
-        relayed_better_than_direct: relayed_pairs.len(),
+        path_stretch,
+        cost_stretch,
+        route_changes: churn.report(),
+        relayed_better_than_direct,
+        machine,
         chaos: chaos_log,
         resources: Resources {
             rss_mb_start,
@@ -513,6 +466,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Every live edge's effective table (what it forwards by).
+    fn route_tables(&self) -> BTreeMap<u32, Arc<RouteTable>> {
+        self.edges
+            .iter()
+            .filter_map(|(id, e)| Some((*id, e.as_ref()?.core.route_table())))
+            .collect()
+    }
+
     fn alive(&self) -> Vec<u32> {
         self.edges
             .iter()
@@ -627,35 +588,6 @@ impl Lab {
             }
         }
         pairs
-    }
-
-    /// The chosen path against the optimal one, and whether the chosen path
-    /// is a relay that beats the direct link.
-    /// `optimal` holds the optimal paths from `a` (`World::optimal_paths`).
-    fn stretch(
-        &self,
-        a: u32,
-        b: u32,
-        optimal: &HashMap<u32, (f64, Vec<u32>)>,
-    ) -> Option<(StretchedPath, bool)> {
-        let edge = self.edges.get(&a)?.as_ref()?;
-        let table = edge.core.route_table();
-        let path = table.path(a, b)?;
-        let chosen_rtt_ms = self.world.path_rtt(&path)?;
-        let (optimal_rtt_ms, optimal) = optimal.get(&b)?.clone();
-        let direct = self.world.edge_rtt(a, b);
-        let relayed_better = path.len() > 2 && direct.is_none_or(|d| chosen_rtt_ms < d);
-        Some((
-            StretchedPath {
-                at_s: 0.0,
-                stretch: chosen_rtt_ms / optimal_rtt_ms.max(f64::MIN_POSITIVE),
-                chosen: path.into_owned(),
-                chosen_rtt_ms,
-                optimal,
-                optimal_rtt_ms,
-            },
-            relayed_better,
-        ))
     }
 
     /// The codes of a region's cities and of every other city.
@@ -900,26 +832,63 @@ fn failover(f: &Option<record::Failover>, what: &str) -> String {
     }
 }
 
+fn stretch_row(s: &StretchFigures) -> String {
+    format!(
+        "p50 {:.3}  p99 {:.3}  within 5% {:.1}% ({} pairs, {} broken of {} samples)",
+        s.p50,
+        s.p99,
+        s.within_5pct * 100.0,
+        s.pairs,
+        s.broken,
+        s.samples
+    )
+}
+
+/// The loud line that says the figures measure the CPU.
+fn print_overload(m: &Machine) {
+    if m.overloaded {
+        println!("  !!! OVERLOADED: the machine could not keep up; figures below measure the CPU, not the network:");
+        for why in &m.why {
+            println!("  !!!   {why}");
+        }
+    }
+}
+
 fn print_summary(r: &Report) {
     let pct = |p: &Option<record::Pct>| match p {
         Some(p) => format!("p50 {:.1}  p95 {:.1}  p99 {:.1}", p.p50, p.p95, p.p99),
         None => "-".into(),
     };
+    let delays =
+        |d: &machine::Delays| format!("p50 {:.2}  p99 {:.2}  max {:.1}", d.p50, d.p99, d.max);
     let f = &r.felt;
+    let m = &r.machine;
+    let media = &f.media_streams;
     println!("\n{:-<72}", "");
     println!(
         "RTN lab summary: {} edges, {} regions, {} clients, {:.0} s",
         r.edges, r.regions, r.clients, r.duration_s
     );
     println!("{:-<72}", "");
-    let rows: Vec<(&str, String)> = vec![
+    print_overload(m);
+    let mut rows: Vec<(&str, String)> = vec![
         (
             "clients joined",
             format!("{} of {}", r.clients_joined, r.clients),
         ),
         ("join (token to first media), ms", pct(&f.join_ms)),
         ("media latency one way, ms", pct(&f.media_latency_ms)),
-        ("media loss", format!("{:.4}%", f.media_loss * 100.0)),
+        (
+            "media loss (every expected stream)",
+            format!(
+                "{:.4}%  ({} streams, {} silent; {} duplicates, {} unsent)",
+                f.media_loss * 100.0,
+                media.expected,
+                media.silent,
+                media.duplicates,
+                media.unsent
+            ),
+        ),
         (
             "messages",
             format!(
@@ -932,15 +901,28 @@ fn print_summary(r: &Report) {
             ),
         ),
         (
-            "path stretch (chosen / optimal RTT)",
+            "RTT stretch, all pairs",
+            stretch_row(&r.path_stretch.all_pairs.figures),
+        ),
+        (
+            "RTT stretch, traffic pairs",
+            stretch_row(&r.path_stretch.traffic_pairs.figures),
+        ),
+        (
+            "cost stretch, all pairs",
+            stretch_row(&r.cost_stretch.all_pairs),
+        ),
+        (
+            "route changes",
             format!(
-                "p50 {:.3}  p99 {:.3}  within 5% {:.1}% ({} pairs)",
-                r.path_stretch.p50,
-                r.path_stretch.p99,
-                r.path_stretch.within_5pct * 100.0,
-                r.path_stretch.pairs
+                "{} ({} unexplained: no change in the network)",
+                r.route_changes.total, r.route_changes.unexplained
             ),
         ),
+    ];
+    // The unexplained changes under their row.
+    rows.extend(r.route_changes.examples.iter().map(|e| ("", e.clone())));
+    rows.extend([
         (
             "relayed paths beating direct",
             r.relayed_better_than_direct.to_string(),
@@ -953,7 +935,7 @@ fn print_summary(r: &Report) {
             "failover per stream, ms",
             failover(&f.stream_failover_ms, "streams"),
         ),
-    ];
+    ]);
     for (k, v) in rows {
         println!("  {k:<36} {v}");
     }
@@ -962,7 +944,18 @@ fn print_summary(r: &Report) {
         "  {:<36} RSS {:.0} -> {:.0} MiB, file descriptors {} -> {}",
         "lab process", res.rss_mb_start, res.rss_mb_end, res.fds_start, res.fds_end
     );
+    println!(
+        "  {:<36} {:.2} of {} cores busy",
+        "lab CPU", m.cpu_cores_busy, m.cores
+    );
+    println!(
+        "  {:<36} {}",
+        "WAN emulation late, ms",
+        delays(&m.netem_late_ms)
+    );
+    println!("  {:<36} {}", "runtime lag, ms", delays(&m.runtime_lag_ms));
     for line in &r.chaos {
         println!("  chaos {line}");
     }
+    print_overload(m);
 }

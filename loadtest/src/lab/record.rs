@@ -1,6 +1,8 @@
 //! What the clients felt, recorded as events arrive: join times, one-way
-//! media latency and loss per stream, message delivery per sender, and media
-//! gaps around injected failures.
+//! media latency, media loss over every (receiver, stream) the traffic mix
+//! expects (from what publishers sent and receivers got, silent streams
+//! included), message delivery per sender, and media gaps around injected
+//! failures.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::stats::percentile;
+use crate::stats::{percentile, Reservoir};
 
 /// A stream is "interrupted" by a failure if nothing arrived for longer than
 /// this across the failure time. Audio sends every 40 ms; 200 ms is five
@@ -29,9 +31,11 @@ struct Inner {
     join_ms: Vec<f64>,
     joins: u64,
     join_failures: Vec<String>,
-    latency_ms: Vec<f64>,
-    latency_seen: u64,
+    latency_ms: Reservoir<MAX_LATENCY_SAMPLES>,
+    /// Per (receiver, stream): what arrived.
     streams: HashMap<StreamKey, Stream>,
+    /// Per published stream: what its publisher sent.
+    published: HashMap<StreamId, Published>,
     /// Per (receiver, channel, sender).
     inbox: HashMap<(String, String, String), Inbox>,
     /// Per (channel, sender): messages the sender's edge accepted.
@@ -52,19 +56,77 @@ struct Inner {
     gaps: Vec<Gap>,
 }
 
+/// One published track: every other member of its channel should get it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub channel: String,
+    /// The publisher.
+    pub user: String,
+    pub track: String,
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct StreamKey {
     receiver: String,
-    channel: String,
-    user: String,
-    track: String,
+    stream: StreamId,
 }
 
+/// What a receiver got of one stream.
 struct Stream {
-    first_seq: u32,
-    max_seq: u32,
-    received: u64,
+    seen: SeqSet,
+    /// Packets whose sequence number had arrived before.
+    duplicates: u64,
     last_arrival: Instant,
+}
+
+/// What a publisher did with one stream.
+#[derive(Default)]
+struct Published {
+    /// Packets its SDK accepted (sent on a QUIC connection).
+    sent: u64,
+    /// Packets its SDK refused (no connection: reconnecting, or the track
+    /// could not be published). Dropped at the source, as a live call would.
+    unsent: u64,
+}
+
+/// The distinct sequence numbers of one stream seen so far, as sorted,
+/// disjoint, non-adjacent ranges: packets arrive mostly in order, so a
+/// stream of any length takes one range per gap still open, not a bit per
+/// packet. (A track's 32-bit sequence wraps after 4.5 years at 30 packets/s;
+/// packets past the wrap count as new.)
+#[derive(Default)]
+struct SeqSet {
+    /// `[start, end)` ranges.
+    ranges: Vec<(u64, u64)>,
+    len: u64,
+}
+
+impl SeqSet {
+    /// Adds `seq`; false if it was there already.
+    fn insert(&mut self, seq: u32) -> bool {
+        let s = seq as u64;
+        let i = self.ranges.partition_point(|r| r.0 <= s);
+        if i > 0 && self.ranges[i - 1].1 > s {
+            return false;
+        }
+        let joins_before = i > 0 && self.ranges[i - 1].1 == s;
+        let joins_after = i < self.ranges.len() && self.ranges[i].0 == s + 1;
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.ranges[i - 1].1 = self.ranges[i].1;
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i - 1].1 = s + 1,
+            (false, true) => self.ranges[i].0 = s,
+            (false, false) => self.ranges.insert(i, (s, s + 1)),
+        }
+        self.len += 1;
+        true
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
 }
 
 #[derive(Default)]
@@ -171,6 +233,26 @@ fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<f64>
     Some((now - *f).as_secs_f64() * 1e3)
 }
 
+/// Media over every expected (receiver, stream): each member of a channel
+/// (its join succeeded) and each stream another member of it published.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct MediaStreams {
+    /// (receiver, stream) pairs.
+    pub expected: u64,
+    /// Expected pairs that got no packet at all.
+    pub silent: u64,
+    /// Packets owed: for every expected pair, what its publisher sent.
+    pub sent: u64,
+    /// Distinct packets (by sequence number) that arrived, over expected
+    /// pairs.
+    pub received: u64,
+    /// Packets that arrived again (not in `received`).
+    pub duplicates: u64,
+    /// Packets publishers could not send (their SDK had no connection):
+    /// dropped at the source, so in no figure above.
+    pub unsent: u64,
+}
+
 /// The recorder's part of the report.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Felt {
@@ -178,7 +260,10 @@ pub struct Felt {
     pub join_failures: Vec<String>,
     pub join_ms: Option<Pct>,
     pub media_latency_ms: Option<Pct>,
+    /// 1 - received / sent of [`MediaStreams`]: a silent stream counts as
+    /// all lost.
     pub media_loss: f64,
+    pub media_streams: MediaStreams,
     pub media_received: u64,
     pub messages: Messages,
     /// Per affected receiver: from the failure to its first media packet
@@ -225,6 +310,32 @@ impl Recorder {
             .or_default() += 1;
     }
 
+    /// `stream` is about to be published: from now on its channel's other
+    /// members expect it, even if not one packet of it goes out.
+    pub fn publishing(&self, stream: &StreamId) {
+        self.inner
+            .lock()
+            .unwrap()
+            .published
+            .entry(stream.clone())
+            .or_default();
+    }
+
+    /// The publisher of `stream` handed a packet to its SDK, which `accepted`
+    /// it (sent it) or not (no connection).
+    pub fn media_sent(&self, stream: &StreamId, accepted: bool) {
+        let mut r = self.inner.lock().unwrap();
+        if !r.published.contains_key(stream) {
+            r.published.insert(stream.clone(), Published::default());
+        }
+        let p = r.published.get_mut(stream).expect("inserted");
+        if accepted {
+            p.sent += 1;
+        } else {
+            p.unsent += 1;
+        }
+    }
+
     pub fn failure(&self, at: Instant) {
         self.inner.lock().unwrap().failures.push(at);
     }
@@ -245,20 +356,14 @@ impl Recorder {
         let mut guard = self.inner.lock().unwrap();
         let r = &mut *guard;
         r.media_rx += 1;
-        r.latency_seen += 1;
-        if r.latency_ms.len() < MAX_LATENCY_SAMPLES {
-            r.latency_ms.push(latency_ms);
-        } else {
-            let slot = rand::random_range(0..r.latency_seen) as usize;
-            if slot < MAX_LATENCY_SAMPLES {
-                r.latency_ms[slot] = latency_ms;
-            }
-        }
+        r.latency_ms.push(latency_ms);
         let key = StreamKey {
             receiver: receiver.into(),
-            channel: m.channel.clone(),
-            user: m.user.clone(),
-            track: m.track.clone(),
+            stream: StreamId {
+                channel: m.channel.clone(),
+                user: m.user.clone(),
+                track: m.track.clone(),
+            },
         };
         if let Some(last) = r.receivers.insert(receiver.into(), arrived) {
             if let Some(ms) = failover_ms(&r.failures, last, arrived) {
@@ -267,28 +372,31 @@ impl Recorder {
         }
         match r.streams.get_mut(&key) {
             None => {
+                let mut seen = SeqSet::default();
+                seen.insert(m.sequence);
                 r.streams.insert(
                     key,
                     Stream {
-                        first_seq: m.sequence,
-                        max_seq: m.sequence,
-                        received: 1,
+                        seen,
+                        duplicates: 0,
                         last_arrival: arrived,
                     },
                 );
             }
             Some(s) => {
                 if let Some(ms) = failover_ms(&r.failures, s.last_arrival, arrived) {
+                    let id = &key.stream;
                     r.stream_failovers.push((
                         ms,
                         format!(
                             "{} <- {}/{} in {}",
-                            key.receiver, key.user, key.track, key.channel
+                            key.receiver, id.user, id.track, id.channel
                         ),
                     ));
                 }
-                s.received += 1;
-                s.max_seq = s.max_seq.max(m.sequence);
+                if !s.seen.insert(m.sequence) {
+                    s.duplicates += 1;
+                }
                 s.last_arrival = arrived;
             }
         }
@@ -347,13 +455,7 @@ impl Recorder {
     /// Summarise. Call once the senders stopped and in-flight traffic landed.
     pub fn felt(&self) -> Felt {
         let mut r = self.inner.lock().unwrap();
-        let (mut expected, mut received) = (0u64, 0u64);
-        for s in r.streams.values() {
-            expected += (s.max_seq.wrapping_sub(s.first_seq) as u64) + 1;
-            received += s
-                .received
-                .min((s.max_seq.wrapping_sub(s.first_seq) as u64) + 1);
-        }
+        let media_streams = r.media_streams();
         let mut messages = Messages::default();
         for ((channel, sender), n) in &r.sent {
             messages.sent += n;
@@ -394,17 +496,44 @@ impl Recorder {
             joins,
             join_failures,
             join_ms: Pct::of(&mut r.join_ms),
-            media_latency_ms: Pct::of(&mut r.latency_ms),
-            media_loss: if expected == 0 {
+            media_latency_ms: Pct::of(r.latency_ms.values_mut()),
+            media_loss: if media_streams.sent == 0 {
                 0.0
             } else {
-                1.0 - received as f64 / expected as f64
+                1.0 - media_streams.received as f64 / media_streams.sent as f64
             },
+            media_streams,
             media_received,
             messages,
             failover_ms: failover,
             stream_failover_ms: stream_failover,
         }
+    }
+}
+
+impl Inner {
+    /// Every expected (receiver, stream): each published stream, for each
+    /// other member of its channel. The lab sends only once every client
+    /// joined, so a receiver was a member for all its publisher sent.
+    fn media_streams(&self) -> MediaStreams {
+        let mut out = MediaStreams::default();
+        for (id, p) in &self.published {
+            out.unsent += p.unsent;
+            let receivers = self.members.get(&id.channel).into_iter().flatten();
+            for receiver in receivers.filter(|m| **m != id.user) {
+                let key = StreamKey {
+                    receiver: receiver.clone(),
+                    stream: id.clone(),
+                };
+                let got = self.streams.get(&key).map_or(0, |s| s.seen.len());
+                out.expected += 1;
+                out.sent += p.sent;
+                out.received += got;
+                out.silent += (got == 0) as u64;
+            }
+        }
+        out.duplicates = self.streams.values().map(|s| s.duplicates).sum();
+        out
     }
 }
 
@@ -442,14 +571,33 @@ mod tests {
         }
     }
 
+    fn mic() -> StreamId {
+        StreamId {
+            channel: "c".into(),
+            user: "u".into(),
+            track: "mic".into(),
+        }
+    }
+
+    /// `u` publishes its mic in `c` and sends packets 0..sent.
+    fn publish(r: &Recorder, sent: u32) {
+        r.publishing(&mic());
+        for _ in 0..sent {
+            r.media_sent(&mic(), true);
+        }
+    }
+
     #[test]
     fn loss_duplicates_and_gaps_are_counted() {
         let r = Recorder::default();
-        for seq in [1, 2, 3, 5, 6] {
-            r.media("rx", &media(seq));
-        }
         r.member("c", "u");
         r.member("c", "rx");
+        publish(&r, 7);
+        r.media_sent(&mic(), false);
+        // Packets 0-6 sent: 4 lost, 3 twice.
+        for seq in [0, 1, 2, 3, 3, 5, 6] {
+            r.media("rx", &media(seq));
+        }
         for _ in 0..4 {
             r.message_sent("c", "u");
         }
@@ -457,7 +605,18 @@ mod tests {
             r.message("rx", &message(seq));
         }
         let f = r.felt();
-        assert!((f.media_loss - 1.0 / 6.0).abs() < 1e-9, "{}", f.media_loss);
+        assert!((f.media_loss - 1.0 / 7.0).abs() < 1e-9, "{}", f.media_loss);
+        assert_eq!(
+            f.media_streams,
+            MediaStreams {
+                expected: 1,
+                silent: 0,
+                sent: 7,
+                received: 6,
+                duplicates: 1,
+                unsent: 1,
+            }
+        );
         assert_eq!(
             f.messages,
             Messages {
@@ -477,6 +636,51 @@ mod tests {
             }
         );
         assert!(f.failover_ms.is_none());
+    }
+
+    #[test]
+    fn a_member_that_got_nothing_counts_as_all_lost() {
+        let r = Recorder::default();
+        for m in ["u", "rx", "deaf"] {
+            r.member("c", m);
+        }
+        publish(&r, 10);
+        for seq in 0..10 {
+            r.media("rx", &media(seq));
+        }
+        // A publisher whose track never went out is expected too.
+        r.publishing(&StreamId {
+            track: "cam".into(),
+            ..mic()
+        });
+        let f = r.felt();
+        assert_eq!(
+            f.media_streams,
+            MediaStreams {
+                expected: 4,
+                silent: 3,
+                sent: 20,
+                received: 10,
+                duplicates: 0,
+                unsent: 0,
+            }
+        );
+        assert!((f.media_loss - 0.5).abs() < 1e-9, "{}", f.media_loss);
+    }
+
+    #[test]
+    fn sequence_sets_merge_ranges_and_refuse_repeats() {
+        let mut s = SeqSet::default();
+        for seq in [5, 7, 6, 1, 3, 2, 9, 0] {
+            assert!(s.insert(seq), "{seq}");
+        }
+        assert_eq!(s.ranges, vec![(0, 4), (5, 8), (9, 10)]);
+        for seq in [0, 3, 5, 7, 9] {
+            assert!(!s.insert(seq), "{seq}");
+        }
+        assert!(s.insert(4) && s.insert(8) && s.insert(u32::MAX));
+        assert_eq!(s.ranges, vec![(0, 10), (u32::MAX as u64, 1 << 32)]);
+        assert_eq!(s.len(), 11);
     }
 
     #[test]

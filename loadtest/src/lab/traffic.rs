@@ -12,7 +12,7 @@ use protocol::token::{mint, Grant};
 use sdk::{Client, ClientConfig, Event, SocketFactory, TrackKind};
 use tokio::task::JoinSet;
 
-use super::record::Recorder;
+use super::record::{Recorder, StreamId};
 
 /// Audio: 40 ms packets (25/s) of 120 bytes, like Opus at 24 kbit/s.
 pub const AUDIO_INTERVAL: Duration = Duration::from_millis(40);
@@ -329,12 +329,18 @@ async fn talk(
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) {
+    let (name, kind) = if video {
+        ("cam", TrackKind::Video)
+    } else {
+        ("mic", TrackKind::Audio)
+    };
+    let stream = StreamId {
+        channel: channel.name.as_str().to_string(),
+        user: me.clone(),
+        track: name.to_string(),
+    };
     let track = if publishes {
-        let (name, kind) = if video {
-            ("cam", TrackKind::Video)
-        } else {
-            ("mic", TrackKind::Audio)
-        };
+        rec.publishing(&stream);
         channel.publish_track(name, kind).await.ok()
     } else {
         None
@@ -357,11 +363,16 @@ async fn talk(
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
         tokio::select! {
+            // Ticks for viewers too: it wakes the loop to see `stop`.
             _ = media.tick() => {
-                if let Some(t) = &track {
-                    // Between connections media is dropped, as a live
-                    // call would.
-                    let _ = t.send(&payload).await;
+                if publishes {
+                    // Between connections media is dropped, as a live call
+                    // would; the recorder counts it apart from loss.
+                    let accepted = match &track {
+                        Some(t) => t.send(&payload).await.is_ok(),
+                        None => false,
+                    };
+                    rec.media_sent(&stream, accepted);
                 }
             }
             _ = chat.tick(), if publishes => {

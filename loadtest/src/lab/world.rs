@@ -1,5 +1,7 @@
 //! The lab's emulated world: which hosts sit in which city, the true one-way
-//! delay of every link, and what that makes the best overlay paths.
+//! delay of every link, and what that makes the best overlay paths — by RTT,
+//! and by the controller's cost ([`TrueMesh`]: what probes would publish if
+//! they measured exactly).
 //!
 //! Loopback addresses stand for hosts: edge `j` of the `i`-th city of the
 //! topology file is `127.10.i.j`, client `k` there is `127.20.i.k` (both
@@ -22,6 +24,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use topology::geo::{fiber_rtt_ms, find_city, City};
 use topology::synth::XorShift64;
+use topology::{CostModel, LinkSummary, MeshGraph, NodeInfo};
 
 /// The topology file (TOML). See `docs/lab.md` and `loadtest/topologies/`.
 #[derive(Clone, Debug, Deserialize)]
@@ -442,40 +445,58 @@ impl World {
     /// The lowest true RTT from `from` to every edge in `alive`, over any
     /// overlay path among them (Dijkstra on the full mesh), with the path.
     pub fn optimal_paths(&self, from: u32, alive: &[u32]) -> HashMap<u32, (f64, Vec<u32>)> {
-        let mut dist: HashMap<u32, f64> = HashMap::from([(from, 0.0)]);
-        let mut prev: HashMap<u32, u32> = HashMap::new();
-        let mut done = Vec::new();
-        loop {
-            let next = dist
-                .iter()
-                .filter(|(id, _)| !done.contains(*id))
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(id, d)| (*id, *d));
-            let Some((u, du)) = next else { break };
-            done.push(u);
-            for &v in alive {
-                if v == u || done.contains(&v) {
+        self.true_mesh(alive).optimal_paths(from)
+    }
+
+    /// What the probes of edge `a` would publish about its link to `b` in
+    /// the limit of many probes (`None` if the link is down).
+    pub fn true_summary(&self, a: u32, b: u32) -> Option<LinkSummary> {
+        let (a, b) = (self.edge(a)?, self.edge(b)?);
+        true_summary(
+            self.profile(&a.host, &b.host),
+            self.profile(&b.host, &a.host),
+        )
+    }
+
+    /// The true links among the edges of `alive` (others, and unknown ids,
+    /// are left out) at this moment.
+    pub fn true_mesh(&self, alive: &[u32]) -> TrueMesh {
+        let mut edges: Vec<&EdgeSpec> = alive.iter().filter_map(|id| self.edge(*id)).collect();
+        edges.sort_by_key(|e| e.id);
+        edges.dedup_by_key(|e| e.id);
+        let n = edges.len();
+        let mut builder = MeshGraph::builder(CostModel::default());
+        for e in &edges {
+            builder
+                .add_node(NodeInfo {
+                    id: e.id,
+                    region: e.host.city.region.into(),
+                    location: e.host.city.point(),
+                    load: 0.0,
+                    draining: false,
+                })
+                .expect("ids are unique");
+        }
+        let mut rtt = vec![None; n * n];
+        for (i, a) in edges.iter().enumerate() {
+            for (j, b) in edges.iter().enumerate().filter(|(j, _)| *j != i) {
+                let ab = self.profile(&a.host, &b.host);
+                let Some(summary) = true_summary(ab, self.profile(&b.host, &a.host)) else {
                     continue;
-                }
-                if let Some(w) = self.edge_rtt(u, v) {
-                    let cand = du + w;
-                    if dist.get(&v).is_none_or(|d| cand < *d) {
-                        dist.insert(v, cand);
-                        prev.insert(v, u);
-                    }
-                }
+                };
+                rtt[i * n + j] = Some(summary.rtt_ms);
+                // World::new and set_override bound every delay, jitter and
+                // loss, so the graph cannot refuse these figures.
+                builder
+                    .add_link(a.id, b.id, summary)
+                    .expect("true figures are valid");
             }
         }
-        dist.into_iter()
-            .map(|(to, d)| {
-                let mut path = vec![to];
-                while let Some(p) = prev.get(path.last().expect("non-empty")) {
-                    path.push(*p);
-                }
-                path.reverse();
-                (to, (d, path))
-            })
-            .collect()
+        TrueMesh {
+            ids: edges.iter().map(|e| e.id).collect(),
+            rtt,
+            graph: builder.build().expect("a graph of live edges builds"),
+        }
     }
 
     /// The lab GeoIP entries: each city's edge and client networks.
@@ -493,6 +514,142 @@ impl World {
             out.push((Ipv4Addr::new(127, 20, i, 0), 24, loc));
         }
         out
+    }
+}
+
+/// What a host's probes would measure of its link to another in the limit of
+/// many probes, from the true one-way profiles there (`ab`) and back (`ba`):
+/// `None` if either way is down.
+///
+/// - RTT: the two delays;
+/// - loss: a probe counts as lost if it or its reply is;
+/// - jitter: the interquartile range of the RTT samples (the statistic edges
+///   publish), see [`rtt_jitter_iqr`].
+pub fn true_summary(ab: LinkProfile, ba: LinkProfile) -> Option<LinkSummary> {
+    (!ab.down && !ba.down).then(|| LinkSummary {
+        rtt_ms: ab.delay_ms + ba.delay_ms,
+        jitter_ms: rtt_jitter_iqr(ab.jitter_ms, ba.jitter_ms),
+        loss: 1.0 - (1.0 - ab.loss) * (1.0 - ba.loss),
+        samples: TRUE_SUMMARY_SAMPLES,
+    })
+}
+
+/// The RTT samples behind a true summary: a link probed for a long while
+/// (200 s at five probes a second), the limit the true figures stand for.
+/// Route computation reads no sample count; it is there for the record.
+const TRUE_SUMMARY_SAMPLES: u64 = 1_000;
+
+/// The interquartile range (p75 - p25) of `U(-j1, j1) + U(-j2, j2)`: the
+/// jitter a prober publishes for a link whose two directions jitter by `j1`
+/// and `j2`.
+///
+/// Why this shape: the WAN emulation varies each datagram's delay uniformly
+/// by up to `jitter_ms` either way (`edge_node::netem`), and a probe's RTT
+/// crosses the link once each way, so its noise is the sum of two
+/// independent uniforms, and edges publish the IQR of their RTT samples as
+/// jitter. (Delays clamped at zero when jitter exceeds the delay are not
+/// modelled; no lab link is that short and that jittery.)
+///
+/// The sum has a trapezoid density, symmetric about 0, so the IQR is twice
+/// its 75th percentile `q`. With `a >= b` the two half-widths: the density
+/// is flat (`1/2a`) on `[-(a-b), a-b]` and falls linearly to 0 at `a+b`, the
+/// tail beyond `s` holding `(a+b-s)^2 / 8ab`. If the flat part holds the
+/// quartile (`b <= a/2`), `q = a/2`; otherwise the tail holds a quarter at
+/// `q = a + b - sqrt(2ab)` (for `a = b = j`: IQR = `4j(1 - 1/sqrt 2)`, about
+/// `1.17 j`).
+pub fn rtt_jitter_iqr(j1: f64, j2: f64) -> f64 {
+    let (a, b) = (j1.max(j2), j1.min(j2));
+    if a <= 0.0 {
+        return 0.0;
+    }
+    let q = if b <= a / 2.0 {
+        a / 2.0
+    } else {
+        a + b - (2.0 * a * b).sqrt()
+    };
+    2.0 * q
+}
+
+/// The true links among the live edges at one moment: true RTTs, and the
+/// graph of true summaries that route computation would see if probes were
+/// exact (the yardstick for the controller's cost). Built once per sample
+/// and used for every pair.
+pub struct TrueMesh {
+    /// Live edges, by increasing id.
+    ids: Vec<u32>,
+    /// `rtt[i * n + j]`: true RTT from `ids[i]` to `ids[j]`, `None` if down.
+    rtt: Vec<Option<f64>>,
+    graph: MeshGraph,
+}
+
+impl TrueMesh {
+    fn idx(&self, id: u32) -> Option<usize> {
+        self.ids.binary_search(&id).ok()
+    }
+
+    /// True RTT of the direct link (`None` if down or an end is not live).
+    pub fn rtt(&self, a: u32, b: u32) -> Option<f64> {
+        let (i, j) = (self.idx(a)?, self.idx(b)?);
+        self.rtt[i * self.ids.len() + j]
+    }
+
+    /// True RTT along `path`: `None` if it is empty, or crosses a down link
+    /// or an edge that is not live.
+    pub fn path_rtt(&self, path: &[u32]) -> Option<f64> {
+        self.idx(*path.first()?)?;
+        path.windows(2).map(|w| self.rtt(w[0], w[1])).sum()
+    }
+
+    /// Live edges, by increasing id.
+    pub fn edges(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The true links' summaries as a graph ([`CostModel::default`]; nodes
+    /// unloaded, not draining).
+    pub fn graph(&self) -> &MeshGraph {
+        &self.graph
+    }
+
+    /// The lowest true RTT from `from` to every live edge it can reach
+    /// (itself included, at 0), with the path: Dijkstra on the matrix, ties
+    /// to the lower id.
+    pub fn optimal_paths(&self, from: u32) -> HashMap<u32, (f64, Vec<u32>)> {
+        let Some(s) = self.idx(from) else {
+            return HashMap::new();
+        };
+        let n = self.ids.len();
+        let mut dist = vec![f64::INFINITY; n];
+        let mut prev = vec![usize::MAX; n];
+        let mut done = vec![false; n];
+        dist[s] = 0.0;
+        while let Some(u) = (0..n)
+            .filter(|&v| !done[v] && dist[v].is_finite())
+            .min_by(|&x, &y| dist[x].total_cmp(&dist[y]))
+        {
+            done[u] = true;
+            for v in (0..n).filter(|&v| !done[v]) {
+                if let Some(w) = self.rtt[u * n + v] {
+                    if dist[u] + w < dist[v] {
+                        dist[v] = dist[u] + w;
+                        prev[v] = u;
+                    }
+                }
+            }
+        }
+        (0..n)
+            .filter(|&v| done[v])
+            .map(|v| {
+                let mut path = vec![self.ids[v]];
+                let mut at = v;
+                while prev[at] != usize::MAX {
+                    at = prev[at];
+                    path.push(self.ids[at]);
+                }
+                path.reverse();
+                (self.ids[v], (dist[v], path))
+            })
+            .collect()
     }
 }
 
@@ -558,6 +715,65 @@ mod tests {
             }
         }
         assert!(relayed_better > 0, "the detour must make some relay win");
+    }
+
+    #[test]
+    fn the_rtt_jitter_iqr_matches_a_monte_carlo_estimate() {
+        let mut rng = XorShift64::new(42);
+        for (j1, j2) in [
+            (1.0, 1.0),
+            (0.3, 0.3),
+            (4.0, 0.3),
+            (1.0, 0.6),
+            (0.0, 2.0),
+            (2.0, 1.5),
+        ] {
+            let mut rtts: Vec<f64> = (0..400_000)
+                .map(|_| rng.range(-j1, j1) + rng.range(-j2, j2))
+                .collect();
+            let p75 = crate::stats::percentile(&mut rtts, 75.0).unwrap();
+            let p25 = crate::stats::percentile(&mut rtts, 25.0).unwrap();
+            let exact = rtt_jitter_iqr(j1, j2);
+            assert!(
+                (p75 - p25 - exact).abs() <= 0.01 * exact,
+                "j1 {j1} j2 {j2}: Monte Carlo {} exact {exact}",
+                p75 - p25
+            );
+        }
+        assert!((rtt_jitter_iqr(1.0, 1.0) - 4.0 * (1.0 - 0.5f64.sqrt())).abs() < 1e-12);
+        assert_eq!(rtt_jitter_iqr(0.0, 0.0), 0.0);
+        assert_eq!(rtt_jitter_iqr(2.0, 0.5), rtt_jitter_iqr(0.5, 2.0));
+    }
+
+    #[test]
+    fn the_true_mesh_has_the_links_figures_and_leaves_dead_edges_out() {
+        let f = TopologyFile::from_toml(
+            "jitter_ms = 1.0\nloss = 0.01\n[[city]]\ncity = \"lhr\"\nedges = 1\n[[city]]\ncity = \"ams\"\nedges = 1\n[[city]]\ncity = \"fra\"\nedges = 1\n[[link]]\na = \"lhr\"\nb = \"fra\"\ndown = true",
+        )
+        .unwrap();
+        let w = World::new(f).unwrap();
+        let s = w.true_summary(1, 2).unwrap();
+        assert_eq!(s.rtt_ms, w.edge_rtt(1, 2).unwrap());
+        assert!((s.loss - (1.0 - 0.99 * 0.99)).abs() < 1e-12);
+        assert!((s.jitter_ms - 1.1716).abs() < 1e-4, "{}", s.jitter_ms);
+        assert!(w.true_summary(1, 3).is_none(), "lhr-fra is down");
+        let mesh = w.true_mesh(&[1, 2, 3]);
+        assert_eq!(mesh.rtt(1, 2), Some(s.rtt_ms));
+        assert_eq!(mesh.graph().link(1, 2), Some(&s));
+        assert!(mesh.graph().link(1, 3).is_none());
+        // lhr -> fra only through ams; the cost graph agrees.
+        let (d, path) = &mesh.optimal_paths(1)[&3];
+        assert_eq!(path, &vec![1, 2, 3]);
+        assert_eq!(mesh.path_rtt(path), Some(*d));
+        assert_eq!(mesh.path_rtt(&[1, 3]), None);
+        let cost = mesh.graph().path_metrics(path).unwrap().cost_ms;
+        let best = topology::compute_routes(mesh.graph(), 1).unwrap();
+        assert!((best.get(3).unwrap().best.cost_ms - cost).abs() < 1e-3);
+        // ams dead: fra is out of reach, and a path through ams is broken.
+        let without = w.true_mesh(&[1, 3]);
+        assert!(!without.optimal_paths(1).contains_key(&3));
+        assert_eq!(without.path_rtt(&[1, 2, 3]), None);
+        assert_eq!(without.edges(), &[1, 3]);
     }
 
     #[test]
