@@ -484,7 +484,7 @@ impl World {
                 let Some(summary) = true_summary(ab, self.profile(&b.host, &a.host)) else {
                     continue;
                 };
-                rtt[i * n + j] = Some(summary.rtt_ms);
+                rtt[i * n + j] = Some(ab.delay_ms + self.profile(&b.host, &a.host).delay_ms);
                 // World::new and set_override bound every delay, jitter and
                 // loss, so the graph cannot refuse these figures.
                 builder
@@ -521,14 +521,17 @@ impl World {
 /// many probes, from the true one-way profiles there (`ab`) and back (`ba`):
 /// `None` if either way is down.
 ///
-/// - RTT: the two delays;
+/// - RTT: the 25th percentile of the RTT samples (the statistic edges
+///   publish): the two delays less half the interquartile range, the
+///   jitter being symmetric;
 /// - loss: a probe counts as lost if it or its reply is;
 /// - jitter: the interquartile range of the RTT samples (the statistic edges
 ///   publish), see [`rtt_jitter_iqr`].
 pub fn true_summary(ab: LinkProfile, ba: LinkProfile) -> Option<LinkSummary> {
+    let iqr = rtt_jitter_iqr(ab.jitter_ms, ba.jitter_ms);
     (!ab.down && !ba.down).then(|| LinkSummary {
-        rtt_ms: ab.delay_ms + ba.delay_ms,
-        jitter_ms: rtt_jitter_iqr(ab.jitter_ms, ba.jitter_ms),
+        rtt_ms: (ab.delay_ms + ba.delay_ms - iqr / 2.0).max(0.0),
+        jitter_ms: iqr,
         loss: 1.0 - (1.0 - ab.loss) * (1.0 - ba.loss),
         samples: TRUE_SUMMARY_SAMPLES,
     })
@@ -753,12 +756,15 @@ mod tests {
         .unwrap();
         let w = World::new(f).unwrap();
         let s = w.true_summary(1, 2).unwrap();
-        assert_eq!(s.rtt_ms, w.edge_rtt(1, 2).unwrap());
+        // The 25th percentile: the mean RTT less half the interquartile
+        // range.
+        let rtt = w.edge_rtt(1, 2).unwrap();
+        assert!((s.rtt_ms - (rtt - s.jitter_ms / 2.0)).abs() < 1e-9, "{s:?}");
         assert!((s.loss - (1.0 - 0.99 * 0.99)).abs() < 1e-12);
         assert!((s.jitter_ms - 1.1716).abs() < 1e-4, "{}", s.jitter_ms);
         assert!(w.true_summary(1, 3).is_none(), "lhr-fra is down");
         let mesh = w.true_mesh(&[1, 2, 3]);
-        assert_eq!(mesh.rtt(1, 2), Some(s.rtt_ms));
+        assert_eq!(mesh.rtt(1, 2), Some(rtt));
         assert_eq!(mesh.graph().link(1, 2), Some(&s));
         assert!(mesh.graph().link(1, 3).is_none());
         // lhr -> fra only through ams; the cost graph agrees.
