@@ -38,6 +38,7 @@ pub struct Directory {
     /// Generations start from the wall clock so a restarted edge's reports
     /// supersede its previous life's.
     generation_base: u64,
+    started: Instant,
 }
 
 #[derive(Default)]
@@ -67,7 +68,21 @@ impl Directory {
         Directory {
             homed: Mutex::default(),
             generation_base: micros.saturating_mul(1_000),
+            started: Instant::now(),
         }
+    }
+
+    /// Where a channel's local generation starts when this edge takes it up
+    /// (again): above anything an earlier instance of the channel on this
+    /// edge reported, since that one counted from an earlier instant (at
+    /// most a thousand changes per microsecond). A channel is dropped when
+    /// its last member leaves, after a withdrawal at its last generation;
+    /// restarting from zero made homes ignore the next member's reports as
+    /// stale until the withdrawal expired (3.5 s without media for a
+    /// client failing over to an edge that had just lost the channel's last
+    /// member).
+    pub fn channel_generation_start(&self) -> u64 {
+        (self.started.elapsed().as_micros() as u64).saturating_mul(1_000)
     }
 
     pub fn homed_channels(&self) -> usize {
@@ -109,7 +124,9 @@ impl EdgeCore {
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
         };
-        for home in self.homes(ch.id) {
+        let homes = self.homes(ch.id);
+        tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), "directory report");
+        for home in homes {
             if home == self.id {
                 self.apply_report(report.clone());
                 continue;
@@ -189,6 +206,7 @@ impl EdgeCore {
                 }
             }
         };
+        tracing::debug!(edge = self.id, channel = %ChannelId(r.channel_id), reporter = r.reporter_edge, changed, "directory report applied");
         if changed {
             self.push_update(ChannelId(r.channel_id));
         }
@@ -280,6 +298,7 @@ impl EdgeCore {
             if changed {
                 st.remote_version += 1;
             }
+            tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, changed, remote = ?st.remote.keys().collect::<Vec<_>>(), "directory update applied");
         });
     }
 

@@ -71,7 +71,11 @@ impl EdgeCore {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let ch = map
             .entry(id)
-            .or_insert_with(|| Channel::new(id, app, name))
+            .or_insert_with(|| {
+                let ch = Channel::new(id, app, name);
+                ch.write().local_generation = self.directory.channel_generation_start();
+                ch
+            })
             .clone();
         self.metrics.channels.set(map.len() as f64);
         ch
