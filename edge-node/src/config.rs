@@ -85,8 +85,8 @@ pub struct ControlSection {
     #[serde(default = "default_probes_per_region")]
     pub probes_per_other_region: usize,
     /// Meshes of at most this many edges are probed in full (every edge
-    /// probes every other). 64: 63 targets at the slow probe rate cost
-    /// about 4.4 KB/s each way.
+    /// probes every other). 64: 63 targets at the slow probe rate (one
+    /// every 2 s) cost about 2.2 KB/s each way.
     #[serde(default = "default_probe_full_mesh_max_edges")]
     pub probe_full_mesh_max_edges: usize,
 }

@@ -32,9 +32,18 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 pub const ENTRY_TTL: Duration = Duration::from_millis(3_500);
 /// Homes per channel.
 pub const REPLICAS: usize = 2;
+/// A home pushes a change at most this long after the report that made it,
+/// with every other change of the channel in the meantime: a burst of joins
+/// (a broadcast starting, clients failing over from a dead edge) costs one
+/// push to every member edge instead of one per join. Small next to the
+/// failover budget.
+pub const PUSH_COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Directory {
     homed: Mutex<HashMap<ChannelId, Home>>,
+    /// Homed channels changed since their last push (see [`PUSH_COALESCE`]).
+    changed: Mutex<std::collections::HashSet<ChannelId>>,
+    changed_notify: tokio::sync::Notify,
     /// Generations start from the wall clock so a restarted edge's reports
     /// supersede its previous life's.
     generation_base: u64,
@@ -67,6 +76,8 @@ impl Directory {
             .unwrap_or(0);
         Directory {
             homed: Mutex::default(),
+            changed: Mutex::default(),
+            changed_notify: tokio::sync::Notify::new(),
             generation_base: micros.saturating_mul(1_000),
             started: Instant::now(),
         }
@@ -208,7 +219,29 @@ impl EdgeCore {
         };
         tracing::debug!(edge = self.id, channel = %ChannelId(r.channel_id), reporter = r.reporter_edge, changed, "directory report applied");
         if changed {
-            self.push_update(ChannelId(r.channel_id));
+            let first = self
+                .directory
+                .changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ChannelId(r.channel_id));
+            if first {
+                self.directory.changed_notify.notify_one();
+            }
+        }
+    }
+
+    /// Push the homed channels that changed since their last push.
+    fn push_changed(&self) {
+        let changed = std::mem::take(
+            &mut *self
+                .directory
+                .changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for ch in changed {
+            self.push_update(ch);
         }
     }
 
@@ -265,6 +298,30 @@ impl EdgeCore {
             return;
         };
         let expires = Instant::now() + ENTRY_TTL;
+        // Most updates are a home's refresh of what this edge already has:
+        // then only the expiries move, without `update`'s diff of every
+        // member's view (a broadcast channel's hundreds of members, once a
+        // second from each home, made that most of a busy edge's work).
+        let news = |st: &crate::channel::ChannelState| {
+            u.edges.iter().any(|e| {
+                e.edge_id != self.id
+                    && match st.remote.get(&e.edge_id) {
+                        None => !e.members.is_empty(),
+                        Some(r) => r.members != e.members,
+                    }
+            })
+        };
+        if !news(&ch.read()) {
+            let mut st = ch.write();
+            if !news(&st) {
+                for e in u.edges.iter().filter(|e| e.edge_id != self.id) {
+                    if let Some(r) = st.remote.get_mut(&e.edge_id) {
+                        r.expires = r.expires.max(expires);
+                    }
+                }
+                return;
+            }
+        }
         ch.update(|st| {
             let mut changed = false;
             for e in &u.edges {
@@ -330,28 +387,47 @@ impl EdgeCore {
             homed.retain(|_, h| !h.edges.is_empty());
             homed.keys().copied().collect()
         };
+        self.directory
+            .changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         for ch in homed {
             self.push_update(ch);
         }
     }
 }
 
-/// Refresh every [`REFRESH`], and at once when the routes change: a change
-/// often means a relay died, and reports or updates sent through it in the
-/// last moments were lost; waiting for the next round would add up to a
-/// second to a failover.
+/// Refresh every [`REFRESH`], and at once when this edge sees a peer die:
+/// reports or updates sent through it in its last moments were lost, and
+/// waiting for the next round would add up to a second to a failover.
+/// Not on every route change: routes move for many reasons, and on a busy
+/// mesh a refresh per change (every channel reported, every homed channel
+/// pushed to all its edges) fed the load that moved them.
 pub async fn run_refresh(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut routes = core.routes.clone();
+    let mut dead = core.prober.dead();
+    let mut was_dead = dead.borrow_and_update().clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            changed = routes.changed() => {
+            changed = dead.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                let now_dead = dead.borrow_and_update().clone();
+                let died = now_dead.difference(&was_dead).next().is_some();
+                was_dead = now_dead;
+                if !died {
+                    continue;
+                }
                 tick.reset();
+            }
+            _ = core.directory.changed_notify.notified() => {
+                tokio::time::sleep(PUSH_COALESCE).await;
+                core.push_changed();
+                continue;
             }
         }
         core.refresh();

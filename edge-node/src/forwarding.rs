@@ -174,9 +174,15 @@ impl EdgeCore {
     /// Send `msg` (from `origin`'s client) to the edges `dests`, along trees
     /// from this edge's current routes.
     pub fn relay_message(&self, origin: EdgeId, dests: &[EdgeId], msg: &pb::ChatMessage) {
-        for t in self.trees_to(dests) {
+        self.relay_message_along(origin, &self.trees_to(dests), msg);
+    }
+
+    /// Send `msg` (from `origin`'s client) along `trees`, rooted at this
+    /// edge.
+    pub fn relay_message_along(&self, origin: EdgeId, trees: &[RouteTree], msg: &pb::ChatMessage) {
+        for t in trees {
             let hop = INITIAL_HOP_LIMIT.max(t.depth() as u8) as u32;
-            self.send_along(&t, |nodes| {
+            self.send_along(t, |nodes| {
                 RK::Message(pb::RelayMessage {
                     origin_edge: origin,
                     hop_limit: hop,

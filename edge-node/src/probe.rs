@@ -19,26 +19,33 @@ use topology::{LinkStats, LinkSummary};
 use tracing::{info, warn};
 
 use crate::edge::EdgeCore;
-use crate::routes::RouteTable;
 
-/// Peers this edge forwards through (next hops of its paths and backups,
-/// and peers it relayed to lately) are probed every 200 ms: a dead next hop
-/// is noticed within about 0.6 s plus its RTT (three missed probes), which
-/// leaves time inside the design's one-second failover budget; at 17-byte
-/// probes (~70 bytes on the wire) it costs 350 B/s per target, nothing next
-/// to media.
+/// Peers this edge relays traffic to are probed every 200 ms: a dead next
+/// hop is noticed within about 0.6 s plus its RTT (three missed probes),
+/// which leaves time inside the design's one-second failover budget; at
+/// 17-byte probes (~70 bytes on the wire) it costs 350 B/s per target,
+/// nothing next to the traffic it protects.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
-/// Other targets are only measured, for route computation: one probe every
-/// this many rounds (1 s). Their liveness matters to nobody until they
-/// become a next hop, and their RTT window (`topology::probe::RTT_WINDOW`
-/// samples) then spans 20 s, ample for links whose figures move on the
-/// scale of minutes. It keeps a full mesh of a few dozen edges cheap.
-pub const SLOW_PROBE_ROUNDS: u64 = 5;
-/// A peer this edge relayed traffic to within this long is probed as a
-/// next hop: a relay on somebody else's path must see its next hop die as
-/// fast as the path's ingress would (it repairs around it, see
-/// `forwarding`).
+/// Every other target is only measured, for route computation and for the
+/// moment it carries traffic: one probe every this many rounds (2 s).
+/// Nobody needs to know within a second that an idle link died (a path
+/// that starts using it promotes it to the fast rate, and a dead edge
+/// leaves the registry within its lease), and its RTT window
+/// (`topology::probe::RTT_WINDOW` samples, 40 s) follows links whose
+/// figures move on the scale of minutes. Probing every path's next hop
+/// fast instead, a 60-edge full mesh (mostly direct paths: every peer a
+/// next hop) sent 18,000 probes a second, most of a 2-core lab's CPU.
+pub const SLOW_PROBE_ROUNDS: u64 = 10;
+/// A peer this edge relayed traffic to within this long is probed at the
+/// fast rate: whichever edge of a path it is (ingress or relay on somebody
+/// else's path), it must see its next hop die at once (it repairs around
+/// it, see `forwarding`).
 pub const RECENT_TRAFFIC: Duration = Duration::from_secs(5);
+/// Link metrics are refreshed every this many rounds (1 s): Prometheus
+/// scrapes them every few seconds, and each refresh sorts every link's RTT
+/// window.
+const METRICS_ROUNDS: u64 = 5;
+
 /// A probe unanswered this long is lost. 1 s: longer than any RTT on Earth
 /// (about 400 ms at worst through a congested path), so only real losses
 /// count.
@@ -207,34 +214,21 @@ fn is_alive(t: &Target, now: Instant) -> bool {
         || now.saturating_duration_since(t.interval_since) <= dead_after(t)
 }
 
-/// The peers probed as next hops: the first hops of the table's paths and
-/// backups, and the peers this edge relayed to lately.
-fn fast_targets(me: EdgeId, table: &RouteTable, relayed_to: Vec<EdgeId>) -> BTreeSet<EdgeId> {
-    let mut fast: BTreeSet<EdgeId> = table
-        .paths
-        .values()
-        .chain(table.backups.values())
-        .filter_map(|p| p.get(1).copied())
-        .chain(relayed_to)
-        .collect();
-    fast.remove(&me);
-    fast
-}
-
 /// Probe the current table's targets until the edge stops.
 pub async fn run(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_dead = BTreeSet::new();
     let mut was_probed = BTreeSet::new();
-    loop {
+    for round in 0u64.. {
         tick.tick().await;
         let table = core.route_table();
-        let fast = fast_targets(
-            core.id,
-            &table,
-            core.relay.relayed_to_within(RECENT_TRAFFIC),
-        );
+        let mut fast: BTreeSet<EdgeId> = core
+            .relay
+            .relayed_to_within(RECENT_TRAFFIC)
+            .into_iter()
+            .collect();
+        fast.remove(&core.id);
         let mut slow: BTreeSet<EdgeId> = table.probe.iter().copied().collect();
         slow.remove(&core.id);
         core.prober.round(&fast, &slow, |peer, probe| {
@@ -248,20 +242,23 @@ pub async fn run(core: Arc<EdgeCore>) {
         core.metrics.dead_peers.set(dead.len() as f64);
         // Link metrics and up/down events, as the prober sees them.
         let probed: BTreeSet<EdgeId> = fast.union(&slow).copied().collect();
-        let links = core.prober.links();
-        for l in &links {
-            let s = &l.summary;
-            core.metrics.link(
-                l.peer,
-                Duration::from_secs_f64(s.rtt_ms / 1e3),
-                Duration::from_secs_f64(s.jitter_ms / 1e3),
-                s.loss,
-                !dead.contains(&l.peer),
-            );
-        }
-        let unmeasured = dead.iter().filter(|p| !links.iter().any(|l| l.peer == **p));
-        for peer in was_probed.difference(&probed).chain(unmeasured) {
-            core.metrics.link_down(*peer);
+        if round.is_multiple_of(METRICS_ROUNDS) {
+            let links = core.prober.links();
+            for l in &links {
+                let s = &l.summary;
+                core.metrics.link(
+                    l.peer,
+                    Duration::from_secs_f64(s.rtt_ms / 1e3),
+                    Duration::from_secs_f64(s.jitter_ms / 1e3),
+                    s.loss,
+                    !dead.contains(&l.peer),
+                );
+            }
+            let unmeasured = dead.iter().filter(|p| !links.iter().any(|l| l.peer == **p));
+            for peer in was_probed.difference(&probed).chain(unmeasured) {
+                core.metrics.link_down(*peer);
+            }
+            was_probed = probed.clone();
         }
         for peer in dead.difference(&was_dead) {
             warn!(edge = core.id, peer, "link down: probes unanswered");
@@ -273,7 +270,6 @@ pub async fn run(core: Arc<EdgeCore>) {
             }
         }
         was_dead = dead;
-        was_probed = probed;
     }
 }
 
@@ -316,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn slow_targets_are_probed_once_in_five_rounds_and_die_slower() {
+    fn slow_targets_are_probed_once_in_ten_rounds_and_die_slower() {
         let p = Prober::default();
         let (fast, slow) = (set(&[2]), set(&[2, 3, 4, 5, 6, 7]));
         let mut sent: HashMap<EdgeId, usize> = HashMap::new();
@@ -328,14 +324,24 @@ mod tests {
             });
         }
         assert_eq!(p.targets.lock().unwrap()[&7].stats.loss(), 0.0);
-        assert_eq!(sent[&2], 20, "fast: every round");
+        assert_eq!(
+            sent[&2],
+            4 * SLOW_PROBE_ROUNDS as usize,
+            "fast: every round"
+        );
         for peer in 3..=7 {
-            assert_eq!(sent[&peer], 4, "slow: once in five rounds ({peer})");
+            assert_eq!(
+                sent[&peer], 4,
+                "slow: once in {SLOW_PROBE_ROUNDS} rounds ({peer})"
+            );
         }
         // A slow target is given its interval before it is dead.
         let mut targets = p.targets.lock().unwrap();
         let t = targets.get_mut(&3).unwrap();
-        assert_eq!(dead_after(t), PROBE_INTERVAL * 5 * DEAD_AFTER_INTERVALS);
+        assert_eq!(
+            dead_after(t),
+            PROBE_INTERVAL * SLOW_PROBE_ROUNDS as u32 * DEAD_AFTER_INTERVALS
+        );
         // Heard from 0.8 s ago at the slow rate, then promoted: alive until
         // the fast rate's own deadline has passed since the promotion.
         let now = Instant::now();
@@ -345,15 +351,5 @@ mod tests {
         t.interval_since = now;
         assert!(is_alive(t, now + Duration::from_millis(500)));
         assert!(!is_alive(t, now + dead_after(t) + Duration::from_millis(1)));
-    }
-
-    #[test]
-    fn next_hops_and_recent_relay_peers_are_fast() {
-        let mut t = RouteTable::default();
-        t.paths.insert(5, vec![1, 2, 5]);
-        t.paths.insert(2, vec![1, 2]);
-        t.backups.insert(5, vec![1, 3, 5]);
-        t.probe.extend([2, 3, 4, 5, 6]);
-        assert_eq!(fast_targets(1, &t, vec![6, 1]), set(&[2, 3, 6]));
     }
 }

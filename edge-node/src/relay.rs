@@ -402,10 +402,12 @@ fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
 }
 
 /// Messages written to a link this long before its peer was seen dead may
-/// have died with it (in its queues, or in its connection's stream). 10 s:
-/// death is seen within about a second, and a relay that holds messages
-/// longer than a few seconds is already failing its users.
-pub const RESEND_WINDOW: Duration = Duration::from_secs(10);
+/// have died with it (in its queues, or in its connection's stream). 3 s:
+/// death is seen within about a second of the last answer, and a live relay
+/// passes a message on within its link's round trips (a relay holding
+/// messages longer is already failing its users); every message in the
+/// window is sent again, so longer costs duplicates at every death.
+pub const RESEND_WINDOW: Duration = Duration::from_secs(3);
 
 /// `dead` stopped answering probes: send the messages this edge wrote to it
 /// lately around it, each to the destinations of the subtree it carried
@@ -422,6 +424,8 @@ pub fn resend_around(core: &EdgeCore, dead: EdgeId) {
     let handed = link.recent(RESEND_WINDOW);
     // Still queued (its connection stopped taking data when the peer did).
     let queued = link.frames.messages();
+    // Trees are built once per destination set, not per message.
+    let mut trees: HashMap<Vec<EdgeId>, Vec<protocol::route_tree::RouteTree>> = HashMap::new();
     for rm in handed.into_iter().chain(queued) {
         // Destinations beyond the dead peer; its own members get the
         // retained copy if it comes back.
@@ -431,10 +435,14 @@ pub fn resend_around(core: &EdgeCore, dead: EdgeId) {
             .filter(|n| n.deliver && n.edge_id != dead)
             .map(|n| n.edge_id)
             .collect();
-        if let (false, Some(msg)) = (dests.is_empty(), rm.message) {
-            core.relay_message(rm.origin_edge, &dests, &msg);
-            resent += 1;
-        }
+        let (false, Some(msg)) = (dests.is_empty(), rm.message) else {
+            continue;
+        };
+        let trees = trees
+            .entry(dests)
+            .or_insert_with_key(|dests| core.trees_to(dests));
+        core.relay_message_along(rm.origin_edge, trees, &msg);
+        resent += 1;
     }
     if resent > 0 {
         core.metrics.relay_messages_resent(resent);

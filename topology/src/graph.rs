@@ -52,10 +52,11 @@ pub struct NodeInfo {
 /// rtt + jitter_weight × jitter + 2 × loss / (1 - loss) × (rtt + loss_repair_overhead_ms)
 /// ```
 ///
-/// with the probes' RTT (25th percentile), jitter (interquartile range) and
-/// loss (both ways; see [`crate::probe`]). RTT plus one interquartile range
-/// is the link's 75th-percentile RTT: what a receiver's jitter buffer
-/// waits for, robust to outliers. Loss costs what repairing it costs: a
+/// with the probes' RTT (25th percentile), jitter (twice the distance from
+/// it to the median: the interquartile range for symmetric jitter) and loss
+/// (both ways; see [`crate::probe`]). RTT plus jitter is then the link's
+/// 75th-percentile RTT: what a receiver's jitter buffer waits for, robust
+/// to outliers. Loss costs what repairing it costs: a
 /// lost packet is resent by the hop that lost it (QUIC does so for messages
 /// on every relay link; media repair per hop follows the same rule), which
 /// costs one more RTT of that link plus the time to notice the gap
@@ -72,9 +73,8 @@ pub struct CostModel {
     /// seen when the next packet of the stream arrives (audio every 20-40
     /// ms, video frames every 33 ms) and the request is paced. 30 ms.
     pub loss_repair_overhead_ms: f64,
-    /// Multiplier of the jitter estimate (the RTT's interquartile range)
-    /// added to the cost. 1: RTT + jitter is the link's 75th-percentile
-    /// RTT.
+    /// Multiplier of the jitter estimate added to the cost. 1: RTT +
+    /// jitter is the link's 75th-percentile RTT.
     pub jitter_weight: f64,
     /// Links whose loss is at or above this are treated as down and left out
     /// of the graph. 0.5: beyond it even protected audio breaks up and the

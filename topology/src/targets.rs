@@ -43,8 +43,8 @@ use crate::synth::XorShift64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbePolicy {
     /// Meshes of at most this many edges are probed in full. 64: 63 targets
-    /// at the edges' slow probe rate (one a second) is about 4.4 KB/s each
-    /// way per edge.
+    /// at the edges' slow probe rate (one every 2 s; links carrying traffic
+    /// are probed faster) is about 2.2 KB/s each way per edge.
     pub full_mesh_max_edges: usize,
     /// An edge probes every other edge of its region while the region has
     /// at most this many edges. 32: regions are where most traffic turns
@@ -57,8 +57,8 @@ pub struct ProbePolicy {
     /// Edges explored at once per region, beyond the best ones.
     pub explore_per_region: usize,
     /// For how many selections an explored edge stays a target. At one
-    /// selection a second, 10 s: about ten samples at the slow probe rate,
-    /// enough for its RTT.
+    /// selection a second, 20 s: ten samples at the slow probe rate (one
+    /// every 2 s), enough for its RTT.
     pub explore_ticks: u64,
 }
 
@@ -69,7 +69,7 @@ impl Default for ProbePolicy {
             region_full_mesh_max: 32,
             best_per_region: 3,
             explore_per_region: 1,
-            explore_ticks: 10,
+            explore_ticks: 20,
         }
     }
 }

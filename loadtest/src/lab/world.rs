@@ -525,8 +525,9 @@ impl World {
 ///   publish): the two delays less half the interquartile range, the
 ///   jitter being symmetric;
 /// - loss: a probe counts as lost if it or its reply is;
-/// - jitter: the interquartile range of the RTT samples (the statistic edges
-///   publish), see [`rtt_jitter_iqr`].
+/// - jitter: what edges publish, twice the distance from the RTT samples'
+///   25th percentile to their median: for this symmetric noise, their
+///   interquartile range, see [`rtt_jitter_iqr`].
 pub fn true_summary(ab: LinkProfile, ba: LinkProfile) -> Option<LinkSummary> {
     let iqr = rtt_jitter_iqr(ab.jitter_ms, ba.jitter_ms);
     (!ab.down && !ba.down).then(|| LinkSummary {
