@@ -27,7 +27,10 @@ use crate::edge::EdgeCore;
 /// nothing next to the traffic it protects.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// Every other target is only measured, for route computation and for the
-/// moment it carries traffic: one probe every this many rounds (2 s).
+/// moment it carries traffic: one probe every this many rounds (2 s), once
+/// it is measured well enough (`topology::LinkStats::wants_samples`: a few
+/// replies, and a full loss window if it loses probes; until then, every
+/// round).
 /// Nobody needs to know within a second that an idle link died (a path
 /// that starts using it promotes it to the fast rate, and a dead edge
 /// leaves the registry within its lease), and its RTT window
@@ -36,6 +39,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// fast instead, a 60-edge full mesh (mostly direct paths: every peer a
 /// next hop) sent 18,000 probes a second, most of a 2-core lab's CPU.
 pub const SLOW_PROBE_ROUNDS: u64 = 10;
+/// Slow targets measured at the fast rate at once, at most: new targets and
+/// targets that lost a probe want a few hundred samples, and a busy machine
+/// losing probes everywhere must not turn every link into a fast one (on a
+/// loaded 60-edge lab that fed the load that lost the probes). The others
+/// wait their turn at the slow rate.
+pub const MEASURED_AT_ONCE: usize = 4;
 /// A peer this edge relayed traffic to within this long is probed at the
 /// fast rate: whichever edge of a path it is (ingress or relay on somebody
 /// else's path), it must see its next hop die at once (it repairs around
@@ -62,6 +71,9 @@ pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
 struct Target {
     stats: LinkStats,
     probing_since: Instant,
+    /// A slow target still being measured (`LinkStats::wants_samples`,
+    /// checked at each of its slow rounds) is probed at the fast rate.
+    measuring: bool,
     /// How often it is probed now, and since when: silence is counted from
     /// then at the earliest, so a target promoted to the fast rate is not
     /// dead for having been probed slowly before.
@@ -157,19 +169,40 @@ impl Prober {
         let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|peer, _| fast.contains(peer) || slow.contains(peer));
         let mut dead = BTreeSet::new();
+        let mut measuring = map
+            .iter()
+            .filter(|(p, t)| t.measuring && !fast.contains(p))
+            .count();
         let tiers = fast.iter().map(|p| (*p, 1)).chain(
             slow.iter()
                 .filter(|p| !fast.contains(p))
                 .map(|p| (*p, SLOW_PROBE_ROUNDS)),
         );
-        for (peer, every) in tiers {
-            let interval = PROBE_INTERVAL * every as u32;
+        for (peer, tier) in tiers {
             let t = map.entry(peer).or_insert_with(|| Target {
                 stats: LinkStats::default(),
                 probing_since: now,
-                interval,
+                measuring: false,
+                interval: PROBE_INTERVAL,
                 interval_since: now,
             });
+            if tier > 1
+                && (t.stats.samples() == 0
+                    || (round + peer as u64).is_multiple_of(SLOW_PROBE_ROUNDS))
+            {
+                let wants =
+                    t.stats.wants_samples() && (t.measuring || measuring < MEASURED_AT_ONCE);
+                if wants != t.measuring {
+                    t.measuring = wants;
+                    if wants {
+                        measuring += 1;
+                    } else {
+                        measuring -= 1;
+                    }
+                }
+            }
+            let every = if t.measuring { 1 } else { tier };
+            let interval = PROBE_INTERVAL * every as u32;
             if t.interval != interval {
                 t.interval = interval;
                 t.interval_since = now;
@@ -312,9 +345,57 @@ mod tests {
     }
 
     #[test]
+    fn new_and_lossy_slow_targets_are_measured_at_the_fast_rate() {
+        let p = Prober::default();
+        let (none, slow) = (BTreeSet::new(), set(&[2, 3]));
+        let mut sent: HashMap<EdgeId, usize> = HashMap::new();
+        // New: probed every round until a few replies came.
+        for _ in 0..SLOW_PROBE_ROUNDS {
+            p.round(&none, &slow, |peer, _| {
+                *sent.entry(peer).or_default() += 1;
+                true
+            });
+        }
+        assert_eq!(sent[&2], SLOW_PROBE_ROUNDS as usize);
+        // Clean replies to 2; 3 loses a probe now and then.
+        {
+            let mut targets = p.targets.lock().unwrap();
+            for (peer, t) in targets.iter_mut() {
+                for seq in 2000..2010 {
+                    t.stats.on_probe_sent(seq, Instant::now());
+                    if *peer == 3 && seq == 2004 {
+                        t.stats.on_timeout(seq);
+                    } else {
+                        t.stats.on_reply(seq, Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        sent.clear();
+        for _ in 0..SLOW_PROBE_ROUNDS * 2 {
+            p.round(&none, &slow, |peer, _| {
+                *sent.entry(peer).or_default() += 1;
+                true
+            });
+        }
+        // 2 drops to the slow rate at its next slow round.
+        assert!(sent[&2] <= 12, "measured: back to the slow rate ({sent:?})");
+        assert_eq!(sent[&3], 20, "a lost probe: measured at the fast rate");
+    }
+
+    #[test]
     fn slow_targets_are_probed_once_in_ten_rounds_and_die_slower() {
         let p = Prober::default();
         let (fast, slow) = (set(&[2]), set(&[2, 3, 4, 5, 6, 7]));
+        // Measured well enough already (replies to a few probes).
+        p.round(&slow, &BTreeSet::new(), |_, _| false);
+        for t in p.targets.lock().unwrap().values_mut() {
+            for seq in 1000..1005 {
+                t.stats.on_probe_sent(seq, Instant::now());
+                t.stats.on_reply(seq, Duration::from_millis(10));
+            }
+            t.measuring = false;
+        }
         let mut sent: HashMap<EdgeId, usize> = HashMap::new();
         for _ in 0..SLOW_PROBE_ROUNDS * 4 {
             p.round(&fast, &slow, |peer, _| {
@@ -341,6 +422,7 @@ mod tests {
         assert_eq!(
             dead_after(t),
             PROBE_INTERVAL * SLOW_PROBE_ROUNDS as u32 * DEAD_AFTER_INTERVALS
+                + t.stats.rtt().unwrap()
         );
         // Heard from 0.8 s ago at the slow rate, then promoted: alive until
         // the fast rate's own deadline has passed since the promotion.
@@ -350,6 +432,10 @@ mod tests {
         t.interval = PROBE_INTERVAL;
         t.interval_since = now;
         assert!(is_alive(t, now + Duration::from_millis(500)));
-        assert!(!is_alive(t, now + dead_after(t) + Duration::from_millis(1)));
+        let heard = t.stats.last_heard().unwrap().max(now);
+        assert!(!is_alive(
+            t,
+            heard + dead_after(t) + Duration::from_millis(1)
+        ));
     }
 }

@@ -31,9 +31,12 @@
 //!   link gets the long window's precision (at 5% loss, ±2.1% at 90%
 //!   confidence over 300 probes, against ±5.1% over 50: a 50-probe window read
 //!   0.10 for 0.06), and a link that changes is followed at the short
-//!   window's speed. The summary publishes the lower end of its 90%
-//!   confidence interval ([`LinkStats::loss_interval`]): loss the probes
-//!   show beyond doubt.
+//!   window's speed. [`LinkStats::loss_interval`] gives its confidence
+//!   bounds, and [`LinkStats::wants_samples`] asks for probes at the fast
+//!   rate while a link that lost probes has a short window: one lost probe
+//!   in 28 reads 3.6% (a stall at either end, seen on a loaded lab on
+//!   every link of an edge at once) and is diluted within seconds, and a
+//!   lossy link reaches the long window's precision within a minute.
 //! - **Liveness**: the time the last reply arrived, compared with a deadline.
 //!
 //! No clock is read here: the caller passes every instant and duration, so
@@ -91,9 +94,7 @@ pub struct LinkSummary {
     /// recent RTT samples to their median (their interquartile range when
     /// the spread is symmetric).
     pub jitter_ms: f64,
-    /// Fraction of probes lost (either way) over the adaptive window, 0..=1:
-    /// the lower end of its 90% confidence interval (see
-    /// [`LinkStats::summary`]).
+    /// Fraction of probes lost (either way) over the adaptive window, 0..=1.
     pub loss: f64,
     /// Number of RTT samples (replies) taken since the link's statistics
     /// were created.
@@ -362,20 +363,25 @@ impl LinkStats {
         self.samples
     }
 
+    /// Whether more probes would change what the summary says: fewer than
+    /// [`RTT_MIN_SAMPLES`] replies yet, or a lost probe in the window while
+    /// the window is not yet full. A clean link is measured well enough by
+    /// a few probes; a lossy one needs hundreds before its loss is known
+    /// (the published figure is the lower end of its confidence interval,
+    /// which a short window keeps low), and a link that lost a probe once
+    /// by accident is cleared the same way.
+    pub fn wants_samples(&self) -> bool {
+        let (lost, resolved) = self.losses_over(usize::MAX);
+        self.samples < RTT_MIN_SAMPLES as u64 || (lost > 0 && resolved < self.capacity)
+    }
+
     /// The summary to publish, or `None` before the first reply (a link with
-    /// no RTT is not usable for routing anyway). Its loss is the lower end
-    /// of [`LinkStats::loss_interval`]: the loss the probes show with 95%
-    /// confidence. A probe or two lost on a link otherwise clean (a stall at
-    /// either end, a burst) then costs little: one lost probe in 28 reads
-    /// 0.8% where the point estimate read 3.6% (seen on a loaded lab, on
-    /// every link of an edge at once); a link that really loses is read a
-    /// little low while its window is short (5% over 300 probes reads
-    /// 3.4%).
+    /// no RTT is not usable for routing anyway).
     pub fn summary(&self) -> Option<LinkSummary> {
         Some(LinkSummary {
             rtt_ms: self.rtt_ms()?,
             jitter_ms: self.jitter_ms(),
-            loss: self.loss_interval().0,
+            loss: self.loss(),
             samples: self.samples,
         })
     }
@@ -581,24 +587,21 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_publishes_loss_beyond_doubt() {
+    fn links_that_lose_probes_want_more_until_their_window_is_full() {
         let t0 = Instant::now();
-        // One probe lost in 28: the point estimate says 3.6%, the summary
-        // under 1%.
         let mut s = LinkStats::default();
-        for seq in 0..28u64 {
-            probe(&mut s, t0, seq, (seq != 3).then_some(40.0));
+        assert!(s.wants_samples(), "new");
+        for seq in 0..5u64 {
+            probe(&mut s, t0, seq, Some(40.0));
         }
-        assert!((s.loss() - 1.0 / 28.0).abs() < 1e-9);
-        let loss = s.summary().unwrap().loss;
-        assert!(loss < 0.01, "{loss}");
-        // 6% over 300 probes: read as a little over 4%.
-        let mut s = LinkStats::default();
-        for seq in 0..600u64 {
-            probe(&mut s, t0, seq, (seq % 50 >= 3).then_some(40.0));
+        assert!(!s.wants_samples(), "a few clean replies suffice");
+        probe(&mut s, t0, 5, None);
+        assert!(s.wants_samples(), "a lost probe: measure more");
+        for seq in 6..(LOSS_WINDOW_MAX as u64 + 6) {
+            probe(&mut s, t0, seq, Some(40.0));
         }
-        let loss = s.summary().unwrap().loss;
-        assert!((0.04..0.06).contains(&loss), "{loss}");
+        assert!(!s.wants_samples(), "the window is full");
+        assert!(s.loss() < 0.004, "{}", s.loss());
     }
 
     #[test]

@@ -86,6 +86,21 @@ pub struct PathStretch {
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct CostStretch {
     pub all_pairs: StretchFigures,
+    /// The costliest choices of the last sample (broken first).
+    pub worst: Vec<CostlyPath>,
+}
+
+/// A chosen path against the cheapest, by true cost.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CostlyPath {
+    /// Seconds after the traffic started.
+    pub at_s: f64,
+    /// `None`: broken.
+    pub stretch: Option<f64>,
+    pub chosen: Vec<u32>,
+    pub chosen_cost_ms: Option<f64>,
+    pub cheapest: Vec<u32>,
+    pub cheapest_cost_ms: f64,
 }
 
 /// Observations of one figure.
@@ -137,6 +152,7 @@ pub struct StretchSampler {
     cost_all: Observed,
     worst_all: Vec<StretchedPath>,
     worst_traffic: Vec<StretchedPath>,
+    worst_cost: Vec<CostlyPath>,
     /// Traffic pairs sent over a relay that beats the direct link (or with
     /// the direct link down).
     relayed_better: HashSet<(u32, u32)>,
@@ -161,6 +177,7 @@ impl StretchSampler {
     ) {
         let mut tick_all = Vec::new();
         let mut tick_traffic = Vec::new();
+        let mut tick_cost = Vec::new();
         for &a in mesh.edges() {
             let Some(table) = tables.get(&a) else {
                 continue;
@@ -173,11 +190,20 @@ impl StretchSampler {
                     .path(a, b)
                     .filter(|p| p.first() == Some(&a) && p.last() == Some(&b));
                 if let Some(route) = cheapest.as_ref().and_then(|c| c.get(b)) {
-                    let cost = chosen
+                    let chosen_cost_ms = chosen
                         .as_deref()
                         .and_then(|p| mesh.graph().path_metrics(p))
-                        .map(|m| ratio(m.cost_ms, route.best.cost_ms));
-                    self.cost_all.add((a, b), cost);
+                        .map(|m| m.cost_ms);
+                    let stretch = chosen_cost_ms.map(|c| ratio(c, route.best.cost_ms));
+                    self.cost_all.add((a, b), stretch);
+                    tick_cost.push(CostlyPath {
+                        at_s,
+                        stretch,
+                        chosen: chosen.as_deref().map(<[u32]>::to_vec).unwrap_or_default(),
+                        chosen_cost_ms,
+                        cheapest: route.best.edges.clone(),
+                        cheapest_cost_ms: route.best.cost_ms,
+                    });
                 }
                 // Out of reach through live edges: nothing to be had.
                 let Some((optimal_rtt_ms, optimal)) = optimal.get(&b) else {
@@ -216,8 +242,9 @@ impl StretchSampler {
             of = tick_all.len(),
             "path stretch sample, all pairs"
         );
-        self.worst_all = worst(tick_all);
-        self.worst_traffic = worst(tick_traffic);
+        self.worst_all = worst(tick_all, |p| p.stretch);
+        self.worst_traffic = worst(tick_traffic, |p| p.stretch);
+        self.worst_cost = worst(tick_cost, |p| p.stretch);
     }
 
     /// (path stretch, cost stretch, traffic pairs relayed better than direct).
@@ -234,14 +261,16 @@ impl StretchSampler {
         };
         let cost = CostStretch {
             all_pairs: self.cost_all.figures(),
+            worst: self.worst_cost,
         };
         (path, cost, self.relayed_better.len())
     }
 }
 
-/// The [`WORST`] most stretched of one sample, broken ones first.
-fn worst(mut tick: Vec<StretchedPath>) -> Vec<StretchedPath> {
-    let key = |p: &StretchedPath| p.stretch.unwrap_or(f64::INFINITY);
+/// The [`WORST`] most stretched of one sample, broken ones (no stretch)
+/// first.
+fn worst<T>(mut tick: Vec<T>, stretch: impl Fn(&T) -> Option<f64>) -> Vec<T> {
+    let key = |p: &T| stretch(p).unwrap_or(f64::INFINITY);
     tick.sort_by(|x, y| key(y).total_cmp(&key(x)));
     tick.truncate(WORST);
     tick
