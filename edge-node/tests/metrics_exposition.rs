@@ -854,7 +854,8 @@ async fn a_real_prometheus_scrapes_the_lab_and_answers_link_queries() {
         "edge=~\"{}\"",
         ids.iter().cloned().collect::<Vec<_>>().join("|")
     );
-    let p50 = format!("histogram_quantile(0.5, sum by (edge, peer, le) (rate(rtn_edge_link_rtt_seconds_bucket{{{mine}, job=\"rtn-edge\"}}[5s])))");
+    // 10 s: peers carrying no traffic are probed every 2 s.
+    let p50 = format!("histogram_quantile(0.5, sum by (edge, peer, le) (rate(rtn_edge_link_rtt_seconds_bucket{{{mine}, job=\"rtn-edge\"}}[10s])))");
     loop {
         let up = query(prom_addr, "up").await;
         let all_up = results(&up).len() == 4 && results(&up).iter().all(|r| r["value"][1] == "1");
@@ -882,10 +883,12 @@ async fn a_real_prometheus_scrapes_the_lab_and_answers_link_queries() {
         (format!("rtn_edge_link_jitter_seconds{{{mine}}}"), 0.0, 0.05),
         (format!("rtn_edge_link_loss_ratio{{{mine}}}"), 0.0, 1.0),
         (format!("rtn_edge_link_up{{{mine}}}"), 1.0, 1.0),
+        // Every 2 s to idle peers, every 200 ms to those carrying traffic
+        // or being measured.
         (
-            format!("rate(rtn_edge_probes_sent_total{{{mine}}}[5s])"),
-            1.0,
-            10.0,
+            format!("rate(rtn_edge_probes_sent_total{{{mine}}}[10s])"),
+            0.3,
+            6.0,
         ),
     ] {
         let v = query(prom_addr, &format!("max by (edge, peer) ({q})")).await;

@@ -28,7 +28,7 @@ use edge_node::config::NetemSection;
 use edge_node::netem::LinkProfile;
 use edge_node::tls::DevPki;
 use protocol::EdgeId;
-use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
+use sdk::{Event, TrackKind};
 
 /// Messages sent, one every [`EVERY`]; the relay dies after a third of them.
 const MESSAGES: u64 = 300;
@@ -36,16 +36,6 @@ const EVERY: Duration = Duration::from_millis(10);
 
 fn ip(edge: EdgeId) -> IpAddr {
     IpAddr::from([127, 0, 0, 40 + edge as u8])
-}
-
-fn sdk_config(mesh: &Mesh, id: EdgeId) -> ClientConfig {
-    ClientConfig::new(
-        vec![EdgeCandidate {
-            addr: mesh.edge(id).addr(),
-            server_name: "localhost".into(),
-        }],
-        mesh.pki.ca_pem().into_bytes(),
-    )
 }
 
 /// Apply `f` to the emulated network of every edge (each holds its own).
@@ -96,18 +86,14 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, in_flight: bool) {
         };
         wan_all(&mesh, |w| w.set_link(ip(victim), ip(4), slow).unwrap());
     }
-    let mut sender_config = sdk_config(&mesh, 1);
+    let mut sender_config = sdk_config(&mesh, &[1]);
     sender_config.replay_window = 0;
-    let sender = Client::connect(sender_config).await.unwrap();
-    let receiver = Client::connect(sdk_config(&mesh, 4)).await.unwrap();
-    let _rx_room = receiver
-        .join(&token("chat", "rita", false, true), "chat", true)
-        .await
-        .unwrap();
-    let room = sender
-        .join(&token("chat", "sam", true, true), "chat", true)
-        .await
-        .unwrap();
+    let Call {
+        sender,
+        receiver,
+        room,
+        rx_room: _rx_room,
+    } = Call::start(sender_config, sdk_config(&mesh, &[4])).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
 
     // Media flows (through the path) before anything is measured.

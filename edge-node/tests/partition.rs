@@ -13,23 +13,13 @@ use common::*;
 use edge_node::config::NetemSection;
 use edge_node::netem::LinkProfile;
 use edge_node::tls::DevPki;
-use sdk::{Client, ClientConfig, EdgeCandidate, Event};
+use sdk::Event;
 
 const BEFORE: u64 = 20;
 const DURING: u64 = 60;
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
-}
-
-fn sdk_config(mesh: &Mesh, id: u32) -> ClientConfig {
-    ClientConfig::new(
-        vec![EdgeCandidate {
-            addr: mesh.edge(id).addr(),
-            server_name: "localhost".into(),
-        }],
-        mesh.pki.ca_pem().into_bytes(),
-    )
 }
 
 fn cut(mesh: &Mesh, down: bool) {
@@ -63,18 +53,14 @@ async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
 
         // The sender's SDK keeps no acknowledged messages for a replay to
         // members that reappear: the edges alone must deliver them.
-        let mut sender_config = sdk_config(&mesh, 1);
+        let mut sender_config = sdk_config(&mesh, &[1]);
         sender_config.replay_window = 0;
-        let sender = Client::connect(sender_config).await.unwrap();
-        let receiver = Client::connect(sdk_config(&mesh, 2)).await.unwrap();
-        let _rx_room = receiver
-            .join(&token("chat", "rita", false, true), "chat", true)
-            .await
-            .unwrap();
-        let room = sender
-            .join(&token("chat", "sam", true, true), "chat", true)
-            .await
-            .unwrap();
+        let Call {
+            sender,
+            receiver,
+            room,
+            rx_room: _rx_room,
+        } = Call::start(sender_config, sdk_config(&mesh, &[2])).await;
         // Rita is a member as far as sam's edge knows (with no replay
         // window, a message sent before that reaches nobody).
         tokio::time::timeout(Duration::from_secs(5), async {

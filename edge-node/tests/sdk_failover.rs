@@ -7,18 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
-
-fn sdk_config(mesh: &Mesh, order: &[u32]) -> ClientConfig {
-    let edges = order
-        .iter()
-        .map(|id| EdgeCandidate {
-            addr: mesh.edge(*id).addr(),
-            server_name: "localhost".into(),
-        })
-        .collect();
-    ClientConfig::new(edges, mesh.pki.ca_pem().into_bytes())
-}
+use sdk::{Client, Event, TrackKind};
 
 async fn restart(mesh: &mut Mesh, id: u32) {
     let i = mesh.edges.iter().position(|e| e.id() == id).unwrap();
@@ -34,18 +23,13 @@ async fn restart(mesh: &mut Mesh, id: u32) {
 #[tokio::test]
 async fn messages_survive_edge_restarts_in_order_without_duplicates() {
     let mut mesh = Mesh::start(2).await;
-    let sender = Client::connect(sdk_config(&mesh, &[1, 2])).await.unwrap();
-    let receiver = Client::connect(sdk_config(&mesh, &[2, 1])).await.unwrap();
-    let rx_room = receiver
-        .join(&token("chat", "rita", false, true), "chat", true)
-        .await
-        .unwrap();
-    let room = sender
-        .join(&token("chat", "sam", true, true), "chat", true)
-        .await
-        .unwrap();
+    let Call {
+        sender,
+        receiver,
+        room,
+        rx_room: _rx_room,
+    } = Call::start(sdk_config(&mesh, &[1, 2]), sdk_config(&mesh, &[2, 1])).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
-    let _ = rx_room;
 
     // Media reaches the other edge's subscriber.
     let media = tokio::time::timeout(Duration::from_secs(5), async {

@@ -161,6 +161,56 @@ pub async fn start_edge(
 }
 
 /// Sum of a Prometheus counter over the series matching all `labels`.
+/// An SDK client config that tries the edges `order` of `mesh`, in that
+/// order.
+pub fn sdk_config(mesh: &Mesh, order: &[EdgeId]) -> sdk::ClientConfig {
+    let edges = order
+        .iter()
+        .map(|id| sdk::EdgeCandidate {
+            addr: mesh.edge(*id).addr(),
+            server_name: "localhost".into(),
+        })
+        .collect();
+    sdk::ClientConfig::new(edges, mesh.pki.ca_pem().into_bytes())
+}
+
+/// A call of two SDK clients in channel `chat`: rita (subscribing) joins
+/// through `receiver`, then sam (publishing) through `sender`.
+pub struct Call {
+    pub sender: sdk::Client,
+    pub receiver: sdk::Client,
+    /// Sam's side of the channel.
+    pub room: sdk::Channel,
+    /// Rita's.
+    pub rx_room: sdk::Channel,
+}
+
+impl Call {
+    pub async fn start(sender: sdk::ClientConfig, receiver: sdk::ClientConfig) -> Call {
+        let sender = sdk::Client::connect(sender).await.unwrap();
+        let receiver = sdk::Client::connect(receiver).await.unwrap();
+        let rx_room = receiver
+            .join(&token("chat", "rita", false, true), "chat", true)
+            .await
+            .unwrap();
+        let room = sender
+            .join(&token("chat", "sam", true, true), "chat", true)
+            .await
+            .unwrap();
+        Call {
+            sender,
+            receiver,
+            room,
+            rx_room,
+        }
+    }
+
+    pub async fn close(self) {
+        self.sender.close().await;
+        self.receiver.close().await;
+    }
+}
+
 pub fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = edge_node::metrics::prometheus().render();
     text.lines()
