@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 install_debian_packages() {
-    # etcd for the control-store tests; protoc for etcd-client's build script
-    # (the protocol crate brings its own protoc).
-    local want=(etcd-server protobuf-compiler prometheus) missing=()
+    # etcd for the control-store tests (etcd-client's build uses the
+    # vendored protoc: scripts/protoc).
+    local want=(etcd-server prometheus) missing=()
     for p in "${want[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done

@@ -65,7 +65,7 @@ if [ -z "$bin_dir" ]; then
     debug="${CARGO_TARGET_DIR:-$repo/target}/debug"
     if lacks_etcd "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then
         log "building edge-node, region-controller and loadtest (with etcd)"
-        cargo build -p edge-node -p region-controller -p loadtest --features edge-node/etcd,region-controller/etcd
+        cargo build -p edge-node -p region-controller -p loadtest --features edge-node/netem
     fi
     bin_dir="$work/bin"
     mkdir -p "$bin_dir"

@@ -1,12 +1,14 @@
 //! The admin HTTP server, on its own port so it can stay internal:
 //! `/metrics` (Prometheus text), `/healthz` (the process runs), `/readyz`
-//! (the edge accepts clients; 503 while draining), and on an edge running
-//! with WAN emulation `GET`/`PUT /netem` (its link rules as JSON; the lab's
-//! failure injection changes them).
+//! (the edge accepts clients; 503 while draining), and on an edge built
+//! with the `netem` feature and running a `[netem]` WAN emulation,
+//! `GET`/`PUT /netem` (its link rules as JSON), for the admin token only.
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+#[cfg(feature = "netem")]
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -23,11 +25,14 @@ pub async fn serve(core: Arc<EdgeCore>, listener: tokio::net::TcpListener) {
             let svc = hyper::service::service_fn(move |req| {
                 let core = core.clone();
                 async move {
+                    #[cfg(feature = "netem")]
                     let resp = if req.uri().path() == "/netem" {
                         netem(&core, req).await
                     } else {
                         route(&core, req)
                     };
+                    #[cfg(not(feature = "netem"))]
+                    let resp = route(&core, req);
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
@@ -62,9 +67,45 @@ fn route(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<
 }
 
 /// Largest `PUT /netem` body: thousands of rules.
+#[cfg(feature = "netem")]
 const MAX_NETEM_BODY: usize = 1 << 20;
 
+/// Why an operator request is refused, if it is: 403 when the edge has no
+/// admin token (operator endpoints are off), 401 when the request lacks it.
+#[cfg(feature = "netem")]
+fn refusal<B>(core: &EdgeCore, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let token = core
+        .cfg
+        .edge
+        .admin_token_env
+        .as_ref()
+        .and_then(|name| std::env::var(name).ok())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Some(reply(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "no admin token is configured on this edge (edge.admin_token_env)\n".into(),
+        ));
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    (!control::admin::bearer_matches(given, &token)).then(|| {
+        reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "a valid bearer token is required\n".into(),
+        )
+    })
+}
+
+#[cfg(feature = "netem")]
 async fn netem(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    if let Some(refused) = refusal(core, &req) {
+        return refused;
+    }
     let Some(wan) = &core.wan else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -92,7 +133,7 @@ async fn netem(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response
                     )
                 }
             };
-            let rules: Vec<crate::netem::LinkRule> = match serde_json::from_slice(&body) {
+            let rules: Vec<netem::LinkRule> = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => {
                     return reply(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use control::settings::{refuse_unknown, StoreSettings, UnknownKeys};
 use protocol::EdgeId;
 use serde::Deserialize;
 
@@ -33,45 +34,38 @@ pub struct EdgeConfig {
     /// The control plane: registration, probes and routes through etcd.
     #[serde(default)]
     pub control: ControlSection,
-    /// WAN emulation on this edge's socket (the lab and tests only; see
-    /// [`crate::netem`]). Absent: the socket is used as it is.
+    /// WAN emulation on this edge's socket: lab code, taken only by an
+    /// edge-node built with the `netem` feature (the terraform local
+    /// example emulates a WAN between edges on one host); refused otherwise.
+    /// Absent: the socket is used as it is.
     #[serde(default)]
     pub netem: Option<NetemSection>,
 }
 
-/// `[netem]`: one-way link rules applied to what this edge sends; replaced
-/// at run time through `PUT /netem` on the admin port.
+/// `[netem]`: one-way link rules applied to what this edge sends; read and
+/// replaced at run time through `GET`/`PUT /netem` on the admin port (with
+/// the admin token).
+#[cfg(feature = "netem")]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetemSection {
     #[serde(default)]
-    pub links: Vec<crate::netem::LinkRule>,
+    pub links: Vec<netem::LinkRule>,
 }
 
+/// Without the `netem` feature a `[netem]` section is read only to be
+/// refused with a clear error (see `EdgeConfig::validate`).
+#[cfg(not(feature = "netem"))]
+pub type NetemSection = serde::de::IgnoredAny;
+
+/// `[control]`: the control store ([`StoreSettings`]: etcd endpoints and
+/// TLS, key prefix) and how this edge takes part in the control plane.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ControlSection {
-    /// etcd client URLs. Empty: no control plane (static peers and routes).
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    /// PEM CA certificate(s) that signed the etcd members' certificates.
-    /// Required for (and only allowed with) `https://` endpoints.
-    #[serde(default)]
-    pub etcd_ca: Option<PathBuf>,
-    /// PEM client certificate presented to etcd (etcd with
-    /// `client-cert-auth` requires one), with `etcd_key`.
-    #[serde(default)]
-    pub etcd_cert: Option<PathBuf>,
-    /// PEM private key of `etcd_cert`.
-    #[serde(default)]
-    pub etcd_key: Option<PathBuf>,
-    /// Name the members' certificates are verified against instead of each
-    /// endpoint's host.
-    #[serde(default)]
-    pub etcd_server_name: Option<String>,
-    /// Key prefix of the mesh in the store.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    /// Where the store is. No etcd endpoints: no control plane (static
+    /// peers and routes).
+    #[serde(flatten)]
+    pub store: StoreSettings,
     /// TTL of the edge's lease: a killed edge leaves the registry after
     /// this. 3 s: etcd's floor is about 2 s, and directory homes and
     /// nearest-edge answers move on within a few seconds (traffic itself
@@ -89,27 +83,23 @@ pub struct ControlSection {
     /// every 2 s) cost about 2.2 KB/s each way.
     #[serde(default = "default_probe_full_mesh_max_edges")]
     pub probe_full_mesh_max_edges: usize,
+    /// Keys no field took, refused by `validate` (see [`UnknownKeys`]).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         ControlSection {
-            etcd_endpoints: Vec::new(),
-            etcd_ca: None,
-            etcd_cert: None,
-            etcd_key: None,
-            etcd_server_name: None,
-            prefix: default_prefix(),
+            store: StoreSettings::default(),
             lease_ttl_ms: default_lease_ttl_ms(),
             probes_per_other_region: default_probes_per_region(),
             probe_full_mesh_max_edges: default_probe_full_mesh_max_edges(),
+            unknown: UnknownKeys::new(),
         }
     }
 }
 
-fn default_prefix() -> String {
-    region_controller::keys::DEFAULT_PREFIX.into()
-}
 fn default_lease_ttl_ms() -> u64 {
     3_000
 }
@@ -143,6 +133,10 @@ pub struct EdgeSection {
     /// TCP address of the admin HTTP server (/metrics, /healthz, /readyz).
     #[serde(default = "default_admin")]
     pub admin_listen: SocketAddr,
+    /// Environment variable holding the bearer token of the admin port's
+    /// operator endpoints (`/netem`). Unset: they are refused (403).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
     /// TLS server name this edge's certificate is valid for.
     #[serde(default = "default_server_name")]
     pub server_name: String,
@@ -394,6 +388,7 @@ impl EdgeConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 public_addr: None,
                 admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                admin_token_env: None,
                 server_name: default_server_name(),
                 udp_buffer_bytes: default_udp_buffer(),
             },
@@ -542,6 +537,7 @@ impl EdgeConfig {
             }
         }
         let c = &self.control;
+        #[cfg(feature = "netem")]
         if let Some(n) = &self.netem {
             for r in &n.links {
                 r.profile.validate().map_err(|e| {
@@ -549,24 +545,19 @@ impl EdgeConfig {
                 })?;
             }
         }
-        region_controller::keys::KeyLayout::new(&c.prefix)
-            .map_err(|e| ConfigError::Invalid(format!("control.prefix: {e}")))?;
+        #[cfg(not(feature = "netem"))]
+        if self.netem.is_some() {
+            return bad("[netem] (WAN emulation, lab code) needs an edge-node built with `--features netem`".into());
+        }
+        refuse_unknown("control", &c.unknown).map_err(ConfigError::Invalid)?;
+        c.store.validate("control").map_err(ConfigError::Invalid)?;
         if !(2_000..=60_000).contains(&c.lease_ttl_ms) {
             return bad(
                 "control.lease_ttl_ms must be within 2000..=60000 (etcd's floor is about 2 s)"
                     .into(),
             );
         }
-        region_controller::config::validate_etcd(
-            "control",
-            &c.etcd_endpoints,
-            c.etcd_ca.as_deref(),
-            c.etcd_cert.as_deref(),
-            c.etcd_key.as_deref(),
-            c.etcd_server_name.as_deref(),
-        )
-        .map_err(ConfigError::Invalid)?;
-        if !c.etcd_endpoints.is_empty() {
+        if !c.store.etcd_endpoints.is_empty() {
             self.location()?;
         }
         Ok(())
@@ -671,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn etcd_tls_settings_validate() {
+    fn control_section_takes_the_shared_store_settings() {
         let dir = tempfile::tempdir().unwrap();
         for f in ["ca.pem", "client.pem", "client.key"] {
             std::fs::write(dir.path().join(f), "pem").unwrap();
@@ -689,22 +680,15 @@ mod tests {
         );
         let c = parse(&control(&full)).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.control.etcd_ca, Some(dir.path().join("ca.pem")));
+        assert_eq!(c.control.store.etcd_ca, Some(dir.path().join("ca.pem")));
+        // Every check of the shared settings is in `control::settings`;
+        // here, that they run on `[control]` and name it, and typos are
+        // refused.
         let cases = [
             (control(""), "needs control.etcd_ca"),
             (
-                control(&format!(
-                    "etcd_ca = \"{d}/ca.pem\"\netcd_cert = \"{d}/client.pem\"\n"
-                )),
-                "control.etcd_cert and control.etcd_key go together",
-            ),
-            (
-                control(&full.replace("client.key", "missing.key")),
-                "control.etcd_key: file",
-            ),
-            (
-                control(&full).replace("https://", "http://"),
-                "is not https:// but control.etcd_ca is set",
+                control(&format!("{full}etcd_endpoint = []\n")),
+                "control: unknown field `etcd_endpoint`",
             ),
         ];
         for (text, want) in cases {

@@ -18,14 +18,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::EdgeId;
-use region_controller::keys::KeyLayout;
-use region_controller::mesh;
-use region_controller::records::{
-    now_ms, EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
+use control::clock::now_ms;
+use control::keys::KeyLayout;
+use control::mirror;
+use control::records::{
+    EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
 };
-use region_controller::store::watcher::{PrefixWatcher, Update};
-use region_controller::store::{ControlStore, LeaseId, StoreError, WatchEvent};
+use control::store::watcher::{PrefixWatcher, Update};
+use control::store::{ControlStore, LeaseId, StoreError, WatchEvent};
+use protocol::EdgeId;
 use tokio::sync::watch;
 use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
@@ -54,31 +55,6 @@ const DEPARTED_RECHECK: Duration = Duration::from_millis(250);
 /// How often the probe targets are chosen again from what was measured:
 /// exploration (`topology::ProbePolicy::explore_ticks`) counts in these.
 const PROBE_TARGETS_EVERY: Duration = Duration::from_secs(1);
-
-/// The etcd store of the `[control]` section (none without endpoints), over
-/// TLS when it names the etcd CA. Lazy: the edge starts and serves while
-/// etcd is down; the TLS files are read and checked here.
-pub fn etcd_store(
-    c: &crate::config::ControlSection,
-) -> anyhow::Result<Option<Arc<dyn ControlStore>>> {
-    if c.etcd_endpoints.is_empty() {
-        return Ok(None);
-    }
-    #[cfg(feature = "etcd")]
-    {
-        use region_controller::store::{EtcdStore, EtcdTls};
-        let tls = EtcdTls::from_paths(
-            c.etcd_ca.as_deref(),
-            c.etcd_cert.as_deref(),
-            c.etcd_key.as_deref(),
-            c.etcd_server_name.as_deref(),
-        )?;
-        let store = EtcdStore::lazy_with(c.etcd_endpoints.clone(), tls.as_ref())?;
-        Ok(Some(Arc::new(store)))
-    }
-    #[cfg(not(feature = "etcd"))]
-    anyhow::bail!("control.etcd_endpoints is set but this edge-node was built without etcd support; rebuild with `--features etcd`")
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -406,7 +382,7 @@ async fn follow(
         tokio::select! {
             u = edges_w.next() => {
                 let before = registry.clone();
-                mesh::apply(&keys, &edges_dir, &mut registry, u);
+                mirror::apply(&keys, &edges_dir, &mut registry, u);
                 departed.extend(before.into_iter().filter(|(id, _)| !registry.contains_key(id)));
                 targets = probe_targets(&core, &registry, &mut selector);
             }

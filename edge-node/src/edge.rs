@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use control::keys::KeyLayout;
+use control::store::ControlStore;
 use protocol::alpn::{self, LinkKind};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
 use protocol::token::TokenVerifier;
 use protocol::{ChannelId, EdgeId, TrackKey};
-use region_controller::keys::KeyLayout;
-use region_controller::store::ControlStore;
 use tokio::sync::{watch, Notify};
 use tracing::info;
 
@@ -29,6 +29,7 @@ use crate::probe::Prober;
 use crate::relay::RelayLinks;
 use crate::routes::{RouteFeed, RouteTable};
 use crate::session::{self, ClientHandle};
+use crate::socket::SocketHook;
 use crate::tls::{DevPki, TlsMaterial};
 use crate::warn_throttled;
 
@@ -52,8 +53,10 @@ pub struct EdgeCore {
     track_counter: AtomicU32,
     draining: AtomicBool,
     pub(crate) stopping: Notify,
-    /// The emulated WAN under this edge's socket, if any.
-    pub wan: Option<Arc<crate::netem::Wan>>,
+    /// The emulated WAN of the config's `[netem]` under this edge's
+    /// socket, if any (the admin port's `/netem` reads and replaces it).
+    #[cfg(feature = "netem")]
+    pub wan: Option<Arc<netem::Wan>>,
     /// Connection admission and rate limits.
     pub admission: Arc<Admission>,
     /// Abuse events are logged through this (first one, then one line per
@@ -174,9 +177,10 @@ pub struct EdgeOptions {
     /// The control store (the lab's embedded one); default: etcd when the
     /// config names endpoints, else none.
     pub store: Option<Arc<dyn ControlStore>>,
-    /// The emulated WAN this edge's socket sends through (the in-process
-    /// lab); default: one made from the config's `[netem]`, if any.
-    pub wan: Option<Arc<crate::netem::Wan>>,
+    /// Wraps the edge's UDP socket (the in-process lab's WAN emulation);
+    /// default: the socket as it is, or the WAN of the config's `[netem]`
+    /// (with the `netem` feature).
+    pub socket: Option<SocketHook>,
 }
 
 /// A running edge.
@@ -215,15 +219,22 @@ impl Edge {
         server.transport_config(Arc::new(transport(&cfg)));
         let socket =
             crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
-        let wan = match (opts.wan, &cfg.netem) {
-            (Some(w), _) => Some(w),
-            (None, Some(n)) => {
-                Some(crate::netem::Wan::new(n.links.clone()).map_err(anyhow::Error::msg)?)
+        #[cfg(feature = "netem")]
+        let wan = match &cfg.netem {
+            Some(n) if opts.socket.is_none() => {
+                Some(netem::Wan::new(n.links.clone()).map_err(anyhow::Error::msg)?)
             }
-            (None, None) => None,
+            _ => None,
         };
-        let socket = match &wan {
-            Some(w) => w.wrap(socket)?,
+        #[cfg(feature = "netem")]
+        let hook = opts.socket.or_else(|| {
+            let w = wan.clone()?;
+            Some(Arc::new(move |s| w.wrap(s)) as SocketHook)
+        });
+        #[cfg(not(feature = "netem"))]
+        let hook = opts.socket;
+        let socket = match hook {
+            Some(wrap) => wrap(socket)?,
             None => quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?,
         };
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
@@ -243,9 +254,9 @@ impl Edge {
         let (effective, effective_rx) = watch::channel(routes.current());
         let store = match opts.store {
             Some(s) => Some(s),
-            None => crate::control::etcd_store(&cfg.control)?,
+            None => cfg.control.store.open()?,
         };
-        let keys = KeyLayout::new(&cfg.control.prefix).map_err(anyhow::Error::msg)?;
+        let keys = KeyLayout::new(&cfg.control.store.prefix).map_err(anyhow::Error::msg)?;
         let core = Arc::new(EdgeCore {
             id: cfg.edge.id,
             verifier,
@@ -254,7 +265,7 @@ impl Edge {
             relay: RelayLinks::default(),
             prober: Prober::default(),
             admin_addr: std::sync::OnceLock::new(),
-            started_at_ms: region_controller::records::now_ms(),
+            started_at_ms: control::clock::now_ms(),
             directory: Directory::new(),
             endpoint: endpoint.clone(),
             relay_client,
@@ -265,6 +276,7 @@ impl Edge {
             track_counter: AtomicU32::new(rand::random()),
             draining: AtomicBool::new(false),
             stopping: Notify::new(),
+            #[cfg(feature = "netem")]
             wan,
             admission: Admission::new(cfg.admission.clone()),
             log: LogThrottle::default(),

@@ -23,7 +23,6 @@ pub mod forwarding;
 pub mod log_throttle;
 pub mod media_queue;
 pub mod metrics;
-pub mod netem;
 pub mod probe;
 pub mod relay;
 pub mod routes;

@@ -188,8 +188,8 @@ impl RunArgs {
             messages_per_session_per_s => c.admission.messages_per_session_per_s,
             media_bytes_per_session_per_s => c.admission.media_bytes_per_session_per_s,
             dropped_datagrams_per_session_per_s => c.admission.dropped_datagrams_per_session_per_s,
-            etcd => c.control.etcd_endpoints,
-            control_prefix => c.control.prefix,
+            etcd => c.control.store.etcd_endpoints,
+            control_prefix => c.control.store.prefix,
             lease_ttl_ms => c.control.lease_ttl_ms,
             probes_per_other_region => c.control.probes_per_other_region,
             probe_full_mesh_max_edges => c.control.probe_full_mesh_max_edges,
@@ -213,16 +213,16 @@ impl RunArgs {
             c.tls.mesh_ca = Some(v.clone());
         }
         if let Some(v) = &self.etcd_ca {
-            c.control.etcd_ca = Some(v.clone());
+            c.control.store.etcd_ca = Some(v.clone());
         }
         if let Some(v) = &self.etcd_cert {
-            c.control.etcd_cert = Some(v.clone());
+            c.control.store.etcd_cert = Some(v.clone());
         }
         if let Some(v) = &self.etcd_key {
-            c.control.etcd_key = Some(v.clone());
+            c.control.store.etcd_key = Some(v.clone());
         }
         if let Some(v) = &self.etcd_server_name {
-            c.control.etcd_server_name = Some(v.clone());
+            c.control.store.etcd_server_name = Some(v.clone());
         }
         c.validate()?;
         Ok(c)
@@ -259,8 +259,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let c = args.load()?;
             // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
-            #[cfg(feature = "etcd")]
-            edge_node::control::etcd_store(&c.control)?;
+            c.control.store.open()?;
             println!(
                 "config ok: edge {} region {} listen {} admin {} apps {} peers {} routes {}",
                 c.edge.id,

@@ -13,12 +13,13 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::EdgeId;
 
-/// The process-wide Prometheus recorder (one per process; several in-process
-/// edges share it, told apart by their `edge` label).
-/// Shared with the controller (the lab runs both in one process).
+/// The process-wide Prometheus recorder ([`control::metrics`]: one per
+/// process, shared with in-process controllers; several in-process edges
+/// share it, told apart by their `edge` label), with the edge's metrics
+/// described.
 pub fn prometheus() -> PrometheusHandle {
     static DESCRIBED: OnceLock<()> = OnceLock::new();
-    let handle = region_controller::metrics::prometheus();
+    let handle = control::metrics::prometheus();
     DESCRIBED.get_or_init(describe);
     handle
 }

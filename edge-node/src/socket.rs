@@ -1,6 +1,8 @@
-//! The edge's UDP socket, with large buffers.
+//! The edge's UDP socket, with large buffers, and the hook that may wrap it
+//! before quinn takes it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -41,3 +43,9 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<st
     }
     Ok(socket.into())
 }
+
+/// Wraps the edge's bound UDP socket before quinn takes it: the lab and the
+/// tests put their WAN emulation (`netem`) under an edge this way.
+pub type SocketHook = Arc<
+    dyn Fn(std::net::UdpSocket) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> + Send + Sync,
+>;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use control::keys::KeyLayout;
+use control::records::{EdgeRecord, EdgeState, Record, RoutesRecord};
+use control::store::{ControlStore, MemoryStore};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::pb::server_frame::Kind as SK;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::records::{EdgeRecord, EdgeState, Record, RoutesRecord};
-use region_controller::store::{ControlStore, MemoryStore};
 
 const CITIES: [&str; 3] = ["fra", "ams", "lhr"];
 
@@ -252,7 +252,7 @@ async fn steady_state_store_writes_per_edge_stay_under_one_per_second() {
 /// 1 -> 3 through edge 2 (20 ms), and media takes that path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degraded_link_is_routed_around() {
-    use edge_node::netem::{LinkProfile, Wan};
+    use testkit::netem::{LinkProfile, Wan};
     init_logs();
     let ip = |id: u8| std::net::IpAddr::from([127, 0, 0, id]);
     let wan = Wan::new(vec![]).unwrap();
@@ -272,7 +272,7 @@ async fn degraded_link_is_routed_around() {
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
-            wan: Some(wan.clone()),
+            socket: Some(wan.hook()),
             ..Default::default()
         };
         edges.push(Edge::start(cfg, opts).await.unwrap());

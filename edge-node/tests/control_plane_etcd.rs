@@ -4,7 +4,7 @@
 //! traffic does not notice and resynchronisation after it, an edge killed
 //! with SIGKILL leaving the registry and the routes; and, over the emulated
 //! WAN, a degraded link routed around and a relay on a computed path killed.
-#![cfg(feature = "etcd")]
+#![cfg(all(feature = "etcd", feature = "netem"))]
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,13 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::etcd_cluster::{
-    eventually, free_tcp, free_udp_on, http, json_to_toml_rules, records, Proc,
+    eventually, free_tcp, free_udp_on, json_to_toml_rules, records, Proc,
 };
 use common::*;
+use control::keys::KeyLayout;
+use control::records::{EdgeRecord, RoutesRecord};
+use control::store::ControlStore;
 use protocol::pb::server_frame::Kind as SK;
-use region_controller::keys::KeyLayout;
-use region_controller::records::{EdgeRecord, RoutesRecord};
-use region_controller::store::{ControlStore, EtcdServer};
+use testkit::EtcdServer;
 
 fn free_udp() -> SocketAddr {
     free_udp_on([127, 0, 0, 1].into())
@@ -93,6 +94,7 @@ region = "eu"
 city = "{city}"
 listen = "{quic}"
 admin_listen = "{admin}"
+admin_token_env = "{ADMIN_TOKEN_ENV}"
 server_name = "localhost"
 [tls]
 cert = "{d}/edge.pem"
@@ -115,7 +117,7 @@ lease_ttl_ms = 3000
             &format!("edge {id}"),
             Path::new(env!("CARGO_BIN_EXE_edge-node")),
             &["run", "--config", path.to_str().unwrap()],
-            &[],
+            &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)],
         );
         self.edges.push((id, quic, p));
         self.admin.push((id, admin));
@@ -127,9 +129,16 @@ lease_ttl_ms = 3000
             if !self.edges.iter().any(|(e, _, _)| e == id) {
                 continue;
             }
-            let (status, answer) = http(*admin, "PUT", "/netem", &[], rules_json)
-                .await
-                .unwrap();
+            let auth = format!("Bearer {ADMIN_TOKEN}");
+            let (status, answer) = http(
+                *admin,
+                "PUT",
+                "/netem",
+                &[("authorization", &auth)],
+                rules_json,
+            )
+            .await
+            .unwrap();
             assert_eq!(status, 200, "edge {id}: {answer}");
         }
     }

@@ -15,7 +15,7 @@
 //!    reflecting a link degraded during the outage), timed.
 //!
 //! Figures are printed (`--nocapture`) and recorded in docs/reliability.md.
-#![cfg(feature = "etcd")]
+#![cfg(all(feature = "etcd", feature = "netem"))]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::etcd_cluster::*;
-use common::{init_logs, RawClient, APP, SECRET};
+use common::{http, init_logs, RawClient, APP, SECRET};
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::pb::server_frame::Kind as SK;
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 
 /// Samples of the control store taken every 100 ms through every endpoint:
 /// the region's leader key and the registrations.
@@ -468,7 +468,7 @@ async fn whole_etcd_cluster_down_for_a_minute_then_back() {
     // etcd returns.
     etcd.resume_all();
     let back = Instant::now();
-    let back_ms = region_controller::records::now_ms();
+    let back_ms = control::clock::now_ms();
     eprintln!("etcd: resumed after {:?}", back - paused);
     let store = store_on(etcd.endpoints()).await;
     let (mut t_leader, mut t_registry, mut t_routes, mut t_mesh, mut t_media) =

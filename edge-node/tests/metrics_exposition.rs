@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::pb::server_frame::Kind as SK;
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Labels whose values would be unbounded (or personal): never allowed.

@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use edge_node::config::NetemSection;
-use edge_node::netem::LinkProfile;
 use edge_node::tls::DevPki;
 use protocol::EdgeId;
 use sdk::{Event, TrackKind};
+use testkit::netem::LinkProfile;
 
 /// Messages sent, one every [`EVERY`]; the relay dies after a third of them.
 const MESSAGES: u64 = 300;
@@ -38,23 +37,20 @@ fn ip(edge: EdgeId) -> IpAddr {
     IpAddr::from([127, 0, 0, 40 + edge as u8])
 }
 
-/// Apply `f` to the emulated network of every edge (each holds its own).
-fn wan_all(mesh: &Mesh, f: impl Fn(&edge_node::netem::Wan)) {
-    for e in &mesh.edges {
-        f(e.core.wan.as_ref().expect("edges run with WAN emulation"));
-    }
-}
-
 async fn start() -> Mesh {
     init_logs();
     let pki = DevPki::new().unwrap();
-    let tweak = |cfg: &mut edge_node::EdgeConfig| cfg.netem = Some(NetemSection::default());
+    let wan = Wan::new(vec![]).unwrap();
     let mut edges = vec![];
     for id in 1..=5 {
         let listen = SocketAddr::new(ip(id), 0);
-        edges.push(start_edge(&pki, id, Some(listen), &tweak).await);
+        edges.push(start_edge(&pki, id, Some(listen), &|_| {}, Some(&wan)).await);
     }
-    let mesh = Mesh { pki, edges };
+    let mesh = Mesh {
+        pki,
+        edges,
+        wan: Some(wan),
+    };
     mesh.full_mesh_routes();
     // 1 -> 4 through 2 and 3, 1 -> 5 -> 4 as the backup; the way back
     // mirrors it. Everyone else reaches everyone directly, and everyone
@@ -84,7 +80,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, in_flight: bool) {
             loss: 0.2,
             ..LinkProfile::default()
         };
-        wan_all(&mesh, |w| w.set_link(ip(victim), ip(4), slow).unwrap());
+        mesh.wan().set_link(ip(victim), ip(4), slow).unwrap();
     }
     let mut sender_config = sdk_config(&mesh, &[1]);
     sender_config.replay_window = 0;
@@ -134,7 +130,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, in_flight: bool) {
     for i in 0..MESSAGES {
         if i == MESSAGES / 3 {
             // SIGKILL: off the network first, then gone.
-            wan_all(&mesh, |w| w.set_host_down(ip(victim), true));
+            mesh.wan().set_host_down(ip(victim), true);
             let at = mesh.edges.iter().position(|e| e.id() == victim).unwrap();
             tokio::spawn(mesh.edges.remove(at).kill());
         }

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use edge_node::config::NetemSection;
-use edge_node::netem::LinkProfile;
 use edge_node::tls::DevPki;
 use sdk::Event;
+use testkit::netem::LinkProfile;
 
 const BEFORE: u64 = 20;
 const DURING: u64 = 60;
@@ -27,18 +26,15 @@ fn cut(mesh: &Mesh, down: bool) {
         down,
         ..LinkProfile::default()
     };
-    for e in &mesh.edges {
-        let wan = e.core.wan.as_ref().expect("edges run with WAN emulation");
-        wan.set_link(ip(31), ip(32), profile).unwrap();
-    }
+    mesh.wan().set_link(ip(31), ip(32), profile).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let pki = DevPki::new().unwrap();
+        let wan = Wan::new(vec![]).unwrap();
         let tweak = |cfg: &mut edge_node::EdgeConfig| {
-            cfg.netem = Some(NetemSection::default());
             // The relay connection dies 1 s into the cut (clients keep
             // theirs alive with keepalives every 150 ms).
             cfg.limits.client_idle_timeout_ms = 1_000;
@@ -46,9 +42,13 @@ async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
         let mut edges = vec![];
         for (id, last) in [(1, 31), (2, 32)] {
             let listen = SocketAddr::new(ip(last), 0);
-            edges.push(start_edge(&pki, id, Some(listen), &tweak).await);
+            edges.push(start_edge(&pki, id, Some(listen), &tweak, Some(&wan)).await);
         }
-        let mesh = Mesh { pki, edges };
+        let mesh = Mesh {
+            pki,
+            edges,
+            wan: Some(wan),
+        };
         mesh.full_mesh_routes();
 
         // The sender's SDK keeps no acknowledged messages for a replay to

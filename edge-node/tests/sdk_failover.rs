@@ -15,7 +15,7 @@ async fn restart(mesh: &mut Mesh, id: u32) {
     let addr = old.addr();
     old.kill().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = start_edge(&mesh.pki, id, Some(addr), &|_| {}).await;
+    let e = start_edge(&mesh.pki, id, Some(addr), &|_| {}, None).await;
     mesh.edges.push(e);
     mesh.full_mesh_routes();
 }

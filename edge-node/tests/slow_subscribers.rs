@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use edge_node::config::{AdmissionSection, NetemSection};
-use edge_node::netem::{LinkProfile, LinkRule};
+use edge_node::config::AdmissionSection;
 use protocol::pb::{server_frame::Kind as SK, ErrorCode};
+use testkit::netem::{LinkProfile, LinkRule};
 
 const MESSAGES: u64 = 2_000;
 const MEDIA: u32 = 2_000;
@@ -25,7 +25,18 @@ fn endpoint_at(ip: &str) -> quinn::Endpoint {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let mesh = Mesh::start_with(1, |cfg| {
+        // What the edge sends to 127.0.0.5 crosses a bad mobile link.
+        let wan = Wan::new(vec![LinkRule {
+            from: "127.0.0.0/8".parse().unwrap(),
+            to: "127.0.0.5/32".parse().unwrap(),
+            profile: LinkProfile {
+                delay_ms: 40.0,
+                loss: 0.3,
+                ..LinkProfile::default()
+            },
+        }])
+        .unwrap();
+        let mesh = Mesh::start_over(Some(wan), 1, |cfg| {
             cfg.limits.subscriber_queue = SUBSCRIBER_QUEUE;
             cfg.limits.client_frame_queue = FRAME_QUEUE;
             // This test is about queues, not rate limits. The slow
@@ -36,18 +47,6 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
                 handshake_timeout_ms: 30_000,
                 ..AdmissionSection::unlimited()
             };
-            // What the edge sends to 127.0.0.5 crosses a bad mobile link.
-            cfg.netem = Some(NetemSection {
-                links: vec![LinkRule {
-                    from: "127.0.0.0/8".parse().unwrap(),
-                    to: "127.0.0.5/32".parse().unwrap(),
-                    profile: LinkProfile {
-                        delay_ms: 40.0,
-                        loss: 0.3,
-                        ..LinkProfile::default()
-                    },
-                }],
-            });
         })
         .await;
         let addr = mesh.edges[0].addr();

@@ -14,11 +14,11 @@ use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use edge_node::config::{EdgeConfig, NetemSection};
-use edge_node::netem::{LinkProfile, LinkRule, Wan};
+use netem::{LinkProfile, LinkRule, Wan};
 use loadtest::lab::chaos::{Action, Plan, MAX_AT_S};
 use loadtest::lab::world::{LinkOverride, TopologyFile, World, MAX_CLIENTS, MAX_EDGES};
 use region_controller::config::ControllerConfig;
-use region_controller::keys::KeyLayout;
+use control::keys::KeyLayout;
 
 /// Environment variable the corpus's `secrets_env` entries name; set once
 /// per process, to a valid secret list.
@@ -62,8 +62,8 @@ pub fn check_edge_config(text: &str) {
     // Validated: everything start-up derives must now succeed.
     let me = cfg.edge.id;
     assert_ne!(me, 0);
-    KeyLayout::new(&cfg.control.prefix).expect("validated prefix makes a key layout");
-    if !cfg.control.etcd_endpoints.is_empty() {
+    KeyLayout::new(&cfg.control.store.prefix).expect("validated prefix makes a key layout");
+    if !cfg.control.store.etcd_endpoints.is_empty() {
         location.expect("validated edge with a control plane has a location");
     }
     for app in &cfg.apps {
@@ -125,7 +125,7 @@ pub fn check_controller_config(text: &str) {
     if cfg.validate().is_err() {
         return;
     }
-    let keys = KeyLayout::new(&cfg.store.prefix).expect("validated prefix makes a key layout");
+    let keys = KeyLayout::new(&cfg.store.store.prefix).expect("validated prefix makes a key layout");
     let leader = keys.leader(&cfg.controller.region);
     assert!(leader.starts_with(keys.prefix()) && leader.ends_with("/leader"));
     // The region is one key segment: the leader key of another region never

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use edge_node::config::AdmissionSection;
-use edge_node::netem::{LinkProfile, LinkRule, Wan};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::datagram::MediaHeader;
@@ -37,6 +36,7 @@ use protocol::pb::{self, client_frame::Kind as CK};
 use protocol::{ChannelId, TrackKey};
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
+use testkit::netem::{LinkProfile, LinkRule, Wan};
 
 use crate::bench_util::{edge_metrics_text, metric_by, token, APP, SECRET};
 use crate::quic::{client_config, client_endpoint_at, RawClient};
@@ -534,7 +534,7 @@ pub async fn run(p: Params, only: &[String]) -> anyhow::Result<Report> {
         cfg,
         EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
-            wan: Some(wan),
+            socket: Some(wan.hook()),
             ..Default::default()
         },
     )

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::token::{mint, Grant};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
 
 const APP: &str = "demo";

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use loadtest::lab::traffic::App;
 use loadtest::run::{run, RunOptions};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 
 const APP: &str = "demo";
 const SECRET: &str = "run-test-secret-0123456789";

@@ -33,14 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use edge_node::netem::{LinkProfile, Wan};
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::EdgeId;
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
 use region_controller::mesh::SharedMesh;
-use region_controller::store::{ControlStore, MemoryStore};
+use testkit::netem::{LinkProfile, Wan};
 use tokio::io::AsyncBufReadExt;
 
 const APP: &str = "lab";
@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
             store: Some(store.clone()),
-            wan: Some(wan.clone()),
+            socket: Some(wan.hook()),
             ..Default::default()
         };
         let edge = Edge::start(cfg, opts).await?;

@@ -33,7 +33,8 @@ use tracing::{info, warn};
 use crate::controller::LeaderState;
 use crate::dashboard::{self, Observer, ObserverLimits};
 use crate::mesh::{MeshView, SharedMesh};
-use crate::records::{now_ms, EdgeState};
+use control::clock::now_ms;
+use control::records::EdgeState;
 
 /// Shortlist length when the request names none: the SDK probes these, and
 /// four covers the nearest city plus fallbacks in neighbouring regions.
@@ -637,11 +638,11 @@ mod tests {
     use protocol::EdgeId;
     use serde_json::Value;
 
-    use crate::keys::KeyLayout;
-    use crate::records::{
+    use control::keys::KeyLayout;
+    use control::records::{
         EdgeRecord, LoadRecord, ProbeLink, ProbeRecord, Record, RouteRecord, RoutesRecord,
     };
-    use crate::store::{ControlStore, MemoryStore};
+    use control::store::{ControlStore, MemoryStore};
 
     const GEOIP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/geoip/");
     const CITY_DB: &str = "GeoLite2-City-Test.mmdb";
@@ -1381,7 +1382,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_the_store_mirror() {
-        let store = crate::store::OutageStore::new(Arc::new(MemoryStore::new()));
+        let store = testkit::OutageStore::new(Arc::new(MemoryStore::new()));
         let shared = SharedMesh::default();
         let api = Api::new(
             shared.clone(),

@@ -13,7 +13,7 @@ use topology::{
 use tracing::warn;
 
 use crate::mesh::MeshView;
-use crate::records::{EdgeState, RouteRecord, RoutesRecord};
+use control::records::{EdgeState, RouteRecord, RoutesRecord};
 
 /// The graph of every registered edge and every live probed link. A link
 /// that only one of its ends probes is used both ways: RTT is the same both
@@ -153,7 +153,7 @@ pub fn from_record(rec: &RoutesRecord) -> RouteSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{EdgeRecord, ProbeLink, ProbeRecord};
+    use control::records::{EdgeRecord, ProbeLink, ProbeRecord};
 
     fn edge(id: EdgeId, region: &str) -> EdgeRecord {
         EdgeRecord {

@@ -2,9 +2,10 @@
 //! `RTN_CTL_*` environment variable (see `main.rs`), validated at start.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use control::settings::{refuse_unknown, StoreSettings, UnknownKeys};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,44 +36,26 @@ pub struct ControllerSection {
     pub recompute_ms: u64,
 }
 
+/// `[store]`: the control store ([`StoreSettings`]: etcd endpoints and TLS,
+/// key prefix; the same keys as the edge's `[control]`) and the election.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// etcd client URLs, e.g. `["https://10.0.0.5:2379"]`.
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    /// PEM CA certificate(s) that signed the etcd members' certificates.
-    /// Required for (and only allowed with) `https://` endpoints.
-    #[serde(default)]
-    pub etcd_ca: Option<PathBuf>,
-    /// PEM client certificate presented to etcd (etcd with
-    /// `client-cert-auth` requires one), with `etcd_key`.
-    #[serde(default)]
-    pub etcd_cert: Option<PathBuf>,
-    /// PEM private key of `etcd_cert`.
-    #[serde(default)]
-    pub etcd_key: Option<PathBuf>,
-    /// Name the members' certificates are verified against instead of each
-    /// endpoint's host.
-    #[serde(default)]
-    pub etcd_server_name: Option<String>,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    #[serde(flatten)]
+    pub store: StoreSettings,
     /// Lease of the leader key: a dead leader is replaced within this.
     #[serde(default = "default_election_ttl_ms")]
     pub election_ttl_ms: u64,
+    /// Keys no field took, refused by `validate` (see [`UnknownKeys`]).
+    #[serde(flatten)]
+    pub unknown: UnknownKeys,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
-            etcd_endpoints: Vec::new(),
-            etcd_ca: None,
-            etcd_cert: None,
-            etcd_key: None,
-            etcd_server_name: None,
-            prefix: default_prefix(),
+            store: StoreSettings::default(),
             election_ttl_ms: default_election_ttl_ms(),
+            unknown: UnknownKeys::new(),
         }
     }
 }
@@ -122,9 +105,6 @@ pub(crate) fn default_debounce_ms() -> u64 {
 pub(crate) fn default_recompute_ms() -> u64 {
     5_000
 }
-fn default_prefix() -> String {
-    crate::keys::DEFAULT_PREFIX.into()
-}
 pub(crate) fn default_election_ttl_ms() -> u64 {
     3_000
 }
@@ -133,71 +113,6 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_rate() -> u32 {
     20
-}
-
-/// Checks a config section's etcd endpoints and TLS settings together
-/// (`section` names it in errors: `store` on controllers, `control` on
-/// edges): http:// or https:// URLs; TLS (a CA) exactly when they are
-/// https://; client certificate and key both or neither; every file exists.
-/// The files' contents are checked when the store is built
-/// (`EtcdTls::from_paths`, which check-config runs too).
-pub fn validate_etcd(
-    section: &str,
-    endpoints: &[String],
-    ca: Option<&Path>,
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    server_name: Option<&str>,
-) -> Result<(), String> {
-    for e in endpoints {
-        if !e.starts_with("http://") && !e.starts_with("https://") {
-            return Err(format!(
-                "{section}.etcd_endpoints: {e:?} must be an http:// or https:// URL"
-            ));
-        }
-    }
-    for (name, path) in [("etcd_ca", ca), ("etcd_cert", cert), ("etcd_key", key)] {
-        if let Some(p) = path {
-            if !p.is_file() {
-                return Err(format!(
-                    "{section}.{name}: file {} does not exist",
-                    p.display()
-                ));
-            }
-        }
-    }
-    if cert.is_some() != key.is_some() {
-        return Err(format!(
-            "{section}.etcd_cert and {section}.etcd_key go together: set both or neither"
-        ));
-    }
-    if server_name == Some("") {
-        return Err(format!("{section}.etcd_server_name must not be empty"));
-    }
-    if ca.is_none() {
-        if cert.is_some() || server_name.is_some() {
-            return Err(format!(
-                "{section}.etcd_cert, etcd_key and etcd_server_name need {section}.etcd_ca (TLS)"
-            ));
-        }
-        if let Some(e) = endpoints.iter().find(|e| e.starts_with("https://")) {
-            return Err(format!(
-                "{section}.etcd_endpoints: {e:?} is https:// and needs {section}.etcd_ca (and etcd_cert, etcd_key when etcd requires client certificates)"
-            ));
-        }
-        return Ok(());
-    }
-    if endpoints.is_empty() {
-        return Err(format!(
-            "{section}.etcd_ca is set but {section}.etcd_endpoints is empty"
-        ));
-    }
-    if let Some(e) = endpoints.iter().find(|e| !e.starts_with("https://")) {
-        return Err(format!(
-            "{section}.etcd_endpoints: {e:?} is not https:// but {section}.etcd_ca is set: TLS endpoints are https://"
-        ));
-    }
-    Ok(())
 }
 
 impl ControllerConfig {
@@ -217,22 +132,15 @@ impl ControllerConfig {
         if !(100..=600_000).contains(&c.recompute_ms) {
             bail!("controller.recompute_ms must be within 100..=600000");
         }
-        crate::keys::KeyLayout::new(&self.store.prefix)
-            .map_err(|e| anyhow::anyhow!("store.prefix: {e}"))?;
+        refuse_unknown("store", &self.store.unknown).map_err(anyhow::Error::msg)?;
+        self.store
+            .store
+            .validate("store")
+            .map_err(anyhow::Error::msg)?;
         // etcd's minimum lease TTL is about 2 s (its election timeout).
         if !(2_000..=60_000).contains(&self.store.election_ttl_ms) {
             bail!("store.election_ttl_ms must be within 2000..=60000");
         }
-        let st = &self.store;
-        validate_etcd(
-            "store",
-            &st.etcd_endpoints,
-            st.etcd_ca.as_deref(),
-            st.etcd_cert.as_deref(),
-            st.etcd_key.as_deref(),
-            st.etcd_server_name.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?;
         crate::api::parse_proxies(&self.api.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("api.trusted_proxies: {e}"))?;
         if let Some(h) = &self.api.client_ip_header {
@@ -270,7 +178,7 @@ mod tests {
     fn minimal_config_and_bad_fields() {
         let c = ControllerConfig::from_toml("[controller]\nregion = \"eu\"\n").unwrap();
         c.validate().unwrap();
-        assert_eq!(c.store.prefix, "/rtn/v1/");
+        assert_eq!(c.store.store.prefix, "/rtn/v1/");
         assert!(ControllerConfig::from_toml("[controller]\nregion = \"eu\"\nbogus = 1\n").is_err());
         let mut bad = c.clone();
         bad.store.election_ttl_ms = 500;
@@ -298,7 +206,7 @@ mod tests {
         ok.api.client_ip_header = Some("X-Forwarded-For".into());
         ok.validate().unwrap();
         let mut bad = c;
-        bad.store.etcd_endpoints = vec!["127.0.0.1:2379".into()];
+        bad.store.store.etcd_endpoints = vec!["127.0.0.1:2379".into()];
         assert!(bad
             .validate()
             .unwrap_err()
@@ -307,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn etcd_tls_settings_are_checked_against_the_endpoints() {
+    fn the_store_section_takes_the_shared_store_settings() {
         let dir = tempfile::tempdir().unwrap();
         let file = |n: &str| {
             let p = dir.path().join(n);
@@ -316,75 +224,21 @@ mod tests {
         };
         let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
         let https = vec!["https://10.0.0.5:2379".to_string()];
-        let http = vec!["http://10.0.0.5:2379".to_string()];
-        let mut c = ControllerConfig::from_toml("[controller]\nregion = \"eu\"\n").unwrap();
         let ok = |c: &ControllerConfig| c.validate().map_err(|e| e.to_string());
-        c.store.etcd_endpoints = https.clone();
-        c.store.etcd_ca = Some(ca.clone());
-        c.store.etcd_cert = Some(cert.clone());
-        c.store.etcd_key = Some(key.clone());
-        ok(&c).unwrap();
-        // Without a client certificate (clusters without client-cert-auth).
-        let mut v = c.clone();
-        v.store.etcd_cert = None;
-        v.store.etcd_key = None;
-        ok(&v).unwrap();
-        // Plain http without TLS settings.
-        let mut v = ControllerConfig::from_toml("[controller]\nregion = \"eu\"\n").unwrap();
-        v.store.etcd_endpoints = http.clone();
-        ok(&v).unwrap();
-        type Change = Box<dyn Fn(&mut StoreSection)>;
-        let cases: Vec<(Change, &str)> = vec![
-            (
-                Box::new(|s| s.etcd_key = None),
-                "store.etcd_cert and store.etcd_key go together",
-            ),
-            (Box::new(|s| s.etcd_cert = None), "go together"),
-            (
-                Box::new(|s| s.etcd_ca = Some("/nonexistent/ca.pem".into())),
-                "store.etcd_ca: file /nonexistent/ca.pem does not exist",
-            ),
-            (
-                Box::new(|s| s.etcd_key = Some("/nonexistent/k".into())),
-                "store.etcd_key: file",
-            ),
-            (Box::new(|s| s.etcd_ca = None), "need store.etcd_ca"),
-            (
-                Box::new(|s| {
-                    s.etcd_ca = None;
-                    s.etcd_cert = None;
-                    s.etcd_key = None
-                }),
-                "is https:// and needs store.etcd_ca",
-            ),
-            (
-                Box::new(move |s| s.etcd_endpoints = http.clone()),
-                "is not https:// but store.etcd_ca is set",
-            ),
-            (
-                Box::new(|s| s.etcd_endpoints.push("http://10.0.0.6:2379".into())),
-                "is not https://",
-            ),
-            (
-                Box::new(|s| s.etcd_server_name = Some(String::new())),
-                "etcd_server_name must not be empty",
-            ),
-        ];
-        for (change, want) in cases {
-            let mut v = c.clone();
-            change(&mut v.store);
-            let err = ok(&v).unwrap_err();
-            assert!(err.contains(want), "{err} should mention {want}");
-        }
         let text = format!(
             "[controller]\nregion = \"eu\"\n[store]\netcd_endpoints = {https:?}\netcd_ca = {ca:?}\netcd_cert = {cert:?}\netcd_key = {key:?}\netcd_server_name = \"etcd.internal\"\n"
         );
         let parsed = ControllerConfig::from_toml(&text).unwrap();
         ok(&parsed).unwrap();
-        assert_eq!(parsed.store.etcd_ca.as_deref(), Some(ca.as_path()));
+        assert_eq!(parsed.store.store.etcd_ca.as_deref(), Some(ca.as_path()));
         assert_eq!(
-            parsed.store.etcd_server_name.as_deref(),
+            parsed.store.store.etcd_server_name.as_deref(),
             Some("etcd.internal")
+        );
+        let typo = ControllerConfig::from_toml(&format!("{text}etcd_endpoint = []\n")).unwrap();
+        assert_eq!(
+            ok(&typo).unwrap_err(),
+            "store: unknown field `etcd_endpoint`"
         );
     }
 }

@@ -13,10 +13,11 @@ use topology::{CostModel, HysteresisPolicy, RouteSet};
 use tracing::{info, warn};
 
 use crate::compute::{build_graph, from_record, region_routes, to_record};
-use crate::keys::KeyLayout;
 use crate::mesh::{self, SharedMesh};
-use crate::records::{now_ms, Record, RoutesRecord};
-use crate::store::{ControlStore, Election, Leadership};
+use control::clock::now_ms;
+use control::keys::KeyLayout;
+use control::records::{Record, RoutesRecord};
+use control::store::{ControlStore, Election, Leadership};
 
 /// Delay between failed campaigns (store down): the store's own retry
 /// covers short blips; this only bounds log noise and load.

@@ -1,12 +1,8 @@
 //! The RTN region controller: the control plane of the mesh.
 //!
-//! - [`store`]: the control store every process of the control plane talks
-//!   to: a trait with an etcd implementation for anything with more than one
-//!   process, and an embedded in-process implementation for the lab and
-//!   tests, both held to one conformance suite; leader election and
-//!   outage-proof prefix watches on top.
-//! - [`keys`] and [`records`]: what is stored where (the layout is written up
-//!   in `docs/control-plane.md`).
+//! The control store, its keys and records live in the `control` crate,
+//! which edges share.
+//!
 //! - [`mesh`]: every controller's mirror of the store.
 //! - [`compute`]: graph, best and backup paths, hysteresis (via `topology`).
 //! - [`controller`]: election per region and route publication by the leader.
@@ -19,8 +15,5 @@ pub mod compute;
 pub mod config;
 pub mod controller;
 pub mod dashboard;
-pub mod keys;
 pub mod mesh;
 pub mod metrics;
-pub mod records;
-pub mod store;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use control::keys::KeyLayout;
+use control::store::ControlStore;
 use region_controller::api::{parse_proxies, Api};
 use region_controller::config::{ControllerConfig, StoreSection};
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::ControlStore;
 use tracing::info;
 
 #[derive(Parser)]
@@ -82,22 +82,22 @@ impl RunArgs {
             cfg.controller.name = Some(v.clone());
         }
         if let Some(v) = &self.etcd {
-            cfg.store.etcd_endpoints = v.clone();
+            cfg.store.store.etcd_endpoints = v.clone();
         }
         if let Some(v) = &self.etcd_ca {
-            cfg.store.etcd_ca = Some(v.clone());
+            cfg.store.store.etcd_ca = Some(v.clone());
         }
         if let Some(v) = &self.etcd_cert {
-            cfg.store.etcd_cert = Some(v.clone());
+            cfg.store.store.etcd_cert = Some(v.clone());
         }
         if let Some(v) = &self.etcd_key {
-            cfg.store.etcd_key = Some(v.clone());
+            cfg.store.store.etcd_key = Some(v.clone());
         }
         if let Some(v) = &self.etcd_server_name {
-            cfg.store.etcd_server_name = Some(v.clone());
+            cfg.store.store.etcd_server_name = Some(v.clone());
         }
         if let Some(v) = &self.prefix {
-            cfg.store.prefix = v.clone();
+            cfg.store.store.prefix = v.clone();
         }
         if let Some(v) = self.election_ttl_ms {
             cfg.store.election_ttl_ms = v;
@@ -112,7 +112,7 @@ impl RunArgs {
             cfg.api.geoip_db = Some(v.clone());
         }
         cfg.validate()?;
-        if cfg.store.etcd_endpoints.is_empty() {
+        if cfg.store.store.etcd_endpoints.is_empty() {
             anyhow::bail!("store.etcd_endpoints is required (a standalone controller needs etcd)");
         }
         Ok(cfg)
@@ -131,26 +131,12 @@ fn open_geoip(cfg: &ControllerConfig) -> anyhow::Result<Option<topology::GeoIpDb
         .transpose()
 }
 
-#[cfg(feature = "etcd")]
+/// The etcd store of the `[store]` section (required: a standalone
+/// controller needs etcd; the embedded store is for in-process labs).
 fn etcd(store: &StoreSection) -> anyhow::Result<Arc<dyn ControlStore>> {
-    use region_controller::store::{EtcdStore, EtcdTls};
-    // The TLS files are read and checked here (check-config too).
-    let tls = EtcdTls::from_paths(
-        store.etcd_ca.as_deref(),
-        store.etcd_cert.as_deref(),
-        store.etcd_key.as_deref(),
-        store.etcd_server_name.as_deref(),
-    )?;
-    // Lazy: the controller starts (and serves its API) while etcd is down.
-    Ok(Arc::new(EtcdStore::lazy_with(
-        store.etcd_endpoints.clone(),
-        tls.as_ref(),
-    )?))
-}
-
-#[cfg(not(feature = "etcd"))]
-fn etcd(_store: &StoreSection) -> anyhow::Result<Arc<dyn ControlStore>> {
-    anyhow::bail!("this binary was built without etcd support; rebuild with `--features etcd`")
+    store.store.open()?.ok_or_else(|| {
+        anyhow::anyhow!("store.etcd_endpoints is required (a standalone controller needs etcd)")
+    })
 }
 
 #[tokio::main]
@@ -169,7 +155,6 @@ async fn main() -> anyhow::Result<()> {
             let cfg = args.load()?;
             open_geoip(&cfg)?;
             // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
-            #[cfg(feature = "etcd")]
             etcd(&cfg.store)?;
             println!("config ok: region {}", cfg.controller.region);
             Ok(())
@@ -180,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
     let geoip = open_geoip(&cfg)?;
-    let keys = KeyLayout::new(&cfg.store.prefix).map_err(anyhow::Error::msg)?;
+    let keys = KeyLayout::new(&cfg.store.store.prefix).map_err(anyhow::Error::msg)?;
     let store = etcd(&cfg.store)?;
     let name = cfg.name();
     let opts = RoutingOptions {

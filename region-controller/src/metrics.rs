@@ -1,72 +1,23 @@
-//! The process-wide Prometheus recorder. One per process: the lab runs edges
-//! and controllers in one process, and they all render through this handle
-//! (edges' series carry an `edge` label, the controller's a `region` and,
-//! where two controllers of a region could share a process, a `controller`).
-//!
-//! Naming follows Prometheus' conventions: `rtn_` prefix, base units in the
-//! name (`_seconds`, `_bytes`, `_ratio`), `_total` on counters, and labels
-//! with bounded values only (edge and peer ids, regions, controller names,
-//! reasons); never user, session or channel ids. Every metric is described
-//! here or in `edge_node::metrics`, and listed in `docs/observability.md`.
+//! The controller's metrics (described here, listed in
+//! `docs/observability.md`), recorded through the process-wide recorder of
+//! [`control::metrics`], and a store wrapper that counts the controller's
+//! store operations.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use control::store::{self, ControlStore, Expect, KeyValue, LeaseId, Revision, WatchStream};
 use metrics::Unit;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::store::{self, ControlStore, Expect, KeyValue, LeaseId, Revision, WatchStream};
-
-/// Buckets for link round-trip times: loopback to the far side of the
-/// planet through a congested path (1 ms .. 1 s; ITU-T G.114 puts
-/// unacceptable one-way delay at 400 ms).
-pub const WAN_RTT_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.150, 0.200, 0.300, 0.500, 1.0,
-];
-/// Buckets for route computations: sub-millisecond for a small region up to
-/// the design's 1 s budget for 1,000 edges and beyond.
-pub const COMPUTE_BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-/// Buckets for the controller's watch lag (a record's write to its arrival
-/// in the controller's view): milliseconds normally, seconds in trouble.
-pub const WATCH_LAG_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
+/// The process-wide recorder, with the controller's metrics described.
 pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("rtn_edge_link_rtt_seconds".into()),
-                    WAN_RTT_BUCKETS,
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("rtn_controller_compute_seconds".into()),
-                        COMPUTE_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("rtn_controller_watch_lag_seconds".into()),
-                        WATCH_LAG_BUCKETS,
-                    )
-                })
-                .expect("bucket lists are not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (an embedding app):
-            // then this handle renders nothing.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
+    static DESCRIBED: OnceLock<()> = OnceLock::new();
+    let handle = control::metrics::prometheus();
+    DESCRIBED.get_or_init(describe);
+    handle
 }
 
 fn describe() {
@@ -137,7 +88,7 @@ pub fn compute_duration(region: &str, took: Duration) {
 /// wall clock). Clock skew between machines shows up here; negative ages
 /// count as 0.
 pub fn watch_lag(dir: &'static str, at_ms: impl Iterator<Item = u64>) {
-    let now = crate::records::now_ms();
+    let now = control::clock::now_ms();
     let h = metrics::histogram!("rtn_controller_watch_lag_seconds", "dir" => dir);
     for at in at_ms {
         h.record(now.saturating_sub(at) as f64 / 1000.0);

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use region_controller::store::{
-    conformance, ControlStore, EtcdServer, EtcdStore, EtcdTestPki, EtcdTls, StoreError, WatchEvent,
-};
+use control::store::{ControlStore, EtcdStore, EtcdTls, StoreError, WatchEvent};
+use testkit::{store_conformance, EtcdServer, EtcdTestPki};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -45,7 +44,7 @@ async fn tls_with_client_certificate_conforms_and_survives_a_restart() {
     let mut etcd = tls_server();
     assert!(etcd.client_url().starts_with("https://127.0.0.1:"));
     let store = Arc::new(etcd.store().await.expect("etcd answers over TLS"));
-    conformance::run_all(store.clone(), "/rtn/tls/").await;
+    store_conformance::run_all(store.clone(), "/rtn/tls/").await;
 
     // Reconnect and watch resumption work over TLS as over http.
     let rev = store

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use edge_node::netem::{LinkProfile, Wan};
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::token::{mint, Grant};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 use sdk::{Client, ClientConfig, Event, SocketFactory};
+use testkit::netem::{LinkProfile, Wan};
 
 const APP: &str = "demo";
 const SECRET: &str = "test-secret-0123456789";
@@ -100,7 +100,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
-            wan: Some(wan.clone()),
+            socket: Some(wan.hook()),
             ..Default::default()
         };
         edges.push(Edge::start(cfg, opts).await.unwrap());

@@ -311,7 +311,7 @@ def free_ports(n):
 def binary(name):
     path = os.path.join(BIN_DIR, name)
     if not os.access(path, os.X_OK):
-        raise AssertionError(f"{path} is missing: build it (cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd)")
+        raise AssertionError(f"{path} is missing: build it (cargo build -p edge-node -p region-controller --features edge-node/netem)")
     return path
 
 
@@ -832,8 +832,8 @@ def live(r):
             body = wait_for("edge 17 in the nearest-edge answer", nearest_or_dead, timeout=40)
         except SystemExit as e:
             logs = "\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"])
-            if "without etcd support" in logs:
-                raise AssertionError(f"the binaries in {BIN_DIR} lack the etcd feature: cargo build -p edge-node -p region-controller --features edge-node/etcd,region-controller/etcd\n{logs}")
+            if "without etcd support" in logs or "--features netem" in logs:
+                raise AssertionError(f"the binaries in {BIN_DIR} lack the etcd or netem feature: cargo build -p edge-node -p region-controller --features edge-node/netem\n{logs}")
             raise AssertionError(f"{e}:\n{logs}")
         except AssertionError:
             raise AssertionError("\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))

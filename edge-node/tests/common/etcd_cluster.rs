@@ -16,17 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use region_controller::keys::KeyLayout;
-use region_controller::records::{EdgeRecord, Record, RoutesRecord};
-use region_controller::store::{ControlStore, EtcdStore, KeyValue};
+use control::keys::KeyLayout;
+use control::records::{EdgeRecord, Record, RoutesRecord};
+use control::store::{ControlStore, EtcdStore, KeyValue};
 use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
 
-use super::{token, APP, SECRET};
+use super::{http, token, ADMIN_TOKEN, ADMIN_TOKEN_ENV, APP, SECRET};
 
 pub const REGION: &str = "eu";
-/// Bearer token of the controllers' `/v1/mesh` (through this variable).
-pub const ADMIN_TOKEN_ENV: &str = "RTN_TEST_ADMIN_TOKEN";
-pub const ADMIN_TOKEN: &str = "etcd-cluster-test-admin";
 
 pub fn free_tcp() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -94,43 +91,6 @@ fn signal(pid: u32, sig: &str) {
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(ok, "kill {sig} {pid}");
-}
-
-/// One HTTP/1.1 request with `connection: close`: (status, body).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(3), exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timed out"))??;
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    Ok((status, body.to_string()))
 }
 
 /// The first JSON object in a body (tolerates chunked framing around it).
@@ -603,6 +563,7 @@ region = "{REGION}"
 city = "{city}"
 listen = "{quic}"
 admin_listen = "{admin}"
+admin_token_env = "{ADMIN_TOKEN_ENV}"
 server_name = "localhost"
 [tls]
 cert = "{d}/edge.pem"
@@ -627,7 +588,7 @@ links = {links}
             &format!("edge {id}"),
             &self.edge_bin,
             &["run", "--config", path.to_str().unwrap()],
-            &[],
+            &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)],
         );
         self.edges.push(EdgeProc {
             id,
@@ -678,7 +639,16 @@ admin_token_env = "{ADMIN_TOKEN_ENV}"
     pub async fn set_wan(&self, delay: impl Fn(u32, u32) -> f64) {
         let rules = wan_rules(self.ip, self.max_edges, delay);
         for e in &self.edges {
-            let (code, body) = http(e.admin, "PUT", "/netem", &[], &rules).await.unwrap();
+            let auth = format!("Bearer {ADMIN_TOKEN}");
+            let (code, body) = http(
+                e.admin,
+                "PUT",
+                "/netem",
+                &[("authorization", &auth)],
+                &rules,
+            )
+            .await
+            .unwrap();
             assert_eq!(code, 200, "edge {}: {body}", e.id);
         }
     }

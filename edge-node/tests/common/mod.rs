@@ -3,8 +3,14 @@
 //! no SDK would).
 #![allow(dead_code)]
 
-#[cfg(feature = "etcd")]
+#[cfg(all(feature = "etcd", feature = "netem"))]
 pub mod etcd_cluster;
+
+/// The admin bearer token of edges and controllers started as processes
+/// (operator endpoints: `/netem`, `/v1/mesh`), and the variable their
+/// configs name for it.
+pub const ADMIN_TOKEN_ENV: &str = "RTN_TEST_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: &str = "rtn-test-admin-token";
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use protocol::token::{mint, Grant};
 use protocol::EdgeId;
 use quinn::crypto::rustls::QuicClientConfig;
+pub use testkit::netem::Wan;
 
 pub const APP: &str = "demo";
 pub const SECRET: &str = "test-secret-0123456789";
@@ -58,6 +65,8 @@ pub fn init_logs() {
 pub struct Mesh {
     pub pki: DevPki,
     pub edges: Vec<Edge>,
+    /// The emulated WAN the edges send through, if they do.
+    pub wan: Option<Arc<Wan>>,
 }
 
 impl Mesh {
@@ -66,15 +75,31 @@ impl Mesh {
     }
 
     pub async fn start_with(n: u32, tweak: impl Fn(&mut EdgeConfig)) -> Mesh {
+        Self::start_over(None, n, tweak).await
+    }
+
+    /// `n` edges whose sockets send through `wan`, if given.
+    pub async fn start_over(
+        wan: Option<Arc<Wan>>,
+        n: u32,
+        tweak: impl Fn(&mut EdgeConfig),
+    ) -> Mesh {
         init_logs();
         let pki = DevPki::new().unwrap();
         let mut edges = vec![];
         for id in 1..=n {
-            edges.push(start_edge(&pki, id, None, &tweak).await);
+            edges.push(start_edge(&pki, id, None, &tweak, wan.as_ref()).await);
         }
-        let mesh = Mesh { pki, edges };
+        let mesh = Mesh { pki, edges, wan };
         mesh.full_mesh_routes();
         mesh
+    }
+
+    /// The emulated WAN under the edges (a mesh started over one).
+    pub fn wan(&self) -> &Wan {
+        self.wan
+            .as_deref()
+            .expect("this mesh runs over an emulated WAN")
     }
 
     pub fn peer(&self, e: &Edge) -> PeerInfo {
@@ -134,6 +159,7 @@ pub async fn start_edge(
     id: u32,
     listen: Option<SocketAddr>,
     tweak: &impl Fn(&mut EdgeConfig),
+    wan: Option<&Arc<Wan>>,
 ) -> Edge {
     let mut cfg = EdgeConfig::dev(id, APP, SECRET);
     if let Some(l) = listen {
@@ -146,6 +172,7 @@ pub async fn start_edge(
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             routes: Some(RouteFeed::new(RouteTable::default())),
+            socket: wan.map(|w| w.hook()),
             ..Default::default()
         };
         match Edge::start(cfg.clone(), opts).await {
@@ -439,4 +466,41 @@ pub async fn media_latency(
     assert!(took.len() >= 6, "only {} of 9 packets arrived", took.len());
     took.sort();
     took[took.len() / 2]
+}
+
+/// One HTTP/1.1 request with `connection: close`: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timed out"))??;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Ok((status, body.to_string()))
 }

@@ -1,5 +1,5 @@
 //! Failure injection: a plan of timed actions (TOML). The store outage
-//! itself is `region_controller::store::OutageStore`.
+//! itself is `testkit::OutageStore`.
 
 use std::path::Path;
 

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_node::netem::{LateHistogram, Lateness, Wan};
 use edge_node::probe::{DEAD_AFTER_INTERVALS, PROBE_INTERVAL};
 use serde::Serialize;
+use testkit::netem::{LateHistogram, Lateness, Wan};
 
 /// The WAN emulation's datagrams may leave this late at p99. Each is that
 /// much later than the world says, and a probe's RTT crosses twice: 2 ms

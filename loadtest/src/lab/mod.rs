@@ -32,14 +32,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edge_node::netem::Wan;
+use control::keys::KeyLayout;
+use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteTable};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use region_controller::keys::KeyLayout;
-use region_controller::store::{ControlStore, MemoryStore};
 use serde::Serialize;
+use testkit::netem::Wan;
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -47,8 +47,8 @@ use chaos::Action;
 use churn::{ChurnWatch, RouteChanges, Settling};
 use machine::Machine;
 use record::{Felt, Recorder};
-use region_controller::store::OutageStore;
 use stretch::{CostStretch, PathStretch, StretchFigures, StretchSampler};
+use testkit::OutageStore;
 use traffic::{App, ClientSpec, Traffic};
 use world::{TopologyFile, World};
 
@@ -356,9 +356,7 @@ fn far_future() -> tokio::time::Instant {
 #[cfg(feature = "etcd")]
 fn etcd_store(url: &str) -> anyhow::Result<Arc<dyn ControlStore>> {
     let endpoints = url.split(',').map(str::to_string).collect();
-    Ok(Arc::new(region_controller::store::EtcdStore::lazy(
-        endpoints,
-    )?))
+    Ok(Arc::new(control::store::EtcdStore::lazy(endpoints)?))
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -452,7 +450,7 @@ impl Lab {
         let opts = EdgeOptions {
             tls: Some(self.pki.material(&["localhost".into()])?),
             store: Some(self.store.clone()),
-            wan: Some(self.wan.clone()),
+            socket: Some(self.wan.hook()),
             ..Default::default()
         };
         let edge = Edge::start(cfg.clone(), opts)

@@ -19,9 +19,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use edge_node::netem::{LinkProfile, LinkRule};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use testkit::netem::{LinkProfile, LinkRule};
 use topology::geo::{fiber_rtt_ms, find_city, City};
 use topology::synth::XorShift64;
 use topology::{CostModel, LinkSummary, MeshGraph, NodeInfo};
@@ -548,7 +548,7 @@ const TRUE_SUMMARY_SAMPLES: u64 = 1_000;
 /// and `j2`.
 ///
 /// Why this shape: the WAN emulation varies each datagram's delay uniformly
-/// by up to `jitter_ms` either way (`edge_node::netem`), and a probe's RTT
+/// by up to `jitter_ms` either way (`netem`), and a probe's RTT
 /// crosses the link once each way, so its noise is the sum of two
 /// independent uniforms, and edges publish the IQR of their RTT samples as
 /// jitter. (Delays clamped at zero when jitter exceeds the delay are not

@@ -28,7 +28,8 @@ use protocol::EdgeId;
 use serde::Serialize;
 
 use crate::mesh::{MeshView, SharedMesh};
-use crate::records::{now_ms, EdgeRecord};
+use control::clock::now_ms;
+use control::records::EdgeRecord;
 
 /// Bytes of one stored sample (checked by a test).
 pub const SAMPLE_BYTES: usize = 20;
@@ -358,7 +359,7 @@ fn round4(v: f32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{EdgeState, ProbeLink, ProbeRecord};
+    use control::records::{EdgeState, ProbeLink, ProbeRecord};
 
     fn edge(id: EdgeId) -> EdgeRecord {
         EdgeRecord {

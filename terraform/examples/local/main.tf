@@ -141,7 +141,7 @@ resource "terraform_data" "state" {
     }
     precondition {
       condition     = fileexists(local.bin.edge) && fileexists(local.bin.controller)
-      error_message = "${local.bin.edge} or ${local.bin.controller} is missing: cargo build -p edge-node -p region-controller -p loadtest --features edge-node/etcd,region-controller/etcd (or set bin_dir)."
+      error_message = "${local.bin.edge} or ${local.bin.controller} is missing: cargo build -p edge-node -p region-controller -p loadtest --features edge-node/netem (or set bin_dir)."
     }
     precondition {
       condition     = fileexists(var.etcd_binary)

@@ -5,7 +5,7 @@ variable "state_dir" {
 }
 
 variable "bin_dir" {
-  description = "Directory holding edge-node, region-controller (built with --features edge-node/etcd,region-controller/etcd) and loadtest. Default: the repository's target/release when edge-node and region-controller are there, else target/debug."
+  description = "Directory holding edge-node, region-controller (built with --features edge-node/netem) and loadtest. Default: the repository's target/release when edge-node and region-controller are there, else target/debug."
   type        = string
   default     = null
 }

@@ -11,23 +11,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub mod conformance;
 pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(feature = "etcd")]
-pub mod etcd_server;
 pub mod memory;
-pub mod outage;
 pub mod watcher;
 
 pub use election::{Election, Leadership};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdStore, EtcdTls};
-#[cfg(feature = "etcd")]
-pub use etcd_server::{EtcdServer, EtcdTestPki};
 pub use memory::MemoryStore;
-pub use outage::OutageStore;
 
 /// Store-wide revision of a change (etcd's `mod_revision`).
 pub type Revision = i64;

@@ -1,19 +1,25 @@
-//! The conformance suite against a real etcd started for the test (Debian's
-//! `etcd-server`), on free loopback ports with a temporary data dir; plus
-//! reconnection and watch resumption across an etcd restart.
-#![cfg(feature = "etcd")]
+//! The stores held to the conformance suite: the embedded one, and a real
+//! etcd started for the test (Debian's `etcd-server`) on free loopback ports
+//! with a temporary data dir; reconnection and watch resumption across an
+//! etcd restart; an election through a store outage.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use region_controller::store::{conformance, ControlStore, EtcdServer, WatchEvent};
+use control::store::{ControlStore, Election, MemoryStore, WatchEvent};
+use testkit::{store_conformance, EtcdServer, OutageStore};
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    store_conformance::run_all(Arc::new(MemoryStore::new()), "/rtn/test/").await;
+}
 
 #[tokio::test]
 async fn etcd_store_conforms() {
     let etcd = EtcdServer::start().unwrap();
     let store = Arc::new(etcd.store().await.unwrap());
-    conformance::run_all(store, "/rtn/test/").await;
+    store_conformance::run_all(store, "/rtn/test/").await;
 }
 
 #[tokio::test]
@@ -76,4 +82,41 @@ async fn etcd_restart_is_survived_by_calls_and_watches() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].key(), "/rtn/w/c");
     assert!(events[0].revision() > b.mod_revision);
+}
+
+const TTL: Duration = Duration::from_millis(600);
+
+#[tokio::test]
+async fn a_campaign_cut_short_by_an_outage_fails_and_a_later_one_leads() {
+    let store = OutageStore::new(Arc::new(MemoryStore::new()));
+    let a = Election::new(store.clone(), "/leader", "a", TTL);
+    let b = Arc::new(Election::new(store.clone(), "/leader", "b", TTL));
+    let lead_a = a.campaign().await.unwrap();
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.campaign().await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "b waits while a leads");
+    store.set_down(true);
+    let failed = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the outage ends the campaign")
+        .unwrap();
+    assert!(failed.is_err());
+    store.set_down(false);
+    // A campaign cancelled while it waits leaves nothing behind either.
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), b.campaign()).await;
+    assert!(cancelled.is_err(), "a still leads");
+    assert!(
+        !lead_a.is_lost(),
+        "a short outage does not cost a its lease"
+    );
+    a.resign(lead_a).await.unwrap();
+    let lead_b = tokio::time::timeout(Duration::from_secs(2), b.campaign())
+        .await
+        .expect("b takes over once a resigns")
+        .unwrap();
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("b"));
+    assert!(!lead_b.is_lost());
 }

@@ -1,5 +1,5 @@
 //! The conformance suite every [`ControlStore`] must pass: run against the
-//! embedded store in unit tests and against a real etcd in integration tests.
+//! embedded store and against a real etcd (`control/tests/`).
 //! Each check uses its own key prefix so the suite can share a store.
 
 use std::sync::Arc;
@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ControlStore, Election, Expect, StoreError, WatchEvent};
+use control::store::{ControlStore, Election, Expect, StoreError, WatchEvent, WatchStream};
 
 /// Lease TTL used by the suite: etcd's minimum is about 2 s by default.
 pub const TTL: Duration = Duration::from_secs(2);
 
-async fn next_events(w: &mut super::WatchStream) -> Vec<WatchEvent> {
+async fn next_events(w: &mut WatchStream) -> Vec<WatchEvent> {
     match tokio::time::timeout(Duration::from_secs(10), w.recv()).await {
         Ok(Some(Ok(events))) => events,
         other => panic!("watch produced no events: {other:?}"),
@@ -207,13 +207,4 @@ pub async fn run_all<S: ControlStore>(s: Arc<S>, prefix: &str) {
     watches(&*s, prefix).await;
     leases(&*s, prefix).await;
     election(s, prefix).await;
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn memory_store_conforms() {
-        let s = std::sync::Arc::new(crate::store::MemoryStore::new());
-        super::run_all(s, "/rtn/test/").await;
-    }
 }

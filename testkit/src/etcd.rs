@@ -17,7 +17,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::{ControlStore, EtcdStore, EtcdTls, StoreError};
+use control::store::{ControlStore, EtcdStore, EtcdTls, StoreError};
 
 pub struct EtcdServer {
     child: Option<Child>,

@@ -207,15 +207,6 @@ impl Record for RoutesRecord {
     }
 }
 
-/// Milliseconds since the Unix epoch (records carry wall-clock times for
-/// operators; nothing compares them across machines).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use region_controller::store::{ControlStore, EtcdServer, EtcdStore, WatchEvent};
+use control::store::{ControlStore, EtcdStore, WatchEvent};
+use testkit::EtcdServer;
 
 /// A loopback URL where nothing listens (connections are refused).
 fn dead_endpoint() -> String {

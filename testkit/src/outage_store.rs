@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use super::{ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchStream};
+use control::store::{
+    ControlStore, Expect, KeyValue, LeaseId, Result, Revision, StoreError, WatchStream,
+};
 
 /// A control store that can be made unreachable: every call fails with
 /// `Unavailable` and every open watch breaks, as when etcd is stopped or
@@ -119,7 +121,7 @@ impl ControlStore for OutageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use control::store::MemoryStore;
 
     #[tokio::test]
     async fn an_outage_fails_calls_and_breaks_watches() {
