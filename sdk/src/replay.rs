@@ -226,7 +226,7 @@ mod tests {
         assert!(!w.refuse(3));
         assert_eq!(w.unacked(), 3);
         assert_eq!(seqs(&w), vec![1, 2, 4]);
-        // A later cumulative ack covers the hole without counting it.
+        // A later ack settles everything before it, the hole uncounted.
         assert_eq!(w.ack(4), 3);
         assert_eq!(w.unacked(), 0);
         assert!(!w.refuse(1), "already acknowledged");
