@@ -294,7 +294,8 @@ async fn a_connection_left_without_a_channel_must_join_another_in_time() {
     assert_eq!(c.closed_code().await, Some(ErrorCode::JoinTimeout as u64));
     let after = left.elapsed();
     assert!(
-        after >= timeout - Duration::from_millis(50) && after < timeout * 3,
+        // Not at once (the first deadline passed long ago), nor much later.
+        after >= timeout / 2 && after < timeout * 5,
         "closed {after:?} after leaving its last channel"
     );
     mesh.stop().await;
