@@ -22,6 +22,7 @@ pub mod edge;
 pub mod forwarding;
 pub mod log_throttle;
 pub mod media_queue;
+pub mod message_seq;
 pub mod metrics;
 pub mod probe;
 pub mod relay;

@@ -56,14 +56,23 @@ impl LogThrottle {
     }
 }
 
-/// `warn!` an abuse event through a [`LogThrottle`]: the first of its kind,
-/// then one line per [`LOG_INTERVAL`] saying how many were not logged.
+/// Log an event a client can trigger at will through a [`LogThrottle`], at
+/// `level` (a `tracing::Level` constant): the first of its kind, then one
+/// line per [`LOG_INTERVAL`] saying how many were not logged.
+#[macro_export]
+macro_rules! log_throttled {
+    ($level:expr, $throttle:expr, $kind:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $throttle.admit($kind) {
+            tracing::event!($level, kind = $kind, suppressed_since_last_line = suppressed, $($arg)+);
+        }
+    };
+}
+
+/// `warn!` an abuse event through a [`LogThrottle`] (see [`log_throttled!`]).
 #[macro_export]
 macro_rules! warn_throttled {
     ($throttle:expr, $kind:expr, $($arg:tt)+) => {
-        if let Some(suppressed) = $throttle.admit($kind) {
-            tracing::warn!(kind = $kind, suppressed_since_last_line = suppressed, $($arg)+);
-        }
+        $crate::log_throttled!(tracing::Level::WARN, $throttle, $kind, $($arg)+)
     };
 }
 

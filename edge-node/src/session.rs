@@ -2,6 +2,7 @@
 //! channels it joined.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +16,26 @@ use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, Err
 use protocol::token::Claims;
 use protocol::{ChannelId, TrackKey};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::channel::{Channel, LocalMember, MediaSubscription};
 use crate::edge::EdgeCore;
 use crate::media_queue::MediaQueue;
+use crate::message_seq::SenderSeq;
 use crate::metrics::EdgeMetrics;
+
+/// Refused joins one connection may have; the next refusal closes it with
+/// `RATE_LIMITED`. Every join costs the edge a token check (an HMAC) and a
+/// refusal a counter and maybe a log line, and nothing else bounds how many
+/// joins a client pipelines on its stream (the per-token join rate only
+/// charges valid tokens). A well-behaved client is rarely refused: token
+/// and rights refusals are final for that token (the app must get another),
+/// `RATE_LIMITED` tells it to wait, `ALREADY_JOINED` and
+/// `TOO_MANY_CHANNELS` are its own bugs. 32 lets each of the 16 channels a
+/// connection may hold be refused twice. A client over it must reconnect,
+/// and connection admission (per-address rates) then bounds its pace.
+pub const MAX_REFUSED_JOINS: u32 = 32;
 
 /// The handle other parts of the edge use to reach a client.
 pub struct ClientHandle {
@@ -64,6 +79,8 @@ struct Joined {
     channel: Arc<Channel>,
     session: u64,
     claims: Claims,
+    /// The session's message seqs, so a refused one leaves no gap.
+    seq: SenderSeq,
 }
 
 struct Published {
@@ -113,7 +130,8 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         core: core.clone(),
         handle: handle.clone(),
         joined: HashMap::new(),
-        ever_joined: false,
+        left_last_at: None,
+        refused_joins: 0,
         published,
         message_rate: core.admission.message_limiter(),
     };
@@ -126,9 +144,12 @@ struct Session {
     core: Arc<EdgeCore>,
     handle: Arc<ClientHandle>,
     joined: HashMap<ChannelId, Joined>,
-    /// The join timeout only applies until the first successful join; a
-    /// client may later leave every channel and stay connected.
-    ever_joined: bool,
+    /// When the connection just left its last channel: it must join another
+    /// within the join timeout, counted again from then (a connection holds
+    /// at least one channel or goes; docs/protocol.md §4.1).
+    left_last_at: Option<Instant>,
+    /// Joins refused on this connection (see [`MAX_REFUSED_JOINS`]).
+    refused_joins: u32,
     published: PublishedTracks,
     message_rate: Option<governor::DefaultDirectRateLimiter>,
 }
@@ -140,6 +161,8 @@ impl Session {
     async fn control_loop(&mut self, mut recv: quinn::RecvStream, join_timeout: Duration) {
         let conn = self.handle.conn.clone();
         let mut frames = FrameBuffer::new();
+        // Runs while the connection holds no channel: from the control
+        // stream's arrival, and again from the leave of its last channel.
         let join_deadline = tokio::time::sleep(join_timeout);
         tokio::pin!(join_deadline);
         loop {
@@ -162,7 +185,9 @@ impl Session {
                                 if matches!(f.kind, Some(CK::Message(_))) {
                                     self.pace_message().await;
                                 }
-                                self.handle_frame(f)
+                                if self.handle_frame(f).is_break() {
+                                    return;
+                                }
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -171,10 +196,13 @@ impl Session {
                             }
                         }
                     }
+                    if let Some(at) = self.left_last_at.take() {
+                        join_deadline.as_mut().reset(at + join_timeout);
+                    }
                 }
-                _ = &mut join_deadline, if !self.ever_joined => {
+                _ = &mut join_deadline, if self.joined.is_empty() => {
                     self.core.metrics.protocol_error("join_timeout");
-                    close(&conn, ErrorCode::JoinTimeout, "no join in time");
+                    close(&conn, ErrorCode::JoinTimeout, "no channel joined in time");
                     return;
                 }
                 extra = conn.accept_bi() => match extra {
@@ -216,7 +244,8 @@ impl Session {
         close(&self.handle.conn, code, &e.to_string());
     }
 
-    fn handle_frame(&mut self, f: pb::ClientFrame) {
+    /// Answer one frame; `Break` when the connection was closed for it.
+    fn handle_frame(&mut self, f: pb::ClientFrame) -> ControlFlow<()> {
         let result = match f.kind {
             Some(CK::Join(j)) => self.join(j),
             Some(CK::Leave(l)) => self.leave(l),
@@ -245,22 +274,53 @@ impl Session {
                 message,
             }));
         }
+        if self.refused_joins > MAX_REFUSED_JOINS {
+            self.core.metrics.protocol_error("too_many_refused_joins");
+            crate::warn_throttled!(self.core.log, "too_many_refused_joins", edge = self.core.id, remote = %self.handle.conn.remote_address(), "closing client: too many refused joins");
+            close(
+                &self.handle.conn,
+                ErrorCode::RateLimited,
+                "too many refused joins",
+            );
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Count a refused join against the connection's budget and in
+    /// `rtn_edge_joins_total{result}`.
+    fn charge_refused_join(&mut self, result: &'static str) {
+        self.refused_joins += 1;
+        self.core.metrics.join(result);
+    }
+
+    /// Count and log a refused join. The log is throttled per reason: a
+    /// client can send joins as fast as its stream carries them.
+    fn join_refused(
+        &mut self,
+        reason: &'static str,
+        error: &str,
+        user: Option<&str>,
+        channel: Option<ChannelId>,
+    ) {
+        self.charge_refused_join(reason);
+        // Logged without the token: it is a credential.
+        crate::log_throttled!(tracing::Level::INFO, self.core.log, reason, edge = self.core.id, remote = %self.handle.conn.remote_address(), reason, error, user, channel = channel.map(tracing::field::display), "join refused");
     }
 
     fn joined(&self, request_id: u32, channel_id: u64) -> Result<&Joined, (u32, Refusal)> {
-        self.joined.get(&ChannelId(channel_id)).ok_or((
-            request_id,
-            Refusal(ErrorCode::NotJoined, "not joined to that channel".into()),
-        ))
+        self.joined
+            .get(&ChannelId(channel_id))
+            .ok_or_else(|| not_joined(request_id))
     }
 
     fn join(&mut self, j: pb::Join) -> Result<(), (u32, Refusal)> {
         let rid = j.request_id;
         let refuse = |code, msg: String| Err((rid, Refusal(code, msg)));
         if self.core.is_draining() {
-            self.core.metrics.join("draining");
-            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "draining", "join refused");
-            return refuse(ErrorCode::GoingAway, "edge is draining".into());
+            let message = "edge is draining";
+            self.join_refused("draining", message, None, None);
+            return refuse(ErrorCode::GoingAway, message.into());
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -270,7 +330,7 @@ impl Session {
             // Charged only for valid tokens: forged ones cost a signature
             // check and are refused anyway.
             Ok(_) if !self.core.admission.allow_join(&j.token) => {
-                self.core.metrics.join("rate_limited");
+                self.charge_refused_join("rate_limited");
                 self.core.metrics.rate_limited("joins_per_token");
                 crate::warn_throttled!(self.core.log, "joins_per_token", edge = self.core.id, remote = %self.handle.conn.remote_address(), "join refused: token used too often (replayed?)");
                 return refuse(
@@ -280,33 +340,27 @@ impl Session {
             }
             Ok(c) => c,
             Err(e) => {
-                self.core.metrics.join(reason_label(e.code()));
-                // Logged without the token: it is a credential.
-                info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = reason_label(e.code()), error = %e, "join refused");
-                return refuse(e.code(), e.to_string());
+                let message = e.to_string();
+                self.join_refused(reason_label(e.code()), &message, None, None);
+                return refuse(e.code(), message);
             }
         };
+        let user = Some(claims.user_id.as_str());
         if j.subscribe_all && !claims.can_subscribe {
-            self.core.metrics.join("no_subscribe_right");
-            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "no_subscribe_right", user = %claims.user_id, "join refused");
-            return refuse(
-                ErrorCode::NoSubscribeRight,
-                "token does not grant subscribe".into(),
-            );
+            let message = "token does not grant subscribe";
+            self.join_refused("no_subscribe_right", message, user, None);
+            return refuse(ErrorCode::NoSubscribeRight, message.into());
         }
         let id = ChannelId::derive(&claims.app_id, &claims.channel);
         if self.joined.contains_key(&id) {
-            self.core.metrics.join("already_joined");
-            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "already_joined", channel = %id, user = %claims.user_id, "join refused");
-            return refuse(ErrorCode::AlreadyJoined, "already joined".into());
+            let message = "already joined";
+            self.join_refused("already_joined", message, user, Some(id));
+            return refuse(ErrorCode::AlreadyJoined, message.into());
         }
         if self.joined.len() >= MAX_CHANNELS_PER_SESSION {
-            self.core.metrics.join("too_many_channels");
-            info!(edge = self.core.id, remote = %self.handle.conn.remote_address(), reason = "too_many_channels", channel = %id, user = %claims.user_id, "join refused");
-            return refuse(
-                ErrorCode::TooManyChannels,
-                format!("at most {MAX_CHANNELS_PER_SESSION} channels"),
-            );
+            let message = format!("at most {MAX_CHANNELS_PER_SESSION} channels");
+            self.join_refused("too_many_channels", &message, user, Some(id));
+            return refuse(ErrorCode::TooManyChannels, message);
         }
         let session: u64 = rand::random();
         let channel = self.core.channel(id, &claims.app_id, &claims.channel);
@@ -346,9 +400,9 @@ impl Session {
                 channel,
                 session,
                 claims,
+                seq: SenderSeq::default(),
             },
         );
-        self.ever_joined = true;
         Ok(())
     }
 
@@ -356,6 +410,9 @@ impl Session {
         self.joined(l.request_id, l.channel_id)?;
         if let Some(j) = self.joined.remove(&ChannelId(l.channel_id)) {
             self.remove_member(&j);
+        }
+        if self.joined.is_empty() {
+            self.left_last_at = Some(Instant::now());
         }
         self.handle.send_frame(SK::Left(pb::Left {
             request_id: l.request_id,
@@ -532,7 +589,9 @@ impl Session {
     }
 
     fn message(&mut self, mut m: pb::ChatMessage) -> Result<(), (u32, Refusal)> {
-        let j = self.joined(0, m.channel_id)?;
+        let Some(j) = self.joined.get_mut(&ChannelId(m.channel_id)) else {
+            return Err(not_joined(0));
+        };
         if !j.claims.can_publish {
             return Err((
                 0,
@@ -543,6 +602,7 @@ impl Session {
             ));
         }
         if m.payload.len() > MAX_MESSAGE_PAYLOAD || m.to_user.len() > MAX_NAME_LEN || m.seq == 0 {
+            j.seq.refused(m.seq);
             return Err((
                 0,
                 Refusal(
@@ -551,6 +611,16 @@ impl Session {
                 ),
             ));
         }
+        if let Err(free) = j.seq.check(m.seq) {
+            return Err((
+                0,
+                Refusal(
+                    ErrorCode::BadSequence,
+                    format!("seq {free} was refused and is still free: the next message takes it"),
+                ),
+            ));
+        }
+        j.seq.accepted(m.seq);
         m.from_user = j.claims.user_id.clone();
         let (channel, session, seq) = (j.channel.clone(), j.session, m.seq);
         self.core.metrics.messages_in_client.increment(1);
@@ -561,6 +631,13 @@ impl Session {
         }));
         Ok(())
     }
+}
+
+fn not_joined(request_id: u32) -> (u32, Refusal) {
+    (
+        request_id,
+        Refusal(ErrorCode::NotJoined, "not joined to that channel".into()),
+    )
 }
 
 fn reason_label(code: ErrorCode) -> &'static str {

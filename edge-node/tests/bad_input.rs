@@ -2,7 +2,8 @@
 //! is counted, and affects no other client.
 mod common;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
@@ -251,26 +252,238 @@ async fn oversized_messages_are_refused() {
     mesh.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_may_leave_every_channel_and_stay_connected() {
-    let mesh = Mesh::start_with(1, |c| c.limits.join_timeout_ms = 300).await;
-    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
-    let j = c.join("room", "u").await;
-    c.send(CK::Leave(pb::Leave {
-        request_id: 5,
-        channel_id: j.channel_id,
-    }))
-    .await;
-    c.expect(|f| matches!(f, SK::Left(_)).then_some(())).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    c.send(CK::Keepalive(pb::Keepalive { nonce: 1 })).await;
+/// A keepalive answered: the connection is still open.
+async fn still_open(c: &mut RawClient, nonce: u64) {
+    c.send(CK::Keepalive(pb::Keepalive { nonce })).await;
     let n = c
         .expect(|f| match f {
             SK::KeepaliveAck(k) => Some(k.nonce),
             _ => None,
         })
         .await;
-    assert_eq!(n, 1, "still connected after the join timeout");
+    assert_eq!(n, nonce);
+}
+
+async fn leave(c: &mut RawClient, channel_id: u64) {
+    c.send(CK::Leave(pb::Leave {
+        request_id: 5,
+        channel_id,
+    }))
+    .await;
+    c.expect(|f| matches!(f, SK::Left(_)).then_some(())).await;
+}
+
+#[tokio::test]
+async fn a_connection_left_without_a_channel_must_join_another_in_time() {
+    let timeout = Duration::from_millis(400);
+    let mesh = Mesh::start_with(1, |c| c.limits.join_timeout_ms = 400).await;
+    let mut c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
+    let j = c.join("room", "u").await;
+    // Holding a channel, a connection stays past the timeout.
+    tokio::time::sleep(timeout + timeout / 2).await;
+    still_open(&mut c, 1).await;
+    // Left its last channel: the timeout runs again, and a join within it
+    // keeps the connection.
+    leave(&mut c, j.channel_id).await;
+    tokio::time::sleep(timeout / 2).await;
+    let k = c.join("other", "u").await;
+    tokio::time::sleep(timeout + timeout / 2).await;
+    still_open(&mut c, 2).await;
+    leave(&mut c, k.channel_id).await;
+    let left = Instant::now();
+    assert_eq!(c.closed_code().await, Some(ErrorCode::JoinTimeout as u64));
+    let after = left.elapsed();
+    assert!(
+        // Not at once (the first deadline passed long ago), nor much later.
+        after >= timeout / 2 && after < timeout * 5,
+        "closed {after:?} after leaving its last channel"
+    );
+    mesh.stop().await;
+}
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, text: &str) -> usize {
+        let logs = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        logs.lines().filter(|l| l.contains(text)).count()
+    }
+}
+
+#[tokio::test]
+async fn a_connection_sending_bad_joins_is_closed_after_its_budget_and_logged_once() {
+    // The edge runs on this test's thread (a current-thread runtime), so a
+    // thread-local subscriber sees everything it logs.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let mesh = Mesh::start(1).await;
+    let addr = mesh.edges[0].addr();
+    let ca = mesh.ca_der();
+    let mut bystander = RawClient::connect(addr, &ca).await;
+    let room = bystander.join("room", "bystander").await.channel_id;
+
+    let forged = mint(
+        &Grant {
+            app_id: APP,
+            channel: "room",
+            user_id: "mallory",
+            publish: true,
+            subscribe: true,
+            issued_at: now(),
+            expires_at: now() + 60,
+        },
+        b"wrong-secret-0123456789",
+    );
+    let before = metric("rtn_edge_joins_total", &[("result", "token_bad_signature")]);
+    let mut attacker = RawClient::connect(addr, &ca).await;
+    let mut pipelined = bytes::BytesMut::new();
+    for i in 0..2_000 {
+        protocol::framing::encode(
+            &pb::ClientFrame {
+                kind: Some(CK::Join(pb::Join {
+                    request_id: i + 1,
+                    token: forged.clone(),
+                    subscribe_all: false,
+                    channel: "room".into(),
+                })),
+            },
+            &mut pipelined,
+        )
+        .unwrap();
+    }
+    attacker.send_raw(&pipelined).await;
+    assert_eq!(
+        attacker.closed_code().await,
+        Some(ErrorCode::RateLimited as u64)
+    );
+    let refused = metric("rtn_edge_joins_total", &[("result", "token_bad_signature")]) - before;
+    let budget = f64::from(edge_node::session::MAX_REFUSED_JOINS);
+    // Other tests of this binary may refuse a forged join meanwhile.
+    assert!(
+        refused >= budget + 1.0 && refused < budget + 10.0,
+        "{refused} refused before the close"
+    );
+    assert!(
+        metric(
+            "rtn_edge_protocol_errors_total",
+            &[("reason", "too_many_refused_joins")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        logs.lines_with("join refused"),
+        1,
+        "the first refusal, then one line per 10 s"
+    );
+    assert_eq!(logs.lines_with("too many refused joins"), 1);
+
+    // A well-behaved client on another connection is unaffected: it still
+    // exchanges messages, and a new connection joins.
+    let mut newcomer = RawClient::connect(addr, &ca).await;
+    newcomer.join("room", "newcomer").await;
+    still_open(&mut bystander, 3).await;
+    bystander.message(room, 1, b"still here").await;
+    let got = newcomer
+        .expect(|f| match f {
+            SK::Message(m) => Some(m.payload),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, b"still here");
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_message_leaves_no_gap_for_receivers() {
+    let mesh = Mesh::start(1).await;
+    let addr = mesh.edges[0].addr();
+    // An SDK receiver that would hold a gap for 10 s.
+    let mut cfg = sdk::ClientConfig::new(
+        vec![sdk::EdgeCandidate {
+            addr,
+            server_name: "localhost".into(),
+        }],
+        mesh.pki.ca_pem().into_bytes(),
+    );
+    cfg.reorder_timeout = Duration::from_secs(10);
+    let receiver = sdk::Client::connect(cfg).await.unwrap();
+    receiver
+        .join(&token("room", "rita", false, true), "room", true)
+        .await
+        .unwrap();
+    let mut sender = RawClient::connect(addr, &mesh.ca_der()).await;
+    let room = sender.join("room", "sam").await.channel_id;
+
+    let too_large = vec![0; protocol::limits::MAX_MESSAGE_PAYLOAD + 1];
+    let started = Instant::now();
+    sender.message(room, 1, b"one").await;
+    sender.message(room, 2, &too_large).await;
+    // Pipelined before the refusal came back: accepted, it would leave 2
+    // missing for every receiver.
+    sender.message(room, 3, b"three, sent too early").await;
+    let mut replies = vec![];
+    for _ in 0..3 {
+        replies.push(
+            sender
+                .expect(|f| match f {
+                    SK::MessageAck(a) => Some(Ok(a.seq)),
+                    SK::Error(e) => Some(Err(e.code)),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    assert_eq!(
+        replies,
+        [
+            Ok(1),
+            Err(ErrorCode::MalformedFrame as i32),
+            Err(ErrorCode::BadSequence as i32)
+        ]
+    );
+    // The sender gives the refused seq to its next message.
+    sender.message(room, 2, b"two").await;
+    sender.message(room, 3, b"three").await;
+    let mut got = vec![];
+    while got.len() < 3 {
+        let e = tokio::time::timeout(STEP, receiver.next_event())
+            .await
+            .expect("messages arrive")
+            .unwrap();
+        if let sdk::Event::Message(m) = e {
+            got.push((m.seq, String::from_utf8(m.payload.to_vec()).unwrap()));
+        }
+    }
+    assert_eq!(
+        got,
+        [(1, "one".into()), (2, "two".into()), (3, "three".into())]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no reorder wait: {:?}",
+        started.elapsed()
+    );
+    let stats = receiver.stats().snapshot();
+    assert_eq!((stats.messages_skipped, stats.messages_duplicate), (0, 0));
+    receiver.close().await;
     mesh.stop().await;
 }
 

@@ -12,7 +12,8 @@
 //! - `connection_flood`: full handshakes as fast as possible from one
 //!   address (127.0.0.9);
 //! - `forged_tokens` / `token_replay`: joins with bad signatures, and one
-//!   valid token joined over and over;
+//!   valid token joined over and over, one join at a time on a connection,
+//!   connecting again when the edge closes it after 32 refused joins;
 //! - `message_flood`: a member of the call's channel sending messages as
 //!   fast as its stream allows (the subscriber reads them all);
 //! - `datagram_flood`: malformed datagrams, datagrams for tracks the
@@ -324,28 +325,34 @@ fn connection_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle
     })
 }
 
-/// Joins on one connection, over and over: `token(i)` gives the i-th.
+/// Joins on one connection, over and over: `token(i)` gives the i-th. When
+/// the edge closes the connection (its budget of refused joins), connect
+/// again, as an attacker would.
 async fn join_loop(ctx: Arc<Ctx>, tally: Arc<Tally>, ip: Ipv4Addr, token: impl Fn(u64) -> String) {
     let Ok(ep) = endpoint_at(ip) else { return };
-    let Ok(mut c) = RawClient::connect(&ep, ctx.addr, &ctx.ca).await else {
-        return;
-    };
     let mut i = 0;
     while !ctx.stopped() {
-        i += 1;
-        tally.attempts.fetch_add(1, Ordering::Relaxed);
-        match c.join(token(i), CHANNEL, false).await {
-            Ok(channel_id) => {
-                tally.admitted.fetch_add(1, Ordering::Relaxed);
-                let _ = c
-                    .send(CK::Leave(pb::Leave {
-                        request_id: 9,
-                        channel_id,
-                    }))
-                    .await;
+        let Ok(mut c) = RawClient::connect(&ep, ctx.addr, &ctx.ca).await else {
+            // Refused (over the connection rate): try again soon.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        while !ctx.stopped() {
+            i += 1;
+            tally.attempts.fetch_add(1, Ordering::Relaxed);
+            match c.join(token(i), CHANNEL, false).await {
+                Ok(channel_id) => {
+                    tally.admitted.fetch_add(1, Ordering::Relaxed);
+                    let _ = c
+                        .send(CK::Leave(pb::Leave {
+                            request_id: 9,
+                            channel_id,
+                        }))
+                        .await;
+                }
+                Err(_) if c.conn.close_reason().is_some() => break,
+                Err(_) => {}
             }
-            Err(_) if c.conn.close_reason().is_some() => return,
-            Err(_) => {}
         }
     }
     ep.close(0u32.into(), b"");

@@ -93,6 +93,13 @@ async fn attacks_are_refused_counted_and_logged_once_while_a_call_goes_on() {
     let forged = phase("forged_tokens");
     assert_eq!(forged.admitted, 0, "no forged token joins");
     assert!(counted(forged, "rtn_edge_joins_total{result=token_bad_signature}") > 0.0);
+    assert!(
+        counted(
+            forged,
+            "rtn_edge_protocol_errors_total{reason=too_many_refused_joins}"
+        ) > 0.0,
+        "the forger's connections are closed after their refused joins: {forged:?}"
+    );
 
     let replay = phase("token_replay");
     assert!(replay.admitted <= 20, "burst of 10 and 5/s: {replay:?}");
@@ -130,6 +137,7 @@ async fn attacks_are_refused_counted_and_logged_once_while_a_call_goes_on() {
         "messages_per_session",
         "malformed_datagram",
         "datagram_flood",
+        "too_many_refused_joins",
     ] {
         let lines = text
             .lines()

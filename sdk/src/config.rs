@@ -131,7 +131,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults: keepalive 150 ms, liveness 500 ms, connect 1 s (staggered
     /// by 200 ms, 3 rounds), requests 5 s, backoff 50 ms to 2 s with full
-    /// jitter, replay window 256, 1,024 unacked, reorder timeout 2 s;
+    /// jitter, replay window 256, 1,024 unacked, reorder timeout 5 s;
     /// a controller's shortlist of 4, probed within 1 s, again every 30 s.
     pub fn new(edges: Vec<EdgeCandidate>, ca_pem: Vec<u8>) -> Self {
         ClientConfig {

@@ -64,7 +64,9 @@ pub enum Event {
         error: SdkError,
     },
     /// The edge refused one of this client's messages; it will not be
-    /// delivered or replayed.
+    /// delivered or replayed, and its seq goes to the next message once
+    /// nothing sent after it is outstanding (those are refused too, with
+    /// `BAD_SEQUENCE`, when the refusal was about this message's content).
     MessageRefused {
         channel: String,
         seq: u64,

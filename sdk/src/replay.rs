@@ -1,14 +1,25 @@
 //! The sender's replay window: what a sender resends after a reconnect, or to
 //! a member that (re)appeared, so that no message its edge accepted is lost.
 //!
-//! Per channel, sequence numbers start at 1 and grow by 1. The window keeps
-//! the last `window` messages whether acknowledged or not, plus every
-//! unacknowledged one: those are never evicted (the caller limits how many
-//! may be outstanding; see `Channel::send_message`). Acks are cumulative
-//! ("every message up to `seq` was accepted"): the edge handles a
-//! connection's frames in order and answers them in order.
+//! Per channel, sequence numbers start at 1 and grow by 1 per message the
+//! edge accepts. The window keeps the last `window` messages whether
+//! acknowledged or not, plus every unacknowledged one: those are never
+//! evicted (the caller limits how many may be outstanding; see
+//! `Channel::send_message`).
+//!
+//! The edge acks each message it accepts and refuses the others (an `Error`
+//! in the ack's place), answering a connection's frames in order: so an ack
+//! of `seq` also says that every earlier message sent on that connection was
+//! answered, and the window takes it as covering everything below (refused
+//! messages were removed when their refusal came).
+//!
+//! A refused seq is not used up (docs/protocol.md §8): no receiver got it,
+//! and the edge refuses every later message until that seq is filled, so
+//! the next new message takes it. Except for a message first sent on an
+//! earlier connection: that edge may have accepted and forwarded it before
+//! it went, so its seq stays used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -27,6 +38,12 @@ pub struct ReplayWindow {
     acked_upto: u64,
     unacked: usize,
     last_seq: u64,
+    /// Refused seqs no edge accepted, above `acked_upto`: reused by the next
+    /// messages once nothing numbered after them is left.
+    free: BTreeSet<u64>,
+    /// Seqs up to this one were sent on a connection that is gone, which
+    /// may have accepted them.
+    sent_on_lost_link: u64,
 }
 
 impl ReplayWindow {
@@ -37,6 +54,8 @@ impl ReplayWindow {
             acked_upto: 0,
             unacked: 0,
             last_seq: 0,
+            free: BTreeSet::new(),
+            sent_on_lost_link: 0,
         }
     }
 
@@ -45,7 +64,8 @@ impl ReplayWindow {
         self.unacked
     }
 
-    /// The sequence number of the last message pushed (0 before the first).
+    /// The sequence number of the last message pushed and not given back by
+    /// a refusal (0 before the first): the next message gets the one after.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
@@ -64,8 +84,9 @@ impl ReplayWindow {
         s
     }
 
-    /// The edge accepted every message up to `seq`. Returns how many were
-    /// newly acknowledged. Acks for messages never sent are ignored.
+    /// The edge accepted `seq`, and so answered every message before it.
+    /// Returns how many were newly acknowledged. Acks for messages never
+    /// sent are ignored.
     pub fn ack(&mut self, seq: u64) -> usize {
         let seq = seq.min(self.last_seq);
         if seq <= self.acked_upto {
@@ -74,6 +95,8 @@ impl ReplayWindow {
         let newly = self.entries.range(self.acked_upto + 1..=seq).count();
         self.unacked -= newly;
         self.acked_upto = seq;
+        // A refused seq below an accepted one is a gap for good.
+        self.free = self.free.split_off(&(seq + 1));
         self.evict();
         newly
     }
@@ -81,13 +104,29 @@ impl ReplayWindow {
     /// The edge refused `seq` for good: forget it (it is never replayed).
     /// Returns whether it was an unacknowledged message of the window.
     /// (A refusal of an already acknowledged message, e.g. of a replay to
-    /// one member, changes nothing.)
+    /// one member, changes nothing.) If no edge can have accepted it and no
+    /// message after it is left, its seq goes to the next message (see
+    /// [`ReplayWindow::last_seq`]).
     pub fn refuse(&mut self, seq: u64) -> bool {
         if seq <= self.acked_upto || self.entries.remove(&seq).is_none() {
             return false;
         }
         self.unacked -= 1;
+        if seq > self.sent_on_lost_link {
+            self.free.insert(seq);
+            while self.free.remove(&self.last_seq) {
+                self.last_seq -= 1;
+            }
+        }
         true
+    }
+
+    /// The connection the unacknowledged messages were sent on is gone: its
+    /// edge may have accepted any of them, so a later refusal (by the next
+    /// edge) no longer frees their seqs.
+    pub fn link_lost(&mut self) {
+        self.sent_on_lost_link = self.last_seq;
+        self.free.clear();
     }
 
     /// Everything to resend, in sequence order.
@@ -165,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn acks_are_cumulative_idempotent_and_bounded() {
+    fn an_ack_covers_every_earlier_message_idempotent_and_bounded() {
         let mut w = ReplayWindow::new(100);
         push(&mut w, 5);
         assert_eq!(w.ack(2), 2);
@@ -187,11 +226,59 @@ mod tests {
         assert!(!w.refuse(3));
         assert_eq!(w.unacked(), 3);
         assert_eq!(seqs(&w), vec![1, 2, 4]);
-        // A later cumulative ack covers the hole without counting it.
+        // A later ack settles everything before it, the hole uncounted.
         assert_eq!(w.ack(4), 3);
         assert_eq!(w.unacked(), 0);
         assert!(!w.refuse(1), "already acknowledged");
         assert_eq!(seqs(&w), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn a_refused_last_seq_goes_to_the_next_message() {
+        let mut w = ReplayWindow::new(100);
+        push(&mut w, 4);
+        w.ack(2);
+        // 3 refused while 4 is still in flight: 4 may yet be accepted.
+        assert!(w.refuse(3));
+        assert_eq!(w.last_seq(), 4);
+        // 4 refused too (the edge refuses what follows a refused seq): both
+        // seqs are free again.
+        assert!(w.refuse(4));
+        assert_eq!(w.last_seq(), 2);
+        assert_eq!(w.unacked(), 0);
+        assert_eq!(w.push(Bytes::from_static(b"again"), 9).seq, 3);
+        assert_eq!(w.push(Bytes::new(), 9).seq, 4);
+        assert_eq!(seqs(&w), vec![1, 2, 3, 4]);
+        assert_eq!(w.ack(4), 2);
+        assert_eq!(w.unacked(), 0);
+    }
+
+    #[test]
+    fn a_refused_seq_before_an_accepted_one_stays_used() {
+        let mut w = ReplayWindow::new(100);
+        push(&mut w, 3);
+        assert!(w.refuse(2));
+        assert_eq!(w.ack(3), 2);
+        assert!(!w.refuse(3), "already acknowledged");
+        assert_eq!(w.push(Bytes::new(), 0).seq, 4);
+    }
+
+    #[test]
+    fn a_message_sent_on_a_lost_link_keeps_its_seq_when_refused() {
+        let mut w = ReplayWindow::new(100);
+        push(&mut w, 3);
+        w.ack(1);
+        w.link_lost();
+        // Replayed on the next link and refused there: the first edge may
+        // have forwarded 2 and 3, so receivers may hold them.
+        assert!(w.refuse(3));
+        assert!(w.refuse(2));
+        assert_eq!(w.last_seq(), 3);
+        // Messages first sent on the new link free their seqs as usual.
+        let s = w.push(Bytes::new(), 0);
+        assert_eq!(s.seq, 4);
+        assert!(w.refuse(4));
+        assert_eq!(w.push(Bytes::new(), 0).seq, 4);
     }
 
     #[test]

@@ -528,6 +528,62 @@ async fn refused_messages_are_reported_and_stop_further_sends() {
 }
 
 #[tokio::test]
+async fn a_refused_seq_goes_to_the_next_message_sealed_afresh() {
+    // The edge refuses seq 2 (and 3, sent after it): receivers got
+    // neither, so the next message takes 2 rather than leave a gap they
+    // would wait on. With end-to-end encryption it is sealed under a new
+    // stream salt: the edge saw seq 2 sealed once already.
+    init_logs();
+    let pki = DevPki::new().unwrap();
+    let mut a = FakeEdge::start(&pki);
+    let client = Client::connect(config(&pki, &[a.addr])).await.unwrap();
+    let mut conn = a.accept().await;
+    let key = sdk::ChannelKey::generate(1).unwrap();
+    let opts = sdk::JoinOptions {
+        subscribe_all: true,
+        e2ee: Some(key.into()),
+    };
+    let (room, _) = tokio::join!(client.join("tok-1", "room", opts), async {
+        let j = conn.expect_join().await;
+        conn.joined(&j, CH, "me", vec![]).await;
+    });
+    let room = room.unwrap();
+    let salt = |m: &pb::ChatMessage| m.payload[1..sdk::e2ee::SEALED_HEADER_LEN].to_vec();
+    let mut sent = vec![];
+    for body in ["one", "two", "three"] {
+        room.send_message(Bytes::from(body)).await.unwrap();
+        sent.push(conn.expect_message().await);
+    }
+    assert_eq!(sent.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    conn.send(SK::MessageAck(pb::MessageAck {
+        channel_id: CH,
+        seq: 1,
+    }))
+    .await;
+    for (code, seq) in [(ErrorCode::MalformedFrame, 2), (ErrorCode::BadSequence, 3)] {
+        conn.send(SK::Error(pb::Error {
+            request_id: 0,
+            code: code as i32,
+            message: "refused".into(),
+        }))
+        .await;
+        let e = wait_for(&client, |e| matches!(e, Event::MessageRefused { .. })).await;
+        assert!(
+            matches!(e, Event::MessageRefused { seq: s, error: SdkError::Refused { code: c, .. }, .. } if s == seq && c == code),
+            "{e:?}"
+        );
+    }
+    assert_eq!(room.unacked(), 0);
+    assert_eq!(room.send_message(Bytes::from("two again")).await, Ok(2));
+    let again = conn.expect_message().await;
+    assert_eq!(again.seq, 2);
+    assert_ne!(salt(&again), salt(&sent[1]), "a new stream, a new nonce");
+    assert_eq!(room.send_message(Bytes::from("three again")).await, Ok(3));
+    assert_eq!(conn.expect_message().await.seq, 3);
+    client.close().await;
+}
+
+#[tokio::test]
 async fn send_message_waits_while_max_unacked_are_outstanding() {
     init_logs();
     let pki = DevPki::new().unwrap();

@@ -363,7 +363,13 @@ impl Supervisor {
         if error == SdkError::NoPublishRight {
             ch.publish_refused = true;
         }
+        let last_seq = ch.window.last_seq();
         if ch.window.refuse(seq) {
+            if ch.window.last_seq() < last_seq {
+                // The next message reuses a seq the edge saw sealed: seal
+                // it in a new stream (fresh salt), so no nonce repeats.
+                ch.msg_base = crate::e2ee::random_base();
+            }
             ch.permits.add_permits(1);
             bump(&self.shared.stats.messages_refused, 1);
             let channel = ch.name.clone();

@@ -16,7 +16,9 @@
 //!
 //! Messages: the edge answers every `ChatMessage` with either a `MessageAck`
 //! or an `Error` with request id 0, in order, so a FIFO of the messages sent
-//! on the current link tells which message an error refuses.
+//! on the current link tells which message an error refuses. A refused seq
+//! goes to the next message once nothing numbered after it is left (see
+//! `replay`), so receivers never wait on a seq nobody sends.
 //!
 //! This file holds the state and the connection loops; `commands.rs` handles
 //! the app's commands and `frames.rs` the edge's frames.
@@ -746,6 +748,7 @@ impl Supervisor {
         self.shared.set_edge(None);
         for ch in self.channels.values_mut() {
             ch.live = false;
+            ch.window.link_lost();
             if !keep_bindings {
                 for slot in &ch.tracks {
                     slot.unbind();
