@@ -44,6 +44,10 @@ pub enum ClientIpSource {
     Header,
     /// The address the request came from.
     Peer,
+    /// A source a later controller names that this build does not know:
+    /// clients keep working against newer controllers.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A client's GeoIP location.
@@ -252,6 +256,10 @@ mod tests {
                 source
             );
         }
-        assert!(serde_json::from_value::<ClientIpSource>("proxy".into()).is_err());
+        // A word a later controller may add does not break older clients.
+        assert_eq!(
+            serde_json::from_value::<ClientIpSource>("proxy".into()).unwrap(),
+            ClientIpSource::Unknown
+        );
     }
 }
