@@ -8,11 +8,14 @@
 //! - [`token`]: signed join tokens (HMAC-SHA256).
 //! - [`alpn`]: versioned ALPN ids for client and relay links.
 //! - [`ids`]: channel ids and track keys.
+//! - [`api`]: the JSON of the region controller's public HTTP API
+//!   (nearest-edge answers, errors), shared by the controller and the SDK.
 //!
 //! Every decoder enforces the limits in [`limits`] before it allocates, and
 //! none of them panics on any input (fuzzed by `protocol/fuzz`).
 
 pub mod alpn;
+pub mod api;
 pub mod datagram;
 pub mod framing;
 pub mod ids;

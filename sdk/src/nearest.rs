@@ -1,22 +1,29 @@
-//! Finding the nearest edge: ask a region controller for a shortlist, probe
-//! each candidate, connect to the fastest and keep the runner-up for
-//! failover; later probes move the client only for a clear improvement.
+//! Which edge the client uses: ask a region controller for a shortlist,
+//! probe each candidate, connect to the fastest and keep the runner-up for
+//! failover; probes repeated while connected move the client only for a
+//! clear improvement. The supervisor drives the connections and asks this
+//! module where to go (`choose_edges` before the first connection,
+//! `Reprobing` and `rerank` while connected).
 //!
 //! The controller ranks edges by GeoIP distance and load
-//! (`GET /v1/edges/nearest`, see docs/control-plane.md); GeoIP is often off
-//! by a country or more, so the client measures before it trusts the ranking.
+//! (`GET /v1/edges/nearest`, see docs/control-plane.md; its JSON is
+//! [`protocol::api`]); GeoIP is often off by a country or more, so the client
+//! measures before it trusts the ranking.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty, Limited};
+use protocol::api::{ErrorAnswer, NearestAnswer};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
-use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::{debug, info};
 
-use crate::config::EdgeCandidate;
+use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
+use crate::connection::Endpoints;
 use crate::error::SdkError;
 
 /// Probe round trips per candidate. The minimum of three filters out a
@@ -33,6 +40,9 @@ pub const SWITCH_MAX_RATIO: (u32, u32) = (2, 3);
 /// Largest nearest-edge answer accepted (a shortlist is a few hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Candidates with their measured RTT (`None`: did not answer).
+pub type Measured = Vec<(EdgeCandidate, Option<Duration>)>;
+
 /// Whether to leave the current edge (RTT `current`, `None` if it did not
 /// answer the probes) for one measured at `best`. Both conditions must
 /// hold, so the client never flaps between two edges whose RTTs are close.
@@ -48,35 +58,11 @@ pub fn should_switch(current: Option<Duration>, best: Duration) -> bool {
 
 /// Candidates ordered by measured RTT, fastest first; those that did not
 /// answer go last in their original order.
-pub fn rank(
-    measured: Vec<(EdgeCandidate, Option<Duration>)>,
-) -> Vec<(EdgeCandidate, Option<Duration>)> {
+pub fn rank(measured: Measured) -> Measured {
     let mut m = measured;
     // Stable: equal RTTs and unanswered candidates keep the controller's order.
     m.sort_by_key(|(_, rtt)| rtt.unwrap_or(Duration::MAX));
     m
-}
-
-#[derive(Deserialize)]
-struct NearestAnswer {
-    edges: Vec<NearestEdge>,
-}
-
-#[derive(Deserialize)]
-struct NearestEdge {
-    addr: String,
-    server_name: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: ErrorBody,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
 }
 
 /// Ask a region controller (`http://host:port`) for up to `limit` edges near
@@ -154,7 +140,7 @@ pub async fn fetch_shortlist(
         .map_err(|_| fail(format!("no answer from {controller} within {timeout:?}")))??;
     if !status.is_success() {
         let detail = serde_json::from_slice::<ErrorAnswer>(&body)
-            .map(|e| format!("{}: {}", e.error.code, e.error.message))
+            .map(|e| e.error.to_string())
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
         return Err(fail(format!("{status}: {detail}")));
     }
@@ -186,6 +172,173 @@ pub async fn fetch_shortlist(
         ));
     }
     Ok(edges)
+}
+
+/// Before the first connection: ask the controller for candidates if the
+/// config names none, then, where candidates are to be measured, measure
+/// them and put the fastest first in `cfg.edges`.
+pub(crate) async fn choose_edges(
+    cfg: &mut ClientConfig,
+    endpoints: &mut Endpoints,
+    quic: &quinn::ClientConfig,
+) -> Result<(), SdkError> {
+    if cfg.edges.is_empty() {
+        let controller = cfg.controller.clone().unwrap_or_default();
+        cfg.edges = fetch_shortlist(
+            &controller,
+            cfg.shortlist_len,
+            cfg.request_timeout,
+            cfg.local_ip,
+        )
+        .await?;
+        debug!(edges = cfg.edges.len(), "shortlist from the controller");
+        // GeoIP ranks roughly; measure before trusting it.
+        cfg.probe_candidates = true;
+    }
+    if !cfg.probe_candidates || cfg.edges.len() < 2 {
+        return Ok(());
+    }
+    let measured = probe_all(
+        endpoints,
+        cfg.socket.as_ref(),
+        cfg.local_ip,
+        quic,
+        &cfg.edges,
+        cfg.probe_timeout,
+    )
+    .await;
+    let ranked = rank(measured);
+    info!(
+        edges = ?ranked.iter().map(|(e, rtt)| (e.addr, rtt.map(|r| r.as_secs_f64() * 1e3))).collect::<Vec<_>>(),
+        "candidate edges measured (RTT ms)"
+    );
+    cfg.edges = ranked.into_iter().map(|(e, _)| e).collect();
+    Ok(())
+}
+
+/// The candidates measured again every `reprobe_interval` while the client
+/// runs, in a task of their own (which ends after its next round once this
+/// is dropped). Off without an interval, for candidates that are not
+/// measured, or for a single one.
+pub(crate) struct Reprobing {
+    measurements: Option<mpsc::UnboundedReceiver<Measured>>,
+}
+
+impl Reprobing {
+    pub(crate) fn start(cfg: &ClientConfig, quic: &quinn::ClientConfig) -> Self {
+        let off = Reprobing { measurements: None };
+        let Some(every) = cfg.reprobe_interval else {
+            return off;
+        };
+        if !cfg.probe_candidates || cfg.edges.len() < 2 {
+            return off;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let edges = cfg.edges.clone();
+        let (quic, socket, local_ip, limit) = (
+            quic.clone(),
+            cfg.socket.clone(),
+            cfg.local_ip,
+            cfg.probe_timeout,
+        );
+        tokio::spawn(async move {
+            // Sockets of its own: probe connections stay off the media path.
+            let mut endpoints = Endpoints::default();
+            loop {
+                tokio::time::sleep(every).await;
+                let measured = probe_all(
+                    &mut endpoints,
+                    socket.as_ref(),
+                    local_ip,
+                    &quic,
+                    &edges,
+                    limit,
+                )
+                .await;
+                if tx.send(measured).is_err() {
+                    break; // the client is gone
+                }
+            }
+            endpoints.wait_idle(Duration::from_millis(100)).await;
+        });
+        Reprobing {
+            measurements: Some(rx),
+        }
+    }
+
+    /// The latest measurement, or never if re-probing is off. Older ones
+    /// that queued up while the client was between connections are skipped:
+    /// a move must rest on fresh figures.
+    pub(crate) async fn latest(&mut self) -> Measured {
+        match &mut self.measurements {
+            Some(rx) => match rx.recv().await {
+                Some(mut m) => {
+                    while let Ok(newer) = rx.try_recv() {
+                        m = newer;
+                    }
+                    m
+                }
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Re-rank the candidates on fresh measurements while connected to
+/// `current`: `edges` takes the measured order (the failover order follows
+/// the measurements), and the edge to move to is returned if one is clearly
+/// faster than the current one ([`should_switch`]).
+pub(crate) fn rerank(
+    edges: &mut Vec<EdgeCandidate>,
+    current: SocketAddr,
+    measured: Measured,
+) -> Option<EdgeCandidate> {
+    let current_rtt = measured
+        .iter()
+        .find(|(e, _)| e.addr == current)
+        .map(|(_, rtt)| *rtt);
+    let ranked = rank(measured);
+    *edges = ranked.iter().map(|(e, _)| e.clone()).collect();
+    let (best, best_rtt) = ranked.first()?;
+    let best_rtt = (*best_rtt)?;
+    // An edge we were redirected to (not a candidate) is kept: its
+    // operator chose it.
+    let current_rtt = current_rtt?;
+    if best.addr == current || !should_switch(current_rtt, best_rtt) {
+        return None;
+    }
+    info!(from = %current, to = %best.addr, ?current_rtt, ?best_rtt, "a clearly faster edge; moving");
+    Some(best.clone())
+}
+
+/// Measure every candidate at once; results in the candidates' order.
+async fn probe_all(
+    endpoints: &mut Endpoints,
+    socket: Option<&SocketFactory>,
+    local_ip: Option<std::net::IpAddr>,
+    quic: &quinn::ClientConfig,
+    edges: &[EdgeCandidate],
+    limit: Duration,
+) -> Measured {
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, e) in edges.iter().enumerate() {
+        let Ok(ep) = endpoints.for_addr(&e.addr, socket, local_ip) else {
+            continue;
+        };
+        let (quic, e) = (quic.clone(), e.clone());
+        probes.spawn(async move {
+            let rtt = probe(&ep, &quic, &e, PROBES_PER_CANDIDATE, limit).await;
+            (i, rtt)
+        });
+    }
+    let mut rtts = vec![None; edges.len()];
+    while let Some(done) = probes.join_next().await {
+        if let Ok((i, rtt)) = done {
+            rtts[i] = rtt;
+        }
+    }
+    edges.iter().cloned().zip(rtts).collect()
 }
 
 /// Measure the RTT to one edge: a QUIC handshake on the client ALPN, then
@@ -292,6 +445,96 @@ mod tests {
         ]);
         let ports: Vec<u16> = r.iter().map(|(e, _)| e.addr.port()).collect();
         assert_eq!(ports, [3, 2, 1, 4]);
+    }
+
+    fn edge(port: u16) -> EdgeCandidate {
+        EdgeCandidate {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            server_name: format!("e{port}"),
+        }
+    }
+
+    fn ports(edges: &[EdgeCandidate]) -> Vec<u16> {
+        edges.iter().map(|e| e.addr.port()).collect()
+    }
+
+    #[test]
+    fn reranking_reorders_the_candidates_and_moves_only_for_a_clear_gain() {
+        let mut edges = vec![edge(1), edge(2), edge(3)];
+        let on_1 = edge(1).addr;
+        // Clearly faster: move, and the failover order is the measured one.
+        let faster = rerank(
+            &mut edges,
+            on_1,
+            vec![
+                (edge(1), Some(ms(90))),
+                (edge(2), None),
+                (edge(3), Some(ms(40))),
+            ],
+        );
+        assert_eq!(faster, Some(edge(3)));
+        assert_eq!(ports(&edges), [3, 1, 2]);
+        // Faster, but not clearly: stay, yet reorder.
+        let measured = vec![(edge(1), Some(ms(30))), (edge(2), Some(ms(21)))];
+        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        assert_eq!(ports(&edges), [2, 1]);
+        // The current edge is already the fastest.
+        let measured = vec![(edge(2), Some(ms(50))), (edge(1), Some(ms(5)))];
+        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        assert_eq!(ports(&edges), [1, 2]);
+        // A current edge that did not answer is left for any that did.
+        let measured = vec![(edge(1), None), (edge(2), Some(ms(50)))];
+        assert_eq!(rerank(&mut edges, on_1, measured), Some(edge(2)));
+        // Nobody answered: nowhere to go.
+        let measured = vec![(edge(1), None), (edge(2), None)];
+        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        // Connected to a goaway redirect (not a candidate): kept, whatever
+        // the candidates measure.
+        let redirect = edge(9).addr;
+        let measured = vec![(edge(1), Some(ms(1))), (edge(2), Some(ms(90)))];
+        assert_eq!(rerank(&mut edges, redirect, measured), None);
+        assert_eq!(ports(&edges), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn reprobing_hands_over_the_latest_measurement_only() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut probes = Reprobing {
+            measurements: Some(rx),
+        };
+        for rtt in [30, 20, 10] {
+            tx.send(vec![(edge(1), Some(ms(rtt)))]).unwrap();
+        }
+        assert_eq!(probes.latest().await, vec![(edge(1), Some(ms(10)))]);
+        let nothing_new = tokio::time::timeout(ms(50), probes.latest()).await;
+        assert!(nothing_new.is_err());
+        // Off (or its task gone): never a measurement.
+        drop(tx);
+        assert!(tokio::time::timeout(ms(50), probes.latest()).await.is_err());
+        let mut off = Reprobing { measurements: None };
+        assert!(tokio::time::timeout(ms(50), off.latest()).await.is_err());
+    }
+
+    #[test]
+    fn reprobing_is_off_unless_several_candidates_are_measured() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap().pem();
+        let quic = crate::tls::quic_config(ca.as_bytes(), Duration::from_secs(5)).unwrap();
+        let cfg = |edges: Vec<EdgeCandidate>, probe: bool, every: Option<u64>| {
+            let mut c = ClientConfig::new(edges, ca.clone().into_bytes());
+            c.probe_candidates = probe;
+            c.reprobe_interval = every.map(Duration::from_secs);
+            c
+        };
+        for off in [
+            cfg(vec![edge(1), edge(2)], true, None),
+            cfg(vec![edge(1), edge(2)], false, Some(1)),
+            cfg(vec![edge(1)], true, Some(1)),
+        ] {
+            assert!(Reprobing::start(&off, &quic).measurements.is_none());
+        }
     }
 
     proptest! {

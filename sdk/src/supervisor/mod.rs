@@ -21,7 +21,9 @@
 //! `replay`), so receivers never wait on a seq nobody sends.
 //!
 //! This file holds the state and the connection loops; `commands.rs` handles
-//! the app's commands and `frames.rs` the edge's frames.
+//! the app's commands and `frames.rs` the edge's frames. Which edge to use
+//! (the controller's shortlist, probing, ranking, when to move) is decided in
+//! [`crate::nearest`]; the supervisor connects where it says.
 
 mod commands;
 mod frames;
@@ -41,11 +43,12 @@ use tracing::{debug, info, warn};
 use crate::backoff::BackoffState;
 use crate::channel::{now_us, Binding, TrackSlot};
 use crate::client::{Cmd, JoinInfo, Reply};
-use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
+use crate::config::ClientConfig;
 use crate::connection::{connect_round, Endpoints, Inbound, Link, RoundTiming, Shared, Target};
 use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::{close_code, describe_close, SdkError};
 use crate::events::{Event, Message};
+use crate::nearest::{self, Measured, Reprobing};
 use crate::reorder::{Incoming, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
 use crate::roster::Roster;
@@ -138,9 +141,6 @@ enum Step {
     End(End),
     Move(&'static str),
 }
-
-/// Candidates with their measured RTT (`None`: did not answer).
-type Measured = Vec<(EdgeCandidate, Option<Duration>)>;
 
 /// What the reconnect loop produced.
 enum Reconnect {
@@ -327,115 +327,22 @@ impl Supervisor {
 
     // ----- choosing the edge -----------------------------------------
 
-    /// Ask the controller for candidates if none were given, then measure
-    /// them and put the fastest first.
-    async fn choose_edges(&mut self) -> Result<(), SdkError> {
-        if self.cfg.edges.is_empty() {
-            let controller = self.cfg.controller.clone().unwrap_or_default();
-            self.cfg.edges = crate::nearest::fetch_shortlist(
-                &controller,
-                self.cfg.shortlist_len,
-                self.cfg.request_timeout,
-                self.cfg.local_ip,
-            )
-            .await?;
-            debug!(
-                edges = self.cfg.edges.len(),
-                "shortlist from the controller"
-            );
-            // GeoIP ranks roughly; measure before trusting it.
-            self.cfg.probe_candidates = true;
-        }
-        if !self.cfg.probe_candidates || self.cfg.edges.len() < 2 {
-            return Ok(());
-        }
-        let measured = probe_all(
-            &mut self.endpoints,
-            self.cfg.socket.as_ref(),
-            self.cfg.local_ip,
-            &self.quic,
-            &self.cfg.edges,
-            self.cfg.probe_timeout,
-        )
-        .await;
-        let ranked = crate::nearest::rank(measured);
-        info!(
-            edges = ?ranked.iter().map(|(e, rtt)| (e.addr, rtt.map(|r| r.as_secs_f64() * 1e3))).collect::<Vec<_>>(),
-            "candidate edges measured (RTT ms)"
-        );
-        self.cfg.edges = ranked.into_iter().map(|(e, _)| e).collect();
-        Ok(())
-    }
-
-    /// Measure the candidates every `reprobe_interval` in a task of their
-    /// own; the results arrive on the returned channel.
-    fn start_reprobing(&self) -> Option<mpsc::UnboundedReceiver<Measured>> {
-        let every = self.cfg.reprobe_interval?;
-        if !self.cfg.probe_candidates || self.cfg.edges.len() < 2 {
-            return None;
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let edges = self.cfg.edges.clone();
-        let (quic, socket, local_ip, limit) = (
-            self.quic.clone(),
-            self.cfg.socket.clone(),
-            self.cfg.local_ip,
-            self.cfg.probe_timeout,
-        );
-        tokio::spawn(async move {
-            // Sockets of its own: probe connections stay off the media path.
-            let mut endpoints = Endpoints::default();
-            loop {
-                tokio::time::sleep(every).await;
-                let measured = probe_all(
-                    &mut endpoints,
-                    socket.as_ref(),
-                    local_ip,
-                    &quic,
-                    &edges,
-                    limit,
-                )
-                .await;
-                if tx.send(measured).is_err() {
-                    break; // the client is gone
-                }
-            }
-            endpoints.wait_idle(Duration::from_millis(100)).await;
-        });
-        Some(rx)
-    }
-
     /// Re-rank the candidates on fresh measurements; the edge to move to, if
     /// one is clearly faster than the current one.
     fn reranked(&mut self, measured: Measured, link: &Link) -> Option<pb::EdgeAddress> {
         let current = link.target.addr;
-        let current_rtt = measured
-            .iter()
-            .find(|(e, _)| e.addr == current)
-            .map(|(_, rtt)| *rtt);
-        let ranked = crate::nearest::rank(measured);
-        // The failover order follows the measurements too.
-        self.cfg.edges = ranked.iter().map(|(e, _)| e.clone()).collect();
+        let faster = nearest::rerank(&mut self.cfg.edges, current, measured);
         self.current = self.cfg.edges.iter().position(|e| e.addr == current);
-        let (best, best_rtt) = ranked.first()?;
-        let best_rtt = (*best_rtt)?;
-        // An edge we were redirected to (not a candidate) is kept: its
-        // operator chose it.
-        let current_rtt = current_rtt?;
-        if best.addr == current || !crate::nearest::should_switch(current_rtt, best_rtt) {
-            return None;
-        }
-        info!(from = %current, to = %best.addr, ?current_rtt, ?best_rtt, "a clearly faster edge; moving");
-        Some(pb::EdgeAddress {
-            addr: best.addr.to_string(),
-            server_name: best.server_name.clone(),
+        faster.map(|e| pb::EdgeAddress {
+            addr: e.addr.to_string(),
+            server_name: e.server_name,
             ..Default::default()
         })
     }
 
     /// The first connection, for `Client::connect`.
     pub async fn connect_first(&mut self) -> Result<Opened, SdkError> {
-        self.choose_edges().await?;
+        nearest::choose_edges(&mut self.cfg, &mut self.endpoints, &self.quic).await?;
         let mut last = String::new();
         for round in 0..self.cfg.connect_rounds {
             if round > 0 {
@@ -514,7 +421,7 @@ impl Supervisor {
     // ----- the main loop ----------------------------------------------
 
     pub async fn run(mut self, first: Opened, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let mut probes = self.start_reprobing();
+        let mut probes = Reprobing::start(&self.cfg, &self.quic);
         let mut next = Some(first);
         loop {
             let (link, inbound) = match next.take() {
@@ -575,7 +482,7 @@ impl Supervisor {
         mut link: Link,
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
         cmds: &mut mpsc::UnboundedReceiver<Cmd>,
-        probes: &mut Option<mpsc::UnboundedReceiver<Measured>>,
+        probes: &mut Reprobing,
     ) -> End {
         self.shared.set_edge(Some(link.target.addr));
         if self.outage.is_some() {
@@ -681,7 +588,7 @@ impl Supervisor {
                 _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
                     Step::Move("the edge is going away")
                 }
-                measured = next_measurement(probes) => match self.reranked(measured, &link) {
+                measured = probes.latest() => match self.reranked(measured, &link) {
                     Some(faster) => {
                         bump(&self.shared.stats.edge_switches, 1);
                         self.redirects = vec![faster];
@@ -858,55 +765,6 @@ fn chat(channel_id: u64, s: &Sent, to_user: &str) -> pb::ChatMessage {
         payload: s.payload.to_vec(),
         sent_at_us: s.sent_at_us,
         to_user: to_user.to_string(),
-    }
-}
-
-/// Measure every candidate at once; results in the candidates' order.
-async fn probe_all(
-    endpoints: &mut Endpoints,
-    socket: Option<&SocketFactory>,
-    local_ip: Option<std::net::IpAddr>,
-    quic: &quinn::ClientConfig,
-    edges: &[EdgeCandidate],
-    limit: Duration,
-) -> Measured {
-    let mut probes = tokio::task::JoinSet::new();
-    for (i, e) in edges.iter().enumerate() {
-        let Ok(ep) = endpoints.for_addr(&e.addr, socket, local_ip) else {
-            continue;
-        };
-        let (quic, e) = (quic.clone(), e.clone());
-        probes.spawn(async move {
-            let rtt =
-                crate::nearest::probe(&ep, &quic, &e, crate::nearest::PROBES_PER_CANDIDATE, limit)
-                    .await;
-            (i, rtt)
-        });
-    }
-    let mut rtts = vec![None; edges.len()];
-    while let Some(done) = probes.join_next().await {
-        if let Ok((i, rtt)) = done {
-            rtts[i] = rtt;
-        }
-    }
-    edges.iter().cloned().zip(rtts).collect()
-}
-
-/// The latest measurement, or never if there is no re-probing. Older ones
-/// that queued up while the client was between connections are skipped: a
-/// move must rest on fresh figures.
-async fn next_measurement(probes: &mut Option<mpsc::UnboundedReceiver<Measured>>) -> Measured {
-    match probes {
-        Some(rx) => match rx.recv().await {
-            Some(mut m) => {
-                while let Ok(newer) = rx.try_recv() {
-                    m = newer;
-                }
-                m
-            }
-            None => std::future::pending().await,
-        },
-        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,418 @@
+//! The controller's HTTP API (hyper, JSON): the server, the routing of
+//! requests to their endpoint, and the answers every endpoint shares.
+//!
+//! - `GET /v1/edges/nearest?ip=<addr>&limit=<k>` (`nearest.rs`): public,
+//!   rate-limited per client address. Edges ranked for the client by GeoIP
+//!   distance, health and load. Without `ip`, the caller's address is used,
+//!   or the configured client-address header when the caller is a trusted
+//!   proxy.
+//! - `GET /v1/mesh` (`mesh_view.rs`): operator endpoint (bearer token):
+//!   edges with their status, probed links, the routes currently published,
+//!   and edges that recently left the registry (`gone`, shown as down).
+//! - `GET /v1/links/history?from=<id>&to=<id>` (`history.rs`): operator
+//!   endpoint (bearer token): the last minutes of one probed link's RTT,
+//!   jitter and loss.
+//! - `GET /`: the path-quality dashboard (static page compiled into the
+//!   binary; it reads the two operator endpoints with the token the
+//!   operator enters, see [`crate::dashboard`]).
+//! - `/metrics`, `/healthz`, `/readyz` (ready once the store view is synced).
+//!
+//! Who may ask what (`auth.rs`): the operator's bearer token, the client's
+//! address behind trusted proxies, and the per-client lookup rate limit.
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx
+//! ([`protocol::api::ErrorAnswer`]).
+
+mod auth;
+mod history;
+mod mesh_view;
+mod nearest;
+#[cfg(test)]
+mod test_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use protocol::api::ErrorAnswer;
+use serde::Serialize;
+use topology::GeoIpDb;
+use tracing::{info, warn};
+
+use crate::controller::LeaderState;
+use crate::dashboard::{self, Observer, ObserverLimits};
+use crate::mesh::SharedMesh;
+
+pub use auth::parse_proxies;
+pub use mesh_view::PROBE_STALE_MS;
+pub use nearest::{DEFAULT_LIMIT, MAX_LIMIT};
+
+use auth::Limiter;
+use nearest::nearest_outcome;
+
+/// How long a connection may take to send a request's headers, and how long
+/// an idle keep-alive connection is kept: without a bound, a public endpoint
+/// keeps every silent or trickling connection (and its task and socket)
+/// forever. 10 s is ample for one request line and a few headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One controller's HTTP API: the mesh view it answers from, and its
+/// settings (set the public fields before [`Api::serve`]).
+pub struct Api {
+    pub mesh: SharedMesh,
+    pub leader: LeaderState,
+    pub region: String,
+    pub geoip: Option<GeoIpDb>,
+    pub client_ip_header: Option<hyper::header::HeaderName>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub admin_token: Option<String>,
+    /// See [`HEADER_READ_TIMEOUT`] (the default).
+    pub header_read_timeout: std::time::Duration,
+    /// Gone edges and link history, sampled from `mesh` while [`Api::serve`]
+    /// runs.
+    pub observer: Arc<Observer>,
+    limiter: Limiter,
+}
+
+impl Api {
+    pub fn new(
+        mesh: SharedMesh,
+        leader: LeaderState,
+        region: String,
+        geoip: Option<GeoIpDb>,
+        lookups_per_s: u32,
+    ) -> Self {
+        Api {
+            mesh,
+            leader,
+            region,
+            geoip,
+            client_ip_header: None,
+            trusted_proxies: Vec::new(),
+            admin_token: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            observer: Arc::new(Observer::new(ObserverLimits::default())),
+            limiter: auth::lookup_limiter(lookups_per_s),
+        }
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        // The dashboard's memory is sampled while the API is served, and
+        // stops with it.
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _sampler = AbortOnDrop(tokio::spawn(self.observer.clone().run(self.mesh.clone())));
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            let (stream, peer) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = sweep.tick() => {
+                    // Forget clients that have not asked for a while, so the
+                    // limiter's memory stays bounded by recent clients.
+                    self.limiter.retain_recent();
+                    continue;
+                }
+            };
+            let api = self.clone();
+            let header_read_timeout = self.header_read_timeout;
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.handle(peer, &req)) }
+                });
+                // hyper enforces the header read timeout only with a timer.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+
+    /// Route one request (bodies are never read: every endpoint is a GET).
+    pub fn handle<B>(&self, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        let resp = match (req.method(), path) {
+            (&Method::GET, "/v1/edges/nearest") => self.nearest(peer, req),
+            (&Method::GET, "/v1/mesh") => self.authorized(req).and_then(|()| self.mesh_json()),
+            (&Method::GET, "/v1/links/history") => self
+                .authorized(req)
+                .and_then(|()| self.link_history(req.uri().query())),
+            (&Method::GET, p) if dashboard::asset(p).is_some() => Ok(static_asset(p)),
+            (&Method::GET, "/metrics") => Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::metrics::prometheus().render(),
+            )),
+            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
+            (&Method::GET, "/readyz") if self.mesh.store_connected() => {
+                Ok(text(StatusCode::OK, "text/plain", "ready\n".into()))
+            }
+            // Static stability: through a store outage the controller goes
+            // on answering from its last view, so it stays in rotation.
+            (&Method::GET, "/readyz") if self.mesh.synced() => Ok(text(
+                StatusCode::OK,
+                "text/plain",
+                "ready: the store does not answer; serving the last view\n".into(),
+            )),
+            (&Method::GET, "/readyz") => Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "store not synced\n".into(),
+            )),
+            (_, p) if is_endpoint(p) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            )),
+        };
+        if let (Err(e), "/v1/edges/nearest") = (&resp, path) {
+            nearest_outcome(e.code);
+        }
+        let resp = resp.unwrap_or_else(|e| e.response());
+        let endpoint = match path {
+            "/v1/edges/nearest" | "/v1/mesh" | "/v1/links/history" => path.to_string(),
+            p if dashboard::asset(p).is_some() => "dashboard".into(),
+            _ => "other".into(),
+        };
+        metrics::counter!("rtn_controller_api_requests_total", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
+        resp
+    }
+}
+
+/// Whether `path` is served (by GET).
+fn is_endpoint(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/edges/nearest"
+            | "/v1/mesh"
+            | "/v1/links/history"
+            | "/metrics"
+            | "/healthz"
+            | "/readyz"
+    ) || dashboard::asset(path).is_some()
+}
+
+/// A file of the dashboard, with headers that keep the page to its own
+/// origin (see [`dashboard::CONTENT_SECURITY_POLICY`]). `no-cache`: a browser
+/// may keep it but asks again, so an upgraded controller serves its own page.
+fn static_asset(path: &str) -> Response<Full<Bytes>> {
+    let Some(a) = dashboard::asset(path) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response();
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", a.content_type)
+        .header("cache-control", "no-cache")
+        .header(
+            "content-security-policy",
+            dashboard::CONTENT_SECURITY_POLICY,
+        )
+        .header("x-content-type-options", "nosniff")
+        .header("referrer-policy", "no-referrer")
+        .header("x-frame-options", "DENY")
+        .body(Full::new(Bytes::from_static(a.body)))
+        .unwrap_or_default()
+}
+
+/// An error answer: its status, its code (docs/api.md lists them) and a
+/// sentence for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        if self.status.is_server_error() {
+            info!(code = self.code, message = %self.message, "API error");
+        }
+        json_response(self.status, &ErrorAnswer::new(self.code, self.message))
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string(body) {
+        Ok(json) => text(status, "application/json", json),
+        // Only maps with keys that are not strings fail, and no answer has
+        // one; should one ever, the client still gets a JSON error.
+        Err(e) => {
+            warn!(error = %e, "an answer did not serialise");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                r#"{"error":{"code":"internal_error","message":"the answer could not be encoded"}}"#
+                    .into(),
+            )
+        }
+    }
+}
+
+fn text(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::api::test_support::*;
+    use control::keys::KeyLayout;
+    use control::store::MemoryStore;
+
+    #[tokio::test]
+    async fn readiness_follows_the_store_mirror() {
+        let store = testkit::OutageStore::new(Arc::new(MemoryStore::new()));
+        let shared = SharedMesh::default();
+        let api = Api::new(
+            shared.clone(),
+            LeaderState::default(),
+            "eu".into(),
+            None,
+            10,
+        );
+        let health = get(&api, PEER, "/healthz").await;
+        assert_eq!(health.status, StatusCode::OK);
+        assert_eq!(&health.body[..], b"ok\n");
+        // Nothing mirrored yet: alive, but not ready to answer from the store.
+        let r = get(&api, PEER, "/readyz").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        let task = tokio::spawn(crate::mesh::mirror(
+            store.clone(),
+            KeyLayout::default(),
+            shared.clone(),
+        ));
+        wait_until("the mirror is connected", || shared.store_connected()).await;
+        let r = get(&api, PEER, "/readyz").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], b"ready\n");
+        // Store outage: still ready (answers from the last view), but says
+        // so, and the status and metric say the store is away.
+        store.set_down(true);
+        wait_until("the mirror sees the outage", || !shared.store_connected()).await;
+        let r = get(&api, PEER, "/readyz").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            &r.body[..],
+            &b"ready: the store does not answer; serving the last view\n"[..]
+        );
+        store.set_down(false);
+        wait_until("the mirror is connected again", || shared.store_connected()).await;
+        assert_eq!(&get(&api, PEER, "/readyz").await.body[..], b"ready\n");
+        task.abort();
+        assert_eq!(get(&api, PEER, "/healthz").await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_served_at_the_root_without_a_token() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        for (path, ctype) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
+            ("/dashboard/app.js", "text/javascript; charset=utf-8"),
+            ("/dashboard/world.js", "text/javascript; charset=utf-8"),
+            ("/dashboard/app.css", "text/css; charset=utf-8"),
+        ] {
+            let req = Request::builder().uri(path).body(()).unwrap();
+            let resp = api.handle(peer(PEER), &req);
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let h = resp.headers();
+            assert_eq!(h["content-type"], ctype, "{path}");
+            assert_eq!(
+                h["content-security-policy"],
+                crate::dashboard::CONTENT_SECURITY_POLICY
+            );
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert_eq!(h["x-frame-options"], "DENY");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], crate::dashboard::asset(path).unwrap().body);
+        }
+        // The page carries no data: nothing of the mesh is in it.
+        let page = get(&api, PEER, "/").await;
+        let text = String::from_utf8_lossy(&page.body);
+        assert!(text.contains("<title>RTN path quality</title>"));
+        assert!(!text.contains("edge1.rtn.test") && !text.contains(ADMIN_TOKEN));
+        for path in ["/dashboard/", "/dashboard/missing.js", "/index.htm"] {
+            get(&api, PEER, path)
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "not_found");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_paths_get_json_errors() {
+        let m = mesh().await;
+        let api = api(&m);
+        let nearest = "/v1/edges/nearest";
+        for path in [
+            nearest,
+            "/v1/mesh",
+            "/v1/links/history",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/",
+            "/dashboard/app.js",
+        ] {
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                let req = Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(())
+                    .unwrap();
+                send(&api, PEER, req)
+                    .await
+                    .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+            }
+        }
+        for path in [
+            "/v1/edges",
+            "/v1/edges/nearest/",
+            "/v2/edges/nearest",
+            "/V1/MESH",
+        ] {
+            get(&api, PEER, path)
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "not_found");
+        }
+    }
+}
