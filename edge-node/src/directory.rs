@@ -95,10 +95,6 @@ impl Directory {
     pub fn channel_generation_start(&self) -> u64 {
         (self.started.elapsed().as_micros() as u64).saturating_mul(1_000)
     }
-
-    pub fn homed_channels(&self) -> usize {
-        self.homed.lock().map(|h| h.len()).unwrap_or(0)
-    }
 }
 
 impl EdgeCore {

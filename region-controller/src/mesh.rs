@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use control::keys::KeyLayout;
 use control::mirror::apply;
-use control::records::{EdgeRecord, EdgeState, LoadRecord, ProbeRecord, RoutesRecord};
+use control::records::{EdgeRecord, LoadRecord, ProbeRecord, RoutesRecord};
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, WatchEvent};
 
@@ -30,12 +30,6 @@ pub struct MeshView {
 impl MeshView {
     pub fn load_of(&self, id: EdgeId) -> f64 {
         self.loads.get(&id).map(|l| l.load).unwrap_or(0.0)
-    }
-
-    pub fn is_serving(&self, id: EdgeId) -> bool {
-        self.edges
-            .get(&id)
-            .is_some_and(|e| e.state == EdgeState::Serving)
     }
 }
 

@@ -1,7 +1,7 @@
 //! GeoIP lookup: client IP address to location, from a MaxMind City
 //! database, plus a writer for the lab's own small database.
 //!
-//! Why: the nearest-edge shortlist (design §3.6) starts from where the client
+//! Why: the nearest-edge shortlist (docs/control-plane.md, "Nearest edge") starts from where the client
 //! probably is. Databases come from outside (a downloaded GeoLite2 file, an
 //! operator's mount), so every failure is a typed error, never a panic: a
 //! missing file, a corrupt file, or a database of the wrong kind (Country or

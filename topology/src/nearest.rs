@@ -1,4 +1,4 @@
-//! Ranking candidate edges for a client: the GeoIP shortlist of design §3.6.
+//! Ranking candidate edges for a client: the GeoIP shortlist of docs/control-plane.md, "Nearest edge".
 //!
 //! Why: the controller cannot measure a client's RTT before it connects, so
 //! it offers a short list of edges likely to be close, and the SDK probes

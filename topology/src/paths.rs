@@ -1,7 +1,7 @@
 //! Best and backup paths from a source edge, hysteresis, and path stretch.
 //!
 //! Why: the controller gives each edge a source route to every other edge
-//! (design §3.5: routes chosen at the ingress are loop-free by construction)
+//! (docs/protocol.md 9.5: routes chosen at the ingress are loop-free by construction)
 //! plus a backup to switch to at once when the first hop fails, and must not
 //! flap between near-equal routes as probe figures wobble.
 //!
@@ -27,7 +27,7 @@
 //! - **Hysteresis**: [`apply_hysteresis`] keeps a still-valid previous path
 //!   unless the new one is better by a margin.
 //! - **Stretch**: [`optimal_rtt`] and [`path_stretch`] measure how far a
-//!   chosen path's RTT is from the lowest possible RTT (design §4: within 5%
+//!   chosen path's RTT is from the lowest possible RTT (the routing goal, docs/benchmarks.md: within 5%
 //!   for 99% of pairs).
 
 use std::cmp::Reverse;

@@ -2,7 +2,7 @@
 //! the lab.
 //!
 //! Why: route computation must be measured on meshes the size of a real
-//! deployment (design §4: 1,000 edges well under 1 s, a 10,000-edge mesh
+//! deployment (docs/benchmarks.md, "Route computation": 1,000 edges well under 1 s, a 10,000-edge mesh
 //! measured), and those meshes must look like what probing produces: edges
 //! clustered in regions around real cities, each probing its own region and
 //! the few nearest edges of every other region, RTTs derived from distance

@@ -1,5 +1,5 @@
 //! The embedded control store: etcd's semantics in one process, for the lab
-//! and tests (design brief §3.8). Held to the same conformance suite as the
+//! and tests (docs/control-plane.md, "The control store"). Held to the same conformance suite as the
 //! etcd store.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::world::TrueMesh;
 use crate::stats::{percentile, Reservoir};
 
-/// A path within this factor of the optimum is "within 5%" (design §4: 99%
+/// A path within this factor of the optimum is "within 5%" (the routing goal, docs/benchmarks.md: 99%
 /// of pairs should be).
 pub const WITHIN: f64 = 1.05;
 /// Stretch values kept for the percentiles, per figure (a uniform reservoir
