@@ -434,13 +434,13 @@ fn binaries(dir: &Path) -> (PathBuf, PathBuf) {
             "-p",
             "region-controller",
             "--features",
-            "edge-node/etcd,region-controller/etcd",
+            "edge-node/etcd,edge-node/netem,region-controller/etcd",
             "--bins",
         ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "cannot build edge-node and region-controller with etcd");
+    assert!(ok, "cannot build edge-node (etcd, netem) and region-controller (etcd)");
     let keep = |bin: &Path| {
         let to = dir.join(bin.file_name().unwrap());
         if std::fs::hard_link(bin, &to).is_err() {
