@@ -2,7 +2,9 @@
 //! benchmarked on its own.
 //!
 //! - [`pb`]: the protobuf messages generated from `proto/` (the source of truth).
-//! - [`framing`]: length-prefixed protobuf frames on reliable QUIC streams.
+//! - [`framing`]: length-prefixed protobuf frames on reliable QUIC streams,
+//!   and the reader and writer of those streams (generic over tokio's
+//!   `AsyncRead` / `AsyncWrite`: the I/O is the caller's).
 //! - [`datagram`]: the media datagram and the relay datagram (zero-copy).
 //! - [`route_tree`]: source-routed delivery trees carried by relayed traffic.
 //! - [`token`]: signed join tokens (HMAC-SHA256).
