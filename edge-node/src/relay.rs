@@ -644,15 +644,17 @@ async fn dial(
     core: &EdgeCore,
     peer: EdgeId,
 ) -> anyhow::Result<(quinn::Connection, FrameWriter<quinn::SendStream>)> {
-    let info = core
+    let address = core
         .route_table()
         .peers
         .get(&peer)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no address for edge {peer}"))?;
-    let connecting =
-        core.endpoint
-            .connect_with(core.relay_client.clone(), info.addr, &info.server_name)?;
+    let connecting = core.endpoint.connect_with(
+        core.relay_client.clone(),
+        address.addr,
+        &address.server_name,
+    )?;
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting).await??;
     let (send, _recv) = conn.open_bi().await?;
     let mut out = FrameWriter::new(send);

@@ -10,12 +10,14 @@
 //! - [`token`]: signed join tokens (HMAC-SHA256).
 //! - [`alpn`]: versioned ALPN ids for client and relay links.
 //! - [`ids`]: channel ids and track keys.
+//! - [`edge_address`]: how to reach an edge (address and TLS server name).
 //!
 //! Every decoder enforces the limits in [`limits`] before it allocates, and
 //! none of them panics on any input (fuzzed by `protocol/fuzz`).
 
 pub mod alpn;
 pub mod datagram;
+pub mod edge_address;
 pub mod framing;
 pub mod ids;
 pub mod limits;
@@ -28,4 +30,5 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/rtn.v1.rs"));
 }
 
+pub use edge_address::EdgeAddress;
 pub use ids::{ChannelId, EdgeId, TrackKey};

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
+use protocol::EdgeAddress;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -123,8 +124,7 @@ impl Liveness {
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
-    pub addr: SocketAddr,
-    pub server_name: String,
+    pub edge: EdgeAddress,
     /// Index in the configured candidates; None for a goaway redirect.
     pub index: Option<usize>,
 }
@@ -477,7 +477,7 @@ pub(crate) async fn connect_round(
         running.spawn(async move {
             let attempt = async {
                 endpoint
-                    .connect_with(quic, target.addr, &target.server_name)
+                    .connect_with(quic, target.edge.addr, &target.edge.server_name)
                     .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| describe_close(&e))
@@ -504,8 +504,8 @@ pub(crate) async fn connect_round(
                 Some(failed) => {
                     match failed {
                         Ok((target, Err(e))) => {
-                            debug!(edge = %target.addr, error = %e, "connection attempt failed");
-                            errors.push(format!("{} ({}): {e}", target.addr, target.server_name));
+                            debug!(edge = %target.edge.addr, error = %e, "connection attempt failed");
+                            errors.push(format!("{} ({}): {e}", target.edge.addr, target.edge.server_name));
                         }
                         Err(e) => errors.push(format!("connection attempt task failed: {e}")),
                         Ok((_, Ok(_))) => {}

@@ -175,7 +175,7 @@ mod tests {
     fn big(len: usize) -> ClientFrame {
         ClientFrame {
             kind: Some(client_frame::Kind::Message(crate::pb::ChatMessage {
-                payload: vec![7; len].into(),
+                payload: vec![7; len],
                 ..Default::default()
             })),
         }
