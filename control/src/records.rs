@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 use serde::{Deserialize, Serialize};
 
 /// Upper bound on any stored record: routes for 10,000 destinations with a
@@ -60,7 +60,9 @@ pub enum EdgeState {
 }
 
 /// An edge's registration: written once at start (and on state changes)
-/// under the edge's lease, so it disappears when the edge dies.
+/// under the edge's lease, so it disappears when the edge dies. `addr` and
+/// `server_name` stay fields of their own (the stored JSON is documented in
+/// docs/control-plane.md); [`EdgeRecord::address`] is how to reach the edge.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EdgeRecord {
     pub id: EdgeId,
@@ -80,6 +82,12 @@ pub struct EdgeRecord {
     pub state: EdgeState,
     pub version: String,
     pub started_at_ms: u64,
+}
+
+impl EdgeRecord {
+    pub fn address(&self) -> EdgeAddress {
+        EdgeAddress::new(self.addr, self.server_name.clone())
+    }
 }
 
 impl Record for EdgeRecord {
@@ -226,6 +234,19 @@ mod tests {
             version: "0.1.0".into(),
             started_at_ms: 1,
         }
+    }
+
+    #[test]
+    fn a_registration_says_how_to_reach_its_edge() {
+        let e = edge();
+        let want = EdgeAddress::new("127.0.0.1:4433".parse().unwrap(), "edge1.rtn.test");
+        assert_eq!(e.address(), want);
+        // The stored JSON keeps `addr` and `server_name` at the top level,
+        // where the shared type reads them too.
+        let json: serde_json::Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(json["addr"], "127.0.0.1:4433");
+        assert_eq!(json["server_name"], "edge1.rtn.test");
+        assert_eq!(serde_json::from_value::<EdgeAddress>(json).unwrap(), want);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use control::settings::{refuse_unknown, StoreSettings, UnknownKeys};
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +306,8 @@ impl AdmissionSection {
     }
 }
 
+/// A `[[peers]]` entry. Its fields are the file format; the edge reaches
+/// the peer by [`PeerSection::address`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
@@ -313,8 +315,16 @@ pub struct PeerSection {
     /// UDP address of the peer's QUIC endpoint.
     pub addr: SocketAddr,
     pub server_name: String,
+    /// The peer's region, for the operator's reference: forwarding does not
+    /// use it.
     #[serde(default)]
     pub region: String,
+}
+
+impl PeerSection {
+    pub fn address(&self) -> EdgeAddress {
+        EdgeAddress::new(self.addr, self.server_name.clone())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,14 +26,14 @@ use control::records::{
 };
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, LeaseId, StoreError, WatchEvent};
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 use tokio::sync::watch;
 use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
 
 use crate::edge::EdgeCore;
 use crate::probe::PeerLink;
-use crate::routes::{PeerInfo, RouteFeed, RouteTable};
+use crate::routes::{RouteFeed, RouteTable};
 
 /// Load is refreshed at most this often. 5 s: load only ranks edges for new
 /// clients and penalises busy transit relays, neither of which needs more
@@ -446,18 +446,13 @@ fn build_table(
     targets: &BTreeSet<EdgeId>,
 ) -> RouteTable {
     let me = core.id;
-    let mut peers: HashMap<EdgeId, PeerInfo> = RouteTable::from_config(&core.cfg).peers;
-    peers.extend(registry.values().filter(|e| e.id != me).map(|e| {
-        (
-            e.id,
-            PeerInfo {
-                id: e.id,
-                addr: e.addr,
-                server_name: e.server_name.clone(),
-                region: e.region.clone(),
-            },
-        )
-    }));
+    let mut peers: HashMap<EdgeId, EdgeAddress> = RouteTable::from_config(&core.cfg).peers;
+    peers.extend(
+        registry
+            .values()
+            .filter(|e| e.id != me)
+            .map(|e| (e.id, e.address())),
+    );
     let known =
         |p: &Vec<EdgeId>| p.first() == Some(&me) && p[1..].iter().all(|e| peers.contains_key(e));
     let mut paths = HashMap::new();

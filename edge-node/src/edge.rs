@@ -142,26 +142,23 @@ impl EdgeCore {
         let table = self.route_table();
         let mut peers: Vec<_> = table
             .peers
-            .values()
-            .map(|p| {
+            .iter()
+            .map(|(&id, address)| {
                 (
                     table
-                        .path(self.id, p.id)
+                        .path(self.id, id)
                         .map(|x| x.len())
                         .unwrap_or(usize::MAX),
-                    p,
+                    id,
+                    address,
                 )
             })
             .collect();
-        peers.sort_by_key(|(hops, p)| (*hops, p.id));
+        peers.sort_by_key(|&(hops, id, _)| (hops, id));
         peers
             .into_iter()
             .take(3)
-            .map(|(_, p)| pb::EdgeAddress {
-                edge_id: p.id,
-                addr: p.addr.to_string(),
-                server_name: p.server_name.clone(),
-            })
+            .map(|(_, id, address)| address.to_pb(Some(id)))
             .collect()
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use protocol::datagram::{encode_relay, RelayDatagram};
 use protocol::limits::INITIAL_HOP_LIMIT;
 use protocol::pb::{self, relay_frame::Kind as RK, server_frame::Kind as SK};
-use protocol::route_tree::{RouteNode, RouteTree};
+use protocol::route_tree::RouteTree;
 use protocol::EdgeId;
 
 use crate::channel::{Channel, ChannelState, TreeCache};
@@ -219,22 +219,9 @@ impl EdgeCore {
 
     /// Check a tree received in a relay frame: valid, rooted here, hops left.
     pub fn accept_tree(&self, nodes: &[pb::RouteNode], hop_limit: u32) -> Option<RouteTree> {
-        let converted: Option<Vec<RouteNode>> = nodes
-            .iter()
-            .map(|n| {
-                Some(RouteNode {
-                    edge: n.edge_id,
-                    deliver: n.deliver,
-                    children: u8::try_from(n.child_count).ok()?,
-                })
-            })
-            .collect();
-        let tree = match converted.map(RouteTree::from_nodes) {
-            Some(Ok(t)) => t,
-            _ => {
-                self.metrics.protocol_error("bad_route_tree");
-                return None;
-            }
+        let Ok(tree) = RouteTree::from_pb(nodes) else {
+            self.metrics.protocol_error("bad_route_tree");
+            return None;
         };
         if tree.root().edge != self.id {
             self.metrics.protocol_error("misrouted_frame");
@@ -251,20 +238,11 @@ impl EdgeCore {
     /// each carrying its own subtree.
     pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
         for child in self.live_children(tree, Forwarded::Frame) {
-            let nodes = child
-                .nodes()
-                .iter()
-                .map(|n| pb::RouteNode {
-                    edge_id: n.edge,
-                    deliver: n.deliver,
-                    child_count: n.children as u32,
-                })
-                .collect();
             self.relay.send_frame(
                 self,
                 child.root().edge,
                 pb::RelayFrame {
-                    kind: Some(make(nodes)),
+                    kind: Some(make(child.to_pb())),
                 },
             );
         }

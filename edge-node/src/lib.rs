@@ -33,4 +33,4 @@ pub mod tls;
 
 pub use config::EdgeConfig;
 pub use edge::{Edge, EdgeOptions};
-pub use routes::{PeerInfo, RouteFeed, RouteTable};
+pub use routes::{RouteFeed, RouteTable};

@@ -20,9 +20,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
-use protocol::framing::{self, FrameBuffer};
+use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
 use tracing::{debug, info, warn};
@@ -256,19 +256,16 @@ impl RelayLink {
             .collect()
     }
 
-    /// The retained frames to write first on a new connection, encoded.
-    fn retained_frames(&self) -> Vec<Bytes> {
+    /// The retained frames to write first on a new connection.
+    fn retained_frames(&self) -> Vec<pb::RelayFrame> {
         let messages = {
             let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
             r.resend(Instant::now())
         };
         messages
             .into_iter()
-            .filter_map(|message| {
-                let frame = pb::RelayFrame {
-                    kind: Some(RK::Message(message)),
-                };
-                framing::encode_to_bytes(&frame).ok()
+            .map(|message| pb::RelayFrame {
+                kind: Some(RK::Message(message)),
             })
             .collect()
     }
@@ -580,7 +577,7 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
     let mut failing = false;
     loop {
         match dial(&core, link.peer).await {
-            Ok((conn, mut send)) => {
+            Ok((conn, mut out)) => {
                 backoff = DIAL_BACKOFF_MIN;
                 failing = false;
                 let resend = link.retained_frames();
@@ -595,10 +592,12 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                     // A failed write means the new connection is gone too;
                     // the pump below then returns at once and we redial.
                     for f in resend {
-                        if send.write_all(&f).await.is_err() {
+                        let _ = out.queue(&f);
+                        if out.batch_full() && out.flush().await.is_err() {
                             break;
                         }
                     }
+                    let _ = out.flush().await;
                 }
                 info!(edge = core.id, peer = link.peer, "relay link up");
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
@@ -614,7 +613,7 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                     Some(link.peer),
                     None,
                 ));
-                pump_frames(&link, send, &conn).await;
+                pump_frames(&link, out, &conn).await;
                 link.connection_ended();
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
@@ -644,18 +643,21 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
 async fn dial(
     core: &EdgeCore,
     peer: EdgeId,
-) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
-    let info = core
+) -> anyhow::Result<(quinn::Connection, FrameWriter<quinn::SendStream>)> {
+    let address = core
         .route_table()
         .peers
         .get(&peer)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no address for edge {peer}"))?;
-    let connecting =
-        core.endpoint
-            .connect_with(core.relay_client.clone(), info.addr, &info.server_name)?;
+    let connecting = core.endpoint.connect_with(
+        core.relay_client.clone(),
+        address.addr,
+        &address.server_name,
+    )?;
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting).await??;
-    let (mut send, _recv) = conn.open_bi().await?;
+    let (send, _recv) = conn.open_bi().await?;
+    let mut out = FrameWriter::new(send);
     let hello = pb::RelayFrame {
         kind: Some(RK::Hello(pb::RelayHello {
             edge_id: core.id,
@@ -663,31 +665,32 @@ async fn dial(
             software_version: env!("CARGO_PKG_VERSION").into(),
         })),
     };
-    send.write_all(&framing::encode_to_bytes(&hello)?).await?;
-    Ok((conn, send))
+    out.send(&hello).await?;
+    Ok((conn, out))
 }
 
-async fn pump_frames(link: &RelayLink, mut send: quinn::SendStream, conn: &quinn::Connection) {
-    let mut buf = BytesMut::new();
+async fn pump_frames(
+    link: &RelayLink,
+    mut out: FrameWriter<quinn::SendStream>,
+    conn: &quinn::Connection,
+) {
     loop {
         let first = tokio::select! {
             f = link.frames.pop() => f,
             _ = conn.closed() => return,
         };
-        buf.clear();
         let mut next = Some(first);
         while let Some(f) = next {
-            let start = buf.len();
-            let _ = framing::encode(&f, &mut buf);
-            if let Some(RK::Message(m)) = &f.kind {
-                link.retain(buf.len() - start, m.clone());
+            let queued = out.queue(&f);
+            if let (Ok(len), Some(RK::Message(m))) = (queued, &f.kind) {
+                link.retain(len, m.clone());
             }
-            if buf.len() > 64 * 1024 {
+            if out.batch_full() {
                 break;
             }
             next = link.frames.try_pop();
         }
-        if send.write_all(&buf).await.is_err() {
+        if out.flush().await.is_err() {
             return;
         }
     }
@@ -765,41 +768,44 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
         None,
         Some(hello.clone()),
     ));
-    let Ok((_send, mut recv)) = conn.accept_bi().await else {
+    let Ok((_send, recv)) = conn.accept_bi().await else {
         return;
     };
-    let mut frames = FrameBuffer::new();
+    let mut frames = FrameReader::new(recv);
     let mut peer: Option<EdgeId> = None;
-    while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
-        frames.extend(&chunk.bytes);
-        loop {
-            match frames.next_frame::<pb::RelayFrame>() {
-                Ok(Some(f)) => match f.kind {
-                    Some(RK::Hello(h)) => {
-                        debug!(edge = core.id, peer = h.edge_id, "relay hello");
-                        peer = Some(h.edge_id);
-                        let _ = hello.set(h.edge_id);
-                    }
-                    _ if peer.is_none() => {
-                        core.metrics.protocol_error("relay_no_hello");
-                        close(
-                            &conn,
-                            ErrorCode::MalformedFrame,
-                            "relay link must start with hello",
-                        );
-                        return;
-                    }
-                    Some(RK::Message(m)) => core.message_from_relay(m),
-                    Some(RK::DirectoryReport(r)) => core.relay_report(r),
-                    Some(RK::DirectoryUpdate(u)) => core.relay_update(u),
-                    None => core.metrics.protocol_error("unknown_relay_frame"),
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    core.metrics.protocol_error("malformed_relay_frame");
-                    close(&conn, ErrorCode::MalformedFrame, &e.to_string());
+    loop {
+        match frames.next_frame::<pb::RelayFrame>().await {
+            Ok(Some(f)) => match f.kind {
+                Some(RK::Hello(h)) => {
+                    debug!(edge = core.id, peer = h.edge_id, "relay hello");
+                    peer = Some(h.edge_id);
+                    let _ = hello.set(h.edge_id);
+                }
+                _ if peer.is_none() => {
+                    core.metrics.protocol_error("relay_no_hello");
+                    close(
+                        &conn,
+                        ErrorCode::MalformedFrame,
+                        "relay link must start with hello",
+                    );
                     return;
                 }
+                Some(RK::Message(m)) => core.message_from_relay(m),
+                Some(RK::DirectoryReport(r)) => core.relay_report(r),
+                Some(RK::DirectoryUpdate(u)) => core.relay_update(u),
+                None => core.metrics.protocol_error("unknown_relay_frame"),
+            },
+            // The stream ended or failed: the reader stops, and the
+            // connection (with the media on it) is left to QUIC. A stream
+            // that ends mid-frame is treated the same, as relay links always
+            // have; docs/protocol.md §3 rule 4 would close it as malformed.
+            Ok(None) | Err(StreamError::Io(_)) | Err(StreamError::Frame(FrameError::Truncated)) => {
+                return
+            }
+            Err(StreamError::Frame(e)) => {
+                core.metrics.protocol_error("malformed_relay_frame");
+                close(&conn, ErrorCode::MalformedFrame, &e.to_string());
+                return;
             }
         }
     }

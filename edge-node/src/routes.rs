@@ -12,30 +12,20 @@
 //! cannot form a loop.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 use tokio::sync::watch;
 
 use crate::config::EdgeConfig;
-
-/// How to reach another edge.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerInfo {
-    pub id: EdgeId,
-    /// QUIC address (relay links and clients share it).
-    pub addr: SocketAddr,
-    pub server_name: String,
-    pub region: String,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
     /// Increases with every table the feed publishes.
     pub version: u64,
-    /// Every edge this edge may need to reach (next hops and destinations).
-    pub peers: HashMap<EdgeId, PeerInfo>,
+    /// Every edge this edge may need to reach (next hops and destinations),
+    /// and how to reach it.
+    pub peers: HashMap<EdgeId, EdgeAddress>,
     /// Full overlay path to each destination: `[self, hop, ..., dest]`.
     pub paths: HashMap<EdgeId, Vec<EdgeId>>,
     /// Paths avoiding the first hop of `paths[dest]`, for when that hop dies.
@@ -63,21 +53,7 @@ impl RouteTable {
     /// The static table from `[[peers]]` and `[[routes]]` in the config.
     pub fn from_config(cfg: &EdgeConfig) -> Self {
         let me = cfg.edge.id;
-        let peers = cfg
-            .peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id,
-                    PeerInfo {
-                        id: p.id,
-                        addr: p.addr,
-                        server_name: p.server_name.clone(),
-                        region: p.region.clone(),
-                    },
-                )
-            })
-            .collect();
+        let peers = cfg.peers.iter().map(|p| (p.id, p.address())).collect();
         let paths = cfg
             .routes
             .iter()

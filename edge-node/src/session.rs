@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use protocol::datagram::MediaHeader;
-use protocol::framing::{self, FrameBuffer, FrameError};
+use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::limits::{
     MAX_CHANNELS_PER_SESSION, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN, MAX_TRACKS_PER_CHANNEL,
 };
@@ -158,42 +158,31 @@ struct Session {
 struct Refusal(ErrorCode, String);
 
 impl Session {
-    async fn control_loop(&mut self, mut recv: quinn::RecvStream, join_timeout: Duration) {
+    async fn control_loop(&mut self, recv: quinn::RecvStream, join_timeout: Duration) {
         let conn = self.handle.conn.clone();
-        let mut frames = FrameBuffer::new();
+        let mut frames = FrameReader::new(recv);
         // Runs while the connection holds no channel: from the control
         // stream's arrival, and again from the leave of its last channel.
         let join_deadline = tokio::time::sleep(join_timeout);
         tokio::pin!(join_deadline);
         loop {
             tokio::select! {
-                chunk = recv.read_chunk(64 * 1024, true) => {
-                    let chunk = match chunk {
-                        Ok(Some(c)) => c,
-                        Ok(None) => {
-                            if let Err(e) = frames.finish() {
-                                self.protocol_error(&e);
+                // Cancel-safe: a frame half read when another branch wins
+                // stays buffered in the reader.
+                frame = frames.next_frame::<pb::ClientFrame>() => {
+                    match frame {
+                        Ok(Some(f)) => {
+                            if matches!(f.kind, Some(CK::Message(_))) {
+                                self.pace_message().await;
                             }
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    frames.extend(&chunk.bytes);
-                    loop {
-                        match frames.next_frame::<pb::ClientFrame>() {
-                            Ok(Some(f)) => {
-                                if matches!(f.kind, Some(CK::Message(_))) {
-                                    self.pace_message().await;
-                                }
-                                if self.handle_frame(f).is_break() {
-                                    return;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                self.protocol_error(&e);
+                            if self.handle_frame(f).is_break() {
                                 return;
                             }
+                        }
+                        Ok(None) | Err(StreamError::Io(_)) => return,
+                        Err(StreamError::Frame(e)) => {
+                            self.protocol_error(&e);
+                            return;
                         }
                     }
                     if let Some(at) = self.left_last_at.take() {
@@ -654,27 +643,26 @@ fn reason_label(code: ErrorCode) -> &'static str {
 /// Write queued control frames, batching whatever is ready into one write.
 async fn write_frames(
     mut rx: mpsc::Receiver<pb::ServerFrame>,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     conn: quinn::Connection,
 ) {
-    let mut buf = BytesMut::new();
+    let mut out = FrameWriter::new(send);
     while let Some(f) = rx.recv().await {
-        buf.clear();
         let mut next = Some(f);
         while let Some(f) = next {
-            if framing::encode(&f, &mut buf).is_err() {
+            if out.queue(&f).is_err() {
                 warn!("dropping an oversized server frame");
             }
-            if buf.len() > 64 * 1024 {
+            if out.batch_full() {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if send.write_all(&buf).await.is_err() {
+        if out.flush().await.is_err() {
             return;
         }
     }
-    let _ = send.finish();
+    let _ = out.finish().await;
     drop(conn);
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use edge_node::config::AdmissionSection;
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
+use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
 use protocol::pb::{self, client_frame::Kind as CK};
 use protocol::token::{mint, Grant};
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 
 use crate::quic::RawClient;
 
@@ -75,15 +75,7 @@ impl Mesh {
                 .edges
                 .iter()
                 .filter(|p| p.id() != e.id())
-                .map(|p| {
-                    let info = PeerInfo {
-                        id: p.id(),
-                        addr: p.addr(),
-                        server_name: "localhost".into(),
-                        region: "local".into(),
-                    };
-                    (p.id(), info)
-                })
+                .map(|p| (p.id(), EdgeAddress::new(p.addr(), "localhost")))
                 .collect();
             e.routes.publish(RouteTable {
                 peers,

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use bytes::BytesMut;
-use protocol::framing::{self, FrameBuffer};
+use protocol::framing::{FrameReader, FrameWriter};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
@@ -78,9 +77,8 @@ fn bench_transport() -> quinn::TransportConfig {
 /// A client speaking the RTN client protocol directly.
 pub struct RawClient {
     pub conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    frames: FrameBuffer,
+    out: FrameWriter<quinn::SendStream>,
+    frames: FrameReader<quinn::RecvStream>,
 }
 
 impl RawClient {
@@ -100,16 +98,13 @@ impl RawClient {
         let (send, recv) = conn.open_bi().await?;
         Ok(RawClient {
             conn,
-            send,
-            recv,
-            frames: FrameBuffer::new(),
+            out: FrameWriter::new(send),
+            frames: FrameReader::new(recv),
         })
     }
 
     pub async fn send(&mut self, kind: CK) -> anyhow::Result<()> {
-        let mut buf = BytesMut::new();
-        framing::encode(&pb::ClientFrame { kind: Some(kind) }, &mut buf)?;
-        self.send.write_all(&buf).await?;
+        self.out.send(&pb::ClientFrame { kind: Some(kind) }).await?;
         Ok(())
     }
 
@@ -118,20 +113,17 @@ impl RawClient {
         mut pick: impl FnMut(SK) -> Option<T>,
     ) -> anyhow::Result<T> {
         loop {
-            while let Some(f) = self.frames.next_frame::<pb::ServerFrame>()? {
-                if let Some(SK::Error(e)) = &f.kind {
-                    return Err(anyhow!("edge refused: {} ({})", e.message, e.code));
-                }
-                if let Some(t) = f.kind.and_then(&mut pick) {
-                    return Ok(t);
-                }
-            }
-            let chunk = self
-                .recv
-                .read_chunk(64 * 1024, true)
+            let f = self
+                .frames
+                .next_frame::<pb::ServerFrame>()
                 .await?
                 .ok_or_else(|| anyhow!("control stream closed"))?;
-            self.frames.extend(&chunk.bytes);
+            if let Some(SK::Error(e)) = &f.kind {
+                return Err(anyhow!("edge refused: {} ({})", e.message, e.code));
+            }
+            if let Some(t) = f.kind.and_then(&mut pick) {
+                return Ok(t);
+            }
         }
     }
 

@@ -13,11 +13,19 @@
 //! natively. A zero length is invalid (every frame has a `kind`). The
 //! [`FrameBuffer`] checks the length before it waits for, or allocates, the
 //! body: a peer announcing a 4 GiB frame is refused after three bytes.
+//!
+//! [`FrameBuffer`] and [`encode`] are the codec, free of I/O (the fuzz
+//! targets feed them directly); [`FrameReader`] and [`FrameWriter`] run it
+//! over any async byte stream, and every control stream uses them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 
 use crate::limits::MAX_FRAME_LEN;
+
+mod stream;
+
+pub use stream::{FrameReader, FrameWriter, StreamError, BATCH_BYTES};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -95,6 +103,15 @@ impl FrameBuffer {
         M::decode(body.as_ref())
             .map(Some)
             .map_err(|e| FrameError::Malformed(e.to_string()))
+    }
+
+    /// Bytes still missing from the frame being received: 0 when its length
+    /// prefix is not complete yet (or not valid: `next_frame` says why).
+    fn missing(&self) -> usize {
+        match peek_length(&self.buf) {
+            Ok(Some((prefix, len))) => (prefix + len).saturating_sub(self.buf.len()),
+            _ => 0,
+        }
     }
 
     /// Call when the stream has ended: leftover bytes mean a cut-off frame.

@@ -2,7 +2,9 @@
 //! benchmarked on its own.
 //!
 //! - [`pb`]: the protobuf messages generated from `proto/` (the source of truth).
-//! - [`framing`]: length-prefixed protobuf frames on reliable QUIC streams.
+//! - [`framing`]: length-prefixed protobuf frames on reliable QUIC streams,
+//!   and the reader and writer of those streams (generic over tokio's
+//!   `AsyncRead` / `AsyncWrite`: the I/O is the caller's).
 //! - [`datagram`]: the media datagram and the relay datagram (zero-copy).
 //! - [`route_tree`]: source-routed delivery trees carried by relayed traffic.
 //! - [`token`]: signed join tokens (HMAC-SHA256).
@@ -10,6 +12,7 @@
 //! - [`ids`]: channel ids and track keys.
 //! - [`api`]: the JSON of the region controller's public HTTP API
 //!   (nearest-edge answers, errors), shared by the controller and the SDK.
+//! - [`edge_address`]: how to reach an edge (address and TLS server name).
 //!
 //! Every decoder enforces the limits in [`limits`] before it allocates, and
 //! none of them panics on any input (fuzzed by `protocol/fuzz`).
@@ -17,6 +20,7 @@
 pub mod alpn;
 pub mod api;
 pub mod datagram;
+pub mod edge_address;
 pub mod framing;
 pub mod ids;
 pub mod limits;
@@ -29,4 +33,5 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/rtn.v1.rs"));
 }
 
+pub use edge_address::EdgeAddress;
 pub use ids::{ChannelId, EdgeId, TrackKey};

@@ -18,6 +18,10 @@
 //! 5      1    child_count  number of children that follow (in preorder)
 //! ```
 //!
+//! Relay frames carry the same nodes as `repeated RouteNode` (protobuf);
+//! [`RouteTree::from_pb`] and [`RouteTree::to_pb`] convert, and are the only
+//! conversion: edges use them, and the fuzz targets test them.
+//!
 //! Rules a receiver checks ([`RouteTree::from_nodes`]): 1 to
 //! [`MAX_TREE_NODES`] nodes, the child counts describe exactly the nodes
 //! present, and no edge id appears twice. A relay also checks that the root is
@@ -27,6 +31,7 @@ use std::collections::HashMap;
 
 use crate::ids::EdgeId;
 use crate::limits::MAX_TREE_NODES;
+use crate::pb;
 
 /// Bytes per node in the binary form.
 pub const NODE_LEN: usize = 6;
@@ -52,6 +57,8 @@ pub enum TreeError {
     ReservedFlags,
     #[error("route tree is truncated")]
     Truncated,
+    #[error("route tree node has a child count of {0}, above the 255 a node can have")]
+    TooManyChildren(u32),
 }
 
 /// A validated tree in preorder. Cheap to slice into subtrees.
@@ -101,6 +108,39 @@ impl RouteTree {
             });
         }
         Self::from_nodes(nodes)
+    }
+
+    /// Validate a tree received in protobuf form (the `tree` of a relay
+    /// frame). The node count is checked before anything is allocated; a
+    /// child count above 255 cannot describe a valid tree.
+    pub fn from_pb(nodes: &[pb::RouteNode]) -> Result<Self, TreeError> {
+        if nodes.len() > MAX_TREE_NODES {
+            return Err(TreeError::TooLarge(nodes.len()));
+        }
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                Ok(RouteNode {
+                    edge: n.edge_id,
+                    deliver: n.deliver,
+                    children: u8::try_from(n.child_count)
+                        .map_err(|_| TreeError::TooManyChildren(n.child_count))?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_nodes(nodes)
+    }
+
+    /// The protobuf form, for the `tree` of a relay frame.
+    pub fn to_pb(&self) -> Vec<pb::RouteNode> {
+        self.nodes
+            .iter()
+            .map(|n| pb::RouteNode {
+                edge_id: n.edge,
+                deliver: n.deliver,
+                child_count: n.children.into(),
+            })
+            .collect()
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -375,6 +415,64 @@ mod tests {
         );
     }
 
+    fn pb_node(edge_id: EdgeId, deliver: bool, child_count: u32) -> pb::RouteNode {
+        pb::RouteNode {
+            edge_id,
+            deliver,
+            child_count,
+        }
+    }
+
+    #[test]
+    fn protobuf_form_carries_the_same_nodes_in_preorder() {
+        let t = tree(&[&[1, 5], &[1, 2, 3], &[1, 2, 4]]);
+        let pb = t.to_pb();
+        assert_eq!(
+            pb,
+            vec![
+                pb_node(1, false, 2),
+                pb_node(5, true, 0),
+                pb_node(2, false, 2),
+                pb_node(3, true, 0),
+                pb_node(4, true, 0),
+            ]
+        );
+        assert_eq!(RouteTree::from_pb(&pb), Ok(t));
+    }
+
+    #[test]
+    fn malformed_protobuf_trees_are_refused() {
+        assert_eq!(RouteTree::from_pb(&[]), Err(TreeError::Empty));
+        assert_eq!(
+            RouteTree::from_pb(&[pb_node(1, true, 256)]),
+            Err(TreeError::TooManyChildren(256))
+        );
+        assert_eq!(
+            RouteTree::from_pb(&[pb_node(1, true, u32::MAX)]),
+            Err(TreeError::TooManyChildren(u32::MAX))
+        );
+        // 256 wraps to 0 in a u8: it must not pass as a leaf.
+        assert_eq!(
+            RouteTree::from_pb(&[pb_node(1, false, 1), pb_node(2, true, 256)]),
+            Err(TreeError::TooManyChildren(256))
+        );
+        assert_eq!(
+            RouteTree::from_pb(&[pb_node(1, true, 1)]),
+            Err(TreeError::Inconsistent)
+        );
+        assert_eq!(
+            RouteTree::from_pb(&[pb_node(1, false, 1), pb_node(1, true, 0)]),
+            Err(TreeError::Repeated(1))
+        );
+        let long: Vec<_> = (1..=MAX_TREE_NODES as u32 + 1)
+            .map(|e| pb_node(e, true, 1))
+            .collect();
+        assert_eq!(
+            RouteTree::from_pb(&long),
+            Err(TreeError::TooLarge(MAX_TREE_NODES + 1))
+        );
+    }
+
     #[test]
     fn large_fanout_splits_within_the_limit() {
         let paths: Vec<Vec<EdgeId>> = (2..200).map(|d| vec![1, d]).collect();
@@ -449,6 +547,7 @@ mod tests {
                 t.encode_into(&mut buf);
                 let back = RouteTree::decode(&buf, t.len()).unwrap();
                 prop_assert_eq!(&back, t);
+                prop_assert_eq!(&RouteTree::from_pb(&t.to_pb()).unwrap(), t);
                 prop_assert!(t.depth() < t.len());
             }
         }
@@ -462,6 +561,50 @@ mod tests {
             let mut want: Vec<EdgeId> = paths.iter().map(|p| *p.last().unwrap()).collect();
             want.sort(); want.dedup();
             prop_assert_eq!(deliveries(&RouteTree::build(1, &refs)), want);
+        }
+
+        /// Whatever protobuf nodes arrive, a tree is accepted exactly when its
+        /// binary form is (the two forms agree on validity), and an accepted
+        /// tree converts back to the very nodes it came from.
+        #[test]
+        fn protobuf_and_binary_forms_agree(
+            raw in proptest::collection::vec(
+                (1u32..12, any::<bool>(), prop_oneof![8 => 0u32..3, 1 => 250u32..300, 1 => Just(u32::MAX)]),
+                0..8,
+            ),
+            long in any::<bool>(),
+        ) {
+            // Now and then a list over the node limit, to check it is refused
+            // before anything else.
+            let mut raw = raw;
+            if long {
+                raw.extend((0..MAX_TREE_NODES as u32).map(|i| (100 + i, true, 0)));
+            }
+            let nodes: Vec<pb::RouteNode> =
+                raw.iter().map(|&(e, d, c)| pb_node(e, d, c)).collect();
+            match RouteTree::from_pb(&nodes) {
+                Ok(t) => {
+                    prop_assert_eq!(t.to_pb(), nodes);
+                    let mut buf = vec![];
+                    t.encode_into(&mut buf);
+                    prop_assert_eq!(RouteTree::decode(&buf, t.len()), Ok(t));
+                }
+                Err(TreeError::TooManyChildren(c)) => prop_assert!(c > 255),
+                Err(e) => {
+                    // Representable in binary: the binary decoder refuses it too,
+                    // for the same reason.
+                    let mut buf = vec![];
+                    for &(edge, deliver, children) in &raw {
+                        buf.extend_from_slice(&edge.to_be_bytes());
+                        buf.push(deliver as u8);
+                        buf.push(children as u8);
+                    }
+                    if !matches!(e, TreeError::TooLarge(_)) {
+                        prop_assert!(raw.iter().all(|n| n.2 <= 255));
+                    }
+                    prop_assert_eq!(RouteTree::decode(&buf, raw.len()), Err(e));
+                }
+            }
         }
 
         #[test]

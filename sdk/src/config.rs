@@ -7,13 +7,9 @@ use std::time::Duration;
 
 use crate::error::SdkError;
 
-/// An edge the client may connect to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EdgeCandidate {
-    pub addr: SocketAddr,
-    /// TLS server name the edge's certificate is valid for.
-    pub server_name: String,
-}
+/// An edge the client may connect to: its address and the TLS server name
+/// its certificate is valid for (RTN's one edge address type).
+pub type EdgeCandidate = protocol::EdgeAddress;
 
 /// Makes the UDP socket a client endpoint sends through, given the wildcard
 /// address of the edge's family. The default binds that address. The lab

@@ -8,14 +8,18 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
-use protocol::framing::{FrameBuffer, FrameError};
+use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
+use protocol::EdgeAddress;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -120,8 +124,7 @@ impl Liveness {
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
-    pub addr: SocketAddr,
-    pub server_name: String,
+    pub edge: EdgeAddress,
     /// Index in the configured candidates; None for a goaway redirect.
     pub index: Option<usize>,
 }
@@ -217,20 +220,23 @@ impl Drop for Link {
     }
 }
 
+/// Write the frames the state machine queues (already encoded, see
+/// `Link::send`), whatever is ready at once in one write.
 async fn write_frames(
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     lost: mpsc::UnboundedSender<Inbound>,
 ) {
+    let mut out = FrameWriter::new(send);
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= 64 {
-                break;
+        out.queue_encoded(&first);
+        while !out.batch_full() {
+            match rx.try_recv() {
+                Ok(more) => out.queue_encoded(&more),
+                Err(_) => break,
             }
         }
-        if let Err(e) = send.write_all_chunks(&mut batch).await {
+        if let Err(e) = out.flush().await {
             let _ = lost.send(Inbound::Lost {
                 reason: format!("writing the control stream: {e}"),
                 code: None,
@@ -238,74 +244,90 @@ async fn write_frames(
             return;
         }
     }
-    let _ = send.finish();
+    let _ = out.finish().await;
+}
+
+/// The control stream as the frame reader reads it: every read that brings
+/// bytes proves the edge alive, even in the middle of a large frame.
+struct LivenessReader {
+    recv: quinn::RecvStream,
+    liveness: Arc<Liveness>,
+}
+
+impl AsyncRead for LivenessReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.recv).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.liveness.touch();
+        }
+        polled
+    }
 }
 
 async fn read_frames(
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     conn: quinn::Connection,
     tx: mpsc::UnboundedSender<Inbound>,
     liveness: Arc<Liveness>,
     shared: Arc<Shared>,
 ) {
-    let mut frames = FrameBuffer::new();
+    let mut frames = FrameReader::new(LivenessReader { recv, liveness });
     let lost = loop {
-        let chunk = match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
+        match frames.next_frame::<pb::ServerFrame>().await {
+            Ok(Some(pb::ServerFrame { kind: Some(k) })) => {
+                if tx.send(Inbound::Frame(k)).is_err() {
+                    return;
+                }
+            }
+            // A frame kind from a newer protocol revision: ignore it.
+            Ok(Some(pb::ServerFrame { kind: None })) => {
+                bump(&shared.stats.frames_unknown, 1);
+            }
+            // The end of the stream; one in the middle of a frame is taken
+            // the same way (the link is lost either way), as the SDK always
+            // has.
+            Ok(None) | Err(StreamError::Frame(FrameError::Truncated)) => {
                 break Inbound::Lost {
                     reason: "the edge ended the control stream".into(),
                     code: None,
                 }
             }
-            Err(quinn::ReadError::ConnectionLost(e)) => {
-                break Inbound::Lost {
-                    reason: describe_close(&e),
-                    code: close_code(&e),
-                }
+            Err(StreamError::Io(e)) => {
+                // quinn's read errors travel inside the io::Error.
+                let quic = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<quinn::ReadError>());
+                break match quic {
+                    Some(quinn::ReadError::ConnectionLost(e)) => Inbound::Lost {
+                        reason: describe_close(e),
+                        code: close_code(e),
+                    },
+                    _ => Inbound::Lost {
+                        reason: format!("reading the control stream: {e}"),
+                        code: None,
+                    },
+                };
             }
-            Err(e) => {
+            Err(StreamError::Frame(e)) => {
+                let code = match e {
+                    FrameError::TooLarge(_) => ErrorCode::FrameTooLarge,
+                    _ => ErrorCode::MalformedFrame,
+                };
+                debug!(error = %e, "bad frame from the edge; closing the connection");
+                conn.close(
+                    quinn::VarInt::from_u32(code as u32),
+                    e.to_string().as_bytes(),
+                );
                 break Inbound::Lost {
-                    reason: format!("reading the control stream: {e}"),
+                    reason: format!("bad frame from the edge: {e}"),
                     code: None,
-                }
+                };
             }
-        };
-        liveness.touch();
-        frames.extend(&chunk.bytes);
-        let mut failed = None;
-        loop {
-            match frames.next_frame::<pb::ServerFrame>() {
-                Ok(Some(pb::ServerFrame { kind: Some(k) })) => {
-                    if tx.send(Inbound::Frame(k)).is_err() {
-                        return;
-                    }
-                }
-                // A frame kind from a newer protocol revision: ignore it.
-                Ok(Some(pb::ServerFrame { kind: None })) => {
-                    bump(&shared.stats.frames_unknown, 1);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failed {
-            let code = match e {
-                FrameError::TooLarge(_) => ErrorCode::FrameTooLarge,
-                _ => ErrorCode::MalformedFrame,
-            };
-            debug!(error = %e, "bad frame from the edge; closing the connection");
-            conn.close(
-                quinn::VarInt::from_u32(code as u32),
-                e.to_string().as_bytes(),
-            );
-            break Inbound::Lost {
-                reason: format!("bad frame from the edge: {e}"),
-                code: None,
-            };
         }
     };
     let _ = tx.send(lost);
@@ -455,7 +477,7 @@ pub(crate) async fn connect_round(
         running.spawn(async move {
             let attempt = async {
                 endpoint
-                    .connect_with(quic, target.addr, &target.server_name)
+                    .connect_with(quic, target.edge.addr, &target.edge.server_name)
                     .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| describe_close(&e))
@@ -482,8 +504,8 @@ pub(crate) async fn connect_round(
                 Some(failed) => {
                     match failed {
                         Ok((target, Err(e))) => {
-                            debug!(edge = %target.addr, error = %e, "connection attempt failed");
-                            errors.push(format!("{} ({}): {e}", target.addr, target.server_name));
+                            debug!(edge = %target.edge.addr, error = %e, "connection attempt failed");
+                            errors.push(format!("{} ({}): {e}", target.edge.addr, target.edge.server_name));
                         }
                         Err(e) => errors.push(format!("connection attempt task failed: {e}")),
                         Ok((_, Ok(_))) => {}

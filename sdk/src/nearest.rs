@@ -13,10 +13,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use protocol::api::{ErrorAnswer, NearestAnswer};
-use protocol::framing::{self, FrameBuffer};
+use protocol::framing::{FrameReader, FrameWriter};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -371,31 +371,23 @@ pub(crate) async fn probe(
 }
 
 async fn keepalive_rtts(conn: &quinn::Connection, probes: usize) -> Option<Duration> {
-    let (mut send, mut recv) = conn.open_bi().await.ok()?;
-    let mut frames = FrameBuffer::new();
+    let (send, recv) = conn.open_bi().await.ok()?;
+    let (mut out, mut frames) = (FrameWriter::new(send), FrameReader::new(recv));
     let mut best: Option<Duration> = None;
     for _ in 0..probes.max(1) {
         let nonce: u64 = rand::random();
-        let mut out = BytesMut::new();
-        framing::encode(
-            &pb::ClientFrame {
-                kind: Some(CK::Keepalive(pb::Keepalive { nonce })),
-            },
-            &mut out,
-        )
-        .ok()?;
+        let keepalive = pb::ClientFrame {
+            kind: Some(CK::Keepalive(pb::Keepalive { nonce })),
+        };
         let sent = Instant::now();
-        send.write_all(&out).await.ok()?;
-        'answer: loop {
-            while let Some(f) = frames.next_frame::<pb::ServerFrame>().ok()? {
-                if let Some(SK::KeepaliveAck(a)) = f.kind {
-                    if a.nonce == nonce {
-                        break 'answer;
-                    }
+        out.send(&keepalive).await.ok()?;
+        loop {
+            let f = frames.next_frame::<pb::ServerFrame>().await.ok()??;
+            if let Some(SK::KeepaliveAck(a)) = f.kind {
+                if a.nonce == nonce {
+                    break;
                 }
             }
-            let chunk = recv.read_chunk(4096, true).await.ok()??;
-            frames.extend(&chunk.bytes);
         }
         let rtt = sent.elapsed();
         best = Some(best.map_or(rtt, |b| b.min(rtt)));

@@ -18,11 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
+use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use protocol::token::{mint, Grant};
-use protocol::EdgeId;
+use protocol::{EdgeAddress, EdgeId};
 use quinn::crypto::rustls::QuicClientConfig;
 pub use testkit::netem::Wan;
 
@@ -102,13 +102,8 @@ impl Mesh {
             .expect("this mesh runs over an emulated WAN")
     }
 
-    pub fn peer(&self, e: &Edge) -> PeerInfo {
-        PeerInfo {
-            id: e.id(),
-            addr: e.addr(),
-            server_name: "localhost".into(),
-            region: "local".into(),
-        }
+    pub fn peer(&self, e: &Edge) -> EdgeAddress {
+        EdgeAddress::new(e.addr(), "localhost")
     }
 
     /// Every edge knows every other, reached directly.

@@ -55,17 +55,6 @@ fn rf(kind: RK) -> pb::RelayFrame {
     pb::RelayFrame { kind: Some(kind) }
 }
 
-fn pb_tree(t: &RouteTree) -> Vec<pb::RouteNode> {
-    t.nodes()
-        .iter()
-        .map(|n| pb::RouteNode {
-            edge_id: n.edge,
-            deliver: n.deliver,
-            child_count: n.children as u32,
-        })
-        .collect()
-}
-
 fn main() {
     let ch = ChannelId::derive("demo", "room").0;
     let grant = Grant {
@@ -279,7 +268,7 @@ fn main() {
                 rf(RK::Message(pb::RelayMessage {
                     origin_edge: 1,
                     hop_limit: 8,
-                    tree: pb_tree(&to_two),
+                    tree: to_two.to_pb(),
                     message: Some(chat.clone()),
                 })),
             ],
@@ -297,7 +286,7 @@ fn main() {
                     members: vec![member.clone()],
                     generation: 1_700_000_000_000_000_001,
                     hop_limit: 8,
-                    tree: pb_tree(&RouteTree::build(2, &[&[2, 4]]).remove(0).children()[0]),
+                    tree: RouteTree::build(2, &[&[2, 4]]).remove(0).children()[0].to_pb(),
                 })),
                 rf(RK::DirectoryUpdate(pb::DirectoryUpdate {
                     home_edge: 4,
@@ -308,24 +297,7 @@ fn main() {
                     }],
                     version: 2,
                     hop_limit: 8,
-                    tree: pb_tree(&to_two),
-                })),
-            ],
-        ),
-    );
-    write(
-        "relay_frame",
-        "probes",
-        &stream(
-            2,
-            &[
-                rf(RK::Probe(pb::Probe {
-                    seq: 1,
-                    sent_at_us: NOW * 1_000_000,
-                })),
-                rf(RK::ProbeReply(pb::ProbeReply {
-                    seq: 1,
-                    sent_at_us: NOW * 1_000_000,
+                    tree: to_two.to_pb(),
                 })),
             ],
         ),

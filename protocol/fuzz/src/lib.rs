@@ -10,8 +10,7 @@ use std::fmt::Debug;
 use prost::Message;
 use protocol::framing::{self, FrameBuffer, FrameError};
 use protocol::limits::{MAX_FRAME_LEN, MAX_TREE_NODES};
-use protocol::pb;
-use protocol::route_tree::{RouteNode, RouteTree};
+use protocol::route_tree::RouteTree;
 
 /// Deterministic chunk sizes for feeding a stream, from one seed byte: mostly
 /// small chunks (so frames and even length prefixes are split), some large.
@@ -130,6 +129,8 @@ pub fn check_tree(t: &RouteTree) {
     t.encode_into(&mut wire);
     assert_eq!(wire.len(), n * protocol::route_tree::NODE_LEN);
     assert_eq!(RouteTree::decode(&wire, n).as_ref(), Ok(t));
+    // The protobuf form (relay frames) carries the same tree.
+    assert_eq!(RouteTree::from_pb(&t.to_pb()).as_ref(), Ok(t));
     let mut edges: Vec<_> = t.nodes().iter().map(|x| x.edge).collect();
     edges.sort_unstable();
     edges.dedup();
@@ -150,20 +151,4 @@ pub fn check_tree(t: &RouteTree) {
         check_tree(c);
     }
     assert_eq!(at, n, "children do not cover the tree");
-}
-
-/// A tree carried in a relay frame, converted the way an edge does it:
-/// child counts above 255 cannot come from a valid tree.
-pub fn tree_from_pb(nodes: &[pb::RouteNode]) -> Option<RouteTree> {
-    let nodes: Option<Vec<RouteNode>> = nodes
-        .iter()
-        .map(|n| {
-            Some(RouteNode {
-                edge: n.edge_id,
-                deliver: n.deliver,
-                children: u8::try_from(n.child_count).ok()?,
-            })
-        })
-        .collect();
-    RouteTree::from_nodes(nodes?).ok()
 }

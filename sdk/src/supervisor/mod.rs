@@ -36,6 +36,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protocol::framing;
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK, ErrorCode};
+use protocol::EdgeAddress;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
@@ -284,15 +285,13 @@ impl Supervisor {
                 continue;
             }
             match resolve(&r.addr, self.cfg.connect_timeout).await {
-                Some(addr) => targets.push(Target {
-                    addr,
-                    index: self
-                        .cfg
-                        .edges
-                        .iter()
-                        .position(|e| e.addr == addr && e.server_name == r.server_name),
-                    server_name: r.server_name,
-                }),
+                Some(addr) => {
+                    let edge = EdgeAddress::new(addr, r.server_name);
+                    targets.push(Target {
+                        index: self.cfg.edges.iter().position(|e| *e == edge),
+                        edge,
+                    })
+                }
                 None => debug!(addr = %r.addr, "goaway redirect does not resolve; skipped"),
             }
         }
@@ -303,12 +302,11 @@ impl Supervisor {
         };
         for i in order {
             let e = &self.cfg.edges[i];
-            if targets.iter().any(|t| t.addr == e.addr) {
+            if targets.iter().any(|t| t.edge.addr == e.addr) {
                 continue;
             }
             targets.push(Target {
-                addr: e.addr,
-                server_name: e.server_name.clone(),
+                edge: e.clone(),
                 index: Some(i),
             });
         }
@@ -316,10 +314,10 @@ impl Supervisor {
         for t in targets {
             match self
                 .endpoints
-                .for_addr(&t.addr, self.cfg.socket.as_ref(), self.cfg.local_ip)
+                .for_addr(&t.edge.addr, self.cfg.socket.as_ref(), self.cfg.local_ip)
             {
                 Ok(ep) => out.push((ep, t)),
-                Err(e) => warn!(edge = %t.addr, error = %e, "no endpoint for this address"),
+                Err(e) => warn!(edge = %t.edge.addr, error = %e, "no endpoint for this address"),
             }
         }
         out
@@ -330,14 +328,10 @@ impl Supervisor {
     /// Re-rank the candidates on fresh measurements; the edge to move to, if
     /// one is clearly faster than the current one.
     fn reranked(&mut self, measured: Measured, link: &Link) -> Option<pb::EdgeAddress> {
-        let current = link.target.addr;
+        let current = link.target.edge.addr;
         let faster = nearest::rerank(&mut self.cfg.edges, current, measured);
         self.current = self.cfg.edges.iter().position(|e| e.addr == current);
-        faster.map(|e| pb::EdgeAddress {
-            addr: e.addr.to_string(),
-            server_name: e.server_name,
-            ..Default::default()
-        })
+        faster.map(|e| e.to_pb(None))
     }
 
     /// The first connection, for `Client::connect`.
@@ -360,7 +354,7 @@ impl Supervisor {
                 Ok(opened) => {
                     self.backoff.reset();
                     self.current = opened.0.target.index;
-                    self.shared.set_edge(Some(opened.0.target.addr));
+                    self.shared.set_edge(Some(opened.0.target.edge.addr));
                     return Ok(opened);
                 }
                 Err(e) => last = e,
@@ -453,7 +447,7 @@ impl Supervisor {
                     self.begin_outage(reason);
                 }
                 End::Move(old, why) => {
-                    info!(edge = %old.target.addr, why, "moving to another edge");
+                    info!(edge = %old.target.edge.addr, why, "moving to another edge");
                     self.link_down(true);
                     self.draining = Some(old);
                     self.begin_outage(why.into());
@@ -484,11 +478,11 @@ impl Supervisor {
         cmds: &mut mpsc::UnboundedReceiver<Cmd>,
         probes: &mut Reprobing,
     ) -> End {
-        self.shared.set_edge(Some(link.target.addr));
+        self.shared.set_edge(Some(link.target.edge.addr));
         if self.outage.is_some() {
             bump(&self.shared.stats.reconnects, 1);
         }
-        debug!(edge = %link.target.addr, "connected");
+        debug!(edge = %link.target.edge.addr, "connected");
         self.out.clear();
         self.left_last = false;
         // Restore every channel first, then run what waited for a link.
@@ -776,7 +770,7 @@ async fn open(
     shared: Arc<Shared>,
 ) -> Result<Opened, String> {
     let (conn, target) = connect_round(attempts, quic, timing).await?;
-    let addr = target.addr;
+    let addr = target.edge.addr;
     Link::open(conn, target, shared)
         .await
         .map_err(|e| format!("{addr}: {e}"))

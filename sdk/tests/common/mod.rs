@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, PeerInfo, RouteFeed, RouteTable};
+use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use protocol::token::{mint, Grant};
@@ -71,12 +71,7 @@ pub async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
                 .unwrap(),
         );
     }
-    let peer = |e: &Edge| PeerInfo {
-        id: e.id(),
-        addr: e.addr(),
-        server_name: "localhost".into(),
-        region: "local".into(),
-    };
+    let peer = |e: &Edge| protocol::EdgeAddress::new(e.addr(), "localhost");
     for e in &edges {
         e.routes.publish(RouteTable {
             version: 0,
