@@ -440,7 +440,10 @@ fn binaries(dir: &Path) -> (PathBuf, PathBuf) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "cannot build edge-node (etcd, netem) and region-controller (etcd)");
+    assert!(
+        ok,
+        "cannot build edge-node (etcd, netem) and region-controller (etcd)"
+    );
     let keep = |bin: &Path| {
         let to = dir.join(bin.file_name().unwrap());
         if std::fs::hard_link(bin, &to).is_err() {

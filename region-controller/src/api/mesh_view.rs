@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::{json_response, Api, ApiError};
 use crate::mesh::MeshView;
-use control::records::EdgeState;
 use control::clock::now_ms;
+use control::records::EdgeState;
 
 /// A link whose prober's summary is older than this is stale: edges refresh
 /// an unchanged summary every 30 s (`PROBE_REFRESH` in edge-node), so 45 s

@@ -16,8 +16,8 @@ use topology::GeoIpDb;
 
 use super::Api;
 use crate::controller::LeaderState;
-use control::keys::KeyLayout;
 use crate::mesh::SharedMesh;
+use control::keys::KeyLayout;
 use control::records::{
     EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RouteRecord, RoutesRecord,
 };
