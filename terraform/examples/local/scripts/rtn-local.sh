@@ -179,7 +179,8 @@ edge)
     : "${NAME:?}" "${CONFIG:?}" "${BIN:?}" "${HEALTH_URL:?}" "${APP_ENV:?}"
     cfg="$STATE_DIR/$NAME.toml"
     printf '%s' "$CONFIG" >"$cfg"
-    env_vars=(PATH="$PATH" RUST_LOG="${LOG_LEVEL:-info}" "$APP_ENV=$(cat "$STATE_DIR/secrets/app-secret")")
+    env_vars=(PATH="$PATH" RUST_LOG="${LOG_LEVEL:-info}" "$APP_ENV=$(cat "$STATE_DIR/secrets/app-secret")"
+        RTN_EDGE_ADMIN_TOKEN="$(cat "$STATE_DIR/secrets/admin-token")")
     env -i "${env_vars[@]}" "$BIN" check-config --config "$cfg" >/dev/null ||
         die "$NAME: edge-node check-config refused $cfg"
     launch "$NAME" "${env_vars[@]}" "$BIN" run --config "$cfg"
