@@ -341,18 +341,7 @@ async fn a_connection_sending_bad_joins_is_closed_after_its_budget_and_logged_on
     let mut bystander = RawClient::connect(addr, &ca).await;
     let room = bystander.join("room", "bystander").await.channel_id;
 
-    let forged = mint(
-        &Grant {
-            app_id: APP,
-            channel: "room",
-            user_id: "mallory",
-            publish: true,
-            subscribe: true,
-            issued_at: now(),
-            expires_at: now() + 60,
-        },
-        b"wrong-secret-0123456789",
-    );
+    let forged = forged_token("room", "mallory");
     let before = metric("rtn_edge_joins_total", &[("result", "token_bad_signature")]);
     let mut attacker = RawClient::connect(addr, &ca).await;
     let mut pipelined = bytes::BytesMut::new();

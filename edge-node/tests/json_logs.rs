@@ -14,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use protocol::token::{mint, Grant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-node");
 
@@ -203,18 +202,7 @@ async fn json_logs_carry_events_with_ids_and_no_credentials() {
         .unwrap()
         .to_vec();
     let good = token("room", "alice", true, true);
-    let forged = mint(
-        &Grant {
-            app_id: APP,
-            channel: "room",
-            user_id: "mallory",
-            publish: true,
-            subscribe: true,
-            issued_at: now(),
-            expires_at: now() + 600,
-        },
-        b"not-the-apps-secret-at-all",
-    );
+    let forged = forged_token("room", "mallory");
     let mut c = RawClient::connect(a_addr, &ca).await;
     let refused = c.join_with(forged.clone(), "room", true).await;
     assert!(refused.is_err(), "a forged token must be refused");

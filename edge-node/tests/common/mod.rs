@@ -52,6 +52,23 @@ pub fn token(channel: &str, user: &str, publish: bool, subscribe: bool) -> Strin
     )
 }
 
+/// A token for `channel` and `user` signed with a secret the app does not
+/// have: refused with `TOKEN_BAD_SIGNATURE`.
+pub fn forged_token(channel: &str, user: &str) -> String {
+    mint(
+        &Grant {
+            app_id: APP,
+            channel,
+            user_id: user,
+            publish: true,
+            subscribe: true,
+            issued_at: now(),
+            expires_at: now() + 600,
+        },
+        b"not-the-apps-secret-at-all",
+    )
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
