@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use control::keys::KeyLayout;
 use control::store::ControlStore;
 use protocol::alpn::{self, LinkKind};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
@@ -253,7 +252,7 @@ impl Edge {
             Some(s) => Some(s),
             None => cfg.control.store.open()?,
         };
-        let keys = KeyLayout::new(&cfg.control.store.prefix).map_err(anyhow::Error::msg)?;
+        let keys = cfg.control.store.keys().map_err(anyhow::Error::msg)?;
         let core = Arc::new(EdgeCore {
             id: cfg.edge.id,
             verifier,

@@ -26,7 +26,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_node::config::AdmissionSection;
@@ -133,13 +133,6 @@ fn endpoint_at(ip: Ipv4Addr) -> anyhow::Result<quinn::Endpoint> {
     client_endpoint_at(SocketAddr::new(IpAddr::V4(ip), 0), 1 << 20)
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// The legitimate call: latency samples (ms) and packets sent, per phase.
 struct Call {
     publisher: RawClient,
@@ -170,7 +163,8 @@ impl Call {
         let reader = tokio::spawn(async move {
             while let Ok(d) = conn.read_datagram().await {
                 if let Ok(h) = MediaHeader::decode(&d) {
-                    let took = now_us().saturating_sub(h.timestamp_us) as f64 / 1000.0;
+                    let took =
+                        control::clock::now_us().saturating_sub(h.timestamp_us) as f64 / 1000.0;
                     s.lock().unwrap_or_else(|e| e.into_inner()).push(took);
                 }
             }
@@ -207,7 +201,7 @@ impl Call {
                 channel: ChannelId(self.channel),
                 track: TrackKey(self.track),
                 sequence: *seq,
-                timestamp_us: now_us(),
+                timestamp_us: control::clock::now_us(),
             };
             if let Ok(d) = h.encode(&[0u8; 160]) {
                 let _ = self.publisher.conn.send_datagram(d);

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use control::keys::KeyLayout;
 use control::store::ControlStore;
 use region_controller::api::{parse_proxies, Api};
 use region_controller::config::{ControllerConfig, StoreSection};
@@ -165,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
     let geoip = open_geoip(&cfg)?;
-    let keys = KeyLayout::new(&cfg.store.store.prefix).map_err(anyhow::Error::msg)?;
+    let keys = cfg.store.store.keys().map_err(anyhow::Error::msg)?;
     let store = etcd(&cfg.store)?;
     let name = cfg.name();
     let opts = RoutingOptions {

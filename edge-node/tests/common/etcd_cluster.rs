@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use control::keys::KeyLayout;
@@ -747,13 +747,6 @@ pub struct Call {
     pub stopped_at: Arc<Mutex<Option<Instant>>>,
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
 impl Call {
     pub fn new(channel: &str, ca_pem: &str) -> Call {
         Call {
@@ -845,7 +838,8 @@ impl Call {
                         p.media += 1;
                         p.first_seq.get_or_insert(m.sequence);
                         p.last_seq = p.last_seq.max(m.sequence);
-                        let lat = now_us().saturating_sub(m.timestamp_us) as f64 / 1e3;
+                        let lat =
+                            control::clock::now_us().saturating_sub(m.timestamp_us) as f64 / 1e3;
                         p.latency.push((now, lat));
                         if media_on {
                             if let Some(last) = p.last_at {

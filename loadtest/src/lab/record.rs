@@ -542,20 +542,13 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn now_us() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros() as u64
-    }
-
     fn media(seq: u32) -> sdk::Media {
         sdk::Media {
             channel: "c".into(),
             user: "u".into(),
             track: "mic".into(),
             sequence: seq,
-            timestamp_us: now_us(),
+            timestamp_us: control::clock::now_us(),
             payload: Bytes::new(),
             received_at: SystemTime::now(),
         }
