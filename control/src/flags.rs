@@ -8,7 +8,14 @@
 //! [`Flags::apply`] then writes those given (flag, else variable) over the
 //! config read from the file. A field added to a section has its flag and
 //! variable with nothing else to write, and [`check`] (each binary's tests
-//! run it) finds keys of the file that have none.
+//! run it) finds keys of the file that have none. Names a key had before
+//! this scheme stay: old flags as `#[arg(visible_alias = "...")]` on the
+//! field, old variables as exceptions in the binary's [`Flagged::env`].
+//!
+//! Secrets are never flags (a process listing shows flags): [`check`]
+//! refuses a secret-named key ([`is_secret_key`]) in a section, and one
+//! anywhere that serializes as anything but [`REDACTED`] (`check-config`
+//! prints the config).
 //!
 //! The merge is clap's own `FromArgMatches::update_from_arg_matches`, which
 //! assigns exactly the fields whose argument was given: the file's values
@@ -35,8 +42,8 @@ pub fn redact_each<S: serde::Serializer>(secrets: &[String], s: S) -> Result<S::
 
 /// Whether a config key names a secret rather than, say, the environment
 /// variable holding one (`secrets_env`) or a rate (`joins_per_token_per_s`):
-/// its last word is secret, token or password. Such keys serialize as
-/// [`REDACTED`] and are never flags (flags show in process listings).
+/// its last word is secret, token or password. Such keys must serialize as
+/// [`REDACTED`] and never be flags ([`check`]).
 pub fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('_').next().unwrap_or(key);
     matches!(
@@ -59,12 +66,15 @@ pub trait Flagged: Sized + 'static {
     fn env(section: &str, field: &str) -> String;
 }
 
+/// Writes a section's flags over its value in a config `C`.
+type Apply<C> = Box<dyn Fn(&mut C, &ArgMatches) -> Result<(), clap::Error>>;
+
 /// One section of a config `C`: its TOML name, its flags, and how they are
 /// written over its value.
 pub struct Section<C> {
     name: &'static str,
     augment: fn(Command) -> Command,
-    apply: Box<dyn Fn(&mut C, &ArgMatches) -> Result<(), clap::Error>>,
+    apply: Apply<C>,
 }
 
 impl<C: 'static> Section<C> {
