@@ -12,6 +12,9 @@
 //! - [`settings`]: the store's settings (the edge's `[control]` and the
 //!   controller's `[store]` section share them), their validation, and
 //!   opening the store they name.
+//! - [`flags`]: every key of a binary's TOML config is also a flag and an
+//!   `RTN_*` environment variable, written over the file's value; secrets
+//!   are never flags and never printed.
 //! - [`metrics`]: the process-wide Prometheus recorder both binaries (and
 //!   the lab, which runs both in one process) render through.
 //! - [`clock`]: wall-clock times as records carry them; [`admin`]: the
@@ -19,6 +22,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod flags;
 pub mod keys;
 pub mod metrics;
 pub mod mirror;

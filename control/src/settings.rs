@@ -11,30 +11,38 @@ use serde::{Deserialize, Serialize};
 use crate::keys::{KeyLayout, DEFAULT_PREFIX};
 use crate::store::ControlStore;
 
-/// etcd endpoints and TLS, and the key prefix of the mesh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// etcd endpoints and TLS, and the key prefix of the mesh. As flags (see
+/// [`crate::flags`]) they also answer to the names both binaries gave them
+/// before every key had `--<section>-<field>` (`--etcd`, `--etcd-key`...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct StoreSettings {
     /// etcd client URLs, e.g. `["https://10.0.0.5:2379"]`. Empty: no store
     /// (an edge then runs on static peers and routes).
     #[serde(default)]
+    #[arg(visible_alias = "etcd")]
     pub etcd_endpoints: Vec<String>,
     /// PEM CA certificate(s) that signed the etcd members' certificates.
     /// Required for (and only allowed with) `https://` endpoints.
     #[serde(default)]
+    #[arg(visible_alias = "etcd-ca")]
     pub etcd_ca: Option<PathBuf>,
     /// PEM client certificate presented to etcd (etcd with
     /// `client-cert-auth` requires one), with `etcd_key`.
     #[serde(default)]
+    #[arg(visible_alias = "etcd-cert")]
     pub etcd_cert: Option<PathBuf>,
     /// PEM private key of `etcd_cert`.
     #[serde(default)]
+    #[arg(visible_alias = "etcd-key")]
     pub etcd_key: Option<PathBuf>,
     /// Name the members' certificates are verified against instead of each
     /// endpoint's host.
     #[serde(default)]
+    #[arg(visible_alias = "etcd-server-name")]
     pub etcd_server_name: Option<String>,
     /// Key prefix of the mesh in the store.
     #[serde(default = "default_prefix")]
+    #[arg(visible_alias = "prefix")]
     pub prefix: String,
 }
 
@@ -169,7 +177,9 @@ pub fn validate_etcd(
 /// Keys of a config section that no field took. serde cannot deny unknown
 /// fields in a struct that flattens another (as the sections holding
 /// [`StoreSettings`] do), so such sections collect them in a field of this
-/// type, declared last, and refuse them with [`refuse_unknown`].
+/// type, declared last, and refuse them with [`refuse_unknown`]. The field
+/// is `#[serde(flatten, skip_serializing)]` and `#[arg(skip)]`: not a key,
+/// not a flag.
 pub type UnknownKeys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
 
 /// A clear error naming the first unknown key of `section`, if any.

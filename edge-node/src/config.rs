@@ -1,16 +1,21 @@
-//! Edge configuration: a TOML file whose every scalar field can be overridden
-//! by a flag or an `RTN_*` environment variable (see `main.rs`), validated at
-//! start with errors that name the field.
+//! Edge configuration: a TOML file whose every key of the sections `[edge]`,
+//! `[tls]`, `[limits]`, `[admission]` and `[control]` is also a flag
+//! `--<section>-<field>` and an environment variable `RTN_<SECTION>_<FIELD>`
+//! that override it (`control::flags`; the older short flags, such as
+//! `--max-sessions`, are aliases), validated at start with errors that name
+//! the field.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use control::flags::{redact_each, Flagged, Section};
+use control::section;
 use control::settings::{refuse_unknown, StoreSettings, UnknownKeys};
 use protocol::{EdgeAddress, EdgeId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     pub edge: EdgeSection,
@@ -39,14 +44,39 @@ pub struct EdgeConfig {
     /// example emulates a WAN between edges on one host); refused otherwise.
     /// Absent: the socket is used as it is.
     #[serde(default)]
+    #[cfg_attr(not(feature = "netem"), serde(skip_serializing))]
     pub netem: Option<NetemSection>,
+}
+
+/// Every key of these sections is a flag and a variable; the lists of
+/// tables are file-only (and app secrets are never flags).
+impl Flagged for EdgeConfig {
+    fn sections() -> Vec<Section<Self>> {
+        vec![
+            section!(EdgeConfig, edge),
+            section!(EdgeConfig, tls),
+            section!(EdgeConfig, limits),
+            section!(EdgeConfig, admission),
+            section!(EdgeConfig, control),
+        ]
+    }
+
+    const FILE_ONLY: &'static [&'static str] = &["apps", "peers", "routes", "netem"];
+
+    fn env(section: &str, field: &str) -> String {
+        match (section, field) {
+            // Named so before every key had a variable; deployments set it.
+            ("control", "etcd_endpoints") => "RTN_CONTROL_ETCD".into(),
+            _ => format!("RTN_{section}_{field}").to_uppercase(),
+        }
+    }
 }
 
 /// `[netem]`: one-way link rules applied to what this edge sends; read and
 /// replaced at run time through `GET`/`PUT /netem` on the admin port (with
 /// the admin token).
 #[cfg(feature = "netem")]
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetemSection {
     #[serde(default)]
@@ -60,31 +90,36 @@ pub type NetemSection = serde::de::IgnoredAny;
 
 /// `[control]`: the control store ([`StoreSettings`]: etcd endpoints and
 /// TLS, key prefix) and how this edge takes part in the control plane.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct ControlSection {
     /// Where the store is. No etcd endpoints: no control plane (static
     /// peers and routes).
     #[serde(flatten)]
+    #[command(flatten)]
     pub store: StoreSettings,
     /// TTL of the edge's lease: a killed edge leaves the registry after
     /// this. 3 s: etcd's floor is about 2 s, and directory homes and
     /// nearest-edge answers move on within a few seconds (traffic itself
     /// reroutes sooner, on the edges' own probes).
     #[serde(default = "default_lease_ttl_ms")]
+    #[arg(visible_alias = "lease-ttl-ms")]
     pub lease_ttl_ms: u64,
     /// Best-measured edges of each other region this edge keeps probing
     /// once the mesh is larger than `probe_full_mesh_max_edges` (plus one
     /// explored at random; see `topology::targets` for the budget): keeps
     /// the probe degree independent of the mesh size.
     #[serde(default = "default_probes_per_region")]
+    #[arg(visible_alias = "probes-per-other-region")]
     pub probes_per_other_region: usize,
     /// Meshes of at most this many edges are probed in full (every edge
     /// probes every other). 64: 63 targets at the slow probe rate (one
     /// every 2 s) cost about 2.2 KB/s each way.
     #[serde(default = "default_probe_full_mesh_max_edges")]
+    #[arg(visible_alias = "probe-full-mesh-max-edges")]
     pub probe_full_mesh_max_edges: usize,
     /// Keys no field took, refused by `validate` (see [`UnknownKeys`]).
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
+    #[arg(skip)]
     pub unknown: UnknownKeys,
 }
 
@@ -110,28 +145,40 @@ fn default_probe_full_mesh_max_edges() -> usize {
     topology::ProbePolicy::default().full_mesh_max_edges
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSection {
+    /// This edge's id: a positive integer, unique in the mesh.
+    #[arg(visible_alias = "id")]
     pub id: EdgeId,
+    /// Region this edge belongs to (its region controller's).
     #[serde(default = "default_region")]
+    #[arg(visible_alias = "region")]
     pub region: String,
     /// City code or name from the lab's table (e.g. "FRA"); gives the
     /// edge's location unless `lat`/`lon` are set.
     #[serde(default)]
+    #[arg(visible_alias = "city")]
     pub city: String,
+    /// Latitude in degrees, with `lon` (instead of `city`).
     #[serde(default)]
+    #[arg(visible_alias = "lat")]
     pub lat: Option<f64>,
+    /// Longitude in degrees, with `lat`.
     #[serde(default)]
+    #[arg(visible_alias = "lon")]
     pub lon: Option<f64>,
     /// UDP address of the QUIC endpoint (clients and relay links share it).
     #[serde(default = "default_listen")]
+    #[arg(visible_alias = "listen")]
     pub listen: SocketAddr,
     /// Address clients and peers should use, when `listen` is a wildcard.
     #[serde(default)]
+    #[arg(visible_alias = "public-addr")]
     pub public_addr: Option<SocketAddr>,
     /// TCP address of the admin HTTP server (/metrics, /healthz, /readyz).
     #[serde(default = "default_admin")]
+    #[arg(visible_alias = "admin-listen")]
     pub admin_listen: SocketAddr,
     /// Environment variable holding the bearer token of the admin port's
     /// operator endpoints (`/netem`). Unset: they are refused (403).
@@ -139,14 +186,16 @@ pub struct EdgeSection {
     pub admin_token_env: Option<String>,
     /// TLS server name this edge's certificate is valid for.
     #[serde(default = "default_server_name")]
+    #[arg(visible_alias = "server-name")]
     pub server_name: String,
     /// Requested UDP socket buffer size, bytes (the kernel may grant less;
     /// the granted size is logged).
     #[serde(default = "default_udp_buffer")]
+    #[arg(visible_alias = "udp-buffer-bytes")]
     pub udp_buffer_bytes: usize,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain of this edge (server and relay-client auth).
@@ -161,12 +210,13 @@ pub struct TlsSection {
     pub dev_self_signed: bool,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSection {
     pub id: String,
     /// Current secrets (several during a rotation). Prefer `secrets_env`.
-    #[serde(default)]
+    /// Never serialized (`check-config` prints them redacted).
+    #[serde(default, serialize_with = "redact_each")]
     pub secrets: Vec<String>,
     /// Name of an environment variable holding comma-separated secrets.
     #[serde(default)]
@@ -186,21 +236,29 @@ impl std::fmt::Debug for AppSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
+    /// Client sessions this edge holds at once.
+    #[arg(visible_alias = "max-sessions")]
     pub max_sessions: usize,
     /// A connection that has not joined a channel by then is closed.
+    #[arg(visible_alias = "join-timeout-ms")]
     pub join_timeout_ms: u64,
     /// Media packets queued per subscriber before the oldest are dropped.
+    #[arg(visible_alias = "subscriber-queue")]
     pub subscriber_queue: usize,
     /// Control frames queued per client before it is disconnected as too slow.
+    #[arg(visible_alias = "client-frame-queue")]
     pub client_frame_queue: usize,
     /// Idle timeout of client connections (clients send keepalives).
+    #[arg(visible_alias = "client-idle-timeout-ms")]
     pub client_idle_timeout_ms: u64,
     /// How long SIGTERM waits for clients to move after the goaway.
+    #[arg(visible_alias = "drain-timeout-ms")]
     pub drain_timeout_ms: u64,
     /// Clients are told to reconnect after this, plus a random spread of the same.
+    #[arg(visible_alias = "goaway-reconnect-ms")]
     pub goaway_reconnect_ms: u32,
 }
 
@@ -221,7 +279,7 @@ impl Default for LimitsSection {
 /// When the edge answers a new connection with a QUIC Retry, which makes
 /// the client prove it receives at its source address before the edge
 /// keeps any state for it (one extra round trip).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RetryMode {
     /// Only under a handshake flood (`retry_above_handshakes`), or for an
@@ -237,37 +295,48 @@ pub enum RetryMode {
 /// Zero disables a rate limit. The defaults leave a legitimate user far
 /// below every limit (an SDK opens one connection per edge and reconnects
 /// with backoff) while making a flood from one address cheap to refuse.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionSection {
+    /// When new connections get a QUIC Retry (address validation).
+    #[arg(visible_alias = "retry")]
     pub retry: RetryMode,
     /// Handshakes in progress above which unvalidated addresses get a Retry
     /// (auto mode). A normal edge has a handful at a time.
+    #[arg(visible_alias = "retry-above-handshakes")]
     pub retry_above_handshakes: usize,
     /// Handshakes in progress above which new connections are ignored
     /// outright: bounds the memory a flood can pin.
+    #[arg(visible_alias = "max-handshakes")]
     pub max_handshakes: usize,
     /// A handshake not finished by then is dropped.
+    #[arg(visible_alias = "handshake-timeout-ms")]
     pub handshake_timeout_ms: u64,
     /// New connections per second from one IP address (burst: twice this).
     /// 20: a whole office behind one NAT reconnecting at once fits.
+    #[arg(visible_alias = "connections-per-ip-per-s")]
     pub connections_per_ip_per_s: u32,
     /// Connections open at once from one IP address.
+    #[arg(visible_alias = "max-connections-per-ip")]
     pub max_connections_per_ip: usize,
     /// Joins per second with one token (burst: twice this). A token is a
     /// bearer credential; a replayed one cannot join faster than this.
+    #[arg(visible_alias = "joins-per-token-per-s")]
     pub joins_per_token_per_s: u32,
     /// Messages per second one session may send (burst: twice this);
     /// faster ones are refused with `RATE_LIMITED`.
+    #[arg(visible_alias = "messages-per-session-per-s")]
     pub messages_per_session_per_s: u32,
     /// Media bytes per second one session may publish (burst: one second's
     /// worth more); the excess is dropped and counted. 6.25 MB/s is
     /// 50 Mbit/s: several 4K video tracks.
+    #[arg(visible_alias = "media-bytes-per-session-per-s")]
     pub media_bytes_per_session_per_s: u64,
     /// Datagrams per second of one session the edge may drop (malformed,
     /// foreign track, over the media rate) before closing it, with ten
     /// seconds' worth of burst: a few are normal, a steady stream is a
     /// flood that costs decryption even when dropped.
+    #[arg(visible_alias = "dropped-datagrams-per-session-per-s")]
     pub dropped_datagrams_per_session_per_s: u32,
 }
 
@@ -308,7 +377,7 @@ impl AdmissionSection {
 
 /// A `[[peers]]` entry. Its fields are the file format; the edge reaches
 /// the peer by [`PeerSection::address`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
     pub id: EdgeId,
@@ -327,7 +396,7 @@ impl PeerSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     pub dest: EdgeId,
@@ -704,6 +773,161 @@ mod tests {
         for (text, want) in cases {
             let err = parse(&text).unwrap().validate().unwrap_err().to_string();
             assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_a_flag_with_its_variable_and_no_secret_shows() {
+        let sample = EdgeConfig::dev(1, "demo", "0123456789abcdef");
+        control::flags::check(&sample).unwrap_or_else(|p| panic!("{}", p.join("\n")));
+    }
+
+    #[test]
+    fn flags_and_variables_named_before_the_scheme_still_work() {
+        // (key, flag and variable it had before every key had
+        // --<section>-<field>): unit files, scripts and docs use them.
+        let kept = [
+            ("edge.id", "id", "RTN_EDGE_ID"),
+            ("edge.region", "region", "RTN_EDGE_REGION"),
+            ("edge.city", "city", "RTN_EDGE_CITY"),
+            ("edge.listen", "listen", "RTN_EDGE_LISTEN"),
+            ("edge.public_addr", "public-addr", "RTN_EDGE_PUBLIC_ADDR"),
+            ("edge.admin_listen", "admin-listen", "RTN_EDGE_ADMIN_LISTEN"),
+            ("edge.server_name", "server-name", "RTN_EDGE_SERVER_NAME"),
+            (
+                "edge.udp_buffer_bytes",
+                "udp-buffer-bytes",
+                "RTN_EDGE_UDP_BUFFER_BYTES",
+            ),
+            ("edge.lat", "lat", "RTN_EDGE_LAT"),
+            ("edge.lon", "lon", "RTN_EDGE_LON"),
+            ("tls.cert", "tls-cert", "RTN_TLS_CERT"),
+            ("tls.key", "tls-key", "RTN_TLS_KEY"),
+            ("tls.mesh_ca", "tls-mesh-ca", "RTN_TLS_MESH_CA"),
+            (
+                "tls.dev_self_signed",
+                "tls-dev-self-signed",
+                "RTN_TLS_DEV_SELF_SIGNED",
+            ),
+            (
+                "limits.max_sessions",
+                "max-sessions",
+                "RTN_LIMITS_MAX_SESSIONS",
+            ),
+            (
+                "limits.join_timeout_ms",
+                "join-timeout-ms",
+                "RTN_LIMITS_JOIN_TIMEOUT_MS",
+            ),
+            (
+                "limits.subscriber_queue",
+                "subscriber-queue",
+                "RTN_LIMITS_SUBSCRIBER_QUEUE",
+            ),
+            (
+                "limits.client_frame_queue",
+                "client-frame-queue",
+                "RTN_LIMITS_CLIENT_FRAME_QUEUE",
+            ),
+            (
+                "limits.client_idle_timeout_ms",
+                "client-idle-timeout-ms",
+                "RTN_LIMITS_CLIENT_IDLE_TIMEOUT_MS",
+            ),
+            (
+                "limits.drain_timeout_ms",
+                "drain-timeout-ms",
+                "RTN_LIMITS_DRAIN_TIMEOUT_MS",
+            ),
+            (
+                "limits.goaway_reconnect_ms",
+                "goaway-reconnect-ms",
+                "RTN_LIMITS_GOAWAY_RECONNECT_MS",
+            ),
+            ("admission.retry", "retry", "RTN_ADMISSION_RETRY"),
+            (
+                "admission.retry_above_handshakes",
+                "retry-above-handshakes",
+                "RTN_ADMISSION_RETRY_ABOVE_HANDSHAKES",
+            ),
+            (
+                "admission.max_handshakes",
+                "max-handshakes",
+                "RTN_ADMISSION_MAX_HANDSHAKES",
+            ),
+            (
+                "admission.handshake_timeout_ms",
+                "handshake-timeout-ms",
+                "RTN_ADMISSION_HANDSHAKE_TIMEOUT_MS",
+            ),
+            (
+                "admission.connections_per_ip_per_s",
+                "connections-per-ip-per-s",
+                "RTN_ADMISSION_CONNECTIONS_PER_IP_PER_S",
+            ),
+            (
+                "admission.max_connections_per_ip",
+                "max-connections-per-ip",
+                "RTN_ADMISSION_MAX_CONNECTIONS_PER_IP",
+            ),
+            (
+                "admission.joins_per_token_per_s",
+                "joins-per-token-per-s",
+                "RTN_ADMISSION_JOINS_PER_TOKEN_PER_S",
+            ),
+            (
+                "admission.messages_per_session_per_s",
+                "messages-per-session-per-s",
+                "RTN_ADMISSION_MESSAGES_PER_SESSION_PER_S",
+            ),
+            (
+                "admission.media_bytes_per_session_per_s",
+                "media-bytes-per-session-per-s",
+                "RTN_ADMISSION_MEDIA_BYTES_PER_SESSION_PER_S",
+            ),
+            (
+                "admission.dropped_datagrams_per_session_per_s",
+                "dropped-datagrams-per-session-per-s",
+                "RTN_ADMISSION_DROPPED_DATAGRAMS_PER_SESSION_PER_S",
+            ),
+            ("control.etcd_endpoints", "etcd", "RTN_CONTROL_ETCD"),
+            ("control.etcd_ca", "etcd-ca", "RTN_CONTROL_ETCD_CA"),
+            ("control.etcd_cert", "etcd-cert", "RTN_CONTROL_ETCD_CERT"),
+            ("control.etcd_key", "etcd-key", "RTN_CONTROL_ETCD_KEY"),
+            (
+                "control.etcd_server_name",
+                "etcd-server-name",
+                "RTN_CONTROL_ETCD_SERVER_NAME",
+            ),
+            ("control.prefix", "control-prefix", "RTN_CONTROL_PREFIX"),
+            (
+                "control.lease_ttl_ms",
+                "lease-ttl-ms",
+                "RTN_CONTROL_LEASE_TTL_MS",
+            ),
+            (
+                "control.probes_per_other_region",
+                "probes-per-other-region",
+                "RTN_CONTROL_PROBES_PER_OTHER_REGION",
+            ),
+            (
+                "control.probe_full_mesh_max_edges",
+                "probe-full-mesh-max-edges",
+                "RTN_CONTROL_PROBE_FULL_MESH_MAX_EDGES",
+            ),
+        ];
+        use clap::Args;
+        let cmd = control::flags::Flags::<EdgeConfig>::augment_args(clap::Command::new("edge"));
+        for (key, flag, env) in kept {
+            let (section, field) = key.split_once('.').unwrap();
+            let long = control::flags::flag_name(section, field);
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("{key}: no --{long}"));
+            let names: Vec<&str> = arg.get_long_and_visible_aliases().unwrap();
+            assert!(names.contains(&flag), "{key}: --{flag} not in {names:?}");
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{key}");
         }
     }
 

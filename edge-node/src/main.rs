@@ -1,12 +1,12 @@
 //! `edge-node`: run an RTN edge, check its config, mint dev tokens, make dev
 //! certificates.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use control::flags::Flags;
 use edge_node::config::EdgeConfig;
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeOptions};
@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     /// Run the edge until SIGTERM or Ctrl-C (then drain and exit 0).
     Run(RunArgs),
-    /// Load and validate a config, print the effective values, and exit.
+    /// Load and validate a config, print the effective values (TOML, after
+    /// flags and variables, secrets redacted), and exit.
     CheckConfig(RunArgs),
     /// Mint a join token for development (app servers do this in production).
     Token(TokenArgs),
@@ -33,96 +34,14 @@ enum Command {
     DevCerts(DevCertsArgs),
 }
 
-/// The config file, and overrides for every scalar field (flag or RTN_* env).
-#[derive(Args, Clone)]
+/// The config file, and a flag (or `RTN_*` variable) for every key of its
+/// sections that overrides the file's value (`control::flags`).
+#[derive(Args)]
 struct RunArgs {
     #[arg(long, short, env = "RTN_CONFIG")]
     config: PathBuf,
-    #[arg(long, env = "RTN_EDGE_ID")]
-    id: Option<u32>,
-    #[arg(long, env = "RTN_EDGE_REGION")]
-    region: Option<String>,
-    #[arg(long, env = "RTN_EDGE_CITY")]
-    city: Option<String>,
-    #[arg(long, env = "RTN_EDGE_LISTEN")]
-    listen: Option<SocketAddr>,
-    #[arg(long, env = "RTN_EDGE_PUBLIC_ADDR")]
-    public_addr: Option<SocketAddr>,
-    #[arg(long, env = "RTN_EDGE_ADMIN_LISTEN")]
-    admin_listen: Option<SocketAddr>,
-    #[arg(long, env = "RTN_EDGE_SERVER_NAME")]
-    server_name: Option<String>,
-    #[arg(long, env = "RTN_EDGE_UDP_BUFFER_BYTES")]
-    udp_buffer_bytes: Option<usize>,
-    #[arg(long, env = "RTN_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    #[arg(long, env = "RTN_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    #[arg(long, env = "RTN_TLS_MESH_CA")]
-    tls_mesh_ca: Option<PathBuf>,
-    #[arg(long, env = "RTN_TLS_DEV_SELF_SIGNED")]
-    tls_dev_self_signed: Option<bool>,
-    #[arg(long, env = "RTN_LIMITS_MAX_SESSIONS")]
-    max_sessions: Option<usize>,
-    #[arg(long, env = "RTN_LIMITS_JOIN_TIMEOUT_MS")]
-    join_timeout_ms: Option<u64>,
-    #[arg(long, env = "RTN_LIMITS_SUBSCRIBER_QUEUE")]
-    subscriber_queue: Option<usize>,
-    #[arg(long, env = "RTN_LIMITS_CLIENT_FRAME_QUEUE")]
-    client_frame_queue: Option<usize>,
-    #[arg(long, env = "RTN_LIMITS_CLIENT_IDLE_TIMEOUT_MS")]
-    client_idle_timeout_ms: Option<u64>,
-    #[arg(long, env = "RTN_LIMITS_DRAIN_TIMEOUT_MS")]
-    drain_timeout_ms: Option<u64>,
-    #[arg(long, env = "RTN_LIMITS_GOAWAY_RECONNECT_MS")]
-    goaway_reconnect_ms: Option<u32>,
-    #[arg(long, env = "RTN_ADMISSION_RETRY", value_enum)]
-    retry: Option<edge_node::config::RetryMode>,
-    #[arg(long, env = "RTN_ADMISSION_RETRY_ABOVE_HANDSHAKES")]
-    retry_above_handshakes: Option<usize>,
-    #[arg(long, env = "RTN_ADMISSION_MAX_HANDSHAKES")]
-    max_handshakes: Option<usize>,
-    #[arg(long, env = "RTN_ADMISSION_HANDSHAKE_TIMEOUT_MS")]
-    handshake_timeout_ms: Option<u64>,
-    #[arg(long, env = "RTN_ADMISSION_CONNECTIONS_PER_IP_PER_S")]
-    connections_per_ip_per_s: Option<u32>,
-    #[arg(long, env = "RTN_ADMISSION_MAX_CONNECTIONS_PER_IP")]
-    max_connections_per_ip: Option<usize>,
-    #[arg(long, env = "RTN_ADMISSION_JOINS_PER_TOKEN_PER_S")]
-    joins_per_token_per_s: Option<u32>,
-    #[arg(long, env = "RTN_ADMISSION_MESSAGES_PER_SESSION_PER_S")]
-    messages_per_session_per_s: Option<u32>,
-    #[arg(long, env = "RTN_ADMISSION_MEDIA_BYTES_PER_SESSION_PER_S")]
-    media_bytes_per_session_per_s: Option<u64>,
-    #[arg(long, env = "RTN_ADMISSION_DROPPED_DATAGRAMS_PER_SESSION_PER_S")]
-    dropped_datagrams_per_session_per_s: Option<u32>,
-    #[arg(long, env = "RTN_EDGE_LAT")]
-    lat: Option<f64>,
-    #[arg(long, env = "RTN_EDGE_LON")]
-    lon: Option<f64>,
-    /// Comma-separated etcd URLs of the control plane.
-    #[arg(long, env = "RTN_CONTROL_ETCD", value_delimiter = ',')]
-    etcd: Option<Vec<String>>,
-    /// PEM CA of the etcd members (https:// endpoints).
-    #[arg(long, env = "RTN_CONTROL_ETCD_CA")]
-    etcd_ca: Option<PathBuf>,
-    /// PEM client certificate presented to etcd.
-    #[arg(long, env = "RTN_CONTROL_ETCD_CERT")]
-    etcd_cert: Option<PathBuf>,
-    /// PEM key of the etcd client certificate.
-    #[arg(long, env = "RTN_CONTROL_ETCD_KEY")]
-    etcd_key: Option<PathBuf>,
-    /// Name the etcd members' certificates are verified against.
-    #[arg(long, env = "RTN_CONTROL_ETCD_SERVER_NAME")]
-    etcd_server_name: Option<String>,
-    #[arg(long, env = "RTN_CONTROL_PREFIX")]
-    control_prefix: Option<String>,
-    #[arg(long, env = "RTN_CONTROL_LEASE_TTL_MS")]
-    lease_ttl_ms: Option<u64>,
-    #[arg(long, env = "RTN_CONTROL_PROBES_PER_OTHER_REGION")]
-    probes_per_other_region: Option<usize>,
-    #[arg(long, env = "RTN_CONTROL_PROBE_FULL_MESH_MAX_EDGES")]
-    probe_full_mesh_max_edges: Option<usize>,
+    #[command(flatten)]
+    flags: Flags<EdgeConfig>,
 }
 
 #[derive(Args)]
@@ -155,75 +74,10 @@ struct DevCertsArgs {
 }
 
 impl RunArgs {
+    /// The file, under the flags and variables given, validated.
     fn load(&self) -> anyhow::Result<EdgeConfig> {
         let mut c = EdgeConfig::load(&self.config)?;
-        macro_rules! set {
-            ($($field:ident => $target:expr),* $(,)?) => {
-                $(if let Some(v) = self.$field.clone() { $target = v.into(); })*
-            };
-        }
-        set!(
-            id => c.edge.id,
-            region => c.edge.region,
-            city => c.edge.city,
-            listen => c.edge.listen,
-            admin_listen => c.edge.admin_listen,
-            server_name => c.edge.server_name,
-            udp_buffer_bytes => c.edge.udp_buffer_bytes,
-            tls_dev_self_signed => c.tls.dev_self_signed,
-            max_sessions => c.limits.max_sessions,
-            join_timeout_ms => c.limits.join_timeout_ms,
-            subscriber_queue => c.limits.subscriber_queue,
-            client_frame_queue => c.limits.client_frame_queue,
-            client_idle_timeout_ms => c.limits.client_idle_timeout_ms,
-            drain_timeout_ms => c.limits.drain_timeout_ms,
-            goaway_reconnect_ms => c.limits.goaway_reconnect_ms,
-            retry => c.admission.retry,
-            retry_above_handshakes => c.admission.retry_above_handshakes,
-            max_handshakes => c.admission.max_handshakes,
-            handshake_timeout_ms => c.admission.handshake_timeout_ms,
-            connections_per_ip_per_s => c.admission.connections_per_ip_per_s,
-            max_connections_per_ip => c.admission.max_connections_per_ip,
-            joins_per_token_per_s => c.admission.joins_per_token_per_s,
-            messages_per_session_per_s => c.admission.messages_per_session_per_s,
-            media_bytes_per_session_per_s => c.admission.media_bytes_per_session_per_s,
-            dropped_datagrams_per_session_per_s => c.admission.dropped_datagrams_per_session_per_s,
-            etcd => c.control.store.etcd_endpoints,
-            control_prefix => c.control.store.prefix,
-            lease_ttl_ms => c.control.lease_ttl_ms,
-            probes_per_other_region => c.control.probes_per_other_region,
-            probe_full_mesh_max_edges => c.control.probe_full_mesh_max_edges,
-        );
-        if let Some(v) = self.lat {
-            c.edge.lat = Some(v);
-        }
-        if let Some(v) = self.lon {
-            c.edge.lon = Some(v);
-        }
-        if let Some(v) = self.public_addr {
-            c.edge.public_addr = Some(v);
-        }
-        if let Some(v) = &self.tls_cert {
-            c.tls.cert = Some(v.clone());
-        }
-        if let Some(v) = &self.tls_key {
-            c.tls.key = Some(v.clone());
-        }
-        if let Some(v) = &self.tls_mesh_ca {
-            c.tls.mesh_ca = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_ca {
-            c.control.store.etcd_ca = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_cert {
-            c.control.store.etcd_cert = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_key {
-            c.control.store.etcd_key = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_server_name {
-            c.control.store.etcd_server_name = Some(v.clone());
-        }
+        self.flags.apply(&mut c)?;
         c.validate()?;
         Ok(c)
     }
@@ -260,6 +114,11 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             let c = args.load()?;
             // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
             c.control.store.open()?;
+            // What the edge would run with, app secrets redacted.
+            print!(
+                "{}",
+                toml::to_string_pretty(&c).context("printing the effective config")?
+            );
             println!(
                 "config ok: edge {} region {} listen {} admin {} apps {} peers {} routes {}",
                 c.edge.id,

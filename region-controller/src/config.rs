@@ -1,14 +1,18 @@
-//! Controller configuration: TOML, every scalar overridable by a flag or an
-//! `RTN_CTL_*` environment variable (see `main.rs`), validated at start.
+//! Controller configuration: a TOML file whose every key is also a flag
+//! `--<section>-<field>` and an environment variable `RTN_CTL_<FIELD>` that
+//! override it (`control::flags`; the older short flags, such as
+//! `--region`, are aliases), validated at start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use control::flags::{Flagged, Section};
+use control::section;
 use control::settings::{refuse_unknown, StoreSettings, UnknownKeys};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
     pub controller: ControllerSection,
@@ -18,18 +22,45 @@ pub struct ControllerConfig {
     pub api: ApiSection,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Every key is a flag and a variable.
+impl Flagged for ControllerConfig {
+    fn sections() -> Vec<Section<Self>> {
+        vec![
+            section!(ControllerConfig, controller),
+            section!(ControllerConfig, store),
+            section!(ControllerConfig, api),
+        ]
+    }
+
+    const FILE_ONLY: &'static [&'static str] = &[];
+
+    /// `RTN_CTL_<FIELD>`: field names are unique across the sections
+    /// (their flags are matched by them, `control::flags`).
+    fn env(section: &str, field: &str) -> String {
+        match (section, field) {
+            // Named so before every key had a variable; deployments set them.
+            ("store", "etcd_endpoints") => "RTN_CTL_ETCD".into(),
+            ("api", "listen") => "RTN_CTL_API_LISTEN".into(),
+            _ => format!("RTN_CTL_{}", field.to_uppercase()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerSection {
     /// The region whose edges this controller computes routes for.
+    #[arg(visible_alias = "region")]
     pub region: String,
     /// Unique name among the candidates (default: host name and pid).
     #[serde(default)]
+    #[arg(visible_alias = "name")]
     pub name: Option<String>,
     /// A burst of store changes is collected for this long before routes
     /// are recomputed: probe summaries of a whole region arrive within a few
     /// hundred ms of each other, and one computation serves them all.
     #[serde(default = "default_debounce_ms")]
+    #[arg(visible_alias = "debounce-ms")]
     pub debounce_ms: u64,
     /// Routes are recomputed at least this often even without changes.
     #[serde(default = "default_recompute_ms")]
@@ -38,15 +69,18 @@ pub struct ControllerSection {
 
 /// `[store]`: the control store ([`StoreSettings`]: etcd endpoints and TLS,
 /// key prefix; the same keys as the edge's `[control]`) and the election.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct StoreSection {
     #[serde(flatten)]
+    #[command(flatten)]
     pub store: StoreSettings,
     /// Lease of the leader key: a dead leader is replaced within this.
     #[serde(default = "default_election_ttl_ms")]
+    #[arg(visible_alias = "election-ttl-ms")]
     pub election_ttl_ms: u64,
     /// Keys no field took, refused by `validate` (see [`UnknownKeys`]).
-    #[serde(flatten)]
+    #[serde(flatten, skip_serializing)]
+    #[arg(skip)]
     pub unknown: UnknownKeys,
 }
 
@@ -60,7 +94,7 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Public HTTP API (nearest edge) plus /metrics, /healthz, /readyz.
@@ -69,12 +103,14 @@ pub struct ApiSection {
     /// MaxMind City database for client locations. Without one, shortlists
     /// spread over regions instead of ranking by distance.
     #[serde(default)]
+    #[arg(visible_alias = "geoip-db")]
     pub geoip_db: Option<PathBuf>,
     /// Header carrying the client address when the request comes from a
     /// trusted proxy (e.g. `x-forwarded-for`).
     #[serde(default)]
     pub client_ip_header: Option<String>,
-    /// Peers allowed to set `client_ip_header`, as addresses or CIDRs.
+    /// Peers allowed to set `client_ip_header`, as addresses or CIDRs
+    /// (comma-separated as a flag).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// Environment variable holding the bearer token of operator endpoints
@@ -212,6 +248,58 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("etcd_endpoints"));
+    }
+
+    #[test]
+    fn every_key_is_a_flag_with_its_variable() {
+        let mut sample = ControllerConfig::from_toml("[controller]\nregion = \"eu\"\n").unwrap();
+        sample.api.trusted_proxies = vec!["10.0.0.0/8".into()];
+        control::flags::check(&sample).unwrap_or_else(|p| panic!("{}", p.join("\n")));
+    }
+
+    #[test]
+    fn flags_and_variables_named_before_the_scheme_still_work() {
+        // (key, flag and variable it had before every key had
+        // --<section>-<field>): unit files, scripts and docs use them.
+        let kept = [
+            ("controller.region", "region", "RTN_CTL_REGION"),
+            ("controller.name", "name", "RTN_CTL_NAME"),
+            (
+                "controller.debounce_ms",
+                "debounce-ms",
+                "RTN_CTL_DEBOUNCE_MS",
+            ),
+            ("store.etcd_endpoints", "etcd", "RTN_CTL_ETCD"),
+            ("store.etcd_ca", "etcd-ca", "RTN_CTL_ETCD_CA"),
+            ("store.etcd_cert", "etcd-cert", "RTN_CTL_ETCD_CERT"),
+            ("store.etcd_key", "etcd-key", "RTN_CTL_ETCD_KEY"),
+            (
+                "store.etcd_server_name",
+                "etcd-server-name",
+                "RTN_CTL_ETCD_SERVER_NAME",
+            ),
+            ("store.prefix", "prefix", "RTN_CTL_PREFIX"),
+            (
+                "store.election_ttl_ms",
+                "election-ttl-ms",
+                "RTN_CTL_ELECTION_TTL_MS",
+            ),
+            ("api.listen", "api-listen", "RTN_CTL_API_LISTEN"),
+            ("api.geoip_db", "geoip-db", "RTN_CTL_GEOIP_DB"),
+        ];
+        use clap::Args;
+        let cmd = control::flags::Flags::<ControllerConfig>::augment_args(clap::Command::new("c"));
+        for (key, flag, env) in kept {
+            let (section, field) = key.split_once('.').unwrap();
+            let long = control::flags::flag_name(section, field);
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("{key}: no --{long}"));
+            let names: Vec<&str> = arg.get_long_and_visible_aliases().unwrap();
+            assert!(names.contains(&flag), "{key}: --{flag} not in {names:?}");
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{key}");
+        }
     }
 
     #[test]

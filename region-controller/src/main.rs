@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use control::flags::Flags;
 use control::store::ControlStore;
 use region_controller::api::{parse_proxies, Api};
 use region_controller::config::{ControllerConfig, StoreSection};
@@ -28,88 +29,30 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Validate a config file (and open its GeoIP database) and exit.
+    /// Validate a config file (and open its GeoIP database), print the
+    /// effective values (TOML, after flags and variables), and exit.
     CheckConfig(RunArgs),
 }
 
+/// The config file, and a flag (or `RTN_CTL_*` variable) for every key of
+/// it that overrides the file's value (`control::flags`).
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML config file.
     #[arg(long, short, env = "RTN_CTL_CONFIG")]
     config: PathBuf,
-    #[arg(long, env = "RTN_CTL_REGION")]
-    region: Option<String>,
-    #[arg(long, env = "RTN_CTL_NAME")]
-    name: Option<String>,
-    /// Comma-separated etcd URLs.
-    #[arg(long, env = "RTN_CTL_ETCD", value_delimiter = ',')]
-    etcd: Option<Vec<String>>,
-    /// PEM CA of the etcd members (https:// endpoints).
-    #[arg(long, env = "RTN_CTL_ETCD_CA")]
-    etcd_ca: Option<PathBuf>,
-    /// PEM client certificate presented to etcd.
-    #[arg(long, env = "RTN_CTL_ETCD_CERT")]
-    etcd_cert: Option<PathBuf>,
-    /// PEM key of the etcd client certificate.
-    #[arg(long, env = "RTN_CTL_ETCD_KEY")]
-    etcd_key: Option<PathBuf>,
-    /// Name the etcd members' certificates are verified against.
-    #[arg(long, env = "RTN_CTL_ETCD_SERVER_NAME")]
-    etcd_server_name: Option<String>,
-    #[arg(long, env = "RTN_CTL_PREFIX")]
-    prefix: Option<String>,
-    #[arg(long, env = "RTN_CTL_ELECTION_TTL_MS")]
-    election_ttl_ms: Option<u64>,
-    #[arg(long, env = "RTN_CTL_DEBOUNCE_MS")]
-    debounce_ms: Option<u64>,
-    #[arg(long, env = "RTN_CTL_API_LISTEN")]
-    api_listen: Option<std::net::SocketAddr>,
-    #[arg(long, env = "RTN_CTL_GEOIP_DB")]
-    geoip_db: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags<ControllerConfig>,
 }
 
 impl RunArgs {
+    /// The file, under the flags and variables given, validated.
     fn load(&self) -> anyhow::Result<ControllerConfig> {
         let text = std::fs::read_to_string(&self.config)
             .with_context(|| format!("reading {}", self.config.display()))?;
         let mut cfg = ControllerConfig::from_toml(&text)
             .with_context(|| format!("parsing {}", self.config.display()))?;
-        if let Some(v) = &self.region {
-            cfg.controller.region = v.clone();
-        }
-        if let Some(v) = &self.name {
-            cfg.controller.name = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd {
-            cfg.store.store.etcd_endpoints = v.clone();
-        }
-        if let Some(v) = &self.etcd_ca {
-            cfg.store.store.etcd_ca = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_cert {
-            cfg.store.store.etcd_cert = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_key {
-            cfg.store.store.etcd_key = Some(v.clone());
-        }
-        if let Some(v) = &self.etcd_server_name {
-            cfg.store.store.etcd_server_name = Some(v.clone());
-        }
-        if let Some(v) = &self.prefix {
-            cfg.store.store.prefix = v.clone();
-        }
-        if let Some(v) = self.election_ttl_ms {
-            cfg.store.election_ttl_ms = v;
-        }
-        if let Some(v) = self.debounce_ms {
-            cfg.controller.debounce_ms = v;
-        }
-        if let Some(v) = self.api_listen {
-            cfg.api.listen = v;
-        }
-        if let Some(v) = &self.geoip_db {
-            cfg.api.geoip_db = Some(v.clone());
-        }
+        self.flags.apply(&mut cfg)?;
         cfg.validate()?;
         if cfg.store.store.etcd_endpoints.is_empty() {
             anyhow::bail!("store.etcd_endpoints is required (a standalone controller needs etcd)");
@@ -155,6 +98,12 @@ async fn main() -> anyhow::Result<()> {
             open_geoip(&cfg)?;
             // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
             etcd(&cfg.store)?;
+            // What the controller would run with (no secret is a key: the
+            // admin token's variable is named, not printed).
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg).context("printing the effective config")?
+            );
             println!("config ok: region {}", cfg.controller.region);
             Ok(())
         }

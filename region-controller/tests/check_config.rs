@@ -1,0 +1,185 @@
+//! `region-controller check-config` prints the configuration the controller
+//! would run with: the file under the flags and `RTN_CTL_*` variables given
+//! (every key has both, old names kept); the admin token is named, never
+//! printed; unknown keys are still refused.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_region-controller");
+const TOKEN: &str = "an-admin-token-0123456789abcdef";
+
+fn config(extra: &str) -> String {
+    format!(
+        "[controller]\nregion = \"eu\"\n[store]\netcd_endpoints = [\"http://127.0.0.1:1\"]\n[api]\nadmin_token_env = \"RTN_TEST_ADMIN_TOKEN\"\n{extra}"
+    )
+}
+
+/// Runs `check-config` on `text` with `args` and `env` only (no RTN_CTL_*
+/// of the caller's), killing it if it hangs.
+fn check(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let path = dir.join("controller.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .env_clear()
+        .env("RTN_TEST_ADMIN_TOKEN", TOKEN)
+        // anyhow appends a backtrace when RUST_BACKTRACE is set.
+        .env("RUST_LIB_BACKTRACE", "0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run region-controller");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("region-controller check-config {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The printed TOML (everything before the "config ok" line), parsed, and
+/// that line.
+fn effective(out: &Output) -> (toml::Table, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check-config failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains(TOKEN),
+        "the admin token is printed: {stdout}"
+    );
+    let (text, ok) = stdout
+        .split_once("config ok:")
+        .unwrap_or_else(|| panic!("no config ok line: {stdout}"));
+    let table = text
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("printed config is not TOML: {e}\n{text}"));
+    (table, format!("config ok:{ok}"))
+}
+
+fn get<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {
+    let (section, field) = key.split_once('.').unwrap();
+    &t[section][field]
+}
+
+fn strings(v: &toml::Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_file_is_printed_as_the_controller_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, ok) = effective(&check(dir.path(), &config(""), &[], &[]));
+    assert_eq!(ok.trim(), "config ok: region eu");
+    assert_eq!(get(&t, "controller.recompute_ms").as_integer(), Some(5_000));
+    assert_eq!(
+        get(&t, "api.admin_token_env").as_str(),
+        Some("RTN_TEST_ADMIN_TOKEN")
+    );
+    assert_eq!(
+        strings(get(&t, "store.etcd_endpoints")),
+        ["http://127.0.0.1:1"]
+    );
+}
+
+#[test]
+fn flags_and_variables_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(
+        dir.path(),
+        &config("lookups_per_ip_per_s = 50\n"),
+        &[
+            // Keys that had no flag before.
+            "--controller-recompute-ms",
+            "2500",
+            "--api-client-ip-header",
+            "x-forwarded-for",
+            "--api-admin-token-env",
+            "RTN_OTHER_TOKEN",
+            // Old names, kept.
+            "--region",
+            "us",
+            "--etcd",
+            "http://127.0.0.1:2,http://127.0.0.1:3",
+        ],
+        &[
+            ("RTN_CTL_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.1"),
+            ("RTN_CTL_LOOKUPS_PER_IP_PER_S", "7"),
+            ("RTN_CTL_API_LISTEN", "127.0.0.1:8081"),
+            // A flag beats a variable.
+            ("RTN_CTL_RECOMPUTE_MS", "9000"),
+        ],
+    );
+    let (t, ok) = effective(&out);
+    assert_eq!(ok.trim(), "config ok: region us");
+    assert_eq!(get(&t, "controller.region").as_str(), Some("us"));
+    assert_eq!(get(&t, "controller.recompute_ms").as_integer(), Some(2500));
+    assert_eq!(
+        get(&t, "api.client_ip_header").as_str(),
+        Some("x-forwarded-for")
+    );
+    assert_eq!(
+        get(&t, "api.admin_token_env").as_str(),
+        Some("RTN_OTHER_TOKEN")
+    );
+    assert_eq!(
+        strings(get(&t, "api.trusted_proxies")),
+        ["10.0.0.0/8", "192.168.1.1"]
+    );
+    assert_eq!(get(&t, "api.lookups_per_ip_per_s").as_integer(), Some(7));
+    assert_eq!(get(&t, "api.listen").as_str(), Some("127.0.0.1:8081"));
+    assert_eq!(
+        strings(get(&t, "store.etcd_endpoints")),
+        ["http://127.0.0.1:2", "http://127.0.0.1:3"]
+    );
+
+    // What a flag sets is validated like the file.
+    let out = check(
+        dir.path(),
+        &config(""),
+        &["--api-trusted-proxies", "10.0.0.0/99"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("api.trusted_proxies"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            config("listen_addr = \"127.0.0.1:1\"\n"),
+            "unknown field `listen_addr`",
+        ),
+        // [store] flattens the shared store settings: refused in validate.
+        (
+            config("").replace("[store]\n", "[store]\netcd_endpoint = []\n"),
+            "store: unknown field `etcd_endpoint`",
+        ),
+    ] {
+        let out = check(dir.path(), &text, &[], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted: {text}");
+        assert!(stderr.contains(want), "{want}: {stderr}");
+        assert!(out.stdout.is_empty(), "printed a refused config");
+    }
+}
