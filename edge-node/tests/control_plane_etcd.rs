@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::etcd_cluster::{
-    eventually, free_tcp, free_udp_on, json_to_toml_rules, records, Proc,
-};
+use common::etcd_cluster::{eventually, free_tcp, free_udp_on, json_to_toml_rules, records, Proc};
 use common::*;
 use control::keys::KeyLayout;
 use control::records::{EdgeRecord, RoutesRecord};
