@@ -21,7 +21,10 @@ pub async fn serve(core: Arc<EdgeCore>, listener: tokio::net::TcpListener) {
             continue;
         };
         let core = core.clone();
-        tokio::spawn(async move {
+        let tasks = core.tasks.clone();
+        // Ends with the connection, or when the edge stops (a keep-alive
+        // connection may stay open for as long as its client likes).
+        tasks.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let core = core.clone();
                 async move {

@@ -28,6 +28,7 @@ use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, LeaseId, StoreError, WatchEvent};
 use protocol::{EdgeAddress, EdgeId};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
 
@@ -55,6 +56,13 @@ const DEPARTED_RECHECK: Duration = Duration::from_millis(250);
 /// How often the probe targets are chosen again from what was measured:
 /// exploration (`topology::ProbePolicy::explore_ticks`) counts in these.
 const PROBE_TARGETS_EVERY: Duration = Duration::from_secs(1);
+/// How long a stopping agent waits for its lease to be revoked: the revoke
+/// itself is given a second, and a store that does not answer must not
+/// hold up the edge's exit (the lease then expires on its own).
+const LEASE_REVOKE_WAIT: Duration = Duration::from_secs(2);
+/// How long the agent's aborted tasks get to end: at their next poll,
+/// unless one blocks its thread.
+const ABORT_BOUND: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -64,10 +72,15 @@ enum Phase {
 }
 
 /// The running agent. `drain()` marks the edge DRAINING in the registry;
-/// `stop()` revokes its lease so it leaves the registry at once.
+/// `stop()` revokes its lease so it leaves the registry at once; `abort()`
+/// (a crash) leaves the lease to expire. Its two tasks end with it.
 pub struct ControlAgent {
     phase: watch::Sender<Phase>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Registration and records: ends by itself once stopped.
+    register: JoinHandle<()>,
+    /// The registry and routes followed into the route table: runs until
+    /// aborted.
+    follow: JoinHandle<()>,
 }
 
 impl ControlAgent {
@@ -78,16 +91,18 @@ impl ControlAgent {
         base: RouteFeed,
     ) -> Self {
         let (phase, phase_rx) = watch::channel(Phase::Serving);
-        let tasks = vec![
-            tokio::spawn(register(
-                core.clone(),
-                store.clone(),
-                keys.clone(),
-                phase_rx,
-            )),
-            tokio::spawn(follow(core, store, keys, base)),
-        ];
-        ControlAgent { phase, tasks }
+        let register = tokio::spawn(register(
+            core.clone(),
+            store.clone(),
+            keys.clone(),
+            phase_rx,
+        ));
+        let follow = tokio::spawn(follow(core, store, keys, base));
+        ControlAgent {
+            phase,
+            register,
+            follow,
+        }
     }
 
     pub fn drain(&self) {
@@ -97,20 +112,34 @@ impl ControlAgent {
     /// Revoke the lease (bounded wait) and stop.
     pub async fn stop(mut self) {
         self.phase.send_replace(Phase::Stopped);
-        if let Some(reg) = self.tasks.first_mut() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), reg).await;
-        }
-        for t in &self.tasks {
-            t.abort();
+        let _ = tokio::time::timeout(LEASE_REVOKE_WAIT, &mut self.register).await;
+        self.abort().await;
+    }
+
+    /// Stop at once, lease left to expire; wait (bounded) for the tasks to
+    /// end.
+    pub async fn abort(mut self) {
+        self.register.abort();
+        self.follow.abort();
+        let ended = async {
+            for task in [&mut self.register, &mut self.follow] {
+                // A finished task was already dropped (and may have been
+                // joined by `stop`: a handle is joined once).
+                if !task.is_finished() {
+                    let _ = task.await;
+                }
+            }
+        };
+        if tokio::time::timeout(ABORT_BOUND, ended).await.is_err() {
+            warn!("control agent tasks still running after being aborted");
         }
     }
 }
 
 impl Drop for ControlAgent {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.register.abort();
+        self.follow.abort();
     }
 }
 

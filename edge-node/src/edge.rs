@@ -13,8 +13,9 @@ use protocol::alpn::{self, LinkKind};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
 use protocol::token::TokenVerifier;
 use protocol::{ChannelId, EdgeId, TrackKey};
-use tokio::sync::{watch, Notify};
-use tracing::info;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
 
 use crate::admin;
 use crate::admission::{Admission, Decision};
@@ -29,6 +30,7 @@ use crate::relay::RelayLinks;
 use crate::routes::{RouteFeed, RouteTable};
 use crate::session::{self, ClientHandle};
 use crate::socket::SocketHook;
+use crate::tasks::ConnectionTasks;
 use crate::tls::{DevPki, TlsMaterial};
 use crate::warn_throttled;
 
@@ -49,9 +51,13 @@ pub struct EdgeCore {
     pub(crate) relay_client: quinn::ClientConfig,
     channels: Mutex<HashMap<ChannelId, Arc<Channel>>>,
     clients: Mutex<HashMap<usize, Arc<ClientHandle>>>,
+    /// How many clients are connected, for a drain to wait on.
+    sessions: watch::Sender<usize>,
     track_counter: AtomicU32,
     draining: AtomicBool,
-    pub(crate) stopping: Notify,
+    /// Every task of a connection (clients, relay links, handshakes, the
+    /// admin port's): stopped with the edge.
+    pub(crate) tasks: ConnectionTasks,
     /// The emulated WAN of the config's `[netem]` under this edge's
     /// socket, if any (the admin port's `/netem` reads and replaces it).
     #[cfg(feature = "netem")]
@@ -123,12 +129,14 @@ impl EdgeCore {
         let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(Arc::as_ptr(c) as usize, c.clone());
         self.metrics.sessions.set(map.len() as f64);
+        self.sessions.send_replace(map.len());
     }
 
     pub(crate) fn unregister_client(&self, c: &Arc<ClientHandle>) {
         let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&(Arc::as_ptr(c) as usize));
         self.metrics.sessions.set(map.len() as f64);
+        self.sessions.send_replace(map.len());
     }
 
     pub fn client_count(&self) -> usize {
@@ -179,13 +187,30 @@ pub struct EdgeOptions {
     pub socket: Option<SocketHook>,
 }
 
-/// A running edge.
+/// How long the edge's loops get to end once aborted. An aborted task ends
+/// at its next poll, at once; this only bounds one that blocks its thread.
+const LOOPS_STOP_BOUND: Duration = Duration::from_secs(1);
+/// How long a stopping edge lets its endpoint send its connections' close
+/// frames and drain them before its tasks are cancelled: the connection
+/// tasks end by themselves meanwhile (sessions leave their channels).
+const CLOSE_FLUSH_BOUND: Duration = Duration::from_millis(500);
+/// How long cancelled connection tasks get to end: at their next poll,
+/// unless one blocks its thread. Two seconds, what a killed edge used to
+/// wait for them before its port was free for a restart.
+const CONNECTION_TASKS_STOP_BOUND: Duration = Duration::from_secs(2);
+
+/// A running edge. It owns every task it starts: [`Edge::kill`] and
+/// [`Edge::shutdown`] end them and wait for them (each wait bounded), and
+/// dropping it ends them too.
 pub struct Edge {
     pub core: Arc<EdgeCore>,
     /// The routes the control plane (or a test) gives this edge.
     pub routes: RouteFeed,
     admin_addr: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The edge's long-lived loops: accept, probes, route composition,
+    /// directory refresh, relay link upkeep, admission pruning, the admin
+    /// port. (Per-connection tasks are `core.tasks`.)
+    loops: JoinSet<()>,
     control: Option<ControlAgent>,
 }
 
@@ -267,11 +292,12 @@ impl Edge {
             relay_client,
             channels: Mutex::default(),
             clients: Mutex::default(),
+            sessions: watch::Sender::new(0),
             // Random start: a restarted edge must not reuse the keys of its
             // previous run that other edges may still hold.
             track_counter: AtomicU32::new(rand::random()),
             draining: AtomicBool::new(false),
-            stopping: Notify::new(),
+            tasks: ConnectionTasks::default(),
             #[cfg(feature = "netem")]
             wan,
             admission: Admission::new(cfg.admission.clone()),
@@ -283,21 +309,20 @@ impl Edge {
             .with_context(|| format!("binding the admin port {}", core.cfg.edge.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
         let _ = core.admin_addr.set(admin_addr);
-        let tasks = vec![
-            tokio::spawn(crate::routes::compose(
-                core.id,
-                routes.subscribe(),
-                core.prober.dead(),
-                effective,
-                core.metrics.local_reroutes.clone(),
-            )),
-            tokio::spawn(crate::probe::run(core.clone())),
-            tokio::spawn(accept_loop(core.clone())),
-            tokio::spawn(admin::serve(core.clone(), admin_listener)),
-            tokio::spawn(crate::directory::run_refresh(core.clone())),
-            tokio::spawn(crate::relay::watch_routes(core.clone())),
-            tokio::spawn(prune_admission(core.clone())),
-        ];
+        let mut loops = JoinSet::new();
+        loops.spawn(crate::routes::compose(
+            core.id,
+            routes.subscribe(),
+            core.prober.dead(),
+            effective,
+            core.metrics.local_reroutes.clone(),
+        ));
+        loops.spawn(crate::probe::run(core.clone()));
+        loops.spawn(accept_loop(core.clone()));
+        loops.spawn(admin::serve(core.clone(), admin_listener));
+        loops.spawn(crate::directory::run_refresh(core.clone()));
+        loops.spawn(crate::relay::watch_routes(core.clone()));
+        loops.spawn(prune_admission(core.clone()));
         info!(
             edge = core.id,
             quic = %core.endpoint.local_addr()?,
@@ -310,7 +335,7 @@ impl Edge {
             core,
             routes,
             admin_addr,
-            tasks,
+            loops,
             control,
         })
     }
@@ -329,6 +354,12 @@ impl Edge {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The edge's per-connection tasks (tests: none is left once the edge
+    /// is stopped).
+    pub fn connection_tasks(&self) -> ConnectionTasks {
+        self.core.tasks.clone()
     }
 
     /// Graceful shutdown: refuse new clients, send every client a goaway with
@@ -357,40 +388,60 @@ impl Edge {
         for c in &clients {
             c.send_frame(SK::Goaway(goaway.clone()));
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(core.cfg.limits.drain_timeout_ms);
-        while core.client_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut sessions = core.sessions.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(core.cfg.limits.drain_timeout_ms),
+            sessions.wait_for(|n| *n == 0),
+        )
+        .await;
         if let Some(c) = self.control.take() {
             c.stop().await;
         }
         self.kill().await;
     }
 
-    /// Stop at once, as a crash would, but releasing the port (tests).
+    /// Stop at once, as a crash would, but releasing the port (tests): no
+    /// goaway, no lease revoked. Every task of the edge has ended when this
+    /// returns (unless one overran its bound: logged), so nothing holds
+    /// the edge's state or its UDP port any more.
     pub async fn kill(mut self) {
         // A crash leaves the registry only when the lease expires.
-        drop(self.control.take());
+        if let Some(c) = self.control.take() {
+            c.abort().await;
+        }
         let core = &self.core;
         core.draining.store(true, Ordering::Release);
-        core.stopping.notify_waiters();
         core.endpoint.close(
             quinn::VarInt::from_u32(ErrorCode::GoingAway as u32),
             b"edge stopping",
         );
-        for t in &self.tasks {
-            t.abort();
+        if tokio::time::timeout(LOOPS_STOP_BOUND, self.loops.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                edge = core.id,
+                "edge loops still running after being aborted"
+            );
         }
-        let _ = tokio::time::timeout(Duration::from_millis(500), core.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH_BOUND, core.endpoint.wait_idle()).await;
         core.relay.clear();
-        // Connection tasks end once their connections are closed; wait for
-        // them to let go of the edge so its UDP port is free again.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while Arc::strong_count(&self.core) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !core.tasks.stop(CONNECTION_TASKS_STOP_BOUND).await {
+            warn!(
+                edge = core.id,
+                tasks = core.tasks.len(),
+                "connection tasks still running after being cancelled"
+            );
         }
-        info!(edge = self.core.id, "edge stopped");
+        info!(edge = core.id, "edge stopped");
+    }
+}
+
+impl Drop for Edge {
+    /// An edge dropped without being stopped takes its tasks with it (its
+    /// loops are aborted with `loops`).
+    fn drop(&mut self) {
+        self.core.tasks.cancel();
     }
 }
 
@@ -476,7 +527,8 @@ async fn accept_loop(core: Arc<EdgeCore>) {
             .handshakes_in_progress
             .set(core.admission.handshakes_in_progress() as f64);
         let core = core.clone();
-        tokio::spawn(async move {
+        let tasks = core.tasks.clone();
+        tasks.spawn(async move {
             let handshake = tokio::time::timeout(core.admission.handshake_timeout(), async {
                 incoming.accept()?.await
             });

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod routes;
 pub mod session;
 pub mod socket;
+pub mod tasks;
 pub mod tls;
 
 pub use config::EdgeConfig;

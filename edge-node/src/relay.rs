@@ -25,6 +25,7 @@ use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::edge::EdgeCore;
@@ -83,7 +84,8 @@ pub struct RelayLink {
     frames: FrameQueue,
     conn: RwLock<Option<quinn::Connection>>,
     media: Arc<MediaQueue>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ends the link's task (the edge stopping cancels it too).
+    stop: CancellationToken,
     /// Media sent to `peer` (rtn_edge_peer_media_*_total{dir="out"}).
     out: PeerCounters,
     /// Message frames sent lately, for a resend after a reconnect (encoded
@@ -375,9 +377,7 @@ impl RelayLinks {
 
 impl RelayLink {
     fn shut(&self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.abort();
-        }
+        self.stop.cancel();
         if let Some(c) = self.conn.write().unwrap_or_else(|e| e.into_inner()).take() {
             c.close(quinn::VarInt::from_u32(0), b"link no longer needed");
         }
@@ -561,14 +561,14 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
             "relay_queue_full",
             core.metrics.relay_queue(peer),
         ),
-        task: Mutex::new(None),
+        stop: core.tasks.child_token(),
         out: core.metrics.peer_media(peer, "out"),
         retained: Mutex::new(Retained::new(
             RETAIN_IDLE_TIMEOUTS * Duration::from_millis(core.cfg.limits.client_idle_timeout_ms),
         )),
     });
-    let task = tokio::spawn(run_link(core, link.clone()));
-    *link.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    let tasks = core.tasks.clone();
+    tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));
     link
 }
 
@@ -602,17 +602,16 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                 info!(edge = core.id, peer = link.peer, "relay link up");
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 core.metrics.relay_links.increment(1.0);
-                tokio::spawn(
+                core.tasks.spawn_for(
+                    &conn,
                     link.media
                         .clone()
                         .run_writer(conn.clone(), core.metrics.clone()),
                 );
-                tokio::spawn(read_datagrams(
-                    core.clone(),
-                    conn.clone(),
-                    Some(link.peer),
-                    None,
-                ));
+                core.tasks.spawn_for(
+                    &conn,
+                    read_datagrams(core.clone(), conn.clone(), Some(link.peer), None),
+                );
                 pump_frames(&link, out, &conn).await;
                 link.connection_ended();
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
@@ -762,12 +761,10 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
         return;
     }
     let hello = Arc::new(OnceLock::new());
-    tokio::spawn(read_datagrams(
-        core.clone(),
-        conn.clone(),
-        None,
-        Some(hello.clone()),
-    ));
+    core.tasks.spawn_for(
+        &conn,
+        read_datagrams(core.clone(), conn.clone(), None, Some(hello.clone())),
+    );
     let Ok((_send, recv)) = conn.accept_bi().await else {
         return;
     };

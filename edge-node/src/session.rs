@@ -121,10 +121,15 @@ pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
         metrics: core.metrics.clone(),
     });
     core.register_client(&handle);
-    tokio::spawn(write_frames(rx, send, conn.clone()));
-    tokio::spawn(media.run_writer(conn.clone(), core.metrics.clone()));
+    core.tasks
+        .spawn_for(&conn, write_frames(rx, send, conn.clone()));
+    core.tasks
+        .spawn_for(&conn, media.run_writer(conn.clone(), core.metrics.clone()));
     let published: PublishedTracks = Arc::default();
-    tokio::spawn(read_media(core.clone(), conn.clone(), published.clone()));
+    core.tasks.spawn_for(
+        &conn,
+        read_media(core.clone(), conn.clone(), published.clone()),
+    );
 
     let mut session = Session {
         core: core.clone(),

@@ -417,7 +417,8 @@ pub async fn leader_key(store: &EtcdStore) -> Result<Option<String>, ()> {
 
 // ------------------------------------------------------------- the RTN ----
 
-/// The edge and controller binaries with etcd support, built (a no-op when
+/// The edge and controller binaries with etcd support (and the edge's
+/// `netem`: its configs have a `[netem]` section), built (a no-op when
 /// fresh) and hard-linked into `dir` at once: the shared target dir's copies
 /// are replaced by any build of the workspace, with other features too,
 /// while a test runs.
