@@ -11,6 +11,10 @@
 //! An edge merges updates from several homes (union, each entry with its own
 //! expiry), so a home that has just started and knows little cannot erase
 //! what another home said.
+//!
+//! The decisions are I/O-free in [`crate::forward::home`] (a home's
+//! entries) and [`crate::forward::channel`] (merging updates on an edge);
+//! this module sends and receives them and runs the refresh loop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::ids::directory_homes;
 use protocol::limits::INITIAL_HOP_LIMIT;
-use protocol::pb::{self, relay_frame::Kind as RK, DirectoryMember};
+use protocol::pb::{self, relay_frame::Kind as RK};
 use protocol::{ChannelId, EdgeId};
 
-use crate::channel::{Channel, RemoteEdge};
+use crate::channel::Channel;
 use crate::edge::EdgeCore;
+use crate::forward::home::Home;
 
 /// How often reports and updates are refreshed. Short, because a member that
 /// joins through an edge that lost its home is seen within this time.
@@ -48,18 +53,6 @@ pub struct Directory {
     /// supersede its previous life's.
     generation_base: u64,
     started: Instant,
-}
-
-#[derive(Default)]
-struct Home {
-    edges: HashMap<EdgeId, HomeEntry>,
-    version: u64,
-}
-
-struct HomeEntry {
-    members: Vec<DirectoryMember>,
-    generation: u64,
-    seen: Instant,
 }
 
 impl Default for Directory {
@@ -152,75 +145,55 @@ impl EdgeCore {
     /// A report reached this edge: apply it if this edge is a destination,
     /// pass it on otherwise.
     pub fn relay_report(&self, r: pb::DirectoryReport) {
-        let Some(tree) = self.accept_tree(&r.tree, r.hop_limit) else {
+        let Some((tree, deliver, hop_limit)) = self.accept_tree(&r.tree, r.hop_limit) else {
             return;
         };
-        if tree.root().deliver {
+        if deliver {
             self.apply_report(r.clone());
         }
         self.send_along(&tree, |nodes| {
             RK::DirectoryReport(pb::DirectoryReport {
                 tree: nodes,
-                hop_limit: r.hop_limit - 1,
+                hop_limit,
                 ..r.clone()
             })
         });
     }
 
     pub fn relay_update(&self, u: pb::DirectoryUpdate) {
-        let Some(tree) = self.accept_tree(&u.tree, u.hop_limit) else {
+        let Some((tree, deliver, hop_limit)) = self.accept_tree(&u.tree, u.hop_limit) else {
             return;
         };
-        if tree.root().deliver {
+        if deliver {
             self.apply_update(&u);
         }
         self.send_along(&tree, |nodes| {
             RK::DirectoryUpdate(pb::DirectoryUpdate {
                 tree: nodes,
-                hop_limit: u.hop_limit - 1,
+                hop_limit,
                 ..u.clone()
             })
         });
     }
 
     fn apply_report(&self, r: pb::DirectoryReport) {
-        let changed = {
-            let mut homed = self
-                .directory
-                .homed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let home = homed.entry(ChannelId(r.channel_id)).or_default();
-            match home.edges.get_mut(&r.reporter_edge) {
-                Some(e) if e.generation > r.generation => false,
-                Some(e) => {
-                    e.seen = Instant::now();
-                    e.generation = r.generation;
-                    let changed = e.members != r.members;
-                    e.members = r.members;
-                    changed
-                }
-                None => {
-                    home.edges.insert(
-                        r.reporter_edge,
-                        HomeEntry {
-                            members: r.members,
-                            generation: r.generation,
-                            seen: Instant::now(),
-                        },
-                    );
-                    true
-                }
-            }
-        };
-        tracing::debug!(edge = self.id, channel = %ChannelId(r.channel_id), reporter = r.reporter_edge, changed, "directory report applied");
+        let (channel, reporter) = (ChannelId(r.channel_id), r.reporter_edge);
+        let changed = self
+            .directory
+            .homed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(channel)
+            .or_default()
+            .apply_report(r, Instant::now());
+        tracing::debug!(edge = self.id, %channel, reporter, changed, "directory report applied");
         if changed {
             let first = self
                 .directory
                 .changed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(ChannelId(r.channel_id));
+                .insert(channel);
             if first {
                 self.directory.changed_notify.notify_one();
             }
@@ -243,7 +216,7 @@ impl EdgeCore {
 
     /// Send the home's view of `ch` to every edge hosting members.
     fn push_update(&self, ch: ChannelId) {
-        let update = {
+        let (update, mut dests) = {
             let mut homed = self
                 .directory
                 .homed
@@ -252,29 +225,8 @@ impl EdgeCore {
             let Some(home) = homed.get_mut(&ch) else {
                 return;
             };
-            home.version += 1;
-            pb::DirectoryUpdate {
-                home_edge: self.id,
-                channel_id: ch.0,
-                edges: home
-                    .edges
-                    .iter()
-                    .map(|(id, e)| pb::EdgeMembers {
-                        edge_id: *id,
-                        members: e.members.clone(),
-                    })
-                    .collect(),
-                version: home.version,
-                hop_limit: INITIAL_HOP_LIMIT as u32,
-                tree: vec![],
-            }
+            home.update(self.id, ch)
         };
-        let mut dests: Vec<EdgeId> = update
-            .edges
-            .iter()
-            .filter(|e| !e.members.is_empty())
-            .map(|e| e.edge_id)
-            .collect();
         if dests.contains(&self.id) {
             self.apply_update(&update);
             dests.retain(|d| *d != self.id);
@@ -298,59 +250,15 @@ impl EdgeCore {
         // then only the expiries move, without `update`'s diff of every
         // member's view (a broadcast channel's hundreds of members, once a
         // second from each home, made that most of a busy edge's work).
-        let news = |st: &crate::channel::ChannelState| {
-            u.edges.iter().any(|e| {
-                e.edge_id != self.id
-                    && match st.remote.get(&e.edge_id) {
-                        None => !e.members.is_empty(),
-                        Some(r) => r.members != e.members,
-                    }
-            })
-        };
-        if !news(&ch.read()) {
+        if !ch.read().is_news(self.id, u) {
             let mut st = ch.write();
-            if !news(&st) {
-                for e in u.edges.iter().filter(|e| e.edge_id != self.id) {
-                    if let Some(r) = st.remote.get_mut(&e.edge_id) {
-                        r.expires = r.expires.max(expires);
-                    }
-                }
+            if !st.is_news(self.id, u) {
+                st.refresh_expiries(self.id, u, expires);
                 return;
             }
         }
         ch.update(|st| {
-            let mut changed = false;
-            for e in &u.edges {
-                if e.edge_id == self.id {
-                    continue;
-                }
-                if e.members.is_empty() {
-                    changed |= st.remote.remove(&e.edge_id).is_some();
-                    continue;
-                }
-                match st.remote.get_mut(&e.edge_id) {
-                    Some(r) => {
-                        r.expires = r.expires.max(expires);
-                        if r.members != e.members {
-                            r.members = e.members.clone();
-                            changed = true;
-                        }
-                    }
-                    None => {
-                        st.remote.insert(
-                            e.edge_id,
-                            RemoteEdge {
-                                members: e.members.clone(),
-                                expires,
-                            },
-                        );
-                        changed = true;
-                    }
-                }
-            }
-            if changed {
-                st.remote_version += 1;
-            }
+            let changed = st.merge_update(self.id, u, expires);
             tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, changed, remote = ?st.remote.keys().collect::<Vec<_>>(), "directory update applied");
         });
     }
@@ -362,12 +270,8 @@ impl EdgeCore {
             self.report(&ch);
             // Most rounds expire nothing: only then pay for `update`, which
             // diffs the member views to announce leaves.
-            let stale = ch.read().remote.values().any(|r| r.expires <= now);
-            if stale {
-                ch.update(|st| {
-                    st.remote.retain(|_, r| r.expires > now);
-                    st.remote_version += 1;
-                });
+            if ch.read().has_expired(now) {
+                ch.update(|st| st.expire(now));
             }
         }
         let homed: Vec<ChannelId> = {
@@ -376,11 +280,7 @@ impl EdgeCore {
                 .homed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for home in homed.values_mut() {
-                home.edges
-                    .retain(|_, e| now.duration_since(e.seen) < ENTRY_TTL);
-            }
-            homed.retain(|_, h| !h.edges.is_empty());
+            homed.retain(|_, home| !home.expire(now, ENTRY_TTL));
             homed.keys().copied().collect()
         };
         self.directory

@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod directory;
 pub mod edge;
+pub mod forward;
 pub mod forwarding;
 pub mod log_throttle;
 pub mod media_queue;

@@ -394,7 +394,7 @@ impl EdgeMetrics {
     }
 
     /// A relayed packet or frame whose next hop this edge sees dead was
-    /// sent around it on this edge's own routes (`forwarding::live_children`).
+    /// sent around it on this edge's own routes (`forward::trees::Router::live_children`).
     pub fn local_repair(&self, kind: &'static str) {
         counter!("rtn_edge_local_repairs_total", "edge" => self.edge.clone(), "kind" => kind)
             .increment(1);

@@ -542,16 +542,7 @@ impl Session {
         let session = j.session;
         j.channel.update(|st| {
             if let Some(m) = st.local.get_mut(&session) {
-                m.media = match (std::mem::take(&mut m.media), s.user_id.is_empty()) {
-                    (_, true) | (MediaSubscription::All, _) => MediaSubscription::All,
-                    (MediaSubscription::Users(mut u), false) => {
-                        u.insert(s.user_id.clone());
-                        MediaSubscription::Users(u)
-                    }
-                    (MediaSubscription::None, false) => {
-                        MediaSubscription::Users([s.user_id.clone()].into())
-                    }
-                };
+                m.media = std::mem::take(&mut m.media).subscribe(&s.user_id);
             }
         });
         self.handle.send_frame(SK::Subscribed(pb::Subscribed {
@@ -567,16 +558,7 @@ impl Session {
         let session = j.session;
         j.channel.update(|st| {
             if let Some(m) = st.local.get_mut(&session) {
-                m.media = match std::mem::take(&mut m.media) {
-                    _ if u.user_id.is_empty() => MediaSubscription::None,
-                    MediaSubscription::Users(mut users) => {
-                        users.remove(&u.user_id);
-                        MediaSubscription::Users(users)
-                    }
-                    // Unsubscribing one user from "all" is not expressible
-                    // without the member list; keep "all".
-                    other => other,
-                };
+                m.media = std::mem::take(&mut m.media).unsubscribe(&u.user_id);
             }
         });
         Ok(())

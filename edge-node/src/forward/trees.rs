@@ -1,0 +1,406 @@
+//! Route trees: the ones an ingress edge builds from its route table, the
+//! checks a relay applies to a tree it receives, and the repair of a tree
+//! around a hop the relay sees dead (docs/protocol.md §9.2-9.5).
+//!
+//! The ingress builds one tree covering every remote edge that needs a
+//! packet; each relay follows the subtree it was handed (root must be
+//! itself, hop limit must be left). So each overlay link carries a packet
+//! once per tree, and no loop can form while tables change.
+
+use protocol::limits::INITIAL_HOP_LIMIT;
+use protocol::route_tree::RouteTree;
+use protocol::EdgeId;
+
+use crate::routes::{around_dead, RouteTable};
+
+/// What is forwarded: media datagrams or relay frames (messages, directory
+/// traffic), which the checks and the repair treat differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    Media,
+    Frame,
+}
+
+impl Forwarded {
+    pub fn label(self) -> &'static str {
+        match self {
+            Forwarded::Media => "media",
+            Forwarded::Frame => "frame",
+        }
+    }
+}
+
+/// Why a relayed packet, or its forwarding, is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its tree's root is not this edge.
+    Misrouted,
+    /// It has children to go to and no hop left.
+    HopLimit,
+}
+
+impl Refused {
+    /// The `reason` label it is counted under, for media and frames alike.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Misrouted => "misrouted",
+            Refused::HopLimit => "hop_limit",
+        }
+    }
+}
+
+/// What a relay does with a relayed packet that passed the root check.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Hand it to local members (the root has the deliver flag).
+    pub deliver: bool,
+    /// Send it on to the root's children with this hop limit; `Ok(None)`:
+    /// no children; `Err`: children, but no hop left (counted).
+    pub forward: Result<Option<u8>, Refused>,
+}
+
+/// The hop limit a tree starts with at its ingress: enough for the tree,
+/// and some room for repairs on the way.
+pub fn initial_hop_limit(tree: &RouteTree) -> u8 {
+    INITIAL_HOP_LIMIT.max(tree.depth().min(u8::MAX as usize) as u8)
+}
+
+/// The checks of docs/protocol.md §9.4 for a packet that reached `me` with
+/// `tree` and `hop_limit`. A frame with no hop left where it needs one is
+/// refused whole; a datagram is still delivered, only not forwarded.
+pub fn check(
+    me: EdgeId,
+    tree: &RouteTree,
+    hop_limit: u32,
+    kind: Forwarded,
+) -> Result<Accepted, Refused> {
+    let root = tree.root();
+    if root.edge != me {
+        return Err(Refused::Misrouted);
+    }
+    let forward = match root.children {
+        0 => Ok(None),
+        _ if hop_limit <= 1 => Err(Refused::HopLimit),
+        _ => Ok(Some((hop_limit - 1).min(u8::MAX as u32) as u8)),
+    };
+    if kind == Forwarded::Frame && (hop_limit == 0 || forward.is_err()) {
+        return Err(Refused::HopLimit);
+    }
+    Ok(Accepted {
+        deliver: root.deliver,
+        forward,
+    })
+}
+
+/// An edge's view for building and repairing trees: who it is, the route
+/// table it forwards by, and which peers its probes see dead.
+pub struct Router<'a, D: Fn(EdgeId) -> bool> {
+    pub me: EdgeId,
+    pub table: &'a RouteTable,
+    pub is_dead: D,
+}
+
+/// Trees to some destinations, and how many had no route.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Trees {
+    pub trees: Vec<RouteTree>,
+    pub unroutable: usize,
+}
+
+/// The subtrees a relay sends a packet on, how many of its children it
+/// repaired around, and how many destinations of those had no route.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Children {
+    pub subtrees: Vec<RouteTree>,
+    pub repaired: usize,
+    pub unroutable: usize,
+}
+
+impl<D: Fn(EdgeId) -> bool> Router<'_, D> {
+    /// Trees from this edge to `dests`. The table already goes around the
+    /// dead peers it was made with; this also goes around the ones seen dead
+    /// since (it is remade a moment later).
+    pub fn trees_to(&self, dests: &[EdgeId]) -> Trees {
+        let mut out = Trees::default();
+        if dests.is_empty() {
+            return out;
+        }
+        let paths: Vec<Vec<EdgeId>> = dests
+            .iter()
+            .filter_map(|d| {
+                let Some(p) = self.table.path(self.me, *d) else {
+                    out.unroutable += 1;
+                    return None;
+                };
+                let backup = self.table.backups.get(d).map(Vec::as_slice);
+                Some(around_dead(self.me, *d, &p, backup, &self.is_dead).into_owned())
+            })
+            .collect();
+        let refs: Vec<&[EdgeId]> = paths.iter().map(Vec::as_slice).collect();
+        out.trees = RouteTree::build(self.me, &refs);
+        out
+    }
+
+    /// The subtrees to send for `tree` (rooted at this edge): its children,
+    /// except that a child this edge sees dead is replaced by trees from
+    /// this edge's own routes to the destinations beyond it.
+    ///
+    /// This is how a path survives any dead hop, not only the first: the
+    /// edge before the dead one repairs the part of the tree it holds, at
+    /// once (its probes see its next hops die within a second, see
+    /// `probe::RECENT_TRAFFIC`), where the ingress would wait for the
+    /// controller. Its own routes avoid dead first hops (the effective
+    /// table); a dead hop further on is repaired by the edge before it in
+    /// turn. Loop-free as before: each repair sends strictly new subtrees
+    /// down from a live edge, with the packet's hop limit still counting
+    /// down, and only destinations of the dead child's subtree, which no
+    /// other subtree covers.
+    ///
+    /// Media for a destination seen dead is dropped (latency first). A
+    /// frame for one is still sent to it alone: queued on its link, it gets
+    /// the frame when the link comes back, in order, if it was only cut off.
+    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
+        let mut out = Children::default();
+        for child in tree.children() {
+            let next = child.root();
+            if !(self.is_dead)(next.edge) {
+                out.subtrees.push(child);
+                continue;
+            }
+            out.repaired += 1;
+            if kind == Forwarded::Frame && next.deliver {
+                out.subtrees.push(RouteTree::leaf(next.edge));
+            }
+            let dests: Vec<EdgeId> = child.nodes()[1..]
+                .iter()
+                .filter(|n| n.deliver)
+                .filter(|n| kind == Forwarded::Frame || !(self.is_dead)(n.edge))
+                .map(|n| n.edge)
+                .collect();
+            let repairs = self.trees_to(&dests);
+            out.unroutable += repairs.unroutable;
+            for repaired in repairs.trees {
+                out.subtrees.extend(repaired.children());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap, HashSet};
+
+    use proptest::prelude::*;
+    use protocol::route_tree::RouteNode;
+    use protocol::EdgeAddress;
+
+    use super::*;
+
+    const ME: EdgeId = 1;
+
+    /// A table with these full paths (`[ME, .., dest]`), every edge on them
+    /// a peer.
+    fn table(paths: &[&[EdgeId]]) -> RouteTable {
+        let mut t = RouteTable {
+            version: 1,
+            ..Default::default()
+        };
+        for p in paths {
+            for e in &p[1..] {
+                let addr = EdgeAddress::new(([127, 0, 0, 1], 4000 + *e as u16).into(), "edge");
+                t.peers.insert(*e, addr);
+            }
+            t.paths.insert(*p.last().unwrap(), p.to_vec());
+        }
+        t
+    }
+
+    fn router<'a>(
+        t: &'a RouteTable,
+        dead: &'a [EdgeId],
+    ) -> Router<'a, impl Fn(EdgeId) -> bool + 'a> {
+        Router {
+            me: ME,
+            table: t,
+            is_dead: move |e| dead.contains(&e),
+        }
+    }
+
+    fn node(edge: EdgeId, deliver: bool, children: u8) -> RouteNode {
+        RouteNode {
+            edge,
+            deliver,
+            children,
+        }
+    }
+
+    fn tree(nodes: &[RouteNode]) -> RouteTree {
+        RouteTree::from_nodes(nodes.to_vec()).unwrap()
+    }
+
+    /// The deliver nodes of some trees, each once.
+    fn covered(trees: &[RouteTree]) -> Vec<EdgeId> {
+        let mut d: Vec<EdgeId> = trees.iter().flat_map(|t| t.destinations()).collect();
+        d.sort_unstable();
+        d
+    }
+
+    #[test]
+    fn a_relayed_packet_must_be_rooted_here_and_have_hops_left_to_forward() {
+        let leaf = tree(&[node(ME, true, 0)]);
+        let relay = tree(&[node(ME, true, 1), node(2, true, 0)]);
+        let other = tree(&[node(2, true, 0)]);
+        for kind in [Forwarded::Media, Forwarded::Frame] {
+            assert_eq!(check(ME, &other, 8, kind), Err(Refused::Misrouted));
+            let forward = check(ME, &relay, 8, kind).unwrap();
+            assert_eq!(
+                forward,
+                Accepted {
+                    deliver: true,
+                    forward: Ok(Some(7))
+                }
+            );
+            assert_eq!(check(ME, &leaf, 1, kind).unwrap().forward, Ok(None));
+        }
+        // Out of hops: a datagram is still delivered here, a frame refused.
+        assert_eq!(
+            check(ME, &relay, 1, Forwarded::Media),
+            Ok(Accepted {
+                deliver: true,
+                forward: Err(Refused::HopLimit)
+            })
+        );
+        assert_eq!(
+            check(ME, &relay, 1, Forwarded::Frame),
+            Err(Refused::HopLimit)
+        );
+        assert_eq!(
+            check(ME, &leaf, 0, Forwarded::Frame),
+            Err(Refused::HopLimit)
+        );
+        assert!(check(ME, &leaf, 0, Forwarded::Media).unwrap().deliver);
+    }
+
+    #[test]
+    fn trees_follow_the_table_and_change_with_it() {
+        let before = table(&[&[ME, 2, 3], &[ME, 2, 4], &[ME, 5]]);
+        let t = router(&before, &[]).trees_to(&[3, 4, 5, 6]);
+        assert_eq!(t.unroutable, 1, "edge 6 has no route and is no peer");
+        assert_eq!(t.trees.len(), 1);
+        let nodes = t.trees[0].nodes();
+        assert_eq!(nodes[0], node(ME, false, 2));
+        assert_eq!(covered(&t.trees), [3, 4, 5]);
+        assert_eq!(t.trees[0].depth(), 2);
+        // Edge 3 is now best reached through 5: the tree moves with the table.
+        let after = table(&[&[ME, 5, 3], &[ME, 2, 4], &[ME, 5]]);
+        let t = router(&after, &[]).trees_to(&[3, 4, 5]);
+        let via_5 = t.trees[0]
+            .children()
+            .into_iter()
+            .find(|c| c.root().edge == 5)
+            .unwrap();
+        assert_eq!(via_5.nodes(), [node(5, true, 1), node(3, true, 0)]);
+        assert_eq!(initial_hop_limit(&t.trees[0]), INITIAL_HOP_LIMIT);
+    }
+
+    #[test]
+    fn a_first_hop_seen_dead_takes_the_backup_or_the_direct_link() {
+        let mut t = table(&[&[ME, 2, 3], &[ME, 2, 4], &[ME, 5]]);
+        t.backups.insert(3, vec![ME, 5, 3]);
+        t.peers.extend([3, 4].map(|e| (e, t.peers[&2].clone())));
+        let trees = router(&t, &[2]).trees_to(&[3, 4]).trees;
+        let firsts: BTreeSet<EdgeId> = trees[0].children().iter().map(|c| c.root().edge).collect();
+        assert_eq!(firsts, [4, 5].into(), "3 through its backup, 4 direct");
+        assert_eq!(covered(&trees), [3, 4]);
+    }
+
+    #[test]
+    fn a_dead_child_is_repaired_from_this_edges_routes() {
+        // The ingress sent ME the subtree ME -> 2 -> {3, 4 -> 5}; 2 is dead.
+        let sent = tree(&[
+            node(ME, false, 1),
+            node(2, true, 2),
+            node(3, true, 0),
+            node(4, false, 1),
+            node(5, true, 0),
+        ]);
+        let own = table(&[&[ME, 3], &[ME, 6, 5], &[ME, 2]]);
+        let media = router(&own, &[2]).live_children(&sent, Forwarded::Media);
+        assert_eq!(media.repaired, 1);
+        assert_eq!(
+            covered(&media.subtrees),
+            [3, 5],
+            "the dead edge itself gets no media"
+        );
+        let frames = router(&own, &[2]).live_children(&sent, Forwarded::Frame);
+        assert_eq!(
+            covered(&frames.subtrees),
+            [2, 3, 5],
+            "a frame is still queued for it"
+        );
+        assert!(frames.subtrees.contains(&RouteTree::leaf(2)));
+        // Alive, the child is sent as it is.
+        let alive = router(&own, &[]).live_children(&sent, Forwarded::Media);
+        assert_eq!(alive.subtrees, sent.children());
+        assert_eq!(alive.repaired, 0);
+    }
+
+    /// A random mesh's table: for each destination a loop-free path through
+    /// some of the others.
+    fn mesh() -> impl Strategy<Value = (RouteTable, Vec<EdgeId>, Vec<EdgeId>)> {
+        (3u32..12)
+            .prop_flat_map(|n| {
+                let edges: Vec<EdgeId> = (2..=n + 1).collect();
+                let paths = proptest::collection::vec(
+                    proptest::sample::subsequence(edges.clone(), 0..3).prop_shuffle(),
+                    edges.len(),
+                );
+                let dead = proptest::sample::subsequence(edges.clone(), 0..3);
+                (Just(edges), paths, dead)
+            })
+            .prop_map(|(edges, vias, dead)| {
+                let mut paths: HashMap<EdgeId, Vec<EdgeId>> = HashMap::new();
+                for (dest, via) in edges.iter().zip(vias) {
+                    let mut p = vec![ME];
+                    p.extend(via.into_iter().filter(|e| e != dest));
+                    p.push(*dest);
+                    paths.insert(*dest, p);
+                }
+                let refs: Vec<&[EdgeId]> = paths.values().map(Vec::as_slice).collect();
+                (table(&refs), edges, dead)
+            })
+    }
+
+    proptest! {
+        /// Every routable destination is covered exactly once, every tree is
+        /// rooted here with each edge once (loop-free), and a repair around
+        /// dead edges still covers every live destination of the tree once.
+        #[test]
+        fn trees_cover_each_destination_once_and_repairs_lose_none(
+            (table, edges, dead) in mesh(),
+        ) {
+            let built = router(&table, &[]).trees_to(&edges);
+            prop_assert_eq!(built.unroutable, 0);
+            prop_assert_eq!(covered(&built.trees), edges.clone());
+            for t in &built.trees {
+                prop_assert_eq!(t.root(), node(ME, false, t.root().children));
+                let unique: HashSet<EdgeId> = t.nodes().iter().map(|n| n.edge).collect();
+                prop_assert_eq!(unique.len(), t.len());
+            }
+            let r = router(&table, &dead);
+            let mut media = Vec::new();
+            for t in &built.trees {
+                media.extend(r.live_children(t, Forwarded::Media).subtrees);
+            }
+            let live: Vec<EdgeId> = edges.iter().copied().filter(|e| !dead.contains(e)).collect();
+            let reached = covered(&media);
+            for e in &live {
+                prop_assert_eq!(reached.iter().filter(|d| *d == e).count(), 1, "edge {} once", e);
+            }
+            for t in &media {
+                prop_assert!(!dead.contains(&t.root().edge), "no media sent into a dead edge");
+            }
+        }
+    }
+}
