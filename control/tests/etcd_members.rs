@@ -25,11 +25,7 @@ fn dead_endpoint() -> String {
 async fn calls_keep_working_with_dead_endpoints_in_the_list() {
     let etcd = EtcdServer::start().unwrap();
     etcd.store().await.unwrap(); // up
-    let endpoints = vec![
-        dead_endpoint(),
-        etcd.client_url().to_string(),
-        dead_endpoint(),
-    ];
+    let endpoints = vec![dead_endpoint(), etcd.client_url(), dead_endpoint()];
     // Both constructors: `connect_with` proves a member answers first.
     let store = EtcdStore::connect(endpoints.clone())
         .await

@@ -144,7 +144,7 @@ async fn a_client_that_never_joins_is_closed() {
     let c = RawClient::connect(mesh.edges[0].addr(), &mesh.ca_der()).await;
     assert_eq!(c.closed_code().await, Some(ErrorCode::JoinTimeout as u64));
     // Nor does a connection that opens no stream at all linger.
-    let ep = client_endpoint();
+    let ep = client_endpoint().unwrap();
     let conn = ep
         .connect_with(
             client_config(&mesh.ca_der(), protocol::alpn::CLIENT_V1),
@@ -195,7 +195,7 @@ async fn extra_streams_are_refused() {
 async fn wrong_alpn_and_relay_without_certificate_are_refused() {
     let mesh = Mesh::start(1).await;
     let addr = mesh.edges[0].addr();
-    let ep = client_endpoint();
+    let ep = client_endpoint().unwrap();
     // Unknown protocol version: the handshake itself fails.
     let r = ep
         .connect_with(

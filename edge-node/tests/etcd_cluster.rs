@@ -192,7 +192,7 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
         } else {
             // The busiest follower: the faults matter to the processes
             // whose connection is on the victim.
-            (0..etcd.len())
+            (0..etcd.size())
                 .filter(|i| *i != raft_leader)
                 .max_by_key(|i| etcd.connections_to(*i))
                 .unwrap()
@@ -213,7 +213,7 @@ async fn one_etcd_member_of_three_killed_then_hung_follower_then_leader() {
             "round {round}: etcd member {victim} {what} (SIG{}), {users} connections on it",
             if fault == Fault::Kill { "KILL" } else { "STOP" }
         );
-        let survivors: Vec<usize> = (0..etcd.len()).filter(|i| *i != victim).collect();
+        let survivors: Vec<usize> = (0..etcd.size()).filter(|i| *i != victim).collect();
         // Until their election timeout the survivors still name the dead
         // leader: wait for one of them to lead, as both say.
         let t_raft = eventually(15, "the survivors agree on a leader among them", || async {

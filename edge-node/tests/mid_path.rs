@@ -82,14 +82,14 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, in_flight: bool) {
         };
         mesh.wan().set_link(ip(victim), ip(4), slow).unwrap();
     }
-    let mut sender_config = sdk_config(&mesh, &[1]);
+    let mut sender_config = mesh.sdk_config(&[1]);
     sender_config.replay_window = 0;
     let Call {
         sender,
         receiver,
         room,
         rx_room: _rx_room,
-    } = Call::start(sender_config, sdk_config(&mesh, &[4])).await;
+    } = Call::start(sender_config, mesh.sdk_config(&[4])).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
 
     // Media flows (through the path) before anything is measured.

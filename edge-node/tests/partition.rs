@@ -53,14 +53,14 @@ async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
 
         // The sender's SDK keeps no acknowledged messages for a replay to
         // members that reappear: the edges alone must deliver them.
-        let mut sender_config = sdk_config(&mesh, &[1]);
+        let mut sender_config = mesh.sdk_config(&[1]);
         sender_config.replay_window = 0;
         let Call {
             sender,
             receiver,
             room,
             rx_room: _rx_room,
-        } = Call::start(sender_config, sdk_config(&mesh, &[2])).await;
+        } = Call::start(sender_config, mesh.sdk_config(&[2])).await;
         // Rita is a member as far as sam's edge knows (with no replay
         // window, a message sent before that reaches nobody).
         tokio::time::timeout(Duration::from_secs(5), async {

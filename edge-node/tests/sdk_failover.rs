@@ -28,7 +28,7 @@ async fn messages_survive_edge_restarts_in_order_without_duplicates() {
         receiver,
         room,
         rx_room: _rx_room,
-    } = Call::start(sdk_config(&mesh, &[1, 2]), sdk_config(&mesh, &[2, 1])).await;
+    } = Call::start(mesh.sdk_config(&[1, 2]), mesh.sdk_config(&[2, 1])).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
 
     // Media reaches the other edge's subscriber.
@@ -110,7 +110,7 @@ async fn messages_survive_edge_restarts_in_order_without_duplicates() {
 #[tokio::test]
 async fn sdk_surfaces_typed_token_errors() {
     let mesh = Mesh::start(1).await;
-    let c = Client::connect(sdk_config(&mesh, &[1])).await.unwrap();
+    let c = Client::connect(mesh.sdk_config(&[1])).await.unwrap();
     let err = c
         .join(&token("a", "u", true, true), "b", true)
         .await

@@ -39,9 +39,10 @@ use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use testkit::netem::{LinkProfile, LinkRule, Wan};
 
-use crate::bench_util::{edge_metrics_text, metric_by, token, APP, SECRET};
-use crate::quic::{client_config, client_endpoint_at, RawClient};
 use crate::stats::percentile;
+use testkit::quic::{bench_client_config, client_endpoint_at, refused, RawClient};
+use testkit::scrape::{edge_metrics, metric_by};
+use testkit::tokens::{token, APP, SECRET};
 
 /// Where spoofed sources live; the edge's answers there are dropped.
 const SPOOFED_NET: &str = "127.66.0.0/16";
@@ -109,7 +110,7 @@ const COUNTERS: &[(&str, &str)] = &[
 ];
 
 fn counters() -> Vec<(String, f64)> {
-    let text = edge_metrics_text();
+    let text = edge_metrics();
     let mut out = vec![];
     for (name, label) in COUNTERS {
         for (value, v) in metric_by(&text, name, &[], label) {
@@ -148,15 +149,21 @@ impl Call {
     async fn start(addr: SocketAddr, ca: &CertificateDer<'static>) -> anyhow::Result<Call> {
         let ep_a = endpoint_at(Ipv4Addr::new(127, 0, 0, 2))?;
         let ep_b = endpoint_at(Ipv4Addr::new(127, 0, 0, 3))?;
-        let mut publisher = RawClient::connect(&ep_a, addr, ca).await?;
+        let mut publisher = RawClient::open(&ep_a, addr, ca).await?;
         let channel = publisher
-            .join(token(CHANNEL, "alice", true, true), CHANNEL, false)
-            .await?;
-        let track = publisher.publish(channel, "mic").await?;
-        let mut subscriber = RawClient::connect(&ep_b, addr, ca).await?;
+            .try_join(token(CHANNEL, "alice", true, true), CHANNEL, false)
+            .await?
+            .map_err(refused)?
+            .channel_id;
+        let track = publisher
+            .try_publish(channel, "mic")
+            .await?
+            .map_err(refused)?;
+        let mut subscriber = RawClient::open(&ep_b, addr, ca).await?;
         subscriber
-            .join(token(CHANNEL, "bob", false, true), CHANNEL, true)
-            .await?;
+            .try_join(token(CHANNEL, "bob", false, true), CHANNEL, true)
+            .await?
+            .map_err(refused)?;
         let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conn = subscriber.conn.clone();
         let s = samples.clone();
@@ -263,9 +270,7 @@ fn handshake_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<
             let Ok(ep) = endpoint_at(ip) else { continue };
             let (ctx, tally) = (ctx.clone(), tally.clone());
             tasks.spawn(async move {
-                let Ok(cfg) = client_config(&ctx.ca, protocol::alpn::CLIENT_V1) else {
-                    return;
-                };
+                let cfg = bench_client_config(&ctx.ca, protocol::alpn::CLIENT_V1);
                 while !ctx.stopped() {
                     tally.attempts.fetch_add(1, Ordering::Relaxed);
                     if let Ok(connecting) = ep.connect_with(cfg.clone(), ctx.addr, "localhost") {
@@ -291,9 +296,7 @@ fn connection_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle
         let Ok(ep) = endpoint_at(Ipv4Addr::new(127, 0, 0, 9)) else {
             return;
         };
-        let Ok(cfg) = client_config(&ctx.ca, protocol::alpn::CLIENT_V1) else {
-            return;
-        };
+        let cfg = bench_client_config(&ctx.ca, protocol::alpn::CLIENT_V1);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..32 {
             let (ctx, tally, ep, cfg) = (ctx.clone(), tally.clone(), ep.clone(), cfg.clone());
@@ -326,7 +329,7 @@ async fn join_loop(ctx: Arc<Ctx>, tally: Arc<Tally>, ip: Ipv4Addr, token: impl F
     let Ok(ep) = endpoint_at(ip) else { return };
     let mut i = 0;
     while !ctx.stopped() {
-        let Ok(mut c) = RawClient::connect(&ep, ctx.addr, &ctx.ca).await else {
+        let Ok(mut c) = RawClient::open(&ep, ctx.addr, &ctx.ca).await else {
             // Refused (over the connection rate): try again soon.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -334,18 +337,19 @@ async fn join_loop(ctx: Arc<Ctx>, tally: Arc<Tally>, ip: Ipv4Addr, token: impl F
         while !ctx.stopped() {
             i += 1;
             tally.attempts.fetch_add(1, Ordering::Relaxed);
-            match c.join(token(i), CHANNEL, false).await {
-                Ok(channel_id) => {
+            match c.try_join(token(i), CHANNEL, false).await {
+                Ok(Ok(joined)) => {
+                    let channel_id = joined.channel_id;
                     tally.admitted.fetch_add(1, Ordering::Relaxed);
                     let _ = c
-                        .send(CK::Leave(pb::Leave {
+                        .try_send(CK::Leave(pb::Leave {
                             request_id: 9,
                             channel_id,
                         }))
                         .await;
                 }
-                Err(_) if c.conn.close_reason().is_some() => break,
-                Err(_) => {}
+                _ if c.conn.close_reason().is_some() => break,
+                _ => {}
             }
         }
     }
@@ -378,15 +382,16 @@ fn message_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()
         let Ok(ep) = endpoint_at(Ipv4Addr::new(127, 0, 0, 12)) else {
             return;
         };
-        let Ok(mut c) = RawClient::connect(&ep, ctx.addr, &ctx.ca).await else {
+        let Ok(mut c) = RawClient::open(&ep, ctx.addr, &ctx.ca).await else {
             return;
         };
-        let Ok(channel_id) = c
-            .join(token(CHANNEL, "chatty", true, false), CHANNEL, false)
+        let Ok(Ok(joined)) = c
+            .try_join(token(CHANNEL, "chatty", true, false), CHANNEL, false)
             .await
         else {
             return;
         };
+        let channel_id = joined.channel_id;
         let mut seq = 0;
         while !ctx.stopped() {
             seq += 1;
@@ -398,7 +403,8 @@ fn message_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()
                 ..Default::default()
             };
             // Bounded: a paced stream blocks here, as flow control intends.
-            match tokio::time::timeout(Duration::from_millis(100), c.send(CK::Message(m))).await {
+            match tokio::time::timeout(Duration::from_millis(100), c.try_send(CK::Message(m))).await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {}
@@ -426,13 +432,15 @@ fn datagram_flood(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<(
 }
 
 async fn flood_one_session(ctx: &Ctx, tally: &Tally, ep: &quinn::Endpoint) -> anyhow::Result<()> {
-    let mut c = RawClient::connect(ep, ctx.addr, &ctx.ca).await?;
+    let mut c = RawClient::open(ep, ctx.addr, &ctx.ca).await?;
     tally.admitted.fetch_add(1, Ordering::Relaxed);
     // Its own channel, so its valid media reaches nobody in the call.
     let channel = c
-        .join(token("noise", "noisy", true, true), "noise", false)
-        .await?;
-    let track = c.publish(channel, "flood").await?;
+        .try_join(token("noise", "noisy", true, true), "noise", false)
+        .await?
+        .map_err(refused)?
+        .channel_id;
+    let track = c.try_publish(channel, "flood").await?.map_err(refused)?;
     let junk = Bytes::from(vec![0x42u8; 1000]);
     let mut seq = 0u32;
     while !ctx.stopped() {
@@ -477,10 +485,11 @@ fn join_burst(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()> {
                 tally.attempts.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
                 let joined = async {
-                    let mut c = RawClient::connect(&ep, ctx.addr, &ctx.ca).await?;
+                    let mut c = RawClient::open(&ep, ctx.addr, &ctx.ca).await?;
                     let user = format!("burst{i}");
-                    c.join(token("burst", &user, false, true), "burst", true)
-                        .await?;
+                    c.try_join(token("burst", &user, false, true), "burst", true)
+                        .await?
+                        .map_err(refused)?;
                     anyhow::Ok(c)
                 };
                 if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(10), joined).await {

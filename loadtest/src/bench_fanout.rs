@@ -27,10 +27,13 @@ use protocol::datagram::MediaHeader;
 use protocol::{ChannelId, EdgeId, TrackKey};
 
 use crate::bench_util::{
-    client_endpoint, edge_metrics_text, has_metric, hold_session, join_many, metric_by, metric_in,
-    process_cpu_seconds, threads_cpu_seconds, token, udp_rcvbuf_errors, Mesh,
+    hold_session, join_many, process_cpu_seconds, start_mesh, threads_cpu_seconds,
+    udp_rcvbuf_errors,
 };
-use crate::quic::RawClient;
+use testkit::mesh::Mesh;
+use testkit::quic::{client_endpoint, refused, RawClient};
+use testkit::scrape::{edge_metrics, has_metric, metric_by, metric_in};
+use testkit::tokens::token;
 
 /// Thread name of the runtime the edges run on (their CPU is counted apart).
 const EDGE_THREADS: &str = "rtn-bench-edge";
@@ -210,7 +213,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         let ids = ids.clone();
         edge_rt
             .spawn(async move {
-                Mesh::start(&ids, |c| {
+                start_mesh(&ids, |c| {
                     c.limits.max_sessions = 100_000;
                     // A subscriber's first warm-up packets may wait while the
                     // directory settles; keep them.
@@ -221,7 +224,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
             .await??
     };
     let result = measure(&p, &mesh, &ids).await;
-    let _ = edge_rt.spawn(mesh.stop()).await;
+    let _ = edge_rt.spawn(mesh.stop_quietly()).await;
     edge_rt.shutdown_background();
     result
 }
@@ -250,6 +253,7 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
             }
         }
     }
+    let paths: Vec<&[EdgeId]> = paths.iter().map(Vec::as_slice).collect();
     mesh.set_paths(home, &paths);
 
     let ca = mesh.pki.ca_der();
@@ -261,11 +265,13 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
     })
     .await?;
     let publisher_ep = client_endpoint()?;
-    let mut publ = RawClient::connect(&publisher_ep, addrs[0], &ca).await?;
+    let mut publ = RawClient::open(&publisher_ep, addrs[0], &ca).await?;
     let channel = publ
-        .join(token(CHANNEL, "publisher", true, false), CHANNEL, false)
-        .await?;
-    let track = publ.publish(channel, "cam").await?;
+        .try_join(token(CHANNEL, "publisher", true, false), CHANNEL, false)
+        .await?
+        .map_err(refused)?
+        .channel_id;
+    let track = publ.try_publish(channel, "cam").await?.map_err(refused)?;
     let tx = publ.conn.clone();
     let mut holders = vec![hold_session(publ, Duration::from_secs(2))];
 
@@ -342,7 +348,7 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
     let idle_wall = idle_start.elapsed().as_secs_f64();
 
     let links: Vec<(EdgeId, EdgeId)> = parent.iter().map(|(c, par)| (*par, *c)).collect();
-    let before_text = edge_metrics_text();
+    let before_text = edge_metrics();
     let per_peer = has_metric(&before_text, PEER_COUNTER);
     let before = link_counts(&before_text, &links, per_peer);
     let (out0, drops0) = edge_side(&before_text, ids);
@@ -363,7 +369,7 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
     let (c3, e3) = cpu_now();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let after_text = edge_metrics_text();
+    let after_text = edge_metrics();
     let after = link_counts(&after_text, &links, per_peer);
     let (out1, drops1) = edge_side(&after_text, ids);
     let udp_drops = udp_rcvbuf_errors()

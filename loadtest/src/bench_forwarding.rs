@@ -26,14 +26,12 @@ use edge_node::config::AdmissionSection;
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
-use protocol::token::{mint, Grant};
 use protocol::{ChannelId, TrackKey};
 
-use crate::quic::{client_config, client_endpoint, server_endpoint, RawClient};
 use crate::stats::percentile;
+use testkit::quic::{bench_client_config, client_endpoint, refused, server_endpoint, RawClient};
+use testkit::tokens::{token, APP, SECRET};
 
-const APP: &str = "bench";
-const SECRET: &str = "bench-secret-0123456789";
 const BENCH_ALPN: &[u8] = b"rtn-bench";
 
 /// Loss a throughput trial may show and still pass. RFC 2544 asks for none;
@@ -266,7 +264,11 @@ async fn direct_flow(pki: &DevPki) -> anyhow::Result<Flow> {
         tokio::spawn(async move { server.accept().await?.await.ok() })
     };
     let tx = client
-        .connect_with(client_config(&pki.ca_der(), BENCH_ALPN)?, addr, "localhost")?
+        .connect_with(
+            bench_client_config(&pki.ca_der(), BENCH_ALPN),
+            addr,
+            "localhost",
+        )?
         .await?;
     let rx = accept
         .await?
@@ -288,30 +290,19 @@ async fn direct_flow(pki: &DevPki) -> anyhow::Result<Flow> {
 
 async fn edge_flow(pki: &DevPki, edge: &Edge) -> anyhow::Result<Flow> {
     let ca = pki.ca_der();
-    let token = |user: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        mint(
-            &Grant {
-                app_id: APP,
-                channel: "bench",
-                user_id: user,
-                publish: true,
-                subscribe: true,
-                issued_at: now,
-                expires_at: now + 3600,
-            },
-            SECRET.as_bytes(),
-        )
-    };
+    let token = |user: &str| token("bench", user, true, true);
     let (ep_a, ep_b) = (client_endpoint()?, client_endpoint()?);
-    let mut sub = RawClient::connect(&ep_b, edge.addr(), &ca).await?;
-    sub.join(token("sub"), "bench", true).await?;
-    let mut publ = RawClient::connect(&ep_a, edge.addr(), &ca).await?;
-    let channel = publ.join(token("pub"), "bench", false).await?;
-    let track = publ.publish(channel, "mic").await?;
+    let mut sub = RawClient::open(&ep_b, edge.addr(), &ca).await?;
+    sub.try_join(token("sub"), "bench", true)
+        .await?
+        .map_err(refused)?;
+    let mut publ = RawClient::open(&ep_a, edge.addr(), &ca).await?;
+    let channel = publ
+        .try_join(token("pub"), "bench", false)
+        .await?
+        .map_err(refused)?
+        .channel_id;
+    let track = publ.try_publish(channel, "mic").await?.map_err(refused)?;
     // Keep the control streams alive for the whole run.
     let (tx, rx) = (publ.conn.clone(), sub.conn.clone());
     tokio::spawn(async move {

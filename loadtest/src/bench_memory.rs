@@ -22,9 +22,10 @@ use edge_node::tls::DevPki;
 use protocol::EdgeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::bench_util::{
-    edge_metrics_text, hold_session, join_many, metric_in, proc_status_bytes, Mesh, APP, SECRET,
-};
+use crate::bench_util::{hold_session, join_many, proc_status_bytes, start_mesh};
+use testkit::mesh::Mesh;
+use testkit::scrape::{edge_metrics, metric_in};
+use testkit::tokens::{APP, SECRET};
 
 #[derive(Clone, Debug)]
 pub enum Mode {
@@ -133,7 +134,7 @@ impl Subject {
     async fn metrics(&self, edge: EdgeId) -> (f64, f64) {
         let text = match self {
             Subject::Child { admin, .. } => http_get(*admin, "/metrics").await.unwrap_or_default(),
-            Subject::InProcess(_) => edge_metrics_text(),
+            Subject::InProcess(_) => edge_metrics(),
         };
         let e = edge.to_string();
         (
@@ -149,7 +150,7 @@ impl Subject {
                 let _ = child.wait();
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Subject::InProcess(m) => m.stop().await,
+            Subject::InProcess(m) => m.stop_quietly().await,
         }
     }
 }
@@ -263,7 +264,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
             (s, m)
         }
         Mode::InProcess => {
-            let mesh = Mesh::start(&[p.edge_id], |c| {
+            let mesh = start_mesh(&[p.edge_id], |c| {
                 c.limits.max_sessions = p.sessions + 100;
             })
             .await?;

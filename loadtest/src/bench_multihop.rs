@@ -19,9 +19,11 @@ use edge_node::tls::DevPki;
 use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
 use protocol::{ChannelId, EdgeId, TrackKey};
 
-use crate::bench_util::{client_endpoint, hold_session, token, Mesh};
-use crate::quic::{client_config, server_endpoint, RawClient};
+use crate::bench_util::{hold_session, start_mesh};
 use crate::stats::percentile;
+use testkit::mesh::Mesh;
+use testkit::quic::{bench_client_config, client_endpoint, refused, server_endpoint, RawClient};
+use testkit::tokens::token;
 
 const BENCH_ALPN: &[u8] = b"rtn-bench";
 /// Sequence numbers of measured packets start here; below are warm-up ones.
@@ -209,7 +211,11 @@ async fn direct_flow(pki: &DevPki, base: Instant) -> anyhow::Result<Flow> {
         tokio::spawn(async move { server.accept().await?.await.ok() })
     };
     let tx = client
-        .connect_with(client_config(&pki.ca_der(), BENCH_ALPN)?, addr, "localhost")?
+        .connect_with(
+            bench_client_config(&pki.ca_der(), BENCH_ALPN),
+            addr,
+            "localhost",
+        )?
         .await?;
     let rx = accept
         .await?
@@ -220,31 +226,34 @@ async fn direct_flow(pki: &DevPki, base: Instant) -> anyhow::Result<Flow> {
 /// A chain of `hops` edges, the publisher on the first, the subscriber on
 /// the last, the first edge's path to the last running through all of them.
 async fn chain_flow(ids: &[EdgeId], base: Instant) -> anyhow::Result<(Flow, Mesh)> {
-    let mesh = Mesh::start(ids, |c| c.limits.subscriber_queue = 1_024).await?;
+    let mesh = start_mesh(ids, |c| c.limits.subscriber_queue = 1_024).await?;
     if ids.len() >= 2 {
-        mesh.set_paths(ids[0], &[ids.to_vec()]);
+        mesh.set_paths(ids[0], &[ids]);
     }
     let ca = mesh.pki.ca_der();
     let first = mesh.edges[0].addr();
     let last = mesh.edges[ids.len() - 1].addr();
     let channel_name = format!("multihop-{}", ids.len());
     let (ep_a, ep_b) = (client_endpoint()?, client_endpoint()?);
-    let mut sub = RawClient::connect(&ep_b, last, &ca).await?;
-    sub.join(
+    let mut sub = RawClient::open(&ep_b, last, &ca).await?;
+    sub.try_join(
         token(&channel_name, "sub", false, true),
         &channel_name,
         true,
     )
-    .await?;
-    let mut publ = RawClient::connect(&ep_a, first, &ca).await?;
+    .await?
+    .map_err(refused)?;
+    let mut publ = RawClient::open(&ep_a, first, &ca).await?;
     let channel = publ
-        .join(
+        .try_join(
             token(&channel_name, "pub", true, false),
             &channel_name,
             false,
         )
-        .await?;
-    let track = publ.publish(channel, "mic").await?;
+        .await?
+        .map_err(refused)?
+        .channel_id;
+    let track = publ.try_publish(channel, "mic").await?.map_err(refused)?;
     let (tx, rx) = (publ.conn.clone(), sub.conn.clone());
     hold_session(publ, Duration::from_secs(2));
     hold_session(sub, Duration::from_secs(2));
@@ -302,7 +311,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     }
     .await;
     for m in meshes {
-        m.stop().await;
+        m.stop_quietly().await;
     }
     result?;
 

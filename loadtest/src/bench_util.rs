@@ -1,129 +1,41 @@
-//! Shared plumbing of the benchmarks: join tokens, a set of in-process edges
-//! on static routes, raw subscriber sessions kept alive, and what the
-//! process costs (CPU time from `/proc/self/stat` and its threads, RSS from
-//! `/proc/<pid>/status`, counters from the Prometheus exposition).
+//! Shared plumbing of the benchmarks: the edge config they run with, many
+//! raw subscriber sessions joined and kept alive, and what the process costs
+//! (CPU time from `/proc/self/stat` and its threads, RSS from
+//! `/proc/<pid>/status`). Edges, clients, tokens and metric scraping come
+//! from `testkit`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use edge_node::config::AdmissionSection;
-use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
+use edge_node::EdgeConfig;
 use protocol::pb::{self, client_frame::Kind as CK};
-use protocol::token::{mint, Grant};
-use protocol::{EdgeAddress, EdgeId};
+use protocol::EdgeId;
+use testkit::mesh::Mesh;
+use testkit::quic::{client_endpoint, refused, RawClient};
+use testkit::tokens::token;
 
-use crate::quic::RawClient;
-
-pub const APP: &str = "bench";
-pub const SECRET: &str = "bench-secret-0123456789";
-
-/// A join token for the benchmark app.
-pub fn token(channel: &str, user: &str, publish: bool, subscribe: bool) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    mint(
-        &Grant {
-            app_id: APP,
-            channel,
-            user_id: user,
-            publish,
-            subscribe,
-            issued_at: now,
-            expires_at: now + 3600,
-        },
-        SECRET.as_bytes(),
-    )
+/// Start in-process edges with these ids for a benchmark, configs as
+/// [`bench_config`] and then `tweak` leave them.
+pub async fn start_mesh(ids: &[EdgeId], tweak: impl Fn(&mut EdgeConfig)) -> anyhow::Result<Mesh> {
+    Mesh::try_start(ids, None, |cfg| {
+        bench_config(cfg);
+        tweak(cfg)
+    })
+    .await
 }
 
-/// In-process edges sharing one dev mesh CA, every edge knowing every other
-/// (reached directly unless [`Mesh::set_paths`] says otherwise). No probe
-/// targets: the routes stay as given, whatever the machine's load.
-pub struct Mesh {
-    pub pki: DevPki,
-    pub edges: Vec<Edge>,
-}
-
-impl Mesh {
-    pub async fn start(ids: &[EdgeId], tweak: impl Fn(&mut EdgeConfig)) -> anyhow::Result<Mesh> {
-        let pki = DevPki::new()?;
-        let mut edges = vec![];
-        for &id in ids {
-            let mut cfg = EdgeConfig::dev(id, APP, SECRET);
-            // No probes run on these static routes, and an idle relay link
-            // (one that carries no media, e.g. back up a chain) would time
-            // out after the default 10 s and be redialled mid-run.
-            cfg.limits.client_idle_timeout_ms = 120_000;
-            // Benches open hundreds of connections from 127.0.0.1 and push
-            // single sessions to saturation: the per-address and
-            // per-session limits would measure themselves, not the relay.
-            cfg.admission = AdmissionSection::unlimited();
-            tweak(&mut cfg);
-            let opts = EdgeOptions {
-                tls: Some(pki.material(&["localhost".into()])?),
-                routes: Some(RouteFeed::new(RouteTable::default())),
-                ..Default::default()
-            };
-            edges.push(Edge::start(cfg, opts).await?);
-        }
-        let mesh = Mesh { pki, edges };
-        for e in &mesh.edges {
-            let peers = mesh
-                .edges
-                .iter()
-                .filter(|p| p.id() != e.id())
-                .map(|p| (p.id(), EdgeAddress::new(p.addr(), "localhost")))
-                .collect();
-            e.routes.publish(RouteTable {
-                peers,
-                ..Default::default()
-            });
-        }
-        Ok(mesh)
-    }
-
-    pub fn edge(&self, id: EdgeId) -> Option<&Edge> {
-        self.edges.iter().find(|e| e.id() == id)
-    }
-
-    /// Give edge `at` explicit paths (`[at, ..., dest]`).
-    pub fn set_paths(&self, at: EdgeId, paths: &[Vec<EdgeId>]) {
-        if let Some(e) = self.edge(at) {
-            let mut table = (*e.routes.current()).clone();
-            for p in paths {
-                if let Some(d) = p.last() {
-                    table.paths.insert(*d, p.clone());
-                }
-            }
-            e.routes.publish(table);
-        }
-    }
-
-    /// Stop every edge. Routes are withdrawn first so the relay links close
-    /// as no longer needed rather than being logged as failures.
-    pub async fn stop(self) {
-        for e in &self.edges {
-            e.routes.publish(RouteTable::default());
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while self.edges.iter().any(|e| !e.core.relay.up().is_empty())
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for e in self.edges {
-            e.kill().await;
-        }
-    }
-}
-
-/// A client endpoint on loopback with 2 MiB socket buffers (enough for a
-/// client, and within the default `net.core.rmem_max`, so no warning).
-pub fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    crate::quic::client_endpoint_at("127.0.0.1:0".parse()?, 2 << 20)
+/// An edge config for benchmarks.
+pub fn bench_config(cfg: &mut EdgeConfig) {
+    // No probes run on static routes, and an idle relay link (one that
+    // carries no media, e.g. back up a chain) would time out after the
+    // default 10 s and be redialled mid-run.
+    cfg.limits.client_idle_timeout_ms = 120_000;
+    // Benches open hundreds of connections from 127.0.0.1 and push single
+    // sessions to saturation: the per-address and per-session limits would
+    // measure themselves, not the relay.
+    cfg.admission = AdmissionSection::unlimited();
 }
 
 /// Connect and join `n` raw sessions, `parallel` at a time, spread over
@@ -148,9 +60,10 @@ pub async fn join_many(
         let sem = sem.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let mut c = RawClient::connect(&ep, addr, &ca).await?;
-            c.join(token(&channel, &user, false, true), &channel, true)
-                .await?;
+            let mut c = RawClient::open(&ep, addr, &ca).await?;
+            c.try_join(token(&channel, &user, false, true), &channel, true)
+                .await?
+                .map_err(refused)?;
             anyhow::Ok((i, c))
         });
     }
@@ -173,7 +86,7 @@ pub fn hold_session(mut c: RawClient, every: Duration) -> tokio::task::JoinHandl
                 Ok(_) => return, // the stream ended or failed
                 Err(_) => {
                     nonce += 1;
-                    if c.send(CK::Keepalive(pb::Keepalive { nonce }))
+                    if c.try_send(CK::Keepalive(pb::Keepalive { nonce }))
                         .await
                         .is_err()
                     {
@@ -244,50 +157,6 @@ fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Sum of the samples of `name` in a Prometheus text exposition whose
-/// labels include all of `labels` (exact name: `name{...} value`).
-pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Samples of `name` matching all of `labels`, summed per value of the
-/// label `by` (e.g. drops per `reason`).
-pub fn metric_by(
-    text: &str,
-    name: &str,
-    labels: &[(&str, &str)],
-    by: &str,
-) -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
-    let key = format!("{by}=\"");
-    for l in text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-    {
-        let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        let Some(at) = l.find(&key) else { continue };
-        let rest = &l[at + key.len()..];
-        let Some(end) = rest.find('"') else { continue };
-        *out.entry(rest[..end].to_string()).or_insert(0.0) += v;
-    }
-    out
-}
-
 /// The kernel's count of UDP datagrams dropped for a full socket receive
 /// buffer (`RcvbufErrors` in `/proc/net/snmp`): the whole host (network
 /// namespace), not just this process.
@@ -297,17 +166,6 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let (names, values) = (udp.next()?, udp.next()?);
     let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
     values.split_whitespace().nth(i)?.parse().ok()
-}
-
-/// Whether the exposition has any sample of `name`.
-pub fn has_metric(text: &str, name: &str) -> bool {
-    text.lines()
-        .any(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-}
-
-/// The in-process edges' metrics, as Prometheus text.
-pub fn edge_metrics_text() -> String {
-    edge_node::metrics::prometheus().render()
 }
 
 #[cfg(test)]
@@ -325,20 +183,11 @@ mod tests {
     }
 
     #[test]
-    fn status_and_metrics_parsing() {
+    fn status_parsing() {
         let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
         assert_eq!(parse_status_kb(status, "VmRSS"), Some(1024 * 1024));
         assert_eq!(parse_status_kb(status, "VmSwap"), None);
         assert!(proc_status_bytes(None, "VmRSS").unwrap() > 0);
-        let text = "a_total{edge=\"1\",dir=\"in\"} 5\na_total{edge=\"11\",dir=\"in\"} 7\nab_total{edge=\"1\"} 9\n";
-        assert_eq!(metric_in(text, "a_total", &[("edge", "1")]), 5.0);
-        assert_eq!(metric_in(text, "a_total", &[("dir", "in")]), 12.0);
-        assert!(has_metric(text, "ab_total") && !has_metric(text, "b_total"));
-        let drops = "d_total{edge=\"1\",reason=\"x\"} 2\nd_total{edge=\"1\",reason=\"y\"} 3\nd_total{edge=\"2\",reason=\"x\"} 4\n";
-        let by = metric_by(drops, "d_total", &[("edge", "1")], "reason");
-        assert_eq!(by.get("x"), Some(&2.0));
-        assert_eq!(by.get("y"), Some(&3.0));
-        assert_eq!(metric_by(drops, "d_total", &[], "reason")["x"], 6.0);
         assert!(udp_rcvbuf_errors().is_some());
     }
 }

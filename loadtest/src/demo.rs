@@ -15,31 +15,16 @@ use control::keys::KeyLayout;
 use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
-use protocol::token::{mint, Grant};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
 use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
+use testkit::tokens::App;
 
 const APP: &str = "demo";
 const SECRET: &str = "demo-secret-please-change";
 
 fn token(channel: &str, user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    mint(
-        &Grant {
-            app_id: APP,
-            channel,
-            user_id: user,
-            publish: true,
-            subscribe: true,
-            issued_at: now,
-            expires_at: now + 24 * 3600,
-        },
-        SECRET.as_bytes(),
-    )
+    App::new(APP, SECRET).token(channel, user, true, true)
 }
 
 const REGION: &str = "eu";

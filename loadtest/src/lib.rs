@@ -15,7 +15,8 @@
 //! - [`run`]: the same traffic against any running RTN, through its public
 //!   API and the SDK.
 //! - [`demo`]: a small local mesh with SDK clients.
-//! - [`quic`]: minimal raw-protocol client plumbing used by the benchmarks.
+//!
+//! Edges, raw clients, tokens and metric scraping come from `testkit`.
 
 pub mod bench_abuse;
 pub mod bench_fanout;
@@ -25,7 +26,6 @@ pub mod bench_multihop;
 pub mod bench_util;
 pub mod demo;
 pub mod lab;
-pub mod quic;
 pub mod run;
 pub mod stats;
 

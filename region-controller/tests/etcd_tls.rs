@@ -80,7 +80,7 @@ async fn tls_material_from_files_put_get_watch_lease() {
         .unwrap();
     assert!(tls.has_client_cert());
     // Lazy, as the binaries build it: the first call dials.
-    let store = EtcdStore::lazy_with(vec![etcd.client_url().into()], Some(&tls)).unwrap();
+    let store = EtcdStore::lazy_with(vec![etcd.client_url()], Some(&tls)).unwrap();
     let mut ok = false;
     for _ in 0..100 {
         if store.get("/rtn/f/x").await.is_ok() {
@@ -118,7 +118,7 @@ async fn tls_material_from_files_put_get_watch_lease() {
 async fn refused_without_client_certificate_or_with_a_wrong_ca() {
     let etcd = tls_server();
     etcd.store().await.expect("etcd answers");
-    let endpoints = vec![etcd.client_url().to_string()];
+    let endpoints = vec![etcd.client_url()];
     let pki = etcd.pki().unwrap();
     let other = EtcdTestPki::generate().unwrap();
 

@@ -5,14 +5,29 @@
 //!   embedded one and etcd, `control/tests/`).
 //! - [`outage_store`]: a control store that can be taken down, for
 //!   outage tests and the lab's chaos plans.
-//! - [`etcd`]: real etcd servers as child processes on loopback.
+//! - [`etcd`]: the one etcd process harness: a server, or a cluster whose
+//!   members are killed, paused and restarted.
 //! - [`netem`]: WAN emulation under quinn sockets (its own crate, which an
 //!   edge built with its `netem` feature takes too).
+//! - [`mesh`]: the one in-process mesh starter (edges on loopback sharing a
+//!   dev CA, optionally over an emulated WAN), SDK configs for it.
+//! - [`quic`]: the one TLS client setup for a test CA, endpoints, and the
+//!   one raw RTN client.
+//! - [`tokens`]: join tokens of the test app.
+//! - [`scrape`]: Prometheus samples and plain HTTP requests to admin ports.
+//! - [`blackhole`]: a UDP relay in front of an edge that can be cut.
+//! - [`wait`]: waiting for a condition, bounded.
 
+pub mod blackhole;
 pub mod etcd;
+pub mod mesh;
 pub mod outage_store;
+pub mod quic;
+pub mod scrape;
 pub mod store_conformance;
+pub mod tokens;
+pub mod wait;
 
-pub use etcd::{EtcdServer, EtcdTestPki};
+pub use etcd::{EtcdCluster, EtcdServer, EtcdTestPki};
 pub use netem;
 pub use outage_store::OutageStore;

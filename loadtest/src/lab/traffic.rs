@@ -5,10 +5,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::token::{mint, Grant};
 use sdk::{Client, ClientConfig, Event, SocketFactory, TrackKind};
 use tokio::task::JoinSet;
 
@@ -35,32 +34,7 @@ pub struct ClientSpec {
 }
 
 /// App credentials for tokens.
-#[derive(Clone)]
-pub struct App {
-    pub id: String,
-    pub secret: String,
-}
-
-impl App {
-    pub fn token(&self, channel: &str, user: &str, publish: bool) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        mint(
-            &Grant {
-                app_id: &self.id,
-                channel,
-                user_id: user,
-                publish,
-                subscribe: true,
-                issued_at: now,
-                expires_at: now + 24 * 3600,
-            },
-            self.secret.as_bytes(),
-        )
-    }
-}
+pub use testkit::tokens::App;
 
 /// Who is in which channel.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,7 +139,7 @@ impl Traffic {
                 for ch in [Some(LIVE.to_string()), room].into_iter().flatten() {
                     let publish = ch != LIVE || broadcaster;
                     match client
-                        .join(&app.token(&ch, &spec.name, publish), &ch, true)
+                        .join(&app.token(&ch, &spec.name, publish, true), &ch, true)
                         .await
                     {
                         Ok(c) => {

@@ -1,107 +1,25 @@
 //! Test harness: scripted fake edges (a QUIC server speaking the client
-//! protocol exactly as the test says), tokens, and a UDP blackhole that makes
-//! an edge vanish the way a SIGKILLed process does (no close, no reply).
-#![allow(dead_code)]
+//! protocol exactly as the test says). Tests of the SDK against real edges
+//! are system tests, in `edge-node/tests/sdk_*.rs`.
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
-use protocol::token::{mint, Grant};
-use sdk::{ClientConfig, EdgeCandidate};
+use sdk::ClientConfig;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 
-pub const STEP: Duration = Duration::from_secs(5);
+pub use testkit::mesh::init_logs;
+pub use testkit::quic::STEP;
 
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// The app of the real in-process edges (`start_edges`) and its secret.
-pub const APP: &str = "demo";
-pub const SECRET: &str = "test-secret-0123456789";
-
-/// A token for the real edges: publish and subscribe, ten minutes.
-pub fn token(channel: &str, user: &str) -> String {
-    mint(
-        &Grant {
-            app_id: APP,
-            channel,
-            user_id: user,
-            publish: true,
-            subscribe: true,
-            issued_at: now(),
-            expires_at: now() + 600,
-        },
-        SECRET.as_bytes(),
-    )
-}
-
-/// `n` real in-process edges (ids 1..=n) that know each other as peers.
-pub async fn start_edges(pki: &DevPki, n: u32) -> Vec<Edge> {
-    let mut edges = vec![];
-    for id in 1..=n {
-        let opts = EdgeOptions {
-            tls: Some(pki.material(&["localhost".into()]).unwrap()),
-            routes: Some(RouteFeed::new(RouteTable::default())),
-            ..Default::default()
-        };
-        edges.push(
-            Edge::start(EdgeConfig::dev(id, APP, SECRET), opts)
-                .await
-                .unwrap(),
-        );
-    }
-    let peer = |e: &Edge| protocol::EdgeAddress::new(e.addr(), "localhost");
-    for e in &edges {
-        e.routes.publish(RouteTable {
-            version: 0,
-            peers: edges
-                .iter()
-                .filter(|p| p.id() != e.id())
-                .map(|p| (p.id(), peer(p)))
-                .collect(),
-            paths: Default::default(),
-            ..Default::default()
-        });
-    }
-    edges
-}
-
-/// A client config for these candidates, with test-friendly timers.
-pub fn config(pki: &DevPki, edges: &[SocketAddr]) -> ClientConfig {
-    let mut cfg = ClientConfig::new(
-        edges
-            .iter()
-            .map(|a| EdgeCandidate {
-                addr: *a,
-                server_name: "localhost".into(),
-            })
-            .collect(),
-        pki.ca_pem().into_bytes(),
-    );
-    cfg.backoff.initial = Duration::from_millis(20);
-    cfg
-}
+pub use testkit::mesh::sdk_config as config;
 
 /// A QUIC server that accepts client links and hands them to the test.
 pub struct FakeEdge {
@@ -303,53 +221,5 @@ pub fn member(user: &str, session: u64, tracks: &[(&str, u64)]) -> pb::Member {
                 kind: pb::TrackKind::Audio as i32,
             })
             .collect(),
-    }
-}
-
-/// A UDP relay in front of an edge that can be cut: then it drops every
-/// packet both ways, as if the edge's machine vanished.
-pub struct Blackhole {
-    pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-}
-
-impl Blackhole {
-    pub async fn start(upstream: SocketAddr) -> Blackhole {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        back.connect(upstream).await.unwrap();
-        let addr = front.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
-        {
-            let (front, back, cut, client) =
-                (front.clone(), back.clone(), cut.clone(), client.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().unwrap() = Some(from);
-                    if !cut.load(Ordering::Relaxed) {
-                        let _ = back.send(&buf[..n]).await;
-                    }
-                }
-            });
-        }
-        {
-            let cut = cut.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = back.recv(&mut buf).await {
-                    let to = *client.lock().unwrap();
-                    if let (false, Some(to)) = (cut.load(Ordering::Relaxed), to) {
-                        let _ = front.send_to(&buf[..n], to).await;
-                    }
-                }
-            });
-        }
-        Blackhole { addr, cut }
-    }
-
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::Relaxed);
     }
 }

@@ -8,8 +8,28 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use edge_node::tls::DevPki;
 use sdk::{Channel, Client, Event, TrackKind, TrackPublisher};
+
+/// Rita joins through `rx_edges` (in order), then Sam through `tx_edge`:
+/// each join waits for the one before it, so Sam's edge has heard of Rita
+/// before he talks.
+async fn call(
+    pki: &edge_node::tls::DevPki,
+    rx_edges: &[std::net::SocketAddr],
+    tx_edge: std::net::SocketAddr,
+) -> (Client, Channel, Client, Channel) {
+    let rx = Client::connect(sdk_config(pki, rx_edges)).await.unwrap();
+    let rx_room = rx
+        .join(&token("call", "rita", true, true), "call", true)
+        .await
+        .unwrap();
+    let tx = Client::connect(sdk_config(pki, &[tx_edge])).await.unwrap();
+    let room = tx
+        .join(&token("call", "sam", true, true), "call", true)
+        .await
+        .unwrap();
+    (rx, rx_room, tx, room)
+}
 
 /// Publish audio at 50 packets/s and a message every 10 ms until `n` sent.
 fn talk(mic: TrackPublisher, room: Channel, n: u64) -> tokio::task::JoinHandle<()> {
@@ -77,18 +97,10 @@ async fn observe(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_resumes_within_a_second_of_an_edge_vanishing() {
     init_logs();
-    let pki = DevPki::new().unwrap();
-    let edges = start_edges(&pki, 2).await;
+    let Mesh { pki, edges, .. } = Mesh::start(2).await;
     let hole = Blackhole::start(edges[0].addr()).await;
     // The receiver sits behind the blackhole on edge 1, edge 2 as fallback.
-    let rx = Client::connect(config(&pki, &[hole.addr, edges[1].addr()]))
-        .await
-        .unwrap();
-    let _rx_room = rx.join(&token("call", "rita"), "call", true).await.unwrap();
-    let tx = Client::connect(config(&pki, &[edges[1].addr()]))
-        .await
-        .unwrap();
-    let room = tx.join(&token("call", "sam"), "call", true).await.unwrap();
+    let (rx, _rx_room, tx, room) = call(&pki, &[hole.addr, edges[1].addr()], edges[1].addr()).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
     const N: u64 = 150;
     let talker = talk(mic, room, N);
@@ -123,16 +135,9 @@ async fn media_resumes_within_a_second_of_an_edge_vanishing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_edge_hands_its_clients_over_with_a_short_gap() {
     init_logs();
-    let pki = DevPki::new().unwrap();
-    let mut edges = start_edges(&pki, 2).await;
-    let rx = Client::connect(config(&pki, &[edges[0].addr(), edges[1].addr()]))
-        .await
-        .unwrap();
-    let _rx_room = rx.join(&token("call", "rita"), "call", true).await.unwrap();
-    let tx = Client::connect(config(&pki, &[edges[1].addr()]))
-        .await
-        .unwrap();
-    let room = tx.join(&token("call", "sam"), "call", true).await.unwrap();
+    let Mesh { pki, mut edges, .. } = Mesh::start(2).await;
+    let (rx, _rx_room, tx, room) =
+        call(&pki, &[edges[0].addr(), edges[1].addr()], edges[1].addr()).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
     const N: u64 = 150;
     let talker = talk(mic, room, N);

@@ -77,10 +77,10 @@ async fn join(
     user: &str,
     e2ee: Option<E2eeKeys>,
 ) -> (Client, Channel) {
-    let c = Client::connect(config(pki, &[edge])).await.unwrap();
+    let c = Client::connect(sdk_config(pki, &[edge])).await.unwrap();
     let room = c
         .join(
-            &token(ROOM, user),
+            &token(ROOM, user, true, true),
             ROOM,
             JoinOptions {
                 subscribe_all: true,
@@ -116,8 +116,7 @@ fn talk(room: Channel, messages: bool) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_holders_talk_end_to_end_and_nobody_else_reads_a_byte() {
     init_logs();
-    let pki = DevPki::new().unwrap();
-    let edges = start_edges(&pki, 2).await;
+    let Mesh { pki, edges, .. } = Mesh::start(2).await;
     let (e1, e2) = (edges[0].addr(), edges[1].addr());
     let k1 = ChannelKey::generate(1).unwrap();
     let wrong = ChannelKey::generate(1).unwrap();

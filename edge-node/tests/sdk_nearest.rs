@@ -17,29 +17,11 @@ use control::keys::KeyLayout;
 use control::store::{ControlStore, MemoryStore};
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
-use protocol::token::{mint, Grant};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
 use sdk::{Client, ClientConfig, Event, SocketFactory};
 use testkit::netem::{LinkProfile, Wan};
-
-const APP: &str = "demo";
-const SECRET: &str = "test-secret-0123456789";
-
-fn token(channel: &str, user: &str) -> String {
-    mint(
-        &Grant {
-            app_id: APP,
-            channel,
-            user_id: user,
-            publish: true,
-            subscribe: true,
-            issued_at: now(),
-            expires_at: now() + 600,
-        },
-        SECRET.as_bytes(),
-    )
-}
+use testkit::tokens::{APP, SECRET};
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
@@ -111,11 +93,11 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     .await;
 
     // The listener: on edge 11 by an explicit list.
-    let mut listen_cfg = config(&pki, &[edges[0].addr()]);
+    let mut listen_cfg = sdk_config(&pki, &[edges[0].addr()]);
     listen_cfg.socket = Some(socket_at(&wan, ip(60)));
     let listener = Client::connect(listen_cfg).await.unwrap();
     let _listen_room = listener
-        .join(&token("room", "lena"), "room", true)
+        .join(&token("room", "lena", true, true), "room", true)
         .await
         .unwrap();
 
@@ -142,7 +124,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         "the 5 ms edge, whatever the controller's order"
     );
     let room = talker
-        .join(&token("room", "tom"), "room", true)
+        .join(&token("room", "tom", true, true), "room", true)
         .await
         .unwrap();
 

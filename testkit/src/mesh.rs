@@ -1,0 +1,252 @@
+//! The one in-process mesh starter: edges on loopback sharing a dev mesh CA,
+//! every edge knowing every other (reached directly unless
+//! [`Mesh::set_paths`] says otherwise), optionally over an emulated WAN.
+//! No probe targets: routes stay as given, whatever the machine's load.
+//! Plus SDK client configs for it and a two-client call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_node::tls::DevPki;
+use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
+use netem::Wan;
+use protocol::{EdgeAddress, EdgeId};
+
+use crate::tokens::{token, APP, SECRET};
+
+/// A set of in-process edges sharing one dev mesh CA.
+pub struct Mesh {
+    pub pki: DevPki,
+    pub edges: Vec<Edge>,
+    /// The emulated WAN the edges send through, if they do.
+    pub wan: Option<Arc<Wan>>,
+}
+
+impl Mesh {
+    /// Edges `1..=n` (tests: panics if one does not start).
+    pub async fn start(n: u32) -> Mesh {
+        Self::start_with(n, |_| {}).await
+    }
+
+    pub async fn start_with(n: u32, tweak: impl Fn(&mut EdgeConfig)) -> Mesh {
+        Self::start_over(None, n, tweak).await
+    }
+
+    /// `n` edges whose sockets send through `wan`, if given.
+    pub async fn start_over(
+        wan: Option<Arc<Wan>>,
+        n: u32,
+        tweak: impl Fn(&mut EdgeConfig),
+    ) -> Mesh {
+        init_logs();
+        let ids: Vec<EdgeId> = (1..=n).collect();
+        Self::try_start(&ids, wan, tweak).await.unwrap()
+    }
+
+    /// Edges with these ids, each config as `tweak` leaves it.
+    pub async fn try_start(
+        ids: &[EdgeId],
+        wan: Option<Arc<Wan>>,
+        tweak: impl Fn(&mut EdgeConfig),
+    ) -> anyhow::Result<Mesh> {
+        let pki = DevPki::new()?;
+        let mut edges = vec![];
+        for &id in ids {
+            edges.push(try_start_edge(&pki, id, None, &tweak, wan.as_ref()).await?);
+        }
+        let mesh = Mesh { pki, edges, wan };
+        mesh.full_mesh_routes();
+        Ok(mesh)
+    }
+
+    /// The emulated WAN under the edges (a mesh started over one).
+    pub fn wan(&self) -> &Wan {
+        self.wan
+            .as_deref()
+            .expect("this mesh runs over an emulated WAN")
+    }
+
+    pub fn peer(&self, e: &Edge) -> EdgeAddress {
+        EdgeAddress::new(e.addr(), "localhost")
+    }
+
+    /// Every edge knows every other, reached directly.
+    pub fn full_mesh_routes(&self) {
+        for e in &self.edges {
+            let peers = self
+                .edges
+                .iter()
+                .filter(|p| p.id() != e.id())
+                .map(|p| (p.id(), self.peer(p)))
+                .collect();
+            e.routes.publish(RouteTable {
+                version: 0,
+                peers,
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Give edge `at` explicit paths (`[at, ..., dest]`).
+    pub fn set_paths(&self, at: EdgeId, paths: &[&[EdgeId]]) {
+        let e = self.edge(at);
+        let mut table = (*e.routes.current()).clone();
+        for p in paths {
+            if let Some(dest) = p.last() {
+                table.paths.insert(*dest, p.to_vec());
+            }
+        }
+        e.routes.publish(table);
+    }
+
+    pub fn edge(&self, id: EdgeId) -> &Edge {
+        self.edges
+            .iter()
+            .find(|e| e.id() == id)
+            .unwrap_or_else(|| panic!("no edge {id} in this mesh"))
+    }
+
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.pki.ca_der().to_vec()
+    }
+
+    /// An SDK client config that tries the edges `order`, in that order.
+    pub fn sdk_config(&self, order: &[EdgeId]) -> sdk::ClientConfig {
+        let addrs: Vec<SocketAddr> = order.iter().map(|id| self.edge(*id).addr()).collect();
+        sdk_config(&self.pki, &addrs)
+    }
+
+    /// Kill every edge.
+    pub async fn stop(self) {
+        for e in self.edges {
+            e.kill().await;
+        }
+    }
+
+    /// Stop every edge, withdrawing routes first so the relay links close
+    /// as no longer needed rather than being logged as failures (a
+    /// benchmark's output stays clean).
+    pub async fn stop_quietly(self) {
+        for e in &self.edges {
+            e.routes.publish(RouteTable::default());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.edges.iter().any(|e| !e.core.relay.up().is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop().await;
+    }
+}
+
+/// Start edge `id` of the test app (on `listen`, if given), its config as
+/// `tweak` leaves it. Tests: panics if it does not start.
+pub async fn start_edge(
+    pki: &DevPki,
+    id: EdgeId,
+    listen: Option<SocketAddr>,
+    tweak: &impl Fn(&mut EdgeConfig),
+    wan: Option<&Arc<Wan>>,
+) -> Edge {
+    try_start_edge(pki, id, listen, tweak, wan)
+        .await
+        .unwrap_or_else(|e| panic!("edge {id} did not start: {e:#}"))
+}
+
+/// How long a restarted edge waits for its port: the old socket may take a
+/// moment to go.
+const PORT_RETRIES: u32 = 40;
+const PORT_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+async fn try_start_edge(
+    pki: &DevPki,
+    id: EdgeId,
+    listen: Option<SocketAddr>,
+    tweak: &impl Fn(&mut EdgeConfig),
+    wan: Option<&Arc<Wan>>,
+) -> anyhow::Result<Edge> {
+    let mut cfg = EdgeConfig::dev(id, APP, SECRET);
+    if let Some(l) = listen {
+        cfg.edge.listen = l;
+    }
+    tweak(&mut cfg);
+    let mut tries = 0;
+    loop {
+        let opts = EdgeOptions {
+            tls: Some(pki.material(&["localhost".into()])?),
+            routes: Some(RouteFeed::new(RouteTable::default())),
+            socket: wan.map(|w| w.hook()),
+            ..Default::default()
+        };
+        match Edge::start(cfg.clone(), opts).await {
+            Ok(e) => return Ok(e),
+            Err(e) if listen.is_some() && tries < PORT_RETRIES => {
+                tries += 1;
+                tracing::debug!("edge start retry: {e:#}");
+                tokio::time::sleep(PORT_RETRY_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An SDK client config trusting `pki`'s CA that tries `edges` in order,
+/// with test-friendly timers (a reconnect backoff starting at 20 ms).
+pub fn sdk_config(pki: &DevPki, edges: &[SocketAddr]) -> sdk::ClientConfig {
+    let candidates = edges
+        .iter()
+        .map(|a| sdk::EdgeCandidate::new(*a, "localhost"))
+        .collect();
+    let mut cfg = sdk::ClientConfig::new(candidates, pki.ca_pem().into_bytes());
+    cfg.backoff.initial = Duration::from_millis(20);
+    cfg
+}
+
+/// A call of two SDK clients in channel `chat`: rita (subscribing) joins
+/// through `receiver`, then sam (publishing) through `sender`.
+pub struct Call {
+    pub sender: sdk::Client,
+    pub receiver: sdk::Client,
+    /// Sam's side of the channel.
+    pub room: sdk::Channel,
+    /// Rita's.
+    pub rx_room: sdk::Channel,
+}
+
+impl Call {
+    pub async fn start(sender: sdk::ClientConfig, receiver: sdk::ClientConfig) -> Call {
+        let sender = sdk::Client::connect(sender).await.unwrap();
+        let receiver = sdk::Client::connect(receiver).await.unwrap();
+        let rx_room = receiver
+            .join(&token("chat", "rita", false, true), "chat", true)
+            .await
+            .unwrap();
+        let room = sender
+            .join(&token("chat", "sam", true, true), "chat", true)
+            .await
+            .unwrap();
+        Call {
+            sender,
+            receiver,
+            room,
+            rx_room,
+        }
+    }
+
+    pub async fn close(self) {
+        self.sender.close().await;
+        self.receiver.close().await;
+    }
+}
+
+/// Test logs at `RUST_LOG` (default: warnings), captured per test.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
