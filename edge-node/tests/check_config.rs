@@ -3,8 +3,10 @@
 //! names), app secrets redacted; unknown keys are still refused.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use testkit::process::{effective_config, output_within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-node");
 const SECRET: &str = "0123456789abcdef-file-secret";
@@ -46,38 +48,8 @@ fn check(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
         .args(args)
         .env_clear()
         .env("RTN_TEST_APP_SECRETS", ENV_SECRET)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run edge-node");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("edge-node check-config {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// The printed TOML (everything before the "config ok" line), parsed, and
-/// that line.
-fn effective(out: &Output) -> (toml::Table, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "check-config failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (text, ok) = stdout
-        .split_once("config ok:")
-        .unwrap_or_else(|| panic!("no config ok line: {stdout}"));
-    let table = text
-        .parse::<toml::Table>()
-        .unwrap_or_else(|e| panic!("printed config is not TOML: {e}\n{text}"));
-    (table, format!("config ok:{ok}"))
+        .envs(env.iter().copied());
+    output_within(&mut cmd, Duration::from_secs(30))
 }
 
 fn get<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {
@@ -88,7 +60,7 @@ fn get<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {
 #[test]
 fn the_file_is_printed_as_the_edge_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (t, ok) = effective(&check(dir.path(), &config(""), &[], &[]));
+    let (t, ok) = effective_config(&check(dir.path(), &config(""), &[], &[]));
     assert!(ok.starts_with("config ok: edge 3 region eu-west"), "{ok}");
     assert_eq!(get(&t, "limits.max_sessions").as_integer(), Some(100));
     assert_eq!(get(&t, "edge.city").as_str(), Some("FRA"));
@@ -126,7 +98,7 @@ fn flags_and_variables_override_the_file() {
             ("RTN_CONTROL_LEASE_TTL_MS", "4000"),
         ],
     );
-    let (t, ok) = effective(&out);
+    let (t, ok) = effective_config(&out);
     assert!(ok.starts_with("config ok: edge 9 region eu-env"), "{ok}");
     let int = |k| get(&t, k).as_integer();
     assert_eq!(int("limits.max_sessions"), Some(7));
@@ -178,7 +150,7 @@ fn flags_and_variables_override_the_file() {
 fn secrets_are_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let out = check(dir.path(), &config(""), &[], &[]);
-    let (t, _) = effective(&out);
+    let (t, _) = effective_config(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !stdout.contains(SECRET) && !stdout.contains(ENV_SECRET),

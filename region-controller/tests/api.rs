@@ -3,7 +3,7 @@
 //! and missing GeoIP databases.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use region_controller::api::{parse_proxies, Api};
 use region_controller::controller::LeaderState;
 use region_controller::mesh::{mirror, SharedMesh};
 use serde_json::Value;
+use testkit::process::output_within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use topology::GeoIpDb;
@@ -276,10 +277,7 @@ async fn silent_connections_are_closed() {
 /// Runs the controller binary with `args`, killing it if it hangs.
 fn run_binary(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_region-controller"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     // Flags fall back to RTN_CTL_* variables: the caller's must not leak in.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("RTN_CTL_") {
@@ -289,16 +287,7 @@ fn run_binary(args: &[&str]) -> Output {
     // anyhow appends a backtrace when RUST_BACKTRACE is set; the error text
     // alone is what an operator reads and what the tests check.
     cmd.env("RUST_LIB_BACKTRACE", "0");
-    let mut child = cmd.spawn().expect("run region-controller");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("region-controller {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    output_within(&mut cmd, Duration::from_secs(30))
 }
 
 fn check_config(dir: &Path, geoip_db: &Path) -> (bool, String, String) {

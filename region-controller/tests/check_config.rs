@@ -4,8 +4,10 @@
 //! printed; unknown keys are still refused.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use testkit::process::{effective_config, output_within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_region-controller");
 const TOKEN: &str = "an-admin-token-0123456789abcdef";
@@ -30,42 +32,19 @@ fn check(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
         .env("RTN_TEST_ADMIN_TOKEN", TOKEN)
         // anyhow appends a backtrace when RUST_BACKTRACE is set.
         .env("RUST_LIB_BACKTRACE", "0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run region-controller");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("region-controller check-config {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+        .envs(env.iter().copied());
+    output_within(&mut cmd, Duration::from_secs(30))
 }
 
-/// The printed TOML (everything before the "config ok" line), parsed, and
-/// that line.
+/// The printed configuration and the "config ok" line; the admin token is
+/// never printed.
 fn effective(out: &Output) -> (toml::Table, String) {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "check-config failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         !stdout.contains(TOKEN),
         "the admin token is printed: {stdout}"
     );
-    let (text, ok) = stdout
-        .split_once("config ok:")
-        .unwrap_or_else(|| panic!("no config ok line: {stdout}"));
-    let table = text
-        .parse::<toml::Table>()
-        .unwrap_or_else(|e| panic!("printed config is not TOML: {e}\n{text}"));
-    (table, format!("config ok:{ok}"))
+    effective_config(out)
 }
 
 fn get<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {

@@ -17,11 +17,14 @@
 //! - [`scrape`]: Prometheus samples and plain HTTP requests to admin ports.
 //! - [`blackhole`]: a UDP relay in front of an edge that can be cut.
 //! - [`wait`]: waiting for a condition, bounded.
+//! - [`process`]: running a binary under test, bounded; `check-config`'s
+//!   output.
 
 pub mod blackhole;
 pub mod etcd;
 pub mod mesh;
 pub mod outage_store;
+pub mod process;
 pub mod quic;
 pub mod scrape;
 pub mod store_conformance;

@@ -1,0 +1,48 @@
+//! Running a binary under test, bounded, and reading what `check-config`
+//! prints.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often a running command is checked for its end.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Run `cmd` to its end with stdin closed and stdout and stderr captured;
+/// kill it and fail the test if it runs longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} {:?} did not exit within {limit:?}", cmd.get_args());
+        }
+        std::thread::sleep(POLL);
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The configuration a binary's `check-config` printed (everything before
+/// its "config ok:" line), parsed, and that line; fails the test if the
+/// command failed or printed no TOML.
+pub fn effective_config(out: &Output) -> (toml::Table, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check-config failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (text, ok) = stdout
+        .split_once("config ok:")
+        .unwrap_or_else(|| panic!("no config ok line: {stdout}"));
+    let table = text
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("printed config is not TOML: {e}\n{text}"));
+    (table, format!("config ok:{ok}"))
+}
