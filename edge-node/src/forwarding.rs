@@ -16,12 +16,12 @@ use crate::forward::trees::{self, initial_hop_limit, Forwarded, Router};
 use crate::routes::RouteTable;
 
 impl EdgeCore {
-    /// This edge's router over `table`, with its probes' view of who is
-    /// dead.
-    fn router<'a>(&'a self, table: &'a RouteTable) -> Router<'a, impl Fn(EdgeId) -> bool + 'a> {
+    /// This edge's router: its current route table (fetched when a tree is
+    /// built) and its probes' view of who is dead.
+    fn router(&self) -> Router<impl Fn() -> Arc<RouteTable> + '_, impl Fn(EdgeId) -> bool + '_> {
         Router {
             me: self.id,
-            table,
+            table: || self.route_table(),
             is_dead: |e| self.prober.is_dead(e),
         }
     }
@@ -31,7 +31,7 @@ impl EdgeCore {
         if dests.is_empty() {
             return vec![];
         }
-        let out = self.router(&self.route_table()).trees_to(dests);
+        let out = self.router().trees_to(dests);
         self.metrics.unroutable.increment(out.unroutable as u64);
         out.trees
     }
@@ -39,7 +39,7 @@ impl EdgeCore {
     /// The subtrees to send `tree` (rooted at this edge) on: see
     /// [`Router::live_children`].
     pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Vec<RouteTree> {
-        let out = self.router(&self.route_table()).live_children(tree, kind);
+        let out = self.router().live_children(tree, kind);
         for _ in 0..out.repaired {
             self.metrics.local_repair(kind.label());
         }

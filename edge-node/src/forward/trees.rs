@@ -7,6 +7,8 @@
 //! itself, hop limit must be left). So each overlay link carries a packet
 //! once per tree, and no loop can form while tables change.
 
+use std::ops::Deref;
+
 use protocol::limits::INITIAL_HOP_LIMIT;
 use protocol::route_tree::RouteTree;
 use protocol::EdgeId;
@@ -94,9 +96,12 @@ pub fn check(
 
 /// An edge's view for building and repairing trees: who it is, the route
 /// table it forwards by, and which peers its probes see dead.
-pub struct Router<'a, D: Fn(EdgeId) -> bool> {
+pub struct Router<T, D> {
     pub me: EdgeId,
-    pub table: &'a RouteTable,
+    /// The route table, fetched only when a tree is built: a relay that
+    /// follows the trees it receives with every child alive (the common
+    /// case, per packet) builds none.
+    pub table: T,
     pub is_dead: D,
 }
 
@@ -116,7 +121,12 @@ pub struct Children {
     pub unroutable: usize,
 }
 
-impl<D: Fn(EdgeId) -> bool> Router<'_, D> {
+impl<T, R, D> Router<T, D>
+where
+    T: Fn() -> R,
+    R: Deref<Target = RouteTable>,
+    D: Fn(EdgeId) -> bool,
+{
     /// Trees from this edge to `dests`. The table already goes around the
     /// dead peers it was made with; this also goes around the ones seen dead
     /// since (it is remade a moment later).
@@ -125,14 +135,15 @@ impl<D: Fn(EdgeId) -> bool> Router<'_, D> {
         if dests.is_empty() {
             return out;
         }
+        let table = (self.table)();
         let paths: Vec<Vec<EdgeId>> = dests
             .iter()
             .filter_map(|d| {
-                let Some(p) = self.table.path(self.me, *d) else {
+                let Some(p) = table.path(self.me, *d) else {
                     out.unroutable += 1;
                     return None;
                 };
-                let backup = self.table.backups.get(d).map(Vec::as_slice);
+                let backup = table.backups.get(d).map(Vec::as_slice);
                 Some(around_dead(self.me, *d, &p, backup, &self.is_dead).into_owned())
             })
             .collect();
@@ -219,10 +230,10 @@ mod tests {
     fn router<'a>(
         t: &'a RouteTable,
         dead: &'a [EdgeId],
-    ) -> Router<'a, impl Fn(EdgeId) -> bool + 'a> {
+    ) -> Router<impl Fn() -> &'a RouteTable, impl Fn(EdgeId) -> bool + 'a> {
         Router {
             me: ME,
-            table: t,
+            table: move || t,
             is_dead: move |e| dead.contains(&e),
         }
     }
