@@ -188,6 +188,42 @@ impl<C: Flagged> FromArgMatches for Flags<C> {
     }
 }
 
+/// Checks that each key `(section.field, old flag, old variable)` of `kept`
+/// still answers to the flag and variable it had before every key had
+/// `--<section>-<field>` (unit files, scripts and docs use them): the old
+/// flag is a visible alias, the variable is the key's. Each problem is one
+/// line.
+pub fn check_kept_names<C: Flagged>(kept: &[(&str, &str, &str)]) -> Result<(), Vec<String>> {
+    let cmd = augment::<C>(Command::new("check"));
+    let mut problems = Vec::new();
+    for &(key, flag, env) in kept {
+        let Some((section, field)) = key.split_once('.') else {
+            problems.push(format!("{key}: not section.field"));
+            continue;
+        };
+        let long = flag_name(section, field);
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+        else {
+            problems.push(format!("{key}: no --{long}"));
+            continue;
+        };
+        let names = arg.get_long_and_visible_aliases().unwrap_or_default();
+        if !names.contains(&flag) {
+            problems.push(format!("{key}: --{flag} not in {names:?}"));
+        }
+        if arg.get_env().and_then(|e| e.to_str()) != Some(env) {
+            problems.push(format!("{key}: variable {:?}, not {env}", arg.get_env()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 /// Checks that `sample`'s every key is a flag with its variable, or in a
 /// file-only table, and that no secret shows: every top-level table of the
 /// serialized config is a section or [`Flagged::FILE_ONLY`]; every key of a

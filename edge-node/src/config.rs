@@ -916,19 +916,8 @@ mod tests {
                 "RTN_CONTROL_PROBE_FULL_MESH_MAX_EDGES",
             ),
         ];
-        use clap::Args;
-        let cmd = control::flags::Flags::<EdgeConfig>::augment_args(clap::Command::new("edge"));
-        for (key, flag, env) in kept {
-            let (section, field) = key.split_once('.').unwrap();
-            let long = control::flags::flag_name(section, field);
-            let arg = cmd
-                .get_arguments()
-                .find(|a| a.get_long() == Some(long.as_str()))
-                .unwrap_or_else(|| panic!("{key}: no --{long}"));
-            let names: Vec<&str> = arg.get_long_and_visible_aliases().unwrap();
-            assert!(names.contains(&flag), "{key}: --{flag} not in {names:?}");
-            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{key}");
-        }
+        control::flags::check_kept_names::<EdgeConfig>(&kept)
+            .unwrap_or_else(|p| panic!("{}", p.join("\n")));
     }
 
     #[test]
