@@ -10,27 +10,6 @@ use bytes::Bytes;
 use common::*;
 use sdk::{Channel, Client, Event, TrackKind, TrackPublisher};
 
-/// Rita joins through `rx_edges` (in order), then Sam through `tx_edge`:
-/// each join waits for the one before it, so Sam's edge has heard of Rita
-/// before he talks.
-async fn call(
-    pki: &edge_node::tls::DevPki,
-    rx_edges: &[std::net::SocketAddr],
-    tx_edge: std::net::SocketAddr,
-) -> (Client, Channel, Client, Channel) {
-    let rx = Client::connect(sdk_config(pki, rx_edges)).await.unwrap();
-    let rx_room = rx
-        .join(&token("call", "rita", true, true), "call", true)
-        .await
-        .unwrap();
-    let tx = Client::connect(sdk_config(pki, &[tx_edge])).await.unwrap();
-    let room = tx
-        .join(&token("call", "sam", true, true), "call", true)
-        .await
-        .unwrap();
-    (rx, rx_room, tx, room)
-}
-
 /// Publish audio at 50 packets/s and a message every 10 ms until `n` sent.
 fn talk(mic: TrackPublisher, room: Channel, n: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -100,7 +79,16 @@ async fn media_resumes_within_a_second_of_an_edge_vanishing() {
     let Mesh { pki, edges, .. } = Mesh::start(2).await;
     let hole = Blackhole::start(edges[0].addr()).await;
     // The receiver sits behind the blackhole on edge 1, edge 2 as fallback.
-    let (rx, _rx_room, tx, room) = call(&pki, &[hole.addr, edges[1].addr()], edges[1].addr()).await;
+    let Call {
+        sender: tx,
+        receiver: rx,
+        room,
+        rx_room: _rx_room,
+    } = Call::start(
+        sdk_config(&pki, &[edges[1].addr()]),
+        sdk_config(&pki, &[hole.addr, edges[1].addr()]),
+    )
+    .await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
     const N: u64 = 150;
     let talker = talk(mic, room, N);
@@ -136,8 +124,16 @@ async fn media_resumes_within_a_second_of_an_edge_vanishing() {
 async fn a_draining_edge_hands_its_clients_over_with_a_short_gap() {
     init_logs();
     let Mesh { pki, mut edges, .. } = Mesh::start(2).await;
-    let (rx, _rx_room, tx, room) =
-        call(&pki, &[edges[0].addr(), edges[1].addr()], edges[1].addr()).await;
+    let Call {
+        sender: tx,
+        receiver: rx,
+        room,
+        rx_room: _rx_room,
+    } = Call::start(
+        sdk_config(&pki, &[edges[1].addr()]),
+        sdk_config(&pki, &[edges[0].addr(), edges[1].addr()]),
+    )
+    .await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
     const N: u64 = 150;
     let talker = talk(mic, room, N);

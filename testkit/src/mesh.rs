@@ -205,7 +205,9 @@ pub fn sdk_config(pki: &DevPki, edges: &[SocketAddr]) -> sdk::ClientConfig {
 }
 
 /// A call of two SDK clients in channel `chat`: rita (subscribing) joins
-/// through `receiver`, then sam (publishing) through `sender`.
+/// through `receiver`, then sam (publishing) connects through `sender` and
+/// joins. Each step waits for the one before, so sam's edge has heard of
+/// rita's through the directory before he talks.
 pub struct Call {
     pub sender: sdk::Client,
     pub receiver: sdk::Client,
@@ -217,12 +219,12 @@ pub struct Call {
 
 impl Call {
     pub async fn start(sender: sdk::ClientConfig, receiver: sdk::ClientConfig) -> Call {
-        let sender = sdk::Client::connect(sender).await.unwrap();
         let receiver = sdk::Client::connect(receiver).await.unwrap();
         let rx_room = receiver
             .join(&token("chat", "rita", false, true), "chat", true)
             .await
             .unwrap();
+        let sender = sdk::Client::connect(sender).await.unwrap();
         let room = sender
             .join(&token("chat", "sam", true, true), "chat", true)
             .await
