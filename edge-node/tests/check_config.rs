@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use testkit::process::{effective_config, output_within};
+use testkit::process::{assert_refused, config_key, effective_config, output_within, strings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-node");
 const SECRET: &str = "0123456789abcdef-file-secret";
@@ -52,21 +52,19 @@ fn check(dir: &Path, text: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
     output_within(&mut cmd, Duration::from_secs(30))
 }
 
-fn get<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {
-    let (section, field) = key.split_once('.').unwrap();
-    &t[section][field]
-}
-
 #[test]
 fn the_file_is_printed_as_the_edge_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     let (t, ok) = effective_config(&check(dir.path(), &config(""), &[], &[]));
     assert!(ok.starts_with("config ok: edge 3 region eu-west"), "{ok}");
-    assert_eq!(get(&t, "limits.max_sessions").as_integer(), Some(100));
-    assert_eq!(get(&t, "edge.city").as_str(), Some("FRA"));
+    assert_eq!(
+        config_key(&t, "limits.max_sessions").as_integer(),
+        Some(100)
+    );
+    assert_eq!(config_key(&t, "edge.city").as_str(), Some("FRA"));
     // Defaults the file left out are printed too.
-    assert_eq!(get(&t, "admission.retry").as_str(), Some("auto"));
-    assert_eq!(get(&t, "control.prefix").as_str(), Some("/rtn/v1/"));
+    assert_eq!(config_key(&t, "admission.retry").as_str(), Some("auto"));
+    assert_eq!(config_key(&t, "control.prefix").as_str(), Some("/rtn/v1/"));
 }
 
 #[test]
@@ -100,24 +98,21 @@ fn flags_and_variables_override_the_file() {
     );
     let (t, ok) = effective_config(&out);
     assert!(ok.starts_with("config ok: edge 9 region eu-env"), "{ok}");
-    let int = |k| get(&t, k).as_integer();
+    let int = |k| config_key(&t, k).as_integer();
     assert_eq!(int("limits.max_sessions"), Some(7));
     assert_eq!(int("limits.join_timeout_ms"), Some(1234));
     assert_eq!(int("limits.subscriber_queue"), Some(64));
     assert_eq!(int("control.lease_ttl_ms"), Some(4000));
     assert_eq!(int("edge.id"), Some(9));
-    assert_eq!(get(&t, "admission.retry").as_str(), Some("always"));
+    assert_eq!(config_key(&t, "admission.retry").as_str(), Some("always"));
     assert_eq!(
-        get(&t, "edge.admin_token_env").as_str(),
+        config_key(&t, "edge.admin_token_env").as_str(),
         Some("RTN_TEST_ADMIN_TOKEN")
     );
-    let etcd: Vec<_> = get(&t, "control.etcd_endpoints")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(etcd, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+    assert_eq!(
+        strings(config_key(&t, "control.etcd_endpoints")),
+        ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    );
 
     // A switch takes a value, and false overrides the file's true: the
     // edge then needs certificate files.
@@ -127,11 +122,7 @@ fn flags_and_variables_override_the_file() {
         &[],
         &[("RTN_TLS_DEV_SELF_SIGNED", "false")],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("tls.cert is required"),
-        "{stderr}"
-    );
+    assert_refused(&out, "tls.cert is required");
     // A bad value names its flag.
     let out = check(
         dir.path(),
@@ -139,11 +130,7 @@ fn flags_and_variables_override_the_file() {
         &["--limits-max-sessions", "many"],
         &[],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("--limits-max-sessions"),
-        "{stderr}"
-    );
+    assert_refused(&out, "--limits-max-sessions");
 }
 
 #[test]

@@ -46,3 +46,24 @@ pub fn effective_config(out: &Output) -> (toml::Table, String) {
         .unwrap_or_else(|e| panic!("printed config is not TOML: {e}\n{text}"));
     (table, format!("config ok:{ok}"))
 }
+
+/// The value of key `section.field` in a printed config.
+pub fn config_key<'a>(config: &'a toml::Table, key: &str) -> &'a toml::Value {
+    let (section, field) = key.split_once('.').expect("a key is section.field");
+    &config[section][field]
+}
+
+/// The strings of a list value.
+pub fn strings(v: &toml::Value) -> Vec<&str> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect()
+}
+
+/// Fails the test unless the command failed and its stderr names `what`.
+pub fn assert_refused(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(what), "{stderr}");
+}
