@@ -1,0 +1,258 @@
+// The client's state machine against fake edges over a fake WebTransport:
+// join, publish, media, messages, refusals, reconnect with rejoin /
+// republish / replay, goaway redirects with certificate hashes, liveness,
+// probing, the controller lookup.
+import assert from 'node:assert/strict';
+import { afterEach, test } from 'node:test';
+import { Client, type ClientOptions } from '../src/client';
+import type { RtnEvent } from '../src/events';
+import { RtnError } from '../src/errors';
+import { decodeMedia, encodeMedia } from '../src/media';
+import { FakeNet, until } from './fake-edge';
+
+const FAST: Partial<ClientOptions> = { keepaliveIntervalMs: 20, livenessTimeoutMs: 120, connectTimeoutMs: 300, connectStaggerMs: 50, backoff: { initialMs: 5, maxMs: 40 }, requestTimeoutMs: 1_000, reprobeIntervalMs: null };
+const clients: Client[] = [];
+
+async function connect(net: FakeNet, o: Partial<ClientOptions>): Promise<{ c: Client; events: RtnEvent[] }> {
+  const c = await Client.connect({ ...FAST, WebTransport: net.WebTransport, ...o });
+  clients.push(c);
+  const events: RtnEvent[] = [];
+  c.on('*', (e) => events.push(e));
+  return { c, events };
+}
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) await c.close();
+});
+
+const types = (ev: RtnEvent[]): string[] => ev.map((e) => e.type);
+
+test('join, publish media, send messages with acks', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  assert.equal(net.dialled[0]!.url, 'https://e1.test:4433/rtn-client/1', 'WebPKI: server_name with the port of addr');
+  assert.deepEqual(net.dialled[0]!.options, {});
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  assert.deepEqual([room.name, room.id, room.user], ['room', 0x963c416800b67c5bn, 'alice']);
+  assert.deepEqual(e1.last.joins(), [{ requestId: 1, token: 'alice', subscribeAll: true, channel: 'room' }]);
+  const mic = await room.publishTrack('mic', 'audio');
+  assert.equal(mic.trackKey, (1n << 32n) | 1n);
+  await mic.send(Uint8Array.of(1, 2, 3));
+  await mic.send(Uint8Array.of(4));
+  await until(() => e1.last.datagrams.length === 2);
+  const h = decodeMedia(e1.last.datagrams[1]!)!;
+  assert.deepEqual([h.channelId, h.trackKey, h.sequence], [room.id, mic.trackKey, 1]);
+  assert.equal(await room.sendMessage('hi'), 1);
+  assert.equal(await room.sendMessage(Uint8Array.of(9)), 2);
+  await until(() => c.getStats().messagesAcked === 2);
+  assert.equal(room.unacked(), 0);
+  assert.deepEqual(e1.last.messages().map((m) => [m.seq, m.toUser]), [[1, ''], [2, '']]);
+  await assert.rejects(mic.send(new Uint8Array(1001)), (e: RtnError) => e.code === 'INVALID');
+  assert.equal(c.edge()?.addr, '127.0.0.1:4433');
+  // Keepalives flow and measure the RTT.
+  await until(() => c.getStats().rttMs !== undefined);
+});
+
+test('receiving: members, tracks, media, messages in order without duplicates', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 99n, kind: 2 }] }];
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const iter = c.events();
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  await until(() => events.length >= 2);
+  assert.deepEqual(events.slice(0, 2), [
+    { type: 'member-joined', channel: 'room', user: 'bob' },
+    { type: 'track-available', channel: 'room', user: 'bob', track: 'cam', kind: 'video' },
+  ]);
+  const s = e1.last;
+  s.sendDatagram(encodeMedia({ channelId: room.id, trackKey: 99n, sequence: 5, timestampUs: BigInt(Date.now() * 1000) }, Uint8Array.of(7)));
+  s.sendDatagram(encodeMedia({ channelId: room.id, trackKey: 12345n, sequence: 5, timestampUs: 1n }, Uint8Array.of(7)));
+  s.sendDatagram(Uint8Array.of(1, 2, 3));
+  const msg = (seq: number) => ({ message: { channelId: room.id, fromUser: 'bob', seq, payload: Uint8Array.of(seq), sentAtUs: 1, toUser: '' } });
+  for (const seq of [1, 3, 2, 3, 4]) s.send(msg(seq));
+  await until(() => c.getStats().messagesDelivered === 4);
+  const got = events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.seq : 0));
+  assert.deepEqual(got, [1, 2, 3, 4]);
+  const st = c.getStats();
+  assert.deepEqual([st.mediaReceived, st.mediaUnknownTrack, st.mediaMalformed, st.messagesDuplicate], [1, 1, 1, 1]);
+  const media = events.find((e) => e.type === 'media');
+  assert.ok(media?.type === 'media' && media.user === 'bob' && media.track === 'cam' && media.sequence === 5);
+  // The iterator saw the same events, in order.
+  const first = await iter.next();
+  assert.equal(first.value?.type, 'member-joined');
+  // A session of ours (a previous one) is never a member; bob's second
+  // session is not a new member; the last one leaving is.
+  s.send({ memberJoined: { channelId: room.id, userId: 'alice', session: 1n } });
+  s.send({ memberJoined: { channelId: room.id, userId: 'bob', session: 8n } });
+  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 7n } });
+  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 8n } });
+  await until(() => events.some((e) => e.type === 'member-left'));
+  assert.deepEqual(types(events.filter((e) => e.type.startsWith('member') || e.type.startsWith('track'))), ['member-joined', 'track-available', 'track-unavailable', 'member-left']);
+});
+
+test('a refused message gives its seq to the next one', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  e1.refuseSeqs.add(2);
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room');
+  assert.equal(await room.sendMessage('one'), 1);
+  assert.equal(await room.sendMessage('two'), 2);
+  await until(() => events.some((e) => e.type === 'message-refused'));
+  const r = events.find((e) => e.type === 'message-refused');
+  assert.ok(r?.type === 'message-refused' && r.seq === 2 && r.error.code === 'MALFORMED_FRAME');
+  e1.refuseSeqs.clear();
+  assert.equal(await room.sendMessage('three'), 2, 'seq 2 was not used up');
+  await until(() => c.getStats().messagesAcked === 2);
+  assert.equal(c.getStats().messagesRefused, 1);
+});
+
+test('backpressure: trySendMessage refuses past maxUnacked', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }], maxUnacked: 2 });
+  const room = await c.join('alice', 'room');
+  e1.silent = true; // no acks
+  await room.trySendMessage('a');
+  await room.trySendMessage('b');
+  await assert.rejects(room.trySendMessage('c'), (e: RtnError) => e.code === 'BACKPRESSURE');
+  assert.equal(room.unacked(), 2);
+});
+
+test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, republish, replay', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const e2 = net.edge(2, '127.0.0.2:4433');
+  const { c, events } = await connect(net, {
+    edges: [
+      { addr: '127.0.0.1:4433', server_name: 'e1.test' },
+      { addr: '127.0.0.2:4433', server_name: 'e2.test' },
+    ],
+  });
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  await room.subscribe('bob');
+  const mic = await room.publishTrack('mic', 'audio');
+  const oldKey = mic.trackKey;
+  e1.silent = true; // the next messages stay unacknowledged
+  await room.sendMessage('m1');
+  await room.sendMessage('m2');
+  e1.silent = false;
+  e1.down = true;
+  e1.last.close({ closeCode: 30, reason: 'draining' });
+  await until(() => events.some((e) => e.type === 'reconnected'), 3_000, 'reconnected');
+  const reconnecting = events.find((e) => e.type === 'reconnecting');
+  assert.ok(reconnecting?.type === 'reconnecting' && /GOING_AWAY/.test(reconnecting.reason), JSON.stringify(reconnecting));
+  assert.equal(c.edge()?.addr, '127.0.0.2:4433');
+  const s2 = e2.last;
+  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel]), [['alice', true, 'room']]);
+  assert.ok(s2.frames.some((f) => 'publishTrack' in f && f.publishTrack.name === 'mic'));
+  await until(() => mic.trackKey !== undefined && mic.trackKey !== oldKey);
+  assert.equal(mic.trackKey, (2n << 32n) | 1n, 'the publisher follows the new key');
+  assert.deepEqual(s2.messages().map((m) => m.seq), [1, 2], 'the window is replayed in order');
+  await until(() => c.getStats().messagesAcked === 2);
+  await mic.send(Uint8Array.of(1));
+  await until(() => s2.datagrams.length === 1);
+  assert.equal(c.getStats().reconnects, 1);
+});
+
+test('goaway: redirect with certificate hashes is dialled first, old link kept until restored', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const e3 = net.edge(3, '127.0.0.3:4433');
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  await c.join('alice', 'room');
+  const hash = new Uint8Array(32).fill(0xab);
+  e1.last.send({ goaway: { reason: 1, reconnectAfterMs: 10, redirect: [{ edgeId: 3, addr: '127.0.0.3:4433', serverName: 'e3.test', certSha256: [hash] }] } });
+  await until(() => events.some((e) => e.type === 'reconnected'), 3_000, 'reconnected');
+  const d = net.dialled[net.dialled.length - 1]!;
+  assert.equal(d.url, 'https://127.0.0.3:4433/rtn-client/1', 'pinned edges are dialled at their address');
+  assert.deepEqual(d.options?.serverCertificateHashes?.map((h) => [h.algorithm, Buffer.from(h.value as Uint8Array).toString('hex')]), [['sha-256', 'ab'.repeat(32)]]);
+  assert.equal(e3.last.joins().length, 1);
+  await until(() => e1.last.closed, 1_000, 'old link closed');
+  assert.equal(e1.last.closeInfo?.closeCode, 0);
+  assert.equal(c.getStats().goaways, 1);
+});
+
+test('a token refused at rejoin loses the channel for good', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room');
+  e1.refuseTokens.set('alice', 3); // TOKEN_EXPIRED
+  e1.last.close({ closeCode: 31, reason: 'slow reader' });
+  await until(() => events.some((e) => e.type === 'channel-lost'), 3_000, 'channel-lost');
+  const lost = events.find((e) => e.type === 'channel-lost');
+  assert.ok(lost?.type === 'channel-lost' && lost.error.code === 'TOKEN_EXPIRED' && lost.error.permanent);
+  await assert.rejects(room.sendMessage('x'), (e: RtnError) => e.code === 'CLOSED');
+  // A join refused outright rejects with the typed error.
+  e1.refuseTokens.set('bad', 2);
+  await assert.rejects(c.join('bad', 'room'), (e: RtnError) => e.code === 'TOKEN_BAD_SIGNATURE' && e.isTokenRefusal);
+});
+
+test('liveness: a silent edge is left within the liveness timeout', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const e2 = net.edge(2, '127.0.0.2:4433');
+  const { c, events } = await connect(net, {
+    edges: [
+      { addr: '127.0.0.1:4433', server_name: 'e1.test' },
+      { addr: '127.0.0.2:4433', server_name: 'e2.test' },
+    ],
+  });
+  await c.join('alice', 'room');
+  const t0 = Date.now();
+  e1.silent = true;
+  await until(() => events.some((e) => e.type === 'reconnected'), 3_000, 'reconnected');
+  assert.ok(Date.now() - t0 < 1_000, `moved after ${Date.now() - t0} ms`);
+  assert.equal(c.edge()?.addr, '127.0.0.2:4433');
+  assert.match((events.find((e) => e.type === 'reconnecting') as { reason: string }).reason, /nothing heard/);
+  assert.equal(e2.last.joins().length, 1);
+});
+
+test('probing connects to the fastest candidate; the controller shortlist is probed', async () => {
+  const net = new FakeNet();
+  net.edge(1, '127.0.0.1:4433').delayMs = 40;
+  net.edge(2, '127.0.0.2:4433').delayMs = 2;
+  net.edge(3, '127.0.0.3:4433').down = true;
+  const answer = {
+    client: { ip: '127.0.0.1', source: 'peer', location: null },
+    edges: [
+      { id: 1, addr: '127.0.0.1:4433', server_name: 'e1.test', cert_sha256: [], city: 'a', region: 'r', load: 0, score: 0, distance_km: null, est_rtt_ms: null },
+      { id: 3, addr: '127.0.0.3:4433', server_name: 'e3.test', cert_sha256: ['cd'.repeat(32)], city: 'c', region: 'r', load: 0, score: 1, distance_km: null, est_rtt_ms: null },
+      { id: 2, addr: '127.0.0.2:4433', server_name: 'e2.test', city: 'b', region: 'r', load: 0, score: 2, distance_km: null, est_rtt_ms: null },
+    ],
+  };
+  const asked: string[] = [];
+  const fetch = (async (url: string) => {
+    asked.push(url);
+    return new Response(JSON.stringify(answer), { status: 200 });
+  }) as typeof globalThis.fetch;
+  const { c } = await connect(net, { controller: 'https://ctl.test:8443/', fetch, shortlistLen: 3 });
+  assert.deepEqual(asked, ['https://ctl.test:8443/v1/edges/nearest?limit=3']);
+  assert.equal(c.edge()?.addr, '127.0.0.2:4433');
+});
+
+test('close leaves and closes with code 0; calls after close fail with CLOSED', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room');
+  await c.close();
+  assert.ok(e1.last.closed);
+  assert.equal(e1.last.closeInfo?.closeCode, 0);
+  assert.ok(e1.last.frames.some((f) => 'leave' in f));
+  assert.equal(events[events.length - 1]!.type, 'closed');
+  await assert.rejects(room.sendMessage('x'), (e: RtnError) => e.code === 'CLOSED');
+  await assert.rejects(c.join('alice', 'room'), (e: RtnError) => e.code === 'CLOSED');
+});
+
+test('connect failures are typed', async () => {
+  const net = new FakeNet();
+  await assert.rejects(Client.connect({ ...FAST, connectRounds: 1, WebTransport: net.WebTransport, edges: [{ addr: '127.0.0.9:1', server_name: 'x' }] }), (e: RtnError) => e.code === 'CONNECT_FAILED');
+  await assert.rejects(Client.connect({ ...FAST, edges: [{ addr: '127.0.0.9:1', server_name: 'x' }], WebTransport: undefined }), (e: RtnError) => e.code === 'UNSUPPORTED' || e.code === 'CONNECT_FAILED');
+  await assert.rejects(Client.connect({ ...FAST, WebTransport: net.WebTransport }), (e: RtnError) => e.code === 'INVALID');
+  await assert.rejects(Client.connect({ ...FAST, edges: [{ addr: 'nope', server_name: 'x' }] }), (e: RtnError) => e.code === 'INVALID');
+  await assert.rejects(Client.connect({ ...FAST, livenessTimeoutMs: 10, edges: [{ addr: 'a:1', server_name: 'x' }] }), (e: RtnError) => e.code === 'INVALID' && /liveness/.test(e.message));
+});

@@ -1,0 +1,67 @@
+// Choosing the edge: the "clear gain" rule, ranking, re-ranking, and the
+// controller lookup (sdk/src/nearest.rs's tests).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { edgeTarget, type EdgeCandidate } from '../src/connection';
+import { RtnError } from '../src/errors';
+import { fetchShortlist, rank, rerank, shouldSwitch } from '../src/nearest';
+
+const edge = (port: number): EdgeCandidate => ({ addr: `127.0.0.1:${port}`, server_name: `e${port}` });
+const ports = (es: EdgeCandidate[]): number[] => es.map((e) => Number(e.addr.split(':')[1]));
+
+test('switch only for a clear improvement', () => {
+  assert.ok(shouldSwitch(undefined, 80), 'a dead current edge is always left');
+  assert.ok(shouldSwitch(90, 40));
+  assert.ok(!shouldSwitch(90, 70), '20 ms but not a third faster');
+  assert.ok(!shouldSwitch(12, 4), 'a third faster but under 10 ms');
+  assert.ok(shouldSwitch(30, 20));
+  assert.ok(!shouldSwitch(30, 21));
+  // Never flapping: the figures that justify A -> B never justify B -> A.
+  for (let a = 1; a < 400; a += 3) for (let b = 1; b < 400; b += 7) if (shouldSwitch(a, b)) assert.ok(!shouldSwitch(b, a), `${a} ${b}`);
+});
+
+test('ranking: fastest first, silent last in their order', () => {
+  assert.deepEqual(ports(rank([[edge(1), undefined], [edge(2), 30], [edge(3), 10], [edge(4), undefined]]).map(([e]) => e)), [3, 2, 1, 4]);
+});
+
+test('re-ranking reorders and moves only for a clear gain', () => {
+  const on1 = edge(1).addr;
+  let r = rerank(on1, [[edge(1), 90], [edge(2), undefined], [edge(3), 40]]);
+  assert.deepEqual([r.moveTo?.addr, ports(r.order)], [edge(3).addr, [3, 1, 2]]);
+  r = rerank(on1, [[edge(1), 30], [edge(2), 21]]);
+  assert.deepEqual([r.moveTo, ports(r.order)], [undefined, [2, 1]]);
+  r = rerank(on1, [[edge(2), 50], [edge(1), 5]]);
+  assert.deepEqual([r.moveTo, ports(r.order)], [undefined, [1, 2]]);
+  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), 50]]).moveTo?.addr, edge(2).addr);
+  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), undefined]]).moveTo, undefined);
+  // On a goaway redirect (not a candidate): kept whatever the candidates say.
+  assert.equal(rerank(edge(9).addr, [[edge(1), 1], [edge(2), 90]]).moveTo, undefined);
+});
+
+test('session URLs: pinned hashes dial the address, WebPKI the name', () => {
+  const pinned = edgeTarget({ addr: '[2001:db8::7]:4433', server_name: 'e7', cert_sha256: ['5c'.repeat(32)] });
+  assert.equal(pinned.url, 'https://[2001:db8::7]:4433/rtn-client/1');
+  assert.equal(pinned.options.serverCertificateHashes?.[0]?.algorithm, 'sha-256');
+  assert.equal((pinned.options.serverCertificateHashes?.[0]?.value as Uint8Array).length, 32);
+  assert.equal(edgeTarget({ addr: '203.0.113.7:4433', server_name: 'edge3.example.net', cert_sha256: [] }).url, 'https://edge3.example.net:4433/rtn-client/1');
+});
+
+const respond = (status: number, body: unknown) => (async () => new Response(typeof body === 'string' ? body : JSON.stringify(body), { status })) as typeof fetch;
+
+test('controller lookup: answers, errors, CORS', async () => {
+  const answer = { client: {}, edges: [{ addr: '203.0.113.7:4433', server_name: 'edge3.example.net', cert_sha256: [] }, { addr: 'bad' }, { addr: '203.0.113.8:4433', server_name: '', cert_sha256: ['ab'.repeat(32)] }] };
+  const got = await fetchShortlist('http://ctl:8080', 4, 1_000, respond(200, answer));
+  assert.deepEqual(got.map((e) => e.addr), ['203.0.113.7:4433', '203.0.113.8:4433'], 'undialable edges are skipped');
+  const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: RtnError) => `${e.code}: ${e.message}`);
+  assert.match(await code(fetchShortlist('https://ctl', 4, 1_000, respond(429, { error: { code: 'rate_limited', message: 'slow down' } }))), /^CONTROLLER: .*429: rate_limited: slow down/);
+  assert.match(await code(fetchShortlist('https://ctl', 4, 1_000, respond(200, { client: {}, edges: [] }))), /^CONTROLLER: .*knows no edge/);
+  assert.match(await code(fetchShortlist('https://ctl', 4, 1_000, respond(200, '<html>'))), /^CONTROLLER: .*not JSON/);
+  const cors = (async () => {
+    throw new TypeError('Failed to fetch');
+  }) as typeof fetch;
+  assert.match(await code(fetchShortlist('https://ctl', 4, 1_000, cors)), /^CONTROLLER_UNREACHABLE: .*CORS/);
+  const never = ((_: string, init: RequestInit) => new Promise((_r, reject) => init.signal!.addEventListener('abort', () => reject(new Error('aborted'))))) as typeof fetch;
+  assert.match(await code(fetchShortlist('https://ctl', 4, 50, never)), /^CONTROLLER_UNREACHABLE: .*no answer within 50 ms/);
+  assert.match(await code(fetchShortlist('ftp://ctl', 4, 50, never)), /^INVALID/);
+  assert.match(await code(fetchShortlist('not a url', 4, 50, never)), /^INVALID/);
+});
