@@ -230,9 +230,8 @@ export class Link {
     } catch (e) {
       if (e instanceof FrameError) {
         // Frame boundaries are lost: close with the error's code (§3).
-        this.close(e.code, e.message);
-        this.dead = false;
-        return this.lose(`bad frame from the edge: ${e.message}`, undefined);
+        this.close(e.code, e.message); // marks the link dead: report directly
+        return this.handlers.lost(this, `bad frame from the edge: ${e.message}`, undefined);
       }
       return this.loseAfterClose(`reading the control stream: ${text(e)}`);
     }

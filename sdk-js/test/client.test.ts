@@ -256,3 +256,47 @@ test('connect failures are typed', async () => {
   await assert.rejects(Client.connect({ ...FAST, edges: [{ addr: 'nope', server_name: 'x' }] }), (e: RtnError) => e.code === 'INVALID');
   await assert.rejects(Client.connect({ ...FAST, livenessTimeoutMs: 10, edges: [{ addr: 'a:1', server_name: 'x' }] }), (e: RtnError) => e.code === 'INVALID' && /liveness/.test(e.message));
 });
+
+test('a bad frame from the edge closes the session with its code, then reconnects', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  await c.join('alice', 'room');
+  const first = e1.last;
+  first.sendRaw(Uint8Array.of(0xff, 0xff, 0xff));
+  await until(() => events.some((e) => e.type === 'reconnected'), 3_000, 'reconnected');
+  assert.equal(first.closeInfo?.closeCode, 12, 'FRAME_TOO_LARGE');
+  assert.match((events.find((e) => e.type === 'reconnecting') as { reason: string }).reason, /bad frame/);
+  assert.equal(e1.last.joins().length, 1, 'rejoined on a new session');
+});
+
+test('e2ee through the client: sealed media and messages from a native sender open', async () => {
+  // The vectors of e2ee.test.ts: alice's media on track "mic" (key id 1,
+  // all 7s) and message 5 (key id 3, all 9s), in channel demo/room.
+  const { ChannelKey, E2eeKeys } = await import('../src/e2ee');
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  e1.members = [{ userId: 'alice', session: 1n, tracks: [{ name: 'mic', trackKey: (7n << 32n) | 1n, kind: 1 }] }];
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }], maxMediaLatenessMs: null });
+  const k1 = new ChannelKey(1, new Uint8Array(32).fill(7));
+  const k3 = new ChannelKey(3, new Uint8Array(32).fill(9));
+  const room = await c.join('bob', 'room', { subscribeAll: true, e2ee: E2eeKeys.of(k3).also(k1) });
+  assert.ok(room.isE2ee);
+  assert.deepEqual(room.keys(), { ids: [1, 3], send: 3 });
+  const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
+  e1.last.sendDatagram(hex('01963c416800b67c5b00000007000000010000002a000665172898800001000000000000006302659caafcfd038dedbf7802a8bf0eee7732025e1802fb1cca47'));
+  e1.last.send({ message: { channelId: room.id, fromUser: 'alice', seq: 5, payload: hex('03000000000000004d47bd8e5a8ac8237b8a3fbeb7cd8c246caaa570f030'), sentAtUs: 1234, toUser: '' } });
+  // A message that does not open is dropped and reported once.
+  e1.last.send({ message: { channelId: room.id, fromUser: 'alice', seq: 6, payload: Uint8Array.of(1, 2, 3), sentAtUs: 1, toUser: '' } });
+  await until(() => events.some((e) => e.type === 'undecryptable'), 2_000, 'undecryptable');
+  const media = events.find((e) => e.type === 'media');
+  const msg = events.find((e) => e.type === 'message');
+  assert.ok(media?.type === 'media' && new TextDecoder().decode(media.payload) === 'opus frame');
+  assert.ok(msg?.type === 'message' && new TextDecoder().decode(msg.payload) === 'hello' && msg.seq === 5);
+  assert.equal(c.getStats().messagesUndecryptable, 1);
+  // Our own messages go out sealed (key id 3 first byte, 25 bytes more).
+  await room.sendMessage('x');
+  await until(() => e1.last.messages().length === 1);
+  const sent = e1.last.messages()[0]!;
+  assert.deepEqual([sent.payload[0], sent.payload.length], [3, 26]);
+});

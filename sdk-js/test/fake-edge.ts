@@ -80,6 +80,10 @@ export class Session {
     if (!this.closed) this.ctrl?.enqueue(encodeFrame(encodeServerFrame(f)));
   }
 
+  sendRaw(b: Uint8Array): void {
+    if (!this.closed) this.ctrl?.enqueue(b);
+  }
+
   sendDatagram(d: Uint8Array): void {
     if (!this.closed) this.dgCtrl.enqueue(d);
   }
