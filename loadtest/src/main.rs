@@ -62,6 +62,19 @@ struct LabArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Where the demo page is served (sdk-js/demo with the browser SDK,
+    /// tokens for it; printed as `demo: http://...`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    web_listen: std::net::SocketAddr,
+    /// Also serve the lab's control endpoints on the web server (/lab/*:
+    /// kill, drain and restart edges, run a Rust peer), for browser tests.
+    /// Off by default.
+    #[arg(long)]
+    lab_control: bool,
+    /// The browser SDK's build (rtn.js); default: sdk-js/dist of this
+    /// repository (`npm ci && npm run build` in sdk-js).
+    #[arg(long)]
+    sdk_js_dist: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -223,14 +236,24 @@ fn main() -> anyhow::Result<()> {
                 Some(p) => loadtest::lab::chaos::Plan::load(p)?,
                 None => Default::default(),
             };
-            rt.block_on(loadtest::lab::run(loadtest::lab::LabOptions {
-                topology,
-                etcd: args.etcd,
-                duration: args.duration.map(Duration::from_secs),
-                chaos,
-                report: args.report,
-                verbose: true,
-            }))?;
+            let web = loadtest::lab::web::WebOptions {
+                listen: args.web_listen,
+                lab_control: args.lab_control,
+                sdk_js_dist: args
+                    .sdk_js_dist
+                    .unwrap_or_else(loadtest::lab::web::default_sdk_js_dist),
+            };
+            rt.block_on(loadtest::lab::run_with(
+                loadtest::lab::LabOptions {
+                    topology,
+                    etcd: args.etcd,
+                    duration: args.duration.map(Duration::from_secs),
+                    chaos,
+                    report: args.report,
+                    verbose: true,
+                },
+                Some(web),
+            ))?;
         }
         Command::Run(args) => {
             let ca_pem = std::fs::read(&args.ca)

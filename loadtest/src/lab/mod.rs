@@ -13,7 +13,9 @@
 //! - [`stretch`]: chosen paths against the optimal ones, by RTT and by cost;
 //! - [`churn`]: route changes, and whether the network explains them;
 //! - [`machine`]: whether the machine kept up;
-//! - [`chaos`]: the failure plan and the store that can go away.
+//! - [`chaos`]: the failure plan and the store that can go away;
+//! - [`web`]: the browser demo page, tokens for it, and (`--lab-control`)
+//!   endpoints that drive the lab from browser tests.
 
 pub mod calibration;
 pub mod chaos;
@@ -22,6 +24,7 @@ pub mod machine;
 pub mod record;
 pub mod stretch;
 pub mod traffic;
+pub mod web;
 pub mod world;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -147,9 +150,22 @@ struct Lab {
     app: App,
     /// The lab GeoIP database (MaxMind format).
     geoip: Vec<u8>,
+    /// Page origins the controllers' APIs allow (CORS): the demo page's.
+    cors_origins: Vec<String>,
 }
 
 pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
+    run_with(opts, None).await
+}
+
+/// [`run`], serving the demo page (and with `lab_control` the lab's control
+/// endpoints) on `web`.
+pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow::Result<Report> {
+    // Bound first: the controllers' CORS allowlist names the page's origin.
+    let web = match web {
+        Some(w) => Some(web::Bound::bind(w).await?),
+        None => None,
+    };
     let world = World::new(opts.topology.clone())?;
     let wan = Wan::new(world.rules()).map_err(anyhow::Error::msg)?;
     let inner: Arc<dyn ControlStore> = match &opts.etcd {
@@ -172,6 +188,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
         down_hosts: HashSet::new(),
         app,
         geoip: Vec::new(),
+        cors_origins: web.iter().map(|w| w.origin()).collect(),
     };
     lab.start_controllers().await?;
     let edge_ids: Vec<u32> = lab.world.edges.iter().map(|e| e.id).collect();
@@ -190,6 +207,9 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
             started.elapsed().as_secs_f64()
         );
         lab.print_urls();
+        if let Some(w) = &web {
+            println!("  demo: http://{}/", w.addr);
+        }
     }
 
     let rec = Arc::new(Recorder::default());
@@ -227,7 +247,13 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
 
     let wan = lab.wan.clone();
     let watch = machine::Watch::start(&wan);
+    let controller_url = format!(
+        "http://{}",
+        lab.api_for(lab.world.edges[0].host.city.region).api_addr
+    );
+    let app = lab.app.clone();
     let lab = Arc::new(Mutex::new(lab));
+    let web = web.map(|w| w.serve(Arc::downgrade(&lab), controller_url, app));
     let mut chaos_log = Vec::new();
     let mut events: std::collections::VecDeque<chaos::Event> = opts.chaos.events.clone().into();
     let mut settling = Settling::new(routes_ready);
@@ -312,6 +338,9 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
     traffic.stop(Duration::from_secs(3)).await;
     let felt = rec.felt();
     let (path_stretch, cost_stretch, relayed_better_than_direct) = stretch.report();
+    if let Some(w) = web {
+        w.stop().await;
+    }
     let mut lab = Arc::try_unwrap(lab)
         .map_err(|_| anyhow::anyhow!("lab still shared"))?
         .into_inner();
@@ -420,6 +449,10 @@ impl Lab {
             ),
         };
         api.admin_token = Some(admin_token.clone());
+        // CORS-ALLOWLIST: the demo page's origin (web.rs). Uncomment once
+        // region_controller::api::Api has `cors_origins` (being added):
+        // api.cors_origins = self.cors_origins.clone();
+        let _ = &self.cors_origins;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding the API of {name} on {bind}"))?;
@@ -553,6 +586,26 @@ impl Lab {
                 }
             })
             .collect()
+    }
+
+    /// A client that connects to edge `id` only (the web server's peer).
+    /// Pinned to the certificate digests the edge shows now, as the lab's
+    /// clients are (`client_specs`).
+    fn pinned_client_config(&self, id: u32) -> sdk::ClientConfig {
+        let hashes = self
+            .edges
+            .get(&id)
+            .and_then(Option::as_ref)
+            .map(|e| e.core.client_certs.hashes().borrow().clone())
+            .unwrap_or_default();
+        let mut cfg =
+            traffic::client_config(&sdk::EdgeTrust::PinnedHashes, "http://unused", None, None);
+        cfg.controller = None;
+        cfg.edges = vec![
+            sdk::EdgeCandidate::new(self.edge_configs[&id].edge.listen, "localhost")
+                .with_cert_hashes(hashes),
+        ];
+        cfg
     }
 
     fn edge_by_addr(&self, addr: SocketAddr) -> Option<u32> {
