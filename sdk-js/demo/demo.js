@@ -27,11 +27,14 @@
 // 2 s, and one whenever somebody joins).
 //
 // URL parameters (for tests, and for links): name=, channel=, autojoin=1,
-// media=0 (no camera/microphone), e2ee=<key id>:<64 hex digits>.
+// media=0 (no camera/microphone), e2ee=<key id>:<64 hex digits>,
+// edges=lab (dial the lab's edges from `GET /lab/state`, with their
+// certificate digests, instead of asking the controller: needs the lab's
+// --lab-control; for when the controller does not allow this origin).
 // `window.rtnDemo` exposes counters, events and the client; `window.rtnSdk`
 // is the SDK module.
 
-/* global window, document, navigator, location, fetch, performance, setInterval, clearInterval, setTimeout,
+/* global window, document, navigator, location, fetch, performance, setInterval, clearInterval,
    console, TextDecoder, URLSearchParams, VideoEncoder, VideoDecoder, VideoFrame, AudioEncoder, AudioDecoder,
    AudioData, EncodedVideoChunk, EncodedAudioChunk, AudioContext, MediaStreamTrackProcessor */
 
@@ -482,7 +485,13 @@ async function join(name, channel, withMedia) {
   if (!tr.ok) throw new Error(`token: ${tr.status} ${token}`);
   demo.marks.token = performance.now();
   $('state').textContent = 'connecting';
-  const client = await Client.connect({ controller: cfg.controller });
+  let where = { controller: cfg.controller };
+  if (params.get('edges') === 'lab') {
+    const { edges } = await getJson('/lab/state');
+    const alive = edges.filter((e) => e.alive).map((e) => ({ addr: e.addr, server_name: 'localhost', cert_sha256: e.cert_sha256, id: e.id }));
+    where = { edges: alive, probeCandidates: true };
+  }
+  const client = await Client.connect(where);
   demo.client = client;
   demo.marks.connected = performance.now();
   client.on('*', onEvent);
