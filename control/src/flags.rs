@@ -135,12 +135,19 @@ fn augment<C: Flagged>(mut cmd: Command) -> Command {
     for s in C::sections() {
         let section = (s.augment)(Command::new(s.name));
         for arg in section.get_arguments() {
-            let field = arg.get_id().as_str();
+            let id = arg.get_id().as_str();
             assert!(
-                ids.insert(field.to_owned()),
-                "config field `{field}` of [{}] is named like another argument: rename it or give it #[arg(id = ...)]",
+                ids.insert(id.to_owned()),
+                "config field `{id}` of [{}] is named like another argument: give it #[arg(id = \"<section>_<field>\")]",
                 s.name
             );
+            // A field named like another section's (`cert` of `[tls]` and
+            // of `[client_tls]`) has the id `<section>_<field>`; its flag
+            // and variable are still `<section>-<field>`.
+            let field = id
+                .strip_prefix(s.name)
+                .and_then(|f| f.strip_prefix('_'))
+                .unwrap_or(id);
             let mut arg = arg
                 .clone()
                 .long(flag_name(s.name, field))

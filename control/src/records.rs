@@ -75,6 +75,11 @@ pub struct EdgeRecord {
     pub addr: SocketAddr,
     /// TLS server name of the edge's certificate.
     pub server_name: String,
+    /// Digests of the edge's short-lived self-signed client certificates
+    /// (current, next) for clients that pin them (browsers); absent for an
+    /// edge with a certificate from files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_sha256: Vec<protocol::CertHash>,
     /// Admin HTTP address (/metrics, /healthz).
     pub admin_addr: Option<SocketAddr>,
     /// Sessions the edge accepts at most.
@@ -87,6 +92,7 @@ pub struct EdgeRecord {
 impl EdgeRecord {
     pub fn address(&self) -> EdgeAddress {
         EdgeAddress::new(self.addr, self.server_name.clone())
+            .with_cert_hashes(self.cert_sha256.clone())
     }
 }
 
@@ -228,6 +234,7 @@ mod tests {
             lon: 8.7,
             addr: "127.0.0.1:4433".parse().unwrap(),
             server_name: "edge1.rtn.test".into(),
+            cert_sha256: vec![],
             admin_addr: None,
             capacity: 100,
             state: EdgeState::Serving,

@@ -1,5 +1,5 @@
 //! Edge configuration: a TOML file whose every key of the sections `[edge]`,
-//! `[tls]`, `[limits]`, `[admission]` and `[control]` is also a flag
+//! `[tls]`, `[client_tls]`, `[limits]`, `[admission]` and `[control]` is also a flag
 //! `--<section>-<field>` and an environment variable `RTN_<SECTION>_<FIELD>`
 //! that override it (`control::flags`; the older short flags, such as
 //! `--max-sessions`, are aliases), validated at start with errors that name
@@ -21,6 +21,10 @@ pub struct EdgeConfig {
     pub edge: EdgeSection,
     #[serde(default)]
     pub tls: TlsSection,
+    /// The certificate clients and browsers verify (the `[tls]` material
+    /// is the mesh's, for relay links only).
+    #[serde(default)]
+    pub client_tls: ClientTlsSection,
     #[serde(default)]
     pub apps: Vec<AppSection>,
     #[serde(default)]
@@ -55,6 +59,7 @@ impl Flagged for EdgeConfig {
         vec![
             section!(EdgeConfig, edge),
             section!(EdgeConfig, tls),
+            section!(EdgeConfig, client_tls),
             section!(EdgeConfig, limits),
             section!(EdgeConfig, admission),
             section!(EdgeConfig, control),
@@ -208,6 +213,73 @@ pub struct TlsSection {
     /// Relay links then only work between edges of one process.
     #[serde(default)]
     pub dev_self_signed: bool,
+}
+
+/// `[client_tls]`: the certificate an edge shows clients (SDKs and
+/// browsers). See `edge_node::client_cert` and docs/security.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsSection {
+    /// `self_signed` (development, the lab: a short-lived ECDSA certificate
+    /// the edge rotates itself and whose digests it publishes for
+    /// browsers' `serverCertificateHashes`) or `files` (production: `cert`
+    /// and `key` from any CA, e.g. ACME, reloaded when they change).
+    #[serde(default)]
+    #[arg(value_enum)]
+    pub mode: ClientTlsMode,
+    /// PEM certificate chain for the edge's name (`files` mode).
+    #[serde(default)]
+    #[arg(id = "client_tls_cert")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (`files` mode).
+    #[serde(default)]
+    #[arg(id = "client_tls_key")]
+    pub key: Option<PathBuf>,
+    /// How often the files are checked for a change, ms.
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
+    /// Validity of each self-signed certificate, seconds (at most 14 days:
+    /// browsers refuse longer-lived pinned certificates).
+    #[serde(default = "default_self_signed_validity_s")]
+    pub self_signed_validity_s: u64,
+    /// How often a self-signed certificate is replaced, seconds (at most
+    /// half the validity less a minute).
+    #[serde(default = "default_self_signed_rotate_s")]
+    pub self_signed_rotate_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientTlsMode {
+    #[default]
+    SelfSigned,
+    Files,
+}
+
+impl Default for ClientTlsSection {
+    fn default() -> Self {
+        ClientTlsSection {
+            mode: ClientTlsMode::default(),
+            cert: None,
+            key: None,
+            reload_check_ms: default_reload_check_ms(),
+            self_signed_validity_s: default_self_signed_validity_s(),
+            self_signed_rotate_s: default_self_signed_rotate_s(),
+        }
+    }
+}
+
+fn default_reload_check_ms() -> u64 {
+    2_000
+}
+/// 13 days: under Chromium's 14-day limit with room for clock skew.
+fn default_self_signed_validity_s() -> u64 {
+    13 * 24 * 3600
+}
+/// 4 days: each certificate is published 4 days before use, used 4 days,
+/// and still valid 5 more.
+fn default_self_signed_rotate_s() -> u64 {
+    4 * 24 * 3600
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -475,6 +547,7 @@ impl EdgeConfig {
                 dev_self_signed: true,
                 ..TlsSection::default()
             },
+            client_tls: ClientTlsSection::default(),
             apps: vec![AppSection {
                 id: app_id.into(),
                 secrets: vec![secret.into()],
@@ -540,6 +613,25 @@ impl EdgeConfig {
                     _ => {}
                 }
             }
+        }
+        let ct = &self.client_tls;
+        if ct.mode == ClientTlsMode::Files {
+            for (name, v) in [("client_tls.cert", &ct.cert), ("client_tls.key", &ct.key)] {
+                match v {
+                    None => {
+                        return bad(format!(
+                            "{name} is required with client_tls.mode = \"files\""
+                        ))
+                    }
+                    Some(p) if !p.exists() => {
+                        return bad(format!("{name}: file {} does not exist", p.display()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if ct.reload_check_ms == 0 {
+            return bad("client_tls.reload_check_ms must be positive".into());
         }
         if self.apps.is_empty() {
             return bad("at least one [[apps]] entry with a secret is required".into());

@@ -158,6 +158,7 @@ fn edge_record(core: &EdgeCore, state: EdgeState) -> EdgeRecord {
             .or_else(|| core.endpoint.local_addr().ok())
             .unwrap_or(cfg.edge.listen),
         server_name: cfg.edge.server_name.clone(),
+        cert_sha256: core.client_certs.hashes().borrow().clone(),
         admin_addr: core.admin_addr.get().copied(),
         capacity: cfg.limits.max_sessions.min(u32::MAX as usize) as u32,
         state,
@@ -315,8 +316,26 @@ async fn keep_registered(
     let mut last_load = load_record(core);
     let mut last_probes: Option<(ProbeRecord, Instant)> = None;
     let mut last_phase = *phase.borrow();
+    // A rotated client certificate changes the registration (its digests);
+    // once per rotation, days apart outside tests.
+    let mut cert_hashes = core.client_certs.hashes();
+    cert_hashes.mark_unchanged();
     loop {
         tokio::select! {
+            Ok(()) = cert_hashes.changed() => {
+                let state = match last_phase {
+                    Phase::Serving => EdgeState::Serving,
+                    _ => EdgeState::Draining,
+                };
+                let rec = edge_record(core, state);
+                if put(store, &keys.edge(core.id), rec.to_bytes(), lease).await? {
+                    core.metrics.store_write("edge");
+                } else {
+                    // Store unreachable: try again at the next change or
+                    // keepalive round.
+                    cert_hashes.mark_changed();
+                }
+            }
             _ = keepalive.tick() => match store.keep_alive(lease).await {
                 Ok(()) => core.metrics.store_connected.set(1.0),
                 Err(e @ StoreError::LeaseNotFound(_)) => return Err(e),

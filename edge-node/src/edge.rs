@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::admin;
 use crate::admission::{Admission, Decision};
 use crate::channel::Channel;
+use crate::client_cert::{ClientCertSource, ClientCerts};
 use crate::config::EdgeConfig;
 use crate::control::ControlAgent;
 use crate::directory::Directory;
@@ -67,6 +68,8 @@ pub struct EdgeCore {
     /// Abuse events are logged through this (first one, then one line per
     /// interval), never once per packet.
     pub log: LogThrottle,
+    /// The certificate clients see, and the digests published for them.
+    pub client_certs: Arc<ClientCerts>,
 }
 
 impl EdgeCore {
@@ -173,8 +176,12 @@ impl EdgeCore {
 /// Things an edge may be started with besides its config.
 #[derive(Default)]
 pub struct EdgeOptions {
-    /// TLS material; overrides the config's files (tests, the lab).
+    /// Mesh TLS material (relay links); overrides the config's files
+    /// (tests, the lab).
     pub tls: Option<TlsMaterial>,
+    /// The client-facing certificate; overrides `[client_tls]` (tests and
+    /// embedders with a certificate in memory).
+    pub client_cert: Option<ClientCertSource>,
     /// Route feed shared with whoever computes routes; default: static
     /// routes from the config.
     pub routes: Option<RouteFeed>,
@@ -236,7 +243,12 @@ impl Edge {
                 verifier.add_secret(&app.id, s.as_bytes());
             }
         }
-        let mut server = tls.server_config()?;
+        let client_certs = ClientCerts::new(match opts.client_cert {
+            Some(source) => source,
+            None => ClientCertSource::from_config(&cfg),
+        })
+        .context("client_tls")?;
+        let mut server = tls.server_config(client_certs.clone())?;
         server.transport_config(Arc::new(transport(&cfg)));
         let socket =
             crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
@@ -302,6 +314,7 @@ impl Edge {
             wan,
             admission: Admission::new(cfg.admission.clone()),
             log: LogThrottle::default(),
+            client_certs,
             cfg,
         });
         let admin_listener = tokio::net::TcpListener::bind(core.cfg.edge.admin_listen)
@@ -323,6 +336,7 @@ impl Edge {
         loops.spawn(crate::directory::run_refresh(core.clone()));
         loops.spawn(crate::relay::watch_routes(core.clone()));
         loops.spawn(prune_admission(core.clone()));
+        loops.spawn(core.client_certs.clone().maintain(core.id));
         info!(
             edge = core.id,
             quic = %core.endpoint.local_addr()?,
@@ -451,10 +465,15 @@ const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
 
 fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    // One control stream per link; anything more is refused (flow control
-    // stops a client from opening thousands).
-    t.max_concurrent_bidi_streams(2u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
+    // One control stream per link; one more is accepted only to be reset
+    // with TOO_MANY_STREAMS, and flow control stops a client from opening
+    // thousands. A WebTransport session's CONNECT request takes a third,
+    // so a browser's extra stream is refused the same way rather than left
+    // waiting for credit. Three unidirectional streams are HTTP/3's control
+    // and QPACK streams; other links' limit drops to zero once their ALPN
+    // is known.
+    t.max_concurrent_bidi_streams(3u32.into());
+    t.max_concurrent_uni_streams(3u32.into());
     t.max_idle_timeout(Some(
         Duration::from_millis(cfg.limits.client_idle_timeout_ms)
             .try_into()
@@ -555,13 +574,27 @@ async fn accept_loop(core: Arc<EdgeCore>) {
                 .handshake_data()
                 .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|h| h.protocol);
-            match alpn::parse(alpn.as_deref()) {
-                Ok((LinkKind::Client, _)) => session::run(core, conn).await,
+            let kind = alpn::parse(alpn.as_deref());
+            if !matches!(kind, Ok((LinkKind::WebTransport, _))) {
+                // Only HTTP/3 uses unidirectional streams (its control and
+                // QPACK streams); the transport parameters allow three so a
+                // browser need not wait a round trip for them.
+                conn.set_max_concurrent_uni_streams(0u32.into());
+            }
+            match kind {
+                Ok((LinkKind::Client, _)) => {
+                    session::run(core, session::ClientLink::raw(conn)).await
+                }
+                Ok((LinkKind::WebTransport, _)) => {
+                    if let Some(link) = crate::webtransport::accept(&core, conn).await {
+                        session::run(core, link).await;
+                    }
+                }
                 Ok((LinkKind::Relay, _)) => crate::relay::run_inbound(core, conn).await,
                 Err(e) => {
                     core.metrics.protocol_error("bad_alpn");
                     warn_throttled!(core.log, "bad_alpn", edge = core.id, remote = %remote, error = %e, "refusing connection");
-                    session::close(&conn, ErrorCode::WrongAlpn, &e.to_string());
+                    session::close_quic(&conn, ErrorCode::WrongAlpn, &e.to_string());
                 }
             }
             // The connection's per-address slot is held until here.

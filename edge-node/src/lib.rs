@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod admission;
 pub mod channel;
+pub mod client_cert;
 pub mod config;
 pub mod control;
 pub mod directory;
@@ -32,6 +33,7 @@ pub mod session;
 pub mod socket;
 pub mod tasks;
 pub mod tls;
+pub mod webtransport;
 
 pub use config::EdgeConfig;
 pub use edge::{Edge, EdgeOptions};

@@ -1,4 +1,5 @@
-//! A bounded media queue in front of one QUIC connection.
+//! A bounded media queue in front of one QUIC connection (a relay link, a
+//! native client, or a WebTransport session: [`DatagramLink`]).
 //!
 //! Media is latency-first: when a receiver falls behind, the *oldest* packets
 //! are dropped (and counted), never the newest. quinn itself would also drop
@@ -11,6 +12,7 @@
 //! rather than sent late after it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +26,52 @@ use crate::metrics::EdgeMetrics;
 /// want under 150 ms one way (ITU-T G.114), and a receiver's jitter buffer
 /// gives up well before half a second.
 pub const MAX_QUEUED_AGE: Duration = Duration::from_millis(500);
+
+/// Where a media queue sends: quinn's datagram API, as a relay link's
+/// connection and a client's link (native or WebTransport, which prefixes
+/// its session id) each expose it.
+pub trait DatagramLink: Send + Sync + 'static {
+    /// Bytes quinn takes now without dropping older datagrams.
+    fn send_buffer_space(&self) -> usize;
+    /// Hand a datagram to quinn; `false` once the link is closed.
+    fn send_now(&self, pkt: Bytes) -> bool;
+    /// Hand a datagram to quinn, waiting for room; `false` once the link
+    /// is closed.
+    fn send_waiting(&self, pkt: Bytes) -> impl Future<Output = bool> + Send;
+    fn link_closed(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl DatagramLink for quinn::Connection {
+    fn send_buffer_space(&self) -> usize {
+        self.datagram_send_buffer_space()
+    }
+    fn send_now(&self, pkt: Bytes) -> bool {
+        self.send_datagram(pkt).is_ok()
+    }
+    async fn send_waiting(&self, pkt: Bytes) -> bool {
+        self.send_datagram_wait(pkt).await.is_ok()
+    }
+    async fn link_closed(&self) {
+        self.closed().await;
+    }
+}
+
+impl DatagramLink for web_transport_quinn::Session {
+    fn send_buffer_space(&self) -> usize {
+        self.datagram_send_buffer_space()
+    }
+    fn send_now(&self, pkt: Bytes) -> bool {
+        self.send_datagram(pkt).is_ok()
+    }
+    async fn send_waiting(&self, pkt: Bytes) -> bool {
+        self.send_datagram_wait(pkt).await.is_ok()
+    }
+    async fn link_closed(&self) {
+        // The QUIC connection's end, not the session's (which waits for a
+        // close capsule to be delivered).
+        std::ops::Deref::deref(self).closed().await;
+    }
+}
 
 pub struct MediaQueue {
     inner: Mutex<VecDeque<(Instant, Bytes)>>,
@@ -49,14 +97,14 @@ impl MediaQueue {
     }
 
     /// Hand `pkt` to `conn`, directly if quinn has room, else via the queue.
-    pub fn send(&self, conn: &quinn::Connection, pkt: Bytes, metrics: &EdgeMetrics) {
+    pub fn send(&self, conn: &impl DatagramLink, pkt: Bytes, metrics: &EdgeMetrics) {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if q.is_empty()
             && !self.writer_busy.load(Ordering::Acquire)
-            && conn.datagram_send_buffer_space() >= pkt.len()
+            && conn.send_buffer_space() >= pkt.len()
         {
             drop(q);
-            if conn.send_datagram(pkt).is_err() {
+            if !conn.send_now(pkt) {
                 metrics.media_dropped("connection_closed");
             }
             return;
@@ -82,7 +130,7 @@ impl MediaQueue {
 
     /// Drain the queue into `conn` with quinn's backpressure until the
     /// connection closes.
-    pub async fn run_writer(self: Arc<Self>, conn: quinn::Connection, metrics: EdgeMetrics) {
+    pub async fn run_writer(self: Arc<Self>, conn: impl DatagramLink, metrics: EdgeMetrics) {
         loop {
             let next = {
                 let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,20 +150,20 @@ impl MediaQueue {
                 Some(pkt) => {
                     // Hand quinn everything it has room for without awaiting;
                     // wait (backpressure) only when it is full.
-                    let sent = if conn.datagram_send_buffer_space() >= pkt.len() {
-                        conn.send_datagram(pkt).map_err(|_| ())
+                    let sent = if conn.send_buffer_space() >= pkt.len() {
+                        conn.send_now(pkt)
                     } else {
-                        conn.send_datagram_wait(pkt).await.map_err(|_| ())
+                        conn.send_waiting(pkt).await
                     };
                     self.writer_busy.store(false, Ordering::Release);
-                    if sent.is_err() {
+                    if !sent {
                         return;
                     }
                 }
                 None => {
                     tokio::select! {
                         _ = self.notify.notified() => {}
-                        _ = conn.closed() => return,
+                        _ = conn.link_closed() => return,
                     }
                 }
             }

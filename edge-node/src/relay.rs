@@ -32,7 +32,7 @@ use crate::edge::EdgeCore;
 use crate::media_queue::MediaQueue;
 use crate::metrics::PeerCounters;
 use crate::routes::RouteTable;
-use crate::session::close;
+use crate::session::close_quic as close;
 
 /// Media datagrams queued per relay link before the oldest are dropped.
 const LINK_MEDIA_QUEUE: usize = 4_096;

@@ -1,5 +1,12 @@
 //! One client connection: its control stream, its media datagrams, and the
 //! channels it joined.
+//!
+//! Native connections (ALPN `rtn-client/1`) and WebTransport sessions
+//! (HTTP/3, browsers) are the same [`ClientLink`]: web-transport-quinn's
+//! session type, which wraps a native connection in its raw mode and hides
+//! HTTP/3's stream headers, datagram session ids and code mapping
+//! otherwise. Everything below sees one control stream and datagrams either
+//! way (docs/protocol.md §13).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -37,9 +44,12 @@ use crate::metrics::EdgeMetrics;
 /// and connection admission (per-address rates) then bounds its pace.
 pub const MAX_REFUSED_JOINS: u32 = 32;
 
+/// A client's link: a native QUIC connection or a WebTransport session.
+pub type ClientLink = web_transport_quinn::Session;
+
 /// The handle other parts of the edge use to reach a client.
 pub struct ClientHandle {
-    pub conn: quinn::Connection,
+    pub conn: ClientLink,
     frames: mpsc::Sender<pb::ServerFrame>,
     media: Arc<MediaQueue>,
     metrics: EdgeMetrics,
@@ -71,7 +81,17 @@ impl ClientHandle {
     }
 }
 
-pub fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+/// Close a client link with an application code: a QUIC
+/// CONNECTION_CLOSE natively, a CLOSE_WEBTRANSPORT_SESSION capsule (then the
+/// connection) over WebTransport, where a browser reads it as
+/// `WebTransportCloseInfo.closeCode`.
+pub fn close(conn: &ClientLink, code: ErrorCode, reason: &str) {
+    conn.close(code as u32, reason.as_bytes());
+}
+
+/// Close a connection before it became a client link (wrong ALPN, a
+/// refused WebTransport request).
+pub fn close_quic(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
 }
 
@@ -92,7 +112,7 @@ struct Published {
 type PublishedTracks = Arc<RwLock<HashMap<TrackKey, Published>>>;
 
 /// Serve one client connection until it closes.
-pub async fn run(core: Arc<EdgeCore>, conn: quinn::Connection) {
+pub async fn run(core: Arc<EdgeCore>, conn: ClientLink) {
     let limits = core.cfg.limits.clone();
     let join_timeout = Duration::from_millis(limits.join_timeout_ms);
     let (send, recv) = match tokio::time::timeout(join_timeout, conn.accept_bi()).await {
@@ -163,7 +183,11 @@ struct Session {
 struct Refusal(ErrorCode, String);
 
 impl Session {
-    async fn control_loop(&mut self, recv: quinn::RecvStream, join_timeout: Duration) {
+    async fn control_loop(
+        &mut self,
+        recv: web_transport_quinn::RecvStream,
+        join_timeout: Duration,
+    ) {
         let conn = self.handle.conn.clone();
         let mut frames = FrameReader::new(recv);
         // Runs while the connection holds no channel: from the control
@@ -203,7 +227,7 @@ impl Session {
                     Ok((mut s, mut r)) => {
                         // Only one control stream per connection.
                         self.core.metrics.protocol_error("extra_stream");
-                        let code = quinn::VarInt::from_u32(ErrorCode::TooManyStreams as u32);
+                        let code = ErrorCode::TooManyStreams as u32;
                         let _ = s.reset(code);
                         let _ = r.stop(code);
                     }
@@ -630,8 +654,8 @@ fn reason_label(code: ErrorCode) -> &'static str {
 /// Write queued control frames, batching whatever is ready into one write.
 async fn write_frames(
     mut rx: mpsc::Receiver<pb::ServerFrame>,
-    send: quinn::SendStream,
-    conn: quinn::Connection,
+    send: web_transport_quinn::SendStream,
+    conn: ClientLink,
 ) {
     let mut out = FrameWriter::new(send);
     while let Some(f) = rx.recv().await {
@@ -654,10 +678,23 @@ async fn write_frames(
 }
 
 /// Read the client's media datagrams and fan them out.
-async fn read_media(core: Arc<EdgeCore>, conn: quinn::Connection, published: PublishedTracks) {
+async fn read_media(core: Arc<EdgeCore>, conn: ClientLink, published: PublishedTracks) {
     let rate = core.admission.media_limiter();
     let mut drops = core.admission.drop_budget();
-    while let Ok(d) = conn.read_datagram().await {
+    loop {
+        let d = match conn.read_datagram().await {
+            Ok(d) => d,
+            // A WebTransport datagram for another session id: malformed.
+            Err(web_transport_quinn::SessionError::WebTransportError(
+                web_transport_quinn::WebTransportError::UnknownSession,
+            )) => {
+                if !spend_drop(&core, &conn, &mut drops, "malformed_datagram") {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
         core.metrics.media_in_client.increment(1);
         core.metrics.media_in_client_bytes.increment(d.len() as u64);
         let dropped = if !crate::admission::media_allowed(&rate, d.len()) {
@@ -686,22 +723,36 @@ async fn read_media(core: Arc<EdgeCore>, conn: quinn::Connection, published: Pub
                 }
             }
         };
-        core.metrics.media_dropped(dropped);
-        if dropped == "publisher_rate_limit" {
-            crate::warn_throttled!(core.log, "publisher_rate_limit", edge = core.id, remote = %conn.remote_address(), "client over its media rate: excess dropped");
-        }
-        if !drops.spend() {
-            // Dropping a datagram costs little, but its decryption and the
-            // drop still cost a flood's worth of CPU: a client that keeps
-            // sending what the edge throws away is disconnected.
-            core.metrics.protocol_error("datagram_flood");
-            crate::warn_throttled!(core.log, "datagram_flood", edge = core.id, remote = %conn.remote_address(), "closing client: too many datagrams dropped");
-            close(
-                &conn,
-                ErrorCode::RateLimited,
-                "too many invalid or over-rate datagrams",
-            );
+        if !spend_drop(&core, &conn, &mut drops, dropped) {
             return;
         }
     }
+}
+
+/// Count a dropped datagram against the client's drop budget; `false` when
+/// the budget is spent and the client was closed for it.
+fn spend_drop(
+    core: &EdgeCore,
+    conn: &ClientLink,
+    drops: &mut crate::admission::DropBudget,
+    dropped: &'static str,
+) -> bool {
+    core.metrics.media_dropped(dropped);
+    if dropped == "publisher_rate_limit" {
+        crate::warn_throttled!(core.log, "publisher_rate_limit", edge = core.id, remote = %conn.remote_address(), "client over its media rate: excess dropped");
+    }
+    if drops.spend() {
+        return true;
+    }
+    // Dropping a datagram costs little, but its decryption and the drop
+    // still cost a flood's worth of CPU: a client that keeps sending what
+    // the edge throws away is disconnected.
+    core.metrics.protocol_error("datagram_flood");
+    crate::warn_throttled!(core.log, "datagram_flood", edge = core.id, remote = %conn.remote_address(), "closing client: too many datagrams dropped");
+    close(
+        conn,
+        ErrorCode::RateLimited,
+        "too many invalid or over-rate datagrams",
+    );
+    false
 }

@@ -1,6 +1,8 @@
-//! TLS for both link kinds on one QUIC endpoint.
+//! TLS for every link kind on one QUIC endpoint.
 //!
-//! The server side offers both ALPNs and asks for a client certificate
+//! The server side offers the client, relay and HTTP/3 (WebTransport) ALPNs,
+//! shows clients their own certificate and relay links the mesh one
+//! ([`crate::client_cert`]), and asks for a client certificate
 //! without requiring one: client links present none, relay links must present
 //! one signed by the mesh CA (checked by rustls against `mesh_ca`; a relay
 //! connection that arrived without one is closed by the edge). When this edge
@@ -18,6 +20,9 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+
+use crate::client_cert::{CertResolver, ClientCertSource, ClientCerts};
 use rustls::RootCertStore;
 
 /// An edge's TLS identity and the mesh CA it trusts.
@@ -30,20 +35,29 @@ pub struct TlsMaterial {
 
 impl TlsMaterial {
     pub fn from_files(cert: &Path, key: &Path, mesh_ca: &Path) -> anyhow::Result<Self> {
-        let chain = read_certs(cert)?;
-        let key_pem =
-            std::fs::read(key).with_context(|| format!("reading tls.key {}", key.display()))?;
-        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .with_context(|| format!("tls.key {} is not PEM", key.display()))?
-            .ok_or_else(|| anyhow!("tls.key {} holds no private key", key.display()))?;
         Ok(TlsMaterial {
-            chain,
-            key: Arc::new(key),
+            chain: read_certs(cert)?,
+            key: Arc::new(read_key(key)?),
             mesh_ca: read_certs(mesh_ca)?,
         })
     }
 
-    pub fn server_config(&self) -> anyhow::Result<quinn::ServerConfig> {
+    /// The mesh certificate as rustls signs with it.
+    pub fn certified_key(&self) -> anyhow::Result<Arc<CertifiedKey>> {
+        let signer = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(self.key.clone_key())
+            .context("unusable edge private key")?;
+        let key = CertifiedKey::new(self.chain.clone(), signer);
+        key.keys_match()
+            .context("edge certificate and key do not match")?;
+        Ok(Arc::new(key))
+    }
+
+    /// The endpoint's server config: relay links get the mesh certificate,
+    /// clients (native and WebTransport) `clients`' certificate
+    /// ([`CertResolver`]).
+    pub fn server_config(&self, clients: Arc<ClientCerts>) -> anyhow::Result<quinn::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
@@ -53,11 +67,14 @@ impl TlsMaterial {
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .context("edge certificate and key do not match")?;
+            .with_cert_resolver(Arc::new(CertResolver {
+                mesh: self.certified_key()?,
+                clients,
+            }));
         tls.alpn_protocols = protocol::alpn::CLIENT_SUPPORTED
             .iter()
             .chain(protocol::alpn::RELAY_SUPPORTED)
+            .chain([&protocol::alpn::WEBTRANSPORT])
             .map(|a| a.to_vec())
             .collect();
         let quic = QuicServerConfig::try_from(tls)?;
@@ -89,7 +106,14 @@ impl TlsMaterial {
     }
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading key {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{} is not PEM", path.display()))?
+        .ok_or_else(|| anyhow!("{} holds no private key", path.display()))
+}
+
+pub(crate) fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem =
         std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
@@ -143,6 +167,19 @@ impl DevPki {
     pub fn issue_pem(&self, names: &[String]) -> anyhow::Result<(String, String)> {
         let (cert, key) = self.issue(names)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A client-facing certificate for `names` signed by this CA, held in
+    /// memory: tests use the development CA as an operator's own CA for
+    /// client certificates (their clients trust it as a custom CA).
+    pub fn client_cert(&self, names: &[String]) -> anyhow::Result<ClientCertSource> {
+        let (cert, key) = self.issue(names)?;
+        Ok(ClientCertSource::Fixed {
+            chain: vec![cert.der().clone()],
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            ))),
+        })
     }
 
     pub fn material(&self, names: &[String]) -> anyhow::Result<TlsMaterial> {

@@ -405,13 +405,8 @@ async fn a_refused_message_leaves_no_gap_for_receivers() {
     let mesh = Mesh::start(1).await;
     let addr = mesh.edges[0].addr();
     // An SDK receiver that would hold a gap for 10 s.
-    let mut cfg = sdk::ClientConfig::new(
-        vec![sdk::EdgeCandidate {
-            addr,
-            server_name: "localhost".into(),
-        }],
-        mesh.pki.ca_pem().into_bytes(),
-    );
+    let mut cfg = sdk::ClientConfig::new(vec![sdk::EdgeCandidate::new(addr, "localhost")])
+        .trusting(sdk::EdgeTrust::Ca(mesh.pki.ca_pem().into_bytes()));
     cfg.reorder_timeout = Duration::from_secs(10);
     let receiver = sdk::Client::connect(cfg).await.unwrap();
     receiver

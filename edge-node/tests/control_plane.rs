@@ -23,6 +23,7 @@ async fn edge(pki: &edge_node::tls::DevPki, id: u32, store: Arc<dyn ControlStore
     cfg.edge.city = CITIES[(id as usize - 1) % 3].into();
     let opts = EdgeOptions {
         tls: Some(pki.material(&["localhost".into()]).unwrap()),
+        client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
         store: Some(store),
         ..Default::default()
     };
@@ -271,6 +272,7 @@ async fn degraded_link_is_routed_around() {
         cfg.edge.listen = std::net::SocketAddr::new(ip(id), 0);
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
             socket: Some(wan.hook()),
             ..Default::default()

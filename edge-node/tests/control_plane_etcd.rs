@@ -98,6 +98,11 @@ server_name = "localhost"
 cert = "{d}/edge.pem"
 key = "{d}/edge.key"
 mesh_ca = "{d}/ca.pem"
+# The dev CA doubles as the operator CA of the client certificate.
+[client_tls]
+mode = "files"
+cert = "{d}/edge.pem"
+key = "{d}/edge.key"
 [[apps]]
 id = "{APP}"
 secrets = ["{SECRET}"]

@@ -619,6 +619,7 @@ async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_sto
         cfg.edge.city = city.into();
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
             ..Default::default()
         };

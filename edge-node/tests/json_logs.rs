@@ -92,6 +92,11 @@ admin_listen = "{admin}"
 cert = "{d}/localhost.pem"
 key = "{d}/localhost.key"
 mesh_ca = "{d}/mesh-ca.pem"
+# The dev CA doubles as the operator CA of the client certificate.
+[client_tls]
+mode = "files"
+cert = "{d}/localhost.pem"
+key = "{d}/localhost.key"
 [[apps]]
 id = "{APP}"
 secrets_env = "RTN_TEST_APP_SECRET"
@@ -231,7 +236,7 @@ async fn json_logs_carry_events_with_ids_and_no_credentials() {
         ],
     )
     .await;
-    c.conn.close(0u32.into(), b"done");
+    c.conn.close(0, b"done");
     c.endpoint.wait_idle().await;
     a.terminate();
 

@@ -139,6 +139,7 @@ impl Lab {
             cfg.edge.city = city.to_string();
             let opts = EdgeOptions {
                 tls: Some(pki.material(&["localhost".into()]).unwrap()),
+                client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
                 store: Some(store.clone()),
                 ..Default::default()
             };

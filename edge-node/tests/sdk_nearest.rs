@@ -81,6 +81,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         cfg.edge.listen = SocketAddr::new(edge_ips[i], 0);
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
             socket: Some(wan.hook()),
             ..Default::default()
@@ -102,7 +103,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         .unwrap();
 
     // The talker: from the controller's shortlist.
-    let mut cfg = ClientConfig::new(vec![], pki.ca_pem().into_bytes());
+    let mut cfg = ClientConfig::new(vec![]).trusting(sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes()));
     cfg.controller = Some(format!("http://{api_addr}"));
     cfg.reprobe_interval = Some(Duration::from_secs(1));
     cfg.socket = Some(socket_at(&wan, client_ip));

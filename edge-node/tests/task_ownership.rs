@@ -129,6 +129,7 @@ async fn a_drained_edge_with_a_control_agent_leaves_no_task_behind() {
     cfg.limits.drain_timeout_ms = 20_000;
     let opts = EdgeOptions {
         tls: Some(pki.material(&["localhost".into()]).unwrap()),
+        client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
         store: Some(store),
         ..Default::default()
     };
@@ -145,7 +146,7 @@ async fn a_drained_edge_with_a_control_agent_leaves_no_task_behind() {
         .expect(|f| matches!(f, SK::Goaway(_)).then_some(()))
         .await;
     // The client moves on, as an SDK does.
-    carol.conn.close(0u32.into(), b"moving");
+    carol.conn.close(0, b"moving");
     drain.await.unwrap();
     let took = started.elapsed();
     assert!(

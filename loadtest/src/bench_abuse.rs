@@ -502,7 +502,7 @@ fn join_burst(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()> {
                     while !ctx.stopped() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    c.conn.close(0u32.into(), b"");
+                    c.conn.close(0, b"");
                 }
                 ep.close(0u32.into(), b"");
             });
@@ -544,6 +544,7 @@ pub async fn run(p: Params, only: &[String]) -> anyhow::Result<Report> {
         cfg,
         EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
+            client_cert: Some(pki.client_cert(&["localhost".into()])?),
             socket: Some(wan.hook()),
             ..Default::default()
         },

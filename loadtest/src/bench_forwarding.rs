@@ -304,7 +304,8 @@ async fn edge_flow(pki: &DevPki, edge: &Edge) -> anyhow::Result<Flow> {
         .channel_id;
     let track = publ.try_publish(channel, "mic").await?.map_err(refused)?;
     // Keep the control streams alive for the whole run.
-    let (tx, rx) = (publ.conn.clone(), sub.conn.clone());
+    // The QUIC connections under the raw sessions: the flow measures quinn.
+    let (tx, rx) = ((*publ.conn).clone(), (*sub.conn).clone());
     tokio::spawn(async move {
         let _hold = (publ, sub);
         std::future::pending::<()>().await;
@@ -332,6 +333,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
         cfg,
         EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
+            client_cert: Some(pki.client_cert(&["localhost".into()])?),
             routes: None,
             ..Default::default()
         },

@@ -200,6 +200,7 @@ async fn start_child(bin: &Path, id: EdgeId, max_sessions: usize) -> anyhow::Res
     let config = format!(
         "[edge]\nid = {id}\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
          [tls]\ncert = {cert:?}\nkey = {key:?}\nmesh_ca = {ca:?}\n\
+         [client_tls]\nmode = \"files\"\ncert = {cert:?}\nkey = {key:?}\n\
          [[apps]]\nid = \"{APP}\"\nsecrets = [\"{SECRET}\"]\n",
         cert = dir.join("edge.pem"),
         key = dir.join("edge.key"),

@@ -254,7 +254,8 @@ async fn chain_flow(ids: &[EdgeId], base: Instant) -> anyhow::Result<(Flow, Mesh
         .map_err(refused)?
         .channel_id;
     let track = publ.try_publish(channel, "mic").await?.map_err(refused)?;
-    let (tx, rx) = (publ.conn.clone(), sub.conn.clone());
+    // The QUIC connections under the raw sessions: the flow measures quinn.
+    let (tx, rx) = ((*publ.conn).clone(), (*sub.conn).clone());
     hold_session(publ, Duration::from_secs(2));
     hold_session(sub, Duration::from_secs(2));
     let header = MediaHeader {

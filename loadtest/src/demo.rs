@@ -72,6 +72,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         cfg.edge.city = city.into();
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
+            client_cert: Some(pki.client_cert(&["localhost".into()])?),
             store: Some(store.clone()),
             ..Default::default()
         };
@@ -111,13 +112,13 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     for (i, user) in ["amsterdam", "berlin", "chicago"].iter().enumerate() {
         let mut order: Vec<EdgeCandidate> = edges
             .iter()
-            .map(|e| EdgeCandidate {
-                addr: e.addr(),
-                server_name: "localhost".into(),
-            })
+            .map(|e| EdgeCandidate::new(e.addr(), "localhost"))
             .collect();
         order.rotate_left(i);
-        let client = Arc::new(Client::connect(ClientConfig::new(order, ca.clone())).await?);
+        let client = Arc::new(
+            Client::connect(ClientConfig::new(order).trusting(sdk::EdgeTrust::Ca(ca.clone())))
+                .await?,
+        );
         let room = client
             .join(&token("demo-room", user), "demo-room", true)
             .await?;

@@ -90,9 +90,15 @@ struct RunArgs {
     /// process listings).
     #[arg(long, env = "RTN_APP_SECRET", hide_env_values = true)]
     app_secret: String,
-    /// PEM CA certificate the edges' certificates chain to.
+    /// PEM CA certificate the edges' client certificates chain to (a
+    /// private deployment). Default: the system's WebPKI roots.
+    #[arg(long, conflicts_with = "pin_published")]
+    ca: Option<PathBuf>,
+    /// Trust the certificate digests the controller publishes for edges
+    /// with self-signed development certificates (`client_tls.mode =
+    /// "self_signed"`), as browsers do.
     #[arg(long)]
-    ca: PathBuf,
+    pin_published: bool,
     #[arg(long, default_value_t = 8)]
     clients: usize,
     /// A local address clients send from; repeat for several (round robin),
@@ -256,15 +262,21 @@ fn main() -> anyhow::Result<()> {
             ))?;
         }
         Command::Run(args) => {
-            let ca_pem = std::fs::read(&args.ca)
-                .map_err(|e| anyhow::anyhow!("reading --ca {}: {e}", args.ca.display()))?;
+            let trust = match (&args.ca, args.pin_published) {
+                (Some(ca), _) => sdk::EdgeTrust::Ca(
+                    std::fs::read(ca)
+                        .map_err(|e| anyhow::anyhow!("reading --ca {}: {e}", ca.display()))?,
+                ),
+                (None, true) => sdk::EdgeTrust::PinnedHashes,
+                (None, false) => sdk::EdgeTrust::WebPki,
+            };
             rt.block_on(loadtest::run::run(loadtest::run::RunOptions {
                 controllers: args.controllers,
                 app: loadtest::lab::traffic::App {
                     id: args.app,
                     secret: args.app_secret,
                 },
-                ca_pem,
+                trust,
                 clients: args.clients,
                 local_ips: args.client_ips,
                 duration: Duration::from_secs(args.duration),

@@ -18,7 +18,8 @@ pub struct RunOptions {
     pub controllers: Vec<String>,
     pub app: App,
     /// PEM CA the edges' certificates chain to.
-    pub ca_pem: Vec<u8>,
+    /// How clients verify edges.
+    pub trust: sdk::EdgeTrust,
     pub clients: usize,
     /// Local addresses the clients send from, round robin (e.g. loopback
     /// addresses a WAN emulation places in different cities); empty: the
@@ -59,7 +60,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
                 // where there are several (different regions), any two
                 // otherwise.
                 place: format!("{controller} {local_ip:?}"),
-                config: client_config(&opts.ca_pem, controller, local_ip, None),
+                config: client_config(&opts.trust, controller, local_ip, None),
             }
         })
         .collect();

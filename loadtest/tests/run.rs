@@ -43,6 +43,7 @@ async fn run_drives_a_deployment_through_its_public_api() {
         cfg.edge.city = city.into();
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
             ..Default::default()
         };
@@ -62,7 +63,7 @@ async fn run_drives_a_deployment_through_its_public_api() {
                 id: APP.into(),
                 secret: SECRET.into(),
             },
-            ca_pem: pki.ca_pem().into_bytes(),
+            trust: sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes()),
             clients: 6,
             local_ips: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],
             duration: Duration::from_secs(5),

@@ -8,6 +8,15 @@ pub const CLIENT_V1: &[u8] = b"rtn-client/1";
 /// ALPN of edge-to-edge relay links, protocol version 1.
 pub const RELAY_V1: &[u8] = b"rtn-relay/1";
 
+/// ALPN of HTTP/3, which WebTransport sessions (browsers) ride: a
+/// WebTransport session at [`WEBTRANSPORT_PATH`] is a client link of
+/// version 1 with the same frames and datagrams.
+pub const WEBTRANSPORT: &[u8] = b"h3";
+/// The URL path of the client protocol over WebTransport
+/// (`https://host:port/rtn-client/1`): the version rides in the path as it
+/// does in the native ALPN id.
+pub const WEBTRANSPORT_PATH: &str = "/rtn-client/1";
+
 /// Every client ALPN this build speaks, newest first.
 pub const CLIENT_SUPPORTED: &[&[u8]] = &[CLIENT_V1];
 /// Every relay ALPN this build speaks, newest first.
@@ -17,13 +26,17 @@ pub const RELAY_SUPPORTED: &[&[u8]] = &[RELAY_V1];
 pub enum LinkKind {
     Client,
     Relay,
+    /// HTTP/3 carrying a WebTransport session of the client protocol.
+    WebTransport,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AlpnError {
     #[error("no ALPN negotiated: the peer must offer rtn-client/N or rtn-relay/N")]
     Missing,
-    #[error("unknown ALPN {0:?}: this edge speaks rtn-client/1 and rtn-relay/1")]
+    #[error(
+        "unknown ALPN {0:?}: this edge speaks rtn-client/1, rtn-relay/1 and h3 (WebTransport)"
+    )]
     Unknown(String),
     #[error("unsupported {kind} protocol version {version}: this edge speaks version 1")]
     UnsupportedVersion { kind: &'static str, version: String },
@@ -32,6 +45,9 @@ pub enum AlpnError {
 /// Identify a negotiated ALPN: which kind of link and which version.
 pub fn parse(alpn: Option<&[u8]>) -> Result<(LinkKind, u32), AlpnError> {
     let alpn = alpn.ok_or(AlpnError::Missing)?;
+    if alpn == WEBTRANSPORT {
+        return Ok((LinkKind::WebTransport, 1));
+    }
     let text = String::from_utf8_lossy(alpn);
     let (kind, name, version) = if let Some(v) = text.strip_prefix("rtn-client/") {
         (LinkKind::Client, "client", v)
@@ -57,6 +73,7 @@ mod tests {
     fn known_ids_parse() {
         assert_eq!(parse(Some(CLIENT_V1)), Ok((LinkKind::Client, 1)));
         assert_eq!(parse(Some(RELAY_V1)), Ok((LinkKind::Relay, 1)));
+        assert_eq!(parse(Some(WEBTRANSPORT)), Ok((LinkKind::WebTransport, 1)));
     }
 
     #[test]
@@ -65,7 +82,7 @@ mod tests {
             parse(Some(b"rtn-client/2")),
             Err(AlpnError::UnsupportedVersion { .. })
         ));
-        assert!(matches!(parse(Some(b"h3")), Err(AlpnError::Unknown(_))));
+        assert!(matches!(parse(Some(b"h3-29")), Err(AlpnError::Unknown(_))));
         assert_eq!(parse(None), Err(AlpnError::Missing));
     }
 }

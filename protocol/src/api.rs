@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::EdgeId;
+use crate::{CertHash, EdgeId};
 
 /// `GET /v1/edges/nearest`: who the controller took the client for, and the
 /// edges it ranks for that client, best first.
@@ -67,6 +67,13 @@ pub struct NearestEdge {
     /// Where clients connect (QUIC, `host:port`; a literal socket address
     /// from this controller).
     pub addr: String,
+    /// SHA-256 digests of the edge's short-lived self-signed client
+    /// certificates (current and next), for browsers'
+    /// `serverCertificateHashes` and SDKs that pin; empty for an edge with a
+    /// WebPKI certificate (then verify `server_name`). Absent from answers
+    /// of older controllers.
+    #[serde(default)]
+    pub cert_sha256: Vec<CertHash>,
     /// The edge's city code.
     pub city: String,
     /// Great-circle distance from the client; `null` without a location.
@@ -154,6 +161,7 @@ mod tests {
             },
             edges: vec![NearestEdge {
                 addr: "203.0.113.7:4433".into(),
+                cert_sha256: vec![],
                 city: "lhr".into(),
                 distance_km: Some(12.5),
                 est_rtt_ms: Some(0.2),
@@ -175,6 +183,7 @@ mod tests {
             },
             edges: vec![NearestEdge {
                 addr: "[2001:db8::7]:4433".into(),
+                cert_sha256: vec![CertHash([0x5c; 32])],
                 city: "sin".into(),
                 distance_km: None,
                 est_rtt_ms: None,
@@ -234,7 +243,7 @@ mod tests {
         }
         assert_eq!(
             serde_json::to_string(&unlocated()).unwrap(),
-            r#"{"client":{"ip":"2001:db8::1","location":null,"source":"header"},"edges":[{"addr":"[2001:db8::7]:4433","city":"sin","distance_km":null,"est_rtt_ms":null,"id":7,"load":0.0,"region":"ap","score":0.0,"server_name":"edge7.example.net"}]}"#
+            r#"{"client":{"ip":"2001:db8::1","location":null,"source":"header"},"edges":[{"addr":"[2001:db8::7]:4433","cert_sha256":["5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c"],"city":"sin","distance_km":null,"est_rtt_ms":null,"id":7,"load":0.0,"region":"ap","score":0.0,"server_name":"edge7.example.net"}]}"#
         );
         let error = serde_json::to_string(&ErrorAnswer::new("not_found", "no such endpoint"));
         assert_eq!(

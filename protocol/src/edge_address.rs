@@ -1,5 +1,6 @@
-//! How to reach an edge: the address of its QUIC endpoint and the TLS name
-//! its certificate is verified against.
+//! How to reach an edge: the address of its QUIC endpoint, the TLS name
+//! its certificate is verified against and, for an edge with a short-lived
+//! self-signed client certificate, that certificate's digests.
 //!
 //! One type for everyone holding that pair: the SDK's candidate edges and
 //! the edge it connects to, an edge's peers in its route table. Control
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cert_hash::CertHash;
 use crate::ids::EdgeId;
 use crate::pb;
 
@@ -24,6 +26,12 @@ pub struct EdgeAddress {
     pub addr: SocketAddr,
     /// TLS server name the edge's certificate is valid for.
     pub server_name: String,
+    /// Digests of the edge's client-facing certificates a client may pin
+    /// instead of verifying a WebPKI chain (browsers:
+    /// `serverCertificateHashes`); empty for an edge with a WebPKI
+    /// certificate, and left out of JSON then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_sha256: Vec<CertHash>,
 }
 
 impl EdgeAddress {
@@ -31,7 +39,13 @@ impl EdgeAddress {
         EdgeAddress {
             addr,
             server_name: server_name.into(),
+            cert_sha256: Vec::new(),
         }
+    }
+
+    pub fn with_cert_hashes(mut self, hashes: Vec<CertHash>) -> Self {
+        self.cert_sha256 = hashes;
+        self
     }
 
     /// The protobuf form (a goaway's redirects); `id` `None` is sent as 0,
@@ -41,8 +55,18 @@ impl EdgeAddress {
             edge_id: id.unwrap_or(0),
             addr: self.addr.to_string(),
             server_name: self.server_name.clone(),
+            cert_sha256: self.cert_sha256.iter().map(|h| h.0.to_vec()).collect(),
         }
     }
+}
+
+/// The digests of a protobuf [`pb::EdgeAddress`]; entries that are not 32
+/// bytes long are skipped.
+pub fn hashes_from_pb(a: &pb::EdgeAddress) -> Vec<CertHash> {
+    a.cert_sha256
+        .iter()
+        .filter_map(|b| CertHash::from_bytes(b))
+        .collect()
 }
 
 #[cfg(test)]
@@ -62,8 +86,11 @@ mod tests {
                 edge_id: 2,
                 addr: "203.0.113.7:4433".into(),
                 server_name: "edge2.rtn.test".into(),
+                cert_sha256: vec![],
             }
         );
+        let pinned = a.clone().with_cert_hashes(vec![CertHash::of(b"cert")]);
+        assert_eq!(hashes_from_pb(&pinned.to_pb(None)), pinned.cert_sha256);
         assert_eq!(a.to_pb(None).edge_id, 0);
         let v6 = EdgeAddress::new("[2001:db8::1]:4433".parse().unwrap(), "e");
         assert_eq!(v6.to_pb(None).addr, "[2001:db8::1]:4433");
@@ -90,5 +117,9 @@ mod tests {
         assert!(
             serde_json::from_str::<EdgeAddress>(r#"{"addr":"nowhere","server_name":"e"}"#).is_err()
         );
+        let pinned = frankfurt().with_cert_hashes(vec![CertHash([0xab; 32])]);
+        let json = serde_json::to_string(&pinned).unwrap();
+        assert!(json.ends_with(&format!(r#""cert_sha256":["{}"]}}"#, "ab".repeat(32))));
+        assert_eq!(serde_json::from_str::<EdgeAddress>(&json).unwrap(), pinned);
     }
 }

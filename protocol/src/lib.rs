@@ -12,13 +12,15 @@
 //! - [`ids`]: channel ids and track keys.
 //! - [`api`]: the JSON of the region controller's public HTTP API
 //!   (nearest-edge answers, errors), shared by the controller and the SDK.
-//! - [`edge_address`]: how to reach an edge (address and TLS server name).
+//! - [`edge_address`]: how to reach an edge (address, TLS server name,
+//!   pinned certificate digests: [`cert_hash`]).
 //!
 //! Every decoder enforces the limits in [`limits`] before it allocates, and
 //! none of them panics on any input (fuzzed by `protocol/fuzz`).
 
 pub mod alpn;
 pub mod api;
+pub mod cert_hash;
 pub mod datagram;
 pub mod edge_address;
 pub mod framing;
@@ -33,5 +35,6 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/rtn.v1.rs"));
 }
 
+pub use cert_hash::CertHash;
 pub use edge_address::EdgeAddress;
 pub use ids::{ChannelId, EdgeId, TrackKey};

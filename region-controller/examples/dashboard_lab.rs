@@ -200,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.edge.listen = SocketAddr::new(ip(id), 0);
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
+            client_cert: Some(pki.client_cert(&["localhost".into()])?),
             store: Some(store.clone()),
             socket: Some(wan.hook()),
             ..Default::default()

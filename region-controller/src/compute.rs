@@ -164,6 +164,7 @@ mod tests {
             lon: id as f64,
             addr: format!("127.0.0.1:{}", 4000 + id).parse().unwrap(),
             server_name: "e".into(),
+            cert_sha256: vec![],
             admin_addr: None,
             capacity: 10,
             state: EdgeState::Serving,

@@ -44,6 +44,7 @@ fn edge(id: u32, region: &str, city: &str, lat: f64, lon: f64) -> EdgeRecord {
         lon,
         addr: format!("127.0.0.1:{}", 4430 + id).parse().unwrap(),
         server_name: format!("edge{id}.rtn.test"),
+        cert_sha256: vec![],
         admin_addr: None,
         capacity: 100,
         state: EdgeState::Serving,

@@ -37,9 +37,10 @@ struct Args {
     /// TLS server name of the edges' certificates.
     #[arg(long, default_value = "localhost")]
     server_name: String,
-    /// PEM file of the CA the edges' certificates chain to.
+    /// PEM file of a private CA the edges' client certificates chain to;
+    /// default: the system's WebPKI roots.
     #[arg(long)]
-    ca: std::path::PathBuf,
+    ca: Option<std::path::PathBuf>,
     /// Join token from the app server.
     #[arg(long, env = "RTN_TOKEN")]
     token: String,
@@ -72,18 +73,23 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut edges = vec![];
     for e in &args.edges {
-        edges.push(EdgeCandidate {
-            addr: resolve(e).await?,
-            server_name: args.server_name.clone(),
-        });
+        edges.push(EdgeCandidate::new(
+            resolve(e).await?,
+            args.server_name.clone(),
+        ));
     }
-    let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+    let trust = match &args.ca {
+        Some(ca) => sdk::EdgeTrust::Ca(
+            std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+        ),
+        None => sdk::EdgeTrust::WebPki,
+    };
     let e2ee = match &args.e2ee_key {
         Some(k) => Some(ChannelKey::parse(k).context("--e2ee-key")?.into()),
         None => None,
     };
 
-    let client = Client::connect(ClientConfig::new(edges, ca)).await?;
+    let client = Client::connect(ClientConfig::new(edges).trusting(trust)).await?;
     println!("connected to {:?}", client.edge());
     let room = client
         .join(

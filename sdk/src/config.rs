@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::SdkError;
+use crate::tls::EdgeTrust;
 
 /// An edge the client may connect to: its address and the TLS server name
 /// its certificate is valid for (RTN's one edge address type).
@@ -55,8 +56,11 @@ pub struct ClientConfig {
     /// Candidate edges, best first. The client connects to the first that
     /// answers and fails over to the others. Empty: ask `controller`.
     pub edges: Vec<EdgeCandidate>,
-    /// A region controller (`http://host:port`) to ask for a shortlist of
-    /// nearby edges when `edges` is empty.
+    /// A region controller (`https://host:port`, or `http://` on a trusted
+    /// network) to ask for a shortlist of nearby edges when `edges` is
+    /// empty. Its HTTPS certificate is verified as `trust` says (pinned
+    /// digests are the edges' own: the controller is then verified against
+    /// the system's roots).
     pub controller: Option<String>,
     /// Edges asked of the controller.
     pub shortlist_len: usize,
@@ -71,8 +75,10 @@ pub struct ClientConfig {
     /// one that is clearly faster (see [`crate::nearest::should_switch`]).
     /// `None`: never.
     pub reprobe_interval: Option<Duration>,
-    /// PEM CA certificate(s) the edges' certificates chain to.
-    pub ca_pem: Vec<u8>,
+    /// How edges' certificates are verified: the system's WebPKI roots
+    /// (default), a custom CA, or the digests edges publish for their
+    /// self-signed development certificates ([`crate::tls`]).
+    pub trust: EdgeTrust,
     /// A keepalive is sent this often; the edge answers each one.
     pub keepalive_interval: Duration,
     /// Nothing at all received from the edge (no frame, no datagram) for this
@@ -129,7 +135,9 @@ impl ClientConfig {
     /// by 200 ms, 3 rounds), requests 5 s, backoff 50 ms to 2 s with full
     /// jitter, replay window 256, 1,024 unacked, reorder timeout 5 s;
     /// a controller's shortlist of 4, probed within 1 s, again every 30 s.
-    pub fn new(edges: Vec<EdgeCandidate>, ca_pem: Vec<u8>) -> Self {
+    /// Edges are verified against the system's WebPKI roots; set `trust`
+    /// (or use [`ClientConfig::trusting`]) for a custom CA or pinned digests.
+    pub fn new(edges: Vec<EdgeCandidate>) -> Self {
         ClientConfig {
             edges,
             controller: None,
@@ -137,7 +145,7 @@ impl ClientConfig {
             probe_candidates: false,
             probe_timeout: Duration::from_secs(1),
             reprobe_interval: Some(Duration::from_secs(30)),
-            ca_pem,
+            trust: EdgeTrust::WebPki,
             keepalive_interval: Duration::from_millis(150),
             liveness_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
@@ -155,6 +163,12 @@ impl ClientConfig {
             socket: None,
             local_ip: None,
         }
+    }
+
+    /// The same config with another way of verifying edges.
+    pub fn trusting(mut self, trust: EdgeTrust) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// Check the values; the error says which field is wrong.
@@ -178,8 +192,8 @@ impl ClientConfig {
         if let Some(e) = self.edges.iter().find(|e| e.server_name.is_empty()) {
             return bad(&format!("edges: {} has an empty server_name", e.addr));
         }
-        if self.ca_pem.is_empty() {
-            return bad("ca_pem: no CA certificate given");
+        if matches!(&self.trust, EdgeTrust::Ca(pem) if pem.is_empty()) {
+            return bad("trust: the custom CA is empty");
         }
         if self.keepalive_interval.is_zero() {
             return bad("keepalive_interval must be above zero");
@@ -220,13 +234,11 @@ mod tests {
     use super::*;
 
     fn cfg() -> ClientConfig {
-        ClientConfig::new(
-            vec![EdgeCandidate {
-                addr: "127.0.0.1:4433".parse().unwrap(),
-                server_name: "localhost".into(),
-            }],
-            b"pem".to_vec(),
-        )
+        ClientConfig::new(vec![EdgeCandidate::new(
+            "127.0.0.1:4433".parse().unwrap(),
+            "localhost",
+        )])
+        .trusting(EdgeTrust::Ca(b"pem".to_vec()))
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::e2ee::KeyRing;
 use crate::error::{close_code, describe_close};
 use crate::events::{Event, EventQueue, Media};
 use crate::stats::{bump, Stats};
+use crate::tls::EdgeTls;
 
 /// A remote member's track, as media datagrams name it by key.
 #[derive(Debug)]
@@ -462,7 +463,7 @@ pub(crate) struct RoundTiming {
 /// abandoned.
 pub(crate) async fn connect_round(
     attempts: Vec<(quinn::Endpoint, Target)>,
-    quic: quinn::ClientConfig,
+    quic: EdgeTls,
     timing: RoundTiming,
 ) -> Result<(quinn::Connection, Target), String> {
     if attempts.is_empty() {
@@ -477,7 +478,11 @@ pub(crate) async fn connect_round(
         running.spawn(async move {
             let attempt = async {
                 endpoint
-                    .connect_with(quic, target.edge.addr, &target.edge.server_name)
+                    .connect_with(
+                        quic.config_for(&target.edge)?,
+                        target.edge.addr,
+                        &target.edge.server_name,
+                    )
                     .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| describe_close(&e))
@@ -551,11 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_round_without_candidates_fails_at_once() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&key).unwrap();
-        let quic = crate::tls::quic_config(ca.pem().as_bytes(), Duration::from_secs(10)).unwrap();
+        let quic = EdgeTls::new(&crate::tls::EdgeTrust::WebPki, Duration::from_secs(10)).unwrap();
         let timing = RoundTiming {
             connect_timeout: Duration::from_secs(1),
             stagger: Duration::from_millis(10),

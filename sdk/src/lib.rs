@@ -2,17 +2,18 @@
 //! through the RTN edge network.
 //!
 //! A [`Client`] keeps one QUIC connection (ALPN `rtn-client/1`, TLS 1.3,
-//! the edge verified against the configured CA) to the nearest healthy edge
+//! the edge verified as [`EdgeTrust`] says: WebPKI by default) to the nearest healthy edge
 //! of its candidate list. Over it the app joins [`Channel`]s with signed
 //! tokens from its own server, publishes media tracks (QUIC datagrams,
 //! loss-tolerant), sends reliable ordered messages (the control stream), and
 //! receives everything as [`Event`]s.
 //!
 //! ```no_run
-//! # async fn demo(edges: Vec<sdk::EdgeCandidate>, ca_pem: Vec<u8>, token: String) -> Result<(), sdk::SdkError> {
+//! # async fn demo(edges: Vec<sdk::EdgeCandidate>, token: String) -> Result<(), sdk::SdkError> {
 //! use sdk::{Client, ClientConfig, Event, JoinOptions, TrackKind};
 //!
-//! let client = Client::connect(ClientConfig::new(edges, ca_pem)).await?;
+//! // Edges verified against the system's WebPKI roots (sdk::EdgeTrust).
+//! let client = Client::connect(ClientConfig::new(edges)).await?;
 //! let room = client
 //!     .join(&token, "room", JoinOptions { subscribe_all: true, ..Default::default() }) // token from the app's server
 //!     .await?;
@@ -73,7 +74,7 @@ pub mod replay;
 mod roster;
 pub mod stats;
 mod supervisor;
-mod tls;
+pub mod tls;
 
 pub use channel::{Channel, TrackPublisher};
 pub use client::{Client, JoinOptions};
@@ -82,3 +83,4 @@ pub use e2ee::{ChannelKey, E2eeError, E2eeKeys};
 pub use error::{SdkError, TokenRefusal};
 pub use events::{Event, Media, Message, TrackKind};
 pub use stats::{Stats, StatsSnapshot};
+pub use tls::EdgeTrust;

@@ -25,6 +25,9 @@ use tracing::{debug, info};
 use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
 use crate::connection::Endpoints;
 use crate::error::SdkError;
+use crate::tls::EdgeTls;
+#[cfg(test)]
+use crate::tls::EdgeTrust;
 
 /// Probe round trips per candidate. The minimum of three filters out a
 /// round trip that met a queue; more would mostly cost time.
@@ -161,10 +164,7 @@ pub async fn fetch_shortlist(
         if e.server_name.is_empty() {
             continue;
         }
-        edges.push(EdgeCandidate {
-            addr,
-            server_name: e.server_name,
-        });
+        edges.push(EdgeCandidate::new(addr, e.server_name).with_cert_hashes(e.cert_sha256));
     }
     if edges.is_empty() {
         return Err(fail(
@@ -180,7 +180,7 @@ pub async fn fetch_shortlist(
 pub(crate) async fn choose_edges(
     cfg: &mut ClientConfig,
     endpoints: &mut Endpoints,
-    quic: &quinn::ClientConfig,
+    quic: &EdgeTls,
 ) -> Result<(), SdkError> {
     if cfg.edges.is_empty() {
         let controller = cfg.controller.clone().unwrap_or_default();
@@ -225,7 +225,7 @@ pub(crate) struct Reprobing {
 }
 
 impl Reprobing {
-    pub(crate) fn start(cfg: &ClientConfig, quic: &quinn::ClientConfig) -> Self {
+    pub(crate) fn start(cfg: &ClientConfig, quic: &EdgeTls) -> Self {
         let off = Reprobing { measurements: None };
         let Some(every) = cfg.reprobe_interval else {
             return off;
@@ -317,7 +317,7 @@ async fn probe_all(
     endpoints: &mut Endpoints,
     socket: Option<&SocketFactory>,
     local_ip: Option<std::net::IpAddr>,
-    quic: &quinn::ClientConfig,
+    quic: &EdgeTls,
     edges: &[EdgeCandidate],
     limit: Duration,
 ) -> Measured {
@@ -346,7 +346,7 @@ async fn probe_all(
 /// smallest wins. `None` if the edge does not answer within `limit`.
 pub(crate) async fn probe(
     endpoint: &quinn::Endpoint,
-    quic: &quinn::ClientConfig,
+    quic: &EdgeTls,
     edge: &EdgeCandidate,
     probes: usize,
     limit: Duration,
@@ -355,7 +355,7 @@ pub(crate) async fn probe(
     let conn = tokio::time::timeout_at(
         deadline,
         endpoint
-            .connect_with(quic.clone(), edge.addr, &edge.server_name)
+            .connect_with(quic.config_for(edge).ok()?, edge.addr, &edge.server_name)
             .ok()?,
     )
     .await
@@ -425,10 +425,7 @@ mod tests {
 
     #[test]
     fn ranking_puts_the_fastest_first_and_the_silent_last() {
-        let c = |p: u16| EdgeCandidate {
-            addr: SocketAddr::from(([127, 0, 0, 1], p)),
-            server_name: "e".into(),
-        };
+        let c = |p: u16| EdgeCandidate::new(SocketAddr::from(([127, 0, 0, 1], p)), "e");
         let r = rank(vec![
             (c(1), None),
             (c(2), Some(ms(30))),
@@ -440,10 +437,7 @@ mod tests {
     }
 
     fn edge(port: u16) -> EdgeCandidate {
-        EdgeCandidate {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            server_name: format!("e{port}"),
-        }
+        EdgeCandidate::new(SocketAddr::from(([127, 0, 0, 1], port)), format!("e{port}"))
     }
 
     fn ports(edges: &[EdgeCandidate]) -> Vec<u16> {
@@ -513,9 +507,13 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = params.self_signed(&key).unwrap().pem();
-        let quic = crate::tls::quic_config(ca.as_bytes(), Duration::from_secs(5)).unwrap();
+        let quic = EdgeTls::new(
+            &EdgeTrust::Ca(ca.clone().into_bytes()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let cfg = |edges: Vec<EdgeCandidate>, probe: bool, every: Option<u64>| {
-            let mut c = ClientConfig::new(edges, ca.clone().into_bytes());
+            let mut c = ClientConfig::new(edges);
             c.probe_candidates = probe;
             c.reprobe_interval = every.map(Duration::from_secs);
             c

@@ -342,6 +342,7 @@ async fn goaway_moves_to_the_redirect_after_the_spread() {
             edge_id: 3,
             addr: c.addr.to_string(),
             server_name: "localhost".into(),
+            cert_sha256: vec![],
         }],
         reconnect_after_ms: 100,
     }))

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_node::config::ClientTlsSection;
 use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions, RouteFeed, RouteTable};
 use netem::Wan;
@@ -67,8 +68,11 @@ impl Mesh {
             .expect("this mesh runs over an emulated WAN")
     }
 
+    /// How to reach edge `e`, with the digests it publishes (self-signed
+    /// client certificates only).
     pub fn peer(&self, e: &Edge) -> EdgeAddress {
         EdgeAddress::new(e.addr(), "localhost")
+            .with_cert_hashes(e.core.client_certs.hashes().borrow().clone())
     }
 
     /// Every edge knows every other, reached directly.
@@ -172,10 +176,19 @@ async fn try_start_edge(
         cfg.edge.listen = l;
     }
     tweak(&mut cfg);
+    // Test edges show clients a certificate of the dev CA (acting as the
+    // operator's CA: test clients trust it as a custom CA), unless the test
+    // configured `[client_tls]` itself (e.g. self-signed for WebTransport).
+    let configured = cfg.client_tls != ClientTlsSection::default();
     let mut tries = 0;
     loop {
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
+            client_cert: if configured {
+                None
+            } else {
+                Some(pki.client_cert(&["localhost".into()])?)
+            },
             routes: Some(RouteFeed::new(RouteTable::default())),
             socket: wan.map(|w| w.hook()),
             ..Default::default()
@@ -199,7 +212,8 @@ pub fn sdk_config(pki: &DevPki, edges: &[SocketAddr]) -> sdk::ClientConfig {
         .iter()
         .map(|a| sdk::EdgeCandidate::new(*a, "localhost"))
         .collect();
-    let mut cfg = sdk::ClientConfig::new(candidates, pki.ca_pem().into_bytes());
+    let mut cfg =
+        sdk::ClientConfig::new(candidates).trusting(sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes()));
     cfg.backoff.initial = Duration::from_millis(20);
     cfg
 }

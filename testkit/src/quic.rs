@@ -3,6 +3,11 @@
 //! which speaks the client protocol's frames directly (so a test can also
 //! send what no SDK would).
 //!
+//! The raw client speaks native QUIC (`rtn-client/1`) or WebTransport
+//! (HTTP/3, as a browser does: [`RawClient::open_webtransport`]); both are
+//! a `web_transport_quinn::Session`, as on the edge, so every step below
+//! works over either.
+//!
 //! [`RawClient`] has a fallible core (`open`, `try_send`, `recv_until`,
 //! `try_join`, `try_publish`) for benchmarks, which count refusals and
 //! closes, and test conveniences on top (`connect`, `send`, `expect`,
@@ -104,9 +109,11 @@ fn bench_transport() -> quinn::TransportConfig {
 /// A client speaking the RTN client protocol directly.
 pub struct RawClient {
     pub endpoint: quinn::Endpoint,
-    pub conn: quinn::Connection,
-    out: FrameWriter<quinn::SendStream>,
-    frames: FrameReader<quinn::RecvStream>,
+    /// Native connections in web-transport-quinn's raw mode (its methods
+    /// are quinn's; the QUIC connection is `*conn`).
+    pub conn: web_transport_quinn::Session,
+    out: FrameWriter<web_transport_quinn::SendStream>,
+    frames: FrameReader<web_transport_quinn::RecvStream>,
     next_request: u32,
 }
 
@@ -132,6 +139,38 @@ impl RawClient {
             .connect_with(config, addr, "localhost")?
             .await
             .context("connecting to the edge")?;
+        Self::on_session(endpoint, web_transport_quinn::Session::raw(conn)).await
+    }
+
+    /// Open a WebTransport session to `https://<addr>/rtn-client/1` (or
+    /// `path`), trusting the certificate digests `hashes` as a browser
+    /// given `serverCertificateHashes` does, and open the control stream.
+    pub async fn open_webtransport(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        path: &str,
+        hashes: &[protocol::CertHash],
+    ) -> anyhow::Result<RawClient> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(sdk::tls::PinnedVerifier::new(
+                hashes.to_vec(),
+            )))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![protocol::alpn::WEBTRANSPORT.to_vec()];
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        let client = web_transport_quinn::Client::new(endpoint.clone(), config);
+        let url = url::Url::parse(&format!("https://{addr}{path}"))?;
+        let session = client.connect(url).await?;
+        Self::on_session(endpoint, session).await
+    }
+
+    async fn on_session(
+        endpoint: &quinn::Endpoint,
+        conn: web_transport_quinn::Session,
+    ) -> anyhow::Result<RawClient> {
         let (send, recv) = conn.open_bi().await?;
         Ok(RawClient {
             endpoint: endpoint.clone(),
@@ -321,10 +360,18 @@ impl RawClient {
             .ok()
     }
 
-    /// The close code the edge gave, waiting for it.
+    /// The close code the edge gave, waiting for it: a QUIC application
+    /// close natively, the CLOSE_WEBTRANSPORT_SESSION capsule's code over
+    /// WebTransport.
     pub async fn closed_code(&self) -> Option<u64> {
+        use web_transport_quinn::{SessionError, WebTransportError};
         match tokio::time::timeout(STEP, self.conn.closed()).await.ok()? {
-            quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+            SessionError::ConnectionError(quinn::ConnectionError::ApplicationClosed(c)) => {
+                Some(c.error_code.into_inner())
+            }
+            SessionError::WebTransportError(WebTransportError::Closed(code, _)) => {
+                Some(code.into())
+            }
             _ => None,
         }
     }

@@ -26,7 +26,15 @@ async fn quic_handshake_pays_the_emulated_round_trip() {
     let server_addr = server_sock.local_addr().unwrap();
     let server = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
-        Some(tls.server_config().unwrap()),
+        Some(
+            tls.server_config(
+                edge_node::client_cert::ClientCerts::new(
+                    pki.client_cert(&["edge.test".to_string()]).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
         wan.wrap(server_sock).unwrap(),
         Arc::new(quinn::TokioRuntime),
     )

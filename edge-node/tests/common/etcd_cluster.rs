@@ -314,6 +314,11 @@ server_name = "localhost"
 cert = "{d}/edge.pem"
 key = "{d}/edge.key"
 mesh_ca = "{d}/ca.pem"
+# The dev CA doubles as the operator CA of the client certificate.
+[client_tls]
+mode = "files"
+cert = "{d}/edge.pem"
+key = "{d}/edge.key"
 [[apps]]
 id = "{APP}"
 secrets = ["{SECRET}"]
@@ -505,13 +510,8 @@ impl Call {
     /// connecting to joined and publishing.
     pub async fn join(&mut self, user: &str, edge: SocketAddr) -> Duration {
         let started = Instant::now();
-        let mut cfg = ClientConfig::new(
-            vec![EdgeCandidate {
-                addr: edge,
-                server_name: "localhost".into(),
-            }],
-            self.ca_pem.clone().into_bytes(),
-        );
+        let mut cfg = ClientConfig::new(vec![EdgeCandidate::new(edge, "localhost")])
+            .trusting(sdk::EdgeTrust::Ca(self.ca_pem.clone().into_bytes()));
         cfg.reprobe_interval = None;
         let client = Client::connect(cfg).await.expect("client connects");
         let room = client

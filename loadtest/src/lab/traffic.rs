@@ -366,12 +366,12 @@ async fn talk(
 /// A client config that asks `controller` for its shortlist, from
 /// `local_ip`, through `socket` (the lab's WAN emulation).
 pub fn client_config(
-    ca_pem: &[u8],
+    trust: &sdk::EdgeTrust,
     controller: &str,
     local_ip: Option<IpAddr>,
     socket: Option<SocketFactory>,
 ) -> ClientConfig {
-    let mut cfg = ClientConfig::new(vec![], ca_pem.to_vec());
+    let mut cfg = ClientConfig::new(vec![]).trusting(trust.clone());
     cfg.controller = Some(controller.to_string());
     cfg.local_ip = local_ip;
     cfg.socket = socket;

@@ -93,6 +93,7 @@ impl Api {
                 let e = view.edges.get(&r.id)?;
                 Some(NearestEdge {
                     addr: e.addr.to_string(),
+                    cert_sha256: e.cert_sha256.clone(),
                     city: e.city.clone(),
                     distance_km: r.distance_km,
                     est_rtt_ms: r.est_rtt_ms,

@@ -58,6 +58,7 @@ pub(super) fn edge(id: EdgeId, region: &str, city: &str, lat: f64, lon: f64) -> 
         lon,
         addr: SocketAddr::from(([198, 51, 100, id as u8], 4433)),
         server_name: format!("edge{id}.rtn.test"),
+        cert_sha256: vec![],
         admin_addr: None,
         capacity: 1000,
         state: EdgeState::Serving,

@@ -370,6 +370,7 @@ mod tests {
             lon: 8.7,
             addr: format!("127.0.0.{id}:4433").parse().unwrap(),
             server_name: "localhost".into(),
+            cert_sha256: vec![],
             admin_addr: None,
             capacity: 100,
             state: EdgeState::Serving,

@@ -54,6 +54,7 @@ use crate::reorder::{Incoming, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
 use crate::roster::Roster;
 use crate::stats::bump;
+use crate::tls::EdgeTls;
 
 /// A goaway may not park the client for longer than this.
 const MAX_GOAWAY_WAIT: Duration = Duration::from_secs(10);
@@ -152,7 +153,7 @@ enum Reconnect {
 
 pub(crate) struct Supervisor {
     cfg: ClientConfig,
-    quic: quinn::ClientConfig,
+    quic: EdgeTls,
     endpoints: Endpoints,
     shared: Arc<Shared>,
     channels: HashMap<u64, ChannelState>,
@@ -186,7 +187,7 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     pub fn new(cfg: ClientConfig, shared: Arc<Shared>) -> Result<Self, SdkError> {
-        let quic = crate::tls::quic_config(&cfg.ca_pem, cfg.idle_timeout)?;
+        let quic = EdgeTls::new(&cfg.trust, cfg.idle_timeout)?;
         Ok(Supervisor {
             backoff: BackoffState::new(cfg.backoff),
             cfg,
@@ -286,7 +287,8 @@ impl Supervisor {
             }
             match resolve(&r.addr, self.cfg.connect_timeout).await {
                 Some(addr) => {
-                    let edge = EdgeAddress::new(addr, r.server_name);
+                    let hashes = protocol::edge_address::hashes_from_pb(&r);
+                    let edge = EdgeAddress::new(addr, r.server_name).with_cert_hashes(hashes);
                     targets.push(Target {
                         index: self.cfg.edges.iter().position(|e| *e == edge),
                         edge,
@@ -765,7 +767,7 @@ fn chat(channel_id: u64, s: &Sent, to_user: &str) -> pb::ChatMessage {
 /// Connect (one round) and open the control stream.
 async fn open(
     attempts: Vec<(quinn::Endpoint, Target)>,
-    quic: quinn::ClientConfig,
+    quic: EdgeTls,
     timing: RoundTiming,
     shared: Arc<Shared>,
 ) -> Result<Opened, String> {

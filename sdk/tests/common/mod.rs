@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use edge_node::client_cert::ClientCerts;
 use edge_node::tls::DevPki;
 use protocol::framing::{self, FrameBuffer};
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
@@ -30,10 +31,12 @@ pub struct FakeEdge {
 
 impl FakeEdge {
     pub fn start(pki: &DevPki) -> FakeEdge {
+        let names = ["localhost".to_string()];
+        let clients = ClientCerts::new(pki.client_cert(&names).unwrap()).unwrap();
         let server = pki
-            .material(&["localhost".into()])
+            .material(&names)
             .unwrap()
-            .server_config()
+            .server_config(clients)
             .unwrap();
         let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
