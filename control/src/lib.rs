@@ -18,9 +18,11 @@
 //! - [`metrics`]: the process-wide Prometheus recorder both binaries (and
 //!   the lab, which runs both in one process) render through.
 //! - [`clock`]: wall-clock times as records carry them; [`admin`]: the
-//!   bearer token check of operator endpoints.
+//!   bearer token check of operator endpoints; [`certs`]: the certificate
+//!   an edge or a controller serves clients, reloaded or rotated.
 
 pub mod admin;
+pub mod certs;
 pub mod clock;
 pub mod flags;
 pub mod keys;

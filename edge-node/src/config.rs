@@ -216,7 +216,7 @@ pub struct TlsSection {
 }
 
 /// `[client_tls]`: the certificate an edge shows clients (SDKs and
-/// browsers). See `edge_node::client_cert` and docs/security.md.
+/// browsers). See `control::certs`, `edge_node::tls` and docs/security.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsSection {

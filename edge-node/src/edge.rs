@@ -20,7 +20,6 @@ use tracing::{info, warn};
 use crate::admin;
 use crate::admission::{Admission, Decision};
 use crate::channel::Channel;
-use crate::client_cert::{ClientCertSource, ClientCerts};
 use crate::config::EdgeConfig;
 use crate::control::ControlAgent;
 use crate::directory::Directory;
@@ -32,8 +31,9 @@ use crate::routes::{RouteFeed, RouteTable};
 use crate::session::{self, ClientHandle};
 use crate::socket::SocketHook;
 use crate::tasks::ConnectionTasks;
-use crate::tls::{DevPki, TlsMaterial};
+use crate::tls::{client_cert_source, DevPki, TlsMaterial};
 use crate::warn_throttled;
+use control::certs::{ClientCertSource, ClientCerts};
 
 /// State shared by every connection of one edge.
 pub struct EdgeCore {
@@ -245,7 +245,7 @@ impl Edge {
         }
         let client_certs = ClientCerts::new(match opts.client_cert {
             Some(source) => source,
-            None => ClientCertSource::from_config(&cfg),
+            None => client_cert_source(&cfg),
         })
         .context("client_tls")?;
         let mut server = tls.server_config(client_certs.clone())?;
@@ -336,7 +336,11 @@ impl Edge {
         loops.spawn(crate::directory::run_refresh(core.clone()));
         loops.spawn(crate::relay::watch_routes(core.clone()));
         loops.spawn(prune_admission(core.clone()));
-        loops.spawn(core.client_certs.clone().maintain(core.id));
+        loops.spawn(
+            core.client_certs
+                .clone()
+                .maintain(format!("edge-{}", core.id)),
+        );
         info!(
             edge = core.id,
             quic = %core.endpoint.local_addr()?,

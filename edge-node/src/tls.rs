@@ -11,8 +11,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -22,7 +23,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 
-use crate::client_cert::{CertResolver, ClientCertSource, ClientCerts};
+use control::certs::{read_certs, read_key, ClientCertSource, ClientCerts};
+use rustls::server::{ClientHello, ResolvesServerCert};
+
+use crate::config::{ClientTlsMode, EdgeConfig};
 use rustls::RootCertStore;
 
 /// An edge's TLS identity and the mesh CA it trusts.
@@ -106,23 +110,62 @@ impl TlsMaterial {
     }
 }
 
-pub(crate) fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading key {}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("{} is not PEM", path.display()))?
-        .ok_or_else(|| anyhow!("{} holds no private key", path.display()))
+/// Picks the certificate by the ALPN ids a hello offers: the mesh
+/// certificate for relay links (a hello offering only relay ids), the
+/// client certificate for everything else (`rtn-client/1`, `h3`).
+pub struct CertResolver {
+    pub mesh: Arc<CertifiedKey>,
+    pub clients: Arc<ClientCerts>,
 }
 
-pub(crate) fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
-    if certs.is_empty() {
-        return Err(anyhow!("{} holds no certificate", path.display()));
+impl std::fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertResolver").finish_non_exhaustive()
     }
-    Ok(certs)
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let relay_only = hello
+            .alpn()
+            .is_some_and(|mut ids| ids.all(|id| protocol::alpn::RELAY_SUPPORTED.contains(&id)));
+        if relay_only {
+            Some(self.mesh.clone())
+        } else {
+            self.clients.resolve(hello)
+        }
+    }
+}
+
+/// The client certificate `[client_tls]` names. Self-signed certificates
+/// are made for the edge's server name and the IP of its address (clients
+/// that pin digests check neither).
+pub fn client_cert_source(cfg: &EdgeConfig) -> ClientCertSource {
+    let ct = &cfg.client_tls;
+    match ct.mode {
+        ClientTlsMode::Files => ClientCertSource::Files {
+            cert: ct.cert.clone().unwrap_or_default(),
+            key: ct.key.clone().unwrap_or_default(),
+            check_every: Duration::from_millis(ct.reload_check_ms),
+        },
+        ClientTlsMode::SelfSigned => {
+            let mut names = vec![cfg.edge.server_name.clone()];
+            for addr in [Some(cfg.edge.listen), cfg.edge.public_addr]
+                .into_iter()
+                .flatten()
+            {
+                let ip = addr.ip().to_string();
+                if !addr.ip().is_unspecified() && !names.contains(&ip) {
+                    names.push(ip);
+                }
+            }
+            ClientCertSource::SelfSigned {
+                validity: Duration::from_secs(ct.self_signed_validity_s),
+                rotate: Duration::from_secs(ct.self_signed_rotate_s),
+                names,
+            }
+        }
+    }
 }
 
 /// A development PKI: a mesh CA that issues edge certificates. The lab, the

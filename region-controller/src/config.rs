@@ -120,6 +120,22 @@ pub struct ApiSection {
     /// Public lookups allowed per client address per second (burst: twice).
     #[serde(default = "default_rate")]
     pub lookups_per_ip_per_s: u32,
+    /// Web page origins (`https://app.example.com`) allowed to call the
+    /// nearest-edge lookup from a browser (CORS); none by default. `*`
+    /// allows every page (comma-separated as a flag).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain of the API's HTTPS (any CA; ACME-issued in
+    /// production), reloaded when it changes. Unset: plain HTTP (behind a
+    /// TLS-terminating proxy, or the lab).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// How often `tls_cert` and `tls_key` are checked for a change, ms.
+    #[serde(default = "default_tls_reload_check_ms")]
+    pub tls_reload_check_ms: u64,
 }
 
 impl Default for ApiSection {
@@ -131,6 +147,10 @@ impl Default for ApiSection {
             trusted_proxies: Vec::new(),
             admin_token_env: None,
             lookups_per_ip_per_s: default_rate(),
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_check_ms: default_tls_reload_check_ms(),
         }
     }
 }
@@ -149,6 +169,9 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_rate() -> u32 {
     20
+}
+fn default_tls_reload_check_ms() -> u64 {
+    2_000
 }
 
 impl ControllerConfig {

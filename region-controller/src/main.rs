@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use control::certs::{ClientCertSource, ClientCerts};
 use control::flags::Flags;
 use control::store::ControlStore;
-use region_controller::api::{parse_proxies, Api};
+use region_controller::api::{parse_proxies, Api, CorsPolicy};
 use region_controller::config::{ControllerConfig, StoreSection};
 use region_controller::controller::{Controller, RoutingOptions};
 use tracing::info;
@@ -142,6 +143,19 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
         .map(hyper::header::HeaderName::try_from)
         .transpose()
         .context("api.client_ip_header")?;
+    api.cors = CorsPolicy::new(&cfg.api.cors_origins).map_err(anyhow::Error::msg)?;
+    api.tls = match (&cfg.api.tls_cert, &cfg.api.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ClientCerts::new(ClientCertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                check_every: std::time::Duration::from_millis(cfg.api.tls_reload_check_ms),
+            })
+            .context("api.tls_cert / api.tls_key")?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("api.tls_cert and api.tls_key go together"),
+    };
     if let Some(var) = &cfg.api.admin_token_env {
         let token = std::env::var(var)
             .with_context(|| format!("api.admin_token_env: ${var} is not set"))?;

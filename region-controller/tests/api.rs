@@ -473,3 +473,101 @@ async fn http_abuse_is_refused_and_other_clients_keep_their_lookups() {
     .await
     .expect("test timed out");
 }
+
+/// The certificate the API at `addr` presents over TLS, trusting `ca_pem`.
+async fn served_certificate(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .expect("TLS handshake with the API");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn https_with_a_reloaded_certificate_for_the_sdk_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api.key"));
+    let write = || {
+        let (c, k) = pki.issue_pem(&["localhost".into()]).unwrap();
+        std::fs::write(&cert, c).unwrap();
+        std::fs::write(&key, k).unwrap();
+    };
+    write();
+    let certs = control::certs::ClientCerts::new(control::certs::ClientCertSource::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+        check_every: Duration::from_millis(50),
+    })
+    .unwrap();
+    let (addr, _mesh) = serve(|api| api.tls = Some(certs)).await;
+    let url = format!("https://localhost:{}", addr.port());
+
+    // The SDK asks over HTTPS, verifying the controller with its CA.
+    let ca = sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes());
+    let edges = sdk::nearest::fetch_shortlist(&url, 3, Duration::from_secs(5), None, &ca)
+        .await
+        .expect("the lookup over HTTPS");
+    assert_eq!(edges.len(), 3);
+    // Not trusted by the system's roots; plain HTTP to it fails too.
+    let webpki = sdk::EdgeTrust::WebPki;
+    let err = sdk::nearest::fetch_shortlist(&url, 3, Duration::from_secs(5), None, &webpki)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let plain = format!("http://127.0.0.1:{}", addr.port());
+    assert!(
+        sdk::nearest::fetch_shortlist(&plain, 3, Duration::from_secs(5), None, &ca)
+            .await
+            .is_err()
+    );
+
+    // A renewed certificate is served without a restart.
+    let before = served_certificate(addr, &pki.ca_pem()).await;
+    write();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served_certificate(addr, &pki.ca_pem()).await == before {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sdk::nearest::fetch_shortlist(&url, 3, Duration::from_secs(5), None, &ca)
+        .await
+        .expect("the lookup after the renewal");
+}
+
+#[tokio::test]
+async fn only_listed_origins_may_call_the_lookup_from_a_page() {
+    let (addr, _mesh) = serve(|api| {
+        api.cors =
+            region_controller::api::CorsPolicy::new(&["https://app.example.com".into()]).unwrap()
+    })
+    .await;
+    let mut c = connect(addr).await;
+    let path = format!("/v1/edges/nearest?ip={LONDON_IP}");
+    // No Origin (a native SDK): answered as always.
+    let (status, _) = get_json(&mut c, &path, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get_json(&mut c, &path, &[("origin", "https://app.example.com")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = get_json(&mut c, &path, &[("origin", "https://evil.example")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(v["error"]["code"], "origin_not_allowed");
+    // Operator endpoints are never offered cross-origin.
+    let (status, _) = get_json(&mut c, "/v1/mesh", &[("origin", "https://app.example.com")]).await;
+    assert_ne!(status, StatusCode::OK);
+}

@@ -26,7 +26,6 @@ use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
 use crate::connection::Endpoints;
 use crate::error::SdkError;
 use crate::tls::EdgeTls;
-#[cfg(test)]
 use crate::tls::EdgeTrust;
 
 /// Probe round trips per candidate. The minimum of three filters out a
@@ -68,33 +67,46 @@ pub fn rank(measured: Measured) -> Measured {
     m
 }
 
-/// Ask a region controller (`http://host:port`) for up to `limit` edges near
-/// this client, best first by the controller's estimate.
+/// Ask a region controller (`https://host:port`, or `http://`) for up to
+/// `limit` edges near this client, best first by the controller's estimate.
 ///
-/// Plain HTTP: the answer holds only public edge addresses, and the edges'
-/// own certificates are verified when the client connects to them.
+/// Over HTTPS the controller's certificate is verified like an edge's with
+/// `trust` (the system's roots, or the custom CA); pinned digests are the
+/// edges' only, so a controller is then checked against the system's roots.
+/// Plain HTTP is for a trusted network (the answer lists public edge
+/// addresses, and each edge's certificate is verified on connect).
 pub async fn fetch_shortlist(
     controller: &str,
     limit: usize,
     timeout: Duration,
     local_ip: Option<std::net::IpAddr>,
+    trust: &EdgeTrust,
 ) -> Result<Vec<EdgeCandidate>, SdkError> {
     let fail = |m: String| SdkError::Controller(m);
     let uri: hyper::Uri = controller
         .parse()
         .map_err(|e| SdkError::Invalid(format!("controller URL {controller:?}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(SdkError::Invalid(format!(
-            "controller URL {controller:?}: only http:// is supported"
-        )));
-    }
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(SdkError::Invalid(format!(
+                "controller URL {controller:?}: https:// or http:// expected"
+            )))
+        }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| SdkError::Invalid(format!("controller URL {controller:?} has no host")))?
         .clone();
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let base = uri.path().trim_end_matches('/');
     let path = format!("{base}/v1/edges/nearest?limit={limit}");
+    let tls = if https {
+        Some(crate::tls::https_connector(trust)?)
+    } else {
+        None
+    };
     let fetch = async {
         let addr = tokio::net::lookup_host((authority.host(), port))
             .await
@@ -116,27 +128,19 @@ pub async fn fetch_shortlist(
             .connect(addr)
             .await
             .map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(format!("HTTP to {addr}: {e}")))?;
-        let driver = tokio::spawn(conn);
-        let req = hyper::Request::get(&path)
-            .header(hyper::header::HOST, authority.as_str())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| fail(format!("GET {path}: {e}")))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| fail(format!("reading the answer: {e}")))?
-            .to_bytes();
-        driver.abort();
-        Ok::<_, SdkError>((status, body))
+        match tls {
+            None => http_get(stream, &authority, &path).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(authority.host().to_string())
+                    .map_err(|e| fail(format!("{authority}: {e}")))?;
+                let stream = tls
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| fail(format!("TLS with {authority}: {e}")))?;
+                http_get(stream, &authority, &path).await
+            }
+        }
+        .map_err(fail)
     };
     let (status, body) = tokio::time::timeout(timeout, fetch)
         .await
@@ -174,6 +178,38 @@ pub async fn fetch_shortlist(
     Ok(edges)
 }
 
+/// One HTTP/1.1 GET of `path` on `io`: the status and the body (bounded).
+async fn http_get<I>(
+    io: I,
+    authority: &hyper::http::uri::Authority,
+    path: &str,
+) -> Result<(hyper::StatusCode, Bytes), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP to {authority}: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    driver.abort();
+    Ok((status, body))
+}
+
 /// Before the first connection: ask the controller for candidates if the
 /// config names none, then, where candidates are to be measured, measure
 /// them and put the fastest first in `cfg.edges`.
@@ -189,6 +225,7 @@ pub(crate) async fn choose_edges(
             cfg.shortlist_len,
             cfg.request_timeout,
             cfg.local_ip,
+            &cfg.trust,
         )
         .await?;
         debug!(edges = cfg.edges.len(), "shortlist from the controller");

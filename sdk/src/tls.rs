@@ -115,6 +115,27 @@ impl EdgeTls {
     }
 }
 
+/// The TLS connector of the controller lookup over HTTPS: the system's
+/// roots, or the custom CA when `trust` names one.
+pub(crate) fn https_connector(trust: &EdgeTrust) -> Result<tokio_rustls::TlsConnector, SdkError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SdkError::Invalid(format!("TLS: {e}")))?;
+    let mut tls = match trust {
+        EdgeTrust::Ca(pem) => builder.with_root_certificates(roots(pem)?),
+        EdgeTrust::WebPki | EdgeTrust::PinnedHashes => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(
+                rustls_platform_verifier::Verifier::new(provider)
+                    .map_err(|e| SdkError::Invalid(format!("system trust store: {e}")))?,
+            )),
+    }
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

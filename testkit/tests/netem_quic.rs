@@ -28,7 +28,7 @@ async fn quic_handshake_pays_the_emulated_round_trip() {
         quinn::EndpointConfig::default(),
         Some(
             tls.server_config(
-                edge_node::client_cert::ClientCerts::new(
+                control::certs::ClientCerts::new(
                     pki.client_cert(&["edge.test".to_string()]).unwrap(),
                 )
                 .unwrap(),

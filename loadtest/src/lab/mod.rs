@@ -449,10 +449,9 @@ impl Lab {
             ),
         };
         api.admin_token = Some(admin_token.clone());
-        // CORS-ALLOWLIST: the demo page's origin (web.rs). Uncomment once
-        // region_controller::api::Api has `cors_origins` (being added):
-        // api.cors_origins = self.cors_origins.clone();
-        let _ = &self.cors_origins;
+        // The demo page's origin (web.rs) may call the lookup.
+        api.cors = region_controller::api::CorsPolicy::new(&self.cors_origins)
+            .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding the API of {name} on {bind}"))?;

@@ -18,12 +18,18 @@
 //! - `/metrics`, `/healthz`, `/readyz` (ready once the store view is synced).
 //!
 //! Who may ask what (`auth.rs`): the operator's bearer token, the client's
-//! address behind trusted proxies, and the per-client lookup rate limit.
+//! address behind trusted proxies, and the per-client lookup rate limit;
+//! which web pages may call the lookup (`cors.rs`, `api.cors_origins`).
+//!
+//! Served over HTTPS when the API has a certificate ([`Api::tls`]: files
+//! reloaded when they change, `api.tls_cert` / `api.tls_key`), else plain
+//! HTTP (a controller behind a TLS-terminating proxy, the lab).
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx
 //! ([`protocol::api::ErrorAnswer`]).
 
 mod auth;
+pub mod cors;
 mod history;
 mod mesh_view;
 mod nearest;
@@ -52,6 +58,9 @@ pub use mesh_view::PROBE_STALE_MS;
 pub use nearest::{DEFAULT_LIMIT, MAX_LIMIT};
 
 use auth::Limiter;
+use control::certs::ClientCerts;
+pub use cors::CorsPolicy;
+use cors::Verdict;
 use nearest::nearest_outcome;
 
 /// How long a connection may take to send a request's headers, and how long
@@ -75,6 +84,11 @@ pub struct Api {
     /// Gone edges and link history, sampled from `mesh` while [`Api::serve`]
     /// runs.
     pub observer: Arc<Observer>,
+    /// Web pages allowed to call the nearest-edge lookup.
+    pub cors: CorsPolicy,
+    /// The HTTPS certificate (kept fresh while [`Api::serve`] runs); `None`:
+    /// plain HTTP.
+    pub tls: Option<Arc<ClientCerts>>,
     limiter: Limiter,
 }
 
@@ -96,6 +110,8 @@ impl Api {
             admin_token: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
             observer: Arc::new(Observer::new(ObserverLimits::default())),
+            cors: CorsPolicy::default(),
+            tls: None,
             limiter: auth::lookup_limiter(lookups_per_s),
         }
     }
@@ -110,6 +126,11 @@ impl Api {
             }
         }
         let _sampler = AbortOnDrop(tokio::spawn(self.observer.clone().run(self.mesh.clone())));
+        let _reloader = self
+            .tls
+            .clone()
+            .map(|t| AbortOnDrop(tokio::spawn(t.maintain("controller-api".into()))));
+        let acceptor = self.tls.clone().map(https_acceptor);
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let (stream, peer) = tokio::select! {
@@ -129,27 +150,54 @@ impl Api {
                 }
             };
             let api = self.clone();
-            let header_read_timeout = self.header_read_timeout;
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.handle(peer, &req)) }
-                });
-                // hyper enforces the header read timeout only with a timer.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let timeout = api.header_read_timeout;
+                match acceptor {
+                    None => api.serve_connection(peer, stream).await,
+                    // The handshake is bounded like the headers that follow.
+                    Some(a) => match tokio::time::timeout(timeout, a.accept(stream)).await {
+                        Ok(Ok(tls)) => api.serve_connection(peer, tls).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    },
+                }
             });
         }
+    }
+
+    /// Serve HTTP/1.1 requests on one connection (plain or TLS).
+    async fn serve_connection<I>(self: Arc<Self>, peer: SocketAddr, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let timeout = self.header_read_timeout;
+        let svc = hyper::service::service_fn(move |req| {
+            let api = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(api.handle(peer, &req)) }
+        });
+        // hyper enforces the header read timeout only with a timer.
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(TokioIo::new(io), svc)
+            .await;
     }
 
     /// Route one request (bodies are never read: every endpoint is a GET).
     pub fn handle<B>(&self, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
+        // Cross-origin pages may call the public lookup only.
+        let cors = match path {
+            "/v1/edges/nearest" => self.cors.verdict(req),
+            _ => Verdict::NotCors,
+        };
         let resp = match (req.method(), path) {
-            (&Method::GET, "/v1/edges/nearest") => self.nearest(peer, req),
+            (&Method::OPTIONS, "/v1/edges/nearest") => self.cors.preflight(req),
+            (&Method::GET, "/v1/edges/nearest") => match &cors {
+                Verdict::Refused(origin) => Err(cors::refused(origin)),
+                _ => self.nearest(peer, req),
+            },
             (&Method::GET, "/v1/mesh") => self.authorized(req).and_then(|()| self.mesh_json()),
             (&Method::GET, "/v1/links/history") => self
                 .authorized(req)
@@ -190,7 +238,10 @@ impl Api {
         if let (Err(e), "/v1/edges/nearest") = (&resp, path) {
             nearest_outcome(e.code);
         }
-        let resp = resp.unwrap_or_else(|e| e.response());
+        let mut resp = resp.unwrap_or_else(|e| e.response());
+        if let Verdict::Allowed(origin) = &cors {
+            cors::allow(&mut resp, origin);
+        }
         let endpoint = match path {
             "/v1/edges/nearest" | "/v1/mesh" | "/v1/links/history" => path.to_string(),
             p if dashboard::asset(p).is_some() => "dashboard".into(),
@@ -199,6 +250,18 @@ impl Api {
         metrics::counter!("rtn_controller_api_requests_total", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
         resp
     }
+}
+
+/// The TLS side of the API's HTTPS: its certificate (reloaded), HTTP/1.1.
+fn https_acceptor(cert: Arc<ClientCerts>) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("ring supports the default TLS versions")
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(tls))
 }
 
 /// Whether `path` is served (by GET).

@@ -367,8 +367,9 @@ mod tests {
             assert!(client.contains_key("location"), "{v}");
             for e in v["edges"].as_array().unwrap() {
                 let e = e.as_object().unwrap();
-                assert_eq!(e.len(), 9, "{v}");
+                assert_eq!(e.len(), 10, "{v}");
                 assert!(e.contains_key("distance_km") && e.contains_key("est_rtt_ms"));
+                assert!(e["cert_sha256"].is_array(), "{v}");
             }
         }
     }

@@ -1,27 +1,25 @@
-//! The certificate an edge shows its clients (SDKs and browsers), apart
-//! from the mesh certificate its relay links use.
+//! A certificate a process serves to clients and browsers, kept fresh:
+//! the edge's client-facing certificate (its relay links use the mesh one)
+//! and the region controller's HTTPS certificate.
 //!
-//! Clients trust edges like web servers (docs/security.md, "Client-facing
-//! certificates"): the mesh CA is for edge-to-edge mutual TLS only, and
-//! apps never ship it. One UDP port serves both kinds of link, so the TLS
-//! layer picks the certificate by ALPN ([`CertResolver`]): a hello offering
-//! only relay ids gets the mesh certificate, anything else (`rtn-client/1`,
-//! `h3`) the client certificate, which comes from one of:
+//! Clients trust RTN's public endpoints like web servers (docs/security.md,
+//! "Client-facing certificates"): the mesh CA is for edge-to-edge mutual
+//! TLS only, and apps never ship it. A [`ClientCerts`] holds one of:
 //!
 //! - **files** (production): a PEM chain and key from any CA, typically
-//!   ACME-issued for the edge's name; re-read when either file changes
-//!   (checked every `reload_check_ms`), so a renewal needs no restart. A
-//!   pair that does not load leaves the previous certificate in place.
-//! - **self-signed** (development, the lab): an ECDSA P-256 certificate the
-//!   edge makes itself, valid at most 14 days (what Chromium accepts with
-//!   `serverCertificateHashes`) and replaced every `rotate` by one made a
-//!   rotation earlier. The digests of the current and the next one are
-//!   published ([`ClientCerts::hashes`]: the registration, the nearest-edge
-//!   answer, goaway redirects), so a client holding a list from before a
-//!   rotation still connects.
+//!   ACME-issued for the name; re-read when either file changes (checked
+//!   every `check_every`), so a renewal needs no restart. A pair that does
+//!   not load leaves the previous certificate in place.
+//! - **self-signed** (development, the lab; edges only): an ECDSA P-256
+//!   certificate the process makes itself, valid at most 14 days (what
+//!   Chromium accepts with `serverCertificateHashes`) and replaced every
+//!   `rotate` by one made a rotation earlier. The digests of the current and
+//!   the next one are published ([`ClientCerts::hashes`]: the edge's
+//!   registration, the nearest-edge answer, goaway redirects), so a client
+//!   holding a list from before a rotation still connects.
 //! - **fixed** (embedders and tests): a certificate and key given in memory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -31,8 +29,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
-
-use crate::config::ClientTlsMode;
 
 /// The longest validity Chromium accepts for a certificate pinned with
 /// `serverCertificateHashes` (W3C WebTransport, "custom certificate
@@ -63,38 +59,6 @@ pub enum ClientCertSource {
         chain: Vec<CertificateDer<'static>>,
         key: Arc<PrivateKeyDer<'static>>,
     },
-}
-
-impl ClientCertSource {
-    /// The source `[client_tls]` names. Self-signed certificates are made
-    /// for the edge's server name and the IP of its address (clients that
-    /// pin digests check neither).
-    pub fn from_config(cfg: &crate::config::EdgeConfig) -> ClientCertSource {
-        let ct = &cfg.client_tls;
-        match ct.mode {
-            ClientTlsMode::Files => ClientCertSource::Files {
-                cert: ct.cert.clone().unwrap_or_default(),
-                key: ct.key.clone().unwrap_or_default(),
-                check_every: Duration::from_millis(ct.reload_check_ms),
-            },
-            ClientTlsMode::SelfSigned => {
-                let mut names = vec![cfg.edge.server_name.clone()];
-                for addr in [Some(cfg.edge.listen), cfg.edge.public_addr]
-                    .into_iter()
-                    .flatten()
-                {
-                    if !addr.ip().is_unspecified() && !names.contains(&addr.ip().to_string()) {
-                        names.push(addr.ip().to_string());
-                    }
-                }
-                ClientCertSource::SelfSigned {
-                    validity: Duration::from_secs(ct.self_signed_validity_s),
-                    rotate: Duration::from_secs(ct.self_signed_rotate_s),
-                    names,
-                }
-            }
-        }
-    }
 }
 
 /// One certificate in use or waiting its turn.
@@ -160,7 +124,8 @@ impl ClientCerts {
         self.current.read().unwrap_or_else(|e| e.into_inner()).hash
     }
 
-    fn current_key(&self) -> Arc<CertifiedKey> {
+    /// The certificate in use, as rustls signs with it.
+    pub fn current_key(&self) -> Arc<CertifiedKey> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -168,17 +133,19 @@ impl ClientCerts {
             .clone()
     }
 
-    /// Rotate or reload for as long as the edge runs (a loop of the edge).
-    pub async fn maintain(self: Arc<Self>, edge: protocol::EdgeId) {
+    /// Rotate or reload for as long as the process runs (one of its
+    /// loops); `owner` names it in logs and in the
+    /// `rtn_cert_reloads_total{owner, result}` counter (e.g. `edge-3`).
+    pub async fn maintain(self: Arc<Self>, owner: String) {
         match &self.source {
             ClientCertSource::SelfSigned { rotate, .. } => {
                 let rotate = *rotate;
                 loop {
                     tokio::time::sleep(rotate).await;
                     match self.rotate() {
-                        Ok(hash) => tracing::info!(edge, %hash, "client certificate rotated"),
+                        Ok(hash) => tracing::info!(owner, %hash, "certificate rotated"),
                         Err(e) => {
-                            tracing::warn!(edge, error = %e, "client certificate rotation failed")
+                            tracing::warn!(owner, error = %e, "certificate rotation failed")
                         }
                     }
                 }
@@ -189,13 +156,13 @@ impl ClientCerts {
                     tick.tick().await;
                     match self.reload_if_changed() {
                         Ok(Some(hash)) => {
-                            metrics::counter!("rtn_edge_client_cert_reloads_total", "edge" => edge.to_string(), "result" => "ok").increment(1);
-                            tracing::info!(edge, %hash, "client certificate reloaded")
+                            metrics::counter!("rtn_cert_reloads_total", "owner" => owner.clone(), "result" => "ok").increment(1);
+                            tracing::info!(owner, %hash, "certificate reloaded")
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            metrics::counter!("rtn_edge_client_cert_reloads_total", "edge" => edge.to_string(), "result" => "error").increment(1);
-                            tracing::warn!(edge, error = %format!("{e:#}"), "client certificate files changed but do not load; keeping the previous certificate")
+                            metrics::counter!("rtn_cert_reloads_total", "owner" => owner.clone(), "result" => "error").increment(1);
+                            tracing::warn!(owner, error = %format!("{e:#}"), "certificate files changed but do not load; keeping the previous certificate")
                         }
                     }
                 }
@@ -246,42 +213,32 @@ impl ClientCerts {
     }
 }
 
-/// Picks the certificate by the ALPN ids a hello offers: the mesh
-/// certificate for relay links, the client certificate for everything else.
-pub struct CertResolver {
-    pub mesh: Arc<CertifiedKey>,
-    pub clients: Arc<ClientCerts>,
-}
-
-impl std::fmt::Debug for CertResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertResolver").finish_non_exhaustive()
+/// Serves the current certificate to every hello (the controller's
+/// HTTPS; the edge picks by ALPN first).
+impl ResolvesServerCert for ClientCerts {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current_key())
     }
 }
 
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let relay_only = hello
-            .alpn()
-            .is_some_and(|mut ids| ids.all(|id| protocol::alpn::RELAY_SUPPORTED.contains(&id)));
-        Some(if relay_only {
-            self.mesh.clone()
-        } else {
-            self.clients.current_key()
-        })
+impl std::fmt::Debug for ClientCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCerts")
+            .field("current", &self.current_hash())
+            .finish_non_exhaustive()
     }
 }
 
 fn check_rotation(validity: Duration, rotate: Duration) -> anyhow::Result<()> {
     if validity > MAX_PINNED_VALIDITY {
         return Err(anyhow!(
-            "client_tls.self_signed_validity_s: at most 14 days ({} s): browsers refuse longer-lived pinned certificates",
+            "self-signed validity: at most 14 days ({} s): browsers refuse longer-lived pinned certificates",
             MAX_PINNED_VALIDITY.as_secs()
         ));
     }
     if rotate.is_zero() || validity < rotate * 2 + BACKDATE {
         return Err(anyhow!(
-            "client_tls.self_signed_rotate_s must be positive and at most half the validity less a minute: a certificate is published one rotation before it is used for one"
+            "self-signed rotation must be positive and at most half the validity less a minute: a certificate is published one rotation before it is used for one"
         ));
     }
     Ok(())
@@ -335,16 +292,37 @@ fn certified(
     })
 }
 
-fn load_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Issued> {
-    let chain = crate::tls::read_certs(cert)?;
-    let key = crate::tls::read_key(key)?;
-    certified(chain, &key).with_context(|| format!("client certificate {}", cert.display()))
+fn load_files(cert: &Path, key: &Path) -> anyhow::Result<Issued> {
+    let chain = read_certs(cert)?;
+    let key = read_key(key)?;
+    certified(chain, &key).with_context(|| format!("certificate {}", cert.display()))
+}
+
+/// Every certificate of a PEM file (a chain), at least one.
+pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading key {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{} is not PEM", path.display()))?
+        .ok_or_else(|| anyhow!("{} holds no private key", path.display()))
 }
 
 /// What changes when a file is replaced or rewritten (ACME clients rename
 /// a new file over the old one).
-fn files_stamp(cert: &std::path::Path, key: &std::path::Path) -> FilesStamp {
-    let stamp = |p: &std::path::Path| {
+fn files_stamp(cert: &Path, key: &Path) -> FilesStamp {
+    let stamp = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| (m.modified().ok(), m.len()))
             .unwrap_or((None, 0))
