@@ -47,6 +47,8 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/test-output.txt
 region-controller/tests/dashboard/run.sh  # the dashboard in headless Chromium against a lab; screenshots in target/dashboard-screenshots/
+sdk-js/scripts/check.sh  # the browser SDK: npm ci, strict type-check and bundles, eslint, node tests (protocol vectors, reorder, replay, e2ee), bundle under 50 KB gzipped
+sdk-js/tests/browser/run.sh  # the browser SDK in headless Chromium against a lab (the loadtest binary cargo test built): a call with a Rust client across two edges, failover on kill and drain, e2ee, WebCodecs media, bad input, time to first media
 terraform/test.sh  # terraform modules: fmt, validate, terraform test, rendered configs checked and run by the binaries
 
 if [ -x protocol/fuzz/run.sh ]; then
