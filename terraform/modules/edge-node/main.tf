@@ -44,6 +44,7 @@ locals {
     tls_cert                = local.tls_cert
     tls_key                 = local.tls_key
     tls_mesh_ca             = local.tls_mesh_ca
+    client_tls_files        = var.client_tls_files
     limits                  = local.limits
     etcd_endpoints          = var.etcd_endpoints
     etcd_ca                 = local.etcd_ca

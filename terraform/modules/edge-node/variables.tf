@@ -257,6 +257,15 @@ variable "app_secrets" {
   }
 }
 
+variable "client_tls_files" {
+  description = "The certificate clients and browsers verify: paths on the host of a WebPKI certificate chain for server_name and its key, kept fresh by the host's ACME client (the edge re-reads them when they change; the service user must be able to read them). null: a short-lived self-signed certificate the edge rotates itself, whose digests the controllers publish (development)."
+  type = object({
+    cert_path = string
+    key_path  = string
+  })
+  default = null
+}
+
 variable "tls" {
   description = "PEM material of this edge: its certificate chain (valid for server_name, with the serverAuth and clientAuth usages), its private key, and the mesh CA certificate that signs every edge."
   type = object({
