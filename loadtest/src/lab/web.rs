@@ -1,7 +1,8 @@
 //! The lab's web server: the browser demo page (`sdk-js/demo/`) and the SDK
 //! bundle, the small "app server" a page needs (`/config`, `/token`), and,
 //! with `--lab-control`, endpoints that drive the lab from a browser test:
-//! kill, drain and restart edges, and one Rust SDK peer to call.
+//! kill, drain and restart edges, and Rust SDK peers to call (one by
+//! default; more by name, e.g. a Rust-to-Rust baseline next to a browser).
 //!
 //! | method and path | answer |
 //! |---|---|
@@ -12,9 +13,9 @@
 //! | `GET /token?channel=&user=[&ttl=]` | a token (publish and subscribe), valid `ttl` s (default 3600; negative: already expired) |
 //! | `GET /lab/state` | the edges: `{edges: [{id, city, addr, alive, cert_sha256}]}` |
 //! | `POST /lab/edges/<id>/kill`, `/drain`, `/restart` | the chaos actions of the same names |
-//! | `POST /lab/peer` | start the Rust peer: `{channel, user, edge, messages, interval_ms, media_pps, e2ee_key?}` |
-//! | `GET /lab/peer` | what the peer sent and received |
-//! | `DELETE /lab/peer` | close it |
+//! | `POST /lab/peer` | start a Rust peer: `{name?, channel, user, edge, messages, interval_ms, media_pps, e2ee_key?}` (`name` defaults to `peer`; at most 8 peers) |
+//! | `GET /lab/peer[?name=]` | what that peer (default `peer`) sent and received |
+//! | `DELETE /lab/peer[?name=]` | close it, answering its last report |
 //!
 //! Errors are `{"error": {"code", "message"}}` with a 4xx status.
 
@@ -67,6 +68,10 @@ pub struct WebOptions {
 
 /// The channel the demo page joins.
 pub const DEMO_CHANNEL: &str = "demo";
+/// The peer `/lab/peer` means without a `name`.
+const DEFAULT_PEER: &str = "peer";
+/// Rust peers at once (each is an SDK client with its own tasks).
+const MAX_PEERS: usize = 8;
 /// Longest token lifetime `/token` mints (and most negative, for tests).
 const MAX_TTL_S: i64 = 24 * 3600;
 const MAX_BODY: usize = 16 * 1024;
@@ -110,7 +115,7 @@ impl Bound {
             controller,
             app,
             opts: self.opts,
-            peer: Mutex::new(None),
+            peers: Mutex::new(BTreeMap::new()),
         });
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let listener = self.listener;
@@ -140,7 +145,8 @@ impl Bound {
                 }
             }
             conns.shutdown().await;
-            if let Some(p) = st.peer.lock().await.take() {
+            let peers = std::mem::take(&mut *st.peers.lock().await);
+            for p in peers.into_values() {
                 p.close().await;
             }
         });
@@ -157,7 +163,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stop accepting, end every connection, close the peer.
+    /// Stop accepting, end every connection, close the peers.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
@@ -169,7 +175,8 @@ struct State {
     controller: String,
     app: super::App,
     opts: WebOptions,
-    peer: Mutex<Option<Peer>>,
+    /// The Rust peers by name (`POST /lab/peer`'s `name`, default `peer`).
+    peers: Mutex<BTreeMap<String, Peer>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -256,7 +263,7 @@ impl State {
                         "the lab's control endpoints are off: start the lab with --lab-control",
                     ));
                 }
-                self.lab_route(method, &path, req).await
+                self.lab_route(method, &path, &query, req).await
             }
             (&Method::GET, _) => Err(error(
                 StatusCode::NOT_FOUND,
@@ -337,7 +344,13 @@ impl State {
         })
     }
 
-    async fn lab_route(&self, method: Method, path: &str, req: Request<Incoming>) -> Handled {
+    async fn lab_route(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        req: Request<Incoming>,
+    ) -> Handled {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, parts.as_slice()) {
             (&Method::GET, ["lab", "state"]) => {
@@ -391,21 +404,35 @@ impl State {
                 }
             }
             (&Method::POST, ["lab", "peer"]) => {
+                if !query.is_empty() {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_parameter",
+                        "POST /lab/peer takes its name in the body",
+                    ));
+                }
                 let body = read_json::<PeerRequest>(req).await?;
                 self.start_peer(body).await
             }
-            (&Method::GET, ["lab", "peer"]) => match &*self.peer.lock().await {
-                Some(p) => Ok(json_ok(&p.report())),
-                None => Err(error(StatusCode::NOT_FOUND, "no_peer", "no peer running")),
-            },
-            (&Method::DELETE, ["lab", "peer"]) => match self.peer.lock().await.take() {
-                Some(p) => {
-                    let report = p.report();
-                    p.close().await;
-                    Ok(json_ok(&report))
+            (&Method::GET, ["lab", "peer"]) => {
+                let name = peer_name_query(query)?;
+                match self.peers.lock().await.get(&name) {
+                    Some(p) => Ok(json_ok(&p.report())),
+                    None => Err(no_peer(&name)),
                 }
-                None => Err(error(StatusCode::NOT_FOUND, "no_peer", "no peer running")),
-            },
+            }
+            (&Method::DELETE, ["lab", "peer"]) => {
+                let name = peer_name_query(query)?;
+                let peer = self.peers.lock().await.remove(&name);
+                match peer {
+                    Some(p) => {
+                        let report = p.report();
+                        p.close().await;
+                        Ok(json_ok(&report))
+                    }
+                    None => Err(no_peer(&name)),
+                }
+            }
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -416,6 +443,7 @@ impl State {
 
     async fn start_peer(&self, r: PeerRequest) -> Handled {
         let bad = |code: &str, m: String| error(StatusCode::BAD_REQUEST, code, m);
+        let name = peer_name(r.name.clone())?;
         let channel = name_param("channel", Some(r.channel.clone()))?;
         let user = name_param("user", Some(r.user.clone()))?;
         if r.messages > 100_000 {
@@ -434,12 +462,28 @@ impl State {
             ),
             None => None,
         };
-        let mut slot = self.peer.lock().await;
-        if slot.is_some() {
+        // Held until the peer is in: two starts of one name cannot race.
+        let mut peers = self.peers.lock().await;
+        if peers.contains_key(&name) {
+            let which = if name == DEFAULT_PEER {
+                String::new()
+            } else {
+                format!("?name={name}")
+            };
             return Err(error(
                 StatusCode::CONFLICT,
                 "peer_running",
-                "a peer is running: DELETE /lab/peer first",
+                format!("a peer named {name:?} is running: DELETE /lab/peer{which} first"),
+            ));
+        }
+        if peers.len() >= MAX_PEERS {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "too_many_peers",
+                format!(
+                    "{MAX_PEERS} peers are running ({}): DELETE one first",
+                    peers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             ));
         }
         let (config, edge_addr) = {
@@ -462,13 +506,66 @@ impl State {
             (lab.pinned_client_config(r.edge), cfg.edge.listen)
         };
         let token = self.app.token(&channel, &user, true, true);
-        let peer = Peer::start(config, r.edge, edge_addr, token, channel, user, key, &r)
-            .await
-            .map_err(|e| error(StatusCode::BAD_GATEWAY, "peer_failed", format!("{e:#}")))?;
+        let peer = Peer::start(
+            config,
+            name.clone(),
+            r.edge,
+            edge_addr,
+            token,
+            channel,
+            user,
+            key,
+            &r,
+        )
+        .await
+        .map_err(|e| error(StatusCode::BAD_GATEWAY, "peer_failed", format!("{e:#}")))?;
         let report = peer.report();
-        *slot = Some(peer);
+        peers.insert(name, peer);
         Ok(json_ok(&report))
     }
+}
+
+/// A peer's name: 1..=64 of `A-Za-z0-9_-` (it goes into URLs and messages).
+fn peer_name(v: Option<String>) -> Result<String, Resp> {
+    let name = v.unwrap_or_else(|| DEFAULT_PEER.to_string());
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("name {name:?}: 1 to 64 of A-Z a-z 0-9 _ -"),
+        ));
+    }
+    Ok(name)
+}
+
+/// `?name=` of `GET`/`DELETE /lab/peer` (absent: the default peer).
+fn peer_name_query(query: &str) -> Result<String, Resp> {
+    let mut name = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "name" => name = Some(v.into_owned()),
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_parameter",
+                    format!("unknown parameter {other:?} (known: name)"),
+                ))
+            }
+        }
+    }
+    peer_name(name)
+}
+
+fn no_peer(name: &str) -> Resp {
+    error(
+        StatusCode::NOT_FOUND,
+        "no_peer",
+        format!("no peer named {name:?} running"),
+    )
 }
 
 /// A name parameter (channel, user): 1..=128 bytes.
@@ -543,6 +640,9 @@ fn edges_state(lab: &Lab) -> Vec<serde_json::Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeerRequest {
+    /// Which peer (`GET`/`DELETE /lab/peer?name=`); default `peer`.
+    #[serde(default)]
+    name: Option<String>,
     channel: String,
     user: String,
     /// The edge it connects to, and only that one.
@@ -600,6 +700,7 @@ struct PeerRecord {
 /// One Rust SDK client in a channel, pinned to one edge: it publishes an
 /// audio track, sends numbered messages and records what it receives.
 struct Peer {
+    name: String,
     client: Arc<sdk::Client>,
     tasks: JoinSet<()>,
     rec: Arc<std::sync::Mutex<PeerRecord>>,
@@ -613,6 +714,7 @@ impl Peer {
     #[allow(clippy::too_many_arguments)]
     async fn start(
         config: sdk::ClientConfig,
+        name: String,
         edge: u32,
         edge_addr: SocketAddr,
         token: String,
@@ -662,6 +764,7 @@ impl Peer {
             });
         }
         Ok(Peer {
+            name,
             client,
             tasks,
             rec,
@@ -696,6 +799,7 @@ impl Peer {
             .collect();
         let on = self.client.edge();
         json!({
+            "name": self.name,
             "channel": self.channel,
             "user": self.user,
             "edge": if on.is_none() || on == Some(self.edge_addr) { json!(self.edge) } else { json!(on.map(|a| a.to_string())) },

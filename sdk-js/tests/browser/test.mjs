@@ -1,7 +1,9 @@
 // Browser tests of @rtn/sdk against `loadtest lab --lab-control` (started by
 // run.sh next to this file): a headless Chromium (Debian's, driven over CDP
 // with playwright-core) in the lab's demo page, a Rust SDK peer the lab runs
-// on another edge (`POST /lab/peer`), and the lab's edge kill/drain.
+// on another edge (`POST /lab/peer`; test a adds a second one, named
+// `baseline`, on the browser's edge for a Rust-to-Rust baseline), and the
+// lab's edge kill/drain.
 //
 // Environment: DEMO_URL (the lab's `demo: http://...` line), CDP_URL
 // (Chromium's DevTools websocket), ONLY (comma-separated test letters,
@@ -252,20 +254,42 @@ function messageLines(name, call, n) {
 
 // ---- a. a call across two edges ---------------------------------------------------
 
+/** The Rust-to-Rust baseline's peer: a second Rust client, on the browser's
+ * edge, in the same channel, for the same window. */
+const BASELINE = '/lab/peer?name=baseline';
+
 async function testA() {
   const page = await openPage(DEMO, 'a');
   try {
     const o = { messages: 50, intervalMs: 40, mediaPps: 25 };
     const { webEdge, peerEdge } = await startCall(page, 't-a', o);
+    // Media only, at the browser's rate and size (120 bytes), over the same
+    // two edges: baseline (browser's edge) <-> rust (the other edge).
+    await api('DELETE', BASELINE).catch(() => {});
+    await api('POST', '/lab/peer', { name: 'baseline', channel: 't-a', user: 'rust-b', edge: webEdge, messages: 0, media_pps: o.mediaPps });
     await sleep(o.messages * o.intervalMs + 1_000);
+    const base = await api('DELETE', BASELINE);
     const call = await finishCall(page, o, 10_000);
-    console.log(`  browser on edge ${webEdge}, Rust peer on edge ${peerEdge}`);
+    console.log(`  browser on edge ${webEdge}, Rust peer on edge ${peerEdge}, baseline Rust peer on edge ${webEdge}`);
     messageLines('a. call', call, o.messages);
     const toPeer = call.peer.media.web;
     const toWeb = call.web.media.rust;
     report(!!toPeer && toPeer.packets > 0, 'a. call: media browser->Rust', toPeer ? `${toPeer.packets} packets of ${call.web.mediaSent} sent, one-way latency p50 ${f1(toPeer.latency_ms_p50)} ms p95 ${f1(toPeer.latency_ms_p95)} ms` : 'none received');
     report(!!toWeb && toWeb.packets > 0, 'a. call: media Rust->browser', toWeb ? `${toWeb.packets} packets of ${call.peer.media_sent} sent, one-way latency p50 ${f1(toWeb.p50)} ms p95 ${f1(toWeb.p95)} ms` : 'none received');
+    // Same path as browser->Rust (edge webEdge -> peerEdge), and back.
+    const rr = call.peer.media['rust-b'];
+    const rrBack = base.media.rust;
+    report(!!rr && rr.packets > 0 && !!rrBack && rrBack.packets > 0, 'a. baseline: media Rust->Rust both ways',
+      `edge ${webEdge}->${peerEdge} ${rr?.packets ?? 0} packets of ${base.media_sent} sent, edge ${peerEdge}->${webEdge} ${rrBack?.packets ?? 0} packets`);
+    const ratio = (b, r) => (b === undefined || b === null || !r ? '-' : (b / r).toFixed(2));
+    console.log(`INFO a. baseline: media Rust->Rust one-way latency p50 ${f1(rr?.latency_ms_p50)} ms p95 ${f1(rr?.latency_ms_p95)} ms `
+      + `(edge ${webEdge}->${peerEdge}; ${peerEdge}->${webEdge} p50 ${f1(rrBack?.latency_ms_p50)} ms p95 ${f1(rrBack?.latency_ms_p95)} ms); `
+      + `browser->Rust p50 ${f1(toPeer?.latency_ms_p50)} ms p95 ${f1(toPeer?.latency_ms_p95)} ms; `
+      + `Rust->browser p50 ${f1(toWeb?.p50)} ms p95 ${f1(toWeb?.p95)} ms; `
+      + `ratio browser/Rust p50 ${ratio(toPeer?.latency_ms_p50, rr?.latency_ms_p50)} (browser->Rust over ${webEdge}->${peerEdge}), ${ratio(toWeb?.p50, rrBack?.latency_ms_p50)} (Rust->browser over ${peerEdge}->${webEdge}); `
+      + `${o.mediaPps} packets/s of 120 bytes each way, same run and window`);
   } finally {
+    await api('DELETE', BASELINE).catch(() => {});
     await page.close();
   }
 }
