@@ -119,10 +119,11 @@ locals {
 
   controller_config = {
     for k, c in local.controllers : k => templatefile("${path.module}/templates/controller.toml.tftpl", {
-      controller  = c
-      port        = var.ports.api
-      etcd_url    = local.etcd.url
-      config_path = "${local.state_dir}/${c.name}.toml"
+      controller   = c
+      port         = var.ports.api
+      cors_origins = var.cors_origins
+      etcd_url     = local.etcd.url
+      config_path  = "${local.state_dir}/${c.name}.toml"
     })
   }
 }

@@ -148,6 +148,12 @@ variable "ports" {
   }
 }
 
+variable "cors_origins" {
+  description = "Web page origins (http://localhost:8000) allowed to ask the controllers for the nearest edges from a browser, e.g. a page using sdk-js."
+  type        = list(string)
+  default     = []
+}
+
 variable "app_id" {
   description = "The app whose join tokens the edges accept. Its secret is generated at apply (output app_secret_file)."
   type        = string

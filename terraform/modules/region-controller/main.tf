@@ -37,6 +37,8 @@ locals {
     trusted_proxies      = var.trusted_proxies
     admin_token_env      = local.admin_token_env
     lookups_per_ip_per_s = var.lookups_per_ip_per_s
+    cors_origins         = var.cors_origins
+    api_tls_files        = var.api_tls_files
     config_path          = local.config_path
     env_path             = local.env_path
   })]

@@ -217,6 +217,21 @@ variable "lookups_per_ip_per_s" {
   }
 }
 
+variable "cors_origins" {
+  description = "Web page origins (https://app.example.com) allowed to call the nearest-edge lookup from a browser (api.cors_origins); none by default, \"*\" for every page."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_tls_files" {
+  description = "HTTPS for the API: paths on the host of a WebPKI certificate chain and its key, kept fresh by the host's ACME client (re-read when they change; the service user must be able to read them). null: plain HTTP (behind a TLS-terminating load balancer)."
+  type = object({
+    cert_path = string
+    key_path  = string
+  })
+  default = null
+}
+
 variable "binary" {
   description = "Where hosts download the region-controller binary at first boot: an https URL and its SHA-256 (hex)."
   type = object({
