@@ -238,6 +238,7 @@ fn main() {
                         edge_id: 8,
                         addr: "127.0.0.1:4433".into(),
                         server_name: "edge-8.rtn".into(),
+                        cert_sha256: vec![vec![0xab; 32]],
                     }],
                     reconnect_after_ms: 50,
                 })),
