@@ -2,7 +2,14 @@
 // through the edge network with @rtn/sdk. Camera and microphone are encoded
 // with WebCodecs (VP8, Opus), sent as RTN media datagrams, decoded and shown
 // for every other participant; a chat box; a panel with the edge in use,
-// its round trip, the SDK's counters and reconnect events.
+// its round trip, the SDK's counters and reconnect events, and for every
+// other participant their edge and the overlay path from this page's edge
+// to theirs.
+//
+// Who is on which edge: each page announces its edge to the others with a
+// chat message `{"rtnDemo":"presence","edge":<id>}` (after joining, after
+// every reconnect and when somebody joins; the chat does not show these).
+// The paths are the lab's: `GET /routes?edge=<id>`, every 2 s.
 //
 // The lab's web server plays "the app's own server": `GET /config` says
 // which controller and channel, `GET /token?channel=&user=` mints a token.
@@ -30,11 +37,13 @@
 // media=0 (no camera/microphone), e2ee=<key id>:<64 hex digits>,
 // edges=lab (dial the lab's edges from `GET /lab/state`, with their
 // certificate digests, instead of asking the controller: needs the lab's
-// --lab-control; for when the controller does not allow this origin).
-// `window.rtnDemo` exposes counters, events and the client; `window.rtnSdk`
-// is the SDK module.
+// --lab-control; for when the controller does not allow this origin), with
+// edges=lab also edge=<id> (that edge only: pages on different edges).
+// `window.rtnDemo` exposes counters, events and the client, and `edges`
+// (user -> edge id, as announced) and `paths` (user -> edge ids from this
+// page's edge to theirs); `window.rtnSdk` is the SDK module.
 
-/* global window, document, navigator, location, fetch, performance, setInterval, clearInterval,
+/* global window, document, navigator, location, fetch, performance, setInterval, clearInterval, setTimeout, clearTimeout,
    console, TextDecoder, URLSearchParams, VideoEncoder, VideoDecoder, VideoFrame, AudioEncoder, AudioDecoder,
    AudioData, EncodedVideoChunk, EncodedAudioChunk, AudioContext, MediaStreamTrackProcessor */
 
@@ -59,6 +68,11 @@ const demo = {
   client: undefined,
   room: undefined,
   ready: false,
+  /** Other participants' edges, as they announced them: user -> edge id. */
+  edges: {},
+  /** The overlay path from this page's edge to each other participant's:
+   * user -> [edge ids] (`[mine]` on the same edge). */
+  paths: {},
 };
 window.rtnDemo = demo;
 
@@ -400,6 +414,85 @@ function showStats() {
   $('codec-stats').textContent = `video frames encoded ${k.framesEncoded}, decoded ${decoded}; audio encoded ${k.audioEncoded}, decoded ${k.audioDecoded}`;
 }
 
+// ---- who is on which edge, and the path there -------------------------------
+
+/** Other participants (user ids), in the order they joined. */
+const members = new Set();
+let pathsTimer;
+let announceTimer;
+let refreshing = false;
+
+/** This page's edge id, when the SDK knows it. */
+function myEdge() {
+  const e = demo.client && demo.client.edge();
+  return e && e.id !== undefined ? e.id : undefined;
+}
+
+/** Tell the others which edge this page is on (soon, once for a burst). */
+function announce() {
+  clearTimeout(announceTimer);
+  announceTimer = setTimeout(() => {
+    const edge = myEdge();
+    if (!demo.room || edge === undefined) return;
+    demo.room.sendMessage(JSON.stringify({ rtnDemo: 'presence', edge })).catch((e) => {
+      if (demo.room) fail('presence', e);
+    });
+  }, 100);
+}
+
+/** A presence announcement's edge id, or undefined for a chat message. */
+function presenceOf(text) {
+  if (!text.startsWith('{')) return undefined;
+  try {
+    const m = JSON.parse(text);
+    if (m && m.rtnDemo === 'presence') return Number.isInteger(m.edge) ? m.edge : null;
+  } catch {
+    // A chat message that looks like JSON.
+  }
+  return undefined;
+}
+
+async function refreshPaths() {
+  const me = myEdge();
+  if (refreshing || !demo.client) return;
+  refreshing = true;
+  try {
+    let routes;
+    let trouble;
+    if (me !== undefined && Object.values(demo.edges).some((e) => e !== me)) {
+      try {
+        routes = await getJson(`/routes?edge=${me}`);
+      } catch (e) {
+        trouble = e.message;
+      }
+    }
+    const city = (id) => (routes && routes.cities[id]) || `edge ${id}`;
+    const lines = [];
+    const paths = {};
+    for (const user of members) {
+      const edge = demo.edges[user];
+      if (edge === undefined) {
+        lines.push(`${user}: edge unknown`);
+      } else if (edge === me) {
+        paths[user] = [me];
+        lines.push(`${user} (edge ${edge}): same edge`);
+      } else {
+        const path = routes && routes.paths[edge];
+        if (path) {
+          paths[user] = path;
+          lines.push(`${user} (edge ${edge}): ${path.map(city).join(' -> ')} (${path.length - 1} hop${path.length === 2 ? '' : 's'})`);
+        } else {
+          lines.push(`${user} (edge ${edge}): ${trouble ? `no route table (${trouble})` : me === undefined ? 'this page\'s edge unknown' : 'no path'}`);
+        }
+      }
+    }
+    demo.paths = paths;
+    $('paths').textContent = lines.join('\n') || 'nobody else here';
+  } finally {
+    refreshing = false;
+  }
+}
+
 function addMessage(from, text, mine) {
   const li = document.createElement('li');
   if (mine) li.className = 'mine';
@@ -426,15 +519,28 @@ function onEvent(e) {
   if (e.type === 'message') rec.text = new TextDecoder().decode(e.payload);
   demo.events.push(rec);
   switch (e.type) {
-    case 'message':
-      addMessage(e.from, rec.text, false);
+    case 'message': {
+      const edge = presenceOf(rec.text);
+      if (edge === undefined) {
+        addMessage(e.from, rec.text, false);
+      } else if (edge !== null) {
+        members.add(e.from);
+        demo.edges[e.from] = edge;
+        void refreshPaths();
+      }
       break;
+    }
     case 'member-joined':
       logEvent(`${e.user} joined`);
+      members.add(e.user);
       local.forceKey = true;
+      announce();
       break;
     case 'member-left':
       logEvent(`${e.user} left`);
+      members.delete(e.user);
+      delete demo.edges[e.user];
+      delete demo.paths[e.user];
       dropPeer(e.user);
       break;
     case 'track-available':
@@ -449,6 +555,8 @@ function onEvent(e) {
       logEvent(`reconnected to ${e.edge}`);
       local.forceKey = true;
       for (const p of peers.values()) p.needKey = true;
+      announce();
+      void refreshPaths();
       break;
     case 'channel-lost':
       logEvent(`channel ${e.channel} lost: ${e.error.code}`, true);
@@ -488,7 +596,8 @@ async function join(name, channel, withMedia) {
   let where = { controller: cfg.controller };
   if (params.get('edges') === 'lab') {
     const { edges } = await getJson('/lab/state');
-    const alive = edges.filter((e) => e.alive).map((e) => ({ addr: e.addr, server_name: 'localhost', cert_sha256: e.cert_sha256, id: e.id }));
+    const only = params.get('edge');
+    const alive = edges.filter((e) => e.alive && (only === null || String(e.id) === only)).map((e) => ({ addr: e.addr, server_name: 'localhost', cert_sha256: e.cert_sha256, id: e.id }));
     where = { edges: alive, probeCandidates: true };
   }
   const client = await Client.connect(where);
@@ -504,6 +613,9 @@ async function join(name, channel, withMedia) {
   logEvent(`joined ${channel} as ${name}`);
   statsTimer = setInterval(showStats, 500);
   showStats();
+  announce();
+  pathsTimer = setInterval(() => void refreshPaths(), 2000);
+  void refreshPaths();
   $('chat-input').disabled = false;
   $('chat-send').disabled = false;
   if (withMedia) {
@@ -519,6 +631,8 @@ async function join(name, channel, withMedia) {
 
 async function leave() {
   clearInterval(statsTimer);
+  clearInterval(pathsTimer);
+  clearTimeout(announceTimer);
   stopMedia();
   for (const u of [...peers.keys()]) dropPeer(u);
   const c = demo.client;
@@ -528,6 +642,10 @@ async function leave() {
   if (c) await c.close();
   $('state').textContent = 'not connected';
   $('edge').textContent = '-';
+  $('paths').textContent = '-';
+  members.clear();
+  demo.edges = {};
+  demo.paths = {};
   $('join').disabled = false;
   $('leave').disabled = true;
   $('chat-input').disabled = true;

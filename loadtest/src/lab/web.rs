@@ -11,6 +11,7 @@
 //! | `GET /sdk/rtn.js` | `<dist>/rtn.js` (`npm run build` in sdk-js) |
 //! | `GET /config` | `{controller, app, channel}` |
 //! | `GET /token?channel=&user=[&ttl=]` | a token (publish and subscribe), valid `ttl` s (default 3600; negative: already expired) |
+//! | `GET /routes?edge=<id>` | that edge's overlay paths now (what it forwards by): `{edge, paths: {"<dest>": [edge, ..., dest]}, cities: {"<id>": "fra"}}` |
 //! | `GET /lab/state` | the edges: `{edges: [{id, city, addr, alive, cert_sha256}]}` |
 //! | `POST /lab/edges/<id>/kill`, `/drain`, `/restart` | the chaos actions of the same names |
 //! | `POST /lab/peer` | start a Rust peer: `{name?, channel, user, edge, messages, interval_ms, media_pps, e2ee_key?}` (`name` defaults to `peer`; at most 8 peers) |
@@ -255,6 +256,7 @@ impl State {
                 "channel": DEMO_CHANNEL,
             }))),
             (&Method::GET, "/token") => self.token(&query),
+            (&Method::GET, "/routes") => self.routes(&query).await,
             (_, p) if p.starts_with("/lab/") || p == "/lab" => {
                 if !self.opts.lab_control {
                     return Err(error(
@@ -332,6 +334,73 @@ impl State {
             self.app.secret.as_bytes(),
         );
         Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", token))
+    }
+
+    /// `GET /routes?edge=<id>`: the overlay path from that edge to every
+    /// other edge, from its effective route table (what it forwards by).
+    async fn routes(&self, query: &str) -> Handled {
+        let mut edge = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "edge" => {
+                    edge = Some(v.parse::<u32>().map_err(|_| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_edge",
+                            format!("edge id {v:?} is not a number"),
+                        )
+                    })?)
+                }
+                other => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_parameter",
+                        format!("unknown parameter {other:?} (known: edge)"),
+                    ))
+                }
+            }
+        }
+        let Some(id) = edge else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "missing_edge",
+                "edge is required",
+            ));
+        };
+        let lab = self.lab()?;
+        let lab = lab.lock().await;
+        if lab.world.edge(id).is_none() {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "unknown_edge",
+                format!("no edge {id} in this lab"),
+            ));
+        }
+        let Some(table) = lab.route_tables().remove(&id) else {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "edge_down",
+                format!("edge {id} is not running"),
+            ));
+        };
+        let paths: BTreeMap<String, Vec<u32>> = lab
+            .world
+            .edges
+            .iter()
+            .filter(|e| e.id != id)
+            .filter_map(|e| Some((e.id.to_string(), table.path(id, e.id)?.into_owned())))
+            .collect();
+        let cities: BTreeMap<String, &str> = lab
+            .world
+            .edges
+            .iter()
+            .map(|e| (e.id.to_string(), e.host.city.code))
+            .collect();
+        Ok(json_ok(&json!({
+            "edge": id,
+            "paths": paths,
+            "cities": cities,
+        })))
     }
 
     fn lab(&self) -> Result<Arc<Mutex<Lab>>, Resp> {

@@ -10,7 +10,7 @@
 // optional). Prints one PASS/FAIL line per check with its figures, then
 // "N passed, N failed"; exits non-zero on any failure.
 
-/* global process, console, fetch, setTimeout, clearTimeout, setInterval, clearInterval, URL, window, performance, TextDecoder -- page functions run in the browser */
+/* global process, console, fetch, setTimeout, clearTimeout, setInterval, clearInterval, URL, window, document, performance, TextDecoder -- page functions run in the browser */
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
@@ -375,27 +375,34 @@ async function testC() {
 // ---- d. the demo page: fake camera and microphone, two pages -------------------------
 
 async function testD() {
-  let url = (name) => `${DEMO}?name=${name}&channel=t-d&autojoin=1`;
-  const counts = async (p) => p.evaluate(() => ({ ...window.rtnDemo.counters, errors: window.rtnDemo.errors, edge: window.rtnDemo.client?.edge()?.addr }));
+  const plain = (name) => `${DEMO}?name=${name}&channel=t-d&autojoin=1`;
+  let url = plain;
+  const counts = async (p) => p.evaluate(() => ({
+    ...window.rtnDemo.counters, errors: window.rtnDemo.errors, edge: window.rtnDemo.client?.edge()?.addr,
+    edgeId: window.rtnDemo.client?.edge()?.id, edges: window.rtnDemo.edges, paths: window.rtnDemo.paths, pathsText: document.getElementById('paths').textContent,
+  }));
+  const connected = (p) => p.waitForFunction(() => window.rtnDemo.client?.edge()?.id !== undefined || window.rtnDemo.errors.length > 0, null, { timeout: 15_000 });
   let alice = await openPage(url('alice'), 'd-alice');
-  let bob = await openPage(url('bob'), 'd-bob');
-  await sleep(3_000);
+  await connected(alice);
   const early = await counts(alice);
   if (early.errors.some((e) => e.includes('CONTROLLER_UNREACHABLE'))) {
     console.log(`  NOTE the demo page could not ask the controller (${early.errors[0].slice(0, 120)}...): again with edges=lab (explicit edges)`);
     await alice.close();
-    await bob.close();
-    const plain = url;
     url = (name) => `${plain(name)}&edges=lab`;
     alice = await openPage(url('alice'), 'd-alice');
-    bob = await openPage(url('bob'), 'd-bob');
+    await connected(alice);
   }
+  // Bob on another edge than alice's (explicit edges: that one only), so
+  // the call crosses the overlay and each page shows a path of hops.
+  const aliceEdge = (await counts(alice)).edgeId;
+  const bobEdge = (await labState()).find((e) => e.alive && e.id !== aliceEdge)?.id;
+  const bob = await openPage(bobEdge === undefined ? url('bob') : `${plain('bob')}&edges=lab&edge=${bobEdge}`, 'd-bob');
   try {
     const deadline = Date.now() + 30_000;
     let a, b;
     for (;;) {
       [a, b] = await Promise.all([counts(alice), counts(bob)]);
-      const done = (a.framesDecoded.bob ?? 0) > 10 && (b.framesDecoded.alice ?? 0) > 10 && a.audioDecoded > 10 && b.audioDecoded > 10;
+      const done = (a.framesDecoded.bob ?? 0) > 10 && (b.framesDecoded.alice ?? 0) > 10 && a.audioDecoded > 10 && b.audioDecoded > 10 && a.paths.bob && b.paths.alice;
       if (done || Date.now() > deadline) break;
       await sleep(500);
     }
@@ -404,6 +411,16 @@ async function testD() {
     const fmt = (x, other) => `encoded ${x.framesEncoded} video frames / ${x.audioEncoded} audio, decoded ${x.framesDecoded[other] ?? 0} frames of ${other} / ${x.audioDecoded} audio, packets sent ${x.packetsSent} received ${x.packetsReceived}, edge ${x.edge}${x.errors.length ? `, errors: ${x.errors.join('; ')}` : ''}`;
     report((b.framesDecoded.alice ?? 0) > 0 && b.audioDecoded > 0, 'd. demo page: alice -> bob (second page)', `bob ${fmt(b, 'alice')}`);
     report((a.framesDecoded.bob ?? 0) > 0 && a.audioDecoded > 0, 'd. demo page: bob -> alice', `alice ${fmt(a, 'bob')}`);
+    // Each page's view of the other's edge (announced) and the overlay path there (GET /routes).
+    const sees = (x, y, other) => {
+      const path = x.paths[other];
+      const ok = x.edgeId !== undefined && x.edges[other] === y.edgeId && Array.isArray(path) && path[0] === x.edgeId && path[path.length - 1] === y.edgeId;
+      return { ok, text: `on edge ${x.edgeId}, sees ${other} on edge ${x.edges[other]} (${other} is on ${y.edgeId}), path ${JSON.stringify(path)}, panel "${x.pathsText}"` };
+    };
+    const ab = sees(a, b, 'bob');
+    const ba = sees(b, a, 'alice');
+    report(ab.ok, 'd. demo page: alice sees bob\'s edge and the path there', `alice ${ab.text}`);
+    report(ba.ok, 'd. demo page: bob sees alice\'s edge and the path there', `bob ${ba.text}`);
   } finally {
     await alice.close();
     await bob.close();
