@@ -340,3 +340,53 @@ async fn degraded_link_is_routed_around() {
     }
     ctl.shutdown().await;
 }
+
+/// An edge with a self-signed client certificate registers the digests
+/// browsers pin (current, next), and registers again when it rotates, so
+/// the controllers' nearest-edge answers (built from the registration) list
+/// the certificate in use.
+#[tokio::test]
+async fn registrations_carry_the_client_certificate_digests_through_a_rotation() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let mut cfg = EdgeConfig::dev(1, APP, SECRET);
+    cfg.edge.region = "eu".into();
+    cfg.edge.city = "fra".into();
+    let e = Edge::start(
+        cfg,
+        EdgeOptions {
+            tls: Some(pki.material(&["localhost".into()]).unwrap()),
+            store: Some(store.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let published = || e.core.client_certs.hashes().borrow().clone();
+    let registered = || async {
+        records::<EdgeRecord>(&*store, &keys.edges())
+            .await
+            .first()
+            .map(|r| r.cert_sha256.clone())
+    };
+    let before = published();
+    assert_eq!(before.len(), 2);
+    eventually(5, "the digests registered", || async {
+        registered().await.as_ref() == Some(&before)
+    })
+    .await;
+    let now_used = e.core.client_certs.rotate().unwrap();
+    assert_eq!(now_used, before[1]);
+    let after = published();
+    assert_eq!(after[0], now_used);
+    eventually(5, "the rotated digests registered", || async {
+        registered().await.as_ref() == Some(&after)
+    })
+    .await;
+    // The registration is how to reach the edge: its address carries them.
+    let rec: Vec<EdgeRecord> = records(&*store, &keys.edges()).await;
+    assert_eq!(rec[0].address().cert_sha256, after);
+    e.kill().await;
+}
