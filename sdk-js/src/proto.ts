@@ -256,7 +256,8 @@ export type ServerFrame =
   | { keepaliveAck: { nonce: bigint } }
   | { subscribed: { requestId: number; channelId: bigint; userId: string } };
 
-function chat(w: Writer, m: ChatMessage): void {
+/** The fields of a ChatMessage (client.proto), in either direction. */
+export function writeChatMessage(w: Writer, m: ChatMessage): void {
   w.fixed64(1, m.channelId);
   w.string(2, m.fromUser);
   w.uint(3, m.seq);
@@ -288,7 +289,7 @@ export function encodeClientFrame(f: ClientFrame): Uint8Array {
     w.message(6, (m) => { m.uint(1, s.requestId); m.fixed64(2, s.channelId); m.string(3, s.userId); });
   } else if ('message' in f) {
     const c = f.message;
-    w.message(7, (m) => chat(m, c));
+    w.message(7, (m) => writeChatMessage(m, c));
   } else {
     const k = f.keepalive;
     w.message(8, (m) => m.uint(1, k.nonce));

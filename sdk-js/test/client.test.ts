@@ -27,6 +27,20 @@ afterEach(async () => {
 
 const types = (ev: RtnEvent[]): string[] => ev.map((e) => e.type);
 
+/** A client given two fake edges as its candidates, connected to the first. */
+async function twoEdges(): Promise<{ net: FakeNet; e1: ReturnType<FakeNet['edge']>; e2: ReturnType<FakeNet['edge']>; c: Client; events: RtnEvent[] }> {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const e2 = net.edge(2, '127.0.0.2:4433');
+  const { c, events } = await connect(net, {
+    edges: [
+      { addr: '127.0.0.1:4433', server_name: 'e1.test' },
+      { addr: '127.0.0.2:4433', server_name: 'e2.test' },
+    ],
+  });
+  return { net, e1, e2, c, events };
+}
+
 test('join, publish media, send messages with acks', async () => {
   const net = new FakeNet();
   const e1 = net.edge(1, '127.0.0.1:4433');
@@ -122,15 +136,7 @@ test('backpressure: trySendMessage refuses past maxUnacked', async () => {
 });
 
 test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, republish, replay', async () => {
-  const net = new FakeNet();
-  const e1 = net.edge(1, '127.0.0.1:4433');
-  const e2 = net.edge(2, '127.0.0.2:4433');
-  const { c, events } = await connect(net, {
-    edges: [
-      { addr: '127.0.0.1:4433', server_name: 'e1.test' },
-      { addr: '127.0.0.2:4433', server_name: 'e2.test' },
-    ],
-  });
+  const { e1, e2, c, events } = await twoEdges();
   const room = await c.join('alice', 'room', { subscribeAll: true });
   await room.subscribe('bob');
   const mic = await room.publishTrack('mic', 'audio');
@@ -192,15 +198,7 @@ test('a token refused at rejoin loses the channel for good', async () => {
 });
 
 test('liveness: a silent edge is left within the liveness timeout', async () => {
-  const net = new FakeNet();
-  const e1 = net.edge(1, '127.0.0.1:4433');
-  const e2 = net.edge(2, '127.0.0.2:4433');
-  const { c, events } = await connect(net, {
-    edges: [
-      { addr: '127.0.0.1:4433', server_name: 'e1.test' },
-      { addr: '127.0.0.2:4433', server_name: 'e2.test' },
-    ],
-  });
+  const { e1, e2, c, events } = await twoEdges();
   await c.join('alice', 'room');
   const t0 = Date.now();
   e1.silent = true;

@@ -1,15 +1,6 @@
 // Encoders of ServerFrames: what a fake edge sends in the tests (the SDK
 // itself only decodes them).
-import { Writer, type ChatMessage, type ServerFrame, type TrackInfo } from '../src/proto';
-
-function chat(w: Writer, m: ChatMessage): void {
-  w.fixed64(1, m.channelId);
-  w.string(2, m.fromUser);
-  w.uint(3, m.seq);
-  w.bytes(4, m.payload);
-  w.uint(5, m.sentAtUs);
-  w.string(6, m.toUser);
-}
+import { Writer, writeChatMessage, type ServerFrame, type TrackInfo } from '../src/proto';
 
 export function encodeServerFrame(f: ServerFrame): Uint8Array {
   const w = new Writer();
@@ -28,7 +19,7 @@ export function encodeServerFrame(f: ServerFrame): Uint8Array {
   else if ('memberLeft' in f) { const e = f.memberLeft; w.message(6, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.session); }); }
   else if ('trackAvailable' in f) { const e = f.trackAvailable; w.message(7, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); if (e.track) { const t = e.track; m.message(3, (x) => track(x, t)); } }); }
   else if ('trackUnavailable' in f) { const e = f.trackUnavailable; w.message(8, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.trackKey); }); }
-  else if ('message' in f) { const c = f.message; w.message(9, (m) => chat(m, c)); }
+  else if ('message' in f) { const c = f.message; w.message(9, (m) => writeChatMessage(m, c)); }
   else if ('messageAck' in f) { const a = f.messageAck; w.message(10, (m) => { m.fixed64(1, a.channelId); m.uint(2, a.seq); }); }
   else if ('goaway' in f) {
     const g = f.goaway;

@@ -33,13 +33,50 @@ impl App {
 
     /// A token for `user` in `channel` with these rights.
     pub fn token(&self, channel: &str, user: &str, publish: bool, subscribe: bool) -> String {
-        self.mint(channel, user, publish, subscribe, self.secret.as_bytes())
+        let now = control::clock::now_secs();
+        self.mint(
+            channel,
+            user,
+            publish,
+            subscribe,
+            self.secret.as_bytes(),
+            (now, now + VALID_SECS),
+        )
+    }
+
+    /// A publish-and-subscribe token valid `ttl_secs` from now; a negative
+    /// `ttl_secs` gives one that expired that long ago (issued a minute
+    /// before it expired), as an app server's clock would.
+    pub fn token_expiring_in(&self, channel: &str, user: &str, ttl_secs: i64) -> String {
+        let now = control::clock::now_secs();
+        let expires_at = now.saturating_add_signed(ttl_secs);
+        let issued_at = if ttl_secs > 0 {
+            now
+        } else {
+            expires_at.saturating_sub(60)
+        };
+        self.mint(
+            channel,
+            user,
+            true,
+            true,
+            self.secret.as_bytes(),
+            (issued_at, expires_at),
+        )
     }
 
     /// A token signed with a secret the app does not have: refused with
     /// `TOKEN_BAD_SIGNATURE`.
     pub fn forged_token(&self, channel: &str, user: &str) -> String {
-        self.mint(channel, user, true, true, b"not-the-apps-secret-at-all")
+        let now = control::clock::now_secs();
+        self.mint(
+            channel,
+            user,
+            true,
+            true,
+            b"not-the-apps-secret-at-all",
+            (now, now + VALID_SECS),
+        )
     }
 
     fn mint(
@@ -49,8 +86,8 @@ impl App {
         publish: bool,
         subscribe: bool,
         key: &[u8],
+        (issued_at, expires_at): (u64, u64),
     ) -> String {
-        let now = control::clock::now_secs();
         mint(
             &Grant {
                 app_id: &self.id,
@@ -58,8 +95,8 @@ impl App {
                 user_id: user,
                 publish,
                 subscribe,
-                issued_at: now,
-                expires_at: now + VALID_SECS,
+                issued_at,
+                expires_at,
             },
             key,
         )

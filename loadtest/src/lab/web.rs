@@ -313,26 +313,7 @@ impl State {
         }
         let channel = name_param("channel", channel)?;
         let user = name_param("user", user)?;
-        let now = control::clock::now_secs();
-        let expires_at = now.saturating_add_signed(ttl);
-        // An expired token was issued before it expired.
-        let issued_at = if ttl > 0 {
-            now
-        } else {
-            expires_at.saturating_sub(60)
-        };
-        let token = protocol::token::mint(
-            &protocol::token::Grant {
-                app_id: &self.app.id,
-                channel: &channel,
-                user_id: &user,
-                publish: true,
-                subscribe: true,
-                issued_at,
-                expires_at,
-            },
-            self.app.secret.as_bytes(),
-        );
+        let token = self.app.token_expiring_in(&channel, &user, ttl);
         Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", token))
     }
 
@@ -852,16 +833,12 @@ impl Peer {
             .iter()
             .map(|(u, m)| {
                 let mut l = m.latencies_ms.clone();
-                l.sort_by(f64::total_cmp);
-                let pct = |p: f64| {
-                    (!l.is_empty()).then(|| l[((l.len() - 1) as f64 * p).round() as usize])
-                };
                 (
                     u,
                     json!({
                         "packets": m.packets,
-                        "latency_ms_p50": pct(0.5),
-                        "latency_ms_p95": pct(0.95),
+                        "latency_ms_p50": crate::stats::percentile(&mut l, 50.0),
+                        "latency_ms_p95": crate::stats::percentile(&mut l, 95.0),
                     }),
                 )
             })
