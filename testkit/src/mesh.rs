@@ -220,8 +220,8 @@ pub fn sdk_config(pki: &DevPki, edges: &[SocketAddr]) -> sdk::ClientConfig {
 
 /// A call of two SDK clients in channel `chat`: rita (subscribing) joins
 /// through `receiver`, then sam (publishing) connects through `sender` and
-/// joins. Each step waits for the one before, so sam's edge has heard of
-/// rita's through the directory before he talks.
+/// joins. The call is returned once sam's client has seen rita join, so his
+/// edge knows her edge before he talks.
 pub struct Call {
     pub sender: sdk::Client,
     pub receiver: sdk::Client,
@@ -243,6 +243,21 @@ impl Call {
             .join(&token("chat", "sam", true, true), "chat", true)
             .await
             .unwrap();
+        // The call is up once sam's edge knows rita is a member: rita's join
+        // reaches sam's edge through the channel's directory, and a message
+        // sent before that reaches nobody (a member joining later does not
+        // get the channel's history).
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match sender.next_event().await {
+                    Some(sdk::Event::MemberJoined { user, .. }) if user == "rita" => return,
+                    Some(_) => {}
+                    None => panic!("sam's client closed"),
+                }
+            }
+        })
+        .await
+        .expect("sam's edge learns of rita");
         Call {
             sender,
             receiver,
