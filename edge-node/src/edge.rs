@@ -120,8 +120,9 @@ impl EdgeCore {
         self.metrics.channels.set(map.len() as f64);
     }
 
-    pub fn next_track_key(&self) -> TrackKey {
-        TrackKey::new(self.id, self.track_counter.fetch_add(1, Ordering::Relaxed))
+    pub fn next_track_key(&self, kind: protocol::MediaKind) -> TrackKey {
+        let n = self.track_counter.fetch_add(1, Ordering::Relaxed);
+        TrackKey::with_kind(self.id, kind, n)
     }
 
     pub fn route_table(&self) -> Arc<RouteTable> {

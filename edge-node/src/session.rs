@@ -478,7 +478,9 @@ impl Session {
                 ),
             ));
         }
-        let key = self.core.next_track_key();
+        let key = self
+            .core
+            .next_track_key(protocol::MediaKind::from_pb(p.kind));
         let session = j.session;
         let channel = j.channel.clone();
         let user = j.claims.user_id.clone();

@@ -44,6 +44,29 @@
 //! datagrams, not the relay stream, so that a lost probe is lost (as media
 //! would be) instead of being retransmitted into an inflated RTT sample.
 //!
+//! NACK (client -> edge, edge -> client: 0x04; edge -> edge: 0x84), header
+//! of 18 bytes plus 6 per range ([`Nack`]):
+//!
+//! ```text
+//! offset size field
+//! 0      1    type          0x04 (NACK) or 0x84 (RELAY_NACK)
+//! 1      8    channel_id    the channel of the track
+//! 9      8    track_key     the track whose packets are missing
+//! 17     1    range_count   N, 1..=MAX_NACK_RANGES
+//! 18     6N   ranges        each: first u32, mask u16 -- asks for `first`
+//!                           and `first + 1 + i` for every bit i set in
+//!                           `mask` (bit 0 least significant), as RTCP's
+//!                           generic NACK does (RFC 4585 §6.2.1)
+//! ```
+//!
+//! A NACK asks the previous hop of the link it arrives on to send the named
+//! packets of the track again: the receiver of media sends it back the way
+//! the media came (a relay link's receiving edge to the sending edge, a
+//! subscriber to its edge, an edge to its publishing client). The answer is
+//! the very media (or relay) datagram sent before, once, if it is still
+//! held and can still arrive in time; otherwise nothing. NACKs are
+//! datagrams: a lost NACK is asked again after a round trip.
+//!
 //! Unknown type bytes are refused: a future version changes the ALPN.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -56,6 +79,12 @@ pub const TYPE_MEDIA: u8 = 0x01;
 pub const TYPE_RELAY_MEDIA: u8 = 0x81;
 pub const TYPE_PROBE: u8 = 0x82;
 pub const TYPE_PROBE_REPLY: u8 = 0x83;
+pub const TYPE_NACK: u8 = 0x04;
+pub const TYPE_RELAY_NACK: u8 = 0x84;
+pub const NACK_FIXED_LEN: usize = 18;
+pub const NACK_RANGE_LEN: usize = 6;
+/// Most ranges in one NACK: up to 272 packets, in 114 bytes.
+pub const MAX_NACK_RANGES: usize = 16;
 pub const PROBE_LEN: usize = 17;
 pub const MEDIA_HEADER_LEN: usize = 29;
 pub const RELAY_FIXED_LEN: usize = 7;
@@ -75,6 +104,10 @@ pub enum DatagramError {
     PayloadTooLarge(usize),
     #[error("bad route tree: {0}")]
     Tree(#[from] TreeError),
+    #[error("NACK with {0} ranges: 1..={MAX_NACK_RANGES} expected")]
+    NackRanges(usize),
+    #[error("NACK of {len} bytes does not match its {ranges} ranges")]
+    NackLength { len: usize, ranges: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +277,178 @@ mod tests {
         fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1500)) {
             let _ = MediaHeader::decode(&data);
             let _ = RelayDatagram::decode(Bytes::from(data));
+        }
+    }
+}
+
+/// A NACK (see the module docs for the layout): the packets of one track
+/// a receiver asks its previous hop to send again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    /// On a relay link (type 0x84) rather than a client link (0x04).
+    pub relay: bool,
+    pub channel: ChannelId,
+    pub track: TrackKey,
+    /// The sequence numbers asked for, in the order the ranges name them.
+    pub seqs: Vec<u32>,
+}
+
+impl Nack {
+    pub fn decode(d: &[u8]) -> Result<Self, DatagramError> {
+        if d.len() < NACK_FIXED_LEN {
+            return Err(DatagramError::Short(d.len()));
+        }
+        let relay = match d[0] {
+            TYPE_NACK => false,
+            TYPE_RELAY_NACK => true,
+            t => return Err(DatagramError::UnknownType(t)),
+        };
+        let ranges = d[17] as usize;
+        if !(1..=MAX_NACK_RANGES).contains(&ranges) {
+            return Err(DatagramError::NackRanges(ranges));
+        }
+        if d.len() != NACK_FIXED_LEN + ranges * NACK_RANGE_LEN {
+            return Err(DatagramError::NackLength {
+                len: d.len(),
+                ranges,
+            });
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(d[i..i + 8].try_into().unwrap_or([0; 8]));
+        let mut seqs = Vec::with_capacity(ranges * 17);
+        for r in d[NACK_FIXED_LEN..].chunks_exact(NACK_RANGE_LEN) {
+            let first = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+            let mask = u16::from_be_bytes([r[4], r[5]]);
+            seqs.push(first);
+            seqs.extend(
+                (0..16)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| first.wrapping_add(1 + i)),
+            );
+        }
+        Ok(Nack {
+            relay,
+            channel: ChannelId(u64_at(1)),
+            track: TrackKey(u64_at(9)),
+            seqs,
+        })
+    }
+
+    /// The NACK datagrams that ask for `seqs` (in that order, each sequence
+    /// at most [`MAX_NACK_RANGES`] ranges per datagram): a range starts at
+    /// a sequence and covers the 16 that follow it.
+    pub fn encode(&self) -> Vec<Bytes> {
+        let mut ranges: Vec<(u32, u16)> = vec![];
+        for &seq in &self.seqs {
+            match ranges.last_mut() {
+                Some((first, mask)) if (1..=16).contains(&seq.wrapping_sub(*first)) => {
+                    *mask |= 1 << (seq.wrapping_sub(*first) - 1);
+                }
+                _ => ranges.push((seq, 0)),
+            }
+        }
+        ranges
+            .chunks(MAX_NACK_RANGES)
+            .map(|chunk| {
+                let mut b = BytesMut::with_capacity(NACK_FIXED_LEN + chunk.len() * NACK_RANGE_LEN);
+                b.put_u8(if self.relay {
+                    TYPE_RELAY_NACK
+                } else {
+                    TYPE_NACK
+                });
+                b.put_u64(self.channel.0);
+                b.put_u64(self.track.0);
+                b.put_u8(chunk.len() as u8);
+                for &(first, mask) in chunk {
+                    b.put_u32(first);
+                    b.put_u16(mask);
+                }
+                b.freeze()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod nack_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nack(seqs: Vec<u32>) -> Nack {
+        Nack {
+            relay: false,
+            channel: ChannelId(0x0102030405060708),
+            track: TrackKey(9),
+            seqs,
+        }
+    }
+
+    #[test]
+    fn nack_layout_matches_the_spec() {
+        let d = nack(vec![100, 101, 103, 117, 118]).encode();
+        assert_eq!(d.len(), 1);
+        let d = &d[0];
+        assert_eq!(d.len(), NACK_FIXED_LEN + 2 * NACK_RANGE_LEN);
+        assert_eq!(d[0], 0x04);
+        assert_eq!(&d[1..9], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&d[9..17], &[0, 0, 0, 0, 0, 0, 0, 9]);
+        assert_eq!(d[17], 2);
+        // 100 with 101 (bit 0), 103 (bit 2), 117 (bit 16 is past the mask:
+        // a new range).
+        assert_eq!(&d[18..24], &[0, 0, 0, 100, 0b0000_0000, 0b0000_0101]);
+        assert_eq!(&d[24..30], &[0, 0, 0, 117, 0, 1]);
+    }
+
+    #[test]
+    fn bad_nacks_are_refused() {
+        let d = nack(vec![1]).encode().remove(0);
+        assert_eq!(Nack::decode(&d[..17]), Err(DatagramError::Short(17)));
+        let mut zero = d.to_vec();
+        zero[17] = 0;
+        zero.truncate(NACK_FIXED_LEN);
+        assert_eq!(Nack::decode(&zero), Err(DatagramError::NackRanges(0)));
+        let mut long = d.to_vec();
+        long.push(0);
+        assert!(matches!(
+            Nack::decode(&long),
+            Err(DatagramError::NackLength { .. })
+        ));
+        let mut other = d.to_vec();
+        other[0] = 0x05;
+        assert_eq!(Nack::decode(&other), Err(DatagramError::UnknownType(0x05)));
+    }
+
+    #[test]
+    fn ranges_wrap_around_the_sequence_space() {
+        let n = nack(vec![u32::MAX, 0, 1]);
+        let d = n.encode();
+        assert_eq!(d[0].len(), NACK_FIXED_LEN + NACK_RANGE_LEN);
+        assert_eq!(Nack::decode(&d[0]).unwrap(), n);
+    }
+
+    proptest! {
+        #[test]
+        fn any_sequences_round_trip(relay: bool, start: u32,
+                                    steps in proptest::collection::vec(1u32..40, 0..400)) {
+            // Increasing sequences (as a gap tracker asks), across wraps.
+            let mut seqs = vec![start];
+            for s in steps {
+                let next = seqs[seqs.len() - 1].wrapping_add(s);
+                seqs.push(next);
+            }
+            let n = Nack { relay, ..nack(seqs.clone()) };
+            let mut back = vec![];
+            for d in n.encode() {
+                prop_assert!(d.len() <= NACK_FIXED_LEN + MAX_NACK_RANGES * NACK_RANGE_LEN);
+                let got = Nack::decode(&d).unwrap();
+                prop_assert_eq!(got.relay, relay);
+                back.extend(got.seqs);
+            }
+            prop_assert_eq!(back, seqs);
+        }
+
+        #[test]
+        fn nack_decode_never_panics(d in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Nack::decode(&d);
         }
     }
 }

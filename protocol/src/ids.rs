@@ -34,19 +34,77 @@ impl std::fmt::Display for ChannelId {
     }
 }
 
-/// 64-bit track key: `origin_edge << 32 | per-edge counter`. Assigned by the
-/// publisher's edge, so it is unique across the mesh without coordination.
+/// 64-bit track key: `origin_edge << 32 | kind << 30 | per-edge counter`.
+/// Assigned by the publisher's edge, so it is unique across the mesh without
+/// coordination.
+///
+/// The two kind bits ([`MediaKind`]) let every edge on a path, including a
+/// relay that knows nothing of the channel, give a packet the repair
+/// deadline of its kind (audio is useless sooner than video) without a byte
+/// more in each datagram. Clients treat the key as opaque.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey(pub u64);
 
+/// Bits of a track key's low half that count tracks (the rest is the kind).
+const COUNTER_BITS: u32 = 30;
+const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
+
+/// What a track carries, as far as forwarding cares: how long a lost packet
+/// is still worth repairing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Unknown or application data (also keys minted before the kind bits).
+    Other = 0,
+    Audio = 1,
+    Video = 2,
+}
+
+impl MediaKind {
+    /// From the protobuf `TrackKind` value (`TRACK_KIND_*`).
+    pub fn from_pb(kind: i32) -> MediaKind {
+        match crate::pb::TrackKind::try_from(kind) {
+            Ok(crate::pb::TrackKind::Audio) => MediaKind::Audio,
+            Ok(crate::pb::TrackKind::Video) => MediaKind::Video,
+            _ => MediaKind::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaKind::Other => "other",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
 impl TrackKey {
+    /// A key of kind [`MediaKind::Other`].
     pub fn new(origin: EdgeId, counter: u32) -> Self {
-        TrackKey(((origin as u64) << 32) | counter as u64)
+        Self::with_kind(origin, MediaKind::Other, counter)
+    }
+
+    /// The key of the `counter`th track published through `origin` (the
+    /// counter wraps at 2^30).
+    pub fn with_kind(origin: EdgeId, kind: MediaKind, counter: u32) -> Self {
+        TrackKey(
+            ((origin as u64) << 32)
+                | ((kind as u64) << COUNTER_BITS)
+                | (counter as u64 & COUNTER_MASK),
+        )
     }
 
     /// The edge that assigned this key (where the publisher was connected).
     pub fn origin(self) -> EdgeId {
         (self.0 >> 32) as EdgeId
+    }
+
+    pub fn kind(self) -> MediaKind {
+        match (self.0 >> COUNTER_BITS) & 0b11 {
+            1 => MediaKind::Audio,
+            2 => MediaKind::Video,
+            _ => MediaKind::Other,
+        }
     }
 }
 
@@ -68,6 +126,25 @@ mod tests {
         let k = TrackKey::new(7, 42);
         assert_eq!(k.origin(), 7);
         assert_eq!(k.0 & 0xffff_ffff, 42);
+        assert_eq!(k.kind(), MediaKind::Other);
+    }
+
+    #[test]
+    fn track_keys_carry_their_kind_and_wrap_their_counter() {
+        let v = TrackKey::with_kind(7, MediaKind::Video, 42);
+        assert_eq!((v.origin(), v.kind()), (7, MediaKind::Video));
+        let a = TrackKey::with_kind(u32::MAX, MediaKind::Audio, u32::MAX);
+        assert_eq!((a.origin(), a.kind()), (u32::MAX, MediaKind::Audio));
+        assert_eq!(a.0 & COUNTER_MASK, COUNTER_MASK);
+        assert_ne!(
+            TrackKey::with_kind(1, MediaKind::Audio, 1),
+            TrackKey::with_kind(1, MediaKind::Video, 1)
+        );
+        assert_eq!(
+            MediaKind::from_pb(crate::pb::TrackKind::Audio as i32),
+            MediaKind::Audio
+        );
+        assert_eq!(MediaKind::from_pb(99), MediaKind::Other);
     }
 }
 

@@ -37,4 +37,4 @@ pub mod pb {
 
 pub use cert_hash::CertHash;
 pub use edge_address::EdgeAddress;
-pub use ids::{ChannelId, EdgeId, TrackKey};
+pub use ids::{ChannelId, EdgeId, MediaKind, TrackKey};

@@ -1,0 +1,407 @@
+//! The receiving end of a hop: one track's sequence as it arrives, the
+//! packets missing from it, and when each is due a NACK.
+//!
+//! Sequences are 32-bit and wrap; they are extended to 64 bits against the
+//! highest seen (as RTP receivers do), so a wrap is just the next packet.
+//!
+//! Policy, as named constants with their reasons (see [`GapTracker::due`]):
+//! a gap is asked for after [`REORDER_GRACE`], again after
+//! [`retry_after`] a round trip, at most [`MAX_NACKS`] times, never when the
+//! answer could not arrive before the kind's [`crate::deadline`], and
+//! forgotten at that deadline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use protocol::MediaKind;
+
+/// A packet a few milliseconds behind its successor was reordered, not
+/// lost: the first NACK waits this long. Short, because every millisecond
+/// here is added to every repair; the paths RTN runs on rarely reorder, and
+/// a spurious NACK costs one duplicate packet, which the receiver drops.
+pub const REORDER_GRACE: Duration = Duration::from_millis(5);
+/// Ask for one packet at most this many times: a hop that loses the packet,
+/// the NACK and the retransmission four times in a row is down, and the
+/// path will be changed instead.
+pub const MAX_NACKS: u8 = 4;
+/// Sequences remembered behind the highest (seen or missing). A packet
+/// older than that is dropped as too old: at 1,000 packets/s it is two
+/// seconds late.
+pub const WINDOW: u64 = 2_048;
+/// Gaps tracked at once. A hop that loses more than this many packets of
+/// one track within a deadline is not repaired by NACKs; the oldest gaps
+/// are given up first.
+pub const MAX_MISSING: usize = 512;
+/// A jump forward by more than this is a new sequence (the publisher
+/// started again), not a gap to ask for.
+pub const MAX_JUMP: u64 = 1_000;
+
+/// How long to wait for a retransmission before asking again: a round trip
+/// plus twice the jitter (the retransmission's delay varies as the
+/// original's did) plus a margin for the sender's own scheduling.
+pub fn retry_after(rtt: Duration, jitter: Duration) -> Duration {
+    rtt + 2 * jitter + Duration::from_millis(5)
+}
+
+/// What an arriving packet is to this hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Not seen before, at or ahead of the highest (gaps before it, if any,
+    /// are now tracked).
+    New,
+    /// Filled a tracked gap (a retransmission, or a reordered packet).
+    Recovered,
+    /// Not seen before, behind the highest, but not a gap being tracked
+    /// (given up, or forgotten): still worth passing on, late.
+    Late,
+    /// Seen before: a retransmission racing a late original, or the copy
+    /// from a second path. Not to be forwarded again.
+    Duplicate,
+    /// Further behind than [`WINDOW`]: not to be forwarded.
+    TooOld,
+    /// A jump past [`MAX_JUMP`]: the sequence restarted; tracking starts
+    /// over from this packet.
+    Restart,
+}
+
+/// What a tracker counted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GapCounters {
+    pub received: u64,
+    pub duplicates: u64,
+    pub recovered: u64,
+    /// Gaps given up: their deadline passed, or too many gaps at once.
+    pub abandoned: u64,
+    pub nacked: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Missing {
+    since: Instant,
+    nacks: u8,
+    next_nack: Instant,
+}
+
+/// One track's sequence on one hop, as its receiving end sees it.
+#[derive(Debug)]
+pub struct GapTracker {
+    deadline: Duration,
+    /// Extended (64-bit) sequence of the highest packet seen.
+    highest: Option<u64>,
+    /// Where the sequence last (re)started: anything before is stale.
+    floor: u64,
+    /// Bit `s % WINDOW` set: sequence `s` (within [`WINDOW`] of the
+    /// highest) arrived.
+    seen: Box<[u64; (WINDOW / 64) as usize]>,
+    missing: BTreeMap<u64, Missing>,
+    counters: GapCounters,
+}
+
+impl GapTracker {
+    pub fn new(kind: MediaKind) -> Self {
+        GapTracker {
+            deadline: crate::deadline(kind),
+            highest: None,
+            floor: 0,
+            seen: Box::new([0; (WINDOW / 64) as usize]),
+            missing: BTreeMap::new(),
+            counters: GapCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> GapCounters {
+        self.counters
+    }
+
+    /// Gaps being tracked now.
+    pub fn missing(&self) -> usize {
+        self.missing.len()
+    }
+
+    /// Extend `seq` against the highest seen (the nearest 64-bit value with
+    /// these low 32 bits). Starts at 2^32 so that a wrap backwards stays
+    /// positive.
+    fn extend(&self, seq: u32) -> u64 {
+        match self.highest {
+            None => (1 << 32) | seq as u64,
+            Some(h) => {
+                let delta = seq.wrapping_sub(h as u32) as i32 as i64;
+                (h as i64 + delta) as u64
+            }
+        }
+    }
+
+    fn bit(ext: u64) -> (usize, u64) {
+        let i = ext % WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn is_seen(&self, ext: u64) -> bool {
+        let (w, b) = Self::bit(ext);
+        self.seen[w] & b != 0
+    }
+
+    fn set_seen(&mut self, ext: u64, on: bool) {
+        let (w, b) = Self::bit(ext);
+        if on {
+            self.seen[w] |= b;
+        } else {
+            self.seen[w] &= !b;
+        }
+    }
+
+    fn restart(&mut self, ext: u64) {
+        self.seen.fill(0);
+        self.counters.abandoned += self.missing.len() as u64;
+        self.missing.clear();
+        self.highest = Some(ext);
+        self.floor = ext;
+        self.set_seen(ext, true);
+    }
+
+    /// A packet with sequence `seq` arrived at `now`.
+    pub fn on_packet(&mut self, seq: u32, now: Instant) -> Arrival {
+        let ext = self.extend(seq);
+        let Some(highest) = self.highest else {
+            self.counters.received += 1;
+            self.highest = Some(ext);
+            self.set_seen(ext, true);
+            return Arrival::New;
+        };
+        if ext > highest {
+            self.counters.received += 1;
+            if ext - highest > MAX_JUMP {
+                self.restart(ext);
+                return Arrival::Restart;
+            }
+            for s in highest + 1..ext {
+                self.set_seen(s, false);
+                self.missing.insert(
+                    s,
+                    Missing {
+                        since: now,
+                        nacks: 0,
+                        next_nack: now + REORDER_GRACE,
+                    },
+                );
+            }
+            // Entries that fell out of the window, and the oldest beyond
+            // the bound, are given up.
+            let floor = ext.saturating_sub(WINDOW);
+            while let Some((&s, _)) = self.missing.first_key_value() {
+                if s > floor && self.missing.len() <= MAX_MISSING {
+                    break;
+                }
+                self.missing.pop_first();
+                self.counters.abandoned += 1;
+            }
+            self.set_seen(ext, true);
+            self.highest = Some(ext);
+            return Arrival::New;
+        }
+        if highest - ext >= WINDOW || ext < self.floor {
+            return Arrival::TooOld;
+        }
+        if self.is_seen(ext) {
+            self.counters.duplicates += 1;
+            return Arrival::Duplicate;
+        }
+        self.counters.received += 1;
+        self.set_seen(ext, true);
+        if self.missing.remove(&ext).is_some() {
+            self.counters.recovered += 1;
+            Arrival::Recovered
+        } else {
+            Arrival::Late
+        }
+    }
+
+    /// The sequences to ask for now, each marked asked. A gap whose answer
+    /// could not arrive before its deadline (a round trip `rtt` away) is
+    /// not asked for again, and one past its deadline is given up.
+    pub fn due(&mut self, now: Instant, rtt: Duration, jitter: Duration) -> Vec<u32> {
+        let deadline = self.deadline;
+        let mut out = vec![];
+        let mut abandoned = 0;
+        self.missing.retain(|&s, m| {
+            let expires = m.since + deadline;
+            if now >= expires {
+                abandoned += 1;
+                return false;
+            }
+            if m.nacks < MAX_NACKS && m.next_nack <= now && now + rtt < expires {
+                m.nacks += 1;
+                m.next_nack = now + retry_after(rtt, jitter);
+                out.push(s as u32);
+            }
+            true
+        });
+        self.counters.abandoned += abandoned;
+        self.counters.nacked += out.len() as u64;
+        out
+    }
+
+    /// When [`Self::due`] next has something to do (a NACK or a gap to give
+    /// up), if anything is missing.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.missing
+            .values()
+            .map(|m| {
+                let expires = m.since + self.deadline;
+                if m.nacks < MAX_NACKS {
+                    m.next_nack.min(expires)
+                } else {
+                    expires
+                }
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RTT: Duration = Duration::from_millis(40);
+    const JITTER: Duration = Duration::from_millis(2);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_gap_is_asked_for_after_the_grace_and_filled_by_the_retransmission() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        assert_eq!(g.on_packet(10, t0), Arrival::New);
+        assert_eq!(g.on_packet(13, t0), Arrival::New);
+        assert_eq!(g.missing(), 2);
+        // Within the grace: a reordered packet fills a gap with no NACK.
+        assert!(g.due(t0 + ms(1), RTT, JITTER).is_empty());
+        assert_eq!(g.on_packet(11, t0 + ms(2)), Arrival::Recovered);
+        assert_eq!(g.due(t0 + REORDER_GRACE, RTT, JITTER), vec![12]);
+        // Asked once per retry interval, not on every poll.
+        assert!(g.due(t0 + ms(10), RTT, JITTER).is_empty());
+        assert_eq!(g.on_packet(12, t0 + ms(45)), Arrival::Recovered);
+        assert_eq!(g.on_packet(12, t0 + ms(46)), Arrival::Duplicate);
+        assert_eq!(g.missing(), 0);
+        assert_eq!(g.next_due(), None);
+        let c = g.counters();
+        assert_eq!(
+            (c.recovered, c.duplicates, c.nacked, c.abandoned),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_lost_retransmission_is_asked_again_a_retry_later_at_most_max_nacks_times() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        g.on_packet(1, t0);
+        g.on_packet(3, t0);
+        let mut asked = 0;
+        let mut t = t0;
+        while t < t0 + ms(400) {
+            asked += g.due(t, ms(10), Duration::ZERO).len();
+            t += ms(1);
+        }
+        assert_eq!(asked, MAX_NACKS as usize);
+        // Given up at the video deadline.
+        assert_eq!(g.missing(), 0);
+        assert_eq!(g.counters().abandoned, 1);
+    }
+
+    #[test]
+    fn nothing_is_asked_that_could_not_arrive_before_the_deadline() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Audio);
+        g.on_packet(1, t0);
+        g.on_packet(3, t0);
+        // A 200 ms round trip cannot repair audio (150 ms deadline).
+        assert!(g.due(t0 + ms(5), ms(200), JITTER).is_empty());
+        assert_eq!(g.next_due(), Some(t0 + REORDER_GRACE));
+        assert!(g.due(t0 + ms(150), ms(200), JITTER).is_empty());
+        assert_eq!(g.counters().abandoned, 1);
+    }
+
+    #[test]
+    fn sequences_wrap_without_a_gap() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Audio);
+        assert_eq!(g.on_packet(u32::MAX - 1, t0), Arrival::New);
+        assert_eq!(g.on_packet(u32::MAX, t0), Arrival::New);
+        assert_eq!(g.on_packet(1, t0), Arrival::New);
+        assert_eq!(g.due(t0 + ms(5), RTT, JITTER), vec![0]);
+        assert_eq!(g.on_packet(0, t0 + ms(6)), Arrival::Recovered);
+    }
+
+    #[test]
+    fn a_restarted_sequence_is_not_a_thousand_gaps() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        g.on_packet(5, t0);
+        assert_eq!(g.on_packet(5 + MAX_JUMP as u32 + 1, t0), Arrival::Restart);
+        assert_eq!(g.missing(), 0);
+        assert_eq!(g.on_packet(5, t0), Arrival::TooOld);
+    }
+
+    #[test]
+    fn old_and_untracked_packets_are_told_apart() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        g.on_packet(100, t0);
+        assert_eq!(g.on_packet(99, t0), Arrival::Late);
+        assert_eq!(g.on_packet(99, t0), Arrival::Duplicate);
+        for s in 101..=100 + WINDOW as u32 {
+            g.on_packet(s, t0);
+        }
+        assert_eq!(g.on_packet(100, t0), Arrival::TooOld);
+    }
+
+    #[test]
+    fn gaps_tracked_at_once_are_bounded() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        // Every other packet lost, far more than the bound.
+        for s in 0..3 * MAX_MISSING as u32 {
+            g.on_packet(2 * s, t0);
+        }
+        assert!(g.missing() <= MAX_MISSING);
+        assert!(g.counters().abandoned > 0);
+    }
+
+    proptest! {
+        /// Any arrival order with losses and duplicates: each sequence is
+        /// New/Recovered/Late at most once, everything else a duplicate or
+        /// too old; what was never received may be asked for, what was
+        /// received never is.
+        #[test]
+        fn each_packet_passes_once_and_received_ones_are_never_asked(
+            start: u32,
+            events in proptest::collection::vec((0u32..300, any::<bool>()), 1..600),
+        ) {
+            let t0 = Instant::now();
+            let mut g = GapTracker::new(MediaKind::Video);
+            let mut passed = std::collections::HashSet::new();
+            let mut t = t0;
+            for (off, poll) in events {
+                let seq = start.wrapping_add(off);
+                t += Duration::from_micros(700);
+                match g.on_packet(seq, t) {
+                    Arrival::New | Arrival::Recovered | Arrival::Late | Arrival::Restart => {
+                        prop_assert!(passed.insert(seq), "{seq} passed twice");
+                    }
+                    Arrival::Duplicate => prop_assert!(passed.contains(&seq)),
+                    Arrival::TooOld => {}
+                }
+                if poll {
+                    for asked in g.due(t, Duration::from_millis(3), Duration::ZERO) {
+                        prop_assert!(!passed.contains(&asked), "asked for received {asked}");
+                    }
+                }
+                prop_assert!(g.missing() <= MAX_MISSING);
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Media loss repair where the loss happens, free of I/O.
+//!
+//! Every hop a media packet crosses (publisher -> edge, edge -> edge,
+//! edge -> subscriber) repairs its own loss: the receiving end of the hop
+//! notices gaps in each track's sequence and asks the sending end for the
+//! missing packets (a NACK, `protocol::datagram::Nack`), and the sending end
+//! keeps what it sent for a short while and sends it once more if it can
+//! still arrive in time. Recovery then costs one hop's round trip, not the
+//! whole path's, and a loss on one hop is repaired before the next hop even
+//! sees it missing.
+//!
+//! - [`gaps`]: the receiving end: per track, which sequences arrived, which
+//!   are missing, when each is due a NACK (after a short reorder grace, again
+//!   after a round trip, given up at the kind's deadline); duplicates (from a
+//!   retransmission racing a late original, or a second path) are told
+//!   apart so they are not forwarded twice.
+//! - [`history`]: the sending end: what was sent lately on one hop, bounded
+//!   by count and age, and what a NACK may get: the packet, or nothing
+//!   because it is too late or was never sent (a NACK for sequences never
+//!   sent is refused and counted as abuse by the caller).
+//! - [`budget`]: repair traffic capped as a share of the media sent on the
+//!   hop, so loss can never double a link's load.
+//! - [`deadline`]: how long a packet of each kind is worth repairing.
+//!
+//! The edge (relay links, client links) and the SDK (both directions of its
+//! last mile) drive these with their sockets and clocks.
+
+pub mod budget;
+pub mod gaps;
+pub mod history;
+
+use std::time::Duration;
+
+use protocol::MediaKind;
+
+pub use budget::RepairBudget;
+pub use gaps::{Arrival, GapTracker};
+pub use history::{Lookup, SendHistory};
+
+/// Audio later than this after it was first sent plays nowhere: an
+/// interactive call wants under 150 ms one way (ITU-T G.114), and a jitter
+/// buffer holds audio for tens of milliseconds, not hundreds.
+pub const AUDIO_DEADLINE: Duration = Duration::from_millis(150);
+/// Video tolerates a deeper buffer (a frame every 33 ms, decoders wait for
+/// whole frames), so a lost packet is worth repairing for longer.
+pub const VIDEO_DEADLINE: Duration = Duration::from_millis(300);
+/// Data tracks: as video.
+pub const OTHER_DEADLINE: Duration = VIDEO_DEADLINE;
+
+/// How long a packet of `kind` is worth repairing after it was first seen
+/// by the hop that repairs it. Measured on the hop's own clock, not from
+/// the publisher's timestamp: the publisher's clock is not the edge's, and
+/// an edge far down a path cannot tell skew from delay.
+pub fn deadline(kind: MediaKind) -> Duration {
+    match kind {
+        MediaKind::Audio => AUDIO_DEADLINE,
+        MediaKind::Video => VIDEO_DEADLINE,
+        MediaKind::Other => OTHER_DEADLINE,
+    }
+}
