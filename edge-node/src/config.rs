@@ -1,5 +1,5 @@
 //! Edge configuration: a TOML file whose every key of the sections `[edge]`,
-//! `[tls]`, `[client_tls]`, `[limits]`, `[admission]` and `[control]` is also a flag
+//! `[tls]`, `[client_tls]`, `[limits]`, `[admission]`, `[repair]` and `[control]` is also a flag
 //! `--<section>-<field>` and an environment variable `RTN_<SECTION>_<FIELD>`
 //! that override it (`control::flags`; the older short flags, such as
 //! `--max-sessions`, are aliases), validated at start with errors that name
@@ -33,6 +33,9 @@ pub struct EdgeConfig {
     /// validation against floods (see [`crate::admission`]).
     #[serde(default)]
     pub admission: AdmissionSection,
+    /// Media loss repair on every hop (NACK and retransmission).
+    #[serde(default)]
+    pub repair: RepairSection,
     /// Other edges this edge may forward to (until the control plane feeds
     /// them, or in addition to it).
     #[serde(default)]
@@ -62,6 +65,7 @@ impl Flagged for EdgeConfig {
             section!(EdgeConfig, client_tls),
             section!(EdgeConfig, limits),
             section!(EdgeConfig, admission),
+            section!(EdgeConfig, repair),
             section!(EdgeConfig, control),
         ]
     }
@@ -348,6 +352,36 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[repair]`: media loss repaired where it happens (docs/protocol.md §7):
+/// the receiving end of every hop asks for what it misses (NACK), the
+/// sending end keeps what it sent lately and sends it again while it can
+/// arrive in time, within a budget of half the hop's media.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairSection {
+    /// Repair loss on relay links and client links (`false`: media is
+    /// forwarded best-effort, as before repair existed; NACKs are ignored).
+    #[arg(id = "repair_enabled")]
+    pub enabled: bool,
+    /// Packets kept per relay link for retransmission (the oldest are
+    /// forgotten first; nothing is kept past the video deadline, 300 ms).
+    pub relay_history_packets: usize,
+    /// Packets kept per client link (to subscribers) for retransmission.
+    pub client_history_packets: usize,
+}
+
+impl Default for RepairSection {
+    fn default() -> Self {
+        RepairSection {
+            enabled: true,
+            // 300 ms of a 100 Mbit/s link in 1,000-byte packets.
+            relay_history_packets: 4_096,
+            // 300 ms of several HD video tracks to one subscriber.
+            client_history_packets: 1_024,
+        }
+    }
+}
+
 /// When the edge answers a new connection with a QUIC Retry, which makes
 /// the client prove it receives at its source address before the edge
 /// keeps any state for it (one extra round trip).
@@ -555,6 +589,7 @@ impl EdgeConfig {
             }],
             limits: LimitsSection::default(),
             admission: AdmissionSection::default(),
+            repair: RepairSection::default(),
             peers: vec![],
             routes: vec![],
             control: ControlSection::default(),
@@ -675,6 +710,17 @@ impl EdgeConfig {
             if v == 0 {
                 return bad(format!("{name} must be greater than 0"));
             }
+        }
+        let r = &self.repair;
+        if r.enabled && (r.relay_history_packets == 0 || r.client_history_packets == 0) {
+            return bad(
+                "repair.relay_history_packets and repair.client_history_packets must be greater than 0 (or repair.enabled = false)".into(),
+            );
+        }
+        if r.relay_history_packets > MAX_QUEUE || r.client_history_packets > MAX_QUEUE {
+            return bad(format!(
+                "repair.relay_history_packets and repair.client_history_packets must be at most {MAX_QUEUE}"
+            ));
         }
         let a = &self.admission;
         if a.max_handshakes == 0 || a.max_connections_per_ip == 0 || a.handshake_timeout_ms == 0 {

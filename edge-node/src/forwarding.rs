@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::datagram::{encode_relay, RelayDatagram};
+use protocol::datagram::{encode_relay, MediaHeader, RelayDatagram};
 use protocol::pb::{self, relay_frame::Kind as RK, server_frame::Kind as SK};
 use protocol::route_tree::RouteTree;
 use protocol::EdgeId;
@@ -65,7 +65,14 @@ impl EdgeCore {
     }
 
     /// A local publisher's media datagram.
-    pub fn media_from_client(&self, ch: &Channel, session: u64, user: &str, pkt: Bytes) {
+    pub fn media_from_client(
+        &self,
+        ch: &Channel,
+        session: u64,
+        user: &str,
+        header: &MediaHeader,
+        pkt: Bytes,
+    ) {
         let trees = {
             let st = ch.read();
             for client in st.media_recipients(user, Some(session)) {
@@ -77,7 +84,7 @@ impl EdgeCore {
             self.media_trees(ch, &st)
         };
         for t in trees.iter() {
-            self.relay_media_children(self.id, initial_hop_limit(t), t, &pkt);
+            self.relay_media_children(self.id, initial_hop_limit(t), t, header, &pkt);
         }
     }
 
@@ -93,7 +100,7 @@ impl EdgeCore {
         }
         match accepted.forward {
             Ok(Some(hop_limit)) => {
-                self.relay_media_children(dg.origin, hop_limit, &dg.tree, &dg.media)
+                self.relay_media_children(dg.origin, hop_limit, &dg.tree, &dg.header, &dg.media)
             }
             Ok(None) => {}
             Err(refused) => self.metrics.media_dropped(refused.label()),
@@ -113,11 +120,18 @@ impl EdgeCore {
         }
     }
 
-    fn relay_media_children(&self, origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &Bytes) {
+    fn relay_media_children(
+        &self,
+        origin: EdgeId,
+        hop_limit: u8,
+        tree: &RouteTree,
+        header: &MediaHeader,
+        media: &Bytes,
+    ) {
         for child in self.live_children(tree, Forwarded::Media) {
             let next = child.root().edge;
-            self.relay
-                .send_media(self, next, encode_relay(origin, hop_limit, &child, media));
+            let pkt = encode_relay(origin, hop_limit, &child, media);
+            self.relay.send_media(self, next, header, pkt);
         }
     }
 

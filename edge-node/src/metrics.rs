@@ -195,6 +195,80 @@ impl PeerCounters {
     }
 }
 
+/// Loss repair on one kind of link (`link` = `relay` or `client`): the
+/// receiving end's NACKs and what they recovered, the sending end's answers.
+#[derive(Clone)]
+pub struct RepairMetrics {
+    /// Packets this edge asked for (`rtn_edge_repair_nacked_total{dir="out"}`).
+    pub nacked_out: Counter,
+    /// Packets asked of this edge (`dir="in"`).
+    pub nacked_in: Counter,
+    /// Packets sent again, and their bytes.
+    pub resent: Counter,
+    pub resent_bytes: Counter,
+    /// Gaps filled (by a retransmission or a reordered packet).
+    pub recovered: Counter,
+    /// Gaps given up (deadline passed, or too many at once).
+    pub abandoned: Counter,
+    /// Packets received twice (or too far behind to tell) and not passed
+    /// on.
+    pub duplicates: Counter,
+    /// NACKed packets not sent again, by reason ([`REPAIR_REFUSALS`]).
+    refused: Arc<[Counter; 4]>,
+}
+
+/// Why a NACKed packet is not sent again: too old to arrive in time, not
+/// held (forgotten, or lost before this edge too), never sent on this link
+/// (abuse), or over the link's repair budget.
+pub const REPAIR_REFUSALS: [&str; 4] = ["too_late", "not_held", "never_sent", "over_budget"];
+
+impl RepairMetrics {
+    fn new(edge: &str, link: &'static str) -> Self {
+        let c = |name: &'static str| counter!(name, "edge" => edge.to_string(), "link" => link);
+        let nacked = |dir: &'static str| counter!("rtn_edge_repair_nacked_total", "edge" => edge.to_string(), "link" => link, "dir" => dir);
+        let refused = |r: &'static str| counter!("rtn_edge_repair_refused_total", "edge" => edge.to_string(), "link" => link, "reason" => r);
+        RepairMetrics {
+            nacked_out: nacked("out"),
+            nacked_in: nacked("in"),
+            resent: c("rtn_edge_repair_resent_packets_total"),
+            resent_bytes: c("rtn_edge_repair_resent_bytes_total"),
+            recovered: c("rtn_edge_repair_recovered_total"),
+            abandoned: c("rtn_edge_repair_abandoned_total"),
+            duplicates: c("rtn_edge_media_duplicates_total"),
+            refused: Arc::new(REPAIR_REFUSALS.map(refused)),
+        }
+    }
+
+    /// Count what a NACK got.
+    pub fn answered(&self, a: &repair::Answer) {
+        let asked = a.resend.len() + a.too_late + a.not_held + a.never_sent + a.over_budget;
+        self.nacked_in.increment(asked as u64);
+        self.resent.increment(a.resend.len() as u64);
+        self.resent_bytes.increment(a.resent_bytes() as u64);
+        for (c, n) in self
+            .refused
+            .iter()
+            .zip([a.too_late, a.not_held, a.never_sent, a.over_budget])
+        {
+            c.increment(n as u64);
+        }
+    }
+
+    /// Count an arriving packet; whether to pass it on.
+    pub fn arrived(&self, arrival: repair::Arrival) -> bool {
+        use repair::Arrival;
+        match arrival {
+            Arrival::Recovered => self.recovered.increment(1),
+            Arrival::Duplicate | Arrival::TooOld => {
+                self.duplicates.increment(1);
+                return false;
+            }
+            Arrival::New | Arrival::Late | Arrival::Restart => {}
+        }
+        true
+    }
+}
+
 #[derive(Clone)]
 pub struct EdgeMetrics {
     pub edge: String,
@@ -221,6 +295,9 @@ pub struct EdgeMetrics {
     /// Depth of all client media queues together.
     pub client_queue: Gauge,
     pub handshakes_in_progress: Gauge,
+    /// Loss repair on relay links and on client links.
+    pub repair_relay: RepairMetrics,
+    pub repair_client: RepairMetrics,
     /// `rtn_edge_media_dropped_total` by reason, for [`MEDIA_DROP_REASONS`].
     media_drops: Arc<[(&'static str, Counter)]>,
     links: Arc<Mutex<HashMap<EdgeId, Arc<LinkHandles>>>>,
@@ -276,6 +353,8 @@ impl EdgeMetrics {
             messages_out_relay: messages("out", "relay"),
             client_queue: gauge!("rtn_edge_client_queue_packets", "edge" => edge.clone()),
             handshakes_in_progress: gauge!("rtn_edge_handshakes_in_progress", "edge" => edge.clone()),
+            repair_relay: RepairMetrics::new(&edge, "relay"),
+            repair_client: RepairMetrics::new(&edge, "client"),
             media_drops: MEDIA_DROP_REASONS
                 .iter()
                 .map(|&r| (r, counter!("rtn_edge_media_dropped_total", "edge" => edge.clone(), "reason" => r)))

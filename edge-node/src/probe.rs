@@ -134,6 +134,16 @@ impl Prober {
         matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late).then_some(rtt)
     }
 
+    /// The round trip and jitter this edge measured to `peer`, if it has.
+    pub fn rtt_jitter(&self, peer: EdgeId) -> Option<(Duration, Duration)> {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let s = targets.get(&peer)?.stats.summary()?;
+        Some((
+            Duration::from_secs_f64(s.rtt_ms / 1e3),
+            Duration::from_secs_f64(s.jitter_ms / 1e3),
+        ))
+    }
+
     /// Links to every current target that has been measured.
     pub fn links(&self) -> Vec<PeerLink> {
         let now = Instant::now();

@@ -14,6 +14,12 @@
 //! down (what is sent meanwhile waits in the link's queue). Receivers' SDKs
 //! drop what they already had by sequence, and the order per sender is kept
 //! (retained frames are older than anything still queued).
+//!
+//! Media lost on a link is repaired on that link (`repair`, docs/protocol.md
+//! §7): the reading end tracks each track's sequence per connection and
+//! NACKs gaps back on the same connection; the sending end keeps what it
+//! sent ([`RelayLink`]'s history) and sends it again while it can still
+//! arrive in time, within the link's repair budget.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -21,7 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::datagram::{Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY};
+use protocol::datagram::{
+    MediaHeader, Nack, Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY, TYPE_RELAY_NACK,
+};
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
@@ -91,6 +99,8 @@ pub struct RelayLink {
     /// Message frames sent lately, for a resend after a reconnect (encoded
     /// again then: reconnects are rare, messages are not).
     retained: Mutex<Retained>,
+    /// Media sent lately, for NACKs from `peer`.
+    repair: Mutex<repair::HopSender>,
 }
 
 struct Retained {
@@ -315,7 +325,9 @@ impl RelayLinks {
             .collect()
     }
 
-    pub fn send_media(&self, core: &EdgeCore, peer: EdgeId, pkt: Bytes) {
+    /// Send relay datagram `pkt`, carrying the media packet `header`
+    /// describes, to `peer`.
+    pub fn send_media(&self, core: &EdgeCore, peer: EdgeId, header: &MediaHeader, pkt: Bytes) {
         let conn = self.for_sending(peer).and_then(|l| {
             let c = l.conn.read().ok()?.clone()?;
             Some((l, c))
@@ -327,9 +339,35 @@ impl RelayLinks {
                     .media_out_relay_bytes
                     .increment(pkt.len() as u64);
                 link.out.add(pkt.len());
+                if core.cfg.repair.enabled {
+                    link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
+                        header.track,
+                        header.sequence,
+                        pkt.clone(),
+                        Instant::now(),
+                    );
+                }
                 link.media.send(&conn, pkt, &core.metrics);
             }
             None => core.metrics.media_dropped("relay_link_down"),
+        }
+    }
+
+    /// `peer` asks for media this edge sent it on the link this edge
+    /// dialed: send again what can still arrive in time.
+    fn answer_nack(&self, core: &EdgeCore, peer: EdgeId, nack: &Nack) {
+        let Some(link) = self.get(peer) else { return };
+        let Some(conn) = link.conn.read().ok().and_then(|c| c.clone()) else {
+            return;
+        };
+        let answer = link
+            .repair
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(nack, Instant::now());
+        core.metrics.repair_relay.answered(&answer);
+        for pkt in answer.resend {
+            link.media.send(&conn, pkt, &core.metrics);
         }
     }
 
@@ -566,6 +604,9 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         retained: Mutex::new(Retained::new(
             RETAIN_IDLE_TIMEOUTS * Duration::from_millis(core.cfg.limits.client_idle_timeout_ms),
         )),
+        repair: Mutex::new(repair::HopSender::new(
+            core.cfg.repair.relay_history_packets,
+        )),
     });
     let tasks = core.tasks.clone();
     tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));
@@ -696,9 +737,13 @@ async fn pump_frames(
 }
 
 /// Read a relay connection's datagrams: media, and probes (answered on the
-/// same connection) or probe replies (on links this edge dialed to `peer`).
+/// same connection) or probe replies (on links this edge dialed to `peer`),
+/// and NACKs (on those links too: `peer` asks for media this edge sent).
 /// `hello` learns the peer of an inbound link from its hello (for the
-/// per-peer traffic counters).
+/// per-peer traffic counters and the link's round trip).
+///
+/// Media arriving here is repaired here: gaps in each track are NACKed back
+/// on this connection when due, and duplicates are not passed on.
 async fn read_datagrams(
     core: Arc<EdgeCore>,
     conn: quinn::Connection,
@@ -707,22 +752,58 @@ async fn read_datagrams(
 ) {
     let mut warned = false;
     let mut from: Option<PeerCounters> = peer.map(|p| core.metrics.peer_media(p, "in"));
-    while let Ok(d) = conn.read_datagram().await {
-        if matches!(d.first(), Some(&TYPE_PROBE | &TYPE_PROBE_REPLY)) {
-            match Probe::decode(&d) {
-                Ok(p) if !p.reply => {
-                    let _ = conn.send_datagram(p.to_reply().encode());
+    let mut gaps = core
+        .cfg
+        .repair
+        .enabled
+        .then(|| repair::HopReceiver::new(true, Instant::now()));
+    loop {
+        let due = gaps.as_ref().and_then(|g| g.next_due());
+        let d = tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+            _ = sleep_until(due), if due.is_some() => {
+                if let Some(g) = gaps.as_mut() {
+                    let upstream = peer.or_else(|| hello.as_ref().and_then(|h| h.get().copied()));
+                    send_nacks(&core, &conn, upstream, g);
                 }
-                Ok(p) => {
-                    if let Some(peer) = peer {
-                        if let Some(rtt) = core.prober.on_reply(peer, p) {
-                            core.metrics.probe_rtt(peer, rtt);
+                continue;
+            }
+        };
+        match d.first() {
+            Some(&TYPE_PROBE | &TYPE_PROBE_REPLY) => {
+                match Probe::decode(&d) {
+                    Ok(p) if !p.reply => {
+                        let _ = conn.send_datagram(p.to_reply().encode());
+                    }
+                    Ok(p) => {
+                        if let Some(peer) = peer {
+                            if let Some(rtt) = core.prober.on_reply(peer, p) {
+                                core.metrics.probe_rtt(peer, rtt);
+                            }
                         }
                     }
+                    Err(_) => core.metrics.protocol_error("malformed_probe"),
                 }
-                Err(_) => core.metrics.protocol_error("malformed_probe"),
+                continue;
             }
-            continue;
+            Some(&TYPE_RELAY_NACK) => {
+                match (peer, Nack::decode(&d)) {
+                    (Some(peer), Ok(n)) if n.relay => {
+                        if core.cfg.repair.enabled {
+                            core.relay.answer_nack(&core, peer, &n);
+                        }
+                    }
+                    // Media goes out only on links this edge dialed: a NACK
+                    // on an inbound one asks for nothing sent on it.
+                    (None, Ok(_)) => core.metrics.protocol_error("nack_on_inbound_link"),
+                    _ => core.metrics.protocol_error("malformed_nack"),
+                }
+                continue;
+            }
+            _ => {}
         }
         core.metrics.media_in_relay.increment(1);
         core.metrics.media_in_relay_bytes.increment(d.len() as u64);
@@ -734,7 +815,19 @@ async fn read_datagrams(
             c.add(d.len());
         }
         match RelayDatagram::decode(d) {
-            Ok(dg) => core.media_from_relay(dg),
+            Ok(dg) => {
+                if let Some(g) = gaps.as_mut() {
+                    let arrival = g.on_media(&dg.header, Instant::now());
+                    core.metrics
+                        .repair_relay
+                        .abandoned
+                        .increment(g.take_abandoned());
+                    if !core.metrics.repair_relay.arrived(arrival) {
+                        continue;
+                    }
+                }
+                core.media_from_relay(dg)
+            }
             Err(e) => {
                 core.metrics.media_dropped("malformed_relay_datagram");
                 if !warned {
@@ -743,6 +836,39 @@ async fn read_datagrams(
                 }
             }
         }
+    }
+}
+
+/// Sleep until `t`; forever when `None` (a `select!` branch then disabled).
+pub(crate) async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Round trip assumed for a link not measured yet: a long intercontinental
+/// one, so no NACK is sent that could not be answered in time.
+const UNMEASURED_RTT: Duration = Duration::from_millis(150);
+
+/// Send the NACKs `gaps` has due, back to `upstream` on `conn`.
+fn send_nacks(
+    core: &EdgeCore,
+    conn: &quinn::Connection,
+    upstream: Option<EdgeId>,
+    gaps: &mut repair::HopReceiver,
+) {
+    let (rtt, jitter) = upstream
+        .and_then(|p| core.prober.rtt_jitter(p))
+        .unwrap_or((UNMEASURED_RTT, Duration::ZERO));
+    let (nacks, asked) = gaps.nacks(Instant::now(), rtt, jitter);
+    core.metrics.repair_relay.nacked_out.increment(asked as u64);
+    core.metrics
+        .repair_relay
+        .abandoned
+        .increment(gaps.take_abandoned());
+    for n in nacks {
+        let _ = conn.send_datagram(n);
     }
 }
 

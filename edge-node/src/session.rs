@@ -10,11 +10,11 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use protocol::datagram::MediaHeader;
+use protocol::datagram::{MediaHeader, Nack, TYPE_NACK};
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::limits::{
     MAX_CHANNELS_PER_SESSION, MAX_MESSAGE_PAYLOAD, MAX_NAME_LEN, MAX_TRACKS_PER_CHANNEL,
@@ -53,6 +53,8 @@ pub struct ClientHandle {
     frames: mpsc::Sender<pb::ServerFrame>,
     media: Arc<MediaQueue>,
     metrics: EdgeMetrics,
+    /// Media sent to this client lately, for its NACKs (`None`: repair off).
+    repair: Option<Mutex<repair::HopSender>>,
 }
 
 impl ClientHandle {
@@ -72,12 +74,38 @@ impl ClientHandle {
         }
     }
 
+    /// Send a media datagram (checked by whoever received it).
     pub fn send_media(&self, pkt: Bytes) {
         self.metrics.media_out_client.increment(1);
         self.metrics
             .media_out_client_bytes
             .increment(pkt.len() as u64);
+        if let (Some(r), Ok(h)) = (&self.repair, MediaHeader::decode(&pkt)) {
+            r.lock().unwrap_or_else(|e| e.into_inner()).sent(
+                h.track,
+                h.sequence,
+                pkt.clone(),
+                std::time::Instant::now(),
+            );
+        }
         self.media.send(&self.conn, pkt, &self.metrics);
+    }
+
+    /// The client asks for media this edge sent it: send again what can
+    /// still arrive in time. `false` if it asked for packets never sent to
+    /// it (abuse, counted against its drop budget by the caller).
+    fn answer_nack(&self, nack: &Nack) -> bool {
+        let Some(r) = &self.repair else { return true };
+        let answer = r
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(nack, std::time::Instant::now());
+        self.metrics.repair_client.answered(&answer);
+        let honest = answer.never_sent == 0;
+        for pkt in answer.resend {
+            self.media.send(&self.conn, pkt, &self.metrics);
+        }
+        honest
     }
 }
 
@@ -139,6 +167,11 @@ pub async fn run(core: Arc<EdgeCore>, conn: ClientLink) {
         frames: tx,
         media: media.clone(),
         metrics: core.metrics.clone(),
+        repair: core.cfg.repair.enabled.then(|| {
+            Mutex::new(repair::HopSender::new(
+                core.cfg.repair.client_history_packets,
+            ))
+        }),
     });
     core.register_client(&handle);
     core.tasks
@@ -148,7 +181,7 @@ pub async fn run(core: Arc<EdgeCore>, conn: ClientLink) {
     let published: PublishedTracks = Arc::default();
     core.tasks.spawn_for(
         &conn,
-        read_media(core.clone(), conn.clone(), published.clone()),
+        read_media(core.clone(), handle.clone(), published.clone()),
     );
 
     let mut session = Session {
@@ -679,12 +712,30 @@ async fn write_frames(
     drop(conn);
 }
 
-/// Read the client's media datagrams and fan them out.
-async fn read_media(core: Arc<EdgeCore>, conn: ClientLink, published: PublishedTracks) {
+/// Read the client's datagrams: its media, fanned out (gaps in each track
+/// NACKed back to it when due, duplicates not passed on), and its NACKs
+/// for media this edge sent it.
+async fn read_media(core: Arc<EdgeCore>, client: Arc<ClientHandle>, published: PublishedTracks) {
+    let conn = client.conn.clone();
     let rate = core.admission.media_limiter();
     let mut drops = core.admission.drop_budget();
+    let mut gaps = core
+        .cfg
+        .repair
+        .enabled
+        .then(|| repair::HopReceiver::new(false, std::time::Instant::now()));
     loop {
-        let d = match conn.read_datagram().await {
+        let due = gaps.as_ref().and_then(|g| g.next_due());
+        let read = tokio::select! {
+            d = conn.read_datagram() => d,
+            _ = crate::relay::sleep_until(due), if due.is_some() => {
+                if let Some(g) = gaps.as_mut() {
+                    send_nacks(&core, &conn, g);
+                }
+                continue;
+            }
+        };
+        let d = match read {
             Ok(d) => d,
             // A WebTransport datagram for another session id: malformed.
             Err(web_transport_quinn::SessionError::WebTransportError(
@@ -697,6 +748,19 @@ async fn read_media(core: Arc<EdgeCore>, conn: ClientLink, published: PublishedT
             }
             Err(_) => return,
         };
+        if d.first() == Some(&TYPE_NACK) {
+            let honest = match Nack::decode(&d) {
+                Ok(n) if !n.relay => client.answer_nack(&n),
+                _ => {
+                    core.metrics.protocol_error("malformed_nack");
+                    false
+                }
+            };
+            if !honest && !charge_abuse(&core, &conn, &mut drops) {
+                return;
+            }
+            continue;
+        }
         core.metrics.media_in_client.increment(1);
         core.metrics.media_in_client_bytes.increment(d.len() as u64);
         let dropped = if !crate::admission::media_allowed(&rate, d.len()) {
@@ -717,7 +781,13 @@ async fn read_media(core: Arc<EdgeCore>, conn: ClientLink, published: PublishedT
                         .filter(|p| p.channel.id == header.channel)
                     {
                         Some(p) => {
-                            core.media_from_client(&p.channel, p.session, &p.user, d);
+                            let fresh = gaps.as_mut().is_none_or(|g| {
+                                let arrival = g.on_media(&header, std::time::Instant::now());
+                                core.metrics.repair_client.arrived(arrival)
+                            });
+                            if fresh {
+                                core.media_from_client(&p.channel, p.session, &p.user, &header, d);
+                            }
                             continue;
                         }
                         None => "unknown_track",
@@ -731,6 +801,28 @@ async fn read_media(core: Arc<EdgeCore>, conn: ClientLink, published: PublishedT
     }
 }
 
+/// Send the NACKs `gaps` has due to the publishing client on `conn`.
+fn send_nacks(core: &EdgeCore, conn: &ClientLink, gaps: &mut repair::HopReceiver) {
+    let rtt = std::ops::Deref::deref(conn).rtt();
+    let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, rtt / CLIENT_JITTER_SHARE);
+    core.metrics
+        .repair_client
+        .nacked_out
+        .increment(asked as u64);
+    core.metrics
+        .repair_client
+        .abandoned
+        .increment(gaps.take_abandoned());
+    for n in nacks {
+        let _ = conn.send_datagram(n);
+    }
+}
+
+/// QUIC measures a client's round trip but not its jitter; a last mile's
+/// jitter is taken as a quarter of its round trip (4G: 50 ms and 10-15 ms),
+/// which only spaces repeated NACKs.
+const CLIENT_JITTER_SHARE: u32 = 4;
+
 /// Count a dropped datagram against the client's drop budget; `false` when
 /// the budget is spent and the client was closed for it.
 fn spend_drop(
@@ -743,6 +835,17 @@ fn spend_drop(
     if dropped == "publisher_rate_limit" {
         crate::warn_throttled!(core.log, "publisher_rate_limit", edge = core.id, remote = %conn.remote_address(), "client over its media rate: excess dropped");
     }
+    charge_abuse(core, conn, drops)
+}
+
+/// Charge one wasted datagram (dropped media, a NACK for what was never
+/// sent) to the client's drop budget; `false` when the budget is spent and
+/// the client was closed for it.
+fn charge_abuse(
+    core: &EdgeCore,
+    conn: &ClientLink,
+    drops: &mut crate::admission::DropBudget,
+) -> bool {
     if drops.spend() {
         return true;
     }

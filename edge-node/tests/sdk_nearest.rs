@@ -19,7 +19,7 @@ use edge_node::tls::DevPki;
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use region_controller::api::Api;
 use region_controller::controller::{Controller, RoutingOptions};
-use sdk::{Client, ClientConfig, Event, SocketFactory};
+use sdk::{Client, ClientConfig, Event};
 use testkit::netem::{LinkProfile, Wan};
 use testkit::tokens::{APP, SECRET};
 
@@ -28,11 +28,6 @@ fn ip(last: u8) -> IpAddr {
 }
 
 /// Client sockets bound at `at`, behind the emulated WAN.
-fn socket_at(wan: &Arc<Wan>, at: IpAddr) -> SocketFactory {
-    let wan = wan.clone();
-    SocketFactory(Arc::new(move |_wildcard| wan.bind(SocketAddr::new(at, 0))))
-}
-
 async fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check() {

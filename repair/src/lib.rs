@@ -21,6 +21,7 @@
 //! - [`budget`]: repair traffic capped as a share of the media sent on the
 //!   hop, so loss can never double a link's load.
 //! - [`deadline`]: how long a packet of each kind is worth repairing.
+//! - [`hop`]: both ends of one hop over all its tracks (what a link holds).
 //!
 //! The edge (relay links, client links) and the SDK (both directions of its
 //! last mile) drive these with their sockets and clocks.
@@ -28,6 +29,7 @@
 pub mod budget;
 pub mod gaps;
 pub mod history;
+pub mod hop;
 
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ use protocol::MediaKind;
 pub use budget::RepairBudget;
 pub use gaps::{Arrival, GapTracker};
 pub use history::{Lookup, SendHistory};
+pub use hop::{Answer, HopReceiver, HopSender};
 
 /// Audio later than this after it was first sent plays nowhere: an
 /// interactive call wants under 150 ms one way (ITU-T G.114), and a jitter

@@ -395,6 +395,7 @@ impl TrackPublisher {
                 payload,
             )?,
         };
+        self.shared.sent_media(&header, &datagram);
         match conn.send_datagram_wait(datagram).await {
             Ok(()) => {
                 bump(&self.shared.stats.media_sent, 1);

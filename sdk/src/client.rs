@@ -141,6 +141,9 @@ impl Client {
         shared.max_media_lateness_us = config.max_media_lateness.map_or(i64::MAX, |d| {
             i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
         });
+        shared.repair_out = config
+            .repair
+            .then(|| std::sync::Mutex::new(repair::HopSender::new(config.repair_history)));
         let shared = Arc::new(shared);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let request_timeout = config.request_timeout;

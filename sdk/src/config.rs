@@ -119,6 +119,12 @@ pub struct ClientConfig {
     /// is dropped (counted in `media_late`): after an outage, what was
     /// queued on the way arrives seconds late. `None` delivers everything.
     pub max_media_lateness: Option<Duration>,
+    /// Repair media loss on the last mile both ways (docs/protocol.md §7):
+    /// NACK the edge for gaps in received tracks, keep the media sent
+    /// lately (up to `repair_history` packets, at most 300 ms) to answer
+    /// the edge's NACKs. `false`: best-effort media, NACKs ignored.
+    pub repair: bool,
+    pub repair_history: usize,
     /// QUIC idle timeout (a backstop; liveness detection is much faster).
     pub idle_timeout: Duration,
     /// Where client sockets come from; `None`: bind the wildcard address
@@ -159,6 +165,8 @@ impl ClientConfig {
             max_held_per_sender: 1_024,
             media_queue: 4_096,
             max_media_lateness: Some(Duration::from_secs(1)),
+            repair: true,
+            repair_history: 1_024,
             idle_timeout: Duration::from_secs(10),
             socket: None,
             local_ip: None,
@@ -197,6 +205,9 @@ impl ClientConfig {
         }
         if self.keepalive_interval.is_zero() {
             return bad("keepalive_interval must be above zero");
+        }
+        if self.repair && !(1..=65_536).contains(&self.repair_history) {
+            return bad("repair_history must be within 1..=65536 (or repair off)");
         }
         if self.liveness_timeout <= self.keepalive_interval {
             return bad("liveness_timeout must exceed keepalive_interval");

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
+use protocol::datagram::{MediaHeader, Nack, MEDIA_HEADER_LEN, TYPE_NACK};
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
 use protocol::pb::{self, server_frame::Kind as SK, ErrorCode};
 use protocol::EdgeAddress;
@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// Media later than this behind its track's fastest is dropped
     /// (microseconds; `i64::MAX`: never).
     pub max_media_lateness_us: i64,
+    /// Media this client sent lately, for the edge's NACKs; `None`: loss
+    /// repair is off (and received media is not NACKed either).
+    pub repair_out: Option<Mutex<repair::HopSender>>,
 }
 
 impl Shared {
@@ -66,7 +69,35 @@ impl Shared {
             edge: Mutex::default(),
             e2ee: RwLock::default(),
             max_media_lateness_us: i64::MAX,
+            repair_out: None,
         }
+    }
+
+    /// Keep a media datagram just sent, for the edge's NACKs.
+    pub fn sent_media(&self, h: &MediaHeader, datagram: &Bytes) {
+        bump(&self.stats.media_sent_bytes, datagram.len() as u64);
+        if let Some(r) = &self.repair_out {
+            r.lock().unwrap_or_else(|e| e.into_inner()).sent(
+                h.track,
+                h.sequence,
+                datagram.clone(),
+                std::time::Instant::now(),
+            );
+        }
+    }
+
+    /// The edge asks for media this client sent: what to send again.
+    fn answer_nack(&self, nack: &Nack) -> Vec<Bytes> {
+        let Some(r) = &self.repair_out else {
+            return vec![];
+        };
+        let answer = r
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(nack, std::time::Instant::now());
+        bump(&self.stats.media_resent, answer.resend.len() as u64);
+        bump(&self.stats.media_resent_bytes, answer.resent_bytes() as u64);
+        answer.resend
     }
 
     pub fn set_e2ee(&self, channel_id: u64, ring: Option<Arc<KeyRing>>) {
@@ -336,14 +367,55 @@ async fn read_frames(
 
 use crate::channel::now_us;
 
+/// Read the edge's datagrams: media for the app (gaps in each track NACKed
+/// back to the edge when due, duplicates dropped), and the edge's NACKs for
+/// media this client sent.
 async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Arc<Shared>) {
     let stats = &shared.stats;
-    while let Ok(d) = conn.read_datagram().await {
+    let mut gaps = shared
+        .repair_out
+        .is_some()
+        .then(|| repair::HopReceiver::new(false, std::time::Instant::now()));
+    loop {
+        let due = gaps.as_ref().and_then(|g| g.next_due());
+        let d = tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+            _ = sleep_until(due), if due.is_some() => {
+                if let Some(g) = gaps.as_mut() {
+                    send_nacks(&conn, stats, g);
+                }
+                continue;
+            }
+        };
         liveness.touch();
+        if d.first() == Some(&TYPE_NACK) {
+            match Nack::decode(&d) {
+                Ok(n) if !n.relay => {
+                    for pkt in shared.answer_nack(&n) {
+                        let _ = conn.send_datagram(pkt);
+                    }
+                }
+                _ => bump(&stats.media_malformed, 1),
+            }
+            continue;
+        }
         let Ok(h) = MediaHeader::decode(&d) else {
             bump(&stats.media_malformed, 1);
             continue;
         };
+        if let Some(g) = gaps.as_mut() {
+            match g.on_media(&h, std::time::Instant::now()) {
+                repair::Arrival::Duplicate | repair::Arrival::TooOld => {
+                    bump(&stats.media_duplicate, 1);
+                    continue;
+                }
+                repair::Arrival::Recovered => bump(&stats.media_recovered, 1),
+                _ => {}
+            }
+        }
         let track = shared
             .tracks
             .read()
@@ -395,6 +467,29 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
         if !queued {
             bump(&stats.media_dropped, 1);
         }
+    }
+}
+
+/// Sleep until `t`; forever when `None` (a `select!` branch then disabled).
+async fn sleep_until(t: Option<std::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// QUIC measures the round trip to the edge but not its jitter; a last
+/// mile's jitter is taken as a quarter of its round trip (4G: 50 ms and
+/// 10-15 ms), which only spaces repeated NACKs.
+const JITTER_SHARE: u32 = 4;
+
+/// Send the NACKs `gaps` has due to the edge.
+fn send_nacks(conn: &quinn::Connection, stats: &Stats, gaps: &mut repair::HopReceiver) {
+    let rtt = conn.rtt();
+    let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, rtt / JITTER_SHARE);
+    bump(&stats.media_nacked, asked as u64);
+    for n in nacks {
+        let _ = conn.send_datagram(n);
     }
 }
 

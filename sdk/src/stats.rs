@@ -43,6 +43,18 @@ pub struct Stats {
     pub goaways: AtomicU64,
     /// Moves to a clearly faster edge found by re-probing.
     pub edge_switches: AtomicU64,
+    /// Received media packets asked again of the edge (NACKed), and how
+    /// many gaps a retransmission (or a reordered packet) filled.
+    pub media_nacked: AtomicU64,
+    pub media_recovered: AtomicU64,
+    /// Media received twice (a retransmission racing a late original),
+    /// dropped.
+    pub media_duplicate: AtomicU64,
+    /// Sent media the edge asked for again, and the bytes resent.
+    pub media_resent: AtomicU64,
+    pub media_resent_bytes: AtomicU64,
+    /// Bytes of media sent (first copies), for the repair overhead.
+    pub media_sent_bytes: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -67,6 +79,12 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     pub goaways: u64,
     pub edge_switches: u64,
+    pub media_nacked: u64,
+    pub media_recovered: u64,
+    pub media_duplicate: u64,
+    pub media_resent: u64,
+    pub media_resent_bytes: u64,
+    pub media_sent_bytes: u64,
 }
 
 impl Stats {
@@ -92,6 +110,12 @@ impl Stats {
             reconnects: r(&self.reconnects),
             goaways: r(&self.goaways),
             edge_switches: r(&self.edge_switches),
+            media_nacked: r(&self.media_nacked),
+            media_recovered: r(&self.media_recovered),
+            media_duplicate: r(&self.media_duplicate),
+            media_resent: r(&self.media_resent),
+            media_resent_bytes: r(&self.media_resent_bytes),
+            media_sent_bytes: r(&self.media_sent_bytes),
         }
     }
 }

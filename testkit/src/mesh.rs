@@ -218,6 +218,13 @@ pub fn sdk_config(pki: &DevPki, edges: &[SocketAddr]) -> sdk::ClientConfig {
     cfg
 }
 
+/// An SDK socket factory whose sockets are hosts at `at` on `wan` (the
+/// client's traffic then crosses the emulated WAN both ways).
+pub fn socket_at(wan: &Arc<Wan>, at: std::net::IpAddr) -> sdk::SocketFactory {
+    let wan = wan.clone();
+    sdk::SocketFactory(Arc::new(move |_wildcard| wan.bind(SocketAddr::new(at, 0))))
+}
+
 /// A call of two SDK clients in channel `chat`: rita (subscribing) joins
 /// through `receiver`, then sam (publishing) connects through `sender` and
 /// joins. The call is returned once sam's client has seen rita join, so his

@@ -18,7 +18,7 @@ pub const ADMIN_TOKEN: &str = "rtn-test-admin-token";
 
 pub use control::clock::now_secs as now;
 pub use testkit::blackhole::Blackhole;
-pub use testkit::mesh::{init_logs, sdk_config, start_edge, Call, Mesh};
+pub use testkit::mesh::{init_logs, sdk_config, socket_at, start_edge, Call, Mesh};
 pub use testkit::netem::Wan;
 pub use testkit::quic::{client_config, client_endpoint, media_latency, RawClient, STEP};
 pub use testkit::scrape::{http, metric};
