@@ -352,7 +352,7 @@ impl Default for LimitsSection {
     }
 }
 
-/// `[repair]`: media loss repaired where it happens (docs/protocol.md §7):
+/// `[repair]`: media loss repaired where it happens (docs/protocol.md §5.1):
 /// the receiving end of every hop asks for what it misses (NACK), the
 /// sending end keeps what it sent lately and sends it again while it can
 /// arrive in time, within a budget of half the hop's media.

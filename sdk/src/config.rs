@@ -119,7 +119,7 @@ pub struct ClientConfig {
     /// is dropped (counted in `media_late`): after an outage, what was
     /// queued on the way arrives seconds late. `None` delivers everything.
     pub max_media_lateness: Option<Duration>,
-    /// Repair media loss on the last mile both ways (docs/protocol.md §7):
+    /// Repair media loss on the last mile both ways (docs/protocol.md §5.1):
     /// NACK the edge for gaps in received tracks, keep the media sent
     /// lately (up to `repair_history` packets, at most 300 ms) to answer
     /// the edge's NACKs. `false`: best-effort media, NACKs ignored.
