@@ -6,6 +6,8 @@
 //!   and the reader and writer of those streams (generic over tokio's
 //!   `AsyncRead` / `AsyncWrite`: the I/O is the caller's).
 //! - [`datagram`]: the media datagram and the relay datagram (zero-copy).
+//! - [`parity`]: XOR parity datagrams (forward error correction on relay
+//!   links).
 //! - [`route_tree`]: source-routed delivery trees carried by relayed traffic.
 //! - [`token`]: signed join tokens (HMAC-SHA256).
 //! - [`alpn`]: versioned ALPN ids for client and relay links.
@@ -26,6 +28,7 @@ pub mod edge_address;
 pub mod framing;
 pub mod ids;
 pub mod limits;
+pub mod parity;
 pub mod route_tree;
 pub mod token;
 

@@ -18,6 +18,9 @@
 //!   by count and age, and what a NACK may get: the packet, or nothing
 //!   because it is too late or was never sent (a NACK for sequences never
 //!   sent is refused and counted as abuse by the caller).
+//! - [`fec`]: XOR parity for hops whose loss a NACK cannot repair in time
+//!   (long round trips, very high loss), switched by measured loss with
+//!   hysteresis.
 //! - [`budget`]: repair traffic capped as a share of the media sent on the
 //!   hop, so loss can never double a link's load.
 //! - [`deadline`]: how long a packet of each kind is worth repairing.
@@ -27,6 +30,7 @@
 //! last mile) drive these with their sockets and clocks.
 
 pub mod budget;
+pub mod fec;
 pub mod gaps;
 pub mod history;
 pub mod hop;
