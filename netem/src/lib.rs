@@ -20,10 +20,16 @@
 //!
 //! Behaviour, chosen to look like a WAN path and not like a broken one:
 //! - delay: `delay + uniform(-jitter, +jitter)`, never below zero;
-//! - no reordering: a datagram never leaves before the one sent before it to
-//!   the same destination (real paths reorder rarely; reordering would make
-//!   jitter look like loss to QUIC);
-//! - loss: independent per datagram with probability `loss`;
+//! - no reordering by default: a datagram never leaves before the one sent
+//!   before it to the same destination (backbone paths reorder rarely, and
+//!   reordering makes jitter look like loss to QUIC); with `reorder` each
+//!   datagram's delay is its own, so jitter wider than the gap between two
+//!   datagrams reorders them, as mobile and Wi-Fi paths do;
+//! - loss: independent per datagram with probability `loss`; or, with
+//!   `burst_len`, in bursts ([`GilbertElliott`], a chain per sender socket
+//!   and destination), as fading radio and contended Wi-Fi lose runs of
+//!   datagrams: the same average loss hurts a stream far more when it comes
+//!   in runs (whole frames, consecutive audio packets) than spread out;
 //! - `down`: every datagram dropped (a partition, or a host that died);
 //! - bounded: at most [`MAX_QUEUED_BYTES`] wait per socket; past that new
 //!   datagrams are dropped, as a router's full queue would;
@@ -38,7 +44,7 @@
 //! keep up the thread runs late, and every delay the emulation promises
 //! grows by that much.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -76,7 +82,31 @@ pub struct LinkProfile {
     /// Drop everything (partition, dead host).
     #[serde(default)]
     pub down: bool,
+    /// Mean number of consecutive datagrams lost in a burst (`>= 1`); `0`
+    /// (the default): every datagram is lost independently with `loss`.
+    /// With bursts `loss` stays the long-run average: see
+    /// [`GilbertElliott`] for the chain it makes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub burst_len: f64,
+    /// Let datagrams overtake each other: each one's delay is drawn on its
+    /// own, where by default none leaves before the one sent before it to
+    /// the same destination.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reorder: bool,
 }
+
+// Left out of serialised rules when off, so `GET /netem` and rule files
+// read as they did before these fields existed.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// Longest mean loss burst a profile may ask for, in datagrams: about 20 s
+/// of audio at 50 packets a second, far past any fade a call survives.
+pub const MAX_BURST_LEN: f64 = 1_000.0;
 
 impl LinkProfile {
     pub fn delay(ms: f64) -> LinkProfile {
@@ -100,7 +130,31 @@ impl LinkProfile {
         if !(0.0..=1.0).contains(&self.loss) {
             return Err(format!("loss {} is not within 0.0-1.0", self.loss));
         }
+        let b = self.burst_len;
+        if !(b == 0.0 || (1.0..=MAX_BURST_LEN).contains(&b)) {
+            return Err(format!(
+                "burst_len {b} must be 0 (independent loss) or within 1-{MAX_BURST_LEN} (mean datagrams lost in a row)"
+            ));
+        }
+        if b >= 1.0 {
+            // p(Good->Bad) = loss / (1 - loss) / burst_len must be a
+            // probability: a burst is followed by at least one datagram
+            // that gets through.
+            let max = b / (b + 1.0);
+            if self.loss > max {
+                return Err(format!(
+                    "loss {} with burst_len {b}: bursty loss must be at most burst_len / (burst_len + 1) = {max:.4} (a burst ends with a datagram that gets through)",
+                    self.loss
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The burst-loss chain of this profile, if its loss comes in bursts
+    /// (`burst_len >= 1` and some loss).
+    pub fn burst_chain(&self) -> Option<GilbertElliott> {
+        GilbertElliott::new(self.loss, self.burst_len)
     }
 
     fn is_transparent(&self) -> bool {
@@ -115,6 +169,57 @@ impl LinkProfile {
             0.0
         };
         Duration::from_secs_f64((self.delay_ms + jitter).max(0.0) / 1000.0)
+    }
+}
+
+/// Burst loss: the two-state Gilbert-Elliott chain of a [`LinkProfile`]
+/// with `burst_len`, stepped once per datagram of one directed (sender
+/// socket, destination) pair.
+///
+/// In the Bad state every datagram is lost, in the Good state none. With
+/// `loss` the long-run average loss and `burst_len` the mean burst length:
+///
+/// - `p_bg = p(Bad -> Good) = 1 / burst_len`: bursts last a geometric number
+///   of datagrams with mean `burst_len`;
+/// - `p_gb = p(Good -> Bad) = loss * p_bg / (1 - loss)`: the chain is then
+///   in Bad a fraction `p_gb / (p_gb + p_bg) = loss` of the time.
+///
+/// `p_gb <= 1` needs `loss <= burst_len / (burst_len + 1)`
+/// ([`LinkProfile::validate`] checks it). A pure function of its state and
+/// the random numbers it is given, so it can be tested with a seeded RNG.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GilbertElliott {
+    /// p(Good -> Bad), per datagram.
+    pub p_gb: f64,
+    /// p(Bad -> Good), per datagram.
+    pub p_bg: f64,
+}
+
+impl GilbertElliott {
+    /// The chain for an average `loss` in bursts of mean `burst_len`
+    /// datagrams; `None` when the loss is not bursty (`burst_len < 1`) or
+    /// there is none (or the figures are not a valid profile's: NaN
+    /// included, so stepping can never be asked for an invalid probability).
+    pub fn new(loss: f64, burst_len: f64) -> Option<GilbertElliott> {
+        let bursty = (1.0..=MAX_BURST_LEN).contains(&burst_len);
+        let lossy = loss > 0.0 && loss < 1.0;
+        if !(bursty && lossy) {
+            return None;
+        }
+        let p_bg = 1.0 / burst_len;
+        let p_gb = (loss * p_bg / (1.0 - loss)).min(1.0);
+        Some(GilbertElliott { p_gb, p_bg })
+    }
+
+    /// Step the chain for one datagram: `bad` is the state after the
+    /// previous datagram to the same destination; returns the new state,
+    /// which is also whether this datagram is lost.
+    pub fn step(&self, bad: bool, rng: &mut impl Rng) -> bool {
+        if bad {
+            !rng.random_bool(self.p_bg)
+        } else {
+            rng.random_bool(self.p_gb)
+        }
     }
 }
 
@@ -146,6 +251,10 @@ struct FlatRule {
     loss: f64,
     #[serde(default)]
     down: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    burst_len: f64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    reorder: bool,
 }
 
 impl From<FlatRule> for LinkRule {
@@ -158,6 +267,8 @@ impl From<FlatRule> for LinkRule {
                 jitter_ms: f.jitter_ms,
                 loss: f.loss,
                 down: f.down,
+                burst_len: f.burst_len,
+                reorder: f.reorder,
             },
         }
     }
@@ -173,6 +284,8 @@ impl From<LinkRule> for FlatRule {
             jitter_ms: p.jitter_ms,
             loss: p.loss,
             down: p.down,
+            burst_len: p.burst_len,
+            reorder: p.reorder,
         }
     }
 }
@@ -640,8 +753,15 @@ struct DelayLine {
 
 #[derive(Default)]
 struct LineState {
-    /// Departure of the last datagram queued per destination (no overtaking).
+    /// Latest departure queued per destination (no overtaking, unless the
+    /// profile reorders).
     last_departure: HashMap<SocketAddr, Instant>,
+    /// Destinations whose burst-loss chain ([`GilbertElliott`]) is in its
+    /// Bad state; the others are in Good. A set of the few pairs in a burst
+    /// rather than a state per destination, so that it does not grow with
+    /// every address a socket ever sent to (clients come and go on new
+    /// ports).
+    in_burst: HashSet<SocketAddr>,
     /// Datagrams queued per destination, to know when the fast path is safe.
     queued_to: HashMap<SocketAddr, usize>,
     bytes: usize,
@@ -851,11 +971,33 @@ impl AsyncUdpSocket for EmulatedSocket {
             return Ok(());
         }
         let mut rng = rand::rng();
-        if profile.loss > 0.0 && rng.random_bool(profile.loss) {
+        let mut line = self.line.state.lock().unwrap();
+        let lost = match profile.burst_chain() {
+            Some(chain) => {
+                let bad = line.in_burst.contains(&transmit.destination);
+                let now_bad = chain.step(bad, &mut rng);
+                if now_bad != bad {
+                    if now_bad {
+                        line.in_burst.insert(transmit.destination);
+                    } else {
+                        line.in_burst.remove(&transmit.destination);
+                    }
+                }
+                now_bad
+            }
+            None => {
+                // Independent loss (or none): a burst in progress under an
+                // earlier profile ends with it.
+                if !line.in_burst.is_empty() {
+                    line.in_burst.remove(&transmit.destination);
+                }
+                profile.loss > 0.0 && rng.random_bool(profile.loss)
+            }
+        };
+        if lost {
             self.wan.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let mut line = self.line.state.lock().unwrap();
         let queued = line
             .queued_to
             .get(&transmit.destination)
@@ -878,10 +1020,16 @@ impl AsyncUdpSocket for EmulatedSocket {
             return Ok(());
         }
         let mut departure = Instant::now() + profile.sample_delay(&mut rng);
-        if let Some(last) = line.last_departure.get(&transmit.destination) {
+        let last = line
+            .last_departure
+            .entry(transmit.destination)
+            .or_insert(departure);
+        if !profile.reorder {
             departure = departure.max(*last);
         }
-        line.last_departure.insert(transmit.destination, departure);
+        // The latest departure either way: should the profile stop
+        // reordering, later datagrams queue behind every earlier one.
+        *last = (*last).max(departure);
         *line.queued_to.entry(transmit.destination).or_default() += 1;
         line.bytes += transmit.contents.len();
         drop(line);
@@ -1006,6 +1154,124 @@ mod tests {
                 Wan::new(vec![LinkRule::between(ip("127.0.0.1"), ip("127.0.0.2"), p)]).is_err()
             );
         }
+    }
+
+    /// Loss and mean burst length of `n` datagrams through `chain`.
+    fn run_chain(chain: GilbertElliott, n: usize, seed: u64) -> (f64, f64) {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut bad, mut lost, mut bursts) = (false, 0usize, 0usize);
+        for _ in 0..n {
+            let now_bad = chain.step(bad, &mut rng);
+            if now_bad {
+                lost += 1;
+                if !bad {
+                    bursts += 1;
+                }
+            }
+            bad = now_bad;
+        }
+        (lost as f64 / n as f64, lost as f64 / bursts as f64)
+    }
+
+    #[test]
+    fn the_burst_chain_keeps_the_average_loss_and_the_mean_burst_length() {
+        for (i, (loss, burst_len)) in [(0.02, 3.0), (0.05, 4.0), (0.3, 6.0), (0.1, 1.5), (0.5, 1.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let chain = GilbertElliott::new(loss, burst_len).unwrap();
+            assert_eq!(chain.p_bg, 1.0 / burst_len);
+            let (got_loss, got_burst) = run_chain(chain, 1_000_000, i as u64 + 7);
+            assert!(
+                (got_loss / loss - 1.0).abs() < 0.05,
+                "loss {loss} burst_len {burst_len}: measured loss {got_loss}"
+            );
+            assert!(
+                (got_burst / burst_len - 1.0).abs() < 0.05,
+                "loss {loss} burst_len {burst_len}: measured bursts of {got_burst}"
+            );
+        }
+        // burst_len 1 at the most loss it allows: lost, kept, lost, kept...
+        let alternating = GilbertElliott::new(0.5, 1.0).unwrap();
+        assert_eq!((alternating.p_gb, alternating.p_bg), (1.0, 1.0));
+        // Not bursty: independent loss, as before the chain existed.
+        assert_eq!(GilbertElliott::new(0.05, 0.0), None);
+        assert_eq!(GilbertElliott::new(0.0, 3.0), None);
+        assert_eq!(GilbertElliott::new(0.1, f64::NAN), None);
+        assert_eq!(GilbertElliott::new(f64::NAN, 3.0), None);
+        let independent = LinkProfile {
+            loss: 0.05,
+            ..LinkProfile::default()
+        };
+        assert_eq!(independent.burst_chain(), None);
+    }
+
+    #[test]
+    fn burst_and_reorder_fields_read_validate_and_stay_out_of_old_output() {
+        let rule = |extra: &str| -> Result<LinkRule, String> {
+            let r: LinkRule = serde_json::from_str(&format!(
+                r#"{{"from": "127.0.0.1/32", "to": "127.0.0.2/32", "loss": 0.05{extra}}}"#
+            ))
+            .map_err(|e| e.to_string())?;
+            r.profile.validate()?;
+            Ok(r)
+        };
+        let r = rule(r#", "burst_len": 4, "reorder": true"#).unwrap();
+        assert_eq!((r.profile.burst_len, r.profile.reorder), (4.0, true));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""burst_len":4.0"#));
+        // Off: the fields are left out, so rules read as they always did.
+        let plain = rule("").unwrap();
+        assert_eq!(
+            (plain.profile.burst_len, plain.profile.reorder),
+            (0.0, false)
+        );
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("burst_len") && !json.contains("reorder"),
+            "{json}"
+        );
+        assert!(rule(r#", "burstlen": 4"#).unwrap_err().contains("burstlen"));
+        for (bad, why) in [
+            (
+                r#", "burst_len": 0.5"#,
+                "must be 0 (independent loss) or within 1-1000",
+            ),
+            (r#", "burst_len": 5000"#, "within 1-1000"),
+            (r#", "burst_len": -1"#, "burst_len -1"),
+        ] {
+            let e = rule(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let nan = LinkProfile {
+            burst_len: f64::NAN,
+            ..LinkProfile::default()
+        };
+        assert!(nan.validate().unwrap_err().contains("burst_len NaN"));
+        // A burst must end: at most burst_len / (burst_len + 1) lost.
+        for (loss, burst_len) in [(1.0, 3.0), (0.6, 1.0), (0.8, 3.0)] {
+            let p = LinkProfile {
+                loss,
+                burst_len,
+                ..LinkProfile::default()
+            };
+            let e = p.validate().unwrap_err();
+            assert!(e.contains("bursty loss must be at most"), "{e}");
+            let e =
+                Wan::new(vec![LinkRule::between(ip("127.0.0.1"), ip("127.0.0.2"), p)]).unwrap_err();
+            assert!(
+                e.starts_with("link 127.0.0.1/32 -> 127.0.0.2/32: loss"),
+                "{e}"
+            );
+        }
+        let edge = LinkProfile {
+            loss: 0.75,
+            burst_len: 3.0,
+            ..LinkProfile::default()
+        };
+        assert!(edge.validate().is_ok());
     }
 
     #[test]
@@ -1226,5 +1492,87 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..n], b"back");
+    }
+
+    /// Send `n` numbered datagrams in batches of 100 (so the receiver's
+    /// kernel buffer never overflows) and return the numbers that arrived,
+    /// in arrival order.
+    async fn send_numbered(
+        tx: &dyn AsyncUdpSocket,
+        rx: &tokio::net::UdpSocket,
+        n: u32,
+        wait: Duration,
+    ) -> Vec<u32> {
+        let to = rx.local_addr().unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = Vec::new();
+        for batch in 0..n.div_ceil(100) {
+            for i in batch * 100..((batch + 1) * 100).min(n) {
+                send(tx, to, &i.to_be_bytes());
+            }
+            while let Ok(r) = tokio::time::timeout(wait, rx.recv(&mut buf)).await {
+                let len = r.unwrap();
+                got.push(u32::from_be_bytes(buf[..len].try_into().unwrap()));
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn bursty_loss_drops_runs_of_datagrams_per_destination() {
+        let (wan, tx, rx) = pair(LinkProfile {
+            loss: 0.3,
+            burst_len: 6.0,
+            ..LinkProfile::default()
+        })
+        .await;
+        let got = send_numbered(&*tx, &rx, 3000, Duration::from_millis(50)).await;
+        let dropped = wan.dropped() as usize;
+        assert_eq!(got.len() + dropped, 3000);
+        // 900 expected; bursts make the count vary more than independent
+        // loss would (the exact figures are tested on the chain itself).
+        assert!(
+            (450..=1350).contains(&dropped),
+            "dropped {dropped} of 3000 at 30%"
+        );
+        // Runs of lost datagrams: about 6 long. Independent 30% loss would
+        // give runs of 1.4 on average, so the chain's state is carried from
+        // one datagram to the next.
+        let mut gaps = Vec::new();
+        let mut expected = 0;
+        for &i in got.iter().chain([3000].iter()) {
+            if i > expected {
+                gaps.push(i - expected);
+            }
+            expected = i + 1;
+        }
+        let mean = gaps.iter().sum::<u32>() as f64 / gaps.len() as f64;
+        assert!(
+            (3.5..=10.0).contains(&mean),
+            "mean burst {mean} over {} bursts",
+            gaps.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn reorder_lets_jittered_datagrams_overtake_each_other() {
+        let (_wan, tx, rx) = pair(LinkProfile {
+            delay_ms: 20.0,
+            jitter_ms: 15.0,
+            reorder: true,
+            ..LinkProfile::default()
+        })
+        .await;
+        let mut got = send_numbered(&*tx, &rx, 200, Duration::from_millis(100)).await;
+        assert_eq!(got.len(), 200, "reordering loses nothing");
+        let overtaken = got.windows(2).filter(|w| w[1] < w[0]).count();
+        // Sent within a millisecond, each delayed 5-35 ms on its own: in
+        // order only by an astronomical chance.
+        assert!(
+            overtaken > 10,
+            "only {overtaken} of 200 datagrams overtaken"
+        );
+        got.sort_unstable();
+        assert_eq!(got, (0..200).collect::<Vec<u32>>());
     }
 }
