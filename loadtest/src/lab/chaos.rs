@@ -73,6 +73,10 @@ pub enum Action {
     /// Undo `partition_region` (and any link change between the region and
     /// the rest).
     HealRegion { region: String },
+    /// Move every client of a city to another last mile (`profile`: a name
+    /// of `world::LAST_MILES`, or `"none"` for the topology's `access_ms`):
+    /// the home Wi-Fi getting busy, a city's users on the train.
+    SetLastMile { city: String, profile: String },
     /// Crash the leading controller of a region (no resignation).
     KillController { region: String },
     /// Crash every controller (no resignation), APIs included.
@@ -180,6 +184,11 @@ impl Event {
                 city(a)?;
                 city(b)?;
             }
+            Action::SetLastMile { city: c, profile } => {
+                city(c)?;
+                super::world::last_mile(profile)
+                    .with_context(|| format!("chaos event at {at} s"))?;
+            }
             Action::PartitionRegion { region: r }
             | Action::HealRegion { region: r }
             | Action::KillController { region: r } => region(r)?,
@@ -269,5 +278,59 @@ loss = 0.02
         assert!(e.contains("extra_delay_ms"), "{e}");
         let ok = Plan::from_toml(&ev("action = \"rolling_restart\"\nevery_s = 2.5")).unwrap();
         assert_eq!(ok.events[0].action, Action::RollingRestart { every_s: 2.5 });
+    }
+
+    #[test]
+    fn the_repository_plans_load_and_the_last_mile_plan_fits_the_weak_world() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(dir.join("chaos")).unwrap() {
+            let path = entry.unwrap().path();
+            Plan::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let plan = Plan::load(&dir.join("chaos/last-mile.toml")).unwrap();
+        let file = super::super::world::TopologyFile::load(&dir.join("topologies/weak.toml"));
+        let mut world = super::super::world::World::new(file.unwrap()).unwrap();
+        let before = world.rules();
+        for e in &plan.events {
+            let Action::SetLastMile { city, profile } = &e.action else {
+                panic!("{:?}", e.action)
+            };
+            world.set_last_mile(city, profile).unwrap();
+            if e.at_s == 10.0 {
+                assert_ne!(world.rules(), before);
+            }
+        }
+        assert_eq!(world.rules(), before, "switched and back");
+    }
+
+    #[test]
+    fn set_last_mile_names_a_city_and_a_profile() {
+        let plan = |rest: &str| Plan::from_toml(&format!("[[event]]\nat_s = 3\n{rest}"));
+        let ok = plan("action = \"set_last_mile\"\ncity = \"lhr\"\nprofile = \"wifi-congested\"")
+            .unwrap();
+        assert_eq!(
+            ok.events[0].action,
+            Action::SetLastMile {
+                city: "lhr".into(),
+                profile: "wifi-congested".into()
+            }
+        );
+        assert!(!ok.events[0].action.disrupts_media());
+        plan("action = \"set_last_mile\"\ncity = \"London\"\nprofile = \"none\"").unwrap();
+        let err = |rest: &str| format!("{:#}", plan(rest).unwrap_err());
+        let e = err("action = \"set_last_mile\"\ncity = \"lhr\"\nprofile = \"5g\"");
+        assert!(
+            e.contains("chaos event at 3 s")
+                && e.contains(
+                    "unknown last_mile \"5g\" (one of broadband, 4g, wifi-congested, none)"
+                ),
+            "{e}"
+        );
+        let e = err("action = \"set_last_mile\"\ncity = \"atlantis\"\nprofile = \"4g\"");
+        assert!(e.contains("unknown city \"atlantis\""), "{e}");
+        let e = err("action = \"set_last_mile\"\ncity = \"lhr\"");
+        assert!(e.contains("profile"), "{e}");
+        let e = err("action = \"set_last_mile\"\ncity = \"lhr\"\nprofile = \"4g\"\nloss = 0.1");
+        assert!(e.contains("loss"), "{e}");
     }
 }

@@ -804,6 +804,11 @@ impl Lab {
                 self.reapply_links()?;
                 Ok(format!("{region} reconnected"))
             }
+            Action::SetLastMile { city, profile } => {
+                self.world.set_last_mile(city, profile)?;
+                self.reapply_links()?;
+                Ok(format!("{city} clients' last mile: {profile}"))
+            }
             Action::StopControllers => {
                 let mut n = 0;
                 for slot in &mut self.controllers {

@@ -8,11 +8,14 @@
 //! 1-based). The RTT between two cities is [`link_rtt_ms`]: a fixed
 //! overhead plus the great-circle fiber bound times an inflation, both
 //! calibrated against published inter-region RTTs ([`super::calibration`]).
-//! Every link of a city pair gets half of it each way, plus `access_ms` for
-//! each client end (the last mile), plus any `[[link]]` override. One
-//! deterministic formula for every pair keeps the triangle inequality, as
-//! real networks mostly do; their real violations are specific bad links,
-//! which `[[link]]` overrides express.
+//! Every link of a city pair gets half of it each way, plus any `[[link]]`
+//! override, plus the last mile of each client end: `access_ms` of delay,
+//! or a named [`LastMile`] profile (broadband, 4G, congested Wi-Fi: delay,
+//! jitter, bursty loss, reordering) per city. One deterministic formula for
+//! every pair keeps the triangle inequality, as real networks mostly do;
+//! their real violations are specific bad links, which `[[link]]` overrides
+//! express. A [`WeakNetwork`] adds loss and jitter to every link on top, for
+//! benchmarks of how the network copes where users actually live.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,7 +24,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use testkit::netem::{LinkProfile, LinkRule};
+use testkit::netem::{LinkProfile, LinkRule, MAX_BURST_LEN};
 use topology::geo::{fiber_rtt_ms, find_city, City};
 use topology::synth::XorShift64;
 use topology::{CostModel, LinkSummary, MeshGraph, NodeInfo};
@@ -59,6 +62,15 @@ pub struct TopologyFile {
     /// Per-city-pair changes on top of the geography.
     #[serde(default, rename = "link")]
     pub links: Vec<LinkOverride>,
+    /// Every client's last mile unless its city says otherwise: a name of
+    /// [`LAST_MILES`], or `"none"` (the default) for `access_ms` of delay and
+    /// nothing else, the world as it was before profiles existed.
+    #[serde(default)]
+    pub last_mile: Option<String>,
+    /// Loss and jitter added to every link (see [`WeakNetwork`]); none by
+    /// default.
+    #[serde(default)]
+    pub weak_network: Option<WeakNetwork>,
 }
 
 fn default_seed() -> u64 {
@@ -182,6 +194,142 @@ pub struct CitySpec {
     pub edges: u8,
     #[serde(default)]
     pub clients: u8,
+    /// The last mile of this city's clients, replacing the file's
+    /// `last_mile` (`"none"`: `access_ms`).
+    #[serde(default)]
+    pub last_mile: Option<String>,
+}
+
+/// A named last mile: the access network between a client and the
+/// internet (home broadband, a mobile network, Wi-Fi), which most of what
+/// users suffer comes from: the backbone between edges is clean next to it.
+/// Its profile is paid on every link of the client, one way, on top of the
+/// geography (see [`World::profile`]), in place of `access_ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LastMile {
+    /// Its name in topology files and chaos plans.
+    pub name: &'static str,
+    /// One way. As the WAN emulation applies it: `delay_ms` is the mean
+    /// delay and jitter varies it uniformly either way, so a profile's
+    /// `delay_ms` is at least its `jitter_ms` (its floor is the difference)
+    /// and no datagram's delay is cut off at zero.
+    pub profile: LinkProfile,
+    /// Why these figures, in a line.
+    pub why: &'static str,
+}
+
+/// The last miles a topology file or a chaos plan can name (docs/lab.md has
+/// the same table).
+pub const LAST_MILES: [LastMile; 3] = [
+    LastMile {
+        name: "broadband",
+        profile: LinkProfile {
+            delay_ms: 5.0,
+            jitter_ms: 1.0,
+            loss: 0.001,
+            down: false,
+            burst_len: 0.0,
+            reorder: false,
+        },
+        why: "home fiber or cable: a few ms to the ISP, shallow queues, rare isolated loss",
+    },
+    LastMile {
+        name: "4g",
+        profile: LinkProfile {
+            delay_ms: 25.0,
+            jitter_ms: 15.0,
+            loss: 0.02,
+            down: false,
+            burst_len: 3.0,
+            reorder: true,
+        },
+        why: "LTE: radio scheduling and retransmissions make 10-40 ms; fades and handovers lose short runs; parallel radio paths reorder",
+    },
+    LastMile {
+        name: "wifi-congested",
+        profile: LinkProfile {
+            delay_ms: 38.0,
+            jitter_ms: 30.0,
+            loss: 0.05,
+            down: false,
+            burst_len: 4.0,
+            reorder: true,
+        },
+        why: "busy shared Wi-Fi: an 8 ms floor plus up to 60 ms of contention and retries; collisions and interference lose runs",
+    },
+];
+
+/// The name that stands for no profile: the client's last mile is
+/// `access_ms` of delay, as before profiles existed.
+pub const NO_LAST_MILE: &str = "none";
+
+/// The last mile named `name`: `None` for [`NO_LAST_MILE`], an error that
+/// lists the names for anything unknown.
+pub fn last_mile(name: &str) -> anyhow::Result<Option<&'static LastMile>> {
+    if name == NO_LAST_MILE {
+        return Ok(None);
+    }
+    match LAST_MILES.iter().find(|m| m.name == name) {
+        Some(m) => Ok(Some(m)),
+        None => {
+            let names: Vec<&str> = LAST_MILES.iter().map(|m| m.name).collect();
+            bail!(
+                "unknown last_mile {name:?} (one of {}, {NO_LAST_MILE})",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// A weak network over the whole world: loss (bursty if `burst_len`) and
+/// jitter added to every link, edge to edge and client to edge, on top of
+/// the geography and the last miles. For benchmarks of how media and
+/// routing hold up when no path is clean ([`World::set_weak_network`], or
+/// `weak_network = { ... }` in a topology file). The default adds nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeakNetwork {
+    /// Loss added to every link, each way (0-1).
+    #[serde(default)]
+    pub loss: f64,
+    /// Jitter added to every link, each way, ms (0-1000).
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Mean burst of that loss, datagrams (0: independent; else >= 1).
+    #[serde(default)]
+    pub burst_len: f64,
+    /// Whether every link reorders (see `netem::LinkProfile::reorder`).
+    #[serde(default)]
+    pub reorder: bool,
+}
+
+impl WeakNetwork {
+    /// What it adds to a link.
+    pub fn profile(&self) -> LinkProfile {
+        LinkProfile {
+            jitter_ms: self.jitter_ms,
+            loss: self.loss,
+            burst_len: self.burst_len,
+            reorder: self.reorder,
+            ..LinkProfile::default()
+        }
+    }
+
+    fn is_off(&self) -> bool {
+        *self == WeakNetwork::default()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(0.0..=1_000.0).contains(&self.jitter_ms) {
+            bail!(
+                "weak_network: jitter_ms {} is not within 0-1000",
+                self.jitter_ms
+            );
+        }
+        self.profile()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("weak_network: {e}"))
+    }
 }
 
 /// Changes to the links between the hosts of two cities (both directions).
@@ -255,6 +403,11 @@ pub struct World {
     inflation: HashMap<(&'static str, &'static str), f64>,
     /// Overrides in force (the file's, then the chaos plan's).
     overrides: Vec<LinkOverride>,
+    /// The last mile of each city's clients (by city code), where it has a
+    /// profile; cities not here pay `access_ms`.
+    last_miles: HashMap<&'static str, &'static LastMile>,
+    /// Added to every link; off by default.
+    weak: WeakNetwork,
 }
 
 impl World {
@@ -278,6 +431,12 @@ impl World {
         if !(0.0..=1.0).contains(&file.loss) {
             bail!("loss = {} is not within 0-1", file.loss);
         }
+        let default_mile = match &file.last_mile {
+            Some(name) => last_mile(name)?,
+            None => None,
+        };
+        let weak = file.weak_network.unwrap_or_default();
+        weak.validate()?;
         if file.cities.is_empty() || file.cities.len() > 250 {
             bail!("a topology needs 1 to 250 [[city]] entries");
         }
@@ -285,6 +444,7 @@ impl World {
         let mut clients = Vec::new();
         let mut next_id = 1;
         let mut seen = Vec::new();
+        let mut last_miles = HashMap::new();
         for (i, spec) in file.cities.iter().enumerate() {
             let city = find_city(&spec.city).with_context(|| {
                 format!("unknown city {:?} (see topology::geo::CITIES)", spec.city)
@@ -293,6 +453,13 @@ impl World {
                 bail!("city {} is listed twice", city.code);
             }
             seen.push(city.code);
+            let mile = match &spec.last_mile {
+                Some(name) => last_mile(name).with_context(|| format!("city {}", city.code))?,
+                None => default_mile,
+            };
+            if let Some(m) = mile {
+                last_miles.insert(city.code, m);
+            }
             let i = i as u8 + 1;
             for j in 1..=spec.edges {
                 edges.push(EdgeSpec {
@@ -352,6 +519,8 @@ impl World {
             clients,
             inflation,
             overrides,
+            last_miles,
+            weak,
         })
     }
 
@@ -376,6 +545,54 @@ impl World {
         Ok(())
     }
 
+    /// Change the last mile of every client in `city` (chaos): `profile` is
+    /// a name of [`LAST_MILES`], or [`NO_LAST_MILE`] for `access_ms`.
+    pub fn set_last_mile(&mut self, city: &str, profile: &str) -> anyhow::Result<()> {
+        let code = city_code(city)?;
+        anyhow::ensure!(
+            self.file
+                .cities
+                .iter()
+                .any(|c| find_city(&c.city).is_some_and(|c| c.code == code)),
+            "{city:?} is not a city of this topology"
+        );
+        anyhow::ensure!(
+            self.clients.iter().any(|c| c.city.code == code),
+            "city {code} has no clients, so no last mile to change"
+        );
+        match last_mile(profile)? {
+            Some(m) => self.last_miles.insert(code, m),
+            None => self.last_miles.remove(code),
+        };
+        Ok(())
+    }
+
+    /// The last mile profile of a host: `None` for an edge, or a client
+    /// that pays `access_ms`.
+    pub fn last_mile_of(&self, host: &Host) -> Option<&'static LastMile> {
+        if !host.is_client {
+            return None;
+        }
+        self.last_miles.get(host.city.code).copied()
+    }
+
+    /// Add loss and jitter to every link of the world, edge to edge and
+    /// client to edge, on top of the geography and the last miles
+    /// ([`WeakNetwork::default`]: none, as at start without the file's
+    /// `weak_network`). Takes effect in [`World::rules`] (the lab's WAN
+    /// follows once they are applied) and in the true figures
+    /// ([`World::true_summary`], [`World::true_mesh`]).
+    pub fn set_weak_network(&mut self, weak: WeakNetwork) -> anyhow::Result<()> {
+        weak.validate()?;
+        self.weak = weak;
+        Ok(())
+    }
+
+    /// What [`World::set_weak_network`] (or the file) added to every link.
+    pub fn weak_network(&self) -> WeakNetwork {
+        self.weak
+    }
+
     fn override_for(&self, a: &City, b: &City) -> Option<&LinkOverride> {
         self.overrides
             .iter()
@@ -383,7 +600,12 @@ impl World {
             .find(|o| links(o, a.code, b.code))
     }
 
-    /// The one-way profile from host `a` to host `b`.
+    /// The one-way profile from host `a` to host `b`: the geography (and
+    /// any `[[link]]` override of the city pair), then the last mile of each
+    /// client end (its profile, or `access_ms` of delay), then the weak
+    /// network. Each stage adds to the one before as links in series do
+    /// (see [`stack`]); with no last-mile profile and no weak network the
+    /// figures are exactly those of the world before profiles existed.
     pub fn profile(&self, a: &Host, b: &Host) -> LinkProfile {
         let geo = if a.city.code == b.city.code {
             self.file.metro_ms
@@ -392,18 +614,30 @@ impl World {
             let fiber = fiber_rtt_ms(a.city.point(), b.city.point());
             link_rtt_ms(fiber, inflation, self.file.rtt_overhead_ms) / 2.0
         };
-        let access = self.file.access_ms * (a.is_client as u8 + b.is_client as u8) as f64;
+        let miles = [a, b].map(|h| self.last_mile_of(h));
+        let plain_clients = [a, b]
+            .iter()
+            .zip(&miles)
+            .filter(|(h, m)| h.is_client && m.is_none())
+            .count();
+        let access = self.file.access_ms * plain_clients as f64;
         let mut p = LinkProfile {
             delay_ms: geo + access,
             jitter_ms: self.file.jitter_ms,
             loss: self.file.loss,
-            down: false,
+            ..LinkProfile::default()
         };
         if let Some(o) = self.override_for(a.city, b.city) {
             p.delay_ms += o.extra_delay_ms;
             p.jitter_ms = o.jitter_ms.unwrap_or(p.jitter_ms);
             p.loss = o.loss.unwrap_or(p.loss);
             p.down = o.down;
+        }
+        for m in miles.into_iter().flatten() {
+            p = stack(p, m.profile);
+        }
+        if !self.weak.is_off() {
+            p = stack(p, self.weak.profile());
         }
         p
     }
@@ -552,7 +786,9 @@ const TRUE_SUMMARY_SAMPLES: u64 = 1_000;
 /// crosses the link once each way, so its noise is the sum of two
 /// independent uniforms, and edges publish the IQR of their RTT samples as
 /// jitter. (Delays clamped at zero when jitter exceeds the delay are not
-/// modelled; no lab link is that short and that jittery.)
+/// modelled: no link of the geography is that short and that jittery, but
+/// a metro link under a jittery [`WeakNetwork`] is, and its true jitter
+/// then comes out somewhat high.)
 ///
 /// The sum has a trapezoid density, symmetric about 0, so the IQR is twice
 /// its 75th percentile `q`. With `a >= b` the two half-widths: the density
@@ -654,6 +890,60 @@ impl TrueMesh {
                 (self.ids[v], (dist[v], path))
             })
             .collect()
+    }
+}
+
+/// Two stages of a path in series, one way (the geography, then a last mile
+/// or a weak network): delays add; jitters add (the range of the sum of two
+/// independent uniform delays; the emulation only draws uniforms); a
+/// datagram gets through if it survives both losses; down if either is;
+/// reordered if either reorders.
+///
+/// Bursts: the emulation has one chain per link, so the sum's loss gets the
+/// mean burst length of the two loss processes merged: its loss over the
+/// rate at which bursts start, each stage starting `loss / burst_len` a
+/// datagram (`burst_len` 1 if independent). That is exact for one bursty
+/// stage over a clean one, and to first order in the losses otherwise.
+/// Raised if need be to the shortest mean burst the total loss allows (see
+/// `netem::GilbertElliott`), so the result is always a valid profile. With
+/// neither stage bursty the loss stays independent.
+fn stack(base: LinkProfile, extra: LinkProfile) -> LinkProfile {
+    // 1 - (1 - a)(1 - b), written so that a lossless stage leaves the other's
+    // loss exactly as it was.
+    let loss = base.loss + extra.loss - base.loss * extra.loss;
+    let mean_burst = match (base.loss > 0.0, extra.loss > 0.0) {
+        (false, false) => 0.0,
+        // One lossy stage: its loss and its bursts, exactly.
+        (true, false) => base.burst_len,
+        (false, true) => extra.burst_len,
+        (true, true) if base.burst_len == 0.0 && extra.burst_len == 0.0 => 0.0,
+        (true, true) => {
+            let starts: f64 = [base, extra]
+                .iter()
+                .map(|p| p.loss / p.burst_len.max(1.0))
+                .sum();
+            loss / starts
+        }
+    };
+    // The shortest mean burst this much loss allows, a hair above so that
+    // rounding cannot put the loss past its bound.
+    let shortest = loss / (1.0 - loss) * (1.0 + 1e-9);
+    let burst_len = if mean_burst == 0.0 || loss >= 1.0 || shortest > MAX_BURST_LEN {
+        // Independent loss; or all (or nearly all) lost, nothing left to
+        // come in bursts.
+        0.0
+    } else if mean_burst >= shortest {
+        mean_burst.clamp(1.0, MAX_BURST_LEN)
+    } else {
+        shortest.max(1.0)
+    };
+    LinkProfile {
+        delay_ms: base.delay_ms + extra.delay_ms,
+        jitter_ms: base.jitter_ms + extra.jitter_ms,
+        loss,
+        down: base.down || extra.down,
+        burst_len,
+        reorder: base.reorder || extra.reorder,
     }
 }
 
@@ -889,6 +1179,307 @@ mod tests {
                 .contains("not a city of this topology")
         );
         assert!(toml::from_str::<TopologyFile>("[[city]]\ncity = \"fra\"\nedgez = 1").is_err());
+    }
+
+    /// lhr: an edge and two clients; ams: an edge and a client; sin: an
+    /// edge and a client. `extra` goes at the top of the file, `cities`
+    /// after each city's `clients` line, in order.
+    fn small_world(extra: &str, cities: [&str; 3]) -> anyhow::Result<World> {
+        let [lhr, ams, sin] = cities;
+        World::new(TopologyFile::from_toml(&format!(
+            "{extra}\n[[city]]\ncity = \"lhr\"\nedges = 1\nclients = 2\n{lhr}\n[[city]]\ncity = \"ams\"\nedges = 1\nclients = 1\n{ams}\n[[city]]\ncity = \"sin\"\nedges = 1\nclients = 1\n{sin}"
+        ))?)
+    }
+
+    fn client<'a>(w: &'a World, city: &str) -> &'a Host {
+        w.clients.iter().find(|c| c.city.code == city).unwrap()
+    }
+
+    fn edge_host<'a>(w: &'a World, city: &str) -> &'a Host {
+        &w.edges
+            .iter()
+            .find(|e| e.host.city.code == city)
+            .unwrap()
+            .host
+    }
+
+    #[test]
+    fn the_last_mile_profiles_are_valid_and_never_cut_at_zero() {
+        let names: Vec<&str> = LAST_MILES.iter().map(|m| m.name).collect();
+        assert_eq!(names, ["broadband", "4g", "wifi-congested"]);
+        for m in &LAST_MILES {
+            assert!(m.profile.validate().is_ok(), "{}", m.name);
+            assert!(m.profile.delay_ms >= m.profile.jitter_ms, "{}", m.name);
+            assert!(!m.profile.down && !m.why.is_empty());
+            assert_eq!(last_mile(m.name).unwrap(), Some(m));
+        }
+        assert_eq!(last_mile("none").unwrap(), None);
+        let e = last_mile("5g").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown last_mile \"5g\" (one of broadband, 4g, wifi-congested, none)"
+        );
+    }
+
+    #[test]
+    fn without_profiles_the_world_is_the_one_it_always_was() {
+        // "none" spelt out, and a weak network that adds nothing: the same
+        // rules, bit for bit, as a file without them.
+        let plain = small_world("", ["", "", ""]).unwrap();
+        let none = small_world(
+            "last_mile = \"none\"\nweak_network = {}",
+            ["", "last_mile = \"none\"", ""],
+        )
+        .unwrap();
+        assert_eq!(plain.rules(), none.rules());
+        // Every repository world but the weak one has no profile: nothing
+        // bursty or reordering, clients pay access_ms.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() == "weak.toml" {
+                continue;
+            }
+            let w = World::new(TopologyFile::load(&path).unwrap()).unwrap();
+            assert!(w.clients.iter().all(|c| w.last_mile_of(c).is_none()));
+            assert!(
+                w.rules()
+                    .iter()
+                    .all(|r| r.profile.burst_len == 0.0 && !r.profile.reorder),
+                "{}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_link_is_the_geography_plus_its_last_mile() {
+        let w = small_world(
+            "last_mile = \"broadband\"",
+            ["", "last_mile = \"4g\"", "last_mile = \"none\""],
+        )
+        .unwrap();
+        let plain = small_world("", ["", "", ""]).unwrap();
+        let (lhr, ams) = (edge_host(&w, "lhr"), edge_host(&w, "ams"));
+        // Edge to edge: untouched.
+        assert_eq!(w.profile(lhr, ams), plain.profile(lhr, ams));
+        assert_eq!(w.true_summary(1, 2), plain.true_summary(1, 2));
+        // Broadband (the file's default) in place of access_ms, both ways.
+        let c = client(&w, "lhr");
+        for p in [w.profile(c, lhr), w.profile(lhr, c)] {
+            assert_eq!(p.delay_ms, w.file.metro_ms + 5.0);
+            assert_eq!(p.jitter_ms, w.file.jitter_ms + 1.0);
+            assert!((p.loss - 0.001).abs() < 1e-15, "{p:?}");
+            assert_eq!((p.burst_len, p.reorder), (0.0, false));
+        }
+        // 4G from Amsterdam to the London edge: the geography plus 25 ms,
+        // its bursts and its reordering.
+        let c = client(&w, "ams");
+        let geo = plain.profile(edge_host(&w, "ams"), lhr).delay_ms;
+        let p = w.profile(c, lhr);
+        assert!((p.delay_ms - (geo + 25.0)).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.jitter_ms, w.file.jitter_ms + 15.0);
+        assert!((p.loss - 0.02).abs() < 1e-15);
+        assert!((p.burst_len - 3.0).abs() < 1e-9, "{p:?}");
+        assert!(p.reorder);
+        assert_eq!(w.last_mile_of(c).map(|m| m.name), Some("4g"));
+        // "none" in a city beats the file's default: access_ms.
+        let c = client(&w, "sin");
+        assert_eq!(w.last_mile_of(c), None);
+        assert_eq!(w.profile(c, lhr), plain.profile(c, lhr));
+        assert!(w.rules().iter().all(|r| r.profile.validate().is_ok()));
+    }
+
+    #[test]
+    fn set_last_mile_changes_a_city_and_none_undoes_it() {
+        let mut w = small_world("", ["", "", ""]).unwrap();
+        let before = w.rules();
+        w.set_last_mile("London", "wifi-congested").unwrap();
+        let (c, lhr) = (client(&w, "lhr").clone(), edge_host(&w, "lhr").clone());
+        let p = w.profile(&c, &lhr);
+        assert_eq!(p.delay_ms, w.file.metro_ms + 38.0);
+        assert_eq!((p.burst_len, p.reorder), (4.0, true));
+        // Both London clients, nobody else.
+        let changed: Vec<_> = w
+            .rules()
+            .iter()
+            .zip(&before)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| (a.from, a.to))
+            .collect();
+        assert!(!changed.is_empty());
+        assert!(changed.iter().all(|(from, to)| [from, to].iter().any(|n| {
+            w.clients
+                .iter()
+                .any(|c| c.city.code == "lhr" && n.contains(&c.ip))
+        })));
+        w.set_last_mile("lhr", "none").unwrap();
+        assert_eq!(w.rules(), before);
+        let err = |w: &mut World, city: &str, profile: &str| {
+            w.set_last_mile(city, profile).unwrap_err().to_string()
+        };
+        assert!(err(&mut w, "lhr", "dialup").contains("unknown last_mile \"dialup\""));
+        assert!(err(&mut w, "atlantis", "4g").contains("unknown city"));
+        assert!(err(&mut w, "fra", "4g").contains("\"fra\" is not a city of this topology"));
+        let mut edges_only =
+            World::new(TopologyFile::from_toml("[[city]]\ncity = \"fra\"\nedges = 1").unwrap())
+                .unwrap();
+        assert!(err(&mut edges_only, "fra", "4g").contains("no clients"));
+    }
+
+    #[test]
+    fn a_weak_network_adds_loss_and_jitter_to_every_link() {
+        let mut w = small_world("last_mile = \"4g\"", ["", "", ""]).unwrap();
+        let before = w.clone();
+        let weak = WeakNetwork {
+            loss: 0.03,
+            jitter_ms: 4.0,
+            burst_len: 2.0,
+            reorder: true,
+        };
+        w.set_weak_network(weak).unwrap();
+        assert_eq!(w.weak_network(), weak);
+        let rules = w.rules();
+        assert_eq!(rules.len(), before.rules().len());
+        for (r, old) in rules.iter().zip(before.rules()) {
+            let (p, o) = (r.profile, old.profile);
+            assert_eq!(p.delay_ms, o.delay_ms);
+            assert!((p.jitter_ms - (o.jitter_ms + 4.0)).abs() < 1e-9);
+            assert!((p.loss - (1.0 - (1.0 - o.loss) * 0.97)).abs() < 1e-12);
+            assert!(p.burst_len >= 1.0 && p.reorder);
+            assert!(p.validate().is_ok(), "{p:?}");
+        }
+        // Edge links: one bursty stage, its bursts. Client links: two
+        // bursty stages (4G's 2% in 3s, the weak network's 3% in 2s): 4.94%
+        // lost in bursts starting 0.02/3 + 0.03/2 a datagram, 2.28 long.
+        let (lhr, ams) = (edge_host(&w, "lhr").clone(), edge_host(&w, "ams").clone());
+        assert!((w.profile(&lhr, &ams).burst_len - 2.0).abs() < 1e-9);
+        let b = w.profile(client(&w, "ams"), &lhr).burst_len;
+        assert!((b - 0.0494 / (0.02 / 3.0 + 0.015)).abs() < 1e-9, "{b}");
+        // The true figures see the loss and the jitter.
+        let (s, old) = (
+            w.true_summary(1, 2).unwrap(),
+            before.true_summary(1, 2).unwrap(),
+        );
+        assert!((s.loss - (1.0 - 0.97f64.powi(2))).abs() < 1e-12, "{s:?}");
+        assert!(s.jitter_ms > old.jitter_ms + 4.0);
+        assert_eq!(w.true_mesh(&[1, 2, 3]).graph().link(1, 2), Some(&s));
+        // Off again: the world as it was.
+        w.set_weak_network(WeakNetwork::default()).unwrap();
+        assert_eq!(w.rules(), before.rules());
+        for (bad, why) in [
+            (
+                WeakNetwork {
+                    loss: 0.6,
+                    burst_len: 1.0,
+                    ..WeakNetwork::default()
+                },
+                "weak_network: loss 0.6 with burst_len 1",
+            ),
+            (
+                WeakNetwork {
+                    loss: 0.1,
+                    burst_len: 0.5,
+                    ..WeakNetwork::default()
+                },
+                "weak_network: burst_len 0.5",
+            ),
+            (
+                WeakNetwork {
+                    jitter_ms: f64::NAN,
+                    ..WeakNetwork::default()
+                },
+                "weak_network: jitter_ms NaN",
+            ),
+        ] {
+            let e = w.set_weak_network(bad).unwrap_err().to_string();
+            assert!(e.starts_with(why), "{e}");
+        }
+        assert_eq!(w.weak_network(), WeakNetwork::default());
+        // From the file too.
+        let f = small_world(
+            "weak_network = { loss = 0.03, jitter_ms = 4.0, burst_len = 2, reorder = true }",
+            ["", "", ""],
+        )
+        .unwrap();
+        assert_eq!(f.weak_network(), weak);
+    }
+
+    #[test]
+    fn stacked_stages_always_make_a_valid_profile() {
+        let losses = [0.0, 0.001, 0.05, 0.3, 0.5, 0.75, 0.999, 1.0];
+        let bursts = [0.0, 1.0, 3.0, 1_000.0];
+        for &l1 in &losses {
+            for &b1 in &bursts {
+                for &l2 in &losses {
+                    for &b2 in &bursts {
+                        let p = |loss: f64, burst_len: f64| LinkProfile {
+                            loss,
+                            // The most loss a valid profile can have.
+                            burst_len: if burst_len >= 1.0 && loss > burst_len / (burst_len + 1.0) {
+                                0.0
+                            } else {
+                                burst_len
+                            },
+                            ..LinkProfile::delay(1.0)
+                        };
+                        let s = stack(p(l1, b1), p(l2, b2));
+                        assert!(s.validate().is_ok(), "{l1} {b1} + {l2} {b2}: {s:?}");
+                    }
+                }
+            }
+        }
+        // One bursty stage over a clean one keeps its figures.
+        let m = LAST_MILES[2].profile;
+        let s = stack(LinkProfile::delay(1.0), m);
+        assert_eq!((s.loss, s.burst_len), (m.loss, m.burst_len));
+        let s = stack(m, LinkProfile::delay(1.0));
+        assert_eq!((s.loss, s.burst_len), (m.loss, m.burst_len));
+        // Two independent losses stay independent.
+        let s = stack(
+            LinkProfile {
+                loss: 0.1,
+                ..LinkProfile::default()
+            },
+            LAST_MILES[0].profile,
+        );
+        assert_eq!(s.burst_len, 0.0);
+        assert!((s.loss - (1.0 - 0.9 * 0.999)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn bad_last_miles_and_weak_networks_in_a_file_are_refused() {
+        let err = |extra: &str, city: &str| {
+            format!("{:#}", small_world(extra, [city, "", ""]).unwrap_err())
+        };
+        assert!(err("last_mile = \"5g\"", "")
+            .contains("unknown last_mile \"5g\" (one of broadband, 4g, wifi-congested, none)"));
+        let e = err("", "last_mile = \"dsl\"");
+        assert!(
+            e.contains("city lhr") && e.contains("unknown last_mile \"dsl\""),
+            "{e}"
+        );
+        assert!(err("weak_network = { loss = 2 }", "").contains("weak_network: loss 2"));
+        assert!(err("weak_network = { jitter = 2 }", "").contains("unknown field `jitter`"));
+        assert!(err("", "last_mile = 4").contains("last_mile"));
+    }
+
+    #[test]
+    fn the_weak_world_mixes_last_miles() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/weak.toml");
+        let w = World::new(TopologyFile::load(&path).unwrap()).unwrap();
+        let mut regions: Vec<&str> = w.edges.iter().map(|e| e.host.city.region).collect();
+        regions.dedup();
+        assert_eq!((w.edges.len(), regions.len()), (6, 3));
+        let mut miles: Vec<&str> = w
+            .clients
+            .iter()
+            .map(|c| w.last_mile_of(c).map_or("none", |m| m.name))
+            .collect();
+        miles.sort();
+        miles.dedup();
+        assert_eq!(miles, ["4g", "broadband", "wifi-congested"]);
+        assert!(w.rules().iter().all(|r| r.profile.validate().is_ok()));
     }
 
     #[test]
