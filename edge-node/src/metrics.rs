@@ -213,6 +213,11 @@ pub struct RepairMetrics {
     /// Packets received twice (or too far behind to tell) and not passed
     /// on.
     pub duplicates: Counter,
+    /// Parity packets sent (forward error correction), their bytes, and the
+    /// packets parity rebuilt.
+    pub parity_sent: Counter,
+    pub parity_bytes: Counter,
+    pub parity_rebuilt: Counter,
     /// NACKed packets not sent again, by reason ([`REPAIR_REFUSALS`]).
     refused: Arc<[Counter; 4]>,
 }
@@ -235,6 +240,9 @@ impl RepairMetrics {
             recovered: c("rtn_edge_repair_recovered_total"),
             abandoned: c("rtn_edge_repair_abandoned_total"),
             duplicates: c("rtn_edge_media_duplicates_total"),
+            parity_sent: c("rtn_edge_repair_parity_packets_total"),
+            parity_bytes: c("rtn_edge_repair_parity_bytes_total"),
+            parity_rebuilt: c("rtn_edge_repair_parity_rebuilt_total"),
             refused: Arc::new(REPAIR_REFUSALS.map(refused)),
         }
     }

@@ -31,6 +31,7 @@ use protocol::datagram::{
     MediaHeader, Nack, Probe, RelayDatagram, TYPE_PROBE, TYPE_PROBE_REPLY, TYPE_RELAY_NACK,
 };
 use protocol::framing::{FrameError, FrameReader, FrameWriter, StreamError};
+use protocol::parity::TYPE_RELAY_PARITY;
 use protocol::pb::{self, relay_frame::Kind as RK, ErrorCode};
 use protocol::EdgeId;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,10 @@ pub struct RelayLink {
     retained: Mutex<Retained>,
     /// Media sent lately, for NACKs from `peer`.
     repair: Mutex<repair::HopSender>,
+    /// Parity groups in progress, and their size while the link's loss
+    /// calls for parity (0: off; set by [`tune_fec`]).
+    fec: Mutex<(repair::fec::FecPolicy, repair::fec::FecEncoder)>,
+    fec_group: std::sync::atomic::AtomicUsize,
 }
 
 struct Retained {
@@ -339,15 +344,34 @@ impl RelayLinks {
                     .media_out_relay_bytes
                     .increment(pkt.len() as u64);
                 link.out.add(pkt.len());
-                if core.cfg.repair.enabled {
+                let parity = if core.cfg.repair.enabled {
                     link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
                         header.track,
                         header.sequence,
                         pkt.clone(),
                         Instant::now(),
                     );
-                }
+                    match link.fec_group.load(Ordering::Relaxed) {
+                        0 => None,
+                        k => link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
+                            header.track,
+                            header.sequence,
+                            &pkt,
+                            k,
+                        ),
+                    }
+                } else {
+                    None
+                };
                 link.media.send(&conn, pkt, &core.metrics);
+                if let Some(p) = parity {
+                    core.metrics.repair_relay.parity_sent.increment(1);
+                    core.metrics
+                        .repair_relay
+                        .parity_bytes
+                        .increment(p.len() as u64);
+                    link.media.send(&conn, p, &core.metrics);
+                }
             }
             None => core.metrics.media_dropped("relay_link_down"),
         }
@@ -534,6 +558,53 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
     }
 }
 
+/// How often each link's parity is switched on or off from its probes.
+const FEC_TUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Switch each relay link's parity (forward error correction) on or off by
+/// the loss and round trip this edge's probes measure on it
+/// (`repair::fec::FecPolicy`: where a NACK is too slow or loss too high).
+pub async fn tune_fec(core: Arc<EdgeCore>) {
+    let mut tick = tokio::time::interval(FEC_TUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let measured: HashMap<EdgeId, (f64, Duration)> = core
+            .prober
+            .links()
+            .into_iter()
+            .map(|l| {
+                let rtt = Duration::from_secs_f64(l.summary.rtt_ms / 1e3);
+                // A probe is lost if either way loses it; parity protects
+                // one way: taken as half of a symmetric round trip's loss.
+                let one_way = 1.0 - (1.0 - l.summary.loss).max(0.0).sqrt();
+                (l.peer, (one_way, rtt))
+            })
+            .collect();
+        let links: Vec<Arc<RelayLink>> = {
+            let links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
+            links.values().cloned().collect()
+        };
+        for link in links {
+            let Some(&(loss, rtt)) = measured.get(&link.peer) else {
+                continue;
+            };
+            let mut fec = link.fec.lock().unwrap_or_else(|e| e.into_inner());
+            let k = fec.0.update(loss, rtt).unwrap_or(0);
+            if k != link.fec_group.swap(k, Ordering::Relaxed) {
+                fec.1.reset();
+                info!(
+                    edge = core.id,
+                    peer = link.peer,
+                    group = k,
+                    loss,
+                    rtt_ms = rtt.as_secs_f64() * 1e3,
+                    "relay link parity changed (0: off)"
+                );
+            }
+        }
+    }
+}
+
 /// Count and log the destinations whose path changed from `old` to `new`.
 fn log_route_changes(
     me: EdgeId,
@@ -607,6 +678,8 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         repair: Mutex::new(repair::HopSender::new(
             core.cfg.repair.relay_history_packets,
         )),
+        fec: Mutex::default(),
+        fec_group: std::sync::atomic::AtomicUsize::new(0),
     });
     let tasks = core.tasks.clone();
     tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));
@@ -757,6 +830,9 @@ async fn read_datagrams(
         .repair
         .enabled
         .then(|| repair::HopReceiver::new(true, Instant::now()));
+    // Made when the first parity packet arrives: until then the link's
+    // packets are not kept.
+    let mut fec: Option<repair::fec::FecDecoder> = None;
     loop {
         let due = gaps.as_ref().and_then(|g| g.next_due());
         let d = tokio::select! {
@@ -803,6 +879,22 @@ async fn read_datagrams(
                 }
                 continue;
             }
+            Some(&TYPE_RELAY_PARITY) => {
+                if core.cfg.repair.enabled {
+                    let dec = fec.get_or_insert_with(|| repair::fec::FecDecoder::new(FEC_KEPT));
+                    if let Some(rebuilt) = rebuild(&core, dec, d) {
+                        if let Some(g) = gaps.as_mut() {
+                            let arrival = g.on_media(&rebuilt.header, Instant::now());
+                            if !core.metrics.repair_relay.arrived(arrival) {
+                                continue;
+                            }
+                        }
+                        core.metrics.repair_relay.parity_rebuilt.increment(1);
+                        core.media_from_relay(rebuilt);
+                    }
+                }
+                continue;
+            }
             _ => {}
         }
         core.metrics.media_in_relay.increment(1);
@@ -814,8 +906,12 @@ async fn read_datagrams(
         if let Some(c) = &from {
             c.add(d.len());
         }
+        let kept = fec.is_some().then(|| d.clone());
         match RelayDatagram::decode(d) {
             Ok(dg) => {
+                if let (Some(dec), Some(d)) = (fec.as_mut(), kept) {
+                    dec.received(dg.header.track, dg.header.sequence, d);
+                }
                 if let Some(g) = gaps.as_mut() {
                     let arrival = g.on_media(&dg.header, Instant::now());
                     core.metrics
@@ -835,6 +931,32 @@ async fn read_datagrams(
                     warned = true;
                 }
             }
+        }
+    }
+}
+
+/// Relay datagrams a link's reading end keeps for parity: a parity packet
+/// follows its group (at most 16) at once, so a few groups are enough.
+const FEC_KEPT: usize = 128;
+
+/// The relay datagram a parity packet rebuilds, checked as if received:
+/// it must decode and be the member the parity named.
+fn rebuild(core: &EdgeCore, dec: &mut repair::fec::FecDecoder, d: Bytes) -> Option<RelayDatagram> {
+    let parity = match protocol::parity::Parity::decode(d) {
+        Ok(p) => p,
+        Err(_) => {
+            core.metrics.protocol_error("malformed_parity");
+            return None;
+        }
+    };
+    let repair::fec::Recovery::Rebuilt(member, pkt) = dec.recover(&parity) else {
+        return None;
+    };
+    match RelayDatagram::decode(pkt) {
+        Ok(dg) if dg.header.track == member.track && dg.header.sequence == member.seq => Some(dg),
+        _ => {
+            core.metrics.protocol_error("bad_parity");
+            None
         }
     }
 }

@@ -1,9 +1,14 @@
-//! Media loss repaired on every hop: a call across two edges where every
-//! link (publisher -> edge, edge -> edge, edge -> subscriber) loses 10% of
-//! its packets, run with repair off (best effort) and on, side by side.
-//! Off, about 27% of the packets never arrive (three lossy hops); on, the
-//! NACKs of each hop's receiving end get nearly all of them back, each hop
-//! answering from its own history.
+//! Media loss repaired on every hop.
+//!
+//! - A call across two edges where every link (publisher -> edge, edge ->
+//!   edge, edge -> subscriber) loses 10% of its packets, run with repair off
+//!   (best effort) and on, side by side. Off, about 27% of the packets never
+//!   arrive (three lossy hops); on, the NACKs of each hop's receiving end
+//!   get nearly all of them back, each hop answering from its own history.
+//! - A long lossy relay hop (90 ms round trip, 10% loss each way), too slow
+//!   for NACKs to repair audio comfortably: the edges' probes see the loss
+//!   and the sending edge adds parity, from which the receiving edge
+//!   rebuilds lost packets without a round trip.
 mod common;
 
 use std::collections::HashSet;
@@ -16,7 +21,8 @@ use testkit::netem::{LinkProfile, LinkRule};
 
 /// Loss of every link, each way.
 const LOSS: f64 = 0.10;
-/// Audio packets sent, one every [`EVERY`].
+/// Audio packets sent, one every [`EVERY`] (the long hop's call lasts
+/// longer: its probes must see the loss first).
 const PACKETS: u32 = 300;
 const EVERY: Duration = Duration::from_millis(10);
 
@@ -30,29 +36,41 @@ struct Run {
     residual_loss: f64,
     /// Packets the edges sent again.
     edge_resent: f64,
+    /// Packets the edges rebuilt from parity.
+    rebuilt: f64,
     sdk: sdk::StatsSnapshot,
 }
 
-async fn call(repair: bool, hosts: [u8; 4]) -> Run {
+/// Two edges, a sender on edge 2 and a receiver on edge 1, at `hosts`
+/// (edge 1, edge 2, receiver, sender; the edges' ids are their hosts' last
+/// bytes); the link between the edges as
+/// `relay`, every client's as `last_mile`; `packets` sent.
+async fn call(
+    repair: bool,
+    hosts: [u8; 4],
+    relay: LinkProfile,
+    last_mile: LinkProfile,
+    packets: u32,
+) -> Run {
     let [e1, e2, rx_at, tx_at] = hosts.map(ip);
-    let lossy = LinkProfile {
-        delay_ms: 5.0,
-        loss: LOSS,
-        ..LinkProfile::default()
-    };
     let mut rules = vec![];
-    for a in [e1, e2, rx_at, tx_at] {
-        for b in [e1, e2, rx_at, tx_at] {
-            if a != b {
-                rules.push(LinkRule::between(a, b, lossy));
-            }
+    for (a, b) in [(e1, e2), (e2, e1)] {
+        rules.push(LinkRule::between(a, b, relay));
+    }
+    for c in [rx_at, tx_at] {
+        for e in [e1, e2] {
+            rules.push(LinkRule::between(c, e, last_mile));
+            rules.push(LinkRule::between(e, c, last_mile));
         }
     }
     let wan = Wan::new(rules).unwrap();
     let pki = edge_node::tls::DevPki::new().unwrap();
     let tweak = |cfg: &mut edge_node::EdgeConfig| cfg.repair.enabled = repair;
     let mut edges = vec![];
-    for (id, at) in [(1, e1), (2, e2)] {
+    // Edge ids from the hosts, so that each call's metrics are its own
+    // (the tests share the process's metrics).
+    let ids = [hosts[0] as u32, hosts[1] as u32];
+    for (id, at) in [(ids[0], e1), (ids[1], e2)] {
         edges.push(start_edge(&pki, id, Some(SocketAddr::new(at, 0)), &tweak, Some(&wan)).await);
     }
     let mesh = Mesh {
@@ -61,19 +79,29 @@ async fn call(repair: bool, hosts: [u8; 4]) -> Run {
         wan: Some(wan.clone()),
     };
     mesh.full_mesh_routes();
+    // The edges probe each other (what parity is switched by).
+    for e in &mesh.edges {
+        let mut t = (*e.routes.current()).clone();
+        t.probe = t.peers.keys().copied().collect();
+        e.routes.publish(t);
+    }
     let client = |edge: u32, at: IpAddr| {
         let mut c = mesh.sdk_config(&[edge]);
         c.socket = Some(socket_at(&wan, at));
         c.repair = repair;
         c
     };
-    let resent_before = metric("rtn_edge_repair_resent_packets_total", &[]);
+    let edge_metric = |name: &str| -> f64 {
+        ids.iter()
+            .map(|id| metric(name, &[("edge", &id.to_string())]))
+            .sum()
+    };
     let Call {
         sender,
         receiver,
         room,
         rx_room: _rx_room,
-    } = Call::start(client(2, tx_at), client(1, rx_at)).await;
+    } = Call::start(client(ids[1], tx_at), client(ids[0], rx_at)).await;
     let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
     // Rita hears the track before sam talks.
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -86,14 +114,14 @@ async fn call(repair: bool, hosts: [u8; 4]) -> Run {
     .expect("rita sees sam's track");
     let talk = tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
-        for _ in 0..PACKETS {
+        for _ in 0..packets {
             tick.tick().await;
             mic.send(&[7u8; 160]).await.unwrap();
         }
         mic
     });
     let mut got = HashSet::new();
-    let listen_until = tokio::time::Instant::now() + EVERY * PACKETS + Duration::from_millis(800);
+    let listen_until = tokio::time::Instant::now() + EVERY * packets + Duration::from_millis(800);
     while let Ok(Some(e)) = tokio::time::timeout_at(listen_until, receiver.next_event()).await {
         if let Event::Media(m) = e {
             assert!(
@@ -107,8 +135,9 @@ async fn call(repair: bool, hosts: [u8; 4]) -> Run {
     let sdk = receiver.stats().snapshot();
     let tx_stats = sender.stats().snapshot();
     let run = Run {
-        residual_loss: 1.0 - got.len() as f64 / PACKETS as f64,
-        edge_resent: metric("rtn_edge_repair_resent_packets_total", &[]) - resent_before,
+        residual_loss: 1.0 - got.len() as f64 / packets as f64,
+        edge_resent: edge_metric("rtn_edge_repair_resent_packets_total"),
+        rebuilt: edge_metric("rtn_edge_repair_parity_rebuilt_total"),
         sdk: sdk::StatsSnapshot {
             media_resent: tx_stats.media_resent,
             ..sdk
@@ -123,8 +152,13 @@ async fn call(repair: bool, hosts: [u8; 4]) -> Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_on_every_hop_is_repaired_where_it_happens() {
     tokio::time::timeout(Duration::from_secs(90), async {
-        let off = call(false, [81, 82, 83, 84]).await;
-        let on = call(true, [85, 86, 87, 88]).await;
+        let lossy = LinkProfile {
+            delay_ms: 5.0,
+            loss: LOSS,
+            ..LinkProfile::default()
+        };
+        let off = call(false, [81, 82, 83, 84], lossy, lossy, PACKETS).await;
+        let on = call(true, [85, 86, 87, 88], lossy, lossy, PACKETS).await;
         println!(
             "10% loss on each of 3 hops: residual loss off {:.1}%, on {:.1}%; \
              resent by the edges {}, by the publisher {}; the subscriber NACKed {}, recovered {}, dropped {} duplicates",
@@ -146,6 +180,33 @@ async fn loss_on_every_hop_is_repaired_where_it_happens() {
         assert!(on.edge_resent > 0.0, "the edges repaired nothing");
         assert!(on.sdk.media_resent > 0, "the publisher repaired nothing");
         assert!(on.sdk.media_recovered > 0, "the subscriber recovered nothing");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lossy_relay_hop_is_repaired_by_parity() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let long = LinkProfile {
+            delay_ms: 45.0,
+            loss: LOSS,
+            ..LinkProfile::default()
+        };
+        let clean = LinkProfile::delay(1.0);
+        let run = call(true, [91, 92, 93, 94], long, clean, 3 * PACKETS).await;
+        println!(
+            "90 ms relay hop at 10% loss: residual loss {:.1}%, rebuilt from parity {}, resent {}",
+            run.residual_loss * 100.0,
+            run.rebuilt,
+            run.edge_resent
+        );
+        assert!(run.rebuilt > 0.0, "no packet rebuilt from parity");
+        assert!(
+            run.residual_loss < 0.03,
+            "residual loss {}",
+            run.residual_loss
+        );
     })
     .await
     .expect("bounded");

@@ -163,6 +163,9 @@ fn quic_config(
     transport.keep_alive_interval(None);
     transport.datagram_receive_buffer_size(Some(1 << 20));
     transport.datagram_send_buffer_size(1 << 20);
+    // As the edges (see their transport): BBR, not a window halved by
+    // every random loss of a weak last mile.
+    transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
