@@ -185,8 +185,11 @@ impl LinkProfile {
 ///   in Bad a fraction `p_gb / (p_gb + p_bg) = loss` of the time.
 ///
 /// `p_gb <= 1` needs `loss <= burst_len / (burst_len + 1)`
-/// ([`LinkProfile::validate`] checks it). A pure function of its state and
-/// the random numbers it is given, so it can be tested with a seeded RNG.
+/// ([`LinkProfile::validate`] checks it). Bursts are counted in datagrams,
+/// not time: at 60 datagrams a second a burst of 4 lasts 67 ms, between
+/// two keepalives a second apart it lasts 4 s. A pure function of its state
+/// and the random numbers it is given, so it can be tested with a seeded
+/// RNG.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GilbertElliott {
     /// p(Good -> Bad), per datagram.
