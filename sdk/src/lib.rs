@@ -69,6 +69,7 @@ pub mod error;
 pub mod events;
 mod lateness;
 pub mod nearest;
+pub mod playout;
 pub mod reorder;
 pub mod replay;
 mod roster;
