@@ -376,8 +376,11 @@ impl TrackPublisher {
                 payload.len()
             )));
         }
-        let (conn, key) = self.slot.route()?;
+        // The sequence number is spent even when the packet cannot be sent
+        // (reconnecting): receivers then see the outage as lost packets, a
+        // stall, not as the publisher pausing.
         let counter = self.slot.seq.fetch_add(1, Ordering::Relaxed);
+        let (conn, key) = self.slot.route()?;
         let header = MediaHeader {
             channel: ChannelId(self.slot.channel_id),
             track: TrackKey(key),

@@ -144,7 +144,17 @@ impl Client {
         shared.repair_out = config
             .repair
             .then(|| std::sync::Mutex::new(repair::HopSender::new(config.repair_history)));
+        shared.players = config
+            .playout
+            .clone()
+            .map(|p| Arc::new(crate::players::Players::new(p)));
         let shared = Arc::new(shared);
+        if let Some(players) = &shared.players {
+            tokio::spawn(crate::players::run(
+                players.clone(),
+                Arc::downgrade(&shared),
+            ));
+        }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let request_timeout = config.request_timeout;
         let max_unacked = config.max_unacked;
@@ -211,6 +221,16 @@ impl Client {
     }
 
     /// Live counters; `stats().snapshot()` copies them.
+    /// Each received track's playout so far (jitter buffer delay, late
+    /// and concealed packets, stalls); empty when the client hands media
+    /// out as it arrives (`ClientConfig::playout` = `None`).
+    pub fn playout_stats(&self) -> Vec<crate::players::TrackPlayout> {
+        self.shared
+            .players
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.stats())
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -125,6 +125,13 @@ pub struct ClientConfig {
     /// the edge's NACKs. `false`: best-effort media, NACKs ignored.
     pub repair: bool,
     pub repair_history: usize,
+    /// Play received media out through a jitter buffer per track
+    /// (`sdk::playout`): the app gets each track's packets in sequence
+    /// order at their playout time (a delay adapted to the measured jitter,
+    /// within the kind's bounds), and late, concealed and stalled media is
+    /// counted (`Client::playout_stats`). `None`: media is handed out as it
+    /// arrives, for apps with their own jitter buffer.
+    pub playout: Option<crate::players::PlayoutSettings>,
     /// QUIC idle timeout (a backstop; liveness detection is much faster).
     pub idle_timeout: Duration,
     /// Where client sockets come from; `None`: bind the wildcard address
@@ -167,6 +174,7 @@ impl ClientConfig {
             max_media_lateness: Some(Duration::from_secs(1)),
             repair: true,
             repair_history: 1_024,
+            playout: Some(crate::players::PlayoutSettings::default()),
             idle_timeout: Duration::from_secs(10),
             socket: None,
             local_ip: None,

@@ -27,7 +27,7 @@ use tracing::debug;
 
 use crate::e2ee::KeyRing;
 use crate::error::{close_code, describe_close};
-use crate::events::{Event, EventQueue, Media};
+use crate::events::{Event, EventQueue, Media, TrackKind};
 use crate::stats::{bump, Stats};
 use crate::tls::EdgeTls;
 
@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Media this client sent lately, for the edge's NACKs; `None`: loss
     /// repair is off (and received media is not NACKed either).
     pub repair_out: Option<Mutex<repair::HopSender>>,
+    /// The received tracks' jitter buffers; `None`: media goes to the app
+    /// as it arrives.
+    pub players: Option<Arc<crate::players::Players>>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             e2ee: RwLock::default(),
             max_media_lateness_us: i64::MAX,
             repair_out: None,
+            players: None,
         }
     }
 
@@ -455,6 +459,16 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             },
         };
         bump(&stats.media_received, 1);
+        if let Some(players) = &shared.players {
+            let kind = match h.track.kind() {
+                protocol::MediaKind::Audio => TrackKind::Audio,
+                protocol::MediaKind::Video => TrackKind::Video,
+                protocol::MediaKind::Other => TrackKind::Data,
+            };
+            players.push(&track, kind, h.sequence, h.timestamp_us, payload);
+            continue;
+        }
+        let now = SystemTime::now();
         let queued = shared.events.push_media(Media {
             channel: track.channel.clone(),
             user: track.user.clone(),
@@ -462,7 +476,8 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             sequence: h.sequence,
             timestamp_us: h.timestamp_us,
             payload,
-            received_at: SystemTime::now(),
+            received_at: now,
+            played_at: now,
         });
         if !queued {
             bump(&stats.media_dropped, 1);

@@ -99,7 +99,12 @@ pub struct Media {
     /// The publisher's wall clock when it sent the packet (µs since the epoch).
     pub timestamp_us: u64,
     pub payload: Bytes,
+    /// When the SDK received the packet.
     pub received_at: SystemTime,
+    /// When the SDK handed it to the app: its playout time when the
+    /// client runs jitter buffers (`ClientConfig::playout`), else as it
+    /// arrived (`received_at`).
+    pub played_at: SystemTime,
 }
 
 /// One message from another member, delivered in that sender's order.
@@ -211,6 +216,7 @@ mod tests {
             timestamp_us: 0,
             payload: Bytes::new(),
             received_at: SystemTime::UNIX_EPOCH,
+            played_at: SystemTime::UNIX_EPOCH,
         }
     }
 

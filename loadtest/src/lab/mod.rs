@@ -21,6 +21,7 @@ pub mod calibration;
 pub mod chaos;
 pub mod churn;
 pub mod machine;
+pub mod quality;
 pub mod record;
 pub mod stretch;
 pub mod traffic;
@@ -84,6 +85,10 @@ pub struct Report {
     pub duration_s: f64,
     #[serde(flatten)]
     pub felt: Felt,
+    /// Stalls at the playout point and the cost of loss repair
+    /// (`stall_rate` and `repair_overhead` at the top level of the JSON).
+    #[serde(flatten)]
+    pub quality: quality::Quality,
     /// True RTT of the chosen paths over the lowest through live edges.
     pub path_stretch: PathStretch,
     /// True cost (the controller's cost model) of the chosen paths over the
@@ -227,6 +232,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         .filter(|(spec, _)| traffic.joined_all(&spec.name))
         .count();
     let traffic_started = Instant::now();
+    let repair_start = traffic.repair_counters();
     let (rss_mb_start, fds_start) = process_resources();
     if opts.verbose {
         println!(
@@ -335,6 +341,10 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
     let duration_s = traffic_started.elapsed().as_secs_f64();
     let machine = watch.finish(&wan);
     let (rss_mb_end, fds_end) = process_resources();
+    let quality = quality::Quality::of(
+        &traffic.playout_stats(),
+        traffic.repair_counters().since(&repair_start),
+    );
     traffic.stop(Duration::from_secs(3)).await;
     let felt = rec.felt();
     let (path_stretch, cost_stretch, relayed_better_than_direct) = stretch.report();
@@ -351,6 +361,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         clients_joined,
         duration_s,
         felt,
+        quality,
         path_stretch,
         cost_stretch,
         route_changes: churn.report(),
@@ -935,7 +946,7 @@ fn print_summary(r: &Report) {
             format!("{} of {}", r.clients_joined, r.clients),
         ),
         ("join (token to first media), ms", pct(&f.join_ms)),
-        ("media latency one way, ms", pct(&f.media_latency_ms)),
+        ("media latency at playout, ms", pct(&f.media_latency_ms)),
         (
             "media loss (every expected stream)",
             format!(
@@ -945,6 +956,35 @@ fn print_summary(r: &Report) {
                 media.silent,
                 media.duplicates,
                 media.unsent
+            ),
+        ),
+        (
+            "residual media loss (after repair)",
+            format!(
+                "audio {:.3}%  video {:.3}%",
+                f.residual_loss.audio * 100.0,
+                f.residual_loss.video * 100.0
+            ),
+        ),
+        (
+            "stall rate at playout",
+            format!(
+                "audio {:.3}%  video {:.3}%  ({} + {} stalls, buffers {:.0} / {:.0} ms)",
+                r.quality.stall_rate.audio * 100.0,
+                r.quality.stall_rate.video * 100.0,
+                r.quality.audio.stalls,
+                r.quality.video.stalls,
+                r.quality.audio.mean_buffer_ms,
+                r.quality.video.mean_buffer_ms,
+            ),
+        ),
+        (
+            "repair overhead",
+            format!(
+                "{:.1}%  ({:.0} resent, {:.0} rebuilt from parity)",
+                r.quality.repair_overhead * 100.0,
+                r.quality.repair.resent,
+                r.quality.repair.rebuilt
             ),
         ),
         (

@@ -82,6 +82,8 @@ struct Stream {
 /// What a publisher did with one stream.
 #[derive(Default)]
 struct Published {
+    /// Video (else audio), as published.
+    video: bool,
     /// Packets its SDK accepted (sent on a QUIC connection).
     sent: u64,
     /// Packets its SDK refused (no connection: reconnecting, or the track
@@ -251,6 +253,16 @@ pub struct MediaStreams {
     /// Packets publishers could not send (their SDK had no connection):
     /// dropped at the source, so in no figure above.
     pub unsent: u64,
+    /// `sent` and `received` of the audio and of the video streams.
+    #[serde(skip)]
+    pub by_kind: [(u64, u64); 2],
+}
+
+/// One figure for audio and one for video.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct PerKind {
+    pub audio: f64,
+    pub video: f64,
 }
 
 /// The recorder's part of the report.
@@ -263,6 +275,9 @@ pub struct Felt {
     /// 1 - received / sent of [`MediaStreams`]: a silent stream counts as
     /// all lost.
     pub media_loss: f64,
+    /// The same per track kind: the loss left after repair (packets that
+    /// never reached the receiver's SDK), whatever its playout did.
+    pub residual_loss: PerKind,
     pub media_streams: MediaStreams,
     pub media_received: u64,
     pub messages: Messages,
@@ -310,15 +325,17 @@ impl Recorder {
             .or_default() += 1;
     }
 
-    /// `stream` is about to be published: from now on its channel's other
-    /// members expect it, even if not one packet of it goes out.
-    pub fn publishing(&self, stream: &StreamId) {
+    /// `stream` (`video`, else audio) is about to be published: from now on
+    /// its channel's other members expect it, even if not one packet of it
+    /// goes out.
+    pub fn publishing(&self, stream: &StreamId, video: bool) {
         self.inner
             .lock()
             .unwrap()
             .published
             .entry(stream.clone())
-            .or_default();
+            .or_default()
+            .video = video;
     }
 
     /// The publisher of `stream` handed a packet to its SDK, which `accepted`
@@ -341,18 +358,20 @@ impl Recorder {
     }
 
     pub fn media(&self, receiver: &str, m: &sdk::Media) {
-        // When the SDK received it, not when this task got to it: a busy
+        // When the SDK played it out, not when this task got to it: a busy
         // machine must not read as network latency.
         let waited = SystemTime::now()
-            .duration_since(m.received_at)
+            .duration_since(m.played_at)
             .unwrap_or_default();
         let arrived = Instant::now() - waited;
-        let received_us = m
-            .received_at
+        // Latency at the playout point: when the SDK handed it out (its
+        // jitter buffer's playout time), not when it arrived.
+        let played_us = m
+            .played_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros() as u64;
-        let latency_ms = received_us.saturating_sub(m.timestamp_us) as f64 / 1e3;
+        let latency_ms = played_us.saturating_sub(m.timestamp_us) as f64 / 1e3;
         let mut guard = self.inner.lock().unwrap();
         let r = &mut *guard;
         r.media_rx += 1;
@@ -492,15 +511,22 @@ impl Recorder {
         let join_failures = r.join_failures.clone();
         let joins = r.joins;
         let media_received = r.media_rx;
+        let loss = |(sent, received): (u64, u64)| {
+            if sent == 0 {
+                0.0
+            } else {
+                1.0 - received as f64 / sent as f64
+            }
+        };
         Felt {
             joins,
             join_failures,
             join_ms: Pct::of(&mut r.join_ms),
             media_latency_ms: Pct::of(r.latency_ms.values_mut()),
-            media_loss: if media_streams.sent == 0 {
-                0.0
-            } else {
-                1.0 - media_streams.received as f64 / media_streams.sent as f64
+            media_loss: loss((media_streams.sent, media_streams.received)),
+            residual_loss: PerKind {
+                audio: loss(media_streams.by_kind[0]),
+                video: loss(media_streams.by_kind[1]),
             },
             media_streams,
             media_received,
@@ -529,6 +555,9 @@ impl Inner {
                 out.expected += 1;
                 out.sent += p.sent;
                 out.received += got;
+                let kind = &mut out.by_kind[p.video as usize];
+                kind.0 += p.sent;
+                kind.1 += got;
                 out.silent += (got == 0) as u64;
             }
         }
@@ -551,6 +580,7 @@ mod tests {
             timestamp_us: control::clock::now_us(),
             payload: Bytes::new(),
             received_at: SystemTime::now(),
+            played_at: SystemTime::now(),
         }
     }
 
@@ -574,7 +604,7 @@ mod tests {
 
     /// `u` publishes its mic in `c` and sends packets 0..sent.
     fn publish(r: &Recorder, sent: u32) {
-        r.publishing(&mic());
+        r.publishing(&mic(), false);
         for _ in 0..sent {
             r.media_sent(&mic(), true);
         }
@@ -608,8 +638,10 @@ mod tests {
                 received: 6,
                 duplicates: 1,
                 unsent: 1,
+                by_kind: [(7, 6), (0, 0)],
             }
         );
+        assert!((f.residual_loss.audio - 1.0 / 7.0).abs() < 1e-9);
         assert_eq!(
             f.messages,
             Messages {
@@ -642,10 +674,13 @@ mod tests {
             r.media("rx", &media(seq));
         }
         // A publisher whose track never went out is expected too.
-        r.publishing(&StreamId {
-            track: "cam".into(),
-            ..mic()
-        });
+        r.publishing(
+            &StreamId {
+                track: "cam".into(),
+                ..mic()
+            },
+            true,
+        );
         let f = r.felt();
         assert_eq!(
             f.media_streams,
@@ -656,9 +691,12 @@ mod tests {
                 received: 10,
                 duplicates: 0,
                 unsent: 0,
+                by_kind: [(20, 10), (0, 0)],
             }
         );
         assert!((f.media_loss - 0.5).abs() < 1e-9, "{}", f.media_loss);
+        // The silent video stream was sent nothing: no video loss to speak of.
+        assert_eq!(f.residual_loss.video, 0.0);
     }
 
     #[test]

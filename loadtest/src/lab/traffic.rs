@@ -259,6 +259,23 @@ impl Traffic {
     }
 
     /// Stop sending, give in-flight traffic `grace` to land, and close.
+    /// Every client's played tracks so far.
+    pub fn playout_stats(&self) -> Vec<sdk::TrackPlayout> {
+        self.clients
+            .iter()
+            .flat_map(|(_, c)| c.playout_stats())
+            .collect()
+    }
+
+    /// Media and repair sent so far by the lab's edges and clients.
+    pub fn repair_counters(&self) -> super::quality::RepairCounters {
+        let mut c = super::quality::RepairCounters::of_edges(&testkit::scrape::edge_metrics());
+        for (_, client) in &self.clients {
+            c.add_client(&client.stats().snapshot());
+        }
+        c
+    }
+
     pub async fn stop(mut self, grace: Duration) {
         self.stop.store(true, Ordering::Release);
         tokio::time::sleep(grace).await;
@@ -314,7 +331,7 @@ async fn talk(
         track: name.to_string(),
     };
     let track = if publishes {
-        rec.publishing(&stream);
+        rec.publishing(&stream, video);
         channel.publish_track(name, kind).await.ok()
     } else {
         None

@@ -20,7 +20,14 @@ use tokio::sync::{mpsc, Mutex};
 pub use testkit::mesh::init_logs;
 pub use testkit::quic::STEP;
 
-pub use testkit::mesh::sdk_config as config;
+/// The kit's SDK config for `edges`, handing media out as it arrives: the
+/// fake edge's media carries made-up timestamps, which a jitter buffer
+/// would play out (or drop as late) by them.
+pub fn config(pki: &DevPki, edges: &[std::net::SocketAddr]) -> sdk::ClientConfig {
+    let mut cfg = testkit::mesh::sdk_config(pki, edges);
+    cfg.playout = None;
+    cfg
+}
 
 /// A QUIC server that accepts client links and hands them to the test.
 pub struct FakeEdge {
