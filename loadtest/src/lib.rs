@@ -24,6 +24,7 @@ pub mod bench_forwarding;
 pub mod bench_memory;
 pub mod bench_multihop;
 pub mod bench_util;
+pub mod bench_weak;
 pub mod demo;
 pub mod lab;
 pub mod run;

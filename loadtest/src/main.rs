@@ -62,6 +62,10 @@ struct LabArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Forward media best-effort: no loss repair (NACK, parity) on the
+    /// edges or the clients, to compare with the default.
+    #[arg(long)]
+    no_repair: bool,
     /// Where the demo page is served (sdk-js/demo with the browser SDK,
     /// tokens for it; printed as `demo: http://...`).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -192,6 +196,24 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// The lab's world under weak networks (5%, 10% + 50 ms jitter, 20%,
+    /// bursty 10%, 30% loss on every link and last mile), each run with
+    /// loss repair off and on: residual loss, stall rates, latency at
+    /// playout and repair overhead side by side.
+    WeakNetwork {
+        /// Topology file; default: the built-in world.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Seconds of traffic in each run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Only profiles whose names contain one of these (e.g. "10%").
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Print the rows as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// An idle edge-node process's RSS, then with N idle sessions joined:
     /// bytes per session.
     Memory {
@@ -257,6 +279,7 @@ fn main() -> anyhow::Result<()> {
                     chaos,
                     report: args.report,
                     verbose: true,
+                    repair: !args.no_repair,
                 },
                 Some(web),
             ))?;
@@ -396,6 +419,29 @@ fn main() -> anyhow::Result<()> {
             loadtest::bench_fanout::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::WeakNetwork {
+                    topology,
+                    seconds,
+                    only,
+                    json,
+                },
+        } => {
+            let topology = match topology {
+                Some(p) => loadtest::lab::world::TopologyFile::load(&p)?,
+                None => loadtest::lab::world::TopologyFile::builtin(),
+            };
+            let rows = rt.block_on(loadtest::bench_weak::run(loadtest::bench_weak::Params {
+                topology,
+                seconds,
+                only,
+            }))?;
+            loadtest::bench_weak::print(&rows);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             }
         }
         Command::Bench {

@@ -48,6 +48,7 @@ async fn lab(topology: &str, duration_s: u64, chaos: Vec<Event>) -> (Report, ser
             chaos: Plan { events: chaos },
             report: Some(report_path.clone()),
             verbose: true,
+            repair: true,
         }),
     )
     .await

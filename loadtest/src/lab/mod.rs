@@ -72,6 +72,9 @@ pub struct LabOptions {
     pub report: Option<PathBuf>,
     /// Print the status line and the summary table.
     pub verbose: bool,
+    /// Media loss repair (NACK, parity) on the edges and the clients;
+    /// `false`: best-effort forwarding, to compare.
+    pub repair: bool,
 }
 
 /// The report (`--report` writes it as JSON).
@@ -157,6 +160,8 @@ struct Lab {
     geoip: Vec<u8>,
     /// Page origins the controllers' APIs allow (CORS): the demo page's.
     cors_origins: Vec<String>,
+    /// Loss repair on edges and clients ([`LabOptions::repair`]).
+    repair: bool,
 }
 
 pub async fn run(opts: LabOptions) -> anyhow::Result<Report> {
@@ -194,6 +199,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         app,
         geoip: Vec::new(),
         cors_origins: web.iter().map(|w| w.origin()).collect(),
+        repair: opts.repair,
     };
     lab.start_controllers().await?;
     let edge_ids: Vec<u32> = lab.world.edges.iter().map(|e| e.id).collect();
@@ -487,6 +493,7 @@ impl Lab {
                 cfg.edge.region = spec.host.city.region.into();
                 cfg.edge.city = spec.host.city.code.into();
                 cfg.edge.listen = SocketAddr::new(spec.host.ip, 0);
+                cfg.repair.enabled = self.repair;
                 cfg
             }
         };
@@ -587,15 +594,17 @@ impl Lab {
                 let (wan, ip) = (self.wan.clone(), host.ip);
                 let socket =
                     sdk::SocketFactory(Arc::new(move |_| wan.bind(SocketAddr::new(ip, 0))));
+                let mut config = traffic::client_config(
+                    &trust,
+                    &format!("http://{}", api.api_addr),
+                    Some(ip),
+                    Some(socket),
+                );
+                config.repair = self.repair;
                 ClientSpec {
                     name: format!("{}-{}", host.city.code, n),
                     place: host.city.region.into(),
-                    config: traffic::client_config(
-                        &trust,
-                        &format!("http://{}", api.api_addr),
-                        Some(ip),
-                        Some(socket),
-                    ),
+                    config,
                 }
             })
             .collect()
