@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
+use protocol::pb::ErrorCode;
 use sdk::{Event, TrackKind};
 use testkit::netem::{LinkProfile, LinkRule};
 
@@ -207,6 +208,122 @@ async fn a_long_lossy_relay_hop_is_repaired_by_parity() {
             "residual loss {}",
             run.residual_loss
         );
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Read `c`'s datagrams for a moment: the media sequences among them, and
+/// the NACKs.
+async fn drain(c: &RawClient, for_: Duration) -> (Vec<u32>, Vec<protocol::datagram::Nack>) {
+    let (mut media, mut nacks) = (vec![], vec![]);
+    let until = tokio::time::Instant::now() + for_;
+    while let Ok(Ok(d)) = tokio::time::timeout_at(until, c.conn.read_datagram()).await {
+        match d.first() {
+            Some(&protocol::datagram::TYPE_NACK) => {
+                nacks.push(protocol::datagram::Nack::decode(&d).unwrap())
+            }
+            _ => media.push(
+                protocol::datagram::MediaHeader::decode(&d)
+                    .unwrap()
+                    .sequence,
+            ),
+        }
+    }
+    (media, nacks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_are_answered_within_a_budget_and_made_up_ones_close_the_client() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mesh = Mesh::start(1).await;
+        let (addr, ca) = (mesh.edges[0].addr(), mesh.ca_der());
+        let mut tx = RawClient::connect(addr, &ca).await;
+        let mut rx = RawClient::connect(addr, &ca).await;
+        let room = rx.join("room", "rita").await.channel_id;
+        tx.join("room", "sam").await;
+        let track = tx.publish(room, "mic").await.unwrap();
+        let nack = |seqs: Vec<u32>, track: u64| {
+            protocol::datagram::Nack {
+                relay: false,
+                channel: protocol::ChannelId(room),
+                track: protocol::TrackKey(track),
+                seqs,
+            }
+            .encode()
+        };
+
+        // The publisher skips sequence 2: the edge asks for it.
+        for seq in [0, 1, 3] {
+            tx.media(room, track, seq, &[1; 500]);
+        }
+        let (_, asked) = drain(&tx, Duration::from_millis(300)).await;
+        assert!(
+            asked
+                .iter()
+                .any(|n| n.track.0 == track && n.seqs.contains(&2)),
+            "the edge NACKs the publisher's gap: {asked:?}"
+        );
+        tx.media(room, track, 2, &[1; 500]);
+        let (got, _) = drain(&rx, Duration::from_millis(300)).await;
+        assert_eq!(got.len(), 4, "the gap filled, nothing twice: {got:?}");
+
+        // An honest NACK from the subscriber is answered with the packet
+        // (while it can still arrive in time: 300 ms for this kind).
+        for seq in 4..64 {
+            tx.media(room, track, seq, &[1; 500]);
+        }
+        drain(&rx, Duration::from_millis(60)).await;
+        for d in nack(vec![5], track) {
+            rx.conn.send_datagram(d).unwrap();
+        }
+        let (again, _) = drain(&rx, Duration::from_millis(60)).await;
+        assert_eq!(again, vec![5]);
+
+        // A flood of NACKs for what was sent gets the link's budget (half
+        // its media, 64 KiB saved up), not a copy of each.
+        let over_before = metric(
+            "rtn_edge_repair_refused_total",
+            &[("reason", "over_budget")],
+        );
+        for _ in 0..20 {
+            for d in nack((0..64).collect(), track) {
+                rx.conn.send_datagram(d).unwrap();
+            }
+        }
+        let (flood, _) = drain(&rx, Duration::from_millis(100)).await;
+        let budget = (64.0 * 529.0 * 0.5 + 64.0 * 1024.0) / 529.0;
+        assert!(
+            (flood.len() as f64) <= budget + 1.0,
+            "{} packets resent for a budget of {budget:.0}",
+            flood.len()
+        );
+        assert!(
+            metric(
+                "rtn_edge_repair_refused_total",
+                &[("reason", "over_budget")]
+            ) > over_before
+        );
+
+        // NACKs for a track never sent to this client are abuse: counted,
+        // then the client is closed once its budget of wasted datagrams is
+        // spent; the publisher is unaffected.
+        for _ in 0..2_000 {
+            for d in nack(vec![1, 2, 3], 0xdead_beef) {
+                let _ = rx.conn.send_datagram(d);
+            }
+        }
+        assert_eq!(rx.closed_code().await, Some(ErrorCode::RateLimited as u64));
+        assert!(metric("rtn_edge_repair_refused_total", &[("reason", "never_sent")]) >= 500.0);
+        tx.media(room, track, 64, &[1; 10]);
+        let mut probe = RawClient::connect(addr, &ca).await;
+        probe.join("room", "pat").await;
+        tx.media(room, track, 65, &[1; 10]);
+        assert!(
+            probe.recv_media().await.is_some(),
+            "the others are unaffected"
+        );
+        mesh.stop().await;
     })
     .await
     .expect("bounded");
