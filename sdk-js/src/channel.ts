@@ -25,6 +25,8 @@ export interface ClientCore {
   leave(channelId: bigint): Promise<void>;
   setToken(channelId: bigint, token: string): void;
   unacked(channelId: bigint): number;
+  /** A media datagram just sent (kept for the edge's NACKs). */
+  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): void;
 }
 
 /** Where a track's media goes right now. */
@@ -100,6 +102,7 @@ export class TrackPublisher {
     }
     await b.link.sendDatagram(datagram);
     this.core.stats.mediaSent++;
+    this.core.sentMedia(b.key, sequence, datagram);
   }
 
   /** The largest payload `send` takes. */

@@ -33,6 +33,7 @@ import { decodeMedia, MEDIA_HEADER_LEN } from './media';
 import { fetchShortlist, probeAll, rank, rerank } from './nearest';
 import { TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
+import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
 import { ReplayWindow, type Sent } from './replay';
 import { Roster, type TrackMap } from './roster';
 import { newStats, recordRtt, type Stats } from './stats';
@@ -81,6 +82,11 @@ export interface ClientOptions {
   /** Media later than this behind its track's fastest is dropped; null
    * delivers everything. Default 1000. */
   maxMediaLatenessMs?: number | null;
+  /** Loss repair on the last mile (docs/protocol.md §5.1): ask the edge
+   * for missing received media (NACKs) and drop duplicates; keep the media
+   * sent for 300 ms (1,024 packets) to answer the edge's NACKs. Default
+   * true; false: no NACKs sent, none answered, nothing kept. */
+  repair?: boolean;
   /** The WebTransport constructor; default `globalThis.WebTransport`. */
   WebTransport?: WebTransportCtor;
   /** The fetch function for the controller; default `globalThis.fetch`. */
@@ -128,6 +134,7 @@ function config(o: ClientOptions): Config {
     maxHeldPerSender: o.maxHeldPerSender ?? 1_024,
     mediaQueue: o.mediaQueue ?? 4_096,
     maxMediaLatenessMs: o.maxMediaLatenessMs === undefined ? 1_000 : o.maxMediaLatenessMs,
+    repair: o.repair ?? true,
     WebTransport: o.WebTransport ?? (globalThis as { WebTransport?: WebTransportCtor }).WebTransport,
     fetch: o.fetch ?? globalThis.fetch?.bind(globalThis),
   };
@@ -241,9 +248,12 @@ export class Client implements ClientCore {
   #leftLast = false;
   #closed = false;
   #keepalives = new Map<bigint, number>();
+  /** Media sent lately, for the edge's NACKs (undefined: repair off). */
+  readonly #repairOut: RepairSender | undefined;
 
   private constructor(cfg: Config) {
     this.#cfg = cfg;
+    this.#repairOut = cfg.repair ? new RepairSender() : undefined;
     this.#emitter = new Emitter(cfg.mediaQueue, () => this.stats.mediaDropped++);
   }
 
@@ -536,7 +546,7 @@ export class Client implements ClientCore {
       }
       return this.#frame(f);
     },
-    datagram: (_link: Link, d: Uint8Array): void | Promise<void> => this.#media(d),
+    datagram: (link: Link, d: Uint8Array): void | Promise<void> => (d[0] === TYPE_NACK ? this.#nack(link, d) : this.#media(link, d)),
     lost: (link: Link, reason: string, code: number | undefined): void => {
       if (link === this.#draining) this.#draining = undefined;
       if (link !== this.#link || this.#closed) return;
@@ -547,6 +557,10 @@ export class Client implements ClientCore {
 
   #serve(link: Link): void {
     this.#link = link;
+    if (this.#cfg.repair) {
+      link.gaps ??= new RepairReceiver(performance.now());
+      link.pollRtt();
+    }
     if (this.#outage !== undefined) this.stats.reconnects++;
     this.#leftLast = false;
     this.#keepalives.clear();
@@ -569,6 +583,7 @@ export class Client implements ClientCore {
     this.#keepalives.set(nonce, performance.now());
     this.#send({ keepalive: { nonce } });
     this.#pollReorder();
+    if (link.gaps) link.pollRtt();
     const now = performance.now();
     if (this.#restoring > 0 && this.#restoreDeadline !== undefined && now >= this.#restoreDeadline) {
       return this.#linkEnded('lost', 'the edge did not answer the rejoin in time');
@@ -1072,11 +1087,56 @@ export class Client implements ClientCore {
 
   // ----- media ------------------------------------------------------------
 
-  async #media(d: Uint8Array): Promise<void> {
+  /** @internal A media datagram was sent: count it, keep it for the edge's NACKs. */
+  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): void {
+    this.stats.mediaSentBytes += datagram.length;
+    this.#repairOut?.sent(trackKey, sequence, datagram, performance.now());
+  }
+
+  /** The edge asks for media this client sent: resend what is held, in
+   * time and within the budget, on the link the NACK came on. */
+  #nack(link: Link, d: Uint8Array): void {
+    const n = decodeNack(d);
+    if (!n) {
+      this.stats.mediaMalformed++;
+      return;
+    }
+    for (const p of this.#repairOut?.answer(n, performance.now()) ?? []) {
+      this.stats.mediaResent++;
+      this.stats.mediaResentBytes += p.length;
+      link.sendNow(p);
+    }
+  }
+
+  /** Send the NACKs due on `link`, then wait for the next. */
+  #sendNacks(link: Link): void {
+    const gaps = link.gaps;
+    if (!gaps || !link.alive) return;
+    // QUIC's round trip if the browser tells it, else the keepalives'.
+    const rtt = link.rttMs ?? this.stats.smoothedRttMs ?? 100;
+    const { datagrams, asked } = gaps.nacks(performance.now(), rtt, rtt / 4);
+    this.stats.mediaNacked += asked;
+    for (const d of datagrams) link.sendNow(d);
+    const next = gaps.nextDue();
+    if (next !== undefined) link.armNacks(next, () => this.#sendNacks(link));
+  }
+
+  async #media(link: Link, d: Uint8Array): Promise<void> {
     const h = decodeMedia(d);
     if (!h) {
       this.stats.mediaMalformed++;
       return;
+    }
+    const gaps = link.gaps;
+    if (gaps) {
+      const now = performance.now();
+      const a = gaps.onMedia(h.channelId, h.trackKey, h.sequence, now);
+      if (a === 'duplicate' || a === 'old') {
+        this.stats.mediaDuplicate++;
+        return;
+      }
+      if (a === 'recovered') this.stats.mediaRecovered++;
+      else if (a === 'gap') link.armNacks(now + REORDER_GRACE_MS, () => this.#sendNacks(link));
     }
     const track = this.#tracks.get(h.trackKey);
     if (!track || track.channelId !== h.channelId) {

@@ -18,6 +18,7 @@ import { ErrorCode, fromWire, invalid, RtnError } from './errors';
 import { FrameDecoder, FrameError, encodeFrame } from './framing';
 import { DecodeError, decodeServerFrame, encodeClientFrame, type ClientFrame, type ServerFrame } from './proto';
 import { hexToBytes } from './e2ee';
+import type { RepairReceiver } from './repair';
 
 export const URL_PATH = '/rtn-client/1';
 
@@ -99,6 +100,15 @@ export class Link {
   private dead = false;
   private readonly dgWriter: WritableStreamDefaultWriter<Uint8Array>;
   private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** Loss repair of the media received on this link (undefined: off);
+   * set by the client. */
+  gaps: RepairReceiver | undefined;
+  private nackTimer: ReturnType<typeof setTimeout> | undefined;
+  private nackAt = Infinity;
+  /** QUIC's smoothed round trip (ms), from `WebTransport.getStats()` where
+   * the browser has it (Chromium); undefined otherwise. */
+  rttMs: number | undefined;
+  private statsAt = -Infinity;
 
   private constructor(
     readonly edge: EdgeCandidate,
@@ -175,9 +185,46 @@ export class Link {
     this.dgWriter.write(d).catch(() => {});
   }
 
+  /** Send one datagram now if it fits (NACKs and retransmissions: no
+   * waiting, dropped when the link is gone). */
+  sendNow(d: Uint8Array): void {
+    if (!this.dead && d.length <= this.maxDatagramSize) this.dgWriter.write(d).catch(() => {});
+  }
+
+  /** Call `fn` at `at` (`performance.now()` ms), or earlier if already
+   * armed earlier; never after the link ends. */
+  armNacks(at: number, fn: () => void): void {
+    if (this.dead || at >= this.nackAt) return;
+    clearTimeout(this.nackTimer);
+    this.nackAt = at;
+    this.nackTimer = setTimeout(() => {
+      this.nackAt = Infinity;
+      fn();
+    }, Math.max(0, at - now()));
+  }
+
+  /** Refresh `rttMs` from the browser's QUIC statistics, at most once a
+   * second (Chromium has `getStats().smoothedRtt` in ms; Firefox defines
+   * `getStats` but rejects). */
+  pollRtt(): void {
+    const t = now();
+    if (t - this.statsAt < 1_000) return;
+    this.statsAt = Infinity; // until it answers; for good if it cannot
+    const wt = this.wt as { getStats?: () => Promise<{ smoothedRtt?: unknown }> };
+    try {
+      wt.getStats?.().then((s) => {
+        if (typeof s?.smoothedRtt === 'number' && s.smoothedRtt > 0) this.rttMs = s.smoothedRtt;
+        this.statsAt = t;
+      }, () => {});
+    } catch {
+      // not implemented
+    }
+  }
+
   /** Close the session (code 0 = normal). */
   close(code: number, reason: string): void {
     this.dead = true;
+    clearTimeout(this.nackTimer);
     try {
       this.wt.close({ closeCode: code, reason });
     } catch {
@@ -194,6 +241,7 @@ export class Link {
   private lose(reason: string, code: number | undefined): void {
     if (this.dead) return;
     this.dead = true;
+    clearTimeout(this.nackTimer);
     this.handlers.lost(this, reason, code);
   }
 

@@ -8,6 +8,9 @@
 //   17     4    sequence      u32 BE, per track, +1 per packet, wraps
 //   21     8    timestamp_us  u64 BE, publisher's wall clock (µs since epoch)
 //   29     0..=1000 payload
+//
+// The other datagram type on a client link, NACK (0x04, §5.1), is in
+// repair.ts; the client's reader tells them apart by the type byte.
 
 export const TYPE_MEDIA = 0x01;
 export const MEDIA_HEADER_LEN = 29;

@@ -30,6 +30,17 @@ export interface Stats {
   /** Media dropped for arriving more than `maxMediaLatenessMs` late. */
   mediaLate: number;
   mediaUndecryptable: number;
+  /** Loss repair (docs/protocol.md §5.1): received media packets asked
+   * again of the edge (NACKed), gaps a retransmission (or a reordered
+   * packet) filled, and packets received twice (dropped). */
+  mediaNacked: number;
+  mediaRecovered: number;
+  mediaDuplicate: number;
+  /** Sent media the edge asked for again and that was resent, and its
+   * bytes; bytes of media sent (first copies, whole datagrams). */
+  mediaResent: number;
+  mediaResentBytes: number;
+  mediaSentBytes: number;
   /** Frames of a kind this SDK does not know (newer edge), ignored. */
   framesUnknown: number;
   reconnects: number;
@@ -48,7 +59,8 @@ export function newStats(): Stats {
     messagesSent: 0, messagesAcked: 0, messagesRefused: 0, messagesReplayed: 0,
     messagesDelivered: 0, messagesDuplicate: 0, messagesSkipped: 0, messagesUndecryptable: 0,
     mediaSent: 0, mediaReceived: 0, mediaLost: 0, mediaUnknownTrack: 0, mediaMalformed: 0,
-    mediaDropped: 0, mediaLate: 0, mediaUndecryptable: 0, framesUnknown: 0,
+    mediaDropped: 0, mediaLate: 0, mediaUndecryptable: 0, mediaNacked: 0, mediaRecovered: 0,
+    mediaDuplicate: 0, mediaResent: 0, mediaResentBytes: 0, mediaSentBytes: 0, framesUnknown: 0,
     reconnects: 0, goaways: 0, edgeSwitches: 0,
     rttMs: undefined, smoothedRttMs: undefined, minRttMs: undefined,
   };

@@ -1,13 +1,16 @@
 // The client's state machine against fake edges over a fake WebTransport:
 // join, publish, media, messages, refusals, reconnect with rejoin /
 // republish / replay, goaway redirects with certificate hashes, liveness,
-// probing, the controller lookup.
+// probing, the controller lookup, media loss repair.
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
+import type { Channel } from '../src/channel';
 import { Client, type ClientOptions } from '../src/client';
+import { Link, type WebTransportCtor } from '../src/connection';
 import type { RtnEvent } from '../src/events';
 import { RtnError } from '../src/errors';
 import { decodeMedia, encodeMedia } from '../src/media';
+import { decodeNack, encodeNack, TYPE_NACK } from '../src/repair';
 import { FakeNet, until } from './fake-edge';
 
 const FAST: Partial<ClientOptions> = { keepaliveIntervalMs: 20, livenessTimeoutMs: 120, connectTimeoutMs: 300, connectStaggerMs: 50, backoff: { initialMs: 5, maxMs: 40 }, requestTimeoutMs: 1_000, reprobeIntervalMs: null };
@@ -297,4 +300,125 @@ test('e2ee through the client: sealed media and messages from a native sender op
   await until(() => e1.last.messages().length === 1);
   const sent = e1.last.messages()[0]!;
   assert.deepEqual([sent.payload[0], sent.payload.length], [3, 26]);
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const nacksOf = (s: { datagrams: Uint8Array[] }): Uint8Array[] => s.datagrams.filter((d) => d[0] === TYPE_NACK);
+
+/** A client joined to a channel where bob publishes an audio track. */
+async function withBob(repair: boolean): Promise<{ e1: ReturnType<FakeNet['edge']>; c: Client; events: RtnEvent[]; room: Channel; mic: bigint; media: (seq: number) => void }> {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const mic = (7n << 32n) | (1n << 30n) | 5n; // kind audio (§6)
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'mic', trackKey: mic, kind: 1 }] }];
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }], repair });
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  const media = (seq: number): void => e1.last.sendDatagram(encodeMedia({ channelId: room.id, trackKey: mic, sequence: seq, timestampUs: BigInt(Date.now() * 1000) }, Uint8Array.of(seq)));
+  return { e1, c, events, room, mic, media };
+}
+
+const sequences = (ev: RtnEvent[]): number[] => ev.flatMap((e) => (e.type === 'media' ? [e.sequence] : []));
+
+test('loss repair, receiving: a gap is NACKed back on its link, the retransmission fills it, a duplicate is dropped', async () => {
+  const { e1, c, events, room, mic, media } = await withBob(true);
+  const started = performance.now();
+  for (const seq of [0, 1, 4]) media(seq);
+  await until(() => nacksOf(e1.last).length > 0, 1_000, 'a NACK');
+  assert.ok(performance.now() - started >= 3, 'not before the reorder grace (ms-granular timers)');
+  const nack = decodeNack(nacksOf(e1.last)[0]!)!;
+  assert.deepEqual(nack, { channelId: room.id, trackKey: mic, seqs: [2, 3] });
+  media(3); // reordered or retransmitted: fills its gap
+  media(2);
+  media(3); // the original after its retransmission: dropped
+  await until(() => c.getStats().mediaDuplicate === 1);
+  const st = c.getStats();
+  assert.deepEqual([st.mediaRecovered, st.mediaDuplicate, st.mediaReceived, st.mediaLost], [2, 1, 5, 0]);
+  assert.ok(st.mediaNacked >= 2);
+  assert.deepEqual(sequences(events), [0, 1, 4, 3, 2], 'each packet once');
+  // Nothing missing: no more NACKs.
+  const sent = nacksOf(e1.last).length;
+  await sleep(60);
+  assert.equal(nacksOf(e1.last).length, sent);
+  // A gap never filled is asked for at most four times, then given up.
+  media(6);
+  await sleep(250);
+  const asked = nacksOf(e1.last).slice(sent).map((d) => decodeNack(d)!.seqs);
+  assert.ok(asked.length >= 1 && asked.length <= 4, `asked ${asked.length} times`);
+  assert.ok(asked.every((s) => s.length === 1 && s[0] === 5));
+});
+
+test('loss repair, sending: the edge\'s NACK gets the very datagram again, once; malformed NACKs are counted', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const { c } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room');
+  const mic = await room.publishTrack('mic', 'audio');
+  for (const n of [1, 2, 3]) await mic.send(new Uint8Array(n * 10).fill(n));
+  const s = e1.last;
+  await until(() => s.datagrams.length === 3);
+  const sent = [...s.datagrams];
+  assert.equal(c.getStats().mediaSentBytes, sent.reduce((n, d) => n + d.length, 0));
+  // Seq 1 twice and 9 (never sent): seq 1 once.
+  for (const d of encodeNack({ channelId: room.id, trackKey: mic.trackKey!, seqs: [1, 1, 9] })) s.sendDatagram(d);
+  // Another track: nothing.
+  for (const d of encodeNack({ channelId: room.id, trackKey: 12345n, seqs: [0] })) s.sendDatagram(d);
+  s.sendDatagram(Uint8Array.of(TYPE_NACK, 1, 2, 3));
+  await until(() => c.getStats().mediaMalformed === 1);
+  await until(() => s.datagrams.length === 4);
+  assert.deepEqual(s.datagrams[3], sent[1]);
+  const st = c.getStats();
+  assert.deepEqual([st.mediaResent, st.mediaResentBytes, st.mediaSent], [1, sent[1]!.length, 3]);
+  await sleep(20);
+  assert.equal(s.datagrams.length, 4);
+});
+
+test('loss repair off: no NACKs sent, none answered, duplicates passed on', async () => {
+  const { e1, c, events, room, media } = await withBob(false);
+  for (const seq of [0, 2, 2]) media(seq);
+  await until(() => c.getStats().mediaReceived === 3);
+  await sleep(40);
+  assert.equal(nacksOf(e1.last).length, 0);
+  assert.deepEqual(sequences(events), [0, 2, 2]);
+  const st = c.getStats();
+  assert.deepEqual([st.mediaNacked, st.mediaRecovered, st.mediaDuplicate], [0, 0, 0]);
+  // The edge's NACKs are ignored (nothing was kept).
+  const cam = await room.publishTrack('cam', 'video');
+  await cam.send(Uint8Array.of(1));
+  await until(() => e1.last.datagrams.length === 1);
+  for (const d of encodeNack({ channelId: room.id, trackKey: cam.trackKey!, seqs: [0] })) e1.last.sendDatagram(d);
+  await sleep(20);
+  assert.equal(e1.last.datagrams.length, 1);
+  assert.deepEqual([c.getStats().mediaResent, c.getStats().mediaSentBytes], [0, 30]);
+});
+
+test('NACK timing uses QUIC\'s smoothed round trip from WebTransport.getStats() where the browser has it', async () => {
+  const net = new FakeNet();
+  net.edge(1, '127.0.0.1:4433');
+  const edge = { addr: '127.0.0.1:4433', server_name: 'e1.test' };
+  const handlers = { frame: () => {}, datagram: () => {}, lost: () => {} };
+  const Base = net.WebTransport as unknown as new (url: string, o?: WebTransportOptions) => object;
+  const withStats = (getStats: () => Promise<unknown>): WebTransportCtor =>
+    class extends Base {
+      getStats = getStats;
+    } as unknown as WebTransportCtor;
+  let calls = 0;
+  const chromium = await Link.open(edge, withStats(async () => (calls++, { smoothedRtt: 42.5, minRtt: 40 })), 1_000, handlers);
+  chromium.pollRtt();
+  await sleep(0);
+  assert.equal(chromium.rttMs, 42.5);
+  chromium.pollRtt(); // at most once a second
+  assert.equal(calls, 1);
+  chromium.close(0, 'done');
+  // Firefox defines getStats but rejects: not asked again, no value.
+  const firefox = await Link.open(edge, withStats(() => (calls++, Promise.reject(new Error('not implemented')))), 1_000, handlers);
+  firefox.pollRtt();
+  await sleep(0);
+  calls = 0;
+  firefox.pollRtt();
+  assert.deepEqual([firefox.rttMs, calls], [undefined, 0]);
+  firefox.close(0, 'done');
+  const none = await Link.open(edge, net.WebTransport, 1_000, handlers);
+  none.pollRtt();
+  assert.equal(none.rttMs, undefined);
+  none.close(0, 'done');
 });
