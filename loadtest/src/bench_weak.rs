@@ -74,7 +74,10 @@ pub struct Params {
 pub struct Row {
     pub profile: &'static str,
     pub repair: bool,
+    /// Lost for good (never reached the receiver's SDK).
     pub residual_loss: PerKind,
+    /// Not played (lost, or too late for the jitter buffer).
+    pub playout_loss: PerKind,
     pub stall_rate: PerKind,
     /// Latency at the playout point, ms.
     pub latency_p50_ms: f64,
@@ -95,7 +98,8 @@ impl Row {
         Row {
             profile,
             repair,
-            residual_loss: r.felt.residual_loss,
+            residual_loss: r.quality.residual_loss,
+            playout_loss: r.felt.playout_loss,
             stall_rate: r.quality.stall_rate,
             latency_p50_ms: lat.p50,
             latency_p95_ms: lat.p95,
@@ -145,11 +149,13 @@ pub async fn run(p: Params) -> anyhow::Result<Vec<Row>> {
 
 fn print_row(r: &Row) {
     println!(
-        "{:<32} {:<6} loss a/v {:>6.2}% {:>6.2}%  stalls a/v {:>6.2}% {:>6.2}%  latency p50/p95 {:>4.0}/{:>4.0} ms  overhead {:>5.1}%  {}/{} joined{}",
+        "{:<30} {:<4} residual loss a/v {:>6.2}% {:>6.2}%  not played {:>6.2}% {:>6.2}%  stalls a/v {:>6.2}% {:>6.2}%  latency p50/p95 {:>4.0}/{:>4.0} ms  overhead {:>5.1}%  {}/{} joined{}",
         r.profile,
         if r.repair { "on" } else { "off" },
         r.residual_loss.audio * 100.0,
         r.residual_loss.video * 100.0,
+        r.playout_loss.audio * 100.0,
+        r.playout_loss.video * 100.0,
         r.stall_rate.audio * 100.0,
         r.stall_rate.video * 100.0,
         r.latency_p50_ms,

@@ -229,10 +229,16 @@ impl GapTracker {
                 abandoned += 1;
                 return false;
             }
-            if m.nacks < MAX_NACKS && m.next_nack <= now && now + rtt < expires {
-                m.nacks += 1;
-                m.next_nack = now + retry_after(rtt, jitter);
-                out.push(s as u32);
+            if m.nacks < MAX_NACKS && m.next_nack <= now {
+                if now + rtt < expires {
+                    m.nacks += 1;
+                    m.next_nack = now + retry_after(rtt, jitter);
+                    out.push(s as u32);
+                } else {
+                    // An answer could not come in time: never ask again
+                    // (and do not wake the caller for it until it expires).
+                    m.nacks = MAX_NACKS;
+                }
             }
             true
         });
@@ -318,9 +324,11 @@ mod tests {
         let mut g = GapTracker::new(MediaKind::Audio);
         g.on_packet(1, t0);
         g.on_packet(3, t0);
-        // A 200 ms round trip cannot repair audio (150 ms deadline).
+        // A 200 ms round trip cannot repair audio (150 ms deadline): not
+        // asked, and nothing due before the gap expires (a caller sleeping
+        // until `next_due` does not spin meanwhile).
         assert!(g.due(t0 + ms(5), ms(200), JITTER).is_empty());
-        assert_eq!(g.next_due(), Some(t0 + REORDER_GRACE));
+        assert_eq!(g.next_due(), Some(t0 + ms(150)));
         assert!(g.due(t0 + ms(150), ms(200), JITTER).is_empty());
         assert_eq!(g.counters().abandoned, 1);
     }

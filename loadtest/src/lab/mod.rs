@@ -347,12 +347,14 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
     let duration_s = traffic_started.elapsed().as_secs_f64();
     let machine = watch.finish(&wan);
     let (rss_mb_end, fds_end) = process_resources();
+    traffic.quiesce(Duration::from_secs(3)).await;
+    let felt = rec.felt();
     let quality = quality::Quality::of(
         &traffic.playout_stats(),
         traffic.repair_counters().since(&repair_start),
+        &felt.media_streams,
     );
-    traffic.stop(Duration::from_secs(3)).await;
-    let felt = rec.felt();
+    traffic.stop(Duration::ZERO).await;
     let (path_stretch, cost_stretch, relayed_better_than_direct) = stretch.report();
     if let Some(w) = web {
         w.stop().await;
@@ -968,11 +970,13 @@ fn print_summary(r: &Report) {
             ),
         ),
         (
-            "residual media loss (after repair)",
+            "residual loss (after repair)",
             format!(
-                "audio {:.3}%  video {:.3}%",
-                f.residual_loss.audio * 100.0,
-                f.residual_loss.video * 100.0
+                "audio {:.3}%  video {:.3}%  (not played: {:.3}% / {:.3}%)",
+                r.quality.residual_loss.audio * 100.0,
+                r.quality.residual_loss.video * 100.0,
+                f.playout_loss.audio * 100.0,
+                f.playout_loss.video * 100.0
             ),
         ),
         (

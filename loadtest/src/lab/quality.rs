@@ -15,7 +15,7 @@
 use serde::Serialize;
 use testkit::scrape::metric_in;
 
-use super::record::PerKind;
+use super::record::{MediaStreams, PerKind};
 
 /// Bytes and packets of media and of repair, summed over the lab's edges
 /// (their metrics) and clients (their SDK stats) at one moment.
@@ -90,6 +90,9 @@ pub struct Playout {
     pub stalled_s: f64,
     pub playing_s: f64,
     pub frames_played: u64,
+    /// Distinct packets that reached the SDK (played, late, or dropped by
+    /// the buffer for any other reason).
+    pub arrived: u64,
     pub concealed: u64,
     pub late: u64,
     /// Mean time a played frame waited in its jitter buffer, ms.
@@ -110,6 +113,13 @@ impl Playout {
                 / frames as f64;
         }
         self.frames_played = frames;
+        self.arrived += s.frames_played
+            + s.expired
+            + s.late
+            + s.too_old
+            + s.overflow
+            + s.reset_dropped
+            + s.held as u64;
         self.concealed += s.concealed;
         self.late += s.late;
     }
@@ -128,6 +138,10 @@ impl Playout {
 pub struct Quality {
     /// Time in stalls over time played, per kind.
     pub stall_rate: PerKind,
+    /// Packets that never reached the receivers' SDKs (after every hop's
+    /// repair) over the packets sent to them, per kind: the network's
+    /// loss, before any playout (`playout_loss` adds what came too late).
+    pub residual_loss: PerKind,
     /// Repair bytes over media bytes, every hop.
     pub repair_overhead: f64,
     #[serde(rename = "playout_audio")]
@@ -138,8 +152,13 @@ pub struct Quality {
 }
 
 impl Quality {
-    /// From every client's played tracks and the run's repair counters.
-    pub fn of(tracks: &[sdk::TrackPlayout], repair: RepairCounters) -> Quality {
+    /// From every client's played tracks, the run's repair counters, and
+    /// what publishers sent to every expected receiver.
+    pub fn of(
+        tracks: &[sdk::TrackPlayout],
+        repair: RepairCounters,
+        streams: &MediaStreams,
+    ) -> Quality {
         let (mut audio, mut video) = (Playout::default(), Playout::default());
         for t in tracks {
             match t.kind {
@@ -147,10 +166,21 @@ impl Quality {
                 _ => video.add(&t.stats),
             }
         }
+        let lost = |sent: u64, arrived: u64| {
+            if sent == 0 {
+                0.0
+            } else {
+                (1.0 - arrived as f64 / sent as f64).max(0.0)
+            }
+        };
         Quality {
             stall_rate: PerKind {
                 audio: audio.stall_rate(),
                 video: video.stall_rate(),
+            },
+            residual_loss: PerKind {
+                audio: lost(streams.by_kind[0].0, audio.arrived),
+                video: lost(streams.by_kind[1].0, video.arrived),
             },
             repair_overhead: repair.overhead(),
             audio,
@@ -191,7 +221,14 @@ mod tests {
                 played(sdk::TrackKind::Video, 400, 20_000),
             ],
             RepairCounters::default(),
+            &MediaStreams {
+                by_kind: [(40, 20), (10, 10)],
+                ..Default::default()
+            },
         );
+        // 20 frames played of 40 audio packets sent; all 10 video.
+        assert!((q.residual_loss.audio - 0.5).abs() < 1e-12);
+        assert_eq!(q.residual_loss.video, 0.0);
         assert!((q.stall_rate.audio - 100.0 / 40_000.0).abs() < 1e-12);
         assert!((q.stall_rate.video - 0.02).abs() < 1e-12);
         assert_eq!(q.audio.tracks, 2);

@@ -275,9 +275,9 @@ pub struct Felt {
     /// 1 - received / sent of [`MediaStreams`]: a silent stream counts as
     /// all lost.
     pub media_loss: f64,
-    /// The same per track kind: the loss left after repair (packets that
-    /// never reached the receiver's SDK), whatever its playout did.
-    pub residual_loss: PerKind,
+    /// The same per track kind: the packets receivers never played (lost
+    /// for good, or arrived after their playout time).
+    pub playout_loss: PerKind,
     pub media_streams: MediaStreams,
     pub media_received: u64,
     pub messages: Messages,
@@ -524,7 +524,7 @@ impl Recorder {
             join_ms: Pct::of(&mut r.join_ms),
             media_latency_ms: Pct::of(r.latency_ms.values_mut()),
             media_loss: loss((media_streams.sent, media_streams.received)),
-            residual_loss: PerKind {
+            playout_loss: PerKind {
                 audio: loss(media_streams.by_kind[0]),
                 video: loss(media_streams.by_kind[1]),
             },
@@ -641,7 +641,7 @@ mod tests {
                 by_kind: [(7, 6), (0, 0)],
             }
         );
-        assert!((f.residual_loss.audio - 1.0 / 7.0).abs() < 1e-9);
+        assert!((f.playout_loss.audio - 1.0 / 7.0).abs() < 1e-9);
         assert_eq!(
             f.messages,
             Messages {
@@ -696,7 +696,7 @@ mod tests {
         );
         assert!((f.media_loss - 0.5).abs() < 1e-9, "{}", f.media_loss);
         // The silent video stream was sent nothing: no video loss to speak of.
-        assert_eq!(f.residual_loss.video, 0.0);
+        assert_eq!(f.playout_loss.video, 0.0);
     }
 
     #[test]

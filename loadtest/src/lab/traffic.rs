@@ -276,9 +276,15 @@ impl Traffic {
         c
     }
 
-    pub async fn stop(mut self, grace: Duration) {
+    /// Stop sending, and give what is on the way `grace` to land (and be
+    /// played out).
+    pub async fn quiesce(&self, grace: Duration) {
         self.stop.store(true, Ordering::Release);
         tokio::time::sleep(grace).await;
+    }
+
+    pub async fn stop(mut self, grace: Duration) {
+        self.quiesce(grace).await;
         self.tasks.abort_all();
         for (_, c) in self.clients {
             if let Ok(c) = Arc::try_unwrap(c) {
