@@ -213,8 +213,8 @@ pub struct RepairMetrics {
     /// Packets received twice (or too far behind to tell) and not passed
     /// on.
     pub duplicates: Counter,
-    /// Parity packets sent (forward error correction), their bytes, and the
-    /// packets parity rebuilt.
+    /// Parity packets and audio copies sent (forward error correction),
+    /// their bytes, and the packets parity rebuilt.
     pub parity_sent: Counter,
     pub parity_bytes: Counter,
     pub parity_rebuilt: Counter,

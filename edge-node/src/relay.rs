@@ -106,6 +106,8 @@ pub struct RelayLink {
     /// calls for parity (0: off; set by [`tune_fec`]).
     fec: Mutex<(repair::fec::FecPolicy, repair::fec::FecEncoder)>,
     fec_group: std::sync::atomic::AtomicUsize,
+    /// Extra copies of each audio packet while parity is on.
+    audio_copies: std::sync::atomic::AtomicUsize,
 }
 
 struct Retained {
@@ -344,7 +346,8 @@ impl RelayLinks {
                     .media_out_relay_bytes
                     .increment(pkt.len() as u64);
                 link.out.add(pkt.len());
-                let parity = if core.cfg.repair.enabled {
+                let mut extra = vec![];
+                if core.cfg.repair.enabled {
                     link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
                         header.track,
                         header.sequence,
@@ -352,19 +355,23 @@ impl RelayLinks {
                         Instant::now(),
                     );
                     match link.fec_group.load(Ordering::Relaxed) {
-                        0 => None,
-                        k => link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
-                            header.track,
-                            header.sequence,
-                            &pkt,
-                            k,
+                        0 => {}
+                        _ if header.track.kind() == protocol::MediaKind::Audio => {
+                            let copies = link.audio_copies.load(Ordering::Relaxed);
+                            extra.extend(std::iter::repeat_n(pkt.clone(), copies));
+                        }
+                        k => extra.extend(
+                            link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
+                                header.track,
+                                header.sequence,
+                                &pkt,
+                                k,
+                            ),
                         ),
                     }
-                } else {
-                    None
-                };
+                }
                 link.media.send(&conn, pkt, &core.metrics);
-                if let Some(p) = parity {
+                for p in extra {
                     core.metrics.repair_relay.parity_sent.increment(1);
                     core.metrics
                         .repair_relay
@@ -590,6 +597,8 @@ pub async fn tune_fec(core: Arc<EdgeCore>) {
             };
             let mut fec = link.fec.lock().unwrap_or_else(|e| e.into_inner());
             let k = fec.0.update(loss, rtt).unwrap_or(0);
+            link.audio_copies
+                .store(repair::fec::audio_copies(loss), Ordering::Relaxed);
             if k != link.fec_group.swap(k, Ordering::Relaxed) {
                 fec.1.reset();
                 info!(
@@ -680,6 +689,7 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         )),
         fec: Mutex::default(),
         fec_group: std::sync::atomic::AtomicUsize::new(0),
+        audio_copies: std::sync::atomic::AtomicUsize::new(0),
     });
     let tasks = core.tasks.clone();
     tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));
