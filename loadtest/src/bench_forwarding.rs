@@ -51,6 +51,9 @@ pub struct Params {
     /// Alternating rounds (direct then edge) measured.
     pub rounds: usize,
     pub latency_for: Duration,
+    /// Loss repair on the edge (its send history per subscriber and gap
+    /// tracking per publisher cost something on every packet).
+    pub repair: bool,
 }
 
 impl Default for Params {
@@ -60,6 +63,7 @@ impl Default for Params {
             saturate_for: Duration::from_secs(1),
             rounds: 3,
             latency_for: Duration::from_secs(6),
+            repair: true,
         }
     }
 }
@@ -329,6 +333,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     cfg.limits.subscriber_queue = 1024;
     // The sender saturates one session on purpose.
     cfg.admission = AdmissionSection::unlimited();
+    cfg.repair.enabled = p.repair;
     let edge = Edge::start(
         cfg,
         EdgeOptions {

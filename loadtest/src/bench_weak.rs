@@ -32,6 +32,11 @@ pub fn profiles() -> Vec<Profile> {
         ..WeakNetwork::default()
     };
     vec![
+        // What repair costs a healthy network.
+        Profile {
+            name: "no loss",
+            weak: WeakNetwork::default(),
+        },
         Profile {
             name: "5% loss",
             weak: loss(0.05),
@@ -122,7 +127,7 @@ pub async fn run(p: Params) -> anyhow::Result<Vec<Row>> {
     for profile in chosen {
         for repair in [false, true] {
             let mut topology = p.topology.clone();
-            topology.weak_network = Some(profile.weak);
+            topology.weak_network = Some(profile.weak).filter(|w| *w != WeakNetwork::default());
             eprintln!(
                 "weak-network: {} with repair {} ({} s)...",
                 profile.name,
@@ -203,6 +208,7 @@ mod tests {
             let mut world = crate::lab::world::World::new(TopologyFile::builtin()).unwrap();
             world.set_weak_network(p.weak).unwrap();
             assert!(world.rules().iter().all(|r| r.profile.loss >= p.weak.loss));
+            assert!(!p.name.is_empty());
         }
     }
 }

@@ -148,6 +148,10 @@ enum Bench {
         /// Alternating direct/edge rounds.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// The edge without loss repair (to measure what repair costs a
+        /// healthy network).
+        #[arg(long)]
+        no_repair: bool,
         /// Print the report as JSON too.
         #[arg(long)]
         json: bool,
@@ -196,8 +200,8 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
-    /// The lab's world under weak networks (5%, 10% + 50 ms jitter, 20%,
-    /// bursty 10%, 30% loss on every link and last mile), each run with
+    /// The lab's world under weak networks (none, 5%, 10% + 50 ms jitter,
+    /// 20%, bursty 10%, 30% loss on every link and last mile), each run with
     /// loss repair off and on: residual loss, stall rates, latency at
     /// playout and repair overhead side by side.
     WeakNetwork {
@@ -320,6 +324,7 @@ fn main() -> anyhow::Result<()> {
                     payload,
                     seconds,
                     rounds,
+                    no_repair,
                     json,
                 },
         } => {
@@ -328,6 +333,7 @@ fn main() -> anyhow::Result<()> {
                 saturate_for: Duration::from_secs(seconds),
                 rounds,
                 latency_for: Duration::from_secs(2 * rounds.max(1) as u64 * seconds),
+                repair: !no_repair,
             };
             let r = rt.block_on(loadtest::bench_forwarding::run(p))?;
             println!(

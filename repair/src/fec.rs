@@ -40,7 +40,7 @@ pub const FEC_OFF_LOSS: f64 = 0.01;
 pub const FEC_ALWAYS_LOSS: f64 = 0.15;
 /// A hop whose round trip exceeds this cannot repair audio with one NACK
 /// and still leave the packet time to cross the rest of the path (the audio
-/// deadline, 150 ms, is for the whole repair).
+/// deadline, 250 ms, is for the whole repair).
 pub const SLOW_HOP_RTT: Duration = Duration::from_millis(60);
 
 /// Packets per parity packet at `loss`: the overhead (1/k) grows with loss,
@@ -57,7 +57,7 @@ pub fn group_size(loss: f64) -> usize {
 
 /// Extra copies of each audio packet on a hop while its parity is on,
 /// instead of XOR groups: an audio packet is a tenth of a video one, and
-/// its deadline (150 ms) leaves no time to gather a group or to ask again
+/// its deadline (250 ms) leaves no time to gather a group or to ask again
 /// on a slow hop. Copies lost independently at 10% leave 1% (one copy) and
 /// at 30% loss 2.7% (two).
 pub fn audio_copies(loss: f64) -> usize {

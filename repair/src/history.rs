@@ -167,9 +167,9 @@ mod tests {
             h.lookup(audio(), 7, t0 + ms(100)),
             Lookup::Resend(Bytes::from_static(b"a7"))
         );
-        assert_eq!(h.lookup(audio(), 7, t0 + ms(150)), Lookup::TooLate);
+        assert_eq!(h.lookup(audio(), 7, t0 + ms(250)), Lookup::TooLate);
         assert_eq!(
-            h.lookup(video(), 7, t0 + ms(200)),
+            h.lookup(video(), 7, t0 + ms(260)),
             Lookup::Resend(Bytes::from_static(b"v7"))
         );
         assert_eq!(h.lookup(video(), 7, t0 + ms(300)), Lookup::TooLate);
@@ -217,8 +217,8 @@ mod tests {
         let t0 = Instant::now();
         let mut h = SendHistory::new(10);
         h.record(audio(), 1, Bytes::new(), t0);
-        h.record(audio(), 1, Bytes::new(), t0 + ms(100));
-        assert_eq!(h.lookup(audio(), 1, t0 + ms(160)), Lookup::TooLate);
+        h.record(audio(), 1, Bytes::new(), t0 + ms(200));
+        assert_eq!(h.lookup(audio(), 1, t0 + ms(260)), Lookup::TooLate);
         assert_eq!(h.len(), 1);
     }
 }

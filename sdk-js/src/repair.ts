@@ -45,11 +45,11 @@ export const REPAIR_SHARE = 0.5;
 
 const U32 = 2 ** 32;
 
-/** How long a packet of this track is worth repairing (ms): 150 for audio,
+/** How long a packet of this track is worth repairing (ms): 250 for audio,
  * 300 for video and other tracks, from the kind in the key (bits 30-31 of
  * its low 32 bits, §6). */
 export function deadlineMs(trackKey: bigint): number {
-  return Number(trackKey & 0xffff_ffffn) >>> 30 === 1 ? 150 : 300;
+  return Number(trackKey & 0xffff_ffffn) >>> 30 === 1 ? 250 : 300;
 }
 
 export interface Nack {
@@ -189,7 +189,7 @@ export class GapTracker {
 
   /** The sequences to ask for at `now` (each marked asked), for a hop with
    * round trip `rttMs` and jitter `jitterMs`: a gap is asked for after
-   * the grace, again `rtt + 2 jitter + grace` later, at most MAX_NACKS
+   * the grace, again `rtt + jitter + grace` later, at most MAX_NACKS
    * times, never when the answer could not arrive before its deadline
    * (then it is not asked again), and forgotten at the deadline. */
   due(now: number, rttMs: number, jitterMs: number): number[] {
@@ -202,7 +202,7 @@ export class GapTracker {
       } else if (m.nacks < MAX_NACKS && m.next <= now) {
         if (now + rttMs < expires) {
           m.nacks++;
-          m.next = now + rttMs + 2 * jitterMs + REORDER_GRACE_MS;
+          m.next = now + rttMs + jitterMs + REORDER_GRACE_MS;
           out.push(s % U32);
         } else m.nacks = MAX_NACKS; // too late now, and later too
       }

@@ -29,11 +29,11 @@ const VIDEO = key(2);
 const DATA = key(0);
 
 test('deadlines come from the kind in the track key', () => {
-  assert.equal(deadlineMs(AUDIO), 150);
+  assert.equal(deadlineMs(AUDIO), 250);
   assert.equal(deadlineMs(VIDEO), 300);
   assert.equal(deadlineMs(DATA), 300);
   assert.equal(deadlineMs(key(3)), 300);
-  assert.equal(deadlineMs((0xffff_ffffn << 32n) | (1n << 30n) | 0x3fff_ffffn), 150);
+  assert.equal(deadlineMs((0xffff_ffffn << 32n) | (1n << 30n) | 0x3fff_ffffn), 250);
 });
 
 test('NACK layout matches the spec (as the Rust codec)', () => {
@@ -129,8 +129,8 @@ test('a gap is asked for after the grace and filled by the retransmission', () =
   assert.deepEqual(g.due(t0 + 1, RTT, J), []);
   assert.equal(g.onPacket(11, t0 + 2), 'recovered');
   assert.deepEqual(g.due(t0 + REORDER_GRACE_MS, RTT, J), [12]);
-  // Asked again a round trip + 2 jitter + the grace later, not before.
-  const retry = t0 + REORDER_GRACE_MS + RTT + 2 * J + REORDER_GRACE_MS;
+  // Asked again a round trip + the jitter + the grace later, not before.
+  const retry = t0 + REORDER_GRACE_MS + RTT + J + REORDER_GRACE_MS;
   assert.equal(g.nextDue(), retry);
   assert.deepEqual(g.due(retry - 1, RTT, J), []);
   assert.deepEqual(g.due(retry, RTT, J), [12]);
@@ -142,7 +142,7 @@ test('a gap is asked for after the grace and filled by the retransmission', () =
 });
 
 test('a lost packet is asked for at most MAX_NACKS times and given up at its deadline', () => {
-  for (const [k, deadline] of [[VIDEO, 300], [AUDIO, 150], [DATA, 300]] as const) {
+  for (const [k, deadline] of [[VIDEO, 300], [AUDIO, 250], [DATA, 300]] as const) {
     const g = new GapTracker(deadlineMs(k));
     g.onPacket(1, 0);
     g.onPacket(3, 0);
@@ -156,27 +156,27 @@ test('a lost packet is asked for at most MAX_NACKS times and given up at its dea
 });
 
 test('the deadline: no NACK whose answer could not arrive in time, given up when it passes', () => {
-  // Audio: 150 ms. A 200 ms round trip cannot repair it.
+  // Audio: 250 ms. A 300 ms round trip cannot repair it.
   const g = new GapTracker(deadlineMs(AUDIO));
   g.onPacket(1, 0);
   g.onPacket(3, 0);
-  assert.deepEqual(g.due(5, 200, 50), []);
+  assert.deepEqual(g.due(5, 300, 50), []);
   // Not asked again later (it would only be later still), and the timer is
   // not left spinning: the next thing due is the deadline.
-  assert.equal(g.nextDue(), 150);
-  assert.deepEqual(g.due(149, 10, 0), []);
+  assert.equal(g.nextDue(), 250);
+  assert.deepEqual(g.due(249, 10, 0), []);
   assert.equal(g.missing.size, 1);
-  assert.equal(g.onPacket(2, 149), 'recovered', 'still welcome before its deadline');
+  assert.equal(g.onPacket(2, 249), 'recovered', 'still welcome before its deadline');
 
   // Retries stop when the answer would come after the deadline: with a
-  // 60 ms round trip, audio is asked at 5 and 70, not at 135.
+  // 100 ms round trip, audio is asked at 5 and 110, not at 215.
   const a = new GapTracker(deadlineMs(AUDIO));
   a.onPacket(1, 0);
   a.onPacket(3, 0);
   const asked: number[] = [];
-  for (let t = 0; t <= 200; t++) if (a.due(t, 60, 0).length > 0) asked.push(t);
-  assert.deepEqual(asked, [5, 70]);
-  // Video has twice as long.
+  for (let t = 0; t <= 300; t++) if (a.due(t, 100, 0).length > 0) asked.push(t);
+  assert.deepEqual(asked, [5, 110]);
+  // Video has 300 ms, and a 60 ms round trip gets all four asks.
   const v = new GapTracker(deadlineMs(VIDEO));
   v.onPacket(1, 0);
   v.onPacket(3, 0);
@@ -287,7 +287,7 @@ test('receiver: NACK datagrams per track, the next due time, many ranges in seve
   assert.equal(rx.nextDue(), 6);
   out = rx.nacks(6, 20, 5);
   assert.deepEqual(out.datagrams.map((d) => decodeNack(d)), [{ channelId: 5n, trackKey: AUDIO, seqs: [1] }]);
-  assert.equal(rx.nextDue(), 5 + 20 + 10 + 5);
+  assert.equal(rx.nextDue(), 5 + 20 + 5 + 5);
   assert.equal(rx.onMedia(5n, AUDIO, 1, 20), 'recovered');
   assert.equal(rx.onMedia(5n, VIDEO, 1, 20), 'recovered');
   assert.equal(rx.onMedia(5n, VIDEO, 2, 20), 'recovered');
@@ -326,8 +326,8 @@ test('sender: held packets are resent until their kind\'s deadline', () => {
   const tx = new RepairSender();
   tx.sent(AUDIO, 7, pkt(1), 0);
   tx.sent(VIDEO, 7, pkt(2), 0);
-  assert.deepEqual(tx.lookup(AUDIO, 7, 149), pkt(1));
-  assert.equal(tx.lookup(AUDIO, 7, 150), undefined);
+  assert.deepEqual(tx.lookup(AUDIO, 7, 249), pkt(1));
+  assert.equal(tx.lookup(AUDIO, 7, 250), undefined);
   assert.deepEqual(tx.lookup(VIDEO, 7, 299), pkt(2));
   assert.equal(tx.lookup(VIDEO, 7, 300), undefined);
   // The very bytes sent.
@@ -363,10 +363,10 @@ test('sender: bounded by count and age; a packet sent again keeps its first time
   assert.equal(def.held, 1_024);
   const again = new RepairSender();
   again.sent(AUDIO, 1, pkt(1), 0);
-  again.sent(AUDIO, 1, pkt(9), 100);
+  again.sent(AUDIO, 1, pkt(9), 200);
   assert.equal(again.held, 1);
-  assert.deepEqual(again.lookup(AUDIO, 1, 149), pkt(1));
-  assert.equal(again.lookup(AUDIO, 1, 160), undefined, 'its deadline runs from the first time');
+  assert.deepEqual(again.lookup(AUDIO, 1, 249), pkt(1));
+  assert.equal(again.lookup(AUDIO, 1, 260), undefined, 'its deadline runs from the first time');
 });
 
 test('sender: each packet once per NACK, a NACK for the rest gets nothing', () => {
