@@ -360,14 +360,14 @@ impl RelayLinks {
                             let copies = link.audio_copies.load(Ordering::Relaxed);
                             extra.extend(std::iter::repeat_n(pkt.clone(), copies));
                         }
-                        k => extra.extend(
-                            link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
+                        k => {
+                            extra.extend(link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
                                 header.track,
                                 header.sequence,
                                 &pkt,
                                 k,
-                            ),
-                        ),
+                            ))
+                        }
                     }
                 }
                 link.media.send(&conn, pkt, &core.metrics);
