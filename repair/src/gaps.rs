@@ -61,10 +61,11 @@ pub enum Arrival {
     /// Seen before: a retransmission racing a late original, or the copy
     /// from a second path. Not to be forwarded again.
     Duplicate,
-    /// Further behind than [`WINDOW`]: not to be forwarded.
+    /// Behind the point where the sequence last restarted: a straggler
+    /// from before, not to be forwarded.
     TooOld,
-    /// A jump past [`MAX_JUMP`]: the sequence restarted; tracking starts
-    /// over from this packet.
+    /// A jump forward past [`MAX_JUMP`], or back past [`WINDOW`]: the
+    /// sequence restarted; tracking starts over from this packet.
     Restart,
 }
 
@@ -203,7 +204,14 @@ impl GapTracker {
             self.highest = Some(ext);
             return Arrival::New;
         }
-        if highest - ext >= WINDOW || ext < self.floor {
+        if highest - ext >= WINDOW {
+            // No packet is thousands late: the sequence started over (a
+            // sender that restarted its counter on the same track).
+            self.counters.received += 1;
+            self.restart(ext);
+            return Arrival::Restart;
+        }
+        if ext < self.floor {
             return Arrival::TooOld;
         }
         if self.is_seen(ext) {
@@ -368,7 +376,23 @@ mod tests {
         for s in 101..=100 + WINDOW as u32 {
             g.on_packet(s, t0);
         }
-        assert_eq!(g.on_packet(100, t0), Arrival::TooOld);
+        // Thousands behind: not a late packet but a sequence started over.
+        assert_eq!(g.on_packet(100, t0), Arrival::Restart);
+        assert_eq!(g.on_packet(101, t0), Arrival::New);
+    }
+
+    #[test]
+    fn a_sequence_started_over_at_zero_is_followed_not_dropped() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(MediaKind::Video);
+        for s in 0..50_000 {
+            assert_ne!(g.on_packet(s, t0), Arrival::TooOld);
+        }
+        assert_eq!(g.on_packet(0, t0), Arrival::Restart);
+        for s in 1..100 {
+            assert_eq!(g.on_packet(s, t0), Arrival::New);
+        }
+        assert_eq!(g.missing(), 0);
     }
 
     #[test]

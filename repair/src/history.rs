@@ -1,7 +1,7 @@
 //! The sending end of a hop: what it sent lately, to answer NACKs.
 //!
-//! Bounded two ways: by count ([`SendHistory::new`]'s `max_packets`, the
-//! oldest forgotten first) and by age (nothing is kept past the longest
+//! Bounded two ways: by count per track ([`SendHistory::new`]'s
+//! `max_packets`, the oldest forgotten first) and by age (nothing is kept past the longest
 //! deadline, [`MAX_AGE`]). A packet is answered only while it can still be
 //! of use: younger than its kind's [`crate::deadline`] since this hop sent
 //! it. The packets are `Bytes` shared with what was sent, so keeping them
@@ -35,8 +35,14 @@ pub enum Lookup {
     NeverSent,
 }
 
+/// One track's packets on the hop, by sequence: slot `i` holds sequence
+/// `first + i` if it was sent and is still kept. Packets of a track are
+/// sent almost in order, so a ring indexed by sequence finds one without
+/// hashing it (the history is written for every packet every hop sends).
 #[derive(Debug)]
-struct TrackSent {
+struct Ring {
+    first: u32,
+    slots: VecDeque<Option<(Bytes, Instant)>>,
     highest: u32,
     last_sent: Instant,
 }
@@ -44,86 +50,102 @@ struct TrackSent {
 /// Recently sent packets of one hop (a relay link, a client's link).
 #[derive(Debug)]
 pub struct SendHistory {
+    /// Packets kept per track at most.
     max_packets: usize,
-    packets: HashMap<(TrackKey, u32), (Bytes, Instant)>,
-    order: VecDeque<(TrackKey, u32, Instant)>,
-    tracks: HashMap<TrackKey, TrackSent>,
+    tracks: HashMap<TrackKey, Ring>,
+    held: usize,
     last_prune: Option<Instant>,
 }
 
 impl SendHistory {
+    /// Keeping at most `max_packets` per track (and nothing older than
+    /// [`MAX_AGE`]).
     pub fn new(max_packets: usize) -> Self {
         SendHistory {
-            max_packets,
-            packets: HashMap::new(),
-            order: VecDeque::new(),
+            max_packets: max_packets.max(1),
             tracks: HashMap::new(),
+            held: 0,
             last_prune: None,
         }
     }
 
     /// Packets held now.
     pub fn len(&self) -> usize {
-        self.packets.len()
+        self.held
     }
 
     pub fn is_empty(&self) -> bool {
-        self.packets.is_empty()
+        self.held == 0
     }
 
     /// `pkt` (sequence `seq` of `track`) was sent at `now`.
     pub fn record(&mut self, track: TrackKey, seq: u32, pkt: Bytes, now: Instant) {
-        self.forget_older_than(now.checked_sub(MAX_AGE));
-        while self.order.len() >= self.max_packets {
-            if let Some((t, s, _)) = self.order.pop_front() {
-                self.packets.remove(&(t, s));
-            }
-        }
-        // A packet sent twice (a retransmission forwarded on) keeps its
-        // first time: its deadline runs from then.
-        if self.packets.contains_key(&(track, seq)) {
-            return;
-        }
-        self.packets.insert((track, seq), (pkt, now));
-        self.order.push_back((track, seq, now));
-        let t = self.tracks.entry(track).or_insert(TrackSent {
+        self.prune_tracks(now);
+        let max = self.max_packets;
+        let ring = self.tracks.entry(track).or_insert_with(|| Ring {
+            first: seq,
+            slots: VecDeque::new(),
             highest: seq,
             last_sent: now,
         });
-        if (seq.wrapping_sub(t.highest) as i32) > 0 {
-            t.highest = seq;
+        let mut dropped = forget_older_than(ring, now.checked_sub(MAX_AGE));
+        if ring.slots.is_empty() {
+            ring.first = seq;
         }
-        t.last_sent = now;
-        self.prune_tracks(now);
+        let off = seq.wrapping_sub(ring.first) as i32;
+        if off < 0 {
+            // Behind what is kept: older than anything worth resending.
+            self.held -= dropped;
+            return;
+        }
+        let mut off = off as usize;
+        if off >= ring.slots.len() + max {
+            // A jump far ahead (the sequence restarted): start over.
+            dropped += ring.slots.iter().flatten().count();
+            ring.slots.clear();
+            ring.first = seq;
+            off = 0;
+        }
+        if off >= ring.slots.len() {
+            ring.slots.resize(off + 1, None);
+        }
+        // A packet sent twice (a retransmission forwarded on) keeps its
+        // first time: its deadline runs from then.
+        let added = ring.slots[off].is_none();
+        if added {
+            ring.slots[off] = Some((pkt, now));
+        }
+        while ring.slots.len() > max {
+            if ring.slots.pop_front().flatten().is_some() {
+                dropped += 1;
+            }
+            ring.first = ring.first.wrapping_add(1);
+        }
+        if (seq.wrapping_sub(ring.highest) as i32) > 0 {
+            ring.highest = seq;
+        }
+        ring.last_sent = now;
+        self.held = self.held + added as usize - dropped;
     }
 
     /// What a NACK for `seq` of `track` gets at `now`.
     pub fn lookup(&self, track: TrackKey, seq: u32, now: Instant) -> Lookup {
-        let Some(t) = self.tracks.get(&track) else {
+        let Some(ring) = self.tracks.get(&track) else {
             return Lookup::NeverSent;
         };
-        if (seq.wrapping_sub(t.highest) as i32) > 0 {
+        if (seq.wrapping_sub(ring.highest) as i32) > 0 {
             return Lookup::NeverSent;
         }
-        match self.packets.get(&(track, seq)) {
-            Some((pkt, sent))
+        let off = seq.wrapping_sub(ring.first) as i32;
+        let slot = usize::try_from(off).ok().and_then(|i| ring.slots.get(i));
+        match slot {
+            Some(Some((pkt, sent)))
                 if now.saturating_duration_since(*sent) < crate::deadline(track.kind()) =>
             {
                 Lookup::Resend(pkt.clone())
             }
-            Some(_) => Lookup::TooLate,
-            None => Lookup::NotHeld,
-        }
-    }
-
-    fn forget_older_than(&mut self, limit: Option<Instant>) {
-        let Some(limit) = limit else { return };
-        while let Some(&(t, s, sent)) = self.order.front() {
-            if sent >= limit {
-                break;
-            }
-            self.order.pop_front();
-            self.packets.remove(&(t, s));
+            Some(Some(_)) => Lookup::TooLate,
+            _ => Lookup::NotHeld,
         }
     }
 
@@ -135,9 +157,32 @@ impl SendHistory {
             return;
         }
         self.last_prune = Some(now);
-        self.tracks
-            .retain(|_, t| now.saturating_duration_since(t.last_sent) < TRACK_IDLE);
+        let held = &mut self.held;
+        self.tracks.retain(|_, r| {
+            let keep = now.saturating_duration_since(r.last_sent) < TRACK_IDLE;
+            if !keep {
+                *held -= r.slots.iter().flatten().count();
+            }
+            keep
+        });
     }
+}
+
+/// Drop the ring's packets sent before `limit` (and the empty slots among
+/// them) from its front; how many packets went.
+fn forget_older_than(ring: &mut Ring, limit: Option<Instant>) -> usize {
+    let Some(limit) = limit else { return 0 };
+    let mut dropped = 0;
+    while let Some(front) = ring.slots.front() {
+        match front {
+            Some((_, sent)) if *sent >= limit => break,
+            Some(_) => dropped += 1,
+            None => {}
+        }
+        ring.slots.pop_front();
+        ring.first = ring.first.wrapping_add(1);
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -220,5 +265,27 @@ mod tests {
         h.record(audio(), 1, Bytes::new(), t0 + ms(200));
         assert_eq!(h.lookup(audio(), 1, t0 + ms(260)), Lookup::TooLate);
         assert_eq!(h.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Any order of sends over time: the count held is what the rings
+        /// hold, within the bound, and lookups answer without panicking.
+        #[test]
+        fn held_matches_the_rings_and_stays_bounded(
+            sends in proptest::collection::vec((0u64..3, 0u32..3_000, 0u64..40), 1..400),
+        ) {
+            let t0 = Instant::now();
+            let mut h = SendHistory::new(64);
+            let mut t = t0;
+            for (track, seq, dt) in sends {
+                t += ms(dt);
+                let key = TrackKey::with_kind(1, MediaKind::Video, track as u32);
+                h.record(key, seq, Bytes::new(), t);
+                let in_rings: usize = h.tracks.values().map(|r| r.slots.iter().flatten().count()).sum();
+                proptest::prop_assert_eq!(h.len(), in_rings);
+                proptest::prop_assert!(h.tracks.values().all(|r| r.slots.len() <= 64));
+                let _ = h.lookup(key, seq.wrapping_sub(5), t);
+            }
+        }
     }
 }
