@@ -98,7 +98,8 @@ pub struct Row {
 }
 
 impl Row {
-    fn of(profile: &'static str, repair: bool, r: &Report) -> Row {
+    /// The row of a lab run's report.
+    pub fn of(profile: &'static str, repair: bool, r: &Report) -> Row {
         let lat = r.felt.media_latency_ms.unwrap_or_default();
         Row {
             profile,

@@ -6,14 +6,16 @@
 //!   cut pair, a congested link in a four-city region) with relays killed in
 //!   the middle of paths;
 //! - the hard world with lossy and jittery links, judged by the cost the
-//!   controller minimises.
+//!   controller minimises;
+//! - the CI world at 10% loss on every link and last mile, with loss repair
+//!   off and on.
 //!
 //! The labs run one at a time (each wants the machine to itself).
 
 use std::time::Duration;
 
 use loadtest::lab::chaos::{Action, Event, Plan};
-use loadtest::lab::world::TopologyFile;
+use loadtest::lab::world::{TopologyFile, WeakNetwork};
 use loadtest::lab::{run, LabOptions, Report};
 
 /// One lab at a time in this process.
@@ -22,6 +24,18 @@ static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Run `topology` (a file of `loadtest/topologies`) for `duration_s` with
 /// `chaos`; the report and its JSON form.
 async fn lab(topology: &str, duration_s: u64, chaos: Vec<Event>) -> (Report, serde_json::Value) {
+    lab_with(topology, duration_s, chaos, None, true).await
+}
+
+/// [`lab`] with `weak` on every link and last mile, and loss repair on or
+/// off.
+async fn lab_with(
+    topology: &str,
+    duration_s: u64,
+    chaos: Vec<Event>,
+    weak: Option<WeakNetwork>,
+    repair: bool,
+) -> (Report, serde_json::Value) {
     let _machine = MACHINE.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -33,7 +47,8 @@ async fn lab(topology: &str, duration_s: u64, chaos: Vec<Event>) -> (Report, ser
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("topologies")
         .join(topology);
-    let topology = TopologyFile::load(&path).expect("topology");
+    let mut topology = TopologyFile::load(&path).expect("topology");
+    topology.weak_network = weak.or(topology.weak_network);
     let report_path = std::env::temp_dir().join(format!(
         "rtn-lab-{}-{}.json",
         std::process::id(),
@@ -48,7 +63,7 @@ async fn lab(topology: &str, duration_s: u64, chaos: Vec<Event>) -> (Report, ser
             chaos: Plan { events: chaos },
             report: Some(report_path.clone()),
             verbose: true,
-            repair: true,
+            repair,
         }),
     )
     .await
@@ -217,5 +232,56 @@ async fn hard_lossy_world_takes_the_cheapest_paths() {
         cost.samples > 0 && cost.within_5pct >= 0.97 && cost.broken == 0,
         "{:?}",
         report.cost_stretch.all_pairs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_on_every_link_is_repaired() {
+    let weak = WeakNetwork {
+        loss: 0.10,
+        ..WeakNetwork::default()
+    };
+    let (off, _) = lab_with("ci.toml", 15, vec![], Some(weak), false).await;
+    let (on, json) = lab_with("ci.toml", 15, vec![], Some(weak), true).await;
+    for field in [
+        "stall_rate",
+        "residual_loss",
+        "playout_loss",
+        "repair_overhead",
+        "playout_audio",
+        "playout_video",
+        "repair",
+    ] {
+        assert!(json.get(field).is_some(), "report field {field} missing");
+    }
+    loadtest::bench_weak::print(&[
+        loadtest::bench_weak::Row::of("CI world, 10% loss", false, &off),
+        loadtest::bench_weak::Row::of("CI world, 10% loss", true, &on),
+    ]);
+    let (q_off, q_on) = (&off.quality, &on.quality);
+    // Messages ride QUIC streams: nothing lost whatever the loss.
+    assert_users_were_served(&on);
+    // Off: three or four lossy hops lose about a third of the media.
+    assert!(q_off.residual_loss.audio > 0.15, "{q_off:?}");
+    assert_eq!(q_off.repair_overhead, 0.0);
+    // On: every hop repairs its own loss.
+    for (kind, off, on) in [
+        ("audio", q_off.residual_loss.audio, q_on.residual_loss.audio),
+        ("video", q_off.residual_loss.video, q_on.residual_loss.video),
+    ] {
+        assert!(
+            on < off / 4.0,
+            "{kind} residual loss {on} with repair, {off} without"
+        );
+    }
+    assert!(
+        q_on.stall_rate.audio < q_off.stall_rate.audio / 2.0,
+        "audio stalls {} with repair, {} without",
+        q_on.stall_rate.audio,
+        q_off.stall_rate.audio
+    );
+    assert!(
+        q_on.repair_overhead > 0.0 && q_on.repair_overhead < 0.5,
+        "{q_on:?}"
     );
 }
