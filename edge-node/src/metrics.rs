@@ -61,6 +61,46 @@ fn describe() {
         "rtn_edge_media_dropped_total",
         "Media datagrams dropped, by reason."
     );
+    describe_counter!(
+        "rtn_edge_repair_nacked_total",
+        "Media packets asked for again (NACK): dir=out by this edge, dir=in of it."
+    );
+    describe_counter!(
+        "rtn_edge_repair_resent_packets_total",
+        "Media packets sent again in answer to NACKs."
+    );
+    describe_counter!(
+        "rtn_edge_repair_resent_bytes_total",
+        "Bytes of media sent again in answer to NACKs."
+    );
+    describe_counter!(
+        "rtn_edge_repair_refused_total",
+        "NACKed media packets not sent again, by reason."
+    );
+    describe_counter!(
+        "rtn_edge_repair_recovered_total",
+        "Gaps in received media filled by a retransmission or a late packet."
+    );
+    describe_counter!(
+        "rtn_edge_repair_abandoned_total",
+        "Gaps in received media given up (deadline passed, too many at once)."
+    );
+    describe_counter!(
+        "rtn_edge_media_duplicates_total",
+        "Media received twice (or too far behind to place), not passed on."
+    );
+    describe_counter!(
+        "rtn_edge_repair_parity_packets_total",
+        "Parity packets and audio copies sent on slow lossy relay links."
+    );
+    describe_counter!(
+        "rtn_edge_repair_parity_bytes_total",
+        "Bytes of parity packets and audio copies sent on relay links."
+    );
+    describe_counter!(
+        "rtn_edge_repair_parity_rebuilt_total",
+        "Media packets rebuilt from parity."
+    );
     describe_gauge!(
         "rtn_edge_client_queue_packets",
         "Media datagrams waiting in the edge's client send queues (all sessions together)."

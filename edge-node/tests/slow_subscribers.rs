@@ -1,5 +1,5 @@
-//! A slow subscriber (a lossy, long link that QUIC's congestion control
-//! throttles) and a subscriber that stops reading its control stream, in a
+//! A slow subscriber (a narrow, lossy, long link: 1 Mbit/s) and a
+//! subscriber that stops reading its control stream, in a
 //! channel with a healthy subscriber: the edge bounds what it holds for the
 //! slow ones (oldest media dropped and counted; a client that does not read
 //! is disconnected), and the healthy one gets everything on time.
@@ -29,9 +29,12 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         let wan = Wan::new(vec![LinkRule {
             from: "127.0.0.0/8".parse().unwrap(),
             to: "127.0.0.5/32".parse().unwrap(),
+            // Narrow, not only lossy: BBR does not read random loss as
+            // congestion, so only the link's rate holds the edge back.
             profile: LinkProfile {
                 delay_ms: 40.0,
                 loss: 0.3,
+                rate_kbps: 1_000.0,
                 ..LinkProfile::default()
             },
         }])

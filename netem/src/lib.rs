@@ -30,6 +30,9 @@
 //!   and destination), as fading radio and contended Wi-Fi lose runs of
 //!   datagrams: the same average loss hurts a stream far more when it comes
 //!   in runs (whole frames, consecutive audio packets) than spread out;
+//! - `rate_kbps`: a narrow link; datagrams leave one after another at
+//!   that rate, and one that would queue over [`RATE_QUEUE_LIMIT`] is
+//!   dropped (a router's buffer);
 //! - `down`: every datagram dropped (a partition, or a host that died);
 //! - bounded: at most [`MAX_QUEUED_BYTES`] wait per socket; past that new
 //!   datagrams are dropped, as a router's full queue would;
@@ -93,7 +96,19 @@ pub struct LinkProfile {
     /// the same destination.
     #[serde(default, skip_serializing_if = "is_false")]
     pub reorder: bool,
+    /// The link's bandwidth, kbit/s (`0`, the default: unlimited). Datagrams
+    /// leave one after another at this rate; a datagram that would wait
+    /// longer than [`RATE_QUEUE_LIMIT`] behind the others is dropped, as a
+    /// router's full buffer would. What a congested or mobile last mile is:
+    /// a lossy link is not a slow one to a congestion controller that does
+    /// not read loss as congestion (BBR).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_kbps: f64,
 }
+
+/// How long a datagram may queue behind others on a rate-limited link
+/// before it is dropped: a router's buffer of a couple hundred milliseconds.
+pub const RATE_QUEUE_LIMIT: Duration = Duration::from_millis(200);
 
 // Left out of serialised rules when off, so `GET /netem` and rule files
 // read as they did before these fields existed.
@@ -130,6 +145,12 @@ impl LinkProfile {
         if !(0.0..=1.0).contains(&self.loss) {
             return Err(format!("loss {} is not within 0.0-1.0", self.loss));
         }
+        if !finite(self.rate_kbps) || (self.rate_kbps > 0.0 && self.rate_kbps < 8.0) {
+            return Err(format!(
+                "rate_kbps {} is neither 0 (unlimited) nor at least 8",
+                self.rate_kbps
+            ));
+        }
         let b = self.burst_len;
         if !(b == 0.0 || (1.0..=MAX_BURST_LEN).contains(&b)) {
             return Err(format!(
@@ -158,7 +179,11 @@ impl LinkProfile {
     }
 
     fn is_transparent(&self) -> bool {
-        self.delay_ms == 0.0 && self.jitter_ms == 0.0 && self.loss == 0.0 && !self.down
+        self.delay_ms == 0.0
+            && self.jitter_ms == 0.0
+            && self.loss == 0.0
+            && self.rate_kbps == 0.0
+            && !self.down
     }
 
     /// The delay of one datagram.
@@ -258,6 +283,8 @@ struct FlatRule {
     burst_len: f64,
     #[serde(default, skip_serializing_if = "is_false")]
     reorder: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rate_kbps: f64,
 }
 
 impl From<FlatRule> for LinkRule {
@@ -272,6 +299,7 @@ impl From<FlatRule> for LinkRule {
                 down: f.down,
                 burst_len: f.burst_len,
                 reorder: f.reorder,
+                rate_kbps: f.rate_kbps,
             },
         }
     }
@@ -289,6 +317,7 @@ impl From<LinkRule> for FlatRule {
             down: p.down,
             burst_len: p.burst_len,
             reorder: p.reorder,
+            rate_kbps: p.rate_kbps,
         }
     }
 }
@@ -1022,12 +1051,23 @@ impl AsyncUdpSocket for EmulatedSocket {
             self.wan.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let mut departure = Instant::now() + profile.sample_delay(&mut rng);
+        let earliest = Instant::now() + profile.sample_delay(&mut rng);
+        let mut departure = earliest;
         let last = line
             .last_departure
             .entry(transmit.destination)
             .or_insert(departure);
-        if !profile.reorder {
+        if profile.rate_kbps > 0.0 {
+            // Serialised behind what the link is still sending.
+            let on_the_wire = Duration::from_secs_f64(
+                transmit.contents.len() as f64 * 8.0 / (profile.rate_kbps * 1_000.0),
+            );
+            departure = departure.max(*last + on_the_wire);
+            if departure > earliest + RATE_QUEUE_LIMIT {
+                self.wan.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        } else if !profile.reorder {
             departure = departure.max(*last);
         }
         // The latest departure either way: should the profile stop
@@ -1555,6 +1595,47 @@ mod tests {
             "mean burst {mean} over {} bursts",
             gaps.len()
         );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_paces_datagrams_and_drops_what_overflows_its_buffer() {
+        // 800 kbit/s: a 1,000-byte datagram takes 10 ms on the wire; 200 ms
+        // of buffer holds about 20 of them.
+        let limited = LinkProfile {
+            rate_kbps: 800.0,
+            ..LinkProfile::default()
+        };
+        assert!(limited.validate().is_ok());
+        assert!(LinkProfile {
+            rate_kbps: 1.0,
+            ..limited
+        }
+        .validate()
+        .is_err());
+        assert!(!limited.is_transparent());
+        let (wan, tx, rx) = pair(limited).await;
+        let to = rx.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            send(&*tx, to, &[0u8; 1000]);
+        }
+        let mut buf = [0u8; 1500];
+        let mut got = 0;
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await
+        {
+            r.unwrap();
+            got += 1;
+        }
+        let took = started.elapsed() - Duration::from_millis(300);
+        assert!(
+            (15..=25).contains(&got),
+            "{got} of 100 through 200 ms of buffer"
+        );
+        assert!(
+            took >= Duration::from_millis(150),
+            "paced, not at once: {took:?}"
+        );
+        assert!(wan.dropped() >= 70);
     }
 
     #[tokio::test]

@@ -230,6 +230,7 @@ pub const LAST_MILES: [LastMile; 3] = [
             down: false,
             burst_len: 0.0,
             reorder: false,
+            rate_kbps: 0.0,
         },
         why: "home fiber or cable: a few ms to the ISP, shallow queues, rare isolated loss",
     },
@@ -242,6 +243,7 @@ pub const LAST_MILES: [LastMile; 3] = [
             down: false,
             burst_len: 3.0,
             reorder: true,
+            rate_kbps: 0.0,
         },
         why: "LTE: radio scheduling and retransmissions make 10-40 ms; fades and handovers lose short runs; parallel radio paths reorder",
     },
@@ -254,6 +256,7 @@ pub const LAST_MILES: [LastMile; 3] = [
             down: false,
             burst_len: 4.0,
             reorder: true,
+            rate_kbps: 0.0,
         },
         why: "busy shared Wi-Fi: an 8 ms floor plus up to 60 ms of contention and retries; collisions and interference lose runs",
     },
@@ -944,6 +947,11 @@ fn stack(base: LinkProfile, extra: LinkProfile) -> LinkProfile {
         down: base.down || extra.down,
         burst_len,
         reorder: base.reorder || extra.reorder,
+        // The narrower of two limits (0: none).
+        rate_kbps: match (base.rate_kbps, extra.rate_kbps) {
+            (0.0, r) | (r, 0.0) => r,
+            (a, b) => a.min(b),
+        },
     }
 }
 
