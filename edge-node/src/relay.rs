@@ -16,7 +16,7 @@
 //! (retained frames are older than anything still queued).
 //!
 //! Media lost on a link is repaired on that link (`repair`, docs/protocol.md
-//! §7): the reading end tracks each track's sequence per connection and
+//! §5.1): the reading end tracks each track's sequence per connection and
 //! NACKs gaps back on the same connection; the sending end keeps what it
 //! sent ([`RelayLink`]'s history) and sends it again while it can still
 //! arrive in time, within the link's repair budget.
@@ -582,7 +582,8 @@ pub async fn tune_fec(core: Arc<EdgeCore>) {
             .map(|l| {
                 let rtt = Duration::from_secs_f64(l.summary.rtt_ms / 1e3);
                 // A probe is lost if either way loses it; parity protects
-                // one way: taken as half of a symmetric round trip's loss.
+                // one way: the one-way loss of a symmetric link with that
+                // round-trip loss.
                 let one_way = 1.0 - (1.0 - l.summary.loss).max(0.0).sqrt();
                 (l.peer, (one_way, rtt))
             })
