@@ -156,7 +156,9 @@ export class GapTracker {
     const ext = this.extend(seq);
     const h = this.highest;
     let a: Arrival = 'new';
-    if (h >= 0 && ext > h && ext - h > MAX_JUMP) {
+    // A jump ahead past MAX_JUMP, or back past the window (no packet is
+    // thousands late: a sender counting from 0 again), starts over.
+    if (h >= 0 && ((ext > h && ext - h > MAX_JUMP) || h - ext >= WINDOW)) {
       this.seen.fill(0);
       this.abandoned += this.missing.size;
       this.missing.clear();
@@ -177,7 +179,7 @@ export class GapTracker {
       }
       a = 'gap';
     } else if (h >= 0 && ext <= h) {
-      if (h - ext >= WINDOW || ext < this.floor) return 'old';
+      if (ext < this.floor) return 'old';
       if (this.isSeen(ext)) return 'duplicate';
       this.mark(ext, true);
       return this.missing.delete(ext) ? 'recovered' : 'late';

