@@ -76,7 +76,7 @@ impl EdgeCore {
         let trees = {
             let st = ch.read();
             for client in st.media_recipients(user, Some(session)) {
-                client.send_media(pkt.clone());
+                client.send_media(header, pkt.clone());
             }
             if st.remote.is_empty() {
                 return;
@@ -116,7 +116,7 @@ impl EdgeCore {
             return self.metrics.media_dropped("unknown_track");
         };
         for client in clients {
-            client.send_media(dg.media.clone());
+            client.send_media(&dg.header, dg.media.clone());
         }
     }
 

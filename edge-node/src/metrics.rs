@@ -302,6 +302,20 @@ impl RepairMetrics {
         }
     }
 
+    /// The NACK datagrams `gaps` has due for a hop of round trip `rtt` and
+    /// jitter `jitter`, counted (with the gaps given up meanwhile).
+    pub fn nacks_due(
+        &self,
+        gaps: &mut repair::HopReceiver,
+        rtt: std::time::Duration,
+        jitter: std::time::Duration,
+    ) -> Vec<bytes::Bytes> {
+        let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, jitter);
+        self.nacked_out.increment(asked as u64);
+        self.abandoned.increment(gaps.take_abandoned());
+        nacks
+    }
+
     /// Count an arriving packet; whether to pass it on.
     pub fn arrived(&self, arrival: repair::Arrival) -> bool {
         use repair::Arrival;

@@ -925,10 +925,6 @@ async fn read_datagrams(
                 }
                 if let Some(g) = gaps.as_mut() {
                     let arrival = g.on_media(&dg.header, Instant::now());
-                    core.metrics
-                        .repair_relay
-                        .abandoned
-                        .increment(g.take_abandoned());
                     if !core.metrics.repair_relay.arrived(arrival) {
                         continue;
                     }
@@ -994,13 +990,7 @@ fn send_nacks(
     let (rtt, jitter) = upstream
         .and_then(|p| core.prober.rtt_jitter(p))
         .unwrap_or((UNMEASURED_RTT, Duration::ZERO));
-    let (nacks, asked) = gaps.nacks(Instant::now(), rtt, jitter);
-    core.metrics.repair_relay.nacked_out.increment(asked as u64);
-    core.metrics
-        .repair_relay
-        .abandoned
-        .increment(gaps.take_abandoned());
-    for n in nacks {
+    for n in core.metrics.repair_relay.nacks_due(gaps, rtt, jitter) {
         let _ = conn.send_datagram(n);
     }
 }

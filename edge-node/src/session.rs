@@ -74,13 +74,14 @@ impl ClientHandle {
         }
     }
 
-    /// Send a media datagram (checked by whoever received it).
-    pub fn send_media(&self, pkt: Bytes) {
+    /// Send the media datagram `pkt`, whose header (checked by whoever
+    /// received it) is `h`.
+    pub fn send_media(&self, h: &MediaHeader, pkt: Bytes) {
         self.metrics.media_out_client.increment(1);
         self.metrics
             .media_out_client_bytes
             .increment(pkt.len() as u64);
-        if let (Some(r), Ok(h)) = (&self.repair, MediaHeader::decode(&pkt)) {
+        if let Some(r) = &self.repair {
             r.lock().unwrap_or_else(|e| e.into_inner()).sent(
                 h.track,
                 h.sequence,
@@ -804,24 +805,11 @@ async fn read_media(core: Arc<EdgeCore>, client: Arc<ClientHandle>, published: P
 /// Send the NACKs `gaps` has due to the publishing client on `conn`.
 fn send_nacks(core: &EdgeCore, conn: &ClientLink, gaps: &mut repair::HopReceiver) {
     let rtt = std::ops::Deref::deref(conn).rtt();
-    let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, rtt / CLIENT_JITTER_SHARE);
-    core.metrics
-        .repair_client
-        .nacked_out
-        .increment(asked as u64);
-    core.metrics
-        .repair_client
-        .abandoned
-        .increment(gaps.take_abandoned());
-    for n in nacks {
+    let jitter = repair::gaps::last_mile_jitter(rtt);
+    for n in core.metrics.repair_client.nacks_due(gaps, rtt, jitter) {
         let _ = conn.send_datagram(n);
     }
 }
-
-/// QUIC measures a client's round trip but not its jitter; a last mile's
-/// jitter is taken as a quarter of its round trip (4G: 50 ms and 10-15 ms),
-/// which only spaces repeated NACKs.
-const CLIENT_JITTER_SHARE: u32 = 4;
 
 /// Count a dropped datagram against the client's drop budget; `false` when
 /// the budget is spent and the client was closed for it.

@@ -493,15 +493,11 @@ async fn sleep_until(t: Option<std::time::Instant>) {
     }
 }
 
-/// QUIC measures the round trip to the edge but not its jitter; a last
-/// mile's jitter is taken as a quarter of its round trip (4G: 50 ms and
-/// 10-15 ms), which only spaces repeated NACKs.
-const JITTER_SHARE: u32 = 4;
-
 /// Send the NACKs `gaps` has due to the edge.
 fn send_nacks(conn: &quinn::Connection, stats: &Stats, gaps: &mut repair::HopReceiver) {
     let rtt = conn.rtt();
-    let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, rtt / JITTER_SHARE);
+    let jitter = repair::gaps::last_mile_jitter(rtt);
+    let (nacks, asked) = gaps.nacks(std::time::Instant::now(), rtt, jitter);
     bump(&stats.media_nacked, asked as u64);
     for n in nacks {
         let _ = conn.send_datagram(n);
