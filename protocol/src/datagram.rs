@@ -289,7 +289,8 @@ pub struct Nack {
     pub relay: bool,
     pub channel: ChannelId,
     pub track: TrackKey,
-    /// The sequence numbers asked for, in the order the ranges name them.
+    /// The sequence numbers asked for, each once, in the order the ranges
+    /// first name them (ranges may overlap: asking twice is asking once).
     pub seqs: Vec<u32>,
 }
 
@@ -325,6 +326,10 @@ impl Nack {
                     .map(|i| first.wrapping_add(1 + i)),
             );
         }
+        // Overlapping ranges would otherwise ask for (and be answered with)
+        // one packet several times.
+        let mut seen = std::collections::HashSet::with_capacity(seqs.len());
+        seqs.retain(|s| seen.insert(*s));
         Ok(Nack {
             relay,
             channel: ChannelId(u64_at(1)),
@@ -415,6 +420,31 @@ mod nack_tests {
         let mut other = d.to_vec();
         other[0] = 0x05;
         assert_eq!(Nack::decode(&other), Err(DatagramError::UnknownType(0x05)));
+    }
+
+    #[test]
+    fn overlapping_ranges_ask_for_each_packet_once() {
+        // Found by the nack_datagram fuzz target: u32::MAX's range covers
+        // 0..=7, which a second range names again.
+        let mut d = nack(vec![u32::MAX, 0, 1]).encode().remove(0).to_vec();
+        d[17] = 2;
+        d.extend_from_slice(&[0, 0, 0, 0, 0, 0b11]);
+        let n = Nack::decode(&d).unwrap();
+        assert_eq!(n.seqs, vec![u32::MAX, 0, 1, 2]);
+        let crash = [
+            4, 0, 0, 0, 59, 69, 34, 34, 34, 47, 0, 0, 0, 0, 0, 4, 93, 4, 93, 0, 0, 254, 255, 208,
+            255, 255, 255, 255, 255, 0, 0, 0, 0, 4, 93, 255, 64, 0, 0, 0, 1, 32,
+        ];
+        let n = Nack::decode(&crash).unwrap();
+        let mut again: Vec<u32> = n
+            .encode()
+            .iter()
+            .flat_map(|d| Nack::decode(d).unwrap().seqs)
+            .collect();
+        let mut seqs = n.seqs.clone();
+        seqs.sort_unstable();
+        again.sort_unstable();
+        assert_eq!(again, seqs);
     }
 
     #[test]

@@ -101,7 +101,8 @@ export function decodeNack(d: Uint8Array): Nack | undefined {
     seqs.push(first);
     for (let i = 0; i < 16; i++) if (mask & (1 << i)) seqs.push((first + 1 + i) % U32);
   }
-  return { channelId: v.getBigUint64(1), trackKey: v.getBigUint64(9), seqs };
+  // Ranges may overlap: a packet named twice is asked for once.
+  return { channelId: v.getBigUint64(1), trackKey: v.getBigUint64(9), seqs: [...new Set(seqs)] };
 }
 
 // ----- the receiving end ---------------------------------------------------

@@ -48,6 +48,13 @@ test('NACK layout matches the spec (as the Rust codec)', () => {
   // Across the wrap: 0xffffffff then 0 and 1 in one range.
   const w = decodeNack(encodeNack({ channelId: 1n, trackKey: 2n, seqs: [0xffff_ffff, 0, 1] })[0]!)!;
   assert.deepEqual(w, { channelId: 1n, trackKey: 2n, seqs: [0xffff_ffff, 0, 1] });
+  // Overlapping ranges (0xffffffff's covers 0..=15): each packet once.
+  const o = encodeNack({ channelId: 1n, trackKey: 2n, seqs: [0xffff_ffff, 0, 1] })[0]!;
+  const overlapping = new Uint8Array(o.length + NACK_RANGE_LEN);
+  overlapping.set(o);
+  overlapping[17] = 2;
+  overlapping.set([0, 0, 0, 0, 0, 0b11], o.length);
+  assert.deepEqual(decodeNack(overlapping)!.seqs, [0xffff_ffff, 0, 1, 2]);
 });
 
 test('malformed NACKs are refused', () => {
