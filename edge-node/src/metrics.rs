@@ -91,11 +91,11 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_repair_parity_packets_total",
-        "Parity packets and audio copies sent on slow lossy relay links."
+        "Parity packets (slow lossy relay links) and audio copies (any lossy hop) sent."
     );
     describe_counter!(
         "rtn_edge_repair_parity_bytes_total",
-        "Bytes of parity packets and audio copies sent on relay links."
+        "Bytes of parity packets and audio copies sent."
     );
     describe_counter!(
         "rtn_edge_repair_parity_rebuilt_total",

@@ -81,6 +81,13 @@ pub struct RelayLinks {
 
 /// Milliseconds since the first call, from 1 (0 is "never"): a cheap
 /// clock for link use times.
+/// A connection's (packets sent, packets declared lost) so far: the loss
+/// of the direction this end sends in, for its audio redundancy.
+pub fn quic_loss_counters(conn: &quinn::Connection) -> (u64, u64) {
+    let path = conn.stats().path;
+    (path.sent_packets, path.lost_packets)
+}
+
 fn clock_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
@@ -106,8 +113,6 @@ pub struct RelayLink {
     /// calls for parity (0: off; set by [`tune_fec`]).
     fec: Mutex<(repair::fec::FecPolicy, repair::fec::FecEncoder)>,
     fec_group: std::sync::atomic::AtomicUsize,
-    /// Extra copies of each audio packet while parity is on.
-    audio_copies: std::sync::atomic::AtomicUsize,
 }
 
 struct Retained {
@@ -348,18 +353,17 @@ impl RelayLinks {
                 link.out.add(pkt.len());
                 let mut extra = vec![];
                 if core.cfg.repair.enabled {
-                    link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
+                    extra.extend(link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
                         header.track,
                         header.sequence,
                         pkt.clone(),
                         Instant::now(),
-                    );
+                        || quic_loss_counters(&conn),
+                    ));
                     match link.fec_group.load(Ordering::Relaxed) {
                         0 => {}
-                        _ if header.track.kind() == protocol::MediaKind::Audio => {
-                            let copies = link.audio_copies.load(Ordering::Relaxed);
-                            extra.extend(std::iter::repeat_n(pkt.clone(), copies));
-                        }
+                        // Audio is repaired by copies (above), not groups.
+                        _ if header.track.kind() == protocol::MediaKind::Audio => {}
                         k => {
                             extra.extend(link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
                                 header.track,
@@ -598,8 +602,6 @@ pub async fn tune_fec(core: Arc<EdgeCore>) {
             };
             let mut fec = link.fec.lock().unwrap_or_else(|e| e.into_inner());
             let k = fec.0.update(loss, rtt).unwrap_or(0);
-            link.audio_copies
-                .store(repair::fec::audio_copies(loss), Ordering::Relaxed);
             if k != link.fec_group.swap(k, Ordering::Relaxed) {
                 fec.1.reset();
                 info!(
@@ -690,7 +692,6 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         )),
         fec: Mutex::default(),
         fec_group: std::sync::atomic::AtomicUsize::new(0),
-        audio_copies: std::sync::atomic::AtomicUsize::new(0),
     });
     let tasks = core.tasks.clone();
     tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));

@@ -81,15 +81,24 @@ impl ClientHandle {
         self.metrics
             .media_out_client_bytes
             .increment(pkt.len() as u64);
-        if let Some(r) = &self.repair {
+        let copy = self.repair.as_ref().and_then(|r| {
             r.lock().unwrap_or_else(|e| e.into_inner()).sent(
                 h.track,
                 h.sequence,
                 pkt.clone(),
                 std::time::Instant::now(),
-            );
-        }
+                || crate::relay::quic_loss_counters(&self.conn),
+            )
+        });
         self.media.send(&self.conn, pkt, &self.metrics);
+        if let Some(copy) = copy {
+            self.metrics.repair_client.parity_sent.increment(1);
+            self.metrics
+                .repair_client
+                .parity_bytes
+                .increment(copy.len() as u64);
+            self.media.send(&self.conn, copy, &self.metrics);
+        }
     }
 
     /// The client asks for media this edge sent it: send again what can

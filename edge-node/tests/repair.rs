@@ -38,6 +38,8 @@ struct Run {
     edge_resent: f64,
     /// Packets the edges rebuilt from parity.
     rebuilt: f64,
+    /// Audio copies the edges sent to the subscriber (`repair::red`).
+    edge_copies_to_client: f64,
     sdk: sdk::StatsSnapshot,
 }
 
@@ -143,8 +145,18 @@ async fn call(
         residual_loss: 1.0 - got.len() as f64 / packets as f64,
         edge_resent: edge_metric("rtn_edge_repair_resent_packets_total"),
         rebuilt: edge_metric("rtn_edge_repair_parity_rebuilt_total"),
+        edge_copies_to_client: ids
+            .iter()
+            .map(|id| {
+                metric(
+                    "rtn_edge_repair_parity_packets_total",
+                    &[("edge", &id.to_string()), ("link", "client")],
+                )
+            })
+            .sum(),
         sdk: sdk::StatsSnapshot {
             media_resent: tx_stats.media_resent,
+            media_redundant: tx_stats.media_redundant,
             ..sdk
         },
     };
@@ -167,11 +179,14 @@ async fn loss_on_every_hop_is_repaired_where_it_happens() {
         let on = call(true, [85, 86, 87, 88], lossy, lossy, PACKETS, Duration::ZERO, audio).await;
         println!(
             "10% loss on each of 3 hops: residual loss off {:.1}%, on {:.1}%; \
-             resent by the edges {}, by the publisher {}; the subscriber NACKed {}, recovered {}, dropped {} duplicates",
+             resent by the edges {}, by the publisher {}; audio copies by the publisher {}, by the edges to the subscriber {}; \
+             the subscriber NACKed {}, recovered {}, dropped {} duplicates",
             off.residual_loss * 100.0,
             on.residual_loss * 100.0,
             on.edge_resent,
             on.sdk.media_resent,
+            on.sdk.media_redundant,
+            on.edge_copies_to_client,
             on.sdk.media_nacked,
             on.sdk.media_recovered,
             on.sdk.media_duplicate,
@@ -193,6 +208,11 @@ async fn loss_on_every_hop_is_repaired_where_it_happens() {
         assert!(on.edge_resent > 0.0, "the edges repaired nothing");
         assert!(on.sdk.media_resent > 0, "the publisher repaired nothing");
         assert!(on.sdk.media_recovered > 0, "the subscriber recovered nothing");
+        // The last miles lose 10%: once each receiving end has NACKed, both
+        // senders send each audio packet again with the next.
+        assert!(on.sdk.media_redundant > 0, "the publisher sent no audio copies");
+        assert!(on.edge_copies_to_client > 0.0, "the edge sent the subscriber no audio copies");
+        assert_eq!(off.sdk.media_redundant, 0);
     })
     .await
     .expect("bounded");

@@ -19,8 +19,8 @@
 //! [`FEC_OFF_LOSS`] (hysteresis, so a link near the threshold does not
 //! flap). The group size falls as loss rises ([`group_size`]).
 //!
-//! Audio is not grouped: on such a hop each audio packet is sent again
-//! ([`audio_copies`]), and the receiving end keeps the first copy.
+//! Audio is not grouped: each audio packet of a lossy hop is sent again with
+//! the next one of its track ([`crate::red`]), on any hop, slow or not.
 //!
 //! The wire form is `protocol::parity`.
 
@@ -52,19 +52,6 @@ pub fn group_size(loss: f64) -> usize {
         l if l <= 0.12 => 5,
         l if l <= 0.20 => 3,
         _ => 2,
-    }
-}
-
-/// Extra copies of each audio packet on a hop while its parity is on,
-/// instead of XOR groups: an audio packet is a tenth of a video one, and
-/// its deadline (250 ms) leaves no time to gather a group or to ask again
-/// on a slow hop. Copies lost independently at 10% leave 1% (one copy) and
-/// at 30% loss 2.7% (two).
-pub fn audio_copies(loss: f64) -> usize {
-    if loss >= FEC_ALWAYS_LOSS {
-        2
-    } else {
-        1
     }
 }
 
@@ -267,7 +254,6 @@ mod tests {
         assert_eq!(p.update(0.005, slow), None);
         assert_eq!(p.update(0.30, fast), Some(2), "very high loss: always");
         assert_eq!(group_size(0.10), 5);
-        assert_eq!((audio_copies(0.05), audio_copies(0.3)), (1, 2));
     }
 
     proptest! {

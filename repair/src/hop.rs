@@ -4,7 +4,9 @@
 //! - [`HopReceiver`]: a [`GapTracker`] per track (bounded in number, idle
 //!   ones forgotten), and the NACK datagrams due.
 //! - [`HopSender`]: a [`SendHistory`] and a [`RepairBudget`], and the answer
-//!   to a NACK: the packets to send again, and what was refused and why.
+//!   to a NACK: the packets to send again, and what was refused and why;
+//!   and the hop's audio redundancy ([`AudioRedundancy`]), switched by the
+//!   hop's measured loss.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use protocol::{ChannelId, TrackKey};
 
 use crate::gaps::{Arrival, GapTracker};
 use crate::history::{Lookup, SendHistory};
+use crate::red::{AudioRedundancy, PathLoss};
 use crate::RepairBudget;
 
 /// Tracks one hop repairs at once. A relay link carries at most a few
@@ -159,6 +162,11 @@ impl Answer {
 pub struct HopSender {
     history: SendHistory,
     budget: RepairBudget,
+    red: AudioRedundancy,
+    loss: PathLoss,
+    /// The receiving end has NACKed on this hop: it speaks loss repair and
+    /// drops repeats, so audio copies may be sent to it.
+    peer_repairs: bool,
 }
 
 impl HopSender {
@@ -167,17 +175,45 @@ impl HopSender {
         HopSender {
             history: SendHistory::new(max_packets),
             budget: RepairBudget::default(),
+            red: AudioRedundancy::default(),
+            loss: PathLoss::default(),
+            peer_repairs: false,
         }
     }
 
-    /// `pkt` (sequence `seq` of `track`) was sent at `now`.
-    pub fn sent(&mut self, track: TrackKey, seq: u32, pkt: Bytes, now: Instant) {
+    /// `pkt` (sequence `seq` of `track`) is being sent at `now`: the audio
+    /// copy to send after it, if any (see [`crate::red`]). `path` reads the hop's
+    /// QUIC counters (packets sent, packets declared lost), a few times a
+    /// second at most.
+    pub fn sent(
+        &mut self,
+        track: TrackKey,
+        seq: u32,
+        pkt: Bytes,
+        now: Instant,
+        path: impl FnOnce() -> (u64, u64),
+    ) -> Option<Bytes> {
         self.budget.earn(pkt.len());
+        if self.loss.due(now) {
+            let (sent, lost) = path();
+            self.red.set_loss(self.loss.update(sent, lost, now));
+        }
+        let copy = self
+            .peer_repairs
+            .then(|| self.red.sent(track, &pkt, now))
+            .flatten();
         self.history.record(track, seq, pkt, now);
+        copy
+    }
+
+    /// The hop's loss in the sending direction, as last measured.
+    pub fn loss(&self) -> f64 {
+        self.loss.loss()
     }
 
     /// Answer `nack` at `now`.
     pub fn answer(&mut self, nack: &Nack, now: Instant) -> Answer {
+        self.peer_repairs = true;
         let mut a = Answer::default();
         for &seq in &nack.seqs {
             match self.history.lookup(nack.track, seq, now) {
@@ -223,7 +259,7 @@ mod tests {
         let rtt = Duration::from_millis(20);
         for seq in 0..5 {
             let pkt = header(seq).encode(b"x").unwrap();
-            tx.sent(header(seq).track, seq, pkt, t0);
+            tx.sent(header(seq).track, seq, pkt, t0, || (0, 0));
             if seq != 2 {
                 assert_eq!(rx.on_media(&header(seq), t0), Arrival::New);
             }
@@ -245,7 +281,7 @@ mod tests {
     fn nacks_for_what_was_never_sent_are_told_apart() {
         let t0 = Instant::now();
         let mut tx = HopSender::new(100);
-        tx.sent(header(1).track, 1, Bytes::from_static(b"p"), t0);
+        tx.sent(header(1).track, 1, Bytes::from_static(b"p"), t0, || (0, 0));
         let nack = Nack {
             relay: false,
             channel: ChannelId(5),
@@ -259,6 +295,36 @@ mod tests {
             ..nack
         };
         assert_eq!(tx.answer(&other, t0).never_sent, 3);
+    }
+
+    #[test]
+    fn audio_copies_only_to_a_peer_that_repairs_and_while_the_hop_loses() {
+        let t0 = Instant::now();
+        let audio = TrackKey::with_kind(1, MediaKind::Audio, 3);
+        let mut tx = HopSender::new(100);
+        // Counters as QUIC reads them: 100 packets a second, 5 lost.
+        let send = |tx: &mut HopSender, seq: u32| {
+            let at = t0 + Duration::from_millis(20 * seq as u64);
+            let counters = (100 * seq as u64 / 50, 5 * seq as u64 / 50);
+            tx.sent(audio, seq, Bytes::from(vec![seq as u8]), at, || counters)
+        };
+        for seq in 0..150 {
+            assert_eq!(send(&mut tx, seq), None, "no NACK from the peer yet");
+        }
+        assert!((tx.loss() - 0.05).abs() < 0.01, "{}", tx.loss());
+        let nack = Nack {
+            relay: false,
+            channel: ChannelId(5),
+            track: audio,
+            seqs: vec![149],
+        };
+        tx.answer(&nack, t0 + Duration::from_secs(3));
+        assert_eq!(
+            send(&mut tx, 150),
+            None,
+            "the first has no predecessor kept"
+        );
+        assert_eq!(send(&mut tx, 151), Some(Bytes::from(vec![150u8])));
     }
 
     #[test]

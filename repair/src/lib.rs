@@ -21,6 +21,8 @@
 //! - [`fec`]: XOR parity for hops whose loss a NACK cannot repair in time
 //!   (long round trips, very high loss), switched by measured loss with
 //!   hysteresis.
+//! - [`red`]: audio sent again with the next packet of its track on a
+//!   lossy hop (RED), switched by the hop's measured loss.
 //! - [`budget`]: repair traffic capped as a share of the media sent on the
 //!   hop, so loss can never double a link's load.
 //! - [`deadline`]: how long a packet of each kind is worth repairing.
@@ -34,6 +36,7 @@ pub mod fec;
 pub mod gaps;
 pub mod history;
 pub mod hop;
+pub mod red;
 
 use std::time::Duration;
 

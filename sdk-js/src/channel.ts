@@ -25,8 +25,9 @@ export interface ClientCore {
   leave(channelId: bigint): Promise<void>;
   setToken(channelId: bigint, token: string): void;
   unacked(channelId: bigint): number;
-  /** A media datagram just sent (kept for the edge's NACKs). */
-  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): void;
+  /** A media datagram just sent (kept for the edge's NACKs): the audio
+   * copy to send after it while the link loses (§5.2). */
+  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): Uint8Array | undefined;
 }
 
 /** Where a track's media goes right now. */
@@ -102,7 +103,8 @@ export class TrackPublisher {
     }
     await b.link.sendDatagram(datagram);
     this.core.stats.mediaSent++;
-    this.core.sentMedia(b.key, sequence, datagram);
+    const copy = this.core.sentMedia(b.key, sequence, datagram);
+    if (copy) b.link.sendNow(copy);
   }
 
   /** The largest payload `send` takes. */

@@ -1087,10 +1087,16 @@ export class Client implements ClientCore {
 
   // ----- media ------------------------------------------------------------
 
-  /** @internal A media datagram was sent: count it, keep it for the edge's NACKs. */
-  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): void {
+  /** @internal A media datagram was sent: count it, keep it for the edge's
+   * NACKs; the audio copy to send after it. */
+  sentMedia(trackKey: bigint, sequence: number, datagram: Uint8Array): Uint8Array | undefined {
     this.stats.mediaSentBytes += datagram.length;
-    this.#repairOut?.sent(trackKey, sequence, datagram, performance.now());
+    const copy = this.#repairOut?.sent(trackKey, sequence, datagram, performance.now());
+    if (copy) {
+      this.stats.mediaRedundant++;
+      this.stats.mediaRedundantBytes += copy.length;
+    }
+    return copy;
   }
 
   /** The edge asks for media this client sent: resend what is held, in

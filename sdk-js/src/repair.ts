@@ -42,6 +42,16 @@ export const HISTORY_PACKETS = 1_024;
 /** Repair budget: bytes saved up, and repair bytes earned per media byte. */
 export const BURST_BYTES = 65_536;
 export const REPAIR_SHARE = 0.5;
+/** Audio copies (§5.2): on at this loss of the link to the edge, off below
+ * the next; a packet older than MAX_COPY_AGE_MS is not sent again (the
+ * track paused). */
+export const RED_ON_LOSS = 0.02;
+export const RED_OFF_LOSS = 0.01;
+export const MAX_COPY_AGE_MS = 100;
+/** The link's loss is measured over windows of at least this long and this
+ * many packets sent. */
+export const LOSS_WINDOW_MS = 1_000;
+export const LOSS_MIN_PACKETS = 50;
 
 const U32 = 2 ** 32;
 
@@ -49,7 +59,11 @@ const U32 = 2 ** 32;
  * 300 for video and other tracks, from the kind in the key (bits 30-31 of
  * its low 32 bits, §6). */
 export function deadlineMs(trackKey: bigint): number {
-  return Number(trackKey & 0xffff_ffffn) >>> 30 === 1 ? 250 : 300;
+  return isAudio(trackKey) ? 250 : 300;
+}
+
+function isAudio(trackKey: bigint): boolean {
+  return Number(trackKey & 0xffff_ffffn) >>> 30 === 1;
 }
 
 export interface Nack {
@@ -303,17 +317,28 @@ interface Sent {
   seq: number;
   pkt: Uint8Array;
   at: number;
+  /** The edge has NACKed it (counted once towards the link's loss). */
+  asked?: boolean;
 }
 
 /** The sending end: the media datagrams sent lately (exact bytes, at most
- * HISTORY_MS and `maxPackets`), and a budget of repair bytes (earning
- * REPAIR_SHARE of each media byte sent, up to BURST_BYTES saved). */
+ * HISTORY_MS and `maxPackets`), a budget of repair bytes (earning
+ * REPAIR_SHARE of each media byte sent, up to BURST_BYTES saved), and audio
+ * copies while the link loses (§5.2: each audio packet sent again after the
+ * next one of its track, never with itself, which QUIC would pack into the
+ * same UDP packet). A browser has no portable view of QUIC's loss counters,
+ * so the link's loss is the share of sent packets the edge NACKs. */
 export class RepairSender {
   /** Oldest first. */
   private readonly order: Sent[] = [];
   /** Held packets by track, then sequence. */
   private readonly tracks = new Map<bigint, Map<number, Sent>>();
   private tokens = BURST_BYTES;
+  private window = { start: -Infinity, sent: 0, asked: 0 };
+  private lossNow = 0;
+  private redOn = false;
+  /** Per audio track, its latest packet, while copies are on. */
+  private readonly recent = new Map<bigint, { at: number; pkt: Uint8Array }>();
 
   constructor(readonly maxPackets = HISTORY_PACKETS) {}
 
@@ -322,8 +347,47 @@ export class RepairSender {
     return this.order.length;
   }
 
-  /** Datagram `pkt` (sequence `seq` of track `key`) was sent at `now`. */
-  sent(key: bigint, seq: number, pkt: Uint8Array, now: number): void {
+  /** The link's loss as last measured, and whether audio is sent twice. */
+  get loss(): number {
+    return this.lossNow;
+  }
+  get copying(): boolean {
+    return this.redOn;
+  }
+
+  /** Datagram `pkt` (sequence `seq` of track `key`) is being sent at `now`:
+   * the audio copy to send after it, if any. */
+  sent(key: bigint, seq: number, pkt: Uint8Array, now: number): Uint8Array | undefined {
+    this.#measure(now);
+    const copy = this.#copy(key, pkt, now);
+    this.#keep(key, seq, pkt, now);
+    return copy;
+  }
+
+  #measure(now: number): void {
+    const w = this.window;
+    w.sent++;
+    if (now - w.start < LOSS_WINDOW_MS) return;
+    if (w.sent >= LOSS_MIN_PACKETS && w.start > -Infinity) {
+      this.lossNow = Math.min(1, w.asked / w.sent);
+      this.redOn = this.lossNow >= (this.redOn ? RED_OFF_LOSS : RED_ON_LOSS);
+      if (!this.redOn) this.recent.clear();
+    }
+    if (w.sent >= LOSS_MIN_PACKETS || w.start === -Infinity) this.window = { start: now, sent: 0, asked: 0 };
+  }
+
+  #copy(key: bigint, pkt: Uint8Array, now: number): Uint8Array | undefined {
+    if (!this.redOn || !isAudio(key)) return undefined;
+    const previous = this.recent.get(key);
+    if (!previous) {
+      // Tracks come and go with publishes; forget the silent ones.
+      for (const [k, v] of this.recent) if (now - v.at > TRACK_IDLE_MS) this.recent.delete(k);
+    }
+    this.recent.set(key, { at: now, pkt });
+    return previous && now - previous.at <= MAX_COPY_AGE_MS ? previous.pkt : undefined;
+  }
+
+  #keep(key: bigint, seq: number, pkt: Uint8Array, now: number): void {
     this.tokens = Math.min(BURST_BYTES, this.tokens + pkt.length * REPAIR_SHARE);
     for (let o = this.order[0]; o && (o.at < now - HISTORY_MS || this.order.length >= this.maxPackets); o = this.order[0]) {
       this.order.shift();
@@ -352,6 +416,11 @@ export class RepairSender {
   answer(nack: Nack, now: number): Uint8Array[] {
     const out: Uint8Array[] = [];
     for (const seq of new Set(nack.seqs)) {
+      const s = this.tracks.get(nack.trackKey)?.get(seq);
+      if (s && !s.asked) {
+        s.asked = true;
+        this.window.asked++;
+      }
       const p = this.lookup(nack.trackKey, seq, now);
       if (!p || this.tokens < p.length) continue;
       this.tokens -= p.length;

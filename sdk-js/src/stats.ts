@@ -41,6 +41,10 @@ export interface Stats {
   mediaResent: number;
   mediaResentBytes: number;
   mediaSentBytes: number;
+  /** Audio packets sent again after the next one while the link to the
+   * edge loses (§5.2), and their bytes. */
+  mediaRedundant: number;
+  mediaRedundantBytes: number;
   /** Frames of a kind this SDK does not know (newer edge), ignored. */
   framesUnknown: number;
   reconnects: number;
@@ -60,7 +64,8 @@ export function newStats(): Stats {
     messagesDelivered: 0, messagesDuplicate: 0, messagesSkipped: 0, messagesUndecryptable: 0,
     mediaSent: 0, mediaReceived: 0, mediaLost: 0, mediaUnknownTrack: 0, mediaMalformed: 0,
     mediaDropped: 0, mediaLate: 0, mediaUndecryptable: 0, mediaNacked: 0, mediaRecovered: 0,
-    mediaDuplicate: 0, mediaResent: 0, mediaResentBytes: 0, mediaSentBytes: 0, framesUnknown: 0,
+    mediaDuplicate: 0, mediaResent: 0, mediaResentBytes: 0, mediaSentBytes: 0, mediaRedundant: 0,
+    mediaRedundantBytes: 0, framesUnknown: 0,
     reconnects: 0, goaways: 0, edgeSwitches: 0,
     rttMs: undefined, smoothedRttMs: undefined, minRttMs: undefined,
   };

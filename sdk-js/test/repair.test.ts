@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   BURST_BYTES, GapTracker, HISTORY_MS, MAX_JUMP, MAX_MISSING, MAX_NACKS, MAX_NACK_RANGES, MAX_TRACKS, NACK_FIXED_LEN, NACK_RANGE_LEN,
-  REORDER_GRACE_MS, RepairReceiver, RepairSender, TRACK_IDLE_MS, WINDOW, decodeNack, deadlineMs, encodeNack, type Arrival,
+  MAX_COPY_AGE_MS, REORDER_GRACE_MS, RepairReceiver, RepairSender, TRACK_IDLE_MS, WINDOW, decodeNack, deadlineMs, encodeNack, type Arrival,
 } from '../src/repair';
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -433,4 +433,43 @@ test('sending end and receiving end together: a loss is asked for and repaired',
   // The late original after its retransmission: a duplicate.
   assert.equal(rx.onMedia(9n, AUDIO, 3, due + 25), 'duplicate');
   assert.equal(rx.nextDue(), undefined);
+});
+
+test('sender: audio copies while the edge NACKs 2% or more, each after the next packet, off again below 1%', () => {
+  const tx = new RepairSender(100_000);
+  let now = 0;
+  let seq = 0;
+  // A second of audio at 50 packets/s, the edge asking for every `every`-th
+  // packet; the copy each send returned.
+  const second = (every: number): (Uint8Array | undefined)[] => {
+    const out: (Uint8Array | undefined)[] = [];
+    for (let i = 0; i < 50; i++, seq++, now += 20) {
+      out.push(tx.sent(AUDIO, seq, pkt(seq), now));
+      if (every > 0 && seq % every === 0) tx.answer({ channelId: 9n, trackKey: AUDIO, seqs: [seq, seq] }, now);
+    }
+    return out;
+  };
+  second(0);
+  second(0);
+  assert.equal(tx.copying, false, 'a clean link sends no copies');
+  second(10); // 10% asked...
+  const on = second(10); // ...measured at the start of this second
+  assert.ok(Math.abs(tx.loss - 0.1) < 0.03, `loss ${tx.loss}`);
+  assert.equal(tx.copying, true);
+  // Each send carries the previous packet of the track, never itself.
+  assert.equal(on[on.length - 1]![0], (seq - 2) & 0xff);
+  // Video is left to NACKs.
+  assert.equal(tx.sent(VIDEO, 0, pkt(0), now), undefined);
+  // 1.5% keeps copies on (hysteresis); nothing asked turns them off.
+  for (let i = 0; i < 3; i++) second(66);
+  assert.equal(tx.copying, true, `loss ${tx.loss}`);
+  second(0);
+  second(0);
+  assert.equal(tx.copying, false);
+  // A track that paused does not resend its old last packet.
+  second(5);
+  second(5);
+  assert.equal(tx.copying, true);
+  now += MAX_COPY_AGE_MS + 1;
+  assert.equal(tx.sent(AUDIO, seq, pkt(seq), now), undefined);
 });

@@ -398,10 +398,15 @@ impl TrackPublisher {
                 payload,
             )?,
         };
-        self.shared.sent_media(&header, &datagram);
+        let copy = self.shared.sent_media(&conn, &header, &datagram);
         match conn.send_datagram_wait(datagram).await {
             Ok(()) => {
                 bump(&self.shared.stats.media_sent, 1);
+                // The copy of an earlier packet is best effort: never waited
+                // for.
+                if let Some(copy) = copy {
+                    let _ = conn.send_datagram(copy);
+                }
                 Ok(())
             }
             Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(SdkError::NotConnected),

@@ -122,7 +122,9 @@ pub struct ClientConfig {
     /// Repair media loss on the last mile both ways (docs/protocol.md §5.1):
     /// NACK the edge for gaps in received tracks, keep the media sent
     /// lately (up to `repair_history` packets, at most 300 ms) to answer
-    /// the edge's NACKs. `false`: best-effort media, NACKs ignored.
+    /// the edge's NACKs, and while the link to the edge loses 2% or more
+    /// (QUIC's own count), send each audio packet again after the next one
+    /// of its track (§5.2). `false`: best-effort media, NACKs ignored.
     pub repair: bool,
     pub repair_history: usize,
     /// Play received media out through a jitter buffer per track

@@ -77,17 +77,36 @@ impl Shared {
         }
     }
 
-    /// Keep a media datagram just sent, for the edge's NACKs.
-    pub fn sent_media(&self, h: &MediaHeader, datagram: &Bytes) {
+    /// Keep a media datagram being sent on `conn`, for the edge's NACKs:
+    /// the audio copy to send after it while the link is lossy (see
+    /// `repair::red`).
+    pub fn sent_media(
+        &self,
+        conn: &quinn::Connection,
+        h: &MediaHeader,
+        datagram: &Bytes,
+    ) -> Option<Bytes> {
         bump(&self.stats.media_sent_bytes, datagram.len() as u64);
-        if let Some(r) = &self.repair_out {
-            r.lock().unwrap_or_else(|e| e.into_inner()).sent(
+        let copy = self
+            .repair_out
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sent(
                 h.track,
                 h.sequence,
                 datagram.clone(),
                 std::time::Instant::now(),
+                || {
+                    let path = conn.stats().path;
+                    (path.sent_packets, path.lost_packets)
+                },
             );
+        if let Some(c) = &copy {
+            bump(&self.stats.media_redundant, 1);
+            bump(&self.stats.media_redundant_bytes, c.len() as u64);
         }
+        copy
     }
 
     /// The edge asks for media this client sent: what to send again.

@@ -55,6 +55,10 @@ pub struct Stats {
     pub media_resent_bytes: AtomicU64,
     /// Bytes of media sent (first copies), for the repair overhead.
     pub media_sent_bytes: AtomicU64,
+    /// Audio packets sent again with a later one while the link to the
+    /// edge is lossy (`repair::red`), and their bytes.
+    pub media_redundant: AtomicU64,
+    pub media_redundant_bytes: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -85,6 +89,8 @@ pub struct StatsSnapshot {
     pub media_resent: u64,
     pub media_resent_bytes: u64,
     pub media_sent_bytes: u64,
+    pub media_redundant: u64,
+    pub media_redundant_bytes: u64,
 }
 
 impl Stats {
@@ -116,6 +122,8 @@ impl Stats {
             media_resent: r(&self.media_resent),
             media_resent_bytes: r(&self.media_resent_bytes),
             media_sent_bytes: r(&self.media_sent_bytes),
+            media_redundant: r(&self.media_redundant),
+            media_redundant_bytes: r(&self.media_redundant_bytes),
         }
     }
 }

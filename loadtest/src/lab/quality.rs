@@ -25,7 +25,8 @@ pub struct RepairCounters {
     pub media_bytes: f64,
     /// Retransmissions answering NACKs, every hop.
     pub resent_bytes: f64,
-    /// Parity (forward error correction), relay links.
+    /// Forward error correction: parity (relay links) and audio copies
+    /// (any lossy hop, SDKs' included).
     pub parity_bytes: f64,
     /// Packets asked for again, by edges and by SDKs.
     pub nacked: f64,
@@ -55,6 +56,7 @@ impl RepairCounters {
     pub fn add_client(&mut self, s: &sdk::StatsSnapshot) {
         self.media_bytes += s.media_sent_bytes as f64;
         self.resent_bytes += s.media_resent_bytes as f64;
+        self.parity_bytes += s.media_redundant_bytes as f64;
         self.nacked += s.media_nacked as f64;
         self.resent += s.media_resent as f64;
     }
@@ -245,9 +247,10 @@ mod tests {
         c.add_client(&sdk::StatsSnapshot {
             media_sent_bytes: 400,
             media_resent_bytes: 20,
+            media_redundant_bytes: 10,
             ..Default::default()
         });
         let run = c.since(&RepairCounters::default());
-        assert!((run.overhead() - 0.1).abs() < 1e-12, "{}", run.overhead());
+        assert!((run.overhead() - 0.11).abs() < 1e-12, "{}", run.overhead());
     }
 }
