@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use control::certs::{ClientCertSource, ClientCerts};
 use control::flags::Flags;
 use control::store::ControlStore;
-use region_controller::api::{parse_proxies, Api, CorsPolicy};
+use region_controller::api::{open_geoip_db, parse_proxies, Api, CorsPolicy};
 use region_controller::config::{ControllerConfig, StoreSection};
 use region_controller::controller::{Controller, RoutingOptions};
 use tracing::info;
@@ -62,15 +62,13 @@ impl RunArgs {
     }
 }
 
+/// The configured GeoIP database, opened, verified and logged with the
+/// fields found (`open_geoip_db`).
 fn open_geoip(cfg: &ControllerConfig) -> anyhow::Result<Option<topology::GeoIpDb>> {
     cfg.api
         .geoip_db
-        .as_ref()
-        .map(|p| {
-            let db = topology::GeoIpDb::open(p).with_context(|| "api.geoip_db".to_string())?;
-            db.verify().context("api.geoip_db")?;
-            Ok(db)
-        })
+        .as_deref()
+        .map(|p| open_geoip_db(p).context("api.geoip_db"))
         .transpose()
 }
 
@@ -135,6 +133,9 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
         geoip,
         cfg.api.lookups_per_ip_per_s,
     );
+    // Replaced files are reloaded while the API serves (and the watch
+    // stops with it).
+    api.geoip_file = cfg.api.geoip_db.clone();
     api.trusted_proxies = parse_proxies(&cfg.api.trusted_proxies).map_err(anyhow::Error::msg)?;
     api.client_ip_header = cfg
         .api

@@ -55,6 +55,10 @@ fn describe() {
         "rtn_controller_nearest_requests_total",
         "Nearest-edge lookups by outcome: ok, unlocated (no GeoIP location: a spread over regions), no_edges, or the error code (rate_limited, invalid_ip, ...)."
     );
+    describe_counter!(
+        "rtn_controller_geoip_reloads_total",
+        "Reloads of the GeoIP database after its file was replaced, by result: ok (in use), or refused (unreadable, corrupt or without location data: the previous database stays in use)."
+    );
     describe_gauge!(
         "rtn_controller_store_connected",
         "1 while every watch of the controller's mirror on the store is established."

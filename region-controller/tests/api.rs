@@ -307,33 +307,46 @@ fn check_config(dir: &Path, geoip_db: &Path) -> (bool, String, String) {
 }
 
 #[test]
-fn check_config_accepts_city_databases_and_refuses_others() {
+fn check_config_accepts_location_databases_and_refuses_others() {
     let dir = tempfile::tempdir().unwrap();
     for good in ["GeoLite2-City-Test.mmdb", "GeoIP2-City-Test.mmdb"] {
         let (ok, stdout, stderr) = check_config(dir.path(), &geoip(good));
         assert!(ok, "{good}: refused: {stderr}");
         assert!(stdout.contains("config ok: region eu"), "{good}: {stdout}");
+        // The log says what the database holds.
+        assert!(
+            stdout.contains("GeoIP database opened")
+                && stdout.contains("coordinates (GeoIP2 location), city, country"),
+            "{good}: {stdout}"
+        );
     }
     // Each bad file must be refused at start, naming the config field and
     // saying what is wrong with it (a controller that started with it would
     // fail every lookup and rank every client without a location).
-    let corrupt_or_wrong_type: &[&str] = &["corrupt", "not a City database"];
+    let corrupt_or_no_location: &[&str] = &["corrupt", "has no location data"];
     for (bad, reasons) in [
         (
             "GeoIP2-City-Test-Broken-Double-Format.mmdb",
             &["corrupt"][..],
         ),
-        // Their type ("Test") is refused before their corrupt parts are read.
+        // Their records have no coordinates, or their corruption shows
+        // while sampling them.
         (
             "MaxMind-DB-test-broken-pointers-24.mmdb",
-            corrupt_or_wrong_type,
+            corrupt_or_no_location,
         ),
         (
             "MaxMind-DB-test-broken-search-tree-24.mmdb",
-            corrupt_or_wrong_type,
+            corrupt_or_no_location,
         ),
-        ("GeoLite2-Country-Test.mmdb", &["not a City database"]),
-        ("GeoLite2-ASN-Test.mmdb", &["not a City database"]),
+        (
+            "GeoLite2-Country-Test.mmdb",
+            &["has no location data", "fields found: continent, country"],
+        ),
+        (
+            "GeoLite2-ASN-Test.mmdb",
+            &["has no location data", "autonomous_system_number"],
+        ),
         ("no-such-database.mmdb", &["not found"]),
         // The directory itself: not a database either.
         ("", &["cannot read"]),
@@ -570,4 +583,82 @@ async fn only_listed_origins_may_call_the_lookup_from_a_page() {
     // Operator endpoints are never offered cross-origin.
     let (status, _) = get_json(&mut c, "/v1/mesh", &[("origin", "https://app.example.com")]).await;
     assert_ne!(status, StatusCode::OK);
+}
+
+/// Replaces `path` the way updaters do: the new bytes under a temporary
+/// name, then an atomic rename over the old file.
+fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, bytes).expect("write the new database");
+    std::fs::rename(&tmp, path).expect("rename over the old database");
+}
+
+/// The value of `rtn_controller_geoip_reloads_total{result=...}` (0 before
+/// the first).
+fn geoip_reloads(result: &str) -> u64 {
+    let text = region_controller::metrics::prometheus().render();
+    let series = format!("rtn_controller_geoip_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().expect("counter value"))
+}
+
+/// The city the API locates `ip` in.
+async fn city_of(sender: &mut SendRequest<Empty<Bytes>>, ip: &str) -> Value {
+    let (status, v) = get_json(sender, &format!("/v1/edges/nearest?ip={ip}"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["client"]["location"]["city"].clone()
+}
+
+/// Polls `done` every 50 ms for at most 10 s.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn geoip_file_replaced_on_disk_is_reloaded_and_a_bad_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geoip.mmdb");
+    std::fs::copy(geoip("GeoLite2-City-Test.mmdb"), &path).unwrap();
+    let (addr, _mesh) = serve(|api| {
+        let db = region_controller::api::open_geoip_db(&path).expect("copy opens");
+        api.geoip = Arc::new(region_controller::api::GeoIpSlot::new(Some(db)));
+        api.geoip_file = Some(path.clone());
+        api.geoip_check_every = Duration::from_millis(20);
+    })
+    .await;
+    let mut sender = connect(addr).await;
+    assert_eq!(city_of(&mut sender, LONDON_IP).await, "London");
+
+    // Another database (the lab's, placing the London address in Tokyo):
+    // lookups follow without a restart.
+    let tokyo = topology::GeoLocation {
+        point: topology::GeoPoint::new(35.6895, 139.6917).unwrap(),
+        city: Some("Tokyo".into()),
+        country: Some("JP".into()),
+    };
+    let lab = topology::write_lab_db(&[(LONDON_IP.parse().unwrap(), 24, tokyo)]).unwrap();
+    let ok = geoip_reloads("ok");
+    replace_file(&path, &lab);
+    eventually("the new database", async || {
+        city_of(&mut sender, LONDON_IP).await == "Tokyo"
+    })
+    .await;
+    assert!(geoip_reloads("ok") > ok);
+
+    // A corrupt file, then a database without coordinates: refused, counted,
+    // and the lab database keeps answering.
+    for bad in [
+        b"not a database".to_vec(),
+        std::fs::read(geoip("GeoLite2-Country-Test.mmdb")).unwrap(),
+    ] {
+        let refused = geoip_reloads("refused");
+        replace_file(&path, &bad);
+        eventually("the refusal", async || geoip_reloads("refused") > refused).await;
+        assert_eq!(city_of(&mut sender, LONDON_IP).await, "Tokyo");
+    }
 }

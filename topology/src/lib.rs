@@ -15,7 +15,8 @@
 //! - [`graph`]: the mesh as a compact graph with a documented [`CostModel`].
 //! - [`paths`]: best and backup paths per source, hysteresis, path stretch.
 //! - [`nearest`]: ranking edges for a client location (the GeoIP shortlist).
-//! - [`geoip`]: City database lookups, and a writer for the lab's database.
+//! - [`geoip`]: GeoIP location lookups (any MaxMind-format database with
+//!   coordinates), and a writer for the lab's database.
 //! - [`load`]: the load penalty shared by paths and ranking.
 //! - [`synth`]: deterministic synthetic meshes for benchmarks and tests.
 //! - [`targets`]: which peers an edge probes (the probe budget).
@@ -33,7 +34,7 @@ pub mod synth;
 pub mod targets;
 
 pub use geo::{City, GeoError, GeoPoint};
-pub use geoip::{write_lab_db, GeoIpDb, GeoIpError, GeoLocation};
+pub use geoip::{write_lab_db, GeoIpDb, GeoIpError, GeoIpFields, GeoIpSchema, GeoLocation};
 pub use graph::{
     CostModel, EdgeId, GraphError, MeshGraph, MeshGraphBuilder, NodeInfo, PathMetrics,
 };

@@ -55,7 +55,9 @@ use crate::mesh::SharedMesh;
 
 pub use auth::parse_proxies;
 pub use mesh_view::PROBE_STALE_MS;
-pub use nearest::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use nearest::{
+    open_geoip_db, watch_geoip, GeoIpSlot, DEFAULT_LIMIT, GEOIP_CHECK_EVERY, MAX_LIMIT,
+};
 
 use auth::Limiter;
 use control::certs::ClientCerts;
@@ -75,7 +77,13 @@ pub struct Api {
     pub mesh: SharedMesh,
     pub leader: LeaderState,
     pub region: String,
-    pub geoip: Option<GeoIpDb>,
+    /// The GeoIP database (none: lookups rank without a location).
+    pub geoip: Arc<GeoIpSlot>,
+    /// The file `geoip` came from: while [`Api::serve`] runs, checked every
+    /// `geoip_check_every` and reloaded when replaced ([`watch_geoip`]).
+    pub geoip_file: Option<std::path::PathBuf>,
+    /// See [`GEOIP_CHECK_EVERY`] (the default).
+    pub geoip_check_every: std::time::Duration,
     pub client_ip_header: Option<hyper::header::HeaderName>,
     pub trusted_proxies: Vec<IpNet>,
     pub admin_token: Option<String>,
@@ -104,7 +112,9 @@ impl Api {
             mesh,
             leader,
             region,
-            geoip,
+            geoip: Arc::new(GeoIpSlot::new(geoip)),
+            geoip_file: None,
+            geoip_check_every: GEOIP_CHECK_EVERY,
             client_ip_header: None,
             trusted_proxies: Vec::new(),
             admin_token: None,
@@ -130,6 +140,10 @@ impl Api {
             .tls
             .clone()
             .map(|t| AbortOnDrop(tokio::spawn(t.maintain("controller-api".into()))));
+        let _geoip_watch = self.geoip_file.clone().map(|path| {
+            let watch = watch_geoip(self.geoip.clone(), path, self.geoip_check_every);
+            AbortOnDrop(tokio::spawn(watch))
+        });
         let acceptor = self.tls.clone().map(https_acceptor);
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {

@@ -4,13 +4,16 @@
 //! [`protocol::api::NearestAnswer`], which the SDK parses.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use protocol::api::{ClientIpSource, ClientLocation, NearestAnswer, NearestClient, NearestEdge};
-use topology::{rank_nearest, EdgeCandidate, GeoPoint};
-use tracing::warn;
+use topology::{rank_nearest, EdgeCandidate, GeoIpDb, GeoIpError, GeoPoint};
+use tracing::{info, warn};
 
 use super::{json_response, Api, ApiError};
 use control::records::EdgeState;
@@ -20,6 +23,107 @@ use control::records::EdgeState;
 pub const DEFAULT_LIMIT: usize = 4;
 /// Longest shortlist served: probing more costs clients more than it gains.
 pub const MAX_LIMIT: usize = 16;
+
+/// How often the GeoIP file is checked for replacement. Why polling its
+/// (mtime, length, inode): updaters (geoipupdate, a config-map mount)
+/// replace the file by an atomic rename, which this catches without a
+/// file-notification crate; a `stat` every 5 s costs nothing and a new
+/// database (weekly at most) is in use within seconds.
+pub const GEOIP_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The GeoIP database the lookups use, swapped whole when its file is
+/// replaced (lookups in flight finish on the database they started with).
+#[derive(Debug, Default)]
+pub struct GeoIpSlot(RwLock<Option<Arc<GeoIpDb>>>);
+
+impl GeoIpSlot {
+    pub fn new(db: Option<GeoIpDb>) -> Self {
+        GeoIpSlot(RwLock::new(db.map(Arc::new)))
+    }
+
+    /// The database in use, if any.
+    pub fn current(&self) -> Option<Arc<GeoIpDb>> {
+        // A poisoned lock still holds a whole database (replacing it is
+        // one assignment), so it is used as is.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, db: GeoIpDb) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+    }
+}
+
+/// Opens the GeoIP database at `path` and verifies all of it, then logs
+/// what it holds (type, IP version, the fields found), so that operators
+/// see at start and on every reload which data the lookups use.
+pub fn open_geoip_db(path: &Path) -> Result<GeoIpDb, GeoIpError> {
+    let db = GeoIpDb::open(path)?;
+    db.verify()?;
+    info!(
+        path = %path.display(),
+        database_type = db.database_type(),
+        ip_version = db.ip_version(),
+        fields = %db.fields(),
+        "GeoIP database opened"
+    );
+    Ok(db)
+}
+
+/// What identifies one version of a file: replacing it (rename or rewrite)
+/// changes at least one of these. `None` while the file is missing.
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// Reloads `slot` from `path` whenever the file changes, checked every
+/// `every`. A new file that cannot be opened, fails verification or has no
+/// location data is refused with a warning and the database in use stays;
+/// a missing file (mid-replacement, say) is waited for. Runs until aborted
+/// (the API's `serve` aborts it when it stops).
+pub async fn watch_geoip(slot: Arc<GeoIpSlot>, path: PathBuf, every: Duration) {
+    let mut seen = file_stamp(&path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let stamp = file_stamp(&path);
+        if stamp.is_none() || stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        reload_geoip(&slot, &path).await;
+    }
+}
+
+/// One reload: opening and verifying a full database takes seconds of CPU,
+/// so it runs off the async workers.
+async fn reload_geoip(slot: &GeoIpSlot, path: &Path) {
+    let owned = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || open_geoip_db(&owned)).await;
+    match opened {
+        Ok(Ok(db)) => {
+            slot.replace(db);
+            geoip_reload("ok");
+            info!(path = %path.display(), "GeoIP database reloaded");
+        }
+        Ok(Err(e)) => {
+            geoip_reload("refused");
+            warn!(path = %path.display(), error = %e, "new GeoIP database refused; keeping the one in use");
+        }
+        Err(e) => {
+            geoip_reload("refused");
+            warn!(path = %path.display(), error = %e, "GeoIP reload failed; keeping the database in use");
+        }
+    }
+}
+
+/// Count a GeoIP reload by result (ok or refused).
+fn geoip_reload(result: &'static str) {
+    metrics::counter!("rtn_controller_geoip_reloads_total", "result" => result).increment(1);
+}
 
 impl Api {
     pub(super) fn nearest<B>(
@@ -129,7 +233,7 @@ impl Api {
     /// Where `ip` is; unknown or unlocatable addresses rank without a
     /// location (a spread over regions) rather than failing the request.
     fn locate(&self, ip: IpAddr) -> Option<(GeoPoint, Option<String>, Option<String>)> {
-        let db = self.geoip.as_ref()?;
+        let db = self.geoip.current()?;
         match db.lookup(ip) {
             Ok(Some(loc)) => Some((loc.point, loc.city, loc.country)),
             Ok(None) => None,
@@ -289,9 +393,9 @@ mod tests {
     #[tokio::test]
     async fn corrupt_geoip_records_fall_back_to_a_region_spread() {
         let m = mesh().await;
-        // Its type is City, so it opens (only `verify`, which the binary runs,
-        // refuses it); every double in its records (latitude, longitude) is
-        // malformed, so every located address fails to decode.
+        // Sampling finds coordinates in it, so it opens (only `verify`, which
+        // the binary runs, refuses it); the doubles of the located records
+        // looked up here are malformed, so they fail to decode.
         let broken = db("GeoIP2-City-Test-Broken-Double-Format.mmdb");
         let api = Api::new(
             m.mesh.clone(),
@@ -301,7 +405,7 @@ mod tests {
             100,
         );
         for ip in ["2001:220::1", "214.0.0.7", LONDON_IP, US_IP] {
-            let lookup = api.geoip.as_ref().expect("db").lookup(ip.parse().unwrap());
+            let lookup = api.geoip.current().expect("db").lookup(ip.parse().unwrap());
             assert!(lookup.is_err(), "{ip}: the record should be corrupt");
             let v = get(&api, PEER, &format!("/v1/edges/nearest?ip={ip}"))
                 .await

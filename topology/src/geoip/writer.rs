@@ -6,50 +6,121 @@
 //! write here. Layout, per the MaxMind DB specification:
 //!
 //! 1. binary search tree: `node_count` nodes of two records each (left for
-//!    bit 0, right for bit 1), IPv4 only (depth 32), 24-bit records (32-bit
+//!    bit 0, right for bit 1), IPv4 (depth 32) or IPv6 (depth 128, IPv4 at
+//!    `::a.b.c.d`), 24-bit records (32-bit
 //!    when the file outgrows 24 bits). A record below `node_count` points to a
 //!    node, equal to it means "no data", above it points into the data section
 //!    at `record - node_count - 16`;
 //! 2. sixteen zero bytes;
-//! 3. data section: one GeoIP2 City map per distinct location
-//!    (`city.names.en`, `country.iso_code`, `location.latitude`/`longitude`);
+//! 3. data section: one value per distinct record: for the lab, a GeoIP2
+//!    City map (`city.names.en`, `country.iso_code`,
+//!    `location.latitude`/`longitude`); for tests, any shape ([`write_db`]);
 //! 4. `"\xAB\xCD\xEFMaxMind.com"` and the metadata map.
 //!
 //! Overlapping networks resolve to the longest prefix, as in any routing
 //! table; for the same network given twice, the last entry wins.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{GeoIpError, GeoLocation};
 
-/// The `database_type` of lab databases. It contains "City" so that
-/// [`super::GeoIpDb`] accepts it.
+/// The `database_type` of lab databases. [`super::GeoIpDb`] accepts any
+/// database whose records have coordinates; the name only tells operators
+/// (and logs) what the file is.
 pub const LAB_DATABASE_TYPE: &str = "RTN-Lab-City";
 
 const METADATA_MARKER: &[u8] = b"\xAB\xCD\xEFMaxMind.com";
 
+/// Where IPv4 networks sit in an IPv6 tree: `::a.b.c.d`, below 96 zero bits
+/// (the MaxMind DB specification's IPv4 subtree).
+const IPV4_IN_IPV6_DEPTH: u8 = 96;
+
+/// A value of the MaxMind DB data section: what [`write_db`] stores for
+/// each network (any shape, so tests can write the records of any vendor).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MmdbValue {
+    /// UTF-8 string.
+    Str(String),
+    /// IEEE 754 double.
+    Double(f64),
+    /// Unsigned 16-bit integer.
+    U16(u16),
+    /// Unsigned 32-bit integer.
+    U32(u32),
+    /// Unsigned 64-bit integer.
+    U64(u64),
+    /// Map with string keys, in the order given.
+    Map(Vec<(String, MmdbValue)>),
+    /// Array.
+    Array(Vec<MmdbValue>),
+}
+
+impl MmdbValue {
+    /// A map from `(key, value)` pairs (keys borrowed for brevity).
+    pub fn map<'a>(fields: impl IntoIterator<Item = (&'a str, MmdbValue)>) -> Self {
+        MmdbValue::Map(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    /// A string value.
+    pub fn str(s: &str) -> Self {
+        MmdbValue::Str(s.to_string())
+    }
+}
+
 /// Builds an IPv4 City database mapping each `(network, prefix_len,
-/// location)` to its location. Host bits beyond the prefix are ignored
-/// (127.1.2.3/16 means 127.1.0.0/16). The output is deterministic (its build
-/// time is 0), so the same entries always give the same bytes.
+/// location)` to its location, as a GeoIP2 City record. Host bits beyond the
+/// prefix are ignored (127.1.2.3/16 means 127.1.0.0/16). The output is
+/// deterministic (its build time is 0), so the same entries always give the
+/// same bytes.
 ///
 /// Fails for a prefix longer than 32 or a database too large for 32-bit
 /// records.
 pub fn write_lab_db(entries: &[(Ipv4Addr, u8, GeoLocation)]) -> Result<Vec<u8>, GeoIpError> {
-    if let Some((net, len, _)) = entries.iter().find(|(_, len, _)| *len > 32) {
-        return Err(GeoIpError::LabDb(format!(
-            "prefix {net}/{len} is longer than 32 bits"
-        )));
-    }
+    let records: Vec<(IpAddr, u8, MmdbValue)> = entries
+        .iter()
+        .map(|(net, len, loc)| (IpAddr::V4(*net), *len, city_record(loc)))
+        .collect();
+    write_db(LAB_DATABASE_TYPE, 4, &records)
+}
 
-    // Data section: one record per distinct location.
+/// Builds a database of type `database_type` and `ip_version` (4 or 6)
+/// mapping each `(network, prefix_len, record)` to its record, whatever the
+/// record's shape. In an IPv6 database, IPv4 networks are stored at
+/// `::a.b.c.d`; an IPv6 network in an IPv4 database is an error. Host bits
+/// beyond the prefix are ignored and the output is deterministic, as for
+/// [`write_lab_db`].
+pub fn write_db(
+    database_type: &str,
+    ip_version: u16,
+    entries: &[(IpAddr, u8, MmdbValue)],
+) -> Result<Vec<u8>, GeoIpError> {
+    let width = match ip_version {
+        4 => 32,
+        6 => 128,
+        other => {
+            return Err(GeoIpError::LabDb(format!(
+                "IP version {other} (expected 4 or 6)"
+            )))
+        }
+    };
+    let networks = entries
+        .iter()
+        .map(|(net, len, _)| tree_network(*net, *len, ip_version))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Data section: one record per distinct value.
     let mut data = Vec::new();
     let mut offsets: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut entry_data = Vec::with_capacity(entries.len());
-    for (_, _, loc) in entries {
+    for (_, _, value) in entries {
         let mut record = Vec::new();
-        encode(&city_record(loc), &mut record)?;
+        encode(value, &mut record)?;
         let offset = *offsets.entry(record).or_insert_with_key(|record| {
             let at = data.len();
             data.extend_from_slice(record);
@@ -61,11 +132,11 @@ pub fn write_lab_db(entries: &[(Ipv4Addr, u8, GeoLocation)]) -> Result<Vec<u8>, 
     // Search tree. Inserting shorter prefixes first lets longer ones split
     // the records they fall into; a stable sort keeps "last entry wins".
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| entries[i].1);
-    let mut tree = Tree::new();
+    order.sort_by_key(|&i| networks[i].1);
+    let mut tree = Tree::new(width);
     for i in order {
-        let (net, len, _) = &entries[i];
-        tree.insert(u32::from(*net), *len, entry_data[i]);
+        let (bits, len) = networks[i];
+        tree.insert(bits, len, entry_data[i]);
     }
 
     let node_count = tree.nodes.len();
@@ -97,52 +168,64 @@ pub fn write_lab_db(entries: &[(Ipv4Addr, u8, GeoLocation)]) -> Result<Vec<u8>, 
     out.extend_from_slice(&[0u8; 16]);
     out.extend_from_slice(&data);
     out.extend_from_slice(METADATA_MARKER);
-    let metadata = Value::Map(vec![
-        ("binary_format_major_version", Value::U16(2)),
-        ("binary_format_minor_version", Value::U16(0)),
-        ("build_epoch", Value::U64(0)),
-        ("database_type", Value::Str(LAB_DATABASE_TYPE.into())),
+    let metadata = MmdbValue::map([
+        ("binary_format_major_version", MmdbValue::U16(2)),
+        ("binary_format_minor_version", MmdbValue::U16(0)),
+        ("build_epoch", MmdbValue::U64(0)),
+        ("database_type", MmdbValue::str(database_type)),
         (
             "description",
-            Value::Map(vec![(
-                "en",
-                Value::Str("RTN lab database: loopback addresses placed in cities".into()),
-            )]),
+            MmdbValue::map([("en", MmdbValue::str("RTN lab database"))]),
         ),
-        ("ip_version", Value::U16(4)),
-        ("languages", Value::Array(vec![Value::Str("en".into())])),
-        ("node_count", Value::U32(node_count_u32)),
-        ("record_size", Value::U16(record_size)),
+        ("ip_version", MmdbValue::U16(ip_version)),
+        ("languages", MmdbValue::Array(vec![MmdbValue::str("en")])),
+        ("node_count", MmdbValue::U32(node_count_u32)),
+        ("record_size", MmdbValue::U16(record_size)),
     ]);
     encode(&metadata, &mut out)?;
     Ok(out)
 }
 
-fn city_record(loc: &GeoLocation) -> Value {
+/// The bits and prefix length of `net/len` in a tree of `ip_version`.
+fn tree_network(net: IpAddr, len: u8, ip_version: u16) -> Result<(u128, u8), GeoIpError> {
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(GeoIpError::LabDb(format!(
+            "prefix {net}/{len} is longer than {max} bits"
+        )));
+    }
+    match (net, ip_version) {
+        (IpAddr::V4(v4), 4) => Ok((u32::from(v4) as u128, len)),
+        (IpAddr::V4(v4), _) => Ok((u32::from(v4) as u128, len + IPV4_IN_IPV6_DEPTH)),
+        (IpAddr::V6(v6), 6) => Ok((u128::from(v6), len)),
+        (IpAddr::V6(v6), _) => Err(GeoIpError::LabDb(format!(
+            "IPv6 network {v6}/{len} in an IPv4 database"
+        ))),
+    }
+}
+
+fn city_record(loc: &GeoLocation) -> MmdbValue {
     let mut fields = Vec::new();
     if let Some(city) = &loc.city {
         fields.push((
             "city",
-            Value::Map(vec![(
-                "names",
-                Value::Map(vec![("en", Value::Str(city.clone()))]),
-            )]),
+            MmdbValue::map([("names", MmdbValue::map([("en", MmdbValue::str(city))]))]),
         ));
     }
     if let Some(country) = &loc.country {
         fields.push((
             "country",
-            Value::Map(vec![("iso_code", Value::Str(country.clone()))]),
+            MmdbValue::map([("iso_code", MmdbValue::str(country))]),
         ));
     }
     fields.push((
         "location",
-        Value::Map(vec![
-            ("latitude", Value::Double(loc.point.lat())),
-            ("longitude", Value::Double(loc.point.lon())),
+        MmdbValue::map([
+            ("latitude", MmdbValue::Double(loc.point.lat())),
+            ("longitude", MmdbValue::Double(loc.point.lon())),
         ]),
     ));
-    Value::Map(fields)
+    MmdbValue::map(fields)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,18 +237,21 @@ enum Child {
 
 struct Tree {
     nodes: Vec<[Child; 2]>,
+    /// Address bits: 32 (IPv4 tree) or 128 (IPv6 tree).
+    width: u8,
 }
 
 impl Tree {
-    fn new() -> Self {
+    fn new(width: u8) -> Self {
         Tree {
             nodes: vec![[Child::Empty; 2]],
+            width,
         }
     }
 
     /// Points every address of `bits/len` at `data`, replacing what covered
     /// it so far (callers insert shorter prefixes first).
-    fn insert(&mut self, bits: u32, len: u8, data: usize) {
+    fn insert(&mut self, bits: u128, len: u8, data: usize) {
         if len == 0 {
             // The whole space: the root is the only node left in use.
             self.nodes.truncate(1);
@@ -174,7 +260,7 @@ impl Tree {
         }
         let mut node = 0;
         for depth in 0..len {
-            let bit = ((bits >> (31 - depth)) & 1) as usize;
+            let bit = ((bits >> (self.width - 1 - depth)) & 1) as usize;
             if depth + 1 == len {
                 self.nodes[node][bit] = Child::Data(data);
                 return;
@@ -193,17 +279,6 @@ impl Tree {
     }
 }
 
-/// The data types this writer needs.
-enum Value {
-    Str(String),
-    Double(f64),
-    U16(u16),
-    U32(u32),
-    U64(u64),
-    Map(Vec<(&'static str, Value)>),
-    Array(Vec<Value>),
-}
-
 // Type numbers from the specification.
 const TYPE_STRING: u8 = 2;
 const TYPE_DOUBLE: u8 = 3;
@@ -213,27 +288,28 @@ const TYPE_MAP: u8 = 7;
 const TYPE_UINT64: u8 = 9;
 const TYPE_ARRAY: u8 = 11;
 
-fn encode(value: &Value, out: &mut Vec<u8>) -> Result<(), GeoIpError> {
+fn encode(value: &MmdbValue, out: &mut Vec<u8>) -> Result<(), GeoIpError> {
     match value {
-        Value::Str(s) => {
+        MmdbValue::Str(s) => {
             control(TYPE_STRING, s.len(), out)?;
             out.extend_from_slice(s.as_bytes());
         }
-        Value::Double(d) => {
+        MmdbValue::Double(d) => {
             control(TYPE_DOUBLE, 8, out)?;
             out.extend_from_slice(&d.to_be_bytes());
         }
-        Value::U16(v) => uint(TYPE_UINT16, *v as u64, out)?,
-        Value::U32(v) => uint(TYPE_UINT32, *v as u64, out)?,
-        Value::U64(v) => uint(TYPE_UINT64, *v, out)?,
-        Value::Map(fields) => {
+        MmdbValue::U16(v) => uint(TYPE_UINT16, *v as u64, out)?,
+        MmdbValue::U32(v) => uint(TYPE_UINT32, *v as u64, out)?,
+        MmdbValue::U64(v) => uint(TYPE_UINT64, *v, out)?,
+        MmdbValue::Map(fields) => {
             control(TYPE_MAP, fields.len(), out)?;
             for (key, value) in fields {
-                encode(&Value::Str((*key).to_string()), out)?;
+                control(TYPE_STRING, key.len(), out)?;
+                out.extend_from_slice(key.as_bytes());
                 encode(value, out)?;
             }
         }
-        Value::Array(items) => {
+        MmdbValue::Array(items) => {
             control(TYPE_ARRAY, items.len(), out)?;
             for item in items {
                 encode(item, out)?;
@@ -379,9 +455,16 @@ mod tests {
         .expect("db");
         assert_eq!(db.lookup(v4(1, 2, 3, 4)).expect("ok"), Some(bare.clone()));
         assert_eq!(db.lookup(v4(255, 0, 0, 1)).expect("ok"), Some(bare));
+        // An empty database is valid, but has no location data to offer.
         let empty = write_lab_db(&[]).expect("write");
-        let db = GeoIpDb::from_bytes(empty).expect("db");
-        assert_eq!(db.lookup(v4(127, 0, 0, 1)).expect("ok"), None);
+        Reader::from_source(empty.clone())
+            .expect("valid")
+            .verify()
+            .expect("verifies");
+        assert!(matches!(
+            GeoIpDb::from_bytes(empty),
+            Err(GeoIpError::NoLocationData { .. })
+        ));
         assert!(matches!(
             write_lab_db(&[(Ipv4Addr::LOCALHOST, 33, city("fra"))]),
             Err(GeoIpError::LabDb(_))
@@ -456,6 +539,9 @@ mod tests {
             let bytes = write_lab_db(&entries).expect("write");
             let reader = Reader::from_source(bytes.clone()).expect("valid database");
             prop_assert!(reader.verify().is_ok());
+            if entries.is_empty() {
+                return Ok(());
+            }
             let db = GeoIpDb::from_bytes(bytes).expect("city database");
             // Every network's first and last address, plus random addresses.
             let mut addrs = probes;
