@@ -79,8 +79,6 @@ pub struct RelayLinks {
     wanted_changed: tokio::sync::Notify,
 }
 
-/// Milliseconds since the first call, from 1 (0 is "never"): a cheap
-/// clock for link use times.
 /// A connection's (packets sent, packets declared lost) so far: the loss
 /// of the direction this end sends in, for its audio redundancy.
 pub fn quic_loss_counters(conn: &quinn::Connection) -> (u64, u64) {
@@ -88,6 +86,8 @@ pub fn quic_loss_counters(conn: &quinn::Connection) -> (u64, u64) {
     (path.sent_packets, path.lost_packets)
 }
 
+/// Milliseconds since the first call, from 1 (0 is "never"): a cheap
+/// clock for link use times.
 fn clock_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1

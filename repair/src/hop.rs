@@ -182,9 +182,9 @@ impl HopSender {
     }
 
     /// `pkt` (sequence `seq` of `track`) is being sent at `now`: the audio
-    /// copy to send after it, if any (see [`crate::red`]). `path` reads the hop's
-    /// QUIC counters (packets sent, packets declared lost), a few times a
-    /// second at most.
+    /// copy to send after it, if any (see [`crate::red`]). `path` reads the
+    /// hop's QUIC counters (packets sent, packets declared lost), a few
+    /// times a second at most.
     pub fn sent(
         &mut self,
         track: TrackKey,
