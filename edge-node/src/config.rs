@@ -363,10 +363,12 @@ pub struct RepairSection {
     /// forwarded best-effort, as before repair existed; NACKs are ignored).
     #[arg(id = "repair_enabled")]
     pub enabled: bool,
-    /// Packets kept per relay link for retransmission (the oldest are
-    /// forgotten first; nothing is kept past the video deadline, 300 ms).
+    /// Packets kept per track of each relay link for retransmission (the
+    /// oldest are forgotten first; nothing is kept past the video
+    /// deadline, 300 ms, which bounds the total by the link's rate).
     pub relay_history_packets: usize,
-    /// Packets kept per client link (to subscribers) for retransmission.
+    /// Packets kept per track of each client link (to subscribers) for
+    /// retransmission.
     pub client_history_packets: usize,
 }
 

@@ -360,18 +360,11 @@ impl RelayLinks {
                         Instant::now(),
                         || quic_loss_counters(&conn),
                     ));
-                    match link.fec_group.load(Ordering::Relaxed) {
-                        0 => {}
-                        // Audio is repaired by copies (above), not groups.
-                        _ if header.track.kind() == protocol::MediaKind::Audio => {}
-                        k => {
-                            extra.extend(link.fec.lock().unwrap_or_else(|e| e.into_inner()).1.sent(
-                                header.track,
-                                header.sequence,
-                                &pkt,
-                                k,
-                            ))
-                        }
+                    let k = link.fec_group.load(Ordering::Relaxed);
+                    // Audio is repaired by copies (above), not parity groups.
+                    if k > 0 && header.track.kind() != protocol::MediaKind::Audio {
+                        let mut fec = link.fec.lock().unwrap_or_else(|e| e.into_inner());
+                        extra.extend(fec.1.sent(header.track, header.sequence, &pkt, k));
                     }
                 }
                 link.media.send(&conn, pkt, &core.metrics);

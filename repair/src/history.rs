@@ -1,8 +1,8 @@
 //! The sending end of a hop: what it sent lately, to answer NACKs.
 //!
 //! Bounded two ways: by count per track ([`SendHistory::new`]'s
-//! `max_packets`, the oldest forgotten first) and by age (nothing is kept past the longest
-//! deadline, [`MAX_AGE`]). A packet is answered only while it can still be
+//! `max_packets`, the oldest forgotten first) and by age (nothing is kept
+//! past the longest deadline, [`MAX_AGE`]). A packet is answered only while it can still be
 //! of use: younger than its kind's [`crate::deadline`] since this hop sent
 //! it. The packets are `Bytes` shared with what was sent, so keeping them
 //! costs an entry, not a copy.
