@@ -119,6 +119,13 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         Some(edges[1].addr()),
         "the 5 ms edge, whatever the controller's order"
     );
+    // The handshakes race: nobody waits for the far candidates. Probing
+    // them first (a handshake and three round trips each, the slowest
+    // 80 ms away) took over 320 ms.
+    let timing = talker.connect_timing();
+    assert!(timing.edge_rtt >= Duration::from_millis(10), "{timing:?}");
+    assert!(timing.handshake >= Duration::from_millis(10), "{timing:?}");
+    assert!(timing.handshake < Duration::from_millis(200), "{timing:?}");
     let room = talker
         .join(&token("room", "tom", true, true), "room", true)
         .await

@@ -16,7 +16,7 @@ use crate::connection::Shared;
 use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::SdkError;
 use crate::events::Event;
-use crate::stats::Stats;
+use crate::stats::{ConnectTiming, Stats};
 use crate::supervisor::Supervisor;
 
 /// Options of [`Client::join`]. A plain `bool` converts into it (it is
@@ -121,6 +121,7 @@ pub struct Client {
     shared: Arc<Shared>,
     request_timeout: Duration,
     max_unacked: usize,
+    connect_timing: ConnectTiming,
 }
 
 impl std::fmt::Debug for Client {
@@ -159,13 +160,14 @@ impl Client {
         let request_timeout = config.request_timeout;
         let max_unacked = config.max_unacked;
         let mut sup = Supervisor::new(config, shared.clone())?;
-        let first = sup.connect_first().await?;
+        let (first, connect_timing) = sup.connect_first().await?;
         tokio::spawn(sup.run(first, cmd_rx));
         Ok(Client {
             cmds: cmd_tx,
             shared,
             request_timeout,
             max_unacked,
+            connect_timing,
         })
     }
 
@@ -233,6 +235,12 @@ impl Client {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Where the time of [`Client::connect`] went (lookup, handshake) and
+    /// the first edge's RTT.
+    pub fn connect_timing(&self) -> ConnectTiming {
+        self.connect_timing
     }
 
     /// The edge currently connected to (None while reconnecting).

@@ -85,5 +85,5 @@ pub use e2ee::{ChannelKey, E2eeError, E2eeKeys};
 pub use error::{SdkError, TokenRefusal};
 pub use events::{Event, Media, Message, TrackKind};
 pub use players::{PlayoutSettings, TrackPlayout};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{ConnectTiming, Stats, StatsSnapshot};
 pub use tls::EdgeTrust;

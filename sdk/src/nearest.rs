@@ -25,6 +25,7 @@ use tracing::{debug, info};
 use crate::config::{ClientConfig, EdgeCandidate, SocketFactory};
 use crate::connection::Endpoints;
 use crate::error::SdkError;
+use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
 use crate::tls::EdgeTrust;
 
@@ -211,14 +212,16 @@ where
 }
 
 /// Before the first connection: ask the controller for candidates if the
-/// config names none, then, where candidates are to be measured, measure
-/// them and put the fastest first in `cfg.edges`.
+/// config names none (they are then always measured), timing the lookup.
+/// Candidates are not probed here: the first connection races handshakes
+/// to all of them (the fastest answer wins, which is the measurement), and
+/// [`Reprobing`] measures them properly right after, off the join's path.
 pub(crate) async fn choose_edges(
     cfg: &mut ClientConfig,
-    endpoints: &mut Endpoints,
-    quic: &EdgeTls,
+    timing: &mut ConnectTiming,
 ) -> Result<(), SdkError> {
     if cfg.edges.is_empty() {
+        let asked = Instant::now();
         let controller = cfg.controller.clone().unwrap_or_default();
         cfg.edges = fetch_shortlist(
             &controller,
@@ -228,48 +231,35 @@ pub(crate) async fn choose_edges(
             &cfg.trust,
         )
         .await?;
+        timing.lookup = asked.elapsed();
         debug!(edges = cfg.edges.len(), "shortlist from the controller");
         // GeoIP ranks roughly; measure before trusting it.
         cfg.probe_candidates = true;
     }
-    if !cfg.probe_candidates || cfg.edges.len() < 2 {
-        return Ok(());
-    }
-    let measured = probe_all(
-        endpoints,
-        cfg.socket.as_ref(),
-        cfg.local_ip,
-        quic,
-        &cfg.edges,
-        cfg.probe_timeout,
-    )
-    .await;
-    let ranked = rank(measured);
-    info!(
-        edges = ?ranked.iter().map(|(e, rtt)| (e.addr, rtt.map(|r| r.as_secs_f64() * 1e3))).collect::<Vec<_>>(),
-        "candidate edges measured (RTT ms)"
-    );
-    cfg.edges = ranked.into_iter().map(|(e, _)| e).collect();
     Ok(())
 }
 
-/// The candidates measured again every `reprobe_interval` while the client
-/// runs, in a task of their own (which ends after its next round once this
-/// is dropped). Off without an interval, for candidates that are not
-/// measured, or for a single one.
+/// Whether the candidates are measured: a race for the first connection,
+/// then [`Reprobing`].
+pub(crate) fn measures_candidates(cfg: &ClientConfig) -> bool {
+    cfg.probe_candidates && cfg.edges.len() >= 2
+}
+
+/// The candidates measured while the client runs, in a task of their own
+/// (which ends once this is dropped): once as soon as
+/// the client is connected (the race that chose its edge timed handshakes
+/// only, and ranked nobody else), then every `reprobe_interval` if set. Off
+/// for candidates that are not measured, or for a single one.
 pub(crate) struct Reprobing {
     measurements: Option<mpsc::UnboundedReceiver<Measured>>,
 }
 
 impl Reprobing {
     pub(crate) fn start(cfg: &ClientConfig, quic: &EdgeTls) -> Self {
-        let off = Reprobing { measurements: None };
-        let Some(every) = cfg.reprobe_interval else {
-            return off;
-        };
-        if !cfg.probe_candidates || cfg.edges.len() < 2 {
-            return off;
+        if !measures_candidates(cfg) {
+            return Reprobing { measurements: None };
         }
+        let every = cfg.reprobe_interval;
         let (tx, rx) = mpsc::unbounded_channel();
         let edges = cfg.edges.clone();
         let (quic, socket, local_ip, limit) = (
@@ -282,7 +272,6 @@ impl Reprobing {
             // Sockets of its own: probe connections stay off the media path.
             let mut endpoints = Endpoints::default();
             loop {
-                tokio::time::sleep(every).await;
                 let measured = probe_all(
                     &mut endpoints,
                     socket.as_ref(),
@@ -294,6 +283,11 @@ impl Reprobing {
                 .await;
                 if tx.send(measured).is_err() {
                     break; // the client is gone
+                }
+                let Some(every) = every else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = tx.closed() => break, // gone while we waited
                 }
             }
             endpoints.wait_idle(Duration::from_millis(100)).await;
@@ -538,8 +532,8 @@ mod tests {
         assert!(tokio::time::timeout(ms(50), off.latest()).await.is_err());
     }
 
-    #[test]
-    fn reprobing_is_off_unless_several_candidates_are_measured() {
+    #[tokio::test]
+    async fn reprobing_is_on_exactly_when_several_candidates_are_measured() {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -556,12 +550,14 @@ mod tests {
             c
         };
         for off in [
-            cfg(vec![edge(1), edge(2)], true, None),
             cfg(vec![edge(1), edge(2)], false, Some(1)),
             cfg(vec![edge(1)], true, Some(1)),
         ] {
             assert!(Reprobing::start(&off, &quic).measurements.is_none());
         }
+        // Without an interval, measured once after connecting.
+        let once = cfg(vec![edge(1), edge(2)], true, None);
+        assert!(Reprobing::start(&once, &quic).measurements.is_some());
     }
 
     proptest! {

@@ -131,3 +131,17 @@ impl Stats {
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
+
+/// Where the time of [`crate::Client::connect`] went, from the call to a
+/// connected edge: what an app waits for before it can join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectTiming {
+    /// Asking the controller for its shortlist (zero with an explicit list).
+    pub lookup: std::time::Duration,
+    /// QUIC handshakes until an edge answered (raced over the candidates
+    /// when they are measured: probing them properly comes after, off the
+    /// path), and its control stream.
+    pub handshake: std::time::Duration,
+    /// The connected edge's round-trip time as QUIC estimated it then.
+    pub edge_rtt: std::time::Duration,
+}

@@ -54,6 +54,7 @@ use crate::reorder::{Incoming, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
 use crate::roster::Roster;
 use crate::stats::bump;
+use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
 
 /// A goaway may not park the client for longer than this.
@@ -337,18 +338,29 @@ impl Supervisor {
     }
 
     /// The first connection, for `Client::connect`.
-    pub async fn connect_first(&mut self) -> Result<Opened, SdkError> {
-        nearest::choose_edges(&mut self.cfg, &mut self.endpoints, &self.quic).await?;
+    pub async fn connect_first(&mut self) -> Result<(Opened, ConnectTiming), SdkError> {
+        let mut timing = ConnectTiming::default();
+        nearest::choose_edges(&mut self.cfg, &mut timing).await?;
+        let handshakes = Instant::now();
         let mut last = String::new();
         for round in 0..self.cfg.connect_rounds {
             if round > 0 {
                 tokio::time::sleep(self.backoff.next_delay()).await;
             }
             let attempts = self.attempts().await;
+            let mut round_timing = self.timing();
+            if nearest::measures_candidates(&self.cfg) {
+                // A race: every candidate's handshake at once, the first
+                // to answer wins. Its handshake time is the measurement
+                // (one round trip plus the edge's TLS work, alike for all
+                // candidates), so nobody waits for probes of the far ones;
+                // the re-probe right after corrects a close call.
+                round_timing.stagger = Duration::ZERO;
+            }
             match open(
                 attempts,
                 self.quic.clone(),
-                self.timing(),
+                round_timing,
                 self.shared.clone(),
             )
             .await
@@ -357,7 +369,9 @@ impl Supervisor {
                     self.backoff.reset();
                     self.current = opened.0.target.index;
                     self.shared.set_edge(Some(opened.0.target.edge.addr));
-                    return Ok(opened);
+                    timing.handshake = handshakes.elapsed();
+                    timing.edge_rtt = opened.0.conn.rtt();
+                    return Ok((opened, timing));
                 }
                 Err(e) => last = e,
             }
