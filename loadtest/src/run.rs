@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::lab::joiners::{FirstMedia, LateJoiners, LATE_JOIN_EVERY};
 use crate::lab::record::{Felt, Recorder};
 use crate::lab::traffic::{client_config, App, ClientSpec, Traffic};
 
@@ -38,6 +39,8 @@ pub struct RunReport {
     pub duration_s: f64,
     #[serde(flatten)]
     pub felt: Felt,
+    /// Late joiners' time from token to first media, step by step.
+    pub first_media: FirstMedia,
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
@@ -65,6 +68,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
         })
         .collect();
     let rec = Arc::new(Recorder::default());
+    let join_places = crate::lab::joiners::one_per_place(&specs);
     let traffic = Traffic::start(specs, &opts.app, rec.clone(), Duration::from_secs(30)).await?;
     let clients_joined = traffic
         .clients
@@ -79,6 +83,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
         );
     }
     let started = Instant::now();
+    let joiners = LateJoiners::start(join_places, opts.app.clone(), LATE_JOIN_EVERY);
     let mut status = tokio::time::interval(Duration::from_secs(5));
     let end = tokio::time::sleep(opts.duration);
     tokio::pin!(end);
@@ -99,6 +104,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     let duration_s = started.elapsed().as_secs_f64();
+    let first_media = joiners.finish().await;
     traffic.stop(Duration::from_secs(3)).await;
     let report = RunReport {
         controllers: opts.controllers.clone(),
@@ -106,6 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
         clients_joined,
         duration_s,
         felt: rec.felt(),
+        first_media,
     };
     if opts.verbose {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -102,7 +102,8 @@ async fn ci_lab_keeps_its_promises() {
     }];
     let (report, json) = lab("ci.toml", 32, chaos).await;
     for field in [
-        "join_ms",
+        "start_together_ms",
+        "first_media",
         "media_latency_ms",
         "media_loss",
         "media_streams",
@@ -124,9 +125,18 @@ async fn ci_lab_keeps_its_promises() {
     }
     assert!(json["route_changes"].get("unexplained").is_some());
     println!(
-        "CI lab: all-pairs stretch {:?}; route changes {:?}; machine {:?}",
-        report.path_stretch.all_pairs.figures, report.route_changes, report.machine
+        "CI lab: all-pairs stretch {:?}; route changes {:?}; first media {:?}; machine {:?}",
+        report.path_stretch.all_pairs.figures,
+        report.route_changes,
+        report.first_media,
+        report.machine
     );
+    // A late joiner a second, an edge killed among them: every one gets
+    // media (the race passes over the dead candidate).
+    let late = &report.first_media;
+    assert!(late.joiners >= 20, "{late:?}");
+    assert!(late.failures.is_empty(), "{late:?}");
+    assert!(late.first_media_ms.is_some(), "{late:?}");
 
     assert_users_were_served(&report);
     let f = &report.felt;

@@ -79,7 +79,11 @@ async fn run_drives_a_deployment_through_its_public_api() {
     assert!(m.sent > 0 && m.delivered > 0, "{m:?}");
     assert_eq!((m.lost, m.duplicates, m.reordered), (0, 0, 0), "{m:?}");
     assert!(report.felt.media_received > 0);
-    assert!(report.felt.join_ms.is_some());
+    assert!(report.felt.start_together_ms.is_some());
+    let late = &report.first_media;
+    assert!(late.joiners >= 2, "{late:?}");
+    assert!(late.failures.is_empty(), "{late:?}");
+    assert!(late.first_media_ms.is_some(), "{late:?}");
     for e in edges {
         e.kill().await;
     }

@@ -20,6 +20,7 @@
 pub mod calibration;
 pub mod chaos;
 pub mod churn;
+pub mod joiners;
 pub mod machine;
 pub mod quality;
 pub mod record;
@@ -49,6 +50,7 @@ use tracing::info;
 
 use chaos::Action;
 use churn::{ChurnWatch, RouteChanges, Settling};
+use joiners::LateJoiners;
 use machine::Machine;
 use record::{Felt, Recorder};
 use stretch::{CostStretch, PathStretch, StretchFigures, StretchSampler};
@@ -88,6 +90,8 @@ pub struct Report {
     pub duration_s: f64,
     #[serde(flatten)]
     pub felt: Felt,
+    /// Late joiners' time from token to first media, step by step.
+    pub first_media: joiners::FirstMedia,
     /// Stalls at the playout point and the cost of loss repair
     /// (`stall_rate` and `repair_overhead` at the top level of the JSON).
     #[serde(flatten)]
@@ -226,6 +230,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
     let rec = Arc::new(Recorder::default());
     let specs = lab.client_specs();
     let n_clients = specs.len();
+    let join_places = joiners::one_per_place(&specs);
     let traffic = Traffic::start(specs, &lab.app, rec.clone(), Duration::from_secs(30)).await?;
     let expected_joins: usize = traffic
         .clients
@@ -238,6 +243,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         .filter(|(spec, _)| traffic.joined_all(&spec.name))
         .count();
     let traffic_started = Instant::now();
+    let joiners = LateJoiners::start(join_places, lab.app.clone(), joiners::LATE_JOIN_EVERY);
     let repair_start = traffic.repair_counters();
     let (rss_mb_start, fds_start) = process_resources();
     if opts.verbose {
@@ -347,6 +353,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
     let duration_s = traffic_started.elapsed().as_secs_f64();
     let machine = watch.finish(&wan);
     let (rss_mb_end, fds_end) = process_resources();
+    let first_media = joiners.finish().await;
     traffic.quiesce(Duration::from_secs(3)).await;
     let felt = rec.felt();
     let quality = quality::Quality::of(
@@ -369,6 +376,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         clients_joined,
         duration_s,
         felt,
+        first_media,
         quality,
         path_stretch,
         cost_stretch,
@@ -941,7 +949,9 @@ fn print_summary(r: &Report) {
     };
     let delays =
         |d: &machine::Delays| format!("p50 {:.2}  p99 {:.2}  max {:.1}", d.p50, d.p99, d.max);
+    let p95 = |p: &Option<record::Pct>| p.map_or(f64::NAN, |p| p.p95);
     let f = &r.felt;
+    let fm = &r.first_media;
     let m = &r.machine;
     let media = &f.media_streams;
     println!("\n{:-<72}", "");
@@ -956,7 +966,34 @@ fn print_summary(r: &Report) {
             "clients joined",
             format!("{} of {}", r.clients_joined, r.clients),
         ),
-        ("join (token to first media), ms", pct(&f.join_ms)),
+        (
+            "late joiners: token to first media, ms",
+            pct(&fm.first_media_ms),
+        ),
+        (
+            "  their count",
+            format!(
+                "{} joined, {} failed; {} within 3 edge RTTs + 100 ms",
+                fm.joiners - fm.failures.len() as u64,
+                fm.failures.len(),
+                fm.within_goal
+            ),
+        ),
+        (
+            "  p95 by step, ms",
+            format!(
+                "lookup {:.0}  handshake {:.0}  join {:.0}  first packet {:.0}  (edge RTT {:.0})",
+                p95(&fm.lookup_ms),
+                p95(&fm.handshake_ms),
+                p95(&fm.join_ms),
+                p95(&fm.first_packet_ms),
+                p95(&fm.edge_rtt_ms),
+            ),
+        ),
+        (
+            "everyone starts at once: to first media, ms",
+            pct(&f.start_together_ms),
+        ),
         ("media latency at playout, ms", pct(&f.media_latency_ms)),
         (
             "media loss (every expected stream)",
@@ -1047,6 +1084,8 @@ fn print_summary(r: &Report) {
             failover(&f.stream_failover_ms, "streams"),
         ),
     ]);
+    rows.extend(fm.slowest.iter().map(|s| ("slowest late joins", s.clone())));
+    rows.extend(fm.failures.iter().map(|s| ("failed late joins", s.clone())));
     for (k, v) in rows {
         println!("  {k:<36} {v}");
     }

@@ -28,7 +28,7 @@ pub struct Recorder {
 
 #[derive(Default)]
 struct Inner {
-    join_ms: Vec<f64>,
+    start_together_ms: Vec<f64>,
     joins: u64,
     join_failures: Vec<String>,
     latency_ms: Reservoir<MAX_LATENCY_SAMPLES>,
@@ -148,7 +148,7 @@ pub struct Pct {
 }
 
 impl Pct {
-    fn of(samples: &mut [f64]) -> Option<Pct> {
+    pub fn of(samples: &mut [f64]) -> Option<Pct> {
         Some(Pct {
             p50: percentile(samples, 50.0)?,
             p95: percentile(samples, 95.0)?,
@@ -270,7 +270,12 @@ pub struct PerKind {
 pub struct Felt {
     pub joins: u64,
     pub join_failures: Vec<String>,
-    pub join_ms: Option<Pct>,
+    /// When every client starts at once and sending begins only once all
+    /// are in: from a client's first connection attempt to its first media
+    /// packet in each channel. It includes waiting for the slowest other
+    /// client; a user's own time to first media is the late joiners'
+    /// `first_media` figure.
+    pub start_together_ms: Option<Pct>,
     pub media_latency_ms: Option<Pct>,
     /// 1 - received / sent of [`MediaStreams`]: a silent stream counts as
     /// all lost.
@@ -295,7 +300,7 @@ impl Recorder {
         r.started.get_or_insert_with(Instant::now);
         r.joins += 1;
         if let Some(t) = took {
-            r.join_ms.push(t.as_secs_f64() * 1e3);
+            r.start_together_ms.push(t.as_secs_f64() * 1e3);
         }
     }
 
@@ -521,7 +526,7 @@ impl Recorder {
         Felt {
             joins,
             join_failures,
-            join_ms: Pct::of(&mut r.join_ms),
+            start_together_ms: Pct::of(&mut r.start_together_ms),
             media_latency_ms: Pct::of(r.latency_ms.values_mut()),
             media_loss: loss((media_streams.sent, media_streams.received)),
             playout_loss: PerKind {
