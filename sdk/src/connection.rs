@@ -152,27 +152,50 @@ impl Shared {
     }
 }
 
-/// When the edge was last heard from (any frame chunk or datagram).
+/// When the edge was last heard from (any frame chunk or datagram), and
+/// when it last sent media (microseconds since the link opened: finer than
+/// a loopback round trip, so an answer is never taken for older than the
+/// question it answers).
 pub(crate) struct Liveness {
     epoch: Instant,
-    last_ms: AtomicU64,
+    last_us: AtomicU64,
+    /// 0: no media yet.
+    media_us: AtomicU64,
 }
 
 impl Liveness {
     pub fn new() -> Self {
         Liveness {
             epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+            media_us: AtomicU64::new(0),
         }
     }
 
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     pub fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_us.fetch_max(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// A media datagram arrived (also a byte heard).
+    pub fn touch_media(&self) {
+        let us = self.now_us().max(1);
+        self.last_us.fetch_max(us, Ordering::Relaxed);
+        self.media_us.fetch_max(us, Ordering::Relaxed);
     }
 
     pub fn last(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.epoch + Duration::from_micros(self.last_us.load(Ordering::Relaxed))
+    }
+
+    pub fn last_media(&self) -> Option<Instant> {
+        match self.media_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(self.epoch + Duration::from_micros(us)),
+        }
     }
 }
 
@@ -413,7 +436,7 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
                 continue;
             }
         };
-        liveness.touch();
+        liveness.touch_media();
         if d.first() == Some(&TYPE_NACK) {
             match Nack::decode(&d) {
                 Ok(n) if !n.relay => {
@@ -674,9 +697,15 @@ mod tests {
         l.touch();
         assert_eq!(l.last(), t0 + Duration::from_millis(450));
         // A late touch from another task never moves it back.
-        l.last_ms.store(100, Ordering::Relaxed);
+        l.last_us.store(100, Ordering::Relaxed);
         l.touch();
         assert_eq!(l.last(), t0 + Duration::from_millis(450));
+        // Media is a byte heard too, and remembered apart.
+        assert_eq!(l.last_media(), None);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        l.touch_media();
+        assert_eq!(l.last_media(), Some(t0 + Duration::from_millis(460)));
+        assert_eq!(l.last(), t0 + Duration::from_millis(460));
     }
 
     #[tokio::test]

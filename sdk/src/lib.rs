@@ -33,9 +33,10 @@
 //! ```
 //!
 //! **Failover.** The client sends a keepalive every `keepalive_interval`
-//! (150 ms) and treats `liveness_timeout` (500 ms) without a single byte from
-//! the edge as a dead edge; a QUIC close, a broken stream, a bad frame or a
-//! goaway end the connection too. It then reconnects by itself (goaway
+//! (150 ms), and one more as soon as media stops for 60 ms; an edge that
+//! leaves a keepalive unanswered for four RTTs (at least 100 ms) is dead,
+//! as is one silent for `liveness_timeout` (500 ms) (`watchdog.rs`). A QUIC
+//! close, a broken stream, a bad frame or a goaway end the connection too. It then reconnects by itself (goaway
 //! redirects first, then the candidates after the failed one, then the rest;
 //! the first round at once, then jittered exponential backoff), rejoins every
 //! channel with its stored token, republishes its tracks (publishers switch
@@ -77,6 +78,7 @@ mod roster;
 pub mod stats;
 mod supervisor;
 pub mod tls;
+mod watchdog;
 
 pub use channel::{Channel, TrackPublisher};
 pub use client::{Client, JoinOptions};

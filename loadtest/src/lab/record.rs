@@ -13,9 +13,12 @@ use serde::Serialize;
 use crate::stats::{percentile, Reservoir};
 
 /// A stream is "interrupted" by a failure if nothing arrived for longer than
-/// this across the failure time. Audio sends every 40 ms; 200 ms is five
-/// packets, well past jitter and scheduling noise.
-pub const GAP: Duration = Duration::from_millis(200);
+/// this across the failure time. Audio sends every 40 ms and video every
+/// 33 ms: 100 ms is two and a half audio packets, past jitter, scheduling
+/// noise and a lone lost packet, and short enough that a fast failover
+/// still counts (with a longer threshold, the quickest recoveries would
+/// drop out of the figure and flatter it).
+pub const GAP: Duration = Duration::from_millis(100);
 
 /// Media samples kept for the latency percentiles (a uniform reservoir past
 /// that): bounded memory however long the run.
@@ -218,7 +221,7 @@ impl Failover {
 
 /// A silence that starts this soon after a failure is the failure's doing:
 /// packets already on the wire (up to ~150 ms one way) still land after it,
-/// and relays and clients take most of a second to notice a dead hop.
+/// and relays and clients take up to half a second to notice a dead hop.
 const FAILURE_REACH: Duration = Duration::from_secs(1);
 
 /// If the silence from `last` to `now` is a gap (over [`GAP`]) that began

@@ -56,6 +56,7 @@ use crate::roster::Roster;
 use crate::stats::bump;
 use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
+use crate::watchdog::{Verdict, Watchdog};
 
 /// A goaway may not park the client for longer than this.
 const MAX_GOAWAY_WAIT: Duration = Duration::from_secs(10);
@@ -539,8 +540,9 @@ impl Supervisor {
         let liveness = link.liveness.clone();
         let mut keepalive = tokio::time::interval(self.cfg.keepalive_interval);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut watchdog = Watchdog::new(self.cfg.liveness_timeout);
         loop {
-            let silent_until = liveness.last() + self.cfg.liveness_timeout;
+            let look = watchdog.next_look(liveness.last(), liveness.last_media(), conn.rtt());
             let goaway_at = self.goaway_at;
             let step = tokio::select! {
                 cmd = cmds.recv() => match cmd {
@@ -575,6 +577,7 @@ impl Supervisor {
                 }
                 _ = keepalive.tick() => {
                     self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
+                    watchdog.asked(Instant::now(), liveness.last());
                     self.poll_reorder();
                     match self.restore_deadline {
                         Some(d) if self.restoring > 0 && Instant::now() >= d => {
@@ -584,15 +587,19 @@ impl Supervisor {
                         _ => Step::Continue,
                     }
                 }
-                _ = tokio::time::sleep_until(silent_until) => {
-                    if Instant::now() >= liveness.last() + self.cfg.liveness_timeout {
-                        link.close(0, "edge unresponsive");
-                        Step::End(End::Lost(format!(
-                            "nothing heard from the edge for {} ms",
-                            self.cfg.liveness_timeout.as_millis()
-                        )))
-                    } else {
-                        Step::Continue
+                _ = tokio::time::sleep_until(look) => {
+                    let (now, last) = (Instant::now(), liveness.last());
+                    match watchdog.judge(now, last, liveness.last_media(), conn.rtt()) {
+                        Verdict::Alive => Step::Continue,
+                        Verdict::Check => {
+                            self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
+                            watchdog.asked(now, last);
+                            Step::Continue
+                        }
+                        Verdict::Dead(why) => {
+                            link.close(0, "edge unresponsive");
+                            Step::End(End::Lost(why))
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
