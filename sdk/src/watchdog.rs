@@ -10,6 +10,12 @@
 //! media the regular keepalives are the checks. The configured
 //! `liveness_timeout` stays the ceiling from the last byte.
 //!
+//! On a lossy path an answer often needs a retransmission (a probe timeout
+//! of QUIC's, and behind it the stream waits in order), so one unanswered
+//! keepalive says little: while QUIC loses over [`LOSSY_RATE`] of the
+//! packets, only the ceiling judges. Fast detection is for clean paths,
+//! where silence means death.
+//!
 //! Pure logic: the supervisor feeds it times and acts on its [`Verdict`].
 
 use std::time::Duration;
@@ -29,8 +35,16 @@ pub(crate) const MEDIA_RECENT: Duration = Duration::from_secs(1);
 /// answer by tens of milliseconds without being dead.
 pub(crate) const MIN_ACK_WAIT: Duration = Duration::from_millis(100);
 /// Round trips an answer may take before the edge is judged dead: room for
-/// a retransmitted keepalive and a jittery path.
+/// a jittery path.
 const ACK_WAIT_RTTS: u32 = 4;
+/// A path losing more than this share of packets is lossy: an unanswered
+/// keepalive there is too often lost rather than the edge dead. Below it
+/// (a clean path's fraction of a percent) a lost keepalive is retransmitted
+/// within a probe timeout, well inside [`ack_wait`].
+pub(crate) const LOSSY_RATE: f64 = 0.02;
+/// Loss is judged over windows this long (the last whole one, and the
+/// current one as soon as it lost two packets).
+pub(crate) const LOSS_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long a keepalive may go unanswered on a path of `rtt`, within the
 /// `ceiling` (`liveness_timeout`).
@@ -54,6 +68,13 @@ pub(crate) struct Watchdog {
     /// The first keepalive sent after the last byte heard: an answer to it
     /// (or anything else) is due.
     asked_at: Option<Instant>,
+    /// QUIC's (sent, lost) packet counts when the current loss window
+    /// began, and when that was.
+    window: (Instant, u64, u64),
+    /// The last whole window lost over [`LOSSY_RATE`].
+    was_lossy: bool,
+    /// QUIC's latest (sent, lost) counts.
+    counts: (u64, u64),
 }
 
 impl Watchdog {
@@ -61,7 +82,28 @@ impl Watchdog {
         Watchdog {
             liveness_timeout,
             asked_at: None,
+            window: (Instant::now(), 0, 0),
+            was_lossy: false,
+            counts: (0, 0),
         }
+    }
+
+    /// QUIC's running counts of packets sent and lost on the path, at
+    /// `now`.
+    pub fn path_counts(&mut self, now: Instant, sent: u64, lost: u64) {
+        self.counts = (sent, lost);
+        let (began, sent0, lost0) = self.window;
+        if now >= began + LOSS_WINDOW {
+            self.was_lossy = over_rate(sent.saturating_sub(sent0), lost.saturating_sub(lost0));
+            self.window = (now, sent, lost);
+        }
+    }
+
+    fn lossy(&self) -> bool {
+        let (_, sent0, lost0) = self.window;
+        let (sent, lost) = self.counts;
+        let (sent, lost) = (sent.saturating_sub(sent0), lost.saturating_sub(lost0));
+        self.was_lossy || (lost >= 2 && over_rate(sent, lost))
     }
 
     /// A keepalive went out at `now`.
@@ -86,7 +128,7 @@ impl Watchdog {
         rtt: Duration,
     ) -> Verdict {
         let wait = ack_wait(rtt, self.liveness_timeout);
-        if let Some(asked) = self.unanswered(last_byte) {
+        if let Some(asked) = self.unanswered(last_byte).filter(|_| !self.lossy()) {
             if now >= asked + wait {
                 return Verdict::Dead(format!(
                     "a keepalive went unanswered for {} ms",
@@ -124,6 +166,10 @@ impl Watchdog {
         }
         at
     }
+}
+
+fn over_rate(sent: u64, lost: u64) -> bool {
+    sent > 0 && lost as f64 / sent as f64 > LOSSY_RATE
 }
 
 fn media_flowing(last_byte: Instant, last_media: Option<Instant>) -> bool {
@@ -190,6 +236,37 @@ mod tests {
         w.asked(t0 + ms(150), t0);
         assert!(matches!(
             w.judge(t0 + ms(250), t0, None, RTT),
+            Verdict::Dead(_)
+        ));
+    }
+
+    #[test]
+    fn on_a_lossy_path_only_the_ceiling_judges() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(TIMEOUT);
+        // 3 of 50 packets lost in the current window: lossy at once.
+        w.path_counts(t0, 50, 3);
+        w.asked(t0 + ms(60), t0);
+        assert_eq!(w.judge(t0 + ms(300), t0, Some(t0), RTT), Verdict::Alive);
+        assert!(matches!(
+            w.judge(t0 + TIMEOUT, t0, Some(t0), RTT),
+            Verdict::Dead(_)
+        ));
+        // The window closes lossy; the next one loses 1 of 100 (1%):
+        // lossy until it closes too, then quick again.
+        let t1 = t0 + LOSS_WINDOW * 2;
+        w.path_counts(t1, 100, 5);
+        w.path_counts(t1 + ms(500), 150, 6);
+        w.asked(t1 + ms(560), t1 + ms(500));
+        assert_eq!(
+            w.judge(t1 + ms(660), t1 + ms(500), Some(t1), RTT),
+            Verdict::Alive
+        );
+        let t2 = t1 + LOSS_WINDOW;
+        w.path_counts(t2, 200, 6);
+        w.asked(t2 + ms(60), t2);
+        assert!(matches!(
+            w.judge(t2 + ms(160), t2, Some(t2), RTT),
             Verdict::Dead(_)
         ));
     }

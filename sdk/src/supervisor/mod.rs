@@ -577,7 +577,10 @@ impl Supervisor {
                 }
                 _ = keepalive.tick() => {
                     self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
-                    watchdog.asked(Instant::now(), liveness.last());
+                    let now = Instant::now();
+                    watchdog.asked(now, liveness.last());
+                    let path = conn.stats().path;
+                    watchdog.path_counts(now, path.sent_packets, path.lost_packets);
                     self.poll_reorder();
                     match self.restore_deadline {
                         Some(d) if self.restoring > 0 && Instant::now() >= d => {
@@ -589,6 +592,8 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep_until(look) => {
                     let (now, last) = (Instant::now(), liveness.last());
+                    let path = conn.stats().path;
+                    watchdog.path_counts(now, path.sent_packets, path.lost_packets);
                     match watchdog.judge(now, last, liveness.last_media(), conn.rtt()) {
                         Verdict::Alive => Step::Continue,
                         Verdict::Check => {
