@@ -124,6 +124,7 @@ impl EdgeCore {
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
         };
+        self.tell_hinted(ch, &report.members);
         let homes = self.homes(ch.id);
         tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), "directory report");
         for home in homes {
@@ -139,6 +140,65 @@ impl EdgeCore {
                     })
                 });
             }
+        }
+    }
+
+    /// This edge's members of `ch`, sent directly to the edges a rejoining
+    /// client named while the hint lasts
+    /// ([`crate::forward::channel::ChannelState::hint`]): they
+    /// learn of the new member (and it of them, from their answers to the
+    /// first, a greeting) in one round trip between the two edges, instead
+    /// of through the channel's homes, which may be across the world.
+    fn tell_hinted(&self, ch: &Channel, members: &[pb::DirectoryMember]) {
+        if ch.read().hinted.is_empty() {
+            return;
+        }
+        let targets = ch.write().hinted_now(Instant::now());
+        let table = self.route_table();
+        let live: std::collections::HashSet<EdgeId> = table.live_edges().collect();
+        for greeting in [true, false] {
+            let dests: Vec<EdgeId> = targets
+                .iter()
+                .filter(|(e, g)| *g == greeting && live.contains(e))
+                .map(|(e, _)| *e)
+                .collect();
+            self.send_own_entry(ch.id, members, &dests, greeting);
+        }
+    }
+
+    /// Send `dests` this edge's entry of `ch` as a directory update of its
+    /// own (protocol §9.6, "Hints").
+    fn send_own_entry(
+        &self,
+        ch: ChannelId,
+        members: &[pb::DirectoryMember],
+        dests: &[EdgeId],
+        greeting: bool,
+    ) {
+        if dests.is_empty() {
+            return;
+        }
+        let event = if greeting { "greeted" } else { "told" };
+        self.metrics.directory_hints(event, dests.len());
+        let update = pb::DirectoryUpdate {
+            home_edge: self.id,
+            channel_id: ch.0,
+            edges: vec![pb::EdgeMembers {
+                edge_id: self.id,
+                members: members.to_vec(),
+            }],
+            version: 0,
+            hop_limit: INITIAL_HOP_LIMIT as u32,
+            tree: vec![],
+            greeting,
+        };
+        for t in self.trees_to(dests) {
+            self.send_along(&t, |nodes| {
+                RK::DirectoryUpdate(pb::DirectoryUpdate {
+                    tree: nodes,
+                    ..update.clone()
+                })
+            });
         }
     }
 
@@ -245,6 +305,15 @@ impl EdgeCore {
         let Some(ch) = self.existing_channel(ChannelId(u.channel_id)) else {
             return;
         };
+        if u.greeting && u.home_edge != self.id {
+            // A rejoined member's new edge introduced itself: answer with
+            // this edge's members, so it sends them the channel's media
+            // without waiting for a home.
+            let members = ch.read().local_report();
+            if !members.is_empty() {
+                self.send_own_entry(ch.id, &members, &[u.home_edge], false);
+            }
+        }
         let expires = Instant::now() + ENTRY_TTL;
         // Most updates are a home's refresh of what this edge already has:
         // then only the expiries move, without `update`'s diff of every

@@ -560,6 +560,14 @@ impl EdgeMetrics {
             .increment(1);
     }
 
+    /// Directory updates of this edge's own entry sent straight to edges a
+    /// rejoining client named (`event`: `greeted` asks for their entry back,
+    /// `told` does not; answers to greetings count as `told`).
+    pub fn directory_hints(&self, event: &'static str, n: usize) {
+        counter!("rtn_edge_directory_hints_total", "edge" => self.edge.clone(), "event" => event)
+            .increment(n as u64);
+    }
+
     pub fn join(&self, result: &'static str) {
         counter!("rtn_edge_joins_total", "edge" => self.edge.clone(), "result" => result)
             .increment(1);

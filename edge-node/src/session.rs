@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::channel::{Channel, LocalMember, MediaSubscription};
 use crate::edge::EdgeCore;
+use crate::forward::channel::HINT_TTL;
 use crate::media_queue::MediaQueue;
 use crate::message_seq::SenderSeq;
 use crate::metrics::EdgeMetrics;
@@ -443,6 +444,11 @@ impl Session {
                 },
             );
             st.local_generation += 1;
+            st.hint(
+                self.core.id,
+                &j.member_edges,
+                std::time::Instant::now() + HINT_TTL,
+            );
         });
         self.handle.send_frame(SK::Joined(pb::Joined {
             request_id: rid,

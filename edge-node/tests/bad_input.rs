@@ -359,6 +359,7 @@ async fn a_connection_sending_bad_joins_is_closed_after_its_budget_and_logged_on
                     token: forged.clone(),
                     subscribe_all: false,
                     channel: "room".into(),
+                    member_edges: vec![],
                 })),
             },
             &mut pipelined,

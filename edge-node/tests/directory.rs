@@ -1,11 +1,13 @@
 //! Channel directories across edges: a member joining through an edge that
-//! has just lost the channel's last member is seen at once elsewhere.
+//! has just lost the channel's last member is seen at once elsewhere, and a
+//! rejoining member's new edge greets the edges its client named.
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
+use sdk::{Event, TrackKind};
 
 async fn joined(c: &mut RawClient, user: &str) {
     c.expect(|f| match f {
@@ -46,4 +48,79 @@ async fn a_channel_taken_up_again_on_an_edge_is_reported_at_once() {
     eprintln!("carol seen on edge 1 {took:?} after joining edge 2");
     assert!(took < Duration::from_millis(1_500), "{took:?}");
     mesh.stop().await;
+}
+
+/// A publisher whose edge dies rejoins through another edge and names the
+/// edges of the members it knew (`Join.member_edges`): its new edge greets
+/// the receiver's edge directly, which answers, and media flows again
+/// whatever the channel's directory homes are doing (protocol §9.6,
+/// "Hints").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoining_publisher_s_new_edge_greets_the_receivers_edge() {
+    init_logs();
+    let mut mesh = Mesh::start(3).await;
+    let Call {
+        sender,
+        receiver,
+        room,
+        rx_room: _rx_room,
+    } = Call::start(mesh.sdk_config(&[1, 3]), mesh.sdk_config(&[2])).await;
+    let mic = room.publish_track("mic", TrackKind::Audio).await.unwrap();
+    let sending = tokio::spawn(async move {
+        loop {
+            let _ = mic.send(b"frame").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let hints = |edge: &str, event: &str| {
+        metric(
+            "rtn_edge_directory_hints_total",
+            &[("edge", edge), ("event", event)],
+        )
+    };
+    let (greeted, told) = (hints("3", "greeted"), hints("2", "told"));
+    wait_for_media(&receiver, 0).await;
+
+    // Sam's edge dies: sam rejoins through edge 3, naming edge 2 (rita's).
+    let i = mesh.edges.iter().position(|e| e.id() == 1).unwrap();
+    mesh.edges.remove(i).kill().await;
+    let edge3 = mesh.edge(3).addr();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sender.edge() != Some(edge3) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("sam fails over to edge 3");
+    // Media sam sent through edge 3.
+    wait_for_media(&receiver, unix_us()).await;
+    assert!(hints("3", "greeted") > greeted, "edge 3 greeted edge 2");
+    assert!(hints("2", "told") > told, "edge 2 answered");
+    sending.abort();
+    sender.close().await;
+    receiver.close().await;
+    mesh.stop().await;
+}
+
+/// Wait (at most 5 s) for a media packet sam sent after `after_us` (unix
+/// microseconds) to reach `receiver`.
+async fn wait_for_media(receiver: &sdk::Client, after_us: u64) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match receiver.next_event().await {
+                Some(Event::Media(m)) if m.user == "sam" && m.timestamp_us > after_us => return,
+                Some(_) => {}
+                None => panic!("rita's client closed"),
+            }
+        }
+    })
+    .await
+    .expect("sam's media reaches rita");
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }

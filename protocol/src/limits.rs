@@ -34,3 +34,8 @@ pub const MAX_CHANNELS_PER_SESSION: usize = 16;
 
 /// Most tracks one client may publish in one channel.
 pub const MAX_TRACKS_PER_CHANNEL: usize = 8;
+
+/// Edges of `Join.member_edges` an edge uses (a hint: more are ignored).
+/// A rejoining client's channel is rarely spread over more; beyond that
+/// the channel's directory homes tell the rest as usual.
+pub const MAX_MEMBER_EDGES: usize = 32;

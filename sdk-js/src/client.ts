@@ -567,7 +567,7 @@ export class Client implements ClientCore {
     // Restore every channel first, then run what waited for a link.
     for (const [channelId, ch] of this.#channels) {
       ch.live = false;
-      this.#request((requestId) => ({ join: { requestId, token: ch.token, subscribeAll: ch.subAll, channel: ch.name } }), { kind: 'rejoin', channelId });
+      this.#request((requestId) => ({ join: { requestId, token: ch.token, subscribeAll: ch.subAll, channel: ch.name, memberEdges: ch.roster.memberEdges() } }), { kind: 'rejoin', channelId });
       this.#restoring++;
     }
     if (this.#restoring > 0) this.#restoreDeadline = performance.now() + this.#cfg.requestTimeoutMs;
@@ -1030,9 +1030,9 @@ export class Client implements ClientCore {
     this.#emit({ type: 'message-refused', channel: ch.name, seq, error });
   }
 
-  #memberJoined(m: { channelId: bigint; userId: string; session: bigint }): void {
+  #memberJoined(m: { channelId: bigint; userId: string; session: bigint; edgeId: number }): void {
     const ch = this.#channels.get(m.channelId);
-    if (!ch || !ch.roster.memberJoined(m.userId, m.session)) return;
+    if (!ch || !ch.roster.memberJoined(m.userId, m.session, m.edgeId)) return;
     // A new session of another user (first seen, or reconnected): it may
     // have missed messages in flight, so resend the window to it alone.
     if (m.userId === ch.roster.me || !ch.live || ch.window.size === 0) return;

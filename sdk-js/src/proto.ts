@@ -215,7 +215,8 @@ export const trackKindName = (n: number): TrackKindName =>
   (['unspecified', 'audio', 'video', 'data'] as const)[n] ?? 'unspecified';
 
 export interface TrackInfo { name: string; trackKey: bigint; kind: number }
-export interface Member { userId: string; tracks: TrackInfo[]; session: bigint }
+/** `edgeId`: the edge hosting the session, 0 for the client's own edge. */
+export interface Member { userId: string; tracks: TrackInfo[]; session: bigint; edgeId: number }
 /** An edge address of a goaway's redirect; `certSha256` are raw digests. */
 export interface EdgeAddressPb { edgeId: number; addr: string; serverName: string; certSha256: Uint8Array[] }
 
@@ -230,7 +231,7 @@ export interface ChatMessage {
 
 /** ClientFrame.kind (client -> edge). */
 export type ClientFrame =
-  | { join: { requestId: number; token: string; subscribeAll: boolean; channel: string } }
+  | { join: { requestId: number; token: string; subscribeAll: boolean; channel: string; memberEdges?: number[] } }
   | { leave: { requestId: number; channelId: bigint } }
   | { publishTrack: { requestId: number; channelId: bigint; name: string; kind: number } }
   | { unpublishTrack: { requestId: number; channelId: bigint; trackKey: bigint } }
@@ -246,7 +247,7 @@ export type ServerFrame =
   | { left: { requestId: number; channelId: bigint } }
   | { trackPublished: { requestId: number; channelId: bigint; name: string; trackKey: bigint } }
   | { error: { requestId: number; code: number; message: string } }
-  | { memberJoined: { channelId: bigint; userId: string; session: bigint } }
+  | { memberJoined: { channelId: bigint; userId: string; session: bigint; edgeId: number } }
   | { memberLeft: { channelId: bigint; userId: string; session: bigint } }
   | { trackAvailable: { channelId: bigint; userId: string; track: TrackInfo | undefined } }
   | { trackUnavailable: { channelId: bigint; userId: string; trackKey: bigint } }
@@ -271,7 +272,11 @@ export function encodeClientFrame(f: ClientFrame): Uint8Array {
   const w = new Writer();
   if ('join' in f) {
     const j = f.join;
-    w.message(1, (m) => { m.uint(1, j.requestId); m.string(2, j.token); m.uint(3, j.subscribeAll); m.string(4, j.channel); });
+    w.message(1, (m) => {
+      m.uint(1, j.requestId); m.string(2, j.token); m.uint(3, j.subscribeAll); m.string(4, j.channel);
+      // Repeated uint32, one field per value (parsers accept it unpacked).
+      for (const e of j.memberEdges ?? []) m.uint(5, e);
+    });
   } else if ('leave' in f) {
     const l = f.leave;
     w.message(2, (m) => { m.uint(1, l.requestId); m.fixed64(2, l.channelId); });
@@ -307,9 +312,9 @@ function trackInfo(r: Reader): TrackInfo {
 }
 
 function member(r: Reader): Member {
-  const m: Member = { userId: '', tracks: [], session: 0n };
+  const m: Member = { userId: '', tracks: [], session: 0n, edgeId: 0 };
   r.fields((f, wt) => {
-    if (f === 1) { expect(wt, 2); m.userId = r.string(); } else if (f === 2) { expect(wt, 2); m.tracks.push(trackInfo(r.sub())); } else if (f === 3) { expect(wt, 1); m.session = r.fixed64(); } else return false;
+    if (f === 1) { expect(wt, 2); m.userId = r.string(); } else if (f === 2) { expect(wt, 2); m.tracks.push(trackInfo(r.sub())); } else if (f === 3) { expect(wt, 1); m.session = r.fixed64(); } else if (f === 4) { expect(wt, 0); m.edgeId = r.uint32(); } else return false;
     return true;
   });
   return m;
@@ -364,6 +369,7 @@ function scalars<T>(r: Reader, init: T, spec: Spec): T {
 
 const REQ: Spec = { 1: [0, 'requestId', u32], 2: [1, 'channelId', f64] };
 const MEMBER_EVENT: Spec = { 1: [1, 'channelId', f64], 2: [2, 'userId', str], 3: [1, 'session', f64] };
+const MEMBER_JOINED: Spec = { ...MEMBER_EVENT, 4: [0, 'edgeId', u32] };
 
 /** Decode one ServerFrame body. Throws `DecodeError` on a bad encoding. */
 export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
@@ -394,7 +400,7 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
       case 2: out = { left: scalars(s, { requestId: 0, channelId: 0n }, REQ) }; break;
       case 3: out = { trackPublished: scalars(s, { requestId: 0, channelId: 0n, name: '', trackKey: 0n }, { ...REQ, 3: [2, 'name', str], 4: [1, 'trackKey', f64] }) }; break;
       case 4: out = { error: scalars(s, { requestId: 0, code: 0, message: '' }, { 1: [0, 'requestId', u32], 2: [0, 'code', i32], 3: [2, 'message', str] }) }; break;
-      case 5: out = { memberJoined: scalars(s, { channelId: 0n, userId: '', session: 0n }, MEMBER_EVENT) }; break;
+      case 5: out = { memberJoined: scalars(s, { channelId: 0n, userId: '', session: 0n, edgeId: 0 }, MEMBER_JOINED) }; break;
       case 6: out = { memberLeft: scalars(s, { channelId: 0n, userId: '', session: 0n }, MEMBER_EVENT) }; break;
       case 7: {
         const t = { channelId: 0n, userId: '', track: undefined as TrackInfo | undefined };

@@ -13,6 +13,9 @@ import { LatenessGate } from './lateness';
 import { trackKindName, type Member, type TrackInfo } from './proto';
 import { LossCounter } from './stats';
 
+/** Edges a rejoin names at most (the edge uses no more: `MAX_MEMBER_EDGES`). */
+const MAX_MEMBER_EDGES = 32;
+
 export interface RemoteTrack {
   channelId: bigint;
   channel: string;
@@ -27,6 +30,9 @@ export type TrackMap = Map<bigint, RemoteTrack>;
 export class Roster {
   /** Other members: user id -> sessions. */
   private members = new Map<string, Set<bigint>>();
+  /** The edge hosting each other member's session where it is not ours
+   * (`Member.edgeId`): named on a rejoin (`Join.member_edges`). */
+  private edges = new Map<bigint, number>();
   /** Remote tracks of this channel: key -> [user, name]. */
   private remote = new Map<bigint, [string, string]>();
   /** How many keys name each (user, track name). */
@@ -66,13 +72,22 @@ export class Roster {
     this.emit({ type: 'track-unavailable', channel: this.channel, user, track });
   }
 
-  /** A member session appeared; true if it was not known. */
-  memberJoined(user: string, session: bigint): boolean {
+  /** The edges hosting the other members as last heard (at most 32,
+   * lowest first): a rejoin names them so the new edge tells them of us at
+   * once (docs/protocol.md, 9.6 "Hints"). */
+  memberEdges(): number[] {
+    return [...new Set(this.edges.values())].sort((a, b) => a - b).slice(0, MAX_MEMBER_EDGES);
+  }
+
+  /** A member session appeared (on edge `edgeId`, 0: ours); true if it was
+   * not known. */
+  memberJoined(user: string, session: bigint, edgeId = 0): boolean {
     if (user === this.me) return false;
     let sessions = this.members.get(user);
     if (!sessions) this.members.set(user, (sessions = new Set()));
     if (sessions.has(session)) return false;
     sessions.add(session);
+    if (edgeId !== 0) this.edges.set(session, edgeId);
     if (sessions.size === 1) this.emit({ type: 'member-joined', channel: this.channel, user });
     return true;
   }
@@ -81,6 +96,7 @@ export class Roster {
     const sessions = this.members.get(user);
     if (!sessions) return;
     sessions.delete(session);
+    this.edges.delete(session);
     if (sessions.size > 0) return;
     this.members.delete(user);
     // Its tracks are gone with it (the edge says so too; be sure).
@@ -92,10 +108,12 @@ export class Roster {
   reconcile(members: Member[]): void {
     const now = new Map<string, Set<bigint>>();
     const others = members.filter((m) => m.userId !== this.me);
+    this.edges.clear();
     for (const m of others) {
       let s = now.get(m.userId);
       if (!s) now.set(m.userId, (s = new Set()));
       s.add(m.session);
+      if (m.edgeId !== 0) this.edges.set(m.session, m.edgeId);
     }
     for (const user of now.keys()) {
       if (!this.members.has(user)) this.emit({ type: 'member-joined', channel: this.channel, user });

@@ -52,7 +52,7 @@ test('join, publish media, send messages with acks', async () => {
   assert.deepEqual(net.dialled[0]!.options, {});
   const room = await c.join('alice', 'room', { subscribeAll: true });
   assert.deepEqual([room.name, room.id, room.user], ['room', 0x963c416800b67c5bn, 'alice']);
-  assert.deepEqual(e1.last.joins(), [{ requestId: 1, token: 'alice', subscribeAll: true, channel: 'room' }]);
+  assert.deepEqual(e1.last.joins(), [{ requestId: 1, token: 'alice', subscribeAll: true, channel: 'room', memberEdges: [] }]);
   const mic = await room.publishTrack('mic', 'audio');
   assert.equal(mic.trackKey, (1n << 32n) | 1n);
   await mic.send(Uint8Array.of(1, 2, 3));
@@ -74,7 +74,7 @@ test('join, publish media, send messages with acks', async () => {
 test('receiving: members, tracks, media, messages in order without duplicates', async () => {
   const net = new FakeNet();
   const e1 = net.edge(1, '127.0.0.1:4433');
-  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 99n, kind: 2 }] }];
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 99n, kind: 2 }], edgeId: 0 }];
   const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
   const iter = c.events();
   const room = await c.join('alice', 'room', { subscribeAll: true });
@@ -101,8 +101,8 @@ test('receiving: members, tracks, media, messages in order without duplicates', 
   assert.equal(first.value?.type, 'member-joined');
   // A session of ours (a previous one) is never a member; bob's second
   // session is not a new member; the last one leaving is.
-  s.send({ memberJoined: { channelId: room.id, userId: 'alice', session: 1n } });
-  s.send({ memberJoined: { channelId: room.id, userId: 'bob', session: 8n } });
+  s.send({ memberJoined: { channelId: room.id, userId: 'alice', session: 1n, edgeId: 0 } });
+  s.send({ memberJoined: { channelId: room.id, userId: 'bob', session: 8n, edgeId: 0 } });
   s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 7n } });
   s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 8n } });
   await until(() => events.some((e) => e.type === 'member-left'));
@@ -140,6 +140,11 @@ test('backpressure: trySendMessage refuses past maxUnacked', async () => {
 
 test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, republish, replay', async () => {
   const { e1, e2, c, events } = await twoEdges();
+  // Bob is on edge 5, carol on alice's own edge (0): the rejoin names 5.
+  e1.members = [
+    { userId: 'bob', session: 7n, tracks: [], edgeId: 5 },
+    { userId: 'carol', session: 8n, tracks: [], edgeId: 0 },
+  ];
   const room = await c.join('alice', 'room', { subscribeAll: true });
   await room.subscribe('bob');
   const mic = await room.publishTrack('mic', 'audio');
@@ -155,7 +160,7 @@ test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, repu
   assert.ok(reconnecting?.type === 'reconnecting' && /GOING_AWAY/.test(reconnecting.reason), JSON.stringify(reconnecting));
   assert.equal(c.edge()?.addr, '127.0.0.2:4433');
   const s2 = e2.last;
-  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel]), [['alice', true, 'room']]);
+  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel, j.memberEdges]), [['alice', true, 'room', [5]]]);
   assert.ok(s2.frames.some((f) => 'publishTrack' in f && f.publishTrack.name === 'mic'));
   await until(() => mic.trackKey !== undefined && mic.trackKey !== oldKey);
   assert.equal(mic.trackKey, (2n << 32n) | 1n, 'the publisher follows the new key');
@@ -277,7 +282,7 @@ test('e2ee through the client: sealed media and messages from a native sender op
   const { ChannelKey, E2eeKeys } = await import('../src/e2ee');
   const net = new FakeNet();
   const e1 = net.edge(1, '127.0.0.1:4433');
-  e1.members = [{ userId: 'alice', session: 1n, tracks: [{ name: 'mic', trackKey: (7n << 32n) | 1n, kind: 1 }] }];
+  e1.members = [{ userId: 'alice', session: 1n, tracks: [{ name: 'mic', trackKey: (7n << 32n) | 1n, kind: 1 }], edgeId: 0 }];
   const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }], maxMediaLatenessMs: null });
   const k1 = new ChannelKey(1, new Uint8Array(32).fill(7));
   const k3 = new ChannelKey(3, new Uint8Array(32).fill(9));
@@ -310,7 +315,7 @@ async function withBob(repair: boolean): Promise<{ e1: ReturnType<FakeNet['edge'
   const net = new FakeNet();
   const e1 = net.edge(1, '127.0.0.1:4433');
   const mic = (7n << 32n) | (1n << 30n) | 5n; // kind audio (§6)
-  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'mic', trackKey: mic, kind: 1 }] }];
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'mic', trackKey: mic, kind: 1 }], edgeId: 0 }];
   const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }], repair });
   const room = await c.join('alice', 'room', { subscribeAll: true });
   const media = (seq: number): void => e1.last.sendDatagram(encodeMedia({ channelId: room.id, trackKey: mic, sequence: seq, timestampUs: BigInt(Date.now() * 1000) }, Uint8Array.of(seq)));

@@ -41,11 +41,11 @@ test('every client frame kind encodes with its field number and round-trips its 
 
 test('server frames decode, unknown fields are skipped, unknown kinds are undefined', () => {
   const frames: Parameters<typeof encodeServerFrame>[0][] = [
-    { joined: { requestId: 1, channel: 'room', channelId: 0x963c416800b67c5bn, userId: 'alice', edgeId: 7, members: [{ userId: 'bob', session: 42n, tracks: [{ name: 'cam', trackKey: (7n << 32n) | 9n, kind: 2 }] }] } },
+    { joined: { requestId: 1, channel: 'room', channelId: 0x963c416800b67c5bn, userId: 'alice', edgeId: 7, members: [{ userId: 'bob', session: 42n, tracks: [{ name: 'cam', trackKey: (7n << 32n) | 9n, kind: 2 }], edgeId: 3 }] } },
     { left: { requestId: 2, channelId: 5n } },
     { trackPublished: { requestId: 3, channelId: 5n, name: 'mic', trackKey: 123n } },
     { error: { requestId: 0, code: 18, message: 'next seq is 4' } },
-    { memberJoined: { channelId: 5n, userId: 'bob', session: 1n } },
+    { memberJoined: { channelId: 5n, userId: 'bob', session: 1n, edgeId: 4 } },
     { memberLeft: { channelId: 5n, userId: 'bob', session: 1n } },
     { trackAvailable: { channelId: 5n, userId: 'bob', track: { name: 'cam', trackKey: 3n, kind: 2 } } },
     { trackUnavailable: { channelId: 5n, userId: 'bob', trackKey: 3n } },

@@ -15,7 +15,7 @@ export function decodeClientFrame(body: Uint8Array): ClientFrame {
     const s = r.sub();
     const o: Record<string, unknown> = {};
     const names: Record<number, string[]> = {
-      1: ['requestId', 'token', 'subscribeAll', 'channel'],
+      1: ['requestId', 'token', 'subscribeAll', 'channel', 'memberEdges'],
       2: ['requestId', 'channelId'],
       3: ['requestId', 'channelId', 'name', 'kind'],
       4: ['requestId', 'channelId', 'trackKey'],
@@ -27,7 +27,7 @@ export function decodeClientFrame(body: Uint8Array): ClientFrame {
       out = { message: decodeChat(s) };
       return true;
     }
-    for (const n of names[f]!) o[n] = DEFAULTS[n];
+    for (const n of names[f]!) o[n] = n === 'memberEdges' ? [] : DEFAULTS[n];
     s.fields((g, wt) => {
       const n = names[f]![g - 1];
       if (!n) return false;
@@ -35,6 +35,7 @@ export function decodeClientFrame(body: Uint8Array): ClientFrame {
       else if (wt === 2) o[n] = s.string();
       else if (n === 'nonce') o[n] = s.varint64();
       else if (n === 'subscribeAll') o[n] = s.varint() === 1;
+      else if (n === 'memberEdges') (o[n] as number[]).push(s.varint());
       else o[n] = s.varint();
       return true;
     });

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use protocol::limits::MAX_MEMBER_EDGES;
 use protocol::pb;
 
 use crate::connection::{RemoteTrack, Shared};
@@ -24,6 +25,9 @@ pub(crate) struct Roster {
     pub me: String,
     /// Other members: user id -> sessions.
     members: HashMap<String, HashSet<u64>>,
+    /// The edge hosting each other member's session, where it is not ours
+    /// (`Member.edge_id`): named on a rejoin (`Join.member_edges`).
+    edges: HashMap<u64, u32>,
     /// Remote tracks: key -> (user, track name).
     remote: HashMap<u64, (String, String)>,
     /// How many keys name each (user, track name).
@@ -37,6 +41,7 @@ impl Roster {
             channel: channel.to_string(),
             me: me.to_string(),
             members: HashMap::new(),
+            edges: HashMap::new(),
             remote: HashMap::new(),
             names: HashMap::new(),
         }
@@ -106,8 +111,20 @@ impl Roster {
         }
     }
 
-    /// A member session appeared; true if it was not known.
-    pub fn member_joined(&mut self, shared: &Shared, user: &str, session: u64) -> bool {
+    /// The edges hosting the other members, as this client last heard
+    /// (at most [`MAX_MEMBER_EDGES`], lowest ids first): on a rejoin, the
+    /// new edge tells them directly that it hosts us now.
+    pub fn member_edges(&self) -> Vec<u32> {
+        let mut edges: Vec<u32> = self.edges.values().copied().collect();
+        edges.sort_unstable();
+        edges.dedup();
+        edges.truncate(MAX_MEMBER_EDGES);
+        edges
+    }
+
+    /// A member session appeared (on edge `edge`, 0: ours); true if it was
+    /// not known.
+    pub fn member_joined(&mut self, shared: &Shared, user: &str, session: u64, edge: u32) -> bool {
         if user == self.me {
             return false;
         }
@@ -115,6 +132,9 @@ impl Roster {
         let first = sessions.is_empty();
         if !sessions.insert(session) {
             return false;
+        }
+        if edge != 0 {
+            self.edges.insert(session, edge);
         }
         if first {
             self.emit(
@@ -133,6 +153,7 @@ impl Roster {
             return;
         };
         sessions.remove(&session);
+        self.edges.remove(&session);
         if !sessions.is_empty() {
             return;
         }
@@ -163,8 +184,12 @@ impl Roster {
         let mut now: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut keys: HashSet<u64> = HashSet::new();
         let members: Vec<&pb::Member> = members.iter().filter(|m| m.user_id != self.me).collect();
+        self.edges.clear();
         for m in &members {
             now.entry(m.user_id.clone()).or_default().insert(m.session);
+            if m.edge_id != 0 {
+                self.edges.insert(m.session, m.edge_id);
+            }
         }
         for user in now.keys() {
             if !self.members.contains_key(user) {
@@ -230,7 +255,12 @@ mod tests {
             user_id: user.into(),
             session,
             tracks: tracks.iter().map(|(n, k)| track(n, *k)).collect(),
+            edge_id: 0,
         }
+    }
+
+    fn on_edge(edge: u32, m: pb::Member) -> pb::Member {
+        pb::Member { edge_id: edge, ..m }
     }
 
     fn track(name: &str, key: u64) -> pb::TrackInfo {
@@ -286,6 +316,38 @@ mod tests {
     }
 
     #[test]
+    fn the_member_edges_named_on_a_rejoin_follow_the_sessions() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        // Bob on edge 3, carol on ours (0), our own old session on edge 5.
+        r.reconcile(
+            &shared,
+            &[
+                on_edge(3, member("bob", 1, &[])),
+                member("carol", 2, &[]),
+                on_edge(5, member("me", 9, &[])),
+            ],
+        );
+        assert_eq!(r.member_edges(), [3]);
+        assert!(r.member_joined(&shared, "dave", 4, 7));
+        assert!(r.member_joined(&shared, "erin", 6, 3));
+        assert_eq!(r.member_edges(), [3, 7], "each edge once");
+        r.member_left(&shared, "bob", 1);
+        r.member_left(&shared, "erin", 6);
+        assert_eq!(r.member_edges(), [7]);
+        // A rejoin's member list replaces what was known.
+        r.reconcile(&shared, &[on_edge(8, member("dave", 10, &[]))]);
+        assert_eq!(r.member_edges(), [8]);
+        // At most MAX_MEMBER_EDGES, lowest first.
+        for s in 0..40u64 {
+            r.member_joined(&shared, &format!("u{s}"), 100 + s, 100 + s as u32);
+        }
+        let edges = r.member_edges();
+        assert_eq!(edges.len(), MAX_MEMBER_EDGES);
+        assert_eq!(edges[0], 8);
+    }
+
+    #[test]
     fn first_join_reports_members_and_tracks_but_not_ourselves() {
         let shared = Shared::new(16);
         let mut r = Roster::new(1, "room", "me");
@@ -302,7 +364,7 @@ mod tests {
         );
         assert_eq!(mapped(&shared, 10), Some(("bob".into(), "cam".into())));
         assert_eq!(mapped(&shared, 11), None);
-        assert!(!r.member_joined(&shared, "me", 3));
+        assert!(!r.member_joined(&shared, "me", 3, 0));
         assert!(events(&shared).is_empty());
     }
 
@@ -313,8 +375,8 @@ mod tests {
         r.reconcile(&shared, &[member("bob", 1, &[("cam", 10)])]);
         events(&shared);
         // New session and key first, old ones go after.
-        assert!(r.member_joined(&shared, "bob", 2));
-        assert!(!r.member_joined(&shared, "bob", 2), "known session");
+        assert!(r.member_joined(&shared, "bob", 2, 0));
+        assert!(!r.member_joined(&shared, "bob", 2, 0), "known session");
         r.add_track(&shared, "bob", &track("cam", 20));
         r.remove_track(&shared, 10);
         r.member_left(&shared, "bob", 1);

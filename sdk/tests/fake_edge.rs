@@ -442,6 +442,7 @@ async fn a_new_session_of_another_member_gets_the_window_replayed() {
             channel_id: CH,
             user_id: user.into(),
             session,
+            edge_id: 0,
         }))
         .await;
     }
@@ -451,6 +452,7 @@ async fn a_new_session_of_another_member_gets_the_window_replayed() {
         channel_id: CH,
         user_id: "bob".into(),
         session: 8,
+        edge_id: 0,
     }))
     .await;
     for i in 1..=3u64 {

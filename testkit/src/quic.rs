@@ -227,6 +227,7 @@ impl RawClient {
             token,
             subscribe_all,
             channel: channel.into(),
+            member_edges: vec![],
         }))
         .await?;
         self.recv_until(|f| match f {

@@ -8,8 +8,9 @@
 //! packet or an announcement goes to; the caller sends.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use protocol::limits::MAX_MEMBER_EDGES;
 use protocol::pb::{self, server_frame::Kind as SK, DirectoryMember, TrackInfo};
 use protocol::{ChannelId, EdgeId, TrackKey};
 
@@ -74,6 +75,20 @@ pub struct RemoteEdge {
     pub expires: Instant,
 }
 
+/// How long the edges a rejoining client named are told of this edge's
+/// local changes directly: until the channel's homes have surely heard of
+/// the new member and pushed it (reports go every second; an entry lives
+/// 3.5 s, [`crate::directory::ENTRY_TTL`]).
+pub const HINT_TTL: Duration = Duration::from_millis(3_500);
+
+/// An edge a rejoining client named (`Join.member_edges`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintedEdge {
+    pub until: Instant,
+    /// Sent a greeting (which asks for its entry in return) already.
+    pub greeted: bool,
+}
+
 /// Who owns a track: relayed media is handed to the members subscribed to
 /// its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +107,8 @@ pub struct ChannelState<C> {
     pub local_generation: u64,
     /// Bumped on every change of `remote`; invalidates cached trees.
     pub remote_version: u64,
+    /// Edges told of local changes directly for a while ([`HINT_TTL`]).
+    pub hinted: HashMap<EdgeId, HintedEdge>,
 }
 
 impl<C> Default for ChannelState<C> {
@@ -102,6 +119,7 @@ impl<C> Default for ChannelState<C> {
             tracks: HashMap::new(),
             local_generation: 0,
             remote_version: 0,
+            hinted: HashMap::new(),
         }
     }
 }
@@ -115,6 +133,8 @@ pub type Announcement<C> = (C, SK);
 struct MemberView {
     user: String,
     tracks: Vec<TrackInfo>,
+    /// The edge hosting it; 0 for this edge.
+    edge: EdgeId,
 }
 
 impl<C: Clone> ChannelState<C> {
@@ -230,8 +250,41 @@ impl<C> ChannelState<C> {
                 user_id: v.user,
                 tracks: v.tracks,
                 session: s,
+                edge_id: v.edge,
             })
             .collect()
+    }
+
+    /// A rejoining member named `edges` (`Join.member_edges`, as its client
+    /// last knew the channel): this edge tells them of its local changes
+    /// directly until `until`, not only through the channel's homes (which
+    /// may be far). This edge itself, 0 and edges past
+    /// [`MAX_MEMBER_EDGES`] are ignored.
+    pub fn hint(&mut self, me: EdgeId, edges: &[EdgeId], until: Instant) {
+        for &e in edges.iter().take(MAX_MEMBER_EDGES) {
+            if e == me || e == 0 {
+                continue;
+            }
+            let h = self.hinted.entry(e).or_insert(HintedEdge {
+                until,
+                greeted: false,
+            });
+            h.until = h.until.max(until);
+        }
+    }
+
+    /// The hinted edges to tell of this edge's members at `now`, each with
+    /// whether to greet it (ask for its entry in return: the first time);
+    /// expired hints are forgotten.
+    pub fn hinted_now(&mut self, now: Instant) -> Vec<(EdgeId, bool)> {
+        self.hinted.retain(|_, h| h.until > now);
+        let mut out: Vec<(EdgeId, bool)> = self
+            .hinted
+            .iter_mut()
+            .map(|(e, h)| (*e, !std::mem::replace(&mut h.greeted, true)))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Whether a home's update says anything this edge does not know (`me`
@@ -321,15 +374,17 @@ impl<C> ChannelState<C> {
                     MemberView {
                         user: m.user.clone(),
                         tracks: m.tracks.clone(),
+                        edge: 0,
                     },
                 )
             })
             .collect();
-        for r in self.remote.values() {
+        for (edge, r) in &self.remote {
             for m in &r.members {
                 out.entry(m.session).or_insert_with(|| MemberView {
                     user: m.user_id.clone(),
                     tracks: m.tracks.clone(),
+                    edge: *edge,
                 });
             }
         }
@@ -382,6 +437,7 @@ fn diff(
                         channel_id: cid,
                         user_id: v.user.clone(),
                         session: *s,
+                        edge_id: v.edge,
                     }),
                 ));
                 for t in &v.tracks {
@@ -495,6 +551,7 @@ mod tests {
             version: 1,
             hop_limit: 8,
             tree: vec![],
+            greeting: false,
         }
     }
 
@@ -680,6 +737,56 @@ mod tests {
         assert!(changed);
         assert_eq!(told(&a), [("alice", "left", "carol".into())]);
         assert!(st.remote.is_empty());
+    }
+
+    #[test]
+    fn members_carry_their_edge_and_hinted_edges_are_greeted_once_then_told_until_the_hint_ends() {
+        let mut st = State::default();
+        let now = Instant::now();
+        st.local
+            .insert(1, member("alice", 1, MediaSubscription::All));
+        let (_, a) = st.change(CH, |st| {
+            st.merge_update(
+                ME,
+                &update(8, &[(2, vec![remote("bob", 2, &[5], true)])]),
+                now + Duration::from_secs(3),
+            )
+        });
+        let joined: Vec<u32> = a
+            .iter()
+            .filter_map(|(_, f)| match f {
+                SK::MemberJoined(m) => Some(m.edge_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(joined, [2], "bob is on edge 2");
+        let mut edges: Vec<(String, u32)> = st
+            .members_except(99)
+            .into_iter()
+            .map(|m| (m.user_id, m.edge_id))
+            .collect();
+        edges.sort();
+        assert_eq!(
+            edges,
+            [("alice".into(), 0), ("bob".into(), 2)],
+            "0: this edge"
+        );
+
+        // A rejoining client names edges 2, 3, this edge and 0: only 2 and 3
+        // are hinted, greeted the first time, told after, until the end.
+        st.hint(ME, &[2, 3, ME, 0], now + HINT_TTL);
+        assert_eq!(st.hinted_now(now), [(2, true), (3, true)]);
+        assert_eq!(st.hinted_now(now), [(2, false), (3, false)]);
+        // Another rejoin names edge 3 again later: its hint lasts longer.
+        st.hint(ME, &[3], now + HINT_TTL * 2);
+        let after = now + HINT_TTL;
+        assert_eq!(st.hinted_now(after), [(3, false)]);
+        assert!(st.hinted_now(now + HINT_TTL * 2).is_empty());
+        assert!(st.hinted.is_empty(), "expired hints are forgotten");
+        // At most MAX_MEMBER_EDGES of a long list.
+        let many: Vec<EdgeId> = (10..100).collect();
+        st.hint(ME, &many, now + HINT_TTL);
+        assert_eq!(st.hinted.len(), MAX_MEMBER_EDGES);
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Home {
             version: self.version,
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
+            greeting: false,
         };
         let mut dests: Vec<EdgeId> = update
             .edges

@@ -87,6 +87,7 @@ fn main() {
         token: token.clone(),
         subscribe_all: true,
         channel: "room".into(),
+        member_edges: vec![3, 4],
     }));
     write("client_frame", "join", &stream(0, &[join.clone()]));
     write(
@@ -157,6 +158,7 @@ fn main() {
                     user_id: "bob".into(),
                     tracks: vec![track.clone()],
                     session: 0x1234_5678_9abc_def0,
+                    edge_id: 3,
                 }],
                 edge_id: 7,
             }))],
@@ -178,6 +180,7 @@ fn main() {
                     channel_id: ch,
                     user_id: "carol".into(),
                     session: 99,
+                    edge_id: 4,
                 })),
                 sf(SK::TrackAvailable(pb::TrackAvailable {
                     channel_id: ch,
@@ -299,6 +302,7 @@ fn main() {
                     version: 2,
                     hop_limit: 8,
                     tree: to_two.to_pb(),
+                    greeting: true,
                 })),
             ],
         ),

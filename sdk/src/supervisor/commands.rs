@@ -46,6 +46,8 @@ impl Supervisor {
                     token: token.clone(),
                     subscribe_all,
                     channel: channel.clone(),
+                    // A first join: no member known yet.
+                    member_edges: vec![],
                 };
                 self.request(
                     |rid| {

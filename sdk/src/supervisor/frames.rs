@@ -387,7 +387,10 @@ impl Supervisor {
         let Some(ch) = self.channels.get_mut(&m.channel_id) else {
             return;
         };
-        if !ch.roster.member_joined(&self.shared, &m.user_id, m.session) {
+        if !ch
+            .roster
+            .member_joined(&self.shared, &m.user_id, m.session, m.edge_id)
+        {
             return;
         }
         // A new session of another user (first seen, or reconnected, maybe

@@ -514,6 +514,10 @@ impl Supervisor {
                 token: ch.token.clone(),
                 subscribe_all: ch.sub_all,
                 channel: ch.name.clone(),
+                // The new edge tells these edges of us at once (protocol
+                // §9.6, "Hints"): the other members' media and ours flow
+                // without waiting for the channel's directory homes.
+                member_edges: ch.roster.member_edges(),
             };
             self.request(
                 |rid| {

@@ -231,5 +231,6 @@ pub fn member(user: &str, session: u64, tracks: &[(&str, u64)]) -> pb::Member {
                 kind: pb::TrackKind::Audio as i32,
             })
             .collect(),
+        edge_id: 0,
     }
 }
