@@ -33,11 +33,10 @@
 //! ```
 //!
 //! **Failover.** The client sends a keepalive every `keepalive_interval`
-//! (150 ms), and one more as soon as media stops for 60 ms; an edge that
-//! leaves a keepalive unanswered for four RTTs (at least 100 ms) is dead
-//! (on a path losing under 2% of packets: above, an answer often needs a
-//! retransmission), as is one silent for `liveness_timeout` (500 ms)
-//! (`watchdog.rs`). A QUIC
+//! (150 ms), and one more as soon as media stops for 60 ms; while media
+//! flows (either way), an edge from which not one UDP datagram arrives for
+//! four RTTs (at least 100 ms) after a keepalive is dead, as is one whose
+//! app is silent for `liveness_timeout` (500 ms) (`watchdog.rs`). A QUIC
 //! close, a broken stream, a bad frame or a goaway end the connection too. It then reconnects by itself (goaway
 //! redirects first, then the candidates after the failed one, then the rest;
 //! the first round at once, then jittered exponential backoff), rejoins every

@@ -293,7 +293,7 @@ async fn failover_rejoins_republishes_and_replays() {
 }
 
 #[tokio::test]
-async fn a_silent_edge_is_left_once_a_keepalive_goes_unanswered() {
+async fn a_silent_edge_is_left_within_the_liveness_timeout() {
     init_logs();
     let pki = DevPki::new().unwrap();
     let mut a = FakeEdge::start(&pki);
@@ -307,11 +307,11 @@ async fn a_silent_edge_is_left_once_a_keepalive_goes_unanswered() {
     conn.mute();
     let mut conn_b = b.accept().await;
     let elapsed = t0.elapsed();
-    // The next keepalive (within 150 ms of the mute) unanswered for 100 ms
-    // (the floor: loopback's RTT is far below it) on a clean path; never
-    // sooner than that wait, never later than the 500 ms ceiling would.
+    // Its transport still answers, so only the app's silence judges:
+    // liveness 500 ms from the last thing heard, which may be up to one
+    // keepalive period (150 ms) before the mute.
     assert!(
-        elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(1_100),
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1_100),
         "moved after {elapsed:?}"
     );
     let j = conn_b.expect_join().await;

@@ -45,7 +45,9 @@ use crate::backoff::BackoffState;
 use crate::channel::{now_us, Binding, TrackSlot};
 use crate::client::{Cmd, JoinInfo, Reply};
 use crate::config::ClientConfig;
-use crate::connection::{connect_round, Endpoints, Inbound, Link, RoundTiming, Shared, Target};
+use crate::connection::{
+    connect_round, Endpoints, Inbound, Link, Liveness, RoundTiming, Shared, Target,
+};
 use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::{close_code, describe_close, SdkError};
 use crate::events::{Event, Message};
@@ -56,7 +58,7 @@ use crate::roster::Roster;
 use crate::stats::bump;
 use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
-use crate::watchdog::{Verdict, Watchdog};
+use crate::watchdog::{Heard, Verdict, Watchdog};
 
 /// A goaway may not park the client for longer than this.
 const MAX_GOAWAY_WAIT: Duration = Duration::from_secs(10);
@@ -546,7 +548,7 @@ impl Supervisor {
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut watchdog = Watchdog::new(self.cfg.liveness_timeout);
         loop {
-            let look = watchdog.next_look(liveness.last(), liveness.last_media(), conn.rtt());
+            let look = watchdog.next_look(&heard(&liveness, &conn));
             let goaway_at = self.goaway_at;
             let step = tokio::select! {
                 cmd = cmds.recv() => match cmd {
@@ -581,10 +583,7 @@ impl Supervisor {
                 }
                 _ = keepalive.tick() => {
                     self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
-                    let now = Instant::now();
-                    watchdog.asked(now, liveness.last());
-                    let path = conn.stats().path;
-                    watchdog.path_counts(now, path.sent_packets, path.lost_packets);
+                    watchdog.asked(Instant::now(), &heard(&liveness, &conn));
                     self.poll_reorder();
                     match self.restore_deadline {
                         Some(d) if self.restoring > 0 && Instant::now() >= d => {
@@ -595,14 +594,12 @@ impl Supervisor {
                     }
                 }
                 _ = tokio::time::sleep_until(look) => {
-                    let (now, last) = (Instant::now(), liveness.last());
-                    let path = conn.stats().path;
-                    watchdog.path_counts(now, path.sent_packets, path.lost_packets);
-                    match watchdog.judge(now, last, liveness.last_media(), conn.rtt()) {
+                    let (now, heard) = (Instant::now(), heard(&liveness, &conn));
+                    match watchdog.judge(now, &heard) {
                         Verdict::Alive => Step::Continue,
                         Verdict::Check => {
                             self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
-                            watchdog.asked(now, last);
+                            watchdog.asked(now, &heard);
                             Step::Continue
                         }
                         Verdict::Dead(why) => {
@@ -806,6 +803,18 @@ async fn open(
     Link::open(conn, target, shared)
         .await
         .map_err(|e| format!("{addr}: {e}"))
+}
+
+/// What the link heard and sent so far, for the [`Watchdog`].
+fn heard(liveness: &Liveness, conn: &quinn::Connection) -> Heard {
+    let stats = conn.stats();
+    Heard {
+        last_byte: liveness.last(),
+        last_media: liveness.last_media(),
+        udp_rx: stats.udp_rx.datagrams,
+        datagrams_tx: stats.frame_tx.datagram,
+        rtt: stats.path.rtt,
+    }
 }
 
 /// Resolve "host:port" (a goaway redirect) to one address.
