@@ -96,7 +96,7 @@ impl Watchdog {
     /// A keepalive went out at `now`.
     pub fn asked(&mut self, now: Instant, heard: &Heard) {
         self.saw(now, heard);
-        if self.pending(heard).is_none() {
+        if self.pending(heard.last_byte).is_none() {
             self.asked = Some((now, heard.udp_rx));
         }
     }
@@ -110,8 +110,8 @@ impl Watchdog {
     }
 
     /// The pending question, if no app byte came since it was asked.
-    fn pending(&self, heard: &Heard) -> Option<(Instant, u64)> {
-        self.asked.filter(|(at, _)| *at >= heard.last_byte)
+    fn pending(&self, last_byte: Instant) -> Option<(Instant, u64)> {
+        self.asked.filter(|(at, _)| *at >= last_byte)
     }
 
     fn media_flowing(&self, now: Instant, heard: &Heard) -> bool {
@@ -123,7 +123,7 @@ impl Watchdog {
     pub fn judge(&mut self, now: Instant, heard: &Heard) -> Verdict {
         self.saw(now, heard);
         let wait = ack_wait(heard.rtt, self.liveness_timeout);
-        if let Some((asked, udp_rx)) = self.pending(heard) {
+        if let Some((asked, udp_rx)) = self.pending(heard.last_byte) {
             if now >= asked + wait && heard.udp_rx == udp_rx && self.media_flowing(now, heard) {
                 return Verdict::Dead(format!(
                     "not a packet from the edge for {} ms after a keepalive",
@@ -137,7 +137,7 @@ impl Watchdog {
                 self.liveness_timeout.as_millis()
             ));
         }
-        if self.pending(heard).is_none()
+        if self.pending(heard.last_byte).is_none()
             && heard
                 .last_media
                 .is_some_and(|m| m + MEDIA_RECENT >= heard.last_byte)
@@ -148,12 +148,19 @@ impl Watchdog {
         Verdict::Alive
     }
 
-    /// When the verdict may next change if nothing is heard.
-    pub fn next_look(&self, heard: &Heard) -> Instant {
-        let mut at = heard.last_byte + self.liveness_timeout;
-        match self.pending(heard) {
-            Some((asked, _)) => at = at.min(asked + ack_wait(heard.rtt, self.liveness_timeout)),
-            None if heard.last_media.is_some() => at = at.min(heard.last_byte + CHECK_AFTER),
+    /// When the verdict may next change if nothing is heard (from the app
+    /// bytes alone: the control loop asks this on every step, so it does
+    /// not read QUIC's counters).
+    pub fn next_look(
+        &self,
+        last_byte: Instant,
+        last_media: Option<Instant>,
+        rtt: Duration,
+    ) -> Instant {
+        let mut at = last_byte + self.liveness_timeout;
+        match self.pending(last_byte) {
+            Some((asked, _)) => at = at.min(asked + ack_wait(rtt, self.liveness_timeout)),
+            None if last_media.is_some() => at = at.min(last_byte + CHECK_AFTER),
             None => {}
         }
         at
@@ -187,13 +194,16 @@ mod tests {
         let mut w = Watchdog::new(TIMEOUT);
         let h = heard(t0, 50);
         assert_eq!(w.judge(t0 + ms(59), &h), Verdict::Alive);
-        assert_eq!(w.next_look(&h), t0 + CHECK_AFTER);
+        assert_eq!(
+            w.next_look(h.last_byte, h.last_media, h.rtt),
+            t0 + CHECK_AFTER
+        );
         assert_eq!(w.judge(t0 + ms(60), &h), Verdict::Check);
         w.asked(t0 + ms(60), &h);
         // Asked: no second check, dead 100 ms (the floor; 4 RTTs is 40) on
         // if not one datagram arrives.
         assert_eq!(w.judge(t0 + ms(159), &h), Verdict::Alive);
-        assert_eq!(w.next_look(&h), t0 + ms(160));
+        assert_eq!(w.next_look(h.last_byte, h.last_media, h.rtt), t0 + ms(160));
         assert!(matches!(w.judge(t0 + ms(160), &h), Verdict::Dead(_)));
     }
 
@@ -260,6 +270,10 @@ mod tests {
         assert_eq!(ack_wait(ms(1), TIMEOUT), MIN_ACK_WAIT);
         let t0 = Instant::now();
         let w = Watchdog::new(TIMEOUT);
-        assert_eq!(w.next_look(&heard(t0, 0)), t0 + CHECK_AFTER);
+        let h = heard(t0, 0);
+        assert_eq!(
+            w.next_look(h.last_byte, h.last_media, h.rtt),
+            t0 + CHECK_AFTER
+        );
     }
 }

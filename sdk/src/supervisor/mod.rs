@@ -548,7 +548,7 @@ impl Supervisor {
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut watchdog = Watchdog::new(self.cfg.liveness_timeout);
         loop {
-            let look = watchdog.next_look(&heard(&liveness, &conn));
+            let look = watchdog.next_look(liveness.last(), liveness.last_media(), conn.rtt());
             let goaway_at = self.goaway_at;
             let step = tokio::select! {
                 cmd = cmds.recv() => match cmd {
