@@ -147,29 +147,15 @@ impl EdgeCore {
         self.clients.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Where clients should go when this edge leaves: a few peers, nearest
-    /// (fewest hops) first.
+    /// Where clients should go when this edge leaves: three live peers,
+    /// nearest first ([`RouteTable::redirect_order`]).
     fn redirects(&self) -> Vec<pb::EdgeAddress> {
         let table = self.route_table();
-        let mut peers: Vec<_> = table
-            .peers
-            .iter()
-            .map(|(&id, address)| {
-                (
-                    table
-                        .path(self.id, id)
-                        .map(|x| x.len())
-                        .unwrap_or(usize::MAX),
-                    id,
-                    address,
-                )
-            })
-            .collect();
-        peers.sort_by_key(|&(hops, id, _)| (hops, id));
-        peers
+        let rtt = |id| self.prober.rtt_jitter(id).map(|(rtt, _)| rtt);
+        table
+            .redirect_order(self.id, rtt, |id| self.prober.is_dead(id), 3)
             .into_iter()
-            .take(3)
-            .map(|(_, id, address)| address.to_pb(Some(id)))
+            .filter_map(|id| Some(table.peers.get(&id)?.to_pb(Some(id))))
             .collect()
     }
 }

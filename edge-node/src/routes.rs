@@ -45,6 +45,32 @@ impl RouteTable {
             .then(|| std::borrow::Cow::Owned(vec![me, dest]))
     }
 
+    /// Where this edge's clients should go when it leaves: up to `n` live
+    /// peers, those this edge measured nearest first (by round trip; its
+    /// clients are near it, so they are near its nearest peers, while
+    /// every peer of a full mesh is one hop away), then unmeasured ones by
+    /// fewest hops. Peers this edge's probes see dead are left out.
+    pub fn redirect_order(
+        &self,
+        me: EdgeId,
+        rtt: impl Fn(EdgeId) -> Option<std::time::Duration>,
+        dead: impl Fn(EdgeId) -> bool,
+        n: usize,
+    ) -> Vec<EdgeId> {
+        let mut peers: Vec<_> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|&id| id != me && !dead(id))
+            .map(|id| {
+                let hops = self.path(me, id).map_or(usize::MAX, |p| p.len());
+                (rtt(id).unwrap_or(std::time::Duration::MAX), hops, id)
+            })
+            .collect();
+        peers.sort();
+        peers.into_iter().take(n).map(|(_, _, id)| id).collect()
+    }
+
     /// Edges this edge knows to be part of the mesh (itself excluded).
     pub fn live_edges(&self) -> impl Iterator<Item = EdgeId> + '_ {
         self.peers.keys().copied()
@@ -177,6 +203,34 @@ pub async fn compose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_go_to_the_nearest_measured_live_peers_first() {
+        use std::time::Duration;
+        let mut t = RouteTable::default();
+        for id in [2, 3, 4, 5, 6] {
+            t.peers.insert(
+                id,
+                EdgeAddress::new(([127, 0, 0, 1], 4000 + id as u16).into(), "e"),
+            );
+        }
+        t.paths.insert(6, vec![1, 2, 6]);
+        let rtt = |id| match id {
+            2 => Some(Duration::from_millis(80)),
+            3 => Some(Duration::from_millis(9)),
+            4 => Some(Duration::from_millis(30)),
+            5 => Some(Duration::from_millis(2)),
+            _ => None,
+        };
+        // 5 is the nearest but dead; 6 and the unmeasured rest come last.
+        assert_eq!(t.redirect_order(1, rtt, |id| id == 5, 3), vec![3, 4, 2]);
+        assert_eq!(t.redirect_order(1, rtt, |id| id == 5, 9), vec![3, 4, 2, 6]);
+        // Nothing measured: fewest hops, then the lower id.
+        assert_eq!(
+            t.redirect_order(1, |_| None, |_| false, 5),
+            vec![2, 3, 4, 5, 6]
+        );
+    }
 
     #[test]
     fn dead_first_hops_switch_to_backup_or_direct() {

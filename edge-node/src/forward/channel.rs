@@ -87,6 +87,10 @@ pub struct HintedEdge {
     pub until: Instant,
     /// Sent a greeting (which asks for its entry in return) already.
     pub greeted: bool,
+    /// Its entry (its answer, or any update listing it) has been merged
+    /// since: until then it is a provisional receiver of the channel's
+    /// media and messages ([`ChannelState::receiving_edges`]).
+    pub heard: bool,
 }
 
 /// Who owns a track: relayed media is handed to the members subscribed to
@@ -212,7 +216,12 @@ impl<C> ChannelState<C> {
     }
 
     /// Remote edges that need the channel's media and messages (only those
-    /// hosting `only_user`, for a message to one user).
+    /// hosting `only_user`, for a message to one user). Hinted edges not
+    /// heard from yet are included: the rejoining client saw members of
+    /// the channel there, and waiting for their answer would cost a round
+    /// trip between the edges of media (a publisher moving off a draining
+    /// edge), while a wrong guess costs that edge a few dropped packets
+    /// until the hint ends.
     pub fn receiving_edges(&self, only_user: Option<&str>) -> Vec<EdgeId> {
         let mut out: Vec<EdgeId> = self
             .remote
@@ -223,6 +232,12 @@ impl<C> ChannelState<C> {
                     .any(|m| m.subscribes && only_user.is_none_or(|u| m.user_id == u))
             })
             .map(|(e, _)| *e)
+            .chain(
+                self.hinted
+                    .iter()
+                    .filter(|(e, h)| !h.heard && !self.remote.contains_key(e))
+                    .map(|(e, _)| *e),
+            )
             .collect();
         out.sort_unstable();
         out
@@ -265,9 +280,17 @@ impl<C> ChannelState<C> {
             if e == me || e == 0 {
                 continue;
             }
-            let h = self.hinted.entry(e).or_insert(HintedEdge {
-                until,
-                greeted: false,
+            let known = self.remote.contains_key(&e);
+            let h = self.hinted.entry(e).or_insert_with(|| {
+                if !known {
+                    // A new provisional receiver: cached trees are stale.
+                    self.remote_version += 1;
+                }
+                HintedEdge {
+                    until,
+                    greeted: false,
+                    heard: known,
+                }
             });
             h.until = h.until.max(until);
         }
@@ -277,7 +300,11 @@ impl<C> ChannelState<C> {
     /// whether to greet it (ask for its entry in return: the first time);
     /// expired hints are forgotten.
     pub fn hinted_now(&mut self, now: Instant) -> Vec<(EdgeId, bool)> {
+        let before = self.receiving_hints();
         self.hinted.retain(|_, h| h.until > now);
+        if self.receiving_hints() != before {
+            self.remote_version += 1;
+        }
         let mut out: Vec<(EdgeId, bool)> = self
             .hinted
             .iter_mut()
@@ -287,16 +314,21 @@ impl<C> ChannelState<C> {
         out
     }
 
+    /// How many hinted edges are provisional receivers.
+    fn receiving_hints(&self) -> usize {
+        self.hinted.values().filter(|h| !h.heard).count()
+    }
+
     /// Whether a home's update says anything this edge does not know (`me`
     /// is this edge: its own entry is its local members, never merged).
     /// Most updates are a home's refresh of what this edge already has.
     pub fn is_news(&self, me: EdgeId, u: &pb::DirectoryUpdate) -> bool {
         u.edges.iter().any(|e| {
             e.edge_id != me
-                && match self.remote.get(&e.edge_id) {
+                && (match self.remote.get(&e.edge_id) {
                     None => !e.members.is_empty(),
                     Some(r) => r.members != e.members,
-                }
+                } || self.hinted.get(&e.edge_id).is_some_and(|h| !h.heard))
         })
     }
 
@@ -315,10 +347,15 @@ impl<C> ChannelState<C> {
     /// union, each entry with its own expiry, so a home that has just
     /// started and knows little cannot erase what another home said. Run it
     /// inside [`ChannelState::change`] to announce what it changed. Returns
-    /// whether `remote` changed.
+    /// whether the channel's receiving edges may have changed (`remote`, or
+    /// a hinted edge heard from).
     pub fn merge_update(&mut self, me: EdgeId, u: &pb::DirectoryUpdate, expires: Instant) -> bool {
         let mut changed = false;
         for e in u.edges.iter().filter(|e| e.edge_id != me) {
+            if let Some(h) = self.hinted.get_mut(&e.edge_id) {
+                // Heard from: its entry decides from now on.
+                changed |= !std::mem::replace(&mut h.heard, true);
+            }
             if e.members.is_empty() {
                 changed |= self.remote.remove(&e.edge_id).is_some();
                 continue;
@@ -784,9 +821,55 @@ mod tests {
         assert!(st.hinted_now(now + HINT_TTL * 2).is_empty());
         assert!(st.hinted.is_empty(), "expired hints are forgotten");
         // At most MAX_MEMBER_EDGES of a long list.
+        st.hinted.clear();
         let many: Vec<EdgeId> = (10..100).collect();
         st.hint(ME, &many, now + HINT_TTL);
         assert_eq!(st.hinted.len(), MAX_MEMBER_EDGES);
+    }
+
+    #[test]
+    fn hinted_edges_receive_until_heard_from_then_their_entry_decides() {
+        let mut st = State::default();
+        let now = Instant::now();
+        st.local
+            .insert(1, member("alice", 1, MediaSubscription::All));
+        st.merge_update(
+            ME,
+            &update(8, &[(2, vec![remote("bob", 2, &[5], true)])]),
+            now + Duration::from_secs(3),
+        );
+        assert_eq!(st.receiving_edges(None), [2]);
+        let version = st.remote_version;
+        // Alice rejoined here naming edges 2 (known), 3 and 4 (not yet).
+        st.hint(ME, &[2, 3, 4], now + HINT_TTL);
+        assert_ne!(
+            st.remote_version, version,
+            "cached trees must not miss 3, 4"
+        );
+        assert_eq!(st.receiving_edges(None), [2, 3, 4], "3, 4 provisionally");
+        assert_eq!(st.receiving_edges(Some("carol")), [3, 4]);
+        // Edge 3 answers: a member who does not subscribe. 3 drops out.
+        let update_3 = update(3, &[(3, vec![remote("dan", 3, &[], false)])]);
+        assert!(st.is_news(ME, &update_3));
+        assert!(st.merge_update(ME, &update_3, now + Duration::from_secs(3)));
+        assert_eq!(st.receiving_edges(None), [2, 4]);
+        // Edge 4 withdraws (its members left): no longer provisional.
+        let version = st.remote_version;
+        let update_4 = update(4, &[(4, vec![])]);
+        assert!(
+            st.is_news(ME, &update_4),
+            "an unheard hint's withdrawal is news"
+        );
+        st.merge_update(ME, &update_4, now + Duration::from_secs(3));
+        assert_ne!(st.remote_version, version);
+        assert_eq!(st.receiving_edges(None), [2]);
+        // A hint that ends unheard stops receiving too.
+        st.hint(ME, &[5], now + HINT_TTL);
+        assert_eq!(st.receiving_edges(None), [2, 5]);
+        let version = st.remote_version;
+        st.hinted_now(now + HINT_TTL);
+        assert_ne!(st.remote_version, version);
+        assert_eq!(st.receiving_edges(None), [2]);
     }
 
     #[test]
