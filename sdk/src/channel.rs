@@ -75,6 +75,7 @@ impl Channel {
             binding: RwLock::new(Binding::Unbound),
             e2ee: self.e2ee.clone(),
             salt_base: crate::e2ee::random_base(),
+            copy_salt_base: crate::e2ee::random_base(),
         });
         let cmds = self.cmds()?;
         call(&cmds, self.request_timeout, |reply| Cmd::Publish {
@@ -273,6 +274,11 @@ pub(crate) enum Binding {
     Bound {
         conn: quinn::Connection,
         key: u64,
+        /// The edge the client is moving off (make-before-break): every
+        /// packet goes there too, under the key it had there, until the
+        /// old link closes ([`TrackSlot::forget_previous`]). Receivers keep
+        /// the first copy of each.
+        previous: Option<(quinn::Connection, u64)>,
     },
     /// The track could not be republished after a reconnect.
     Failed(SdkError),
@@ -292,11 +298,43 @@ pub(crate) struct TrackSlot {
     e2ee: Option<Arc<KeyRing>>,
     /// Random base of this track's nonces (see `e2ee`).
     salt_base: u64,
+    /// Another for the copies sent to the previous edge while moving: the
+    /// copy has another track key in its header (authenticated), so the
+    /// same nonce must not seal it.
+    copy_salt_base: u64,
 }
 
 impl TrackSlot {
     pub fn set(&self, b: Binding) {
         *self.binding.write().unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    /// Published as `key` on `conn`; the route it had on another, still
+    /// open, connection (the edge being left) is kept as the previous one.
+    pub fn rebind(&self, conn: quinn::Connection, key: u64) {
+        let mut b = self.binding.write().unwrap_or_else(|e| e.into_inner());
+        let previous = match &*b {
+            Binding::Bound { conn: old, key, .. }
+                if old.stable_id() != conn.stable_id() && old.close_reason().is_none() =>
+            {
+                Some((old.clone(), *key))
+            }
+            _ => None,
+        };
+        *b = Binding::Bound {
+            conn,
+            key,
+            previous,
+        };
+    }
+
+    /// The previous edge is gone: stop sending it copies.
+    pub fn forget_previous(&self) {
+        if let Binding::Bound { previous, .. } =
+            &mut *self.binding.write().unwrap_or_else(|e| e.into_inner())
+        {
+            *previous = None;
+        }
     }
 
     /// Unbind unless closed or failed.
@@ -321,9 +359,17 @@ impl TrackSlot {
         )
     }
 
-    fn route(&self) -> Result<(quinn::Connection, u64), SdkError> {
+    /// Where to send: the connection and key, and the previous edge's.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+    ) -> Result<(quinn::Connection, u64, Option<(quinn::Connection, u64)>), SdkError> {
         match &*self.binding.read().unwrap_or_else(|e| e.into_inner()) {
-            Binding::Bound { conn, key } => Ok((conn.clone(), *key)),
+            Binding::Bound {
+                conn,
+                key,
+                previous,
+            } => Ok((conn.clone(), *key, previous.clone())),
             Binding::Unbound => Err(SdkError::NotConnected),
             Binding::Failed(e) => Err(e.clone()),
             Binding::Closed => Err(SdkError::Closed),
@@ -380,24 +426,24 @@ impl TrackPublisher {
         // (reconnecting): receivers then see the outage as lost packets, a
         // stall, not as the publisher pausing.
         let counter = self.slot.seq.fetch_add(1, Ordering::Relaxed);
-        let (conn, key) = self.slot.route()?;
+        let (conn, key, previous) = self.slot.route()?;
         let header = MediaHeader {
             channel: ChannelId(self.slot.channel_id),
             track: TrackKey(key),
             sequence: counter as u32,
             timestamp_us: now_us(),
         };
-        let datagram = match &self.slot.e2ee {
-            None => header
-                .encode(payload)
-                .map_err(|e| SdkError::Invalid(e.to_string()))?,
-            Some(ring) => ring.seal_media(
-                &header,
-                &self.slot.name,
-                crate::e2ee::stream_salt(self.slot.salt_base, counter),
-                payload,
-            )?,
-        };
+        let datagram = self.seal(&header, self.slot.salt_base, counter, payload)?;
+        if let Some((old, old_key)) = previous {
+            // Best effort, never waited for: the old edge is going.
+            let copy = MediaHeader {
+                track: TrackKey(old_key),
+                ..header
+            };
+            if let Ok(d) = self.seal(&copy, self.slot.copy_salt_base, counter, payload) {
+                let _ = old.send_datagram(d);
+            }
+        }
         let copy = self.shared.sent_media(&conn, &header, &datagram);
         match conn.send_datagram_wait(datagram).await {
             Ok(()) => {
@@ -417,6 +463,28 @@ impl TrackPublisher {
             ))),
             Err(e) => Err(SdkError::Protocol(format!("edge refuses datagrams: {e}"))),
         }
+    }
+
+    /// The datagram of one packet: the header and the payload, sealed with
+    /// the channel's end-to-end key if it has one.
+    fn seal(
+        &self,
+        header: &MediaHeader,
+        salt_base: u64,
+        counter: u64,
+        payload: &[u8],
+    ) -> Result<Bytes, SdkError> {
+        Ok(match &self.slot.e2ee {
+            None => header
+                .encode(payload)
+                .map_err(|e| SdkError::Invalid(e.to_string()))?,
+            Some(ring) => ring.seal_media(
+                header,
+                &self.slot.name,
+                crate::e2ee::stream_salt(salt_base, counter),
+                payload,
+            )?,
+        })
     }
 
     /// Stop publishing (same as dropping the publisher).

@@ -40,6 +40,9 @@ pub(crate) struct RemoteTrack {
     pub name: String,
     /// This track's lateness baseline (see [`crate::lateness`]).
     pub lateness: crate::lateness::LatenessGate,
+    /// The stream it carries, shared with the member's other keys for the
+    /// same track name (a republish after a move).
+    pub stream: Arc<crate::stream::Stream>,
 }
 
 /// State shared by the client's state machine, its links and the handles.
@@ -157,6 +160,8 @@ impl Shared {
 /// a loopback round trip, so an answer is never taken for older than the
 /// question it answers).
 pub(crate) struct Liveness {
+    /// This link's number: links opened later have higher ones.
+    pub link: u64,
     epoch: Instant,
     last_us: AtomicU64,
     /// 0: no media yet.
@@ -165,7 +170,9 @@ pub(crate) struct Liveness {
 
 impl Liveness {
     pub fn new() -> Self {
+        static LINKS: AtomicU64 = AtomicU64::new(1);
         Liveness {
+            link: LINKS.fetch_add(1, Ordering::Relaxed),
             epoch: Instant::now(),
             last_us: AtomicU64::new(0),
             media_us: AtomicU64::new(0),
@@ -472,6 +479,17 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
             bump(&stats.media_unknown_track, 1);
             continue;
         };
+        let fresh = track.stream.arrived(
+            h.sequence,
+            h.timestamp_us,
+            liveness.link,
+            std::time::Instant::now(),
+        );
+        if !fresh {
+            // Its copy came by the other link (or key) of a move.
+            bump(&stats.media_duplicate, 1);
+            continue;
+        }
         if !track
             .lateness
             .on_time(h.timestamp_us, now_us(), shared.max_media_lateness_us)

@@ -77,6 +77,7 @@ pub mod reorder;
 pub mod replay;
 mod roster;
 pub mod stats;
+mod stream;
 mod supervisor;
 pub mod tls;
 mod watchdog;

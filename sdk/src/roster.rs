@@ -11,12 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use protocol::limits::MAX_MEMBER_EDGES;
 use protocol::pb;
 
 use crate::connection::{RemoteTrack, Shared};
 use crate::events::{Event, TrackKind};
+use crate::stream::Stream;
 
 pub(crate) struct Roster {
     channel_id: u64,
@@ -30,9 +32,25 @@ pub(crate) struct Roster {
     edges: HashMap<u64, u32>,
     /// Remote tracks: key -> (user, track name).
     remote: HashMap<u64, (String, String)>,
-    /// How many keys name each (user, track name).
-    names: HashMap<(String, String), usize>,
+    /// How many keys name each (user, track name), and the stream they
+    /// share.
+    names: HashMap<(String, String), (usize, Arc<Stream>)>,
+    /// Sessions (with their user) and track keys known before a rejoin
+    /// that the new edge did not list: kept until `unconfirmed_until`
+    /// unless it announces them meanwhile ([`REJOIN_GRACE`]).
+    unconfirmed_sessions: HashMap<u64, String>,
+    unconfirmed_keys: HashSet<u64>,
+    unconfirmed_until: Option<Instant>,
 }
+
+/// After a rejoin, how long a member or track the new edge did not list
+/// is kept before it counts as gone. An edge a client has just moved to
+/// knows only what the edges the client named (`Join.member_edges`) and the
+/// channel's homes have told it yet; the homes push every member within a
+/// second, and an entry lives 3.5 s. Dropping the rest at once would stop
+/// their media still arriving over the old link, and tell the app they
+/// left and came back.
+pub(crate) const REJOIN_GRACE: Duration = Duration::from_millis(3_500);
 
 impl Roster {
     pub fn new(channel_id: u64, channel: &str, me: &str) -> Self {
@@ -44,6 +62,9 @@ impl Roster {
             edges: HashMap::new(),
             remote: HashMap::new(),
             names: HashMap::new(),
+            unconfirmed_sessions: HashMap::new(),
+            unconfirmed_keys: HashSet::new(),
+            unconfirmed_until: None,
         }
     }
     fn emit(&self, shared: &Shared, e: Event) {
@@ -51,11 +72,17 @@ impl Roster {
     }
 
     pub fn add_track(&mut self, shared: &Shared, user: &str, t: &pb::TrackInfo) {
+        self.unconfirmed_keys.remove(&t.track_key);
         if user == self.me || self.remote.contains_key(&t.track_key) {
             return;
         }
         self.remote
             .insert(t.track_key, (user.to_string(), t.name.clone()));
+        let (n, stream) = self
+            .names
+            .entry((user.to_string(), t.name.clone()))
+            .or_default();
+        *n += 1;
         shared.tracks_mut().insert(
             t.track_key,
             Arc::new(RemoteTrack {
@@ -64,13 +91,9 @@ impl Roster {
                 user: user.to_string(),
                 name: t.name.clone(),
                 lateness: Default::default(),
+                stream: stream.clone(),
             }),
         );
-        let n = self
-            .names
-            .entry((user.to_string(), t.name.clone()))
-            .or_default();
-        *n += 1;
         if *n == 1 {
             self.emit(
                 shared,
@@ -85,13 +108,14 @@ impl Roster {
     }
 
     pub fn remove_track(&mut self, shared: &Shared, key: u64) {
+        self.unconfirmed_keys.remove(&key);
         let Some((user, name)) = self.remote.remove(&key) else {
             return;
         };
         shared.tracks_mut().remove(&key);
         let id = (user, name);
         let left = match self.names.get_mut(&id) {
-            Some(n) => {
+            Some((n, _)) => {
                 *n = n.saturating_sub(1);
                 *n
             }
@@ -128,13 +152,14 @@ impl Roster {
         if user == self.me {
             return false;
         }
+        self.unconfirmed_sessions.remove(&session);
+        if edge != 0 {
+            self.edges.insert(session, edge);
+        }
         let sessions = self.members.entry(user.to_string()).or_default();
         let first = sessions.is_empty();
         if !sessions.insert(session) {
             return false;
-        }
-        if edge != 0 {
-            self.edges.insert(session, edge);
         }
         if first {
             self.emit(
@@ -149,6 +174,7 @@ impl Roster {
     }
 
     pub fn member_left(&mut self, shared: &Shared, user: &str, session: u64) {
+        self.unconfirmed_sessions.remove(&session);
         let Some(sessions) = self.members.get_mut(user) else {
             return;
         };
@@ -179,17 +205,32 @@ impl Roster {
 
     /// Adopt the member list of a `Joined`, reporting only what changed.
     /// Sessions of our own user id (e.g. our previous session, still known
-    /// to a remote edge for a moment) are not members to us.
-    pub fn reconcile(&mut self, shared: &Shared, members: &[pb::Member]) {
+    /// to a remote edge for a moment) are not members to us. Sessions and
+    /// tracks known before and not listed are kept, unconfirmed, until
+    /// `grace_until` ([`REJOIN_GRACE`], [`Roster::expire_unconfirmed`]).
+    pub fn reconcile(&mut self, shared: &Shared, members: &[pb::Member], grace_until: Instant) {
         let mut now: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut keys: HashSet<u64> = HashSet::new();
         let members: Vec<&pb::Member> = members.iter().filter(|m| m.user_id != self.me).collect();
-        self.edges.clear();
+        let old_edges = std::mem::take(&mut self.edges);
         for m in &members {
             now.entry(m.user_id.clone()).or_default().insert(m.session);
             if m.edge_id != 0 {
                 self.edges.insert(m.session, m.edge_id);
             }
+        }
+        let listed: HashSet<u64> = now.values().flatten().copied().collect();
+        for (user, sessions) in &self.members {
+            for &s in sessions.iter().filter(|s| !listed.contains(s)) {
+                now.entry(user.clone()).or_default().insert(s);
+                self.unconfirmed_sessions.insert(s, user.clone());
+                if let Some(&e) = old_edges.get(&s) {
+                    self.edges.insert(s, e);
+                }
+            }
+        }
+        for s in &listed {
+            self.unconfirmed_sessions.remove(s);
         }
         for user in now.keys() {
             if !self.members.contains_key(user) {
@@ -208,31 +249,25 @@ impl Roster {
                 self.add_track(shared, &m.user_id, t);
             }
         }
-        let stale: Vec<u64> = self
-            .remote
-            .keys()
-            .filter(|k| !keys.contains(k))
-            .copied()
-            .collect();
-        for k in stale {
+        let unlisted = self.remote.keys().filter(|k| !keys.contains(k));
+        self.unconfirmed_keys.extend(unlisted);
+        self.members = now;
+        self.unconfirmed_until = Some(grace_until);
+    }
+
+    /// Sessions and tracks a rejoin's new edge has not confirmed by
+    /// `now`, past their grace, are gone (with the events that says).
+    pub fn expire_unconfirmed(&mut self, shared: &Shared, now: Instant) {
+        if self.unconfirmed_until.is_none_or(|t| now < t) {
+            return;
+        }
+        self.unconfirmed_until = None;
+        for k in std::mem::take(&mut self.unconfirmed_keys) {
             self.remove_track(shared, k);
         }
-        let gone: Vec<String> = self
-            .members
-            .keys()
-            .filter(|u| !now.contains_key(*u))
-            .cloned()
-            .collect();
-        for user in gone {
-            self.emit(
-                shared,
-                Event::MemberLeft {
-                    channel: self.channel.clone(),
-                    user,
-                },
-            );
+        for (s, user) in std::mem::take(&mut self.unconfirmed_sessions) {
+            self.member_left(shared, &user, s);
         }
-        self.members = now;
     }
 
     /// Forget every remote track (no events: the channel is going away).
@@ -306,6 +341,11 @@ mod tests {
         }
     }
 
+    /// A grace that lasts the whole test.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
     fn mapped(shared: &Shared, key: u64) -> Option<(String, String)> {
         shared
             .tracks
@@ -327,6 +367,7 @@ mod tests {
                 member("carol", 2, &[]),
                 on_edge(5, member("me", 9, &[])),
             ],
+            later(),
         );
         assert_eq!(r.member_edges(), [3]);
         assert!(r.member_joined(&shared, "dave", 4, 7));
@@ -335,8 +376,11 @@ mod tests {
         r.member_left(&shared, "bob", 1);
         r.member_left(&shared, "erin", 6);
         assert_eq!(r.member_edges(), [7]);
-        // A rejoin's member list replaces what was known.
-        r.reconcile(&shared, &[on_edge(8, member("dave", 10, &[]))]);
+        // A rejoin's member list adds to what was known; what it does not
+        // list goes after the grace.
+        r.reconcile(&shared, &[on_edge(8, member("dave", 10, &[]))], later());
+        assert_eq!(r.member_edges(), [7, 8]);
+        r.expire_unconfirmed(&shared, later() + Duration::from_secs(1));
         assert_eq!(r.member_edges(), [8]);
         // At most MAX_MEMBER_EDGES, lowest first.
         for s in 0..40u64 {
@@ -357,6 +401,7 @@ mod tests {
                 member("bob", 1, &[("cam", 10)]),
                 member("me", 2, &[("mic", 11)]),
             ],
+            later(),
         );
         assert_eq!(
             events(&shared),
@@ -372,7 +417,7 @@ mod tests {
     fn a_reconnecting_member_is_neither_gone_nor_new() {
         let shared = Shared::new(16);
         let mut r = Roster::new(1, "room", "me");
-        r.reconcile(&shared, &[member("bob", 1, &[("cam", 10)])]);
+        r.reconcile(&shared, &[member("bob", 1, &[("cam", 10)])], later());
         events(&shared);
         // New session and key first, old ones go after.
         assert!(r.member_joined(&shared, "bob", 2, 0));
@@ -401,29 +446,41 @@ mod tests {
             &[
                 member("bob", 1, &[("cam", 10), ("mic", 11)]),
                 member("carol", 2, &[]),
+                member("frank", 6, &[]),
             ],
+            later(),
         );
         events(&shared);
-        // While we were away: carol left, dave came, bob moved edge (new
-        // keys) and dropped his mic.
+        // While we were away: frank left, dave came, bob moved edge (new
+        // keys) and dropped his mic. The new edge lists what it has heard
+        // of so far: not carol yet.
+        let grace = Instant::now() + REJOIN_GRACE;
         r.reconcile(
             &shared,
             &[
                 member("bob", 3, &[("cam", 30)]),
                 member("dave", 4, &[("cam", 40)]),
             ],
+            grace,
         );
         assert_eq!(
             events(&shared),
-            vec![
-                joined("dave"),
-                available("dave", "cam"),
-                unavailable("bob", "mic"),
-                left("carol"),
-            ]
+            vec![joined("dave"), available("dave", "cam")]
         );
         assert_eq!(mapped(&shared, 30), Some(("bob".into(), "cam".into())));
+        // Until the grace ends, what it did not list stays (its media may
+        // still come over the old link), and carol is confirmed meanwhile.
+        assert_eq!(mapped(&shared, 11), Some(("bob".into(), "mic".into())));
+        assert!(!r.member_joined(&shared, "carol", 2, 5), "known: no event");
+        r.expire_unconfirmed(&shared, grace - Duration::from_millis(1));
+        assert!(events(&shared).is_empty());
+        r.expire_unconfirmed(&shared, grace);
+        assert_eq!(
+            events(&shared),
+            vec![unavailable("bob", "mic"), left("frank")]
+        );
         assert_eq!(mapped(&shared, 10), None);
+        assert_eq!(r.member_edges(), [5]);
         r.clear(&shared);
         assert!(shared.tracks.read().unwrap().is_empty());
         assert!(events(&shared).is_empty());

@@ -129,7 +129,11 @@ impl Supervisor {
                 if let Some(ring) = &ch.e2ee {
                     self.shared.set_e2ee(j.channel_id, Some(ring.clone()));
                 }
-                ch.roster.reconcile(&self.shared, &j.members);
+                ch.roster.reconcile(
+                    &self.shared,
+                    &j.members,
+                    std::time::Instant::now() + REJOIN_GRACE,
+                );
                 self.channels.insert(j.channel_id, ch);
                 self.left_last = false;
                 let info = JoinInfo {
@@ -191,7 +195,11 @@ impl Supervisor {
             ring.set_me(&j.user_id);
         }
         ch.roster.me = j.user_id;
-        ch.roster.reconcile(&self.shared, &j.members);
+        ch.roster.reconcile(
+            &self.shared,
+            &j.members,
+            std::time::Instant::now() + REJOIN_GRACE,
+        );
         ch.live = true;
         let tracks = ch.tracks.clone();
         let users: Vec<String> = if ch.sub_all {
@@ -260,10 +268,7 @@ impl Supervisor {
             });
             return;
         }
-        slot.set(Binding::Bound {
-            conn: link.conn.clone(),
-            key: t.track_key,
-        });
+        slot.rebind(link.conn.clone(), t.track_key);
         if let Some(reply) = reply {
             if let Some(ch) = self.channels.get_mut(&channel_id) {
                 ch.tracks.push(slot.clone());

@@ -27,6 +27,7 @@
 
 mod commands;
 mod frames;
+mod overlap;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -54,7 +55,7 @@ use crate::events::{Event, Message};
 use crate::nearest::{self, Measured, Reprobing};
 use crate::reorder::{Incoming, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
-use crate::roster::Roster;
+use crate::roster::{Roster, REJOIN_GRACE};
 use crate::stats::bump;
 use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
@@ -183,8 +184,12 @@ pub(crate) struct Supervisor {
     restoring: usize,
     restore_deadline: Option<Instant>,
     goaway_at: Option<Instant>,
-    /// The old link after a goaway, kept until the channels are restored.
+    /// The old link after a move, kept until the channels are restored and
+    /// then while the overlap lasts ([`overlap`]).
     draining: Option<Link>,
+    /// When the channels were restored on the new link, while the old one
+    /// is still kept.
+    overlap_since: Option<Instant>,
     /// The app left its last channel: disconnect once that is done.
     left_last: bool,
 }
@@ -213,6 +218,7 @@ impl Supervisor {
             restore_deadline: None,
             goaway_at: None,
             draining: None,
+            overlap_since: None,
             left_last: false,
         })
     }
@@ -459,14 +465,19 @@ impl Supervisor {
             };
             match self.serve(link, inbound, &mut cmds, &mut probes).await {
                 End::Closed => break,
-                End::Idle => self.link_down(false),
+                End::Idle => {
+                    self.let_old_link_go("client idle");
+                    self.link_down(false);
+                }
                 End::Lost(reason) => {
                     info!(%reason, "connection to the edge lost");
+                    self.let_old_link_go("moved again");
                     self.link_down(false);
                     self.begin_outage(reason);
                 }
                 End::Move(old, why) => {
                     info!(edge = %old.target.edge.addr, why, "moving to another edge");
+                    self.let_old_link_go("moved again");
                     self.link_down(true);
                     self.draining = Some(old);
                     self.begin_outage(why.into());
@@ -479,7 +490,7 @@ impl Supervisor {
     fn begin_outage(&mut self, reason: String) {
         if !self.has_work() {
             // Nothing to restore: stay disconnected until needed.
-            self.draining = None;
+            self.let_old_link_go("nothing to restore");
             return;
         }
         if self.outage.is_none() {
@@ -550,6 +561,13 @@ impl Supervisor {
         loop {
             let look = watchdog.next_look(liveness.last(), liveness.last_media(), conn.rtt());
             let goaway_at = self.goaway_at;
+            let overlap_since = self.overlap_since;
+            // On a grid from the restore, so that other branches firing
+            // do not push the check back.
+            let overlap_check = overlap_since.map_or_else(Instant::now, |since| {
+                let n = since.elapsed().as_micros() / overlap::CHECK_EVERY.as_micros() + 1;
+                since + overlap::CHECK_EVERY * n as u32
+            });
             let step = tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     None => {
@@ -585,6 +603,9 @@ impl Supervisor {
                     self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
                     watchdog.asked(Instant::now(), &heard(&liveness, &conn));
                     self.poll_reorder();
+                    for ch in self.channels.values_mut() {
+                        ch.roster.expire_unconfirmed(&self.shared, std::time::Instant::now());
+                    }
                     match self.restore_deadline {
                         Some(d) if self.restoring > 0 && Instant::now() >= d => {
                             link.close(0, "rejoin not answered");
@@ -610,6 +631,12 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
                     Step::Move("the edge is going away")
+                }
+                _ = tokio::time::sleep_until(overlap_check), if overlap_since.is_some() => {
+                    if overlap_since.is_some_and(|since| self.overlap_over(&link, since)) {
+                        self.let_old_link_go("moved to another edge");
+                    }
+                    Step::Continue
                 }
                 measured = probes.latest() => match self.reranked(measured, &link) {
                     Some(faster) => {
@@ -667,9 +694,7 @@ impl Supervisor {
         }
         self.flush(link);
         link.shutdown(0, "client closed", CLOSE_FLUSH).await;
-        if let Some(old) = self.draining.take() {
-            old.close(0, "client closed");
-        }
+        self.let_old_link_go("client closed");
         self.endpoints.wait_idle(CLOSE_DRAIN).await;
     }
 
@@ -747,8 +772,9 @@ impl Supervisor {
     /// Every channel is restored on the current link.
     fn restored(&mut self) {
         self.restore_deadline = None;
-        if let Some(old) = self.draining.take() {
-            old.close(0, "moved to another edge");
+        if self.draining.is_some() {
+            // Make-before-break: the old link goes when the overlap ends.
+            self.overlap_since = Some(Instant::now());
         }
         if self.outage.take().is_some() {
             if let Some(edge) = self.shared.edge() {
@@ -756,6 +782,39 @@ impl Supervisor {
                 self.emit(Event::Reconnected { edge });
             }
         }
+    }
+
+    /// Close the link being moved off, if any, and stop sending it media.
+    fn let_old_link_go(&mut self, why: &str) {
+        self.overlap_since = None;
+        if let Some(old) = self.draining.take() {
+            debug!(edge = %old.target.edge.addr, why, "old link closed");
+            old.close(0, why);
+            for ch in self.channels.values() {
+                for slot in &ch.tracks {
+                    slot.forget_previous();
+                }
+            }
+        }
+    }
+
+    /// The overlap after a move is over when every stream that was flowing
+    /// arrives over the new link, and the client's own media had time to
+    /// reach the receivers' edges by the new one ([`overlap::over`]).
+    fn overlap_over(&self, link: &Link, since: Instant) -> bool {
+        let now = std::time::Instant::now();
+        let publishing = self.channels.values().any(|c| !c.tracks.is_empty());
+        let waiting = self
+            .shared
+            .tracks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|t| {
+                t.stream
+                    .waits_for(link.liveness.link, now, overlap::STREAM_ACTIVE)
+            });
+        overlap::over(since.elapsed(), publishing, waiting)
     }
 
     fn restored_one(&mut self) {
@@ -767,9 +826,7 @@ impl Supervisor {
 
     async fn shutdown(&mut self) {
         self.shared.set_edge(None);
-        if let Some(old) = self.draining.take() {
-            old.close(0, "client closed");
-        }
+        self.let_old_link_go("client closed");
         let ids: Vec<u64> = self.channels.keys().copied().collect();
         for id in ids {
             self.remove_channel(id, || Binding::Closed);
