@@ -226,8 +226,8 @@ const FAILURE_REACH: Duration = Duration::from_secs(1);
 
 /// If the silence from `last` to `now` is a gap (over [`GAP`]) that began
 /// with a failure (at most [`FAILURE_REACH`] after it): the time from the
-/// failure to `now`, in ms.
-fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<f64> {
+/// failure to `now`, in ms, and when the failure was.
+fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<(f64, Instant)> {
     if now - last <= GAP {
         return None;
     }
@@ -235,7 +235,13 @@ fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<f64>
         .iter()
         .rev()
         .find(|f| **f <= now && last < **f + FAILURE_REACH)?;
-    Some((now - *f).as_secs_f64() * 1e3)
+    Some(((now - *f).as_secs_f64() * 1e3, *f))
+}
+
+/// "t=12.3 s": when `at` was in the traffic's time, as chaos plans say.
+fn traffic_time(started: Option<Instant>, at: Instant) -> String {
+    let s = started.map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64());
+    format!("t={s:.1} s")
 }
 
 /// Media over every expected (receiver, stream): each member of a channel
@@ -393,8 +399,10 @@ impl Recorder {
             },
         };
         if let Some(last) = r.receivers.insert(receiver.into(), arrived) {
-            if let Some(ms) = failover_ms(&r.failures, last, arrived) {
-                r.receiver_failovers.push((ms, receiver.into()));
+            if let Some((ms, f)) = failover_ms(&r.failures, last, arrived) {
+                let at = traffic_time(r.started, f);
+                r.receiver_failovers
+                    .push((ms, format!("{receiver} (failure at {at})")));
             }
         }
         match r.streams.get_mut(&key) {
@@ -411,12 +419,13 @@ impl Recorder {
                 );
             }
             Some(s) => {
-                if let Some(ms) = failover_ms(&r.failures, s.last_arrival, arrived) {
+                if let Some((ms, f)) = failover_ms(&r.failures, s.last_arrival, arrived) {
                     let id = &key.stream;
+                    let at = traffic_time(r.started, f);
                     r.stream_failovers.push((
                         ms,
                         format!(
-                            "{} <- {}/{} in {}",
+                            "{} <- {}/{} in {} (failure at {at})",
                             key.receiver, id.user, id.track, id.channel
                         ),
                     ));
