@@ -33,7 +33,10 @@ export interface ClientCore {
 /** Where a track's media goes right now. */
 export type Binding =
   | { state: 'unbound' } // between connections, or not yet published
-  | { state: 'bound'; link: Link; key: bigint }
+  // `previous`: the edge the client is moving off (make-before-break,
+  // docs/protocol.md 4.5): every packet goes there too, under the key it
+  // had there, until the old link closes.
+  | { state: 'bound'; link: Link; key: bigint; previous?: { link: Link; key: bigint } }
   | { state: 'failed'; error: RtnError } // not republished after a reconnect
   | { state: 'closed' };
 
@@ -44,10 +47,27 @@ export class TrackSlot {
   counter = 0;
   /** Random base of this track's nonces (e2ee). */
   readonly saltBase = randomBase();
+  /** Another for the copies sent to the previous edge while moving: their
+   * header (authenticated) has another key, so the same nonce must not
+   * seal them. */
+  readonly copySaltBase = randomBase();
   constructor(readonly channelId: bigint, readonly name: string, readonly kind: TrackKindName, readonly ring: KeyRing | undefined) {}
 
   unbind(): void {
     if (this.binding.state === 'bound') this.binding = { state: 'unbound' };
+  }
+
+  /** Published as `key` on `link`; the route it had on another, still
+   * open, link (the edge being left) is kept as the previous one. */
+  rebind(link: Link, key: bigint): void {
+    const b = this.binding;
+    const previous = b.state === 'bound' && b.link !== link && !b.link.isDead ? { link: b.link, key: b.key } : undefined;
+    this.binding = { state: 'bound', link, key, previous };
+  }
+
+  /** The previous edge is gone: stop sending it copies. */
+  forgetPrevious(): void {
+    if (this.binding.state === 'bound') this.binding = { ...this.binding, previous: undefined };
   }
 
   get key(): bigint | undefined {
@@ -92,19 +112,29 @@ export class TrackPublisher {
     if (b.state === 'closed') throw closedError();
     const counter = s.counter++;
     const sequence = counter % 2 ** 32;
-    const header = new Uint8Array(MEDIA_HEADER_LEN + (s.ring ? 0 : payload.length));
-    writeHeader(header, { channelId: s.channelId, trackKey: b.key, sequence, timestampUs: BigInt(nowUs()) });
-    let datagram: Uint8Array;
-    if (s.ring) {
-      datagram = await s.ring.sealMedia(header, s.name, streamSalt(s.saltBase, BigInt(counter)), sequence, payload);
-    } else {
-      header.set(payload, MEDIA_HEADER_LEN);
-      datagram = header;
+    const timestampUs = BigInt(nowUs());
+    const datagram = await this.seal(b.key, s.saltBase, counter, timestampUs, payload);
+    if (b.previous) {
+      // Best effort, never waited for: the old edge is going.
+      const { link, key } = b.previous;
+      link.sendNow(await this.seal(key, s.copySaltBase, counter, timestampUs, payload));
     }
     await b.link.sendDatagram(datagram);
     this.core.stats.mediaSent++;
     const copy = this.core.sentMedia(b.key, sequence, datagram);
     if (copy) b.link.sendNow(copy);
+  }
+
+  /** One packet's datagram under `trackKey`: header and payload, sealed
+   * with the channel's end-to-end key if it has one. */
+  private async seal(trackKey: bigint, saltBase: bigint, counter: number, timestampUs: bigint, payload: Uint8Array): Promise<Uint8Array> {
+    const s = this.slot;
+    const sequence = counter % 2 ** 32;
+    const header = new Uint8Array(MEDIA_HEADER_LEN + (s.ring ? 0 : payload.length));
+    writeHeader(header, { channelId: s.channelId, trackKey, sequence, timestampUs });
+    if (s.ring) return s.ring.sealMedia(header, s.name, streamSalt(saltBase, BigInt(counter)), sequence, payload);
+    header.set(payload, MEDIA_HEADER_LEN);
+    return header;
   }
 
   /** The largest payload `send` takes. */

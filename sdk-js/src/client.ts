@@ -35,7 +35,8 @@ import { TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
 import { ReplayWindow, type Sent } from './replay';
-import { Roster, type TrackMap } from './roster';
+import { REJOIN_GRACE_MS, Roster, type TrackMap } from './roster';
+import { OVERLAP_CHECK_MS, STREAM_ACTIVE_MS, overlapOver } from './stream';
 import { newStats, recordRtt, type Stats } from './stats';
 
 export interface ClientOptions {
@@ -234,8 +235,13 @@ export class Client implements ClientCore {
   #current: number | undefined;
   #failures = 0;
   #link: Link | undefined;
-  /** The old link after a goaway or a move, until channels are restored. */
+  /** The old link after a goaway or a move, until channels are restored
+   * and then while the overlap lasts (make-before-break). */
   #draining: Link | undefined;
+  /** When the channels were restored on the new link, while the old one
+   * is still kept; and the timer checking the overlap's end. */
+  #overlapSince: number | undefined;
+  #overlapTimer: ReturnType<typeof setInterval> | undefined;
   /** Set from a lost link until every channel is restored on a new one. */
   #outage: string | undefined;
   #restoring = 0;
@@ -321,8 +327,7 @@ export class Client implements ClientCore {
       for (const channelId of this.#channels.keys()) this.#request((requestId) => ({ leave: { requestId, channelId } }), { kind: 'ignore' });
       await link.shutdown(0, 'client closed', CLOSE_FLUSH_MS);
     }
-    this.#draining?.close(0, 'client closed');
-    this.#draining = undefined;
+    this.#letOldLinkGo('client closed');
     this.#stopLinkTimers();
     clearInterval(this.#reprobe);
     this.#link = undefined;
@@ -548,7 +553,7 @@ export class Client implements ClientCore {
     },
     datagram: (link: Link, d: Uint8Array): void | Promise<void> => (d[0] === TYPE_NACK ? this.#nack(link, d) : this.#media(link, d)),
     lost: (link: Link, reason: string, code: number | undefined): void => {
-      if (link === this.#draining) this.#draining = undefined;
+      if (link === this.#draining) this.#letOldLinkGo('lost');
       if (link !== this.#link || this.#closed) return;
       if (code === ErrorCode.JOIN_TIMEOUT && this.#channels.size === 0) return this.#linkEnded('idle', reason);
       this.#linkEnded('lost', reason);
@@ -585,6 +590,7 @@ export class Client implements ClientCore {
     this.#pollReorder();
     if (link.gaps) link.pollRtt();
     const now = performance.now();
+    for (const ch of this.#channels.values()) ch.roster.expireUnconfirmed(now);
     if (this.#restoring > 0 && this.#restoreDeadline !== undefined && now >= this.#restoreDeadline) {
       return this.#linkEnded('lost', 'the edge did not answer the rejoin in time');
     }
@@ -604,6 +610,7 @@ export class Client implements ClientCore {
     const link = this.#link;
     if (!link) return;
     link.close(0, 'reconnecting');
+    this.#letOldLinkGo('moved again');
     this.#linkDown(false);
     if (how === 'lost') {
       this.#beginOutage(reason);
@@ -615,8 +622,8 @@ export class Client implements ClientCore {
    * still flows on it) until the channels are restored elsewhere. */
   #move(link: Link, why: string): void {
     if (link !== this.#link) return;
+    this.#letOldLinkGo('moved again');
     this.#linkDown(true);
-    this.#draining?.close(0, 'moved to another edge');
     this.#draining = link;
     this.#beginOutage(why);
     this.#reconnect();
@@ -624,8 +631,7 @@ export class Client implements ClientCore {
 
   #beginOutage(reason: string): void {
     if (!this.#hasWork()) {
-      this.#draining?.close(0, 'no channel left');
-      this.#draining = undefined;
+      this.#letOldLinkGo('no channel left');
       return;
     }
     if (this.#outage === undefined) {
@@ -664,12 +670,39 @@ export class Client implements ClientCore {
   /** Every channel is restored on the current link. */
   #restored(): void {
     this.#restoreDeadline = undefined;
-    this.#draining?.close(0, 'moved to another edge');
-    this.#draining = undefined;
+    if (this.#draining && this.#overlapSince === undefined) {
+      // Make-before-break: the old link goes when the overlap ends.
+      this.#overlapSince = performance.now();
+      this.#overlapTimer = setInterval(() => {
+        if (this.#overlapOver()) this.#letOldLinkGo('moved to another edge');
+      }, OVERLAP_CHECK_MS);
+    }
     if (this.#outage !== undefined && this.#link) {
       this.#outage = undefined;
       this.#emit({ type: 'reconnected', edge: this.#link.edge.addr });
     }
+  }
+
+  /** Close the link being moved off, if any, and stop sending it media. */
+  #letOldLinkGo(why: string): void {
+    clearInterval(this.#overlapTimer);
+    this.#overlapTimer = this.#overlapSince = undefined;
+    const old = this.#draining;
+    if (!old) return;
+    this.#draining = undefined;
+    old.close(0, why);
+    for (const ch of this.#channels.values()) for (const slot of ch.tracks) slot.forgetPrevious();
+  }
+
+  /** Every stream that was flowing arrives over the new link, and our own
+   * media had time to reach the receivers' edges by the new one. */
+  #overlapOver(): boolean {
+    const link = this.#link;
+    if (!link || this.#overlapSince === undefined) return true;
+    const now = performance.now();
+    const publishing = [...this.#channels.values()].some((c) => c.tracks.size > 0);
+    const waiting = [...this.#tracks.values()].some((t) => t.stream.waitsFor(link.id, now, STREAM_ACTIVE_MS));
+    return overlapOver(now - this.#overlapSince, publishing, waiting);
   }
 
   #restoredOne(): void {
@@ -908,7 +941,7 @@ export class Client implements ClientCore {
     this.#channels.set(channelId, ch);
     this.#leftLast = false;
     p.reply.resolve(new Channel(p.channel, channelId, j.userId, this, ring));
-    ch.roster.reconcile(j.members);
+    ch.roster.reconcile(j.members, performance.now() + REJOIN_GRACE_MS);
   }
 
   #rejoined(channelId: bigint, j: Extract<ServerFrame, { joined: unknown }>['joined']): void {
@@ -924,7 +957,7 @@ export class Client implements ClientCore {
     }
     ch.ring?.setMe(j.userId);
     ch.roster.me = j.userId;
-    ch.roster.reconcile(j.members);
+    ch.roster.reconcile(j.members, performance.now() + REJOIN_GRACE_MS);
     ch.live = true;
     for (const slot of ch.tracks) this.#requestPublish(channelId, slot, { kind: 'republish', channelId, slot });
     if (!ch.subAll) {
@@ -955,7 +988,7 @@ export class Client implements ClientCore {
       reply?.reject(closedError());
       return;
     }
-    slot.binding = { state: 'bound', link, key: t.trackKey };
+    slot.rebind(link, t.trackKey);
     if (reply) {
       ch.tracks.add(slot);
       reply.resolve();
@@ -1150,6 +1183,11 @@ export class Client implements ClientCore {
       return;
     }
     const timestampUs = Number(h.timestampUs);
+    if (!track.stream.arrived(h.sequence, timestampUs, link.id, performance.now())) {
+      // Its copy came by the other link (or key) of a move.
+      this.stats.mediaDuplicate++;
+      return;
+    }
     const bound = this.#cfg.maxMediaLatenessMs;
     if (bound !== null && !track.lateness.onTime(timestampUs, nowUs(), bound * 1000)) {
       this.stats.mediaLate++;

@@ -93,7 +93,12 @@ function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 const text = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
+/** Links opened so far (each link's `id`). */
+let linksOpened = 0;
+
 export class Link {
+  /** This link's number: links opened later have higher ones. */
+  readonly id = ++linksOpened;
   /** When anything (frame bytes or a datagram) last arrived. */
   lastHeard = now();
   private writes: Promise<unknown> = Promise.resolve();
@@ -183,6 +188,11 @@ export class Link {
     await this.dgWriter.ready;
     // Resolves when sent or dropped; media is loss-tolerant, so do not wait.
     this.dgWriter.write(d).catch(() => {});
+  }
+
+  /** Whether the link has ended (closed or lost). */
+  get isDead(): boolean {
+    return this.dead;
   }
 
   /** Send one datagram now if it fits (NACKs and retransmissions: no

@@ -12,6 +12,7 @@ import type { RtnEvent } from './events';
 import { LatenessGate } from './lateness';
 import { trackKindName, type Member, type TrackInfo } from './proto';
 import { LossCounter } from './stats';
+import { StreamArrivals } from './stream';
 
 /** Edges a rejoin names at most (the edge uses no more: `MAX_MEMBER_EDGES`). */
 const MAX_MEMBER_EDGES = 32;
@@ -23,7 +24,18 @@ export interface RemoteTrack {
   name: string;
   lateness: LatenessGate;
   loss: LossCounter;
+  /** The stream it carries, shared with the member's other keys for the
+   * same track name (a republish after a move). */
+  stream: StreamArrivals;
 }
+
+/** After a rejoin, how long (ms) a member or track the new edge did not
+ * list is kept before it counts as gone: the new edge knows only what the
+ * named edges and the channel's homes have told it yet (homes push every
+ * member within a second; entries live 3.5 s). Dropping the rest at once
+ * would stop their media still arriving over the old link, and tell the
+ * app they left and came back. */
+export const REJOIN_GRACE_MS = 3500;
 
 export type TrackMap = Map<bigint, RemoteTrack>;
 
@@ -35,8 +47,13 @@ export class Roster {
   private edges = new Map<bigint, number>();
   /** Remote tracks of this channel: key -> [user, name]. */
   private remote = new Map<bigint, [string, string]>();
-  /** How many keys name each (user, track name). */
-  private names = new Map<string, number>();
+  /** How many keys name each (user, track name), and their stream. */
+  private names = new Map<string, { keys: number; stream: StreamArrivals }>();
+  /** Sessions (with their user) and keys known before a rejoin that the
+   * new edge did not list, kept until `unconfirmedUntil`. */
+  private unconfirmedSessions = new Map<bigint, string>();
+  private unconfirmedKeys = new Set<bigint>();
+  private unconfirmedUntil: number | undefined;
 
   constructor(
     private readonly channelId: bigint,
@@ -47,27 +64,27 @@ export class Roster {
   ) {}
 
   addTrack(user: string, t: TrackInfo): void {
+    this.unconfirmedKeys.delete(t.trackKey);
     if (user === this.me || this.remote.has(t.trackKey)) return;
     this.remote.set(t.trackKey, [user, t.name]);
-    this.tracks.set(t.trackKey, { channelId: this.channelId, channel: this.channel, user, name: t.name, lateness: new LatenessGate(), loss: new LossCounter() });
     const id = `${user}\0${t.name}`;
-    const n = (this.names.get(id) ?? 0) + 1;
-    this.names.set(id, n);
-    if (n === 1) this.emit({ type: 'track-available', channel: this.channel, user, track: t.name, kind: trackKindName(t.kind) });
+    let named = this.names.get(id);
+    if (!named) this.names.set(id, (named = { keys: 0, stream: new StreamArrivals() }));
+    named.keys++;
+    this.tracks.set(t.trackKey, { channelId: this.channelId, channel: this.channel, user, name: t.name, lateness: new LatenessGate(), loss: new LossCounter(), stream: named.stream });
+    if (named.keys === 1) this.emit({ type: 'track-available', channel: this.channel, user, track: t.name, kind: trackKindName(t.kind) });
   }
 
   removeTrack(key: bigint): void {
+    this.unconfirmedKeys.delete(key);
     const found = this.remote.get(key);
     if (!found) return;
     this.remote.delete(key);
     this.tracks.delete(key);
     const [user, track] = found;
     const id = `${user}\0${track}`;
-    const left = Math.max(0, (this.names.get(id) ?? 0) - 1);
-    if (left > 0) {
-      this.names.set(id, left);
-      return;
-    }
+    const named = this.names.get(id);
+    if (named && --named.keys > 0) return;
     this.names.delete(id);
     this.emit({ type: 'track-unavailable', channel: this.channel, user, track });
   }
@@ -83,16 +100,18 @@ export class Roster {
    * not known. */
   memberJoined(user: string, session: bigint, edgeId = 0): boolean {
     if (user === this.me) return false;
+    this.unconfirmedSessions.delete(session);
+    if (edgeId !== 0) this.edges.set(session, edgeId);
     let sessions = this.members.get(user);
     if (!sessions) this.members.set(user, (sessions = new Set()));
     if (sessions.has(session)) return false;
     sessions.add(session);
-    if (edgeId !== 0) this.edges.set(session, edgeId);
     if (sessions.size === 1) this.emit({ type: 'member-joined', channel: this.channel, user });
     return true;
   }
 
   memberLeft(user: string, session: bigint): void {
+    this.unconfirmedSessions.delete(session);
     const sessions = this.members.get(user);
     if (!sessions) return;
     sessions.delete(session);
@@ -104,16 +123,32 @@ export class Roster {
     this.emit({ type: 'member-left', channel: this.channel, user });
   }
 
-  /** Adopt the member list of a Joined, reporting only what changed. */
-  reconcile(members: Member[]): void {
+  /** Adopt the member list of a Joined, reporting only what changed.
+   * Sessions and tracks known before and not listed are kept, unconfirmed,
+   * until `graceUntil` (ms, `REJOIN_GRACE_MS`; see `expireUnconfirmed`). */
+  reconcile(members: Member[], graceUntil: number): void {
     const now = new Map<string, Set<bigint>>();
     const others = members.filter((m) => m.userId !== this.me);
-    this.edges.clear();
+    const oldEdges = this.edges;
+    this.edges = new Map();
     for (const m of others) {
       let s = now.get(m.userId);
       if (!s) now.set(m.userId, (s = new Set()));
       s.add(m.session);
       if (m.edgeId !== 0) this.edges.set(m.session, m.edgeId);
+      this.unconfirmedSessions.delete(m.session);
+    }
+    const listed = new Set(others.map((m) => m.session));
+    for (const [user, sessions] of this.members) {
+      for (const s of sessions) {
+        if (listed.has(s)) continue;
+        let kept = now.get(user);
+        if (!kept) now.set(user, (kept = new Set()));
+        kept.add(s);
+        this.unconfirmedSessions.set(s, user);
+        const e = oldEdges.get(s);
+        if (e !== undefined) this.edges.set(s, e);
+      }
     }
     for (const user of now.keys()) {
       if (!this.members.has(user)) this.emit({ type: 'member-joined', channel: this.channel, user });
@@ -125,11 +160,22 @@ export class Roster {
         this.addTrack(m.userId, t);
       }
     }
-    for (const k of [...this.remote.keys()]) if (!keys.has(k)) this.removeTrack(k);
-    for (const user of this.members.keys()) {
-      if (!now.has(user)) this.emit({ type: 'member-left', channel: this.channel, user });
-    }
+    for (const k of this.remote.keys()) if (!keys.has(k)) this.unconfirmedKeys.add(k);
     this.members = now;
+    this.unconfirmedUntil = graceUntil;
+  }
+
+  /** Sessions and tracks a rejoin's new edge has not confirmed by `now`
+   * (ms), past their grace, are gone (with the events that says). */
+  expireUnconfirmed(now: number): void {
+    if (this.unconfirmedUntil === undefined || now < this.unconfirmedUntil) return;
+    this.unconfirmedUntil = undefined;
+    const keys = [...this.unconfirmedKeys];
+    const sessions = [...this.unconfirmedSessions];
+    this.unconfirmedKeys.clear();
+    this.unconfirmedSessions.clear();
+    for (const k of keys) this.removeTrack(k);
+    for (const [s, user] of sessions) this.memberLeft(user, s);
   }
 
   /** Forget every remote track (no events: the channel is going away). */
