@@ -47,8 +47,10 @@ export const STREAM_ACTIVE_MS = 300;
  * forwards to the members' edges at once, a one-way trip across the
  * overlay with room. */
 export const PUBLISH_OVERLAP_MS = 300;
-/** The old link goes after this (ms) whatever is still missing. */
-export const MAX_OVERLAP_MS = 1000;
+/** The old link goes after this (ms) whatever is still missing: an edge
+ * that has just (re)started may need a second for its relay links and
+ * routes (see sdk/src/supervisor/overlap.rs). */
+export const MAX_OVERLAP_MS = 2000;
 /** How often the overlap's end is checked (ms). */
 export const OVERLAP_CHECK_MS = 20;
 
