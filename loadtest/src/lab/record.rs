@@ -225,8 +225,12 @@ impl Failover {
 const FAILURE_REACH: Duration = Duration::from_secs(1);
 
 /// If the silence from `last` to `now` is a gap (over [`GAP`]) that began
-/// with a failure (at most [`FAILURE_REACH`] after it): the time from the
-/// failure to `now`, in ms, and when the failure was.
+/// with a failure (at most [`FAILURE_REACH`] after it): the silence, in ms,
+/// and when the failure was. The silence, not the time since the failure:
+/// after a kill they are the same (plus the part of a packet interval
+/// before the kill), while a client moving off a draining edge keeps its
+/// media until it leaves the old link, and what users feel is the silence
+/// then, if any, not how long ago the drain began.
 fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<(f64, Instant)> {
     if now - last <= GAP {
         return None;
@@ -235,7 +239,7 @@ fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<(f64
         .iter()
         .rev()
         .find(|f| **f <= now && last < **f + FAILURE_REACH)?;
-    Some(((now - *f).as_secs_f64() * 1e3, *f))
+    Some(((now - last).as_secs_f64() * 1e3, *f))
 }
 
 /// "t=12.3 s": when `at` was in the traffic's time, as chaos plans say.
