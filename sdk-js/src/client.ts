@@ -30,7 +30,7 @@ import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
 import { decodeMedia, MEDIA_HEADER_LEN } from './media';
-import { fetchShortlist, probeAll, rank, rerank } from './nearest';
+import { fetchShortlist, probeAll, rerank } from './nearest';
 import { TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
@@ -269,10 +269,16 @@ export class Client implements ClientCore {
     const c = new Client(config(options));
     await c.#chooseEdges();
     let last: unknown;
+    // A race when the candidates are to be measured: every handshake at
+    // once, the first to answer wins (its handshake is the measurement, one
+    // round trip plus the edge's TLS work, alike for all), so nobody waits
+    // for probes of the far ones; the probes right after correct a close
+    // call (as the Rust SDK, sdk/src/supervisor/mod.rs connect_first).
+    const race = c.#cfg.probeCandidates && c.#cfg.edges.length > 1;
     for (let round = 0; round < c.#cfg.connectRounds; round++) {
       if (round > 0) await sleep(c.#nextDelay());
       try {
-        const [link, target] = await c.#round(c.#attempts());
+        const [link, target] = await c.#round(c.#attempts(), race ? 0 : c.#cfg.connectStaggerMs);
         c.#failures = 0;
         c.#current = target.index;
         c.#serve(link);
@@ -408,17 +414,18 @@ export class Client implements ClientCore {
     const cfg = this.#cfg;
     if (cfg.edges.length === 0) {
       cfg.edges = await fetchShortlist(cfg.controller!, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
-      // GeoIP ranks roughly; measure before trusting it.
+      // GeoIP ranks roughly: race the handshakes, then measure.
       cfg.probeCandidates = true;
     }
-    if (!cfg.probeCandidates || cfg.edges.length < 2) return;
-    cfg.edges = rank(await probeAll(cfg.edges, cfg.WebTransport, cfg.probeTimeoutMs)).map(([e]) => e);
   }
 
   #startReprobing(): void {
     const every = this.#cfg.reprobeIntervalMs;
-    if (every === null || !this.#cfg.probeCandidates || this.#cfg.edges.length < 2) return;
-    this.#reprobe = setInterval(() => void this.#reprobeOnce(), every);
+    if (!this.#cfg.probeCandidates || this.#cfg.edges.length < 2) return;
+    // Measure at once (the race chose by one handshake), then every
+    // `reprobeIntervalMs`.
+    void this.#reprobeOnce();
+    if (every !== null) this.#reprobe = setInterval(() => void this.#reprobeOnce(), every);
   }
 
   async #reprobeOnce(): Promise<void> {
@@ -466,9 +473,10 @@ export class Client implements ClientCore {
   }
 
   /** Try `targets` in order, each starting when the previous failed or
-   * `connectStaggerMs` after it started; the first session up wins. */
-  #round(targets: Target[]): Promise<[Link, Target]> {
-    const { connectTimeoutMs, connectStaggerMs, WebTransport } = this.#cfg;
+   * `staggerMs` after it started (0: all at once); the first session up
+   * wins. */
+  #round(targets: Target[], staggerMs = this.#cfg.connectStaggerMs): Promise<[Link, Target]> {
+    const { connectTimeoutMs, WebTransport } = this.#cfg;
     return new Promise((resolve, reject) => {
       if (targets.length === 0) return reject(new RtnError('CONNECT_FAILED', 'no candidate edges'));
       let next = 0;
@@ -499,7 +507,7 @@ export class Client implements ClientCore {
             }
           },
         );
-        if (next < targets.length) timer = setTimeout(start, connectStaggerMs);
+        if (next < targets.length) timer = setTimeout(start, staggerMs);
       };
       start();
     });

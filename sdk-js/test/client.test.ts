@@ -261,7 +261,7 @@ test('liveness: a silent edge is left within the liveness timeout', async () => 
   assert.equal(e2.last.joins().length, 1);
 });
 
-test('probing connects to the fastest candidate; the controller shortlist is probed', async () => {
+test('the first connection races the candidates\' handshakes (the controller shortlist too): the fastest wins', async () => {
   const net = new FakeNet();
   net.edge(1, '127.0.0.1:4433').delayMs = 40;
   net.edge(2, '127.0.0.2:4433').delayMs = 2;

@@ -526,7 +526,7 @@ async function testF() {
     report(r.total.length === 10, 'f. time to first media from page start', r.text);
     if (r.failures.some((f) => f.includes('CONTROLLER_UNREACHABLE'))) {
       const x = await loads('&edges=lab');
-      console.log(`INFO f. the same with explicit edges (edges=lab; no nearest lookup, the page probes the 3 edges): ${x.text}`);
+      console.log(`INFO f. the same with explicit edges (edges=lab; no nearest lookup, the page races the 3 edges): ${x.text}`);
     }
   } finally {
     await api('DELETE', '/lab/peer').catch(() => {});
@@ -566,7 +566,7 @@ async function loads(extra) {
   }
   const ph = Object.entries(phases).map(([k, v]) => `${k} ${f1(pct(v, 0.5))}/${f1(pct(v, 0.95))}`).join(', ');
   const distinct = [...new Set(failures)];
-  return { total, failures, text: `p50 ${f1(pct(total, 0.5))} ms p95 ${f1(pct(total, 0.95))} ms over ${total.length} loads (phases p50/p95 ms: ${ph}; load = page and SDK loaded, connect = nearest lookup + probes + handshake)${failures.length ? `; ${failures.length} failed: ${distinct.join(' | ')}` : ''}` };
+  return { total, failures, text: `p50 ${f1(pct(total, 0.5))} ms p95 ${f1(pct(total, 0.95))} ms over ${total.length} loads (phases p50/p95 ms: ${ph}; load = page and SDK loaded, connect = nearest lookup + handshake race)${failures.length ? `; ${failures.length} failed: ${distinct.join(' | ')}` : ''}` };
 }
 
 // ---- run ----------------------------------------------------------------------------
