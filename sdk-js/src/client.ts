@@ -250,6 +250,9 @@ export class Client implements ClientCore {
   #tick: ReturnType<typeof setInterval> | undefined;
   #reprobe: ReturnType<typeof setInterval> | undefined;
   #probing = false;
+  /** The first connection was a handshake race not yet settled by a
+   * measurement (`shouldSettle`). */
+  #raceUnsettled = false;
   #connecting = false;
   #leftLast = false;
   #closed = false;
@@ -275,6 +278,7 @@ export class Client implements ClientCore {
     // for probes of the far ones; the probes right after correct a close
     // call (as the Rust SDK, sdk/src/supervisor/mod.rs connect_first).
     const race = c.#cfg.probeCandidates && c.#cfg.edges.length > 1;
+    c.#raceUnsettled = race;
     for (let round = 0; round < c.#cfg.connectRounds; round++) {
       if (round > 0) await sleep(c.#nextDelay());
       try {
@@ -435,7 +439,8 @@ export class Client implements ClientCore {
       const measured = await probeAll(this.#cfg.edges, this.#cfg.WebTransport, this.#cfg.probeTimeoutMs);
       const link = this.#link;
       if (!link || this.#closed) return;
-      const { order, moveTo } = rerank(link.edge.addr, measured);
+      const { order, moveTo } = rerank(link.edge.addr, measured, this.#raceUnsettled);
+      this.#raceUnsettled = false;
       this.#cfg.edges = order;
       const i = order.findIndex((e) => e.addr === link.edge.addr);
       this.#current = i < 0 ? undefined : i;

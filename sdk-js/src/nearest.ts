@@ -1,9 +1,11 @@
 // Which edge the client uses, as sdk/src/nearest.rs: ask a region
 // controller for a shortlist (`GET /v1/edges/nearest?limit=N`, JSON of
-// protocol/src/api.rs), probe each candidate, connect to the fastest and
-// keep the others in measured order for failover; re-probe periodically and
-// move only for a clear gain (at least 10 ms faster AND at most 2/3 of the
-// current RTT), so the client never flaps between two close edges.
+// protocol/src/api.rs), race a session to each candidate and keep the first
+// up, probe each right after and keep them in measured order for failover;
+// re-probe periodically and move only for a clear gain (at least 10 ms
+// faster AND at most 2/3 of the current RTT), so the client never flaps
+// between two close edges. The first probes after the race settle it on a
+// smaller gain (3 ms and 4/5).
 
 import { RtnError, invalid } from './errors';
 import { checkCandidate, Link, type EdgeCandidate, type WebTransportCtor } from './connection';
@@ -12,6 +14,9 @@ import { checkCandidate, Link, type EdgeCandidate, type WebTransportCtor } from 
 export const PROBES_PER_CANDIDATE = 3;
 export const SWITCH_MIN_GAIN_MS = 10;
 export const SWITCH_MAX_RATIO = 2 / 3;
+/** The first measurement after the handshake race settles it (the race
+ * chose by one handshake each): a gain of 3 ms and to 4/5 is enough. */
+export const SETTLE_MIN_GAIN_MS = 3;
 const MAX_ANSWER_BYTES = 64 * 1024;
 
 /** Candidates with their measured RTT in ms (undefined: no answer). */
@@ -25,6 +30,12 @@ export function shouldSwitch(current: number | undefined, best: number): boolean
   return best + SWITCH_MIN_GAIN_MS <= current && best * 3 <= current * 2;
 }
 
+/** `shouldSwitch` for the first measurement after the handshake race. */
+export function shouldSettle(current: number | undefined, best: number): boolean {
+  if (current === undefined) return true;
+  return best + SETTLE_MIN_GAIN_MS <= current && best * 5 <= current * 4;
+}
+
 /** Fastest first; silent candidates last in their original order. */
 export function rank(measured: Measured): Measured {
   return measured
@@ -36,12 +47,13 @@ export function rank(measured: Measured): Measured {
 /** Re-rank on fresh measurements while connected to `currentAddr`: returns
  * the new candidate order and the edge to move to, if one is clearly
  * faster. An edge not among the candidates (a goaway redirect) is kept. */
-export function rerank(currentAddr: string, measured: Measured): { order: EdgeCandidate[]; moveTo: EdgeCandidate | undefined } {
+export function rerank(currentAddr: string, measured: Measured, settling = false): { order: EdgeCandidate[]; moveTo: EdgeCandidate | undefined } {
   const cur = measured.find(([e]) => e.addr === currentAddr);
   const ranked = rank(measured);
   const order = ranked.map(([e]) => e);
   const [best, bestRtt] = ranked[0] ?? [];
-  if (!best || bestRtt === undefined || !cur || best.addr === currentAddr || !shouldSwitch(cur[1], bestRtt)) {
+  const move = settling ? shouldSettle : shouldSwitch;
+  if (!best || bestRtt === undefined || !cur || best.addr === currentAddr || !move(cur[1], bestRtt)) {
     return { order, moveTo: undefined };
   }
   return { order, moveTo: best };

@@ -36,6 +36,12 @@ test('re-ranking reorders and moves only for a clear gain', () => {
   assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), undefined]]).moveTo, undefined);
   // On a goaway redirect (not a candidate): kept whatever the candidates say.
   assert.equal(rerank(edge(9).addr, [[edge(1), 1], [edge(2), 90]]).moveTo, undefined);
+  // The first measurement after the handshake race settles it on a smaller
+  // gain: 16 -> 8 ms moves then, not later; noise (2 ms, under a fifth) never.
+  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]]).moveTo, undefined);
+  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]], true).moveTo?.addr, edge(2).addr);
+  assert.equal(rerank(on1, [[edge(1), 10], [edge(2), 8]], true).moveTo, undefined);
+  assert.equal(rerank(on1, [[edge(1), 40], [edge(2), 34]], true).moveTo, undefined);
 });
 
 test('session URLs: pinned hashes dial the address, WebPKI the name', () => {

@@ -40,6 +40,14 @@ pub const SWITCH_MIN_GAIN: Duration = Duration::from_millis(10);
 /// switch costs a reconnect.
 pub const SWITCH_MAX_RATIO: (u32, u32) = (2, 3);
 
+/// The first measurement after the first connection settles the handshake
+/// race, which chose by one handshake each (a busy edge process can lose
+/// it to a farther one): then a gain of this much...
+pub const SETTLE_MIN_GAIN: Duration = Duration::from_millis(3);
+/// ...and to at most four fifths of the current RTT is enough to move
+/// (the client has just arrived, and moves are make-before-break).
+pub const SETTLE_MAX_RATIO: (u32, u32) = (4, 5);
+
 /// Largest nearest-edge answer accepted (a shortlist is a few hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -50,12 +58,24 @@ pub type Measured = Vec<(EdgeCandidate, Option<Duration>)>;
 /// answer the probes) for one measured at `best`. Both conditions must
 /// hold, so the client never flaps between two edges whose RTTs are close.
 pub fn should_switch(current: Option<Duration>, best: Duration) -> bool {
+    switch_beyond(current, best, SWITCH_MIN_GAIN, SWITCH_MAX_RATIO)
+}
+
+/// [`should_switch`] for the first measurement after the handshake race
+/// ([`SETTLE_MIN_GAIN`], [`SETTLE_MAX_RATIO`]).
+pub fn should_settle(current: Option<Duration>, best: Duration) -> bool {
+    switch_beyond(current, best, SETTLE_MIN_GAIN, SETTLE_MAX_RATIO)
+}
+
+fn switch_beyond(
+    current: Option<Duration>,
+    best: Duration,
+    min_gain: Duration,
+    (num, den): (u32, u32),
+) -> bool {
     match current {
         None => true,
-        Some(cur) => {
-            let (num, den) = SWITCH_MAX_RATIO;
-            best + SWITCH_MIN_GAIN <= cur && best * den <= cur * num
-        }
+        Some(cur) => best + min_gain <= cur && best * den <= cur * num,
     }
 }
 
@@ -319,11 +339,13 @@ impl Reprobing {
 /// Re-rank the candidates on fresh measurements while connected to
 /// `current`: `edges` takes the measured order (the failover order follows
 /// the measurements), and the edge to move to is returned if one is clearly
-/// faster than the current one ([`should_switch`]).
+/// faster than the current one ([`should_switch`]; [`should_settle`] when
+/// `settling` a handshake race).
 pub(crate) fn rerank(
     edges: &mut Vec<EdgeCandidate>,
     current: SocketAddr,
     measured: Measured,
+    settling: bool,
 ) -> Option<EdgeCandidate> {
     let current_rtt = measured
         .iter()
@@ -336,7 +358,12 @@ pub(crate) fn rerank(
     // An edge we were redirected to (not a candidate) is kept: its
     // operator chose it.
     let current_rtt = current_rtt?;
-    if best.addr == current || !should_switch(current_rtt, best_rtt) {
+    let switch = if settling {
+        should_settle(current_rtt, best_rtt)
+    } else {
+        should_switch(current_rtt, best_rtt)
+    };
+    if best.addr == current || !switch {
         return None;
     }
     info!(from = %current, to = %best.addr, ?current_rtt, ?best_rtt, "a clearly faster edge; moving");
@@ -488,29 +515,46 @@ mod tests {
                 (edge(2), None),
                 (edge(3), Some(ms(40))),
             ],
+            false,
         );
         assert_eq!(faster, Some(edge(3)));
         assert_eq!(ports(&edges), [3, 1, 2]);
         // Faster, but not clearly: stay, yet reorder.
         let measured = vec![(edge(1), Some(ms(30))), (edge(2), Some(ms(21)))];
-        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
         assert_eq!(ports(&edges), [2, 1]);
         // The current edge is already the fastest.
         let measured = vec![(edge(2), Some(ms(50))), (edge(1), Some(ms(5)))];
-        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
         assert_eq!(ports(&edges), [1, 2]);
         // A current edge that did not answer is left for any that did.
         let measured = vec![(edge(1), None), (edge(2), Some(ms(50)))];
-        assert_eq!(rerank(&mut edges, on_1, measured), Some(edge(2)));
+        assert_eq!(rerank(&mut edges, on_1, measured, false), Some(edge(2)));
         // Nobody answered: nowhere to go.
         let measured = vec![(edge(1), None), (edge(2), None)];
-        assert_eq!(rerank(&mut edges, on_1, measured), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
         // Connected to a goaway redirect (not a candidate): kept, whatever
         // the candidates measure.
         let redirect = edge(9).addr;
         let measured = vec![(edge(1), Some(ms(1))), (edge(2), Some(ms(90)))];
-        assert_eq!(rerank(&mut edges, redirect, measured), None);
+        assert_eq!(rerank(&mut edges, redirect, measured, false), None);
         assert_eq!(ports(&edges), [1, 2]);
+    }
+
+    #[test]
+    fn the_first_measurement_settles_a_close_handshake_race() {
+        let mut edges = vec![edge(1), edge(2)];
+        let on_1 = edge(1).addr;
+        // The race chose edge 1 (16 ms); edge 2 measures 8 ms: not a clear
+        // gain later on (under 10 ms), but enough to settle the race.
+        let measured = || vec![(edge(1), Some(ms(16))), (edge(2), Some(ms(8)))];
+        assert_eq!(rerank(&mut edges, on_1, measured(), false), None);
+        assert_eq!(rerank(&mut edges, on_1, measured(), true), Some(edge(2)));
+        // Noise does not move it: 2 ms, or under a fifth.
+        let close = vec![(edge(1), Some(ms(10))), (edge(2), Some(ms(8)))];
+        assert_eq!(rerank(&mut edges, on_1, close, true), None);
+        let close = vec![(edge(1), Some(ms(40))), (edge(2), Some(ms(34)))];
+        assert_eq!(rerank(&mut edges, on_1, close, true), None);
     }
 
     #[tokio::test]

@@ -192,6 +192,9 @@ pub(crate) struct Supervisor {
     overlap_since: Option<Instant>,
     /// The app left its last channel: disconnect once that is done.
     left_last: bool,
+    /// The first connection was a handshake race not yet settled by a
+    /// measurement ([`nearest::should_settle`]).
+    race_unsettled: bool,
 }
 
 impl Supervisor {
@@ -220,6 +223,7 @@ impl Supervisor {
             draining: None,
             overlap_since: None,
             left_last: false,
+            race_unsettled: false,
         })
     }
 
@@ -338,10 +342,12 @@ impl Supervisor {
     // ----- choosing the edge -----------------------------------------
 
     /// Re-rank the candidates on fresh measurements; the edge to move to, if
-    /// one is clearly faster than the current one.
+    /// one is clearly faster than the current one (the first measurement
+    /// after a handshake race settles it, on a smaller gain).
     fn reranked(&mut self, measured: Measured, link: &Link) -> Option<pb::EdgeAddress> {
         let current = link.target.edge.addr;
-        let faster = nearest::rerank(&mut self.cfg.edges, current, measured);
+        let settling = std::mem::take(&mut self.race_unsettled);
+        let faster = nearest::rerank(&mut self.cfg.edges, current, measured, settling);
         self.current = self.cfg.edges.iter().position(|e| e.addr == current);
         faster.map(|e| e.to_pb(None))
     }
@@ -365,6 +371,7 @@ impl Supervisor {
                 // candidates), so nobody waits for probes of the far ones;
                 // the re-probe right after corrects a close call.
                 round_timing.stagger = Duration::ZERO;
+                self.race_unsettled = true;
             }
             match open(
                 attempts,
