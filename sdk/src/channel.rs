@@ -278,13 +278,16 @@ pub(crate) enum Binding {
         /// packet goes there too, under the key it had there, until the
         /// old link closes ([`TrackSlot::forget_previous`]). Receivers keep
         /// the first copy of each.
-        previous: Option<(quinn::Connection, u64)>,
+        previous: Option<Route>,
     },
     /// The track could not be republished after a reconnect.
     Failed(SdkError),
     /// Unpublished, channel left or client closed.
     Closed,
 }
+
+/// A connection and the track's key on that edge.
+type Route = (quinn::Connection, u64);
 
 /// A published track, shared by its publisher and the state machine.
 pub(crate) struct TrackSlot {
@@ -360,16 +363,13 @@ impl TrackSlot {
     }
 
     /// Where to send: the connection and key, and the previous edge's.
-    #[allow(clippy::type_complexity)]
-    fn route(
-        &self,
-    ) -> Result<(quinn::Connection, u64, Option<(quinn::Connection, u64)>), SdkError> {
+    fn route(&self) -> Result<(Route, Option<Route>), SdkError> {
         match &*self.binding.read().unwrap_or_else(|e| e.into_inner()) {
             Binding::Bound {
                 conn,
                 key,
                 previous,
-            } => Ok((conn.clone(), *key, previous.clone())),
+            } => Ok(((conn.clone(), *key), previous.clone())),
             Binding::Unbound => Err(SdkError::NotConnected),
             Binding::Failed(e) => Err(e.clone()),
             Binding::Closed => Err(SdkError::Closed),
@@ -426,7 +426,7 @@ impl TrackPublisher {
         // (reconnecting): receivers then see the outage as lost packets, a
         // stall, not as the publisher pausing.
         let counter = self.slot.seq.fetch_add(1, Ordering::Relaxed);
-        let (conn, key, previous) = self.slot.route()?;
+        let ((conn, key), previous) = self.slot.route()?;
         let header = MediaHeader {
             channel: ChannelId(self.slot.channel_id),
             track: TrackKey(key),

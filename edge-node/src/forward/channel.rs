@@ -300,11 +300,11 @@ impl<C> ChannelState<C> {
     /// whether to greet it (ask for its entry in return: the first time);
     /// expired hints are forgotten.
     pub fn hinted_now(&mut self, now: Instant) -> Vec<(EdgeId, bool)> {
-        let before = self.receiving_hints();
-        self.hinted.retain(|_, h| h.until > now);
-        if self.receiving_hints() != before {
+        if self.hinted.values().any(|h| h.until <= now && !h.heard) {
+            // A provisional receiver ends: cached trees are stale.
             self.remote_version += 1;
         }
+        self.hinted.retain(|_, h| h.until > now);
         let mut out: Vec<(EdgeId, bool)> = self
             .hinted
             .iter_mut()
@@ -312,11 +312,6 @@ impl<C> ChannelState<C> {
             .collect();
         out.sort_unstable();
         out
-    }
-
-    /// How many hinted edges are provisional receivers.
-    fn receiving_hints(&self) -> usize {
-        self.hinted.values().filter(|h| !h.heard).count()
     }
 
     /// Whether a home's update says anything this edge does not know (`me`
