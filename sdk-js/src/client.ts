@@ -439,7 +439,7 @@ export class Client implements ClientCore {
       const measured = await probeAll(this.#cfg.edges, this.#cfg.WebTransport, this.#cfg.probeTimeoutMs);
       const link = this.#link;
       if (!link || this.#closed) return;
-      const { order, moveTo } = rerank(link.edge.addr, measured, this.#raceUnsettled);
+      const { order, moveTo } = rerank(link.edge.addr, measured, link.rttMs ?? this.stats.smoothedRttMs, this.#raceUnsettled);
       this.#raceUnsettled = false;
       this.#cfg.edges = order;
       const i = order.findIndex((e) => e.addr === link.edge.addr);
@@ -954,7 +954,7 @@ export class Client implements ClientCore {
     this.#channels.set(channelId, ch);
     this.#leftLast = false;
     p.reply.resolve(new Channel(p.channel, channelId, j.userId, this, ring));
-    ch.roster.reconcile(j.members, performance.now() + REJOIN_GRACE_MS);
+    ch.roster.reconcile(j.edgeId, j.members, performance.now() + REJOIN_GRACE_MS);
   }
 
   #rejoined(channelId: bigint, j: Extract<ServerFrame, { joined: unknown }>['joined']): void {
@@ -970,7 +970,7 @@ export class Client implements ClientCore {
     }
     ch.ring?.setMe(j.userId);
     ch.roster.me = j.userId;
-    ch.roster.reconcile(j.members, performance.now() + REJOIN_GRACE_MS);
+    ch.roster.reconcile(j.edgeId, j.members, performance.now() + REJOIN_GRACE_MS);
     ch.live = true;
     for (const slot of ch.tracks) this.#requestPublish(channelId, slot, { kind: 'republish', channelId, slot });
     if (!ch.subAll) {

@@ -46,8 +46,12 @@ export function rank(measured: Measured): Measured {
 
 /** Re-rank on fresh measurements while connected to `currentAddr`: returns
  * the new candidate order and the edge to move to, if one is clearly
- * faster. An edge not among the candidates (a goaway redirect) is kept. */
-export function rerank(currentAddr: string, measured: Measured, settling = false): { order: EdgeCandidate[]; moveTo: EdgeCandidate | undefined } {
+ * faster. An edge not among the candidates (a goaway redirect) is kept. A
+ * probe of the current edge that went unanswered (a handshake lost on a
+ * lossy last mile) says nothing of the link in use: the current edge then
+ * counts at `liveRttMs`, the link's own estimate (as the Rust SDK). */
+export function rerank(currentAddr: string, measured: Measured, liveRttMs: number | undefined, settling = false): { order: EdgeCandidate[]; moveTo: EdgeCandidate | undefined } {
+  measured = measured.map(([e, rtt]): [EdgeCandidate, number | undefined] => [e, rtt === undefined && e.addr === currentAddr ? liveRttMs : rtt]);
   const cur = measured.find(([e]) => e.addr === currentAddr);
   const ranked = rank(measured);
   const order = ranked.map(([e]) => e);

@@ -42,9 +42,13 @@ export type TrackMap = Map<bigint, RemoteTrack>;
 export class Roster {
   /** Other members: user id -> sessions. */
   private members = new Map<string, Set<bigint>>();
-  /** The edge hosting each other member's session where it is not ours
-   * (`Member.edgeId`): named on a rejoin (`Join.member_edges`). */
+  /** The edge hosting each other member's session (`Member.edgeId`, 0
+   * read as `myEdge`): named on a rejoin (`Join.member_edges`). */
   private edges = new Map<bigint, number>();
+  /** The edge this client is on (`Joined.edgeId`; 0 until known). Its other
+   * members must be named too when the client moves: they stay there, and
+   * the new edge may not have heard of them yet. */
+  private myEdge = 0;
   /** Remote tracks of this channel: key -> [user, name]. */
   private remote = new Map<bigint, [string, string]>();
   /** How many keys name each (user, track name), and their stream. */
@@ -96,12 +100,19 @@ export class Roster {
     return [...new Set(this.edges.values())].sort((a, b) => a - b).slice(0, MAX_MEMBER_EDGES);
   }
 
+  /** The edge an announcement's `edgeId` names (0: the one we are on). */
+  private host(edgeId: number): number | undefined {
+    const e = edgeId === 0 ? this.myEdge : edgeId;
+    return e === 0 ? undefined : e;
+  }
+
   /** A member session appeared (on edge `edgeId`, 0: ours); true if it was
    * not known. */
   memberJoined(user: string, session: bigint, edgeId = 0): boolean {
     if (user === this.me) return false;
     this.unconfirmedSessions.delete(session);
-    if (edgeId !== 0) this.edges.set(session, edgeId);
+    const host = this.host(edgeId);
+    if (host !== undefined) this.edges.set(session, host);
     let sessions = this.members.get(user);
     if (!sessions) this.members.set(user, (sessions = new Set()));
     if (sessions.has(session)) return false;
@@ -123,10 +134,12 @@ export class Roster {
     this.emit({ type: 'member-left', channel: this.channel, user });
   }
 
-  /** Adopt the member list of a Joined, reporting only what changed.
-   * Sessions and tracks known before and not listed are kept, unconfirmed,
-   * until `graceUntil` (ms, `REJOIN_GRACE_MS`; see `expireUnconfirmed`). */
-  reconcile(members: Member[], graceUntil: number): void {
+  /** Adopt the member list of a Joined from edge `edgeId`, reporting only
+   * what changed. Sessions and tracks known before and not listed are kept,
+   * unconfirmed, until `graceUntil` (ms, `REJOIN_GRACE_MS`; see
+   * `expireUnconfirmed`). */
+  reconcile(edgeId: number, members: Member[], graceUntil: number): void {
+    this.myEdge = edgeId;
     const now = new Map<string, Set<bigint>>();
     const others = members.filter((m) => m.userId !== this.me);
     const oldEdges = this.edges;
@@ -135,7 +148,8 @@ export class Roster {
       let s = now.get(m.userId);
       if (!s) now.set(m.userId, (s = new Set()));
       s.add(m.session);
-      if (m.edgeId !== 0) this.edges.set(m.session, m.edgeId);
+      const host = this.host(m.edgeId);
+      if (host !== undefined) this.edges.set(m.session, host);
       this.unconfirmedSessions.delete(m.session);
     }
     const listed = new Set(others.map((m) => m.session));

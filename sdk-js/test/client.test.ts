@@ -140,7 +140,8 @@ test('backpressure: trySendMessage refuses past maxUnacked', async () => {
 
 test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, republish, replay', async () => {
   const { e1, e2, c, events } = await twoEdges();
-  // Bob is on edge 5, carol on alice's own edge (0): the rejoin names 5.
+  // Bob is on edge 5, carol on alice's own edge (0, which is edge 1): the
+  // rejoin names both, since carol stays on edge 1.
   e1.members = [
     { userId: 'bob', session: 7n, tracks: [], edgeId: 5 },
     { userId: 'carol', session: 8n, tracks: [], edgeId: 0 },
@@ -160,7 +161,7 @@ test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, repu
   assert.ok(reconnecting?.type === 'reconnecting' && /GOING_AWAY/.test(reconnecting.reason), JSON.stringify(reconnecting));
   assert.equal(c.edge()?.addr, '127.0.0.2:4433');
   const s2 = e2.last;
-  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel, j.memberEdges]), [['alice', true, 'room', [5]]]);
+  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel, j.memberEdges]), [['alice', true, 'room', [1, 5]]]);
   assert.ok(s2.frames.some((f) => 'publishTrack' in f && f.publishTrack.name === 'mic'));
   await until(() => mic.trackKey !== undefined && mic.trackKey !== oldKey);
   assert.equal(mic.trackKey, (2n << 32n) | 1n, 'the publisher follows the new key');

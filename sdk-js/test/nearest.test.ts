@@ -7,6 +7,8 @@ import { RtnError } from '../src/errors';
 import { fetchShortlist, rank, rerank, shouldSwitch } from '../src/nearest';
 
 const edge = (port: number): EdgeCandidate => ({ addr: `127.0.0.1:${port}`, server_name: `e${port}` });
+/** The live link's RTT where a test does not care. */
+const LIVE = 20;
 const ports = (es: EdgeCandidate[]): number[] => es.map((e) => Number(e.addr.split(':')[1]));
 
 test('switch only for a clear improvement', () => {
@@ -26,22 +28,26 @@ test('ranking: fastest first, silent last in their order', () => {
 
 test('re-ranking reorders and moves only for a clear gain', () => {
   const on1 = edge(1).addr;
-  let r = rerank(on1, [[edge(1), 90], [edge(2), undefined], [edge(3), 40]]);
+  let r = rerank(on1, [[edge(1), 90], [edge(2), undefined], [edge(3), 40]], LIVE);
   assert.deepEqual([r.moveTo?.addr, ports(r.order)], [edge(3).addr, [3, 1, 2]]);
-  r = rerank(on1, [[edge(1), 30], [edge(2), 21]]);
+  r = rerank(on1, [[edge(1), 30], [edge(2), 21]], LIVE);
   assert.deepEqual([r.moveTo, ports(r.order)], [undefined, [2, 1]]);
-  r = rerank(on1, [[edge(2), 50], [edge(1), 5]]);
+  r = rerank(on1, [[edge(2), 50], [edge(1), 5]], LIVE);
   assert.deepEqual([r.moveTo, ports(r.order)], [undefined, [1, 2]]);
-  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), 50]]).moveTo?.addr, edge(2).addr);
-  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), undefined]]).moveTo, undefined);
+  // A current edge whose probe went unanswered counts at its live link's
+  // RTT: kept against a slower edge, left for a clearly faster one.
+  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), 50]], 20).moveTo, undefined);
+  assert.deepEqual(rerank(on1, [[edge(1), undefined], [edge(2), 50]], 20).order.map((e) => e.addr), [edge(1).addr, edge(2).addr]);
+  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), 50]], 90).moveTo?.addr, edge(2).addr);
+  assert.equal(rerank(on1, [[edge(1), undefined], [edge(2), undefined]], 20).moveTo, undefined);
   // On a goaway redirect (not a candidate): kept whatever the candidates say.
-  assert.equal(rerank(edge(9).addr, [[edge(1), 1], [edge(2), 90]]).moveTo, undefined);
+  assert.equal(rerank(edge(9).addr, [[edge(1), 1], [edge(2), 90]], LIVE).moveTo, undefined);
   // The first measurement after the handshake race settles it on a smaller
   // gain: 16 -> 8 ms moves then, not later; noise (2 ms, under a fifth) never.
-  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]]).moveTo, undefined);
-  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]], true).moveTo?.addr, edge(2).addr);
-  assert.equal(rerank(on1, [[edge(1), 10], [edge(2), 8]], true).moveTo, undefined);
-  assert.equal(rerank(on1, [[edge(1), 40], [edge(2), 34]], true).moveTo, undefined);
+  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]], LIVE).moveTo, undefined);
+  assert.equal(rerank(on1, [[edge(1), 16], [edge(2), 8]], LIVE, true).moveTo?.addr, edge(2).addr);
+  assert.equal(rerank(on1, [[edge(1), 10], [edge(2), 8]], LIVE, true).moveTo, undefined);
+  assert.equal(rerank(on1, [[edge(1), 40], [edge(2), 34]], LIVE, true).moveTo, undefined);
 });
 
 test('session URLs: pinned hashes dial the address, WebPKI the name', () => {

@@ -341,12 +341,25 @@ impl Reprobing {
 /// the measurements), and the edge to move to is returned if one is clearly
 /// faster than the current one ([`should_switch`]; [`should_settle`] when
 /// `settling` a handshake race).
+///
+/// A probe of the current edge that went unanswered (its handshake lost to
+/// loss on the last mile, or the edge refusing new connections at capacity)
+/// says nothing about the link the client is on, which the watchdog judges:
+/// the current edge then counts at `live_rtt`, the connection's own
+/// estimate. Otherwise one lost probe would send a client anywhere (a
+/// London client to Ashburn at 10% loss).
 pub(crate) fn rerank(
     edges: &mut Vec<EdgeCandidate>,
     current: SocketAddr,
-    measured: Measured,
+    mut measured: Measured,
+    live_rtt: Duration,
     settling: bool,
 ) -> Option<EdgeCandidate> {
+    for (e, rtt) in &mut measured {
+        if e.addr == current && rtt.is_none() {
+            *rtt = Some(live_rtt);
+        }
+    }
     let current_rtt = measured
         .iter()
         .find(|(e, _)| e.addr == current)
@@ -498,6 +511,9 @@ mod tests {
         EdgeCandidate::new(SocketAddr::from(([127, 0, 0, 1], port)), format!("e{port}"))
     }
 
+    /// The live link's RTT where a test does not care.
+    const LIVE: Duration = Duration::from_millis(20);
+
     fn ports(edges: &[EdgeCandidate]) -> Vec<u16> {
         edges.iter().map(|e| e.addr.port()).collect()
     }
@@ -515,29 +531,37 @@ mod tests {
                 (edge(2), None),
                 (edge(3), Some(ms(40))),
             ],
+            LIVE,
             false,
         );
         assert_eq!(faster, Some(edge(3)));
         assert_eq!(ports(&edges), [3, 1, 2]);
         // Faster, but not clearly: stay, yet reorder.
         let measured = vec![(edge(1), Some(ms(30))), (edge(2), Some(ms(21)))];
-        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, LIVE, false), None);
         assert_eq!(ports(&edges), [2, 1]);
         // The current edge is already the fastest.
         let measured = vec![(edge(2), Some(ms(50))), (edge(1), Some(ms(5)))];
-        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, LIVE, false), None);
         assert_eq!(ports(&edges), [1, 2]);
-        // A current edge that did not answer is left for any that did.
-        let measured = vec![(edge(1), None), (edge(2), Some(ms(50)))];
-        assert_eq!(rerank(&mut edges, on_1, measured, false), Some(edge(2)));
+        // A current edge whose probe went unanswered counts at its live
+        // link's RTT: kept against a slower edge, left for a clearly faster
+        // one, and ranked by it.
+        let measured = || vec![(edge(1), None), (edge(2), Some(ms(50)))];
+        assert_eq!(rerank(&mut edges, on_1, measured(), LIVE, false), None);
+        assert_eq!(ports(&edges), [1, 2]);
+        assert_eq!(
+            rerank(&mut edges, on_1, measured(), ms(90), false),
+            Some(edge(2))
+        );
         // Nobody answered: nowhere to go.
         let measured = vec![(edge(1), None), (edge(2), None)];
-        assert_eq!(rerank(&mut edges, on_1, measured, false), None);
+        assert_eq!(rerank(&mut edges, on_1, measured, LIVE, false), None);
         // Connected to a goaway redirect (not a candidate): kept, whatever
         // the candidates measure.
         let redirect = edge(9).addr;
         let measured = vec![(edge(1), Some(ms(1))), (edge(2), Some(ms(90)))];
-        assert_eq!(rerank(&mut edges, redirect, measured, false), None);
+        assert_eq!(rerank(&mut edges, redirect, measured, LIVE, false), None);
         assert_eq!(ports(&edges), [1, 2]);
     }
 
@@ -548,13 +572,16 @@ mod tests {
         // The race chose edge 1 (16 ms); edge 2 measures 8 ms: not a clear
         // gain later on (under 10 ms), but enough to settle the race.
         let measured = || vec![(edge(1), Some(ms(16))), (edge(2), Some(ms(8)))];
-        assert_eq!(rerank(&mut edges, on_1, measured(), false), None);
-        assert_eq!(rerank(&mut edges, on_1, measured(), true), Some(edge(2)));
+        assert_eq!(rerank(&mut edges, on_1, measured(), LIVE, false), None);
+        assert_eq!(
+            rerank(&mut edges, on_1, measured(), LIVE, true),
+            Some(edge(2))
+        );
         // Noise does not move it: 2 ms, or under a fifth.
         let close = vec![(edge(1), Some(ms(10))), (edge(2), Some(ms(8)))];
-        assert_eq!(rerank(&mut edges, on_1, close, true), None);
+        assert_eq!(rerank(&mut edges, on_1, close, LIVE, true), None);
         let close = vec![(edge(1), Some(ms(40))), (edge(2), Some(ms(34)))];
-        assert_eq!(rerank(&mut edges, on_1, close, true), None);
+        assert_eq!(rerank(&mut edges, on_1, close, LIVE, true), None);
     }
 
     #[tokio::test]

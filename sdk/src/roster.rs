@@ -27,9 +27,13 @@ pub(crate) struct Roster {
     pub me: String,
     /// Other members: user id -> sessions.
     members: HashMap<String, HashSet<u64>>,
-    /// The edge hosting each other member's session, where it is not ours
-    /// (`Member.edge_id`): named on a rejoin (`Join.member_edges`).
+    /// The edge hosting each other member's session (`Member.edge_id`, 0
+    /// read as `my_edge`): named on a rejoin (`Join.member_edges`).
     edges: HashMap<u64, u32>,
+    /// The edge this client is on (`Joined.edge_id`; 0 until known). Its
+    /// other members must be named too when the client moves: they stay
+    /// there, and the new edge may not have heard of them yet.
+    my_edge: u32,
     /// Remote tracks: key -> (user, track name).
     remote: HashMap<u64, (String, String)>,
     /// How many keys name each (user, track name), and the stream they
@@ -60,6 +64,7 @@ impl Roster {
             me: me.to_string(),
             members: HashMap::new(),
             edges: HashMap::new(),
+            my_edge: 0,
             remote: HashMap::new(),
             names: HashMap::new(),
             unconfirmed_sessions: HashMap::new(),
@@ -146,6 +151,11 @@ impl Roster {
         edges
     }
 
+    /// The edge an announcement's `edge_id` names (0: the one we are on).
+    fn host(&self, edge_id: u32) -> Option<u32> {
+        Some(if edge_id == 0 { self.my_edge } else { edge_id }).filter(|&e| e != 0)
+    }
+
     /// A member session appeared (on edge `edge`, 0: ours); true if it was
     /// not known.
     pub fn member_joined(&mut self, shared: &Shared, user: &str, session: u64, edge: u32) -> bool {
@@ -153,8 +163,8 @@ impl Roster {
             return false;
         }
         self.unconfirmed_sessions.remove(&session);
-        if edge != 0 {
-            self.edges.insert(session, edge);
+        if let Some(e) = self.host(edge) {
+            self.edges.insert(session, e);
         }
         let sessions = self.members.entry(user.to_string()).or_default();
         let first = sessions.is_empty();
@@ -203,20 +213,28 @@ impl Roster {
         );
     }
 
-    /// Adopt the member list of a `Joined`, reporting only what changed.
+    /// Adopt the member list of a `Joined` from edge `edge`, reporting only
+    /// what changed.
     /// Sessions of our own user id (e.g. our previous session, still known
     /// to a remote edge for a moment) are not members to us. Sessions and
     /// tracks known before and not listed are kept, unconfirmed, until
     /// `grace_until` ([`REJOIN_GRACE`], [`Roster::expire_unconfirmed`]).
-    pub fn reconcile(&mut self, shared: &Shared, members: &[pb::Member], grace_until: Instant) {
+    pub fn reconcile(
+        &mut self,
+        shared: &Shared,
+        edge: u32,
+        members: &[pb::Member],
+        grace_until: Instant,
+    ) {
+        self.my_edge = edge;
         let mut now: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut keys: HashSet<u64> = HashSet::new();
         let members: Vec<&pb::Member> = members.iter().filter(|m| m.user_id != self.me).collect();
         let old_edges = std::mem::take(&mut self.edges);
         for m in &members {
             now.entry(m.user_id.clone()).or_default().insert(m.session);
-            if m.edge_id != 0 {
-                self.edges.insert(m.session, m.edge_id);
+            if let Some(e) = self.host(m.edge_id) {
+                self.edges.insert(m.session, e);
             }
         }
         let listed: HashSet<u64> = now.values().flatten().copied().collect();
@@ -359,9 +377,11 @@ mod tests {
     fn the_member_edges_named_on_a_rejoin_follow_the_sessions() {
         let shared = Shared::new(16);
         let mut r = Roster::new(1, "room", "me");
-        // Bob on edge 3, carol on ours (0), our own old session on edge 5.
+        // On edge 2: bob on edge 3, carol on ours (0), our own old session
+        // on edge 5.
         r.reconcile(
             &shared,
+            2,
             &[
                 on_edge(3, member("bob", 1, &[])),
                 member("carol", 2, &[]),
@@ -369,19 +389,27 @@ mod tests {
             ],
             later(),
         );
-        assert_eq!(r.member_edges(), [3]);
+        // Carol stays on edge 2 when we move: it is named too.
+        assert_eq!(r.member_edges(), [2, 3]);
         assert!(r.member_joined(&shared, "dave", 4, 7));
         assert!(r.member_joined(&shared, "erin", 6, 3));
-        assert_eq!(r.member_edges(), [3, 7], "each edge once");
+        assert!(r.member_joined(&shared, "fay", 11, 0));
+        assert_eq!(r.member_edges(), [2, 3, 7], "each edge once");
         r.member_left(&shared, "bob", 1);
         r.member_left(&shared, "erin", 6);
+        r.member_left(&shared, "carol", 2);
+        r.member_left(&shared, "fay", 11);
         assert_eq!(r.member_edges(), [7]);
-        // A rejoin's member list adds to what was known; what it does not
-        // list goes after the grace.
-        r.reconcile(&shared, &[on_edge(8, member("dave", 10, &[]))], later());
+        // A rejoin's member list (here from edge 9) adds to what was known;
+        // what it does not list goes after the grace.
+        r.reconcile(&shared, 9, &[on_edge(8, member("dave", 10, &[]))], later());
         assert_eq!(r.member_edges(), [7, 8]);
         r.expire_unconfirmed(&shared, later() + Duration::from_secs(1));
         assert_eq!(r.member_edges(), [8]);
+        // Before any Joined, an edge 0 names nothing.
+        let mut fresh = Roster::new(1, "room", "me");
+        fresh.member_joined(&shared, "gil", 12, 0);
+        assert!(fresh.member_edges().is_empty());
         // At most MAX_MEMBER_EDGES, lowest first.
         for s in 0..40u64 {
             r.member_joined(&shared, &format!("u{s}"), 100 + s, 100 + s as u32);
@@ -397,6 +425,7 @@ mod tests {
         let mut r = Roster::new(1, "room", "me");
         r.reconcile(
             &shared,
+            0,
             &[
                 member("bob", 1, &[("cam", 10)]),
                 member("me", 2, &[("mic", 11)]),
@@ -417,7 +446,7 @@ mod tests {
     fn a_reconnecting_member_is_neither_gone_nor_new() {
         let shared = Shared::new(16);
         let mut r = Roster::new(1, "room", "me");
-        r.reconcile(&shared, &[member("bob", 1, &[("cam", 10)])], later());
+        r.reconcile(&shared, 0, &[member("bob", 1, &[("cam", 10)])], later());
         events(&shared);
         // New session and key first, old ones go after.
         assert!(r.member_joined(&shared, "bob", 2, 0));
@@ -443,6 +472,7 @@ mod tests {
         let mut r = Roster::new(1, "room", "me");
         r.reconcile(
             &shared,
+            0,
             &[
                 member("bob", 1, &[("cam", 10), ("mic", 11)]),
                 member("carol", 2, &[]),
@@ -457,6 +487,7 @@ mod tests {
         let grace = Instant::now() + REJOIN_GRACE;
         r.reconcile(
             &shared,
+            0,
             &[
                 member("bob", 3, &[("cam", 30)]),
                 member("dave", 4, &[("cam", 40)]),

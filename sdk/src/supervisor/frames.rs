@@ -131,6 +131,7 @@ impl Supervisor {
                 }
                 ch.roster.reconcile(
                     &self.shared,
+                    j.edge_id,
                     &j.members,
                     std::time::Instant::now() + REJOIN_GRACE,
                 );
@@ -197,6 +198,7 @@ impl Supervisor {
         ch.roster.me = j.user_id;
         ch.roster.reconcile(
             &self.shared,
+            j.edge_id,
             &j.members,
             std::time::Instant::now() + REJOIN_GRACE,
         );

@@ -347,7 +347,13 @@ impl Supervisor {
     fn reranked(&mut self, measured: Measured, link: &Link) -> Option<pb::EdgeAddress> {
         let current = link.target.edge.addr;
         let settling = std::mem::take(&mut self.race_unsettled);
-        let faster = nearest::rerank(&mut self.cfg.edges, current, measured, settling);
+        let faster = nearest::rerank(
+            &mut self.cfg.edges,
+            current,
+            measured,
+            link.conn.rtt(),
+            settling,
+        );
         self.current = self.cfg.edges.iter().position(|e| e.addr == current);
         faster.map(|e| e.to_pb(None))
     }
