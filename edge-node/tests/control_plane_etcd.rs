@@ -159,9 +159,12 @@ etcd_endpoints = ["{etcd}"]
 election_ttl_ms = 2000
 [api]
 listen = "{api}"
+[admin]
+listen = "{admin}"
 "#,
             etcd = self.etcd.client_url(),
             api = free_tcp(),
+            admin = free_tcp(),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, toml).unwrap();

@@ -284,9 +284,12 @@ listen = "0.0.0.0:8080"
 geoip_db = "/var/lib/rtn/GeoLite2-City.mmdb"
 client_ip_header = "x-forwarded-for"
 trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
-# The bearer token of /v1/mesh, from /etc/rtn/controller.env.
-admin_token_env = "RTN_CTL_ADMIN_TOKEN"
 lookups_per_ip_per_s = 20
+
+[admin]
+listen = "0.0.0.0:9434"
+# The bearer token of /v1/mesh and /v1/links/history, from /etc/rtn/controller.env.
+token_env = "RTN_CTL_ADMIN_TOKEN"
 "#,
     );
     write(
@@ -324,10 +327,13 @@ etcd_endpoints = ["http://127.0.0.1:2379"]
 
 [api]
 listen = "127.0.9.1:8080"
-# /v1/mesh and the dashboard's data take this bearer token (state_dir/secrets/admin-token).
-admin_token_env = "RTN_CTL_ADMIN_TOKEN"
 # Every local client shares one address: lift the per-address rate limit.
 lookups_per_ip_per_s = 1000
+
+[admin]
+listen = "127.0.9.1:9434"
+# /v1/mesh and the dashboard's data take this bearer token (state_dir/secrets/admin-token).
+token_env = "RTN_CTL_ADMIN_TOKEN"
 "#,
     );
     write(t, "minimal.toml", "[controller]\nregion = \"eu\"\n");

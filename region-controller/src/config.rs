@@ -20,6 +20,8 @@ pub struct ControllerConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub admin: AdminSection,
 }
 
 /// Every key is a flag and a variable.
@@ -29,6 +31,7 @@ impl Flagged for ControllerConfig {
             section!(ControllerConfig, controller),
             section!(ControllerConfig, store),
             section!(ControllerConfig, api),
+            section!(ControllerConfig, admin),
         ]
     }
 
@@ -41,6 +44,9 @@ impl Flagged for ControllerConfig {
             // Named so before every key had a variable; deployments set them.
             ("store", "etcd_endpoints") => "RTN_CTL_ETCD".into(),
             ("api", "listen") => "RTN_CTL_API_LISTEN".into(),
+            ("admin", "listen") => "RTN_CTL_ADMIN_LISTEN".into(),
+            // The variable it had in `[api]`, before the admin face.
+            ("admin", "token_env") => "RTN_CTL_ADMIN_TOKEN_ENV".into(),
             _ => format!("RTN_CTL_{}", field.to_uppercase()),
         }
     }
@@ -97,7 +103,8 @@ impl Default for StoreSection {
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
-    /// Public HTTP API (nearest edge) plus /metrics, /healthz, /readyz.
+    /// The public API: the nearest-edge lookup, /healthz and /readyz (the
+    /// one port to open to the internet).
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
     /// MaxMind City database for client locations. Without one, shortlists
@@ -113,10 +120,11 @@ pub struct ApiSection {
     /// (comma-separated as a flag).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Environment variable holding the bearer token of operator endpoints
-    /// (`/v1/mesh`). Unset: those endpoints are refused (403).
-    #[serde(default)]
-    pub admin_token_env: Option<String>,
+    /// Moved to `[admin] token_env` (the operator endpoints are on
+    /// the admin listener); refused here with a message saying so.
+    #[serde(default, rename = "admin_token_env", skip_serializing)]
+    #[arg(skip)]
+    pub moved_admin_token_env: Option<String>,
     /// Public lookups allowed per client address per second (burst: twice).
     #[serde(default = "default_rate")]
     pub lookups_per_ip_per_s: u32,
@@ -145,12 +153,38 @@ impl Default for ApiSection {
             geoip_db: None,
             client_ip_header: None,
             trusted_proxies: Vec::new(),
-            admin_token_env: None,
+            moved_admin_token_env: None,
             lookups_per_ip_per_s: default_rate(),
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
             tls_reload_check_ms: default_tls_reload_check_ms(),
+        }
+    }
+}
+
+/// `[admin]`: the operator's face, on an internal address.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// The admin listener: `/v1/mesh`, `/v1/links/history`, the dashboard,
+    /// `/metrics`, /healthz and /readyz. Plain HTTP: bind it to an internal
+    /// address (loopback by default) and never open it to the internet.
+    #[serde(default = "default_admin_listen")]
+    #[arg(id = "admin_listen")]
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token of the operator
+    /// endpoints (`/v1/mesh`, `/v1/links/history`). Unset: those endpoints
+    /// are refused (403).
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_admin_listen(),
+            token_env: None,
         }
     }
 }
@@ -166,6 +200,9 @@ pub(crate) fn default_election_ttl_ms() -> u64 {
 }
 fn default_api_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("literal address")
+}
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:9434".parse().expect("literal address")
 }
 fn default_rate() -> u32 {
     20
@@ -211,6 +248,16 @@ impl ControllerConfig {
         }
         if self.api.lookups_per_ip_per_s == 0 {
             bail!("api.lookups_per_ip_per_s must be at least 1");
+        }
+        if self.api.moved_admin_token_env.is_some() {
+            bail!("api.admin_token_env moved to [admin] token_env (the operator endpoints are served on the admin listener, [admin] listen)");
+        }
+        let (public, admin) = (self.api.listen, self.admin.listen);
+        if public == admin
+            || (public.port() == admin.port()
+                && (public.ip().is_unspecified() || admin.ip().is_unspecified()))
+        {
+            bail!("admin.listen {admin} overlaps api.listen {public}: the admin face (metrics, mesh, dashboard) must have its own internal address or port");
         }
         Ok(())
     }
@@ -264,6 +311,30 @@ mod tests {
         let mut ok = c.clone();
         ok.api.client_ip_header = Some("X-Forwarded-For".into());
         ok.validate().unwrap();
+        // The two faces never share a listener.
+        for (api, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "10.0.0.5:8080"),
+            ("10.0.0.5:9000", "0.0.0.0:9000"),
+        ] {
+            let mut bad = c.clone();
+            (bad.api.listen, bad.admin.listen) = (api.parse().unwrap(), admin.parse().unwrap());
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("admin.listen"), "{api} {admin}: {err}");
+        }
+        let mut ok = c.clone();
+        (ok.api.listen, ok.admin.listen) = (
+            "0.0.0.0:8080".parse().unwrap(),
+            "10.0.0.5:9434".parse().unwrap(),
+        );
+        ok.validate().unwrap();
+        // A key that moved says where to.
+        let moved = ControllerConfig::from_toml(
+            "[controller]\nregion = \"eu\"\n[api]\nadmin_token_env = \"T\"\n",
+        )
+        .unwrap();
+        let err = moved.validate().unwrap_err().to_string();
+        assert!(err.contains("[admin] token_env"), "{err}");
         let mut bad = c;
         bad.store.store.etcd_endpoints = vec!["127.0.0.1:2379".into()];
         assert!(bad
@@ -309,6 +380,11 @@ mod tests {
             ),
             ("api.listen", "api-listen", "RTN_CTL_API_LISTEN"),
             ("api.geoip_db", "geoip-db", "RTN_CTL_GEOIP_DB"),
+            (
+                "admin.token_env",
+                "admin-token-env",
+                "RTN_CTL_ADMIN_TOKEN_ENV",
+            ),
         ];
         control::flags::check_kept_names::<ControllerConfig>(&kept)
             .unwrap_or_else(|p| panic!("{}", p.join("\n")));

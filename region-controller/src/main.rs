@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use control::certs::{ClientCertSource, ClientCerts};
 use control::flags::Flags;
 use control::store::ControlStore;
-use region_controller::api::{open_geoip_db, parse_proxies, Api, CorsPolicy};
+use region_controller::api::{open_geoip_db, parse_proxies, Api, CorsPolicy, Face};
 use region_controller::config::{ControllerConfig, StoreSection};
 use region_controller::controller::{Controller, RoutingOptions};
 use tracing::info;
@@ -157,20 +157,30 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("api.tls_cert and api.tls_key go together"),
     };
-    if let Some(var) = &cfg.api.admin_token_env {
-        let token = std::env::var(var)
-            .with_context(|| format!("api.admin_token_env: ${var} is not set"))?;
+    if let Some(var) = &cfg.admin.token_env {
+        let token =
+            std::env::var(var).with_context(|| format!("admin.token_env: ${var} is not set"))?;
         anyhow::ensure!(
             token.len() >= 16,
             "the admin token in ${var} must be at least 16 characters"
         );
         api.admin_token = Some(token);
     }
-    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+    let public = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
-    info!(region = %cfg.controller.region, %name, api = %listener.local_addr()?, "controller started");
-    let api_task = tokio::spawn(Arc::new(api).serve(listener));
+    let admin = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("binding admin.listen {}", cfg.admin.listen))?;
+    info!(
+        region = %cfg.controller.region,
+        %name,
+        api = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        "controller started"
+    );
+    let api_task =
+        tokio::spawn(Arc::new(api).serve_faces(vec![(public, Face::Public), (admin, Face::Admin)]));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: resigning and stopping"),

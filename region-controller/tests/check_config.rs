@@ -12,9 +12,10 @@ use testkit::process::{assert_refused, config_key, effective_config, output_with
 const BIN: &str = env!("CARGO_BIN_EXE_region-controller");
 const TOKEN: &str = "an-admin-token-0123456789abcdef";
 
-fn config(extra: &str) -> String {
+/// A config with `api_keys` in its `[api]` section.
+fn config(api_keys: &str) -> String {
     format!(
-        "[controller]\nregion = \"eu\"\n[store]\netcd_endpoints = [\"http://127.0.0.1:1\"]\n[api]\nadmin_token_env = \"RTN_TEST_ADMIN_TOKEN\"\n{extra}"
+        "[controller]\nregion = \"eu\"\n[store]\netcd_endpoints = [\"http://127.0.0.1:1\"]\n[admin]\ntoken_env = \"RTN_TEST_ADMIN_TOKEN\"\n[api]\n{api_keys}"
     )
 }
 
@@ -57,8 +58,12 @@ fn the_file_is_printed_as_the_controller_reads_it() {
         Some(5_000)
     );
     assert_eq!(
-        config_key(&t, "api.admin_token_env").as_str(),
+        config_key(&t, "admin.token_env").as_str(),
         Some("RTN_TEST_ADMIN_TOKEN")
+    );
+    assert_eq!(
+        config_key(&t, "admin.listen").as_str(),
+        Some("127.0.0.1:9434")
     );
     assert_eq!(
         strings(config_key(&t, "store.etcd_endpoints")),
@@ -78,7 +83,7 @@ fn flags_and_variables_override_the_file() {
             "2500",
             "--api-client-ip-header",
             "x-forwarded-for",
-            "--api-admin-token-env",
+            "--admin-token-env",
             "RTN_OTHER_TOKEN",
             // Old names, kept.
             "--region",
@@ -90,6 +95,7 @@ fn flags_and_variables_override_the_file() {
             ("RTN_CTL_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.1"),
             ("RTN_CTL_LOOKUPS_PER_IP_PER_S", "7"),
             ("RTN_CTL_API_LISTEN", "127.0.0.1:8081"),
+            ("RTN_CTL_ADMIN_LISTEN", "10.0.0.5:9500"),
             // A flag beats a variable.
             ("RTN_CTL_RECOMPUTE_MS", "9000"),
         ],
@@ -106,8 +112,12 @@ fn flags_and_variables_override_the_file() {
         Some("x-forwarded-for")
     );
     assert_eq!(
-        config_key(&t, "api.admin_token_env").as_str(),
+        config_key(&t, "admin.token_env").as_str(),
         Some("RTN_OTHER_TOKEN")
+    );
+    assert_eq!(
+        config_key(&t, "admin.listen").as_str(),
+        Some("10.0.0.5:9500")
     );
     assert_eq!(
         strings(config_key(&t, "api.trusted_proxies")),
@@ -134,6 +144,14 @@ fn flags_and_variables_override_the_file() {
         &[],
     );
     assert_refused(&out, "api.trusted_proxies");
+    // The admin face never shares the public listener.
+    let out = check(
+        dir.path(),
+        &config("listen = \"0.0.0.0:8080\"\n"),
+        &["--admin-listen", "127.0.0.1:8080"],
+        &[],
+    );
+    assert_refused(&out, "admin.listen");
 }
 
 #[test]

@@ -274,16 +274,19 @@ async fn controller_binary_leads_its_region_over_tls() {
     let store = etcd.store().await.expect("etcd answers");
     let dir = tempfile::tempdir().unwrap();
     let [ca, cert, key] = etcd.pki().unwrap().write_client_files(dir.path()).unwrap();
-    let api = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (api, admin) = (free(), free());
     let config = dir.path().join("ctl.toml");
     let write_config = |key: &std::path::Path| {
         std::fs::write(
             &config,
             format!(
-                "[controller]\nregion = \"eu\"\nname = \"ctl-tls\"\n[store]\netcd_endpoints = [{:?}]\netcd_ca = {ca:?}\netcd_cert = {cert:?}\netcd_key = {key:?}\nelection_ttl_ms = 2000\n[api]\nlisten = \"{api}\"\n",
+                "[controller]\nregion = \"eu\"\nname = \"ctl-tls\"\n[store]\netcd_endpoints = [{:?}]\netcd_ca = {ca:?}\netcd_cert = {cert:?}\netcd_key = {key:?}\nelection_ttl_ms = 2000\n[api]\nlisten = \"{api}\"\n[admin]\nlisten = \"{admin}\"\n",
                 etcd.client_url()
             ),
         )

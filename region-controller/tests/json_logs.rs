@@ -2,7 +2,9 @@
 //! `etcd-server`): every line the process writes is a JSON object; the
 //! leader change events carry the region and the controller's name; the
 //! operator token never appears, not even after a request that used it and
-//! one that used a wrong one; `/metrics` reports the leadership.
+//! one that used a wrong one; `/metrics` reports the leadership. The two
+//! faces of the API: the public listener serves the lookup and health
+//! only, the admin listener the operator endpoints and metrics.
 #![cfg(feature = "etcd")]
 
 use std::io::Read;
@@ -40,10 +42,13 @@ async fn json_logs_carry_leader_changes_and_no_token() {
     let etcd = EtcdServer::start().expect("etcd (Debian's etcd-server) is needed");
     etcd.store().await.expect("etcd answers");
     let dir = tempfile::tempdir().unwrap();
-    let api: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = || -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (api, admin) = (free(), free());
     let config = format!(
         r#"
 [controller]
@@ -54,7 +59,9 @@ etcd_endpoints = ["{}"]
 election_ttl_ms = 2000
 [api]
 listen = "{api}"
-admin_token_env = "RTN_TEST_ADMIN_TOKEN"
+[admin]
+listen = "{admin}"
+token_env = "RTN_TEST_ADMIN_TOKEN"
 "#,
         etcd.client_url()
     );
@@ -86,7 +93,7 @@ admin_token_env = "RTN_TEST_ADMIN_TOKEN"
         if let Some(s) = reap.0.try_wait().unwrap() {
             panic!("controller exited: {s}");
         }
-        let m = get(api, "/metrics", None).await;
+        let m = get(admin, "/metrics", None).await;
         if status(&m) == Some("200") && m.contains(leading) {
             break;
         }
@@ -94,14 +101,25 @@ admin_token_env = "RTN_TEST_ADMIN_TOKEN"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        status(&get(api, "/v1/mesh", Some(TOKEN)).await),
+        status(&get(admin, "/v1/mesh", Some(TOKEN)).await),
         Some("200")
     );
     let wrong = "wrong-token-but-long-enough-0000";
     assert_eq!(
-        status(&get(api, "/v1/mesh", Some(wrong)).await),
+        status(&get(admin, "/v1/mesh", Some(wrong)).await),
         Some("401")
     );
+    // The public face: the lookup and health, nothing of the operator's
+    // (not even with the token).
+    for path in ["/healthz", "/readyz", "/v1/edges/nearest?ip=1.2.3.4"] {
+        assert_eq!(status(&get(api, path, None).await), Some("200"), "{path}");
+    }
+    for path in ["/metrics", "/v1/mesh", "/v1/links/history?from=1&to=2", "/"] {
+        let r = get(api, path, Some(TOKEN)).await;
+        assert_eq!(status(&r), Some("404"), "{path}: {r}");
+    }
+    assert_eq!(status(&get(admin, "/", None).await), Some("200"));
+    assert_eq!(status(&get(admin, "/healthz", None).await), Some("200"));
 
     // SIGTERM: it resigns and stops.
     Command::new("kill")

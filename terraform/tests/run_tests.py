@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 import traceback
 import urllib.error
 import urllib.request
@@ -329,11 +330,12 @@ class Render:
         subprocess.run([edge, "dev-certs", "--out", f"{self.certs}/mesh", "--name", "edge-17.rtn.test"], check=True, capture_output=True)
         etcd_pki(f"{self.certs}/etcd", self.etcd_ips)
         rd = lambda p: open(os.path.join(self.certs, p)).read()  # noqa: E731
-        names = ["etcd_client", "etcd_peer", "etcd_metrics", "quic", "admin", "api", "api2"]
+        names = ["etcd_client", "etcd_peer", "etcd_metrics", "quic", "admin", "api", "ctl_admin", "api2", "ctl_admin2"]
         self.ports = dict(zip(names, free_ports(len(names))))
         tfvars = {
             "root_dir": self.root,
-            "ports": {k: v for k, v in self.ports.items() if k != "api2"},
+            # api2 and ctl_admin2: the second controller's, moved at run time.
+            "ports": {k: v for k, v in self.ports.items() if k not in ("api2", "ctl_admin2")},
             "etcd_ips": self.etcd_ips,
             "edge_tls": {"cert_pem": rd("mesh/edge-17.rtn.test.pem"), "key_pem": rd("mesh/edge-17.rtn.test.key"), "mesh_ca_pem": rd("mesh/mesh-ca.pem")},
             "etcd_tls": {"ca_pem": rd("etcd/ca.pem"), "members": {f"etcd-{i + 1}": {"cert_pem": rd(f"etcd/{ip}.pem"), "key_pem": rd(f"etcd/{ip}.key")} for i, ip in enumerate(self.etcd_ips)}},
@@ -612,6 +614,17 @@ def controller_check_config(r):
         assert p.returncode == 0, f"{host}: check-config failed:\n{p.stdout}{p.stderr}"
         assert "config ok: region eu-central" in p.stdout, p.stdout
         assert f'name = "eu-central-ctl-{i}"' in text, text
+        # Two faces: the public API and the admin listener, the token's
+        # variable in [admin] (the controller refuses [api] admin_token_env).
+        assert "admin_token_env" not in text, text
+        admin = text.split("\n[admin]\n")[1]
+        assert f'listen = "127.0.0.1:{r.ports["ctl_admin"]}"\n' in admin and 'token_env = "RTN_CTL_ADMIN_TOKEN"\n' in admin, text
+        # What it prints: its logs (the GeoIP database opened), then the
+        # effective config (tables only), then "config ok".
+        printed = p.stdout[p.stdout.index("[controller]\n"):p.stdout.index("config ok")]
+        effective = tomllib.loads(printed)
+        assert effective["api"]["listen"] == f"127.0.0.1:{r.ports['api']}", effective["api"]
+        assert effective["admin"] == {"listen": f"127.0.0.1:{r.ports['ctl_admin']}", "token_env": "RTN_CTL_ADMIN_TOKEN"}, effective["admin"]
         assert svc.env().get("RTN_CTL_ADMIN_TOKEN") == "test-admin-token-0123456789abcdef"
         etcd_tls_check_config(r, svc, argv, host, "--etcd-key", "store", "RTN_CTL_ETCD_CERT")
 
@@ -685,6 +698,15 @@ def nft_check(r):
         assert proc.returncode == 0, f"{host}: {proc.stderr}"
     text = open(r.host_path("edge", os.path.join(r.root, "etc/rtn/firewall.nft"))).read()
     assert f"udp dport {r.ports['quic']} accept" in text and "policy drop" in text, text
+    # Controllers: the public API to api_cidrs (the world by default), the
+    # admin port to admin_cidrs only.
+    for host in ("controller-1", "controller-2"):
+        text = open(r.host_path(host, os.path.join(r.root, "etc/rtn/firewall.nft"))).read()
+        api = [l.strip() for l in text.splitlines() if f"tcp dport {r.ports['api']} " in l]
+        admin = [l.strip() for l in text.splitlines() if f"tcp dport {r.ports['ctl_admin']} " in l]
+        assert api == [f'ip saddr {{ 0.0.0.0/0 }} tcp dport {r.ports["api"]} accept comment "API: nearest edge, health"',
+                       f'ip6 saddr {{ ::/0 }} tcp dport {r.ports["api"]} accept comment "API: nearest edge, health"'], api
+        assert admin == [f'ip saddr {{ 127.0.0.0/8 }} tcp dport {r.ports["ctl_admin"]} accept comment "admin: mesh, dashboard, metrics, health"'], admin
 
 
 @check("sysctl: UDP buffer limits match what the edge asks for")
@@ -710,6 +732,14 @@ def http(url, ctx=None, data=None, headers=None, timeout=2):
     req = urllib.request.Request(url, data=data, headers=headers or {})
     with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
         return resp.status, resp.read().decode()
+
+
+def http_status(url, headers=None):
+    """The status of a GET, error statuses included."""
+    try:
+        return http(url, headers=headers)[0]
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def wait_for(what, fn, timeout=30):
@@ -808,8 +838,9 @@ def live(r):
             host = f"controller-{i}"
             svc = Service(r, host, "/etc/systemd/system/rtn-controller.service", binary("region-controller"))
             env = svc.env()
-            if i == 2:  # both replicas share this machine: the second one moves its API
+            if i == 2:  # both replicas share this machine: the second one moves its listeners
                 env["RTN_CTL_API_LISTEN"] = f"127.0.0.1:{r.ports['api2']}"
+                env["RTN_CTL_ADMIN_LISTEN"] = f"127.0.0.1:{r.ports['ctl_admin2']}"
             argv = svc.argv()  # its GeoIP DB was put in place by the check-config test
             procs.start(host, argv, env)
         edge = Service(r, "edge", "/etc/systemd/system/rtn-edge.service", binary("edge-node"))
@@ -839,13 +870,22 @@ def live(r):
             raise AssertionError("\n".join(f"--- {n}\n{procs.log(n)}" for n in ["edge", "controller-1"]))
         e = json.loads(body)["edges"][0]
         assert e["addr"] == f"127.0.0.1:{r.ports['quic']}" and e["server_name"] == "edge-17.rtn.test" and e["region"] == "eu-central", e
-        status, mesh = http(f"{api}/v1/mesh", headers={"authorization": "Bearer test-admin-token-0123456789abcdef"})
+        admin = f"http://127.0.0.1:{r.ports['ctl_admin']}"
+        token = {"authorization": "Bearer test-admin-token-0123456789abcdef"}
+        status, mesh = http(f"{admin}/v1/mesh", headers=token)
         assert status == 200 and '"id":17' in mesh.replace(" ", ""), mesh[:500]
-        try:
-            http(f"{api}/v1/mesh", headers={"authorization": "Bearer wrong-token-0123456789abcdef"})
-            raise AssertionError("/v1/mesh accepted a wrong token")
-        except urllib.error.HTTPError as err:
-            assert err.code in (401, 403), err.code
+        assert http_status(f"{admin}/v1/mesh", {"authorization": "Bearer wrong-token-0123456789abcdef"}) in (401, 403), "/v1/mesh accepted a wrong token"
+        status, metrics = http(f"{admin}/metrics")
+        assert status == 200 and "rtn_controller_" in metrics, metrics[:500]
+        assert http_status(f"{admin}/") == 200 and http_status(f"{admin}/readyz") == 200
+        # The public port serves the lookup and health only: the operator
+        # surface is not found there, even with the token.
+        for path in ["/v1/mesh", "/v1/links/history?from=1&to=2", "/metrics", "/"]:
+            got = http_status(f"{api}{path}", token)
+            assert got == 404, f"the public port answered {path} with {got}"
+        assert http_status(f"{admin}/v1/edges/nearest?ip=81.2.69.142") == 404
+        api2, admin2 = f"http://127.0.0.1:{r.ports['api2']}", f"http://127.0.0.1:{r.ports['ctl_admin2']}"
+        assert http_status(f"{api2}/healthz") == 200 and http_status(f"{admin2}/healthz") == 200 and http_status(f"{admin2}/metrics") == 200
         key = base64.b64encode(b"/rtn/v1/controllers/eu-central/leader").decode()
         _, rng = http(f"{r.out['etcd_client_endpoints'][0]}/v3/kv/range", ctx, data=json.dumps({"key": key}).encode())
         kvs = json.loads(rng).get("kvs", [])
@@ -968,11 +1008,11 @@ class LocalNet:
         controllers = ["127.11.1.1", "127.11.2.1", "127.11.3.1"]
         self.ports = pick_ports({
             "quic": ("udp", list(edges.values())), "admin": ("tcp", list(edges.values())),
-            "api": ("tcp", controllers), "etcd_client": ("tcp", ["127.12.0.1"]), "etcd_peer": ("tcp", ["127.12.0.1"]),
+            "api": ("tcp", controllers), "controller_admin": ("tcp", controllers), "etcd_client": ("tcp", ["127.12.0.1"]), "etcd_peer": ("tcp", ["127.12.0.1"]),
         })
         self.endpoints = ([("udp", ip, self.ports["quic"]) for ip in edges.values()]
                           + [("tcp", ip, self.ports["admin"]) for ip in edges.values()]
-                          + [("tcp", ip, self.ports["api"]) for ip in controllers]
+                          + [("tcp", ip, self.ports[p]) for ip in controllers for p in ("api", "controller_admin")]
                           + [("tcp", "127.12.0.1", self.ports[p]) for p in ("etcd_client", "etcd_peer")])
         self.varfile = os.path.join(self.dir, "test.tfvars.json")
         with open(self.varfile, "w") as f:
@@ -1038,6 +1078,15 @@ def local_apply(net):
     assert sorted(o["controller_urls"]) == ["controller-ap-1", "controller-eu-1", "controller-us-1"], o["controller_urls"]
     for url in o["controller_urls"].values():
         assert f"--controller {url}" in o["loadtest_command"], o["loadtest_command"]
+    # Each controller's admin face on its own port: the dashboard, /metrics
+    # and /v1/mesh there, and not on the public port.
+    assert sorted(o["controller_admin_urls"]) == sorted(o["controller_urls"]), o["controller_admin_urls"]
+    token = {"authorization": f"Bearer {open(o['admin_token_file']).read().strip()}"}
+    for name, admin in o["controller_admin_urls"].items():
+        public = o["controller_urls"][name]
+        assert admin.endswith(f":{net.ports['controller_admin']}") and admin.rsplit(":", 1)[0] == public.rsplit(":", 1)[0], (admin, public)
+        assert http_status(f"{admin}/") == 200 and http_status(f"{admin}/metrics") == 200 and http_status(f"{admin}/v1/mesh", token) == 200, admin
+        assert [http_status(f"{public}{p}", token) for p in ("/v1/mesh", "/metrics", "/")] == [404] * 3, public
     # Every edge registered: the nearest-edge API lists them all.
     api = o["controller_urls"]["controller-eu-1"]
     _, body = http(f"{api}/v1/edges/nearest?limit=16")
@@ -1049,9 +1098,9 @@ def local_apply(net):
 
 
 def mesh(net):
-    api = net.out["controller_urls"]["controller-eu-1"]
+    admin = net.out["controller_admin_urls"]["controller-eu-1"]
     token = open(net.out["admin_token_file"]).read().strip()
-    return json.loads(http(f"{api}/v1/mesh", headers={"authorization": f"Bearer {token}"})[1])
+    return json.loads(http(f"{admin}/v1/mesh", headers={"authorization": f"Bearer {token}"})[1])
 
 
 @check("examples/local: the WAN emulation is in force: probed RTTs are the emulated delays both ways, and the detoured link is relayed around")

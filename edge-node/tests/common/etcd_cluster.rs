@@ -205,7 +205,10 @@ pub struct EdgeProc {
 
 pub struct ControllerProc {
     pub name: String,
+    /// The public face (lookup, health).
     pub api: SocketAddr,
+    /// The admin face (`/v1/mesh`, metrics).
+    pub admin: SocketAddr,
     pub proc: Proc,
 }
 
@@ -349,7 +352,7 @@ links = {links}
     }
 
     pub fn start_controller(&mut self, name: &str) {
-        let api = free_tcp();
+        let (api, admin) = (free_tcp(), free_tcp());
         let toml = format!(
             r#"
 [controller]
@@ -362,7 +365,9 @@ etcd_endpoints = {etcd}
 election_ttl_ms = 2000
 [api]
 listen = "{api}"
-admin_token_env = "{ADMIN_TOKEN_ENV}"
+[admin]
+listen = "{admin}"
+token_env = "{ADMIN_TOKEN_ENV}"
 "#,
             etcd = self.etcd_toml(),
         );
@@ -377,6 +382,7 @@ admin_token_env = "{ADMIN_TOKEN_ENV}"
         self.controllers.push(ControllerProc {
             name: name.into(),
             api,
+            admin,
             proc,
         });
     }
@@ -406,7 +412,7 @@ admin_token_env = "{ADMIN_TOKEN_ENV}"
     /// A controller's `/v1/mesh`: (leads, store connected, edge ids).
     pub async fn mesh(&self, c: &ControllerProc) -> Option<(bool, bool, BTreeSet<u32>)> {
         let auth = format!("Bearer {ADMIN_TOKEN}");
-        let (code, body) = http(c.api, "GET", "/v1/mesh", &[("authorization", &auth)], "")
+        let (code, body) = http(c.admin, "GET", "/v1/mesh", &[("authorization", &auth)], "")
             .await
             .ok()?;
         if code != 200 {

@@ -17,6 +17,14 @@
 //!   operator enters, see [`crate::dashboard`]).
 //! - `/metrics`, `/healthz`, `/readyz` (ready once the store view is synced).
 //!
+//! Two faces ([`Face`]): the public listener (`[api] listen`) serves only
+//! what clients and load balancers need (the lookup, `/healthz`,
+//! `/readyz`); the admin listener (`[admin] listen`, an internal address)
+//! serves the operator endpoints, the dashboard and `/metrics` (and health
+//! too). A path of the other face is `404` on each, so the internet never
+//! reaches the operator surface even with a leaked token, and the public
+//! port can be opened to the world alone.
+//!
 //! Who may ask what (`auth.rs`): the operator's bearer token, the client's
 //! address behind trusted proxies, and the per-client lookup rate limit;
 //! which web pages may call the lookup (`cors.rs`, `api.cors_origins`).
@@ -70,6 +78,44 @@ use nearest::nearest_outcome;
 /// keeps every silent or trickling connection (and its task and socket)
 /// forever. 10 s is ample for one request line and a few headers.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which endpoints a listener serves (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Face {
+    /// Clients and load balancers: the lookup and health.
+    Public,
+    /// Operators: `/v1/mesh`, link history, the dashboard, `/metrics`, and
+    /// health.
+    Admin,
+    /// Everything on one listener: in-process labs and tests only (the
+    /// controller binary refuses an admin listener on the public address).
+    All,
+}
+
+impl Face {
+    /// Whether this face serves `path` (a served path or not).
+    fn serves(self, path: &str) -> bool {
+        let public = matches!(path, "/v1/edges/nearest" | "/healthz" | "/readyz");
+        let admin = matches!(
+            path,
+            "/v1/mesh" | "/v1/links/history" | "/metrics" | "/healthz" | "/readyz"
+        ) || dashboard::asset(path).is_some();
+        match self {
+            Face::Public => public,
+            Face::Admin => admin,
+            Face::All => public || admin,
+        }
+    }
+
+    /// The label of its requests in `rtn_controller_api_requests_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Face::Public => "public",
+            Face::Admin => "admin",
+            Face::All => "all",
+        }
+    }
+}
 
 /// One controller's HTTP API: the mesh view it answers from, and its
 /// settings (set the public fields before [`Api::serve`]).
@@ -126,9 +172,18 @@ impl Api {
         }
     }
 
+    /// Serve every endpoint on one listener ([`Face::All`]: labs, tests).
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        self.serve_faces(vec![(listener, Face::All)]).await
+    }
+
+    /// Serve each listener with its face, until dropped. The HTTPS
+    /// certificate ([`Api::tls`]) is the public lookup's (browsers call
+    /// it): the admin face stays plain HTTP on its internal address, as the
+    /// edge's admin port does.
+    pub async fn serve_faces(self: Arc<Self>, listeners: Vec<(tokio::net::TcpListener, Face)>) {
         // The dashboard's memory is sampled while the API is served, and
-        // stops with it.
+        // stops with it; so do the certificate and GeoIP reloads.
         struct AbortOnDrop(tokio::task::JoinHandle<()>);
         impl Drop for AbortOnDrop {
             fn drop(&mut self) {
@@ -144,22 +199,37 @@ impl Api {
             let watch = watch_geoip(self.geoip.clone(), path, self.geoip_check_every);
             AbortOnDrop(tokio::spawn(watch))
         });
+        let api = self.clone();
+        let _sweep = AbortOnDrop(tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                sweep.tick().await;
+                // Forget clients that have not asked for a while, so the
+                // limiter's memory stays bounded by recent clients.
+                api.limiter.retain_recent();
+            }
+        }));
         let acceptor = self.tls.clone().map(https_acceptor);
-        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut loops = tokio::task::JoinSet::new();
+        for (listener, face) in listeners {
+            let tls = acceptor.clone().filter(|_| face != Face::Admin);
+            loops.spawn(self.clone().accept(listener, face, tls));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        face: Face,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         loop {
-            let (stream, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = sweep.tick() => {
-                    // Forget clients that have not asked for a while, so the
-                    // limiter's memory stays bounded by recent clients.
-                    self.limiter.retain_recent();
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -168,10 +238,10 @@ impl Api {
             tokio::spawn(async move {
                 let timeout = api.header_read_timeout;
                 match acceptor {
-                    None => api.serve_connection(peer, stream).await,
+                    None => api.serve_connection(face, peer, stream).await,
                     // The handshake is bounded like the headers that follow.
                     Some(a) => match tokio::time::timeout(timeout, a.accept(stream)).await {
-                        Ok(Ok(tls)) => api.serve_connection(peer, tls).await,
+                        Ok(Ok(tls)) => api.serve_connection(face, peer, tls).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     },
@@ -181,14 +251,14 @@ impl Api {
     }
 
     /// Serve HTTP/1.1 requests on one connection (plain or TLS).
-    async fn serve_connection<I>(self: Arc<Self>, peer: SocketAddr, io: I)
+    async fn serve_connection<I>(self: Arc<Self>, face: Face, peer: SocketAddr, io: I)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let timeout = self.header_read_timeout;
         let svc = hyper::service::service_fn(move |req| {
             let api = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(api.handle(peer, &req)) }
+            async move { Ok::<_, std::convert::Infallible>(api.handle_on(face, peer, &req)) }
         });
         // hyper enforces the header read timeout only with a timer.
         let _ = hyper::server::conn::http1::Builder::new()
@@ -198,15 +268,31 @@ impl Api {
             .await;
     }
 
-    /// Route one request (bodies are never read: every endpoint is a GET).
+    /// Route one request as [`Face::All`] would.
     pub fn handle<B>(&self, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+        self.handle_on(Face::All, peer, req)
+    }
+
+    /// Route one request arriving on a listener of `face` (bodies are never
+    /// read: every endpoint is a GET).
+    pub fn handle_on<B>(
+        &self,
+        face: Face,
+        peer: SocketAddr,
+        req: &Request<B>,
+    ) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         // Cross-origin pages may call the public lookup only.
         let cors = match path {
-            "/v1/edges/nearest" => self.cors.verdict(req),
+            "/v1/edges/nearest" if face.serves(path) => self.cors.verdict(req),
             _ => Verdict::NotCors,
         };
         let resp = match (req.method(), path) {
+            (_, p) if Face::All.serves(p) && !face.serves(p) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint on this listener",
+            )),
             (&Method::OPTIONS, "/v1/edges/nearest") => self.cors.preflight(req),
             (&Method::GET, "/v1/edges/nearest") => match &cors {
                 Verdict::Refused(origin) => Err(cors::refused(origin)),
@@ -238,7 +324,7 @@ impl Api {
                 "text/plain",
                 "store not synced\n".into(),
             )),
-            (_, p) if is_endpoint(p) => Err(ApiError::new(
+            (_, p) if Face::All.serves(p) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "use GET",
@@ -261,7 +347,7 @@ impl Api {
             p if dashboard::asset(p).is_some() => "dashboard".into(),
             _ => "other".into(),
         };
-        metrics::counter!("rtn_controller_api_requests_total", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string()).increment(1);
+        metrics::counter!("rtn_controller_api_requests_total", "endpoint" => endpoint, "status" => resp.status().as_u16().to_string(), "face" => face.label()).increment(1);
         resp
     }
 }
@@ -276,19 +362,6 @@ fn https_acceptor(cert: Arc<ClientCerts>) -> tokio_rustls::TlsAcceptor {
         .with_cert_resolver(cert);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(Arc::new(tls))
-}
-
-/// Whether `path` is served (by GET).
-fn is_endpoint(path: &str) -> bool {
-    matches!(
-        path,
-        "/v1/edges/nearest"
-            | "/v1/mesh"
-            | "/v1/links/history"
-            | "/metrics"
-            | "/healthz"
-            | "/readyz"
-    ) || dashboard::asset(path).is_some()
 }
 
 /// A file of the dashboard, with headers that keep the page to its own
@@ -453,6 +526,61 @@ mod tests {
                 .await
                 .assert_error(StatusCode::NOT_FOUND, "not_found");
         }
+    }
+
+    #[tokio::test]
+    async fn each_face_serves_its_own_endpoints_only() {
+        let m = mesh().await;
+        let mut api = api(&m);
+        api.admin_token = Some(ADMIN_TOKEN.into());
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let on = |face, path: &str| {
+            let req = Request::builder()
+                .uri(path)
+                .header("authorization", &auth)
+                .body(())
+                .unwrap();
+            send_on(&api, face, PEER, req)
+        };
+        let nearest = "/v1/edges/nearest?ip=81.2.69.160";
+        let history = "/v1/links/history?from=1&to=2";
+        let public = [nearest, "/healthz", "/readyz"];
+        let admin = ["/v1/mesh", history, "/metrics", "/", "/dashboard/app.js"];
+        for path in public {
+            let r = on(Face::Public, path).await;
+            assert_ne!(r.status, StatusCode::NOT_FOUND, "public {path}");
+        }
+        for path in admin {
+            // Even with the operator's token: the public port never reaches
+            // the operator surface.
+            on(Face::Public, path)
+                .await
+                .assert_error(StatusCode::NOT_FOUND, "not_found");
+            let r = on(Face::Admin, path).await;
+            assert_ne!(r.status, StatusCode::NOT_FOUND, "admin {path}");
+        }
+        on(Face::Admin, nearest)
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+        for path in ["/healthz", "/readyz"] {
+            assert_ne!(on(Face::Admin, path).await.status, StatusCode::NOT_FOUND);
+        }
+        // A method the path does not take is still named as such where the
+        // path is served, and not found where it is not.
+        let post = |face| {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/v1/mesh")
+                .body(())
+                .unwrap();
+            send_on(&api, face, PEER, req)
+        };
+        post(Face::Admin)
+            .await
+            .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        post(Face::Public)
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
     }
 
     #[tokio::test]

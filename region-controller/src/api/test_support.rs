@@ -14,7 +14,7 @@ use protocol::EdgeId;
 use serde_json::Value;
 use topology::GeoIpDb;
 
-use super::Api;
+use super::{Api, Face};
 use crate::controller::LeaderState;
 use crate::mesh::SharedMesh;
 use control::keys::KeyLayout;
@@ -262,7 +262,12 @@ impl Reply {
 }
 
 pub(super) async fn send(api: &Api, from: &str, req: Request<()>) -> Reply {
-    let resp = api.handle(peer(from), &req);
+    send_on(api, Face::All, from, req).await
+}
+
+/// `req` arriving on a listener of `face`.
+pub(super) async fn send_on(api: &Api, face: Face, from: &str, req: Request<()>) -> Reply {
+    let resp = api.handle_on(face, peer(from), &req);
     let status = resp.status();
     let content_type = resp
         .headers()

@@ -23,7 +23,7 @@ output "etcd_client_endpoints" {
 }
 
 output "prometheus_targets" {
-  description = "Scrape targets by region."
+  description = "Scrape targets by region: edge and controller admin ports, etcd metrics."
   value = {
     eu-central   = module.eu_central.prometheus_targets
     us-east      = module.us_east.prometheus_targets

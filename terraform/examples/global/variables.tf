@@ -34,7 +34,7 @@ variable "app_secrets" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the controllers' /v1/mesh."
+  description = "Bearer token of the controllers' /v1/mesh and /v1/links/history (on their admin port, reached from monitoring_cidrs)."
   type        = string
   default     = null
   sensitive   = true
@@ -66,7 +66,7 @@ variable "geoip_db" {
 }
 
 variable "monitoring_cidrs" {
-  description = "Where Prometheus scrapes from (admin ports); the home region's VPC by default."
+  description = "Where Prometheus scrapes from and operators reach the admin ports (edges' and controllers' /metrics, the controllers' /v1/mesh and dashboard); the home region's VPC by default."
   type        = list(string)
   default     = ["10.10.0.0/16"]
 }

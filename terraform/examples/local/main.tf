@@ -42,6 +42,8 @@ locals {
       region  = p[0]
       address = "127.11.${index(local.regions, p[0]) + 1}.${p[1]}"
       url     = "http://127.11.${index(local.regions, p[0]) + 1}.${p[1]}:${var.ports.api}"
+      # The admin face: /v1/mesh, /v1/links/history, the dashboard, /metrics.
+      admin_url = "http://127.11.${index(local.regions, p[0]) + 1}.${p[1]}:${var.ports.controller_admin}"
     }
   }
 
@@ -121,6 +123,7 @@ locals {
     for k, c in local.controllers : k => templatefile("${path.module}/templates/controller.toml.tftpl", {
       controller   = c
       port         = var.ports.api
+      admin_port   = var.ports.controller_admin
       cors_origins = var.cors_origins
       etcd_url     = local.etcd.url
       config_path  = "${local.state_dir}/${c.name}.toml"
@@ -227,6 +230,7 @@ resource "terraform_data" "controller" {
       CONFIG     = local.controller_config[each.key]
       BIN        = local.bin.controller
       HEALTH_URL = "${each.value.url}/healthz"
+      ADMIN_URL  = each.value.admin_url
       LOG_LEVEL  = var.log_level
     }
   }
@@ -270,8 +274,9 @@ resource "terraform_data" "edge" {
 }
 
 # apply returns once the network serves: every controller ready (store
-# synced), every edge listed by the nearest-edge API (registered, reporting
-# load) and holding a route table from its region's controller.
+# synced) on both its ports, every edge listed by the nearest-edge API
+# (registered, reporting load) and holding a route table from its region's
+# controller.
 resource "terraform_data" "ready" {
   triggers_replace = [for r in concat(values(terraform_data.controller), values(terraform_data.edge)) : r.id]
 
@@ -281,6 +286,7 @@ resource "terraform_data" "ready" {
       SCRIPT          = local.script
       STATE_DIR       = local.state_dir
       CONTROLLER_URLS = join(" ", [for c in local.controllers : c.url])
+      ADMIN_URLS      = join(" ", [for c in local.controllers : c.admin_url])
       EDGE_IDS        = join(" ", [for e in local.edges : e.id])
       EDGE_ADMIN_URLS = join(" ", [for e in local.edges : e.admin_url])
     }

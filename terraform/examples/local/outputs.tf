@@ -10,8 +10,13 @@ output "loadtest_command" {
 }
 
 output "controller_urls" {
-  description = "Region controllers' API URLs by name: nearest edge (/v1/edges/nearest), /v1/mesh, /metrics, and the path-quality dashboard at /."
+  description = "Region controllers' public API URLs by name: nearest edge (/v1/edges/nearest), /healthz, /readyz."
   value       = { for c in local.controllers : c.name => c.url }
+}
+
+output "controller_admin_urls" {
+  description = "Region controllers' admin URLs by name: the path-quality dashboard at /, /v1/mesh and /v1/links/history (admin token), /metrics."
+  value       = { for c in local.controllers : c.name => c.admin_url }
 }
 
 output "edges" {

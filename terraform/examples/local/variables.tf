@@ -132,19 +132,20 @@ variable "links" {
 }
 
 variable "ports" {
-  description = "Ports: every process has an address of its own, so these are the same for all edges (quic: UDP, admin: /metrics, /healthz, /readyz, /netem) and all controllers (api)."
+  description = "Ports: every process has an address of its own, so these are the same for all edges (quic: UDP, admin: /metrics, /healthz, /readyz, /netem) and all controllers (api: the public nearest-edge API and health; controller_admin: /v1/mesh, /v1/links/history, the dashboard, /metrics, health)."
   type = object({
-    quic        = optional(number, 4433)
-    admin       = optional(number, 9433)
-    api         = optional(number, 8080)
-    etcd_client = optional(number, 2379)
-    etcd_peer   = optional(number, 2380)
+    quic             = optional(number, 4433)
+    admin            = optional(number, 9433)
+    api              = optional(number, 8080)
+    controller_admin = optional(number, 9434)
+    etcd_client      = optional(number, 2379)
+    etcd_peer        = optional(number, 2380)
   })
   default = {}
 
   validation {
-    condition     = alltrue([for p in values(var.ports) : p >= 1024 && p <= 65535 && floor(p) == p]) && var.ports.quic != var.ports.admin && var.ports.etcd_client != var.ports.etcd_peer
-    error_message = "ports must be 1024-65535 (no root needed), with quic != admin and etcd_client != etcd_peer."
+    condition     = alltrue([for p in values(var.ports) : p >= 1024 && p <= 65535 && floor(p) == p]) && var.ports.quic != var.ports.admin && var.ports.api != var.ports.controller_admin && var.ports.etcd_client != var.ports.etcd_peer
+    error_message = "ports must be 1024-65535 (no root needed), with quic != admin, api != controller_admin and etcd_client != etcd_peer."
   }
 }
 

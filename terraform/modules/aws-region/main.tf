@@ -84,7 +84,8 @@ resource "aws_route_table_association" "public" {
   route_table_id = aws_route_table.public.id
 }
 
-# --- security groups: QUIC open to the world, admin and etcd private
+# --- security groups: QUIC and the controllers' public API open to the
+# world, admin ports and etcd private
 
 resource "aws_security_group" "edge" {
   name        = "${local.prefix}-edge"
@@ -93,6 +94,8 @@ resource "aws_security_group" "edge" {
   tags        = merge(local.tags, { Name = "${local.prefix}-edge" })
 }
 
+# Its rules (local.ingress): the public API from anywhere, the admin port from
+# admin_cidrs. (The description is left as it was: changing it replaces the group.)
 resource "aws_security_group" "controller" {
   name        = "${local.prefix}-controller"
   description = "RTN region controllers: the API from anywhere"
@@ -113,9 +116,10 @@ locals {
     {
       "edge-quic-v4"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "QUIC: clients and relay links" }
       "edge-quic-v6"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = null, cidr6 = "::/0", from_sg = null, what = "QUIC: clients and relay links" }
-      "controller-api" = { sg = aws_security_group.controller.id, proto = "tcp", port = var.api_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "nearest-edge API" }
+      "controller-api" = { sg = aws_security_group.controller.id, proto = "tcp", port = var.api_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "nearest-edge API and health" }
     },
     { for c in var.admin_cidrs : "edge-admin-${c}" => { sg = aws_security_group.edge.id, proto = "tcp", port = var.admin_port, cidr4 = c, cidr6 = null, from_sg = null, what = "edge metrics and health" } },
+    { for c in var.admin_cidrs : "controller-admin-${c}" => { sg = aws_security_group.controller.id, proto = "tcp", port = var.controller_admin_port, cidr4 = c, cidr6 = null, from_sg = null, what = "controller admin: metrics, mesh, dashboard, health" } },
     { for c in var.ssh_cidrs : "edge-ssh-${c}" => { sg = aws_security_group.edge.id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
     { for c in var.ssh_cidrs : "controller-ssh-${c}" => { sg = aws_security_group.controller.id, proto = "tcp", port = 22, cidr4 = c, cidr6 = null, from_sg = null, what = "ssh" } },
     var.etcd == null ? {} : merge(
@@ -386,6 +390,8 @@ module "controllers" {
     key_pem  = tls_private_key.etcd_client["controllers"].private_key_pem_pkcs8
   }
   api_port    = var.api_port
+  admin_port  = var.controller_admin_port
+  admin_cidrs = concat(var.admin_cidrs, [var.vpc_cidr])
   geoip_db    = var.geoip_db
   admin_token = var.admin_token
   binary      = var.controller_binary

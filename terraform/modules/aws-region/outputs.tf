@@ -33,7 +33,7 @@ output "controllers" {
 }
 
 output "api_urls" {
-  description = "The nearest-edge API of every controller of the region."
+  description = "The public API of every controller of the region: the nearest-edge lookup, /healthz, /readyz."
   value       = [for ip in aws_eip.controller[*].public_ip : "http://${ip}:${var.api_port}"]
 }
 
@@ -53,10 +53,10 @@ output "etcd_plaintext_endpoints" {
 }
 
 output "prometheus_targets" {
-  description = "Scrape targets: edge admin ports and controller APIs (private addresses), etcd metrics."
+  description = "Scrape targets (/metrics on private addresses): edge and controller admin ports, etcd metrics."
   value = {
     edges       = [for k, e in local.edges : "${aws_instance.edge[k].private_ip}:${var.admin_port}"]
-    controllers = [for c in aws_instance.controller : "${c.private_ip}:${var.api_port}"]
+    controllers = [for c in aws_instance.controller : "${c.private_ip}:${var.controller_admin_port}"]
     etcd        = [for m in local.etcd_members : "${m.ip}:2381"]
   }
 }

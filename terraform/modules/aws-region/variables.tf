@@ -82,7 +82,7 @@ variable "fleet_cidrs" {
 }
 
 variable "admin_cidrs" {
-  description = "Networks allowed to reach the admin ports (edge /metrics, etcd metrics): Prometheus and health checks."
+  description = "Networks allowed to reach the admin ports (edge and controller /metrics, the controllers' /v1/mesh and dashboard, etcd metrics): Prometheus, operators and health checks."
   type        = list(string)
 
   validation {
@@ -219,7 +219,7 @@ variable "app_secrets" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the controllers' /v1/mesh; null to refuse it."
+  description = "Bearer token of the controllers' /v1/mesh and /v1/links/history (on their admin port); null to refuse them."
   type        = string
   default     = null
   sensitive   = true
@@ -272,9 +272,15 @@ variable "admin_port" {
 }
 
 variable "api_port" {
-  description = "TCP port of the controllers' API."
+  description = "TCP port of the controllers' public API (nearest edge, /healthz, /readyz): their only port open to the internet."
   type        = number
   default     = 8080
+}
+
+variable "controller_admin_port" {
+  description = "TCP admin port of the controllers (/metrics, /v1/mesh, /v1/links/history, the dashboard, health): open to admin_cidrs and the VPC only."
+  type        = number
+  default     = 9434
 }
 
 variable "ami_id" {

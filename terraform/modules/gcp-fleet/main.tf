@@ -61,7 +61,8 @@ resource "google_compute_subnetwork" "region" {
   private_ip_google_access = true
 }
 
-# --- firewall: QUIC and the API open to the world, the rest private
+# --- firewall: QUIC and the controllers' public API open to the world, the
+# rest (admin ports, etcd) private
 
 resource "google_compute_firewall" "edge_quic" {
   name          = "${var.name}-edge-quic"
@@ -99,6 +100,19 @@ resource "google_compute_firewall" "controller_api" {
   allow {
     protocol = "tcp"
     ports    = [tostring(var.api_port)]
+  }
+}
+
+resource "google_compute_firewall" "controller_admin" {
+  name          = "${var.name}-controller-admin"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  source_ranges = concat(local.subnet_cidrs, var.admin_cidrs)
+  target_tags   = [local.tags.controller]
+
+  allow {
+    protocol = "tcp"
+    ports    = [tostring(var.controller_admin_port)]
   }
 }
 
@@ -417,6 +431,8 @@ module "controllers" {
     key_pem  = tls_private_key.etcd_client["controllers-${each.key}"].private_key_pem_pkcs8
   }
   api_port    = var.api_port
+  admin_port  = var.controller_admin_port
+  admin_cidrs = concat(local.subnet_cidrs, var.admin_cidrs)
   geoip_db    = var.geoip_db
   admin_token = var.admin_token
   binary      = var.controller_binary

@@ -15,11 +15,12 @@ output "edges" {
 }
 
 output "controllers" {
-  description = "Controllers by <region>-<n>: public IP and API URL."
+  description = "Controllers by <region>-<n>: region, public IP, public API URL (nearest edge, health) and admin URL (private address: /metrics, /v1/mesh, the dashboard)."
   value = { for k, c in local.controllers : k => {
     region    = c.region
     public_ip = google_compute_address.controller[k].address
     api_url   = "http://${google_compute_address.controller[k].address}:${var.api_port}"
+    admin_url = "http://${google_compute_instance.controller[k].network_interface[0].network_ip}:${var.controller_admin_port}"
   } }
 }
 
@@ -39,10 +40,10 @@ output "etcd_plaintext_endpoints" {
 }
 
 output "prometheus_targets" {
-  description = "Scrape targets on private addresses: edge admin ports, controller APIs, etcd metrics."
+  description = "Scrape targets (/metrics) on private addresses: edge and controller admin ports, etcd metrics."
   value = {
     edges       = [for k, e in local.edges : "${google_compute_instance.edge[k].network_interface[0].network_ip}:${var.admin_port}"]
-    controllers = [for k, c in local.controllers : "${google_compute_instance.controller[k].network_interface[0].network_ip}:${var.api_port}"]
+    controllers = [for k, c in local.controllers : "${google_compute_instance.controller[k].network_interface[0].network_ip}:${var.controller_admin_port}"]
     etcd        = [for m in local.etcd_members : "${m.ip}:2381"]
   }
 }

@@ -106,7 +106,7 @@ variable "dns_managed_zone" {
 }
 
 variable "admin_cidrs" {
-  description = "Networks allowed to reach admin ports (edge /metrics, etcd metrics) besides the fleet's own subnets."
+  description = "Networks allowed to reach admin ports (edge and controller /metrics, the controllers' /v1/mesh and dashboard, etcd metrics) besides the fleet's own subnets."
   type        = list(string)
   default     = []
 }
@@ -131,7 +131,7 @@ variable "app_secrets" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the controllers' /v1/mesh; null to refuse it."
+  description = "Bearer token of the controllers' /v1/mesh and /v1/links/history (on their admin port); null to refuse them."
   type        = string
   default     = null
   sensitive   = true
@@ -202,9 +202,15 @@ variable "admin_port" {
 }
 
 variable "api_port" {
-  description = "TCP port of the controllers' API."
+  description = "TCP port of the controllers' public API (nearest edge, /healthz, /readyz): their only port open to the internet."
   type        = number
   default     = 8080
+}
+
+variable "controller_admin_port" {
+  description = "TCP admin port of the controllers (/metrics, /v1/mesh, /v1/links/history, the dashboard, health): open to the fleet's subnets and admin_cidrs only."
+  type        = number
+  default     = 9434
 }
 
 variable "image" {

@@ -18,6 +18,7 @@ locals {
   name_prefix     = coalesce(var.name_prefix, "${var.region}-ctl")
   names           = [for i in range(var.replicas) : "${local.name_prefix}-${i + 1}"]
   api_listen      = can(regex(":", var.api_listen_address)) ? "[${var.api_listen_address}]:${var.api_port}" : "${var.api_listen_address}:${var.api_port}"
+  admin_listen    = can(regex(":", var.admin_listen_address)) ? "[${var.admin_listen_address}]:${var.admin_port}" : "${var.admin_listen_address}:${var.admin_port}"
   admin_token_env = nonsensitive(var.admin_token == null) ? null : "RTN_CTL_ADMIN_TOKEN"
 
   config_toml = [for name in local.names : templatefile("${path.module}/templates/controller.toml.tftpl", {
@@ -35,6 +36,7 @@ locals {
     geoip_db             = var.geoip_db == null ? null : local.geoip_path
     client_ip_header     = var.client_ip_header
     trusted_proxies      = var.trusted_proxies
+    admin_listen         = local.admin_listen
     admin_token_env      = local.admin_token_env
     lookups_per_ip_per_s = var.lookups_per_ip_per_s
     cors_origins         = var.cors_origins
@@ -58,11 +60,12 @@ locals {
     log_level       = var.log_level
     limit_nofile    = var.limit_nofile
     memory_max      = var.memory_max
-    privileged_port = var.api_port < 1024
+    privileged_port = var.api_port < 1024 || var.admin_port < 1024
   })]
 
   firewall_rules = [for r in [
-    { proto = "tcp", port = var.api_port, cidrs = var.api_cidrs, comment = "API: nearest edge, mesh, metrics, health" },
+    { proto = "tcp", port = var.api_port, cidrs = var.api_cidrs, comment = "API: nearest edge, health" },
+    { proto = "tcp", port = var.admin_port, cidrs = var.admin_cidrs, comment = "admin: mesh, dashboard, metrics, health" },
     { proto = "tcp", port = 22, cidrs = var.ssh_cidrs, comment = "ssh" },
     ] : {
     proto   = r.proto

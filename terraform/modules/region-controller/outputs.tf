@@ -51,6 +51,11 @@ output "paths" {
 }
 
 output "api_port" {
-  description = "TCP port of the API (for security groups, DNS health checks and Prometheus targets)."
+  description = "TCP port of the public API: the nearest-edge lookup, /healthz, /readyz (for security groups, DNS and load balancer health checks)."
   value       = var.api_port
+}
+
+output "admin_port" {
+  description = "TCP port of the admin HTTP server: /metrics (Prometheus targets), /v1/mesh and /v1/links/history, the dashboard, /healthz, /readyz (for private security group rules)."
+  value       = var.admin_port
 }

@@ -104,7 +104,7 @@ variable "recompute_ms" {
 }
 
 variable "api_port" {
-  description = "TCP port of the controller's HTTP API: the public nearest-edge lookup (the SDK's first contact), /v1/mesh (bearer token), /metrics, /healthz, /readyz."
+  description = "TCP port of the controller's public HTTP API (api.listen with api_listen_address): the nearest-edge lookup (the SDK's first contact), /healthz, /readyz. The one port to open to the internet (api_cidrs)."
   type        = number
   default     = 8080
 
@@ -115,7 +115,7 @@ variable "api_port" {
 }
 
 variable "api_listen_address" {
-  description = "Local address the API binds."
+  description = "Local address the public API binds (api.listen with api_port)."
   type        = string
   default     = "0.0.0.0"
 
@@ -125,14 +125,53 @@ variable "api_listen_address" {
   }
 }
 
+variable "admin_port" {
+  description = "TCP port of the controller's admin HTTP server (admin.listen with admin_listen_address): /v1/mesh and /v1/links/history (bearer token, admin_token), the dashboard at /, /metrics, /healthz, /readyz."
+  type        = number
+  default     = 9434
+
+  validation {
+    condition     = var.admin_port >= 1 && var.admin_port <= 65535 && floor(var.admin_port) == var.admin_port
+    error_message = "admin_port must be a port number within 1..65535."
+  }
+
+  # The controller refuses an admin listener that equals or overlaps the
+  # public one (the same port where either address is unspecified).
+  validation {
+    condition     = var.admin_port != var.api_port || (var.admin_listen_address != var.api_listen_address && !can(regex("^[0:.]+$", var.admin_listen_address)) && !can(regex("^[0:.]+$", var.api_listen_address)))
+    error_message = "admin_port must differ from api_port unless both listen on distinct, specific addresses (the controller refuses an admin listener that overlaps the public API's)."
+  }
+}
+
+variable "admin_listen_address" {
+  description = "Local address of the admin HTTP server (admin.listen with admin_port). Plain HTTP, and only /v1/mesh and /v1/links/history take the token (not /metrics or the dashboard page): keep it on a private network (admin_cidrs)."
+  type        = string
+  default     = "0.0.0.0"
+
+  validation {
+    condition     = can(cidrhost("${var.admin_listen_address}/32", 0)) || (can(regex(":", var.admin_listen_address)) && can(cidrhost("${var.admin_listen_address}/128", 0)))
+    error_message = "admin_listen_address must be a literal IPv4 or IPv6 address."
+  }
+}
+
 variable "api_cidrs" {
-  description = "Networks allowed to reach the API port in the host firewall: every client, unless a proxy or load balancer fronts the controllers."
+  description = "Networks allowed to reach the public API port in the host firewall: every client, unless a proxy or load balancer fronts the controllers."
   type        = list(string)
   default     = ["0.0.0.0/0", "::/0"]
 
   validation {
     condition     = length(var.api_cidrs) > 0 && alltrue([for c in var.api_cidrs : can(cidrhost(c, 0))])
     error_message = "api_cidrs must hold at least one CIDR block."
+  }
+}
+
+variable "admin_cidrs" {
+  description = "Networks allowed to reach the admin port (Prometheus, operators and their dashboard) in the host firewall; never the internet."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for c in var.admin_cidrs : can(cidrhost(c, 0))])
+    error_message = "admin_cidrs must be CIDR blocks, e.g. 10.0.0.0/8."
   }
 }
 
@@ -195,7 +234,7 @@ variable "trusted_proxies" {
 }
 
 variable "admin_token" {
-  description = "Bearer token of the operator endpoint /v1/mesh (reaches the process through a root-only environment file). null: /v1/mesh is refused."
+  description = "Bearer token of the operator endpoints /v1/mesh and /v1/links/history on the admin port (admin.token_env names the variable; the token reaches the process through a root-only environment file). null: they are refused."
   type        = string
   default     = null
   sensitive   = true

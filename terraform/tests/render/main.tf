@@ -22,6 +22,7 @@ variable "ports" {
     quic         = number
     admin        = number
     api          = number
+    ctl_admin    = number
   })
 }
 
@@ -79,18 +80,21 @@ module "etcd" {
 module "controller" {
   source = "../../modules/region-controller"
 
-  region             = "eu-central"
-  replicas           = 2
-  etcd_endpoints     = module.etcd.client_endpoints
-  etcd_tls           = merge(var.etcd_clients.controller, { ca_pem = var.etcd_tls.ca_pem })
-  api_port           = var.ports.api
-  api_listen_address = "127.0.0.1"
-  geoip_db           = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.binary.sha256 }
-  client_ip_header   = "x-forwarded-for"
-  trusted_proxies    = ["127.0.0.1", "10.0.0.0/8"]
-  admin_token        = "test-admin-token-0123456789abcdef"
-  binary             = local.binary
-  config_dir         = local.config_dir
+  region               = "eu-central"
+  replicas             = 2
+  etcd_endpoints       = module.etcd.client_endpoints
+  etcd_tls             = merge(var.etcd_clients.controller, { ca_pem = var.etcd_tls.ca_pem })
+  api_port             = var.ports.api
+  api_listen_address   = "127.0.0.1"
+  admin_port           = var.ports.ctl_admin
+  admin_listen_address = "127.0.0.1"
+  admin_cidrs          = ["127.0.0.0/8"]
+  geoip_db             = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.binary.sha256 }
+  client_ip_header     = "x-forwarded-for"
+  trusted_proxies      = ["127.0.0.1", "10.0.0.0/8"]
+  admin_token          = "test-admin-token-0123456789abcdef"
+  binary               = local.binary
+  config_dir           = local.config_dir
 }
 
 module "edge" {

@@ -8,8 +8,11 @@
 #   pki <names...>       the dev mesh CA and a certificate per edge name
 #   unpki                remove them
 #   etcd                 start etcd (ETCD_BIN, ADDRESS, CLIENT_PORT, PEER_PORT)
-#   controller | edge    write CONFIG to <NAME>.toml, check it, start BIN
-#   ready                wait until the network serves (CONTROLLER_URLS, EDGE_IDS, EDGE_ADMIN_URLS)
+#   controller | edge    write CONFIG to <NAME>.toml, check it, start BIN, wait
+#                        for HEALTH_URL (and a controller's ADMIN_URL/healthz)
+#   ready                wait until the network serves (CONTROLLER_URLS,
+#                        ADMIN_URLS: the controllers' admin faces, EDGE_IDS,
+#                        EDGE_ADMIN_URLS)
 #   stop                 stop NAME: SIGTERM, wait, SIGKILL
 #   teardown             stop whatever still runs from state_dir, remove it
 #
@@ -166,7 +169,7 @@ etcd)
     wait_up "$NAME" "$client/health"
     ;;
 controller)
-    : "${NAME:?}" "${CONFIG:?}" "${BIN:?}" "${HEALTH_URL:?}"
+    : "${NAME:?}" "${CONFIG:?}" "${BIN:?}" "${HEALTH_URL:?}" "${ADMIN_URL:?}"
     cfg="$STATE_DIR/$NAME.toml"
     printf '%s' "$CONFIG" >"$cfg"
     env_vars=(PATH="$PATH" RUST_LOG="${LOG_LEVEL:-info}" RTN_CTL_ADMIN_TOKEN="$(cat "$STATE_DIR/secrets/admin-token")")
@@ -174,6 +177,8 @@ controller)
         die "$NAME: region-controller check-config refused $cfg"
     launch "$NAME" "${env_vars[@]}" "$BIN" run --config "$cfg"
     wait_up "$NAME" "$HEALTH_URL"
+    # The admin face (/v1/mesh, the dashboard, /metrics) listens on its own port.
+    wait_up "$NAME" "$ADMIN_URL/healthz"
     ;;
 edge)
     : "${NAME:?}" "${CONFIG:?}" "${BIN:?}" "${HEALTH_URL:?}" "${APP_ENV:?}"
@@ -187,12 +192,12 @@ edge)
     wait_up "$NAME" "$HEALTH_URL"
     ;;
 ready)
-    : "${CONTROLLER_URLS:?}" "${EDGE_IDS:?}" "${EDGE_ADMIN_URLS:?}"
+    : "${CONTROLLER_URLS:?}" "${ADMIN_URLS:?}" "${EDGE_IDS:?}" "${EDGE_ADMIN_URLS:?}"
     deadline=$((SECONDS + READY_TIMEOUT))
     pending=""
     while [ $SECONDS -lt $deadline ]; do
         pending=""
-        for url in $CONTROLLER_URLS; do
+        for url in $CONTROLLER_URLS $ADMIN_URLS; do
             [ "$(status "$url/readyz")" = 200 ] || pending="$pending $url/readyz"
         done
         first=${CONTROLLER_URLS%% *}
@@ -206,6 +211,7 @@ ready)
         done
         if [ -z "$pending" ]; then
             say "ready: $(wc -w <<<"$CONTROLLER_URLS") controllers, $(wc -w <<<"$EDGE_IDS") edges with routes"
+            say "dashboards (admin token in $STATE_DIR/secrets/admin-token): $(printf '%s/ ' $ADMIN_URLS)"
             exit 0
         fi
         sleep 0.5

@@ -19,6 +19,7 @@ variables {
     sha256 = "0a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f50"
   }
   admin_token = "an-admin-token-0123456789abcdef"
+  admin_cidrs = ["10.0.0.0/8", "fd00::/8"]
 }
 
 run "leader_and_standby" {
@@ -66,8 +67,8 @@ run "renders_the_api_section" {
     error_message = "proxy settings are wrong"
   }
   assert {
-    condition     = strcontains(output.config_toml[0], "admin_token_env = \"RTN_CTL_ADMIN_TOKEN\"\n") && !strcontains(output.config_toml[0], "an-admin-token")
-    error_message = "the admin token must come from the environment file, not the config"
+    condition     = strcontains(output.config_toml[0], "[api]\nlisten = \"0.0.0.0:8080\"\n") && !strcontains(output.config_toml[0], "an-admin-token")
+    error_message = "the public API listens on api_port, and the admin token must come from the environment file, not the config"
   }
   assert {
     condition     = nonsensitive(output.files[0]["/etc/rtn/controller.env"].content) == "# Secrets of the RTN region controller (rendered by terraform). Root-only; systemd reads it.\nRTN_CTL_ADMIN_TOKEN=an-admin-token-0123456789abcdef\n" && nonsensitive(output.files[0]["/etc/rtn/controller.env"].permissions) == "0600"
@@ -90,8 +91,12 @@ run "no_geoip_no_admin_token" {
   }
 
   assert {
-    condition     = !strcontains(output.config_toml[0], "geoip_db") && !strcontains(output.config_toml[0], "admin_token_env") && output.paths.geoip_db == null
+    condition     = !strcontains(output.config_toml[0], "geoip_db") && !strcontains(output.config_toml[0], "token_env") && output.paths.geoip_db == null
     error_message = "optional settings must be left out"
+  }
+  assert {
+    condition     = strcontains(output.config_toml[0], "[admin]\nlisten = \"0.0.0.0:9434\"\n")
+    error_message = "without a token the admin listener is still rendered (metrics, dashboard, health)"
   }
   assert {
     condition     = output.names == ["use1-1", "use1-2", "use1-3"]
@@ -113,8 +118,72 @@ run "hardened_unit" {
     error_message = "a directive is missing from the unit"
   }
   assert {
-    condition     = strcontains(output.firewall_nft, "ip saddr { 0.0.0.0/0 } tcp dport 8080 accept") && !strcontains(output.firewall_nft, "dport 22")
+    condition     = strcontains(output.firewall_nft, "ip saddr { 0.0.0.0/0 } tcp dport 8080 accept comment \"API: nearest edge, health\"") && strcontains(output.firewall_nft, "ip6 saddr { ::/0 } tcp dport 8080 accept") && !strcontains(output.firewall_nft, "dport 22")
     error_message = "the API must be open and SSH closed by default"
+  }
+  assert {
+    condition     = strcontains(output.firewall_nft, "ip saddr { 10.0.0.0/8 } tcp dport 9434 accept comment \"admin: mesh, dashboard, metrics, health\"") && strcontains(output.firewall_nft, "ip6 saddr { fd00::/8 } tcp dport 9434 accept")
+    error_message = "the admin port must be open to admin_cidrs"
+  }
+  assert {
+    condition     = length(regexall("dport 9434 ", output.firewall_nft)) == 2 && !can(regex("(0\\.0\\.0\\.0/0|::/0)[^\n]*dport 9434", output.firewall_nft))
+    error_message = "the admin port must be open to admin_cidrs only, never to the internet"
+  }
+}
+
+run "renders_the_admin_section" {
+  command = plan
+
+  assert {
+    condition     = alltrue([for c in output.config_toml : strcontains(c, "\n[admin]\nlisten = \"0.0.0.0:9434\"\n# The bearer token of /v1/mesh and /v1/links/history, from /etc/rtn/controller.env.\ntoken_env = \"RTN_CTL_ADMIN_TOKEN\"\n")])
+    error_message = "every replica needs [admin] with its listen address and the token's variable"
+  }
+  assert {
+    condition     = alltrue([for c in output.config_toml : !strcontains(c, "admin_token_env") && length(regexall("(?m)^token_env = ", c)) == 1 && strcontains(split("[admin]", c)[1], "token_env") && !strcontains(split("[admin]", c)[0], "token_env")])
+    error_message = "the token's variable belongs to [admin] (token_env), never [api] (admin_token_env is refused)"
+  }
+  assert {
+    condition     = output.admin_port == 9434 && output.api_port == 8080
+    error_message = "the ports outputs are wrong"
+  }
+}
+
+run "admin_on_a_private_address" {
+  command = plan
+
+  variables {
+    api_listen_address   = "203.0.113.10"
+    admin_listen_address = "10.0.0.5"
+    admin_port           = 8080
+    admin_cidrs          = ["10.1.0.0/16"]
+  }
+
+  assert {
+    condition     = strcontains(output.config_toml[0], "[api]\nlisten = \"203.0.113.10:8080\"\n") && strcontains(output.config_toml[0], "[admin]\nlisten = \"10.0.0.5:8080\"\n")
+    error_message = "the same port on two specific addresses is allowed"
+  }
+  assert {
+    condition     = strcontains(output.firewall_nft, "ip saddr { 10.1.0.0/16 } tcp dport 8080 accept comment \"admin: mesh, dashboard, metrics, health\"") && !strcontains(output.firewall_nft, "ip6 saddr { fd00::/8 }")
+    error_message = "the admin rule follows admin_cidrs"
+  }
+}
+
+run "admin_on_ipv6" {
+  command = plan
+
+  variables {
+    admin_listen_address = "fd00::5"
+    admin_port           = 9500
+    admin_cidrs          = []
+  }
+
+  assert {
+    condition     = strcontains(output.config_toml[0], "[admin]\nlisten = \"[fd00::5]:9500\"\n")
+    error_message = "an IPv6 admin address needs brackets"
+  }
+  assert {
+    condition     = !strcontains(output.firewall_nft, "dport 9500")
+    error_message = "no admin_cidrs: the admin port stays closed"
   }
 }
 
@@ -127,6 +196,68 @@ run "api_on_port_80" {
     condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n") && strcontains(output.config_toml[0], "listen = \"0.0.0.0:80\"\n")
     error_message = "port 80 needs CAP_NET_BIND_SERVICE"
   }
+}
+
+run "admin_on_a_privileged_port" {
+  command = plan
+  variables {
+    admin_port = 900
+  }
+  assert {
+    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    error_message = "an admin port below 1024 needs CAP_NET_BIND_SERVICE"
+  }
+}
+
+run "default_ports_need_no_capability" {
+  command = plan
+  assert {
+    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=\n") && !strcontains(output.systemd_unit[0], "CAP_NET_BIND_SERVICE")
+    error_message = "ports 8080 and 9434 need no capability"
+  }
+}
+
+run "rejects_admin_on_the_api_port" {
+  command = plan
+  variables {
+    admin_port = 8080
+  }
+  expect_failures = [var.admin_port]
+}
+
+run "rejects_admin_on_the_api_port_of_an_unspecified_address" {
+  command = plan
+  variables {
+    admin_listen_address = "10.0.0.5"
+    admin_port           = 8080
+  }
+  expect_failures = [var.admin_port]
+}
+
+run "rejects_admin_on_the_api_port_of_ipv6_any" {
+  command = plan
+  variables {
+    api_listen_address   = "10.0.0.5"
+    admin_listen_address = "::"
+    admin_port           = 8080
+  }
+  expect_failures = [var.admin_port]
+}
+
+run "rejects_an_admin_address_that_is_a_name" {
+  command = plan
+  variables {
+    admin_listen_address = "controller.internal"
+  }
+  expect_failures = [var.admin_listen_address]
+}
+
+run "rejects_a_bad_admin_cidr" {
+  command = plan
+  variables {
+    admin_cidrs = ["10.0.0.0/33"]
+  }
+  expect_failures = [var.admin_cidrs]
 }
 
 run "rejects_zero_replicas" {
