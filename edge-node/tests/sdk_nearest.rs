@@ -4,7 +4,8 @@
 //! `/v1/edges/nearest` for a shortlist, probes it and connects to the
 //! fastest edge; when that edge's path degrades it moves to the one that is
 //! now clearly faster (no message lost), and it does not move for a gain
-//! below the switching threshold.
+//! below the switching threshold. A controller that does not answer is
+//! passed over for the next one the app named.
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -97,9 +98,25 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         .await
         .unwrap();
 
-    // The talker: from the controller's shortlist.
-    let mut cfg = ClientConfig::new(vec![]).trusting(sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes()));
-    cfg.controller = Some(format!("http://{api_addr}"));
+    // The talker: from the shortlist of the first controller that answers
+    // (the first named is down: nothing listens on its port).
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let trust = sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes());
+    let all_down = [down.clone(), format!("{down}/prefix")];
+    let err =
+        sdk::nearest::fetch_shortlist_from(&all_down, 4, Duration::from_secs(2), None, &trust)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("no controller answered") && all_down.iter().all(|c| err.contains(c.as_str())),
+        "{err}"
+    );
+    let mut cfg = ClientConfig::new(vec![]).trusting(trust);
+    cfg.controllers = vec![down, format!("http://{api_addr}")];
     cfg.reprobe_interval = Some(Duration::from_secs(1));
     cfg.socket = Some(socket_at(&wan, client_ip));
     let started = Instant::now();

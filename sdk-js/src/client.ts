@@ -30,7 +30,7 @@ import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
 import { decodeMedia, MEDIA_HEADER_LEN } from './media';
-import { fetchShortlist, probeAll, rerank } from './nearest';
+import { fetchShortlistFrom, probeAll, rerank } from './nearest';
 import { TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
@@ -41,8 +41,10 @@ import { newStats, recordRtt, type Stats } from './stats';
 
 export interface ClientOptions {
   /** A region controller (`https://host:port` or `http://`) to ask for
-   * nearby edges when `edges` is not given. */
-  controller?: string;
+   * nearby edges when `edges` is not given, or several, asked in order:
+   * when one does not answer (or answers an error) the next is asked. At
+   * most 8. */
+  controller?: string | string[];
   /** Candidate edges (the nearest-answer shape), best first. */
   edges?: EdgeCandidate[];
   /** Edges asked of the controller (1..=32). Default 4. */
@@ -95,7 +97,7 @@ export interface ClientOptions {
 }
 
 type Config = Required<Omit<ClientOptions, 'controller' | 'edges' | 'WebTransport' | 'fetch' | 'backoff'>> & {
-  controller: string | undefined;
+  controllers: string[];
   edges: EdgeCandidate[];
   backoff: Backoff;
   WebTransport: WebTransportCtor | undefined;
@@ -110,13 +112,16 @@ export interface JoinOptions {
 }
 
 const MAX_TOKEN_LEN = 1_024;
+/** Controllers an app may name (asked in turn, each within the request
+ * timeout). */
+const MAX_CONTROLLERS = 8;
 /** A goaway may not park the client longer than this. */
 const MAX_GOAWAY_WAIT_MS = 10_000;
 const CLOSE_FLUSH_MS = 200;
 
 function config(o: ClientOptions): Config {
   const c: Config = {
-    controller: o.controller,
+    controllers: o.controller === undefined ? [] : typeof o.controller === 'string' ? [o.controller] : [...o.controller],
     edges: [...(o.edges ?? [])],
     shortlistLen: o.shortlistLen ?? 4,
     probeCandidates: o.probeCandidates ?? false,
@@ -142,9 +147,11 @@ function config(o: ClientOptions): Config {
   const bad = (m: string): never => {
     throw invalid(m);
   };
-  if (c.edges.length === 0 && !c.controller) bad('edges: at least one candidate edge (or a controller to ask) is needed');
+  if (c.edges.length === 0 && c.controllers.length === 0) bad('edges: at least one candidate edge (or a controller to ask) is needed');
   c.edges.forEach(checkCandidate);
-  if (c.controller && !(c.shortlistLen >= 1 && c.shortlistLen <= 32)) bad('shortlistLen must be within 1..=32');
+  if (c.controllers.length > MAX_CONTROLLERS) bad(`controller: at most ${MAX_CONTROLLERS} URLs`);
+  if (c.controllers.some((u) => typeof u !== 'string' || u === '')) bad('controller: URLs must be non-empty strings');
+  if (c.controllers.length > 0 && !(c.shortlistLen >= 1 && c.shortlistLen <= 32)) bad('shortlistLen must be within 1..=32');
   if (!(c.probeTimeoutMs > 0)) bad('probeTimeoutMs must be above zero');
   if (c.reprobeIntervalMs !== null && !(c.reprobeIntervalMs >= 1_000)) bad('reprobeIntervalMs must be at least 1000');
   if (!(c.keepaliveIntervalMs > 0)) bad('keepaliveIntervalMs must be above zero');
@@ -417,7 +424,7 @@ export class Client implements ClientCore {
   async #chooseEdges(): Promise<void> {
     const cfg = this.#cfg;
     if (cfg.edges.length === 0) {
-      cfg.edges = await fetchShortlist(cfg.controller!, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
+      cfg.edges = await fetchShortlistFrom(cfg.controllers, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
       // GeoIP ranks roughly: race the handshakes, then measure.
       cfg.probeCandidates = true;
     }

@@ -63,6 +63,27 @@ export function rerank(currentAddr: string, measured: Measured, liveRttMs: numbe
   return { order, moveTo: best };
 }
 
+/** Ask `controllers` in turn (`fetchShortlist`) until one answers with
+ * edges: one that is down, slow (each has `timeoutMs`), refuses or knows no
+ * edge is passed over for the next. A URL that does not parse is the app's
+ * mistake and fails at once; if none answers, the error names each
+ * failure (the code of the last). */
+export async function fetchShortlistFrom(controllers: string[], limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch): Promise<EdgeCandidate[]> {
+  const failures: RtnError[] = [];
+  for (const c of controllers) {
+    try {
+      return await fetchShortlist(c, limit, timeoutMs, fetchImpl);
+    } catch (e) {
+      if (!(e instanceof RtnError) || e.code === 'INVALID') throw e;
+      failures.push(e);
+    }
+  }
+  const last = failures.at(-1);
+  if (!last) throw invalid('no controller to ask');
+  if (failures.length === 1) throw last;
+  throw new RtnError(last.code, `no controller answered (${failures.map((f, i) => `${controllers[i]}: ${f.message}`).join('; ')})`);
+}
+
 /** Ask a controller (`http://` or `https://host:port`) for up to `limit`
  * edges near this client, best first by its estimate. */
 export async function fetchShortlist(controller: string, limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch): Promise<EdgeCandidate[]> {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { edgeTarget, type EdgeCandidate } from '../src/connection';
 import { RtnError } from '../src/errors';
-import { fetchShortlist, rank, rerank, shouldSwitch } from '../src/nearest';
+import { fetchShortlist, fetchShortlistFrom, rank, rerank, shouldSwitch } from '../src/nearest';
 
 const edge = (port: number): EdgeCandidate => ({ addr: `127.0.0.1:${port}`, server_name: `e${port}` });
 /** The live link's RTT where a test does not care. */
@@ -76,4 +76,24 @@ test('controller lookup: answers, errors, CORS', async () => {
   assert.match(await code(fetchShortlist('https://ctl', 4, 50, never)), /^CONTROLLER_UNREACHABLE: .*no answer within 50 ms/);
   assert.match(await code(fetchShortlist('ftp://ctl', 4, 50, never)), /^INVALID/);
   assert.match(await code(fetchShortlist('not a url', 4, 50, never)), /^INVALID/);
+});
+
+test('several controllers: the next is asked when one fails', async () => {
+  const answer = { client: {}, edges: [{ addr: '203.0.113.7:4433', server_name: 'edge3.example.net', cert_sha256: [] }] };
+  const asked: string[] = [];
+  // ctl-a is unreachable, ctl-b rate-limits, ctl-c answers.
+  const net = (async (url: string) => {
+    const host = new URL(url).hostname;
+    asked.push(host);
+    if (host === 'ctl-a') throw new TypeError('Failed to fetch');
+    if (host === 'ctl-b') return new Response(JSON.stringify({ error: { code: 'rate_limited', message: 'slow down' } }), { status: 429 });
+    return new Response(JSON.stringify(answer), { status: 200 });
+  }) as typeof fetch;
+  const got = await fetchShortlistFrom(['https://ctl-a', 'https://ctl-b', 'https://ctl-c', 'https://ctl-d'], 4, 1_000, net);
+  assert.deepEqual(got.map((e) => e.addr), ['203.0.113.7:4433']);
+  assert.deepEqual(asked, ['ctl-a', 'ctl-b', 'ctl-c'], 'in order, and no further than the first answer');
+  const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: RtnError) => `${e.code}: ${e.message}`);
+  const failed = await code(fetchShortlistFrom(['https://ctl-a', 'https://ctl-b'], 4, 1_000, net));
+  assert.match(failed, /^CONTROLLER: no controller answered \(https:\/\/ctl-a: .*Failed to fetch.*; https:\/\/ctl-b: .*429/);
+  assert.match(await code(fetchShortlistFrom(['ftp://ctl', 'https://ctl-c'], 4, 1_000, net)), /^INVALID/, 'a bad URL is the app\'s mistake');
 });

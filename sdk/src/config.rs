@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::SdkError;
+
+/// Controllers a config may name (tried in turn, each within
+/// `request_timeout`).
+pub const MAX_CONTROLLERS: usize = 8;
 use crate::tls::EdgeTrust;
 
 /// An edge the client may connect to: its address and the TLS server name
@@ -56,12 +60,14 @@ pub struct ClientConfig {
     /// Candidate edges, best first. The client connects to the first that
     /// answers and fails over to the others. Empty: ask `controller`.
     pub edges: Vec<EdgeCandidate>,
-    /// A region controller (`https://host:port`, or `http://` on a trusted
+    /// Region controllers (`https://host:port`, or `http://` on a trusted
     /// network) to ask for a shortlist of nearby edges when `edges` is
-    /// empty. Its HTTPS certificate is verified as `trust` says (pinned
-    /// digests are the edges' own: the controller is then verified against
-    /// the system's roots).
-    pub controller: Option<String>,
+    /// empty, in order: when one does not answer (or answers an error) the
+    /// next is asked (e.g. the API's DNS name first, then another region's).
+    /// Their HTTPS certificates are verified as `trust` says (pinned digests
+    /// are the edges' own: a controller is then verified against the
+    /// system's roots).
+    pub controllers: Vec<String>,
     /// Edges asked of the controller.
     pub shortlist_len: usize,
     /// With more than one candidate, measure each (a few keepalive round
@@ -155,7 +161,7 @@ impl ClientConfig {
     pub fn new(edges: Vec<EdgeCandidate>) -> Self {
         ClientConfig {
             edges,
-            controller: None,
+            controllers: Vec::new(),
             shortlist_len: 4,
             probe_candidates: false,
             probe_timeout: Duration::from_secs(1),
@@ -192,11 +198,17 @@ impl ClientConfig {
     /// Check the values; the error says which field is wrong.
     pub fn validate(&self) -> Result<(), SdkError> {
         let bad = |m: &str| Err(SdkError::Invalid(m.to_string()));
-        if self.edges.is_empty() && self.controller.is_none() {
+        if self.edges.is_empty() && self.controllers.is_empty() {
             return bad("edges: at least one candidate edge (or a controller to ask) is needed");
         }
-        if self.controller.is_some() && !(1..=32).contains(&self.shortlist_len) {
+        if !self.controllers.is_empty() && !(1..=32).contains(&self.shortlist_len) {
             return bad("shortlist_len must be within 1..=32");
+        }
+        if self.controllers.len() > MAX_CONTROLLERS {
+            return bad(&format!("controllers: at most {MAX_CONTROLLERS}"));
+        }
+        for c in &self.controllers {
+            crate::nearest::ControllerUrl::parse(c)?;
         }
         if self.probe_timeout.is_zero() {
             return bad("probe_timeout must be above zero");
@@ -277,6 +289,16 @@ mod tests {
         let mut c = cfg();
         c.edges.clear();
         assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("edges")));
+        // Controllers instead: each URL is checked up front.
+        c.controllers = vec![
+            "https://ctl.example.com".into(),
+            "http://10.0.0.1:8080/rtn".into(),
+        ];
+        assert_eq!(c.validate(), Ok(()));
+        c.controllers.push("ftp://ctl.example.com".into());
+        assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("ftp://")));
+        c.controllers = vec!["https://ctl.example.com".into(); MAX_CONTROLLERS + 1];
+        assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("controllers")));
         let mut c = cfg();
         c.backoff.jitter = f64::NAN;
         assert!(matches!(c.validate(), Err(SdkError::Invalid(m)) if m.contains("jitter")));

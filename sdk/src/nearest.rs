@@ -88,6 +88,68 @@ pub fn rank(measured: Measured) -> Measured {
     m
 }
 
+/// A controller's URL, checked: `https://host[:port][/base]`, or `http://`.
+#[derive(Clone, Debug)]
+pub struct ControllerUrl {
+    https: bool,
+    authority: hyper::http::uri::Authority,
+    port: u16,
+    /// The path before `/v1/...` (a proxy's prefix), without a trailing `/`.
+    base: String,
+}
+
+impl ControllerUrl {
+    pub fn parse(controller: &str) -> Result<Self, SdkError> {
+        let invalid = |m: String| SdkError::Invalid(format!("controller URL {controller:?}{m}"));
+        let uri: hyper::Uri = controller.parse().map_err(|e| invalid(format!(": {e}")))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(invalid(": https:// or http:// expected".into())),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid(" has no host".into()))?
+            .clone();
+        Ok(ControllerUrl {
+            https,
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            authority,
+            base: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// Ask `controllers` in turn ([`fetch_shortlist`]) until one answers with
+/// edges: a controller that is down, slow (each has `timeout`), refuses
+/// (rate limit, 5xx) or knows no edge is passed over for the next. The
+/// error, if none answers, names each one's failure.
+pub async fn fetch_shortlist_from(
+    controllers: &[String],
+    limit: usize,
+    timeout: Duration,
+    local_ip: Option<std::net::IpAddr>,
+    trust: &EdgeTrust,
+) -> Result<Vec<EdgeCandidate>, SdkError> {
+    let mut failures = Vec::new();
+    for controller in controllers {
+        match fetch_shortlist(controller, limit, timeout, local_ip, trust).await {
+            Ok(edges) => return Ok(edges),
+            // A URL that does not parse is the app's mistake: say so now.
+            Err(e @ SdkError::Invalid(_)) => return Err(e),
+            Err(e) => {
+                debug!(%controller, error = %e, "controller lookup failed; asking the next");
+                failures.push(format!("{controller}: {e}"));
+            }
+        }
+    }
+    Err(SdkError::Controller(match failures.len() {
+        0 => "no controller to ask".into(),
+        1 => failures.remove(0),
+        _ => format!("no controller answered ({})", failures.join("; ")),
+    }))
+}
+
 /// Ask a region controller (`https://host:port`, or `http://`) for up to
 /// `limit` edges near this client, best first by the controller's estimate.
 ///
@@ -104,24 +166,12 @@ pub async fn fetch_shortlist(
     trust: &EdgeTrust,
 ) -> Result<Vec<EdgeCandidate>, SdkError> {
     let fail = |m: String| SdkError::Controller(m);
-    let uri: hyper::Uri = controller
-        .parse()
-        .map_err(|e| SdkError::Invalid(format!("controller URL {controller:?}: {e}")))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => {
-            return Err(SdkError::Invalid(format!(
-                "controller URL {controller:?}: https:// or http:// expected"
-            )))
-        }
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| SdkError::Invalid(format!("controller URL {controller:?} has no host")))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let base = uri.path().trim_end_matches('/');
+    let ControllerUrl {
+        https,
+        authority,
+        port,
+        base,
+    } = ControllerUrl::parse(controller)?;
     let path = format!("{base}/v1/edges/nearest?limit={limit}");
     let tls = if https {
         Some(crate::tls::https_connector(trust)?)
@@ -242,9 +292,8 @@ pub(crate) async fn choose_edges(
 ) -> Result<(), SdkError> {
     if cfg.edges.is_empty() {
         let asked = Instant::now();
-        let controller = cfg.controller.clone().unwrap_or_default();
-        cfg.edges = fetch_shortlist(
-            &controller,
+        cfg.edges = fetch_shortlist_from(
+            &cfg.controllers,
             cfg.shortlist_len,
             cfg.request_timeout,
             cfg.local_ip,

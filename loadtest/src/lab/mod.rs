@@ -632,7 +632,7 @@ impl Lab {
             .unwrap_or_default();
         let mut cfg =
             traffic::client_config(&sdk::EdgeTrust::PinnedHashes, "http://unused", None, None);
-        cfg.controller = None;
+        cfg.controllers.clear();
         cfg.edges = vec![
             sdk::EdgeCandidate::new(self.edge_configs[&id].edge.listen, "localhost")
                 .with_cert_hashes(hashes),

@@ -395,7 +395,7 @@ pub fn client_config(
     socket: Option<SocketFactory>,
 ) -> ClientConfig {
     let mut cfg = ClientConfig::new(vec![]).trusting(trust.clone());
-    cfg.controller = Some(controller.to_string());
+    cfg.controllers = vec![controller.to_string()];
     cfg.local_ip = local_ip;
     cfg.socket = socket;
     cfg
