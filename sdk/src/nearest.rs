@@ -179,26 +179,13 @@ pub async fn fetch_shortlist(
         None
     };
     let fetch = async {
-        let addr = tokio::net::lookup_host((authority.host(), port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((authority.host(), port))
             .await
             .map_err(|e| fail(format!("resolving {authority}: {e}")))?
-            .next()
-            .ok_or_else(|| fail(format!("{authority} has no address")))?;
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-        .map_err(|e| fail(format!("socket: {e}")))?;
-        if let Some(ip) = local_ip {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|e| fail(format!("binding {ip}: {e}")))?;
-        }
-        let stream = socket
-            .connect(addr)
+            .collect();
+        let stream = connect_any(&addrs, local_ip, timeout / 2)
             .await
-            .map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
+            .map_err(|e| fail(format!("{authority}: {e}")))?;
         match tls {
             None => http_get(stream, &authority, &path).await,
             Some(tls) => {
@@ -247,6 +234,43 @@ pub async fn fetch_shortlist(
         ));
     }
     Ok(edges)
+}
+
+/// A TCP connection to the first of `addrs` that accepts one, each tried
+/// for at most `per_address`: a name with several controllers behind it
+/// (a DNS record per region, health-checked or not) still reaches a live
+/// one when the first address is down.
+async fn connect_any(
+    addrs: &[SocketAddr],
+    local_ip: Option<std::net::IpAddr>,
+    per_address: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        if let Some(ip) = local_ip {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("binding {ip}: {e}"))?;
+        }
+        match tokio::time::timeout(per_address, socket.connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => failures.push(format!("connecting to {addr}: {e}")),
+            Err(_) => failures.push(format!(
+                "connecting to {addr}: no answer within {per_address:?}"
+            )),
+        }
+    }
+    Err(if failures.is_empty() {
+        "the name has no address".into()
+    } else {
+        failures.join("; ")
+    })
 }
 
 /// One HTTP/1.1 GET of `path` on `io`: the status and the body (bounded).
@@ -612,6 +636,21 @@ mod tests {
         let measured = vec![(edge(1), Some(ms(1))), (edge(2), Some(ms(90)))];
         assert_eq!(rerank(&mut edges, redirect, measured, LIVE, false), None);
         assert_eq!(ports(&edges), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_controller_name_reaches_the_first_address_that_answers() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let addrs = [dead, live.local_addr().unwrap()];
+        let stream = connect_any(&addrs, None, ms(500)).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), addrs[1]);
+        let err = connect_any(&[dead], None, ms(500)).await.unwrap_err();
+        assert!(err.contains(&dead.to_string()), "{err}");
+        assert!(connect_any(&[], None, ms(500)).await.is_err());
     }
 
     #[test]
