@@ -451,16 +451,43 @@ resource "aws_route53_record" "edge" {
   records  = [aws_eip.edge[each.key].public_ip]
 }
 
+# Route 53 asks each controller's public face for /readyz (ready: it has a
+# view of the mesh, and stays so through a store outage); a region whose
+# controllers all fail is left out of the latency answer, so clients resolve
+# the next-nearest region's controllers. One dead controller of a healthy
+# region stays in the answer: the SDKs try each address of the name, and
+# the next controller URL, in turn.
+resource "aws_route53_health_check" "controller" {
+  count             = var.route53_zone_id == null ? 0 : var.controllers
+  ip_address        = aws_eip.controller[count.index].public_ip
+  port              = var.api_port
+  type              = "HTTP"
+  resource_path     = "/readyz"
+  request_interval  = 10
+  failure_threshold = 3
+  tags              = merge(local.tags, { Name = "${local.prefix}-ctl-${count.index + 1}-api" })
+}
+
+resource "aws_route53_health_check" "api" {
+  count                  = var.route53_zone_id == null ? 0 : 1
+  type                   = "CALCULATED"
+  child_healthchecks     = aws_route53_health_check.controller[*].id
+  child_health_threshold = 1
+  tags                   = merge(local.tags, { Name = "${local.prefix}-api" })
+}
+
 resource "aws_route53_record" "api" {
-  count          = var.route53_zone_id == null ? 0 : 1
-  zone_id        = var.route53_zone_id
-  name           = "api.${var.domain}"
-  type           = "A"
-  ttl            = 30
-  records        = aws_eip.controller[*].public_ip
-  set_identifier = "${var.name}-${var.region}"
+  count           = var.route53_zone_id == null ? 0 : 1
+  zone_id         = var.route53_zone_id
+  name            = "api.${var.domain}"
+  type            = "A"
+  ttl             = 30
+  records         = aws_eip.controller[*].public_ip
+  set_identifier  = "${var.name}-${var.region}"
+  health_check_id = aws_route53_health_check.api[0].id
 
   latency_routing_policy {
-    region = data.aws_region.current.name
+    # `name` is deprecated from provider v6 on.
+    region = data.aws_region.current.region
   }
 }

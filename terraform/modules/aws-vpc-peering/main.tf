@@ -12,7 +12,7 @@ resource "aws_vpc_peering_connection" "this" {
   provider    = aws.requester
   vpc_id      = var.requester.vpc_id
   peer_vpc_id = var.accepter.vpc_id
-  peer_region = data.aws_region.accepter.name
+  peer_region = data.aws_region.accepter.region # `name`: deprecated in provider v6
   auto_accept = false
   tags        = merge(var.tags, { Name = var.name })
 }

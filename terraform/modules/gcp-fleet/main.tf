@@ -506,6 +506,24 @@ resource "google_dns_record_set" "edge" {
   rrdatas      = [google_compute_address.edge[each.key].address]
 }
 
+# Cloud DNS asks each controller's public face for /readyz from three
+# regions (dns_health_check_regions): only healthy controllers are answered,
+# and a region with none fails over to the next-nearest location.
+resource "google_compute_health_check" "controller_api" {
+  count               = var.dns_managed_zone == null ? 0 : 1
+  name                = "${var.name}-ctl-api"
+  check_interval_sec  = 10
+  timeout_sec         = 5
+  healthy_threshold   = 2
+  unhealthy_threshold = 3
+  source_regions      = var.dns_health_check_regions
+
+  http_health_check {
+    port         = var.api_port
+    request_path = "/readyz"
+  }
+}
+
 resource "google_dns_record_set" "api" {
   count        = var.dns_managed_zone == null ? 0 : 1
   managed_zone = var.dns_managed_zone
@@ -514,11 +532,14 @@ resource "google_dns_record_set" "api" {
   ttl          = 30
 
   routing_policy {
+    health_check = google_compute_health_check.controller_api[0].id
     dynamic "geo" {
       for_each = var.regions
       content {
         location = geo.value.gcp_region
-        rrdatas  = [for k, c in local.controllers : google_compute_address.controller[k].address if c.region == geo.key]
+        health_checked_targets {
+          external_endpoints = [for k, c in local.controllers : google_compute_address.controller[k].address if c.region == geo.key]
+        }
       }
     }
   }

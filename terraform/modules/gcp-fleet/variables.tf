@@ -39,6 +39,17 @@ variable "regions" {
   }
 }
 
+variable "dns_health_check_regions" {
+  description = "The three GCP regions Cloud DNS health-checks the controllers' public API from (with dns_managed_zone)."
+  type        = list(string)
+  default     = ["us-east4", "europe-west1", "asia-southeast1"]
+
+  validation {
+    condition     = length(var.dns_health_check_regions) == 3 && length(distinct(var.dns_health_check_regions)) == 3
+    error_message = "dns_health_check_regions must name exactly three distinct GCP regions (Cloud DNS's requirement)."
+  }
+}
+
 variable "etcd_region" {
   description = "The region (a key of regions) whose subnet hosts the etcd cluster: three members at .10, .11, .12, spread over its zones."
   type        = string

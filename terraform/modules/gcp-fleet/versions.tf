@@ -3,8 +3,9 @@ terraform {
 
   required_providers {
     google = {
-      source  = "hashicorp/google"
-      version = ">= 5.0, < 7.0"
+      source = "hashicorp/google"
+      # 6.18: health-checked external endpoints in DNS routing policies.
+      version = ">= 6.18, < 7.0"
     }
     tls = {
       source  = "hashicorp/tls"
