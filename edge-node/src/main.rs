@@ -28,7 +28,8 @@ enum Command {
     /// Load and validate a config, print the effective values (TOML, after
     /// flags and variables, secrets redacted), and exit.
     CheckConfig(RunArgs),
-    /// Mint a join token for development (app servers do this in production).
+    /// Mint a join token (an HS256 JWT) for development (app servers do this
+    /// in production, with any JWT library).
     Token(TokenArgs),
     /// Write a development mesh CA and certificates for the given names.
     DevCerts(DevCertsArgs),

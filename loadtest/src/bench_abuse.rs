@@ -358,11 +358,12 @@ async fn join_loop(ctx: Arc<Ctx>, tally: Arc<Tally>, ip: Ipv4Addr, token: impl F
 
 fn forged_tokens(ctx: Arc<Ctx>, tally: Arc<Tally>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(join_loop(ctx, tally, Ipv4Addr::new(127, 0, 0, 10), |i| {
-        let mut t = token(CHANNEL, &format!("mallory{i}"), true, true);
-        // Flip a character of the signature.
-        let last = t.pop().unwrap_or('A');
-        t.push(if last == 'A' { 'B' } else { 'A' });
-        t
+        let t = token(CHANNEL, &format!("mallory{i}"), true, true);
+        // Change the first character of the signature (the last one has
+        // unused bits: changing them makes the token malformed instead).
+        let at = t.rfind('.').map_or(0, |d| d + 1);
+        let c = if t[at..].starts_with('A') { "B" } else { "A" };
+        format!("{}{c}{}", &t[..at], &t[at + 1..])
     }))
 }
 

@@ -9,7 +9,7 @@
 //! - [`parity`]: XOR parity datagrams (forward error correction on relay
 //!   links).
 //! - [`route_tree`]: source-routed delivery trees carried by relayed traffic.
-//! - [`token`]: signed join tokens (HMAC-SHA256).
+//! - [`token`]: join tokens, JWTs signed HS256 (HMAC-SHA256) by the app.
 //! - [`alpn`]: versioned ALPN ids for client and relay links.
 //! - [`ids`]: channel ids and track keys.
 //! - [`api`]: the JSON of the region controller's public HTTP API

@@ -430,24 +430,3 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
   });
   return out;
 }
-
-/** TokenClaims (common.proto), for minting tokens on a server. */
-export interface TokenClaims {
-  appId: string;
-  channel: string;
-  userId: string;
-  rights: number;
-  expiresAt: number;
-  issuedAt: number;
-}
-
-export function encodeTokenClaims(c: TokenClaims): Uint8Array {
-  const w = new Writer();
-  w.string(1, c.appId);
-  w.string(2, c.channel);
-  w.string(3, c.userId);
-  w.uint(4, c.rights);
-  w.uint(5, c.expiresAt);
-  w.uint(6, c.issuedAt);
-  return w.finish();
-}

@@ -1,16 +1,20 @@
 // Minting join tokens on the app's server (Node), NOT in the browser: the
 // secret must never reach a page. Import it as `@rtn/sdk/token-server`.
 //
-//   token  = "rtn1." b64(claims) "." b64(mac)
-//   claims = protobuf TokenClaims {1 app_id, 2 channel, 3 user_id,
-//            4 rights (bit 0 publish, bit 1 subscribe), 5 expires_at,
-//            6 issued_at (seconds since the epoch)}
-//   mac    = HMAC-SHA256(app secret, the ASCII text "rtn1." b64(claims))
+// A token is a standard JWT (docs/protocol.md §7), so any JWT library works
+// too; this helper needs nothing but node:crypto:
+//
+//   token  = b64(header) "." b64(claims) "." b64(mac)
+//   header = {"alg":"HS256","typ":"JWT"}
+//   claims = {"iss": app id, "sub": user id, "channel": channel,
+//             "publish": bool, "subscribe": bool,
+//             "iat": issued at, "exp": expires at (seconds since the epoch)}
+//   mac    = HMAC-SHA256(app secret, the ASCII text b64(header) "." b64(claims))
 //   b64    = base64url without padding
-// (docs/protocol.md §7.)
 
 import { createHash, createHmac } from 'node:crypto';
-import { encodeTokenClaims } from './proto';
+
+const HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
 
 export interface MintOptions {
   /** The app's secret shared with the edges. */
@@ -28,16 +32,23 @@ export interface MintOptions {
 }
 
 export function mintToken(o: MintOptions): string {
-  const issuedAt = o.issuedAt ?? Math.floor(Date.now() / 1000);
-  const claims = encodeTokenClaims({
-    appId: o.appId,
+  const iat = o.issuedAt ?? Math.floor(Date.now() / 1000);
+  const exp = o.expiresAt ?? iat + (o.ttlSeconds ?? 3_600);
+  for (const [name, t] of [['issuedAt', iat], ['expiresAt', exp]] as const) {
+    // JWT NumericDate as RTN reads it: a whole number of seconds.
+    if (!Number.isSafeInteger(t) || t < 0) throw new RangeError(`${name} must be a whole number of seconds >= 0`);
+  }
+  // Member order as in the spec's test vector.
+  const claims = {
+    iss: o.appId,
+    sub: o.userId,
     channel: o.channel,
-    userId: o.userId,
-    rights: (o.publish ? 1 : 0) | (o.subscribe ? 2 : 0),
-    expiresAt: o.expiresAt ?? issuedAt + (o.ttlSeconds ?? 3_600),
-    issuedAt,
-  });
-  const signed = `rtn1.${Buffer.from(claims).toString('base64url')}`;
+    publish: o.publish ?? false,
+    subscribe: o.subscribe ?? false,
+    iat,
+    exp,
+  };
+  const signed = `${HEADER}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
   const mac = createHmac('sha256', o.secret).update(signed, 'ascii').digest('base64url');
   return `${signed}.${mac}`;
 }

@@ -11,21 +11,28 @@ const POLL: Duration = Duration::from_millis(20);
 /// kill it and fail the test if it runs longer than `limit`.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     let what = format!("{:?}", cmd.get_program());
+    try_output_within(cmd, limit).unwrap_or_else(|e| panic!("run {what}: {e}"))
+}
+
+/// [`output_within`], with an error instead of a failed test when `cmd`
+/// cannot be started (e.g. an interpreter that is not installed).
+pub fn try_output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
+    let what = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+        .spawn()?;
     let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
+    while child.try_wait()?.is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{what} {:?} did not exit within {limit:?}", cmd.get_args());
         }
         std::thread::sleep(POLL);
     }
-    child.wait_with_output().expect("output")
+    child.wait_with_output()
 }
 
 /// The configuration a binary's `check-config` printed (everything before

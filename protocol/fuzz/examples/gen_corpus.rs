@@ -7,7 +7,8 @@
 //!
 //! The stream targets take one leading byte that seeds how the stream is
 //! chunked; `route_tree` takes the node count first; `token` takes a mode
-//! byte (even: token text, odd: claims the target signs itself).
+//! byte (even: token text; 1 mod 4: claims JSON, 3 mod 4: header JSON, which
+//! the target signs itself).
 
 use std::fs;
 use std::path::Path;
@@ -372,22 +373,51 @@ fn main() {
     let mut v = vec![2u8];
     v.extend_from_slice(expired.as_bytes());
     write("token", "expired_text", &v);
-    let claims = |user: &str, channel: &str, rights, expires_at| pb::TokenClaims {
-        app_id: "demo".into(),
-        channel: channel.into(),
-        user_id: user.into(),
-        rights,
-        expires_at,
-        issued_at: NOW,
+    let claims = |user: &str, channel: &str, rights: &str, expires_at: u64| {
+        format!(
+            r#"{{"iss":"demo","sub":"{user}","channel":"{channel}",{rights}"iat":{NOW},"exp":{expires_at}}}"#
+        )
     };
     for (name, c) in [
-        ("claims_valid", claims("alice", "room", 3, NOW + 60)),
-        ("claims_publish_only", claims("bob", "room", 1, NOW)),
-        ("claims_other_channel", claims("alice", "hall", 2, NOW + 60)),
-        ("claims_expired", claims("alice", "room", 3, NOW - 6)),
+        (
+            "claims_valid",
+            claims(
+                "alice",
+                "room",
+                r#""publish":true,"subscribe":true,"#,
+                NOW + 60,
+            ),
+        ),
+        (
+            "claims_publish_only",
+            claims("bob", "room", r#""publish":true,"#, NOW),
+        ),
+        (
+            "claims_other_channel",
+            claims("alice", "hall", r#""subscribe":true,"#, NOW + 60),
+        ),
+        ("claims_expired", claims("alice", "room", "", NOW - 6)),
+        (
+            "claims_not_yet_valid",
+            format!(
+                r#"{{"iss":"demo","sub":"carol","channel":"room","nbf":{},"exp":{}}}"#,
+                NOW + 6,
+                NOW + 60
+            ),
+        ),
     ] {
         let mut v = vec![1u8];
-        v.extend_from_slice(&c.encode_to_vec());
+        v.extend_from_slice(c.as_bytes());
+        write("token", name, &v);
+    }
+    for (name, h) in [
+        ("header_standard", r#"{"alg":"HS256","typ":"JWT"}"#),
+        ("header_kid", r#"{"typ":"JWT","alg":"HS256","kid":"k1"}"#),
+        ("header_none", r#"{"alg":"none","typ":"JWT"}"#),
+        ("header_rs256", r#"{"alg":"RS256","typ":"JWT"}"#),
+    ] {
+        let mut v = vec![3u8];
+        v.extend_from_slice(h.as_bytes());
         write("token", name, &v);
     }
     println!("seed corpora written under corpus/");
