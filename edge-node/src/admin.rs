@@ -51,7 +51,7 @@ fn route(core: &EdgeCore, req: Request<hyper::body::Incoming>) -> Response<Full<
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::metrics::prometheus().render(),
+            crate::metrics::render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if core.is_draining() => (

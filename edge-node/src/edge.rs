@@ -77,6 +77,12 @@ impl EdgeCore {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// Refuse new clients from now on (`/readyz` answers 503).
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.metrics.ready(false);
+    }
+
     /// The channel, created on first use.
     pub fn channel(&self, id: ChannelId, app: &str, name: &str) -> Arc<Channel> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,6 +217,11 @@ pub struct Edge {
 impl Edge {
     pub async fn start(cfg: EdgeConfig, opts: EdgeOptions) -> anyhow::Result<Edge> {
         cfg.validate()?;
+        let mesh_cert_kind = match &opts.tls {
+            Some(_) => "memory",
+            None if cfg.tls.dev_self_signed => "dev",
+            None => "files",
+        };
         let tls = match opts.tls {
             Some(t) => t,
             None if cfg.tls.dev_self_signed => {
@@ -230,11 +241,9 @@ impl Edge {
                 verifier.add_secret(&app.id, s.as_bytes());
             }
         }
-        let client_certs = ClientCerts::new(match opts.client_cert {
-            Some(source) => source,
-            None => client_cert_source(&cfg),
-        })
-        .context("client_tls")?;
+        let client_source = opts.client_cert.unwrap_or_else(|| client_cert_source(&cfg));
+        let client_cert_kind = crate::tls::cert_source(&client_source);
+        let client_certs = ClientCerts::new(client_source).context("client_tls")?;
         let mut server = tls.server_config(client_certs.clone())?;
         server.transport_config(Arc::new(transport(&cfg)));
         let socket =
@@ -269,13 +278,37 @@ impl Edge {
         let routes = opts
             .routes
             .unwrap_or_else(|| RouteFeed::new(RouteTable::from_config(&cfg)));
-        let metrics = EdgeMetrics::new(cfg.edge.id);
-        metrics.info(&cfg.edge.region, &cfg.edge.city);
-        let (effective, effective_rx) = watch::channel(routes.current());
-        let store = match opts.store {
-            Some(s) => Some(s),
-            None => cfg.control.store.open()?,
+        // The etcd client certificate, when this edge reads one (a store
+        // given by the caller has its own TLS, or none).
+        let (store, etcd_cert) = match opts.store {
+            Some(s) => (Some(s), None),
+            None => {
+                let store = cfg.control.store.open()?;
+                let cert = cfg
+                    .control
+                    .store
+                    .etcd_cert
+                    .clone()
+                    .filter(|_| store.is_some());
+                (store, cert)
+            }
         };
+        let mut metrics = EdgeMetrics::new(cfg.edge.id);
+        if store.is_some() {
+            metrics = metrics.with_store();
+        }
+        metrics.info(&cfg.edge.region, &cfg.edge.city);
+        metrics.capacity(cfg.limits.max_sessions);
+        certificate_expiry(&metrics, "mesh", mesh_cert_kind, tls.chain.first());
+        if let Some(path) = &etcd_cert {
+            match control::certs::read_certs(path) {
+                Ok(chain) => certificate_expiry(&metrics, "etcd_client", "files", chain.first()),
+                Err(e) => {
+                    warn!(edge = cfg.edge.id, error = %format!("{e:#}"), "cannot read the etcd client certificate for its expiry")
+                }
+            }
+        }
+        let (effective, effective_rx) = watch::channel(routes.current());
         let keys = cfg.control.store.keys().map_err(anyhow::Error::msg)?;
         let core = Arc::new(EdgeCore {
             id: cfg.edge.id,
@@ -331,6 +364,8 @@ impl Edge {
                 .clone()
                 .maintain(format!("edge-{}", core.id)),
         );
+        loops.spawn(client_cert_expiry(core.clone(), client_cert_kind));
+        core.metrics.ready(true);
         info!(
             edge = core.id,
             quic = %core.endpoint.local_addr()?,
@@ -374,7 +409,7 @@ impl Edge {
     /// where to go, wait for them to leave (bounded), then close.
     pub async fn shutdown(mut self) {
         let core = &self.core;
-        core.draining.store(true, Ordering::Release);
+        core.start_draining();
         if let Some(c) = &self.control {
             c.drain();
         }
@@ -418,7 +453,7 @@ impl Edge {
             c.abort().await;
         }
         let core = &self.core;
-        core.draining.store(true, Ordering::Release);
+        core.start_draining();
         core.endpoint.close(
             quinn::VarInt::from_u32(ErrorCode::GoingAway as u32),
             b"edge stopping",
@@ -493,6 +528,56 @@ fn transport(cfg: &EdgeConfig) -> quinn::TransportConfig {
     // paces by the bandwidth and round trip it measures.
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     t
+}
+
+/// Record when `cert` (the first of a chain) expires.
+fn certificate_expiry(
+    metrics: &EdgeMetrics,
+    name: &'static str,
+    source: &'static str,
+    cert: Option<&rustls::pki_types::CertificateDer<'_>>,
+) {
+    match cert.and_then(crate::tls::not_after) {
+        Some(at) => metrics.certificate_expiry(name, source, at),
+        None => warn!(
+            edge = %metrics.edge,
+            cert = name,
+            "certificate without a readable expiry: not in rtn_edge_certificate_expiry_timestamp_seconds"
+        ),
+    }
+}
+
+/// How often the client certificate in use is compared with the one whose
+/// expiry was last recorded: a pointer comparison, so often enough that a
+/// reload or rotation shows within a second.
+const CLIENT_CERT_CHECK: Duration = Duration::from_secs(1);
+
+/// Keep the client certificate's expiry current: it changes when its files
+/// are reloaded or (self-signed) it is rotated (`ClientCerts::maintain`).
+async fn client_cert_expiry(core: Arc<EdgeCore>, source: &'static str) {
+    let mut tick = tokio::time::interval(CLIENT_CERT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recorded = None;
+    loop {
+        tick.tick().await;
+        record_client_cert(&core.client_certs, &core.metrics, source, &mut recorded);
+    }
+}
+
+/// Record the client certificate's expiry if the certificate in use is not
+/// the one `recorded` last.
+fn record_client_cert(
+    certs: &ClientCerts,
+    metrics: &EdgeMetrics,
+    source: &'static str,
+    recorded: &mut Option<Arc<rustls::sign::CertifiedKey>>,
+) {
+    let current = certs.current_key();
+    if recorded.as_ref().is_some_and(|r| Arc::ptr_eq(r, &current)) {
+        return;
+    }
+    certificate_expiry(metrics, "client", source, current.cert.first());
+    *recorded = Some(current);
 }
 
 /// How often rate-limit state of addresses and tokens not seen lately is
@@ -601,5 +686,53 @@ async fn accept_loop(core: Arc<EdgeCore>) {
             // The connection's per-address slot is held until here.
             drop(admitted);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &std::path::Path, name: &str, year: i32) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    fn client_expiry(edge: &str) -> Option<f64> {
+        let prefix = format!(
+            "rtn_edge_certificate_expiry_timestamp_seconds{{edge=\"{edge}\",cert=\"client\",source=\"files\"}} "
+        );
+        crate::metrics::prometheus()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+    }
+
+    #[test]
+    fn the_client_certificates_expiry_follows_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), "edge.test", 2031);
+        let certs = ClientCerts::new(ClientCertSource::Files {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            check_every: Duration::from_secs(1),
+        })
+        .unwrap();
+        let metrics = EdgeMetrics::new(90_004);
+        let mut recorded = None;
+        record_client_cert(&certs, &metrics, "files", &mut recorded);
+        // 2031-01-01T00:00:00Z
+        assert_eq!(client_expiry("90004"), Some(1_924_992_000.0));
+        // Renewed (a longer name: the files' size changes, whatever the
+        // file system's clock resolution).
+        write_pair(dir.path(), "renewed.edge.test", 2032);
+        assert!(certs.reload_if_changed().unwrap().is_some());
+        record_client_cert(&certs, &metrics, "files", &mut recorded);
+        // 2032-01-01T00:00:00Z
+        assert_eq!(client_expiry("90004"), Some(1_956_528_000.0));
     }
 }

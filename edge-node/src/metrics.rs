@@ -3,29 +3,97 @@
 //! Every series carries `edge` (an edge's id: bounded); per-link and
 //! per-peer series carry `peer` (another edge's id); drops, errors and joins
 //! a `reason`/`result` from a fixed list; never user, session or channel ids.
-//! The metrics are listed in `docs/observability.md`.
+//! The metrics are listed in `docs/observability.md`; the alert rules that
+//! use them are `ops/prometheus/rtn-rules.yml`.
+//!
+//! Per-peer series (label `peer`) end: once a peer has been out of this
+//! edge's route table for [`FORGET_PEER_AFTER`] (it left the mesh for good),
+//! its series are removed ([`EdgeMetrics::forget_departed`],
+//! [`control::metrics::forget`]), so the exposition does not grow with the
+//! mesh's churn. Other labels (`link`, `dir`, `reason`, ...) take values
+//! from fixed lists and need no such care.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::EdgeId;
+
+/// How long a peer must have been out of this edge's route table (out of
+/// the registry and the config's peers) before its series are removed. Long
+/// enough that a peer restarting or being upgraded (§4 of
+/// docs/operations.md: minutes at most), or a lease lost in an etcd outage
+/// and taken again, keeps its series (and counters) continuous; the
+/// controllers keep departed edges on their dashboard as long.
+pub const FORGET_PEER_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// The process-wide Prometheus recorder ([`control::metrics`]: one per
 /// process, shared with in-process controllers; several in-process edges
 /// share it, told apart by their `edge` label), with the edge's metrics
 /// described.
-pub fn prometheus() -> PrometheusHandle {
+pub fn prometheus() -> control::metrics::Handle {
     static DESCRIBED: OnceLock<()> = OnceLock::new();
     let handle = control::metrics::prometheus();
     DESCRIBED.get_or_init(describe);
     handle
 }
 
+/// The process metrics' collector: `rtn_edge_process_cpu_seconds_total`,
+/// `_resident_memory_bytes`, `_open_fds`, `_start_time_seconds`, ... (the
+/// `metrics-process` crate: Prometheus' standard process metrics, read from
+/// /proc on Linux). Prefixed `rtn_edge_` like every metric of the edge: the
+/// exposition's names all start with `rtn_` (and the lab's one process
+/// holds edges and controllers, so a bare `process_` would not say whose).
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| metrics_process::Collector::new("rtn_edge_"))
+}
+
+/// The exposition the admin port serves: the process metrics read now
+/// (they are only worth reading when scraped), then everything recorded.
+pub fn render() -> String {
+    let handle = prometheus();
+    process_collector().collect();
+    handle.render()
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    process_collector().describe();
+    describe_gauge!(
+        "rtn_edge_build_info",
+        "Always 1; label version gives the edge software's version."
+    );
+    describe_gauge!(
+        "rtn_edge_max_sessions",
+        "Client connections this edge accepts at most (limits.max_sessions): rtn_edge_sessions over it is the edge's load."
+    );
+    describe_gauge!(
+        "rtn_edge_ready",
+        "1 while the edge accepts clients (/readyz answers 200), 0 from the start of a drain."
+    );
+    describe_gauge!(
+        "rtn_edge_draining",
+        "1 from the start of a drain (SIGTERM, Ctrl-C: goaway, then exit), else 0."
+    );
+    describe_gauge!(
+        "rtn_edge_certificate_expiry_timestamp_seconds",
+        Unit::Seconds,
+        "When (Unix time) a certificate the edge uses expires, by cert (client: the one clients see, mesh: the relay links', etcd_client: the control store's) and source (files, self_signed, dev, memory)."
+    );
+    describe_counter!(
+        "rtn_cert_reloads_total",
+        "Reloads of the client-facing certificate's files after they changed, by owner and result (ok, or error: the previous certificate stays)."
+    );
+    describe_counter!(
+        "rtn_edge_local_repairs_total",
+        "Relayed packets or frames sent around a next hop this edge sees dead, on its own routes, by kind."
+    );
+    describe_counter!(
+        "rtn_edge_directory_hints_total",
+        "Directory updates of this edge's own entry sent straight to edges a rejoining client named, by event (greeted, told)."
+    );
     describe_gauge!(
         "rtn_edge_info",
         "Always 1; labels give the edge's region, city and software version."
@@ -340,6 +408,8 @@ pub struct EdgeMetrics {
     pub route_version: Gauge,
     pub dead_peers: Gauge,
     pub local_reroutes: Counter,
+    /// `rtn_edge_store_connected`: only on an edge with a control store
+    /// (a static mesh has none to be connected to: no series, no alert).
     pub store_connected: Gauge,
     pub unroutable: Counter,
     pub media_in_client: Counter,
@@ -363,6 +433,11 @@ pub struct EdgeMetrics {
     /// `rtn_edge_media_dropped_total` by reason, for [`MEDIA_DROP_REASONS`].
     media_drops: Arc<[(&'static str, Counter)]>,
     links: Arc<Mutex<HashMap<EdgeId, Arc<LinkHandles>>>>,
+    /// Every peer this edge has series about, and since when it is out of
+    /// the route table (None: in it).
+    peers: Arc<Mutex<HashMap<EdgeId, Option<Instant>>>>,
+    ready: Gauge,
+    draining: Gauge,
 }
 
 /// Every reason the edge drops media for (docs/observability.md describes
@@ -399,7 +474,7 @@ impl EdgeMetrics {
             route_version: gauge!("rtn_edge_route_table_version", "edge" => edge.clone()),
             dead_peers: gauge!("rtn_edge_dead_peers", "edge" => edge.clone()),
             local_reroutes: counter!("rtn_edge_local_reroutes_total", "edge" => edge.clone()),
-            store_connected: gauge!("rtn_edge_store_connected", "edge" => edge.clone()),
+            store_connected: Gauge::noop(),
             unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
@@ -422,19 +497,101 @@ impl EdgeMetrics {
                 .map(|&r| (r, counter!("rtn_edge_media_dropped_total", "edge" => edge.clone(), "reason" => r)))
                 .collect(),
             links: Arc::default(),
+            peers: Arc::default(),
+            ready: gauge!("rtn_edge_ready", "edge" => edge.clone()),
+            draining: gauge!("rtn_edge_draining", "edge" => edge.clone()),
             edge,
         }
     }
 
-    /// The edge's static facts, as `rtn_edge_info`'s labels.
+    /// The edge has a control store: its health is a series.
+    pub fn with_store(mut self) -> Self {
+        self.store_connected = gauge!("rtn_edge_store_connected", "edge" => self.edge.clone());
+        self
+    }
+
+    /// The edge accepts clients, or (`false`) a drain started.
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(if ready { 1.0 } else { 0.0 });
+        self.draining.set(if ready { 0.0 } else { 1.0 });
+    }
+
+    /// How many sessions the edge accepts: the denominator of its load.
+    pub fn capacity(&self, max_sessions: usize) {
+        gauge!("rtn_edge_max_sessions", "edge" => self.edge.clone()).set(max_sessions as f64);
+    }
+
+    /// When a certificate the edge uses expires (`cert`: `client`, `mesh`
+    /// or `etcd_client`; `source`: where it comes from, see
+    /// [`crate::tls::cert_source`]).
+    pub fn certificate_expiry(&self, cert: &'static str, source: &'static str, at: SystemTime) {
+        let unix = match at.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        gauge!("rtn_edge_certificate_expiry_timestamp_seconds", "edge" => self.edge.clone(),
+            "cert" => cert, "source" => source)
+        .set(unix);
+    }
+
+    /// Note that this edge has series about `peer`.
+    fn peer_seen(&self, peer: EdgeId) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer)
+            .or_insert(None);
+    }
+
+    /// Remove the series of peers out of the route table (`present` says
+    /// who is in it) for [`FORGET_PEER_AFTER`] by `now`; returns them. A
+    /// series whose handle is still held (a relay link not yet closed) goes
+    /// when the handle does.
+    pub fn forget_departed(&self, present: impl Fn(EdgeId) -> bool, now: Instant) -> Vec<EdgeId> {
+        let mut gone = vec![];
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|peer, since| {
+                if present(*peer) {
+                    *since = None;
+                    return true;
+                }
+                let since = *since.get_or_insert(now);
+                if now.saturating_duration_since(since) < FORGET_PEER_AFTER {
+                    return true;
+                }
+                gone.push(*peer);
+                false
+            });
+        if gone.is_empty() {
+            return gone;
+        }
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        for peer in &gone {
+            links.remove(peer);
+        }
+        drop(links);
+        for peer in &gone {
+            control::metrics::forget(&[("edge", &self.edge), ("peer", &peer.to_string())]);
+        }
+        gone
+    }
+
+    /// The edge's static facts, as `rtn_edge_info`'s labels, and the
+    /// build as `rtn_edge_build_info`'s (the usual name for the version,
+    /// which dashboards and alerts join on).
     pub fn info(&self, region: &str, city: &str) {
         gauge!("rtn_edge_info", "edge" => self.edge.clone(), "region" => region.to_string(),
             "city" => city.to_string(), "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
+        gauge!("rtn_edge_build_info", "edge" => self.edge.clone(), "version" => env!("CARGO_PKG_VERSION"))
+            .set(1.0);
     }
 
     /// The link metrics of `peer`, registered on first use.
     fn link_handles(&self, peer: EdgeId) -> Arc<LinkHandles> {
+        self.peer_seen(peer);
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links
             .entry(peer)
@@ -460,8 +617,8 @@ impl EdgeMetrics {
     }
 
     /// A peer seen dead before it ever answered, or no longer probed: its
-    /// link is reported down (the last figures stay until the process
-    /// restarts).
+    /// link is reported down (the last figures stay until the peer has been
+    /// out of the route table for [`FORGET_PEER_AFTER`]).
     pub fn link_down(&self, peer: EdgeId) {
         let handles = self.link_handles(peer);
         self.link_gauges(peer, &handles).up.set(0.0);
@@ -493,6 +650,7 @@ impl EdgeMetrics {
 
     /// Relay traffic counters for one peer and direction ("in" or "out").
     pub fn peer_media(&self, peer: EdgeId, dir: &'static str) -> PeerCounters {
+        self.peer_seen(peer);
         let peer = peer.to_string();
         PeerCounters {
             packets: counter!("rtn_edge_peer_media_packets_total", "edge" => self.edge.clone(), "peer" => peer.clone(), "dir" => dir),
@@ -502,6 +660,7 @@ impl EdgeMetrics {
 
     /// The depth gauge of the relay link queue to `peer`.
     pub fn relay_queue(&self, peer: EdgeId) -> Gauge {
+        self.peer_seen(peer);
         gauge!("rtn_edge_relay_queue_packets", "edge" => self.edge.clone(), "peer" => peer.to_string())
     }
 
@@ -571,5 +730,132 @@ impl EdgeMetrics {
     pub fn join(&self, result: &'static str) {
         counter!("rtn_edge_joins_total", "edge" => self.edge.clone(), "result" => result)
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of the process's exposition about edge `edge`.
+    fn lines_of(edge: &str) -> Vec<String> {
+        let label = format!("edge=\"{edge}\"");
+        prometheus()
+            .render()
+            .lines()
+            .filter(|l| l.contains(&label))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_departed_peers_series_go_after_the_grace_and_once_released() {
+        // Ids of their own: the recorder is the process's, shared by tests.
+        let m = EdgeMetrics::new(90_001);
+        m.link(7, Duration::from_millis(20), Duration::ZERO, 0.0, true);
+        m.probe_sent(7);
+        m.probe_rtt(7, Duration::from_millis(20));
+        m.link(8, Duration::from_millis(30), Duration::ZERO, 0.0, true);
+        let queue = m.relay_queue(7);
+        let out = m.peer_media(7, "out");
+        out.add(100);
+        let of = |peer: &str| {
+            let p = format!("peer=\"{peer}\"");
+            lines_of("90001")
+                .into_iter()
+                .filter(|l| l.contains(&p))
+                .count()
+        };
+        // 4 gauges, 15 histogram lines, the probe counter, the queue gauge,
+        // two traffic counters.
+        assert_eq!(of("7"), 23, "{:#?}", lines_of("90001"));
+
+        let t0 = Instant::now();
+        let only_8 = |p: EdgeId| p == 8;
+        assert!(m.forget_departed(only_8, t0).is_empty());
+        assert!(m
+            .forget_departed(only_8, t0 + FORGET_PEER_AFTER / 2)
+            .is_empty());
+        // Back in the table meanwhile: the clock starts again.
+        assert!(m
+            .forget_departed(|_| true, t0 + FORGET_PEER_AFTER / 2)
+            .is_empty());
+        let t1 = t0 + FORGET_PEER_AFTER;
+        assert!(m.forget_departed(only_8, t1).is_empty());
+        assert_eq!(m.forget_departed(only_8, t1 + FORGET_PEER_AFTER), vec![7]);
+        // The relay link to 7 has not closed yet: its queue gauge and
+        // traffic counters stay until it does; the probe series are gone.
+        let left: Vec<String> = lines_of("90001")
+            .into_iter()
+            .filter(|l| l.contains("peer=\"7\""))
+            .collect();
+        assert_eq!(left.len(), 3, "{left:#?}");
+        drop((queue, out));
+        assert_eq!(of("7"), 0, "{:#?}", lines_of("90001"));
+        // 4 gauges, 15 histogram lines, the probe counter.
+        assert_eq!(of("8"), 20, "peer 8 is still in the table");
+        // Peer 7 comes back: its series start again.
+        m.link(7, Duration::from_millis(20), Duration::ZERO, 0.0, true);
+        assert_eq!(of("7"), 20);
+    }
+
+    #[test]
+    fn readiness_capacity_build_and_store_series() {
+        let m = EdgeMetrics::new(90_002);
+        m.info("eu", "fra");
+        m.capacity(500);
+        m.ready(true);
+        let lines = lines_of("90002");
+        let has = |want: &str| lines.iter().any(|l| l == want);
+        assert!(has("rtn_edge_ready{edge=\"90002\"} 1"), "{lines:#?}");
+        assert!(has("rtn_edge_draining{edge=\"90002\"} 0"), "{lines:#?}");
+        assert!(
+            has("rtn_edge_max_sessions{edge=\"90002\"} 500"),
+            "{lines:#?}"
+        );
+        assert!(
+            has(&format!(
+                "rtn_edge_build_info{{edge=\"90002\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{lines:#?}"
+        );
+        // No control store: no store health series to alert on.
+        assert!(!lines
+            .iter()
+            .any(|l| l.starts_with("rtn_edge_store_connected")));
+        m.ready(false);
+        let lines = lines_of("90002");
+        assert!(lines
+            .iter()
+            .any(|l| l == "rtn_edge_ready{edge=\"90002\"} 0"));
+        assert!(lines
+            .iter()
+            .any(|l| l == "rtn_edge_draining{edge=\"90002\"} 1"));
+        let with_store = EdgeMetrics::new(90_003).with_store();
+        with_store.store_connected.set(1.0);
+        assert!(lines_of("90003")
+            .iter()
+            .any(|l| l == "rtn_edge_store_connected{edge=\"90003\"} 1"));
+    }
+
+    #[test]
+    fn process_metrics_are_read_on_each_render() {
+        let text = render();
+        for name in [
+            "rtn_edge_process_cpu_seconds_total",
+            "rtn_edge_process_resident_memory_bytes",
+            "rtn_edge_process_open_fds",
+            "rtn_edge_process_start_time_seconds",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            if name != "rtn_edge_process_cpu_seconds_total" {
+                assert!(value > 0.0, "{name} = {value}");
+            }
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}: no HELP");
+        }
     }
 }

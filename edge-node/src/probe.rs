@@ -302,6 +302,13 @@ pub async fn run(core: Arc<EdgeCore>) {
                 core.metrics.link_down(*peer);
             }
             was_probed = probed.clone();
+            // Series about peers that left the mesh for good go.
+            let gone = core
+                .metrics
+                .forget_departed(|p| table.peers.contains_key(&p), Instant::now());
+            if !gone.is_empty() {
+                info!(edge = core.id, peers = ?gone, "peers out of the route table for {} s: their series removed", crate::metrics::FORGET_PEER_AFTER.as_secs());
+            }
         }
         for peer in dead.difference(&was_dead) {
             warn!(edge = core.id, peer, "link down: probes unanswered");

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -137,6 +137,31 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// When a certificate expires (its notAfter); None if it does not parse as
+/// X.509 (rustls would have refused it before this is asked).
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let secs = c.validity().not_after.timestamp();
+    let offset = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(offset)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(offset)
+    }
+}
+
+/// The `source` label of a client certificate's expiry: `self_signed` ones
+/// live 14 days at most by design and are rotated by the edge itself (the
+/// expiry alert leaves them out), `files` are the operator's (ACME or their
+/// CA), `memory` an embedder's or a test's.
+pub fn cert_source(source: &ClientCertSource) -> &'static str {
+    match source {
+        ClientCertSource::SelfSigned { .. } => "self_signed",
+        ClientCertSource::Files { .. } => "files",
+        ClientCertSource::Fixed { .. } => "memory",
+    }
+}
+
 /// The client certificate `[client_tls]` names. Self-signed certificates
 /// are made for the edge's server name and the IP of its address (clients
 /// that pin digests check neither).
@@ -250,5 +275,28 @@ impl DevPki {
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer)?;
         Ok((cert, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_reads_a_certificates_expiry() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["edge-1.test".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let cert = params.self_signed(&key).unwrap();
+        let at = not_after(cert.der()).unwrap();
+        // 2031-05-17T00:00:00Z
+        assert_eq!(
+            at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_936_742_400
+        );
+        assert_eq!(
+            not_after(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])),
+            None
+        );
     }
 }

@@ -11,7 +11,8 @@
 //!   dashboard whose queries use only metrics that this exposition has;
 //! - a real Prometheus server scraping the lab's admin ports stores the link
 //!   metrics and answers queries on them, and every dashboard query parses
-//!   and runs.
+//!   and runs; it loads the alert rules (`ops/prometheus/rtn-rules.yml`)
+//!   too, and every rule evaluates without an error on the lab's series.
 //!
 //! `promtool` and `prometheus` come from Debian's `prometheus` package
 //! (scripts/test.sh installs it); without them the checks that need them say
@@ -80,6 +81,17 @@ const REQUIRED: &[&str] = &[
     "rtn_edge_relay_links",
     "rtn_edge_store_connected",
     "rtn_edge_info",
+    // what the alert rules need (ops/prometheus/rtn-rules.yml)
+    "rtn_edge_build_info",
+    "rtn_edge_max_sessions",
+    "rtn_edge_ready",
+    "rtn_edge_draining",
+    "rtn_edge_certificate_expiry_timestamp_seconds",
+    "rtn_edge_udp_buffer_bytes",
+    "rtn_edge_process_cpu_seconds_total",
+    "rtn_edge_process_resident_memory_bytes",
+    "rtn_edge_process_open_fds",
+    "rtn_edge_process_start_time_seconds",
     // controllers
     "rtn_controller_leader",
     "rtn_controller_leadership_changes_total",
@@ -192,7 +204,7 @@ impl Lab {
         // A refused join and a malformed datagram: a join failure reason and
         // a drop reason.
         let mut bad = RawClient::connect(edges[1].addr(), &ca).await;
-        let refused = bad.join_with("rtn1.bogus".into(), "room", true).await;
+        let refused = bad.join_with("not.a.jwt".into(), "room", true).await;
         assert!(refused.is_err(), "a bogus token must be refused");
         bad.conn
             .send_datagram(bytes::Bytes::from_static(&[0xff, 1, 2]))
@@ -625,6 +637,62 @@ async fn exposition_passes_promtool_and_naming_rules_and_feeds_the_dashboard() {
         .iter()
         .any(|l| l["region"] == "expo" && l["controller"] == "ctl-expo"));
 
+    // Readiness, capacity, build and certificates, per edge.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        e.samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.2)
+    };
+    for id in &ids {
+        let edge = [("edge", id.as_str())];
+        assert_eq!(value("rtn_edge_ready", &edge), Some(1.0), "edge {id} ready");
+        assert_eq!(
+            value("rtn_edge_draining", &edge),
+            Some(0.0),
+            "edge {id} draining"
+        );
+        assert_eq!(
+            value("rtn_edge_max_sessions", &edge),
+            Some(lab.edges[0].core.cfg.limits.max_sessions as f64)
+        );
+        assert_eq!(
+            value(
+                "rtn_edge_build_info",
+                &[("edge", id), ("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+        // The lab's certificates come from memory (a dev PKI): valid now,
+        // expiring after now.
+        for cert in ["client", "mesh"] {
+            let at = value(
+                "rtn_edge_certificate_expiry_timestamp_seconds",
+                &[("edge", id), ("cert", cert), ("source", "memory")],
+            )
+            .unwrap_or_else(|| panic!("edge {id}: no {cert} certificate expiry"));
+            assert!(at > now, "edge {id}: {cert} certificate expired at {at}");
+        }
+    }
+    // The process metrics of this test's process.
+    let rss = value("rtn_edge_process_resident_memory_bytes", &[]).unwrap();
+    assert!(rss > 1e6, "RSS {rss}");
+    let started = value("rtn_edge_process_start_time_seconds", &[]).unwrap();
+    assert!(
+        started <= now && started > now - 3600.0,
+        "start time {started}"
+    );
+    assert!(value("rtn_edge_process_open_fds", &[]).unwrap() > 3.0);
+
     // The Grafana dashboard: its queries use metrics this exposition has.
     let d = dashboard();
     let exprs = dashboard_exprs(&d);
@@ -643,6 +711,19 @@ async fn exposition_passes_promtool_and_naming_rules_and_feeds_the_dashboard() {
     }
     assert!(unknown.is_empty(), "{}", unknown.join("\n"));
     lab.stop().await;
+    // Stopped edges are not ready: the gauges change when the drain starts.
+    let text = edge_node::metrics::render();
+    let e = Exposition::parse(&text);
+    for id in &ids {
+        for (name, want) in [("rtn_edge_ready", 0.0), ("rtn_edge_draining", 1.0)] {
+            let got = e
+                .samples
+                .iter()
+                .find(|(n, l, _)| n == name && l["edge"] == *id)
+                .map(|s| s.2);
+            assert_eq!(got, Some(want), "edge {id} stopped: {name}");
+        }
+    }
 }
 
 #[test]
@@ -777,11 +858,16 @@ async fn a_real_prometheus_scrapes_the_lab_and_answers_link_queries() {
         .iter()
         .map(|e| format!("'{}'", e.admin_addr()))
         .collect();
+    // The alert rules too: they must evaluate against a real exposition
+    // (checked below).
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus/rtn-rules.yml");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - '{}'\n\
          scrape_configs:\n\
          \x20 - job_name: rtn-edge\n    static_configs:\n      - targets: [{}]\n\
          \x20 - job_name: rtn-controller\n    static_configs:\n      - targets: ['{}']\n",
+        rules.display(),
         targets.join(", "),
         lab.api
     );
@@ -942,6 +1028,61 @@ async fn a_real_prometheus_scrapes_the_lab_and_answers_link_queries() {
             empty.join("\n")
         );
     }
+
+    // The alert rules loaded, and every rule evaluated without an error on
+    // the lab's series (which every target serves once per target: joins
+    // must not match many to many). The 5-minute baseline group may not
+    // have had its first evaluation yet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(prom_addr, "/api/v1/rules").await;
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("rules: status {status}, {e}: {body}"));
+        let groups = v["data"]["groups"].as_array().expect("rule groups");
+        let names: BTreeSet<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["rtn-recording", "rtn-baseline", "rtn-alerts"]),
+            "{}",
+            prom_log()
+        );
+        let (mut failed, mut waiting) = (vec![], vec![]);
+        for g in groups {
+            let every_second = g["interval"].as_f64() == Some(1.0);
+            for r in g["rules"].as_array().into_iter().flatten() {
+                let name = r["name"].as_str().unwrap_or("?");
+                match r["health"].as_str() {
+                    Some("ok") => {}
+                    Some("err") => failed.push(format!("{name}: {}", r["lastError"])),
+                    _ if every_second => waiting.push(name),
+                    _ => {}
+                }
+            }
+        }
+        assert!(failed.is_empty(), "rules failing:\n{}", failed.join("\n"));
+        if waiting.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rules never evaluated: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A join through rtn_edge_info, recorded: the lab region's load.
+    let v = query(
+        prom_addr,
+        "region:rtn_edge_sessions:capacity_ratio{region=\"prom\"}",
+    )
+    .await;
+    assert_eq!(results(&v).len(), 1, "{v}");
+    let load: f64 = results(&v)[0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..1.0).contains(&load), "the lab's load: {load}");
+
     lab.stop().await;
     eprintln!(
         "prometheus test took {:.1} s",

@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use control::store::{self, ControlStore, Expect, KeyValue, LeaseId, Revision, WatchStream};
 use metrics::Unit;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The process-wide recorder, with the controller's metrics described.
-pub fn prometheus() -> PrometheusHandle {
+pub fn prometheus() -> control::metrics::Handle {
     static DESCRIBED: OnceLock<()> = OnceLock::new();
     let handle = control::metrics::prometheus();
     DESCRIBED.get_or_init(describe);
