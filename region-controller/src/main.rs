@@ -72,6 +72,22 @@ fn open_geoip(cfg: &ControllerConfig) -> anyhow::Result<Option<topology::GeoIpDb
         .transpose()
 }
 
+/// The admin token from the variable `[admin] token_env` names (None when
+/// it names none): set, and at least 16 characters. `check-config` checks
+/// it too, so a config whose secret is missing fails there, not at start.
+fn admin_token(cfg: &ControllerConfig) -> anyhow::Result<Option<String>> {
+    let Some(var) = &cfg.admin.token_env else {
+        return Ok(None);
+    };
+    let token =
+        std::env::var(var).with_context(|| format!("admin.token_env: ${var} is not set"))?;
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the admin token in ${var} must be at least 16 characters"
+    );
+    Ok(Some(token))
+}
+
 /// The etcd store of the `[store]` section (required: a standalone
 /// controller needs etcd; the embedded store is for in-process labs).
 fn etcd(store: &StoreSection) -> anyhow::Result<Arc<dyn ControlStore>> {
@@ -95,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let cfg = args.load()?;
             open_geoip(&cfg)?;
+            admin_token(&cfg)?;
             // Builds the (lazy) store: reads the etcd TLS files, dials nothing.
             etcd(&cfg.store)?;
             // What the controller would run with (no secret is a key: the
@@ -157,15 +174,7 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("api.tls_cert and api.tls_key go together"),
     };
-    if let Some(var) = &cfg.admin.token_env {
-        let token =
-            std::env::var(var).with_context(|| format!("admin.token_env: ${var} is not set"))?;
-        anyhow::ensure!(
-            token.len() >= 16,
-            "the admin token in ${var} must be at least 16 characters"
-        );
-        api.admin_token = Some(token);
-    }
+    api.admin_token = admin_token(&cfg)?;
     let public = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;

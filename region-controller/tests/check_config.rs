@@ -98,6 +98,8 @@ fn flags_and_variables_override_the_file() {
             ("RTN_CTL_ADMIN_LISTEN", "10.0.0.5:9500"),
             // A flag beats a variable.
             ("RTN_CTL_RECOMPUTE_MS", "9000"),
+            // The token the flag names is checked too.
+            ("RTN_OTHER_TOKEN", TOKEN),
         ],
     );
     let (t, ok) = effective(&out);
@@ -174,4 +176,30 @@ fn unknown_keys_are_refused_by_name() {
         assert!(stderr.contains(want), "{want}: {stderr}");
         assert!(out.stdout.is_empty(), "printed a refused config");
     }
+}
+
+/// The admin token is a secret the config names: check-config fails when
+/// its variable is unset or too short (as `run` would), and never prints it.
+#[test]
+fn the_admin_token_must_be_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(
+        dir.path(),
+        &config(""),
+        &["--admin-token-env", "RTN_UNSET_TOKEN"],
+        &[],
+    );
+    assert_refused(&out, "admin.token_env: $RTN_UNSET_TOKEN is not set");
+    let out = check(
+        dir.path(),
+        &config(""),
+        &[],
+        &[("RTN_TEST_ADMIN_TOKEN", "short")],
+    );
+    assert_refused(&out, "at least 16 characters");
+    // Without token_env there is nothing to check (the operator endpoints
+    // are refused).
+    let text = config("").replace("token_env = \"RTN_TEST_ADMIN_TOKEN\"\n", "");
+    let (_, ok) = effective(&check(dir.path(), &text, &[], &[]));
+    assert_eq!(ok.trim(), "config ok: region eu");
 }

@@ -52,6 +52,13 @@ MODULE_FILES = ["main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.
 SHARED_TEMPLATES = ["rtn-install.sh", "firewall.nft.tftpl", "rtn-firewall.service.tftpl"]
 # Worst systemd-analyze security exposure allowed for the services (0 = best, 10 = worst).
 MAX_EXPOSURE = 2.0
+# The units the Debian packages ship (scripts/package.sh): the modules render
+# only a drop-in for each (/etc/systemd/system/<unit>.d/10-terraform.conf).
+PACKAGED_UNITS = {
+    "rtn-edge.service": os.path.join(REPO, "packaging", "edge-node", "rtn-edge.service"),
+    "rtn-controller.service": os.path.join(REPO, "packaging", "region-controller", "rtn-controller.service"),
+}
+DROPIN = "10-terraform.conf"
 
 results = []
 
@@ -463,6 +470,25 @@ def parse_unit(text):
     return unit
 
 
+def merge_units(*texts):
+    """A unit and its drop-ins, as systemd reads them: settings accumulate
+    over the files in order, an empty assignment resets the list (for
+    single-valued settings the last value wins: take [-1])."""
+    merged = {}
+    for text in texts:
+        for key, values in parse_unit(text).items():
+            for v in values:
+                if v == "":
+                    merged[key] = []
+                else:
+                    merged.setdefault(key, []).append(v)
+    return merged
+
+
+def packaged_unit(name):
+    return open(PACKAGED_UNITS[name]).read()
+
+
 def parse_env_file(text):
     env = {}
     for line in text.splitlines():
@@ -477,34 +503,56 @@ def parse_env_file(text):
 
 
 class Service:
-    """A rendered systemd service, turned into the process systemd would start."""
+    """A rendered systemd service, turned into the process systemd would
+    start: a unit the module renders whole (etcd's), or a packaged unit
+    (packaging/) with the drop-in the module renders for it."""
 
     def __init__(self, render, host, unit_path, binary_path):
         self.render, self.host = render, host
-        self.text = render.file(host, unit_path)["content"]
-        self.unit = parse_unit(self.text)
+        name = os.path.basename(unit_path)
+        if name in PACKAGED_UNITS:
+            self.dropin = render.file(host, f"{unit_path}.d/{DROPIN}")["content"]
+            self.texts = [packaged_unit(name), self.dropin]
+        else:
+            self.dropin = None
+            self.texts = [render.file(host, unit_path)["content"]]
+        self.unit = merge_units(*self.texts)
         self.binary_path = binary_path
-        # LoadCredential=name:path -> a credentials directory, like systemd's.
+        # LoadCredential=name:path -> a credentials directory, like systemd's
+        # (%d, $CREDENTIALS_DIRECTORY, /run/credentials/<unit>).
+        self.creds_dir = f"/run/credentials/{name}"
         self.creds = os.path.join(render.dir, "credentials", host)
         os.makedirs(self.creds, exist_ok=True)
         for spec in self.unit.get(("Service", "LoadCredential"), []):
-            name, _, src = spec.partition(":")
-            shutil.copyfile(render.host_path(host, src), os.path.join(self.creds, name))
+            cred, _, src = spec.partition(":")
+            shutil.copyfile(render.host_path(host, src), os.path.join(self.creds, cred))
+
+    def local(self, value):
+        """A value of the unit with the host's paths pointed at this host's copies."""
+        value = value.replace("%d", self.creds).replace(self.creds_dir, self.creds)
+        return self.render.host_path(self.host, value) if value.startswith(self.render.root) else value
 
     def argv(self):
-        (start,) = self.unit[("Service", "ExecStart")]
-        argv = [a.replace("%d", self.creds) for a in shlex.split(start)]
+        (start,) = self.unit[("Service", "ExecStart")][-1:]
+        env = self.env()
+        # ${VAR} and $VAR of ExecStart= come from Environment= (systemd.service(5)).
+        words = [re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env[m.group(1) or m.group(2)], a) for a in shlex.split(start)]
+        argv = [self.local(a) for a in words]
         argv[0] = self.binary_path
-        return [self.render.host_path(self.host, a) if a.startswith(self.render.root) else a for a in argv]
+        return argv
 
     def env(self):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        for spec in self.unit.get(("Service", "EnvironmentFile"), []):
-            env.update(parse_env_file(open(self.render.host_path(self.host, spec.lstrip("-"))).read()))
         for spec in self.unit.get(("Service", "Environment"), []):
             for kv in shlex.split(spec):
                 k, _, v = kv.partition("=")
-                env[k] = v.replace("%d", self.creds)
+                env[k] = self.local(v)
+        # The files' variables override Environment= (systemd.exec(5)).
+        for spec in self.unit.get(("Service", "EnvironmentFile"), []):
+            path = self.render.host_path(self.host, spec.lstrip("-"))
+            if spec.startswith("-") and not os.path.exists(path):
+                continue
+            env.update(parse_env_file(open(path).read()))
         return env
 
 
@@ -530,23 +578,46 @@ def cloud_init_schema(r):
     print(f"     {len(r.configs)} hosts; edge user data {len(r.hosts['edge'])} bytes, gzipped {len(r.out['edge_user_data_base64gzip'])} base64 bytes")
 
 
-@check("rendered hosts: runcmd installs the binary with a checksum and enables the units")
+@check("rendered hosts: runcmd installs the package (or etcd) with a checksum, then enables the units; rtn-install checks what it installs")
 def runcmd_check(r):
     for host, cfg in r.configs.items():
         cmds = [" ".join(c) if isinstance(c, list) else c for c in cfg["runcmd"]]
         unit = "rtn-edge.service" if host == "edge" else "rtn-controller.service" if host.startswith("controller") else "rtn-etcd.service"
-        assert any(c.startswith("systemctl enable --now rtn-firewall.service " + unit) for c in cmds), f"{host}: {cmds}"
+        enable = [i for i, c in enumerate(cmds) if c.startswith("systemctl enable --now rtn-firewall.service " + unit)]
+        assert enable, f"{host}: {cmds}"
+        package = {"edge": "rtn-edge", "controller-1": "rtn-controller", "controller-2": "rtn-controller"}.get(host)
+        if package:
+            # The package (binary, unit, user) before the units start, and
+            # after write_files (cloud-init's order): dpkg keeps the rendered
+            # config over the package's default.
+            installs = [i for i, c in enumerate(cmds) if re.match(rf"/usr/local/sbin/rtn-install --package https://\S+/{package}_[^/\s]+\.deb [0-9a-f]{{64}}$", c)]
+            assert len(installs) == 1 and installs[0] < cmds.index("systemctl daemon-reload") < enable[0], cmds
+            assert not any(c.startswith("/usr/local/sbin/rtn-install") and c.endswith(("/edge-node", "/region-controller")) for c in cmds), cmds
         if host == "edge":
-            assert any(re.match(r"/usr/local/sbin/rtn-install https://\S+ [0-9a-f]{64} /usr/local/bin/edge-node$", c) for c in cmds), cmds
             assert cmds[0] == "sysctl --system", "sysctl settings must be applied"
-        if host.startswith("controller"):
-            assert any(c.endswith("/usr/local/bin/region-controller") for c in cmds), cmds
         if host.startswith("etcd"):
             assert cfg["bootcmd"] == [["systemctl", "mask", "etcd.service"]], "the package's own etcd must be masked"
             assert "etcd-server" in cfg["packages"]
         install = r.file(host, "/usr/local/sbin/rtn-install")
         assert install["permissions"] == "0755"
         subprocess.run(["sh", "-n", r.host_path(host, "/usr/local/sbin/rtn-install")], check=True)
+    # rtn-install itself, from a path on the host (a package an image
+    # carries): installed with its checksum, refused with another one.
+    tool = r.host_path("edge", "/usr/local/sbin/rtn-install")
+    scratch = os.path.join(r.dir, "rtn-install")
+    os.makedirs(scratch, exist_ok=True)
+    src = os.path.join(scratch, "release.bin")
+    with open(src, "wb") as f:
+        f.write(b"release\n")
+    good = subprocess.run(["sha256sum", src], capture_output=True, text=True, check=True).stdout.split()[0]
+    dest = os.path.join(scratch, "bin", "tool")
+    p = subprocess.run([tool, src, good, dest], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and open(dest, "rb").read() == b"release\n" and os.stat(dest).st_mode & 0o777 == 0o755, f"{p.stdout}{p.stderr}"
+    p = subprocess.run([tool, src, "0" * 64, os.path.join(scratch, "bin", "bad")], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "SHA-256" in p.stderr and not os.path.exists(os.path.join(scratch, "bin", "bad")), f"{p.stdout}{p.stderr}"
+    assert sorted(os.listdir(os.path.join(scratch, "bin"))) == ["tool"], "a refused file must leave nothing behind"
+    p = subprocess.run([tool, "--package", src, good], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 64 and "needs a .deb" in p.stderr, f"{p.stdout}{p.stderr}"
 
 
 @check("rendered hosts: secrets and keys are root-only, the rest is not secret")
@@ -563,7 +634,7 @@ def permissions_check(r):
                     assert s not in wf["content"], f"{host}: {wf['path']} contains a secret"
 
 
-@check("edge: the real edge-node check-config accepts the rendered config, run as its unit runs it")
+@check("edge: the real edge-node check-config accepts the rendered config, run as the package's unit with the rendered drop-in runs it")
 def edge_check_config(r):
     svc = Service(r, "edge", "/etc/systemd/system/rtn-edge.service", binary("edge-node"))
     argv = svc.argv()
@@ -577,10 +648,12 @@ def edge_check_config(r):
     env = {k: v for k, v in svc.env().items() if not k.startswith("RTN_APP_SECRETS_")}
     p = subprocess.run([argv[0], "check-config"] + argv[2:], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "RTN_APP_SECRETS_DEMO" in p.stderr, p.stderr
-    etcd_tls_check_config(r, svc, argv, "edge", "--etcd-key", "control", "RTN_CONTROL_ETCD_CERT")
+    etcd_tls_check_config(r, svc, argv, "edge", "RTN_CONTROL_ETCD_KEY", "control", "RTN_CONTROL_ETCD_CERT")
+    # The mesh key comes from the credential too.
+    assert svc.env()["RTN_TLS_KEY"] == os.path.join(svc.creds, "edge.key"), svc.env()
 
 
-def etcd_tls_check_config(r, svc, argv, host, key_flag, section, cert_env):
+def etcd_tls_check_config(r, svc, argv, host, key_env, section, cert_env):
     """The rendered config reaches etcd over TLS with the rendered files, the
     key comes from the credential, and check-config reads them: a
     certificate that is not the key's is refused."""
@@ -592,7 +665,7 @@ def etcd_tls_check_config(r, svc, argv, host, key_flag, section, cert_env):
     for k in ["etcd_ca", "etcd_cert", "etcd_key"]:
         assert f'{k} = "{svc.render.host_path(host, paths[k])}"' in text, (k, text)
     assert open(svc.render.host_path(host, paths["etcd_cert"])).read() == open(os.path.join(r.certs, f"etcd/{'edge' if host == 'edge' else 'controller'}.pem")).read()
-    assert argv[argv.index(key_flag) + 1] == os.path.join(svc.creds, "etcd-client.key"), argv
+    assert svc.env()[key_env] == os.path.join(svc.creds, "etcd-client.key"), svc.env()
     env = dict(svc.env(), **{cert_env: os.path.join(r.certs, "etcd/rogue.pem")})
     p = subprocess.run([argv[0], "check-config"] + argv[2:], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "etcd client certificate and key" in p.stderr, f"{p.stdout}{p.stderr}"
@@ -626,36 +699,71 @@ def controller_check_config(r):
         assert effective["api"]["listen"] == f"127.0.0.1:{r.ports['api']}", effective["api"]
         assert effective["admin"] == {"listen": f"127.0.0.1:{r.ports['ctl_admin']}", "token_env": "RTN_CTL_ADMIN_TOKEN"}, effective["admin"]
         assert svc.env().get("RTN_CTL_ADMIN_TOKEN") == "test-admin-token-0123456789abcdef"
-        etcd_tls_check_config(r, svc, argv, host, "--etcd-key", "store", "RTN_CTL_ETCD_CERT")
+        etcd_tls_check_config(r, svc, argv, host, "RTN_CTL_ETCD_KEY", "store", "RTN_CTL_ETCD_CERT")
 
 
 def unit_copies(r):
-    """Every rendered unit, with ExecStart's binary pointed at one that exists
-    here (systemd-analyze verify insists)."""
+    """Every unit a rendered host runs, as systemd would load it: the units
+    the module renders whole, and the packaged units (packaging/) with the
+    drop-in the module renders for them next to them (<unit>.d/), ExecStart's
+    binary pointed at one that exists here (systemd-analyze verify insists)."""
     etcd = shutil.which("etcd") or "/usr/bin/etcd"
-    bins = {"/usr/local/bin/edge-node": binary("edge-node"), "/usr/local/bin/region-controller": binary("region-controller"), "/usr/bin/etcd": etcd}
+    bins = {"/usr/bin/edge-node": binary("edge-node"), "/usr/bin/region-controller": binary("region-controller"), "/usr/bin/etcd": etcd}
+
+    def point(text):
+        for a, b in bins.items():
+            text = text.replace(f"ExecStart={a} ", f"ExecStart={b} ")
+        return text
+
     out = []
     for host, cfg in r.configs.items():
+        d = os.path.join(r.dir, "units", host)
+        shutil.rmtree(d, ignore_errors=True)
+        units = []
         for wf in cfg["write_files"]:
-            if wf["path"].startswith("/etc/systemd/system/"):
-                text = wf["content"]
-                for a, b in bins.items():
-                    text = text.replace(f"ExecStart={a} ", f"ExecStart={b} ")
-                d = os.path.join(r.dir, "units", host)
-                os.makedirs(d, exist_ok=True)
-                p = os.path.join(d, os.path.basename(wf["path"]))
-                with open(p, "w") as f:
-                    f.write(text)
-                out.append((host, p))
+            if not wf["path"].startswith("/etc/systemd/system/"):
+                continue
+            rel = wf["path"][len("/etc/systemd/system/"):]
+            p = os.path.join(d, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write(point(wf["content"]))
+            if "/" not in rel:
+                units.append(rel)
+            elif rel.endswith(f".d/{DROPIN}"):
+                unit = rel.split("/")[0][: -len(".d")]
+                assert unit in PACKAGED_UNITS, f"{host}: a drop-in for {unit}, which no package ships"
+                assert f"/etc/systemd/system/{unit}" not in [w["path"] for w in cfg["write_files"]], f"{host}: {unit} is rendered: it is the package's"
+                with open(os.path.join(d, unit), "w") as f:
+                    f.write(point(packaged_unit(unit)))
+                units.append(unit)
+        out += [(host, os.path.join(d, u)) for u in sorted(units)]
     return out
 
 
-@check("units: systemd-analyze verify")
+@check("units: systemd-analyze verify (packaged units with the rendered drop-ins, and etcd's and the firewall's)")
 def units_verify(r):
-    for host, p in unit_copies(r):
+    def verify(p):
         proc = subprocess.run(["systemd-analyze", "verify", p], capture_output=True, text=True, timeout=60)
         noise = [line for line in proc.stderr.splitlines() if line.strip() and "Failed to load" not in line and "/etc/systemd/system" not in line]
+        return proc, noise
+
+    copies = unit_copies(r)
+    names = {(h, os.path.basename(p)) for h, p in copies}
+    for want in [("edge", "rtn-edge.service"), ("controller-1", "rtn-controller.service"), ("controller-2", "rtn-controller.service")]:
+        assert want in names, f"{want} is not among the units: {sorted(names)}"
+    for host, p in copies:
+        proc, noise = verify(p)
         assert proc.returncode == 0 and not noise, f"{host}: {os.path.basename(p)}: {proc.stdout}{proc.stderr}"
+    # systemd-analyze reads the drop-in: a bad setting in it is reported.
+    host, p = next((h, p) for h, p in copies if h == "edge" and p.endswith("/rtn-edge.service"))
+    bad = os.path.join(r.dir, "units", "bad-dropin")
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(os.path.dirname(p), bad)
+    with open(os.path.join(bad, f"rtn-edge.service.d/{DROPIN}"), "a") as f:
+        f.write("LimitNOFILE=many\n")
+    _, noise = verify(os.path.join(bad, "rtn-edge.service"))
+    assert any(f"{DROPIN}:" in line and "many" in line for line in noise), f"systemd-analyze verify did not read the drop-in: {noise}"
 
 
 @check(f"units: systemd-analyze security exposure at most {MAX_EXPOSURE} (0 = locked down, 10 = unprotected)")
@@ -672,19 +780,30 @@ def units_security(r):
     print(f"     {', '.join(sorted(set(scores)))}")
 
 
-@check("units: edge unit runs as a dynamic user, hardened, restarts, drains on SIGTERM, has limits")
+@check("units: the edge (package unit + drop-in) runs as the rtn user, hardened, restarts, drains on SIGTERM, has limits")
 def edge_unit_directives(r):
-    u = parse_unit(r.file("edge", "/etc/systemd/system/rtn-edge.service")["content"])
+    dropin = r.file("edge", f"/etc/systemd/system/rtn-edge.service.d/{DROPIN}")["content"]
+    u = merge_units(packaged_unit("rtn-edge.service"), dropin)
     want = {
-        "DynamicUser": "yes", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "User": "rtn", "Group": "rtn", "NoNewPrivileges": "yes", "PrivateUsers": "yes",
         "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
         "Restart": "always", "KillSignal": "SIGTERM", "LimitNOFILE": "65536", "MemoryMax": "2G",
+        "ExecStart": "/usr/bin/edge-node run --config ${RTN_CONFIG}",
     }
     for k, v in want.items():
-        assert u.get(("Service", k)) == [v], f"{k}={u.get(('Service', k))}, want {v}"
-    assert "User" not in {k for _, k in u}, "the edge must not name a (root) user"
-    assert int(u[("Service", "TimeoutStopSec")][0]) > 5, "stop timeout must exceed the drain timeout (5 s)"
+        assert u.get(("Service", k), [None])[-1] == v, f"{k}={u.get(('Service', k))}, want {v}"
+    # No capability at all (the lists are empty after the package's reset).
+    for k in ("CapabilityBoundingSet", "AmbientCapabilities"):
+        assert u.get(("Service", k)) == [], f"{k}={u.get(('Service', k))}"
+    assert "DynamicUser" not in {k for _, k in u}, "the package's system user runs it"
+    assert int(u[("Service", "TimeoutStopSec")][-1]) > 5, "stop timeout must exceed the drain timeout (5 s)"
     assert u[("Install", "WantedBy")] == ["multi-user.target"]
+    # The package's unit names the binary the package installs, and the
+    # module's paths output says so.
+    assert r.out["edge_paths"]["binary"] == "/usr/bin/edge-node" and r.out["controller_paths"]["binary"] == "/usr/bin/region-controller"
+    c = merge_units(packaged_unit("rtn-controller.service"), r.file("controller-1", f"/etc/systemd/system/rtn-controller.service.d/{DROPIN}")["content"])
+    assert c[("Service", "ExecStart")] == ["/usr/bin/region-controller run --config ${RTN_CTL_CONFIG}"], c[("Service", "ExecStart")]
+    assert c[("Service", "User")] == ["rtn"] and c[("Service", "CapabilityBoundingSet")] == [], c
 
 
 @check("firewall: nft -c accepts every rendered ruleset")

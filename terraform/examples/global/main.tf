@@ -45,13 +45,13 @@ module "eu_central" {
   etcd        = {}
   etcd_ca     = local.etcd_ca
 
-  mesh_ca           = local.mesh_ca
-  apps              = var.apps
-  app_secrets       = var.app_secrets
-  admin_token       = var.admin_token
-  edge_binary       = var.edge_binary
-  controller_binary = var.controller_binary
-  geoip_db          = var.geoip_db
+  mesh_ca            = local.mesh_ca
+  apps               = var.apps
+  app_secrets        = var.app_secrets
+  admin_token        = var.admin_token
+  edge_package       = var.edge_package
+  controller_package = var.controller_package
+  geoip_db           = var.geoip_db
 }
 
 module "us_east" {
@@ -74,13 +74,13 @@ module "us_east" {
   etcd_endpoints = module.eu_central.etcd_client_endpoints
   etcd_ca        = local.etcd_ca
 
-  mesh_ca           = local.mesh_ca
-  apps              = var.apps
-  app_secrets       = var.app_secrets
-  admin_token       = var.admin_token
-  edge_binary       = var.edge_binary
-  controller_binary = var.controller_binary
-  geoip_db          = var.geoip_db
+  mesh_ca            = local.mesh_ca
+  apps               = var.apps
+  app_secrets        = var.app_secrets
+  admin_token        = var.admin_token
+  edge_package       = var.edge_package
+  controller_package = var.controller_package
+  geoip_db           = var.geoip_db
 }
 
 module "ap_southeast" {
@@ -103,13 +103,13 @@ module "ap_southeast" {
   etcd_endpoints = module.eu_central.etcd_client_endpoints
   etcd_ca        = local.etcd_ca
 
-  mesh_ca           = local.mesh_ca
-  apps              = var.apps
-  app_secrets       = var.app_secrets
-  admin_token       = var.admin_token
-  edge_binary       = var.edge_binary
-  controller_binary = var.controller_binary
-  geoip_db          = var.geoip_db
+  mesh_ca            = local.mesh_ca
+  apps               = var.apps
+  app_secrets        = var.app_secrets
+  admin_token        = var.admin_token
+  edge_package       = var.edge_package
+  controller_package = var.controller_package
+  geoip_db           = var.geoip_db
 }
 
 # Private paths to etcd and Prometheus in the home region. Relay traffic

@@ -40,16 +40,16 @@ variable "admin_token" {
   sensitive   = true
 }
 
-variable "edge_binary" {
-  description = "edge-node release (linux amd64): https URL and SHA-256."
+variable "edge_package" {
+  description = "The rtn-edge Debian package (scripts/package.sh: target/packages/rtn-edge_<version>_amd64.deb, uploaded where the instances reach it over https) and its SHA-256 (target/packages/SHA256SUMS). amd64, like the regions' default instance types and AMI."
   type = object({
     url    = string
     sha256 = string
   })
 }
 
-variable "controller_binary" {
-  description = "region-controller release (linux amd64): https URL and SHA-256."
+variable "controller_package" {
+  description = "The rtn-controller Debian package (target/packages/rtn-controller_<version>_amd64.deb) and its SHA-256, like edge_package."
   type = object({
     url    = string
     sha256 = string

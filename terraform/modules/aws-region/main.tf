@@ -16,9 +16,15 @@ data "aws_ami" "ubuntu" {
   most_recent = true
   owners      = ["099720109477"] # Canonical
 
+  # The packages' architecture (var.arch): amd64 or arm64 images.
   filter {
     name   = "name"
-    values = ["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"]
+    values = ["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-${var.arch}-server-*"]
+  }
+
+  filter {
+    name   = "architecture"
+    values = [var.arch == "arm64" ? "arm64" : "x86_64"]
   }
 
   filter {
@@ -320,7 +326,7 @@ module "edge" {
   capacity       = var.edge_capacity
   apps           = var.apps
   app_secrets    = var.app_secrets
-  binary         = var.edge_binary
+  package        = var.edge_package
   admin_cidrs    = concat(var.admin_cidrs, [var.vpc_cidr])
   ssh_cidrs      = var.ssh_cidrs
   tls = {
@@ -343,7 +349,7 @@ resource "aws_instance" "edge" {
   vpc_security_group_ids = [aws_security_group.edge.id]
   key_name               = var.key_name
   source_dest_check      = true
-  # A new config, binary or certificate needs a new instance (cloud-init runs
+  # A new config, package or certificate needs a new instance (cloud-init runs
   # once), and terminating the old one drains its clients to other edges. So
   # that one apply never drains a whole region at once, changed user data is
   # ignored here: roll edges one at a time with
@@ -394,7 +400,7 @@ module "controllers" {
   admin_cidrs = concat(var.admin_cidrs, [var.vpc_cidr])
   geoip_db    = var.geoip_db
   admin_token = var.admin_token
-  binary      = var.controller_binary
+  package     = var.controller_package
   ssh_cidrs   = var.ssh_cidrs
 }
 

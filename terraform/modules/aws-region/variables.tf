@@ -116,7 +116,7 @@ variable "edges" {
 }
 
 variable "edge_instance_type" {
-  description = "Default instance type of edges: network-optimised (see docs/operations.md, sizing)."
+  description = "Default instance type of edges: network-optimised (see docs/operations.md, sizing), of arch (c6in for amd64; c7gn for arm64)."
   type        = string
   default     = "c6in.large"
 }
@@ -139,13 +139,13 @@ variable "controllers" {
 }
 
 variable "controller_instance_type" {
-  description = "Instance type of the controllers."
+  description = "Instance type of the controllers, of arch (c6i for amd64; c7g for arm64)."
   type        = string
   default     = "c6i.large"
 }
 
 variable "etcd" {
-  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), certificates issued from etcd_ca; initial_cluster_state = \"existing\" to replace a lost member (docs/operations.md); plaintext_client_port (default null) only while a fleet moves its clients to TLS. null: use etcd_endpoints."
+  description = "Host the fleet's etcd cluster in this region (one region does): three members on fixed private IPs (.10 of the first three subnets), of instance_type (of arch: m6i for amd64, m7g for arm64), certificates issued from etcd_ca; initial_cluster_state = \"existing\" to replace a lost member (docs/operations.md); plaintext_client_port (default null) only while a fleet moves its clients to TLS. null: use etcd_endpoints."
   type = object({
     instance_type         = optional(string, "m6i.large")
     plaintext_client_port = optional(number)
@@ -225,20 +225,47 @@ variable "admin_token" {
   sensitive   = true
 }
 
-variable "edge_binary" {
-  description = "edge-node release binary (linux amd64): https URL and SHA-256."
+variable "edge_package" {
+  description = "The rtn-edge Debian package (target/packages/rtn-edge_<version>_<arch>.deb from scripts/package.sh, on an https URL the instances reach, or a path on an image that carries it) and its SHA-256 (target/packages/SHA256SUMS). Built for arch."
   type = object({
     url    = string
     sha256 = string
   })
 }
 
-variable "controller_binary" {
-  description = "region-controller release binary (linux amd64): https URL and SHA-256."
+variable "controller_package" {
+  description = "The rtn-controller Debian package (target/packages/rtn-controller_<version>_<arch>.deb) and its SHA-256, like edge_package. Built for arch."
   type = object({
     url    = string
     sha256 = string
   })
+}
+
+variable "arch" {
+  description = "CPU architecture of every instance: of the packages (scripts/package.sh builds the build host's: amd64 on x86-64, arm64 on an arm64 host), of the AMI and of the instance types. amd64: x86-64 types (c6in, c6i, m6i: the defaults); arm64: Graviton types (c7gn, c7g, m7g: set edge_instance_type, controller_instance_type and etcd.instance_type)."
+  type        = string
+  default     = "amd64"
+
+  validation {
+    condition     = contains(["amd64", "arm64"], var.arch)
+    error_message = "arch must be amd64 or arm64 (Debian's names, as in the package file names)."
+  }
+
+  # Graviton types carry a g after their generation digit (c7gn, m7g, t4g,
+  # im4gn), or are a1; every other type is x86-64.
+  validation {
+    condition = alltrue([for t in concat(
+      [var.edge_instance_type, var.controller_instance_type],
+      [for e in var.edges : e.instance_type if e.instance_type != null],
+      var.etcd == null ? [] : [var.etcd.instance_type],
+    ) : can(regex("^(a1|[a-z]+[0-9]+[a-z-]*g[a-z-]*)\\.", t)) == (var.arch == "arm64")])
+    error_message = "Every instance type must be of arch: x86-64 types (c6in, c6i, m6i...) for amd64, Graviton types (c7gn, c7g, m7g...) for arm64."
+  }
+
+  validation {
+    condition     = endswith(var.edge_package.url, "_${var.arch}.deb") && endswith(var.controller_package.url, "_${var.arch}.deb")
+    error_message = "edge_package and controller_package must be built for arch: their file names end in _<arch>.deb (scripts/package.sh on a host of that architecture)."
+  }
 }
 
 variable "geoip_db" {
@@ -251,7 +278,7 @@ variable "geoip_db" {
 }
 
 variable "etcd_release" {
-  description = "etcd release tarball (URL and SHA-256); null for Ubuntu's etcd-server package."
+  description = "etcd release tarball (URL of etcd-vX.Y.Z-linux-<arch>.tar.gz and its SHA-256); null for Ubuntu's etcd-server package."
   type = object({
     url    = string
     sha256 = string
@@ -284,7 +311,7 @@ variable "controller_admin_port" {
 }
 
 variable "ami_id" {
-  description = "AMI of every instance (cloud-init and systemd 250+); null for the latest Ubuntu 24.04 LTS amd64 from Canonical."
+  description = "AMI of every instance (cloud-init and systemd 250+, of arch); null for the latest Ubuntu 24.04 LTS of arch from Canonical."
   type        = string
   default     = null
 }

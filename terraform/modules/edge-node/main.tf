@@ -1,10 +1,13 @@
 # Renders everything a host needs to run one RTN edge: its config, TLS
-# material (mesh and etcd client), app secrets, kernel UDP tuning, a host firewall, a hardened
-# systemd unit, and the cloud-init user data that installs all of it.
+# material (mesh and etcd client), app secrets, kernel UDP tuning, a host
+# firewall, this host's drop-in for the rtn-edge package's hardened systemd
+# unit, and the cloud-init user data that installs all of it and the package.
 # No resources and no providers: a cloud module puts user_data on an instance.
 
 locals {
-  binary_path = "/usr/local/bin/edge-node"
+  # Installed by the rtn-edge package (packaging/, scripts/package.sh), with
+  # the unit /lib/systemd/system/rtn-edge.service.
+  binary_path = "/usr/bin/edge-node"
   config_path = "${var.config_dir}/edge.toml"
   env_path    = "${var.config_dir}/edge.env"
   tls_dir     = "${var.config_dir}/tls"
@@ -16,7 +19,10 @@ locals {
   etcd_key    = "${local.tls_dir}/etcd-client.key"
   nft_path    = "${var.config_dir}/firewall.nft"
   unit_name   = "rtn-edge.service"
-  nft_table   = "rtn_edge"
+  dropin_path = "/etc/systemd/system/${local.unit_name}.d/10-terraform.conf"
+  # Where systemd puts the unit's credentials (LoadCredential=): $CREDENTIALS_DIRECTORY.
+  credentials_dir = "/run/credentials/${local.unit_name}"
+  nft_table       = "rtn_edge"
 
   ipv6_public  = can(regex(":", var.public_ip))
   public_addr  = local.ipv6_public ? "[${var.public_ip}]:${var.quic_port}" : "${var.public_ip}:${var.quic_port}"
@@ -66,19 +72,20 @@ locals {
   # Leave room for the drain, then a margin for closing connections.
   stop_timeout_s = ceil(local.limits.drain_timeout_ms / 1000) + 15
 
-  systemd_unit = templatefile("${path.module}/templates/rtn-edge.service.tftpl", {
+  # The unit itself is the package's (packaging/edge-node/rtn-edge.service):
+  # only what differs per host is rendered here.
+  systemd_dropin = templatefile("${path.module}/templates/rtn-edge.dropin.conf.tftpl", {
     edge_id         = var.edge_id
     region          = var.region
-    binary          = local.binary_path
     config_path     = local.config_path
     env_path        = local.env_path
     tls_key         = local.tls_key
     etcd_key        = local.etcd_key
+    credentials_dir = local.credentials_dir
     log_format      = var.log_format
     log_level       = var.log_level
     stop_timeout_s  = local.stop_timeout_s
     limit_nofile    = var.limit_nofile
-    tasks_max       = 4096
     memory_max      = var.memory_max
     privileged_port = var.quic_port < 1024 || var.admin_port < 1024
   })
@@ -116,17 +123,17 @@ locals {
   # Every file the host gets, by path. The key and the secrets are root-only.
   files = merge(
     {
-      (local.config_path)                      = { content = local.config_toml, permissions = "0644" }
-      (local.env_path)                         = { content = local.env_file, permissions = "0600" }
-      (local.tls_cert)                         = { content = var.tls.cert_pem, permissions = "0644" }
-      (local.tls_key)                          = { content = var.tls.key_pem, permissions = "0600" }
-      (local.tls_mesh_ca)                      = { content = var.tls.mesh_ca_pem, permissions = "0644" }
-      (local.etcd_ca)                          = { content = var.etcd_tls.ca_pem, permissions = "0644" }
-      (local.etcd_cert)                        = { content = var.etcd_tls.cert_pem, permissions = "0644" }
-      (local.etcd_key)                         = { content = var.etcd_tls.key_pem, permissions = "0600" }
-      "/etc/sysctl.d/60-rtn-edge.conf"         = { content = local.sysctl_conf, permissions = "0644" }
-      "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit, permissions = "0644" }
-      "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }
+      (local.config_path)              = { content = local.config_toml, permissions = "0644" }
+      (local.env_path)                 = { content = local.env_file, permissions = "0600" }
+      (local.tls_cert)                 = { content = var.tls.cert_pem, permissions = "0644" }
+      (local.tls_key)                  = { content = var.tls.key_pem, permissions = "0600" }
+      (local.tls_mesh_ca)              = { content = var.tls.mesh_ca_pem, permissions = "0644" }
+      (local.etcd_ca)                  = { content = var.etcd_tls.ca_pem, permissions = "0644" }
+      (local.etcd_cert)                = { content = var.etcd_tls.cert_pem, permissions = "0644" }
+      (local.etcd_key)                 = { content = var.etcd_tls.key_pem, permissions = "0600" }
+      "/etc/sysctl.d/60-rtn-edge.conf" = { content = local.sysctl_conf, permissions = "0644" }
+      (local.dropin_path)              = { content = local.systemd_dropin, permissions = "0644" }
+      "/usr/local/sbin/rtn-install"    = { content = local.install_script, permissions = "0755" }
     },
     var.host_firewall ? {
       (local.nft_path)                           = { content = local.firewall_nft, permissions = "0644" }
@@ -145,9 +152,11 @@ locals {
       owner       = "root:root"
       permissions = local.files[p].permissions
     }]
+    # The package after write_files: dpkg keeps the rendered
+    # /etc/rtn/edge.toml over its default (rtn-install --package).
     runcmd = [
       ["sysctl", "--system"],
-      ["/usr/local/sbin/rtn-install", var.binary.url, var.binary.sha256, local.binary_path],
+      ["/usr/local/sbin/rtn-install", "--package", var.package.url, var.package.sha256],
       ["systemctl", "daemon-reload"],
       concat(["systemctl", "enable", "--now"], local.services),
     ]

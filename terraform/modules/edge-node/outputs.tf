@@ -21,9 +21,9 @@ output "config_toml" {
   value       = local.config_toml
 }
 
-output "systemd_unit" {
-  description = "The rtn-edge.service unit."
-  value       = local.systemd_unit
+output "systemd_dropin" {
+  description = "This host's drop-in for the rtn-edge package's unit (/etc/systemd/system/rtn-edge.service.d/10-terraform.conf): config path, log settings, keys as credentials, stop timeout, limits, the capability for a port below 1024."
+  value       = local.systemd_dropin
 }
 
 output "sysctl_conf" {
@@ -49,6 +49,7 @@ output "paths" {
     etcd_cert   = local.etcd_cert
     etcd_key    = local.etcd_key
     unit        = local.unit_name
+    dropin      = local.dropin_path
   }
 }
 

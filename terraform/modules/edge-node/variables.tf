@@ -258,7 +258,7 @@ variable "app_secrets" {
 }
 
 variable "client_tls_files" {
-  description = "The certificate clients and browsers verify: paths on the host of a WebPKI certificate chain for server_name and its key, kept fresh by the host's ACME client (the edge re-reads them when they change; the service user must be able to read them). null: a short-lived self-signed certificate the edge rotates itself, whose digests the controllers publish (development)."
+  description = "The certificate clients and browsers verify: paths on the host of a WebPKI certificate chain for server_name and its key, kept fresh by the host's ACME client (the edge re-reads them when they change; the service user, the package's rtn, must be able to read them). null: a short-lived self-signed certificate the edge rotates itself, whose digests the controllers publish (development)."
   type = object({
     cert_path = string
     key_path  = string
@@ -285,16 +285,16 @@ variable "tls" {
   }
 }
 
-variable "binary" {
-  description = "Where the host downloads the edge-node binary at first boot: an https URL and the file's SHA-256 (hex), checked before install."
+variable "package" {
+  description = "The rtn-edge Debian package the host installs at first boot (scripts/package.sh builds it into target/packages/): url, an https URL or the absolute path of a .deb already on the host (an image that carries it), and its SHA-256 (hex, from target/packages/SHA256SUMS), checked before install. The package brings the binary, the hardened unit and the rtn user; its architecture (the file name's _amd64 or _arm64) must be the instance's."
   type = object({
     url    = string
     sha256 = string
   })
 
   validation {
-    condition     = can(regex("^https://[^\\s'\"]+$", var.binary.url)) && can(regex("^[0-9a-f]{64}$", var.binary.sha256))
-    error_message = "binary.url must be an https:// URL and binary.sha256 64 lowercase hex digits."
+    condition     = (can(regex("^https://[^\\s'\"]+/rtn-edge_[^/\\s'\"]+\\.deb$", var.package.url)) || can(regex("^(/[^/\\s'\"]+)*/rtn-edge_[^/\\s'\"]+\\.deb$", var.package.url))) && can(regex("^[0-9a-f]{64}$", var.package.sha256))
+    error_message = "package.url must be an https:// URL or an absolute path of an rtn-edge_<version>_<arch>.deb, and package.sha256 64 lowercase hex digits."
   }
 }
 

@@ -13,6 +13,8 @@ locals {
     etcd       = "${var.name}-etcd"
   }
   labels = merge(var.labels, { rtn-fleet = var.name })
+  # Ubuntu's image family of the packages' architecture (var.arch).
+  image = coalesce(var.image, "ubuntu-os-cloud/ubuntu-2404-lts-${var.arch}")
 
   edges = merge([for rk, r in var.regions : {
     for i, e in r.edges : tostring(e.id) => {
@@ -291,7 +293,7 @@ resource "google_compute_instance" "etcd" {
 
   boot_disk {
     initialize_params {
-      image = var.image
+      image = local.image
       size  = 40
       type  = "pd-ssd"
     }
@@ -352,7 +354,7 @@ module "edge" {
   capacity       = var.edge_capacity
   apps           = var.apps
   app_secrets    = var.app_secrets
-  binary         = var.edge_binary
+  package        = var.edge_package
   admin_cidrs    = concat(local.subnet_cidrs, var.admin_cidrs)
   ssh_cidrs      = var.ssh_cidrs
   tls = {
@@ -377,7 +379,7 @@ resource "google_compute_instance" "edge" {
 
   boot_disk {
     initialize_params {
-      image = var.image
+      image = local.image
       size  = 20
       type  = "pd-balanced"
     }
@@ -408,7 +410,7 @@ resource "google_compute_instance" "edge" {
   }
 
   lifecycle {
-    # cloud-init runs once, so a new config, binary or certificate needs a
+    # cloud-init runs once, so a new config, package or certificate needs a
     # new instance, and replacing one drains its clients. So that one apply
     # never drains a whole fleet, changed user data is ignored here: roll
     # edges one at a time with terraform apply -replace (docs/operations.md).
@@ -435,7 +437,7 @@ module "controllers" {
   admin_cidrs = concat(local.subnet_cidrs, var.admin_cidrs)
   geoip_db    = var.geoip_db
   admin_token = var.admin_token
-  binary      = var.controller_binary
+  package     = var.controller_package
   ssh_cidrs   = var.ssh_cidrs
 }
 
@@ -458,7 +460,7 @@ resource "google_compute_instance" "controller" {
 
   boot_disk {
     initialize_params {
-      image = var.image
+      image = local.image
       size  = 20
       type  = "pd-balanced"
     }

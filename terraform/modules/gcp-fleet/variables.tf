@@ -61,7 +61,7 @@ variable "etcd_region" {
 }
 
 variable "etcd" {
-  description = "etcd members' machine type, and a plaintext client port (private network only) to keep only while a fleet moves its clients to TLS (default null: TLS only)."
+  description = "etcd members' machine type (of arch: n2-standard-2 for amd64, t2a-standard-2 for arm64), and a plaintext client port (private network only) to keep only while a fleet moves its clients to TLS (default null: TLS only)."
   type = object({
     machine_type          = optional(string, "n2-standard-2")
     plaintext_client_port = optional(number)
@@ -148,20 +148,44 @@ variable "admin_token" {
   sensitive   = true
 }
 
-variable "edge_binary" {
-  description = "edge-node release binary (linux amd64): https URL and SHA-256."
+variable "edge_package" {
+  description = "The rtn-edge Debian package (target/packages/rtn-edge_<version>_<arch>.deb from scripts/package.sh, on an https URL the instances reach, or a path on an image that carries it) and its SHA-256 (target/packages/SHA256SUMS). Built for arch."
   type = object({
     url    = string
     sha256 = string
   })
 }
 
-variable "controller_binary" {
-  description = "region-controller release binary (linux amd64): https URL and SHA-256."
+variable "controller_package" {
+  description = "The rtn-controller Debian package (target/packages/rtn-controller_<version>_<arch>.deb) and its SHA-256, like edge_package. Built for arch."
   type = object({
     url    = string
     sha256 = string
   })
+}
+
+variable "arch" {
+  description = "CPU architecture of every instance: of the packages (scripts/package.sh builds the build host's: amd64 on x86-64, arm64 on an arm64 host), of the image and of the machine types. amd64: x86-64 types (n2, e2, c3: the defaults); arm64: Arm types (t2a, c4a, n4a: set edge_machine_type, controller_machine_type and etcd.machine_type)."
+  type        = string
+  default     = "amd64"
+
+  validation {
+    condition     = contains(["amd64", "arm64"], var.arch)
+    error_message = "arch must be amd64 or arm64 (Debian's names, as in the package file names)."
+  }
+
+  validation {
+    condition = alltrue([for t in concat(
+      [var.edge_machine_type, var.controller_machine_type, var.etcd.machine_type],
+      flatten([for r in values(var.regions) : [for e in r.edges : e.machine_type if e.machine_type != null]]),
+    ) : can(regex("^(t2a|c4a|n4a|a4x)-", t)) == (var.arch == "arm64")])
+    error_message = "Every machine type must be of arch: x86-64 types (n2, e2, c3...) for amd64, Arm types (t2a, c4a, n4a) for arm64."
+  }
+
+  validation {
+    condition     = endswith(var.edge_package.url, "_${var.arch}.deb") && endswith(var.controller_package.url, "_${var.arch}.deb")
+    error_message = "edge_package and controller_package must be built for arch: their file names end in _<arch>.deb (scripts/package.sh on a host of that architecture)."
+  }
 }
 
 variable "geoip_db" {
@@ -174,7 +198,7 @@ variable "geoip_db" {
 }
 
 variable "etcd_release" {
-  description = "etcd release tarball (URL and SHA-256); null for Ubuntu's etcd-server package."
+  description = "etcd release tarball (URL of etcd-vX.Y.Z-linux-<arch>.tar.gz and its SHA-256); null for Ubuntu's etcd-server package."
   type = object({
     url    = string
     sha256 = string
@@ -183,7 +207,7 @@ variable "etcd_release" {
 }
 
 variable "edge_machine_type" {
-  description = "Default machine type of edges."
+  description = "Default machine type of edges, of arch (n2-standard-4 for amd64; c4a-standard-4 for arm64)."
   type        = string
   default     = "n2-standard-4"
 }
@@ -195,7 +219,7 @@ variable "edge_capacity" {
 }
 
 variable "controller_machine_type" {
-  description = "Machine type of controllers."
+  description = "Machine type of controllers, of arch (e2-standard-2 for amd64; t2a-standard-2 for arm64)."
   type        = string
   default     = "e2-standard-2"
 }
@@ -225,9 +249,9 @@ variable "controller_admin_port" {
 }
 
 variable "image" {
-  description = "Boot image (cloud-init and systemd 250+: Ubuntu's GCE images run cloud-init from the user-data metadata key; Debian's do not)."
+  description = "Boot image (cloud-init and systemd 250+: Ubuntu's GCE images run cloud-init from the user-data metadata key; Debian's do not), of arch; null for Ubuntu 24.04 LTS of arch (ubuntu-os-cloud/ubuntu-2404-lts-<arch>)."
   type        = string
-  default     = "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+  default     = null
 }
 
 variable "service_account_email" {

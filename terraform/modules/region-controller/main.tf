@@ -1,9 +1,14 @@
 # Renders everything the hosts of one region's controllers need: a leader
-# and standbys that differ only in their names. No resources and no
-# providers: a cloud module puts each user_data on an instance.
+# and standbys that differ only in their names. They run the rtn-controller
+# package (its binary and hardened unit); this module renders the config,
+# secrets, certificates, firewall and the unit's drop-in, and the user data
+# that installs the package. No resources and no providers: a cloud module
+# puts each user_data on an instance.
 
 locals {
-  binary_path = "/usr/local/bin/region-controller"
+  # Installed by the rtn-controller package (packaging/, scripts/package.sh),
+  # with the unit /lib/systemd/system/rtn-controller.service.
+  binary_path = "/usr/bin/region-controller"
   config_path = "${var.config_dir}/controller.toml"
   env_path    = "${var.config_dir}/controller.env"
   geoip_path  = "${var.config_dir}/geoip/city.mmdb"
@@ -13,7 +18,10 @@ locals {
   etcd_key    = "${local.tls_dir}/etcd-client.key"
   nft_path    = "${var.config_dir}/firewall.nft"
   unit_name   = "rtn-controller.service"
-  nft_table   = "rtn_controller"
+  dropin_path = "/etc/systemd/system/${local.unit_name}.d/10-terraform.conf"
+  # Where systemd puts the unit's credentials (LoadCredential=): $CREDENTIALS_DIRECTORY.
+  credentials_dir = "/run/credentials/${local.unit_name}"
+  nft_table       = "rtn_controller"
 
   name_prefix     = coalesce(var.name_prefix, "${var.region}-ctl")
   names           = [for i in range(var.replicas) : "${local.name_prefix}-${i + 1}"]
@@ -50,13 +58,16 @@ locals {
     local.admin_token_env == null ? "" : "${local.admin_token_env}=${var.admin_token}\n",
   ])
 
-  systemd_unit = [for name in local.names : templatefile("${path.module}/templates/rtn-controller.service.tftpl", {
+  # The unit itself is the package's
+  # (packaging/region-controller/rtn-controller.service): only what differs
+  # per host is rendered here.
+  systemd_dropin = [for name in local.names : templatefile("${path.module}/templates/rtn-controller.dropin.conf.tftpl", {
     name            = name
     region          = var.region
-    binary          = local.binary_path
     config_path     = local.config_path
     env_path        = local.env_path
     etcd_key        = local.etcd_key
+    credentials_dir = local.credentials_dir
     log_level       = var.log_level
     limit_nofile    = var.limit_nofile
     memory_max      = var.memory_max
@@ -90,13 +101,13 @@ locals {
 
   files = [for i, name in local.names : merge(
     {
-      (local.config_path)                      = { content = local.config_toml[i], permissions = "0644" }
-      (local.env_path)                         = { content = local.env_file, permissions = "0600" }
-      (local.etcd_ca)                          = { content = var.etcd_tls.ca_pem, permissions = "0644" }
-      (local.etcd_cert)                        = { content = var.etcd_tls.cert_pem, permissions = "0644" }
-      (local.etcd_key)                         = { content = var.etcd_tls.key_pem, permissions = "0600" }
-      "/etc/systemd/system/${local.unit_name}" = { content = local.systemd_unit[i], permissions = "0644" }
-      "/usr/local/sbin/rtn-install"            = { content = local.install_script, permissions = "0755" }
+      (local.config_path)           = { content = local.config_toml[i], permissions = "0644" }
+      (local.env_path)              = { content = local.env_file, permissions = "0600" }
+      (local.etcd_ca)               = { content = var.etcd_tls.ca_pem, permissions = "0644" }
+      (local.etcd_cert)             = { content = var.etcd_tls.cert_pem, permissions = "0644" }
+      (local.etcd_key)              = { content = var.etcd_tls.key_pem, permissions = "0600" }
+      (local.dropin_path)           = { content = local.systemd_dropin[i], permissions = "0644" }
+      "/usr/local/sbin/rtn-install" = { content = local.install_script, permissions = "0755" }
     },
     var.host_firewall ? {
       (local.nft_path)                           = { content = local.firewall_nft, permissions = "0644" }
@@ -115,8 +126,10 @@ locals {
       owner       = "root:root"
       permissions = local.files[i][p].permissions
     }]
+    # The package after write_files: dpkg keeps the rendered
+    # /etc/rtn/controller.toml over its default (rtn-install --package).
     runcmd = concat(
-      [["/usr/local/sbin/rtn-install", var.binary.url, var.binary.sha256, local.binary_path]],
+      [["/usr/local/sbin/rtn-install", "--package", var.package.url, var.package.sha256]],
       var.geoip_db == null ? [] : [["/usr/local/sbin/rtn-install", var.geoip_db.url, var.geoip_db.sha256, local.geoip_path, "0644"]],
       [
         ["systemctl", "daemon-reload"],

@@ -26,9 +26,9 @@ output "config_toml" {
   value       = local.config_toml
 }
 
-output "systemd_unit" {
-  description = "The rtn-controller.service unit per replica."
-  value       = local.systemd_unit
+output "systemd_dropin" {
+  description = "Per replica, its drop-in for the rtn-controller package's unit (/etc/systemd/system/rtn-controller.service.d/10-terraform.conf): name, config path, log level, the etcd client key as a credential, limits, the capability for a port below 1024."
+  value       = local.systemd_dropin
 }
 
 output "firewall_nft" {
@@ -47,6 +47,7 @@ output "paths" {
     etcd_cert = local.etcd_cert
     etcd_key  = local.etcd_key
     unit      = local.unit_name
+    dropin    = local.dropin_path
   }
 }
 

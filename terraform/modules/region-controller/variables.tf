@@ -263,7 +263,7 @@ variable "cors_origins" {
 }
 
 variable "api_tls_files" {
-  description = "HTTPS for the API: paths on the host of a WebPKI certificate chain and its key, kept fresh by the host's ACME client (re-read when they change; the service user must be able to read them). null: plain HTTP (behind a TLS-terminating load balancer)."
+  description = "HTTPS for the API: paths on the host of a WebPKI certificate chain and its key, kept fresh by the host's ACME client (re-read when they change; the service user, the package's rtn, must be able to read them). null: plain HTTP (behind a TLS-terminating load balancer)."
   type = object({
     cert_path = string
     key_path  = string
@@ -271,16 +271,16 @@ variable "api_tls_files" {
   default = null
 }
 
-variable "binary" {
-  description = "Where hosts download the region-controller binary at first boot: an https URL and its SHA-256 (hex)."
+variable "package" {
+  description = "The rtn-controller Debian package the hosts install at first boot (scripts/package.sh builds it into target/packages/): url, an https URL or the absolute path of a .deb already on the host (an image that carries it), and its SHA-256 (hex, from target/packages/SHA256SUMS), checked before install. The package brings the binary, the hardened unit and the rtn user; its architecture (the file name's _amd64 or _arm64) must be the instances'."
   type = object({
     url    = string
     sha256 = string
   })
 
   validation {
-    condition     = can(regex("^https://[^\\s'\"]+$", var.binary.url)) && can(regex("^[0-9a-f]{64}$", var.binary.sha256))
-    error_message = "binary.url must be an https:// URL and binary.sha256 64 lowercase hex digits."
+    condition     = (can(regex("^https://[^\\s'\"]+/rtn-controller_[^/\\s'\"]+\\.deb$", var.package.url)) || can(regex("^(/[^/\\s'\"]+)*/rtn-controller_[^/\\s'\"]+\\.deb$", var.package.url))) && can(regex("^[0-9a-f]{64}$", var.package.sha256))
+    error_message = "package.url must be an https:// URL or an absolute path of an rtn-controller_<version>_<arch>.deb, and package.sha256 64 lowercase hex digits."
   }
 }
 

@@ -60,7 +60,11 @@ variable "coordinates" {
 
 locals {
   config_dir = "${var.root_dir}/etc/rtn"
-  binary     = { url = "https://releases.example.net/rtn/v0.1.0/bin", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+  sha256     = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
+  # What scripts/package.sh builds (run_tests.py runs the packaged units,
+  # from packaging/, with the binaries of RTN_BIN_DIR).
+  edge_package       = { url = "https://releases.example.net/rtn/v0.1.0/rtn-edge_0.1.0_amd64.deb", sha256 = local.sha256 }
+  controller_package = { url = "https://releases.example.net/rtn/v0.1.0/rtn-controller_0.1.0_amd64.deb", sha256 = local.sha256 }
 }
 
 module "etcd" {
@@ -89,11 +93,11 @@ module "controller" {
   admin_port           = var.ports.ctl_admin
   admin_listen_address = "127.0.0.1"
   admin_cidrs          = ["127.0.0.0/8"]
-  geoip_db             = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.binary.sha256 }
+  geoip_db             = { url = "https://releases.example.net/geoip/city.mmdb", sha256 = local.sha256 }
   client_ip_header     = "x-forwarded-for"
   trusted_proxies      = ["127.0.0.1", "10.0.0.0/8"]
   admin_token          = "test-admin-token-0123456789abcdef"
-  binary               = local.binary
+  package              = local.controller_package
   config_dir           = local.config_dir
 }
 
@@ -116,7 +120,7 @@ module "edge" {
   apps                 = [{ id = "demo" }]
   app_secrets          = { demo = ["0123456789abcdef0123"] }
   tls                  = var.edge_tls
-  binary               = local.binary
+  package              = local.edge_package
   admin_cidrs          = ["127.0.0.0/8"]
   config_dir           = local.config_dir
 }

@@ -29,8 +29,8 @@ variables {
     cert_pem = "-----BEGIN CERTIFICATE-----\nETCDCLIENT\n-----END CERTIFICATE-----\n"
     key_pem  = "-----BEGIN EC PRIVATE KEY-----\nETCDKEY\n-----END EC PRIVATE KEY-----\n"
   }
-  binary = {
-    url    = "https://releases.example.net/rtn/v0.1.0/edge-node"
+  package = {
+    url    = "https://releases.example.net/rtn/v0.1.0/rtn-edge_0.1.0_amd64.deb"
     sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
   }
   admin_cidrs = ["10.0.0.0/8", "fd00::/8"]
@@ -78,29 +78,42 @@ run "renders_the_config" {
   }
 }
 
-run "renders_a_hardened_unit" {
+run "renders_the_unit_dropin" {
   command = plan
 
   assert {
-    condition     = strcontains(output.systemd_unit, "ExecStart=/usr/local/bin/edge-node run --config /etc/rtn/edge.toml --tls-key %d/edge.key --etcd-key %d/etcd-client.key\n")
-    error_message = "ExecStart is wrong"
-  }
-  assert {
     condition = alltrue([for d in [
-      "DynamicUser=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n", "PrivateUsers=yes",
-      "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
-      "ProtectKernelTunables=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-      "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
-      "Restart=always", "RestartSec=1", "LimitNOFILE=65536", "MemoryMax=2G", "TasksMax=4096",
-      "LoadCredential=edge.key:/etc/rtn/tls/edge.key", "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key",
-      "EnvironmentFile=/etc/rtn/edge.env",
-      "KillSignal=SIGTERM", "TimeoutStopSec=20",
-    ] : strcontains(output.systemd_unit, d)])
-    error_message = "a hardening, restart or limit directive is missing"
+      "[Unit]\nDescription=RTN edge relay 17 (eu-central)\n",
+      "[Service]\nEnvironment=RTN_CONFIG=/etc/rtn/edge.toml\nEnvironmentFile=\nEnvironmentFile=/etc/rtn/edge.env\n",
+      "Environment=RTN_LOG_FORMAT=json\n", "Environment=RUST_LOG=info\n",
+      "LoadCredential=edge.key:/etc/rtn/tls/edge.key\n", "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key\n",
+      "Environment=RTN_TLS_KEY=/run/credentials/rtn-edge.service/edge.key\n",
+      "Environment=RTN_CONTROL_ETCD_KEY=/run/credentials/rtn-edge.service/etcd-client.key\n",
+      "TimeoutStopSec=20\n", "LimitNOFILE=65536\n", "MemoryMax=2G\n",
+    ] : strcontains(output.systemd_dropin, d)])
+    error_message = "a per-host setting is missing from the drop-in"
   }
   assert {
-    condition     = !strcontains(output.systemd_unit, "User=root") && !strcontains(output.systemd_unit, "AmbientCapabilities=CAP")
-    error_message = "the edge must not run as root or with capabilities on an unprivileged port"
+    condition     = alltrue([for d in ["ExecStart", "User=", "DynamicUser", "ProtectSystem", "SystemCallFilter", "Restart=", "AmbientCapabilities", "PrivateUsers"] : !strcontains(output.systemd_dropin, d)])
+    error_message = "the unit's command, user and sandbox are the package's (packaging/edge-node/rtn-edge.service), never the drop-in's; no capability on an unprivileged port"
+  }
+  assert {
+    condition     = output.paths.dropin == "/etc/systemd/system/rtn-edge.service.d/10-terraform.conf" && output.paths.binary == "/usr/bin/edge-node"
+    error_message = "the drop-in and the package's binary are not where systemd and the package put them"
+  }
+}
+
+run "no_memory_limit" {
+  command = plan
+
+  variables {
+    memory_max = null
+    limits     = { drain_timeout_ms = 30000 }
+  }
+
+  assert {
+    condition     = strcontains(output.systemd_dropin, "MemoryMax=infinity\n") && strcontains(output.systemd_dropin, "TimeoutStopSec=45\n")
+    error_message = "memory_max = null must lift the package's MemoryMax, and the stop timeout must follow the drain timeout"
   }
 }
 
@@ -112,7 +125,7 @@ run "privileged_port_gets_only_net_bind_service" {
   }
 
   assert {
-    condition     = strcontains(output.systemd_unit, "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n") && !strcontains(output.systemd_unit, "PrivateUsers=yes")
+    condition     = strcontains(output.systemd_dropin, "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nPrivateUsers=no\n")
     error_message = "port 443 needs CAP_NET_BIND_SERVICE (and no user namespace)"
   }
   assert {
@@ -149,7 +162,7 @@ run "user_data_installs_everything" {
     condition = alltrue([for p in [
       "/etc/rtn/edge.toml", "/etc/rtn/edge.env", "/etc/rtn/tls/edge.pem", "/etc/rtn/tls/edge.key",
       "/etc/rtn/tls/mesh-ca.pem", "/etc/rtn/tls/etcd-ca.pem", "/etc/rtn/tls/etcd-client.pem", "/etc/rtn/tls/etcd-client.key",
-      "/etc/sysctl.d/60-rtn-edge.conf", "/etc/systemd/system/rtn-edge.service",
+      "/etc/sysctl.d/60-rtn-edge.conf", "/etc/systemd/system/rtn-edge.service.d/10-terraform.conf",
       "/etc/systemd/system/rtn-firewall.service", "/etc/rtn/firewall.nft", "/usr/local/sbin/rtn-install",
     ] : contains(keys(nonsensitive(output.files)), p)])
     error_message = "a file is missing from the user data"
@@ -165,6 +178,14 @@ run "user_data_installs_everything" {
   assert {
     condition     = nonsensitive(output.files["/etc/rtn/edge.env"].content) == "# App secrets of RTN edge 17 (rendered by terraform). Root-only; systemd reads it.\nRTN_APP_SECRETS_DEMO=0123456789abcdef0123\nRTN_APP_SECRETS_ACME_VIDEO_PROD=new-secret-0123456789,old-secret-0123456789\n"
     error_message = "the environment file is wrong"
+  }
+  assert {
+    condition     = !contains(keys(nonsensitive(output.files)), "/etc/systemd/system/rtn-edge.service") && !contains(keys(nonsensitive(output.files)), "/usr/local/bin/edge-node")
+    error_message = "the unit and the binary come from the package"
+  }
+  assert {
+    condition     = strcontains(nonsensitive(output.user_data), "https://releases.example.net/rtn/v0.1.0/rtn-edge_0.1.0_amd64.deb") && strcontains(nonsensitive(output.user_data), "--package")
+    error_message = "the user data must install the package"
   }
   assert {
     condition     = length(nonsensitive(output.user_data)) < 16384
@@ -371,20 +392,47 @@ run "rejects_tls_that_is_not_pem" {
   expect_failures = [var.tls]
 }
 
-run "rejects_a_plain_http_binary_url" {
+run "installs_a_package_already_on_the_host" {
   command = plan
   variables {
-    binary = { url = "http://releases.example.net/edge-node", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+    package = { url = "/var/cache/rtn/rtn-edge_0.1.0_amd64.deb", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
   }
-  expect_failures = [var.binary]
+  assert {
+    condition     = strcontains(nonsensitive(output.user_data), "/var/cache/rtn/rtn-edge_0.1.0_amd64.deb")
+    error_message = "a local path is installed as given"
+  }
+}
+
+run "rejects_a_plain_http_package_url" {
+  command = plan
+  variables {
+    package = { url = "http://releases.example.net/rtn-edge_0.1.0_amd64.deb", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+  }
+  expect_failures = [var.package]
+}
+
+run "rejects_a_bare_binary" {
+  command = plan
+  variables {
+    package = { url = "https://releases.example.net/rtn/v0.1.0/edge-node", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+  }
+  expect_failures = [var.package]
+}
+
+run "rejects_the_controller_package" {
+  command = plan
+  variables {
+    package = { url = "https://releases.example.net/rtn/v0.1.0/rtn-controller_0.1.0_amd64.deb", sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+  }
+  expect_failures = [var.package]
 }
 
 run "rejects_a_bad_checksum" {
   command = plan
   variables {
-    binary = { url = "https://releases.example.net/edge-node", sha256 = "abc" }
+    package = { url = "https://releases.example.net/rtn-edge_0.1.0_amd64.deb", sha256 = "abc" }
   }
-  expect_failures = [var.binary]
+  expect_failures = [var.package]
 }
 
 run "rejects_a_bad_cidr" {

@@ -10,8 +10,8 @@ variables {
     cert_pem = "-----BEGIN CERTIFICATE-----\nETCDCLIENT\n-----END CERTIFICATE-----\n"
     key_pem  = "-----BEGIN PRIVATE KEY-----\nETCDKEY\n-----END PRIVATE KEY-----\n"
   }
-  binary = {
-    url    = "https://releases.example.net/rtn/v0.1.0/region-controller"
+  package = {
+    url    = "https://releases.example.net/rtn/v0.1.0/rtn-controller_0.1.0_amd64.deb"
     sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a"
   }
   geoip_db = {
@@ -104,18 +104,30 @@ run "no_geoip_no_admin_token" {
   }
 }
 
-run "hardened_unit" {
+run "unit_dropin" {
   command = plan
 
   assert {
-    condition = alltrue([for d in [
-      "ExecStart=/usr/local/bin/region-controller run --config /etc/rtn/controller.toml --etcd-key %d/etcd-client.key\n",
-      "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key",
-      "EnvironmentFile=/etc/rtn/controller.env", "DynamicUser=yes", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes",
-      "ProtectSystem=strict", "PrivateUsers=yes", "SystemCallFilter=@system-service", "Restart=always",
-      "KillSignal=SIGTERM", "LimitNOFILE=65536", "MemoryMax=2G",
-    ] : strcontains(output.systemd_unit[0], d)])
-    error_message = "a directive is missing from the unit"
+    condition = alltrue(flatten([for i, name in output.names : [for d in [
+      "[Unit]\nDescription=RTN region controller ${name} (us-east)\n",
+      "[Service]\nEnvironment=RTN_CTL_CONFIG=/etc/rtn/controller.toml\nEnvironmentFile=\nEnvironmentFile=/etc/rtn/controller.env\n",
+      "LoadCredential=etcd-client.key:/etc/rtn/tls/etcd-client.key\n",
+      "Environment=RTN_CTL_ETCD_KEY=/run/credentials/rtn-controller.service/etcd-client.key\n",
+      "Environment=RUST_LOG=info\n", "LimitNOFILE=65536\n", "MemoryMax=2G\n",
+    ] : strcontains(output.systemd_dropin[i], d)]]))
+    error_message = "a per-host setting is missing from a replica's drop-in"
+  }
+  assert {
+    condition     = alltrue([for u in output.systemd_dropin : alltrue([for d in ["ExecStart", "User=", "DynamicUser", "ProtectSystem", "SystemCallFilter", "Restart=", "PrivateUsers"] : !strcontains(u, d)])])
+    error_message = "the unit's command, user and sandbox are the package's (packaging/region-controller/rtn-controller.service), never the drop-in's"
+  }
+  assert {
+    condition     = output.paths.dropin == "/etc/systemd/system/rtn-controller.service.d/10-terraform.conf" && output.paths.binary == "/usr/bin/region-controller" && contains(keys(nonsensitive(output.files[0])), output.paths.dropin) && !contains(keys(nonsensitive(output.files[0])), "/etc/systemd/system/rtn-controller.service")
+    error_message = "the hosts get the drop-in, the unit comes from the package"
+  }
+  assert {
+    condition     = alltrue([for u in nonsensitive(output.user_data) : strcontains(u, "--package") && strcontains(u, "https://releases.example.net/rtn/v0.1.0/rtn-controller_0.1.0_amd64.deb")])
+    error_message = "every replica installs the package"
   }
   assert {
     condition     = strcontains(output.firewall_nft, "ip saddr { 0.0.0.0/0 } tcp dport 8080 accept comment \"API: nearest edge, health\"") && strcontains(output.firewall_nft, "ip6 saddr { ::/0 } tcp dport 8080 accept") && !strcontains(output.firewall_nft, "dport 22")
@@ -193,7 +205,7 @@ run "api_on_port_80" {
     api_port = 80
   }
   assert {
-    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n") && strcontains(output.config_toml[0], "listen = \"0.0.0.0:80\"\n")
+    condition     = strcontains(output.systemd_dropin[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nPrivateUsers=no\n") && strcontains(output.config_toml[0], "listen = \"0.0.0.0:80\"\n")
     error_message = "port 80 needs CAP_NET_BIND_SERVICE"
   }
 }
@@ -204,7 +216,7 @@ run "admin_on_a_privileged_port" {
     admin_port = 900
   }
   assert {
-    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    condition     = strcontains(output.systemd_dropin[0], "AmbientCapabilities=CAP_NET_BIND_SERVICE\n")
     error_message = "an admin port below 1024 needs CAP_NET_BIND_SERVICE"
   }
 }
@@ -212,7 +224,7 @@ run "admin_on_a_privileged_port" {
 run "default_ports_need_no_capability" {
   command = plan
   assert {
-    condition     = strcontains(output.systemd_unit[0], "AmbientCapabilities=\n") && !strcontains(output.systemd_unit[0], "CAP_NET_BIND_SERVICE")
+    condition     = !strcontains(output.systemd_dropin[0], "AmbientCapabilities") && !strcontains(output.systemd_dropin[0], "CAP_NET_BIND_SERVICE")
     error_message = "ports 8080 and 9434 need no capability"
   }
 }
@@ -357,10 +369,18 @@ run "rejects_a_geoip_db_over_http" {
   expect_failures = [var.geoip_db]
 }
 
-run "rejects_a_bad_binary_checksum" {
+run "rejects_a_bad_package_checksum" {
   command = plan
   variables {
-    binary = { url = "https://releases.example.net/region-controller", sha256 = "XYZ" }
+    package = { url = "https://releases.example.net/rtn-controller_0.1.0_amd64.deb", sha256 = "XYZ" }
   }
-  expect_failures = [var.binary]
+  expect_failures = [var.package]
+}
+
+run "rejects_the_edge_package" {
+  command = plan
+  variables {
+    package = { url = "https://releases.example.net/rtn-edge_0.1.0_amd64.deb", sha256 = "0a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f50" }
+  }
+  expect_failures = [var.package]
 }
