@@ -49,7 +49,7 @@ LOCAL_EXAMPLE = "examples/local"
 # Files every module dir has (the registry's conventions).
 MODULE_FILES = ["main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"]
 # Templates shared by the provider-free modules: copies, kept identical.
-SHARED_TEMPLATES = ["rtn-install.sh", "firewall.nft.tftpl", "rtn-firewall.service.tftpl"]
+SHARED_TEMPLATES = ["rtn-install.sh", "firewall.nft.tftpl", "rtn-firewall.service.tftpl", "rtn-fetch-secrets.sh.tftpl"]
 # Worst systemd-analyze security exposure allowed for the services (0 = best, 10 = worst).
 MAX_EXPOSURE = 2.0
 # The units the Debian packages ship (scripts/package.sh): the modules render
@@ -247,6 +247,10 @@ def static_check(rel):
                 continue
             child = parse_module(os.path.normpath(os.path.join(rel, src)))
             args = {k for k in call if k not in META_ARGS}
+            # Cloud modules keep secrets out of user data: every host module
+            # they call fetches its secrets from the cloud's store.
+            if rel.startswith("modules/") and os.path.normpath(os.path.join(rel, src)) in PROVIDER_FREE and "secret_store" not in args:
+                problems.append(f"module {name}: {src} must get secret_store (no secrets in user data)")
             for a in sorted(args - set(child["vars"])):
                 problems.append(f"module {name}: {src} has no variable {a}")
             for v, has_default in sorted(child["vars"].items()):
@@ -632,6 +636,72 @@ def permissions_check(r):
             if wf["path"].endswith((".toml", ".yaml")):
                 for s in ["0123456789abcdef0123", "test-admin-token"]:
                     assert s not in wf["content"], f"{host}: {wf['path']} contains a secret"
+
+
+@check("secrets elsewhere (secret_store): no key, token or secret in any user data; rtn-fetch-secrets writes them root-only before the units start")
+def store_mode_check(r):
+    users = r.out["store_user_data"]
+    secrets = r.out["store_secrets"]
+    names = r.out["store_secret_names"]
+    assert sorted(users) == sorted(r.hosts), f"{sorted(users)} != {sorted(r.hosts)}"
+    values = ["0123456789abcdef0123", "test-admin-token", "test_licence_key_0123"]
+    for s in secrets.values():
+        values += [v["content"] for v in s.values()]
+    fakebin = os.path.join(r.dir, "store-bin")
+    os.makedirs(fakebin, exist_ok=True)
+    for host, text in users.items():
+        assert "PRIVATE KEY" not in text, f"{host}: a private key in user data"
+        for v in values:
+            assert v not in text, f"{host}: a secret in user data"
+        cfg = load_cloud_config(text)
+        paths = {wf["path"] for wf in cfg["write_files"]}
+        want = {"edge": {"edge.env", "edge.key", "etcd-client.key"}}.get(host, {"controller.env", "etcd-client.key", "GeoIP.conf"} if host.startswith("controller") else {"etcd-member.key"})
+        assert {os.path.basename(p) for p in secrets[host]} == want, f"{host}: secrets {sorted(secrets[host])}"
+        assert not paths & set(secrets[host]), f"{host}: secret files in write_files"
+        assert set(names[host]) == set(secrets[host]) and all(names[host][p] == secrets[host][p]["name"] for p in secrets[host])
+        assert all(v["permissions"] == "0600" for v in secrets[host].values()), f"{host}: secrets must be 0600"
+        assert cfg["runcmd"][0] == ["/usr/local/sbin/rtn-fetch-secrets"], f"{host}: fetch first: {cfg['runcmd']}"
+        fetch = [wf for wf in cfg["write_files"] if wf["path"] == "/usr/local/sbin/rtn-fetch-secrets"]
+        assert len(fetch) == 1 and fetch[0]["permissions"] == "0755", host
+        # Run it against a fake store CLI serving the values the cloud
+        # module would store (base64 of each file), by name.
+        store = {v["name"]: base64.b64encode(v["content"].encode()).decode() for v in secrets[host].values()}
+        with open(os.path.join(fakebin, "store.json"), "w") as f:
+            json.dump(store, f)
+        for cli, arg in [("aws", "--name"), ("gcloud", "--secret=")]:
+            with open(os.path.join(fakebin, cli), "w") as f:
+                f.write(f"""#!/usr/bin/env python3
+import json, sys
+name = None
+for i, a in enumerate(sys.argv):
+    if a == "--name":
+        name = sys.argv[i + 1]
+    elif a.startswith("--secret="):
+        name = a.split("=", 1)[1]
+print(json.load(open({json.dumps(os.path.join(fakebin, "store.json"))}))[name])
+""")
+            os.chmod(os.path.join(fakebin, cli), 0o755)
+        script = os.path.join(fakebin, f"fetch-{host}")
+        with open(script, "w") as f:
+            f.write(fetch[0]["content"])
+        subprocess.run(["sh", "-n", script], check=True)
+        p = subprocess.run(["sh", script], capture_output=True, text=True, timeout=60, env=dict(os.environ, PATH=f"{fakebin}:{os.environ['PATH']}"))
+        assert p.returncode == 0, f"{host}: {p.stdout}{p.stderr}"
+        for path, v in secrets[host].items():
+            assert open(path).read() == v["content"], f"{host}: {path} differs"
+            assert os.stat(path).st_mode & 0o777 == 0o600, f"{host}: {path} mode"
+            assert os.stat(path).st_uid == 0 or os.getuid() != 0, f"{host}: {path} owner"
+    ctl = load_cloud_config(users["controller-1"])
+    assert "geoipupdate" in ctl["packages"]
+    units = {wf["path"]: wf["content"] for wf in ctl["write_files"]}
+    svc = units["/etc/systemd/system/rtn-geoipupdate.service"]
+    db = re.search(r"^geoip_db = \"(.*)\"$", units[[p for p in units if p.endswith("controller.toml")][0]], re.M).group(1)
+    assert f"-d {os.path.dirname(db)}" in svc and db.endswith("/GeoLite2-City.mmdb"), "geoipupdate must write the file geoip_db names"
+    assert "OnCalendar=" in units["/etc/systemd/system/rtn-geoipupdate.timer"]
+    cmds = [" ".join(c) for c in ctl["runcmd"]]
+    assert "systemctl enable --now rtn-geoipupdate.timer" in cmds
+    assert all("/etc/systemd/system/rtn-geoipupdate.service" not in {wf["path"] for wf in c["write_files"]} for c in r.configs.values()), "no geoipupdate without a licence key"
+    print(f"     {len(users)} hosts: {sum(len(s) for s in secrets.values())} secret files fetched, none in user data")
 
 
 @check("edge: the real edge-node check-config accepts the rendered config, run as the package's unit with the rendered drop-in runs it")
@@ -1357,7 +1427,7 @@ def main():
 
     do_render()
     if render is not None:
-        for fn in [cloud_init_schema, runcmd_check, permissions_check, edge_check_config, controller_check_config,
+        for fn in [cloud_init_schema, runcmd_check, permissions_check, store_mode_check, edge_check_config, controller_check_config,
                    units_verify, units_security, edge_unit_directives, nft_check, sysctl_check, live]:
             fn(render)
 

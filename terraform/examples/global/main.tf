@@ -40,10 +40,11 @@ module "eu_central" {
   admin_cidrs     = var.monitoring_cidrs
   ssh_cidrs       = var.ssh_cidrs
 
-  edges       = [{ id = 1 }, { id = 2 }, { id = 3 }]
-  controllers = 2
-  etcd        = {}
-  etcd_ca     = local.etcd_ca
+  edges        = [{ id = 1 }, { id = 2 }, { id = 3 }]
+  controllers  = 2
+  etcd         = {}
+  etcd_release = var.etcd_release
+  etcd_ca      = local.etcd_ca
 
   mesh_ca            = local.mesh_ca
   apps               = var.apps

@@ -56,6 +56,14 @@ variable "controller_package" {
   })
 }
 
+variable "etcd_release" {
+  description = "The etcd release of the cluster in the home region: sha256 of etcd v3.5.21's linux-amd64 tarball, from the release's SHA256SUMS (or another url and its sha256)."
+  type = object({
+    url    = optional(string, "https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz")
+    sha256 = string
+  })
+}
+
 variable "geoip_db" {
   description = "MaxMind City database (your licensed copy, served over https): URL and SHA-256; null for none."
   type = object({

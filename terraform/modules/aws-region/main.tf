@@ -7,6 +7,10 @@
 
 data "aws_region" "current" {}
 
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
 data "aws_availability_zones" "available" {
   state = "available"
 }
@@ -49,6 +53,84 @@ locals {
   }]
   etcd_endpoints = var.etcd == null ? var.etcd_endpoints : module.etcd[0].client_endpoints
   etcd_plaintext = var.etcd == null ? null : var.etcd.plaintext_client_port
+
+  # Secrets (keys, tokens, app secrets) are not in user data: each host
+  # fetches its own from SSM Parameter Store at first boot, under
+  # /rtn/<fleet>/<region>/<host>/, with an IAM role that reads only those.
+  secret_prefix = "/rtn/${var.name}/${var.region}"
+  secret_store  = { store = "aws-ssm", prefix = local.secret_prefix, region = data.aws_region.current.region }
+  secret_hosts = merge(
+    { for k in keys(local.edges) : "edge-${k}" => "${local.secret_prefix}/edge-${k}" },
+    { for n in module.controllers.names : n => "${local.secret_prefix}/${n}" },
+    { for m in local.etcd_members : m.name => "${local.secret_prefix}/${m.name}" },
+  )
+  # Parameter name => where its content comes from (names are known at plan
+  # time; the contents are sensitive module outputs).
+  secret_params = merge(
+    merge({}, [for k, m in module.edge : { for p, n in m.secret_names : n => { host = "edge-${k}", src = "edge/${k}", path = p } }]...),
+    merge({}, [for i, names in module.controllers.secret_names : { for p, n in names : n => { host = module.controllers.names[i], src = "controller/${i}", path = p } }]...),
+    merge({}, [for e in module.etcd : merge({}, [for member, names in e.secret_names : { for p, n in names : n => { host = member, src = "etcd/${member}", path = p } }]...)]...),
+  )
+  secret_content = merge(
+    { for k, m in module.edge : "edge/${k}" => m.secrets },
+    { for i, s in module.controllers.secrets : "controller/${i}" => s },
+    merge({}, [for e in module.etcd : { for member, s in e.secrets : "etcd/${member}" => s }]...),
+  )
+}
+
+# --- secrets: one SecureString parameter per secret file and host, and per
+# host an IAM role (instance profile) that may read its own parameters only
+
+resource "aws_ssm_parameter" "secret" {
+  for_each    = local.secret_params
+  name        = each.key
+  description = "RTN ${each.value.host}: ${each.value.path} (base64)"
+  type        = "SecureString"
+  key_id      = var.secrets_kms_key_id
+  tier        = "Intelligent-Tiering"
+  value       = base64encode(local.secret_content[each.value.src][each.value.path].content)
+  tags        = merge(local.tags, { "rtn:host" = each.value.host })
+}
+
+resource "aws_iam_role" "host" {
+  for_each = local.secret_hosts
+  name     = "${local.prefix}-${each.key}"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "ec2.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+  tags = merge(local.tags, { "rtn:host" = each.key })
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  for_each = local.secret_hosts
+  name     = "rtn-secrets"
+  role     = aws_iam_role.host[each.key].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      [{
+        Effect   = "Allow"
+        Action   = ["ssm:GetParameter"]
+        Resource = "arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:parameter${each.value}/*"
+      }],
+      # The default key (aws/ssm) lets the account's principals decrypt
+      # through SSM; a key of the operator's needs this.
+      var.secrets_kms_key_id == null ? [] : [{
+        Effect    = "Allow"
+        Action    = ["kms:Decrypt"]
+        Resource  = var.secrets_kms_key_id
+        Condition = { StringEquals = { "kms:ViaService" = "ssm.${data.aws_region.current.region}.amazonaws.com" } }
+      }],
+    )
+  })
+}
+
+resource "aws_iam_instance_profile" "host" {
+  for_each = local.secret_hosts
+  name     = "${local.prefix}-${each.key}"
+  role     = aws_iam_role.host[each.key].name
+  tags     = merge(local.tags, { "rtn:host" = each.key })
 }
 
 # --- network
@@ -121,7 +203,6 @@ locals {
   ingress = merge(
     {
       "edge-quic-v4"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "QUIC: clients and relay links" }
-      "edge-quic-v6"   = { sg = aws_security_group.edge.id, proto = "udp", port = var.quic_port, cidr4 = null, cidr6 = "::/0", from_sg = null, what = "QUIC: clients and relay links" }
       "controller-api" = { sg = aws_security_group.controller.id, proto = "tcp", port = var.api_port, cidr4 = "0.0.0.0/0", cidr6 = null, from_sg = null, what = "nearest-edge API and health" }
     },
     { for c in var.admin_cidrs : "edge-admin-${c}" => { sg = aws_security_group.edge.id, proto = "tcp", port = var.admin_port, cidr4 = c, cidr6 = null, from_sg = null, what = "edge metrics and health" } },
@@ -262,6 +343,7 @@ module "etcd" {
   admin_cidrs           = var.admin_cidrs
   ssh_cidrs             = var.ssh_cidrs
   etcd_release          = var.etcd_release
+  secret_store          = local.secret_store
   tls = {
     ca_pem = var.etcd_ca.cert_pem
     members = { for i, m in local.etcd_members : m.name => {
@@ -280,8 +362,11 @@ resource "aws_instance" "etcd" {
   associate_public_ip_address = true # outbound only (packages); the security group admits no one from outside
   vpc_security_group_ids      = [aws_security_group.etcd[0].id]
   key_name                    = var.key_name
+  iam_instance_profile        = aws_iam_instance_profile.host[local.etcd_members[count.index].name].name
   user_data_base64            = module.etcd[0].user_data_base64gzip[local.etcd_members[count.index].name]
   user_data_replace_on_change = false # a member keeps its data: replace members by hand (docs/operations.md)
+  # Its key must be in Parameter Store, readable by its role, when it boots.
+  depends_on = [aws_ssm_parameter.secret, aws_iam_role_policy.secrets]
 
   metadata_options {
     http_tokens                 = "required"
@@ -327,6 +412,7 @@ module "edge" {
   apps           = var.apps
   app_secrets    = var.app_secrets
   package        = var.edge_package
+  secret_store   = merge(local.secret_store, { prefix = "${local.secret_prefix}/edge-${each.key}" })
   admin_cidrs    = concat(var.admin_cidrs, [var.vpc_cidr])
   ssh_cidrs      = var.ssh_cidrs
   tls = {
@@ -357,6 +443,8 @@ resource "aws_instance" "edge" {
   # (docs/operations.md, upgrading).
   user_data_base64            = module.edge[each.key].user_data_base64gzip
   user_data_replace_on_change = true
+  iam_instance_profile        = aws_iam_instance_profile.host["edge-${each.key}"].name
+  depends_on                  = [aws_ssm_parameter.secret, aws_iam_role_policy.secrets]
 
   metadata_options {
     http_tokens                 = "required"
@@ -395,13 +483,15 @@ module "controllers" {
     cert_pem = tls_locally_signed_cert.etcd_client["controllers"].cert_pem
     key_pem  = tls_private_key.etcd_client["controllers"].private_key_pem_pkcs8
   }
-  api_port    = var.api_port
-  admin_port  = var.controller_admin_port
-  admin_cidrs = concat(var.admin_cidrs, [var.vpc_cidr])
-  geoip_db    = var.geoip_db
-  admin_token = var.admin_token
-  package     = var.controller_package
-  ssh_cidrs   = var.ssh_cidrs
+  api_port     = var.api_port
+  admin_port   = var.controller_admin_port
+  admin_cidrs  = concat(var.admin_cidrs, [var.vpc_cidr])
+  geoip_db     = var.geoip_db
+  geoip_update = var.geoip_update
+  admin_token  = var.admin_token
+  package      = var.controller_package
+  ssh_cidrs    = var.ssh_cidrs
+  secret_store = local.secret_store
 }
 
 resource "aws_eip" "controller" {
@@ -419,6 +509,8 @@ resource "aws_instance" "controller" {
   key_name                    = var.key_name
   user_data_base64            = module.controllers.user_data_base64gzip[count.index]
   user_data_replace_on_change = true
+  iam_instance_profile        = aws_iam_instance_profile.host[module.controllers.names[count.index]].name
+  depends_on                  = [aws_ssm_parameter.secret, aws_iam_role_policy.secrets]
 
   metadata_options {
     http_tokens                 = "required"

@@ -277,13 +277,37 @@ variable "geoip_db" {
   default = null
 }
 
-variable "etcd_release" {
-  description = "etcd release tarball (URL of etcd-vX.Y.Z-linux-<arch>.tar.gz and its SHA-256); null for Ubuntu's etcd-server package."
+variable "geoip_update" {
+  description = "Keep the controllers' GeoIP database current with MaxMind's geoipupdate (a systemd timer): account id, licence key, optionally edition (default GeoLite2-City) and on_calendar. The licence key reaches the controllers through Parameter Store like the other secrets. null: no updates (region-controller's geoip_update)."
   type = object({
-    url    = string
-    sha256 = string
+    account_id  = number
+    license_key = string
+    edition     = optional(string, "GeoLite2-City")
+    on_calendar = optional(string, "Wed,Sat *-*-* 03:00:00")
+  })
+  default   = null
+  sensitive = true
+}
+
+variable "secrets_kms_key_id" {
+  description = "KMS key (ARN) that encrypts the hosts' SecureString parameters; null: the account's default key for SSM (aws/ssm). Each host's role may decrypt with it through SSM only."
+  type        = string
+  default     = null
+}
+
+variable "etcd_release" {
+  description = "The etcd the members run, required when this region hosts etcd (etcd set): url (default: etcd v3.5.21, linux-amd64; set the arm64 tarball with arch = arm64) and sha256, copied from the release's SHA256SUMS (no default: it cannot be checked here). { distribution_package = true }: Ubuntu's etcd-server (3.4, with the lease-revocation bug docs/operations.md describes). See etcd-cluster's etcd_release."
+  type = object({
+    url                  = optional(string, "https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz")
+    sha256               = optional(string)
+    distribution_package = optional(bool, false)
   })
   default = null
+
+  validation {
+    condition     = var.etcd == null || var.etcd_release != null
+    error_message = "etcd_release is required when this region hosts etcd: { sha256 = \"<from the release's SHA256SUMS>\" } for the default v3.5.21 tarball."
+  }
 }
 
 variable "quic_port" {

@@ -141,25 +141,46 @@ locals {
     } : {},
   )
 
+  # The files that are secret: with a secret_store they are not in the user
+  # data; the host fetches them (rtn-fetch-secrets) before anything starts.
+  secret_paths = [local.env_path, local.tls_key, local.etcd_key]
+  secrets = { for p in local.secret_paths : p => {
+    name        = var.secret_store == null ? null : var.secret_store.store == "aws-ssm" ? "${var.secret_store.prefix}/${basename(p)}" : "${var.secret_store.prefix}-${replace(basename(p), ".", "-")}"
+    content     = local.files[p].content
+    permissions = local.files[p].permissions
+  } }
+  fetch_script = var.secret_store == null ? null : templatefile("${path.module}/templates/rtn-fetch-secrets.sh.tftpl", {
+    store   = var.secret_store.store
+    region  = var.secret_store.region
+    project = var.secret_store.project
+    secrets = [for p in sort(keys(local.secrets)) : { name = local.secrets[p].name, path = p, permissions = local.secrets[p].permissions }]
+  })
+  user_files = var.secret_store == null ? local.files : merge(
+    { for p, f in local.files : p => f if !contains(local.secret_paths, p) },
+    { "/usr/local/sbin/rtn-fetch-secrets" = { content = local.fetch_script, permissions = "0755" } },
+  )
+  fetch_cmds = var.secret_store == null ? [] : [["/usr/local/sbin/rtn-fetch-secrets"]]
+
   services = concat(var.host_firewall ? ["rtn-firewall.service"] : [], [local.unit_name])
 
   cloud_config = {
     package_update = true
     packages       = concat(["ca-certificates", "curl"], var.host_firewall ? ["nftables"] : [])
-    write_files = [for p in sort(keys(local.files)) : {
+    write_files = [for p in sort(keys(local.user_files)) : {
       path        = p
-      content     = local.files[p].content
+      content     = local.user_files[p].content
       owner       = "root:root"
-      permissions = local.files[p].permissions
+      permissions = local.user_files[p].permissions
     }]
     # The package after write_files: dpkg keeps the rendered
     # /etc/rtn/edge.toml over its default (rtn-install --package).
-    runcmd = [
+    # The secrets first (with a secret_store), before the package and units.
+    runcmd = concat(local.fetch_cmds, [
       ["sysctl", "--system"],
       ["/usr/local/sbin/rtn-install", "--package", var.package.url, var.package.sha256],
       ["systemctl", "daemon-reload"],
       concat(["systemctl", "enable", "--now"], local.services),
-    ]
+    ])
   }
 
   user_data = "#cloud-config\n${yamlencode(local.cloud_config)}"

@@ -1,5 +1,5 @@
 output "user_data" {
-  description = "cloud-init user data (#cloud-config) that installs and starts the edge. Contains the private keys and app secrets."
+  description = "cloud-init user data (#cloud-config) that installs and starts the edge. Contains the private keys and app secrets, unless secret_store is set (then the host fetches them)."
   value       = local.user_data
   sensitive   = true
 }
@@ -14,6 +14,17 @@ output "files" {
   description = "Every rendered file by absolute path on the host: {content, permissions}. Contains the private keys and app secrets."
   value       = local.files
   sensitive   = true
+}
+
+output "secrets" {
+  description = "The secret files by path on the host: {name (in secret_store; null without one), content, permissions}. With a secret_store, the cloud module stores each content, base64-encoded, under its name."
+  value       = local.secrets
+  sensitive   = true
+}
+
+output "secret_names" {
+  description = "The name of each secret file in secret_store, by path on the host (not sensitive, for the cloud module's for_each); empty without a secret_store."
+  value       = var.secret_store == null ? {} : { for p in local.secret_paths : p => (var.secret_store.store == "aws-ssm" ? "${var.secret_store.prefix}/${basename(p)}" : "${var.secret_store.prefix}-${replace(basename(p), ".", "-")}") }
 }
 
 output "config_toml" {

@@ -390,3 +390,22 @@ variable "log_level" {
     error_message = "log_level must be a RUST_LOG filter such as info or info,edge_node=debug."
   }
 }
+
+variable "secret_store" {
+  description = "Where the host fetches its secret files (private keys, tokens, app secrets) at first boot instead of finding them in its user data. null (default): in the user data, as before. {store = \"aws-ssm\", prefix = \"/rtn/<fleet>/<host>\", region}: one SecureString parameter per file, named <prefix>/<file name>, read with the AWS CLI and the instance's IAM role. {store = \"gcp-secret-manager\", prefix = \"rtn-<fleet>-<host>\", project}: one secret per file, named <prefix>-<file name with - for .>, read with gcloud and the instance's service account. Each value is the file's content, base64-encoded; the `secrets` output lists them for the cloud module to store."
+  type = object({
+    store   = string
+    prefix  = string
+    region  = optional(string)
+    project = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.secret_store == null || try(
+      (var.secret_store.store == "aws-ssm" && can(regex("^(/[A-Za-z0-9_.-]+)+$", var.secret_store.prefix)) && can(regex("^[a-z0-9-]+$", var.secret_store.region))) ||
+      (var.secret_store.store == "gcp-secret-manager" && can(regex("^[A-Za-z0-9_-]+$", var.secret_store.prefix)) && can(regex("^[a-z][a-z0-9-]+$", var.secret_store.project))),
+    false)
+    error_message = "secret_store.store must be aws-ssm (prefix a /-separated path, region set) or gcp-secret-manager (prefix of letters, digits, - and _, project set)."
+  }
+}

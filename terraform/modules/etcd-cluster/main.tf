@@ -16,7 +16,8 @@ locals {
   nft_table       = "rtn_etcd"
   credentials_dir = "/run/credentials/${local.unit_name}"
   state_directory = trimprefix(var.data_dir, "/var/lib/")
-  binary_path     = var.etcd_release == null ? "/usr/bin/etcd" : "/usr/local/bin/etcd"
+  use_release     = !var.etcd_release.distribution_package
+  binary_path     = local.use_release ? "/usr/local/bin/etcd" : "/usr/bin/etcd"
 
   host = { for m in var.members : m.name => can(regex(":", m.ip)) ? "[${m.ip}]" : m.ip }
 
@@ -117,9 +118,29 @@ locals {
     } : {},
   ) }
 
+  # The member's key is its secret: with a secret_store it is not in the user
+  # data; the member fetches it (rtn-fetch-secrets) before etcd starts.
+  secret_paths = [local.key_path]
+  secret_names = { for m in var.members : m.name => var.secret_store == null ? {} : { for p in local.secret_paths : p => (var.secret_store.store == "aws-ssm" ? "${var.secret_store.prefix}/${m.name}/${basename(p)}" : "${var.secret_store.prefix}-${m.name}-${replace(basename(p), ".", "-")}") } }
+  secrets = { for m in var.members : m.name => { for p in local.secret_paths : p => {
+    name        = lookup(local.secret_names[m.name], p, null)
+    content     = local.files[m.name][p].content
+    permissions = local.files[m.name][p].permissions
+  } } }
+  user_files = { for m in var.members : m.name => var.secret_store == null ? local.files[m.name] : merge(
+    { for p, f in local.files[m.name] : p => f if !contains(local.secret_paths, p) },
+    { "/usr/local/sbin/rtn-fetch-secrets" = { content = templatefile("${path.module}/templates/rtn-fetch-secrets.sh.tftpl", {
+      store   = var.secret_store.store
+      region  = var.secret_store.region
+      project = var.secret_store.project
+      secrets = [for p in sort(keys(local.secrets[m.name])) : { name = local.secrets[m.name][p].name, path = p, permissions = local.secrets[m.name][p].permissions }]
+    }), permissions = "0755" } },
+  ) }
+  fetch_cmds = var.secret_store == null ? [] : [["/usr/local/sbin/rtn-fetch-secrets"]]
+
   services = concat(var.host_firewall ? ["rtn-firewall.service"] : [], [local.unit_name])
 
-  install_cmds = var.etcd_release == null ? [] : [
+  install_cmds = !local.use_release ? [] : [
     ["/usr/local/sbin/rtn-install", var.etcd_release.url, var.etcd_release.sha256, "/usr/local/lib/rtn/etcd.tar.gz", "0644"],
     ["tar", "-xzf", "/usr/local/lib/rtn/etcd.tar.gz", "-C", "/usr/local/bin", "--strip-components=1", "--no-same-owner", "--wildcards", "*/etcd", "*/etcdctl", "*/etcdutl"],
   ]
@@ -131,15 +152,16 @@ locals {
     packages = concat(
       ["ca-certificates", "curl"],
       var.host_firewall ? ["nftables"] : [],
-      var.etcd_release == null ? ["etcd-server", "etcd-client"] : [],
+      local.use_release ? [] : ["etcd-server", "etcd-client"],
     )
-    write_files = [for p in sort(keys(local.files[m.name])) : {
+    write_files = [for p in sort(keys(local.user_files[m.name])) : {
       path        = p
-      content     = local.files[m.name][p].content
+      content     = local.user_files[m.name][p].content
       owner       = "root:root"
-      permissions = local.files[m.name][p].permissions
+      permissions = local.user_files[m.name][p].permissions
     }]
-    runcmd = concat(local.install_cmds, [
+    # The key first (with a secret_store), before etcd starts.
+    runcmd = concat(local.fetch_cmds, local.install_cmds, [
       ["systemctl", "daemon-reload"],
       concat(["systemctl", "enable", "--now"], local.services),
     ])

@@ -16,6 +16,17 @@ output "files" {
   sensitive   = true
 }
 
+output "secrets" {
+  description = "The secret files per member name, by path on the host: {name (in secret_store; null without one), content, permissions}: the member's key. With a secret_store, the cloud module stores each content, base64-encoded, under its name."
+  value       = local.secrets
+  sensitive   = true
+}
+
+output "secret_names" {
+  description = "Per member name, the name of each secret file in secret_store by path on the host (not sensitive, for the cloud module's for_each); empty maps without a secret_store."
+  value       = local.secret_names
+}
+
 output "config_yaml" {
   description = "etcd's config file (--config-file) by member name."
   value       = local.config_yaml

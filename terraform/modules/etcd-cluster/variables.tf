@@ -148,16 +148,17 @@ variable "host_firewall" {
 }
 
 variable "etcd_release" {
-  description = "An etcd release tarball to install (https URL of etcd-vX.Y.Z-linux-amd64.tar.gz and its SHA-256). null: the distribution's etcd-server package (Debian 12 and Ubuntu 24.04 ship 3.4)."
+  description = "The etcd the members run, required: an upstream release tarball, url (default: etcd v3.5.21 for linux-amd64, https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz; set it for arm64 or another 3.5.x) and its SHA-256, which has no default: copy it from the release's SHA256SUMS (https://github.com/etcd-io/etcd/releases/tag/v3.5.21) rather than from anywhere else. { distribution_package = true } installs the distribution's etcd-server package instead: 3.4 on Debian 12 and Ubuntu 24.04, with the lease-revocation bug docs/operations.md describes (for tests, or an image whose package has the fix)."
   type = object({
-    url    = string
-    sha256 = string
+    url                  = optional(string, "https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz")
+    sha256               = optional(string)
+    distribution_package = optional(bool, false)
   })
-  default = null
+  nullable = false
 
   validation {
-    condition     = var.etcd_release == null || try(can(regex("^https://[^\\s'\"]+\\.tar\\.gz$", var.etcd_release.url)) && can(regex("^[0-9a-f]{64}$", var.etcd_release.sha256)), false)
-    error_message = "etcd_release.url must be an https:// URL of a .tar.gz and etcd_release.sha256 64 lowercase hex digits."
+    condition     = var.etcd_release.distribution_package || try(can(regex("^https://[^\\s'\"]+\\.tar\\.gz$", var.etcd_release.url)) && can(regex("^[0-9a-f]{64}$", var.etcd_release.sha256)), false)
+    error_message = "etcd_release needs sha256 (64 lowercase hex digits, from the release's SHA256SUMS) and an https:// url of a .tar.gz, or distribution_package = true."
   }
 }
 
@@ -257,5 +258,24 @@ variable "memory_max" {
   validation {
     condition     = var.memory_max == null || can(regex("^[0-9]+[KMGT]?$", var.memory_max))
     error_message = "memory_max must be a byte count with an optional K, M, G or T suffix, or null."
+  }
+}
+
+variable "secret_store" {
+  description = "Where the host fetches its secret files (private keys, tokens, app secrets) at first boot instead of finding them in its user data. null (default): in the user data, as before. {store = \"aws-ssm\", prefix = \"/rtn/<fleet>/<host>\", region}: one SecureString parameter per file, named <prefix>/<file name>, read with the AWS CLI and the instance's IAM role. {store = \"gcp-secret-manager\", prefix = \"rtn-<fleet>-<host>\", project}: one secret per file, named <prefix>-<file name with - for .>, read with gcloud and the instance's service account. Each value is the file's content, base64-encoded; the `secrets` output lists them for the cloud module to store. Each member appends its name: <prefix>/<name>/<file> (aws-ssm), <prefix>-<name>-<file> (gcp-secret-manager)."
+  type = object({
+    store   = string
+    prefix  = string
+    region  = optional(string)
+    project = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.secret_store == null || try(
+      (var.secret_store.store == "aws-ssm" && can(regex("^(/[A-Za-z0-9_.-]+)+$", var.secret_store.prefix)) && can(regex("^[a-z0-9-]+$", var.secret_store.region))) ||
+      (var.secret_store.store == "gcp-secret-manager" && can(regex("^[A-Za-z0-9_-]+$", var.secret_store.prefix)) && can(regex("^[a-z][a-z0-9-]+$", var.secret_store.project))),
+    false)
+    error_message = "secret_store.store must be aws-ssm (prefix a /-separated path, region set) or gcp-secret-manager (prefix of letters, digits, - and _, project set)."
   }
 }

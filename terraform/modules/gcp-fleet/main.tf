@@ -44,6 +44,72 @@ locals {
   }]
   etcd_endpoints = module.etcd.client_endpoints
   subnet_cidrs   = [for r in values(var.regions) : r.cidr]
+
+  # Secrets (keys, tokens, app secrets) are not in user data: each host
+  # fetches its own from Secret Manager at first boot (secrets named
+  # <fleet>-<host>-<file>), as a service account of its own that may read
+  # only those.
+  secret_store = { store = "gcp-secret-manager", prefix = var.name, project = data.google_client_config.current.project }
+  secret_hosts = merge(
+    { for k in keys(local.edges) : "edge-${k}" => k },
+    merge({}, [for rk, m in module.controllers : { for n in m.names : n => rk }]...),
+    { for m in local.etcd_members : m.name => m.name },
+  )
+  # Secret id => where its content comes from (ids are known at plan time;
+  # the contents are sensitive module outputs).
+  secret_params = merge(
+    merge({}, [for k, m in module.edge : { for p, n in m.secret_names : n => { host = "edge-${k}", src = "edge/${k}", path = p } }]...),
+    merge({}, [for rk, m in module.controllers : merge({}, [for i, names in m.secret_names : { for p, n in names : n => { host = m.names[i], src = "controller/${rk}/${i}", path = p } }]...)]...),
+    merge({}, [for member, names in module.etcd.secret_names : { for p, n in names : n => { host = member, src = "etcd/${member}", path = p } }]...),
+  )
+  secret_content = merge(
+    { for k, m in module.edge : "edge/${k}" => m.secrets },
+    merge({}, [for rk, m in module.controllers : { for i, s in m.secrets : "controller/${rk}/${i}" => s }]...),
+    { for member, s in module.etcd.secrets : "etcd/${member}" => s },
+  )
+}
+
+data "google_client_config" "current" {}
+
+# --- secrets: one Secret Manager secret per secret file and host, and per
+# host a service account that may read its own secrets only (and write logs
+# and metrics)
+
+resource "google_service_account" "host" {
+  for_each     = local.secret_hosts
+  account_id   = "rtn-${substr(sha1("${var.name}/${each.key}"), 0, 16)}"
+  display_name = "RTN ${var.name} ${each.key}"
+  description  = "Instance of RTN fleet ${var.name}: ${each.key}. Reads its own secrets in Secret Manager."
+}
+
+resource "google_project_iam_member" "host" {
+  for_each = { for p in setproduct(keys(local.secret_hosts), ["roles/logging.logWriter", "roles/monitoring.metricWriter"]) : "${p[0]} ${p[1]}" => { host = p[0], role = p[1] } }
+  project  = data.google_client_config.current.project
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.host[each.value.host].email}"
+}
+
+resource "google_secret_manager_secret" "host" {
+  for_each  = local.secret_params
+  secret_id = each.key
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "host" {
+  for_each    = local.secret_params
+  secret      = google_secret_manager_secret.host[each.key].id
+  secret_data = base64encode(local.secret_content[each.value.src][each.value.path].content)
+}
+
+resource "google_secret_manager_secret_iam_member" "host" {
+  for_each  = local.secret_params
+  secret_id = google_secret_manager_secret.host[each.key].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.host[each.value.host].email}"
 }
 
 # --- network
@@ -274,6 +340,7 @@ module "etcd" {
   admin_cidrs           = concat(local.subnet_cidrs, var.admin_cidrs)
   ssh_cidrs             = var.ssh_cidrs
   etcd_release          = var.etcd_release
+  secret_store          = local.secret_store
   tls = {
     ca_pem = var.etcd_ca.cert_pem
     members = { for i, m in local.etcd_members : m.name => {
@@ -316,10 +383,15 @@ resource "google_compute_instance" "etcd" {
     enable_integrity_monitoring = true
   }
 
+  # Its own account: reads its secrets (cloud-platform scope, which Secret
+  # Manager needs; IAM limits it), writes logs and metrics.
   service_account {
-    email  = var.service_account_email
-    scopes = ["logging-write", "monitoring-write"]
+    email  = google_service_account.host[local.etcd_members[count.index].name].email
+    scopes = ["cloud-platform"]
   }
+
+  # Its key must be in Secret Manager, readable by its account, when it boots.
+  depends_on = [google_secret_manager_secret_version.host, google_secret_manager_secret_iam_member.host]
 
   lifecycle {
     # A member keeps its data: replace members by hand (docs/operations.md).
@@ -355,6 +427,7 @@ module "edge" {
   apps           = var.apps
   app_secrets    = var.app_secrets
   package        = var.edge_package
+  secret_store   = merge(local.secret_store, { prefix = "${var.name}-edge-${each.key}" })
   admin_cidrs    = concat(local.subnet_cidrs, var.admin_cidrs)
   ssh_cidrs      = var.ssh_cidrs
   tls = {
@@ -405,9 +478,11 @@ resource "google_compute_instance" "edge" {
   }
 
   service_account {
-    email  = var.service_account_email
-    scopes = ["logging-write", "monitoring-write"]
+    email  = google_service_account.host["edge-${each.key}"].email
+    scopes = ["cloud-platform"]
   }
+
+  depends_on = [google_secret_manager_secret_version.host, google_secret_manager_secret_iam_member.host]
 
   lifecycle {
     # cloud-init runs once, so a new config, package or certificate needs a
@@ -432,13 +507,15 @@ module "controllers" {
     cert_pem = tls_locally_signed_cert.etcd_client["controllers-${each.key}"].cert_pem
     key_pem  = tls_private_key.etcd_client["controllers-${each.key}"].private_key_pem_pkcs8
   }
-  api_port    = var.api_port
-  admin_port  = var.controller_admin_port
-  admin_cidrs = concat(local.subnet_cidrs, var.admin_cidrs)
-  geoip_db    = var.geoip_db
-  admin_token = var.admin_token
-  package     = var.controller_package
-  ssh_cidrs   = var.ssh_cidrs
+  api_port     = var.api_port
+  admin_port   = var.controller_admin_port
+  admin_cidrs  = concat(local.subnet_cidrs, var.admin_cidrs)
+  geoip_db     = var.geoip_db
+  geoip_update = var.geoip_update
+  admin_token  = var.admin_token
+  package      = var.controller_package
+  ssh_cidrs    = var.ssh_cidrs
+  secret_store = local.secret_store
 }
 
 resource "google_compute_address" "controller" {
@@ -486,9 +563,11 @@ resource "google_compute_instance" "controller" {
   }
 
   service_account {
-    email  = var.service_account_email
-    scopes = ["logging-write", "monitoring-write"]
+    email  = google_service_account.host[module.controllers[each.value.region].names[each.value.index]].email
+    scopes = ["cloud-platform"]
   }
+
+  depends_on = [google_secret_manager_secret_version.host, google_secret_manager_secret_iam_member.host]
 
   lifecycle {
     # Roll controllers one at a time with -replace, like edges.

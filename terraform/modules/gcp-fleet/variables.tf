@@ -188,6 +188,18 @@ variable "arch" {
   }
 }
 
+variable "geoip_update" {
+  description = "Keep the controllers' GeoIP database current with MaxMind's geoipupdate (a systemd timer): account id, licence key, optionally edition (default GeoLite2-City) and on_calendar. The licence key reaches the controllers through Secret Manager like the other secrets. null: no updates (region-controller's geoip_update)."
+  type = object({
+    account_id  = number
+    license_key = string
+    edition     = optional(string, "GeoLite2-City")
+    on_calendar = optional(string, "Wed,Sat *-*-* 03:00:00")
+  })
+  default   = null
+  sensitive = true
+}
+
 variable "geoip_db" {
   description = "MaxMind City database for the controllers: https URL and SHA-256; null for none."
   type = object({
@@ -198,12 +210,12 @@ variable "geoip_db" {
 }
 
 variable "etcd_release" {
-  description = "etcd release tarball (URL of etcd-vX.Y.Z-linux-<arch>.tar.gz and its SHA-256); null for Ubuntu's etcd-server package."
+  description = "The etcd the members run, required: url (default: etcd v3.5.21, linux-amd64; set the arm64 tarball with arch = arm64) and sha256, copied from the release's SHA256SUMS (no default: it cannot be checked here). { distribution_package = true }: Ubuntu's etcd-server (3.4, with the lease-revocation bug docs/operations.md describes). See etcd-cluster's etcd_release."
   type = object({
-    url    = string
-    sha256 = string
+    url                  = optional(string, "https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz")
+    sha256               = optional(string)
+    distribution_package = optional(bool, false)
   })
-  default = null
 }
 
 variable "edge_machine_type" {
@@ -250,12 +262,6 @@ variable "controller_admin_port" {
 
 variable "image" {
   description = "Boot image (cloud-init and systemd 250+: Ubuntu's GCE images run cloud-init from the user-data metadata key; Debian's do not), of arch; null for Ubuntu 24.04 LTS of arch (ubuntu-os-cloud/ubuntu-2404-lts-<arch>)."
-  type        = string
-  default     = null
-}
-
-variable "service_account_email" {
-  description = "Service account of the instances (logging and monitoring scopes only); null for the project's default compute account."
   type        = string
   default     = null
 }

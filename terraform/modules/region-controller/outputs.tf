@@ -4,7 +4,7 @@ output "names" {
 }
 
 output "user_data" {
-  description = "cloud-init user data (#cloud-config) per replica, in the order of names. Contains the admin token and the etcd client key."
+  description = "cloud-init user data (#cloud-config) per replica, in the order of names. Contains the admin token, the etcd client key and the GeoIP licence key, unless secret_store is set (then the host fetches them)."
   value       = local.user_data
   sensitive   = true
 }
@@ -19,6 +19,17 @@ output "files" {
   description = "Every rendered file per replica, by absolute path: {content, permissions}. Contains the admin token and the etcd client key."
   value       = local.files
   sensitive   = true
+}
+
+output "secrets" {
+  description = "The secret files per replica (in the order of names), by path on the host: {name (in secret_store; null without one), content, permissions}: the environment file (admin token), the etcd client key, GeoIP.conf (geoip_update's licence key). With a secret_store, the cloud module stores each content, base64-encoded, under its name."
+  value       = local.secrets
+  sensitive   = true
+}
+
+output "secret_names" {
+  description = "Per replica (in the order of names), the name of each secret file in secret_store by path on the host (not sensitive, for the cloud module's for_each); empty maps without a secret_store."
+  value       = [for name in local.names : var.secret_store == null ? {} : { for p in local.secret_paths : p => (var.secret_store.store == "aws-ssm" ? "${var.secret_store.prefix}/${name}/${basename(p)}" : "${var.secret_store.prefix}-${name}-${replace(basename(p), ".", "-")}") }]
 }
 
 output "config_toml" {
@@ -42,7 +53,7 @@ output "paths" {
     binary    = local.binary_path
     config    = local.config_path
     env       = local.env_path
-    geoip_db  = var.geoip_db == null ? null : local.geoip_path
+    geoip_db  = var.geoip_db == null && !local.geoip_update ? null : local.geoip_path
     etcd_ca   = local.etcd_ca
     etcd_cert = local.etcd_cert
     etcd_key  = local.etcd_key

@@ -327,3 +327,44 @@ variable "log_level" {
     error_message = "log_level must be a RUST_LOG filter such as info or info,region_controller=debug."
   }
 }
+
+variable "secret_store" {
+  description = "Where the host fetches its secret files (private keys, tokens, app secrets) at first boot instead of finding them in its user data. null (default): in the user data, as before. {store = \"aws-ssm\", prefix = \"/rtn/<fleet>/<host>\", region}: one SecureString parameter per file, named <prefix>/<file name>, read with the AWS CLI and the instance's IAM role. {store = \"gcp-secret-manager\", prefix = \"rtn-<fleet>-<host>\", project}: one secret per file, named <prefix>-<file name with - for .>, read with gcloud and the instance's service account. Each value is the file's content, base64-encoded; the `secrets` output lists them for the cloud module to store. Each replica appends its name: <prefix>/<name>/<file> (aws-ssm), <prefix>-<name>-<file> (gcp-secret-manager)."
+  type = object({
+    store   = string
+    prefix  = string
+    region  = optional(string)
+    project = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.secret_store == null || try(
+      (var.secret_store.store == "aws-ssm" && can(regex("^(/[A-Za-z0-9_.-]+)+$", var.secret_store.prefix)) && can(regex("^[a-z0-9-]+$", var.secret_store.region))) ||
+      (var.secret_store.store == "gcp-secret-manager" && can(regex("^[A-Za-z0-9_-]+$", var.secret_store.prefix)) && can(regex("^[a-z][a-z0-9-]+$", var.secret_store.project))),
+    false)
+    error_message = "secret_store.store must be aws-ssm (prefix a /-separated path, region set) or gcp-secret-manager (prefix of letters, digits, - and _, project set)."
+  }
+}
+
+variable "geoip_update" {
+  description = "Keep the GeoIP database current with MaxMind's geoipupdate (the Debian/Ubuntu package geoipupdate, installed at first boot): the operator's MaxMind account id and licence key, the edition (default GeoLite2-City; GeoIP2-City with a paid account) and when to run (a systemd OnCalendar, default twice a week, after MaxMind's Tuesday and Friday releases). A systemd timer runs rtn-geoipupdate.service, which writes <config_dir>/geoip/<edition>.mmdb, the file the config's geoip_db names; the controller reloads it when it changes, without a restart. The licence key goes in the root-only <config_dir>/GeoIP.conf, a secret like the keys (secret_store). geoip_db, when also set, seeds the same file at first boot. null (default): no updates."
+  type = object({
+    account_id  = number
+    license_key = string
+    edition     = optional(string, "GeoLite2-City")
+    on_calendar = optional(string, "Wed,Sat *-*-* 03:00:00")
+  })
+  default   = null
+  sensitive = true
+
+  validation {
+    condition = var.geoip_update == null || nonsensitive(try(
+      var.geoip_update.account_id > 0 && floor(var.geoip_update.account_id) == var.geoip_update.account_id &&
+      can(regex("^[A-Za-z0-9_]{6,64}$", var.geoip_update.license_key)) &&
+      can(regex("^[A-Za-z0-9-]{1,64}$", var.geoip_update.edition)) &&
+      can(regex("^[A-Za-z0-9*,:./~ -]{1,100}$", var.geoip_update.on_calendar)),
+    false))
+    error_message = "geoip_update needs a positive integer account_id, a license_key of 6-64 letters, digits and _, an edition like GeoLite2-City and an OnCalendar expression."
+  }
+}

@@ -79,6 +79,8 @@ module "etcd" {
   client_cidrs  = ["127.0.0.0/8"]
   admin_cidrs   = ["127.0.0.0/8"]
   config_dir    = local.config_dir
+  # The live test runs the system's etcd (etcd-server).
+  etcd_release = { distribution_package = true }
 }
 
 module "controller" {
@@ -123,6 +125,86 @@ module "edge" {
   package              = local.edge_package
   admin_cidrs          = ["127.0.0.0/8"]
   config_dir           = local.config_dir
+}
+
+# The same hosts with their secrets in a store (secret_store): the user data
+# must then hold no key, token or app secret (run_tests.py store_mode_check).
+locals {
+  store_dir = "${var.root_dir}/store/etc/rtn"
+}
+
+module "etcd_store" {
+  source = "../../modules/etcd-cluster"
+
+  members      = [for i, ip in var.etcd_ips : { name = "etcd-${i + 1}", ip = ip }]
+  tls          = var.etcd_tls
+  client_cidrs = ["127.0.0.0/8"]
+  admin_cidrs  = ["127.0.0.0/8"]
+  config_dir   = local.store_dir
+  etcd_release = { distribution_package = true }
+  secret_store = { store = "aws-ssm", prefix = "/rtn/test", region = "eu-central-1" }
+}
+
+module "controller_store" {
+  source = "../../modules/region-controller"
+
+  region         = "eu-central"
+  replicas       = 2
+  etcd_endpoints = module.etcd.client_endpoints
+  etcd_tls       = merge(var.etcd_clients.controller, { ca_pem = var.etcd_tls.ca_pem })
+  admin_cidrs    = ["127.0.0.0/8"]
+  admin_token    = "test-admin-token-0123456789abcdef"
+  geoip_update   = { account_id = 123456, license_key = "test_licence_key_0123" }
+  package        = local.controller_package
+  config_dir     = local.store_dir
+  secret_store   = { store = "gcp-secret-manager", prefix = "rtn-test", project = "rtn-test-project" }
+}
+
+module "edge_store" {
+  source = "../../modules/edge-node"
+
+  edge_id        = 17
+  region         = "eu-central"
+  city           = "Frankfurt"
+  coordinates    = var.coordinates
+  etcd_endpoints = module.etcd.client_endpoints
+  etcd_tls       = merge(var.etcd_clients.edge, { ca_pem = var.etcd_tls.ca_pem })
+  public_ip      = "127.0.0.1"
+  server_name    = "edge-17.rtn.test"
+  capacity       = 500
+  apps           = [{ id = "demo" }]
+  app_secrets    = { demo = ["0123456789abcdef0123"] }
+  tls            = var.edge_tls
+  package        = local.edge_package
+  admin_cidrs    = ["127.0.0.0/8"]
+  config_dir     = local.store_dir
+  secret_store   = { store = "aws-ssm", prefix = "/rtn/test/edge-17", region = "eu-central-1" }
+}
+
+output "store_user_data" {
+  value = merge(
+    { edge = module.edge_store.user_data },
+    { for i, u in module.controller_store.user_data : "controller-${i + 1}" => u },
+    module.etcd_store.user_data,
+  )
+  sensitive = true
+}
+
+output "store_secrets" {
+  value = merge(
+    { edge = module.edge_store.secrets },
+    { for i, s in module.controller_store.secrets : "controller-${i + 1}" => s },
+    module.etcd_store.secrets,
+  )
+  sensitive = true
+}
+
+output "store_secret_names" {
+  value = merge(
+    { edge = module.edge_store.secret_names },
+    { for i, s in module.controller_store.secret_names : "controller-${i + 1}" => s },
+    module.etcd_store.secret_names,
+  )
 }
 
 output "etcd_user_data" {

@@ -458,3 +458,26 @@ run "rejects_a_zero_drain_timeout" {
   }
   expect_failures = [var.limits]
 }
+
+run "secret_store_keeps_secrets_out_of_user_data" {
+  command = plan
+
+  variables {
+    secret_store = { store = "aws-ssm", prefix = "/rtn/prod/eu-central/edge-17", region = "eu-central-1" }
+  }
+
+  assert {
+    condition     = !strcontains(nonsensitive(output.user_data), "PRIVATE KEY") && !strcontains(nonsensitive(output.user_data), "0123456789abcdef0123") && strcontains(nonsensitive(output.user_data), "aws ssm get-parameter") && output.secret_names["/etc/rtn/tls/edge.key"] == "/rtn/prod/eu-central/edge-17/edge.key"
+    error_message = "with a secret_store the keys and app secrets are fetched, not in user data"
+  }
+}
+
+run "rejects_a_secret_store_without_region" {
+  command = plan
+
+  variables {
+    secret_store = { store = "aws-ssm", prefix = "/rtn/prod/edge-17" }
+  }
+
+  expect_failures = [var.secret_store]
+}

@@ -18,6 +18,8 @@ variables {
   }
   client_cidrs = ["10.0.0.0/8"]
   admin_cidrs  = ["10.0.0.0/16"]
+  # The tests run the distribution package (run_tests.py runs the system etcd).
+  etcd_release = { distribution_package = true }
 }
 
 run "three_members_with_tls" {
@@ -115,6 +117,42 @@ run "release_tarball_instead_of_the_package" {
   assert {
     condition     = strcontains(output.systemd_unit["etcd-1"], "ExecStart=/usr/local/bin/etcd ") && !strcontains(nonsensitive(output.user_data["etcd-1"]), "etcd-server")
     error_message = "a release tarball replaces the distribution's package"
+  }
+}
+
+run "release_default_url_needs_a_checksum" {
+  command = plan
+
+  variables {
+    etcd_release = { sha256 = "5a2c1e0f4a8b4a6c9b1d3e5f7a9c1e3f5a7b9d1f3e5a7c9e1b3d5f7a9c1e3f5a" }
+  }
+
+  assert {
+    condition     = strcontains(nonsensitive(output.user_data["etcd-1"]), "https://github.com/etcd-io/etcd/releases/download/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz") && strcontains(output.systemd_unit["etcd-1"], "ExecStart=/usr/local/bin/etcd ")
+    error_message = "the default release is etcd v3.5.21's upstream tarball"
+  }
+}
+
+run "rejects_a_release_without_checksum" {
+  command = plan
+
+  variables {
+    etcd_release = {}
+  }
+
+  expect_failures = [var.etcd_release]
+}
+
+run "secret_store_keeps_the_key_out_of_user_data" {
+  command = plan
+
+  variables {
+    secret_store = { store = "gcp-secret-manager", prefix = "rtn", project = "rtn-prod" }
+  }
+
+  assert {
+    condition     = !strcontains(nonsensitive(output.user_data["etcd-1"]), "PRIVATE KEY") && strcontains(nonsensitive(output.user_data["etcd-1"]), "rtn-etcd-1-etcd-member-key") && output.secret_names["etcd-1"]["/etc/rtn/tls/etcd-member.key"] == "rtn-etcd-1-etcd-member-key"
+    error_message = "with a secret_store the member key is fetched, not in user data"
   }
 }
 

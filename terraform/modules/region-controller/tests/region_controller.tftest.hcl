@@ -384,3 +384,31 @@ run "rejects_the_edge_package" {
   }
   expect_failures = [var.package]
 }
+
+run "geoip_update_timer_and_secret_store" {
+  command = plan
+
+  variables {
+    geoip_update = { account_id = 123456, license_key = "licence_key_0123456789" }
+    secret_store = { store = "aws-ssm", prefix = "/rtn/prod/us-east", region = "us-east-1" }
+  }
+
+  assert {
+    condition     = strcontains(output.config_toml[0], "geoip_db = \"/etc/rtn/geoip/GeoLite2-City.mmdb\"\n") && strcontains(nonsensitive(output.user_data[0]), "geoipupdate -f /etc/rtn/GeoIP.conf -d /etc/rtn/geoip") && strcontains(nonsensitive(output.user_data[0]), "rtn-geoipupdate.timer")
+    error_message = "geoipupdate must write the database the config names, from a timer"
+  }
+  assert {
+    condition     = !strcontains(nonsensitive(output.user_data[0]), "licence_key_0123456789") && !strcontains(nonsensitive(output.user_data[0]), "PRIVATE KEY") && nonsensitive(output.secrets[0]["/etc/rtn/GeoIP.conf"].permissions) == "0600" && output.secret_names[1]["/etc/rtn/GeoIP.conf"] == "/rtn/prod/us-east/us-east-ctl-2/GeoIP.conf"
+    error_message = "the licence key and keys go to the secret store, not the user data"
+  }
+}
+
+run "rejects_a_bad_geoip_licence_key" {
+  command = plan
+
+  variables {
+    geoip_update = { account_id = 123456, license_key = "bad key" }
+  }
+
+  expect_failures = [var.geoip_update]
+}
