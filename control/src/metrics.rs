@@ -118,6 +118,31 @@ pub fn prometheus() -> Handle {
         .clone()
 }
 
+/// Prometheus' standard process metrics under a role's prefix:
+/// `<prefix>process_cpu_seconds_total`, `_resident_memory_bytes`,
+/// `_open_fds`, `_max_fds`, `_start_time_seconds`, `_threads`, ... (the
+/// `metrics-process` crate, read from /proc on Linux). Prefixed by the role
+/// (`rtn_edge_`, `rtn_controller_`) like every other metric: names all start
+/// with `rtn_`, and the lab's one process holds edges and controllers, so a
+/// bare `process_` would not say whose. Read when scraped ([`Self::render`]),
+/// the only time they are worth reading.
+pub struct ProcessMetrics(metrics_process::Collector);
+
+impl ProcessMetrics {
+    /// The collector, its metrics described.
+    pub fn new(prefix: &'static str) -> Self {
+        let collector = metrics_process::Collector::new(prefix);
+        collector.describe();
+        ProcessMetrics(collector)
+    }
+
+    /// The process's exposition, these metrics read now.
+    pub fn render(&self, handle: &Handle) -> String {
+        self.0.collect();
+        handle.render()
+    }
+}
+
 /// Remove every removable series whose labels include all of `labels`
 /// (e.g. `[("edge", "3"), ("peer", "17")]`: what edge 3 recorded about edge
 /// 17), at once or, for a series whose handle some code still holds (a relay

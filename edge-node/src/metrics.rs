@@ -39,28 +39,22 @@ pub fn prometheus() -> control::metrics::Handle {
     handle
 }
 
-/// The process metrics' collector: `rtn_edge_process_cpu_seconds_total`,
-/// `_resident_memory_bytes`, `_open_fds`, `_start_time_seconds`, ... (the
-/// `metrics-process` crate: Prometheus' standard process metrics, read from
-/// /proc on Linux). Prefixed `rtn_edge_` like every metric of the edge: the
-/// exposition's names all start with `rtn_` (and the lab's one process
-/// holds edges and controllers, so a bare `process_` would not say whose).
-fn process_collector() -> &'static metrics_process::Collector {
-    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(|| metrics_process::Collector::new("rtn_edge_"))
+/// The edge's process metrics (`rtn_edge_process_*`, see
+/// [`control::metrics::ProcessMetrics`]), described on first use.
+fn process_metrics() -> &'static control::metrics::ProcessMetrics {
+    static PROCESS: OnceLock<control::metrics::ProcessMetrics> = OnceLock::new();
+    PROCESS.get_or_init(|| control::metrics::ProcessMetrics::new("rtn_edge_"))
 }
 
-/// The exposition the admin port serves: the process metrics read now
-/// (they are only worth reading when scraped), then everything recorded.
+/// The exposition the admin port serves: the process metrics read now,
+/// then everything recorded.
 pub fn render() -> String {
-    let handle = prometheus();
-    process_collector().collect();
-    handle.render()
+    process_metrics().render(&prometheus())
 }
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    process_collector().describe();
+    process_metrics();
     describe_gauge!(
         "rtn_edge_build_info",
         "Always 1; label version gives the edge software's version."

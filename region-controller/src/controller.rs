@@ -92,6 +92,7 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(store: Arc<dyn ControlStore>, keys: KeyLayout, opts: RoutingOptions) -> Self {
+        crate::metrics::build_info(&opts.region, &opts.name);
         let store = crate::metrics::MeteredStore::wrap(store, &opts.region, &opts.name);
         let mesh = SharedMesh::default();
         let leader = LeaderState::default();

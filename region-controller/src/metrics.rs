@@ -19,8 +19,33 @@ pub fn prometheus() -> control::metrics::Handle {
     handle
 }
 
+/// The controller's process metrics (`rtn_controller_process_*`, see
+/// [`control::metrics::ProcessMetrics`]), described on first use.
+fn process_metrics() -> &'static control::metrics::ProcessMetrics {
+    static PROCESS: OnceLock<control::metrics::ProcessMetrics> = OnceLock::new();
+    PROCESS.get_or_init(|| control::metrics::ProcessMetrics::new("rtn_controller_"))
+}
+
+/// The exposition `/metrics` serves: the process metrics read now, then
+/// everything recorded.
+pub fn render() -> String {
+    process_metrics().render(&prometheus())
+}
+
+/// `rtn_controller_build_info{region, controller, version}` = 1: which
+/// software each controller runs (set once at start).
+pub fn build_info(region: &str, controller: &str) {
+    metrics::gauge!("rtn_controller_build_info", "region" => region.to_string(), "controller" => controller.to_string(), "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    process_metrics();
+    describe_gauge!(
+        "rtn_controller_build_info",
+        "Always 1; label version gives the controller software's version."
+    );
     describe_gauge!(
         "rtn_controller_leader",
         "1 while this controller (label controller) leads its region, else 0."

@@ -100,6 +100,22 @@ token_env = "RTN_TEST_ADMIN_TOKEN"
         assert!(Instant::now() < deadline, "never led the region:\n{m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Which software runs, and the process's own figures, read at scrape.
+    let m = get(admin, "/metrics", None).await;
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        m.contains(&format!(
+            r#"rtn_controller_build_info{{region="eu",controller="ctl-json",version="{version}"}} 1"#
+        )),
+        "{m}"
+    );
+    for name in [
+        "rtn_controller_process_resident_memory_bytes ",
+        "rtn_controller_process_open_fds ",
+        "rtn_controller_process_start_time_seconds ",
+    ] {
+        assert!(m.contains(name), "{name} missing:\n{m}");
+    }
     assert_eq!(
         status(&get(admin, "/v1/mesh", Some(TOKEN)).await),
         Some("200")

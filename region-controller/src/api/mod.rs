@@ -306,7 +306,7 @@ impl Api {
             (&Method::GET, "/metrics") => Ok(text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                crate::metrics::prometheus().render(),
+                crate::metrics::render(),
             )),
             (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
             (&Method::GET, "/readyz") if self.mesh.store_connected() => {
