@@ -57,9 +57,14 @@ done
 getent passwd rtn | grep -q ':/nonexistent:/usr/sbin/nologin$' || fail "no system user rtn: $(getent passwd rtn)"
 for f in /usr/bin/edge-node /usr/bin/region-controller /usr/bin/loadtest \
     /lib/systemd/system/rtn-edge.service /lib/systemd/system/rtn-controller.service \
-    /etc/rtn/edge.toml /etc/rtn/controller.toml; do
+    /etc/rtn/edge.toml /etc/rtn/controller.toml \
+    /usr/share/rtn/prometheus/rtn-rules.yml /usr/share/rtn/grafana/rtn.json; do
     [ -f "$f" ] || fail "$f is not installed"
 done
+if command -v promtool >/dev/null; then
+    promtool check rules /usr/share/rtn/prometheus/rtn-rules.yml >/dev/null ||
+        fail "the installed alert rules do not pass promtool check rules"
+fi
 
 log "check-config on the installed defaults"
 secret="packaging-test-secret-0123456789"
@@ -105,7 +110,7 @@ for p in "${packages[@]}"; do
 done
 for f in /usr/bin/edge-node /usr/bin/region-controller /usr/bin/loadtest \
     /lib/systemd/system/rtn-edge.service /lib/systemd/system/rtn-controller.service \
-    /etc/rtn/edge.toml /etc/rtn/controller.toml; do
+    /etc/rtn/edge.toml /etc/rtn/controller.toml /usr/share/rtn; do
     [ ! -e "$f" ] || fail "$f is left after the purge"
 done
 ! getent passwd rtn >/dev/null || fail "the rtn user is left after the purge"

@@ -133,6 +133,13 @@ stage() {
 RTN ($pkg $deb_version): $bin, a part of the RTN real-time relay network.
 License: Apache-2.0 (/usr/share/common-licenses/Apache-2.0).
 EOF
+    if [ "$pkg" = rtn-tools ]; then
+        # What monitoring the fleet takes: the alert rules (and their
+        # promtool tests) and the Grafana dashboard, as operations.md §6 says.
+        install -D -m 0644 -t "$root/usr/share/rtn/prometheus" \
+            ops/prometheus/rtn-rules.yml ops/prometheus/rtn-rules.test.yml
+        install -D -m 0644 -t "$root/usr/share/rtn/grafana" docs/grafana/rtn.json
+    fi
     local depends
     depends="$(libc_depends "$root/usr/bin/$bin")"
     if [ -n "$unit" ]; then
@@ -191,7 +198,10 @@ stage rtn-controller region-controller "RTN region controller" \
 stage rtn-tools loadtest "RTN tools: loadtest" \
 " The load generator of RTN, a real-time relay network: load scenarios
  against a running network, benchmarks, failure injection, reports, and the
- one-machine lab (a global mesh emulated on loopback)."
+ one-machine lab (a global mesh emulated on loopback).
+ .
+ Also the fleet's Prometheus alert rules (/usr/share/rtn/prometheus/) and
+ Grafana dashboard (/usr/share/rtn/grafana/)."
 
 # Release packages get dpkg-deb's default compression (xz); the dev
 # profile's test packages fast gzip (they are installed once and deleted).
