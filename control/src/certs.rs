@@ -20,7 +20,7 @@
 //! - **fixed** (embedders and tests): a certificate and key given in memory.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context};
@@ -72,7 +72,9 @@ struct Issued {
 /// (self-signed mode), and the digests published for clients.
 pub struct ClientCerts {
     source: ClientCertSource,
-    current: RwLock<Issued>,
+    /// The certificate in use; a watch so that who reports on it (the
+    /// edge's expiry metric) learns of a reload or rotation when it happens.
+    current: watch::Sender<Issued>,
     next: Mutex<Option<Issued>>,
     /// The files' state at the last load (files mode).
     files_seen: Mutex<Option<FilesStamp>>,
@@ -106,7 +108,7 @@ impl ClientCerts {
         let published = published(&source, &current, next.as_ref());
         Ok(Arc::new(ClientCerts {
             source,
-            current: RwLock::new(current),
+            current: watch::channel(current).0,
             next: Mutex::new(next),
             files_seen: Mutex::new(stamp),
             hashes: watch::channel(published).0,
@@ -121,16 +123,18 @@ impl ClientCerts {
 
     /// The digest of the certificate in use.
     pub fn current_hash(&self) -> CertHash {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).hash
+        self.current.borrow().hash
     }
 
     /// The certificate in use, as rustls signs with it.
     pub fn current_key(&self) -> Arc<CertifiedKey> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .key
-            .clone()
+        self.current.borrow().key.clone()
+    }
+
+    /// Changes of the certificate in use (a reload or a rotation): wait
+    /// with `changed()`, then read [`ClientCerts::current_key`].
+    pub fn changes(&self) -> watch::Receiver<impl Sized> {
+        self.current.subscribe()
     }
 
     /// Rotate or reload for as long as the process runs (one of its
@@ -186,7 +190,7 @@ impl ClientCerts {
             .replace(following)
             .expect("self-signed mode keeps a next");
         let hash = incoming.hash;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = incoming.clone();
+        self.current.send_replace(incoming.clone());
         self.hashes
             .send_replace(published(&self.source, &incoming, next.as_ref()));
         Ok(hash)
@@ -208,7 +212,7 @@ impl ClientCerts {
         *seen = Some(stamp);
         let loaded = load_files(cert, key)?;
         let hash = loaded.hash;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        self.current.send_replace(loaded);
         Ok(Some(hash))
     }
 }

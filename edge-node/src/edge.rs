@@ -547,20 +547,16 @@ fn certificate_expiry(
     }
 }
 
-/// How often the client certificate in use is compared with the one whose
-/// expiry was last recorded: a pointer comparison, so often enough that a
-/// reload or rotation shows within a second.
-const CLIENT_CERT_CHECK: Duration = Duration::from_secs(1);
-
 /// Keep the client certificate's expiry current: it changes when its files
 /// are reloaded or (self-signed) it is rotated (`ClientCerts::maintain`).
 async fn client_cert_expiry(core: Arc<EdgeCore>, source: &'static str) {
-    let mut tick = tokio::time::interval(CLIENT_CERT_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = core.client_certs.changes();
     let mut recorded = None;
     loop {
-        tick.tick().await;
         record_client_cert(&core.client_certs, &core.metrics, source, &mut recorded);
+        if changes.changed().await.is_err() {
+            return;
+        }
     }
 }
 
