@@ -6,13 +6,45 @@
 //! For 10,000 edges only 100 sources are computed and the total is
 //! extrapolated (sources are independent and cost the same on average); the
 //! output says so.
+//!
+//! Then hierarchical routes (`topology::hierarchy`) on the 10,000-edge probe
+//! mesh with hub probes added: one region recomputed from scratch and after
+//! one link change, route state, and path quality against the flat optimum
+//! on the same mesh, over every destination of `--sources` sources per
+//! region (default 10; `--all` for every source: about 20 minutes).
+//! `--hier` skips the flat table.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use topology::synth::{generate, SynthParams};
-use topology::{compute_all, compute_all_parallel, compute_routes, CostModel, EdgeId};
+use topology::hierarchy::{
+    hub_probe_pairs, select_hubs, Hierarchy, HubPolicy, RegionRoutes, RegionTable,
+};
+use topology::synth::{generate, SynthParams, XorShift64};
+use topology::{
+    compute_all, compute_all_parallel, compute_routes, CostModel, EdgeId, LinkSummary, MeshGraph,
+};
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let per_region = match args.iter().position(|a| a == "--sources") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse::<usize>().ok()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                eprintln!("--sources takes a positive number of sources per region");
+                std::process::exit(2);
+            }
+        },
+        None if args.iter().any(|a| a == "--all") => usize::MAX,
+        None => 10,
+    };
+    if !args.iter().any(|a| a == "--hier") {
+        flat();
+    }
+    hierarchical(10_000, per_region);
+}
+
+fn flat() {
     println!("RTN route computation scale (best + backup paths to every destination)");
     println!();
     println!(
@@ -102,4 +134,220 @@ fn fmt(d: Duration) -> String {
     } else {
         format!("{ms:.2} ms")
     }
+}
+
+/// Hierarchical routes on the `n`-edge probe mesh plus hub probes.
+fn hierarchical(n: usize, per_region: usize) {
+    println!();
+    println!("Hierarchical routes, {n}-edge probe mesh with hub probes (20 regions)");
+    let policy = HubPolicy::default();
+    let mut mesh = generate(&SynthParams::probe_mesh(n, 42));
+    let base = mesh.graph(CostModel::default()).unwrap_or_else(|e| fail(e));
+    let hubs = select_hubs(&base, &policy);
+    drop(base);
+    let added = hub_probe_pairs(&mesh.nodes, &hubs, &policy);
+    let before = mesh.links.len();
+    mesh.add_probes(added);
+    let graph = mesh.graph(CostModel::default()).unwrap_or_else(|e| fail(e));
+    let hub_count: usize = hubs.values().map(Vec::len).sum();
+    println!(
+        "  {} hubs; hub probes add {} directed links ({:.0} per edge) to {} ({:.0} per edge)",
+        hub_count,
+        mesh.links.len() - before,
+        (mesh.links.len() - before) as f64 / n as f64,
+        before,
+        before as f64 / n as f64
+    );
+
+    // The largest region: the one a controller recomputes.
+    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in graph.nodes() {
+        *sizes.entry(node.region.as_str()).or_default() += 1;
+    }
+    let (&region, &size) = sizes
+        .iter()
+        .max_by_key(|(r, s)| (**s, std::cmp::Reverse(**r)))
+        .expect("regions");
+    let t = Instant::now();
+    let table = RegionTable::compute(&graph, region, &hubs[region]);
+    let own_table = t.elapsed();
+    let t = Instant::now();
+    let hier = Hierarchy::build(&graph, &hubs);
+    let all_tables = t.elapsed();
+    let t = Instant::now();
+    let _ = Hierarchy::from_tables(&graph, hier.tables().to_vec());
+    let hub_graph = t.elapsed();
+    let t = Instant::now();
+    let local = hier.local_graph(&graph, region);
+    let local_build = t.elapsed();
+    let t = Instant::now();
+    let _ = RegionRoutes::compute(&hier, &graph, region, 1);
+    let one_thread = t.elapsed();
+    let t = Instant::now();
+    let mut routes = RegionRoutes::compute(&hier, &graph, region, 2);
+    let two_threads = t.elapsed();
+    let scratch = own_table + hub_graph + two_threads;
+    println!(
+        "  region {region}: {size} edges, {} hubs; local graph {} nodes, {} links",
+        table.hubs().len(),
+        local.node_count(),
+        local.link_count()
+    );
+    println!(
+        "  from scratch: own table {}, hub graph {}, local graph {}, sources {} (1 thread) / {} (2 threads)",
+        fmt(own_table),
+        fmt(hub_graph),
+        fmt(local_build),
+        fmt(one_thread),
+        fmt(two_threads)
+    );
+    println!(
+        "  region recompute from scratch (own table + hub graph + sources, 2 threads): {}   goal < 1 s: {}",
+        fmt(scratch),
+        verdict(scratch < Duration::from_secs(1))
+    );
+    println!(
+        "  (every region's table, as a controller reading none would compute them: {})",
+        fmt(all_tables)
+    );
+
+    // One link change inside the region, both ways: 20 links, median. The
+    // time is the controller's: its local graph with the new summary, and
+    // the sources the change can affect.
+    let mut rng = XorShift64::new(7);
+    let members: Vec<EdgeId> = table.members().to_vec();
+    for (label, factor) in [("30% dearer", 1.3), ("30% cheaper", 1.0 / 1.3)] {
+        let mut times = Vec::new();
+        let mut recomputed = Vec::new();
+        for _ in 0..20 {
+            let from = members[rng.below(members.len())];
+            let inside: Vec<EdgeId> = graph
+                .neighbors(from)
+                .map(|(to, _)| to)
+                .filter(|to| members.binary_search(to).is_ok())
+                .collect();
+            let to = inside[rng.below(inside.len())];
+            let original = *graph.link(from, to).expect("a link");
+            let changed = LinkSummary {
+                rtt_ms: original.rtt_ms * factor,
+                jitter_ms: original.jitter_ms * factor,
+                ..original
+            };
+            let t = Instant::now();
+            let count = routes
+                .set_link(&hier, from, to, Some(changed), 2)
+                .unwrap_or_else(|e| fail(e));
+            times.push(t.elapsed());
+            recomputed.push(count);
+            routes
+                .set_link(&hier, from, to, Some(original), 2)
+                .unwrap_or_else(|e| fail(e));
+        }
+        recomputed.sort_unstable();
+        let median_time = median(times.iter().copied());
+        println!(
+            "  one in-region link {label}: median {} (max {}), sources recomputed median {} of {size}   goal < 100 ms: {}",
+            fmt(median_time),
+            fmt(*times.iter().max().expect("20 runs")),
+            recomputed[recomputed.len() / 2],
+            verdict(median_time < Duration::from_millis(100))
+        );
+    }
+
+    // Route state: local routes (best and backup paths) and hub labels per
+    // edge, region tables once; as published, 4 bytes per edge id and cost.
+    let mut local_bytes = 0usize;
+    for (_, r) in routes.sources() {
+        for x in r.local().iter() {
+            local_bytes +=
+                8 + 4 * (x.best.edges.len() + x.backup.as_ref().map_or(0, |b| b.edges.len()));
+        }
+        local_bytes += 12 * hier.hub_graph().len();
+    }
+    let per_edge = local_bytes as f64 / size as f64;
+    let tables: usize = hier.tables().iter().map(|t| 8 * t.len()).sum();
+    let total = per_edge * n as f64 + tables as f64;
+    println!(
+        "  route state: {:.1} KB per edge, tables {:.1} MB; whole mesh {:.1} MB   goal < 50 MB: {}",
+        per_edge / 1e3,
+        tables as f64 / 1e6,
+        total / 1e6,
+        verdict(total < 50e6)
+    );
+
+    quality(&graph, &hier, per_region);
+}
+
+/// Hierarchical routes against the flat optimum on the same graph, over
+/// every destination of `per_region` sources of each region.
+fn quality(graph: &MeshGraph, hier: &Hierarchy, per_region: usize) {
+    let t = Instant::now();
+    let (mut pairs, mut within, mut within_rtt, mut backups, mut flat_backups) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut ratios: Vec<f64> = Vec::new();
+    for table in hier.tables() {
+        let local = hier.local_graph(graph, table.region());
+        let step = (table.members().len() / per_region.min(table.members().len())).max(1);
+        let sources: Vec<EdgeId> = table.members().iter().step_by(step).copied().collect();
+        let flat = compute_all_parallel(graph, &sources, 2).unwrap_or_else(|e| fail(e));
+        let hier_routes = hier.sources_routes(&local, &sources, 2);
+        for ((_, h), f) in hier_routes.iter().zip(&flat) {
+            for fr in f.iter() {
+                pairs += 1;
+                let Some(hr) = hier.route(graph, h, fr.destination) else {
+                    ratios.push(f64::INFINITY);
+                    continue;
+                };
+                let ratio = hr.best.cost_ms / fr.best.cost_ms.max(1e-3);
+                ratios.push(ratio);
+                within += u64::from(ratio <= 1.05);
+                within_rtt += u64::from(hr.best.rtt_ms <= fr.best.rtt_ms * 1.05);
+                backups += u64::from(hr.backup.is_some());
+                flat_backups += u64::from(fr.backup.is_some());
+            }
+        }
+    }
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let pct = |x: u64| 100.0 * x as f64 / pairs.max(1) as f64;
+    let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p) as usize];
+    println!(
+        "  quality over {pairs} pairs ({} sources per region, every destination; {}):",
+        if per_region == usize::MAX {
+            "all".to_string()
+        } else {
+            per_region.to_string()
+        },
+        fmt(t.elapsed())
+    );
+    println!(
+        "    cost within 5% of the flat optimum: {:.2}%   goal >= 99%: {}",
+        pct(within),
+        verdict(pct(within) >= 99.0)
+    );
+    println!(
+        "    RTT within 5% of the flat best path's: {:.2}%; cost ratio p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}",
+        pct(within_rtt),
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    );
+    println!(
+        "    backups: {:.2}% of pairs (flat: {:.2}%)",
+        pct(backups),
+        pct(flat_backups)
+    );
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("invalid mesh: {e}");
+    std::process::exit(1);
 }

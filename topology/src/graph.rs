@@ -645,6 +645,32 @@ impl MeshGraph {
         self.out_start[u as usize] as usize..self.out_start[u as usize + 1] as usize
     }
 
+    /// This graph with the link `from -> to` set to `summary`, or removed
+    /// when `summary` is `None` (both nodes must exist).
+    pub fn with_link(
+        &self,
+        from: EdgeId,
+        to: EdgeId,
+        summary: Option<LinkSummary>,
+    ) -> Result<MeshGraph, GraphError> {
+        let mut b = MeshGraph::builder(self.cost);
+        for n in &self.nodes {
+            b.add_node(n.clone())?;
+        }
+        for (x, y, s) in self.links() {
+            b.add_link(x, y, *s)?;
+        }
+        match summary {
+            Some(s) => {
+                b.add_link(from, to, s)?;
+            }
+            None => {
+                b.remove_link(from, to);
+            }
+        }
+        b.build()
+    }
+
     /// Number of links route computation searches (see [`MeshGraph::link_count`]
     /// for all usable links); the others can be on no best or backup path.
     pub fn routing_link_count(&self) -> usize {

@@ -14,6 +14,8 @@
 //!   [`LinkSummary`] that probes publish.
 //! - [`graph`]: the mesh as a compact graph with a documented [`CostModel`].
 //! - [`paths`]: best and backup paths per source, hysteresis, path stretch.
+//! - [`hierarchy`]: routes that scale: full paths inside a region, hubs
+//!   and region tables between regions.
 //! - [`nearest`]: ranking edges for a client location (the GeoIP shortlist).
 //! - [`geoip`]: GeoIP location lookups (any MaxMind-format database with
 //!   coordinates), and a writer for the lab's database.
@@ -26,6 +28,7 @@
 pub mod geo;
 pub mod geoip;
 pub mod graph;
+pub mod hierarchy;
 pub mod load;
 pub mod nearest;
 pub mod paths;

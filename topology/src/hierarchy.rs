@@ -1,0 +1,1258 @@
+//! Hierarchical routes: full paths inside a region, hubs between regions.
+//!
+//! Why: flat routing gives every edge a path to every other edge from one
+//! search over the whole mesh; at 10,000 edges one source costs about 44 ms
+//! and the routes of a mesh are O(edges²). Here a region's controller
+//! searches only its own region plus the **hubs** of the others, so its work
+//! is bounded by the region's size and the number of hubs, not the mesh, and
+//! what it publishes is O(edges × hubs).
+//!
+//! The pieces, each computed from probe results alone:
+//!
+//! - **Hubs** ([`select_hubs`]): up to [`HubPolicy::hubs_per_region`] edges
+//!   of each region, spread over the region's sites (greedy k-center on
+//!   distance) and, at each site, the edge whose probed links are least
+//!   inflated over the fiber bound (well-connected sites make good relays).
+//!   Traffic enters a region at a hub, so every site needs one nearby.
+//! - **Region tables** ([`RegionTable`]): from each hub of a region to each
+//!   of its edges, the best path inside the region. A region's controller
+//!   computes its own table and everybody else reads it: `hubs × members`
+//!   entries.
+//! - **The hub graph** ([`HubGraph`]): lowest costs between every pair of
+//!   hubs, over probed hub-to-hub links and, inside a region, the table's
+//!   paths between its hubs (Floyd-Warshall: a few hundred hubs).
+//! - **Source routes** ([`SourceRoutes`]): for a source edge, best and backup
+//!   paths over its own region and the hubs it has links to (the flat search
+//!   of [`crate::paths`] on that small graph), then for every hub of the
+//!   mesh the two cheapest ways to reach it with different first hops.
+//!
+//! A route to an edge `d` of another region is then the cheaper of the
+//! source's direct link to `d` (if it probes it) and, over the hubs `y` of
+//! `d`'s region, `cost(source → y) + penalty(y) + table(y → d)`; its backup
+//! is the cheapest candidate with another first hop. Composition is a
+//! minimum over a region's hubs, cheap enough for an edge to do on demand.
+//! Paths are concatenations of pieces, with any loop cut out (cutting a loop
+//! only lowers the cost).
+//!
+//! What is given up against the flat optimum: a path enters the destination
+//! region at a hub (or on a probed direct link), and leaves the source
+//! region either from an edge with a link to a hub or at a hub. With hubs at
+//! every site this costs little (`route_scale` measures it against the flat
+//! optimum over all pairs of a 10,000-edge world).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::geo::estimated_rtt_ms;
+use crate::graph::{EdgeId, GraphError, MeshGraph, NodeInfo};
+use crate::paths::{compute_routes, Path, Route, RouteSet};
+use crate::probe::LinkSummary;
+
+const INF: u64 = u64::MAX;
+const NONE: u32 = u32::MAX;
+
+/// How hubs are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HubPolicy {
+    /// Hubs per region at most. 16: a region of the built-in table has up to
+    /// four cities; four hubs per city give every site an entry point and a
+    /// spare, and 20 regions then have 320 hubs, a hub graph Floyd-Warshall
+    /// solves in tens of milliseconds.
+    pub hubs_per_region: usize,
+    /// The edges within this distance of the spot k-center picks compete
+    /// for the hub there, on connectivity. 300 km: a metro area and its
+    /// suburbs, where RTTs differ by a millisecond or two.
+    pub site_radius_km: f64,
+    /// Besides its own region's hubs, each edge probes this many nearest
+    /// hubs of every other region (and hubs probe every hub): where its
+    /// traffic leaves the region without a relay. 2: the nearest site's hub
+    /// and a spare.
+    pub remote_hubs_probed: usize,
+}
+
+impl Default for HubPolicy {
+    fn default() -> Self {
+        HubPolicy {
+            hubs_per_region: 16,
+            site_radius_km: 300.0,
+            remote_hubs_probed: 2,
+        }
+    }
+}
+
+/// Hubs per region, by region name, each list sorted by id.
+pub type Hubs = BTreeMap<String, Vec<EdgeId>>;
+
+/// Chooses the hubs of every region of `graph` (see the module doc).
+/// Draining edges are never hubs. Deterministic: ties go to the lower id.
+pub fn select_hubs(graph: &MeshGraph, policy: &HubPolicy) -> Hubs {
+    let mut by_region: BTreeMap<&str, Vec<&NodeInfo>> = BTreeMap::new();
+    for n in graph.nodes().filter(|n| !n.draining) {
+        by_region.entry(n.region.as_str()).or_default().push(n);
+    }
+    let mut hubs = Hubs::new();
+    for (region, members) in by_region {
+        let score: Vec<f64> = members.iter().map(|n| inflation(graph, n)).collect();
+        let better = |a: usize, b: usize| {
+            score[a]
+                .total_cmp(&score[b])
+                .then(members[a].id.cmp(&members[b].id))
+        };
+        let mut chosen: Vec<usize> = Vec::new();
+        // Distance from each member to its nearest chosen hub.
+        let mut reach = vec![f64::INFINITY; members.len()];
+        while chosen.len() < policy.hubs_per_region.min(members.len()) {
+            // The spot farthest from every hub so far (anywhere, at first).
+            let spot = (0..members.len())
+                .filter(|i| !chosen.contains(i))
+                .max_by(|&a, &b| {
+                    reach[a]
+                        .total_cmp(&reach[b])
+                        .then(members[b].id.cmp(&members[a].id))
+                });
+            let Some(spot) = spot else { break };
+            let at = members[spot].location;
+            let site = (0..members.len())
+                .filter(|i| !chosen.contains(i))
+                .filter(|&i| {
+                    chosen.is_empty()
+                        || members[i].location.distance_km(&at) <= policy.site_radius_km
+                })
+                .min_by(|&a, &b| better(a, b))
+                .unwrap_or(spot);
+            chosen.push(site);
+            let hub = members[site].location;
+            for (i, m) in members.iter().enumerate() {
+                reach[i] = reach[i].min(m.location.distance_km(&hub));
+            }
+        }
+        let mut ids: Vec<EdgeId> = chosen.iter().map(|&i| members[i].id).collect();
+        ids.sort_unstable();
+        hubs.insert(region.to_string(), ids);
+    }
+    hubs
+}
+
+/// The probes hierarchical routing needs besides an edge's own choice
+/// ([`crate::targets`]), as pairs (each once): every hub with every other
+/// hub, every edge with its region's hubs and with the
+/// [`HubPolicy::remote_hubs_probed`] nearest hubs of every other region.
+pub fn hub_probe_pairs(
+    nodes: &[NodeInfo],
+    hubs: &Hubs,
+    policy: &HubPolicy,
+) -> Vec<(EdgeId, EdgeId)> {
+    let location: HashMap<EdgeId, &NodeInfo> = nodes.iter().map(|n| (n.id, n)).collect();
+    let all: Vec<EdgeId> = hubs.values().flatten().copied().collect();
+    let mut pairs = Vec::new();
+    for (i, &a) in all.iter().enumerate() {
+        pairs.extend(all[i + 1..].iter().map(|&b| (a.min(b), a.max(b))));
+    }
+    let mut near: Vec<(f64, EdgeId)> = Vec::new();
+    for n in nodes {
+        for (region, list) in hubs {
+            if *region == n.region {
+                pairs.extend(
+                    list.iter()
+                        .filter(|&&h| h != n.id)
+                        .map(|&h| (n.id.min(h), n.id.max(h))),
+                );
+                continue;
+            }
+            near.clear();
+            near.extend(
+                list.iter()
+                    .filter_map(|h| location.get(h))
+                    .map(|h| (n.location.distance_km(&h.location), h.id)),
+            );
+            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            pairs.extend(
+                near.iter()
+                    .take(policy.remote_hubs_probed)
+                    .map(|&(_, h)| (n.id.min(h), n.id.max(h))),
+            );
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// How much an edge's probed links exceed the fiber bound, on average (1 is
+/// the bound itself; unknown: infinite). Links shorter than 500 km are left
+/// out: there, processing and last-mile delays dominate.
+fn inflation(graph: &MeshGraph, n: &NodeInfo) -> f64 {
+    let (mut sum, mut count) = (0.0, 0u32);
+    for (to, link) in graph.neighbors(n.id) {
+        let Some(peer) = graph.node(to) else { continue };
+        if n.location.distance_km(&peer.location) < 500.0 {
+            continue;
+        }
+        sum += link.rtt_ms / estimated_rtt_ms(n.location, peer.location, 1.0);
+        count += 1;
+    }
+    if count == 0 {
+        f64::INFINITY
+    } else {
+        sum / count as f64
+    }
+}
+
+/// Best paths inside one region from each of its hubs to each of its edges.
+#[derive(Debug, Clone)]
+pub struct RegionTable {
+    region: String,
+    hubs: Vec<EdgeId>,
+    members: Vec<EdgeId>,
+    member_index: HashMap<EdgeId, u32>,
+    /// `hubs × members`: cost in µs of the path (links plus the penalties of
+    /// the edges inside it, not of its ends), `INF` when unreachable.
+    cost_us: Vec<u64>,
+    /// `hubs × members`: the member before this one on the path, `NONE` at
+    /// the hub.
+    pred: Vec<u32>,
+}
+
+impl RegionTable {
+    /// The table of `region` with these hubs (ids not in the region are
+    /// ignored), searching only links between the region's edges.
+    pub fn compute(graph: &MeshGraph, region: &str, hubs: &[EdgeId]) -> RegionTable {
+        let members: Vec<EdgeId> = graph
+            .nodes()
+            .filter(|n| n.region == region)
+            .map(|n| n.id)
+            .collect();
+        let member_index: HashMap<EdgeId, u32> = members
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
+        let hubs: Vec<EdgeId> = hubs
+            .iter()
+            .copied()
+            .filter(|h| member_index.contains_key(h))
+            .collect();
+        let n = members.len();
+        let mut cost_us = vec![INF; hubs.len() * n];
+        let mut pred = vec![NONE; hubs.len() * n];
+        // Graph indices of the members, and the reverse map.
+        let gidx: Vec<u32> = members
+            .iter()
+            .map(|&id| graph.idx(id).expect("member of graph"))
+            .collect();
+        let mut local_of: HashMap<u32, u32> = HashMap::with_capacity(n);
+        for (i, &g) in gidx.iter().enumerate() {
+            local_of.insert(g, i as u32);
+        }
+        let mut heap = std::collections::BinaryHeap::new();
+        for (h, hub) in hubs.iter().enumerate() {
+            let dist = &mut cost_us[h * n..(h + 1) * n];
+            let pred = &mut pred[h * n..(h + 1) * n];
+            let root = member_index[hub];
+            dist[root as usize] = 0;
+            heap.push(std::cmp::Reverse((0u64, root)));
+            while let Some(std::cmp::Reverse((d, u))) = heap.pop() {
+                if d > dist[u as usize] {
+                    continue;
+                }
+                let gu = gidx[u as usize];
+                let toll = if u == root {
+                    0
+                } else {
+                    graph.penalty_us[gu as usize] as u64
+                };
+                for e in graph.out_range(gu) {
+                    let Some(&v) = local_of.get(&graph.out_to[e]) else {
+                        continue;
+                    };
+                    let nd = d + toll + graph.out_cost[e] as u64;
+                    if nd < dist[v as usize] {
+                        dist[v as usize] = nd;
+                        pred[v as usize] = u;
+                        heap.push(std::cmp::Reverse((nd, v)));
+                    }
+                }
+            }
+        }
+        RegionTable {
+            region: region.to_string(),
+            hubs,
+            members,
+            member_index,
+            cost_us,
+            pred,
+        }
+    }
+
+    /// The region's name.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The region's hubs, by id.
+    pub fn hubs(&self) -> &[EdgeId] {
+        &self.hubs
+    }
+
+    /// The region's edges, by id.
+    pub fn members(&self) -> &[EdgeId] {
+        &self.members
+    }
+
+    /// Entries of the table (`hubs × members`).
+    pub fn len(&self) -> usize {
+        self.cost_us.len()
+    }
+
+    /// Whether the table has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.cost_us.is_empty()
+    }
+
+    fn cost(&self, hub: usize, member: EdgeId) -> u64 {
+        match self.member_index.get(&member) {
+            Some(&m) => self.cost_us[hub * self.members.len() + m as usize],
+            None => INF,
+        }
+    }
+
+    /// The path from hub number `hub` (in [`RegionTable::hubs`]) to `member`,
+    /// both included; `None` if unreachable.
+    pub fn path(&self, hub: usize, member: EdgeId) -> Option<Vec<EdgeId>> {
+        let n = self.members.len();
+        let mut m = *self.member_index.get(&member)?;
+        if self.cost_us[hub * n + m as usize] == INF {
+            return None;
+        }
+        let mut path = vec![member];
+        while self.pred[hub * n + m as usize] != NONE {
+            m = self.pred[hub * n + m as usize];
+            path.push(self.members[m as usize]);
+        }
+        path.reverse();
+        Some(path)
+    }
+}
+
+/// Lowest costs between every pair of hubs of the mesh.
+#[derive(Debug, Clone)]
+pub struct HubGraph {
+    hubs: Vec<EdgeId>,
+    index: HashMap<EdgeId, u32>,
+    /// Region table and row of each hub.
+    home: Vec<(u32, u32)>,
+    /// Transit penalty of each hub, µs.
+    toll: Vec<u64>,
+    /// `hubs × hubs` costs in µs, the penalties of the hubs in between
+    /// included, of the two ends not.
+    dist: Vec<u64>,
+    /// `hubs × hubs`: the hub the best path goes through, `NONE` for a
+    /// single step (a direct link or a path inside one region).
+    via: Vec<u32>,
+    /// `hubs × hubs`: whether a single step is the direct link (else the
+    /// region table's path).
+    direct: Vec<bool>,
+}
+
+impl HubGraph {
+    /// Solves the hub graph of `tables` over the links of `graph`.
+    pub fn compute(graph: &MeshGraph, tables: &[RegionTable]) -> HubGraph {
+        let mut hubs = Vec::new();
+        let mut home = Vec::new();
+        for (t, table) in tables.iter().enumerate() {
+            for (row, &h) in table.hubs.iter().enumerate() {
+                hubs.push(h);
+                home.push((t as u32, row as u32));
+            }
+        }
+        let n = hubs.len();
+        let index: HashMap<EdgeId, u32> = hubs
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (h, i as u32))
+            .collect();
+        let toll: Vec<u64> = hubs
+            .iter()
+            .map(|&h| {
+                graph
+                    .idx(h)
+                    .map_or(INF, |g| graph.penalty_us[g as usize] as u64)
+            })
+            .collect();
+        let mut dist = vec![INF; n * n];
+        let mut via = vec![NONE; n * n];
+        let mut direct = vec![false; n * n];
+        for i in 0..n {
+            dist[i * n + i] = 0;
+            let (t, row) = home[i];
+            for &other in &tables[t as usize].hubs {
+                let j = index[&other] as usize;
+                if j != i {
+                    dist[i * n + j] = tables[t as usize].cost(row as usize, other);
+                }
+            }
+            let Some(g) = graph.idx(hubs[i]) else {
+                continue;
+            };
+            for e in graph.out_range(g) {
+                let Some(&j) = index.get(&graph.id(graph.out_to[e])) else {
+                    continue;
+                };
+                let c = graph.out_cost[e] as u64;
+                if c <= dist[i * n + j as usize] {
+                    dist[i * n + j as usize] = c;
+                    direct[i * n + j as usize] = true;
+                }
+            }
+        }
+        for k in 0..n {
+            for i in 0..n {
+                let ik = dist[i * n + k];
+                if ik == INF || i == k {
+                    continue;
+                }
+                let through = ik + toll[k];
+                for j in 0..n {
+                    let kj = dist[k * n + j];
+                    if kj == INF || j == k || j == i {
+                        continue;
+                    }
+                    if through + kj < dist[i * n + j] {
+                        dist[i * n + j] = through + kj;
+                        via[i * n + j] = k as u32;
+                    }
+                }
+            }
+        }
+        HubGraph {
+            hubs,
+            index,
+            home,
+            toll,
+            dist,
+            via,
+            direct,
+        }
+    }
+
+    /// Number of hubs.
+    pub fn len(&self) -> usize {
+        self.hubs.len()
+    }
+
+    /// Whether there is no hub.
+    pub fn is_empty(&self) -> bool {
+        self.hubs.is_empty()
+    }
+
+    /// The hubs, in table order.
+    pub fn hubs(&self) -> &[EdgeId] {
+        &self.hubs
+    }
+
+    fn cost(&self, i: usize, j: usize) -> u64 {
+        self.dist[i * self.hubs.len() + j]
+    }
+
+    /// Appends the path from hub `i` to hub `j` (without `i`) to `out`.
+    fn append_path(&self, tables: &[RegionTable], i: usize, j: usize, out: &mut Vec<EdgeId>) {
+        let n = self.hubs.len();
+        match self.via[i * n + j] {
+            NONE if self.direct[i * n + j] => out.push(self.hubs[j]),
+            NONE => {
+                let (t, row) = self.home[i];
+                if let Some(p) = tables[t as usize].path(row as usize, self.hubs[j]) {
+                    out.extend_from_slice(&p[1..]);
+                }
+            }
+            k => {
+                self.append_path(tables, i, k as usize, out);
+                self.append_path(tables, k as usize, j, out);
+            }
+        }
+    }
+}
+
+/// What every region's controller shares: the hubs, every region's table
+/// and the hub graph.
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    tables: Vec<RegionTable>,
+    table_of: HashMap<String, u32>,
+    hub_graph: HubGraph,
+}
+
+impl Hierarchy {
+    /// Computes every region's table and the hub graph.
+    pub fn build(graph: &MeshGraph, hubs: &Hubs) -> Hierarchy {
+        let mut regions: Vec<&str> = graph.nodes().map(|n| n.region.as_str()).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        let tables: Vec<RegionTable> = regions
+            .iter()
+            .map(|r| RegionTable::compute(graph, r, hubs.get(*r).map_or(&[][..], |h| &h[..])))
+            .collect();
+        Self::from_tables(graph, tables)
+    }
+
+    /// The hierarchy of these region tables (as read from other controllers).
+    pub fn from_tables(graph: &MeshGraph, tables: Vec<RegionTable>) -> Hierarchy {
+        let hub_graph = HubGraph::compute(graph, &tables);
+        let table_of = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.region.clone(), i as u32))
+            .collect();
+        Hierarchy {
+            tables,
+            table_of,
+            hub_graph,
+        }
+    }
+
+    /// The table of `region`.
+    pub fn table(&self, region: &str) -> Option<&RegionTable> {
+        self.table_of.get(region).map(|&i| &self.tables[i as usize])
+    }
+
+    /// Every region's table.
+    pub fn tables(&self) -> &[RegionTable] {
+        &self.tables
+    }
+
+    /// The hub graph.
+    pub fn hub_graph(&self) -> &HubGraph {
+        &self.hub_graph
+    }
+
+    /// The graph a source of `region` searches: the region's edges and every
+    /// hub of the mesh, with the region's links and its links to hubs.
+    pub fn local_graph(&self, graph: &MeshGraph, region: &str) -> MeshGraph {
+        let mut b = MeshGraph::builder(*graph.cost_model());
+        let Some(table) = self.table(region) else {
+            return b.build().expect("empty graph builds");
+        };
+        let members = &table.members;
+        let inside = |id: EdgeId| table.member_index.contains_key(&id);
+        for &id in members
+            .iter()
+            .chain(self.hub_graph.hubs.iter().filter(|&&h| !inside(h)))
+        {
+            if let Some(n) = graph.node(id) {
+                b.add_node(n.clone()).expect("each node once");
+            }
+        }
+        for &from in members {
+            for (to, link) in graph.neighbors(from) {
+                if inside(to) || self.hub_graph.index.contains_key(&to) {
+                    b.add_link(from, to, *link)
+                        .expect("valid link of a valid graph");
+                }
+            }
+        }
+        b.build().expect("a subgraph of a valid graph")
+    }
+
+    /// Routes of `source` (of the region `local` was built for).
+    pub fn source_routes(
+        &self,
+        local: &MeshGraph,
+        source: EdgeId,
+    ) -> Result<SourceRoutes, GraphError> {
+        let routes = compute_routes(local, source)?;
+        let labels = self.labels(&routes);
+        Ok(SourceRoutes { routes, labels })
+    }
+
+    /// A source's two cheapest ways to every hub, from its local routes.
+    fn labels(&self, routes: &RouteSet) -> Vec<TwoBest> {
+        let source = routes.source();
+        let hg = &self.hub_graph;
+        let n = hg.len();
+        // Ways to each hub: directly from the local search, or from a hub
+        // the local search reaches on through the hub graph.
+        let mut start: Vec<(usize, Label)> = Vec::new();
+        for r in routes.iter() {
+            if let Some(&i) = hg.index.get(&r.destination) {
+                start.push((i as usize, Label::of(&r.best, i, false)));
+                if let Some(b) = &r.backup {
+                    start.push((i as usize, Label::of(b, i, true)));
+                }
+            }
+        }
+        // A source that is a hub itself starts there, at no cost; its first
+        // hop toward each hub is that of the hub graph's path.
+        let own = hg.index.get(&source).map(|&i| i as usize);
+        if let Some(i) = own {
+            start.push((
+                i,
+                Label {
+                    cost_us: 0,
+                    first_hop: NONE,
+                    entry: i as u32,
+                    backup: false,
+                    via_hub: i as u32,
+                    row: NONE,
+                },
+            ));
+        }
+        // Cheapest first: once a start costs more than both labels of a hub,
+        // nothing after it does better (hub graph costs are not negative).
+        start.sort_by_key(|(_, l)| l.key());
+        let mut labels = vec![TwoBest::default(); n];
+        for (j, label) in labels.iter_mut().enumerate() {
+            for &(i, from) in &start {
+                if label.second.is_some_and(|s| from.cost_us >= s.cost_us) {
+                    break;
+                }
+                let mut first_hop = from.first_hop;
+                let cost_us = if i == j {
+                    if own == Some(i) {
+                        continue;
+                    }
+                    from.cost_us
+                } else {
+                    let hop = hg.cost(i, j);
+                    if hop == INF {
+                        continue;
+                    }
+                    if own == Some(i) {
+                        let mut p = Vec::new();
+                        hg.append_path(&self.tables, i, j, &mut p);
+                        first_hop = p[0];
+                        hop
+                    } else {
+                        from.cost_us + hg.toll[i] + hop
+                    }
+                };
+                label.offer(Label {
+                    cost_us,
+                    first_hop,
+                    via_hub: j as u32,
+                    ..from
+                });
+            }
+        }
+        labels
+    }
+
+    /// [`Hierarchy::source_routes`] of each of `sources`, over `threads`
+    /// threads; sources the local graph does not know are left out.
+    pub fn sources_routes(
+        &self,
+        local: &MeshGraph,
+        sources: &[EdgeId],
+        threads: usize,
+    ) -> Vec<(EdgeId, SourceRoutes)> {
+        let one = |part: &[EdgeId]| -> Vec<(EdgeId, SourceRoutes)> {
+            part.iter()
+                .filter_map(|&s| self.source_routes(local, s).ok().map(|r| (s, r)))
+                .collect()
+        };
+        let threads = threads.clamp(1, sources.len().max(1));
+        if threads == 1 {
+            return one(sources);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = sources
+                .chunks(sources.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || one(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// The route from `source` to `dest`, composed from `routes` (the
+    /// source's) and the tables; `None` if unreachable. Costs and RTTs are
+    /// those of `graph`.
+    pub fn route(&self, graph: &MeshGraph, routes: &SourceRoutes, dest: EdgeId) -> Option<Route> {
+        let source = routes.routes.source();
+        let region = &graph.node(dest)?.region;
+        if *region == graph.node(source)?.region {
+            return routes.routes.get(dest).cloned();
+        }
+        let table = self.table(region)?;
+        let mut best = TwoBest::default();
+        if let Some(c) = graph.idx(source).zip(graph.idx(dest)).and_then(|(s, d)| {
+            graph
+                .out_range(s)
+                .find(|&e| graph.out_to[e] == d)
+                .map(|e| graph.out_cost[e] as u64)
+        }) {
+            best.offer(Label {
+                cost_us: c,
+                first_hop: dest,
+                entry: NONE,
+                backup: false,
+                via_hub: NONE,
+                row: NONE,
+            });
+        }
+        for (row, hub) in table.hubs.iter().enumerate() {
+            let i = self.hub_graph.index[hub] as usize;
+            let tail = table.cost(row, dest);
+            if tail == INF {
+                continue;
+            }
+            let toll = if *hub == dest || *hub == source {
+                0
+            } else {
+                self.hub_graph.toll[i]
+            };
+            for l in routes.labels[i].iter() {
+                best.offer(Label {
+                    cost_us: l.cost_us + toll + tail,
+                    row: row as u32,
+                    ..l
+                });
+            }
+        }
+        let first = best.first?;
+        let path = self.expand(routes, first, dest)?;
+        let best_path = metrics(graph, path)?;
+        let backup = best
+            .second
+            .and_then(|l| self.expand(routes, l, dest))
+            .and_then(|p| metrics(graph, p))
+            .filter(|p| avoids(p, &best_path));
+        Some(Route {
+            destination: dest,
+            best: best_path,
+            backup,
+        })
+    }
+
+    /// The path of a composed label, loops cut out.
+    fn expand(&self, routes: &SourceRoutes, l: Label, dest: EdgeId) -> Option<Vec<EdgeId>> {
+        let source = routes.routes.source();
+        if l.entry == NONE {
+            return Some(vec![source, dest]);
+        }
+        let hg = &self.hub_graph;
+        let (entry, via_hub) = (l.entry as usize, l.via_hub as usize);
+        let mut path = if hg.hubs[entry] == source {
+            vec![source]
+        } else {
+            let first = routes.routes.get(hg.hubs[entry])?;
+            if l.backup {
+                first.backup.as_ref()?.edges.clone()
+            } else {
+                first.best.edges.clone()
+            }
+        };
+        if via_hub != entry {
+            hg.append_path(&self.tables, entry, via_hub, &mut path);
+        }
+        let (t, _) = hg.home[via_hub];
+        let tail = self.tables[t as usize].path(l.row as usize, dest)?;
+        path.extend_from_slice(&tail[1..]);
+        Some(cut_loops(path))
+    }
+}
+
+/// Whether `backup` avoids `best`'s first hop as [`Route::backup`] defines
+/// it: the direct link when `best` is direct, else the first relay entirely.
+fn avoids(backup: &Path, best: &Path) -> bool {
+    match (backup.first_hop(), best.first_hop()) {
+        (Some(b), Some(f)) if best.hop_count() == 1 => b != f,
+        (Some(_), Some(f)) => !backup.edges[1..].contains(&f),
+        _ => false,
+    }
+}
+
+fn metrics(graph: &MeshGraph, edges: Vec<EdgeId>) -> Option<Path> {
+    let m = graph.path_metrics(&edges)?;
+    Some(Path {
+        edges,
+        cost_ms: m.cost_ms,
+        rtt_ms: m.rtt_ms,
+    })
+}
+
+/// `path` with every cycle removed: from each repeated edge the walk jumps
+/// to its last occurrence.
+fn cut_loops(path: Vec<EdgeId>) -> Vec<EdgeId> {
+    let mut last: HashMap<EdgeId, usize> = HashMap::with_capacity(path.len());
+    for (i, &e) in path.iter().enumerate() {
+        last.insert(e, i);
+    }
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        out.push(path[i]);
+        i = last[&path[i]] + 1;
+    }
+    out
+}
+
+/// One way to a hub or a destination: what it costs, the source's first
+/// hop, the hub the local search reached (`entry`, `NONE` for the source's
+/// direct link to the destination) and whether along that hub's backup
+/// path, and the hub it goes on to through the hub graph (`via_hub`, with
+/// its row in its region's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Label {
+    cost_us: u64,
+    first_hop: EdgeId,
+    entry: u32,
+    backup: bool,
+    via_hub: u32,
+    row: u32,
+}
+
+impl Label {
+    fn of(path: &Path, entry: u32, backup: bool) -> Label {
+        Label {
+            cost_us: ms_to_us(path.cost_ms),
+            first_hop: path.first_hop().unwrap_or(NONE),
+            entry,
+            backup,
+            via_hub: entry,
+            row: NONE,
+        }
+    }
+
+    /// Ordering: cost, then first hop and the rest, so that equal costs
+    /// resolve the same way every time.
+    fn key(&self) -> (u64, EdgeId, u32, bool, u32) {
+        (
+            self.cost_us,
+            self.first_hop,
+            self.entry,
+            self.backup,
+            self.via_hub,
+        )
+    }
+}
+
+fn ms_to_us(ms: f64) -> u64 {
+    (ms * 1000.0).round().max(0.0) as u64
+}
+
+/// The cheapest label, and the cheapest with another first hop.
+#[derive(Debug, Clone, Copy, Default)]
+struct TwoBest {
+    first: Option<Label>,
+    second: Option<Label>,
+}
+
+impl TwoBest {
+    fn offer(&mut self, l: Label) {
+        match self.first {
+            None => self.first = Some(l),
+            Some(f) if l.key() < f.key() => {
+                // A first hop other than the new best's: the old best is
+                // the best such (it beat the old second).
+                if f.first_hop != l.first_hop {
+                    self.second = Some(f);
+                }
+                self.first = Some(l);
+            }
+            Some(f) if l.first_hop != f.first_hop => {
+                if self.second.is_none_or(|s| l.key() < s.key()) {
+                    self.second = Some(l);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Label> {
+        self.first.into_iter().chain(self.second)
+    }
+}
+
+/// The routes of every edge of one region, kept up to date as links change.
+#[derive(Debug, Clone)]
+pub struct RegionRoutes {
+    region: String,
+    local: MeshGraph,
+    sources: BTreeMap<EdgeId, SourceRoutes>,
+}
+
+impl RegionRoutes {
+    /// Computes the routes of every edge of `region` from scratch, over
+    /// `threads` threads.
+    pub fn compute(
+        hier: &Hierarchy,
+        graph: &MeshGraph,
+        region: &str,
+        threads: usize,
+    ) -> RegionRoutes {
+        let local = hier.local_graph(graph, region);
+        let members: Vec<EdgeId> = hier
+            .table(region)
+            .map_or_else(Vec::new, |t| t.members.clone());
+        let sources = hier
+            .sources_routes(&local, &members, threads)
+            .into_iter()
+            .collect();
+        RegionRoutes {
+            region: region.to_string(),
+            local,
+            sources,
+        }
+    }
+
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The graph the region's sources search.
+    pub fn local_graph(&self) -> &MeshGraph {
+        &self.local
+    }
+
+    /// The routes of `source`.
+    pub fn source(&self, source: EdgeId) -> Option<&SourceRoutes> {
+        self.sources.get(&source)
+    }
+
+    /// Every source's routes, by id.
+    pub fn sources(&self) -> impl Iterator<Item = (&EdgeId, &SourceRoutes)> {
+        self.sources.iter()
+    }
+
+    /// Sets the link `from -> to` of this region (or from this region to
+    /// a hub) to `summary`, or removes it when `None` (it died), and
+    /// recomputes the sources whose routes it can affect, over `threads`
+    /// threads; returns how many. A source is affected if one of its paths
+    /// uses the link, or if the link got cheaper and could improve one of
+    /// its paths (see [`could_improve`]). Other links reach the region
+    /// through its tables and hub graph: see [`RegionRoutes::relabel`].
+    pub fn set_link(
+        &mut self,
+        hier: &Hierarchy,
+        from: EdgeId,
+        to: EdgeId,
+        summary: Option<LinkSummary>,
+        threads: usize,
+    ) -> Result<usize, GraphError> {
+        let member = |id| {
+            hier.table(&self.region)
+                .is_some_and(|t| t.member_index.contains_key(&id))
+        };
+        if !member(from) || !self.local.contains(to) {
+            // Not a link this region's sources search.
+            return Ok(0);
+        }
+        let old = self.local.link_cost_ms(from, to).map(ms_to_us);
+        self.local = self.local.with_link(from, to, summary)?;
+        let new = self.local.link_cost_ms(from, to).map(ms_to_us);
+        let cheaper = match (old, new) {
+            (_, None) => None,
+            (None, Some(n)) => Some(n),
+            (Some(o), Some(n)) => (n < o).then_some(n),
+        };
+        let toll = self.local.transit_penalty_ms(from).map_or(0, ms_to_us);
+        let affected: Vec<EdgeId> = self
+            .sources
+            .iter()
+            .filter(|(&s, r)| {
+                let uses = |p: &Path| p.edges.windows(2).any(|w| w == [from, to]);
+                if r.routes
+                    .iter()
+                    .any(|x| uses(&x.best) || x.backup.as_ref().is_some_and(uses))
+                {
+                    return true;
+                }
+                let toll = if s == from { 0 } else { toll };
+                cheaper.is_some_and(|cost| could_improve(&r.routes, s, from, to, toll + cost))
+            })
+            .map(|(&s, _)| s)
+            .collect();
+        let count = affected.len();
+        for (s, r) in hier.sources_routes(&self.local, &affected, threads) {
+            self.sources.insert(s, r);
+        }
+        Ok(count)
+    }
+
+    /// After tables or the hub graph changed (a new `hier`): recomputes
+    /// every source's ways to the hubs, keeping its local routes.
+    pub fn relabel(&mut self, hier: &Hierarchy) {
+        for r in self.sources.values_mut() {
+            r.labels = hier.labels(&r.routes);
+        }
+    }
+}
+
+/// Whether the link `from -> to`, costing `cost_us` with `from`'s toll,
+/// could improve a best or backup path of `routes` (from `source`).
+///
+/// Best paths: only if it beats the best path to `to`. Backups: the backups
+/// of the destinations whose best path starts with hop `f` are best paths in
+/// the graph without `f`, where an edge outside that group keeps its best
+/// cost and an edge inside it costs its backup's; the link helps the group
+/// only if it beats `to`'s cost there. Groups other than those of `from`
+/// and `to` see both ends at their best costs, which the first check covers.
+fn could_improve(
+    routes: &RouteSet,
+    source: EdgeId,
+    from: EdgeId,
+    to: EdgeId,
+    cost_us: u64,
+) -> bool {
+    let figures = |id: EdgeId| -> Option<(u64, u64, EdgeId)> {
+        if id == source {
+            return Some((0, 0, NONE));
+        }
+        let r = routes.get(id)?;
+        let backup = r.backup.as_ref().map_or(INF, |b| ms_to_us(b.cost_ms));
+        Some((
+            ms_to_us(r.best.cost_ms),
+            backup,
+            r.best.first_hop().unwrap_or(NONE),
+        ))
+    };
+    let Some((from_best, from_backup, from_group)) = figures(from) else {
+        return false;
+    };
+    let Some((to_best, to_backup, to_group)) = figures(to) else {
+        return true;
+    };
+    if to == source {
+        return false;
+    }
+    let in_group = |group: EdgeId, best: u64, backup: u64, own: EdgeId| {
+        if own == group {
+            backup
+        } else {
+            best
+        }
+    };
+    let via = |reach: u64| reach.saturating_add(cost_us);
+    // `<=`: an equal cost can still win on the tie-breaks (fewer hops, then
+    // lower ids).
+    via(from_best) <= to_best
+        || (from_group != NONE
+            && via(from_backup) <= in_group(from_group, to_best, to_backup, to_group))
+        || via(in_group(to_group, from_best, from_backup, from_group)) <= to_backup
+}
+
+/// A source's routes: best and backup paths to its region's edges and to
+/// the hubs it has links to, and its two cheapest ways (different first
+/// hops) to every hub of the mesh.
+#[derive(Debug, Clone)]
+pub struct SourceRoutes {
+    routes: RouteSet,
+    labels: Vec<TwoBest>,
+}
+
+impl SourceRoutes {
+    /// The routes of the local search.
+    pub fn local(&self) -> &RouteSet {
+        &self.routes
+    }
+
+    /// Entries this source's routes publish: local routes (best and backup)
+    /// and a cost and first hop per hub.
+    pub fn entries(&self) -> usize {
+        self.routes.len() + self.labels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::CostModel;
+    use crate::synth::{generate, SynthMesh, SynthParams, XorShift64};
+
+    /// Four hubs per region of 20 edges: most edges are not hubs.
+    fn few_hubs() -> HubPolicy {
+        HubPolicy {
+            hubs_per_region: 4,
+            ..HubPolicy::default()
+        }
+    }
+
+    /// A 400-edge probe mesh over 20 regions with hub probes, its graph and
+    /// hubs.
+    fn world(policy: &HubPolicy) -> (SynthMesh, MeshGraph, Hubs) {
+        let mut mesh = generate(&SynthParams::probe_mesh(400, 5));
+        let base = mesh.graph(CostModel::default()).expect("valid");
+        let hubs = select_hubs(&base, policy);
+        mesh.add_probes(hub_probe_pairs(&mesh.nodes, &hubs, policy));
+        let graph = mesh.graph(CostModel::default()).expect("valid");
+        (mesh, graph, hubs)
+    }
+
+    #[test]
+    fn loops_are_cut() {
+        assert_eq!(cut_loops(vec![1, 2, 3, 2, 4]), vec![1, 2, 4]);
+        assert_eq!(cut_loops(vec![1, 2, 3, 1, 5]), vec![1, 5]);
+        assert_eq!(cut_loops(vec![1, 2, 3]), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn two_best_keeps_the_cheapest_of_another_first_hop() {
+        let l = |cost_us, first_hop| Label {
+            cost_us,
+            first_hop,
+            entry: 0,
+            backup: false,
+            via_hub: 0,
+            row: NONE,
+        };
+        let mut t = TwoBest::default();
+        for x in [l(50, 1), l(40, 1), l(60, 2), l(45, 3), l(30, 3)] {
+            t.offer(x);
+        }
+        assert_eq!(t.first, Some(l(30, 3)));
+        assert_eq!(t.second, Some(l(40, 1)));
+    }
+
+    #[test]
+    fn hubs_are_few_spread_and_never_draining() {
+        let policy = few_hubs();
+        let (_, graph, hubs) = world(&policy);
+        assert_eq!(hubs.len(), 20);
+        assert_eq!(
+            select_hubs(&graph, &policy).len(),
+            20,
+            "deterministic shape"
+        );
+        for (region, list) in &hubs {
+            let members: Vec<&NodeInfo> = graph.nodes().filter(|n| &n.region == region).collect();
+            assert_eq!(
+                list.len(),
+                policy
+                    .hubs_per_region
+                    .min(members.iter().filter(|n| !n.draining).count())
+            );
+            for h in list {
+                let n = graph.node(*h).expect("hub in graph");
+                assert_eq!(&n.region, region);
+                assert!(!n.draining);
+            }
+        }
+    }
+
+    /// Every route is a valid path in the graph, never cheaper than the
+    /// flat optimum, and its backup avoids the best path's first hop.
+    #[test]
+    fn composed_routes_are_valid_and_close_to_the_flat_optimum() {
+        let (_, graph, hubs) = world(&few_hubs());
+        let hier = Hierarchy::build(&graph, &hubs);
+        let (mut pairs, mut within) = (0, 0);
+        for table in hier.tables().iter().step_by(4) {
+            let local = hier.local_graph(&graph, table.region());
+            for &s in table.members().iter().step_by(5) {
+                let routes = hier.source_routes(&local, s).expect("member");
+                let flat = compute_routes(&graph, s).expect("member");
+                for f in flat.iter() {
+                    let r = hier
+                        .route(&graph, &routes, f.destination)
+                        .expect("connected mesh");
+                    assert!(graph.is_valid_path(&r.best.edges), "{:?}", r.best.edges);
+                    assert_eq!(
+                        (r.best.edges[0], *r.best.edges.last().unwrap()),
+                        (s, f.destination)
+                    );
+                    assert!(
+                        r.best.cost_ms >= f.best.cost_ms - 0.01,
+                        "{s}->{}: {} < {}",
+                        f.destination,
+                        r.best.cost_ms,
+                        f.best.cost_ms
+                    );
+                    if let Some(b) = &r.backup {
+                        assert!(graph.is_valid_path(&b.edges));
+                        assert!(
+                            avoids(b, &r.best),
+                            "backup {:?} of {:?}",
+                            b.edges,
+                            r.best.edges
+                        );
+                    }
+                    pairs += 1;
+                    within += usize::from(r.best.cost_ms <= f.best.cost_ms * 1.05);
+                }
+            }
+        }
+        assert!(within * 100 >= pairs * 97, "{within} of {pairs} within 5%");
+    }
+
+    /// With every edge a hub, the hierarchy loses nothing: the flat optimum.
+    #[test]
+    fn every_edge_a_hub_is_the_flat_optimum() {
+        let mesh = generate(&SynthParams::sparse_mesh(120, 9));
+        let graph = mesh.graph(CostModel::default()).expect("valid");
+        let policy = HubPolicy {
+            hubs_per_region: usize::MAX,
+            ..HubPolicy::default()
+        };
+        let hubs = select_hubs(&graph, &policy);
+        let hier = Hierarchy::build(&graph, &hubs);
+        for table in hier.tables().iter().step_by(3) {
+            let local = hier.local_graph(&graph, table.region());
+            for &s in table.members() {
+                if graph.node(s).is_some_and(|n| n.draining) {
+                    continue;
+                }
+                let routes = hier.source_routes(&local, s).expect("member");
+                for f in compute_routes(&graph, s).expect("member").iter() {
+                    let r = hier
+                        .route(&graph, &routes, f.destination)
+                        .expect("reachable");
+                    assert!(
+                        (r.best.cost_ms - f.best.cost_ms).abs() < 0.01,
+                        "{s}->{}: {:?} vs {:?}",
+                        f.destination,
+                        r.best,
+                        f.best
+                    );
+                }
+            }
+        }
+    }
+
+    /// After any one link changes, the routes kept up to date are those a
+    /// recomputation from scratch finds.
+    #[test]
+    fn a_link_change_recomputes_exactly_what_it_affects() {
+        let (_, graph, hubs) = world(&few_hubs());
+        let hier = Hierarchy::build(&graph, &hubs);
+        let region = hier.tables()[0].region().to_string();
+        let members = hier.tables()[0].members().to_vec();
+        let mut routes = RegionRoutes::compute(&hier, &graph, &region, 2);
+        let mut rng = XorShift64::new(3);
+        let mut partial = 0;
+        for round in 0..30 {
+            let from = members[rng.below(members.len())];
+            let targets: Vec<EdgeId> = routes
+                .local_graph()
+                .neighbors(from)
+                .map(|(t, _)| t)
+                .collect();
+            let to = targets[rng.below(targets.len())];
+            let factor = [0.5, 0.8, 1.25, 3.0, f64::INFINITY][round % 5];
+            let original = *graph.link(from, to).expect("a link");
+            let summary = factor.is_finite().then_some(LinkSummary {
+                rtt_ms: original.rtt_ms * factor,
+                ..original
+            });
+            let changed = graph.with_link(from, to, summary).expect("valid");
+            let count = routes.set_link(&hier, from, to, summary, 2).expect("valid");
+            partial += usize::from(count < members.len());
+            let fresh = RegionRoutes::compute(&hier, &changed, &region, 2);
+            for (s, r) in fresh.sources() {
+                assert_eq!(
+                    routes.source(*s).expect("same sources").local(),
+                    r.local(),
+                    "{from}->{to} x{factor}: source {s}"
+                );
+            }
+            routes
+                .set_link(&hier, from, to, Some(original), 2)
+                .expect("valid");
+        }
+        assert!(
+            partial > 10,
+            "only {partial} of 30 changes spared some source"
+        );
+    }
+}
