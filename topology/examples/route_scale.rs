@@ -287,6 +287,7 @@ fn quality(graph: &MeshGraph, hier: &Hierarchy, per_region: usize) {
     let mut ratios: Vec<f64> = Vec::new();
     for table in hier.tables() {
         let local = hier.local_graph(graph, table.region());
+        let exits = hier.exits(graph, table.region());
         let step = (table.members().len() / per_region.min(table.members().len())).max(1);
         let sources: Vec<EdgeId> = table.members().iter().step_by(step).copied().collect();
         let flat = compute_all_parallel(graph, &sources, 2).unwrap_or_else(|e| fail(e));
@@ -294,7 +295,7 @@ fn quality(graph: &MeshGraph, hier: &Hierarchy, per_region: usize) {
         for ((_, h), f) in hier_routes.iter().zip(&flat) {
             for fr in f.iter() {
                 pairs += 1;
-                let Some(hr) = hier.route(graph, h, fr.destination) else {
+                let Some(hr) = hier.route(graph, &exits, h, fr.destination) else {
                     ratios.push(f64::INFINITY);
                     continue;
                 };

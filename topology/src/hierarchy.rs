@@ -564,7 +564,7 @@ impl Hierarchy {
     }
 
     /// A source's two cheapest ways to every hub, from its local routes.
-    fn labels(&self, routes: &RouteSet) -> Vec<TwoBest> {
+    fn labels(&self, routes: &RouteSet) -> Vec<Cheapest<2>> {
         let source = routes.source();
         let hg = &self.hub_graph;
         let n = hg.len();
@@ -592,16 +592,17 @@ impl Hierarchy {
                     backup: false,
                     via_hub: i as u32,
                     row: NONE,
+                    exit: NONE,
                 },
             ));
         }
         // Cheapest first: once a start costs more than both labels of a hub,
         // nothing after it does better (hub graph costs are not negative).
         start.sort_by_key(|(_, l)| l.key());
-        let mut labels = vec![TwoBest::default(); n];
+        let mut labels = vec![Cheapest::<2>::default(); n];
         for (j, label) in labels.iter_mut().enumerate() {
             for &(i, from) in &start {
-                if label.second.is_some_and(|s| from.cost_us >= s.cost_us) {
+                if label.bar().is_some_and(|s| from.cost_us >= s.cost_us) {
                     break;
                 }
                 let mut first_hop = from.first_hop;
@@ -664,31 +665,76 @@ impl Hierarchy {
         })
     }
 
+    /// Links from the edges of `region` to edges of other regions that are
+    /// not hubs (links to hubs are in the local graph).
+    pub fn exits(&self, graph: &MeshGraph, region: &str) -> Exits {
+        let mut by_target: HashMap<EdgeId, Vec<(EdgeId, u64)>> = HashMap::new();
+        let Some(table) = self.table(region) else {
+            return Exits { by_target };
+        };
+        for &from in &table.members {
+            let Some(u) = graph.idx(from) else { continue };
+            for e in graph.out_range(u) {
+                let to = graph.id(graph.out_to[e]);
+                if !table.member_index.contains_key(&to) && !self.hub_graph.index.contains_key(&to)
+                {
+                    by_target
+                        .entry(to)
+                        .or_default()
+                        .push((from, graph.out_cost[e] as u64));
+                }
+            }
+        }
+        Exits { by_target }
+    }
+
     /// The route from `source` to `dest`, composed from `routes` (the
-    /// source's) and the tables; `None` if unreachable. Costs and RTTs are
-    /// those of `graph`.
-    pub fn route(&self, graph: &MeshGraph, routes: &SourceRoutes, dest: EdgeId) -> Option<Route> {
+    /// source's), `exits` (its region's) and the tables; `None` if
+    /// unreachable. Costs and RTTs are those of `graph`.
+    pub fn route(
+        &self,
+        graph: &MeshGraph,
+        exits: &Exits,
+        routes: &SourceRoutes,
+        dest: EdgeId,
+    ) -> Option<Route> {
         let source = routes.routes.source();
         let region = &graph.node(dest)?.region;
         if *region == graph.node(source)?.region {
             return routes.routes.get(dest).cloned();
         }
         let table = self.table(region)?;
-        let mut best = TwoBest::default();
-        if let Some(c) = graph.idx(source).zip(graph.idx(dest)).and_then(|(s, d)| {
-            graph
-                .out_range(s)
-                .find(|&e| graph.out_to[e] == d)
-                .map(|e| graph.out_cost[e] as u64)
-        }) {
-            best.offer(Label {
-                cost_us: c,
+        // Four candidates: the best and three for a backup that avoids it.
+        let mut best = Cheapest::<4>::default();
+        for &(exit, cost_us) in exits.by_target.get(&dest).map_or(&[][..], |v| &v[..]) {
+            let leave = Label {
+                cost_us,
                 first_hop: dest,
                 entry: NONE,
                 backup: false,
                 via_hub: NONE,
                 row: NONE,
-            });
+                exit,
+            };
+            if exit == source {
+                best.offer(leave);
+                continue;
+            }
+            let (Some(r), Some(toll)) = (routes.routes.get(exit), graph.transit_penalty_ms(exit))
+            else {
+                continue;
+            };
+            let toll = ms_to_us(toll);
+            for (path, backup) in
+                std::iter::once((&r.best, false)).chain(r.backup.as_ref().map(|b| (b, true)))
+            {
+                best.offer(Label {
+                    cost_us: ms_to_us(path.cost_ms) + toll + cost_us,
+                    first_hop: path.first_hop().unwrap_or(NONE),
+                    backup,
+                    ..leave
+                });
+            }
         }
         for (row, hub) in table.hubs.iter().enumerate() {
             let i = self.hub_graph.index[hub] as usize;
@@ -709,14 +755,14 @@ impl Hierarchy {
                 });
             }
         }
-        let first = best.first?;
-        let path = self.expand(routes, first, dest)?;
+        let path = self.expand(routes, best.first()?, dest)?;
         let best_path = metrics(graph, path)?;
         let backup = best
-            .second
-            .and_then(|l| self.expand(routes, l, dest))
-            .and_then(|p| metrics(graph, p))
-            .filter(|p| avoids(p, &best_path));
+            .iter()
+            .skip(1)
+            .filter_map(|l| self.expand(routes, l, dest))
+            .filter_map(|p| metrics(graph, p))
+            .find(|p| avoids(p, &best_path));
         Some(Route {
             destination: dest,
             best: best_path,
@@ -727,21 +773,25 @@ impl Hierarchy {
     /// The path of a composed label, loops cut out.
     fn expand(&self, routes: &SourceRoutes, l: Label, dest: EdgeId) -> Option<Vec<EdgeId>> {
         let source = routes.routes.source();
-        if l.entry == NONE {
-            return Some(vec![source, dest]);
+        let local_path = |to: EdgeId| -> Option<Vec<EdgeId>> {
+            if to == source {
+                return Some(vec![source]);
+            }
+            let r = routes.routes.get(to)?;
+            Some(if l.backup {
+                r.backup.as_ref()?.edges.clone()
+            } else {
+                r.best.edges.clone()
+            })
+        };
+        if l.exit != NONE {
+            let mut path = local_path(l.exit)?;
+            path.push(dest);
+            return Some(cut_loops(path));
         }
         let hg = &self.hub_graph;
         let (entry, via_hub) = (l.entry as usize, l.via_hub as usize);
-        let mut path = if hg.hubs[entry] == source {
-            vec![source]
-        } else {
-            let first = routes.routes.get(hg.hubs[entry])?;
-            if l.backup {
-                first.backup.as_ref()?.edges.clone()
-            } else {
-                first.best.edges.clone()
-            }
-        };
+        let mut path = local_path(hg.hubs[entry])?;
         if via_hub != entry {
             hg.append_path(&self.tables, entry, via_hub, &mut path);
         }
@@ -800,6 +850,9 @@ struct Label {
     backup: bool,
     via_hub: u32,
     row: u32,
+    /// For a route that leaves the region on a link straight to its
+    /// destination: the edge the link leaves from (else `NONE`).
+    exit: EdgeId,
 }
 
 impl Label {
@@ -811,6 +864,7 @@ impl Label {
             backup,
             via_hub: entry,
             row: NONE,
+            exit: NONE,
         }
     }
 
@@ -831,36 +885,84 @@ fn ms_to_us(ms: f64) -> u64 {
     (ms * 1000.0).round().max(0.0) as u64
 }
 
-/// The cheapest label, and the cheapest with another first hop.
-#[derive(Debug, Clone, Copy, Default)]
-struct TwoBest {
-    first: Option<Label>,
-    second: Option<Label>,
+/// The `K` cheapest labels with different first hops (each the cheapest
+/// of its first hop), cheapest first.
+#[derive(Debug, Clone, Copy)]
+struct Cheapest<const K: usize> {
+    labels: [Option<Label>; K],
 }
 
-impl TwoBest {
+impl<const K: usize> Default for Cheapest<K> {
+    fn default() -> Self {
+        Cheapest { labels: [None; K] }
+    }
+}
+
+impl<const K: usize> Cheapest<K> {
     fn offer(&mut self, l: Label) {
-        match self.first {
-            None => self.first = Some(l),
-            Some(f) if l.key() < f.key() => {
-                // A first hop other than the new best's: the old best is
-                // the best such (it beat the old second).
-                if f.first_hop != l.first_hop {
-                    self.second = Some(f);
-                }
-                self.first = Some(l);
-            }
-            Some(f) if l.first_hop != f.first_hop => {
-                if self.second.is_none_or(|s| l.key() < s.key()) {
-                    self.second = Some(l);
-                }
-            }
-            Some(_) => {}
+        let slot = match self
+            .labels
+            .iter()
+            .position(|x| x.is_some_and(|x| x.first_hop == l.first_hop))
+        {
+            Some(i) if self.labels[i].is_some_and(|x| l.key() < x.key()) => i,
+            Some(_) => return,
+            None => match self.labels.iter().position(Option::is_none) {
+                Some(i) => i,
+                None if self.labels[K - 1].is_some_and(|x| l.key() < x.key()) => K - 1,
+                None => return,
+            },
+        };
+        self.labels[slot] = Some(l);
+        // Move it up to its place (the rest stay sorted).
+        let mut i = slot;
+        while i > 0 && self.labels[i - 1].is_none_or(|x| l.key() < x.key()) {
+            self.labels.swap(i - 1, i);
+            i -= 1;
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = Label> {
-        self.first.into_iter().chain(self.second)
+    fn first(&self) -> Option<Label> {
+        self.labels[0]
+    }
+
+    /// The dearest kept label, once all `K` are taken.
+    fn bar(&self) -> Option<Label> {
+        self.labels[K - 1]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Label> + '_ {
+        self.labels.iter().flatten().copied()
+    }
+}
+
+/// A region's links to edges of other regions that are not hubs, by target:
+/// where a path can leave the region straight to its destination.
+#[derive(Debug, Clone, Default)]
+pub struct Exits {
+    by_target: HashMap<EdgeId, Vec<(EdgeId, u64)>>,
+}
+
+impl Exits {
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.by_target.values().map(Vec::len).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_target.is_empty()
+    }
+
+    fn set(&mut self, from: EdgeId, to: EdgeId, cost_us: Option<u64>) {
+        let list = self.by_target.entry(to).or_default();
+        list.retain(|&(x, _)| x != from);
+        if let Some(c) = cost_us {
+            list.push((from, c));
+        }
+        if list.is_empty() {
+            self.by_target.remove(&to);
+        }
     }
 }
 
@@ -869,6 +971,7 @@ impl TwoBest {
 pub struct RegionRoutes {
     region: String,
     local: MeshGraph,
+    exits: Exits,
     sources: BTreeMap<EdgeId, SourceRoutes>,
 }
 
@@ -892,6 +995,7 @@ impl RegionRoutes {
         RegionRoutes {
             region: region.to_string(),
             local,
+            exits: hier.exits(graph, region),
             sources,
         }
     }
@@ -904,6 +1008,23 @@ impl RegionRoutes {
     /// The graph the region's sources search.
     pub fn local_graph(&self) -> &MeshGraph {
         &self.local
+    }
+
+    /// The region's exits.
+    pub fn exits(&self) -> &Exits {
+        &self.exits
+    }
+
+    /// The route from `source` (of this region) to `dest`, costs and RTTs
+    /// from `graph` (see [`Hierarchy::route`]).
+    pub fn route(
+        &self,
+        hier: &Hierarchy,
+        graph: &MeshGraph,
+        source: EdgeId,
+        dest: EdgeId,
+    ) -> Option<Route> {
+        hier.route(graph, &self.exits, self.sources.get(&source)?, dest)
     }
 
     /// The routes of `source`.
@@ -935,8 +1056,17 @@ impl RegionRoutes {
             hier.table(&self.region)
                 .is_some_and(|t| t.member_index.contains_key(&id))
         };
-        if !member(from) || !self.local.contains(to) {
-            // Not a link this region's sources search.
+        if !member(from) {
+            return Ok(0);
+        }
+        if !self.local.contains(to) {
+            // An exit: composition reads it, no source's search does. (The
+            // summary's cost, as the graph would compute it.)
+            let model = *self.local.cost_model();
+            let cost = summary
+                .filter(|s| model.is_usable(s))
+                .map(|s| ms_to_us(model.link_cost_ms(&s)));
+            self.exits.set(from, to, cost);
             return Ok(0);
         }
         let old = self.local.link_cost_ms(from, to).map(ms_to_us);
@@ -1039,7 +1169,7 @@ fn could_improve(
 #[derive(Debug, Clone)]
 pub struct SourceRoutes {
     routes: RouteSet,
-    labels: Vec<TwoBest>,
+    labels: Vec<Cheapest<2>>,
 }
 
 impl SourceRoutes {
@@ -1088,7 +1218,7 @@ mod tests {
     }
 
     #[test]
-    fn two_best_keeps_the_cheapest_of_another_first_hop() {
+    fn cheapest_keeps_one_label_per_first_hop() {
         let l = |cost_us, first_hop| Label {
             cost_us,
             first_hop,
@@ -1096,13 +1226,29 @@ mod tests {
             backup: false,
             via_hub: 0,
             row: NONE,
+            exit: NONE,
         };
-        let mut t = TwoBest::default();
+        let mut t = Cheapest::<2>::default();
         for x in [l(50, 1), l(40, 1), l(60, 2), l(45, 3), l(30, 3)] {
             t.offer(x);
         }
-        assert_eq!(t.first, Some(l(30, 3)));
-        assert_eq!(t.second, Some(l(40, 1)));
+        assert_eq!(t.iter().collect::<Vec<_>>(), vec![l(30, 3), l(40, 1)]);
+        let mut t = Cheapest::<3>::default();
+        for x in [
+            l(50, 1),
+            l(60, 2),
+            l(40, 1),
+            l(70, 4),
+            l(55, 2),
+            l(20, 4),
+            l(10, 5),
+        ] {
+            t.offer(x);
+        }
+        assert_eq!(
+            t.iter().collect::<Vec<_>>(),
+            vec![l(10, 5), l(20, 4), l(40, 1)]
+        );
     }
 
     #[test]
@@ -1140,12 +1286,14 @@ mod tests {
         let (mut pairs, mut within) = (0, 0);
         for table in hier.tables().iter().step_by(4) {
             let local = hier.local_graph(&graph, table.region());
+            let exits = hier.exits(&graph, table.region());
+            let exits = hier.exits(&graph, table.region());
             for &s in table.members().iter().step_by(5) {
                 let routes = hier.source_routes(&local, s).expect("member");
                 let flat = compute_routes(&graph, s).expect("member");
                 for f in flat.iter() {
                     let r = hier
-                        .route(&graph, &routes, f.destination)
+                        .route(&graph, &exits, &routes, f.destination)
                         .expect("connected mesh");
                     assert!(graph.is_valid_path(&r.best.edges), "{:?}", r.best.edges);
                     assert_eq!(
@@ -1189,6 +1337,8 @@ mod tests {
         let hier = Hierarchy::build(&graph, &hubs);
         for table in hier.tables().iter().step_by(3) {
             let local = hier.local_graph(&graph, table.region());
+            let exits = hier.exits(&graph, table.region());
+            let exits = hier.exits(&graph, table.region());
             for &s in table.members() {
                 if graph.node(s).is_some_and(|n| n.draining) {
                     continue;
@@ -1196,7 +1346,7 @@ mod tests {
                 let routes = hier.source_routes(&local, s).expect("member");
                 for f in compute_routes(&graph, s).expect("member").iter() {
                     let r = hier
-                        .route(&graph, &routes, f.destination)
+                        .route(&graph, &exits, &routes, f.destination)
                         .expect("reachable");
                     assert!(
                         (r.best.cost_ms - f.best.cost_ms).abs() < 0.01,
