@@ -1287,7 +1287,6 @@ mod tests {
         for table in hier.tables().iter().step_by(4) {
             let local = hier.local_graph(&graph, table.region());
             let exits = hier.exits(&graph, table.region());
-            let exits = hier.exits(&graph, table.region());
             for &s in table.members().iter().step_by(5) {
                 let routes = hier.source_routes(&local, s).expect("member");
                 let flat = compute_routes(&graph, s).expect("member");
@@ -1337,7 +1336,6 @@ mod tests {
         let hier = Hierarchy::build(&graph, &hubs);
         for table in hier.tables().iter().step_by(3) {
             let local = hier.local_graph(&graph, table.region());
-            let exits = hier.exits(&graph, table.region());
             let exits = hier.exits(&graph, table.region());
             for &s in table.members() {
                 if graph.node(s).is_some_and(|n| n.draining) {
