@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use topology::hierarchy::{
-    hub_probe_pairs, select_hubs, Hierarchy, HubPolicy, RegionRoutes, RegionTable,
+    hub_probe_pairs, select_hubs, wire, Hierarchy, HubPolicy, RegionRoutes, RegionTable,
 };
 use topology::synth::{generate, SynthParams, XorShift64};
 use topology::{
@@ -254,28 +254,61 @@ fn hierarchical(n: usize, per_region: usize) {
         );
     }
 
-    // Route state: local routes (best and backup paths) and hub labels per
-    // edge, region tables once; as published, 4 bytes per edge id and cost.
+    // Route state as published: each edge's routes inside its region in
+    // their wire form (topology::hierarchy::wire); per region its table (a
+    // parent and a cost per hub and edge, 2 bytes each), useful exits and
+    // hub exits (edge number, target id, cost: 8 bytes each) and each
+    // edge's transit toll (2 bytes); the hub graph once (a cost and a via
+    // hub per pair, 2 bytes each). Regions are extrapolated from this one.
+    let members = table.members().to_vec();
     let mut local_bytes = 0usize;
     for (_, r) in routes.sources() {
-        for x in r.local().iter() {
-            local_bytes +=
-                8 + 4 * (x.best.edges.len() + x.backup.as_ref().map_or(0, |b| b.edges.len()));
-        }
-        local_bytes += 12 * hier.hub_graph().len();
+        let published = r.published(&hier, region);
+        local_bytes += wire::encode(&published, &members)
+            .unwrap_or_else(|e| fail(e))
+            .len();
     }
     let per_edge = local_bytes as f64 / size as f64;
-    let tables: usize = hier.tables().iter().map(|t| 8 * t.len()).sum();
-    let total = per_edge * n as f64 + tables as f64;
+    let (raw_exits, useful_exits) = routes.exit_counts();
+    let hub_exits = hier.hub_exits(routes.local_graph(), region).len();
+    let tables: usize = hier.tables().iter().map(|t| 4 * t.len()).sum();
+    let scale = n as f64 / size as f64;
+    let exits = (8 * (useful_exits + hub_exits) + 2 * size) as f64 * scale;
+    let hub_pairs = 4 * hier.hub_graph().len() * hier.hub_graph().len();
+    let total = per_edge * n as f64 + tables as f64 + exits + hub_pairs as f64;
     println!(
-        "  route state: {:.1} KB per edge, tables {:.1} MB; whole mesh {:.1} MB   goal < 50 MB: {}",
+        "  route state: {:.2} KB per edge ({} edges in its region), tables {:.2} MB, exits {:.2} MB ({region}: {} of {} exits kept, {} hub exits), hub graph {:.2} MB",
         per_edge / 1e3,
+        members.len(),
         tables as f64 / 1e6,
+        exits / 1e6,
+        useful_exits,
+        raw_exits,
+        hub_exits,
+        hub_pairs as f64 / 1e6
+    );
+    println!(
+        "  whole mesh: {:.1} MB ({:.2} KB per edge; flat routes as paths: about {:.0} MB)   goal < 50 MB: {}",
         total / 1e6,
+        total / n as f64 / 1e3,
+        flat_state_mb(&graph, n),
         verdict(total < 50e6)
     );
 
     quality(&graph, &hier, per_region);
+}
+
+/// The flat routes of the mesh as lists of paths (4 bytes per hop, best and
+/// backup, per destination), extrapolated from 5 sources.
+fn flat_state_mb(graph: &MeshGraph, n: usize) -> f64 {
+    let sources: Vec<EdgeId> = (0..5).map(|i| (i * n / 5) as EdgeId).collect();
+    let sets = compute_all_parallel(graph, &sources, 2).unwrap_or_else(|e| fail(e));
+    let bytes: usize = sets
+        .iter()
+        .flat_map(|s| s.iter())
+        .map(|r| 8 + 4 * (r.best.edges.len() + r.backup.as_ref().map_or(0, |b| b.edges.len())))
+        .sum();
+    bytes as f64 / sources.len() as f64 * n as f64 / 1e6
 }
 
 /// Hierarchical routes against the flat optimum on the same graph, over
@@ -287,7 +320,7 @@ fn quality(graph: &MeshGraph, hier: &Hierarchy, per_region: usize) {
     let mut ratios: Vec<f64> = Vec::new();
     for table in hier.tables() {
         let local = hier.local_graph(graph, table.region());
-        let exits = hier.exits(graph, table.region());
+        let exits = hier.exits(&local, &hier.raw_exits(graph, table.region()));
         let step = (table.members().len() / per_region.min(table.members().len())).max(1);
         let sources: Vec<EdgeId> = table.members().iter().step_by(step).copied().collect();
         let flat = compute_all_parallel(graph, &sources, 2).unwrap_or_else(|e| fail(e));

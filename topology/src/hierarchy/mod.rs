@@ -40,6 +40,8 @@
 //! every site this costs little (`route_scale` measures it against the flat
 //! optimum over all pairs of a 10,000-edge world).
 
+pub mod wire;
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::geo::estimated_rtt_ms;
@@ -478,6 +480,8 @@ impl HubGraph {
 pub struct Hierarchy {
     tables: Vec<RegionTable>,
     table_of: HashMap<String, u32>,
+    /// The table of each edge's region.
+    region_of: HashMap<EdgeId, u32>,
     hub_graph: HubGraph,
 }
 
@@ -502,9 +506,15 @@ impl Hierarchy {
             .enumerate()
             .map(|(i, t)| (t.region.clone(), i as u32))
             .collect();
+        let region_of = tables
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.members.iter().map(move |&m| (m, i as u32)))
+            .collect();
         Hierarchy {
             tables,
             table_of,
+            region_of,
             hub_graph,
         }
     }
@@ -561,6 +571,46 @@ impl Hierarchy {
         let routes = compute_routes(local, source)?;
         let labels = self.labels(&routes);
         Ok(SourceRoutes { routes, labels })
+    }
+
+    /// The routes of a source rebuilt from what is published for it: its
+    /// routes to its region's edges (`published`, as [`wire`] carries them)
+    /// and its region's [`HubExits`]. What an edge does with its published
+    /// routes; the routes to the hubs of other regions are those the local
+    /// search finds (equal costs; ties may resolve differently).
+    pub fn source_routes_published(&self, published: &RouteSet, exits: &HubExits) -> SourceRoutes {
+        let mut all: Vec<Route> = published.iter().cloned().collect();
+        all.extend(exits.routes_from(published));
+        let routes = RouteSet::new(published.source(), all);
+        let labels = self.labels(&routes);
+        SourceRoutes { routes, labels }
+    }
+
+    /// The links from the edges of the region `local` was built for to the
+    /// hubs of other regions.
+    pub fn hub_exits(&self, local: &MeshGraph, region: &str) -> HubExits {
+        let mut exits = HubExits::default();
+        let Some(table) = self.table(region) else {
+            return exits;
+        };
+        for &from in &table.members {
+            if let Some(toll) = local.transit_penalty_ms(from) {
+                exits.toll.insert(from, ms_to_us(toll));
+            }
+            for (to, _) in local.neighbors(from) {
+                if table.member_index.contains_key(&to) {
+                    continue;
+                }
+                if let Some(cost) = local.link_cost_ms(from, to) {
+                    exits
+                        .by_hub
+                        .entry(to)
+                        .or_default()
+                        .push((from, ms_to_us(cost)));
+                }
+            }
+        }
+        exits
     }
 
     /// A source's two cheapest ways to every hub, from its local routes.
@@ -665,27 +715,71 @@ impl Hierarchy {
         })
     }
 
-    /// Links from the edges of `region` to edges of other regions that are
-    /// not hubs (links to hubs are in the local graph).
-    pub fn exits(&self, graph: &MeshGraph, region: &str) -> Exits {
-        let mut by_target: HashMap<EdgeId, Vec<(EdgeId, u64)>> = HashMap::new();
+    /// Links from each edge of `region` to edges of other regions that are
+    /// not hubs (links to hubs are in the local graph), with their costs.
+    pub fn raw_exits(
+        &self,
+        graph: &MeshGraph,
+        region: &str,
+    ) -> BTreeMap<EdgeId, Vec<(EdgeId, u64)>> {
+        let mut raw = BTreeMap::new();
         let Some(table) = self.table(region) else {
-            return Exits { by_target };
+            return raw;
         };
         for &from in &table.members {
             let Some(u) = graph.idx(from) else { continue };
-            for e in graph.out_range(u) {
-                let to = graph.id(graph.out_to[e]);
-                if !table.member_index.contains_key(&to) && !self.hub_graph.index.contains_key(&to)
-                {
-                    by_target
-                        .entry(to)
-                        .or_default()
-                        .push((from, graph.out_cost[e] as u64));
-                }
-            }
+            let links: Vec<(EdgeId, u64)> = graph
+                .out_range(u)
+                .map(|e| (graph.id(graph.out_to[e]), graph.out_cost[e] as u64))
+                .filter(|(to, _)| {
+                    !table.member_index.contains_key(to) && !self.hub_graph.index.contains_key(to)
+                })
+                .collect();
+            raw.insert(from, links);
         }
-        Exits { by_target }
+        raw
+    }
+
+    /// The exits of `from` worth keeping: all but those that entering the
+    /// destination's region at a hub does as well from the same edge
+    /// (`from -> y` in `local`, plus `y`'s table path, costs no more than
+    /// `from -> d`). Those change no route, and most exits are such.
+    fn useful_exits(
+        &self,
+        local: &MeshGraph,
+        from: EdgeId,
+        raw: &[(EdgeId, u64)],
+    ) -> Vec<(EdgeId, u64)> {
+        let hg = &self.hub_graph;
+        let to_hub: HashMap<EdgeId, u64> = local
+            .neighbors(from)
+            .filter(|(to, _)| hg.index.contains_key(to))
+            .filter_map(|(to, _)| Some((to, ms_to_us(local.link_cost_ms(from, to)?))))
+            .collect();
+        raw.iter()
+            .copied()
+            .filter(|&(to, cost)| {
+                let Some(region) = self.region_of.get(&to) else {
+                    return true;
+                };
+                let far = &self.tables[*region as usize];
+                !far.hubs.iter().enumerate().any(|(row, hub)| {
+                    let (Some(&c), tail) = (to_hub.get(hub), far.cost(row, to)) else {
+                        return false;
+                    };
+                    tail != INF && c + hg.toll[hg.index[hub] as usize] + tail <= cost
+                })
+            })
+            .collect()
+    }
+
+    /// The useful exits of every edge of the region `local` was built for.
+    pub fn exits(&self, local: &MeshGraph, raw: &BTreeMap<EdgeId, Vec<(EdgeId, u64)>>) -> Exits {
+        let mut exits = Exits::default();
+        for (&from, links) in raw {
+            exits.replace(from, &[], &self.useful_exits(local, from, links));
+        }
+        exits
     }
 
     /// The route from `source` to `dest`, composed from `routes` (the
@@ -954,14 +1048,18 @@ impl Exits {
         self.by_target.is_empty()
     }
 
-    fn set(&mut self, from: EdgeId, to: EdgeId, cost_us: Option<u64>) {
-        let list = self.by_target.entry(to).or_default();
-        list.retain(|&(x, _)| x != from);
-        if let Some(c) = cost_us {
-            list.push((from, c));
+    /// Replaces the exits of `from` (`old`, as listed before) by `new`.
+    fn replace(&mut self, from: EdgeId, old: &[(EdgeId, u64)], new: &[(EdgeId, u64)]) {
+        for &(to, _) in old {
+            if let Some(list) = self.by_target.get_mut(&to) {
+                list.retain(|&(x, _)| x != from);
+                if list.is_empty() {
+                    self.by_target.remove(&to);
+                }
+            }
         }
-        if list.is_empty() {
-            self.by_target.remove(&to);
+        for &(to, cost) in new {
+            self.by_target.entry(to).or_default().push((from, cost));
         }
     }
 }
@@ -971,6 +1069,9 @@ impl Exits {
 pub struct RegionRoutes {
     region: String,
     local: MeshGraph,
+    /// Every exit link of each edge, and those worth keeping (by target).
+    raw_exits: BTreeMap<EdgeId, Vec<(EdgeId, u64)>>,
+    useful: BTreeMap<EdgeId, Vec<(EdgeId, u64)>>,
     exits: Exits,
     sources: BTreeMap<EdgeId, SourceRoutes>,
 }
@@ -992,12 +1093,16 @@ impl RegionRoutes {
             .sources_routes(&local, &members, threads)
             .into_iter()
             .collect();
-        RegionRoutes {
+        let mut routes = RegionRoutes {
             region: region.to_string(),
             local,
-            exits: hier.exits(graph, region),
+            raw_exits: hier.raw_exits(graph, region),
+            useful: BTreeMap::new(),
+            exits: Exits::default(),
             sources,
-        }
+        };
+        routes.prune_exits(hier, None);
+        routes
     }
 
     /// The region.
@@ -1008,6 +1113,12 @@ impl RegionRoutes {
     /// The graph the region's sources search.
     pub fn local_graph(&self) -> &MeshGraph {
         &self.local
+    }
+
+    /// The region's local node list (its edges and every hub, by id): what
+    /// published routes number nodes by ([`wire`]).
+    pub fn node_list(&self) -> Vec<EdgeId> {
+        self.local.nodes().map(|n| n.id).collect()
     }
 
     /// The region's exits.
@@ -1025,6 +1136,14 @@ impl RegionRoutes {
         dest: EdgeId,
     ) -> Option<Route> {
         hier.route(graph, &self.exits, self.sources.get(&source)?, dest)
+    }
+
+    /// Exit links of the region's edges: all, and those worth keeping.
+    pub fn exit_counts(&self) -> (usize, usize) {
+        (
+            self.raw_exits.values().map(Vec::len).sum(),
+            self.exits.len(),
+        )
     }
 
     /// The routes of `source`.
@@ -1066,7 +1185,10 @@ impl RegionRoutes {
             let cost = summary
                 .filter(|s| model.is_usable(s))
                 .map(|s| ms_to_us(model.link_cost_ms(&s)));
-            self.exits.set(from, to, cost);
+            let links = self.raw_exits.entry(from).or_default();
+            links.retain(|&(x, _)| x != to);
+            links.extend(cost.map(|c| (to, c)));
+            self.prune_exits(hier, Some(from));
             return Ok(0);
         }
         let old = self.local.link_cost_ms(from, to).map(ms_to_us);
@@ -1098,7 +1220,26 @@ impl RegionRoutes {
         for (s, r) in hier.sources_routes(&self.local, &affected, threads) {
             self.sources.insert(s, r);
         }
+        // A link to a hub decides which of `from`'s exits are worth keeping.
+        if hier.hub_graph.index.contains_key(&to) {
+            self.prune_exits(hier, Some(from));
+        }
         Ok(count)
+    }
+
+    /// Chooses again the exits worth keeping, of `from` or of every edge.
+    fn prune_exits(&mut self, hier: &Hierarchy, from: Option<EdgeId>) {
+        let edges: Vec<EdgeId> = match from {
+            Some(x) => vec![x],
+            None => self.raw_exits.keys().copied().collect(),
+        };
+        for x in edges {
+            let raw = self.raw_exits.get(&x).map_or(&[][..], |v| &v[..]);
+            let new = hier.useful_exits(&self.local, x, raw);
+            let old = self.useful.remove(&x).unwrap_or_default();
+            self.exits.replace(x, &old, &new);
+            self.useful.insert(x, new);
+        }
     }
 
     /// After tables or the hub graph changed (a new `hier`): recomputes
@@ -1107,6 +1248,7 @@ impl RegionRoutes {
         for r in self.sources.values_mut() {
             r.labels = hier.labels(&r.routes);
         }
+        self.prune_exits(hier, None);
     }
 }
 
@@ -1163,6 +1305,103 @@ fn could_improve(
         || via(in_group(to_group, from_best, from_backup, from_group)) <= to_backup
 }
 
+/// A region's links from its edges to the hubs of other regions, by hub,
+/// with each edge's transit penalty: published once per region, so that an
+/// edge's own published routes need only cover its region ([`wire`]).
+#[derive(Debug, Clone, Default)]
+pub struct HubExits {
+    by_hub: HashMap<EdgeId, Vec<(EdgeId, u64)>>,
+    toll: HashMap<EdgeId, u64>,
+}
+
+impl HubExits {
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.by_hub.values().map(Vec::len).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_hub.is_empty()
+    }
+
+    /// Best and backup paths to every hub these exits reach, from the
+    /// source's routes inside its region, as the local search defines them:
+    /// the best is the cheapest way through an exit; the backup avoids the
+    /// direct link when the best is direct, else its first relay entirely
+    /// (edges whose own best path starts with that relay come in by their
+    /// backups, which avoid it).
+    pub fn routes_from(&self, inside: &RouteSet) -> Vec<Route> {
+        let source = inside.source();
+        let mut out = Vec::with_capacity(self.by_hub.len());
+        let path_to = |x: EdgeId, backup: bool, hub: EdgeId| -> Option<(Vec<EdgeId>, u64)> {
+            if x == source {
+                return (!backup).then(|| (vec![source, hub], 0));
+            }
+            let r = inside.get(x)?;
+            let p = if backup { r.backup.as_ref()? } else { &r.best };
+            let mut edges = p.edges.clone();
+            edges.push(hub);
+            Some((
+                edges,
+                ms_to_us(p.cost_ms) + self.toll.get(&x).copied().unwrap_or(0),
+            ))
+        };
+        // Cost, hops, then ids: the local search's order.
+        let pick = |a: Option<(Vec<EdgeId>, u64)>, b: (Vec<EdgeId>, u64)| match a {
+            Some(a) if (a.1, a.0.len(), &a.0) <= (b.1, b.0.len(), &b.0) => Some(a),
+            _ => Some(b),
+        };
+        let mut hubs: Vec<&EdgeId> = self.by_hub.keys().collect();
+        hubs.sort_unstable();
+        for &hub in hubs {
+            let links = &self.by_hub[&hub];
+            let mut best: Option<(Vec<EdgeId>, u64)> = None;
+            for &(x, c) in links {
+                if let Some((p, reach)) = path_to(x, false, hub) {
+                    best = pick(best, (p, reach + c));
+                }
+            }
+            let Some((best_path, best_cost)) = best else {
+                continue;
+            };
+            let first = best_path[1];
+            let direct = best_path.len() == 2;
+            let mut backup: Option<(Vec<EdgeId>, u64)> = None;
+            for &(x, c) in links {
+                let candidate = if direct {
+                    if x == source {
+                        continue;
+                    }
+                    path_to(x, false, hub)
+                } else {
+                    if x == first {
+                        continue;
+                    }
+                    let in_group = inside
+                        .get(x)
+                        .is_some_and(|r| r.best.first_hop() == Some(first));
+                    path_to(x, in_group, hub)
+                };
+                if let Some((p, reach)) = candidate {
+                    backup = pick(backup, (p, reach + c));
+                }
+            }
+            let path = |(edges, cost): (Vec<EdgeId>, u64)| Path {
+                edges,
+                cost_ms: cost as f64 / 1000.0,
+                rtt_ms: 0.0,
+            };
+            out.push(Route {
+                destination: hub,
+                best: path((best_path, best_cost)),
+                backup: backup.map(path),
+            });
+        }
+        out
+    }
+}
+
 /// A source's routes: best and backup paths to its region's edges and to
 /// the hubs it has links to, and its two cheapest ways (different first
 /// hops) to every hub of the mesh.
@@ -1178,10 +1417,21 @@ impl SourceRoutes {
         &self.routes
     }
 
-    /// Entries this source's routes publish: local routes (best and backup)
-    /// and a cost and first hop per hub.
-    pub fn entries(&self) -> usize {
-        self.routes.len() + self.labels.len()
+    /// What is published for this source: its routes to the edges of its
+    /// region (the rest follows from [`HubExits`]).
+    pub fn published(&self, hier: &Hierarchy, region: &str) -> RouteSet {
+        let inside = |id: &EdgeId| {
+            hier.table(region)
+                .is_some_and(|t| t.member_index.contains_key(id))
+        };
+        RouteSet::new(
+            self.routes.source(),
+            self.routes
+                .iter()
+                .filter(|r| inside(&r.destination))
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -1286,7 +1536,7 @@ mod tests {
         let (mut pairs, mut within) = (0, 0);
         for table in hier.tables().iter().step_by(4) {
             let local = hier.local_graph(&graph, table.region());
-            let exits = hier.exits(&graph, table.region());
+            let exits = hier.exits(&local, &hier.raw_exits(&graph, table.region()));
             for &s in table.members().iter().step_by(5) {
                 let routes = hier.source_routes(&local, s).expect("member");
                 let flat = compute_routes(&graph, s).expect("member");
@@ -1336,7 +1586,7 @@ mod tests {
         let hier = Hierarchy::build(&graph, &hubs);
         for table in hier.tables().iter().step_by(3) {
             let local = hier.local_graph(&graph, table.region());
-            let exits = hier.exits(&graph, table.region());
+            let exits = hier.exits(&local, &hier.raw_exits(&graph, table.region()));
             for &s in table.members() {
                 if graph.node(s).is_some_and(|n| n.draining) {
                     continue;
@@ -1402,5 +1652,92 @@ mod tests {
             partial > 10,
             "only {partial} of 30 changes spared some source"
         );
+    }
+
+    /// An exit's summary reaches composed routes at once: made cheap, the
+    /// route takes it; removed, it does not.
+    #[test]
+    fn exit_changes_reach_routes() {
+        let (_, graph, hubs) = world(&few_hubs());
+        let hier = Hierarchy::build(&graph, &hubs);
+        let region = hier.tables()[2].region().to_string();
+        let mut routes = RegionRoutes::compute(&hier, &graph, &region, 1);
+        let hub_ids: Vec<EdgeId> = hubs.values().flatten().copied().collect();
+        let (from, to, link) = hier.tables()[2]
+            .members()
+            .iter()
+            .flat_map(|&m| graph.neighbors(m).map(move |(t, l)| (m, t, *l)))
+            .find(|(_, t, _)| {
+                graph.node(*t).is_some_and(|n| n.region != region) && !hub_ids.contains(t)
+            })
+            .expect("an exit");
+        let cheap = LinkSummary {
+            rtt_ms: 0.1,
+            jitter_ms: 0.0,
+            loss: 0.0,
+            ..link
+        };
+        routes
+            .set_link(&hier, from, to, Some(cheap), 1)
+            .expect("valid");
+        let changed = graph.with_link(from, to, Some(cheap)).expect("valid");
+        let r = routes.route(&hier, &changed, from, to).expect("reachable");
+        assert_eq!(r.best.edges, vec![from, to]);
+        routes.set_link(&hier, from, to, None, 1).expect("valid");
+        let gone = graph.with_link(from, to, None).expect("valid");
+        let r = routes.route(&hier, &gone, from, to).expect("reachable");
+        assert_ne!(r.best.edges, vec![from, to]);
+        assert!(gone.is_valid_path(&r.best.edges));
+    }
+
+    /// Routes rebuilt from what is published (routes inside the region and
+    /// the region's hub exits) reach every hub at the local search's costs,
+    /// and compose the same routes.
+    #[test]
+    fn published_routes_rebuild_the_rest() {
+        let (_, graph, hubs) = world(&few_hubs());
+        let hier = Hierarchy::build(&graph, &hubs);
+        for table in hier.tables().iter().step_by(5) {
+            let region = table.region();
+            let routes = RegionRoutes::compute(&hier, &graph, region, 1);
+            let exits = hier.hub_exits(routes.local_graph(), region);
+            assert!(!exits.is_empty());
+            for (&s, full) in routes.sources().step_by(3) {
+                let rebuilt = hier.source_routes_published(&full.published(&hier, region), &exits);
+                assert_eq!(rebuilt.local().len(), full.local().len(), "source {s}");
+                for (a, b) in rebuilt.local().iter().zip(full.local().iter()) {
+                    assert_eq!(a.destination, b.destination);
+                    assert!(
+                        (a.best.cost_ms - b.best.cost_ms).abs() < 0.002,
+                        "{s}->{}: {:?} vs {:?}",
+                        a.destination,
+                        a.best,
+                        b.best
+                    );
+                    let cost = |r: &Route| r.backup.as_ref().map(|p| (p.cost_ms * 1000.0).round());
+                    assert_eq!(
+                        cost(a),
+                        cost(b),
+                        "{s}->{} backup: {:?} vs {:?}",
+                        a.destination,
+                        a.backup,
+                        b.backup
+                    );
+                }
+                for d in graph.nodes().step_by(7).map(|n| n.id) {
+                    let x = hier
+                        .route(&graph, routes.exits(), &rebuilt, d)
+                        .map(|r| r.best.cost_ms);
+                    let y = hier
+                        .route(&graph, routes.exits(), full, d)
+                        .map(|r| r.best.cost_ms);
+                    assert_eq!(
+                        x.map(|c| (c * 1000.0).round()),
+                        y.map(|c| (c * 1000.0).round()),
+                        "{s}->{d}"
+                    );
+                }
+            }
+        }
     }
 }
