@@ -12,7 +12,8 @@
 //! one link change, route state, and path quality against the flat optimum
 //! on the same mesh, over every destination of `--sources` sources per
 //! region (default 10; `--all` for every source: about 20 minutes).
-//! `--hier` skips the flat table.
+//! `--hier` skips the flat table; `--seed N` and `--sparse` (10 in-region
+//! and 1 per other region chosen per edge) change the world.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,10 +39,25 @@ fn main() {
         None if args.iter().any(|a| a == "--all") => usize::MAX,
         None => 10,
     };
+    let seed = match args.iter().position(|a| a == "--seed") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                eprintln!("--seed takes a number");
+                std::process::exit(2);
+            }),
+        None => 42,
+    };
+    let params = if args.iter().any(|a| a == "--sparse") {
+        SynthParams::sparse_mesh(10_000, seed)
+    } else {
+        SynthParams::probe_mesh(10_000, seed)
+    };
     if !args.iter().any(|a| a == "--hier") {
         flat();
     }
-    hierarchical(10_000, per_region);
+    hierarchical(params, per_region);
 }
 
 fn flat() {
@@ -137,11 +153,15 @@ fn fmt(d: Duration) -> String {
 }
 
 /// Hierarchical routes on the `n`-edge probe mesh plus hub probes.
-fn hierarchical(n: usize, per_region: usize) {
+fn hierarchical(params: SynthParams, per_region: usize) {
+    let n = params.edges;
     println!();
-    println!("Hierarchical routes, {n}-edge probe mesh with hub probes (20 regions)");
+    println!(
+        "Hierarchical routes, {n}-edge mesh (seed {}, {} in-region and {} per other region chosen per edge) with hub probes",
+        params.seed, params.in_region_links, params.per_region_links
+    );
     let policy = HubPolicy::default();
-    let mut mesh = generate(&SynthParams::probe_mesh(n, 42));
+    let mut mesh = generate(&params);
     let base = mesh.graph(CostModel::default()).unwrap_or_else(|e| fail(e));
     let hubs = select_hubs(&base, &policy);
     drop(base);
