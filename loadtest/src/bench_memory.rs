@@ -197,11 +197,16 @@ async fn start_child(bin: &Path, id: EdgeId, max_sessions: usize) -> anyhow::Res
     std::fs::write(dir.join("edge.key"), key)?;
     std::fs::write(dir.join("mesh-ca.pem"), pki.ca_pem())?;
     let (port, admin_port) = free_ports()?;
+    // Every session comes from 127.0.0.1: the per-address admission limits
+    // (256 connections, 20 a second) would refuse all but the first few
+    // hundred, so they are lifted; the session cap stays.
     let config = format!(
         "[edge]\nid = {id}\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
          [tls]\ncert = {cert:?}\nkey = {key:?}\nmesh_ca = {ca:?}\n\
          [client_tls]\nmode = \"files\"\ncert = {cert:?}\nkey = {key:?}\n\
-         [[apps]]\nid = \"{APP}\"\nsecrets = [\"{SECRET}\"]\n",
+         [[apps]]\nid = \"{APP}\"\nsecrets = [\"{SECRET}\"]\n\
+         [admission]\nretry = \"never\"\nconnections_per_ip_per_s = 0\n\
+         max_connections_per_ip = {max_sessions}\njoins_per_token_per_s = 0\n",
         cert = dir.join("edge.pem"),
         key = dir.join("edge.key"),
         ca = dir.join("mesh-ca.pem"),
