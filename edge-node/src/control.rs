@@ -25,7 +25,7 @@ use control::records::{
     EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
 };
 use control::store::watcher::{PrefixWatcher, Update};
-use control::store::{ControlStore, LeaseId, StoreError, WatchEvent};
+use control::store::{ControlStore, LeaseId, StoreError};
 use protocol::{EdgeAddress, EdgeId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -467,16 +467,7 @@ async fn follow(
 /// Keep the last routes through deletes and bad values: an edge forwards on
 /// its last good routes until the controller publishes new ones.
 fn apply_routes(key: &str, routes: &mut Option<RoutesRecord>, update: Update) {
-    let kvs: Vec<_> = match update {
-        Update::Snapshot(kvs) => kvs,
-        Update::Events(evs) => evs
-            .into_iter()
-            .filter_map(|e| match e {
-                WatchEvent::Put(kv) => Some(kv),
-                WatchEvent::Delete { .. } => None,
-            })
-            .collect(),
-    };
+    let kvs = update.puts();
     for kv in kvs.iter().filter(|kv| kv.key == key) {
         match RoutesRecord::from_bytes(&kv.value) {
             Ok(r) => *routes = Some(r),

@@ -328,6 +328,14 @@ async fn edge_flow(pki: &DevPki, edge: &Edge) -> anyhow::Result<Flow> {
 }
 
 pub async fn run(p: Params) -> anyhow::Result<Report> {
+    // A larger payload is no media datagram (the edge drops it as
+    // malformed): refuse it rather than report a zero rate.
+    anyhow::ensure!(
+        (8..=protocol::limits::MAX_MEDIA_PAYLOAD).contains(&p.payload),
+        "--payload must be 8..={} bytes (a media datagram carries at most {} bytes with its header)",
+        protocol::limits::MAX_MEDIA_PAYLOAD,
+        protocol::datagram::MAX_MEDIA_DATAGRAM
+    );
     let pki = DevPki::new()?;
     let mut cfg = EdgeConfig::dev(1, APP, SECRET);
     cfg.limits.subscriber_queue = 1024;

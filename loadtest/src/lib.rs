@@ -15,6 +15,9 @@
 //! - [`run`]: the same traffic against any running RTN, through its public
 //!   API and the SDK.
 //! - [`demo`]: a small local mesh with SDK clients.
+//! - [`control_scale`]: thousands of synthetic edges against a real etcd and
+//!   real region controllers: write rates, controller cost, route-update
+//!   latency.
 //!
 //! Edges, raw clients, tokens and metric scraping come from `testkit`.
 
@@ -25,6 +28,8 @@ pub mod bench_memory;
 pub mod bench_multihop;
 pub mod bench_util;
 pub mod bench_weak;
+#[cfg(feature = "etcd")]
+pub mod control_scale;
 pub mod demo;
 pub mod lab;
 pub mod run;

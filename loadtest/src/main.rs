@@ -37,6 +37,12 @@ enum Command {
     /// pair, the fitted figures, each model's per-pair error, and the
     /// published triangle-inequality violations (docs/lab.md, "Calibration").
     Calibration,
+    /// The control plane at fleet size: N synthetic edges (tokio tasks) on a
+    /// real etcd (loopback only) with the real region-controller binary per
+    /// region; prints and writes etcd write rates, controller CPU, RSS and
+    /// recompute times, and route-update latency, against the goals.
+    #[cfg(feature = "etcd")]
+    ControlScale(loadtest::control_scale::Args),
     /// Benchmarks that print figures against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -314,6 +320,8 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { duration } => {
             rt.block_on(loadtest::demo::run(duration.map(Duration::from_secs)))?
         }
+        #[cfg(feature = "etcd")]
+        Command::ControlScale(args) => rt.block_on(loadtest::control_scale::run(args))?,
         Command::Calibration => {
             use loadtest::lab::calibration::{print, report, Published};
             print(&report(Published::builtin()?));

@@ -32,6 +32,23 @@ pub enum Update {
     Events(Vec<WatchEvent>),
 }
 
+impl Update {
+    /// The values this update puts (a snapshot's, or the events' puts, in
+    /// order); deletes are left out.
+    pub fn puts(self) -> Vec<KeyValue> {
+        match self {
+            Update::Snapshot(kvs) => kvs,
+            Update::Events(evs) => evs
+                .into_iter()
+                .filter_map(|e| match e {
+                    WatchEvent::Put(kv) => Some(kv),
+                    WatchEvent::Delete { .. } => None,
+                })
+                .collect(),
+        }
+    }
+}
+
 pub struct PrefixWatcher {
     store: Arc<dyn ControlStore>,
     prefix: String,
