@@ -745,8 +745,9 @@ impl RegionRoutes {
     /// recomputes the sources whose routes it can affect, over `threads`
     /// threads; returns how many. A source is affected if one of its paths
     /// uses the link, or if the link got cheaper and could improve one of
-    /// its paths (see [`could_improve`]). Other links reach the region
-    /// through its tables and hub graph: see [`RegionRoutes::relabel`].
+    /// its paths (the best path to its head, or a backup group's label
+    /// there). Other links reach the region through its tables and hub
+    /// graph: see [`RegionRoutes::relabel`].
     pub fn set_link(
         &mut self,
         hier: &Hierarchy,
