@@ -16,17 +16,28 @@ pub fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Sum of the samples of `name` in a Prometheus text exposition whose
-/// labels include all of `labels` (exact name: `name{...} value`).
+/// labels include all of `labels` (exact name: `name{...} value`, or `name
+/// value` for a sample without labels); 0 when there is none.
 pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_sum(text, name, labels).unwrap_or(0.0)
+}
+
+/// [`metric_in`], but `None` when no sample matches (a metric the process
+/// does not expose, rather than one at zero).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
         .filter(|l| {
             labels
                 .iter()
                 .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
 }
 
 /// Samples of `name` matching all of `labels`, summed per value of the
@@ -105,6 +116,17 @@ pub async fn http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_with_and_without_labels_are_read() {
+        let text = "# HELP x\netcd_mvcc_put_total 12\netcd_mvcc_put_total_other 5\nrtn_controller_compute_seconds_count{region=\"a\"} 3\nrtn_controller_compute_seconds_count{region=\"b\"} 4\n";
+        assert_eq!(metric_sum(text, "etcd_mvcc_put_total", &[]), Some(12.0));
+        assert_eq!(
+            metric_sum(text, "rtn_controller_compute_seconds_count", &[]),
+            Some(7.0)
+        );
+        assert_eq!(metric_sum(text, "absent", &[]), None);
+    }
 
     #[test]
     fn samples_are_summed_over_matching_labels() {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use control::keys::KeyLayout;
 use control::store::ControlStore;
+use testkit::scrape::metric_sum;
 use tracing::warn;
 
-use super::report::prom_value;
+use crate::bench_util::proc_status_bytes;
 
 pub(super) struct ControllerProc {
     pub(super) region: String,
@@ -195,13 +196,13 @@ impl Controllers {
                 peak_rss_mib: rss.map(|r| r.1),
                 computes: metrics.as_deref().and_then(|m| {
                     Some((
-                        prom_value(m, "rtn_controller_compute_seconds_count")?,
-                        prom_value(m, "rtn_controller_compute_seconds_sum")?,
+                        metric_sum(m, "rtn_controller_compute_seconds_count", &[])?,
+                        metric_sum(m, "rtn_controller_compute_seconds_sum", &[])?,
                     ))
                 }),
                 leader: metrics
                     .as_deref()
-                    .and_then(|m| prom_value(m, "rtn_controller_leader"))
+                    .and_then(|m| metric_sum(m, "rtn_controller_leader", &[]))
                     .is_some_and(|v| v > 0.0),
                 log_len: std::fs::metadata(&p.log).map(|m| m.len()).unwrap_or(0),
             });
@@ -334,12 +335,8 @@ fn proc_cpu_s(pid: u32) -> Option<f64> {
 
 /// (RSS, peak RSS) of a process, MiB.
 pub(super) fn proc_rss_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |field: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+    let mib = |field| Some(proc_status_bytes(Some(pid), field)? as f64 / (1024.0 * 1024.0));
+    Some((mib("VmRSS")?, mib("VmHWM")?))
 }
 
 pub(super) fn mem_available_mib() -> Option<u64> {

@@ -13,24 +13,7 @@ use super::controllers::{logged_compute_ms, ControllerProc, ControllerSample};
 use super::edges::{CounterSnapshot, Ctx, Events, Kind, KINDS};
 use super::{Args, GOAL_ROUTE_UPDATE_MS, GOAL_WRITES_PER_EDGE};
 use crate::stats::percentile;
-
-/// Sum of the samples of `name` (with or without labels) in a Prometheus
-/// text exposition; None when there is none.
-pub(super) fn prom_value(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = l.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        if let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
+use testkit::scrape::metric_sum;
 
 /// The host:port of an `http://` URL on loopback; anything else is refused.
 pub(super) fn loopback_endpoint(url: &str) -> anyhow::Result<SocketAddr> {
@@ -79,7 +62,7 @@ impl EtcdSample {
     }
 
     pub(super) fn get(&self, name: &str) -> Option<f64> {
-        prom_value(&self.text, name)
+        metric_sum(&self.text, name, &[])
     }
 }
 
@@ -467,17 +450,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_with_and_without_labels_are_read() {
-        let text = "# HELP x\netcd_mvcc_put_total 12\netcd_mvcc_put_total_other 5\nrtn_controller_compute_seconds_count{region=\"a\"} 3\nrtn_controller_compute_seconds_count{region=\"b\"} 4\n";
-        assert_eq!(prom_value(text, "etcd_mvcc_put_total"), Some(12.0));
-        assert_eq!(
-            prom_value(text, "rtn_controller_compute_seconds_count"),
-            Some(7.0)
-        );
-        assert_eq!(prom_value(text, "absent"), None);
-    }
 
     #[test]
     fn only_loopback_etcd_is_accepted() {

@@ -569,8 +569,10 @@ impl Label {
     }
 }
 
+/// [`crate::graph`]'s conversion, widened: the sums built here may pass
+/// what one link's cost holds.
 fn ms_to_us(ms: f64) -> u64 {
-    (ms * 1000.0).round().max(0.0) as u64
+    u64::from(crate::graph::ms_to_us(ms))
 }
 
 /// The `K` cheapest labels with different first hops (each the cheapest
