@@ -39,3 +39,21 @@ pub const MAX_TRACKS_PER_CHANNEL: usize = 8;
 /// A rejoining client's channel is rarely spread over more; beyond that
 /// the channel's directory homes tell the rest as usual.
 pub const MAX_MEMBER_EDGES: usize = 32;
+
+/// A channel with more member sessions than this is large
+/// (docs/protocol.md, "Large channels"): its members that publish nothing
+/// are counted (`MemberCount`), not announced one by one. An app with
+/// 10,000 viewers wants its hosts listed and the audience counted, not
+/// 10,000 `MemberJoined` events per viewer (Agora's live broadcasting
+/// announces only hosts, for the same reason). 100 keeps every call and
+/// meeting room a small channel.
+pub const LARGE_CHANNEL_MEMBERS: usize = 100;
+
+/// A large channel becomes small again at or below this many members. Half
+/// the threshold, so a channel hovering around it does not switch modes
+/// (and resend its member list) on every join and leave.
+pub const SMALL_AGAIN_MEMBERS: usize = LARGE_CHANNEL_MEMBERS / 2;
+
+/// A large channel's `MemberCount` is sent at most this often (when the
+/// count changed): a count, not an event stream.
+pub const MEMBER_COUNT_INTERVAL_MS: u64 = 1_000;
