@@ -123,6 +123,7 @@ impl EdgeCore {
             generation,
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
+            ..Default::default()
         };
         self.tell_hinted(ch, &report.members);
         let homes = self.homes(ch.id);
@@ -186,11 +187,13 @@ impl EdgeCore {
             edges: vec![pb::EdgeMembers {
                 edge_id: self.id,
                 members: members.to_vec(),
+                ..Default::default()
             }],
             version: 0,
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
             greeting,
+            ..Default::default()
         };
         for t in self.trees_to(dests) {
             self.send_along(&t, |nodes| {

@@ -457,6 +457,7 @@ impl Session {
             user_id: claims.user_id.clone(),
             members: channel.members_except(session),
             edge_id: self.core.id,
+            ..Default::default()
         }));
         self.core.metrics.join("ok");
         info!(edge = self.core.id, channel = %id, user = %claims.user_id, "joined");

@@ -464,12 +464,14 @@ async fn a_new_session_of_another_member_gets_the_window_replayed() {
         channel_id: CH,
         user_id: "bob".into(),
         session: 7,
+        ..Default::default()
     }))
     .await;
     conn.send(SK::MemberLeft(pb::MemberLeft {
         channel_id: CH,
         user_id: "bob".into(),
         session: 8,
+        ..Default::default()
     }))
     .await;
     let mut events = vec![];

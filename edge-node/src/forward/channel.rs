@@ -501,6 +501,7 @@ fn diff(
                     channel_id: cid,
                     user_id: old.user.clone(),
                     session: *s,
+                    ..Default::default()
                 }),
             ));
         }
@@ -578,12 +579,14 @@ mod tests {
                 .map(|(e, m)| pb::EdgeMembers {
                     edge_id: *e,
                     members: m.clone(),
+                    ..Default::default()
                 })
                 .collect(),
             version: 1,
             hop_limit: 8,
             tree: vec![],
             greeting: false,
+            ..Default::default()
         }
     }
 

@@ -63,12 +63,14 @@ impl Home {
                 .map(|(id, e)| pb::EdgeMembers {
                     edge_id: *id,
                     members: e.members.clone(),
+                    ..Default::default()
                 })
                 .collect(),
             version: self.version,
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
             greeting: false,
+            ..Default::default()
         };
         let mut dests: Vec<EdgeId> = update
             .edges
@@ -110,6 +112,7 @@ mod tests {
             generation,
             hop_limit: 8,
             tree: vec![],
+            ..Default::default()
         }
     }
 

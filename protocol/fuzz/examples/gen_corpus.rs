@@ -162,6 +162,7 @@ fn main() {
                     edge_id: 3,
                 }],
                 edge_id: 7,
+                ..Default::default()
             }))],
         ),
     );
@@ -217,6 +218,7 @@ fn main() {
                     channel_id: ch,
                     user_id: "carol".into(),
                     session: 99,
+                    ..Default::default()
                 })),
                 sf(SK::Left(pb::Left {
                     request_id: 6,
@@ -292,6 +294,7 @@ fn main() {
                     generation: 1_700_000_000_000_000_001,
                     hop_limit: 8,
                     tree: RouteTree::build(2, &[&[2, 4]]).remove(0).children()[0].to_pb(),
+                    ..Default::default()
                 })),
                 rf(RK::DirectoryUpdate(pb::DirectoryUpdate {
                     home_edge: 4,
@@ -299,11 +302,13 @@ fn main() {
                     edges: vec![pb::EdgeMembers {
                         edge_id: 3,
                         members: vec![member],
+                        ..Default::default()
                     }],
                     version: 2,
                     hop_limit: 8,
                     tree: to_two.to_pb(),
                     greeting: true,
+                    ..Default::default()
                 })),
             ],
         ),

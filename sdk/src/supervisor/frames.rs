@@ -35,6 +35,7 @@ impl Supervisor {
                 Some(other) => self.unexpected(l.request_id, other),
             },
             SK::MemberJoined(m) => self.member_joined(m),
+            SK::MemberCount(_) => {}
             SK::MemberLeft(m) => {
                 if let Some(ch) = self.channels.get_mut(&m.channel_id) {
                     ch.roster.member_left(&self.shared, &m.user_id, m.session);

@@ -177,6 +177,7 @@ impl FakeConn {
             user_id: user.into(),
             members,
             edge_id: 1,
+            ..Default::default()
         }))
         .await;
     }
