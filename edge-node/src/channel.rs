@@ -5,6 +5,7 @@
 //! announcements the state returns.
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use protocol::pb;
 use protocol::route_tree::RouteTree;
@@ -13,7 +14,7 @@ use protocol::ChannelId;
 use crate::forward::channel;
 use crate::session::ClientHandle;
 
-pub use crate::forward::channel::{MediaSubscription, RemoteEdge, TrackOwner};
+pub use crate::forward::channel::{MediaSubscription, TrackOwner};
 
 /// A channel's state on this edge: members reached by their client handle.
 pub type ChannelState = channel::ChannelState<Arc<ClientHandle>>;
@@ -55,11 +56,19 @@ impl Channel {
     /// concurrent changes reach every client in the order they were made.
     pub fn update<R>(&self, change: impl FnOnce(&mut ChannelState) -> R) -> R {
         let mut st = self.write();
-        let (out, announcements) = st.change(self.id, change);
+        let (out, announcements) = st.change(self.id, Instant::now(), change);
         for (client, frame) in announcements {
             client.send_frame(frame);
         }
         out
+    }
+
+    /// Tell local members a large channel's count, if due.
+    pub fn tell_count_due(&self, now: Instant) {
+        let mut st = self.write();
+        for (client, frame) in st.count_due(self.id, now) {
+            client.send_frame(frame);
+        }
     }
 
     /// The state for a change that announces nothing (a subscription,
@@ -68,8 +77,14 @@ impl Channel {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The members other than `session`, for a Joined reply.
-    pub fn members_except(&self, session: u64) -> Vec<pb::Member> {
-        self.read().members_except(session)
+    /// What a `Joined` reply to `session` says of the channel: the
+    /// members listed, the member count and whether the channel is large.
+    pub fn joined_view(&self, session: u64) -> (Vec<pb::Member>, u64, bool) {
+        let st = self.read();
+        (
+            st.members_except(session),
+            st.member_count() as u64,
+            st.is_large(),
+        )
     }
 }

@@ -3,14 +3,20 @@
 //! Membership never goes to etcd (it is O(users)); edges exchange it over the
 //! overlay as soft state. A channel's directory is homed on the edges chosen
 //! by rendezvous hashing over the live edges ([`REPLICAS`] of them, so losing
-//! one home loses nothing). Every edge with members reports them to the homes
-//! on every change and every [`REFRESH`]; a home pushes the whole directory to
-//! every edge that hosts members on change and every [`REFRESH`]. Entries not
-//! refreshed within [`ENTRY_TTL`] expire, on the home and on the edges, so a
-//! dead edge's members vanish and a lost home is rebuilt by the next refresh.
-//! An edge merges updates from several homes (union, each entry with its own
-//! expiry), so a home that has just started and knows little cannot erase
-//! what another home said.
+//! one home loses nothing). Every edge with members reports its changes to
+//! the homes as they happen (deltas, each at a generation) and a summary
+//! every [`REFRESH`]; a home pushes what changed to every edge that hosts
+//! members (coalesced, [`PUSH_COALESCE`]) with a digest of every entry, and
+//! the digest alone every [`REFRESH`]. Whoever lacks what the other has
+//! asks for it whole: a home lists an entry it cannot build on at
+//! generation 0 and its edge resends it; an edge asks a home for entries
+//! its digest names and it lacks. So a join costs one member on the wire
+//! per member edge, and a refresh one digest line per member edge, however
+//! big the channel. Entries not refreshed within [`ENTRY_TTL`] expire, on
+//! the home and on the edges, so a dead edge's members vanish and a lost
+//! home is rebuilt by the next refresh. An edge merges updates from several
+//! homes (a union ordered by generation), so a home that has just started
+//! and knows little cannot erase what another home said.
 //!
 //! The decisions are I/O-free in [`crate::forward::home`] (a home's
 //! entries) and [`crate::forward::channel`] (merging updates on an edge);
@@ -27,6 +33,7 @@ use protocol::{ChannelId, EdgeId};
 
 use crate::channel::Channel;
 use crate::edge::EdgeCore;
+use crate::forward::channel::Report;
 use crate::forward::home::Home;
 
 /// How often reports and updates are refreshed. Short, because a member that
@@ -103,44 +110,96 @@ impl EdgeCore {
     /// Local membership of `ch` changed: report it now.
     pub fn local_membership_changed(&self, ch: &Channel) {
         self.report(ch);
-        if ch.read().local.is_empty() {
+        if !ch.read().has_local() {
             self.prune_channels();
         }
     }
 
+    /// Report what changed since the last report (a summary if nothing
+    /// did) to the channel's homes.
     fn report(&self, ch: &Channel) {
-        let (members, generation) = {
-            let st = ch.read();
-            (
-                st.local_report(),
-                self.directory.generation_base + st.local_generation,
-            )
+        let (report, generation) = ch.write().take_report(self.directory.generation_base);
+        let report = match report {
+            Report::Whole(members) => pb::DirectoryReport {
+                members,
+                ..self.report_frame(ch, generation)
+            },
+            Report::Delta {
+                base,
+                members,
+                left,
+            } => pb::DirectoryReport {
+                members,
+                base_generation: base,
+                left,
+                ..self.report_frame(ch, generation)
+            },
+            Report::Summary => pb::DirectoryReport {
+                summary: true,
+                ..self.report_frame(ch, generation)
+            },
         };
-        let report = pb::DirectoryReport {
+        self.tell_hinted(ch);
+        let homes = self.homes(ch.id);
+        tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), left = report.left.len(), summary = report.summary, "directory report");
+        for home in homes {
+            self.report_to(home, report.clone());
+        }
+    }
+
+    fn report_frame(&self, ch: &Channel, generation: u64) -> pb::DirectoryReport {
+        pb::DirectoryReport {
             reporter_edge: self.id,
             channel_id: ch.id.0,
-            members,
             generation,
             hop_limit: INITIAL_HOP_LIMIT as u32,
-            tree: vec![],
             ..Default::default()
+        }
+    }
+
+    /// This edge's whole entry of `ch`, at its current generation.
+    fn whole_entry(&self, ch: &Channel) -> pb::EdgeMembers {
+        let st = ch.read();
+        pb::EdgeMembers {
+            edge_id: self.id,
+            members: st.local_report(),
+            generation: self.directory.generation_base + st.local_generation,
+            ..Default::default()
+        }
+    }
+
+    /// `home` lacks this edge's entry of `ch`: send it whole.
+    fn report_whole_to(&self, ch: &Channel, home: EdgeId) {
+        let entry = self.whole_entry(ch);
+        let report = pb::DirectoryReport {
+            members: entry.members,
+            ..self.report_frame(ch, entry.generation)
         };
-        self.tell_hinted(ch, &report.members);
-        let homes = self.homes(ch.id);
-        tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), "directory report");
-        for home in homes {
-            if home == self.id {
-                self.apply_report(report.clone());
-                continue;
-            }
-            for t in self.trees_to(&[home]) {
-                self.send_along(&t, |nodes| {
-                    RK::DirectoryReport(pb::DirectoryReport {
-                        tree: nodes,
-                        ..report.clone()
-                    })
-                });
-            }
+        self.report_to(home, report);
+    }
+
+    /// Ask `home` for the whole entries of `want` (its digest named them).
+    fn ask_whole(&self, ch: &Channel, home: EdgeId, want: Vec<EdgeId>) {
+        let generation = self.directory.generation_base + ch.read().local_generation;
+        let report = pb::DirectoryReport {
+            summary: true,
+            want,
+            ..self.report_frame(ch, generation)
+        };
+        self.report_to(home, report);
+    }
+
+    fn report_to(&self, home: EdgeId, report: pb::DirectoryReport) {
+        if home == self.id {
+            return self.apply_report(report);
+        }
+        for t in self.trees_to(&[home]) {
+            self.send_along(&t, |nodes| {
+                RK::DirectoryReport(pb::DirectoryReport {
+                    tree: nodes,
+                    ..report.clone()
+                })
+            });
         }
     }
 
@@ -150,7 +209,7 @@ impl EdgeCore {
     /// learn of the new member (and it of them, from their answers to the
     /// first, a greeting) in one round trip between the two edges, instead
     /// of through the channel's homes, which may be across the world.
-    fn tell_hinted(&self, ch: &Channel, members: &[pb::DirectoryMember]) {
+    fn tell_hinted(&self, ch: &Channel) {
         if ch.read().hinted.is_empty() {
             return;
         }
@@ -163,19 +222,13 @@ impl EdgeCore {
                 .filter(|(e, g)| *g == greeting && live.contains(e))
                 .map(|(e, _)| *e)
                 .collect();
-            self.send_own_entry(ch.id, members, &dests, greeting);
+            self.send_own_entry(ch, &dests, greeting);
         }
     }
 
-    /// Send `dests` this edge's entry of `ch` as a directory update of its
-    /// own (protocol §9.6, "Hints").
-    fn send_own_entry(
-        &self,
-        ch: ChannelId,
-        members: &[pb::DirectoryMember],
-        dests: &[EdgeId],
-        greeting: bool,
-    ) {
+    /// Send `dests` this edge's whole entry of `ch` as a directory update
+    /// of its own (protocol §9.6, "Hints").
+    fn send_own_entry(&self, ch: &Channel, dests: &[EdgeId], greeting: bool) {
         if dests.is_empty() {
             return;
         }
@@ -183,18 +236,16 @@ impl EdgeCore {
         self.metrics.directory_hints(event, dests.len());
         let update = pb::DirectoryUpdate {
             home_edge: self.id,
-            channel_id: ch.0,
-            edges: vec![pb::EdgeMembers {
-                edge_id: self.id,
-                members: members.to_vec(),
-                ..Default::default()
-            }],
-            version: 0,
+            channel_id: ch.id.0,
+            edges: vec![self.whole_entry(ch)],
             hop_limit: INITIAL_HOP_LIMIT as u32,
-            tree: vec![],
             greeting,
             ..Default::default()
         };
+        self.send_update(update, dests);
+    }
+
+    fn send_update(&self, update: pb::DirectoryUpdate, dests: &[EdgeId]) {
         for t in self.trees_to(dests) {
             self.send_along(&t, |nodes| {
                 RK::DirectoryUpdate(pb::DirectoryUpdate {
@@ -241,15 +292,25 @@ impl EdgeCore {
 
     fn apply_report(&self, r: pb::DirectoryReport) {
         let (channel, reporter) = (ChannelId(r.channel_id), r.reporter_edge);
-        let changed = self
-            .directory
-            .homed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(channel)
-            .or_default()
-            .apply_report(r, Instant::now());
-        tracing::debug!(edge = self.id, %channel, reporter, changed, "directory report applied");
+        let (changed, wholes) = {
+            let mut homed = self
+                .directory
+                .homed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let home = homed.entry(channel).or_default();
+            let changed = home.apply_report(&r, Instant::now());
+            let wholes = (!r.want.is_empty()).then(|| home.wholes(self.id, channel, &r.want));
+            (changed, wholes)
+        };
+        tracing::debug!(edge = self.id, %channel, reporter, changed, want = r.want.len(), "directory report applied");
+        if let Some(update) = wholes {
+            if reporter == self.id {
+                self.apply_update(&update);
+            } else {
+                self.send_update(update, &[reporter]);
+            }
+        }
         if changed {
             let first = self
                 .directory
@@ -273,12 +334,17 @@ impl EdgeCore {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for ch in changed {
-            self.push_update(ch);
+            self.push_update(ch, Home::push);
         }
     }
 
-    /// Send the home's view of `ch` to every edge hosting members.
-    fn push_update(&self, ch: ChannelId) {
+    /// Send the home's push (or refresh) of `ch` to every edge hosting
+    /// members.
+    fn push_update(
+        &self,
+        ch: ChannelId,
+        make: fn(&mut Home, EdgeId, ChannelId) -> (pb::DirectoryUpdate, Vec<EdgeId>),
+    ) {
         let (update, mut dests) = {
             let mut homed = self
                 .directory
@@ -288,20 +354,13 @@ impl EdgeCore {
             let Some(home) = homed.get_mut(&ch) else {
                 return;
             };
-            home.update(self.id, ch)
+            make(home, self.id, ch)
         };
         if dests.contains(&self.id) {
             self.apply_update(&update);
             dests.retain(|d| *d != self.id);
         }
-        for t in self.trees_to(&dests) {
-            self.send_along(&t, |nodes| {
-                RK::DirectoryUpdate(pb::DirectoryUpdate {
-                    tree: nodes,
-                    ..update.clone()
-                })
-            });
-        }
+        self.send_update(update, &dests);
     }
 
     fn apply_update(&self, u: &pb::DirectoryUpdate) {
@@ -312,39 +371,32 @@ impl EdgeCore {
             // A rejoined member's new edge introduced itself: answer with
             // this edge's members, so it sends them the channel's media
             // without waiting for a home.
-            let members = ch.read().local_report();
-            if !members.is_empty() {
-                self.send_own_entry(ch.id, &members, &[u.home_edge], false);
+            if ch.read().has_local() {
+                self.send_own_entry(&ch, &[u.home_edge], false);
             }
         }
-        let expires = Instant::now() + ENTRY_TTL;
-        // Most updates are a home's refresh of what this edge already has:
-        // then only the expiries move, without `update`'s diff of every
-        // member's view (a broadcast channel's hundreds of members, once a
-        // second from each home, made that most of a busy edge's work).
-        if !ch.read().is_news(self.id, u) {
-            let mut st = ch.write();
-            if !st.is_news(self.id, u) {
-                st.refresh_expiries(self.id, u, expires);
-                return;
-            }
+        let now = Instant::now();
+        let merged = ch.update(|st| st.merge_update(self.id, u, now, now + ENTRY_TTL));
+        tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, touched = merged.touched.len(), want = ?merged.want, resend_own = merged.resend_own, "directory update applied");
+        if !merged.want.is_empty() {
+            self.ask_whole(&ch, u.home_edge, merged.want);
         }
-        ch.update(|st| {
-            let changed = st.merge_update(self.id, u, expires);
-            tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, changed, remote = ?st.remote.keys().collect::<Vec<_>>(), "directory update applied");
-        });
+        if merged.resend_own {
+            self.report_whole_to(&ch, u.home_edge);
+        }
     }
 
-    /// One refresh round: re-report, expire, re-push.
+    /// One refresh round: re-report (a summary, mostly), expire, tell large
+    /// channels' counts, send every homed channel's digest.
     fn refresh(&self) {
         let now = Instant::now();
         for ch in self.channels() {
             self.report(&ch);
-            // Most rounds expire nothing: only then pay for `update`, which
-            // diffs the member views to announce leaves.
+            // Most rounds expire nothing: only then pay for a change.
             if ch.read().has_expired(now) {
                 ch.update(|st| st.expire(now));
             }
+            ch.tell_count_due(now);
         }
         let homed: Vec<ChannelId> = {
             let mut homed = self
@@ -355,13 +407,21 @@ impl EdgeCore {
             homed.retain(|_, home| !home.expire(now, ENTRY_TTL));
             homed.keys().copied().collect()
         };
-        self.directory
-            .changed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Changes pending now go out with the digests' next push.
+        let pending = std::mem::take(
+            &mut *self
+                .directory
+                .changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for ch in homed {
-            self.push_update(ch);
+            let make = if pending.contains(&ch) {
+                Home::push
+            } else {
+                Home::refresh
+            };
+            self.push_update(ch, make);
         }
     }
 }

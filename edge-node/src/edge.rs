@@ -119,10 +119,7 @@ impl EdgeCore {
     /// to an edge that has local ones).
     pub fn prune_channels(&self) {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, c| {
-            let st = c.read();
-            !st.local.is_empty()
-        });
+        map.retain(|_, c| c.read().has_local());
         self.metrics.channels.set(map.len() as f64);
     }
 

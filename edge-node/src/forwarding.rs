@@ -78,7 +78,7 @@ impl EdgeCore {
             for client in st.media_recipients(user, Some(session)) {
                 client.send_media(header, pkt.clone());
             }
-            if st.remote.is_empty() {
+            if !st.has_remote() {
                 return;
             }
             self.media_trees(ch, &st)

@@ -427,37 +427,35 @@ impl Session {
         let session: u64 = rand::random();
         let channel = self.core.channel(id, &claims.app_id, &claims.channel);
         channel.update(|st| {
-            st.local.insert(
+            st.insert_local(LocalMember {
+                user: claims.user_id.clone(),
                 session,
-                LocalMember {
-                    user: claims.user_id.clone(),
-                    session,
-                    client: self.handle.clone(),
-                    can_publish: claims.can_publish,
-                    can_subscribe: claims.can_subscribe,
-                    media: if j.subscribe_all {
-                        MediaSubscription::All
-                    } else {
-                        MediaSubscription::None
-                    },
-                    tracks: vec![],
+                client: self.handle.clone(),
+                can_publish: claims.can_publish,
+                can_subscribe: claims.can_subscribe,
+                media: if j.subscribe_all {
+                    MediaSubscription::All
+                } else {
+                    MediaSubscription::None
                 },
-            );
-            st.local_generation += 1;
+                tracks: vec![],
+            });
             st.hint(
                 self.core.id,
                 &j.member_edges,
                 std::time::Instant::now() + HINT_TTL,
             );
         });
+        let (members, member_count, large) = channel.joined_view(session);
         self.handle.send_frame(SK::Joined(pb::Joined {
             request_id: rid,
             channel: claims.channel.clone(),
             channel_id: id.0,
             user_id: claims.user_id.clone(),
-            members: channel.members_except(session),
+            members,
             edge_id: self.core.id,
-            ..Default::default()
+            member_count,
+            large,
         }));
         self.core.metrics.join("ok");
         info!(edge = self.core.id, channel = %id, user = %claims.user_id, "joined");
@@ -500,10 +498,7 @@ impl Session {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, p| p.session != j.session);
-        j.channel.update(|st| {
-            st.local.remove(&j.session);
-            st.local_generation += 1;
-        });
+        j.channel.update(|st| st.remove_local(j.session));
         self.core.local_membership_changed(&j.channel);
     }
 
@@ -535,17 +530,18 @@ impl Session {
         let channel = j.channel.clone();
         let user = j.claims.user_id.clone();
         let added = channel.update(|st| {
-            let m = st.local.get_mut(&session)?;
-            if m.tracks.len() >= MAX_TRACKS_PER_CHANNEL {
-                return None;
-            }
-            m.tracks.push(pb::TrackInfo {
-                name: p.name.clone(),
-                track_key: key.0,
-                kind: p.kind,
-            });
-            st.local_generation += 1;
-            Some(())
+            st.edit_local(session, |m| {
+                if m.tracks.len() >= MAX_TRACKS_PER_CHANNEL {
+                    return None;
+                }
+                m.tracks.push(pb::TrackInfo {
+                    name: p.name.clone(),
+                    track_key: key.0,
+                    kind: p.kind,
+                });
+                Some(())
+            })
+            .flatten()
         });
         if added.is_none() {
             return Err((
@@ -595,10 +591,7 @@ impl Session {
             ));
         }
         channel.update(|st| {
-            if let Some(m) = st.local.get_mut(&session) {
-                m.tracks.retain(|t| t.track_key != u.track_key);
-            }
-            st.local_generation += 1;
+            st.edit_local(session, |m| m.tracks.retain(|t| t.track_key != u.track_key))
         });
         self.core.local_membership_changed(&channel);
         Ok(())
@@ -616,11 +609,9 @@ impl Session {
             ));
         }
         let session = j.session;
-        j.channel.update(|st| {
-            if let Some(m) = st.local.get_mut(&session) {
-                m.media = std::mem::take(&mut m.media).subscribe(&s.user_id);
-            }
-        });
+        if let Some(m) = j.channel.write().media_mut(session) {
+            *m = std::mem::take(m).subscribe(&s.user_id);
+        }
         self.handle.send_frame(SK::Subscribed(pb::Subscribed {
             request_id: s.request_id,
             channel_id: s.channel_id,
@@ -632,11 +623,9 @@ impl Session {
     fn unsubscribe(&mut self, u: pb::Unsubscribe) -> Result<(), (u32, Refusal)> {
         let j = self.joined(u.request_id, u.channel_id)?;
         let session = j.session;
-        j.channel.update(|st| {
-            if let Some(m) = st.local.get_mut(&session) {
-                m.media = std::mem::take(&mut m.media).unsubscribe(&u.user_id);
-            }
-        });
+        if let Some(m) = j.channel.write().media_mut(session) {
+            *m = std::mem::take(m).unsubscribe(&u.user_id);
+        }
         Ok(())
     }
 

@@ -1,7 +1,12 @@
 //! A channel as one edge sees it: its local members (sessions on this edge)
 //! and the remote edges that host other members (learned from the channel's
-//! directory homes, see [`super::home`]). All soft state: rebuilt from
-//! clients rejoining and from directory refreshes.
+//! directory homes, see [`super::home`] and [`super::remote`]), the roster
+//! its clients are told of ([`super::roster`]) and who owns which track. All
+//! soft state: rebuilt from clients rejoining and from directory refreshes.
+//!
+//! Every change names the sessions it touches, and costs what they cost:
+//! the roster, the track index and the directory report move by those
+//! sessions only, so a join into a large channel is O(1) here.
 //!
 //! Generic over `C`, the handle of a local member's client: the edge's is a
 //! QUIC connection's, the tests' a plain name. Methods return the handles a
@@ -13,6 +18,9 @@ use std::time::{Duration, Instant};
 use protocol::limits::MAX_MEMBER_EDGES;
 use protocol::pb::{self, server_frame::Kind as SK, DirectoryMember, TrackInfo};
 use protocol::{ChannelId, EdgeId, TrackKey};
+
+use super::remote::{Merged, RemoteEntries};
+use super::roster::{MemberView, Roster};
 
 /// What a local member wants of the channel's media.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,11 +78,6 @@ pub struct LocalMember<C> {
     pub tracks: Vec<TrackInfo>,
 }
 
-pub struct RemoteEdge {
-    pub members: Vec<DirectoryMember>,
-    pub expires: Instant,
-}
-
 /// How long the edges a rejoining client named are told of this edge's
 /// local changes directly: until the channel's homes have surely heard of
 /// the new member and pushed it (reports go every second; an entry lives
@@ -102,14 +105,21 @@ pub struct TrackOwner {
 }
 
 pub struct ChannelState<C> {
-    pub local: HashMap<u64, LocalMember<C>>,
-    pub remote: HashMap<EdgeId, RemoteEdge>,
-    /// The one index of track ownership, local and remote, rebuilt by
-    /// [`ChannelState::change`].
+    local: HashMap<u64, LocalMember<C>>,
+    remote: RemoteEntries,
+    roster: Roster,
+    /// The one index of track ownership, local and remote.
     tracks: HashMap<TrackKey, TrackOwner>,
+    /// Sessions touched by the change under way ([`ChannelState::change`]).
+    touched: Vec<u64>,
     /// Bumped on every local change; the directory report carries it.
     pub local_generation: u64,
-    /// Bumped on every change of `remote`; invalidates cached trees.
+    /// The generation last reported to the homes (`None`: never, the next
+    /// report is whole) and the local sessions changed since.
+    reported: Option<u64>,
+    changed_since_report: HashSet<u64>,
+    /// Bumped on every change of the receiving edges; invalidates cached
+    /// trees.
     pub remote_version: u64,
     /// Edges told of local changes directly for a while ([`HINT_TTL`]).
     pub hinted: HashMap<EdgeId, HintedEdge>,
@@ -119,9 +129,13 @@ impl<C> Default for ChannelState<C> {
     fn default() -> Self {
         ChannelState {
             local: HashMap::new(),
-            remote: HashMap::new(),
+            remote: RemoteEntries::default(),
+            roster: Roster::default(),
             tracks: HashMap::new(),
+            touched: Vec::new(),
             local_generation: 0,
+            reported: None,
+            changed_since_report: HashSet::new(),
             remote_version: 0,
             hinted: HashMap::new(),
         }
@@ -132,42 +146,128 @@ impl<C> Default for ChannelState<C> {
 /// in the channel.
 pub type Announcement<C> = (C, SK);
 
-/// A member session as announced to clients.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct MemberView {
-    user: String,
-    tracks: Vec<TrackInfo>,
-    /// The edge hosting it; 0 for this edge.
-    edge: EdgeId,
+/// What this edge reports to a channel's homes (docs/protocol.md §9.6).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report {
+    /// Every local member.
+    Whole(Vec<DirectoryMember>),
+    /// Changes since `base` (a generation reported before).
+    Delta {
+        base: u64,
+        members: Vec<DirectoryMember>,
+        left: Vec<u64>,
+    },
+    /// Nothing changed since the last report.
+    Summary,
 }
 
 impl<C: Clone> ChannelState<C> {
     /// Apply a change; returns its result and what each local member must
-    /// be told of it (joins, leaves, tracks; never a member about its own
-    /// session), in order.
+    /// be told of it (joins, leaves, tracks, counts; never a member about
+    /// its own session), in order. Only the sessions the change touched
+    /// (through the methods below) are looked at.
     pub fn change<R>(
         &mut self,
         channel: ChannelId,
+        now: Instant,
         change: impl FnOnce(&mut Self) -> R,
     ) -> (R, Vec<Announcement<C>>) {
-        let before = self.views();
         let out = change(self);
-        let after = self.views();
-        self.reindex_tracks();
-        let events = diff(channel, &before, &after);
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let views: Vec<(u64, Option<MemberView>)> =
+            touched.into_iter().map(|s| (s, self.view(s))).collect();
+        for (s, v) in &views {
+            self.reindex_tracks(*s, v.as_ref());
+        }
+        let events = self.roster.apply(channel, views, now);
+        (out, self.tell(events))
+    }
+
+    /// The count of a large channel if due ([`Roster::count_due`]), for
+    /// every local member.
+    pub fn count_due(&mut self, channel: ChannelId, now: Instant) -> Vec<Announcement<C>> {
+        match self.roster.count_due(channel, now) {
+            Some(ev) => self.tell(vec![(None, ev)]),
+            None => vec![],
+        }
+    }
+
+    fn tell(&self, events: Vec<super::roster::Event>) -> Vec<Announcement<C>> {
         let mut told = Vec::new();
-        for m in self.local.values() {
-            for (about, ev) in &events {
-                if *about != m.session {
+        for (about, ev) in &events {
+            for m in self.local.values() {
+                if *about != Some(m.session) {
                     told.push((m.client.clone(), ev.clone()));
                 }
             }
         }
-        (out, told)
+        told
     }
 }
 
 impl<C> ChannelState<C> {
+    /// A session joined here.
+    pub fn insert_local(&mut self, m: LocalMember<C>) {
+        self.local_changed(m.session);
+        self.local.insert(m.session, m);
+    }
+
+    /// A session left; whether it was here.
+    pub fn remove_local(&mut self, session: u64) -> bool {
+        self.local_changed(session);
+        self.local.remove(&session).is_some()
+    }
+
+    /// Change what a local member publishes (what the directory and the
+    /// other members see of it).
+    pub fn edit_local<R>(
+        &mut self,
+        session: u64,
+        edit: impl FnOnce(&mut LocalMember<C>) -> R,
+    ) -> Option<R> {
+        let m = self.local.get_mut(&session)?;
+        let out = edit(m);
+        self.local_changed(session);
+        Some(out)
+    }
+
+    /// A local member's media subscription (seen by no one else).
+    pub fn media_mut(&mut self, session: u64) -> Option<&mut MediaSubscription> {
+        self.local.get_mut(&session).map(|m| &mut m.media)
+    }
+
+    fn local_changed(&mut self, session: u64) {
+        self.touched.push(session);
+        self.changed_since_report.insert(session);
+        self.local_generation += 1;
+    }
+
+    pub fn has_local(&self) -> bool {
+        !self.local.is_empty()
+    }
+
+    pub fn has_remote(&self) -> bool {
+        !self.remote.edges.is_empty()
+    }
+
+    /// Remote edges with an entry, for logs.
+    pub fn remote_edges(&self) -> Vec<EdgeId> {
+        let mut v: Vec<EdgeId> = self.remote.edges.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Member sessions in the channel, here and elsewhere.
+    pub fn member_count(&self) -> usize {
+        self.roster.len()
+    }
+
+    pub fn is_large(&self) -> bool {
+        self.roster.is_large()
+    }
+
     /// The owner of a track, local or remote.
     pub fn track_owner(&self, track: TrackKey) -> Option<&TrackOwner> {
         self.tracks.get(&track)
@@ -225,17 +325,17 @@ impl<C> ChannelState<C> {
     pub fn receiving_edges(&self, only_user: Option<&str>) -> Vec<EdgeId> {
         let mut out: Vec<EdgeId> = self
             .remote
+            .edges
             .iter()
-            .filter(|(_, r)| {
-                r.members
-                    .iter()
-                    .any(|m| m.subscribes && only_user.is_none_or(|u| m.user_id == u))
+            .filter(|(_, r)| match only_user {
+                None => r.has_subscribers(),
+                Some(u) => r.members.values().any(|m| m.subscribes && m.user_id == u),
             })
             .map(|(e, _)| *e)
             .chain(
                 self.hinted
                     .iter()
-                    .filter(|(e, h)| !h.heard && !self.remote.contains_key(e))
+                    .filter(|(e, h)| !h.heard && !self.remote.edges.contains_key(e))
                     .map(|(e, _)| *e),
             )
             .collect();
@@ -243,31 +343,43 @@ impl<C> ChannelState<C> {
         out
     }
 
-    /// The directory entry this edge reports for the channel.
+    /// The whole directory entry of this edge for the channel.
     pub fn local_report(&self) -> Vec<DirectoryMember> {
-        self.local
-            .values()
-            .map(|m| DirectoryMember {
-                user_id: m.user.clone(),
-                tracks: m.tracks.clone(),
-                subscribes: m.can_subscribe,
-                session: m.session,
-            })
-            .collect()
+        self.local.values().map(directory_member).collect()
     }
 
-    /// The members other than `session`, for a Joined reply.
+    /// The report due now: whole the first time, then the changes since
+    /// the last report, or a summary. `base` turns the channel's local
+    /// generations into the edge's ([`crate::directory`]). Marks it
+    /// reported.
+    pub fn take_report(&mut self, base: u64) -> (Report, u64) {
+        let generation = base + self.local_generation;
+        let changed = std::mem::take(&mut self.changed_since_report);
+        let report = match self.reported.replace(generation) {
+            None => Report::Whole(self.local_report()),
+            Some(_) if changed.is_empty() => Report::Summary,
+            Some(reported) => {
+                let (mut members, mut left) = (vec![], vec![]);
+                for s in changed {
+                    match self.local.get(&s) {
+                        Some(m) => members.push(directory_member(m)),
+                        None => left.push(s),
+                    }
+                }
+                Report::Delta {
+                    base: reported,
+                    members,
+                    left,
+                }
+            }
+        };
+        (report, generation)
+    }
+
+    /// The members a joining session is told of in its `Joined` (every
+    /// other one, or in a large channel those that publish).
     pub fn members_except(&self, session: u64) -> Vec<pb::Member> {
-        self.views()
-            .into_iter()
-            .filter(|(s, _)| *s != session)
-            .map(|(s, v)| pb::Member {
-                user_id: v.user,
-                tracks: v.tracks,
-                session: s,
-                edge_id: v.edge,
-            })
-            .collect()
+        self.roster.listed_except(session)
     }
 
     /// A rejoining member named `edges` (`Join.member_edges`, as its client
@@ -280,7 +392,7 @@ impl<C> ChannelState<C> {
             if e == me || e == 0 {
                 continue;
             }
-            let known = self.remote.contains_key(&e);
+            let known = self.remote.edges.contains_key(&e);
             let h = self.hinted.entry(e).or_insert_with(|| {
                 if !known {
                     // A new provisional receiver: cached trees are stale.
@@ -314,215 +426,100 @@ impl<C> ChannelState<C> {
         out
     }
 
-    /// Whether a home's update says anything this edge does not know (`me`
-    /// is this edge: its own entry is its local members, never merged).
-    /// Most updates are a home's refresh of what this edge already has.
-    pub fn is_news(&self, me: EdgeId, u: &pb::DirectoryUpdate) -> bool {
-        u.edges.iter().any(|e| {
-            e.edge_id != me
-                && (match self.remote.get(&e.edge_id) {
-                    None => !e.members.is_empty(),
-                    Some(r) => r.members != e.members,
-                } || self.hinted.get(&e.edge_id).is_some_and(|h| !h.heard))
-        })
-    }
-
-    /// A home refreshed entries this edge has: only their expiries move (no
-    /// member changes, so nothing to announce).
-    pub fn refresh_expiries(&mut self, me: EdgeId, u: &pb::DirectoryUpdate, expires: Instant) {
-        for e in u.edges.iter().filter(|e| e.edge_id != me) {
-            if let Some(r) = self.remote.get_mut(&e.edge_id) {
-                r.expires = r.expires.max(expires);
-            }
-        }
-    }
-
-    /// Merge a home's update (entries it has, refreshed until `expires`; an
-    /// empty entry is an edge that left). Updates from several homes are a
-    /// union, each entry with its own expiry, so a home that has just
-    /// started and knows little cannot erase what another home said. Run it
-    /// inside [`ChannelState::change`] to announce what it changed. Returns
-    /// whether the channel's receiving edges may have changed (`remote`, or
-    /// a hinted edge heard from).
-    pub fn merge_update(&mut self, me: EdgeId, u: &pb::DirectoryUpdate, expires: Instant) -> bool {
-        let mut changed = false;
+    /// Merge a home's update (or a member edge's own entry, for a hint)
+    /// at `now`, what it has living until `expires`. Run it inside
+    /// [`ChannelState::change`] to announce what it changed. Returns what
+    /// the merge found: the entries to ask the home for, and whether the
+    /// home lacks this edge's own entry.
+    pub fn merge_update(
+        &mut self,
+        me: EdgeId,
+        u: &pb::DirectoryUpdate,
+        now: Instant,
+        expires: Instant,
+    ) -> Merged {
+        let mut heard = false;
         for e in u.edges.iter().filter(|e| e.edge_id != me) {
             if let Some(h) = self.hinted.get_mut(&e.edge_id) {
                 // Heard from: its entry decides from now on.
-                changed |= !std::mem::replace(&mut h.heard, true);
-            }
-            if e.members.is_empty() {
-                changed |= self.remote.remove(&e.edge_id).is_some();
-                continue;
-            }
-            match self.remote.get_mut(&e.edge_id) {
-                Some(r) => {
-                    r.expires = r.expires.max(expires);
-                    if r.members != e.members {
-                        r.members = e.members.clone();
-                        changed = true;
-                    }
-                }
-                None => {
-                    self.remote.insert(
-                        e.edge_id,
-                        RemoteEdge {
-                            members: e.members.clone(),
-                            expires,
-                        },
-                    );
-                    changed = true;
-                }
+                heard |= !std::mem::replace(&mut h.heard, true);
             }
         }
-        if changed {
+        let merged = self.remote.merge_update(me, u, now, expires);
+        self.absorb(&merged);
+        if heard {
             self.remote_version += 1;
         }
-        changed
+        merged
     }
 
     /// Whether an entry has expired by `now` (then [`ChannelState::expire`]
     /// inside a change announces who left).
     pub fn has_expired(&self, now: Instant) -> bool {
-        self.remote.values().any(|r| r.expires <= now)
+        self.remote.has_expired(now)
     }
 
     /// Forget remote edges no home refreshed by `now`.
     pub fn expire(&mut self, now: Instant) {
-        let before = self.remote.len();
-        self.remote.retain(|_, r| r.expires > now);
-        if self.remote.len() != before {
+        let merged = self.remote.expire(now);
+        self.absorb(&merged);
+    }
+
+    fn absorb(&mut self, merged: &Merged) {
+        self.touched.extend_from_slice(&merged.touched);
+        if merged.edges_changed {
             self.remote_version += 1;
         }
     }
 
-    fn views(&self) -> HashMap<u64, MemberView> {
-        let mut out: HashMap<u64, MemberView> = self
-            .local
-            .values()
-            .map(|m| {
-                (
-                    m.session,
-                    MemberView {
-                        user: m.user.clone(),
-                        tracks: m.tracks.clone(),
-                        edge: 0,
-                    },
-                )
-            })
-            .collect();
-        for (edge, r) in &self.remote {
-            for m in &r.members {
-                out.entry(m.session).or_insert_with(|| MemberView {
-                    user: m.user_id.clone(),
-                    tracks: m.tracks.clone(),
-                    edge: *edge,
-                });
-            }
+    /// A session's view now: local first, else the remote entry hosting it.
+    fn view(&self, s: u64) -> Option<MemberView> {
+        if let Some(m) = self.local.get(&s) {
+            return Some(MemberView {
+                user: m.user.clone(),
+                tracks: m.tracks.clone(),
+                edge: 0,
+            });
         }
-        out
+        let (edge, m) = self.remote.member(s)?;
+        Some(MemberView {
+            user: m.user_id.clone(),
+            tracks: m.tracks.clone(),
+            edge,
+        })
     }
 
-    fn reindex_tracks(&mut self) {
-        let mut tracks = HashMap::new();
-        for m in self.local.values() {
-            for t in &m.tracks {
-                tracks.insert(
+    /// Move session `s`'s tracks in the index from its roster view to `new`.
+    fn reindex_tracks(&mut self, s: u64, new: Option<&MemberView>) {
+        if let Some(old) = self.roster.get(s) {
+            for t in &old.tracks {
+                let key = TrackKey(t.track_key);
+                if self.tracks.get(&key).is_some_and(|o| o.session == s) {
+                    self.tracks.remove(&key);
+                }
+            }
+        }
+        if let Some(v) = new {
+            for t in &v.tracks {
+                self.tracks.insert(
                     TrackKey(t.track_key),
                     TrackOwner {
-                        user: m.user.clone(),
-                        session: m.session,
+                        user: v.user.clone(),
+                        session: s,
                     },
                 );
             }
         }
-        for r in self.remote.values() {
-            for m in &r.members {
-                for t in &m.tracks {
-                    tracks
-                        .entry(TrackKey(t.track_key))
-                        .or_insert_with(|| TrackOwner {
-                            user: m.user_id.clone(),
-                            session: m.session,
-                        });
-                }
-            }
-        }
-        self.tracks = tracks;
     }
 }
 
-/// The announcements (about which session) that turn `before` into `after`.
-fn diff(
-    channel: ChannelId,
-    before: &HashMap<u64, MemberView>,
-    after: &HashMap<u64, MemberView>,
-) -> Vec<(u64, SK)> {
-    let mut events: Vec<(u64, SK)> = vec![];
-    let cid = channel.0;
-    for (s, v) in after {
-        match before.get(s) {
-            None => {
-                events.push((
-                    *s,
-                    SK::MemberJoined(pb::MemberJoined {
-                        channel_id: cid,
-                        user_id: v.user.clone(),
-                        session: *s,
-                        edge_id: v.edge,
-                    }),
-                ));
-                for t in &v.tracks {
-                    events.push((*s, track_available(cid, &v.user, t)));
-                }
-            }
-            Some(old) => {
-                for t in &v.tracks {
-                    if !old.tracks.iter().any(|o| o.track_key == t.track_key) {
-                        events.push((*s, track_available(cid, &v.user, t)));
-                    }
-                }
-                for o in &old.tracks {
-                    if !v.tracks.iter().any(|t| t.track_key == o.track_key) {
-                        events.push((*s, track_unavailable(cid, &v.user, o.track_key)));
-                    }
-                }
-            }
-        }
+fn directory_member<C>(m: &LocalMember<C>) -> DirectoryMember {
+    DirectoryMember {
+        user_id: m.user.clone(),
+        tracks: m.tracks.clone(),
+        subscribes: m.can_subscribe,
+        session: m.session,
     }
-    for (s, old) in before {
-        if !after.contains_key(s) {
-            for o in &old.tracks {
-                events.push((*s, track_unavailable(cid, &old.user, o.track_key)));
-            }
-            events.push((
-                *s,
-                SK::MemberLeft(pb::MemberLeft {
-                    channel_id: cid,
-                    user_id: old.user.clone(),
-                    session: *s,
-                    ..Default::default()
-                }),
-            ));
-        }
-    }
-    events
-}
-
-fn track_available(cid: u64, user: &str, t: &TrackInfo) -> SK {
-    SK::TrackAvailable(pb::TrackAvailable {
-        channel_id: cid,
-        user_id: user.into(),
-        track: Some(t.clone()),
-    })
-}
-
-fn track_unavailable(cid: u64, user: &str, key: u64) -> SK {
-    SK::TrackUnavailable(pb::TrackUnavailable {
-        channel_id: cid,
-        user_id: user.into(),
-        track_key: key,
-    })
 }
 
 #[cfg(test)]
@@ -570,7 +567,10 @@ mod tests {
         }
     }
 
+    /// A home's update of whole entries, each newer than any before.
     fn update(home: EdgeId, edges: &[(EdgeId, Vec<DirectoryMember>)]) -> pb::DirectoryUpdate {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         pb::DirectoryUpdate {
             home_edge: home,
             channel_id: CH.0,
@@ -579,6 +579,7 @@ mod tests {
                 .map(|(e, m)| pb::EdgeMembers {
                     edge_id: *e,
                     members: m.clone(),
+                    generation,
                     ..Default::default()
                 })
                 .collect(),
@@ -615,27 +616,23 @@ mod tests {
     #[test]
     fn local_media_goes_to_subscribed_members_but_not_back_to_its_publisher() {
         let mut st = State::default();
-        st.change(CH, |st| {
-            st.local
-                .insert(1, member("alice", 1, MediaSubscription::All));
-            st.local.insert(2, member("bob", 2, MediaSubscription::All));
-            st.local.insert(
+        st.change(CH, Instant::now(), |st| {
+            st.insert_local(member("alice", 1, MediaSubscription::All));
+            st.insert_local(member("bob", 2, MediaSubscription::All));
+            st.insert_local(member(
+                "carol",
                 3,
-                member(
-                    "carol",
-                    3,
-                    MediaSubscription::Users(["alice".into()].into()),
-                ),
-            );
-            st.local.insert(
+                MediaSubscription::Users(["alice".into()].into()),
+            ));
+            st.insert_local(member(
+                "dave",
                 4,
-                member("dave", 4, MediaSubscription::Users(["bob".into()].into())),
-            );
-            st.local
-                .insert(5, member("erin", 5, MediaSubscription::None));
+                MediaSubscription::Users(["bob".into()].into()),
+            ));
+            st.insert_local(member("erin", 5, MediaSubscription::None));
             let mut mute = member("frank", 6, MediaSubscription::All);
             mute.can_subscribe = false;
-            st.local.insert(6, mute);
+            st.insert_local(mute);
         });
         assert_eq!(
             sorted(st.media_recipients("alice", Some(1))),
@@ -650,18 +647,21 @@ mod tests {
     #[test]
     fn relayed_media_goes_to_the_members_subscribed_to_its_remote_owner() {
         let mut st = State::default();
-        st.change(CH, |st| {
-            st.local.insert(
+        st.change(CH, Instant::now(), |st| {
+            st.insert_local(member(
+                "alice",
                 1,
-                member("alice", 1, MediaSubscription::Users(["zoe".into()].into())),
-            );
-            st.local.insert(
+                MediaSubscription::Users(["zoe".into()].into()),
+            ));
+            st.insert_local(member(
+                "bob",
                 2,
-                member("bob", 2, MediaSubscription::Users(["yann".into()].into())),
-            );
+                MediaSubscription::Users(["yann".into()].into()),
+            ));
             st.merge_update(
                 ME,
                 &update(9, &[(2, vec![remote("zoe", 20, &[100], true)])]),
+                Instant::now(),
                 Instant::now(),
             );
         });
@@ -687,22 +687,21 @@ mod tests {
     #[test]
     fn a_join_a_track_and_a_leave_are_announced_to_every_other_member() {
         let mut st = State::default();
-        let (_, told_join) = st.change(CH, |st| {
-            st.local
-                .insert(1, member("alice", 1, MediaSubscription::All));
+        let (_, told_join) = st.change(CH, Instant::now(), |st| {
+            st.insert_local(member("alice", 1, MediaSubscription::All));
         });
         assert!(told_join.is_empty(), "a member is not told of its own join");
-        let (_, a) = st.change(CH, |st| {
-            st.local.insert(2, member("bob", 2, MediaSubscription::All));
+        let (_, a) = st.change(CH, Instant::now(), |st| {
+            st.insert_local(member("bob", 2, MediaSubscription::All));
         });
         assert_eq!(told(&a), [("alice", "joined", "bob".into())]);
-        let (_, a) = st.change(CH, |st| {
-            st.local.get_mut(&2).unwrap().tracks.push(track(5));
+        let (_, a) = st.change(CH, Instant::now(), |st| {
+            st.edit_local(2, |m| m.tracks.push(track(5)));
         });
         assert_eq!(told(&a), [("alice", "track", "bob".into())]);
         assert_eq!(st.track_owner(TrackKey(5)).unwrap().session, 2);
-        let (_, a) = st.change(CH, |st| {
-            st.local.remove(&2);
+        let (_, a) = st.change(CH, Instant::now(), |st| {
+            st.remove_local(2);
         });
         assert_eq!(
             told(&a),
@@ -715,8 +714,8 @@ mod tests {
             st.track_owner(TrackKey(5)).is_none(),
             "a left member's track is gone"
         );
-        let (_, a) = st.change(CH, |st| {
-            st.local.get_mut(&1).unwrap().media = MediaSubscription::None
+        let (_, a) = st.change(CH, Instant::now(), |st| {
+            *st.media_mut(1).unwrap() = MediaSubscription::None
         });
         assert!(a.is_empty(), "a subscription change announces nothing");
     }
@@ -725,8 +724,7 @@ mod tests {
     fn updates_from_two_homes_are_merged_not_replaced() {
         let mut st = State::default();
         let now = Instant::now();
-        st.local
-            .insert(1, member("alice", 1, MediaSubscription::All));
+        st.insert_local(member("alice", 1, MediaSubscription::All));
         // Home 8 knows edges 2 and 3; home 9 has just started and knows only
         // edge 3 (and this edge, whose entry is never merged).
         let from_8 = update(
@@ -736,15 +734,19 @@ mod tests {
                 (3, vec![remote("carol", 3, &[], true)]),
             ],
         );
-        let from_9 = update(
-            9,
-            &[
-                (3, vec![remote("carol", 3, &[], true)]),
-                (ME, vec![remote("ghost", 99, &[], true)]),
-            ],
-        );
-        let (_, a) = st.change(CH, |st| {
-            st.merge_update(ME, &from_8, now + Duration::from_secs(3))
+        // Home 9 lists edge 3 at the generation this edge has, and this
+        // edge's own entry, whose stray copy is never merged.
+        let gen3 = from_8.edges[1].generation;
+        let from_9 = pb::DirectoryUpdate {
+            digest: vec![pb::EntryDigest {
+                edge_id: 3,
+                generation: gen3,
+                members: 1,
+            }],
+            ..update(9, &[(ME, vec![remote("ghost", 99, &[], true)])])
+        };
+        let (_, a) = st.change(CH, now, |st| {
+            st.merge_update(ME, &from_8, now, now + Duration::from_secs(3))
         });
         assert_eq!(
             told(&a),
@@ -754,36 +756,39 @@ mod tests {
             ]
         );
         let version = st.remote_version;
-        assert!(!st.is_news(ME, &from_9), "home 9 says nothing new");
-        st.refresh_expiries(ME, &from_9, now + Duration::from_secs(5));
+        let (merged, a) = st.change(CH, now, |st| {
+            st.merge_update(ME, &from_9, now, now + Duration::from_secs(5))
+        });
+        assert!(a.is_empty() && merged.touched.is_empty() && merged.want.is_empty());
         assert_eq!(st.receiving_edges(None), [2, 3], "home 9 erased nothing");
         assert_eq!(st.remote_version, version, "trees stay cached");
         // Edge 3's entry lives until home 9's later expiry, edge 2's until
         // home 8's: at 4 s edge 2's member is gone, carol stays.
         let later = now + Duration::from_secs(4);
         assert!(st.has_expired(later));
-        let (_, a) = st.change(CH, |st| st.expire(later));
+        let (_, a) = st.change(CH, later, |st| st.expire(later));
         assert_eq!(told(&a), [("alice", "left", "bob".into())]);
         assert_eq!(st.receiving_edges(None), [3]);
         // A home's empty entry is an edge that left.
-        let (changed, a) = st.change(CH, |st| {
-            st.merge_update(ME, &update(8, &[(3, vec![])]), later)
+        let (merged, a) = st.change(CH, later, |st| {
+            st.merge_update(ME, &update(8, &[(3, vec![])]), later, later)
         });
-        assert!(changed);
+        assert!(merged.edges_changed);
         assert_eq!(told(&a), [("alice", "left", "carol".into())]);
-        assert!(st.remote.is_empty());
+        assert!(st.receiving_edges(None).is_empty());
+        assert_eq!(st.member_count(), 1);
     }
 
     #[test]
     fn members_carry_their_edge_and_hinted_edges_are_greeted_once_then_told_until_the_hint_ends() {
         let mut st = State::default();
         let now = Instant::now();
-        st.local
-            .insert(1, member("alice", 1, MediaSubscription::All));
-        let (_, a) = st.change(CH, |st| {
+        st.insert_local(member("alice", 1, MediaSubscription::All));
+        let (_, a) = st.change(CH, Instant::now(), |st| {
             st.merge_update(
                 ME,
                 &update(8, &[(2, vec![remote("bob", 2, &[5], true)])]),
+                Instant::now(),
                 now + Duration::from_secs(3),
             )
         });
@@ -829,11 +834,11 @@ mod tests {
     fn hinted_edges_receive_until_heard_from_then_their_entry_decides() {
         let mut st = State::default();
         let now = Instant::now();
-        st.local
-            .insert(1, member("alice", 1, MediaSubscription::All));
+        st.insert_local(member("alice", 1, MediaSubscription::All));
         st.merge_update(
             ME,
             &update(8, &[(2, vec![remote("bob", 2, &[5], true)])]),
+            Instant::now(),
             now + Duration::from_secs(3),
         );
         assert_eq!(st.receiving_edges(None), [2]);
@@ -848,17 +853,13 @@ mod tests {
         assert_eq!(st.receiving_edges(Some("carol")), [3, 4]);
         // Edge 3 answers: a member who does not subscribe. 3 drops out.
         let update_3 = update(3, &[(3, vec![remote("dan", 3, &[], false)])]);
-        assert!(st.is_news(ME, &update_3));
-        assert!(st.merge_update(ME, &update_3, now + Duration::from_secs(3)));
+        let merged = st.merge_update(ME, &update_3, now, now + Duration::from_secs(3));
+        assert!(merged.edges_changed);
         assert_eq!(st.receiving_edges(None), [2, 4]);
         // Edge 4 withdraws (its members left): no longer provisional.
         let version = st.remote_version;
         let update_4 = update(4, &[(4, vec![])]);
-        assert!(
-            st.is_news(ME, &update_4),
-            "an unheard hint's withdrawal is news"
-        );
-        st.merge_update(ME, &update_4, now + Duration::from_secs(3));
+        st.merge_update(ME, &update_4, Instant::now(), now + Duration::from_secs(3));
         assert_ne!(st.remote_version, version);
         assert_eq!(st.receiving_edges(None), [2]);
         // A hint that ends unheard stops receiving too.
@@ -873,14 +874,12 @@ mod tests {
     #[test]
     fn messages_and_receiving_edges_follow_the_recipient() {
         let mut st = State::default();
-        st.change(CH, |st| {
-            st.local
-                .insert(1, member("alice", 1, MediaSubscription::None));
-            st.local
-                .insert(2, member("bob", 2, MediaSubscription::None));
+        st.change(CH, Instant::now(), |st| {
+            st.insert_local(member("alice", 1, MediaSubscription::None));
+            st.insert_local(member("bob", 2, MediaSubscription::None));
             let mut listener = member("carol", 3, MediaSubscription::None);
             listener.can_subscribe = false;
-            st.local.insert(3, listener);
+            st.insert_local(listener);
             let u = update(
                 8,
                 &[
@@ -889,7 +888,7 @@ mod tests {
                     (4, vec![remote("eve", 40, &[], false)]),
                 ],
             );
-            st.merge_update(ME, &u, Instant::now());
+            st.merge_update(ME, &u, Instant::now(), Instant::now());
         });
         let all = pb::ChatMessage {
             channel_id: CH.0,
@@ -907,6 +906,75 @@ mod tests {
         };
         assert_eq!(sorted(st.message_recipients(&to_bob, None)), ["bob"]);
         assert_eq!(st.receiving_edges(Some("bob")), [3]);
+    }
+
+    #[test]
+    fn reports_are_whole_then_the_changes_since_the_last_then_summaries() {
+        let mut st = State::default();
+        let now = Instant::now();
+        st.change(CH, now, |st| {
+            st.insert_local(member("alice", 1, MediaSubscription::All));
+            st.insert_local(member("bob", 2, MediaSubscription::All));
+        });
+        let (r, g1) = st.take_report(1_000);
+        assert!(matches!(r, Report::Whole(m) if m.len() == 2));
+        assert_eq!(g1, 1_002, "the base plus two local changes");
+        st.change(CH, now, |st| {
+            st.remove_local(1);
+            st.edit_local(2, |m| m.tracks.push(track(4)));
+            st.insert_local(member("carol", 3, MediaSubscription::All));
+        });
+        let (r, g2) = st.take_report(1_000);
+        match r {
+            Report::Delta {
+                base,
+                mut members,
+                left,
+            } => {
+                members.sort_by_key(|m| m.session);
+                assert_eq!(base, g1);
+                assert_eq!(left, [1]);
+                let got: Vec<(u64, usize)> = members
+                    .iter()
+                    .map(|m| (m.session, m.tracks.len()))
+                    .collect();
+                assert_eq!(got, [(2, 1), (3, 0)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(st.take_report(1_000), (Report::Summary, g2));
+    }
+
+    #[test]
+    fn joins_into_a_large_channel_announce_nothing_to_the_viewers() {
+        let mut st = State::default();
+        let now = Instant::now();
+        let names: Vec<&'static str> = (0..=protocol::limits::LARGE_CHANNEL_MEMBERS + 50)
+            .map(|i| &*Box::leak(format!("v{i}").into_boxed_str()))
+            .collect();
+        let mut told_per_join = vec![];
+        for (i, name) in names.iter().enumerate() {
+            let (_, a) = st.change(CH, now, |st| {
+                st.insert_local(member(name, i as u64, MediaSubscription::All))
+            });
+            told_per_join.push(a.len());
+        }
+        let n = protocol::limits::LARGE_CHANNEL_MEMBERS;
+        // Up to the threshold each join is told to every other member; the
+        // one past it tells everyone of the switch; after it, nothing.
+        assert_eq!(told_per_join[n - 1], n - 1);
+        assert_eq!(
+            told_per_join[n],
+            2 * n + 1,
+            "the join, then the switch to all"
+        );
+        assert!(told_per_join[n + 1..].iter().all(|t| *t == 0));
+        assert!(st.is_large());
+        assert_eq!(st.member_count(), names.len());
+        assert!(st.members_except(0).is_empty(), "nobody publishes");
+        // A count is due after the interval, to every member.
+        let later = now + Duration::from_millis(protocol::limits::MEMBER_COUNT_INTERVAL_MS);
+        assert_eq!(st.count_due(CH, later).len(), names.len());
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! A channel's directory as its home edge keeps it: which edges host which
-//! members, from their reports (docs/protocol.md §9.6). The home pushes the
-//! whole of it to every edge that hosts members.
+//! members, from their reports (docs/protocol.md §9.6). The home pushes what
+//! changed since its last push to every edge that hosts members, with a
+//! digest of every entry; every second only the digest. An edge that lacks
+//! an entry asks for it whole.
+//!
+//! Costs: a join costs the home one member in one entry and, at the next
+//! push, that member to each member edge; a refresh costs a digest of one
+//! line per member edge, whatever the members.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use protocol::limits::INITIAL_HOP_LIMIT;
@@ -16,70 +22,214 @@ pub struct Home {
 }
 
 struct HomeEntry {
-    members: Vec<DirectoryMember>,
+    members: HashMap<u64, DirectoryMember>,
     generation: u64,
     seen: Instant,
+    /// A delta or summary arrived whose base this home lacks: the digest
+    /// lists the entry at 0, and the reporter sends it whole.
+    needs_whole: bool,
+    /// The generation of the entry's last push (`None`: never pushed, the
+    /// next push is whole) and the sessions changed since.
+    pushed: Option<u64>,
+    changed: HashSet<u64>,
+}
+
+impl HomeEntry {
+    fn new(now: Instant) -> Self {
+        HomeEntry {
+            members: HashMap::new(),
+            generation: 0,
+            seen: now,
+            needs_whole: false,
+            pushed: None,
+            changed: HashSet::new(),
+        }
+    }
+
+    fn set(&mut self, m: DirectoryMember) {
+        if self.members.get(&m.session) != Some(&m) {
+            self.changed.insert(m.session);
+            self.members.insert(m.session, m);
+        }
+    }
+
+    fn remove(&mut self, session: u64) {
+        if self.members.remove(&session).is_some() {
+            self.changed.insert(session);
+        }
+    }
+
+    fn whole(&self, edge: EdgeId) -> pb::EdgeMembers {
+        pb::EdgeMembers {
+            edge_id: edge,
+            members: self.members.values().cloned().collect(),
+            generation: self.generation,
+            base_generation: 0,
+            left: vec![],
+        }
+    }
+
+    /// What changed since the last push (whole if never pushed); marks it
+    /// pushed.
+    fn take_push(&mut self, edge: EdgeId) -> Option<pb::EdgeMembers> {
+        let out = match self.pushed {
+            None => self.whole(edge),
+            Some(_) if self.changed.is_empty() => return None,
+            Some(base) => {
+                let (mut members, mut left) = (vec![], vec![]);
+                for s in &self.changed {
+                    match self.members.get(s) {
+                        Some(m) => members.push(m.clone()),
+                        None => left.push(*s),
+                    }
+                }
+                pb::EdgeMembers {
+                    edge_id: edge,
+                    members,
+                    generation: self.generation,
+                    base_generation: base,
+                    left,
+                }
+            }
+        };
+        self.pushed = Some(self.generation);
+        self.changed.clear();
+        Some(out)
+    }
+
+    fn digest(&self, edge: EdgeId) -> pb::EntryDigest {
+        pb::EntryDigest {
+            edge_id: edge,
+            generation: if self.needs_whole { 0 } else { self.generation },
+            members: self.members.len() as u32,
+        }
+    }
 }
 
 impl Home {
     /// Take an edge's report, received at `now`. A report older (by
-    /// generation) than the one the home has is ignored: reports cross the
-    /// overlay on several paths and may arrive out of order. Returns whether
-    /// the members changed (then the home pushes an update).
-    pub fn apply_report(&mut self, r: pb::DirectoryReport, now: Instant) -> bool {
-        match self.edges.get_mut(&r.reporter_edge) {
-            Some(e) if e.generation > r.generation => false,
-            Some(e) => {
+    /// generation) than the entry is ignored: reports cross the overlay on
+    /// several paths and may arrive out of order. A delta applies on an
+    /// entry from its base up; one from further on, or a summary of a
+    /// generation the home lacks, marks the entry for a whole report.
+    /// Returns whether to push (the members changed, or the reporter must
+    /// be asked for its whole entry).
+    pub fn apply_report(&mut self, r: &pb::DirectoryReport, now: Instant) -> bool {
+        let whole = !r.summary && r.base_generation == 0;
+        let created = !self.edges.contains_key(&r.reporter_edge);
+        let e = self.edges.entry(r.reporter_edge).or_insert_with(|| {
+            let mut e = HomeEntry::new(now);
+            e.needs_whole = true;
+            e
+        });
+        if e.generation > r.generation || (e.generation == r.generation && !e.needs_whole) {
+            if e.generation == r.generation {
                 e.seen = now;
-                e.generation = r.generation;
-                let changed = e.members != r.members;
-                e.members = r.members;
-                changed
             }
-            None => {
-                self.edges.insert(
-                    r.reporter_edge,
-                    HomeEntry {
-                        members: r.members,
-                        generation: r.generation,
-                        seen: now,
-                    },
-                );
-                true
+            return false;
+        }
+        e.seen = now;
+        if !whole && (r.summary || e.needs_whole || e.generation < r.base_generation) {
+            // The home lacks what the report builds on.
+            return !std::mem::replace(&mut e.needs_whole, true) || created;
+        }
+        if whole {
+            let fresh: HashSet<u64> = r.members.iter().map(|m| m.session).collect();
+            let gone: Vec<u64> = e
+                .members
+                .keys()
+                .filter(|s| !fresh.contains(s))
+                .copied()
+                .collect();
+            for s in gone {
+                e.remove(s);
+            }
+            e.needs_whole = false;
+        } else {
+            for s in &r.left {
+                e.remove(*s);
             }
         }
+        for m in &r.members {
+            e.set(m.clone());
+        }
+        e.generation = r.generation;
+        true
     }
 
-    /// The update the home at `me` pushes for `channel` (a new version), and
-    /// the edges it goes to: every edge hosting members.
-    pub fn update(&mut self, me: EdgeId, channel: ChannelId) -> (pb::DirectoryUpdate, Vec<EdgeId>) {
+    fn update(
+        &mut self,
+        me: EdgeId,
+        channel: ChannelId,
+        edges: Vec<pb::EdgeMembers>,
+    ) -> pb::DirectoryUpdate {
         self.version += 1;
-        let update = pb::DirectoryUpdate {
+        let mut digest: Vec<pb::EntryDigest> =
+            self.edges.iter().map(|(id, e)| e.digest(*id)).collect();
+        digest.sort_unstable_by_key(|d| d.edge_id);
+        pb::DirectoryUpdate {
             home_edge: me,
             channel_id: channel.0,
-            edges: self
-                .edges
-                .iter()
-                .map(|(id, e)| pb::EdgeMembers {
-                    edge_id: *id,
-                    members: e.members.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            edges,
             version: self.version,
             hop_limit: INITIAL_HOP_LIMIT as u32,
             tree: vec![],
             greeting: false,
-            ..Default::default()
-        };
-        let mut dests: Vec<EdgeId> = update
+            digest,
+        }
+    }
+
+    /// The edges an update goes to: every edge hosting members, and every
+    /// edge whose whole entry the home needs (the digest asks for it).
+    fn dests(&self) -> Vec<EdgeId> {
+        let mut dests: Vec<EdgeId> = self
             .edges
             .iter()
-            .filter(|e| !e.members.is_empty())
-            .map(|e| e.edge_id)
+            .filter(|(_, e)| !e.members.is_empty() || e.needs_whole)
+            .map(|(id, _)| *id)
             .collect();
         dests.sort_unstable();
-        (update, dests)
+        dests
+    }
+
+    /// The push after a change, from the home at `me`: the entries changed
+    /// since the last push and the digest; and the edges it goes to.
+    pub fn push(&mut self, me: EdgeId, channel: ChannelId) -> (pb::DirectoryUpdate, Vec<EdgeId>) {
+        let mut edges: Vec<pb::EdgeMembers> = self
+            .edges
+            .iter_mut()
+            .filter(|(_, e)| !e.needs_whole)
+            .filter_map(|(id, e)| e.take_push(*id))
+            .collect();
+        edges.sort_unstable_by_key(|e| e.edge_id);
+        (self.update(me, channel, edges), self.dests())
+    }
+
+    /// The refresh: the digest alone; and the edges it goes to.
+    pub fn refresh(
+        &mut self,
+        me: EdgeId,
+        channel: ChannelId,
+    ) -> (pb::DirectoryUpdate, Vec<EdgeId>) {
+        (self.update(me, channel, vec![]), self.dests())
+    }
+
+    /// The whole entries of `wanted` the home has (an edge asked), with the
+    /// digest.
+    pub fn wholes(
+        &mut self,
+        me: EdgeId,
+        channel: ChannelId,
+        wanted: &[u32],
+    ) -> pb::DirectoryUpdate {
+        let edges = wanted
+            .iter()
+            .filter_map(|id| {
+                let e = self.edges.get(id)?;
+                (!e.needs_whole).then(|| e.whole(*id))
+            })
+            .collect();
+        self.update(me, channel, edges)
     }
 
     /// Forget edges whose last report is `ttl` old at `now` (a dead edge's
@@ -95,58 +245,143 @@ impl Home {
 mod tests {
     use super::*;
 
-    fn report(edge: EdgeId, generation: u64, users: &[&str]) -> pb::DirectoryReport {
+    fn member(session: u64) -> DirectoryMember {
+        DirectoryMember {
+            user_id: format!("u{session}"),
+            tracks: vec![],
+            subscribes: true,
+            session,
+        }
+    }
+
+    fn whole(edge: EdgeId, generation: u64, sessions: &[u64]) -> pb::DirectoryReport {
         pb::DirectoryReport {
             reporter_edge: edge,
             channel_id: 7,
-            members: users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| DirectoryMember {
-                    user_id: (*u).into(),
-                    tracks: vec![],
-                    subscribes: true,
-                    session: i as u64,
-                })
-                .collect(),
+            members: sessions.iter().map(|s| member(*s)).collect(),
             generation,
-            hop_limit: 8,
-            tree: vec![],
             ..Default::default()
         }
     }
 
+    fn delta(
+        edge: EdgeId,
+        base: u64,
+        generation: u64,
+        add: &[u64],
+        left: &[u64],
+    ) -> pb::DirectoryReport {
+        pb::DirectoryReport {
+            base_generation: base,
+            left: left.to_vec(),
+            ..whole(edge, generation, add)
+        }
+    }
+
+    fn summary(edge: EdgeId, generation: u64) -> pb::DirectoryReport {
+        pb::DirectoryReport {
+            summary: true,
+            ..whole(edge, generation, &[])
+        }
+    }
+
+    /// (edge, generation, members) of a digest.
+    fn digest(u: &pb::DirectoryUpdate) -> Vec<(EdgeId, u64, u32)> {
+        u.digest
+            .iter()
+            .map(|d| (d.edge_id, d.generation, d.members))
+            .collect()
+    }
+
+    /// (edge, base, generation, members, left) of each entry.
+    fn entries(u: &pb::DirectoryUpdate) -> Vec<(EdgeId, u64, u64, usize, usize)> {
+        u.edges
+            .iter()
+            .map(|e| {
+                (
+                    e.edge_id,
+                    e.base_generation,
+                    e.generation,
+                    e.members.len(),
+                    e.left.len(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn reports_change_the_home_in_generation_order_and_expire() {
+    fn pushes_carry_what_changed_since_the_last_push_and_refreshes_the_digest() {
         let mut home = Home::default();
         let t0 = Instant::now();
-        assert!(home.apply_report(report(2, 10, &["a"]), t0));
-        assert!(home.apply_report(report(3, 5, &["b"]), t0));
-        assert!(
-            !home.apply_report(report(2, 9, &[]), t0),
-            "an older report is ignored"
-        );
-        assert!(
-            !home.apply_report(report(2, 11, &["a"]), t0),
-            "a refresh changes nothing"
-        );
-        assert!(
-            home.apply_report(report(3, 6, &[]), t0),
-            "edge 3's member left"
-        );
-        let (u, dests) = home.update(1, ChannelId(7));
-        assert_eq!((u.home_edge, u.version), (1, 1));
+        assert!(home.apply_report(&whole(2, 10, &[1, 2]), t0));
+        assert!(home.apply_report(&whole(3, 5, &[3]), t0));
+        let (u, dests) = home.push(1, ChannelId(7));
         assert_eq!(
-            u.edges.len(),
-            2,
-            "the empty entry is pushed too: edges drop it"
+            entries(&u),
+            [(2, 0, 10, 2, 0), (3, 0, 5, 1, 0)],
+            "first push: whole"
         );
-        assert_eq!(dests, [2], "only edges hosting members get it");
-        assert_eq!(home.update(1, ChannelId(7)).0.version, 2);
+        assert_eq!(digest(&u), [(2, 10, 2), (3, 5, 1)]);
+        assert_eq!(dests, [2, 3]);
+        // Two deltas from edge 2 make one push of the net change.
+        assert!(home.apply_report(&delta(2, 10, 11, &[4], &[]), t0));
+        assert!(home.apply_report(&delta(2, 11, 12, &[], &[1]), t0));
+        assert!(
+            !home.apply_report(&delta(2, 11, 12, &[], &[1]), t0),
+            "a duplicate"
+        );
+        assert!(!home.apply_report(&whole(2, 9, &[]), t0), "an older report");
+        let (u, _) = home.push(1, ChannelId(7));
+        assert_eq!(entries(&u), [(2, 10, 12, 1, 1)]);
+        // A refresh is the digest alone; a summary at the entry's
+        // generation changes nothing.
+        assert!(!home.apply_report(&summary(2, 12), t0));
+        let (u, dests) = home.refresh(1, ChannelId(7));
+        assert!(u.edges.is_empty());
+        assert_eq!(digest(&u), [(2, 12, 2), (3, 5, 1)]);
+        assert_eq!(dests, [2, 3]);
+        // An edge that lacks edge 2's entry asks for it whole.
+        let u = home.wholes(1, ChannelId(7), &[2, 9]);
+        assert_eq!(entries(&u), [(2, 0, 12, 2, 0)]);
+        // Edge 3's members leave: it stays a destination no more.
+        assert!(home.apply_report(&delta(3, 5, 6, &[], &[3]), t0));
+        assert_eq!(home.push(1, ChannelId(7)).1, [2]);
+    }
+
+    #[test]
+    fn a_report_the_home_cannot_build_on_asks_for_the_whole_entry() {
+        let mut home = Home::default();
+        let t0 = Instant::now();
+        // A home that has just started hears a summary: it lists the edge
+        // at 0 and sends it the digest, once.
+        assert!(home.apply_report(&summary(2, 10), t0));
+        assert!(!home.apply_report(&summary(2, 10), t0));
+        let (u, dests) = home.push(1, ChannelId(7));
+        assert!(u.edges.is_empty());
+        assert_eq!(digest(&u), [(2, 0, 0)]);
+        assert_eq!(dests, [2]);
+        assert!(home.apply_report(&whole(2, 10, &[1]), t0));
+        // A delta from further on than the home has: whole again, and the
+        // entry's stale members are kept but not pushed.
+        assert!(home.apply_report(&delta(2, 12, 13, &[5], &[]), t0));
+        let (u, _) = home.push(1, ChannelId(7));
+        assert!(u.edges.is_empty());
+        assert_eq!(digest(&u), [(2, 0, 1)]);
+        assert!(home.wholes(1, ChannelId(7), &[2]).edges.is_empty());
+        assert!(home.apply_report(&whole(2, 13, &[1, 5]), t0));
+        assert_eq!(entries(&home.push(1, ChannelId(7)).0), [(2, 0, 13, 2, 0)]);
+    }
+
+    #[test]
+    fn entries_expire_unrefreshed() {
+        let mut home = Home::default();
+        let t0 = Instant::now();
         let ttl = Duration::from_secs(3);
-        assert!(home.apply_report(report(3, 7, &["c"]), t0 + ttl));
-        assert!(!home.expire(t0 + ttl, ttl), "edge 3 refreshed");
-        assert_eq!(home.update(1, ChannelId(7)).1, [3], "edge 2 expired");
+        home.apply_report(&whole(2, 10, &[1]), t0);
+        home.apply_report(&whole(3, 10, &[2]), t0);
+        home.apply_report(&summary(3, 10), t0 + ttl);
+        assert!(!home.expire(t0 + ttl, ttl));
+        assert_eq!(home.refresh(1, ChannelId(7)).1, [3], "edge 2 expired");
         assert!(home.expire(t0 + 2 * ttl, ttl));
     }
 }

@@ -11,12 +11,16 @@
 //! the decisions are unit-tested here without sockets.
 //!
 //! - [`channel`]: a channel as one edge sees it (local members, remote
-//!   edges, track ownership), who receives a packet, what each member is
-//!   told of a change, and directory updates merged from several homes.
+//!   edges, track ownership), who receives a packet, and its directory
+//!   reports.
+//! - [`roster`]: what each member is told of a change, and large channels.
+//! - [`remote`]: directory updates merged from several homes.
 //! - [`home`]: a channel's directory as its home edge keeps it.
 //! - [`trees`]: route trees from the route table, the checks a relayed
 //!   packet's tree passes, and the repair around dead hops.
 
 pub mod channel;
 pub mod home;
+pub mod remote;
+pub mod roster;
 pub mod trees;
