@@ -537,7 +537,7 @@ function onEvent(e) {
       announce();
       break;
     case 'member-left':
-      logEvent(`${e.user} left`);
+      logEvent(e.hidden ? `${e.user} stopped publishing (large channel)` : `${e.user} left`);
       members.delete(e.user);
       delete demo.edges[e.user];
       delete demo.paths[e.user];

@@ -7,6 +7,7 @@ import { RtnError, closedError, e2eeError, invalid } from './errors';
 import type { Link } from './connection';
 import { MAX_MEDIA_PAYLOAD, MEDIA_HEADER_LEN, writeHeader } from './media';
 import type { TrackKindName } from './proto';
+import type { Census } from './roster';
 import type { Stats } from './stats';
 
 export const MAX_NAME_LEN = 128;
@@ -161,6 +162,7 @@ export class Channel {
     readonly user: string,
     private readonly core: ClientCore,
     private readonly ring: KeyRing | undefined,
+    private readonly census: Census,
   ) {}
 
   /** Publish a media track; `kind` is informational. */
@@ -208,6 +210,18 @@ export class Channel {
   /** Messages sent and not yet acknowledged by the edge. */
   unacked(): number {
     return this.core.unacked(this.id);
+  }
+
+  /** The channel's member sessions, ours included, as last heard
+   * (`member-count`; 0 from an edge that does not count). */
+  get memberCount(): number {
+    return this.census.members;
+  }
+
+  /** Whether the channel is large: only members that publish are listed
+   * (`member-joined`, `member-left`), the others are only counted. */
+  get isLarge(): boolean {
+    return this.census.large;
   }
 
   /** Replace the token used to rejoin after a reconnect (hand the SDK a

@@ -31,11 +31,11 @@ import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './event
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
 import { decodeMedia, MEDIA_HEADER_LEN } from './media';
 import { fetchShortlistFrom, probeAll, rerank } from './nearest';
-import { TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type ServerFrame } from './proto';
+import { MemberLeftReason, TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type Joined, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
 import { ReplayWindow, type Sent } from './replay';
-import { REJOIN_GRACE_MS, Roster, type TrackMap } from './roster';
+import { Roster, type TrackMap } from './roster';
 import { OVERLAP_CHECK_MS, STREAM_ACTIVE_MS, overlapOver } from './stream';
 import { newStats, recordRtt, type Stats } from './stats';
 
@@ -897,7 +897,10 @@ export class Client implements ClientCore {
         if (p.kind === 'leave') p.reply.resolve();
       }
     } else if ('memberJoined' in f) this.#memberJoined(f.memberJoined);
-    else if ('memberLeft' in f) this.#channels.get(f.memberLeft.channelId)?.roster.memberLeft(f.memberLeft.userId, f.memberLeft.session);
+    else if ('memberLeft' in f) {
+      const m = f.memberLeft;
+      this.#channels.get(m.channelId)?.roster.memberLeft(m.userId, m.session, m.reason === MemberLeftReason.hidden);
+    } else if ('memberCount' in f) this.#channels.get(f.memberCount.channelId)?.roster.setCount(f.memberCount.members, f.memberCount.large);
     else if ('trackAvailable' in f) {
       const t = f.trackAvailable;
       if (t.track) this.#channels.get(t.channelId)?.roster.addTrack(t.userId, t.track);
@@ -925,7 +928,7 @@ export class Client implements ClientCore {
     if (link && this.#goawayTimer === undefined) this.#goawayTimer = setTimeout(() => this.#move(link, 'the edge is going away'), wait);
   }
 
-  #joined(j: Extract<ServerFrame, { joined: unknown }>['joined']): void {
+  #joined(j: Joined): void {
     const p = this.#pending.get(j.requestId);
     if (!p) return;
     if (p.kind === 'rejoin') {
@@ -960,11 +963,11 @@ export class Client implements ClientCore {
     };
     this.#channels.set(channelId, ch);
     this.#leftLast = false;
-    p.reply.resolve(new Channel(p.channel, channelId, j.userId, this, ring));
-    ch.roster.reconcile(j.edgeId, j.members, performance.now() + REJOIN_GRACE_MS);
+    p.reply.resolve(new Channel(p.channel, channelId, j.userId, this, ring, ch.roster.census));
+    ch.roster.adopt(j);
   }
 
-  #rejoined(channelId: bigint, j: Extract<ServerFrame, { joined: unknown }>['joined']): void {
+  #rejoined(channelId: bigint, j: Joined): void {
     if (j.channelId !== channelId) {
       this.#loseChannel(channelId, new RtnError('PROTOCOL', `rejoin answered for channel ${j.channelId.toString(16)}, not ${channelId.toString(16)}`));
       return this.#restoredOne();
@@ -977,7 +980,7 @@ export class Client implements ClientCore {
     }
     ch.ring?.setMe(j.userId);
     ch.roster.me = j.userId;
-    ch.roster.reconcile(j.edgeId, j.members, performance.now() + REJOIN_GRACE_MS);
+    ch.roster.adopt(j);
     ch.live = true;
     for (const slot of ch.tracks) this.#requestPublish(channelId, slot, { kind: 'republish', channelId, slot });
     if (!ch.subAll) {

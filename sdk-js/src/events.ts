@@ -32,10 +32,19 @@ export interface MessageEvent {
 
 export type RtnEvent =
   /** A user is now present (its first session; a reconnect of it is not
-   * reported again). */
+   * reported again). In a large channel: now listed (`member-count`). */
   | { type: 'member-joined'; channel: string; user: string }
-  /** A user's last session left. */
-  | { type: 'member-left'; channel: string; user: string }
+  /** A user's last session left. `hidden`: it is still there, but
+   * publishes nothing any more in a large channel, so it is counted
+   * (`member-count`), not listed. */
+  | { type: 'member-left'; channel: string; user: string; hidden: boolean }
+  /** How many member sessions the channel has (ours included), and whether
+   * it is large: then only members that publish are listed. On join, on a
+   * change after a rejoin, and from the edge (at most once a second while
+   * large). Becoming large, members that publish nothing are no longer
+   * listed, without `member-left`; small again, a `member-joined` follows
+   * for each user not listed. */
+  | { type: 'member-count'; channel: string; members: number; large: boolean }
   | { type: 'track-available'; channel: string; user: string; track: string; kind: TrackKindName }
   | { type: 'track-unavailable'; channel: string; user: string; track: string }
   | MediaEvent

@@ -217,6 +217,12 @@ export const trackKindName = (n: number): TrackKindName =>
 export interface TrackInfo { name: string; trackKey: bigint; kind: number }
 /** `edgeId`: the edge hosting the session, 0 for the client's own edge. */
 export interface Member { userId: string; tracks: TrackInfo[]; session: bigint; edgeId: number }
+/** A Joined reply: `memberCount` counts the member sessions (the joining
+ * one included); in a `large` channel `members` lists only publishers. */
+export interface Joined { requestId: number; channel: string; channelId: bigint; userId: string; members: Member[]; edgeId: number; memberCount: number; large: boolean }
+/** MemberLeft.reason: `hidden`, the member stopped publishing in a large
+ * channel (still there, counted, not listed). */
+export const MemberLeftReason = { left: 0, hidden: 1 } as const;
 /** An edge address of a goaway's redirect; `certSha256` are raw digests. */
 export interface EdgeAddressPb { edgeId: number; addr: string; serverName: string; certSha256: Uint8Array[] }
 
@@ -243,12 +249,13 @@ export type ClientFrame =
 /** ServerFrame.kind (edge -> client); `undefined` for a frame whose kind
  * this SDK does not know (a newer edge: counted and ignored). */
 export type ServerFrame =
-  | { joined: { requestId: number; channel: string; channelId: bigint; userId: string; members: Member[]; edgeId: number } }
+  | { joined: Joined }
   | { left: { requestId: number; channelId: bigint } }
   | { trackPublished: { requestId: number; channelId: bigint; name: string; trackKey: bigint } }
   | { error: { requestId: number; code: number; message: string } }
   | { memberJoined: { channelId: bigint; userId: string; session: bigint; edgeId: number } }
-  | { memberLeft: { channelId: bigint; userId: string; session: bigint } }
+  | { memberLeft: { channelId: bigint; userId: string; session: bigint; reason: number } }
+  | { memberCount: { channelId: bigint; members: number; large: boolean } }
   | { trackAvailable: { channelId: bigint; userId: string; track: TrackInfo | undefined } }
   | { trackUnavailable: { channelId: bigint; userId: string; trackKey: bigint } }
   | { message: ChatMessage }
@@ -354,6 +361,7 @@ const f64 = (r: Reader): bigint => r.fixed64();
 const str = (r: Reader): string => r.string();
 const u64n = (r: Reader): number => Number(r.varint64());
 const i32 = (r: Reader): number => r.int32();
+const bool = (r: Reader): boolean => r.varint64() !== 0n;
 
 function scalars<T>(r: Reader, init: T, spec: Spec): T {
   const o = init as Record<string, unknown>;
@@ -376,12 +384,12 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
   const r = new Reader(body);
   let out: ServerFrame | undefined;
   r.fields((f, wt) => {
-    if (f < 1 || f > 13) return false;
+    if (f < 1 || f > 14) return false;
     expect(wt, 2);
     const s = r.sub();
     switch (f) {
       case 1: {
-        const j = { requestId: 0, channel: '', channelId: 0n, userId: '', members: [] as Member[], edgeId: 0 };
+        const j: Joined = { requestId: 0, channel: '', channelId: 0n, userId: '', members: [], edgeId: 0, memberCount: 0, large: false };
         s.fields((g, t) => {
           switch (g) {
             case 1: expect(t, 0); j.requestId = s.uint32(); break;
@@ -390,6 +398,8 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
             case 4: expect(t, 2); j.userId = s.string(); break;
             case 5: expect(t, 2); j.members.push(member(s.sub())); break;
             case 6: expect(t, 0); j.edgeId = s.uint32(); break;
+            case 7: expect(t, 0); j.memberCount = u64n(s); break;
+            case 8: expect(t, 0); j.large = bool(s); break;
             default: return false;
           }
           return true;
@@ -401,7 +411,7 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
       case 3: out = { trackPublished: scalars(s, { requestId: 0, channelId: 0n, name: '', trackKey: 0n }, { ...REQ, 3: [2, 'name', str], 4: [1, 'trackKey', f64] }) }; break;
       case 4: out = { error: scalars(s, { requestId: 0, code: 0, message: '' }, { 1: [0, 'requestId', u32], 2: [0, 'code', i32], 3: [2, 'message', str] }) }; break;
       case 5: out = { memberJoined: scalars(s, { channelId: 0n, userId: '', session: 0n, edgeId: 0 }, MEMBER_JOINED) }; break;
-      case 6: out = { memberLeft: scalars(s, { channelId: 0n, userId: '', session: 0n }, MEMBER_EVENT) }; break;
+      case 6: out = { memberLeft: scalars(s, { channelId: 0n, userId: '', session: 0n, reason: 0 }, { ...MEMBER_EVENT, 4: [0, 'reason', i32] }) }; break;
       case 7: {
         const t = { channelId: 0n, userId: '', track: undefined as TrackInfo | undefined };
         s.fields((g, w) => {
@@ -425,6 +435,7 @@ export function decodeServerFrame(body: Uint8Array): ServerFrame | undefined {
       }
       case 12: out = { keepaliveAck: scalars(s, { nonce: 0n }, { 1: [0, 'nonce', (x) => x.varint64()] }) }; break;
       case 13: out = { subscribed: scalars(s, { requestId: 0, channelId: 0n, userId: '' }, { ...REQ, 3: [2, 'userId', str] }) }; break;
+      case 14: out = { memberCount: scalars(s, { channelId: 0n, members: 0, large: false }, { 1: [1, 'channelId', f64], 2: [0, 'members', u64n], 3: [0, 'large', bool] }) }; break;
     }
     return true;
   });

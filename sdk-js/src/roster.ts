@@ -7,10 +7,13 @@
 // leave nor a track that vanishes and comes back. Media names tracks by
 // key, so every key stays mapped (in `tracks`, shared by all channels) for
 // the media reader. Our own user id is never a member to us.
+//
+// In a large channel (docs/protocol.md 4.3, "Large channels") only members
+// that publish are listed; the others are counted (`Census`).
 
 import type { RtnEvent } from './events';
 import { LatenessGate } from './lateness';
-import { trackKindName, type Member, type TrackInfo } from './proto';
+import { trackKindName, type Joined, type Member, type TrackInfo } from './proto';
 import { LossCounter } from './stats';
 import { StreamArrivals } from './stream';
 
@@ -37,7 +40,18 @@ export interface RemoteTrack {
  * app they left and came back. */
 export const REJOIN_GRACE_MS = 3500;
 
+/** Hidden sessions remembered at most: past that, one announced again
+ * gets a replay it does not need (receivers drop the duplicates). */
+const MAX_HIDDEN = 4096;
+
 export type TrackMap = Map<bigint, RemoteTrack>;
+
+/** A channel's member sessions (ours included) and whether it is large, as
+ * last heard (`Joined`, `MemberCount`); shared with its handles. */
+export interface Census {
+  members: number;
+  large: boolean;
+}
 
 export class Roster {
   /** Other members: user id -> sessions. */
@@ -58,6 +72,11 @@ export class Roster {
   private unconfirmedSessions = new Map<bigint, string>();
   private unconfirmedKeys = new Set<bigint>();
   private unconfirmedUntil: number | undefined;
+  readonly census: Census = { members: 0, large: false };
+  /** Sessions hidden in a large channel (they publish nothing; at most
+   * `MAX_HIDDEN`): one announced again never left, so it is not a new
+   * session to replay messages to. */
+  private hidden = new Set<bigint>();
 
   constructor(
     private readonly channelId: bigint,
@@ -95,9 +114,14 @@ export class Roster {
 
   /** The edges hosting the other members as last heard (at most 32,
    * lowest first): a rejoin names them so the new edge tells them of us at
-   * once (docs/protocol.md, 9.6 "Hints"). */
+   * once (docs/protocol.md, 9.6 "Hints"). In a large channel the edge we
+   * are on is named anyway: members that publish nothing are not listed,
+   * and some are likely there. */
   memberEdges(): number[] {
-    return [...new Set(this.edges.values())].sort((a, b) => a - b).slice(0, MAX_MEMBER_EDGES);
+    const edges = new Set(this.edges.values());
+    const ours = this.host(0);
+    if (this.census.large && ours !== undefined) edges.add(ours);
+    return [...edges].sort((a, b) => a - b).slice(0, MAX_MEMBER_EDGES);
   }
 
   /** The edge an announcement's `edgeId` names (0: the one we are on). */
@@ -106,8 +130,8 @@ export class Roster {
     return e === 0 ? undefined : e;
   }
 
-  /** A member session appeared (on edge `edgeId`, 0: ours); true if it was
-   * not known. */
+  /** A member session appeared (on edge `edgeId`, 0: ours); true if it is
+   * new (neither known nor hidden before): it may have missed messages. */
   memberJoined(user: string, session: bigint, edgeId = 0): boolean {
     if (user === this.me) return false;
     this.unconfirmedSessions.delete(session);
@@ -118,11 +142,14 @@ export class Roster {
     if (sessions.has(session)) return false;
     sessions.add(session);
     if (sessions.size === 1) this.emit({ type: 'member-joined', channel: this.channel, user });
-    return true;
+    return !this.hidden.delete(session);
   }
 
-  memberLeft(user: string, session: bigint): void {
+  /** A member session left, or (`hidden`) is no longer listed in a large
+   * channel: it publishes nothing any more. */
+  memberLeft(user: string, session: bigint, hidden = false): void {
     this.unconfirmedSessions.delete(session);
+    if (hidden) this.hide(session);
     const sessions = this.members.get(user);
     if (!sessions) return;
     sessions.delete(session);
@@ -131,7 +158,41 @@ export class Roster {
     this.members.delete(user);
     // Its tracks are gone with it (the edge says so too; be sure).
     for (const [k, [u]] of [...this.remote]) if (u === user) this.removeTrack(k);
-    this.emit({ type: 'member-left', channel: this.channel, user });
+    this.emit({ type: 'member-left', channel: this.channel, user, hidden });
+  }
+
+  private hide(session: bigint): void {
+    if (this.hidden.size < MAX_HIDDEN) this.hidden.add(session);
+  }
+
+  /** The channel's member count and size (from Joined or MemberCount;
+   * reported if changed). In a large channel the members that publish
+   * nothing are not listed: they go, without `member-left`. */
+  setCount(members: number, large: boolean): void {
+    const c = this.census;
+    if (c.members !== members || c.large !== large) {
+      c.members = members;
+      c.large = large;
+      this.emit({ type: 'member-count', channel: this.channel, members, large });
+    }
+    if (!large) return;
+    const publishing = new Set([...this.remote.values()].map(([u]) => u));
+    for (const [user, sessions] of [...this.members]) {
+      if (publishing.has(user)) continue;
+      this.members.delete(user);
+      for (const s of sessions) {
+        this.edges.delete(s);
+        this.unconfirmedSessions.delete(s);
+        this.hide(s);
+      }
+    }
+  }
+
+  /** Adopt a Joined: its members (see `reconcile`; what it does not list is
+   * kept for `REJOIN_GRACE_MS`) and its count. */
+  adopt(j: Joined): void {
+    this.reconcile(j.edgeId, j.members, performance.now() + REJOIN_GRACE_MS);
+    this.setCount(j.memberCount, j.large);
   }
 
   /** Adopt the member list of a Joined from edge `edgeId`, reporting only

@@ -10,6 +10,7 @@ import { Link, type WebTransportCtor } from '../src/connection';
 import type { RtnEvent } from '../src/events';
 import { RtnError } from '../src/errors';
 import { decodeMedia, encodeMedia } from '../src/media';
+import { MemberLeftReason } from '../src/proto';
 import { decodeNack, encodeNack, TYPE_NACK } from '../src/repair';
 import { FakeNet, until } from './fake-edge';
 
@@ -103,10 +104,44 @@ test('receiving: members, tracks, media, messages in order without duplicates', 
   // session is not a new member; the last one leaving is.
   s.send({ memberJoined: { channelId: room.id, userId: 'alice', session: 1n, edgeId: 0 } });
   s.send({ memberJoined: { channelId: room.id, userId: 'bob', session: 8n, edgeId: 0 } });
-  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 7n } });
-  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 8n } });
+  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 7n, reason: 0 } });
+  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 8n, reason: 0 } });
   await until(() => events.some((e) => e.type === 'member-left'));
   assert.deepEqual(types(events.filter((e) => e.type.startsWith('member') || e.type.startsWith('track'))), ['member-joined', 'track-available', 'track-unavailable', 'member-left']);
+});
+
+test('a large channel: counted, only publishers listed, hidden members, small again', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 99n, kind: 2 }], edgeId: 0 }];
+  e1.memberCount = 150;
+  e1.large = true;
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  await until(() => events.some((e) => e.type === 'member-count'));
+  assert.deepEqual([room.memberCount, room.isLarge], [150, true]);
+  assert.equal(await room.sendMessage('hi'), 1);
+  const s = e1.last;
+  // Bob stops publishing: hidden, not gone. Then the channel is small
+  // again and every member is announced: bob's session never left (no
+  // replay), carol's is new to us.
+  s.send({ trackUnavailable: { channelId: room.id, userId: 'bob', trackKey: 99n } });
+  s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 7n, reason: MemberLeftReason.hidden } });
+  s.send({ memberCount: { channelId: room.id, members: 40, large: false } });
+  s.send({ memberJoined: { channelId: room.id, userId: 'bob', session: 7n, edgeId: 0 } });
+  s.send({ memberJoined: { channelId: room.id, userId: 'carol', session: 8n, edgeId: 0 } });
+  await until(() => s.messages().length === 2);
+  assert.deepEqual(s.messages().map((m) => [m.seq, m.toUser]), [[1, ''], [1, 'carol']]);
+  const members = events.filter((e) => e.type.startsWith('member'));
+  assert.deepEqual(members, [
+    { type: 'member-joined', channel: 'room', user: 'bob' },
+    { type: 'member-count', channel: 'room', members: 150, large: true },
+    { type: 'member-left', channel: 'room', user: 'bob', hidden: true },
+    { type: 'member-count', channel: 'room', members: 40, large: false },
+    { type: 'member-joined', channel: 'room', user: 'bob' },
+    { type: 'member-joined', channel: 'room', user: 'carol' },
+  ]);
+  assert.deepEqual([room.memberCount, room.isLarge], [40, false]);
 });
 
 test('a refused message gives its seq to the next one', async () => {

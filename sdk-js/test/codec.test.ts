@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FrameDecoder, FrameError, MAX_FRAME_LEN, encodeFrame } from '../src/framing';
 import { decodeMedia, encodeMedia } from '../src/media';
-import { DecodeError, decodeServerFrame, encodeClientFrame, Writer } from '../src/proto';
+import { DecodeError, decodeServerFrame, encodeClientFrame, MemberLeftReason, Writer } from '../src/proto';
 import { channelId, mintToken } from '../src/token-server';
 import { ErrorCode, fromWire, RtnError, wireName } from '../src/errors';
 import { encodeServerFrame } from './server-frames';
@@ -41,12 +41,16 @@ test('every client frame kind encodes with its field number and round-trips its 
 
 test('server frames decode, unknown fields are skipped, unknown kinds are undefined', () => {
   const frames: Parameters<typeof encodeServerFrame>[0][] = [
-    { joined: { requestId: 1, channel: 'room', channelId: 0x963c416800b67c5bn, userId: 'alice', edgeId: 7, members: [{ userId: 'bob', session: 42n, tracks: [{ name: 'cam', trackKey: (7n << 32n) | 9n, kind: 2 }], edgeId: 3 }] } },
+    { joined: { requestId: 1, channel: 'room', channelId: 0x963c416800b67c5bn, userId: 'alice', edgeId: 7, members: [{ userId: 'bob', session: 42n, tracks: [{ name: 'cam', trackKey: (7n << 32n) | 9n, kind: 2 }], edgeId: 3 }], memberCount: 0, large: false } },
+    { joined: { requestId: 1, channel: 'room', channelId: 5n, userId: 'alice', edgeId: 7, members: [], memberCount: 10_000, large: true } },
     { left: { requestId: 2, channelId: 5n } },
     { trackPublished: { requestId: 3, channelId: 5n, name: 'mic', trackKey: 123n } },
     { error: { requestId: 0, code: 18, message: 'next seq is 4' } },
     { memberJoined: { channelId: 5n, userId: 'bob', session: 1n, edgeId: 4 } },
-    { memberLeft: { channelId: 5n, userId: 'bob', session: 1n } },
+    { memberLeft: { channelId: 5n, userId: 'bob', session: 1n, reason: 0 } },
+    { memberLeft: { channelId: 5n, userId: 'bob', session: 2n, reason: MemberLeftReason.hidden } },
+    { memberCount: { channelId: 5n, members: 101, large: true } },
+    { memberCount: { channelId: 5n, members: 50, large: false } },
     { trackAvailable: { channelId: 5n, userId: 'bob', track: { name: 'cam', trackKey: 3n, kind: 2 } } },
     { trackUnavailable: { channelId: 5n, userId: 'bob', trackKey: 3n } },
     { message: { channelId: 5n, fromUser: 'bob', seq: 3, payload: Uint8Array.of(104, 105), sentAtUs: 1_800_000_000_000_001, toUser: '' } },
@@ -69,7 +73,7 @@ test('server frames decode, unknown fields are skipped, unknown kinds are undefi
   assert.deepEqual(decodeServerFrame(w.finish()), { messageAck: { channelId: 5n, seq: 3 } });
   // A kind from a later version: a valid frame with no kind we know.
   const later = new Writer();
-  later.message(14, (m) => m.uint(1, 1));
+  later.message(15, (m) => m.uint(1, 1));
   assert.equal(decodeServerFrame(later.finish()), undefined);
   // Garbage and truncation are refused.
   for (const bad of ['0a05', 'ff', '0a0208', '1a0108', '0b']) {

@@ -125,6 +125,9 @@ export class FakeEdge {
   /** Message seqs refused with MALFORMED_FRAME. */
   refuseSeqs = new Set<number>();
   members: Member[] = [];
+  /** Joined.member_count and Joined.large. */
+  memberCount = 0;
+  large = false;
   private counter = 0;
   channelId = 0x963c416800b67c5bn;
 
@@ -142,7 +145,7 @@ export class FakeEdge {
       const j = f.join;
       const code = this.refuseTokens.get(j.token);
       if (code !== undefined) return s.send({ error: { requestId: j.requestId, code, message: 'refused' } });
-      s.send({ joined: { requestId: j.requestId, channel: j.channel, channelId: this.channelId, userId: j.token, members: this.members, edgeId: this.id } });
+      s.send({ joined: { requestId: j.requestId, channel: j.channel, channelId: this.channelId, userId: j.token, members: this.members, edgeId: this.id, memberCount: this.memberCount, large: this.large } });
     } else if ('publishTrack' in f) {
       const p = f.publishTrack;
       s.send({ trackPublished: { requestId: p.requestId, channelId: p.channelId, name: p.name, trackKey: (BigInt(this.id) << 32n) | BigInt(++this.counter) } });

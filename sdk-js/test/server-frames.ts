@@ -10,13 +10,14 @@ export function encodeServerFrame(f: ServerFrame): Uint8Array {
     w.message(1, (m) => {
       m.uint(1, j.requestId); m.string(2, j.channel); m.fixed64(3, j.channelId); m.string(4, j.userId);
       for (const mem of j.members) m.message(5, (x) => { x.string(1, mem.userId); for (const t of mem.tracks) x.message(2, (y) => track(y, t)); x.fixed64(3, mem.session); x.uint(4, mem.edgeId); });
-      m.uint(6, j.edgeId);
+      m.uint(6, j.edgeId); m.uint(7, j.memberCount); m.uint(8, j.large);
     });
   } else if ('left' in f) w.message(2, (m) => { m.uint(1, f.left.requestId); m.fixed64(2, f.left.channelId); });
   else if ('trackPublished' in f) { const t = f.trackPublished; w.message(3, (m) => { m.uint(1, t.requestId); m.fixed64(2, t.channelId); m.string(3, t.name); m.fixed64(4, t.trackKey); }); }
   else if ('error' in f) { const e = f.error; w.message(4, (m) => { m.uint(1, e.requestId); m.uint(2, e.code); m.string(3, e.message); }); }
   else if ('memberJoined' in f) { const e = f.memberJoined; w.message(5, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.session); m.uint(4, e.edgeId); }); }
-  else if ('memberLeft' in f) { const e = f.memberLeft; w.message(6, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.session); }); }
+  else if ('memberLeft' in f) { const e = f.memberLeft; w.message(6, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.session); m.uint(4, e.reason); }); }
+  else if ('memberCount' in f) { const e = f.memberCount; w.message(14, (m) => { m.fixed64(1, e.channelId); m.uint(2, e.members); m.uint(3, e.large); }); }
   else if ('trackAvailable' in f) { const e = f.trackAvailable; w.message(7, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); if (e.track) { const t = e.track; m.message(3, (x) => track(x, t)); } }); }
   else if ('trackUnavailable' in f) { const e = f.trackUnavailable; w.message(8, (m) => { m.fixed64(1, e.channelId); m.string(2, e.userId); m.fixed64(3, e.trackKey); }); }
   else if ('message' in f) { const c = f.message; w.message(9, (m) => writeChatMessage(m, c)); }

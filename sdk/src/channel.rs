@@ -17,6 +17,7 @@ use crate::connection::Shared;
 use crate::e2ee::{ChannelKey, KeyRing, MAX_MEDIA_PLAINTEXT, MAX_MESSAGE_PLAINTEXT};
 use crate::error::SdkError;
 use crate::events::TrackKind;
+use crate::roster::Census;
 use crate::stats::bump;
 
 /// A joined channel. Cheap to clone; every clone names the same membership.
@@ -30,6 +31,7 @@ pub struct Channel {
     pub id: u64,
     /// This client's user id in the channel, from the token.
     pub user: String,
+    pub(crate) census: Arc<Census>,
     pub(crate) cmds: mpsc::WeakUnboundedSender<Cmd>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) permits: Arc<Semaphore>,
@@ -161,6 +163,19 @@ impl Channel {
     pub fn unacked(&self) -> usize {
         self.max_unacked
             .saturating_sub(self.permits.available_permits())
+    }
+
+    /// The channel's member sessions, this client's included, as last
+    /// heard ([`crate::Event::MemberCount`]; 0 from an edge that does not
+    /// count).
+    pub fn member_count(&self) -> u64 {
+        self.census.members.load(Ordering::Relaxed)
+    }
+
+    /// Whether the channel is large: only members that publish are listed
+    /// (`MemberJoined`, `MemberLeft`), the others are only counted.
+    pub fn is_large(&self) -> bool {
+        self.census.large.load(Ordering::Relaxed)
     }
 
     /// Replace the token used to rejoin after a reconnect (tokens expire;

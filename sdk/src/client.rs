@@ -16,6 +16,7 @@ use crate::connection::Shared;
 use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::SdkError;
 use crate::events::Event;
+use crate::roster::Census;
 use crate::stats::{ConnectTiming, Stats};
 use crate::supervisor::Supervisor;
 
@@ -47,6 +48,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SdkError>>;
 pub(crate) struct JoinInfo {
     pub channel_id: u64,
     pub user: String,
+    pub census: Arc<Census>,
     pub permits: Arc<Semaphore>,
     pub e2ee: Option<Arc<KeyRing>>,
 }
@@ -202,6 +204,7 @@ impl Client {
             name: channel.into(),
             id: info.channel_id,
             user: info.user,
+            census: info.census,
             cmds: self.cmds.downgrade(),
             shared: self.shared.clone(),
             permits: info.permits,

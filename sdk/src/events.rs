@@ -22,15 +22,30 @@ pub use protocol::pb::TrackKind;
 pub enum Event {
     /// A user is now present in the channel (its first session appeared;
     /// further sessions of the same user, e.g. after it reconnected, are not
-    /// reported again).
+    /// reported again). In a large channel: now listed ([`Event::MemberCount`]).
     MemberJoined {
         channel: String,
         user: String,
     },
-    /// A user's last session left the channel.
+    /// A user's last session left the channel. `hidden`: it is still
+    /// there, but publishes nothing any more in a large channel, so it is
+    /// counted ([`Event::MemberCount`]), not listed.
     MemberLeft {
         channel: String,
         user: String,
+        hidden: bool,
+    },
+    /// How many member sessions the channel has (this client's included),
+    /// and whether it is large: then only members that publish are listed
+    /// (reported by `MemberJoined` and `MemberLeft`). Reported on join, on a
+    /// change after a rejoin, and from the edge (at most once a second while
+    /// large). When it becomes large, members that publish nothing are no
+    /// longer listed, without a `MemberLeft`; when it becomes small again,
+    /// a `MemberJoined` follows for each user not listed.
+    MemberCount {
+        channel: String,
+        members: u64,
+        large: bool,
     },
     /// A user's track can be received (after a subscribe covering the user).
     TrackAvailable {

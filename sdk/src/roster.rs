@@ -8,8 +8,12 @@
 //! name tracks by key, so every key stays mapped (in `Shared::tracks`) for
 //! the media reader. Our own user id is never a member to us (our previous
 //! session may linger on a remote edge for a moment).
+//!
+//! In a large channel (docs/protocol.md §4.3, "Large channels") only members
+//! that publish are listed; the others are counted ([`Census`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,14 @@ use protocol::pb;
 use crate::connection::{RemoteTrack, Shared};
 use crate::events::{Event, TrackKind};
 use crate::stream::Stream;
+
+/// A channel's member sessions (ours included) and whether it is large, as
+/// last heard (`Joined`, `MemberCount`); shared with its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Census {
+    pub members: AtomicU64,
+    pub large: AtomicBool,
+}
 
 pub(crate) struct Roster {
     channel_id: u64,
@@ -45,6 +57,11 @@ pub(crate) struct Roster {
     unconfirmed_sessions: HashMap<u64, String>,
     unconfirmed_keys: HashSet<u64>,
     unconfirmed_until: Option<Instant>,
+    census: Arc<Census>,
+    /// Sessions hidden in a large channel (they publish nothing; at most
+    /// [`MAX_HIDDEN`]): one announced again never left, so it is not a new
+    /// session to replay messages to.
+    hidden: HashSet<u64>,
 }
 
 /// After a rejoin, how long a member or track the new edge did not list
@@ -55,6 +72,10 @@ pub(crate) struct Roster {
 /// their media still arriving over the old link, and tell the app they
 /// left and came back.
 pub(crate) const REJOIN_GRACE: Duration = Duration::from_millis(3_500);
+
+/// Hidden sessions remembered at most: past that, one announced again gets
+/// a replay it does not need (receivers drop the duplicates).
+const MAX_HIDDEN: usize = 4_096;
 
 impl Roster {
     pub fn new(channel_id: u64, channel: &str, me: &str) -> Self {
@@ -70,8 +91,15 @@ impl Roster {
             unconfirmed_sessions: HashMap::new(),
             unconfirmed_keys: HashSet::new(),
             unconfirmed_until: None,
+            census: Arc::default(),
+            hidden: HashSet::new(),
         }
     }
+
+    pub fn census(&self) -> Arc<Census> {
+        self.census.clone()
+    }
+
     fn emit(&self, shared: &Shared, e: Event) {
         shared.events.push(e);
     }
@@ -142,9 +170,12 @@ impl Roster {
 
     /// The edges hosting the other members, as this client last heard
     /// (at most [`MAX_MEMBER_EDGES`], lowest ids first): on a rejoin, the
-    /// new edge tells them directly that it hosts us now.
+    /// new edge tells them directly that it hosts us now. In a large
+    /// channel the edge we are on is named anyway: members that publish
+    /// nothing are not listed, and some are likely there.
     pub fn member_edges(&self) -> Vec<u32> {
-        let mut edges: Vec<u32> = self.edges.values().copied().collect();
+        let ours = self.host(0).filter(|_| self.census.large.load(Relaxed));
+        let mut edges: Vec<u32> = self.edges.values().copied().chain(ours).collect();
         edges.sort_unstable();
         edges.dedup();
         edges.truncate(MAX_MEMBER_EDGES);
@@ -156,8 +187,8 @@ impl Roster {
         Some(if edge_id == 0 { self.my_edge } else { edge_id }).filter(|&e| e != 0)
     }
 
-    /// A member session appeared (on edge `edge`, 0: ours); true if it was
-    /// not known.
+    /// A member session appeared (on edge `edge`, 0: ours); true if it is
+    /// new (neither known nor hidden before): it may have missed messages.
     pub fn member_joined(&mut self, shared: &Shared, user: &str, session: u64, edge: u32) -> bool {
         if user == self.me {
             return false;
@@ -180,11 +211,16 @@ impl Roster {
                 },
             );
         }
-        true
+        !self.hidden.remove(&session)
     }
 
-    pub fn member_left(&mut self, shared: &Shared, user: &str, session: u64) {
+    /// A member session left, or (`hidden`) is no longer listed in a large
+    /// channel: it publishes nothing any more.
+    pub fn member_left(&mut self, shared: &Shared, user: &str, session: u64, hidden: bool) {
         self.unconfirmed_sessions.remove(&session);
+        if hidden {
+            self.hide(session);
+        }
         let Some(sessions) = self.members.get_mut(user) else {
             return;
         };
@@ -209,8 +245,59 @@ impl Roster {
             Event::MemberLeft {
                 channel: self.channel.clone(),
                 user: user.to_string(),
+                hidden,
             },
         );
+    }
+
+    fn hide(&mut self, session: u64) {
+        if self.hidden.len() < MAX_HIDDEN {
+            self.hidden.insert(session);
+        }
+    }
+
+    /// The channel's member count and size (from `Joined` or
+    /// `MemberCount`; reported if changed). In a large channel the members
+    /// that publish nothing are not listed: they go, without `MemberLeft`.
+    pub fn set_count(&mut self, shared: &Shared, members: u64, large: bool) {
+        let was = (
+            self.census.members.swap(members, Relaxed),
+            self.census.large.swap(large, Relaxed),
+        );
+        if was != (members, large) {
+            self.emit(
+                shared,
+                Event::MemberCount {
+                    channel: self.channel.clone(),
+                    members,
+                    large,
+                },
+            );
+        }
+        if !large {
+            return;
+        }
+        let publishing: HashSet<&String> = self.remote.values().map(|(u, _)| u).collect();
+        let quiet: Vec<String> = self
+            .members
+            .keys()
+            .filter(|u| !publishing.contains(u))
+            .cloned()
+            .collect();
+        for user in quiet {
+            for s in self.members.remove(&user).unwrap_or_default() {
+                self.edges.remove(&s);
+                self.unconfirmed_sessions.remove(&s);
+                self.hide(s);
+            }
+        }
+    }
+
+    /// Adopt a `Joined`: its members (see [`Roster::reconcile`]; what it
+    /// does not list is kept for [`REJOIN_GRACE`]) and its count.
+    pub fn adopt(&mut self, shared: &Shared, j: &pb::Joined) {
+        self.reconcile(shared, j.edge_id, &j.members, Instant::now() + REJOIN_GRACE);
+        self.set_count(shared, j.member_count, j.large);
     }
 
     /// Adopt the member list of a `Joined` from edge `edge`, reporting only
@@ -284,7 +371,7 @@ impl Roster {
             self.remove_track(shared, k);
         }
         for (s, user) in std::mem::take(&mut self.unconfirmed_sessions) {
-            self.member_left(shared, &user, s);
+            self.member_left(shared, &user, s, false);
         }
     }
 
@@ -339,6 +426,7 @@ mod tests {
         Event::MemberLeft {
             channel: "room".into(),
             user: user.into(),
+            hidden: false,
         }
     }
 
@@ -395,10 +483,10 @@ mod tests {
         assert!(r.member_joined(&shared, "erin", 6, 3));
         assert!(r.member_joined(&shared, "fay", 11, 0));
         assert_eq!(r.member_edges(), [2, 3, 7], "each edge once");
-        r.member_left(&shared, "bob", 1);
-        r.member_left(&shared, "erin", 6);
-        r.member_left(&shared, "carol", 2);
-        r.member_left(&shared, "fay", 11);
+        r.member_left(&shared, "bob", 1, false);
+        r.member_left(&shared, "erin", 6, false);
+        r.member_left(&shared, "carol", 2, false);
+        r.member_left(&shared, "fay", 11, false);
         assert_eq!(r.member_edges(), [7]);
         // A rejoin's member list (here from edge 9) adds to what was known;
         // what it does not list goes after the grace.
@@ -453,12 +541,12 @@ mod tests {
         assert!(!r.member_joined(&shared, "bob", 2, 0), "known session");
         r.add_track(&shared, "bob", &track("cam", 20));
         r.remove_track(&shared, 10);
-        r.member_left(&shared, "bob", 1);
+        r.member_left(&shared, "bob", 1, false);
         assert!(events(&shared).is_empty());
         assert_eq!(mapped(&shared, 10), None);
         assert_eq!(mapped(&shared, 20), Some(("bob".into(), "cam".into())));
         // The last session leaving takes its tracks with it.
-        r.member_left(&shared, "bob", 2);
+        r.member_left(&shared, "bob", 2, false);
         assert_eq!(
             events(&shared),
             vec![unavailable("bob", "cam"), left("bob")]
@@ -517,12 +605,129 @@ mod tests {
         assert!(events(&shared).is_empty());
     }
 
+    fn count(members: u64, large: bool) -> Event {
+        Event::MemberCount {
+            channel: "room".into(),
+            members,
+            large,
+        }
+    }
+
+    fn hidden(user: &str) -> Event {
+        Event::MemberLeft {
+            channel: "room".into(),
+            user: user.into(),
+            hidden: true,
+        }
+    }
+
+    /// A roster on edge 2 that heard of bob (publishing, on edge 3) and
+    /// carol (publishing nothing, on edge 4); its events read.
+    fn bob_and_carol(shared: &Shared) -> Roster {
+        let mut r = Roster::new(1, "room", "me");
+        let members = [
+            on_edge(3, member("bob", 1, &[("cam", 10)])),
+            on_edge(4, member("carol", 2, &[])),
+        ];
+        r.reconcile(shared, 2, &members, later());
+        events(shared);
+        r
+    }
+
+    #[test]
+    fn a_large_joined_lists_the_publishers_and_counts_everyone() {
+        let shared = Shared::new(16);
+        let mut r = Roster::new(1, "room", "me");
+        r.adopt(
+            &shared,
+            &pb::Joined {
+                members: vec![on_edge(3, member("bob", 1, &[("cam", 10)]))],
+                edge_id: 2,
+                member_count: 150,
+                large: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            events(&shared),
+            vec![joined("bob"), available("bob", "cam"), count(150, true)]
+        );
+        let c = r.census();
+        assert_eq!(
+            (c.members.load(Relaxed), c.large.load(Relaxed)),
+            (150, true)
+        );
+        // The unlisted members may be on our edge: it is named too.
+        assert_eq!(r.member_edges(), [2, 3]);
+        // The same count again is no news.
+        r.set_count(&shared, 150, true);
+        assert!(events(&shared).is_empty());
+    }
+
+    #[test]
+    fn becoming_large_drops_the_quiet_members_without_member_left() {
+        let shared = Shared::new(16);
+        let mut r = bob_and_carol(&shared);
+        r.set_count(&shared, 101, true);
+        assert_eq!(events(&shared), vec![count(101, true)]);
+        assert_eq!(r.member_edges(), [2, 3], "carol's edge is not named");
+        // Carol is no member to us now: her leaving is nothing to report,
+        // and bob's unpublishing and leaving still is.
+        r.member_left(&shared, "carol", 2, false);
+        r.remove_track(&shared, 10);
+        r.member_left(&shared, "bob", 1, false);
+        assert_eq!(
+            events(&shared),
+            vec![unavailable("bob", "cam"), left("bob")]
+        );
+    }
+
+    #[test]
+    fn a_member_hidden_in_a_large_channel_is_reported_hidden_not_gone() {
+        let shared = Shared::new(16);
+        let mut r = bob_and_carol(&shared);
+        r.set_count(&shared, 120, true);
+        events(&shared);
+        r.remove_track(&shared, 10);
+        r.member_left(&shared, "bob", 1, true);
+        assert_eq!(
+            events(&shared),
+            vec![unavailable("bob", "cam"), hidden("bob")]
+        );
+        assert_eq!(r.member_edges(), [2]);
+        // Publishing again, the same session is announced again: listed,
+        // but not a new session (it missed no message: no replay).
+        assert!(!r.member_joined(&shared, "bob", 1, 3));
+        r.add_track(&shared, "bob", &track("cam", 11));
+        assert_eq!(
+            events(&shared),
+            vec![joined("bob"), available("bob", "cam")]
+        );
+        assert!(r.member_joined(&shared, "dave", 5, 3), "a new session");
+    }
+
+    #[test]
+    fn small_again_the_members_not_listed_are_announced() {
+        let shared = Shared::new(16);
+        let mut r = bob_and_carol(&shared);
+        r.set_count(&shared, 101, true);
+        r.set_count(&shared, 50, false);
+        assert_eq!(events(&shared), vec![count(101, true), count(50, false)]);
+        assert_eq!(r.member_edges(), [3], "our edge is named for members only");
+        // Carol was there all along (no replay), erin joined meanwhile.
+        assert!(!r.member_joined(&shared, "carol", 2, 4));
+        assert!(r.member_joined(&shared, "erin", 6, 0));
+        assert_eq!(events(&shared), vec![joined("carol"), joined("erin")]);
+        assert_eq!(r.member_edges(), [2, 3, 4]);
+    }
+
     #[test]
     fn unknown_keys_and_sessions_are_harmless() {
         let shared = Shared::new(16);
         let mut r = Roster::new(1, "room", "me");
         r.remove_track(&shared, 99);
-        r.member_left(&shared, "nobody", 5);
+        r.member_left(&shared, "nobody", 5, false);
+        r.member_left(&shared, "nobody", 6, true);
         r.add_track(&shared, "bob", &track("cam", 10));
         r.add_track(&shared, "bob", &track("cam", 10));
         assert_eq!(events(&shared), vec![available("bob", "cam")]);

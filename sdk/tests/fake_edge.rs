@@ -35,6 +35,20 @@ async fn join(
     edge: &mut FakeEdge,
     members: Vec<pb::Member>,
 ) -> (Client, Channel, FakeConn) {
+    let reply = pb::Joined {
+        members,
+        ..Default::default()
+    };
+    join_with(cfg, edge, reply).await
+}
+
+/// Connect to `edge` and join channel "room" as "me", answered with
+/// `reply` (its channel id and user filled in).
+async fn join_with(
+    cfg: ClientConfig,
+    edge: &mut FakeEdge,
+    reply: pb::Joined,
+) -> (Client, Channel, FakeConn) {
     let client = Client::connect(cfg).await.unwrap();
     let mut conn = edge.accept().await;
     let (room, _) = tokio::join!(client.join("tok-1", "room", true), async {
@@ -44,7 +58,12 @@ async fn join(
             ("tok-1", "room", true)
         );
         assert_ne!(j.request_id, 0);
-        conn.joined(&j, CH, "me", members).await;
+        let reply = pb::Joined {
+            channel_id: CH,
+            user_id: "me".into(),
+            ..reply
+        };
+        conn.answer_join(&j, reply).await;
     });
     (client, room.unwrap(), conn)
 }
@@ -58,6 +77,15 @@ fn media(key: u64, seq: u32) -> Bytes {
     }
     .encode(b"payload")
     .unwrap()
+}
+
+fn member_joined(user: &str, session: u64) -> SK {
+    SK::MemberJoined(pb::MemberJoined {
+        channel_id: CH,
+        user_id: user.into(),
+        session,
+        edge_id: 0,
+    })
 }
 
 fn chat_from(user: &str, seq: u64) -> SK {
@@ -438,23 +466,11 @@ async fn a_new_session_of_another_member_gets_the_window_replayed() {
     .await;
     // A known session and our own user: nothing to replay.
     for (user, session) in [("bob", 7), ("me", 99)] {
-        conn.send(SK::MemberJoined(pb::MemberJoined {
-            channel_id: CH,
-            user_id: user.into(),
-            session,
-            edge_id: 0,
-        }))
-        .await;
+        conn.send(member_joined(user, session)).await;
     }
     assert!(conn.maybe_next(Duration::from_millis(200)).await.is_none());
     // Bob reconnected through another edge: replay to him alone.
-    conn.send(SK::MemberJoined(pb::MemberJoined {
-        channel_id: CH,
-        user_id: "bob".into(),
-        session: 8,
-        edge_id: 0,
-    }))
-    .await;
+    conn.send(member_joined("bob", 8)).await;
     for i in 1..=3u64 {
         let m = conn.expect_message().await;
         assert_eq!((m.seq, m.to_user.as_str()), (i, "bob"));
@@ -474,31 +490,109 @@ async fn a_new_session_of_another_member_gets_the_window_replayed() {
         ..Default::default()
     }))
     .await;
+    assert_eq!(
+        member_events(&client).await,
+        vec![
+            Event::MemberJoined {
+                channel: "room".into(),
+                user: "bob".into()
+            },
+            Event::MemberLeft {
+                channel: "room".into(),
+                user: "bob".into(),
+                hidden: false,
+            },
+        ]
+    );
+    client.close().await;
+}
+
+/// The membership events (members and counts) until none comes for 200 ms.
+async fn member_events(client: &Client) -> Vec<Event> {
     let mut events = vec![];
     while let Some(e) = tokio::time::timeout(Duration::from_millis(200), client.next_event())
         .await
         .ok()
         .flatten()
     {
-        events.push(e);
+        if matches!(
+            e,
+            Event::MemberJoined { .. } | Event::MemberLeft { .. } | Event::MemberCount { .. }
+        ) {
+            events.push(e);
+        }
     }
-    let members: Vec<&Event> = events
-        .iter()
-        .filter(|e| matches!(e, Event::MemberJoined { .. } | Event::MemberLeft { .. }))
-        .collect();
-    assert_eq!(
+    events
+}
+
+#[tokio::test]
+async fn a_large_channel_counts_everyone_and_lists_the_publishers() {
+    init_logs();
+    let pki = DevPki::new().unwrap();
+    let mut a = FakeEdge::start(&pki);
+    let reply = pb::Joined {
+        members: vec![member("bob", 7, &[("cam", 70)])],
+        member_count: 150,
+        large: true,
+        ..Default::default()
+    };
+    let (client, room, mut conn) = join_with(config(&pki, &[a.addr]), &mut a, reply).await;
+    assert_eq!((room.member_count(), room.is_large()), (150, true));
+    assert_eq!(room.send_message(Bytes::from_static(b"hi")).await, Ok(1));
+    conn.expect_message().await;
+    // Bob stops publishing: hidden, not gone. Then the channel is small
+    // again and every member is announced: bob's session never left (no
+    // replay), carol's is new to us.
+    conn.send(SK::TrackUnavailable(pb::TrackUnavailable {
+        channel_id: CH,
+        user_id: "bob".into(),
+        track_key: 70,
+    }))
+    .await;
+    conn.send(SK::MemberLeft(pb::MemberLeft {
+        channel_id: CH,
+        user_id: "bob".into(),
+        session: 7,
+        reason: pb::MemberLeftReason::Hidden as i32,
+    }))
+    .await;
+    conn.send(SK::MemberCount(pb::MemberCount {
+        channel_id: CH,
+        members: 40,
+        large: false,
+    }))
+    .await;
+    for (user, session) in [("bob", 7), ("carol", 8)] {
+        conn.send(member_joined(user, session)).await;
+    }
+    let m = conn.expect_message().await;
+    assert_eq!((m.seq, m.to_user.as_str()), (1, "carol"));
+    assert!(conn.maybe_next(Duration::from_millis(200)).await.is_none());
+    let joined = |user: &str| Event::MemberJoined {
+        channel: "room".into(),
+        user: user.into(),
+    };
+    let count = |members, large| Event::MemberCount {
+        channel: "room".into(),
         members,
+        large,
+    };
+    assert_eq!(
+        member_events(&client).await,
         vec![
-            &Event::MemberJoined {
+            joined("bob"),
+            count(150, true),
+            Event::MemberLeft {
                 channel: "room".into(),
-                user: "bob".into()
+                user: "bob".into(),
+                hidden: true,
             },
-            &Event::MemberLeft {
-                channel: "room".into(),
-                user: "bob".into()
-            },
+            count(40, false),
+            joined("bob"),
+            joined("carol"),
         ]
     );
+    assert_eq!((room.member_count(), room.is_large()), (40, false));
     client.close().await;
 }
 

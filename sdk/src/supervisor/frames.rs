@@ -35,10 +35,16 @@ impl Supervisor {
                 Some(other) => self.unexpected(l.request_id, other),
             },
             SK::MemberJoined(m) => self.member_joined(m),
-            SK::MemberCount(_) => {}
+            SK::MemberCount(c) => {
+                if let Some(ch) = self.channels.get_mut(&c.channel_id) {
+                    ch.roster.set_count(&self.shared, c.members, c.large);
+                }
+            }
             SK::MemberLeft(m) => {
                 if let Some(ch) = self.channels.get_mut(&m.channel_id) {
-                    ch.roster.member_left(&self.shared, &m.user_id, m.session);
+                    let hidden = m.reason() == pb::MemberLeftReason::Hidden;
+                    ch.roster
+                        .member_left(&self.shared, &m.user_id, m.session, hidden);
                 }
             }
             SK::TrackAvailable(t) => {
@@ -130,17 +136,14 @@ impl Supervisor {
                 if let Some(ring) = &ch.e2ee {
                     self.shared.set_e2ee(j.channel_id, Some(ring.clone()));
                 }
-                ch.roster.reconcile(
-                    &self.shared,
-                    j.edge_id,
-                    &j.members,
-                    std::time::Instant::now() + REJOIN_GRACE,
-                );
+                ch.roster.adopt(&self.shared, &j);
+                let census = ch.roster.census();
                 self.channels.insert(j.channel_id, ch);
                 self.left_last = false;
                 let info = JoinInfo {
                     channel_id: j.channel_id,
                     user: j.user_id,
+                    census,
                     permits,
                     e2ee: self
                         .channels
@@ -196,13 +199,8 @@ impl Supervisor {
         if let Some(ring) = &ch.e2ee {
             ring.set_me(&j.user_id);
         }
-        ch.roster.me = j.user_id;
-        ch.roster.reconcile(
-            &self.shared,
-            j.edge_id,
-            &j.members,
-            std::time::Instant::now() + REJOIN_GRACE,
-        );
+        ch.roster.me.clone_from(&j.user_id);
+        ch.roster.adopt(&self.shared, &j);
         ch.live = true;
         let tracks = ch.tracks.clone();
         let users: Vec<String> = if ch.sub_all {

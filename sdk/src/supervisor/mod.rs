@@ -55,7 +55,7 @@ use crate::events::{Event, Message};
 use crate::nearest::{self, Measured, Reprobing};
 use crate::reorder::{Incoming, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
-use crate::roster::{Roster, REJOIN_GRACE};
+use crate::roster::Roster;
 use crate::stats::bump;
 use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;

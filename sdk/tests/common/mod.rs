@@ -170,14 +170,23 @@ impl FakeConn {
         user: &str,
         members: Vec<pb::Member>,
     ) {
-        self.send(SK::Joined(pb::Joined {
-            request_id: j.request_id,
-            channel: j.channel.clone(),
+        let reply = pb::Joined {
             channel_id,
             user_id: user.into(),
             members,
-            edge_id: 1,
             ..Default::default()
+        };
+        self.answer_join(j, reply).await;
+    }
+
+    /// Answer a Join with `reply`, from edge 1 (its request id and channel
+    /// are filled in).
+    pub async fn answer_join(&self, j: &pb::Join, reply: pb::Joined) {
+        self.send(SK::Joined(pb::Joined {
+            request_id: j.request_id,
+            channel: j.channel.clone(),
+            edge_id: 1,
+            ..reply
         }))
         .await;
     }
