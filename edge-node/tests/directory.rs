@@ -124,3 +124,82 @@ fn unix_us() -> u64 {
         .unwrap()
         .as_micros() as u64
 }
+
+/// A broadcast grows past the large-channel threshold across two edges
+/// (docs/protocol.md §4.3, "Large channels"): a viewer is told of the
+/// switch and then of the count, not of each viewer; a late joiner's
+/// `Joined` lists the host alone with the full count; a viewer that starts
+/// publishing is announced, and hidden again when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_channel_lists_its_publishers_and_counts_the_rest() {
+    use protocol::limits::LARGE_CHANNEL_MEMBERS;
+    let mesh = Mesh::start(2).await;
+    let ca = mesh.ca_der();
+    let addr = |i: usize| mesh.edge(1 + (i % 2) as u32).addr();
+    let mut host = RawClient::connect(addr(0), &ca).await;
+    let channel_id = host.join("show", "host").await.channel_id;
+    host.publish(channel_id, "cam").await.unwrap();
+    let mut watcher = RawClient::connect(addr(1), &ca).await;
+    watcher.join("show", "watcher").await;
+    let viewers_n = LARGE_CHANNEL_MEMBERS + 10;
+    let mut viewers = vec![];
+    for i in 0..viewers_n {
+        let mut v = RawClient::connect(addr(i), &ca).await;
+        v.join("show", &format!("viewer-{i}")).await;
+        viewers.push(v);
+    }
+    let total = (viewers_n + 2) as u64;
+    // The watcher hears joins until the switch, then counts until the
+    // count is complete.
+    let (mut joins, mut switched) = (0, false);
+    watcher
+        .expect(|f| match f {
+            SK::MemberJoined(_) => {
+                joins += 1;
+                None
+            }
+            SK::MemberCount(c) => {
+                assert!(c.large, "{c:?}");
+                switched = true;
+                (c.members == total).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(switched);
+    assert!(
+        joins <= LARGE_CHANNEL_MEMBERS,
+        "{joins} joins announced to one viewer"
+    );
+    // A late joiner sees the host listed and everyone counted.
+    let mut late = RawClient::connect(addr(0), &ca).await;
+    let j = late.join("show", "late").await;
+    assert!(j.large);
+    assert_eq!(j.member_count, total + 1);
+    let listed: Vec<&str> = j.members.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(listed, ["host"]);
+    // A viewer on the other edge goes on air, then off.
+    let on_air = &mut viewers[1];
+    let key = on_air.publish(channel_id, "cam").await.unwrap();
+    late.expect(|f| match f {
+        SK::MemberJoined(m) if m.user_id == "viewer-1" => Some(()),
+        _ => None,
+    })
+    .await;
+    on_air
+        .send(CK::UnpublishTrack(pb::UnpublishTrack {
+            request_id: 9,
+            channel_id,
+            track_key: key,
+        }))
+        .await;
+    late.expect(|f| match f {
+        SK::MemberLeft(m) if m.user_id == "viewer-1" => {
+            assert_eq!(m.reason, pb::MemberLeftReason::Hidden as i32);
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    mesh.stop().await;
+}
