@@ -34,7 +34,7 @@ use protocol::{ChannelId, EdgeId};
 use crate::channel::Channel;
 use crate::edge::EdgeCore;
 use crate::forward::channel::Report;
-use crate::forward::home::Home;
+use crate::forward::home::{self, Home};
 
 /// How often reports and updates are refreshed. Short, because a member that
 /// joins through an edge that lost its home is seen within this time.
@@ -246,13 +246,16 @@ impl EdgeCore {
     }
 
     fn send_update(&self, update: pb::DirectoryUpdate, dests: &[EdgeId]) {
-        for t in self.trees_to(dests) {
-            self.send_along(&t, |nodes| {
-                RK::DirectoryUpdate(pb::DirectoryUpdate {
-                    tree: nodes,
-                    ..update.clone()
-                })
-            });
+        let trees = self.trees_to(dests);
+        for part in home::split(update) {
+            for t in &trees {
+                self.send_along(t, |nodes| {
+                    RK::DirectoryUpdate(pb::DirectoryUpdate {
+                        tree: nodes,
+                        ..part.clone()
+                    })
+                });
+            }
         }
     }
 

@@ -256,6 +256,11 @@ fn describe() {
         "QUIC Retry packets sent to validate a source address before keeping state."
     );
     describe_counter!(
+        "rtn_edge_relay_frame_bytes_total",
+        Unit::Bytes,
+        "Bytes of relay control-stream frames written to peer edges (length prefix included), by kind (directory_report, directory_update, message, other)."
+    );
+    describe_counter!(
         "rtn_edge_relay_messages_resent_total",
         "Message frames written again on a relay link's new connection (the old one died with them possibly in flight)."
     );
@@ -424,6 +429,8 @@ pub struct EdgeMetrics {
     /// Loss repair on relay links and on client links.
     pub repair_relay: RepairMetrics,
     pub repair_client: RepairMetrics,
+    /// `rtn_edge_relay_frame_bytes_total` by kind, for [`RELAY_FRAME_KINDS`].
+    relay_frame_bytes: Arc<[Counter]>,
     /// `rtn_edge_media_dropped_total` by reason, for [`MEDIA_DROP_REASONS`].
     media_drops: Arc<[(&'static str, Counter)]>,
     links: Arc<Mutex<HashMap<EdgeId, Arc<LinkHandles>>>>,
@@ -432,6 +439,22 @@ pub struct EdgeMetrics {
     peers: Arc<Mutex<HashMap<EdgeId, Option<Instant>>>>,
     ready: Gauge,
     draining: Gauge,
+}
+
+/// The kinds of relay frames `rtn_edge_relay_frame_bytes_total` counts
+/// ([`relay_frame_kind`]). Their counters exist, at 0, from the start.
+pub const RELAY_FRAME_KINDS: [&str; 4] =
+    ["directory_report", "directory_update", "message", "other"];
+
+/// The index in [`RELAY_FRAME_KINDS`] of a relay frame's kind.
+pub fn relay_frame_kind(frame: &protocol::pb::RelayFrame) -> usize {
+    use protocol::pb::relay_frame::Kind as RK;
+    match frame.kind {
+        Some(RK::DirectoryReport(_)) => 0,
+        Some(RK::DirectoryUpdate(_)) => 1,
+        Some(RK::Message(_)) => 2,
+        _ => 3,
+    }
 }
 
 /// Every reason the edge drops media for (docs/observability.md describes
@@ -486,6 +509,10 @@ impl EdgeMetrics {
             handshakes_in_progress: gauge!("rtn_edge_handshakes_in_progress", "edge" => edge.clone()),
             repair_relay: RepairMetrics::new(&edge, "relay"),
             repair_client: RepairMetrics::new(&edge, "client"),
+            relay_frame_bytes: RELAY_FRAME_KINDS
+                .iter()
+                .map(|&k| counter!("rtn_edge_relay_frame_bytes_total", "edge" => edge.clone(), "kind" => k))
+                .collect(),
             media_drops: MEDIA_DROP_REASONS
                 .iter()
                 .map(|&r| (r, counter!("rtn_edge_media_dropped_total", "edge" => edge.clone(), "reason" => r)))
@@ -694,6 +721,14 @@ impl EdgeMetrics {
             .increment(1);
     }
 
+    /// A relay frame of `bytes` on the wire (length prefix included) was
+    /// written to a peer's control stream.
+    pub fn relay_frame_written(&self, frame: &protocol::pb::RelayFrame, bytes: usize) {
+        if let Some(c) = self.relay_frame_bytes.get(relay_frame_kind(frame)) {
+            c.increment(bytes as u64);
+        }
+    }
+
     pub fn relay_messages_resent(&self, n: usize) {
         counter!("rtn_edge_relay_messages_resent_total", "edge" => self.edge.clone())
             .increment(n as u64);
@@ -831,6 +866,38 @@ mod tests {
         assert!(lines_of("90003")
             .iter()
             .any(|l| l == "rtn_edge_store_connected{edge=\"90003\"} 1"));
+    }
+
+    #[test]
+    fn relay_frame_bytes_by_kind() {
+        use protocol::pb::{self, relay_frame::Kind as RK};
+        let m = EdgeMetrics::new(90_004);
+        let lines = lines_of("90004");
+        for kind in RELAY_FRAME_KINDS {
+            let want =
+                format!("rtn_edge_relay_frame_bytes_total{{edge=\"90004\",kind=\"{kind}\"}} 0");
+            assert!(lines.contains(&want), "{want} in {lines:#?}");
+        }
+        let report = pb::RelayFrame {
+            kind: Some(RK::DirectoryReport(pb::DirectoryReport::default())),
+        };
+        m.relay_frame_written(&report, 40);
+        m.relay_frame_written(&report, 2);
+        m.relay_frame_written(&pb::RelayFrame { kind: None }, 5);
+        let lines = lines_of("90004");
+        let has = |want: &str| lines.iter().any(|l| l == want);
+        assert!(
+            has("rtn_edge_relay_frame_bytes_total{edge=\"90004\",kind=\"directory_report\"} 42"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("rtn_edge_relay_frame_bytes_total{edge=\"90004\",kind=\"other\"} 5"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("rtn_edge_relay_frame_bytes_total{edge=\"90004\",kind=\"message\"} 0"),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -711,7 +711,9 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                     // A failed write means the new connection is gone too;
                     // the pump below then returns at once and we redial.
                     for f in resend {
-                        let _ = out.queue(&f);
+                        if let Ok(len) = out.queue(&f) {
+                            core.metrics.relay_frame_written(&f, len);
+                        }
                         if out.batch_full() && out.flush().await.is_err() {
                             break;
                         }
@@ -731,7 +733,7 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                     &conn,
                     read_datagrams(core.clone(), conn.clone(), Some(link.peer), None),
                 );
-                pump_frames(&link, out, &conn).await;
+                pump_frames(&link, out, &conn, &core.metrics).await;
                 link.connection_ended();
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
@@ -783,14 +785,19 @@ async fn dial(
             software_version: env!("CARGO_PKG_VERSION").into(),
         })),
     };
-    out.send(&hello).await?;
+    let len = out.queue(&hello)?;
+    out.flush().await?;
+    core.metrics.relay_frame_written(&hello, len);
     Ok((conn, out))
 }
 
+/// Write the link's queued frames in batches, counting each frame's bytes
+/// by kind (`rtn_edge_relay_frame_bytes_total`).
 async fn pump_frames(
     link: &RelayLink,
     mut out: FrameWriter<quinn::SendStream>,
     conn: &quinn::Connection,
+    metrics: &crate::metrics::EdgeMetrics,
 ) {
     loop {
         let first = tokio::select! {
@@ -799,9 +806,11 @@ async fn pump_frames(
         };
         let mut next = Some(first);
         while let Some(f) = next {
-            let queued = out.queue(&f);
-            if let (Ok(len), Some(RK::Message(m))) = (queued, &f.kind) {
-                link.retain(len, m.clone());
+            if let Ok(len) = out.queue(&f) {
+                metrics.relay_frame_written(&f, len);
+                if let Some(RK::Message(m)) = &f.kind {
+                    link.retain(len, m.clone());
+                }
             }
             if out.batch_full() {
                 break;

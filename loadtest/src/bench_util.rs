@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use edge_node::config::AdmissionSection;
 use edge_node::EdgeConfig;
-use protocol::pb::{self, client_frame::Kind as CK};
+use protocol::pb::{self, client_frame::Kind as CK, server_frame::Kind as SK};
 use protocol::EdgeId;
 use testkit::mesh::Mesh;
 use testkit::quic::{client_endpoint, refused, RawClient};
 use testkit::tokens::token;
+
+/// Thread name of the runtime [`start_mesh_apart`] runs the edges on (their
+/// CPU is counted apart from the clients', [`cpu_now`]).
+pub const EDGE_THREADS: &str = "rtn-bench-edge";
 
 /// Start in-process edges with these ids for a benchmark, configs as
 /// [`bench_config`] and then `tweak` leave them.
@@ -24,6 +28,38 @@ pub async fn start_mesh(ids: &[EdgeId], tweak: impl Fn(&mut EdgeConfig)) -> anyh
         tweak(cfg)
     })
     .await
+}
+
+/// [`start_mesh`] on a runtime of the edges' own (two worker threads named
+/// [`EDGE_THREADS`]); stop both with [`stop_mesh_apart`].
+pub async fn start_mesh_apart(
+    ids: &[EdgeId],
+    tweak: impl Fn(&mut EdgeConfig) + Send + Sync + 'static,
+) -> anyhow::Result<(tokio::runtime::Runtime, Mesh)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(EDGE_THREADS)
+        .enable_all()
+        .build()?;
+    let ids = ids.to_vec();
+    let mesh = rt
+        .spawn(async move { start_mesh(&ids, tweak).await })
+        .await??;
+    Ok((rt, mesh))
+}
+
+/// Stop a mesh [`start_mesh_apart`] started, quietly, and its runtime.
+pub async fn stop_mesh_apart(rt: tokio::runtime::Runtime, mesh: Mesh) {
+    let _ = rt.spawn(mesh.stop_quietly()).await;
+    rt.shutdown_background();
+}
+
+/// CPU seconds used so far: (the whole process, the [`EDGE_THREADS`]).
+pub fn cpu_now() -> (f64, f64) {
+    (
+        process_cpu_seconds().unwrap_or(0.0),
+        threads_cpu_seconds(EDGE_THREADS).unwrap_or(0.0),
+    )
 }
 
 /// An edge config for benchmarks.
@@ -38,6 +74,56 @@ pub fn bench_config(cfg: &mut EdgeConfig) {
     cfg.admission = AdmissionSection::unlimited();
 }
 
+/// `endpoints` client endpoints on loopback, for many sessions.
+pub fn client_endpoints(endpoints: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    (0..endpoints.max(1)).map(|_| client_endpoint()).collect()
+}
+
+/// Run `task(i)` for every i in `0..n`, at most `parallel` at a time:
+/// their results in order of `i`, or the first error.
+pub async fn bounded<T, F, Fut>(n: usize, parallel: usize, task: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let sem = sem.clone();
+        let fut = task(i);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            anyhow::Ok((i, fut.await?))
+        });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, t) = r??;
+        out[i] = Some(t);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Open `n` raw sessions (QUIC + TLS and the control stream, no join yet),
+/// `parallel` at a time, spread over `endpoints` client endpoints; session
+/// i goes to `addr(i)`. Returns them in order of `i`.
+pub async fn open_many(
+    n: usize,
+    endpoints: usize,
+    parallel: usize,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    addr: impl Fn(usize) -> SocketAddr,
+) -> anyhow::Result<(Vec<RawClient>, Vec<quinn::Endpoint>)> {
+    let eps = client_endpoints(endpoints)?;
+    let clients = bounded(n, parallel, |i| {
+        let (ep, addr, ca) = (eps[i % eps.len()].clone(), addr(i), ca.clone());
+        async move { RawClient::open(&ep, addr, &ca).await }
+    })
+    .await?;
+    Ok((clients, eps))
+}
+
 /// Connect and join `n` raw sessions, `parallel` at a time, spread over
 /// `endpoints` client endpoints; `plan(i)` gives session i's edge address,
 /// channel and user. Returns the joined clients in order of `i`.
@@ -48,54 +134,70 @@ pub async fn join_many(
     ca: &rustls::pki_types::CertificateDer<'static>,
     plan: impl Fn(usize) -> (SocketAddr, String, String),
 ) -> anyhow::Result<(Vec<RawClient>, Vec<quinn::Endpoint>)> {
-    let eps = (0..endpoints.max(1))
-        .map(|_| client_endpoint())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
+    let eps = client_endpoints(endpoints)?;
+    let clients = bounded(n, parallel, |i| {
         let (addr, channel, user) = plan(i);
-        let ep = eps[i % eps.len()].clone();
-        let ca = ca.clone();
-        let sem = sem.clone();
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await?;
+        let (ep, ca) = (eps[i % eps.len()].clone(), ca.clone());
+        async move {
             let mut c = RawClient::open(&ep, addr, &ca).await?;
             c.try_join(token(&channel, &user, false, true), &channel, true)
                 .await?
                 .map_err(refused)?;
-            anyhow::Ok((i, c))
-        });
-    }
-    let mut out: Vec<Option<RawClient>> = (0..n).map(|_| None).collect();
-    while let Some(r) = set.join_next().await {
-        let (i, c) = r??;
-        out[i] = Some(c);
-    }
-    Ok((out.into_iter().flatten().collect(), eps))
+            anyhow::Ok(c)
+        }
+    })
+    .await?;
+    Ok((clients, eps))
+}
+
+/// A publisher: a session on its own endpoint, joined to `channel` at
+/// `addr` (publish right only, no subscription) with one audio track
+/// published. Returns it, its endpoint, the channel id and the track key.
+pub async fn publisher(
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    addr: SocketAddr,
+    channel: &str,
+) -> anyhow::Result<(RawClient, quinn::Endpoint, u64, u64)> {
+    let ep = client_endpoint()?;
+    let mut c = RawClient::open(&ep, addr, ca).await?;
+    let channel_id = c
+        .try_join(token(channel, "publisher", true, false), channel, false)
+        .await?
+        .map_err(refused)?
+        .channel_id;
+    let track = c.try_publish(channel_id, "cam").await?.map_err(refused)?;
+    Ok((c, ep, channel_id, track))
 }
 
 /// Keep a session as an idle app would: read (and drop) what the edge sends
 /// on the control stream, and send a keepalive every `every`. Ends when the
 /// connection does.
-pub fn hold_session(mut c: RawClient, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut nonce = 0u64;
-        loop {
-            match tokio::time::timeout(every, c.recv_until(|_| None::<()>)).await {
-                Ok(_) => return, // the stream ended or failed
-                Err(_) => {
-                    nonce += 1;
-                    if c.try_send(CK::Keepalive(pb::Keepalive { nonce }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+pub fn hold_session(c: RawClient, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(hold(c, every, |_| {}))
+}
+
+/// [`hold_session`]'s loop, in the caller's task, handing every frame the
+/// edge sends to `on_frame`. Returns when the connection ends.
+pub async fn hold(mut c: RawClient, every: Duration, mut on_frame: impl FnMut(SK)) {
+    let mut nonce = 0u64;
+    loop {
+        let next = c.recv_until(|k| {
+            on_frame(k);
+            None::<()>
+        });
+        match tokio::time::timeout(every, next).await {
+            Ok(_) => return, // the stream ended or failed
+            Err(_) => {
+                nonce += 1;
+                if c.try_send(CK::Keepalive(pb::Keepalive { nonce }))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         }
-    })
+    }
 }
 
 /// Linux reports CPU times in USER_HZ ticks, 100 per second on every

@@ -5,6 +5,9 @@
 //!   in the same run (packet-rate ratio, added latency).
 //! - [`bench_fanout`]: one publisher to many subscribers over several edges
 //!   (delivery, CPU per delivered Mbit/s, packets per overlay link).
+//! - [`bench_channel`]: a big broadcast channel (one publisher, thousands
+//!   of viewers over many edges): setup time, directory traffic per edge,
+//!   membership events per viewer.
 //! - [`bench_multihop`]: media latency through chains of 1..4 edges versus
 //!   a direct quinn flow in the same run (added latency per hop).
 //! - [`bench_memory`]: an idle `edge-node` process's RSS and the bytes each
@@ -22,6 +25,7 @@
 //! Edges, raw clients, tokens and metric scraping come from `testkit`.
 
 pub mod bench_abuse;
+pub mod bench_channel;
 pub mod bench_fanout;
 pub mod bench_forwarding;
 pub mod bench_memory;

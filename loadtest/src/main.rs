@@ -185,6 +185,32 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// A big broadcast channel: one publisher and N viewers over many edges;
+    /// setup time (first Join until every viewer is joined, knows the member
+    /// count and gets media), directory bytes per second per edge, and the
+    /// membership frames each viewer receives.
+    Channel {
+        /// Viewers (the channel has one member more, the publisher).
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        #[arg(long, default_value_t = 50)]
+        edges: usize,
+        /// Seconds measured after setup.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Media packets per second from the publisher.
+        #[arg(long, default_value_t = 50)]
+        pps: u32,
+        /// Joins waiting for their answer at once.
+        #[arg(long, default_value_t = 1_000)]
+        join_parallel: usize,
+        /// Give up setup after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        setup_timeout: u64,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// One-way media latency through chains of 1..N edges vs a direct quinn
     /// flow in the same run: added latency per relay hop (p50/p99).
     Multihop {
@@ -431,6 +457,33 @@ fn main() -> anyhow::Result<()> {
             };
             let r = rt.block_on(loadtest::bench_fanout::run(p))?;
             loadtest::bench_fanout::print(&r);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Channel {
+                    members,
+                    edges,
+                    seconds,
+                    pps,
+                    join_parallel,
+                    setup_timeout,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_channel::Params {
+                members,
+                edges,
+                pps,
+                steady: Duration::from_secs(seconds),
+                join_parallel,
+                setup_timeout: Duration::from_secs(setup_timeout),
+                ..Default::default()
+            };
+            let r = rt.block_on(loadtest::bench_channel::run(p))?;
+            loadtest::bench_channel::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }

@@ -241,6 +241,42 @@ impl Home {
     }
 }
 
+/// Largest directory update sent in one relay frame, in encoded bytes: a
+/// quarter below [`protocol::limits::MAX_FRAME_LEN`], leaving room for the
+/// route tree a relay frame adds.
+pub const UPDATE_BUDGET: usize = protocol::limits::MAX_FRAME_LEN * 3 / 4;
+
+/// `u` as updates of at most [`UPDATE_BUDGET`] bytes each, its entries dealt
+/// out in order, each part with the digest (a new edge's first answer holds
+/// every entry of a big channel: 10,000 members are about 400 KB). An
+/// entry bigger than the budget on its own (thousands of members on one
+/// edge) still goes alone, and the relay link refuses it: a known limit.
+pub fn split(u: pb::DirectoryUpdate) -> Vec<pb::DirectoryUpdate> {
+    use prost::Message;
+    if u.encoded_len() <= UPDATE_BUDGET {
+        return vec![u];
+    }
+    let bare = pb::DirectoryUpdate {
+        edges: vec![],
+        ..u.clone()
+    };
+    let base = bare.encoded_len();
+    let mut parts = vec![];
+    let mut part = bare.clone();
+    let mut size = base;
+    for e in u.edges {
+        let n = e.encoded_len() + 8;
+        if size + n > UPDATE_BUDGET && !part.edges.is_empty() {
+            parts.push(std::mem::replace(&mut part, bare.clone()));
+            size = base;
+        }
+        size += n;
+        part.edges.push(e);
+    }
+    parts.push(part);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +406,26 @@ mod tests {
         assert!(home.wholes(1, ChannelId(7), &[2]).edges.is_empty());
         assert!(home.apply_report(&whole(2, 13, &[1, 5]), t0));
         assert_eq!(entries(&home.push(1, ChannelId(7)).0), [(2, 0, 13, 2, 0)]);
+    }
+
+    #[test]
+    fn big_updates_are_split_by_entries_under_the_budget() {
+        use prost::Message;
+        let mut home = Home::default();
+        let t0 = Instant::now();
+        let per_edge: Vec<u64> = (0..2_000).collect();
+        for edge in 2..12 {
+            let sessions: Vec<u64> = per_edge.iter().map(|s| s + edge as u64 * 10_000).collect();
+            home.apply_report(&whole(edge, 1, &sessions), t0);
+        }
+        let (u, _) = home.push(1, ChannelId(7));
+        assert!(u.encoded_len() > UPDATE_BUDGET);
+        let parts = split(u.clone());
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.encoded_len() <= UPDATE_BUDGET));
+        assert!(parts.iter().all(|p| p.digest == u.digest));
+        let entries: Vec<pb::EdgeMembers> = parts.into_iter().flat_map(|p| p.edges).collect();
+        assert_eq!(entries, u.edges);
     }
 
     #[test]
