@@ -27,16 +27,12 @@ use protocol::datagram::MediaHeader;
 use protocol::{ChannelId, EdgeId, TrackKey};
 
 use crate::bench_util::{
-    hold_session, join_many, process_cpu_seconds, start_mesh, threads_cpu_seconds,
+    cpu_now, hold_session, join_many, publisher, start_mesh_apart, stop_mesh_apart,
     udp_rcvbuf_errors,
 };
 use testkit::mesh::Mesh;
-use testkit::quic::{client_endpoint, refused, RawClient};
 use testkit::scrape::{edge_metrics, has_metric, metric_by, metric_in};
-use testkit::tokens::token;
 
-/// Thread name of the runtime the edges run on (their CPU is counted apart).
-const EDGE_THREADS: &str = "rtn-bench-edge";
 /// Sequence numbers of measured packets start here; below are warm-up ones.
 const MEASURED_BASE: u32 = 1 << 20;
 const CHANNEL: &str = "fanout";
@@ -139,13 +135,6 @@ struct SubStats {
     dups: AtomicU64,
 }
 
-fn cpu_now() -> (f64, f64) {
-    (
-        process_cpu_seconds().unwrap_or(0.0),
-        threads_cpu_seconds(EDGE_THREADS).unwrap_or(0.0),
-    )
-}
-
 /// Per-link packet counts (sent, received) from the edges' counters.
 fn link_counts(text: &str, links: &[(EdgeId, EdgeId)], per_peer: bool) -> Vec<(u64, u64)> {
     links
@@ -201,31 +190,16 @@ fn edge_side(text: &str, ids: &[EdgeId]) -> (u64, BTreeMap<String, u64>) {
 
 pub async fn run(p: Params) -> anyhow::Result<Report> {
     anyhow::ensure!(p.edges >= 1 && p.subscribers >= 1 && p.pps >= 1);
-    // The edges get a runtime of their own so their CPU can be told apart
-    // from the clients'.
-    let edge_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(EDGE_THREADS)
-        .enable_all()
-        .build()?;
     let ids: Vec<EdgeId> = (0..p.edges as u32).map(|i| p.first_edge_id + i).collect();
-    let mesh = {
-        let ids = ids.clone();
-        edge_rt
-            .spawn(async move {
-                start_mesh(&ids, |c| {
-                    c.limits.max_sessions = 100_000;
-                    // A subscriber's first warm-up packets may wait while the
-                    // directory settles; keep them.
-                    c.limits.subscriber_queue = 1_024;
-                })
-                .await
-            })
-            .await??
-    };
+    let (edge_rt, mesh) = start_mesh_apart(&ids, |c| {
+        c.limits.max_sessions = 100_000;
+        // A subscriber's first warm-up packets may wait while the
+        // directory settles; keep them.
+        c.limits.subscriber_queue = 1_024;
+    })
+    .await?;
     let result = measure(&p, &mesh, &ids).await;
-    let _ = edge_rt.spawn(mesh.stop_quietly()).await;
-    edge_rt.shutdown_background();
+    stop_mesh_apart(edge_rt, mesh).await;
     result
 }
 
@@ -264,14 +238,7 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
         (addrs[i % addrs.len()], CHANNEL.into(), format!("sub-{i}"))
     })
     .await?;
-    let publisher_ep = client_endpoint()?;
-    let mut publ = RawClient::open(&publisher_ep, addrs[0], &ca).await?;
-    let channel = publ
-        .try_join(token(CHANNEL, "publisher", true, false), CHANNEL, false)
-        .await?
-        .map_err(refused)?
-        .channel_id;
-    let track = publ.try_publish(channel, "cam").await?.map_err(refused)?;
+    let (publ, _publisher_ep, channel, track) = publisher(&ca, addrs[0], CHANNEL).await?;
     let tx = publ.conn.clone();
     let mut holders = vec![hold_session(publ, Duration::from_secs(2))];
 

@@ -961,13 +961,9 @@ mod tests {
         }
         let n = protocol::limits::LARGE_CHANNEL_MEMBERS;
         // Up to the threshold each join is told to every other member; the
-        // one past it tells everyone of the switch; after it, nothing.
+        // one past it tells everyone of the switch alone; after it, nothing.
         assert_eq!(told_per_join[n - 1], n - 1);
-        assert_eq!(
-            told_per_join[n],
-            2 * n + 1,
-            "the join, then the switch to all"
-        );
+        assert_eq!(told_per_join[n], n + 1, "the switch alone, to all");
         assert!(told_per_join[n + 1..].iter().all(|t| *t == 0));
         assert!(st.is_large());
         assert_eq!(st.member_count(), names.len());

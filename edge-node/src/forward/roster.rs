@@ -62,16 +62,13 @@ impl Roster {
         self.views.get(&session)
     }
 
-    /// Whether clients are told of `v` one by one.
-    fn listed(&self, v: &MemberView) -> bool {
-        !self.large || v.publishes()
-    }
-
     /// Set the views of some sessions (`None`: gone) and return what the
-    /// local members must be told, in order: events about each session
-    /// (in the mode the channel was in), then the mode switch if the count
-    /// crossed a threshold (with the members a small-again channel lists),
-    /// or the count if it is due.
+    /// local members must be told, in order. If the count crosses a
+    /// threshold, the mode switch comes first when the channel becomes
+    /// large (then the events about publishers only: a merge that brings
+    /// a thousand viewers at once announces none of them) and last when it
+    /// becomes small (events about publishers, the switch, then every member
+    /// it did not list); otherwise the events, then the count if it is due.
     pub fn apply(
         &mut self,
         channel: ChannelId,
@@ -79,7 +76,7 @@ impl Roster {
         now: Instant,
     ) -> Vec<Event> {
         let cid = channel.0;
-        let mut events = vec![];
+        let mut moved = vec![];
         for (s, new) in changes {
             let old = match &new {
                 Some(v) => {
@@ -95,18 +92,29 @@ impl Roster {
                     self.views.remove(&s)
                 }
             };
-            let old = old.filter(|v| self.listed(v));
-            let still_here = new.is_some();
-            let new = new.filter(|v| self.listed(v));
-            diff_one(cid, s, old.as_ref(), new.as_ref(), still_here, &mut events);
+            moved.push((s, old, new));
         }
         let n = self.views.len();
-        if !self.large && n > LARGE_CHANNEL_MEMBERS {
-            self.large = true;
+        let was_large = self.large;
+        self.large = if was_large {
+            n > SMALL_AGAIN_MEMBERS
+        } else {
+            n > LARGE_CHANNEL_MEMBERS
+        };
+        // Listed in either mode while large before or after.
+        let listed = |v: &MemberView| !(was_large || self.large) || v.publishes();
+        let mut events = vec![];
+        if self.large && !was_large {
             self.count_told = Some((n, now));
             events.push((None, member_count(cid, n, true)));
-        } else if self.large && n <= SMALL_AGAIN_MEMBERS {
-            self.large = false;
+        }
+        for (s, old, new) in moved {
+            let still_here = new.is_some();
+            let old = old.filter(|v| listed(v));
+            let new = new.filter(|v| listed(v));
+            diff_one(cid, s, old.as_ref(), new.as_ref(), still_here, &mut events);
+        }
+        if was_large && !self.large {
             self.count_told = None;
             events.push((None, member_count(cid, n, false)));
             for (s, v) in &self.views {
@@ -114,8 +122,10 @@ impl Roster {
                     events.push((Some(*s), member_joined(cid, *s, v)));
                 }
             }
-        } else if let Some(ev) = self.count_due(channel, now) {
-            events.push((None, ev));
+        } else if was_large {
+            if let Some(ev) = self.count_due(channel, now) {
+                events.push((None, ev));
+            }
         }
         events
     }
@@ -304,11 +314,10 @@ mod tests {
             let ev = r.apply(CH, [(s, Some(view("viewer", &[])))], t0);
             assert_eq!(kinds(&ev), [(Some(s), "joined")]);
         }
-        // The next makes the channel large: announced in the old mode, then
-        // the switch.
+        // The next makes the channel large: the switch, and no join.
         let next = LARGE_CHANNEL_MEMBERS as u64 + 1;
         let ev = r.apply(CH, [(next, Some(view("viewer", &[])))], t0);
-        assert_eq!(kinds(&ev), [(Some(next), "joined"), (None, "large")]);
+        assert_eq!(kinds(&ev), [(None, "large")]);
         assert!(r.is_large());
         let listed = r.listed_except(next);
         assert_eq!(listed.len(), 1, "only the host is listed");
