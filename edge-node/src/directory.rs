@@ -190,16 +190,19 @@ impl EdgeCore {
     }
 
     fn report_to(&self, home: EdgeId, report: pb::DirectoryReport) {
-        if home == self.id {
-            return self.apply_report(report);
-        }
-        for t in self.trees_to(&[home]) {
-            self.send_along(&t, |nodes| {
-                RK::DirectoryReport(pb::DirectoryReport {
-                    tree: nodes,
-                    ..report.clone()
-                })
-            });
+        for part in home::split_report(report) {
+            if home == self.id {
+                self.apply_report(part);
+                continue;
+            }
+            for t in self.trees_to(&[home]) {
+                self.send_along(&t, |nodes| {
+                    RK::DirectoryReport(pb::DirectoryReport {
+                        tree: nodes,
+                        ..part.clone()
+                    })
+                });
+            }
         }
     }
 
@@ -303,7 +306,12 @@ impl EdgeCore {
                 .unwrap_or_else(|e| e.into_inner());
             let home = homed.entry(channel).or_default();
             let changed = home.apply_report(&r, Instant::now());
-            let wholes = (!r.want.is_empty()).then(|| home.wholes(self.id, channel, &r.want));
+            let whole = !r.summary && r.base_generation == 0;
+            let wholes = if whole {
+                Some(home.wholes_for(self.id, channel, reporter))
+            } else {
+                (!r.want.is_empty()).then(|| home.wholes(self.id, channel, &r.want))
+            };
             (changed, wholes)
         };
         tracing::debug!(edge = self.id, %channel, reporter, changed, want = r.want.len(), "directory report applied");

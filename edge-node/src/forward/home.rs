@@ -122,6 +122,17 @@ impl Home {
             e.needs_whole = true;
             e
         });
+        if !r.summary && r.base_generation != 0 && r.base_generation == r.generation {
+            // An addendum: more of the whole report at this generation.
+            if e.generation != r.generation || e.needs_whole {
+                return false;
+            }
+            e.seen = now;
+            for m in &r.members {
+                e.set(m.clone());
+            }
+            return true;
+        }
         if e.generation > r.generation || (e.generation == r.generation && !e.needs_whole) {
             if e.generation == r.generation {
                 e.seen = now;
@@ -241,6 +252,25 @@ impl Home {
         self.update(me, channel, edges, true)
     }
 
+    /// Every entry the home has whole, for `reporter`, whose report was
+    /// whole: it has just taken the channel up (or again) and knows no other
+    /// entry yet; waiting for the next digest to ask would leave its
+    /// members' messages without destinations for up to a second.
+    pub fn wholes_for(
+        &mut self,
+        me: EdgeId,
+        channel: ChannelId,
+        reporter: EdgeId,
+    ) -> pb::DirectoryUpdate {
+        let others: Vec<EdgeId> = self
+            .edges
+            .keys()
+            .filter(|e| **e != reporter)
+            .copied()
+            .collect();
+        self.wholes(me, channel, &others)
+    }
+
     /// Forget edges whose last report is `ttl` old at `now` (a dead edge's
     /// members vanish). Returns whether the home is left empty.
     pub fn expire(&mut self, now: Instant, ttl: Duration) -> bool {
@@ -257,9 +287,9 @@ pub const UPDATE_BUDGET: usize = protocol::limits::MAX_FRAME_LEN * 3 / 4;
 
 /// `u` as updates of at most [`UPDATE_BUDGET`] bytes each, its entries dealt
 /// out in order, each part with the digest (a new edge's first answer holds
-/// every entry of a big channel: 10,000 members are about 400 KB). An
-/// entry bigger than the budget on its own (thousands of members on one
-/// edge) still goes alone, and the relay link refuses it: a known limit.
+/// every entry of a big channel: 10,000 members are about 400 KB). A whole
+/// entry bigger than a part (thousands of members of the channel on one
+/// edge) goes as its first members, whole, then addenda ([`chunk_whole`]).
 pub fn split(u: pb::DirectoryUpdate) -> Vec<pb::DirectoryUpdate> {
     use prost::Message;
     if u.encoded_len() <= UPDATE_BUDGET {
@@ -273,7 +303,22 @@ pub fn split(u: pb::DirectoryUpdate) -> Vec<pb::DirectoryUpdate> {
     let mut parts = vec![];
     let mut part = bare.clone();
     let mut size = base;
-    for e in u.edges {
+    let entries = u.edges.into_iter().flat_map(|e| {
+        if e.base_generation != 0 || e.encoded_len() + base <= UPDATE_BUDGET {
+            return vec![e];
+        }
+        let (edge, generation) = (e.edge_id, e.generation);
+        chunk_whole(e.members, UPDATE_BUDGET - base)
+            .map(|(base_generation, members)| pb::EdgeMembers {
+                edge_id: edge,
+                members,
+                generation,
+                base_generation: base_generation * generation,
+                left: vec![],
+            })
+            .collect()
+    });
+    for e in entries {
         let n = e.encoded_len() + 8;
         if size + n > UPDATE_BUDGET && !part.edges.is_empty() {
             parts.push(std::mem::replace(&mut part, bare.clone()));
@@ -284,6 +329,53 @@ pub fn split(u: pb::DirectoryUpdate) -> Vec<pb::DirectoryUpdate> {
     }
     parts.push(part);
     parts
+}
+
+/// A whole report (`members` of `r`, base 0) of more than
+/// [`UPDATE_BUDGET`] bytes as its first members, whole, then addenda.
+pub fn split_report(r: pb::DirectoryReport) -> Vec<pb::DirectoryReport> {
+    use prost::Message;
+    if r.summary || r.base_generation != 0 || r.encoded_len() <= UPDATE_BUDGET {
+        return vec![r];
+    }
+    let bare = pb::DirectoryReport {
+        members: vec![],
+        ..r.clone()
+    };
+    chunk_whole(r.members, UPDATE_BUDGET - bare.encoded_len())
+        .map(|(addendum, members)| pb::DirectoryReport {
+            members,
+            base_generation: addendum * r.generation,
+            ..bare.clone()
+        })
+        .collect()
+}
+
+/// `members` in runs of at most `budget` encoded bytes, each with 0 for the
+/// first (the whole entry starts with it) and 1 for the others (addenda:
+/// deltas whose base is their own generation, docs/protocol.md §9.6).
+fn chunk_whole(
+    members: Vec<DirectoryMember>,
+    budget: usize,
+) -> impl Iterator<Item = (u64, Vec<DirectoryMember>)> {
+    use prost::Message;
+    let mut runs: Vec<Vec<DirectoryMember>> = vec![vec![]];
+    let mut size = 0;
+    for m in members {
+        // The field tag and length prefix of a repeated member.
+        let n = m.encoded_len() + 4;
+        if size + n > budget && !runs.last().is_some_and(Vec::is_empty) {
+            runs.push(vec![]);
+            size = 0;
+        }
+        size += n;
+        if let Some(run) = runs.last_mut() {
+            run.push(m);
+        }
+    }
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, run)| (u64::from(i > 0), run))
 }
 
 #[cfg(test)]
@@ -438,6 +530,42 @@ mod tests {
         assert!(parts.iter().all(|p| p.digest == u.digest));
         let entries: Vec<pb::EdgeMembers> = parts.into_iter().flat_map(|p| p.edges).collect();
         assert_eq!(entries, u.edges);
+    }
+
+    #[test]
+    fn an_entry_bigger_than_a_frame_goes_whole_then_in_addenda_and_arrives_whole() {
+        use prost::Message;
+        let t0 = Instant::now();
+        let sessions: Vec<u64> = (0..12_000).collect();
+        // The reporter's side: one report too big for a frame.
+        let parts = split_report(whole(2, 10, &sessions));
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.encoded_len() <= UPDATE_BUDGET));
+        assert_eq!(parts[0].base_generation, 0);
+        assert!(parts[1..].iter().all(|p| p.base_generation == 10));
+        let mut home = Home::default();
+        for p in &parts {
+            assert!(home.apply_report(p, t0));
+        }
+        // An addendum of another generation changes nothing.
+        assert!(!home.apply_report(&delta(2, 9, 9, &[99_999], &[]), t0));
+        // The home's side: its push of that entry, split too, rebuilds it
+        // on an edge.
+        let (u, _) = home.push(1, ChannelId(7));
+        assert_eq!(u.edges[0].members.len(), sessions.len());
+        let updates = split(u);
+        assert!(updates.len() > 1);
+        let mut remote = crate::forward::remote::RemoteEntries::default();
+        for u in &updates {
+            assert!(u.encoded_len() <= UPDATE_BUDGET);
+            remote.merge_update(5, u, t0, t0 + ttl());
+        }
+        assert_eq!(remote.edges[&2].members.len(), sessions.len());
+        assert_eq!(remote.edges[&2].generation, 10);
+    }
+
+    fn ttl() -> Duration {
+        Duration::from_secs(3)
     }
 
     #[test]

@@ -165,6 +165,18 @@ impl RemoteEntries {
             }
             return true;
         };
+        if !whole && e.base_generation == e.generation {
+            // An addendum: more of the whole entry at this generation.
+            if r.generation != e.generation {
+                return r.generation > e.generation;
+            }
+            let had_subscribers = r.has_subscribers();
+            for m in &e.members {
+                self.add(e.edge_id, m.clone(), out);
+            }
+            out.edges_changed |= self.edges[&e.edge_id].has_subscribers() != had_subscribers;
+            return true;
+        }
         if r.generation >= e.generation {
             if r.generation == e.generation {
                 r.expires = r.expires.max(expires);
