@@ -141,9 +141,16 @@ impl EdgeCore {
         };
         self.tell_hinted(ch);
         let homes = self.homes(ch.id);
+        let before = std::mem::replace(&mut ch.write().homes, homes.clone());
         tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), left = report.left.len(), summary = report.summary, "directory report");
+        let whole = !report.summary && report.base_generation == 0;
         for home in homes {
-            self.report_to(home, report.clone());
+            if whole || before.contains(&home) {
+                self.report_to(home, report.clone());
+            } else {
+                // A new home (the live edges changed) lacks the entry.
+                self.report_whole_to(ch, home);
+            }
         }
     }
 

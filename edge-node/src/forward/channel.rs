@@ -123,6 +123,10 @@ pub struct ChannelState<C> {
     pub remote_version: u64,
     /// Edges told of local changes directly for a while ([`HINT_TTL`]).
     pub hinted: HashMap<EdgeId, HintedEdge>,
+    /// The directory homes last reported to: a new one (the live edges
+    /// changed) gets the whole entry at once, not a delta or summary it
+    /// cannot use.
+    pub homes: Vec<EdgeId>,
 }
 
 impl<C> Default for ChannelState<C> {
@@ -138,6 +142,7 @@ impl<C> Default for ChannelState<C> {
             changed_since_report: HashSet::new(),
             remote_version: 0,
             hinted: HashMap::new(),
+            homes: Vec::new(),
         }
     }
 }
