@@ -143,7 +143,7 @@ impl EdgeCore {
         let homes = self.homes(ch.id);
         let before = std::mem::replace(&mut ch.write().homes, homes.clone());
         tracing::debug!(edge = self.id, channel = %ch.id, ?homes, generation, members = report.members.len(), left = report.left.len(), summary = report.summary, "directory report");
-        let whole = !report.summary && report.base_generation == 0;
+        let whole = home::is_whole(&report);
         for home in homes {
             if whole || before.contains(&home) {
                 self.report_to(home, report.clone());
@@ -313,8 +313,7 @@ impl EdgeCore {
                 .unwrap_or_else(|e| e.into_inner());
             let home = homed.entry(channel).or_default();
             let changed = home.apply_report(&r, Instant::now());
-            let whole = !r.summary && r.base_generation == 0;
-            let wholes = if whole {
+            let wholes = if home::is_whole(&r) {
                 Some(home.wholes_for(self.id, channel, reporter))
             } else {
                 (!r.want.is_empty()).then(|| home.wholes(self.id, channel, &r.want))

@@ -106,6 +106,12 @@ impl HomeEntry {
     }
 }
 
+/// Whether a report holds the reporter's whole entry (not a delta, an
+/// addendum or a summary).
+pub fn is_whole(r: &pb::DirectoryReport) -> bool {
+    !r.summary && r.base_generation == 0
+}
+
 impl Home {
     /// Take an edge's report, received at `now`. A report older (by
     /// generation) than the entry is ignored: reports cross the overlay on
@@ -115,7 +121,7 @@ impl Home {
     /// Returns whether to push (the members changed, or the reporter must
     /// be asked for its whole entry).
     pub fn apply_report(&mut self, r: &pb::DirectoryReport, now: Instant) -> bool {
-        let whole = !r.summary && r.base_generation == 0;
+        let whole = is_whole(r);
         let created = !self.edges.contains_key(&r.reporter_edge);
         let e = self.edges.entry(r.reporter_edge).or_insert_with(|| {
             let mut e = HomeEntry::new(now);
@@ -145,14 +151,7 @@ impl Home {
             return !std::mem::replace(&mut e.needs_whole, true) || created;
         }
         if whole {
-            let fresh: HashSet<u64> = r.members.iter().map(|m| m.session).collect();
-            let gone: Vec<u64> = e
-                .members
-                .keys()
-                .filter(|s| !fresh.contains(s))
-                .copied()
-                .collect();
-            for s in gone {
+            for s in super::remote::gone(&e.members, &r.members) {
                 e.remove(s);
             }
             e.needs_whole = false;
@@ -335,7 +334,7 @@ pub fn split(u: pb::DirectoryUpdate) -> Vec<pb::DirectoryUpdate> {
 /// [`UPDATE_BUDGET`] bytes as its first members, whole, then addenda.
 pub fn split_report(r: pb::DirectoryReport) -> Vec<pb::DirectoryReport> {
     use prost::Message;
-    if r.summary || r.base_generation != 0 || r.encoded_len() <= UPDATE_BUDGET {
+    if !is_whole(&r) || r.encoded_len() <= UPDATE_BUDGET {
         return vec![r];
     }
     let bare = pb::DirectoryReport {

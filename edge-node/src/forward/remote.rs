@@ -58,6 +58,16 @@ impl RemoteEdge {
     }
 }
 
+/// The sessions of `held` that the whole entry `fresh` no longer lists
+/// (they left), on a home or an edge replacing its copy.
+pub fn gone<V>(held: &HashMap<u64, V>, fresh: &[DirectoryMember]) -> Vec<u64> {
+    let fresh: std::collections::HashSet<u64> = fresh.iter().map(|m| m.session).collect();
+    held.keys()
+        .filter(|s| !fresh.contains(s))
+        .copied()
+        .collect()
+}
+
 /// A lacking entry is asked for again after this long without it: the
 /// answer may be lost, but a home pushes on every change (a hundred times a
 /// second in a burst of joins), and asking on each would have it send the
@@ -194,16 +204,7 @@ impl RemoteEntries {
         let edge = e.edge_id;
         if whole {
             self.wanted.remove(&edge);
-            let gone: Vec<u64> = {
-                let fresh: std::collections::HashSet<u64> =
-                    e.members.iter().map(|m| m.session).collect();
-                r.members
-                    .keys()
-                    .filter(|s| !fresh.contains(s))
-                    .copied()
-                    .collect()
-            };
-            for s in gone {
+            for s in gone(&r.members, &e.members) {
                 self.remove(edge, s, out);
             }
         } else {
