@@ -202,6 +202,16 @@ pub struct EdgeSection {
     #[serde(default = "default_udp_buffer")]
     #[arg(visible_alias = "udp-buffer-bytes")]
     pub udp_buffer_bytes: usize,
+    /// QUIC endpoints serving `listen`, each on its own UDP socket
+    /// (SO_REUSEPORT: the kernel spreads clients over them by address, and
+    /// each endpoint's receive path runs on its own task, so on another
+    /// core). 1: one socket, no SO_REUSEPORT. Above 1, relay links are
+    /// dialed from a socket of their own (an ephemeral port), since a reply
+    /// to a dial could land on any socket of the group. A client whose
+    /// address changes mid-connection (NAT rebinding) lands on another
+    /// endpoint, which resets it: the SDKs reconnect and resume.
+    #[serde(default = "default_endpoints")]
+    pub endpoints: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
@@ -525,6 +535,13 @@ fn default_admin() -> SocketAddr {
 fn default_server_name() -> String {
     "localhost".into()
 }
+fn default_endpoints() -> usize {
+    1
+}
+
+/// More endpoints than this on one port is a typo, not a machine.
+pub const MAX_ENDPOINTS: usize = 64;
+
 fn default_udp_buffer() -> usize {
     // moq-relay and quinn users ask for several MiB: a relay receives bursts
     // from many senders at once.
@@ -578,6 +595,7 @@ impl EdgeConfig {
                 admin_token_env: None,
                 server_name: default_server_name(),
                 udp_buffer_bytes: default_udp_buffer(),
+                endpoints: default_endpoints(),
             },
             tls: TlsSection {
                 dev_self_signed: true,
@@ -630,6 +648,12 @@ impl EdgeConfig {
         }
         if self.edge.listen == self.edge.admin_listen && self.edge.listen.port() != 0 {
             return bad("edge.listen and edge.admin_listen must differ".into());
+        }
+        if !(1..=MAX_ENDPOINTS).contains(&self.edge.endpoints) {
+            return bad(format!(
+                "edge.endpoints must be 1..={MAX_ENDPOINTS} (got {})",
+                self.edge.endpoints
+            ));
         }
         let tls = &self.tls;
         if !tls.dev_self_signed {

@@ -155,7 +155,7 @@ fn edge_record(core: &EdgeCore, state: EdgeState) -> EdgeRecord {
         addr: cfg
             .edge
             .public_addr
-            .or_else(|| core.endpoint.local_addr().ok())
+            .or_else(|| core.listeners[0].local_addr().ok())
             .unwrap_or(cfg.edge.listen),
         server_name: cfg.edge.server_name.clone(),
         cert_sha256: core.client_certs.hashes().borrow().clone(),

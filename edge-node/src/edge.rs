@@ -48,6 +48,10 @@ pub struct EdgeCore {
     pub(crate) admin_addr: std::sync::OnceLock<SocketAddr>,
     pub(crate) started_at_ms: u64,
     pub directory: Directory,
+    /// The endpoints serving `edge.listen` (one unless `edge.endpoints`).
+    pub listeners: Vec<quinn::Endpoint>,
+    /// The endpoint relay links are dialed from: the listener when there
+    /// is one, else one on a port of its own (see `edge.endpoints`).
     pub endpoint: quinn::Endpoint,
     pub(crate) relay_client: quinn::ClientConfig,
     channels: Mutex<HashMap<ChannelId, Arc<Channel>>>,
@@ -73,6 +77,12 @@ pub struct EdgeCore {
 }
 
 impl EdgeCore {
+    /// Every endpoint of this edge: the listeners, and the dialer if apart.
+    fn all_endpoints(&self) -> impl Iterator<Item = &quinn::Endpoint> {
+        let apart = self.listeners.len() > 1;
+        self.listeners.iter().chain(apart.then_some(&self.endpoint))
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -243,8 +253,6 @@ impl Edge {
         let client_certs = ClientCerts::new(client_source).context("client_tls")?;
         let mut server = tls.server_config(client_certs.clone())?;
         server.transport_config(Arc::new(transport(&cfg)));
-        let socket =
-            crate::socket::bind_udp(cfg.edge.listen, cfg.edge.udp_buffer_bytes, cfg.edge.id)?;
         #[cfg(feature = "netem")]
         let wan = match &cfg.netem {
             Some(n) if opts.socket.is_none() => {
@@ -259,17 +267,7 @@ impl Edge {
         });
         #[cfg(not(feature = "netem"))]
         let hook = opts.socket;
-        let socket = match hook {
-            Some(wrap) => wrap(socket)?,
-            None => quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?,
-        };
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .context("creating the QUIC endpoint")?;
+        let (listeners, endpoint) = bind_endpoints(&cfg, server, hook.as_ref())?;
         let mut relay_client = tls.relay_client_config()?;
         relay_client.transport_config(Arc::new(transport(&cfg)));
         let routes = opts
@@ -317,7 +315,8 @@ impl Edge {
             admin_addr: std::sync::OnceLock::new(),
             started_at_ms: control::clock::now_ms(),
             directory: Directory::new(),
-            endpoint: endpoint.clone(),
+            listeners,
+            endpoint,
             relay_client,
             channels: Mutex::default(),
             clients: Mutex::default(),
@@ -348,7 +347,9 @@ impl Edge {
             core.metrics.local_reroutes.clone(),
         ));
         loops.spawn(crate::probe::run(core.clone()));
-        loops.spawn(accept_loop(core.clone()));
+        for listener in &core.listeners {
+            loops.spawn(accept_loop(core.clone(), listener.clone()));
+        }
         loops.spawn(admin::serve(core.clone(), admin_listener));
         loops.spawn(crate::directory::run_refresh(core.clone()));
         loops.spawn(crate::relay::watch_routes(core.clone()));
@@ -365,7 +366,8 @@ impl Edge {
         core.metrics.ready(true);
         info!(
             edge = core.id,
-            quic = %core.endpoint.local_addr()?,
+            quic = %core.listeners[0].local_addr()?,
+            endpoints = core.listeners.len(),
             admin = %admin_addr,
             region = %core.cfg.edge.region,
             "edge started"
@@ -386,8 +388,7 @@ impl Edge {
 
     /// The QUIC address clients and peers connect to.
     pub fn addr(&self) -> SocketAddr {
-        self.core
-            .endpoint
+        self.core.listeners[0]
             .local_addr()
             .unwrap_or(self.core.cfg.edge.listen)
     }
@@ -451,10 +452,12 @@ impl Edge {
         }
         let core = &self.core;
         core.start_draining();
-        core.endpoint.close(
-            quinn::VarInt::from_u32(ErrorCode::GoingAway as u32),
-            b"edge stopping",
-        );
+        for e in core.all_endpoints() {
+            e.close(
+                quinn::VarInt::from_u32(ErrorCode::GoingAway as u32),
+                b"edge stopping",
+            );
+        }
         if tokio::time::timeout(LOOPS_STOP_BOUND, self.loops.shutdown())
             .await
             .is_err()
@@ -464,7 +467,10 @@ impl Edge {
                 "edge loops still running after being aborted"
             );
         }
-        let _ = tokio::time::timeout(CLOSE_FLUSH_BOUND, core.endpoint.wait_idle()).await;
+        let flushed_by = tokio::time::Instant::now() + CLOSE_FLUSH_BOUND;
+        for e in core.all_endpoints() {
+            let _ = tokio::time::timeout_at(flushed_by, e.wait_idle()).await;
+        }
         core.relay.clear();
         if !core.tasks.stop(CONNECTION_TASKS_STOP_BOUND).await {
             warn!(
@@ -585,8 +591,49 @@ async fn prune_admission(core: Arc<EdgeCore>) {
     }
 }
 
-async fn accept_loop(core: Arc<EdgeCore>) {
-    while let Some(incoming) = core.endpoint.accept().await {
+/// The endpoints serving `edge.listen` (`edge.endpoints` of them, sharing
+/// the port with SO_REUSEPORT when more than one) and the one relay links
+/// are dialed from. All share one `EndpointConfig`, so one stateless-reset
+/// key: a packet of a connection that lands on another endpoint of the
+/// group (its client's address changed) is answered with a reset the
+/// client accepts, and it reconnects at once instead of timing out.
+fn bind_endpoints(
+    cfg: &EdgeConfig,
+    server: quinn::ServerConfig,
+    hook: Option<&SocketHook>,
+) -> anyhow::Result<(Vec<quinn::Endpoint>, quinn::Endpoint)> {
+    let n = cfg.edge.endpoints.max(1);
+    let endpoint_config = quinn::EndpointConfig::default();
+    let make = |addr: SocketAddr, shared: bool, server: Option<quinn::ServerConfig>| {
+        let socket = crate::socket::bind_udp(addr, cfg.edge.udp_buffer_bytes, cfg.edge.id, shared)?;
+        let socket = match hook {
+            Some(wrap) => wrap(socket)?,
+            None => quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?,
+        };
+        quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config.clone(),
+            server,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("creating the QUIC endpoint")
+    };
+    let first = make(cfg.edge.listen, n > 1, Some(server.clone()))?;
+    if n == 1 {
+        return Ok((vec![first.clone()], first));
+    }
+    // With port 0 (tests), the others join the port the first was given.
+    let port = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..n {
+        listeners.push(make(port, true, Some(server.clone()))?);
+    }
+    let dialer = make(SocketAddr::new(cfg.edge.listen.ip(), 0), false, None)?;
+    Ok((listeners, dialer))
+}
+
+async fn accept_loop(core: Arc<EdgeCore>, listener: quinn::Endpoint) {
+    while let Some(incoming) = listener.accept().await {
         if core.is_draining() {
             incoming.refuse();
             continue;

@@ -10,8 +10,16 @@ use tracing::{info, warn};
 
 /// Bind a UDP socket asking for `buffer` bytes of kernel buffer each way and
 /// log what the kernel granted (Linux caps it at net.core.rmem_max/wmem_max
-/// unless raised; the terraform module raises them).
-pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<std::net::UdpSocket> {
+/// unless raised; the terraform module raises them). `reuse_port`: one of
+/// several sockets sharing the port (SO_REUSEPORT), only where the edge
+/// runs several endpoints: set everywhere, it would let a second edge
+/// started on the same port by mistake take half the traffic silently.
+pub fn bind_udp(
+    addr: SocketAddr,
+    buffer: usize,
+    edge: u32,
+    reuse_port: bool,
+) -> anyhow::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
@@ -19,6 +27,11 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize, edge: u32) -> anyhow::Result<st
     // A restarted edge binds its port again at once, even while the previous
     // instance's socket is still being torn down.
     let _ = socket.set_reuse_address(true);
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .context("setting SO_REUSEPORT (edge.endpoints > 1)")?;
+    }
     if let Err(e) = socket.set_recv_buffer_size(buffer) {
         warn!(edge, error = %e, "could not set the UDP receive buffer");
     }

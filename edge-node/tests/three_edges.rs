@@ -69,15 +69,88 @@ async fn media_and_messages_cross_each_link_once() {
         a.message(cid, seq, b"hi").await;
     }
     for s in subs.iter_mut() {
-        for seq in 1..=10u64 {
-            let m = s
-                .expect(|f| match f {
-                    SK::Message(m) => Some(m),
-                    _ => None,
-                })
-                .await;
-            assert_eq!((m.seq, m.from_user.as_str()), (seq, "alice"));
+        expect_messages(s, 10, "alice").await;
+    }
+    mesh.stop().await;
+}
+
+/// Waits for messages `1..=n` from `from`, in order.
+async fn expect_messages(s: &mut RawClient, n: u64, from: &str) {
+    for seq in 1..=n {
+        let m = s
+            .expect(|f| match f {
+                SK::Message(m) => Some(m),
+                _ => None,
+            })
+            .await;
+        assert_eq!((m.seq, m.from_user.as_str()), (seq, from));
+    }
+}
+
+/// UDP sockets bound to `port` on loopback (`/proc/net/udp`).
+fn sockets_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let wanted = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&wanted))
+        })
+        .count()
+}
+
+/// `edge.endpoints = 2`: two sockets share each edge's port (SO_REUSEPORT),
+/// clients spread over them by address are all served, and relay links
+/// (dialed from a socket of their own, since a dial's replies could land
+/// on either listener) carry media and messages between the edges.
+#[tokio::test]
+async fn two_endpoints_on_one_port_serve_clients_and_relay_links() {
+    // Ids of its own: metrics are per process and the test above counts
+    // edges 1-3's packets exactly.
+    let mesh = Mesh::try_start(&[11, 12], None, |c| c.edge.endpoints = 2)
+        .await
+        .unwrap();
+    for id in [11, 12] {
+        assert_eq!(sockets_on(mesh.edge(id).addr().port()), 2, "edge {id}");
+    }
+    let ca = mesh.ca_der();
+    let mut subs = vec![];
+    for i in 0..8 {
+        let edge = if i < 6 { 12 } else { 11 };
+        let mut c = RawClient::connect(mesh.edge(edge).addr(), &ca).await;
+        c.join("wide", &format!("sub-{i}")).await;
+        subs.push(c);
+    }
+    let mut a = RawClient::connect(mesh.edge(11).addr(), &ca).await;
+    let cid = a.join("wide", "alice").await.channel_id;
+    let track = a.publish(cid, "mic").await.unwrap();
+    for s in subs.iter_mut() {
+        s.expect(|f| match f {
+            SK::TrackAvailable(t) => Some(t),
+            _ => None,
+        })
+        .await;
+    }
+    const N: u32 = 100;
+    for seq in 0..N {
+        a.media(cid, track, seq, &[7u8; 200]);
+        if seq % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+    for seq in 1..=5 {
+        a.message(cid, seq, b"hi").await;
+    }
+    for (i, s) in subs.iter_mut().enumerate() {
+        let mut got = 0;
+        while got < N && s.recv_media().await.is_some() {
+            got += 1;
+        }
+        assert!(got >= N * 9 / 10, "subscriber {i} received {got} of {N}");
+        expect_messages(s, 5, "alice").await;
     }
     mesh.stop().await;
 }

@@ -94,7 +94,7 @@ pub struct Report {
 }
 
 /// A one-way flow: a sender connection and a receiver connection.
-struct Flow {
+pub(crate) struct Flow {
     tx: quinn::Connection,
     rx: quinn::Connection,
     /// The media header every datagram carries (the edge reads it; the
@@ -127,7 +127,7 @@ impl Flow {
 
     /// Packets per second received while the sender saturates, and the
     /// fraction of the sent packets that arrived.
-    async fn saturate(&self, p: Params) -> (f64, f64) {
+    pub(crate) async fn saturate(&self, p: Params) -> (f64, f64) {
         let received = Arc::new(AtomicU64::new(0));
         let rx = self.rx.clone();
         let counter = received.clone();
@@ -157,7 +157,7 @@ impl Flow {
 
     /// An error naming why the flow's connections closed, if they did (a
     /// figure from a dead flow would read as a rate of 0).
-    fn check_open(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn check_open(&self, name: &str) -> anyhow::Result<()> {
         match self.tx.close_reason().or_else(|| self.rx.close_reason()) {
             Some(reason) => anyhow::bail!("the {name} flow's connection closed: {reason}"),
             None => Ok(()),
@@ -190,7 +190,7 @@ impl Flow {
     /// Send `payload`-byte packets at `pps` for `duration`, paced; the loss
     /// fraction, and one-way latencies (ms) if `record` (else the receiver
     /// only counts).
-    async fn paced(
+    pub(crate) async fn paced(
         &self,
         pps: f64,
         duration: Duration,
@@ -292,17 +292,22 @@ async fn direct_flow(pki: &DevPki) -> anyhow::Result<Flow> {
     })
 }
 
-async fn edge_flow(pki: &DevPki, edge: &Edge) -> anyhow::Result<Flow> {
-    let ca = pki.ca_der();
-    let token = |user: &str| token("bench", user, true, true);
+/// A publisher and a subscriber of channel `name` on the edge at `addr`,
+/// each on a client endpoint of its own (its own UDP port).
+pub(crate) async fn edge_flow(
+    addr: std::net::SocketAddr,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    name: &str,
+) -> anyhow::Result<Flow> {
+    let token = |user: &str| token(name, user, true, true);
     let (ep_a, ep_b) = (client_endpoint()?, client_endpoint()?);
-    let mut sub = RawClient::open(&ep_b, edge.addr(), &ca).await?;
-    sub.try_join(token("sub"), "bench", true)
+    let mut sub = RawClient::open(&ep_b, addr, ca).await?;
+    sub.try_join(token("sub"), name, true)
         .await?
         .map_err(refused)?;
-    let mut publ = RawClient::open(&ep_a, edge.addr(), &ca).await?;
+    let mut publ = RawClient::open(&ep_a, addr, ca).await?;
     let channel = publ
-        .try_join(token("pub"), "bench", false)
+        .try_join(token("pub"), name, false)
         .await?
         .map_err(refused)?
         .channel_id;
@@ -353,7 +358,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     )
     .await?;
     let direct = direct_flow(&pki).await?;
-    let via_edge = edge_flow(&pki, &edge).await?;
+    let via_edge = edge_flow(edge.addr(), &pki.ca_der(), "bench").await?;
 
     let (mut directs, mut edges, mut ratios) = (vec![], vec![], vec![]);
     let (mut d_flat, mut e_flat, mut e_delivered) = (vec![], vec![], vec![]);

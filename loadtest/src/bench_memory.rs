@@ -14,18 +14,15 @@
 //! this process instead: the delta then also holds the clients' side of
 //! every connection.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use edge_node::tls::DevPki;
 use protocol::EdgeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bench_util::{hold_session, join_many, proc_status_bytes, start_mesh};
+use crate::child_edge::{edge_binary, ChildEdge};
 use testkit::mesh::Mesh;
 use testkit::scrape::{edge_metrics, metric_in};
-use testkit::tokens::{APP, SECRET};
 
 #[derive(Clone, Debug)]
 pub enum Mode {
@@ -81,48 +78,31 @@ pub struct Report {
 
 /// `edge-node` next to the running executable, or one directory up (test
 /// binaries live in `target/<profile>/deps`).
-pub fn find_edge_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let found = [Some(dir), dir.parent()]
-        .into_iter()
-        .flatten()
-        .map(|d| d.join("edge-node"))
-        .find(|p| p.is_file());
-    found
-}
-
 /// The edge under test: where clients connect, how to read its RSS and
 /// metrics, how to stop it.
 enum Subject {
-    Child {
-        child: Child,
-        dir: PathBuf,
-        addr: std::net::SocketAddr,
-        admin: std::net::SocketAddr,
-        ca: rustls::pki_types::CertificateDer<'static>,
-    },
+    Child(ChildEdge),
     InProcess(Box<Mesh>),
 }
 
 impl Subject {
     fn addr(&self) -> std::net::SocketAddr {
         match self {
-            Subject::Child { addr, .. } => *addr,
+            Subject::Child(c) => c.addr,
             Subject::InProcess(m) => m.edges[0].addr(),
         }
     }
 
     fn ca(&self) -> rustls::pki_types::CertificateDer<'static> {
         match self {
-            Subject::Child { ca, .. } => ca.clone(),
+            Subject::Child(c) => c.ca(),
             Subject::InProcess(m) => m.pki.ca_der(),
         }
     }
 
     fn pid(&self) -> Option<u32> {
         match self {
-            Subject::Child { child, .. } => Some(child.id()),
+            Subject::Child(c) => Some(c.pid()),
             Subject::InProcess(_) => None,
         }
     }
@@ -133,7 +113,7 @@ impl Subject {
 
     async fn metrics(&self, edge: EdgeId) -> (f64, f64) {
         let text = match self {
-            Subject::Child { admin, .. } => http_get(*admin, "/metrics").await.unwrap_or_default(),
+            Subject::Child(c) => c.metrics().await,
             Subject::InProcess(_) => edge_metrics(),
         };
         let e = edge.to_string();
@@ -145,109 +125,9 @@ impl Subject {
 
     async fn stop(self) {
         match self {
-            Subject::Child { mut child, dir, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            Subject::Child(c) => c.stop(),
             Subject::InProcess(m) => m.stop_quietly().await,
         }
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback; the body if the status is 200.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.")
-        .then_some(())
-        .filter(|_| head.split_whitespace().nth(1) == Some("200"))?;
-    Some(body.to_string())
-}
-
-fn free_ports() -> anyhow::Result<(u16, u16)> {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok((udp.local_addr()?.port(), tcp.local_addr()?.port()))
-}
-
-/// Start `bin` with a fresh config and dev certificates; wait until ready.
-async fn start_child(bin: &Path, id: EdgeId, max_sessions: usize) -> anyhow::Result<Subject> {
-    let dir = std::env::temp_dir().join(format!(
-        "rtn-bench-memory-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let pki = DevPki::new()?;
-    let (cert, key) = pki.issue_pem(&["localhost".into()])?;
-    std::fs::write(dir.join("edge.pem"), cert)?;
-    std::fs::write(dir.join("edge.key"), key)?;
-    std::fs::write(dir.join("mesh-ca.pem"), pki.ca_pem())?;
-    let (port, admin_port) = free_ports()?;
-    // Every session comes from 127.0.0.1: the per-address admission limits
-    // (256 connections, 20 a second) would refuse all but the first few
-    // hundred, so they are lifted; the session cap stays.
-    let config = format!(
-        "[edge]\nid = {id}\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
-         [tls]\ncert = {cert:?}\nkey = {key:?}\nmesh_ca = {ca:?}\n\
-         [client_tls]\nmode = \"files\"\ncert = {cert:?}\nkey = {key:?}\n\
-         [[apps]]\nid = \"{APP}\"\nsecrets = [\"{SECRET}\"]\n\
-         [admission]\nretry = \"never\"\nconnections_per_ip_per_s = 0\n\
-         max_connections_per_ip = {max_sessions}\njoins_per_token_per_s = 0\n",
-        cert = dir.join("edge.pem"),
-        key = dir.join("edge.key"),
-        ca = dir.join("mesh-ca.pem"),
-    );
-    std::fs::write(dir.join("edge.toml"), config)?;
-    let log = std::fs::File::create(dir.join("edge.log"))?;
-    let child = Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("edge.toml"))
-        .env("RTN_LIMITS_MAX_SESSIONS", max_sessions.to_string())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-    let subject = Subject::Child {
-        child,
-        dir: dir.clone(),
-        addr: ([127, 0, 0, 1], port).into(),
-        admin: ([127, 0, 0, 1], admin_port).into(),
-        ca: pki.ca_der(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if http_get(([127, 0, 0, 1], admin_port).into(), "/readyz")
-            .await
-            .is_some()
-        {
-            return Ok(subject);
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("edge.log")).unwrap_or_default();
-            subject.stop().await;
-            anyhow::bail!(
-                "{} did not get ready in 15 s; its log:\n{log}",
-                bin.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -255,19 +135,10 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     anyhow::ensure!(p.sessions >= 1, "at least one session");
     let (subject, measured) = match &p.mode {
         Mode::Process(bin) => {
-            let bin = match bin.clone().or_else(find_edge_binary) {
-                Some(b) => b,
-                None => anyhow::bail!(
-                    "no edge-node binary next to this one: build it (cargo build --release -p edge-node), pass --edge-bin, or use --in-process"
-                ),
-            };
-            let s = start_child(&bin, p.edge_id, p.sessions + 100).await?;
-            let m = format!(
-                "edge-node process (pid {}, {})",
-                s.pid().unwrap_or(0),
-                bin.display()
-            );
-            (s, m)
+            let bin = edge_binary(bin.as_deref())?;
+            let c = ChildEdge::start(&bin, p.edge_id, p.sessions + 100, "").await?;
+            let m = format!("edge-node process (pid {}, {})", c.pid(), bin.display());
+            (Subject::Child(c), m)
         }
         Mode::InProcess => {
             let mesh = start_mesh(&[p.edge_id], |c| {
@@ -397,7 +268,7 @@ mod tests {
     /// (`cargo test --workspace` does); skipped otherwise.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tiny_edge_node_process() {
-        let Some(bin) = find_edge_binary() else {
+        let Some(bin) = crate::child_edge::find_edge_binary() else {
             eprintln!("no edge-node binary next to the test binary: skipped");
             return;
         };

@@ -224,6 +224,12 @@ pub fn process_cpu_seconds() -> Option<f64> {
     stat_cpu_seconds(&s).map(|(_, t)| t)
 }
 
+/// CPU time (user + system, seconds) process `pid` has used so far.
+pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&s).map(|(_, t)| t)
+}
+
 /// CPU time (seconds) used so far by this process's live threads whose name
 /// starts with `prefix` (e.g. the worker threads of one tokio runtime).
 pub fn threads_cpu_seconds(prefix: &str) -> Option<f64> {

@@ -25,6 +25,7 @@
 //! Edges, raw clients, tokens and metric scraping come from `testkit`.
 
 pub mod bench_abuse;
+pub mod bench_capacity;
 pub mod bench_channel;
 pub mod bench_fanout;
 pub mod bench_forwarding;
@@ -32,6 +33,7 @@ pub mod bench_memory;
 pub mod bench_multihop;
 pub mod bench_util;
 pub mod bench_weak;
+pub mod child_edge;
 #[cfg(feature = "etcd")]
 pub mod control_scale;
 pub mod demo;

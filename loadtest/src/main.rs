@@ -250,6 +250,34 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Media Gbit/s per core of one edge-node process, with 1 and 2 quinn
+    /// endpoints on its port (SO_REUSEPORT), flat out and paced.
+    Capacity {
+        /// Media payload per datagram (default: the largest the protocol
+        /// carries).
+        #[arg(long, default_value_t = protocol::limits::MAX_MEDIA_PAYLOAD)]
+        payload: usize,
+        /// Publisher -> subscriber pairs per edge.
+        #[arg(long, default_value_t = 4)]
+        flows: usize,
+        /// Endpoint counts to compare, one edge process each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        endpoints: Vec<usize>,
+        /// Seconds of each trial.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Paced load as a fraction of the first edge's flat-out goodput.
+        #[arg(long, default_value_t = 0.6)]
+        pace: f64,
+        /// The edge-node binary; default: next to this one.
+        #[arg(long)]
+        edge_bin: Option<PathBuf>,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// An idle edge-node process's RSS, then with N idle sessions joined:
     /// bytes per session.
     Memory {
@@ -532,6 +560,34 @@ fn main() -> anyhow::Result<()> {
             };
             let r = rt.block_on(loadtest::bench_multihop::run(p))?;
             loadtest::bench_multihop::print(&r);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Command::Bench {
+            which:
+                Bench::Capacity {
+                    payload,
+                    flows,
+                    endpoints,
+                    seconds,
+                    rounds,
+                    pace,
+                    edge_bin,
+                    json,
+                },
+        } => {
+            let p = loadtest::bench_capacity::Params {
+                payload,
+                flows,
+                endpoints,
+                trial: Duration::from_secs_f64(seconds),
+                rounds,
+                pace,
+                edge_bin,
+            };
+            let r = rt.block_on(loadtest::bench_capacity::run(p))?;
+            loadtest::bench_capacity::print(&r);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }

@@ -70,7 +70,7 @@ pub fn server_endpoint(
     tls.alpn_protocols = vec![alpn.to_vec()];
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     cfg.transport_config(Arc::new(bench_transport()));
-    let socket = edge_node::socket::bind_udp("127.0.0.1:0".parse()?, 8 << 20, 0)?;
+    let socket = edge_node::socket::bind_udp("127.0.0.1:0".parse()?, 8 << 20, 0, false)?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(cfg),
@@ -87,7 +87,7 @@ pub fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
 
 /// A client endpoint bound to `addr` with `buffer` bytes of socket buffers.
 pub fn client_endpoint_at(addr: SocketAddr, buffer: usize) -> anyhow::Result<quinn::Endpoint> {
-    let socket = edge_node::socket::bind_udp(addr, buffer, 0)?;
+    let socket = edge_node::socket::bind_udp(addr, buffer, 0, false)?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,

@@ -47,6 +47,7 @@ locals {
     admin_listen            = local.admin_listen
     server_name             = var.server_name
     udp_buffer_bytes        = var.udp_buffer_bytes
+    quic_endpoints          = var.quic_endpoints
     tls_cert                = local.tls_cert
     tls_key                 = local.tls_key
     tls_mesh_ca             = local.tls_mesh_ca

@@ -209,6 +209,17 @@ variable "limits" {
   }
 }
 
+variable "quic_endpoints" {
+  description = "QUIC endpoints serving quic_port (edge.endpoints): above 1 they share the port with SO_REUSEPORT, spreading clients over more cores, and relay links are dialed from an ephemeral port (the host firewall lets their replies in as established). Measured with loadtest bench capacity (docs/benchmarks.md)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.quic_endpoints >= 1 && var.quic_endpoints <= 64 && floor(var.quic_endpoints) == var.quic_endpoints
+    error_message = "quic_endpoints must be a whole number within 1..64."
+  }
+}
+
 variable "udp_buffer_bytes" {
   description = "UDP socket buffer the edge requests (edge.udp_buffer_bytes); the kernel limits net.core.rmem_max/wmem_max are raised to match."
   type        = number
