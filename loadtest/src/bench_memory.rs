@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use protocol::EdgeId;
 
-use crate::bench_util::{hold_session, join_many, proc_status_bytes, start_mesh};
+use crate::bench_util::{hold_session, join_many, pid_cpu_seconds, proc_status_bytes, start_mesh};
 use crate::child_edge::{edge_binary, ChildEdge};
 use testkit::mesh::Mesh;
 use testkit::scrape::{edge_metrics, metric_in};
@@ -43,6 +43,9 @@ pub struct Params {
     pub mode: Mode,
     /// Edge id (in-process mode keeps concurrent runs' metrics apart).
     pub edge_id: EdgeId,
+    /// How often each session sends a keepalive (the SDK's default is
+    /// 150 ms: it is how fast a client notices its edge gone).
+    pub keepalive: Duration,
 }
 
 impl Default for Params {
@@ -53,6 +56,7 @@ impl Default for Params {
             settle: Duration::from_secs(2),
             mode: Mode::Process(None),
             edge_id: 1,
+            keepalive: Duration::from_secs(2),
         }
     }
 }
@@ -74,10 +78,12 @@ pub struct Report {
     /// `rtn_edge_sessions` as the edge reports it with the sessions on.
     pub edge_reported_sessions: f64,
     pub edge_reported_channels: f64,
+    pub keepalive_ms: u64,
+    /// Cores the edge process used while the sessions sat idle (their
+    /// keepalives, QUIC's acks and timers); process mode only.
+    pub idle_sessions_edge_cores: Option<f64>,
 }
 
-/// `edge-node` next to the running executable, or one directory up (test
-/// binaries live in `target/<profile>/deps`).
 /// The edge under test: where clients connect, how to read its RSS and
 /// metrics, how to stop it.
 enum Subject {
@@ -175,9 +181,14 @@ async fn measure(p: &Params, subject: &Subject, measured: String) -> anyhow::Res
     let n = clients.len();
     let holders: Vec<_> = clients
         .into_iter()
-        .map(|c| hold_session(c, Duration::from_secs(2)))
+        .map(|c| hold_session(c, p.keepalive))
         .collect();
+    let cpu = || subject.pid().and_then(pid_cpu_seconds);
+    let (cpu0, wall0) = (cpu(), Instant::now());
     tokio::time::sleep(p.settle).await;
+    let idle_sessions_edge_cores = cpu()
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) / wall0.elapsed().as_secs_f64());
     let loaded = subject.status("VmRSS");
     let peak = subject.status("VmHWM");
     let (sessions_gauge, channels_gauge) = subject.metrics(p.edge_id).await;
@@ -201,6 +212,8 @@ async fn measure(p: &Params, subject: &Subject, measured: String) -> anyhow::Res
         bytes_per_session: (loaded as f64 - idle as f64) / n.max(1) as f64,
         edge_reported_sessions: sessions_gauge,
         edge_reported_channels: channels_gauge,
+        keepalive_ms: p.keepalive.as_millis() as u64,
+        idle_sessions_edge_cores,
     })
 }
 
@@ -227,6 +240,12 @@ pub fn print(r: &Report) {
         r.bytes_per_session / 1024.0,
         r.bytes_per_session
     );
+    if let Some(cores) = r.idle_sessions_edge_cores {
+        println!(
+            "  edge CPU, sessions idle      : {:>8.2} cores (a keepalive every {} ms per session)",
+            cores, r.keepalive_ms
+        );
+    }
     println!(
         "  after the sessions closed    : {:>8.1} MiB",
         mib(r.closed_rss_bytes)
@@ -244,6 +263,7 @@ mod tests {
             settle: Duration::from_millis(300),
             mode,
             edge_id,
+            keepalive: Duration::from_millis(150),
         }
     }
 

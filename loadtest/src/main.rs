@@ -296,6 +296,9 @@ enum Bench {
         /// clients' side of every connection).
         #[arg(long)]
         in_process: bool,
+        /// Keepalive period of each session, ms (the SDK's default: 150).
+        #[arg(long, default_value_t = 2000)]
+        keepalive_ms: u64,
         /// Print the report as JSON too.
         #[arg(long)]
         json: bool,
@@ -600,6 +603,7 @@ fn main() -> anyhow::Result<()> {
                     settle,
                     edge_bin,
                     in_process,
+                    keepalive_ms,
                     json,
                 },
         } => {
@@ -613,6 +617,7 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     Mode::Process(edge_bin)
                 },
+                keepalive: Duration::from_millis(keepalive_ms.max(1)),
                 ..Default::default()
             };
             let r = rt.block_on(loadtest::bench_memory::run(p))?;
