@@ -5,8 +5,7 @@
 //
 // Life of a link: connect (staggered attempts over the candidates), open
 // the control stream, rejoin every channel, then serve: app requests,
-// frames from the edge, a keepalive every `keepaliveIntervalMs` (once a
-// second while media arrives), and a
+// frames from the edge, a keepalive every `keepaliveIntervalMs`, and a
 // liveness check (nothing heard for `livenessTimeoutMs` = the edge is
 // gone). Whatever ends the link (session closed, stream error, bad frame,
 // silence, goaway) leads back to connecting, with the channels kept:
@@ -58,7 +57,7 @@ export interface ClientOptions {
   /** Re-measure this often while connected and move to a clearly faster
    * edge; null: never. Default 30000. */
   reprobeIntervalMs?: number | null;
-  /** Default 150; while media arrives, a keepalive goes once a second. */
+  /** Default 150. */
   keepaliveIntervalMs?: number;
   /** Nothing heard for this long = the edge is gone. Default 500. */
   livenessTimeoutMs?: number;
@@ -119,12 +118,6 @@ const MAX_CONTROLLERS = 8;
 /** A goaway may not park the client longer than this. */
 const MAX_GOAWAY_WAIT_MS = 10_000;
 const CLOSE_FLUSH_MS = 200;
-/** While media arrives, the periodic keepalive goes at most this often:
- * media proves the edge alive as well as an answer does (protocol §4.1),
- * and each answered keepalive costs the edge CPU (at one per 150 ms, 0.3 of
- * a core per 1,000 sessions: docs/benchmarks.md, "Footprint"). Once a
- * second keeps the round-trip figures fresh. As the Rust SDK's. */
-const KEEPALIVE_WHILE_MEDIA_MS = 1_000;
 
 function config(o: ClientOptions): Config {
   const c: Config = {
@@ -271,8 +264,6 @@ export class Client implements ClientCore {
   #leftLast = false;
   #closed = false;
   #keepalives = new Map<bigint, number>();
-  /** When the last periodic keepalive went out on the current link. */
-  #keepaliveSent = -Infinity;
   /** Media sent lately, for the edge's NACKs (undefined: repair off). */
   readonly #repairOut: RepairSender | undefined;
 
@@ -598,7 +589,6 @@ export class Client implements ClientCore {
     if (this.#outage !== undefined) this.stats.reconnects++;
     this.#leftLast = false;
     this.#keepalives.clear();
-    this.#keepaliveSent = -Infinity;
     // Restore every channel first, then run what waited for a link.
     for (const [channelId, ch] of this.#channels) {
       ch.live = false;
@@ -613,17 +603,13 @@ export class Client implements ClientCore {
 
   #onTick(link: Link): void {
     if (link !== this.#link) return;
-    const now = performance.now();
-    const mediaFlowing = now - link.lastMedia < this.#cfg.keepaliveIntervalMs;
-    if (!mediaFlowing || now - this.#keepaliveSent >= KEEPALIVE_WHILE_MEDIA_MS) {
-      const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
-      if (this.#keepalives.size > 32) this.#keepalives.clear();
-      this.#keepalives.set(nonce, now);
-      this.#send({ keepalive: { nonce } });
-      this.#keepaliveSent = now;
-    }
+    const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
+    if (this.#keepalives.size > 32) this.#keepalives.clear();
+    this.#keepalives.set(nonce, performance.now());
+    this.#send({ keepalive: { nonce } });
     this.#pollReorder();
     if (link.gaps) link.pollRtt();
+    const now = performance.now();
     for (const ch of this.#channels.values()) ch.roster.expireUnconfirmed(now);
     if (this.#restoring > 0 && this.#restoreDeadline !== undefined && now >= this.#restoreDeadline) {
       return this.#linkEnded('lost', 'the edge did not answer the rejoin in time');

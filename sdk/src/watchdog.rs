@@ -40,27 +40,6 @@ pub(crate) const MIN_ACK_WAIT: Duration = Duration::from_millis(100);
 /// a jittery path.
 const ACK_WAIT_RTTS: u32 = 4;
 
-/// While media arrives, the periodic keepalive goes at most this often. Media
-/// proves the edge alive as well as an answer does (protocol §4.1), and the
-/// quick rule above asks at once when it stops; every answered keepalive
-/// costs the edge about 45 µs of CPU, so at one per 150 ms per session they
-/// alone took 0.3 of a core per 1,000 sessions (docs/benchmarks.md,
-/// "Footprint"). One a second keeps the round-trip figures fresh.
-pub(crate) const KEEPALIVE_WHILE_MEDIA: Duration = Duration::from_secs(1);
-
-/// Whether the periodic keepalive (every `interval`) is due at `now`: always
-/// unless media arrived within `interval`, then once per
-/// [`KEEPALIVE_WHILE_MEDIA`] since the last one `sent`.
-pub(crate) fn keepalive_due(
-    now: Instant,
-    last_media: Option<Instant>,
-    sent: Option<Instant>,
-    interval: Duration,
-) -> bool {
-    let media_flowing = last_media.is_some_and(|t| now.saturating_duration_since(t) < interval);
-    !media_flowing || sent.is_none_or(|s| now.saturating_duration_since(s) >= KEEPALIVE_WHILE_MEDIA)
-}
-
 /// How long a keepalive may go unanswered on a path of `rtt`, within the
 /// `ceiling` (`liveness_timeout`).
 pub(crate) fn ack_wait(rtt: Duration, ceiling: Duration) -> Duration {
@@ -191,33 +170,6 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keepalives_thin_out_while_media_arrives() {
-        let t0 = Instant::now();
-        let every = Duration::from_millis(150);
-        let at = |ms| t0 + Duration::from_millis(ms);
-        // No media: every tick.
-        assert!(keepalive_due(at(1_000), None, Some(at(850)), every));
-        // Media 200 ms ago (longer than a period): silence, every tick.
-        assert!(keepalive_due(
-            at(1_000),
-            Some(at(800)),
-            Some(at(850)),
-            every
-        ));
-        // Media flowing: not within a second of the last one...
-        assert!(!keepalive_due(
-            at(1_000),
-            Some(at(990)),
-            Some(at(850)),
-            every
-        ));
-        assert!(!keepalive_due(at(1_000), Some(at(990)), Some(at(1)), every));
-        // ...but once a second, and at once if none was sent yet.
-        assert!(keepalive_due(at(1_000), Some(at(990)), Some(at(0)), every));
-        assert!(keepalive_due(at(1_000), Some(at(990)), None, every));
-    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
