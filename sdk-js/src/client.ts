@@ -29,7 +29,6 @@ import { checkCandidate, Link, type EdgeCandidate, type WebTransportCtor } from 
 import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
-import { keepaliveDue } from './keepalive';
 import { decodeMedia, MEDIA_HEADER_LEN } from './media';
 import { fetchShortlistFrom, probeAll, rerank } from './nearest';
 import { MemberLeftReason, TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type Joined, type ServerFrame } from './proto';
@@ -58,8 +57,7 @@ export interface ClientOptions {
   /** Re-measure this often while connected and move to a clearly faster
    * edge; null: never. Default 30000. */
   reprobeIntervalMs?: number | null;
-  /** Default 150; once a second while media arrives on a fast path
-   * (src/keepalive.ts). */
+  /** Default 150. */
   keepaliveIntervalMs?: number;
   /** Nothing heard for this long = the edge is gone. Default 500. */
   livenessTimeoutMs?: number;
@@ -266,8 +264,6 @@ export class Client implements ClientCore {
   #leftLast = false;
   #closed = false;
   #keepalives = new Map<bigint, number>();
-  /** When the last periodic keepalive went out on the current link. */
-  #keepaliveSent = -Infinity;
   /** Media sent lately, for the edge's NACKs (undefined: repair off). */
   readonly #repairOut: RepairSender | undefined;
 
@@ -593,7 +589,6 @@ export class Client implements ClientCore {
     if (this.#outage !== undefined) this.stats.reconnects++;
     this.#leftLast = false;
     this.#keepalives.clear();
-    this.#keepaliveSent = -Infinity;
     // Restore every channel first, then run what waited for a link.
     for (const [channelId, ch] of this.#channels) {
       ch.live = false;
@@ -608,17 +603,13 @@ export class Client implements ClientCore {
 
   #onTick(link: Link): void {
     if (link !== this.#link) return;
-    const now = performance.now();
-    const cfg = this.#cfg;
-    if (keepaliveDue(now, link.lastMedia, this.#keepaliveSent, link.rttMs ?? this.stats.smoothedRttMs, cfg.keepaliveIntervalMs, cfg.livenessTimeoutMs)) {
-      const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
-      if (this.#keepalives.size > 32) this.#keepalives.clear();
-      this.#keepalives.set(nonce, now);
-      this.#send({ keepalive: { nonce } });
-      this.#keepaliveSent = now;
-    }
+    const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
+    if (this.#keepalives.size > 32) this.#keepalives.clear();
+    this.#keepalives.set(nonce, performance.now());
+    this.#send({ keepalive: { nonce } });
     this.#pollReorder();
     if (link.gaps) link.pollRtt();
+    const now = performance.now();
     for (const ch of this.#channels.values()) ch.roster.expireUnconfirmed(now);
     if (this.#restoring > 0 && this.#restoreDeadline !== undefined && now >= this.#restoreDeadline) {
       return this.#linkEnded('lost', 'the edge did not answer the rejoin in time');

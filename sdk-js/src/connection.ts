@@ -101,8 +101,6 @@ export class Link {
   readonly id = ++linksOpened;
   /** When anything (frame bytes or a datagram) last arrived. */
   lastHeard = now();
-  /** When a datagram (media) last arrived; -Infinity: none yet. */
-  lastMedia = -Infinity;
   private writes: Promise<unknown> = Promise.resolve();
   private dead = false;
   private readonly dgWriter: WritableStreamDefaultWriter<Uint8Array>;
@@ -302,7 +300,7 @@ export class Link {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || this.dead) return;
-        this.lastHeard = this.lastMedia = now();
+        this.lastHeard = now();
         await this.handlers.datagram(this, value);
       }
     } catch {

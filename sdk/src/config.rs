@@ -85,8 +85,7 @@ pub struct ClientConfig {
     /// (default), a custom CA, or the digests edges publish for their
     /// self-signed development certificates ([`crate::tls`]).
     pub trust: EdgeTrust,
-    /// A keepalive is sent this often (once a second while media arrives
-    /// on a fast path: `watchdog::keepalive_due`); the edge answers each one.
+    /// A keepalive is sent this often; the edge answers each one.
     pub keepalive_interval: Duration,
     /// Nothing at all received from the edge (no frame, no datagram) for this
     /// long = the edge is gone: reconnect. Short, so that media resumes within

@@ -33,8 +33,7 @@
 //! ```
 //!
 //! **Failover.** The client sends a keepalive every `keepalive_interval`
-//! (150 ms; once a second while media arrives on a fast path, as media
-//! proves the edge alive), and one more as soon as media stops for 60 ms; while media
+//! (150 ms), and one more as soon as media stops for 60 ms; while media
 //! flows (either way), an edge from which not one UDP datagram arrives for
 //! four RTTs (at least 100 ms) after a keepalive is dead, as is one whose
 //! app is silent for `liveness_timeout` (500 ms) (`watchdog.rs`). A QUIC

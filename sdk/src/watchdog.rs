@@ -40,37 +40,6 @@ pub(crate) const MIN_ACK_WAIT: Duration = Duration::from_millis(100);
 /// a jittery path.
 const ACK_WAIT_RTTS: u32 = 4;
 
-/// While media arrives on a fast path, the periodic keepalive goes at most
-/// this often. Each answered keepalive costs the edge about 45 µs of CPU: at
-/// one per 150 ms they alone took 0.3 of a core per 1,000 sessions
-/// (docs/benchmarks.md, "Footprint"). Media proves the edge alive as well as
-/// an answer does (protocol §4.1) and the quick rule asks within
-/// [`CHECK_AFTER`] of it stopping; once a second keeps the round-trip
-/// figures fresh.
-pub(crate) const KEEPALIVE_WHILE_MEDIA: Duration = Duration::from_secs(1);
-
-/// Whether the periodic keepalive (every `interval`) is due at `now`:
-/// always, unless media arrived within `interval` on a fast path, then once
-/// per [`KEEPALIVE_WHILE_MEDIA`] since the last one `sent`. Fast: when media
-/// stops, the quick rule's ask ([`CHECK_AFTER`]) and two round trips (one
-/// lost answer, or jitter) and [`MIN_ACK_WAIT`] of scheduling fit within the
-/// `liveness` ceiling. On a slower path (quinn starts from 333 ms until it
-/// measures) the answers to the keepalives already in flight are what keep
-/// the link alive across a pause in media, so every tick sends one.
-pub(crate) fn keepalive_due(
-    now: Instant,
-    last_media: Option<Instant>,
-    sent: Option<Instant>,
-    interval: Duration,
-    rtt: Duration,
-    liveness: Duration,
-) -> bool {
-    let media_flowing = last_media.is_some_and(|t| now.saturating_duration_since(t) < interval);
-    let fast_path = CHECK_AFTER + MIN_ACK_WAIT + rtt * 2 <= liveness;
-    !(media_flowing && fast_path)
-        || sent.is_none_or(|s| now.saturating_duration_since(s) >= KEEPALIVE_WHILE_MEDIA)
-}
-
 /// How long a keepalive may go unanswered on a path of `rtt`, within the
 /// `ceiling` (`liveness_timeout`).
 pub(crate) fn ack_wait(rtt: Duration, ceiling: Duration) -> Duration {
@@ -201,36 +170,6 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keepalives_thin_out_while_media_arrives_on_a_fast_path() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let ms = Duration::from_millis;
-        let due = |now: u64, media: Option<u64>, sent: Option<u64>, rtt: u64| {
-            keepalive_due(
-                at(now),
-                media.map(at),
-                sent.map(at),
-                ms(150),
-                ms(rtt),
-                ms(500),
-            )
-        };
-        // No media, or none within an interval: every tick.
-        assert!(due(1_000, None, Some(850), 20));
-        assert!(due(1_000, Some(800), Some(850), 20));
-        // Media flowing on a fast path: once a second, at once if none yet.
-        assert!(!due(1_000, Some(990), Some(850), 20));
-        assert!(!due(1_000, Some(990), Some(1), 20));
-        assert!(due(1_000, Some(990), Some(0), 20));
-        assert!(due(1_000, Some(990), None, 20));
-        // 60 + 100 + 2 x 170 = 500 fits the ceiling; 171 does not.
-        assert!(!due(1_000, Some(990), Some(850), 170));
-        assert!(due(1_000, Some(990), Some(850), 171));
-        // quinn's initial estimate, before any sample: slow.
-        assert!(due(1_000, Some(990), Some(850), 333));
-    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

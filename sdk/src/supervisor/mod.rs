@@ -59,7 +59,7 @@ use crate::roster::Roster;
 use crate::stats::bump;
 use crate::stats::ConnectTiming;
 use crate::tls::EdgeTls;
-use crate::watchdog::{keepalive_due, Heard, Verdict, Watchdog};
+use crate::watchdog::{Heard, Verdict, Watchdog};
 
 /// A goaway may not park the client for longer than this.
 const MAX_GOAWAY_WAIT: Duration = Duration::from_secs(10);
@@ -571,7 +571,6 @@ impl Supervisor {
         let mut keepalive = tokio::time::interval(self.cfg.keepalive_interval);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut watchdog = Watchdog::new(self.cfg.liveness_timeout);
-        let mut keepalive_sent: Option<Instant> = None;
         loop {
             let look = watchdog.next_look(liveness.last(), liveness.last_media(), conn.rtt());
             let goaway_at = self.goaway_at;
@@ -614,13 +613,8 @@ impl Supervisor {
                     Step::End(self.lost(describe_close(&e), close_code(&e)))
                 }
                 _ = keepalive.tick() => {
-                    let now = Instant::now();
-                    let cfg = &self.cfg;
-                    if keepalive_due(now, liveness.last_media(), keepalive_sent, cfg.keepalive_interval, conn.rtt(), cfg.liveness_timeout) {
-                        self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
-                        watchdog.asked(now, &heard(&liveness, &conn));
-                        keepalive_sent = Some(now);
-                    }
+                    self.queue(CK::Keepalive(pb::Keepalive { nonce: rand::random() }));
+                    watchdog.asked(Instant::now(), &heard(&liveness, &conn));
                     self.poll_reorder();
                     for ch in self.channels.values_mut() {
                         ch.roster.expire_unconfirmed(&self.shared, std::time::Instant::now());
