@@ -443,17 +443,24 @@ impl EdgeCore {
     }
 }
 
-/// Refresh every [`REFRESH`], and at once when this edge sees a peer die:
-/// reports or updates sent through it in its last moments were lost, and
-/// waiting for the next round would add up to a second to a failover.
-/// Not on every route change: routes move for many reasons, and on a busy
-/// mesh a refresh per change (every channel reported, every homed channel
-/// pushed to all its edges) fed the load that moved them.
+/// Death-prompted refreshes come at most this often. An overloaded machine
+/// misses probes, so its peers flap dead and alive; a refresh per death
+/// (every channel reported, every homed channel pushed) then fed the load
+/// that made them flap (10,000 members over 50 edges on two cores).
+pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(250);
+
+/// Refresh every [`REFRESH`], and as soon as [`MIN_REFRESH_GAP`] allows
+/// when this edge sees a peer die: reports or updates sent through it in
+/// its last moments were lost, and waiting for the next round would add up
+/// to a second to a failover. Not on every route change: routes move for
+/// many reasons, and on a busy mesh a refresh per change fed the load that
+/// moved them.
 pub async fn run_refresh(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dead = core.prober.dead();
     let mut was_dead = dead.borrow_and_update().clone();
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -464,10 +471,11 @@ pub async fn run_refresh(core: Arc<EdgeCore>) {
                 let now_dead = dead.borrow_and_update().clone();
                 let died = now_dead.difference(&was_dead).next().is_some();
                 was_dead = now_dead;
-                if !died {
-                    continue;
+                if died {
+                    // The next tick comes at once, or when the gap allows.
+                    tick.reset_at(last + MIN_REFRESH_GAP);
                 }
-                tick.reset();
+                continue;
             }
             _ = core.directory.changed_notify.notified() => {
                 tokio::time::sleep(PUSH_COALESCE).await;
@@ -475,6 +483,7 @@ pub async fn run_refresh(core: Arc<EdgeCore>) {
                 continue;
             }
         }
+        last = tokio::time::Instant::now();
         core.refresh();
     }
 }
