@@ -119,23 +119,13 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     anyhow::ensure!(!p.endpoints.is_empty(), "at least one endpoint count");
     anyhow::ensure!(p.pace > 0.0 && p.pace <= 1.0, "--pace must be in (0, 1]");
     let bin = edge_binary(p.edge_bin.as_deref())?;
-    let mut subjects: Vec<Subject> = Vec::new();
-    let started = start_subjects(&bin, &p, &mut subjects).await;
-    let result = match started {
-        Ok(()) => measure(&p, &subjects).await,
-        Err(e) => Err(e),
-    };
-    for s in subjects {
-        s.edge.stop();
-    }
-    result
+    // Dropped on return, which stops the edges.
+    let subjects = start_subjects(&bin, &p).await?;
+    measure(&p, &subjects).await
 }
 
-async fn start_subjects(
-    bin: &std::path::Path,
-    p: &Params,
-    subjects: &mut Vec<Subject>,
-) -> anyhow::Result<()> {
+async fn start_subjects(bin: &std::path::Path, p: &Params) -> anyhow::Result<Vec<Subject>> {
+    let mut subjects = Vec::with_capacity(p.endpoints.len());
     for (i, &endpoints) in p.endpoints.iter().enumerate() {
         let edge = ChildEdge::start(
             bin,
@@ -151,7 +141,6 @@ async fn start_subjects(
                 Ok(flow) => flows.push(Arc::new(flow)),
                 Err(e) => {
                     let log = edge.log();
-                    edge.stop();
                     return Err(e.context(format!("opening flow {f}; the edge's log:\n{log}")));
                 }
             }
@@ -162,7 +151,7 @@ async fn start_subjects(
             flows,
         });
     }
-    Ok(())
+    Ok(subjects)
 }
 
 async fn measure(p: &Params, subjects: &[Subject]) -> anyhow::Result<Report> {

@@ -131,7 +131,7 @@ impl Subject {
 
     async fn stop(self) {
         match self {
-            Subject::Child(c) => c.stop(),
+            Subject::Child(c) => drop(c),
             Subject::InProcess(m) => m.stop_quietly().await,
         }
     }

@@ -220,13 +220,16 @@ fn stat_cpu_seconds(stat: &str) -> Option<(String, f64)> {
 
 /// CPU time (user + system, seconds) this process has used so far.
 pub fn process_cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    stat_cpu_seconds(&s).map(|(_, t)| t)
+    cpu_seconds_in("/proc/self/stat")
 }
 
 /// CPU time (user + system, seconds) process `pid` has used so far.
 pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_in(stat_path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(stat_path).ok()?;
     stat_cpu_seconds(&s).map(|(_, t)| t)
 }
 

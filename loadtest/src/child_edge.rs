@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use edge_node::tls::DevPki;
 use protocol::EdgeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use testkit::tokens::{APP, SECRET};
 
@@ -113,7 +112,7 @@ impl ChildEdge {
             }
             if Instant::now() > deadline {
                 let log = edge.log();
-                edge.stop();
+                drop(edge);
                 anyhow::bail!(
                     "{} did not get ready in 15 s; its log:\n{log}",
                     bin.display()
@@ -141,35 +140,24 @@ impl ChildEdge {
     pub async fn metrics(&self) -> String {
         http_get(self.admin, "/metrics").await.unwrap_or_default()
     }
+}
 
-    /// Kill it and remove its directory.
-    pub fn stop(mut self) {
+/// Dropping it kills the process and removes its directory, so a benchmark
+/// that fails or panics midway leaves no edge behind.
+impl Drop for ChildEdge {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback; the body if the status is 200.
+/// The body of a GET on the edge's admin port, if it answered 200.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.")
-        .then_some(())
-        .filter(|_| head.split_whitespace().nth(1) == Some("200"))?;
-    Some(body.to_string())
+    match testkit::scrape::http(addr, "GET", path, &[], "").await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
 }
 
 fn free_ports() -> anyhow::Result<(u16, u16)> {
