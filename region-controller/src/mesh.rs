@@ -1,5 +1,6 @@
 //! The controller's view of the mesh: every edge's registration, load,
-//! probe summary and published routes, mirrored from the store.
+//! probe summary and published routes, and every region's record, mirrored
+//! from the store.
 //!
 //! Every controller (leader or standby) keeps this view, so any of them can
 //! answer the public API, and a standby that takes over starts from the
@@ -14,8 +15,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use control::keys::KeyLayout;
-use control::mirror::apply;
-use control::records::{EdgeRecord, LoadRecord, ProbeRecord, RoutesRecord};
+use control::mirror::{apply, apply_regions};
+use control::records::{EdgeRecord, LoadRecord, ProbeRecord, RegionRecord, RoutesRecord};
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, WatchEvent};
 
@@ -25,6 +26,8 @@ pub struct MeshView {
     pub loads: BTreeMap<EdgeId, LoadRecord>,
     pub probes: BTreeMap<EdgeId, ProbeRecord>,
     pub routes: BTreeMap<EdgeId, RoutesRecord>,
+    /// Region records, by region (hierarchical routing only).
+    pub regions: BTreeMap<String, RegionRecord>,
 }
 
 impl MeshView {
@@ -140,10 +143,17 @@ async fn mirror_watches(
     mut answers: watch::Receiver<bool>,
 ) {
     let (edges, loads, probes, routes) = (keys.edges(), keys.loads(), keys.probes(), keys.routes());
+    let regions = keys.regions();
     let watch = |dir: &String| PrefixWatcher::new(store.clone(), dir.clone());
-    let mut w = [watch(&edges), watch(&loads), watch(&probes), watch(&routes)];
+    let mut w = [
+        watch(&edges),
+        watch(&loads),
+        watch(&probes),
+        watch(&routes),
+        watch(&regions),
+    ];
     loop {
-        let [we, wl, wp, wr] = &mut w;
+        let [we, wl, wp, wr, wg] = &mut w;
         // `PrefixWatcher::next` is cancel-safe: the branches not taken lose
         // nothing.
         tokio::select! {
@@ -163,6 +173,7 @@ async fn mirror_watches(
                 })
             }
             u = wr.next() => mesh.write(|v| apply(&keys, &routes, &mut v.routes, u)),
+            u = wg.next() => mesh.write(|v| apply_regions(&regions, &mut v.regions, u, |r| &r.region)),
             r = answers.changed() => if r.is_err() { return },
         }
         // Synced only once the update that completed the sync is in the view.

@@ -696,11 +696,15 @@ mod tests {
                     dest: 3,
                     best: vec![1, 2, 3],
                     backup: Some(vec![1, 3]),
+                    cost_us: None,
+                    backup_cost_us: None,
                 },
                 RouteRecord {
                     dest: 2,
                     best: vec![1, 2],
                     backup: None,
+                    cost_us: None,
+                    backup_cost_us: None,
                 },
             ],
         };

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::geo::estimated_rtt_ms;
+use crate::geo::{estimated_rtt_ms, GeoPoint};
 use crate::graph::{EdgeId, MeshGraph, NodeInfo};
 
 /// How hubs are chosen.
@@ -97,40 +97,50 @@ pub fn hub_probe_pairs(
     hubs: &Hubs,
     policy: &HubPolicy,
 ) -> Vec<(EdgeId, EdgeId)> {
-    let location: HashMap<EdgeId, &NodeInfo> = nodes.iter().map(|n| (n.id, n)).collect();
-    let all: Vec<EdgeId> = hubs.values().flatten().copied().collect();
+    let location: HashMap<EdgeId, GeoPoint> = nodes.iter().map(|n| (n.id, n.location)).collect();
     let mut pairs = Vec::new();
-    for (i, &a) in all.iter().enumerate() {
-        pairs.extend(all[i + 1..].iter().map(|&b| (a.min(b), a.max(b))));
-    }
-    let mut near: Vec<(f64, EdgeId)> = Vec::new();
     for n in nodes {
-        for (region, list) in hubs {
-            if *region == n.region {
-                pairs.extend(
-                    list.iter()
-                        .filter(|&&h| h != n.id)
-                        .map(|&h| (n.id.min(h), n.id.max(h))),
-                );
-                continue;
-            }
-            near.clear();
-            near.extend(
-                list.iter()
-                    .filter_map(|h| location.get(h))
-                    .map(|h| (n.location.distance_km(&h.location), h.id)),
-            );
-            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            pairs.extend(
-                near.iter()
-                    .take(policy.remote_hubs_probed)
-                    .map(|&(_, h)| (n.id.min(h), n.id.max(h))),
-            );
-        }
+        let spot = (n.id, n.region.as_str(), n.location);
+        pairs.extend(
+            hub_targets(spot, hubs, |h| location.get(&h).copied(), policy)
+                .into_iter()
+                .map(|h| (n.id.min(h), n.id.max(h))),
+        );
     }
     pairs.sort_unstable();
     pairs.dedup();
     pairs
+}
+
+/// The hubs one edge (`id`, of `region`, at `at`) probes for hierarchical
+/// routing: every hub if it is one, else its region's hubs and the
+/// [`HubPolicy::remote_hubs_probed`] nearest hubs (by `location`) of every
+/// other region; sorted, without itself.
+pub fn hub_targets(
+    (id, region, at): (EdgeId, &str, GeoPoint),
+    hubs: &Hubs,
+    location: impl Fn(EdgeId) -> Option<GeoPoint>,
+    policy: &HubPolicy,
+) -> Vec<EdgeId> {
+    let is_hub = hubs.get(region).is_some_and(|h| h.contains(&id));
+    let mut out = Vec::new();
+    let mut near: Vec<(f64, EdgeId)> = Vec::new();
+    for (r, list) in hubs {
+        if is_hub || r == region {
+            out.extend(list.iter().copied().filter(|&h| h != id));
+            continue;
+        }
+        near.clear();
+        near.extend(
+            list.iter()
+                .filter_map(|&h| Some((at.distance_km(&location(h)?), h))),
+        );
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.extend(near.iter().take(policy.remote_hubs_probed).map(|&(_, h)| h));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// How much an edge's probed links exceed the fiber bound, on average (1 is

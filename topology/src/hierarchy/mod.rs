@@ -54,7 +54,7 @@ mod region;
 mod tables;
 pub mod wire;
 
-pub use hubs::{hub_probe_pairs, select_hubs, HubPolicy, Hubs};
+pub use hubs::{hub_probe_pairs, hub_targets, select_hubs, HubPolicy, Hubs};
 pub use region::{ExitLink, Exits, RegionRoutes};
 pub use tables::{hub_links, HubGraph, HubLink, RegionTable};
 
@@ -1153,7 +1153,15 @@ mod tests {
 
     #[test]
     fn bad_published_tables_are_refused() {
-        let ok = || (vec![1, 2, 3], vec![1], vec![0, 5, 9], vec![NONE, 0, 1], vec![7, 7, 7]);
+        let ok = || {
+            (
+                vec![1, 2, 3],
+                vec![1],
+                vec![0, 5, 9],
+                vec![NONE, 0, 1],
+                vec![7, 7, 7],
+            )
+        };
         let (m, h, c, p, t) = ok();
         assert!(RegionTable::from_parts("r".into(), m, h, c, p, t).is_ok());
         let (m, _, c, p, t) = ok();
