@@ -334,6 +334,29 @@ impl RegionRecord {
             .map(|&(from, to, cost_us)| topology::hierarchy::HubLink { from, to, cost_us })
     }
 
+    /// Whether `other` has the same members, hubs and reachability (what
+    /// edges cannot do without at once); paths and costs aside.
+    pub fn same_reach(&self, other: &RegionRecord) -> bool {
+        self.members == other.members
+            && self.hubs == other.hubs
+            && self.cost_us.len() == other.cost_us.len()
+            && self
+                .cost_us
+                .iter()
+                .zip(&other.cost_us)
+                .all(|(a, b)| a.is_some() == b.is_some())
+    }
+
+    /// Every link the record's paths and hub links use, `(from, to)`.
+    pub fn links(&self) -> impl Iterator<Item = (EdgeId, EdgeId)> + '_ {
+        let n = self.members.len().max(1);
+        let table = self.pred.iter().enumerate().filter_map(move |(cell, p)| {
+            let from = self.members.get((*p)? as usize)?;
+            Some((*from, self.members[cell % n]))
+        });
+        table.chain(self.hub_links.iter().map(|l| (l.0, l.1)))
+    }
+
     /// Whether `other` says the same: members, hubs, paths and links, with
     /// costs within [`RoutesRecord::same_routes`]'s band.
     pub fn same_as(&self, other: &RegionRecord) -> bool {
@@ -538,6 +561,10 @@ mod tests {
         assert!(r.same_as(&moved), "0.5 ms is noise");
         moved.cost_us[1] = Some(6_000);
         assert!(!r.same_as(&moved));
+        assert!(r.same_reach(&moved), "costs are not reach");
+        moved.cost_us[1] = None;
+        assert!(!r.same_reach(&moved));
+        assert_eq!(r.links().collect::<Vec<_>>(), vec![(1, 2), (1, 9)]);
         let mut bad = r.clone();
         bad.pred[1] = Some(7);
         assert!(matches!(

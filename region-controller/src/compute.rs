@@ -26,6 +26,17 @@ use control::records::{EdgeState, ExitsRecord, RegionRecord, RouteRecord, Routes
 /// measures it itself (each edge probes a budget of peers, see
 /// `topology::targets`, and the two budgets need not agree).
 pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
+    build_graph_of(view, cost, |_, _| true)
+}
+
+/// [`build_graph`] with only the links `keep` (called both ways round)
+/// accepts: what a region's hierarchical routes read is its own edges'
+/// links, a small part of a large mesh's.
+pub fn build_graph_of(
+    view: &MeshView,
+    cost: CostModel,
+    keep: impl Fn(EdgeId, EdgeId) -> bool,
+) -> MeshGraph {
     let mut b = MeshGraph::builder(cost);
     for e in view.edges.values() {
         let Ok(location) = GeoPoint::new(e.lat, e.lon) else {
@@ -50,7 +61,7 @@ pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
             continue;
         }
         for l in p.links.iter().filter(|l| l.samples > 0) {
-            if !view.edges.contains_key(&l.to) || l.to == p.from {
+            if !view.edges.contains_key(&l.to) || l.to == p.from || !keep(p.from, l.to) {
                 continue;
             }
             let summary = LinkSummary {
@@ -126,7 +137,8 @@ pub struct HierarchicalRoutes {
 }
 
 /// The hierarchical routes of `opts.region`: its hubs (at most
-/// `opts.hubs_per_region`) and table from `graph`,
+/// `opts.hubs_per_region`) and table from `graph` (which needs only the
+/// links of the region's edges, [`region_links`]),
 /// the other regions' tables from their leaders' records (those of regions
 /// with no registered edge are left out), each source's local routes
 /// merged with `previous` by hysteresis.
@@ -156,7 +168,18 @@ pub fn hierarchical_routes(
             Err(e) => warn!(region = %r.region, error = %e, "region record left out"),
         }
     }
-    let hier = Hierarchy::from_tables(graph, tables);
+    // Hub links: this graph's (its region's hubs') and those other regions
+    // publish (their hubs' links are not in a region's graph).
+    let mut links = hub_links(graph, &tables);
+    links.extend(
+        view.regions
+            .values()
+            .filter(|r| r.region != region)
+            .flat_map(RegionRecord::hub_links),
+    );
+    let hier = Hierarchy::from_published(tables, &links);
+    // What others need of this region's hub links: those the hub graph uses.
+    let links = hier.hub_graph().useful_links(&links);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let routes = RegionRoutes::compute(&hier, graph, region, threads);
     let local = routes
@@ -170,12 +193,21 @@ pub fn hierarchical_routes(
             (id, merged)
         })
         .collect();
-    let links = hub_links(graph, hier.tables());
     HierarchicalRoutes {
         local,
         region: RegionRecord::new(&own, &links, &opts.name, at_ms),
         exits: ExitsRecord::new(region, routes.exits(), &opts.name, at_ms),
     }
+}
+
+/// The links a region's hierarchical routes read: those with an end in
+/// the region.
+pub fn region_links<'a>(
+    view: &'a MeshView,
+    region: &'a str,
+) -> impl Fn(EdgeId, EdgeId) -> bool + 'a {
+    let ours = move |id: EdgeId| view.edges.get(&id).is_some_and(|e| e.region == region);
+    move |a, b| ours(a) || ours(b)
 }
 
 /// The stored form of a route set; with costs for hierarchical routes
@@ -207,11 +239,12 @@ pub fn to_record(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use control::records::{EdgeRecord, ProbeLink, ProbeRecord};
 
-    fn edge(id: EdgeId, region: &str) -> EdgeRecord {
+    /// A registration in `region` (tests of this crate share it).
+    pub(crate) fn edge(id: EdgeId, region: &str) -> EdgeRecord {
         EdgeRecord {
             id,
             region: region.into(),
@@ -229,7 +262,8 @@ mod tests {
         }
     }
 
-    fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
+    /// A live probed link to `to`.
+    pub(crate) fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
         ProbeLink {
             to,
             rtt_ms,

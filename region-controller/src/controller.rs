@@ -12,12 +12,26 @@ use tokio::sync::watch;
 use topology::{CostModel, HysteresisPolicy, RouteSet};
 use tracing::{info, warn};
 
-use crate::compute::{build_graph, hierarchical_routes, region_routes, to_record};
+use crate::compute::{
+    build_graph, build_graph_of, hierarchical_routes, region_links, region_routes, to_record,
+};
 use crate::mesh::{self, SharedMesh};
 use control::clock::now_ms;
 use control::keys::KeyLayout;
 use control::records::{ExitsRecord, Record, RegionRecord, RoutesRecord};
 use control::store::{ControlStore, Election, Leadership};
+
+/// A region record or exits whose news is not urgent (costs that drifted
+/// past the publication band, a path or useful link traded for a near-equal
+/// one) waits this long after the last publication. Why: every edge of the
+/// mesh watches every region record, so each publication costs edges ×
+/// record bytes of etcd egress (control-scale: 31 KB/s per edge at 1,000
+/// edges while every drift was published, and etcd fell behind; with cost
+/// noise, near-equal paths and links trade places every few seconds).
+/// Urgent, and at once: members, hubs or reachability changed, or a link
+/// the published record uses is gone. An edge's routes inside its region
+/// come from its own routes record, which is never held back.
+const COST_DRIFT_EVERY: Duration = Duration::from_secs(300);
 
 /// Delay between failed campaigns (store down): the store's own retry
 /// covers short blips; this only bounds log noise and load.
@@ -217,8 +231,9 @@ async fn publish_region(
     keys: &KeyLayout,
     opts: &RoutingOptions,
     records: Option<(RegionRecord, ExitsRecord)>,
-    published: &mut Option<(RegionRecord, ExitsRecord)>,
+    published: &mut Option<(RegionRecord, ExitsRecord, Instant)>,
     view: &crate::mesh::MeshView,
+    graph: &topology::MeshGraph,
 ) {
     let (region_key, exits_key) = (keys.region(&opts.region), keys.exits(&opts.region));
     let Some((region, exits)) = records else {
@@ -231,12 +246,19 @@ async fn publish_region(
         }
         return;
     };
-    let (old_region, old_exits) = match published.as_ref() {
-        Some((r, e)) => (Some(r), Some(e)),
-        None => (None, None),
+    let (old_region, old_exits, drift_due) = match published.as_ref() {
+        Some((r, e, at)) => (Some(r), Some(e), at.elapsed() >= COST_DRIFT_EVERY),
+        None => (None, None, true),
     };
-    let region_news = !old_region.is_some_and(|o| o.same_as(&region));
-    let exits_news = !old_exits.is_some_and(|o| o.same_as(&exits));
+    let gone = |(a, b): (EdgeId, EdgeId)| graph.link(a, b).is_none();
+    let region_news = !old_region.is_some_and(|o| {
+        let urgent = !o.same_reach(&region) || o.links().any(gone);
+        !urgent && (o.same_as(&region) || !drift_due)
+    });
+    let exits_news = !old_exits.is_some_and(|o| {
+        let urgent = o.links.iter().any(|l| gone((l.0, l.1)));
+        !urgent && (o.same_as(&exits) || !drift_due)
+    });
     if !region_news && !exits_news {
         return;
     }
@@ -260,7 +282,19 @@ async fn publish_region(
     if ok {
         metrics::counter!("rtn_controller_region_publications_total", "region" => opts.region.clone())
             .increment(1);
-        *published = Some((region, exits));
+        info!(region = %opts.region, region_record = region_news, exits = exits_news, "region records published");
+        // A record left unchanged keeps its old content as the reference.
+        let region = if region_news {
+            region
+        } else {
+            old_region.cloned().unwrap_or(region)
+        };
+        let exits = if exits_news {
+            exits
+        } else {
+            old_exits.cloned().unwrap_or(exits)
+        };
+        *published = Some((region, exits, Instant::now()));
     }
 }
 
@@ -304,85 +338,100 @@ async fn publish_while_leading(
         .values()
         .map(|r| (r.edge, r.route_set()))
         .collect();
-    let mut region_published: Option<(RegionRecord, ExitsRecord)> = None;
+    let mut region_published: Option<(RegionRecord, ExitsRecord, Instant)> = None;
     let mut hierarchical = false;
+    let mut forced = true;
     let mut tick = tokio::time::interval(opts.recompute);
     loop {
         if leadership.is_lost() {
             return false;
         }
         let started = Instant::now();
-        let view = mesh.snapshot();
+        let view = mesh.take_snapshot();
+        let was = hierarchical;
         hierarchical = routes_hierarchically(hierarchical, view.edges.len(), opts);
-        let graph = build_graph(&view, opts.cost);
-        let (routes, region_records) = if hierarchical {
-            let h = hierarchical_routes(&graph, &view, &previous, opts, now_ms());
-            (h.local, Some((h.region, h.exits)))
-        } else {
-            let routes = region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
-            (routes, None)
-        };
-        let took = started.elapsed();
-        crate::metrics::compute_duration(&opts.region, took);
-        metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())
-            .set(graph.node_count() as f64);
-        metrics::gauge!("rtn_controller_graph_links", "region" => opts.region.clone())
-            .set(graph.link_count() as f64);
-        metrics::gauge!("rtn_controller_hierarchical", "region" => opts.region.clone())
-            .set(if hierarchical { 1.0 } else { 0.0 });
-        let mut changed = 0usize;
-        for (id, set) in &routes {
-            let rec = to_record(set, &opts.region, &opts.name, now_ms(), hierarchical);
-            let unchanged = published.get(id).is_some_and(|old| old.same_routes(&rec));
-            if unchanged || leadership.is_lost() {
-                continue;
-            }
-            match store.put(&keys.route(*id), rec.to_bytes(), None).await {
-                Ok(_) => {
-                    metrics::counter!("rtn_controller_route_publications_total", "region" => opts.region.clone())
-                        .increment(1);
-                    changed += 1;
-                    published.insert(*id, rec);
+        // Hierarchical routes of this region depend on its own edges and the
+        // region records only: changes elsewhere wait for the periodic
+        // recomputation (flat routes depend on every link).
+        let concerned =
+            !(hierarchical && was) || forced || view.touched.concern(&view, &opts.region);
+        if concerned {
+            let graph = if hierarchical {
+                build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
+            } else {
+                build_graph(&view, opts.cost)
+            };
+            let (routes, region_records) = if hierarchical {
+                let h = hierarchical_routes(&graph, &view, &previous, opts, now_ms());
+                (h.local, Some((h.region, h.exits)))
+            } else {
+                let routes =
+                    region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
+                (routes, None)
+            };
+            let took = started.elapsed();
+            crate::metrics::compute_duration(&opts.region, took);
+            metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())
+                .set(graph.node_count() as f64);
+            metrics::gauge!("rtn_controller_graph_links", "region" => opts.region.clone())
+                .set(graph.link_count() as f64);
+            metrics::gauge!("rtn_controller_hierarchical", "region" => opts.region.clone())
+                .set(if hierarchical { 1.0 } else { 0.0 });
+            let mut changed = 0usize;
+            for (id, set) in &routes {
+                let rec = to_record(set, &opts.region, &opts.name, now_ms(), hierarchical);
+                let unchanged = published.get(id).is_some_and(|old| old.same_routes(&rec));
+                if unchanged || leadership.is_lost() {
+                    continue;
                 }
-                Err(e) => {
-                    warn!(region = %opts.region, edge = id, error = %e, "publishing routes failed; will retry")
-                }
-            }
-        }
-        if changed > 0 {
-            info!(region = %opts.region, name = %opts.name, changed, edges = routes.len(), hierarchical, compute_ms = took.as_secs_f64() * 1e3, "routes published");
-        }
-        if !leadership.is_lost() {
-            publish_region(
-                store,
-                keys,
-                opts,
-                region_records,
-                &mut region_published,
-                &view,
-            )
-            .await;
-        }
-        // Routes of the region's edges that left the registry go too, once
-        // the view is fully synced (a half-loaded view would delete live
-        // edges' routes; harmless, as edges keep their last routes, but
-        // churn). Records from before regions were recorded count as ours
-        // when this controller published them.
-        if mesh.store_connected() {
-            let gone: Vec<EdgeId> = view
-                .routes
-                .values()
-                .filter(|r| !view.edges.contains_key(&r.edge))
-                .filter(|r| r.region == opts.region || published.contains_key(&r.edge))
-                .map(|r| r.edge)
-                .collect();
-            for id in gone {
-                if store.delete(&keys.route(id)).await.is_ok() {
-                    published.remove(&id);
+                match store.put(&keys.route(*id), rec.to_bytes(), None).await {
+                    Ok(_) => {
+                        metrics::counter!("rtn_controller_route_publications_total", "region" => opts.region.clone())
+                            .increment(1);
+                        changed += 1;
+                        published.insert(*id, rec);
+                    }
+                    Err(e) => {
+                        warn!(region = %opts.region, edge = id, error = %e, "publishing routes failed; will retry")
+                    }
                 }
             }
+            if changed > 0 {
+                info!(region = %opts.region, name = %opts.name, changed, edges = routes.len(), hierarchical, compute_ms = took.as_secs_f64() * 1e3, "routes published");
+            }
+            if !leadership.is_lost() {
+                publish_region(
+                    store,
+                    keys,
+                    opts,
+                    region_records,
+                    &mut region_published,
+                    &view,
+                    &graph,
+                )
+                .await;
+            }
+            // Routes of the region's edges that left the registry go too, once
+            // the view is fully synced (a half-loaded view would delete live
+            // edges' routes; harmless, as edges keep their last routes, but
+            // churn). Records from before regions were recorded count as ours
+            // when this controller published them.
+            if mesh.store_connected() {
+                let gone: Vec<EdgeId> = view
+                    .routes
+                    .values()
+                    .filter(|r| !view.edges.contains_key(&r.edge))
+                    .filter(|r| r.region == opts.region || published.contains_key(&r.edge))
+                    .map(|r| r.edge)
+                    .collect();
+                for id in gone {
+                    if store.delete(&keys.route(id)).await.is_ok() {
+                        published.remove(&id);
+                    }
+                }
+            }
+            previous = routes;
         }
-        previous = routes;
         // Wait for a change (then let the burst settle) or the periodic tick.
         let changed = tokio::select! {
             _ = leadership.lost() => return false,
@@ -395,6 +444,7 @@ async fn publish_while_leading(
                 true
             }
         };
+        forced = !changed;
         if changed {
             tokio::select! {
                 _ = tokio::time::sleep(opts.debounce) => {}

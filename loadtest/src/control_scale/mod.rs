@@ -121,6 +121,11 @@ pub struct Args {
     /// Seconds an affected edge gets to receive new routes before a miss.
     #[arg(long, default_value_t = 10)]
     pub route_timeout: u64,
+    /// The controllers' `hierarchical_from_edges`: from this many edges
+    /// they route hierarchically, and the synthetic edges add the hub
+    /// probes that needs and follow the region records.
+    #[arg(long, default_value_t = 500)]
+    pub hierarchical_from_edges: usize,
     /// Probability per link per publish tick that its RTT level steps.
     #[arg(long, default_value_t = 0.0005)]
     pub step_prob: f64,
@@ -138,7 +143,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.regions >= 1, "--regions must be at least 1");
     let etcd_addr = loopback_endpoint(&args.etcd)?;
     let started = Instant::now();
-    let plan = Plan::generate(args.edges, args.regions, args.seed);
+    let hierarchical = args.edges >= args.hierarchical_from_edges;
+    let plan = Plan::generate(args.edges, args.regions, args.seed, hierarchical);
     println!(
         "control-scale: {} edges in {} regions, {} probed pairs ({:.0} links per probe record), etcd {}",
         args.edges,
@@ -164,8 +170,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bin = controller_bin(args.controller_bin.as_deref())?;
     let logs = std::env::temp_dir().join(format!("control-scale-{}", std::process::id()));
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let controllers =
-        Controllers::spawn(&bin, &plan.regions, args.standby, &args.etcd, &keys, &logs).await?;
+    let controllers = Controllers::spawn(
+        &bin,
+        &plan.regions,
+        args.standby,
+        &args.etcd,
+        &keys,
+        &logs,
+        args.hierarchical_from_edges,
+    )
+    .await?;
     println!(
         "controllers: {} processes ({}), logs in {}",
         controllers.procs.len(),

@@ -14,6 +14,14 @@ pub struct HubPolicy {
     /// spare, and 20 regions then have 320 hubs, a hub graph Floyd-Warshall
     /// solves in tens of milliseconds.
     pub hubs_per_region: usize,
+    /// A region of `n` edges gets `ceil(hubs_per_sqrt_edge × √n)` hubs, at
+    /// least 2 (and at most `hubs_per_region`). 1: 50 edges get 8 hubs, 500
+    /// get the cap. Why: with a fixed count, a mesh of many small regions
+    /// has most edges as hubs and every hub probes every hub (a 500-edge
+    /// mesh in 20 regions: 320 hubs of 500, 20 KB probe summaries); √n
+    /// keeps the hub graph and its probes small where regions are.
+    /// `f64::INFINITY`: always the cap.
+    pub hubs_per_sqrt_edge: f64,
     /// The edges within this distance of the spot k-center picks compete
     /// for the hub there, on connectivity. 300 km: a metro area and its
     /// suburbs, where RTTs differ by a millisecond or two.
@@ -29,6 +37,7 @@ impl Default for HubPolicy {
     fn default() -> Self {
         HubPolicy {
             hubs_per_region: 16,
+            hubs_per_sqrt_edge: 1.0,
             site_radius_km: 300.0,
             remote_hubs_probed: 2,
         }
@@ -56,7 +65,14 @@ pub fn select_hubs(graph: &MeshGraph, policy: &HubPolicy) -> Hubs {
         let mut chosen: Vec<usize> = Vec::new();
         // Distance from each member to its nearest chosen hub.
         let mut reach = vec![f64::INFINITY; members.len()];
-        while chosen.len() < policy.hubs_per_region.min(members.len()) {
+        let scaled = (policy.hubs_per_sqrt_edge * (members.len() as f64).sqrt()).ceil();
+        let count = if scaled.is_finite() {
+            (scaled as usize).max(2)
+        } else {
+            usize::MAX
+        };
+        let count = count.min(policy.hubs_per_region).min(members.len());
+        while chosen.len() < count {
             // The spot farthest from every hub so far (anywhere, at first).
             let spot = (0..members.len())
                 .filter(|i| !chosen.contains(i))

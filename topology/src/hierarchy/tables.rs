@@ -383,6 +383,25 @@ impl HubGraph {
         }
     }
 
+    /// Those of `links` the solved graph uses: a link some path of hubs
+    /// is cheaper than (or as cheap as, through another hub) changes no
+    /// cost, so a region publishes only the others. Solving again over
+    /// just these gives the same costs.
+    pub fn useful_links(&self, links: &[HubLink]) -> Vec<HubLink> {
+        let n = self.hubs.len();
+        links
+            .iter()
+            .filter(|l| {
+                let (Some(&i), Some(&j)) = (self.index.get(&l.from), self.index.get(&l.to)) else {
+                    return false;
+                };
+                let cell = i as usize * n + j as usize;
+                self.direct[cell] && self.via[cell] == NONE && l.cost_us == self.dist[cell]
+            })
+            .copied()
+            .collect()
+    }
+
     /// Number of hubs.
     pub fn len(&self) -> usize {
         self.hubs.len()
