@@ -12,8 +12,9 @@
 //!   with the real edge's policy (`edge_node::control::materially_changed`,
 //!   at most every `PROBE_PUBLISH_INTERVAL`, refreshed every
 //!   `PROBE_REFRESH`; load at most every `LOAD_INTERVAL`, only when it
-//!   changed). Each watches its own `routes/<id>`, as a real edge does; it
-//!   does not watch the registry (`edges/`), which a real edge also does.
+//!   changed). Each watches its own `routes/<id>`, every region record
+//!   (`regions/`) and its region's `exits/`, as a real edge does; it does
+//!   not watch the registry (`edges/`), which a real edge also does.
 //!   Edges start at `--register-rate` per second; the edges share
 //!   `--clients` etcd connections.
 //! - **Geography and links** come from `topology::synth::generate` with
@@ -21,7 +22,10 @@
 //!   one of its ends, chosen by a hash of the pair (the controller uses a
 //!   link probed from one end both ways), so a record lists about 160
 //!   links: somewhat over the real budget (108 targets at 10,000 edges in
-//!   20 regions, docs/control-plane.md), so byte figures err high.
+//!   20 regions, docs/control-plane.md), so byte figures err high. From
+//!   `--hierarchical-from-edges` edges on (the controllers' threshold, set
+//!   in their config) the probes hierarchical routing needs are added
+//!   (`hierarchy::hub_probe_pairs`, hubs chosen as the controllers do).
 //! - **Wobble** (so the steady state is neither frozen nor flapping): every
 //!   publish tick each link's RTT is its level times 1 ± 0.5% of fresh noise,
 //!   always under the 2% material band; and with probability `--step-prob`
