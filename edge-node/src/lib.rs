@@ -15,7 +15,6 @@
 pub mod admin;
 pub mod admission;
 pub mod channel;
-pub mod composed_routes;
 pub mod config;
 pub mod control;
 pub mod directory;

@@ -37,10 +37,13 @@ async fn start_controller(
         store,
         KeyLayout::default(),
         RoutingOptions {
+            region: REGION.into(),
+            name: "demo-controller".into(),
             debounce: Duration::from_millis(100),
             recompute: Duration::from_secs(2),
             election_ttl: Duration::from_secs(3),
-            ..RoutingOptions::new(REGION, "demo-controller")
+            cost: Default::default(),
+            hysteresis: Default::default(),
         },
     );
     let mut api = Api::new(

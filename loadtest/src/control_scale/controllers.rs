@@ -87,7 +87,6 @@ impl Controllers {
         etcd: &str,
         keys: &KeyLayout,
         dir: &Path,
-        hierarchical_from_edges: usize,
     ) -> anyhow::Result<Controllers> {
         let mut procs = Vec::new();
         let copies = if standby { 2 } else { 1 };
@@ -96,8 +95,7 @@ impl Controllers {
                 let name = format!("cs-{region}-{copy}");
                 let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
                 let config = format!(
-                    "[controller]\nregion = {region:?}\nname = {name:?}\n\
-                     hierarchical_from_edges = {hierarchical_from_edges}\n\n\
+                    "[controller]\nregion = {region:?}\nname = {name:?}\n\n\
                      [store]\netcd_endpoints = [{etcd:?}]\nprefix = {prefix:?}\n\n\
                      [api]\nlisten = \"127.0.0.1:{api}\"\n\n[admin]\nlisten = \"{admin}\"\n",
                     prefix = keys.prefix(),
