@@ -1117,9 +1117,14 @@ export class Client implements ClientCore {
       }
       if (this.#channels.get(m.channelId) !== ch) return;
     }
+    // A sender replays its window to a member it hears of (`toUser` set):
+    // that replay opens the sequence. A hidden member of a large channel is
+    // not heard of, so nothing will come to wait for.
+    const hidden = ch.roster.census.large && ch.tracks.size === 0;
+    const opens = m.toUser !== '' || hidden;
     let buf = ch.receivers.get(m.fromUser);
     if (!buf) ch.receivers.set(m.fromUser, (buf = new ReorderBuffer(this.#cfg.maxHeldPerSender, this.#cfg.reorderTimeoutMs)));
-    this.#deliver(ch.name, m.fromUser, buf.offer({ seq: m.seq, payload, sentAtUs: m.sentAtUs }, performance.now()));
+    this.#deliver(ch.name, m.fromUser, buf.offer({ seq: m.seq, payload, sentAtUs: m.sentAtUs }, opens, performance.now()));
   }
 
   #pollReorder(): void {

@@ -1,8 +1,16 @@
 // The receiver's per-sender reorder buffer (docs/protocol.md §8), as
 // sdk/src/reorder.rs: one sender's messages in seq order, each once.
 //
-// - The first message seen from a sender sets the next expected seq.
-// - One below it, or already held, is a duplicate (dropped, counted).
+// - The sequence opens at the first message that may open it (`opens`):
+//   seq 1, a replay addressed to this receiver (the sender's window, sent
+//   when it heard of this member), or any message from a sender that will
+//   not replay to it. Live messages above seq 1 that come first wait for
+//   that replay: a sender's edge may start forwarding to this receiver's
+//   edge a moment before the sender hears of the new member and replays
+//   what it sent before. If no replay comes within `timeoutMs`, the
+//   sequence opens at the lowest message held.
+// - One below the next expected seq, or already held, is a duplicate
+//   (dropped, counted).
 // - One above it waits (at most `maxHeld`) for the gap to fill. A gap is
 //   given up (its seqs counted as skipped) once a message after it has
 //   waited `timeoutMs`: each held message proves that everything missing
@@ -37,10 +45,14 @@ export class ReorderBuffer {
     return this.held.size;
   }
 
-  offer(m: Incoming, now: number): Outcome {
+  /** `opens`: a replay to this receiver, or a sender that will not replay
+   * to it (seq 1 opens anyway). */
+  offer(m: Incoming, opens: boolean, now: number): Outcome {
     const out: Outcome = { deliver: [], duplicate: false, skipped: 0 };
-    this.next ??= m.seq;
-    if (m.seq < this.next || this.held.has(m.seq)) {
+    if (this.next === undefined && (opens || m.seq === 1)) {
+      this.next = this.held.size > 0 ? Math.min(m.seq, ...this.held.keys()) : m.seq;
+    }
+    if ((this.next !== undefined && m.seq < this.next) || this.held.has(m.seq)) {
       out.duplicate = true;
       return out;
     }
@@ -78,11 +90,12 @@ export class ReorderBuffer {
     }
   }
 
-  /** Jump over the first gap and deliver what follows it. */
+  /** Jump over the first gap and deliver what follows it. Before the
+   * sequence opened, open it at the lowest held (nothing counted skipped). */
   private skipGap(out: Outcome): void {
-    if (this.next === undefined || this.held.size === 0) return;
+    if (this.held.size === 0) return;
     const first = Math.min(...this.held.keys());
-    out.skipped += Math.max(0, first - this.next);
+    if (this.next !== undefined) out.skipped += Math.max(0, first - this.next);
     this.next = first;
     this.drain(out);
   }

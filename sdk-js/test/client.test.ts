@@ -371,7 +371,9 @@ test('e2ee through the client: sealed media and messages from a native sender op
   assert.deepEqual(room.keys(), { ids: [1, 3], send: 3 });
   const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
   e1.last.sendDatagram(hex('01963c416800b67c5b00000007000000010000002a000665172898800001000000000000006302659caafcfd038dedbf7802a8bf0eee7732025e1802fb1cca47'));
-  e1.last.send({ message: { channelId: room.id, fromUser: 'alice', seq: 5, payload: hex('03000000000000004d47bd8e5a8ac8237b8a3fbeb7cd8c246caaa570f030'), sentAtUs: 1234, toUser: '' } });
+  // Message 5 comes as alice's replay to bob (addressed to him), which
+  // opens her sequence there: a live message above 1 would wait for it.
+  e1.last.send({ message: { channelId: room.id, fromUser: 'alice', seq: 5, payload: hex('03000000000000004d47bd8e5a8ac8237b8a3fbeb7cd8c246caaa570f030'), sentAtUs: 1234, toUser: 'bob' } });
   // A message that does not open is dropped and reported once.
   e1.last.send({ message: { channelId: room.id, fromUser: 'alice', seq: 6, payload: Uint8Array.of(1, 2, 3), sentAtUs: 1, toUser: '' } });
   await until(() => events.some((e) => e.type === 'undecryptable'), 2_000, 'undecryptable');

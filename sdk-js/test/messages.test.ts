@@ -104,66 +104,66 @@ test('replay: in sequence order', () => {
 const m = (seq: number) => ({ seq, payload: new TextEncoder().encode(String(seq)), sentAtUs: 0 });
 const out = (o: Outcome): number[] => o.deliver.map((x) => x.seq);
 
-test('reorder: the first message sets the start, duplicates drop', () => {
+test('reorder: an opening message sets the start, duplicates drop', () => {
   const r = new ReorderBuffer(16, 2_000);
   assert.equal(r.nextExpected(), undefined);
-  assert.deepEqual(out(r.offer(m(5), 0)), [5]);
-  assert.deepEqual(out(r.offer(m(6), 0)), [6]);
-  assert.ok(r.offer(m(5), 0).duplicate);
-  assert.ok(r.offer(m(3), 0).duplicate);
+  assert.deepEqual(out(r.offer(m(5), true, 0)), [5]);
+  assert.deepEqual(out(r.offer(m(6), true, 0)), [6]);
+  assert.ok(r.offer(m(5), true, 0).duplicate);
+  assert.ok(r.offer(m(3), true, 0).duplicate);
   assert.equal(r.nextExpected(), 7);
 });
 
 test('reorder: gaps wait, then fill in order', () => {
   const r = new ReorderBuffer(16, 2_000);
-  r.offer(m(1), 0);
-  assert.deepEqual(out(r.offer(m(3), 0)), []);
-  assert.deepEqual(out(r.offer(m(4), 0)), []);
-  assert.ok(r.offer(m(3), 0).duplicate, 'already held');
-  assert.deepEqual(out(r.offer(m(2), 0)), [2, 3, 4]);
-  assert.ok(r.offer(m(3), 0).duplicate);
+  r.offer(m(1), true, 0);
+  assert.deepEqual(out(r.offer(m(3), true, 0)), []);
+  assert.deepEqual(out(r.offer(m(4), true, 0)), []);
+  assert.ok(r.offer(m(3), true, 0).duplicate, 'already held');
+  assert.deepEqual(out(r.offer(m(2), true, 0)), [2, 3, 4]);
+  assert.ok(r.offer(m(3), true, 0).duplicate);
   assert.equal(r.heldCount(), 0);
   assert.equal(r.deadline(), undefined);
 });
 
 test('reorder: unfilled gaps are skipped after the timeout', () => {
   const r = new ReorderBuffer(16, 100);
-  r.offer(m(1), 0);
-  r.offer(m(4), 0);
+  r.offer(m(1), true, 0);
+  r.offer(m(4), true, 0);
   assert.equal(r.deadline(), 100);
   assert.deepEqual(out(r.poll(50)), []);
   const o = r.poll(150);
   assert.deepEqual([out(o), o.skipped], [[4], 2]);
-  assert.ok(r.offer(m(2), 160).duplicate);
+  assert.ok(r.offer(m(2), true, 160).duplicate);
 });
 
 test('reorder: each gap times out from the first message after it', () => {
   const r = new ReorderBuffer(16, 100);
-  r.offer(m(1), 0);
-  r.offer(m(3), 0);
-  r.offer(m(6), 80);
+  r.offer(m(1), true, 0);
+  r.offer(m(3), true, 0);
+  r.offer(m(6), true, 80);
   let o = r.poll(100);
   assert.deepEqual([out(o), o.skipped], [[3], 1]);
   assert.deepEqual(out(r.poll(150)), []);
-  assert.deepEqual(out(r.offer(m(4), 160)), [4]);
+  assert.deepEqual(out(r.offer(m(4), true, 160)), [4]);
   o = r.poll(180);
   assert.deepEqual([out(o), o.skipped], [[6], 1]);
 });
 
 test('reorder: a late message proves older gaps', () => {
   const r = new ReorderBuffer(16, 100);
-  r.offer(m(1), 0);
-  r.offer(m(9), 0);
-  r.offer(m(3), 90);
+  r.offer(m(1), true, 0);
+  r.offer(m(9), true, 0);
+  r.offer(m(3), true, 90);
   const o = r.poll(100);
   assert.deepEqual([out(o), o.skipped], [[3, 9], 6]);
 });
 
 test('reorder: too many held skips the oldest gap at once (the cap)', () => {
   const r = new ReorderBuffer(3, 10_000);
-  r.offer(m(1), 0);
-  for (const s of [3, 4, 5]) assert.deepEqual(out(r.offer(m(s), 0)), []);
-  const o = r.offer(m(7), 0);
+  r.offer(m(1), true, 0);
+  for (const s of [3, 4, 5]) assert.deepEqual(out(r.offer(m(s), true, 0)), []);
+  const o = r.offer(m(7), true, 0);
   assert.deepEqual([out(o), o.skipped], [[3, 4, 5], 1]);
   assert.equal(r.heldCount(), 1);
   assert.equal(r.nextExpected(), 6);
@@ -171,8 +171,46 @@ test('reorder: too many held skips the oldest gap at once (the cap)', () => {
 
 test('reorder: offers past the deadline expire the gap too', () => {
   const r = new ReorderBuffer(16, 100);
-  r.offer(m(1), 0);
-  r.offer(m(3), 0);
-  const o = r.offer(m(4), 200);
+  r.offer(m(1), true, 0);
+  r.offer(m(3), true, 0);
+  const o = r.offer(m(4), true, 200);
   assert.deepEqual([out(o), o.skipped], [[3, 4], 1]);
+});
+
+test('reorder: live messages above 1 wait for the replay that opens the sequence', () => {
+  const r = new ReorderBuffer(16, 1_000);
+  assert.deepEqual(out(r.offer(m(3), false, 0)), []);
+  assert.deepEqual(out(r.offer(m(4), false, 0)), []);
+  assert.equal(r.nextExpected(), undefined);
+  assert.ok(r.offer(m(3), false, 0).duplicate, 'already held');
+  assert.deepEqual(out(r.offer(m(1), true, 20)), [1]);
+  assert.deepEqual(out(r.offer(m(2), true, 20)), [2, 3, 4]);
+  assert.ok(r.offer(m(3), true, 20).duplicate);
+  assert.deepEqual(out(r.offer(m(5), false, 30)), [5]);
+});
+
+test('reorder: seq 1 opens live traffic', () => {
+  const r = new ReorderBuffer(16, 1_000);
+  assert.deepEqual(out(r.offer(m(2), false, 0)), []);
+  assert.deepEqual(out(r.offer(m(1), false, 0)), [1, 2]);
+});
+
+test('reorder: without a replay the sequence opens at the lowest held after the timeout', () => {
+  const r = new ReorderBuffer(16, 100);
+  r.offer(m(6), false, 10);
+  r.offer(m(5), false, 20);
+  assert.equal(r.deadline(), 110);
+  assert.deepEqual(out(r.poll(100)), []);
+  const o = r.poll(110);
+  assert.deepEqual([out(o), o.skipped], [[5, 6], 0]);
+  assert.ok(r.offer(m(4), true, 120).duplicate);
+});
+
+test('reorder: too many held before opening opens at the lowest', () => {
+  const r = new ReorderBuffer(2, 10_000);
+  r.offer(m(7), false, 0);
+  r.offer(m(8), false, 0);
+  const o = r.offer(m(10), false, 0);
+  assert.deepEqual([out(o), o.skipped], [[7, 8], 0]);
+  assert.equal(r.nextExpected(), 9);
 });

@@ -100,6 +100,12 @@ impl Roster {
         self.census.clone()
     }
 
+    /// Whether the channel is large (members publishing nothing are
+    /// counted, not announced).
+    pub fn is_large(&self) -> bool {
+        self.census.large.load(Relaxed)
+    }
+
     fn emit(&self, shared: &Shared, e: Event) {
         shared.events.push(e);
     }

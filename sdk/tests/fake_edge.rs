@@ -99,6 +99,16 @@ fn chat_from(user: &str, seq: u64) -> SK {
     })
 }
 
+/// [`chat_from`] as `user`'s replay to this client ("me"), which opens
+/// `user`'s sequence here.
+fn replay_from(user: &str, seq: u64) -> SK {
+    let SK::Message(mut m) = chat_from(user, seq) else {
+        unreachable!()
+    };
+    m.to_user = "me".into();
+    SK::Message(m)
+}
+
 #[tokio::test]
 async fn refusals_map_to_typed_errors() {
     init_logs();
@@ -411,12 +421,16 @@ async fn received_messages_are_ordered_deduplicated_and_gaps_skipped() {
     let mut cfg = config(&pki, &[a.addr]);
     cfg.reorder_timeout = Duration::from_millis(300);
     let (client, _room, conn) = join(cfg, &mut a, vec![member("bob", 7, &[])]).await;
-    for seq in [5, 7, 6, 6, 8, 5] {
+    // Bob's replay to us opens his sequence at 5.
+    conn.send(replay_from("bob", 5)).await;
+    for seq in [7, 6, 6, 8, 5] {
         conn.send(chat_from("bob", seq)).await;
     }
-    conn.send(chat_from("carol", 1)).await;
+    // Carol's live 3 comes before her replay (2..): it waits for it.
+    conn.send(chat_from("carol", 3)).await;
+    conn.send(replay_from("carol", 2)).await;
     let mut got = vec![];
-    while got.len() < 5 {
+    while got.len() < 6 {
         if let Event::Message(m) = wait_for(&client, |e| matches!(e, Event::Message(_))).await {
             got.push((m.from, m.seq, m.payload));
         }
@@ -424,7 +438,14 @@ async fn received_messages_are_ordered_deduplicated_and_gaps_skipped() {
     let seqs: Vec<(&str, u64)> = got.iter().map(|(f, s, _)| (f.as_str(), *s)).collect();
     assert_eq!(
         seqs,
-        vec![("bob", 5), ("bob", 6), ("bob", 7), ("bob", 8), ("carol", 1)]
+        vec![
+            ("bob", 5),
+            ("bob", 6),
+            ("bob", 7),
+            ("bob", 8),
+            ("carol", 2),
+            ("carol", 3)
+        ]
     );
     assert_eq!(&got[0].2[..], b"bob-5");
     assert_eq!(client.stats().snapshot().messages_duplicate, 2);
@@ -442,7 +463,7 @@ async fn received_messages_are_ordered_deduplicated_and_gaps_skipped() {
     let e = wait_for(&client, |e| matches!(e, Event::Message(_))).await;
     assert!(matches!(&e, Event::Message(m) if m.seq == 11), "{e:?}");
     let s = client.stats().snapshot();
-    assert_eq!((s.messages_skipped, s.messages_delivered), (1, 7));
+    assert_eq!((s.messages_skipped, s.messages_delivered), (1, 8));
     client.close().await;
 }
 

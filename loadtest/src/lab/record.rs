@@ -456,9 +456,9 @@ impl Recorder {
         }
         if m.seq != inbox.last_seq + 1 {
             inbox.reordered += 1;
-            // The first message from a sender may start anywhere (a
-            // receiver that joined after it started).
-            if inbox.last_seq > 0 && r.gaps.len() < MAX_GAPS {
+            // Members joined before anyone sent, so a first message above
+            // seq 1 is a gap too (`after` 0).
+            if r.gaps.len() < MAX_GAPS {
                 let gap = Gap {
                     receiver: receiver.into(),
                     channel: m.channel.clone(),

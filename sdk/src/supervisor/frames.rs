@@ -446,6 +446,15 @@ impl Supervisor {
                 }
             },
         };
+        // A sender replays its window to a member it hears of (`to_user`
+        // set): that replay opens the sequence. A hidden member of a large
+        // channel is not heard of, so nothing will come to wait for.
+        let hidden = ch.roster.is_large() && ch.tracks.is_empty();
+        let opening = if !m.to_user.is_empty() || hidden {
+            Opening::Opens
+        } else {
+            Opening::Live
+        };
         let (max_held, timeout) = (self.cfg.max_held_per_sender, self.cfg.reorder_timeout);
         let buf = self
             .receivers
@@ -457,6 +466,7 @@ impl Supervisor {
                 payload,
                 sent_at_us: m.sent_at_us,
             },
+            opening,
             Instant::now(),
         );
         self.deliver(&channel, &m.from_user, outcome);

@@ -53,7 +53,7 @@ use crate::e2ee::{E2eeKeys, KeyRing};
 use crate::error::{close_code, describe_close, SdkError};
 use crate::events::{Event, Message};
 use crate::nearest::{self, Measured, Reprobing};
-use crate::reorder::{Incoming, Outcome, ReorderBuffer};
+use crate::reorder::{Incoming, Opening, Outcome, ReorderBuffer};
 use crate::replay::{ReplayWindow, Sent};
 use crate::roster::Roster;
 use crate::stats::bump;
