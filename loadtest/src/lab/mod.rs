@@ -355,6 +355,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
     let (rss_mb_end, fds_end) = process_resources();
     let first_media = joiners.finish().await;
     traffic.quiesce(Duration::from_secs(3)).await;
+    messages_land(&rec).await;
     let felt = rec.felt();
     let quality = quality::Quality::of(
         &traffic.playout_stats(),
@@ -403,6 +404,21 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         }
     }
     Ok(report)
+}
+
+/// How long, past the media's grace, messages still on their way may take
+/// to land before the report counts them lost. On a loaded machine with
+/// lossy links a message can trail its sender's stop by a few seconds (QUIC
+/// retransmits it); one that never comes costs this wait once.
+const MESSAGES_LAND_WITHIN: Duration = Duration::from_secs(7);
+
+/// Wait (at most [`MESSAGES_LAND_WITHIN`]) until every message sent reached
+/// every other member of its channel.
+async fn messages_land(rec: &Recorder) {
+    let until = tokio::time::Instant::now() + MESSAGES_LAND_WITHIN;
+    while rec.messages_outstanding() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn far_future() -> tokio::time::Instant {

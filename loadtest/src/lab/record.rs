@@ -488,6 +488,23 @@ impl Recorder {
         )
     }
 
+    /// Deliveries still missing: each message sent, to each other member
+    /// of its channel that has not received it yet.
+    pub fn messages_outstanding(&self) -> u64 {
+        let r = self.inner.lock().unwrap();
+        let mut missing = 0;
+        for ((channel, sender), n) in &r.sent {
+            for member in r.members.get(channel).into_iter().flatten() {
+                if member != sender {
+                    let key = (member.clone(), channel.clone(), sender.clone());
+                    let got = r.inbox.get(&key).map_or(0, |i| i.delivered);
+                    missing += n.saturating_sub(got);
+                }
+            }
+        }
+        missing
+    }
+
     pub fn joins(&self) -> u64 {
         self.inner.lock().unwrap().joins
     }
