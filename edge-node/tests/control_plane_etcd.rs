@@ -12,17 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::etcd_cluster::{eventually, free_tcp, free_udp_on, json_to_toml_rules, records, Proc};
+use common::etcd_cluster::{eventually, json_to_toml_rules, ports, records, Proc};
 use common::*;
 use control::keys::KeyLayout;
 use control::records::{EdgeRecord, RoutesRecord};
 use control::store::ControlStore;
 use protocol::pb::server_frame::Kind as SK;
 use testkit::EtcdServer;
-
-fn free_udp() -> SocketAddr {
-    free_udp_on([127, 0, 0, 1].into())
-}
 
 /// The controller binary: built next to this package's binaries by a
 /// workspace build; built on demand otherwise.
@@ -77,12 +73,12 @@ impl Lab {
     }
 
     fn start_edge(&mut self, id: u32, city: &str) {
-        self.start_edge_at(id, city, free_udp(), "");
+        self.start_edge_at(id, city, ports::udp_local(), "");
     }
 
     /// An edge listening on `quic`, with `extra` TOML appended to its config.
     fn start_edge_at(&mut self, id: u32, city: &str, quic: SocketAddr, extra: &str) {
-        let admin = free_tcp();
+        let admin = ports::tcp_local();
         let d = self.dir.path();
         let toml = format!(
             r#"
@@ -163,8 +159,8 @@ listen = "{api}"
 listen = "{admin}"
 "#,
             etcd = self.etcd.client_url(),
-            api = free_tcp(),
-            admin = free_tcp(),
+            api = ports::tcp_local(),
+            admin = ports::tcp_local(),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, toml).unwrap();
@@ -377,7 +373,7 @@ async fn processes_route_around_a_degraded_link_and_a_killed_relay() {
     let rules = triangle(ip, 10.0);
     for (id, city) in [(1, "fra"), (2, "ams"), (3, "lhr")] {
         let extra = format!("[netem]\nlinks = {}", json_to_toml_rules(&rules));
-        lab.start_edge_at(id, city, free_udp_on(ip(id)), &extra);
+        lab.start_edge_at(id, city, ports::udp(ip(id)), &extra);
     }
     let best_1_to_3 = |r: &[RoutesRecord]| {
         r.iter()

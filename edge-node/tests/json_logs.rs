@@ -56,23 +56,6 @@ impl EdgeProcess {
     }
 }
 
-/// Two free UDP ports (QUIC) and two free TCP ports (admin), held until all
-/// four are picked so that none is picked twice.
-fn free_ports() -> [SocketAddr; 4] {
-    let udp: Vec<_> = (0..2)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let tcp: Vec<_> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    [
-        udp[0].local_addr().unwrap(),
-        udp[1].local_addr().unwrap(),
-        tcp[0].local_addr().unwrap(),
-        tcp[1].local_addr().unwrap(),
-    ]
-}
-
 fn start(
     dir: &Path,
     id: u32,
@@ -194,7 +177,8 @@ async fn json_logs_carry_events_with_ids_and_no_credentials() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let [a_addr, b_addr, a_admin, b_admin] = free_ports();
+    let [a_addr, b_addr] = [testkit::ports::udp_local(), testkit::ports::udp_local()];
+    let [a_admin, b_admin] = [testkit::ports::tcp_local(), testkit::ports::tcp_local()];
     let mut a = start(dir.path(), 1, a_addr, a_admin, (2, b_addr));
     let mut b = start(dir.path(), 2, b_addr, b_admin, (1, a_addr));
     wait_for(&mut a, "/readyz", &[]).await;

@@ -821,14 +821,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn query(prom: SocketAddr, q: &str) -> serde_json::Value {
     let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", urlencode(q))).await;
     let v: serde_json::Value = serde_json::from_str(&body)
@@ -873,7 +865,7 @@ async fn a_real_prometheus_scrapes_the_lab_and_answers_link_queries() {
     );
     let config_path = dir.path().join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let prom_addr = testkit::ports::tcp_local();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let _server = Server(
         Command::new(bin)

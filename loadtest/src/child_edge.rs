@@ -67,7 +67,10 @@ impl ChildEdge {
         std::fs::write(dir.join("edge.pem"), cert)?;
         std::fs::write(dir.join("edge.key"), key)?;
         std::fs::write(dir.join("mesh-ca.pem"), pki.ca_pem())?;
-        let (port, admin_port) = free_ports()?;
+        let (port, admin_port) = (
+            testkit::ports::udp_local().port(),
+            testkit::ports::tcp_local().port(),
+        );
         // Every session comes from 127.0.0.1: the per-address admission
         // limits (256 connections, 20 a second) would refuse all but the
         // first few hundred, so they are lifted; and a benchmark's
@@ -158,10 +161,4 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
         Ok((200, body)) => Some(body),
         _ => None,
     }
-}
-
-fn free_ports() -> anyhow::Result<(u16, u16)> {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok((udp.local_addr()?.port(), tcp.local_addr()?.port()))
 }

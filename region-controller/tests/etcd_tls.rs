@@ -274,13 +274,7 @@ async fn controller_binary_leads_its_region_over_tls() {
     let store = etcd.store().await.expect("etcd answers");
     let dir = tempfile::tempdir().unwrap();
     let [ca, cert, key] = etcd.pki().unwrap().write_client_files(dir.path()).unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (api, admin) = (free(), free());
+    let (api, admin) = (testkit::ports::tcp_local(), testkit::ports::tcp_local());
     let config = dir.path().join("ctl.toml");
     let write_config = |key: &std::path::Path| {
         std::fs::write(

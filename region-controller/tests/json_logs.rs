@@ -42,13 +42,7 @@ async fn json_logs_carry_leader_changes_and_no_token() {
     let etcd = EtcdServer::start().expect("etcd (Debian's etcd-server) is needed");
     etcd.store().await.expect("etcd answers");
     let dir = tempfile::tempdir().unwrap();
-    let free = || -> SocketAddr {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (api, admin) = (free(), free());
+    let (api, admin) = (testkit::ports::tcp_local(), testkit::ports::tcp_local());
     let config = format!(
         r#"
 [controller]

@@ -10,7 +10,7 @@
 //! - [`EtcdCluster`]: a static n-member cluster whose members are killed,
 //!   paused and restarted one by one or all together (fault tests).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -43,8 +43,8 @@ impl Member {
     fn new(name: String, data: PathBuf) -> std::io::Result<Member> {
         Ok(Member {
             name,
-            client: free_port()?,
-            peer: free_port()?,
+            client: crate::ports::tcp_local(),
+            peer: crate::ports::tcp_local(),
             data,
             child: None,
         })
@@ -208,10 +208,6 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?
         .write_all(contents.as_bytes())
-}
-
-fn free_port() -> std::io::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 impl EtcdServer {

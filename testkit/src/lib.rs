@@ -17,6 +17,7 @@
 //! - [`scrape`]: Prometheus samples and plain HTTP requests to admin ports.
 //! - [`blackhole`]: a UDP relay in front of an edge that can be cut.
 //! - [`wait`]: waiting for a condition, bounded.
+//! - [`ports`]: ports for child processes that nothing else takes first.
 //! - [`process`]: running a binary under test, bounded; `check-config`'s
 //!   output.
 
@@ -24,6 +25,7 @@ pub mod blackhole;
 pub mod etcd;
 pub mod mesh;
 pub mod outage_store;
+pub mod ports;
 pub mod process;
 pub mod quic;
 pub mod scrape;

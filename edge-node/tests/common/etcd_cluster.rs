@@ -22,22 +22,12 @@ use control::store::{ControlStore, EtcdStore, KeyValue};
 use sdk::{Client, ClientConfig, EdgeCandidate, Event, TrackKind};
 
 pub use testkit::etcd::{store_on, EtcdCluster};
+pub use testkit::ports;
 pub use testkit::wait::eventually;
 
 use super::{http, token, ADMIN_TOKEN, ADMIN_TOKEN_ENV, APP, SECRET};
 
 pub const REGION: &str = "eu";
-
-pub fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-pub fn free_udp_on(ip: IpAddr) -> SocketAddr {
-    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
-}
 
 /// A child process, SIGKILLed on drop.
 pub struct Proc {
@@ -299,8 +289,8 @@ impl Rtn {
     }
 
     pub fn start_edge(&mut self, id: u32, city: &str) {
-        let quic = free_udp_on((self.ip)(id));
-        let admin = free_tcp();
+        let quic = ports::udp((self.ip)(id));
+        let admin = ports::tcp_local();
         let d = self.dir.path();
         let rules = wan_rules(self.ip, self.max_edges, self.delay);
         let toml = format!(
@@ -352,7 +342,7 @@ links = {links}
     }
 
     pub fn start_controller(&mut self, name: &str) {
-        let (api, admin) = (free_tcp(), free_tcp());
+        let (api, admin) = (ports::tcp_local(), ports::tcp_local());
         let toml = format!(
             r#"
 [controller]

@@ -74,11 +74,6 @@ pub(super) fn controller_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
 impl Controllers {
     pub(super) async fn spawn(
         bin: &Path,
@@ -93,13 +88,13 @@ impl Controllers {
         for region in regions {
             for copy in 0..copies {
                 let name = format!("cs-{region}-{copy}");
-                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let admin = testkit::ports::tcp_local();
                 let config = format!(
                     "[controller]\nregion = {region:?}\nname = {name:?}\n\n\
                      [store]\netcd_endpoints = [{etcd:?}]\nprefix = {prefix:?}\n\n\
                      [api]\nlisten = \"127.0.0.1:{api}\"\n\n[admin]\nlisten = \"{admin}\"\n",
                     prefix = keys.prefix(),
-                    api = free_port()?,
+                    api = testkit::ports::tcp_local().port(),
                 );
                 let cfg_path = dir.join(format!("{name}.toml"));
                 std::fs::write(&cfg_path, config)
