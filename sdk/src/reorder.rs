@@ -167,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn first_message_sets_the_start_and_duplicates_drop() {
+    fn an_opening_message_sets_the_start_and_duplicates_drop() {
         let mut r = ReorderBuffer::new(16, ms(2_000));
         let t = Instant::now();
         assert_eq!(r.next_expected(), None);
