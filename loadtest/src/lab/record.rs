@@ -492,17 +492,9 @@ impl Recorder {
     /// of its channel that has not received it yet.
     pub fn messages_outstanding(&self) -> u64 {
         let r = self.inner.lock().unwrap();
-        let mut missing = 0;
-        for ((channel, sender), n) in &r.sent {
-            for member in r.members.get(channel).into_iter().flatten() {
-                if member != sender {
-                    let key = (member.clone(), channel.clone(), sender.clone());
-                    let got = r.inbox.get(&key).map_or(0, |i| i.delivered);
-                    missing += n.saturating_sub(got);
-                }
-            }
-        }
-        missing
+        r.message_deliveries()
+            .map(|(sent, got)| sent.saturating_sub(got))
+            .sum()
     }
 
     pub fn joins(&self) -> u64 {
@@ -513,18 +505,13 @@ impl Recorder {
     pub fn felt(&self) -> Felt {
         let mut r = self.inner.lock().unwrap();
         let media_streams = r.media_streams();
-        let mut messages = Messages::default();
-        for ((channel, sender), n) in &r.sent {
-            messages.sent += n;
-            for member in r.members.get(channel).into_iter().flatten() {
-                if member == sender {
-                    continue;
-                }
-                let key = (member.clone(), channel.clone(), sender.clone());
-                let got = r.inbox.get(&key).map_or(0, |i| i.delivered);
-                messages.delivered += got.min(*n);
-                messages.lost += n.saturating_sub(got);
-            }
+        let mut messages = Messages {
+            sent: r.sent.values().sum(),
+            ..Messages::default()
+        };
+        for (sent, got) in r.message_deliveries() {
+            messages.delivered += got.min(sent);
+            messages.lost += sent.saturating_sub(got);
         }
         for i in r.inbox.values() {
             messages.duplicates += i.duplicates;
@@ -576,6 +563,18 @@ impl Recorder {
 }
 
 impl Inner {
+    /// For each sender's messages in a channel and each other member of it:
+    /// how many were sent and how many that member got.
+    fn message_deliveries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sent.iter().flat_map(move |((channel, sender), n)| {
+            let others = self.members.get(channel).into_iter().flatten();
+            others.filter(move |m| *m != sender).map(move |member| {
+                let key = (member.clone(), channel.clone(), sender.clone());
+                (*n, self.inbox.get(&key).map_or(0, |i| i.delivered))
+            })
+        })
+    }
+
     /// Every expected (receiver, stream): each published stream, for each
     /// other member of its channel. The lab sends only once every client
     /// joined, so a receiver was a member for all its publisher sent.
