@@ -54,27 +54,38 @@ pub fn udp_local() -> SocketAddr {
 /// may refuse the child's bind).
 fn pick(ip: IpAddr, free: impl Fn(SocketAddr) -> bool) -> Option<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (lowest, span) = range();
-    let offset = *START.get_or_init(|| std::process::id().wrapping_mul(7_919) % span);
+    let w = walk();
     (0..ATTEMPTS).find_map(|_| {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = lowest + ((offset + n) % span) as u16;
+        let port = w.lowest + ((w.offset + n) % w.span) as u16;
         let on = |ip: IpAddr| free(SocketAddr::new(ip, port));
         let free = on(ip) && on(Ipv4Addr::LOCALHOST.into()) && on(Ipv4Addr::UNSPECIFIED.into());
         free.then_some(port)
     })
 }
 
-static START: OnceLock<u32> = OnceLock::new();
+/// This process's walk: the first port, how many follow it below the
+/// ephemeral range, and where in them this process starts.
+struct Walk {
+    lowest: u16,
+    span: u32,
+    offset: u32,
+}
 
-/// The first port and how many follow it, below the ephemeral range.
-fn range() -> (u16, u32) {
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(DEFAULT_EPHEMERAL_START);
-    let end = ephemeral.max(LOWEST + 1_000);
-    (LOWEST, u32::from(end - LOWEST))
+fn walk() -> &'static Walk {
+    static WALK: OnceLock<Walk> = OnceLock::new();
+    WALK.get_or_init(|| {
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(DEFAULT_EPHEMERAL_START);
+        let span = u32::from(ephemeral.max(LOWEST + 1_000) - LOWEST);
+        Walk {
+            lowest: LOWEST,
+            span,
+            offset: std::process::id().wrapping_mul(7_919) % span,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -83,7 +94,7 @@ mod tests {
 
     #[test]
     fn ports_are_free_distinct_and_below_the_ephemeral_range() {
-        let (lowest, span) = range();
+        let Walk { lowest, span, .. } = *walk();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
             let t = tcp_local();
