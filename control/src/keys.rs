@@ -10,6 +10,8 @@
 //! | `load/<id>`                  | [`LoadRecord`]   | the edge          | the edge's      |
 //! | `probes/<id>`                | [`ProbeRecord`]  | the edge          | the edge's      |
 //! | `routes/<id>`                | [`RoutesRecord`] | region's leader   | none (kept)     |
+//! | `regions/<region>`           | [`RegionRecord`] | region's leader, hierarchical routing only | none (kept) |
+//! | `exits/<region>`             | [`ExitsRecord`]  | region's leader, hierarchical routing only | none (kept) |
 //! | `controllers/<region>/leader`| candidate name   | election          | the leader's    |
 //! | `health`                     | (never written)  | none: controllers read it to check the store answers | |
 //!
@@ -21,6 +23,8 @@
 //! [`LoadRecord`]: crate::records::LoadRecord
 //! [`ProbeRecord`]: crate::records::ProbeRecord
 //! [`RoutesRecord`]: crate::records::RoutesRecord
+//! [`RegionRecord`]: crate::records::RegionRecord
+//! [`ExitsRecord`]: crate::records::ExitsRecord
 
 use protocol::EdgeId;
 
@@ -85,6 +89,17 @@ impl KeyLayout {
     }
     pub fn route(&self, id: EdgeId) -> String {
         format!("{}routes/{id:010}", self.prefix)
+    }
+    /// Every region's record (a region's name may prefix another's: read
+    /// the region from the record, never by prefix).
+    pub fn regions(&self) -> String {
+        format!("{}regions/", self.prefix)
+    }
+    pub fn region(&self, region: &str) -> String {
+        format!("{}regions/{region}", self.prefix)
+    }
+    pub fn exits(&self, region: &str) -> String {
+        format!("{}exits/{region}", self.prefix)
     }
     /// Read (never written) by controllers to check that the store answers.
     pub fn health(&self) -> String {

@@ -22,12 +22,39 @@ pub fn apply<R: Record>(
     map: &mut BTreeMap<EdgeId, R>,
     update: Update,
 ) {
-    let decode = |key: &str, value: &[u8]| -> Option<(EdgeId, R)> {
-        let id = keys.id_in(dir, key)?;
+    apply_keyed(map, update, |key| keys.id_in(dir, key), R::edge_id);
+}
+
+/// Apply a watch update of the per-region directory `dir` (`regions/`) to
+/// `map`, as [`apply`] does: a record whose region is not its key's is
+/// dropped.
+pub fn apply_regions<R: Record>(
+    dir: &str,
+    map: &mut BTreeMap<String, R>,
+    update: Update,
+    region_of: impl Fn(&R) -> &str,
+) {
+    let name = |key: &str| {
+        let rest = key.strip_prefix(dir)?;
+        (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
+    };
+    apply_keyed(map, update, name, |r| Some(region_of(r).to_string()));
+}
+
+/// [`apply`] for keys named by `name` (`None`: not of this directory), the
+/// record's own name being `owner`'s.
+fn apply_keyed<K: Ord + Clone, R: Record>(
+    map: &mut BTreeMap<K, R>,
+    update: Update,
+    name: impl Fn(&str) -> Option<K>,
+    owner: impl Fn(&R) -> Option<K>,
+) {
+    let decode = |key: &str, value: &[u8]| -> Option<(K, R)> {
+        let id = name(key)?;
         match R::from_bytes(value) {
-            Ok(r) if r.edge_id().is_none_or(|own| own == id) => Some((id, r)),
+            Ok(r) if owner(&r).is_none_or(|own| own == id) => Some((id, r)),
             Ok(_) => {
-                warn!(key, "skipping a record filed under another edge's key");
+                warn!(key, "skipping a record filed under another's key");
                 None
             }
             Err(e) => {
@@ -43,7 +70,7 @@ pub fn apply<R: Record>(
         }
         Update::Events(events) => {
             for ev in events {
-                let Some(id) = keys.id_in(dir, ev.key()) else {
+                let Some(id) = name(ev.key()) else {
                     continue;
                 };
                 match ev {

@@ -197,6 +197,264 @@ pub struct RouteRecord {
     /// before the controller does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<Vec<EdgeId>>,
+    /// What routing minimises along `best` and `backup`, µs: published
+    /// with hierarchical routes, where the edge composes its routes to other
+    /// regions from these ([`RegionRecord`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_cost_us: Option<u64>,
+}
+
+impl RoutesRecord {
+    /// The routes as a route set (costs as published, zero where absent;
+    /// RTTs are not published).
+    pub fn route_set(&self) -> topology::RouteSet {
+        let path = |edges: &Vec<EdgeId>, cost_us: Option<u64>| topology::Path {
+            edges: edges.clone(),
+            cost_ms: cost_us.unwrap_or(0) as f64 / 1000.0,
+            rtt_ms: 0.0,
+        };
+        topology::RouteSet::new(
+            self.edge,
+            self.routes
+                .iter()
+                .map(|r| topology::Route {
+                    destination: r.dest,
+                    best: path(&r.best, r.cost_us),
+                    backup: r.backup.as_ref().map(|b| path(b, r.backup_cost_us)),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `other` says the same as this record: the same paths, and
+    /// (if published) costs within [`costs_close`]'s band (that of
+    /// `edge-node`'s `materially_changed`: costs follow from probes).
+    pub fn same_routes(&self, other: &RoutesRecord) -> bool {
+        let close = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => costs_close(a, b),
+            (a, b) => a == b,
+        };
+        self.routes.len() == other.routes.len()
+            && self.routes.iter().zip(&other.routes).all(|(a, b)| {
+                a.dest == b.dest
+                    && a.best == b.best
+                    && a.backup == b.backup
+                    && close(a.cost_us, b.cost_us)
+                    && close(a.backup_cost_us, b.backup_cost_us)
+            })
+    }
+}
+
+/// Whether two published costs (µs) are within the band probe summaries
+/// are published in (1 ms and 2%): a smaller move is noise, not news.
+fn costs_close(a: u64, b: u64) -> bool {
+    a.abs_diff(b) as f64 <= 1_000f64.max(0.02 * a.max(b) as f64)
+}
+
+/// A region's share of hierarchical routes (docs/control-plane.md "Routes
+/// at scale"), written by the region's leader when the mesh is routed
+/// hierarchically and read by every edge: its hubs, the best paths inside
+/// the region from each hub to each of its edges, each edge's transit
+/// penalty, and its hubs' links to other regions' hubs. With every
+/// region's record an edge composes its routes to edges of other regions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegionRecord {
+    pub region: String,
+    pub controller: String,
+    pub computed_at_ms: u64,
+    /// The region's edges; the table numbers them in this order.
+    pub members: Vec<EdgeId>,
+    /// Hubs, among the members: where paths from other regions come in.
+    pub hubs: Vec<EdgeId>,
+    /// `hubs × members`, row by hub: cost in µs of the best path from the
+    /// hub to the member inside the region; `null` where unreachable.
+    pub cost_us: Vec<Option<u64>>,
+    /// `hubs × members`: the number (in `members`) of the edge before the
+    /// member on that path; `null` at the hub and where unreachable.
+    pub pred: Vec<Option<u32>>,
+    /// Each member's transit penalty, µs.
+    pub toll_us: Vec<u64>,
+    /// `[hub, hub of another region, link cost in µs]`: the probed links
+    /// from this region's hubs.
+    pub hub_links: Vec<(EdgeId, EdgeId, u64)>,
+}
+
+impl RegionRecord {
+    /// The record of `table` and the links in `links` from its hubs.
+    pub fn new(
+        table: &topology::hierarchy::RegionTable,
+        links: &[topology::hierarchy::HubLink],
+        controller: &str,
+        at_ms: u64,
+    ) -> RegionRecord {
+        let own: std::collections::HashSet<EdgeId> = table.hubs().iter().copied().collect();
+        RegionRecord {
+            region: table.region().into(),
+            controller: controller.into(),
+            computed_at_ms: at_ms,
+            members: table.members().to_vec(),
+            hubs: table.hubs().to_vec(),
+            cost_us: table
+                .costs_us()
+                .iter()
+                .map(|&c| (c != u64::MAX).then_some(c))
+                .collect(),
+            pred: table
+                .preds()
+                .iter()
+                .map(|&p| (p != u32::MAX).then_some(p))
+                .collect(),
+            toll_us: table.tolls_us().to_vec(),
+            hub_links: links
+                .iter()
+                .filter(|l| own.contains(&l.from))
+                .map(|l| (l.from, l.to, l.cost_us))
+                .collect(),
+        }
+    }
+
+    /// The region's table, checked.
+    pub fn table(&self) -> Result<topology::hierarchy::RegionTable, String> {
+        topology::hierarchy::RegionTable::from_parts(
+            self.region.clone(),
+            self.members.clone(),
+            self.hubs.clone(),
+            self.cost_us.iter().map(|c| c.unwrap_or(u64::MAX)).collect(),
+            self.pred.iter().map(|p| p.unwrap_or(u32::MAX)).collect(),
+            self.toll_us.clone(),
+        )
+    }
+
+    /// The links from the region's hubs.
+    pub fn hub_links(&self) -> impl Iterator<Item = topology::hierarchy::HubLink> + '_ {
+        self.hub_links
+            .iter()
+            .map(|&(from, to, cost_us)| topology::hierarchy::HubLink { from, to, cost_us })
+    }
+
+    /// Whether `other` has the same members, hubs and reachability (what
+    /// edges cannot do without at once); paths and costs aside.
+    pub fn same_reach(&self, other: &RegionRecord) -> bool {
+        self.members == other.members
+            && self.hubs == other.hubs
+            && self.cost_us.len() == other.cost_us.len()
+            && self
+                .cost_us
+                .iter()
+                .zip(&other.cost_us)
+                .all(|(a, b)| a.is_some() == b.is_some())
+    }
+
+    /// Every link the record's paths and hub links use, `(from, to)`.
+    pub fn links(&self) -> impl Iterator<Item = (EdgeId, EdgeId)> + '_ {
+        let n = self.members.len().max(1);
+        let table = self.pred.iter().enumerate().filter_map(move |(cell, p)| {
+            let from = self.members.get((*p)? as usize)?;
+            Some((*from, self.members[cell % n]))
+        });
+        table.chain(self.hub_links.iter().map(|l| (l.0, l.1)))
+    }
+
+    /// Whether `other` says the same: members, hubs, paths and links, with
+    /// costs within [`RoutesRecord::same_routes`]'s band.
+    pub fn same_as(&self, other: &RegionRecord) -> bool {
+        let close = costs_close;
+        self.members == other.members
+            && self.hubs == other.hubs
+            && self.pred == other.pred
+            && self.cost_us.len() == other.cost_us.len()
+            && self
+                .cost_us
+                .iter()
+                .zip(&other.cost_us)
+                .all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => close(*a, *b),
+                    (a, b) => a == b,
+                })
+            && self.toll_us.len() == other.toll_us.len()
+            && self
+                .toll_us
+                .iter()
+                .zip(&other.toll_us)
+                .all(|(a, b)| close(*a, *b))
+            && self.hub_links.len() == other.hub_links.len()
+            && self
+                .hub_links
+                .iter()
+                .zip(&other.hub_links)
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && close(a.2, b.2))
+    }
+}
+
+impl Record for RegionRecord {
+    fn validate(&self) -> Result<(), String> {
+        if self.region.is_empty() || self.region.contains('/') {
+            return Err(format!("region name {:?} is invalid", self.region));
+        }
+        self.table().map(|_| ())
+    }
+}
+
+/// A region's exits (hierarchical routing): links from its edges straight
+/// to edges of other regions that are not hubs, where such a link beats
+/// entering the destination's region at a hub. Read by the region's edges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitsRecord {
+    pub region: String,
+    pub controller: String,
+    pub computed_at_ms: u64,
+    /// `[edge of the region, edge of another region, link cost in µs]`.
+    pub links: Vec<(EdgeId, EdgeId, u64)>,
+}
+
+impl ExitsRecord {
+    pub fn new(
+        region: &str,
+        exits: &topology::hierarchy::Exits,
+        controller: &str,
+        at_ms: u64,
+    ) -> ExitsRecord {
+        ExitsRecord {
+            region: region.into(),
+            controller: controller.into(),
+            computed_at_ms: at_ms,
+            links: exits
+                .links()
+                .into_iter()
+                .map(|l| (l.from, l.to, l.cost_us))
+                .collect(),
+        }
+    }
+
+    pub fn exits(&self) -> topology::hierarchy::Exits {
+        topology::hierarchy::Exits::from_links(
+            self.links
+                .iter()
+                .map(|&(from, to, cost_us)| topology::hierarchy::ExitLink { from, to, cost_us }),
+        )
+    }
+
+    /// Whether `other` lists the same links at about the same costs.
+    pub fn same_as(&self, other: &ExitsRecord) -> bool {
+        let close = costs_close;
+        self.links.len() == other.links.len()
+            && self
+                .links
+                .iter()
+                .zip(&other.links)
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && close(a.2, b.2))
+    }
+}
+
+impl Record for ExitsRecord {
+    fn validate(&self) -> Result<(), String> {
+        match self.links.iter().find(|l| l.0 == l.1) {
+            Some(l) => Err(format!("exit {} -> {} loops", l.0, l.1)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Record for RoutesRecord {
@@ -269,9 +527,60 @@ mod tests {
                 dest: 3,
                 best: vec![1, 2, 3],
                 backup: Some(vec![1, 3]),
+                cost_us: None,
+                backup_cost_us: None,
             }],
         };
         assert_eq!(RoutesRecord::from_bytes(&r.to_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn region_records_round_trip_and_bad_tables_are_refused() {
+        let table = topology::hierarchy::RegionTable::from_parts(
+            "eu".into(),
+            vec![1, 2, 3],
+            vec![1],
+            vec![0, 4_000, u64::MAX],
+            vec![u32::MAX, 0, u32::MAX],
+            vec![1_000; 3],
+        )
+        .unwrap();
+        let link = topology::hierarchy::HubLink {
+            from: 1,
+            to: 9,
+            cost_us: 70_000,
+        };
+        let r = RegionRecord::new(&table, &[link], "c", 5);
+        assert_eq!(r.cost_us, vec![Some(0), Some(4_000), None]);
+        let back = RegionRecord::from_bytes(&r.to_bytes()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.table().unwrap().path(0, 2), Some(vec![1, 2]));
+        assert_eq!(back.hub_links().collect::<Vec<_>>(), vec![link]);
+        let mut moved = r.clone();
+        moved.cost_us[1] = Some(4_500);
+        assert!(r.same_as(&moved), "0.5 ms is noise");
+        moved.cost_us[1] = Some(6_000);
+        assert!(!r.same_as(&moved));
+        assert!(r.same_reach(&moved), "costs are not reach");
+        moved.cost_us[1] = None;
+        assert!(!r.same_reach(&moved));
+        assert_eq!(r.links().collect::<Vec<_>>(), vec![(1, 2), (1, 9)]);
+        let mut bad = r.clone();
+        bad.pred[1] = Some(7);
+        assert!(matches!(
+            RegionRecord::from_bytes(&bad.to_bytes()),
+            Err(RecordError::Invalid(_))
+        ));
+        let mut bad = r;
+        bad.region = "a/b".into();
+        assert!(RegionRecord::from_bytes(&bad.to_bytes()).is_err());
+        let exits = ExitsRecord {
+            region: "eu".into(),
+            controller: "c".into(),
+            computed_at_ms: 1,
+            links: vec![(2, 2, 5)],
+        };
+        assert!(ExitsRecord::from_bytes(&exits.to_bytes()).is_err());
     }
 
     #[test]
@@ -295,6 +604,8 @@ mod tests {
                 dest: 3,
                 best: vec![1, 2, 1, 3],
                 backup: None,
+                cost_us: None,
+                backup_cost_us: None,
             }],
         };
         assert!(RoutesRecord::from_bytes(&looped.to_bytes()).is_err());

@@ -22,7 +22,8 @@ use control::clock::now_ms;
 use control::keys::KeyLayout;
 use control::mirror;
 use control::records::{
-    EdgeRecord, EdgeState, LoadRecord, ProbeLink, ProbeRecord, Record, RoutesRecord,
+    EdgeRecord, EdgeState, ExitsRecord, LoadRecord, ProbeLink, ProbeRecord, Record, RegionRecord,
+    RoutesRecord,
 };
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, LeaseId, StoreError};
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
 
+use crate::composed_routes::{hub_probe_targets, ComposedRoutes};
 use crate::edge::EdgeCore;
 use crate::probe::PeerLink;
 use crate::routes::{RouteFeed, RouteTable};
@@ -415,28 +417,54 @@ async fn follow(
 ) {
     let mut edges_w = PrefixWatcher::new(store.clone(), keys.edges());
     let my_routes = keys.route(core.id);
-    let mut routes_w = PrefixWatcher::new(store, my_routes.clone());
+    let mut routes_w = PrefixWatcher::new(store.clone(), my_routes.clone());
+    // Hierarchical routing: every region's record, and this region's exits.
+    let regions_dir = keys.regions();
+    let mut regions_w = PrefixWatcher::new(store.clone(), regions_dir.clone());
+    let my_exits = keys.exits(&core.cfg.edge.region);
+    let mut exits_w = PrefixWatcher::new(store, my_exits.clone());
     let mut registry: BTreeMap<EdgeId, EdgeRecord> = BTreeMap::new();
     // Left the registry, still answering probes: kept until they register
     // again or the probes call them dead.
     let mut departed: BTreeMap<EdgeId, EdgeRecord> = BTreeMap::new();
     let mut recheck = tokio::time::interval(DEPARTED_RECHECK);
     let mut routes: Option<RoutesRecord> = None;
+    let mut regions: BTreeMap<String, RegionRecord> = BTreeMap::new();
+    let mut exits: Option<ExitsRecord> = None;
+    let mut composed = ComposedRoutes::default();
     let edges_dir = keys.edges();
     let mut selector = TargetSelector::new(probe_policy(&core.cfg.control), core.id as u64);
     let mut reselect = tokio::time::interval(PROBE_TARGETS_EVERY);
     let mut targets = BTreeSet::new();
     loop {
+        let mut recompose = false;
         tokio::select! {
             u = edges_w.next() => {
                 let before = registry.clone();
                 mirror::apply(&keys, &edges_dir, &mut registry, u);
                 departed.extend(before.into_iter().filter(|(id, _)| !registry.contains_key(id)));
-                targets = probe_targets(&core, &registry, &mut selector);
+                targets = probe_targets(&core, &registry, &regions, &mut selector);
             }
-            u = routes_w.next() => apply_routes(&my_routes, &mut routes, u),
+            u = routes_w.next() => {
+                apply_one(&my_routes, &mut routes, u);
+                recompose = true;
+            }
+            u = regions_w.next() => {
+                mirror::apply_regions(&regions_dir, &mut regions, u, |r| &r.region);
+                recompose = true;
+            }
+            u = exits_w.next() => {
+                apply_one(&my_exits, &mut exits, u);
+                recompose = true;
+            }
             _ = recheck.tick(), if !departed.is_empty() => {}
-            _ = reselect.tick() => targets = probe_targets(&core, &registry, &mut selector),
+            _ = reselect.tick() => targets = probe_targets(&core, &registry, &regions, &mut selector),
+        }
+        if recompose {
+            composed = match routes.as_ref() {
+                Some(r) => ComposedRoutes::compose(r, &regions, exits.as_ref()),
+                None => ComposedRoutes::default(),
+            };
         }
         if !departed.is_empty() {
             let alive: HashSet<EdgeId> = core
@@ -449,11 +477,11 @@ async fn follow(
             departed.retain(|id, _| !registry.contains_key(id) && alive.contains(id));
         }
         let mut table = if departed.is_empty() {
-            build_table(&core, &registry, routes.as_ref(), &targets)
+            build_table(&core, &registry, routes.as_ref(), &composed, &targets)
         } else {
             let mut view = registry.clone();
             view.extend(departed.iter().map(|(id, e)| (*id, e.clone())));
-            build_table(&core, &view, routes.as_ref(), &targets)
+            build_table(&core, &view, routes.as_ref(), &composed, &targets)
         };
         let current = base.current();
         // Same content: no new version (forwarding caches key on it).
@@ -464,24 +492,27 @@ async fn follow(
     }
 }
 
-/// Keep the last routes through deletes and bad values: an edge forwards on
-/// its last good routes until the controller publishes new ones.
-fn apply_routes(key: &str, routes: &mut Option<RoutesRecord>, update: Update) {
+/// Keep the last record of `key` (routes, exits) through deletes and bad
+/// values: an edge forwards on its last good routes until the controller
+/// publishes new ones.
+fn apply_one<R: Record>(key: &str, record: &mut Option<R>, update: Update) {
     let kvs = update.puts();
     for kv in kvs.iter().filter(|kv| kv.key == key) {
-        match RoutesRecord::from_bytes(&kv.value) {
-            Ok(r) => *routes = Some(r),
-            Err(e) => warn!(key, error = %e, "ignoring bad routes; keeping the last good ones"),
+        match R::from_bytes(&kv.value) {
+            Ok(r) => *record = Some(r),
+            Err(e) => warn!(key, error = %e, "ignoring a bad record; keeping the last good one"),
         }
     }
 }
 
-/// The route table for the registry, the controller's routes and this
-/// edge's measurement targets.
+/// The route table for the registry, the controller's routes (with those
+/// composed for other regions when routing is hierarchical) and this edge's
+/// measurement targets.
 fn build_table(
     core: &EdgeCore,
     registry: &BTreeMap<EdgeId, EdgeRecord>,
     routes: Option<&RoutesRecord>,
+    composed: &ComposedRoutes,
     targets: &BTreeSet<EdgeId>,
 ) -> RouteTable {
     let me = core.id;
@@ -503,6 +534,15 @@ fn build_table(
         if let Some(b) = r.backup.as_ref().filter(|b| known(b)) {
             backups.insert(r.dest, b.clone());
         }
+    }
+    // Composed routes replace the record's own to other regions' hubs:
+    // those only go as far as the local search sees.
+    for (dest, p) in composed.paths.iter().filter(|(_, p)| known(p)) {
+        paths.insert(*dest, p.clone());
+        backups.remove(dest);
+    }
+    for (dest, b) in composed.backups.iter().filter(|(_, b)| known(b)) {
+        backups.insert(*dest, b.clone());
     }
     let mut probe: HashSet<EdgeId> = targets
         .iter()
@@ -541,6 +581,7 @@ fn probe_policy(c: &crate::config::ControlSection) -> ProbePolicy {
 fn probe_targets(
     core: &EdgeCore,
     registry: &BTreeMap<EdgeId, EdgeRecord>,
+    regions: &BTreeMap<String, RegionRecord>,
     selector: &mut TargetSelector,
 ) -> BTreeSet<EdgeId> {
     let cost = topology::CostModel::default();
@@ -565,7 +606,13 @@ fn probe_targets(
             location: location(e.lat, e.lon),
         })
         .collect();
-    selector.choose(&me, &peers)
+    let mut targets = selector.choose(&me, &peers);
+    if let Some(at) = me.location {
+        let located = |id| registry.get(&id).and_then(|e| location(e.lat, e.lon));
+        let hubs = hub_probe_targets((core.id, me.region, at), regions, located);
+        targets.extend(hubs.into_iter().filter(|id| registry.contains_key(id)));
+    }
+    targets
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod admission;
 pub mod channel;
+pub mod composed_routes;
 pub mod config;
 pub mod control;
 pub mod directory;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use control::keys::KeyLayout;
-use control::records::{EdgeRecord, EdgeState, Record, RoutesRecord};
+use control::records::{EdgeRecord, EdgeState, Record, RegionRecord, RoutesRecord};
 use control::store::{ControlStore, MemoryStore};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::pb::server_frame::Kind as SK;
@@ -18,9 +18,19 @@ use region_controller::controller::{Controller, RoutingOptions};
 const CITIES: [&str; 3] = ["fra", "ams", "lhr"];
 
 async fn edge(pki: &edge_node::tls::DevPki, id: u32, store: Arc<dyn ControlStore>) -> Edge {
+    edge_in(pki, id, store, "eu", CITIES[(id as usize - 1) % 3]).await
+}
+
+async fn edge_in(
+    pki: &edge_node::tls::DevPki,
+    id: u32,
+    store: Arc<dyn ControlStore>,
+    region: &str,
+    city: &str,
+) -> Edge {
     let mut cfg = EdgeConfig::dev(id, APP, SECRET);
-    cfg.edge.region = "eu".into();
-    cfg.edge.city = CITIES[(id as usize - 1) % 3].into();
+    cfg.edge.region = region.into();
+    cfg.edge.city = city.into();
     let opts = EdgeOptions {
         tls: Some(pki.material(&["localhost".into()]).unwrap()),
         client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
@@ -49,6 +59,29 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A client of `from` sends a message in a room a client of `to` is in,
+/// and it arrives.
+async fn message_arrives(pki: &edge_node::tls::DevPki, from: &Edge, to: &Edge, payload: &[u8]) {
+    let ca = pki.ca_der().to_vec();
+    let mut a = RawClient::connect(from.addr(), &ca).await;
+    let mut c = RawClient::connect(to.addr(), &ca).await;
+    c.join("room", "carol").await;
+    let ja = a.join("room", "alice").await;
+    c.expect(|f| match f {
+        SK::MemberJoined(m) if m.user_id == "alice" => Some(()),
+        _ => None,
+    })
+    .await;
+    a.message(ja.channel_id, 1, payload).await;
+    let m = c
+        .expect(|f| match f {
+            SK::Message(m) => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.payload, payload);
 }
 
 async fn records<R: Record>(store: &dyn ControlStore, prefix: &str) -> Vec<R> {
@@ -98,25 +131,7 @@ async fn edges_register_probe_and_forward_on_computed_routes() {
     assert!(links.iter().all(|l| l.alive && l.summary.rtt_ms < 50.0));
 
     // A client on edge 1 reaches a client on edge 3.
-    let ca = pki.ca_der().to_vec();
-    let mut a = RawClient::connect(edges[0].addr(), &ca).await;
-    let mut c = RawClient::connect(edges[2].addr(), &ca).await;
-    c.join("room", "carol").await;
-    let ja = a.join("room", "alice").await;
-    c.expect(|f| match f {
-        SK::MemberJoined(m) if m.user_id == "alice" => Some(()),
-        _ => None,
-    })
-    .await;
-    a.message(ja.channel_id, 1, b"over the computed routes")
-        .await;
-    let m = c
-        .expect(|f| match f {
-            SK::Message(m) => Some(m),
-            _ => None,
-        })
-        .await;
-    assert_eq!(m.payload, b"over the computed routes");
+    message_arrives(&pki, &edges[0], &edges[2], b"over the computed routes").await;
 
     // Killed (no goodbye): edge 2 leaves the registry when its lease expires
     // (3 s). Edge 2 carries none of edge 1's traffic, so edge 1 probes it
@@ -163,6 +178,76 @@ async fn edges_register_probe_and_forward_on_computed_routes() {
         e.kill().await;
     }
     ctl.shutdown().await;
+}
+
+/// Hierarchical routing (forced on at any size, one hub per region): each
+/// region's leader publishes its region record, exits and routes with
+/// costs; a routes record names only the edge's region and the hubs, and
+/// edges compose their routes to the other region's other edge from the
+/// records, and forward on them.
+#[tokio::test]
+async fn hierarchical_routes_are_composed_by_edges_and_carry_traffic() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let hier = |region: &str| RoutingOptions {
+        hierarchical_from_edges: 0,
+        hubs_per_region: 1,
+        ..RoutingOptions::quick(region, &format!("ctl-{region}"))
+    };
+    let ctls = [
+        Controller::start(store.clone(), keys.clone(), hier("eu")),
+        Controller::start(store.clone(), keys.clone(), hier("us-east")),
+    ];
+    let places = [
+        ("eu", "fra"),
+        ("eu", "lhr"),
+        ("us-east", "iad"),
+        ("us-east", "jfk"),
+    ];
+    let mut edges = Vec::new();
+    for (i, (region, city)) in places.iter().enumerate() {
+        edges.push(edge_in(&pki, i as u32 + 1, store.clone(), region, city).await);
+    }
+    eventually(15, "both regions' records", || async {
+        let regions: Vec<RegionRecord> = records(&*store, &keys.regions()).await;
+        regions.len() == 2
+            && regions
+                .iter()
+                .all(|r| r.members.len() == 2 && r.hubs.len() == 1)
+    })
+    .await;
+    // Routes records carry costs; every edge composes a path to every
+    // other edge, which starts with itself and ends at the destination.
+    eventually(15, "every edge routes to every other", || async {
+        edges.iter().all(|e| {
+            let t = e.core.route_table();
+            (1..=4u32).filter(|&d| d != e.core.id).all(|d| {
+                t.paths
+                    .get(&d)
+                    .is_some_and(|p| p[0] == e.core.id && p.last() == Some(&d))
+            })
+        })
+    })
+    .await;
+    let routes: Vec<RoutesRecord> = records(&*store, &keys.routes()).await;
+    assert!(routes
+        .iter()
+        .all(|r| r.routes.iter().all(|x| x.cost_us.is_some())));
+    // Each record: the other edge of its region and the other region's hub.
+    assert!(routes.iter().all(|r| r.routes.len() == 2), "{routes:?}");
+    let exits = store.get(&keys.exits("eu")).await.unwrap();
+    assert!(exits.is_some(), "the region's exits are published");
+
+    // A message from London to New York goes over the composed route.
+    message_arrives(&pki, &edges[1], &edges[3], b"across regions").await;
+    for e in edges {
+        e.kill().await;
+    }
+    for c in ctls {
+        c.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -37,13 +37,10 @@ async fn start_controller(
         store,
         KeyLayout::default(),
         RoutingOptions {
-            region: REGION.into(),
-            name: "demo-controller".into(),
             debounce: Duration::from_millis(100),
             recompute: Duration::from_secs(2),
             election_ttl: Duration::from_secs(3),
-            cost: Default::default(),
-            hysteresis: Default::default(),
+            ..RoutingOptions::new(REGION, "demo-controller")
         },
     );
     let mut api = Api::new(

@@ -118,13 +118,10 @@ fn controller(store: Arc<dyn ControlStore>, region: &str) -> Controller {
         store,
         KeyLayout::default(),
         RoutingOptions {
-            region: region.into(),
-            name: format!("lab-{region}"),
             debounce: Duration::from_millis(100),
             recompute: Duration::from_secs(2),
             election_ttl: Duration::from_secs(3),
-            cost: Default::default(),
-            hysteresis: Default::default(),
+            ..RoutingOptions::new(region, &format!("lab-{region}"))
         },
     )
 }

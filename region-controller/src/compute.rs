@@ -6,14 +6,18 @@
 use std::collections::BTreeMap;
 
 use protocol::EdgeId;
+use topology::hierarchy::{
+    hub_links, select_hubs, Hierarchy, HubPolicy, RegionRoutes, RegionTable,
+};
 use topology::{
     apply_hysteresis, compute_routes, CostModel, GeoPoint, HysteresisPolicy, LinkSummary,
-    MeshGraph, NodeInfo, Path, Route, RouteSet,
+    MeshGraph, NodeInfo, RouteSet,
 };
 use tracing::warn;
 
+use crate::controller::RoutingOptions;
 use crate::mesh::MeshView;
-use control::records::{EdgeState, RouteRecord, RoutesRecord};
+use control::records::{EdgeState, ExitsRecord, RegionRecord, RouteRecord, RoutesRecord};
 
 /// The graph of every registered edge and every live probed link. A link
 /// that only one of its ends probes is used both ways: RTT is the same both
@@ -22,6 +26,17 @@ use control::records::{EdgeState, RouteRecord, RoutesRecord};
 /// measures it itself (each edge probes a budget of peers, see
 /// `topology::targets`, and the two budgets need not agree).
 pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
+    build_graph_of(view, cost, |_, _| true)
+}
+
+/// [`build_graph`] with only the links `keep` (called both ways round)
+/// accepts: what a region's hierarchical routes read is its own edges'
+/// links, a small part of a large mesh's.
+pub fn build_graph_of(
+    view: &MeshView,
+    cost: CostModel,
+    keep: impl Fn(EdgeId, EdgeId) -> bool,
+) -> MeshGraph {
     let mut b = MeshGraph::builder(cost);
     for e in view.edges.values() {
         let Ok(location) = GeoPoint::new(e.lat, e.lon) else {
@@ -46,7 +61,7 @@ pub fn build_graph(view: &MeshView, cost: CostModel) -> MeshGraph {
             continue;
         }
         for l in p.links.iter().filter(|l| l.samples > 0) {
-            if !view.edges.contains_key(&l.to) || l.to == p.from {
+            if !view.edges.contains_key(&l.to) || l.to == p.from || !keep(p.from, l.to) {
                 continue;
             }
             let summary = LinkSummary {
@@ -111,8 +126,100 @@ pub fn region_routes(
         .collect()
 }
 
-/// The stored form of a route set.
-pub fn to_record(set: &RouteSet, region: &str, controller: &str, at_ms: u64) -> RoutesRecord {
+/// What a region's leader publishes when routing hierarchically
+/// (docs/control-plane.md "Routes at scale"): each edge's routes to its
+/// region's edges and to the hubs it reaches, the region's record (hubs,
+/// table, tolls, hub links) and its exits.
+pub struct HierarchicalRoutes {
+    pub local: BTreeMap<EdgeId, RouteSet>,
+    pub region: RegionRecord,
+    pub exits: ExitsRecord,
+}
+
+/// The hierarchical routes of `opts.region`: its hubs (at most
+/// `opts.hubs_per_region`) and table from `graph` (which needs only the
+/// links of the region's edges, [`region_links`]),
+/// the other regions' tables from their leaders' records (those of regions
+/// with no registered edge are left out), each source's local routes
+/// merged with `previous` by hysteresis.
+pub fn hierarchical_routes(
+    graph: &MeshGraph,
+    view: &MeshView,
+    previous: &BTreeMap<EdgeId, RouteSet>,
+    opts: &RoutingOptions,
+    at_ms: u64,
+) -> HierarchicalRoutes {
+    let region = opts.region.as_str();
+    let hub_policy = HubPolicy {
+        hubs_per_region: opts.hubs_per_region,
+        ..HubPolicy::default()
+    };
+    let hubs = select_hubs(graph, &hub_policy);
+    let own = RegionTable::compute(graph, region, hubs.get(region).map_or(&[][..], |h| &h[..]));
+    let live_regions: std::collections::HashSet<&str> =
+        view.edges.values().map(|e| e.region.as_str()).collect();
+    let mut tables = vec![own.clone()];
+    for r in view.regions.values() {
+        if r.region == region || !live_regions.contains(r.region.as_str()) {
+            continue;
+        }
+        match r.table() {
+            Ok(t) => tables.push(t),
+            Err(e) => warn!(region = %r.region, error = %e, "region record left out"),
+        }
+    }
+    // Hub links: this graph's (its region's hubs') and those other regions
+    // publish (their hubs' links are not in a region's graph).
+    let mut links = hub_links(graph, &tables);
+    links.extend(
+        view.regions
+            .values()
+            .filter(|r| r.region != region)
+            .flat_map(RegionRecord::hub_links),
+    );
+    let hier = Hierarchy::from_published(tables, &links);
+    // What others need of this region's hub links: those the hub graph uses.
+    let links = hier.hub_graph().useful_links(&links);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let routes = RegionRoutes::compute(&hier, graph, region, threads);
+    let local = routes
+        .sources()
+        .map(|(&id, s)| {
+            let fresh = s.local().clone();
+            let merged = match previous.get(&id) {
+                Some(prev) => apply_hysteresis(prev, fresh, graph, &opts.hysteresis),
+                None => fresh,
+            };
+            (id, merged)
+        })
+        .collect();
+    HierarchicalRoutes {
+        local,
+        region: RegionRecord::new(&own, &links, &opts.name, at_ms),
+        exits: ExitsRecord::new(region, routes.exits(), &opts.name, at_ms),
+    }
+}
+
+/// The links a region's hierarchical routes read: those with an end in
+/// the region.
+pub fn region_links<'a>(
+    view: &'a MeshView,
+    region: &'a str,
+) -> impl Fn(EdgeId, EdgeId) -> bool + 'a {
+    let ours = move |id: EdgeId| view.edges.get(&id).is_some_and(|e| e.region == region);
+    move |a, b| ours(a) || ours(b)
+}
+
+/// The stored form of a route set; with costs for hierarchical routes
+/// (edges compose from them), without for flat ones (no reader needs them).
+pub fn to_record(
+    set: &RouteSet,
+    region: &str,
+    controller: &str,
+    at_ms: u64,
+    with_costs: bool,
+) -> RoutesRecord {
+    let us = |ms: f64| with_costs.then(|| (ms * 1000.0).round() as u64);
     RoutesRecord {
         edge: set.source(),
         region: region.into(),
@@ -124,38 +231,20 @@ pub fn to_record(set: &RouteSet, region: &str, controller: &str, at_ms: u64) -> 
                 dest: r.destination,
                 best: r.best.edges.clone(),
                 backup: r.backup.as_ref().map(|b| b.edges.clone()),
+                cost_us: us(r.best.cost_ms),
+                backup_cost_us: r.backup.as_ref().and_then(|b| us(b.cost_ms)),
             })
             .collect(),
     }
 }
 
-/// A published record back as a route set (costs are recomputed from the
-/// graph by hysteresis, so they are left at zero here).
-pub fn from_record(rec: &RoutesRecord) -> RouteSet {
-    let path = |edges: &Vec<EdgeId>| Path {
-        edges: edges.clone(),
-        cost_ms: 0.0,
-        rtt_ms: 0.0,
-    };
-    RouteSet::new(
-        rec.edge,
-        rec.routes
-            .iter()
-            .map(|r| Route {
-                destination: r.dest,
-                best: path(&r.best),
-                backup: r.backup.as_ref().map(path),
-            })
-            .collect(),
-    )
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use control::records::{EdgeRecord, ProbeLink, ProbeRecord};
 
-    fn edge(id: EdgeId, region: &str) -> EdgeRecord {
+    /// A registration in `region` (tests of this crate share it).
+    pub(crate) fn edge(id: EdgeId, region: &str) -> EdgeRecord {
         EdgeRecord {
             id,
             region: region.into(),
@@ -173,7 +262,8 @@ mod tests {
         }
     }
 
-    fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
+    /// A live probed link to `to`.
+    pub(crate) fn link(to: EdgeId, rtt_ms: f64) -> ProbeLink {
         ProbeLink {
             to,
             rtt_ms,
@@ -218,8 +308,8 @@ mod tests {
         let r = routes[&1].get(3).unwrap();
         assert_eq!(r.best.edges, vec![1, 2, 3]);
         assert_eq!(r.backup.as_ref().unwrap().edges, vec![1, 3]);
-        let rec = to_record(&routes[&1], "a", "c", 1);
-        assert_eq!(from_record(&rec).get(3).unwrap().best.edges, vec![1, 2, 3]);
+        let rec = to_record(&routes[&1], "a", "c", 1, false);
+        assert_eq!(rec.route_set().get(3).unwrap().best.edges, vec![1, 2, 3]);
     }
 
     #[test]

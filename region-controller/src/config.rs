@@ -71,6 +71,18 @@ pub struct ControllerSection {
     /// Routes are recomputed at least this often even without changes.
     #[serde(default = "default_recompute_ms")]
     pub recompute_ms: u64,
+    /// Route hierarchically (hubs between regions, docs/control-plane.md
+    /// "Routes at scale") from this many registered edges on; flat below
+    /// 90% of it. Every controller of a mesh must use the same value. 0:
+    /// always hierarchical.
+    #[serde(default = "default_hierarchical_from_edges")]
+    pub hierarchical_from_edges: usize,
+    /// Hierarchical routing: this region's hubs at most, the edges other
+    /// regions' traffic enters it by (spread over its sites). More hubs:
+    /// paths closer to the flat optimum, a larger region record and hub
+    /// graph (`topology::hierarchy::HubPolicy`).
+    #[serde(default = "default_hubs_per_region")]
+    pub hubs_per_region: usize,
 }
 
 /// `[store]`: the control store ([`StoreSettings`]: etcd endpoints and TLS,
@@ -195,6 +207,15 @@ pub(crate) fn default_debounce_ms() -> u64 {
 pub(crate) fn default_recompute_ms() -> u64 {
     5_000
 }
+/// 500: flat routes are the exact optimum and cost a region's controller
+/// about 1 s at 1,000 edges on two cores, but the flat control plane broke
+/// from 500 edges on one 2-core machine (docs/benchmarks.md, control-scale).
+pub(crate) fn default_hierarchical_from_edges() -> usize {
+    500
+}
+fn default_hubs_per_region() -> usize {
+    topology::hierarchy::HubPolicy::default().hubs_per_region
+}
 pub(crate) fn default_election_ttl_ms() -> u64 {
     3_000
 }
@@ -227,6 +248,9 @@ impl ControllerConfig {
         }
         if !(100..=600_000).contains(&c.recompute_ms) {
             bail!("controller.recompute_ms must be within 100..=600000");
+        }
+        if !(1..=256).contains(&c.hubs_per_region) {
+            bail!("controller.hubs_per_region must be within 1..=256");
         }
         refuse_unknown("store", &self.store.unknown).map_err(anyhow::Error::msg)?;
         self.store

@@ -12,12 +12,26 @@ use tokio::sync::watch;
 use topology::{CostModel, HysteresisPolicy, RouteSet};
 use tracing::{info, warn};
 
-use crate::compute::{build_graph, from_record, region_routes, to_record};
+use crate::compute::{
+    build_graph, build_graph_of, hierarchical_routes, region_links, region_routes, to_record,
+};
 use crate::mesh::{self, SharedMesh};
 use control::clock::now_ms;
 use control::keys::KeyLayout;
-use control::records::{Record, RoutesRecord};
+use control::records::{ExitsRecord, Record, RegionRecord, RoutesRecord};
 use control::store::{ControlStore, Election, Leadership};
+
+/// A region record or exits whose news is not urgent (costs that drifted
+/// past the publication band, a path or useful link traded for a near-equal
+/// one) waits this long after the last publication. Why: every edge of the
+/// mesh watches every region record, so each publication costs edges ×
+/// record bytes of etcd egress (control-scale: 31 KB/s per edge at 1,000
+/// edges while every drift was published, and etcd fell behind; with cost
+/// noise, near-equal paths and links trade places every few seconds).
+/// Urgent, and at once: members, hubs or reachability changed, or a link
+/// the published record uses is gone. An edge's routes inside its region
+/// come from its own routes record, which is never held back.
+const COST_DRIFT_EVERY: Duration = Duration::from_secs(300);
 
 /// Delay between failed campaigns (store down): the store's own retry
 /// covers short blips; this only bounds log noise and load.
@@ -32,6 +46,11 @@ pub struct RoutingOptions {
     pub election_ttl: Duration,
     pub cost: CostModel,
     pub hysteresis: HysteresisPolicy,
+    /// Route hierarchically (docs/control-plane.md "Routes at scale") once
+    /// the registry holds this many edges; flat below 90% of it.
+    pub hierarchical_from_edges: usize,
+    /// Hubs of this region at most (hierarchical routing).
+    pub hubs_per_region: usize,
 }
 
 impl RoutingOptions {
@@ -46,6 +65,8 @@ impl RoutingOptions {
             election_ttl: Duration::from_millis(crate::config::default_election_ttl_ms()),
             cost: CostModel::default(),
             hysteresis: HysteresisPolicy::default(),
+            hierarchical_from_edges: crate::config::default_hierarchical_from_edges(),
+            hubs_per_region: topology::hierarchy::HubPolicy::default().hubs_per_region,
         }
     }
 
@@ -190,6 +211,103 @@ async fn lead(
     }
 }
 
+/// Whether to route hierarchically with `edges` registered, having done so
+/// (`now`) or not: from `hierarchical_from_edges` on, and back to flat only
+/// below 90% of it, so that a registry hovering at the threshold does not
+/// rewrite every routes record at each crossing.
+fn routes_hierarchically(now: bool, edges: usize, opts: &RoutingOptions) -> bool {
+    let from = opts.hierarchical_from_edges;
+    if now {
+        edges * 10 >= from * 9
+    } else {
+        edges >= from
+    }
+}
+
+/// Publish the region's record and exits when they say something new
+/// (hierarchical routing), or delete them once routing is flat again.
+async fn publish_region(
+    store: &Arc<dyn ControlStore>,
+    keys: &KeyLayout,
+    opts: &RoutingOptions,
+    records: Option<(RegionRecord, ExitsRecord)>,
+    published: &mut Option<(RegionRecord, ExitsRecord, Instant)>,
+    view: &crate::mesh::MeshView,
+    graph: &topology::MeshGraph,
+) {
+    let (region_key, exits_key) = (keys.region(&opts.region), keys.exits(&opts.region));
+    let Some((region, exits)) = records else {
+        if published.is_some() || view.regions.contains_key(&opts.region) {
+            let gone =
+                store.delete(&region_key).await.is_ok() && store.delete(&exits_key).await.is_ok();
+            if gone {
+                *published = None;
+            }
+        }
+        return;
+    };
+    let (old_region, old_exits, drift_due) = match published.as_ref() {
+        Some((r, e, at)) => (Some(r), Some(e), at.elapsed() >= COST_DRIFT_EVERY),
+        None => (None, None, true),
+    };
+    let gone = |(a, b): (EdgeId, EdgeId)| graph.link(a, b).is_none();
+    let region_news = !old_region.is_some_and(|o| {
+        let urgent = !o.same_reach(&region) || o.links().any(gone);
+        !urgent && (o.same_as(&region) || !drift_due)
+    });
+    let exits_news = !old_exits.is_some_and(|o| {
+        let urgent = o.links.iter().any(|l| gone((l.0, l.1)));
+        !urgent && (o.same_as(&exits) || !drift_due)
+    });
+    if !region_news && !exits_news {
+        return;
+    }
+    // Exits first: an edge that reads the new table with the old exits
+    // composes over both for a moment; either alone is a valid route.
+    let mut ok = true;
+    if exits_news {
+        ok &= log_put(
+            store.put(&exits_key, exits.to_bytes(), None).await,
+            opts,
+            "exits",
+        );
+    }
+    if region_news {
+        ok &= log_put(
+            store.put(&region_key, region.to_bytes(), None).await,
+            opts,
+            "region",
+        );
+    }
+    if ok {
+        metrics::counter!("rtn_controller_region_publications_total", "region" => opts.region.clone())
+            .increment(1);
+        info!(region = %opts.region, region_record = region_news, exits = exits_news, "region records published");
+        // A record left unchanged keeps its old content as the reference.
+        let region = if region_news {
+            region
+        } else {
+            old_region.cloned().unwrap_or(region)
+        };
+        let exits = if exits_news {
+            exits
+        } else {
+            old_exits.cloned().unwrap_or(exits)
+        };
+        *published = Some((region, exits, Instant::now()));
+    }
+}
+
+fn log_put<T, E: std::fmt::Display>(r: Result<T, E>, opts: &RoutingOptions, what: &str) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(region = %opts.region, record = what, error = %e, "publishing failed; will retry");
+            false
+        }
+    }
+}
+
 fn leadership_change(opts: &RoutingOptions, event: &'static str) {
     metrics::counter!("rtn_controller_leadership_changes_total", "region" => opts.region.clone(), "controller" => opts.name.clone(), "event" => event)
         .increment(1);
@@ -218,67 +336,102 @@ async fn publish_while_leading(
     };
     let mut previous: BTreeMap<EdgeId, RouteSet> = published
         .values()
-        .map(|r| (r.edge, from_record(r)))
+        .map(|r| (r.edge, r.route_set()))
         .collect();
+    let mut region_published: Option<(RegionRecord, ExitsRecord, Instant)> = None;
+    let mut hierarchical = false;
+    let mut forced = true;
     let mut tick = tokio::time::interval(opts.recompute);
     loop {
         if leadership.is_lost() {
             return false;
         }
         let started = Instant::now();
-        let view = mesh.snapshot();
-        let graph = build_graph(&view, opts.cost);
-        let routes = region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
-        let took = started.elapsed();
-        crate::metrics::compute_duration(&opts.region, took);
-        metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())
-            .set(graph.node_count() as f64);
-        metrics::gauge!("rtn_controller_graph_links", "region" => opts.region.clone())
-            .set(graph.link_count() as f64);
-        let mut changed = 0usize;
-        for (id, set) in &routes {
-            let rec = to_record(set, &opts.region, &opts.name, now_ms());
-            let unchanged = published
-                .get(id)
-                .is_some_and(|old| old.routes == rec.routes);
-            if unchanged || leadership.is_lost() {
-                continue;
-            }
-            match store.put(&keys.route(*id), rec.to_bytes(), None).await {
-                Ok(_) => {
-                    metrics::counter!("rtn_controller_route_publications_total", "region" => opts.region.clone())
-                        .increment(1);
-                    changed += 1;
-                    published.insert(*id, rec);
+        let view = mesh.take_snapshot();
+        let was = hierarchical;
+        hierarchical = routes_hierarchically(hierarchical, view.edges.len(), opts);
+        // Hierarchical routes of this region depend on its own edges and the
+        // region records only: changes elsewhere wait for the periodic
+        // recomputation (flat routes depend on every link).
+        let concerned =
+            !(hierarchical && was) || forced || view.touched.concern(&view, &opts.region);
+        if concerned {
+            let graph = if hierarchical {
+                build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
+            } else {
+                build_graph(&view, opts.cost)
+            };
+            let (routes, region_records) = if hierarchical {
+                let h = hierarchical_routes(&graph, &view, &previous, opts, now_ms());
+                (h.local, Some((h.region, h.exits)))
+            } else {
+                let routes =
+                    region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
+                (routes, None)
+            };
+            let took = started.elapsed();
+            crate::metrics::compute_duration(&opts.region, took);
+            metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())
+                .set(graph.node_count() as f64);
+            metrics::gauge!("rtn_controller_graph_links", "region" => opts.region.clone())
+                .set(graph.link_count() as f64);
+            metrics::gauge!("rtn_controller_hierarchical", "region" => opts.region.clone())
+                .set(if hierarchical { 1.0 } else { 0.0 });
+            let mut changed = 0usize;
+            for (id, set) in &routes {
+                let rec = to_record(set, &opts.region, &opts.name, now_ms(), hierarchical);
+                let unchanged = published.get(id).is_some_and(|old| old.same_routes(&rec));
+                if unchanged || leadership.is_lost() {
+                    continue;
                 }
-                Err(e) => {
-                    warn!(region = %opts.region, edge = id, error = %e, "publishing routes failed; will retry")
-                }
-            }
-        }
-        if changed > 0 {
-            info!(region = %opts.region, name = %opts.name, changed, edges = routes.len(), compute_ms = took.as_secs_f64() * 1e3, "routes published");
-        }
-        // Routes of the region's edges that left the registry go too, once
-        // the view is fully synced (a half-loaded view would delete live
-        // edges' routes; harmless, as edges keep their last routes, but
-        // churn). Records from before regions were recorded count as ours
-        // when this controller published them.
-        if mesh.store_connected() {
-            let gone: Vec<EdgeId> = view
-                .routes
-                .values()
-                .filter(|r| !view.edges.contains_key(&r.edge))
-                .filter(|r| r.region == opts.region || published.contains_key(&r.edge))
-                .map(|r| r.edge)
-                .collect();
-            for id in gone {
-                if store.delete(&keys.route(id)).await.is_ok() {
-                    published.remove(&id);
+                match store.put(&keys.route(*id), rec.to_bytes(), None).await {
+                    Ok(_) => {
+                        metrics::counter!("rtn_controller_route_publications_total", "region" => opts.region.clone())
+                            .increment(1);
+                        changed += 1;
+                        published.insert(*id, rec);
+                    }
+                    Err(e) => {
+                        warn!(region = %opts.region, edge = id, error = %e, "publishing routes failed; will retry")
+                    }
                 }
             }
+            if changed > 0 {
+                info!(region = %opts.region, name = %opts.name, changed, edges = routes.len(), hierarchical, compute_ms = took.as_secs_f64() * 1e3, "routes published");
+            }
+            if !leadership.is_lost() {
+                publish_region(
+                    store,
+                    keys,
+                    opts,
+                    region_records,
+                    &mut region_published,
+                    &view,
+                    &graph,
+                )
+                .await;
+            }
+            // Routes of the region's edges that left the registry go too, once
+            // the view is fully synced (a half-loaded view would delete live
+            // edges' routes; harmless, as edges keep their last routes, but
+            // churn). Records from before regions were recorded count as ours
+            // when this controller published them.
+            if mesh.store_connected() {
+                let gone: Vec<EdgeId> = view
+                    .routes
+                    .values()
+                    .filter(|r| !view.edges.contains_key(&r.edge))
+                    .filter(|r| r.region == opts.region || published.contains_key(&r.edge))
+                    .map(|r| r.edge)
+                    .collect();
+                for id in gone {
+                    if store.delete(&keys.route(id)).await.is_ok() {
+                        published.remove(&id);
+                    }
+                }
+            }
+            previous = routes;
         }
-        previous = routes;
         // Wait for a change (then let the burst settle) or the periodic tick.
         let changed = tokio::select! {
             _ = leadership.lost() => return false,
@@ -291,6 +444,7 @@ async fn publish_while_leading(
                 true
             }
         };
+        forced = !changed;
         if changed {
             tokio::select! {
                 _ = tokio::time::sleep(opts.debounce) => {}
@@ -298,5 +452,27 @@ async fn publish_while_leading(
             }
             changes.borrow_and_update();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_turns_hierarchical_at_the_threshold_and_back_below_ninety_percent() {
+        let opts = RoutingOptions {
+            hierarchical_from_edges: 500,
+            ..RoutingOptions::new("eu", "c")
+        };
+        assert!(!routes_hierarchically(false, 499, &opts));
+        assert!(routes_hierarchically(false, 500, &opts));
+        assert!(routes_hierarchically(true, 450, &opts), "inside the band");
+        assert!(!routes_hierarchically(true, 449, &opts));
+        let always = RoutingOptions {
+            hierarchical_from_edges: 0,
+            ..opts
+        };
+        assert!(routes_hierarchically(false, 0, &always));
     }
 }

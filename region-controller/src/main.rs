@@ -140,6 +140,8 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
         election_ttl: cfg.election_ttl(),
         cost: Default::default(),
         hysteresis: Default::default(),
+        hierarchical_from_edges: cfg.controller.hierarchical_from_edges,
+        hubs_per_region: cfg.controller.hubs_per_region,
     };
     region_controller::metrics::prometheus();
     let controller = Controller::start(store, keys, opts);

@@ -1,5 +1,6 @@
 //! The controller's view of the mesh: every edge's registration, load,
-//! probe summary and published routes, mirrored from the store.
+//! probe summary and published routes, and every region's record, mirrored
+//! from the store.
 //!
 //! Every controller (leader or standby) keeps this view, so any of them can
 //! answer the public API, and a standby that takes over starts from the
@@ -14,8 +15,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use control::keys::KeyLayout;
-use control::mirror::apply;
-use control::records::{EdgeRecord, LoadRecord, ProbeRecord, RoutesRecord};
+use control::mirror::{apply, apply_regions};
+use control::records::{EdgeRecord, LoadRecord, ProbeRecord, RegionRecord, RoutesRecord};
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, WatchEvent};
 
@@ -25,6 +26,44 @@ pub struct MeshView {
     pub loads: BTreeMap<EdgeId, LoadRecord>,
     pub probes: BTreeMap<EdgeId, ProbeRecord>,
     pub routes: BTreeMap<EdgeId, RoutesRecord>,
+    /// Region records, by region (hierarchical routing only).
+    pub regions: BTreeMap<String, RegionRecord>,
+    /// What changed since the leader last took a snapshot
+    /// ([`SharedMesh::take_snapshot`]).
+    pub touched: Touched,
+}
+
+/// What the mirror changed since it was last cleared: the edges whose
+/// registration, load or probe record came, changed or went, whether a
+/// region's members or hubs did, and whether a whole directory was listed
+/// again.
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    pub edges: std::collections::BTreeSet<EdgeId>,
+    pub regions: bool,
+    pub everything: bool,
+}
+
+impl Touched {
+    /// Whether these changes can change `region`'s hierarchical routes:
+    /// a record of one of its edges, an edge that came or went, a probe
+    /// record with a link to one of its edges (links are used both ways),
+    /// another region's members or hubs. A busy mesh's churn elsewhere is
+    /// none of these.
+    pub fn concern(&self, view: &MeshView, region: &str) -> bool {
+        if self.everything || self.regions {
+            return true;
+        }
+        let ours = |id: &EdgeId| view.edges.get(id).is_some_and(|e| e.region == region);
+        self.edges.iter().any(|id| {
+            !view.edges.contains_key(id)
+                || ours(id)
+                || view
+                    .probes
+                    .get(id)
+                    .is_some_and(|p| p.links.iter().any(|l| ours(&l.to)))
+        })
+    }
 }
 
 impl MeshView {
@@ -89,6 +128,15 @@ impl SharedMesh {
         *self.synced.borrow()
     }
 
+    /// A copy of the view with what changed since the last call, which is
+    /// cleared (the leader's loop: one taker).
+    pub fn take_snapshot(&self) -> MeshView {
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let snapshot = view.clone();
+        view.touched = Touched::default();
+        snapshot
+    }
+
     fn write(&self, f: impl FnOnce(&mut MeshView)) {
         f(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
         self.changed.send_modify(|v| *v += 1);
@@ -140,29 +188,51 @@ async fn mirror_watches(
     mut answers: watch::Receiver<bool>,
 ) {
     let (edges, loads, probes, routes) = (keys.edges(), keys.loads(), keys.probes(), keys.routes());
+    let regions = keys.regions();
     let watch = |dir: &String| PrefixWatcher::new(store.clone(), dir.clone());
-    let mut w = [watch(&edges), watch(&loads), watch(&probes), watch(&routes)];
+    let mut w = [
+        watch(&edges),
+        watch(&loads),
+        watch(&probes),
+        watch(&routes),
+        watch(&regions),
+    ];
     loop {
-        let [we, wl, wp, wr] = &mut w;
+        let [we, wl, wp, wr, wg] = &mut w;
         // `PrefixWatcher::next` is cancel-safe: the branches not taken lose
         // nothing.
         tokio::select! {
-            u = we.next() => mesh.write(|v| apply(&keys, &edges, &mut v.edges, u)),
+            u = we.next() => {
+                let ids = touched_ids(&keys, &edges, &u);
+                mesh.write(|v| {
+                    touch(&mut v.touched, ids);
+                    apply(&keys, &edges, &mut v.edges, u)
+                })
+            }
             u = wl.next() => {
                 let put = put_ids(&keys, &loads, &u);
+                let ids = touched_ids(&keys, &loads, &u);
                 mesh.write(|v| {
+                    touch(&mut v.touched, ids);
                     apply(&keys, &loads, &mut v.loads, u);
                     crate::metrics::watch_lag("loads", put.iter().filter_map(|id| Some(v.loads.get(id)?.at_ms)));
                 })
             }
             u = wp.next() => {
                 let put = put_ids(&keys, &probes, &u);
+                let ids = touched_ids(&keys, &probes, &u);
                 mesh.write(|v| {
+                    touch(&mut v.touched, ids);
                     apply(&keys, &probes, &mut v.probes, u);
                     crate::metrics::watch_lag("probes", put.iter().filter_map(|id| Some(v.probes.get(id)?.at_ms)));
                 })
             }
             u = wr.next() => mesh.write(|v| apply(&keys, &routes, &mut v.routes, u)),
+            u = wg.next() => mesh.write(|v| {
+                let before = region_shapes(&v.regions);
+                apply_regions(&regions, &mut v.regions, u, |r| &r.region);
+                v.touched.regions |= region_shapes(&v.regions) != before;
+            }),
             r = answers.changed() => if r.is_err() { return },
         }
         // Synced only once the update that completed the sync is in the view.
@@ -178,6 +248,37 @@ async fn mirror_watches(
     }
 }
 
+/// Each region record's members and hubs: what another region's
+/// controller depends on (a table's costs only reach edges, which compose).
+fn region_shapes(
+    regions: &BTreeMap<String, RegionRecord>,
+) -> Vec<(String, Vec<EdgeId>, Vec<EdgeId>)> {
+    regions
+        .values()
+        .map(|r| (r.region.clone(), r.members.clone(), r.hubs.clone()))
+        .collect()
+}
+
+/// The edges a watch update puts or deletes a record of (`None`: a
+/// snapshot, which may change anything).
+fn touched_ids(keys: &KeyLayout, dir: &str, update: &Update) -> Option<Vec<EdgeId>> {
+    match update {
+        Update::Snapshot(_) => None,
+        Update::Events(evs) => Some(
+            evs.iter()
+                .filter_map(|e| keys.id_in(dir, e.key()))
+                .collect(),
+        ),
+    }
+}
+
+fn touch(t: &mut Touched, ids: Option<Vec<EdgeId>>) {
+    match ids {
+        Some(ids) => t.edges.extend(ids),
+        None => t.everything = true,
+    }
+}
+
 /// The edges whose records a watch update writes (for the watch lag; a
 /// snapshot is not a change and is left out).
 fn put_ids(keys: &KeyLayout, dir: &str, update: &Update) -> Vec<EdgeId> {
@@ -188,5 +289,41 @@ fn put_ids(keys: &KeyLayout, dir: &str, update: &Update) -> Vec<EdgeId> {
             .filter(|e| matches!(e, WatchEvent::Put(_)))
             .filter_map(|e| keys.id_in(dir, e.key()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::tests::{edge, link};
+
+    #[test]
+    fn only_changes_near_a_region_concern_it() {
+        let mut v = MeshView::default();
+        for (id, region) in [(1, "eu"), (2, "eu"), (3, "us"), (4, "us")] {
+            v.edges.insert(id, edge(id, region));
+        }
+        let probes = |from, to| ProbeRecord {
+            from,
+            at_ms: 0,
+            links: vec![link(to, 10.0)],
+        };
+        v.probes.insert(3, probes(3, 4));
+        v.probes.insert(4, probes(4, 1));
+        let touched = |ids: &[EdgeId]| Touched {
+            edges: ids.iter().copied().collect(),
+            ..Touched::default()
+        };
+        assert!(!touched(&[]).concern(&v, "eu"));
+        assert!(!touched(&[3]).concern(&v, "eu"), "us-only probes");
+        assert!(touched(&[3]).concern(&v, "us"));
+        assert!(touched(&[4]).concern(&v, "eu"), "a link to an eu edge");
+        assert!(touched(&[2]).concern(&v, "eu"));
+        assert!(touched(&[9]).concern(&v, "eu"), "an edge that went");
+        let regions = Touched {
+            regions: true,
+            ..Touched::default()
+        };
+        assert!(regions.concern(&v, "eu"));
     }
 }

@@ -71,6 +71,14 @@ fn describe() {
         "rtn_controller_route_publications_total",
         "Route records written to the store (only changed ones are written)."
     );
+    describe_gauge!(
+        "rtn_controller_hierarchical",
+        "1 while the region is routed hierarchically (controller.hierarchical_from_edges), 0 while flat."
+    );
+    describe_counter!(
+        "rtn_controller_region_publications_total",
+        "Writes of the region's record or exits (hierarchical routing): shape changes at once, cost drift at most every 5 minutes."
+    );
     describe_counter!(
         "rtn_controller_api_requests_total",
         "API requests by endpoint and HTTP status."

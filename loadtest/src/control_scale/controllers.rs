@@ -82,6 +82,7 @@ impl Controllers {
         etcd: &str,
         keys: &KeyLayout,
         dir: &Path,
+        hierarchical_from_edges: usize,
     ) -> anyhow::Result<Controllers> {
         let mut procs = Vec::new();
         let copies = if standby { 2 } else { 1 };
@@ -90,7 +91,8 @@ impl Controllers {
                 let name = format!("cs-{region}-{copy}");
                 let admin = testkit::ports::tcp_local();
                 let config = format!(
-                    "[controller]\nregion = {region:?}\nname = {name:?}\n\n\
+                    "[controller]\nregion = {region:?}\nname = {name:?}\n\
+                     hierarchical_from_edges = {hierarchical_from_edges}\n\n\
                      [store]\netcd_endpoints = [{etcd:?}]\nprefix = {prefix:?}\n\n\
                      [api]\nlisten = \"127.0.0.1:{api}\"\n\n[admin]\nlisten = \"{admin}\"\n",
                     prefix = keys.prefix(),

@@ -20,7 +20,9 @@ use edge_node::control::{
 };
 use protocol::EdgeId;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use topology::hierarchy::{hub_probe_pairs, select_hubs, HubPolicy};
 use topology::synth::{generate, SynthParams, XorShift64};
+use topology::CostModel;
 use topology::LinkSummary;
 use tracing::info;
 
@@ -58,11 +60,21 @@ fn pair_key(a: EdgeId, b: EdgeId) -> u64 {
 }
 
 impl Plan {
-    pub(super) fn generate(edges: usize, regions: usize, seed: u64) -> Plan {
-        let mesh = generate(&SynthParams {
+    /// `hub_probes`: add the probes hierarchical routing has edges make
+    /// (`hierarchy::hub_probe_pairs`, hubs chosen as the controllers do,
+    /// from the synthetic mesh).
+    pub(super) fn generate(edges: usize, regions: usize, seed: u64, hub_probes: bool) -> Plan {
+        let mut mesh = generate(&SynthParams {
             regions,
             ..SynthParams::probe_mesh(edges, seed)
         });
+        if hub_probes {
+            let policy = HubPolicy::default();
+            if let Ok(graph) = mesh.graph(CostModel::default()) {
+                let hubs = select_hubs(&graph, &policy);
+                mesh.add_probes(hub_probe_pairs(&mesh.nodes, &hubs, &policy));
+            }
+        }
         // Synthetic ids start at 0; edge ids here start at 1 (0 reads as
         // "unset" too easily).
         let id = |n: u32| n + 1;
@@ -151,6 +163,9 @@ pub(super) struct Counters {
     pub(super) routes_updates: AtomicU64,
     pub(super) routes_bytes: AtomicU64,
     pub(super) routes_bytes_max: AtomicU64,
+    /// Region and exits records received (hierarchical routing), and bytes.
+    pub(super) region_updates: AtomicU64,
+    pub(super) region_bytes: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -221,11 +236,13 @@ pub(super) struct Ctx {
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Store errors by what failed: count and the first message.
     errors: Mutex<BTreeMap<String, (u64, String)>>,
+    pub(super) started: Instant,
 }
 
 impl Ctx {
     pub(super) fn new(keys: KeyLayout, stores: Vec<Arc<dyn ControlStore>>, args: &Args) -> Ctx {
         Ctx {
+            started: Instant::now(),
             keys,
             stores,
             // What a real edge runs with (`[control] lease_ttl_ms`).
@@ -279,6 +296,11 @@ impl Ctx {
             let edge = EdgeSim::new(self.clone(), i, e);
             tasks.push(tokio::spawn(edge.run(rx)));
             tasks.push(tokio::spawn(follow_routes(self.clone(), i, e.record.id)));
+            tasks.push(tokio::spawn(follow_regions(
+                self.clone(),
+                i,
+                e.record.region.clone(),
+            )));
         }
     }
 
@@ -552,6 +574,28 @@ async fn follow_routes(ctx: Arc<Ctx>, index: usize, id: EdgeId) {
     }
 }
 
+/// Follow every region's record and this region's exits, as a real edge
+/// does (hierarchical routing): what they cost is counted, their content
+/// is not used (a synthetic edge forwards nothing).
+async fn follow_regions(ctx: Arc<Ctx>, index: usize, region: String) {
+    let store = ctx.store(index).clone();
+    let exits = ctx.keys.exits(&region);
+    let mut regions_w = PrefixWatcher::new(store.clone(), ctx.keys.regions());
+    let mut exits_w = PrefixWatcher::new(store, exits.clone());
+    loop {
+        let kvs = tokio::select! {
+            u = regions_w.next() => u.puts(),
+            u = exits_w.next() => u.puts().into_iter().filter(|kv| kv.key == exits).collect(),
+        };
+        let c = &ctx.counters;
+        for kv in kvs {
+            c.region_updates.fetch_add(1, Ordering::Relaxed);
+            c.region_bytes
+                .fetch_add(kv.value.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Route-update measurements until `deadline` (tallied in `ctx.events`):
 /// mark a link that carries routes dead, wait for the affected edges' new
 /// routes (or a timeout), bring it back, pause.
@@ -696,11 +740,15 @@ mod tests {
                     dest: 3,
                     best: vec![1, 2, 3],
                     backup: Some(vec![1, 3]),
+                    cost_us: None,
+                    backup_cost_us: None,
                 },
                 RouteRecord {
                     dest: 2,
                     best: vec![1, 2],
                     backup: None,
+                    cost_us: None,
+                    backup_cost_us: None,
                 },
             ],
         };
@@ -715,7 +763,7 @@ mod tests {
 
     #[test]
     fn each_probed_pair_has_one_publisher_listing_it() {
-        let plan = Plan::generate(120, 4, 3);
+        let plan = Plan::generate(120, 4, 3, false);
         assert_eq!(plan.regions.len(), 4);
         let listed: usize = plan.edges.iter().map(|e| e.links.len()).sum();
         assert_eq!(listed, plan.publisher.len());

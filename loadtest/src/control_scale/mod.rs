@@ -12,8 +12,9 @@
 //!   with the real edge's policy (`edge_node::control::materially_changed`,
 //!   at most every `PROBE_PUBLISH_INTERVAL`, refreshed every
 //!   `PROBE_REFRESH`; load at most every `LOAD_INTERVAL`, only when it
-//!   changed). Each watches its own `routes/<id>`, as a real edge does; it
-//!   does not watch the registry (`edges/`), which a real edge also does.
+//!   changed). Each watches its own `routes/<id>`, every region record
+//!   (`regions/`) and its region's `exits/`, as a real edge does; it does
+//!   not watch the registry (`edges/`), which a real edge also does.
 //!   Edges start at `--register-rate` per second; the edges share
 //!   `--clients` etcd connections.
 //! - **Geography and links** come from `topology::synth::generate` with
@@ -21,7 +22,10 @@
 //!   one of its ends, chosen by a hash of the pair (the controller uses a
 //!   link probed from one end both ways), so a record lists about 160
 //!   links: somewhat over the real budget (108 targets at 10,000 edges in
-//!   20 regions, docs/control-plane.md), so byte figures err high.
+//!   20 regions, docs/control-plane.md), so byte figures err high. From
+//!   `--hierarchical-from-edges` edges on (the controllers' threshold, set
+//!   in their config) the probes hierarchical routing needs are added
+//!   (`hierarchy::hub_probe_pairs`, hubs chosen as the controllers do).
 //! - **Wobble** (so the steady state is neither frozen nor flapping): every
 //!   publish tick each link's RTT is its level times 1 ± 0.5% of fresh noise,
 //!   always under the 2% material band; and with probability `--step-prob`
@@ -121,6 +125,11 @@ pub struct Args {
     /// Seconds an affected edge gets to receive new routes before a miss.
     #[arg(long, default_value_t = 10)]
     pub route_timeout: u64,
+    /// The controllers' `hierarchical_from_edges`: from this many edges
+    /// they route hierarchically, and the synthetic edges add the hub
+    /// probes that needs and follow the region records.
+    #[arg(long, default_value_t = 500)]
+    pub hierarchical_from_edges: usize,
     /// Probability per link per publish tick that its RTT level steps.
     #[arg(long, default_value_t = 0.0005)]
     pub step_prob: f64,
@@ -138,7 +147,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.regions >= 1, "--regions must be at least 1");
     let etcd_addr = loopback_endpoint(&args.etcd)?;
     let started = Instant::now();
-    let plan = Plan::generate(args.edges, args.regions, args.seed);
+    let hierarchical = args.edges >= args.hierarchical_from_edges;
+    let plan = Plan::generate(args.edges, args.regions, args.seed, hierarchical);
     println!(
         "control-scale: {} edges in {} regions, {} probed pairs ({:.0} links per probe record), etcd {}",
         args.edges,
@@ -164,8 +174,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bin = controller_bin(args.controller_bin.as_deref())?;
     let logs = std::env::temp_dir().join(format!("control-scale-{}", std::process::id()));
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let controllers =
-        Controllers::spawn(&bin, &plan.regions, args.standby, &args.etcd, &keys, &logs).await?;
+    let controllers = Controllers::spawn(
+        &bin,
+        &plan.regions,
+        args.standby,
+        &args.etcd,
+        &keys,
+        &logs,
+        args.hierarchical_from_edges,
+    )
+    .await?;
     println!(
         "controllers: {} processes ({}), logs in {}",
         controllers.procs.len(),

@@ -184,6 +184,10 @@ pub struct Report {
     /// Routes records as the edges received them (whole run).
     pub routes_record_bytes: MeanMax,
     pub routes_records_received: u64,
+    /// Region and exits records the edges received (hierarchical routing;
+    /// whole run), and their bytes per edge per second of the run.
+    pub region_records_received: u64,
+    pub region_bytes_per_s_per_edge: f64,
     pub etcd: Option<EtcdFigures>,
     pub controller_cpu_cores_total: Option<f64>,
     pub controller_rss_mib_total: Option<f64>,
@@ -299,6 +303,10 @@ impl Report {
         let c = &ctx.counters;
         let n = c.routes_updates.load(Ordering::Relaxed);
         self.routes_records_received = n;
+        self.region_records_received = c.region_updates.load(Ordering::Relaxed);
+        self.region_bytes_per_s_per_edge = c.region_bytes.load(Ordering::Relaxed) as f64
+            / ctx.routes.lock().expect("routes lock").len().max(1) as f64
+            / ctx.started.elapsed().as_secs_f64().max(1e-3);
         self.routes_record_bytes = MeanMax {
             mean: (n > 0).then(|| c.routes_bytes.load(Ordering::Relaxed) as f64 / n as f64),
             max: (n > 0).then(|| c.routes_bytes_max.load(Ordering::Relaxed) as f64),
@@ -398,12 +406,14 @@ impl Report {
             None => println!("etcd: /metrics not read"),
         }
         println!(
-            "controllers: cpu {} cores in all, rss {} MiB in all; routes records {} received, {} KB mean, {} KB max",
+            "controllers: cpu {} cores in all, rss {} MiB in all; routes records {} received, {} KB mean, {} KB max; region and exits records {} received, {} KB/s per edge",
             self.controller_cpu_cores_total.map_or("-".into(), |c| format!("{c:.2}")),
             f(self.controller_rss_mib_total),
             self.routes_records_received,
             f(self.routes_record_bytes.mean.map(|b| b / 1e3)),
             f(self.routes_record_bytes.max.map(|b| b / 1e3)),
+            self.region_records_received,
+            f(Some(self.region_bytes_per_s_per_edge / 1e3)),
         );
         let busiest = self.controller.iter().max_by(|a, b| {
             a.cpu_cores

@@ -126,6 +126,8 @@ pub(super) fn routes() -> RoutesRecord {
             dest: NEW_YORK,
             best: vec![LONDON, FRANKFURT, NEW_YORK],
             backup: Some(vec![LONDON, NEW_YORK]),
+            cost_us: None,
+            backup_cost_us: None,
         }],
     }
 }

@@ -34,27 +34,29 @@ locals {
   admin_token_env = nonsensitive(var.admin_token == null) ? null : "RTN_CTL_ADMIN_TOKEN"
 
   config_toml = [for name in local.names : templatefile("${path.module}/templates/controller.toml.tftpl", {
-    region               = var.region
-    name                 = name
-    debounce_ms          = var.debounce_ms
-    recompute_ms         = var.recompute_ms
-    etcd_endpoints       = var.etcd_endpoints
-    etcd_ca              = local.etcd_ca
-    etcd_cert            = local.etcd_cert
-    etcd_key             = local.etcd_key
-    prefix               = var.etcd_prefix
-    election_ttl_ms      = var.election_ttl_ms
-    api_listen           = local.api_listen
-    geoip_db             = var.geoip_db == null && !local.geoip_update ? null : local.geoip_path
-    client_ip_header     = var.client_ip_header
-    trusted_proxies      = var.trusted_proxies
-    admin_listen         = local.admin_listen
-    admin_token_env      = local.admin_token_env
-    lookups_per_ip_per_s = var.lookups_per_ip_per_s
-    cors_origins         = var.cors_origins
-    api_tls_files        = var.api_tls_files
-    config_path          = local.config_path
-    env_path             = local.env_path
+    region                  = var.region
+    name                    = name
+    debounce_ms             = var.debounce_ms
+    recompute_ms            = var.recompute_ms
+    hierarchical_from_edges = var.hierarchical_from_edges
+    hubs_per_region         = var.hubs_per_region
+    etcd_endpoints          = var.etcd_endpoints
+    etcd_ca                 = local.etcd_ca
+    etcd_cert               = local.etcd_cert
+    etcd_key                = local.etcd_key
+    prefix                  = var.etcd_prefix
+    election_ttl_ms         = var.election_ttl_ms
+    api_listen              = local.api_listen
+    geoip_db                = var.geoip_db == null && !local.geoip_update ? null : local.geoip_path
+    client_ip_header        = var.client_ip_header
+    trusted_proxies         = var.trusted_proxies
+    admin_listen            = local.admin_listen
+    admin_token_env         = local.admin_token_env
+    lookups_per_ip_per_s    = var.lookups_per_ip_per_s
+    cors_origins            = var.cors_origins
+    api_tls_files           = var.api_tls_files
+    config_path             = local.config_path
+    env_path                = local.env_path
   })]
 
   env_file = join("", [

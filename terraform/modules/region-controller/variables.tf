@@ -103,6 +103,28 @@ variable "recompute_ms" {
   }
 }
 
+variable "hierarchical_from_edges" {
+  description = "Route hierarchically (hubs between regions, docs/control-plane.md) from this many registered edges on, flat below 90% of it (controller.hierarchical_from_edges). Every region's controllers must use the same value; 0: always."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.hierarchical_from_edges >= 0 && floor(var.hierarchical_from_edges) == var.hierarchical_from_edges
+    error_message = "hierarchical_from_edges must be a whole number, 0 or more."
+  }
+}
+
+variable "hubs_per_region" {
+  description = "Hierarchical routing: the region's hubs at most, where other regions' traffic enters it (controller.hubs_per_region)."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.hubs_per_region >= 1 && var.hubs_per_region <= 256 && floor(var.hubs_per_region) == var.hubs_per_region
+    error_message = "hubs_per_region must be a whole number within 1..256."
+  }
+}
+
 variable "api_port" {
   description = "TCP port of the controller's public HTTP API (api.listen with api_listen_address): the nearest-edge lookup (the SDK's first contact), /healthz, /readyz. The one port to open to the internet (api_cidrs)."
   type        = number

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::geo::estimated_rtt_ms;
+use crate::geo::{estimated_rtt_ms, GeoPoint};
 use crate::graph::{EdgeId, MeshGraph, NodeInfo};
 
 /// How hubs are chosen.
@@ -14,6 +14,14 @@ pub struct HubPolicy {
     /// spare, and 20 regions then have 320 hubs, a hub graph Floyd-Warshall
     /// solves in tens of milliseconds.
     pub hubs_per_region: usize,
+    /// A region of `n` edges gets `ceil(hubs_per_sqrt_edge × √n)` hubs, at
+    /// least 2 (and at most `hubs_per_region`). 1: 50 edges get 8 hubs, 500
+    /// get the cap. Why: with a fixed count, a mesh of many small regions
+    /// has most edges as hubs and every hub probes every hub (a 500-edge
+    /// mesh in 20 regions: 320 hubs of 500, 20 KB probe summaries); √n
+    /// keeps the hub graph and its probes small where regions are.
+    /// `f64::INFINITY`: always the cap.
+    pub hubs_per_sqrt_edge: f64,
     /// The edges within this distance of the spot k-center picks compete
     /// for the hub there, on connectivity. 300 km: a metro area and its
     /// suburbs, where RTTs differ by a millisecond or two.
@@ -29,6 +37,7 @@ impl Default for HubPolicy {
     fn default() -> Self {
         HubPolicy {
             hubs_per_region: 16,
+            hubs_per_sqrt_edge: 1.0,
             site_radius_km: 300.0,
             remote_hubs_probed: 2,
         }
@@ -56,7 +65,14 @@ pub fn select_hubs(graph: &MeshGraph, policy: &HubPolicy) -> Hubs {
         let mut chosen: Vec<usize> = Vec::new();
         // Distance from each member to its nearest chosen hub.
         let mut reach = vec![f64::INFINITY; members.len()];
-        while chosen.len() < policy.hubs_per_region.min(members.len()) {
+        let scaled = (policy.hubs_per_sqrt_edge * (members.len() as f64).sqrt()).ceil();
+        let count = if scaled.is_finite() {
+            (scaled as usize).max(2)
+        } else {
+            usize::MAX
+        };
+        let count = count.min(policy.hubs_per_region).min(members.len());
+        while chosen.len() < count {
             // The spot farthest from every hub so far (anywhere, at first).
             let spot = (0..members.len())
                 .filter(|i| !chosen.contains(i))
@@ -97,40 +113,50 @@ pub fn hub_probe_pairs(
     hubs: &Hubs,
     policy: &HubPolicy,
 ) -> Vec<(EdgeId, EdgeId)> {
-    let location: HashMap<EdgeId, &NodeInfo> = nodes.iter().map(|n| (n.id, n)).collect();
-    let all: Vec<EdgeId> = hubs.values().flatten().copied().collect();
+    let location: HashMap<EdgeId, GeoPoint> = nodes.iter().map(|n| (n.id, n.location)).collect();
     let mut pairs = Vec::new();
-    for (i, &a) in all.iter().enumerate() {
-        pairs.extend(all[i + 1..].iter().map(|&b| (a.min(b), a.max(b))));
-    }
-    let mut near: Vec<(f64, EdgeId)> = Vec::new();
     for n in nodes {
-        for (region, list) in hubs {
-            if *region == n.region {
-                pairs.extend(
-                    list.iter()
-                        .filter(|&&h| h != n.id)
-                        .map(|&h| (n.id.min(h), n.id.max(h))),
-                );
-                continue;
-            }
-            near.clear();
-            near.extend(
-                list.iter()
-                    .filter_map(|h| location.get(h))
-                    .map(|h| (n.location.distance_km(&h.location), h.id)),
-            );
-            near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            pairs.extend(
-                near.iter()
-                    .take(policy.remote_hubs_probed)
-                    .map(|&(_, h)| (n.id.min(h), n.id.max(h))),
-            );
-        }
+        let spot = (n.id, n.region.as_str(), n.location);
+        pairs.extend(
+            hub_targets(spot, hubs, |h| location.get(&h).copied(), policy)
+                .into_iter()
+                .map(|h| (n.id.min(h), n.id.max(h))),
+        );
     }
     pairs.sort_unstable();
     pairs.dedup();
     pairs
+}
+
+/// The hubs one edge (`id`, of `region`, at `at`) probes for hierarchical
+/// routing: every hub if it is one, else its region's hubs and the
+/// [`HubPolicy::remote_hubs_probed`] nearest hubs (by `location`) of every
+/// other region; sorted, without itself.
+pub fn hub_targets(
+    (id, region, at): (EdgeId, &str, GeoPoint),
+    hubs: &Hubs,
+    location: impl Fn(EdgeId) -> Option<GeoPoint>,
+    policy: &HubPolicy,
+) -> Vec<EdgeId> {
+    let is_hub = hubs.get(region).is_some_and(|h| h.contains(&id));
+    let mut out = Vec::new();
+    let mut near: Vec<(f64, EdgeId)> = Vec::new();
+    for (r, list) in hubs {
+        if is_hub || r == region {
+            out.extend(list.iter().copied().filter(|&h| h != id));
+            continue;
+        }
+        near.clear();
+        near.extend(
+            list.iter()
+                .filter_map(|&h| Some((at.distance_km(&location(h)?), h))),
+        );
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.extend(near.iter().take(policy.remote_hubs_probed).map(|&(_, h)| h));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// How much an edge's probed links exceed the fiber bound, on average (1 is

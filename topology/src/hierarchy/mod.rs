@@ -54,9 +54,9 @@ mod region;
 mod tables;
 pub mod wire;
 
-pub use hubs::{hub_probe_pairs, select_hubs, HubPolicy, Hubs};
-pub use region::{Exits, RegionRoutes};
-pub use tables::{HubGraph, RegionTable};
+pub use hubs::{hub_probe_pairs, hub_targets, select_hubs, HubPolicy, Hubs};
+pub use region::{ExitLink, Exits, RegionRoutes};
+pub use tables::{hub_links, HubGraph, HubLink, RegionTable};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,7 +94,15 @@ impl Hierarchy {
 
     /// The hierarchy of these region tables (as read from other controllers).
     pub fn from_tables(graph: &MeshGraph, tables: Vec<RegionTable>) -> Hierarchy {
-        let hub_graph = HubGraph::compute(graph, &tables);
+        let links = hub_links(graph, &tables);
+        Self::from_published(tables, &links)
+    }
+
+    /// The hierarchy of published pieces alone: every region's table and
+    /// the links between hubs of different regions. What an edge builds to
+    /// compose its routes ([`Hierarchy::compose`]), without the mesh graph.
+    pub fn from_published(tables: Vec<RegionTable>, links: &[HubLink]) -> Hierarchy {
+        let hub_graph = HubGraph::from_links(&tables, links);
         let table_of = tables
             .iter()
             .enumerate()
@@ -176,6 +184,14 @@ impl Hierarchy {
         let mut all: Vec<Route> = published.iter().cloned().collect();
         all.extend(exits.routes_from(published));
         let routes = RouteSet::new(published.source(), all);
+        let labels = self.labels(&routes);
+        SourceRoutes { routes, labels }
+    }
+
+    /// The routes of a source as published for it (its routes to the edges
+    /// of its region and to the hubs it reaches, with their costs): what an
+    /// edge composes its other routes from.
+    pub fn source_routes_of(&self, routes: RouteSet) -> SourceRoutes {
         let labels = self.labels(&routes);
         SourceRoutes { routes, labels }
     }
@@ -386,12 +402,37 @@ impl Hierarchy {
         routes: &SourceRoutes,
         dest: EdgeId,
     ) -> Option<Route> {
+        let composed = self.compose(exits, routes, dest)?;
+        let best = metrics(graph, composed.best)?;
+        let backup = composed
+            .backups
+            .into_iter()
+            .filter_map(|p| metrics(graph, p))
+            .find(|p| avoids(p, &best));
+        Some(Route {
+            destination: dest,
+            best,
+            backup,
+        })
+    }
+
+    /// The paths from the source of `routes` to `dest` composed from the
+    /// published pieces alone (no graph): for a destination of the source's
+    /// region its routes as they are, else the cheapest way through an exit
+    /// or a hub of the destination's region, and the next candidates for a
+    /// backup, cheapest first. `None` if unreachable or unknown.
+    pub fn compose(&self, exits: &Exits, routes: &SourceRoutes, dest: EdgeId) -> Option<Composed> {
         let source = routes.routes.source();
-        let region = &graph.node(dest)?.region;
-        if *region == graph.node(source)?.region {
-            return routes.routes.get(dest).cloned();
+        let region = *self.region_of.get(&dest)?;
+        if Some(&region) == self.region_of.get(&source) {
+            let r = routes.routes.get(dest)?;
+            return Some(Composed {
+                best: r.best.edges.clone(),
+                cost_us: ms_to_us(r.best.cost_ms),
+                backups: r.backup.iter().map(|b| b.edges.clone()).collect(),
+            });
         }
-        let table = self.table(region)?;
+        let table = &self.tables[region as usize];
         // Four candidates: the best and three for a backup that avoids it.
         let mut best = Cheapest::<4>::default();
         for &(exit, cost_us) in exits.by_target.get(&dest).map_or(&[][..], |v| &v[..]) {
@@ -408,11 +449,9 @@ impl Hierarchy {
                 best.offer(leave);
                 continue;
             }
-            let (Some(r), Some(toll)) = (routes.routes.get(exit), graph.transit_penalty_ms(exit))
-            else {
+            let (Some(r), Some(toll)) = (routes.routes.get(exit), self.toll(exit)) else {
                 continue;
             };
-            let toll = ms_to_us(toll);
             for (path, backup) in
                 std::iter::once((&r.best, false)).chain(r.backup.as_ref().map(|b| (b, true)))
             {
@@ -443,19 +482,28 @@ impl Hierarchy {
                 });
             }
         }
-        let path = self.expand(routes, best.first()?, dest)?;
-        let best_path = metrics(graph, path)?;
-        let backup = best
-            .iter()
-            .skip(1)
-            .filter_map(|l| self.expand(routes, l, dest))
-            .filter_map(|p| metrics(graph, p))
-            .find(|p| avoids(p, &best_path));
-        Some(Route {
-            destination: dest,
-            best: best_path,
-            backup,
+        let first = best.first()?;
+        Some(Composed {
+            best: self.expand(routes, first, dest)?,
+            cost_us: first.cost_us,
+            backups: best
+                .iter()
+                .skip(1)
+                .filter_map(|l| self.expand(routes, l, dest))
+                .collect(),
         })
+    }
+
+    /// The transit penalty of `edge`, µs, from its region's table.
+    fn toll(&self, edge: EdgeId) -> Option<u64> {
+        self.tables[*self.region_of.get(&edge)? as usize].toll(edge)
+    }
+
+    /// The region of `edge`, if a table lists it.
+    pub fn region_of(&self, edge: EdgeId) -> Option<&str> {
+        self.region_of
+            .get(&edge)
+            .map(|&t| self.tables[t as usize].region.as_str())
     }
 
     /// The path of a composed label, loops cut out.
@@ -490,14 +538,45 @@ impl Hierarchy {
     }
 }
 
+/// A route composed from published pieces: the best path and its cost, and
+/// the next candidates, cheapest first, each with another first hop (pick
+/// the first that [`avoids_first_relay`] the best one for a backup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    /// `[source, ..., dest]`.
+    pub best: Vec<EdgeId>,
+    /// What routing minimises along `best`, µs.
+    pub cost_us: u64,
+    /// Other candidates, cheapest first.
+    pub backups: Vec<Vec<EdgeId>>,
+}
+
+impl Composed {
+    /// The backup: the cheapest other candidate that avoids the best path's
+    /// first hop ([`avoids_first_relay`]).
+    pub fn backup(&self) -> Option<&[EdgeId]> {
+        self.backups
+            .iter()
+            .find(|b| avoids_first_relay(b, &self.best))
+            .map(Vec::as_slice)
+    }
+}
+
+/// Whether `backup` avoids `best`'s first hop as [`Route::backup`] defines
+/// it, on bare paths: the direct link when `best` is direct, else the first
+/// relay entirely.
+pub fn avoids_first_relay(backup: &[EdgeId], best: &[EdgeId]) -> bool {
+    match (backup.get(1), best.get(1)) {
+        (Some(b), Some(f)) if best.len() == 2 => b != f,
+        (Some(_), Some(f)) => !backup[1..].contains(f),
+        _ => false,
+    }
+}
+
 /// Whether `backup` avoids `best`'s first hop as [`Route::backup`] defines
 /// it: the direct link when `best` is direct, else the first relay entirely.
 fn avoids(backup: &Path, best: &Path) -> bool {
-    match (backup.first_hop(), best.first_hop()) {
-        (Some(b), Some(f)) if best.hop_count() == 1 => b != f,
-        (Some(_), Some(f)) => !backup.edges[1..].contains(&f),
-        _ => false,
-    }
+    avoids_first_relay(&backup.edges, &best.edges)
 }
 
 fn metrics(graph: &MeshGraph, edges: Vec<EdgeId>) -> Option<Path> {
@@ -902,6 +981,7 @@ mod tests {
         let graph = mesh.graph(CostModel::default()).expect("valid");
         let policy = HubPolicy {
             hubs_per_region: usize::MAX,
+            hubs_per_sqrt_edge: f64::INFINITY,
             ..HubPolicy::default()
         };
         let hubs = select_hubs(&graph, &policy);
@@ -1015,6 +1095,95 @@ mod tests {
     /// Routes rebuilt from what is published (routes inside the region and
     /// the region's hub exits) reach every hub at the local search's costs,
     /// and compose the same routes.
+    /// What an edge does: rebuild the tables, hub graph, exits and its own
+    /// routes from their published parts alone, and compose. The paths are
+    /// those the controller's hierarchy (built with the graph) composes.
+    #[test]
+    fn composition_from_published_parts_needs_no_graph() {
+        let (_, graph, hubs) = world(&few_hubs());
+        let hier = Hierarchy::build(&graph, &hubs);
+        let tables: Vec<RegionTable> = hier
+            .tables()
+            .iter()
+            .map(|t| {
+                RegionTable::from_parts(
+                    t.region().to_string(),
+                    t.members().to_vec(),
+                    t.hubs().to_vec(),
+                    t.costs_us().to_vec(),
+                    t.preds().to_vec(),
+                    t.tolls_us().to_vec(),
+                )
+                .expect("a computed table is valid")
+            })
+            .collect();
+        let all = hub_links(&graph, hier.tables());
+        // Only the links the hub graph uses are published: the same routes.
+        let links = hier.hub_graph().useful_links(&all);
+        assert!(!links.is_empty() && links.len() < all.len());
+        let published = Hierarchy::from_published(tables, &links);
+        let mut composed = 0;
+        for table in hier.tables().iter().step_by(4) {
+            let region = table.region();
+            let routes = RegionRoutes::compute(&hier, &graph, region, 1);
+            let exits = Exits::from_links(routes.exits().links());
+            for (&s, full) in routes.sources().step_by(4) {
+                let mine = published.source_routes_of(full.local().clone());
+                for d in graph.nodes().step_by(3).map(|n| n.id).filter(|&d| d != s) {
+                    let want = hier.route(&graph, routes.exits(), full, d);
+                    let got = published.compose(&exits, &mine, d);
+                    let (Some(want), Some(got)) = (want, got) else {
+                        panic!("{s}->{d}: reachable one way only");
+                    };
+                    assert_eq!(got.best, want.best.edges, "{s}->{d}");
+                    assert!(
+                        got.cost_us.abs_diff(ms_to_us(want.best.cost_ms)) <= 2,
+                        "{s}->{d}: {} vs {:?}",
+                        got.cost_us,
+                        want.best
+                    );
+                    assert_eq!(
+                        got.backup(),
+                        want.backup.as_ref().map(|b| &b.edges[..]),
+                        "{s}->{d}"
+                    );
+                    composed += 1;
+                }
+            }
+        }
+        assert!(composed > 1000, "{composed} routes composed");
+    }
+
+    #[test]
+    fn bad_published_tables_are_refused() {
+        let ok = || {
+            (
+                vec![1, 2, 3],
+                vec![1],
+                vec![0, 5, 9],
+                vec![NONE, 0, 1],
+                vec![7, 7, 7],
+            )
+        };
+        let (m, h, c, p, t) = ok();
+        assert!(RegionTable::from_parts("r".into(), m, h, c, p, t).is_ok());
+        let (m, _, c, p, t) = ok();
+        let e = RegionTable::from_parts("r".into(), m, vec![4], c, p, t).unwrap_err();
+        assert!(e.contains("hub 4 is not a member"), "{e}");
+        let (m, h, _, p, t) = ok();
+        let e = RegionTable::from_parts("r".into(), m, h, vec![0, 5], p, t).unwrap_err();
+        assert!(e.contains("needs 3 costs"), "{e}");
+        let (m, h, c, _, t) = ok();
+        let e = RegionTable::from_parts("r".into(), m, h, c, vec![NONE, 2, 1], t).unwrap_err();
+        assert!(e.contains("does not lead back"), "{e}");
+        let (m, h, c, _, t) = ok();
+        let e = RegionTable::from_parts("r".into(), m, h, c, vec![NONE, 0, 9], t).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let (_, h, c, p, t) = ok();
+        let e = RegionTable::from_parts("r".into(), vec![1, 1, 3], h, c, p, t).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
     #[test]
     fn published_routes_rebuild_the_rest() {
         let (_, graph, hubs) = world(&few_hubs());

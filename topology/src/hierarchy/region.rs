@@ -15,7 +15,46 @@ pub struct Exits {
     pub(super) by_target: HashMap<EdgeId, Vec<(EdgeId, u64)>>,
 }
 
+/// One exit as published: a link from an edge of the region to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitLink {
+    /// The edge of the region the link leaves from.
+    pub from: EdgeId,
+    /// The edge of another region (not a hub) it goes to.
+    pub to: EdgeId,
+    /// The link's cost, µs.
+    pub cost_us: u64,
+}
+
 impl Exits {
+    /// The exits of these links.
+    pub fn from_links(links: impl IntoIterator<Item = ExitLink>) -> Exits {
+        let mut exits = Exits::default();
+        for l in links {
+            exits
+                .by_target
+                .entry(l.to)
+                .or_default()
+                .push((l.from, l.cost_us));
+        }
+        exits
+    }
+
+    /// Every exit link, sorted (the published form).
+    pub fn links(&self) -> Vec<ExitLink> {
+        let mut links: Vec<ExitLink> = self
+            .by_target
+            .iter()
+            .flat_map(|(&to, froms)| {
+                froms
+                    .iter()
+                    .map(move |&(from, cost_us)| ExitLink { from, to, cost_us })
+            })
+            .collect();
+        links.sort_unstable_by_key(|l| (l.from, l.to));
+        links
+    }
+
     /// Number of links.
     pub fn len(&self) -> usize {
         self.by_target.values().map(Vec::len).sum()

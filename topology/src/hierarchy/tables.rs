@@ -19,6 +19,10 @@ pub struct RegionTable {
     /// `hubs × members`: the member before this one on the path, `NONE` at
     /// the hub.
     pub(super) pred: Vec<u32>,
+    /// Each member's transit penalty in µs: what a path pays to go through
+    /// it (the graph's `penalty_us`), so that readers of a published table
+    /// price relays without the graph.
+    pub(super) toll_us: Vec<u64>,
 }
 
 impl RegionTable {
@@ -82,6 +86,10 @@ impl RegionTable {
                 }
             }
         }
+        let toll_us = gidx
+            .iter()
+            .map(|&g| graph.penalty_us[g as usize] as u64)
+            .collect();
         RegionTable {
             region: region.to_string(),
             hubs,
@@ -89,7 +97,91 @@ impl RegionTable {
             member_index,
             cost_us,
             pred,
+            toll_us,
         }
+    }
+
+    /// A table as published (`members`, `hubs` among them, `hubs × members`
+    /// costs and predecessors, a toll per member), checked: a table read
+    /// from the store is never trusted to index within bounds.
+    pub fn from_parts(
+        region: String,
+        members: Vec<EdgeId>,
+        hubs: Vec<EdgeId>,
+        cost_us: Vec<u64>,
+        pred: Vec<u32>,
+        toll_us: Vec<u64>,
+    ) -> Result<RegionTable, String> {
+        let n = members.len();
+        let member_index: HashMap<EdgeId, u32> = members
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
+        if member_index.len() != n {
+            return Err(format!("region {region}: a member is listed twice"));
+        }
+        if let Some(h) = hubs.iter().find(|h| !member_index.contains_key(h)) {
+            return Err(format!("region {region}: hub {h} is not a member"));
+        }
+        let cells = hubs.len() * n;
+        if cost_us.len() != cells || pred.len() != cells || toll_us.len() != n {
+            return Err(format!(
+                "region {region}: {} hubs x {n} members needs {cells} costs and predecessors and {n} tolls, got {}, {} and {}",
+                hubs.len(),
+                cost_us.len(),
+                pred.len(),
+                toll_us.len()
+            ));
+        }
+        if let Some(p) = pred.iter().find(|&&p| p != NONE && p as usize >= n) {
+            return Err(format!("region {region}: predecessor {p} out of range"));
+        }
+        let table = RegionTable {
+            region,
+            hubs,
+            members,
+            member_index,
+            cost_us,
+            pred,
+            toll_us,
+        };
+        // Every reachable entry's path must end at its hub within `n` steps:
+        // a cycle of predecessors would hang `path`.
+        for h in 0..table.hubs.len() {
+            for m in 0..n {
+                if table.cost_us[h * n + m] != INF && table.walk(h, m as u32).is_none() {
+                    return Err(format!(
+                        "region {}: the path from hub {} to {} does not lead back to the hub",
+                        table.region, table.hubs[h], table.members[m]
+                    ));
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// `hubs × members` costs (µs, `u64::MAX` unreachable), row by hub.
+    pub fn costs_us(&self) -> &[u64] {
+        &self.cost_us
+    }
+
+    /// `hubs × members` predecessors (member numbers, `u32::MAX` at the hub
+    /// and where unreachable).
+    pub fn preds(&self) -> &[u32] {
+        &self.pred
+    }
+
+    /// Each member's transit penalty, µs.
+    pub fn tolls_us(&self) -> &[u64] {
+        &self.toll_us
+    }
+
+    /// The transit penalty of `member`, µs.
+    pub(super) fn toll(&self, member: EdgeId) -> Option<u64> {
+        self.member_index
+            .get(&member)
+            .map(|&m| self.toll_us[m as usize])
     }
 
     /// The region's name.
@@ -127,19 +219,67 @@ impl RegionTable {
     /// The path from hub number `hub` (in [`RegionTable::hubs`]) to `member`,
     /// both included; `None` if unreachable.
     pub fn path(&self, hub: usize, member: EdgeId) -> Option<Vec<EdgeId>> {
-        let n = self.members.len();
-        let mut m = *self.member_index.get(&member)?;
-        if self.cost_us[hub * n + m as usize] == INF {
+        let m = *self.member_index.get(&member)?;
+        if self.cost_us[hub * self.members.len() + m as usize] == INF {
             return None;
         }
-        let mut path = vec![member];
+        self.walk(hub, m)
+    }
+
+    /// Follows the predecessors from member number `m` back to hub number
+    /// `hub`; `None` if they do not get there within the region's size.
+    fn walk(&self, hub: usize, mut m: u32) -> Option<Vec<EdgeId>> {
+        let n = self.members.len();
+        let mut path = vec![self.members[m as usize]];
         while self.pred[hub * n + m as usize] != NONE {
             m = self.pred[hub * n + m as usize];
             path.push(self.members[m as usize]);
+            if path.len() > n {
+                return None;
+            }
         }
-        path.reverse();
-        Some(path)
+        (path.last() == Some(&self.hubs[hub])).then(|| {
+            path.reverse();
+            path
+        })
     }
+}
+
+/// A probed link from a hub to a hub of another region, as published with
+/// the region of `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLink {
+    /// A hub.
+    pub from: EdgeId,
+    /// A hub of another region.
+    pub to: EdgeId,
+    /// The link's cost, µs.
+    pub cost_us: u64,
+}
+
+/// The links of `graph` from the hubs of `tables` to hubs of other regions.
+pub fn hub_links(graph: &MeshGraph, tables: &[RegionTable]) -> Vec<HubLink> {
+    let region_of: HashMap<EdgeId, usize> = tables
+        .iter()
+        .enumerate()
+        .flat_map(|(t, table)| table.hubs.iter().map(move |&h| (h, t)))
+        .collect();
+    let mut links = Vec::new();
+    for (&from, &t) in &region_of {
+        let Some(g) = graph.idx(from) else { continue };
+        for e in graph.out_range(g) {
+            let to = graph.id(graph.out_to[e]);
+            if region_of.get(&to).is_some_and(|&u| u != t) {
+                links.push(HubLink {
+                    from,
+                    to,
+                    cost_us: graph.out_cost[e] as u64,
+                });
+            }
+        }
+    }
+    links.sort_unstable_by_key(|l| (l.from, l.to));
+    links
 }
 
 /// Lowest costs between every pair of hubs of the mesh.
@@ -165,6 +305,12 @@ pub struct HubGraph {
 impl HubGraph {
     /// Solves the hub graph of `tables` over the links of `graph`.
     pub fn compute(graph: &MeshGraph, tables: &[RegionTable]) -> HubGraph {
+        Self::from_links(tables, &hub_links(graph, tables))
+    }
+
+    /// Solves the hub graph of `tables` over `links` between their hubs (as
+    /// published: links naming an unknown hub are ignored).
+    pub fn from_links(tables: &[RegionTable], links: &[HubLink]) -> HubGraph {
         let mut hubs = Vec::new();
         let mut home = Vec::new();
         for (t, table) in tables.iter().enumerate() {
@@ -181,11 +327,8 @@ impl HubGraph {
             .collect();
         let toll: Vec<u64> = hubs
             .iter()
-            .map(|&h| {
-                graph
-                    .idx(h)
-                    .map_or(INF, |g| graph.penalty_us[g as usize] as u64)
-            })
+            .zip(&home)
+            .map(|(&h, &(t, _))| tables[t as usize].toll(h).unwrap_or(INF))
             .collect();
         let mut dist = vec![INF; n * n];
         let mut via = vec![NONE; n * n];
@@ -199,18 +342,15 @@ impl HubGraph {
                     dist[i * n + j] = tables[t as usize].cost(row as usize, other);
                 }
             }
-            let Some(g) = graph.idx(hubs[i]) else {
+        }
+        for l in links {
+            let (Some(&i), Some(&j)) = (index.get(&l.from), index.get(&l.to)) else {
                 continue;
             };
-            for e in graph.out_range(g) {
-                let Some(&j) = index.get(&graph.id(graph.out_to[e])) else {
-                    continue;
-                };
-                let c = graph.out_cost[e] as u64;
-                if c <= dist[i * n + j as usize] {
-                    dist[i * n + j as usize] = c;
-                    direct[i * n + j as usize] = true;
-                }
+            let cell = i as usize * n + j as usize;
+            if i != j && l.cost_us <= dist[cell] {
+                dist[cell] = l.cost_us;
+                direct[cell] = true;
             }
         }
         for k in 0..n {
@@ -241,6 +381,25 @@ impl HubGraph {
             via,
             direct,
         }
+    }
+
+    /// Those of `links` the solved graph uses: a link some path of hubs
+    /// is cheaper than (or as cheap as, through another hub) changes no
+    /// cost, so a region publishes only the others. Solving again over
+    /// just these gives the same costs.
+    pub fn useful_links(&self, links: &[HubLink]) -> Vec<HubLink> {
+        let n = self.hubs.len();
+        links
+            .iter()
+            .filter(|l| {
+                let (Some(&i), Some(&j)) = (self.index.get(&l.from), self.index.get(&l.to)) else {
+                    return false;
+                };
+                let cell = i as usize * n + j as usize;
+                self.direct[cell] && self.via[cell] == NONE && l.cost_us == self.dist[cell]
+            })
+            .copied()
+            .collect()
     }
 
     /// Number of hubs.
