@@ -438,12 +438,13 @@ async fn follow(
     let mut targets = BTreeSet::new();
     loop {
         let mut recompose = false;
+        let mut retarget = false;
         tokio::select! {
             u = edges_w.next() => {
                 let before = registry.clone();
                 mirror::apply(&keys, &edges_dir, &mut registry, u);
                 departed.extend(before.into_iter().filter(|(id, _)| !registry.contains_key(id)));
-                targets = probe_targets(&core, &registry, &regions, &mut selector);
+                retarget = true;
             }
             u = routes_w.next() => {
                 apply_one(&my_routes, &mut routes, u);
@@ -458,7 +459,7 @@ async fn follow(
                 recompose = true;
             }
             _ = recheck.tick(), if !departed.is_empty() => {}
-            _ = reselect.tick() => targets = probe_targets(&core, &registry, &regions, &mut selector),
+            _ = reselect.tick() => retarget = true,
         }
         if recompose {
             composed = match routes.as_ref() {
@@ -474,15 +475,23 @@ async fn follow(
                 .filter(|l| l.alive)
                 .map(|l| l.peer)
                 .collect();
+            let before = departed.len();
             departed.retain(|id, _| !registry.contains_key(id) && alive.contains(id));
+            retarget |= departed.len() != before;
         }
-        let mut table = if departed.is_empty() {
-            build_table(&core, &registry, routes.as_ref(), &composed, &targets)
+        let view = if departed.is_empty() {
+            std::borrow::Cow::Borrowed(&registry)
         } else {
             let mut view = registry.clone();
             view.extend(departed.iter().map(|(id, e)| (*id, e.clone())));
-            build_table(&core, &view, routes.as_ref(), &composed, &targets)
+            std::borrow::Cow::Owned(view)
         };
+        // Departed edges stay probe targets: the prober forgets a peer it
+        // no longer probes, and this loop would then call it dead.
+        if retarget {
+            targets = probe_targets(&core, &view, &regions, &mut selector);
+        }
+        let mut table = build_table(&core, &view, routes.as_ref(), &composed, &targets);
         let current = base.current();
         // Same content: no new version (forwarding caches key on it).
         table.version = current.version;

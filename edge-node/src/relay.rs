@@ -4,7 +4,8 @@
 //! with mutual TLS, and keeps those links up (redialling with backoff). A link
 //! carries relay frames on one control stream (opened by the dialer) and
 //! media as datagrams; an edge sends only on the links it dialed and reads
-//! from every link. Frames queued while a link is down wait (bounded) for it.
+//! from every link. Frames queued while a link is down, or not dialled yet,
+//! wait (bounded) for it.
 //!
 //! Messages written to a link whose connection then dies (a partition that
 //! outlasts QUIC's idle timeout, a peer killed and restarted) are lost with
@@ -77,6 +78,10 @@ pub struct RelayLinks {
     /// `watch_routes`, and kept while used.
     wanted: Mutex<HashSet<EdgeId>>,
     wanted_changed: tokio::sync::Notify,
+    /// Frames for a wanted peer, held until `watch_routes` gives it a link
+    /// (at most [`LINK_FRAME_QUEUE`] per peer). Touched only under `links`'
+    /// lock, so a frame is either here or in the new link's queue, in order.
+    pending: Mutex<HashMap<EdgeId, VecDeque<pb::RelayFrame>>>,
 }
 
 /// A connection's (packets sent, packets declared lost) so far: the loss
@@ -310,16 +315,21 @@ impl RelayLinks {
                 Some(l)
             }
             None => {
-                let new = self
-                    .wanted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(peer);
-                if new {
-                    self.wanted_changed.notify_one();
-                }
+                self.want(peer);
                 None
             }
+        }
+    }
+
+    /// Ask `watch_routes` for a link to `peer`.
+    fn want(&self, peer: EdgeId) {
+        let new = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer);
+        if new {
+            self.wanted_changed.notify_one();
         }
     }
 
@@ -407,18 +417,65 @@ impl RelayLinks {
         conn.is_some_and(|c| c.send_datagram(probe).is_ok())
     }
 
+    /// Queue `frame` for `peer`. With no link to it yet (a tree from another
+    /// edge names it), the frame waits for the link dialled now: a message
+    /// dropped here would be lost, as nothing end to end resends it.
     pub fn send_frame(&self, core: &EdgeCore, peer: EdgeId, frame: pb::RelayFrame) {
-        let Some(link) = self.for_sending(peer) else {
-            // Dialled now; messages are resent end to end (`messages`).
-            core.metrics.protocol_error("no_relay_link");
-            return;
-        };
         if matches!(frame.kind, Some(RK::Message(_))) {
             core.metrics.messages_out_relay.increment(1);
         }
-        if !link.frames.push(frame) {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = match links.get(&peer).cloned() {
+            Some(link) => {
+                drop(links);
+                link.last_used_ms.store(clock_ms(), Ordering::Relaxed);
+                link.frames.push(frame)
+            }
+            None => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let q = pending.entry(peer).or_default();
+                let room = q.len() < LINK_FRAME_QUEUE;
+                if room {
+                    q.push_back(frame);
+                }
+                drop((pending, links));
+                self.want(peer);
+                room
+            }
+        };
+        if !queued {
             core.metrics.protocol_error("relay_frame_queue_full");
         }
+    }
+
+    /// Hand the frames held for peers to their new links (the caller holds
+    /// `links`' lock); a peer the route table no longer knows will get no
+    /// link, and its frames go.
+    fn hand_over_pending(
+        &self,
+        core: &EdgeCore,
+        links: &HashMap<EdgeId, Arc<RelayLink>>,
+        table: &RouteTable,
+    ) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|peer, frames| {
+            if let Some(link) = links.get(peer) {
+                for f in frames.drain(..) {
+                    if !link.frames.push(f) {
+                        core.metrics.protocol_error("relay_frame_queue_full");
+                    }
+                }
+                false
+            } else if table.peers.contains_key(peer) {
+                // Asked for after this pass read the wanted set: next pass.
+                true
+            } else {
+                for _ in frames.drain(..) {
+                    core.metrics.protocol_error("no_relay_link");
+                }
+                false
+            }
+        });
     }
 
     /// Peers with a link that is up.
@@ -553,6 +610,7 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
                     .entry(peer)
                     .or_insert_with(|| spawn_link(core.clone(), peer));
             }
+            core.relay.hand_over_pending(&core, &links, &table);
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use control::keys::KeyLayout;
 use control::records::{EdgeRecord, EdgeState, Record, RegionRecord, RoutesRecord};
-use control::store::{ControlStore, MemoryStore};
+use control::store::{ControlStore, MemoryStore, WatchEvent};
 use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use protocol::pb::server_frame::Kind as SK;
 use region_controller::controller::{Controller, RoutingOptions};
@@ -84,6 +84,30 @@ async fn message_arrives(pki: &edge_node::tls::DevPki, from: &Edge, to: &Edge, p
     assert_eq!(m.payload, payload);
 }
 
+/// A region leader ("ctl-a") and edges 1..=3 on `store`.
+async fn leader_and_three_edges(
+    store: Arc<dyn ControlStore>,
+) -> (edge_node::tls::DevPki, Controller, Vec<Edge>) {
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let ctl = controller(store.clone(), "ctl-a");
+    let mut edges = Vec::new();
+    for id in 1..=3 {
+        edges.push(edge(&pki, id, store.clone()).await);
+    }
+    (pki, ctl, edges)
+}
+
+/// Wait until the leader has published, for each of `n` edges, a route to
+/// every other one.
+async fn routes_to_every_other_edge(store: &dyn ControlStore, n: usize) {
+    let keys = KeyLayout::default();
+    eventually(15, "routes to every other edge", || async {
+        let routes: Vec<RoutesRecord> = records(store, &keys.routes()).await;
+        routes.len() == n && routes.iter().all(|r| r.routes.len() == n - 1)
+    })
+    .await;
+}
+
 async fn records<R: Record>(store: &dyn ControlStore, prefix: &str) -> Vec<R> {
     let (kvs, _) = store.get_prefix(prefix).await.unwrap();
     kvs.iter()
@@ -96,12 +120,7 @@ async fn edges_register_probe_and_forward_on_computed_routes() {
     init_logs();
     let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
     let keys = KeyLayout::default();
-    let pki = edge_node::tls::DevPki::new().unwrap();
-    let ctl = controller(store.clone(), "ctl-a");
-    let mut edges = Vec::new();
-    for id in 1..=3 {
-        edges.push(edge(&pki, id, store.clone()).await);
-    }
+    let (pki, ctl, mut edges) = leader_and_three_edges(store.clone()).await;
     // Registered with their city's coordinates.
     eventually(5, "three edges registered", || async {
         records::<EdgeRecord>(&*store, &keys.edges()).await.len() == 3
@@ -113,11 +132,7 @@ async fn edges_register_probe_and_forward_on_computed_routes() {
     assert_eq!(e1[0].state, EdgeState::Serving);
     // Probes measured and published; the leader publishes a full route set
     // for every edge; every edge forwards on it.
-    eventually(10, "routes to every other edge", || async {
-        let routes: Vec<RoutesRecord> = records(&*store, &keys.routes()).await;
-        routes.len() == 3 && routes.iter().all(|r| r.routes.len() == 2)
-    })
-    .await;
+    routes_to_every_other_edge(&*store, 3).await;
     assert!(ctl.leader.is_leader());
     eventually(5, "edges apply their routes", || async {
         edges.iter().all(|e| {
@@ -174,6 +189,64 @@ async fn edges_register_probe_and_forward_on_computed_routes() {
         recs.iter().all(|r| r.id != 3),
         "a drained edge revokes its lease"
     );
+    for e in edges {
+        e.kill().await;
+    }
+    ctl.shutdown().await;
+}
+
+/// Two of three edges lose their leases at once, as when a resumed etcd
+/// raft leader revokes every lease it saw expire: they register again
+/// within a keepalive round, and the controller holds the routes meanwhile.
+/// It publishes no routes without them and deletes none of theirs (before,
+/// it did both, and then published the old routes again).
+#[tokio::test]
+async fn routes_hold_while_edges_that_lost_their_leases_together_register_again() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    let (_pki, ctl, edges) = leader_and_three_edges(store.clone()).await;
+    routes_to_every_other_edge(&*store, 3).await;
+    let (_, rev) = store.get_prefix(&keys.routes()).await.unwrap();
+    let mut watch = store.watch_prefix(&keys.routes(), rev + 1).await.unwrap();
+    let mut leases = vec![];
+    for id in [2, 3] {
+        let kv = store.get(&keys.edge(id)).await.unwrap().unwrap();
+        let lease = kv.lease.expect("registered under a lease");
+        store.revoke_lease(lease).await.unwrap();
+        leases.push((id, lease));
+    }
+    let revoked = std::time::Instant::now();
+    eventually(10, "edges 2 and 3 registered again", || async {
+        let mut again = true;
+        for (id, old) in &leases {
+            let kv = store.get(&keys.edge(*id)).await.unwrap();
+            again &= kv.is_some_and(|kv| kv.lease != Some(*old));
+        }
+        again
+    })
+    .await;
+    eprintln!(
+        "edges 2 and 3 registered again {:?} after their leases went",
+        revoked.elapsed()
+    );
+    // Past the controller's debounce and a recomputation after the return.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(events) = watch.try_recv() {
+        for e in events.unwrap() {
+            match e {
+                WatchEvent::Delete { key, .. } => panic!("routes deleted: {key}"),
+                WatchEvent::Put(kv) => {
+                    let r = RoutesRecord::from_bytes(&kv.value).unwrap();
+                    assert_eq!(
+                        r.routes.len(),
+                        2,
+                        "routes published without the departed: {r:?}"
+                    );
+                }
+            }
+        }
+    }
     for e in edges {
         e.kill().await;
     }

@@ -636,6 +636,16 @@ async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_sto
                 .any(|l| l.peer == 2 && l.alive)
     })
     .await;
+    // Edge 2's record goes while edge 2 lives. Edge 1 keeps it, with no
+    // traffic between them yet: it stays a probe target (were it dropped
+    // from the probes, it would read as dead).
+    store.delete(&KeyLayout::default().edge(2)).await.unwrap();
+    let idle_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < idle_until {
+        assert!(has_peer_2(&edges[0]), "edge 1 dropped live, idle edge 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its clients' media keeps flowing.
     let ca = pki.ca_der().to_vec();
     let mut a = RawClient::connect(edges[0].addr(), &ca).await;
     let mut b = RawClient::connect(edges[1].addr(), &ca).await;
@@ -648,8 +658,6 @@ async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_sto
     })
     .await;
 
-    // Edge 2's record goes while edge 2 lives: media keeps flowing.
-    store.delete(&KeyLayout::default().edge(2)).await.unwrap();
     let (mut sent, mut got) = (0u32, 0u32);
     let until = Instant::now() + Duration::from_millis(1_500);
     while Instant::now() < until {

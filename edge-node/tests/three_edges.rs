@@ -74,6 +74,38 @@ async fn media_and_messages_cross_each_link_once() {
     mesh.stop().await;
 }
 
+/// A relay frame for a peer this edge has no link to (its link just went,
+/// or another edge's tree names a peer this edge's routes do not) waits for
+/// the link dialled then: no message is dropped for want of a link.
+#[tokio::test]
+async fn messages_for_a_peer_without_a_link_wait_for_its_dial() {
+    let mesh = Mesh::start(2).await;
+    let ca = mesh.ca_der();
+    let mut a = RawClient::connect(mesh.edge(1).addr(), &ca).await;
+    let mut b = RawClient::connect(mesh.edge(2).addr(), &ca).await;
+    b.join("room", "bob").await;
+    let cid = a.join("room", "alice").await.channel_id;
+    b.expect(|f| match f {
+        SK::MemberJoined(m) if m.user_id == "alice" => Some(()),
+        _ => None,
+    })
+    .await;
+    let no_link = || {
+        metric(
+            "rtn_edge_protocol_errors_total",
+            &[("edge", "1"), ("reason", "no_relay_link")],
+        )
+    };
+    let dropped_before = no_link();
+    mesh.edge(1).core.relay.clear();
+    for seq in 1..=3 {
+        a.message(cid, seq, b"hi").await;
+    }
+    expect_messages(&mut b, 3, "alice").await;
+    assert_eq!(no_link(), dropped_before);
+    mesh.stop().await;
+}
+
 /// Waits for messages `1..=n` from `from`, in order.
 async fn expect_messages(s: &mut RawClient, n: u64, from: &str) {
     for seq in 1..=n {

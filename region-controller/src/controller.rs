@@ -33,6 +33,30 @@ use control::store::{ControlStore, Election, Leadership};
 /// come from its own routes record, which is never held back.
 const COST_DRIFT_EVERY: Duration = Duration::from_secs(300);
 
+/// Edges that leave the registry together (at least two, and a third of
+/// the region's edges with routes) have most likely not died together: the
+/// store dropped their leases (a raft leader of etcd before
+/// etcd-io/etcd#16822 that resumes after a hang revokes every lease it saw
+/// expire, etcd-io/etcd#15247; an outage longer than the lease TTL). The
+/// published routes are held this long for them to register again, which
+/// they do within a keepalive round (a third of the TTL). Computing routes
+/// without them would publish routes that skip them, then publish the old
+/// ones again: churn at every edge, and relay links closed and redialled.
+/// Edges that did die are routed around meanwhile by the edges themselves
+/// (probes, backup paths); their routes go when the hold ends.
+const MASS_DEPARTURE_HOLD: Duration = Duration::from_secs(5);
+
+/// Whether so many of the edges `published` has routes for left the
+/// registry that the store, not the edges, is the likely cause
+/// ([`MASS_DEPARTURE_HOLD`]).
+fn mass_departure(
+    published: &BTreeMap<EdgeId, RoutesRecord>,
+    registered: impl Fn(EdgeId) -> bool,
+) -> bool {
+    let departed = published.keys().filter(|id| !registered(**id)).count();
+    departed >= 2 && departed * 3 >= published.len()
+}
+
 /// Delay between failed campaigns (store down): the store's own retry
 /// covers short blips; this only bounds log noise and load.
 const CAMPAIGN_RETRY: Duration = Duration::from_millis(500);
@@ -342,6 +366,10 @@ async fn publish_while_leading(
     let mut hierarchical = false;
     let mut forced = true;
     let mut tick = tokio::time::interval(opts.recompute);
+    // Since when a mass departure holds the routes, and whether a change
+    // was left unpublished meanwhile.
+    let mut held_since: Option<Instant> = None;
+    let mut held_back = false;
     loop {
         if leadership.is_lost() {
             return false;
@@ -353,9 +381,26 @@ async fn publish_while_leading(
         // Hierarchical routes of this region depend on its own edges and the
         // region records only: changes elsewhere wait for the periodic
         // recomputation (flat routes depend on every link).
-        let concerned =
-            !(hierarchical && was) || forced || view.touched.concern(&view, &opts.region);
-        if concerned {
+        let concerned = !(hierarchical && was)
+            || forced
+            || held_back
+            || view.touched.concern(&view, &opts.region);
+        held_since = match (
+            mass_departure(&published, |id| view.edges.contains_key(&id)),
+            held_since,
+        ) {
+            (false, _) => None,
+            (true, None) => {
+                warn!(region = %opts.region, name = %opts.name, hold_s = MASS_DEPARTURE_HOLD.as_secs(), "many edges left the registry at once: holding their routes for them to register again");
+                Some(started)
+            }
+            (true, since) => since,
+        };
+        let hold_left = held_since
+            .map(|t| MASS_DEPARTURE_HOLD.saturating_sub(t.elapsed()))
+            .filter(|left| !left.is_zero());
+        held_back = concerned && hold_left.is_some();
+        if concerned && hold_left.is_none() {
             let graph = if hierarchical {
                 build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
             } else {
@@ -437,6 +482,7 @@ async fn publish_while_leading(
             _ = leadership.lost() => return false,
             _ = stop.wait_for(|s| *s) => return true,
             _ = tick.tick() => false,
+            _ = tokio::time::sleep(hold_left.unwrap_or_default()), if hold_left.is_some() => false,
             r = changes.changed() => {
                 if r.is_err() {
                     return false;
@@ -474,5 +520,29 @@ mod tests {
             ..opts
         };
         assert!(routes_hierarchically(false, 0, &always));
+    }
+
+    #[test]
+    fn a_third_of_the_routed_edges_leaving_together_is_a_mass_departure() {
+        let published: BTreeMap<EdgeId, RoutesRecord> = (1..=9)
+            .map(|id| {
+                let r = RoutesRecord {
+                    edge: id,
+                    region: "eu".into(),
+                    controller: "c".into(),
+                    computed_at_ms: 0,
+                    routes: vec![],
+                };
+                (id, r)
+            })
+            .collect();
+        let without = |gone: &'static [EdgeId]| move |id| !gone.contains(&id);
+        assert!(!mass_departure(&published, without(&[])));
+        assert!(!mass_departure(&published, without(&[4])), "one edge died");
+        assert!(!mass_departure(&published, without(&[4, 5])), "two of nine");
+        assert!(mass_departure(&published, without(&[4, 5, 6])));
+        let three: BTreeMap<_, _> = published.into_iter().take(3).collect();
+        assert!(!mass_departure(&three, without(&[1])), "one of three");
+        assert!(mass_departure(&three, without(&[1, 2])));
     }
 }
