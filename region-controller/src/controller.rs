@@ -3,7 +3,7 @@
 //! region's edges. One supervised loop per concern, as in moq-relay's
 //! cluster: the mirror, the leader loop, the API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::compute::{
 use crate::mesh::{self, SharedMesh};
 use control::clock::now_ms;
 use control::keys::KeyLayout;
-use control::records::{ExitsRecord, Record, RegionRecord, RoutesRecord};
+use control::records::{EdgeRecord, ExitsRecord, Record, RegionRecord, RoutesRecord};
 use control::store::{ControlStore, Election, Leadership};
 
 /// A region record or exits whose news is not urgent (costs that drifted
@@ -46,15 +46,82 @@ const COST_DRIFT_EVERY: Duration = Duration::from_secs(300);
 /// (probes, backup paths); their routes go when the hold ends.
 const MASS_DEPARTURE_HOLD: Duration = Duration::from_secs(5);
 
-/// Whether so many of the edges `published` has routes for left the
-/// registry that the store, not the edges, is the likely cause
-/// ([`MASS_DEPARTURE_HOLD`]).
-fn mass_departure(
-    published: &BTreeMap<EdgeId, RoutesRecord>,
-    registered: impl Fn(EdgeId) -> bool,
-) -> bool {
-    let departed = published.keys().filter(|id| !registered(**id)).count();
-    departed >= 2 && departed * 3 >= published.len()
+/// An edge that leaves the registry keeps its place in the routes this
+/// long. A live edge whose lease went (keepalives late on a loaded etcd:
+/// control-scale at 1,000 edges lost hundreds) registers again within a
+/// keepalive round; computing without it meanwhile would publish routes
+/// and region members without it, then with it again, to every edge, and
+/// that churn loaded etcd further. A dead edge is routed around all the
+/// same: the others' probe records call their links to it dead, and no
+/// route goes through an edge without live links.
+const DEPARTURE_GRACE: Duration = Duration::from_secs(5);
+
+/// Edges that left the registry lately, kept in the view routes are
+/// computed from for [`DEPARTURE_GRACE`] (their registration only: their
+/// own probe record went with their lease, and links to them count as the
+/// others measure them).
+#[derive(Default)]
+struct Departures {
+    /// The registry at the last pass.
+    seen: BTreeMap<EdgeId, EdgeRecord>,
+    left: BTreeMap<EdgeId, (EdgeRecord, Instant)>,
+}
+
+impl Departures {
+    /// Put the edges that left `edges` within the grace back into it;
+    /// returns when the first of them is to go.
+    fn keep(&mut self, edges: &mut BTreeMap<EdgeId, EdgeRecord>, now: Instant) -> Option<Instant> {
+        for (id, rec) in std::mem::take(&mut self.seen) {
+            if !edges.contains_key(&id) {
+                self.left.entry(id).or_insert((rec, now));
+            }
+        }
+        self.left.retain(|id, (_, at)| {
+            !edges.contains_key(id) && now.saturating_duration_since(*at) < DEPARTURE_GRACE
+        });
+        self.seen = edges.clone();
+        for (id, (rec, _)) in &self.left {
+            edges.insert(*id, rec.clone());
+        }
+        self.left
+            .values()
+            .map(|(_, at)| *at + DEPARTURE_GRACE)
+            .min()
+    }
+}
+
+/// Watches the region's complete edges (registered, with a probe record)
+/// for a mass departure ([`MASS_DEPARTURE_HOLD`]): at least two, and a
+/// third of those complete before, gone together. An edge counts as back
+/// once its probe record is: it registers before it publishes its probes
+/// again, and routes computed in between would miss its links.
+#[derive(Default)]
+struct MassDeparture {
+    /// The complete edges before the departure (or at the last pass).
+    before: BTreeSet<EdgeId>,
+    since: Option<Instant>,
+}
+
+impl MassDeparture {
+    /// How much longer routes are held, given the complete edges `now`.
+    fn hold(&mut self, complete: BTreeSet<EdgeId>, now: Instant) -> Option<Duration> {
+        let gone = self.before.difference(&complete).count();
+        let mass = gone >= 2 && gone * 3 >= self.before.len();
+        let left = match (mass, self.since) {
+            (false, _) => None,
+            (true, None) => {
+                self.since = Some(now);
+                Some(MASS_DEPARTURE_HOLD)
+            }
+            (true, Some(t)) => Some(MASS_DEPARTURE_HOLD.saturating_sub(now - t)),
+        }
+        .filter(|left| !left.is_zero());
+        if left.is_none() {
+            self.before = complete;
+            self.since = None;
+        }
+        left
+    }
 }
 
 /// Delay between failed campaigns (store down): the store's own retry
@@ -368,14 +435,15 @@ async fn publish_while_leading(
     let mut tick = tokio::time::interval(opts.recompute);
     // Since when a mass departure holds the routes, and whether a change
     // was left unpublished meanwhile.
-    let mut held_since: Option<Instant> = None;
+    let mut mass = MassDeparture::default();
     let mut held_back = false;
+    let mut departures = Departures::default();
     loop {
         if leadership.is_lost() {
             return false;
         }
         let started = Instant::now();
-        let view = mesh.take_snapshot();
+        let mut view = mesh.take_snapshot();
         let was = hierarchical;
         hierarchical = routes_hierarchically(hierarchical, view.edges.len(), opts);
         // Hierarchical routes of this region depend on its own edges and the
@@ -385,21 +453,19 @@ async fn publish_while_leading(
             || forced
             || held_back
             || view.touched.concern(&view, &opts.region);
-        held_since = match (
-            mass_departure(&published, |id| view.edges.contains_key(&id)),
-            held_since,
-        ) {
-            (false, _) => None,
-            (true, None) => {
-                warn!(region = %opts.region, name = %opts.name, hold_s = MASS_DEPARTURE_HOLD.as_secs(), "many edges left the registry at once: holding their routes for them to register again");
-                Some(started)
-            }
-            (true, since) => since,
-        };
-        let hold_left = held_since
-            .map(|t| MASS_DEPARTURE_HOLD.saturating_sub(t.elapsed()))
-            .filter(|left| !left.is_zero());
+        let complete = view
+            .edges
+            .values()
+            .filter(|e| e.region == opts.region && view.probes.contains_key(&e.id))
+            .map(|e| e.id)
+            .collect();
+        let was_holding = mass.since.is_some();
+        let hold_left = mass.hold(complete, started);
+        if hold_left.is_some() && !was_holding {
+            warn!(region = %opts.region, name = %opts.name, hold_s = MASS_DEPARTURE_HOLD.as_secs(), "many edges left the registry at once: holding their routes for them to register again");
+        }
         held_back = concerned && hold_left.is_some();
+        let departures_end = departures.keep(&mut view.edges, started);
         if concerned && hold_left.is_none() {
             let graph = if hierarchical {
                 build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
@@ -483,6 +549,7 @@ async fn publish_while_leading(
             _ = stop.wait_for(|s| *s) => return true,
             _ = tick.tick() => false,
             _ = tokio::time::sleep(hold_left.unwrap_or_default()), if hold_left.is_some() => false,
+            _ = tokio::time::sleep_until(departures_end.unwrap_or(started).into()), if departures_end.is_some() => false,
             r = changes.changed() => {
                 if r.is_err() {
                     return false;
@@ -523,26 +590,63 @@ mod tests {
     }
 
     #[test]
-    fn a_third_of_the_routed_edges_leaving_together_is_a_mass_departure() {
-        let published: BTreeMap<EdgeId, RoutesRecord> = (1..=9)
-            .map(|id| {
-                let r = RoutesRecord {
-                    edge: id,
-                    region: "eu".into(),
-                    controller: "c".into(),
-                    computed_at_ms: 0,
-                    routes: vec![],
-                };
-                (id, r)
-            })
-            .collect();
-        let without = |gone: &'static [EdgeId]| move |id| !gone.contains(&id);
-        assert!(!mass_departure(&published, without(&[])));
-        assert!(!mass_departure(&published, without(&[4])), "one edge died");
-        assert!(!mass_departure(&published, without(&[4, 5])), "two of nine");
-        assert!(mass_departure(&published, without(&[4, 5, 6])));
-        let three: BTreeMap<_, _> = published.into_iter().take(3).collect();
-        assert!(!mass_departure(&three, without(&[1])), "one of three");
-        assert!(mass_departure(&three, without(&[1, 2])));
+    fn a_third_of_the_complete_edges_leaving_together_holds_the_routes() {
+        let t0 = Instant::now();
+        let set = |ids: &[EdgeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        let mut m = MassDeparture::default();
+        assert_eq!(m.hold(set(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), t0), None);
+        assert_eq!(
+            m.hold(set(&[1, 2, 3, 5, 6, 7, 8, 9]), t0),
+            None,
+            "one edge died"
+        );
+        assert_eq!(m.hold(set(&[1, 2, 3, 7, 8, 9]), t0), None, "two of eight");
+        // Three of six at once: held, until the hold ends or they are back.
+        assert_eq!(m.hold(set(&[1, 2, 3]), t0), Some(MASS_DEPARTURE_HOLD));
+        assert_eq!(
+            m.hold(set(&[1, 2, 3, 7]), t0 + S),
+            Some(MASS_DEPARTURE_HOLD - S)
+        );
+        assert_eq!(m.hold(set(&[1, 2, 3, 7, 8, 9]), t0 + 2 * S), None, "back");
+        // Again, and they stay away: held for the hold, then let go.
+        assert!(m.hold(set(&[1, 2]), t0 + 3 * S).is_some());
+        assert_eq!(m.hold(set(&[1, 2]), t0 + 3 * S + MASS_DEPARTURE_HOLD), None);
+        assert_eq!(m.hold(set(&[1, 2]), t0 + 20 * S), None, "not held again");
+        // New edges without probes yet are not a departure.
+        assert_eq!(m.hold(set(&[1, 2, 10, 11]), t0 + 21 * S), None);
     }
+
+    #[test]
+    fn an_edge_that_left_stays_in_the_routes_view_for_the_grace() {
+        let rec = |id| crate::compute::tests::edge(id, "eu");
+        let registry = |ids: &[EdgeId]| -> BTreeMap<EdgeId, EdgeRecord> {
+            ids.iter().map(|id| (*id, rec(*id))).collect()
+        };
+        let t0 = Instant::now();
+        let mut d = Departures::default();
+        let mut edges = registry(&[1, 2, 3]);
+        assert_eq!(d.keep(&mut edges, t0), None);
+        // 2 leaves: kept until the grace ends.
+        let mut edges = registry(&[1, 3]);
+        assert_eq!(d.keep(&mut edges, t0 + S), Some(t0 + S + DEPARTURE_GRACE));
+        assert!(edges.contains_key(&2));
+        let mut edges = registry(&[1, 3]);
+        d.keep(&mut edges, t0 + 2 * S);
+        assert!(edges.contains_key(&2), "still within the grace");
+        // Back (a new lease): nothing held any more.
+        let mut edges = registry(&[1, 2, 3]);
+        assert_eq!(d.keep(&mut edges, t0 + 3 * S), None);
+        // 3 leaves and stays away: gone after the grace.
+        let mut edges = registry(&[1, 2]);
+        d.keep(&mut edges, t0 + 4 * S);
+        assert!(edges.contains_key(&3));
+        let mut edges = registry(&[1, 2]);
+        assert_eq!(d.keep(&mut edges, t0 + 4 * S + DEPARTURE_GRACE), None);
+        assert!(!edges.contains_key(&3));
+        let mut edges = registry(&[1, 2]);
+        d.keep(&mut edges, t0 + 20 * S);
+        assert!(!edges.contains_key(&3), "not held again");
+    }
+
+    const S: Duration = Duration::from_secs(1);
 }
