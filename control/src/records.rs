@@ -253,6 +253,15 @@ fn costs_close(a: u64, b: u64) -> bool {
     a.abs_diff(b) as f64 <= 1_000f64.max(0.02 * a.max(b) as f64)
 }
 
+/// Whether two link lists (`[from, to, cost in µs]`) name the same links in
+/// the same order at costs within [`costs_close`].
+fn same_links(a: &[(EdgeId, EdgeId, u64)], b: &[(EdgeId, EdgeId, u64)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && costs_close(a.2, b.2))
+}
+
 /// A region's share of hierarchical routes (docs/control-plane.md "Routes
 /// at scale"), written by the region's leader when the mesh is routed
 /// hierarchically and read by every edge: its hubs, the best paths inside
@@ -379,12 +388,7 @@ impl RegionRecord {
                 .iter()
                 .zip(&other.toll_us)
                 .all(|(a, b)| close(*a, *b))
-            && self.hub_links.len() == other.hub_links.len()
-            && self
-                .hub_links
-                .iter()
-                .zip(&other.hub_links)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && close(a.2, b.2))
+            && same_links(&self.hub_links, &other.hub_links)
     }
 }
 
@@ -438,13 +442,7 @@ impl ExitsRecord {
 
     /// Whether `other` lists the same links at about the same costs.
     pub fn same_as(&self, other: &ExitsRecord) -> bool {
-        let close = costs_close;
-        self.links.len() == other.links.len()
-            && self
-                .links
-                .iter()
-                .zip(&other.links)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && close(a.2, b.2))
+        same_links(&self.links, &other.links)
     }
 }
 

@@ -433,10 +433,7 @@ async fn publish_while_leading(
     let mut hierarchical = false;
     let mut forced = true;
     let mut tick = tokio::time::interval(opts.recompute);
-    // Since when a mass departure holds the routes, and whether a change
-    // was left unpublished meanwhile.
     let mut mass = MassDeparture::default();
-    let mut held_back = false;
     let mut departures = Departures::default();
     loop {
         if leadership.is_lost() {
@@ -449,23 +446,27 @@ async fn publish_while_leading(
         // Hierarchical routes of this region depend on its own edges and the
         // region records only: changes elsewhere wait for the periodic
         // recomputation (flat routes depend on every link).
-        let concerned = !(hierarchical && was)
-            || forced
-            || held_back
-            || view.touched.concern(&view, &opts.region);
+        let concerned =
+            !(hierarchical && was) || forced || view.touched.concern(&view, &opts.region);
         let complete = view
             .edges
             .values()
             .filter(|e| e.region == opts.region && view.probes.contains_key(&e.id))
             .map(|e| e.id)
             .collect();
-        let was_holding = mass.since.is_some();
         let hold_left = mass.hold(complete, started);
-        if hold_left.is_some() && !was_holding {
+        if hold_left == Some(MASS_DEPARTURE_HOLD) {
             warn!(region = %opts.region, name = %opts.name, hold_s = MASS_DEPARTURE_HOLD.as_secs(), "many edges left the registry at once: holding their routes for them to register again");
         }
-        held_back = concerned && hold_left.is_some();
+        // A change held back is computed on the next pass.
+        let held_back = concerned && hold_left.is_some();
         let departures_end = departures.keep(&mut view.edges, started);
+        // The hold ends, or a departed edge's grace: compute again then.
+        let wake_at = hold_left
+            .map(|left| started + left)
+            .into_iter()
+            .chain(departures_end)
+            .min();
         if concerned && hold_left.is_none() {
             let graph = if hierarchical {
                 build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
@@ -548,8 +549,7 @@ async fn publish_while_leading(
             _ = leadership.lost() => return false,
             _ = stop.wait_for(|s| *s) => return true,
             _ = tick.tick() => false,
-            _ = tokio::time::sleep(hold_left.unwrap_or_default()), if hold_left.is_some() => false,
-            _ = tokio::time::sleep_until(departures_end.unwrap_or(started).into()), if departures_end.is_some() => false,
+            _ = tokio::time::sleep_until(wake_at.unwrap_or(started).into()), if wake_at.is_some() => false,
             r = changes.changed() => {
                 if r.is_err() {
                     return false;
@@ -557,7 +557,7 @@ async fn publish_while_leading(
                 true
             }
         };
-        forced = !changed;
+        forced = !changed || held_back;
         if changed {
             tokio::select! {
                 _ = tokio::time::sleep(opts.debounce) => {}

@@ -6,6 +6,14 @@ use std::collections::HashMap;
 use super::{INF, NONE};
 use crate::graph::{EdgeId, MeshGraph};
 
+/// Each edge's row in `ids` (a table's members, the hub graph's hubs).
+fn row_of(ids: &[EdgeId]) -> HashMap<EdgeId, u32> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i as u32))
+        .collect()
+}
+
 /// Best paths inside one region from each of its hubs to each of its edges.
 #[derive(Debug, Clone)]
 pub struct RegionTable {
@@ -34,11 +42,7 @@ impl RegionTable {
             .filter(|n| n.region == region)
             .map(|n| n.id)
             .collect();
-        let member_index: HashMap<EdgeId, u32> = members
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, i as u32))
-            .collect();
+        let member_index = row_of(&members);
         let hubs: Vec<EdgeId> = hubs
             .iter()
             .copied()
@@ -113,11 +117,7 @@ impl RegionTable {
         toll_us: Vec<u64>,
     ) -> Result<RegionTable, String> {
         let n = members.len();
-        let member_index: HashMap<EdgeId, u32> = members
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, i as u32))
-            .collect();
+        let member_index = row_of(&members);
         if member_index.len() != n {
             return Err(format!("region {region}: a member is listed twice"));
         }
@@ -320,11 +320,7 @@ impl HubGraph {
             }
         }
         let n = hubs.len();
-        let index: HashMap<EdgeId, u32> = hubs
-            .iter()
-            .enumerate()
-            .map(|(i, &h)| (h, i as u32))
-            .collect();
+        let index = row_of(&hubs);
         let toll: Vec<u64> = hubs
             .iter()
             .zip(&home)
