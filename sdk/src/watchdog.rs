@@ -71,12 +71,25 @@ pub(crate) enum Verdict {
     Dead(String),
 }
 
+/// A keepalive awaiting an answer: when it was sent, the UDP datagrams
+/// received by then, and whether its wait is over without a verdict of
+/// death (the transport answered, or media was not flowing): the liveness
+/// timeout then judges the rest of the silence, and the question is not
+/// looked at again (looking at a question past its wait again and again
+/// would be a busy loop).
+#[derive(Clone, Copy, Debug)]
+struct Question {
+    at: Instant,
+    udp_rx: u64,
+    settled: bool,
+}
+
 /// The question pending on one link, and what media did lately.
 pub(crate) struct Watchdog {
     liveness_timeout: Duration,
-    /// The first keepalive sent after the last app byte heard, and the UDP
-    /// datagrams received by then: an answer (or anything) is due.
-    asked: Option<(Instant, u64)>,
+    /// The first keepalive sent after the last app byte heard: an answer
+    /// (or anything) is due.
+    asked: Option<Question>,
     /// Our media datagrams sent when last looked at, and when that count
     /// last grew.
     datagrams_tx: u64,
@@ -97,7 +110,11 @@ impl Watchdog {
     pub fn asked(&mut self, now: Instant, heard: &Heard) {
         self.saw(now, heard);
         if self.pending(heard.last_byte).is_none() {
-            self.asked = Some((now, heard.udp_rx));
+            self.asked = Some(Question {
+                at: now,
+                udp_rx: heard.udp_rx,
+                settled: false,
+            });
         }
     }
 
@@ -110,8 +127,14 @@ impl Watchdog {
     }
 
     /// The pending question, if no app byte came since it was asked.
-    fn pending(&self, last_byte: Instant) -> Option<(Instant, u64)> {
-        self.asked.filter(|(at, _)| *at >= last_byte)
+    fn pending(&self, last_byte: Instant) -> Option<Question> {
+        self.asked.filter(|q| q.at >= last_byte)
+    }
+
+    /// Whether a silence that began at `last_byte` ends media: only then is
+    /// the edge asked at once.
+    fn media_stopped(last_byte: Instant, last_media: Option<Instant>) -> bool {
+        last_media.is_some_and(|m| m + MEDIA_RECENT >= last_byte)
     }
 
     fn media_flowing(&self, now: Instant, heard: &Heard) -> bool {
@@ -123,12 +146,17 @@ impl Watchdog {
     pub fn judge(&mut self, now: Instant, heard: &Heard) -> Verdict {
         self.saw(now, heard);
         let wait = ack_wait(heard.rtt, self.liveness_timeout);
-        if let Some((asked, udp_rx)) = self.pending(heard.last_byte) {
-            if now >= asked + wait && heard.udp_rx == udp_rx && self.media_flowing(now, heard) {
-                return Verdict::Dead(format!(
-                    "not a packet from the edge for {} ms after a keepalive",
-                    wait.as_millis()
-                ));
+        if let Some(q) = self.pending(heard.last_byte) {
+            if !q.settled && now >= q.at + wait {
+                if heard.udp_rx == q.udp_rx && self.media_flowing(now, heard) {
+                    return Verdict::Dead(format!(
+                        "not a packet from the edge for {} ms after a keepalive",
+                        wait.as_millis()
+                    ));
+                }
+                if let Some(asked) = self.asked.as_mut() {
+                    asked.settled = true;
+                }
             }
         }
         if now >= heard.last_byte + self.liveness_timeout {
@@ -138,9 +166,7 @@ impl Watchdog {
             ));
         }
         if self.pending(heard.last_byte).is_none()
-            && heard
-                .last_media
-                .is_some_and(|m| m + MEDIA_RECENT >= heard.last_byte)
+            && Self::media_stopped(heard.last_byte, heard.last_media)
             && now >= heard.last_byte + CHECK_AFTER
         {
             return Verdict::Check;
@@ -159,8 +185,11 @@ impl Watchdog {
     ) -> Instant {
         let mut at = last_byte + self.liveness_timeout;
         match self.pending(last_byte) {
-            Some((asked, _)) => at = at.min(asked + ack_wait(rtt, self.liveness_timeout)),
-            None if last_media.is_some() => at = at.min(last_byte + CHECK_AFTER),
+            Some(q) if !q.settled => at = at.min(q.at + ack_wait(rtt, self.liveness_timeout)),
+            Some(_) => {}
+            None if Self::media_stopped(last_byte, last_media) => {
+                at = at.min(last_byte + CHECK_AFTER)
+            }
             None => {}
         }
         at
@@ -261,6 +290,50 @@ mod tests {
             w.judge(t0 + ms(250), &publishing),
             Verdict::Dead(_)
         ));
+    }
+
+    proptest::proptest! {
+        /// Whatever the link hears and whenever the keepalive ticks, a look
+        /// that finds the edge alive sets the next one in the future: the
+        /// control loop never spins (it did, when media had stopped over a
+        /// second before the last answer, or a question's wait was over).
+        #[test]
+        fn an_alive_verdict_never_asks_to_look_again_at_once(
+            steps in proptest::collection::vec((0u64..200, 0u8..32), 1..80),
+            rtt_ms in 1u64..150,
+        ) {
+            let t0 = Instant::now();
+            let mut w = Watchdog::new(TIMEOUT);
+            let mut h = Heard {
+                last_media: None,
+                rtt: ms(rtt_ms),
+                ..heard(t0, 0)
+            };
+            let mut now = t0;
+            for (advance, what) in steps {
+                now += ms(advance);
+                if what & 1 != 0 {
+                    h.last_byte = now;
+                }
+                if what & 2 != 0 {
+                    h.last_byte = now;
+                    h.last_media = Some(now);
+                }
+                h.udp_rx += u64::from(what & 4 != 0);
+                h.datagrams_tx += u64::from(what & 8 != 0);
+                if what & 16 != 0 {
+                    w.asked(now, &h); // the keepalive tick
+                }
+                match w.judge(now, &h) {
+                    Verdict::Alive => {
+                        let look = w.next_look(h.last_byte, h.last_media, h.rtt);
+                        proptest::prop_assert!(look > now, "looks again {:?} before now", now - look);
+                    }
+                    Verdict::Check => w.asked(now, &h),
+                    Verdict::Dead(_) => break,
+                }
+            }
+        }
     }
 
     #[test]
