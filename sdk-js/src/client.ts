@@ -38,6 +38,7 @@ import { ReplayWindow, type Sent } from './replay';
 import { Roster, type TrackMap } from './roster';
 import { OVERLAP_CHECK_MS, STREAM_ACTIVE_MS, overlapOver } from './stream';
 import { newStats, recordRtt, type Stats } from './stats';
+import { Watchdog, type Heard } from './watchdog';
 
 export interface ClientOptions {
   /** A region controller (`https://host:port` or `http://`) to ask for
@@ -255,6 +256,9 @@ export class Client implements ClientCore {
   #restoreDeadline: number | undefined;
   #goawayTimer: ReturnType<typeof setTimeout> | undefined;
   #tick: ReturnType<typeof setInterval> | undefined;
+  /** Dead-edge detection on the current link, and its next look. */
+  #watchdog: Watchdog | undefined;
+  #watchTimer: ReturnType<typeof setTimeout> | undefined;
   #reprobe: ReturnType<typeof setInterval> | undefined;
   #probing = false;
   /** The first connection was a handshake race not yet settled by a
@@ -582,10 +586,7 @@ export class Client implements ClientCore {
 
   #serve(link: Link): void {
     this.#link = link;
-    if (this.#cfg.repair) {
-      link.gaps ??= new RepairReceiver(performance.now());
-      link.pollRtt();
-    }
+    if (this.#cfg.repair) link.gaps ??= new RepairReceiver(performance.now());
     if (this.#outage !== undefined) this.stats.reconnects++;
     this.#leftLast = false;
     this.#keepalives.clear();
@@ -599,30 +600,76 @@ export class Client implements ClientCore {
     else this.#restored();
     for (const cmd of this.#deferred.splice(0)) cmd();
     this.#tick = setInterval(() => this.#onTick(link), this.#cfg.keepaliveIntervalMs);
+    this.#watchdog = new Watchdog(this.#cfg.livenessTimeoutMs);
+    this.#watch(link);
   }
 
   #onTick(link: Link): void {
     if (link !== this.#link) return;
-    const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
-    if (this.#keepalives.size > 32) this.#keepalives.clear();
-    this.#keepalives.set(nonce, performance.now());
-    this.#send({ keepalive: { nonce } });
+    void this.#keepalive(link);
     this.#pollReorder();
-    if (link.gaps) link.pollRtt();
     const now = performance.now();
     for (const ch of this.#channels.values()) ch.roster.expireUnconfirmed(now);
     if (this.#restoring > 0 && this.#restoreDeadline !== undefined && now >= this.#restoreDeadline) {
       return this.#linkEnded('lost', 'the edge did not answer the rejoin in time');
     }
-    if (now - link.lastHeard >= this.#cfg.livenessTimeoutMs) {
-      this.#linkEnded('lost', `nothing heard from the edge for ${this.#cfg.livenessTimeoutMs} ms`);
+  }
+
+  /** Send a keepalive, the question the watchdog waits on: the packet
+   * count it is judged against is taken first. */
+  async #keepalive(link: Link): Promise<void> {
+    const packetsRx = await link.packetsReceived();
+    if (link !== this.#link) return;
+    const nonce = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
+    if (this.#keepalives.size > 32) this.#keepalives.clear();
+    const now = performance.now();
+    this.#keepalives.set(nonce, now);
+    this.#send({ keepalive: { nonce } });
+    this.#watchdog?.asked(now, this.#heard(link, packetsRx));
+    this.#watch(link);
+  }
+
+  /** What `link` heard and sent so far, for the watchdog. */
+  #heard(link: Link, packetsRx: number | undefined): Heard {
+    return { lastByte: link.lastHeard, lastMedia: link.lastMedia, packetsRx, datagramsTx: link.datagramsTx, rttMs: this.#rttOf(link) };
+  }
+
+  /** QUIC's round trip if the browser tells it, else the keepalives'. */
+  #rttOf(link: Link): number {
+    return link.rttMs ?? this.stats.smoothedRttMs ?? 100;
+  }
+
+  /** Arm the watchdog's next look at `link`. */
+  #watch(link: Link): void {
+    clearTimeout(this.#watchTimer);
+    const wd = this.#watchdog;
+    if (!wd || link !== this.#link) return;
+    const at = wd.nextLook(link.lastHeard, link.lastMedia, this.#rttOf(link));
+    this.#watchTimer = setTimeout(() => void this.#look(link), Math.max(0, at - performance.now()));
+  }
+
+  /** The watchdog's look: ask at once when media stopped, leave an edge
+   * judged dead. */
+  async #look(link: Link): Promise<void> {
+    const wd = this.#watchdog;
+    if (!wd || link !== this.#link) return;
+    let packetsRx: number | undefined;
+    if (wd.needsCount(performance.now(), link.lastHeard, this.#rttOf(link))) {
+      packetsRx = await link.packetsReceived();
+      if (link !== this.#link) return;
     }
+    const verdict = wd.judge(performance.now(), this.#heard(link, packetsRx));
+    if (verdict.is === 'dead') return this.#linkEnded('lost', verdict.why);
+    if (verdict.is === 'check') return void this.#keepalive(link);
+    this.#watch(link);
   }
 
   #stopLinkTimers(): void {
     clearInterval(this.#tick);
     clearTimeout(this.#goawayTimer);
-    this.#tick = this.#goawayTimer = undefined;
+    clearTimeout(this.#watchTimer);
+    this.#tick = this.#goawayTimer = this.#watchTimer = undefined;
+    this.#watchdog = undefined;
   }
 
   /** The current link ended: `lost` reconnects, `idle` waits for work. */
@@ -1179,8 +1226,7 @@ export class Client implements ClientCore {
   #sendNacks(link: Link): void {
     const gaps = link.gaps;
     if (!gaps || !link.alive) return;
-    // QUIC's round trip if the browser tells it, else the keepalives'.
-    const rtt = link.rttMs ?? this.stats.smoothedRttMs ?? 100;
+    const rtt = this.#rttOf(link);
     const { datagrams, asked } = gaps.nacks(performance.now(), rtt, rtt / 4);
     this.stats.mediaNacked += asked;
     for (const d of datagrams) link.sendNow(d);

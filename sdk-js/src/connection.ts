@@ -91,6 +91,10 @@ function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+/** How long a packet count from the browser may take: past it the
+ * watchdog judges without one (by the liveness timeout). */
+const STATS_WAIT_MS = 50;
+
 const text = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** Links opened so far (each link's `id`). */
@@ -111,9 +115,15 @@ export class Link {
   private nackTimer: ReturnType<typeof setTimeout> | undefined;
   private nackAt = Infinity;
   /** QUIC's smoothed round trip (ms), from `WebTransport.getStats()` where
-   * the browser has it (Chromium); undefined otherwise. */
+   * the browser has it, refreshed with every packet count (each
+   * keepalive); undefined otherwise. */
   rttMs: number | undefined;
-  private statsAt = -Infinity;
+  /** When the last datagram from the edge arrived (undefined: none yet). */
+  lastMedia: number | undefined;
+  /** Datagrams sent on this session so far. */
+  datagramsTx = 0;
+  /** The browser has no usable `getStats` (Firefox rejects it). */
+  private noStats = false;
 
   private constructor(
     readonly edge: EdgeCandidate,
@@ -188,6 +198,7 @@ export class Link {
     await this.dgWriter.ready;
     // Resolves when sent or dropped; media is loss-tolerant, so do not wait.
     this.dgWriter.write(d).catch(() => {});
+    this.datagramsTx++;
   }
 
   /** Whether the link has ended (closed or lost). */
@@ -198,7 +209,9 @@ export class Link {
   /** Send one datagram now if it fits (NACKs and retransmissions: no
    * waiting, dropped when the link is gone). */
   sendNow(d: Uint8Array): void {
-    if (!this.dead && d.length <= this.maxDatagramSize) this.dgWriter.write(d).catch(() => {});
+    if (this.dead || d.length > this.maxDatagramSize) return;
+    this.dgWriter.write(d).catch(() => {});
+    this.datagramsTx++;
   }
 
   /** Call `fn` at `at` (`performance.now()` ms), or earlier if already
@@ -213,22 +226,24 @@ export class Link {
     }, Math.max(0, at - now()));
   }
 
-  /** Refresh `rttMs` from the browser's QUIC statistics, at most once a
-   * second (Chromium has `getStats().smoothedRtt` in ms; Firefox defines
-   * `getStats` but rejects). */
-  pollRtt(): void {
-    const t = now();
-    if (t - this.statsAt < 1_000) return;
-    this.statsAt = Infinity; // until it answers; for good if it cannot
-    const wt = this.wt as { getStats?: () => Promise<{ smoothedRtt?: unknown }> };
+  /** QUIC packets received on the session so far, from the browser's
+   * statistics (WebTransport's `getStats()`: `packetsReceived`, and
+   * `smoothedRtt` in ms, which refreshes `rttMs`); undefined where the
+   * browser does not say (Chromium 156 has no `getStats`, Firefox's
+   * rejects), or takes over STATS_WAIT_MS to. */
+  async packetsReceived(): Promise<number | undefined> {
+    if (this.noStats) return undefined;
+    const wt = this.wt as { getStats?: () => Promise<{ smoothedRtt?: unknown; packetsReceived?: unknown }> };
     try {
-      wt.getStats?.().then((s) => {
-        if (typeof s?.smoothedRtt === 'number' && s.smoothedRtt > 0) this.rttMs = s.smoothedRtt;
-        this.statsAt = t;
-      }, () => {});
-    } catch {
-      // not implemented
+      const s = await timeout(wt.getStats?.() ?? Promise.reject(new Error('no getStats')), STATS_WAIT_MS, 'getStats');
+      if (typeof s?.smoothedRtt === 'number' && s.smoothedRtt > 0) this.rttMs = s.smoothedRtt;
+      if (typeof s?.packetsReceived === 'number') return s.packetsReceived;
+      if (typeof s?.smoothedRtt !== 'number') this.noStats = true;
+    } catch (e) {
+      // Not implemented, or rejected: for good. Slow: this time only.
+      if (!(e instanceof RtnError)) this.noStats = true;
     }
+    return undefined;
   }
 
   /** Close the session (code 0 = normal). */
@@ -300,7 +315,7 @@ export class Link {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || this.dead) return;
-        this.lastHeard = now();
+        this.lastHeard = this.lastMedia = now();
         await this.handlers.datagram(this, value);
       }
     } catch {

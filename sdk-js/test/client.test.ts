@@ -297,6 +297,65 @@ test('liveness: a silent edge is left within the liveness timeout', async () => 
   assert.equal(e2.last.joins().length, 1);
 });
 
+/** A client with media flowing from the first of two edges (`net.quicStats`
+ * as given, the default keepalive and liveness timeout); `stop()` ends the
+ * media. */
+async function mediaFromFirstEdge(quicStats: boolean): Promise<Awaited<ReturnType<typeof twoEdges>> & { stop: () => void }> {
+  const net = new FakeNet();
+  net.quicStats = quicStats;
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  const e2 = net.edge(2, '127.0.0.2:4433');
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 0x55n, kind: 2 }], edgeId: 1 }];
+  const edges = [
+    { addr: '127.0.0.1:4433', server_name: 'e1.test' },
+    { addr: '127.0.0.2:4433', server_name: 'e2.test' },
+  ];
+  const { c, events } = await connect(net, { edges, keepaliveIntervalMs: 150, livenessTimeoutMs: 500 });
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  let sequence = 0;
+  const media = setInterval(() => {
+    e1.last.sendDatagram(encodeMedia({ channelId: room.id, trackKey: 0x55n, sequence: sequence++, timestampUs: 1n }, Uint8Array.of(1)));
+  }, 20);
+  await until(() => c.getStats().mediaReceived > 5 && c.getStats().smoothedRttMs !== undefined, 2_000, 'media and a measured RTT');
+  return { net, e1, e2, c, events, stop: () => clearInterval(media) };
+}
+
+const movedWhy = (events: RtnEvent[]): string => (events.find((e) => e.type === 'reconnecting') as { reason: string } | undefined)?.reason ?? '';
+
+test('watchdog: an edge gone without a word while media flows is left well before the liveness timeout, with or without packet counts', async () => {
+  for (const quicStats of [true, false]) {
+    const { e1, events, stop } = await mediaFromFirstEdge(quicStats);
+    try {
+      const t0 = performance.now();
+      e1.dead = true; // nothing more arrives, not even an ACK
+      await until(() => events.some((e) => e.type === 'reconnecting'), 2_000, 'reconnecting');
+      const took = performance.now() - t0;
+      // Media stops (<= 20 ms), a check 60 ms on, then 100 ms for an answer.
+      const why = quicStats ? /not a packet from the edge for 100 ms after a keepalive/ : /no answer from the edge for 100 ms after a keepalive, and its media stopped/;
+      assert.match(movedWhy(events), why);
+      assert.ok(took >= 150 && took < 400, `left after ${took.toFixed(0)} ms`);
+    } finally {
+      stop();
+    }
+  }
+});
+
+test('watchdog: a hung edge whose transport still answers is left at the liveness timeout', async () => {
+  const { e1, events, stop } = await mediaFromFirstEdge(true);
+  try {
+    const t0 = performance.now();
+    // The app stops (media and answers), the QUIC stack acknowledges.
+    e1.silent = true;
+    stop();
+    await until(() => events.some((e) => e.type === 'reconnecting'), 2_000, 'reconnecting');
+    const took = performance.now() - t0;
+    assert.match(movedWhy(events), /nothing heard from the edge for 500 ms/);
+    assert.ok(took >= 480, `left after ${took.toFixed(0)} ms`);
+  } finally {
+    stop();
+  }
+});
+
 test('the first connection races the candidates\' handshakes (the controller shortlist too): the fastest wins', async () => {
   const net = new FakeNet();
   net.edge(1, '127.0.0.1:4433').delayMs = 40;
@@ -480,7 +539,7 @@ test('loss repair off: no NACKs sent, none answered; exact copies still dropped'
   assert.deepEqual([c.getStats().mediaResent, c.getStats().mediaSentBytes], [0, 30]);
 });
 
-test('NACK timing uses QUIC\'s smoothed round trip from WebTransport.getStats() where the browser has it', async () => {
+test('QUIC\'s packet count and smoothed round trip come from WebTransport.getStats() where the browser has them', async () => {
   const net = new FakeNet();
   net.edge(1, '127.0.0.1:4433');
   const edge = { addr: '127.0.0.1:4433', server_name: 'e1.test' };
@@ -491,23 +550,25 @@ test('NACK timing uses QUIC\'s smoothed round trip from WebTransport.getStats() 
       getStats = getStats;
     } as unknown as WebTransportCtor;
   let calls = 0;
-  const chromium = await Link.open(edge, withStats(async () => (calls++, { smoothedRtt: 42.5, minRtt: 40 })), 1_000, handlers);
-  chromium.pollRtt();
-  await sleep(0);
-  assert.equal(chromium.rttMs, 42.5);
-  chromium.pollRtt(); // at most once a second
-  assert.equal(calls, 1);
+  const chromium = await Link.open(edge, withStats(async () => (calls++, { smoothedRtt: 42.5, minRtt: 40, packetsReceived: 7 })), 1_000, handlers);
+  assert.equal(await chromium.packetsReceived(), 7);
+  assert.deepEqual([chromium.rttMs, calls], [42.5, 1]);
   chromium.close(0, 'done');
   // Firefox defines getStats but rejects: not asked again, no value.
   const firefox = await Link.open(edge, withStats(() => (calls++, Promise.reject(new Error('not implemented')))), 1_000, handlers);
-  firefox.pollRtt();
-  await sleep(0);
+  assert.equal(await firefox.packetsReceived(), undefined);
   calls = 0;
-  firefox.pollRtt();
+  assert.equal(await firefox.packetsReceived(), undefined);
   assert.deepEqual([firefox.rttMs, calls], [undefined, 0]);
   firefox.close(0, 'done');
+  // A browser slower than the watchdog can wait: no count this time only.
+  const slow = await Link.open(edge, withStats(() => (calls++, sleep(80).then(() => ({ packetsReceived: 3 })))), 1_000, handlers);
+  assert.equal(await slow.packetsReceived(), undefined);
+  assert.equal(await slow.packetsReceived(), undefined);
+  assert.equal(calls, 2);
+  slow.close(0, 'done');
   const none = await Link.open(edge, net.WebTransport, 1_000, handlers);
-  none.pollRtt();
+  assert.equal(await none.packetsReceived(), undefined);
   assert.equal(none.rttMs, undefined);
   none.close(0, 'done');
 });

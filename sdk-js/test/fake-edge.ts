@@ -58,6 +58,9 @@ export class Session {
   readonly closedP = new Promise<WebTransportCloseInfo>((r) => (this.resolveClosed = r));
   readonly dgReadable = new ReadableStream<Uint8Array>({ start: (c) => void (this.dgCtrl = c) });
   closeInfo: WebTransportCloseInfo | undefined;
+  /** QUIC packets the client has received (`getStats().packetsReceived`):
+   * one per frame chunk or datagram sent, one per ACK of what it sent. */
+  packetsRx = 0;
 
   constructor(readonly edge: FakeEdge, readonly url: string, readonly options: WebTransportOptions | undefined) {}
 
@@ -67,6 +70,8 @@ export class Session {
     const writable = new WritableStream<Uint8Array>({
       write: (chunk) => {
         if (this.closed) throw new Error('session closed');
+        if (this.edge.dead) return;
+        this.packetsRx++; // the ACK
         for (const body of frames.push(chunk)) {
           const f = decodeClientFrame(body);
           this.frames.push(f);
@@ -78,15 +83,26 @@ export class Session {
   }
 
   send(f: ServerFrame): void {
-    if (!this.closed) this.ctrl?.enqueue(encodeFrame(encodeServerFrame(f)));
+    this.sendRaw(encodeFrame(encodeServerFrame(f)));
   }
 
   sendRaw(b: Uint8Array): void {
-    if (!this.closed) this.ctrl?.enqueue(b);
+    if (this.closed || this.edge.dead) return;
+    this.packetsRx++;
+    this.ctrl?.enqueue(b);
   }
 
   sendDatagram(d: Uint8Array): void {
-    if (!this.closed) this.dgCtrl.enqueue(d);
+    if (this.closed || this.edge.dead) return;
+    this.packetsRx++;
+    this.dgCtrl.enqueue(d);
+  }
+
+  /** What the client received from the edge; `datagram`: one it sent. */
+  received(datagram: Uint8Array): void {
+    if (this.closed || this.edge.dead) return;
+    this.packetsRx++; // the ACK
+    this.datagrams.push(datagram);
   }
 
   /** Close from either side. */
@@ -116,8 +132,12 @@ export class FakeEdge {
   sessions: Session[] = [];
   /** Artificial delay of the handshake and of each answer. */
   delayMs = 0;
-  /** Answer nothing at all (a dead edge that keeps its sessions). */
+  /** Answer nothing at all (a hung edge that keeps its sessions; its QUIC
+   * stack still acknowledges what it gets). */
   silent = false;
+  /** Gone without a word (a power cut): nothing more arrives from it, not
+   * even an ACK, and what is sent to it vanishes. */
+  dead = false;
   /** Refuse every session (`ready` rejects). */
   down = false;
   /** Tokens refused at join with this code. */
@@ -164,6 +184,8 @@ export class FakeNet {
   edges = new Map<string, FakeEdge>();
   /** Every session URL dialled, with its options. */
   dialled: { url: string; options: WebTransportOptions | undefined }[] = [];
+  /** Sessions have `getStats()` with `packetsReceived` (as Chromium's). */
+  quicStats = false;
 
   /** An edge at `addr`, also reachable as `<serverName>:<port>`. */
   edge(id: number, addr: string, serverName = `e${id}.test`): FakeEdge {
@@ -204,10 +226,13 @@ export class FakeNet {
         this.closed = s.closedP;
         this.datagrams = {
           readable: s.dgReadable,
-          writable: new WritableStream<Uint8Array>({ write: (d) => void s.datagrams.push(d) }),
+          writable: new WritableStream<Uint8Array>({ write: (d) => s.received(d) }),
           maxDatagramSize: 1200,
         };
       }
+
+      /** Chromium's QUIC statistics, where the net has them. */
+      readonly getStats = net.quicStats ? async () => ({ packetsReceived: this.session?.packetsRx ?? 0 }) : undefined;
 
       async createBidirectionalStream(): Promise<WebTransportBidirectionalStream> {
         return this.session!.stream();

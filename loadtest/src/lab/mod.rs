@@ -149,6 +149,33 @@ struct ControllerSlot {
     admin_token: String,
 }
 
+/// A second handle on each edge's UDP sockets, so that a killed edge's
+/// ports stay bound until it restarts. A host that drops off the network
+/// answers nothing; a closed port on a live host draws an ICMP port
+/// unreachable, which browsers act on at once (Chromium closes the
+/// session) while quinn ignores it. Without the hold a kill would be a
+/// crash on a live host for browsers and a power cut for Rust clients.
+/// Datagrams to a held port queue unread in its buffer, then drop.
+#[derive(Default)]
+struct PortHolds(Arc<std::sync::Mutex<HashMap<IpAddr, Vec<std::net::UdpSocket>>>>);
+
+impl PortHolds {
+    /// The edge's socket hook: `wan`'s, keeping a clone of each socket.
+    fn hook(&self, wan: &Arc<Wan>, host: IpAddr) -> edge_node::socket::SocketHook {
+        let (wan, holds) = (wan.clone(), self.0.clone());
+        Arc::new(move |socket: std::net::UdpSocket| {
+            let held = socket.try_clone()?;
+            holds.lock().unwrap().entry(host).or_default().push(held);
+            wan.wrap(socket)
+        })
+    }
+
+    /// Close the host's sockets (once its edge is gone).
+    fn release(&self, host: IpAddr) {
+        self.0.lock().unwrap().remove(&host);
+    }
+}
+
 /// Everything running.
 struct Lab {
     world: World,
@@ -159,6 +186,9 @@ struct Lab {
     edge_configs: HashMap<u32, EdgeConfig>,
     controllers: Vec<ControllerSlot>,
     down_hosts: HashSet<IpAddr>,
+    /// A second handle on every edge socket, by host, kept after a kill
+    /// (see [`PortHolds`]).
+    port_holds: PortHolds,
     app: App,
     /// The lab GeoIP database (MaxMind format).
     geoip: Vec<u8>,
@@ -200,6 +230,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         edge_configs: HashMap::new(),
         controllers: Vec::new(),
         down_hosts: HashSet::new(),
+        port_holds: PortHolds::default(),
         app,
         geoip: Vec::new(),
         cors_origins: web.iter().map(|w| w.origin()).collect(),
@@ -526,7 +557,7 @@ impl Lab {
         let opts = EdgeOptions {
             tls: Some(self.pki.material(&["localhost".into()])?),
             store: Some(self.store.clone()),
-            socket: Some(self.wan.hook()),
+            socket: Some(self.port_holds.hook(&self.wan, spec.host.ip)),
             ..Default::default()
         };
         let edge = Edge::start(cfg.clone(), opts)
@@ -753,6 +784,7 @@ impl Lab {
                 let ip = self.world.edge(*edge).expect("known").host.ip;
                 self.down_hosts.remove(&ip);
                 self.wan.set_host_down(ip, false);
+                self.port_holds.release(ip);
                 self.start_edge(*edge).await?;
                 Ok(format!("edge {edge} restarted"))
             }
@@ -814,6 +846,9 @@ impl Lab {
                     .with_context(|| format!("edge {edge} is not running"))?;
                 let started = Instant::now();
                 e.shutdown().await;
+                // A process that stopped: its port closes.
+                self.port_holds
+                    .release(self.world.edge(*edge).expect("known").host.ip);
                 Ok(format!(
                     "edge {edge} drained in {:.2} s (goaway, clients moved)",
                     started.elapsed().as_secs_f64()

@@ -318,8 +318,13 @@ async function failover(kind) {
     const reconnectMs = m.reconnected !== undefined ? m.reconnected - m.kill : undefined;
     const mediaBack = call.web.media.rust?.afterReconnect;
     const mediaMs = mediaBack !== undefined ? mediaBack - m.kill : undefined;
-    report(reconnectMs !== undefined && mediaMs !== undefined, `b. ${kind}: browser failover`,
-      `${kind} -> reconnected ${f1(reconnectMs)} ms (reconnecting after ${f1(m.reconnecting !== undefined ? m.reconnecting - m.kill : undefined)} ms), -> first media after it ${f1(mediaMs)} ms; moved to edge ${nowOn.join(',') || '-'}; browser reconnects ${call.web.stats.reconnects}, goaways ${call.web.stats.goaways}; media unsent while away ${call.web.mediaUnsent}`);
+    // A killed edge's host is off the network (its port stays bound: no
+    // ICMP either), so only the SDK's watchdog can notice, within a media
+    // check and a wait (about 60 + 100 ms), not the 500 ms liveness timeout.
+    const why = call.web.events.find((e) => e.type === 'reconnecting')?.reason ?? '-';
+    const noticed = kind === 'kill' ? /from the edge for \d+ ms after a keepalive/.test(why) : true;
+    report(reconnectMs !== undefined && mediaMs !== undefined && noticed, `b. ${kind}: browser failover`,
+      `${kind} -> reconnected ${f1(reconnectMs)} ms (reconnecting after ${f1(m.reconnecting !== undefined ? m.reconnecting - m.kill : undefined)} ms: ${why}), -> first media after it ${f1(mediaMs)} ms; moved to edge ${nowOn.join(',') || '-'}; browser reconnects ${call.web.stats.reconnects}, goaways ${call.web.stats.goaways}; media unsent while away ${call.web.mediaUnsent}`);
     messageLines(`b. ${kind}`, call, o.messages);
   } finally {
     await page.close();
