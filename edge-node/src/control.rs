@@ -28,7 +28,7 @@ use control::records::{
 use control::store::watcher::{PrefixWatcher, Update};
 use control::store::{ControlStore, LeaseId, StoreError};
 use protocol::{EdgeAddress, EdgeId};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use topology::{PeerSpot, ProbePolicy, TargetSelector};
 use tracing::{info, warn};
@@ -93,13 +93,15 @@ impl ControlAgent {
         base: RouteFeed,
     ) -> Self {
         let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let record_gone = Arc::new(Notify::new());
         let register = tokio::spawn(register(
             core.clone(),
             store.clone(),
             keys.clone(),
             phase_rx,
+            record_gone.clone(),
         ));
-        let follow = tokio::spawn(follow(core, store, keys, base));
+        let follow = tokio::spawn(follow(core, store, keys, base, record_gone));
         ControlAgent {
             phase,
             register,
@@ -221,11 +223,14 @@ pub fn materially_changed(old: &ProbeRecord, new: &ProbeRecord) -> bool {
 }
 
 /// Keep the edge registered and its load and probe records current.
+/// The registration loop. `record_gone` is notified by [`follow`] when the
+/// registry watch deletes this edge's own record.
 async fn register(
     core: Arc<EdgeCore>,
     store: Arc<dyn ControlStore>,
     keys: KeyLayout,
     mut phase: watch::Receiver<Phase>,
+    record_gone: Arc<Notify>,
 ) {
     let ttl = Duration::from_millis(core.cfg.control.lease_ttl_ms);
     let mut failing = false;
@@ -255,7 +260,7 @@ async fn register(
                 }
             }
         };
-        match keep_registered(&core, &*store, &keys, lease, ttl, &mut phase).await {
+        match keep_registered(&core, &*store, &keys, lease, ttl, &mut phase, &record_gone).await {
             Ok(()) => {
                 // Stopped: leave the registry now rather than after a TTL.
                 let _ =
@@ -279,14 +284,10 @@ async fn registered_lease(
     phase: Phase,
 ) -> Result<LeaseId, StoreError> {
     let lease = store.grant_lease(ttl).await?;
-    let state = match phase {
-        Phase::Serving => EdgeState::Serving,
-        _ => EdgeState::Draining,
-    };
     store
         .put(
             &keys.edge(core.id),
-            edge_record(core, state).to_bytes(),
+            edge_record(core, registry_state(phase)).to_bytes(),
             Some(lease),
         )
         .await?;
@@ -303,6 +304,14 @@ async fn registered_lease(
     Ok(lease)
 }
 
+/// The state an edge in `phase` registers with.
+fn registry_state(phase: Phase) -> EdgeState {
+    match phase {
+        Phase::Serving => EdgeState::Serving,
+        _ => EdgeState::Draining,
+    }
+}
+
 /// Refresh the lease and records until stopped (Ok) or the lease is gone.
 async fn keep_registered(
     core: &EdgeCore,
@@ -311,6 +320,7 @@ async fn keep_registered(
     lease: LeaseId,
     ttl: Duration,
     phase: &mut watch::Receiver<Phase>,
+    record_gone: &Notify,
 ) -> Result<(), StoreError> {
     let mut keepalive = tokio::time::interval(ttl / 3);
     let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
@@ -325,17 +335,26 @@ async fn keep_registered(
     loop {
         tokio::select! {
             Ok(()) = cert_hashes.changed() => {
-                let state = match last_phase {
-                    Phase::Serving => EdgeState::Serving,
-                    _ => EdgeState::Draining,
-                };
-                let rec = edge_record(core, state);
+                let rec = edge_record(core, registry_state(last_phase));
                 if put(store, &keys.edge(core.id), rec.to_bytes(), lease).await? {
                     core.metrics.store_write("edge");
                 } else {
                     // Store unreachable: try again at the next change or
                     // keepalive round.
                     cert_hashes.mark_changed();
+                }
+            }
+            // The registry lost this edge's record: its lease was revoked
+            // or expired (etcd deletes the keys at once; the keepalive
+            // would notice up to a third of a TTL later, by when the
+            // controller's hold on departed edges may be over), or someone
+            // deleted it. Write it again now: a lease that is gone fails
+            // the write, and the caller registers under a new one.
+            _ = record_gone.notified() => {
+                warn!(edge = core.id, "own record left the registry; writing it again");
+                let rec = edge_record(core, registry_state(last_phase));
+                if put(store, &keys.edge(core.id), rec.to_bytes(), lease).await? {
+                    core.metrics.store_write("edge");
                 }
             }
             _ = keepalive.tick() => match store.keep_alive(lease).await {
@@ -414,6 +433,7 @@ async fn follow(
     store: Arc<dyn ControlStore>,
     keys: KeyLayout,
     base: RouteFeed,
+    record_gone: Arc<Notify>,
 ) {
     let mut edges_w = PrefixWatcher::new(store.clone(), keys.edges());
     let my_routes = keys.route(core.id);
@@ -443,6 +463,9 @@ async fn follow(
             u = edges_w.next() => {
                 let before = registry.clone();
                 mirror::apply(&keys, &edges_dir, &mut registry, u);
+                if before.contains_key(&core.id) && !registry.contains_key(&core.id) {
+                    record_gone.notify_one();
+                }
                 departed.extend(before.into_iter().filter(|(id, _)| !registry.contains_key(id)));
                 retarget = true;
             }

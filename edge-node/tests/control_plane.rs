@@ -31,6 +31,14 @@ async fn edge_in(
     let mut cfg = EdgeConfig::dev(id, APP, SECRET);
     cfg.edge.region = region.into();
     cfg.edge.city = city.into();
+    edge_with(pki, cfg, store).await
+}
+
+async fn edge_with(
+    pki: &edge_node::tls::DevPki,
+    cfg: EdgeConfig,
+    store: Arc<dyn ControlStore>,
+) -> Edge {
     let opts = EdgeOptions {
         tls: Some(pki.material(&["localhost".into()]).unwrap()),
         client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
@@ -253,6 +261,50 @@ async fn routes_hold_while_edges_that_lost_their_leases_together_register_again(
         e.kill().await;
     }
     ctl.shutdown().await;
+}
+
+/// An edge whose lease goes (revoked, or expired in a store outage) writes
+/// its record again as soon as its registry watch sees it deleted, not at
+/// its next keepalive, a third of a TTL later: with a long TTL that was
+/// after the controller's hold on departed edges (5 s), which then
+/// published routes without the edge.
+#[tokio::test]
+async fn an_edge_whose_lease_goes_registers_again_at_once_whatever_its_ttl() {
+    init_logs();
+    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    let keys = KeyLayout::default();
+    let pki = edge_node::tls::DevPki::new().unwrap();
+    let mut cfg = EdgeConfig::dev(1, APP, SECRET);
+    cfg.edge.region = "eu".into();
+    cfg.edge.city = "fra".into();
+    cfg.control.lease_ttl_ms = 60_000; // keepalives every 20 s
+    let e = edge_with(&pki, cfg, store.clone()).await;
+    eventually(5, "the edge registered", || async {
+        store.get(&keys.edge(1)).await.unwrap().is_some()
+    })
+    .await;
+    let lease = store.get(&keys.edge(1)).await.unwrap().unwrap().lease;
+    store
+        .revoke_lease(lease.expect("registered under a lease"))
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    eventually(3, "the edge registered again under a new lease", || async {
+        let kv = store.get(&keys.edge(1)).await.unwrap();
+        kv.is_some_and(|kv| kv.lease.is_some() && kv.lease != lease)
+    })
+    .await;
+    eprintln!(
+        "registered again {:?} after the lease went",
+        revoked.elapsed()
+    );
+    // A record deleted under a live lease is written again too.
+    store.delete(&keys.edge(1)).await.unwrap();
+    eventually(3, "the record written again", || async {
+        store.get(&keys.edge(1)).await.unwrap().is_some()
+    })
+    .await;
+    e.kill().await;
 }
 
 /// Hierarchical routing (forced on at any size, one hub per region): each

@@ -611,6 +611,8 @@ async fn whole_etcd_cluster_down_for_a_minute_then_back() {
 async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_stop() {
     init_logs();
     let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
+    // Edge 2 reaches the store through a link that can be cut.
+    let store_of_2 = testkit::OutageStore::new(store.clone());
     let pki = edge_node::tls::DevPki::new().unwrap();
     let mut edges = vec![];
     for (id, city) in [(1, "fra"), (2, "ams")] {
@@ -620,7 +622,10 @@ async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_sto
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
-            store: Some(store.clone()),
+            store: Some(match id {
+                2 => store_of_2.clone(),
+                _ => store.clone(),
+            }),
             ..Default::default()
         };
         edges.push(Edge::start(cfg, opts).await.unwrap());
@@ -636,9 +641,11 @@ async fn a_live_edge_missing_from_the_registry_stays_a_peer_until_its_probes_sto
                 .any(|l| l.peer == 2 && l.alive)
     })
     .await;
-    // Edge 2's record goes while edge 2 lives. Edge 1 keeps it, with no
-    // traffic between them yet: it stays a probe target (were it dropped
-    // from the probes, it would read as dead).
+    // Edge 2's record goes while edge 2 lives, cut off from the store (as
+    // its lease expiring in a store outage): it cannot write it again.
+    // Edge 1 keeps it, with no traffic between them yet: it stays a probe
+    // target (were it dropped from the probes, it would read as dead).
+    store_of_2.set_down(true);
     store.delete(&KeyLayout::default().edge(2)).await.unwrap();
     let idle_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < idle_until {
