@@ -28,10 +28,15 @@ async fn edge_in(
     region: &str,
     city: &str,
 ) -> Edge {
+    edge_with(pki, config(id, region, city), store).await
+}
+
+/// The dev config of edge `id` in `region`'s `city`.
+fn config(id: u32, region: &str, city: &str) -> EdgeConfig {
     let mut cfg = EdgeConfig::dev(id, APP, SECRET);
     cfg.edge.region = region.into();
     cfg.edge.city = city.into();
-    edge_with(pki, cfg, store).await
+    cfg
 }
 
 async fn edge_with(
@@ -274,9 +279,7 @@ async fn an_edge_whose_lease_goes_registers_again_at_once_whatever_its_ttl() {
     let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
     let keys = KeyLayout::default();
     let pki = edge_node::tls::DevPki::new().unwrap();
-    let mut cfg = EdgeConfig::dev(1, APP, SECRET);
-    cfg.edge.region = "eu".into();
-    cfg.edge.city = "fra".into();
+    let mut cfg = config(1, "eu", "fra");
     cfg.control.lease_ttl_ms = 60_000; // keepalives every 20 s
     let e = edge_with(&pki, cfg, store.clone()).await;
     eventually(5, "the edge registered", || async {
@@ -478,9 +481,7 @@ async fn degraded_link_is_routed_around() {
     let ctl = controller(store.clone(), "ctl-a");
     let mut edges = Vec::new();
     for id in 1..=3u8 {
-        let mut cfg = EdgeConfig::dev(id.into(), APP, SECRET);
-        cfg.edge.region = "eu".into();
-        cfg.edge.city = CITIES[id as usize - 1].into();
+        let mut cfg = config(id.into(), "eu", CITIES[id as usize - 1]);
         cfg.edge.listen = std::net::SocketAddr::new(ip(id), 0);
         let opts = EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
@@ -563,11 +564,8 @@ async fn registrations_carry_the_client_certificate_digests_through_a_rotation()
     let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
     let keys = KeyLayout::default();
     let pki = edge_node::tls::DevPki::new().unwrap();
-    let mut cfg = EdgeConfig::dev(1, APP, SECRET);
-    cfg.edge.region = "eu".into();
-    cfg.edge.city = "fra".into();
     let e = Edge::start(
-        cfg,
+        config(1, "eu", "fra"),
         EdgeOptions {
             tls: Some(pki.material(&["localhost".into()]).unwrap()),
             store: Some(store.clone()),
