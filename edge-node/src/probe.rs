@@ -68,6 +68,22 @@ pub const DEAD_AFTER_INTERVALS: u32 = 3;
 /// enough for a relay link's dial and handshake (a few RTTs) to complete.
 pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
 
+/// A next hop carrying traffic is also judged by its relay connection,
+/// sooner than by its probes (three intervals, 600 ms plus its RTT): a live
+/// peer's QUIC stack acknowledges what this edge sends within a round trip
+/// plus its ACK delay (25 ms), so a connection from which not one packet
+/// arrives for [`TRANSPORT_SILENCE_RTTS`] round trips (at least
+/// [`TRANSPORT_SILENCE_MIN`]) after this edge sent on it is an outage,
+/// whatever the link's loss (the SDKs' watchdog rule). Its counters are
+/// looked at this often.
+pub const TRANSPORT_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// The least silence that kills a next hop: a busy peer or edge process
+/// (scheduling on a loaded machine) holds packets back for tens of
+/// milliseconds without being dead.
+pub const TRANSPORT_SILENCE_MIN: Duration = Duration::from_millis(150);
+/// Round trips of silence that kill a next hop: room for a jittery path.
+pub const TRANSPORT_SILENCE_RTTS: u32 = 4;
+
 struct Target {
     stats: LinkStats,
     probing_since: Instant,
@@ -79,6 +95,9 @@ struct Target {
     /// dead for having been probed slowly before.
     interval: Duration,
     interval_since: Instant,
+    /// Its relay connection went silent ([`TransportSilence`]): dead until
+    /// a probe is answered.
+    transport_silent: bool,
 }
 
 /// Per-peer link statistics and the dead set.
@@ -130,8 +149,22 @@ impl Prober {
     pub fn on_reply(&self, peer: EdgeId, p: Probe) -> Option<Duration> {
         let rtt = Duration::from_micros(self.now_us().saturating_sub(p.sent_at_us));
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = targets.get_mut(&peer)?.stats.on_reply(p.seq, rtt);
+        let target = targets.get_mut(&peer)?;
+        target.transport_silent = false;
+        let outcome = target.stats.on_reply(p.seq, rtt);
         matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late).then_some(rtt)
+    }
+
+    /// `peer`'s relay connection went silent: dead now (if probed), until
+    /// a probe is answered. True if that made it dead.
+    pub fn transport_silent(&self, peer: EdgeId) -> bool {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(t) = targets.get_mut(&peer) else {
+            return false;
+        };
+        t.transport_silent = true;
+        drop(targets);
+        self.dead.send_if_modified(|d| d.insert(peer))
     }
 
     /// The round trip and jitter this edge measured to `peer`, if it has.
@@ -195,6 +228,7 @@ impl Prober {
                 measuring: false,
                 interval: PROBE_INTERVAL,
                 interval_since: now,
+                transport_silent: false,
             });
             if tier > 1
                 && (t.stats.samples() == 0
@@ -229,10 +263,11 @@ impl Prober {
                     t.stats.on_probe_sent(seq, now);
                 }
             }
-            let silent = match t.stats.last_heard() {
-                Some(_) => !is_alive(t, now),
-                None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval,
-            };
+            let silent = t.transport_silent
+                || match t.stats.last_heard() {
+                    Some(_) => !is_alive(t, now),
+                    None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval,
+                };
             if silent {
                 dead.insert(peer);
             }
@@ -243,6 +278,58 @@ impl Prober {
             *d = dead;
             changed
         });
+    }
+}
+
+/// What one relay connection's counters said at the last look: see
+/// [`TRANSPORT_CHECK_EVERY`]. Pure: the edge feeds it the counters.
+#[derive(Debug, Default)]
+pub struct TransportSilence {
+    /// The connection looked at (its `stable_id`): a new one starts over.
+    conn: usize,
+    udp_rx: u64,
+    sent: u64,
+    /// The first look that saw this edge send with nothing received since.
+    unanswered_since: Option<Instant>,
+    last_look: Option<Instant>,
+}
+
+impl TransportSilence {
+    /// Look at connection `conn`'s counters at `now`: UDP datagrams
+    /// received, ack-eliciting frames sent (media, probes and messages),
+    /// its RTT. True when the peer has been silent past the wait after a
+    /// send.
+    pub fn look(
+        &mut self,
+        now: Instant,
+        conn: usize,
+        udp_rx: u64,
+        sent: u64,
+        rtt: Duration,
+    ) -> bool {
+        // Looks far apart mean this edge's own tasks were starved: what
+        // the peer sent may still wait in the socket. Start over.
+        let starved = self
+            .last_look
+            .is_some_and(|l| now.saturating_duration_since(l) > TRANSPORT_CHECK_EVERY * 3);
+        if conn != self.conn || udp_rx != self.udp_rx || starved {
+            *self = TransportSilence {
+                conn,
+                udp_rx,
+                sent,
+                unanswered_since: None,
+                last_look: Some(now),
+            };
+            return false;
+        }
+        self.last_look = Some(now);
+        if sent > self.sent {
+            self.sent = sent;
+            self.unanswered_since.get_or_insert(now);
+        }
+        let wait = (rtt * TRANSPORT_SILENCE_RTTS).max(TRANSPORT_SILENCE_MIN);
+        self.unanswered_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= wait)
     }
 }
 
@@ -261,10 +348,31 @@ fn is_alive(t: &Target, now: Instant) -> bool {
 pub async fn run(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut transport_tick = tokio::time::interval(TRANSPORT_CHECK_EVERY);
+    transport_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut silences: HashMap<EdgeId, TransportSilence> = HashMap::new();
     let mut was_dead = BTreeSet::new();
     let mut was_probed = BTreeSet::new();
-    for round in 0u64.. {
-        tick.tick().await;
+    let mut round = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = transport_tick.tick() => {
+                let now = Instant::now();
+                let counts = core.relay.transport_counts(RECENT_TRAFFIC);
+                silences.retain(|peer, _| counts.iter().any(|c| c.peer == *peer));
+                for c in counts {
+                    let silent = silences.entry(c.peer).or_default().look(now, c.conn, c.udp_rx, c.sent, c.rtt);
+                    if silent && core.prober.transport_silent(c.peer) {
+                        warn!(edge = core.id, peer = c.peer, "link down: relay connection silent");
+                        was_dead.insert(c.peer);
+                        crate::relay::resend_around(&core, c.peer);
+                    }
+                }
+                continue;
+            }
+        }
+        round += 1;
         let table = core.route_table();
         let mut fast: BTreeSet<EdgeId> = core
             .relay
@@ -359,6 +467,68 @@ mod tests {
         // Targets no longer wanted are forgotten.
         p.round(&set(&[2]), &none, |_, _| true);
         assert!(p.dead.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_relay_connection_silent_after_a_send_kills_its_peer_until_a_probe_is_answered() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let rtt = ms(10);
+        let mut s = TransportSilence::default();
+        assert!(!s.look(t0, 7, 100, 50, rtt));
+        // Sending, and hearing ACKs: alive.
+        for i in 1..10u64 {
+            assert!(!s.look(
+                t0 + TRANSPORT_CHECK_EVERY * i as u32,
+                7,
+                100 + i,
+                50 + i,
+                rtt
+            ));
+        }
+        // The peer goes silent while this edge sends: dead once the wait
+        // (the 150 ms floor; 4 RTTs is 40 ms) has passed since the first
+        // unanswered send was seen.
+        let quiet = t0 + ms(500);
+        assert!(!s.look(quiet, 7, 109, 60, rtt));
+        assert!(!s.look(quiet + ms(50), 7, 109, 61, rtt));
+        assert!(!s.look(quiet + ms(100), 7, 109, 63, rtt));
+        assert!(s.look(quiet + ms(150), 7, 109, 64, rtt));
+        // Far peers get four round trips.
+        let mut far = TransportSilence::default();
+        far.look(t0, 7, 1, 1, ms(100));
+        far.look(t0 + ms(50), 7, 1, 2, ms(100));
+        assert!(
+            !far.look(t0 + ms(400), 7, 1, 3, ms(100)),
+            "looks 50 ms apart in practice"
+        );
+        // Not sending: silence means nothing (an idle link).
+        let mut idle = TransportSilence::default();
+        for i in 0..20u32 {
+            assert!(!idle.look(t0 + TRANSPORT_CHECK_EVERY * i, 7, 5, 9, rtt));
+        }
+        // A new connection starts over, and so does a starved look.
+        assert!(!s.look(quiet + ms(200), 8, 109, 64, rtt));
+        let mut starved = TransportSilence::default();
+        starved.look(t0, 7, 1, 1, rtt);
+        starved.look(t0 + ms(50), 7, 1, 2, rtt);
+        assert!(!starved.look(t0 + ms(400), 7, 1, 3, rtt));
+
+        // The prober: dead at once, alive again at a probe's answer.
+        let p = Prober::default();
+        let mut probes = vec![];
+        p.round(&set(&[2]), &BTreeSet::new(), |peer, probe| {
+            probes.push((peer, probe));
+            true
+        });
+        assert!(!p.transport_silent(9), "not a target");
+        assert!(p.transport_silent(2) && p.is_dead(2));
+        assert!(!p.transport_silent(2), "already dead");
+        p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
+        assert!(p.is_dead(2), "stays dead through probing rounds");
+        p.on_reply(2, probes[0].1);
+        p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
+        assert!(!p.is_dead(2));
     }
 
     #[test]

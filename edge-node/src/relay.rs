@@ -98,6 +98,17 @@ fn clock_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// One relay connection's counters: UDP datagrams received, ack-eliciting
+/// frames sent (datagrams: media and probes; stream frames: messages).
+pub struct TransportCounts {
+    pub peer: EdgeId,
+    /// The connection (`stable_id`).
+    pub conn: usize,
+    pub udp_rx: u64,
+    pub sent: u64,
+    pub rtt: Duration,
+}
+
 pub struct RelayLink {
     peer: EdgeId,
     /// When this edge last sent media or a frame on the link ([`clock_ms`]).
@@ -344,6 +355,28 @@ impl RelayLinks {
                 used != 0 && used >= since
             })
             .map(|l| l.peer)
+            .collect()
+    }
+
+    /// The counters of every up link this edge sent on within `window`,
+    /// for the transport check ([`crate::probe::TransportSilence`]).
+    pub fn transport_counts(&self, window: Duration) -> Vec<TransportCounts> {
+        let since = clock_ms().saturating_sub(window.as_millis() as u64);
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
+            .values()
+            .filter(|l| l.last_used_ms.load(Ordering::Relaxed) >= since.max(1))
+            .filter_map(|l| {
+                let conn = l.conn.read().ok()?.clone()?;
+                let stats = conn.stats();
+                Some(TransportCounts {
+                    peer: l.peer,
+                    conn: conn.stable_id(),
+                    udp_rx: stats.udp_rx.datagrams,
+                    sent: stats.frame_tx.datagram + stats.frame_tx.stream,
+                    rtt: stats.path.rtt,
+                })
+            })
             .collect()
     }
 
