@@ -95,9 +95,9 @@ struct Target {
     /// dead for having been probed slowly before.
     interval: Duration,
     interval_since: Instant,
-    /// Its relay connection went silent ([`TransportSilence`]): dead until
-    /// a probe is answered.
-    transport_silent: bool,
+    /// Its relay connection went silent ([`TransportSilence`]) or the peer
+    /// closed it going away: dead until a probe is answered.
+    link_lost: bool,
 }
 
 /// Per-peer link statistics and the dead set.
@@ -150,19 +150,20 @@ impl Prober {
         let rtt = Duration::from_micros(self.now_us().saturating_sub(p.sent_at_us));
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let target = targets.get_mut(&peer)?;
-        target.transport_silent = false;
+        target.link_lost = false;
         let outcome = target.stats.on_reply(p.seq, rtt);
         matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late).then_some(rtt)
     }
 
-    /// `peer`'s relay connection went silent: dead now (if probed), until
-    /// a probe is answered. True if that made it dead.
-    pub fn transport_silent(&self, peer: EdgeId) -> bool {
+    /// `peer`'s relay connection went silent, or the peer closed it going
+    /// away: dead now (if probed), until a probe is answered. True if that
+    /// made it dead.
+    pub fn link_lost(&self, peer: EdgeId) -> bool {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let Some(t) = targets.get_mut(&peer) else {
             return false;
         };
-        t.transport_silent = true;
+        t.link_lost = true;
         drop(targets);
         self.dead.send_if_modified(|d| d.insert(peer))
     }
@@ -228,7 +229,7 @@ impl Prober {
                 measuring: false,
                 interval: PROBE_INTERVAL,
                 interval_since: now,
-                transport_silent: false,
+                link_lost: false,
             });
             if tier > 1
                 && (t.stats.samples() == 0
@@ -263,7 +264,7 @@ impl Prober {
                     t.stats.on_probe_sent(seq, now);
                 }
             }
-            let silent = t.transport_silent
+            let silent = t.link_lost
                 || match t.stats.last_heard() {
                     Some(_) => !is_alive(t, now),
                     None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval,
@@ -351,26 +352,37 @@ pub async fn run(core: Arc<EdgeCore>) {
     let mut transport_tick = tokio::time::interval(TRANSPORT_CHECK_EVERY);
     transport_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut silences: HashMap<EdgeId, TransportSilence> = HashMap::new();
+    // Peers made dead between rounds (`Prober::link_lost`, here or by a
+    // relay link closed by its peer) are handled at once.
+    let mut dead_rx = core.prober.dead();
     let mut was_dead = BTreeSet::new();
     let mut was_probed = BTreeSet::new();
     let mut round = 0u64;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let probing = tokio::select! {
+            _ = tick.tick() => true,
             _ = transport_tick.tick() => {
                 let now = Instant::now();
                 let counts = core.relay.transport_counts(RECENT_TRAFFIC);
                 silences.retain(|peer, _| counts.iter().any(|c| c.peer == *peer));
                 for c in counts {
                     let silent = silences.entry(c.peer).or_default().look(now, c.conn, c.udp_rx, c.sent, c.rtt);
-                    if silent && core.prober.transport_silent(c.peer) {
+                    if silent && core.prober.link_lost(c.peer) {
                         warn!(edge = core.id, peer = c.peer, "link down: relay connection silent");
-                        was_dead.insert(c.peer);
-                        crate::relay::resend_around(&core, c.peer);
                     }
                 }
-                continue;
+                false
             }
+            Ok(()) = dead_rx.changed() => false,
+        };
+        dead_rx.mark_unchanged();
+        if !probing {
+            let dead = core.prober.dead.borrow().clone();
+            for peer in dead.difference(&was_dead) {
+                crate::relay::resend_around(&core, *peer);
+            }
+            was_dead = dead;
+            continue;
         }
         round += 1;
         let table = core.route_table();
@@ -521,9 +533,9 @@ mod tests {
             probes.push((peer, probe));
             true
         });
-        assert!(!p.transport_silent(9), "not a target");
-        assert!(p.transport_silent(2) && p.is_dead(2));
-        assert!(!p.transport_silent(2), "already dead");
+        assert!(!p.link_lost(9), "not a target");
+        assert!(p.link_lost(2) && p.is_dead(2));
+        assert!(!p.link_lost(2), "already dead");
         p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
         assert!(p.is_dead(2), "stays dead through probing rounds");
         p.on_reply(2, probes[0].1);

@@ -829,6 +829,16 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
                 core.metrics.relay_links.decrement(1.0);
                 warn!(edge = core.id, peer = link.peer, "relay link down");
+                // The peer said it is stopping (drain, shutdown, kill with
+                // its close getting out): dead now, not when its probes
+                // time out.
+                if closed_going_away(&conn) && core.prober.link_lost(link.peer) {
+                    warn!(
+                        edge = core.id,
+                        peer = link.peer,
+                        "link down: peer going away"
+                    );
+                }
             }
             Err(e)
                 if matches!(
@@ -849,6 +859,15 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
     }
+}
+
+/// Whether the peer closed `conn` with `GOING_AWAY` (its edge stopping).
+fn closed_going_away(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(ErrorCode::GoingAway as u32)
+    )
 }
 
 async fn dial(
