@@ -63,7 +63,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
                 // where there are several (different regions), any two
                 // otherwise.
                 place: format!("{controller} {local_ip:?}"),
-                config: client_config(&opts.trust, controller, local_ip, None),
+                // Its own controller first, then the others in turn (as
+                // many as the SDK takes): one down does not stop joins.
+                config: client_config(
+                    &opts.trust,
+                    opts.controllers
+                        .iter()
+                        .cycle()
+                        .skip(i % opts.controllers.len())
+                        .take(opts.controllers.len().min(sdk::MAX_CONTROLLERS))
+                        .cloned()
+                        .collect(),
+                    local_ip,
+                    None,
+                ),
             }
         })
         .collect();

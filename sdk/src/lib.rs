@@ -84,7 +84,7 @@ mod watchdog;
 
 pub use channel::{Channel, TrackPublisher};
 pub use client::{Client, JoinOptions};
-pub use config::{Backoff, ClientConfig, EdgeCandidate, SocketFactory};
+pub use config::{Backoff, ClientConfig, EdgeCandidate, SocketFactory, MAX_CONTROLLERS};
 pub use e2ee::{ChannelKey, E2eeError, E2eeKeys};
 pub use error::{SdkError, TokenRefusal};
 pub use events::{Event, Media, Message, TrackKind};

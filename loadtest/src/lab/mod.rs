@@ -614,6 +614,20 @@ impl Lab {
             .unwrap_or(&self.controllers[0])
     }
 
+    /// The controller APIs a client in `region` is given, in the order it
+    /// asks them: its region's (leader and standby), then the others', as
+    /// many as the SDK takes. One URL alone failed joiners while the
+    /// region's first controller was down.
+    fn api_urls_for(&self, region: &str) -> Vec<String> {
+        let (own, others): (Vec<_>, Vec<_>) =
+            self.controllers.iter().partition(|c| c.region == region);
+        own.into_iter()
+            .chain(others)
+            .map(|c| format!("http://{}", c.api_addr))
+            .take(sdk::MAX_CONTROLLERS)
+            .collect()
+    }
+
     fn print_urls(&self) {
         for c in self.controllers.iter().filter(|c| c.name.ends_with("-a")) {
             println!(
@@ -647,13 +661,12 @@ impl Lab {
             .map(|host| {
                 let n = per_city.entry(host.city.code).or_default();
                 *n += 1;
-                let api = self.api_for(host.city.region);
                 let (wan, ip) = (self.wan.clone(), host.ip);
                 let socket =
                     sdk::SocketFactory(Arc::new(move |_| wan.bind(SocketAddr::new(ip, 0))));
                 let mut config = traffic::client_config(
                     &trust,
-                    &format!("http://{}", api.api_addr),
+                    self.api_urls_for(host.city.region),
                     Some(ip),
                     Some(socket),
                 );
@@ -677,9 +690,7 @@ impl Lab {
             .and_then(Option::as_ref)
             .map(|e| e.core.client_certs.hashes().borrow().clone())
             .unwrap_or_default();
-        let mut cfg =
-            traffic::client_config(&sdk::EdgeTrust::PinnedHashes, "http://unused", None, None);
-        cfg.controllers.clear();
+        let mut cfg = traffic::client_config(&sdk::EdgeTrust::PinnedHashes, vec![], None, None);
         cfg.edges = vec![
             sdk::EdgeCandidate::new(self.edge_configs[&id].edge.listen, "localhost")
                 .with_cert_hashes(hashes),

@@ -386,16 +386,16 @@ async fn talk(
     }
 }
 
-/// A client config that asks `controller` for its shortlist, from
-/// `local_ip`, through `socket` (the lab's WAN emulation).
+/// A client config that asks `controllers` (in turn) for its shortlist,
+/// from `local_ip`, through `socket` (the lab's WAN emulation).
 pub fn client_config(
     trust: &sdk::EdgeTrust,
-    controller: &str,
+    controllers: Vec<String>,
     local_ip: Option<IpAddr>,
     socket: Option<SocketFactory>,
 ) -> ClientConfig {
     let mut cfg = ClientConfig::new(vec![]).trusting(trust.clone());
-    cfg.controllers = vec![controller.to_string()];
+    cfg.controllers = controllers;
     cfg.local_ip = local_ip;
     cfg.socket = socket;
     cfg
