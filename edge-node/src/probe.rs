@@ -6,7 +6,7 @@
 //! in `protocol::datagram::Probe`); the peer answers on the same connection.
 //! Statistics are `topology::LinkStats`. The policy, with the reasons:
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -345,7 +345,8 @@ fn is_alive(t: &Target, now: Instant) -> bool {
         || now.saturating_duration_since(t.interval_since) <= dead_after(t)
 }
 
-/// Probe the current table's targets until the edge stops.
+/// Probe the current table's targets, and watch the relay connections of
+/// those carrying traffic, until the edge stops.
 pub async fn run(core: Arc<EdgeCore>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,87 +360,107 @@ pub async fn run(core: Arc<EdgeCore>) {
     let mut was_probed = BTreeSet::new();
     let mut round = 0u64;
     loop {
-        let probing = tokio::select! {
-            _ = tick.tick() => true,
-            _ = transport_tick.tick() => {
-                let now = Instant::now();
-                let counts = core.relay.transport_counts(RECENT_TRAFFIC);
-                silences.retain(|peer, _| counts.iter().any(|c| c.peer == *peer));
-                for c in counts {
-                    let silent = silences.entry(c.peer).or_default().look(now, c.conn, c.udp_rx, c.sent, c.rtt);
-                    if silent && core.prober.link_lost(c.peer) {
-                        warn!(edge = core.id, peer = c.peer, "link down: relay connection silent");
-                    }
-                }
-                false
+        // The peers probed, when this step was a probing round.
+        let mut probed = None;
+        tokio::select! {
+            _ = tick.tick() => {
+                round += 1;
+                probed = Some(probing_round(&core, round, &mut was_probed));
             }
-            Ok(()) = dead_rx.changed() => false,
-        };
+            _ = transport_tick.tick() => check_relay_connections(&core, &mut silences),
+            Ok(()) = dead_rx.changed() => {}
+        }
         dead_rx.mark_unchanged();
-        if !probing {
-            let dead = core.prober.dead.borrow().clone();
-            for peer in dead.difference(&was_dead) {
-                crate::relay::resend_around(&core, *peer);
-            }
-            was_dead = dead;
-            continue;
-        }
-        round += 1;
-        let table = core.route_table();
-        let mut fast: BTreeSet<EdgeId> = core
-            .relay
-            .relayed_to_within(RECENT_TRAFFIC)
-            .into_iter()
-            .collect();
-        fast.remove(&core.id);
-        let mut slow: BTreeSet<EdgeId> = table.probe.iter().copied().collect();
-        slow.remove(&core.id);
-        core.prober.round(&fast, &slow, |peer, probe| {
-            let sent = core.relay.send_probe(peer, probe.encode());
-            if sent {
-                core.metrics.probe_sent(peer);
-            }
-            sent
-        });
         let dead = core.prober.dead.borrow().clone();
-        core.metrics.dead_peers.set(dead.len() as f64);
-        // Link metrics and up/down events, as the prober sees them.
-        let probed: BTreeSet<EdgeId> = fast.union(&slow).copied().collect();
-        if round.is_multiple_of(METRICS_ROUNDS) {
-            let links = core.prober.links();
-            for l in &links {
-                let s = &l.summary;
-                core.metrics.link(
-                    l.peer,
-                    Duration::from_secs_f64(s.rtt_ms / 1e3),
-                    Duration::from_secs_f64(s.jitter_ms / 1e3),
-                    s.loss,
-                    !dead.contains(&l.peer),
-                );
-            }
-            let unmeasured = dead.iter().filter(|p| !links.iter().any(|l| l.peer == **p));
-            for peer in was_probed.difference(&probed).chain(unmeasured) {
-                core.metrics.link_down(*peer);
-            }
-            was_probed = probed.clone();
-            // Series about peers that left the mesh for good go.
-            let gone = core
-                .metrics
-                .forget_departed(|p| table.peers.contains_key(&p), Instant::now());
-            if !gone.is_empty() {
-                info!(edge = core.id, peers = ?gone, "peers out of the route table for {} s: their series removed", crate::metrics::FORGET_PEER_AFTER.as_secs());
-            }
-        }
         for peer in dead.difference(&was_dead) {
-            warn!(edge = core.id, peer, "link down: probes unanswered");
+            if probed.is_some() {
+                warn!(edge = core.id, peer, "link down: probes unanswered");
+            }
             crate::relay::resend_around(&core, *peer);
         }
-        for peer in was_dead.difference(&dead) {
-            if probed.contains(peer) {
-                info!(edge = core.id, peer, "link up: probes answered again");
+        // Peers come back only in probing rounds.
+        if let Some(probed) = &probed {
+            for peer in was_dead.difference(&dead) {
+                if probed.contains(peer) {
+                    info!(edge = core.id, peer, "link up: probes answered again");
+                }
             }
         }
         was_dead = dead;
+    }
+}
+
+/// One probing round (number `round`) and the link metrics it refreshes;
+/// the peers it probed.
+fn probing_round(
+    core: &EdgeCore,
+    round: u64,
+    was_probed: &mut BTreeSet<EdgeId>,
+) -> BTreeSet<EdgeId> {
+    let table = core.route_table();
+    let mut fast: BTreeSet<EdgeId> = core
+        .relay
+        .relayed_to_within(RECENT_TRAFFIC)
+        .into_iter()
+        .collect();
+    fast.remove(&core.id);
+    let mut slow: BTreeSet<EdgeId> = table.probe.iter().copied().collect();
+    slow.remove(&core.id);
+    core.prober.round(&fast, &slow, |peer, probe| {
+        let sent = core.relay.send_probe(peer, probe.encode());
+        if sent {
+            core.metrics.probe_sent(peer);
+        }
+        sent
+    });
+    let dead = core.prober.dead.borrow().clone();
+    core.metrics.dead_peers.set(dead.len() as f64);
+    // Link metrics and up/down events, as the prober sees them.
+    let probed: BTreeSet<EdgeId> = fast.union(&slow).copied().collect();
+    if round.is_multiple_of(METRICS_ROUNDS) {
+        let links = core.prober.links();
+        for l in &links {
+            let s = &l.summary;
+            core.metrics.link(
+                l.peer,
+                Duration::from_secs_f64(s.rtt_ms / 1e3),
+                Duration::from_secs_f64(s.jitter_ms / 1e3),
+                s.loss,
+                !dead.contains(&l.peer),
+            );
+        }
+        let unmeasured = dead.iter().filter(|p| !links.iter().any(|l| l.peer == **p));
+        for peer in was_probed.difference(&probed).chain(unmeasured) {
+            core.metrics.link_down(*peer);
+        }
+        *was_probed = probed.clone();
+        // Series about peers that left the mesh for good go.
+        let gone = core
+            .metrics
+            .forget_departed(|p| table.peers.contains_key(&p), Instant::now());
+        if !gone.is_empty() {
+            info!(edge = core.id, peers = ?gone, "peers out of the route table for {} s: their series removed", crate::metrics::FORGET_PEER_AFTER.as_secs());
+        }
+    }
+    probed
+}
+
+/// Look at the relay connections this edge sent on lately
+/// ([`TransportSilence`]); a silent one makes its peer dead.
+fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, TransportSilence>) {
+    let now = Instant::now();
+    let counts = core.relay.transport_counts(RECENT_TRAFFIC);
+    let looked: HashSet<EdgeId> = counts.iter().map(|c| c.peer).collect();
+    silences.retain(|peer, _| looked.contains(peer));
+    for c in counts {
+        let silence = silences.entry(c.peer).or_default();
+        if silence.look(now, c.conn, c.udp_rx, c.sent, c.rtt) && core.prober.link_lost(c.peer) {
+            warn!(
+                edge = core.id,
+                peer = c.peer,
+                "link down: relay connection silent"
+            );
+        }
     }
 }
 

@@ -346,6 +346,11 @@ impl RelayLinks {
 
     /// Peers this edge sent media or frames to within `window`.
     pub fn relayed_to_within(&self, window: Duration) -> Vec<EdgeId> {
+        self.used_within(window).iter().map(|l| l.peer).collect()
+    }
+
+    /// The links this edge sent media or frames on within `window`.
+    fn used_within(&self, window: Duration) -> Vec<Arc<RelayLink>> {
         let since = clock_ms().saturating_sub(window.as_millis() as u64);
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links
@@ -354,18 +359,16 @@ impl RelayLinks {
                 let used = l.last_used_ms.load(Ordering::Relaxed);
                 used != 0 && used >= since
             })
-            .map(|l| l.peer)
+            .cloned()
             .collect()
     }
 
     /// The counters of every up link this edge sent on within `window`,
-    /// for the transport check ([`crate::probe::TransportSilence`]).
+    /// for the transport check ([`crate::probe::TransportSilence`]). Read
+    /// outside the links' lock, which forwarding takes.
     pub fn transport_counts(&self, window: Duration) -> Vec<TransportCounts> {
-        let since = clock_ms().saturating_sub(window.as_millis() as u64);
-        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links
-            .values()
-            .filter(|l| l.last_used_ms.load(Ordering::Relaxed) >= since.max(1))
+        self.used_within(window)
+            .iter()
             .filter_map(|l| {
                 let conn = l.conn.read().ok()?.clone()?;
                 let stats = conn.stats();

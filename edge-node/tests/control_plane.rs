@@ -282,10 +282,8 @@ async fn an_edge_whose_lease_goes_registers_again_at_once_whatever_its_ttl() {
     let mut cfg = config(1, "eu", "fra");
     cfg.control.lease_ttl_ms = 60_000; // keepalives every 20 s
     let e = edge_with(&pki, cfg, store.clone()).await;
-    eventually(5, "the edge registered", || async {
-        store.get(&keys.edge(1)).await.unwrap().is_some()
-    })
-    .await;
+    let registered = || async { store.get(&keys.edge(1)).await.unwrap().is_some() };
+    eventually(5, "the edge registered", registered).await;
     let lease = store.get(&keys.edge(1)).await.unwrap().unwrap().lease;
     store
         .revoke_lease(lease.expect("registered under a lease"))
@@ -303,10 +301,7 @@ async fn an_edge_whose_lease_goes_registers_again_at_once_whatever_its_ttl() {
     );
     // A record deleted under a live lease is written again too.
     store.delete(&keys.edge(1)).await.unwrap();
-    eventually(3, "the record written again", || async {
-        store.get(&keys.edge(1)).await.unwrap().is_some()
-    })
-    .await;
+    eventually(3, "the record written again", registered).await;
     e.kill().await;
 }
 

@@ -208,34 +208,29 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     mesh.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ingress_next_hop_dies() {
+/// [`kill_a_relay_of_the_path`], bounded.
+async fn a_relay_of_the_path_goes(victim: EdgeId, how: Death) {
     tokio::time::timeout(
         Duration::from_secs(90),
-        kill_a_relay_of_the_path(2, Death::Kill),
+        kill_a_relay_of_the_path(victim, how),
     )
     .await
     .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_next_hop_dies() {
+    a_relay_of_the_path_goes(2, Death::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mid_path_relay_dies() {
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        kill_a_relay_of_the_path(3, Death::Kill),
-    )
-    .await
-    .expect("bounded");
+    a_relay_of_the_path_goes(3, Death::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mid_path_relay_dies_holding_messages_in_flight() {
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        kill_a_relay_of_the_path(3, Death::KillInFlight),
-    )
-    .await
-    .expect("bounded");
+    a_relay_of_the_path_goes(3, Death::KillInFlight).await;
 }
 
 /// A relay that stops cleanly closes its relay connections with
@@ -243,10 +238,5 @@ async fn a_mid_path_relay_dies_holding_messages_in_flight() {
 /// probes or the connection's silence say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mid_path_relay_that_stops_is_routed_around_at_once() {
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        kill_a_relay_of_the_path(3, Death::Stop),
-    )
-    .await
-    .expect("bounded");
+    a_relay_of_the_path_goes(3, Death::Stop).await;
 }

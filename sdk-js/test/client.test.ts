@@ -31,9 +31,11 @@ afterEach(async () => {
 
 const types = (ev: RtnEvent[]): string[] => ev.map((e) => e.type);
 
-/** A client given two fake edges as its candidates, connected to the first. */
-async function twoEdges(): Promise<{ net: FakeNet; e1: ReturnType<FakeNet['edge']>; e2: ReturnType<FakeNet['edge']>; c: Client; events: RtnEvent[] }> {
+/** A client given two fake edges as its candidates, connected to the first
+ * (`o` over the fast test options; `quicStats`: sessions count packets). */
+async function twoEdges(o: Partial<ClientOptions> = {}, quicStats = false): Promise<{ net: FakeNet; e1: ReturnType<FakeNet['edge']>; e2: ReturnType<FakeNet['edge']>; c: Client; events: RtnEvent[] }> {
   const net = new FakeNet();
+  net.quicStats = quicStats;
   const e1 = net.edge(1, '127.0.0.1:4433');
   const e2 = net.edge(2, '127.0.0.2:4433');
   const { c, events } = await connect(net, {
@@ -41,6 +43,7 @@ async function twoEdges(): Promise<{ net: FakeNet; e1: ReturnType<FakeNet['edge'
       { addr: '127.0.0.1:4433', server_name: 'e1.test' },
       { addr: '127.0.0.2:4433', server_name: 'e2.test' },
     ],
+    ...o,
   });
   return { net, e1, e2, c, events };
 }
@@ -301,23 +304,16 @@ test('liveness: a silent edge is left within the liveness timeout', async () => 
  * as given, the default keepalive and liveness timeout); `stop()` ends the
  * media. */
 async function mediaFromFirstEdge(quicStats: boolean): Promise<Awaited<ReturnType<typeof twoEdges>> & { stop: () => void }> {
-  const net = new FakeNet();
-  net.quicStats = quicStats;
-  const e1 = net.edge(1, '127.0.0.1:4433');
-  const e2 = net.edge(2, '127.0.0.2:4433');
+  const two = await twoEdges({ keepaliveIntervalMs: 150, livenessTimeoutMs: 500 }, quicStats);
+  const { e1, c } = two;
   e1.members = [{ userId: 'bob', session: 7n, tracks: [{ name: 'cam', trackKey: 0x55n, kind: 2 }], edgeId: 1 }];
-  const edges = [
-    { addr: '127.0.0.1:4433', server_name: 'e1.test' },
-    { addr: '127.0.0.2:4433', server_name: 'e2.test' },
-  ];
-  const { c, events } = await connect(net, { edges, keepaliveIntervalMs: 150, livenessTimeoutMs: 500 });
   const room = await c.join('alice', 'room', { subscribeAll: true });
   let sequence = 0;
   const media = setInterval(() => {
     e1.last.sendDatagram(encodeMedia({ channelId: room.id, trackKey: 0x55n, sequence: sequence++, timestampUs: 1n }, Uint8Array.of(1)));
   }, 20);
   await until(() => c.getStats().mediaReceived > 5 && c.getStats().smoothedRttMs !== undefined, 2_000, 'media and a measured RTT');
-  return { net, e1, e2, c, events, stop: () => clearInterval(media) };
+  return { ...two, stop: () => clearInterval(media) };
 }
 
 const movedWhy = (events: RtnEvent[]): string => (events.find((e) => e.type === 'reconnecting') as { reason: string } | undefined)?.reason ?? '';
