@@ -278,13 +278,18 @@ try {
     // A line needs two samples less than 2.5 intervals apart (a longer gap
     // is drawn as a break). The single-process debug lab on a busy 2-core
     // machine can delay a sample past that, so wait for the line as the
-    // page refreshes, and say what the samples were if it never comes.
+    // page refreshes, and say what the page and the samples were if it never
+    // comes. "attached", not Playwright's default "visible": a steady RTT
+    // draws a flat line, whose bounding box has no height and which
+    // Playwright would never call visible.
     try {
-      await page.waitForSelector("#chart polyline.rtt", { timeout: 20000 });
+      await page.waitForSelector('#chart[data-link="1-5"] polyline.rtt', { state: "attached", timeout: 20000 });
     } catch (e) {
+      const shown = await page.$eval("#chart", (c) => ({ link: c.dataset.link, samples: c.dataset.samples, text: c.querySelector("text.empty")?.textContent }));
       const h = (await getJson("/v1/links/history?from=1&to=5")).body;
       const gaps = (h.samples || []).slice(1).map((s, i) => s.t_ms - h.samples[i].t_ms);
-      throw new Error(`no RTT line: ${(h.samples || []).length} samples, gaps ${gaps.join(",")} ms, interval ${h.interval_ms} ms`);
+      throw new Error(`no RTT line: the chart shows link ${shown.link} (${shown.samples} samples, ${JSON.stringify(shown.text)}); ` +
+        `the API has ${(h.samples || []).length} samples, gaps ${gaps.join(",")} ms, interval ${h.interval_ms} ms`);
     }
     const title = await page.textContent("#history-title");
     assert(/1 fra → 5 sin/.test(title), `title ${title}`);
