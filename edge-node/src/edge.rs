@@ -60,6 +60,10 @@ pub struct EdgeCore {
     sessions: watch::Sender<usize>,
     track_counter: AtomicU32,
     draining: AtomicBool,
+    /// What was delivered of tracks that get copies around a suspect hop
+    /// (`forwarding`), and whether any does now (read per relayed packet).
+    pub(crate) first_copy: Mutex<crate::forward::copies::FirstCopy>,
+    pub(crate) copies_watched: AtomicBool,
     /// Every task of a connection (clients, relay links, handshakes, the
     /// admin port's): stopped with the edge.
     pub(crate) tasks: ConnectionTasks,
@@ -325,6 +329,8 @@ impl Edge {
             // previous run that other edges may still hold.
             track_counter: AtomicU32::new(rand::random()),
             draining: AtomicBool::new(false),
+            first_copy: Mutex::default(),
+            copies_watched: AtomicBool::new(false),
             tasks: ConnectionTasks::default(),
             #[cfg(feature = "netem")]
             wan,

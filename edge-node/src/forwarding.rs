@@ -2,27 +2,36 @@
 //! [`crate::forward`] (who gets a packet, which trees, which checks) and the
 //! edge's client handles, relay links and metrics.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::datagram::{encode_relay, MediaHeader, RelayDatagram};
+use protocol::datagram::{encode_relay, encode_relay_copy, MediaHeader, RelayDatagram};
 use protocol::pb::{self, relay_frame::Kind as RK, server_frame::Kind as SK};
 use protocol::route_tree::RouteTree;
 use protocol::EdgeId;
 
 use crate::channel::{Channel, ChannelState, TreeCache};
 use crate::edge::EdgeCore;
-use crate::forward::trees::{self, initial_hop_limit, Forwarded, Router};
+use crate::forward::trees::{self, initial_hop_limit, Children, Forwarded, Router};
 use crate::routes::RouteTable;
 
 impl EdgeCore {
     /// This edge's router: its current route table (fetched when a tree is
-    /// built) and its probes' view of who is dead.
-    fn router(&self) -> Router<impl Fn() -> Arc<RouteTable> + '_, impl Fn(EdgeId) -> bool + '_> {
+    /// built) and its probes' view of who is dead or suspect.
+    fn router(
+        &self,
+    ) -> Router<
+        impl Fn() -> Arc<RouteTable> + '_,
+        impl Fn(EdgeId) -> bool + '_,
+        impl Fn(EdgeId) -> bool + '_,
+    > {
         Router {
             me: self.id,
             table: || self.route_table(),
             is_dead: |e| self.prober.is_dead(e),
+            is_suspect: |e| self.prober.is_suspect(e),
         }
     }
 
@@ -36,15 +45,15 @@ impl EdgeCore {
         out.trees
     }
 
-    /// The subtrees to send `tree` (rooted at this edge) on: see
-    /// [`Router::live_children`].
-    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Vec<RouteTree> {
+    /// The subtrees to send `tree` (rooted at this edge) on, and the
+    /// copies around suspect hops: see [`Router::live_children`].
+    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
         let out = self.router().live_children(tree, kind);
         for _ in 0..out.repaired {
             self.metrics.local_repair(kind.label());
         }
         self.metrics.unroutable.increment(out.unroutable as u64);
-        out.subtrees
+        out
     }
 
     fn media_trees(&self, ch: &Channel, st: &ChannelState) -> Arc<Vec<RouteTree>> {
@@ -84,7 +93,7 @@ impl EdgeCore {
             self.media_trees(ch, &st)
         };
         for t in trees.iter() {
-            self.relay_media_children(self.id, initial_hop_limit(t), t, header, &pkt);
+            self.relay_media_children(self.id, initial_hop_limit(t), t, header, &pkt, false);
         }
     }
 
@@ -99,15 +108,19 @@ impl EdgeCore {
             self.deliver_relayed_media(&dg);
         }
         match accepted.forward {
-            Ok(Some(hop_limit)) => {
-                self.relay_media_children(dg.origin, hop_limit, &dg.tree, &dg.header, &dg.media)
-            }
+            Ok(Some(hop_limit)) => self.relay_media_children(
+                dg.origin, hop_limit, &dg.tree, &dg.header, &dg.media, dg.copy,
+            ),
             Ok(None) => {}
             Err(refused) => self.metrics.media_dropped(refused.label()),
         }
     }
 
     fn deliver_relayed_media(&self, dg: &RelayDatagram) {
+        if (dg.copy || self.copies_watched.load(Ordering::Relaxed)) && !self.first_copy_of(dg) {
+            self.metrics.media_copies_dropped.increment(1);
+            return;
+        }
         let Some(ch) = self.existing_channel(dg.header.channel) else {
             return;
         };
@@ -120,6 +133,22 @@ impl EdgeCore {
         }
     }
 
+    /// Whether `dg` is the first of its copies here ([`FirstCopy`]).
+    ///
+    /// [`FirstCopy`]: crate::forward::copies::FirstCopy
+    fn first_copy_of(&self, dg: &RelayDatagram) -> bool {
+        let mut f = self.first_copy.lock().unwrap_or_else(|e| e.into_inner());
+        let h = &dg.header;
+        let first = f.deliver((h.channel, h.track), h.sequence, dg.copy, Instant::now());
+        self.copies_watched
+            .store(f.watched() > 0, Ordering::Relaxed);
+        first
+    }
+
+    /// Send `media` on `tree`'s live children. An original also goes as
+    /// copies around suspect next hops; a copy (`copy`) is forwarded as a
+    /// copy and never copied again, so one suspect hop costs at most one
+    /// copy of each packet per edge in front of it.
     fn relay_media_children(
         &self,
         origin: EdgeId,
@@ -127,11 +156,26 @@ impl EdgeCore {
         tree: &RouteTree,
         header: &MediaHeader,
         media: &Bytes,
+        copy: bool,
     ) {
-        for child in self.live_children(tree, Forwarded::Media) {
+        let out = self.live_children(tree, Forwarded::Media);
+        for child in &out.subtrees {
             let next = child.root().edge;
-            let pkt = encode_relay(origin, hop_limit, &child, media);
-            self.relay.send_media(self, next, header, pkt);
+            let pkt = if copy {
+                encode_relay_copy(origin, hop_limit, child, media)
+            } else {
+                encode_relay(origin, hop_limit, child, media)
+            };
+            self.relay.send_media(self, next, header, pkt, copy);
+        }
+        if copy {
+            return;
+        }
+        for around in &out.copies {
+            let pkt = encode_relay_copy(origin, hop_limit, around, media);
+            self.metrics.media_copies_sent.increment(1);
+            self.relay
+                .send_media(self, around.root().edge, header, pkt, true);
         }
     }
 
@@ -219,7 +263,7 @@ impl EdgeCore {
     /// Send a relay frame to each child of `tree` (rooted at this edge),
     /// each carrying its own subtree.
     pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
-        for child in self.live_children(tree, Forwarded::Frame) {
+        for child in self.live_children(tree, Forwarded::Frame).subtrees {
             self.relay.send_frame(
                 self,
                 child.root().edge,

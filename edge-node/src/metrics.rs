@@ -184,6 +184,10 @@ fn describe() {
         "Relay links to other edges currently up."
     );
     describe_counter!(
+        "rtn_edge_media_copies_total",
+        "Relayed media sent as copies around a next hop whose relay connection is suspect (silent a little over a round trip), by event (sent; dropped: the second of two copies to arrive here)."
+    );
+    describe_counter!(
         "rtn_edge_unroutable_destinations_total",
         "Destination edges a packet or frame could not be sent to: no route in the table."
     );
@@ -411,6 +415,8 @@ pub struct EdgeMetrics {
     /// (a static mesh has none to be connected to: no series, no alert).
     pub store_connected: Gauge,
     pub unroutable: Counter,
+    pub media_copies_sent: Counter,
+    pub media_copies_dropped: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
     pub media_in_relay: Counter,
@@ -493,6 +499,8 @@ impl EdgeMetrics {
             local_reroutes: counter!("rtn_edge_local_reroutes_total", "edge" => edge.clone()),
             store_connected: Gauge::noop(),
             unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
+            media_copies_sent: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "sent"),
+            media_copies_dropped: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "dropped"),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
             media_in_relay: packets("in", "relay"),

@@ -16,7 +16,7 @@ use protocol::EdgeId;
 use tokio::sync::watch;
 use topology::probe::ReplyOutcome;
 use topology::{LinkStats, LinkSummary};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::edge::EdgeCore;
 
@@ -83,6 +83,38 @@ pub const TRANSPORT_CHECK_EVERY: Duration = Duration::from_millis(50);
 pub const TRANSPORT_SILENCE_MIN: Duration = Duration::from_millis(150);
 /// Round trips of silence that kill a next hop: room for a jittery path.
 pub const TRANSPORT_SILENCE_RTTS: u32 = 4;
+/// Long before that, a next hop is *suspect* once its connection has been
+/// silent for a round trip and a quarter plus [`ACK_DELAY`] after a send
+/// (at least [`TRANSPORT_SUSPECT_MIN`]): a live peer's acknowledgement is
+/// late by then only on a jittery or busy path. Media for the destinations
+/// behind a suspect hop is also sent around it, as copies
+/// (`forward::trees::Children::copies`), until the hop answers or is
+/// found dead. Being wrong costs only bandwidth for a moment, where
+/// waiting for the dead verdict costs every stream through the hop three
+/// round trips of silence.
+pub const TRANSPORT_SUSPECT_MIN: Duration = Duration::from_millis(60);
+/// The most a live QUIC peer delays an acknowledgement (quinn's and the
+/// RFC's default `max_ack_delay`).
+pub const ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// How long `rtt` peers may stay silent after a send before they are
+/// suspect, and before they are dead.
+fn silence_waits(rtt: Duration) -> (Duration, Duration) {
+    let suspect = (rtt + rtt / 4 + ACK_DELAY).max(TRANSPORT_SUSPECT_MIN);
+    let dead = (rtt * TRANSPORT_SILENCE_RTTS).max(TRANSPORT_SILENCE_MIN);
+    (suspect, dead.max(suspect))
+}
+
+/// What a relay connection's counters say of its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Silence {
+    /// Answering, or nothing sent to answer.
+    None,
+    /// Unanswered for a little over a round trip: send around it as well.
+    Suspect,
+    /// Unanswered for [`TRANSPORT_SILENCE_RTTS`] round trips: dead.
+    Dead,
+}
 
 struct Target {
     stats: LinkStats,
@@ -107,6 +139,8 @@ pub struct Prober {
     rounds: AtomicU64,
     targets: Mutex<HashMap<EdgeId, Target>>,
     dead: watch::Sender<BTreeSet<EdgeId>>,
+    /// Next hops whose relay connection is [`Silence::Suspect`] now.
+    suspect: watch::Sender<BTreeSet<EdgeId>>,
 }
 
 impl Default for Prober {
@@ -117,6 +151,7 @@ impl Default for Prober {
             rounds: AtomicU64::new(0),
             targets: Mutex::default(),
             dead: watch::channel(BTreeSet::new()).0,
+            suspect: watch::channel(BTreeSet::new()).0,
         }
     }
 }
@@ -142,6 +177,20 @@ impl Prober {
     /// Whether this edge's probes see `peer` dead now.
     pub fn is_dead(&self, peer: EdgeId) -> bool {
         self.dead.borrow().contains(&peer)
+    }
+
+    /// Whether `peer`'s relay connection is suspect now (silent a little
+    /// over a round trip, not yet dead): media is also sent around it.
+    pub fn is_suspect(&self, peer: EdgeId) -> bool {
+        self.suspect.borrow().contains(&peer)
+    }
+
+    fn set_suspect(&self, suspect: BTreeSet<EdgeId>) {
+        self.suspect.send_if_modified(|s| {
+            let changed = *s != suspect;
+            *s = suspect;
+            changed
+        });
     }
 
     /// Record a reply; the RTT it measured if the statistics used it (for
@@ -298,8 +347,7 @@ pub struct TransportSilence {
 impl TransportSilence {
     /// Look at connection `conn`'s counters at `now`: UDP datagrams
     /// received, ack-eliciting frames sent (media, probes and messages),
-    /// its RTT. True when the peer has been silent past the wait after a
-    /// send.
+    /// its RTT. How long the peer has been silent after a send, judged.
     pub fn look(
         &mut self,
         now: Instant,
@@ -307,7 +355,7 @@ impl TransportSilence {
         udp_rx: u64,
         sent: u64,
         rtt: Duration,
-    ) -> bool {
+    ) -> Silence {
         // Looks far apart mean this edge's own tasks were starved: what
         // the peer sent may still wait in the socket. Start over.
         let starved = self
@@ -321,16 +369,25 @@ impl TransportSilence {
                 unanswered_since: None,
                 last_look: Some(now),
             };
-            return false;
+            return Silence::None;
         }
         self.last_look = Some(now);
         if sent > self.sent {
             self.sent = sent;
             self.unanswered_since.get_or_insert(now);
         }
-        let wait = (rtt * TRANSPORT_SILENCE_RTTS).max(TRANSPORT_SILENCE_MIN);
-        self.unanswered_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= wait)
+        let Some(since) = self.unanswered_since else {
+            return Silence::None;
+        };
+        let silent = now.saturating_duration_since(since);
+        let (suspect, dead) = silence_waits(rtt);
+        if silent >= dead {
+            Silence::Dead
+        } else if silent >= suspect {
+            Silence::Suspect
+        } else {
+            Silence::None
+        }
     }
 }
 
@@ -446,22 +503,38 @@ fn probing_round(
 }
 
 /// Look at the relay connections this edge sent on lately
-/// ([`TransportSilence`]); a silent one makes its peer dead.
+/// ([`TransportSilence`]): a silent one makes its peer dead, one silent a
+/// little over a round trip suspect.
 fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, TransportSilence>) {
     let now = Instant::now();
     let counts = core.relay.transport_counts(RECENT_TRAFFIC);
     let looked: HashSet<EdgeId> = counts.iter().map(|c| c.peer).collect();
     silences.retain(|peer, _| looked.contains(peer));
+    let mut suspect = BTreeSet::new();
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
-        if silence.look(now, c.conn, c.udp_rx, c.sent, c.rtt) && core.prober.link_lost(c.peer) {
-            warn!(
-                edge = core.id,
-                peer = c.peer,
-                "link down: relay connection silent"
-            );
+        match silence.look(now, c.conn, c.udp_rx, c.sent, c.rtt) {
+            Silence::None => {}
+            Silence::Suspect => {
+                if !core.prober.is_dead(c.peer) {
+                    suspect.insert(c.peer);
+                }
+            }
+            Silence::Dead => {
+                if core.prober.link_lost(c.peer) {
+                    warn!(
+                        edge = core.id,
+                        peer = c.peer,
+                        "link down: relay connection silent"
+                    );
+                }
+            }
         }
     }
+    if !suspect.is_empty() && suspect != *core.prober.suspect.borrow() {
+        debug!(edge = core.id, peers = ?suspect, "next hops suspect: relay connection silent for over a round trip; media also sent around them");
+    }
+    core.prober.set_suspect(suspect);
 }
 
 #[cfg(test)]
@@ -508,44 +581,52 @@ mod tests {
         let t0 = Instant::now();
         let rtt = ms(10);
         let mut s = TransportSilence::default();
-        assert!(!s.look(t0, 7, 100, 50, rtt));
+        let (none, suspect, dead) = (Silence::None, Silence::Suspect, Silence::Dead);
+        assert_eq!(s.look(t0, 7, 100, 50, rtt), none);
         // Sending, and hearing ACKs: alive.
         for i in 1..10u64 {
-            assert!(!s.look(
-                t0 + TRANSPORT_CHECK_EVERY * i as u32,
-                7,
-                100 + i,
-                50 + i,
-                rtt
-            ));
+            let at = t0 + TRANSPORT_CHECK_EVERY * i as u32;
+            assert_eq!(s.look(at, 7, 100 + i, 50 + i, rtt), none);
         }
-        // The peer goes silent while this edge sends: dead once the wait
-        // (the 150 ms floor; 4 RTTs is 40 ms) has passed since the first
-        // unanswered send was seen.
+        // The peer goes silent while this edge sends: suspect after the
+        // 60 ms floor (a round trip and a quarter plus the ACK delay is
+        // 38 ms), dead once the 150 ms floor (4 RTTs is 40 ms) has passed
+        // since the first unanswered send was seen.
         let quiet = t0 + ms(500);
-        assert!(!s.look(quiet, 7, 109, 60, rtt));
-        assert!(!s.look(quiet + ms(50), 7, 109, 61, rtt));
-        assert!(!s.look(quiet + ms(100), 7, 109, 63, rtt));
-        assert!(s.look(quiet + ms(150), 7, 109, 64, rtt));
-        // Far peers get four round trips.
+        assert_eq!(s.look(quiet, 7, 109, 60, rtt), none);
+        assert_eq!(s.look(quiet + ms(50), 7, 109, 61, rtt), none);
+        assert_eq!(s.look(quiet + ms(100), 7, 109, 63, rtt), suspect);
+        assert_eq!(s.look(quiet + ms(150), 7, 109, 64, rtt), dead);
+        // An answer clears it.
+        assert_eq!(s.look(quiet + ms(200), 7, 110, 65, rtt), none);
+        // Far peers: suspect after 150 ms (100 + 25 + 25), dead after four
+        // round trips.
         let mut far = TransportSilence::default();
         far.look(t0, 7, 1, 1, ms(100));
         far.look(t0 + ms(50), 7, 1, 2, ms(100));
-        assert!(
-            !far.look(t0 + ms(400), 7, 1, 3, ms(100)),
-            "looks 50 ms apart in practice"
-        );
+        for after in (50..=450).step_by(50) {
+            let verdict = match after {
+                ..150 => none,
+                150..400 => suspect,
+                _ => dead,
+            };
+            let at = t0 + ms(50 + after);
+            assert_eq!(far.look(at, 7, 1, 3, ms(100)), verdict, "{after} ms");
+        }
         // Not sending: silence means nothing (an idle link).
         let mut idle = TransportSilence::default();
         for i in 0..20u32 {
-            assert!(!idle.look(t0 + TRANSPORT_CHECK_EVERY * i, 7, 5, 9, rtt));
+            assert_eq!(
+                idle.look(t0 + TRANSPORT_CHECK_EVERY * i, 7, 5, 9, rtt),
+                none
+            );
         }
         // A new connection starts over, and so does a starved look.
-        assert!(!s.look(quiet + ms(200), 8, 109, 64, rtt));
+        assert_eq!(s.look(quiet + ms(300), 8, 110, 65, rtt), none);
         let mut starved = TransportSilence::default();
         starved.look(t0, 7, 1, 1, rtt);
         starved.look(t0 + ms(50), 7, 1, 2, rtt);
-        assert!(!starved.look(t0 + ms(400), 7, 1, 3, rtt));
+        assert_eq!(starved.look(t0 + ms(400), 7, 1, 3, rtt), none);
 
         // The prober: dead at once, alive again at a probe's answer.
         let p = Prober::default();

@@ -384,8 +384,17 @@ impl RelayLinks {
     }
 
     /// Send relay datagram `pkt`, carrying the media packet `header`
-    /// describes, to `peer`.
-    pub fn send_media(&self, core: &EdgeCore, peer: EdgeId, header: &MediaHeader, pkt: Bytes) {
+    /// describes, to `peer`. A copy around a suspect hop (`copy`) is sent
+    /// as it is: it is no part of the link's sequence of originals, so it
+    /// is neither kept for NACKs nor put in a parity group.
+    pub fn send_media(
+        &self,
+        core: &EdgeCore,
+        peer: EdgeId,
+        header: &MediaHeader,
+        pkt: Bytes,
+        copy: bool,
+    ) {
         let conn = self.for_sending(peer).and_then(|l| {
             let c = l.conn.read().ok()?.clone()?;
             Some((l, c))
@@ -398,7 +407,7 @@ impl RelayLinks {
                     .increment(pkt.len() as u64);
                 link.out.add(pkt.len());
                 let mut extra = vec![];
-                if core.cfg.repair.enabled {
+                if core.cfg.repair.enabled && !copy {
                     extra.extend(link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
                         header.track,
                         header.sequence,
@@ -1035,6 +1044,10 @@ async fn read_datagrams(
         }
         let kept = fec.is_some().then(|| d.clone());
         match RelayDatagram::decode(d) {
+            // A copy around a suspect hop is no part of this link's
+            // sequence of originals: not tracked for gaps or parity. The
+            // destination delivers the first of the two.
+            Ok(dg) if dg.copy => core.media_from_relay(dg),
             Ok(dg) => {
                 if let (Some(dec), Some(d)) = (fec.as_mut(), kept) {
                     dec.received(dg.header.track, dg.header.sequence, d);

@@ -30,6 +30,17 @@
 //! 7+6N    ...  media        a whole media datagram, starting with 0x01
 //! ```
 //!
+//! Relay media copy (edge -> edge, type `0x86`, RELAY_MEDIA_COPY): the same
+//! layout as RELAY_MEDIA, for a second copy of a packet that is also on
+//! its way along the best path. An edge sends one when the next hop of
+//! that path looks dead but is not known to be (its relay connection has
+//! stopped answering for a little over a round trip): the copy goes around
+//! the hop by the sender's own routes, and whichever copy arrives first is
+//! delivered. A copy is forwarded as a copy, never copied again, and never
+//! NACKed or counted in a link's loss (it is not part of the link's
+//! sequence of originals); receivers deliver the first of the two and drop
+//! the other.
+//!
 //! Probe and probe reply (edge -> edge, on relay links), 17 bytes:
 //!
 //! ```text
@@ -81,6 +92,7 @@ pub const TYPE_PROBE: u8 = 0x82;
 pub const TYPE_PROBE_REPLY: u8 = 0x83;
 pub const TYPE_NACK: u8 = 0x04;
 pub const TYPE_RELAY_NACK: u8 = 0x84;
+pub const TYPE_RELAY_MEDIA_COPY: u8 = 0x86;
 pub const NACK_FIXED_LEN: usize = 18;
 pub const NACK_RANGE_LEN: usize = 6;
 /// Most ranges in one NACK: up to 272 packets, in 114 bytes.
@@ -163,6 +175,8 @@ impl MediaHeader {
 /// datagram holding the embedded media datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayDatagram {
+    /// A second copy around a suspect hop (type 0x86), not the original.
+    pub copy: bool,
     pub origin: EdgeId,
     pub hop_limit: u8,
     pub tree: RouteTree,
@@ -175,9 +189,11 @@ impl RelayDatagram {
         if d.len() < RELAY_FIXED_LEN {
             return Err(DatagramError::Short(d.len()));
         }
-        if d[0] != TYPE_RELAY_MEDIA {
-            return Err(DatagramError::UnknownType(d[0]));
-        }
+        let copy = match d[0] {
+            TYPE_RELAY_MEDIA => false,
+            TYPE_RELAY_MEDIA_COPY => true,
+            other => return Err(DatagramError::UnknownType(other)),
+        };
         let origin = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
         let hop_limit = d[5];
         let count = d[6] as usize;
@@ -185,6 +201,7 @@ impl RelayDatagram {
         let media_at = RELAY_FIXED_LEN + count * NODE_LEN;
         let header = MediaHeader::decode(&d[media_at..])?;
         Ok(RelayDatagram {
+            copy,
             origin,
             hop_limit,
             tree,
@@ -197,8 +214,24 @@ impl RelayDatagram {
 /// Build the relay datagram that carries `media` along `tree` (the subtree
 /// rooted at the next hop).
 pub fn encode_relay(origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &[u8]) -> Bytes {
+    encode_relay_typed(TYPE_RELAY_MEDIA, origin, hop_limit, tree, media)
+}
+
+/// The same as [`encode_relay`], marked as the second copy around a
+/// suspect hop (type 0x86).
+pub fn encode_relay_copy(origin: EdgeId, hop_limit: u8, tree: &RouteTree, media: &[u8]) -> Bytes {
+    encode_relay_typed(TYPE_RELAY_MEDIA_COPY, origin, hop_limit, tree, media)
+}
+
+fn encode_relay_typed(
+    ty: u8,
+    origin: EdgeId,
+    hop_limit: u8,
+    tree: &RouteTree,
+    media: &[u8],
+) -> Bytes {
     let mut head = Vec::with_capacity(RELAY_FIXED_LEN + tree.len() * NODE_LEN + media.len());
-    head.push(TYPE_RELAY_MEDIA);
+    head.push(ty);
     head.extend_from_slice(&origin.to_be_bytes());
     head.push(hop_limit);
     head.push(tree.len() as u8);
@@ -255,12 +288,19 @@ mod tests {
         let tree = RouteTree::build(5, &[&[5, 6], &[5, 7]]).remove(0);
         let wire = encode_relay(2, 4, &tree, &media);
         let r = RelayDatagram::decode(wire.clone()).unwrap();
-        assert_eq!((r.origin, r.hop_limit), (2, 4));
+        assert_eq!((r.origin, r.hop_limit, r.copy), (2, 4, false));
         assert_eq!(r.tree, tree);
         assert_eq!(r.media, media);
         assert_eq!(r.header, header());
         // The media slice points into the received buffer.
         assert_eq!(r.media.as_ptr(), wire[wire.len() - media.len()..].as_ptr());
+        // A copy differs in its type byte only.
+        let copy = encode_relay_copy(2, 4, &tree, &media);
+        assert_eq!(copy[0], TYPE_RELAY_MEDIA_COPY);
+        assert_eq!(copy[1..], wire[1..]);
+        let c = RelayDatagram::decode(copy).unwrap();
+        assert!(c.copy);
+        assert_eq!(RelayDatagram { copy: false, ..c }, r);
     }
 
     proptest! {

@@ -17,9 +17,13 @@
 //! - [`remote`]: directory updates merged from several homes.
 //! - [`home`]: a channel's directory as its home edge keeps it.
 //! - [`trees`]: route trees from the route table, the checks a relayed
-//!   packet's tree passes, and the repair around dead hops.
+//!   packet's tree passes, the repair around dead hops and the copies
+//!   around suspect ones.
+//! - [`copies`]: the first of two copies of a packet is delivered, not the
+//!   second.
 
 pub mod channel;
+pub mod copies;
 pub mod home;
 pub mod remote;
 pub mod roster;

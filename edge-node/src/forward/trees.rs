@@ -1,6 +1,7 @@
 //! Route trees: the ones an ingress edge builds from its route table, the
-//! checks a relay applies to a tree it receives, and the repair of a tree
-//! around a hop the relay sees dead (docs/protocol.md §9.2-9.5).
+//! checks a relay applies to a tree it receives, the repair of a tree
+//! around a hop the relay sees dead, and the copies sent around a hop it
+//! suspects (docs/protocol.md §9.2-9.5).
 //!
 //! The ingress builds one tree covering every remote edge that needs a
 //! packet; each relay follows the subtree it was handed (root must be
@@ -95,14 +96,16 @@ pub fn check(
 }
 
 /// An edge's view for building and repairing trees: who it is, the route
-/// table it forwards by, and which peers its probes see dead.
-pub struct Router<T, D> {
+/// table it forwards by, which peers its probes see dead, and which next
+/// hops it suspects (`probe::Silence::Suspect`).
+pub struct Router<T, D, S> {
     pub me: EdgeId,
     /// The route table, fetched only when a tree is built: a relay that
     /// follows the trees it receives with every child alive (the common
     /// case, per packet) builds none.
     pub table: T,
     pub is_dead: D,
+    pub is_suspect: S,
 }
 
 /// Trees to some destinations, and how many had no route.
@@ -112,25 +115,37 @@ pub struct Trees {
     pub unroutable: usize,
 }
 
-/// The subtrees a relay sends a packet on, how many of its children it
-/// repaired around, and how many destinations of those had no route.
+/// The subtrees a relay sends a packet on, the copies it also sends around
+/// suspect next hops, how many of its children it repaired around, and how
+/// many destinations of those had no route.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Children {
     pub subtrees: Vec<RouteTree>,
+    /// Media only: for each child whose next hop is suspect, the same
+    /// destinations again by routes that avoid that hop (none where no
+    /// such route exists). Sent as copies (`RELAY_MEDIA_COPY`).
+    pub copies: Vec<RouteTree>,
     pub repaired: usize,
     pub unroutable: usize,
 }
 
-impl<T, R, D> Router<T, D>
+impl<T, R, D, S> Router<T, D, S>
 where
     T: Fn() -> R,
     R: Deref<Target = RouteTable>,
     D: Fn(EdgeId) -> bool,
+    S: Fn(EdgeId) -> bool,
 {
     /// Trees from this edge to `dests`. The table already goes around the
     /// dead peers it was made with; this also goes around the ones seen dead
     /// since (it is remade a moment later).
     pub fn trees_to(&self, dests: &[EdgeId]) -> Trees {
+        self.trees_around(dests, &self.is_dead)
+    }
+
+    /// Trees from this edge to `dests` whose first hops are not `avoid`ed
+    /// where a backup or the direct link allows.
+    fn trees_around(&self, dests: &[EdgeId], avoid: impl Fn(EdgeId) -> bool) -> Trees {
         let mut out = Trees::default();
         if dests.is_empty() {
             return out;
@@ -144,7 +159,7 @@ where
                     return None;
                 };
                 let backup = table.backups.get(d).map(Vec::as_slice);
-                Some(around_dead(self.me, *d, &p, backup, &self.is_dead).into_owned())
+                Some(around_dead(self.me, *d, &p, backup, &avoid).into_owned())
             })
             .collect();
         let refs: Vec<&[EdgeId]> = paths.iter().map(Vec::as_slice).collect();
@@ -170,11 +185,19 @@ where
     /// Media for a destination seen dead is dropped (latency first). A
     /// frame for one is still sent to it alone: queued on its link, it gets
     /// the frame when the link comes back, in order, if it was only cut off.
+    ///
+    /// A live child whose next hop is suspect is sent as it is, and, for
+    /// media, its destinations are also given [`Children::copies`] around
+    /// that hop (frames need none: their link resends what a dead peer
+    /// took, see `relay::resend_around`).
     pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
         let mut out = Children::default();
         for child in tree.children() {
             let next = child.root();
             if !(self.is_dead)(next.edge) {
+                if kind == Forwarded::Media && (self.is_suspect)(next.edge) {
+                    out.copies.extend(self.copies_around(&child));
+                }
                 out.subtrees.push(child);
                 continue;
             }
@@ -195,6 +218,29 @@ where
             }
         }
         out
+    }
+
+    /// Subtrees reaching `child`'s live destinations (the suspect hop
+    /// itself excluded) without passing through its root: this edge's own
+    /// routes with that hop treated as dead, keeping only those that
+    /// avoid it all the way.
+    fn copies_around(&self, child: &RouteTree) -> Vec<RouteTree> {
+        let suspect = child.root().edge;
+        let dests: Vec<EdgeId> = child.nodes()[1..]
+            .iter()
+            .filter(|n| n.deliver && !(self.is_dead)(n.edge))
+            .map(|n| n.edge)
+            .collect();
+        if dests.is_empty() {
+            return vec![];
+        }
+        let around = self.trees_around(&dests, |e| e == suspect || (self.is_dead)(e));
+        around
+            .trees
+            .iter()
+            .flat_map(RouteTree::children)
+            .filter(|c| c.nodes().iter().all(|n| n.edge != suspect))
+            .collect()
     }
 }
 
@@ -230,11 +276,28 @@ mod tests {
     fn router<'a>(
         t: &'a RouteTable,
         dead: &'a [EdgeId],
-    ) -> Router<impl Fn() -> &'a RouteTable, impl Fn(EdgeId) -> bool + 'a> {
+    ) -> Router<
+        impl Fn() -> &'a RouteTable,
+        impl Fn(EdgeId) -> bool + 'a,
+        impl Fn(EdgeId) -> bool + 'a,
+    > {
+        suspecting(t, dead, &[])
+    }
+
+    fn suspecting<'a>(
+        t: &'a RouteTable,
+        dead: &'a [EdgeId],
+        suspect: &'a [EdgeId],
+    ) -> Router<
+        impl Fn() -> &'a RouteTable,
+        impl Fn(EdgeId) -> bool + 'a,
+        impl Fn(EdgeId) -> bool + 'a,
+    > {
         Router {
             me: ME,
             table: move || t,
             is_dead: move |e| dead.contains(&e),
+            is_suspect: move |e| suspect.contains(&e),
         }
     }
 
@@ -355,6 +418,55 @@ mod tests {
         let alive = router(&own, &[]).live_children(&sent, Forwarded::Media);
         assert_eq!(alive.subtrees, sent.children());
         assert_eq!(alive.repaired, 0);
+    }
+
+    #[test]
+    fn media_behind_a_suspect_hop_is_also_sent_around_it() {
+        // The ingress sent ME the subtree ME -> 2 -> {3, 4 -> 5}; 2 is
+        // suspect, and 4 is dead.
+        let sent = tree(&[
+            node(ME, false, 1),
+            node(2, true, 2),
+            node(3, true, 0),
+            node(4, true, 1),
+            node(5, true, 0),
+        ]);
+        // ME's own routes: 3 through 2 (backup through 6), 5 direct.
+        let mut own = table(&[&[ME, 2, 3], &[ME, 5], &[ME, 2]]);
+        own.backups.insert(3, vec![ME, 6, 3]);
+        own.peers.insert(6, own.peers[&2].clone());
+        let media = suspecting(&own, &[4], &[2]).live_children(&sent, Forwarded::Media);
+        assert_eq!(media.subtrees, sent.children(), "the original still goes");
+        assert_eq!(media.repaired, 0);
+        assert_eq!(
+            covered(&media.copies),
+            [3, 5],
+            "copies to every live destination but the suspect itself"
+        );
+        for c in &media.copies {
+            assert!(
+                c.nodes().iter().all(|n| n.edge != 2),
+                "a copy avoids the suspect hop: {c:?}"
+            );
+        }
+        // Frames are not copied, and nothing is without a suspect.
+        assert!(suspecting(&own, &[], &[2])
+            .live_children(&sent, Forwarded::Frame)
+            .copies
+            .is_empty());
+        assert!(router(&own, &[])
+            .live_children(&sent, Forwarded::Media)
+            .copies
+            .is_empty());
+        // Nothing to copy when the suspect is the only destination.
+        let to_2 = tree(&[node(ME, false, 1), node(2, true, 0)]);
+        assert!(suspecting(&own, &[], &[2])
+            .live_children(&to_2, Forwarded::Media)
+            .copies
+            .is_empty());
+        // A dead hop is repaired, not copied.
+        let dead = suspecting(&own, &[2], &[2]).live_children(&sent, Forwarded::Media);
+        assert_eq!((dead.repaired, dead.copies.len()), (1, 0));
     }
 
     /// A random mesh's table: for each destination a loop-free path through

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use bytes::BytesMut;
 use prost::Message;
-use protocol::datagram::{encode_relay, MediaHeader};
+use protocol::datagram::{encode_relay, encode_relay_copy, MediaHeader};
 use protocol::framing;
 use protocol::pb::{
     self, client_frame::Kind as CK, relay_frame::Kind as RK, server_frame::Kind as SK,
@@ -349,6 +349,11 @@ fn main() {
         "relay_datagram",
         "chain",
         &encode_relay(1, 2, &chain, &media),
+    );
+    write(
+        "relay_datagram",
+        "copy",
+        &encode_relay_copy(1, 8, &tree, &media),
     );
 
     // route_tree
