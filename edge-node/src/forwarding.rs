@@ -173,7 +173,7 @@ impl EdgeCore {
         }
         for around in &out.copies {
             let pkt = encode_relay_copy(origin, hop_limit, around, media);
-            self.metrics.media_copies_sent.increment(1);
+            self.metrics.media_copies_made.increment(1);
             self.relay
                 .send_media(self, around.root().edge, header, pkt, true);
         }

@@ -185,7 +185,11 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_media_copies_total",
-        "Relayed media sent as copies around a next hop whose relay connection is suspect (silent a little over a round trip), by event (sent; dropped: the second of two copies to arrive here)."
+        "Media packets copied around a next hop whose relay connection is suspect (silent a little over a round trip), by event (made: copies this edge made; dropped: the second of two copies to reach this edge's members)."
+    );
+    describe_counter!(
+        "rtn_edge_media_copy_bytes_total",
+        "Bytes of copies around suspect hops sent on relay links (made here or forwarded), apart from rtn_edge_media_bytes_total, which counts first sends of originals."
     );
     describe_counter!(
         "rtn_edge_unroutable_destinations_total",
@@ -415,8 +419,9 @@ pub struct EdgeMetrics {
     /// (a static mesh has none to be connected to: no series, no alert).
     pub store_connected: Gauge,
     pub unroutable: Counter,
-    pub media_copies_sent: Counter,
+    pub media_copies_made: Counter,
     pub media_copies_dropped: Counter,
+    pub media_copy_bytes: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
     pub media_in_relay: Counter,
@@ -499,8 +504,9 @@ impl EdgeMetrics {
             local_reroutes: counter!("rtn_edge_local_reroutes_total", "edge" => edge.clone()),
             store_connected: Gauge::noop(),
             unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
-            media_copies_sent: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "sent"),
+            media_copies_made: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "made"),
             media_copies_dropped: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "dropped"),
+            media_copy_bytes: counter!("rtn_edge_media_copy_bytes_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
             media_in_relay: packets("in", "relay"),

@@ -401,10 +401,14 @@ impl RelayLinks {
         });
         match conn {
             Some((link, conn)) => {
-                core.metrics.media_out_relay.increment(1);
-                core.metrics
-                    .media_out_relay_bytes
-                    .increment(pkt.len() as u64);
+                if copy {
+                    core.metrics.media_copy_bytes.increment(pkt.len() as u64);
+                } else {
+                    core.metrics.media_out_relay.increment(1);
+                    core.metrics
+                        .media_out_relay_bytes
+                        .increment(pkt.len() as u64);
+                }
                 link.out.add(pkt.len());
                 let mut extra = vec![];
                 if core.cfg.repair.enabled && !copy {

@@ -524,6 +524,31 @@ mod tests {
             for t in &media {
                 prop_assert!(!dead.contains(&t.root().edge), "no media sent into a dead edge");
             }
+            // The same edges suspect instead of dead: the originals go as
+            // they are, and each suspect's copies avoid it and reach only
+            // destinations behind it, each once.
+            for s in &dead {
+                let r = suspecting(&table, &[], std::slice::from_ref(s));
+                for t in &built.trees {
+                    let out = r.live_children(t, Forwarded::Media);
+                    prop_assert_eq!(&out.subtrees, &t.children());
+                    let behind: Vec<EdgeId> = t
+                        .children()
+                        .iter()
+                        .filter(|c| c.root().edge == *s)
+                        .flat_map(|c| c.destinations())
+                        .filter(|d| d != s)
+                        .collect();
+                    let copied = covered(&out.copies);
+                    for c in &out.copies {
+                        prop_assert!(c.nodes().iter().all(|n| n.edge != *s), "a copy through suspect {}", s);
+                    }
+                    for d in &copied {
+                        prop_assert!(behind.contains(d), "copy to {} not behind suspect {}", d, s);
+                        prop_assert_eq!(copied.iter().filter(|x| *x == d).count(), 1);
+                    }
+                }
+            }
         }
     }
 }

@@ -1093,10 +1093,11 @@ fn print_summary(r: &Report) {
         (
             "repair overhead",
             format!(
-                "{:.1}%  ({:.0} resent, {:.0} rebuilt from parity)",
+                "{:.1}%  ({:.0} resent, {:.0} rebuilt from parity, {:.0} copies around suspect relays)",
                 r.quality.repair_overhead * 100.0,
                 r.quality.repair.resent,
-                r.quality.repair.rebuilt
+                r.quality.repair.rebuilt,
+                r.quality.repair.copies
             ),
         ),
         (

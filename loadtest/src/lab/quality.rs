@@ -33,6 +33,11 @@ pub struct RepairCounters {
     pub resent: f64,
     /// Packets rebuilt from parity.
     pub rebuilt: f64,
+    /// Copies sent around suspect relays (docs/protocol.md §9.4 step 5),
+    /// every hop they crossed.
+    pub copy_bytes: f64,
+    /// Copies the edges made.
+    pub copies: f64,
 }
 
 impl RepairCounters {
@@ -49,6 +54,8 @@ impl RepairCounters {
             nacked: m("rtn_edge_repair_nacked_total", &[("dir", "out")]),
             resent: m("rtn_edge_repair_resent_packets_total", &[]),
             rebuilt: m("rtn_edge_repair_parity_rebuilt_total", &[]),
+            copy_bytes: m("rtn_edge_media_copy_bytes_total", &[]),
+            copies: m("rtn_edge_media_copies_total", &[("event", "made")]),
         }
     }
 
@@ -70,15 +77,18 @@ impl RepairCounters {
             nacked: self.nacked - earlier.nacked,
             resent: self.resent - earlier.resent,
             rebuilt: self.rebuilt - earlier.rebuilt,
+            copy_bytes: self.copy_bytes - earlier.copy_bytes,
+            copies: self.copies - earlier.copies,
         }
     }
 
-    /// Repair bytes over media bytes.
+    /// Repair bytes (resent, parity, copies around suspect relays) over
+    /// media bytes.
     pub fn overhead(&self) -> f64 {
         if self.media_bytes <= 0.0 {
             0.0
         } else {
-            (self.resent_bytes + self.parity_bytes) / self.media_bytes
+            (self.resent_bytes + self.parity_bytes + self.copy_bytes) / self.media_bytes
         }
     }
 }
@@ -242,7 +252,10 @@ mod tests {
         let text = "rtn_edge_media_bytes_total{edge=\"1\",dir=\"out\",link=\"relay\"} 600\n\
                     rtn_edge_media_bytes_total{edge=\"1\",dir=\"in\",link=\"client\"} 999\n\
                     rtn_edge_repair_resent_bytes_total{edge=\"1\",link=\"relay\"} 50\n\
-                    rtn_edge_repair_parity_bytes_total{edge=\"1\",link=\"relay\"} 30\n";
+                    rtn_edge_repair_parity_bytes_total{edge=\"1\",link=\"relay\"} 30\n\
+                    rtn_edge_media_copy_bytes_total{edge=\"1\"} 20\n\
+                    rtn_edge_media_copies_total{edge=\"1\",event=\"made\"} 2\n\
+                    rtn_edge_media_copies_total{edge=\"1\",event=\"dropped\"} 5\n";
         let mut c = RepairCounters::of_edges(text);
         c.add_client(&sdk::StatsSnapshot {
             media_sent_bytes: 400,
@@ -251,6 +264,7 @@ mod tests {
             ..Default::default()
         });
         let run = c.since(&RepairCounters::default());
-        assert!((run.overhead() - 0.11).abs() < 1e-12, "{}", run.overhead());
+        assert!((run.overhead() - 0.13).abs() < 1e-12, "{}", run.overhead());
+        assert_eq!(run.copies, 2.0);
     }
 }
