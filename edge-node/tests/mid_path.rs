@@ -13,7 +13,10 @@
 //!   direct;
 //! - edge 3 again, this time holding messages in flight: its link to 4
 //!   delays and loses packets, so QUIC keeps unacknowledged messages in
-//!   edge 3's send buffers when it dies.
+//!   edge 3's send buffers when it dies;
+//! - edge 2 again, far from edge 1 (120 ms round trip): edge 1 suspects it
+//!   long before it can call it dead (four round trips), and sends the
+//!   media around it meanwhile as copies.
 //!
 //! The sender's SDK keeps no replay window, so only the edges can deliver
 //! what was lost inside the dead relay.
@@ -77,6 +80,8 @@ enum Death {
     Kill,
     /// The same, its link to edge 4 slow and lossy: messages in flight.
     KillInFlight,
+    /// The same, its link from edge 1 long (60 ms each way).
+    KillFar,
     /// Stopped cleanly (drained): its close frames get out.
     Stop,
 }
@@ -92,6 +97,13 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             ..LinkProfile::default()
         };
         mesh.wan().set_link(ip(victim), ip(4), slow).unwrap();
+    }
+    if how == Death::KillFar {
+        let far = LinkProfile {
+            delay_ms: 60.0,
+            ..LinkProfile::default()
+        };
+        mesh.wan().set_link(ip(1), ip(victim), far).unwrap();
     }
     let mut sender_config = mesh.sdk_config(&[1]);
     sender_config.replay_window = 0;
@@ -180,6 +192,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
         match how {
             Death::Kill => "",
             Death::KillInFlight => " holding messages in flight",
+            Death::KillFar => " (far from the edge before it)",
             Death::Stop => " (stopped cleanly)",
         },
         seqs.len(),
@@ -202,6 +215,15 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     // A clean stop is routed around at once (20 ms quiet).
     if how == Death::Stop {
         assert!(gap < Duration::from_millis(200), "{gap:?}");
+    }
+    // A far next hop: suspect after 1.25 RTT + 25 ms of silence and sent
+    // around as copies (0.40 s in all, quiet); waiting for the dead
+    // verdict, four RTTs, took 0.69 s.
+    if how == Death::KillFar {
+        assert!(
+            gap < Duration::from_millis(500),
+            "media around a suspect hop: {gap:?}"
+        );
     }
     sender.close().await;
     receiver.close().await;
@@ -231,6 +253,11 @@ async fn a_mid_path_relay_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mid_path_relay_dies_holding_messages_in_flight() {
     a_relay_of_the_path_goes(3, Death::KillInFlight).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_next_hop_that_dies_is_sent_around_while_suspect() {
+    a_relay_of_the_path_goes(2, Death::KillFar).await;
 }
 
 /// A relay that stops cleanly closes its relay connections with
