@@ -7,7 +7,7 @@
 //! Statistics are `topology::LinkStats`. The policy, with the reasons:
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,8 +139,11 @@ pub struct Prober {
     rounds: AtomicU64,
     targets: Mutex<HashMap<EdgeId, Target>>,
     dead: watch::Sender<BTreeSet<EdgeId>>,
-    /// Next hops whose relay connection is [`Silence::Suspect`] now.
+    /// Next hops whose relay connection is [`Silence::Suspect`] now, and
+    /// whether there is any (read per relayed packet and child: a healthy
+    /// mesh pays one relaxed load, not a lock).
     suspect: watch::Sender<BTreeSet<EdgeId>>,
+    any_suspect: AtomicBool,
 }
 
 impl Default for Prober {
@@ -152,6 +155,7 @@ impl Default for Prober {
             targets: Mutex::default(),
             dead: watch::channel(BTreeSet::new()).0,
             suspect: watch::channel(BTreeSet::new()).0,
+            any_suspect: AtomicBool::new(false),
         }
     }
 }
@@ -182,10 +186,12 @@ impl Prober {
     /// Whether `peer`'s relay connection is suspect now (silent a little
     /// over a round trip, not yet dead): media is also sent around it.
     pub fn is_suspect(&self, peer: EdgeId) -> bool {
-        self.suspect.borrow().contains(&peer)
+        self.any_suspect.load(Ordering::Relaxed) && self.suspect.borrow().contains(&peer)
     }
 
     fn set_suspect(&self, suspect: BTreeSet<EdgeId>) {
+        self.any_suspect
+            .store(!suspect.is_empty(), Ordering::Relaxed);
         self.suspect.send_if_modified(|s| {
             let changed = *s != suspect;
             *s = suspect;
@@ -643,6 +649,12 @@ mod tests {
         p.on_reply(2, probes[0].1);
         p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
         assert!(!p.is_dead(2));
+        // Suspects, as the connection check sets them.
+        assert!(!p.is_suspect(2));
+        p.set_suspect(set(&[2]));
+        assert!(p.is_suspect(2) && !p.is_suspect(3));
+        p.set_suspect(BTreeSet::new());
+        assert!(!p.is_suspect(2));
     }
 
     #[test]
