@@ -14,7 +14,7 @@ use protocol::EdgeId;
 
 use crate::channel::{Channel, ChannelState, TreeCache};
 use crate::edge::EdgeCore;
-use crate::forward::trees::{self, initial_hop_limit, Children, Forwarded, Router};
+use crate::forward::trees::{self, initial_hop_limit, Forwarded, Router};
 use crate::routes::RouteTable;
 
 impl EdgeCore {
@@ -45,15 +45,15 @@ impl EdgeCore {
         out.trees
     }
 
-    /// The subtrees to send `tree` (rooted at this edge) on, and the
-    /// copies around suspect hops: see [`Router::live_children`].
-    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
+    /// The subtrees to send `tree` (rooted at this edge) on: see
+    /// [`Router::live_children`].
+    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Vec<RouteTree> {
         let out = self.router().live_children(tree, kind);
         for _ in 0..out.repaired {
             self.metrics.local_repair(kind.label());
         }
         self.metrics.unroutable.increment(out.unroutable as u64);
-        out
+        out.subtrees
     }
 
     fn media_trees(&self, ch: &Channel, st: &ChannelState) -> Arc<Vec<RouteTree>> {
@@ -158,8 +158,7 @@ impl EdgeCore {
         media: &Bytes,
         copy: bool,
     ) {
-        let out = self.live_children(tree, Forwarded::Media);
-        for child in &out.subtrees {
+        for child in &self.live_children(tree, Forwarded::Media) {
             let next = child.root().edge;
             let pkt = if copy {
                 encode_relay_copy(origin, hop_limit, child, media)
@@ -168,10 +167,10 @@ impl EdgeCore {
             };
             self.relay.send_media(self, next, header, pkt, copy);
         }
-        if copy {
+        if copy || !self.prober.has_suspects() {
             return;
         }
-        for around in &out.copies {
+        for around in &self.router().copies(tree) {
             let pkt = encode_relay_copy(origin, hop_limit, around, media);
             self.metrics.media_copies_made.increment(1);
             self.relay
@@ -263,7 +262,7 @@ impl EdgeCore {
     /// Send a relay frame to each child of `tree` (rooted at this edge),
     /// each carrying its own subtree.
     pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
-        for child in self.live_children(tree, Forwarded::Frame).subtrees {
+        for child in self.live_children(tree, Forwarded::Frame) {
             self.relay.send_frame(
                 self,
                 child.root().edge,

@@ -97,6 +97,15 @@ pub const TRANSPORT_SUSPECT_MIN: Duration = Duration::from_millis(60);
 /// RFC's default `max_ack_delay`).
 pub const ACK_DELAY: Duration = Duration::from_millis(25);
 
+/// Publish `set` on `tx`, waking its watchers only if it changed.
+fn replace_set(tx: &watch::Sender<BTreeSet<EdgeId>>, set: BTreeSet<EdgeId>) {
+    tx.send_if_modified(|s| {
+        let changed = *s != set;
+        *s = set;
+        changed
+    });
+}
+
 /// How long `rtt` peers may stay silent after a send before they are
 /// suspect, and before they are dead.
 fn silence_waits(rtt: Duration) -> (Duration, Duration) {
@@ -186,17 +195,19 @@ impl Prober {
     /// Whether `peer`'s relay connection is suspect now (silent a little
     /// over a round trip, not yet dead): media is also sent around it.
     pub fn is_suspect(&self, peer: EdgeId) -> bool {
-        self.any_suspect.load(Ordering::Relaxed) && self.suspect.borrow().contains(&peer)
+        self.has_suspects() && self.suspect.borrow().contains(&peer)
+    }
+
+    /// Whether any next hop is suspect now: one relaxed load, so that a
+    /// healthy mesh does not look for copies to make.
+    pub fn has_suspects(&self) -> bool {
+        self.any_suspect.load(Ordering::Relaxed)
     }
 
     fn set_suspect(&self, suspect: BTreeSet<EdgeId>) {
         self.any_suspect
             .store(!suspect.is_empty(), Ordering::Relaxed);
-        self.suspect.send_if_modified(|s| {
-            let changed = *s != suspect;
-            *s = suspect;
-            changed
-        });
+        replace_set(&self.suspect, suspect);
     }
 
     /// Record a reply; the RTT it measured if the statistics used it (for
@@ -329,11 +340,7 @@ impl Prober {
             }
         }
         drop(map);
-        self.dead.send_if_modified(|d| {
-            let changed = *d != dead;
-            *d = dead;
-            changed
-        });
+        replace_set(&self.dead, dead);
     }
 }
 

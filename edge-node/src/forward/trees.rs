@@ -115,16 +115,11 @@ pub struct Trees {
     pub unroutable: usize,
 }
 
-/// The subtrees a relay sends a packet on, the copies it also sends around
-/// suspect next hops, how many of its children it repaired around, and how
-/// many destinations of those had no route.
+/// The subtrees a relay sends a packet on, how many of its children it
+/// repaired around, and how many destinations of those had no route.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Children {
     pub subtrees: Vec<RouteTree>,
-    /// Media only: for each child whose next hop is suspect, the same
-    /// destinations again by routes that avoid that hop (none where no
-    /// such route exists). Sent as copies (`RELAY_MEDIA_COPY`).
-    pub copies: Vec<RouteTree>,
     pub repaired: usize,
     pub unroutable: usize,
 }
@@ -185,19 +180,12 @@ where
     /// Media for a destination seen dead is dropped (latency first). A
     /// frame for one is still sent to it alone: queued on its link, it gets
     /// the frame when the link comes back, in order, if it was only cut off.
-    ///
-    /// A live child whose next hop is suspect is sent as it is, and, for
-    /// media, its destinations are also given [`Children::copies`] around
-    /// that hop (frames need none: their link resends what a dead peer
-    /// took, see `relay::resend_around`).
+    /// A live child is sent as it is, suspect or not (see [`Self::copies`]).
     pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
         let mut out = Children::default();
         for child in tree.children() {
             let next = child.root();
             if !(self.is_dead)(next.edge) {
-                if kind == Forwarded::Media && (self.is_suspect)(next.edge) {
-                    out.copies.extend(self.copies_around(&child));
-                }
                 out.subtrees.push(child);
                 continue;
             }
@@ -205,12 +193,7 @@ where
             if kind == Forwarded::Frame && next.deliver {
                 out.subtrees.push(RouteTree::leaf(next.edge));
             }
-            let dests: Vec<EdgeId> = child.nodes()[1..]
-                .iter()
-                .filter(|n| n.deliver)
-                .filter(|n| kind == Forwarded::Frame || !(self.is_dead)(n.edge))
-                .map(|n| n.edge)
-                .collect();
+            let dests = self.destinations_below(&child, kind);
             let repairs = self.trees_to(&dests);
             out.unroutable += repairs.unroutable;
             for repaired in repairs.trees {
@@ -220,17 +203,38 @@ where
         out
     }
 
+    /// The deliver nodes of `child` below its root: for media, those not
+    /// seen dead (latency first); for frames, all of them.
+    fn destinations_below(&self, child: &RouteTree, kind: Forwarded) -> Vec<EdgeId> {
+        child.nodes()[1..]
+            .iter()
+            .filter(|n| n.deliver)
+            .filter(|n| kind == Forwarded::Frame || !(self.is_dead)(n.edge))
+            .map(|n| n.edge)
+            .collect()
+    }
+
+    /// The copies of a media packet on `tree` (rooted at this edge) to send
+    /// besides [`Self::live_children`]: for each live child whose next hop
+    /// is suspect, subtrees to the same destinations around that hop (none
+    /// where no such route exists), sent as `RELAY_MEDIA_COPY`. Only an
+    /// original is copied, and only media: frames need no copies, their
+    /// link resends what a dead peer took (`relay::resend_around`).
+    pub fn copies(&self, tree: &RouteTree) -> Vec<RouteTree> {
+        tree.children()
+            .iter()
+            .filter(|c| (self.is_suspect)(c.root().edge) && !(self.is_dead)(c.root().edge))
+            .flat_map(|c| self.copies_around(c))
+            .collect()
+    }
+
     /// Subtrees reaching `child`'s live destinations (the suspect hop
     /// itself excluded) without passing through its root: this edge's own
     /// routes with that hop treated as dead, keeping only those that
     /// avoid it all the way.
     fn copies_around(&self, child: &RouteTree) -> Vec<RouteTree> {
         let suspect = child.root().edge;
-        let dests: Vec<EdgeId> = child.nodes()[1..]
-            .iter()
-            .filter(|n| n.deliver && !(self.is_dead)(n.edge))
-            .map(|n| n.edge)
-            .collect();
+        let dests = self.destinations_below(child, Forwarded::Media);
         if dests.is_empty() {
             return vec![];
         }
@@ -435,38 +439,32 @@ mod tests {
         let mut own = table(&[&[ME, 2, 3], &[ME, 5], &[ME, 2]]);
         own.backups.insert(3, vec![ME, 6, 3]);
         own.peers.insert(6, own.peers[&2].clone());
-        let media = suspecting(&own, &[4], &[2]).live_children(&sent, Forwarded::Media);
+        let r = suspecting(&own, &[4], &[2]);
+        let media = r.live_children(&sent, Forwarded::Media);
+        let copies = r.copies(&sent);
         assert_eq!(media.subtrees, sent.children(), "the original still goes");
         assert_eq!(media.repaired, 0);
         assert_eq!(
-            covered(&media.copies),
+            covered(&copies),
             [3, 5],
             "copies to every live destination but the suspect itself"
         );
-        for c in &media.copies {
+        for c in &copies {
             assert!(
                 c.nodes().iter().all(|n| n.edge != 2),
                 "a copy avoids the suspect hop: {c:?}"
             );
         }
-        // Frames are not copied, and nothing is without a suspect.
-        assert!(suspecting(&own, &[], &[2])
-            .live_children(&sent, Forwarded::Frame)
-            .copies
-            .is_empty());
-        assert!(router(&own, &[])
-            .live_children(&sent, Forwarded::Media)
-            .copies
-            .is_empty());
+        // Frames are never copied (copies are asked for media only), and
+        // nothing is without a suspect.
+        assert!(router(&own, &[]).copies(&sent).is_empty());
         // Nothing to copy when the suspect is the only destination.
         let to_2 = tree(&[node(ME, false, 1), node(2, true, 0)]);
-        assert!(suspecting(&own, &[], &[2])
-            .live_children(&to_2, Forwarded::Media)
-            .copies
-            .is_empty());
+        assert!(suspecting(&own, &[], &[2]).copies(&to_2).is_empty());
         // A dead hop is repaired, not copied.
-        let dead = suspecting(&own, &[2], &[2]).live_children(&sent, Forwarded::Media);
-        assert_eq!((dead.repaired, dead.copies.len()), (1, 0));
+        let both = suspecting(&own, &[2], &[2]);
+        let dead = both.live_children(&sent, Forwarded::Media);
+        assert_eq!((dead.repaired, both.copies(&sent).len()), (1, 0));
     }
 
     /// A random mesh's table: for each destination a loop-free path through
@@ -532,6 +530,7 @@ mod tests {
                 for t in &built.trees {
                     let out = r.live_children(t, Forwarded::Media);
                     prop_assert_eq!(&out.subtrees, &t.children());
+                    let copies = r.copies(t);
                     let behind: Vec<EdgeId> = t
                         .children()
                         .iter()
@@ -539,8 +538,8 @@ mod tests {
                         .flat_map(|c| c.destinations())
                         .filter(|d| d != s)
                         .collect();
-                    let copied = covered(&out.copies);
-                    for c in &out.copies {
+                    let copied = covered(&copies);
+                    for c in &copies {
                         prop_assert!(c.nodes().iter().all(|n| n.edge != *s), "a copy through suspect {}", s);
                     }
                     for d in &copied {
