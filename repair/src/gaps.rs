@@ -94,6 +94,60 @@ struct Missing {
     next_nack: Instant,
 }
 
+/// `seq` extended to 64 bits against `highest`, the highest extended
+/// sequence seen (the nearest value with these low 32 bits). The first
+/// starts at 2^32 so that a wrap backwards stays positive.
+pub fn extend(highest: Option<u64>, seq: u32) -> u64 {
+    match highest {
+        None => (1 << 32) | seq as u64,
+        Some(h) => {
+            let delta = seq.wrapping_sub(h as u32) as i32 as i64;
+            (h as i64 + delta) as u64
+        }
+    }
+}
+
+/// Which sequences (extended, see [`extend`]) within [`WINDOW`] of the
+/// highest arrived: bit `s % WINDOW` for `s`. Its owner clears the bits
+/// its window moves onto.
+#[derive(Debug)]
+pub struct SeenWindow {
+    bits: Box<[u64; (WINDOW / 64) as usize]>,
+}
+
+impl Default for SeenWindow {
+    fn default() -> Self {
+        SeenWindow {
+            bits: Box::new([0; (WINDOW / 64) as usize]),
+        }
+    }
+}
+
+impl SeenWindow {
+    fn bit(ext: u64) -> (usize, u64) {
+        let i = ext % WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    pub fn contains(&self, ext: u64) -> bool {
+        let (w, b) = Self::bit(ext);
+        self.bits[w] & b != 0
+    }
+
+    pub fn set(&mut self, ext: u64, on: bool) {
+        let (w, b) = Self::bit(ext);
+        if on {
+            self.bits[w] |= b;
+        } else {
+            self.bits[w] &= !b;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.bits.fill(0);
+    }
+}
+
 /// One track's sequence on one hop, as its receiving end sees it.
 #[derive(Debug)]
 pub struct GapTracker {
@@ -102,9 +156,7 @@ pub struct GapTracker {
     highest: Option<u64>,
     /// Where the sequence last (re)started: anything before is stale.
     floor: u64,
-    /// Bit `s % WINDOW` set: sequence `s` (within [`WINDOW`] of the
-    /// highest) arrived.
-    seen: Box<[u64; (WINDOW / 64) as usize]>,
+    seen: SeenWindow,
     missing: BTreeMap<u64, Missing>,
     counters: GapCounters,
 }
@@ -115,7 +167,7 @@ impl GapTracker {
             deadline: crate::deadline(kind),
             highest: None,
             floor: 0,
-            seen: Box::new([0; (WINDOW / 64) as usize]),
+            seen: SeenWindow::default(),
             missing: BTreeMap::new(),
             counters: GapCounters::default(),
         }
@@ -130,54 +182,22 @@ impl GapTracker {
         self.missing.len()
     }
 
-    /// Extend `seq` against the highest seen (the nearest 64-bit value with
-    /// these low 32 bits). Starts at 2^32 so that a wrap backwards stays
-    /// positive.
-    fn extend(&self, seq: u32) -> u64 {
-        match self.highest {
-            None => (1 << 32) | seq as u64,
-            Some(h) => {
-                let delta = seq.wrapping_sub(h as u32) as i32 as i64;
-                (h as i64 + delta) as u64
-            }
-        }
-    }
-
-    fn bit(ext: u64) -> (usize, u64) {
-        let i = ext % WINDOW;
-        ((i / 64) as usize, 1 << (i % 64))
-    }
-
-    fn is_seen(&self, ext: u64) -> bool {
-        let (w, b) = Self::bit(ext);
-        self.seen[w] & b != 0
-    }
-
-    fn set_seen(&mut self, ext: u64, on: bool) {
-        let (w, b) = Self::bit(ext);
-        if on {
-            self.seen[w] |= b;
-        } else {
-            self.seen[w] &= !b;
-        }
-    }
-
     fn restart(&mut self, ext: u64) {
-        self.seen.fill(0);
+        self.seen.clear();
         self.counters.abandoned += self.missing.len() as u64;
         self.missing.clear();
         self.highest = Some(ext);
         self.floor = ext;
-        self.set_seen(ext, true);
+        self.seen.set(ext, true);
     }
 
     /// A packet with sequence `seq` arrived at `now`.
     pub fn on_packet(&mut self, seq: u32, now: Instant) -> Arrival {
-        let ext = self.extend(seq);
+        let ext = extend(self.highest, seq);
         let Some(highest) = self.highest else {
             self.counters.received += 1;
             self.highest = Some(ext);
-            self.set_seen(ext, true);
+            self.seen.set(ext, true);
             return Arrival::New;
         };
         if ext > highest {
@@ -187,7 +207,7 @@ impl GapTracker {
                 return Arrival::Restart;
             }
             for s in highest + 1..ext {
-                self.set_seen(s, false);
+                self.seen.set(s, false);
                 self.missing.insert(
                     s,
                     Missing {
@@ -207,7 +227,7 @@ impl GapTracker {
                 self.missing.pop_first();
                 self.counters.abandoned += 1;
             }
-            self.set_seen(ext, true);
+            self.seen.set(ext, true);
             self.highest = Some(ext);
             return Arrival::New;
         }
@@ -221,12 +241,12 @@ impl GapTracker {
         if ext < self.floor {
             return Arrival::TooOld;
         }
-        if self.is_seen(ext) {
+        if self.seen.contains(ext) {
             self.counters.duplicates += 1;
             return Arrival::Duplicate;
         }
         self.counters.received += 1;
-        self.set_seen(ext, true);
+        self.seen.set(ext, true);
         if self.missing.remove(&ext).is_some() {
             self.counters.recovered += 1;
             Arrival::Recovered

@@ -14,75 +14,61 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use protocol::{ChannelId, TrackKey};
+use repair::gaps::{extend, SeenWindow, WINDOW};
 
-/// Sequences remembered per watched track, behind its highest: copies
-/// arrive within a path's difference in delay (tens of milliseconds, a
-/// few packets), so 256 (five seconds of audio) is plenty.
-pub const SEQ_WINDOW: u32 = 256;
 /// A track is watched this long after its last copy: the original and the
 /// copy of the same packet arrive well within it.
 pub const WATCH_FOR: Duration = Duration::from_secs(2);
-/// Tracks watched at once, at most: copies flow only while a hop is
-/// suspect, and a flood of forged copies must not grow the table.
+/// Tracks watched at once, at most (256 bytes of window each): copies flow
+/// only while a hop is suspect, and a flood of forged copies must not grow
+/// the table.
 pub const MAX_WATCHED: usize = 4_096;
 
-/// One watched track: which of the last [`SEQ_WINDOW`] sequences were
-/// delivered.
+/// One watched track: which sequences within [`WINDOW`] of its highest
+/// were delivered (the window and 64-bit extension the repair crate's gap
+/// tracker uses: a packet that far behind is too old to tell, and counts
+/// as delivered).
 #[derive(Debug)]
 struct Seen {
-    highest: u32,
-    /// Bit i: `highest - i` delivered.
-    bits: [u64; (SEQ_WINDOW / 64) as usize],
+    highest: u64,
+    delivered: SeenWindow,
     copy_at: Instant,
 }
 
 impl Seen {
     fn new(seq: u32, now: Instant) -> Self {
-        let mut bits = [0; (SEQ_WINDOW / 64) as usize];
-        bits[0] = 1;
+        let highest = extend(None, seq);
+        let mut delivered = SeenWindow::default();
+        delivered.set(highest, true);
         Seen {
-            highest: seq,
-            bits,
+            highest,
+            delivered,
             copy_at: now,
         }
     }
 
     /// Mark `seq` delivered; false if it already was (or is too old to
-    /// tell, which counts as delivered: the copy is late anyway).
+    /// tell: the copy is late anyway).
     fn first(&mut self, seq: u32) -> bool {
-        let ahead = seq.wrapping_sub(self.highest);
-        if ahead != 0 && ahead < u32::MAX / 2 {
-            self.shift(ahead);
-            self.highest = seq;
-            self.bits[0] |= 1;
+        let ext = extend(Some(self.highest), seq);
+        if ext > self.highest {
+            if ext - self.highest >= WINDOW {
+                self.delivered.clear();
+            } else {
+                for s in self.highest + 1..ext {
+                    self.delivered.set(s, false);
+                }
+            }
+            self.highest = ext;
+            self.delivered.set(ext, true);
             return true;
         }
-        let behind = self.highest.wrapping_sub(seq);
-        if behind >= SEQ_WINDOW {
+        if self.highest - ext >= WINDOW {
             return false;
         }
-        let (word, bit) = ((behind / 64) as usize, behind % 64);
-        let was = self.bits[word] & (1 << bit) != 0;
-        self.bits[word] |= 1 << bit;
+        let was = self.delivered.contains(ext);
+        self.delivered.set(ext, true);
         !was
-    }
-
-    /// Move the window `by` sequences forward.
-    fn shift(&mut self, by: u32) {
-        if by >= SEQ_WINDOW {
-            self.bits = [0; (SEQ_WINDOW / 64) as usize];
-            return;
-        }
-        let (words, bits) = ((by / 64) as usize, by % 64);
-        for i in (0..self.bits.len()).rev() {
-            let from = i.checked_sub(words);
-            let lo = from.map_or(0, |f| self.bits[f]);
-            let carry = match (bits, from.and_then(|f| f.checked_sub(1))) {
-                (0, _) | (_, None) => 0,
-                (b, Some(c)) => self.bits[c] >> (64 - b),
-            };
-            self.bits[i] = (lo << bits) | carry;
-        }
     }
 }
 
@@ -167,7 +153,7 @@ mod tests {
         assert!(f.deliver(T, 14, true, now));
         assert!(f.deliver(T, 12, false, now));
         assert!(!f.deliver(T, 12, true, now));
-        assert!(!f.deliver(T, 14u32.wrapping_sub(SEQ_WINDOW), false, now));
+        assert!(!f.deliver(T, 14u32.wrapping_sub(WINDOW as u32), false, now));
         // Another track is not affected.
         assert!(f.deliver((ChannelId(1), TrackKey(3)), 10, false, now));
         // Copies stopped: the track is forgotten after WATCH_FOR.
