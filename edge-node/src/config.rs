@@ -370,7 +370,8 @@ impl Default for LimitsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RepairSection {
     /// Repair loss on relay links and client links (`false`: media is
-    /// forwarded best-effort, as before repair existed; NACKs are ignored).
+    /// forwarded best-effort, as before repair existed; NACKs are ignored,
+    /// and no copies go around suspect next hops either).
     #[arg(id = "repair_enabled")]
     pub enabled: bool,
     /// Packets kept per track of each relay link for retransmission (the

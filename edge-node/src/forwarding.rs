@@ -167,7 +167,9 @@ impl EdgeCore {
             };
             self.relay.send_media(self, next, header, pkt, copy);
         }
-        if copy || !self.prober.has_suspects() {
+        // Copies are redundancy, as repair is: best-effort forwarding
+        // (repair off) sends none.
+        if copy || !self.cfg.repair.enabled || !self.prober.has_suspects() {
             return;
         }
         for around in &self.router().copies(tree) {
