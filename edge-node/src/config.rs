@@ -381,6 +381,10 @@ pub struct RepairSection {
     /// Packets kept per track of each client link (to subscribers) for
     /// retransmission.
     pub client_history_packets: usize,
+    /// Copies of media around a relay link that loses 15% or more (a
+    /// redundant path, docs/protocol.md §9.4), at most this share of the
+    /// media sent on that link, audio first (0: no redundant paths).
+    pub redundant_path_share: f64,
 }
 
 impl Default for RepairSection {
@@ -391,6 +395,7 @@ impl Default for RepairSection {
             relay_history_packets: 4_096,
             // 300 ms of several HD video tracks to one subscriber.
             client_history_packets: 1_024,
+            redundant_path_share: repair::redundant::DEFAULT_SHARE,
         }
     }
 }
@@ -749,6 +754,12 @@ impl EdgeConfig {
                 "repair.relay_history_packets and repair.client_history_packets must be at most {MAX_QUEUE}"
             ));
         }
+        if !(0.0..=1.0).contains(&r.redundant_path_share) {
+            return bad(format!(
+                "repair.redundant_path_share must be between 0 and 1 (a share of the lossy link's media), not {}",
+                r.redundant_path_share
+            ));
+        }
         let a = &self.admission;
         if a.max_handshakes == 0 || a.max_connections_per_ip == 0 || a.handshake_timeout_ms == 0 {
             return bad("admission.max_handshakes, max_connections_per_ip and handshake_timeout_ms must be greater than 0".into());
@@ -897,6 +908,10 @@ mod tests {
             (
                 format!("{GOOD}\n[control]\nprefix = \"rtn\"\n"),
                 "control.prefix",
+            ),
+            (
+                format!("{GOOD}\n[repair]\nredundant_path_share = 1.5\n"),
+                "repair.redundant_path_share",
             ),
         ];
         for (text, want) in cases {

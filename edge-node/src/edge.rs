@@ -360,7 +360,7 @@ impl Edge {
         loops.spawn(crate::directory::run_refresh(core.clone()));
         loops.spawn(crate::relay::watch_routes(core.clone()));
         if core.cfg.repair.enabled {
-            loops.spawn(crate::relay::tune_fec(core.clone()));
+            loops.spawn(crate::relay::tune_repair(core.clone()));
         }
         loops.spawn(prune_admission(core.clone()));
         loops.spawn(

@@ -14,7 +14,7 @@ use protocol::EdgeId;
 
 use crate::channel::{Channel, ChannelState, TreeCache};
 use crate::edge::EdgeCore;
-use crate::forward::trees::{self, initial_hop_limit, Forwarded, Router};
+use crate::forward::trees::{self, initial_hop_limit, Around, Forwarded, Router};
 use crate::routes::RouteTable;
 
 impl EdgeCore {
@@ -146,9 +146,9 @@ impl EdgeCore {
     }
 
     /// Send `media` on `tree`'s live children. An original also goes as
-    /// copies around suspect next hops; a copy (`copy`) is forwarded as a
-    /// copy and never copied again, so one suspect hop costs at most one
-    /// copy of each packet per edge in front of it.
+    /// copies around suspect next hops and lossy links (`Router::copies`);
+    /// a copy (`copy`) is forwarded as a copy and never copied again, so a
+    /// hop costs at most one copy of each packet per edge in front of it.
     fn relay_media_children(
         &self,
         origin: EdgeId,
@@ -169,14 +169,25 @@ impl EdgeCore {
         }
         // Copies are redundancy, as repair is: best-effort forwarding
         // (repair off) sends none.
-        if copy || !self.cfg.repair.enabled || !self.prober.has_suspects() {
+        if copy
+            || !self.cfg.repair.enabled
+            || !(self.prober.has_suspects() || self.relay.has_lossy())
+        {
             return;
         }
-        for around in &self.router().copies(tree) {
-            let pkt = encode_relay_copy(origin, hop_limit, around, media);
-            self.metrics.media_copies_made.increment(1);
-            self.relay
-                .send_media(self, around.root().edge, header, pkt, true);
+        let kind = header.track.kind();
+        for c in self.router().copies(tree, |e| self.relay.is_lossy(e)) {
+            let cost = media.len() * c.subtrees.len();
+            if c.why == Around::Lossy && !self.relay.copy_around_lossy(c.hop, cost, kind) {
+                self.metrics.media_copies_over_budget.increment(1);
+                continue;
+            }
+            for around in &c.subtrees {
+                let pkt = encode_relay_copy(origin, hop_limit, around, media);
+                self.metrics.media_copies_made.increment(1);
+                self.relay
+                    .send_media(self, around.root().edge, header, pkt, true);
+            }
         }
     }
 

@@ -185,11 +185,11 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_media_copies_total",
-        "Media packets copied around a next hop whose relay connection is suspect (silent a little over a round trip), by event (made: copies this edge made; dropped: the second of two copies to reach this edge's members)."
+        "Media packets copied around a next hop whose relay connection is suspect (silent a little over a round trip) or whose link loses 15% or more (a redundant path), by event (made: copies this edge made; over_budget: not made, the lossy link's copy budget was spent; dropped: the second of two copies to reach this edge's members)."
     );
     describe_counter!(
         "rtn_edge_media_copy_bytes_total",
-        "Bytes of copies around suspect hops sent on relay links (made here or forwarded), apart from rtn_edge_media_bytes_total, which counts first sends of originals."
+        "Bytes of copies around suspect hops and lossy links sent on relay links (made here or forwarded), apart from rtn_edge_media_bytes_total, which counts first sends of originals."
     );
     describe_counter!(
         "rtn_edge_unroutable_destinations_total",
@@ -421,6 +421,7 @@ pub struct EdgeMetrics {
     pub unroutable: Counter,
     pub media_copies_made: Counter,
     pub media_copies_dropped: Counter,
+    pub media_copies_over_budget: Counter,
     pub media_copy_bytes: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
@@ -506,6 +507,7 @@ impl EdgeMetrics {
             unroutable: counter!("rtn_edge_unroutable_destinations_total", "edge" => edge.clone()),
             media_copies_made: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "made"),
             media_copies_dropped: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "dropped"),
+            media_copies_over_budget: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "over_budget"),
             media_copy_bytes: counter!("rtn_edge_media_copy_bytes_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),

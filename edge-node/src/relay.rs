@@ -82,6 +82,9 @@ pub struct RelayLinks {
     /// (at most [`LINK_FRAME_QUEUE`] per peer). Touched only under `links`'
     /// lock, so a frame is either here or in the new link's queue, in order.
     pending: Mutex<HashMap<EdgeId, VecDeque<pb::RelayFrame>>>,
+    /// Whether any link has a redundant path now (set by [`tune_repair`]):
+    /// one relaxed load per packet on a mesh without lossy links.
+    any_lossy: std::sync::atomic::AtomicBool,
 }
 
 /// A connection's (packets sent, packets declared lost) so far: the loss
@@ -126,9 +129,14 @@ pub struct RelayLink {
     /// Media sent lately, for NACKs from `peer`.
     repair: Mutex<repair::HopSender>,
     /// Parity groups in progress, and their size while the link's loss
-    /// calls for parity (0: off; set by [`tune_fec`]).
+    /// calls for parity (0: off; set by [`tune_repair`]).
     fec: Mutex<(repair::fec::FecPolicy, repair::fec::FecEncoder)>,
     fec_group: std::sync::atomic::AtomicUsize,
+    /// Whether media sent on the link also goes around it, and what those
+    /// copies may still cost (switched by [`tune_repair`]); `lossy` mirrors
+    /// whether it is on, read per packet without the lock.
+    redundant: Mutex<repair::RedundantPath>,
+    lossy: std::sync::atomic::AtomicBool,
 }
 
 struct Retained {
@@ -344,6 +352,31 @@ impl RelayLinks {
         }
     }
 
+    /// Whether any link has a redundant path now.
+    pub fn has_lossy(&self) -> bool {
+        self.any_lossy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the link to `peer` has a redundant path now
+    /// (`repair::redundant`).
+    pub fn is_lossy(&self, peer: EdgeId) -> bool {
+        self.has_lossy()
+            && self
+                .get(peer)
+                .is_some_and(|l| l.lossy.load(Ordering::Relaxed))
+    }
+
+    /// Whether copies of `bytes` of `kind` may go around the lossy link to
+    /// `peer` now (if so, they are paid from its budget).
+    pub fn copy_around_lossy(&self, peer: EdgeId, bytes: usize, kind: protocol::MediaKind) -> bool {
+        self.get(peer).is_some_and(|l| {
+            l.redundant
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .copy(bytes, kind)
+        })
+    }
+
     /// Peers this edge sent media or frames to within `window`.
     pub fn relayed_to_within(&self, window: Duration) -> Vec<EdgeId> {
         self.used_within(window).iter().map(|l| l.peer).collect()
@@ -411,6 +444,12 @@ impl RelayLinks {
                 }
                 link.out.add(pkt.len());
                 let mut extra = vec![];
+                if link.lossy.load(Ordering::Relaxed) && !copy {
+                    link.redundant
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .sent(pkt.len());
+                }
                 if core.cfg.repair.enabled && !copy {
                     extra.extend(link.repair.lock().unwrap_or_else(|e| e.into_inner()).sent(
                         header.track,
@@ -669,14 +708,16 @@ pub async fn watch_routes(core: Arc<EdgeCore>) {
     }
 }
 
-/// How often each link's parity is switched on or off from its probes.
-const FEC_TUNE_EVERY: Duration = Duration::from_secs(1);
+/// How often each link's parity and redundant path are switched on or off.
+const REPAIR_TUNE_EVERY: Duration = Duration::from_secs(1);
 
-/// Switch each relay link's parity (forward error correction) on or off by
-/// the loss and round trip this edge's probes measure on it
-/// (`repair::fec::FecPolicy`: where a NACK is too slow or loss too high).
-pub async fn tune_fec(core: Arc<EdgeCore>) {
-    let mut tick = tokio::time::interval(FEC_TUNE_EVERY);
+/// Switch each relay link's repair by what it loses: parity (forward error
+/// correction) by the loss and round trip this edge's probes measure on it
+/// (`repair::fec::FecPolicy`: where a NACK is too slow or loss too high),
+/// and a redundant path by the loss of the media sent on it
+/// (`repair::redundant`: where per-hop repair is not enough).
+pub async fn tune_repair(core: Arc<EdgeCore>) {
+    let mut tick = tokio::time::interval(REPAIR_TUNE_EVERY);
     loop {
         tick.tick().await;
         let measured: HashMap<EdgeId, (f64, Duration)> = core
@@ -696,7 +737,9 @@ pub async fn tune_fec(core: Arc<EdgeCore>) {
             let links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
             links.values().cloned().collect()
         };
+        let mut any_lossy = false;
         for link in links {
+            any_lossy |= tune_redundant_path(&core, &link);
             let Some(&(loss, rtt)) = measured.get(&link.peer) else {
                 continue;
             };
@@ -714,7 +757,32 @@ pub async fn tune_fec(core: Arc<EdgeCore>) {
                 );
             }
         }
+        core.relay.any_lossy.store(any_lossy, Ordering::Relaxed);
     }
+}
+
+/// Switch `link`'s redundant path by the loss of the media sent on it (its
+/// QUIC connection's own count, many more samples than the probes);
+/// whether it is on. Copies are redundancy, as repair is: none with repair
+/// off.
+fn tune_redundant_path(core: &EdgeCore, link: &RelayLink) -> bool {
+    let loss = link.repair.lock().unwrap_or_else(|e| e.into_inner()).loss();
+    let on = core.cfg.repair.enabled
+        && link
+            .redundant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_loss(loss);
+    if on != link.lossy.swap(on, Ordering::Relaxed) {
+        info!(
+            edge = core.id,
+            peer = link.peer,
+            loss,
+            on,
+            "relay link redundant path changed: media to the destinations behind it also sent around it"
+        );
+    }
+    on
 }
 
 /// Count and log the destinations whose path changed from `old` to `new`.
@@ -792,6 +860,10 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         )),
         fec: Mutex::default(),
         fec_group: std::sync::atomic::AtomicUsize::new(0),
+        redundant: Mutex::new(repair::RedundantPath::new(
+            core.cfg.repair.redundant_path_share,
+        )),
+        lossy: std::sync::atomic::AtomicBool::new(false),
     });
     let tasks = core.tasks.clone();
     tasks.spawn_until(link.stop.clone(), run_link(core, link.clone()));

@@ -5,6 +5,9 @@
 //!   (best effort) and on, side by side. Off, about 27% of the packets never
 //!   arrive (three lossy hops); on, the NACKs of each hop's receiving end
 //!   get nearly all of them back, each hop answering from its own history.
+//! - A relay link that loses 40% each way, too much for per-hop repair:
+//!   the edge in front of it also sends the media around it, over a third
+//!   edge, and the receiving edge keeps the first copy.
 //! - A long lossy relay hop (90 ms round trip, 10% loss each way) carrying
 //!   video, slow for NACKs: the edges' probes see the loss and the sending
 //!   edge adds parity, from which the receiving edge rebuilds lost packets
@@ -19,6 +22,7 @@ use common::*;
 use protocol::pb::ErrorCode;
 use sdk::{Event, TrackKind};
 use testkit::netem::{LinkProfile, LinkRule};
+use testkit::wait::eventually;
 
 /// Loss of every link, each way.
 const LOSS: f64 = 0.10;
@@ -40,29 +44,73 @@ struct Run {
     rebuilt: f64,
     /// Audio copies the edges sent to the subscriber (`repair::red`).
     edge_copies_to_client: f64,
+    /// Copies around a lossy relay link (a redundant path): made, dropped
+    /// as second copies, not made for the budget.
+    around: [f64; 3],
     sdk: sdk::StatsSnapshot,
 }
 
-/// Two edges, a sender on edge 2 and a receiver on edge 1, at `hosts`
-/// (edge 1, edge 2, receiver, sender; the edges' ids are their hosts' last
-/// bytes); the link between the edges as `relay`, every client's as
-/// `last_mile`; `packets` sent once the edges probed each other for
-/// `warm_up`.
-async fn call(
+/// One call: a sender on edge 2 and a receiver on edge 1.
+#[derive(Clone, Copy)]
+struct Setup {
     repair: bool,
+    /// `repair.redundant_path_share` of the edges.
+    redundant_share: f64,
+    /// Edge 1, edge 2, receiver, sender (the edges' ids are their hosts'
+    /// last bytes, so that each call's metrics are its own: the tests
+    /// share the process's metrics).
     hosts: [u8; 4],
+    /// The link between edges 1 and 2.
     relay: LinkProfile,
+    /// Every client's link.
     last_mile: LinkProfile,
+    /// A third edge at this host, linked to both by `last_mile`, as edge
+    /// 2's backup path to edge 1.
+    via: Option<u8>,
     packets: u32,
-    warm_up: Duration,
+    /// The packets before this one are not counted: the time the edges
+    /// take to measure a link's loss.
+    counted_from: u32,
     kind: TrackKind,
-) -> Run {
+}
+
+impl Setup {
+    fn new(repair: bool, hosts: [u8; 4], relay: LinkProfile, last_mile: LinkProfile) -> Self {
+        Setup {
+            repair,
+            redundant_share: repair::redundant::DEFAULT_SHARE,
+            hosts,
+            relay,
+            last_mile,
+            via: None,
+            packets: PACKETS,
+            counted_from: 0,
+            kind: TrackKind::Audio,
+        }
+    }
+}
+
+async fn call(setup: Setup) -> Run {
+    let Setup {
+        repair,
+        redundant_share,
+        hosts,
+        relay,
+        last_mile,
+        via,
+        packets,
+        counted_from,
+        kind,
+    } = setup;
+    init_logs();
     let [e1, e2, rx_at, tx_at] = hosts.map(ip);
     let mut rules = vec![];
     for (a, b) in [(e1, e2), (e2, e1)] {
         rules.push(LinkRule::between(a, b, relay));
     }
-    for c in [rx_at, tx_at] {
+    let mut edge_hosts = vec![e1, e2];
+    edge_hosts.extend(via.map(ip));
+    for c in [rx_at, tx_at].into_iter().chain(via.map(ip)) {
         for e in [e1, e2] {
             rules.push(LinkRule::between(c, e, last_mile));
             rules.push(LinkRule::between(e, c, last_mile));
@@ -70,13 +118,18 @@ async fn call(
     }
     let wan = Wan::new(rules).unwrap();
     let pki = edge_node::tls::DevPki::new().unwrap();
-    let tweak = |cfg: &mut edge_node::EdgeConfig| cfg.repair.enabled = repair;
+    let tweak = |cfg: &mut edge_node::EdgeConfig| {
+        cfg.repair.enabled = repair;
+        cfg.repair.redundant_path_share = redundant_share;
+    };
     let mut edges = vec![];
-    // Edge ids from the hosts, so that each call's metrics are its own
-    // (the tests share the process's metrics).
-    let ids = [hosts[0] as u32, hosts[1] as u32];
-    for (id, at) in [(ids[0], e1), (ids[1], e2)] {
-        edges.push(start_edge(&pki, id, Some(SocketAddr::new(at, 0)), &tweak, Some(&wan)).await);
+    let ids: Vec<u32> = [hosts[0], hosts[1]]
+        .into_iter()
+        .chain(via)
+        .map(u32::from)
+        .collect();
+    for (id, at) in ids.iter().zip(&edge_hosts) {
+        edges.push(start_edge(&pki, *id, Some(SocketAddr::new(*at, 0)), &tweak, Some(&wan)).await);
     }
     let mesh = Mesh {
         pki,
@@ -84,23 +137,40 @@ async fn call(
         wan: Some(wan.clone()),
     };
     mesh.full_mesh_routes();
-    // The edges probe each other (what parity is switched by).
+    // The edges probe each other (what parity is switched by); edge 2's
+    // backup path to edge 1 is through the third edge, if any.
     for e in &mesh.edges {
         let mut t = (*e.routes.current()).clone();
         t.probe = t.peers.keys().copied().collect();
+        if let (true, Some(v)) = (e.id() == ids[1], via) {
+            t.backups.insert(ids[0], vec![ids[1], v.into(), ids[0]]);
+        }
         e.routes.publish(t);
     }
-    // Time for the probes to measure the links before the call.
-    tokio::time::sleep(warm_up).await;
+    // The call starts on a mesh that is up (a handshake over a lossy link
+    // can take its retries).
+    for id in &ids {
+        let want = (ids.len() - 1) as f64;
+        let edge = id.to_string();
+        eventually(15, "every relay link up", || async {
+            metric("rtn_edge_relay_links", &[("edge", &edge)]) >= want
+        })
+        .await;
+    }
     let client = |edge: u32, at: IpAddr| {
         let mut c = mesh.sdk_config(&[edge]);
         c.socket = Some(socket_at(&wan, at));
         c.repair = repair;
         c
     };
-    let edge_metric = |name: &str| -> f64 {
+    let edge_metric = |name: &str, labels: &[(&str, &str)]| -> f64 {
         ids.iter()
-            .map(|id| metric(name, &[("edge", &id.to_string())]))
+            .map(|id| {
+                let edge = id.to_string();
+                let mut l = vec![("edge", edge.as_str())];
+                l.extend_from_slice(labels);
+                metric(name, &l)
+            })
             .sum()
     };
     let Call {
@@ -142,18 +212,17 @@ async fn call(
     let sdk = receiver.stats().snapshot();
     let tx_stats = sender.stats().snapshot();
     let run = Run {
-        residual_loss: 1.0 - got.len() as f64 / packets as f64,
-        edge_resent: edge_metric("rtn_edge_repair_resent_packets_total"),
-        rebuilt: edge_metric("rtn_edge_repair_parity_rebuilt_total"),
-        edge_copies_to_client: ids
-            .iter()
-            .map(|id| {
-                metric(
-                    "rtn_edge_repair_parity_packets_total",
-                    &[("edge", &id.to_string()), ("link", "client")],
-                )
-            })
-            .sum(),
+        residual_loss: 1.0
+            - got.iter().filter(|s| **s >= counted_from).count() as f64
+                / (packets - counted_from) as f64,
+        edge_resent: edge_metric("rtn_edge_repair_resent_packets_total", &[]),
+        rebuilt: edge_metric("rtn_edge_repair_parity_rebuilt_total", &[]),
+        edge_copies_to_client: edge_metric(
+            "rtn_edge_repair_parity_packets_total",
+            &[("link", "client")],
+        ),
+        around: ["made", "dropped", "over_budget"]
+            .map(|event| edge_metric("rtn_edge_media_copies_total", &[("event", event)])),
         sdk: sdk::StatsSnapshot {
             media_resent: tx_stats.media_resent,
             media_redundant: tx_stats.media_redundant,
@@ -174,9 +243,8 @@ async fn loss_on_every_hop_is_repaired_where_it_happens() {
             loss: LOSS,
             ..LinkProfile::default()
         };
-        let audio = TrackKind::Audio;
-        let off = call(false, [81, 82, 83, 84], lossy, lossy, PACKETS, Duration::ZERO, audio).await;
-        let on = call(true, [85, 86, 87, 88], lossy, lossy, PACKETS, Duration::ZERO, audio).await;
+        let off = call(Setup::new(false, [81, 82, 83, 84], lossy, lossy)).await;
+        let on = call(Setup::new(true, [85, 86, 87, 88], lossy, lossy)).await;
         println!(
             "10% loss on each of 3 hops: residual loss off {:.1}%, on {:.1}%; \
              resent by the edges {}, by the publisher {}; audio copies by the publisher {}, by the edges to the subscriber {}; \
@@ -231,15 +299,11 @@ async fn a_long_lossy_relay_hop_is_repaired_by_parity() {
         // for 15 s: the edges probe a link five times a second only once it
         // carries traffic (every 2 s before), and parity comes on once the
         // probes measured the loss, a few seconds into the call.
-        let run = call(
-            true,
-            [91, 92, 93, 94],
-            long,
-            clean,
-            5 * PACKETS,
-            Duration::ZERO,
-            TrackKind::Video,
-        )
+        let run = call(Setup {
+            packets: 5 * PACKETS,
+            kind: TrackKind::Video,
+            ..Setup::new(true, [91, 92, 93, 94], long, clean)
+        })
         .await;
         println!(
             "90 ms relay hop at 10% loss: residual loss {:.1}%, rebuilt from parity {}, resent {}",
@@ -254,6 +318,58 @@ async fn a_long_lossy_relay_hop_is_repaired_by_parity() {
             run.residual_loss < 0.07,
             "residual loss {}",
             run.residual_loss
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_link_losing_too_much_for_repair_gets_a_redundant_path() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // The direct link: 120 ms round trip, 40% loss each way (a NACK
+        // gets one try within audio's deadline, and an audio copy is lost
+        // as often as its original); the backup through a third edge:
+        // 50 ms each way, clean.
+        let lossy = LinkProfile {
+            delay_ms: 60.0,
+            loss: 0.4,
+            ..LinkProfile::default()
+        };
+        let clean = LinkProfile::delay(25.0);
+        // Audio for 6 s, counted from 2.5 s in: the edge measures the
+        // link's loss over a second of media, and switches once a second.
+        // A full second path (share 1); that the default share bounds the
+        // copies is `repair::redundant`'s test.
+        let setup = |share: f64, hosts: [u8; 4], via: u8| Setup {
+            redundant_share: share,
+            via: Some(via),
+            packets: 600,
+            counted_from: 250,
+            ..Setup::new(true, hosts, lossy, clean)
+        };
+        let without = call(setup(0.0, [101, 102, 103, 104], 105)).await;
+        let with = call(setup(1.0, [106, 107, 108, 109], 110)).await;
+        println!(
+            "40% loss on a 120 ms relay link: residual loss {:.1}% with per-hop repair alone, \
+             {:.1}% with a redundant path (copies made {}, second copies dropped {}, over budget {})",
+            without.residual_loss * 100.0,
+            with.residual_loss * 100.0,
+            with.around[0],
+            with.around[1],
+            with.around[2],
+        );
+        assert_eq!(without.around, [0.0; 3], "a share of 0: no redundant path");
+        assert!(with.around[0] > 0.0, "no copy went around the lossy link");
+        assert!(with.around[1] > 0.0, "no second copy was dropped");
+        // Measured: 5.8-13.0% left by per-hop repair alone, 0.0% with the
+        // redundant path.
+        // Measured: per-hop repair alone leaves 
+        assert!(
+            with.residual_loss < without.residual_loss / 3.0,
+            "with a redundant path {}, without {}",
+            with.residual_loss,
+            without.residual_loss
         );
     })
     .await

@@ -18,26 +18,40 @@ pub const BURST_BYTES: f64 = 64.0 * 1024.0;
 #[derive(Debug)]
 pub struct RepairBudget {
     tokens: f64,
+    share: f64,
 }
 
 impl Default for RepairBudget {
     fn default() -> Self {
-        RepairBudget {
-            tokens: BURST_BYTES,
-        }
+        RepairBudget::with_share(MAX_REPAIR_SHARE)
     }
 }
 
 impl RepairBudget {
+    /// A budget of `share` bytes per media byte (and the same burst), for
+    /// redundancy other than retransmissions (`crate::redundant`).
+    pub fn with_share(share: f64) -> Self {
+        RepairBudget {
+            tokens: BURST_BYTES,
+            share,
+        }
+    }
+
     /// `bytes` of media were sent.
     pub fn earn(&mut self, bytes: usize) {
-        self.tokens = (self.tokens + bytes as f64 * MAX_REPAIR_SHARE).min(BURST_BYTES);
+        self.tokens = (self.tokens + bytes as f64 * self.share).min(BURST_BYTES);
     }
 
     /// Whether `bytes` of repair may be sent now (and if so, they are
     /// spent).
     pub fn spend(&mut self, bytes: usize) -> bool {
-        if self.tokens >= bytes as f64 {
+        self.spend_keeping(bytes, 0.0)
+    }
+
+    /// As [`Self::spend`], leaving at least `keep` bytes in the budget (for
+    /// what matters more).
+    pub fn spend_keeping(&mut self, bytes: usize, keep: f64) -> bool {
+        if self.tokens >= bytes as f64 + keep {
             self.tokens -= bytes as f64;
             true
         } else {

@@ -23,6 +23,8 @@
 //!   hysteresis.
 //! - [`red`]: audio sent again with the next packet of its track on a
 //!   lossy hop (RED), switched by the hop's measured loss.
+//! - [`redundant`]: media also sent around a relay link that loses more
+//!   than the above win back, within a share of the link's media.
 //! - [`budget`]: repair traffic capped as a share of the media sent on the
 //!   hop, so loss can never double a link's load.
 //! - [`deadline`]: how long a packet of each kind is worth repairing.
@@ -37,6 +39,7 @@ pub mod gaps;
 pub mod history;
 pub mod hop;
 pub mod red;
+pub mod redundant;
 
 use std::time::Duration;
 
@@ -46,6 +49,7 @@ pub use budget::RepairBudget;
 pub use gaps::{Arrival, GapTracker};
 pub use history::{Lookup, SendHistory};
 pub use hop::{Answer, HopReceiver, HopSender};
+pub use redundant::RedundantPath;
 
 /// Audio later than this after a hop first sent it is not repaired on that
 /// hop. The receiver's jitter buffer plays audio up to 400 ms late at most

@@ -215,37 +215,75 @@ where
     }
 
     /// The copies of a media packet on `tree` (rooted at this edge) to send
-    /// besides [`Self::live_children`]: for each live child whose next hop
-    /// is suspect, subtrees to the same destinations around that hop (none
-    /// where no such route exists), sent as `RELAY_MEDIA_COPY`. Only an
-    /// original is copied, and only media: frames need no copies, their
+    /// besides [`Self::live_children`], sent as `RELAY_MEDIA_COPY`: for each
+    /// live child whose next hop is suspect, or whose link from this edge
+    /// `is_lossy` (a redundant path, `repair::redundant`), subtrees to the
+    /// same destinations around it (none where no such route exists). Only
+    /// an original is copied, and only media: frames need no copies, their
     /// link resends what a dead peer took (`relay::resend_around`).
-    pub fn copies(&self, tree: &RouteTree) -> Vec<RouteTree> {
+    pub fn copies(&self, tree: &RouteTree, is_lossy: impl Fn(EdgeId) -> bool) -> Vec<Copies> {
         tree.children()
             .iter()
-            .filter(|c| (self.is_suspect)(c.root().edge) && !(self.is_dead)(c.root().edge))
-            .flat_map(|c| self.copies_around(c))
+            .filter(|c| !(self.is_dead)(c.root().edge))
+            .filter_map(|c| {
+                let hop = c.root().edge;
+                let why = if (self.is_suspect)(hop) {
+                    Around::Suspect
+                } else if is_lossy(hop) {
+                    Around::Lossy
+                } else {
+                    return None;
+                };
+                let subtrees = self.copies_around(c, why);
+                (!subtrees.is_empty()).then_some(Copies { hop, why, subtrees })
+            })
             .collect()
     }
 
-    /// Subtrees reaching `child`'s live destinations (the suspect hop
-    /// itself excluded) without passing through its root: this edge's own
-    /// routes with that hop treated as dead, keeping only those that
-    /// avoid it all the way.
-    fn copies_around(&self, child: &RouteTree) -> Vec<RouteTree> {
-        let suspect = child.root().edge;
-        let dests = self.destinations_below(child, Forwarded::Media);
+    /// Subtrees reaching `child`'s live destinations without what `why`
+    /// avoids: this edge's own routes with the child's root treated as
+    /// dead, keeping only those that avoid the suspect hop all the way, or
+    /// the lossy link (the root is still reached, another way).
+    fn copies_around(&self, child: &RouteTree, why: Around) -> Vec<RouteTree> {
+        let hop = child.root();
+        let mut dests = self.destinations_below(child, Forwarded::Media);
+        if why == Around::Lossy && hop.deliver {
+            dests.push(hop.edge);
+        }
         if dests.is_empty() {
             return vec![];
         }
-        let around = self.trees_around(&dests, |e| e == suspect || (self.is_dead)(e));
+        let around = self.trees_around(&dests, |e| e == hop.edge || (self.is_dead)(e));
         around
             .trees
             .iter()
             .flat_map(RouteTree::children)
-            .filter(|c| c.nodes().iter().all(|n| n.edge != suspect))
+            .filter(|c| match why {
+                Around::Suspect => c.nodes().iter().all(|n| n.edge != hop.edge),
+                Around::Lossy => c.root().edge != hop.edge,
+            })
             .collect()
     }
+}
+
+/// Why media for the destinations behind a next hop also goes around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Around {
+    /// The hop's relay connection went silent (`probe::Silence::Suspect`):
+    /// the copies avoid it entirely.
+    Suspect,
+    /// The link to the hop loses more than per-hop repair wins back
+    /// (`repair::redundant`): the copies avoid the link, and reach the hop
+    /// itself too, another way.
+    Lossy,
+}
+
+/// The copies around one next hop ([`Router::copies`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Copies {
+    pub hop: EdgeId,
+    pub why: Around,
+    pub subtrees: Vec<RouteTree>,
 }
 
 #[cfg(test)]
@@ -303,6 +341,21 @@ mod tests {
             is_dead: move |e| dead.contains(&e),
             is_suspect: move |e| suspect.contains(&e),
         }
+    }
+
+    /// The copies `r` makes of a packet on `tree` with no lossy link.
+    fn copies_of<T, R, D, S>(r: &Router<T, D, S>, tree: &RouteTree) -> Vec<RouteTree>
+    where
+        T: Fn() -> R,
+        R: Deref<Target = RouteTable>,
+        D: Fn(EdgeId) -> bool,
+        S: Fn(EdgeId) -> bool,
+    {
+        r.copies(tree, |_| false)
+            .into_iter()
+            .inspect(|c| assert_eq!(c.why, Around::Suspect))
+            .flat_map(|c| c.subtrees)
+            .collect()
     }
 
     fn node(edge: EdgeId, deliver: bool, children: u8) -> RouteNode {
@@ -441,7 +494,7 @@ mod tests {
         own.peers.insert(6, own.peers[&2].clone());
         let r = suspecting(&own, &[4], &[2]);
         let media = r.live_children(&sent, Forwarded::Media);
-        let copies = r.copies(&sent);
+        let copies = copies_of(&r, &sent);
         assert_eq!(media.subtrees, sent.children(), "the original still goes");
         assert_eq!(media.repaired, 0);
         assert_eq!(
@@ -457,14 +510,49 @@ mod tests {
         }
         // Frames are never copied (copies are asked for media only), and
         // nothing is without a suspect.
-        assert!(router(&own, &[]).copies(&sent).is_empty());
+        assert!(copies_of(&router(&own, &[]), &sent).is_empty());
         // Nothing to copy when the suspect is the only destination.
         let to_2 = tree(&[node(ME, false, 1), node(2, true, 0)]);
-        assert!(suspecting(&own, &[], &[2]).copies(&to_2).is_empty());
+        assert!(copies_of(&suspecting(&own, &[], &[2]), &to_2).is_empty());
         // A dead hop is repaired, not copied.
         let both = suspecting(&own, &[2], &[2]);
         let dead = both.live_children(&sent, Forwarded::Media);
-        assert_eq!((dead.repaired, both.copies(&sent).len()), (1, 0));
+        assert_eq!((dead.repaired, copies_of(&both, &sent).len()), (1, 0));
+    }
+
+    #[test]
+    fn media_over_a_lossy_link_also_goes_around_the_link_to_the_hop_itself() {
+        // ME -> 2 -> {3}, 2 a destination too; the link ME -> 2 is lossy.
+        let sent = tree(&[node(ME, false, 1), node(2, true, 1), node(3, true, 0)]);
+        // Backups: 2 through 6, 3 through 6 -> 2 (the lossy link avoided,
+        // not the hop).
+        let mut own = table(&[&[ME, 2, 3], &[ME, 2]]);
+        own.backups.insert(2, vec![ME, 6, 2]);
+        own.backups.insert(3, vec![ME, 6, 2, 3]);
+        own.peers.insert(6, own.peers[&2].clone());
+        let r = router(&own, &[]);
+        let out = r.copies(&sent, |e| e == 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].hop, out[0].why), (2, Around::Lossy));
+        assert_eq!(
+            covered(&out[0].subtrees),
+            [2, 3],
+            "the hop itself is reached another way"
+        );
+        for c in &out[0].subtrees {
+            assert_ne!(c.root().edge, 2, "a copy avoids the lossy link: {c:?}");
+        }
+        // No link is lossy: nothing is copied. A suspect hop is avoided
+        // whole, which leaves no way to 2 or 3 here.
+        assert!(r.copies(&sent, |_| false).is_empty());
+        assert!(suspecting(&own, &[], &[2])
+            .copies(&sent, |_| true)
+            .is_empty());
+        // No backups: 3 directly (the fallback around a dead hop too), and
+        // 2 itself no other way.
+        let direct_only = table(&[&[ME, 2, 3], &[ME, 2]]);
+        let out = router(&direct_only, &[]).copies(&sent, |e| e == 2);
+        assert_eq!(covered(&out[0].subtrees), [3]);
     }
 
     /// A random mesh's table: for each destination a loop-free path through
@@ -530,7 +618,7 @@ mod tests {
                 for t in &built.trees {
                     let out = r.live_children(t, Forwarded::Media);
                     prop_assert_eq!(&out.subtrees, &t.children());
-                    let copies = r.copies(t);
+                    let copies = copies_of(&r, t);
                     let behind: Vec<EdgeId> = t
                         .children()
                         .iter()
@@ -544,6 +632,29 @@ mod tests {
                     }
                     for d in &copied {
                         prop_assert!(behind.contains(d), "copy to {} not behind suspect {}", d, s);
+                        prop_assert_eq!(copied.iter().filter(|x| *x == d).count(), 1);
+                    }
+                }
+            }
+            // The same edges' links from here lossy: copies never take the
+            // lossy link, and reach only destinations of the child it
+            // leads to (the hop itself included), each once.
+            for s in &dead {
+                for t in &built.trees {
+                    let behind: Vec<EdgeId> = t
+                        .children()
+                        .iter()
+                        .filter(|c| c.root().edge == *s)
+                        .flat_map(|c| c.destinations())
+                        .collect();
+                    let out = router(&table, &[]).copies(t, |e| e == *s);
+                    let copies: Vec<RouteTree> = out.into_iter().flat_map(|c| c.subtrees).collect();
+                    let copied = covered(&copies);
+                    for c in &copies {
+                        prop_assert!(c.root().edge != *s, "a copy over lossy link to {}", s);
+                    }
+                    for d in &copied {
+                        prop_assert!(behind.contains(d), "copy to {} not behind lossy link to {}", d, s);
                         prop_assert_eq!(copied.iter().filter(|x| *x == d).count(), 1);
                     }
                 }
