@@ -88,6 +88,9 @@ pub struct Row {
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub repair_overhead: f64,
+    /// The part of it that is copies (around suspect relays and lossy
+    /// links).
+    pub copy_overhead: f64,
     /// Media streams (receiver, track) expected, and silent ones.
     pub streams: u64,
     pub silent: u64,
@@ -110,6 +113,7 @@ impl Row {
             latency_p50_ms: lat.p50,
             latency_p95_ms: lat.p95,
             repair_overhead: r.quality.repair_overhead,
+            copy_overhead: r.quality.repair.copy_overhead(),
             streams: r.felt.media_streams.expected,
             silent: r.felt.media_streams.silent,
             clients_joined: r.clients_joined,
@@ -155,7 +159,7 @@ pub async fn run(p: Params) -> anyhow::Result<Vec<Row>> {
 
 fn print_row(r: &Row) {
     println!(
-        "{:<30} {:<4} residual loss a/v {:>6.2}% {:>6.2}%  not played {:>6.2}% {:>6.2}%  stalls a/v {:>6.2}% {:>6.2}%  latency p50/p95 {:>4.0}/{:>4.0} ms  overhead {:>5.1}%  {}/{} joined{}",
+        "{:<30} {:<4} residual loss a/v {:>6.2}% {:>6.2}%  not played {:>6.2}% {:>6.2}%  stalls a/v {:>6.2}% {:>6.2}%  latency p50/p95 {:>4.0}/{:>4.0} ms  overhead {:>5.1}% (copies {:>5.1}%)  {}/{} joined{}",
         r.profile,
         if r.repair { "on" } else { "off" },
         r.residual_loss.audio * 100.0,
@@ -167,6 +171,7 @@ fn print_row(r: &Row) {
         r.latency_p50_ms,
         r.latency_p95_ms,
         r.repair_overhead * 100.0,
+        r.copy_overhead * 100.0,
         r.clients_joined,
         r.clients,
         if r.overloaded { "  OVERLOADED" } else { "" },

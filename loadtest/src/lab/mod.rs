@@ -1093,11 +1093,12 @@ fn print_summary(r: &Report) {
         (
             "repair overhead",
             format!(
-                "{:.1}%  ({:.0} resent, {:.0} rebuilt from parity, {:.0} copies around suspect relays)",
+                "{:.1}%  ({:.0} resent, {:.0} rebuilt from parity, {:.0} copies around suspect relays and lossy links, {:.1}% of the media)",
                 r.quality.repair_overhead * 100.0,
                 r.quality.repair.resent,
                 r.quality.repair.rebuilt,
-                r.quality.repair.copies
+                r.quality.repair.copies,
+                r.quality.repair.copy_overhead() * 100.0
             ),
         ),
         (

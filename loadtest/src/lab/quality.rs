@@ -33,8 +33,8 @@ pub struct RepairCounters {
     pub resent: f64,
     /// Packets rebuilt from parity.
     pub rebuilt: f64,
-    /// Copies sent around suspect relays (docs/protocol.md §9.4 step 5),
-    /// every hop they crossed.
+    /// Copies sent around suspect relays and lossy links (docs/protocol.md
+    /// §9.4 step 5), every hop they crossed.
     pub copy_bytes: f64,
     /// Copies the edges made.
     pub copies: f64,
@@ -82,13 +82,22 @@ impl RepairCounters {
         }
     }
 
-    /// Repair bytes (resent, parity, copies around suspect relays) over
-    /// media bytes.
+    /// Repair bytes (resent, parity, copies around suspect relays and lossy
+    /// links) over media bytes.
     pub fn overhead(&self) -> f64 {
         if self.media_bytes <= 0.0 {
             0.0
         } else {
             (self.resent_bytes + self.parity_bytes + self.copy_bytes) / self.media_bytes
+        }
+    }
+
+    /// The part of [`Self::overhead`] that is copies.
+    pub fn copy_overhead(&self) -> f64 {
+        if self.media_bytes <= 0.0 {
+            0.0
+        } else {
+            self.copy_bytes / self.media_bytes
         }
     }
 }
