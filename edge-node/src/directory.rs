@@ -236,6 +236,22 @@ impl EdgeCore {
         }
     }
 
+    /// Tell every hinted edge of every channel this edge's entry again,
+    /// greeting those not heard from yet (a next hop just went suspect:
+    /// what was sent through it may be lost, and these are what a rejoined
+    /// member's media waits for). How many channels had hints.
+    pub fn greet_unheard_hinted(&self) -> usize {
+        let mut told = 0;
+        for ch in self.channels() {
+            if ch.read().hinted.is_empty() || !ch.write().greet_unheard_again() {
+                continue;
+            }
+            self.tell_hinted(&ch);
+            told += 1;
+        }
+        told
+    }
+
     /// Send `dests` this edge's whole entry of `ch` as a directory update
     /// of its own (protocol §9.6, "Hints").
     fn send_own_entry(&self, ch: &Channel, dests: &[EdgeId], greeting: bool) {

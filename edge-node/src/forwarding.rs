@@ -273,9 +273,17 @@ impl EdgeCore {
     }
 
     /// Send a relay frame to each child of `tree` (rooted at this edge),
-    /// each carrying its own subtree.
+    /// each carrying its own subtree; and, where a child's next hop is
+    /// suspect, once more around it (`Router::copies`), as media is. A frame
+    /// queued to a hop that turns out dead is resent around it only at the
+    /// dead verdict, three round trips later (messages: `relay::resend_around`)
+    /// or not at all (directory updates, which wait for the next refresh),
+    /// and a rejoined member's greeting (protocol §9.6, "Hints") lost that
+    /// way kept its media from the channel for the whole wait. Receivers
+    /// take a frame twice without harm: messages by sequence (the SDKs),
+    /// directory entries by generation.
     pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
-        for child in self.live_children(tree, Forwarded::Frame) {
+        let send = |child: &RouteTree| {
             self.relay.send_frame(
                 self,
                 child.root().edge,
@@ -283,6 +291,18 @@ impl EdgeCore {
                     kind: Some(make(child.to_pb())),
                 },
             );
+        };
+        for child in self.live_children(tree, Forwarded::Frame) {
+            send(&child);
+        }
+        if !self.prober.has_suspects() {
+            return;
+        }
+        for c in self.router().copies(tree, |_| false) {
+            for around in &c.subtrees {
+                self.metrics.frame_copies.increment(1);
+                send(around);
+            }
         }
     }
 

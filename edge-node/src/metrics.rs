@@ -188,6 +188,10 @@ fn describe() {
         "Media packets copied around a next hop whose relay connection is suspect (silent a little over a round trip) or whose link loses 15% or more (a redundant path), by event (made: copies this edge made; over_budget: not made, the lossy link's copy budget was spent; dropped: the second of two copies to reach this edge's members)."
     );
     describe_counter!(
+        "rtn_edge_relay_frame_copies_total",
+        "Relay frames (messages, directory updates) sent once more around a next hop whose relay connection is suspect, besides the original to it."
+    );
+    describe_counter!(
         "rtn_edge_media_copy_bytes_total",
         "Bytes of copies around suspect hops and lossy links sent on relay links (made here or forwarded), apart from rtn_edge_media_bytes_total, which counts first sends of originals."
     );
@@ -423,6 +427,7 @@ pub struct EdgeMetrics {
     pub media_copies_dropped: Counter,
     pub media_copies_over_budget: Counter,
     pub media_copy_bytes: Counter,
+    pub frame_copies: Counter,
     pub media_in_client: Counter,
     pub media_in_client_bytes: Counter,
     pub media_in_relay: Counter,
@@ -509,6 +514,7 @@ impl EdgeMetrics {
             media_copies_dropped: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "dropped"),
             media_copies_over_budget: counter!("rtn_edge_media_copies_total", "edge" => edge.clone(), "event" => "over_budget"),
             media_copy_bytes: counter!("rtn_edge_media_copy_bytes_total", "edge" => edge.clone()),
+            frame_copies: counter!("rtn_edge_relay_frame_copies_total", "edge" => edge.clone()),
             media_in_client: packets("in", "client"),
             media_in_client_bytes: bytes("in", "client"),
             media_in_relay: packets("in", "relay"),

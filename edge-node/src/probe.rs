@@ -75,8 +75,19 @@ pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// arrives for [`TRANSPORT_SILENCE_RTTS`] round trips (at least
 /// [`TRANSPORT_SILENCE_MIN`]) after this edge sent on it is an outage,
 /// whatever the link's loss (the SDKs' watchdog rule). Its counters are
-/// looked at this often.
-pub const TRANSPORT_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// looked at this often: each look costs a read of the connection's
+/// counters per recently used link, and the looks bound how late a silence
+/// is seen (its start is known only to the look that saw the first
+/// unanswered send, its length only at the next look). At 50 ms the looks
+/// added up to 150 ms to a suspect verdict (measured in the lab's relay-kill
+/// plan: a 115 ms hop suspect about 350 ms after its edge died, where a
+/// round trip and a quarter plus the ACK delay is 170 ms).
+pub const TRANSPORT_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// Looks further apart than this mean this edge's own tasks were starved:
+/// what the peer sent may still wait in the socket, so the silence is not
+/// the peer's. (An absolute bound, not a number of looks: a loaded machine
+/// delays a 20 ms tick by tens of milliseconds without starving anybody.)
+pub const TRANSPORT_STARVED_AFTER: Duration = Duration::from_millis(150);
 /// The least silence that kills a next hop: a busy peer or edge process
 /// (scheduling on a loaded machine) holds packets back for tens of
 /// milliseconds without being dead.
@@ -369,11 +380,10 @@ impl TransportSilence {
         sent: u64,
         rtt: Duration,
     ) -> Silence {
-        // Looks far apart mean this edge's own tasks were starved: what
-        // the peer sent may still wait in the socket. Start over.
+        // Looks far apart: this edge was starved. Start over.
         let starved = self
             .last_look
-            .is_some_and(|l| now.saturating_duration_since(l) > TRANSPORT_CHECK_EVERY * 3);
+            .is_some_and(|l| now.saturating_duration_since(l) > TRANSPORT_STARVED_AFTER);
         if conn != self.conn || udp_rx != self.udp_rx || starved {
             *self = TransportSilence {
                 conn,
@@ -446,7 +456,15 @@ pub async fn run(core: Arc<EdgeCore>) {
             if probed.is_some() {
                 warn!(edge = core.id, peer, "link down: probes unanswered");
             }
-            crate::relay::resend_around(&core, *peer);
+            let resent = crate::relay::resend_around(&core, *peer, crate::relay::RESEND_WINDOW);
+            if resent > 0 {
+                info!(
+                    edge = core.id,
+                    peer,
+                    messages = resent,
+                    "peer dead: resent the messages it was handed lately around it"
+                );
+            }
         }
         // Peers come back only in probing rounds.
         if let Some(probed) = &probed {
@@ -515,6 +533,36 @@ fn probing_round(
     probed
 }
 
+/// `peer` just became suspect. Frames queued to it from now on also go
+/// around it (`EdgeCore::send_along`); those it was handed since it went
+/// silent are sent around it now: the messages written to it within
+/// [`suspect_resend_window`], and a greeting to an edge a rejoined client
+/// named (protocol §9.6, "Hints"), sent again to every such edge not heard
+/// from yet (a greeting lost in the suspect hop kept the channel's media
+/// from the rejoined member until the next directory refresh, 0.3-0.4 s
+/// in the lab's relay-kill plan). Wrong suspicions cost duplicates, which
+/// receivers drop.
+fn newly_suspect(core: &EdgeCore, peer: EdgeId, rtt: Duration) {
+    let resent = crate::relay::resend_around(core, peer, suspect_resend_window(rtt));
+    let greeted = core.greet_unheard_hinted();
+    debug!(
+        edge = core.id,
+        peer,
+        messages = resent,
+        greeted,
+        "next hop suspect: resent around it what it was handed since it went silent"
+    );
+}
+
+/// The messages written to a peer that went suspect at `rtt` that may be
+/// unacknowledged: those written since its silence began (the suspect
+/// wait), less a round trip and the ACK delay before it (an answer arriving
+/// at the start of the silence acknowledged only what was written a round
+/// trip earlier), and the two looks that bound when it began.
+pub fn suspect_resend_window(rtt: Duration) -> Duration {
+    silence_waits(rtt).0 + rtt + ACK_DELAY + TRANSPORT_CHECK_EVERY * 2
+}
+
 /// Look at the relay connections this edge sent on lately
 /// ([`TransportSilence`]): a silent one makes its peer dead, one silent a
 /// little over a round trip suspect.
@@ -524,6 +572,8 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let looked: HashSet<EdgeId> = counts.iter().map(|c| c.peer).collect();
     silences.retain(|peer, _| looked.contains(peer));
     let mut suspect = BTreeSet::new();
+    let was_suspect = core.prober.suspect.borrow().clone();
+    let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
         match silence.look(now, c.conn, c.udp_rx, c.sent, c.rtt) {
@@ -531,6 +581,9 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
             Silence::Suspect => {
                 if !core.prober.is_dead(c.peer) {
                     suspect.insert(c.peer);
+                    if !was_suspect.contains(&c.peer) {
+                        newly.push((c.peer, c.rtt));
+                    }
                 }
             }
             Silence::Dead => {
@@ -544,10 +597,11 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
             }
         }
     }
-    if !suspect.is_empty() && suspect != *core.prober.suspect.borrow() {
-        debug!(edge = core.id, peers = ?suspect, "next hops suspect: relay connection silent for over a round trip; media also sent around them");
-    }
     core.prober.set_suspect(suspect);
+    // Suspect first: what is resent then goes around them.
+    for (peer, rtt) in newly {
+        newly_suspect(core, peer, rtt);
+    }
 }
 
 #[cfg(test)]
@@ -605,7 +659,7 @@ mod tests {
         // 60 ms floor (a round trip and a quarter plus the ACK delay is
         // 38 ms), dead once the 150 ms floor (4 RTTs is 40 ms) has passed
         // since the first unanswered send was seen.
-        let quiet = t0 + ms(500);
+        let quiet = t0 + TRANSPORT_CHECK_EVERY * 10;
         assert_eq!(s.look(quiet, 7, 109, 60, rtt), none);
         assert_eq!(s.look(quiet + ms(50), 7, 109, 61, rtt), none);
         assert_eq!(s.look(quiet + ms(100), 7, 109, 63, rtt), suspect);
@@ -640,6 +694,12 @@ mod tests {
         starved.look(t0, 7, 1, 1, rtt);
         starved.look(t0 + ms(50), 7, 1, 2, rtt);
         assert_eq!(starved.look(t0 + ms(400), 7, 1, 3, rtt), none);
+        // A look late by tens of milliseconds (a loaded machine delays the
+        // ticks) is not starvation: the silence goes on counting.
+        let mut late = TransportSilence::default();
+        late.look(t0, 7, 1, 1, rtt);
+        late.look(t0 + TRANSPORT_CHECK_EVERY, 7, 1, 2, rtt);
+        assert_eq!(late.look(t0 + ms(140), 7, 1, 3, rtt), suspect);
 
         // The prober: dead at once, alive again at a probe's answer.
         let p = Prober::default();

@@ -617,30 +617,33 @@ fn next_hops(me: EdgeId, table: &RouteTable) -> HashSet<EdgeId> {
 /// window is sent again, so longer costs duplicates at every death.
 pub const RESEND_WINDOW: Duration = Duration::from_secs(3);
 
-/// `dead` stopped answering probes: send the messages this edge wrote to it
-/// lately around it, each to the destinations of the subtree it carried
-/// (along trees from this edge's routes, which now avoid `dead`). The edge
-/// before a dead one is the only one that knows what it handed over, so
-/// whichever edge of a path dies (first hop, mid-path relay), nothing that
-/// reached the edge before it is lost; destinations that already had a
-/// message drop the copy (receivers' SDKs deliver each seq once).
-pub fn resend_around(core: &EdgeCore, dead: EdgeId) {
-    let Some(link) = core.relay.get(dead) else {
-        return;
+/// `peer` stopped answering (dead), or went silent for a little over a
+/// round trip (suspect): send the messages this edge wrote to it in the last
+/// `window` (and those still queued for it) around it, each to the
+/// destinations of the subtree it carried (along trees from this edge's
+/// routes, which avoid a dead peer; around a suspect one,
+/// [`EdgeCore::send_along`] sends them as copies). The edge before a dead
+/// one is the only one that knows what it handed over, so whichever edge of
+/// a path dies (first hop, mid-path relay), nothing that reached the edge
+/// before it is lost; destinations that already had a message drop the
+/// copy (receivers' SDKs deliver each seq once). How many were resent.
+pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
+    let Some(link) = core.relay.get(peer) else {
+        return 0;
     };
     let mut resent = 0;
-    let handed = link.recent(RESEND_WINDOW);
+    let handed = link.recent(window);
     // Still queued (its connection stopped taking data when the peer did).
     let queued = link.frames.messages();
     // Trees are built once per destination set, not per message.
     let mut trees: HashMap<Vec<EdgeId>, Vec<protocol::route_tree::RouteTree>> = HashMap::new();
     for rm in handed.into_iter().chain(queued) {
-        // Destinations beyond the dead peer; its own members get the
-        // retained copy if it comes back.
+        // Destinations beyond the peer; its own members get the retained
+        // copy if it comes back.
         let dests: Vec<EdgeId> = rm
             .tree
             .iter()
-            .filter(|n| n.deliver && n.edge_id != dead)
+            .filter(|n| n.deliver && n.edge_id != peer)
             .map(|n| n.edge_id)
             .collect();
         let (false, Some(msg)) = (dests.is_empty(), rm.message) else {
@@ -654,13 +657,8 @@ pub fn resend_around(core: &EdgeCore, dead: EdgeId) {
     }
     if resent > 0 {
         core.metrics.relay_messages_resent(resent);
-        info!(
-            edge = core.id,
-            peer = dead,
-            messages = resent,
-            "peer dead: resent the messages it was handed lately around it"
-        );
     }
+    resent
 }
 
 /// Keep links to the next hops and probe targets of the current route

@@ -431,6 +431,16 @@ impl<C> ChannelState<C> {
         out
     }
 
+    /// Greet again, at the next [`Self::hinted_now`], the hinted edges not
+    /// heard from yet (a greeting may have been lost in a dead relay).
+    /// Whether any hint lives.
+    pub fn greet_unheard_again(&mut self) -> bool {
+        for h in self.hinted.values_mut() {
+            h.greeted &= h.heard;
+        }
+        !self.hinted.is_empty()
+    }
+
     /// Merge a home's update (or a member edge's own entry, for a hint)
     /// at `now`, what it has living until `expires`. Run it inside
     /// [`ChannelState::change`] to announce what it changed. Returns what
@@ -821,6 +831,11 @@ mod tests {
         // are hinted, greeted the first time, told after, until the end.
         st.hint(ME, &[2, 3, ME, 0], now + HINT_TTL);
         assert_eq!(st.hinted_now(now), [(2, true), (3, true)]);
+        assert_eq!(st.hinted_now(now), [(2, false), (3, false)]);
+        // Greeted again if asked (a relay on the way went suspect), unless
+        // heard from (edge 2's entry is known): told only.
+        assert!(st.greet_unheard_again());
+        assert_eq!(st.hinted_now(now), [(2, false), (3, true)]);
         assert_eq!(st.hinted_now(now), [(2, false), (3, false)]);
         // Another rejoin names edge 3 again later: its hint lasts longer.
         st.hint(ME, &[3], now + HINT_TTL * 2);

@@ -214,13 +214,13 @@ where
             .collect()
     }
 
-    /// The copies of a media packet on `tree` (rooted at this edge) to send
-    /// besides [`Self::live_children`], sent as `RELAY_MEDIA_COPY`: for each
-    /// live child whose next hop is suspect, or whose link from this edge
-    /// `is_lossy` (a redundant path, `repair::redundant`), subtrees to the
-    /// same destinations around it (none where no such route exists). Only
-    /// an original is copied, and only media: frames need no copies, their
-    /// link resends what a dead peer took (`relay::resend_around`).
+    /// The copies of a packet or frame on `tree` (rooted at this edge) to
+    /// send besides [`Self::live_children`] (media as `RELAY_MEDIA_COPY`):
+    /// for each live child whose next hop is suspect, or whose link from
+    /// this edge `is_lossy` (a redundant path for media,
+    /// `repair::redundant`), subtrees to the same destinations around it
+    /// (none where no such route exists). Of media only an original is
+    /// copied.
     pub fn copies(&self, tree: &RouteTree, is_lossy: impl Fn(EdgeId) -> bool) -> Vec<Copies> {
         tree.children()
             .iter()
