@@ -150,6 +150,10 @@ struct Target {
     /// Its relay connection went silent ([`TransportSilence`]) or the peer
     /// closed it going away: dead until a probe is answered.
     link_lost: bool,
+    /// Since when it is seen dead: the probes lost from then on measured
+    /// the outage, and are forgotten when it answers again
+    /// (`LinkStats::forget_lost_since`).
+    dead_since: Option<Instant>,
 }
 
 /// Per-peer link statistics and the dead set.
@@ -229,7 +233,12 @@ impl Prober {
         let target = targets.get_mut(&peer)?;
         target.link_lost = false;
         let outcome = target.stats.on_reply(p.seq, rtt);
-        matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late).then_some(rtt)
+        let answered = matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late);
+        if let Some(since) = target.dead_since.filter(|_| answered) {
+            target.stats.forget_lost_since(since);
+            target.dead_since = None;
+        }
+        answered.then_some(rtt)
     }
 
     /// `peer`'s relay connection went silent, or the peer closed it going
@@ -241,6 +250,7 @@ impl Prober {
             return false;
         };
         t.link_lost = true;
+        t.dead_since.get_or_insert_with(Instant::now);
         drop(targets);
         self.dead.send_if_modified(|d| d.insert(peer))
     }
@@ -307,6 +317,7 @@ impl Prober {
                 interval: PROBE_INTERVAL,
                 interval_since: now,
                 link_lost: false,
+                dead_since: None,
             });
             if tier > 1
                 && (t.stats.samples() == 0
@@ -348,6 +359,7 @@ impl Prober {
                 };
             if silent {
                 dead.insert(peer);
+                t.dead_since.get_or_insert(now);
             }
         }
         drop(map);

@@ -231,6 +231,19 @@ impl LinkStats {
         }
     }
 
+    /// Forgets the probes sent from `since` on that were lost: the far end
+    /// was down from then (seen dead, its process restarted, the link cut)
+    /// and now answers again. They measured the outage, which routing
+    /// already handled by leaving the link out, not the link's loss; kept,
+    /// they would read as loss for up to [`LOSS_WINDOW_MIN`] probes after
+    /// the link came back (10 s at the fast rate) and steer routes away
+    /// from a healthy link. The probes lost before `since` stay: they are
+    /// what any lossy link shows before it is called dead.
+    pub fn forget_lost_since(&mut self, since: Instant) {
+        self.window
+            .retain(|p| !(p.outcome == Outcome::Lost && p.sent_at >= since));
+    }
+
     /// Declares lost every pending probe sent more than `timeout` before
     /// `now`; returns how many. Callers with one timer per link use this
     /// instead of [`LinkStats::on_timeout`].
@@ -602,6 +615,43 @@ mod tests {
         }
         assert!(!s.wants_samples(), "the window is full");
         assert!(s.loss() < 0.004, "{}", s.loss());
+    }
+
+    #[test]
+    fn an_outage_is_not_loss_once_the_link_answers_again() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = LinkStats::default();
+        let mut seq = 0;
+        let mut probe = |s: &mut LinkStats, at: Duration, answered: bool| {
+            seq += 1;
+            s.on_probe_sent(seq, t0 + at);
+            if answered {
+                s.on_reply(seq, ms(10));
+            } else {
+                s.on_timeout(seq);
+            }
+        };
+        // 100 probes, 2 lost: a 2% link. Then three lost (the dead
+        // verdict), then 50 lost while the far end was down.
+        for i in 0..100 {
+            probe(&mut s, ms(200 * i), i % 50 != 7);
+        }
+        for i in 100..103 {
+            probe(&mut s, ms(200 * i), false);
+        }
+        let dead_at = ms(200 * 103);
+        for i in 103..153 {
+            probe(&mut s, ms(200 * i), false);
+        }
+        assert!(s.loss() > 0.3, "the outage reads as loss: {}", s.loss());
+        // It answers again: the outage is forgotten, the loss before the
+        // verdict is not.
+        probe(&mut s, ms(200 * 153), true);
+        s.forget_lost_since(t0 + dead_at);
+        let (lost, resolved) = s.losses_over(usize::MAX);
+        assert_eq!((lost, resolved), (5, 104));
+        assert!((s.loss() - 5.0 / 104.0).abs() < 1e-9, "{}", s.loss());
     }
 
     #[test]
