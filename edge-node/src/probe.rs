@@ -150,9 +150,10 @@ struct Target {
     /// Its relay connection went silent ([`TransportSilence`]) or the peer
     /// closed it going away: dead until a probe is answered.
     link_lost: bool,
-    /// Since when it is seen dead: the probes lost from then on measured
-    /// the outage, and are forgotten when it answers again
-    /// (`LinkStats::forget_lost_since`).
+    /// Since when it is seen dead, or probed without an answer yet: the
+    /// probes lost (or still pending) from then on measured the outage,
+    /// and are forgotten when it answers again
+    /// (`LinkStats::forget_outage`).
     dead_since: Option<Instant>,
 }
 
@@ -235,7 +236,7 @@ impl Prober {
         let outcome = target.stats.on_reply(p.seq, rtt);
         let answered = matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late);
         if let Some(since) = target.dead_since.filter(|_| answered) {
-            target.stats.forget_lost_since(since);
+            target.stats.forget_outage(since, p.seq);
             target.dead_since = None;
         }
         answered.then_some(rtt)
@@ -317,7 +318,9 @@ impl Prober {
                 interval: PROBE_INTERVAL,
                 interval_since: now,
                 link_lost: false,
-                dead_since: None,
+                // Not heard from yet: its first probes may go to a
+                // connection being dialled, or to a process gone.
+                dead_since: Some(now),
             });
             if tier > 1
                 && (t.stats.samples() == 0
