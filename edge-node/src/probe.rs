@@ -150,11 +150,10 @@ struct Target {
     /// Its relay connection went silent ([`TransportSilence`]) or the peer
     /// closed it going away: dead until a probe is answered.
     link_lost: bool,
-    /// Since when it is seen dead, or probed without an answer yet: the
-    /// probes lost (or still pending) from then on measured the outage,
-    /// and are forgotten when it answers again
-    /// (`LinkStats::forget_outage`).
-    dead_since: Option<Instant>,
+    /// Seen dead, or probed without an answer yet: the probes lost (or
+    /// still pending) since its last answer measured the outage, and are
+    /// forgotten when it answers again (`LinkStats::forget_outage`).
+    outage: bool,
 }
 
 /// Per-peer link statistics and the dead set.
@@ -235,9 +234,8 @@ impl Prober {
         target.link_lost = false;
         let outcome = target.stats.on_reply(p.seq, rtt);
         let answered = matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late);
-        if let Some(since) = target.dead_since.filter(|_| answered) {
-            target.stats.forget_outage(since, p.seq);
-            target.dead_since = None;
+        if answered && std::mem::take(&mut target.outage) {
+            target.stats.forget_outage(p.seq);
         }
         answered.then_some(rtt)
     }
@@ -251,7 +249,7 @@ impl Prober {
             return false;
         };
         t.link_lost = true;
-        t.dead_since.get_or_insert_with(Instant::now);
+        t.outage = true;
         drop(targets);
         self.dead.send_if_modified(|d| d.insert(peer))
     }
@@ -320,7 +318,7 @@ impl Prober {
                 link_lost: false,
                 // Not heard from yet: its first probes may go to a
                 // connection being dialled, or to a process gone.
-                dead_since: Some(now),
+                outage: true,
             });
             if tier > 1
                 && (t.stats.samples() == 0
@@ -362,7 +360,7 @@ impl Prober {
                 };
             if silent {
                 dead.insert(peer);
-                t.dead_since.get_or_insert(now);
+                t.outage = true;
             }
         }
         drop(map);

@@ -764,13 +764,12 @@ pub async fn tune_repair(core: Arc<EdgeCore>) {
 /// whether it is on. Copies are redundancy, as repair is: none with repair
 /// off.
 fn tune_redundant_path(core: &EdgeCore, link: &RelayLink) -> bool {
-    let loss = link.repair.lock().unwrap_or_else(|e| e.into_inner()).loss();
-    let on = core.cfg.repair.enabled
-        && link
-            .redundant
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_loss(loss);
+    let reading = link.repair.lock().unwrap_or_else(|e| e.into_inner()).loss();
+    let (on, loss) = {
+        let mut r = link.redundant.lock().unwrap_or_else(|e| e.into_inner());
+        let on = r.set_loss(reading, Instant::now());
+        (core.cfg.repair.enabled && on, r.smoothed_loss())
+    };
     if on != link.lossy.swap(on, Ordering::Relaxed) {
         info!(
             edge = core.id,

@@ -231,28 +231,34 @@ impl LinkStats {
         }
     }
 
-    /// Forgets the probes sent from `since` until probe `answered` that were
-    /// lost or are still unanswered: the far end was down from then (not
-    /// heard from yet, seen dead, its process restarted, the link cut) and
-    /// `answered`, just answered, is the first sign of it back. They
-    /// measured the outage, which routing already handled by leaving the
-    /// link out, not the link's loss; and those still pending went to a
-    /// connection the far end no longer has, so they would be lost later.
-    /// Kept, they read as loss for up to [`LOSS_WINDOW_MIN`] probes after the
-    /// link came back (10 s at the fast rate; measured in the lab's
-    /// relay-kill plan: 75% loss published for a restarted edge's link, 13%
-    /// still 8 s later) and steer routes away from a healthy link. The
-    /// probes lost before `since` stay: they are what any lossy link shows
-    /// before it is called dead.
-    pub fn forget_outage(&mut self, since: Instant, answered: u64) {
+    /// Forgets the probes lost, or still unanswered, between the last
+    /// answered probe and probe `answered`, just answered after an outage
+    /// (the far end not heard from yet, seen dead, its process restarted,
+    /// the link cut). They measured the outage, which routing already
+    /// handled by leaving the link out, not the link's loss; and those
+    /// still pending went to a connection the far end no longer has, so
+    /// they would be lost later. Kept, they read as loss for up to
+    /// [`LOSS_WINDOW_MIN`] probes after the link came back (10 s at the fast
+    /// rate, far longer at the slow one; measured in the lab's relay-kill
+    /// plan: 75% loss published for a restarted edge's link, 13% still 8 s
+    /// later) and steer routes away from a healthy link. The run of losses
+    /// that made the link look dead goes too (a link that loses runs that
+    /// long reads somewhat better than it is; it was out of the routes
+    /// meanwhile, and is again at its next such run).
+    pub fn forget_outage(&mut self, answered: u64) {
         let Some(end) = self.window.iter().rposition(|p| p.seq == answered) else {
             return;
         };
+        let start = self
+            .window
+            .range(..end)
+            .rposition(|p| matches!(p.outcome, Outcome::Replied | Outcome::LostThenReplied))
+            .map_or(0, |i| i + 1);
         let mut i = 0;
         self.window.retain(|p| {
-            let before = i < end;
+            let in_outage = (start..end).contains(&i);
             i += 1;
-            !(before && p.sent_at >= since && matches!(p.outcome, Outcome::Lost | Outcome::Pending))
+            !(in_outage && matches!(p.outcome, Outcome::Lost | Outcome::Pending))
         });
     }
 
@@ -652,25 +658,24 @@ mod tests {
         for i in 100..103 {
             probe(&mut s, ms(200 * i), false);
         }
-        let dead_at = ms(200 * 103);
         for i in 103..153 {
             probe(&mut s, ms(200 * i), false);
         }
         assert!(s.loss() > 0.3, "the outage reads as loss: {}", s.loss());
         // Two more went to the old connection and are still pending when a
-        // later one is answered: the outage is forgotten, pending ones
-        // included; the loss before the verdict is not, nor a probe sent
-        // after the answered one.
+        // later one is answered: the outage is forgotten from the last
+        // answer before it, pending ones included; the link's loss before
+        // it is not, nor a probe sent after the answered one.
         s.on_probe_sent(1_000, t0 + ms(200 * 153));
         s.on_probe_sent(1_001, t0 + ms(200 * 154));
         probe(&mut s, ms(200 * 155), true);
         s.on_probe_sent(1_002, t0 + ms(200 * 156));
-        s.forget_outage(t0 + dead_at, seq);
+        s.forget_outage(seq);
         let (lost, resolved) = s.losses_over(usize::MAX);
-        assert_eq!((lost, resolved), (5, 104));
-        assert!((s.loss() - 5.0 / 104.0).abs() < 1e-9, "{}", s.loss());
+        assert_eq!((lost, resolved), (2, 101));
+        assert!((s.loss() - 2.0 / 101.0).abs() < 1e-9, "{}", s.loss());
         assert_eq!(s.window.back().map(|p| p.seq), Some(1_002));
-        assert_eq!(s.window.len(), 105, "the newest pending probe stays");
+        assert_eq!(s.window.len(), 102, "the newest pending probe stays");
     }
 
     #[test]
