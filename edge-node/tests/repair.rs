@@ -108,10 +108,7 @@ async fn call(setup: Setup) -> Run {
     // the channel's first directory round over a link losing 40% can take
     // longer than the setup's bounds on a loaded machine (CI: "sam's edge
     // learns of rita" timed out), and setup is not what is measured.
-    let clean = LinkProfile {
-        loss: 0.0,
-        ..relay
-    };
+    let clean = LinkProfile { loss: 0.0, ..relay };
     let mut rules = vec![];
     for (a, b) in [(e1, e2), (e2, e1)] {
         rules.push(LinkRule::between(a, b, clean));
