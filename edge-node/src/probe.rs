@@ -551,10 +551,10 @@ fn probing_round(
 /// silent are sent around it now: the messages written to it within
 /// [`suspect_resend_window`], and a greeting to an edge a rejoined client
 /// named (protocol §9.6, "Hints"), sent again to every such edge not heard
-/// from yet (a greeting lost in the suspect hop kept the channel's media
-/// from the rejoined member until the next directory refresh, 0.3-0.4 s
-/// in the lab's relay-kill plan). Wrong suspicions cost duplicates, which
-/// receivers drop.
+/// from yet (one queued to the dead hop is lost, and the rejoined member's
+/// media then waits for the channel's homes to tell the publisher's edge,
+/// or for the next directory refresh). Wrong suspicions cost duplicates,
+/// which receivers drop.
 fn newly_suspect(core: &EdgeCore, peer: EdgeId, rtt: Duration) {
     let resent = crate::relay::resend_around(core, peer, suspect_resend_window(rtt));
     let greeted = core.greet_unheard_hinted();
@@ -567,11 +567,11 @@ fn newly_suspect(core: &EdgeCore, peer: EdgeId, rtt: Duration) {
     );
 }
 
-/// The messages written to a peer that went suspect at `rtt` that may be
-/// unacknowledged: those written since its silence began (the suspect
-/// wait), less a round trip and the ACK delay before it (an answer arriving
-/// at the start of the silence acknowledged only what was written a round
-/// trip earlier), and the two looks that bound when it began.
+/// How far back the messages written to a peer that went suspect at `rtt`
+/// may be unacknowledged: since its silence began (the suspect wait), plus
+/// a round trip and the ACK delay before that (an answer arriving at the
+/// start of the silence acknowledged only what was written a round trip
+/// earlier), plus the two looks that bound when the silence began.
 pub fn suspect_resend_window(rtt: Duration) -> Duration {
     silence_waits(rtt).0 + rtt + ACK_DELAY + TRANSPORT_CHECK_EVERY * 2
 }
