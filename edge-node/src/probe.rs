@@ -585,7 +585,6 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let looked: HashSet<EdgeId> = counts.iter().map(|c| c.peer).collect();
     silences.retain(|peer, _| looked.contains(peer));
     let mut suspect = BTreeSet::new();
-    let was_suspect = core.prober.suspect.borrow().clone();
     let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
@@ -594,7 +593,7 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
             Silence::Suspect => {
                 if !core.prober.is_dead(c.peer) {
                     suspect.insert(c.peer);
-                    if !was_suspect.contains(&c.peer) {
+                    if !core.prober.is_suspect(c.peer) {
                         newly.push((c.peer, c.rtt));
                     }
                 }
