@@ -620,13 +620,15 @@ pub const RESEND_WINDOW: Duration = Duration::from_secs(3);
 /// `peer` stopped answering (dead), or went silent for a little over a
 /// round trip (suspect): send the messages this edge wrote to it in the last
 /// `window` (and those still queued for it) around it, each to the
-/// destinations of the subtree it carried (along trees from this edge's
-/// routes, which avoid a dead peer; around a suspect one,
-/// [`EdgeCore::send_along`] sends them as copies). The edge before a dead
-/// one is the only one that knows what it handed over, so whichever edge of
-/// a path dies (first hop, mid-path relay), nothing that reached the edge
-/// before it is lost; destinations that already had a message drop the
-/// copy (receivers' SDKs deliver each seq once). How many were resent.
+/// destinations of the subtree it carried, the peer itself included (along
+/// trees from this edge's routes, which avoid a dead peer; around a suspect
+/// one, [`EdgeCore::send_along`] sends them as copies). The edge before a
+/// dead one is the only one that knows what it handed over, so whichever
+/// edge of a path dies (first hop, mid-path relay), nothing that reached the
+/// edge before it is lost; and a peer that is only cut off from this edge
+/// (a link cut looks like a death from here) gets them another way.
+/// Destinations that already had a message drop the copy (receivers' SDKs
+/// deliver each seq once). How many were resent.
 pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     let Some(link) = core.relay.get(peer) else {
         return 0;
@@ -638,12 +640,10 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     // Trees are built once per destination set, not per message.
     let mut trees: HashMap<Vec<EdgeId>, Vec<protocol::route_tree::RouteTree>> = HashMap::new();
     for rm in handed.into_iter().chain(queued) {
-        // Destinations beyond the peer; its own members get the retained
-        // copy if it comes back.
         let dests: Vec<EdgeId> = rm
             .tree
             .iter()
-            .filter(|n| n.deliver && n.edge_id != peer)
+            .filter(|n| n.deliver)
             .map(|n| n.edge_id)
             .collect();
         let (false, Some(msg)) = (dests.is_empty(), rm.message) else {

@@ -17,7 +17,10 @@
 //! - edge 2 again, far from edge 1 (120 ms round trip): edge 1 suspects it
 //!   long before it can call it dead (four round trips), and sends the
 //!   media around it meanwhile as copies, and the messages it wrote to it
-//!   since it went silent.
+//!   since it went silent;
+//! - edge 3 stays up, but its link to edge 4 is cut (a cable cut): from
+//!   edge 3 that looks like edge 4 dying, yet edge 4's own members are
+//!   there to be reached around the link (3 -> 5 -> 4, edge 3's backup).
 //!
 //! The sender's SDK keeps no replay window, so only the edges can deliver
 //! what was lost inside the dead relay.
@@ -65,11 +68,8 @@ async fn start() -> Mesh {
         e.routes.publish(t);
     }
     for (at, path, backup) in [(1, [1, 2, 3, 4], [1, 5, 4]), (4, [4, 3, 2, 1], [4, 5, 1])] {
-        let e = mesh.edge(at);
-        let mut t = (*e.routes.current()).clone();
-        t.paths.insert(path[3], path.to_vec());
-        t.backups.insert(path[3], backup.to_vec());
-        e.routes.publish(t);
+        mesh.set_paths(at, &[&path[..]]);
+        mesh.set_backups(at, &[&backup[..]]);
     }
     mesh
 }
@@ -85,6 +85,8 @@ enum Death {
     KillFar,
     /// Stopped cleanly (drained): its close frames get out.
     Stop,
+    /// Not dead at all: its link to edge 4 is cut.
+    CutFromReceiver,
 }
 
 /// `victim` goes (`how`) while 300 messages and a media stream go from
@@ -105,6 +107,9 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             ..LinkProfile::default()
         };
         mesh.wan().set_link(ip(1), ip(victim), far).unwrap();
+    }
+    if how == Death::CutFromReceiver {
+        mesh.set_backups(victim, &[&[victim, 5, 4]]);
     }
     let mut sender_config = mesh.sdk_config(&[1]);
     sender_config.replay_window = 0;
@@ -163,14 +168,22 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     });
     for i in 0..MESSAGES {
         if i == MESSAGES / 3 {
-            let at = mesh.edges.iter().position(|e| e.id() == victim).unwrap();
-            let edge = mesh.edges.remove(at);
-            if how == Death::Stop {
-                tokio::spawn(edge.shutdown());
+            if how == Death::CutFromReceiver {
+                let cut = LinkProfile {
+                    down: true,
+                    ..LinkProfile::default()
+                };
+                mesh.wan().set_link(ip(victim), ip(4), cut).unwrap();
             } else {
-                // SIGKILL: off the network first, then gone.
-                mesh.wan().set_host_down(ip(victim), true);
-                tokio::spawn(edge.kill());
+                let at = mesh.edges.iter().position(|e| e.id() == victim).unwrap();
+                let edge = mesh.edges.remove(at);
+                if how == Death::Stop {
+                    tokio::spawn(edge.shutdown());
+                } else {
+                    // SIGKILL: off the network first, then gone.
+                    mesh.wan().set_host_down(ip(victim), true);
+                    tokio::spawn(edge.kill());
+                }
             }
         }
         room.send_message(Bytes::from_static(b"hello"))
@@ -196,6 +209,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             Death::KillInFlight => " holding messages in flight",
             Death::KillFar => " (far from the edge before it)",
             Death::Stop => " (stopped cleanly)",
+            Death::CutFromReceiver => ", no: its link to the receiver's edge cut",
         },
         seqs.len(),
         stats.messages_skipped,
@@ -267,6 +281,13 @@ async fn a_mid_path_relay_dies_holding_messages_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_next_hop_that_dies_is_sent_around_while_suspect() {
     a_relay_of_the_path_goes(2, Death::KillFar).await;
+}
+
+/// A cut link is seen from the edge before it just as a dead next hop is,
+/// and repaired the same way; the hop itself is reached around the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_to_the_last_hop_is_routed_around() {
+    a_relay_of_the_path_goes(3, Death::CutFromReceiver).await;
 }
 
 /// A relay that stops cleanly closes its relay connections with

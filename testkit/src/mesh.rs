@@ -104,6 +104,18 @@ impl Mesh {
         e.routes.publish(table);
     }
 
+    /// Give edge `at` explicit backup paths (`[at, ..., dest]`).
+    pub fn set_backups(&self, at: EdgeId, backups: &[&[EdgeId]]) {
+        let e = self.edge(at);
+        let mut table = (*e.routes.current()).clone();
+        for b in backups {
+            if let Some(dest) = b.last() {
+                table.backups.insert(*dest, b.to_vec());
+            }
+        }
+        e.routes.publish(table);
+    }
+
     pub fn edge(&self, id: EdgeId) -> &Edge {
         self.edges
             .iter()

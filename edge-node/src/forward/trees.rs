@@ -141,6 +141,16 @@ where
     /// Trees from this edge to `dests` whose first hops are not `avoid`ed
     /// where a backup or the direct link allows.
     fn trees_around(&self, dests: &[EdgeId], avoid: impl Fn(EdgeId) -> bool) -> Trees {
+        self.trees_on(dests, avoid, |_| true)
+    }
+
+    /// [`Self::trees_around`], keeping only the paths `keep` accepts.
+    fn trees_on(
+        &self,
+        dests: &[EdgeId],
+        avoid: impl Fn(EdgeId) -> bool,
+        keep: impl Fn(&[EdgeId]) -> bool,
+    ) -> Trees {
         let mut out = Trees::default();
         if dests.is_empty() {
             return out;
@@ -156,6 +166,7 @@ where
                 let backup = table.backups.get(d).map(Vec::as_slice);
                 Some(around_dead(self.me, *d, &p, backup, &avoid).into_owned())
             })
+            .filter(|p| keep(p))
             .collect();
         let refs: Vec<&[EdgeId]> = paths.iter().map(Vec::as_slice).collect();
         out.trees = RouteTree::build(self.me, &refs);
@@ -164,7 +175,8 @@ where
 
     /// The subtrees to send for `tree` (rooted at this edge): its children,
     /// except that a child this edge sees dead is replaced by trees from
-    /// this edge's own routes to the destinations beyond it.
+    /// this edge's own routes to the destinations beyond it, and to the
+    /// child itself.
     ///
     /// This is how a path survives any dead hop, not only the first: the
     /// edge before the dead one repairs the part of the tree it holds, at
@@ -177,9 +189,15 @@ where
     /// down, and only destinations of the dead child's subtree, which no
     /// other subtree covers.
     ///
-    /// Media for a destination seen dead is dropped (latency first). A
-    /// frame for one is still sent to it alone: queued on its link, it gets
-    /// the frame when the link comes back, in order, if it was only cut off.
+    /// The child itself is reached around too: an edge sees a hop dead when
+    /// *its link* to it goes silent, and from here a cut link looks the same
+    /// as a dead edge, while the hop's members are still there to be
+    /// reached another way. Where this edge has no other way to it (no
+    /// backup), media for it is dropped (latency first) and a frame is
+    /// queued on its link, which resends it if it comes back. If the hop is
+    /// really dead, each edge that sees it dead sends its share on once
+    /// more, at most until the hop limit runs out, and only until the
+    /// directory drops the dead edge (`directory::ENTRY_TTL`).
     /// A live child is sent as it is, suspect or not (see [`Self::copies`]).
     pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
         let mut out = Children::default();
@@ -190,14 +208,28 @@ where
                 continue;
             }
             out.repaired += 1;
-            if kind == Forwarded::Frame && next.deliver {
-                out.subtrees.push(RouteTree::leaf(next.edge));
+            let mut dests = self.destinations_below(&child, kind);
+            if next.deliver {
+                dests.push(next.edge);
             }
-            let dests = self.destinations_below(&child, kind);
-            let repairs = self.trees_to(&dests);
+            // The hop's own path straight over the dead link is kept out of
+            // the trees: merged first (it is the shortest), it would pull the
+            // other destinations' paths through the hop.
+            let straight = [self.me, next.edge];
+            let repairs = self.trees_on(&dests, &self.is_dead, |p| p != straight);
             out.unroutable += repairs.unroutable;
+            let mut reached = false;
             for repaired in repairs.trees {
-                out.subtrees.extend(repaired.children());
+                reached |= repaired.destinations().any(|d| d == next.edge);
+                out.subtrees.extend(
+                    repaired
+                        .children()
+                        .into_iter()
+                        .filter(|c| kind == Forwarded::Frame || !(self.is_dead)(c.root().edge)),
+                );
+            }
+            if next.deliver && !reached && kind == Forwarded::Frame {
+                out.subtrees.push(RouteTree::leaf(next.edge));
             }
         }
         out
@@ -240,29 +272,30 @@ where
             .collect()
     }
 
-    /// Subtrees reaching `child`'s live destinations without what `why`
-    /// avoids: this edge's own routes with the child's root treated as
-    /// dead, keeping only those that avoid the suspect hop all the way, or
-    /// the lossy link (the root is still reached, another way).
+    /// Subtrees reaching `child`'s live destinations, the hop at its root
+    /// included, without what `why` avoids: this edge's own routes with
+    /// the hop treated as dead, keeping only the paths that do not take the
+    /// link to it, and for a suspect hop do not pass through it either (a
+    /// suspect may be dead, or only cut off from this edge: its own members
+    /// are reached another way all the same).
     fn copies_around(&self, child: &RouteTree, why: Around) -> Vec<RouteTree> {
         let hop = child.root();
         let mut dests = self.destinations_below(child, Forwarded::Media);
-        if why == Around::Lossy && hop.deliver {
+        if hop.deliver {
             dests.push(hop.edge);
         }
         if dests.is_empty() {
             return vec![];
         }
-        let around = self.trees_around(&dests, |e| e == hop.edge || (self.is_dead)(e));
-        around
-            .trees
-            .iter()
-            .flat_map(RouteTree::children)
-            .filter(|c| match why {
-                Around::Suspect => c.nodes().iter().all(|n| n.edge != hop.edge),
-                Around::Lossy => c.root().edge != hop.edge,
-            })
-            .collect()
+        let keep = |p: &[EdgeId]| {
+            let [_, first, ..] = p else {
+                return false;
+            };
+            let relays = &p[1..p.len() - 1];
+            *first != hop.edge && (why == Around::Lossy || !relays.contains(&hop.edge))
+        };
+        let around = self.trees_on(&dests, |e| e == hop.edge || (self.is_dead)(e), keep);
+        around.trees.iter().flat_map(RouteTree::children).collect()
     }
 }
 
@@ -270,7 +303,7 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Around {
     /// The hop's relay connection went silent (`probe::Silence::Suspect`):
-    /// the copies avoid it entirely.
+    /// the copies do not pass through it, and reach it too, another way.
     Suspect,
     /// The link to the hop loses more than per-hop repair wins back
     /// (`repair::redundant`): the copies avoid the link, and reach the hop
@@ -471,6 +504,18 @@ mod tests {
             "a frame is still queued for it"
         );
         assert!(frames.subtrees.contains(&RouteTree::leaf(2)));
+        // With another way to 2 (only the link to it may be cut), its own
+        // members get media and frames that way.
+        let mut around = own.clone();
+        around.backups.insert(2, vec![ME, 6, 2]);
+        for kind in [Forwarded::Media, Forwarded::Frame] {
+            let out = router(&around, &[2]).live_children(&sent, kind);
+            assert_eq!(covered(&out.subtrees), [2, 3, 5], "{kind:?}");
+            assert!(
+                out.subtrees.iter().all(|c| c.root().edge != 2),
+                "{kind:?}: nothing left on the dead link"
+            );
+        }
         // Alive, the child is sent as it is.
         let alive = router(&own, &[]).live_children(&sent, Forwarded::Media);
         assert_eq!(alive.subtrees, sent.children());
@@ -500,12 +545,25 @@ mod tests {
         assert_eq!(
             covered(&copies),
             [3, 5],
-            "copies to every live destination but the suspect itself"
+            "copies to every live destination (no other way to the suspect)"
         );
         for c in &copies {
             assert!(
                 c.nodes().iter().all(|n| n.edge != 2),
                 "a copy avoids the suspect hop: {c:?}"
+            );
+        }
+        // With another way to the suspect itself (it may be alive, only cut
+        // off from here), its members get copies too, not through it.
+        let mut to_itself = own.clone();
+        to_itself.backups.insert(2, vec![ME, 6, 2]);
+        let copies = copies_of(&suspecting(&to_itself, &[4], &[2]), &sent);
+        assert_eq!(covered(&copies), [2, 3, 5]);
+        for c in &copies {
+            assert_ne!(c.root().edge, 2, "a copy on the suspect's link: {c:?}");
+            assert!(
+                c.nodes().iter().all(|n| n.edge != 2 || n.children == 0),
+                "a copy relayed by the suspect: {c:?}"
             );
         }
         // Frames are never copied (copies are asked for media only), and
@@ -542,12 +600,11 @@ mod tests {
         for c in &out[0].subtrees {
             assert_ne!(c.root().edge, 2, "a copy avoids the lossy link: {c:?}");
         }
-        // No link is lossy: nothing is copied. A suspect hop is avoided
-        // whole, which leaves no way to 2 or 3 here.
+        // No link is lossy: nothing is copied. A suspect hop is not passed
+        // through, which leaves a way to 2 itself here but none to 3.
         assert!(r.copies(&sent, |_| false).is_empty());
-        assert!(suspecting(&own, &[], &[2])
-            .copies(&sent, |_| true)
-            .is_empty());
+        let out = suspecting(&own, &[], &[2]).copies(&sent, |_| true);
+        assert_eq!(covered(&out[0].subtrees), [2]);
         // No backups: 3 directly (the fallback around a dead hop too), and
         // 2 itself no other way.
         let direct_only = table(&[&[ME, 2, 3], &[ME, 2]]);
@@ -611,8 +668,9 @@ mod tests {
                 prop_assert!(!dead.contains(&t.root().edge), "no media sent into a dead edge");
             }
             // The same edges suspect instead of dead: the originals go as
-            // they are, and each suspect's copies avoid it and reach only
-            // destinations behind it, each once.
+            // they are, and each suspect's copies do not pass through it and
+            // reach only destinations behind it (itself included), each
+            // once.
             for s in &dead {
                 let r = suspecting(&table, &[], std::slice::from_ref(s));
                 for t in &built.trees {
@@ -624,11 +682,14 @@ mod tests {
                         .iter()
                         .filter(|c| c.root().edge == *s)
                         .flat_map(|c| c.destinations())
-                        .filter(|d| d != s)
                         .collect();
                     let copied = covered(&copies);
                     for c in &copies {
-                        prop_assert!(c.nodes().iter().all(|n| n.edge != *s), "a copy through suspect {}", s);
+                        prop_assert!(c.root().edge != *s, "a copy on the link to suspect {}", s);
+                        prop_assert!(
+                            c.nodes().iter().all(|n| n.edge != *s || n.children == 0),
+                            "a copy relayed by suspect {}", s
+                        );
                     }
                     for d in &copied {
                         prop_assert!(behind.contains(d), "copy to {} not behind suspect {}", d, s);
