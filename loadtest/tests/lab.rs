@@ -179,14 +179,24 @@ async fn ci_lab_keeps_its_promises() {
 /// (the broadcast's among them); then Miami, the first relay of São Paulo's
 /// paths. Each also hosts a client, which fails over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hard_world_takes_the_best_paths_and_survives_relay_kills() {
+async fn hard_world_takes_the_best_paths_and_survives_relay_kills_and_a_cut() {
     let event = |at_s, action| Event { at_s, action };
     let chaos = vec![
         event(8.0, Action::KillEdge { edge: 13 }),
         event(16.0, Action::RestartEdge { edge: 13 }),
         event(22.0, Action::KillEdge { edge: 4 }),
+        // Not a death: Ashburn - San Jose, the first link of the
+        // broadcast's path to Tokyo, is cut with both edges up. San Jose's
+        // own members are reached around it.
+        event(
+            30.0,
+            Action::Partition {
+                a: "iad".into(),
+                b: "sjc".into(),
+            },
+        ),
     ];
-    let (report, _) = lab("hard.toml", 36, chaos).await;
+    let (report, _) = lab("hard.toml", 44, chaos).await;
     println!(
         "hard lab: all-pairs stretch {:?}; route changes {:?}; stream failover {:?}; machine {:?}",
         report.path_stretch.all_pairs.figures,

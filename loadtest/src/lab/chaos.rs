@@ -2,9 +2,12 @@
 //! itself is `testkit::OutageStore`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use super::churn;
 
 /// A chaos plan: `[[event]]` entries, each at a time from the start of the
 /// traffic. Format in docs/lab.md; an example in `loadtest/chaos/`.
@@ -99,6 +102,17 @@ impl Action {
                 | Action::PartitionRegion { .. }
                 | Action::DrainEdge { .. }
         )
+    }
+
+    /// How long routes may move after it ([`churn::Settling`]): longer
+    /// where a link's loss may change (a degrade with loss, or a heal that
+    /// may undo one), since loss is measured over a window of probes.
+    pub fn route_settle(&self) -> Duration {
+        match self {
+            Action::DegradeLink { loss: Some(l), .. } if *l > 0.0 => churn::LOSS_SETTLE,
+            Action::HealLink { .. } | Action::HealRegion { .. } => churn::LOSS_SETTLE,
+            _ => churn::ROUTE_SETTLE,
+        }
     }
 }
 

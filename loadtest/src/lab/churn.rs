@@ -2,8 +2,8 @@
 //! is no route change without a change in the network.
 //!
 //! Routes are allowed to move while they settle: for [`ROUTE_SETTLE`] after
-//! any chaos event and until [`FIRST_ROUTES_SETTLE`] after the first routes
-//! ([`Settling`]); path stretch is not judged then either. Every sample, each
+//! a chaos event ([`LOSS_SETTLE`] after one that may change a link's loss)
+//! and until [`FIRST_ROUTES_SETTLE`] after the first routes ([`Settling`]); path stretch is not judged then either. Every sample, each
 //! live edge's effective paths are compared with the previous snapshot of
 //! that edge; each destination whose path differs is a change, *explained*
 //! if the span between the two snapshots overlaps a settle window.
@@ -19,6 +19,16 @@ use serde::Serialize;
 /// probes, summaries (every 2 s), recomputation and hysteresis take a few
 /// seconds to settle by design.
 pub const ROUTE_SETTLE: Duration = Duration::from_secs(8);
+/// Routes may move for this long after a change in a link's loss: the loss
+/// estimate sees a change only over its shortest window
+/// ([`topology::probe::LOSS_WINDOW_MIN`] probes, 10 s at the edges' probe
+/// rate, which is what tells a real change from chance), then the usual
+/// [`ROUTE_SETTLE`]. A link healed from 3% loss was measured moving routes
+/// 10 s after the heal.
+pub const LOSS_SETTLE: Duration = Duration::from_millis(
+    edge_node::probe::PROBE_INTERVAL.as_millis() as u64 * topology::probe::LOSS_WINDOW_MIN as u64
+        + ROUTE_SETTLE.as_millis() as u64,
+);
 /// The first routes come from the first probe summaries, some links not yet
 /// measured; they are not judged for this long.
 pub const FIRST_ROUTES_SETTLE: Duration = Duration::from_secs(12);
@@ -28,7 +38,8 @@ const MAX_EXAMPLES: usize = 10;
 /// When routes may move: after the first routes, and after chaos events.
 pub struct Settling {
     first_settled: Instant,
-    events: Vec<Instant>,
+    /// Each chaos event's time and how long routes may move after it.
+    events: Vec<(Instant, Duration)>,
 }
 
 impl Settling {
@@ -40,9 +51,10 @@ impl Settling {
         }
     }
 
-    /// A chaos event happened at `at`.
-    pub fn network_changed(&mut self, at: Instant) {
-        self.events.push(at);
+    /// A chaos event happened at `at`; routes may move for `settle`
+    /// ([`ROUTE_SETTLE`] or [`LOSS_SETTLE`]).
+    pub fn network_changed(&mut self, at: Instant, settle: Duration) {
+        self.events.push((at, settle));
     }
 
     /// Whether routes are settled at `at` (stretch is judged then).
@@ -56,7 +68,7 @@ impl Settling {
             || self
                 .events
                 .iter()
-                .any(|e| *e <= to && from < *e + ROUTE_SETTLE)
+                .any(|(at, settle)| *at <= to && from < *at + *settle)
     }
 }
 
@@ -186,8 +198,9 @@ mod tests {
         );
         // A chaos event at 21 s: the sample at 30 s still overlaps its
         // window (the change may have come at 28.9 s), the one at 40 s not.
-        settling.network_changed(at(21));
+        settling.network_changed(at(21), ROUTE_SETTLE);
         assert!(!settling.settled(at(28)) && settling.settled(at(30)));
+        assert!(LOSS_SETTLE > ROUTE_SETTLE);
         w.observe(
             at(30),
             30.0,

@@ -350,7 +350,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
                     println!("{}chaos {line}", if terminal { "\n" } else { "" });
                 }
                 chaos_log.push(line);
-                settling.network_changed(at);
+                settling.network_changed(at, e.action.route_settle());
             }
             _ = sample.tick() => {
                 let lab = lab.lock().await;
