@@ -203,7 +203,7 @@ impl EdgeCore {
                 continue;
             }
             for t in self.trees_to(&[home]) {
-                self.send_along(&t, |nodes| {
+                self.send_along(&t, None, |nodes| {
                     RK::DirectoryReport(pb::DirectoryReport {
                         tree: nodes,
                         ..part.clone()
@@ -275,7 +275,7 @@ impl EdgeCore {
         let trees = self.trees_to(dests);
         for part in home::split(update) {
             for t in &trees {
-                self.send_along(t, |nodes| {
+                self.send_along(t, None, |nodes| {
                     RK::DirectoryUpdate(pb::DirectoryUpdate {
                         tree: nodes,
                         ..part.clone()
@@ -287,14 +287,14 @@ impl EdgeCore {
 
     /// A report reached this edge: apply it if this edge is a destination,
     /// pass it on otherwise.
-    pub fn relay_report(&self, r: pb::DirectoryReport) {
+    pub fn relay_report(&self, r: pb::DirectoryReport, from: Option<EdgeId>) {
         let Some((tree, deliver, hop_limit)) = self.accept_tree(&r.tree, r.hop_limit) else {
             return;
         };
         if deliver {
             self.apply_report(r.clone());
         }
-        self.send_along(&tree, |nodes| {
+        self.send_along(&tree, from, |nodes| {
             RK::DirectoryReport(pb::DirectoryReport {
                 tree: nodes,
                 hop_limit,
@@ -303,14 +303,14 @@ impl EdgeCore {
         });
     }
 
-    pub fn relay_update(&self, u: pb::DirectoryUpdate) {
+    pub fn relay_update(&self, u: pb::DirectoryUpdate, from: Option<EdgeId>) {
         let Some((tree, deliver, hop_limit)) = self.accept_tree(&u.tree, u.hop_limit) else {
             return;
         };
         if deliver {
             self.apply_update(&u);
         }
-        self.send_along(&tree, |nodes| {
+        self.send_along(&tree, from, |nodes| {
             RK::DirectoryUpdate(pb::DirectoryUpdate {
                 tree: nodes,
                 hop_limit,

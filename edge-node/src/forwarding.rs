@@ -45,10 +45,15 @@ impl EdgeCore {
         out.trees
     }
 
-    /// The subtrees to send `tree` (rooted at this edge) on: see
-    /// [`Router::live_children`].
-    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Vec<RouteTree> {
-        let out = self.router().live_children(tree, kind);
+    /// The subtrees to send `tree` (rooted at this edge, the packet from
+    /// edge `from`) on: see [`Router::live_children`].
+    pub fn live_children(
+        &self,
+        tree: &RouteTree,
+        kind: Forwarded,
+        from: Option<EdgeId>,
+    ) -> Vec<RouteTree> {
+        let out = self.router().live_children(tree, kind, from);
         for _ in 0..out.repaired {
             self.metrics.local_repair(kind.label());
         }
@@ -93,12 +98,13 @@ impl EdgeCore {
             self.media_trees(ch, &st)
         };
         for t in trees.iter() {
-            self.relay_media_children(self.id, initial_hop_limit(t), t, header, &pkt, false);
+            let hop_limit = initial_hop_limit(t);
+            self.relay_media_children(self.id, None, hop_limit, t, header, &pkt, false);
         }
     }
 
-    /// A relayed media datagram from another edge.
-    pub fn media_from_relay(&self, dg: RelayDatagram) {
+    /// A relayed media datagram from edge `from`.
+    pub fn media_from_relay(&self, dg: RelayDatagram, from: Option<EdgeId>) {
         let accepted = match trees::check(self.id, &dg.tree, dg.hop_limit.into(), Forwarded::Media)
         {
             Ok(a) => a,
@@ -109,7 +115,7 @@ impl EdgeCore {
         }
         match accepted.forward {
             Ok(Some(hop_limit)) => self.relay_media_children(
-                dg.origin, hop_limit, &dg.tree, &dg.header, &dg.media, dg.copy,
+                dg.origin, from, hop_limit, &dg.tree, &dg.header, &dg.media, dg.copy,
             ),
             Ok(None) => {}
             Err(refused) => self.metrics.media_dropped(refused.label()),
@@ -149,16 +155,18 @@ impl EdgeCore {
     /// copies around suspect next hops and lossy links (`Router::copies`);
     /// a copy (`copy`) is forwarded as a copy and never copied again, so a
     /// hop costs at most one copy of each packet per edge in front of it.
+    #[allow(clippy::too_many_arguments)]
     fn relay_media_children(
         &self,
         origin: EdgeId,
+        from: Option<EdgeId>,
         hop_limit: u8,
         tree: &RouteTree,
         header: &MediaHeader,
         media: &Bytes,
         copy: bool,
     ) {
-        for child in &self.live_children(tree, Forwarded::Media) {
+        for child in &self.live_children(tree, Forwarded::Media, from) {
             let next = child.root().edge;
             let pkt = if copy {
                 encode_relay_copy(origin, hop_limit, child, media)
@@ -213,7 +221,7 @@ impl EdgeCore {
     pub fn relay_message_along(&self, origin: EdgeId, trees: &[RouteTree], msg: &pb::ChatMessage) {
         for t in trees {
             let hop = initial_hop_limit(t) as u32;
-            self.send_along(t, |nodes| {
+            self.send_along(t, None, |nodes| {
                 RK::Message(pb::RelayMessage {
                     origin_edge: origin,
                     hop_limit: hop,
@@ -224,7 +232,7 @@ impl EdgeCore {
         }
     }
 
-    pub fn message_from_relay(&self, rm: pb::RelayMessage) {
+    pub fn message_from_relay(&self, rm: pb::RelayMessage, from: Option<EdgeId>) {
         let Some((tree, deliver, hop_limit)) = self.accept_tree(&rm.tree, rm.hop_limit) else {
             return;
         };
@@ -238,7 +246,7 @@ impl EdgeCore {
                 self.deliver_message(&ch.read(), None, &msg);
             }
         }
-        self.send_along(&tree, |nodes| {
+        self.send_along(&tree, from, |nodes| {
             RK::Message(pb::RelayMessage {
                 origin_edge: rm.origin_edge,
                 hop_limit,
@@ -282,7 +290,12 @@ impl EdgeCore {
     /// way kept its media from the channel for the whole wait. Receivers
     /// take a frame twice without harm: messages by sequence (the SDKs),
     /// directory entries by generation.
-    pub fn send_along(&self, tree: &RouteTree, make: impl Fn(Vec<pb::RouteNode>) -> RK) {
+    pub fn send_along(
+        &self,
+        tree: &RouteTree,
+        from: Option<EdgeId>,
+        make: impl Fn(Vec<pb::RouteNode>) -> RK,
+    ) {
         let send = |child: &RouteTree| {
             self.relay.send_frame(
                 self,
@@ -292,7 +305,7 @@ impl EdgeCore {
                 },
             );
         };
-        for child in self.live_children(tree, Forwarded::Frame) {
+        for child in self.live_children(tree, Forwarded::Frame, from) {
             send(&child);
         }
         if !self.prober.has_suspects() {

@@ -22,7 +22,7 @@
 //! sent ([`RelayLink`]'s history) and sends it again while it can still
 //! arrive in time, within the link's repair budget.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -661,19 +661,57 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     resent
 }
 
+/// When a new table from the controller moves paths while this edge sees
+/// peers dead, the messages written to each dead peer's link lately are
+/// sent again along the new paths. Until then some could only be queued
+/// on a dead link: those for which this edge had no live way (as around a
+/// cut between two cities, where each edge of one city has its backup
+/// through the other, and a repair does not go back where a packet came
+/// from, `Router::live_children`). Receivers drop the copies they already
+/// have.
+///
+/// Tables made by this edge's own reroutes (the dead set changed) do not
+/// count: the death's own resend covers those.
+fn resend_when_paths_move(
+    core: &EdgeCore,
+    (before, dead_before): (&RouteTable, &BTreeSet<EdgeId>),
+    (after, dead): (&RouteTable, &BTreeSet<EdgeId>),
+) {
+    if dead.is_empty() || dead != dead_before || before.paths == after.paths {
+        return;
+    }
+    for peer in dead {
+        let resent = resend_around(core, *peer, RESEND_WINDOW);
+        if resent > 0 {
+            info!(
+                edge = core.id,
+                peer,
+                messages = resent,
+                "paths moved: resent the messages written to a dead peer lately"
+            );
+        }
+    }
+}
+
 /// Keep links to the next hops and probe targets of the current route
 /// table, to the peers other edges' trees ask this edge to relay to, and
 /// to peers it relayed to within [`LINK_IDLE_KEEP`].
 pub async fn watch_routes(core: Arc<EdgeCore>) {
     let mut rx = core.routes.clone();
     let mut previous: Option<Arc<RouteTable>> = None;
+    let mut dead_before = BTreeSet::new();
     let mut prune = tokio::time::interval(LINK_PRUNE_EVERY);
     loop {
         let table = rx.borrow_and_update().clone();
         if previous.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &table)) {
             core.metrics.route_version.set(table.version as f64);
             log_route_changes(core.id, previous.as_deref(), &table, &core.metrics);
+            let dead = core.prober.dead().borrow().clone();
+            if let Some(before) = &previous {
+                resend_when_paths_move(&core, (before, &dead_before), (&table, &dead));
+            }
             previous = Some(table.clone());
+            dead_before = dead;
         }
         let mut wanted = next_hops(core.id, &table);
         {
@@ -1042,6 +1080,9 @@ async fn read_datagrams(
     // Made when the first parity packet arrives: until then the link's
     // packets are not kept.
     let mut fec: Option<repair::fec::FecDecoder> = None;
+    // The edge at the other end: known for links this edge dialed, from the
+    // hello for the others.
+    let upstream = || peer.or_else(|| hello.as_ref().and_then(|h| h.get().copied()));
     loop {
         let due = gaps.as_ref().and_then(|g| g.next_due());
         let d = tokio::select! {
@@ -1051,8 +1092,7 @@ async fn read_datagrams(
             },
             _ = sleep_until(due), if due.is_some() => {
                 if let Some(g) = gaps.as_mut() {
-                    let upstream = peer.or_else(|| hello.as_ref().and_then(|h| h.get().copied()));
-                    send_nacks(&core, &conn, upstream, g);
+                    send_nacks(&core, &conn, upstream(), g);
                 }
                 continue;
             }
@@ -1099,7 +1139,7 @@ async fn read_datagrams(
                             }
                         }
                         core.metrics.repair_relay.parity_rebuilt.increment(1);
-                        core.media_from_relay(rebuilt);
+                        core.media_from_relay(rebuilt, upstream());
                     }
                 }
                 continue;
@@ -1120,7 +1160,7 @@ async fn read_datagrams(
             // A copy around a suspect hop is no part of this link's
             // sequence of originals: not tracked for gaps or parity. The
             // destination delivers the first of the two.
-            Ok(dg) if dg.copy => core.media_from_relay(dg),
+            Ok(dg) if dg.copy => core.media_from_relay(dg, upstream()),
             Ok(dg) => {
                 if let (Some(dec), Some(d)) = (fec.as_mut(), kept) {
                     dec.received(dg.header.track, dg.header.sequence, d);
@@ -1131,7 +1171,7 @@ async fn read_datagrams(
                         continue;
                     }
                 }
-                core.media_from_relay(dg)
+                core.media_from_relay(dg, upstream())
             }
             Err(e) => {
                 core.metrics.media_dropped("malformed_relay_datagram");
@@ -1238,9 +1278,9 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     );
                     return;
                 }
-                Some(RK::Message(m)) => core.message_from_relay(m),
-                Some(RK::DirectoryReport(r)) => core.relay_report(r),
-                Some(RK::DirectoryUpdate(u)) => core.relay_update(u),
+                Some(RK::Message(m)) => core.message_from_relay(m, peer),
+                Some(RK::DirectoryReport(r)) => core.relay_report(r, peer),
+                Some(RK::DirectoryUpdate(u)) => core.relay_update(u, peer),
                 None => core.metrics.protocol_error("unknown_relay_frame"),
             },
             // The stream ended or failed: the reader stops, and the

@@ -194,12 +194,24 @@ where
     /// as a dead edge, while the hop's members are still there to be
     /// reached another way. Where this edge has no other way to it (no
     /// backup), media for it is dropped (latency first) and a frame is
-    /// queued on its link, which resends it if it comes back. If the hop is
+    /// queued on its link, resent when the link comes back or when the
+    /// controller's paths move. If the hop is
     /// really dead, each edge that sees it dead sends its share on once
     /// more, at most until the hop limit runs out, and only until the
     /// directory drops the dead edge (`directory::ENTRY_TTL`).
+    /// A repair never goes back to `from`, the edge the packet came from:
+    /// it sent the packet here on its way around something, so sending it
+    /// back would make the two edges pass it to and fro until its hop limit
+    /// runs out (as two edges of one city would around a cut to a third
+    /// city, each the other's backup).
+    ///
     /// A live child is sent as it is, suspect or not (see [`Self::copies`]).
-    pub fn live_children(&self, tree: &RouteTree, kind: Forwarded) -> Children {
+    pub fn live_children(
+        &self,
+        tree: &RouteTree,
+        kind: Forwarded,
+        from: Option<EdgeId>,
+    ) -> Children {
         let mut out = Children::default();
         for child in tree.children() {
             let next = child.root();
@@ -212,24 +224,28 @@ where
             if next.deliver {
                 dests.push(next.edge);
             }
-            // The hop's own path straight over the dead link is kept out of
-            // the trees: merged first (it is the shortest), it would pull the
-            // other destinations' paths through the hop.
-            let straight = [self.me, next.edge];
-            let repairs = self.trees_on(&dests, &self.is_dead, |p| p != straight);
+            // Only paths that leave over a live link, not back to `from`:
+            // the hop's own path straight over the dead link, merged first
+            // (it is the shortest), would also pull the other destinations'
+            // paths through the hop.
+            let avoid = |e| (self.is_dead)(e) || Some(e) == from;
+            let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
+            let repairs = self.trees_on(&dests, avoid, usable);
             out.unroutable += repairs.unroutable;
-            let mut reached = false;
+            let mut reached = Vec::with_capacity(dests.len());
             for repaired in repairs.trees {
-                reached |= repaired.destinations().any(|d| d == next.edge);
-                out.subtrees.extend(
-                    repaired
-                        .children()
-                        .into_iter()
-                        .filter(|c| kind == Forwarded::Frame || !(self.is_dead)(c.root().edge)),
-                );
+                reached.extend(repaired.destinations());
+                out.subtrees.extend(repaired.children());
             }
-            if next.deliver && !reached && kind == Forwarded::Frame {
-                out.subtrees.push(RouteTree::leaf(next.edge));
+            // A live destination always has a way (the direct link at
+            // worst); the hop itself or a dead one may have none from here.
+            // A frame for it waits on its own link, and is resent when the
+            // link comes back or the controller's paths move
+            // (`relay::resend_when_paths_move`).
+            if kind == Forwarded::Frame {
+                for d in dests.iter().filter(|d| !reached.contains(d)) {
+                    out.subtrees.push(RouteTree::leaf(*d));
+                }
             }
         }
         out
@@ -490,14 +506,14 @@ mod tests {
             node(5, true, 0),
         ]);
         let own = table(&[&[ME, 3], &[ME, 6, 5], &[ME, 2]]);
-        let media = router(&own, &[2]).live_children(&sent, Forwarded::Media);
+        let media = router(&own, &[2]).live_children(&sent, Forwarded::Media, None);
         assert_eq!(media.repaired, 1);
         assert_eq!(
             covered(&media.subtrees),
             [3, 5],
             "the dead edge itself gets no media"
         );
-        let frames = router(&own, &[2]).live_children(&sent, Forwarded::Frame);
+        let frames = router(&own, &[2]).live_children(&sent, Forwarded::Frame, None);
         assert_eq!(
             covered(&frames.subtrees),
             [2, 3, 5],
@@ -509,7 +525,7 @@ mod tests {
         let mut around = own.clone();
         around.backups.insert(2, vec![ME, 6, 2]);
         for kind in [Forwarded::Media, Forwarded::Frame] {
-            let out = router(&around, &[2]).live_children(&sent, kind);
+            let out = router(&around, &[2]).live_children(&sent, kind, None);
             assert_eq!(covered(&out.subtrees), [2, 3, 5], "{kind:?}");
             assert!(
                 out.subtrees.iter().all(|c| c.root().edge != 2),
@@ -517,9 +533,32 @@ mod tests {
             );
         }
         // Alive, the child is sent as it is.
-        let alive = router(&own, &[]).live_children(&sent, Forwarded::Media);
+        let alive = router(&own, &[]).live_children(&sent, Forwarded::Media, None);
         assert_eq!(alive.subtrees, sent.children());
         assert_eq!(alive.repaired, 0);
+    }
+
+    #[test]
+    fn a_repair_does_not_go_back_where_the_packet_came_from() {
+        // Edges 1 (ME) and 2 in one city, 3 in another: the cut between the
+        // cities kills 1 -> 3 and 2 -> 3, and each edge's backup to 3 is
+        // through the other. Edge 2 sent ME the packet around its own dead
+        // link to 3 (tree ME -> 3).
+        let sent = tree(&[node(ME, false, 1), node(3, true, 0)]);
+        let mut own = table(&[&[ME, 3], &[ME, 2]]);
+        own.backups.insert(3, vec![ME, 2, 3]);
+        let r = router(&own, &[3]);
+        let media = r.live_children(&sent, Forwarded::Media, Some(2));
+        assert!(media.subtrees.is_empty(), "not back to 2: {media:?}");
+        let frames = r.live_children(&sent, Forwarded::Frame, Some(2));
+        assert_eq!(
+            frames.subtrees,
+            [RouteTree::leaf(3)],
+            "a frame waits on the dead link (resent when a way opens)"
+        );
+        // From anywhere else, the backup through 2 is taken.
+        let media = r.live_children(&sent, Forwarded::Media, Some(4));
+        assert_eq!(media.subtrees[0].root().edge, 2);
     }
 
     #[test]
@@ -538,7 +577,7 @@ mod tests {
         own.backups.insert(3, vec![ME, 6, 3]);
         own.peers.insert(6, own.peers[&2].clone());
         let r = suspecting(&own, &[4], &[2]);
-        let media = r.live_children(&sent, Forwarded::Media);
+        let media = r.live_children(&sent, Forwarded::Media, None);
         let copies = copies_of(&r, &sent);
         assert_eq!(media.subtrees, sent.children(), "the original still goes");
         assert_eq!(media.repaired, 0);
@@ -574,7 +613,7 @@ mod tests {
         assert!(copies_of(&suspecting(&own, &[], &[2]), &to_2).is_empty());
         // A dead hop is repaired, not copied.
         let both = suspecting(&own, &[2], &[2]);
-        let dead = both.live_children(&sent, Forwarded::Media);
+        let dead = both.live_children(&sent, Forwarded::Media, None);
         assert_eq!((dead.repaired, copies_of(&both, &sent).len()), (1, 0));
     }
 
@@ -657,7 +696,7 @@ mod tests {
             let r = router(&table, &dead);
             let mut media = Vec::new();
             for t in &built.trees {
-                media.extend(r.live_children(t, Forwarded::Media).subtrees);
+                media.extend(r.live_children(t, Forwarded::Media, None).subtrees);
             }
             let live: Vec<EdgeId> = edges.iter().copied().filter(|e| !dead.contains(e)).collect();
             let reached = covered(&media);
@@ -674,7 +713,7 @@ mod tests {
             for s in &dead {
                 let r = suspecting(&table, &[], std::slice::from_ref(s));
                 for t in &built.trees {
-                    let out = r.live_children(t, Forwarded::Media);
+                    let out = r.live_children(t, Forwarded::Media, None);
                     prop_assert_eq!(&out.subtrees, &t.children());
                     let copies = copies_of(&r, t);
                     let behind: Vec<EdgeId> = t
