@@ -195,10 +195,11 @@ where
     /// reached another way. Where this edge has no other way to it (no
     /// backup), media for it is dropped (latency first) and a frame is
     /// queued on its link, resent when the link comes back or when the
-    /// controller's paths move. If the hop is
-    /// really dead, each edge that sees it dead sends its share on once
-    /// more, at most until the hop limit runs out, and only until the
-    /// directory drops the dead edge (`directory::ENTRY_TTL`).
+    /// controller's paths move. If the hop is really dead, each edge that
+    /// sees it dead sends its share on once more, at most until the hop
+    /// limit runs out, and only until the directory drops the dead edge
+    /// (`directory::ENTRY_TTL`).
+    ///
     /// A repair never goes back to `from`, the edge the packet came from:
     /// it sent the packet here on its way around something, so sending it
     /// back would make the two edges pass it to and fro until its hop limit
