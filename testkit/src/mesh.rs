@@ -4,6 +4,7 @@
 //! No probe targets: routes stay as given, whatever the machine's load.
 //! Plus SDK client configs for it and a two-client call.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,23 +95,27 @@ impl Mesh {
 
     /// Give edge `at` explicit paths (`[at, ..., dest]`).
     pub fn set_paths(&self, at: EdgeId, paths: &[&[EdgeId]]) {
-        let e = self.edge(at);
-        let mut table = (*e.routes.current()).clone();
-        for p in paths {
-            if let Some(dest) = p.last() {
-                table.paths.insert(*dest, p.to_vec());
-            }
-        }
-        e.routes.publish(table);
+        self.insert_paths(at, paths, |t| &mut t.paths);
     }
 
     /// Give edge `at` explicit backup paths (`[at, ..., dest]`).
     pub fn set_backups(&self, at: EdgeId, backups: &[&[EdgeId]]) {
+        self.insert_paths(at, backups, |t| &mut t.backups);
+    }
+
+    /// Put `paths` into the part of edge `at`'s route table `which` picks,
+    /// each under its destination, and publish the table.
+    fn insert_paths(
+        &self,
+        at: EdgeId,
+        paths: &[&[EdgeId]],
+        which: impl Fn(&mut RouteTable) -> &mut HashMap<EdgeId, Vec<EdgeId>>,
+    ) {
         let e = self.edge(at);
         let mut table = (*e.routes.current()).clone();
-        for b in backups {
-            if let Some(dest) = b.last() {
-                table.backups.insert(*dest, b.to_vec());
+        for p in paths {
+            if let Some(dest) = p.last() {
+                which(&mut table).insert(*dest, p.to_vec());
             }
         }
         e.routes.publish(table);

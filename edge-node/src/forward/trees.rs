@@ -135,16 +135,12 @@ where
     /// dead peers it was made with; this also goes around the ones seen dead
     /// since (it is remade a moment later).
     pub fn trees_to(&self, dests: &[EdgeId]) -> Trees {
-        self.trees_around(dests, &self.is_dead)
+        self.trees_on(dests, &self.is_dead, |_| true)
     }
 
     /// Trees from this edge to `dests` whose first hops are not `avoid`ed
-    /// where a backup or the direct link allows.
-    fn trees_around(&self, dests: &[EdgeId], avoid: impl Fn(EdgeId) -> bool) -> Trees {
-        self.trees_on(dests, avoid, |_| true)
-    }
-
-    /// [`Self::trees_around`], keeping only the paths `keep` accepts.
+    /// where a backup or the direct link allows, made of the paths `keep`
+    /// accepts.
     fn trees_on(
         &self,
         dests: &[EdgeId],
