@@ -81,7 +81,7 @@ async fn start() -> Mesh {
     mesh
 }
 
-/// How the relay goes.
+/// What happens to the relay: it goes, or links around it are cut.
 #[derive(Clone, Copy, PartialEq)]
 enum Death {
     /// Off the network, then gone (SIGKILL, power cut).
