@@ -23,7 +23,8 @@ use topology::hierarchy::{
 };
 use topology::synth::{generate, SynthParams, XorShift64};
 use topology::{
-    compute_all, compute_all_parallel, compute_routes, CostModel, EdgeId, LinkSummary, MeshGraph,
+    compute_all, compute_all_parallel, compute_plain_routes, compute_routes, CostModel, EdgeId,
+    LinkSummary, MeshGraph,
 };
 
 fn main() {
@@ -64,7 +65,7 @@ fn flat() {
     println!("RTN route computation scale (best + backup paths to every destination)");
     println!();
     println!(
-        "{:<7} {:>7} {:>10} {:>9} {:>9} {:>10} {:>11} {:>16} {:>16}",
+        "{:<7} {:>7} {:>10} {:>9} {:>9} {:>10} {:>11} {:>11} {:>8} {:>16} {:>16}",
         "mesh",
         "edges",
         "links",
@@ -72,6 +73,8 @@ fn flat() {
         "searched",
         "build",
         "one source",
+        "plain",
+        "moved",
         "all, 1 thread",
         "all, 2 threads"
     );
@@ -100,6 +103,27 @@ fn flat() {
             assert!(routes.is_ok());
             d
         }));
+        // The same sources without the shared-risk pass, and how many of
+        // their backups the pass moved.
+        let plain = median((0..5).map(|i| {
+            let t = Instant::now();
+            let routes = compute_plain_routes(&graph, i * 7 % n as EdgeId);
+            let d = t.elapsed();
+            assert!(routes.is_ok());
+            d
+        }));
+        let (mut moved, mut backups) = (0usize, 0usize);
+        for i in 0..5 {
+            let s = i * 7 % n as EdgeId;
+            let (Ok(a), Ok(b)) = (compute_routes(&graph, s), compute_plain_routes(&graph, s))
+            else {
+                continue;
+            };
+            for (x, y) in a.iter().zip(b.iter()) {
+                backups += usize::from(x.backup.is_some());
+                moved += usize::from(x.backup != y.backup);
+            }
+        }
 
         // At most 100 sources for the 10,000-edge meshes, then scale up.
         let measured = n.min(if n > 1_000 { 100 } else { n });
@@ -114,7 +138,7 @@ fn flat() {
         assert!(seq.is_ok() && par.is_ok());
         let mark = if measured < n { " *" } else { "" };
         println!(
-            "{:<7} {:>7} {:>10} {:>9.0} {:>9} {:>10} {:>11} {:>16} {:>16}",
+            "{:<7} {:>7} {:>10} {:>9.0} {:>9} {:>10} {:>11} {:>11} {:>7.1}% {:>16} {:>16}",
             kind,
             n,
             graph.link_count(),
@@ -122,6 +146,8 @@ fn flat() {
             graph.routing_link_count(),
             fmt(build),
             fmt(one),
+            fmt(plain),
+            100.0 * moved as f64 / backups.max(1) as f64,
             format!("{}{mark}", fmt(seq_time)),
             format!("{}{mark}", fmt(par_time)),
         );
@@ -133,6 +159,10 @@ fn flat() {
     println!("searched: links left after dropping those that can be on no best or backup path.");
     println!("* extrapolated from 100 sources x (edges / 100); sources are independent.");
     println!("'one source' is the median of 5 sources; 'build' turns the probe summaries into the graph.");
+    println!("plain: the same without the shared-risk pass (backups that may share a site or city pair with");
+    println!(
+        "       their best path's first link); moved: backups of those sources the pass changed."
+    );
 }
 
 fn median(times: impl Iterator<Item = Duration>) -> Duration {

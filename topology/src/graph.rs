@@ -343,11 +343,19 @@ impl MeshGraphBuilder {
             summaries.push(summary);
         }
         let route = RouteLinks::new(&out_start, &out_to, &out_cost, &penalty_us);
+        let site = crate::risk::sites(&nodes);
+        let in_links = site
+            .iter()
+            .enumerate()
+            .any(|(i, s)| *s != i as u32)
+            .then(|| crate::risk::InLinks::new(&out_start, &out_to));
         Ok(MeshGraph {
             cost,
             nodes,
             index,
             penalty_us,
+            site,
+            in_links,
             out_start,
             out_to,
             out_cost,
@@ -496,6 +504,11 @@ pub struct MeshGraph {
     pub(crate) nodes: Vec<NodeInfo>,
     index: IdMap<EdgeId, u32>,
     pub(crate) penalty_us: Vec<u32>,
+    /// Each node's site ([`crate::risk`]): the index of its first node.
+    pub(crate) site: Vec<u32>,
+    /// Incoming links, when some site holds more than one node (only
+    /// shared-risk backups need them).
+    pub(crate) in_links: Option<crate::risk::InLinks>,
     pub(crate) out_start: Vec<u32>,
     pub(crate) out_to: Vec<u32>,
     pub(crate) out_cost: Vec<u32>,
@@ -631,6 +644,18 @@ impl MeshGraph {
             prev = next;
         }
         Some((cost, rtt))
+    }
+
+    /// The site of edge `id` ([`crate::risk`]): the lowest id of the edges
+    /// within [`crate::risk::SITE_RADIUS_KM`] of each other, chained.
+    pub fn site_of(&self, id: EdgeId) -> Option<EdgeId> {
+        let i = self.idx(id)?;
+        Some(self.id(self.site[i as usize]))
+    }
+
+    /// Whether any site holds more than one edge.
+    pub fn has_shared_sites(&self) -> bool {
+        self.in_links.is_some()
     }
 
     pub(crate) fn idx(&self, id: EdgeId) -> Option<u32> {

@@ -14,6 +14,7 @@
 //!   [`LinkSummary`] that probes publish.
 //! - [`graph`]: the mesh as a compact graph with a documented [`CostModel`].
 //! - [`paths`]: best and backup paths per source, hysteresis, path stretch.
+//! - [`risk`]: sites (edges of one metro) and the shared risk backups avoid.
 //! - [`hierarchy`]: routes that scale: full paths inside a region, hubs
 //!   and region tables between regions.
 //! - [`nearest`]: ranking edges for a client location (the GeoIP shortlist).
@@ -33,6 +34,7 @@ pub mod load;
 pub mod nearest;
 pub mod paths;
 pub mod probe;
+pub mod risk;
 pub mod synth;
 pub mod targets;
 
@@ -44,8 +46,8 @@ pub use graph::{
 pub use load::LoadPenalty;
 pub use nearest::{rank_nearest, EdgeCandidate, NearestPolicy, RankedEdge};
 pub use paths::{
-    apply_hysteresis, compute_all, compute_all_parallel, compute_routes, optimal_rtt, path_stretch,
-    HysteresisPolicy, Path, Route, RouteSet,
+    apply_hysteresis, compute_all, compute_all_parallel, compute_plain_routes, compute_routes,
+    optimal_rtt, path_stretch, HysteresisPolicy, Path, Route, RouteSet,
 };
 pub use probe::{LinkStats, LinkSummary};
 pub use targets::{PeerSpot, ProbePolicy, TargetSelector};

@@ -20,7 +20,10 @@
 //!   outside a group keep their best labels without the group's relay (their
 //!   best paths avoid it); the best-path search also keeps, per node, the best
 //!   offer through another first hop, which is where the group's search
-//!   starts; and only the group is searched again.
+//!   starts; and only the group is searched again. Backups also avoid the
+//!   best path's *shared risk* where they can: no link between the same two
+//!   sites as its first link, no relay in its first hop's site
+//!   ([`crate::risk`]: two edges of one city fail together).
 //! - **Scale**: searches run on the graph's routing view, without the links
 //!   that can be on no best or backup path (see [`MeshGraph::routing_link_count`]),
 //!   over integer costs and reused buffers.
@@ -36,6 +39,7 @@ use std::collections::BinaryHeap;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{us_to_ms, EdgeId, GraphError, MeshGraph};
+use crate::risk::shares_risk;
 
 /// A path through the mesh with its figures at the time it was computed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,8 +72,9 @@ pub struct Route {
     /// The path to use.
     pub best: Path,
     /// The path to switch to when the best path's first hop fails: it avoids
-    /// that hop (the direct link, or the first relay entirely). `None` when
-    /// no such path exists.
+    /// that hop (the direct link, or the first relay entirely), and where it
+    /// can the hop's shared risk ([`crate::risk`]). `None` when no such
+    /// path exists.
     pub backup: Option<Path>,
 }
 
@@ -116,6 +121,10 @@ impl RouteSet {
             .map(|i| &self.routes[i])
     }
 
+    pub(crate) fn routes_mut(&mut self) -> &mut [Route] {
+        &mut self.routes
+    }
+
     /// All routes by destination id.
     pub fn routes(&self) -> &[Route] {
         &self.routes
@@ -141,6 +150,15 @@ impl RouteSet {
 pub fn compute_routes(graph: &MeshGraph, source: EdgeId) -> Result<RouteSet, GraphError> {
     let s = graph.idx(source).ok_or(GraphError::UnknownNode(source))?;
     Ok(Scratch::default().routes(graph, s))
+}
+
+/// [`compute_routes`] with backups that avoid only the first hop, not its
+/// shared risk: what hierarchical routes compose (their hub routes and
+/// published parents follow the plain rule), and the baseline that
+/// measures what the shared-risk rule costs.
+pub fn compute_plain_routes(graph: &MeshGraph, source: EdgeId) -> Result<RouteSet, GraphError> {
+    let s = graph.idx(source).ok_or(GraphError::UnknownNode(source))?;
+    Ok(Scratch::default().plain_routes(graph, s))
 }
 
 /// Computes the routes of every source in turn, reusing one set of buffers.
@@ -334,7 +352,9 @@ pub fn apply_hysteresis(
 /// The backup to publish beside `best`: the cheapest valid one (it ends
 /// where `best` does, avoids `best`'s first hop, and every link is usable
 /// now) among `fresh` and `previous`, except that a valid `previous` is kept
-/// unless that cheapest one beats it by the hysteresis threshold.
+/// unless that cheapest one beats it by the hysteresis threshold. Where some
+/// candidate avoids `best`'s shared risk ([`crate::risk`]), those that do
+/// not are not candidates.
 fn sticky_backup<'a, const N: usize>(
     source: EdgeId,
     best: &[EdgeId],
@@ -357,11 +377,14 @@ fn sticky_backup<'a, const N: usize>(
         cost_ms: us_to_ms(cost),
         rtt_ms: us_to_ms(rtt),
     };
+    let fresh: Vec<_> = fresh.into_iter().flatten().filter_map(priced).collect();
     let previous = previous.and_then(priced);
+    let clear = |(_, _, p): &(u64, u64, &Path)| !shares_risk(graph, best, &p.edges);
+    let any_clear = fresh.iter().chain(&previous).any(clear);
+    let previous = previous.filter(|c| !any_clear || clear(c));
     let cheapest = fresh
         .into_iter()
-        .flatten()
-        .filter_map(priced)
+        .filter(|c| !any_clear || clear(c))
         .chain(previous)
         .min_by(|(ca, _, a), (cb, _, b)| {
             ca.cmp(cb)
@@ -390,7 +413,7 @@ fn avoids_first_hop(best: &[EdgeId], candidate: &[EdgeId]) -> bool {
 }
 
 /// Costs are whole microseconds, so a path's `cost_ms` converts back exactly.
-fn ms_to_exact_us(ms: f64) -> u64 {
+pub(crate) fn ms_to_exact_us(ms: f64) -> u64 {
     if ms > 0.0 {
         (ms * 1000.0).round() as u64
     } else {
@@ -587,6 +610,13 @@ fn lex_less(mut a: u32, mut b: u32, pred: impl Fn(u32) -> u32) -> bool {
 
 impl Scratch {
     fn routes(&mut self, graph: &MeshGraph, s: u32) -> RouteSet {
+        let mut set = self.plain_routes(graph, s);
+        crate::risk::clear_backups_of_shared_risk(graph, &mut set);
+        set
+    }
+
+    /// Routes whose backups avoid only the first hop, not its shared risk.
+    fn plain_routes(&mut self, graph: &MeshGraph, s: u32) -> RouteSet {
         self.best_paths(graph, s);
         self.backup_paths(graph);
         self.collect(graph, s)
@@ -1278,12 +1308,17 @@ mod tests {
         links: Vec<(EdgeId, EdgeId, LinkSummary)>,
     }
 
+    /// Where nodes sit: the first two 23 km apart (one site, see
+    /// `crate::risk`), the others hundreds of km from them and each other.
+    const PLACES: [(f64, f64); 4] = [(50.0, 8.0), (50.2, 8.1), (48.9, 2.3), (52.5, 13.4)];
+
     /// Node i has id 1000 - 37 i, so id order is the reverse of insertion
-    /// order. RTTs come from a small set so ties are frequent.
+    /// order. RTTs come from a small set so ties are frequent. Nodes sit in
+    /// three sites, so backups meet shared risk.
     fn spec() -> impl Strategy<Value = Spec> {
         (2..=7usize)
             .prop_flat_map(|n| {
-                let node = (0..4u8, prop::bool::weighted(0.15));
+                let node = (0..4u8, prop::bool::weighted(0.15), 0..PLACES.len());
                 let link = (0..n, 0..n, 0..5usize, 0..4usize, 0..3usize);
                 (
                     prop::collection::vec(node, n),
@@ -1295,9 +1330,10 @@ mod tests {
                 let nodes = ns
                     .iter()
                     .enumerate()
-                    .map(|(i, &(load, draining))| NodeInfo {
+                    .map(|(i, &(load, draining, place))| NodeInfo {
                         load: [0.1, 0.5, 0.95, 1.0][load as usize],
                         draining,
+                        location: GeoPoint::new(PLACES[place].0, PLACES[place].1).expect("valid"),
                         ..node(id(i))
                     })
                     .collect();
@@ -1399,9 +1435,23 @@ mod tests {
                     prop_assert_eq!(m.cost_ms, route.best.cost_ms);
                     prop_assert_eq!(m.rtt_ms, route.best.rtt_ms);
 
+                    // The backup: the cheapest path clear of the first
+                    // link's shared risk if there is one (ties are broken
+                    // by hops, not ids, there), else the plain backup.
                     let best = route.best.edges.clone();
-                    let want_backup = oracle_min(&g, all.into_iter().filter(|p| avoids_first_hop(&best, p)));
-                    prop_assert_eq!(route.backup.as_ref().map(|p| p.edges.clone()), want_backup.as_ref().map(|(p, _)| p.clone()));
+                    let plain = || all.iter().filter(|p| avoids_first_hop(&best, p)).cloned();
+                    let clear = oracle_min(&g, plain().filter(|p| !shares_risk(&g, &best, p)));
+                    match clear {
+                        Some((_, want_cost)) => {
+                            let b = route.backup.as_ref().expect("a backup");
+                            prop_assert!(avoids_first_hop(&best, &b.edges) && !shares_risk(&g, &best, &b.edges));
+                            prop_assert_eq!(ms_to_exact_us(b.cost_ms), want_cost);
+                        }
+                        None => {
+                            let want = oracle_min(&g, plain()).map(|(p, _)| p);
+                            prop_assert_eq!(route.backup.as_ref().map(|p| p.edges.clone()), want);
+                        }
+                    }
                     if let Some(b) = &route.backup {
                         let m = g.path_metrics(&b.edges).expect("valid");
                         prop_assert_eq!(m.cost_ms, b.cost_ms);

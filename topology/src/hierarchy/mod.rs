@@ -61,7 +61,7 @@ pub use tables::{hub_links, HubGraph, HubLink, RegionTable};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::graph::{EdgeId, GraphError, MeshGraph};
-use crate::paths::{compute_routes, Path, Route, RouteSet};
+use crate::paths::{compute_plain_routes, Path, Route, RouteSet};
 
 /// An unreachable cost.
 const INF: u64 = u64::MAX;
@@ -170,7 +170,7 @@ impl Hierarchy {
         local: &MeshGraph,
         source: EdgeId,
     ) -> Result<SourceRoutes, GraphError> {
-        let routes = compute_routes(local, source)?;
+        let routes = compute_plain_routes(local, source)?;
         let labels = self.labels(&routes);
         Ok(SourceRoutes { routes, labels })
     }
@@ -940,7 +940,7 @@ mod tests {
             let exits = hier.exits(&local, &hier.raw_exits(&graph, table.region()));
             for &s in table.members().iter().step_by(5) {
                 let routes = hier.source_routes(&local, s).expect("member");
-                let flat = compute_routes(&graph, s).expect("member");
+                let flat = crate::paths::compute_routes(&graph, s).expect("member");
                 for f in flat.iter() {
                     let r = hier
                         .route(&graph, &exits, &routes, f.destination)
@@ -994,7 +994,10 @@ mod tests {
                     continue;
                 }
                 let routes = hier.source_routes(&local, s).expect("member");
-                for f in compute_routes(&graph, s).expect("member").iter() {
+                for f in crate::paths::compute_routes(&graph, s)
+                    .expect("member")
+                    .iter()
+                {
                     let r = hier
                         .route(&graph, &exits, &routes, f.destination)
                         .expect("reachable");

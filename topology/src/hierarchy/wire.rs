@@ -308,7 +308,7 @@ impl<'a> Trees<'a> {
 mod tests {
     use super::*;
     use crate::graph::CostModel;
-    use crate::paths::compute_routes;
+    use crate::paths::compute_plain_routes;
     use crate::synth::{generate, SynthParams};
 
     fn same_paths(a: &RouteSet, b: &RouteSet) {
@@ -330,7 +330,7 @@ mod tests {
         let graph = mesh.graph(CostModel::default()).expect("valid");
         let nodes: Vec<EdgeId> = graph.nodes().map(|n| n.id).collect();
         for s in [0, 41, 299] {
-            let routes = compute_routes(&graph, s).expect("known");
+            let routes = compute_plain_routes(&graph, s).expect("known");
             let bytes = encode(&routes, &nodes).expect("fits");
             assert_eq!(bytes.len(), 6 + 8 * nodes.len(), "no exception needed");
             same_paths(&decode(&bytes, &nodes).expect("valid"), &routes);
