@@ -313,6 +313,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn backups_leave_the_city_pair_of_their_first_link() {
+        // 1 and 2 in one city, 3 another (90 ms from both), 4 a third that
+        // reaches 3 in 25 ms: 1's plain backup to 3 would be 1-2-3, and one
+        // cut between the two cities would take it with the best path.
+        let mut v = MeshView::default();
+        for id in 1..=4 {
+            let mut e = edge(id, "a");
+            e.lon = if id == 2 { 1.0 } else { id as f64 };
+            v.edges.insert(id, e);
+        }
+        let probes = [
+            (1, vec![link(2, 1.0), link(3, 90.0), link(4, 110.0)]),
+            (2, vec![link(1, 1.0), link(3, 90.0), link(4, 110.0)]),
+            (3, vec![link(1, 90.0), link(2, 90.0), link(4, 25.0)]),
+            (4, vec![link(1, 110.0), link(2, 110.0), link(3, 25.0)]),
+        ];
+        for (from, links) in probes {
+            v.probes.insert(
+                from,
+                ProbeRecord {
+                    from,
+                    at_ms: 0,
+                    links,
+                },
+            );
+        }
+        let g = build_graph(&v, CostModel::default());
+        let routes = region_routes(&g, &v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
+        for src in [1, 2] {
+            let r = routes[&src].get(3).unwrap();
+            assert_eq!(r.best.edges, vec![src, 3]);
+            assert_eq!(r.backup.as_ref().unwrap().edges, vec![src, 4, 3]);
+        }
+    }
+
+    #[test]
     fn dead_links_and_unregistered_edges_are_left_out() {
         let mut v = triangle();
         v.probes.get_mut(&1).unwrap().links[0].alive = false;
