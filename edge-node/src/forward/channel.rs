@@ -186,6 +186,7 @@ impl<C: Clone> ChannelState<C> {
         for (s, v) in &views {
             self.reindex_tracks(*s, v.as_ref());
         }
+        self.roster.set_uncopied(self.remote.uncopied());
         let events = self.roster.apply(channel, views, now);
         (out, self.tell(events))
     }
@@ -193,6 +194,7 @@ impl<C: Clone> ChannelState<C> {
     /// The count of a large channel if due ([`Roster::count_due`]), for
     /// every local member.
     pub fn count_due(&mut self, channel: ChannelId, now: Instant) -> Vec<Announcement<C>> {
+        self.roster.set_uncopied(self.remote.uncopied());
         match self.roster.count_due(channel, now) {
             Some(ev) => self.tell(vec![(None, ev)]),
             None => vec![],

@@ -96,6 +96,17 @@ pub struct RemoteEntries {
     sessions: HashMap<u64, EdgeId>,
     /// Entries asked for, and when (see [`WANT_RETRY`]).
     wanted: HashMap<EdgeId, Instant>,
+    /// The newest digest line of each other edge (either home's): its
+    /// generation and member count, living until the expiry of the update
+    /// that carried it. What the count of a big channel goes by while the
+    /// members themselves are still on their way ([`Self::uncopied`]).
+    lines: HashMap<EdgeId, DigestLine>,
+}
+
+struct DigestLine {
+    generation: u64,
+    members: u32,
+    expires: Instant,
 }
 
 impl RemoteEntries {
@@ -103,6 +114,22 @@ impl RemoteEntries {
     pub fn member(&self, session: u64) -> Option<(EdgeId, &DirectoryMember)> {
         let edge = *self.sessions.get(&session)?;
         Some((edge, self.edges.get(&edge)?.members.get(&session)?))
+    }
+
+    /// How many more members the newest digest lines count than this
+    /// edge's copies hold, over the entries whose copy is older than their
+    /// line (or missing): a join reaches the count in one digest from the
+    /// homes, not after its member has come through a push. Negative when
+    /// members left.
+    pub fn uncopied(&self) -> isize {
+        self.lines
+            .iter()
+            .map(|(edge, line)| match self.edges.get(edge) {
+                Some(r) if r.generation >= line.generation => 0,
+                Some(r) => line.members as isize - r.members.len() as isize,
+                None => line.members as isize,
+            })
+            .sum()
     }
 
     /// Merge a home's (or, for a hint, a member edge's) update at `now`;
@@ -126,6 +153,7 @@ impl RemoteEntries {
                 out.resend_own |= d.generation == 0;
                 continue;
             }
+            self.read_line(d, expires);
             match self.edges.get_mut(&d.edge_id) {
                 // A home that lacks an entry lists it at 0; one that lags,
                 // lower: neither is news.
@@ -149,6 +177,26 @@ impl RemoteEntries {
             }
         });
         out
+    }
+
+    /// Keep `d` if it is the newest line of its edge (a line at 0 is a
+    /// home lacking the entry: no news).
+    fn read_line(&mut self, d: &pb::EntryDigest, expires: Instant) {
+        if d.generation == 0 {
+            return;
+        }
+        let line = DigestLine {
+            generation: d.generation,
+            members: d.members,
+            expires,
+        };
+        match self.lines.get_mut(&d.edge_id) {
+            Some(l) if l.generation > d.generation => {}
+            Some(l) if l.generation == d.generation => l.expires = l.expires.max(expires),
+            _ => {
+                self.lines.insert(d.edge_id, line);
+            }
+        }
     }
 
     /// Merge one entry; false if it is a delta this edge cannot apply (it
@@ -248,6 +296,7 @@ impl RemoteEntries {
 
     pub fn has_expired(&self, now: Instant) -> bool {
         self.edges.values().any(|r| r.expires <= now)
+            || self.lines.values().any(|l| l.expires <= now)
     }
 
     /// Forget the entries no home refreshed by `now`: their sessions, and
@@ -260,6 +309,7 @@ impl RemoteEntries {
             .filter(|(_, r)| r.expires <= now)
             .map(|(e, _)| *e)
             .collect();
+        self.lines.retain(|_, l| l.expires > now);
         for edge in gone {
             let sessions: Vec<u64> = self.edges[&edge].members.keys().copied().collect();
             for s in sessions {
@@ -395,6 +445,38 @@ mod tests {
         );
         assert!(r.edges[&2].members.is_empty());
         assert!(r.member(5).is_none());
+    }
+
+    #[test]
+    fn digest_counts_run_ahead_of_the_members_until_the_copies_catch_up() {
+        let mut r = RemoteEntries::default();
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(3);
+        r.merge_update(ME, &update(vec![entry(2, 0, 10, &[1], &[])], &[]), now, exp);
+        assert_eq!(r.uncopied(), 0);
+        // The homes count 40 members at edge 2 (generation 12) and 7 at
+        // edge 3, whose entry this edge lacks; a lagging home's older line
+        // and this edge's own line change nothing.
+        let digest = [(2, 12, 40), (3, 5, 7), (ME, 9, 100)];
+        r.merge_update(ME, &update(vec![], &digest), now, exp);
+        r.merge_update(ME, &update(vec![], &[(2, 11, 20)]), now, exp);
+        assert_eq!(r.uncopied(), 39 + 7);
+        // Edge 2's members arrive (a delta to 12): its line is copied.
+        let added: Vec<u64> = (100..139).collect();
+        r.merge_update(
+            ME,
+            &update(vec![entry(2, 10, 12, &added, &[])], &[]),
+            now,
+            exp,
+        );
+        assert_eq!(r.uncopied(), 7);
+        // Members leaving count down before their delta comes.
+        r.merge_update(ME, &update(vec![], &[(2, 13, 30)]), now, exp);
+        assert_eq!(r.uncopied(), 7 - 10);
+        // Lines no home refreshes expire with the update that carried them.
+        assert!(r.has_expired(exp));
+        r.expire(exp);
+        assert_eq!(r.uncopied(), 0);
     }
 
     #[test]

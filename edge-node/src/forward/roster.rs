@@ -43,11 +43,23 @@ pub struct Roster {
     large: bool,
     /// The count last sent in large mode, and when.
     count_told: Option<(usize, Instant)>,
+    /// Members the homes' digests count on other edges beyond what this
+    /// edge's copies of their entries hold (negative: fewer), while the
+    /// copies catch up ([`super::remote::RemoteEntries::uncopied`]).
+    uncopied: isize,
 }
 
 impl Roster {
+    /// Member sessions in the channel: those known one by one, and those
+    /// the homes' digests count that have not arrived yet.
     pub fn len(&self) -> usize {
-        self.views.len()
+        self.views.len().saturating_add_signed(self.uncopied)
+    }
+
+    /// Set what the digests count beyond the copies (counted from the next
+    /// [`Roster::apply`] or [`Roster::count_due`] on).
+    pub fn set_uncopied(&mut self, n: isize) {
+        self.uncopied = n;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,7 +106,7 @@ impl Roster {
             };
             moved.push((s, old, new));
         }
-        let n = self.views.len();
+        let n = self.len();
         let was_large = self.large;
         self.large = if was_large {
             n > SMALL_AGAIN_MEMBERS
@@ -137,7 +149,7 @@ impl Roster {
         if !self.large {
             return None;
         }
-        let n = self.views.len();
+        let n = self.len();
         let due = match self.count_told {
             Some((told, at)) => {
                 told != n
@@ -301,6 +313,27 @@ mod tests {
                 (*s, k)
             })
             .collect()
+    }
+
+    #[test]
+    fn members_counted_by_digests_make_a_channel_large_before_they_arrive() {
+        let mut r = Roster::default();
+        let t0 = Instant::now();
+        r.apply(CH, [(1, Some(view("host", &[9])))], t0);
+        // The homes count 5,000 members elsewhere: the next change counts
+        // them, and the channel is large without one of them listed.
+        r.set_uncopied(5_000);
+        let ev = r.apply(CH, [(2, Some(view("viewer", &[])))], t0);
+        assert_eq!(kinds(&ev), [(None, "large")]);
+        assert_eq!(r.len(), 5_002);
+        // As their members arrive the digests' excess shrinks: the count
+        // holds.
+        r.set_uncopied(4_000);
+        let members = (1_000..2_000).map(|s| (s, Some(view("v", &[]))));
+        assert!(r.apply(CH, members, t0).is_empty());
+        assert_eq!(r.len(), 5_002);
+        let later = t0 + Duration::from_millis(MEMBER_COUNT_INTERVAL_MS);
+        assert!(r.count_due(CH, later).is_none(), "unchanged");
     }
 
     #[test]
