@@ -5,7 +5,8 @@
 //! fastest edge; when that edge's path degrades it moves to the one that is
 //! now clearly faster (no message lost), and it does not move for a gain
 //! below the switching threshold. A controller that does not answer is
-//! passed over for the next one the app named.
+//! passed over for the next one the app named; with every controller down,
+//! a new client connects by the last shortlist they gave.
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -66,7 +67,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = listener.local_addr().unwrap();
-    tokio::spawn(Arc::new(api).serve(listener));
+    let api_task = tokio::spawn(Arc::new(api).serve(listener));
 
     let pki = DevPki::new().unwrap();
     let mut edges = vec![];
@@ -115,7 +116,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         err.contains("no controller answered") && all_down.iter().all(|c| err.contains(c.as_str())),
         "{err}"
     );
-    let mut cfg = ClientConfig::new(vec![]).trusting(trust);
+    let mut cfg = ClientConfig::new(vec![]).trusting(trust.clone());
     cfg.controllers = vec![down, format!("http://{api_addr}")];
     cfg.reprobe_interval = Some(Duration::from_secs(1));
     cfg.socket = Some(socket_at(&wan, client_ip));
@@ -198,6 +199,48 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
         "no move for a small gain"
     );
     assert_eq!(talker.stats().snapshot().edge_switches, 1);
+
+    // Every controller down: a new client of this process connects by the
+    // last shortlist they gave, measured as ever (from where it sits, edge
+    // 11 is nearest), and reaches the room.
+    api_task.abort();
+    let _ = api_task.await;
+    let err = sdk::nearest::fetch_shortlist_from(
+        &cfg.controllers,
+        4,
+        Duration::from_secs(2),
+        None,
+        &trust,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("no controller answered"), "{err}");
+    let mut late_cfg = cfg.clone();
+    late_cfg.socket = Some(socket_at(&wan, ip(51)));
+    for (edge, ms) in edge_ips.iter().zip([5.0, 30.0, 30.0]) {
+        wan.set_link(ip(51), *edge, LinkProfile::delay(ms)).unwrap();
+    }
+    let late = Client::connect(late_cfg)
+        .await
+        .expect("connects by the last shortlist");
+    assert_eq!(late.edge(), Some(edges[0].addr()));
+    let late_room = late
+        .join(&token("room", "lara", true, true), "room", true)
+        .await
+        .unwrap();
+    late_room.send_message(Bytes::from("late")).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Event::Message(m)) = listener.next_event().await {
+                if m.payload == "late" {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok(), "the late client's message reached the room");
+    late.close().await;
 
     talker.close().await;
     listener.close().await;

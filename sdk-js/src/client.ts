@@ -30,7 +30,7 @@ import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
 import { decodeMedia, MEDIA_HEADER_LEN } from './media';
-import { fetchShortlistFrom, probeAll, rerank } from './nearest';
+import { probeAll, rerank, shortlistOrLast } from './nearest';
 import { MemberLeftReason, TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type Joined, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
@@ -428,7 +428,7 @@ export class Client implements ClientCore {
   async #chooseEdges(): Promise<void> {
     const cfg = this.#cfg;
     if (cfg.edges.length === 0) {
-      cfg.edges = await fetchShortlistFrom(cfg.controllers, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
+      cfg.edges = await shortlistOrLast(cfg.controllers, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
       // GeoIP ranks roughly: race the handshakes, then measure.
       cfg.probeCandidates = true;
     }

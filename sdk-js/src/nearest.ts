@@ -63,6 +63,32 @@ export function rerank(currentAddr: string, measured: Measured, liveRttMs: numbe
   return { order, moveTo: best };
 }
 
+/** How long a shortlist stands in for controllers that do not answer (as
+ * sdk/src/nearest.rs's LAST_SHORTLIST_MAX_AGE): an hour. */
+export const LAST_SHORTLIST_MAX_AGE_MS = 3_600_000;
+
+/** The last shortlist each list of controllers gave on this page, and when. */
+const lastShortlists = new Map<string, { at: number; edges: EdgeCandidate[] }>();
+
+/** `fetchShortlistFrom`, remembering each answer; if no controller answers,
+ * the last shortlist the same controllers gave on this page (at most
+ * `LAST_SHORTLIST_MAX_AGE_MS` old) stands in: a control-plane outage must
+ * not keep new clients off edges that are up. The candidates are measured
+ * on connect as ever. */
+export async function shortlistOrLast(controllers: string[], limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch, now: () => number = Date.now): Promise<EdgeCandidate[]> {
+  const key = JSON.stringify(controllers);
+  try {
+    const edges = await fetchShortlistFrom(controllers, limit, timeoutMs, fetchImpl);
+    lastShortlists.set(key, { at: now(), edges });
+    return edges;
+  } catch (e) {
+    const last = lastShortlists.get(key);
+    const unanswered = e instanceof RtnError && e.code !== 'INVALID';
+    if (unanswered && last && now() - last.at < LAST_SHORTLIST_MAX_AGE_MS) return last.edges;
+    throw e;
+  }
+}
+
 /** Ask `controllers` in turn (`fetchShortlist`) until one answers with
  * edges: one that is down, slow (each has `timeoutMs`), refuses or knows no
  * edge is passed over for the next. A URL that does not parse is the app's

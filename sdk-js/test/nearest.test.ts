@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { edgeTarget, type EdgeCandidate } from '../src/connection';
 import { RtnError } from '../src/errors';
-import { fetchShortlist, fetchShortlistFrom, rank, rerank, shouldSwitch } from '../src/nearest';
+import { LAST_SHORTLIST_MAX_AGE_MS, fetchShortlist, fetchShortlistFrom, rank, rerank, shortlistOrLast, shouldSwitch } from '../src/nearest';
 
 const edge = (port: number): EdgeCandidate => ({ addr: `127.0.0.1:${port}`, server_name: `e${port}` });
 /** The live link's RTT where a test does not care. */
@@ -96,4 +96,20 @@ test('several controllers: the next is asked when one fails', async () => {
   const failed = await code(fetchShortlistFrom(['https://ctl-a', 'https://ctl-b'], 4, 1_000, net));
   assert.match(failed, /^CONTROLLER: no controller answered \(https:\/\/ctl-a: .*Failed to fetch.*; https:\/\/ctl-b: .*429/);
   assert.match(await code(fetchShortlistFrom(['ftp://ctl', 'https://ctl-c'], 4, 1_000, net)), /^INVALID/, 'a bad URL is the app\'s mistake');
+});
+
+test('every controller down: the last shortlist they gave stands in, for an hour', async () => {
+  const answer = { client: {}, edges: [{ addr: '203.0.113.7:4433', server_name: 'edge7', cert_sha256: [] }] };
+  const down = (async () => { throw new TypeError('fetch failed'); }) as typeof fetch;
+  const ctls = ['https://ctl-x', 'https://ctl-y'];
+  let t = 1_000;
+  const now = (): number => t;
+  await assert.rejects(shortlistOrLast(ctls, 4, 1_000, down, now), /no controller answered/, 'nothing to stand in yet');
+  assert.deepEqual((await shortlistOrLast(ctls, 4, 1_000, respond(200, answer), now)).map((e) => e.addr), ['203.0.113.7:4433']);
+  t += LAST_SHORTLIST_MAX_AGE_MS - 1;
+  assert.deepEqual((await shortlistOrLast(ctls, 4, 1_000, down, now)).map((e) => e.addr), ['203.0.113.7:4433']);
+  await assert.rejects(shortlistOrLast(['https://ctl-x'], 4, 1_000, down, now), /CONTROLLER|fetch failed|lookup/, 'another list of controllers has its own');
+  t += 1;
+  await assert.rejects(shortlistOrLast(ctls, 4, 1_000, down, now), /no controller answered/, 'an hour old: stale');
+  await assert.rejects(shortlistOrLast(['ftp://ctl'], 4, 1_000, down, now), (e: RtnError) => e.code === 'INVALID');
 });

@@ -305,25 +305,71 @@ where
     Ok((status, body))
 }
 
+/// How long a shortlist stands in for controllers that do not answer. An
+/// hour: edges are replaced far less often than that, every candidate is
+/// measured on connect (one that is gone is passed over), and a control
+/// plane outage must not keep a process's new clients off a network whose
+/// edges are all up; past an hour the list is more likely stale than not.
+pub const LAST_SHORTLIST_MAX_AGE: Duration = Duration::from_secs(3_600);
+
+/// The last shortlist each list of controllers gave in this process, and
+/// when: what a client created while every controller is down connects by
+/// (docs/reliability.md, "Controllers down"). Process-wide, so an app
+/// that makes a client per call keeps it between calls.
+static LAST_SHORTLISTS: std::sync::Mutex<Option<LastShortlists>> = std::sync::Mutex::new(None);
+
+/// By the list of controllers asked: when they answered, and the edges.
+type LastShortlists = std::collections::HashMap<Vec<String>, (Instant, Vec<EdgeCandidate>)>;
+
+fn remember_shortlist(controllers: &[String], edges: &[EdgeCandidate]) {
+    let mut last = LAST_SHORTLISTS.lock().unwrap_or_else(|e| e.into_inner());
+    last.get_or_insert_with(Default::default)
+        .insert(controllers.to_vec(), (Instant::now(), edges.to_vec()));
+}
+
+/// The last shortlist `controllers` gave, if younger than
+/// [`LAST_SHORTLIST_MAX_AGE`].
+fn last_shortlist(controllers: &[String]) -> Option<Vec<EdgeCandidate>> {
+    let last = LAST_SHORTLISTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (at, edges) = last.as_ref()?.get(controllers)?;
+    (at.elapsed() < LAST_SHORTLIST_MAX_AGE).then(|| edges.clone())
+}
+
 /// Before the first connection: ask the controller for candidates if the
 /// config names none (they are then always measured), timing the lookup.
-/// Candidates are not probed here: the first connection races handshakes
-/// to all of them (the fastest answer wins, which is the measurement), and
-/// [`Reprobing`] measures them properly right after, off the join's path.
+/// If no controller answers, the last shortlist they gave in this process
+/// (at most [`LAST_SHORTLIST_MAX_AGE`] old) stands in. Candidates are not
+/// probed here: the first connection races handshakes to all of them (the
+/// fastest answer wins, which is the measurement), and [`Reprobing`]
+/// measures them properly right after, off the join's path.
 pub(crate) async fn choose_edges(
     cfg: &mut ClientConfig,
     timing: &mut ConnectTiming,
 ) -> Result<(), SdkError> {
     if cfg.edges.is_empty() {
         let asked = Instant::now();
-        cfg.edges = fetch_shortlist_from(
+        let answer = fetch_shortlist_from(
             &cfg.controllers,
             cfg.shortlist_len,
             cfg.request_timeout,
             cfg.local_ip,
             &cfg.trust,
         )
-        .await?;
+        .await;
+        cfg.edges = match answer {
+            Ok(edges) => {
+                remember_shortlist(&cfg.controllers, &edges);
+                edges
+            }
+            Err(e @ SdkError::Controller(_)) => match last_shortlist(&cfg.controllers) {
+                Some(edges) => {
+                    info!(error = %e, edges = edges.len(), "no controller answered; connecting by the last shortlist");
+                    edges
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         timing.lookup = asked.elapsed();
         debug!(edges = cfg.edges.len(), "shortlist from the controller");
         // GeoIP ranks roughly; measure before trusting it.
