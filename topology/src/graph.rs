@@ -646,8 +646,9 @@ impl MeshGraph {
         Some((cost, rtt))
     }
 
-    /// The site of edge `id` ([`crate::risk`]): the lowest id of the edges
-    /// within [`crate::risk::SITE_RADIUS_KM`] of each other, chained.
+    /// The site of edge `id` ([`crate::risk`]), named by its first edge
+    /// (the lowest id): every edge of a site is within
+    /// [`crate::risk::SITE_RADIUS_KM`] of that one.
     pub fn site_of(&self, id: EdgeId) -> Option<EdgeId> {
         let i = self.idx(id)?;
         Some(self.id(self.site[i as usize]))

@@ -10,17 +10,18 @@
 //! Seattle leaves through the other Tokyo edge's Seattle link loses both
 //! paths to one cut, and its traffic waits for the controller.
 //!
-//! So edges closer than [`SITE_RADIUS_KM`] (chained: a site is a connected
-//! cluster) form one **site**, and a backup avoids the **risk** of its best
+//! So edges within [`SITE_RADIUS_KM`] of a site's first edge form one
+//! **site** ([`sites`]), and a backup avoids the **risk** of its best
 //! path's first link: no link between the same two sites, and no edge of
 //! the first hop's site as a relay. Where no such path exists, the plain
 //! backup (which avoids only the first hop itself, [`crate::paths`]) stays:
 //! a backup that may share the failure beats none.
 //!
 //! Cost: nothing on a mesh whose sites all hold one edge (the rule is then
-//! the plain one). Otherwise one search per first hop whose backups share
-//! its risk, over the whole graph (the routing view's pruning assumes the
-//! plain rule).
+//! the plain one). Otherwise one search per first-hop site whose backups
+//! share its risk, over the edges whose best paths touch that risk, on the
+//! whole graph (the routing view's pruning assumes the plain rule):
+//! docs/benchmarks.md, "Backups clear of shared risk".
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -119,7 +120,7 @@ struct Risk {
 }
 
 impl Risk {
-    /// The risk of the first link of `best` (node indices), if it has one.
+    /// The risk of the first link `s -> f` (node indices).
     fn of(g: &MeshGraph, s: u32, f: u32) -> Risk {
         Risk {
             span: span(g.site[s as usize], g.site[f as usize]),
