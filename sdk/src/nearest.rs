@@ -314,7 +314,7 @@ pub const LAST_SHORTLIST_MAX_AGE: Duration = Duration::from_secs(3_600);
 
 /// The last shortlist each list of controllers gave in this process, and
 /// when: what a client created while every controller is down connects by
-/// (docs/reliability.md, "Controllers down"). Process-wide, so an app
+/// (docs/control-plane.md, "In the SDK"). Process-wide, so an app
 /// that makes a client per call keeps it between calls.
 static LAST_SHORTLISTS: std::sync::Mutex<Option<LastShortlists>> = std::sync::Mutex::new(None);
 
