@@ -274,6 +274,18 @@ pub(crate) mod tests {
         }
     }
 
+    /// Each edge's probe record: its live links.
+    fn set_probes<const N: usize>(v: &mut MeshView, probes: [(EdgeId, Vec<ProbeLink>); N]) {
+        for (from, links) in probes {
+            let record = ProbeRecord {
+                from,
+                at_ms: 0,
+                links,
+            };
+            v.probes.insert(from, record);
+        }
+    }
+
     /// 1-3 direct is 100 ms; via 2 it is 20 ms.
     fn triangle() -> MeshView {
         let mut v = MeshView::default();
@@ -286,16 +298,7 @@ pub(crate) mod tests {
             (2, vec![link(1, 10.0), link(3, 10.0)]),
             (3, vec![link(1, 100.0), link(2, 10.0)]),
         ];
-        for (from, links) in probes {
-            v.probes.insert(
-                from,
-                ProbeRecord {
-                    from,
-                    at_ms: 0,
-                    links,
-                },
-            );
-        }
+        set_probes(&mut v, probes);
         v
     }
 
@@ -329,16 +332,7 @@ pub(crate) mod tests {
             (3, vec![link(1, 90.0), link(2, 90.0), link(4, 25.0)]),
             (4, vec![link(1, 110.0), link(2, 110.0), link(3, 25.0)]),
         ];
-        for (from, links) in probes {
-            v.probes.insert(
-                from,
-                ProbeRecord {
-                    from,
-                    at_ms: 0,
-                    links,
-                },
-            );
-        }
+        set_probes(&mut v, probes);
         let g = build_graph(&v, CostModel::default());
         let routes = region_routes(&g, &v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
         for src in [1, 2] {

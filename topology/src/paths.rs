@@ -907,7 +907,7 @@ impl Scratch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The figures in these tests assume a 1 ms relay toll.
@@ -946,7 +946,9 @@ mod tests {
         graph_with(test_model(), nodes, links)
     }
 
-    fn graph_with(
+    /// A graph from nodes and symmetric links (a, b, rtt ms); also the
+    /// shared-risk tests' (`crate::risk`).
+    pub(crate) fn graph_with(
         cost: CostModel,
         nodes: &[NodeInfo],
         links: &[(EdgeId, EdgeId, f64)],

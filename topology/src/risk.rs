@@ -388,8 +388,8 @@ impl Search {
 mod tests {
     use super::*;
     use crate::graph::CostModel;
+    use crate::paths::tests::graph_with;
     use crate::paths::{apply_hysteresis, compute_routes, HysteresisPolicy};
-    use crate::probe::LinkSummary;
 
     const TOKYO: (f64, f64) = (35.68, 139.69);
     const SEATTLE: (f64, f64) = (47.61, -122.33);
@@ -405,28 +405,16 @@ mod tests {
         }
     }
 
-    /// A graph from nodes and symmetric links (a, b, rtt ms).
     fn graph(nodes: &[NodeInfo], links: &[(EdgeId, EdgeId, f64)]) -> MeshGraph {
-        let mut b = MeshGraph::builder(CostModel::default());
-        for n in nodes {
-            b.add_node(n.clone()).expect("node");
-        }
-        for &(x, y, rtt_ms) in links {
-            let l = LinkSummary {
-                rtt_ms,
-                jitter_ms: 0.0,
-                loss: 0.0,
-                samples: 10,
-            };
-            b.add_link(x, y, l).expect("link");
-            b.add_link(y, x, l).expect("link");
-        }
-        b.build().expect("valid")
+        graph_with(CostModel::default(), nodes, links)
     }
 
     fn backup(g: &MeshGraph, from: EdgeId, to: EdgeId) -> Option<Vec<EdgeId>> {
-        let routes = compute_routes(g, from).expect("known");
-        routes.get(to)?.backup.as_ref().map(|p| p.edges.clone())
+        backup_in(&compute_routes(g, from).expect("known"), to)
+    }
+
+    fn backup_in(set: &RouteSet, to: EdgeId) -> Option<Vec<EdgeId>> {
+        set.get(to)?.backup.as_ref().map(|p| p.edges.clone())
     }
 
     #[test]
@@ -535,20 +523,8 @@ mod tests {
         let fresh = compute_routes(&g, 1).expect("known");
         // A previous round published the plain backup (before the rule).
         let previous = crate::paths::compute_plain_routes(&g, 1).expect("known");
-        assert_eq!(
-            previous
-                .get(3)
-                .and_then(|r| r.backup.as_ref())
-                .map(|p| p.edges.clone()),
-            Some(vec![1, 2, 3])
-        );
+        assert_eq!(backup_in(&previous, 3), Some(vec![1, 2, 3]));
         let merged = apply_hysteresis(&previous, fresh, &g, &HysteresisPolicy::default());
-        assert_eq!(
-            merged
-                .get(3)
-                .and_then(|r| r.backup.as_ref())
-                .map(|p| p.edges.clone()),
-            Some(vec![1, 4, 3])
-        );
+        assert_eq!(backup_in(&merged, 3), Some(vec![1, 4, 3]));
     }
 }
