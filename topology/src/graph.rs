@@ -344,18 +344,15 @@ impl MeshGraphBuilder {
         }
         let route = RouteLinks::new(&out_start, &out_to, &out_cost, &penalty_us);
         let site = crate::risk::sites(&nodes);
-        let in_links = site
-            .iter()
-            .enumerate()
-            .any(|(i, s)| *s != i as u32)
-            .then(|| crate::risk::InLinks::new(&out_start, &out_to));
+        let shared_sites = site.iter().enumerate().any(|(i, s)| *s != i as u32);
         Ok(MeshGraph {
             cost,
             nodes,
             index,
             penalty_us,
             site,
-            in_links,
+            shared_sites,
+            in_links: std::sync::OnceLock::new(),
             out_start,
             out_to,
             out_cost,
@@ -506,9 +503,12 @@ pub struct MeshGraph {
     pub(crate) penalty_us: Vec<u32>,
     /// Each node's site ([`crate::risk`]): the index of its first node.
     pub(crate) site: Vec<u32>,
-    /// Incoming links, when some site holds more than one node (only
-    /// shared-risk backups need them).
-    pub(crate) in_links: Option<crate::risk::InLinks>,
+    /// Whether any site holds more than one node.
+    shared_sites: bool,
+    /// Incoming links, built on first use: only the shared-risk pass needs
+    /// them (a graph whose routes follow the plain rule, as hierarchical
+    /// routes' do, never pays for them).
+    in_links: std::sync::OnceLock<crate::risk::InLinks>,
     pub(crate) out_start: Vec<u32>,
     pub(crate) out_to: Vec<u32>,
     pub(crate) out_cost: Vec<u32>,
@@ -656,7 +656,13 @@ impl MeshGraph {
 
     /// Whether any site holds more than one edge.
     pub fn has_shared_sites(&self) -> bool {
-        self.in_links.is_some()
+        self.shared_sites
+    }
+
+    /// Each node's incoming links (built on the first call).
+    pub(crate) fn in_links(&self) -> &crate::risk::InLinks {
+        self.in_links
+            .get_or_init(|| crate::risk::InLinks::new(&self.out_start, &self.out_to))
     }
 
     pub(crate) fn idx(&self, id: EdgeId) -> Option<u32> {

@@ -75,8 +75,7 @@ pub(crate) fn sites(nodes: &[NodeInfo]) -> Vec<u32> {
 }
 
 /// Each node's incoming links, for [`clear_backups_of_shared_risk`]'s
-/// seeding (the graph holds outgoing ones): built with the graph when some
-/// site holds two edges.
+/// seeding (the graph holds outgoing ones; it builds these on first use).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InLinks {
     start: Vec<u32>,
@@ -120,11 +119,11 @@ struct Risk {
 }
 
 impl Risk {
-    /// The risk of the first link `s -> f` (node indices).
-    fn of(g: &MeshGraph, s: u32, f: u32) -> Risk {
+    /// The risk of a first link from site `from` into site `hop_site`.
+    fn between(from: u32, hop_site: u32) -> Risk {
         Risk {
-            span: span(g.site[s as usize], g.site[f as usize]),
-            hop_site: g.site[f as usize],
+            span: span(from, hop_site),
+            hop_site,
         }
     }
 
@@ -158,7 +157,7 @@ pub fn shares_risk(g: &MeshGraph, best: &[EdgeId], candidate: &[EdgeId]) -> bool
     else {
         return false;
     };
-    let risk = Risk::of(g, s, f);
+    let risk = Risk::between(g.site[s as usize], g.site[f as usize]);
     let relays = nodes.get(1..nodes.len().saturating_sub(1)).unwrap_or(&[]);
     nodes.windows(2).any(|w| risk.link_shares(g, w[0], w[1]))
         || relays.iter().any(|x| risk.relay_shares(g, *x))
@@ -173,9 +172,9 @@ pub fn shares_risk(g: &MeshGraph, best: &[EdgeId], candidate: &[EdgeId]) -> bool
 /// is the cheapest way there under the rule too, and the search starts
 /// from their offers into the group (the plain backups' method, by site).
 pub(crate) fn clear_backups_of_shared_risk(g: &MeshGraph, set: &mut RouteSet) {
-    let Some(in_links) = &g.in_links else {
+    if !g.has_shared_sites() {
         return;
-    };
+    }
     let Some(s) = g.idx(set.source()) else {
         return;
     };
@@ -222,15 +221,13 @@ pub(crate) fn clear_backups_of_shared_risk(g: &MeshGraph, set: &mut RouteSet) {
     }
     touched.sort_unstable();
     touched.dedup();
+    let in_links = g.in_links();
     let mut search = Search::new(n);
     for (f_site, routes) in by_site {
         let from = touched.partition_point(|(t, _)| *t < f_site);
         let to = touched.partition_point(|(t, _)| *t <= f_site);
         let group = touched[from..to].iter().map(|(_, v)| *v);
-        let risk = Risk {
-            span: span(site(s), f_site),
-            hop_site: f_site,
-        };
+        let risk = Risk::between(site(s), f_site);
         search.run(g, in_links, s, risk, group, &best);
         for i in routes {
             let d = g.idx(set.routes()[i].destination);
