@@ -316,22 +316,22 @@ pub const LAST_SHORTLIST_MAX_AGE: Duration = Duration::from_secs(3_600);
 /// when: what a client created while every controller is down connects by
 /// (docs/control-plane.md, "In the SDK"). Process-wide, so an app
 /// that makes a client per call keeps it between calls.
-static LAST_SHORTLISTS: std::sync::Mutex<Option<LastShortlists>> = std::sync::Mutex::new(None);
+static LAST_SHORTLISTS: std::sync::Mutex<LastShortlists> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// By the list of controllers asked: when they answered, and the edges.
-type LastShortlists = std::collections::HashMap<Vec<String>, (Instant, Vec<EdgeCandidate>)>;
+type LastShortlists = std::collections::BTreeMap<Vec<String>, (Instant, Vec<EdgeCandidate>)>;
 
 fn remember_shortlist(controllers: &[String], edges: &[EdgeCandidate]) {
     let mut last = LAST_SHORTLISTS.lock().unwrap_or_else(|e| e.into_inner());
-    last.get_or_insert_with(Default::default)
-        .insert(controllers.to_vec(), (Instant::now(), edges.to_vec()));
+    last.insert(controllers.to_vec(), (Instant::now(), edges.to_vec()));
 }
 
 /// The last shortlist `controllers` gave, if younger than
 /// [`LAST_SHORTLIST_MAX_AGE`].
 fn last_shortlist(controllers: &[String]) -> Option<Vec<EdgeCandidate>> {
     let last = LAST_SHORTLISTS.lock().unwrap_or_else(|e| e.into_inner());
-    let (at, edges) = last.as_ref()?.get(controllers)?;
+    let (at, edges) = last.get(controllers)?;
     (at.elapsed() < LAST_SHORTLIST_MAX_AGE).then(|| edges.clone())
 }
 
