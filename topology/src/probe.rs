@@ -57,10 +57,19 @@ pub const RTT_WINDOW: usize = 20;
 pub const RTT_PERCENTILE: f64 = 25.0;
 
 /// RTT samples older than this (by arrival) leave the window once
-/// [`RTT_MIN_SAMPLES`] newer ones are in it: on a link probed slowly the
-/// window would otherwise hold a minute of history, and with it whatever
-/// disturbed the link (or the prober) back then.
-pub const RTT_MAX_AGE: Duration = Duration::from_secs(20);
+/// [`RTT_MIN_SAMPLES`] newer ones are in it: a link probed more slowly
+/// than usual would otherwise hold minutes of history, and with it whatever
+/// disturbed the link (or the prober) back then. 40 s: a link probed at the
+/// edges' slow rate (every 2 s) keeps all [`RTT_WINDOW`] samples. At 20 s
+/// it kept ten, whose median, and with it the jitter estimate, jumped with
+/// single samples on a loaded machine: replaying the probes of two edges of
+/// a 60-edge lab, their idle links' costs moved by more than 3% (the
+/// controller's hysteresis) 18 times in 40 s, against 4 times at 40 s. The
+/// price: an idle link that gets slower reads so after about 30 s rather
+/// than 15 s. One that loses probes is measured at the fast rate
+/// ([`LinkStats::wants_samples`]), and one that carries traffic is probed
+/// fast anyway.
+pub const RTT_MAX_AGE: Duration = Duration::from_secs(40);
 
 /// Samples kept whatever their age.
 pub const RTT_MIN_SAMPLES: usize = 5;
@@ -143,14 +152,22 @@ struct Probe {
     outcome: Outcome,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct RttSample {
+    arrived: Instant,
+    ms: f64,
+    /// The reply came after its probe was declared lost.
+    late: bool,
+}
+
 /// Running statistics of one probed link.
 #[derive(Debug, Clone)]
 pub struct LinkStats {
     /// The last probes sent, oldest first, with their outcomes.
     window: VecDeque<Probe>,
     capacity: usize,
-    /// The last RTT samples in ms with their arrival, oldest first.
-    rtts: VecDeque<(Instant, f64)>,
+    /// The last RTT samples, oldest first.
+    rtts: VecDeque<RttSample>,
     last_heard: Option<Instant>,
     samples: u64,
 }
@@ -215,7 +232,11 @@ impl LinkStats {
             Some(t) if t > arrived => t,
             _ => arrived,
         });
-        self.add_rtt_sample(arrived, rtt.as_secs_f64() * 1000.0);
+        self.add_rtt_sample(RttSample {
+            arrived,
+            ms: rtt.as_secs_f64() * 1000.0,
+            late: outcome == ReplyOutcome::Late,
+        });
         outcome
     }
 
@@ -231,35 +252,50 @@ impl LinkStats {
         }
     }
 
-    /// Forgets the probes lost, or still unanswered, between the last
-    /// answered probe and probe `answered`, just answered after an outage
-    /// (the far end not heard from yet, seen dead, its process restarted,
-    /// the link cut). They measured the outage, which routing already
-    /// handled by leaving the link out, not the link's loss; and those
-    /// still pending went to a connection the far end no longer has, so
-    /// they would be lost later. Kept, they read as loss for up to
-    /// [`LOSS_WINDOW_MIN`] probes after the link came back (10 s at the fast
-    /// rate, far longer at the slow one; measured in the lab's relay-kill
-    /// plan: 75% loss published for a restarted edge's link, 13% still 8 s
-    /// later) and steer routes away from a healthy link. The run of losses
-    /// that made the link look dead goes too (a link that loses runs that
-    /// long reads somewhat better than it is; it was out of the routes
-    /// meanwhile, and is again at its next such run).
+    /// Forgets an outage that probe `answered`, just answered in time,
+    /// ended: the probes lost, answered late, or still unanswered since the
+    /// last probe answered in time before it, and the late replies' RTT
+    /// samples. An outage is the far end not heard from yet, seen dead, its
+    /// process restarted, or the link cut. Its probes measured the outage,
+    /// which routing already handled by leaving the link out, not the
+    /// link's loss; and those still pending went to a connection the far
+    /// end no longer has, so they would be lost later. Kept, they read as
+    /// loss for up to [`LOSS_WINDOW_MIN`] probes after the link came back
+    /// (10 s at the fast rate, far longer at the slow one; measured in the
+    /// lab's relay-kill plan: 75% loss published for a restarted edge's
+    /// link, 13% still 8 s later) and steer routes away from a healthy
+    /// link. The run of losses that made the link look dead goes too (a
+    /// link that loses runs that long reads somewhat better than it is; it
+    /// was out of the routes meanwhile, and is again at its next such run).
+    ///
+    /// Only an answer in time ends an outage. A late one (its probe already
+    /// declared lost) is what a starting mesh gives: in a 60-edge lab, the
+    /// first replies on many links took 1.1-1.5 s while every edge was
+    /// dialling its peers, and the probes sent until the first timely
+    /// answer were lost or late. Ended by the first late answer, the outage
+    /// left them in the window: 5 s in, 222 of 3,540 links published 2-33%
+    /// loss and jitter up to 480 ms on a mesh that loses nothing; 40 s in,
+    /// slow-probed links still read 5%, and routes moved away and back all
+    /// that time.
     pub fn forget_outage(&mut self, answered: u64) {
         let Some(end) = self.window.iter().rposition(|p| p.seq == answered) else {
             return;
         };
+        if self.window[end].outcome != Outcome::Replied {
+            return;
+        }
         let start = self
             .window
             .range(..end)
-            .rposition(|p| matches!(p.outcome, Outcome::Replied | Outcome::LostThenReplied))
+            .rposition(|p| p.outcome == Outcome::Replied)
             .map_or(0, |i| i + 1);
         let mut i = 0;
         self.window.retain(|p| {
             let in_outage = (start..end).contains(&i);
             i += 1;
-            !(in_outage && matches!(p.outcome, Outcome::Lost | Outcome::Pending))
+            !(in_outage && p.outcome != Outcome::Replied)
         });
+        self.rtts.retain(|r| !r.late);
     }
 
     /// Declares lost every pending probe sent more than `timeout` before
@@ -276,17 +312,16 @@ impl LinkStats {
         expired
     }
 
-    fn add_rtt_sample(&mut self, arrived: Instant, rtt_ms: f64) {
+    fn add_rtt_sample(&mut self, sample: RttSample) {
         self.samples = self.samples.saturating_add(1);
         if self.rtts.len() == RTT_WINDOW {
             self.rtts.pop_front();
         }
-        self.rtts.push_back((arrived, rtt_ms));
+        self.rtts.push_back(sample);
         while self.rtts.len() > RTT_MIN_SAMPLES
-            && self
-                .rtts
-                .front()
-                .is_some_and(|(at, _)| arrived.saturating_duration_since(*at) > RTT_MAX_AGE)
+            && self.rtts.front().is_some_and(|old| {
+                sample.arrived.saturating_duration_since(old.arrived) > RTT_MAX_AGE
+            })
         {
             self.rtts.pop_front();
         }
@@ -298,7 +333,7 @@ impl LinkStats {
         if self.rtts.is_empty() {
             return None;
         }
-        let mut sorted: Vec<f64> = self.rtts.iter().map(|(_, rtt)| *rtt).collect();
+        let mut sorted: Vec<f64> = self.rtts.iter().map(|r| r.ms).collect();
         sorted.sort_by(f64::total_cmp);
         Some(ps.map(|p| interpolated(&sorted, p)))
     }
@@ -597,15 +632,17 @@ mod tests {
 
     #[test]
     fn old_samples_leave_a_slowly_probed_window() {
-        // One probe every 2 s: the first five are from a disturbed start
-        // (300 ms), the rest clean (40 ms). After 20 s the start is gone,
-        // though the window is not full.
+        // One probe every 4 s: the first ten are from a disturbed start
+        // (300 ms), the next ten clean (40 ms). Kept, the start would be
+        // half the window and move its median; older than RTT_MAX_AGE, it
+        // is gone.
         let t0 = Instant::now();
         let mut s = LinkStats::default();
-        for seq in 0..16u64 {
-            s.on_probe_sent(seq, t0 + Duration::from_secs(2 * seq));
-            s.on_reply(seq, ms(if seq < 5 { 300 } else { 40 }));
+        for seq in 0..20u64 {
+            s.on_probe_sent(seq, t0 + Duration::from_secs(4 * seq));
+            s.on_reply(seq, ms(if seq < 10 { 300 } else { 40 }));
         }
+        assert!(s.rtts.len() < RTT_WINDOW);
         let sum = s.summary().expect("samples");
         assert_eq!((sum.rtt_ms, sum.jitter_ms), (40.0, 0.0), "{sum:?}");
         // Fewer than RTT_MIN_SAMPLES recent ones: old ones stay.
@@ -676,6 +713,36 @@ mod tests {
         assert!((s.loss() - 2.0 / 101.0).abs() < 1e-9, "{}", s.loss());
         assert_eq!(s.window.back().map(|p| p.seq), Some(1_002));
         assert_eq!(s.window.len(), 102, "the newest pending probe stays");
+    }
+
+    #[test]
+    fn a_start_answered_late_is_an_outage_until_an_answer_in_time() {
+        // A mesh starting: the first probes of a link are answered after
+        // their deadline (1.2 s) or not at all, then the link answers in
+        // 40 ms. Only that timely answer ends the outage, which forgets the
+        // late ones, their RTT samples and the lost ones.
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(1);
+        let mut s = LinkStats::default();
+        for seq in 0..6u64 {
+            s.on_probe_sent(seq, t0 + ms(200 * seq));
+        }
+        s.expire_pending(t0 + ms(1_500), timeout);
+        assert_eq!(s.on_reply(0, ms(1_200)), ReplyOutcome::Late);
+        s.forget_outage(0);
+        assert!(s.loss() > 0.0, "a late answer does not end the outage");
+        assert_eq!(s.on_reply(2, ms(1_150)), ReplyOutcome::Late);
+        s.expire_pending(t0 + ms(1_900), timeout);
+        assert_eq!(s.on_reply(5, ms(40)), ReplyOutcome::Accepted);
+        s.forget_outage(5);
+        for seq in 6..12u64 {
+            probe(&mut s, t0, seq, Some(40.0));
+        }
+        assert_eq!(s.loss(), 0.0);
+        assert_eq!(s.losses_over(usize::MAX), (0, 7));
+        let sum = s.summary().expect("samples");
+        assert_eq!((sum.rtt_ms, sum.jitter_ms), (40.0, 0.0), "{sum:?}");
+        assert_eq!(sum.samples, 9, "every reply was a sample when it came");
     }
 
     #[test]
