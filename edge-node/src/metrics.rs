@@ -231,16 +231,16 @@ fn describe() {
     describe_gauge!(
         "rtn_edge_link_rtt_smoothed_seconds",
         Unit::Seconds,
-        "Smoothed probe RTT to a peer edge (EWMA, gain 1/8): what routing uses."
+        "Probe RTT to a peer edge that routing uses: the 25th percentile of the last 20 answers (40 s at most)."
     );
     describe_gauge!(
         "rtn_edge_link_jitter_seconds",
         Unit::Seconds,
-        "Probe RTT jitter to a peer edge (mean deviation, gain 1/16)."
+        "Probe RTT jitter to a peer edge: twice the distance from the 25th percentile of the same answers to their median."
     );
     describe_gauge!(
         "rtn_edge_link_loss_ratio",
-        "Probe loss to a peer edge over the last 50 probes, 0..1."
+        "Probe loss to a peer edge over an adaptive window of the last 50-300 probes, 0..1."
     );
     describe_gauge!(
         "rtn_edge_link_up",
