@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use protocol::EdgeId;
 use tokio::sync::watch;
-use topology::{CostModel, HysteresisPolicy, RouteSet};
+use topology::{CostModel, HysteresisPolicy, MeshGraph, RouteSet};
 use tracing::{info, warn};
 
 use crate::compute::{
     build_graph, build_graph_of, hierarchical_routes, region_links, region_routes, to_record,
 };
-use crate::mesh::{self, SharedMesh};
+use crate::mesh::{self, MeshView, SharedMesh};
 use control::clock::now_ms;
 use control::keys::KeyLayout;
 use control::records::{EdgeRecord, ExitsRecord, Record, RegionRecord, RoutesRecord};
@@ -404,6 +404,40 @@ fn leadership_change(opts: &RoutingOptions, event: &'static str) {
         .increment(1);
 }
 
+/// What one pass computed: the graph, every source's routes (merged with
+/// the previous ones by hysteresis), and when routing hierarchically the
+/// region's record and exits.
+struct Computed {
+    graph: MeshGraph,
+    routes: BTreeMap<EdgeId, RouteSet>,
+    region_records: Option<(RegionRecord, ExitsRecord)>,
+}
+
+fn compute(
+    view: &MeshView,
+    previous: &BTreeMap<EdgeId, RouteSet>,
+    opts: &RoutingOptions,
+    hierarchical: bool,
+) -> Computed {
+    let graph = if hierarchical {
+        build_graph_of(view, opts.cost, region_links(view, &opts.region))
+    } else {
+        build_graph(view, opts.cost)
+    };
+    let (routes, region_records) = if hierarchical {
+        let h = hierarchical_routes(&graph, view, previous, opts, now_ms());
+        (h.local, Some((h.region, h.exits)))
+    } else {
+        let routes = region_routes(&graph, view, &opts.region, previous, &opts.hysteresis);
+        (routes, None)
+    };
+    Computed {
+        graph,
+        routes,
+        region_records,
+    }
+}
+
 /// Recompute and publish routes until leadership is lost (false) or the
 /// controller stops (true).
 async fn publish_while_leading(
@@ -468,19 +502,29 @@ async fn publish_while_leading(
             .chain(departures_end)
             .min();
         if concerned && hold_left.is_none() {
-            let graph = if hierarchical {
-                build_graph_of(&view, opts.cost, region_links(&view, &opts.region))
-            } else {
-                build_graph(&view, opts.cost)
+            // On a blocking thread: a big region's pass takes up to a
+            // second, which on a runtime worker would hold up the election's
+            // keepalives, the store's watches and the API's answers.
+            let (pass_view, pass_previous, pass_opts) =
+                (view, std::mem::take(&mut previous), opts.clone());
+            let pass = tokio::task::spawn_blocking(move || {
+                let computed = compute(&pass_view, &pass_previous, &pass_opts, hierarchical);
+                (pass_view, computed)
+            });
+            let (
+                pass_view,
+                Computed {
+                    graph,
+                    routes,
+                    region_records,
+                },
+            ) = match pass.await {
+                Ok(done) => done,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => return true,
             };
-            let (routes, region_records) = if hierarchical {
-                let h = hierarchical_routes(&graph, &view, &previous, opts, now_ms());
-                (h.local, Some((h.region, h.exits)))
-            } else {
-                let routes =
-                    region_routes(&graph, &view, &opts.region, &previous, &opts.hysteresis);
-                (routes, None)
-            };
+            view = pass_view;
             let took = started.elapsed();
             crate::metrics::compute_duration(&opts.region, took);
             metrics::gauge!("rtn_controller_graph_edges", "region" => opts.region.clone())

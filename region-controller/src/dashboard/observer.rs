@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use protocol::EdgeId;
 use serde::Serialize;
+use tracing::warn;
 
 use crate::mesh::{MeshView, SharedMesh};
 use control::clock::now_ms;
@@ -177,14 +178,21 @@ impl Observer {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sample `mesh` every interval until cancelled.
+    /// Sample `mesh` every interval until cancelled. Each sample runs on a
+    /// blocking thread: it walks every link of the mesh (tens of
+    /// milliseconds at a few thousand links), which on a runtime worker
+    /// would hold up the API's answers and the election's keepalives.
     pub async fn run(self: Arc<Self>, mesh: SharedMesh) {
         let mut tick = tokio::time::interval(self.limits.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let view = mesh.read();
-            self.observe(&view, now_ms());
+            let (observer, mesh) = (self.clone(), mesh.clone());
+            let sampled =
+                tokio::task::spawn_blocking(move || observer.observe(&mesh.read(), now_ms()));
+            if sampled.await.is_err() {
+                warn!("a dashboard sample failed");
+            }
         }
     }
 
