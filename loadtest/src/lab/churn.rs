@@ -36,6 +36,7 @@ pub const FIRST_ROUTES_SETTLE: Duration = Duration::from_secs(12);
 const MAX_EXAMPLES: usize = 10;
 
 /// When routes may move: after the first routes, and after chaos events.
+#[derive(Clone)]
 pub struct Settling {
     first_settled: Instant,
     /// Each chaos event's time and how long routes may move after it.

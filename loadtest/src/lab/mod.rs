@@ -353,15 +353,28 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
                 settling.network_changed(at, e.action.route_settle());
             }
             _ = sample.tick() => {
-                let lab = lab.lock().await;
                 let now = Instant::now();
                 let at_s = traffic_started.elapsed().as_secs_f64();
-                let tables = lab.route_tables();
-                churn.observe(now, at_s, &tables, &settling);
-                if settling.settled(now) {
-                    let mesh = lab.world.true_mesh(&lab.alive());
-                    stretch.sample(at_s, &mesh, &tables, &lab.pairs_with_traffic(&traffic));
-                }
+                let (tables, world, alive, pairs) = {
+                    let lab = lab.lock().await;
+                    let pairs = lab.pairs_with_traffic(&traffic);
+                    (lab.route_tables(), lab.world.clone(), lab.alive(), pairs)
+                };
+                let settled = settling.settled(now);
+                let windows = settling.clone();
+                // On a blocking thread, not a runtime worker: a sample of the
+                // 60-edge world takes 20-40 ms, which stalled the edges'
+                // tasks every 2 s, and their probes sent at that moment of
+                // each cycle read it as jitter on the same links every time.
+                (churn, stretch) = tokio::task::spawn_blocking(move || {
+                    churn.observe(now, at_s, &tables, &windows);
+                    if settled {
+                        stretch.sample(at_s, &world.true_mesh(&alive), &tables, &pairs);
+                    }
+                    (churn, stretch)
+                })
+                .await
+                .context("the route sampler failed")?;
             }
             _ = status.tick() => {
                 if opts.verbose {
