@@ -30,7 +30,9 @@ impl Api {
             loss: f64,
             alive: bool,
         }
-        let view = self.mesh.read();
+        // A copy: the read lock held while the whole document is built
+        // would hold up the store's watch, which writes the view.
+        let view = self.mesh.snapshot();
         let now = now_ms();
         // An edge is down on the first request after it left the registry,
         // not only at the next sample.

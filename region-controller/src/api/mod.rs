@@ -256,9 +256,29 @@ impl Api {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let timeout = self.header_read_timeout;
-        let svc = hyper::service::service_fn(move |req| {
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let api = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(api.handle_on(face, peer, &req)) }
+            async move {
+                if !walks_the_mesh(req.uri().path()) {
+                    return Ok::<_, std::convert::Infallible>(api.handle_on(face, peer, &req));
+                }
+                // On a blocking thread: these documents walk every link of
+                // the mesh (540 KB for 60 edges, and they grow with the
+                // square of the edges), which on a runtime worker would hold
+                // up the nearest-edge lookups, the watches and the
+                // election's keepalives.
+                let head = Request::from_parts(req.into_parts().0, ());
+                let answer =
+                    tokio::task::spawn_blocking(move || api.handle_on(face, peer, &head)).await;
+                Ok(answer.unwrap_or_else(|_| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the document could not be built",
+                    )
+                    .response()
+                }))
+            }
         });
         // hyper enforces the header read timeout only with a timer.
         let _ = hyper::server::conn::http1::Builder::new()
@@ -393,6 +413,12 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+}
+
+/// Operator documents built from the whole mesh: answered off the runtime's
+/// workers ([`Api::serve`]).
+fn walks_the_mesh(path: &str) -> bool {
+    matches!(path, "/v1/mesh" | "/v1/links/history")
 }
 
 impl ApiError {
