@@ -263,10 +263,9 @@ impl Api {
                     return Ok::<_, std::convert::Infallible>(api.handle_on(face, peer, &req));
                 }
                 // On a blocking thread: these documents walk every link of
-                // the mesh (540 KB for 60 edges, and they grow with the
-                // square of the edges), which on a runtime worker would hold
-                // up the nearest-edge lookups, the watches and the
-                // election's keepalives.
+                // the mesh (540 KB for a 60-edge full mesh), which on a
+                // runtime worker would hold up the nearest-edge lookups, the
+                // watches and the election's keepalives.
                 let head = Request::from_parts(req.into_parts().0, ());
                 let answer =
                     tokio::task::spawn_blocking(move || api.handle_on(face, peer, &head)).await;

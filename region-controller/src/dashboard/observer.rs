@@ -179,9 +179,10 @@ impl Observer {
     }
 
     /// Sample `mesh` every interval until cancelled. Each sample runs on a
-    /// blocking thread: it walks every link of the mesh (tens of
-    /// milliseconds at a few thousand links), which on a runtime worker
-    /// would hold up the API's answers and the election's keepalives.
+    /// blocking thread, over a copy of the view: it walks every link of the
+    /// mesh, which on a runtime worker would hold up the API's answers and
+    /// the election's keepalives, and under the view's read lock the
+    /// store's watch, which writes the view.
     pub async fn run(self: Arc<Self>, mesh: SharedMesh) {
         let mut tick = tokio::time::interval(self.limits.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,7 +190,7 @@ impl Observer {
             tick.tick().await;
             let (observer, mesh) = (self.clone(), mesh.clone());
             let sampled =
-                tokio::task::spawn_blocking(move || observer.observe(&mesh.read(), now_ms()));
+                tokio::task::spawn_blocking(move || observer.observe(&mesh.snapshot(), now_ms()));
             if sampled.await.is_err() {
                 warn!("a dashboard sample failed");
             }
