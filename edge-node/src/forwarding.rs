@@ -199,11 +199,12 @@ impl EdgeCore {
         }
     }
 
-    /// A chat message a local client sent (already checked and acked-to-be).
-    pub fn message_from_client(&self, ch: &Channel, session: u64, msg: pb::ChatMessage) {
+    /// A chat message a local client sent (already checked and acked-to-be,
+    /// `from_user` set from its token).
+    pub fn message_from_client(&self, ch: &Channel, msg: pb::ChatMessage) {
         let dests = {
             let st = ch.read();
-            self.deliver_message(&st, Some(session), &msg);
+            self.deliver_message(&st, &msg);
             let only = (!msg.to_user.is_empty()).then_some(msg.to_user.as_str());
             st.receiving_edges(only)
         };
@@ -243,7 +244,7 @@ impl EdgeCore {
         self.metrics.messages_in_relay.increment(1);
         if deliver {
             if let Some(ch) = self.existing_channel(protocol::ChannelId(msg.channel_id)) {
-                self.deliver_message(&ch.read(), None, &msg);
+                self.deliver_message(&ch.read(), &msg);
             }
         }
         self.send_along(&tree, from, |nodes| {
@@ -319,8 +320,8 @@ impl EdgeCore {
         }
     }
 
-    fn deliver_message(&self, st: &ChannelState, except: Option<u64>, msg: &pb::ChatMessage) {
-        for client in st.message_recipients(msg, except) {
+    fn deliver_message(&self, st: &ChannelState, msg: &pb::ChatMessage) {
+        for client in st.message_recipients(msg) {
             self.metrics.messages_out_client.increment(1);
             client.send_frame(SK::Message(msg.clone()));
         }

@@ -663,9 +663,9 @@ impl Session {
         }
         j.seq.accepted(m.seq);
         m.from_user = j.claims.user_id.clone();
-        let (channel, session, seq) = (j.channel.clone(), j.session, m.seq);
+        let (channel, seq) = (j.channel.clone(), m.seq);
         self.core.metrics.messages_in_client.increment(1);
-        self.core.message_from_client(&channel, session, m);
+        self.core.message_from_client(&channel, m);
         self.handle.send_frame(SK::MessageAck(pb::MessageAck {
             channel_id: channel.id.0,
             seq,

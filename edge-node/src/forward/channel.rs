@@ -305,17 +305,20 @@ impl<C> ChannelState<C> {
         Some(self.media_recipients(&owner.user, None))
     }
 
-    /// The local clients that get `msg`, except session `except` (the
-    /// sender's, for a local message).
+    /// The local clients that get `msg`: sessions that may subscribe, of
+    /// the addressed user if any, and none of the sender's user
+    /// (`from_user`, set by the sender's edge). One user's sessions share one
+    /// message sequence (protocol §8): a client that moved to another edge
+    /// while its old session is still listed, or its second session here,
+    /// would otherwise get its own messages back.
     pub fn message_recipients<'a>(
         &'a self,
         msg: &'a pb::ChatMessage,
-        except: Option<u64>,
     ) -> impl Iterator<Item = &'a C> + 'a {
         self.local
             .values()
             .filter(move |m| {
-                Some(m.session) != except
+                m.user != msg.from_user
                     && m.can_subscribe
                     && (msg.to_user.is_empty() || m.user == msg.to_user)
             })
@@ -899,6 +902,8 @@ mod tests {
         st.change(CH, Instant::now(), |st| {
             st.insert_local(member("alice", 1, MediaSubscription::None));
             st.insert_local(member("bob", 2, MediaSubscription::None));
+            // Alice's session from before she reconnected, still listed.
+            st.insert_local(member("alice", 5, MediaSubscription::None));
             let mut listener = member("carol", 3, MediaSubscription::None);
             listener.can_subscribe = false;
             st.insert_local(listener);
@@ -914,9 +919,10 @@ mod tests {
         });
         let all = pb::ChatMessage {
             channel_id: CH.0,
+            from_user: "alice".into(),
             ..Default::default()
         };
-        assert_eq!(sorted(st.message_recipients(&all, Some(1))), ["bob"]);
+        assert_eq!(sorted(st.message_recipients(&all)), ["bob"]);
         assert_eq!(
             st.receiving_edges(None),
             [2, 3],
@@ -926,7 +932,7 @@ mod tests {
             to_user: "bob".into(),
             ..all
         };
-        assert_eq!(sorted(st.message_recipients(&to_bob, None)), ["bob"]);
+        assert_eq!(sorted(st.message_recipients(&to_bob)), ["bob"]);
         assert_eq!(st.receiving_edges(Some("bob")), [3]);
     }
 
