@@ -301,15 +301,19 @@ async function failover(kind) {
   let target;
   try {
     const o = { messages: 120, intervalMs: 50, mediaPps: 25 };
-    const { webEdge, peerEdge } = await startCall(page, `t-b-${kind}`, o);
-    target = webEdge;
+    const { peerEdge } = await startCall(page, `t-b-${kind}`, o);
     await sleep(2_000);
-    const status = await page.evaluate(async ({ id, kind }) => {
+    // The edge the browser is on now: its first measurement of the
+    // candidates may have moved it to a clearly faster one since it joined.
+    const { id, status } = await page.evaluate(async ({ kind, edges }) => {
+      const addr = window.h.client.edge()?.addr;
+      const id = edges.find((e) => e.addr === addr)?.id;
       window.h.marks.kill = performance.now();
       const r = await fetch(`/lab/edges/${id}/${kind}`, { method: 'POST' });
-      return `${r.status} ${await r.text()}`;
-    }, { id: webEdge, kind });
-    console.log(`  ${kind} edge ${webEdge} (browser's; Rust peer on ${peerEdge}): ${status}`);
+      return { id, status: `${r.status} ${await r.text()}` };
+    }, { kind, edges: await labState() });
+    target = id;
+    console.log(`  ${kind} edge ${id} (browser's; Rust peer on ${peerEdge}): ${status}`);
     await sleep(Math.max(0, o.messages * o.intervalMs - 2_000) + 1_000);
     const call = await finishCall(page, o, 15_000);
     const m = call.web.marks;
