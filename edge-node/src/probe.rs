@@ -7,6 +7,7 @@
 //! Statistics are `topology::LinkStats`. The policy, with the reasons:
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -161,9 +162,9 @@ struct Target {
 /// Per-peer link statistics and the dead set.
 pub struct Prober {
     epoch: Instant,
-    /// Draws the slow targets' probing rounds ([`Prober::phase`]); per
-    /// edge, so that edges do not draw alike.
-    salt: u64,
+    /// Draws the slow targets' probing rounds ([`Prober::phase`]): a hash
+    /// keyed afresh for each prober, so that edges do not draw alike.
+    draws: std::hash::RandomState,
     seq: AtomicU64,
     rounds: AtomicU64,
     targets: Mutex<HashMap<EdgeId, Target>>,
@@ -179,7 +180,7 @@ impl Default for Prober {
     fn default() -> Self {
         Prober {
             epoch: Instant::now(),
-            salt: rand::random(),
+            draws: std::hash::RandomState::new(),
             seq: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             targets: Mutex::default(),
@@ -215,12 +216,7 @@ impl Prober {
         if every <= 1 {
             return 0;
         }
-        // SplitMix64's finaliser over (salt, cycle, peer): cheap, and well
-        // mixed in every bit.
-        let mut z = self.salt ^ cycle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((peer as u64) << 32);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % every
+        self.draws.hash_one((cycle, peer)) % every
     }
 
     fn now_us(&self) -> u64 {
