@@ -20,6 +20,7 @@
 pub mod calibration;
 pub mod chaos;
 pub mod churn;
+pub mod control_runtime;
 pub mod joiners;
 pub mod machine;
 pub mod quality;
@@ -185,6 +186,8 @@ struct Lab {
     edges: BTreeMap<u32, Option<Edge>>,
     edge_configs: HashMap<u32, EdgeConfig>,
     controllers: Vec<ControllerSlot>,
+    /// Where the controllers run ([`control_runtime`]).
+    control_rt: control_runtime::ControlRuntime,
     down_hosts: HashSet<IpAddr>,
     /// A second handle on every edge socket, by host, kept after a kill
     /// (see [`PortHolds`]).
@@ -229,6 +232,7 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
         edges: BTreeMap::new(),
         edge_configs: HashMap::new(),
         controllers: Vec::new(),
+        control_rt: control_runtime::ControlRuntime::new()?,
         down_hosts: HashSet::new(),
         port_holds: PortHolds::default(),
         app,
@@ -508,7 +512,8 @@ impl Lab {
         Ok(())
     }
 
-    /// A controller with its API, on `api_addr` again after a restart.
+    /// A controller with its API, on `api_addr` again after a restart, on
+    /// the controllers' runtime.
     async fn start_controller(
         &self,
         region: &str,
@@ -516,42 +521,49 @@ impl Lab {
         restart: Option<(SocketAddr, String)>,
     ) -> anyhow::Result<ControllerSlot> {
         let store: Arc<dyn ControlStore> = self.store.clone();
-        let controller = Controller::start(
-            store,
-            KeyLayout::default(),
-            RoutingOptions::new(region, name),
-        );
-        let mut api = Api::new(
-            controller.mesh.clone(),
-            controller.leader.clone(),
-            region.into(),
-            Some(topology::GeoIpDb::from_bytes(self.geoip.clone())?),
-            10_000,
-        );
-        let (bind, admin_token) = match restart {
-            Some((addr, token)) => (addr, token),
-            None => (
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                format!("{:032x}", rand::random::<u128>()),
-            ),
-        };
-        api.admin_token = Some(admin_token.clone());
-        // The demo page's origin (web.rs) may call the lookup.
-        api.cors = region_controller::api::CorsPolicy::new(&self.cors_origins)
-            .map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("binding the API of {name} on {bind}"))?;
-        let api_addr = listener.local_addr()?;
-        let api = tokio::spawn(Arc::new(api).serve(listener));
-        Ok(ControllerSlot {
-            region: region.into(),
-            name: name.into(),
-            controller: Some(controller),
-            api,
-            api_addr,
-            admin_token,
-        })
+        let geoip = self.geoip.clone();
+        let cors_origins = self.cors_origins.clone();
+        let (region, name) = (region.to_string(), name.to_string());
+        self.control_rt
+            .run(async move {
+                let controller = Controller::start(
+                    store,
+                    KeyLayout::default(),
+                    RoutingOptions::new(&region, &name),
+                );
+                let mut api = Api::new(
+                    controller.mesh.clone(),
+                    controller.leader.clone(),
+                    region.clone(),
+                    Some(topology::GeoIpDb::from_bytes(geoip)?),
+                    10_000,
+                );
+                let (bind, admin_token) = match restart {
+                    Some((addr, token)) => (addr, token),
+                    None => (
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                        format!("{:032x}", rand::random::<u128>()),
+                    ),
+                };
+                api.admin_token = Some(admin_token.clone());
+                // The demo page's origin (web.rs) may call the lookup.
+                api.cors = region_controller::api::CorsPolicy::new(&cors_origins)
+                    .map_err(anyhow::Error::msg)?;
+                let listener = tokio::net::TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding the API of {name} on {bind}"))?;
+                let api_addr = listener.local_addr()?;
+                let api = tokio::spawn(Arc::new(api).serve(listener));
+                Ok(ControllerSlot {
+                    region,
+                    name,
+                    controller: Some(controller),
+                    api,
+                    api_addr,
+                    admin_token,
+                })
+            })
+            .await?
     }
 
     async fn start_edge(&mut self, id: u32) -> anyhow::Result<()> {
