@@ -518,9 +518,13 @@ async function testE() {
   const call = await finishCall(bystander, o, 10_000);
   await bystander.close();
   messageLines('e. call during the bad input', call, o.messages);
-  const gone = call.web.events.filter((e) => e.type === 'reconnecting').length;
-  report(gone === 0 && (call.web.media.rust?.packets ?? 0) > 0 && (call.peer.media.web?.packets ?? 0) > 0, 'e. call during the bad input: media, no reconnect',
-    `reconnects ${gone}, media Rust->browser ${call.web.media.rust?.packets ?? 0}, browser->Rust ${call.peer.media.web?.packets ?? 0}`);
+  // A move to a clearly faster edge (the SDK re-measures its candidates
+  // after joining; a busy machine can skew the first measurement) is the
+  // SDK's choice, not the bad input's doing; any other reconnect is.
+  const moves = call.web.events.filter((e) => e.type === 'reconnecting');
+  const gone = moves.filter((e) => e.reason !== 'a clearly faster edge was measured');
+  report(gone.length === 0 && (call.web.media.rust?.packets ?? 0) > 0 && (call.peer.media.web?.packets ?? 0) > 0, 'e. call during the bad input: media, no reconnect',
+    `reconnects ${moves.length}${moves.map((e) => ` (${e.reason})`).join('')}, media Rust->browser ${call.web.media.rust?.packets ?? 0}, browser->Rust ${call.peer.media.web?.packets ?? 0}`);
 }
 
 // ---- f. time to first media -------------------------------------------------------
