@@ -112,6 +112,10 @@ export interface JoinOptions {
   e2ee?: ChannelKey | E2eeKeys;
 }
 
+/** The `reconnecting` event's reason when the client moves, of its own
+ * accord, to an edge it measured clearly faster (not a failure). */
+export const MOVED_TO_FASTER_EDGE = 'a clearly faster edge was measured';
+
 const MAX_TOKEN_LEN = 1_024;
 /** Controllers an app may name (asked in turn, each within the request
  * timeout). */
@@ -458,7 +462,7 @@ export class Client implements ClientCore {
       if (moveTo && this.#outage === undefined) {
         this.stats.edgeSwitches++;
         this.#redirects = [moveTo];
-        this.#move(link, 'a clearly faster edge was measured');
+        this.#move(link, MOVED_TO_FASTER_EDGE);
       }
     } finally {
       this.#probing = false;

@@ -1,6 +1,6 @@
 // @rtn/sdk: the browser SDK of RTN. See README.md.
 
-export { Client, type ClientOptions, type JoinOptions } from './client';
+export { Client, MOVED_TO_FASTER_EDGE, type ClientOptions, type JoinOptions } from './client';
 export { Channel, TrackPublisher } from './channel';
 export type { EdgeCandidate, WebTransportCtor } from './connection';
 export { ChannelKey, E2eeKeys, MAX_KEYS } from './e2ee';
