@@ -20,6 +20,7 @@ use topology::{LinkStats, LinkSummary};
 use tracing::{debug, info, warn};
 
 use crate::edge::EdgeCore;
+use crate::relay::TransportCounts;
 
 /// Peers this edge relays traffic to are probed every 200 ms: a dead next
 /// hop is noticed within about 0.6 s plus its RTT (three missed probes),
@@ -61,11 +62,22 @@ const METRICS_ROUNDS: u64 = 5;
 /// (about 400 ms at worst through a congested path), so only real losses
 /// count.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A peer is dead after this many probe intervals (plus its smoothed RTT)
-/// without hearing anything. 3: one or two lost probes in a row happen on
-/// lossy links (at 2% loss, three in a row happen once in 125,000 probes, or
-/// about every 7 hours per link); three are an outage.
+/// A peer is dead after at least this many probe intervals (plus its
+/// smoothed RTT) without hearing anything: one or two lost probes in a row
+/// happen on any link; on a clean one three are an outage. A lossy link
+/// needs more ([`unanswered_for_dead`]).
 pub const DEAD_AFTER_INTERVALS: u32 = 3;
+/// ... and at most this many, however lossy the link: 2 s at the fast rate.
+pub const MAX_DEAD_AFTER_INTERVALS: u32 = 10;
+/// The chance that a live link's loss alone leaves a run of sends
+/// unanswered long enough to call it dead, at most. A false verdict moves
+/// every route through the link away and back (measured in the lab at 10%
+/// loss and 50 ms jitter on every link, with three probes and one
+/// unanswered send as the rule: three links a second of twelve edges'
+/// called dead, every one alive, and the detours added hops to lose on).
+/// At one in a million, a link probed five times a second is wrongly
+/// called dead about once in two days.
+pub const FALSE_DEAD_CHANCE: f64 = 1e-6;
 /// A target never heard from is dead once it has been probed this long:
 /// enough for a relay link's dial and handshake (a few RTTs) to complete.
 pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -119,6 +131,22 @@ fn replace_set(tx: &watch::Sender<BTreeSet<EdgeId>>, set: BTreeSet<EdgeId>) {
     });
 }
 
+/// How many sends (probes, or anything else the peer answers) in a row a
+/// link losing `loss` of them (round trip) may leave unanswered before the
+/// peer is dead: the fewest whose loss by chance alone is rarer than
+/// [`FALSE_DEAD_CHANCE`]. 1 on a link that loses nothing, 3 at 1%, 4 at
+/// 2%, 9 at 19% (10% each way).
+pub fn unanswered_for_dead(loss: f64) -> u32 {
+    if loss.is_nan() || loss <= 0.0 {
+        return 1;
+    }
+    if loss >= 1.0 {
+        return MAX_DEAD_AFTER_INTERVALS;
+    }
+    let runs = (FALSE_DEAD_CHANCE.ln() / loss.ln()).ceil();
+    (runs as u32).clamp(1, MAX_DEAD_AFTER_INTERVALS)
+}
+
 /// How long `rtt` peers may stay silent after a send before they are
 /// suspect, and before they are dead.
 fn silence_waits(rtt: Duration) -> (Duration, Duration) {
@@ -134,7 +162,8 @@ pub enum Silence {
     None,
     /// Unanswered for a little over a round trip: send around it as well.
     Suspect,
-    /// Unanswered for [`TRANSPORT_SILENCE_RTTS`] round trips: dead.
+    /// Unanswered for [`TRANSPORT_SILENCE_RTTS`] round trips (and, on a
+    /// lossy link, enough sends): dead.
     Dead,
 }
 
@@ -291,6 +320,13 @@ impl Prober {
         ))
     }
 
+    /// The loss of this edge's probes to `peer` (round trip); 0 when not
+    /// measured.
+    pub fn loss(&self, peer: EdgeId) -> f64 {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.get(&peer).map_or(0.0, |t| t.stats.loss())
+    }
+
     /// Links to every current target that has been measured.
     pub fn links(&self) -> Vec<PeerLink> {
         let now = Instant::now();
@@ -405,46 +441,52 @@ pub struct TransportSilence {
     sent: u64,
     /// The first look that saw this edge send with nothing received since.
     unanswered_since: Option<Instant>,
+    /// Sends counted before that look: those after it are unanswered.
+    sent_before_silence: u64,
     last_look: Option<Instant>,
 }
 
 impl TransportSilence {
-    /// Look at connection `conn`'s counters at `now`: UDP datagrams
-    /// received, ack-eliciting frames sent (media, probes and messages),
-    /// its RTT. How long the peer has been silent after a send, judged.
-    pub fn look(
-        &mut self,
-        now: Instant,
-        conn: usize,
-        udp_rx: u64,
-        sent: u64,
-        rtt: Duration,
-    ) -> Silence {
+    /// Look at a connection's counters `c` at `now` (UDP datagrams
+    /// received, ack-eliciting frames sent: media, probes and messages; its
+    /// RTT), on a link whose probes lose `loss` (round trip). How long the
+    /// peer has been silent after a send, judged. Dead takes
+    /// [`TRANSPORT_SILENCE_RTTS`] round trips and, on a lossy link, enough
+    /// unanswered sends ([`unanswered_for_dead`]): a link carrying a
+    /// message now and then waits for QUIC's loss recovery (a probe timeout,
+    /// a few round trips) after a lost packet or acknowledgement, and at 10%
+    /// loss each way one send in five goes unanswered that long.
+    pub fn look(&mut self, now: Instant, c: &TransportCounts, loss: f64) -> Silence {
         // Looks far apart: this edge was starved. Start over.
         let starved = self
             .last_look
             .is_some_and(|l| now.saturating_duration_since(l) > TRANSPORT_STARVED_AFTER);
-        if conn != self.conn || udp_rx != self.udp_rx || starved {
+        if c.conn != self.conn || c.udp_rx != self.udp_rx || starved {
             *self = TransportSilence {
-                conn,
-                udp_rx,
-                sent,
+                conn: c.conn,
+                udp_rx: c.udp_rx,
+                sent: c.sent,
                 unanswered_since: None,
+                sent_before_silence: c.sent,
                 last_look: Some(now),
             };
             return Silence::None;
         }
         self.last_look = Some(now);
-        if sent > self.sent {
-            self.sent = sent;
-            self.unanswered_since.get_or_insert(now);
+        if c.sent > self.sent {
+            if self.unanswered_since.is_none() {
+                self.unanswered_since = Some(now);
+                self.sent_before_silence = self.sent;
+            }
+            self.sent = c.sent;
         }
         let Some(since) = self.unanswered_since else {
             return Silence::None;
         };
         let silent = now.saturating_duration_since(since);
-        let (suspect, dead) = silence_waits(rtt);
-        if silent >= dead {
+        let (suspect, dead) = silence_waits(c.rtt);
+        let unanswered = self.sent - self.sent_before_silence;
+        if silent >= dead && unanswered >= u64::from(unanswered_for_dead(loss)) {
             Silence::Dead
         } else if silent >= suspect {
             Silence::Suspect
@@ -455,7 +497,8 @@ impl TransportSilence {
 }
 
 fn dead_after(t: &Target) -> Duration {
-    t.interval * DEAD_AFTER_INTERVALS + t.stats.rtt().unwrap_or_default()
+    let intervals = unanswered_for_dead(t.stats.loss()).max(DEAD_AFTER_INTERVALS);
+    t.interval * intervals + t.stats.rtt().unwrap_or_default()
 }
 
 /// Heard from within [`dead_after`], counting from the last change of its
@@ -615,7 +658,7 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
-        match silence.look(now, c.conn, c.udp_rx, c.sent, c.rtt) {
+        match silence.look(now, &c, core.prober.loss(c.peer)) {
             Silence::None => {}
             Silence::Suspect => {
                 if !core.prober.is_dead(c.peer) {
@@ -651,6 +694,16 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    fn counts(conn: usize, udp_rx: u64, sent: u64, rtt: Duration) -> TransportCounts {
+        TransportCounts {
+            peer: 2,
+            conn,
+            udp_rx,
+            sent,
+            rtt,
+        }
+    }
+
     #[test]
     fn silent_targets_become_dead_and_answers_revive_them() {
         let p = Prober::default();
@@ -682,34 +735,98 @@ mod tests {
     }
 
     #[test]
+    fn lossy_links_take_more_unanswered_sends_to_be_dead() {
+        assert_eq!(unanswered_for_dead(0.0), 1);
+        assert_eq!(unanswered_for_dead(f64::NAN), 1);
+        assert_eq!(unanswered_for_dead(0.01), 3);
+        assert_eq!(unanswered_for_dead(0.02), 4);
+        // 10% each way.
+        assert_eq!(unanswered_for_dead(1.0 - 0.9 * 0.9), 9);
+        assert_eq!(unanswered_for_dead(0.6), MAX_DEAD_AFTER_INTERVALS);
+        assert_eq!(unanswered_for_dead(1.0), MAX_DEAD_AFTER_INTERVALS);
+        for loss in [0.001, 0.01, 0.05, 0.19, 0.3] {
+            let n = unanswered_for_dead(loss);
+            assert!(
+                loss.powi(n as i32) <= FALSE_DEAD_CHANCE * (1.0 + 1e-9)
+                    || n == MAX_DEAD_AFTER_INTERVALS
+            );
+            assert!(n == 1 || loss.powi(n as i32 - 1) > FALSE_DEAD_CHANCE);
+        }
+
+        // A link carrying a message now and then at 10% loss each way: one
+        // send, its answer lost, QUIC's probe timeout pending. Silent for
+        // long, but one send: suspect, not dead.
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let rtt = ms(40);
+        let lossy = 0.19;
+        let mut s = TransportSilence::default();
+        s.look(t0, &counts(7, 10, 10, rtt), lossy);
+        let mut at = t0;
+        let mut sent = 11;
+        // Looks every 20 ms for 400 ms after the one send.
+        for _ in 0..20 {
+            at += TRANSPORT_CHECK_EVERY;
+            let verdict = s.look(at, &counts(7, 10, sent, rtt), lossy);
+            assert_ne!(verdict, Silence::Dead);
+        }
+        assert_eq!(
+            s.look(at, &counts(7, 10, sent, rtt), lossy),
+            Silence::Suspect
+        );
+        // Sends go on (probes, media) and none is answered: dead at the
+        // ninth.
+        while sent < 18 {
+            sent += 1;
+            at += TRANSPORT_CHECK_EVERY;
+            assert_eq!(
+                s.look(at, &counts(7, 10, sent, rtt), lossy),
+                Silence::Suspect
+            );
+        }
+        at += TRANSPORT_CHECK_EVERY;
+        assert_eq!(s.look(at, &counts(7, 10, 19, rtt), lossy), Silence::Dead);
+        // The same on a clean link: dead after the silence alone.
+        let mut clean = TransportSilence::default();
+        clean.look(t0, &counts(7, 10, 10, rtt), 0.0);
+        let verdicts: Vec<Silence> = (1..=10)
+            .map(|i| clean.look(t0 + TRANSPORT_CHECK_EVERY * i, &counts(7, 10, 11, rtt), 0.0))
+            .collect();
+        assert_eq!(verdicts.last(), Some(&Silence::Dead), "{verdicts:?}");
+    }
+
+    #[test]
     fn a_relay_connection_silent_after_a_send_kills_its_peer_until_a_probe_is_answered() {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
         let rtt = ms(10);
         let mut s = TransportSilence::default();
         let (none, suspect, dead) = (Silence::None, Silence::Suspect, Silence::Dead);
-        assert_eq!(s.look(t0, 7, 100, 50, rtt), none);
+        assert_eq!(s.look(t0, &counts(7, 100, 50, rtt), 0.0), none);
         // Sending, and hearing ACKs: alive.
         for i in 1..10u64 {
             let at = t0 + TRANSPORT_CHECK_EVERY * i as u32;
-            assert_eq!(s.look(at, 7, 100 + i, 50 + i, rtt), none);
+            assert_eq!(s.look(at, &counts(7, 100 + i, 50 + i, rtt), 0.0), none);
         }
         // The peer goes silent while this edge sends: suspect after the
         // 60 ms floor (a round trip and a quarter plus the ACK delay is
         // 38 ms), dead once the 150 ms floor (4 RTTs is 40 ms) has passed
         // since the first unanswered send was seen.
         let quiet = t0 + TRANSPORT_CHECK_EVERY * 10;
-        assert_eq!(s.look(quiet, 7, 109, 60, rtt), none);
-        assert_eq!(s.look(quiet + ms(50), 7, 109, 61, rtt), none);
-        assert_eq!(s.look(quiet + ms(100), 7, 109, 63, rtt), suspect);
-        assert_eq!(s.look(quiet + ms(150), 7, 109, 64, rtt), dead);
+        assert_eq!(s.look(quiet, &counts(7, 109, 60, rtt), 0.0), none);
+        assert_eq!(s.look(quiet + ms(50), &counts(7, 109, 61, rtt), 0.0), none);
+        assert_eq!(
+            s.look(quiet + ms(100), &counts(7, 109, 63, rtt), 0.0),
+            suspect
+        );
+        assert_eq!(s.look(quiet + ms(150), &counts(7, 109, 64, rtt), 0.0), dead);
         // An answer clears it.
-        assert_eq!(s.look(quiet + ms(200), 7, 110, 65, rtt), none);
+        assert_eq!(s.look(quiet + ms(200), &counts(7, 110, 65, rtt), 0.0), none);
         // Far peers: suspect after 150 ms (100 + 25 + 25), dead after four
         // round trips.
         let mut far = TransportSilence::default();
-        far.look(t0, 7, 1, 1, ms(100));
-        far.look(t0 + ms(50), 7, 1, 2, ms(100));
+        far.look(t0, &counts(7, 1, 1, ms(100)), 0.0);
+        far.look(t0 + ms(50), &counts(7, 1, 2, ms(100)), 0.0);
         for after in (50..=450).step_by(50) {
             let verdict = match after {
                 ..150 => none,
@@ -717,28 +834,32 @@ mod tests {
                 _ => dead,
             };
             let at = t0 + ms(50 + after);
-            assert_eq!(far.look(at, 7, 1, 3, ms(100)), verdict, "{after} ms");
+            assert_eq!(
+                far.look(at, &counts(7, 1, 3, ms(100)), 0.0),
+                verdict,
+                "{after} ms"
+            );
         }
         // Not sending: silence means nothing (an idle link).
         let mut idle = TransportSilence::default();
         for i in 0..20u32 {
             assert_eq!(
-                idle.look(t0 + TRANSPORT_CHECK_EVERY * i, 7, 5, 9, rtt),
+                idle.look(t0 + TRANSPORT_CHECK_EVERY * i, &counts(7, 5, 9, rtt), 0.0),
                 none
             );
         }
         // A new connection starts over, and so does a starved look.
-        assert_eq!(s.look(quiet + ms(300), 8, 110, 65, rtt), none);
+        assert_eq!(s.look(quiet + ms(300), &counts(8, 110, 65, rtt), 0.0), none);
         let mut starved = TransportSilence::default();
-        starved.look(t0, 7, 1, 1, rtt);
-        starved.look(t0 + ms(50), 7, 1, 2, rtt);
-        assert_eq!(starved.look(t0 + ms(400), 7, 1, 3, rtt), none);
+        starved.look(t0, &counts(7, 1, 1, rtt), 0.0);
+        starved.look(t0 + ms(50), &counts(7, 1, 2, rtt), 0.0);
+        assert_eq!(starved.look(t0 + ms(400), &counts(7, 1, 3, rtt), 0.0), none);
         // A look late by tens of milliseconds (a loaded machine delays the
         // ticks) is not starvation: the silence goes on counting.
         let mut late = TransportSilence::default();
-        late.look(t0, 7, 1, 1, rtt);
-        late.look(t0 + TRANSPORT_CHECK_EVERY, 7, 1, 2, rtt);
-        assert_eq!(late.look(t0 + ms(140), 7, 1, 3, rtt), suspect);
+        late.look(t0, &counts(7, 1, 1, rtt), 0.0);
+        late.look(t0 + TRANSPORT_CHECK_EVERY, &counts(7, 1, 2, rtt), 0.0);
+        assert_eq!(late.look(t0 + ms(140), &counts(7, 1, 3, rtt), 0.0), suspect);
 
         // The prober: dead at once, alive again at a probe's answer.
         let p = Prober::default();
@@ -878,5 +999,18 @@ mod tests {
             t,
             heard + dead_after(t) + Duration::from_millis(1)
         ));
+        // A link losing a fifth of its probes takes nine missed intervals.
+        let t = targets.get_mut(&4).unwrap();
+        t.interval = PROBE_INTERVAL;
+        for seq in 2000..2100 {
+            t.stats.on_probe_sent(seq, now);
+            if seq % 5 == 0 {
+                t.stats.on_timeout(seq);
+            } else {
+                t.stats.on_reply(seq, Duration::from_millis(10));
+            }
+        }
+        assert!((t.stats.loss() - 0.2).abs() < 0.01, "{}", t.stats.loss());
+        assert_eq!(dead_after(t), PROBE_INTERVAL * 9 + t.stats.rtt().unwrap());
     }
 }
