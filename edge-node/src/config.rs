@@ -376,7 +376,7 @@ pub struct RepairSection {
     pub enabled: bool,
     /// Packets kept per track of each relay link for retransmission (the
     /// oldest are forgotten first; nothing is kept past the video
-    /// deadline, 300 ms, which bounds the total by the link's rate).
+    /// deadline, 500 ms, which bounds the total by the link's rate).
     pub relay_history_packets: usize,
     /// Packets kept per track of each client link (to subscribers) for
     /// retransmission.

@@ -370,7 +370,7 @@ mod tests {
         g.on_packet(3, t0);
         let mut asked = 0;
         let mut t = t0;
-        while t < t0 + ms(400) {
+        while t <= t0 + crate::VIDEO_DEADLINE {
             asked += g.due(t, ms(10), Duration::ZERO).len();
             t += ms(1);
         }
@@ -386,12 +386,13 @@ mod tests {
         let mut g = GapTracker::new(MediaKind::Audio);
         g.on_packet(1, t0);
         g.on_packet(3, t0);
-        // A 300 ms round trip cannot repair audio (250 ms deadline): not
+        // A round trip as long as the deadline cannot repair audio: not
         // asked, and nothing due before the gap expires (a caller sleeping
         // until `next_due` does not spin meanwhile).
-        assert!(g.due(t0 + ms(5), ms(300), JITTER).is_empty());
-        assert_eq!(g.next_due(), Some(t0 + ms(250)));
-        assert!(g.due(t0 + ms(250), ms(300), JITTER).is_empty());
+        let rtt = crate::AUDIO_DEADLINE;
+        assert!(g.due(t0 + ms(5), rtt, JITTER).is_empty());
+        assert_eq!(g.next_due(), Some(t0 + crate::AUDIO_DEADLINE));
+        assert!(g.due(t0 + crate::AUDIO_DEADLINE, rtt, JITTER).is_empty());
         assert_eq!(g.counters().abandoned, 1);
     }
 
@@ -450,19 +451,24 @@ mod tests {
         let t0 = Instant::now();
         let mut g = GapTracker::new(MediaKind::Video);
         // 30 packets a second, then ten seconds of nothing on this hop:
-        // 300 numbers went by, of which only the last 300 ms (about nine)
-        // could still be resent.
+        // 300 numbers went by, of which only those of the last deadline
+        // (500 ms: about fifteen) could still be resent.
         for s in 0..30 {
             g.on_packet(s, t0 + ms(33 * s as u64));
         }
         let back = t0 + ms(33 * 29) + ms(10_000);
         assert_eq!(g.on_packet(330, back), Arrival::New);
-        assert!((8..=10).contains(&g.missing()), "{} tracked", g.missing());
+        let within = (crate::VIDEO_DEADLINE.as_millis() / 33) as usize;
+        assert!(
+            (within - 1..=within + 1).contains(&g.missing()),
+            "{} tracked",
+            g.missing()
+        );
         assert_eq!(g.counters().abandoned, 300 - g.missing() as u64);
         // Less the ones whose answer could not come in time.
         let asked = g.due(back + REORDER_GRACE, RTT, JITTER);
         assert!(
-            !asked.is_empty() && asked.iter().all(|&s| s > 319),
+            !asked.is_empty() && asked.iter().all(|&s| s >= 330 - within as u32 - 1),
             "{asked:?}"
         );
         // And those expire with their estimated send times, not a deadline

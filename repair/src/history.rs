@@ -212,12 +212,13 @@ mod tests {
             h.lookup(audio(), 7, t0 + ms(100)),
             Lookup::Resend(Bytes::from_static(b"a7"))
         );
-        assert_eq!(h.lookup(audio(), 7, t0 + ms(250)), Lookup::TooLate);
+        let (audio_late, video_late) = (t0 + crate::AUDIO_DEADLINE, t0 + crate::VIDEO_DEADLINE);
+        assert_eq!(h.lookup(audio(), 7, audio_late), Lookup::TooLate);
         assert_eq!(
-            h.lookup(video(), 7, t0 + ms(260)),
+            h.lookup(video(), 7, audio_late + ms(10)),
             Lookup::Resend(Bytes::from_static(b"v7"))
         );
-        assert_eq!(h.lookup(video(), 7, t0 + ms(300)), Lookup::TooLate);
+        assert_eq!(h.lookup(video(), 7, video_late), Lookup::TooLate);
     }
 
     #[test]
@@ -263,7 +264,10 @@ mod tests {
         let mut h = SendHistory::new(10);
         h.record(audio(), 1, Bytes::new(), t0);
         h.record(audio(), 1, Bytes::new(), t0 + ms(200));
-        assert_eq!(h.lookup(audio(), 1, t0 + ms(260)), Lookup::TooLate);
+        assert_eq!(
+            h.lookup(audio(), 1, t0 + crate::AUDIO_DEADLINE + ms(10)),
+            Lookup::TooLate
+        );
         assert_eq!(h.len(), 1);
     }
 

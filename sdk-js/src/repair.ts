@@ -37,7 +37,7 @@ export const MAX_JUMP = 1_000;
 export const MAX_TRACKS = 4_096;
 export const TRACK_IDLE_MS = 10_000;
 /** What the sending end keeps: at most this long, this many packets. */
-export const HISTORY_MS = 300;
+export const HISTORY_MS = 500;
 export const HISTORY_PACKETS = 1_024;
 /** Repair budget: bytes saved up, and repair bytes earned per media byte. */
 export const BURST_BYTES = 65_536;
@@ -55,11 +55,12 @@ export const LOSS_MIN_PACKETS = 50;
 
 const U32 = 2 ** 32;
 
-/** How long a packet of this track is worth repairing (ms): 250 for audio,
- * 300 for video and other tracks, from the kind in the key (bits 30-31 of
- * its low 32 bits, §6). */
+/** How long a packet of this track is worth repairing (ms): 400 for audio,
+ * 500 for video and other tracks (the most a jitter buffer holds a packet
+ * back, so a packet repaired within it may still be played), from the kind
+ * in the key (bits 30-31 of its low 32 bits, §6). */
 export function deadlineMs(trackKey: bigint): number {
-  return isAudio(trackKey) ? 250 : 300;
+  return isAudio(trackKey) ? 400 : 500;
 }
 
 function isAudio(trackKey: bigint): boolean {

@@ -29,11 +29,11 @@ const VIDEO = key(2);
 const DATA = key(0);
 
 test('deadlines come from the kind in the track key', () => {
-  assert.equal(deadlineMs(AUDIO), 250);
-  assert.equal(deadlineMs(VIDEO), 300);
-  assert.equal(deadlineMs(DATA), 300);
-  assert.equal(deadlineMs(key(3)), 300);
-  assert.equal(deadlineMs((0xffff_ffffn << 32n) | (1n << 30n) | 0x3fff_ffffn), 250);
+  assert.equal(deadlineMs(AUDIO), 400);
+  assert.equal(deadlineMs(VIDEO), 500);
+  assert.equal(deadlineMs(DATA), 500);
+  assert.equal(deadlineMs(key(3)), 500);
+  assert.equal(deadlineMs((0xffff_ffffn << 32n) | (1n << 30n) | 0x3fff_ffffn), 400);
 });
 
 test('NACK layout matches the spec (as the Rust codec)', () => {
@@ -149,12 +149,12 @@ test('a gap is asked for after the grace and filled by the retransmission', () =
 });
 
 test('a lost packet is asked for at most MAX_NACKS times and given up at its deadline', () => {
-  for (const [k, deadline] of [[VIDEO, 300], [AUDIO, 250], [DATA, 300]] as const) {
+  for (const [k, deadline] of [[VIDEO, 500], [AUDIO, 400], [DATA, 500]] as const) {
     const g = new GapTracker(deadlineMs(k));
     g.onPacket(1, 0);
     g.onPacket(3, 0);
     const asked: number[] = [];
-    for (let t = 0; t < 400; t++) if (g.due(t, 10, 0).length > 0) asked.push(t);
+    for (let t = 0; t < 600; t++) if (g.due(t, 10, 0).length > 0) asked.push(t);
     // 5, then every 10 + 5 ms.
     assert.deepEqual(asked, [5, 20, 35, 50].slice(0, MAX_NACKS));
     assert.equal(g.missing.size, 0, `given up by ${deadline} ms`);
@@ -163,36 +163,36 @@ test('a lost packet is asked for at most MAX_NACKS times and given up at its dea
 });
 
 test('the deadline: no NACK whose answer could not arrive in time, given up when it passes', () => {
-  // Audio: 250 ms. A 300 ms round trip cannot repair it.
+  // Audio: 400 ms. A 400 ms round trip cannot repair it.
   const g = new GapTracker(deadlineMs(AUDIO));
   g.onPacket(1, 0);
   g.onPacket(3, 0);
-  assert.deepEqual(g.due(5, 300, 50), []);
+  assert.deepEqual(g.due(5, 400, 50), []);
   // Not asked again later (it would only be later still), and the timer is
   // not left spinning: the next thing due is the deadline.
-  assert.equal(g.nextDue(), 250);
-  assert.deepEqual(g.due(249, 10, 0), []);
+  assert.equal(g.nextDue(), 400);
+  assert.deepEqual(g.due(399, 10, 0), []);
   assert.equal(g.missing.size, 1);
-  assert.equal(g.onPacket(2, 249), 'recovered', 'still welcome before its deadline');
+  assert.equal(g.onPacket(2, 399), 'recovered', 'still welcome before its deadline');
 
   // Retries stop when the answer would come after the deadline: with a
-  // 100 ms round trip, audio is asked at 5 and 110, not at 215.
+  // 100 ms round trip, audio is asked at 5, 110 and 215, not at 320.
   const a = new GapTracker(deadlineMs(AUDIO));
   a.onPacket(1, 0);
   a.onPacket(3, 0);
   const asked: number[] = [];
-  for (let t = 0; t <= 300; t++) if (a.due(t, 100, 0).length > 0) asked.push(t);
-  assert.deepEqual(asked, [5, 110]);
-  // Video has 300 ms, and a 60 ms round trip gets all four asks.
+  for (let t = 0; t <= 500; t++) if (a.due(t, 100, 0).length > 0) asked.push(t);
+  assert.deepEqual(asked, [5, 110, 215]);
+  // Video has 500 ms, and a 60 ms round trip gets all four asks.
   const v = new GapTracker(deadlineMs(VIDEO));
   v.onPacket(1, 0);
   v.onPacket(3, 0);
   const vAsked: number[] = [];
-  for (let t = 0; t <= 400; t++) if (v.due(t, 60, 0).length > 0) vAsked.push(t);
+  for (let t = 0; t <= 600; t++) if (v.due(t, 60, 0).length > 0) vAsked.push(t);
   assert.deepEqual(vAsked, [5, 70, 135, 200]);
   assert.equal(v.missing.size, 0);
   assert.equal(v.abandoned, 1);
-  assert.equal(v.onPacket(2, 400), 'late', 'after the deadline: passed on, not a recovery');
+  assert.equal(v.onPacket(2, 600), 'late', 'after the deadline: passed on, not a recovery');
 });
 
 test('sequences wrap without a gap; a gap across the wrap is asked for', () => {
@@ -333,10 +333,10 @@ test('sender: held packets are resent until their kind\'s deadline', () => {
   const tx = new RepairSender();
   tx.sent(AUDIO, 7, pkt(1), 0);
   tx.sent(VIDEO, 7, pkt(2), 0);
-  assert.deepEqual(tx.lookup(AUDIO, 7, 249), pkt(1));
-  assert.equal(tx.lookup(AUDIO, 7, 250), undefined);
-  assert.deepEqual(tx.lookup(VIDEO, 7, 299), pkt(2));
-  assert.equal(tx.lookup(VIDEO, 7, 300), undefined);
+  assert.deepEqual(tx.lookup(AUDIO, 7, 399), pkt(1));
+  assert.equal(tx.lookup(AUDIO, 7, 400), undefined);
+  assert.deepEqual(tx.lookup(VIDEO, 7, 499), pkt(2));
+  assert.equal(tx.lookup(VIDEO, 7, 500), undefined);
   // The very bytes sent.
   const d = pkt(3);
   tx.sent(DATA, 1, d, 0);
@@ -363,17 +363,17 @@ test('sender: bounded by count and age; a packet sent again keeps its first time
   assert.equal(tx.lookup(VIDEO, 39, 0), undefined);
   assert.ok(tx.lookup(VIDEO, 40, 0) instanceof Uint8Array);
   tx.sent(AUDIO, 50, pkt(50), HISTORY_MS + 1);
-  assert.equal(tx.held, 1, 'older than 300 ms: forgotten');
+  assert.equal(tx.held, 1, 'older than 500 ms: forgotten');
   assert.equal(tx.lookup(VIDEO, 49, HISTORY_MS + 1), undefined);
   const def = new RepairSender();
   for (let s = 0; s < 2_000; s++) def.sent(VIDEO, s, pkt(s), s / 100);
   assert.equal(def.held, 1_024);
   const again = new RepairSender();
   again.sent(AUDIO, 1, pkt(1), 0);
-  again.sent(AUDIO, 1, pkt(9), 200);
+  again.sent(AUDIO, 1, pkt(9), 300);
   assert.equal(again.held, 1);
-  assert.deepEqual(again.lookup(AUDIO, 1, 249), pkt(1));
-  assert.equal(again.lookup(AUDIO, 1, 260), undefined, 'its deadline runs from the first time');
+  assert.deepEqual(again.lookup(AUDIO, 1, 399), pkt(1));
+  assert.equal(again.lookup(AUDIO, 1, 410), undefined, 'its deadline runs from the first time');
 });
 
 test('sender: each packet once per NACK, a NACK for the rest gets nothing', () => {
@@ -383,7 +383,7 @@ test('sender: each packet once per NACK, a NACK for the rest gets nothing', () =
   assert.deepEqual(got, [pkt(1), pkt(3)]);
   assert.deepEqual(tx.answer({ channelId: 1n, trackKey: VIDEO, seqs: [1] }, 60), [pkt(1)], 'the next NACK again');
   assert.deepEqual(tx.answer({ channelId: 1n, trackKey: AUDIO, seqs: [1] }, 60), []);
-  assert.deepEqual(tx.answer({ channelId: 1n, trackKey: VIDEO, seqs: [1] }, 300), [], 'too late');
+  assert.deepEqual(tx.answer({ channelId: 1n, trackKey: VIDEO, seqs: [1] }, 500), [], 'too late');
 });
 
 test('sender: repair is at most half the media sent, after a 64 KiB burst', () => {

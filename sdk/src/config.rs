@@ -127,7 +127,7 @@ pub struct ClientConfig {
     pub max_media_lateness: Option<Duration>,
     /// Repair media loss on the last mile both ways (docs/protocol.md §5.1):
     /// NACK the edge for gaps in received tracks, keep the media sent
-    /// lately (up to `repair_history` packets per track, at most 300 ms) to answer
+    /// lately (up to `repair_history` packets per track, at most 500 ms) to answer
     /// the edge's NACKs, and while the link to the edge loses 2% or more
     /// (QUIC's own count), send each audio packet again after the next one
     /// of its track (§5.2). `false`: best-effort media, NACKs ignored.
