@@ -61,8 +61,8 @@ pub use redundant::RedundantPath;
 /// not a share of it. Measured in the lab at 10% loss and 50 ms jitter on
 /// every link (`bench weak-network`): with 250 ms per hop, a packet lost
 /// twice on a path (repaired on the first hop, lost again on the next)
-/// found the next hop's deadline nearly spent, and 3.2-4.2% of audio never
-/// arrived (4.2-5.1% not played); with 400 ms, 1.4-1.6% (3.0-3.2%).
+/// found the next hop's deadline nearly spent, and 3.6-4.2% of audio never
+/// arrived (4.3-5.1% not played); with 400 ms, 1.3-1.6% (2.8-3.2%).
 /// 150 ms left 17% lost.
 pub const AUDIO_DEADLINE: Duration = Duration::from_millis(400);
 /// Video: the video jitter buffer's 500 ms bound
