@@ -73,8 +73,8 @@ pub const MAX_DEAD_AFTER_INTERVALS: u32 = 10;
 /// unanswered long enough to call it dead, at most. A false verdict moves
 /// every route through the link away and back (measured in the lab at 10%
 /// loss and 50 ms jitter on every link, with three probes and one
-/// unanswered send as the rule: three links a second of twelve edges'
-/// called dead, every one alive, and the detours added hops to lose on).
+/// unanswered send as the rule: twelve edges called about five live links
+/// a second dead).
 /// At one in a million, a link probed five times a second is wrongly
 /// called dead about once in two days.
 pub const FALSE_DEAD_CHANCE: f64 = 1e-6;
