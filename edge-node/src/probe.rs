@@ -449,14 +449,20 @@ pub struct TransportSilence {
 impl TransportSilence {
     /// Look at a connection's counters `c` at `now` (UDP datagrams
     /// received, ack-eliciting frames sent: media, probes and messages; its
-    /// RTT), on a link whose probes lose `loss` (round trip). How long the
+    /// RTT), on a link whose probes lose `loss()` (round trip; read only
+    /// when the silence is long enough to matter). How long the
     /// peer has been silent after a send, judged. Dead takes
     /// [`TRANSPORT_SILENCE_RTTS`] round trips and, on a lossy link, enough
     /// unanswered sends ([`unanswered_for_dead`]): a link carrying a
     /// message now and then waits for QUIC's loss recovery (a probe timeout,
     /// a few round trips) after a lost packet or acknowledgement, and at 10%
     /// loss each way one send in five goes unanswered that long.
-    pub fn look(&mut self, now: Instant, c: &TransportCounts, loss: f64) -> Silence {
+    pub fn look(
+        &mut self,
+        now: Instant,
+        c: &TransportCounts,
+        loss: impl FnOnce() -> f64,
+    ) -> Silence {
         // Looks far apart: this edge was starved. Start over.
         let starved = self
             .last_look
@@ -486,7 +492,7 @@ impl TransportSilence {
         let silent = now.saturating_duration_since(since);
         let (suspect, dead) = silence_waits(c.rtt);
         let unanswered = self.sent - self.sent_before_silence;
-        if silent >= dead && unanswered >= u64::from(unanswered_for_dead(loss)) {
+        if silent >= dead && unanswered >= u64::from(unanswered_for_dead(loss())) {
             Silence::Dead
         } else if silent >= suspect {
             Silence::Suspect
@@ -504,8 +510,8 @@ fn dead_after(t: &Target) -> Duration {
 /// Heard from within [`dead_after`], counting from the last change of its
 /// probe rate at the earliest.
 fn is_alive(t: &Target, now: Instant) -> bool {
-    t.stats.is_alive(now, dead_after(t))
-        || now.saturating_duration_since(t.interval_since) <= dead_after(t)
+    let after = dead_after(t);
+    t.stats.is_alive(now, after) || now.saturating_duration_since(t.interval_since) <= after
 }
 
 /// Probe the current table's targets, and watch the relay connections of
@@ -658,7 +664,7 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
-        match silence.look(now, &c, core.prober.loss(c.peer)) {
+        match silence.look(now, &c, || core.prober.loss(c.peer)) {
             Silence::None => {}
             Silence::Suspect => {
                 if !core.prober.is_dead(c.peer) {
@@ -761,17 +767,17 @@ mod tests {
         let rtt = ms(40);
         let lossy = 0.19;
         let mut s = TransportSilence::default();
-        s.look(t0, &counts(7, 10, 10, rtt), lossy);
+        s.look(t0, &counts(7, 10, 10, rtt), || lossy);
         let mut at = t0;
         let mut sent = 11;
         // Looks every 20 ms for 400 ms after the one send.
         for _ in 0..20 {
             at += TRANSPORT_CHECK_EVERY;
-            let verdict = s.look(at, &counts(7, 10, sent, rtt), lossy);
+            let verdict = s.look(at, &counts(7, 10, sent, rtt), || lossy);
             assert_ne!(verdict, Silence::Dead);
         }
         assert_eq!(
-            s.look(at, &counts(7, 10, sent, rtt), lossy),
+            s.look(at, &counts(7, 10, sent, rtt), || lossy),
             Silence::Suspect
         );
         // Sends go on (probes, media) and none is answered: dead at the
@@ -780,17 +786,23 @@ mod tests {
             sent += 1;
             at += TRANSPORT_CHECK_EVERY;
             assert_eq!(
-                s.look(at, &counts(7, 10, sent, rtt), lossy),
+                s.look(at, &counts(7, 10, sent, rtt), || lossy),
                 Silence::Suspect
             );
         }
         at += TRANSPORT_CHECK_EVERY;
-        assert_eq!(s.look(at, &counts(7, 10, 19, rtt), lossy), Silence::Dead);
+        assert_eq!(s.look(at, &counts(7, 10, 19, rtt), || lossy), Silence::Dead);
         // The same on a clean link: dead after the silence alone.
         let mut clean = TransportSilence::default();
-        clean.look(t0, &counts(7, 10, 10, rtt), 0.0);
+        clean.look(t0, &counts(7, 10, 10, rtt), || 0.0);
         let verdicts: Vec<Silence> = (1..=10)
-            .map(|i| clean.look(t0 + TRANSPORT_CHECK_EVERY * i, &counts(7, 10, 11, rtt), 0.0))
+            .map(|i| {
+                clean.look(
+                    t0 + TRANSPORT_CHECK_EVERY * i,
+                    &counts(7, 10, 11, rtt),
+                    || 0.0,
+                )
+            })
             .collect();
         assert_eq!(verdicts.last(), Some(&Silence::Dead), "{verdicts:?}");
     }
@@ -802,31 +814,40 @@ mod tests {
         let rtt = ms(10);
         let mut s = TransportSilence::default();
         let (none, suspect, dead) = (Silence::None, Silence::Suspect, Silence::Dead);
-        assert_eq!(s.look(t0, &counts(7, 100, 50, rtt), 0.0), none);
+        assert_eq!(s.look(t0, &counts(7, 100, 50, rtt), || 0.0), none);
         // Sending, and hearing ACKs: alive.
         for i in 1..10u64 {
             let at = t0 + TRANSPORT_CHECK_EVERY * i as u32;
-            assert_eq!(s.look(at, &counts(7, 100 + i, 50 + i, rtt), 0.0), none);
+            assert_eq!(s.look(at, &counts(7, 100 + i, 50 + i, rtt), || 0.0), none);
         }
         // The peer goes silent while this edge sends: suspect after the
         // 60 ms floor (a round trip and a quarter plus the ACK delay is
         // 38 ms), dead once the 150 ms floor (4 RTTs is 40 ms) has passed
         // since the first unanswered send was seen.
         let quiet = t0 + TRANSPORT_CHECK_EVERY * 10;
-        assert_eq!(s.look(quiet, &counts(7, 109, 60, rtt), 0.0), none);
-        assert_eq!(s.look(quiet + ms(50), &counts(7, 109, 61, rtt), 0.0), none);
+        assert_eq!(s.look(quiet, &counts(7, 109, 60, rtt), || 0.0), none);
         assert_eq!(
-            s.look(quiet + ms(100), &counts(7, 109, 63, rtt), 0.0),
+            s.look(quiet + ms(50), &counts(7, 109, 61, rtt), || 0.0),
+            none
+        );
+        assert_eq!(
+            s.look(quiet + ms(100), &counts(7, 109, 63, rtt), || 0.0),
             suspect
         );
-        assert_eq!(s.look(quiet + ms(150), &counts(7, 109, 64, rtt), 0.0), dead);
+        assert_eq!(
+            s.look(quiet + ms(150), &counts(7, 109, 64, rtt), || 0.0),
+            dead
+        );
         // An answer clears it.
-        assert_eq!(s.look(quiet + ms(200), &counts(7, 110, 65, rtt), 0.0), none);
+        assert_eq!(
+            s.look(quiet + ms(200), &counts(7, 110, 65, rtt), || 0.0),
+            none
+        );
         // Far peers: suspect after 150 ms (100 + 25 + 25), dead after four
         // round trips.
         let mut far = TransportSilence::default();
-        far.look(t0, &counts(7, 1, 1, ms(100)), 0.0);
-        far.look(t0 + ms(50), &counts(7, 1, 2, ms(100)), 0.0);
+        far.look(t0, &counts(7, 1, 1, ms(100)), || 0.0);
+        far.look(t0 + ms(50), &counts(7, 1, 2, ms(100)), || 0.0);
         for after in (50..=450).step_by(50) {
             let verdict = match after {
                 ..150 => none,
@@ -835,7 +856,7 @@ mod tests {
             };
             let at = t0 + ms(50 + after);
             assert_eq!(
-                far.look(at, &counts(7, 1, 3, ms(100)), 0.0),
+                far.look(at, &counts(7, 1, 3, ms(100)), || 0.0),
                 verdict,
                 "{after} ms"
             );
@@ -844,22 +865,35 @@ mod tests {
         let mut idle = TransportSilence::default();
         for i in 0..20u32 {
             assert_eq!(
-                idle.look(t0 + TRANSPORT_CHECK_EVERY * i, &counts(7, 5, 9, rtt), 0.0),
+                idle.look(
+                    t0 + TRANSPORT_CHECK_EVERY * i,
+                    &counts(7, 5, 9, rtt),
+                    || 0.0
+                ),
                 none
             );
         }
         // A new connection starts over, and so does a starved look.
-        assert_eq!(s.look(quiet + ms(300), &counts(8, 110, 65, rtt), 0.0), none);
+        assert_eq!(
+            s.look(quiet + ms(300), &counts(8, 110, 65, rtt), || 0.0),
+            none
+        );
         let mut starved = TransportSilence::default();
-        starved.look(t0, &counts(7, 1, 1, rtt), 0.0);
-        starved.look(t0 + ms(50), &counts(7, 1, 2, rtt), 0.0);
-        assert_eq!(starved.look(t0 + ms(400), &counts(7, 1, 3, rtt), 0.0), none);
+        starved.look(t0, &counts(7, 1, 1, rtt), || 0.0);
+        starved.look(t0 + ms(50), &counts(7, 1, 2, rtt), || 0.0);
+        assert_eq!(
+            starved.look(t0 + ms(400), &counts(7, 1, 3, rtt), || 0.0),
+            none
+        );
         // A look late by tens of milliseconds (a loaded machine delays the
         // ticks) is not starvation: the silence goes on counting.
         let mut late = TransportSilence::default();
-        late.look(t0, &counts(7, 1, 1, rtt), 0.0);
-        late.look(t0 + TRANSPORT_CHECK_EVERY, &counts(7, 1, 2, rtt), 0.0);
-        assert_eq!(late.look(t0 + ms(140), &counts(7, 1, 3, rtt), 0.0), suspect);
+        late.look(t0, &counts(7, 1, 1, rtt), || 0.0);
+        late.look(t0 + TRANSPORT_CHECK_EVERY, &counts(7, 1, 2, rtt), || 0.0);
+        assert_eq!(
+            late.look(t0 + ms(140), &counts(7, 1, 3, rtt), || 0.0),
+            suspect
+        );
 
         // The prober: dead at once, alive again at a probe's answer.
         let p = Prober::default();

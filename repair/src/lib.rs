@@ -53,8 +53,8 @@ pub use redundant::RedundantPath;
 
 /// Audio later than this after a hop first sent it is not repaired on that
 /// hop: the receiver's jitter buffer plays audio at most 400 ms behind the
-/// fastest packets (`sdk::playout::PlayoutConfig::audio`, ITU-T G.114's
-/// limit for conversation), so a packet repaired within that may still be
+/// fastest packets (ITU-T G.114's limit for conversation;
+/// `sdk::playout::PlayoutConfig::audio` takes this as its `max_delay`), so a packet repaired within that may still be
 /// played, and one later never is. Each hop measures from the moment the
 /// packet was due at that hop, and a packet repaired on one hop reaches
 /// the next that much late: a hop's deadline is the whole path's budget,
@@ -65,8 +65,8 @@ pub use redundant::RedundantPath;
 /// arrived (4.3-5.1% not played); with 400 ms, 1.3-1.6% (2.8-3.2%).
 /// 150 ms left 17% lost.
 pub const AUDIO_DEADLINE: Duration = Duration::from_millis(400);
-/// Video: the video jitter buffer's 500 ms bound
-/// (`sdk::playout::PlayoutConfig::video`), for the same reason.
+/// Video: the video jitter buffer's 500 ms bound (the `max_delay` of
+/// `sdk::playout::PlayoutConfig::video`), for the same reason.
 pub const VIDEO_DEADLINE: Duration = Duration::from_millis(500);
 /// Data tracks: as video.
 pub const OTHER_DEADLINE: Duration = VIDEO_DEADLINE;

@@ -163,7 +163,9 @@ impl PlayoutConfig {
     pub fn audio() -> Self {
         PlayoutConfig {
             min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(400),
+            // One number with the hops' repair deadline, which is this
+            // bound: a packet repaired within it may still be played.
+            max_delay: repair::AUDIO_DEADLINE,
             jitter_multiplier: 1.5,
             stall_threshold: Duration::from_millis(100),
         }
@@ -182,7 +184,7 @@ impl PlayoutConfig {
     pub fn video() -> Self {
         PlayoutConfig {
             min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(500),
+            max_delay: repair::VIDEO_DEADLINE,
             jitter_multiplier: 1.5,
             stall_threshold: Duration::from_millis(200),
         }
