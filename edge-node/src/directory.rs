@@ -410,6 +410,9 @@ impl EdgeCore {
         }
         let now = Instant::now();
         let merged = ch.update(|st| st.merge_update(self.id, u, now, now + ENTRY_TTL));
+        // After the announcements: a subscriber hears of a track before
+        // its first packets.
+        self.release_early_media(&ch);
         tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, touched = merged.touched.len(), want = ?merged.want, resend_own = merged.resend_own, "directory update applied");
         if !merged.want.is_empty() {
             self.ask_whole(&ch, u.home_edge, merged.want);

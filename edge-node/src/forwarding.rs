@@ -130,12 +130,30 @@ impl EdgeCore {
         let Some(ch) = self.existing_channel(dg.header.channel) else {
             return;
         };
-        let st = ch.read();
-        let Some(clients) = st.relayed_media_recipients(dg.header.track) else {
-            return self.metrics.media_dropped("unknown_track");
-        };
-        for client in clients {
-            client.send_media(&dg.header, dg.media.clone());
+        if deliver_to_subscribers(&ch.read(), &dg.header, &dg.media) {
+            return;
+        }
+        // Its track's entry has not come yet (forward::early): hold it.
+        let mut st = ch.write();
+        if !deliver_to_subscribers(&st, &dg.header, &dg.media) {
+            let dropped = st.hold_early(dg.header, dg.media.clone(), Instant::now());
+            self.count_unknown_track(dropped);
+        }
+    }
+
+    /// Hand on the held packets of `ch` whose tracks an entry just named.
+    pub(crate) fn release_early_media(&self, ch: &Channel) {
+        let mut st = ch.write();
+        let (released, dropped) = st.release_early(Instant::now());
+        self.count_unknown_track(dropped);
+        for (header, media) in released {
+            deliver_to_subscribers(&st, &header, &media);
+        }
+    }
+
+    fn count_unknown_track(&self, packets: usize) {
+        for _ in 0..packets {
+            self.metrics.media_dropped("unknown_track");
         }
     }
 
@@ -326,4 +344,16 @@ impl EdgeCore {
             client.send_frame(SK::Message(msg.clone()));
         }
     }
+}
+
+/// Hand a relayed packet to the local members subscribed to its track's
+/// owner; false when the track is not known here.
+fn deliver_to_subscribers(st: &ChannelState, header: &MediaHeader, media: &Bytes) -> bool {
+    let Some(clients) = st.relayed_media_recipients(header.track) else {
+        return false;
+    };
+    for client in clients {
+        client.send_media(header, media.clone());
+    }
+    true
 }

@@ -248,3 +248,55 @@ async fn draining_edges_hand_their_clients_over_without_losing_media() {
         e.kill().await;
     }
 }
+
+/// A new track's short burst of audio, then silence: every packet
+/// arrives, the first (sent at once after `publish_track`, before the
+/// receiving edge and SDK have heard of the track: they hold it until they
+/// have, `repair::early`) and the last (with nothing behind it). Through
+/// one edge, or two over a WAN (`two_edges`).
+async fn a_burst_arrives_whole(two_edges: bool) {
+    use testkit::netem::{LinkProfile, LinkRule};
+    let wan = Wan::new(vec![LinkRule {
+        from: "127.0.1.0/24".parse().unwrap(),
+        to: "127.0.1.0/24".parse().unwrap(),
+        profile: LinkProfile::delay(10.0),
+    }])
+    .unwrap();
+    let mesh = Mesh::start_over(Some(wan), 2, |cfg| {
+        cfg.edge.listen = format!("127.0.1.{}:0", cfg.edge.id).parse().unwrap();
+    })
+    .await;
+    let rx_edge = if two_edges { 2 } else { 1 };
+    let call = Call::start(mesh.sdk_config(&[1]), mesh.sdk_config(&[rx_edge])).await;
+    let mic = call
+        .room
+        .publish_track("mic", TrackKind::Audio)
+        .await
+        .unwrap();
+    const N: u32 = 10;
+    for _ in 0..N {
+        mic.send(&[0u8; 120]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (media, _) = collect(
+        &call.receiver,
+        "sam",
+        0,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .await;
+    let mut seqs: Vec<u32> = media.iter().map(|(_, s)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "two edges: {two_edges}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tracks_first_burst_arrives_whole_through_one_edge() {
+    a_burst_arrives_whole(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tracks_first_burst_arrives_whole_through_two_edges() {
+    a_burst_arrives_whole(true).await;
+}

@@ -29,11 +29,15 @@
 //!   hop, so loss can never double a link's load.
 //! - [`deadline`]: how long a packet of each kind is worth repairing.
 //! - [`hop`]: both ends of one hop over all its tracks (what a link holds).
+//! - [`early`]: media whose track is not known yet at the receiving end
+//!   (its announcement came a slower way), held until it is, so the first
+//!   packets of a track are not lost either.
 //!
 //! The edge (relay links, client links) and the SDK (both directions of its
 //! last mile) drive these with their sockets and clocks.
 
 pub mod budget;
+pub mod early;
 pub mod fec;
 pub mod gaps;
 pub mod history;

@@ -29,13 +29,13 @@ import { checkCandidate, Link, type EdgeCandidate, type WebTransportCtor } from 
 import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
-import { decodeMedia, MEDIA_HEADER_LEN } from './media';
+import { decodeMedia, MEDIA_HEADER_LEN, type MediaHeader } from './media';
 import { probeAll, rerank, shortlistOrLast } from './nearest';
 import { MemberLeftReason, TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type Joined, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
-import { decodeNack, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
+import { decodeNack, EarlyMedia, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
 import { ReplayWindow, type Sent } from './replay';
-import { Roster, type TrackMap } from './roster';
+import { Roster, type RemoteTrack, type TrackMap } from './roster';
 import { OVERLAP_CHECK_MS, STREAM_ACTIVE_MS, overlapOver } from './stream';
 import { newStats, recordRtt, type Stats } from './stats';
 import { Watchdog, type Heard } from './watchdog';
@@ -123,6 +123,9 @@ const MAX_CONTROLLERS = 8;
 /** A goaway may not park the client longer than this. */
 const MAX_GOAWAY_WAIT_MS = 10_000;
 const CLOSE_FLUSH_MS = 200;
+/** While packets of tracks not announced yet are held, how often to look
+ * whether they are now (the announcement lags its first packets by a moment). */
+const EARLY_LOOK_MS = 5;
 
 function config(o: ClientOptions): Config {
   const c: Config = {
@@ -233,6 +236,9 @@ export class Client implements ClientCore {
   readonly #emitter: Emitter;
   /** Remote tracks of every joined channel, by key (for the media reader). */
   readonly #tracks: TrackMap = new Map();
+  /** Media of tracks not announced yet (repair.ts `EarlyMedia`). */
+  readonly #early = new EarlyMedia<{ link: Link; d: Uint8Array; h: MediaHeader }>();
+  #earlyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #channels = new Map<bigint, ChannelState>();
   readonly #pending = new Map<number, Pending>();
   /** Request ids of recent requests without a success reply. */
@@ -1255,11 +1261,38 @@ export class Client implements ClientCore {
       if (a === 'recovered') this.stats.mediaRecovered++;
       else if (a === 'gap') link.armNacks(now + REORDER_GRACE_MS, () => this.#sendNacks(link));
     }
-    const track = this.#tracks.get(h.trackKey);
-    if (!track || track.channelId !== h.channelId) {
-      this.stats.mediaUnknownTrack++;
+    const track = this.#knownTrack(h);
+    if (!track) {
+      // Announced on the control stream, which may be read after the
+      // track's first datagrams: held until it is (docs/protocol.md §5).
+      this.stats.mediaUnknownTrack += this.#early.hold(h.trackKey, { link, d, h }, performance.now());
+      this.#earlyTimer ??= setTimeout(() => this.#releaseEarly(), EARLY_LOOK_MS);
       return;
     }
+    if (this.#early.size > 0) this.#releaseEarly();
+    await this.#deliverMedia(link, d, h, track);
+  }
+
+  #knownTrack(h: MediaHeader): RemoteTrack | undefined {
+    const track = this.#tracks.get(h.trackKey);
+    return track && track.channelId === h.channelId ? track : undefined;
+  }
+
+  /** Deliver the held packets whose tracks are known now, in the order they
+   * came; look again shortly while some are still held. */
+  #releaseEarly(): void {
+    if (this.#earlyTimer !== undefined) clearTimeout(this.#earlyTimer);
+    this.#earlyTimer = undefined;
+    const { released, dropped } = this.#early.release((key) => this.#tracks.has(key), performance.now());
+    this.stats.mediaUnknownTrack += dropped;
+    for (const { link, d, h } of released) {
+      const track = this.#knownTrack(h);
+      if (track) void this.#deliverMedia(link, d, h, track);
+    }
+    if (this.#early.size > 0) this.#earlyTimer = setTimeout(() => this.#releaseEarly(), EARLY_LOOK_MS);
+  }
+
+  async #deliverMedia(link: Link, d: Uint8Array, h: MediaHeader, track: RemoteTrack): Promise<void> {
     const timestampUs = Number(h.timestampUs);
     if (!track.stream.arrived(h.sequence, timestampUs, link.id, performance.now())) {
       // Its copy came by the other link (or key) of a move.

@@ -430,3 +430,49 @@ export class RepairSender {
     return out;
   }
 }
+
+/** Packets of unknown tracks held at most (as `repair::early` in Rust). */
+export const MAX_EARLY_PACKETS = 128;
+
+/** A media datagram of a track not announced yet (docs/protocol.md §5: the
+ * `trackAvailable` comes on the control stream and may be read after the
+ * track's first datagrams), held until it is, at most its kind's deadline
+ * and MAX_EARLY_PACKETS of them, the oldest dropped first. Generic over what
+ * the caller keeps of each packet. */
+export class EarlyMedia<P> {
+  #held: { key: bigint; at: number; packet: P }[] = [];
+
+  get size(): number {
+    return this.#held.length;
+  }
+
+  /** Hold a packet of track `key`; how many held packets were dropped. */
+  hold(key: bigint, packet: P, now: number): number {
+    let dropped = this.#expire(now);
+    if (this.#held.length >= MAX_EARLY_PACKETS) {
+      this.#held.shift();
+      dropped++;
+    }
+    this.#held.push({ key, at: now, packet });
+    return dropped;
+  }
+
+  /** The held packets whose track is `known` now, in the order they came,
+   * and how many were dropped as too old. */
+  release(known: (key: bigint) => boolean, now: number): { released: P[]; dropped: number } {
+    const dropped = this.#expire(now);
+    const released: P[] = [];
+    this.#held = this.#held.filter((e) => {
+      if (!known(e.key)) return true;
+      released.push(e.packet);
+      return false;
+    });
+    return { released, dropped };
+  }
+
+  #expire(now: number): number {
+    const before = this.#held.length;
+    this.#held = this.#held.filter((e) => now - e.at <= deadlineMs(e.key));
+    return before - this.#held.length;
+  }
+}

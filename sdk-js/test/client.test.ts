@@ -12,7 +12,7 @@ import { RtnError } from '../src/errors';
 import { decodeMedia, encodeMedia } from '../src/media';
 import { MemberLeftReason } from '../src/proto';
 import { decodeNack, encodeNack, TYPE_NACK } from '../src/repair';
-import { FakeNet, until } from './fake-edge';
+import { FakeNet, until, wait } from './fake-edge';
 
 const FAST: Partial<ClientOptions> = { keepaliveIntervalMs: 20, livenessTimeoutMs: 120, connectTimeoutMs: 300, connectStaggerMs: 50, backoff: { initialMs: 5, maxMs: 40 }, requestTimeoutMs: 1_000, reprobeIntervalMs: null };
 const clients: Client[] = [];
@@ -96,6 +96,10 @@ test('receiving: members, tracks, media, messages in order without duplicates', 
   await until(() => c.getStats().messagesDelivered === 4);
   const got = events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.seq : 0));
   assert.deepEqual(got, [1, 2, 3, 4]);
+  // The datagram of a track never announced is held for its kind's deadline
+  // (500 ms), in case the announcement was only slower, then counted.
+  assert.equal(c.getStats().mediaUnknownTrack, 0);
+  await until(() => c.getStats().mediaUnknownTrack === 1, 2_000, 'the unknown track given up');
   const st = c.getStats();
   assert.deepEqual([st.mediaReceived, st.mediaUnknownTrack, st.mediaMalformed, st.messagesDuplicate], [1, 1, 1, 1]);
   const media = events.find((e) => e.type === 'media');
@@ -111,6 +115,25 @@ test('receiving: members, tracks, media, messages in order without duplicates', 
   s.send({ memberLeft: { channelId: room.id, userId: 'bob', session: 8n, reason: 0 } });
   await until(() => events.some((e) => e.type === 'member-left'));
   assert.deepEqual(types(events.filter((e) => e.type.startsWith('member') || e.type.startsWith('track'))), ['member-joined', 'track-available', 'track-unavailable', 'member-left']);
+});
+
+test('a track\'s first datagrams read before its announcement are held, then delivered in order', async () => {
+  const net = new FakeNet();
+  const e1 = net.edge(1, '127.0.0.1:4433');
+  e1.members = [{ userId: 'bob', session: 7n, tracks: [], edgeId: 0 }];
+  const { c, events } = await connect(net, { edges: [{ addr: '127.0.0.1:4433', server_name: 'e1.test' }] });
+  const room = await c.join('alice', 'room', { subscribeAll: true });
+  await until(() => events.some((e) => e.type === 'member-joined'));
+  const s = e1.last;
+  const at = BigInt(Date.now() * 1000);
+  for (const sequence of [0, 1]) s.sendDatagram(encodeMedia({ channelId: room.id, trackKey: 99n, sequence, timestampUs: at }, Uint8Array.of(sequence)));
+  await wait(20);
+  assert.equal(c.getStats().mediaReceived, 0, 'not yet announced');
+  s.send({ trackAvailable: { channelId: room.id, userId: 'bob', track: { name: 'cam', trackKey: 99n, kind: 2 } } });
+  await until(() => c.getStats().mediaReceived === 2, 2_000, 'the held packets');
+  const seqs = events.filter((e) => e.type === 'media').map((e) => (e.type === 'media' ? e.sequence : -1));
+  assert.deepEqual(seqs, [0, 1]);
+  assert.equal(c.getStats().mediaUnknownTrack, 0);
 });
 
 test('a large channel: counted, only publishers listed, hidden members, small again', async () => {

@@ -46,7 +46,7 @@ export function decodeClientFrame(body: Uint8Array): ClientFrame {
   return out!;
 }
 
-const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Session {
   frames: ClientFrame[] = [];

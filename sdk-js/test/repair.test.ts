@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  BURST_BYTES, GapTracker, HISTORY_MS, MAX_JUMP, MAX_MISSING, MAX_NACKS, MAX_NACK_RANGES, MAX_TRACKS, NACK_FIXED_LEN, NACK_RANGE_LEN,
+  BURST_BYTES, EarlyMedia, GapTracker, MAX_EARLY_PACKETS, HISTORY_MS, MAX_JUMP, MAX_MISSING, MAX_NACKS, MAX_NACK_RANGES, MAX_TRACKS, NACK_FIXED_LEN, NACK_RANGE_LEN,
   MAX_COPY_AGE_MS, REORDER_GRACE_MS, RepairReceiver, RepairSender, TRACK_IDLE_MS, WINDOW, decodeNack, deadlineMs, encodeNack, type Arrival,
 } from '../src/repair';
 
@@ -472,4 +472,23 @@ test('sender: audio copies while the edge NACKs 2% or more, each after the next 
   assert.equal(tx.copying, true);
   now += MAX_COPY_AGE_MS + 1;
   assert.equal(tx.sent(AUDIO, seq, pkt(seq), now), undefined);
+});
+
+test('early media: held until its track is known, in order, bounded by count and by its kind\'s deadline', () => {
+  const early = new EarlyMedia<number>();
+  for (let i = 0; i < 3; i++) {
+    assert.equal(early.hold(AUDIO, i, 0), 0);
+    assert.equal(early.hold(VIDEO, 10 + i, 0), 0);
+  }
+  assert.deepEqual(early.release((k) => k === AUDIO, 1), { released: [0, 1, 2], dropped: 0 });
+  assert.equal(early.size, 3, 'the video track is still unknown');
+  // Audio's deadline (400 ms) passes before video's (500 ms).
+  early.hold(AUDIO, 3, 100);
+  assert.deepEqual(early.release(() => false, 501), { released: [], dropped: 4 }, 'all too old by then');
+  let dropped = 0;
+  for (let i = 0; i < MAX_EARLY_PACKETS + 5; i++) dropped += early.hold(AUDIO, i, 600);
+  assert.equal(dropped, 5);
+  const { released } = early.release(() => true, 600);
+  assert.equal(released.length, MAX_EARLY_PACKETS);
+  assert.equal(released[0], 5, 'the oldest were dropped first');
 });

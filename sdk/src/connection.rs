@@ -420,6 +420,11 @@ async fn read_frames(
 
 use crate::channel::now_us;
 
+/// While packets of tracks not announced yet are held, how often to look
+/// whether they are now: the announcement comes on the control stream a
+/// moment before or after its first packets, so a few milliseconds.
+const EARLY_LOOK: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Read the edge's datagrams: media for the app (gaps in each track NACKed
 /// back to the edge when due, duplicates dropped), and the edge's NACKs for
 /// media this client sent.
@@ -429,8 +434,10 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
         .repair_out
         .is_some()
         .then(|| repair::HopReceiver::new(false, std::time::Instant::now()));
+    let mut early = repair::early::EarlyMedia::default();
     loop {
         let due = gaps.as_ref().and_then(|g| g.next_due());
+        let look_early = (!early.is_empty()).then(|| std::time::Instant::now() + EARLY_LOOK);
         let d = tokio::select! {
             d = conn.read_datagram() => match d {
                 Ok(d) => d,
@@ -440,6 +447,10 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
                 if let Some(g) = gaps.as_mut() {
                     send_nacks(&conn, stats, g);
                 }
+                continue;
+            }
+            _ = sleep_until(look_early), if look_early.is_some() => {
+                release_early(&shared, &liveness, &mut early, std::time::Instant::now());
                 continue;
             }
         };
@@ -469,79 +480,134 @@ async fn read_media(conn: quinn::Connection, liveness: Arc<Liveness>, shared: Ar
                 _ => {}
             }
         }
-        let track = shared
-            .tracks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&h.track.0)
-            .cloned();
-        let Some(track) = track.filter(|t| t.channel_id == h.channel.0) else {
-            bump(&stats.media_unknown_track, 1);
-            continue;
-        };
-        let fresh = track.stream.arrived(
-            h.sequence,
-            h.timestamp_us,
-            liveness.link,
-            std::time::Instant::now(),
-        );
-        if !fresh {
-            // Its copy came by the other link (or key) of a move.
-            bump(&stats.media_duplicate, 1);
-            continue;
+        let now = std::time::Instant::now();
+        match known_track(&shared, &h) {
+            Some(track) => {
+                release_early(&shared, &liveness, &mut early, now);
+                deliver_media(&shared, &liveness, track, h, d);
+            }
+            // Announced on the control stream, which may be read after its
+            // first packets: held until it is (repair::early).
+            None => {
+                let dropped = early.hold(h, d, now);
+                bump(&stats.media_unknown_track, dropped as u64);
+            }
         }
-        if !track
-            .lateness
-            .on_time(h.timestamp_us, now_us(), shared.max_media_lateness_us)
-        {
-            bump(&stats.media_late, 1);
-            continue;
+    }
+}
+
+/// The track a media header names, if this client knows it (announced in
+/// its channel).
+fn known_track(shared: &Shared, h: &MediaHeader) -> Option<Arc<RemoteTrack>> {
+    shared
+        .tracks
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&h.track.0)
+        .cloned()
+        .filter(|t| t.channel_id == h.channel.0)
+}
+
+/// Deliver the held packets whose tracks are known now, in the order they
+/// came; count those that waited too long.
+fn release_early(
+    shared: &Shared,
+    liveness: &Liveness,
+    early: &mut repair::early::EarlyMedia,
+    now: std::time::Instant,
+) {
+    if early.is_empty() {
+        return;
+    }
+    let (released, dropped) = early.release(|key| known_key(shared, key), now);
+    bump(&shared.stats.media_unknown_track, dropped as u64);
+    for (h, d) in released {
+        if let Some(track) = known_track(shared, &h) {
+            deliver_media(shared, liveness, track, h, d);
         }
-        let payload = match shared.e2ee(h.channel.0) {
-            None => d.slice(MEDIA_HEADER_LEN..),
-            Some(ring) => match ring.open_media(&d, &track.user, &track.name) {
-                Ok(p) => {
-                    ring.note_success(&track.user);
-                    p
+    }
+}
+
+fn known_key(shared: &Shared, key: protocol::TrackKey) -> bool {
+    shared
+        .tracks
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&key.0)
+}
+
+/// A media packet of a known track: to the jitter buffer (or the app),
+/// unless it is a duplicate, too late or does not open.
+fn deliver_media(
+    shared: &Shared,
+    liveness: &Liveness,
+    track: Arc<RemoteTrack>,
+    h: MediaHeader,
+    d: Bytes,
+) {
+    let stats = &shared.stats;
+    let fresh = track.stream.arrived(
+        h.sequence,
+        h.timestamp_us,
+        liveness.link,
+        std::time::Instant::now(),
+    );
+    if !fresh {
+        // Its copy came by the other link (or key) of a move.
+        bump(&stats.media_duplicate, 1);
+        return;
+    }
+    if !track
+        .lateness
+        .on_time(h.timestamp_us, now_us(), shared.max_media_lateness_us)
+    {
+        bump(&stats.media_late, 1);
+        return;
+    }
+    let payload = match shared.e2ee(h.channel.0) {
+        None => d.slice(MEDIA_HEADER_LEN..),
+        Some(ring) => match ring.open_media(&d, &track.user, &track.name) {
+            Ok(p) => {
+                ring.note_success(&track.user);
+                p
+            }
+            Err(error) => {
+                bump(&stats.media_undecryptable, 1);
+                if ring.note_failure(&track.user, error) {
+                    debug!(channel = %track.channel, user = %track.user, %error, "media did not open");
+                    shared.events.push(Event::Undecryptable {
+                        channel: track.channel.clone(),
+                        user: track.user.clone(),
+                        error,
+                    });
                 }
-                Err(error) => {
-                    bump(&stats.media_undecryptable, 1);
-                    if ring.note_failure(&track.user, error) {
-                        debug!(channel = %track.channel, user = %track.user, %error, "media did not open");
-                        shared.events.push(Event::Undecryptable {
-                            channel: track.channel.clone(),
-                            user: track.user.clone(),
-                            error,
-                        });
-                    }
-                    continue;
-                }
-            },
+                return;
+            }
+        },
+    };
+    bump(&stats.media_received, 1);
+    if let Some(players) = &shared.players {
+        let kind = match h.track.kind() {
+            protocol::MediaKind::Audio => TrackKind::Audio,
+            protocol::MediaKind::Video => TrackKind::Video,
+            protocol::MediaKind::Other => TrackKind::Data,
         };
-        bump(&stats.media_received, 1);
-        if let Some(players) = &shared.players {
-            let kind = match h.track.kind() {
-                protocol::MediaKind::Audio => TrackKind::Audio,
-                protocol::MediaKind::Video => TrackKind::Video,
-                protocol::MediaKind::Other => TrackKind::Data,
-            };
-            players.push(&track, kind, h.sequence, h.timestamp_us, payload);
-            continue;
-        }
-        let now = SystemTime::now();
-        let queued = shared.events.push_media(Media {
-            channel: track.channel.clone(),
-            user: track.user.clone(),
-            track: track.name.clone(),
-            sequence: h.sequence,
-            timestamp_us: h.timestamp_us,
-            payload,
-            received_at: now,
-            played_at: now,
-        });
-        if !queued {
-            bump(&stats.media_dropped, 1);
-        }
+        players.push(&track, kind, h.sequence, h.timestamp_us, payload);
+        return;
+    }
+    let now = SystemTime::now();
+    let queued = shared.events.push_media(Media {
+        channel: track.channel.clone(),
+        user: track.user.clone(),
+        track: track.name.clone(),
+        sequence: h.sequence,
+        timestamp_us: h.timestamp_us,
+        payload,
+        received_at: now,
+        played_at: now,
+    });
+    if !queued {
+        bump(&stats.media_dropped, 1);
     }
 }
 

@@ -217,7 +217,8 @@ async fn failover_rejoins_republishes_and_replays() {
         1
     );
 
-    // Media in: known keys become events, unknown ones are counted.
+    // Media in: known keys become events; unknown ones are held for their
+    // kind's deadline (the announcement may only be late), then counted.
     conn.conn.send_datagram(media(999, 1)).unwrap();
     conn.conn.send_datagram(media(100, 1)).unwrap();
     let Event::Media(m) = wait_for(&client, |e| matches!(e, Event::Media(_))).await else {
@@ -228,6 +229,13 @@ async fn failover_rejoins_republishes_and_replays() {
         ("bob", "cam", 1)
     );
     assert_eq!(&m.payload[..], b"payload");
+    assert_eq!(client.stats().snapshot().media_unknown_track, 0, "held");
+    let counted = tokio::time::timeout(Duration::from_secs(2), async {
+        while client.stats().snapshot().media_unknown_track == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(counted.await.is_ok(), "the unknown track given up");
     assert_eq!(client.stats().snapshot().media_unknown_track, 1);
 
     // Three messages, only the first acknowledged.

@@ -15,9 +15,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use protocol::datagram::MediaHeader;
 use protocol::limits::MAX_MEMBER_EDGES;
 use protocol::pb::{self, server_frame::Kind as SK, DirectoryMember, TrackInfo};
 use protocol::{ChannelId, EdgeId, TrackKey};
+use repair::early::EarlyMedia;
 
 use super::remote::{Merged, RemoteEntries};
 use super::roster::{MemberView, Roster};
@@ -110,6 +113,8 @@ pub struct ChannelState<C> {
     roster: Roster,
     /// The one index of track ownership, local and remote.
     tracks: HashMap<TrackKey, TrackOwner>,
+    /// Relayed media of tracks not in `tracks` yet.
+    early: EarlyMedia,
     /// Sessions touched by the change under way ([`ChannelState::change`]).
     touched: Vec<u64>,
     /// Bumped on every local change; the directory report carries it.
@@ -136,6 +141,7 @@ impl<C> Default for ChannelState<C> {
             remote: RemoteEntries::default(),
             roster: Roster::default(),
             tracks: HashMap::new(),
+            early: EarlyMedia::default(),
             touched: Vec::new(),
             local_generation: 0,
             reported: None,
@@ -303,6 +309,22 @@ impl<C> ChannelState<C> {
     ) -> Option<impl Iterator<Item = &C> + '_> {
         let owner = self.track_owner(track)?;
         Some(self.media_recipients(&owner.user, None))
+    }
+
+    /// Hold a relayed packet of a track not known here yet, until an entry
+    /// names it ([`EarlyMedia`]); how many held packets were dropped.
+    pub fn hold_early(&mut self, header: MediaHeader, media: Bytes, now: Instant) -> usize {
+        self.early.hold(header, media, now)
+    }
+
+    /// The held packets whose track is known now, in the order they came,
+    /// and how many were dropped as too old.
+    pub fn release_early(&mut self, now: Instant) -> (Vec<(MediaHeader, Bytes)>, usize) {
+        if self.early.is_empty() {
+            return (vec![], 0);
+        }
+        let tracks = &self.tracks;
+        self.early.release(|t| tracks.contains_key(&t), now)
     }
 
     /// The local clients that get `msg`: sessions that may subscribe, of
