@@ -1081,6 +1081,10 @@ fn print_summary(r: &Report) {
             "everyone starts at once: to first media, ms",
             pct(&f.start_together_ms),
         ),
+        (
+            "joins to the roster listing everyone, ms",
+            pct(&f.roster_wait_ms),
+        ),
         ("media latency at playout, ms", pct(&f.media_latency_ms)),
         (
             "media loss (every expected stream)",

@@ -4,7 +4,7 @@
 //! included), message delivery per sender, and media gaps around injected
 //! failures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +45,12 @@ struct Inner {
     sent: HashMap<(String, String), u64>,
     /// Members of each channel (receivers of its messages).
     members: HashMap<String, Vec<String>>,
+    /// Per (client, channel): the other members its SDK has listed
+    /// (`MemberJoined`).
+    listed: HashMap<(String, String), HashSet<String>>,
+    /// From a client's joins to its SDK listing every other member of a
+    /// channel, ms.
+    roster_wait_ms: Vec<f64>,
     /// When failures were injected.
     failures: Vec<Instant>,
     /// Last media arrival per receiver, any stream.
@@ -289,6 +295,10 @@ pub struct Felt {
     /// client; a user's own time to first media is the late joiners'
     /// `first_media` figure.
     pub start_together_ms: Option<Pct>,
+    /// From a client's joins to its SDK listing every other member of a
+    /// channel (when it starts sending there): how long a join takes to
+    /// reach the other members' edges.
+    pub roster_wait_ms: Option<Pct>,
     pub media_latency_ms: Option<Pct>,
     /// 1 - received / sent of [`MediaStreams`]: a silent stream counts as
     /// all lost.
@@ -331,6 +341,36 @@ impl Recorder {
         if !m.iter().any(|u| u == user) {
             m.push(user.into());
         }
+    }
+
+    /// `client`'s SDK listed `user` as a member of `channel`: its edge now
+    /// knows the edge `user` is on, so what `client` sends reaches it.
+    pub fn member_listed(&self, client: &str, channel: &str, user: &str) {
+        let mut r = self.inner.lock().unwrap();
+        let key = (client.to_string(), channel.to_string());
+        r.listed.entry(key).or_default().insert(user.to_string());
+    }
+
+    /// Whether `client`'s SDK lists every other member of `channel` (in a
+    /// large channel, where members are counted and not listed: whether
+    /// its `count` has them all).
+    pub fn lists_everyone(&self, client: &str, channel: &str, count: Option<u64>) -> bool {
+        let r = self.inner.lock().unwrap();
+        let members = r.members.get(channel).map_or(&[][..], |m| m.as_slice());
+        if let Some(count) = count {
+            return count >= members.len() as u64;
+        }
+        let listed = r.listed.get(&(client.to_string(), channel.to_string()));
+        members
+            .iter()
+            .filter(|m| *m != client)
+            .all(|m| listed.is_some_and(|l| l.contains(m)))
+    }
+
+    /// A client waited `took` for its roster before sending.
+    pub fn roster_waited(&self, took: Duration) {
+        let mut r = self.inner.lock().unwrap();
+        r.roster_wait_ms.push(took.as_secs_f64() * 1e3);
     }
 
     pub fn message_sent(&self, channel: &str, user: &str) {
@@ -547,6 +587,7 @@ impl Recorder {
             joins,
             join_failures,
             start_together_ms: Pct::of(&mut r.start_together_ms),
+            roster_wait_ms: Pct::of(&mut r.roster_wait_ms),
             media_latency_ms: Pct::of(r.latency_ms.values_mut()),
             media_loss: loss((media_streams.sent, media_streams.received)),
             playout_loss: PerKind {
@@ -576,8 +617,9 @@ impl Inner {
     }
 
     /// Every expected (receiver, stream): each published stream, for each
-    /// other member of its channel. The lab sends only once every client
-    /// joined, so a receiver was a member for all its publisher sent.
+    /// other member of its channel. A client sends in a channel only once
+    /// its SDK lists every other member (its edge knows their edges), so a
+    /// receiver was reachable for all its publisher sent.
     fn media_streams(&self) -> MediaStreams {
         let mut out = MediaStreams::default();
         for (id, p) in &self.published {

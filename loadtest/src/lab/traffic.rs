@@ -23,6 +23,14 @@ const VIDEO_BYTES: usize = 800;
 const CHAT_INTERVAL: Duration = Duration::from_millis(500);
 /// Group rooms hold this many members at most.
 const ROOM_SIZE: usize = 4;
+/// A client starts talking in a channel once its SDK lists every other
+/// member, as an app starts a call when the others are in: before that its
+/// edge does not know every other member's edge, and what it sent would be
+/// lost on the way to them for a reason that is not the network's (a join
+/// takes a round trip through the channel's directory homes to reach the
+/// other edges). It starts anyway after this long (a member that never
+/// came), and the wait is in the report (`roster_wait_ms`).
+const ROSTER_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// How one client reaches the network.
 #[derive(Clone)]
@@ -94,7 +102,8 @@ pub const LIVE: &str = "live";
 
 impl Traffic {
     /// Connect every client, join everybody to its channels, then start
-    /// sending once all are in (so that every message has its full audience).
+    /// sending once all are in and listed (so that every message and every
+    /// media packet has its full audience).
     pub async fn start(
         specs: Vec<ClientSpec>,
         app: &App,
@@ -313,6 +322,7 @@ async fn listen(
                 rec.media(&me, &m);
             }
             Event::Message(m) => rec.message(&me, &m),
+            Event::MemberJoined { channel, user } => rec.member_listed(&me, &channel, &user),
             _ => {}
         }
     }
@@ -347,6 +357,7 @@ async fn talk(
     } else {
         (AUDIO_INTERVAL, AUDIO_BYTES)
     };
+    wait_for_roster(&channel, &me, &rec, &stop).await;
     let payload = vec![0x5au8; bytes];
     let chat_every = if video {
         CHAT_INTERVAL * 2
@@ -384,6 +395,21 @@ async fn talk(
             }
         }
     }
+}
+
+/// Until `me`'s SDK lists every other member of `channel` (at most
+/// [`ROSTER_WAIT_LIMIT`]).
+async fn wait_for_roster(channel: &sdk::Channel, me: &str, rec: &Recorder, stop: &AtomicBool) {
+    let started = Instant::now();
+    let name = channel.name.as_str();
+    while started.elapsed() < ROSTER_WAIT_LIMIT && !stop.load(Ordering::Acquire) {
+        let count = channel.is_large().then(|| channel.member_count());
+        if rec.lists_everyone(me, name, count) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rec.roster_waited(started.elapsed());
 }
 
 /// A client config that asks `controllers` (in turn) for its shortlist,
