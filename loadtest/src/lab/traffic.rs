@@ -395,6 +395,13 @@ async fn talk(
             }
         }
     }
+    // Stopped sending, still in the call: the track stays published (and
+    // the channel joined) until the lab ends the clients. Unpublishing now
+    // would race the last packets (the edge reads the control stream and
+    // the datagrams apart, and drops media of a track it no longer has):
+    // measured, each stream's last packet lost, 0.13-0.15% of a 25 s run.
+    let _keep = (track, channel);
+    std::future::pending::<()>().await;
 }
 
 /// Until `me`'s SDK lists every other member of `channel` (at most
