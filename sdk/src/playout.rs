@@ -39,12 +39,21 @@
 //! video frame's packets, which a player can only use together. Excesses
 //! above `max_delay` (media queued through an outage) are left out: no
 //! allowed target could have saved them. The target is
-//! `jitter_multiplier × p95`, clamped to `[min_delay, max_delay]`. It rises
-//! at once, and a late packet raises it at once to that packet's excess
-//! (if within `max_delay`), so that the next one as late is on time. It
-//! falls only as the window forgets the high samples (over 5 s), and then
-//! by at most 2% of elapsed time (20 ms per second): this asymmetry is what
-//! keeps the buffer from oscillating.
+//! `jitter_multiplier × p95`, clamped to `[min_delay, max_delay]`, and a
+//! late packet raises what it asks for to that packet's excess (if within
+//! `max_delay`), so that the next one as late is on time. Once frames play,
+//! the target rises towards that by at most half the elapsed time
+//! ([`RISE`]: playout slowed to two thirds, which a player absorbs by
+//! stretching audio and holding video frames), not at once: a target raised
+//! at once stops playout for the whole rise, a stall of its own (measured
+//! at 10% loss and 50 ms jitter: a third of audio's stalled time was gaps
+//! with no packet missing, the target raised by 135 ms on average). Only
+//! when two packets in a row come late (the path got slower, not one
+//! packet) does it rise at once, as before frames play. It falls only as
+//! the window forgets the high samples (over 5 s), and then by at most 2%
+//! of elapsed time (20 ms per second): this asymmetry is what keeps the
+//! buffer from oscillating. A baseline that drops raises the target by as
+//! much at once, which moves no deadline.
 //!
 //! **Order, gaps, lateness.** Frames come out in sequence order, each once.
 //! Sender timestamps grow with the sequence, so when a held packet's
@@ -115,6 +124,9 @@ const QUANTILE: f64 = 0.95;
 /// the elapsed time: 2% (20 ms per second) is a rate a player can absorb
 /// inaudibly by time-stretching audio, and slow enough not to oscillate.
 const SLEW: f64 = 0.02;
+/// Once frames play, the target rises by at most this fraction of the
+/// elapsed time, unless packets keep coming late (see the module doc).
+const RISE: f64 = 0.5;
 /// Elapsed time counted for one slew step at most, so that a long silence
 /// does not move held packets' deadlines by more than [`TOLERANCE`] at once.
 const MAX_STEP_US: i64 = 250_000;
@@ -505,7 +517,7 @@ impl JitterBuffer {
             self.reset_path(ext);
             return self.ahead(ext, a);
         }
-        self.delay.add_sample(a.now_us, transit);
+        self.delay.add_sample(a.now_us, transit, late);
         self.max_sent = Some(self.max_sent.map_or(a.sent_us, |m| m.max(a.sent_us)));
         let held = Held {
             sent_us: a.sent_us,
@@ -560,7 +572,7 @@ impl JitterBuffer {
     fn late_behind(&mut self, a: Arrival) -> Pushed {
         let transit = a.transit_us();
         let excess = self.delay.observe(transit);
-        self.delay.add_sample(a.now_us, transit);
+        self.delay.add_sample(a.now_us, transit, true);
         if excess > self.delay.target_us {
             self.delay.bump(excess);
         }
@@ -664,6 +676,7 @@ impl JitterBuffer {
         let deadline = self.delay.deadline_us(held.sent_us);
         match held.payload {
             Some(payload) if now_us <= deadline.saturating_add(TOLERANCE_US) => {
+                self.delay.playing = true;
                 let delay = now.saturating_duration_since(held.arrived);
                 self.counts.frames_played += 1;
                 self.counts.delay_total += delay;
@@ -733,9 +746,16 @@ struct DelayEstimator {
     /// The last [`WINDOW_US`] of transits, in arrival order.
     samples: VecDeque<Sample>,
     scratch: Vec<i64>,
-    /// What the window asks for.
+    /// What the window, or a late packet ([`Self::late_us`]), asks for.
     desired_us: i64,
     target_us: i64,
+    /// The excess of the latest late packet, falling as the target does:
+    /// the target is asked to cover it even when the window does not.
+    late_us: i64,
+    /// Frames have played: the target rises gradually ([`RISE`]).
+    playing: bool,
+    /// Packets pushed late in a row, up to this one.
+    late_run: u32,
     last_tick_us: Option<i64>,
 }
 
@@ -752,6 +772,9 @@ impl DelayEstimator {
             scratch: Vec::new(),
             desired_us: min_us,
             target_us: min_us,
+            late_us: 0,
+            playing: false,
+            late_run: 0,
             last_tick_us: None,
         }
     }
@@ -776,8 +799,12 @@ impl DelayEstimator {
         self.last_tick_us = Some(last.max(now_us));
         self.prune(now_us);
         let slew = (dt as f64 * SLEW) as i64;
+        self.late_us = (self.late_us - slew).max(0);
         if self.target_us > self.desired_us {
             self.target_us = (self.target_us - slew).max(self.desired_us);
+        } else {
+            let rise = (dt as f64 * RISE) as i64;
+            self.target_us = (self.target_us + rise).min(self.desired_us);
         }
         let floor = self.samples.iter().map(|s| s.transit_us).min();
         if let (Some(base), Some(floor)) = (self.baseline_us, floor) {
@@ -787,33 +814,49 @@ impl DelayEstimator {
         }
     }
 
-    /// Take a transit into the baseline; its excess over it.
+    /// Take a transit into the baseline; its excess over it. A baseline
+    /// that drops raises the target (and the late packet's excess) by as
+    /// much, so no deadline moves.
     fn observe(&mut self, transit_us: i64) -> i64 {
         let base = self.baseline_us.map_or(transit_us, |b| b.min(transit_us));
+        if let Some(drop) = self.baseline_us.map(|b| b - base).filter(|d| *d > 0) {
+            self.target_us = (self.target_us + drop).min(self.max_us);
+            self.late_us = self.late_us.saturating_add(drop);
+        }
         self.baseline_us = Some(base);
         transit_us.saturating_sub(base).max(0)
     }
 
-    /// Add a transit to the window; the target rises at once to what the
-    /// window asks for.
-    fn add_sample(&mut self, now_us: i64, transit_us: i64) {
+    /// Add a transit to the window and ask for what it needs. Every
+    /// packet of a track passes here: `late` says whether it came late.
+    fn add_sample(&mut self, now_us: i64, transit_us: i64, late: bool) {
         self.samples.push_back(Sample {
             at_us: now_us,
             transit_us,
         });
         self.prune(now_us);
-        self.desired_us = self.window_target();
-        self.target_us = self.target_us.max(self.desired_us);
+        self.late_run = if late { self.late_run + 1 } else { 0 };
+        let window = self.window_target();
+        self.ask(window);
     }
 
     /// A packet `excess_us` behind the fastest path was late: cover the
     /// next one like it, if any allowed target can.
     fn bump(&mut self, excess_us: i64) {
         if excess_us <= self.max_us {
-            self.target_us = self
-                .target_us
-                .max(excess_us)
-                .clamp(self.min_us, self.max_us);
+            self.late_us = self.late_us.max(excess_us);
+            let desired = self.desired_us;
+            self.ask(desired);
+        }
+    }
+
+    /// Aim at `window_us` or the late packet's excess, whichever is more;
+    /// get there at once before frames play or when packets keep coming
+    /// late, else gradually ([`Self::tick`]).
+    fn ask(&mut self, window_us: i64) {
+        self.desired_us = window_us.max(self.late_us).clamp(self.min_us, self.max_us);
+        if !self.playing || self.late_run >= 2 {
+            self.target_us = self.target_us.max(self.desired_us);
         }
     }
 
@@ -822,6 +865,9 @@ impl DelayEstimator {
         self.baseline_us = None;
         self.samples.clear();
         self.desired_us = self.min_us;
+        self.late_us = 0;
+        self.playing = false;
+        self.late_run = 0;
     }
 
     fn prune(&mut self, now_us: i64) {
@@ -1259,11 +1305,28 @@ mod tests {
             (stats.late, stats.concealed, stats.frames_played),
             (1, 1, 99)
         );
-        // It raised the target at once to cover a repair that slow next
-        // time (one sample in a hundred does not move the 95th percentile).
+        // It raises the target to cover a repair that slow next time (one
+        // sample in a hundred does not move the 95th percentile): not at
+        // once, which would stop playout for the whole rise, but at half
+        // the elapsed time, there within 200 ms.
         let at = run.pushed.iter().position(|p| *p == (50, Pushed::Late));
-        assert_eq!(run.targets[at.unwrap()].1, ms(100));
-        assert!(stats.target_delay < ms(100), "and it falls back slowly");
+        let at = at.unwrap();
+        assert!(run.targets[at].1 < ms(50), "{:?}", run.targets[at]);
+        let risen = run.targets[at..at + 12].iter().map(|t| t.1).max();
+        assert!(risen >= Some(ms(90)), "{risen:?}");
+        assert!(stats.target_delay < ms(90), "and it falls back slowly");
+        assert_eq!(stats.stalls, 0, "one late packet is no stall");
+    }
+
+    #[test]
+    fn packets_late_in_a_row_raise_the_target_at_once() {
+        // From packet 100 on the path is 100 ms slower: the second late
+        // packet in a row raises the target to cover it at once, so only
+        // those two are lost.
+        let packets = audio(200, |i| Some(ms(if i < 100 { 30 } else { 130 })));
+        let (run, stats) = run(PlayoutConfig::audio(), packets);
+        assert_eq!(run.concealed(), vec![100, 101], "{stats:?}");
+        assert_every_slot_once(&run, 0..200);
     }
 
     #[test]
@@ -1278,7 +1341,9 @@ mod tests {
             run.out.last().unwrap(),
             &(arrived, Playout::Concealed { seq: 99 })
         );
-        assert_eq!(stats.target_delay, ms(80));
+        // It asks for 80 ms; with nothing played after it, nothing has
+        // risen yet (the target rises with playout time).
+        assert!(stats.target_delay < ms(80), "{:?}", stats.target_delay);
     }
 
     #[test]
