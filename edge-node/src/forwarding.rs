@@ -133,7 +133,7 @@ impl EdgeCore {
         if deliver_to_subscribers(&ch.read(), &dg.header, &dg.media) {
             return;
         }
-        // Its track's entry has not come yet (forward::early): hold it.
+        // Its track's entry has not come yet (repair::early): hold it.
         let mut st = ch.write();
         if !deliver_to_subscribers(&st, &dg.header, &dg.media) {
             let dropped = st.hold_early(dg.header, dg.media.clone(), Instant::now());

@@ -779,6 +779,27 @@ mod tests {
     }
 
     #[test]
+    fn a_client_lists_everyone_once_its_sdk_named_every_other_member() {
+        let rec = Recorder::default();
+        for u in ["a", "b", "c"] {
+            rec.member("room", u);
+        }
+        assert!(!rec.lists_everyone("a", "room", None));
+        rec.member_listed("a", "room", "b");
+        rec.member_listed("b", "room", "c");
+        assert!(!rec.lists_everyone("a", "room", None), "c not yet, for a");
+        rec.member_listed("a", "room", "c");
+        assert!(rec.lists_everyone("a", "room", None));
+        assert!(
+            !rec.lists_everyone("b", "room", None),
+            "b has not heard of a"
+        );
+        // A large channel counts its members (its own session included).
+        assert!(!rec.lists_everyone("b", "room", Some(2)));
+        assert!(rec.lists_everyone("b", "room", Some(3)));
+    }
+
+    #[test]
     fn sequence_sets_merge_ranges_and_refuse_repeats() {
         let mut s = SeqSet::default();
         for seq in [5, 7, 6, 1, 3, 2, 9, 0] {
