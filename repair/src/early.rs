@@ -51,15 +51,6 @@ impl EarlyMedia {
         self.held.is_empty()
     }
 
-    /// When the oldest held packet expires (a caller with nothing else to
-    /// wake it looks again then); None while nothing is held.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.held
-            .iter()
-            .map(|e| e.at + crate::deadline(e.header.track.kind()))
-            .min()
-    }
-
     /// Hold a packet whose track is unknown. Returns how many packets were
     /// dropped to make room or for their age.
     pub fn hold(&mut self, header: MediaHeader, media: Bytes, now: Instant) -> usize {

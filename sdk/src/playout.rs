@@ -835,7 +835,11 @@ impl DelayEstimator {
             transit_us,
         });
         self.prune(now_us);
-        self.late_run = if late { self.late_run + 1 } else { 0 };
+        self.late_run = if late {
+            self.late_run.saturating_add(1)
+        } else {
+            0
+        };
         let window = self.window_target();
         self.ask(window);
     }
