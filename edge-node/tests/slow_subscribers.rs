@@ -2,10 +2,12 @@
 //! subscriber that stops reading its control stream, in a
 //! channel with a healthy subscriber: the edge bounds what it holds for the
 //! slow ones (oldest media dropped and counted; a client that does not read
-//! is disconnected), and the healthy one gets everything on time.
+//! is disconnected), the slow one still gets every message, and the
+//! healthy one gets everything on time.
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -14,6 +16,17 @@ use protocol::pb::{server_frame::Kind as SK, ErrorCode};
 use testkit::netem::{LinkProfile, LinkRule};
 
 const MESSAGES: u64 = 2_000;
+/// 2,000 of them (about 700 kB with framing) fit the slow subscriber's
+/// receive window (quinn's default, 1.25 MB), so it keeps its session, and
+/// keep its link busy for seconds, so the edge's media queue for it
+/// overflows (with chat-sized 100 B messages BBR sent the media on into
+/// the narrow link, which dropped it instead).
+const MESSAGE_BYTES: usize = 300;
+/// The stopped reader's stream receive window. A reader that stops is
+/// noticed once the window is full and the edge's frame queue behind it
+/// overflows; quinn's default window (1.25 MB) would take more messages
+/// than the test sends.
+const STOPPED_WINDOW: u32 = 16 * 1024;
 const MEDIA: u32 = 2_000;
 const SUBSCRIBER_QUEUE: usize = 64;
 const FRAME_QUEUE: usize = 256;
@@ -60,7 +73,13 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         let track = publisher.publish(channel, "cam").await.unwrap();
         let mut healthy = RawClient::connect_from(endpoint_at("127.0.0.3"), addr, &ca).await;
         healthy.join("room", "healthy").await;
-        let mut stopped = RawClient::connect_from(endpoint_at("127.0.0.4"), addr, &ca).await;
+        let mut small_window = client_config(&ca, protocol::alpn::CLIENT_V1);
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window(STOPPED_WINDOW.into());
+        small_window.transport_config(Arc::new(transport));
+        let mut stopped = RawClient::open_with(&endpoint_at("127.0.0.4"), addr, small_window)
+            .await
+            .unwrap();
         stopped.join("room", "stopped").await;
         let mut slow = RawClient::connect_from(endpoint_at("127.0.0.5"), addr, &ca).await;
         slow.join("room", "slow").await;
@@ -92,26 +111,26 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
             })
         };
         let healthy_messages = tokio::spawn(async move {
-            let mut seqs = vec![];
-            while (seqs.len() as u64) < MESSAGES {
-                match healthy.recv().await {
-                    Some(SK::Message(m)) => seqs.push(m.seq),
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            seqs
+            let seqs = read_messages(&mut healthy, STEP).await;
+            (seqs, healthy)
+        });
+        // Messages queue behind the media on the slow link until it stops.
+        let slow_messages = tokio::spawn(async move {
+            let seqs = read_messages(&mut slow, Duration::from_secs(20)).await;
+            (seqs, slow)
         });
 
-        // 2,000 media packets of 600 B over about 2 s, and 2,000 messages of
-        // 1 KiB interleaved.
+        // 2,000 media packets of 600 B over about 2 s, and 2,000 messages
+        // interleaved.
         let payload = vec![0u8; 600];
         let mut seq = 0;
         for i in 0..MEDIA {
             publisher.media(channel, track, i, &payload);
             if seq < MESSAGES {
                 seq += 1;
-                publisher.message(channel, seq, &[b'm'; 1024]).await;
+                publisher
+                    .message(channel, seq, &[b'm'; MESSAGE_BYTES])
+                    .await;
             }
             if i % 10 == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -119,12 +138,9 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         }
 
         // The healthy subscriber: every message in order, nearly all media.
-        let seqs = healthy_messages.await.unwrap();
-        assert_eq!(
-            seqs,
-            (1..=MESSAGES).collect::<Vec<_>>(),
-            "healthy: messages"
-        );
+        let every_message = (1..=MESSAGES).collect::<Vec<_>>();
+        let (seqs, _healthy) = healthy_messages.await.unwrap();
+        assert_eq!(seqs, every_message, "healthy: messages");
         let got = healthy_media.await.unwrap();
         assert!(
             got >= MEDIA * 95 / 100,
@@ -145,23 +161,28 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
             ) >= 1.0
         );
 
-        // The slow one keeps its session and gets what its link carries; the
-        // edge dropped the oldest of the rest, counted.
+        // The slow one keeps its session and gets what its link carries of
+        // the media (the edge dropped the oldest of the rest, counted) and
+        // every message.
         let slow_got = slow_media.await.unwrap();
+        let (slow_seqs, slow) = slow_messages.await.unwrap();
         let dropped = metric(
             "rtn_edge_media_dropped_total",
             &[("reason", "subscriber_queue_full")],
         );
         println!(
             "healthy {got}/{MEDIA} media, {} messages; slow {slow_got}/{MEDIA} media, \
-             {dropped} dropped at the edge",
-            seqs.len()
+             {dropped} dropped at the edge, {} messages",
+            seqs.len(),
+            slow_seqs.len()
         );
+        assert_eq!(slow_seqs, every_message, "slow: messages");
         assert!(dropped > 0.0, "the slow subscriber's queue overflowed");
         assert!(slow_got > 0 && slow_got < MEDIA, "slow: {slow_got}");
+        let slow_closed = slow.conn.close_reason();
         assert!(
-            slow.conn.close_reason().is_none(),
-            "the slow one stays connected"
+            slow_closed.is_none(),
+            "the slow one stays connected: {slow_closed:?}"
         );
         // What the edge holds for subscribers stays bounded by their queues.
         assert!(metric("rtn_edge_client_queue_packets", &[]) <= (4 * SUBSCRIBER_QUEUE) as f64);
@@ -170,4 +191,21 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
     })
     .await
     .expect("bounded");
+}
+
+/// The sequence numbers of the messages `client` reads, up to [`MESSAGES`]
+/// or until none comes for `patience`.
+async fn read_messages(client: &mut RawClient, patience: Duration) -> Vec<u64> {
+    let mut seqs = vec![];
+    while (seqs.len() as u64) < MESSAGES {
+        let next = client.recv_until(|k| match k {
+            SK::Message(m) => Some(m.seq),
+            _ => None,
+        });
+        match tokio::time::timeout(patience, next).await {
+            Ok(Ok(seq)) => seqs.push(seq),
+            _ => break,
+        }
+    }
+    seqs
 }

@@ -130,7 +130,9 @@ impl RawClient {
         Self::open_with(endpoint, addr, config).await
     }
 
-    async fn open_with(
+    /// [`RawClient::open`] with a config of the caller's (a transport of
+    /// its own: a small receive window, say).
+    pub async fn open_with(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         config: quinn::ClientConfig,
