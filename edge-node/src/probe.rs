@@ -178,6 +178,14 @@ struct Target {
     /// dead for having been probed slowly before.
     interval: Duration,
     interval_since: Instant,
+    /// When the peer last acknowledged what this edge sent on its relay
+    /// connection: like a probe's answer, proof that each end hears the
+    /// other, and far more frequent on a link carrying media. A live link
+    /// whose loss just rose (and is not measured yet) leaves a few probes
+    /// in a row unanswered by chance (a system test at 10% loss each way
+    /// saw a live relay called dead that way, its media sent around it);
+    /// its connection's acknowledgements keep coming.
+    acked_at: Option<Instant>,
     /// Its relay connection went silent ([`TransportSilence`]) or the peer
     /// closed it going away: dead until a probe is answered.
     link_lost: bool,
@@ -296,6 +304,15 @@ impl Prober {
         answered.then_some(rtt)
     }
 
+    /// `peer` acknowledged, at `now`, something this edge sent on its relay
+    /// connection: alive (not revived if its link was lost).
+    pub fn acked(&self, peer: EdgeId, now: Instant) {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = targets.get_mut(&peer) {
+            t.acked_at = Some(now);
+        }
+    }
+
     /// `peer`'s relay connection went silent, or the peer closed it going
     /// away: dead now (if probed), until a probe is answered. True if that
     /// made it dead.
@@ -378,6 +395,7 @@ impl Prober {
                 measuring: false,
                 interval: PROBE_INTERVAL,
                 interval_since: now,
+                acked_at: None,
                 link_lost: false,
                 // Not heard from yet: its first probes may go to a
                 // connection being dialled, or to a process gone.
@@ -416,10 +434,12 @@ impl Prober {
                     t.stats.on_probe_sent(seq, now);
                 }
             }
+            let heard = t.stats.last_heard().is_some() || t.acked_at.is_some();
             let silent = t.link_lost
-                || match t.stats.last_heard() {
-                    Some(_) => !is_alive(t, now),
-                    None => now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval,
+                || if heard {
+                    !is_alive(t, now)
+                } else {
+                    now.duration_since(t.probing_since) > FIRST_ANSWER_GRACE + t.interval
                 };
             if silent {
                 dead.insert(peer);
@@ -439,6 +459,9 @@ pub struct TransportSilence {
     conn: usize,
     udp_rx: u64,
     sent: u64,
+    /// The connection and its ACK frames received at the last look
+    /// ([`TransportSilence::newly_acked`]).
+    acks_rx: (usize, u64),
     /// The first look that saw this edge send with nothing received since.
     unanswered_since: Option<Instant>,
     /// Sends counted before that look: those after it are unanswered.
@@ -447,6 +470,14 @@ pub struct TransportSilence {
 }
 
 impl TransportSilence {
+    /// Whether the peer acknowledged anything since the last call (on the
+    /// same connection): see `Target::acked_at`.
+    pub fn newly_acked(&mut self, c: &TransportCounts) -> bool {
+        let acked = self.acks_rx.0 == c.conn && c.acks_rx > self.acks_rx.1;
+        self.acks_rx = (c.conn, c.acks_rx);
+        acked
+    }
+
     /// Look at a connection's counters `c` at `now` (UDP datagrams
     /// received, ack-eliciting frames sent: media, probes and messages; its
     /// RTT), on a link whose probes lose `loss()` (round trip; read only
@@ -472,6 +503,7 @@ impl TransportSilence {
                 conn: c.conn,
                 udp_rx: c.udp_rx,
                 sent: c.sent,
+                acks_rx: self.acks_rx,
                 unanswered_since: None,
                 sent_before_silence: c.sent,
                 last_look: Some(now),
@@ -507,11 +539,15 @@ fn dead_after(t: &Target) -> Duration {
     t.interval * intervals + t.stats.rtt().unwrap_or_default()
 }
 
-/// Heard from within [`dead_after`], counting from the last change of its
-/// probe rate at the earliest.
+/// Heard from (a probe answered, or its relay connection acknowledged)
+/// within [`dead_after`], counting from the last change of its probe rate
+/// at the earliest.
 fn is_alive(t: &Target, now: Instant) -> bool {
     let after = dead_after(t);
-    t.stats.is_alive(now, after) || now.saturating_duration_since(t.interval_since) <= after
+    t.stats.is_alive(now, after)
+        || t.acked_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= after)
+        || now.saturating_duration_since(t.interval_since) <= after
 }
 
 /// Probe the current table's targets, and watch the relay connections of
@@ -664,6 +700,9 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
+        if silence.newly_acked(&c) {
+            core.prober.acked(c.peer, now);
+        }
         match silence.look(now, &c, || core.prober.loss(c.peer)) {
             Silence::None => {}
             Silence::Suspect => {
@@ -706,6 +745,7 @@ mod tests {
             conn,
             udp_rx,
             sent,
+            acks_rx: 0,
             rtt,
         }
     }
@@ -738,6 +778,41 @@ mod tests {
         // Targets no longer wanted are forgotten.
         p.round(&set(&[2]), &none, |_, _| true);
         assert!(p.dead.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_peer_acknowledging_its_relay_connection_is_alive_while_its_probes_go_unanswered() {
+        let p = Prober::default();
+        let mut probes = vec![];
+        p.round(&set(&[2]), &BTreeSet::new(), |_, probe| {
+            probes.push(probe);
+            true
+        });
+        p.on_reply(2, probes[0]);
+        let later = Instant::now() + Duration::from_secs(5);
+        let alive_at = |at: Instant| is_alive(&p.targets.lock().unwrap()[&2], at);
+        assert!(!alive_at(later), "no answer for 5 s: dead");
+        p.acked(2, later - Duration::from_millis(100));
+        assert!(alive_at(later), "its connection acknowledged lately");
+        let after = dead_after(&p.targets.lock().unwrap()[&2]);
+        p.acked(2, later - after - Duration::from_millis(1));
+        assert!(!alive_at(later), "acknowledgements as old count no more");
+        // An unknown peer's acknowledgement is ignored.
+        p.acked(3, later);
+        assert!(p.targets.lock().unwrap().get(&3).is_none());
+    }
+
+    #[test]
+    fn acknowledgements_are_new_only_on_the_connection_that_counted_them() {
+        let mut s = TransportSilence::default();
+        let at = |acks_rx| TransportCounts {
+            acks_rx,
+            ..counts(7, 0, 0, Duration::from_millis(10))
+        };
+        assert!(!s.newly_acked(&at(5)), "another connection's counter");
+        assert!(s.newly_acked(&at(6)));
+        assert!(!s.newly_acked(&at(6)), "nothing new");
+        assert!(s.newly_acked(&at(9)));
     }
 
     #[test]

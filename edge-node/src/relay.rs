@@ -109,6 +109,8 @@ pub struct TransportCounts {
     pub conn: usize,
     pub udp_rx: u64,
     pub sent: u64,
+    /// ACK frames received: the peer acknowledging what this edge sent.
+    pub acks_rx: u64,
     pub rtt: Duration,
 }
 
@@ -410,6 +412,7 @@ impl RelayLinks {
                     conn: conn.stable_id(),
                     udp_rx: stats.udp_rx.datagrams,
                     sent: stats.frame_tx.datagram + stats.frame_tx.stream,
+                    acks_rx: stats.frame_rx.acks,
                     rtt: stats.path.rtt,
                 })
             })
