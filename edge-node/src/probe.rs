@@ -78,6 +78,15 @@ pub const MAX_DEAD_AFTER_INTERVALS: u32 = 10;
 /// At one in a million, a link probed five times a second is wrongly
 /// called dead about once in two days.
 pub const FALSE_DEAD_CHANCE: f64 = 1e-6;
+/// How long a next hop a rejoining client left for its silence
+/// (`Join.unreachable_edge`) is suspect on that word alone: long enough for
+/// this edge's own judgement (four round trips of silence after a send, or
+/// three probe intervals) to take over; a hop this edge neither sends to
+/// nor probes carries none of its traffic, and suspecting it costs
+/// nothing. Heard from meanwhile, it stops being suspect at once, so a
+/// client that names a live edge (its own network failed) costs copies
+/// for a round trip at most.
+pub const UNREACHABLE_HINT_TTL: Duration = Duration::from_secs(2);
 /// A target never heard from is dead once it has been probed this long:
 /// enough for a relay link's dial and handshake (a few RTTs) to complete.
 pub const FIRST_ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -121,6 +130,12 @@ pub const TRANSPORT_SUSPECT_MIN: Duration = Duration::from_millis(60);
 /// The most a live QUIC peer delays an acknowledgement (quinn's and the
 /// RFC's default `max_ack_delay`).
 pub const ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// The data behind a poisoned lock is still whole here: each holder
+/// changes it in one step.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Publish `set` on `tx`, waking its watchers only if it changed.
 fn replace_set(tx: &watch::Sender<BTreeSet<EdgeId>>, set: BTreeSet<EdgeId>) {
@@ -211,6 +226,12 @@ pub struct Prober {
     /// mesh pays one relaxed load, not a lock).
     suspect: watch::Sender<BTreeSet<EdgeId>>,
     any_suspect: AtomicBool,
+    /// The part of `suspect` its relay connection's silence made
+    /// ([`TransportSilence`]).
+    silent: Mutex<BTreeSet<EdgeId>>,
+    /// The part a rejoining client's word made
+    /// ([`Prober::hint_unreachable`]): each peer until when.
+    hinted: Mutex<HashMap<EdgeId, Instant>>,
 }
 
 impl Default for Prober {
@@ -224,6 +245,8 @@ impl Default for Prober {
             dead: watch::channel(BTreeSet::new()).0,
             suspect: watch::channel(BTreeSet::new()).0,
             any_suspect: AtomicBool::new(false),
+            silent: Mutex::default(),
+            hinted: Mutex::default(),
         }
     }
 }
@@ -282,16 +305,59 @@ impl Prober {
         self.any_suspect.load(Ordering::Relaxed)
     }
 
-    fn set_suspect(&self, suspect: BTreeSet<EdgeId>) {
-        self.any_suspect
-            .store(!suspect.is_empty(), Ordering::Relaxed);
-        replace_set(&self.suspect, suspect);
+    /// Whether `peer` is suspect for its relay connection's silence (not
+    /// only on a client's word).
+    fn is_silent(&self, peer: EdgeId) -> bool {
+        lock(&self.silent).contains(&peer)
+    }
+
+    /// The next hops whose relay connections are silent now.
+    fn set_suspect(&self, silent: BTreeSet<EdgeId>) {
+        *lock(&self.silent) = silent;
+        self.publish_suspects(Instant::now());
+    }
+
+    /// A client rejoining here left `peer` at `now` because it stopped
+    /// answering (`Join.unreachable_edge`): suspect it (media and frames
+    /// through it also go around it) for [`UNREACHABLE_HINT_TTL`], unless
+    /// it is heard from or found dead first. The client's link to it
+    /// crossed other paths than this edge's, but an edge that stopped
+    /// answering a client has most often died, and this edge would find
+    /// that out only a few round trips after sending through it.
+    pub fn hint_unreachable(&self, peer: EdgeId, now: Instant) {
+        if self.is_dead(peer) {
+            return;
+        }
+        lock(&self.hinted).insert(peer, now + UNREACHABLE_HINT_TTL);
+        self.publish_suspects(now);
+    }
+
+    /// `peer` answered: a client's word no longer makes it suspect.
+    fn heard_from(&self, peer: EdgeId) {
+        if lock(&self.hinted).remove(&peer).is_some() {
+            self.publish_suspects(Instant::now());
+        }
+    }
+
+    /// Publish the suspects: the silent hops and the hinted ones still
+    /// within their time and not dead.
+    fn publish_suspects(&self, now: Instant) {
+        let mut all = lock(&self.silent).clone();
+        {
+            let mut hinted = lock(&self.hinted);
+            hinted.retain(|_, until| *until > now);
+            let dead = self.dead.borrow();
+            all.extend(hinted.keys().filter(|p| !dead.contains(p)));
+        }
+        self.any_suspect.store(!all.is_empty(), Ordering::Relaxed);
+        replace_set(&self.suspect, all);
     }
 
     /// Record a reply; the RTT it measured if the statistics used it (for
     /// the RTT histogram).
     pub fn on_reply(&self, peer: EdgeId, p: Probe) -> Option<Duration> {
         let rtt = Duration::from_micros(self.now_us().saturating_sub(p.sent_at_us));
+        self.heard_from(peer);
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let target = targets.get_mut(&peer)?;
         target.link_lost = false;
@@ -703,12 +769,15 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
         if silence.newly_acked(&c) {
             core.prober.acked(c.peer, now);
         }
+        if silence.conn == c.conn && c.udp_rx != silence.udp_rx {
+            core.prober.heard_from(c.peer);
+        }
         match silence.look(now, &c, || core.prober.loss(c.peer)) {
             Silence::None => {}
             Silence::Suspect => {
                 if !core.prober.is_dead(c.peer) {
                     suspect.insert(c.peer);
-                    if !core.prober.is_suspect(c.peer) {
+                    if !core.prober.is_silent(c.peer) {
                         newly.push((c.peer, c.rtt));
                     }
                 }
@@ -800,6 +869,32 @@ mod tests {
         // An unknown peer's acknowledgement is ignored.
         p.acked(3, later);
         assert!(p.targets.lock().unwrap().get(&3).is_none());
+    }
+
+    #[test]
+    fn a_hop_a_client_found_unreachable_is_suspect_until_heard_from_or_its_time_is_up() {
+        let p = Prober::default();
+        let now = Instant::now();
+        p.hint_unreachable(2, now);
+        assert!(p.is_suspect(2) && !p.is_silent(2));
+        // The relay connections' looks keep it...
+        p.set_suspect(set(&[5]));
+        assert!(p.is_suspect(2) && p.is_suspect(5));
+        p.set_suspect(BTreeSet::new());
+        assert!(p.is_suspect(2) && !p.is_suspect(5));
+        // ...until it answers.
+        p.heard_from(2);
+        assert!(!p.is_suspect(2) && !p.has_suspects());
+        // A hint ends on its own, at the next look after its time.
+        p.hint_unreachable(3, now - UNREACHABLE_HINT_TTL - Duration::from_millis(1));
+        p.set_suspect(BTreeSet::new());
+        assert!(!p.is_suspect(3));
+        // A peer seen dead is routed around as dead already.
+        p.dead.send_modify(|d| {
+            d.insert(4);
+        });
+        p.hint_unreachable(4, now);
+        assert!(!p.is_suspect(4));
     }
 
     #[test]

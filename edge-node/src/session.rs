@@ -425,6 +425,14 @@ impl Session {
             return refuse(ErrorCode::TooManyChannels, message);
         }
         let session: u64 = rand::random();
+        // Before the greetings below: they go around the edge the client
+        // found dead, as everything else this edge sends through it.
+        let unreachable = j.unreachable_edge;
+        if unreachable != self.core.id && self.core.route_table().peers.contains_key(&unreachable) {
+            self.core
+                .prober
+                .hint_unreachable(unreachable, std::time::Instant::now());
+        }
         let channel = self.core.channel(id, &claims.app_id, &claims.channel);
         channel.update(|st| {
             st.insert_local(LocalMember {

@@ -360,6 +360,7 @@ async fn a_connection_sending_bad_joins_is_closed_after_its_budget_and_logged_on
                     subscribe_all: false,
                     channel: "room".into(),
                     member_edges: vec![],
+                    unreachable_edge: 0,
                 })),
             },
             &mut pipelined,

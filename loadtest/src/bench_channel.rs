@@ -355,6 +355,7 @@ async fn control(
             subscribe_all: true,
             channel: CHANNEL.into(),
             member_edges: vec![],
+            unreachable_edge: 0,
         }))
         .await?;
         c.recv_until(|k| {

@@ -262,6 +262,10 @@ export class Client implements ClientCore {
   #overlapTimer: ReturnType<typeof setInterval> | undefined;
   /** Set from a lost link until every channel is restored on a new one. */
   #outage: string | undefined;
+  /** The edge the last link was lost to by its silence (the watchdog's
+   * verdict), until the rejoins on a new link name it
+   * (`Join.unreachable_edge`): the new edge then sends around it at once. */
+  #unreachableEdge = 0;
   #restoring = 0;
   #restoreDeadline: number | undefined;
   #goawayTimer: ReturnType<typeof setTimeout> | undefined;
@@ -603,9 +607,11 @@ export class Client implements ClientCore {
     // Restore every channel first, then run what waited for a link.
     for (const [channelId, ch] of this.#channels) {
       ch.live = false;
-      this.#request((requestId) => ({ join: { requestId, token: ch.token, subscribeAll: ch.subAll, channel: ch.name, memberEdges: ch.roster.memberEdges() } }), { kind: 'rejoin', channelId });
+      const unreachableEdge = this.#unreachableEdge;
+      this.#request((requestId) => ({ join: { requestId, token: ch.token, subscribeAll: ch.subAll, channel: ch.name, memberEdges: ch.roster.memberEdges(), unreachableEdge } }), { kind: 'rejoin', channelId });
       this.#restoring++;
     }
+    this.#unreachableEdge = 0;
     if (this.#restoring > 0) this.#restoreDeadline = performance.now() + this.#cfg.requestTimeoutMs;
     else this.#restored();
     for (const cmd of this.#deferred.splice(0)) cmd();
@@ -669,7 +675,10 @@ export class Client implements ClientCore {
       if (link !== this.#link) return;
     }
     const verdict = wd.judge(performance.now(), this.#heard(link, packetsRx));
-    if (verdict.is === 'dead') return this.#linkEnded('lost', verdict.why);
+    if (verdict.is === 'dead') {
+      this.#unreachableEdge = [...this.#channels.values()].map((ch) => ch.roster.edge()).find((e) => e !== 0) ?? 0;
+      return this.#linkEnded('lost', verdict.why);
+    }
     if (verdict.is === 'check') return void this.#keepalive(link);
     this.#watch(link);
   }

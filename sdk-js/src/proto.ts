@@ -237,7 +237,7 @@ export interface ChatMessage {
 
 /** ClientFrame.kind (client -> edge). */
 export type ClientFrame =
-  | { join: { requestId: number; token: string; subscribeAll: boolean; channel: string; memberEdges?: number[] } }
+  | { join: { requestId: number; token: string; subscribeAll: boolean; channel: string; memberEdges?: number[]; unreachableEdge?: number } }
   | { leave: { requestId: number; channelId: bigint } }
   | { publishTrack: { requestId: number; channelId: bigint; name: string; kind: number } }
   | { unpublishTrack: { requestId: number; channelId: bigint; trackKey: bigint } }
@@ -283,6 +283,7 @@ export function encodeClientFrame(f: ClientFrame): Uint8Array {
       m.uint(1, j.requestId); m.string(2, j.token); m.uint(3, j.subscribeAll); m.string(4, j.channel);
       // Repeated uint32, one field per value (parsers accept it unpacked).
       for (const e of j.memberEdges ?? []) m.uint(5, e);
+      if (j.unreachableEdge) m.uint(6, j.unreachableEdge);
     });
   } else if ('leave' in f) {
     const l = f.leave;

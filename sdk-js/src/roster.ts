@@ -117,6 +117,11 @@ export class Roster {
    * once (docs/protocol.md, 9.6 "Hints"). In a large channel the edge we
    * are on is named anyway: members that publish nothing are not listed,
    * and some are likely there. */
+  /** The edge this client is on, as its `Joined` said (0 until known). */
+  edge(): number {
+    return this.myEdge;
+  }
+
   memberEdges(): number[] {
     const edges = new Set(this.edges.values());
     const ours = this.host(0);

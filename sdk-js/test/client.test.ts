@@ -56,7 +56,7 @@ test('join, publish media, send messages with acks', async () => {
   assert.deepEqual(net.dialled[0]!.options, {});
   const room = await c.join('alice', 'room', { subscribeAll: true });
   assert.deepEqual([room.name, room.id, room.user], ['room', 0x963c416800b67c5bn, 'alice']);
-  assert.deepEqual(e1.last.joins(), [{ requestId: 1, token: 'alice', subscribeAll: true, channel: 'room', memberEdges: [] }]);
+  assert.deepEqual(e1.last.joins(), [{ requestId: 1, token: 'alice', subscribeAll: true, channel: 'room', memberEdges: [], unreachableEdge: 0 }]);
   const mic = await room.publishTrack('mic', 'audio');
   assert.equal(mic.trackKey, (1n << 32n) | 1n);
   await mic.send(Uint8Array.of(1, 2, 3));
@@ -222,7 +222,8 @@ test('edge closes with GOING_AWAY: reconnect to the next candidate, rejoin, repu
   assert.ok(reconnecting?.type === 'reconnecting' && /GOING_AWAY/.test(reconnecting.reason), JSON.stringify(reconnecting));
   assert.equal(c.edge()?.addr, '127.0.0.2:4433');
   const s2 = e2.last;
-  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel, j.memberEdges]), [['alice', true, 'room', [1, 5]]]);
+  // Edge 1 asked the client to go: not named as unreachable.
+  assert.deepEqual(s2.joins().map((j) => [j.token, j.subscribeAll, j.channel, j.memberEdges, j.unreachableEdge]), [['alice', true, 'room', [1, 5], 0]]);
   assert.ok(s2.frames.some((f) => 'publishTrack' in f && f.publishTrack.name === 'mic'));
   await until(() => mic.trackKey !== undefined && mic.trackKey !== oldKey);
   assert.equal(mic.trackKey, (2n << 32n) | 1n, 'the publisher follows the new key');
@@ -321,6 +322,7 @@ test('liveness: a silent edge is left within the liveness timeout', async () => 
   assert.equal(c.edge()?.addr, '127.0.0.2:4433');
   assert.match((events.find((e) => e.type === 'reconnecting') as { reason: string }).reason, /nothing heard/);
   assert.equal(e2.last.joins().length, 1);
+  assert.equal(e2.last.joins()[0]!.unreachableEdge, 1, 'the rejoin names the edge that went silent');
 });
 
 /** A client with media flowing from the first of two edges (`net.quicStats`

@@ -5,7 +5,7 @@ import { FrameDecoder, encodeFrame } from '../src/framing';
 import { Reader, type ChatMessage, type ClientFrame, type Member, type ServerFrame, decodeChat } from '../src/proto';
 import { encodeServerFrame } from './server-frames';
 
-const DEFAULTS: Record<string, unknown> = { requestId: 0, token: '', subscribeAll: false, channel: '', channelId: 0n, name: '', kind: 0, trackKey: 0n, userId: '', nonce: 0n };
+const DEFAULTS: Record<string, unknown> = { requestId: 0, token: '', subscribeAll: false, channel: '', channelId: 0n, name: '', kind: 0, trackKey: 0n, userId: '', nonce: 0n, unreachableEdge: 0 };
 
 /** Decode a ClientFrame (what an edge does). */
 export function decodeClientFrame(body: Uint8Array): ClientFrame {
@@ -15,7 +15,7 @@ export function decodeClientFrame(body: Uint8Array): ClientFrame {
     const s = r.sub();
     const o: Record<string, unknown> = {};
     const names: Record<number, string[]> = {
-      1: ['requestId', 'token', 'subscribeAll', 'channel', 'memberEdges'],
+      1: ['requestId', 'token', 'subscribeAll', 'channel', 'memberEdges', 'unreachableEdge'],
       2: ['requestId', 'channelId'],
       3: ['requestId', 'channelId', 'name', 'kind'],
       4: ['requestId', 'channelId', 'trackKey'],

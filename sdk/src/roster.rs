@@ -188,6 +188,11 @@ impl Roster {
         edges
     }
 
+    /// The edge this client is on, as its `Joined` said (0 until known).
+    pub fn my_edge(&self) -> u32 {
+        self.my_edge
+    }
+
     /// The edge an announcement's `edge_id` names (0: the one we are on).
     fn host(&self, edge_id: u32) -> Option<u32> {
         Some(if edge_id == 0 { self.my_edge } else { edge_id }).filter(|&e| e != 0)

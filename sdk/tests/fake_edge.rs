@@ -344,7 +344,11 @@ async fn a_silent_edge_is_left_within_the_liveness_timeout() {
     let pki = DevPki::new().unwrap();
     let mut a = FakeEdge::start(&pki);
     let mut b = FakeEdge::start(&pki);
-    let (client, _room, conn) = join(config(&pki, &[a.addr, b.addr]), &mut a, vec![]).await;
+    let on_edge_1 = pb::Joined {
+        edge_id: 1,
+        ..Default::default()
+    };
+    let (client, _room, conn) = join_with(config(&pki, &[a.addr, b.addr]), &mut a, on_edge_1).await;
     // Alive while keepalives are answered.
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(b.try_accept().is_none());
@@ -361,6 +365,7 @@ async fn a_silent_edge_is_left_within_the_liveness_timeout() {
         "moved after {elapsed:?}"
     );
     let j = conn_b.expect_join().await;
+    assert_eq!(j.unreachable_edge, 1, "the rejoin names the silent edge");
     conn_b.joined(&j, CH, "me", vec![]).await;
     wait_for(&client, |e| matches!(e, Event::Reconnected { .. })).await;
     // The client closed the silent link itself, with code 0.
@@ -381,7 +386,11 @@ async fn goaway_moves_to_the_redirect_after_the_spread() {
     let mut a = FakeEdge::start(&pki);
     let mut b = FakeEdge::start(&pki);
     let mut c = FakeEdge::start(&pki);
-    let (client, _room, conn) = join(config(&pki, &[a.addr, b.addr]), &mut a, vec![]).await;
+    let on_edge_1 = pb::Joined {
+        edge_id: 1,
+        ..Default::default()
+    };
+    let (client, _room, conn) = join_with(config(&pki, &[a.addr, b.addr]), &mut a, on_edge_1).await;
     let t0 = Instant::now();
     conn.send(SK::Goaway(pb::Goaway {
         reason: pb::GoawayReason::Drain as i32,
@@ -403,6 +412,10 @@ async fn goaway_moves_to_the_redirect_after_the_spread() {
     // The old link stays up until the channel is restored on the new edge.
     assert!(conn.conn.close_reason().is_none());
     let j = conn_c.expect_join().await;
+    assert_eq!(
+        j.unreachable_edge, 0,
+        "an edge that asked us to go is not unreachable"
+    );
     conn_c.joined(&j, CH, "me", vec![]).await;
     wait_for(
         &client,

@@ -230,6 +230,7 @@ impl RawClient {
             subscribe_all,
             channel: channel.into(),
             member_edges: vec![],
+            unreachable_edge: 0,
         }))
         .await?;
         self.recv_until(|f| match f {

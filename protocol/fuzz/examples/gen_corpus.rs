@@ -89,6 +89,7 @@ fn main() {
         subscribe_all: true,
         channel: "room".into(),
         member_edges: vec![3, 4],
+        unreachable_edge: 2,
     }));
     write("client_frame", "join", &stream(0, &[join.clone()]));
     write(

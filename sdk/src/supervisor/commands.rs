@@ -48,6 +48,7 @@ impl Supervisor {
                     channel: channel.clone(),
                     // A first join: no member known yet.
                     member_edges: vec![],
+                    unreachable_edge: 0,
                 };
                 self.request(
                     |rid| {

@@ -180,6 +180,11 @@ pub(crate) struct Supervisor {
     backoff: BackoffState,
     /// Set from a lost link until every channel is restored on a new one.
     outage: Option<String>,
+    /// The edge the last link was lost to by its silence (the watchdog's
+    /// verdict, or QUIC's idle timeout), until the rejoins on a new link
+    /// name it (`Join.unreachable_edge`): the new edge then sends around
+    /// it at once instead of finding it dead itself.
+    unreachable_edge: u32,
     /// Rejoins sent on this link and not yet answered.
     restoring: usize,
     restore_deadline: Option<Instant>,
@@ -217,6 +222,7 @@ impl Supervisor {
             redirects: vec![],
             current: None,
             outage: None,
+            unreachable_edge: 0,
             restoring: 0,
             restore_deadline: None,
             goaway_at: None,
@@ -446,6 +452,16 @@ impl Supervisor {
         }
     }
 
+    /// The edge this client is on, as its channels' `Joined` named it (0
+    /// while none has answered).
+    fn edge_id(&self) -> u32 {
+        self.channels
+            .values()
+            .map(|ch| ch.roster.my_edge())
+            .find(|&e| e != 0)
+            .unwrap_or(0)
+    }
+
     fn has_work(&self) -> bool {
         !self.channels.is_empty() || !self.deferred.is_empty()
     }
@@ -544,6 +560,7 @@ impl Supervisor {
                 // §9.6, "Hints"): the other members' media and ours flow
                 // without waiting for the channel's directory homes.
                 member_edges: ch.roster.member_edges(),
+                unreachable_edge: self.unreachable_edge,
             };
             self.request(
                 |rid| {
@@ -556,6 +573,7 @@ impl Supervisor {
             );
             self.restoring += 1;
         }
+        self.unreachable_edge = 0;
         if self.restoring > 0 {
             self.restore_deadline = Some(Instant::now() + self.cfg.request_timeout);
         } else {
@@ -610,6 +628,9 @@ impl Supervisor {
                     while let Ok(Inbound::Frame(f)) = inbound.try_recv() {
                         let _ = self.frame(f, &link);
                     }
+                    if matches!(e, quinn::ConnectionError::TimedOut) {
+                        self.unreachable_edge = self.edge_id();
+                    }
                     Step::End(self.lost(describe_close(&e), close_code(&e)))
                 }
                 _ = keepalive.tick() => {
@@ -637,6 +658,7 @@ impl Supervisor {
                             Step::Continue
                         }
                         Verdict::Dead(why) => {
+                            self.unreachable_edge = self.edge_id();
                             link.close(0, "edge unresponsive");
                             Step::End(End::Lost(why))
                         }
