@@ -432,6 +432,11 @@ impl Session {
             self.core
                 .prober
                 .hint_unreachable(unreachable, std::time::Instant::now());
+            debug!(
+                edge = self.core.id,
+                peer = unreachable,
+                "a rejoining client left this peer for its silence: suspect until heard from"
+            );
         }
         let channel = self.core.channel(id, &claims.app_id, &claims.channel);
         channel.update(|st| {
