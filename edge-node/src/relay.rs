@@ -109,8 +109,6 @@ pub struct TransportCounts {
     pub conn: usize,
     pub udp_rx: u64,
     pub sent: u64,
-    /// ACK frames received: the peer acknowledging what this edge sent.
-    pub acks_rx: u64,
     pub rtt: Duration,
 }
 
@@ -398,6 +396,22 @@ impl RelayLinks {
             .collect()
     }
 
+    /// Every up link's peer, connection (`stable_id`) and the ACK frames
+    /// received on it so far, for [`crate::probe::Prober::note_acks`].
+    pub fn ack_counts(&self) -> Vec<(EdgeId, usize, u64)> {
+        let links: Vec<Arc<RelayLink>> = {
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            links.values().cloned().collect()
+        };
+        links
+            .iter()
+            .filter_map(|l| {
+                let conn = l.conn.read().ok()?.clone()?;
+                Some((l.peer, conn.stable_id(), conn.stats().frame_rx.acks))
+            })
+            .collect()
+    }
+
     /// The counters of every up link this edge sent on within `window`,
     /// for the transport check ([`crate::probe::TransportSilence`]). Read
     /// outside the links' lock, which forwarding takes.
@@ -412,7 +426,6 @@ impl RelayLinks {
                     conn: conn.stable_id(),
                     udp_rx: stats.udp_rx.datagrams,
                     sent: stats.frame_tx.datagram + stats.frame_tx.stream,
-                    acks_rx: stats.frame_rx.acks,
                     rtt: stats.path.rtt,
                 })
             })
