@@ -376,7 +376,7 @@ impl Prober {
     pub fn on_reply(&self, peer: EdgeId, p: Probe) -> Option<Duration> {
         let rtt = Duration::from_micros(self.now_us().saturating_sub(p.sent_at_us));
         self.heard_from(peer);
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets = lock(&self.targets);
         let target = targets.get_mut(&peer)?;
         target.link_lost = false;
         let outcome = target.stats.on_reply(p.seq, rtt);
@@ -408,7 +408,7 @@ impl Prober {
     /// away: dead now (if probed), until a probe is answered. True if that
     /// made it dead.
     pub fn link_lost(&self, peer: EdgeId) -> bool {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets = lock(&self.targets);
         let Some(t) = targets.get_mut(&peer) else {
             return false;
         };
@@ -420,7 +420,7 @@ impl Prober {
 
     /// The round trip and jitter this edge measured to `peer`, if it has.
     pub fn rtt_jitter(&self, peer: EdgeId) -> Option<(Duration, Duration)> {
-        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = lock(&self.targets);
         let s = targets.get(&peer)?.stats.summary()?;
         Some((
             Duration::from_secs_f64(s.rtt_ms / 1e3),
@@ -431,14 +431,14 @@ impl Prober {
     /// The loss of this edge's probes to `peer` (round trip); 0 when not
     /// measured.
     pub fn loss(&self, peer: EdgeId) -> f64 {
-        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = lock(&self.targets);
         targets.get(&peer).map_or(0.0, |t| t.stats.loss())
     }
 
     /// Links to every current target that has been measured.
     pub fn links(&self) -> Vec<PeerLink> {
         let now = Instant::now();
-        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = lock(&self.targets);
         let mut out: Vec<PeerLink> = targets
             .iter()
             .filter_map(|(&peer, t)| {
@@ -467,7 +467,7 @@ impl Prober {
         let now = Instant::now();
         let sent_at_us = self.now_us();
         let round = self.rounds.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.targets);
         map.retain(|peer, _| fast.contains(peer) || slow.contains(peer));
         let mut dead = BTreeSet::new();
         let mut measuring = map
@@ -570,6 +570,12 @@ pub struct TransportSilence {
 }
 
 impl TransportSilence {
+    /// Whether the peer sent anything on the same connection since the last
+    /// look.
+    pub fn answered(&self, c: &TransportCounts) -> bool {
+        c.conn == self.conn && c.udp_rx != self.udp_rx
+    }
+
     /// Look at a connection's counters `c` at `now` (UDP datagrams
     /// received, ack-eliciting frames sent: media, probes and messages; its
     /// RTT), on a link whose probes lose `loss()` (round trip; read only
@@ -590,7 +596,7 @@ impl TransportSilence {
         let starved = self
             .last_look
             .is_some_and(|l| now.saturating_duration_since(l) > TRANSPORT_STARVED_AFTER);
-        if c.conn != self.conn || c.udp_rx != self.udp_rx || starved {
+        if c.conn != self.conn || self.answered(c) || starved {
             *self = TransportSilence {
                 conn: c.conn,
                 udp_rx: c.udp_rx,
@@ -804,7 +810,7 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
     let mut newly = vec![];
     for c in counts {
         let silence = silences.entry(c.peer).or_default();
-        if silence.conn == c.conn && c.udp_rx != silence.udp_rx {
+        if silence.answered(&c) {
             core.prober.heard_from(c.peer);
         }
         match silence.look(now, &c, || core.prober.loss(c.peer)) {

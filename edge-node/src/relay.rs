@@ -399,17 +399,19 @@ impl RelayLinks {
     /// Every up link's peer, connection (`stable_id`) and the ACK frames
     /// received on it so far, for [`crate::probe::Prober::note_acks`].
     pub fn ack_counts(&self) -> Vec<(EdgeId, usize, u64)> {
-        let links: Vec<Arc<RelayLink>> = {
-            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-            links.values().cloned().collect()
-        };
-        links
+        self.all()
             .iter()
             .filter_map(|l| {
                 let conn = l.conn.read().ok()?.clone()?;
                 Some((l.peer, conn.stable_id(), conn.stats().frame_rx.acks))
             })
             .collect()
+    }
+
+    /// Every link, taken out of the links' lock (which forwarding takes).
+    fn all(&self) -> Vec<Arc<RelayLink>> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.values().cloned().collect()
     }
 
     /// The counters of every up link this edge sent on within `window`,
@@ -785,12 +787,8 @@ pub async fn tune_repair(core: Arc<EdgeCore>) {
                 (l.peer, (one_way, rtt))
             })
             .collect();
-        let links: Vec<Arc<RelayLink>> = {
-            let links = core.relay.links.lock().unwrap_or_else(|e| e.into_inner());
-            links.values().cloned().collect()
-        };
         let mut any_lossy = false;
-        for link in links {
+        for link in core.relay.all() {
             any_lossy |= tune_redundant_path(&core, &link);
             let Some(&(loss, rtt)) = measured.get(&link.peer) else {
                 continue;
