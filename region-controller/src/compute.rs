@@ -3,7 +3,7 @@
 //! paths with `topology`, and keep previous paths unless the new ones are
 //! clearly better (hysteresis).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::EdgeId;
 use topology::hierarchy::{
@@ -38,6 +38,7 @@ pub fn build_graph_of(
     keep: impl Fn(EdgeId, EdgeId) -> bool,
 ) -> MeshGraph {
     let mut b = MeshGraph::builder(cost);
+    let down = presumed_down(view);
     for e in view.edges.values() {
         let Ok(location) = GeoPoint::new(e.lat, e.lon) else {
             continue;
@@ -47,7 +48,7 @@ pub fn build_graph_of(
             region: e.region.clone(),
             location,
             load: view.load_of(e.id),
-            draining: e.state == EdgeState::Draining,
+            draining: e.state == EdgeState::Draining || down.contains(&e.id),
         };
         if let Err(err) = b.add_node(node) {
             warn!(edge = e.id, error = %err, "edge left out of the graph");
@@ -94,6 +95,57 @@ pub fn build_graph_of(
             .build()
             .expect("empty graph builds")
     })
+}
+
+/// Probers that must report an edge dead before it is presumed down: one
+/// prober's verdict is about its own link (a cut), not about the edge.
+const MIN_DEAD_REPORTS: usize = 2;
+
+/// Registered edges presumed down: at least [`MIN_DEAD_REPORTS`] of the
+/// edges probing one report it dead, more than report it alive, not
+/// counting the probers whose links the edge's own report shows dead from
+/// its side (a link dead seen from both ends is a cut, and the edge is
+/// alive to say so). Such an edge stays in the graph as an endpoint but
+/// carries transit only when nothing else connects (as a draining one).
+///
+/// Why: a dead edge's registration outlives it by up to a lease TTL, its
+/// own last report lists its links alive, and a prober that has not sent
+/// through it since it died still reports its stale figures alive. From
+/// the first probers' reports, the controller saw only their links to it
+/// dead, and routed around those links through its live neighbours into
+/// it (measured in a lab world: Sydney killed, Chicago's second edge
+/// routed to Auckland by Chicago's first edge and Sydney for 0.8 s, a
+/// 1.7 s gap in the streams that took that path).
+fn presumed_down(view: &MeshView) -> BTreeSet<EdgeId> {
+    let mut dead_from: BTreeMap<EdgeId, Vec<EdgeId>> = BTreeMap::new();
+    let mut alive: BTreeMap<EdgeId, usize> = BTreeMap::new();
+    for p in view.probes.values() {
+        if !view.edges.contains_key(&p.from) {
+            continue;
+        }
+        for l in p.links.iter().filter(|l| l.samples > 0 && l.to != p.from) {
+            if l.alive {
+                *alive.entry(l.to).or_default() += 1;
+            } else {
+                dead_from.entry(l.to).or_default().push(p.from);
+            }
+        }
+    }
+    let sees_dead = |edge: EdgeId, peer: EdgeId| {
+        view.probes
+            .get(&edge)
+            .is_some_and(|own| own.links.iter().any(|l| l.to == peer && !l.alive))
+    };
+    dead_from
+        .into_iter()
+        .filter(|(edge, reporters)| {
+            let dead = reporters.iter().filter(|&&r| !sees_dead(*edge, r)).count();
+            view.edges.contains_key(edge)
+                && dead >= MIN_DEAD_REPORTS
+                && dead > alive.get(edge).copied().unwrap_or(0)
+        })
+        .map(|(edge, _)| edge)
+        .collect()
 }
 
 /// Marks a link that is known and dead in [`build_graph`].
@@ -340,6 +392,70 @@ pub(crate) mod tests {
             assert_eq!(r.best.edges, vec![src, 3]);
             assert_eq!(r.backup.as_ref().unwrap().edges, vec![src, 4, 3]);
         }
+    }
+
+    /// Relay 2 carries 1 -> 3 (20 ms against 100 direct); 4 reaches 2 too,
+    /// and 5 reaches only 2. `dead_to_2` report their link to 2 dead;
+    /// `cut_from` are those 2's own report shows dead from its side.
+    fn relay_world(dead_to_2: &[EdgeId], cut_from: &[EdgeId]) -> MeshView {
+        let mut v = MeshView::default();
+        for id in 1..=5 {
+            v.edges.insert(id, edge(id, "a"));
+        }
+        let probes = [
+            (1, vec![link(2, 10.0), link(3, 100.0), link(4, 10.0)]),
+            (
+                2,
+                vec![link(1, 10.0), link(3, 10.0), link(4, 10.0), link(5, 10.0)],
+            ),
+            (3, vec![link(1, 100.0), link(2, 10.0), link(4, 100.0)]),
+            (4, vec![link(1, 10.0), link(2, 10.0), link(3, 100.0)]),
+            (5, vec![link(2, 10.0)]),
+        ];
+        set_probes(&mut v, probes);
+        for (from, peer) in dead_to_2
+            .iter()
+            .map(|&f| (f, 2))
+            .chain(cut_from.iter().map(|&p| (2, p)))
+        {
+            let p = v.probes.get_mut(&from).unwrap();
+            p.links.iter_mut().find(|l| l.to == peer).unwrap().alive = false;
+        }
+        v
+    }
+
+    fn best_path(v: &MeshView, from: EdgeId, to: EdgeId) -> Vec<EdgeId> {
+        let g = build_graph(v, CostModel::default());
+        let routes = region_routes(&g, v, "a", &BTreeMap::new(), &HysteresisPolicy::default());
+        routes[&from].get(to).unwrap().best.edges.clone()
+    }
+
+    #[test]
+    fn an_edge_most_of_its_probers_report_dead_carries_no_transit() {
+        // 2 died: 1, 3 and 5 found it; 4 has not sent through it since and
+        // still reports it alive, and 2's last report lists its links
+        // alive. Around 1's dead link to 2 through 4 would lead into it.
+        let v = relay_world(&[1, 3, 5], &[]);
+        assert_eq!(presumed_down(&v), BTreeSet::from([2]));
+        assert_eq!(best_path(&v, 1, 3), vec![1, 3]);
+        // Still an endpoint: 4 reaches it directly.
+        assert_eq!(best_path(&v, 4, 2), vec![4, 2]);
+    }
+
+    #[test]
+    fn a_cut_or_a_minority_of_reports_is_not_a_death() {
+        // One prober's verdict is about its link: around it through 4.
+        let v = relay_world(&[1], &[]);
+        assert!(presumed_down(&v).is_empty());
+        assert_eq!(best_path(&v, 1, 3), vec![1, 4, 2, 3]);
+        // 2 is alive and sees its links to 1 and 5 dead as well: cuts.
+        let v = relay_world(&[1, 5], &[1, 5]);
+        assert!(presumed_down(&v).is_empty());
+        assert_eq!(best_path(&v, 1, 3), vec![1, 4, 2, 3]);
+        // Two probers see it dead, two (3 and 4) alive.
+        let v = relay_world(&[1, 5], &[]);
+        assert!(presumed_down(&v).is_empty());
+        assert_eq!(best_path(&v, 1, 3), vec![1, 4, 2, 3]);
     }
 
     #[test]
