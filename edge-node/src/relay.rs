@@ -85,6 +85,26 @@ pub struct RelayLinks {
     /// Whether any link has a redundant path now (set by [`tune_repair`]):
     /// one relaxed load per packet on a mesh without lossy links.
     any_lossy: std::sync::atomic::AtomicBool,
+    /// Each peer's start time, from the hellos of its links to this edge.
+    starts: Mutex<PeerStarts>,
+}
+
+/// The start time each peer's hello gave (`RelayHello.started_at_ms`), to
+/// tell a restart from a redial.
+#[derive(Debug, Default)]
+struct PeerStarts(HashMap<EdgeId, u64>);
+
+impl PeerStarts {
+    /// Record `peer`'s start time; true when it replaces a different one
+    /// (the peer restarted). 0 (a peer before revision 1.4) is never news.
+    fn restarted(&mut self, peer: EdgeId, started_at_ms: u64) -> bool {
+        if started_at_ms == 0 {
+            return false;
+        }
+        self.0
+            .insert(peer, started_at_ms)
+            .is_some_and(|before| before != started_at_ms)
+    }
 }
 
 /// A connection's (packets sent, packets declared lost) so far: the loss
@@ -322,6 +342,32 @@ impl RelayLink {
 impl RelayLinks {
     fn get(&self, peer: EdgeId) -> Option<Arc<RelayLink>> {
         self.links.lock().ok()?.get(&peer).cloned()
+    }
+
+    /// A hello from `peer` said when it started. If that is news (it
+    /// restarted at the same address), this edge's own connection to it
+    /// reached the process that died: close it so the link redials now.
+    /// Left alone, it would carry frames and media into nothing until QUIC's
+    /// idle timeout (measured: about 2 s after a restart, during which the
+    /// restarted edge's clients got no media and its directory answers were
+    /// lost). Returns whether a connection was closed.
+    fn peer_started(&self, peer: EdgeId, started_at_ms: u64) -> bool {
+        let restarted = self
+            .starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restarted(peer, started_at_ms);
+        let stale = restarted
+            .then(|| self.get(peer))
+            .flatten()
+            .and_then(|l| l.conn.read().unwrap_or_else(|e| e.into_inner()).clone());
+        match stale {
+            Some(conn) => {
+                conn.close(quinn::VarInt::from_u32(0), b"peer restarted");
+                true
+            }
+            None => false,
+        }
     }
 
     /// The link to `peer` for sending, marked used; when there is none,
@@ -1030,6 +1076,7 @@ async fn dial(
             edge_id: core.id,
             region: core.cfg.edge.region.clone(),
             software_version: env!("CARGO_PKG_VERSION").into(),
+            started_at_ms: core.started_at_ms,
         })),
     };
     let len = out.queue(&hello)?;
@@ -1282,6 +1329,13 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     debug!(edge = core.id, peer = h.edge_id, "relay hello");
                     peer = Some(h.edge_id);
                     let _ = hello.set(h.edge_id);
+                    if core.relay.peer_started(h.edge_id, h.started_at_ms) {
+                        info!(
+                            edge = core.id,
+                            peer = h.edge_id,
+                            "peer restarted: redialling it"
+                        );
+                    }
                 }
                 _ if peer.is_none() => {
                     core.metrics.protocol_error("relay_no_hello");
@@ -1332,6 +1386,24 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
     /// The default: three 10 s idle timeouts.
     const KEEP: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_new_start_time_is_a_restart_and_a_redial_is_not() {
+        let mut starts = PeerStarts::default();
+        assert!(
+            !starts.restarted(2, 1_000),
+            "first hello: nothing to compare"
+        );
+        assert!(!starts.restarted(2, 1_000), "a redial of the same process");
+        assert!(!starts.restarted(3, 5_000), "another peer");
+        assert!(starts.restarted(2, 2_000), "a new process");
+        assert!(!starts.restarted(2, 2_000));
+        assert!(!starts.restarted(2, 0), "a peer that does not say");
+        assert!(
+            !starts.restarted(2, 2_000),
+            "0 did not replace what is known"
+        );
+    }
 
     #[test]
     fn a_partition_of_any_length_resends_what_the_dead_connection_took_last() {

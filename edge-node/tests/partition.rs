@@ -29,27 +29,34 @@ fn cut(mesh: &Mesh, down: bool) {
     mesh.wan().set_link(ip(31), ip(32), profile).unwrap();
 }
 
+/// Edges 1 and 2 at 127.0.0.31 and .32, the link between them emulated,
+/// full-mesh routes.
+async fn two_edges(tweak: &impl Fn(&mut edge_node::EdgeConfig)) -> Mesh {
+    let pki = DevPki::new().unwrap();
+    let wan = Wan::new(vec![]).unwrap();
+    let mut edges = vec![];
+    for (id, last) in [(1, 31), (2, 32)] {
+        let listen = SocketAddr::new(ip(last), 0);
+        edges.push(start_edge(&pki, id, Some(listen), tweak, Some(&wan)).await);
+    }
+    let mesh = Mesh {
+        pki,
+        edges,
+        wan: Some(wan),
+    };
+    mesh.full_mesh_routes();
+    mesh
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let pki = DevPki::new().unwrap();
-        let wan = Wan::new(vec![]).unwrap();
-        let tweak = |cfg: &mut edge_node::EdgeConfig| {
+        let mesh = two_edges(&|cfg: &mut edge_node::EdgeConfig| {
             // The relay connection dies 1 s into the cut (clients keep
             // theirs alive with keepalives every 150 ms).
             cfg.limits.client_idle_timeout_ms = 1_000;
-        };
-        let mut edges = vec![];
-        for (id, last) in [(1, 31), (2, 32)] {
-            let listen = SocketAddr::new(ip(last), 0);
-            edges.push(start_edge(&pki, id, Some(listen), &tweak, Some(&wan)).await);
-        }
-        let mesh = Mesh {
-            pki,
-            edges,
-            wan: Some(wan),
-        };
-        mesh.full_mesh_routes();
+        })
+        .await;
 
         // The sender's SDK keeps no acknowledged messages for a replay to
         // members that reappear: the edges alone must deliver them.
@@ -107,6 +114,65 @@ async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
             metric("rtn_edge_relay_messages_resent_total", &[]) > resent_before,
             "the new relay connection carried the retained messages"
         );
+        sender.close().await;
+        mesh.stop().await;
+    })
+    .await
+    .expect("bounded");
+}
+
+/// An edge killed as a crash kills it (no close frame gets out) and
+/// restarted at the same address is reached by its peers at once, not when
+/// their connections to the process that died time out (10 s idle by
+/// default): its hello tells them it restarted, and they redial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_edge_gets_media_from_its_peers_at_once() {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        let mut mesh = two_edges(&|_| {}).await;
+        let Call {
+            sender,
+            receiver,
+            room,
+            rx_room: _rx_room,
+        } = Call::start(mesh.sdk_config(&[1]), mesh.sdk_config(&[2])).await;
+        let mic = room
+            .publish_track("mic", sdk::TrackKind::Audio)
+            .await
+            .unwrap();
+        let sending = tokio::spawn(async move {
+            loop {
+                let _ = mic.send(b"frame").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        // Edge 1 has its connection to edge 2: media reaches rita there.
+        while !matches!(receiver.next_event().await, Some(Event::Media(_))) {}
+
+        // Edge 2 crashes: its close frames do not get out.
+        cut(&mesh, true);
+        let old = mesh.edges.remove(1);
+        let addr = old.addr();
+        old.kill().await;
+        receiver.close().await;
+        let e = start_edge(&mesh.pki, 2, Some(addr), &|_| {}, mesh.wan.as_ref()).await;
+        mesh.edges.push(e);
+        mesh.full_mesh_routes();
+        cut(&mesh, false);
+        let restarted = tokio::time::Instant::now();
+
+        let late = sdk::Client::connect(mesh.sdk_config(&[2])).await.unwrap();
+        let _late_room = late
+            .join(&token("chat", "lea", false, true), "chat", true)
+            .await
+            .unwrap();
+        while !matches!(late.next_event().await, Some(Event::Media(_))) {}
+        let first_media = restarted.elapsed();
+        println!("restarted edge: first media after {first_media:?}");
+        // Well under the 10 s a stale connection lives.
+        assert!(first_media < Duration::from_secs(3), "{first_media:?}");
+
+        sending.abort();
+        late.close().await;
         sender.close().await;
         mesh.stop().await;
     })

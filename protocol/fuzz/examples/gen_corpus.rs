@@ -272,6 +272,7 @@ fn main() {
                     edge_id: 1,
                     region: "eu-west".into(),
                     software_version: "0.1.0".into(),
+                    started_at_ms: 1_796_600_000_000,
                 })),
                 rf(RK::Message(pb::RelayMessage {
                     origin_edge: 1,
