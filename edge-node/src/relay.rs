@@ -146,6 +146,8 @@ pub struct RelayLink {
     /// Message frames sent lately, for a resend after a reconnect (encoded
     /// again then: reconnects are rare, messages are not).
     retained: Mutex<Retained>,
+    /// Directory frames written lately, for [`resend_around`].
+    directory: Mutex<RecentDirectory>,
     /// Media sent lately, for NACKs from `peer`.
     repair: Mutex<repair::HopSender>,
     /// Parity groups in progress, and their size while the link's loss
@@ -157,6 +159,46 @@ pub struct RelayLink {
     /// whether it is on, read per packet without the lock.
     redundant: Mutex<repair::RedundantPath>,
     lossy: std::sync::atomic::AtomicBool,
+}
+
+/// The directory frames (reports and updates, this edge's or relayed)
+/// written to a link in the last [`RESEND_WINDOW`], at most
+/// [`DIRECTORY_KEPT`]: when the peer goes suspect or dies they are sent
+/// around it, as its messages are. A frame handed to a relay that had just
+/// died was lost otherwise, and what waited on it with it: measured in the
+/// southern lab world, a rejoined member's new edge never got the answer
+/// to its greeting that the Chicago edge sent through its neighbour and
+/// the killed Sydney, and the member heard that edge's publisher 1.6 s
+/// after the kill instead of about 0.8 s. Directory state is soft (merges
+/// are idempotent), so it is kept apart from the messages, whose
+/// retention is the no-loss promise, and only briefly.
+#[derive(Debug, Default)]
+struct RecentDirectory(VecDeque<(Instant, pb::RelayFrame)>);
+
+/// Directory frames kept per link: a second of a busy home's pushes.
+const DIRECTORY_KEPT: usize = 512;
+
+impl RecentDirectory {
+    fn push(&mut self, now: Instant, frame: pb::RelayFrame) {
+        self.0.push_back((now, frame));
+        while self.0.len() > DIRECTORY_KEPT
+            || self
+                .0
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RESEND_WINDOW)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// The frames written within `window` before `now`, oldest first.
+    fn within(&self, now: Instant, window: Duration) -> Vec<pb::RelayFrame> {
+        self.0
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= window)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
 }
 
 struct Retained {
@@ -722,7 +764,50 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     if resent > 0 {
         core.metrics.relay_messages_resent(resent);
     }
+    let directory = link
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .within(Instant::now(), window);
+    for frame in directory {
+        resend_directory_frame(core, frame);
+    }
     resent
+}
+
+/// Send a directory frame written to a peer that went suspect or died again
+/// from this edge, to the same destinations along this edge's trees now
+/// (around the peer; to the peer too if it was one, another way).
+fn resend_directory_frame(core: &EdgeCore, frame: pb::RelayFrame) {
+    let deliver = |tree: &[pb::RouteNode]| -> Vec<EdgeId> {
+        tree.iter()
+            .filter(|n| n.deliver)
+            .map(|n| n.edge_id)
+            .collect()
+    };
+    match frame.kind {
+        Some(RK::DirectoryUpdate(u)) => {
+            for t in core.trees_to(&deliver(&u.tree)) {
+                core.send_along(&t, None, |nodes| {
+                    RK::DirectoryUpdate(pb::DirectoryUpdate {
+                        tree: nodes,
+                        ..u.clone()
+                    })
+                });
+            }
+        }
+        Some(RK::DirectoryReport(r)) => {
+            for t in core.trees_to(&deliver(&r.tree)) {
+                core.send_along(&t, None, |nodes| {
+                    RK::DirectoryReport(pb::DirectoryReport {
+                        tree: nodes,
+                        ..r.clone()
+                    })
+                });
+            }
+        }
+        _ => {}
+    }
 }
 
 /// When a new table from the controller moves paths while this edge sees
@@ -950,6 +1035,7 @@ fn spawn_link(core: Arc<EdgeCore>, peer: EdgeId) -> Arc<RelayLink> {
         retained: Mutex::new(Retained::new(
             RETAIN_IDLE_TIMEOUTS * Duration::from_millis(core.cfg.limits.client_idle_timeout_ms),
         )),
+        directory: Mutex::default(),
         repair: Mutex::new(repair::HopSender::new(
             core.cfg.repair.relay_history_packets,
         )),
@@ -1102,8 +1188,14 @@ async fn pump_frames(
         while let Some(f) = next {
             if let Ok(len) = out.queue(&f) {
                 metrics.relay_frame_written(&f, len);
-                if let Some(RK::Message(m)) = &f.kind {
-                    link.retain(len, m.clone());
+                match &f.kind {
+                    Some(RK::Message(m)) => link.retain(len, m.clone()),
+                    Some(RK::DirectoryReport(_) | RK::DirectoryUpdate(_)) => link
+                        .directory
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Instant::now(), f.clone()),
+                    _ => {}
                 }
             }
             if out.batch_full() {
@@ -1386,6 +1478,47 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
     /// The default: three 10 s idle timeouts.
     const KEEP: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn directory_frames_are_kept_briefly_and_few() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let frame = |home_edge| pb::RelayFrame {
+            kind: Some(RK::DirectoryUpdate(pb::DirectoryUpdate {
+                home_edge,
+                ..Default::default()
+            })),
+        };
+        let homes = |fs: Vec<pb::RelayFrame>| -> Vec<u32> {
+            fs.into_iter()
+                .map(|f| match f.kind {
+                    Some(RK::DirectoryUpdate(u)) => u.home_edge,
+                    _ => 0,
+                })
+                .collect()
+        };
+        let mut recent = RecentDirectory::default();
+        recent.push(t0, frame(1));
+        recent.push(t0 + ms(100), frame(2));
+        recent.push(t0 + ms(300), frame(3));
+        // The window counts back from the moment asked.
+        assert_eq!(homes(recent.within(t0 + ms(350), ms(100))), vec![3]);
+        assert_eq!(homes(recent.within(t0 + ms(350), ms(300))), vec![2, 3]);
+        // Older than the resend window: gone at the next push.
+        recent.push(t0 + RESEND_WINDOW + ms(50), frame(4));
+        assert_eq!(
+            homes(recent.within(t0 + RESEND_WINDOW + ms(50), RESEND_WINDOW)),
+            vec![2, 3, 4]
+        );
+        for i in 0..DIRECTORY_KEPT as u32 + 5 {
+            recent.push(t0 + RESEND_WINDOW + ms(60), frame(10 + i));
+        }
+        assert_eq!(recent.0.len(), DIRECTORY_KEPT);
+        assert_eq!(
+            homes(recent.within(t0 + RESEND_WINDOW + ms(60), ms(1)))[0],
+            15
+        );
+    }
 
     #[test]
     fn a_new_start_time_is_a_restart_and_a_redial_is_not() {
