@@ -60,41 +60,6 @@ pub struct Directory {
     /// supersede its previous life's.
     generation_base: u64,
     started: Instant,
-    answered: Mutex<AnsweredGreetings>,
-}
-
-/// The greetings this edge answered lately (protocol §9.6, "Hints"), to
-/// answer again when a next hop goes suspect: an answer handed to a relay
-/// that has just died is lost, and the greeting edge's media to this
-/// edge's members waits for it, or for the channel's homes (measured in
-/// the southern lab world: 1.7 s of silence, the answer gone into the
-/// killed Sydney 25 ms before the answering edge suspected it).
-#[derive(Debug, Default)]
-struct AnsweredGreetings(std::collections::VecDeque<(Instant, ChannelId, EdgeId)>);
-
-impl AnsweredGreetings {
-    /// Answers kept: a burst of rejoins (every client of a dead edge) is a
-    /// few hundred; an answer is sent again only while recent anyway.
-    const KEEP: usize = 1_024;
-
-    fn push(&mut self, at: Instant, ch: ChannelId, to: EdgeId) {
-        self.0.push_back((at, ch, to));
-        while self.0.len() > Self::KEEP {
-            self.0.pop_front();
-        }
-    }
-
-    /// The answers sent at or after `since`, once each; older ones are
-    /// forgotten.
-    fn since(&mut self, since: Instant) -> Vec<(ChannelId, EdgeId)> {
-        while self.0.front().is_some_and(|(at, _, _)| *at < since) {
-            self.0.pop_front();
-        }
-        let mut recent: Vec<_> = self.0.iter().map(|&(_, ch, to)| (ch, to)).collect();
-        recent.sort_unstable();
-        recent.dedup();
-        recent
-    }
 }
 
 impl Default for Directory {
@@ -115,7 +80,6 @@ impl Directory {
             changed_notify: tokio::sync::Notify::new(),
             generation_base: micros.saturating_mul(1_000),
             started: Instant::now(),
-            answered: Mutex::default(),
         }
     }
 
@@ -288,32 +252,6 @@ impl EdgeCore {
         told
     }
 
-    /// Answer again the greetings answered within `window` (a next hop
-    /// just went suspect: the answers may have gone into it; now they go
-    /// around it). How many answers were sent.
-    pub fn answer_greetings_again(&self, window: Duration) -> usize {
-        let since = Instant::now()
-            .checked_sub(window)
-            .unwrap_or(self.directory.started);
-        let recent = self
-            .directory
-            .answered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .since(since);
-        let mut sent = 0;
-        for (id, to) in recent {
-            let Some(ch) = self.existing_channel(id) else {
-                continue;
-            };
-            if ch.read().has_local() {
-                self.send_own_entry(&ch, &[to], false);
-                sent += 1;
-            }
-        }
-        sent
-    }
-
     /// Send `dests` this edge's whole entry of `ch` as a directory update
     /// of its own (protocol §9.6, "Hints").
     fn send_own_entry(&self, ch: &Channel, dests: &[EdgeId], greeting: bool) {
@@ -468,11 +406,6 @@ impl EdgeCore {
             // without waiting for a home.
             if ch.read().has_local() {
                 self.send_own_entry(&ch, &[u.home_edge], false);
-                self.directory
-                    .answered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Instant::now(), ch.id, u.home_edge);
             }
         }
         let now = Instant::now();
@@ -571,37 +504,5 @@ pub async fn run_refresh(core: Arc<EdgeCore>) {
         }
         last = tokio::time::Instant::now();
         core.refresh();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answered_greetings_are_kept_while_recent_and_listed_once() {
-        let t0 = Instant::now();
-        let s = Duration::from_millis;
-        let (a, b) = (ChannelId(1), ChannelId(2));
-        let mut answered = AnsweredGreetings::default();
-        answered.push(t0, a, 7);
-        answered.push(t0 + s(10), b, 7);
-        answered.push(t0 + s(20), a, 7);
-        answered.push(t0 + s(30), a, 9);
-        assert_eq!(answered.since(t0), vec![(a, 7), (a, 9), (b, 7)]);
-        // Older than the window: forgotten for good.
-        assert_eq!(answered.since(t0 + s(15)), vec![(a, 7), (a, 9)]);
-        assert_eq!(answered.since(t0), vec![(a, 7), (a, 9)]);
-        assert!(answered.since(t0 + s(31)).is_empty());
-    }
-
-    #[test]
-    fn answered_greetings_are_bounded() {
-        let t0 = Instant::now();
-        let mut answered = AnsweredGreetings::default();
-        for i in 0..(AnsweredGreetings::KEEP as u32 + 10) {
-            answered.push(t0, ChannelId(u64::from(i)), 1);
-        }
-        assert_eq!(answered.since(t0).len(), AnsweredGreetings::KEEP);
     }
 }

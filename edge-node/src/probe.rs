@@ -771,24 +771,21 @@ fn probing_round(
 /// `peer` just became suspect. Frames queued to it from now on also go
 /// around it (`EdgeCore::send_along`); those it was handed since it went
 /// silent are sent around it now: the messages written to it within
-/// [`suspect_resend_window`], and a greeting to an edge a rejoined client
+/// [`suspect_resend_window`] (and the directory frames: answers to a
+/// rejoined member's greeting among them), and a greeting to an edge a rejoined client
 /// named (protocol §9.6, "Hints"), sent again to every such edge not heard
 /// from yet (one queued to the dead hop is lost, and the rejoined member's
 /// media then waits for the channel's homes to tell the publisher's edge,
-/// or for the next directory refresh), and likewise the answers to such
-/// greetings sent within the window. Wrong suspicions cost duplicates,
+/// or for the next directory refresh). Wrong suspicions cost duplicates,
 /// which receivers drop.
 fn newly_suspect(core: &EdgeCore, peer: EdgeId, rtt: Duration) {
-    let window = suspect_resend_window(rtt);
-    let resent = crate::relay::resend_around(core, peer, window);
+    let resent = crate::relay::resend_around(core, peer, suspect_resend_window(rtt));
     let greeted = core.greet_unheard_hinted();
-    let answered = core.answer_greetings_again(window);
     debug!(
         edge = core.id,
         peer,
         messages = resent,
         greeted,
-        answered,
         "next hop suspect: resent around it what it was handed since it went silent"
     );
 }

@@ -746,12 +746,7 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     // Trees are built once per destination set, not per message.
     let mut trees: HashMap<Vec<EdgeId>, Vec<protocol::route_tree::RouteTree>> = HashMap::new();
     for rm in handed.into_iter().chain(queued) {
-        let dests: Vec<EdgeId> = rm
-            .tree
-            .iter()
-            .filter(|n| n.deliver)
-            .map(|n| n.edge_id)
-            .collect();
+        let dests = deliver_nodes(&rm.tree);
         let (false, Some(msg)) = (dests.is_empty(), rm.message) else {
             continue;
         };
@@ -775,38 +770,33 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     resent
 }
 
+/// The edges a relayed frame's route tree delivers to.
+fn deliver_nodes(tree: &[pb::RouteNode]) -> Vec<EdgeId> {
+    tree.iter()
+        .filter(|n| n.deliver)
+        .map(|n| n.edge_id)
+        .collect()
+}
+
 /// Send a directory frame written to a peer that went suspect or died again
 /// from this edge, to the same destinations along this edge's trees now
 /// (around the peer; to the peer too if it was one, another way).
 fn resend_directory_frame(core: &EdgeCore, frame: pb::RelayFrame) {
-    let deliver = |tree: &[pb::RouteNode]| -> Vec<EdgeId> {
-        tree.iter()
-            .filter(|n| n.deliver)
-            .map(|n| n.edge_id)
-            .collect()
+    let dests = match &frame.kind {
+        Some(RK::DirectoryUpdate(u)) => deliver_nodes(&u.tree),
+        Some(RK::DirectoryReport(r)) => deliver_nodes(&r.tree),
+        _ => return,
     };
-    match frame.kind {
-        Some(RK::DirectoryUpdate(u)) => {
-            for t in core.trees_to(&deliver(&u.tree)) {
-                core.send_along(&t, None, |nodes| {
-                    RK::DirectoryUpdate(pb::DirectoryUpdate {
-                        tree: nodes,
-                        ..u.clone()
-                    })
-                });
+    for t in core.trees_to(&dests) {
+        core.send_along(&t, None, |nodes| {
+            let mut kind = frame.kind.clone().expect("a directory frame");
+            match &mut kind {
+                RK::DirectoryUpdate(u) => u.tree = nodes,
+                RK::DirectoryReport(r) => r.tree = nodes,
+                _ => {}
             }
-        }
-        Some(RK::DirectoryReport(r)) => {
-            for t in core.trees_to(&deliver(&r.tree)) {
-                core.send_along(&t, None, |nodes| {
-                    RK::DirectoryReport(pb::DirectoryReport {
-                        tree: nodes,
-                        ..r.clone()
-                    })
-                });
-            }
-        }
-        _ => {}
+            kind
+        });
     }
 }
 
