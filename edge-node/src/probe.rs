@@ -220,13 +220,24 @@ struct Target {
     /// the last round.
     acks_seen: Option<(usize, u64)>,
     /// Its relay connection went silent ([`TransportSilence`]) or the peer
-    /// closed it going away: dead until a probe is answered.
-    link_lost: bool,
+    /// closed it going away: dead until a probe is answered (or, silent,
+    /// until the same connection answers: [`Prober::answered_again`]).
+    link_lost: Option<LinkLoss>,
     /// Seen dead, or probed without an answer in time yet: the probes lost
     /// (or late, or still pending) since its last timely answer measured
     /// the outage, and are forgotten when it answers in time again
     /// (`LinkStats::forget_outage`).
     outage: bool,
+}
+
+/// How a peer's relay link was lost ([`Prober::link_lost`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkLoss {
+    /// Its connection (`stable_id`) left what this edge sent unanswered
+    /// ([`Silence::Dead`]).
+    Silent(usize),
+    /// It closed its connection going away (stopping).
+    GoingAway,
 }
 
 /// Per-peer link statistics and the dead set.
@@ -378,7 +389,7 @@ impl Prober {
         self.heard_from(peer);
         let mut targets = lock(&self.targets);
         let target = targets.get_mut(&peer)?;
-        target.link_lost = false;
+        target.link_lost = None;
         let outcome = target.stats.on_reply(p.seq, rtt);
         let answered = matches!(outcome, ReplyOutcome::Accepted | ReplyOutcome::Late);
         // Only an answer in time ends an outage (see `forget_outage`).
@@ -407,15 +418,36 @@ impl Prober {
     /// `peer`'s relay connection went silent, or the peer closed it going
     /// away: dead now (if probed), until a probe is answered. True if that
     /// made it dead.
-    pub fn link_lost(&self, peer: EdgeId) -> bool {
+    pub fn link_lost(&self, peer: EdgeId, how: LinkLoss) -> bool {
         let mut targets = lock(&self.targets);
         let Some(t) = targets.get_mut(&peer) else {
             return false;
         };
-        t.link_lost = true;
+        t.link_lost = Some(how);
         t.outage = true;
         drop(targets);
         self.dead.send_if_modified(|d| d.insert(peer))
+    }
+
+    /// `peer` answered again on connection `conn`: if that connection's
+    /// silence alone made it dead, and its probes still count it alive,
+    /// alive again at once. A round trip that grows at once past the
+    /// silence rule (a route change, a queue filling up: 0.1 ms to 200 ms)
+    /// is a silence of one round trip, not a death; waiting for a probe's
+    /// answer left a stream with no other way to the peer silent for
+    /// 0.6-0.8 s (`tests/mid_path.rs`). True if that made it alive.
+    pub fn answered_again(&self, peer: EdgeId, conn: usize) -> bool {
+        let mut targets = lock(&self.targets);
+        let Some(t) = targets.get_mut(&peer) else {
+            return false;
+        };
+        if t.link_lost != Some(LinkLoss::Silent(conn)) {
+            return false;
+        }
+        t.link_lost = None;
+        let alive = is_alive(t, Instant::now());
+        drop(targets);
+        alive && self.dead.send_if_modified(|d| d.remove(&peer))
     }
 
     /// The round trip and jitter this edge measured to `peer`, if it has.
@@ -489,7 +521,7 @@ impl Prober {
                 first_sent: None,
                 acked_at: None,
                 acks_seen: None,
-                link_lost: false,
+                link_lost: None,
                 // Not heard from yet: its first probes may go to a
                 // connection being dialled, or to a process gone.
                 outage: true,
@@ -528,7 +560,7 @@ impl Prober {
                     t.first_sent.get_or_insert(now);
                 }
             }
-            let silent = t.link_lost
+            let silent = t.link_lost.is_some()
                 || match (t.stats.last_heard(), t.first_sent) {
                     (Some(_), _) => !is_alive(t, now),
                     (None, Some(first)) => {
@@ -541,7 +573,7 @@ impl Prober {
                     debug!(
                         peer,
                         never_answered = t.stats.last_heard().is_none(),
-                        link_lost = t.link_lost,
+                        link_lost = ?t.link_lost,
                         "probes: peer dead"
                     );
                 }
@@ -813,6 +845,13 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
         let silence = silences.entry(c.peer).or_default();
         if silence.answered(&c) {
             core.prober.heard_from(c.peer);
+            if core.prober.answered_again(c.peer, c.conn) {
+                info!(
+                    edge = core.id,
+                    peer = c.peer,
+                    "link up: relay connection answered again"
+                );
+            }
         }
         match silence.look(now, &c, || core.prober.loss(c.peer)) {
             Silence::None => {}
@@ -825,7 +864,7 @@ fn check_relay_connections(core: &EdgeCore, silences: &mut HashMap<EdgeId, Trans
                 }
             }
             Silence::Dead => {
-                if core.prober.link_lost(c.peer) {
+                if core.prober.link_lost(c.peer, LinkLoss::Silent(c.conn)) {
                     warn!(
                         edge = core.id,
                         peer = c.peer,
@@ -1132,14 +1171,33 @@ mod tests {
             probes.push((peer, probe));
             true
         });
-        assert!(!p.link_lost(9), "not a target");
-        assert!(p.link_lost(2) && p.is_dead(2));
-        assert!(!p.link_lost(2), "already dead");
+        let going = LinkLoss::GoingAway;
+        assert!(!p.link_lost(9, going), "not a target");
+        assert!(p.link_lost(2, going) && p.is_dead(2));
+        assert!(!p.link_lost(2, going), "already dead");
         p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
         assert!(p.is_dead(2), "stays dead through probing rounds");
+        assert!(!p.answered_again(2, 7), "a peer going away is not silent");
         p.on_reply(2, probes[0].1);
         p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
         assert!(!p.is_dead(2));
+        // Silent: alive again when the same connection answers (its probes
+        // answered lately), not when another one does.
+        assert!(p.link_lost(2, LinkLoss::Silent(7)) && p.is_dead(2));
+        assert!(!p.answered_again(2, 8), "another connection");
+        assert!(p.is_dead(2));
+        assert!(p.answered_again(2, 7));
+        assert!(!p.is_dead(2));
+        p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
+        assert!(!p.is_dead(2), "and through the next round");
+        // A peer its probes count dead stays dead, whatever its connection
+        // says.
+        let q = Prober::default();
+        q.round(&set(&[3]), &BTreeSet::new(), |_, _| true);
+        lock(&q.targets).get_mut(&3).unwrap().interval_since -= Duration::from_secs(5);
+        assert!(q.link_lost(3, LinkLoss::Silent(1)));
+        assert!(!q.answered_again(3, 1));
+        assert!(q.is_dead(3));
         // Suspects, as the connection check sets them.
         assert!(!p.is_suspect(2));
         p.set_suspect(set(&[2]));

@@ -1091,7 +1091,11 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                 // The peer said it is stopping (drain, shutdown, kill with
                 // its close getting out): dead now, not when its probes
                 // time out.
-                if closed_going_away(&conn) && core.prober.link_lost(link.peer) {
+                if closed_going_away(&conn)
+                    && core
+                        .prober
+                        .link_lost(link.peer, crate::probe::LinkLoss::GoingAway)
+                {
                     warn!(
                         edge = core.id,
                         peer = link.peer,
