@@ -677,7 +677,10 @@ export class Client implements ClientCore {
     const verdict = wd.judge(performance.now(), this.#heard(link, packetsRx));
     if (verdict.is === 'dead') {
       this.#unreachableEdge = [...this.#channels.values()].map((ch) => ch.roster.edge()).find((e) => e !== 0) ?? 0;
-      return this.#linkEnded('lost', verdict.why);
+      // Make-before-break all the same: a last mile whose round trip grew
+      // at once (a handover, a route change) is as silent as a dead edge
+      // for a moment, and what the old link brings late is kept.
+      return this.#move(link, verdict.why);
     }
     if (verdict.is === 'check') return void this.#keepalive(link);
     this.#watch(link);
@@ -704,8 +707,9 @@ export class Client implements ClientCore {
     }
   }
 
-  /** Move (goaway, or a clearly faster edge): keep the old link (media
-   * still flows on it) until the channels are restored elsewhere. */
+  /** Move (goaway, a clearly faster edge, or a silent one): keep the old
+   * link (media may still flow on it) until the channels are restored
+   * elsewhere. */
   #move(link: Link, why: string): void {
     if (link !== this.#link) return;
     this.#letOldLinkGo('moved again');

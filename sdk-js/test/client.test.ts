@@ -361,6 +361,33 @@ test('watchdog: an edge gone without a word while media flows is left well befor
   }
 });
 
+test('watchdog: a silent edge is left make-before-break, and what its link brings late is played', async () => {
+  const { e1, e2, c, events, stop } = await mediaFromFirstEdge(true);
+  stop();
+  // The media goes on over the first link, whatever else is dialled.
+  const old = e1.last;
+  let sequence = 1_000;
+  const media = setInterval(() => {
+    old.sendDatagram(encodeMedia({ channelId: e1.channelId, trackKey: 0x55n, sequence: sequence++, timestampUs: 1n }, Uint8Array.of(1)));
+  }, 20);
+  try {
+    e2.delayMs = 300; // the next edge takes a while to answer
+    e1.down = true; // and the silent one takes no new session
+    e1.dead = true; // silent: as dead, or a last mile whose round trip just grew
+    await until(() => events.some((e) => e.type === 'reconnecting'), 2_000, 'reconnecting');
+    assert.ok(!old.closed, 'the silent link stays open while the client moves');
+    e1.dead = false; // it was only late
+    const before = c.getStats().mediaReceived;
+    await until(() => c.getStats().mediaReceived > before + 3, 1_000, 'media over the old link');
+    await until(() => events.some((e) => e.type === 'reconnected'), 3_000, 'reconnected');
+    assert.equal(c.edge()?.addr, '127.0.0.2:4433');
+    assert.equal(e2.last.joins()[0]!.unreachableEdge, 1, 'the rejoin names the edge that went silent');
+    await until(() => old.closed, 3_000, 'the old link closed once the overlap is over');
+  } finally {
+    clearInterval(media);
+  }
+});
+
 test('watchdog: a hung edge whose transport still answers is left at the liveness timeout', async () => {
   const { e1, events, stop } = await mediaFromFirstEdge(true);
   try {

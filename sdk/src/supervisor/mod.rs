@@ -137,16 +137,16 @@ enum End {
     Lost(String),
     /// Nothing left to do on it (no channel): disconnect until needed.
     Idle,
-    /// Move (the edge said goaway and the wait is over, or a clearly faster
-    /// edge was found), keeping the old link until the channels are restored
-    /// elsewhere. The text says why.
-    Move(Link, &'static str),
+    /// Move (the edge said goaway and the wait is over, a clearly faster
+    /// edge was found, or the edge went silent), keeping the old link until
+    /// the channels are restored elsewhere. The text says why.
+    Move(Link, String),
 }
 
 enum Step {
     Continue,
     End(End),
-    Move(&'static str),
+    Move(String),
 }
 
 /// What the reconnect loop produced.
@@ -505,11 +505,11 @@ impl Supervisor {
                     self.begin_outage(reason);
                 }
                 End::Move(old, why) => {
-                    info!(edge = %old.target.edge.addr, why, "moving to another edge");
+                    info!(edge = %old.target.edge.addr, %why, "moving to another edge");
                     self.let_old_link_go("moved again");
                     self.link_down(true);
                     self.draining = Some(old);
-                    self.begin_outage(why.into());
+                    self.begin_outage(why);
                 }
             }
         }
@@ -659,13 +659,17 @@ impl Supervisor {
                         }
                         Verdict::Dead(why) => {
                             self.unreachable_edge = self.edge_id();
-                            link.close(0, "edge unresponsive");
-                            Step::End(End::Lost(why))
+                            // Make-before-break all the same: a last mile
+                            // whose round trip grew at once (a handover, a
+                            // route change) is as silent as a dead edge for
+                            // a moment, and what the old link brings late
+                            // is kept (docs/protocol.md §4.1).
+                            Step::Move(why)
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(goaway_at.unwrap_or_else(Instant::now)), if goaway_at.is_some() => {
-                    Step::Move("the edge is going away")
+                    Step::Move("the edge is going away".into())
                 }
                 _ = tokio::time::sleep_until(overlap_check), if overlap_since.is_some() => {
                     if overlap_since.is_some_and(|since| self.overlap_over(&link, since)) {
@@ -677,7 +681,7 @@ impl Supervisor {
                     Some(faster) => {
                         bump(&self.shared.stats.edge_switches, 1);
                         self.redirects = vec![faster];
-                        Step::Move("a clearly faster edge was measured")
+                        Step::Move("a clearly faster edge was measured".into())
                     }
                     None => Step::Continue,
                 },
