@@ -340,8 +340,11 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
                     }
                     events.make_contiguous().sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
                 }
-                if e.action.disrupts_media() {
-                    rec.failure(at);
+                match e.action {
+                    Action::PartitionRegion { .. } => rec.isolated(at),
+                    Action::HealRegion { .. } => rec.healed(at),
+                    _ if e.action.disrupts_media() => rec.failure(at),
+                    _ => {}
                 }
                 let outcome = lab.lock().await.apply(&e.action).await;
                 let line = format!(
@@ -1177,6 +1180,28 @@ fn print_summary(r: &Report) {
             failover(&f.stream_failover_ms, "streams"),
         ),
     ]);
+    for (label, what, after) in [
+        (
+            "after region heal, per receiver, ms",
+            "receivers",
+            &f.receivers_after_heal_ms,
+        ),
+        (
+            "after region heal, per stream, ms",
+            "streams",
+            &f.streams_after_heal_ms,
+        ),
+    ] {
+        if let Some(x) = after {
+            rows.push((
+                label,
+                format!(
+                    "p50 {:.0}  max {:.0}  ({} {what} cut off)",
+                    x.p50, x.max, x.interrupted
+                ),
+            ));
+        }
+    }
     rows.extend(fm.slowest.iter().map(|s| ("slowest late joins", s.clone())));
     rows.extend(fm.failures.iter().map(|s| ("failed late joins", s.clone())));
     for (k, v) in rows {

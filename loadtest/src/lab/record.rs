@@ -53,12 +53,18 @@ struct Inner {
     roster_wait_ms: Vec<f64>,
     /// When failures were injected.
     failures: Vec<Instant>,
+    /// Regions cut off from the rest of the world, and when they healed.
+    isolations: Vec<Isolation>,
     /// Last media arrival per receiver, any stream.
     receivers: HashMap<String, Instant>,
     /// (ms, receiver) of each receiver's failover.
     receiver_failovers: Vec<(f64, String)>,
     /// (ms, "receiver <- user/track in channel") of each stream's failover.
     stream_failovers: Vec<(f64, String)>,
+    /// The same for media cut off by a region's partition: ms from the
+    /// heal.
+    receivers_after_heal: Vec<(f64, String)>,
+    streams_after_heal: Vec<(f64, String)>,
     media_rx: u64,
     /// When the first thing was recorded (gaps are timed from it).
     started: Option<Instant>,
@@ -225,6 +231,24 @@ impl Failover {
     }
 }
 
+/// A region cut off from the rest (`partition_region`): no way around it
+/// until it heals, so media across it is not a failover.
+struct Isolation {
+    at: Instant,
+    healed: Option<Instant>,
+}
+
+/// What a silence was.
+#[derive(Debug, PartialEq)]
+enum Silence {
+    /// Begun by a failure the network can route around: its length, ms,
+    /// and the failure.
+    Failover(f64, Instant),
+    /// Begun by a region's partition and ended after its heal: ms from the
+    /// heal, and the partition.
+    AfterHeal(f64, Instant),
+}
+
 /// A silence that starts this soon after a failure is the failure's doing:
 /// packets already on the wire (up to ~150 ms one way) still land after it,
 /// and relays and clients take up to half a second to notice a dead hop.
@@ -237,15 +261,34 @@ const FAILURE_REACH: Duration = Duration::from_secs(1);
 /// before the kill), while a client moving off a draining edge keeps its
 /// media until it leaves the old link, and what users feel is the silence
 /// then, if any, not how long ago the drain began.
-fn failover_ms(failures: &[Instant], last: Instant, now: Instant) -> Option<(f64, Instant)> {
+///
+/// A silence begun by a region's partition that lasted past its heal is
+/// timed from the heal: nothing could reach across before it, and what
+/// users then feel is how soon the call comes back.
+fn silence(
+    failures: &[Instant],
+    isolations: &[Isolation],
+    last: Instant,
+    now: Instant,
+) -> Option<Silence> {
     if now - last <= GAP {
         return None;
     }
-    let f = failures
+    let began = |f: Instant| f <= now && last < f + FAILURE_REACH;
+    let failure = failures.iter().copied().filter(|f| began(*f)).max();
+    let isolation = isolations
         .iter()
-        .rev()
-        .find(|f| **f <= now && last < **f + FAILURE_REACH)?;
-    Some(((now - last).as_secs_f64() * 1e3, *f))
+        .filter(|i| began(i.at))
+        .max_by_key(|i| i.at);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    match (failure, isolation) {
+        (f, Some(i)) if f.is_none_or(|f| f < i.at) => match i.healed {
+            Some(h) if h < now => Some(Silence::AfterHeal(ms(now - h), i.at)),
+            _ => Some(Silence::Failover(ms(now - last), i.at)),
+        },
+        (Some(f), _) => Some(Silence::Failover(ms(now - last), f)),
+        (None, _) => None,
+    }
 }
 
 /// "t=12.3 s": when `at` was in the traffic's time, as chaos plans say.
@@ -315,6 +358,11 @@ pub struct Felt {
     /// Per affected (receiver, stream): from the failure to that stream's
     /// first packet after the gap.
     pub stream_failover_ms: Option<Failover>,
+    /// Per receiver cut off by a region's partition (none of it in the
+    /// failover figures): from the heal to its first media packet.
+    pub receivers_after_heal_ms: Option<Failover>,
+    /// The same per (receiver, stream).
+    pub streams_after_heal_ms: Option<Failover>,
 }
 
 impl Recorder {
@@ -415,6 +463,24 @@ impl Recorder {
         self.inner.lock().unwrap().failures.push(at);
     }
 
+    /// A region was cut off from the rest of the world.
+    pub fn isolated(&self, at: Instant) {
+        let healed = None;
+        self.inner
+            .lock()
+            .unwrap()
+            .isolations
+            .push(Isolation { at, healed });
+    }
+
+    /// The regions cut off are joined to the world again.
+    pub fn healed(&self, at: Instant) {
+        let mut r = self.inner.lock().unwrap();
+        for i in r.isolations.iter_mut().filter(|i| i.healed.is_none()) {
+            i.healed = Some(at);
+        }
+    }
+
     pub fn media(&self, receiver: &str, m: &sdk::Media) {
         // When the SDK played it out, not when this task got to it: a busy
         // machine must not read as network latency.
@@ -443,10 +509,17 @@ impl Recorder {
             },
         };
         if let Some(last) = r.receivers.insert(receiver.into(), arrived) {
-            if let Some((ms, f)) = failover_ms(&r.failures, last, arrived) {
-                let at = traffic_time(r.started, f);
-                r.receiver_failovers
-                    .push((ms, format!("{receiver} (failure at {at})")));
+            let what = |at| format!("{receiver} (failure at {at})");
+            match silence(&r.failures, &r.isolations, last, arrived) {
+                Some(Silence::Failover(ms, f)) => {
+                    let at = traffic_time(r.started, f);
+                    r.receiver_failovers.push((ms, what(at)));
+                }
+                Some(Silence::AfterHeal(ms, f)) => {
+                    let at = traffic_time(r.started, f);
+                    r.receivers_after_heal.push((ms, what(at)));
+                }
+                None => {}
             }
         }
         match r.streams.get_mut(&key) {
@@ -463,16 +536,23 @@ impl Recorder {
                 );
             }
             Some(s) => {
-                if let Some((ms, f)) = failover_ms(&r.failures, s.last_arrival, arrived) {
-                    let id = &key.stream;
-                    let at = traffic_time(r.started, f);
-                    r.stream_failovers.push((
-                        ms,
-                        format!(
-                            "{} <- {}/{} in {} (failure at {at})",
-                            key.receiver, id.user, id.track, id.channel
-                        ),
-                    ));
+                let id = &key.stream;
+                let what = |at| {
+                    format!(
+                        "{} <- {}/{} in {} (failure at {at})",
+                        key.receiver, id.user, id.track, id.channel
+                    )
+                };
+                match silence(&r.failures, &r.isolations, s.last_arrival, arrived) {
+                    Some(Silence::Failover(ms, f)) => {
+                        let at = traffic_time(r.started, f);
+                        r.stream_failovers.push((ms, what(at)));
+                    }
+                    Some(Silence::AfterHeal(ms, f)) => {
+                        let at = traffic_time(r.started, f);
+                        r.streams_after_heal.push((ms, what(at)));
+                    }
+                    None => {}
                 }
                 if !s.seen.insert(m.sequence) {
                     s.duplicates += 1;
@@ -558,7 +638,8 @@ impl Recorder {
             messages.reordered += i.reordered;
         }
         messages.gaps = r.gaps.clone();
-        let (failover, stream_failover) = match r.failures.iter().max() {
+        let causes = r.failures.iter().chain(r.isolations.iter().map(|i| &i.at));
+        let (failover, stream_failover) = match causes.max() {
             None => (None, None),
             Some(last) => {
                 let silent_receivers = r.receivers.values().filter(|t| *t < last).count() as u64;
@@ -572,6 +653,14 @@ impl Recorder {
                     Some(Failover::of(&r.stream_failovers, silent_streams)),
                 )
             }
+        };
+        let (receivers_after_heal_ms, streams_after_heal_ms) = if r.isolations.is_empty() {
+            (None, None)
+        } else {
+            (
+                Some(Failover::of(&r.receivers_after_heal, 0)),
+                Some(Failover::of(&r.streams_after_heal, 0)),
+            )
         };
         let join_failures = r.join_failures.clone();
         let joins = r.joins;
@@ -599,6 +688,8 @@ impl Recorder {
             messages,
             failover_ms: failover,
             stream_failover_ms: stream_failover,
+            receivers_after_heal_ms,
+            streams_after_heal_ms,
         }
     }
 }
@@ -812,6 +903,39 @@ mod tests {
         assert!(s.insert(4) && s.insert(8) && s.insert(u32::MAX));
         assert_eq!(s.ranges, vec![(0, 10), (u32::MAX as u64, 1 << 32)]);
         assert_eq!(s.len(), 11);
+    }
+
+    #[test]
+    fn a_gap_across_a_region_partition_is_timed_from_the_heal() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let cut = Isolation {
+            at: t0 + ms(100),
+            healed: Some(t0 + ms(5_000)),
+        };
+        let isolations = [cut];
+        // Back after the heal: from the heal.
+        assert_eq!(
+            silence(&[], &isolations, t0 + ms(90), t0 + ms(5_300)),
+            Some(Silence::AfterHeal(300.0, t0 + ms(100)))
+        );
+        // Back before it (a way inside the region): a failover.
+        assert_eq!(
+            silence(&[], &isolations, t0 + ms(90), t0 + ms(600)),
+            Some(Silence::Failover(510.0, t0 + ms(100)))
+        );
+        // A kill after the partition began the silence: a failover.
+        let kill = t0 + ms(200);
+        assert_eq!(
+            silence(&[kill], &isolations, t0 + ms(190), t0 + ms(5_300)),
+            Some(Silence::Failover(5_110.0, kill))
+        );
+        // Not a gap, or begun by nothing.
+        assert_eq!(silence(&[], &isolations, t0 + ms(90), t0 + ms(100)), None);
+        assert_eq!(
+            silence(&[], &isolations, t0 + ms(2_000), t0 + ms(5_300)),
+            None
+        );
     }
 
     #[test]
