@@ -340,9 +340,9 @@ pub async fn run_with(opts: LabOptions, web: Option<web::WebOptions>) -> anyhow:
                     }
                     events.make_contiguous().sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
                 }
-                match e.action {
-                    Action::PartitionRegion { .. } => rec.isolated(at),
-                    Action::HealRegion { .. } => rec.healed(at),
+                match &e.action {
+                    Action::PartitionRegion { region } => rec.isolated(region, at),
+                    Action::HealRegion { region } => rec.healed(region, at),
                     _ if e.action.disrupts_media() => rec.failure(at),
                     _ => {}
                 }

@@ -234,6 +234,7 @@ impl Failover {
 /// A region cut off from the rest (`partition_region`): no way around it
 /// until it heals, so media across it is not a failover.
 struct Isolation {
+    region: String,
     at: Instant,
     healed: Option<Instant>,
 }
@@ -463,20 +464,19 @@ impl Recorder {
         self.inner.lock().unwrap().failures.push(at);
     }
 
-    /// A region was cut off from the rest of the world.
-    pub fn isolated(&self, at: Instant) {
+    /// `region` was cut off from the rest of the world.
+    pub fn isolated(&self, region: &str, at: Instant) {
+        let region = region.to_string();
         let healed = None;
-        self.inner
-            .lock()
-            .unwrap()
-            .isolations
-            .push(Isolation { at, healed });
+        let cut = Isolation { region, at, healed };
+        self.inner.lock().unwrap().isolations.push(cut);
     }
 
-    /// The regions cut off are joined to the world again.
-    pub fn healed(&self, at: Instant) {
+    /// `region` is joined to the world again.
+    pub fn healed(&self, region: &str, at: Instant) {
         let mut r = self.inner.lock().unwrap();
-        for i in r.isolations.iter_mut().filter(|i| i.healed.is_none()) {
+        let cut = r.isolations.iter_mut();
+        for i in cut.filter(|i| i.region == region && i.healed.is_none()) {
             i.healed = Some(at);
         }
     }
@@ -910,6 +910,7 @@ mod tests {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
         let cut = Isolation {
+            region: "ap-south".into(),
             at: t0 + ms(100),
             healed: Some(t0 + ms(5_000)),
         };
@@ -936,6 +937,22 @@ mod tests {
             silence(&[], &isolations, t0 + ms(2_000), t0 + ms(5_300)),
             None
         );
+    }
+
+    #[test]
+    fn a_heal_ends_only_its_own_region_s_partition() {
+        let r = Recorder::default();
+        let t0 = Instant::now();
+        r.isolated("ap-south", t0);
+        r.isolated("eu-west", t0);
+        r.healed("eu-west", t0 + Duration::from_secs(1));
+        let inner = r.inner.lock().unwrap();
+        let healed: Vec<(&str, bool)> = inner
+            .isolations
+            .iter()
+            .map(|i| (i.region.as_str(), i.healed.is_some()))
+            .collect();
+        assert_eq!(healed, [("ap-south", false), ("eu-west", true)]);
     }
 
     #[test]
