@@ -292,6 +292,23 @@ fn silence(
     }
 }
 
+/// File `silence` (if any) among the failovers or the silences after a
+/// heal, as `what` says it given when its cause was.
+fn file(
+    silence: Option<Silence>,
+    started: Option<Instant>,
+    what: impl Fn(String) -> String,
+    failovers: &mut Vec<(f64, String)>,
+    after_heal: &mut Vec<(f64, String)>,
+) {
+    let (ms, cause, list) = match silence {
+        Some(Silence::Failover(ms, cause)) => (ms, cause, failovers),
+        Some(Silence::AfterHeal(ms, cause)) => (ms, cause, after_heal),
+        None => return,
+    };
+    list.push((ms, what(traffic_time(started, cause))));
+}
+
 /// "t=12.3 s": when `at` was in the traffic's time, as chaos plans say.
 fn traffic_time(started: Option<Instant>, at: Instant) -> String {
     let s = started.map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64());
@@ -509,18 +526,13 @@ impl Recorder {
             },
         };
         if let Some(last) = r.receivers.insert(receiver.into(), arrived) {
-            let what = |at| format!("{receiver} (failure at {at})");
-            match silence(&r.failures, &r.isolations, last, arrived) {
-                Some(Silence::Failover(ms, f)) => {
-                    let at = traffic_time(r.started, f);
-                    r.receiver_failovers.push((ms, what(at)));
-                }
-                Some(Silence::AfterHeal(ms, f)) => {
-                    let at = traffic_time(r.started, f);
-                    r.receivers_after_heal.push((ms, what(at)));
-                }
-                None => {}
-            }
+            file(
+                silence(&r.failures, &r.isolations, last, arrived),
+                r.started,
+                |at| format!("{receiver} (failure at {at})"),
+                &mut r.receiver_failovers,
+                &mut r.receivers_after_heal,
+            );
         }
         match r.streams.get_mut(&key) {
             None => {
@@ -537,23 +549,18 @@ impl Recorder {
             }
             Some(s) => {
                 let id = &key.stream;
-                let what = |at| {
-                    format!(
-                        "{} <- {}/{} in {} (failure at {at})",
-                        key.receiver, id.user, id.track, id.channel
-                    )
-                };
-                match silence(&r.failures, &r.isolations, s.last_arrival, arrived) {
-                    Some(Silence::Failover(ms, f)) => {
-                        let at = traffic_time(r.started, f);
-                        r.stream_failovers.push((ms, what(at)));
-                    }
-                    Some(Silence::AfterHeal(ms, f)) => {
-                        let at = traffic_time(r.started, f);
-                        r.streams_after_heal.push((ms, what(at)));
-                    }
-                    None => {}
-                }
+                file(
+                    silence(&r.failures, &r.isolations, s.last_arrival, arrived),
+                    r.started,
+                    |at| {
+                        format!(
+                            "{} <- {}/{} in {} (failure at {at})",
+                            key.receiver, id.user, id.track, id.channel
+                        )
+                    },
+                    &mut r.stream_failovers,
+                    &mut r.streams_after_heal,
+                );
                 if !s.seen.insert(m.sequence) {
                     s.duplicates += 1;
                 }
