@@ -495,4 +495,11 @@ fn netem_rules() {
         "section_tables.toml",
         "[[links]]\nfrom = \"10.1.2.3/16\"\nto = \"10.9.0.0/16\"\ndelay_ms = 10000\njitter_ms = 10000\nloss = 0.5\n\n[[links]]\nfrom = \"fe80::1/64\"\nto = \"::/0\"\ndelay_ms = 0.001\n",
     );
+    // A loss serde_json read one ulp off before `float_roundtrip` (a crash
+    // CI found): `GET /netem` then `PUT` changed the rule.
+    write(
+        t,
+        "float_roundtrip.toml",
+        "[[links]]\nfrom = \"10.1.3.3/16\"\nto = \"10.0.0.0/16\"\nloss = 0.188934881474191032620\n",
+    );
 }
