@@ -1202,6 +1202,14 @@ fn print_summary(r: &Report) {
             ));
         }
     }
+    rows.extend(
+        media
+            .worst
+            .iter()
+            .map(|s| ("streams that lost most", s.clone())),
+    );
+    let short = f.messages.short.iter();
+    rows.extend(short.map(|s| ("messages short", s.clone())));
     rows.extend(fm.slowest.iter().map(|s| ("slowest late joins", s.clone())));
     rows.extend(fm.failures.iter().map(|s| ("failed late joins", s.clone())));
     for (k, v) in rows {

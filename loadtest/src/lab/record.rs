@@ -182,6 +182,10 @@ pub struct Messages {
     /// The first few gaps seen: where a receiver's next message from a
     /// sender was not the one after the last (the SDK skipped a gap).
     pub gaps: Vec<Gap>,
+    /// The (receiver, sender) pairs short of most messages, worst first
+    /// (at most five): "receiver <- sender in channel: delivered of sent".
+    /// A pair short at its end with no gap lost its last messages.
+    pub short: Vec<String>,
 }
 
 /// A jump in one sender's messages at one receiver.
@@ -333,6 +337,10 @@ pub struct MediaStreams {
     /// Packets publishers could not send (their SDK had no connection):
     /// dropped at the source, so in no figure above.
     pub unsent: u64,
+    /// The streams that lost most, worst first (at most five, only those
+    /// that lost anything): "receiver <- user/track in channel: received
+    /// of sent", to tell one broken stream from loss spread over all.
+    pub worst: Vec<String>,
     /// `sent` and `received` of the audio and of the video streams.
     #[serde(skip)]
     pub by_kind: [(u64, u64); 2],
@@ -645,6 +653,18 @@ impl Recorder {
             messages.reordered += i.reordered;
         }
         messages.gaps = r.gaps.clone();
+        let mut short: Vec<_> = r
+            .message_pairs()
+            .filter(|(_, sent, got)| got < sent)
+            .map(|((rx, channel, sender), sent, got)| {
+                (
+                    sent - got,
+                    format!("{rx} <- {sender} in {channel}: {got} of {sent}"),
+                )
+            })
+            .collect();
+        short.sort_by_key(|s| std::cmp::Reverse(s.0));
+        messages.short = short.into_iter().take(5).map(|(_, s)| s).collect();
         let causes = r.failures.iter().chain(r.isolations.iter().map(|i| &i.at));
         let (failover, stream_failover) = match causes.max() {
             None => (None, None),
@@ -705,11 +725,22 @@ impl Inner {
     /// For each sender's messages in a channel and each other member of it:
     /// how many were sent and how many that member got.
     fn message_deliveries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.message_pairs().map(|(_, sent, got)| (sent, got))
+    }
+
+    /// Every expected (receiver, channel, sender) with the messages sent
+    /// and delivered.
+    fn message_pairs(&self) -> impl Iterator<Item = ((&str, &str, &str), u64, u64)> + '_ {
         self.sent.iter().flat_map(move |((channel, sender), n)| {
             let others = self.members.get(channel).into_iter().flatten();
             others.filter(move |m| *m != sender).map(move |member| {
                 let key = (member.clone(), channel.clone(), sender.clone());
-                (*n, self.inbox.get(&key).map_or(0, |i| i.delivered))
+                let got = self.inbox.get(&key).map_or(0, |i| i.delivered);
+                (
+                    (member.as_str(), channel.as_str(), sender.as_str()),
+                    *n,
+                    got,
+                )
             })
         })
     }
@@ -720,6 +751,7 @@ impl Inner {
     /// receiver was reachable for all its publisher sent.
     fn media_streams(&self) -> MediaStreams {
         let mut out = MediaStreams::default();
+        let mut lossy = Vec::new();
         for (id, p) in &self.published {
             out.unsent += p.unsent;
             let receivers = self.members.get(&id.channel).into_iter().flatten();
@@ -736,8 +768,17 @@ impl Inner {
                 kind.0 += p.sent;
                 kind.1 += got;
                 out.silent += (got == 0) as u64;
+                if got < p.sent {
+                    let what = format!(
+                        "{receiver} <- {}/{} in {}: {got} of {}",
+                        id.user, id.track, id.channel, p.sent
+                    );
+                    lossy.push((got as f64 / p.sent as f64, what));
+                }
             }
         }
+        lossy.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out.worst = lossy.into_iter().take(5).map(|(_, w)| w).collect();
         out.duplicates = self.streams.values().map(|s| s.duplicates).sum();
         out
     }
@@ -815,6 +856,7 @@ mod tests {
                 received: 6,
                 duplicates: 1,
                 unsent: 1,
+                worst: vec!["rx <- u/mic in c: 6 of 7".into()],
                 by_kind: [(7, 6), (0, 0)],
             }
         );
@@ -835,6 +877,7 @@ mod tests {
                     next: 4,
                     at_s: f.messages.gaps[0].at_s,
                 }],
+                short: vec!["rx <- u in c: 3 of 4".into()],
             }
         );
         assert!(f.failover_ms.is_none());
@@ -868,6 +911,7 @@ mod tests {
                 received: 10,
                 duplicates: 0,
                 unsent: 0,
+                worst: vec!["deaf <- u/mic in c: 0 of 10".into()],
                 by_kind: [(20, 10), (0, 0)],
             }
         );
