@@ -6,30 +6,24 @@
 //! now clearly faster (no message lost), and it does not move for a gain
 //! below the switching threshold. A controller that does not answer is
 //! passed over for the next one the app named; with every controller down,
-//! a new client connects by the last shortlist they gave.
+//! a new client connects by the last shortlist they gave. A client whose
+//! shortlist went stale (an edge restarted with a new self-signed
+//! certificate) asks the controller again when it cannot reconnect.
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use control::keys::KeyLayout;
-use control::store::{ControlStore, MemoryStore};
-use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions};
-use region_controller::api::Api;
-use region_controller::controller::{Controller, RoutingOptions};
 use sdk::{Client, ClientConfig, Event};
-use testkit::netem::{LinkProfile, Wan};
-use testkit::tokens::{APP, SECRET};
+use testkit::netem::LinkProfile;
+use testkit::region::{ClientCert, Region};
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
 
-/// Client sockets bound at `at`, behind the emulated WAN.
 async fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check() {
@@ -41,8 +35,9 @@ async fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_clear_gain() {
     init_logs();
+    let region = Region::start().await;
+    let (wan, pki, api_addr) = (region.wan.clone(), &region.pki, region.api_addr);
     let (client_ip, edge_ips) = (ip(50), [ip(11), ip(12), ip(13)]);
-    let wan = Wan::new(vec![]).unwrap();
     // One-way delays from the client: edge 12 is nearest, then 13, then 11.
     let set = |edge: usize, ms: f64| {
         wan.set_link(client_ip, edge_ips[edge], LinkProfile::delay(ms))
@@ -52,46 +47,19 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     set(1, 5.0);
     set(2, 20.0);
 
-    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
-    let controller = Controller::start(
-        store.clone(),
-        KeyLayout::default(),
-        RoutingOptions::quick("eu", "ctl"),
-    );
-    let api = Api::new(
-        controller.mesh.clone(),
-        controller.leader.clone(),
-        "eu".into(),
-        None,
-        50,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = listener.local_addr().unwrap();
-    let api_task = tokio::spawn(Arc::new(api).serve(listener));
-
-    let pki = DevPki::new().unwrap();
     let mut edges = vec![];
     for (i, city) in ["ams", "fra", "lhr"].iter().enumerate() {
-        let mut cfg = EdgeConfig::dev(i as u32 + 1, APP, SECRET);
-        cfg.edge.region = "eu".into();
-        cfg.edge.city = city.to_string();
-        cfg.edge.listen = SocketAddr::new(edge_ips[i], 0);
-        let opts = EdgeOptions {
-            tls: Some(pki.material(&["localhost".into()]).unwrap()),
-            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
-            store: Some(store.clone()),
-            socket: Some(wan.hook()),
-            ..Default::default()
-        };
-        edges.push(Edge::start(cfg, opts).await.unwrap());
+        let at = SocketAddr::new(edge_ips[i], 0);
+        edges.push(
+            region
+                .edge(i as u32 + 1, city, at, ClientCert::FromCa)
+                .await,
+        );
     }
-    wait_for(15, "routes between the edges", || {
-        edges.iter().all(|e| e.core.route_table().paths.len() == 2)
-    })
-    .await;
+    Region::routes_between(&edges).await;
 
     // The listener: on edge 11 by an explicit list.
-    let mut listen_cfg = sdk_config(&pki, &[edges[0].addr()]);
+    let mut listen_cfg = sdk_config(pki, &[edges[0].addr()]);
     listen_cfg.socket = Some(socket_at(&wan, ip(60)));
     let listener = Client::connect(listen_cfg).await.unwrap();
     let _listen_room = listener
@@ -203,8 +171,7 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     // Every controller down: a new client of this process connects by the
     // last shortlist they gave, measured as ever (from where it sits, edge
     // 11 is nearest), and reaches the room.
-    api_task.abort();
-    let _ = api_task.await;
+    region.api_task.abort();
     let err = sdk::nearest::fetch_shortlist_from(
         &cfg.controllers,
         4,
@@ -247,5 +214,89 @@ async fn client_connects_to_the_fastest_shortlisted_edge_and_moves_only_for_a_cl
     for e in edges {
         e.kill().await;
     }
-    controller.shutdown().await;
+    region.stop().await;
+}
+
+/// An edge restarts with a new self-signed certificate while the client is
+/// on another; then that other edge dies. The client's shortlist still
+/// pins the restarted edge's old certificate, so no retry of it can
+/// connect: the client asks the controller again and gets back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_shortlist_went_stale_asks_the_controller_again() {
+    init_logs();
+    let region = Region::start().await;
+    let client_ip = ip(70);
+    let (near_at, far_at) = (
+        SocketAddr::new(ip(21), free_udp_port(ip(21))),
+        SocketAddr::new(ip(22), 0),
+    );
+    let wan = &region.wan;
+    wan.set_link(client_ip, near_at.ip(), LinkProfile::delay(5.0))
+        .unwrap();
+    wan.set_link(client_ip, far_at.ip(), LinkProfile::delay(20.0))
+        .unwrap();
+    let near = region.edge(1, "ams", near_at, ClientCert::SelfSigned).await;
+    let far = region.edge(2, "fra", far_at, ClientCert::SelfSigned).await;
+    let first = region.shortlist(2).await;
+
+    let mut cfg = ClientConfig::new(vec![]).trusting(sdk::EdgeTrust::PinnedHashes);
+    cfg.controllers = vec![region.api_url()];
+    cfg.reprobe_interval = None;
+    cfg.socket = Some(socket_at(wan, client_ip));
+    let client = Client::connect(cfg).await.unwrap();
+    assert_eq!(client.edge(), Some(near_at));
+    let _room = client
+        .join(&token("room", "sam", true, true), "room", true)
+        .await
+        .unwrap();
+
+    // The near edge dies: the client moves to the far one.
+    near.kill().await;
+    let far_addr = far.addr();
+    wait_for(10, "the client moves to the far edge", || {
+        client.edge() == Some(far_addr)
+    })
+    .await;
+    // The near edge is back on its address with a new certificate, which
+    // the controller publishes.
+    let near = region.edge(1, "ams", near_at, ClientCert::SelfSigned).await;
+    let pinned = |list: &[sdk::EdgeCandidate]| {
+        let e = list
+            .iter()
+            .find(|e| e.addr == near_at)
+            .expect("near edge listed");
+        e.cert_sha256.clone()
+    };
+    let old_pins = pinned(&first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pinned(&region.shortlist(2).await) == old_pins {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Now the far edge dies. The client's list pins the near edge's old
+    // certificate: without asking again it would fail on it forever.
+    let lost = Instant::now();
+    far.kill().await;
+    wait_for(10, "the client gets back to the near edge", || {
+        client.edge() == Some(near_at)
+    })
+    .await;
+    eprintln!("back on the restarted edge after {:?}", lost.elapsed());
+
+    client.close().await;
+    near.kill().await;
+    region.stop().await;
+}
+
+/// A UDP port free on `ip` now, to start an edge on it and again later.
+fn free_udp_port(ip: IpAddr) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -2,68 +2,32 @@
 //! URL: two edges and a region controller serving its public API on
 //! loopback; the clients find their edges through the API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use control::keys::KeyLayout;
-use control::store::{ControlStore, MemoryStore};
-use edge_node::tls::DevPki;
-use edge_node::{Edge, EdgeConfig, EdgeOptions};
 use loadtest::lab::traffic::App;
 use loadtest::run::{run, RunOptions};
-use region_controller::api::Api;
-use region_controller::controller::{Controller, RoutingOptions};
-
-const APP: &str = "demo";
-const SECRET: &str = "run-test-secret-0123456789";
+use testkit::region::{ClientCert, Region};
+use testkit::tokens::{APP, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_drives_a_deployment_through_its_public_api() {
-    let store: Arc<dyn ControlStore> = Arc::new(MemoryStore::new());
-    let controller = Controller::start(
-        store.clone(),
-        KeyLayout::default(),
-        RoutingOptions::quick("eu", "ctl"),
-    );
-    let api = Api::new(
-        controller.mesh.clone(),
-        controller.leader.clone(),
-        "eu".into(),
-        None,
-        1_000,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Arc::new(api).serve(listener));
-    let pki = DevPki::new().unwrap();
+    let region = Region::start().await;
     let mut edges = vec![];
     for (id, city) in [(1, "fra"), (2, "ams")] {
-        let mut cfg = EdgeConfig::dev(id, APP, SECRET);
-        cfg.edge.region = "eu".into();
-        cfg.edge.city = city.into();
-        let opts = EdgeOptions {
-            tls: Some(pki.material(&["localhost".into()]).unwrap()),
-            client_cert: Some(pki.client_cert(&["localhost".into()]).unwrap()),
-            store: Some(store.clone()),
-            ..Default::default()
-        };
-        edges.push(Edge::start(cfg, opts).await.unwrap());
+        let at = "127.0.0.1:0".parse().unwrap();
+        edges.push(region.edge(id, city, at, ClientCert::FromCa).await);
     }
     // Routes between the two edges, so members on both meet.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while edges.iter().any(|e| e.core.route_table().paths.is_empty()) {
-        assert!(std::time::Instant::now() < deadline, "no routes");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Region::routes_between(&edges).await;
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         run(RunOptions {
-            controllers: vec![url],
+            controllers: vec![region.api_url()],
             app: App {
                 id: APP.into(),
                 secret: SECRET.into(),
             },
-            trust: sdk::EdgeTrust::Ca(pki.ca_pem().into_bytes()),
+            trust: sdk::EdgeTrust::Ca(region.pki.ca_pem().into_bytes()),
             clients: 6,
             local_ips: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],
             duration: Duration::from_secs(5),
@@ -87,5 +51,5 @@ async fn run_drives_a_deployment_through_its_public_api() {
     for e in edges {
         e.kill().await;
     }
-    controller.shutdown().await;
+    region.stop().await;
 }

@@ -30,7 +30,7 @@ import { bytesToHex, ChannelKey, E2eeKeys, KeyRing, randomBase } from './e2ee';
 import { Emitter, type EventOf, type RtnEvent, type RtnEventType } from './events';
 import { ErrorCode, RtnError, closedError, fromWire, invalid } from './errors';
 import { decodeMedia, MEDIA_HEADER_LEN, type MediaHeader } from './media';
-import { probeAll, rerank, shortlistOrLast } from './nearest';
+import { freshShortlist, probeAll, rerank, shortlistOrLast } from './nearest';
 import { MemberLeftReason, TrackKind, type ChatMessage, type ClientFrame, type EdgeAddressPb, type Joined, type ServerFrame } from './proto';
 import { ReorderBuffer, type Outcome } from './reorder';
 import { decodeNack, EarlyMedia, RepairReceiver, RepairSender, REORDER_GRACE_MS, TYPE_NACK } from './repair';
@@ -122,6 +122,11 @@ const MAX_TOKEN_LEN = 1_024;
 const MAX_CONTROLLERS = 8;
 /** A goaway may not park the client longer than this. */
 const MAX_GOAWAY_WAIT_MS = 10_000;
+/** How often a client that cannot reconnect asks the controllers again at
+ * most (as the Rust SDK's SHORTLIST_REFRESH_EVERY): the first failed round
+ * asks at once, later ones no more than this, so a region of clients whose
+ * edges are all down does not turn its backoff into a flood of lookups. */
+const SHORTLIST_REFRESH_EVERY_MS = 5_000;
 const CLOSE_FLUSH_MS = 200;
 /** While packets of tracks not announced yet are held, how often to look
  * whether they are now (the announcement lags its first packets by a moment). */
@@ -278,6 +283,11 @@ export class Client implements ClientCore {
   /** The first connection was a handshake race not yet settled by a
    * measurement (`shouldSettle`). */
   #raceUnsettled = false;
+  /** The candidates are a controller's shortlist (none were given), so a
+   * reconnect that fails on all of them asks again. */
+  #shortlisted = false;
+  #lastRefresh: number | undefined;
+  #refreshing: Promise<void> | undefined;
   #connecting = false;
   #leftLast = false;
   #closed = false;
@@ -442,6 +452,7 @@ export class Client implements ClientCore {
   async #chooseEdges(): Promise<void> {
     const cfg = this.#cfg;
     if (cfg.edges.length === 0) {
+      this.#shortlisted = true;
       cfg.edges = await shortlistOrLast(cfg.controllers, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch);
       // GeoIP ranks roughly: race the handshakes, then measure.
       cfg.probeCandidates = true;
@@ -558,7 +569,8 @@ export class Client implements ClientCore {
             this.#connecting = false;
             return this.#serve(link);
           } catch {
-            // next round after the backoff
+            // next round after the backoff; the list may be stale
+            this.#refreshShortlist();
           }
           await sleep(this.#nextDelay());
           if (this.#closed) return;
@@ -571,6 +583,25 @@ export class Client implements ClientCore {
         this.#connecting = false;
       }
     })();
+  }
+
+  /** Ask the controllers for a fresh shortlist in the background (see
+   * `freshShortlist`); the next round dials it if one answers. */
+  #refreshShortlist(): void {
+    const cfg = this.#cfg;
+    const now = Date.now();
+    if (!this.#shortlisted || this.#refreshing) return;
+    if (this.#lastRefresh !== undefined && now - this.#lastRefresh < SHORTLIST_REFRESH_EVERY_MS) return;
+    this.#lastRefresh = now;
+    this.#refreshing = freshShortlist(cfg.controllers, cfg.shortlistLen, cfg.requestTimeoutMs, cfg.fetch)
+      .then((edges) => {
+        if (!edges || this.#closed || JSON.stringify(edges) === JSON.stringify(cfg.edges)) return;
+        cfg.edges = edges;
+        this.#current = undefined;
+      })
+      .finally(() => {
+        this.#refreshing = undefined;
+      });
   }
 
   #hasWork(): boolean {

@@ -89,6 +89,22 @@ export async function shortlistOrLast(controllers: string[], limit: number, time
   }
 }
 
+/** After a reconnect round in which every candidate failed, the
+ * controllers are asked again (as sdk/src/nearest.rs's `fresh_shortlist`):
+ * the list may be stale (edges replaced, or, with development
+ * certificates, an edge restarted with a new certificate whose hash the old
+ * list does not carry, which no retry of it can get past). Remembered like
+ * any answer; undefined when no controller answers (the old list stays). */
+export async function freshShortlist(controllers: string[], limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch, now: () => number = Date.now): Promise<EdgeCandidate[] | undefined> {
+  try {
+    const edges = await fetchShortlistFrom(controllers, limit, timeoutMs, fetchImpl);
+    lastShortlists.set(JSON.stringify(controllers), { at: now(), edges });
+    return edges;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Ask `controllers` in turn (`fetchShortlist`) until one answers with
  * edges: one that is down, slow (each has `timeoutMs`), refuses or knows no
  * edge is passed over for the next. A URL that does not parse is the app's

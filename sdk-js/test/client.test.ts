@@ -427,6 +427,39 @@ test('the first connection races the candidates\' handshakes (the controller sho
   assert.equal(c.edge()?.addr, '127.0.0.2:4433');
 });
 
+test('a shortlist gone stale (an edge restarted with a new certificate) is asked for again when no candidate answers', async () => {
+  const net = new FakeNet();
+  const [e1, e2] = [net.edge(1, '127.0.0.1:4433'), net.edge(2, '127.0.0.2:4433')];
+  [e1.certHash, e2.certHash] = ['aa'.repeat(32), 'bb'.repeat(32)];
+  e2.delayMs = 20; // e1 wins the first race
+  const candidate = (e: typeof e1): object => ({ id: e.id, addr: e.addr, server_name: `e${e.id}.test`, cert_sha256: [e.certHash], city: 'a', region: 'r', load: 0, score: 0, distance_km: null, est_rtt_ms: null });
+  let asked = 0;
+  const fetch = (async () => {
+    asked++;
+    return new Response(JSON.stringify({ client: { ip: '127.0.0.1', source: 'peer', location: null }, edges: [candidate(e1), candidate(e2)] }), { status: 200 });
+  }) as unknown as typeof globalThis.fetch;
+  const { c } = await connect(net, { controller: 'https://ctl.test:8443/', fetch });
+  await c.join('alice', 'room');
+  // The client's own session (probes open sessions too).
+  const joined = (e: typeof e1): (typeof e1.sessions)[number] => e.sessions.find((s) => s.joins().length > 0)!;
+  assert.equal(c.edge()?.addr, e1.addr);
+  // e1 dies: the client moves to e2. e1 comes back with a new certificate.
+  e1.down = true;
+  joined(e1).close({ closeCode: 0, reason: 'gone' });
+  await until(() => c.edge()?.addr === e2.addr, 2_000, 'moved to e2');
+  assert.equal(asked, 1, 'e2 answered: no reason to ask again');
+  e1.certHash = 'cc'.repeat(32);
+  e1.down = false;
+  // e2 dies too: the list pins e1's old certificate, so every round fails
+  // until the controllers are asked again.
+  e2.down = true;
+  joined(e2).close({ closeCode: 0, reason: 'gone' });
+  await until(() => c.edge()?.addr === e1.addr, 2_000, 'back on e1, by its new certificate');
+  assert.equal(asked, 2);
+  const hashes = net.dialled.at(-1)!.options?.serverCertificateHashes?.map((h) => Buffer.from(h.value as Uint8Array).toString('hex'));
+  assert.deepEqual(hashes, [e1.certHash]);
+});
+
 test('close leaves and closes with code 0; calls after close fail with CLOSED', async () => {
   const net = new FakeNet();
   const e1 = net.edge(1, '127.0.0.1:4433');

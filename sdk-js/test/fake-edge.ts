@@ -140,6 +140,9 @@ export class FakeEdge {
   dead = false;
   /** Refuse every session (`ready` rejects). */
   down = false;
+  /** The SHA-256 (hex) of the self-signed certificate it shows: a dial
+   * pinning other hashes fails its handshake, as in a browser. */
+  certHash: string | undefined;
   /** Tokens refused at join with this code. */
   refuseTokens = new Map<string, number>();
   /** Message seqs refused with MALFORMED_FRAME. */
@@ -218,7 +221,8 @@ export class FakeNet {
         edge.sessions.push(s);
         this.ready = (async () => {
           if (edge.delayMs) await wait(edge.delayMs);
-          if (edge.down || edge.silent) {
+          const pins = options?.serverCertificateHashes?.map((h) => Buffer.from(h.value as Uint8Array).toString('hex'));
+          if (edge.down || edge.silent || (pins && edge.certHash !== undefined && !pins.includes(edge.certHash))) {
             s.close({ closeCode: 0, reason: 'refused' });
             throw new Error('Opening handshake failed');
           }

@@ -378,6 +378,37 @@ pub(crate) async fn choose_edges(
     Ok(())
 }
 
+/// After a reconnect round in which every candidate failed, the
+/// controllers are asked again: the shortlist may be stale (edges replaced
+/// since it was given, or, with development certificates, an edge restarted
+/// with a new certificate whose digest the old list does not carry, which
+/// no retry of the old list can get past). Owned, so that it runs beside
+/// the backoff pause while the supervisor serves commands. `None` when no
+/// controller answers: the old list stays.
+pub(crate) fn fresh_shortlist(
+    cfg: &ClientConfig,
+) -> impl std::future::Future<Output = Option<Vec<EdgeCandidate>>> + 'static {
+    let (controllers, limit, timeout, local_ip, trust) = (
+        cfg.controllers.clone(),
+        cfg.shortlist_len,
+        cfg.request_timeout,
+        cfg.local_ip,
+        cfg.trust.clone(),
+    );
+    async move {
+        match fetch_shortlist_from(&controllers, limit, timeout, local_ip, &trust).await {
+            Ok(edges) => {
+                remember_shortlist(&controllers, &edges);
+                Some(edges)
+            }
+            Err(e) => {
+                debug!(error = %e, "no fresh shortlist; keeping the old one");
+                None
+            }
+        }
+    }
+}
+
 /// Whether the candidates are measured: a race for the first connection,
 /// then [`Reprobing`].
 pub(crate) fn measures_candidates(cfg: &ClientConfig) -> bool {

@@ -11,6 +11,8 @@
 //!   edge built with its `netem` feature takes too).
 //! - [`mesh`]: the one in-process mesh starter (edges on loopback sharing a
 //!   dev CA, optionally over an emulated WAN), SDK configs for it.
+//! - [`region`]: the one in-process region: a controller and its
+//!   nearest-edge API on an embedded store, edges registering in it.
 //! - [`quic`]: the one TLS client setup for a test CA, endpoints, and the
 //!   one raw RTN client.
 //! - [`tokens`]: join tokens of the test app.
@@ -28,6 +30,7 @@ pub mod outage_store;
 pub mod ports;
 pub mod process;
 pub mod quic;
+pub mod region;
 pub mod scrape;
 pub mod store_conformance;
 pub mod tokens;

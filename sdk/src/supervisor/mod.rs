@@ -200,7 +200,26 @@ pub(crate) struct Supervisor {
     /// The first connection was a handshake race not yet settled by a
     /// measurement ([`nearest::should_settle`]).
     race_unsettled: bool,
+    /// The candidates are a controller's shortlist (the config named
+    /// none), so a reconnect that fails on all of them asks again.
+    shortlisted: bool,
+    /// When the controllers were last asked again.
+    last_refresh: Option<Instant>,
+    /// A fresh shortlist replaced the candidates since the measurements
+    /// started: they start again on the new ones.
+    candidates_changed: bool,
 }
+
+/// A request for a fresh shortlist in flight ([`nearest::fresh_shortlist`]).
+type Refresh =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<EdgeAddress>>> + Send>>;
+
+/// How often a client that cannot reconnect asks the controllers again
+/// at most: the first failed round asks at once (a stale list fails every
+/// round alike), later ones no more than this, so a region of clients
+/// whose edges are all down does not turn its backoff into a flood of
+/// lookups.
+const SHORTLIST_REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub fn new(cfg: ClientConfig, shared: Arc<Shared>) -> Result<Self, SdkError> {
@@ -230,6 +249,9 @@ impl Supervisor {
             overlap_since: None,
             left_last: false,
             race_unsettled: false,
+            shortlisted: false,
+            last_refresh: None,
+            candidates_changed: false,
         })
     }
 
@@ -367,6 +389,7 @@ impl Supervisor {
     /// The first connection, for `Client::connect`.
     pub async fn connect_first(&mut self) -> Result<(Opened, ConnectTiming), SdkError> {
         let mut timing = ConnectTiming::default();
+        self.shortlisted = self.cfg.edges.is_empty();
         nearest::choose_edges(&mut self.cfg, &mut timing).await?;
         let handshakes = Instant::now();
         let mut last = String::new();
@@ -410,6 +433,7 @@ impl Supervisor {
     /// Connect again, serving commands meanwhile; jittered backoff between
     /// failed rounds, the first round at once.
     async fn reconnect(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Reconnect {
+        let mut refresh: Option<Refresh> = None;
         loop {
             let attempts = self.attempts().await;
             let round = open(
@@ -422,6 +446,7 @@ impl Supervisor {
             let result = loop {
                 tokio::select! {
                     r = &mut round => break r,
+                    fresh = refreshed(&mut refresh) => self.adopt_shortlist(fresh),
                     cmd = cmds.recv() => if !self.offline(cmd) {
                         return Reconnect::Closed;
                     },
@@ -435,11 +460,16 @@ impl Supervisor {
                 }
                 Err(e) => debug!(error = %e, "reconnect round failed"),
             }
+            if refresh.is_none() && self.refresh_due() {
+                self.last_refresh = Some(Instant::now());
+                refresh = Some(Box::pin(nearest::fresh_shortlist(&self.cfg)));
+            }
             let pause = tokio::time::sleep(self.backoff.next_delay());
             tokio::pin!(pause);
             loop {
                 tokio::select! {
                     _ = &mut pause => break,
+                    fresh = refreshed(&mut refresh) => self.adopt_shortlist(fresh),
                     cmd = cmds.recv() => if !self.offline(cmd) {
                         return Reconnect::Closed;
                     },
@@ -450,6 +480,29 @@ impl Supervisor {
                 return Reconnect::Idle;
             }
         }
+    }
+
+    /// Whether a failed reconnect round asks the controllers again
+    /// ([`SHORTLIST_REFRESH_EVERY`]).
+    fn refresh_due(&self) -> bool {
+        self.shortlisted
+            && self
+                .last_refresh
+                .is_none_or(|at| at.elapsed() >= SHORTLIST_REFRESH_EVERY)
+    }
+
+    /// Take a fresh shortlist (if a controller answered) as the candidates.
+    fn adopt_shortlist(&mut self, fresh: Option<Vec<EdgeAddress>>) {
+        let Some(edges) = fresh.filter(|e| *e != self.cfg.edges) else {
+            return;
+        };
+        info!(
+            edges = edges.len(),
+            "the controllers gave a fresh shortlist"
+        );
+        self.cfg.edges = edges;
+        self.current = None;
+        self.candidates_changed = true;
     }
 
     /// The edge this client is on, as its channels' `Joined` named it (0
@@ -486,7 +539,12 @@ impl Supervisor {
                         }
                     }
                     match self.reconnect(&mut cmds).await {
-                        Reconnect::Linked(l) => l,
+                        Reconnect::Linked(l) => {
+                            if std::mem::take(&mut self.candidates_changed) {
+                                probes = Reprobing::start(&self.cfg, &self.quic);
+                            }
+                            l
+                        }
                         Reconnect::Idle => continue,
                         Reconnect::Closed => break,
                     }
@@ -924,4 +982,17 @@ async fn resolve(addr: &str, limit: Duration) -> Option<SocketAddr> {
         .ok()?;
     let all: Vec<SocketAddr> = found.collect();
     all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
+
+/// The fresh shortlist once its request ends (and the request is gone);
+/// never, while none is in flight.
+async fn refreshed(refresh: &mut Option<Refresh>) -> Option<Vec<EdgeAddress>> {
+    match refresh {
+        Some(f) => {
+            let fresh = f.await;
+            *refresh = None;
+            fresh
+        }
+        None => std::future::pending().await,
+    }
 }
