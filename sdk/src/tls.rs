@@ -65,6 +65,10 @@ pub(crate) struct EdgeTls {
     /// WebPKI or CA: the one config for every edge.
     shared: Option<quinn::ClientConfig>,
     idle: Duration,
+    /// Signalled when an edge shows a certificate whose digest is not
+    /// pinned: the candidate list is stale (the edge restarted or rotated
+    /// since), which no retry of it can get past.
+    stale_pins: Arc<tokio::sync::Notify>,
 }
 
 impl EdgeTls {
@@ -90,7 +94,17 @@ impl EdgeTls {
             )?),
             EdgeTrust::PinnedHashes => None,
         };
-        Ok(EdgeTls { shared, idle })
+        Ok(EdgeTls {
+            shared,
+            idle,
+            stale_pins: Arc::default(),
+        })
+    }
+
+    /// Notified (a permit is kept if nobody waits) each time a pinned
+    /// digest did not match.
+    pub(crate) fn stale_pins(&self) -> Arc<tokio::sync::Notify> {
+        self.stale_pins.clone()
     }
 
     /// The config to dial `edge` with.
@@ -105,7 +119,8 @@ impl EdgeTls {
             ));
         }
         let provider = provider();
-        let verifier = PinnedVerifier::new(edge.cert_sha256.clone());
+        let verifier = PinnedVerifier::new(edge.cert_sha256.clone())
+            .notifying_mismatch(self.stale_pins.clone());
         let tls = tls_builder(&provider)
             .map_err(|e| e.to_string())?
             .dangerous()
@@ -177,6 +192,7 @@ fn quic_config(
 pub struct PinnedVerifier {
     pins: Vec<CertHash>,
     provider: Arc<CryptoProvider>,
+    mismatch: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl PinnedVerifier {
@@ -184,7 +200,14 @@ impl PinnedVerifier {
         PinnedVerifier {
             pins,
             provider: provider(),
+            mismatch: None,
         }
+    }
+
+    /// Signal `notify` whenever a certificate is refused for its digest.
+    pub fn notifying_mismatch(mut self, notify: Arc<tokio::sync::Notify>) -> PinnedVerifier {
+        self.mismatch = Some(notify);
+        self
     }
 }
 
@@ -201,6 +224,9 @@ impl ServerCertVerifier for PinnedVerifier {
         if self.pins.contains(&hash) {
             Ok(ServerCertVerified::assertion())
         } else {
+            if let Some(n) = &self.mismatch {
+                n.notify_one();
+            }
             Err(rustls::Error::General(format!(
                 "certificate digest {hash} is not one the edge published (rotated since the candidate list was fetched?)"
             )))

@@ -434,6 +434,7 @@ impl Supervisor {
     /// failed rounds, the first round at once.
     async fn reconnect(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Reconnect {
         let mut refresh: Option<Refresh> = None;
+        let stale_pins = self.quic.stale_pins();
         loop {
             let attempts = self.attempts().await;
             let round = open(
@@ -445,12 +446,22 @@ impl Supervisor {
             tokio::pin!(round);
             let result = loop {
                 tokio::select! {
-                    r = &mut round => break r,
-                    fresh = refreshed(&mut refresh) => self.adopt_shortlist(fresh),
+                    r = &mut round => break Some(r),
+                    // An edge showed a certificate the list does not pin:
+                    // ask again now, not once the round has timed out on
+                    // every other candidate.
+                    _ = stale_pins.notified() => self.refresh_shortlist(&mut refresh),
+                    // A fresh list: a new round on it at once.
+                    fresh = refreshed(&mut refresh) => if self.adopt_shortlist(fresh) {
+                        break None;
+                    },
                     cmd = cmds.recv() => if !self.offline(cmd) {
                         return Reconnect::Closed;
                     },
                 }
+            };
+            let Some(result) = result else {
+                continue;
             };
             match result {
                 Ok(opened) => {
@@ -460,16 +471,15 @@ impl Supervisor {
                 }
                 Err(e) => debug!(error = %e, "reconnect round failed"),
             }
-            if refresh.is_none() && self.refresh_due() {
-                self.last_refresh = Some(Instant::now());
-                refresh = Some(Box::pin(nearest::fresh_shortlist(&self.cfg)));
-            }
+            self.refresh_shortlist(&mut refresh);
             let pause = tokio::time::sleep(self.backoff.next_delay());
             tokio::pin!(pause);
             loop {
                 tokio::select! {
                     _ = &mut pause => break,
-                    fresh = refreshed(&mut refresh) => self.adopt_shortlist(fresh),
+                    fresh = refreshed(&mut refresh) => if self.adopt_shortlist(fresh) {
+                        break;
+                    },
                     cmd = cmds.recv() => if !self.offline(cmd) {
                         return Reconnect::Closed;
                     },
@@ -482,19 +492,24 @@ impl Supervisor {
         }
     }
 
-    /// Whether a failed reconnect round asks the controllers again
-    /// ([`SHORTLIST_REFRESH_EVERY`]).
-    fn refresh_due(&self) -> bool {
-        self.shortlisted
-            && self
-                .last_refresh
-                .is_none_or(|at| at.elapsed() >= SHORTLIST_REFRESH_EVERY)
+    /// Ask the controllers for a fresh shortlist, unless a request is in
+    /// flight, the candidates are the app's own, or the last request was
+    /// under [`SHORTLIST_REFRESH_EVERY`] ago.
+    fn refresh_shortlist(&mut self, refresh: &mut Option<Refresh>) {
+        let due = self
+            .last_refresh
+            .is_none_or(|at| at.elapsed() >= SHORTLIST_REFRESH_EVERY);
+        if refresh.is_none() && self.shortlisted && due {
+            self.last_refresh = Some(Instant::now());
+            *refresh = Some(Box::pin(nearest::fresh_shortlist(&self.cfg)));
+        }
     }
 
-    /// Take a fresh shortlist (if a controller answered) as the candidates.
-    fn adopt_shortlist(&mut self, fresh: Option<Vec<EdgeAddress>>) {
+    /// Take a fresh shortlist (if a controller answered) as the
+    /// candidates; whether they changed.
+    fn adopt_shortlist(&mut self, fresh: Option<Vec<EdgeAddress>>) -> bool {
         let Some(edges) = fresh.filter(|e| *e != self.cfg.edges) else {
-            return;
+            return false;
         };
         info!(
             edges = edges.len(),
@@ -503,6 +518,7 @@ impl Supervisor {
         self.cfg.edges = edges;
         self.current = None;
         self.candidates_changed = true;
+        true
     }
 
     /// The edge this client is on, as its channels' `Joined` named it (0
