@@ -739,14 +739,35 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     let Some(link) = core.relay.get(peer) else {
         return 0;
     };
-    let mut resent = 0;
     let handed = link.recent(window);
     // Still queued (its connection stopped taking data when the peer did).
     let queued = link.frames.messages();
+    let resent = resend_messages(core, handed.into_iter().chain(queued), |_| true);
+    let directory = link
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .within(Instant::now(), window);
+    for frame in directory {
+        resend_directory_frame(core, frame);
+    }
+    resent
+}
+
+/// Send `messages` again from this edge, each to the destinations of its
+/// tree that `wanted` keeps, along this edge's trees now. How many were
+/// sent.
+fn resend_messages(
+    core: &EdgeCore,
+    messages: impl IntoIterator<Item = pb::RelayMessage>,
+    wanted: impl Fn(EdgeId) -> bool,
+) -> usize {
+    let mut resent = 0;
     // Trees are built once per destination set, not per message.
     let mut trees: HashMap<Vec<EdgeId>, Vec<protocol::route_tree::RouteTree>> = HashMap::new();
-    for rm in handed.into_iter().chain(queued) {
-        let dests = deliver_nodes(&rm.tree);
+    for rm in messages {
+        let mut dests = deliver_nodes(&rm.tree);
+        dests.retain(|d| wanted(*d));
         let (false, Some(msg)) = (dests.is_empty(), rm.message) else {
             continue;
         };
@@ -758,14 +779,6 @@ pub fn resend_around(core: &EdgeCore, peer: EdgeId, window: Duration) -> usize {
     }
     if resent > 0 {
         core.metrics.relay_messages_resent(resent);
-    }
-    let directory = link
-        .directory
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .within(Instant::now(), window);
-    for frame in directory {
-        resend_directory_frame(core, frame);
     }
     resent
 }
@@ -800,14 +813,24 @@ fn resend_directory_frame(core: &EdgeCore, frame: pb::RelayFrame) {
     }
 }
 
-/// When a new table from the controller moves paths while this edge sees
-/// peers dead, the messages written to each dead peer's link lately are
-/// sent again along the new paths. Until then some could only be queued
-/// on a dead link: those for which this edge had no live way (as around a
-/// cut between two cities, where each edge of one city has its backup
-/// through the other, and a repair does not go back where a packet came
-/// from, `Router::live_children`). Receivers drop the copies they already
-/// have.
+/// When a new table from the controller moves paths, messages this edge
+/// wrote lately may be stuck on the old ones, and are sent again along the
+/// new paths; receivers drop the copies they already have.
+///
+/// - Those written to each peer it sees dead, all of them. Until then some
+///   could only be queued on the dead link: those for which this edge had
+///   no live way (as around a cut between two cities, where each edge of
+///   one city has its backup through the other, and a repair does not go
+///   back where a packet came from, `Router::live_children`).
+/// - Those written to a live peer, to the destinations whose path moved.
+///   The old path may be cut further on, at a relay whose only way around
+///   goes back through this edge: the relay then holds the message on its
+///   dead link until that link comes back, while this edge, now on a path
+///   around the cut, would never send it again. Found by the chain world
+///   (`loadtest/topologies/chain.toml`): Chicago's link to Toronto cut
+///   while Dublin, Toronto's other neighbour, was dead; a message Seattle
+///   sent through Chicago just after the cut waited there for the heal,
+///   10 s, and its receiver in Toronto gave it up after 5 s.
 ///
 /// Tables made by this edge's own reroutes (the dead set changed) do not
 /// count: the death's own resend covers those.
@@ -816,7 +839,7 @@ fn resend_when_paths_move(
     (before, dead_before): (&RouteTable, &BTreeSet<EdgeId>),
     (after, dead): (&RouteTable, &BTreeSet<EdgeId>),
 ) {
-    if dead.is_empty() || dead != dead_before || before.paths == after.paths {
+    if dead != dead_before || before.paths == after.paths {
         return;
     }
     for peer in dead {
@@ -829,6 +852,20 @@ fn resend_when_paths_move(
                 "paths moved: resent the messages written to a dead peer lately"
             );
         }
+    }
+    let moved = |d: EdgeId| after.paths.get(&d) != before.paths.get(&d);
+    let mut resent = 0;
+    for link in core.relay.all() {
+        if !dead.contains(&link.peer) {
+            resent += resend_messages(core, link.recent(RESEND_WINDOW), moved);
+        }
+    }
+    if resent > 0 {
+        info!(
+            edge = core.id,
+            messages = resent,
+            "paths moved: resent the messages written lately towards destinations on new paths"
+        );
     }
 }
 

@@ -28,6 +28,11 @@
 //!   (through 5) come, played here 1 s later. Messages wait on the dead
 //!   links meanwhile (not passed to and fro between 2 and 3 until their
 //!   hop limit runs out) and are sent again when the paths move;
+//! - edge 3's link to 4 is cut, and edge 3's only way to 4 goes back
+//!   through edge 2, where the messages come from: it can only hold them
+//!   on the dead link. Edge 1's paths then move around (the controller's,
+//!   1 s later), and edge 1 sends what it wrote lately towards 4 again
+//!   along them;
 //! - nothing dies, but edge 3's link to 4 goes from no delay to a 400 ms
 //!   round trip at once: silent for 200 ms, 4 looks dead to 3 (which has
 //!   no other way to it) until the connection answers again.
@@ -100,6 +105,9 @@ enum Death {
     /// Not dead either: its and edge 2's links to edge 4 are cut, each the
     /// other's backup to 4.
     CutCityPair,
+    /// Not dead either: its link to edge 4 is cut, and its own way to 4
+    /// goes back through edge 2.
+    CutWayBackOnly,
     /// Not dead at all: its link to edge 4 goes from nothing to a 400 ms
     /// round trip at once (a route change): its first answers then come
     /// 200 ms late, past the silence rule's 150 ms.
@@ -123,6 +131,10 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     if how == Death::CutCityPair {
         mesh.set_backups(3, &[&[3, 2, 4]]);
         mesh.set_backups(2, &[&[2, 3, 4]]);
+    }
+    if how == Death::CutWayBackOnly {
+        mesh.set_paths(3, &[&[3, 2, 5, 4]]);
+        mesh.set_backups(3, &[&[3, 2, 5, 4]]);
     }
     let mut sender_config = mesh.sdk_config(&[1]);
     sender_config.replay_window = 0;
@@ -202,11 +214,17 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
                 mesh.set_paths(at, &[&[at, 5, 4]]);
             }
         }
+        // The controller's paths around the cut: the sender's edge's only.
+        if how == Death::CutWayBackOnly && i == MESSAGES / 3 + 100 {
+            mesh.set_paths(1, &[&[1, 5, 4]]);
+        }
         if i == MESSAGES / 3 {
             if how == Death::CutFromReceiver {
                 mesh.wan().set_link(ip(victim), ip(4), cut).unwrap();
             } else if how == Death::CutCityPair {
                 mesh.wan().set_link(ip(2), ip(4), cut).unwrap();
+                mesh.wan().set_link(ip(3), ip(4), cut).unwrap();
+            } else if how == Death::CutWayBackOnly {
                 mesh.wan().set_link(ip(3), ip(4), cut).unwrap();
             } else if how == Death::RoundTripGrows {
                 let long = LinkProfile {
@@ -251,6 +269,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             Death::Stop => " (stopped cleanly)",
             Death::CutFromReceiver => ", no: its link to the receiver's edge cut",
             Death::CutCityPair => ", no: its and edge 2's links to the receiver's edge cut",
+            Death::CutWayBackOnly => ", no: its link to the receiver's edge cut, its way back only",
             Death::RoundTripGrows => ", no: its round trip to the receiver's edge grown",
         },
         seqs.len(),
@@ -268,7 +287,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     // machine. Around the cut between two cities media comes back with the
     // controller's paths.
     let media_bound = match how {
-        Death::CutCityPair => Duration::from_millis(3_000),
+        Death::CutCityPair | Death::CutWayBackOnly => Duration::from_millis(3_000),
         _ => Duration::from_millis(800),
     };
     assert!(
@@ -352,6 +371,14 @@ async fn a_cut_link_to_the_last_hop_is_routed_around() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_between_two_cities_loses_no_message() {
     a_relay_of_the_path_goes(3, Death::CutCityPair).await;
+}
+
+/// A cut link whose relay can only hold what it gets for the far side (its
+/// way there goes back where the messages come from): the sender's edge,
+/// on its new paths, sends what it wrote lately again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_no_way_on_loses_no_message_once_the_paths_move() {
+    a_relay_of_the_path_goes(3, Death::CutWayBackOnly).await;
 }
 
 /// A relay that stops cleanly closes its relay connections with
