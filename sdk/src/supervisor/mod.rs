@@ -215,10 +215,10 @@ type Refresh =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<EdgeAddress>>> + Send>>;
 
 /// How often a client that cannot reconnect asks the controllers again
-/// at most: the first failed round asks at once (a stale list fails every
-/// round alike), later ones no more than this, so a region of clients
-/// whose edges are all down does not turn its backoff into a flood of
-/// lookups.
+/// at most: the first sign of a stale list (an edge's certificate refused
+/// for its digest, or a round failed on every candidate) asks at once,
+/// later ones no more than this, so a region of clients whose edges are
+/// all down does not turn its backoff into a flood of lookups.
 const SHORTLIST_REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 impl Supervisor {
