@@ -76,13 +76,12 @@ const lastShortlists = new Map<string, { at: number; edges: EdgeCandidate[] }>()
  * not keep new clients off edges that are up. The candidates are measured
  * on connect as ever. */
 export async function shortlistOrLast(controllers: string[], limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch, now: () => number = Date.now): Promise<EdgeCandidate[]> {
-  const key = JSON.stringify(controllers);
   try {
     const edges = await fetchShortlistFrom(controllers, limit, timeoutMs, fetchImpl);
-    lastShortlists.set(key, { at: now(), edges });
+    rememberShortlist(controllers, edges, now);
     return edges;
   } catch (e) {
-    const last = lastShortlists.get(key);
+    const last = lastShortlists.get(JSON.stringify(controllers));
     const unanswered = e instanceof RtnError && e.code !== 'INVALID';
     if (unanswered && last && now() - last.at < LAST_SHORTLIST_MAX_AGE_MS) return last.edges;
     throw e;
@@ -98,11 +97,15 @@ export async function shortlistOrLast(controllers: string[], limit: number, time
 export async function freshShortlist(controllers: string[], limit: number, timeoutMs: number, fetchImpl: typeof fetch = globalThis.fetch, now: () => number = Date.now): Promise<EdgeCandidate[] | undefined> {
   try {
     const edges = await fetchShortlistFrom(controllers, limit, timeoutMs, fetchImpl);
-    lastShortlists.set(JSON.stringify(controllers), { at: now(), edges });
+    rememberShortlist(controllers, edges, now);
     return edges;
   } catch {
     return undefined;
   }
+}
+
+function rememberShortlist(controllers: string[], edges: EdgeCandidate[], now: () => number): void {
+  lastShortlists.set(JSON.stringify(controllers), { at: now(), edges });
 }
 
 /** Ask `controllers` in turn (`fetchShortlist`) until one answers with

@@ -86,6 +86,18 @@ struct StreamKey {
     stream: StreamId,
 }
 
+/// "receiver <- user/track in channel", as the report names a stream.
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let StreamId {
+            channel,
+            user,
+            track,
+        } = &self.stream;
+        write!(f, "{} <- {user}/{track} in {channel}", self.receiver)
+    }
+}
+
 /// What a receiver got of one stream.
 struct Stream {
     seen: SeqSet,
@@ -556,16 +568,10 @@ impl Recorder {
                 );
             }
             Some(s) => {
-                let id = &key.stream;
                 file(
                     silence(&r.failures, &r.isolations, s.last_arrival, arrived),
                     r.started,
-                    |at| {
-                        format!(
-                            "{} <- {}/{} in {} (failure at {at})",
-                            key.receiver, id.user, id.track, id.channel
-                        )
-                    },
+                    |at| format!("{key} (failure at {at})"),
                     &mut r.stream_failovers,
                     &mut r.streams_after_heal,
                 );
@@ -769,10 +775,7 @@ impl Inner {
                 kind.1 += got;
                 out.silent += (got == 0) as u64;
                 if got < p.sent {
-                    let what = format!(
-                        "{receiver} <- {}/{} in {}: {got} of {}",
-                        id.user, id.track, id.channel, p.sent
-                    );
+                    let what = format!("{key}: {got} of {}", p.sent);
                     lossy.push((got as f64 / p.sent as f64, what));
                 }
             }
