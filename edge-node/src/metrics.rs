@@ -86,7 +86,7 @@ fn describe() {
     );
     describe_counter!(
         "rtn_edge_directory_hints_total",
-        "Directory updates of this edge's own entry sent straight to edges a rejoining client named, by event (greeted, told)."
+        "Directory updates of this edge's own entry sent straight to edges a rejoining client named or a peer back from a long outage, by event (greeted, told)."
     );
     describe_gauge!(
         "rtn_edge_info",

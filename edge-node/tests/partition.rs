@@ -32,10 +32,16 @@ fn cut(mesh: &Mesh, down: bool) {
 /// Edges 1 and 2 at 127.0.0.31 and .32, the link between them emulated,
 /// full-mesh routes.
 async fn two_edges(tweak: &impl Fn(&mut edge_node::EdgeConfig)) -> Mesh {
+    two_edges_numbered([1, 2], tweak).await
+}
+
+/// [`two_edges`] with other edge ids (the metrics of the tests running
+/// alongside in this process are told apart by them).
+async fn two_edges_numbered(ids: [u32; 2], tweak: &impl Fn(&mut edge_node::EdgeConfig)) -> Mesh {
     let pki = DevPki::new().unwrap();
     let wan = Wan::new(vec![]).unwrap();
     let mut edges = vec![];
-    for (id, last) in [(1, 31), (2, 32)] {
+    for (id, last) in [(ids[0], 31), (ids[1], 32)] {
         let listen = SocketAddr::new(ip(last), 0);
         edges.push(start_edge(&pki, id, Some(listen), tweak, Some(&wan)).await);
     }
@@ -174,6 +180,68 @@ async fn a_restarted_edge_gets_media_from_its_peers_at_once() {
         sending.abort();
         late.close().await;
         sender.close().await;
+        mesh.stop().await;
+    })
+    .await
+    .expect("bounded");
+}
+
+/// A partition long enough for each edge's directory entry of the other to
+/// expire: once it heals, each edge greets the other with its own entry
+/// (the homes' pushes would take a round of a second or more each), and
+/// media flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_partition_the_edges_greet_each_other_and_media_flows_again() {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        let mesh = two_edges_numbered([3, 4], &|_| {}).await;
+        let Call {
+            sender,
+            receiver,
+            room,
+            rx_room: _rx_room,
+        } = Call::start(mesh.sdk_config(&[3]), mesh.sdk_config(&[4])).await;
+        let mic = room
+            .publish_track("mic", sdk::TrackKind::Audio)
+            .await
+            .unwrap();
+        let sending = tokio::spawn(async move {
+            loop {
+                let _ = mic.send(b"frame").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        while !matches!(receiver.next_event().await, Some(Event::Media(_))) {}
+
+        let greeted = |edge: &str| {
+            metric(
+                "rtn_edge_directory_hints_total",
+                &[("edge", edge), ("event", "greeted")],
+            )
+        };
+        let before = (greeted("3"), greeted("4"));
+        cut(&mesh, true);
+        // Longer than an entry lives unrefreshed (ENTRY_TTL, 3.5 s) after
+        // the probes saw the peer dead.
+        tokio::time::sleep(Duration::from_millis(5_000)).await;
+        // What arrived before the cut is not what this test waits for.
+        while tokio::time::timeout(Duration::from_millis(50), receiver.next_event())
+            .await
+            .is_ok()
+        {}
+        cut(&mesh, false);
+        let healed = tokio::time::Instant::now();
+        while !matches!(receiver.next_event().await, Some(Event::Media(_))) {}
+        println!("media again {:?} after the heal", healed.elapsed());
+        assert!(
+            greeted("3") > before.0 && greeted("4") > before.1,
+            "each edge greeted the other: before {before:?}, after ({}, {})",
+            greeted("3"),
+            greeted("4")
+        );
+
+        sending.abort();
+        sender.close().await;
+        receiver.close().await;
         mesh.stop().await;
     })
     .await
