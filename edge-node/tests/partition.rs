@@ -54,6 +54,26 @@ async fn two_edges_numbered(ids: [u32; 2], tweak: &impl Fn(&mut edge_node::EdgeC
     mesh
 }
 
+/// A call between sam on edge `edges[0]` and rita on `edges[1]`, sam
+/// sending audio every 20 ms until the returned task is aborted; returns
+/// once rita hears it.
+async fn audio_call(mesh: &Mesh, edges: [u32; 2]) -> (Call, tokio::task::JoinHandle<()>) {
+    let call = Call::start(mesh.sdk_config(&edges[..1]), mesh.sdk_config(&edges[1..])).await;
+    let mic = call
+        .room
+        .publish_track("mic", sdk::TrackKind::Audio)
+        .await
+        .unwrap();
+    let sending = tokio::spawn(async move {
+        loop {
+            let _ = mic.send(b"frame").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    while !matches!(call.receiver.next_event().await, Some(Event::Media(_))) {}
+    (call, sending)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -135,24 +155,13 @@ async fn messages_accepted_during_a_partition_arrive_after_it_in_order() {
 async fn a_restarted_edge_gets_media_from_its_peers_at_once() {
     tokio::time::timeout(Duration::from_secs(40), async {
         let mut mesh = two_edges(&|_| {}).await;
-        let Call {
-            sender,
-            receiver,
-            room,
-            rx_room: _rx_room,
-        } = Call::start(mesh.sdk_config(&[1]), mesh.sdk_config(&[2])).await;
-        let mic = room
-            .publish_track("mic", sdk::TrackKind::Audio)
-            .await
-            .unwrap();
-        let sending = tokio::spawn(async move {
-            loop {
-                let _ = mic.send(b"frame").await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
         // Edge 1 has its connection to edge 2: media reaches rita there.
-        while !matches!(receiver.next_event().await, Some(Event::Media(_))) {}
+        let (
+            Call {
+                sender, receiver, ..
+            },
+            sending,
+        ) = audio_call(&mesh, [1, 2]).await;
 
         // Edge 2 crashes: its close frames do not get out.
         cut(&mesh, true);
@@ -194,23 +203,12 @@ async fn a_restarted_edge_gets_media_from_its_peers_at_once() {
 async fn after_a_long_partition_the_edges_greet_each_other_and_media_flows_again() {
     tokio::time::timeout(Duration::from_secs(40), async {
         let mesh = two_edges_numbered([3, 4], &|_| {}).await;
-        let Call {
-            sender,
-            receiver,
-            room,
-            rx_room: _rx_room,
-        } = Call::start(mesh.sdk_config(&[3]), mesh.sdk_config(&[4])).await;
-        let mic = room
-            .publish_track("mic", sdk::TrackKind::Audio)
-            .await
-            .unwrap();
-        let sending = tokio::spawn(async move {
-            loop {
-                let _ = mic.send(b"frame").await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        while !matches!(receiver.next_event().await, Some(Event::Media(_))) {}
+        let (
+            Call {
+                sender, receiver, ..
+            },
+            sending,
+        ) = audio_call(&mesh, [3, 4]).await;
 
         let greeted = |edge: &str| {
             metric(
