@@ -312,6 +312,11 @@ impl Prober {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// Whether `peer` is probed.
+    pub fn is_target(&self, peer: EdgeId) -> bool {
+        lock(&self.targets).contains_key(&peer)
+    }
+
     /// The peers currently seen dead.
     pub fn dead(&self) -> watch::Receiver<BTreeSet<EdgeId>> {
         self.dead.subscribe()
@@ -396,7 +401,32 @@ impl Prober {
         if outcome == ReplyOutcome::Accepted && std::mem::take(&mut target.outage) {
             target.stats.forget_outage(p.seq);
         }
+        // A dead peer that answers is alive by the rule the next round
+        // would apply (`is_alive`: it was just heard): back at once, not up
+        // to a probing interval later, so that routes and the directory
+        // (`directory::run_refresh`) take it back a round trip after its
+        // link is up again.
+        if answered && is_alive(target, Instant::now()) && self.is_dead(peer) {
+            drop(targets);
+            self.dead.send_if_modified(|dead| dead.remove(&peer));
+        }
         answered.then_some(rtt)
+    }
+
+    /// A probe to send to `peer` now, out of the rounds, counted as sent
+    /// (`None` if `peer` is not a probe target): for a relay link just up
+    /// again to a peer seen dead, whose next round may be a slow round
+    /// (2 s) away.
+    pub fn probe_now(&self, peer: EdgeId) -> Option<Probe> {
+        let mut targets = lock(&self.targets);
+        let target = targets.get_mut(&peer)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        target.stats.on_probe_sent(seq, Instant::now());
+        Some(Probe {
+            reply: false,
+            seq,
+            sent_at_us: self.now_us(),
+        })
     }
 
     /// `peer`'s relay connection `conn` has received `acks` ACK frames so
@@ -729,12 +759,11 @@ pub async fn run(core: Arc<EdgeCore>) {
                 );
             }
         }
-        // Peers come back only in probing rounds.
-        if let Some(probed) = &probed {
-            for peer in was_dead.difference(&dead) {
-                if probed.contains(peer) {
-                    info!(edge = core.id, peer, "link up: probes answered again");
-                }
+        // Peers come back when a probe is answered (`Prober::on_reply`) or
+        // in a probing round; not when they left the probed set.
+        for peer in was_dead.difference(&dead) {
+            if core.prober.is_target(*peer) {
+                info!(edge = core.id, peer, "link up: probes answered again");
             }
         }
         was_dead = dead;

@@ -1118,6 +1118,14 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                 }
                 info!(edge = core.id, peer = link.peer, "relay link up");
                 *link.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                if core.prober.is_dead(link.peer) {
+                    // Back after an outage: ask at once whether it answers.
+                    if let Some(p) = core.prober.probe_now(link.peer) {
+                        if core.relay.send_probe(link.peer, p.encode()) {
+                            core.metrics.probe_sent(link.peer);
+                        }
+                    }
+                }
                 core.metrics.relay_links.increment(1.0);
                 core.tasks.spawn_for(
                     &conn,
