@@ -26,9 +26,10 @@
 //!   before, is moved by every outlier.
 //! - **Loss: the fraction of lost probes over an adaptive window** of the last
 //!   [`LOSS_WINDOW_MIN`] to [`LOSS_WINDOW_MAX`] resolved probes: the longest
-//!   window each of whose older stretches (doubling the older part each
-//!   time) agrees on its own with the newest [`LOSS_WINDOW_MIN`] probes
-//!   (a two-proportion test at [`LOSS_CHANGE_Z`] standard errors). A stable
+//!   window taken back in stretches of [`LOSS_STRETCH`] probes each of
+//!   which agrees, on its own and with those before it, with the newest
+//!   [`LOSS_WINDOW_MIN`] probes (a two-proportion test at
+//!   [`LOSS_CHANGE_Z`] standard errors). A stable
 //!   link gets the long window's precision (at 5% loss, ±2.1% at 90%
 //!   confidence over 300 probes, against ±5.1% over 50: a 50-probe window read
 //!   0.10 for 0.06), and a link that changes is followed at the short
@@ -676,8 +677,8 @@ mod tests {
         // Clean for 100 probes, 70 probes at 45% loss (a link degraded for
         // 14 s), then clean. Tested as a whole, the older part (spell plus
         // clean history) agreed with the clean newest probes once the
-        // history diluted the spell, and the window kept it: 12% for the
-        // next 130 probes and more (the lab: 10-11% 36 s after the heal).
+        // history diluted the spell, and the window kept it: 13% read 107
+        // clean probes after the spell (the lab: 10-11% 36 s after the heal).
         let t0 = Instant::now();
         let mut s = LinkStats::default();
         let mut seq = 0u64;
