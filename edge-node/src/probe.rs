@@ -770,6 +770,16 @@ pub async fn run(core: Arc<EdgeCore>) {
     }
 }
 
+/// Send `probe` on the relay link to `peer`, counted; false if the link has
+/// no connection to send it on.
+pub fn send_probe(core: &EdgeCore, peer: EdgeId, probe: Probe) -> bool {
+    let sent = core.relay.send_probe(peer, probe.encode());
+    if sent {
+        core.metrics.probe_sent(peer);
+    }
+    sent
+}
+
 /// One probing round (number `round`) and the link metrics it refreshes;
 /// the peers it probed.
 fn probing_round(
@@ -790,13 +800,8 @@ fn probing_round(
     for (peer, conn, acks) in core.relay.ack_counts() {
         core.prober.note_acks(peer, conn, acks, now);
     }
-    core.prober.round(&fast, &slow, |peer, probe| {
-        let sent = core.relay.send_probe(peer, probe.encode());
-        if sent {
-            core.metrics.probe_sent(peer);
-        }
-        sent
-    });
+    core.prober
+        .round(&fast, &slow, |peer, probe| send_probe(core, peer, probe));
     let dead = core.prober.dead.borrow().clone();
     core.metrics.dead_peers.set(dead.len() as f64);
     // Link metrics and up/down events, as the prober sees them.

@@ -1121,9 +1121,7 @@ async fn run_link(core: Arc<EdgeCore>, link: Arc<RelayLink>) {
                 if core.prober.is_dead(link.peer) {
                     // Back after an outage: ask at once whether it answers.
                     if let Some(p) = core.prober.probe_now(link.peer) {
-                        if core.relay.send_probe(link.peer, p.encode()) {
-                            core.metrics.probe_sent(link.peer);
-                        }
+                        crate::probe::send_probe(&core, link.peer, p);
                     }
                 }
                 core.metrics.relay_links.increment(1.0);

@@ -404,28 +404,30 @@ impl LinkStats {
         let (new_lost, new) = self.losses_over(LOSS_WINDOW_MIN);
         let new_rate = new_lost as f64 / new.max(1) as f64;
         let lean = |lost: usize, n: usize| (lost as f64 / n as f64).total_cmp(&new_rate);
-        // (lost, resolved) up to the end of each stretch taken so far.
-        let mut ends = vec![(new_lost, new)];
+        // (lost, resolved) up to the end of the last stretch taken, and of
+        // the one before it (none while only the newest are taken).
+        let (mut end, mut before) = ((new_lost, new), None);
         loop {
-            let (lost, resolved) = *ends.last().expect("starts with the newest");
+            let (lost, resolved) = end;
             let (wider_lost, wider) = self.losses_over(resolved + LOSS_STRETCH);
             if wider == resolved {
-                return (lost, resolved);
+                return end;
             }
             let (stretch_lost, stretch) = (wider_lost - lost, wider - resolved);
             let agrees = proportions_agree(new_lost, new, stretch_lost, stretch)
                 && proportions_agree(new_lost, new, wider_lost - new_lost, wider - new);
             if !agrees {
-                if let [.., before, last] = ends[..] {
-                    let (last_lost, last_n) = (last.0 - before.0, last.1 - before.1);
-                    let change = lean(stretch_lost, stretch);
-                    if lean(last_lost, last_n) == change {
-                        return before;
+                return match before {
+                    Some((b_lost, b_resolved))
+                        if lean(lost - b_lost, resolved - b_resolved)
+                            == lean(stretch_lost, stretch) =>
+                    {
+                        (b_lost, b_resolved)
                     }
-                }
-                return (lost, resolved);
+                    _ => end,
+                };
             }
-            ends.push((wider_lost, wider));
+            (before, end) = (Some(end), (wider_lost, wider));
         }
     }
 
