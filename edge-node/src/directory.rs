@@ -520,9 +520,12 @@ pub async fn run_refresh(core: Arc<EdgeCore>) {
                 let revived: Vec<EdgeId> = was_dead
                     .difference(&now_dead)
                     .filter(|p| {
-                        dead_since
+                        let long = dead_since
                             .remove(p)
-                            .is_some_and(|since| now.duration_since(since) >= ENTRY_TTL)
+                            .is_some_and(|since| now.duration_since(since) >= ENTRY_TTL);
+                        // Not dead any more because it left the mesh (no
+                        // longer probed) is not back.
+                        long && core.prober.is_target(**p)
                     })
                     .copied()
                     .collect();
