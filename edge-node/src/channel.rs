@@ -28,6 +28,11 @@ pub struct Channel {
     /// Media trees to the remote edges, cached per (route table version,
     /// remote version): rebuilt only when either changes, not per packet.
     pub tree_cache: Mutex<Option<TreeCache>>,
+    /// Held while a directory report is taken and sent, so reports leave
+    /// in the order of their generations: each delta builds on the one
+    /// before, and two joins reported from two threads used to cross (the
+    /// home, lacking the first delta's base, asked for the whole entry).
+    pub reporting: Mutex<()>,
 }
 
 pub struct TreeCache {
@@ -44,6 +49,7 @@ impl Channel {
             name: name.into(),
             state: RwLock::new(ChannelState::default()),
             tree_cache: Mutex::new(None),
+            reporting: Mutex::new(()),
         })
     }
 

@@ -118,10 +118,12 @@ impl EdgeCore {
     /// Report what changed since the last report (a summary if nothing
     /// did) to the channel's homes.
     fn report(&self, ch: &Channel) {
+        let _in_order = ch.reporting.lock().unwrap_or_else(|e| e.into_inner());
         let (report, generation) = ch.write().take_report(self.directory.generation_base);
         let report = match report {
             Report::Whole(members) => pb::DirectoryReport {
                 members,
+                knows_entries: ch.read().knows_entries(),
                 ..self.report_frame(ch, generation)
             },
             Report::Delta {
@@ -180,6 +182,7 @@ impl EdgeCore {
         let entry = self.whole_entry(ch);
         let report = pb::DirectoryReport {
             members: entry.members,
+            knows_entries: ch.read().knows_entries(),
             ..self.report_frame(ch, entry.generation)
         };
         self.report_to(home, report);
@@ -187,7 +190,7 @@ impl EdgeCore {
 
     /// Ask `home` for the whole entries of `want` (its digest named them).
     fn ask_whole(&self, ch: &Channel, home: EdgeId, want: Vec<EdgeId>) {
-        let generation = self.directory.generation_base + ch.read().local_generation;
+        let generation = ch.read().reported_generation();
         let report = pb::DirectoryReport {
             summary: true,
             want,
@@ -328,15 +331,19 @@ impl EdgeCore {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let home = homed.entry(channel).or_default();
+            let lacked = home.wants_whole(reporter);
             let changed = home.apply_report(&r, Instant::now());
-            let wholes = if home::is_whole(&r) {
+            if !lacked && home.wants_whole(reporter) {
+                self.metrics.directory_resyncs("home_lacked_entry", 1);
+            }
+            let wholes = if home::is_whole(&r) && !r.knows_entries {
                 Some(home.wholes_for(self.id, channel, reporter))
             } else {
                 (!r.want.is_empty()).then(|| home.wholes(self.id, channel, &r.want))
             };
             (changed, wholes)
         };
-        tracing::debug!(edge = self.id, %channel, reporter, changed, want = r.want.len(), "directory report applied");
+        tracing::debug!(edge = self.id, %channel, reporter, generation = r.generation, base = r.base_generation, summary = r.summary, changed, want = r.want.len(), "directory report applied");
         if let Some(update) = wholes {
             if reporter == self.id {
                 self.apply_update(&update);
@@ -415,9 +422,12 @@ impl EdgeCore {
         self.release_early_media(&ch);
         tracing::debug!(edge = self.id, channel = %ch.id, home = u.home_edge, touched = merged.touched.len(), want = ?merged.want, resend_own = merged.resend_own, "directory update applied");
         if !merged.want.is_empty() {
+            self.metrics
+                .directory_resyncs("entries_wanted", merged.want.len());
             self.ask_whole(&ch, u.home_edge, merged.want);
         }
         if merged.resend_own {
+            self.metrics.directory_resyncs("own_entry_resent", 1);
             self.report_whole_to(&ch, u.home_edge);
         }
     }

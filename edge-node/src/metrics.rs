@@ -88,6 +88,10 @@ fn describe() {
         "rtn_edge_directory_hints_total",
         "Directory updates of this edge's own entry sent straight to edges a rejoining client named or a peer back from a long outage, by event (greeted, told)."
     );
+    describe_counter!(
+        "rtn_edge_directory_resyncs_total",
+        "Whole directory entries asked for because a copy could not be updated, by event: home_lacked_entry (this edge, a channel's home, lacked what a report built on and asked its edge for the whole entry), own_entry_resent (this edge resent its own entry whole at a home's request), entries_wanted (this edge asked a home for entries its digest named). Steady nonzero rates mean lost or reordered directory frames."
+    );
     describe_gauge!(
         "rtn_edge_info",
         "Always 1; labels give the edge's region, city and software version."
@@ -775,6 +779,13 @@ impl EdgeMetrics {
     /// `told` does not; answers to greetings count as `told`).
     pub fn directory_hints(&self, event: &'static str, n: usize) {
         counter!("rtn_edge_directory_hints_total", "edge" => self.edge.clone(), "event" => event)
+            .increment(n as u64);
+    }
+
+    /// Whole directory entries asked for or resent (see the description
+    /// of `rtn_edge_directory_resyncs_total` for the events).
+    pub fn directory_resyncs(&self, event: &'static str, n: usize) {
+        counter!("rtn_edge_directory_resyncs_total", "edge" => self.edge.clone(), "event" => event)
             .increment(n as u64);
     }
 

@@ -203,3 +203,68 @@ async fn a_large_channel_lists_its_publishers_and_counts_the_rest() {
     .await;
     mesh.stop().await;
 }
+
+/// A burst of joins over three edges reaches the channel's homes as the
+/// chain of deltas each edge took: no home lacks what a report builds on,
+/// so none asks an edge for its whole entry and no edge resends one
+/// (`rtn_edge_directory_resyncs_total`), and every edge counts every
+/// member. On a loaded machine, 3,000 joins over 30 edges used to cross a
+/// dozen deltas (two threads reporting at once on one edge; copies sent
+/// around a suspect hop), and each crossing cost the whole entry, resent
+/// on every push until it arrived and answered with the whole directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_reaches_the_homes_in_order() {
+    const EDGES: [u32; 3] = [21, 22, 23];
+    const VIEWERS: usize = 600;
+    // 600 connections from one address within a second.
+    let mesh = Mesh::try_start(&EDGES, None, |c| {
+        c.admission = edge_node::config::AdmissionSection::unlimited()
+    })
+    .await
+    .unwrap();
+    let ca = mesh.ca_der();
+    let mut clients = vec![];
+    for i in 0..VIEWERS {
+        let edge = mesh.edge(EDGES[i % EDGES.len()]);
+        clients.push(RawClient::connect(edge.addr(), &ca).await);
+    }
+    let joins: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                let j = c.join("burst", &format!("viewer-{i}")).await;
+                (c, j.channel_id)
+            })
+        })
+        .collect();
+    let mut joined = vec![];
+    for j in joins {
+        joined.push(j.await.unwrap());
+    }
+    let channel = protocol::ChannelId(joined[0].1);
+    let counts = || {
+        EDGES.map(|id| {
+            mesh.edge(id)
+                .core
+                .existing_channel(channel)
+                .map_or(0, |ch| ch.read().member_count())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts() != [VIEWERS; 3] {
+        assert!(Instant::now() < deadline, "counts {:?}", counts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for event in ["home_lacked_entry", "own_entry_resent"] {
+        for id in EDGES {
+            let n = metric(
+                "rtn_edge_directory_resyncs_total",
+                &[("edge", &id.to_string()), ("event", event)],
+            );
+            assert_eq!(n, 0.0, "edge {id}: {event}");
+        }
+    }
+    drop(joined);
+    mesh.stop().await;
+}

@@ -132,6 +132,10 @@ pub struct ChannelState<C> {
     /// changed) gets the whole entry at once, not a delta or summary it
     /// cannot use.
     pub homes: Vec<EdgeId>,
+    /// Whether a home's update of the channel has been merged: then this
+    /// edge's whole reports ask for no other entry in return
+    /// (`DirectoryReport.knows_entries`).
+    heard_home: bool,
 }
 
 impl<C> Default for ChannelState<C> {
@@ -149,6 +153,7 @@ impl<C> Default for ChannelState<C> {
             remote_version: 0,
             hinted: HashMap::new(),
             homes: Vec::new(),
+            heard_home: false,
         }
     }
 }
@@ -408,6 +413,21 @@ impl<C> ChannelState<C> {
         (report, generation)
     }
 
+    /// The generation last reported to the homes (0: none yet). A summary
+    /// sent between the regular reports (asking a home for entries) says
+    /// this one, not the current generation: a change not reported yet
+    /// would read as a generation the home lacks, and it would ask for the
+    /// whole entry.
+    pub fn reported_generation(&self) -> u64 {
+        self.reported.unwrap_or(0)
+    }
+
+    /// Whether a home's update of the channel has been merged here (see
+    /// `DirectoryReport.knows_entries`).
+    pub fn knows_entries(&self) -> bool {
+        self.heard_home
+    }
+
     /// The members a joining session is told of in its `Joined` (every
     /// other one, or in a large channel those that publish).
     pub fn members_except(&self, session: u64) -> Vec<pb::Member> {
@@ -487,6 +507,9 @@ impl<C> ChannelState<C> {
                 heard |= !std::mem::replace(&mut h.heard, true);
             }
         }
+        // A member edge's own entry (a hint) has no version; a home counts
+        // its updates from 1.
+        self.heard_home |= u.version > 0;
         let merged = self.remote.merge_update(me, u, now, expires);
         self.absorb(&merged);
         if heard {
@@ -993,6 +1016,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(st.take_report(1_000), (Report::Summary, g2));
+        // A change not reported yet: a summary asking a home for entries
+        // still says the generation reported.
+        st.change(CH, now, |st| {
+            st.insert_local(member("dave", 4, MediaSubscription::All));
+        });
+        assert_eq!(st.reported_generation(), g2);
+    }
+
+    #[test]
+    fn an_edge_knows_the_entries_once_a_home_s_update_is_merged_not_a_hint() {
+        let mut st = State::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        st.change(CH, now, |st| {
+            st.insert_local(member("alice", 1, MediaSubscription::All))
+        });
+        assert!(!st.knows_entries());
+        let hint = pb::DirectoryUpdate {
+            version: 0,
+            ..update(5, &[(5, vec![remote("bob", 9, &[], true)])])
+        };
+        st.change(CH, now, |st| st.merge_update(ME, &hint, now, later));
+        assert!(!st.knows_entries(), "a member edge's own entry");
+        st.change(CH, now, |st| {
+            st.merge_update(ME, &update(2, &[]), now, later)
+        });
+        assert!(st.knows_entries());
     }
 
     #[test]

@@ -71,7 +71,11 @@ pub fn gone<V>(held: &HashMap<u64, V>, fresh: &[DirectoryMember]) -> Vec<u64> {
 /// A lacking entry is asked for again after this long without it: the
 /// answer may be lost, but a home pushes on every change (a hundred times a
 /// second in a burst of joins), and asking on each would have it send the
-/// whole directory as often.
+/// whole directory as often. The same holds the other way: a home that
+/// lacks this edge's entry lists it at 0 in every push until the whole
+/// entry arrives, and this edge resends it at most this often per home
+/// (resending on every push sent a 3,000-member channel's home a whole
+/// entry a dozen times per gap).
 pub const WANT_RETRY: Duration = Duration::from_millis(1_000);
 
 /// What merging a home's update found.
@@ -101,6 +105,9 @@ pub struct RemoteEntries {
     /// that carried it. What the count of a big channel goes by while the
     /// members themselves are still on their way ([`Self::uncopied`]).
     lines: HashMap<EdgeId, DigestLine>,
+    /// When this edge's own entry was last resent whole to each home that
+    /// listed it at 0 (see [`WANT_RETRY`]).
+    resent_own: HashMap<EdgeId, Instant>,
 }
 
 struct DigestLine {
@@ -165,6 +172,17 @@ impl RemoteEntries {
                 }
                 None if d.members == 0 => {}
                 _ => out.want.push(d.edge_id),
+            }
+        }
+        if out.resend_own {
+            out.resend_own = match self.resent_own.get(&u.home_edge) {
+                Some(at) => now.saturating_duration_since(*at) >= WANT_RETRY,
+                None => true,
+            };
+            if out.resend_own {
+                self.resent_own
+                    .retain(|_, at| now.saturating_duration_since(*at) < WANT_RETRY);
+                self.resent_own.insert(u.home_edge, now);
             }
         }
         out.want.sort_unstable();
@@ -477,6 +495,27 @@ mod tests {
         assert!(r.has_expired(exp));
         r.expire(exp);
         assert_eq!(r.uncopied(), 0);
+    }
+
+    #[test]
+    fn a_home_lacking_this_edge_s_entry_is_resent_it_once_per_retry() {
+        let mut r = RemoteEntries::default();
+        let now = Instant::now();
+        let exp = now + Duration::from_secs(3);
+        let lacking = |home| pb::DirectoryUpdate {
+            home_edge: home,
+            ..update(vec![], &[(ME, 0, 0)])
+        };
+        assert!(r.merge_update(ME, &lacking(9), now, exp).resend_own);
+        // Every push lists it at 0 until the whole entry arrives: not
+        // resent on each; the other home is its own case.
+        let soon = now + WANT_RETRY / 2;
+        assert!(!r.merge_update(ME, &lacking(9), soon, exp).resend_own);
+        assert!(r.merge_update(ME, &lacking(8), soon, exp).resend_own);
+        assert!(
+            r.merge_update(ME, &lacking(9), now + WANT_RETRY, exp)
+                .resend_own
+        );
     }
 
     #[test]
