@@ -195,6 +195,29 @@ pub struct Report {
     pub steady_media_worst_viewer: f64,
     pub join_frames: PhaseFrames,
     pub steady_frames: PhaseFrames,
+    /// Whole directory entries asked for or resent over every edge
+    /// (`rtn_edge_directory_resyncs_total`), by event, during setup and
+    /// while steady: lost or crossed directory frames cost these.
+    pub setup_resyncs: BTreeMap<String, f64>,
+    pub steady_resyncs: BTreeMap<String, f64>,
+}
+
+/// The events of `rtn_edge_directory_resyncs_total`.
+const RESYNC_EVENTS: [&str; 3] = ["home_lacked_entry", "own_entry_resent", "entries_wanted"];
+
+/// Each resync event's count over every edge between two scrapes.
+fn resyncs(before: &str, after: &str) -> BTreeMap<String, f64> {
+    let count = |text: &str, event: &str| {
+        metric_in(
+            text,
+            "rtn_edge_directory_resyncs_total",
+            &[("event", event)],
+        )
+    };
+    RESYNC_EVENTS
+        .iter()
+        .map(|&e| (e.to_string(), count(after, e) - count(before, e)))
+        .collect()
 }
 
 /// What one viewer has seen; written by its tasks, read by the run.
@@ -675,6 +698,8 @@ async fn measure(p: &Params, mesh: &Mesh, ids: &[EdgeId]) -> anyhow::Result<Repo
         steady_media_worst_viewer: delivery.fold(f64::INFINITY, f64::min),
         join_frames: phase_frames(&viewers, 0),
         steady_frames: phase_frames(&viewers, 1),
+        setup_resyncs: resyncs(&text0, &text1),
+        steady_resyncs: resyncs(&text1, &text2),
     })
 }
 
@@ -718,6 +743,23 @@ pub fn print(r: &Report) {
         format!("{} / {}", r.viewers_counted_large, r.viewers)
     );
     let mm = |m: MeanMax| format!("{:.0} / {:.0}", m.mean, m.max);
+    let counts = |m: &BTreeMap<String, f64>| {
+        RESYNC_EVENTS
+            .iter()
+            .map(|e| format!("{:.0}", m.get(*e).copied().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "  {:<52} {:>22}",
+        "directory resyncs, setup (home lacked / resent / wanted)",
+        counts(&r.setup_resyncs)
+    );
+    println!(
+        "  {:<52} {:>22}",
+        "directory resyncs, steady (home lacked / resent / wanted)",
+        counts(&r.steady_resyncs)
+    );
     println!(
         "  {:<52} {:>22}   bounded{}",
         "directory B/s per edge, steady, mean / max",

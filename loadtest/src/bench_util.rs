@@ -132,7 +132,7 @@ pub async fn open_many(
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("no handshake in {HANDSHAKE_WAIT:?}")));
                 match tried {
                     Err(e) if tries < CONNECT_TRIES => {
-                        tracing::warn!(error = %e, tries, "a bench session's handshake failed; dialling again");
+                        tracing::warn!(error = %e, tries, edge = %addr, "a bench session's handshake failed; dialling again");
                         tries += 1;
                         ep = client_endpoint()?;
                     }
