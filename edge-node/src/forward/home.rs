@@ -43,8 +43,8 @@ struct HomeEntry {
 /// Reports cross the overlay on several paths: around a suspect hop a copy
 /// goes another way and can overtake the original stuck on the slow link,
 /// by about the hop's stall (a few round trips). Asking at once cost the
-/// whole entry for every overtaken delta: on a loaded machine, a dozen a
-/// burst of 3,000 joins.
+/// whole entry for every overtaken delta: a dozen in a burst of 3,000 joins
+/// on a loaded machine.
 pub const REORDER_WAIT: Duration = Duration::from_millis(500);
 /// Deltas held per entry while waiting ([`REORDER_WAIT`]); past this the
 /// home asks for the whole entry.
