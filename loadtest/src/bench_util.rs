@@ -121,9 +121,11 @@ pub async fn open_many(
         async move {
             // Ten thousand handshakes into one process on two cores: one
             // may time out, and a client would dial again, not give up.
-            // Again from a socket of its own: at 10,000 sessions a shared
-            // client endpoint was seen to stop completing handshakes for
-            // good (every session dealt to it timed out, three times).
+            // Again from a socket of its own, in case the shared one is
+            // what is stuck: at 10,000 sessions, 64 sessions (as many as
+            // dial at once) once got no handshake for 30 s, three times
+            // each, new sockets or not (not understood; the warning names
+            // the edge).
             let mut ep = ep;
             let mut tries = 1;
             loop {
