@@ -121,11 +121,7 @@ impl EdgeCore {
         let _in_order = ch.reporting.lock().unwrap_or_else(|e| e.into_inner());
         let (report, generation) = ch.write().take_report(self.directory.generation_base);
         let report = match report {
-            Report::Whole(members) => pb::DirectoryReport {
-                members,
-                knows_entries: ch.read().knows_entries(),
-                ..self.report_frame(ch, generation)
-            },
+            Report::Whole(members) => self.whole_report(ch, members, generation),
             Report::Delta {
                 base,
                 members,
@@ -166,6 +162,21 @@ impl EdgeCore {
         }
     }
 
+    /// A whole report of `ch`: `members` at `generation`, saying whether
+    /// this edge has the other entries already (`knows_entries`).
+    fn whole_report(
+        &self,
+        ch: &Channel,
+        members: Vec<pb::DirectoryMember>,
+        generation: u64,
+    ) -> pb::DirectoryReport {
+        pb::DirectoryReport {
+            members,
+            knows_entries: ch.read().knows_entries(),
+            ..self.report_frame(ch, generation)
+        }
+    }
+
     /// This edge's whole entry of `ch`, at its current generation.
     fn whole_entry(&self, ch: &Channel) -> pb::EdgeMembers {
         let st = ch.read();
@@ -180,12 +191,7 @@ impl EdgeCore {
     /// `home` lacks this edge's entry of `ch`: send it whole.
     fn report_whole_to(&self, ch: &Channel, home: EdgeId) {
         let entry = self.whole_entry(ch);
-        let report = pb::DirectoryReport {
-            members: entry.members,
-            knows_entries: ch.read().knows_entries(),
-            ..self.report_frame(ch, entry.generation)
-        };
-        self.report_to(home, report);
+        self.report_to(home, self.whole_report(ch, entry.members, entry.generation));
     }
 
     /// Ask `home` for the whole entries of `want` (its digest named them).
