@@ -177,3 +177,140 @@ impl Drop for MediaQueue {
         self.depth.decrement(left as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link whose room the test sets: what quinn's datagram buffer would
+    /// take without dropping.
+    #[derive(Clone, Default)]
+    struct Link(Arc<LinkState>);
+
+    #[derive(Default)]
+    struct LinkState {
+        room: Mutex<usize>,
+        sent: Mutex<Vec<u8>>,
+        freed: Notify,
+    }
+
+    impl Link {
+        fn with_room(bytes: usize) -> Link {
+            let link = Link::default();
+            link.free(bytes);
+            link
+        }
+        fn free(&self, bytes: usize) {
+            *self.0.room.lock().unwrap() = bytes;
+            self.0.freed.notify_one();
+        }
+        /// The first payload byte of each packet taken, in order.
+        fn sent(&self) -> Vec<u8> {
+            self.0.sent.lock().unwrap().clone()
+        }
+    }
+
+    impl DatagramLink for Link {
+        fn send_buffer_space(&self) -> usize {
+            *self.0.room.lock().unwrap()
+        }
+        fn send_now(&self, pkt: Bytes) -> bool {
+            let mut room = self.0.room.lock().unwrap();
+            *room = room.saturating_sub(pkt.len());
+            self.0.sent.lock().unwrap().push(pkt[0]);
+            true
+        }
+        async fn send_waiting(&self, pkt: Bytes) -> bool {
+            while self.send_buffer_space() < pkt.len() {
+                self.0.freed.notified().await;
+            }
+            self.send_now(pkt)
+        }
+        async fn link_closed(&self) {
+            std::future::pending().await
+        }
+    }
+
+    fn packet(id: u8) -> Bytes {
+        Bytes::from(vec![id; 100])
+    }
+
+    /// The drops counted for `metrics`' edge. Each test has an edge id of
+    /// its own: the recorder is the process's, shared by tests.
+    fn drops(metrics: &EdgeMetrics, reason: &str) -> f64 {
+        testkit::scrape::metric_in(
+            &crate::metrics::prometheus().render(),
+            "rtn_edge_media_dropped_total",
+            &[("edge", &metrics.edge), ("reason", reason)],
+        )
+    }
+
+    async fn until_sent(link: &Link, n: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while link.sent().len() < n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer drains the queue");
+    }
+
+    fn queue(metrics: &EdgeMetrics, capacity: usize) -> Arc<MediaQueue> {
+        let depth =
+            metrics::gauge!("rtn_edge_client_queue_packets", "edge" => metrics.edge.clone());
+        MediaQueue::new(capacity, "subscriber_queue_full", depth)
+    }
+
+    #[tokio::test]
+    async fn a_full_link_keeps_only_the_newest_media_and_counts_the_rest() {
+        let metrics = EdgeMetrics::new(90_010);
+        let q = queue(&metrics, 4);
+        // Room for three: they go straight to the link.
+        let link = Link::with_room(300);
+        for id in 0..3 {
+            q.send(&link, packet(id), &metrics);
+        }
+        assert_eq!(link.sent(), [0, 1, 2]);
+        assert!(q.is_empty());
+        // No room: ten wait, and only the newest four are kept.
+        for id in 3..13 {
+            q.send(&link, packet(id), &metrics);
+        }
+        assert_eq!(q.len(), 4);
+        assert_eq!(drops(&metrics, "subscriber_queue_full"), 6.0);
+        // Room again: the writer sends what was kept, oldest first.
+        tokio::spawn(q.clone().run_writer(link.clone(), metrics.clone()));
+        link.free(10_000);
+        until_sent(&link, 7).await;
+        assert_eq!(link.sent(), [0, 1, 2, 9, 10, 11, 12]);
+        // While the writer waits on a full link, later media queues behind
+        // it rather than overtaking it.
+        link.free(0);
+        q.send(&link, packet(13), &metrics);
+        q.send(&link, packet(14), &metrics);
+        link.free(10_000);
+        until_sent(&link, 9).await;
+        assert_eq!(&link.sent()[7..], [13, 14]);
+        assert_eq!(drops(&metrics, "subscriber_queue_full"), 6.0);
+    }
+
+    #[tokio::test]
+    async fn media_that_waited_past_its_age_is_dropped_not_sent_late() {
+        let metrics = EdgeMetrics::new(90_011);
+        let q = queue(&metrics, 64);
+        let link = Link::with_room(0);
+        for id in 0..5 {
+            q.send(&link, packet(id), &metrics);
+        }
+        // A link stalled past the age limit (std time: the queue stamps
+        // packets with `Instant`, which tokio's paused clock does not move).
+        std::thread::sleep(MAX_QUEUED_AGE + Duration::from_millis(50));
+        q.send(&link, packet(5), &metrics);
+        tokio::spawn(q.clone().run_writer(link.clone(), metrics.clone()));
+        link.free(10_000);
+        until_sent(&link, 1).await;
+        assert_eq!(link.sent(), [5], "only the fresh packet is sent");
+        assert_eq!(drops(&metrics, "stale"), 5.0);
+        assert!(q.is_empty());
+    }
+}

@@ -2,16 +2,17 @@
 //! subscriber that stops reading its control stream, in a
 //! channel with a healthy subscriber: the edge bounds what it holds for the
 //! slow ones (oldest media dropped and counted; a client that does not read
-//! is disconnected), the slow one still gets every message, and the
-//! healthy one gets everything on time.
+//! is disconnected), the slow one still gets every message and no stale
+//! media, and the healthy one gets everything on time.
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use edge_node::config::AdmissionSection;
+use protocol::datagram::{MediaHeader, MEDIA_HEADER_LEN};
 use protocol::pb::{server_frame::Kind as SK, ErrorCode};
 use testkit::netem::{LinkProfile, LinkRule};
 
@@ -29,6 +30,12 @@ const MESSAGE_BYTES: usize = 300;
 const STOPPED_WINDOW: u32 = 16 * 1024;
 const MEDIA: u32 = 2_000;
 const SUBSCRIBER_QUEUE: usize = 64;
+/// No media may arrive later than this. The slow path's own bound is about
+/// 1.3 s: half a second in the edge's queue (`MAX_QUEUED_AGE`), 64 KiB in
+/// quinn's datagram buffer (half a second at 1 Mbit/s), the link's 200 ms
+/// buffer and 40 ms delay. Without the edge's bounds it would be the whole
+/// backlog: over 1 MB at 1 Mbit/s, about ten seconds.
+const ON_TIME: Duration = Duration::from_secs(3);
 const FRAME_QUEUE: usize = 256;
 
 fn endpoint_at(ip: &str) -> quinn::Endpoint {
@@ -86,30 +93,13 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         // Let the member events settle; from here `stopped` reads nothing.
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let healthy_media = {
-            let conn = healthy.conn.clone();
-            tokio::spawn(async move {
-                let mut n = 0u32;
-                while let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(2), conn.read_datagram()).await
-                {
-                    n += 1;
-                }
-                n
-            })
-        };
-        let slow_media = {
-            let conn = slow.conn.clone();
-            tokio::spawn(async move {
-                let mut n = 0u32;
-                while let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(3), conn.read_datagram()).await
-                {
-                    n += 1;
-                }
-                n
-            })
-        };
+        let start = Instant::now();
+        let healthy_media = tokio::spawn(read_media(
+            healthy.conn.clone(),
+            start,
+            Duration::from_secs(2),
+        ));
+        let slow_media = tokio::spawn(read_media(slow.conn.clone(), start, Duration::from_secs(3)));
         let healthy_messages = tokio::spawn(async move {
             let seqs = read_messages(&mut healthy, STEP).await;
             (seqs, healthy)
@@ -122,9 +112,10 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
 
         // 2,000 media packets of 600 B over about 2 s, and 2,000 messages
         // interleaved.
-        let payload = vec![0u8; 600];
+        let mut payload = vec![0u8; 600];
         let mut seq = 0;
         for i in 0..MEDIA {
+            payload[..8].copy_from_slice(&micros_since(start).to_be_bytes());
             publisher.media(channel, track, i, &payload);
             if seq < MESSAGES {
                 seq += 1;
@@ -141,10 +132,14 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         let every_message = (1..=MESSAGES).collect::<Vec<_>>();
         let (seqs, _healthy) = healthy_messages.await.unwrap();
         assert_eq!(seqs, every_message, "healthy: messages");
-        let got = healthy_media.await.unwrap();
+        let (got, healthy_late) = healthy_media.await.unwrap();
         assert!(
             got >= MEDIA * 95 / 100,
             "healthy: {got} of {MEDIA} media packets"
+        );
+        assert!(
+            healthy_late < ON_TIME,
+            "healthy: media up to {healthy_late:?} late"
         );
 
         // The one that stopped reading is disconnected as too slow, once its
@@ -164,20 +159,30 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         // The slow one keeps its session and gets what its link carries of
         // the media (the edge dropped the oldest of the rest, counted) and
         // every message.
-        let slow_got = slow_media.await.unwrap();
+        let (slow_got, slow_late) = slow_media.await.unwrap();
         let (slow_seqs, slow) = slow_messages.await.unwrap();
         let dropped = metric(
             "rtn_edge_media_dropped_total",
             &[("reason", "subscriber_queue_full")],
         );
+        let stale = metric("rtn_edge_media_dropped_total", &[("reason", "stale")]);
         println!(
-            "healthy {got}/{MEDIA} media, {} messages; slow {slow_got}/{MEDIA} media, \
-             {dropped} dropped at the edge, {} messages",
+            "healthy {got}/{MEDIA} media (at most {healthy_late:?} late), {} messages; \
+             slow {slow_got}/{MEDIA} media (at most {slow_late:?} late), \
+             {dropped} dropped at the edge as queue full, {stale} as stale, {} messages",
             seqs.len(),
             slow_seqs.len()
         );
         assert_eq!(slow_seqs, every_message, "slow: messages");
-        assert!(dropped > 0.0, "the slow subscriber's queue overflowed");
+        // Whether the excess is dropped at the edge (its queue full) or on
+        // the narrow link (when BBR's estimate runs ahead of the link's
+        // rate, as it did once on a loaded CI machine) depends on timing;
+        // media_queue's unit tests pin the edge's drop-oldest policy. What
+        // holds either way: what arrives is fresh, never a backlog.
+        assert!(
+            slow_late < ON_TIME,
+            "slow: media up to {slow_late:?} late (a backlog, not dropped)"
+        );
         assert!(slow_got > 0 && slow_got < MEDIA, "slow: {slow_got}");
         let slow_closed = slow.conn.close_reason();
         assert!(
@@ -191,6 +196,34 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
     })
     .await
     .expect("bounded");
+}
+
+/// Microseconds from `start`: the send time a media payload carries.
+fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+/// Count the media datagrams `conn` reads until none comes for `patience`,
+/// and how late the latest-arriving of them was (now less the send time in
+/// its first 8 payload bytes).
+async fn read_media(
+    conn: web_transport_quinn::Session,
+    start: Instant,
+    patience: Duration,
+) -> (u32, Duration) {
+    let (mut n, mut late) = (0u32, Duration::ZERO);
+    while let Ok(Ok(d)) = tokio::time::timeout(patience, conn.read_datagram()).await {
+        if MediaHeader::decode(&d).is_err() {
+            continue; // a NACK
+        }
+        let at = &d[MEDIA_HEADER_LEN..MEDIA_HEADER_LEN + 8];
+        let sent = u64::from_be_bytes(at.try_into().unwrap());
+        n += 1;
+        late = late.max(Duration::from_micros(
+            micros_since(start).saturating_sub(sent),
+        ));
+    }
+    (n, late)
 }
 
 /// The sequence numbers of the messages `client` reads, up to [`MESSAGES`]
