@@ -447,10 +447,12 @@ impl Edge {
         self.kill().await;
     }
 
-    /// Stop at once, as a crash would, but releasing the port (tests): no
-    /// goaway, no lease revoked. Every task of the edge has ended when this
-    /// returns (unless one overran its bound: logged), so nothing holds
-    /// the edge's state or its UDP port any more.
+    /// Stop at once, as a crash would (tests): no goaway, no lease revoked.
+    /// Every task of the edge has ended when this returns (unless one
+    /// overran its bound: logged), so nothing holds the edge's state. Its
+    /// UDP port goes when quinn has drained the last connection, up to
+    /// three PTOs after the close (about 3 s for one whose round trip was
+    /// never measured).
     pub async fn kill(mut self) {
         // A crash leaves the registry only when the lease expires.
         if let Some(c) = self.control.take() {

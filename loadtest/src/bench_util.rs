@@ -120,12 +120,11 @@ pub async fn open_many(
         let (ep, addr, ca) = (eps[i % eps.len()].clone(), addr(i), ca.clone());
         async move {
             // Ten thousand handshakes into one process on two cores: one
-            // may time out, and a client would dial again, not give up.
-            // Again from a socket of its own, in case the shared one is
-            // what is stuck: at 10,000 sessions, 64 sessions (as many as
-            // dial at once) once got no handshake for 30 s, three times
-            // each, new sockets or not (not understood; the warning names
-            // the edge).
+            // may time out, and a client would dial again, not give up,
+            // from a socket of its own. (One run in four at 10,000
+            // sessions once lost every handshake to one edge: its port
+            // was shared with another socket, which SO_REUSEADDR allowed;
+            // see edge_node::socket.)
             let mut ep = ep;
             let mut tries = 1;
             loop {

@@ -176,11 +176,6 @@ pub async fn start_edge(
         .unwrap_or_else(|e| panic!("edge {id} did not start: {e:#}"))
 }
 
-/// How long a restarted edge waits for its port: the old socket may take a
-/// moment to go.
-const PORT_RETRIES: u32 = 40;
-const PORT_RETRY_EVERY: Duration = Duration::from_millis(50);
-
 async fn try_start_edge(
     pki: &DevPki,
     id: EdgeId,
@@ -197,9 +192,8 @@ async fn try_start_edge(
     // operator's CA: test clients trust it as a custom CA), unless the test
     // configured `[client_tls]` itself (e.g. self-signed for WebTransport).
     let configured = cfg.client_tls != ClientTlsSection::default();
-    let mut tries = 0;
-    loop {
-        let opts = EdgeOptions {
+    start_when_port_free(&cfg, || {
+        Ok(EdgeOptions {
             tls: Some(pki.material(&["localhost".into()])?),
             client_cert: if configured {
                 None
@@ -209,17 +203,43 @@ async fn try_start_edge(
             routes: Some(RouteFeed::new(RouteTable::default())),
             socket: wan.map(|w| w.hook()),
             ..Default::default()
-        };
-        match Edge::start(cfg.clone(), opts).await {
-            Ok(e) => return Ok(e),
-            Err(e) if listen.is_some() && tries < PORT_RETRIES => {
-                tries += 1;
+        })
+    })
+    .await
+}
+
+/// How long an edge restarted on its address waits for the port. A killed
+/// edge's socket goes once its last connection has closed, three PTOs
+/// after the close: about 3 s for one whose round trip was never measured
+/// (quinn starts from 333 ms), e.g. a relay dial caught mid-handshake.
+/// Edges do not share ports (no SO_REUSEADDR), so the restart waits.
+const PORT_WAIT: Duration = Duration::from_secs(10);
+const PORT_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// Start an edge with `cfg`, retrying for [`PORT_WAIT`] while its address
+/// is still in use (a killed edge's socket closing). `opts` makes the
+/// options for each try.
+pub async fn start_when_port_free(
+    cfg: &EdgeConfig,
+    opts: impl Fn() -> anyhow::Result<EdgeOptions>,
+) -> anyhow::Result<Edge> {
+    let until = tokio::time::Instant::now() + PORT_WAIT;
+    loop {
+        match Edge::start(cfg.clone(), opts()?).await {
+            Err(e) if address_in_use(&e) && tokio::time::Instant::now() < until => {
                 tracing::debug!("edge start retry: {e:#}");
                 tokio::time::sleep(PORT_RETRY_EVERY).await;
             }
-            Err(e) => return Err(e),
+            started => return started,
         }
     }
+}
+
+fn address_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 /// An SDK client config trusting `pki`'s CA that tries `edges` in order,

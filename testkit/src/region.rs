@@ -88,14 +88,18 @@ impl Region {
             ClientCert::FromCa => Some(self.pki.client_cert(&["localhost".into()]).unwrap()),
             ClientCert::SelfSigned => None,
         };
-        let opts = EdgeOptions {
-            tls: Some(self.pki.material(&["localhost".into()]).unwrap()),
-            client_cert,
-            store: Some(self.store.clone()),
-            socket: Some(self.wan.hook()),
-            ..Default::default()
-        };
-        Edge::start(cfg, opts).await.unwrap()
+        // `at` may be a killed edge's address: wait for its port.
+        crate::mesh::start_when_port_free(&cfg, || {
+            Ok(EdgeOptions {
+                tls: Some(self.pki.material(&["localhost".into()])?),
+                client_cert: client_cert.clone(),
+                store: Some(self.store.clone()),
+                socket: Some(self.wan.hook()),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("edge {id} did not start: {e:#}"))
     }
 
     /// Wait until every edge has a route to every other (members on

@@ -582,15 +582,17 @@ impl Lab {
                 cfg
             }
         };
-        let opts = EdgeOptions {
-            tls: Some(self.pki.material(&["localhost".into()])?),
-            store: Some(self.store.clone()),
-            socket: Some(self.port_holds.hook(&self.wan, spec.host.ip)),
-            ..Default::default()
-        };
-        let edge = Edge::start(cfg.clone(), opts)
-            .await
-            .with_context(|| format!("starting edge {id}"))?;
+        // A restart waits for the killed edge's socket to close.
+        let edge = testkit::mesh::start_when_port_free(&cfg, || {
+            Ok(EdgeOptions {
+                tls: Some(self.pki.material(&["localhost".into()])?),
+                store: Some(self.store.clone()),
+                socket: Some(self.port_holds.hook(&self.wan, spec.host.ip)),
+                ..Default::default()
+            })
+        })
+        .await
+        .with_context(|| format!("starting edge {id}"))?;
         // A restart must come back on the same address.
         let mut cfg = cfg;
         cfg.edge.listen = edge.addr();
