@@ -157,8 +157,7 @@ async fn slow_and_stopped_subscribers_cost_the_others_nothing() {
         );
 
         // The slow one keeps its session and gets what its link carries of
-        // the media (the edge dropped the oldest of the rest, counted) and
-        // every message.
+        // the media (the rest dropped, oldest first) and every message.
         let (slow_got, slow_late) = slow_media.await.unwrap();
         let (slow_seqs, slow) = slow_messages.await.unwrap();
         let dropped = metric(
