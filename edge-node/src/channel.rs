@@ -12,6 +12,7 @@ use protocol::route_tree::RouteTree;
 use protocol::ChannelId;
 
 use crate::forward::channel;
+use crate::forward::report_pace::ReportPace;
 use crate::session::ClientHandle;
 
 pub use crate::forward::channel::{MediaSubscription, TrackOwner};
@@ -32,7 +33,8 @@ pub struct Channel {
     /// in the order of their generations: each delta builds on the one
     /// before, and two joins reported from two threads used to cross (the
     /// home, lacking the first delta's base, asked for the whole entry).
-    pub reporting: Mutex<()>,
+    /// It also paces the reports ([`ReportPace`]).
+    pub reporting: Mutex<ReportPace>,
 }
 
 pub struct TreeCache {
@@ -49,7 +51,7 @@ impl Channel {
             name: name.into(),
             state: RwLock::new(ChannelState::default()),
             tree_cache: Mutex::new(None),
-            reporting: Mutex::new(()),
+            reporting: Mutex::new(ReportPace::default()),
         })
     }
 

@@ -35,6 +35,7 @@ use crate::channel::Channel;
 use crate::edge::EdgeCore;
 use crate::forward::channel::Report;
 use crate::forward::home::{self, Home};
+use crate::forward::report_pace::Pace;
 
 /// How often reports and updates are refreshed. Short, because a member that
 /// joins through an edge that lost its home is seen within this time.
@@ -107,10 +108,35 @@ impl EdgeCore {
         )
     }
 
-    /// Local membership of `ch` changed: report it now.
-    pub fn local_membership_changed(&self, ch: &Channel) {
-        self.report(ch);
-        if !ch.read().has_local() {
+    /// Local membership of `ch` changed: report it, now or, in a large
+    /// channel, at the end of its
+    /// [`REPORT_GAP`](crate::forward::report_pace::REPORT_GAP) with the
+    /// changes meanwhile. A small channel's changes go at once (a call's
+    /// clients failing over together are not held back by each other), and
+    /// so does the last local member's leave: the channel is pruned from
+    /// this edge.
+    pub fn local_membership_changed(self: &Arc<Self>, ch: &Arc<Channel>) {
+        let (has_local, large) = {
+            let st = ch.read();
+            (st.has_local(), st.is_large())
+        };
+        let pace = ch
+            .reporting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed(Instant::now());
+        match pace {
+            Pace::At(at) if has_local && large => {
+                let (core, ch) = (self.clone(), ch.clone());
+                self.tasks.spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    core.report(&ch);
+                });
+            }
+            Pace::Scheduled if has_local && large => {}
+            _ => self.report(ch),
+        }
+        if !has_local {
             self.prune_channels();
         }
     }
@@ -118,7 +144,8 @@ impl EdgeCore {
     /// Report what changed since the last report (a summary if nothing
     /// did) to the channel's homes.
     fn report(&self, ch: &Channel) {
-        let _in_order = ch.reporting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_order = ch.reporting.lock().unwrap_or_else(|e| e.into_inner());
+        in_order.reported(Instant::now());
         let (report, generation) = ch.write().take_report(self.directory.generation_base);
         let report = match report {
             Report::Whole(members) => self.whole_report(ch, members, generation),

@@ -26,5 +26,6 @@ pub mod channel;
 pub mod copies;
 pub mod home;
 pub mod remote;
+pub mod report_pace;
 pub mod roster;
 pub mod trees;
