@@ -120,21 +120,22 @@ impl EdgeCore {
             let st = ch.read();
             (st.has_local(), st.is_large())
         };
-        let pace = ch
-            .reporting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .changed(Instant::now());
+        let pace = if has_local && large {
+            let mut pace = ch.reporting.lock().unwrap_or_else(|e| e.into_inner());
+            pace.changed(Instant::now())
+        } else {
+            Pace::Now
+        };
         match pace {
-            Pace::At(at) if has_local && large => {
+            Pace::Now => self.report(ch),
+            Pace::At(at) => {
                 let (core, ch) = (self.clone(), ch.clone());
                 self.tasks.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
                     core.report(&ch);
                 });
             }
-            Pace::Scheduled if has_local && large => {}
-            _ => self.report(ch),
+            Pace::Scheduled => {}
         }
         if !has_local {
             self.prune_channels();
