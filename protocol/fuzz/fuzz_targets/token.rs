@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use protocol::limits::{MAX_NAME_LEN, MAX_TOKEN_LEN};
 use protocol::token::{sign, TokenError, TokenVerifier, EXPIRY_LEEWAY_SECS, HEADER_JSON};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 const NOW: u64 = 1_800_000_000;
@@ -32,8 +33,12 @@ impl<'de> Deserialize<'de> for Members {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Members, A::Error> {
                 let mut out = vec![];
-                while let Some(kv) = m.next_entry::<String, Value>()? {
-                    out.push(kv);
+                // Raw first: JSON allows numbers no f64 holds (1e400), which
+                // the verifier skips in a claim it ignores but `Value`
+                // refuses. Such a value stands as one no claim accepts.
+                while let Some((k, raw)) = m.next_entry::<String, Box<RawValue>>()? {
+                    let v = serde_json::from_str(raw.get()).unwrap_or(Value::Array(vec![]));
+                    out.push((k, v));
                 }
                 Ok(Members(out))
             }
