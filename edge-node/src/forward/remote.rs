@@ -127,12 +127,14 @@ impl RemoteEntries {
     /// edge's copies hold, over the entries whose copy is older than their
     /// line (or missing): a join reaches the count in one digest from the
     /// homes, not after its member has come through a push. Negative when
-    /// members left.
+    /// members left. A copy at its line's generation may still be partial:
+    /// a big whole entry comes in parts at one generation (addenda), so it
+    /// counts by the line until the last part is in.
     pub fn uncopied(&self) -> isize {
         self.lines
             .iter()
             .map(|(edge, line)| match self.edges.get(edge) {
-                Some(r) if r.generation >= line.generation => 0,
+                Some(r) if r.generation > line.generation => 0,
                 Some(r) => line.members as isize - r.members.len() as isize,
                 None => line.members as isize,
             })
@@ -491,6 +493,16 @@ mod tests {
         // Members leaving count down before their delta comes.
         r.merge_update(ME, &update(vec![], &[(2, 13, 30)]), now, exp);
         assert_eq!(r.uncopied(), 7 - 10);
+        // Edge 3's whole entry comes in two parts at its line's generation:
+        // after the first, the count still goes by the line.
+        let parts = [
+            entry(3, 0, 5, &[200, 201, 202], &[]),
+            entry(3, 5, 5, &[203, 204, 205, 206], &[]),
+        ];
+        r.merge_update(ME, &update(vec![parts[0].clone()], &[]), now, exp);
+        assert_eq!(r.uncopied(), 4 - 10);
+        r.merge_update(ME, &update(vec![parts[1].clone()], &[]), now, exp);
+        assert_eq!(r.uncopied(), -10);
         // Lines no home refreshes expire with the update that carried them.
         assert!(r.has_expired(exp));
         r.expire(exp);
