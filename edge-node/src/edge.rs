@@ -164,13 +164,14 @@ impl EdgeCore {
         self.clients.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Where clients should go when this edge leaves: three live peers,
-    /// nearest first ([`RouteTable::redirect_order`]).
+    /// Where clients should go when this edge leaves: three live peers not
+    /// draining themselves, nearest first ([`RouteTable::redirect_order`]).
     fn redirects(&self) -> Vec<pb::EdgeAddress> {
         let table = self.route_table();
         let rtt = |id| self.prober.rtt_jitter(id).map(|(rtt, _)| rtt);
+        let gone = |id| self.prober.is_dead(id) || self.prober.is_draining(id);
         table
-            .redirect_order(self.id, rtt, |id| self.prober.is_dead(id), 3)
+            .redirect_order(self.id, rtt, gone, 3)
             .into_iter()
             .filter_map(|id| Some(table.peers.get(&id)?.to_pb(Some(id))))
             .collect()
@@ -409,14 +410,21 @@ impl Edge {
         self.core.tasks.clone()
     }
 
-    /// Graceful shutdown: refuse new clients, send every client a goaway with
-    /// where to go, wait for them to leave (bounded), then close.
+    /// Graceful shutdown: refuse new clients, tell the relay peers (they
+    /// send around this edge from then on), send every client a goaway with
+    /// where to go, wait for them to leave (bounded) and for what the peers
+    /// sent before the notice to come through, then close.
     pub async fn shutdown(mut self) {
         let core = &self.core;
         core.start_draining();
         if let Some(c) = &self.control {
             c.drain();
         }
+        let drain_timeout = Duration::from_millis(core.cfg.limits.drain_timeout_ms);
+        let forward = core
+            .relay
+            .tell_draining(core, drain_timeout + crate::relay::DRAINING_FORWARD_MAX);
+        let forwarded_by = tokio::time::Instant::now() + forward;
         let goaway = pb::Goaway {
             reason: pb::GoawayReason::Shutdown as i32,
             redirect: core.redirects(),
@@ -436,11 +444,8 @@ impl Edge {
             c.send_frame(SK::Goaway(goaway.clone()));
         }
         let mut sessions = core.sessions.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_millis(core.cfg.limits.drain_timeout_ms),
-            sessions.wait_for(|n| *n == 0),
-        )
-        .await;
+        let _ = tokio::time::timeout(drain_timeout, sessions.wait_for(|n| *n == 0)).await;
+        tokio::time::sleep_until(forwarded_by).await;
         if let Some(c) = self.control.take() {
             c.stop().await;
         }

@@ -87,6 +87,12 @@ pub const FALSE_DEAD_CHANCE: f64 = 1e-6;
 /// client that names a live edge (its own network failed) costs copies
 /// for a round trip at most.
 pub const UNREACHABLE_HINT_TTL: Duration = Duration::from_secs(2);
+/// How long a peer that said it is draining (`RelayDraining`) is suspect
+/// at most, whatever it said: it closes once its clients have moved, within
+/// its drain timeout (5 s by default), and its close or its silence ends
+/// the episode sooner; this bounds the copies around a peer that said so
+/// and then stayed.
+pub const DRAINING_PEER_TTL: Duration = Duration::from_secs(30);
 /// A target never heard from is dead once its first probe has been out
 /// this long unanswered: ten probes at the fast rate, enough for a link
 /// losing a fifth of its probes both ways to answer one.
@@ -261,6 +267,9 @@ pub struct Prober {
     /// The part a rejoining client's word made
     /// ([`Prober::hint_unreachable`]): each peer until when.
     hinted: Mutex<HashMap<EdgeId, Instant>>,
+    /// The part the peers' own word made ([`Prober::peer_draining`]): each
+    /// peer until when.
+    draining: Mutex<HashMap<EdgeId, Instant>>,
 }
 
 impl Default for Prober {
@@ -276,6 +285,7 @@ impl Default for Prober {
             any_suspect: AtomicBool::new(false),
             silent: Mutex::default(),
             hinted: Mutex::default(),
+            draining: Mutex::default(),
         }
     }
 }
@@ -366,6 +376,38 @@ impl Prober {
         self.publish_suspects(now);
     }
 
+    /// `peer` said it is draining (`RelayDraining`): it will close within
+    /// `closes_within` (at most [`DRAINING_PEER_TTL`]) and forwards until
+    /// then. Suspect it, so that what this edge routes through it also goes
+    /// around it, until its link is lost (closed or silent) or it restarts:
+    /// when it closes, what it was sent last is already on its way around,
+    /// and nothing in flight through it is lost. Its answers do not end
+    /// this (it answers until it closes).
+    pub fn peer_draining(&self, peer: EdgeId, closes_within: Duration, now: Instant) {
+        if self.is_dead(peer) {
+            return;
+        }
+        let until = now + closes_within.min(DRAINING_PEER_TTL);
+        lock(&self.draining).insert(peer, until);
+        self.publish_suspects(now);
+    }
+
+    /// Whether `peer` said it is draining and has not gone yet (a goaway's
+    /// redirect should not send clients to it).
+    pub fn is_draining(&self, peer: EdgeId) -> bool {
+        lock(&self.draining)
+            .get(&peer)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// `peer` went (its link lost) or came back as a new process: its word
+    /// that it was draining is spent.
+    pub fn forget_draining(&self, peer: EdgeId) {
+        if lock(&self.draining).remove(&peer).is_some() {
+            self.publish_suspects(Instant::now());
+        }
+    }
+
     /// `peer` answered: a client's word no longer makes it suspect.
     fn heard_from(&self, peer: EdgeId) {
         if lock(&self.hinted).remove(&peer).is_some() {
@@ -373,15 +415,15 @@ impl Prober {
         }
     }
 
-    /// Publish the suspects: the silent hops and the hinted ones still
-    /// within their time and not dead.
+    /// Publish the suspects: the silent hops, and the hinted and draining
+    /// ones still within their time and not dead.
     fn publish_suspects(&self, now: Instant) {
         let mut all = lock(&self.silent).clone();
-        {
-            let mut hinted = lock(&self.hinted);
-            hinted.retain(|_, until| *until > now);
+        for said in [&self.hinted, &self.draining] {
+            let mut said = lock(said);
+            said.retain(|_, until| *until > now);
             let dead = self.dead.borrow();
-            all.extend(hinted.keys().filter(|p| !dead.contains(p)));
+            all.extend(said.keys().filter(|p| !dead.contains(p)));
         }
         self.any_suspect.store(!all.is_empty(), Ordering::Relaxed);
         replace_set(&self.suspect, all);
@@ -446,17 +488,21 @@ impl Prober {
     }
 
     /// `peer`'s relay connection went silent, or the peer closed it going
-    /// away: dead now (if probed), until a probe is answered. True if that
-    /// made it dead.
+    /// away: dead now (if probed), until a probe is answered; if it said it
+    /// was draining, that is spent. True if that made it dead.
     pub fn link_lost(&self, peer: EdgeId, how: LinkLoss) -> bool {
         let mut targets = lock(&self.targets);
         let Some(t) = targets.get_mut(&peer) else {
+            drop(targets);
+            self.forget_draining(peer);
             return false;
         };
         t.link_lost = Some(how);
         t.outage = true;
         drop(targets);
-        self.dead.send_if_modified(|d| d.insert(peer))
+        let made_dead = self.dead.send_if_modified(|d| d.insert(peer));
+        self.forget_draining(peer);
+        made_dead
     }
 
     /// `peer` answered again on connection `conn`: if that connection's
@@ -1041,6 +1087,30 @@ mod tests {
         });
         p.hint_unreachable(4, now);
         assert!(!p.is_suspect(4));
+    }
+
+    #[test]
+    fn a_draining_peer_is_suspect_until_its_link_goes_or_its_time_is_up() {
+        let p = Prober::default();
+        let now = Instant::now();
+        p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
+        p.peer_draining(2, Duration::from_secs(5), now);
+        assert!(p.is_suspect(2) && p.is_draining(2));
+        // It answers until it closes: still suspect.
+        p.heard_from(2);
+        p.set_suspect(BTreeSet::new());
+        assert!(p.is_suspect(2));
+        // Its close makes it dead; its word is spent (not suspect when back).
+        assert!(p.link_lost(2, LinkLoss::GoingAway));
+        assert!(!p.is_suspect(2) && !p.is_draining(2) && !p.has_suspects());
+        // A restart (or its time running out) ends it too; the time is
+        // bounded whatever the peer said.
+        p.peer_draining(3, Duration::from_secs(5), now);
+        p.forget_draining(3);
+        assert!(!p.is_suspect(3));
+        p.peer_draining(4, Duration::from_secs(3_600), now - DRAINING_PEER_TTL);
+        p.set_suspect(BTreeSet::new());
+        assert!(!p.is_suspect(4) && !p.is_draining(4));
     }
 
     #[test]

@@ -87,6 +87,37 @@ pub struct RelayLinks {
     any_lossy: std::sync::atomic::AtomicBool,
     /// Each peer's start time, from the hellos of its links to this edge.
     starts: Mutex<PeerStarts>,
+    /// The peers with a relay connection to this edge now (said hello),
+    /// and how many: the edges that may send through this one, told when
+    /// it drains ([`RelayLinks::tell_draining`]).
+    inbound: Mutex<HashMap<EdgeId, usize>>,
+}
+
+/// How long a draining edge keeps forwarding after telling its peers, at
+/// most: see [`RelayLinks::tell_draining`]. A round trip over 475 ms is a
+/// broken path, not one to wait for.
+pub const DRAINING_FORWARD_MAX: Duration = Duration::from_secs(1);
+/// ... beyond two round trips to the farthest peer told: the notice's and
+/// the copies' handling at both ends, and a loaded machine's scheduling.
+const DRAINING_FORWARD_MARGIN: Duration = Duration::from_millis(50);
+
+/// One inbound relay connection's peer, counted in
+/// [`RelayLinks::inbound`] while the connection is read.
+struct InboundPeer<'a> {
+    links: &'a RelayLinks,
+    peer: EdgeId,
+}
+
+impl Drop for InboundPeer<'_> {
+    fn drop(&mut self) {
+        let mut inbound = self.links.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = inbound.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                inbound.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// The start time each peer's hello gave (`RelayHello.started_at_ms`), to
@@ -392,13 +423,17 @@ impl RelayLinks {
     /// Left alone, it would carry frames and media into nothing until QUIC's
     /// idle timeout (measured: about 2 s after a restart, during which the
     /// restarted edge's clients got no media and its directory answers were
-    /// lost). Returns whether a connection was closed.
-    fn peer_started(&self, peer: EdgeId, started_at_ms: u64) -> bool {
+    /// lost). And whatever the old process said (that it was draining) is
+    /// spent. Returns whether a connection was closed.
+    fn peer_started(&self, core: &EdgeCore, peer: EdgeId, started_at_ms: u64) -> bool {
         let restarted = self
             .starts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .restarted(peer, started_at_ms);
+        if restarted {
+            core.prober.forget_draining(peer);
+        }
         let stale = restarted
             .then(|| self.get(peer))
             .flatten()
@@ -410,6 +445,58 @@ impl RelayLinks {
             }
             None => false,
         }
+    }
+
+    /// Count `peer`'s inbound connection until the guard is dropped.
+    fn inbound_from(&self, peer: EdgeId) -> InboundPeer<'_> {
+        *self
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer)
+            .or_default() += 1;
+        InboundPeer { links: self, peer }
+    }
+
+    /// This edge is draining and closes within `closes_within`: tell every
+    /// peer that has a relay connection to it (the edges that may send
+    /// through it), on this edge's own link to each (dialled if need be,
+    /// as relay links only carry their dialer's frames). Each then sends
+    /// what it routes through this edge around it as well, while this
+    /// edge still forwards. Returns how long this edge must keep
+    /// forwarding before it closes: until what a peer sent before the
+    /// notice reached it has come through, two round trips to the
+    /// farthest peer told (a dial's handshake included) plus a margin, at
+    /// most [`DRAINING_FORWARD_MAX`] (also for a peer never measured).
+    pub fn tell_draining(&self, core: &EdgeCore, closes_within: Duration) -> Duration {
+        let told: Vec<EdgeId> = self
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let mut forward = Duration::ZERO;
+        for &peer in &told {
+            let frame = pb::RelayFrame {
+                kind: Some(RK::Draining(pb::RelayDraining {
+                    closes_within_ms: closes_within.as_millis().try_into().unwrap_or(u32::MAX),
+                })),
+            };
+            self.send_frame(core, peer, frame);
+            let wait = match core.prober.rtt_jitter(peer) {
+                Some((rtt, _)) => 2 * rtt + DRAINING_FORWARD_MARGIN,
+                None => DRAINING_FORWARD_MAX,
+            };
+            forward = forward.max(wait.min(DRAINING_FORWARD_MAX));
+        }
+        info!(
+            edge = core.id,
+            peers = ?told,
+            forward_ms = forward.as_millis() as u64,
+            "draining: relay peers told"
+        );
+        forward
     }
 
     /// The link to `peer` for sending, marked used; when there is none,
@@ -1460,6 +1547,7 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
     };
     let mut frames = FrameReader::new(recv);
     let mut peer: Option<EdgeId> = None;
+    let mut counted = None;
     loop {
         match frames.next_frame::<pb::RelayFrame>().await {
             Ok(Some(f)) => match f.kind {
@@ -1467,7 +1555,10 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                     debug!(edge = core.id, peer = h.edge_id, "relay hello");
                     peer = Some(h.edge_id);
                     let _ = hello.set(h.edge_id);
-                    if core.relay.peer_started(h.edge_id, h.started_at_ms) {
+                    if counted.is_none() {
+                        counted = Some(core.relay.inbound_from(h.edge_id));
+                    }
+                    if core.relay.peer_started(&core, h.edge_id, h.started_at_ms) {
                         info!(
                             edge = core.id,
                             peer = h.edge_id,
@@ -1487,6 +1578,20 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                 Some(RK::Message(m)) => core.message_from_relay(m, peer),
                 Some(RK::DirectoryReport(r)) => core.relay_report(r, peer),
                 Some(RK::DirectoryUpdate(u)) => core.relay_update(u, peer),
+                Some(RK::Draining(d)) => {
+                    let peer = peer.unwrap_or_default();
+                    let within = match d.closes_within_ms {
+                        0 => crate::probe::DRAINING_PEER_TTL,
+                        ms => Duration::from_millis(ms.into()),
+                    };
+                    core.prober.peer_draining(peer, within, Instant::now());
+                    info!(
+                        edge = core.id,
+                        peer,
+                        closes_within_ms = within.as_millis() as u64,
+                        "peer draining: sending around it until it goes"
+                    );
+                }
                 None => core.metrics.protocol_error("unknown_relay_frame"),
             },
             // The stream ended or failed: the reader stops, and the

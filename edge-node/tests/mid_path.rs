@@ -100,6 +100,9 @@ enum Death {
     KillFar,
     /// Stopped cleanly (drained): its close frames get out.
     Stop,
+    /// The same, its links on the path long (40 ms each way): media is in
+    /// flight through it when it stops.
+    StopFar,
     /// Not dead at all: its link to edge 4 is cut.
     CutFromReceiver,
     /// Not dead either: its and edge 2's links to edge 4 are cut, each the
@@ -124,6 +127,15 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             ..LinkProfile::default()
         };
         mesh.wan().set_link(ip(1), ip(victim), far).unwrap();
+    }
+    if how == Death::StopFar {
+        let far = LinkProfile {
+            delay_ms: 40.0,
+            ..LinkProfile::default()
+        };
+        for (a, b) in [(2, victim), (victim, 4)] {
+            mesh.wan().set_link(ip(a), ip(b), far).unwrap();
+        }
     }
     if how == Death::CutFromReceiver {
         mesh.set_backups(victim, &[&[victim, 5, 4]]);
@@ -180,6 +192,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     let media_sent = media_done.clone();
     let received = tokio::spawn(async move {
         let (mut seqs, mut media_at, mut message_at) = (vec![], vec![], vec![]);
+        let mut media_seqs = std::collections::BTreeSet::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let media_over = || media_done.load(std::sync::atomic::Ordering::Relaxed);
         while ((seqs.len() as u64) < MESSAGES || !media_over()) && Instant::now() < deadline {
@@ -188,11 +201,14 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
                     seqs.push(m.seq);
                     message_at.push(Instant::now());
                 }
-                Ok(Some(Event::Media(_))) => media_at.push(Instant::now()),
+                Ok(Some(Event::Media(m))) => {
+                    media_at.push(Instant::now());
+                    media_seqs.insert(m.sequence);
+                }
                 _ => {}
             }
         }
-        (seqs, media_at, message_at, receiver)
+        (seqs, media_at, message_at, media_seqs, receiver)
     });
     let media = tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
@@ -235,7 +251,7 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
             } else {
                 let at = mesh.edges.iter().position(|e| e.id() == victim).unwrap();
                 let edge = mesh.edges.remove(at);
-                if how == Death::Stop {
+                if matches!(how, Death::Stop | Death::StopFar) {
                     tokio::spawn(edge.shutdown());
                 } else {
                     // SIGKILL: off the network first, then gone.
@@ -250,7 +266,13 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
         tokio::time::sleep(EVERY).await;
     }
     let media_end = media.await.unwrap();
-    let (seqs, mut media_at, message_at, receiver) = received.await.unwrap();
+    let (seqs, mut media_at, message_at, media_seqs, receiver) = received.await.unwrap();
+    // Media packets that never came, between the first and the last heard
+    // (the links lose nothing: only a relay's going can).
+    let media_lost = match (media_seqs.first(), media_seqs.last()) {
+        (Some(a), Some(b)) => (b - a + 1) as usize - media_seqs.len(),
+        _ => 0,
+    };
     // The longest silence while media was sent (media that never came back
     // is silent until the sender stopped).
     media_at.retain(|t| *t <= media_end);
@@ -261,12 +283,13 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     let stats = receiver.stats().snapshot();
     let missing: Vec<u64> = (1..=MESSAGES).filter(|s| !seqs.contains(s)).collect();
     eprintln!(
-        "edge {victim} killed{}: {} of {MESSAGES} messages, {} skipped, missing {missing:?}; longest media gap {gap:?}, longest wait between messages {message_gap:?}",
+        "edge {victim} killed{}: {} of {MESSAGES} messages, {} skipped, missing {missing:?}; longest media gap {gap:?}, {media_lost} media packets lost, longest wait between messages {message_gap:?}",
         match how {
             Death::Kill => "",
             Death::KillInFlight => " holding messages in flight",
             Death::KillFar => " (far from the edge before it)",
             Death::Stop => " (stopped cleanly)",
+            Death::StopFar => " (stopped cleanly, media in flight through it)",
             Death::CutFromReceiver => ", no: its link to the receiver's edge cut",
             Death::CutCityPair => ", no: its and edge 2's links to the receiver's edge cut",
             Death::CutWayBackOnly => ", no: its link to the receiver's edge cut, its way back only",
@@ -297,6 +320,12 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
     // A clean stop is routed around at once (20 ms quiet).
     if how == Death::Stop {
         assert!(gap < Duration::from_millis(200), "{gap:?}");
+    }
+    // A relay that drains tells the edges that send through it first, and
+    // forwards what they sent it until their copies around it arrive: not
+    // one packet of a stream through it is lost.
+    if how == Death::StopFar {
+        assert_eq!(media_lost, 0, "media through a draining relay");
     }
     // A round trip grown past the silence rule: edge 3 calls edge 4 dead
     // (it has no other way to it) until its connection answers, 50 ms
@@ -387,6 +416,14 @@ async fn a_relay_with_no_way_on_loses_no_message_once_the_paths_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mid_path_relay_that_stops_is_routed_around_at_once() {
     a_relay_of_the_path_goes(3, Death::Stop).await;
+}
+
+/// A relay that drains, with media in flight through it, loses none of it:
+/// the edge before it hears that it is going first, and sends around it
+/// while it still forwards (docs/protocol.md §9.1, `draining`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_relay_loses_no_media_in_flight() {
+    a_relay_of_the_path_goes(3, Death::StopFar).await;
 }
 
 /// A link's round trip grows at once from nothing to 400 ms: its silence
