@@ -15,23 +15,18 @@ use protocol::EdgeId;
 use crate::channel::{Channel, ChannelState, TreeCache};
 use crate::edge::EdgeCore;
 use crate::forward::trees::{self, initial_hop_limit, Around, Forwarded, Router};
+use crate::probe::Prober;
 use crate::routes::RouteTable;
 
 impl EdgeCore {
     /// This edge's router: its current route table (fetched when a tree is
-    /// built) and its probes' view of who is dead or suspect.
-    fn router(
-        &self,
-    ) -> Router<
-        impl Fn() -> Arc<RouteTable> + '_,
-        impl Fn(EdgeId) -> bool + '_,
-        impl Fn(EdgeId) -> bool + '_,
-    > {
+    /// built), its probes' view of who is dead or suspect, and the peers
+    /// that said they are draining.
+    fn router(&self) -> Router<impl Fn() -> Arc<RouteTable> + '_, &Prober> {
         Router {
             me: self.id,
             table: || self.route_table(),
-            is_dead: |e| self.prober.is_dead(e),
-            is_suspect: |e| self.prober.is_suspect(e),
+            hops: &self.prober,
         }
     }
 

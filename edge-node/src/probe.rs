@@ -267,9 +267,11 @@ pub struct Prober {
     /// The part a rejoining client's word made
     /// ([`Prober::hint_unreachable`]): each peer until when.
     hinted: Mutex<HashMap<EdgeId, Instant>>,
-    /// The part the peers' own word made ([`Prober::peer_draining`]): each
-    /// peer until when.
+    /// Peers that said they are draining ([`Prober::peer_draining`]): each
+    /// until when; and whether there is any (read per relayed packet and
+    /// child, as `any_suspect`).
     draining: Mutex<HashMap<EdgeId, Instant>>,
+    any_draining: AtomicBool,
 }
 
 impl Default for Prober {
@@ -286,7 +288,20 @@ impl Default for Prober {
             silent: Mutex::default(),
             hinted: Mutex::default(),
             draining: Mutex::default(),
+            any_draining: AtomicBool::new(false),
         }
+    }
+}
+
+impl crate::forward::trees::HopView for Prober {
+    fn is_dead(&self, peer: EdgeId) -> bool {
+        Prober::is_dead(self, peer)
+    }
+    fn is_suspect(&self, peer: EdgeId) -> bool {
+        Prober::is_suspect(self, peer)
+    }
+    fn is_draining(&self, peer: EdgeId) -> bool {
+        Prober::is_draining(self, peer)
     }
 }
 
@@ -378,34 +393,44 @@ impl Prober {
 
     /// `peer` said it is draining (`RelayDraining`): it will close within
     /// `closes_within` (at most [`DRAINING_PEER_TTL`]) and forwards until
-    /// then. Suspect it, so that what this edge routes through it also goes
-    /// around it, until its link is lost (closed or silent) or it restarts:
-    /// when it closes, what it was sent last is already on its way around,
-    /// and nothing in flight through it is lost. Its answers do not end
-    /// this (it answers until it closes).
+    /// then. Until its link is lost (closed or silent) or it restarts, what
+    /// this edge routes *through* it goes around it (`forward::trees`), and
+    /// goaways redirect no client to it; what is for its own members still
+    /// goes to it. Its answers do not end this (it answers until it closes).
     pub fn peer_draining(&self, peer: EdgeId, closes_within: Duration, now: Instant) {
         if self.is_dead(peer) {
             return;
         }
         let until = now + closes_within.min(DRAINING_PEER_TTL);
-        lock(&self.draining).insert(peer, until);
-        self.publish_suspects(now);
+        let mut draining = lock(&self.draining);
+        draining.insert(peer, until);
+        self.any_draining.store(true, Ordering::Relaxed);
     }
 
-    /// Whether `peer` said it is draining and has not gone yet (a goaway's
-    /// redirect should not send clients to it).
+    /// Whether `peer` said it is draining and has not gone yet. One relaxed
+    /// load while no peer is draining.
     pub fn is_draining(&self, peer: EdgeId) -> bool {
-        lock(&self.draining)
-            .get(&peer)
-            .is_some_and(|until| *until > Instant::now())
+        self.any_draining.load(Ordering::Relaxed)
+            && lock(&self.draining)
+                .get(&peer)
+                .is_some_and(|until| *until > Instant::now())
     }
 
     /// `peer` went (its link lost) or came back as a new process: its word
     /// that it was draining is spent.
     pub fn forget_draining(&self, peer: EdgeId) {
-        if lock(&self.draining).remove(&peer).is_some() {
-            self.publish_suspects(Instant::now());
+        self.forget_draining_where(|p, _| p == peer);
+    }
+
+    /// Forget the draining peers `spent` says (peer, until) are done with.
+    fn forget_draining_where(&self, spent: impl Fn(EdgeId, Instant) -> bool) {
+        if !self.any_draining.load(Ordering::Relaxed) {
+            return;
         }
+        let mut draining = lock(&self.draining);
+        draining.retain(|p, until| !spent(*p, *until));
+        self.any_draining
+            .store(!draining.is_empty(), Ordering::Relaxed);
     }
 
     /// `peer` answered: a client's word no longer makes it suspect.
@@ -415,15 +440,17 @@ impl Prober {
         }
     }
 
-    /// Publish the suspects: the silent hops, and the hinted and draining
-    /// ones still within their time and not dead.
+    /// Publish the suspects: the silent hops and the hinted ones still
+    /// within their time and not dead. (Draining peers past their time are
+    /// forgotten here too: this runs at every look at the connections.)
     fn publish_suspects(&self, now: Instant) {
+        self.forget_draining_where(|_, until| until <= now);
         let mut all = lock(&self.silent).clone();
-        for said in [&self.hinted, &self.draining] {
-            let mut said = lock(said);
-            said.retain(|_, until| *until > now);
+        {
+            let mut hinted = lock(&self.hinted);
+            hinted.retain(|_, until| *until > now);
             let dead = self.dead.borrow();
-            all.extend(said.keys().filter(|p| !dead.contains(p)));
+            all.extend(hinted.keys().filter(|p| !dead.contains(p)));
         }
         self.any_suspect.store(!all.is_empty(), Ordering::Relaxed);
         replace_set(&self.suspect, all);
@@ -1090,27 +1117,32 @@ mod tests {
     }
 
     #[test]
-    fn a_draining_peer_is_suspect_until_its_link_goes_or_its_time_is_up() {
+    fn a_draining_peer_is_draining_until_its_link_goes_or_its_time_is_up() {
         let p = Prober::default();
         let now = Instant::now();
         p.round(&set(&[2]), &BTreeSet::new(), |_, _| true);
+        assert!(!p.is_draining(2));
         p.peer_draining(2, Duration::from_secs(5), now);
-        assert!(p.is_suspect(2) && p.is_draining(2));
-        // It answers until it closes: still suspect.
+        assert!(p.is_draining(2) && !p.is_suspect(2));
+        // It answers until it closes: still draining.
         p.heard_from(2);
         p.set_suspect(BTreeSet::new());
-        assert!(p.is_suspect(2));
-        // Its close makes it dead; its word is spent (not suspect when back).
+        assert!(p.is_draining(2));
+        // Its close makes it dead; its word is spent (not draining when back).
         assert!(p.link_lost(2, LinkLoss::GoingAway));
-        assert!(!p.is_suspect(2) && !p.is_draining(2) && !p.has_suspects());
+        assert!(!p.is_draining(2) && !p.any_draining.load(Ordering::Relaxed));
         // A restart (or its time running out) ends it too; the time is
         // bounded whatever the peer said.
         p.peer_draining(3, Duration::from_secs(5), now);
         p.forget_draining(3);
-        assert!(!p.is_suspect(3));
+        assert!(!p.is_draining(3));
         p.peer_draining(4, Duration::from_secs(3_600), now - DRAINING_PEER_TTL);
+        assert!(!p.is_draining(4));
         p.set_suspect(BTreeSet::new());
-        assert!(!p.is_suspect(4) && !p.is_draining(4));
+        assert!(
+            !p.any_draining.load(Ordering::Relaxed),
+            "forgotten at the next look"
+        );
     }
 
     #[test]

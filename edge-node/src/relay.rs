@@ -462,8 +462,9 @@ impl RelayLinks {
     /// peer that has a relay connection to it (the edges that may send
     /// through it), on this edge's own link to each (dialled if need be,
     /// as relay links only carry their dialer's frames). Each then sends
-    /// what it routes through this edge around it as well, while this
-    /// edge still forwards. Returns how long this edge must keep
+    /// what it would relay through this edge around it (`forward::trees`,
+    /// `Router::around_draining`), while this edge still forwards what
+    /// was sent before. Returns how long this edge must keep
     /// forwarding before it closes: until what a peer sent before the
     /// notice reached it has come through, two round trips to the
     /// farthest peer told (a dial's handshake included) plus a margin, at
@@ -1589,7 +1590,7 @@ pub async fn run_inbound(core: Arc<EdgeCore>, conn: quinn::Connection) {
                         edge = core.id,
                         peer,
                         closes_within_ms = within.as_millis() as u64,
-                        "peer draining: sending around it until it goes"
+                        "peer draining: relaying around it until it goes"
                     );
                 }
                 None => core.metrics.protocol_error("unknown_relay_frame"),

@@ -35,7 +35,10 @@
 //!   along them;
 //! - nothing dies, but edge 3's link to 4 goes from no delay to a 400 ms
 //!   round trip at once: silent for 200 ms, 4 looks dead to 3 (which has
-//!   no other way to it) until the connection answers again.
+//!   no other way to it) until the connection answers again;
+//! - edge 3 drains (stops cleanly) with 40 ms links on both sides: it tells
+//!   edge 2 first, which sends the media around it from then on while edge
+//!   3 forwards what was already on its way through it.
 //!
 //! The sender's SDK keeps no replay window, so only the edges can deliver
 //! what was lost inside the dead relay.
@@ -322,8 +325,8 @@ async fn kill_a_relay_of_the_path(victim: EdgeId, how: Death) {
         assert!(gap < Duration::from_millis(200), "{gap:?}");
     }
     // A relay that drains tells the edges that send through it first, and
-    // forwards what they sent it until their copies around it arrive: not
-    // one packet of a stream through it is lost.
+    // forwards what they sent it until what they send around it arrives:
+    // not one packet of a stream through it is lost.
     if how == Death::StopFar {
         assert_eq!(media_lost, 0, "media through a draining relay");
     }
@@ -420,7 +423,9 @@ async fn a_mid_path_relay_that_stops_is_routed_around_at_once() {
 
 /// A relay that drains, with media in flight through it, loses none of it:
 /// the edge before it hears that it is going first, and sends around it
-/// while it still forwards (docs/protocol.md §9.1, `draining`).
+/// while it still forwards (docs/protocol.md §9.1, `draining`). Without
+/// the notice 8 packets of 10 ms were lost in each run, the close's trip
+/// and what was in flight; with it, none (gap 21-24 ms quiet and loaded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_relay_loses_no_media_in_flight() {
     a_relay_of_the_path_goes(3, Death::StopFar).await;

@@ -194,6 +194,43 @@ impl RouteTree {
         self.nodes.iter().filter(|n| n.deliver).map(|n| n.edge)
     }
 
+    /// This tree delivering only where `keep` says: the other deliver flags
+    /// cleared and the branches left with nothing to deliver cut off.
+    /// `None` when nothing is left to deliver. (A relay that sends part of
+    /// a subtree another way hands the rest to its next hop this way.)
+    pub fn pruned(&self, keep: impl Fn(EdgeId) -> bool) -> Option<RouteTree> {
+        // Recursion as deep as the tree: at most MAX_TREE_NODES, as validated.
+        fn walk(
+            nodes: &[RouteNode],
+            at: usize,
+            keep: &impl Fn(EdgeId) -> bool,
+            out: &mut Vec<RouteNode>,
+        ) -> usize {
+            let n = nodes[at];
+            let mine = out.len();
+            out.push(RouteNode {
+                deliver: n.deliver && keep(n.edge),
+                children: 0,
+                ..n
+            });
+            let mut next = at + 1;
+            for _ in 0..n.children {
+                let before = out.len();
+                next = walk(nodes, next, keep, out);
+                if out.len() > before {
+                    out[mine].children += 1;
+                }
+            }
+            if out[mine].children == 0 && !out[mine].deliver {
+                out.truncate(mine);
+            }
+            next
+        }
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        walk(&self.nodes, 0, &keep, &mut nodes);
+        (!nodes.is_empty()).then_some(RouteTree { nodes })
+    }
+
     /// The deepest root-to-leaf path, in hops.
     pub fn depth(&self) -> usize {
         fn walk(nodes: &[RouteNode], at: usize) -> (usize, usize) {
@@ -374,6 +411,20 @@ mod tests {
         let mut d: Vec<_> = t.destinations().collect();
         d.sort();
         assert_eq!(d, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn pruning_cuts_branches_left_with_nothing_to_deliver() {
+        // 1 -> 2 -> {3 -> 4, 5}; 2 and 4 and 5 deliver.
+        let t = tree(&[&[1, 2], &[1, 2, 3, 4], &[1, 2, 5]]);
+        let two = &t.children()[0];
+        let p = two.pruned(|e| e == 5).unwrap();
+        assert_eq!(p.destinations().collect::<Vec<_>>(), [5]);
+        assert_eq!(p.len(), 2, "the branch to 4 is gone: {p:?}");
+        assert!(!p.root().deliver);
+        assert_eq!(two.pruned(|e| e == 4).unwrap().len(), 3);
+        assert_eq!(two.pruned(|_| true).as_ref(), Some(two));
+        assert_eq!(two.pruned(|_| false), None);
     }
 
     #[test]
@@ -603,6 +654,37 @@ mod tests {
                         prop_assert!(raw.iter().all(|n| n.2 <= 255));
                     }
                     prop_assert_eq!(RouteTree::decode(&buf, raw.len()), Err(e));
+                }
+            }
+        }
+
+        /// A pruned tree is valid, keeps its root, and delivers exactly
+        /// where the tree did and `keep` says.
+        #[test]
+        fn pruned_trees_deliver_where_kept(
+            raw in proptest::collection::vec(proptest::collection::vec(2u32..20, 0..4), 1..12),
+            kept in proptest::collection::btree_set(1u32..20, 0..10),
+        ) {
+            let paths: Vec<Vec<EdgeId>> = raw.into_iter().map(|p| {
+                let mut seen = vec![1];
+                for e in p { if !seen.contains(&e) { seen.push(e); } }
+                seen
+            }).collect();
+            let refs: Vec<&[EdgeId]> = paths.iter().map(|p| p.as_slice()).collect();
+            for t in RouteTree::build(1, &refs) {
+                let mut want: Vec<EdgeId> = t.destinations().filter(|d| kept.contains(d)).collect();
+                want.sort();
+                match t.pruned(|e| kept.contains(&e)) {
+                    None => prop_assert!(want.is_empty()),
+                    Some(p) => {
+                        prop_assert_eq!(p.root().edge, t.root().edge);
+                        let valid = RouteTree::from_nodes(p.nodes().to_vec());
+                        prop_assert_eq!(valid.as_ref(), Ok(&p));
+                        let mut got: Vec<EdgeId> = p.destinations().collect();
+                        got.sort();
+                        prop_assert_eq!(got, want);
+                        prop_assert!(p.nodes().iter().all(|n| t.nodes().iter().any(|m| m.edge == n.edge)));
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! itself, hop limit must be left). So each overlay link carries a packet
 //! once per tree, and no loop can form while tables change.
 
+use std::collections::HashSet;
 use std::ops::Deref;
 
 use protocol::limits::INITIAL_HOP_LIMIT;
@@ -95,17 +96,37 @@ pub fn check(
     })
 }
 
+/// What an edge knows of its peers as next hops (the edge's `Prober`).
+pub trait HopView {
+    /// Its probes see the peer dead.
+    fn is_dead(&self, peer: EdgeId) -> bool;
+    /// It suspects the peer (`probe::Silence::Suspect`).
+    fn is_suspect(&self, peer: EdgeId) -> bool;
+    /// The peer said it is draining (`RelayDraining`).
+    fn is_draining(&self, peer: EdgeId) -> bool;
+}
+
+impl<V: HopView + ?Sized> HopView for &V {
+    fn is_dead(&self, peer: EdgeId) -> bool {
+        (**self).is_dead(peer)
+    }
+    fn is_suspect(&self, peer: EdgeId) -> bool {
+        (**self).is_suspect(peer)
+    }
+    fn is_draining(&self, peer: EdgeId) -> bool {
+        (**self).is_draining(peer)
+    }
+}
+
 /// An edge's view for building and repairing trees: who it is, the route
-/// table it forwards by, which peers its probes see dead, and which next
-/// hops it suspects (`probe::Silence::Suspect`).
-pub struct Router<T, D, S> {
+/// table it forwards by, and what it knows of its next hops.
+pub struct Router<T, V> {
     pub me: EdgeId,
     /// The route table, fetched only when a tree is built: a relay that
     /// follows the trees it receives with every child alive (the common
     /// case, per packet) builds none.
     pub table: T,
-    pub is_dead: D,
-    pub is_suspect: S,
+    pub hops: V,
 }
 
 /// Trees to some destinations, and how many had no route.
@@ -124,18 +145,17 @@ pub struct Children {
     pub unroutable: usize,
 }
 
-impl<T, R, D, S> Router<T, D, S>
+impl<T, R, V> Router<T, V>
 where
     T: Fn() -> R,
     R: Deref<Target = RouteTable>,
-    D: Fn(EdgeId) -> bool,
-    S: Fn(EdgeId) -> bool,
+    V: HopView,
 {
     /// Trees from this edge to `dests`. The table already goes around the
     /// dead peers it was made with; this also goes around the ones seen dead
     /// since (it is remade a moment later).
     pub fn trees_to(&self, dests: &[EdgeId]) -> Trees {
-        self.trees_on(dests, &self.is_dead, |_| true)
+        self.trees_on(dests, |e| self.hops.is_dead(e), |_| true)
     }
 
     /// Trees from this edge to `dests` whose first hops are not `avoid`ed
@@ -202,7 +222,8 @@ where
     /// runs out (as two edges of one city would around a cut to a third
     /// city, each the other's backup).
     ///
-    /// A live child is sent as it is, suspect or not (see [`Self::copies`]).
+    /// A live child is sent as it is, suspect or not (see [`Self::copies`]),
+    /// unless it is draining ([`Self::around_draining`]).
     pub fn live_children(
         &self,
         tree: &RouteTree,
@@ -212,8 +233,13 @@ where
         let mut out = Children::default();
         for child in tree.children() {
             let next = child.root();
-            if !(self.is_dead)(next.edge) {
-                out.subtrees.push(child);
+            if !self.hops.is_dead(next.edge) {
+                if child.len() > 1 && self.hops.is_draining(next.edge) {
+                    out.subtrees
+                        .extend(self.around_draining(&child, kind, from));
+                } else {
+                    out.subtrees.push(child);
+                }
                 continue;
             }
             out.repaired += 1;
@@ -225,7 +251,7 @@ where
             // the hop's own path straight over the dead link, merged first
             // (it is the shortest), would also pull the other destinations'
             // paths through the hop.
-            let avoid = |e| (self.is_dead)(e) || Some(e) == from;
+            let avoid = |e| self.hops.is_dead(e) || Some(e) == from;
             let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
             let repairs = self.trees_on(&dests, avoid, usable);
             out.unroutable += repairs.unroutable;
@@ -248,13 +274,43 @@ where
         out
     }
 
+    /// `child` rooted at a next hop that said it is draining: it will close
+    /// soon, and forwards until then. What it would relay goes around it
+    /// from now on, along this edge's own routes that do not take the link
+    /// to it or to another draining hop (nor go back to `from`), as around
+    /// a dead hop; it keeps its
+    /// own delivery and the destinations this edge has no such way to. (A
+    /// route that meets it further on is the next edge's to send around.)
+    /// Make-before-break: what was sent through it before keeps coming
+    /// through it while the rest takes the new way, so its close finds
+    /// nothing of the streams in flight through it. (Copies, as around a
+    /// suspect, would do too, but they double the traffic and their
+    /// duplicates reach the destinations' first-copy filters.)
+    fn around_draining(
+        &self,
+        child: &RouteTree,
+        kind: Forwarded,
+        from: Option<EdgeId>,
+    ) -> Vec<RouteTree> {
+        let hop = child.root().edge;
+        let dests = self.destinations_below(child, kind);
+        let avoid =
+            |e| e == hop || self.hops.is_dead(e) || self.hops.is_draining(e) || Some(e) == from;
+        let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
+        let around = self.trees_on(&dests, avoid, usable);
+        let reached: HashSet<EdgeId> = around.trees.iter().flat_map(|t| t.destinations()).collect();
+        let mut out: Vec<RouteTree> = around.trees.iter().flat_map(RouteTree::children).collect();
+        out.extend(child.pruned(|e| e == hop || !reached.contains(&e)));
+        out
+    }
+
     /// The deliver nodes of `child` below its root: for media, those not
     /// seen dead (latency first); for frames, all of them.
     fn destinations_below(&self, child: &RouteTree, kind: Forwarded) -> Vec<EdgeId> {
         child.nodes()[1..]
             .iter()
             .filter(|n| n.deliver)
-            .filter(|n| kind == Forwarded::Frame || !(self.is_dead)(n.edge))
+            .filter(|n| kind == Forwarded::Frame || !self.hops.is_dead(n.edge))
             .map(|n| n.edge)
             .collect()
     }
@@ -269,10 +325,10 @@ where
     pub fn copies(&self, tree: &RouteTree, is_lossy: impl Fn(EdgeId) -> bool) -> Vec<Copies> {
         tree.children()
             .iter()
-            .filter(|c| !(self.is_dead)(c.root().edge))
+            .filter(|c| !self.hops.is_dead(c.root().edge))
             .filter_map(|c| {
                 let hop = c.root().edge;
-                let why = if (self.is_suspect)(hop) {
+                let why = if self.hops.is_suspect(hop) {
                     Around::Suspect
                 } else if is_lossy(hop) {
                     Around::Lossy
@@ -307,7 +363,7 @@ where
             let relays = &p[1..p.len() - 1];
             *first != hop.edge && (why == Around::Lossy || !relays.contains(&hop.edge))
         };
-        let around = self.trees_on(&dests, |e| e == hop.edge || (self.is_dead)(e), keep);
+        let around = self.trees_on(&dests, |e| e == hop.edge || self.hops.is_dead(e), keep);
         around.trees.iter().flat_map(RouteTree::children).collect()
     }
 }
@@ -361,41 +417,66 @@ mod tests {
         t
     }
 
+    /// Peers dead, suspect and draining, by list.
+    struct Hops<'a> {
+        dead: &'a [EdgeId],
+        suspect: &'a [EdgeId],
+        draining: &'a [EdgeId],
+    }
+
+    impl HopView for Hops<'_> {
+        fn is_dead(&self, peer: EdgeId) -> bool {
+            self.dead.contains(&peer)
+        }
+        fn is_suspect(&self, peer: EdgeId) -> bool {
+            self.suspect.contains(&peer)
+        }
+        fn is_draining(&self, peer: EdgeId) -> bool {
+            self.draining.contains(&peer)
+        }
+    }
+
+    /// A router with `t`, seeing `dead` dead.
     fn router<'a>(
         t: &'a RouteTable,
         dead: &'a [EdgeId],
-    ) -> Router<
-        impl Fn() -> &'a RouteTable,
-        impl Fn(EdgeId) -> bool + 'a,
-        impl Fn(EdgeId) -> bool + 'a,
-    > {
-        suspecting(t, dead, &[])
+    ) -> Router<impl Fn() -> &'a RouteTable, Hops<'a>> {
+        viewing(t, dead, &[], &[])
     }
 
+    /// ... suspecting `suspect` too.
     fn suspecting<'a>(
         t: &'a RouteTable,
         dead: &'a [EdgeId],
         suspect: &'a [EdgeId],
-    ) -> Router<
-        impl Fn() -> &'a RouteTable,
-        impl Fn(EdgeId) -> bool + 'a,
-        impl Fn(EdgeId) -> bool + 'a,
-    > {
+    ) -> Router<impl Fn() -> &'a RouteTable, Hops<'a>> {
+        viewing(t, dead, suspect, &[])
+    }
+
+    /// ... and told by `draining` that they are draining.
+    fn viewing<'a>(
+        t: &'a RouteTable,
+        dead: &'a [EdgeId],
+        suspect: &'a [EdgeId],
+        draining: &'a [EdgeId],
+    ) -> Router<impl Fn() -> &'a RouteTable, Hops<'a>> {
         Router {
             me: ME,
             table: move || t,
-            is_dead: move |e| dead.contains(&e),
-            is_suspect: move |e| suspect.contains(&e),
+            hops: Hops {
+                dead,
+                suspect,
+                draining,
+            },
         }
     }
 
     /// The copies `r` makes of a packet on `tree` with no lossy link.
-    fn copies_of<T, R, D, S>(r: &Router<T, D, S>, tree: &RouteTree) -> Vec<RouteTree>
+    fn copies_of<T, R, V>(r: &Router<T, V>, tree: &RouteTree) -> Vec<RouteTree>
     where
         T: Fn() -> R,
         R: Deref<Target = RouteTable>,
-        D: Fn(EdgeId) -> bool,
-        S: Fn(EdgeId) -> bool,
+        V: HopView,
     {
         r.copies(tree, |_| false)
             .into_iter()
@@ -492,16 +573,22 @@ mod tests {
         assert_eq!(covered(&trees), [3, 4]);
     }
 
-    #[test]
-    fn a_dead_child_is_repaired_from_this_edges_routes() {
-        // The ingress sent ME the subtree ME -> 2 -> {3, 4 -> 5}; 2 is dead.
-        let sent = tree(&[
+    /// The subtree an ingress sent ME: ME -> 2 -> {3, 4 -> 5}, 2, 3 and 5
+    /// delivering, 4 too if `four_delivers`.
+    fn sent_through_2(four_delivers: bool) -> RouteTree {
+        tree(&[
             node(ME, false, 1),
             node(2, true, 2),
             node(3, true, 0),
-            node(4, false, 1),
+            node(4, four_delivers, 1),
             node(5, true, 0),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn a_dead_child_is_repaired_from_this_edges_routes() {
+        // 2 is dead.
+        let sent = sent_through_2(false);
         let own = table(&[&[ME, 3], &[ME, 6, 5], &[ME, 2]]);
         let media = router(&own, &[2]).live_children(&sent, Forwarded::Media, None);
         assert_eq!(media.repaired, 1);
@@ -533,6 +620,38 @@ mod tests {
         let alive = router(&own, &[]).live_children(&sent, Forwarded::Media, None);
         assert_eq!(alive.subtrees, sent.children());
         assert_eq!(alive.repaired, 0);
+    }
+
+    #[test]
+    fn what_a_draining_hop_would_relay_goes_around_it_and_the_rest_stays() {
+        // 2 (a destination too) is draining. ME's own routes: 3 directly,
+        // 5 through 6, 4 through 2 (so directly around it, as a dead hop's).
+        let sent = sent_through_2(true);
+        let own = table(&[&[ME, 3], &[ME, 6, 5], &[ME, 2, 4], &[ME, 2]]);
+        let r = viewing(&own, &[], &[], &[2]);
+        for kind in [Forwarded::Media, Forwarded::Frame] {
+            let out = r.live_children(&sent, kind, None);
+            assert_eq!(covered(&out.subtrees), [2, 3, 4, 5], "{kind:?}: each once");
+            let through_2: Vec<_> = out.subtrees.iter().filter(|c| c.root().edge == 2).collect();
+            assert_eq!(
+                through_2,
+                [&RouteTree::leaf(2)],
+                "{kind:?}: 2 keeps its own members only"
+            );
+            assert_eq!(out.repaired, 0);
+        }
+        // What has no way around but back where the packet came from stays
+        // with the draining hop, which forwards until it closes.
+        let out = r.live_children(&sent, Forwarded::Media, Some(3));
+        assert_eq!(covered(&out.subtrees), [2, 3, 4, 5]);
+        let through_2 = out.subtrees.iter().find(|c| c.root().edge == 2).unwrap();
+        assert_eq!(through_2.destinations().collect::<Vec<_>>(), [2, 3]);
+        // A draining hop with nothing to relay is sent as it is.
+        let leaf = tree(&[node(ME, false, 1), node(2, true, 0)]);
+        assert_eq!(
+            r.live_children(&leaf, Forwarded::Media, None).subtrees,
+            leaf.children()
+        );
     }
 
     #[test]
@@ -731,6 +850,18 @@ mod tests {
                         prop_assert!(behind.contains(d), "copy to {} not behind suspect {}", d, s);
                         prop_assert_eq!(copied.iter().filter(|x| *x == d).count(), 1);
                     }
+                }
+            }
+            // The same edges draining instead: every destination still
+            // once, and a draining next hop keeps only its own delivery and
+            // draining destinations (every other one has a way around: the
+            // direct link at worst).
+            let r = viewing(&table, &[], &[], &dead);
+            for t in &built.trees {
+                let out = r.live_children(t, Forwarded::Frame, None);
+                prop_assert_eq!(covered(&out.subtrees), covered(&t.children()));
+                for c in out.subtrees.iter().filter(|c| dead.contains(&c.root().edge)) {
+                    prop_assert!(c.destinations().all(|d| dead.contains(&d)), "{:?}", c);
                 }
             }
             // The same edges' links from here lossy: copies never take the
