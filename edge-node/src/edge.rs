@@ -410,10 +410,12 @@ impl Edge {
         self.core.tasks.clone()
     }
 
-    /// Graceful shutdown: refuse new clients, tell the relay peers (they
-    /// send around this edge from then on), send every client a goaway with
-    /// where to go, wait for them to leave (bounded) and for what the peers
-    /// sent before the notice to come through, then close.
+    /// Graceful shutdown: refuse new clients, send every client a goaway
+    /// with where to go and wait for them to leave (bounded), wait for the
+    /// streams relayed through this edge to move to the controller's new
+    /// paths (bounded), tell the relay peers that still send through it to
+    /// send around it, and close once what they sent before has come
+    /// through (make-before-break for relayed streams too).
     pub async fn shutdown(mut self) {
         let core = &self.core;
         core.start_draining();
@@ -421,10 +423,6 @@ impl Edge {
             c.drain();
         }
         let drain_timeout = Duration::from_millis(core.cfg.limits.drain_timeout_ms);
-        let forward = core
-            .relay
-            .tell_draining(core, drain_timeout + crate::relay::DRAINING_FORWARD_MAX);
-        let forwarded_by = tokio::time::Instant::now() + forward;
         let goaway = pb::Goaway {
             reason: pb::GoawayReason::Shutdown as i32,
             redirect: core.redirects(),
@@ -445,7 +443,10 @@ impl Edge {
         }
         let mut sessions = core.sessions.subscribe();
         let _ = tokio::time::timeout(drain_timeout, sessions.wait_for(|n| *n == 0)).await;
-        tokio::time::sleep_until(forwarded_by).await;
+        wait_for_transit_to_move(core).await;
+        let margin = crate::relay::DRAINING_FORWARD_MAX;
+        let forward = core.relay.tell_draining(core, margin);
+        tokio::time::sleep(forward).await;
         if let Some(c) = self.control.take() {
             c.stop().await;
         }
@@ -494,6 +495,42 @@ impl Edge {
         }
         info!(edge = core.id, "edge stopped");
     }
+}
+
+/// No relayed media for this long means no stream is routed through a
+/// draining edge any more: the slowest stream RTN carries (audio, 25
+/// packets a second) sends five packets in it.
+const TRANSIT_QUIET: Duration = Duration::from_millis(200);
+/// How long a draining edge, its clients gone, waits for that: the control
+/// plane routes transit off an edge marked DRAINING within about a second
+/// (registry watch, recomputation, the edges' route watch), and those paths
+/// are the controller's best. Past it (a store or controller outage), the
+/// peers still sending through it are told to go around it on their own
+/// routes (`RelayDraining`).
+const TRANSIT_MOVE_MAX: Duration = Duration::from_secs(2);
+/// How often the relayed media counter is read meanwhile.
+const TRANSIT_LOOK_EVERY: Duration = Duration::from_millis(20);
+
+/// Wait until no media has been relayed to this (draining) edge for
+/// [`TRANSIT_QUIET`], at most [`TRANSIT_MOVE_MAX`].
+async fn wait_for_transit_to_move(core: &EdgeCore) {
+    let start = tokio::time::Instant::now();
+    let mut seen = core.relay.media_received();
+    let mut quiet_since = start;
+    while start.elapsed() < TRANSIT_MOVE_MAX {
+        tokio::time::sleep(TRANSIT_LOOK_EVERY).await;
+        let now = core.relay.media_received();
+        if now != seen {
+            seen = now;
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= TRANSIT_QUIET {
+            return;
+        }
+    }
+    info!(
+        edge = core.id,
+        "draining: streams still relayed through this edge; telling the peers to go around it"
+    );
 }
 
 impl Drop for Edge {

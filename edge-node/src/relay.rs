@@ -91,6 +91,9 @@ pub struct RelayLinks {
     /// and how many: the edges that may send through this one, told when
     /// it drains ([`RelayLinks::tell_draining`]).
     inbound: Mutex<HashMap<EdgeId, usize>>,
+    /// Media datagrams received on relay connections (not probes or
+    /// NACKs): how a draining edge sees its transit move away.
+    media_in: std::sync::atomic::AtomicU64,
 }
 
 /// How long a draining edge keeps forwarding after telling its peers, at
@@ -445,6 +448,11 @@ impl RelayLinks {
             }
             None => false,
         }
+    }
+
+    /// Media datagrams received from peers so far.
+    pub fn media_received(&self) -> u64 {
+        self.media_in.load(Ordering::Relaxed)
     }
 
     /// Count `peer`'s inbound connection until the guard is dropped.
@@ -1434,6 +1442,7 @@ async fn read_datagrams(
             _ => {}
         }
         core.metrics.media_in_relay.increment(1);
+        core.relay.media_in.fetch_add(1, Ordering::Relaxed);
         core.metrics.media_in_relay_bytes.increment(d.len() as u64);
         if from.is_none() {
             from =

@@ -36,8 +36,9 @@
 //! - nothing dies, but edge 3's link to 4 goes from no delay to a 400 ms
 //!   round trip at once: silent for 200 ms, 4 looks dead to 3 (which has
 //!   no other way to it) until the connection answers again;
-//! - edge 3 drains (stops cleanly) with 40 ms links on both sides: it tells
-//!   edge 2 first, which sends the media around it from then on while edge
+//! - edge 3 drains (stops cleanly) with 40 ms links on both sides: with no
+//!   controller to move the paths off it, it waits its 2 s for them, then
+//!   tells edge 2, which sends the media around it from then on while edge
 //!   3 forwards what was already on its way through it.
 //!
 //! The sender's SDK keeps no replay window, so only the edges can deliver
