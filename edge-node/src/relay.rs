@@ -100,8 +100,8 @@ pub struct RelayLinks {
 /// most: see [`RelayLinks::tell_draining`]. A round trip over 475 ms is a
 /// broken path, not one to wait for.
 pub const DRAINING_FORWARD_MAX: Duration = Duration::from_secs(1);
-/// ... beyond two round trips to the farthest peer told: the notice's and
-/// the copies' handling at both ends, and a loaded machine's scheduling.
+/// ... beyond two round trips to the farthest peer told: the notice's
+/// handling at both ends, and a loaded machine's scheduling.
 const DRAINING_FORWARD_MARGIN: Duration = Duration::from_millis(50);
 
 /// One inbound relay connection's peer, counted in

@@ -357,15 +357,19 @@ async fn a_relay_link_losing_too_much_for_repair_gets_a_redundant_path() {
             ..LinkProfile::default()
         };
         let clean = LinkProfile::delay(25.0);
-        // Audio for 6 s, counted from 2.5 s in: the edge measures the
-        // link's loss over a second of media, and switches once a second.
+        // Audio for 7 s, counted from 4 s in: the edge reads the link's
+        // loss once a second and switches on an average of the readings
+        // (3 s time constant, `repair::redundant::LOSS_SMOOTHING`), which
+        // at 40% loss passes the 15% threshold after 1.4 s: on at 2-3 s
+        // quiet, a reading later on a loaded machine (the full suite once
+        // counted from 2.5 s and caught it off for the first second).
         // A full second path (share 1); that the default share bounds the
         // copies is `repair::redundant`'s test.
         let setup = |share: f64, hosts: [u8; 4], via: u8| Setup {
             redundant_share: share,
             via: Some(via),
-            packets: 600,
-            counted_from: 250,
+            packets: 700,
+            counted_from: 400,
             ..Setup::new(true, hosts, lossy, clean)
         };
         let without = call(setup(0.0, [101, 102, 103, 104], 105)).await;
