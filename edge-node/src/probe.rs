@@ -87,11 +87,11 @@ pub const FALSE_DEAD_CHANCE: f64 = 1e-6;
 /// client that names a live edge (its own network failed) costs copies
 /// for a round trip at most.
 pub const UNREACHABLE_HINT_TTL: Duration = Duration::from_secs(2);
-/// How long a peer that said it is draining (`RelayDraining`) is suspect
-/// at most, whatever it said: it closes once its clients have moved, within
-/// its drain timeout (5 s by default), and its close or its silence ends
-/// the episode sooner; this bounds the copies around a peer that said so
-/// and then stayed.
+/// How long a peer that said it is draining (`RelayDraining`) is routed
+/// around at most, whatever time it said: the reference edge says it a
+/// second before it closes, and its close or its silence ends the episode
+/// sooner; this bounds the detours around a peer that said so and then
+/// stayed.
 pub const DRAINING_PEER_TTL: Duration = Duration::from_secs(30);
 /// A target never heard from is dead once its first probe has been out
 /// this long unanswered: ten probes at the fast rate, enough for a link
