@@ -278,14 +278,14 @@ where
     /// soon, and forwards until then. What it would relay goes around it
     /// from now on, along this edge's own routes that do not take the link
     /// to it or to another draining hop (nor go back to `from`), as around
-    /// a dead hop; it keeps its
-    /// own delivery and the destinations this edge has no such way to. (A
-    /// route that meets it further on is the next edge's to send around.)
-    /// Make-before-break: what was sent through it before keeps coming
-    /// through it while the rest takes the new way, so its close finds
-    /// nothing of the streams in flight through it. (Copies, as around a
-    /// suspect, would do too, but they double the traffic and their
-    /// duplicates reach the destinations' first-copy filters.)
+    /// a dead hop; it keeps its own delivery and the destinations this edge
+    /// has no such way to. (A route that meets it further on is the next
+    /// edge's to send around.) Make-before-break: what was sent through it
+    /// before keeps coming through it while the rest takes the new way, so
+    /// its close finds nothing of the streams in flight through it. (Copies
+    /// around it, as around a suspect, were measured worse: they double the
+    /// traffic, and their duplicates reach the destinations' first-copy
+    /// filters; docs/benchmarks.md, "Relay drains, make-before-break".)
     fn around_draining(
         &self,
         child: &RouteTree,
