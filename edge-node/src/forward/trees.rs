@@ -247,19 +247,11 @@ where
             if next.deliver {
                 dests.push(next.edge);
             }
-            // Only paths that leave over a live link, not back to `from`:
-            // the hop's own path straight over the dead link, merged first
-            // (it is the shortest), would also pull the other destinations'
-            // paths through the hop.
-            let avoid = |e| self.hops.is_dead(e) || Some(e) == from;
-            let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
-            let repairs = self.trees_on(&dests, avoid, usable);
+            // Only over live links, and not back to `from` (see above).
+            let repairs = self.detour(&dests, |e| self.hops.is_dead(e) || Some(e) == from);
             out.unroutable += repairs.unroutable;
-            let mut reached = Vec::with_capacity(dests.len());
-            for repaired in repairs.trees {
-                reached.extend(repaired.destinations());
-                out.subtrees.extend(repaired.children());
-            }
+            out.subtrees.extend(repairs.subtrees);
+            let reached = repairs.reached;
             // A live destination always has a way (the direct link at
             // worst); the hop itself or a dead one may have none from here.
             // A frame for it waits on its own link, and is resent when the
@@ -294,14 +286,28 @@ where
     ) -> Vec<RouteTree> {
         let hop = child.root().edge;
         let dests = self.destinations_below(child, kind);
-        let avoid =
-            |e| e == hop || self.hops.is_dead(e) || self.hops.is_draining(e) || Some(e) == from;
-        let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
-        let around = self.trees_on(&dests, avoid, usable);
-        let reached: HashSet<EdgeId> = around.trees.iter().flat_map(|t| t.destinations()).collect();
-        let mut out: Vec<RouteTree> = around.trees.iter().flat_map(RouteTree::children).collect();
-        out.extend(child.pruned(|e| e == hop || !reached.contains(&e)));
+        let around = self.detour(&dests, |e| {
+            e == hop || self.hops.is_dead(e) || self.hops.is_draining(e) || Some(e) == from
+        });
+        let mut out = around.subtrees;
+        out.extend(child.pruned(|e| e == hop || !around.reached.contains(&e)));
         out
+    }
+
+    /// Subtrees (to send from this edge) to `dests` along this edge's own
+    /// routes, with paths whose first hop is `avoid`ed replaced by their
+    /// backup or the direct link and dropped where that is `avoid`ed too.
+    /// Only paths that leave over a link not avoided: the avoided hop's own
+    /// path, merged first (it is the shortest), would also pull the other
+    /// destinations' paths through the hop.
+    fn detour(&self, dests: &[EdgeId], avoid: impl Fn(EdgeId) -> bool) -> Detour {
+        let usable = |p: &[EdgeId]| p.get(1).is_some_and(|first| !avoid(*first));
+        let trees = self.trees_on(dests, &avoid, usable);
+        Detour {
+            reached: trees.trees.iter().flat_map(|t| t.destinations()).collect(),
+            subtrees: trees.trees.iter().flat_map(RouteTree::children).collect(),
+            unroutable: trees.unroutable,
+        }
     }
 
     /// The deliver nodes of `child` below its root: for media, those not
@@ -366,6 +372,14 @@ where
         let around = self.trees_on(&dests, |e| e == hop.edge || self.hops.is_dead(e), keep);
         around.trees.iter().flat_map(RouteTree::children).collect()
     }
+}
+
+/// The subtrees around an avoided next hop ([`Router::detour`]), the
+/// destinations they reach, and how many had no route.
+struct Detour {
+    subtrees: Vec<RouteTree>,
+    reached: HashSet<EdgeId>,
+    unroutable: usize,
 }
 
 /// Why media for the destinations behind a next hop also goes around it.
