@@ -92,7 +92,9 @@ pub struct RelayLinks {
     /// it drains ([`RelayLinks::tell_draining`]).
     inbound: Mutex<HashMap<EdgeId, usize>>,
     /// Media datagrams received on relay connections (not probes or
-    /// NACKs): how a draining edge sees its transit move away.
+    /// NACKs) since this edge started draining: how it sees its transit
+    /// move away. Counted only while draining, so that the per-packet path
+    /// of a serving edge does not write one cache line from every thread.
     media_in: std::sync::atomic::AtomicU64,
 }
 
@@ -450,7 +452,8 @@ impl RelayLinks {
         }
     }
 
-    /// Media datagrams received from peers so far.
+    /// Media datagrams received from peers since this edge started
+    /// draining.
     pub fn media_received(&self) -> u64 {
         self.media_in.load(Ordering::Relaxed)
     }
@@ -1442,7 +1445,9 @@ async fn read_datagrams(
             _ => {}
         }
         core.metrics.media_in_relay.increment(1);
-        core.relay.media_in.fetch_add(1, Ordering::Relaxed);
+        if core.is_draining() {
+            core.relay.media_in.fetch_add(1, Ordering::Relaxed);
+        }
         core.metrics.media_in_relay_bytes.increment(d.len() as u64);
         if from.is_none() {
             from =
