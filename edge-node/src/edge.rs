@@ -444,8 +444,7 @@ impl Edge {
         let mut sessions = core.sessions.subscribe();
         let _ = tokio::time::timeout(drain_timeout, sessions.wait_for(|n| *n == 0)).await;
         wait_for_transit_to_move(core).await;
-        let closes_within = crate::relay::DRAINING_FORWARD_MAX;
-        let forward = core.relay.tell_draining(core, closes_within);
+        let forward = core.relay.tell_draining(core);
         tokio::time::sleep(forward).await;
         if let Some(c) = self.control.take() {
             c.stop().await;

@@ -101,7 +101,7 @@ pub struct RelayLinks {
 /// How long a draining edge keeps forwarding after telling its peers, at
 /// most: see [`RelayLinks::tell_draining`]. A round trip over 475 ms is a
 /// broken path, not one to wait for.
-pub const DRAINING_FORWARD_MAX: Duration = Duration::from_secs(1);
+const DRAINING_FORWARD_MAX: Duration = Duration::from_secs(1);
 /// ... beyond two round trips to the farthest peer told: the notice's
 /// handling at both ends, and a loaded machine's scheduling.
 const DRAINING_FORWARD_MARGIN: Duration = Duration::from_millis(50);
@@ -469,18 +469,20 @@ impl RelayLinks {
         InboundPeer { links: self, peer }
     }
 
-    /// This edge is draining and closes within `closes_within`: tell every
-    /// peer that has a relay connection to it (the edges that may send
-    /// through it), on this edge's own link to each (dialled if need be,
-    /// as relay links only carry their dialer's frames). Each then sends
-    /// what it would relay through this edge around it (`forward::trees`,
-    /// `Router::around_draining`), while this edge still forwards what
-    /// was sent before. Returns how long this edge must keep
-    /// forwarding before it closes: until what a peer sent before the
-    /// notice reached it has come through, two round trips to the
-    /// farthest peer told (a dial's handshake included) plus a margin, at
-    /// most [`DRAINING_FORWARD_MAX`] (also for a peer never measured).
-    pub fn tell_draining(&self, core: &EdgeCore, closes_within: Duration) -> Duration {
+    /// This edge is draining: tell every peer that has a relay connection
+    /// to it (the edges that may send through it), on this edge's own link
+    /// to each (dialled if need be, as relay links only carry their
+    /// dialer's frames). Each then sends what it would relay through this
+    /// edge around it (`forward::trees`, `Router::around_draining`), while
+    /// this edge still forwards what was sent before. Returns how long
+    /// this edge must keep forwarding before it closes: until what a peer
+    /// sent before the notice reached it has come through, two round trips
+    /// to the farthest peer told (a dial's handshake included) plus a
+    /// margin, at most [`DRAINING_FORWARD_MAX`] (also for a peer never
+    /// measured). The notice says the close comes within that and
+    /// [`DRAINING_FORWARD_MAX`] more (the close's own trip), so that no
+    /// peer stops going around before the close reaches it.
+    pub fn tell_draining(&self, core: &EdgeCore) -> Duration {
         let told: Vec<EdgeId> = self
             .inbound
             .lock()
@@ -488,19 +490,22 @@ impl RelayLinks {
             .keys()
             .copied()
             .collect();
-        let mut forward = Duration::ZERO;
-        for &peer in &told {
-            let frame = pb::RelayFrame {
-                kind: Some(RK::Draining(pb::RelayDraining {
-                    closes_within_ms: closes_within.as_millis().try_into().unwrap_or(u32::MAX),
-                })),
-            };
-            self.send_frame(core, peer, frame);
-            let wait = match core.prober.rtt_jitter(peer) {
-                Some((rtt, _)) => 2 * rtt + DRAINING_FORWARD_MARGIN,
+        let forward = told
+            .iter()
+            .map(|peer| match core.prober.rtt_jitter(*peer) {
+                Some((rtt, _)) => (2 * rtt + DRAINING_FORWARD_MARGIN).min(DRAINING_FORWARD_MAX),
                 None => DRAINING_FORWARD_MAX,
-            };
-            forward = forward.max(wait.min(DRAINING_FORWARD_MAX));
+            })
+            .max()
+            .unwrap_or_default();
+        let closes_within = forward + DRAINING_FORWARD_MAX;
+        let frame = pb::RelayFrame {
+            kind: Some(RK::Draining(pb::RelayDraining {
+                closes_within_ms: closes_within.as_millis().try_into().unwrap_or(u32::MAX),
+            })),
+        };
+        for &peer in &told {
+            self.send_frame(core, peer, frame.clone());
         }
         info!(
             edge = core.id,
